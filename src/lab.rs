@@ -1,0 +1,1 @@
+//! Local PostgreSQL HA lab: primary + streaming standby, failovers.

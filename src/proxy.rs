@@ -1,0 +1,1 @@
+//! User-space TCP proxy that injects delay and faults.

@@ -1,0 +1,4 @@
+//! One integration-test binary; each module drives real servers.
+mod lab;
+mod rules;
+mod support;

@@ -1,0 +1,1 @@
+//! Shared support: free ports, real server helpers.
