@@ -1,0 +1,219 @@
+//! Lanes: each takes due jobs from the backlog, checks a connection out of the
+//! pool, and runs up to `pipeline_depth` independent INSERTs on it at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_channel::Receiver;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rand::rngs::SmallRng;
+use tokio::time::Instant;
+
+use crate::error::{classify, ErrorClass};
+use crate::failover::Detector;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::pool::{Conn, DbPool};
+use crate::report::LatencyStats;
+use crate::scheduler::Job;
+use crate::workload::{Row, Workload};
+
+/// Reconnect backoff bounds: short enough to see a failover end within ~100 ms.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// What every lane shares.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub pool: DbPool,
+    pub workload: Arc<Workload>,
+    pub detector: Arc<Detector>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub pipeline_depth: usize,
+    /// Client-side bound on one INSERT: the server's statement_timeout plus slack,
+    /// for the case where the server never answers at all.
+    pub client_timeout: Duration,
+    pub max_connection_lifetime: Duration,
+    pub last_error: Mutex<Option<(ErrorClass, String)>>,
+}
+
+/// How one attempt ended.
+struct Outcome {
+    job: Job,
+    sent: Instant,
+    done: Instant,
+    result: Result<i64, Failure>,
+}
+
+struct Failure {
+    class: ErrorClass,
+    /// The server may have committed it: verification decides.
+    unknown: bool,
+    message: String,
+}
+
+impl Failure {
+    fn from_query(err: &tokio_postgres::Error) -> Failure {
+        let class = classify(err);
+        Failure {
+            class,
+            unknown: class.outcome_unknown_after_send(),
+            message: err.to_string() + &err.as_db_error().map(|d| format!(": {}", d.message())).unwrap_or_default(),
+        }
+    }
+}
+
+impl Shared {
+    fn record(&self, outcome: Outcome, stats: &Mutex<LatencyStats>) -> bool {
+        self.metrics.in_flight.dec();
+        self.metrics.transactions.inc();
+        match outcome.result {
+            Ok(id) => {
+                let latency = outcome.done - outcome.job.intended;
+                let service = outcome.done - outcome.sent;
+                self.metrics.transaction_duration.observe(latency.as_secs_f64());
+                self.metrics.service_duration.observe(service.as_secs_f64());
+                self.metrics
+                    .schedule_lag
+                    .set((outcome.sent - outcome.job.intended).as_secs_f64());
+                if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+                    self.metrics.last_success_timestamp.set(now.as_secs_f64());
+                }
+                if let Ok(mut s) = stats.lock() {
+                    s.record(latency, service);
+                }
+                self.detector.success(outcome.done);
+                if let Ok(mut ledger) = self.ledger.lock() {
+                    ledger.ack(outcome.job.seq, id, outcome.done);
+                }
+                false
+            }
+            Err(failure) => {
+                self.fail(outcome.job, outcome.sent, &failure);
+                failure.class.discards_connection() || failure.unknown
+            }
+        }
+    }
+
+    fn fail(&self, job: Job, started: Instant, failure: &Failure) {
+        self.metrics.transaction_errors.inc(failure.class);
+        self.detector.failure(started, failure.class);
+        if failure.unknown {
+            self.metrics.unknown_outcome_writes.inc();
+            if let Ok(mut ledger) = self.ledger.lock() {
+                ledger.unknown(job.seq, Instant::now());
+            }
+        }
+        tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
+        if let Ok(mut last) = self.last_error.lock() {
+            if last.as_ref().is_none_or(|(c, m)| *c != failure.class || *m != failure.message) {
+                *last = Some((failure.class, failure.message.clone()));
+            }
+        }
+    }
+
+    async fn execute(&self, conn: &Conn, job: Job, row: Row) -> Outcome {
+        let sent = Instant::now();
+        let insert = self
+            .workload
+            .insert(&conn.client, conn.insert.as_ref(), row);
+        let result = match tokio::time::timeout(self.client_timeout, insert).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(err)) => Err(Failure::from_query(&err)),
+            Err(_) => Err(Failure {
+                class: ErrorClass::StatementTimeout,
+                // The server never answered; it may still commit.
+                unknown: true,
+                message: format!("no answer within {:?}", self.client_timeout),
+            }),
+        };
+        Outcome {
+            job,
+            sent,
+            done: Instant::now(),
+            result,
+        }
+    }
+}
+
+/// One lane: runs until the backlog is closed and empty.
+pub async fn lane(
+    shared: Arc<Shared>,
+    jobs: Receiver<Job>,
+    stats: Arc<Mutex<LatencyStats>>,
+    mut rng: SmallRng,
+) {
+    let mut backoff = BACKOFF_MIN;
+    while let Ok(first) = jobs.recv().await {
+        shared.metrics.in_flight.inc();
+        let started = Instant::now();
+        let mut conn = match shared.pool.checkout().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                shared.metrics.in_flight.dec();
+                shared.metrics.transactions.inc();
+                let failure = Failure {
+                    class: err.class,
+                    unknown: false,
+                    message: err.message,
+                };
+                shared.fail(first, started, &failure);
+                // Jitter keeps lanes from reconnecting in lockstep.
+                let jitter = rand::Rng::random_range(&mut rng, 0..=backoff.as_micros() as u64 / 2);
+                tokio::time::sleep(backoff + Duration::from_micros(jitter)).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = BACKOFF_MIN;
+        let broken = run_on(&shared, &conn, first, &jobs, &stats, &mut rng).await;
+        if broken || conn.created.elapsed() >= shared.max_connection_lifetime {
+            conn.broken = true;
+        }
+    }
+}
+
+/// Runs jobs on one connection while they keep coming; returns whether the
+/// connection must be discarded.
+async fn run_on(
+    shared: &Shared,
+    conn: &Conn,
+    first: Job,
+    jobs: &Receiver<Job>,
+    stats: &Mutex<LatencyStats>,
+    rng: &mut SmallRng,
+) -> bool {
+    let mut in_flight = FuturesUnordered::new();
+    in_flight.push(shared.execute(conn, first, Row::random(rng, first.seq)));
+    let mut broken = false;
+    let mut closed = false;
+    loop {
+        let room = !broken && !closed && in_flight.len() < shared.pipeline_depth;
+        tokio::select! {
+            biased;
+            Some(outcome) = in_flight.next() => {
+                broken |= shared.record(outcome, stats);
+            }
+            job = jobs.recv(), if room => match job {
+                Ok(job) => {
+                    shared.metrics.in_flight.inc();
+                    in_flight.push(shared.execute(conn, job, Row::random(rng, job.seq)));
+                }
+                Err(_) => closed = true,
+            },
+        }
+        if in_flight.is_empty() {
+            if broken || closed {
+                return broken;
+            }
+            // Keep the connection only while work is waiting; otherwise give it back.
+            match jobs.try_recv() {
+                Ok(job) => {
+                    shared.metrics.in_flight.inc();
+                    in_flight.push(shared.execute(conn, job, Row::random(rng, job.seq)));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Error types and the fixed, bounded set of failure classes exported as labels.
+
+use std::error::Error as StdError;
+use std::io;
+
+use tokio_postgres::error::SqlState;
+
+/// Every failure pgdrill counts falls into exactly one of these classes.
+/// The set is fixed so that each `{class}` series can be pre-created at 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    ConnectRefused,
+    ConnectTimeout,
+    Dns,
+    Tls,
+    Auth,
+    TooManyConnections,
+    ReadOnly,
+    AdminShutdown,
+    CrashShutdown,
+    CannotConnectNow,
+    ConnectionClosed,
+    StatementTimeout,
+    PoolTimeout,
+    Other,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 14] = [
+        ErrorClass::ConnectRefused,
+        ErrorClass::ConnectTimeout,
+        ErrorClass::Dns,
+        ErrorClass::Tls,
+        ErrorClass::Auth,
+        ErrorClass::TooManyConnections,
+        ErrorClass::ReadOnly,
+        ErrorClass::AdminShutdown,
+        ErrorClass::CrashShutdown,
+        ErrorClass::CannotConnectNow,
+        ErrorClass::ConnectionClosed,
+        ErrorClass::StatementTimeout,
+        ErrorClass::PoolTimeout,
+        ErrorClass::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::ConnectRefused => "connect_refused",
+            ErrorClass::ConnectTimeout => "connect_timeout",
+            ErrorClass::Dns => "dns",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Auth => "auth",
+            ErrorClass::TooManyConnections => "too_many_connections",
+            ErrorClass::ReadOnly => "read_only",
+            ErrorClass::AdminShutdown => "admin_shutdown",
+            ErrorClass::CrashShutdown => "crash_shutdown",
+            ErrorClass::CannotConnectNow => "cannot_connect_now",
+            ErrorClass::ConnectionClosed => "connection_closed",
+            ErrorClass::StatementTimeout => "statement_timeout",
+            ErrorClass::PoolTimeout => "pool_timeout",
+            ErrorClass::Other => "other",
+        }
+    }
+
+    /// Index into per-class arrays (metrics, counters), stable with `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The connection that produced this error must not be reused: it is closed,
+    /// or it points at a server that cannot take writes any more.
+    pub fn discards_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::ReadOnly
+                | ErrorClass::AdminShutdown
+                | ErrorClass::CrashShutdown
+                | ErrorClass::CannotConnectNow
+                | ErrorClass::ConnectionClosed
+                | ErrorClass::Other
+        )
+    }
+
+    /// After a statement was sent, the server may have committed it even though
+    /// we never saw the acknowledgement: the outcome is unknown until verified.
+    pub fn outcome_unknown_after_send(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::AdminShutdown | ErrorClass::CrashShutdown | ErrorClass::ConnectionClosed
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Classify an error from tokio-postgres, whether it came from connecting or from a query.
+pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
+    if let Some(code) = err.code() {
+        return classify_sqlstate(code);
+    }
+    if err.is_closed() {
+        return ErrorClass::ConnectionClosed;
+    }
+    // tokio-postgres exposes its error kind only through Display.
+    let kind = err.to_string();
+    if kind.starts_with("error performing TLS handshake") {
+        return ErrorClass::Tls;
+    }
+    if kind.starts_with("authentication error") {
+        return ErrorClass::Auth;
+    }
+    if kind.starts_with("invalid configuration") {
+        let detail = err.source().map(|s| s.to_string()).unwrap_or_default();
+        if detail.contains("password") {
+            return ErrorClass::Auth;
+        }
+        return ErrorClass::Other;
+    }
+    if kind.starts_with("timeout waiting for server") {
+        return ErrorClass::ConnectTimeout;
+    }
+    let connecting = kind.starts_with("error connecting to server");
+    if let Some(io_err) = find_io_error(err) {
+        return classify_io(io_err, connecting);
+    }
+    if kind.starts_with("error communicating with the server") {
+        return ErrorClass::ConnectionClosed;
+    }
+    ErrorClass::Other
+}
+
+pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
+    match *code {
+        SqlState::READ_ONLY_SQL_TRANSACTION => ErrorClass::ReadOnly,
+        SqlState::ADMIN_SHUTDOWN => ErrorClass::AdminShutdown,
+        SqlState::CRASH_SHUTDOWN => ErrorClass::CrashShutdown,
+        SqlState::CANNOT_CONNECT_NOW => ErrorClass::CannotConnectNow,
+        SqlState::QUERY_CANCELED => ErrorClass::StatementTimeout,
+        SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+            ErrorClass::Auth
+        }
+        SqlState::TOO_MANY_CONNECTIONS => ErrorClass::TooManyConnections,
+        _ => ErrorClass::Other,
+    }
+}
+
+fn find_io_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
+    let mut source = err.source();
+    while let Some(s) = source {
+        if let Some(io_err) = s.downcast_ref::<io::Error>() {
+            return Some(io_err);
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn classify_io(err: &io::Error, connecting: bool) -> ErrorClass {
+    use io::ErrorKind::*;
+    match err.kind() {
+        ConnectionRefused => ErrorClass::ConnectRefused,
+        TimedOut => {
+            if connecting {
+                ErrorClass::ConnectTimeout
+            } else {
+                ErrorClass::ConnectionClosed
+            }
+        }
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
+            ErrorClass::ConnectionClosed
+        }
+        _ if connecting && is_dns_failure(err) => ErrorClass::Dns,
+        // A host that cannot be reached at all is, for a client, a refused connect.
+        HostUnreachable | NetworkUnreachable | AddrNotAvailable if connecting => {
+            ErrorClass::ConnectRefused
+        }
+        _ => ErrorClass::Other,
+    }
+}
+
+fn is_dns_failure(err: &io::Error) -> bool {
+    let text = err.to_string();
+    text.contains("lookup address")
+        || text.contains("Name or service not known")
+        || text.contains("nodename nor servname")
+        || text.contains("could not resolve")
+        || text.contains("Temporary failure in name resolution")
+}
+
+/// A configuration mistake found before anything starts. It names the option,
+/// the offending value (passwords redacted) and why it is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value '{value}' for {option}: {reason}")]
+pub struct ConfigError {
+    pub option: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(option: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            option,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_their_classes() {
+        assert_eq!(
+            classify_sqlstate(&SqlState::READ_ONLY_SQL_TRANSACTION),
+            ErrorClass::ReadOnly
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::ADMIN_SHUTDOWN),
+            ErrorClass::AdminShutdown
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::CANNOT_CONNECT_NOW),
+            ErrorClass::CannotConnectNow
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::QUERY_CANCELED),
+            ErrorClass::StatementTimeout
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::INVALID_PASSWORD),
+            ErrorClass::Auth
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::UNIQUE_VIOLATION),
+            ErrorClass::Other
+        );
+    }
+
+    #[test]
+    fn io_errors_distinguish_connecting_from_querying() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify_io(&refused, true), ErrorClass::ConnectRefused);
+        let timed_out = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(classify_io(&timed_out, true), ErrorClass::ConnectTimeout);
+        assert_eq!(classify_io(&timed_out, false), ErrorClass::ConnectionClosed);
+        let dns = io::Error::other("failed to lookup address information: Name or service not known");
+        assert_eq!(classify_io(&dns, true), ErrorClass::Dns);
+    }
+
+    #[test]
+    fn class_indexes_follow_all() {
+        for (i, class) in ErrorClass::ALL.iter().enumerate() {
+            assert_eq!(class.index(), i);
+        }
+        let mut names: Vec<_> = ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ErrorClass::ALL.len());
+    }
+}

@@ -1,0 +1,403 @@
+//! Write availability as a state machine, and outage (RTO) accounting.
+//!
+//! States and transitions (evaluated every [`TICK`]):
+//! - `healthy`: writes succeed, no failure in the last second.
+//! - `degraded`: writes succeed, but at least one failed in the last second.
+//! - `outage`: no write acknowledged for the outage threshold while a write failed
+//!   or was in flight. Entered from any other state. The outage is dated back to
+//!   the first write that failed after the last success (or to the last success
+//!   when writes merely stalled), so detection delay does not inflate it.
+//! - `recovering`: the first write after an outage was acknowledged; the outage's
+//!   write unavailability is fixed then (first failure → first success). Left for
+//!   `healthy` once the success rate held ≥ 95 % of target for the recovery window.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::error::ErrorClass;
+
+/// How often the state machine looks at what happened.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Failures within this window make a running system `degraded`.
+const DEGRADED_WINDOW: Duration = Duration::from_secs(1);
+
+/// Achieved rate at or above this share of target counts as full rate.
+const FULL_RATE: f64 = 0.95;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverState {
+    Healthy,
+    Degraded,
+    Outage,
+    Recovering,
+}
+
+impl FailoverState {
+    pub const ALL: [FailoverState; 4] = [
+        FailoverState::Healthy,
+        FailoverState::Degraded,
+        FailoverState::Outage,
+        FailoverState::Recovering,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverState::Healthy => "healthy",
+            FailoverState::Degraded => "degraded",
+            FailoverState::Outage => "outage",
+            FailoverState::Recovering => "recovering",
+        }
+    }
+}
+
+/// Outcomes as the lanes report them; a short critical section per transaction.
+#[derive(Debug, Default)]
+pub struct Events {
+    successes: u64,
+    failures: u64,
+    last_success: Option<Instant>,
+    first_failure_since_success: Option<Instant>,
+    /// Error classes seen since the outage mark (bit per class).
+    classes: u32,
+    in_outage: bool,
+    first_success_in_outage: Option<Instant>,
+}
+
+impl Events {
+    pub fn success(&mut self, at: Instant) {
+        self.successes += 1;
+        if self.last_success.is_none_or(|l| at > l) {
+            self.last_success = Some(at);
+        }
+        self.first_failure_since_success = None;
+        if self.in_outage && self.first_success_in_outage.is_none() {
+            self.first_success_in_outage = Some(at);
+        }
+    }
+
+    /// `started` is when the failed write was sent (or due, if it never got a connection).
+    pub fn failure(&mut self, started: Instant, class: ErrorClass) {
+        self.failures += 1;
+        self.classes |= 1 << class.index();
+        // A write sent before the last acknowledgement says nothing about what came after it.
+        let after_success = self.last_success.is_none_or(|l| started >= l);
+        let first = self.first_failure_since_success.is_none_or(|f| started < f);
+        if after_success && first {
+            self.first_failure_since_success = Some(started);
+        }
+    }
+}
+
+/// Shared by all lanes.
+#[derive(Debug, Default)]
+pub struct Detector {
+    events: Mutex<Events>,
+}
+
+impl Detector {
+    pub fn success(&self, at: Instant) {
+        if let Ok(mut e) = self.events.lock() {
+            e.success(at);
+        }
+    }
+
+    pub fn failure(&self, started: Instant, class: ErrorClass) {
+        if let Ok(mut e) = self.events.lock() {
+            e.failure(started, class);
+        }
+    }
+
+    /// Runs `f` with the events locked, so that a decision and its mark are atomic.
+    pub fn with_events<R>(&self, f: impl FnOnce(&mut Events) -> R) -> Option<R> {
+        self.events.lock().ok().map(|mut e| f(&mut e))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    State {
+        from: FailoverState,
+        to: FailoverState,
+    },
+    OutageStarted {
+        start: Instant,
+    },
+    OutageEnded {
+        start: Instant,
+        end: Instant,
+        classes: Vec<ErrorClass>,
+    },
+    FullRate {
+        first_success: Instant,
+        full_rate_at: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub outage: Duration,
+    pub recovery_window: Duration,
+    /// Target rate; `None` (unlimited) compares against the rate before the outage.
+    pub target_rate: Option<f64>,
+}
+
+/// The state machine proper: pure, driven by [`Machine::tick`] with tokio time.
+#[derive(Debug)]
+pub struct Machine {
+    state: FailoverState,
+    thresholds: Thresholds,
+    run_start: Instant,
+    /// (time, successes, failures) per tick, for the last few seconds.
+    history: VecDeque<(Instant, u64, u64)>,
+    outage_start: Option<Instant>,
+    recovered_at: Option<Instant>,
+    full_rate_since: Option<Instant>,
+    rate_before_outage: f64,
+}
+
+impl Machine {
+    pub fn new(thresholds: Thresholds, run_start: Instant) -> Machine {
+        Machine {
+            state: FailoverState::Healthy,
+            thresholds,
+            run_start,
+            history: VecDeque::new(),
+            outage_start: None,
+            recovered_at: None,
+            full_rate_since: None,
+            rate_before_outage: 0.0,
+        }
+    }
+
+    pub fn state(&self) -> FailoverState {
+        self.state
+    }
+
+    /// Successes per second over the last `span` of history.
+    fn success_rate(&self, now: Instant, span: Duration, successes: u64) -> Option<f64> {
+        let (t, s, _) = self
+            .history
+            .iter()
+            .find(|(t, _, _)| now.duration_since(*t) <= span)?;
+        let elapsed = now.duration_since(*t).as_secs_f64();
+        (elapsed >= span.as_secs_f64() * 0.5).then(|| (successes - s) as f64 / elapsed)
+    }
+
+    fn failures_within(&self, now: Instant, span: Duration, failures: u64) -> u64 {
+        self.history
+            .iter()
+            .find(|(t, _, _)| now.duration_since(*t) <= span)
+            .map_or(0, |(_, _, f)| failures - f)
+    }
+
+    fn set(&mut self, to: FailoverState, out: &mut Vec<Transition>) {
+        if self.state != to {
+            out.push(Transition::State {
+                from: self.state,
+                to,
+            });
+            self.state = to;
+        }
+    }
+
+    pub fn tick(&mut self, now: Instant, ev: &mut Events, in_flight: i64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let history_span = self.thresholds.recovery_window.max(Duration::from_secs(5)) + Duration::from_secs(1);
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _, _)| now.duration_since(*t) > history_span)
+        {
+            self.history.pop_front();
+        }
+
+        if self.state == FailoverState::Outage {
+            if let Some(end) = ev.first_success_in_outage.take() {
+                ev.in_outage = false;
+                let start = self.outage_start.take().unwrap_or(end);
+                let classes = ErrorClass::ALL
+                    .into_iter()
+                    .filter(|c| ev.classes & (1 << c.index()) != 0)
+                    .collect();
+                out.push(Transition::OutageEnded {
+                    start,
+                    end,
+                    classes,
+                });
+                self.recovered_at = Some(end);
+                self.full_rate_since = None;
+                self.set(FailoverState::Recovering, &mut out);
+            }
+        } else {
+            let reference = ev.last_success.unwrap_or(self.run_start);
+            let silent = now.saturating_duration_since(reference) >= self.thresholds.outage;
+            let failed = ev.first_failure_since_success;
+            if silent && (failed.is_some() || in_flight > 0) {
+                let start = failed.filter(|f| *f >= reference).unwrap_or(reference);
+                self.rate_before_outage = self
+                    .success_rate(start, Duration::from_secs(5), ev.successes)
+                    .unwrap_or(0.0);
+                self.outage_start = Some(start);
+                ev.in_outage = true;
+                ev.first_success_in_outage = None;
+                ev.classes = 0;
+                self.recovered_at = None;
+                out.push(Transition::OutageStarted { start });
+                self.set(FailoverState::Outage, &mut out);
+            }
+        }
+
+        match self.state {
+            FailoverState::Recovering => {
+                let target = self
+                    .thresholds
+                    .target_rate
+                    .unwrap_or(self.rate_before_outage);
+                let first_success = self.recovered_at.unwrap_or(now);
+                let window = Duration::from_secs(1);
+                let full = match self.success_rate(now, window, ev.successes) {
+                    Some(rate) => rate >= FULL_RATE * target,
+                    None => false,
+                };
+                if full {
+                    let since = *self
+                        .full_rate_since
+                        .get_or_insert_with(|| (now - window).max(first_success));
+                    if now.duration_since(since) >= self.thresholds.recovery_window {
+                        out.push(Transition::FullRate {
+                            first_success,
+                            full_rate_at: since,
+                        });
+                        self.set(FailoverState::Healthy, &mut out);
+                    }
+                } else {
+                    self.full_rate_since = None;
+                }
+            }
+            FailoverState::Healthy | FailoverState::Degraded => {
+                let recent = self.failures_within(now, DEGRADED_WINDOW, ev.failures) > 0
+                    || ev.first_failure_since_success.is_some();
+                let to = if recent {
+                    FailoverState::Degraded
+                } else {
+                    FailoverState::Healthy
+                };
+                self.set(to, &mut out);
+            }
+            FailoverState::Outage => {}
+        }
+        self.history.push_back((now, ev.successes, ev.failures));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(rate: f64) -> (Machine, Events, Instant) {
+        let t0 = Instant::now();
+        let m = Machine::new(
+            Thresholds {
+                outage: Duration::from_millis(200),
+                recovery_window: Duration::from_secs(5),
+                target_rate: Some(rate),
+            },
+            t0,
+        );
+        (m, Events::default(), t0)
+    }
+
+    /// Drives `ms` milliseconds at 1,000/s with the given outcome per write.
+    fn run(
+        m: &mut Machine,
+        ev: &mut Events,
+        from: Instant,
+        ms: u64,
+        outcome: impl Fn(u64) -> Option<ErrorClass>,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for i in 0..ms {
+            let t = from + Duration::from_millis(i);
+            match outcome(i) {
+                None => ev.success(t),
+                Some(c) => ev.failure(t, c),
+            }
+            if i % 10 == 9 {
+                out.extend(m.tick(t, ev, 4));
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_walks_healthy_outage_recovering_healthy() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 3000, |_| None);
+        assert_eq!(m.state(), FailoverState::Healthy);
+
+        let t1 = t0 + Duration::from_millis(3000);
+        let out = run(&mut m, &mut ev, t1, 300, |_| Some(ErrorClass::ConnectRefused));
+        assert_eq!(m.state(), FailoverState::Outage);
+        assert!(out.contains(&Transition::OutageStarted { start: t1 }), "{out:?}");
+
+        let t2 = t1 + Duration::from_millis(300);
+        let out = run(&mut m, &mut ev, t2, 1000, |_| None);
+        let ended = out.iter().find_map(|t| match t {
+            Transition::OutageEnded { start, end, classes } => Some((*start, *end, classes.clone())),
+            _ => None,
+        });
+        assert_eq!(ended, Some((t1, t2, vec![ErrorClass::ConnectRefused])));
+        assert_eq!(m.state(), FailoverState::Recovering);
+
+        let t3 = t2 + Duration::from_millis(1000);
+        let out = run(&mut m, &mut ev, t3, 6000, |_| None);
+        assert_eq!(m.state(), FailoverState::Healthy);
+        assert!(out.iter().any(|t| matches!(t, Transition::FullRate { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_failure_is_degraded_not_an_outage() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        let out = run(&mut m, &mut ev, t0, 2000, |i| {
+            (i == 1000).then_some(ErrorClass::StatementTimeout)
+        });
+        assert!(!out.iter().any(|t| matches!(t, Transition::OutageStarted { .. })));
+        assert!(out.contains(&Transition::State {
+            from: FailoverState::Healthy,
+            to: FailoverState::Degraded
+        }));
+        let t1 = t0 + Duration::from_millis(2000);
+        run(&mut m, &mut ev, t1, 1100, |_| None);
+        assert_eq!(m.state(), FailoverState::Healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_writes_without_errors_are_an_outage() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        let last = t0 + Duration::from_millis(999);
+        let out = m.tick(last + Duration::from_millis(250), &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Outage);
+        assert!(out.contains(&Transition::OutageStarted { start: last }));
+        // Nothing in flight and nothing failing (rate paused): not an outage.
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        m.tick(t0 + Duration::from_secs(5), &mut ev, 0);
+        assert_ne!(m.state(), FailoverState::Outage);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn database_down_from_the_start_is_an_outage() {
+        let (mut m, mut ev, t0) = machine(100.0);
+        let out = run(&mut m, &mut ev, t0, 500, |_| Some(ErrorClass::ConnectRefused));
+        assert_eq!(m.state(), FailoverState::Outage);
+        assert!(out.contains(&Transition::OutageStarted { start: t0 }));
+    }
+}

@@ -1,0 +1,318 @@
+//! Exact latency percentiles (HDR histograms), the progress line and the
+//! end-of-run summary, human and JSON.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::error::ErrorClass;
+use crate::metrics::Metrics;
+use crate::monitor::OutageRecord;
+
+/// Microseconds, up to an hour, three significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Per-lane latency recorder; merged at progress and summary time.
+pub struct LatencyStats {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    interval: Histogram<u64>,
+}
+
+impl Default for LatencyStats {
+    fn default() -> Self {
+        LatencyStats {
+            latency: new_histogram(),
+            service: new_histogram(),
+            interval: new_histogram(),
+        }
+    }
+}
+
+impl LatencyStats {
+    pub fn record(&mut self, latency: Duration, service: Duration) {
+        let l = (latency.as_micros() as u64).max(1);
+        // Saturating: a value beyond an hour is clamped, never lost.
+        self.latency.saturating_record(l);
+        self.interval.saturating_record(l);
+        self.service
+            .saturating_record((service.as_micros() as u64).max(1));
+    }
+}
+
+/// All lanes' recorders.
+#[derive(Clone, Default)]
+pub struct LatencyBook {
+    lanes: Arc<Mutex<Vec<Arc<Mutex<LatencyStats>>>>>,
+}
+
+impl LatencyBook {
+    pub fn lane(&self) -> Arc<Mutex<LatencyStats>> {
+        let stats = Arc::new(Mutex::new(LatencyStats::default()));
+        if let Ok(mut lanes) = self.lanes.lock() {
+            lanes.push(stats.clone());
+        }
+        stats
+    }
+
+    fn merged(&self, pick: impl Fn(&mut LatencyStats) -> &mut Histogram<u64>, reset: bool) -> Histogram<u64> {
+        let mut out = new_histogram();
+        if let Ok(lanes) = self.lanes.lock() {
+            for lane in lanes.iter() {
+                if let Ok(mut s) = lane.lock() {
+                    let h = pick(&mut s);
+                    // Same bounds everywhere, so adding cannot fail.
+                    let _ = out.add(&*h);
+                    if reset {
+                        h.reset();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Latency since the last call, for the progress line.
+    pub fn take_interval(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.interval, true)
+    }
+
+    pub fn latency(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.latency, false)
+    }
+
+    pub fn service(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.service, false)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub version: &'static str,
+    pub run_id: i64,
+    pub target: String,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub target_rate: Option<f64>,
+    pub transactions: u64,
+    pub successes: u64,
+    pub errors: BTreeMap<&'static str, u64>,
+    pub skipped: u64,
+    /// In flight when the shutdown grace ran out: outcome never seen.
+    pub abandoned: u64,
+    pub success_ratio: f64,
+    pub achieved_rate: f64,
+    pub latency: Percentiles,
+    pub service_time: Percentiles,
+    pub primary_changes: u64,
+    pub outages: Vec<OutageRecord>,
+    pub lost_writes: u64,
+    pub unknown_outcome_writes: u64,
+    pub unknown_outcome_committed: u64,
+    pub unknown_outcome_not_committed: u64,
+}
+
+impl Summary {
+    #[allow(clippy::too_many_arguments)]
+    pub fn collect(
+        metrics: &Metrics,
+        book: &LatencyBook,
+        run_id: i64,
+        target: String,
+        started_at: std::time::SystemTime,
+        elapsed: Duration,
+        target_rate: Option<f64>,
+        abandoned: u64,
+        outages: Vec<OutageRecord>,
+    ) -> Summary {
+        let transactions = metrics.transactions.get();
+        let failed = metrics.transaction_errors.total();
+        let successes = transactions.saturating_sub(failed);
+        let errors = ErrorClass::ALL
+            .iter()
+            .map(|c| (c.as_str(), metrics.transaction_errors.get(*c)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Summary {
+            version: env!("CARGO_PKG_VERSION"),
+            run_id,
+            target,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            duration_seconds: elapsed.as_secs_f64(),
+            target_rate,
+            transactions,
+            successes,
+            errors,
+            skipped: metrics.skipped.get(),
+            abandoned,
+            success_ratio: if transactions == 0 {
+                0.0
+            } else {
+                successes as f64 / transactions as f64
+            },
+            achieved_rate: successes as f64 / secs,
+            latency: Percentiles::of(&book.latency()),
+            service_time: Percentiles::of(&book.service()),
+            primary_changes: metrics.primary_changes.get(),
+            outages,
+            lost_writes: metrics.lost_writes.get(),
+            unknown_outcome_writes: metrics.unknown_outcome_writes.get(),
+            unknown_outcome_committed: metrics.unknown_outcome_committed.get(),
+            unknown_outcome_not_committed: metrics.unknown_outcome_not_committed.get(),
+        }
+    }
+}
+
+fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
+        writeln!(f, "  target        {}", self.target)?;
+        writeln!(
+            f,
+            "  duration      {:.1}s   target rate {}   achieved {:.1}/s",
+            self.duration_seconds,
+            self.target_rate
+                .map_or_else(|| "unlimited".to_string(), |r| format!("{r}/s")),
+            self.achieved_rate
+        )?;
+        writeln!(
+            f,
+            "  transactions  {} ({} ok, {} failed, success ratio {:.4}); skipped {}; abandoned {}",
+            self.transactions,
+            self.successes,
+            self.transactions - self.successes,
+            self.success_ratio,
+            self.skipped,
+            self.abandoned
+        )?;
+        let l = &self.latency;
+        writeln!(
+            f,
+            "  latency (from intended start) p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+        )?;
+        let s = &self.service_time;
+        writeln!(
+            f,
+            "  service time                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            s.p50_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
+        )?;
+        if !self.errors.is_empty() {
+            let errs: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(f, "  errors        {}", errs.join(" "))?;
+        }
+        writeln!(
+            f,
+            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {})",
+            self.primary_changes,
+            self.lost_writes,
+            self.unknown_outcome_writes,
+            self.unknown_outcome_committed,
+            self.unknown_outcome_not_committed
+        )?;
+        for o in &self.outages {
+            writeln!(
+                f,
+                "  outage #{}: writes unavailable {} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}",
+                o.index,
+                opt_secs(o.write_unavailable_seconds),
+                o.started_at,
+                o.ended_at.as_deref().unwrap_or("-"),
+                opt_secs(o.time_to_full_rate_seconds),
+                o.error_classes.join(","),
+                o.lost_writes.map_or_else(|| "unverified".to_string(), |n| n.to_string()),
+                opt_secs(o.rpo_seconds)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One line of progress: what happened since the last one.
+pub struct Progress {
+    last_transactions: u64,
+    last_errors: [u64; ErrorClass::ALL.len()],
+    last_skipped: u64,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            last_transactions: 0,
+            last_errors: [0; ErrorClass::ALL.len()],
+            last_skipped: 0,
+        }
+    }
+
+    pub fn log(&mut self, metrics: &Metrics, book: &LatencyBook, interval: Duration, state: &str) {
+        let transactions = metrics.transactions.get();
+        let mut errors = Vec::new();
+        let mut failed = 0;
+        for class in ErrorClass::ALL {
+            let now = metrics.transaction_errors.get(class);
+            let delta = now - self.last_errors[class.index()];
+            self.last_errors[class.index()] = now;
+            failed += delta;
+            if delta > 0 {
+                errors.push(format!("{class}={delta}"));
+            }
+        }
+        let ok = (transactions - self.last_transactions).saturating_sub(failed);
+        self.last_transactions = transactions;
+        let skipped = metrics.skipped.get() - self.last_skipped;
+        self.last_skipped = metrics.skipped.get();
+        let h = book.take_interval();
+        tracing::info!(
+            rate = format!("{:.1}", ok as f64 / interval.as_secs_f64()),
+            ok,
+            failed,
+            skipped,
+            errors = errors.join(" "),
+            p50_ms = format!("{:.2}", h.value_at_quantile(0.5) as f64 / 1000.0),
+            p99_ms = format!("{:.2}", h.value_at_quantile(0.99) as f64 / 1000.0),
+            state,
+            "progress"
+        );
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}

@@ -1,0 +1,170 @@
+//! Open-loop pacing on absolute deadlines: transaction `i` is due at
+//! `start + i / rate`, whatever happened to the ones before it.
+
+use std::time::Duration;
+
+use async_channel::{Sender, TrySendError};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// One scheduled transaction: its client sequence number and when it should start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    pub seq: u64,
+    pub intended: Instant,
+}
+
+/// Deadline arithmetic, kept apart from I/O so it can be tested exactly.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    start: Instant,
+    nanos_per_tx: f64,
+    issued: u64,
+}
+
+impl Pacer {
+    pub fn new(start: Instant, rate: f64) -> Pacer {
+        Pacer {
+            start,
+            nanos_per_tx: 1e9 / rate,
+            issued: 0,
+        }
+    }
+
+    pub fn intended(&self, i: u64) -> Instant {
+        self.start + Duration::from_nanos((i as f64 * self.nanos_per_tx) as u64)
+    }
+
+    /// The next job if it is due at `now`.
+    pub fn next_due(&mut self, now: Instant) -> Option<Job> {
+        let intended = self.intended(self.issued);
+        (intended <= now).then(|| {
+            let job = Job {
+                seq: self.issued,
+                intended,
+            };
+            self.issued += 1;
+            job
+        })
+    }
+
+    pub fn next_deadline(&self) -> Instant {
+        self.intended(self.issued)
+    }
+
+    pub fn issued(&self) -> u64 {
+        self.issued
+    }
+}
+
+/// Feeds due jobs into the bounded backlog until `stop` or `until`. A full
+/// backlog means every connection is busy and the queue is long: the job is
+/// counted as skipped rather than queued without bound.
+pub async fn run(
+    rate: Option<f64>,
+    jobs: Sender<Job>,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+    until: Option<Instant>,
+) {
+    let start = Instant::now();
+    let Some(rate) = rate else {
+        return run_unlimited(jobs, stop, until).await;
+    };
+    let mut pacer = Pacer::new(start, rate);
+    loop {
+        let now = Instant::now();
+        while let Some(job) = pacer.next_due(now) {
+            if until.is_some_and(|u| job.intended >= u) {
+                return;
+            }
+            match jobs.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => metrics.skipped.inc(),
+                Err(TrySendError::Closed(_)) => return,
+            }
+        }
+        if until.is_some_and(|u| now >= u) {
+            return;
+        }
+        let next = match until {
+            Some(u) => pacer.next_deadline().min(u),
+            None => pacer.next_deadline(),
+        };
+        tokio::select! {
+            _ = sleep_until(next) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+}
+
+/// `--rate 0`: as fast as the lanes take jobs; the bounded channel is the throttle.
+async fn run_unlimited(jobs: Sender<Job>, stop: &CancellationToken, until: Option<Instant>) {
+    let deadline = async {
+        match until {
+            Some(u) => sleep_until(u).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut seq = 0;
+    loop {
+        let job = Job {
+            seq,
+            intended: Instant::now(),
+        };
+        tokio::select! {
+            sent = jobs.send(job) => if sent.is_err() { return },
+            _ = stop.cancelled() => return,
+            _ = &mut deadline => return,
+        }
+        seq += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_are_absolute_and_do_not_drift() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(t0, 3.0);
+        // Three per second: 0, 333.33 ms, 666.67 ms, 1 s exactly, ...
+        assert_eq!(pacer.intended(3), t0 + Duration::from_secs(1));
+        assert_eq!(pacer.intended(3000), t0 + Duration::from_secs(1000));
+        // Waking late releases every job that became due, each with its own instant.
+        let late = t0 + Duration::from_millis(700);
+        let due: Vec<_> = std::iter::from_fn(|| pacer.next_due(late)).collect();
+        assert_eq!(due.len(), 3);
+        assert_eq!(due[2].intended, t0 + Duration::from_nanos(666_666_666));
+        assert_eq!(pacer.next_deadline(), t0 + Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_backlog_skips_instead_of_growing() {
+        let metrics = Metrics::new(&[]);
+        let (tx, rx) = async_channel::bounded(10);
+        let stop = CancellationToken::new();
+        let until = Instant::now() + Duration::from_secs(1);
+        run(Some(100.0), tx, &metrics, &stop, Some(until)).await;
+        // Nobody consumed: 10 queued, the other 90 skipped.
+        assert_eq!(rx.len(), 10);
+        assert_eq!(metrics.skipped.get(), 90);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn schedules_exactly_rate_times_duration() {
+        let metrics = Metrics::new(&[]);
+        let (tx, rx) = async_channel::bounded(100_000);
+        let stop = CancellationToken::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        run(Some(8000.0), tx, &metrics, &stop, Some(until)).await;
+        assert_eq!(rx.len(), 80_000);
+        assert_eq!(metrics.skipped.get(), 0);
+        let last = rx.try_recv().into_iter().last();
+        assert!(last.is_some());
+    }
+}

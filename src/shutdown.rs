@@ -1,0 +1,33 @@
+//! The one place that turns SIGINT/SIGTERM into cancellation.
+
+use tokio_util::sync::CancellationToken;
+
+/// Cancels `stop` on the first SIGINT or SIGTERM and logs which one arrived.
+pub fn cancel_on_signals(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "stopping: no new transactions, draining in-flight ones");
+        stop.cancel();
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}

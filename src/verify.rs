@@ -1,0 +1,48 @@
+//! RPO: ask the (new) primary which acknowledged writes it still has.
+
+use tokio::time::Instant;
+
+use crate::ledger::{Snapshot, Verdict};
+use crate::pool::DbPool;
+use crate::workload::Workload;
+
+/// Rows are fetched from a little below the lowest acknowledged id, since ids
+/// from concurrent connections are not ordered like the schedule.
+const ID_SLACK: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("connecting for verification: {0}")]
+    Connect(#[from] crate::pool::ConnectError),
+    #[error("the server reached is a standby; waiting for a primary")]
+    Standby,
+    #[error("verification query: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// One pass over `snapshot` against the primary the pool reaches now.
+pub async fn verify(
+    pool: &DbPool,
+    workload: &Workload,
+    snapshot: &Snapshot,
+    window_end: Instant,
+) -> Result<Verdict, VerifyError> {
+    if snapshot.acked.is_empty() && snapshot.unknown.is_empty() {
+        return Ok(Verdict::default());
+    }
+    let conn = pool.dedicated().await?;
+    if conn.broken {
+        return Err(VerifyError::Standby);
+    }
+    let from_id = snapshot.min_id.unwrap_or(0).saturating_sub(ID_SLACK);
+    let rows = conn
+        .client
+        .query(&workload.verify_sql(), &[&from_id, &workload.run_id])
+        .await?;
+    let present = rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i64>>(0))
+        .map(|s| s as u64)
+        .collect();
+    Ok(snapshot.judge(present, window_end))
+}
