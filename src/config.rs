@@ -124,7 +124,7 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 
     /// Log filter in RUST_LOG syntax (e.g. info,pgdrill=debug).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    #[arg(long, env = "RUST_LOG", default_value = "info,tokio_postgres=warn")]
     pub log_filter: String,
 }
 

@@ -52,7 +52,6 @@ use workload::Workload;
 pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken) -> Summary {
     let started_at = SystemTime::now();
     let clock = WallClock::now();
-    let begin = Instant::now();
     let metrics = Metrics::new(&config.target.hosts);
     metrics.target_rate.set(config.rate.unwrap_or(0.0));
     let run_id = rand::rng().random_range(1..i64::MAX);
@@ -168,14 +167,14 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         listen = %config.listen,
         "pgdrill started"
     );
-    let until = config.duration.map(|d| begin + d);
-    scheduler::run(config.rate, jobs_tx, &metrics, &stop, until).await;
+    let load_began = Instant::now();
+    scheduler::run(config.rate, jobs_tx, &metrics, &stop, config.duration).await;
+    let elapsed = load_began.elapsed();
 
     // Stop scheduling: what is still queued was never started.
     while jobs_rx.try_recv().is_ok() {
         metrics.skipped.inc();
     }
-    let elapsed = begin.elapsed();
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         while lanes.join_next().await.is_some() {}
     })

@@ -93,8 +93,9 @@ impl ManageConnection for Manager {
                 .create_table(&client)
                 .await
                 .map_err(|e| self.fail(e))?;
-            self.create_table.store(false, Ordering::Relaxed);
-            tracing::info!(table = %self.workload.table.name, "table ready");
+            if self.create_table.swap(false, Ordering::Relaxed) {
+                tracing::info!(table = %self.workload.table.name, "table ready");
+            }
         }
         let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
         if id.in_recovery == Some(true) {

@@ -59,7 +59,7 @@ impl Pacer {
     }
 }
 
-/// Feeds due jobs into the bounded backlog until `stop` or `until`. A full
+/// Feeds due jobs into the bounded backlog until `stop` or for `duration`. A full
 /// backlog means every connection is busy and the queue is long: the job is
 /// counted as skipped rather than queued without bound.
 pub async fn run(
@@ -67,9 +67,10 @@ pub async fn run(
     jobs: Sender<Job>,
     metrics: &Metrics,
     stop: &CancellationToken,
-    until: Option<Instant>,
+    duration: Option<Duration>,
 ) {
     let start = Instant::now();
+    let until = duration.map(|d| start + d);
     let Some(rate) = rate else {
         return run_unlimited(jobs, stop, until).await;
     };
@@ -148,8 +149,7 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let (tx, rx) = async_channel::bounded(10);
         let stop = CancellationToken::new();
-        let until = Instant::now() + Duration::from_secs(1);
-        run(Some(100.0), tx, &metrics, &stop, Some(until)).await;
+        run(Some(100.0), tx, &metrics, &stop, Some(Duration::from_secs(1))).await;
         // Nobody consumed: 10 queued, the other 90 skipped.
         assert_eq!(rx.len(), 10);
         assert_eq!(metrics.skipped.get(), 90);
@@ -160,8 +160,7 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let (tx, rx) = async_channel::bounded(100_000);
         let stop = CancellationToken::new();
-        let until = Instant::now() + Duration::from_secs(10);
-        run(Some(8000.0), tx, &metrics, &stop, Some(until)).await;
+        run(Some(8000.0), tx, &metrics, &stop, Some(Duration::from_secs(10))).await;
         assert_eq!(rx.len(), 80_000);
         assert_eq!(metrics.skipped.get(), 0);
         let last = rx.try_recv().into_iter().last();

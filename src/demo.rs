@@ -1,0 +1,115 @@
+//! `pgdrill demo`: a whole drill on this machine in one command — start a
+//! primary + standby, run load, fail over, print the report, clean up.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication, LogFormat};
+use crate::lab::{Lab, LabOptions, ReplicationMode};
+
+pub fn main(args: DemoArgs) -> ExitCode {
+    if let Err(err) = crate::logging::init(LogFormat::Text, "info,tokio_postgres=warn") {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(drill(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn drill(args: DemoArgs) -> Result<(), String> {
+    let mode = match args.replication {
+        DemoReplication::Sync => ReplicationMode::Sync,
+        DemoReplication::Async => ReplicationMode::Async,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on --listen {}: {e}", args.listen))?;
+    eprintln!("pgdrill demo: starting a local primary and a {mode:?} streaming standby…");
+    let lab = Lab::start(LabOptions {
+        standby: Some(mode),
+        ..LabOptions::default()
+    })
+    .await
+    .map_err(|e| format!("starting the lab: {e}"))?;
+
+    let failover_after: Duration = args.failover_after.into();
+    let run_after: Duration = args.run_after.into();
+    let total = failover_after + run_after;
+    let mut argv = vec![
+        "pgdrill".to_string(),
+        "--dsn".to_string(),
+        lab.multi_host_dsn(),
+        "--rate".to_string(),
+        args.rate.to_string(),
+        "--duration".to_string(),
+        humantime::format_duration(total).to_string(),
+        "--progress-interval".to_string(),
+        "1s".to_string(),
+        "--listen".to_string(),
+        args.listen.to_string(),
+    ];
+    if let Some(path) = &args.summary_json {
+        argv.push("--summary-json".to_string());
+        argv.push(path.display().to_string());
+    }
+    let config = Cli::try_parse_from(&argv)
+        .map_err(|e| e.to_string())?
+        .run
+        .validate(|_| None)
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "pgdrill demo: {} INSERT/s for {:?}, {:?} failover after {:?}; metrics on http://{}/metrics",
+        args.rate, total, args.failover, failover_after, args.listen
+    );
+
+    let stop = CancellationToken::new();
+    crate::shutdown::cancel_on_signals(stop.clone());
+    let summary_json = config.summary_json.clone();
+    let load = tokio::spawn(crate::run(config, listener, stop.clone()));
+
+    let report = tokio::select! {
+        _ = tokio::time::sleep(failover_after) => {
+            eprintln!("pgdrill demo: failing over now ({:?})", args.failover);
+            let report = match args.failover {
+                DemoFailover::Forced => lab.force_failover().await,
+                DemoFailover::Switchover => lab.switchover().await,
+            };
+            Some(report.map_err(|e| format!("failing over: {e}"))?)
+        }
+        _ = stop.cancelled() => None,
+    };
+    let summary = load.await.map_err(|e| format!("load task failed: {e}"))?;
+    println!("{summary}");
+    if let Some(report) = report {
+        println!("lab ground truth: {report}");
+        if let Some(o) = summary.outages.first() {
+            println!(
+                "pgdrill measured {} of write unavailability; the lab took {:.3}s from stopping the primary to the first write on the new one",
+                o.write_unavailable_seconds
+                    .map_or_else(|| "-".to_string(), |s| format!("{s:.3}s")),
+                report.stop_to_writable().as_secs_f64()
+            );
+        }
+    }
+    if let Some(path) = summary_json {
+        let json = serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?;
+        std::fs::write(&path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    lab.shutdown().await;
+    Ok(())
+}

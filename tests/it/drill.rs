@@ -1,0 +1,167 @@
+//! Running pgdrill for a test: in-process through the library (same code as the
+//! binary), or as the real binary when signals and exit codes matter.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use pgdrill::config::Cli;
+use pgdrill::Summary;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// pgdrill running inside the test process.
+pub struct Drill {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    task: JoinHandle<Summary>,
+}
+
+impl Drill {
+    /// `args` are command-line flags; `--listen` is chosen here.
+    pub async fn start(args: &[&str]) -> Drill {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let listen = addr.to_string();
+        let mut argv = vec!["pgdrill", "--listen", &listen, "--progress-interval", "1s"];
+        argv.extend_from_slice(args);
+        let config = Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .run
+            .validate(|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = pgdrill::logging::init(config.log_format, "info,tokio_postgres=warn");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(pgdrill::run(config, listener, stop.clone()));
+        Drill { addr, stop, task }
+    }
+
+    pub async fn scrape(&self) -> String {
+        http_get(self.addr, "/metrics").await
+    }
+
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(&self.scrape().await, series)
+    }
+
+    /// Waits for the run to end by itself (`--duration`).
+    pub async fn finish(self) -> Summary {
+        tokio::time::timeout(Duration::from_secs(120), self.task)
+            .await
+            .expect("the drill ends by itself")
+            .expect("the drill task does not panic")
+    }
+
+    /// Stops the run now, as SIGTERM would.
+    pub async fn stop(self) -> Summary {
+        self.stop.cancel();
+        self.finish().await
+    }
+}
+
+/// A bare HTTP/1.0 GET: enough for our own server, no client crate needed.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to /metrics");
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.expect("send request");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.expect("read response");
+        body
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("HTTP answer within 10 s")
+}
+
+/// The value of one exact series (`name` or `name{labels}`), or NaN if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Sum of every series of a family (`name{...}` or `name`).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            rest.starts_with('{') || rest.starts_with(' ')
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The real binary, output captured to files so nothing blocks.
+pub struct Binary {
+    pub child: Child,
+    pub stdout: std::path::PathBuf,
+    pub stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    pub fn spawn(args: &[&str]) -> Binary {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stdout = dir.path().join("stdout");
+        let stderr = dir.path().join("stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgdrill"))
+            .args(args)
+            .env_remove("PGDRILL_DSN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn pgdrill");
+        Binary {
+            child,
+            stdout,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits up to `limit` for exit; kills it (by PID) if it overstays.
+    pub async fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String, String) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("pgdrill did not exit within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        (status, out, err)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
