@@ -1,1 +1,411 @@
-//! lab tests
+//! Lab and proxy tests against real PostgreSQL servers. Each test owns its servers, temporary
+//! directory and ports, so they can run in parallel with anything else.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgdrill::lab::{Lab, LabOptions, Node, ReplicationMode, StopMode};
+use pgdrill::proxy::{Proxy, ProxyOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::{timeout, Instant};
+
+use crate::support::{connect, eventually, try_connect};
+
+const SQL_LIMIT: Duration = Duration::from_secs(10);
+
+async fn lab(standby: Option<ReplicationMode>, password: Option<&str>) -> Lab {
+    let t = Instant::now();
+    let lab = Lab::start(LabOptions {
+        standby,
+        password: password.map(str::to_string),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("starting lab: {e}"));
+    println!("lab {standby:?} started in {:?}", t.elapsed());
+    lab
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    timeout(SQL_LIMIT, client.query_one(sql, &[]))
+        .await
+        .unwrap_or_else(|_| panic!("`{sql}` timed out"))
+        .unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+        .get(0)
+}
+
+async fn exec(client: &tokio_postgres::Client, sql: &str) {
+    timeout(SQL_LIMIT, client.batch_execute(sql))
+        .await
+        .unwrap_or_else(|_| panic!("`{sql}` timed out"))
+        .unwrap_or_else(|e| panic!("`{sql}`: {e}"));
+}
+
+async fn server_port(client: &tokio_postgres::Client) -> u16 {
+    let port: i32 = client
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .expect("inet_server_port()")
+        .get(0);
+    u16::try_from(port).expect("port fits u16")
+}
+
+/// Sync pair with a password: replication works, a forced failover makes the standby a
+/// writable primary that does not wait for a (nonexistent) sync standby, and the multi-host
+/// DSN follows the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_forced_failover_promotes_standby_and_multi_host_dsn_follows() {
+    let lab = lab(Some(ReplicationMode::Sync), Some(r"s3cr'et\pw")).await;
+    assert_eq!((lab.primary(), lab.standby()), (Node::A, Some(Node::B)));
+
+    // scram on TCP: no password, no entry.
+    let no_pw = format!(
+        "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
+        lab.port(Node::A)
+    );
+    assert!(
+        try_connect(&no_pw).await.is_err(),
+        "connected without a password"
+    );
+
+    let a = connect(&lab.dsn(Node::A)).await;
+    exec(
+        &a,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let b = connect(&lab.dsn(Node::B)).await;
+    // Sync commit waits for the standby's flush, not its replay: visibility can lag a little.
+    eventually(SQL_LIMIT, "row 1 visible on the standby", || async {
+        b.query_one("SELECT count(*) FROM t WHERE id = 1", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    })
+    .await;
+
+    let m = connect(&lab.multi_host_dsn()).await;
+    assert_eq!(server_port(&m).await, lab.port(Node::A));
+
+    let report = lab.force_failover().await.expect("force_failover");
+    println!("forced failover: {report}");
+    assert!(report.stop_begun.mono <= report.stopped.mono);
+    assert!(report.stopped.mono <= report.promote_requested.mono);
+    assert!(report.promote_requested.mono <= report.writable.mono);
+    assert!(
+        report.stop_to_writable() < Duration::from_secs(10),
+        "{report}"
+    );
+    assert_eq!((lab.primary(), lab.standby()), (Node::B, None));
+
+    // A fresh multi-host connection skips the dead A and lands on B, which takes writes at once.
+    let m = connect(&lab.multi_host_dsn()).await;
+    assert_eq!(server_port(&m).await, lab.port(Node::B));
+    exec(&m, "INSERT INTO t VALUES (2)").await;
+    assert_eq!(count(&m, "SELECT count(*) FROM t").await, 2);
+    lab.shutdown().await;
+}
+
+/// Async pair, standby detached: writes acknowledged after the detach are lost by a failover,
+/// earlier ones survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_detached_standby_loses_later_writes_on_failover() {
+    let lab = lab(Some(ReplicationMode::Async), None).await;
+    let a = connect(&lab.dsn(Node::A)).await;
+    exec(
+        &a,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let b = connect(&lab.dsn(Node::B)).await;
+    eventually(SQL_LIMIT, "row 1 visible on the standby", || async {
+        b.query_one("SELECT count(*) FROM t", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    })
+    .await;
+
+    lab.detach_standby().await.expect("detach_standby");
+    for id in 2..=11 {
+        exec(&a, &format!("INSERT INTO t VALUES ({id})")).await;
+    }
+    assert_eq!(count(&a, "SELECT count(*) FROM t").await, 11);
+
+    let report = lab.force_failover().await.expect("force_failover");
+    println!("async forced failover: {report}");
+    let b = connect(&lab.dsn(Node::B)).await;
+    assert_eq!(count(&b, "SELECT count(*) FROM t").await, 1);
+    assert_eq!(count(&b, "SELECT count(*) FROM t WHERE id = 1").await, 1);
+    lab.shutdown().await;
+}
+
+/// Sync pair, planned switchover under a steady writer: every acknowledged row is on the new
+/// primary, and at most one more (committed, never acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_switchover_loses_no_acknowledged_write() {
+    let lab = lab(Some(ReplicationMode::Sync), None).await;
+    let a = connect(&lab.dsn(Node::A)).await;
+    exec(&a, "CREATE TABLE t (id bigint PRIMARY KEY)").await;
+
+    let acked = Arc::new(AtomicI64::new(0));
+    let writer = tokio::spawn({
+        let acked = acked.clone();
+        async move {
+            let stmt = a
+                .prepare("INSERT INTO t VALUES ($1)")
+                .await
+                .expect("prepare");
+            for id in 1_i64.. {
+                match timeout(SQL_LIMIT, a.execute(&stmt, &[&id])).await {
+                    Ok(Ok(_)) => acked.store(id, Ordering::SeqCst),
+                    Ok(Err(e)) => {
+                        // The switchover ends the session.
+                        return e
+                            .as_db_error()
+                            .map_or(e.to_string(), |d| d.message().to_string());
+                    }
+                    Err(_) => panic!("INSERT {id} hung"),
+                }
+            }
+            unreachable!()
+        }
+    });
+    eventually(SQL_LIMIT, "100 acknowledged writes", || async {
+        acked.load(Ordering::SeqCst) >= 100
+    })
+    .await;
+
+    let report = lab.switchover().await.expect("switchover");
+    let writer_error = timeout(SQL_LIMIT, writer)
+        .await
+        .expect("writer stops after the switchover")
+        .expect("writer task");
+    let acked = acked.load(Ordering::SeqCst);
+    println!("switchover: {report}; writer acked {acked}, then: {writer_error}");
+
+    let b = connect(&lab.dsn(Node::B)).await;
+    let on_b = count(&b, "SELECT count(*) FROM t").await;
+    let max_b = count(&b, "SELECT coalesce(max(id), 0) FROM t").await;
+    assert_eq!(on_b, max_b, "rows on B are 1..=max without gaps");
+    assert!(
+        on_b >= acked,
+        "lost acknowledged writes: acked {acked}, on B {on_b}"
+    );
+    assert!(on_b <= acked + 1, "acked {acked}, on B {on_b}");
+    exec(&b, "INSERT INTO t VALUES (-1)").await;
+    lab.shutdown().await;
+}
+
+/// A single node stops and starts again with its data; clients see the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_stops_and_starts() {
+    let lab = lab(None, None).await;
+    assert_eq!((lab.primary(), lab.standby()), (Node::A, None));
+    let a = connect(&lab.dsn(Node::A)).await;
+    exec(&a, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)").await;
+
+    lab.stop(Node::A, StopMode::Fast).await.expect("stop");
+    let err = a
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("query on a stopped server");
+    println!("after stop: {err}");
+    assert!(try_connect(&lab.dsn(Node::A)).await.is_err());
+
+    lab.start_node(Node::A).await.expect("start");
+    let a = connect(&lab.dsn(Node::A)).await;
+    assert_eq!(count(&a, "SELECT count(*) FROM t").await, 1);
+    lab.shutdown().await;
+}
+
+/// A TCP server that greets each connection with `tag`, then echoes.
+async fn tagged_echo_server(tag: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = listener.local_addr().expect("echo addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                if w.write_all(tag).await.is_ok() {
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn proxy_opts(upstream: SocketAddr) -> ProxyOptions {
+    ProxyOptions {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        upstream,
+        delay: Duration::ZERO,
+    }
+}
+
+/// Bytes round-trip intact (1 MiB, also with a delay); `set_upstream` moves new connections
+/// only; `refuse` closes new connections at once; dropping the proxy closes its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_round_trips_bytes_retargets_and_refuses() {
+    let up_a = tagged_echo_server(b"A").await;
+    let up_b = tagged_echo_server(b"B").await;
+    let proxy = Proxy::start(proxy_opts(up_a)).await.expect("proxy");
+
+    async fn open(addr: SocketAddr) -> (tokio::net::TcpStream, u8) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let tag = timeout(SQL_LIMIT, s.read_u8())
+            .await
+            .expect("tag in time")
+            .expect("tag");
+        (s, tag)
+    }
+    async fn echo(s: &mut tokio::net::TcpStream, data: &[u8]) {
+        let (mut r, mut w) = s.split();
+        let mut back = vec![0u8; data.len()];
+        let (wr, rd) = tokio::join!(w.write_all(data), r.read_exact(&mut back));
+        wr.expect("write");
+        rd.expect("read back");
+        assert!(back == data, "bytes changed in transit");
+    }
+
+    let data: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let (mut old, tag) = open(proxy.local_addr()).await;
+    assert_eq!(tag, b'A');
+    timeout(SQL_LIMIT, echo(&mut old, &data))
+        .await
+        .expect("echo in time");
+    proxy.set_delay(Duration::from_millis(5));
+    timeout(SQL_LIMIT, echo(&mut old, &data))
+        .await
+        .expect("delayed echo in time");
+    proxy.set_delay(Duration::ZERO);
+
+    proxy.set_upstream(up_b);
+    let (mut new, tag) = open(proxy.local_addr()).await;
+    assert_eq!(tag, b'B', "new connection goes to the new upstream");
+    echo(&mut old, b"still A").await; // the old one keeps its upstream
+    echo(&mut new, b"now B").await;
+
+    let stats = proxy.stats();
+    println!("{stats:?}");
+    assert_eq!((stats.accepted, stats.open), (2, 2));
+    assert!(stats.bytes_to_upstream >= 2 << 20 && stats.bytes_to_client >= 2 << 20);
+
+    proxy.refuse(true);
+    let mut refused = tokio::net::TcpStream::connect(proxy.local_addr())
+        .await
+        .expect("connect");
+    let mut one = [0u8; 1];
+    let r = timeout(SQL_LIMIT, refused.read(&mut one))
+        .await
+        .expect("refusal in time");
+    assert!(
+        matches!(r, Ok(0) | Err(_)),
+        "refused connection got data: {r:?}"
+    );
+    proxy.refuse(false);
+
+    drop(proxy);
+    let r = timeout(SQL_LIMIT, new.read(&mut one))
+        .await
+        .expect("close in time");
+    assert!(
+        matches!(r, Ok(0) | Err(_)),
+        "connection outlived the proxy: {r:?}"
+    );
+}
+
+/// Through a proxy to a real PostgreSQL: a 20 ms one-way delay adds at least 40 ms per round
+/// trip; a blackhole stalls a query until lifted; drop_connections closes the client's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_delays_blackholes_and_drops_postgres_connections() {
+    let lab = lab(None, None).await;
+    let upstream: SocketAddr = format!("127.0.0.1:{}", lab.port(Node::A))
+        .parse()
+        .expect("addr");
+    let proxy = Proxy::start(proxy_opts(upstream)).await.expect("proxy");
+    let via = format!(
+        "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
+        proxy.local_addr().port()
+    );
+    let direct = connect(&lab.dsn(Node::A)).await;
+    let proxied = connect(&via).await;
+
+    async fn min_rtt(c: &tokio_postgres::Client, n: usize) -> Duration {
+        let mut best = Duration::MAX;
+        for _ in 0..n {
+            let t = Instant::now();
+            c.simple_query("SELECT 1").await.expect("SELECT 1");
+            best = best.min(t.elapsed());
+        }
+        best
+    }
+    let base = min_rtt(&direct, 20).await;
+    let zero = min_rtt(&proxied, 20).await;
+    proxy.set_delay(Duration::from_millis(20));
+    let delayed = min_rtt(&proxied, 5).await;
+    println!(
+        "SELECT 1 min RTT: direct {base:?}, proxy delay=0 {zero:?}, proxy delay=20ms {delayed:?}"
+    );
+    assert!(
+        delayed >= base + Duration::from_millis(40),
+        "{delayed:?} vs {base:?}"
+    );
+    proxy.set_delay(Duration::ZERO);
+
+    proxy.blackhole(true);
+    // New connections are accepted but not forwarded: even the startup handshake stalls.
+    assert!(
+        timeout(Duration::from_millis(300), try_connect(&via))
+            .await
+            .is_err(),
+        "connected through a blackhole"
+    );
+    let proxied = Arc::new(proxied);
+    let mut query = tokio::spawn({
+        let c = proxied.clone();
+        async move { c.simple_query("SELECT 1").await.map(|_| ()) }
+    });
+    assert!(
+        timeout(Duration::from_millis(300), &mut query)
+            .await
+            .is_err(),
+        "query completed through a blackhole"
+    );
+    proxy.blackhole(false);
+    timeout(SQL_LIMIT, query)
+        .await
+        .expect("query completes once the blackhole lifts")
+        .expect("query task")
+        .expect("SELECT 1 after the blackhole");
+
+    // The abandoned handshake above is forwarded now, finds its client gone, and closes.
+    eventually(SQL_LIMIT, "only the session is open", || async {
+        proxy.stats().open == 1
+    })
+    .await;
+    proxy.drop_connections();
+    let r = timeout(SQL_LIMIT, proxied.simple_query("SELECT 1"))
+        .await
+        .expect("in time");
+    let err = r.expect_err("query on a dropped connection");
+    println!("after drop_connections: {err}");
+    eventually(SQL_LIMIT, "client sees the connection closed", || async {
+        proxied.is_closed()
+    })
+    .await;
+    eventually(SQL_LIMIT, "proxy has no open connections", || async {
+        proxy.stats().open == 0
+    })
+    .await;
+    // The proxy itself still works.
+    let again = connect(&via).await;
+    assert_eq!(count(&again, "SELECT 1::bigint").await, 1);
+    lab.shutdown().await;
+}
