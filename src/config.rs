@@ -49,7 +49,12 @@ pub struct RunArgs {
     pub dsn: Option<String>,
 
     /// Target INSERT transactions per second; 0 = as fast as the pool allows.
-    #[arg(long, env = "PGDRILL_RATE", default_value_t = 100.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "PGDRILL_RATE",
+        default_value_t = 100.0,
+        allow_negative_numbers = true
+    )]
     pub rate: f64,
 
     /// Stop after this long (e.g. 5m); runs until SIGINT/SIGTERM when unset.
@@ -254,21 +259,14 @@ impl Table {
 fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
     let d: Duration = d.into();
     if d.is_zero() {
-        return Err(ConfigError::new(
-            option,
-            "0s",
-            "must be greater than zero",
-        ));
+        return Err(ConfigError::new(option, "0s", "must be greater than zero"));
     }
     Ok(d)
 }
 
 impl RunArgs {
     /// Checks every flag against the others and the environment, once.
-    pub fn validate(
-        &self,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn validate(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         if !self.rate.is_finite() || self.rate < 0.0 {
             return Err(ConfigError::new(
                 "--rate",
@@ -371,9 +369,7 @@ impl Config {
     /// The shortest silence that can count as an outage at this rate.
     pub fn effective_outage_threshold(&self) -> Duration {
         match self.rate {
-            Some(r) => self
-                .outage_threshold
-                .max(Duration::from_secs_f64(3.0 / r)),
+            Some(r) => self.outage_threshold.max(Duration::from_secs_f64(3.0 / r)),
             None => self.outage_threshold,
         }
     }

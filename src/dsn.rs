@@ -49,9 +49,8 @@ pub fn parse(
     let mut pg = if raw.is_empty() {
         PgConfig::new()
     } else {
-        PgConfig::from_str(raw).map_err(|err| {
-            ConfigError::new("--dsn", redact(raw), describe_parse_error(&err))
-        })?
+        PgConfig::from_str(raw)
+            .map_err(|err| ConfigError::new("--dsn", redact(raw), describe_parse_error(&err)))?
     };
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
@@ -100,7 +99,8 @@ fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), St
     }
     // Re-parse a one-key DSN so the environment gets exactly libpq's syntax.
     let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-    let one = PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e))?;
+    let one =
+        PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e))?;
     match key {
         "host" => {
             for host in one.get_hosts() {
@@ -316,8 +316,14 @@ mod tests {
             redact("host=h password='a b\\'c' user=u"),
             "host=h password=REDACTED user=u"
         );
-        assert_eq!(redact("host=h password = x user=u"), "host=h password =REDACTED user=u");
-        assert_eq!(redact("postgres://h/db?password=x&user=u"), "postgres://h/db?password=REDACTED&user=u");
+        assert_eq!(
+            redact("host=h password = x user=u"),
+            "host=h password =REDACTED user=u"
+        );
+        assert_eq!(
+            redact("postgres://h/db?password=x&user=u"),
+            "postgres://h/db?password=REDACTED&user=u"
+        );
         assert_eq!(redact("host=h"), "host=h");
     }
 }

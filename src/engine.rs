@@ -58,7 +58,11 @@ impl Failure {
         Failure {
             class,
             unknown: class.outcome_unknown_after_send(),
-            message: err.to_string() + &err.as_db_error().map(|d| format!(": {}", d.message())).unwrap_or_default(),
+            message: err.to_string()
+                + &err
+                    .as_db_error()
+                    .map(|d| format!(": {}", d.message()))
+                    .unwrap_or_default(),
         }
     }
 }
@@ -71,7 +75,9 @@ impl Shared {
             Ok(id) => {
                 let latency = outcome.done - outcome.job.intended;
                 let service = outcome.done - outcome.sent;
-                self.metrics.transaction_duration.observe(latency.as_secs_f64());
+                self.metrics
+                    .transaction_duration
+                    .observe(latency.as_secs_f64());
                 self.metrics.service_duration.observe(service.as_secs_f64());
                 self.metrics
                     .schedule_lag
@@ -106,7 +112,10 @@ impl Shared {
         }
         tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
         if let Ok(mut last) = self.last_error.lock() {
-            if last.as_ref().is_none_or(|(c, m)| *c != failure.class || *m != failure.message) {
+            if last
+                .as_ref()
+                .is_none_or(|(c, m)| *c != failure.class || *m != failure.message)
+            {
                 *last = Some((failure.class, failure.message.clone()));
             }
         }

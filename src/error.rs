@@ -250,7 +250,8 @@ mod tests {
         let timed_out = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(classify_io(&timed_out, true), ErrorClass::ConnectTimeout);
         assert_eq!(classify_io(&timed_out, false), ErrorClass::ConnectionClosed);
-        let dns = io::Error::other("failed to lookup address information: Name or service not known");
+        let dns =
+            io::Error::other("failed to lookup address information: Name or service not known");
         assert_eq!(classify_io(&dns, true), ErrorClass::Dns);
     }
 

@@ -208,7 +208,8 @@ impl Machine {
 
     pub fn tick(&mut self, now: Instant, ev: &mut Events, in_flight: i64) -> Vec<Transition> {
         let mut out = Vec::new();
-        let history_span = self.thresholds.recovery_window.max(Duration::from_secs(5)) + Duration::from_secs(1);
+        let history_span =
+            self.thresholds.recovery_window.max(Duration::from_secs(5)) + Duration::from_secs(1);
         while self
             .history
             .front()
@@ -343,14 +344,23 @@ mod tests {
         assert_eq!(m.state(), FailoverState::Healthy);
 
         let t1 = t0 + Duration::from_millis(3000);
-        let out = run(&mut m, &mut ev, t1, 300, |_| Some(ErrorClass::ConnectRefused));
+        let out = run(&mut m, &mut ev, t1, 300, |_| {
+            Some(ErrorClass::ConnectRefused)
+        });
         assert_eq!(m.state(), FailoverState::Outage);
-        assert!(out.contains(&Transition::OutageStarted { start: t1 }), "{out:?}");
+        assert!(
+            out.contains(&Transition::OutageStarted { start: t1 }),
+            "{out:?}"
+        );
 
         let t2 = t1 + Duration::from_millis(300);
         let out = run(&mut m, &mut ev, t2, 1000, |_| None);
         let ended = out.iter().find_map(|t| match t {
-            Transition::OutageEnded { start, end, classes } => Some((*start, *end, classes.clone())),
+            Transition::OutageEnded {
+                start,
+                end,
+                classes,
+            } => Some((*start, *end, classes.clone())),
             _ => None,
         });
         assert_eq!(ended, Some((t1, t2, vec![ErrorClass::ConnectRefused])));
@@ -368,7 +378,9 @@ mod tests {
         let out = run(&mut m, &mut ev, t0, 2000, |i| {
             (i == 1000).then_some(ErrorClass::StatementTimeout)
         });
-        assert!(!out.iter().any(|t| matches!(t, Transition::OutageStarted { .. })));
+        assert!(!out
+            .iter()
+            .any(|t| matches!(t, Transition::OutageStarted { .. })));
         assert!(out.contains(&Transition::State {
             from: FailoverState::Healthy,
             to: FailoverState::Degraded
@@ -396,7 +408,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn database_down_from_the_start_is_an_outage() {
         let (mut m, mut ev, t0) = machine(100.0);
-        let out = run(&mut m, &mut ev, t0, 500, |_| Some(ErrorClass::ConnectRefused));
+        let out = run(&mut m, &mut ev, t0, 500, |_| {
+            Some(ErrorClass::ConnectRefused)
+        });
         assert_eq!(m.state(), FailoverState::Outage);
         assert!(out.contains(&Transition::OutageStarted { start: t0 }));
     }

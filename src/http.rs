@@ -21,7 +21,11 @@ pub struct Page {
     pub run_id: i64,
 }
 
-fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn response(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(content_type) {
@@ -31,7 +35,9 @@ fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> R
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Full<Bytes>> {
@@ -63,7 +69,12 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
 
 /// Serves on an already bound listener (bound before load starts, so a bad
 /// `--listen` fails fast) until `stop`.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, page: Arc<Page>, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    page: Arc<Page>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -133,7 +133,8 @@ impl IdentityTracker {
         *current = Some(id.clone());
         drop(current);
         self.metrics.server_timeline.set(id.timeline.unwrap_or(0));
-        self.metrics.set_primary_host(self.matching_host(id).as_deref());
+        self.metrics
+            .set_primary_host(self.matching_host(id).as_deref());
         if changed {
             self.metrics.primary_changes.inc();
             self.changes.send_modify(|n| *n += 1);

@@ -236,7 +236,11 @@ mod tests {
         let t0 = Instant::now();
         // Acks arrive out of order across lanes; seq 5 failed, 9 is unknown.
         for (i, seq) in [1u64, 0, 2, 3, 4, 6, 8, 7].iter().enumerate() {
-            ledger.ack(*seq, 100 + i as i64, t0 + Duration::from_millis(i as u64 * 30));
+            ledger.ack(
+                *seq,
+                100 + i as i64,
+                t0 + Duration::from_millis(i as u64 * 30),
+            );
         }
         ledger.unknown(9, t0 + Duration::from_millis(250));
         let end = t0 + Duration::from_secs(1);

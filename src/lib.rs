@@ -5,6 +5,7 @@
 //! writes, and returns the drill [`Summary`].
 
 pub mod config;
+pub mod demo;
 pub mod dsn;
 pub mod engine;
 pub mod error;
@@ -182,7 +183,10 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
     let abandoned = if drained.is_err() {
         lanes.abort_all();
         let n = metrics.in_flight.get().max(0) as u64;
-        tracing::warn!(abandoned = n, "shutdown grace ran out with transactions in flight");
+        tracing::warn!(
+            abandoned = n,
+            "shutdown grace ran out with transactions in flight"
+        );
         n
     } else {
         0

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::error::ErrorClass;
@@ -14,8 +14,8 @@ use crate::failover::FailoverState;
 
 /// Latency buckets from 0.5 ms to 60 s, dense where a healthy database answers.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Outage durations from 0.1 s to 10 minutes.
@@ -229,7 +229,12 @@ impl Metrics {
     }
 
     pub fn set_primary_host(&self, host: Option<&str>) {
-        for metric in self.host_is_primary.collect().iter().flat_map(|f| f.get_metric()) {
+        for metric in self
+            .host_is_primary
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+        {
             if let Some(label) = metric.get_label().first() {
                 let name = label.value();
                 self.host_is_primary
@@ -336,7 +341,12 @@ mod tests {
         metrics.set_failover_state(FailoverState::Outage);
         let ones: i64 = FailoverState::ALL
             .iter()
-            .map(|s| metrics.failover_state.with_label_values(&[s.as_str()]).get())
+            .map(|s| {
+                metrics
+                    .failover_state
+                    .with_label_values(&[s.as_str()])
+                    .get()
+            })
             .sum();
         assert_eq!(ones, 1);
         assert_eq!(

@@ -153,7 +153,10 @@ impl Monitor {
             }
             let now = Instant::now();
             let in_flight = self.metrics.in_flight.get();
-            let Some(transitions) = self.detector.with_events(|ev| machine.tick(now, ev, in_flight)) else {
+            let Some(transitions) = self
+                .detector
+                .with_events(|ev| machine.tick(now, ev, in_flight))
+            else {
                 continue;
             };
             for t in transitions {
@@ -172,7 +175,12 @@ impl Monitor {
                 if let Ok(mut s) = self.state.lock() {
                     *s = to;
                 }
-                tracing::info!(event = "state", from = from.as_str(), to = to.as_str(), "failover state changed");
+                tracing::info!(
+                    event = "state",
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    "failover state changed"
+                );
             }
             Transition::OutageStarted { start } => {
                 m.outages.inc();
@@ -202,7 +210,11 @@ impl Monitor {
                     });
                 }
             }
-            Transition::OutageEnded { start, end, classes } => {
+            Transition::OutageEnded {
+                start,
+                end,
+                classes,
+            } => {
                 let seconds = (end - start).as_secs_f64();
                 m.outage_end_timestamp.set(self.clock.unix(end));
                 m.last_outage_duration.set(seconds);
@@ -232,7 +244,10 @@ impl Monitor {
                     loss_reference: start,
                 });
             }
-            Transition::FullRate { first_success, full_rate_at } => {
+            Transition::FullRate {
+                first_success,
+                full_rate_at,
+            } => {
                 let seconds = (full_rate_at - first_success).as_secs_f64();
                 m.last_recovery_duration.set(seconds);
                 if let Ok(mut outages) = self.outages.lock() {
@@ -240,13 +255,21 @@ impl Monitor {
                         o.time_to_full_rate_seconds = Some(seconds);
                     }
                 }
-                tracing::info!(event = "full_rate", time_to_full_rate_seconds = format!("{seconds:.3}"), "rate back to target");
+                tracing::info!(
+                    event = "full_rate",
+                    time_to_full_rate_seconds = format!("{seconds:.3}"),
+                    "rate back to target"
+                );
             }
         }
     }
 
     /// Verifies one request at a time, retrying until it succeeds or we stop.
-    async fn verifier(self: Arc<Self>, mut requests: mpsc::UnboundedReceiver<VerifyRequest>, stop: CancellationToken) {
+    async fn verifier(
+        self: Arc<Self>,
+        mut requests: mpsc::UnboundedReceiver<VerifyRequest>,
+        stop: CancellationToken,
+    ) {
         while let Some(req) = requests.recv().await {
             let snapshot = match self.ledger.lock() {
                 Ok(mut l) => l.snapshot(req.until),
@@ -279,9 +302,14 @@ impl Monitor {
             m.verifications.inc();
             m.lost_writes.inc_by(v.lost);
             m.unknown_outcome_committed.inc_by(v.unknown_committed);
-            m.unknown_outcome_not_committed.inc_by(v.unknown_not_committed);
+            m.unknown_outcome_not_committed
+                .inc_by(v.unknown_not_committed);
             // An RPO is only as fine as the ledger's slices.
-            let rpo = if v.lost > 0 { (v.lost_span + SLICE).as_secs_f64() } else { 0.0 };
+            let rpo = if v.lost > 0 {
+                (v.lost_span + SLICE).as_secs_f64()
+            } else {
+                0.0
+            };
             if req.outage.is_some() || v.lost > 0 {
                 m.last_failover_lost_writes.set(v.lost as i64);
                 m.last_failover_rpo.set(rpo);
@@ -301,9 +329,22 @@ impl Monitor {
             }
             let level_lost = v.lost > 0;
             if level_lost {
-                tracing::error!(event = "writes_lost", lost = v.lost, checked = v.checked, rpo_seconds = format!("{rpo:.1}"), "acknowledged writes are missing on the primary");
+                tracing::error!(
+                    event = "writes_lost",
+                    lost = v.lost,
+                    checked = v.checked,
+                    rpo_seconds = format!("{rpo:.1}"),
+                    "acknowledged writes are missing on the primary"
+                );
             } else {
-                tracing::info!(event = "verified", checked = v.checked, unknown_committed = v.unknown_committed, unknown_not_committed = v.unknown_not_committed, seconds = format!("{took:.3}"), "every acknowledged write survived");
+                tracing::info!(
+                    event = "verified",
+                    checked = v.checked,
+                    unknown_committed = v.unknown_committed,
+                    unknown_not_committed = v.unknown_not_committed,
+                    seconds = format!("{took:.3}"),
+                    "every acknowledged write survived"
+                );
             }
         }
     }

@@ -1,12 +1,12 @@
 //! bb8 + tokio-postgres: connections that know which server they reach and
 //! are thrown away once they have seen a fatal error.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use bb8_postgres::PostgresConnectionManager;
+use tokio::sync::OnceCell;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::error::{classify, ErrorClass};
@@ -38,8 +38,10 @@ pub struct Manager {
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
     metrics: Arc<Metrics>,
-    /// Create the table on the first connection to a writable server.
-    create_table: AtomicBool,
+    /// Create the table once, on the first connection to a writable server;
+    /// concurrent first connections wait for it instead of racing in the catalog.
+    create_table: bool,
+    table_ready: OnceCell<()>,
 }
 
 impl Manager {
@@ -57,7 +59,8 @@ impl Manager {
             workload,
             identity,
             metrics,
-            create_table: AtomicBool::new(create_table),
+            create_table,
+            table_ready: OnceCell::new(),
         }
     }
 
@@ -88,14 +91,15 @@ impl ManageConnection for Manager {
         // switch-over (managed services) is followed.
         let client = self.inner.connect().await.map_err(|e| self.fail(e))?;
         let id = identity::probe(&client).await;
-        if id.in_recovery != Some(true) && self.create_table.load(Ordering::Relaxed) {
-            self.workload
-                .create_table(&client)
+        if id.in_recovery != Some(true) && self.create_table {
+            self.table_ready
+                .get_or_try_init(|| async {
+                    self.workload.create_table(&client).await?;
+                    tracing::info!(table = %self.workload.table.name, "table ready");
+                    Ok(())
+                })
                 .await
                 .map_err(|e| self.fail(e))?;
-            if self.create_table.swap(false, Ordering::Relaxed) {
-                tracing::info!(table = %self.workload.table.name, "table ready");
-            }
         }
         let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
         if id.in_recovery == Some(true) {
@@ -140,7 +144,12 @@ pub struct CheckoutError {
 }
 
 impl DbPool {
-    pub fn new(manager: Manager, size: u32, connect_timeout: Duration, lifetime: Duration) -> DbPool {
+    pub fn new(
+        manager: Manager,
+        size: u32,
+        connect_timeout: Duration,
+        lifetime: Duration,
+    ) -> DbPool {
         let pool = Pool::builder()
             .max_size(size)
             .min_idle(None)

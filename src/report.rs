@@ -61,7 +61,11 @@ impl LatencyBook {
         stats
     }
 
-    fn merged(&self, pick: impl Fn(&mut LatencyStats) -> &mut Histogram<u64>, reset: bool) -> Histogram<u64> {
+    fn merged(
+        &self,
+        pick: impl Fn(&mut LatencyStats) -> &mut Histogram<u64>,
+        reset: bool,
+    ) -> Histogram<u64> {
         let mut out = new_histogram();
         if let Ok(lanes) = self.lanes.lock() {
             for lane in lanes.iter() {
@@ -233,7 +237,11 @@ impl fmt::Display for Summary {
             s.p50_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
         )?;
         if !self.errors.is_empty() {
-            let errs: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let errs: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             writeln!(f, "  errors        {}", errs.join(" "))?;
         }
         writeln!(

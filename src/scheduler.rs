@@ -149,7 +149,14 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let (tx, rx) = async_channel::bounded(10);
         let stop = CancellationToken::new();
-        run(Some(100.0), tx, &metrics, &stop, Some(Duration::from_secs(1))).await;
+        run(
+            Some(100.0),
+            tx,
+            &metrics,
+            &stop,
+            Some(Duration::from_secs(1)),
+        )
+        .await;
         // Nobody consumed: 10 queued, the other 90 skipped.
         assert_eq!(rx.len(), 10);
         assert_eq!(metrics.skipped.get(), 90);
@@ -160,10 +167,23 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let (tx, rx) = async_channel::bounded(100_000);
         let stop = CancellationToken::new();
-        run(Some(8000.0), tx, &metrics, &stop, Some(Duration::from_secs(10))).await;
+        run(
+            Some(8000.0),
+            tx,
+            &metrics,
+            &stop,
+            Some(Duration::from_secs(10)),
+        )
+        .await;
         assert_eq!(rx.len(), 80_000);
         assert_eq!(metrics.skipped.get(), 0);
-        let last = rx.try_recv().into_iter().last();
-        assert!(last.is_some());
+        let first = rx.try_recv().expect("a job");
+        let mut last = first;
+        while let Ok(job) = rx.try_recv() {
+            assert_eq!(job.seq, last.seq + 1, "sequence numbers are dense");
+            last = job;
+        }
+        assert_eq!(last.seq, 79_999);
+        assert_eq!(last.intended - first.intended, Duration::from_nanos(9_999_875_000));
     }
 }

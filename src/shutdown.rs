@@ -6,7 +6,10 @@ use tokio_util::sync::CancellationToken;
 pub fn cancel_on_signals(stop: CancellationToken) {
     tokio::spawn(async move {
         let signal = wait_for_signal().await;
-        tracing::info!(signal, "stopping: no new transactions, draining in-flight ones");
+        tracing::info!(
+            signal,
+            "stopping: no new transactions, draining in-flight ones"
+        );
         stop.cancel();
     });
 }
@@ -14,7 +17,10 @@ pub fn cancel_on_signals(stop: CancellationToken) {
 #[cfg(unix)]
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => tokio::select! {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",

@@ -95,7 +95,10 @@ impl Workload {
     }
 
     /// Per-connection preparation; only the prepared mode keeps server-side state.
-    pub async fn prepare(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
+    pub async fn prepare(
+        &self,
+        client: &Client,
+    ) -> Result<Option<Statement>, tokio_postgres::Error> {
         match self.mode {
             QueryMode::Prepared => Ok(Some(
                 client.prepare_typed(&self.insert_sql, PARAM_TYPES).await?,
@@ -185,10 +188,12 @@ mod tests {
     #[test]
     fn statement_has_the_users_shape() {
         let w = Workload::new(Table::parse("public.t").unwrap(), 1, QueryMode::Prepared);
-        assert!(w.insert_sql.starts_with(
-            "INSERT INTO \"public\".\"t\" (customer_id, merchant_id, amount, status"
-        ));
+        assert!(w
+            .insert_sql
+            .starts_with("INSERT INTO \"public\".\"t\" (customer_id, merchant_id, amount, status"));
         assert!(w.insert_sql.ends_with("RETURNING transaction_id"));
-        assert!(w.create_table_sql().contains("transaction_id bigserial PRIMARY KEY"));
+        assert!(w
+            .create_table_sql()
+            .contains("transaction_id bigserial PRIMARY KEY"));
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use pgdrill::lab::{Lab, LabOptions, StopMode};
 use tokio::time::Instant;
 
-use crate::drill::{http_get, metric, metric_sum, Binary, Drill};
+use crate::drill::{http_get, metric, metric_sum, try_http_get, Binary, Drill};
 use crate::support::{connect, eventually};
 
 async fn single(password: Option<&str>) -> Lab {
@@ -80,18 +80,28 @@ async fn steady_load_rows_match_metrics_and_rate_holds() {
     let idle = metric(&text, "pgdrill_pool_connections{state=\"idle\"}");
     let in_use = metric(&text, "pgdrill_pool_connections{state=\"in_use\"}");
     let max = metric(&text, "pgdrill_pool_max_connections");
-    assert!(idle + in_use >= 1.0 && idle + in_use <= max, "{idle}+{in_use} of {max}");
+    assert!(
+        idle + in_use >= 1.0 && idle + in_use <= max,
+        "{idle}+{in_use} of {max}"
+    );
     let last_success = metric(&text, "pgdrill_last_success_timestamp_seconds");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64();
-    assert!((now - last_success).abs() < 2.0, "last success {last_success} vs now {now}");
+    assert!(
+        (now - last_success).abs() < 2.0,
+        "last success {last_success} vs now {now}"
+    );
 
     let summary = drill.finish().await;
     let rows = rows_of_run(&lab, summary.run_id).await;
     let failed: u64 = summary.errors.values().sum();
-    assert_eq!(rows as u64, summary.transactions - failed, "rows == transactions − errors");
+    assert_eq!(
+        rows as u64,
+        summary.transactions - failed,
+        "rows == transactions − errors"
+    );
     assert_eq!(summary.successes as i64, rows);
     let achieved = summary.successes as f64 / 5.0;
     assert!(
@@ -106,20 +116,32 @@ async fn steady_load_rows_match_metrics_and_rate_holds() {
 async fn starts_with_the_database_down_and_recovers_without_restart() {
     let lab = single(None).await;
     let node = lab.primary();
-    lab.stop(node, StopMode::Fast).await.expect("stop PostgreSQL");
+    lab.stop(node, StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
     let dsn = lab.dsn(node);
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "200"]).await;
 
     let refused = "pgdrill_transaction_errors_total{class=\"connect_refused\"}";
-    eventually(Duration::from_secs(10), "connect_refused counted", || async {
-        drill.metric(refused).await >= 5.0
-    })
+    eventually(
+        Duration::from_secs(10),
+        "connect_refused counted",
+        || async { drill.metric(refused).await >= 5.0 },
+    )
     .await;
     eventually(Duration::from_secs(5), "state is outage", || async {
-        drill.metric("pgdrill_failover_state{state=\"outage\"}").await == 1.0
+        drill
+            .metric("pgdrill_failover_state{state=\"outage\"}")
+            .await
+            == 1.0
     })
     .await;
-    assert!(drill.metric("pgdrill_connection_errors_total{class=\"connect_refused\"}").await >= 5.0);
+    assert!(
+        drill
+            .metric("pgdrill_connection_errors_total{class=\"connect_refused\"}")
+            .await
+            >= 5.0
+    );
 
     lab.start_node(node).await.expect("start PostgreSQL");
     let before = drill.metric("pgdrill_transactions_total").await
@@ -144,18 +166,28 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
     let dsn = lab.dsn(node);
     let listen = format!("127.0.0.1:{}", crate::support::free_port());
     let bin = Binary::spawn(&[
-        "--dsn", &dsn, "--rate", "2000", "--listen", &listen, "--shutdown-grace", "5s",
+        "--dsn",
+        &dsn,
+        "--rate",
+        "2000",
+        "--listen",
+        &listen,
+        "--shutdown-grace",
+        "5s",
     ]);
     let addr = listen.parse().expect("addr");
     let scrape = || http_get(addr, "/metrics");
     eventually(Duration::from_secs(15), "load running", || async {
-        metric(&scrape().await, "pgdrill_transactions_total") > 2000.0
+        let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+        metric(&text, "pgdrill_transactions_total") > 2000.0
     })
     .await;
     let rss_before = metric(&scrape().await, "process_resident_memory_bytes");
 
     // A fast shutdown terminates sessions with 57P01; then connections are refused.
-    lab.stop(node, StopMode::Fast).await.expect("stop PostgreSQL");
+    lab.stop(node, StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
     let outage_began = Instant::now();
     let mut rss_max: f64 = rss_before;
     while outage_began.elapsed() < Duration::from_secs(10) {
@@ -163,19 +195,37 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let text = scrape().await;
-    let closed = metric(&text, "pgdrill_transaction_errors_total{class=\"admin_shutdown\"}")
-        + metric(&text, "pgdrill_transaction_errors_total{class=\"connection_closed\"}");
-    let refused = metric(&text, "pgdrill_transaction_errors_total{class=\"connect_refused\"}");
-    assert!(closed >= 1.0, "sessions killed by the shutdown are classified:\n{text}");
+    let closed = metric(
+        &text,
+        "pgdrill_transaction_errors_total{class=\"admin_shutdown\"}",
+    ) + metric(
+        &text,
+        "pgdrill_transaction_errors_total{class=\"connection_closed\"}",
+    );
+    let refused = metric(
+        &text,
+        "pgdrill_transaction_errors_total{class=\"connect_refused\"}",
+    );
+    assert!(
+        closed >= 1.0,
+        "sessions killed by the shutdown are classified:\n{text}"
+    );
     assert!(refused >= 10.0, "refused connections counted: {refused}");
-    assert_eq!(metric(&text, "pgdrill_transaction_errors_total{class=\"other\"}"), 0.0);
+    assert_eq!(
+        metric(&text, "pgdrill_transaction_errors_total{class=\"other\"}"),
+        0.0
+    );
     assert!(metric(&text, "pgdrill_transactions_skipped_total") > 10_000.0);
     assert!(metric(&text, "pgdrill_transactions_in_flight") <= 8.0);
     assert!(
         rss_max - rss_before < 16.0 * 1024.0 * 1024.0,
         "RSS grew from {rss_before} to {rss_max} during a 10 s outage at 2,000/s"
     );
-    println!("RSS before {:.1} MB, max during outage {:.1} MB", rss_before / 1e6, rss_max / 1e6);
+    println!(
+        "RSS before {:.1} MB, max during outage {:.1} MB",
+        rss_before / 1e6,
+        rss_max / 1e6
+    );
 
     lab.start_node(node).await.expect("start PostgreSQL");
     bin.signal(libc::SIGTERM);
@@ -199,7 +249,10 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--dsn", "host=h port=notaport password=hunter2"],
             &["--dsn", "port"],
         ),
-        (&["--listen", &busy_addr], &["--listen", &busy_addr, "in use"]),
+        (
+            &["--listen", &busy_addr],
+            &["--listen", &busy_addr, "in use"],
+        ),
         (&["--pipeline-depth", "0"], &["--pipeline-depth", "0"]),
     ];
     for (args, expect) in cases {
@@ -207,10 +260,19 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
         assert!(!status.success(), "{args:?} must fail");
         assert_eq!(status.code(), Some(2), "{args:?}: usage errors exit 2");
         for word in *expect {
-            assert!(err.contains(word), "{args:?}: stderr lacks {word:?}:\n{err}");
+            assert!(
+                err.contains(word),
+                "{args:?}: stderr lacks {word:?}:\n{err}"
+            );
         }
-        assert!(!err.contains("hunter2") && !out.contains("hunter2"), "password leaked: {err}");
-        assert!(!out.contains("summary"), "{args:?}: nothing may start:\n{out}");
+        assert!(
+            !err.contains("hunter2") && !out.contains("hunter2"),
+            "password leaked: {err}"
+        );
+        assert!(
+            !out.contains("summary"),
+            "{args:?}: nothing may start:\n{out}"
+        );
     }
 }
 
@@ -228,22 +290,46 @@ async fn the_password_appears_nowhere() {
         "postgres://pgdrill:{SECRET}-wrong@127.0.0.1:{}/pgdrill",
         lab.port(lab.primary())
     );
-    for (dsn, expect_auth) in [(dsn.as_str(), false), (url.as_str(), false), (wrong.as_str(), true)] {
+    for (dsn, expect_auth) in [
+        (dsn.as_str(), false),
+        (url.as_str(), false),
+        (wrong.as_str(), true),
+    ] {
         let listen = format!("127.0.0.1:{}", crate::support::free_port());
         let bin = Binary::spawn(&[
-            "--dsn", dsn, "--rate", "50", "--duration", "3s", "--listen", &listen,
-            "--log-filter", "debug,tokio_postgres=debug",
+            "--dsn",
+            dsn,
+            "--rate",
+            "50",
+            "--duration",
+            "3s",
+            "--listen",
+            &listen,
+            "--log-filter",
+            "debug,tokio_postgres=debug",
         ]);
         let addr = listen.parse().expect("addr");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        eventually(Duration::from_secs(10), "/metrics up", || async {
+            try_http_get(addr, "/healthz").await.is_ok()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         let metrics = http_get(addr, "/metrics").await;
         let page = http_get(addr, "/").await;
         let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
         assert!(status.success(), "{err}");
-        for (what, text) in [("/metrics", &metrics), ("/", &page), ("stdout", &out), ("stderr", &err)] {
+        for (what, text) in [
+            ("/metrics", &metrics),
+            ("/", &page),
+            ("stdout", &out),
+            ("stderr", &err),
+        ] {
             assert!(!text.contains(SECRET), "password found in {what}:\n{text}");
         }
-        assert!(page.contains("REDACTED"), "the page shows the target, redacted: {page}");
+        assert!(
+            page.contains("REDACTED"),
+            "the page shows the target, redacted: {page}"
+        );
         let auth = metric(&metrics, "pgdrill_transaction_errors_total{class=\"auth\"}");
         assert_eq!(auth > 0.0, expect_auth, "auth errors {auth}:\n{err}");
     }

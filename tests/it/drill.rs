@@ -23,7 +23,9 @@ pub struct Drill {
 impl Drill {
     /// `args` are command-line flags; `--listen` is chosen here.
     pub async fn start(args: &[&str]) -> Drill {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let listen = addr.to_string();
         let mut argv = vec!["pgdrill", "--listen", &listen, "--progress-interval", "1s"];
@@ -64,17 +66,22 @@ impl Drill {
 
 /// A bare HTTP/1.0 GET: enough for our own server, no client crate needed.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let fut = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect to /metrics");
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.expect("send request");
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.expect("read response");
-        body
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut)
+    try_http_get(addr, path)
         .await
-        .expect("HTTP answer within 10 s")
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// Like [`http_get`], but a server that is not up yet is an error, not a panic.
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        Ok(body)
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut).await?
 }
 
 /// The value of one exact series (`name` or `name{labels}`), or NaN if absent.

@@ -1,4 +1,6 @@
 //! One integration-test binary; each module drives real servers.
+mod core;
+mod drill;
 mod lab;
 mod rules;
 mod support;
