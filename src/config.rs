@@ -61,7 +61,7 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_DURATION")]
     pub duration: Option<humantime::Duration>,
 
-    /// Maximum pool connections [default: rate/250 clamped to 4..=64; 32 for --rate 0].
+    /// Maximum pool connections [default: rate/100 clamped to 4..=64; 32 for --rate 0].
     #[arg(long, env = "PGDRILL_POOL_SIZE")]
     pub pool_size: Option<u32>,
 
@@ -112,7 +112,7 @@ pub struct RunArgs {
 
     /// No acknowledged write for this long, after a failure or with writes stalled, is an outage
     /// (never less than three schedule intervals).
-    #[arg(long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "200ms")]
+    #[arg(long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "50ms")]
     pub outage_threshold: humantime::Duration,
 
     /// After an outage, check that writes acknowledged in this window before it survived.
@@ -353,13 +353,14 @@ impl RunArgs {
     }
 }
 
-/// Enough connections for the rate at ~4 ms per transaction, split by pipelining.
+/// Enough connections for the rate at ~10 ms per transaction (a synchronous
+/// standby on a busy host), split by pipelining.
 fn default_pool_size(rate: Option<f64>, depth: u32) -> u32 {
     let depth = depth.max(1);
     match rate {
         None => 32,
         Some(r) => {
-            let wanted = (r / 250.0 / f64::from(depth)).ceil() as u32;
+            let wanted = (r / 100.0 / f64::from(depth)).ceil() as u32;
             wanted.clamp(4, 64)
         }
     }
@@ -371,6 +372,18 @@ impl Config {
         match self.rate {
             Some(r) => self.outage_threshold.max(Duration::from_secs_f64(3.0 / r)),
             None => self.outage_threshold,
+        }
+    }
+}
+
+impl Config {
+    /// Writes in flight with no acknowledgement and no failure for this long are
+    /// an outage too: a second, or three schedule intervals at low rates.
+    pub fn stall_threshold(&self) -> Duration {
+        let floor = Duration::from_secs(1).max(self.outage_threshold);
+        match self.rate {
+            Some(r) => floor.max(Duration::from_secs_f64(3.0 / r)),
+            None => floor,
         }
     }
 }
@@ -392,10 +405,11 @@ mod tests {
         assert_eq!(c.rate, Some(100.0));
         assert_eq!(c.pool_size, 4);
         assert_eq!(c.max_backlog, 100);
+        assert_eq!(args(&["--rate", "1000"]).unwrap().pool_size, 10);
         assert_eq!(c.listen.port(), DEFAULT_PORT);
         assert_eq!(c.table.quoted, "\"transactions\"");
         let c = args(&["--rate", "8000"]).unwrap();
-        assert_eq!(c.pool_size, 32);
+        assert_eq!(c.pool_size, 64);
         let c = args(&["--rate", "0"]).unwrap();
         assert_eq!(c.rate, None);
     }
@@ -421,6 +435,6 @@ mod tests {
         let c = args(&["--rate", "1"]).unwrap();
         assert_eq!(c.effective_outage_threshold(), Duration::from_secs(3));
         let c = args(&["--rate", "1000"]).unwrap();
-        assert_eq!(c.effective_outage_threshold(), Duration::from_millis(200));
+        assert_eq!(c.effective_outage_threshold(), Duration::from_millis(50));
     }
 }

@@ -173,6 +173,8 @@ fn classify_io(err: &io::Error, connecting: bool) -> ErrorClass {
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
             ErrorClass::ConnectionClosed
         }
+        // target_session_attrs=read-write found only read-only servers.
+        PermissionDenied if connecting => ErrorClass::ReadOnly,
         _ if connecting && is_dns_failure(err) => ErrorClass::Dns,
         // A host that cannot be reached at all is, for a client, a refused connect.
         HostUnreachable | NetworkUnreachable | AddrNotAvailable if connecting => {

@@ -4,12 +4,14 @@
 //! - `healthy`: writes succeed, no failure in the last second.
 //! - `degraded`: writes succeed, but at least one failed in the last second.
 //! - `outage`: no write acknowledged for the outage threshold while a write failed
-//!   or was in flight. Entered from any other state. The outage is dated back to
+//!   or, for longer (the stall threshold), while writes were in flight. Entered from any other state. The outage is dated back to
 //!   the first write that failed after the last success (or to the last success
 //!   when writes merely stalled), so detection delay does not inflate it.
 //! - `recovering`: the first write after an outage was acknowledged; the outage's
 //!   write unavailability is fixed then (first failure → first success). Left for
-//!   `healthy` once the success rate held ≥ 95 % of target for the recovery window.
+//!   `healthy` once the success rate over a whole recovery window (5 s) after the
+//!   first success reached 95 % of target; time to full rate is from the first
+//!   success to the start of that window.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -141,7 +143,11 @@ pub enum Transition {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
+    /// Silence after a failed write that makes an outage.
     pub outage: Duration,
+    /// Silence with writes in flight but none failed yet (a hung server or a
+    /// black-holed network); longer, so that a slow commit is not an outage.
+    pub stall: Duration,
     pub recovery_window: Duration,
     /// Target rate; `None` (unlimited) compares against the rate before the outage.
     pub target_rate: Option<f64>,
@@ -157,7 +163,6 @@ pub struct Machine {
     history: VecDeque<(Instant, u64, u64)>,
     outage_start: Option<Instant>,
     recovered_at: Option<Instant>,
-    full_rate_since: Option<Instant>,
     rate_before_outage: f64,
 }
 
@@ -170,7 +175,6 @@ impl Machine {
             history: VecDeque::new(),
             outage_start: None,
             recovered_at: None,
-            full_rate_since: None,
             rate_before_outage: 0.0,
         }
     }
@@ -232,14 +236,15 @@ impl Machine {
                     classes,
                 });
                 self.recovered_at = Some(end);
-                self.full_rate_since = None;
                 self.set(FailoverState::Recovering, &mut out);
             }
         } else {
             let reference = ev.last_success.unwrap_or(self.run_start);
-            let silent = now.saturating_duration_since(reference) >= self.thresholds.outage;
+            let silence = now.saturating_duration_since(reference);
             let failed = ev.first_failure_since_success;
-            if silent && (failed.is_some() || in_flight > 0) {
+            let outage = (failed.is_some() && silence >= self.thresholds.outage)
+                || (in_flight > 0 && silence >= self.thresholds.stall);
+            if outage {
                 let start = failed.filter(|f| *f >= reference).unwrap_or(reference);
                 self.rate_before_outage = self
                     .success_rate(start, Duration::from_secs(5), ev.successes)
@@ -256,29 +261,23 @@ impl Machine {
 
         match self.state {
             FailoverState::Recovering => {
+                // Full rate: the success rate over the whole recovery window, which
+                // starts after the first success, reached 95 % of target.
                 let target = self
                     .thresholds
                     .target_rate
                     .unwrap_or(self.rate_before_outage);
                 let first_success = self.recovered_at.unwrap_or(now);
-                let window = Duration::from_secs(1);
-                let full = match self.success_rate(now, window, ev.successes) {
-                    Some(rate) => rate >= FULL_RATE * target,
-                    None => false,
-                };
-                if full {
-                    let since = *self
-                        .full_rate_since
-                        .get_or_insert_with(|| (now - window).max(first_success));
-                    if now.duration_since(since) >= self.thresholds.recovery_window {
+                let window = self.thresholds.recovery_window;
+                if now.saturating_duration_since(first_success) >= window {
+                    let rate = self.success_rate(now, window, ev.successes).unwrap_or(0.0);
+                    if rate >= FULL_RATE * target {
                         out.push(Transition::FullRate {
                             first_success,
-                            full_rate_at: since,
+                            full_rate_at: now - window,
                         });
                         self.set(FailoverState::Healthy, &mut out);
                     }
-                } else {
-                    self.full_rate_since = None;
                 }
             }
             FailoverState::Healthy | FailoverState::Degraded => {
@@ -307,6 +306,7 @@ mod tests {
         let m = Machine::new(
             Thresholds {
                 outage: Duration::from_millis(200),
+                stall: Duration::from_secs(1),
                 recovery_window: Duration::from_secs(5),
                 target_rate: Some(rate),
             },
@@ -395,7 +395,9 @@ mod tests {
         let (mut m, mut ev, t0) = machine(1000.0);
         run(&mut m, &mut ev, t0, 1000, |_| None);
         let last = t0 + Duration::from_millis(999);
-        let out = m.tick(last + Duration::from_millis(250), &mut ev, 4);
+        m.tick(last + Duration::from_millis(500), &mut ev, 4);
+        assert_ne!(m.state(), FailoverState::Outage, "a slow commit is not an outage");
+        let out = m.tick(last + Duration::from_millis(1000), &mut ev, 4);
         assert_eq!(m.state(), FailoverState::Outage);
         assert!(out.contains(&Transition::OutageStarted { start: last }));
         // Nothing in flight and nothing failing (rate paused): not an outage.

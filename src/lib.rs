@@ -127,6 +127,7 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         clock,
         Thresholds {
             outage: config.effective_outage_threshold(),
+            stall: config.stall_threshold(),
             recovery_window: config.recovery_window,
             target_rate: config.rate,
         },

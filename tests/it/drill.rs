@@ -172,3 +172,46 @@ impl Drop for Binary {
         }
     }
 }
+
+/// Polls the failover state set every 10 ms and keeps the sequence of
+/// distinct states seen.
+pub struct StateWatcher {
+    stop: CancellationToken,
+    task: JoinHandle<Vec<String>>,
+}
+
+impl StateWatcher {
+    pub fn start(addr: SocketAddr) -> StateWatcher {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            while !token.is_cancelled() {
+                if let Ok(text) = try_http_get(addr, "/metrics").await {
+                    let state = ["healthy", "degraded", "outage", "recovering"]
+                        .into_iter()
+                        .find(|s| metric(&text, &format!("pgdrill_failover_state{{state=\"{s}\"}}")) == 1.0);
+                    if let Some(s) = state {
+                        if seen.last().map(String::as_str) != Some(s) {
+                            seen.push(s.to_string());
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            seen
+        });
+        StateWatcher { stop, task }
+    }
+
+    pub async fn states(self) -> Vec<String> {
+        self.stop.cancel();
+        self.task.await.expect("watcher does not panic")
+    }
+}
+
+/// Whether `needle` occurs in order (not necessarily adjacent) within `hay`.
+pub fn in_order(hay: &[String], needle: &[&str]) -> bool {
+    let mut it = hay.iter();
+    needle.iter().all(|n| it.any(|h| h == n))
+}

@@ -1,0 +1,234 @@
+//! Real failovers on a local primary + streaming standby: RTO against ground
+//! truth from the rows themselves, lost writes against an independent count.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use pgdrill::lab::{Lab, LabOptions, Node, ReplicationMode, StopMode};
+use tokio::time::Instant;
+
+use crate::drill::{http_get, in_order, metric, try_http_get, Binary, Drill, StateWatcher};
+use crate::support::{connect, eventually, free_port};
+
+async fn lab(mode: Option<ReplicationMode>) -> Lab {
+    Lab::start(LabOptions {
+        standby: mode,
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("starting the lab: {e}"))
+}
+
+/// The longest gap between consecutive rows of this run, by the server's
+/// `created_at`: the last write before the outage to the first one after it
+/// (CloudNativePG's failover tests measure the same way).
+async fn ground_truth_gap(lab: &Lab, node: Node, run_id: i64) -> f64 {
+    let client = connect(&lab.dsn(node)).await;
+    let rows = client
+        .query(
+            "SELECT extract(epoch FROM created_at)::float8 FROM transactions \
+             WHERE run_id = $1 ORDER BY created_at",
+            &[&run_id],
+        )
+        .await
+        .expect("reading created_at");
+    let times: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+async fn seqs(lab: &Lab, node: Node, run_id: i64) -> BTreeSet<i64> {
+    let client = connect(&lab.dsn(node)).await;
+    client
+        .query("SELECT seq FROM transactions WHERE run_id = $1", &[&run_id])
+        .await
+        .expect("reading seq")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() {
+    let lab = lab(Some(ReplicationMode::Sync)).await;
+    let dsn = lab.multi_host_dsn();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "1000", "--duration", "16s"]).await;
+    let watcher = StateWatcher::start(drill.addr);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = lab.force_failover().await.expect("forced failover");
+    let summary = drill.finish().await;
+    let states = watcher.states().await;
+    println!("{summary}\nlab: {report}\nstates: {states:?}");
+
+    assert!(
+        in_order(&states, &["healthy", "outage", "recovering", "healthy"]),
+        "state sequence {states:?}"
+    );
+    assert_eq!(summary.outages.len(), 1, "{summary}");
+    let outage = &summary.outages[0];
+    let measured = outage.write_unavailable_seconds.expect("outage ended");
+    let truth = ground_truth_gap(&lab, report.new_primary, summary.run_id).await;
+    println!(
+        "write unavailability: pgdrill {measured:.3}s, rows {truth:.3}s, lab stop→writable {:.3}s",
+        report.stop_to_writable().as_secs_f64()
+    );
+    assert!(
+        (measured - truth).abs() <= 0.1,
+        "pgdrill measured {measured:.3}s, the rows say {truth:.3}s"
+    );
+    assert_eq!(outage.lost_writes, Some(0), "sync replication loses nothing");
+    assert_eq!(summary.lost_writes, 0);
+    assert!(outage.checked_writes.unwrap_or(0) > 1000, "{outage:?}");
+    assert_eq!(
+        summary.unknown_outcome_writes,
+        summary.unknown_outcome_committed + summary.unknown_outcome_not_committed,
+        "every unknown outcome is resolved"
+    );
+    assert!(outage.time_to_full_rate_seconds.is_some(), "{outage:?}");
+    assert_eq!(summary.primary_changes, 1);
+    let before = outage.identity_before.as_ref().expect("identity before");
+    let after = outage.identity_after.as_ref().expect("identity after");
+    assert_eq!(before.server_port, Some(lab.port(report.old_primary)));
+    assert_eq!(after.server_port, Some(lab.port(report.new_primary)));
+    assert_eq!(after.timeline, before.timeline.map(|t| t + 1));
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() {
+    let lab = lab(Some(ReplicationMode::Async)).await;
+    let dsn = lab.multi_host_dsn();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "1000", "--duration", "10s"]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lab.detach_standby().await.expect("detach the standby");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = lab.force_failover().await.expect("forced failover");
+    let summary = drill.finish().await;
+    println!("{summary}\nlab: {report}");
+    assert_eq!(summary.outages.len(), 1, "{summary}");
+    let outage = &summary.outages[0];
+    let lost = outage.lost_writes.expect("verified");
+
+    // Ground truth: rows the old primary committed that the new one lacks.
+    lab.start_node(report.old_primary).await.expect("restart the old primary alone");
+    let old = seqs(&lab, report.old_primary, summary.run_id).await;
+    let new = seqs(&lab, report.new_primary, summary.run_id).await;
+    let missing: BTreeSet<i64> = old.difference(&new).copied().collect();
+    println!("lost: pgdrill {lost}, old-minus-new {}, unknown outcome {}", missing.len(), summary.unknown_outcome_writes);
+    assert!(lost > 500, "about 2 s of writes at 1,000/s were never replicated: {lost}");
+    for seq in &outage.lost_seqs {
+        assert!(missing.contains(&(*seq as i64)), "seq {seq} reported lost but present on the new primary");
+    }
+    // The old primary may also hold writes committed but never acknowledged
+    // (unknown outcome); beyond those, the counts are equal.
+    let extra = missing.len() as u64 - lost;
+    assert!(
+        extra <= summary.unknown_outcome_writes,
+        "{} missing rows, {lost} counted lost, {} unknown outcome",
+        missing.len(),
+        summary.unknown_outcome_writes
+    );
+    assert_eq!(summary.lost_writes, lost);
+    assert!(outage.rpo_seconds.unwrap_or(0.0) >= 1.5, "{outage:?}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_switchover_is_measured_and_loses_nothing() {
+    let lab = lab(Some(ReplicationMode::Sync)).await;
+    let dsn = lab.multi_host_dsn();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--duration", "8s"]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = lab.switchover().await.expect("switchover");
+    let summary = drill.finish().await;
+    println!("{summary}\nlab: {report}");
+    assert_eq!(summary.primary_changes, 1);
+    assert_eq!(summary.lost_writes, 0);
+    assert!(summary.errors.contains_key("admin_shutdown") || summary.errors.contains_key("connection_closed"), "{summary}");
+    assert_eq!(summary.outages.len(), 1, "{summary}");
+    let measured = summary.outages[0].write_unavailable_seconds.expect("ended");
+    let truth = ground_truth_gap(&lab, report.new_primary, summary.run_id).await;
+    assert!((measured - truth).abs() <= 0.1, "measured {measured:.3}s, rows {truth:.3}s");
+    assert_eq!(summary.outages[0].lost_writes, Some(0));
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_is_left_after_one_error_per_connection() {
+    let lab = lab(Some(ReplicationMode::Async)).await;
+    let dsn = lab.multi_host_dsn();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--pool-size", "6", "--duration", "7s"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Demote without disconnecting anyone: existing sessions stay connected to
+    // a server that now refuses writes (25006), as during some managed failovers.
+    let old = connect(&lab.admin_dsn(Node::A)).await;
+    old.batch_execute("ALTER SYSTEM SET default_transaction_read_only = on; SELECT pg_reload_conf()")
+        .await
+        .expect("make A read-only");
+    let new = connect(&lab.admin_dsn(Node::B)).await;
+    new.batch_execute("SELECT pg_promote()").await.expect("promote B");
+    let demoted = Instant::now();
+    let summary = drill.finish().await;
+    println!("{summary}");
+    let read_only = summary.errors.get("read_only").copied().unwrap_or(0);
+    assert!(read_only >= 1, "the demotion was seen: {summary}");
+    // Each pooled connection meets 25006 at most once, then is discarded;
+    // new connections skip the read-only server (target_session_attrs).
+    let on_old_connections = read_only.min(6);
+    assert!(read_only - on_old_connections <= 6 * 4, "kept writing to the demoted server: {read_only}");
+    let b = connect(&lab.dsn(Node::B)).await;
+    let on_b: i64 = b
+        .query_one("SELECT count(*) FROM transactions WHERE run_id = $1", &[&summary.run_id])
+        .await
+        .expect("count on B")
+        .get(0);
+    assert!(on_b > 1000, "writes moved to the promoted server: {on_b}");
+    assert!(demoted.elapsed() > Duration::from_secs(3));
+    assert_eq!(summary.primary_changes, 1, "{summary}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_second_outage_at_2000_per_second_stays_bounded() {
+    let lab = lab(None).await;
+    let node = lab.primary();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dsn = lab.dsn(node);
+    let bin = Binary::spawn(&["--dsn", &dsn, "--rate", "2000", "--listen", &listen]);
+    let addr = listen.parse().expect("addr");
+    eventually(Duration::from_secs(15), "load running", || async {
+        let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+        metric(&text, "pgdrill_transactions_total") > 4000.0
+    })
+    .await;
+    let rss_before = metric(&http_get(addr, "/metrics").await, "process_resident_memory_bytes");
+    lab.stop(node, StopMode::Immediate).await.expect("stop the primary");
+    let down = Instant::now();
+    eventually(Duration::from_secs(2), "outage declared", || async {
+        metric(&http_get(addr, "/metrics").await, "pgdrill_failover_state{state=\"outage\"}") == 1.0
+    })
+    .await;
+    let mut rss_max = rss_before;
+    while down.elapsed() < Duration::from_secs(30) {
+        let text = http_get(addr, "/metrics").await;
+        assert_eq!(metric(&text, "pgdrill_failover_state{state=\"outage\"}"), 1.0, "outage the whole time");
+        rss_max = rss_max.max(metric(&text, "process_resident_memory_bytes"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("RSS {:.1} MB before, {:.1} MB max during 30 s down at 2,000/s", rss_before / 1e6, rss_max / 1e6);
+    assert!(rss_max - rss_before < 16e6, "memory grew from {rss_before} to {rss_max}");
+
+    lab.start_node(node).await.expect("start the primary");
+    eventually(Duration::from_secs(20), "recovering, then healthy", || async {
+        metric(&http_get(addr, "/metrics").await, "pgdrill_failover_state{state=\"healthy\"}") == 1.0
+    })
+    .await;
+    let text = http_get(addr, "/metrics").await;
+    assert_eq!(metric(&text, "pgdrill_outages_total"), 1.0);
+    let unavailable = metric(&text, "pgdrill_last_outage_duration_seconds");
+    assert!((30.0..40.0).contains(&unavailable), "{unavailable}");
+    bin.signal(libc::SIGTERM);
+    let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{err}");
+    assert!(out.contains("outage #1"), "{out}");
+    lab.shutdown().await;
+}
