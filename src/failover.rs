@@ -65,7 +65,8 @@ pub struct Events {
     failures: u64,
     last_success: Option<Instant>,
     first_failure_since_success: Option<Instant>,
-    /// Error classes seen since the outage mark (bit per class).
+    /// Error classes seen since the last success outside an outage, so an
+    /// outage reports the failures that led into it too (bit per class).
     classes: u32,
     in_outage: bool,
     first_success_in_outage: Option<Instant>,
@@ -78,7 +79,9 @@ impl Events {
             self.last_success = Some(at);
         }
         self.first_failure_since_success = None;
-        if self.in_outage && self.first_success_in_outage.is_none() {
+        if !self.in_outage {
+            self.classes = 0;
+        } else if self.first_success_in_outage.is_none() {
             self.first_success_in_outage = Some(at);
         }
     }
@@ -230,6 +233,7 @@ impl Machine {
                     .into_iter()
                     .filter(|c| ev.classes & (1 << c.index()) != 0)
                     .collect();
+                ev.classes = 0;
                 out.push(Transition::OutageEnded {
                     start,
                     end,
@@ -252,7 +256,6 @@ impl Machine {
                 self.outage_start = Some(start);
                 ev.in_outage = true;
                 ev.first_success_in_outage = None;
-                ev.classes = 0;
                 self.recovered_at = None;
                 out.push(Transition::OutageStarted { start });
                 self.set(FailoverState::Outage, &mut out);
@@ -396,7 +399,11 @@ mod tests {
         run(&mut m, &mut ev, t0, 1000, |_| None);
         let last = t0 + Duration::from_millis(999);
         m.tick(last + Duration::from_millis(500), &mut ev, 4);
-        assert_ne!(m.state(), FailoverState::Outage, "a slow commit is not an outage");
+        assert_ne!(
+            m.state(),
+            FailoverState::Outage,
+            "a slow commit is not an outage"
+        );
         let out = m.tick(last + Duration::from_millis(1000), &mut ev, 4);
         assert_eq!(m.state(), FailoverState::Outage);
         assert!(out.contains(&Transition::OutageStarted { start: last }));

@@ -190,7 +190,10 @@ impl StateWatcher {
                 if let Ok(text) = try_http_get(addr, "/metrics").await {
                     let state = ["healthy", "degraded", "outage", "recovering"]
                         .into_iter()
-                        .find(|s| metric(&text, &format!("pgdrill_failover_state{{state=\"{s}\"}}")) == 1.0);
+                        .find(|s| {
+                            metric(&text, &format!("pgdrill_failover_state{{state=\"{s}\"}}"))
+                                == 1.0
+                        });
                     if let Some(s) = state {
                         if seen.last().map(String::as_str) != Some(s) {
                             seen.push(s.to_string());
