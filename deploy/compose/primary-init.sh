@@ -1,0 +1,18 @@
+#!/bin/sh
+# Runs once, from /docker-entrypoint-initdb.d, when the primary's data
+# directory is created by the official postgres image's entrypoint.
+# Creates the pgdrill role/database owner and the replication role, and lets
+# the standby connect for streaming replication.
+set -eu
+
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
+  --set=pgdrill_password="$PGDRILL_PASSWORD" \
+  --set=replication_password="$REPLICATION_PASSWORD" <<'SQL'
+CREATE ROLE pgdrill LOGIN PASSWORD :'pgdrill_password';
+ALTER DATABASE pgdrill OWNER TO pgdrill;
+ALTER SCHEMA public OWNER TO pgdrill;
+CREATE ROLE replicator LOGIN REPLICATION PASSWORD :'replication_password';
+SQL
+
+# pg_hba's "all" does not match replication connections.
+echo "host replication replicator all scram-sha-256" >> "$PGDATA/pg_hba.conf"
