@@ -7,6 +7,9 @@
 //! chunks of at most [`CHUNK`] bytes per direction; when full, we stop reading and TCP flow
 //! control pushes back on the sender.
 //!
+//! Timing: tokio's timer ticks in milliseconds, so a non-zero delay lands between `delay` and
+//! `delay + ~1 ms` per direction. At zero delay the timer is bypassed entirely.
+//!
 //! Faults: [`Proxy::blackhole`] (hold all bytes, both ways), [`Proxy::drop_connections`],
 //! [`Proxy::refuse`] (new connections are reset at once), and [`Proxy::set_upstream`] (new
 //! connections go elsewhere, e.g. to a promoted standby).
