@@ -418,19 +418,31 @@ async fn proxy_delays_blackholes_and_drops_postgres_connections() {
     lab.shutdown().await;
 }
 
-/// Process CPU time (user + system) of this process, and of its waited-for children.
-fn cpu_times() -> (Duration, Duration) {
-    fn get(who: libc::c_int) -> Duration {
-        // SAFETY: getrusage fills the zeroed struct we pass; no other memory is touched.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::getrusage(who, &mut ru) };
-        assert_eq!(rc, 0, "getrusage");
-        let tv = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-        };
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    }
-    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN))
+/// CPU time (user + system) of this process's waited-for children (pgbench).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we pass; no other memory is touched.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time (user + system) of one thread of this process, from /proc (clock-tick resolution,
+/// 10 ms: fine over multi-second runs).
+fn thread_cpu(tid: libc::pid_t) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("thread stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros((f[11] + f[12]) * 1_000_000 / hz)
 }
 
 struct Bench {
@@ -441,8 +453,14 @@ struct Bench {
     client_cpu: Duration,
 }
 
-async fn pgbench(lab: &Lab, port: u16, script: &std::path::Path, args: &[&str]) -> Bench {
-    let (self0, child0) = cpu_times();
+async fn pgbench(
+    lab: &Lab,
+    port: u16,
+    script: &std::path::Path,
+    args: &[&str],
+    proxy_cpu: &dyn Fn() -> Duration,
+) -> Bench {
+    let (p0, child0) = (proxy_cpu(), children_cpu());
     let mut cmd = tokio::process::Command::new(lab.bin_dir().join("pgbench"));
     cmd.env_clear()
         .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "pgdrill"])
@@ -457,7 +475,7 @@ async fn pgbench(lab: &Lab, port: u16, script: &std::path::Path, args: &[&str]) 
         .await
         .expect("pgbench in time")
         .expect("running pgbench");
-    let (self1, child1) = cpu_times();
+    let (p1, child1) = (proxy_cpu(), children_cpu());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -475,7 +493,7 @@ async fn pgbench(lab: &Lab, port: u16, script: &std::path::Path, args: &[&str]) 
         tps: field("tps = "),
         latency_ms: field("latency average = "),
         txns: field("number of transactions actually processed: "),
-        proxy_cpu: self1 - self0,
+        proxy_cpu: p1 - p0,
         client_cpu: child1 - child0,
     }
 }
@@ -508,8 +526,8 @@ async fn proxy_overhead() {
 
     let upstream: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     // The proxy runs on its own single-threaded runtime in its own thread, as the separate
-    // `pgdrill proxy` process would: no work stealing between it and the test's client.
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    // `pgdrill proxy` process would; its CPU is that thread's CPU, read from /proc.
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let proxy_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -518,14 +536,16 @@ async fn proxy_overhead() {
             .expect("proxy runtime");
         rt.block_on(async move {
             let proxy = Proxy::start(proxy_opts(upstream)).await.expect("proxy");
-            let _ = addr_tx.send(proxy.local_addr());
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let _ = handle_tx.send((proxy, tid));
+            // Keep the runtime (and so the proxy's tasks) alive until told to stop.
             let _ = stop_rx.await;
-            let stats = proxy.stats();
-            proxy.shutdown().await;
-            stats
         })
     });
-    let pport = addr_rx.await.expect("proxy address").port();
+    let (proxy, proxy_tid) = handle_rx.await.expect("proxy handle");
+    let proxy_cpu = move || thread_cpu(proxy_tid);
+    let pport = proxy.local_addr().port();
 
     // Added latency: sequential SELECT 1 round trips, same client, direct vs proxied.
     async fn rtts(c: &tokio_postgres::Client, n: usize) -> Vec<Duration> {
@@ -572,7 +592,7 @@ async fn proxy_overhead() {
         ),
     ];
     for (name, port, args) in runs {
-        let b = pgbench(&lab, port, &script, args).await;
+        let b = pgbench(&lab, port, &script, args, &proxy_cpu).await;
         let per_txn = |d: Duration| d.as_secs_f64() * 1e6 / b.txns;
         let secs: f64 = args
             .windows(2)
@@ -580,7 +600,7 @@ async fn proxy_overhead() {
             .and_then(|w| w[1].parse().ok())
             .expect("-T");
         println!(
-            "{name}: tps {:>8.0}  lat avg {:>6.3} ms  this process (proxy) CPU {:>5.1} µs/txn = {:>4.1}% of a core  pgbench CPU {:>5.1} µs/txn",
+            "{name}: tps {:>8.0}  lat avg {:>6.3} ms  proxy CPU {:>5.1} µs/txn = {:>4.1}% of a core  pgbench CPU {:>5.1} µs/txn",
             b.tps,
             b.latency_ms,
             per_txn(b.proxy_cpu),
@@ -588,11 +608,67 @@ async fn proxy_overhead() {
             per_txn(b.client_cpu),
         );
     }
+    // The benchmark's case: 50 ms RTT, 64 connections. Unpipelined clients are capped at
+    // 64 / 0.05 s = 1,280 tx/s, so keep 8 INSERTs in flight per connection (tokio-postgres
+    // pipelines concurrent queries on one connection).
+    proxy.set_delay(Duration::from_millis(25));
+    let (conns, depth, secs) = (64, 8, 10u64);
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(
+            connect(&format!(
+                "host=127.0.0.1 port={pport} user=pgdrill dbname=pgdrill"
+            ))
+            .await,
+        );
+    }
+    let (cpu0, t0) = (proxy_cpu(), Instant::now());
+    let end = t0 + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in clients {
+        let c = Arc::new(c);
+        let stmt = c
+            .prepare(
+                "INSERT INTO transactions (customer_id, merchant_id, amount, status) \
+                 VALUES (1, 1, 10, 'completed') RETURNING transaction_id",
+            )
+            .await
+            .expect("prepare");
+        for _ in 0..depth {
+            let (c, stmt) = (c.clone(), stmt.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    c.query_one(&stmt, &[]).await.expect("pipelined INSERT");
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("load task"));
+    }
+    let (cpu, wall) = (proxy_cpu() - cpu0, t0.elapsed());
+    lat.sort();
+    println!(
+        "pipelined via proxy, delay 25 ms each way, {conns} conns x {depth} in flight: {:.0} tx/s, \
+         latency p50 {:?} p99 {:?}, proxy CPU {:.1} µs/txn = {:.1}% of a core",
+        lat.len() as f64 / wall.as_secs_f64(),
+        q(&lat, 0.5),
+        q(&lat, 0.99),
+        cpu.as_secs_f64() * 1e6 / lat.len() as f64,
+        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+    );
+
+    println!("proxy stats: {:?}", proxy.stats());
+    drop(proxy);
     let _ = stop_tx.send(());
-    let stats = tokio::task::spawn_blocking(move || proxy_thread.join())
+    tokio::task::spawn_blocking(move || proxy_thread.join())
         .await
         .expect("join task")
         .expect("proxy thread");
-    println!("proxy stats: {stats:?}");
     lab.shutdown().await;
 }
