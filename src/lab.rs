@@ -18,7 +18,7 @@
 //! if it exists, else `nobody`. Everything lives in one base directory: data directories `a/` and
 //! `b/`, their logs `a.log` and `b.log`, and the Unix sockets the lab itself uses for
 //! administration (superuser `postgres`, trust). Clients get `host=127.0.0.1` DSNs for role
-//! `pgdrill`, which owns database `pgdrill`.
+//! `pgdrill` (member of `pg_monitor`), which owns database `pgdrill`.
 //!
 //! Servers are stopped when the [`Lab`] is dropped or shut down. A process killed with SIGKILL
 //! cannot do that; its servers keep running until stopped with `pg_ctl -D <dir> stop`.
@@ -562,6 +562,11 @@ impl Lab {
             .batch_execute(&format!("CREATE ROLE {APP_USER} LOGIN{password}"))
             .await
             .map_err(sql_err("creating role pgdrill"))?;
+        // Lets a drill read replication state (pg_stat_replication etc.) without superuser.
+        admin
+            .batch_execute(&format!("GRANT pg_monitor TO {APP_USER}"))
+            .await
+            .map_err(sql_err("granting pg_monitor to pgdrill"))?;
         admin
             .batch_execute(&format!("CREATE DATABASE {APP_DB} OWNER {APP_USER}"))
             .await
@@ -945,16 +950,23 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, LabError> {
         return Ok(None);
     }
     for name in [c"postgres", c"nobody"] {
-        // SAFETY: getpwnam with a valid C string; we copy the two integers out immediately.
-        // (Not thread-safe against concurrent getpw* callers reusing the static buffer, but
-        // we read only plain integers right away.)
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        if !pw.is_null() {
-            // SAFETY: non-null result of getpwnam points to a valid passwd struct.
-            let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-            if uid != 0 {
-                return Ok(Some((uid, gid)));
-            }
+        // SAFETY: getpwnam_r writes into the zeroed struct and buffer we own, and sets
+        // `result` to point at our struct (or null); getpwnam would share a static buffer
+        // with other threads.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == 0 && !result.is_null() && pw.pw_uid != 0 {
+            return Ok(Some((pw.pw_uid, pw.pw_gid)));
         }
     }
     Err(LabError::NoUnprivilegedUser)

@@ -7,6 +7,9 @@
 //! chunks of at most [`CHUNK`] bytes per direction; when full, we stop reading and TCP flow
 //! control pushes back on the sender.
 //!
+//! Timing: tokio's timer ticks in milliseconds, so a non-zero delay lands between `delay` and
+//! `delay + ~1 ms` per direction. At zero delay the timer is bypassed entirely.
+//!
 //! Faults: [`Proxy::blackhole`] (hold all bytes, both ways), [`Proxy::drop_connections`],
 //! [`Proxy::refuse`] (new connections are reset at once), and [`Proxy::set_upstream`] (new
 //! connections go elsewhere, e.g. to a promoted standby).
@@ -223,6 +226,10 @@ impl Drop for Proxy {
 }
 
 /// Run a proxy until `shutdown` completes (for the `pgdrill proxy` subcommand).
+///
+/// Prefer a current-thread runtime for this: each chunk is one read and one write, and on a
+/// 2-core box the multi-thread scheduler's cross-thread wakeups cost more than they give
+/// (measured ~20 vs ~27 µs of proxy CPU per small INSERT transaction under pgbench -c 32).
 pub async fn run_cli(opts: ProxyOptions, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let proxy = Proxy::start(opts).await?;
     tracing::info!(
