@@ -137,6 +137,7 @@ impl Monitor {
         let mut changes = self.identity.subscribe();
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -150,6 +151,12 @@ impl Monitor {
                     continue;
                 }
                 _ = stop.cancelled() => break,
+            }
+            ticks += 1;
+            if ticks % 100 == 0 {
+                if let Ok(l) = self.ledger.lock() {
+                    self.metrics.ledger_bytes.set(l.bytes() as i64);
+                }
             }
             let now = Instant::now();
             let in_flight = self.metrics.in_flight.get();
