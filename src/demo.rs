@@ -1,40 +1,16 @@
 //! `pgdrill demo`: a whole drill on this machine in one command — start a
 //! primary + standby, run load, fail over, print the report, clean up.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication, LogFormat};
+use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
 use crate::lab::{Lab, LabOptions, ReplicationMode};
 
-pub fn main(args: DemoArgs) -> ExitCode {
-    if let Err(err) = crate::logging::init(LogFormat::Text, "info,tokio_postgres=warn") {
-        eprintln!("error: {err}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(drill(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn drill(args: DemoArgs) -> Result<(), String> {
+/// The whole drill; the binary provides the runtime and logging.
+pub async fn drill(args: DemoArgs) -> Result<(), String> {
     let mode = match args.replication {
         DemoReplication::Sync => ReplicationMode::Sync,
         DemoReplication::Async => ReplicationMode::Async,
@@ -110,8 +86,8 @@ async fn drill(args: DemoArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = summary_json {
-        let json = serde_json::to_vec_pretty(&summary).map_err(|e| e.to_string())?;
-        std::fs::write(&path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        crate::report::write_json(&summary, &path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     lab.shutdown().await;
     Ok(())

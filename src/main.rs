@@ -1,49 +1,29 @@
 //! The pgdrill binary: parse, validate, then hand over to the library.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use pgdrill::config::{Cli, Command, RunArgs};
+use pgdrill::config::{Cli, Command, LogFormat, ProxyArgs, RunArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run),
-        Some(Command::Demo(args)) => pgdrill::demo::main(args),
+        Some(Command::Demo(args)) => {
+            init_logging(LogFormat::Text, "info,tokio_postgres=warn");
+            block_on(false, async {
+                match pgdrill::demo::drill(args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
         Some(Command::Proxy(args)) => proxy(args),
-    }
-}
-
-fn proxy(args: pgdrill::config::ProxyArgs) -> ExitCode {
-    pgdrill::logging::init(pgdrill::config::LogFormat::Text, "info")
-        .unwrap_or_else(|e| usage_error(e));
-    let opts = pgdrill::proxy::ProxyOptions {
-        listen: args.listen,
-        upstream: args.upstream,
-        delay: args.delay.into(),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let stop = CancellationToken::new();
-    let result = runtime.block_on(async {
-        pgdrill::shutdown::cancel_on_signals(stop.clone());
-        pgdrill::proxy::run_cli(opts, stop.cancelled()).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: proxy on --listen {}: {err}", args.listen);
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -54,23 +34,31 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
         .exit()
 }
 
+fn init_logging(format: LogFormat, filter: &str) {
+    pgdrill::logging::init(format, filter).unwrap_or_else(|e| usage_error(e));
+}
+
+fn block_on(current_thread: bool, work: impl Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = if current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
         .unwrap_or_else(|err| usage_error(err));
-    pgdrill::logging::init(config.log_format, &config.log_filter)
-        .unwrap_or_else(|e| usage_error(e));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
+    init_logging(config.log_format, &config.log_filter);
+    block_on(false, async {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(err) => usage_error(format!(
@@ -84,8 +72,7 @@ fn run(args: RunArgs) -> ExitCode {
         let summary = pgdrill::run(config, listener, stop).await;
         println!("{summary}");
         if let Some(path) = summary_path {
-            let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-            if let Err(err) = std::fs::write(&path, json) {
+            if let Err(err) = pgdrill::report::write_json(&summary, &path) {
                 eprintln!(
                     "error: cannot write --summary-json {}: {err}",
                     path.display()
@@ -94,5 +81,26 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
         ExitCode::SUCCESS
+    })
+}
+
+fn proxy(args: ProxyArgs) -> ExitCode {
+    init_logging(LogFormat::Text, "info");
+    let opts = pgdrill::proxy::ProxyOptions {
+        listen: args.listen,
+        upstream: args.upstream,
+        delay: args.delay.into(),
+    };
+    // One thread: the delay line measured cheaper per transaction than a multi-thread runtime.
+    block_on(true, async {
+        let stop = CancellationToken::new();
+        pgdrill::shutdown::cancel_on_signals(stop.clone());
+        match pgdrill::proxy::run_cli(opts, stop.cancelled()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: proxy on --listen {}: {err}", args.listen);
+                ExitCode::FAILURE
+            }
+        }
     })
 }

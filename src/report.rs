@@ -271,6 +271,12 @@ impl fmt::Display for Summary {
     }
 }
 
+/// `--summary-json`: the summary, pretty-printed.
+pub fn write_json(summary: &Summary, path: &std::path::Path) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?;
+    std::fs::write(path, json)
+}
+
 /// One line of progress: what happened since the last one.
 pub struct Progress {
     last_transactions: u64,
