@@ -153,7 +153,7 @@ impl Monitor {
                 _ = stop.cancelled() => break,
             }
             ticks += 1;
-            if ticks % 100 == 0 {
+            if ticks.is_multiple_of(100) {
                 if let Ok(l) = self.ledger.lock() {
                     self.metrics.ledger_bytes.set(l.bytes() as i64);
                 }
