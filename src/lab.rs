@@ -997,7 +997,28 @@ fn make_temp_dir() -> Result<PathBuf, LabError> {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks; we release it for the
 /// server to bind).
+/// A free port *below* the kernel's ephemeral range: a server restarted on its port
+/// (`start_node`) must not find it taken as the source port of some client's socket,
+/// which happens with `bind(0)` ports under a reconnecting load.
 fn free_port() -> Result<u16, LabError> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (20_000u16, ephemeral_low.max(20_100));
+    // Distinct per process and per call, so parallel labs do not probe the same port.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(call.wrapping_mul(104_729));
+    let span = u32::from(high - low);
+    for i in 0..span {
+        let port = low + ((start.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("picking a free port"))?;
     Ok(l.local_addr()
         .map_err(io_err("picking a free port"))?
