@@ -113,7 +113,7 @@ impl Ledger {
                 last.close();
             }
             self.slices.push_back(Slice::new(now));
-            self.prune(now);
+            self.prune();
         }
         if let Some(slice) = self.slices.back_mut() {
             slice.open.push(seq);
@@ -129,15 +129,13 @@ impl Ledger {
         self.unknown.insert(seq, now);
     }
 
-    /// Older slices than the window behind the newest one are forgotten; while
-    /// nothing is acknowledged (an outage) nothing ages out.
-    fn prune(&mut self, now: Instant) {
-        while let Some(front) = self.slices.front() {
-            if now.duration_since(front.start) > self.window && self.slices.len() > 1 {
-                self.slices.pop_front();
-            } else {
-                break;
-            }
+    /// Keeps the newest `window` worth of slices. Slices exist only where writes
+    /// were acknowledged, so an outage, however long, ages nothing out: the writes
+    /// from just before it are still here when it ends.
+    fn prune(&mut self) {
+        let keep = (self.window.as_nanos() / SLICE.as_nanos()).max(1) as usize + 1;
+        while self.slices.len() > keep {
+            self.slices.pop_front();
         }
     }
 
@@ -273,5 +271,23 @@ mod tests {
         assert_eq!(snap.acked.len(), ledger.slices.len());
         ledger.forget_verified(end, &snap);
         assert_eq!(ledger.slices.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_outage_does_not_age_out_the_writes_before_it() {
+        let mut ledger = Ledger::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        for seq in 0..8_000u64 {
+            ledger.ack(seq, seq as i64, t0 + Duration::from_micros(seq * 125));
+        }
+        // Two minutes without an acknowledgement, then the first write after it.
+        let after = t0 + Duration::from_secs(121);
+        ledger.ack(8_000, 8_000, after);
+        let snap = ledger.snapshot(after);
+        let checked: u64 = snap.acked.iter().map(|(lo, hi, _)| hi - lo).sum();
+        assert_eq!(
+            checked, 8_001,
+            "every write from before the outage is still verifiable"
+        );
     }
 }
