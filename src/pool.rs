@@ -1,17 +1,19 @@
 //! bb8 + tokio-postgres: connections that know which server they reach and
 //! are thrown away once they have seen a fatal error.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
-use bb8_postgres::PostgresConnectionManager;
 use tokio::sync::OnceCell;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::credentials::Credentials;
 use crate::error::{classify, ErrorClass};
 use crate::identity::{self, IdentityTracker};
 use crate::metrics::{Metrics, PoolStats};
+use crate::tls::TlsSettings;
 use crate::workload::Workload;
 
 /// A pooled connection with its prepared INSERT.
@@ -23,17 +25,25 @@ pub struct Conn {
     pub created: tokio::time::Instant,
 }
 
-/// A failed connection attempt, already classified.
+/// A failed connection attempt, already classified, with what to fix where we know it.
+/// The message never contains a password.
 #[derive(Debug, thiserror::Error)]
-#[error("{class}: {source}")]
+#[error("{class}: {message}")]
 pub struct ConnectError {
     pub class: ErrorClass,
+    pub message: String,
     #[source]
-    pub source: tokio_postgres::Error,
+    pub source: Option<tokio_postgres::Error>,
 }
 
+/// The same connection failure is logged at most this often.
+const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
+
 pub struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
+    pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    credentials: Arc<Credentials>,
+    last_logged: Mutex<Option<(String, tokio::time::Instant)>>,
     statement_timeout: Duration,
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
@@ -45,8 +55,11 @@ pub struct Manager {
 }
 
 impl Manager {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pg: tokio_postgres::Config,
+        tls: &TlsSettings,
+        credentials: Arc<Credentials>,
         statement_timeout: Duration,
         workload: Arc<Workload>,
         create_table: bool,
@@ -54,7 +67,10 @@ impl Manager {
         metrics: Arc<Metrics>,
     ) -> Manager {
         Manager {
-            inner: PostgresConnectionManager::new(pg, NoTls),
+            pg,
+            tls: tls.connector(),
+            credentials,
+            last_logged: Mutex::new(None),
             statement_timeout,
             workload,
             identity,
@@ -66,8 +82,66 @@ impl Manager {
 
     fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
         let class = classify(&source);
+        let mut message = source.to_string();
+        if let Some(db) = source.as_db_error() {
+            message = format!("{}: {}", db.severity(), db.message());
+        }
+        if class == ErrorClass::Tls {
+            message = format!("{message} (fix: {})", crate::tls::hint(&message));
+        }
+        if class == ErrorClass::Auth {
+            self.credentials.auth_failed();
+        }
+        self.failed(class, message, Some(source))
+    }
+
+    fn failed(
+        &self,
+        class: ErrorClass,
+        message: String,
+        source: Option<tokio_postgres::Error>,
+    ) -> ConnectError {
         self.metrics.connection_errors.inc(class);
-        ConnectError { class, source }
+        // Configuration-like failures say what to fix; log them (not every time) so that a
+        // daemon retrying forever does not fail silently.
+        if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
+            let now = tokio::time::Instant::now();
+            if let Ok(mut last) = self.last_logged.lock() {
+                let repeat = last
+                    .as_ref()
+                    .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
+                if !repeat {
+                    tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
+                    *last = Some((message.clone(), now));
+                }
+            }
+        }
+        ConnectError {
+            class,
+            message,
+            source,
+        }
+    }
+
+    /// A new client with the current password, over TLS as sslmode says.
+    async fn open(&self) -> Result<Client, ConnectError> {
+        let mut pg = self.pg.clone();
+        match self.credentials.password().await {
+            Ok(Some(secret)) => {
+                pg.password(secret.expose());
+            }
+            Ok(None) => {}
+            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
+        }
+        let (client, connection) = pg
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| self.fail(e))?;
+        tokio::spawn(async move {
+            // Errors surface on the client's next call (is_closed / the query's error).
+            let _ = connection.await;
+        });
+        Ok(client)
     }
 
     async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
@@ -87,9 +161,9 @@ impl ManageConnection for Manager {
 
     async fn connect(&self) -> Result<Conn, ConnectError> {
         self.metrics.connection_attempts.inc();
-        // bb8-postgres resolves host names again for every connection, so a DNS
+        // tokio-postgres resolves host names again for every connection, so a DNS
         // switch-over (managed services) is followed.
-        let client = self.inner.connect().await.map_err(|e| self.fail(e))?;
+        let client = self.open().await?;
         let id = identity::probe(&client).await;
         if id.in_recovery != Some(true) && self.create_table {
             self.table_ready

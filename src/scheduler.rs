@@ -184,6 +184,9 @@ mod tests {
             last = job;
         }
         assert_eq!(last.seq, 79_999);
-        assert_eq!(last.intended - first.intended, Duration::from_nanos(9_999_875_000));
+        assert_eq!(
+            last.intended - first.intended,
+            Duration::from_nanos(9_999_875_000)
+        );
     }
 }
