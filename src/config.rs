@@ -121,7 +121,8 @@ pub struct RunArgs {
     pub verify_window: humantime::Duration,
 
     /// How the INSERT is sent: prepared (fastest), unnamed (PgBouncer transaction mode safe),
-    /// simple; auto picks unnamed when a port is 6432 (PgBouncer's), else prepared.
+    /// simple; auto picks unnamed when a port is 6432 (PgBouncer's), else prepared, and
+    /// switches to unnamed if prepared statements break (SQLSTATE 26000/42P05) at run time.
     #[arg(long, env = "PGDRILL_QUERY_MODE", value_enum, default_value_t = QueryModeArg::Auto)]
     pub query_mode: QueryModeArg,
 
@@ -238,6 +239,8 @@ pub struct Config {
     pub table: Table,
     pub create_table: bool,
     pub query_mode: QueryMode,
+    /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
+    pub query_mode_auto: bool,
     pub listen: SocketAddr,
     pub progress_interval: Duration,
     pub summary_json: Option<PathBuf>,
@@ -384,6 +387,7 @@ impl RunArgs {
         Ok(Config {
             target,
             query_mode,
+            query_mode_auto: self.query_mode == QueryModeArg::Auto,
             password,
             retention,
             rate,

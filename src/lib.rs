@@ -80,6 +80,7 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         pg,
         &config.target.tls,
         credentials,
+        config.query_mode_auto,
         config.statement_timeout,
         workload.clone(),
         config.create_table,

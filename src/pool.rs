@@ -1,6 +1,7 @@
 //! bb8 + tokio-postgres: connections that know which server they reach and
 //! are thrown away once they have seen a fatal error.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,21 @@ pub struct ConnectError {
     pub source: Option<tokio_postgres::Error>,
 }
 
+/// An error and its chain of causes, `a: b: c` (tokio-postgres prints only the first).
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// The same connection failure is logged at most this often.
 const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
 
@@ -44,6 +60,9 @@ pub struct Manager {
     tls: MakeRustlsConnect,
     credentials: Arc<Credentials>,
     last_logged: Mutex<Option<(String, tokio::time::Instant)>>,
+    /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
+    /// new connections no longer prepare, so the INSERT goes unnamed.
+    auto_fallback: Option<Arc<AtomicBool>>,
     statement_timeout: Duration,
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
@@ -60,6 +79,7 @@ impl Manager {
         pg: tokio_postgres::Config,
         tls: &TlsSettings,
         credentials: Arc<Credentials>,
+        auto_query_mode: bool,
         statement_timeout: Duration,
         workload: Arc<Workload>,
         create_table: bool,
@@ -71,6 +91,7 @@ impl Manager {
             tls: tls.connector(),
             credentials,
             last_logged: Mutex::new(None),
+            auto_fallback: auto_query_mode.then(|| Arc::new(AtomicBool::new(false))),
             statement_timeout,
             workload,
             identity,
@@ -82,16 +103,19 @@ impl Manager {
 
     fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
         let class = classify(&source);
-        let mut message = source.to_string();
-        if let Some(db) = source.as_db_error() {
-            message = format!("{}: {}", db.severity(), db.message());
-        }
-        if class == ErrorClass::Tls {
-            message = format!("{message} (fix: {})", crate::tls::hint(&message));
-        }
+        let message = match source.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => with_causes(&source),
+        };
+        let message = if class == ErrorClass::Tls {
+            format!("{message} (fix: {})", crate::tls::hint(&message))
+        } else {
+            message
+        };
         if class == ErrorClass::Auth {
             self.credentials.auth_failed();
         }
+        note_prepared_breakage(self.auto_fallback.as_deref(), &source);
         self.failed(class, message, Some(source))
     }
 
@@ -151,6 +175,13 @@ impl Manager {
                 self.statement_timeout.as_millis()
             ))
             .await?;
+        if self
+            .auto_fallback
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Ok(None);
+        }
         self.workload.prepare(client).await
     }
 }
@@ -208,6 +239,25 @@ impl ManageConnection for Manager {
 #[derive(Clone)]
 pub struct DbPool {
     pool: Pool<Manager>,
+    auto_fallback: Option<Arc<AtomicBool>>,
+}
+
+/// SQLSTATEs that mean a named prepared statement did not stay with its session:
+/// 26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`.
+fn note_prepared_breakage(fallback: Option<&AtomicBool>, err: &tokio_postgres::Error) {
+    use tokio_postgres::error::SqlState;
+    let Some(fallback) = fallback else { return };
+    let broken = matches!(
+        err.code(),
+        Some(&SqlState::INVALID_SQL_STATEMENT_NAME) | Some(&SqlState::DUPLICATE_PSTATEMENT)
+    );
+    if broken && !fallback.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            sqlstate = err.code().map_or("", |c| c.code()),
+            "prepared statements do not survive this connection (PgBouncer in transaction \
+             mode?); --query-mode auto switches to unnamed statements for new connections"
+        );
+    }
 }
 
 /// Why no connection could be had.
@@ -224,6 +274,7 @@ impl DbPool {
         connect_timeout: Duration,
         lifetime: Duration,
     ) -> DbPool {
+        let auto_fallback = manager.auto_fallback.clone();
         let pool = Pool::builder()
             .max_size(size)
             .min_idle(None)
@@ -235,7 +286,15 @@ impl DbPool {
             .retry_connection(false)
             .connection_timeout(connect_timeout + Duration::from_secs(1))
             .build_unchecked(manager);
-        DbPool { pool }
+        DbPool {
+            pool,
+            auto_fallback,
+        }
+    }
+
+    /// Tells `--query-mode auto` about a failed INSERT; see [`note_prepared_breakage`].
+    pub fn observe_query_error(&self, err: &tokio_postgres::Error) {
+        note_prepared_breakage(self.auto_fallback.as_deref(), err);
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -1,6 +1,11 @@
 //! One integration-test binary; each module drives real servers.
+mod bouncer;
 mod core;
+mod credentials;
 mod drill;
 mod lab;
+mod pgbouncer;
+mod retention;
 mod rules;
 mod support;
+mod tls;
