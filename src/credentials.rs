@@ -134,8 +134,8 @@ impl Credentials {
     pub async fn password(&self) -> Result<Option<Secret>, CredentialError> {
         let result = match &self.source {
             PasswordSource::Dsn => return Ok(None),
-            PasswordSource::File(path) => self.from_file(path).await,
-            PasswordSource::Command { command, ttl } => self.from_command(command, *ttl).await,
+            PasswordSource::File(path) => self.read_file(path).await,
+            PasswordSource::Command { command, ttl } => self.run_cached(command, *ttl).await,
         };
         if result.is_err() {
             self.metrics.password_errors.inc();
@@ -152,7 +152,7 @@ impl Credentials {
         }
     }
 
-    async fn from_file(&self, path: &std::path::Path) -> Result<Secret, CredentialError> {
+    async fn read_file(&self, path: &std::path::Path) -> Result<Secret, CredentialError> {
         let text = tokio::fs::read(path).await.map_err(|e| {
             CredentialError(format!(
                 "cannot read --password-file {}: {e}",
@@ -173,7 +173,7 @@ impl Credentials {
         Ok(secret)
     }
 
-    async fn from_command(&self, command: &str, ttl: Duration) -> Result<Secret, CredentialError> {
+    async fn run_cached(&self, command: &str, ttl: Duration) -> Result<Secret, CredentialError> {
         let mut cache = self.cache.lock().await;
         let age = cache.fetched.map(|t| t.elapsed());
         let fresh = age.is_some_and(|a| a < ttl && (!cache.stale || a < MIN_REFRESH_INTERVAL));

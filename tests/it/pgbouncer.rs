@@ -66,9 +66,9 @@ async fn pgbouncer_restart_is_a_measured_outage() {
         || async {
             drill.metric("pgdrill_outages_total").await >= 1.0
                 && drill
-                    .metric("pgdrill_failover_state{state=\"healthy\"}")
+                    .metric("pgdrill_failover_state{state=\"outage\"}")
                     .await
-                    == 1.0
+                    == 0.0
         },
     )
     .await;
@@ -96,9 +96,9 @@ async fn failover_behind_pgbouncer_is_measured() {
         || async {
             drill.metric("pgdrill_outages_total").await >= 1.0
                 && drill
-                    .metric("pgdrill_failover_state{state=\"healthy\"}")
+                    .metric("pgdrill_failover_state{state=\"outage\"}")
                     .await
-                    == 1.0
+                    == 0.0
         },
     )
     .await;

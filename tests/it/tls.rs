@@ -214,7 +214,10 @@ async fn wrong_ca_wrong_host_and_plaintext_server_fail_as_tls_and_retry() {
     for (run, (what, _, fix)) in runs.into_iter().zip(&cases) {
         let (status, out, err) = run.wait(Duration::from_secs(30)).await;
         let err = strip_ansi(&err);
-        let logged = err.lines().find(|l| l.contains("cannot connect")).unwrap_or("");
+        let logged = err
+            .lines()
+            .find(|l| l.contains("cannot connect"))
+            .unwrap_or("");
         println!("{what}: {logged}");
         assert!(status.success(), "{what}: exit {status}\n{err}");
         assert!(
