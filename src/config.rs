@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::credentials::PasswordSource;
 use crate::dsn::{self, Target};
 use crate::error::ConfigError;
 use crate::workload::QueryMode;
@@ -120,9 +121,38 @@ pub struct RunArgs {
     pub verify_window: humantime::Duration,
 
     /// How the INSERT is sent: prepared (fastest), unnamed (PgBouncer transaction mode safe),
-    /// simple; auto picks unnamed when a port is 6432 (PgBouncer's), else prepared.
+    /// simple; auto picks unnamed when a port is 6432 (PgBouncer's), else prepared, and
+    /// switches to unnamed if prepared statements break (SQLSTATE 26000/42P05) at run time.
     #[arg(long, env = "PGDRILL_QUERY_MODE", value_enum, default_value_t = QueryModeArg::Auto)]
     pub query_mode: QueryModeArg,
+
+    /// Read the password from this file for every new connection (rotated secrets);
+    /// overrides the DSN's and PGPASSWORD. The first non-empty line is used.
+    #[arg(
+        long,
+        env = "PGDRILL_PASSWORD_FILE",
+        conflicts_with = "password_command"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// Run this shell command to obtain the password (e.g. an Entra ID token:
+    /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
+    /// cached for --password-ttl and re-run after an authentication failure. Never logged.
+    #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
+    pub password_command: Option<String>,
+
+    /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
+    #[arg(long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m")]
+    pub password_ttl: humantime::Duration,
+
+    /// Delete rows older than this from the table, continuously, in small batches
+    /// (for long-running canaries; off by default so drills keep every row).
+    #[arg(long, env = "PGDRILL_RETENTION")]
+    pub retention: Option<humantime::Duration>,
+
+    /// Rows deleted per retention batch (one short transaction each).
+    #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE", default_value_t = 5000)]
+    pub retention_batch_size: u32,
 
     /// Log format.
     #[arg(long, env = "PGDRILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -209,6 +239,8 @@ pub struct Config {
     pub table: Table,
     pub create_table: bool,
     pub query_mode: QueryMode,
+    /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
+    pub query_mode_auto: bool,
     pub listen: SocketAddr,
     pub progress_interval: Duration,
     pub summary_json: Option<PathBuf>,
@@ -219,6 +251,8 @@ pub struct Config {
     pub recovery_window: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
+    pub password: PasswordSource,
+    pub retention: Option<crate::retention::RetentionSettings>,
 }
 
 /// A table name checked to be plain identifiers, kept both raw and quoted.
@@ -324,9 +358,38 @@ impl RunArgs {
             QueryModeArg::Auto if target.pg.get_ports().contains(&6432) => QueryMode::Unnamed,
             QueryModeArg::Auto => QueryMode::Prepared,
         };
+        let password = match (&self.password_file, &self.password_command) {
+            (Some(path), _) => PasswordSource::File(path.clone()),
+            (None, Some(command)) => PasswordSource::Command {
+                command: command.clone(),
+                ttl: self.password_ttl.into(),
+            },
+            (None, None) => PasswordSource::Dsn,
+        }
+        .validate()?;
+        let retention = match self.retention {
+            None => None,
+            Some(window) => {
+                let window = positive("--retention", window)?;
+                if self.retention_batch_size == 0 || self.retention_batch_size > 1_000_000 {
+                    return Err(ConfigError::new(
+                        "--retention-batch-size",
+                        self.retention_batch_size.to_string(),
+                        "must be between 1 and 1000000",
+                    ));
+                }
+                Some(crate::retention::RetentionSettings::new(
+                    window,
+                    self.retention_batch_size,
+                ))
+            }
+        };
         Ok(Config {
             target,
             query_mode,
+            query_mode_auto: self.query_mode == QueryModeArg::Auto,
+            password,
+            retention,
             rate,
             duration,
             pool_size,
@@ -428,6 +491,48 @@ mod tests {
         assert!(e.contains("--listen"), "{e}");
         let e = args(&["--dsn", "postgres://u:hunter2@h:99999/db"]).unwrap_err();
         assert!(e.contains("--dsn") && !e.contains("hunter2"), "{e}");
+        let e = args(&["--password-file", "/no/such/pw"]).unwrap_err();
+        assert!(
+            e.contains("--password-file") && e.contains("/no/such/pw"),
+            "{e}"
+        );
+        let e = args(&[
+            "--password-file",
+            "/etc/hostname",
+            "--password-command",
+            "true",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("--password-command") && e.contains("cannot be used"),
+            "{e}"
+        );
+        let e = args(&["--retention", "0s"]).unwrap_err();
+        assert!(e.contains("--retention"), "{e}");
+    }
+
+    #[test]
+    fn production_flags_parse() {
+        let c = args(&[
+            "--password-command",
+            "echo x",
+            "--password-ttl",
+            "5m",
+            "--retention",
+            "7d",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.password,
+            PasswordSource::Command {
+                command: "echo x".into(),
+                ttl: Duration::from_secs(300)
+            }
+        );
+        let r = c.retention.unwrap();
+        assert_eq!(r.window, Duration::from_secs(7 * 86400));
+        assert_eq!(r.batch_size, 5000);
+        assert!(args(&[]).unwrap().retention.is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::Config as PgConfig;
 
 use crate::error::ConfigError;
+use crate::tls::{RootCert, SslMode, TlsSettings};
 
 /// The environment variables libpq reads that pgdrill honours, as defaults for
 /// anything the DSN leaves unset.
@@ -20,8 +21,11 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("PGAPPNAME", "application_name"),
     ("PGCONNECT_TIMEOUT", "connect_timeout"),
     ("PGTARGETSESSIONATTRS", "target_session_attrs"),
-    ("PGSSLMODE", "sslmode"),
 ];
+
+/// Connection-string keys pgdrill handles itself (tokio-postgres knows only three sslmodes
+/// and has no sslrootcert), with the environment variable libpq reads for each.
+const TLS_KEYS: &[(&str, &str)] = &[("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")];
 
 /// A parsed target database.
 #[derive(Clone)]
@@ -31,6 +35,8 @@ pub struct Target {
     pub hosts: Vec<String>,
     /// A printable description without the password.
     pub redacted: String,
+    /// sslmode / sslrootcert, with the rustls connector built from them.
+    pub tls: TlsSettings,
 }
 
 impl std::fmt::Debug for Target {
@@ -46,12 +52,15 @@ pub fn parse(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Target, ConfigError> {
     let raw = dsn.unwrap_or("").trim();
-    let mut pg = if raw.is_empty() {
+    let (rest, tls_params) = take_tls_params(raw);
+    let mut pg = if rest.trim().is_empty() {
         PgConfig::new()
     } else {
-        PgConfig::from_str(raw)
+        PgConfig::from_str(&rest)
             .map_err(|err| ConfigError::new("--dsn", redact(raw), describe_parse_error(&err)))?
     };
+    let tls = tls_settings(&tls_params, &env)?;
+    pg.ssl_mode(tls.mode.for_tokio_postgres());
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
             apply_env_default(&mut pg, key, &value)
@@ -73,12 +82,147 @@ pub fn parse(
         pg.application_name("pgdrill");
     }
     let hosts = host_labels(&pg);
-    let redacted = describe(&pg, &hosts);
+    let mut redacted = describe(&pg, &hosts);
+    redacted.push(' ');
+    redacted.push_str(&tls.describe());
     Ok(Target {
         pg,
         hosts,
         redacted,
+        tls,
     })
+}
+
+/// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
+/// defaults (prefer, no root certificate).
+fn tls_settings(
+    from_dsn: &[(String, String)],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<TlsSettings, ConfigError> {
+    let value = |key: &str| -> Option<(String, &'static str)> {
+        let (_, var) = TLS_KEYS.iter().find(|(k, _)| *k == key)?;
+        if let Some((_, v)) = from_dsn.iter().rev().find(|(k, _)| k == key) {
+            return Some((v.clone(), "--dsn"));
+        }
+        env(var).filter(|v| !v.is_empty()).map(|v| (v, *var))
+    };
+    let mode = match value("sslmode") {
+        None => SslMode::Prefer,
+        Some((v, option)) => SslMode::parse(&v).ok_or_else(|| {
+            ConfigError::new(
+                option,
+                format!("sslmode={v}"),
+                "sslmode must be disable, allow, prefer, require, verify-ca or verify-full",
+            )
+        })?,
+    };
+    let root_cert = match value("sslrootcert") {
+        None => RootCert::Default,
+        Some((v, _)) if v == "system" => RootCert::System,
+        Some((v, _)) => RootCert::File(v.into()),
+    };
+    TlsSettings::new(mode, root_cert)
+}
+
+/// Removes `sslmode` and `sslrootcert` from a URL's query or a key=value string and returns
+/// the rest (for tokio-postgres) and the removed pairs, unescaped. A string that does not
+/// tokenize is returned unchanged, for tokio-postgres to report.
+fn take_tls_params(raw: &str) -> (String, Vec<(String, String)>) {
+    let mut taken = Vec::new();
+    let ours = |k: &str| TLS_KEYS.iter().any(|(key, _)| *key == k);
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        let Some((base, query)) = raw.split_once('?') else {
+            return (raw.to_string(), taken);
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some((k, v)) if ours(k) => taken.push((k.to_string(), percent_decode(v))),
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (rest, taken);
+    }
+    let mut rest = String::with_capacity(raw.len());
+    let mut s = raw;
+    loop {
+        let trimmed = s.trim_start();
+        if trimmed.is_empty() {
+            break;
+        }
+        let Some(eq) = trimmed.find('=') else {
+            return (raw.to_string(), Vec::new());
+        };
+        let key = trimmed[..eq].trim_end();
+        let after = trimmed[eq + 1..].trim_start();
+        let (value, len) = kv_value(after);
+        let pair_len = trimmed.len() - after.len() + len;
+        if ours(key) {
+            taken.push((key.to_string(), value));
+        } else {
+            if !rest.is_empty() {
+                rest.push(' ');
+            }
+            rest.push_str(&trimmed[..pair_len]);
+        }
+        s = &trimmed[pair_len..];
+    }
+    (rest, taken)
+}
+
+/// One libpq key=value value: quoted with backslash escapes, or up to whitespace.
+/// Returns the unescaped value and the bytes it took.
+fn kv_value(s: &str) -> (String, usize) {
+    let mut out = String::new();
+    let mut escaped = false;
+    if let Some(quoted) = s.strip_prefix('\'') {
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '\'' if !escaped => return (out, i + 2),
+                c => {
+                    out.push(c);
+                    escaped = false;
+                }
+            }
+        }
+        return (out, s.len());
+    }
+    for (i, c) in s.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            c if c.is_whitespace() && !escaped => return (out, i),
+            c => {
+                out.push(c);
+                escaped = false;
+            }
+        }
+    }
+    (out, s.len())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), String> {
@@ -304,6 +448,60 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("--dsn"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn tls_keys_are_taken_out_for_us() {
+        let (rest, taken) = take_tls_params(
+            "host=h sslmode=verify-full user=u sslrootcert='/a b/ca.pem' password='x y'",
+        );
+        assert_eq!(rest, "host=h user=u password='x y'");
+        assert_eq!(
+            taken,
+            vec![
+                ("sslmode".to_string(), "verify-full".to_string()),
+                ("sslrootcert".to_string(), "/a b/ca.pem".to_string())
+            ]
+        );
+        let (rest, taken) = take_tls_params(
+            "postgres://u@h/db?sslmode=verify-ca&application_name=x&sslrootcert=%2Fca.pem",
+        );
+        assert_eq!(rest, "postgres://u@h/db?application_name=x");
+        assert_eq!(taken[1], ("sslrootcert".to_string(), "/ca.pem".to_string()));
+
+        let t = parse(Some("host=h sslmode=require"), no_env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Require);
+        assert_eq!(
+            t.pg.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert!(t.redacted.contains("sslmode=require"), "{}", t.redacted);
+        let t = parse(Some("host=h"), no_env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Prefer);
+        let env = |k: &str| (k == "PGSSLMODE").then(|| "disable".to_string());
+        let t = parse(Some("host=h"), env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Disable);
+        let t = parse(Some("postgres://h/db?sslmode=require"), env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Require, "the DSN wins over PGSSLMODE");
+    }
+
+    #[test]
+    fn bad_tls_settings_name_the_option() {
+        let e = parse(Some("host=h sslmode=verify password=s3cret"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dsn") && e.contains("sslmode=verify") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let env = |k: &str| (k == "PGSSLROOTCERT").then(|| "/no/such/ca.pem".to_string());
+        let e = parse(Some("host=h sslmode=verify-full"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sslrootcert") && e.contains("/no/such/ca.pem"),
+            "{e}"
+        );
     }
 
     #[test]

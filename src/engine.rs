@@ -128,7 +128,10 @@ impl Shared {
             .insert(&conn.client, conn.insert.as_ref(), row);
         let result = match tokio::time::timeout(self.client_timeout, insert).await {
             Ok(Ok(id)) => Ok(id),
-            Ok(Err(err)) => Err(Failure::from_query(&err)),
+            Ok(Err(err)) => {
+                self.pool.observe_query_error(&err);
+                Err(Failure::from_query(&err))
+            }
             Err(_) => Err(Failure {
                 class: ErrorClass::StatementTimeout,
                 // The server never answered; it may still commit.

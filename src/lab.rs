@@ -473,6 +473,46 @@ impl Lab {
         self.start_server(n).await
     }
 
+    /// Turn TLS on for a node: the PEM certificate and key are copied into its data
+    /// directory (owned by the server's OS user, key mode 0600), then the server reloads.
+    pub async fn enable_ssl(&self, n: Node, cert: &Path, key: &Path) -> Result<(), LabError> {
+        let dir = self.data_dir(n);
+        for (from, name, mode) in [(cert, "server.crt", 0o644), (key, "server.key", 0o600)] {
+            let to = dir.join(name);
+            std::fs::copy(from, &to).map_err(io_err(format!("copying {}", from.display())))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err(format!("chmod {}", to.display())))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid))
+                    .map_err(io_err(format!("chown {}", to.display())))?;
+            }
+        }
+        let admin = self.admin(n).await?;
+        for sql in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(sql).await.map_err(sql_err(sql))?;
+        }
+        let what = format!("node {n} to enable ssl");
+        self.poll(n, &what, || async {
+            let row = admin
+                .query_one("SELECT current_setting('ssl')", &[])
+                .await
+                .map_err(sql_err("reading ssl"))?;
+            Ok(row.get::<_, String>(0) == "on")
+        })
+        .await
+    }
+
+    /// The (uid, gid) the servers run as when we are root; helpers that also refuse root
+    /// (PgBouncer) can run as the same user.
+    pub fn server_user(&self) -> Option<(u32, u32)> {
+        self.run_as
+    }
+
     /// Stop every node immediately and remove the temporary directory (if the lab made it).
     pub async fn shutdown(self) {
         for n in [Node::A, Node::B] {

@@ -5,6 +5,7 @@
 //! writes, and returns the drill [`Summary`].
 
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod dsn;
 pub mod engine;
@@ -20,8 +21,10 @@ pub mod monitor;
 pub mod pool;
 pub mod proxy;
 pub mod report;
+pub mod retention;
 pub mod scheduler;
 pub mod shutdown;
+pub mod tls;
 pub mod verify;
 pub mod workload;
 
@@ -69,8 +72,15 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(config.connect_timeout);
     }
+    let credentials = Arc::new(credentials::Credentials::new(
+        config.password.clone(),
+        metrics.clone(),
+    ));
     let manager = Manager::new(
         pg,
+        &config.target.tls,
+        credentials,
+        config.query_mode_auto,
         config.statement_timeout,
         workload.clone(),
         config.create_table,
@@ -122,7 +132,7 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         detector,
         identity,
         ledger,
-        pool,
+        pool.clone(),
         workload,
         clock,
         Thresholds {
@@ -138,6 +148,17 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
             .clone()
             .run(monitor_stop.clone(), config.shutdown_grace),
     );
+
+    let retention_stop = CancellationToken::new();
+    let retention_task = config.retention.map(|settings| {
+        tokio::spawn(retention::run(
+            pool.clone(),
+            config.table.clone(),
+            settings,
+            metrics.clone(),
+            retention_stop.clone(),
+        ))
+    });
 
     let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
     let mut lanes = tokio::task::JoinSet::new();
@@ -192,6 +213,10 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
     } else {
         0
     };
+    retention_stop.cancel();
+    if let Some(task) = retention_task {
+        let _ = task.await;
+    }
     monitor_stop.cancel();
     let _ = monitor_task.await;
     progress_stop.cancel();

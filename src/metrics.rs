@@ -58,6 +58,11 @@ pub struct Metrics {
     pub verifications: IntCounter,
     pub verification_errors: IntCounter,
     pub ledger_bytes: IntGauge,
+
+    pub password_refreshes: IntCounter,
+    pub password_errors: IntCounter,
+    pub retention_rows_deleted: IntCounter,
+    pub retention_errors: PerClass,
 }
 
 /// One counter per error class, resolved once so the hot path indexes an array
@@ -216,6 +221,10 @@ impl Metrics {
             verifications: counter(r, "pgdrill_verifications_total", "Post-outage verifications of acknowledged writes completed."),
             verification_errors: counter(r, "pgdrill_verification_errors_total", "Post-outage verifications that failed and were retried."),
             ledger_bytes: int_gauge(r, "pgdrill_ledger_bytes", "Approximate memory held by the acknowledged-write ledger."),
+            password_refreshes: counter(r, "pgdrill_password_refreshes_total", "New passwords obtained from --password-command or a changed --password-file."),
+            password_errors: counter(r, "pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command."),
+            retention_rows_deleted: counter(r, "pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup."),
+            retention_errors: PerClass::new(r, "pgdrill_retention_errors_total", "Retention cleanup batches that failed, by error class."),
             registry,
         })
     }

@@ -1,17 +1,21 @@
 //! bb8 + tokio-postgres: connections that know which server they reach and
 //! are thrown away once they have seen a fatal error.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
-use bb8_postgres::PostgresConnectionManager;
 use tokio::sync::OnceCell;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
+use bb8_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::credentials::Credentials;
 use crate::error::{classify, ErrorClass};
 use crate::identity::{self, IdentityTracker};
 use crate::metrics::{Metrics, PoolStats};
+use crate::tls::TlsSettings;
 use crate::workload::Workload;
 
 /// A pooled connection with its prepared INSERT.
@@ -23,17 +27,43 @@ pub struct Conn {
     pub created: tokio::time::Instant,
 }
 
-/// A failed connection attempt, already classified.
+/// A failed connection attempt, already classified, with what to fix where we know it.
+/// The message never contains a password.
 #[derive(Debug, thiserror::Error)]
-#[error("{class}: {source}")]
+#[error("{class}: {message}")]
 pub struct ConnectError {
     pub class: ErrorClass,
+    pub message: String,
     #[source]
-    pub source: tokio_postgres::Error,
+    pub source: Option<tokio_postgres::Error>,
 }
 
+/// An error and its chain of causes, `a: b: c` (tokio-postgres prints only the first).
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The same connection failure is logged at most this often.
+const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
+
 pub struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
+    pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    credentials: Arc<Credentials>,
+    last_logged: Mutex<Option<(String, tokio::time::Instant)>>,
+    /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
+    /// new connections no longer prepare, so the INSERT goes unnamed.
+    auto_fallback: Option<Arc<AtomicBool>>,
     statement_timeout: Duration,
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
@@ -45,8 +75,12 @@ pub struct Manager {
 }
 
 impl Manager {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pg: tokio_postgres::Config,
+        tls: &TlsSettings,
+        credentials: Arc<Credentials>,
+        auto_query_mode: bool,
         statement_timeout: Duration,
         workload: Arc<Workload>,
         create_table: bool,
@@ -54,7 +88,11 @@ impl Manager {
         metrics: Arc<Metrics>,
     ) -> Manager {
         Manager {
-            inner: PostgresConnectionManager::new(pg, NoTls),
+            pg,
+            tls: tls.connector(),
+            credentials,
+            last_logged: Mutex::new(None),
+            auto_fallback: auto_query_mode.then(|| Arc::new(AtomicBool::new(false))),
             statement_timeout,
             workload,
             identity,
@@ -66,8 +104,66 @@ impl Manager {
 
     fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
         let class = classify(&source);
+        let message = match source.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => with_causes(&source),
+        };
+        let message = if class == ErrorClass::Tls {
+            format!("{message} (fix: {})", crate::tls::hint(&message))
+        } else {
+            message
+        };
+        if class == ErrorClass::Auth {
+            self.credentials.auth_failed();
+        }
+        note_prepared_breakage(self.auto_fallback.as_deref(), &source);
+        self.failed(class, message, Some(source))
+    }
+
+    fn failed(
+        &self,
+        class: ErrorClass,
+        message: String,
+        source: Option<tokio_postgres::Error>,
+    ) -> ConnectError {
         self.metrics.connection_errors.inc(class);
-        ConnectError { class, source }
+        // Configuration-like failures say what to fix; log them (not every time) so that a
+        // daemon retrying forever does not fail silently.
+        if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
+            let now = tokio::time::Instant::now();
+            if let Ok(mut last) = self.last_logged.lock() {
+                let repeat = last
+                    .as_ref()
+                    .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
+                if !repeat {
+                    tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
+                    *last = Some((message.clone(), now));
+                }
+            }
+        }
+        ConnectError {
+            class,
+            message,
+            source,
+        }
+    }
+
+    /// A new client with the current password, over TLS as sslmode says.
+    async fn open(&self) -> Result<Client, ConnectError> {
+        let mut pg = self.pg.clone();
+        match self.credentials.password().await {
+            Ok(Some(secret)) => {
+                pg.password(secret.expose());
+            }
+            Ok(None) => {}
+            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
+        }
+        // bb8-postgres fixes its config when built, so a manager per connection
+        // carries the password that is current now (rotated files, fresh tokens).
+        PostgresConnectionManager::new(pg, self.tls.clone())
+            .connect()
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
@@ -77,6 +173,13 @@ impl Manager {
                 self.statement_timeout.as_millis()
             ))
             .await?;
+        if self
+            .auto_fallback
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Ok(None);
+        }
         self.workload.prepare(client).await
     }
 }
@@ -87,9 +190,9 @@ impl ManageConnection for Manager {
 
     async fn connect(&self) -> Result<Conn, ConnectError> {
         self.metrics.connection_attempts.inc();
-        // bb8-postgres resolves host names again for every connection, so a DNS
+        // tokio-postgres resolves host names again for every connection, so a DNS
         // switch-over (managed services) is followed.
-        let client = self.inner.connect().await.map_err(|e| self.fail(e))?;
+        let client = self.open().await?;
         let id = identity::probe(&client).await;
         if id.in_recovery != Some(true) && self.create_table {
             self.table_ready
@@ -134,6 +237,25 @@ impl ManageConnection for Manager {
 #[derive(Clone)]
 pub struct DbPool {
     pool: Pool<Manager>,
+    auto_fallback: Option<Arc<AtomicBool>>,
+}
+
+/// SQLSTATEs that mean a named prepared statement did not stay with its session:
+/// 26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`.
+fn note_prepared_breakage(fallback: Option<&AtomicBool>, err: &tokio_postgres::Error) {
+    use tokio_postgres::error::SqlState;
+    let Some(fallback) = fallback else { return };
+    let broken = matches!(
+        err.code(),
+        Some(&SqlState::INVALID_SQL_STATEMENT_NAME) | Some(&SqlState::DUPLICATE_PSTATEMENT)
+    );
+    if broken && !fallback.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            sqlstate = err.code().map_or("", |c| c.code()),
+            "prepared statements do not survive this connection (PgBouncer in transaction \
+             mode?); --query-mode auto switches to unnamed statements for new connections"
+        );
+    }
 }
 
 /// Why no connection could be had.
@@ -150,6 +272,7 @@ impl DbPool {
         connect_timeout: Duration,
         lifetime: Duration,
     ) -> DbPool {
+        let auto_fallback = manager.auto_fallback.clone();
         let pool = Pool::builder()
             .max_size(size)
             .min_idle(None)
@@ -161,7 +284,15 @@ impl DbPool {
             .retry_connection(false)
             .connection_timeout(connect_timeout + Duration::from_secs(1))
             .build_unchecked(manager);
-        DbPool { pool }
+        DbPool {
+            pool,
+            auto_fallback,
+        }
+    }
+
+    /// Tells `--query-mode auto` about a failed INSERT; see [`note_prepared_breakage`].
+    pub fn observe_query_error(&self, err: &tokio_postgres::Error) {
+        note_prepared_breakage(self.auto_fallback.as_deref(), err);
     }
 
     pub fn stats(&self) -> PoolStats {

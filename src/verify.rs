@@ -35,9 +35,17 @@ pub async fn verify(
         return Err(VerifyError::Standby);
     }
     let from_id = snapshot.min_id.unwrap_or(0).saturating_sub(ID_SLACK);
+    // Unnamed statement: no server-side state, so it also works through PgBouncer in
+    // transaction mode (a named one may be executed on another server connection).
     let rows = conn
         .client
-        .query(&workload.verify_sql(), &[&from_id, &workload.run_id])
+        .query_typed(
+            &workload.verify_sql(),
+            &[
+                (&from_id, tokio_postgres::types::Type::INT8),
+                (&workload.run_id, tokio_postgres::types::Type::INT8),
+            ],
+        )
         .await?;
     let present = rows
         .iter()

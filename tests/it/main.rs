@@ -1,7 +1,12 @@
 //! One integration-test binary; each module drives real servers.
+mod bouncer;
 mod core;
+mod credentials;
 mod drill;
 mod failover;
 mod lab;
+mod pgbouncer;
+mod retention;
 mod rules;
 mod support;
+mod tls;

@@ -1,0 +1,137 @@
+//! Rotating passwords against a real PostgreSQL with scram-sha-256: the role's password
+//! changes while pgdrill runs; new connections fail as class `auth` until the file (or the
+//! command's output) has the new secret, then recover. The secret never reaches /metrics.
+
+use std::time::Duration;
+
+use pgdrill::lab::{Lab, LabOptions};
+
+use crate::drill::{metric, Drill};
+use crate::support::{connect, eventually};
+
+const OLD: &str = "first-Secret-1";
+const NEW: &str = "second-Secret-2";
+
+async fn rotate_and_kick(lab: &Lab, to: &str) {
+    let admin = connect(&lab.admin_dsn(lab.primary())).await;
+    admin
+        .batch_execute(&format!("ALTER ROLE pgdrill PASSWORD '{to}'"))
+        .await
+        .expect("rotate password");
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pgdrill'",
+        )
+        .await
+        .expect("terminate sessions");
+}
+
+/// Rotates while `drill` runs; `update` puts the new secret where pgdrill reads it.
+async fn rotation_recovers(lab: &Lab, drill: &Drill, update: impl FnOnce()) {
+    let ok = "pgdrill_transaction_duration_seconds_count";
+    eventually(
+        Duration::from_secs(10),
+        "load runs with the first password",
+        || async { drill.metric(ok).await > 200.0 },
+    )
+    .await;
+    rotate_and_kick(lab, NEW).await;
+    eventually(
+        Duration::from_secs(10),
+        "reconnects fail as auth",
+        || async {
+            drill
+                .metric("pgdrill_connection_errors_total{class=\"auth\"}")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    let before = drill.metric(ok).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        drill.metric(ok).await - before < 5.0,
+        "no writes succeed with the old secret"
+    );
+    update();
+    eventually(
+        Duration::from_secs(10),
+        "writes succeed with the new secret",
+        || async { drill.metric(ok).await > before + 200.0 },
+    )
+    .await;
+    let text = drill.scrape().await;
+    assert!(
+        !text.contains(OLD) && !text.contains(NEW),
+        "a secret on /metrics"
+    );
+    assert!(metric(&text, "pgdrill_password_refreshes_total") >= 2.0);
+}
+
+async fn lab() -> (Lab, String) {
+    let lab = Lab::start(LabOptions {
+        password: Some(OLD.to_string()),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"));
+    // No password in the DSN: it comes from the file or the command only.
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
+        lab.port(lab.primary())
+    );
+    (lab, dsn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_file_is_reread_for_new_connections() {
+    let (lab, dsn) = lab().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{OLD}\n")).expect("write password file");
+    let path = file.display().to_string();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "300", "--password-file", &path]).await;
+    rotation_recovers(&lab, &drill, || {
+        std::fs::write(&file, format!("{NEW}\n")).expect("rewrite password file");
+    })
+    .await;
+    let summary = drill.stop().await;
+    assert!(summary.errors.contains_key("auth"), "{:?}", summary.errors);
+    println!("{summary}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_command_is_rerun_after_an_auth_failure() {
+    let (lab, dsn) = lab().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("token");
+    let runs = dir.path().join("runs");
+    std::fs::write(&token, OLD).expect("write token");
+    // Stands in for `az account get-access-token ... -o tsv`; counts its runs.
+    let command = format!("echo run >> {}; cat {}", runs.display(), token.display());
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "300",
+        "--password-command",
+        &command,
+        "--password-ttl",
+        "1h",
+    ])
+    .await;
+    rotation_recovers(&lab, &drill, || {
+        std::fs::write(&token, NEW).expect("rewrite token");
+    })
+    .await;
+    let summary = drill.stop().await;
+    let ran = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    // Once at start, then only after auth failures (at most once a second), not per connection.
+    assert!((2..=15).contains(&ran), "the command ran {ran} times");
+    assert!(summary.errors.contains_key("auth"), "{:?}", summary.errors);
+    lab.shutdown().await;
+}

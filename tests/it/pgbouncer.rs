@@ -1,0 +1,117 @@
+//! Through a real PgBouncer 1.18 in `pool_mode = transaction` in front of the lab primary:
+//! unnamed and simple sustain the load, prepared breaks and `auto` falls back from it; a
+//! PgBouncer restart is an outage pgdrill measures and recovers from; a failover behind
+//! PgBouncer (retargeted by rewriting its ini + RELOAD) is measured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgdrill::lab::{Lab, LabOptions, ReplicationMode};
+
+use crate::bouncer::Bouncer;
+use crate::drill::Drill;
+use crate::support::eventually;
+
+async fn lab(standby: Option<ReplicationMode>) -> Lab {
+    Lab::start(LabOptions {
+        standby,
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_modes_through_transaction_pooling() {
+    let lab = lab(None).await;
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    // Enough concurrency that transactions of one client land on different server connections.
+    let load = ["--rate", "1500", "--pool-size", "16", "--duration", "4s"];
+    for mode in ["unnamed", "simple", "auto", "prepared"] {
+        let mut args = vec!["--dsn", dsn.as_str(), "--query-mode", mode];
+        args.extend_from_slice(&load);
+        let summary = Drill::start(&args).await.finish().await;
+        println!("{mode}: {summary}");
+        match mode {
+            "unnamed" | "simple" => {
+                assert!(summary.errors.is_empty(), "{mode}: {:?}", summary.errors);
+                assert!(summary.achieved_rate >= 1400.0, "{mode}: {summary}");
+            }
+            // auto starts prepared (the port is not 6432), sees 26000/42P05, switches.
+            "auto" => assert!(summary.success_ratio >= 0.95, "auto: {summary}"),
+            _ => assert!(
+                summary.errors.get("other").copied().unwrap_or(0) >= 10,
+                "prepared should break through transaction pooling: {summary}"
+            ),
+        }
+    }
+    drop(bouncer);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_restart_is_a_measured_outage() {
+    let lab = lab(None).await;
+    let mut bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--query-mode", "unnamed"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bouncer.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bouncer.restart().await;
+    eventually(
+        Duration::from_secs(20),
+        "outage recorded and over",
+        || async {
+            drill.metric("pgdrill_outages_total").await >= 1.0
+                && drill
+                    .metric("pgdrill_failover_state{state=\"outage\"}")
+                    .await
+                    == 0.0
+        },
+    )
+    .await;
+    let summary = drill.stop().await;
+    println!("{summary}");
+    let outage = summary.outages.first().expect("an outage");
+    let down = outage.write_unavailable_seconds.expect("outage ended");
+    assert!((0.9..5.0).contains(&down), "writes unavailable {down}s");
+    assert_eq!(summary.lost_writes, 0);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_behind_pgbouncer_is_measured() {
+    let lab = Arc::new(lab(Some(ReplicationMode::Sync)).await);
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--query-mode", "unnamed"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = lab.force_failover().await.expect("failover");
+    bouncer.retarget(lab.port(report.new_primary));
+    eventually(
+        Duration::from_secs(20),
+        "outage recorded and over",
+        || async {
+            drill.metric("pgdrill_outages_total").await >= 1.0
+                && drill
+                    .metric("pgdrill_failover_state{state=\"outage\"}")
+                    .await
+                    == 0.0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let summary = drill.stop().await;
+    println!("{report}\n{summary}");
+    let outage = summary.outages.first().expect("an outage");
+    let down = outage.write_unavailable_seconds.expect("outage ended");
+    assert!(down < 10.0, "writes unavailable {down}s");
+    assert!(summary.primary_changes >= 1, "{summary}");
+    assert_eq!(summary.lost_writes, 0, "sync replication loses nothing");
+    drop(bouncer);
+    if let Ok(lab) = Arc::try_unwrap(lab) {
+        lab.shutdown().await;
+    }
+}
