@@ -3,6 +3,7 @@ mod bouncer;
 mod core;
 mod credentials;
 mod drill;
+mod e2e;
 mod failover;
 mod lab;
 mod pgbouncer;
