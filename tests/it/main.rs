@@ -2,5 +2,6 @@
 mod core;
 mod drill;
 mod lab;
+mod pipeline;
 mod rules;
 mod support;
