@@ -62,12 +62,14 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_DURATION")]
     pub duration: Option<humantime::Duration>,
 
-    /// Maximum pool connections [default: rate/100 clamped to 4..=64; 32 for --rate 0].
+    /// Maximum pool connections [default: rate/250 clamped to 4..=64; 32 for --rate 0;
+    /// with the default pipeline depth that holds 64 ms of round trip at the rate].
     #[arg(long, env = "PGDRILL_POOL_SIZE")]
     pub pool_size: Option<u32>,
 
-    /// Independent autocommit INSERTs pipelined on one connection.
-    #[arg(long, env = "PGDRILL_PIPELINE_DEPTH", default_value_t = 1)]
+    /// Independent autocommit INSERTs pipelined on one connection, used once every
+    /// connection is busy (a slow link: 50 ms round trips at 8000/s need 400 in flight).
+    #[arg(long, env = "PGDRILL_PIPELINE_DEPTH", default_value_t = 16)]
     pub pipeline_depth: u32,
 
     /// Due transactions that may wait for a connection; beyond it they are skipped
@@ -328,7 +330,7 @@ impl RunArgs {
                 ));
             }
             Some(n) => n,
-            None => default_pool_size(rate, self.pipeline_depth),
+            None => default_pool_size(rate),
         };
         if self.pipeline_depth == 0 || self.pipeline_depth > 1024 {
             return Err(ConfigError::new(
@@ -416,16 +418,14 @@ impl RunArgs {
     }
 }
 
-/// Enough connections for the rate at ~10 ms per transaction (a synchronous
-/// standby on a busy host), split by pipelining.
-fn default_pool_size(rate: Option<f64>, depth: u32) -> u32 {
-    let depth = depth.max(1);
+/// One connection per 250/s (a loopback INSERT takes ~4 ms under load), clamped to
+/// 4..=64. Pipelining does not shrink the pool: it is what carries the rate over a slow
+/// link (32 connections x depth 16 = 512 in flight = 64 ms at 8000/s), while on a fast
+/// link the connections share the load and keep their pipelines short.
+fn default_pool_size(rate: Option<f64>) -> u32 {
     match rate {
         None => 32,
-        Some(r) => {
-            let wanted = (r / 100.0 / f64::from(depth)).ceil() as u32;
-            wanted.clamp(4, 64)
-        }
+        Some(r) => ((r / 250.0).ceil() as u32).clamp(4, 64),
     }
 }
 
@@ -468,11 +468,15 @@ mod tests {
         assert_eq!(c.rate, Some(100.0));
         assert_eq!(c.pool_size, 4);
         assert_eq!(c.max_backlog, 100);
-        assert_eq!(args(&["--rate", "1000"]).unwrap().pool_size, 10);
+        assert_eq!(args(&["--rate", "1000"]).unwrap().pool_size, 4);
         assert_eq!(c.listen.port(), DEFAULT_PORT);
         assert_eq!(c.table.quoted, "\"transactions\"");
+        assert_eq!(c.pipeline_depth, 16);
         let c = args(&["--rate", "8000"]).unwrap();
-        assert_eq!(c.pool_size, 64);
+        assert_eq!(c.pool_size, 32);
+        // Pipelining does not shrink the pool: it carries the rate over slow links.
+        let c = args(&["--rate", "8000", "--pipeline-depth", "4"]).unwrap();
+        assert_eq!(c.pool_size, 32);
         let c = args(&["--rate", "0"]).unwrap();
         assert_eq!(c.rate, None);
     }

@@ -1,6 +1,7 @@
 //! Lanes: each takes due jobs from the backlog, checks a connection out of the
 //! pool, and runs up to `pipeline_depth` independent INSERTs on it at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,10 @@ pub struct Shared {
     pub client_timeout: Duration,
     pub max_connection_lifetime: Duration,
     pub last_error: Mutex<Option<(ErrorClass, String)>>,
+    /// Lanes waiting for a job with nothing in flight. A busy lane pipelines another
+    /// job only when this is zero, so on a fast link load spreads over connections
+    /// (no job queues behind another's commit) and pipelining starts when they are all busy.
+    pub idle_lanes: AtomicUsize,
 }
 
 /// How one attempt ended.
@@ -156,7 +161,11 @@ pub async fn lane(
     mut rng: SmallRng,
 ) {
     let mut backoff = BACKOFF_MIN;
-    while let Ok(first) = jobs.recv().await {
+    loop {
+        shared.idle_lanes.fetch_add(1, Ordering::Relaxed);
+        let next = jobs.recv().await;
+        shared.idle_lanes.fetch_sub(1, Ordering::Relaxed);
+        let Ok(first) = next else { break };
         shared.metrics.in_flight.inc();
         let started = Instant::now();
         let mut conn = match shared.pool.checkout().await {
@@ -200,7 +209,10 @@ async fn run_on(
     let mut broken = false;
     let mut closed = false;
     loop {
-        let room = !broken && !closed && in_flight.len() < shared.pipeline_depth;
+        let room = !broken
+            && !closed
+            && in_flight.len() < shared.pipeline_depth
+            && shared.idle_lanes.load(Ordering::Relaxed) == 0;
         tokio::select! {
             biased;
             Some(outcome) = in_flight.next() => {

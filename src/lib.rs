@@ -125,6 +125,7 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         client_timeout: config.statement_timeout + std::time::Duration::from_secs(1),
         max_connection_lifetime: config.max_connection_lifetime,
         last_error: Mutex::new(None),
+        idle_lanes: Default::default(),
     });
 
     let monitor = Arc::new(Monitor::new(

@@ -112,14 +112,27 @@ async fn run_unlimited(jobs: Sender<Job>, stop: &CancellationToken, until: Optio
     tokio::pin!(deadline);
     let mut seq = 0;
     loop {
-        let job = Job {
-            seq,
-            intended: Instant::now(),
-        };
-        tokio::select! {
-            sent = jobs.send(job) => if sent.is_err() { return },
-            _ = stop.cancelled() => return,
-            _ = &mut deadline => return,
+        let now = Instant::now();
+        if stop.is_cancelled() || until.is_some_and(|u| now >= u) {
+            return;
+        }
+        let job = Job { seq, intended: now };
+        // Fast path while the backlog has room: no futures to build and drop per job.
+        match jobs.try_send(job) {
+            Ok(()) => {
+                // A backlog that never fills must not starve the lanes on this worker.
+                if seq % 64 == 63 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Full(job)) => {
+                tokio::select! {
+                    sent = jobs.send(job) => if sent.is_err() { return },
+                    _ = stop.cancelled() => return,
+                    _ = &mut deadline => return,
+                }
+            }
         }
         seq += 1;
     }

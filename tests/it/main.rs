@@ -7,6 +7,7 @@ mod e2e;
 mod failover;
 mod lab;
 mod pgbouncer;
+mod pipeline;
 mod retention;
 mod rules;
 mod support;

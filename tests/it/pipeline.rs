@@ -1,0 +1,254 @@
+//! Pipelining keeps every transaction's own outcome: acknowledged ids are in the table, a
+//! connection killed mid-pipeline makes exactly its in-flight writes unknown-outcome, and a
+//! failing statement keeps its error class without taking its neighbours down.
+
+use std::time::Duration;
+
+use pgdrill::config::Table;
+use pgdrill::lab::{Lab, LabOptions};
+use pgdrill::proxy::{Proxy, ProxyOptions};
+use pgdrill::workload::{QueryMode, Workload};
+
+use crate::drill::{metric, Drill};
+use crate::support::{connect, eventually};
+
+async fn lab() -> Lab {
+    Lab::start(LabOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
+}
+
+async fn count(lab: &Lab, sql: &str, run_id: i64) -> i64 {
+    connect(&lab.dsn(lab.primary()))
+        .await
+        .query_one(sql, &[&run_id])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_16_every_acknowledged_write_is_in_the_table_once() {
+    let lab = lab().await;
+    let dsn = lab.dsn(lab.primary());
+    // --rate 0 keeps both connections busy, so each carries a full pipeline.
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "0",
+        "--pool-size",
+        "2",
+        "--pipeline-depth",
+        "16",
+        "--duration",
+        "3s",
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "more in flight than connections",
+        || async { drill.metric("pgdrill_transactions_in_flight").await > 2.0 },
+    )
+    .await;
+    let summary = drill.finish().await;
+    assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
+    assert!(summary.successes > 100, "{summary}");
+    let run = summary.run_id;
+    let rows = count(
+        &lab,
+        "SELECT count(*) FROM transactions WHERE run_id = $1",
+        run,
+    )
+    .await;
+    let seqs = count(
+        &lab,
+        "SELECT count(DISTINCT seq) FROM transactions WHERE run_id = $1",
+        run,
+    )
+    .await;
+    assert_eq!(rows as u64, summary.successes, "rows vs acknowledged");
+    assert_eq!(seqs, rows, "each seq written once");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
+    let lab = lab().await;
+    let upstream = format!("127.0.0.1:{}", lab.port(lab.primary()))
+        .parse()
+        .expect("socket address");
+    let proxy = Proxy::start(ProxyOptions {
+        listen: "127.0.0.1:0".parse().expect("socket address"),
+        upstream,
+        delay: Duration::ZERO,
+    })
+    .await
+    .expect("proxy starts");
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
+        proxy.local_addr().port()
+    );
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "1000",
+        "--pool-size",
+        "2",
+        "--pipeline-depth",
+        "16",
+        // Nothing may time out while the link holds the writes.
+        "--statement-timeout",
+        "60s",
+        "--connect-timeout",
+        "1s",
+    ])
+    .await;
+    // Both pool connections open, so no write below waits for a connect.
+    eventually(Duration::from_secs(20), "pool warm", || async {
+        let text = drill.scrape().await;
+        metric(&text, "pgdrill_connection_attempts_total") == 2.0
+            && metric(&text, "pgdrill_transactions_total") > 200.0
+    })
+    .await;
+
+    // Hold every byte: both lanes fill their pipelines and stay there.
+    proxy.blackhole(true);
+    eventually(Duration::from_secs(10), "both pipelines full", || async {
+        drill.metric("pgdrill_transactions_in_flight").await == 32.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = drill.scrape().await;
+    let in_flight = metric(&before, "pgdrill_transactions_in_flight");
+    assert_eq!(in_flight, 32.0, "stable while held");
+    assert_eq!(metric(&before, "pgdrill_unknown_outcome_writes_total"), 0.0);
+
+    proxy.drop_connections();
+    eventually(
+        Duration::from_secs(10),
+        "in-flight writes failed",
+        || async { drill.metric("pgdrill_unknown_outcome_writes_total").await >= in_flight },
+    )
+    .await;
+    // Reconnects are held by the blackhole too: nothing else is sent in the meantime.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = drill.scrape().await;
+    assert_eq!(
+        metric(&after, "pgdrill_unknown_outcome_writes_total"),
+        in_flight
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "pgdrill_transaction_errors_total{class=\"connection_closed\"}"
+        ),
+        in_flight,
+        "every killed write is classified connection_closed"
+    );
+
+    proxy.blackhole(false);
+    eventually(Duration::from_secs(20), "writes resume", || async {
+        let text = drill.scrape().await;
+        metric(&text, "pgdrill_transaction_duration_seconds_count")
+            > metric(&after, "pgdrill_transaction_duration_seconds_count") + 100.0
+    })
+    .await;
+    let summary = drill.stop().await;
+    assert_eq!(
+        summary.unknown_outcome_writes as f64, in_flight,
+        "{summary}"
+    );
+    // Every row is an acknowledged write or one of the unknown ones, never anything else.
+    let rows = count(
+        &lab,
+        "SELECT count(*) FROM transactions WHERE run_id = $1",
+        summary.run_id,
+    )
+    .await as u64;
+    assert!(
+        (summary.successes..=summary.successes + summary.unknown_outcome_writes).contains(&rows),
+        "{rows} rows; {summary}"
+    );
+    proxy.shutdown().await;
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
+    let lab = lab().await;
+    let dsn = lab.dsn(lab.primary());
+    // pgdrill's own table, plus a trigger that cancels every seventh write (SQLSTATE 57014).
+    let table = Table::parse("pipe_err").expect("table name");
+    let ddl = Workload::new(table, 0, QueryMode::Prepared).create_table_sql();
+    let client = connect(&dsn).await;
+    client
+        .batch_execute(&format!(
+            "{ddl};
+             CREATE FUNCTION reject_some() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.seq % 7 = 3 THEN
+                 RAISE EXCEPTION 'rejected seq %', NEW.seq USING ERRCODE = '57014';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER reject_some BEFORE INSERT ON pipe_err
+               FOR EACH ROW EXECUTE FUNCTION reject_some();"
+        ))
+        .await
+        .expect("table and trigger");
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--table",
+        "pipe_err",
+        "--rate",
+        "0",
+        "--pool-size",
+        "2",
+        "--pipeline-depth",
+        "16",
+        "--duration",
+        "2s",
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let attempts = drill.metric("pgdrill_connection_attempts_total").await;
+    let summary = drill.finish().await;
+
+    let failed = summary.transactions - summary.successes;
+    assert!(failed > 0, "{summary}");
+    assert_eq!(
+        summary.errors.get("statement_timeout").copied(),
+        Some(failed),
+        "every failure keeps its class: {:?}",
+        summary.errors
+    );
+    assert_eq!(summary.errors.len(), 1, "{:?}", summary.errors);
+    assert_eq!(
+        summary.unknown_outcome_writes, 0,
+        "a server error is a known outcome"
+    );
+    assert_eq!(
+        attempts, 2.0,
+        "a statement error does not cost the connection"
+    );
+    // One in seven is rejected, the other six of each seven commit.
+    let ratio = failed as f64 / summary.transactions as f64;
+    assert!(
+        (0.10..0.18).contains(&ratio),
+        "failed {failed} of {summary}"
+    );
+    let run = summary.run_id;
+    let rows = count(&lab, "SELECT count(*) FROM pipe_err WHERE run_id = $1", run).await;
+    assert_eq!(rows as u64, summary.successes);
+    let rejected = count(
+        &lab,
+        "SELECT count(*) FROM pipe_err WHERE run_id = $1 AND seq % 7 = 3",
+        run,
+    )
+    .await;
+    assert_eq!(rejected, 0);
+    lab.shutdown().await;
+}
