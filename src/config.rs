@@ -156,6 +156,11 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE", default_value_t = 5000)]
     pub retention_batch_size: u32,
 
+    /// Runtime threads for the load and /metrics; 1 runs everything on one thread
+    /// [default: 1; the database, not the client, should be what limits the rate].
+    #[arg(long, env = "PGDRILL_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
+
     /// Log format.
     #[arg(long, env = "PGDRILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

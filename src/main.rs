@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
-            block_on(false, async {
+            block_on(0, async {
                 match pgdrill::demo::drill(args).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(err) => {
@@ -38,11 +38,17 @@ fn init_logging(format: LogFormat, filter: &str) {
     pgdrill::logging::init(format, filter).unwrap_or_else(|e| usage_error(e));
 }
 
-fn block_on(current_thread: bool, work: impl Future<Output = ExitCode>) -> ExitCode {
-    let mut builder = if current_thread {
+/// Runs `work` on `threads` runtime threads (0 = one per core); 1 is a
+/// current-thread runtime, with no cross-thread wake-ups at all.
+fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
     };
     match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(work),
@@ -58,7 +64,7 @@ fn run(args: RunArgs) -> ExitCode {
         .validate(|key| std::env::var(key).ok())
         .unwrap_or_else(|err| usage_error(err));
     init_logging(config.log_format, &config.log_filter);
-    block_on(false, async {
+    block_on(args.worker_threads, async {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(err) => usage_error(format!(
@@ -92,7 +98,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         delay: args.delay.into(),
     };
     // One thread: the delay line measured cheaper per transaction than a multi-thread runtime.
-    block_on(true, async {
+    block_on(1, async {
         let stop = CancellationToken::new();
         pgdrill::shutdown::cancel_on_signals(stop.clone());
         match pgdrill::proxy::run_cli(opts, stop.cancelled()).await {

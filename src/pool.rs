@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
+use bb8_postgres::PostgresConnectionManager;
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
-use bb8_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::credentials::Credentials;
