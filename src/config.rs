@@ -378,6 +378,18 @@ impl RunArgs {
             None => None,
             Some(window) => {
                 let window = positive("--retention", window)?;
+                let verify: Duration = self.verify_window.into();
+                if window <= verify {
+                    return Err(ConfigError::new(
+                        "--retention",
+                        humantime::format_duration(window).to_string(),
+                        format!(
+                            "must be longer than --verify-window ({}), or verification would count \
+                             deleted rows as lost writes",
+                            humantime::format_duration(verify)
+                        ),
+                    ));
+                }
                 if self.retention_batch_size == 0 || self.retention_batch_size > 1_000_000 {
                     return Err(ConfigError::new(
                         "--retention-batch-size",
@@ -518,6 +530,12 @@ mod tests {
         );
         let e = args(&["--retention", "0s"]).unwrap_err();
         assert!(e.contains("--retention"), "{e}");
+        let e = args(&["--retention", "20s"]).unwrap_err();
+        assert!(
+            e.contains("--retention") && e.contains("--verify-window"),
+            "{e}"
+        );
+        assert!(args(&["--retention", "20s", "--verify-window", "10s"]).is_ok());
     }
 
     #[test]

@@ -192,7 +192,14 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         "pgdrill started"
     );
     let load_began = Instant::now();
-    scheduler::run(config.rate, jobs_tx, &metrics, &stop, config.duration).await;
+    scheduler::run(
+        config.rate,
+        jobs_tx,
+        metrics.skipped.clone(),
+        &stop,
+        config.duration,
+    )
+    .await;
     let elapsed = load_began.elapsed();
 
     // Stop scheduling: what is still queued was never started.

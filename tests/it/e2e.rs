@@ -478,7 +478,7 @@ async fn prometheus_rules_measure_a_forced_failover_like_pgdrill_and_fire_the_ri
 
     // (a) The RTO from the exported timeline agrees with pgdrill's own: the
     // brief allows two scrape intervals, but it is exact (both timestamps are
-    // pgdrill's), as docs/observability.md promises, so hold it to 10 ms.
+    // pgdrill's), as the README promises, so hold it to 10 ms.
     assert!(
         daemon > OUTAGE.as_secs_f64() - 0.5,
         "the primary was down {OUTAGE:?}, pgdrill measured {daemon:.3}s"

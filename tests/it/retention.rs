@@ -47,6 +47,8 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
         "40s",
         "--retention",
         "10s",
+        "--verify-window",
+        "5s",
     ])
     .await;
     let began = Instant::now();

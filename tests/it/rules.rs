@@ -585,7 +585,7 @@ fn every_rule_and_alert_has_a_unit_test() {
 
 #[test]
 fn rules_follow_naming_and_annotation_conventions() {
-    let docs = read("docs/observability.md");
+    let docs = read("README.md");
     let anchors: BTreeSet<String> = docs
         .lines()
         .filter(|l| l.starts_with('#'))
@@ -627,7 +627,7 @@ fn rules_follow_naming_and_annotation_conventions() {
             }
             if !anchors.contains(&format!("alert-{}", alert.to_lowercase())) {
                 problems.push(format!(
-                    "{alert}: docs/observability.md has no heading `Alert: {alert}`"
+                    "{alert}: README.md has no heading `Alert: {alert}`"
                 ));
             }
         }
