@@ -187,19 +187,22 @@ impl Machine {
     }
 
     /// Successes per second over the last `span` of history.
-    fn success_rate(&self, now: Instant, span: Duration, successes: u64) -> Option<f64> {
-        let (t, s, _) = self
+    /// The oldest sample within `span` of `now` (history is in time order).
+    fn sample_within(&self, now: Instant, span: Duration) -> Option<&(Instant, u64, u64)> {
+        let i = self
             .history
-            .iter()
-            .find(|(t, _, _)| now.duration_since(*t) <= span)?;
+            .partition_point(|(t, _, _)| now.duration_since(*t) > span);
+        self.history.get(i)
+    }
+
+    fn success_rate(&self, now: Instant, span: Duration, successes: u64) -> Option<f64> {
+        let (t, s, _) = self.sample_within(now, span)?;
         let elapsed = now.duration_since(*t).as_secs_f64();
         (elapsed >= span.as_secs_f64() * 0.5).then(|| (successes - s) as f64 / elapsed)
     }
 
     fn failures_within(&self, now: Instant, span: Duration, failures: u64) -> u64 {
-        self.history
-            .iter()
-            .find(|(t, _, _)| now.duration_since(*t) <= span)
+        self.sample_within(now, span)
             .map_or(0, |(_, _, f)| failures - f)
     }
 
