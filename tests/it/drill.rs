@@ -35,7 +35,11 @@ impl Drill {
             .run
             .validate(|_| None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let _ = pgdrill::logging::init(config.log_format, "info,tokio_postgres=warn");
+        // Through libtest's capture: shown for a failing test, quiet for a passing one.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,tokio_postgres=warn")
+            .with_test_writer()
+            .try_init();
         let stop = CancellationToken::new();
         let task = tokio::spawn(pgdrill::run(config, listener, stop.clone()));
         Drill { addr, stop, task }
