@@ -40,6 +40,9 @@ pub struct Shared {
     /// job only when this is zero, so on a fast link load spreads over connections
     /// (no job queues behind another's commit) and pipelining starts when they are all busy.
     pub idle_lanes: AtomicUsize,
+    /// Signalled when the last idle lane takes a job, so that busy lanes waiting
+    /// only on their in-flight writes (a stalled link) start pipelining at once.
+    pub all_busy: tokio::sync::Notify,
 }
 
 /// How one attempt ended.
@@ -164,7 +167,9 @@ pub async fn lane(
     loop {
         shared.idle_lanes.fetch_add(1, Ordering::Relaxed);
         let next = jobs.recv().await;
-        shared.idle_lanes.fetch_sub(1, Ordering::Relaxed);
+        if shared.idle_lanes.fetch_sub(1, Ordering::Relaxed) == 1 {
+            shared.all_busy.notify_waiters();
+        }
         let Ok(first) = next else { break };
         shared.metrics.in_flight.inc();
         let started = Instant::now();
@@ -209,15 +214,20 @@ async fn run_on(
     let mut broken = false;
     let mut closed = false;
     loop {
-        let room = !broken
-            && !closed
-            && in_flight.len() < shared.pipeline_depth
-            && shared.idle_lanes.load(Ordering::Relaxed) == 0;
+        // Registered before the check, so a lane turning busy in between still wakes us.
+        let all_busy = shared.all_busy.notified();
+        tokio::pin!(all_busy);
+        let can_take = !broken && !closed && in_flight.len() < shared.pipeline_depth;
+        if can_take {
+            all_busy.as_mut().enable();
+        }
+        let room = can_take && shared.idle_lanes.load(Ordering::Relaxed) == 0;
         tokio::select! {
             biased;
             Some(outcome) = in_flight.next() => {
                 broken |= shared.record(outcome, stats);
             }
+            _ = &mut all_busy, if can_take && !room => {}
             job = jobs.recv(), if room => match job {
                 Ok(job) => {
                     shared.metrics.in_flight.inc();

@@ -126,6 +126,7 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         max_connection_lifetime: config.max_connection_lifetime,
         last_error: Mutex::new(None),
         idle_lanes: Default::default(),
+        all_busy: Default::default(),
     });
 
     let monitor = Arc::new(Monitor::new(

@@ -89,6 +89,9 @@ async fn failover_behind_pgbouncer_is_measured() {
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--query-mode", "unnamed"]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = lab.force_failover().await.expect("failover");
+    // Repointing PgBouncer takes an operator or automation a moment; a lab failover
+    // alone (~50 ms) can be shorter than the outage threshold.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     bouncer.retarget(lab.port(report.new_primary));
     eventually(
         Duration::from_secs(20),
@@ -107,7 +110,10 @@ async fn failover_behind_pgbouncer_is_measured() {
     println!("{report}\n{summary}");
     let outage = summary.outages.first().expect("an outage");
     let down = outage.write_unavailable_seconds.expect("outage ended");
-    assert!(down < 10.0, "writes unavailable {down}s");
+    assert!(
+        (1.0..10.0).contains(&down),
+        "writes unavailable {down}s (PgBouncer pointed nowhere for 1 s)"
+    );
     assert!(summary.primary_changes >= 1, "{summary}");
     assert_eq!(summary.lost_writes, 0, "sync replication loses nothing");
     drop(bouncer);
