@@ -53,6 +53,16 @@ impl Drill {
         metric(&self.scrape().await, series)
     }
 
+    /// Waits until an outage was recorded and is over.
+    pub async fn wait_for_outage_over(&self, limit: Duration) {
+        crate::support::eventually(limit, "outage recorded and over", || async {
+            let text = self.scrape().await;
+            metric(&text, "pgdrill_outages_total") >= 1.0
+                && metric(&text, "pgdrill_failover_state{state=\"outage\"}") == 0.0
+        })
+        .await;
+    }
+
     /// Waits for the run to end by itself (`--duration`).
     pub async fn finish(self) -> Summary {
         tokio::time::timeout(Duration::from_secs(120), self.task)

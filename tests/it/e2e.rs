@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions, ReplicationMode, StopMode};
+use pgdrill::lab::{Lab, ReplicationMode, StopMode};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -28,12 +28,7 @@ const OUTAGE: Duration = Duration::from_secs(4);
 const AFTER_PROMOTION: Duration = Duration::from_secs(10);
 
 async fn lab(mode: Option<ReplicationMode>) -> Lab {
-    Lab::start(LabOptions {
-        standby: mode,
-        ..LabOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("starting the lab: {e}"))
+    crate::support::start_lab(mode).await
 }
 
 // ---------------------------------------------------------------------------

@@ -4,19 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions, Node, ReplicationMode, StopMode};
+use pgdrill::lab::{Lab, Node, ReplicationMode, StopMode};
 use tokio::time::Instant;
 
 use crate::drill::{http_get, in_order, metric, try_http_get, Binary, Drill, StateWatcher};
 use crate::support::{connect, eventually, free_port};
 
 async fn lab(mode: Option<ReplicationMode>) -> Lab {
-    Lab::start(LabOptions {
-        standby: mode,
-        ..LabOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("starting the lab: {e}"))
+    crate::support::start_lab(mode).await
 }
 
 /// The longest gap between consecutive rows of this run, by the server's

@@ -10,7 +10,6 @@ use pgdrill::lab::{Lab, LabOptions, ReplicationMode};
 
 use crate::bouncer::Bouncer;
 use crate::drill::Drill;
-use crate::support::eventually;
 
 async fn lab(standby: Option<ReplicationMode>) -> Lab {
     Lab::start(LabOptions {
@@ -60,18 +59,7 @@ async fn pgbouncer_restart_is_a_measured_outage() {
     bouncer.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     bouncer.restart().await;
-    eventually(
-        Duration::from_secs(20),
-        "outage recorded and over",
-        || async {
-            drill.metric("pgdrill_outages_total").await >= 1.0
-                && drill
-                    .metric("pgdrill_failover_state{state=\"outage\"}")
-                    .await
-                    == 0.0
-        },
-    )
-    .await;
+    drill.wait_for_outage_over(Duration::from_secs(20)).await;
     let summary = drill.stop().await;
     println!("{summary}");
     let outage = summary.outages.first().expect("an outage");
@@ -93,18 +81,7 @@ async fn failover_behind_pgbouncer_is_measured() {
     // alone (~50 ms) can be shorter than the outage threshold.
     tokio::time::sleep(Duration::from_secs(1)).await;
     bouncer.retarget(lab.port(report.new_primary));
-    eventually(
-        Duration::from_secs(20),
-        "outage recorded and over",
-        || async {
-            drill.metric("pgdrill_outages_total").await >= 1.0
-                && drill
-                    .metric("pgdrill_failover_state{state=\"outage\"}")
-                    .await
-                    == 0.0
-        },
-    )
-    .await;
+    drill.wait_for_outage_over(Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let summary = drill.stop().await;
     println!("{report}\n{summary}");

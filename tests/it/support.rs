@@ -51,3 +51,14 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A lab with an optional standby, trust auth; panics with the lab's error.
+#[allow(dead_code)]
+pub async fn start_lab(standby: Option<pgdrill::lab::ReplicationMode>) -> pgdrill::lab::Lab {
+    pgdrill::lab::Lab::start(pgdrill::lab::LabOptions {
+        standby,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("starting the lab: {e}"))
+}
