@@ -115,7 +115,7 @@ pub struct RunArgs {
 
     /// No acknowledged write for this long, after a failure or with writes stalled, is an outage
     /// (never less than three schedule intervals).
-    #[arg(long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "50ms")]
+    #[arg(long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "20ms")]
     pub outage_threshold: humantime::Duration,
 
     /// After an outage, check that writes acknowledged in this window before it survived.
@@ -567,6 +567,6 @@ mod tests {
         let c = args(&["--rate", "1"]).unwrap();
         assert_eq!(c.effective_outage_threshold(), Duration::from_secs(3));
         let c = args(&["--rate", "1000"]).unwrap();
-        assert_eq!(c.effective_outage_threshold(), Duration::from_millis(50));
+        assert_eq!(c.effective_outage_threshold(), Duration::from_millis(20));
     }
 }

@@ -241,6 +241,7 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         config.rate,
         abandoned,
         monitor.outages(),
+        monitor.state_changes(),
     );
     http_stop.cancel();
     let _ = http.await;

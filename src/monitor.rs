@@ -75,6 +75,17 @@ pub struct OutageRecord {
     pub verification_seconds: Option<f64>,
 }
 
+/// One change of the failover state, for the drill report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateChange {
+    pub at: String,
+    pub from: FailoverState,
+    pub to: FailoverState,
+}
+
+/// State changes kept for the report; a canary flapping for weeks keeps the latest.
+const MAX_STATE_CHANGES: usize = 1000;
+
 struct VerifyRequest {
     outage: Option<usize>,
     until: Instant,
@@ -93,6 +104,7 @@ pub struct Monitor {
     pub thresholds: Thresholds,
     outages: Mutex<Vec<OutageRecord>>,
     state: Mutex<FailoverState>,
+    state_changes: Mutex<std::collections::VecDeque<StateChange>>,
 }
 
 impl Monitor {
@@ -118,7 +130,15 @@ impl Monitor {
             thresholds,
             outages: Mutex::new(Vec::new()),
             state: Mutex::new(FailoverState::Healthy),
+            state_changes: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    pub fn state_changes(&self) -> Vec<StateChange> {
+        self.state_changes
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn outages(&self) -> Vec<OutageRecord> {
@@ -179,6 +199,16 @@ impl Monitor {
         match t {
             Transition::State { from, to } => {
                 m.set_failover_state(to);
+                if let Ok(mut changes) = self.state_changes.lock() {
+                    if changes.len() == MAX_STATE_CHANGES {
+                        changes.pop_front();
+                    }
+                    changes.push_back(StateChange {
+                        at: self.clock.rfc3339(Instant::now()),
+                        from,
+                        to,
+                    });
+                }
                 if let Ok(mut s) = self.state.lock() {
                     *s = to;
                 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::ErrorClass;
 use crate::metrics::Metrics;
-use crate::monitor::OutageRecord;
+use crate::monitor::{OutageRecord, StateChange};
 
 /// Microseconds, up to an hour, three significant digits.
 fn new_histogram() -> Histogram<u64> {
@@ -166,6 +166,8 @@ pub struct Summary {
     pub schedule_lag: Percentiles,
     pub primary_changes: u64,
     pub outages: Vec<OutageRecord>,
+    /// Every change of the failover state (the latest 1,000).
+    pub state_changes: Vec<StateChange>,
     pub lost_writes: u64,
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
@@ -184,6 +186,7 @@ impl Summary {
         target_rate: Option<f64>,
         abandoned: u64,
         outages: Vec<OutageRecord>,
+        state_changes: Vec<StateChange>,
     ) -> Summary {
         let transactions = metrics.transactions.get();
         let failed = metrics.transaction_errors.total();
@@ -217,6 +220,7 @@ impl Summary {
             schedule_lag: Percentiles::of(&book.schedule_lag()),
             primary_changes: metrics.primary_changes.get(),
             outages,
+            state_changes,
             lost_writes: metrics.lost_writes.get(),
             unknown_outcome_writes: metrics.unknown_outcome_writes.get(),
             unknown_outcome_committed: metrics.unknown_outcome_committed.get(),
