@@ -44,6 +44,26 @@ async fn exec(client: &tokio_postgres::Client, sql: &str) {
         .unwrap_or_else(|e| panic!("`{sql}`: {e}"));
 }
 
+/// Table `t` with row 1 on the primary (A), waited for on the standby (B).
+async fn seed_row_on_both(lab: &Lab) -> (tokio_postgres::Client, tokio_postgres::Client) {
+    let a = connect(&lab.dsn(Node::A)).await;
+    exec(
+        &a,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let b = connect(&lab.dsn(Node::B)).await;
+    // Sync commit waits for the standby's flush, not its replay: visibility can lag a little.
+    eventually(SQL_LIMIT, "row 1 visible on the standby", || async {
+        b.query_one("SELECT count(*) FROM t WHERE id = 1", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    (a, b)
+}
+
 async fn server_port(client: &tokio_postgres::Client) -> u16 {
     let port: i32 = client
         .query_one("SELECT inet_server_port()", &[])
@@ -71,21 +91,7 @@ async fn sync_forced_failover_promotes_standby_and_multi_host_dsn_follows() {
         "connected without a password"
     );
 
-    let a = connect(&lab.dsn(Node::A)).await;
-    exec(
-        &a,
-        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
-    )
-    .await;
-    let b = connect(&lab.dsn(Node::B)).await;
-    // Sync commit waits for the standby's flush, not its replay: visibility can lag a little.
-    eventually(SQL_LIMIT, "row 1 visible on the standby", || async {
-        b.query_one("SELECT count(*) FROM t WHERE id = 1", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0) == 1)
-            .unwrap_or(false)
-    })
-    .await;
+    seed_row_on_both(&lab).await;
 
     let m = connect(&lab.multi_host_dsn()).await;
     assert_eq!(server_port(&m).await, lab.port(Node::A));
@@ -114,20 +120,7 @@ async fn sync_forced_failover_promotes_standby_and_multi_host_dsn_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_detached_standby_loses_later_writes_on_failover() {
     let lab = lab(Some(ReplicationMode::Async), None).await;
-    let a = connect(&lab.dsn(Node::A)).await;
-    exec(
-        &a,
-        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
-    )
-    .await;
-    let b = connect(&lab.dsn(Node::B)).await;
-    eventually(SQL_LIMIT, "row 1 visible on the standby", || async {
-        b.query_one("SELECT count(*) FROM t", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0) == 1)
-            .unwrap_or(false)
-    })
-    .await;
+    let (a, _) = seed_row_on_both(&lab).await;
 
     lab.detach_standby().await.expect("detach_standby");
     for id in 2..=11 {
