@@ -35,7 +35,6 @@ pub struct Shared {
     /// for the case where the server never answers at all.
     pub client_timeout: Duration,
     pub max_connection_lifetime: Duration,
-    pub last_error: Mutex<Option<(ErrorClass, String)>>,
     /// Lanes waiting for a job with nothing in flight. A busy lane pipelines another
     /// job only when this is zero, so on a fast link load spreads over connections
     /// (no job queues behind another's commit) and pipelining starts when they are all busy.
@@ -119,14 +118,6 @@ impl Shared {
             }
         }
         tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
-        if let Ok(mut last) = self.last_error.lock() {
-            if last
-                .as_ref()
-                .is_none_or(|(c, m)| *c != failure.class || *m != failure.message)
-            {
-                *last = Some((failure.class, failure.message.clone()));
-            }
-        }
     }
 
     async fn execute(&self, conn: &Conn, job: Job, row: Row) -> Outcome {

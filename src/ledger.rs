@@ -123,6 +123,13 @@ impl Ledger {
 
     pub fn unknown(&mut self, seq: u64, now: Instant) {
         if self.unknown.len() >= MAX_UNKNOWN {
+            // Still counted in pgdrill_unknown_outcome_writes_total, just never resolved.
+            if self.unknown_dropped == 0 {
+                tracing::warn!(
+                    limit = MAX_UNKNOWN,
+                    "too many unknown-outcome writes to remember; later ones stay unresolved"
+                );
+            }
             self.unknown_dropped += 1;
             return;
         }
@@ -171,10 +178,6 @@ impl Ledger {
         for seq in &snap.unknown {
             self.unknown.remove(seq);
         }
-    }
-
-    pub fn unknown_dropped(&self) -> u64 {
-        self.unknown_dropped
     }
 
     pub fn bytes(&self) -> usize {

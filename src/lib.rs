@@ -124,7 +124,6 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         pipeline_depth: config.pipeline_depth as usize,
         client_timeout: config.statement_timeout + std::time::Duration::from_secs(1),
         max_connection_lifetime: config.max_connection_lifetime,
-        last_error: Mutex::new(None),
         idle_lanes: Default::default(),
         all_busy: Default::default(),
     });
