@@ -30,8 +30,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[cfg(feature = "lab")]
     /// Start a local primary + standby, run load, force a failover, print the drill report, clean up.
     Demo(DemoArgs),
+    #[cfg(feature = "lab")]
     /// A TCP proxy that delays traffic (for benchmarks through a slow link).
     Proxy(ProxyArgs),
 }
@@ -178,6 +180,7 @@ pub enum QueryModeArg {
     Simple,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoFailover {
     /// Primary stopped with -m immediate, standby promoted.
@@ -186,12 +189,14 @@ pub enum DemoFailover {
     Switchover,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoReplication {
     Sync,
     Async,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Replication between the lab's primary and standby.
@@ -217,6 +222,7 @@ pub struct DemoArgs {
     pub summary_json: Option<PathBuf>,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     /// Address to accept connections on.

@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
-use crate::lab::{Lab, LabOptions, ReplicationMode};
+use pgdrill_lab::{Lab, LabOptions, ReplicationMode};
 
 /// The whole drill; the binary provides the runtime and logging.
 pub async fn drill(args: DemoArgs) -> Result<(), String> {

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod credentials;
+#[cfg(feature = "lab")]
 pub mod demo;
 pub mod dsn;
 pub mod engine;
@@ -13,13 +14,11 @@ pub mod error;
 pub mod failover;
 pub mod http;
 pub mod identity;
-pub mod lab;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod pool;
-pub mod proxy;
 pub mod report;
 pub mod retention;
 pub mod scheduler;

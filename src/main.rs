@@ -4,13 +4,16 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use pgdrill::config::{Cli, Command, LogFormat, ProxyArgs, RunArgs};
+use pgdrill::config::{Cli, LogFormat, RunArgs};
+#[cfg(feature = "lab")]
+use pgdrill::config::{Command, ProxyArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run),
+        #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
             block_on(0, async {
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        #[cfg(feature = "lab")]
         Some(Command::Proxy(args)) => proxy(args),
     }
 }
@@ -90,9 +94,10 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
+#[cfg(feature = "lab")]
 fn proxy(args: ProxyArgs) -> ExitCode {
     init_logging(LogFormat::Text, "info");
-    let opts = pgdrill::proxy::ProxyOptions {
+    let opts = pgdrill_lab::proxy::ProxyOptions {
         listen: args.listen,
         upstream: args.upstream,
         delay: args.delay.into(),
@@ -101,7 +106,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
     block_on(1, async {
         let stop = CancellationToken::new();
         pgdrill::shutdown::cancel_on_signals(stop.clone());
-        match pgdrill::proxy::run_cli(opts, stop.cancelled()).await {
+        match pgdrill_lab::proxy::run_cli(opts, stop.cancelled()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: proxy on --listen {}: {err}", args.listen);

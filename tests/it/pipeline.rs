@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use pgdrill::config::Table;
-use pgdrill::lab::{Lab, LabOptions};
-use pgdrill::proxy::{Proxy, ProxyOptions};
 use pgdrill::workload::{QueryMode, Workload};
+use pgdrill_lab::proxy::{Proxy, ProxyOptions};
+use pgdrill_lab::{Lab, LabOptions};
 
 use crate::drill::{metric, Drill};
 use crate::support::{connect, eventually};
