@@ -86,7 +86,8 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = summary_json {
-        crate::report::write_json(&summary, &path)
+        summary
+            .write_json(&path)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     lab.shutdown().await;

@@ -39,7 +39,7 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    pgdrill::logging::init(format, filter).unwrap_or_else(|e| usage_error(e));
+    pgdrill::init_logging(format, filter).unwrap_or_else(|e| usage_error(e));
 }
 
 /// Runs `work` on `threads` runtime threads (0 = one per core); 1 is a
@@ -82,7 +82,7 @@ fn run(args: RunArgs) -> ExitCode {
         let summary = pgdrill::run(config, listener, stop).await;
         println!("{summary}");
         if let Some(path) = summary_path {
-            if let Err(err) = pgdrill::report::write_json(&summary, &path) {
+            if let Err(err) = summary.write_json(&path) {
                 eprintln!(
                     "error: cannot write --summary-json {}: {err}",
                     path.display()
