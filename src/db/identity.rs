@@ -105,6 +105,11 @@ impl IdentityTracker {
         self.current.lock().map(|c| c.clone()).unwrap_or(None)
     }
 
+    /// Primary changes seen so far.
+    pub fn changes(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// Notified with the running count of primary changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Drill {
     pub addr: SocketAddr,
     pub stop: CancellationToken,
-    task: JoinHandle<Summary>,
+    task: JoinHandle<Result<Summary, pgdrill::StartError>>,
 }
 
 impl Drill {
@@ -69,6 +69,7 @@ impl Drill {
             .await
             .expect("the drill ends by itself")
             .expect("the drill task does not panic")
+            .expect("the drill starts")
     }
 
     /// Stops the run now, as SIGTERM would.
