@@ -2,6 +2,7 @@
 mod bouncer;
 mod core;
 mod credentials;
+mod docs;
 mod drill;
 mod e2e;
 mod failover;
