@@ -190,6 +190,30 @@ fn links_and_anchors_resolve() {
 }
 
 #[test]
+fn readme_is_a_front_page() {
+    let readme = read(&repo().join("README.md"));
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines; move detail into docs/"
+    );
+    // The quick start comes first: the two commands, in this order.
+    let first_block: Vec<&str> = readme
+        .split("```")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        first_block,
+        ["scripts/demo", "scripts/test"],
+        "README's first code block"
+    );
+}
+
+#[test]
 fn slugs_follow_github() {
     assert_eq!(
         slug("PgBouncer and `--query-mode`"),
