@@ -6,8 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -442,4 +445,71 @@ fn metric_table_equals_fixture() {
         ));
     }
     assert_no_problems("metrics", &problems);
+}
+
+/// `class` label values of `pgdrill_transaction_errors_total` on a live scrape of the real
+/// binary. No database is needed: every class is pre-created at 0, and the DSN points at a
+/// loopback port where nothing listens.
+fn live_error_classes() -> BTreeSet<String> {
+    let port = crate::support::free_port();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_pgdrill"))
+        .args(["--dsn", "host=127.0.0.1 port=1 user=docs dbname=docs"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Bounds the process even if this test panics before killing it.
+        .args(["--duration", "15s", "--log-filter", "off"])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting pgdrill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        match scrape(port) {
+            Ok(text) if text.contains("pgdrill_transaction_errors_total") => break Ok(text),
+            result if Instant::now() >= deadline => break result,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    // Its own child, stopped by PID; the result of kill does not matter once it has exited.
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let text = scrape.expect("scraping pgdrill's /metrics");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("pgdrill_transaction_errors_total{class=\""))
+        .filter_map(|rest| rest.split('"').next())
+        .map(String::from)
+        .collect()
+}
+
+fn scrape(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[test]
+fn error_class_table_equals_live_classes() {
+    let live = live_error_classes();
+    assert!(live.len() > 5, "scraped only {live:?}");
+    let docs: BTreeSet<String> =
+        table_rows(&read(&repo().join("docs/metrics.md")), "Error classes")
+            .iter()
+            .filter_map(|row| code_cell(row.first()?))
+            .map(String::from)
+            .collect();
+    let mut problems: Vec<String> = Vec::new();
+    for class in live.difference(&docs) {
+        problems.push(format!(
+            "class {class} is exported but missing from docs/metrics.md"
+        ));
+    }
+    for class in docs.difference(&live) {
+        problems.push(format!(
+            "class {class} is in docs/metrics.md but pgdrill does not export it"
+        ));
+    }
+    assert_no_problems("error classes", &problems);
 }
