@@ -2,6 +2,7 @@
 //! `support` starts.
 mod cli;
 mod credentials;
+mod docs;
 mod e2e;
 mod failover;
 mod lab;
