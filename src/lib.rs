@@ -30,6 +30,8 @@ pub mod workload;
 
 // Islands of issue 13, wired into the daemon (sampler, --report, live `/`) in phase 2.
 #[allow(dead_code)]
+pub(crate) mod html_report;
+#[allow(dead_code)]
 pub(crate) mod timeline;
 
 use std::sync::{Arc, Mutex};
