@@ -53,6 +53,21 @@ pub struct Identity {
 }
 
 impl Identity {
+    fn describe_short(&self) -> String {
+        let mut s = self.endpoint();
+        if let Some(t) = self.timeline {
+            let _ = write!(s, " (tl {t})");
+        }
+        s
+    }
+
+    fn endpoint(&self) -> String {
+        match (&self.server_addr, self.server_port) {
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            (Some(a), None) => a.clone(),
+            _ => "?".to_string(),
+        }
+    }
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         match (&self.server_addr, self.server_port) {
@@ -311,9 +326,9 @@ const P50_COLOUR: &str = "#2b8c7a";
 const MAX_COLOUR: &str = "#7b4173";
 
 /// Chart geometry (SVG user units).
-const W: f64 = 1160.0;
-const LEFT: f64 = 78.0;
-const RIGHT: f64 = 16.0;
+const W: f64 = 1000.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 26.0;
 const PW: f64 = W - LEFT - RIGHT;
 const MARK_TOP: f64 = 4.0;
 const MARK_ROWS: usize = 3;
@@ -809,7 +824,7 @@ fn markers(out: &mut String, g: &Grid, events: &[&Event]) {
     for e in events {
         let x = g.x(e.at);
         let (code, colour, text) = marker(e);
-        let w = 7.0 * code.chars().count() as f64 + 4.0;
+        let w = 8.0 * code.chars().count() as f64 + 4.0;
         let (row, lx) = match (0..MARK_ROWS).find(|r| row_end[*r] + 3.0 <= x - w / 2.0) {
             Some(r) => (r, x),
             None => {
@@ -897,7 +912,7 @@ fn legend(t: &Timeline) -> String {
         item(&mut out, c, "sw", s.as_str());
     }
     out.push_str(
-        r#"<span class="li">markers: <b class="k" style="color:#111">T</b> failover triggered · <b class="k" style="color:#d7263d">O<i>n</i></b> outage n starts · <b class="k" style="color:#3a9e5f">E<i>n</i></b> outage n ends · <b class="k" style="color:#6a3d9a">P</b> primary changed · <b class="k" style="color:#1b7f79">V✓</b>/<b class="k" style="color:#b30000">V✗</b> verification without/with lost writes · <b class="k" style="color:#8c6d31">R</b> restart</span>"#,
+        r#"<span class="li wrap">markers: <b class="k" style="color:#111">T</b> failover triggered · <b class="k" style="color:#d7263d">O<i>n</i></b> outage n starts · <b class="k" style="color:#3a9e5f">E<i>n</i></b> outage n ends · <b class="k" style="color:#6a3d9a">P</b> primary changed · <b class="k" style="color:#1b7f79">V✓</b>/<b class="k" style="color:#b30000">V✗</b> verification without/with lost writes · <b class="k" style="color:#8c6d31">R</b> restart</span>"#,
     );
     out.push_str("</div>");
     out
@@ -952,23 +967,23 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid var(--line);padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f4f4f4;font-weight:600}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
 .muted{color:var(--muted)}.nw{white-space:nowrap}
 .chart{width:100%;height:auto;display:block}
 .chart text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
 .chart .frame{fill:none;stroke:#999;stroke-width:1}
 .chart .grid{stroke:#e3e3e3;stroke-width:1}.chart .minor{stroke:#f1f1f1}
 .chart .vgrid{stroke:#ececec;stroke-width:1}.chart .tick{stroke:#777}
-.chart .pt{font-size:13px;font-weight:600;fill:#333}
-.chart .yl{font-size:11px;fill:#555;text-anchor:end}
-.chart .xl{font-size:11px;fill:#444;text-anchor:middle}
-.chart .xc{font-size:11.5px;fill:#555;text-anchor:middle}
-.chart .tl{font-size:11px;fill:#555;text-anchor:end}
+.chart .pt{font-size:14px;font-weight:600;fill:#333}
+.chart .yl{font-size:12.5px;fill:#555;text-anchor:end}
+.chart .xl{font-size:12.5px;fill:#444;text-anchor:middle}
+.chart .xc{font-size:12.5px;fill:#555;text-anchor:middle}
+.chart .tl{font-size:12px;fill:#555;text-anchor:end}
 .chart .target{stroke:#555;stroke-width:1.2;stroke-dasharray:6 4}
-.chart .none{font-size:12px;fill:#888;text-anchor:middle}
-.chart .ml{font-size:11px;font-weight:700;text-anchor:middle}
+.chart .none{font-size:13px;fill:#888;text-anchor:middle}
+.chart .ml{font-size:12.5px;font-weight:700;text-anchor:middle}
 .legend{font-size:12.5px;margin:6px 0 0 6%;line-height:2}
-.li{margin-right:16px;white-space:nowrap;display:inline-block}
+.li{margin-right:16px;white-space:nowrap;display:inline-block}.li.wrap{white-space:normal;display:inline}
 .li i{display:inline-block;vertical-align:middle;margin-right:5px}
 .li i.sw{width:12px;height:12px;border-radius:2px}
 .li i.ln{width:18px;height:0;border-top:1.5px solid;background:none!important}
@@ -981,6 +996,7 @@ details summary{cursor:pointer;color:var(--muted)}
  body{margin:0;max-width:none;font-size:11px}
  .verdict,.card,.state,.chart,.li i{-webkit-print-color-adjust:exact;print-color-adjust:exact}
  h2{break-after:avoid}section,.chart,tr{break-inside:avoid}
+ table,code,.mono{font-size:9.5px}.card .v{font-size:16px}
  details{display:none}
 }
 @page{margin:12mm}
@@ -1171,7 +1187,7 @@ fn outages_table(out: &mut String, r: &ReportInput) {
         return;
     }
     out.push_str(
-        "<table><thead><tr><th>#</th><th>start (UTC)</th><th>end (UTC)</th><th class=\"num\">writes unavailable</th><th class=\"num\">time to full rate</th><th>error classes</th><th class=\"num\">checked</th><th class=\"num\">lost</th><th class=\"num\">RPO</th><th class=\"num\">unknown: committed / not</th><th>primary before → after</th></tr></thead><tbody>",
+        "<table class=\"outages\"><thead><tr><th>#</th><th>start (UTC)</th><th>end (UTC)</th><th class=\"num\">writes un&shy;available</th><th class=\"num\">time to full rate</th><th>error classes</th><th class=\"num\">checked</th><th class=\"num\">lost</th><th class=\"num\">RPO</th><th class=\"num\">unknown outcome: committed / not</th><th>primary before → after</th></tr></thead><tbody>",
     );
     for o in &r.outages {
         let id = |i: &Option<Identity>| {
@@ -1213,28 +1229,10 @@ fn outages_table(out: &mut String, r: &ReportInput) {
     out.push_str("</tbody></table>");
 }
 
-impl Identity {
-    fn describe_short(&self) -> String {
-        let mut s = self.endpoint();
-        if let Some(t) = self.timeline {
-            let _ = write!(s, " (tl {t})");
-        }
-        s
-    }
-
-    fn endpoint(&self) -> String {
-        match (&self.server_addr, self.server_port) {
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.clone(),
-            _ => "?".to_string(),
-        }
-    }
-}
-
 const HOW: &str = r#"<dl class="how">
 <dt>Write unavailability (RTO)</dt><dd>From the first write that failed (or, with writes in flight and none failing, the last acknowledgement) after the last acknowledged write, to the first acknowledged write after it. Detection delay is not included: the outage is dated back to that first failure. The verdict compares the longest one with the objective.</dd>
 <dt>Time to full rate</dt><dd>From the first acknowledged write after the outage to the start of the first recovery window in which the achieved rate held at 95&#8239;% of the target.</dd>
-<dt>Lost writes and RPO</dt><dd>Every acknowledged write of the verification window is looked up on the primary reached after the outage; a missing one is lost. The RPO is the span from the oldest lost write to the moment writes stopped being acknowledged (0 when none is lost).</dd>
+<dt>Lost writes and RPO</dt><dd>Every acknowledged write of the verification window is looked up on the primary reached after the outage; a missing one is lost. The RPO is the span from the earliest lost acknowledgement to the moment writes stopped being acknowledged, rounded up to the acknowledgement ledger's time slice (0 when none is lost).</dd>
 <dt>Unknown outcomes</dt><dd>Writes sent whose connection broke before the answer came. Verification resolves each as committed (present on the new primary) or not committed; unresolved ones are those verification could not check.</dd>
 <dt>Latency</dt><dd>From the write's intended start on the open-loop schedule to its acknowledgement, so time spent waiting for a connection during an outage counts (no coordinated omission).</dd>
 <dt>Achieved rate, errors</dt><dd>Acknowledged writes and failed writes per second, sampled once a second. Skipped writes were due while the backlog was full and were never started.</dd>
@@ -1949,6 +1947,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn empty_tiny_and_unfinished_runs_render() {
+        let html = render(&ReportInput::default());
+        assert!(html.contains("No timeline was recorded."));
+        assert!(html.contains(r#"<span class="big">PASS</span>"#));
+        assert!(html.contains("no outage"));
+
+        // One second, one column.
+        let mut r = ReportInput::default();
+        r.timeline = Timeline::new(&CLASSES);
+        r.timeline.push(Second::second(1_795_000_200));
+        let html = render(&r);
+        assert!(html.contains("one column = 1 s"));
+        assert!(html.contains("no failed or skipped writes"));
+        assert!(html.contains("no completed writes"));
+
+        // The run ended inside an outage: it fails, and the shading runs to the end.
+        let mut r = drill(300, 290);
+        r.outages[0].end_unix = None;
+        r.outages[0].ended_at = None;
+        r.outages[0].write_unavailable_seconds = None;
+        let events: Vec<Event> = r
+            .timeline
+            .events
+            .iter()
+            .filter(|e| !matches!(e.kind, EventKind::OutageEnd { .. }))
+            .cloned()
+            .collect();
+        r.timeline.events = Default::default();
+        for e in events {
+            r.timeline.events.push(e);
+        }
+        let html = render(&r);
+        assert!(html.contains(r#"<span class="big">FAIL</span>"#));
+        assert!(html.contains("1 outage(s) never ended during the run"));
+        assert!(html.contains(">not ended<"));
+        assert!(html.contains("not recovered"));
+    }
+
+    #[test]
     fn the_input_round_trips_through_json() {
         let r = drill(300, 100);
         let json = serde_json::to_string(&r).unwrap_or_default();
@@ -1981,10 +2018,20 @@ pub(crate) mod tests {
             outages: r.outages.clone(),
             timeline: r.timeline.recent(LIVE_WINDOW),
         };
+        let hour = drill(3600, 1800);
+        let began = std::time::Instant::now();
+        let hour_html = render(&hour);
+        let report_took = began.elapsed();
+        let began = std::time::Instant::now();
+        let live_html = render_live(&live);
+        let live_took = began.elapsed();
+        eprintln!("render: one-hour report {report_took:?}, live page {live_took:?} (this build's profile)");
+        let json = serde_json::to_string(&hour.timeline).unwrap_or_default();
+        eprintln!("one-hour timeline as JSON: {} bytes", json.len());
         for (name, html) in [
             ("report-sample.html", render(&r)),
-            ("report-1h.html", render(&drill(3600, 1800))),
-            ("live-sample.html", render_live(&live)),
+            ("report-1h.html", hour_html),
+            ("live-sample.html", live_html),
         ] {
             let path = std::path::Path::new(&dir).join(name);
             if let Err(err) = std::fs::write(&path, &html) {

@@ -337,10 +337,10 @@ fn push_capped(tier: &mut VecDeque<Bucket>, b: Bucket, cap: usize) {
 }
 
 /// Merges `b` into the tier's newest bucket when it falls in the same aligned
-/// `span` (or, out of order, before it). Returns `b` when it needs a bucket of its own.
+/// `span` (buckets arrive in time order). Returns `b` when it needs a bucket of its own.
 fn fold_into(tier: &mut VecDeque<Bucket>, b: Bucket, span: u64) -> Option<Bucket> {
     match tier.back_mut() {
-        Some(last) if last.at / span == b.at / span || b.at < last.at => {
+        Some(last) if last.at / span == b.at / span => {
             last.merge(&b);
             None
         }
@@ -453,8 +453,8 @@ impl Timeline {
         self.iter().filter(|b| b.end() > from).copied().collect()
     }
 
-    /// A copy holding only the buckets and events within `last` of the newest
-    /// bucket's end (the live page's view).
+    /// A copy, for rendering, holding only the buckets and events within `last`
+    /// of the newest bucket's end (the live page's view).
     pub fn recent(&self, last: Duration) -> Timeline {
         let buckets = self.window(last);
         let from = buckets.first().map_or(0.0, |b| b.at as f64);
@@ -599,6 +599,8 @@ mod tests {
             std::mem::size_of::<Bucket>()
         );
         assert!(bytes <= MAX_BYTES, "{bytes} > {MAX_BYTES}");
+        let json = serde_json::to_vec(&t).unwrap_or_default();
+        eprintln!("week as JSON: {} bytes", json.len());
         // Nothing counted was lost in the merging.
         let attempts: u64 = t.iter().map(|b| u64::from(b.attempts)).sum();
         assert_eq!(attempts, WEEK * 100);
