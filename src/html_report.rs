@@ -1954,8 +1954,10 @@ pub(crate) mod tests {
         assert!(html.contains("no outage"));
 
         // One second, one column.
-        let mut r = ReportInput::default();
-        r.timeline = Timeline::new(&CLASSES);
+        let mut r = ReportInput {
+            timeline: Timeline::new(&CLASSES),
+            ..ReportInput::default()
+        };
         r.timeline.push(Second::second(1_795_000_200));
         let html = render(&r);
         assert!(html.contains("one column = 1 s"));
