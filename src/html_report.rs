@@ -270,6 +270,31 @@ fn clock_ms(unix: f64) -> String {
     utc(unix).get(11..23).unwrap_or_default().to_string()
 }
 
+/// A time of day, with the month and day (`11-19 21:10:00.000`) when the run
+/// spans more than one UTC date.
+fn when(unix: f64, dated: bool) -> String {
+    if dated {
+        utc(unix).get(5..23).unwrap_or_default().replace('T', " ")
+    } else {
+        clock_ms(unix)
+    }
+}
+
+/// Whether the report's times need dates: the run crosses a UTC midnight.
+fn spans_dates(r: &ReportInput) -> bool {
+    let starts = r.timeline.span().map(|(a, _)| a as f64);
+    let ends = r.timeline.span().map(|(_, b)| b as f64);
+    let times = r
+        .outages
+        .iter()
+        .flat_map(|o| [Some(o.start_unix), o.end_unix])
+        .chain([starts, ends])
+        .flatten();
+    let mut days = times.map(|t| (t / 86_400.0).floor() as i64);
+    let first = days.next();
+    days.any(|d| Some(d) != first)
+}
+
 /// A linear axis over `[0, v]`: a round tick step (1, 2 or 5 × 10ⁿ) giving at most
 /// `ticks` intervals, and the top as a whole number of steps.
 fn nice_axis(v: f64, ticks: u32) -> (f64, f64) {
@@ -359,14 +384,18 @@ struct Grid {
 }
 
 impl Grid {
-    /// Columns over `[from, to)` holding the buckets that start in it.
+    /// Columns over `[from, to)` holding the buckets that start in it. A column is
+    /// never narrower than the widest bucket in view, so a 10-minute bucket of an
+    /// old outage is not drawn as one second's worth.
     fn new(t: &Timeline, from: u64, to: u64) -> Grid {
         let span = to.saturating_sub(from).max(1);
-        let step = step_at_least(span.div_ceil(MAX_COLUMNS as u64));
+        let in_view = |b: &&Bucket| b.end() > from && b.at < to;
+        let widest = t.iter().filter(in_view).map(|b| u64::from(b.span)).max();
+        let step = step_at_least(span.div_ceil(MAX_COLUMNS as u64).max(widest.unwrap_or(1)));
         let t0 = from - from % step;
         let n = (to - t0).div_ceil(step).max(1) as usize;
         let mut cols: Vec<Option<Column>> = vec![None; n];
-        for b in t.iter().filter(|b| b.end() > from && b.at < to) {
+        for b in t.iter().filter(in_view) {
             let i = ((b.at.max(t0) - t0) / step) as usize;
             let Some(slot) = cols.get_mut(i) else {
                 continue;
@@ -681,8 +710,8 @@ fn state_band(out: &mut String, g: &Grid) {
             (x1 - x0).max(1.0),
             state_colour(c.b.state),
             c.b.state.as_str(),
-            clock_ms(from as f64),
-            clock_ms(to as f64)
+            utc(from as f64),
+            utc(to as f64)
         );
         i = j;
     }
@@ -843,7 +872,7 @@ fn markers(out: &mut String, g: &Grid, events: &[&Event]) {
         let _ = write!(
             out,
             r#"<g class="mk"><title>{} {}</title><polyline points="{lx:.1},{:.1} {x:.1},{knee:.1} {x:.1},{:.1}" fill="none" stroke="{colour}" stroke-width="1.2"{dash}/><text class="ml" x="{lx:.1}" y="{ly:.1}" fill="{colour}">{}</text></g>"#,
-            esc(&clock_ms(e.at)),
+            esc(&utc(e.at)),
             esc(&text),
             ly + 3.0,
             BAND_TOP + BAND_H,
@@ -918,7 +947,7 @@ fn legend(t: &Timeline) -> String {
     out
 }
 
-fn events_table(t: &Timeline, run_start: f64) -> String {
+fn events_table(t: &Timeline, run_start: f64, dated: bool) -> String {
     let all: Vec<&Event> = t.events.iter().collect();
     if all.is_empty() {
         return "<p class=\"muted\">No events recorded.</p>".to_string();
@@ -932,7 +961,7 @@ fn events_table(t: &Timeline, run_start: f64) -> String {
         let _ = write!(
             out,
             r#"<tr><td class="num">{}</td><td class="num">{}</td><td><b style="color:{colour}">{}</b></td><td>{}</td></tr>"#,
-            esc(&clock_ms(e.at)),
+            esc(&when(e.at, dated)),
             esc(&format!("{:+.3} s", e.at - run_start)),
             esc(&code),
             esc(&text)
@@ -1181,7 +1210,7 @@ fn headline(out: &mut String, r: &ReportInput) {
     out.push_str("</div>");
 }
 
-fn outages_table(out: &mut String, r: &ReportInput) {
+fn outages_table(out: &mut String, r: &ReportInput, dated: bool) {
     if r.outages.is_empty() {
         out.push_str("<p>No outage: writes were acknowledged throughout.</p>");
         return;
@@ -1199,8 +1228,10 @@ fn outages_table(out: &mut String, r: &ReportInput) {
             out,
             r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num"{}><b>{}</b></td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num"{}>{}</td><td class="num">{}</td><td class="num">{} / {}</td><td><span class="nw">{}</span> → <span class="nw">{}</span></td></tr>"#,
             o.index,
-            esc(&clock_ms(o.start_unix)),
-            esc(&o.end_unix.map_or_else(|| "not ended".to_string(), clock_ms)),
+            esc(&when(o.start_unix, dated)),
+            esc(&o
+                .end_unix
+                .map_or_else(|| "not ended".to_string(), |t| when(t, dated))),
             if over {
                 r#" style="color:var(--bad)""#
             } else {
@@ -1244,7 +1275,7 @@ const MAX_CLOSEUPS: usize = 3;
 
 /// A chart around each of the longest outages: at one column per second of a
 /// short drill the whole-run chart shows a 3-second outage as a hairline.
-fn closeups(out: &mut String, r: &ReportInput) {
+fn closeups(out: &mut String, r: &ReportInput, dated: bool) {
     let Some((first, last)) = r.timeline.span() else {
         return;
     };
@@ -1269,8 +1300,8 @@ fn closeups(out: &mut String, r: &ReportInput) {
             out,
             "<section><h2>Outage {} close-up: {} to {} UTC</h2>",
             o.index,
-            esc(&clock_ms(from as f64)),
-            esc(&clock_ms(to as f64))
+            esc(&when(from as f64, dated)),
+            esc(&when(to as f64, dated))
         );
         out.push_str(&chart(
             &r.timeline,
@@ -1320,9 +1351,10 @@ pub fn render(r: &ReportInput) -> String {
         esc(&r.version)
     );
     headline(&mut out, r);
+    let dated = spans_dates(r);
 
     out.push_str("<section><h2>Outages</h2>");
-    outages_table(&mut out, r);
+    outages_table(&mut out, r, dated);
     out.push_str("</section>");
 
     out.push_str("<section><h2>Timeline</h2>");
@@ -1340,14 +1372,14 @@ pub fn render(r: &ReportInput) -> String {
         None => out.push_str("<p class=\"muted\">No timeline was recorded.</p>"),
     }
     out.push_str("</section>");
-    closeups(&mut out, r);
+    closeups(&mut out, r, dated);
 
     let run_start = r.timeline.span().map_or_else(
         || r.outages.first().map_or(0.0, |o| o.start_unix),
         |(a, _)| a as f64,
     );
     out.push_str("<section><h2>Events</h2>");
-    out.push_str(&events_table(&r.timeline, run_start));
+    out.push_str(&events_table(&r.timeline, run_start, dated));
     out.push_str("</section>");
 
     out.push_str("<section><h2>Target and primary</h2><table>");
@@ -1830,9 +1862,20 @@ pub(crate) mod tests {
             t.push(s);
         }
         r.timeline = t;
+        // The drill's outage lies in the week's first day, long coarsened to 10 minutes.
         let html = render(&r);
         eprintln!("week report: {} bytes", html.len());
         assert!(html.len() < 400_000, "{} bytes", html.len());
+        assert!(
+            html.contains(">11-18 11:40:00.061<"),
+            "dated times in a run over days"
+        );
+        let (_, closeup) = html.split_once("close-up").unwrap_or_default();
+        assert!(
+            closeup.contains("one column = 10 min"),
+            "columns as wide as the buckets: {}",
+            &closeup[..closeup.len().min(300)]
+        );
     }
 
     #[test]
@@ -1843,6 +1886,10 @@ pub(crate) mod tests {
         assert!(html.contains("writes unavailable 2.97 s ≤ objective 30.00 s"));
         assert!(html.contains("1 committed, 23 not committed, 0 unresolved"));
         assert!(html.contains("<b>2.97 s</b>"), "the outage row's RTO");
+        assert!(
+            html.contains(">11:12:00.061<"),
+            "undated times within one day"
+        );
 
         let mut slow = r.clone();
         slow.rto_objective_seconds = Some(1.0);
@@ -2030,7 +2077,63 @@ pub(crate) mod tests {
         eprintln!("render: one-hour report {report_took:?}, live page {live_took:?} (this build's profile)");
         let json = serde_json::to_string(&hour.timeline).unwrap_or_default();
         eprintln!("one-hour timeline as JSON: {} bytes", json.len());
+        // A week-long canary at 50 writes/s, unlimited rate, with a short outage
+        // every 20 hours and a backlog burst.
+        let t0 = 1_795_000_200u64;
+        let mut week = ReportInput {
+            target: "host=pg.example.internal port=5432 user=canary dbname=canary".into(),
+            started_at: utc(t0 as f64),
+            duration_seconds: 604_800.0,
+            rto_objective_seconds: Some(60.0),
+            timeline: Timeline::new(&CLASSES),
+            ..ReportInput::default()
+        };
+        for i in 0..604_800u64 {
+            let mut s = Second::second(t0 + i);
+            s.attempts = 50;
+            s.successes = 50;
+            s.p50 = 0.002;
+            s.p99 = 0.006 + (i % 3600) as f32 * 0.000_002;
+            s.max = 0.02;
+            let phase = i % 72_000;
+            if (36_000..36_005).contains(&phase) {
+                s.successes = 0;
+                s.errors[10] = 20;
+                s.errors[0] = 30;
+                s.state = State::Outage;
+            }
+            if (50_000..50_060).contains(&phase) {
+                s.skipped = 12;
+            }
+            week.timeline.push(s);
+            if phase == 36_000 {
+                let n = (i / 72_000 + 1) as u32;
+                let at = (t0 + i) as f64;
+                week.timeline.events.push(Event {
+                    at,
+                    kind: EventKind::OutageStart { outage: n },
+                });
+                week.timeline.events.push(Event {
+                    at: at + 5.0,
+                    kind: EventKind::OutageEnd {
+                        outage: n,
+                        unavailable_seconds: Some(5.0),
+                    },
+                });
+                week.outages.push(Outage {
+                    index: n as usize,
+                    start_unix: at,
+                    end_unix: Some(at + 5.0),
+                    write_unavailable_seconds: Some(5.0),
+                    lost_writes: Some(0),
+                    checked_writes: Some(3000),
+                    error_classes: vec!["connect_refused".into(), "connection_closed".into()],
+                    ..Outage::default()
+                });
+            }
+        }
         for (name, html) in [
+            ("report-week.html", render(&week)),
             ("report-sample.html", render(&r)),
             ("report-1h.html", hour_html),
             ("live-sample.html", live_html),
