@@ -1031,6 +1031,14 @@ details summary{cursor:pointer;color:var(--muted)}
 @page{margin:12mm}
 "#;
 
+/// The longest measured write unavailability (the RTO the verdict judges).
+fn longest_unavailability(outages: &[Outage]) -> Option<f64> {
+    outages
+        .iter()
+        .filter_map(|o| o.write_unavailable_seconds)
+        .reduce(f64::max)
+}
+
 struct Verdict {
     class: &'static str,
     word: &'static str,
@@ -1040,11 +1048,7 @@ struct Verdict {
 fn verdict(r: &ReportInput) -> Verdict {
     let mut fail = Vec::new();
     let mut incomplete = Vec::new();
-    let worst = r
-        .outages
-        .iter()
-        .filter_map(|o| o.write_unavailable_seconds)
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let worst = longest_unavailability(&r.outages);
     if let (Some(obj), Some(w)) = (r.rto_objective_seconds, worst) {
         if w > obj {
             fail.push(format!(
@@ -1138,11 +1142,7 @@ fn headline(out: &mut String, r: &ReportInput) {
         v.word,
         esc(&v.reasons.join(" · "))
     );
-    let worst = r
-        .outages
-        .iter()
-        .filter_map(|o| o.write_unavailable_seconds)
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let worst = longest_unavailability(&r.outages);
     let (class, value) = match (worst, r.rto_objective_seconds) {
         (Some(w), Some(o)) if w <= o => ("ok", fmt_secs(w)),
         (Some(w), Some(_)) => ("bad", fmt_secs(w)),
@@ -1261,6 +1261,7 @@ fn outages_table(out: &mut String, r: &ReportInput, dated: bool) {
 }
 
 const HOW: &str = r#"<dl class="how">
+<dt>Verdict</dt><dd>FAIL when an acknowledged write was lost, an outage outlasted the RTO objective, or an outage had not ended when the run stopped; otherwise INCOMPLETE when an outage was not verified, an unknown outcome stayed unresolved or no objective was given; otherwise PASS.</dd>
 <dt>Write unavailability (RTO)</dt><dd>From the first write that failed (or, with writes in flight and none failing, the last acknowledgement) after the last acknowledged write, to the first acknowledged write after it. Detection delay is not included: the outage is dated back to that first failure. The verdict compares the longest one with the objective.</dd>
 <dt>Time to full rate</dt><dd>From the first acknowledged write after the outage to the start of the first recovery window in which the achieved rate held at 95&#8239;% of the target.</dd>
 <dt>Lost writes and RPO</dt><dd>Every acknowledged write of the verification window is looked up on the primary reached after the outage; a missing one is lost. The RPO is the span from the earliest lost acknowledgement to the moment writes stopped being acknowledged, rounded up to the acknowledgement ledger's time slice (0 when none is lost).</dd>
@@ -1499,11 +1500,7 @@ pub fn render_live(l: &LiveInput) -> String {
         esc(&l.version)
     );
     out.push_str("<div class=\"cards\">");
-    let worst = l
-        .outages
-        .iter()
-        .filter_map(|o| o.write_unavailable_seconds)
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let worst = longest_unavailability(&l.outages);
     card(
         &mut out,
         match (worst, l.rto_objective_seconds) {

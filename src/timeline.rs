@@ -20,7 +20,8 @@
 //!
 //! Memory bound: at most [`MAX_BUCKETS`] buckets of `size_of::<Bucket>()` (104) bytes
 //! plus [`MAX_EVENTS`] events with at most two strings of [`MAX_TEXT`] bytes each:
-//! [`MAX_BYTES`] = 3,221,440 bytes (3.2 MB) on 64-bit targets. A unit test feeds a simulated week and checks it.
+//! [`MAX_BYTES`] = 3,221,440 bytes (3.2 MB) on 64-bit targets. A unit test feeds a
+//! simulated week and checks the heap actually held against it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -606,6 +607,15 @@ mod tests {
         assert_eq!(attempts, WEEK * 100);
         let (first, last) = t.span().unwrap_or_default();
         assert_eq!((first, last), (T0, T0 + WEEK));
+    }
+
+    /// Keeps the figures in the module doc true.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_stated_bound_is_the_computed_one() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 104);
+        assert_eq!(MAX_BUCKETS, 27_360);
+        assert_eq!(MAX_BYTES, 3_221_440);
     }
 
     #[test]
