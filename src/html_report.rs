@@ -452,13 +452,35 @@ impl Grid {
     }
 }
 
-fn panel_frame(out: &mut String, top: f64, h: f64, title: &str) {
+fn panel_frame(out: &mut String, top: f64, h: f64) {
     let _ = write!(
         out,
-        r#"<text class="pt" x="{LEFT}" y="{:.1}">{}</text><rect class="frame" x="{LEFT}" y="{top}" width="{PW}" height="{h}"/>"#,
-        top - 8.0,
-        esc(title)
+        r#"<rect class="frame" x="{LEFT}" y="{top}" width="{PW}" height="{h}"/>"#
     );
+}
+
+/// Panel titles, drawn last with a white halo so marker lines never cross out a word.
+const TITLES: [(f64, &str); 4] = [
+    (
+        RATE_TOP - 8.0,
+        "Achieved rate — acknowledged writes per second",
+    ),
+    (ERR_TOP - 8.0, "Failed writes per second, by error class"),
+    (
+        LAT_TOP - 8.0,
+        "Latency from intended start — p50, p99 and max (log scale)",
+    ),
+    (BAND_TOP - 6.0, "Failover state (worst in each column)"),
+];
+
+fn titles(out: &mut String) {
+    for (y, title) in TITLES {
+        let _ = write!(
+            out,
+            r#"<text class="pt" x="{LEFT}" y="{y:.1}">{}</text>"#,
+            esc(title)
+        );
+    }
 }
 
 fn y_tick(out: &mut String, y: f64, label: &str, major: bool) {
@@ -481,12 +503,7 @@ fn y_tick(out: &mut String, y: f64, label: &str, major: bool) {
 
 /// Achieved rate: a stepped area of successes per second, and the target.
 fn rate_panel(out: &mut String, g: &Grid, target: Option<f64>) {
-    panel_frame(
-        out,
-        RATE_TOP,
-        RATE_H,
-        "Achieved rate — acknowledged writes per second",
-    );
+    panel_frame(out, RATE_TOP, RATE_H);
     let peak = g
         .cols
         .iter()
@@ -533,12 +550,7 @@ fn rate_panel(out: &mut String, g: &Grid, target: Option<f64>) {
 
 /// Errors per second stacked by class, with skipped (never started) on top.
 fn error_panel(out: &mut String, g: &Grid) {
-    panel_frame(
-        out,
-        ERR_TOP,
-        ERR_H,
-        "Failed writes per second, by error class",
-    );
+    panel_frame(out, ERR_TOP, ERR_H);
     let per_sec =
         |c: &Column| (c.b.errors_total() + u64::from(c.b.skipped)) as f64 / c.covered.max(1) as f64;
     let peak = g.cols.iter().flatten().map(per_sec).fold(0.0, f64::max);
@@ -586,12 +598,7 @@ fn error_panel(out: &mut String, g: &Grid) {
 
 /// p50, p99 and max latency on a log axis (seconds).
 fn latency_panel(out: &mut String, g: &Grid) {
-    panel_frame(
-        out,
-        LAT_TOP,
-        LAT_H,
-        "Latency from intended start — p50, p99 and max (log scale)",
-    );
+    panel_frame(out, LAT_TOP, LAT_H);
     let with: Vec<(usize, &Column)> = g
         .cols
         .iter()
@@ -687,8 +694,7 @@ fn latency_label(v: f64) -> String {
 fn state_band(out: &mut String, g: &Grid) {
     let _ = write!(
         out,
-        r##"<text class="pt" x="{LEFT}" y="{:.1}">Failover state (worst in each column)</text><rect x="{LEFT}" y="{BAND_TOP}" width="{PW}" height="{BAND_H}" fill="#eee"/>"##,
-        BAND_TOP - 6.0
+        r##"<rect x="{LEFT}" y="{BAND_TOP}" width="{PW}" height="{BAND_H}" fill="#eee"/>"##
     );
     let mut i = 0;
     while i < g.cols.len() {
@@ -902,6 +908,7 @@ fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label: &str) -> 
     time_axis(&mut out, &g);
     outage_shading(&mut out, &g, &events);
     markers(&mut out, &g, &events);
+    titles(&mut out);
     out.push_str("</svg>");
     out
 }
@@ -1003,7 +1010,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-sp
 .chart .frame{fill:none;stroke:#999;stroke-width:1}
 .chart .grid{stroke:#e3e3e3;stroke-width:1}.chart .minor{stroke:#f1f1f1}
 .chart .vgrid{stroke:#ececec;stroke-width:1}.chart .tick{stroke:#777}
-.chart .pt{font-size:14px;font-weight:600;fill:#333}
+.chart .pt{font-size:14px;font-weight:600;fill:#333;paint-order:stroke;stroke:#fff;stroke-width:4px;stroke-linejoin:round}
 .chart .yl{font-size:12.5px;fill:#555;text-anchor:end}
 .chart .xl{font-size:12.5px;fill:#444;text-anchor:middle}
 .chart .xc{font-size:12.5px;fill:#555;text-anchor:middle}
