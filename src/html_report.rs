@@ -2038,6 +2038,50 @@ pub(crate) mod tests {
         assert!(html.contains("not recovered"));
     }
 
+    /// The drill summary's JSON (as `--summary-json` writes it today) reads as a
+    /// report input, so `pgdrill report SUMMARY.json` needs no second format.
+    #[test]
+    fn a_summary_json_reads_as_report_input() {
+        let summary = r#"{
+          "version": "0.1.0", "run_id": 77, "target": "host=db port=5432 user=u",
+          "started_at": "2026-11-27T08:00:00.000Z", "duration_seconds": 60.0,
+          "target_rate": 500.0, "transactions": 30000, "successes": 29900,
+          "errors": {"connection_closed": 100}, "skipped": 0, "abandoned": 0,
+          "success_ratio": 0.996, "achieved_rate": 498.3,
+          "latency": {"count": 29900, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "p999_ms": 900.0, "max_ms": 1200.0},
+          "service_time": {"count": 29900, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "p999_ms": 9.0, "max_ms": 12.0},
+          "schedule_lag": {"count": 29900, "p50_ms": 0.0, "p95_ms": 0.1, "p99_ms": 0.2, "p999_ms": 890.0, "max_ms": 1190.0},
+          "primary_changes": 1,
+          "outages": [{"index": 1, "started_at": "2026-11-27T08:00:30.000Z", "ended_at": "2026-11-27T08:00:31.250Z",
+            "start_unix": 1795766430.0, "end_unix": 1795766431.25, "write_unavailable_seconds": 1.25,
+            "time_to_full_rate_seconds": 0.5, "error_classes": ["connection_closed"],
+            "identity_before": {"server_addr": "10.0.0.1", "server_port": 5432, "in_recovery": false,
+              "system_identifier": "1", "timeline": 1, "postmaster_start": "x"},
+            "identity_after": {"server_addr": "10.0.0.2", "server_port": 5432, "in_recovery": false,
+              "system_identifier": "1", "timeline": 2, "postmaster_start": "y"},
+            "checked_writes": 15000, "lost_writes": 0, "lost_seqs": [], "rpo_seconds": 0.0,
+            "unknown_outcome_committed": 2, "unknown_outcome_not_committed": 1, "verification_seconds": 0.2}],
+          "state_changes": [{"at": "2026-11-27T08:00:30.010Z", "from": "healthy", "to": "outage"}],
+          "lost_writes": 0, "unknown_outcome_writes": 3, "unknown_outcome_committed": 2,
+          "unknown_outcome_not_committed": 1
+        }"#;
+        let r: ReportInput = match serde_json::from_str(summary) {
+            Ok(r) => r,
+            Err(err) => panic!("{err}"),
+        };
+        assert_eq!(
+            r.outages[0]
+                .identity_after
+                .as_ref()
+                .and_then(|i| i.timeline),
+            Some(2)
+        );
+        let html = render(&r);
+        assert!(html.contains("<b>1.25 s</b>"));
+        assert!(html.contains("10.0.0.1:5432 (tl 1)"));
+        assert!(html.contains("No timeline was recorded."));
+    }
+
     #[test]
     fn the_input_round_trips_through_json() {
         let r = drill(300, 100);
