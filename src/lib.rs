@@ -27,11 +27,6 @@ pub mod shutdown;
 mod supervisor;
 mod telemetry;
 
-// Islands of issue 13, wired into the daemon (sampler, --report, live `/`) in phase 2.
-#[allow(dead_code)]
-pub(crate) mod html_report;
-#[allow(dead_code)]
-pub(crate) mod timeline;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

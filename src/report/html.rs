@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::timeline::{Bucket, Event, EventKind, State, Timeline};
+use crate::telemetry::timeline::{Bucket, Event, EventKind, State, Timeline};
 
 /// What the live page shows.
 pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -927,7 +927,7 @@ fn legend(t: &Timeline) -> String {
     item(&mut out, P99_COLOUR, "ln thick", "latency p99");
     item(&mut out, MAX_COLOUR, "ln dot", "latency max");
     // Only the classes that occur, so the legend reads as a list of what went wrong.
-    let mut seen = [false; crate::timeline::MAX_CLASSES];
+    let mut seen = [false; crate::telemetry::timeline::MAX_CLASSES];
     let mut skipped = false;
     for b in t.iter() {
         for (k, n) in b.errors.iter().enumerate() {
@@ -1587,7 +1587,7 @@ pub fn render_live(l: &LiveInput) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::timeline::Second;
+    use crate::telemetry::timeline::Second;
 
     pub(crate) const CLASSES: [&str; 14] = [
         "connect_refused",
