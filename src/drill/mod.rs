@@ -3,15 +3,18 @@
 //!
 //! - [`args`]: the `--failover-*` and objective flags, validated into a [`DrillConfig`].
 //! - [`schedule`]: when each trigger runs (a pure function of the run start).
+//! - [`runner`]: runs the triggers on their schedule until done or stopped.
 //! - [`trigger`]: runs the command (argv without a shell unless asked), bounded in time and
 //!   output, with its output scrubbed of passwords.
 //! - [`timing`]: which outage belongs to which trigger, and the figures timed from the trigger.
 //! - [`verdict`]: PASS / FAIL / INVALID with reasons, and the exit codes a pipeline gates on.
 //! - [`stats`]: the distribution of each figure over repeated drills.
 //!
-//! Everything here but [`trigger::run`] is pure and tested without a database.
+//! Everything but the trigger runner ([`trigger::run`], [`runner::run_schedule`]) is pure;
+//! all of it is tested without a database.
 
 pub mod args;
+pub mod runner;
 pub mod schedule;
 pub mod scrub;
 pub mod stats;
@@ -87,6 +90,94 @@ impl DrillReport {
     }
 }
 
+/// Seconds with a sign, for figures that can be slightly negative; `-` when not measured.
+fn signed(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:+.3} s"))
+}
+
+fn plain(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.3} s"))
+}
+
+fn rfc3339(unix: f64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The drill part of the end-of-run summary.
+impl std::fmt::Display for DrillReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "drill: {} trigger(s) of `{}`{}; objectives: write unavailability <= {} s, \
+             acknowledged writes lost <= {}",
+            self.triggers.len(),
+            self.command,
+            if self.shell { " (sh -c)" } else { "" },
+            self.objectives.rto.as_secs_f64(),
+            self.objectives.max_lost_writes
+        )?;
+        writeln!(
+            f,
+            "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>11}  {:>5}",
+            "#",
+            "trigger started",
+            "outcome",
+            "ran",
+            "first failed",
+            "new primary",
+            "unavailable",
+            "lost"
+        )?;
+        for (t, d) in self.triggers.iter().zip(&self.drills) {
+            let unavailable = match (
+                d.write_unavailable_seconds,
+                d.unavailable_at_run_end_seconds,
+            ) {
+                (Some(s), _) => format!("{s:.3} s"),
+                (None, Some(s)) => format!(">{s:.1} s"),
+                (None, None) => "no outage".into(),
+            };
+            writeln!(
+                f,
+                "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>11}  {:>5}",
+                t.index,
+                rfc3339(t.started_unix),
+                t.outcome.label(),
+                plain(Some(t.duration_seconds)),
+                signed(d.trigger_to_first_failed_write_seconds),
+                signed(d.trigger_to_new_primary_write_seconds),
+                unavailable,
+                d.lost_writes.map_or_else(|| "-".into(), |n| n.to_string()),
+            )?;
+        }
+        if self.drills.len() > 1 {
+            let figures = [
+                (
+                    "first failed",
+                    &self.distribution.trigger_to_first_failed_write_seconds,
+                ),
+                (
+                    "new primary",
+                    &self.distribution.trigger_to_new_primary_write_seconds,
+                ),
+                ("unavailable", &self.distribution.write_unavailable_seconds),
+            ];
+            writeln!(f, "  distribution (nearest-rank):")?;
+            for (name, dist) in figures {
+                if let Some(d) = dist {
+                    writeln!(
+                        f,
+                        "    {name:<13} n={} min {:.3} s, median {:.3} s, p95 {:.3} s, max {:.3} s",
+                        d.samples, d.min, d.median, d.p95, d.max
+                    )?;
+                }
+            }
+        }
+        write!(f, "verdict: {}", self.verdict)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +235,22 @@ mod tests {
             1
         );
         assert_eq!(json["verdict"]["verdict"], "pass");
+        let text = report.to_string();
+        assert!(
+            text.contains("objectives: write unavailability <= 30 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+0.050 s") && text.contains("+0.320 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0.270 s") && text.ends_with("verdict: PASS"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("distribution"),
+            "one failover has no distribution: {text}"
+        );
     }
 }

@@ -688,17 +688,66 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // The grandchild is gone (or a zombie about to be reaped by init).
-        let mut gone = false;
+        assert!(
+            gone(pid).await,
+            "the trigger's grandchild {pid} survived the timeout"
+        );
+    }
+
+    /// Running, as opposed to gone or a zombie about to be reaped.
+    fn alive(pid: libc::pid_t) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        !stat.is_empty() && !stat.contains(") Z ")
+    }
+
+    /// Waits up to a second for `pid` to stop running.
+    async fn gone(pid: libc::pid_t) -> bool {
         for _ in 0..50 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.is_empty() || stat.contains(") Z ") {
-                gone = true;
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn stopping_pgdrill_mid_trigger_kills_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let raw = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let c = TriggerCommand::parse(&raw, true).unwrap();
+        let task = tokio::spawn(async move {
+            let none = Scrubber::default();
+            run(
+                &c,
+                1,
+                Instant::now(),
+                Duration::from_secs(60),
+                &none,
+                unix_now,
+            )
+            .await
+        });
+        let mut pid = None;
+        for _ in 0..100 {
+            if let Some(p) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
+            {
+                pid = Some(p);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(gone, "the trigger's grandchild {pid} survived the timeout");
+        let pid = pid.expect("the trigger never started its grandchild");
+        assert!(alive(pid), "the grandchild {pid} must be running first");
+        task.abort();
+        let _ = task.await;
+        assert!(
+            gone(pid).await,
+            "the trigger's grandchild {pid} survived the shutdown"
+        );
     }
 
     #[tokio::test]
