@@ -7,7 +7,18 @@ const REDACTED: &str = "REDACTED";
 
 /// Key names whose values are secrets, matched case-insensitively as a suffix of the key
 /// (`PGPASSWORD=`, `"administratorLoginPassword": "…"`, `accessToken: …`, `client_secret=`).
-const SECRET_KEYS: &[&str] = &["password", "passwd", "pwd", "secret", "token"];
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "authorization",
+];
+
+/// Schemes written before a credential (`Authorization: Bearer eyJ…`): the word after
+/// them is the secret.
+const AUTH_SCHEMES: &[&str] = &["bearer ", "basic "];
 
 /// Scrubs text with the known secret values (the DSN's password, the last password read
 /// from a file or command) and with the patterns in [`scrub_patterns`].
@@ -67,10 +78,16 @@ pub fn scrub_patterns(text: &str) -> String {
             i = key_end;
             continue;
         }
-        let Some(value_start) = value_start(bytes, key_end) else {
+        let Some(mut value_start) = value_start(bytes, key_end) else {
             i = key_end;
             continue;
         };
+        if let Some(scheme) = AUTH_SCHEMES
+            .iter()
+            .find(|s| lower[value_start..].starts_with(s.as_bytes()))
+        {
+            value_start += scheme.len();
+        }
         let value_end = value_end(bytes, value_start);
         if value_end > value_start && &text[value_start..value_end] != REDACTED {
             out.push_str(&text[copied..value_start]);
@@ -152,6 +169,11 @@ mod tests {
             ),
             ("client_secret: abc123", "client_secret: REDACTED"),
             ("Password: s3cret", "Password: REDACTED"),
+            (
+                "Authorization: Bearer eyJhbGci.x.y rest",
+                "Authorization: Bearer REDACTED rest",
+            ),
+            ("token: ünïcødé!", "token: REDACTED"),
         ];
         for (input, want) in cases {
             let got = scrub_patterns(input);
@@ -171,6 +193,46 @@ mod tests {
             "naïve password — ünïcode: ok",
         ] {
             assert_eq!(scrub_patterns(text), text);
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics_and_keeps_its_length_bounded() {
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "password",
+            "=",
+            ":",
+            " ",
+            "\"",
+            "'",
+            "\\",
+            "é",
+            "ü",
+            "💥",
+            "token",
+            "Bearer ",
+            "postgres://",
+            "@",
+            "/",
+            "?",
+            "&",
+            "x",
+            "pwd",
+            "\n",
+            "secret",
+            "REDACTED",
+        ];
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(14);
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..12);
+            let text: String = (0..n)
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            let out = Scrubber::new(["x".to_string()]).scrub(&text);
+            // Each secret becomes REDACTED at most once per character of the input.
+            assert!(out.len() <= text.len() * 9 + 8, "{text:?} -> {out:?}");
+            assert!(!out.contains('x'), "{text:?} -> {out:?}");
         }
     }
 
