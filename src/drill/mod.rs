@@ -27,7 +27,7 @@ use serde::Serialize;
 pub use args::{DrillArgs, DrillConfig, Objectives, TriggerConfig};
 pub use schedule::Schedule;
 pub use stats::{Distribution, DrillDistribution};
-pub use timing::{attribute, baseline_span, Baseline, DrillTiming, OutageFacts};
+pub use timing::{attribute, baseline_span, Baseline, Counts, DrillTiming, OutageFacts};
 pub use trigger::{TriggerCommand, TriggerOutcome, TriggerRun};
 pub use verdict::{judge, Verdict, VerdictKind, EXIT_FAIL, EXIT_INVALID};
 

@@ -6,12 +6,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::drill::args::TriggerConfig;
 use crate::drill::scrub::Scrubber;
+use crate::drill::timing::baseline_span;
 use crate::drill::trigger::{self, TriggerRun};
 
 /// What the daemon hears while the triggers run (metrics, baseline snapshots).
 #[derive(Debug)]
 pub enum TriggerEvent<'a> {
-    /// Trigger `index` (1-based) is about to start, at `at`.
+    /// The baseline window before trigger `index` (1-based) begins: snapshot the counters.
+    /// Late when the previous trigger ran into this window (then the baseline is short).
+    BaselineStarts {
+        index: usize,
+        at: Instant,
+    },
+    /// Trigger `index` is about to start, at `at`: snapshot the counters again.
     Starting {
         index: usize,
         at: Instant,
@@ -33,6 +40,15 @@ pub async fn run_schedule(
     let mut runs = Vec::new();
     for (i, planned) in config.schedule.instants(load_start).into_iter().enumerate() {
         let index = i + 1;
+        let baseline_from = planned - baseline_span(&config.schedule, i);
+        tokio::select! {
+            _ = tokio::time::sleep_until(baseline_from) => {}
+            _ = stop.cancelled() => break,
+        }
+        on_event(TriggerEvent::BaselineStarts {
+            index,
+            at: Instant::now(),
+        });
         tokio::select! {
             _ = tokio::time::sleep_until(planned) => {}
             _ = stop.cancelled() => break,
@@ -87,6 +103,7 @@ mod tests {
         let c = config("sleep 0.3", 50, 100, 3);
         let start = Instant::now();
         let mut events = Vec::new();
+        let mut baselines = Vec::new();
         let runs = run_schedule(
             &c,
             start,
@@ -95,6 +112,10 @@ mod tests {
             &CancellationToken::new(),
             |e| {
                 events.push(match e {
+                    TriggerEvent::BaselineStarts { index, at } => {
+                        baselines.push(unix(at));
+                        format!("baseline {index}")
+                    }
                     TriggerEvent::Starting { index, .. } => format!("start {index}"),
                     TriggerEvent::Ended(r) => format!("end {} {}", r.index, r.outcome.label()),
                 })
@@ -103,8 +124,21 @@ mod tests {
         .await;
         assert_eq!(
             events,
-            ["start 1", "end 1 ok", "start 2", "end 2 ok", "start 3", "end 3 ok"]
+            [
+                "baseline 1",
+                "start 1",
+                "end 1 ok",
+                "baseline 2",
+                "start 2",
+                "end 2 ok",
+                "baseline 3",
+                "start 3",
+                "end 3 ok"
+            ]
         );
+        // The first baseline spans all 50 ms before the first trigger; the later ones were
+        // due inside the previous trigger's run, so they begin when it ended.
+        assert!(baselines[0] - unix(start) < 0.02, "{baselines:?}");
         assert_eq!(runs.len(), 3);
         let t0 = unix(start);
         for (i, r) in runs.iter().enumerate() {
@@ -117,6 +151,8 @@ mod tests {
         assert!(runs[1].started_unix >= runs[0].ended_unix);
         assert!(runs[2].started_unix >= runs[1].ended_unix);
         assert!(runs[1].started_unix - runs[1].planned_unix > 0.2);
+        assert!(baselines[1] >= runs[0].ended_unix && baselines[1] <= runs[1].started_unix);
+        assert!(baselines[2] >= runs[1].ended_unix && baselines[2] <= runs[2].started_unix);
     }
 
     #[tokio::test]

@@ -17,6 +17,9 @@ use crate::monitor::OutageRecord;
 /// was not healthy, which the verdict reports.
 pub const ATTRIBUTION_SLACK: f64 = 1.0;
 
+/// A baseline shorter than this (seconds) says nothing either way.
+pub const MIN_JUDGED_BASELINE: f64 = 1.0;
+
 /// Achieved rate at or above this share of target makes a healthy baseline.
 pub const BASELINE_RATE_SHARE: f64 = 0.95;
 
@@ -140,7 +143,26 @@ pub struct Baseline {
     pub target_rate: Option<f64>,
 }
 
+/// The load counters at one moment, for a [`Baseline`] between two of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counts {
+    pub unix: f64,
+    pub successes: u64,
+    pub errors: u64,
+}
+
 impl Baseline {
+    pub fn between(trigger: usize, from: Counts, to: Counts, target_rate: Option<f64>) -> Baseline {
+        Baseline {
+            trigger,
+            from_unix: from.unix,
+            to_unix: to.unix,
+            successes: to.successes.saturating_sub(from.successes),
+            errors: to.errors.saturating_sub(from.errors),
+            target_rate,
+        }
+    }
+
     pub fn achieved_rate(&self) -> f64 {
         let span = self.to_unix - self.from_unix;
         if span > 0.0 {
@@ -153,6 +175,13 @@ impl Baseline {
     /// Why this baseline makes the drill invalid; `None` when it was healthy.
     pub fn problem(&self) -> Option<String> {
         let span = self.to_unix - self.from_unix;
+        if span < MIN_JUDGED_BASELINE {
+            return Some(format!(
+                "only {span:.1} s of load before trigger {} to judge the baseline by (the \
+                 previous trigger ran into its slot)",
+                self.trigger
+            ));
+        }
         let achieved = self.achieved_rate();
         let mut found = Vec::new();
         if self.errors > 0 {
@@ -303,8 +332,42 @@ pub(crate) mod tests {
             successes: 0,
             errors: 0,
             target_rate: None,
-            ..healthy
+            ..healthy.clone()
         };
         assert!(down.problem().unwrap().contains("no acknowledged write"));
+        let squeezed = Baseline::between(
+            2,
+            Counts {
+                unix: T0,
+                successes: 500,
+                errors: 7,
+            },
+            Counts {
+                unix: T0 + 0.2,
+                successes: 700,
+                errors: 7,
+            },
+            Some(1000.0),
+        );
+        assert_eq!((squeezed.successes, squeezed.errors), (200, 0));
+        assert!(
+            squeezed.problem().unwrap().contains("only 0.2 s of load"),
+            "{squeezed:?}"
+        );
+        let from_counters = Baseline::between(
+            1,
+            Counts {
+                unix: T0,
+                successes: 100,
+                errors: 2,
+            },
+            Counts {
+                unix: T0 + 10.0,
+                successes: 10_100,
+                errors: 2,
+            },
+            Some(1000.0),
+        );
+        assert_eq!(from_counters.problem(), None, "{from_counters:?}");
     }
 }
