@@ -21,6 +21,9 @@ pub const MIN_BASELINE: Duration = Duration::from_secs(2);
 /// More failovers than this in one run is a mistake, and would make the report unreadable.
 pub const MAX_FAILOVERS: u32 = 1000;
 
+/// The last trigger must be planned within this much of the start (a year and a day).
+pub const MAX_SCHEDULE: Duration = Duration::from_secs(366 * 86_400);
+
 #[derive(Debug, Clone, Args)]
 pub struct DrillArgs {
     /// Trigger the failover with this command (e.g. `az postgres flexible-server restart
@@ -162,6 +165,25 @@ impl DrillArgs {
             }
             None => None,
         };
+        // Checked, so that the schedule's own arithmetic can never overflow.
+        let last = every
+            .map_or(Some(Duration::ZERO), |e| e.checked_mul(count - 1))
+            .and_then(|span| after.checked_add(span))
+            .filter(|last| *last <= MAX_SCHEDULE);
+        if last.is_none() {
+            let (option, value) = match self.failover_every {
+                Some(every) => ("--failover-every", every.to_string()),
+                None => ("--failover-after", text(after)),
+            };
+            return Err(ConfigError::new(
+                option,
+                value,
+                format!(
+                    "the last failover would start more than {} into the run",
+                    text(MAX_SCHEDULE)
+                ),
+            ));
+        }
         let schedule = Schedule {
             after,
             every,
@@ -367,6 +389,14 @@ mod tests {
                 &["--failover-command"],
             ),
             (with(&["--failover-every", "1m"]), &["--failovers"]),
+            (
+                with(&["--failovers", "1000", "--failover-every", "1000years"]),
+                &["--failover-every", "would start more than 1year 18h"],
+            ),
+            (
+                with(&["--failover-after", "400days"]),
+                &["--failover-after", "would start more than 1year 18h"],
+            ),
         ];
         for (err, wanted) in cases {
             for w in wanted {

@@ -40,7 +40,9 @@ pub async fn run_schedule(
     let mut runs = Vec::new();
     for (i, planned) in config.schedule.instants(load_start).into_iter().enumerate() {
         let index = i + 1;
-        let baseline_from = planned - baseline_span(&config.schedule, i);
+        let baseline_from = planned
+            .checked_sub(baseline_span(&config.schedule, i))
+            .unwrap_or(planned);
         tokio::select! {
             _ = tokio::time::sleep_until(baseline_from) => {}
             _ = stop.cancelled() => break,

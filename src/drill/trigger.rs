@@ -377,6 +377,14 @@ impl Tail {
     fn push_line(&mut self, line: &str) {
         self.text.push_str(line);
         self.text.push('\n');
+        // Trimmed in batches: at most twice the tail is held, and a flood of short lines
+        // does not move 16 kB per line.
+        if self.text.len() > 2 * TAIL_BYTES {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
         if self.text.len() > TAIL_BYTES {
             let mut cut = self.text.len() - TAIL_BYTES;
             while !self.text.is_char_boundary(cut) {
@@ -386,12 +394,15 @@ impl Tail {
             self.truncated = true;
         }
     }
+
+    fn take(&mut self) -> (String, bool) {
+        self.trim();
+        (std::mem::take(&mut self.text), self.truncated)
+    }
 }
 
 fn take(tail: &Mutex<Tail>) -> (String, bool) {
-    tail.lock()
-        .map(|mut t| (std::mem::take(&mut t.text), t.truncated))
-        .unwrap_or_default()
+    tail.lock().map(|mut t| t.take()).unwrap_or_default()
 }
 
 /// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
@@ -585,10 +596,15 @@ mod tests {
         let mut tail = Tail::default();
         for i in 0..10_000 {
             tail.push_line(&format!("line {i} é"));
+            assert!(tail.text.len() <= 2 * TAIL_BYTES + MAX_LINE + 1);
         }
-        assert!(tail.text.len() <= TAIL_BYTES, "{}", tail.text.len());
-        assert!(tail.truncated);
-        assert!(tail.text.ends_with("line 9999 é\n"));
+        let (text, truncated) = tail.take();
+        assert!(text.len() <= TAIL_BYTES, "{}", text.len());
+        assert!(truncated);
+        assert!(text.ends_with("line 9999 é\n"));
+        let mut short = Tail::default();
+        short.push_line("only");
+        assert_eq!(short.take(), ("only\n".to_string(), false));
     }
 
     fn unix_now(at: Instant) -> f64 {
