@@ -196,7 +196,8 @@ pub struct TriggerRun {
 
 /// Runs the trigger once, at most `timeout` long, and records what happened. Never fails:
 /// a command that cannot start, fails or hangs is an outcome, not an error.
-/// `unix` maps the tokio clock onto the run's wall clock.
+/// `unix` maps the tokio clock onto the run's wall clock. The end is when the command
+/// exited (or was killed), not when its output was read.
 pub async fn run(
     command: &TriggerCommand,
     index: usize,
@@ -215,8 +216,7 @@ pub async fn run(
     );
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
-    let outcome = execute(command, index, timeout, scrubber, &stdout, &stderr).await;
-    let ended = Instant::now();
+    let (outcome, ended) = execute(command, index, timeout, scrubber, &stdout, &stderr).await;
     let (stdout_tail, out_cut) = take(&stdout);
     let (stderr_tail, err_cut) = take(&stderr);
     let run = TriggerRun {
@@ -256,11 +256,10 @@ async fn execute(
     scrubber: &Scrubber,
     stdout_tail: &Arc<Mutex<Tail>>,
     stderr_tail: &Arc<Mutex<Tail>>,
-) -> TriggerOutcome {
+) -> (TriggerOutcome, Instant) {
     let Some((program, args)) = command.argv.split_first() else {
-        return TriggerOutcome::CannotStart {
-            reason: "empty command".into(),
-        };
+        let reason = "empty command".into();
+        return (TriggerOutcome::CannotStart { reason }, Instant::now());
     };
     let mut child = match tokio::process::Command::new(program)
         .args(args)
@@ -275,9 +274,8 @@ async fn execute(
     {
         Ok(child) => child,
         Err(err) => {
-            return TriggerOutcome::CannotStart {
-                reason: format!("{program}: {err}"),
-            }
+            let reason = format!("{program}: {err}");
+            return (TriggerOutcome::CannotStart { reason }, Instant::now());
         }
     };
     // If this future is dropped (shutdown), the whole group goes, not only the child.
@@ -319,11 +317,10 @@ async fn execute(
         }
         Err(_) => {
             group.signal(libc::SIGTERM);
-            if tokio::time::timeout(KILL_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                group.signal(libc::SIGKILL);
+            let exited = tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok();
+            // What ignored SIGTERM, or outlived the child, goes now.
+            group.signal(libc::SIGKILL);
+            if !exited {
                 let _ = child.wait().await;
             }
             TriggerOutcome::TimedOut {
@@ -331,6 +328,7 @@ async fn execute(
             }
         }
     };
+    let ended = Instant::now();
     // Reaped: what it left running in the background is its own business now.
     group.0 = None;
     let drained = tokio::time::timeout(DRAIN, async {
@@ -344,7 +342,7 @@ async fn execute(
         );
         readers.abort_all();
     }
-    outcome
+    (outcome, ended)
 }
 
 /// Kills the trigger's process group when dropped before the trigger was reaped.
@@ -764,6 +762,55 @@ mod tests {
             gone(pid).await,
             "the trigger's grandchild {pid} survived the shutdown"
         );
+    }
+
+    #[tokio::test]
+    async fn a_background_process_holding_the_output_neither_delays_nor_hangs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("background.pid");
+        let raw = format!(
+            "sleep 30 & echo $! > {}; echo requested",
+            pid_file.display()
+        );
+        let began = std::time::Instant::now();
+        let r = run_raw(&raw, true, Duration::from_secs(10), &Scrubber::default()).await;
+        let took = began.elapsed();
+        let pid: libc::pid_t = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Left running by design (the trigger succeeded); this test cleans it up.
+        let still_running = alive(pid);
+        // SAFETY: kill(2) on the pid this test's trigger started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(
+            still_running,
+            "a successful trigger's background process is its own business"
+        );
+        assert_eq!(r.outcome, TriggerOutcome::Ok);
+        assert_eq!(r.stdout_tail, "requested\n");
+        assert!(r.duration_seconds < 0.5, "{}", r.duration_seconds);
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_trigger_that_ignores_sigterm_is_killed_too() {
+        let r = run_raw(
+            "trap '' TERM; echo stubborn; sleep 30",
+            true,
+            Duration::from_millis(200),
+            &Scrubber::default(),
+        )
+        .await;
+        assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.2 });
+        // SIGTERM, KILL_GRACE, then SIGKILL.
+        assert!(
+            r.duration_seconds >= 0.2 + KILL_GRACE.as_secs_f64() - 0.05 && r.duration_seconds < 5.0,
+            "{}",
+            r.duration_seconds
+        );
+        assert_eq!(r.stdout_tail, "stubborn\n");
     }
 
     #[tokio::test]
