@@ -128,13 +128,15 @@ pub fn judge(
         }
         for index in d.outage.iter().chain(&d.later_outages) {
             let Some(o) = outage(*index) else { continue };
-            match (o.write_unavailable_seconds, o.end_unix) {
-                (Some(seconds), _) if seconds > rto => failed.push(format!(
-                    "trigger {}: writes unavailable for {seconds:.3} s (outage {index}), over the \
-                     RTO objective ({rto} s)",
-                    d.trigger
-                )),
-                (Some(_), _) => {
+            match o.write_unavailable_seconds {
+                Some(seconds) => {
+                    if seconds > rto {
+                        failed.push(format!(
+                            "trigger {}: writes unavailable for {seconds:.3} s (outage {index}), \
+                             over the RTO objective ({rto} s)",
+                            d.trigger
+                        ));
+                    }
                     if o.lost_writes.is_none() {
                         invalid.push(format!(
                             "trigger {}: the acknowledged writes before outage {index} were never \
@@ -143,7 +145,7 @@ pub fn judge(
                         ));
                     }
                 }
-                (None, _) => {
+                None => {
                     let lasted = if Some(*index) == d.outage {
                         d.unavailable_at_run_end_seconds.unwrap_or(0.0)
                     } else {
@@ -356,12 +358,14 @@ mod tests {
         assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
         assert!(v.failed[0].contains("29.900 s after outage 1 began"), "{v}");
 
-        // Verification never finished.
+        // Verification never finished: invalid, and a missed RTO is still reported.
         let mut case = Case::forced();
         case.outages[0].lost_writes = None;
         let v = case.judge(objectives(120_000));
         assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
         assert!(v.invalid[0].contains("never verified"), "{v}");
+        let v = case.judge(objectives(100));
+        assert_eq!((v.failed.len(), v.invalid.len()), (1, 1), "{v}");
     }
 
     #[test]
