@@ -265,6 +265,15 @@ def scenarios():
         + [("PgdrillFailoverInProgress", 0, 9), ("PgdrillFailoverInProgress", 25, 40),
            ("PgdrillPrimaryChanged", 0, 9), ("PgdrillPrimaryChanged", 22, 40)],
     ))
+    # Ends 5 s after a scrape at 60 s (shifted): the evaluation at 13m still sees
+    # it in progress; measured on the evaluation's clock it would be 140 s.
+    out.append(scenario(
+        "failover of 115 s ending between a scrape and an evaluation pages nothing",
+        "Both replicas: outage from 640 s to 755 s (RTO 115 s).",
+        30,
+        lambda: [Replica(1, outages=[(640, 755, 30)]), Replica(2, outages=[(640, 755, 30)])],
+        quiet=[(a, 0, 30) for a in ["PgdrillWritesUnavailable", "PgdrillRTOObjectiveMissed"]],
+    ))
     out.append(scenario(
         "failover beyond the objective pages once per job, through a failed scrape",
         "Both replicas: outage from 10m to 16m (RTO 360 s); the first scrape at or after "

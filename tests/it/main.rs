@@ -6,6 +6,7 @@ mod drill;
 mod e2e;
 mod failover;
 mod lab;
+mod manifests;
 mod pgbouncer;
 mod pipeline;
 mod retention;
