@@ -1247,7 +1247,7 @@ fn every_alert_mutation_fails_a_unit_test() {
     for rule in all_rules() {
         if let Some(alert) = &rule.alert {
             assert!(
-                MUTATIONS.iter().any(|m| &m.rule == alert),
+                MUTATIONS.iter().any(|m| m.rule == alert),
                 "no mutation of {alert}"
             );
         }
