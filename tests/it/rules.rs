@@ -1751,7 +1751,7 @@ fn metrics_port_is_consistent() {
         .as_array()
         .expect("scrape_configs")
         .iter()
-        .filter(|j| str_of(j, "job_name") == Some("pgdrill"))
+        .filter(|j| str_of(j, "job_name") == Some("pgdrill-compose"))
         .flat_map(|j| j["static_configs"].as_array().into_iter().flatten())
         .flat_map(|s| s["targets"].as_array().into_iter().flatten())
         .filter_map(Value::as_str)
