@@ -30,7 +30,6 @@ pub mod shutdown;
 mod supervisor;
 mod telemetry;
 
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 

@@ -292,6 +292,12 @@ fn every_runbook_url_lands_on_its_runbook() {
                 continue;
             };
             let (path, fragment) = url.split_once('#').unwrap_or((url.as_str(), ""));
+            // The Azure template joins its `runbookBaseUrl` parameter (the user's published
+            // docs/runbooks.md) and the anchor: `[concat(parameters('runbookBaseUrl'), '#x')]`.
+            let (path, fragment) = match path.strip_prefix("[concat(parameters('runbookBaseUrl')") {
+                Some(_) => ("docs/runbooks.md", fragment.trim_end_matches("')]")),
+                None => (path, fragment),
+            };
             let want = alert.to_lowercase();
             if !path.ends_with("docs/runbooks.md") || fragment != want {
                 problems.push(format!(

@@ -7,6 +7,7 @@ mod e2e;
 mod failover;
 mod lab;
 mod load;
+mod manifests;
 mod metrics;
 mod outage;
 mod pgbouncer;
