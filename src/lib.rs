@@ -7,6 +7,7 @@
 //! The parts, each a folder; a module imports only those listed after it:
 //! - `config`: the command line, validated once into [`Config`]; only this file reads all of it.
 //! - `report`: the progress line and the summary (plain program state, not metrics).
+//! - `drill`: drills as code: the failover trigger, timing from it, the verdict.
 //! - `load`: the scheduler, the lanes, and `Outcomes`, the one recorder the lanes report to.
 //! - `failover`: the write-availability state machine, its monitor, the outage records.
 //! - `rpo`: the acknowledged-write ledger and its verification after an outage.
@@ -18,8 +19,6 @@ pub mod config;
 mod db;
 #[cfg(feature = "lab")]
 pub mod demo;
-// Drills as code (issue 14): wired into the daemon in a later step.
-#[allow(dead_code, unused_imports)]
 mod drill;
 mod error;
 mod failover;
@@ -41,6 +40,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use drill::{
+    DrillReport, InProcessReply, InProcessTrigger, Schedule, TriggerAction, TriggerConfig,
+    VerdictKind,
+};
 pub use error::StartError;
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
@@ -50,6 +53,8 @@ use db::identity::IdentityTracker;
 use db::pool::{ConnectSettings, DbPool, Manager};
 use db::retention;
 use db::table::Workload;
+use drill::scrub::Scrubber;
+use drill::DrillRun;
 use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
 use failover::outages::{Outages, WallClock};
@@ -92,6 +97,8 @@ struct Drill {
     verifier: Arc<Verifier>,
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
+    /// Only with a failover trigger.
+    drill: Option<Arc<DrillRun>>,
 }
 
 impl Drill {
@@ -121,6 +128,7 @@ impl Drill {
             detector.clone(),
             ledger.clone(),
             latency.clone(),
+            identity.clone(),
         ));
         let verifier = Arc::new(Verifier::new(
             pool.clone(),
@@ -151,7 +159,9 @@ impl Drill {
             idle_lanes: Default::default(),
             all_busy: Default::default(),
         });
+        let drill = drill_run(config, &metrics, &outages, &identity, &outcomes);
         Ok(Drill {
+            drill,
             run_id,
             started_at,
             metrics,
@@ -180,12 +190,18 @@ impl Drill {
             "pgdrill started"
         );
         let load_began = Instant::now();
+        if let Some(drill) = &self.drill {
+            let task = drill.clone().run(load_began, sup.token(Stage::Drill));
+            sup.spawn(Stage::Drill, task);
+        }
         // The scheduler runs here until `stop` or the end of --duration; returning, it
         // closes the backlog, and the drain begins.
         scheduler::run(config.rate, jobs_tx, &self.outcomes, &stop, config.duration).await;
         let elapsed = load_began.elapsed();
+        // A trigger still running when the load ends is killed; the drill is then invalid.
+        sup.stop(Stage::Drill).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
-        let summary = self.summary(config, elapsed, abandoned);
+        let summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;
         sup.finish().await;
@@ -271,8 +287,19 @@ impl Drill {
         abandoned
     }
 
-    fn summary(&self, config: &Config, elapsed: Duration, abandoned: u64) -> Summary {
+    fn summary(
+        &self,
+        config: &Config,
+        elapsed: Duration,
+        abandoned: u64,
+        load_end: Instant,
+    ) -> Summary {
+        let rpo = self.verifier.totals();
         let facts = RunFacts {
+            drill: self
+                .drill
+                .as_ref()
+                .map(|d| d.report(rpo.lost_writes, load_end)),
             run_id: self.run_id,
             target: config.target.redacted.clone(),
             started_at: self.started_at,
@@ -281,12 +308,51 @@ impl Drill {
             tally: self.outcomes.tally(),
             abandoned,
             primary_changes: self.identity.changes(),
-            rpo: self.verifier.totals(),
+            rpo,
             outages: self.outages.outages(),
             state_changes: self.outages.state_changes(),
         };
         Summary::collect(facts, &self.latency)
     }
+}
+
+/// The drill of a run with a failover trigger; a canary run has none.
+fn drill_run(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    outages: &Arc<Outages>,
+    identity: &Arc<IdentityTracker>,
+    outcomes: &Arc<Outcomes>,
+) -> Option<Arc<DrillRun>> {
+    let objectives = config.drill.objectives;
+    metrics
+        .drill
+        .rto_objective
+        .set(objectives.rto.as_secs_f64());
+    metrics
+        .drill
+        .rpo_objective
+        .set(i64::try_from(objectives.max_lost_writes).unwrap_or(i64::MAX));
+    let trigger = config.drill.trigger.clone()?;
+    let tally = outcomes.clone();
+    let sources = drill::Sources {
+        metrics: metrics.clone(),
+        outages: outages.clone(),
+        identity: identity.clone(),
+        counts: Box::new(move || {
+            let t = tally.tally();
+            (t.successes(), t.failed())
+        }),
+        target_rate: config.rate,
+    };
+    // The trigger's output and command line never show the DSN's password.
+    let password = config
+        .target
+        .pg
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let scrubber = Scrubber::new(password);
+    Some(DrillRun::new(trigger, objectives, sources, scrubber))
 }
 
 fn build_pool(

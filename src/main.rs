@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
             block_on(0, async {
                 match pgdrill::demo::drill(args).await {
-                    Ok(()) => ExitCode::SUCCESS,
+                    Ok(code) => ExitCode::from(code),
                     Err(err) => {
                         eprintln!("error: {err}");
                         ExitCode::FAILURE
@@ -96,7 +96,8 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        ExitCode::SUCCESS
+        // 0 pass or canary, 3 a failed drill, 4 an invalid one (docs/drills.md).
+        ExitCode::from(summary.exit_code())
     })
 }
 

@@ -12,6 +12,8 @@ use tokio_util::task::TaskTracker;
 /// supervisor's, so that one stage can be stopped while the later ones keep running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
+    /// The failover triggers of a drill (`--failover-command`).
+    Drill,
     Lanes,
     Retention,
     Monitor,
@@ -19,7 +21,7 @@ pub(crate) enum Stage {
     Http,
 }
 
-const STAGES: usize = 5;
+const STAGES: usize = 6;
 
 impl Stage {
     fn index(self) -> usize {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::drill::DrillArgs;
 pub use crate::telemetry::logging::LogFormat;
 
 /// The default `/metrics` port: in the exporter range, not taken by common exporters.
@@ -161,6 +162,10 @@ pub struct RunArgs {
     /// Log filter in RUST_LOG syntax (e.g. info,pgdrill=debug).
     #[arg(long, env = "RUST_LOG", default_value = "info,tokio_postgres=warn")]
     pub log_filter: String,
+
+    /// Drills as code: the failover trigger and the objectives (docs/drills.md).
+    #[command(flatten)]
+    pub drill: DrillArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -205,6 +210,12 @@ pub struct DemoArgs {
     /// Target transactions per second.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
+    /// The drill's objective: longest acceptable write unavailability (as for pgdrill runs).
+    #[arg(long, default_value = "120s")]
+    pub rto_objective: humantime::Duration,
+    /// The drill's objective: most acknowledged writes that may be lost.
+    #[arg(long, default_value_t = 0)]
+    pub rpo_objective: u64,
     /// Address for /metrics while the demo runs.
     #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
     pub listen: SocketAddr,

@@ -19,6 +19,7 @@ use crate::config::dsn::Target;
 use crate::db::credentials::PasswordSource;
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
+pub use crate::drill::DrillConfig;
 use crate::error::ConfigError;
 
 /// A fully validated configuration; only [`RunArgs::validate`] makes one.
@@ -51,6 +52,8 @@ pub struct Config {
     pub log_filter: String,
     pub password: PasswordSource,
     pub retention: Option<RetentionSettings>,
+    /// The failover trigger (none: a canary run) and the objectives of the verdict.
+    pub drill: DrillConfig,
 }
 
 fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
@@ -89,7 +92,9 @@ impl RunArgs {
         let query_mode = self.query_mode(&target);
         let password = self.password()?;
         let retention = self.retention()?;
+        let drill = self.drill.validate(duration)?;
         Ok(Config {
+            drill,
             target,
             query_mode,
             query_mode_auto: self.query_mode == QueryModeArg::Auto,

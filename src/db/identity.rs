@@ -1,10 +1,12 @@
 //! Which server are we writing to? Probed on every new connection, as an
 //! ordinary user: each fact degrades to unknown where it is not permitted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::telemetry::metrics::Metrics;
@@ -83,12 +85,22 @@ pub async fn probe(client: &Client) -> Identity {
     id
 }
 
+/// First acknowledged writes kept, one per primary change; a canary that fails over every
+/// minute for a week stays within it.
+pub const MAX_FIRST_WRITES: usize = 100_000;
+
 /// The primary we currently write to, and a signal when it changes.
 pub struct IdentityTracker {
     current: Mutex<Option<Identity>>,
     hosts: Vec<String>,
     metrics: Arc<Metrics>,
     changes: watch::Sender<u64>,
+    /// Primary changes seen, read on every acknowledged write (cheaper than `changes`).
+    generation: AtomicU64,
+    /// The generation whose first acknowledged write is recorded.
+    acked: AtomicU64,
+    /// When each new primary acknowledged its first write (the drills time failovers by it).
+    first_writes: Mutex<Vec<Instant>>,
 }
 
 impl IdentityTracker {
@@ -98,7 +110,35 @@ impl IdentityTracker {
             hosts,
             metrics,
             changes: watch::channel(0).0,
+            generation: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            first_writes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A write was acknowledged at `at`. The first one after a primary change was, as far as
+    /// clients can tell, the new primary's first: the change is observed on a new connection
+    /// before it takes a write, and the old primary's connections have failed by then (a
+    /// demoted, stopped or frozen server acknowledges nothing).
+    pub fn acknowledged(&self, at: Instant) {
+        let generation = self.generation.load(Ordering::Relaxed);
+        if generation > self.acked.load(Ordering::Relaxed)
+            && self.acked.fetch_max(generation, Ordering::Relaxed) < generation
+        {
+            if let Ok(mut writes) = self.first_writes.lock() {
+                if writes.len() < MAX_FIRST_WRITES {
+                    writes.push(at);
+                }
+            }
+        }
+    }
+
+    /// For each primary change so far (whose primary took a write), its first acknowledged write.
+    pub fn first_writes(&self) -> Vec<Instant> {
+        self.first_writes
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
     }
 
     pub fn current(&self) -> Option<Identity> {
@@ -141,6 +181,7 @@ impl IdentityTracker {
         self.metrics
             .set_primary_host(self.matching_host(id).as_deref());
         if changed {
+            self.generation.fetch_add(1, Ordering::Relaxed);
             self.metrics.primary_changes.inc();
             self.changes.send_modify(|n| *n += 1);
         }
@@ -197,5 +238,26 @@ mod tests {
         assert_eq!(metrics.server_timeline.get(), 2);
         assert_eq!((g("127.0.0.1:5001"), g("localhost:5002")), (0, 1));
         assert_eq!(*rx.borrow(), 1);
+    }
+
+    #[test]
+    fn the_first_write_after_each_change_is_recorded_once() {
+        let tracker = IdentityTracker::new(Vec::new(), Metrics::new(&[]));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        tracker.observe(&id(5001, 1));
+        tracker.acknowledged(at(1));
+        assert!(
+            tracker.first_writes().is_empty(),
+            "the first primary is no change"
+        );
+        tracker.observe(&id(5002, 2));
+        tracker.acknowledged(at(10));
+        tracker.acknowledged(at(11));
+        tracker.observe(&id(5002, 2));
+        tracker.acknowledged(at(12));
+        tracker.observe(&id(5001, 3));
+        tracker.acknowledged(at(20));
+        assert_eq!(tracker.first_writes(), vec![at(10), at(20)]);
     }
 }

@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::drill::schedule::{self, Schedule};
-use crate::drill::trigger::TriggerCommand;
+use crate::drill::trigger::{TriggerAction, TriggerCommand};
 use crate::error::ConfigError;
 
 /// `--failover-after` when only `--failover-command` is given.
@@ -58,7 +58,7 @@ pub struct DrillArgs {
 
     /// Longest acceptable write unavailability per failover; the same number as the
     /// pgdrill:rto_objective_seconds recording rule.
-    #[arg(long, env = "PGDRILL_RTO_OBJECTIVE", default_value = "30s")]
+    #[arg(long, env = "PGDRILL_RTO_OBJECTIVE", default_value = "120s")]
     pub rto_objective: humantime::Duration,
 
     /// Most acknowledged writes that may be lost in the run (found missing by
@@ -79,7 +79,7 @@ pub struct Objectives {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TriggerConfig {
-    pub command: TriggerCommand,
+    pub action: TriggerAction,
     pub schedule: Schedule,
     pub timeout: Duration,
 }
@@ -215,7 +215,7 @@ impl DrillArgs {
         }
         Ok(DrillConfig {
             trigger: Some(TriggerConfig {
-                command,
+                action: TriggerAction::Command(command),
                 schedule,
                 timeout,
             }),
@@ -250,7 +250,7 @@ mod tests {
     fn without_a_command_it_is_a_canary() {
         let c = args(&[]).unwrap();
         assert_eq!(c.trigger, None);
-        assert_eq!(c.objectives.rto, Duration::from_secs(30));
+        assert_eq!(c.objectives.rto, Duration::from_secs(120));
         assert_eq!(c.objectives.max_lost_writes, 0);
         // Objectives alone do nothing, and saying so is not an error.
         assert!(args(&["--rto-objective", "2m"]).is_ok());
@@ -266,9 +266,12 @@ mod tests {
         ])
         .unwrap();
         let t = c.trigger.unwrap();
-        assert_eq!(t.command.argv[0], "az");
-        assert_eq!(t.command.argv.len(), 10);
-        assert!(!t.command.shell);
+        let TriggerAction::Command(command) = &t.action else {
+            panic!("{t:?}")
+        };
+        assert_eq!(command.argv[0], "az");
+        assert_eq!(command.argv.len(), 10);
+        assert!(!t.action.shell());
         assert_eq!(
             t.schedule,
             Schedule {
@@ -303,7 +306,7 @@ mod tests {
         ])
         .unwrap();
         let t = c.trigger.unwrap();
-        assert!(t.command.shell);
+        assert!(t.action.shell());
         assert_eq!(t.schedule.last(), Duration::from_secs(60 + 4 * 100));
         assert_eq!(t.timeout, Duration::from_secs(90));
         assert_eq!(

@@ -9,11 +9,13 @@
 //! - [`timing`]: which outage belongs to which trigger, and the figures timed from the trigger.
 //! - [`verdict`]: PASS / FAIL / INVALID with reasons, and the exit codes a pipeline gates on.
 //! - [`stats`]: the distribution of each figure over repeated drills.
+//! - [`daemon`]: the drill inside a run (baselines from the tally, live metrics, report).
 //!
 //! Everything but the trigger runner ([`trigger::run`], [`runner::run_schedule`]) is pure;
 //! all of it is tested without a database.
 
 pub mod args;
+pub mod daemon;
 pub mod runner;
 pub mod schedule;
 pub mod scrub;
@@ -25,11 +27,12 @@ pub mod verdict;
 use serde::Serialize;
 
 pub use args::{DrillArgs, DrillConfig, Objectives, TriggerConfig};
+pub use daemon::{DrillRun, Sources};
 pub use schedule::Schedule;
-pub use stats::{Distribution, DrillDistribution};
-pub use timing::{attribute, baseline_span, Baseline, Counts, DrillTiming, OutageFacts};
-pub use trigger::{TriggerCommand, TriggerOutcome, TriggerRun};
-pub use verdict::{judge, Verdict, VerdictKind, EXIT_FAIL, EXIT_INVALID};
+pub use stats::DrillDistribution;
+pub use timing::{attribute, Baseline, DrillTiming, OutageFacts};
+pub use trigger::{InProcessReply, InProcessTrigger, TriggerAction, TriggerRun};
+pub use verdict::{judge, Verdict, VerdictKind};
 
 /// Everything the summary JSON and the report show about the drills of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -78,8 +81,8 @@ impl DrillReport {
             facts.lost_writes_in_run,
         );
         DrillReport {
-            command: config.command.display.clone(),
-            shell: config.command.shell,
+            command: config.action.display().to_string(),
+            shell: config.action.shell(),
             objectives,
             triggers: facts.triggers,
             baselines: facts.baselines,

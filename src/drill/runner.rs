@@ -60,7 +60,7 @@ pub async fn run_schedule(
             at: Instant::now(),
         });
         let run = tokio::select! {
-            run = trigger::run(&config.command, index, planned, config.timeout, scrubber, unix) => run,
+            run = trigger::run(&config.action, index, planned, config.timeout, scrubber, unix) => run,
             _ = stop.cancelled() => {
                 tracing::warn!(trigger = index, "run stopped while the failover trigger ran; killed it");
                 break;
@@ -78,7 +78,7 @@ mod tests {
 
     use super::*;
     use crate::drill::schedule::Schedule;
-    use crate::drill::trigger::{TriggerCommand, TriggerOutcome};
+    use crate::drill::trigger::{TriggerAction, TriggerCommand, TriggerOutcome};
 
     fn unix(at: Instant) -> f64 {
         let now = std::time::SystemTime::now()
@@ -89,7 +89,7 @@ mod tests {
 
     fn config(raw: &str, after_ms: u64, every_ms: u64, count: u32) -> TriggerConfig {
         TriggerConfig {
-            command: TriggerCommand::parse(raw, false).unwrap(),
+            action: TriggerAction::Command(TriggerCommand::parse(raw, false).unwrap()),
             schedule: Schedule {
                 after: Duration::from_millis(after_ms),
                 every: Some(Duration::from_millis(every_ms)),

@@ -93,15 +93,9 @@ pub fn attribute(
             let next = triggers
                 .get(i + 1)
                 .map_or(f64::INFINITY, |next| next.started_unix);
-            // Windows do not overlap: the slack before the next trigger is the next one's.
-            let mut mine = outages.iter().filter(|o| {
-                o.start_unix >= from - ATTRIBUTION_SLACK && o.start_unix < next - ATTRIBUTION_SLACK
-            });
-            let outage = mine.next();
-            let later_outages = mine.map(|o| o.index).collect();
-            let new_primary = new_primary_writes_unix
-                .iter()
-                .find(|at| **at >= from && **at < next);
+            let (mine, new_primary) = in_window(from, next, outages, new_primary_writes_unix);
+            let outage = mine.first().copied();
+            let later_outages = mine.iter().skip(1).map(|o| o.index).collect();
             DrillTiming {
                 trigger: t.index,
                 outage: outage.map(|o| o.index),
@@ -118,6 +112,29 @@ pub fn attribute(
             }
         })
         .collect()
+}
+
+/// What belongs to the trigger that started at `from` (Unix seconds) when the next one
+/// starts at `next`: the outages that began in its window, in order, and the first write
+/// a new primary acknowledged in it.
+pub fn in_window<'a>(
+    from: f64,
+    next: f64,
+    outages: &'a [OutageFacts],
+    new_primary_writes_unix: &[f64],
+) -> (Vec<&'a OutageFacts>, Option<f64>) {
+    // Windows do not overlap: the slack before the next trigger is the next one's.
+    let mine = outages
+        .iter()
+        .filter(|o| {
+            o.start_unix >= from - ATTRIBUTION_SLACK && o.start_unix < next - ATTRIBUTION_SLACK
+        })
+        .collect();
+    let new_primary = new_primary_writes_unix
+        .iter()
+        .copied()
+        .find(|at| *at >= from && *at < next);
+    (mine, new_primary)
 }
 
 /// How long before trigger `k` (0-based) the baseline is judged: up to

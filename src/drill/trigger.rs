@@ -9,6 +9,7 @@ use std::time::Duration;
 use rustix::process::{kill_process_group, Pid, Signal};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::drill::scrub::{scrub_patterns, Scrubber};
@@ -75,6 +76,63 @@ impl TriggerCommand {
     }
 }
 
+/// What a trigger does: run a command, or ask the owner of an in-process lab.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerAction {
+    Command(TriggerCommand),
+    InProcess(InProcessTrigger),
+}
+
+impl TriggerAction {
+    /// For logs and the report: the command as given (passwords removed) or the lab action.
+    pub fn display(&self) -> &str {
+        match self {
+            TriggerAction::Command(c) => &c.display,
+            TriggerAction::InProcess(t) => &t.name,
+        }
+    }
+
+    pub fn shell(&self) -> bool {
+        matches!(self, TriggerAction::Command(c) if c.shell)
+    }
+}
+
+/// The answer to one in-process trigger request: text for the report, or why it failed.
+pub type InProcessReply = Result<String, String>;
+
+/// A failover performed inside this process by whoever owns the lab (`pgdrill demo`): the
+/// runner asks over a channel and waits for the answer, timed and recorded like a command.
+/// The lab stays with its owner (its freeze, DNS and role bookkeeping live there), so each
+/// failure mode is just another action the owner runs when asked.
+#[derive(Debug, Clone)]
+pub struct InProcessTrigger {
+    pub name: String,
+    requests: mpsc::Sender<oneshot::Sender<InProcessReply>>,
+}
+
+impl PartialEq for InProcessTrigger {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.requests.same_channel(&other.requests)
+    }
+}
+
+impl InProcessTrigger {
+    /// The trigger, and the requests its owner must answer (one per failover).
+    pub fn new(
+        name: impl Into<String>,
+    ) -> (
+        InProcessTrigger,
+        mpsc::Receiver<oneshot::Sender<InProcessReply>>,
+    ) {
+        let (requests, rx) = mpsc::channel(1);
+        let trigger = InProcessTrigger {
+            name: name.into(),
+            requests,
+        };
+        (trigger, rx)
+    }
+}
+
 /// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
 /// expansions, a leading `~`), which an argv would pass on literally.
 fn shell_syntax(raw: &str) -> Option<String> {
@@ -138,18 +196,20 @@ pub enum TriggerOutcome {
     TimedOut {
         after_seconds: f64,
     },
+    /// An in-process (lab) action reported failure.
+    Failed {
+        reason: String,
+    },
 }
 
 impl TriggerOutcome {
-    /// The `outcome` label values, for pre-creating series.
-    pub const LABELS: [&'static str; 4] = ["ok", "cannot_start", "exited_non_zero", "timed_out"];
-
     pub fn label(&self) -> &'static str {
         match self {
             TriggerOutcome::Ok => "ok",
             TriggerOutcome::CannotStart { .. } => "cannot_start",
             TriggerOutcome::ExitedNonZero { .. } => "exited_non_zero",
             TriggerOutcome::TimedOut { .. } => "timed_out",
+            TriggerOutcome::Failed { .. } => "failed",
         }
     }
 
@@ -173,6 +233,7 @@ impl TriggerOutcome {
             TriggerOutcome::TimedOut { after_seconds } => Some(format!(
                 "did not finish within --failover-timeout ({after_seconds:.0} s) and was killed"
             )),
+            TriggerOutcome::Failed { reason } => Some(format!("failed: {reason}")),
         }
     }
 }
@@ -200,7 +261,7 @@ pub struct TriggerRun {
 /// `unix` maps the tokio clock onto the run's wall clock. The end is when the command
 /// exited (or was killed), not when its output was read.
 pub async fn run(
-    command: &TriggerCommand,
+    action: &TriggerAction,
     index: usize,
     planned: Instant,
     timeout: Duration,
@@ -211,13 +272,20 @@ pub async fn run(
     tracing::info!(
         event = "trigger_started",
         trigger = index,
-        command = %command.display,
+        command = %action.display(),
         late_seconds = format!("{:.3}", (started - planned).as_secs_f64()),
         "running the failover trigger"
     );
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
-    let (outcome, ended) = execute(command, index, timeout, scrubber, &stdout, &stderr).await;
+    let (outcome, ended) = match action {
+        TriggerAction::Command(command) => {
+            execute(command, index, timeout, scrubber, &stdout, &stderr).await
+        }
+        TriggerAction::InProcess(trigger) => {
+            ask(trigger, timeout, scrubber, &stdout, &stderr).await
+        }
+    };
     let (stdout_tail, out_cut) = take(&stdout);
     let (stderr_tail, err_cut) = take(&stderr);
     let run = TriggerRun {
@@ -349,6 +417,46 @@ async fn execute(
         readers.abort_all();
     }
     (outcome, ended)
+}
+
+/// Asks the owner of the in-process lab to fail over and waits, at most `timeout`, for
+/// its answer; the answer's text is kept like a command's output.
+async fn ask(
+    trigger: &InProcessTrigger,
+    timeout: Duration,
+    scrubber: &Scrubber,
+    stdout_tail: &Mutex<Tail>,
+    stderr_tail: &Mutex<Tail>,
+) -> (TriggerOutcome, Instant) {
+    let (reply, answer) = oneshot::channel();
+    if trigger.requests.send(reply).await.is_err() {
+        let reason = format!("{}: nobody runs the lab any more", trigger.name);
+        return (TriggerOutcome::CannotStart { reason }, Instant::now());
+    }
+    let keep = |tail: &Mutex<Tail>, text: &str| {
+        if let Ok(mut t) = tail.lock() {
+            text.lines().for_each(|l| t.push_line(&scrubber.scrub(l)));
+        }
+    };
+    let outcome = match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(Ok(text))) => {
+            keep(stdout_tail, &text);
+            TriggerOutcome::Ok
+        }
+        Ok(Ok(Err(reason))) => {
+            keep(stderr_tail, &reason);
+            TriggerOutcome::Failed {
+                reason: scrubber.scrub(&reason),
+            }
+        }
+        Ok(Err(_)) => TriggerOutcome::Failed {
+            reason: format!("{}: the lab dropped the request", trigger.name),
+        },
+        Err(_) => TriggerOutcome::TimedOut {
+            after_seconds: timeout.as_secs_f64(),
+        },
+    };
+    (outcome, Instant::now())
 }
 
 /// Kills the trigger's process group when dropped before the trigger was reaped.
@@ -619,8 +727,94 @@ mod tests {
     }
 
     async fn run_raw(raw: &str, shell: bool, timeout: Duration, scrubber: &Scrubber) -> TriggerRun {
-        let c = TriggerCommand::parse(raw, shell).unwrap();
+        let c = TriggerAction::Command(TriggerCommand::parse(raw, shell).unwrap());
         run(&c, 1, Instant::now(), timeout, scrubber, unix_now).await
+    }
+
+    #[test]
+    fn every_outcome_label_is_precreated_on_metrics() {
+        use crate::telemetry::metrics::TRIGGER_OUTCOMES;
+        let outcomes = [
+            TriggerOutcome::Ok,
+            TriggerOutcome::CannotStart {
+                reason: String::new(),
+            },
+            TriggerOutcome::ExitedNonZero {
+                code: Some(1),
+                signal: None,
+            },
+            TriggerOutcome::TimedOut { after_seconds: 1.0 },
+            TriggerOutcome::Failed {
+                reason: String::new(),
+            },
+        ];
+        let labels: Vec<_> = outcomes.iter().map(TriggerOutcome::label).collect();
+        assert_eq!(labels, TRIGGER_OUTCOMES);
+    }
+
+    #[tokio::test]
+    async fn an_in_process_trigger_is_timed_and_recorded_like_a_command() {
+        let (trigger, mut requests) = InProcessTrigger::new("lab: forced failover");
+        let action = TriggerAction::InProcess(trigger);
+        let scrubber = Scrubber::new(["hunter2".to_string()]);
+        let answers = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(reply) = requests.recv().await {
+                n += 1;
+                let answer = match n {
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok("promoted b\nwritable after 0.1 s".to_string())
+                    }
+                    2 => Err("no standby (password hunter2)".to_string()),
+                    // Never answered: the runner's timeout decides.
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Ok(String::new())
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+        });
+        let go = |timeout_ms| {
+            let action = action.clone();
+            let scrubber = scrubber.clone();
+            async move {
+                run(
+                    &action,
+                    1,
+                    Instant::now(),
+                    Duration::from_millis(timeout_ms),
+                    &scrubber,
+                    unix_now,
+                )
+                .await
+            }
+        };
+        let ok = go(5_000).await;
+        assert_eq!(ok.outcome, TriggerOutcome::Ok);
+        assert_eq!(ok.stdout_tail, "promoted b\nwritable after 0.1 s\n");
+        assert!(ok.duration_seconds >= 0.1, "{ok:?}");
+        let failed = go(5_000).await;
+        assert_eq!(
+            failed.outcome,
+            TriggerOutcome::Failed {
+                reason: "no standby (password REDACTED)".into()
+            }
+        );
+        assert_eq!(failed.outcome.label(), "failed");
+        let slow = go(200).await;
+        assert_eq!(
+            slow.outcome,
+            TriggerOutcome::TimedOut { after_seconds: 0.2 }
+        );
+        answers.abort();
+        let _ = answers.await;
+        let gone = go(1_000).await;
+        assert!(
+            matches!(&gone.outcome, TriggerOutcome::CannotStart { reason } if reason.contains("nobody runs the lab")),
+            "{gone:?}"
+        );
     }
 
     #[tokio::test]
@@ -736,7 +930,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("grandchild.pid");
         let raw = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
-        let c = TriggerCommand::parse(&raw, true).unwrap();
+        let c = TriggerAction::Command(TriggerCommand::parse(&raw, true).unwrap());
         let task = tokio::spawn(async move {
             let none = Scrubber::default();
             run(

@@ -417,5 +417,8 @@ mod tests {
         let codes: Vec<u8> = VerdictKind::ALL.iter().map(|k| k.exit_code()).collect();
         assert_eq!(codes, [0, 3, 4]);
         assert!(!codes.contains(&1) && !codes.contains(&2));
+        for kind in VerdictKind::ALL {
+            assert!(crate::telemetry::metrics::DRILL_VERDICTS.contains(&kind.as_str()));
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::db::identity::IdentityTracker;
 use crate::error::{classify, ErrorClass};
 use crate::failover::machine::Detector;
 use crate::load::scheduler::Job;
@@ -85,6 +86,7 @@ pub(crate) struct Outcomes {
     detector: Arc<Detector>,
     ledger: Arc<Mutex<Ledger>>,
     latency: LatencyBook,
+    identity: Arc<IdentityTracker>,
     tally: Tally,
 }
 
@@ -94,12 +96,14 @@ impl Outcomes {
         detector: Arc<Detector>,
         ledger: Arc<Mutex<Ledger>>,
         latency: LatencyBook,
+        identity: Arc<IdentityTracker>,
     ) -> Outcomes {
         Outcomes {
             metrics,
             detector,
             ledger,
             latency,
+            identity,
             tally: Tally::default(),
         }
     }
@@ -168,6 +172,7 @@ impl LaneOutcomes {
             s.record(latency, service);
         }
         o.detector.success(done);
+        o.identity.acknowledged(done);
         if let Ok(mut ledger) = o.ledger.lock() {
             ledger.ack(job.seq, id, done);
         }
@@ -205,6 +210,7 @@ mod tests {
             detector.clone(),
             ledger,
             LatencyBook::default(),
+            Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
         ));
         (outcomes, metrics, detector)
     }

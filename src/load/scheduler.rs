@@ -225,17 +225,20 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    use crate::db::identity::IdentityTracker;
     use crate::failover::machine::Detector;
     use crate::rpo::ledger::Ledger;
     use crate::telemetry::latency::LatencyBook;
     use crate::telemetry::metrics::Metrics;
 
     fn outcomes() -> Outcomes {
+        let metrics = Metrics::new(&[]);
         Outcomes::new(
-            Metrics::new(&[]),
+            metrics.clone(),
             Arc::new(Detector::default()),
             Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
             LatencyBook::default(),
+            Arc::new(IdentityTracker::new(Vec::new(), metrics)),
         )
     }
 

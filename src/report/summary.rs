@@ -9,6 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::drill::DrillReport;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
@@ -67,6 +68,9 @@ pub struct Summary {
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
     pub unknown_outcome_not_committed: u64,
+    /// Only with a failover trigger: the triggers, the figures timed from them, the verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillReport>,
 }
 
 /// Everything the summary is made of, gathered by the wiring once the run has drained.
@@ -83,6 +87,7 @@ pub(crate) struct RunFacts {
     pub rpo: RpoTotals,
     pub outages: Vec<OutageRecord>,
     pub state_changes: Vec<StateChange>,
+    pub drill: Option<DrillReport>,
 }
 
 impl Summary {
@@ -123,6 +128,7 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: facts.rpo.unknown_committed,
             unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
+            drill: facts.drill,
         }
     }
 }
@@ -202,11 +208,22 @@ impl fmt::Display for Summary {
                 opt_secs(o.rpo_seconds)
             )?;
         }
+        if let Some(drill) = &self.drill {
+            writeln!(f, "{drill}")?;
+        }
         Ok(())
     }
 }
 
 impl Summary {
+    /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
+    /// 3 for a failed drill, 4 for an invalid one.
+    pub fn exit_code(&self) -> u8 {
+        self.drill
+            .as_ref()
+            .map_or(0, |d| d.verdict.verdict.exit_code())
+    }
+
     /// `--summary-json`: the summary, pretty-printed.
     pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub password_errors: IntCounter,
     pub retention_rows_deleted: IntCounter,
     pub retention_errors: PerClass,
+
+    pub drill: DrillMetrics,
 }
 
 /// One counter per error class, resolved once so the hot path indexes an array
@@ -245,6 +247,7 @@ impl Metrics {
             password_errors: counter(r, "pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command."),
             retention_rows_deleted: counter(r, "pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup."),
             retention_errors: PerClass::new(r, "pgdrill_retention_errors_total", "Retention cleanup batches that failed, by error class."),
+            drill: DrillMetrics::new(r),
             registry,
         })
     }
@@ -283,6 +286,66 @@ impl Metrics {
             tracing::error!(%err, "encoding metrics failed");
         }
         (body, encoder.format_type().to_string())
+    }
+}
+
+/// Values of `pgdrill_drill_verdict{verdict}`: `none` in a canary run (no trigger),
+/// `pending` until a drill's verdict exists.
+pub const DRILL_VERDICTS: [&str; 5] = ["none", "pending", "pass", "fail", "invalid"];
+
+/// Values of `pgdrill_failover_triggers_total{outcome}`.
+pub const TRIGGER_OUTCOMES: [&str; 5] = [
+    "ok",
+    "cannot_start",
+    "exited_non_zero",
+    "timed_out",
+    "failed",
+];
+
+/// Drills as code (`--failover-command`): the triggers, the figures timed from them, the
+/// verdict and the objectives it is judged against.
+pub struct DrillMetrics {
+    pub trigger_timestamp: Gauge,
+    pub trigger_end_timestamp: Gauge,
+    triggers: IntCounterVec,
+    pub first_failed_write: Gauge,
+    pub new_primary_write: Gauge,
+    pub verdict: StateSet,
+    pub rto_objective: Gauge,
+    pub rpo_objective: IntGauge,
+}
+
+impl DrillMetrics {
+    fn new(r: &Registry) -> DrillMetrics {
+        let triggers = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "pgdrill_failover_triggers_total",
+                    "Failover triggers run, by outcome (only ok makes a valid drill).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+        );
+        for outcome in TRIGGER_OUTCOMES {
+            triggers.with_label_values(&[outcome]);
+        }
+        DrillMetrics {
+            trigger_timestamp: gauge(r, "pgdrill_failover_trigger_timestamp_seconds", "Unix time the last failover trigger started (0 before any)."),
+            trigger_end_timestamp: gauge(r, "pgdrill_failover_trigger_end_timestamp_seconds", "Unix time the last failover trigger ended (0 before any; older than the start while one runs)."),
+            triggers,
+            first_failed_write: gauge(r, "pgdrill_failover_first_failed_write_seconds", "Last trigger's start to the first failed write after it (how long clients kept writing); 0 until measured."),
+            new_primary_write: gauge(r, "pgdrill_failover_new_primary_write_seconds", "Last trigger's start to the first write acknowledged by a new primary; 0 until measured."),
+            verdict: StateSet::new(r, "pgdrill_drill_verdict", "Drill verdict state set: none without a trigger, pending until the run ends, then pass, fail or invalid.", "verdict", &DRILL_VERDICTS),
+            rto_objective: gauge(r, "pgdrill_rto_objective_seconds", "--rto-objective: the longest acceptable write unavailability per failover."),
+            rpo_objective: int_gauge(r, "pgdrill_rpo_objective_lost_writes", "--rpo-objective: the most acknowledged writes a drill may lose."),
+        }
+    }
+
+    /// Counts one finished trigger; `outcome` is one of [`TRIGGER_OUTCOMES`].
+    pub fn trigger_ended(&self, outcome: &str) {
+        self.triggers.with_label_values(&[outcome]).inc();
     }
 }
 
@@ -363,6 +426,13 @@ mod tests {
         assert!(text.contains("pgdrill_failover_state{state=\"healthy\"} 1"));
         assert!(text.contains("pgdrill_failover_state{state=\"outage\"} 0"));
         assert!(text.contains("pgdrill_host_is_primary{host=\"127.0.0.1:5432\"} 0"));
+        for outcome in TRIGGER_OUTCOMES {
+            let series = format!("pgdrill_failover_triggers_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
+        }
+        assert!(text.contains("pgdrill_drill_verdict{verdict=\"none\"} 1"));
+        assert!(text.contains("pgdrill_drill_verdict{verdict=\"fail\"} 0"));
+        assert!(text.contains("pgdrill_failover_trigger_timestamp_seconds 0"));
     }
 
     #[test]
