@@ -3,6 +3,7 @@
 mod cli;
 mod credentials;
 mod docs;
+mod drills;
 mod e2e;
 mod failover;
 mod lab;

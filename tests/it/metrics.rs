@@ -25,6 +25,17 @@ pub(crate) const NOT_CHARTED: &[&str] = &[
     // pgdrill_connection_errors_total{class="auth"}.
     "pgdrill_password_refreshes_total",
     "pgdrill_password_errors_total",
+    // Drills as code (docs/drills.md): the verdict is the exit status and the summary; no
+    // dashboard or rule reads these yet (pgdrill_rto_objective_seconds is there for the
+    // pgdrill:rto_objective_seconds rule to read one day).
+    "pgdrill_failover_trigger_timestamp_seconds",
+    "pgdrill_failover_trigger_end_timestamp_seconds",
+    "pgdrill_failover_triggers_total",
+    "pgdrill_failover_first_failed_write_seconds",
+    "pgdrill_failover_new_primary_write_seconds",
+    "pgdrill_drill_verdict",
+    "pgdrill_rto_objective_seconds",
+    "pgdrill_rpo_objective_lost_writes",
 ];
 
 /// Metric family names (from `# TYPE name kind`) of a text exposition.

@@ -1,0 +1,407 @@
+//! Drills as code against the real lab and the real binary: pgdrill runs the failover
+//! trigger itself, times the failover from it, and exits with the verdict (0 pass, 3 fail,
+//! 4 invalid).
+//!
+//! The triggers are ordinary commands, as in production: a forced failover is `kill -QUIT`
+//! of the primary's postmaster (an immediate stop) and `pg_promote()` on the standby through
+//! psql; repeated failovers restart the single primary in place (`pg_ctl restart -m
+//! immediate`), which pgdrill sees as a new primary (a new postmaster start time).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgdrill_lab::{Lab, Node, ReplicationMode, StopMode};
+use serde_json::Value;
+
+use crate::support::drill::{metric, try_http_get, Binary};
+use crate::support::{eventually, free_port, start_lab, start_single};
+
+/// A finished drill run of the binary.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    summary: Value,
+}
+
+/// Runs the binary with `args` (plus a listen address and a summary file), at most `limit`.
+/// `during` runs while it does, with the `/metrics` address.
+async fn run_drill<F, Fut>(args: &[&str], limit: Duration, during: F) -> Run
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("summary.json");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let json_arg = json.display().to_string();
+    let mut argv = vec![
+        "--listen",
+        &listen,
+        "--summary-json",
+        &json_arg,
+        "--progress-interval",
+        "1s",
+    ];
+    argv.extend_from_slice(args);
+    let bin = Binary::spawn(&argv);
+    during(listen.parse().expect("listen address")).await;
+    let (status, stdout, stderr) = bin.wait(limit).await;
+    println!(
+        "{stdout}\n--- stderr (last 4 kB) ---\n{}",
+        tail(&stderr, 4096)
+    );
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{json:?}: {e}"));
+    Run {
+        code: status.code(),
+        stdout,
+        summary: serde_json::from_str(&text).expect("summary JSON"),
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut cut = s.len().saturating_sub(n);
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    &s[cut..]
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn psql(lab: &Lab) -> PathBuf {
+    let bundled = lab.bin_dir().join("psql");
+    if bundled.exists() {
+        bundled
+    } else {
+        PathBuf::from("psql")
+    }
+}
+
+fn postmaster_pid(data_dir: &Path) -> String {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).expect("postmaster.pid");
+    text.lines().next().expect("pid line").trim().to_string()
+}
+
+/// A forced failover as one command: after `delay_s`, the primary's postmaster gets SIGQUIT
+/// (immediate stop, as a crash), then the standby is promoted and the command waits for the
+/// promotion (`pg_promote()` waits up to 60 s by default).
+fn forced_failover_command(lab: &Lab, delay_s: f64) -> String {
+    let old = lab.primary();
+    let new = lab.standby().expect("a standby");
+    let pid = postmaster_pid(&lab.base_dir().join(if old == Node::A { "a" } else { "b" }));
+    format!(
+        "sh -c 'sleep {delay_s}; kill -QUIT {pid} && exec {psql} -X -At -h {sock} -p {port} \
+         -U postgres -d postgres -c \"SELECT pg_promote()\"'",
+        psql = psql(lab).display(),
+        sock = lab.base_dir().display(),
+        port = lab.port(new),
+    )
+}
+
+/// The first trigger's drill figures and the outage attributed to it.
+fn first_drill(summary: &Value) -> (&Value, &Value, &Value) {
+    let drill = &summary["drill"];
+    let trigger = &drill["triggers"][0];
+    let timing = &drill["drills"][0];
+    let index = timing["outage"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no outage attributed: {drill}"));
+    let outage = summary["outages"]
+        .as_array()
+        .expect("outages")
+        .iter()
+        .find(|o| o["index"].as_u64() == Some(index))
+        .expect("the attributed outage is recorded");
+    (trigger, timing, outage)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_trigger() {
+    let lab = start_lab(Some(ReplicationMode::Sync)).await;
+    let dsn = lab.multi_host_dsn();
+    let command = forced_failover_command(&lab, 0.2);
+    let run = run_drill(
+        &[
+            "--dsn",
+            &dsn,
+            "--rate",
+            "200",
+            "--duration",
+            "10s",
+            "--failover-command",
+            &command,
+            "--failover-after",
+            "4s",
+            "--rto-objective",
+            "30s",
+        ],
+        Duration::from_secs(60),
+        |addr| async move {
+            // Live on /metrics while the run goes on: the verdict is pending, the trigger
+            // counted, then the figure timed from it.
+            eventually(
+                Duration::from_secs(20),
+                "trigger counted on /metrics",
+                || async move {
+                    let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+                    metric(&text, "pgdrill_failover_triggers_total{outcome=\"ok\"}") == 1.0
+                        && metric(&text, "pgdrill_failover_new_primary_write_seconds") > 0.0
+                        && metric(&text, "pgdrill_drill_verdict{verdict=\"pending\"}") == 1.0
+                        && metric(&text, "pgdrill_rto_objective_seconds") == 30.0
+                },
+            )
+            .await;
+        },
+    )
+    .await;
+    let drill = &run.summary["drill"];
+    assert_eq!(run.code, Some(0), "a pass exits 0: {drill}");
+    assert_eq!(drill["verdict"]["verdict"], "pass", "{drill}");
+    assert!(run.stdout.contains("verdict: PASS"), "{}", run.stdout);
+
+    let (trigger, timing, outage) = first_drill(&run.summary);
+    assert_eq!(trigger["outcome"]["kind"], "ok");
+    let started = f(&trigger["started_unix"]);
+    let ended = f(&trigger["ended_unix"]);
+    let outage_start = f(&outage["start_unix"]);
+    // The trigger's timestamps bracket the outage's start: it waits 0.2 s, then kills.
+    assert!(
+        started + 0.2 <= outage_start && outage_start <= ended,
+        "trigger {started}..{ended}, outage began {outage_start}"
+    );
+    // Clients kept writing for the 0.2 s the trigger waited (and not much longer).
+    let first_failed = f(&timing["trigger_to_first_failed_write_seconds"]);
+    assert!(
+        (first_failed - (outage_start - started)).abs() < 1e-6,
+        "{timing}"
+    );
+    assert!((0.2..1.0).contains(&first_failed), "{timing}");
+    // The new primary took its first write after the outage began, within the outage's end.
+    let new_primary = f(&timing["trigger_to_new_primary_write_seconds"]);
+    let unavailable = f(&outage["write_unavailable_seconds"]);
+    assert_eq!(f(&timing["write_unavailable_seconds"]), unavailable);
+    assert!(
+        new_primary > first_failed && new_primary <= first_failed + unavailable + 0.001,
+        "{timing} {outage}"
+    );
+    assert_eq!(timing["lost_writes"], 0, "sync replication loses nothing");
+    assert_eq!(run.summary["primary_changes"], 1);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_failover_fails_a_one_millisecond_objective_with_exit_3() {
+    let lab = start_lab(Some(ReplicationMode::Sync)).await;
+    let dsn = lab.multi_host_dsn();
+    let command = forced_failover_command(&lab, 0.0);
+    let run = run_drill(
+        &[
+            "--dsn",
+            &dsn,
+            "--rate",
+            "200",
+            "--duration",
+            "9s",
+            "--failover-command",
+            &command,
+            "--failover-after",
+            "4s",
+            "--rto-objective",
+            "1ms",
+        ],
+        Duration::from_secs(60),
+        |_| async {},
+    )
+    .await;
+    let verdict = &run.summary["drill"]["verdict"];
+    assert_eq!(run.code, Some(3), "a failed drill exits 3: {verdict}");
+    assert_eq!(verdict["verdict"], "fail");
+    let reasons = verdict["failed"].to_string();
+    assert!(
+        reasons.contains("over the RTO objective (0.001 s)"),
+        "{reasons}"
+    );
+    assert_eq!(verdict["invalid"].as_array().map(Vec::len), Some(0));
+    assert!(run.stdout.contains("verdict: FAIL"), "{}", run.stdout);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_that_exits_1_makes_the_drill_invalid_with_exit_4() {
+    let lab = start_single(None).await;
+    let dsn = lab.dsn(Node::A);
+    let run = run_drill(
+        &[
+            "--dsn",
+            &dsn,
+            "--rate",
+            "200",
+            "--duration",
+            "5s",
+            "--failover-command",
+            "sh -c 'echo no such server >&2; exit 1'",
+            "--failover-after",
+            "2s",
+        ],
+        Duration::from_secs(30),
+        |addr| async move {
+            eventually(
+                Duration::from_secs(15),
+                "failed trigger counted",
+                || async move {
+                    let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+                    metric(
+                        &text,
+                        "pgdrill_failover_triggers_total{outcome=\"exited_non_zero\"}",
+                    ) == 1.0
+                },
+            )
+            .await;
+        },
+    )
+    .await;
+    let drill = &run.summary["drill"];
+    assert_eq!(run.code, Some(4), "an invalid drill exits 4: {drill}");
+    assert_eq!(drill["verdict"]["verdict"], "invalid");
+    let reasons = drill["verdict"]["invalid"].to_string();
+    assert!(
+        reasons.contains("trigger 1 exited with status 1"),
+        "{reasons}"
+    );
+    let trigger = &drill["triggers"][0];
+    assert_eq!(trigger["outcome"]["code"], 1);
+    assert_eq!(trigger["stderr_tail"], "no such server\n");
+    // Load kept going to the end as configured.
+    assert!(f(&run.summary["duration_seconds"]) >= 4.9);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_with_the_primary_down_makes_the_drill_invalid() {
+    let lab = start_single(None).await;
+    let dsn = lab.dsn(Node::A);
+    lab.stop(Node::A, StopMode::Fast).await.expect("stop");
+    let run = run_drill(
+        &[
+            "--dsn",
+            &dsn,
+            "--rate",
+            "100",
+            "--duration",
+            "4s",
+            "--failover-command",
+            "true",
+            "--failover-after",
+            "2s",
+        ],
+        Duration::from_secs(30),
+        |_| async {},
+    )
+    .await;
+    let drill = &run.summary["drill"];
+    assert_eq!(run.code, Some(4), "{drill}");
+    assert_eq!(drill["verdict"]["verdict"], "invalid");
+    let reasons = drill["verdict"]["invalid"].to_string();
+    assert!(
+        reasons.contains("the baseline before trigger 1 was unhealthy")
+            && reasons.contains("failed writes")
+            && reasons.contains("0/s achieved of 100/s target"),
+        "{reasons}"
+    );
+    assert_eq!(drill["baselines"][0]["successes"], 0, "{drill}");
+    assert_eq!(drill["triggers"][0]["outcome"]["kind"], "ok");
+    lab.shutdown().await;
+}
+
+/// Restarts the single primary in place (as the server's OS user when we are root).
+fn restart_command(lab: &Lab) -> String {
+    let data = lab.base_dir().join("a");
+    let restart = format!(
+        "pg_ctl restart -D {} -m immediate -l {}",
+        data.display(),
+        lab.log_path(Node::A).display()
+    );
+    match lab.server_user() {
+        Some((uid, gid)) => {
+            format!("setpriv --reuid={uid} --regid={gid} --clear-groups {restart}")
+        }
+        None => restart,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_repeated_failovers_give_a_distribution_of_their_outages() {
+    let lab = start_single(None).await;
+    let dsn = lab.dsn(Node::A);
+    let command = restart_command(&lab);
+    // Each later trigger's baseline is the second half of the time since the previous one.
+    let run = run_drill(
+        &[
+            "--dsn",
+            &dsn,
+            "--rate",
+            "200",
+            "--duration",
+            "28s",
+            "--failover-command",
+            &command,
+            "--failover-after",
+            "3s",
+            "--failovers",
+            "3",
+            "--failover-every",
+            "10s",
+            "--rto-objective",
+            "30s",
+        ],
+        Duration::from_secs(90),
+        |_| async {},
+    )
+    .await;
+    let summary = &run.summary;
+    let drill = &summary["drill"];
+    assert_eq!(run.code, Some(0), "{drill}");
+    assert_eq!(drill["verdict"]["verdict"], "pass", "{drill}");
+    let triggers = drill["triggers"].as_array().expect("triggers");
+    let drills = drill["drills"].as_array().expect("drills");
+    assert_eq!((triggers.len(), drills.len()), (3, 3), "{drill}");
+    let outages = summary["outages"].as_array().expect("outages");
+    let mut unavailable = Vec::new();
+    for (t, d) in triggers.iter().zip(drills) {
+        let index = d["outage"].as_u64().expect("an outage per restart");
+        let o = outages
+            .iter()
+            .find(|o| o["index"].as_u64() == Some(index))
+            .expect("recorded outage");
+        // Each figure is the per-outage record's, timed from its own trigger.
+        assert_eq!(
+            d["write_unavailable_seconds"],
+            o["write_unavailable_seconds"]
+        );
+        assert_eq!(d["lost_writes"], o["lost_writes"]);
+        let first_failed = f(&o["start_unix"]) - f(&t["started_unix"]);
+        assert!((f(&d["trigger_to_first_failed_write_seconds"]) - first_failed).abs() < 1e-6);
+        assert!(
+            f(&t["started_unix"]) - 0.05 <= f(&o["start_unix"])
+                && f(&o["start_unix"]) <= f(&t["ended_unix"]),
+            "trigger {t} outage {o}"
+        );
+        assert!(d["trigger_to_new_primary_write_seconds"].is_f64(), "{d}");
+        unavailable.push(f(&o["write_unavailable_seconds"]));
+    }
+    let dist = &drill["distribution"]["write_unavailable_seconds"];
+    assert_eq!(dist["samples"], 3, "{dist}");
+    unavailable.sort_by(f64::total_cmp);
+    assert_eq!(f(&dist["min"]), unavailable[0]);
+    assert_eq!(f(&dist["median"]), unavailable[1]);
+    assert_eq!(f(&dist["max"]), unavailable[2]);
+    assert_eq!(
+        drill["distribution"]["trigger_to_new_primary_write_seconds"]["samples"],
+        3
+    );
+    assert_eq!(summary["primary_changes"], 3);
+    assert!(run.stdout.contains("distribution (nearest-rank)"));
+    lab.shutdown().await;
+}
