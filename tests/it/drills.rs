@@ -405,3 +405,77 @@ async fn three_repeated_failovers_give_a_distribution_of_their_outages() {
     assert!(run.stdout.contains("distribution (nearest-rank)"));
     lab.shutdown().await;
 }
+
+#[tokio::test]
+async fn bad_drill_flags_exit_2_before_anything_starts() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--failover-command", "patronictl failover | tee log"],
+            &["--failover-command", "`|`", "--failover-shell"],
+        ),
+        (
+            &[
+                "--duration",
+                "1m",
+                "--failover-command",
+                "true",
+                "--failover-after",
+                "2m",
+            ],
+            &["--failover-after", "2m", "shorter than --duration"],
+        ),
+        (
+            &["--failover-command", "true", "--failovers", "3"],
+            &["--failovers", "--failover-every"],
+        ),
+        (&["--failover-after", "10s"], &["--failover-command"]),
+        (&["--rto-objective", "0s"], &["--rto-objective", "0s"]),
+        (
+            &["--failover-command", "sh -c 'PGPASSWORD=hunter2 psql' | x"],
+            &["--failover-command"],
+        ),
+    ];
+    for (args, expect) in cases {
+        let (status, _, err) = Binary::spawn(args).wait(Duration::from_secs(10)).await;
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{args:?}: usage errors exit 2\n{err}"
+        );
+        for word in *expect {
+            assert!(
+                err.contains(word),
+                "{args:?}: stderr lacks {word:?}:\n{err}"
+            );
+        }
+        assert!(!err.contains("hunter2"), "password leaked: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_run_has_no_verdict_and_exits_0() {
+    let lab = start_single(None).await;
+    let dsn = lab.dsn(Node::A);
+    let run = run_drill(
+        &["--dsn", &dsn, "--rate", "100", "--duration", "2s"],
+        Duration::from_secs(30),
+        |addr| async move {
+            eventually(
+                Duration::from_secs(10),
+                "objectives on /metrics",
+                || async move {
+                    let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+                    metric(&text, "pgdrill_drill_verdict{verdict=\"none\"}") == 1.0
+                        && metric(&text, "pgdrill_rto_objective_seconds") == 120.0
+                        && metric(&text, "pgdrill_rpo_objective_lost_writes") == 0.0
+                },
+            )
+            .await;
+        },
+    )
+    .await;
+    assert_eq!(run.code, Some(0));
+    assert!(run.summary.get("drill").is_none(), "{}", run.summary);
+    assert!(!run.stdout.contains("verdict"), "{}", run.stdout);
+    lab.shutdown().await;
+}
