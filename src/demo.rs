@@ -137,10 +137,12 @@ async fn drill_on(
     println!("{summary}");
     if let Some(report) = report {
         println!("lab ground truth: {report}");
-        if let Some(o) = summary.outages.first() {
+        // The drill's outage: an earlier one (a stall before the trigger) is not the failover's.
+        let drill = summary.drill.as_ref().and_then(|d| d.drills.first());
+        if let Some(d) = drill {
             println!(
                 "pgdrill measured {} of write unavailability; the lab took {:.3}s from stopping the primary to the first write on the new one",
-                o.write_unavailable_seconds
+                d.write_unavailable_seconds
                     .map_or_else(|| "-".to_string(), |s| format!("{s:.3}s")),
                 report.stop_to_writable().as_secs_f64()
             );

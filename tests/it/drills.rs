@@ -383,9 +383,10 @@ async fn three_repeated_failovers_give_a_distribution_of_their_outages() {
         assert_eq!(d["lost_writes"], o["lost_writes"]);
         let first_failed = f(&o["start_unix"]) - f(&t["started_unix"]);
         assert!((f(&d["trigger_to_first_failed_write_seconds"]) - first_failed).abs() < 1e-6);
+        // Before the trigger ended (pg_ctl waits for the restart); its lower bound is the
+        // attribution's (a stall just before a trigger merges into its outage on a busy machine).
         assert!(
-            f(&t["started_unix"]) - 0.05 <= f(&o["start_unix"])
-                && f(&o["start_unix"]) <= f(&t["ended_unix"]),
+            f(&o["start_unix"]) <= f(&t["ended_unix"]),
             "trigger {t} outage {o}"
         );
         assert!(d["trigger_to_new_primary_write_seconds"].is_f64(), "{d}");
