@@ -448,7 +448,10 @@ mod tests {
             "{e}"
         );
         let e = parse(Some("postgres://a:1,b:2,c/db"), no_env);
-        assert!(e.is_ok(), "a URL gives each host its own (default) port: {e:?}");
+        assert!(
+            e.is_ok(),
+            "a URL gives each host its own (default) port: {e:?}"
+        );
         let env = |k: &str| (k == "PGPORT").then(|| "1,2".to_string());
         let e = parse(Some("host=a,b,c"), env).unwrap_err().to_string();
         assert!(e.contains("PGPORT") && e.contains("1,2"), "{e}");
