@@ -109,6 +109,7 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         listener,
         metrics.clone(),
         page,
+        http::Limits::for_pool(config.pool_size),
         http_stop.clone(),
     ));
 
