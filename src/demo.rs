@@ -72,7 +72,10 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
         }
         _ = stop.cancelled() => None,
     };
-    let summary = load.await.map_err(|e| format!("load task failed: {e}"))?;
+    let summary = load
+        .await
+        .map_err(|e| format!("load task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     println!("{summary}");
     if let Some(report) = report {
         println!("lab ground truth: {report}");

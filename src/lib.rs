@@ -24,6 +24,7 @@ pub mod report;
 pub mod retention;
 pub mod scheduler;
 pub mod shutdown;
+pub mod table_check;
 pub mod tls;
 pub mod verify;
 pub mod workload;
@@ -50,10 +51,25 @@ use pool::{DbPool, Manager};
 use report::{LatencyBook, Progress};
 use workload::Workload;
 
+/// Why a run stopped early and how to fix it: the binary exits 2, as for bad flags.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The table cannot take pgdrill's INSERT (see [`table_check`]).
+    #[error("{0}")]
+    Table(String),
+}
+
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and returns the summary. Database errors
-/// are counted, never returned.
-pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken) -> Summary {
+/// are counted, never returned; only a setup that cannot work is.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<Summary, RunError> {
+    // The load also stops when the table turns out unusable.
+    let stop = stop.child_token();
+    let fatal = Arc::new(table_check::Fatal::new(stop.clone()));
     let started_at = SystemTime::now();
     let clock = WallClock::now();
     let metrics = Metrics::new(&config.target.hosts);
@@ -86,7 +102,8 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
         config.create_table,
         identity.clone(),
         metrics.clone(),
-    );
+    )
+    .on_fatal(fatal.clone());
     let pool = DbPool::new(
         manager,
         config.pool_size,
@@ -245,7 +262,10 @@ pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken)
     );
     http_stop.cancel();
     let _ = http.await;
-    summary
+    match fatal.take() {
+        Some(message) => Err(RunError::Table(message)),
+        None => Ok(summary),
+    }
 }
 
 async fn report_progress(

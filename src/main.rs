@@ -75,7 +75,13 @@ fn run(args: RunArgs) -> ExitCode {
         let stop = CancellationToken::new();
         pgdrill::shutdown::cancel_on_signals(stop.clone());
         let summary_path = config.summary_json.clone();
-        let summary = pgdrill::run(config, listener, stop).await;
+        let summary = match pgdrill::run(config, listener, stop).await {
+            Ok(summary) => summary,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        };
         println!("{summary}");
         if let Some(path) = summary_path {
             if let Err(err) = pgdrill::report::write_json(&summary, &path) {

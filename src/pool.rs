@@ -15,6 +15,7 @@ use crate::credentials::Credentials;
 use crate::error::{classify, ErrorClass};
 use crate::identity::{self, IdentityTracker};
 use crate::metrics::{Metrics, PoolStats};
+use crate::table_check::{self, Fatal, TableError};
 use crate::tls::TlsSettings;
 use crate::workload::Workload;
 
@@ -72,6 +73,8 @@ pub struct Manager {
     /// concurrent first connections wait for it instead of racing in the catalog.
     create_table: bool,
     table_ready: OnceCell<()>,
+    /// Told when the table cannot take our writes, which no reconnect fixes.
+    fatal: Option<Arc<Fatal>>,
 }
 
 impl Manager {
@@ -99,6 +102,28 @@ impl Manager {
             metrics,
             create_table,
             table_ready: OnceCell::new(),
+            fatal: None,
+        }
+    }
+
+    /// Where a table that cannot take the INSERT is reported (the run stops, exit 2).
+    pub fn on_fatal(mut self, fatal: Arc<Fatal>) -> Manager {
+        self.fatal = Some(fatal);
+        self
+    }
+
+    fn table_failed(&self, err: TableError) -> ConnectError {
+        match err {
+            TableError::Query(e) => self.fail(e),
+            TableError::Unusable(message) => {
+                match &self.fatal {
+                    Some(fatal) => fatal.report(message.clone()),
+                    None => {
+                        tracing::error!(error = %message, "the table cannot take pgdrill's writes")
+                    }
+                }
+                self.failed(ErrorClass::Other, message, None)
+            }
         }
     }
 
@@ -194,15 +219,11 @@ impl ManageConnection for Manager {
         // switch-over (managed services) is followed.
         let client = self.open().await?;
         let id = identity::probe(&client).await;
-        if id.in_recovery != Some(true) && self.create_table {
+        if id.in_recovery != Some(true) {
             self.table_ready
-                .get_or_try_init(|| async {
-                    self.workload.create_table(&client).await?;
-                    tracing::info!(table = %self.workload.table.name, "table ready");
-                    Ok(())
-                })
+                .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.create_table))
                 .await
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| self.table_failed(e))?;
         }
         let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
         if id.in_recovery == Some(true) {

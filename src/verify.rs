@@ -47,10 +47,11 @@ pub async fn verify(
             ],
         )
         .await?;
-    let present = rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<i64>>(0))
-        .map(|s| s as u64)
-        .collect();
+    let mut present = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
+            present.push(seq as u64);
+        }
+    }
     Ok(snapshot.judge(present, window_end))
 }

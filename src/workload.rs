@@ -54,9 +54,10 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(table: Table, run_id: i64, mode: QueryMode) -> Workload {
+        // The id comes back as bigint whatever integer type the users' table has (serial).
         let insert_sql = format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-             VALUES ($1, $2, $3, 'completed', $4, $5) RETURNING transaction_id",
+             VALUES ($1, $2, $3, 'completed', $4, $5) RETURNING transaction_id::bigint",
             table.quoted
         );
         Workload {
@@ -123,12 +124,12 @@ impl Workload {
         ];
         match (self.mode, prepared) {
             (QueryMode::Prepared, Some(statement)) => {
-                Ok(client.query_one(statement, &params).await?.get(0))
+                client.query_one(statement, &params).await?.try_get(0)
             }
             (QueryMode::Simple, _) => {
                 let sql = format!(
                     "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-                     VALUES ({}, {}, {:.2}, 'completed', {}, {}) RETURNING transaction_id",
+                     VALUES ({}, {}, {:.2}, 'completed', {}, {}) RETURNING transaction_id::bigint",
                     self.table.quoted,
                     row.customer_id,
                     row.merchant_id,
@@ -154,7 +155,7 @@ impl Workload {
                     .map(|(p, t)| (*p, t.clone()))
                     .collect();
                 let rows = client.query_typed(&self.insert_sql, &typed).await?;
-                Ok(rows.first().map_or(0, |r| r.get(0)))
+                rows.first().map_or(Ok(0), |r| r.try_get(0))
             }
         }
     }
@@ -191,7 +192,7 @@ mod tests {
         assert!(w
             .insert_sql
             .starts_with("INSERT INTO \"public\".\"t\" (customer_id, merchant_id, amount, status"));
-        assert!(w.insert_sql.ends_with("RETURNING transaction_id"));
+        assert!(w.insert_sql.ends_with("RETURNING transaction_id::bigint"));
         assert!(w
             .create_table_sql()
             .contains("transaction_id bigserial PRIMARY KEY"));

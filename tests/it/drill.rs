@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Drill {
     pub addr: SocketAddr,
     pub stop: CancellationToken,
-    task: JoinHandle<Summary>,
+    task: JoinHandle<Result<Summary, pgdrill::RunError>>,
 }
 
 impl Drill {
@@ -69,6 +69,7 @@ impl Drill {
             .await
             .expect("the drill ends by itself")
             .expect("the drill task does not panic")
+            .unwrap_or_else(|e| panic!("the drill stopped: {e}"))
     }
 
     /// Stops the run now, as SIGTERM would.
