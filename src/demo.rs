@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
-use crate::lab::{Lab, LabOptions, ReplicationMode};
+use pgdrill_lab::{Lab, LabOptions, ReplicationMode};
 
 /// The whole drill; the binary provides the runtime and logging.
 pub async fn drill(args: DemoArgs) -> Result<(), String> {
@@ -89,7 +89,8 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = summary_json {
-        crate::report::write_json(&summary, &path)
+        summary
+            .write_json(&path)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     lab.shutdown().await;

@@ -5,29 +5,16 @@
 //! writes, and returns the drill [`Summary`].
 
 pub mod config;
-pub mod credentials;
+mod db;
+#[cfg(feature = "lab")]
 pub mod demo;
-pub mod dsn;
-pub mod engine;
-pub mod error;
-pub mod failover;
-pub mod http;
-pub mod identity;
-pub mod lab;
-pub mod ledger;
-pub mod logging;
-pub mod metrics;
-pub mod monitor;
-pub mod pool;
-pub mod proxy;
-pub mod report;
-pub mod retention;
-pub mod scheduler;
+mod error;
+mod failover;
+mod load;
+mod report;
+mod rpo;
 pub mod shutdown;
-pub mod table_check;
-pub mod tls;
-pub mod verify;
-pub mod workload;
+mod telemetry;
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -39,22 +26,27 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use report::Summary;
+pub use report::summary::Summary;
+pub use telemetry::logging::init as init_logging;
 
-use engine::Shared;
-use failover::{Detector, Thresholds};
-use identity::IdentityTracker;
-use ledger::Ledger;
-use metrics::{Metrics, PoolCollector};
-use monitor::{Monitor, WallClock};
-use pool::{DbPool, Manager};
-use report::{LatencyBook, Progress};
-use workload::Workload;
+use db::identity::IdentityTracker;
+use db::pool::{DbPool, Manager};
+use db::table::Workload;
+use db::{credentials, retention};
+use failover::machine::{Detector, Thresholds};
+use failover::monitor::{Monitor, WallClock};
+use load::lanes::Shared;
+use load::{lanes, scheduler};
+use report::summary::Progress;
+use rpo::ledger::Ledger;
+use telemetry::http;
+use telemetry::latency::LatencyBook;
+use telemetry::metrics::{Metrics, PoolCollector};
 
 /// Why a run stopped early and how to fix it: the binary exits 2, as for bad flags.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The table cannot take pgdrill's INSERT (see [`table_check`]).
+    /// The table cannot take pgdrill's INSERT (see `db::table_check`).
     #[error("{0}")]
     Table(String),
 }
@@ -69,7 +61,7 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     // The load also stops when the table turns out unusable.
     let stop = stop.child_token();
-    let fatal = Arc::new(table_check::Fatal::new(stop.clone()));
+    let fatal = Arc::new(db::table_check::Fatal::new(stop.clone()));
     let started_at = SystemTime::now();
     let clock = WallClock::now();
     let metrics = Metrics::new(&config.target.hosts);
@@ -180,10 +172,10 @@ pub async fn run(
     });
 
     let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
-    let mut lanes = tokio::task::JoinSet::new();
+    let mut lane_tasks = tokio::task::JoinSet::new();
     for lane in 0..config.pool_size {
         let rng = SmallRng::seed_from_u64(run_id as u64 ^ u64::from(lane));
-        lanes.spawn(engine::lane(
+        lane_tasks.spawn(lanes::lane(
             shared.clone(),
             jobs_rx.clone(),
             book.lane(),
@@ -225,11 +217,11 @@ pub async fn run(
         metrics.skipped.inc();
     }
     let drained = tokio::time::timeout(config.shutdown_grace, async {
-        while lanes.join_next().await.is_some() {}
+        while lane_tasks.join_next().await.is_some() {}
     })
     .await;
     let abandoned = if drained.is_err() {
-        lanes.abort_all();
+        lane_tasks.abort_all();
         let n = metrics.in_flight.get().max(0) as u64;
         tracing::warn!(
             abandoned = n,

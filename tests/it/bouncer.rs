@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pgdrill::lab::Lab;
+use pgdrill_lab::Lab;
 use tokio::process::{Child, Command};
 
 use crate::support::{free_port, try_connect};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions, StopMode};
+use pgdrill_lab::{Lab, LabOptions, StopMode};
 use tokio::time::Instant;
 
 use crate::drill::{http_get, metric, metric_sum, try_http_get, Binary, Drill};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions};
+use pgdrill_lab::{Lab, LabOptions};
 
 use crate::drill::{metric, Drill};
 use crate::support::{connect, eventually};

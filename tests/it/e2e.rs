@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, ReplicationMode, StopMode};
+use pgdrill_lab::{Lab, ReplicationMode, StopMode};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, Node, ReplicationMode, StopMode};
+use pgdrill_lab::{Lab, Node, ReplicationMode, StopMode};
 use tokio::time::Instant;
 
 use crate::drill::{http_get, in_order, metric, try_http_get, Binary, Drill, StateWatcher};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, StopMode};
+use pgdrill_lab::{Lab, StopMode};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 

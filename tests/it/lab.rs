@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions, Node, ReplicationMode, StopMode};
-use pgdrill::proxy::{Proxy, ProxyOptions};
+use pgdrill_lab::proxy::{Proxy, ProxyOptions};
+use pgdrill_lab::{Lab, LabOptions, Node, ReplicationMode, StopMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};

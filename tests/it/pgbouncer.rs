@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions, ReplicationMode};
+use pgdrill_lab::{Lab, LabOptions, ReplicationMode};
 
 use crate::bouncer::Bouncer;
 use crate::drill::Drill;

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use pgdrill::config::Table;
-use pgdrill::lab::{Lab, LabOptions};
-use pgdrill::proxy::{Proxy, ProxyOptions};
-use pgdrill::workload::{QueryMode, Workload};
+use pgdrill_lab::proxy::{Proxy, ProxyOptions};
+use pgdrill_lab::{Lab, LabOptions};
 
 use crate::drill::{metric, Drill};
 use crate::support::{connect, eventually};
@@ -181,7 +180,7 @@ async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
     let dsn = lab.dsn(lab.primary());
     // pgdrill's own table, plus a trigger that cancels every seventh write (SQLSTATE 57014).
     let table = Table::parse("pipe_err").expect("table name");
-    let ddl = Workload::new(table, 0, QueryMode::Prepared).create_table_sql();
+    let ddl = table.create_sql();
     let client = connect(&dsn).await;
     client
         .batch_execute(&format!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions};
+use pgdrill_lab::{Lab, LabOptions};
 use tokio::time::Instant;
 
 use crate::drill::{metric, Drill};

@@ -54,8 +54,8 @@ where
 
 /// A lab with an optional standby, trust auth; panics with the lab's error.
 #[allow(dead_code)]
-pub async fn start_lab(standby: Option<pgdrill::lab::ReplicationMode>) -> pgdrill::lab::Lab {
-    pgdrill::lab::Lab::start(pgdrill::lab::LabOptions {
+pub async fn start_lab(standby: Option<pgdrill_lab::ReplicationMode>) -> pgdrill_lab::Lab {
+    pgdrill_lab::Lab::start(pgdrill_lab::LabOptions {
         standby,
         ..Default::default()
     })

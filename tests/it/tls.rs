@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions};
+use pgdrill_lab::{Lab, LabOptions};
 
 use crate::drill::{metric, Binary, Drill};
 use crate::support::connect;

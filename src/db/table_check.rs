@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tokio_postgres::{Client, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::workload::{Row, Workload};
+use crate::db::table::{Row, Workload};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
 const USER_COLUMNS: &[&str] = &["customer_id", "merchant_id", "amount", "status"];
@@ -99,7 +99,7 @@ pub async fn ensure(
     if columns.is_empty() {
         return Err(TableError::Unusable(format!(
             "table {table} does not exist and --no-create-table is set; create it with: {};",
-            workload.create_table_sql()
+            workload.table.create_sql()
         )));
     }
     if let Some(problem) = shape_problem(table, &columns) {

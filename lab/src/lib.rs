@@ -1,11 +1,13 @@
-//! Local PostgreSQL HA lab: a primary and an optional streaming standby on 127.0.0.1, with
-//! forced failovers and planned switchovers that report when each step happened.
+//! pgdrill-lab: a local PostgreSQL HA lab and a fault-injecting TCP proxy, for `pgdrill demo`,
+//! `pgdrill proxy`, the benchmarks and the integration tests. Not part of the daemon: it needs
+//! `initdb` and friends, which a container image does not have, and it knows nothing of pgdrill.
 //!
-//! Shared by `pgdrill demo` and the integration tests, so both exercise the same servers.
+//! The lab: a primary and an optional streaming standby on 127.0.0.1, with forced failovers
+//! and planned switchovers that report when each step happened.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), pgdrill::lab::LabError> {
-//! use pgdrill::lab::{Lab, LabOptions, ReplicationMode};
+//! # async fn demo() -> Result<(), pgdrill_lab::LabError> {
+//! use pgdrill_lab::{Lab, LabOptions, ReplicationMode};
 //! let lab = Lab::start(LabOptions { standby: Some(ReplicationMode::Sync), ..Default::default() }).await?;
 //! let dsn = lab.multi_host_dsn(); // follows the primary across failovers
 //! let report = lab.force_failover().await?;
@@ -22,6 +24,8 @@
 //!
 //! Servers are stopped when the [`Lab`] is dropped or shut down. A process killed with SIGKILL
 //! cannot do that; its servers keep running until stopped with `pg_ctl -D <dir> stop`.
+
+pub mod proxy;
 
 use std::fmt;
 use std::io;

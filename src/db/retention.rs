@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Table;
+use crate::db::pool::{Conn, DbPool};
+use crate::db::table::Table;
 use crate::error::{classify, ErrorClass};
-use crate::metrics::Metrics;
-use crate::pool::{Conn, DbPool};
+use crate::telemetry::metrics::Metrics;
 
 /// Pause between two batches of one sweep: gives autovacuum and the load room.
 const BATCH_PAUSE: Duration = Duration::from_millis(50);
@@ -43,20 +43,6 @@ impl RetentionSettings {
     }
 }
 
-/// The batch statement. Sent with the simple query protocol (our own numbers inlined), so
-/// it keeps no server-side state and works through PgBouncer in transaction mode.
-pub fn delete_sql(table: &Table, settings: RetentionSettings) -> String {
-    format!(
-        "WITH batch AS (SELECT transaction_id FROM {t} ORDER BY transaction_id LIMIT {limit}) \
-         DELETE FROM {t} AS d USING batch \
-         WHERE d.transaction_id = batch.transaction_id \
-           AND d.created_at < now() - make_interval(secs => {secs:.3})",
-        t = table.quoted,
-        limit = settings.batch_size,
-        secs = settings.window.as_secs_f64(),
-    )
-}
-
 /// Runs sweeps until `stop`; a batch in progress is finished (it is short) or abandoned
 /// with its connection.
 pub async fn run(
@@ -72,7 +58,7 @@ pub async fn run(
         interval = %humantime::format_duration(settings.interval),
         "retention cleanup started"
     );
-    let sql = delete_sql(&table, settings);
+    let sql = table.retention_delete_sql(settings.batch_size, settings.window);
     let mut conn: Option<Conn> = None;
     let mut wait = settings.interval;
     loop {
@@ -171,14 +157,5 @@ mod tests {
             RetentionSettings::new(Duration::from_secs(7 * 86400), 5000).interval,
             Duration::from_secs(60)
         );
-    }
-
-    #[test]
-    fn delete_is_bounded_by_the_primary_key() {
-        let settings = RetentionSettings::new(Duration::from_millis(10_500), 5000);
-        let sql = delete_sql(&Table::parse("public.t").unwrap(), settings);
-        assert!(sql.contains("ORDER BY transaction_id LIMIT 5000"), "{sql}");
-        assert!(sql.contains("make_interval(secs => 10.500)"), "{sql}");
-        assert!(sql.contains("DELETE FROM \"public\".\"t\""), "{sql}");
     }
 }

@@ -11,13 +11,13 @@ use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::credentials::Credentials;
+use crate::db::credentials::Credentials;
+use crate::db::identity::{self, IdentityTracker};
+use crate::db::table::Workload;
+use crate::db::table_check::{self, Fatal, TableError};
+use crate::db::tls::TlsSettings;
 use crate::error::{classify, ErrorClass};
-use crate::identity::{self, IdentityTracker};
-use crate::metrics::{Metrics, PoolStats};
-use crate::table_check::{self, Fatal, TableError};
-use crate::tls::TlsSettings;
-use crate::workload::Workload;
+use crate::telemetry::metrics::{Metrics, PoolStats};
 
 /// A pooled connection with its prepared INSERT.
 pub struct Conn {
@@ -134,7 +134,7 @@ impl Manager {
             None => with_causes(&source),
         };
         let message = if class == ErrorClass::Tls {
-            format!("{message} (fix: {})", crate::tls::hint(&message))
+            format!("{message} (fix: {})", crate::db::tls::hint(&message))
         } else {
             message
         };

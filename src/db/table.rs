@@ -1,11 +1,107 @@
-//! The INSERT our users run, its parameters, and the table it writes to.
+//! The table pgdrill writes to and every statement it sends there: the INSERT our users run
+//! and its parameters, the CREATE TABLE, the verification query and the retention DELETE.
+
+use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
-use crate::config::Table;
+use crate::error::ConfigError;
+
+/// A table name checked to be plain identifiers, kept both raw and quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    pub quoted: String,
+}
+
+impl Table {
+    pub fn parse(name: &str) -> Result<Table, ConfigError> {
+        let parts: Vec<&str> = name.split('.').collect();
+        let valid = |p: &str| {
+            let mut chars = p.chars();
+            matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && p.len() <= 63
+        };
+        if parts.len() > 2 || !parts.iter().all(|p| valid(p)) {
+            return Err(ConfigError::new(
+                "--table",
+                name,
+                "expected an identifier or schema.identifier of letters, digits and _ (at most 63 each)",
+            ));
+        }
+        let quoted = parts
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(".");
+        Ok(Table {
+            name: name.to_string(),
+            quoted,
+        })
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS`; safe to run from many replicas at once.
+    pub fn create_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\
+               transaction_id bigserial PRIMARY KEY, \
+               customer_id integer NOT NULL, \
+               merchant_id integer NOT NULL, \
+               amount numeric(12,2) NOT NULL, \
+               status text NOT NULL, \
+               created_at timestamptz NOT NULL DEFAULT now(), \
+               run_id bigint, \
+               seq bigint)",
+            self.quoted
+        )
+    }
+
+    /// The INSERT with parameters `$1..$5` ([`PARAM_TYPES`]). The id comes back as bigint
+    /// whatever integer type the users' table has (serial).
+    fn insert_sql(&self) -> String {
+        format!(
+            "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
+             VALUES ($1, $2, $3, 'completed', $4, $5) RETURNING transaction_id::bigint",
+            self.quoted
+        )
+    }
+
+    /// The same INSERT with the values inlined, for the simple query protocol.
+    fn insert_literal_sql(&self, row: Row, run_id: i64) -> String {
+        format!(
+            "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
+             VALUES ({}, {}, {:.2}, 'completed', {}, {}) RETURNING transaction_id::bigint",
+            self.quoted, row.customer_id, row.merchant_id, row.amount, run_id, row.seq
+        )
+    }
+
+    /// Rows of run `$2` with `transaction_id >= $1`, as `seq` values (verification).
+    pub(crate) fn verify_sql(&self) -> String {
+        format!(
+            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2",
+            self.quoted
+        )
+    }
+
+    /// One retention batch: the oldest `batch_size` rows by primary key, deleted if older
+    /// than `window`. Sent with the simple query protocol (our own numbers inlined), so it
+    /// keeps no server-side state and works through PgBouncer in transaction mode.
+    pub(crate) fn retention_delete_sql(&self, batch_size: u32, window: Duration) -> String {
+        format!(
+            "WITH batch AS (SELECT transaction_id FROM {t} ORDER BY transaction_id LIMIT {limit}) \
+             DELETE FROM {t} AS d USING batch \
+             WHERE d.transaction_id = batch.transaction_id \
+               AND d.created_at < now() - make_interval(secs => {secs:.3})",
+            t = self.quoted,
+            limit = batch_size,
+            secs = window.as_secs_f64(),
+        )
+    }
+}
 
 /// How the INSERT travels: the statement shape is the same, the protocol differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -54,12 +150,7 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(table: Table, run_id: i64, mode: QueryMode) -> Workload {
-        // The id comes back as bigint whatever integer type the users' table has (serial).
-        let insert_sql = format!(
-            "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-             VALUES ($1, $2, $3, 'completed', $4, $5) RETURNING transaction_id::bigint",
-            table.quoted
-        );
+        let insert_sql = table.insert_sql();
         Workload {
             table,
             run_id,
@@ -68,24 +159,8 @@ impl Workload {
         }
     }
 
-    /// `CREATE TABLE IF NOT EXISTS`; safe to run from many replicas at once.
-    pub fn create_table_sql(&self) -> String {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (\
-               transaction_id bigserial PRIMARY KEY, \
-               customer_id integer NOT NULL, \
-               merchant_id integer NOT NULL, \
-               amount numeric(12,2) NOT NULL, \
-               status text NOT NULL, \
-               created_at timestamptz NOT NULL DEFAULT now(), \
-               run_id bigint, \
-               seq bigint)",
-            self.table.quoted
-        )
-    }
-
     pub async fn create_table(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
-        match client.batch_execute(&self.create_table_sql()).await {
+        match client.batch_execute(&self.table.create_sql()).await {
             Ok(()) => Ok(()),
             // Two replicas racing on CREATE TABLE IF NOT EXISTS can collide in the catalog.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
@@ -127,16 +202,7 @@ impl Workload {
                 client.query_one(statement, &params).await?.try_get(0)
             }
             (QueryMode::Simple, _) => {
-                let sql = format!(
-                    "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-                     VALUES ({}, {}, {:.2}, 'completed', {}, {}) RETURNING transaction_id::bigint",
-                    self.table.quoted,
-                    row.customer_id,
-                    row.merchant_id,
-                    row.amount,
-                    self.run_id,
-                    row.seq
-                );
+                let sql = self.table.insert_literal_sql(row, self.run_id);
                 let messages = client.simple_query(&sql).await?;
                 Ok(messages
                     .iter()
@@ -158,14 +224,6 @@ impl Workload {
                 rows.first().map_or(Ok(0), |r| r.try_get(0))
             }
         }
-    }
-
-    /// Rows of this run with `transaction_id >= from_id`, as `seq` values.
-    pub fn verify_sql(&self) -> String {
-        format!(
-            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2",
-            self.table.quoted
-        )
     }
 }
 
@@ -194,7 +252,17 @@ mod tests {
             .starts_with("INSERT INTO \"public\".\"t\" (customer_id, merchant_id, amount, status"));
         assert!(w.insert_sql.ends_with("RETURNING transaction_id::bigint"));
         assert!(w
-            .create_table_sql()
+            .table
+            .create_sql()
             .contains("transaction_id bigserial PRIMARY KEY"));
+    }
+
+    #[test]
+    fn retention_delete_is_bounded_by_the_primary_key() {
+        let table = Table::parse("public.t").unwrap();
+        let sql = table.retention_delete_sql(5000, Duration::from_millis(10_500));
+        assert!(sql.contains("ORDER BY transaction_id LIMIT 5000"), "{sql}");
+        assert!(sql.contains("make_interval(secs => 10.500)"), "{sql}");
+        assert!(sql.contains("DELETE FROM \"public\".\"t\""), "{sql}");
     }
 }

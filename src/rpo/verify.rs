@@ -2,9 +2,9 @@
 
 use tokio::time::Instant;
 
-use crate::ledger::{Snapshot, Verdict};
-use crate::pool::DbPool;
-use crate::workload::Workload;
+use crate::db::pool::DbPool;
+use crate::db::table::Workload;
+use crate::rpo::ledger::{Snapshot, Verdict};
 
 /// Rows are fetched from a little below the lowest acknowledged id, since ids
 /// from concurrent connections are not ordered like the schedule.
@@ -13,7 +13,7 @@ const ID_SLACK: i64 = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("connecting for verification: {0}")]
-    Connect(#[from] crate::pool::ConnectError),
+    Connect(#[from] crate::db::pool::ConnectError),
     #[error("the server reached is a standby; waiting for a primary")]
     Standby,
     #[error("verification query: {0}")]
@@ -40,7 +40,7 @@ pub async fn verify(
     let rows = conn
         .client
         .query_typed(
-            &workload.verify_sql(),
+            &workload.table.verify_sql(),
             &[
                 (&from_id, tokio_postgres::types::Type::INT8),
                 (&workload.run_id, tokio_postgres::types::Type::INT8),

@@ -7,8 +7,8 @@ use std::str::FromStr;
 use tokio_postgres::config::Host;
 use tokio_postgres::Config as PgConfig;
 
+use crate::db::tls::{RootCert, SslMode, TlsSettings};
 use crate::error::ConfigError;
-use crate::tls::{RootCert, SslMode, TlsSettings};
 
 /// The environment variables libpq reads that pgdrill honours, as defaults for
 /// anything the DSN leaves unset.

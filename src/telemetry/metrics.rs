@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 use crate::error::ErrorClass;
-use crate::failover::FailoverState;
+use crate::failover::machine::FailoverState;
 
 /// Latency buckets from 0.5 ms to 60 s, dense where a healthy database answers.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -2,8 +2,13 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
 use crate::error::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
     let env_filter = EnvFilter::try_new(filter)

@@ -10,14 +10,14 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
+use crate::db::pool::{Conn, DbPool};
+use crate::db::table::{Row, Workload};
 use crate::error::{classify, ErrorClass};
-use crate::failover::Detector;
-use crate::ledger::Ledger;
-use crate::metrics::Metrics;
-use crate::pool::{Conn, DbPool};
-use crate::report::LatencyStats;
-use crate::scheduler::Job;
-use crate::workload::{Row, Workload};
+use crate::failover::machine::Detector;
+use crate::load::scheduler::Job;
+use crate::rpo::ledger::Ledger;
+use crate::telemetry::latency::LatencyStats;
+use crate::telemetry::metrics::Metrics;
 
 /// Reconnect backoff bounds: short enough to see a failover end within ~100 ms.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);

@@ -10,13 +10,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::failover::{Detector, FailoverState, Machine, Thresholds, Transition, TICK};
-use crate::identity::{Identity, IdentityTracker};
-use crate::ledger::{Ledger, SLICE};
-use crate::metrics::Metrics;
-use crate::pool::DbPool;
-use crate::verify::verify;
-use crate::workload::Workload;
+use crate::db::identity::{Identity, IdentityTracker};
+use crate::db::pool::DbPool;
+use crate::db::table::Workload;
+use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Transition, TICK};
+use crate::rpo::ledger::{Ledger, SLICE};
+use crate::rpo::verify::verify;
+use crate::telemetry::metrics::Metrics;
 
 /// Maps the monotonic clock onto wall time, fixed once at start so that
 /// wall-clock steps never distort measured durations.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Identity {

@@ -18,7 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// A command that prints the password must finish within this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);

@@ -55,10 +55,6 @@ impl Pacer {
     pub fn next_deadline(&self) -> Instant {
         self.intended(self.issued)
     }
-
-    pub fn issued(&self) -> u64 {
-        self.issued
-    }
 }
 
 /// Feeds due jobs into the bounded backlog until `stop` or for `duration`. A full
@@ -251,7 +247,7 @@ async fn run_unlimited(jobs: Sender<Job>, stop: &CancellationToken, until: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::telemetry::metrics::Metrics;
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_are_absolute_and_do_not_drift() {

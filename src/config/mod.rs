@@ -1,234 +1,25 @@
 //! Command line and environment → a validated [`Config`] the rest of the code requires.
+//! Only the top-level wiring (`lib.rs`) reads the whole `Config`; each part gets its own
+//! settings.
+//!
+//! Depends on `db` (table name, query mode, TLS, password source, retention settings) and
+//! `telemetry` (log format); nothing depends on it but the wiring.
+
+mod cli;
+pub(crate) mod dsn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use crate::db::table::Table;
+pub use cli::*;
 
-use crate::credentials::PasswordSource;
-use crate::dsn::{self, Target};
+use crate::config::dsn::Target;
+use crate::db::credentials::PasswordSource;
+use crate::db::retention::RetentionSettings;
+use crate::db::table::QueryMode;
 use crate::error::ConfigError;
-use crate::workload::QueryMode;
-
-/// The default `/metrics` port: in the exporter range, not taken by common exporters.
-pub const DEFAULT_PORT: u16 = 9743;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "pgdrill",
-    version,
-    about = "PostgreSQL failover drills and write canaries: open-loop INSERT load, RTO/RPO on /metrics",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Start a local primary + standby, run load, force a failover, print the drill report, clean up.
-    Demo(DemoArgs),
-    /// A TCP proxy that delays traffic (for benchmarks through a slow link).
-    Proxy(ProxyArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// libpq connection string (URL or key=value; several hosts with target_session_attrs=read-write).
-    /// Unset parts come from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE.
-    #[arg(long, env = "PGDRILL_DSN", hide_env_values = true)]
-    pub dsn: Option<String>,
-
-    /// Target INSERT transactions per second; 0 = as fast as the pool allows.
-    #[arg(
-        long,
-        env = "PGDRILL_RATE",
-        default_value_t = 100.0,
-        allow_negative_numbers = true
-    )]
-    pub rate: f64,
-
-    /// Stop after this long (e.g. 5m); runs until SIGINT/SIGTERM when unset.
-    #[arg(long, env = "PGDRILL_DURATION")]
-    pub duration: Option<humantime::Duration>,
-
-    /// Maximum pool connections [default: rate/250 clamped to 4..=64; 32 for --rate 0;
-    /// with the default pipeline depth that holds 64 ms of round trip at the rate].
-    #[arg(long, env = "PGDRILL_POOL_SIZE")]
-    pub pool_size: Option<u32>,
-
-    /// Independent autocommit INSERTs pipelined on one connection, used once every
-    /// connection is busy (a slow link: 50 ms round trips at 8000/s need 400 in flight).
-    #[arg(long, env = "PGDRILL_PIPELINE_DEPTH", default_value_t = 16)]
-    pub pipeline_depth: u32,
-
-    /// Due transactions that may wait for a connection; beyond it they are skipped
-    /// [default: one second of schedule, at least 64].
-    #[arg(long, env = "PGDRILL_MAX_BACKLOG")]
-    pub max_backlog: Option<usize>,
-
-    /// Give up on a new connection after this long.
-    #[arg(long, env = "PGDRILL_CONNECT_TIMEOUT", default_value = "5s")]
-    pub connect_timeout: humantime::Duration,
-
-    /// Server-side statement_timeout for each INSERT.
-    #[arg(long, env = "PGDRILL_STATEMENT_TIMEOUT", default_value = "5s")]
-    pub statement_timeout: humantime::Duration,
-
-    /// Replace connections older than this.
-    #[arg(long, env = "PGDRILL_MAX_CONNECTION_LIFETIME", default_value = "30m")]
-    pub max_connection_lifetime: humantime::Duration,
-
-    /// Table to insert into (optionally schema-qualified).
-    #[arg(long, env = "PGDRILL_TABLE", default_value = "transactions")]
-    pub table: String,
-
-    /// Do not create the table if it is missing.
-    #[arg(long, env = "PGDRILL_NO_CREATE_TABLE")]
-    pub no_create_table: bool,
-
-    /// Address for /metrics, /healthz and /.
-    #[arg(long, env = "PGDRILL_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
-    pub listen: SocketAddr,
-
-    /// Interval between one-line progress logs.
-    #[arg(long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
-    pub progress_interval: humantime::Duration,
-
-    /// Also write the end-of-run summary as JSON to this file.
-    #[arg(long, env = "PGDRILL_SUMMARY_JSON")]
-    pub summary_json: Option<PathBuf>,
-
-    /// On SIGINT/SIGTERM or at the end, wait this long for in-flight transactions.
-    #[arg(long, env = "PGDRILL_SHUTDOWN_GRACE", default_value = "10s")]
-    pub shutdown_grace: humantime::Duration,
-
-    /// No acknowledged write for this long, after a failure or with writes stalled, is an outage
-    /// (never less than three schedule intervals).
-    #[arg(long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "20ms")]
-    pub outage_threshold: humantime::Duration,
-
-    /// After an outage, check that writes acknowledged in this window before it survived.
-    #[arg(long, env = "PGDRILL_VERIFY_WINDOW", default_value = "30s")]
-    pub verify_window: humantime::Duration,
-
-    /// How the INSERT is sent: prepared (fastest), unnamed (PgBouncer transaction mode safe),
-    /// simple; auto picks unnamed when a port is 6432 (PgBouncer's), else prepared, and
-    /// switches to unnamed if prepared statements break (SQLSTATE 26000/42P05) at run time.
-    #[arg(long, env = "PGDRILL_QUERY_MODE", value_enum, default_value_t = QueryModeArg::Auto)]
-    pub query_mode: QueryModeArg,
-
-    /// Read the password from this file for every new connection (rotated secrets);
-    /// overrides the DSN's and PGPASSWORD. The first non-empty line is used.
-    #[arg(
-        long,
-        env = "PGDRILL_PASSWORD_FILE",
-        conflicts_with = "password_command"
-    )]
-    pub password_file: Option<PathBuf>,
-
-    /// Run this shell command to obtain the password (e.g. an Entra ID token:
-    /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
-    /// cached for --password-ttl and re-run after an authentication failure. Never logged.
-    #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
-    pub password_command: Option<String>,
-
-    /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
-    #[arg(long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m")]
-    pub password_ttl: humantime::Duration,
-
-    /// Delete rows older than this from the table, continuously, in small batches
-    /// (for long-running canaries; off by default so drills keep every row).
-    #[arg(long, env = "PGDRILL_RETENTION")]
-    pub retention: Option<humantime::Duration>,
-
-    /// Rows deleted per retention batch (one short transaction each).
-    #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE", default_value_t = 5000)]
-    pub retention_batch_size: u32,
-
-    /// Runtime threads for the load and /metrics; 1 runs everything on one thread
-    /// [default: 1; the database, not the client, should be what limits the rate].
-    #[arg(long, env = "PGDRILL_WORKER_THREADS", default_value_t = 1)]
-    pub worker_threads: usize,
-
-    /// Log format.
-    #[arg(long, env = "PGDRILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter in RUST_LOG syntax (e.g. info,pgdrill=debug).
-    #[arg(long, env = "RUST_LOG", default_value = "info,tokio_postgres=warn")]
-    pub log_filter: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum QueryModeArg {
-    Auto,
-    Prepared,
-    Unnamed,
-    Simple,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DemoFailover {
-    /// Primary stopped with -m immediate, standby promoted.
-    Forced,
-    /// Primary stopped with -m fast, standby promoted.
-    Switchover,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DemoReplication {
-    Sync,
-    Async,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Replication between the lab's primary and standby.
-    #[arg(long, value_enum, default_value_t = DemoReplication::Sync)]
-    pub replication: DemoReplication,
-    /// How the primary goes away.
-    #[arg(long, value_enum, default_value_t = DemoFailover::Forced)]
-    pub failover: DemoFailover,
-    /// Load before the failover.
-    #[arg(long, default_value = "5s")]
-    pub failover_after: humantime::Duration,
-    /// Load after the failover.
-    #[arg(long, default_value = "10s")]
-    pub run_after: humantime::Duration,
-    /// Target transactions per second.
-    #[arg(long, default_value_t = 1000.0)]
-    pub rate: f64,
-    /// Address for /metrics while the demo runs.
-    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
-    pub listen: SocketAddr,
-    /// Also write the drill report as JSON to this file.
-    #[arg(long)]
-    pub summary_json: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct ProxyArgs {
-    /// Address to accept connections on.
-    #[arg(long)]
-    pub listen: SocketAddr,
-    /// Address to forward to.
-    #[arg(long)]
-    pub upstream: SocketAddr,
-    /// One-way delay added in each direction (round trip grows by twice this).
-    #[arg(long, default_value = "25ms")]
-    pub delay: humantime::Duration,
-}
 
 /// A fully validated configuration; only [`RunArgs::validate`] makes one.
 #[derive(Debug, Clone)]
@@ -259,42 +50,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_filter: String,
     pub password: PasswordSource,
-    pub retention: Option<crate::retention::RetentionSettings>,
-}
-
-/// A table name checked to be plain identifiers, kept both raw and quoted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Table {
-    pub name: String,
-    pub quoted: String,
-}
-
-impl Table {
-    pub fn parse(name: &str) -> Result<Table, ConfigError> {
-        let parts: Vec<&str> = name.split('.').collect();
-        let valid = |p: &str| {
-            let mut chars = p.chars();
-            matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && p.len() <= 63
-        };
-        if parts.len() > 2 || !parts.iter().all(|p| valid(p)) {
-            return Err(ConfigError::new(
-                "--table",
-                name,
-                "expected an identifier or schema.identifier of letters, digits and _ (at most 63 each)",
-            ));
-        }
-        let quoted = parts
-            .iter()
-            .map(|p| format!("\"{p}\""))
-            .collect::<Vec<_>>()
-            .join(".");
-        Ok(Table {
-            name: name.to_string(),
-            quoted,
-        })
-    }
+    pub retention: Option<RetentionSettings>,
 }
 
 fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
@@ -397,10 +153,7 @@ impl RunArgs {
                         "must be between 1 and 1000000",
                     ));
                 }
-                Some(crate::retention::RetentionSettings::new(
-                    window,
-                    self.retention_batch_size,
-                ))
+                Some(RetentionSettings::new(window, self.retention_batch_size))
             }
         };
         Ok(Config {
@@ -471,6 +224,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn args(extra: &[&str]) -> Result<Config, String> {
         let mut argv = vec!["pgdrill"];
