@@ -152,6 +152,8 @@ impl Manager {
         source: Option<tokio_postgres::Error>,
     ) -> ConnectError {
         self.metrics.connection_errors.inc(class);
+        let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
+        self.metrics.errors.note(class, sqlstate, &message);
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {

@@ -129,14 +129,22 @@ impl Shared {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(err)) => {
                 self.pool.observe_query_error(&err);
-                Err(Failure::from_query(&err))
+                let failure = Failure::from_query(&err);
+                self.metrics.errors.note_pg(failure.class, &err);
+                Err(failure)
             }
-            Err(_) => Err(Failure {
-                class: ErrorClass::StatementTimeout,
-                // The server never answered; it may still commit.
-                unknown: true,
-                message: format!("no answer within {:?}", self.client_timeout),
-            }),
+            Err(_) => {
+                let failure = Failure {
+                    class: ErrorClass::StatementTimeout,
+                    // The server never answered; it may still commit.
+                    unknown: true,
+                    message: format!("no answer within {:?}", self.client_timeout),
+                };
+                self.metrics
+                    .errors
+                    .note(failure.class, None, &failure.message);
+                Err(failure)
+            }
         };
         Outcome {
             job,
@@ -169,6 +177,10 @@ pub async fn lane(
             Err(err) => {
                 shared.metrics.in_flight.dec();
                 shared.metrics.transactions.inc();
+                // Connect failures were noted where they happened; the pool's own are not.
+                if err.class == ErrorClass::PoolTimeout {
+                    shared.metrics.errors.note(err.class, None, &err.message);
+                }
                 let failure = Failure {
                     class: err.class,
                     unknown: false,

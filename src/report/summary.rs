@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::ErrorClass;
 use crate::failover::monitor::{OutageRecord, StateChange};
+use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
 use crate::telemetry::metrics::Metrics;
 
@@ -64,6 +65,9 @@ pub struct Summary {
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
     pub unknown_outcome_not_committed: u64,
+    /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
+    /// and the first message.
+    pub error_kinds: Vec<ErrorKind>,
 }
 
 impl Summary {
@@ -117,6 +121,7 @@ impl Summary {
             unknown_outcome_writes: metrics.unknown_outcome_writes.get(),
             unknown_outcome_committed: metrics.unknown_outcome_committed.get(),
             unknown_outcome_not_committed: metrics.unknown_outcome_not_committed.get(),
+            error_kinds: metrics.errors.kinds(),
         }
     }
 }
@@ -173,6 +178,18 @@ impl fmt::Display for Summary {
                 .collect();
             writeln!(f, "  errors        {}", errs.join(" "))?;
         }
+        for k in &self.error_kinds {
+            let sqlstate = if k.sqlstate.is_empty() {
+                "-"
+            } else {
+                &k.sqlstate
+            };
+            writeln!(
+                f,
+                "  error {sqlstate:<5} {:<20} x{:<8} {}",
+                k.class, k.count, k.message
+            )?;
+        }
         writeln!(
             f,
             "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {})",
@@ -213,6 +230,7 @@ pub struct Progress {
     last_transactions: u64,
     last_errors: [u64; ErrorClass::ALL.len()],
     last_skipped: u64,
+    last_sqlstates: BTreeMap<String, u64>,
 }
 
 impl Progress {
@@ -221,6 +239,7 @@ impl Progress {
             last_transactions: 0,
             last_errors: [0; ErrorClass::ALL.len()],
             last_skipped: 0,
+            last_sqlstates: BTreeMap::new(),
         }
     }
 
@@ -241,6 +260,15 @@ impl Progress {
         self.last_transactions = transactions;
         let skipped = metrics.skipped.get() - self.last_skipped;
         self.last_skipped = metrics.skipped.get();
+        let sqlstates = metrics.errors.per_sqlstate();
+        let by_sqlstate: Vec<String> = sqlstates
+            .iter()
+            .filter_map(|(code, n)| {
+                let delta = n - self.last_sqlstates.get(code).copied().unwrap_or(0);
+                (delta > 0).then(|| format!("{code}={delta}"))
+            })
+            .collect();
+        self.last_sqlstates = sqlstates;
         let h = book.take_interval();
         tracing::info!(
             rate = format!("{:.1}", ok as f64 / interval.as_secs_f64()),
@@ -248,6 +276,7 @@ impl Progress {
             failed,
             skipped,
             errors = errors.join(" "),
+            sqlstates = by_sqlstate.join(" "),
             p50_ms = format!("{:.2}", h.value_at_quantile(0.5) as f64 / 1000.0),
             p99_ms = format!("{:.2}", h.value_at_quantile(0.99) as f64 / 1000.0),
             state,

@@ -11,6 +11,7 @@ use prometheus::{
 
 use crate::error::ErrorClass;
 use crate::failover::machine::FailoverState;
+use crate::telemetry::errors::ErrorBook;
 
 /// Latency buckets from 0.5 ms to 60 s, dense where a healthy database answers.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -64,6 +65,9 @@ pub struct Metrics {
     pub password_errors: IntCounter,
     pub retention_rows_deleted: IntCounter,
     pub retention_errors: PerClass,
+
+    /// Not a metric family: every distinct error with one message, for logs and the summary.
+    pub errors: ErrorBook,
 }
 
 /// One counter per error class, resolved once so the hot path indexes an array
@@ -227,6 +231,7 @@ impl Metrics {
             password_errors: counter(r, "pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command."),
             retention_rows_deleted: counter(r, "pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup."),
             retention_errors: PerClass::new(r, "pgdrill_retention_errors_total", "Retention cleanup batches that failed, by error class."),
+            errors: ErrorBook::default(),
             registry,
         })
     }

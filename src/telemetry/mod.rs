@@ -3,6 +3,7 @@
 //!
 //! Depends only on `error`.
 
+pub(crate) mod errors;
 pub(crate) mod http;
 pub(crate) mod latency;
 pub(crate) mod logging;

@@ -361,3 +361,82 @@ async fn idle_http_clients_cannot_starve_the_database_side() {
     assert!(status.success(), "{status}");
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_column_is_an_error_with_its_sqlstate_at_once() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("summary.json");
+    let bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "200",
+        "--duration",
+        "60s",
+        "--listen",
+        &listen,
+        "--progress-interval",
+        "1s",
+        "--summary-json",
+        &json.to_string_lossy(),
+    ]);
+    let addr: SocketAddr = listen.parse().expect("addr");
+    eventually(Duration::from_secs(20), "writes under way", || async {
+        try_http_get(addr, "/metrics")
+            .await
+            .is_ok_and(|t| metric(&t, "pgdrill_transactions_total") > 100.0)
+    })
+    .await;
+    connect(&dsn)
+        .await
+        .batch_execute("ALTER TABLE transactions DROP COLUMN status")
+        .await
+        .expect("drop a column");
+    let dropped = Instant::now();
+    let stderr = bin.stderr.clone();
+    let logged = || {
+        std::fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("42703") && l.contains("status"))
+    };
+    while !logged() && dropped.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let within = dropped.elapsed();
+    assert!(logged(), "no ERROR line naming 42703 within {within:?}");
+    // The progress line counts it per SQLSTATE.
+    eventually(Duration::from_secs(3), "progress with 42703", || async {
+        std::fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("progress") && l.contains("42703="))
+    })
+    .await;
+    bin.signal(libc::SIGTERM);
+    let (status, out, err) = bin.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}: {err}");
+    assert!(
+        out.lines().any(|l| l.contains("error 42703")),
+        "summary lacks the SQLSTATE:\n{out}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("summary json")).expect("json");
+    let kinds = summary["error_kinds"].as_array().expect("error_kinds");
+    let kind = kinds
+        .iter()
+        .find(|k| k["sqlstate"] == "42703")
+        .unwrap_or_else(|| panic!("42703 not listed: {kinds:?}"));
+    assert!(kind["count"].as_u64().is_some_and(|n| n > 0), "{kind}");
+    assert!(
+        kind["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("status")),
+        "{kind}"
+    );
+    println!("ERROR line {within:?} after the DROP; {kind}");
+    lab.shutdown().await;
+}
