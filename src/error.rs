@@ -203,6 +203,27 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A run that could not start: found while building, before any task or connection.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot register the pool metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The table cannot take pgdrill's INSERT, found at the first connection (the database
+    /// may be down at start); the message names what to change.
+    #[error("{0}")]
+    Table(String),
+}
+
+impl StartError {
+    /// A setup to fix exits 2, like a bad flag; anything else is a plain failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Table(_) => 2,
+            StartError::Metrics(_) => 1,
+        }
+    }
+}
+
 impl ConfigError {
     pub fn new(option: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {

@@ -1,6 +1,7 @@
 //! Which server are we writing to? Probed on every new connection, as an
 //! ordinary user: each fact degrades to unknown where it is not permitted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -120,6 +121,7 @@ pub struct IdentityTracker {
     hosts: Vec<String>,
     metrics: Arc<Metrics>,
     changes: watch::Sender<u64>,
+    primary_changes: AtomicU64,
 }
 
 impl IdentityTracker {
@@ -129,11 +131,17 @@ impl IdentityTracker {
             hosts,
             metrics,
             changes: watch::channel(0).0,
+            primary_changes: AtomicU64::new(0),
         }
     }
 
     pub fn current(&self) -> Option<Identity> {
         self.current.lock().map(|c| c.clone()).unwrap_or(None)
+    }
+
+    /// Primary changes seen so far (restarts are not changes).
+    pub fn changes(&self) -> u64 {
+        self.primary_changes.load(Ordering::Relaxed)
     }
 
     /// Notified with the running count of primary changes and restarts: after either,
@@ -181,7 +189,10 @@ impl IdentityTracker {
         match change {
             Change::Same => return,
             Change::Restart => self.metrics.server_restarts.inc(),
-            Change::NewPrimary => self.metrics.primary_changes.inc(),
+            Change::NewPrimary => {
+                self.metrics.primary_changes.inc();
+                self.primary_changes.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.changes.send_modify(|n| *n += 1);
     }
@@ -253,6 +264,7 @@ mod tests {
             tracker.observe(&restarted);
         }
         assert_eq!(metrics.server_restarts.get(), 3);
+        assert_eq!(tracker.changes(), 0);
         assert_eq!(metrics.primary_changes.get(), 0);
         assert_eq!(*rx.borrow(), 3, "a restart is worth verifying too");
 

@@ -77,30 +77,37 @@ pub struct Manager {
     fatal: Option<Arc<Fatal>>,
 }
 
+/// How new connections are made and set up, from the configuration.
+pub struct ConnectSettings {
+    pub pg: tokio_postgres::Config,
+    pub tls: TlsSettings,
+    /// `--query-mode auto`: fall back from prepared to unnamed statements when they break.
+    pub auto_query_mode: bool,
+    pub statement_timeout: Duration,
+    pub create_table: bool,
+}
+
 impl Manager {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        pg: tokio_postgres::Config,
-        tls: &TlsSettings,
+        settings: ConnectSettings,
         credentials: Arc<Credentials>,
-        auto_query_mode: bool,
-        statement_timeout: Duration,
         workload: Arc<Workload>,
-        create_table: bool,
         identity: Arc<IdentityTracker>,
         metrics: Arc<Metrics>,
     ) -> Manager {
         Manager {
-            pg,
-            tls: tls.connector(),
+            pg: settings.pg,
+            tls: settings.tls.connector(),
             credentials,
             last_logged: Mutex::new(None),
-            auto_fallback: auto_query_mode.then(|| Arc::new(AtomicBool::new(false))),
-            statement_timeout,
+            auto_fallback: settings
+                .auto_query_mode
+                .then(|| Arc::new(AtomicBool::new(false))),
+            statement_timeout: settings.statement_timeout,
             workload,
             identity,
             metrics,
-            create_table,
+            create_table: settings.create_table,
             table_ready: OnceCell::new(),
             fatal: None,
         }
@@ -364,5 +371,33 @@ impl DbPool {
     /// A connection outside the pool's accounting, for verification and bootstrap.
     pub async fn dedicated(&self) -> Result<Conn, ConnectError> {
         self.pool.dedicated_connection().await
+    }
+}
+
+#[cfg(test)]
+impl DbPool {
+    /// A pool for database-free tests: it would connect to 127.0.0.1:1, and only if asked.
+    pub(crate) fn unconnected(metrics: Arc<Metrics>) -> (DbPool, Arc<Workload>) {
+        use crate::db::credentials::PasswordSource;
+        use crate::db::table::{QueryMode, Table};
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("127.0.0.1").port(1);
+        let table = Table::parse("t").expect("a plain table name");
+        let workload = Arc::new(Workload::new(table, 1, QueryMode::Unnamed));
+        let manager = Manager::new(
+            ConnectSettings {
+                pg,
+                tls: TlsSettings::prefer(),
+                auto_query_mode: false,
+                statement_timeout: Duration::from_secs(1),
+                create_table: false,
+            },
+            Arc::new(Credentials::new(PasswordSource::Dsn, metrics.clone())),
+            workload.clone(),
+            Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
+            metrics,
+        );
+        let pool = DbPool::new(manager, 1, Duration::from_secs(1), Duration::from_secs(60));
+        (pool, workload)
     }
 }

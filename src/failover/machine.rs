@@ -14,6 +14,7 @@
 //!   success to the start of that window.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -103,9 +104,24 @@ impl Events {
 #[derive(Debug, Default)]
 pub struct Detector {
     events: Mutex<Events>,
+    /// Writes taken and not yet finished: with no answer for long, a stall is an outage.
+    in_flight: AtomicI64,
 }
 
 impl Detector {
+    /// A write was taken from the backlog; [`Detector::finished`] follows.
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     pub fn success(&self, at: Instant) {
         if let Ok(mut e) = self.events.lock() {
             e.success(at);
@@ -306,6 +322,15 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_state_is_in_the_exported_state_set() {
+        let exported = crate::telemetry::metrics::FAILOVER_STATES;
+        assert_eq!(exported.len(), FailoverState::ALL.len());
+        for state in FailoverState::ALL {
+            assert!(exported.contains(&state.as_str()), "{state:?}");
+        }
+    }
 
     fn machine(rate: f64) -> (Machine, Events, Instant) {
         let t0 = Instant::now();

@@ -2,8 +2,8 @@
 //! pool, and runs up to `pipeline_depth` independent INSERTs on it at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_channel::Receiver;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -12,12 +12,9 @@ use tokio::time::Instant;
 
 use crate::db::pool::{Conn, DbPool};
 use crate::db::table::{Row, Workload};
-use crate::error::{classify, ErrorClass};
-use crate::failover::machine::Detector;
+use crate::error::ErrorClass;
+use crate::load::outcomes::{Failure, LaneOutcomes};
 use crate::load::scheduler::Job;
-use crate::rpo::ledger::Ledger;
-use crate::telemetry::latency::LatencyStats;
-use crate::telemetry::metrics::Metrics;
 
 /// Reconnect backoff bounds: short enough to see a failover end within ~100 ms.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -25,11 +22,8 @@ const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// What every lane shares.
 pub struct Shared {
-    pub metrics: Arc<Metrics>,
     pub pool: DbPool,
     pub workload: Arc<Workload>,
-    pub detector: Arc<Detector>,
-    pub ledger: Arc<Mutex<Ledger>>,
     pub pipeline_depth: usize,
     /// Client-side bound on one INSERT: the server's statement_timeout plus slack,
     /// for the case where the server never answers at all.
@@ -52,72 +46,19 @@ struct Outcome {
     result: Result<i64, Failure>,
 }
 
-struct Failure {
-    class: ErrorClass,
-    /// The server may have committed it: verification decides.
-    unknown: bool,
-    message: String,
-}
-
-impl Failure {
-    fn from_query(err: &tokio_postgres::Error) -> Failure {
-        let class = classify(err);
-        Failure {
-            class,
-            unknown: class.outcome_unknown_after_send(),
-            message: err.to_string()
-                + &err
-                    .as_db_error()
-                    .map(|d| format!(": {}", d.message()))
-                    .unwrap_or_default(),
-        }
-    }
-}
-
 impl Shared {
-    fn record(&self, outcome: Outcome, stats: &Mutex<LatencyStats>) -> bool {
-        self.metrics.in_flight.dec();
-        self.metrics.transactions.inc();
+    /// Reports `outcome`; returns whether the connection must be discarded.
+    fn record(&self, outcome: Outcome, report: &LaneOutcomes) -> bool {
         match outcome.result {
             Ok(id) => {
-                let latency = outcome.done - outcome.job.intended;
-                let service = outcome.done - outcome.sent;
-                self.metrics
-                    .transaction_duration
-                    .observe(latency.as_secs_f64());
-                self.metrics.service_duration.observe(service.as_secs_f64());
-                self.metrics
-                    .schedule_lag
-                    .set((outcome.sent - outcome.job.intended).as_secs_f64());
-                if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-                    self.metrics.last_success_timestamp.set(now.as_secs_f64());
-                }
-                if let Ok(mut s) = stats.lock() {
-                    s.record(latency, service);
-                }
-                self.detector.success(outcome.done);
-                if let Ok(mut ledger) = self.ledger.lock() {
-                    ledger.ack(outcome.job.seq, id, outcome.done);
-                }
+                report.succeeded(outcome.job, outcome.sent, outcome.done, id);
                 false
             }
             Err(failure) => {
-                self.fail(outcome.job, outcome.sent, &failure);
+                report.failed(outcome.job, outcome.sent, &failure);
                 failure.class.discards_connection() || failure.unknown
             }
         }
-    }
-
-    fn fail(&self, job: Job, started: Instant, failure: &Failure) {
-        self.metrics.transaction_errors.inc(failure.class);
-        self.detector.failure(started, failure.class);
-        if failure.unknown {
-            self.metrics.unknown_outcome_writes.inc();
-            if let Ok(mut ledger) = self.ledger.lock() {
-                ledger.unknown(job.seq, Instant::now());
-            }
-        }
-        tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
     }
 
     async fn execute(&self, conn: &Conn, job: Job, row: Row) -> Outcome {
@@ -129,22 +70,16 @@ impl Shared {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(err)) => {
                 self.pool.observe_query_error(&err);
-                let failure = Failure::from_query(&err);
-                self.metrics.errors.note_pg(failure.class, &err);
-                Err(failure)
+                Err(Failure::from_query(&err))
             }
-            Err(_) => {
-                let failure = Failure {
-                    class: ErrorClass::StatementTimeout,
-                    // The server never answered; it may still commit.
-                    unknown: true,
-                    message: format!("no answer within {:?}", self.client_timeout),
-                };
-                self.metrics
-                    .errors
-                    .note(failure.class, None, &failure.message);
-                Err(failure)
-            }
+            Err(_) => Err(Failure {
+                class: ErrorClass::StatementTimeout,
+                // The server never answered; it may still commit.
+                unknown: true,
+                message: format!("no answer within {:?}", self.client_timeout),
+                sqlstate: None,
+                noted: false,
+            }),
         };
         Outcome {
             job,
@@ -159,7 +94,7 @@ impl Shared {
 pub async fn lane(
     shared: Arc<Shared>,
     jobs: Receiver<Job>,
-    stats: Arc<Mutex<LatencyStats>>,
+    report: LaneOutcomes,
     mut rng: SmallRng,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -170,23 +105,20 @@ pub async fn lane(
             shared.all_busy.notify_waiters();
         }
         let Ok(first) = next else { break };
-        shared.metrics.in_flight.inc();
+        report.started();
         let started = Instant::now();
         let mut conn = match shared.pool.checkout().await {
             Ok(conn) => conn,
             Err(err) => {
-                shared.metrics.in_flight.dec();
-                shared.metrics.transactions.inc();
-                // Connect failures were noted where they happened; the pool's own are not.
-                if err.class == ErrorClass::PoolTimeout {
-                    shared.metrics.errors.note(err.class, None, &err.message);
-                }
                 let failure = Failure {
                     class: err.class,
                     unknown: false,
                     message: err.message,
+                    sqlstate: None,
+                    // Connect failures were noted where they happened; the pool's own are not.
+                    noted: err.class != ErrorClass::PoolTimeout,
                 };
-                shared.fail(first, started, &failure);
+                report.failed(first, started, &failure);
                 // Jitter keeps lanes from reconnecting in lockstep.
                 let jitter = rand::Rng::random_range(&mut rng, 0..=backoff.as_micros() as u64 / 2);
                 tokio::time::sleep(backoff + Duration::from_micros(jitter)).await;
@@ -195,7 +127,7 @@ pub async fn lane(
             }
         };
         backoff = BACKOFF_MIN;
-        let broken = run_on(&shared, &conn, first, &jobs, &stats, &mut rng).await;
+        let broken = run_on(&shared, &conn, first, &jobs, &report, &mut rng).await;
         if broken || conn.created.elapsed() >= shared.max_connection_lifetime {
             conn.broken = true;
         }
@@ -209,7 +141,7 @@ async fn run_on(
     conn: &Conn,
     first: Job,
     jobs: &Receiver<Job>,
-    stats: &Mutex<LatencyStats>,
+    report: &LaneOutcomes,
     rng: &mut SmallRng,
 ) -> bool {
     let mut in_flight = FuturesUnordered::new();
@@ -228,12 +160,12 @@ async fn run_on(
         tokio::select! {
             biased;
             Some(outcome) = in_flight.next() => {
-                broken |= shared.record(outcome, stats);
+                broken |= shared.record(outcome, report);
             }
             _ = &mut all_busy, if can_take && !room => {}
             job = jobs.recv(), if room => match job {
                 Ok(job) => {
-                    shared.metrics.in_flight.inc();
+                    report.started();
                     in_flight.push(shared.execute(conn, job, Row::random(rng, job.seq)));
                 }
                 Err(_) => closed = true,
@@ -246,7 +178,7 @@ async fn run_on(
             // Keep the connection only while work is waiting; otherwise give it back.
             match jobs.try_recv() {
                 Ok(job) => {
-                    shared.metrics.in_flight.inc();
+                    report.started();
                     in_flight.push(shared.execute(conn, job, Row::random(rng, job.seq)));
                 }
                 Err(_) => return false,

@@ -4,4 +4,5 @@
 //! `report`.
 
 pub(crate) mod lanes;
+pub(crate) mod outcomes;
 pub(crate) mod scheduler;

@@ -9,7 +9,7 @@ use async_channel::{Sender, TrySendError};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use prometheus::IntCounter;
+use crate::load::outcomes::Outcomes;
 
 /// One scheduled transaction: its client sequence number and when it should start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl Pacer {
 pub async fn run(
     rate: Option<f64>,
     jobs: Sender<Job>,
-    skipped: IntCounter,
+    outcomes: &Outcomes,
     stop: &CancellationToken,
     duration: Option<Duration>,
 ) {
@@ -82,7 +82,7 @@ pub async fn run(
             }
             match jobs.try_send(job) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => skipped.inc(),
+                Err(TrySendError::Full(_)) => outcomes.skipped(),
                 Err(TrySendError::Closed(_)) => return,
             }
         }
@@ -138,25 +138,15 @@ impl DeadlineTimer {
 
 #[cfg(target_os = "linux")]
 fn timerfd() -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: timerfd_create has no memory-safety preconditions; a valid fd is
-    // owned exactly once below.
-    let raw = unsafe {
-        libc::timerfd_create(
-            libc::CLOCK_MONOTONIC,
-            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-        )
-    };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-    // SAFETY: an OwnedFd keeps returning the same open descriptor until dropped.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| std::io::Error::other(e.to_string()))
+    use rustix::time::{TimerfdClockId, TimerfdFlags};
+    let fd = rustix::time::timerfd_create(
+        TimerfdClockId::Monotonic,
+        TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+    )?;
+    // SAFETY: the AsyncFd owns the OwnedFd, which keeps the same open descriptor until
+    // dropped with it (tokio's I/O-safety contract).
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(target_os = "linux")]
@@ -164,46 +154,32 @@ async fn timerfd_wait(
     fd: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     deadline: Instant,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+    use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec};
     // A zero it_value would disarm the timer: a past deadline fires after 1 ns.
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_nanos(1));
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
+    let spec = Itimerspec {
+        it_interval: Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         },
-        it_value: libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+        it_value: Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()) as _,
         },
     };
-    // SAFETY: a valid timerfd and a fully initialised itimerspec; old value not requested.
-    let rc = unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    rustix::time::timerfd_settime(fd.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
     loop {
         let mut guard = fd.readable().await?;
-        let mut expirations = 0u64;
-        // SAFETY: reading 8 bytes into a u64 we own, as timerfd(2) specifies.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                std::ptr::addr_of_mut!(expirations).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        if n == 8 {
-            return Ok(());
+        // timerfd(2): a read returns the expiration count as 8 bytes.
+        let mut expirations = [0u8; 8];
+        match rustix::io::read(fd.get_ref(), &mut expirations) {
+            Ok(8) => return Ok(()),
+            Ok(_) => return Err(std::io::Error::other("short read from timerfd")),
+            Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
+            Err(err) => return Err(err.into()),
         }
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            guard.clear_ready();
-            continue;
-        }
-        return Err(err);
     }
 }
 
@@ -247,7 +223,21 @@ async fn run_unlimited(jobs: Sender<Job>, stop: &CancellationToken, until: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use crate::failover::machine::Detector;
+    use crate::rpo::ledger::Ledger;
+    use crate::telemetry::latency::LatencyBook;
     use crate::telemetry::metrics::Metrics;
+
+    fn outcomes() -> Outcomes {
+        Outcomes::new(
+            Metrics::new(&[]),
+            Arc::new(Detector::default()),
+            Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
+            LatencyBook::default(),
+        )
+    }
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_are_absolute_and_do_not_drift() {
@@ -266,27 +256,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_backlog_skips_instead_of_growing() {
-        let metrics = Metrics::new(&[]);
+        let outcomes = outcomes();
         let (tx, rx) = async_channel::bounded(10);
         let stop = CancellationToken::new();
         let window = Some(Duration::from_millis(100));
-        run(Some(1000.0), tx, metrics.skipped.clone(), &stop, window).await;
+        run(Some(1000.0), tx, &outcomes, &stop, window).await;
         // Nobody consumed: 10 queued, the other 90 skipped.
         assert_eq!(rx.len(), 10);
-        assert_eq!(metrics.skipped.get(), 90);
+        assert_eq!(outcomes.tally().skipped, 90);
     }
 
     #[tokio::test]
     async fn schedules_exactly_rate_times_duration() {
-        let metrics = Metrics::new(&[]);
+        let outcomes = outcomes();
         let (tx, rx) = async_channel::bounded(100_000);
         let stop = CancellationToken::new();
         let began = Instant::now();
         let window = Some(Duration::from_millis(500));
-        run(Some(8000.0), tx, metrics.skipped.clone(), &stop, window).await;
+        run(Some(8000.0), tx, &outcomes, &stop, window).await;
         assert!(began.elapsed() >= Duration::from_millis(499));
         assert_eq!(rx.len(), 4_000);
-        assert_eq!(metrics.skipped.get(), 0);
+        assert_eq!(outcomes.tally().skipped, 0);
         let first = rx.try_recv().expect("a job");
         let mut last = first;
         while let Ok(job) = rx.try_recv() {

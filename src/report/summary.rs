@@ -1,4 +1,6 @@
-//! The end-of-run summary, human and JSON, and the progress line.
+//! The end-of-run summary, human and JSON, built from plain program state (the tally of
+//! outcomes, the latency recorders, the outage records, the RPO totals), never from
+//! Prometheus counters.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,10 +10,11 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::error::ErrorClass;
-use crate::failover::monitor::{OutageRecord, StateChange};
+use crate::failover::outages::{OutageRecord, StateChange};
+use crate::load::outcomes::TallySnapshot;
+use crate::rpo::verify::RpoTotals;
 use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
-use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct Percentiles {
@@ -70,58 +73,62 @@ pub struct Summary {
     pub error_kinds: Vec<ErrorKind>,
 }
 
+/// Everything the summary is made of, gathered by the wiring once the run has drained.
+pub(crate) struct RunFacts {
+    pub run_id: i64,
+    pub target: String,
+    pub started_at: std::time::SystemTime,
+    pub elapsed: Duration,
+    pub target_rate: Option<f64>,
+    pub tally: TallySnapshot,
+    /// In flight when the shutdown grace ran out.
+    pub abandoned: u64,
+    pub primary_changes: u64,
+    pub rpo: RpoTotals,
+    pub outages: Vec<OutageRecord>,
+    pub state_changes: Vec<StateChange>,
+    pub error_kinds: Vec<ErrorKind>,
+}
+
 impl Summary {
-    #[allow(clippy::too_many_arguments)]
-    pub fn collect(
-        metrics: &Metrics,
-        book: &LatencyBook,
-        run_id: i64,
-        target: String,
-        started_at: std::time::SystemTime,
-        elapsed: Duration,
-        target_rate: Option<f64>,
-        abandoned: u64,
-        outages: Vec<OutageRecord>,
-        state_changes: Vec<StateChange>,
-    ) -> Summary {
-        let transactions = metrics.transactions.get();
-        let failed = metrics.transaction_errors.total();
-        let successes = transactions.saturating_sub(failed);
+    pub(crate) fn collect(facts: RunFacts, book: &LatencyBook) -> Summary {
+        let t = facts.tally;
+        let successes = t.successes();
         let errors = ErrorClass::ALL
             .iter()
-            .map(|c| (c.as_str(), metrics.transaction_errors.get(*c)))
+            .map(|c| (c.as_str(), t.errors[c.index()]))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let secs = elapsed.as_secs_f64().max(1e-9);
+        let secs = facts.elapsed.as_secs_f64().max(1e-9);
         Summary {
             version: env!("CARGO_PKG_VERSION"),
-            run_id,
-            target,
-            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
-            duration_seconds: elapsed.as_secs_f64(),
-            target_rate,
-            transactions,
+            run_id: facts.run_id,
+            target: facts.target,
+            started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
+            duration_seconds: facts.elapsed.as_secs_f64(),
+            target_rate: facts.target_rate,
+            transactions: t.transactions,
             successes,
             errors,
-            skipped: metrics.skipped.get(),
-            abandoned,
-            success_ratio: if transactions == 0 {
+            skipped: t.skipped,
+            abandoned: facts.abandoned,
+            success_ratio: if t.transactions == 0 {
                 0.0
             } else {
-                successes as f64 / transactions as f64
+                successes as f64 / t.transactions as f64
             },
             achieved_rate: successes as f64 / secs,
             latency: Percentiles::of(&book.latency()),
             service_time: Percentiles::of(&book.service()),
             schedule_lag: Percentiles::of(&book.schedule_lag()),
-            primary_changes: metrics.primary_changes.get(),
-            outages,
-            state_changes,
-            lost_writes: metrics.lost_writes.get(),
-            unknown_outcome_writes: metrics.unknown_outcome_writes.get(),
-            unknown_outcome_committed: metrics.unknown_outcome_committed.get(),
-            unknown_outcome_not_committed: metrics.unknown_outcome_not_committed.get(),
-            error_kinds: metrics.errors.kinds(),
+            primary_changes: facts.primary_changes,
+            outages: facts.outages,
+            state_changes: facts.state_changes,
+            lost_writes: facts.rpo.lost_writes,
+            unknown_outcome_writes: t.unknown_outcome,
+            unknown_outcome_committed: facts.rpo.unknown_committed,
+            unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
+            error_kinds: facts.error_kinds,
         }
     }
 }
@@ -222,71 +229,5 @@ impl Summary {
     pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(path, json)
-    }
-}
-
-/// One line of progress: what happened since the last one.
-pub struct Progress {
-    last_transactions: u64,
-    last_errors: [u64; ErrorClass::ALL.len()],
-    last_skipped: u64,
-    last_sqlstates: BTreeMap<String, u64>,
-}
-
-impl Progress {
-    pub fn new() -> Progress {
-        Progress {
-            last_transactions: 0,
-            last_errors: [0; ErrorClass::ALL.len()],
-            last_skipped: 0,
-            last_sqlstates: BTreeMap::new(),
-        }
-    }
-
-    pub fn log(&mut self, metrics: &Metrics, book: &LatencyBook, interval: Duration, state: &str) {
-        let transactions = metrics.transactions.get();
-        let mut errors = Vec::new();
-        let mut failed = 0;
-        for class in ErrorClass::ALL {
-            let now = metrics.transaction_errors.get(class);
-            let delta = now - self.last_errors[class.index()];
-            self.last_errors[class.index()] = now;
-            failed += delta;
-            if delta > 0 {
-                errors.push(format!("{class}={delta}"));
-            }
-        }
-        let ok = (transactions - self.last_transactions).saturating_sub(failed);
-        self.last_transactions = transactions;
-        let skipped = metrics.skipped.get() - self.last_skipped;
-        self.last_skipped = metrics.skipped.get();
-        let sqlstates = metrics.errors.per_sqlstate();
-        let by_sqlstate: Vec<String> = sqlstates
-            .iter()
-            .filter_map(|(code, n)| {
-                let delta = n - self.last_sqlstates.get(code).copied().unwrap_or(0);
-                (delta > 0).then(|| format!("{code}={delta}"))
-            })
-            .collect();
-        self.last_sqlstates = sqlstates;
-        let h = book.take_interval();
-        tracing::info!(
-            rate = format!("{:.1}", ok as f64 / interval.as_secs_f64()),
-            ok,
-            failed,
-            skipped,
-            errors = errors.join(" "),
-            sqlstates = by_sqlstate.join(" "),
-            p50_ms = format!("{:.2}", h.value_at_quantile(0.5) as f64 / 1000.0),
-            p99_ms = format!("{:.2}", h.value_at_quantile(0.99) as f64 / 1000.0),
-            state,
-            "progress"
-        );
-    }
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress::new()
     }
 }

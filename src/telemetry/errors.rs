@@ -95,14 +95,6 @@ impl ErrorBook {
         }
     }
 
-    /// Notes a tokio-postgres error under `class`, with the server's own message if any.
-    pub fn note_pg(&self, class: ErrorClass, err: &tokio_postgres::Error) {
-        match err.as_db_error() {
-            Some(db) => self.note(class, Some(db.code().code()), db.message()),
-            None => self.note(class, None, &err.to_string()),
-        }
-    }
-
     /// Every kind seen, by class then SQLSTATE.
     pub fn kinds(&self) -> Vec<ErrorKind> {
         let book = match self.book.lock() {

@@ -10,8 +10,11 @@ use prometheus::{
 };
 
 use crate::error::ErrorClass;
-use crate::failover::machine::FailoverState;
 use crate::telemetry::errors::ErrorBook;
+
+/// Values of `pgdrill_failover_state{state}`, written out in full like the names; the
+/// failover module sets them by name (a test there checks that every state is here).
+pub const FAILOVER_STATES: [&str; 4] = ["healthy", "degraded", "outage", "recovering"];
 
 /// Latency buckets from 0.5 ms to 60 s, dense where a healthy database answers.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -39,7 +42,7 @@ pub struct Metrics {
     pub schedule_lag: Gauge,
     pub last_success_timestamp: Gauge,
 
-    pub failover_state: IntGaugeVec,
+    pub failover_state: StateSet,
     pub server_timeline: IntGauge,
     pub primary_changes: IntCounter,
     pub server_restarts: IntCounter,
@@ -67,7 +70,7 @@ pub struct Metrics {
     pub retention_errors: PerClass,
 
     /// Not a metric family: every distinct error with one message, for logs and the summary.
-    pub errors: ErrorBook,
+    pub errors: Arc<ErrorBook>,
 }
 
 /// One counter per error class, resolved once so the hot path indexes an array
@@ -92,13 +95,39 @@ impl PerClass {
     pub fn inc(&self, class: ErrorClass) {
         self.counters[class.index()].inc();
     }
+}
 
-    pub fn get(&self, class: ErrorClass) -> u64 {
-        self.counters[class.index()].get()
+/// An enum exported as a state set: one series per state, exactly one of them 1.
+pub struct StateSet {
+    states: Vec<(&'static str, IntGauge)>,
+}
+
+impl StateSet {
+    fn new(
+        registry: &Registry,
+        name: &str,
+        help: &str,
+        label: &str,
+        states: &[&'static str],
+    ) -> StateSet {
+        let vec = register(
+            registry,
+            IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
+        );
+        let states: Vec<_> = states
+            .iter()
+            .map(|s| (*s, vec.with_label_values(&[*s])))
+            .collect();
+        // The first state is where a run begins.
+        states[0].1.set(1);
+        StateSet { states }
     }
 
-    pub fn total(&self) -> u64 {
-        self.counters.iter().map(IntCounter::get).sum()
+    /// Sets `state` to 1 and every other state to 0.
+    pub fn set(&self, state: &str) {
+        for (name, gauge) in &self.states {
+            gauge.set(i64::from(*name == state));
+        }
     }
 }
 
@@ -150,22 +179,13 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let failover_state = register(
+        let failover_state = StateSet::new(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "pgdrill_failover_state",
-                    "Write availability state set: exactly one state is 1.",
-                ),
-                &["state"],
-            )
-            .expect("valid metric"),
+            "pgdrill_failover_state",
+            "Write availability state set: exactly one state is 1.",
+            "state",
+            &FAILOVER_STATES,
         );
-        for state in FailoverState::ALL {
-            failover_state
-                .with_label_values(&[state.as_str()])
-                .set(i64::from(state == FailoverState::Healthy));
-        }
 
         let host_is_primary = register(
             &registry,
@@ -231,17 +251,9 @@ impl Metrics {
             password_errors: counter(r, "pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command."),
             retention_rows_deleted: counter(r, "pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup."),
             retention_errors: PerClass::new(r, "pgdrill_retention_errors_total", "Retention cleanup batches that failed, by error class."),
-            errors: ErrorBook::default(),
+            errors: Arc::new(ErrorBook::default()),
             registry,
         })
-    }
-
-    pub fn set_failover_state(&self, state: FailoverState) {
-        for s in FailoverState::ALL {
-            self.failover_state
-                .with_label_values(&[s.as_str()])
-                .set(i64::from(s == state));
-        }
     }
 
     pub fn set_primary_host(&self, host: Option<&str>) {
@@ -258,6 +270,15 @@ impl Metrics {
                     .set(i64::from(Some(name) == host));
             }
         }
+    }
+
+    /// The value of one series as exposed, e.g. `pgdrill_failover_state{state="outage"}`.
+    #[cfg(test)]
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        let (body, _) = self.encode();
+        let text = String::from_utf8(body).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Text exposition of every registered family.
@@ -354,20 +375,15 @@ mod tests {
     #[test]
     fn state_set_keeps_exactly_one_state() {
         let metrics = Metrics::new(&[]);
-        metrics.set_failover_state(FailoverState::Outage);
-        let ones: i64 = FailoverState::ALL
+        metrics.failover_state.set("outage");
+        let ones: f64 = FAILOVER_STATES
             .iter()
-            .map(|s| {
-                metrics
-                    .failover_state
-                    .with_label_values(&[s.as_str()])
-                    .get()
-            })
+            .filter_map(|s| metrics.sample(&format!("pgdrill_failover_state{{state=\"{s}\"}}")))
             .sum();
-        assert_eq!(ones, 1);
+        assert_eq!(ones, 1.0);
         assert_eq!(
-            metrics.failover_state.with_label_values(&["outage"]).get(),
-            1
+            metrics.sample("pgdrill_failover_state{state=\"outage\"}"),
+            Some(1.0)
         );
     }
 }

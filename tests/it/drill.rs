@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Drill {
     pub addr: SocketAddr,
     pub stop: CancellationToken,
-    task: JoinHandle<Result<Summary, pgdrill::RunError>>,
+    task: JoinHandle<Result<Summary, pgdrill::StartError>>,
 }
 
 impl Drill {
@@ -69,7 +69,7 @@ impl Drill {
             .await
             .expect("the drill ends by itself")
             .expect("the drill task does not panic")
-            .unwrap_or_else(|e| panic!("the drill stopped: {e}"))
+            .expect("the drill starts")
     }
 
     /// Stops the run now, as SIGTERM would.
