@@ -212,6 +212,9 @@ pub enum StartError {
     /// may be down at start); the message names what to change.
     #[error("{0}")]
     Table(String),
+    /// A task of the run panicked or ended on its own; logged where it happened.
+    #[error("{0}")]
+    Crashed(String),
 }
 
 impl StartError {
@@ -219,7 +222,7 @@ impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::Table(_) => 2,
-            StartError::Metrics(_) => 1,
+            StartError::Metrics(_) | StartError::Crashed(_) => 1,
         }
     }
 }

@@ -26,6 +26,7 @@ mod rpo;
 pub mod shutdown;
 mod supervisor;
 mod telemetry;
+mod test_hooks;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -47,7 +48,6 @@ use db::identity::IdentityTracker;
 use db::pool::{ConnectSettings, DbPool, Manager};
 use db::retention;
 use db::table::Workload;
-use db::table_check::Fatal;
 use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
 use failover::outages::{Outages, WallClock};
@@ -58,14 +58,16 @@ use report::progress;
 use report::summary::RunFacts;
 use rpo::ledger::Ledger;
 use rpo::verify::Verifier;
-use supervisor::{Stage, Supervisor};
+use supervisor::{Fatal, Stage, Supervisor};
+use telemetry::health::Health;
 use telemetry::http;
 use telemetry::latency::LatencyBook;
 use telemetry::metrics::{Metrics, PoolCollector};
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and returns the summary. Database errors
-/// are counted, never returned; an error means the run could not start.
+/// are counted, never returned; an error means the run could not start or go on
+/// (an unusable table, a crashed task).
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -77,9 +79,9 @@ pub async fn run(
     // Step 1: build everything that can fail, before any task or connection starts.
     let drill = Drill::build(&config, &fatal)?;
     // Step 2: run under one supervisor.
-    let summary = drill.run(&config, listener, stop).await;
+    let summary = drill.run(&config, listener, stop, &fatal).await;
     match fatal.take() {
-        Some(message) => Err(StartError::Table(message)),
+        Some(error) => Err(error),
         None => Ok(summary),
     }
 }
@@ -97,6 +99,7 @@ struct Drill {
     verifier: Arc<Verifier>,
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
+    health: Arc<Health>,
 }
 
 impl Drill {
@@ -168,11 +171,19 @@ impl Drill {
             verifier,
             monitor,
             lanes,
+            health: Arc::default(),
         })
     }
 
-    async fn run(self, config: &Config, listener: TcpListener, stop: CancellationToken) -> Summary {
-        let mut sup = Supervisor::new();
+    async fn run(
+        self,
+        config: &Config,
+        listener: TcpListener,
+        stop: CancellationToken,
+        fatal: &Arc<Fatal>,
+    ) -> Summary {
+        let mut sup = Supervisor::new(fatal.clone(), self.health.clone());
+        test_hooks::announce();
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
         self.spawn(config, listener, &jobs_rx, &mut sup);
         tracing::info!(
@@ -185,9 +196,11 @@ impl Drill {
             "pgdrill started"
         );
         let load_began = Instant::now();
+        self.health.load_started();
         // The scheduler runs here until `stop` or the end of --duration; returning, it
         // closes the backlog, and the drain begins.
         scheduler::run(config.rate, jobs_tx, &self.outcomes, &stop, config.duration).await;
+        self.health.load_stopped();
         let elapsed = load_began.elapsed();
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         let summary = self.summary(config, elapsed, abandoned);
@@ -207,6 +220,7 @@ impl Drill {
         let page = Arc::new(http::Page {
             target: config.target.redacted.clone(),
             run_id: self.run_id,
+            health: self.health.clone(),
         });
         let token = sup.token(Stage::Http);
         sup.spawn(
@@ -237,8 +251,15 @@ impl Drill {
         // Lanes need no token: they end when the backlog is closed and empty.
         for lane in 0..config.pool_size {
             let rng = SmallRng::seed_from_u64(self.run_id as u64 ^ u64::from(lane));
-            let task = lanes::lane(self.lanes.clone(), jobs.clone(), self.outcomes.lane(), rng);
-            sup.spawn(Stage::Lanes, task);
+            let (lanes, jobs, outcomes) = (self.lanes.clone(), jobs.clone(), self.outcomes.clone());
+            let mut rng = Some(rng);
+            sup.spawn_lane(move || {
+                // A restarted lane gets a fresh generator; the first keeps the seeded one.
+                let rng = rng
+                    .take()
+                    .unwrap_or_else(|| SmallRng::from_rng(&mut rand::rng()));
+                lanes::lane(lanes.clone(), jobs.clone(), outcomes.lane(), rng)
+            });
         }
         let sources = progress::Sources {
             outcomes: self.outcomes.clone(),

@@ -14,9 +14,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::db::credentials::Credentials;
 use crate::db::identity::{self, IdentityTracker};
 use crate::db::table::Workload;
-use crate::db::table_check::{self, Fatal, TableError};
+use crate::db::table_check::{self, TableError};
 use crate::db::tls::TlsSettings;
 use crate::error::{classify, ErrorClass};
+use crate::supervisor::Fatal;
 use crate::telemetry::metrics::{Metrics, PoolStats};
 
 /// A pooled connection with its prepared INSERT.
@@ -124,7 +125,7 @@ impl Manager {
             TableError::Query(e) => self.fail(e),
             TableError::Unusable(message) => {
                 match &self.fatal {
-                    Some(fatal) => fatal.report(message.clone()),
+                    Some(fatal) => fatal.unusable_table(message.clone()),
                     None => {
                         tracing::error!(error = %message, "the table cannot take pgdrill's writes")
                     }

@@ -6,10 +6,7 @@
 //! Everything here goes through the simple query protocol and reads values as text, so it
 //! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
 
-use std::sync::Mutex;
-
 use tokio_postgres::{Client, SimpleQueryMessage};
-use tokio_util::sync::CancellationToken;
 
 use crate::db::table::{Row, Workload};
 
@@ -32,44 +29,6 @@ pub enum TableError {
     /// The check itself failed (connection lost, timeout): the next connection checks again.
     #[error("checking the table: {0}")]
     Query(#[from] tokio_postgres::Error),
-}
-
-/// Where a failure that no retry can fix, found while running, is reported: the first one
-/// is kept and `stop` ends the load, after which the run returns it.
-pub struct Fatal {
-    stop: CancellationToken,
-    error: Mutex<Option<String>>,
-}
-
-impl Fatal {
-    pub fn new(stop: CancellationToken) -> Fatal {
-        Fatal {
-            stop,
-            error: Mutex::new(None),
-        }
-    }
-
-    pub fn report(&self, message: String) {
-        let mut slot = match self.error.lock() {
-            Ok(slot) => slot,
-            // Only this function writes the slot, and it cannot panic while holding it.
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if slot.is_none() {
-            tracing::error!(error = %message, "stopping: the table cannot take pgdrill's writes");
-            *slot = Some(message);
-        }
-        drop(slot);
-        self.stop.cancel();
-    }
-
-    /// The first reported failure, if any.
-    pub fn take(&self) -> Option<String> {
-        match self.error.lock() {
-            Ok(mut slot) => slot.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
-    }
 }
 
 /// One column as the catalog describes it.

@@ -98,6 +98,7 @@ pub async fn lane(
     mut rng: SmallRng,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut taken: u64 = 0;
     loop {
         shared.idle_lanes.fetch_add(1, Ordering::Relaxed);
         let next = jobs.recv().await;
@@ -105,6 +106,8 @@ pub async fn lane(
             shared.all_busy.notify_waiters();
         }
         let Ok(first) = next else { break };
+        taken += 1;
+        crate::test_hooks::lane_took(taken);
         report.started();
         let started = Instant::now();
         let mut conn = match shared.pool.checkout().await {

@@ -16,12 +16,14 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 /// What the `/` page says about this process; never contains a password.
 pub struct Page {
     pub target: String,
     pub run_id: i64,
+    pub health: Arc<Health>,
 }
 
 fn response(
@@ -52,7 +54,14 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
             let (body, content_type) = metrics.encode();
             response(StatusCode::OK, &content_type, body)
         }
-        "/healthz" => response(StatusCode::OK, "text/plain", "ok\n"),
+        "/healthz" => match page.health.check() {
+            Ok(()) => response(StatusCode::OK, "text/plain", "ok\n"),
+            Err(why) => response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("unhealthy: {why}\n"),
+            ),
+        },
         "/" => response(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -289,9 +298,12 @@ mod tests {
             header_read_timeout: Duration::from_millis(300),
             max_connection_age: Duration::from_secs(60),
         };
+        let health = Arc::new(Health::default());
+        health.load_started();
         let page = Arc::new(Page {
             target: "t".into(),
             run_id: 1,
+            health,
         });
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(

@@ -187,7 +187,7 @@ async fn restarts_of_one_server_are_not_primary_changes() {
     lab.shutdown().await;
 }
 
-/// pgdrill under `ulimit -n`, output to files.
+/// pgdrill under `ulimit -n`, with extra environment, output to files.
 struct Limited {
     child: Child,
     stderr: PathBuf,
@@ -196,6 +196,10 @@ struct Limited {
 
 impl Limited {
     fn spawn(nofile: u32, args: &[&str]) -> Limited {
+        Limited::spawn_with(nofile, &[], args)
+    }
+
+    fn spawn_with(nofile: u32, env: &[(&str, &str)], args: &[&str]) -> Limited {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr = dir.path().join("stderr");
         let child = Command::new("sh")
@@ -205,6 +209,7 @@ impl Limited {
             .args(args)
             .env_remove("PGDRILL_DSN")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout")).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
@@ -232,11 +237,15 @@ impl Limited {
         std::fs::metadata(&self.stderr).map_or(0, |m| m.len())
     }
 
-    async fn wait(mut self, limit: Duration) -> ExitStatus {
+    /// The exit status and standard error, read before the temp dir goes.
+    async fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
+                return (
+                    status,
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -357,8 +366,8 @@ async fn idle_http_clients_cannot_starve_the_database_side() {
     let pid = i32::try_from(pgdrill.child.id()).expect("pid fits i32");
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = pgdrill.wait(Duration::from_secs(30)).await;
-    assert!(status.success(), "{status}");
+    let (status, err) = pgdrill.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}:\n{err}");
     lab.shutdown().await;
 }
 
@@ -438,5 +447,53 @@ async fn a_dropped_column_is_an_error_with_its_sqlstate_at_once() {
         "{kind}"
     );
     println!("ERROR line {within:?} after the DROP; {kind}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let pgdrill = Limited::spawn_with(
+        4096,
+        &[("PGDRILL_TEST_PANIC_LANE", "200")],
+        &[
+            "--dsn",
+            &dsn,
+            "--rate",
+            "200",
+            "--pool-size",
+            "2",
+            "--duration",
+            "120s",
+            "--listen",
+            &listen.to_string(),
+        ],
+    );
+    let healthz = || async {
+        try_http_get(listen, "/healthz")
+            .await
+            .map(|r| r.lines().next().unwrap_or_default().to_string())
+    };
+    eventually(Duration::from_secs(20), "healthy at first", || async {
+        healthz().await.is_ok_and(|s| s.contains(" 200 "))
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "503 while a lane restarts",
+        || async { healthz().await.is_ok_and(|s| s.contains(" 503 ")) },
+    )
+    .await;
+    let (status, err) = pgdrill.wait(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(1), "{status}:\n{err}");
+    let restarts = err.matches("a lane panicked; restarting it").count();
+    assert_eq!(restarts as u32, 5, "{err}");
+    assert!(
+        err.contains("PGDRILL_TEST_PANIC_LANE: injected panic after 200 writes"),
+        "{err}"
+    );
+    assert!(err.contains("a lane panicked 6 times"), "{err}");
     lab.shutdown().await;
 }
