@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -53,7 +53,7 @@ impl Fatal {
 
     fn report(&self, error: StartError) {
         // Only these two functions touch the slot and neither panics holding it.
-        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.error);
         slot.get_or_insert(error);
         drop(slot);
         self.stop.cancel();
@@ -61,8 +61,21 @@ impl Fatal {
 
     /// The first reported failure, if any.
     pub fn take(&self) -> Option<StartError> {
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+        lock(&self.error).take()
     }
+}
+
+/// Locks `m` even when a panic poisoned it. A panic while holding one of pgdrill's locks is
+/// already reported by the supervisor; the data stays usable, and dropping it instead (an
+/// acknowledgement not recorded in a poisoned ledger) would later report "nothing lost".
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| {
+        static LOGGED: std::sync::Once = std::sync::Once::new();
+        LOGGED.call_once(|| {
+            tracing::error!("a lock was poisoned by a panic; continuing with the data it guards");
+        });
+        poisoned.into_inner()
+    })
 }
 
 /// The text of a panic payload (`panic!` gives `&str` or `String`).

@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -136,7 +137,7 @@ impl IdentityTracker {
     }
 
     pub fn current(&self) -> Option<Identity> {
-        self.current.lock().map(|c| c.clone()).unwrap_or(None)
+        lock(&self.current).clone()
     }
 
     /// Primary changes seen so far (restarts are not changes).
@@ -153,9 +154,7 @@ impl IdentityTracker {
 
     /// Records the identity of a freshly connected writable server.
     pub fn observe(&self, id: &Identity) {
-        let Ok(mut current) = self.current.lock() else {
-            return;
-        };
+        let mut current = lock(&self.current);
         let change = current.as_ref().map_or(Change::Same, |old| {
             let change = id.change_from(old);
             match change {

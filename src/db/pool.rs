@@ -17,6 +17,7 @@ use crate::db::table::Workload;
 use crate::db::table_check::{self, TableError};
 use crate::db::tls::TlsSettings;
 use crate::error::{classify, ErrorClass};
+use crate::supervisor::lock;
 use crate::supervisor::Fatal;
 use crate::telemetry::metrics::{Metrics, PoolStats};
 
@@ -166,14 +167,13 @@ impl Manager {
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
             let now = tokio::time::Instant::now();
-            if let Ok(mut last) = self.last_logged.lock() {
-                let repeat = last
-                    .as_ref()
-                    .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
-                if !repeat {
-                    tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
-                    *last = Some((message.clone(), now));
-                }
+            let mut last = lock(&self.last_logged);
+            let repeat = last
+                .as_ref()
+                .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
+            if !repeat {
+                tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
+                *last = Some((message.clone(), now));
             }
         }
         ConnectError {

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::error::ErrorClass;
+use crate::supervisor::lock;
 
 /// How often the state machine looks at what happened.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -123,20 +124,16 @@ impl Detector {
     }
 
     pub fn success(&self, at: Instant) {
-        if let Ok(mut e) = self.events.lock() {
-            e.success(at);
-        }
+        lock(&self.events).success(at);
     }
 
     pub fn failure(&self, started: Instant, class: ErrorClass) {
-        if let Ok(mut e) = self.events.lock() {
-            e.failure(started, class);
-        }
+        lock(&self.events).failure(started, class);
     }
 
     /// Runs `f` with the events locked, so that a decision and its mark are atomic.
     pub fn with_events<R>(&self, f: impl FnOnce(&mut Events) -> R) -> Option<R> {
-        self.events.lock().ok().map(|mut e| f(&mut e))
+        Some(f(&mut lock(&self.events)))
     }
 }
 

@@ -12,6 +12,7 @@ use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::failover::machine::FailoverState;
 use crate::rpo::verify::Check;
+use crate::supervisor::lock;
 
 /// Maps the monotonic clock onto wall time, fixed once at start so that
 /// wall-clock steps never distort measured durations.
@@ -108,7 +109,7 @@ impl Outages {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> Option<R> {
-        self.book.lock().ok().map(|mut b| f(&mut b))
+        Some(f(&mut lock(&self.book)))
     }
 
     pub fn outages(&self) -> Vec<OutageRecord> {

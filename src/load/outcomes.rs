@@ -13,6 +13,7 @@ use crate::error::{classify, ErrorClass};
 use crate::failover::machine::Detector;
 use crate::load::scheduler::Job;
 use crate::rpo::ledger::Ledger;
+use crate::supervisor::lock;
 use crate::telemetry::latency::{LatencyBook, LatencyStats};
 use crate::telemetry::metrics::Metrics;
 
@@ -170,13 +171,9 @@ impl LaneOutcomes {
         if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
             o.metrics.last_success_timestamp.set(now.as_secs_f64());
         }
-        if let Ok(mut s) = self.latency.lock() {
-            s.record(latency, service);
-        }
+        lock(&self.latency).record(latency, service);
         o.detector.success(done);
-        if let Ok(mut ledger) = o.ledger.lock() {
-            ledger.ack(job.seq, id, done);
-        }
+        lock(&o.ledger).ack(job.seq, id, done);
     }
 
     /// Failed; `started` is when it was sent (or due, if it never got a connection).
@@ -194,9 +191,7 @@ impl LaneOutcomes {
         if failure.unknown {
             o.metrics.unknown_outcome_writes.inc();
             o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut ledger) = o.ledger.lock() {
-                ledger.unknown(job.seq, Instant::now());
-            }
+            lock(&o.ledger).unknown(job.seq, Instant::now());
         }
         tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
     }

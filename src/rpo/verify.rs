@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::pool::DbPool;
 use crate::db::table::Workload;
 use crate::rpo::ledger::{Ledger, Snapshot, Verdict, SLICE};
+use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 
 /// Rows are fetched from a little below the lowest acknowledged id, since ids
@@ -188,14 +189,13 @@ impl Verifier {
     }
 
     fn publish_ledger_size(&self) {
-        if let Ok(l) = self.ledger.lock() {
-            self.metrics.ledger_bytes.set(l.bytes() as i64);
-        }
+        let bytes = lock(&self.ledger).bytes();
+        self.metrics.ledger_bytes.set(bytes as i64);
     }
 
     /// One request, retried until it succeeds or we stop.
     async fn check(&self, req: &Request, stop: &CancellationToken) -> Option<Check> {
-        let snapshot = self.ledger.lock().ok()?.snapshot(req.until);
+        let snapshot = lock(&self.ledger).snapshot(req.until);
         let began = Instant::now();
         let mut delay = Duration::from_millis(100);
         let verdict = loop {
@@ -212,10 +212,12 @@ impl Verifier {
                 }
             }
         };
-        if let Ok(mut l) = self.ledger.lock() {
+        let bytes = {
+            let mut l = lock(&self.ledger);
             l.forget_verified(req.until, &snapshot);
-            self.metrics.ledger_bytes.set(l.bytes() as i64);
-        }
+            l.bytes()
+        };
+        self.metrics.ledger_bytes.set(bytes as i64);
         let check = Check::from_verdict(verdict, began.elapsed().as_secs_f64());
         self.count(req, &check);
         Some(check)

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::error::ErrorClass;
+use crate::supervisor::lock;
 
 /// Distinct (class, SQLSTATE) pairs kept; SQLSTATEs are a finite set, this only bounds memory
 /// against a server inventing codes. Later pairs are counted, not listed.
@@ -61,11 +62,7 @@ impl ErrorBook {
     /// Counts one error; the first of its kind is logged.
     pub fn note(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
         let sqlstate = sqlstate.unwrap_or("");
-        let mut book = match self.book.lock() {
-            Ok(book) => book,
-            // Counting cannot leave the map half-updated; keep counting after a panic elsewhere.
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut book = lock(&self.book);
         if let Some((count, _)) = book.kinds.get_mut(&(class, sqlstate.to_string())) {
             *count += 1;
             return;
@@ -97,10 +94,7 @@ impl ErrorBook {
 
     /// Every kind seen, by class then SQLSTATE.
     pub fn kinds(&self) -> Vec<ErrorKind> {
-        let book = match self.book.lock() {
-            Ok(book) => book,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let book = lock(&self.book);
         book.kinds
             .iter()
             .map(|((class, sqlstate), (count, message))| ErrorKind {

@@ -2,6 +2,7 @@
 //! A database outage is not unhealthy — measuring it is the point — but a lane that died,
 //! a load loop that ended or a task that crashed is.
 
+use crate::supervisor::lock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -31,13 +32,13 @@ impl Health {
     }
 
     pub fn failed(&self, why: &str) {
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failure = lock(&self.failure);
         failure.get_or_insert_with(|| why.to_string());
     }
 
     /// `Err(why)` when unhealthy.
     pub fn check(&self) -> Result<(), String> {
-        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        let failure = lock(&self.failure);
         if let Some(why) = failure.as_ref() {
             return Err(why.clone());
         }
