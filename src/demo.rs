@@ -25,10 +25,13 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
     })
     .await
     .map_err(|e| format!("starting the lab: {e}"))?;
+    let result = drill_on(&lab, &args, listener).await;
+    lab.shutdown().await;
+    result
+}
 
-    let failover_after: Duration = args.failover_after.into();
-    let run_after: Duration = args.run_after.into();
-    let total = failover_after + run_after;
+/// The configuration `pgdrill` would get from the command line, pointed at the lab.
+fn load_config(lab: &Lab, args: &DemoArgs, total: Duration) -> Result<crate::Config, String> {
     let mut argv = vec![
         "pgdrill".to_string(),
         "--dsn".to_string(),
@@ -46,11 +49,22 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
         argv.push("--summary-json".to_string());
         argv.push(path.display().to_string());
     }
-    let config = Cli::try_parse_from(&argv)
+    Cli::try_parse_from(&argv)
         .map_err(|e| e.to_string())?
         .run
         .validate(|_| None)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Load, a failover in the middle, the report.
+async fn drill_on(
+    lab: &Lab,
+    args: &DemoArgs,
+    listener: tokio::net::TcpListener,
+) -> Result<(), String> {
+    let failover_after: Duration = args.failover_after.into();
+    let total = failover_after + Duration::from(args.run_after);
+    let config = load_config(lab, args, total)?;
     eprintln!(
         "pgdrill demo: {} INSERT/s for {:?}, {:?} failover after {:?}; metrics on http://{}/metrics",
         args.rate, total, args.failover, failover_after, args.listen
@@ -93,6 +107,5 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
             .write_json(&path)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
-    lab.shutdown().await;
     Ok(())
 }

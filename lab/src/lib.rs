@@ -26,6 +26,7 @@
 //! cannot do that; its servers keep running until stopped with `pg_ctl -D <dir> stop`.
 
 pub mod proxy;
+pub mod sys;
 
 use std::fmt;
 use std::io;

@@ -64,35 +64,8 @@ fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, Co
 impl RunArgs {
     /// Checks every flag against the others and the environment, once.
     pub fn validate(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        if !self.rate.is_finite() || self.rate < 0.0 {
-            return Err(ConfigError::new(
-                "--rate",
-                self.rate.to_string(),
-                "must be a finite number of transactions per second, 0 (unlimited) or more",
-            ));
-        }
-        if self.rate > 1_000_000.0 {
-            return Err(ConfigError::new(
-                "--rate",
-                self.rate.to_string(),
-                "above 1,000,000/s is beyond what one process can schedule",
-            ));
-        }
-        let rate = (self.rate > 0.0).then_some(self.rate);
-        let pool_size = match self.pool_size {
-            Some(0) => {
-                return Err(ConfigError::new("--pool-size", "0", "must be at least 1"));
-            }
-            Some(n) if n > 10_000 => {
-                return Err(ConfigError::new(
-                    "--pool-size",
-                    n.to_string(),
-                    "more than 10000 connections is not a sensible pool",
-                ));
-            }
-            Some(n) => n,
-            None => default_pool_size(rate),
-        };
+        let rate = self.rate()?;
+        let pool_size = self.pool_size(rate)?;
         if self.pipeline_depth == 0 || self.pipeline_depth > 1024 {
             return Err(ConfigError::new(
                 "--pipeline-depth",
@@ -113,49 +86,9 @@ impl RunArgs {
         };
         let outage_threshold = positive("--outage-threshold", self.outage_threshold)?;
         let target = dsn::parse(self.dsn.as_deref(), env)?;
-        let query_mode = match self.query_mode {
-            QueryModeArg::Prepared => QueryMode::Prepared,
-            QueryModeArg::Unnamed => QueryMode::Unnamed,
-            QueryModeArg::Simple => QueryMode::Simple,
-            // Named prepared statements break behind PgBouncer in transaction mode.
-            QueryModeArg::Auto if target.pg.get_ports().contains(&6432) => QueryMode::Unnamed,
-            QueryModeArg::Auto => QueryMode::Prepared,
-        };
-        let password = match (&self.password_file, &self.password_command) {
-            (Some(path), _) => PasswordSource::File(path.clone()),
-            (None, Some(command)) => PasswordSource::Command {
-                command: command.clone(),
-                ttl: self.password_ttl.into(),
-            },
-            (None, None) => PasswordSource::Dsn,
-        }
-        .validate()?;
-        let retention = match self.retention {
-            None => None,
-            Some(window) => {
-                let window = positive("--retention", window)?;
-                let verify: Duration = self.verify_window.into();
-                if window <= verify {
-                    return Err(ConfigError::new(
-                        "--retention",
-                        humantime::format_duration(window).to_string(),
-                        format!(
-                            "must be longer than --verify-window ({}), or verification would count \
-                             deleted rows as lost writes",
-                            humantime::format_duration(verify)
-                        ),
-                    ));
-                }
-                if self.retention_batch_size == 0 || self.retention_batch_size > 1_000_000 {
-                    return Err(ConfigError::new(
-                        "--retention-batch-size",
-                        self.retention_batch_size.to_string(),
-                        "must be between 1 and 1000000",
-                    ));
-                }
-                Some(RetentionSettings::new(window, self.retention_batch_size))
-            }
-        };
+        let query_mode = self.query_mode(&target);
+        let password = self.password()?;
+        let retention = self.retention()?;
         Ok(Config {
             target,
             query_mode,
@@ -185,6 +118,91 @@ impl RunArgs {
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
         })
+    }
+
+    /// `None` = unlimited.
+    fn rate(&self) -> Result<Option<f64>, ConfigError> {
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return Err(ConfigError::new(
+                "--rate",
+                self.rate.to_string(),
+                "must be a finite number of transactions per second, 0 (unlimited) or more",
+            ));
+        }
+        if self.rate > 1_000_000.0 {
+            return Err(ConfigError::new(
+                "--rate",
+                self.rate.to_string(),
+                "above 1,000,000/s is beyond what one process can schedule",
+            ));
+        }
+        Ok((self.rate > 0.0).then_some(self.rate))
+    }
+
+    fn pool_size(&self, rate: Option<f64>) -> Result<u32, ConfigError> {
+        match self.pool_size {
+            Some(0) => Err(ConfigError::new("--pool-size", "0", "must be at least 1")),
+            Some(n) if n > 10_000 => Err(ConfigError::new(
+                "--pool-size",
+                n.to_string(),
+                "more than 10000 connections is not a sensible pool",
+            )),
+            Some(n) => Ok(n),
+            None => Ok(default_pool_size(rate)),
+        }
+    }
+
+    fn query_mode(&self, target: &Target) -> QueryMode {
+        match self.query_mode {
+            QueryModeArg::Prepared => QueryMode::Prepared,
+            QueryModeArg::Unnamed => QueryMode::Unnamed,
+            QueryModeArg::Simple => QueryMode::Simple,
+            // Named prepared statements break behind PgBouncer in transaction mode.
+            QueryModeArg::Auto if target.pg.get_ports().contains(&6432) => QueryMode::Unnamed,
+            QueryModeArg::Auto => QueryMode::Prepared,
+        }
+    }
+
+    fn password(&self) -> Result<PasswordSource, ConfigError> {
+        match (&self.password_file, &self.password_command) {
+            (Some(path), _) => PasswordSource::File(path.clone()),
+            (None, Some(command)) => PasswordSource::Command {
+                command: command.clone(),
+                ttl: self.password_ttl.into(),
+            },
+            (None, None) => PasswordSource::Dsn,
+        }
+        .validate()
+    }
+
+    fn retention(&self) -> Result<Option<RetentionSettings>, ConfigError> {
+        let Some(window) = self.retention else {
+            return Ok(None);
+        };
+        let window = positive("--retention", window)?;
+        let verify: Duration = self.verify_window.into();
+        if window <= verify {
+            return Err(ConfigError::new(
+                "--retention",
+                humantime::format_duration(window).to_string(),
+                format!(
+                    "must be longer than --verify-window ({}), or verification would count \
+                     deleted rows as lost writes",
+                    humantime::format_duration(verify)
+                ),
+            ));
+        }
+        if self.retention_batch_size == 0 || self.retention_batch_size > 1_000_000 {
+            return Err(ConfigError::new(
+                "--retention-batch-size",
+                self.retention_batch_size.to_string(),
+                "must be between 1 and 1000000",
+            ));
+        }
+        Ok(Some(RetentionSettings::new(
+            window,
+            self.retention_batch_size,
+        )))
     }
 }
 

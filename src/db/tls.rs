@@ -1,7 +1,7 @@
 //! TLS the libpq way, on rustls (ring provider).
 //!
 //! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies
-//! anything itself, so [`crate::config::dsn`] takes `sslmode` and `sslrootcert` out of the connection
+//! anything itself, so the DSN parser (`config::dsn`) takes `sslmode` and `sslrootcert` out of the connection
 //! string (and `PGSSLMODE`/`PGSSLROOTCERT`) into [`TlsSettings`]; this module turns them into a
 //! rustls client configuration with libpq's verification rules:
 //!

@@ -240,65 +240,13 @@ impl Machine {
         {
             self.history.pop_front();
         }
-
         if self.state == FailoverState::Outage {
-            if let Some(end) = ev.first_success_in_outage.take() {
-                ev.in_outage = false;
-                let start = self.outage_start.take().unwrap_or(end);
-                let classes = ErrorClass::ALL
-                    .into_iter()
-                    .filter(|c| ev.classes & (1 << c.index()) != 0)
-                    .collect();
-                ev.classes = 0;
-                out.push(Transition::OutageEnded {
-                    start,
-                    end,
-                    classes,
-                });
-                self.recovered_at = Some(end);
-                self.set(FailoverState::Recovering, &mut out);
-            }
+            self.end_outage(ev, &mut out);
         } else {
-            let reference = ev.last_success.unwrap_or(self.run_start);
-            let silence = now.saturating_duration_since(reference);
-            let failed = ev.first_failure_since_success;
-            let outage = (failed.is_some() && silence >= self.thresholds.outage)
-                || (in_flight > 0 && silence >= self.thresholds.stall);
-            if outage {
-                let start = failed.filter(|f| *f >= reference).unwrap_or(reference);
-                self.rate_before_outage = self
-                    .success_rate(start, Duration::from_secs(5), ev.successes)
-                    .unwrap_or(0.0);
-                self.outage_start = Some(start);
-                ev.in_outage = true;
-                ev.first_success_in_outage = None;
-                self.recovered_at = None;
-                out.push(Transition::OutageStarted { start });
-                self.set(FailoverState::Outage, &mut out);
-            }
+            self.detect_outage(now, ev, in_flight, &mut out);
         }
-
         match self.state {
-            FailoverState::Recovering => {
-                // Full rate: the success rate over the whole recovery window, which
-                // starts after the first success, reached 95 % of target.
-                let target = self
-                    .thresholds
-                    .target_rate
-                    .unwrap_or(self.rate_before_outage);
-                let first_success = self.recovered_at.unwrap_or(now);
-                let window = self.thresholds.recovery_window;
-                if now.saturating_duration_since(first_success) >= window {
-                    let rate = self.success_rate(now, window, ev.successes).unwrap_or(0.0);
-                    if rate >= FULL_RATE * target {
-                        out.push(Transition::FullRate {
-                            first_success,
-                            full_rate_at: now - window,
-                        });
-                        self.set(FailoverState::Healthy, &mut out);
-                    }
-                }
-            }
+            FailoverState::Recovering => self.check_full_rate(now, ev, &mut out),
             FailoverState::Healthy | FailoverState::Degraded => {
                 let recent = self.failures_within(now, DEGRADED_WINDOW, ev.failures) > 0
                     || ev.first_failure_since_success.is_some();
@@ -313,6 +261,77 @@ impl Machine {
         }
         self.history.push_back((now, ev.successes, ev.failures));
         out
+    }
+
+    /// In an outage: the first success ends it.
+    fn end_outage(&mut self, ev: &mut Events, out: &mut Vec<Transition>) {
+        let Some(end) = ev.first_success_in_outage.take() else {
+            return;
+        };
+        ev.in_outage = false;
+        let start = self.outage_start.take().unwrap_or(end);
+        let classes = ErrorClass::ALL
+            .into_iter()
+            .filter(|c| ev.classes & (1 << c.index()) != 0)
+            .collect();
+        ev.classes = 0;
+        out.push(Transition::OutageEnded {
+            start,
+            end,
+            classes,
+        });
+        self.recovered_at = Some(end);
+        self.set(FailoverState::Recovering, out);
+    }
+
+    /// Outside an outage: silence after a failure, or a stall, starts one.
+    fn detect_outage(
+        &mut self,
+        now: Instant,
+        ev: &mut Events,
+        in_flight: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        let reference = ev.last_success.unwrap_or(self.run_start);
+        let silence = now.saturating_duration_since(reference);
+        let failed = ev.first_failure_since_success;
+        let outage = (failed.is_some() && silence >= self.thresholds.outage)
+            || (in_flight > 0 && silence >= self.thresholds.stall);
+        if !outage {
+            return;
+        }
+        let start = failed.filter(|f| *f >= reference).unwrap_or(reference);
+        self.rate_before_outage = self
+            .success_rate(start, Duration::from_secs(5), ev.successes)
+            .unwrap_or(0.0);
+        self.outage_start = Some(start);
+        ev.in_outage = true;
+        ev.first_success_in_outage = None;
+        self.recovered_at = None;
+        out.push(Transition::OutageStarted { start });
+        self.set(FailoverState::Outage, out);
+    }
+
+    /// Full rate: the success rate over the whole recovery window, which starts after the
+    /// first success, reached 95 % of target.
+    fn check_full_rate(&mut self, now: Instant, ev: &Events, out: &mut Vec<Transition>) {
+        let target = self
+            .thresholds
+            .target_rate
+            .unwrap_or(self.rate_before_outage);
+        let first_success = self.recovered_at.unwrap_or(now);
+        let window = self.thresholds.recovery_window;
+        if now.saturating_duration_since(first_success) < window {
+            return;
+        }
+        let rate = self.success_rate(now, window, ev.successes).unwrap_or(0.0);
+        if rate >= FULL_RATE * target {
+            out.push(Transition::FullRate {
+                first_success,
+                full_rate_at: now - window,
+            });
+            self.set(FailoverState::Healthy, out);
+        }
     }
 }
 

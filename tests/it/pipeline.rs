@@ -6,24 +6,18 @@ use std::time::Duration;
 
 use pgdrill::config::Table;
 use pgdrill_lab::proxy::{Proxy, ProxyOptions};
-use pgdrill_lab::{Lab, LabOptions};
+use pgdrill_lab::Lab;
 
-use crate::drill::{metric, Drill};
-use crate::support::{connect, eventually};
+use crate::support::drill::{metric, Drill};
+use crate::support::{self, connect, eventually, start_lab};
 
 async fn lab() -> Lab {
-    Lab::start(LabOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
+    start_lab(None).await
 }
 
 async fn count(lab: &Lab, sql: &str, run_id: i64) -> i64 {
-    connect(&lab.dsn(lab.primary()))
-        .await
-        .query_one(sql, &[&run_id])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
+    let client = connect(&lab.dsn(lab.primary())).await;
+    support::count(&client, sql, &[&run_id]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use pgdrill_lab::sys::{send_signal, Signal};
 use pgdrill_lab::Lab;
 use tokio::process::{Child, Command};
 
@@ -112,8 +113,7 @@ impl Bouncer {
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                // SAFETY: kill(2) on the pid of our own child process.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                let _ = send_signal(pid, Signal::Term);
             }
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
@@ -131,8 +131,7 @@ impl Bouncer {
     pub fn retarget(&self, backend_port: u16) {
         self.write_ini(backend_port);
         if let Some(pid) = self.child.as_ref().and_then(Child::id) {
-            // SAFETY: kill(2) on the pid of our own child process.
-            unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+            let _ = send_signal(pid, Signal::Hup);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use pgdrill::config::Cli;
 use pgdrill::Summary;
+use pgdrill_lab::sys::{send_signal, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -152,11 +153,9 @@ impl Binary {
         }
     }
 
-    pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    pub fn signal(&self, signal: Signal) {
+        let pid = self.child.id();
+        send_signal(pid, signal).unwrap_or_else(|e| panic!("{signal:?} to {pid}: {e}"));
     }
 
     /// Waits up to `limit` for exit; kills it (by PID) if it overstays.
