@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use pgdrill_lab::sys::{send_signal, Signal};
 use pgdrill_lab::{Lab, StopMode};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::drill::{metric, try_http_get, Binary, Drill};
+use crate::support::drill::{metric, try_http_get, Binary, Drill};
 use crate::support::{connect, eventually, free_port, start_lab};
 
 /// The table as our users created it: no `run_id`, no `seq`.
@@ -363,9 +364,7 @@ async fn idle_http_clients_cannot_starve_the_database_side() {
     assert!(max_rss < 40 << 20, "RSS {max_rss} B");
     assert!(stderr < 100_000, "stderr {stderr} B");
 
-    let pid = i32::try_from(pgdrill.child.id()).expect("pid fits i32");
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    send_signal(pgdrill.child.id(), Signal::Term).expect("SIGTERM to pgdrill");
     let (status, err) = pgdrill.wait(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}:\n{err}");
     lab.shutdown().await;
@@ -425,7 +424,7 @@ async fn a_dropped_column_is_an_error_with_its_sqlstate_at_once() {
             .any(|l| l.contains("progress") && l.contains("42703="))
     })
     .await;
-    bin.signal(libc::SIGTERM);
+    bin.signal(Signal::Term);
     let (status, out, err) = bin.wait(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}: {err}");
     assert!(
