@@ -130,12 +130,10 @@ impl Drill {
             ledger.clone(),
             latency.clone(),
         ));
-        let verifier = Arc::new(Verifier::new(
-            pool.clone(),
-            workload.clone(),
-            ledger,
-            metrics.clone(),
-        ));
+        let verifier = Arc::new(
+            Verifier::new(pool.clone(), workload.clone(), ledger, metrics.clone())
+                .settle_after(config.statement_timeout),
+        );
         let outages = Arc::new(Outages::new(WallClock::now()));
         let monitor = Arc::new(Monitor::new(
             metrics.clone(),

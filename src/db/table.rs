@@ -87,6 +87,15 @@ impl Table {
         )
     }
 
+    /// Which of the unknown-outcome writes `$3` (an int8[] of `seq`) of run `$2` exist,
+    /// looking only at ids from `$1` up (the primary key bounds the scan).
+    pub(crate) fn resolve_unknown_sql(&self) -> String {
+        format!(
+            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq = ANY($3)",
+            self.quoted
+        )
+    }
+
     /// One retention batch: the oldest `batch_size` rows by primary key, deleted if older
     /// than `window`. Sent with the simple query protocol (our own numbers inlined), so it
     /// keeps no server-side state and works through PgBouncer in transaction mode.

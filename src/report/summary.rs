@@ -68,6 +68,9 @@ pub struct Summary {
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
     pub unknown_outcome_not_committed: u64,
+    /// Unknown outcomes never resolved (the primary was not reachable to ask, or too many
+    /// to remember).
+    pub unknown_outcome_unresolved: u64,
     /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
     /// and the first message.
     pub error_kinds: Vec<ErrorKind>,
@@ -128,6 +131,9 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: facts.rpo.unknown_committed,
             unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
+            unknown_outcome_unresolved: t
+                .unknown_outcome
+                .saturating_sub(facts.rpo.unknown_committed + facts.rpo.unknown_not_committed),
             error_kinds: facts.error_kinds,
         }
     }
@@ -199,12 +205,16 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {})",
+            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {}{})",
             self.primary_changes,
             self.lost_writes,
             self.unknown_outcome_writes,
             self.unknown_outcome_committed,
-            self.unknown_outcome_not_committed
+            self.unknown_outcome_not_committed,
+            match self.unknown_outcome_unresolved {
+                0 => String::new(),
+                n => format!(", unresolved {n}"),
+            }
         )?;
         for o in &self.outages {
             writeln!(

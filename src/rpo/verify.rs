@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::pool::DbPool;
@@ -130,10 +131,15 @@ pub struct Verifier {
     lost: AtomicU64,
     unknown_committed: AtomicU64,
     unknown_not_committed: AtomicU64,
+    /// An unknown outcome is checked once it is older than this: by then the server has
+    /// committed or aborted it (statement_timeout ends what is still running).
+    settle: Duration,
 }
 
-/// How often the ledger's size is published.
+/// How often the ledger's size is published, and unknown outcomes are checked.
 const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// One periodic check of unknown outcomes may take this long; the next tick tries again.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Verifier {
     pub fn new(
@@ -150,7 +156,14 @@ impl Verifier {
             lost: AtomicU64::new(0),
             unknown_committed: AtomicU64::new(0),
             unknown_not_committed: AtomicU64::new(0),
+            settle: Duration::from_secs(6),
         }
+    }
+
+    /// Unknown outcomes are checked once older than `statement_timeout` plus a second.
+    pub fn settle_after(mut self, statement_timeout: Duration) -> Verifier {
+        self.settle = statement_timeout + Duration::from_secs(1);
+        self
     }
 
     pub fn totals(&self) -> RpoTotals {
@@ -179,6 +192,10 @@ impl Verifier {
                 },
                 _ = gauge.tick() => {
                     self.publish_ledger_size();
+                    // Between verifications, one at a time: nothing is resolved twice.
+                    if !stop.is_cancelled() {
+                        self.resolve_unknowns().await;
+                    }
                     continue;
                 }
             };
@@ -186,6 +203,69 @@ impl Verifier {
                 done(&req, &check);
             }
         }
+    }
+
+    /// Resolves settled unknown outcomes against the primary, without waiting for an
+    /// outage (a killed backend, a dropped connection). Failures wait for the next tick.
+    async fn resolve_unknowns(&self) {
+        let Some(before) = Instant::now().checked_sub(self.settle) else {
+            return;
+        };
+        let (seqs, min_id) = lock(&self.ledger).settled_unknowns(before);
+        if seqs.is_empty() {
+            return;
+        }
+        let asked = seqs.iter().map(|s| *s as i64).collect::<Vec<_>>();
+        let from_id = min_id.unwrap_or(0).saturating_sub(ID_SLACK);
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, async {
+            let conn = self.pool.dedicated().await?;
+            if conn.broken {
+                return Err(VerifyError::Standby);
+            }
+            let rows = conn
+                .client
+                .query_typed(
+                    &self.workload.table.resolve_unknown_sql(),
+                    &[
+                        (&from_id, Type::INT8),
+                        (&self.workload.run_id, Type::INT8),
+                        (&asked, Type::INT8_ARRAY),
+                    ],
+                )
+                .await?;
+            let mut found = std::collections::HashSet::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
+                    found.insert(seq as u64);
+                }
+            }
+            Ok::<_, VerifyError>(found)
+        })
+        .await;
+        let found = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "checking unknown outcomes failed; next tick retries");
+                return;
+            }
+            Err(_) => return,
+        };
+        lock(&self.ledger).forget_unknowns(&seqs);
+        let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
+        let not_committed = seqs.len() as u64 - committed;
+        let m = &self.metrics;
+        m.unknown_outcome_committed.inc_by(committed);
+        m.unknown_outcome_not_committed.inc_by(not_committed);
+        self.unknown_committed
+            .fetch_add(committed, Ordering::Relaxed);
+        self.unknown_not_committed
+            .fetch_add(not_committed, Ordering::Relaxed);
+        tracing::info!(
+            event = "unknown_resolved",
+            committed,
+            not_committed,
+            "unknown-outcome writes resolved"
+        );
     }
 
     fn publish_ledger_size(&self) {

@@ -496,3 +496,99 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
     assert!(err.contains("a lane panicked 6 times"), "{err}");
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcomes_from_killed_backends_resolve_without_an_outage() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    // Each INSERT takes ~5 ms, so a backend killed while active has one in flight.
+    client
+        .batch_execute(
+            "CREATE TABLE transactions (transaction_id bigserial PRIMARY KEY, \
+               customer_id int, merchant_id int, amount numeric, status text, \
+               created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
+             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON transactions \
+               FOR EACH ROW EXECUTE FUNCTION slow()",
+        )
+        .await
+        .expect("slow table");
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "300",
+        "--duration",
+        "60s",
+        "--statement-timeout",
+        "2s",
+    ])
+    .await;
+    eventually(Duration::from_secs(20), "writes under way", || async {
+        drill.metric("pgdrill_transactions_total").await > 300.0
+    })
+    .await;
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    let mut killed = 0;
+    for _ in 0..5 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'pgdrill' AND state = 'active' \
+                   AND query LIKE 'INSERT%' LIMIT 1) k",
+                &[],
+            )
+            .await
+            .expect("terminate one active backend")
+            .get(0);
+        killed += n;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(killed >= 3, "only {killed} active backends found to kill");
+    let last_kill = Instant::now();
+    let unknown = drill.metric("pgdrill_unknown_outcome_writes_total").await;
+    assert!(
+        unknown > 0.0,
+        "killing active backends left no unknown outcome"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "every unknown resolved",
+        || async {
+            let text = drill.scrape().await;
+            let resolved = metric(
+                &text,
+                "pgdrill_unknown_outcome_resolved_total{outcome=\"committed\"}",
+            ) + metric(
+                &text,
+                "pgdrill_unknown_outcome_resolved_total{outcome=\"not_committed\"}",
+            );
+            resolved == metric(&text, "pgdrill_unknown_outcome_writes_total")
+        },
+    )
+    .await;
+    let resolved_after = last_kill.elapsed();
+    let text = drill.scrape().await;
+    assert_eq!(metric(&text, "pgdrill_outages_total"), 0.0, "an outage");
+    assert_eq!(
+        metric(&text, "pgdrill_verifications_total"),
+        0.0,
+        "resolved by the periodic check, not an outage's verification"
+    );
+    let summary = drill.stop().await;
+    assert_eq!(summary.unknown_outcome_unresolved, 0);
+    assert_eq!(
+        summary.unknown_outcome_committed + summary.unknown_outcome_not_committed,
+        summary.unknown_outcome_writes
+    );
+    println!(
+        "{killed} backends killed, {} unknown outcomes, all resolved {resolved_after:?} after \
+         the last kill (committed {}, not committed {})",
+        summary.unknown_outcome_writes,
+        summary.unknown_outcome_committed,
+        summary.unknown_outcome_not_committed
+    );
+    lab.shutdown().await;
+}
