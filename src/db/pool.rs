@@ -340,22 +340,29 @@ impl DbPool {
     pub async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
         let state = self.pool.state();
         if state.idle_connections == 0 && state.connections < self.pool.config().max_size {
-            let conn = self
-                .pool
-                .dedicated_connection()
-                .await
-                .map_err(|e| CheckoutError {
-                    class: e.class,
-                    message: e.to_string(),
-                })?;
-            if conn.broken {
-                return Err(CheckoutError {
-                    class: ErrorClass::ReadOnly,
-                    message: "server is in recovery (a standby)".to_string(),
-                });
+            match self.pool.dedicated_connection().await {
+                Ok(conn) if conn.broken => {
+                    return Err(CheckoutError {
+                        class: ErrorClass::ReadOnly,
+                        message: "server is in recovery (a standby)".to_string(),
+                    });
+                }
+                Ok(conn) => {
+                    // Losing the race for capacity just drops the extra connection.
+                    let _ = self.pool.add(conn);
+                }
+                // The server (or the role) has no connection to spare: growing failed, but
+                // an open connection can still take this write once it is free.
+                Err(e)
+                    if e.class == ErrorClass::TooManyConnections
+                        && self.pool.state().connections > 0 => {}
+                Err(e) => {
+                    return Err(CheckoutError {
+                        class: e.class,
+                        message: e.to_string(),
+                    })
+                }
             }
-            // Losing the race for capacity just drops the extra connection.
-            let _ = self.pool.add(conn);
         }
         self.pool.get().await.map_err(|e| match e {
             RunError::User(e) => CheckoutError {

@@ -61,9 +61,19 @@ impl Monitor {
                     .await;
             })
         };
-        self.watch(&verify_tx, &stop).await;
+        let mut verifier = verifier;
+        tokio::select! {
+            () = self.watch(&verify_tx, &stop) => {}
+            // The verifier ends only once its channel closes, below: earlier is a crash,
+            // passed on to this task so that the supervisor reports it.
+            ended = &mut verifier => resume_verifier_failure(ended),
+        }
         drop(verify_tx);
-        let _ = tokio::time::timeout(grace, verifier).await;
+        if let Ok(ended) = tokio::time::timeout(grace, verifier).await {
+            if ended.is_err() {
+                resume_verifier_failure(ended);
+            }
+        }
     }
 
     /// The tick loop.
@@ -165,6 +175,15 @@ impl Monitor {
                 None
             }
         }
+    }
+}
+
+/// The verifier task ended early or panicked: panic here with its panic, for the supervisor.
+fn resume_verifier_failure(ended: Result<(), tokio::task::JoinError>) {
+    match ended {
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("the verifier task was cancelled: {err}"),
+        Ok(()) => panic!("the verifier task ended before it was stopped"),
     }
 }
 

@@ -592,3 +592,65 @@ async fn unknown_outcomes_from_killed_backends_resolve_without_an_outage() {
     );
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pool_growth_does_not_fail_writes_open_connections_can_take() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    // ~5 ms per INSERT keeps both allowed connections busy at times, so lanes try to grow
+    // the pool past the role's limit.
+    admin
+        .batch_execute(
+            "CREATE TABLE transactions (transaction_id bigserial PRIMARY KEY, \
+               customer_id int, merchant_id int, amount numeric, status text, \
+               created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
+             ALTER TABLE transactions OWNER TO pgdrill; \
+             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON transactions \
+               FOR EACH ROW EXECUTE FUNCTION slow(); \
+             ALTER ROLE pgdrill CONNECTION LIMIT 2",
+        )
+        .await
+        .expect("slow table, role limited to 2 connections");
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "200",
+        "--pool-size",
+        "8",
+        "--duration",
+        "60s",
+    ])
+    .await;
+    eventually(Duration::from_secs(20), "writes under way", || async {
+        drill.metric("pgdrill_transactions_total").await > 200.0
+    })
+    .await;
+    let sum = |text: &str, name: &str| crate::support::drill::metric_sum(text, name);
+    let before = drill.scrape().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = drill.scrape().await;
+    let refused = metric(
+        &after,
+        "pgdrill_connection_errors_total{class=\"too_many_connections\"}",
+    ) - metric(
+        &before,
+        "pgdrill_connection_errors_total{class=\"too_many_connections\"}",
+    );
+    let failed = sum(&after, "pgdrill_transaction_errors_total")
+        - sum(&before, "pgdrill_transaction_errors_total");
+    let done = metric(&after, "pgdrill_transactions_total")
+        - metric(&before, "pgdrill_transactions_total");
+    println!("in 5 s: {done} writes, {failed} failed, {refused} pool growths refused");
+    assert!(refused > 0.0, "the pool never tried to grow past the limit");
+    assert_eq!(
+        failed, 0.0,
+        "writes failed although open connections could take them"
+    );
+    assert!(done > 900.0, "{done} writes in 5 s at 200/s");
+    drill.stop().await;
+    lab.shutdown().await;
+}
