@@ -88,6 +88,14 @@ impl Events {
         }
     }
 
+    /// The error classes seen since the last success outside an outage.
+    pub fn classes(&self) -> Vec<ErrorClass> {
+        ErrorClass::ALL
+            .into_iter()
+            .filter(|c| self.classes & (1 << c.index()) != 0)
+            .collect()
+    }
+
     /// `started` is when the failed write was sent (or due, if it never got a connection).
     pub fn failure(&mut self, started: Instant, class: ErrorClass) {
         self.failures += 1;
@@ -197,6 +205,11 @@ impl Machine {
 
     pub fn state(&self) -> FailoverState {
         self.state
+    }
+
+    /// When the outage in progress began, if one is.
+    pub fn outage_start(&self) -> Option<Instant> {
+        self.outage_start
     }
 
     /// Successes per second over the last `span` of history.

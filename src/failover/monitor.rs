@@ -94,7 +94,10 @@ impl Monitor {
                     }
                     continue;
                 }
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    self.still_open(&machine);
+                    return;
+                }
             }
             let now = Instant::now();
             let in_flight = self.detector.in_flight();
@@ -110,6 +113,27 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// An outage still in progress at shutdown goes into the report with its duration so
+    /// far and its error classes, marked as open.
+    fn still_open(&self, machine: &Machine) {
+        let Some(start) = machine.outage_start() else {
+            return;
+        };
+        let now = Instant::now();
+        let classes = self
+            .detector
+            .with_events(|ev| ev.classes())
+            .unwrap_or_default();
+        let seconds = (now - start).as_secs_f64();
+        tracing::warn!(
+            event = "outage_open_at_shutdown",
+            seconds = format!("{seconds:.3}"),
+            classes = ?classes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "writes were still unavailable at shutdown"
+        );
+        self.outages.still_open(start, now, &classes);
     }
 
     /// Records one transition; an outage's end asks for verification.

@@ -69,6 +69,9 @@ pub struct OutageRecord {
     pub unknown_outcome_committed: Option<u64>,
     pub unknown_outcome_not_committed: Option<u64>,
     pub verification_seconds: Option<f64>,
+    /// Writes were still unavailable when the run stopped: `write_unavailable_seconds` is the
+    /// duration so far, and there is no end.
+    pub open_at_shutdown: bool,
 }
 
 /// One change of the failover state, for the drill report.
@@ -166,6 +169,7 @@ impl Outages {
                 unknown_outcome_committed: None,
                 unknown_outcome_not_committed: None,
                 verification_seconds: None,
+                open_at_shutdown: false,
             });
             index
         })
@@ -191,6 +195,17 @@ impl Outages {
             Some(o.index - 1)
         })
         .flatten()
+    }
+
+    /// Marks the open record as still open at `now`, with the duration so far.
+    pub fn still_open(&self, start: Instant, now: Instant, classes: &[ErrorClass]) {
+        self.with(|b| {
+            if let Some(o) = b.outages.last_mut().filter(|o| o.ended_at.is_none()) {
+                o.write_unavailable_seconds = Some((now - start).as_secs_f64());
+                o.error_classes = classes.iter().map(|c| c.as_str()).collect();
+                o.open_at_shutdown = true;
+            }
+        });
     }
 
     pub fn full_rate(&self, seconds: f64) {

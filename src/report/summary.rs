@@ -219,11 +219,14 @@ impl fmt::Display for Summary {
         for o in &self.outages {
             writeln!(
                 f,
-                "  outage #{}: writes unavailable {} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}",
+                "  outage #{}: writes unavailable {}{} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}",
                 o.index,
                 opt_secs(o.write_unavailable_seconds),
+                if o.open_at_shutdown { " so far" } else { "" },
                 o.started_at,
-                o.ended_at.as_deref().unwrap_or("-"),
+                o.ended_at
+                    .as_deref()
+                    .unwrap_or(if o.open_at_shutdown { "shutdown, still open" } else { "-" }),
                 opt_secs(o.time_to_full_rate_seconds),
                 o.error_classes.join(","),
                 o.lost_writes.map_or_else(|| "unverified".to_string(), |n| n.to_string()),

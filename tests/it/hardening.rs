@@ -654,3 +654,51 @@ async fn failed_pool_growth_does_not_fail_writes_open_connections_can_take() {
     drill.stop().await;
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_open_at_shutdown_is_reported_with_its_duration_and_errors() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let drill = Drill::start(&[
+        "--dsn",
+        &lab.dsn(node),
+        "--rate",
+        "200",
+        "--duration",
+        "60s",
+    ])
+    .await;
+    eventually(Duration::from_secs(20), "writes under way", || async {
+        drill.metric("pgdrill_transactions_total").await > 200.0
+    })
+    .await;
+    lab.stop(node, StopMode::Fast)
+        .await
+        .expect("stop the server");
+    eventually(Duration::from_secs(10), "outage detected", || async {
+        drill
+            .metric("pgdrill_failover_state{state=\"outage\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let summary = drill.stop().await;
+    let text = summary.to_string();
+    let o = summary.outages.last().expect("an outage record");
+    assert!(o.open_at_shutdown, "{text}");
+    assert_eq!(o.ended_at, None);
+    let so_far = o.write_unavailable_seconds.expect("duration so far");
+    assert!(so_far >= 2.0, "{so_far} s: {text}");
+    assert!(
+        o.error_classes.contains(&"connect_refused"),
+        "{:?}",
+        o.error_classes
+    );
+    assert!(
+        text.contains("so far") && text.contains("still open"),
+        "{text}"
+    );
+    println!("{text}");
+    lab.shutdown().await;
+}
