@@ -40,7 +40,8 @@ struct Column {
     /// `pg_type.typname` of the base type, e.g. `int4`.
     base: String,
     not_null: bool,
-    /// A default, an identity or a generated expression fills it when we do not.
+    /// A default, an identity or a generated expression (stored as a default, so this also
+    /// works before PostgreSQL 12's `attgenerated`) fills it when we do not.
     filled: bool,
 }
 
@@ -85,7 +86,7 @@ async fn columns(client: &Client, table: &str) -> Result<Vec<Column>, tokio_post
     let sql = format!(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), \
                 coalesce(bt.typname, t.typname), a.attnotnull::text, \
-                (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '')::text \
+                (a.atthasdef OR a.attidentity <> '')::text \
          FROM pg_attribute a \
          JOIN pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype \
