@@ -505,6 +505,9 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
         "{err}"
     );
     assert!(err.contains("a lane panicked 6 times"), "{err}");
+    // Panics are log events with their location, not raw text from the default hook.
+    assert!(err.contains("src/test_hooks.rs"), "{err}");
+    assert!(!err.contains("' panicked at"), "{err}");
     lab.shutdown().await;
 }
 
