@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -22,13 +23,44 @@ pub struct Identity {
     pub postmaster_start: Option<String>,
 }
 
+/// How a newly observed primary relates to the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Same,
+    /// The same cluster on the same timeline came back with a new postmaster: a restart
+    /// (crash, `pg_ctl restart`, maintenance), not a failover.
+    Restart,
+    NewPrimary,
+}
+
 impl Identity {
-    /// A changed address, timeline or postmaster start means a different primary.
+    /// A changed address, timeline or postmaster start means a different server process.
     fn same_primary(&self, other: &Identity) -> bool {
         self.server_addr == other.server_addr
             && self.server_port == other.server_port
             && self.timeline == other.timeline
             && self.postmaster_start == other.postmaster_start
+    }
+
+    /// Same system identifier and timeline; where the identifier is not readable (a
+    /// restricted user), the same address stands in for it.
+    fn same_cluster_and_timeline(&self, other: &Identity) -> bool {
+        let same_cluster = match (&self.system_identifier, &other.system_identifier) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.endpoint().is_some() && self.endpoint() == other.endpoint(),
+            _ => false,
+        };
+        same_cluster && self.timeline.is_some() && self.timeline == other.timeline
+    }
+
+    fn change_from(&self, old: &Identity) -> Change {
+        if old.same_primary(self) {
+            Change::Same
+        } else if old.same_cluster_and_timeline(self) {
+            Change::Restart
+        } else {
+            Change::NewPrimary
+        }
     }
 
     pub fn endpoint(&self) -> Option<String> {
@@ -95,11 +127,13 @@ pub struct IdentityTracker {
     hosts: Vec<String>,
     metrics: Arc<Metrics>,
     changes: watch::Sender<u64>,
-    /// Primary changes seen, read on every acknowledged write (cheaper than `changes`).
+    primary_changes: AtomicU64,
+    /// Primary changes and restarts seen, read on every acknowledged write.
     generation: AtomicU64,
     /// The generation whose first acknowledged write is recorded.
     acked: AtomicU64,
-    /// When each new primary acknowledged its first write (the drills time failovers by it).
+    /// When each new primary (or restarted one) acknowledged its first write; the drills
+    /// time failovers by it.
     first_writes: Mutex<Vec<Instant>>,
 }
 
@@ -110,81 +144,93 @@ impl IdentityTracker {
             hosts,
             metrics,
             changes: watch::channel(0).0,
+            primary_changes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             first_writes: Mutex::new(Vec::new()),
         }
     }
 
-    /// A write was acknowledged at `at`. The first one after a primary change was, as far as
-    /// clients can tell, the new primary's first: the change is observed on a new connection
-    /// before it takes a write, and the old primary's connections have failed by then (a
-    /// demoted, stopped or frozen server acknowledges nothing).
+    /// A write was acknowledged at `at`. The first one after a primary change (or restart)
+    /// was, as far as clients can tell, the new primary's first: the change is observed on a
+    /// new connection before it takes a write, and the old primary's connections have failed
+    /// by then (a demoted, stopped or frozen server acknowledges nothing).
     pub fn acknowledged(&self, at: Instant) {
         let generation = self.generation.load(Ordering::Relaxed);
         if generation > self.acked.load(Ordering::Relaxed)
             && self.acked.fetch_max(generation, Ordering::Relaxed) < generation
         {
-            if let Ok(mut writes) = self.first_writes.lock() {
-                if writes.len() < MAX_FIRST_WRITES {
-                    writes.push(at);
-                }
+            let mut writes = lock(&self.first_writes);
+            if writes.len() < MAX_FIRST_WRITES {
+                writes.push(at);
             }
         }
     }
 
     /// For each primary change so far (whose primary took a write), its first acknowledged write.
     pub fn first_writes(&self) -> Vec<Instant> {
-        self.first_writes
-            .lock()
-            .map(|w| w.clone())
-            .unwrap_or_default()
+        lock(&self.first_writes).clone()
     }
 
     pub fn current(&self) -> Option<Identity> {
-        self.current.lock().map(|c| c.clone()).unwrap_or(None)
+        lock(&self.current).clone()
     }
 
-    /// Primary changes seen so far.
+    /// Primary changes seen so far (restarts are not changes).
     pub fn changes(&self) -> u64 {
-        *self.changes.borrow()
+        self.primary_changes.load(Ordering::Relaxed)
     }
 
-    /// Notified with the running count of primary changes.
+    /// Notified with the running count of primary changes and restarts: after either,
+    /// acknowledged writes are worth checking (a crash with `synchronous_commit = off`
+    /// loses some).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// Records the identity of a freshly connected writable server.
     pub fn observe(&self, id: &Identity) {
-        let Ok(mut current) = self.current.lock() else {
-            return;
-        };
-        let changed = match current.as_ref() {
-            None => false,
-            Some(old) if old.same_primary(id) => return,
-            Some(old) => {
-                tracing::warn!(
+        let mut current = lock(&self.current);
+        let change = current.as_ref().map_or(Change::Same, |old| {
+            let change = id.change_from(old);
+            match change {
+                Change::Same => {}
+                Change::Restart => tracing::warn!(
+                    event = "server_restarted",
+                    server = ?id.endpoint(),
+                    timeline = ?id.timeline,
+                    started = ?id.postmaster_start,
+                    "the primary restarted (same system and timeline)"
+                ),
+                Change::NewPrimary => tracing::warn!(
                     event = "primary_changed",
                     from = ?old.endpoint(),
                     to = ?id.endpoint(),
                     from_timeline = ?old.timeline,
                     to_timeline = ?id.timeline,
                     "the primary changed"
-                );
-                true
+                ),
             }
-        };
+            change
+        });
+        if change == Change::Same && current.is_some() {
+            return;
+        }
         *current = Some(id.clone());
         drop(current);
         self.metrics.server_timeline.set(id.timeline.unwrap_or(0));
         self.metrics
             .set_primary_host(self.matching_host(id).as_deref());
-        if changed {
-            self.generation.fetch_add(1, Ordering::Relaxed);
-            self.metrics.primary_changes.inc();
-            self.changes.send_modify(|n| *n += 1);
+        match change {
+            Change::Same => return,
+            Change::Restart => self.metrics.server_restarts.inc(),
+            Change::NewPrimary => {
+                self.metrics.primary_changes.inc();
+                self.primary_changes.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The configured `host:port` this identity is, by exact address or, failing
@@ -241,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_write_after_each_change_is_recorded_once() {
+    fn the_first_write_after_each_change_or_restart_is_recorded_once() {
         let tracker = IdentityTracker::new(Vec::new(), Metrics::new(&[]));
         let t0 = Instant::now();
         let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
@@ -258,6 +304,49 @@ mod tests {
         tracker.acknowledged(at(12));
         tracker.observe(&id(5001, 3));
         tracker.acknowledged(at(20));
-        assert_eq!(tracker.first_writes(), vec![at(10), at(20)]);
+        let mut restarted = id(5001, 3);
+        restarted.postmaster_start = Some("t1".into());
+        tracker.observe(&restarted);
+        tracker.acknowledged(at(30));
+        assert_eq!(tracker.first_writes(), vec![at(10), at(20), at(30)]);
+    }
+
+    #[test]
+    fn a_restart_is_not_a_primary_change() {
+        let hosts = vec!["127.0.0.1:5001".to_string()];
+        let metrics = Metrics::new(&hosts);
+        let tracker = IdentityTracker::new(hosts, metrics.clone());
+        let rx = tracker.subscribe();
+        tracker.observe(&id(5001, 1));
+        for n in 1..=3 {
+            let mut restarted = id(5001, 1);
+            restarted.postmaster_start = Some(format!("t{n}"));
+            tracker.observe(&restarted);
+            tracker.observe(&restarted);
+        }
+        assert_eq!(metrics.server_restarts.get(), 3);
+        assert_eq!(tracker.changes(), 0);
+        assert_eq!(metrics.primary_changes.get(), 0);
+        assert_eq!(*rx.borrow(), 3, "a restart is worth verifying too");
+
+        // Another cluster on the same address and timeline (a rebuilt server) is a change.
+        let mut other = id(5001, 1);
+        other.system_identifier = Some("43".into());
+        tracker.observe(&other);
+        assert_eq!(metrics.primary_changes.get(), 1);
+        // A new timeline is a promotion, whatever the system identifier says.
+        let mut promoted = other.clone();
+        promoted.timeline = Some(2);
+        tracker.observe(&promoted);
+        assert_eq!(metrics.primary_changes.get(), 2);
+
+        // Without a readable system identifier the address stands in for it.
+        let mut a = id(5001, 2);
+        a.system_identifier = None;
+        let mut b = a.clone();
+        b.postmaster_start = Some("later".into());
+        assert_eq!(b.change_from(&a), Change::Restart);
+        b.server_port = Some(5002);
+        assert_eq!(b.change_from(&a), Change::NewPrimary);
     }
 }

@@ -5,7 +5,8 @@
 //! The triggers are ordinary commands, as in production: a forced failover is `kill -QUIT`
 //! of the primary's postmaster (an immediate stop) and `pg_promote()` on the standby through
 //! psql; repeated failovers restart the single primary in place (`pg_ctl restart -m
-//! immediate`), which pgdrill sees as a new primary (a new postmaster start time).
+//! immediate`), which pgdrill sees as a restarted server (a new postmaster start time): not a
+//! primary change, but the first write after it is timed like a new primary's.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -402,7 +403,9 @@ async fn three_repeated_failovers_give_a_distribution_of_their_outages() {
         drill["distribution"]["trigger_to_new_primary_write_seconds"]["samples"],
         3
     );
-    assert_eq!(summary["primary_changes"], 3);
+    // Restarts, not failovers, on /metrics and in the summary; the first write after each is
+    // timed all the same (the new primary write figure above).
+    assert_eq!(summary["primary_changes"], 0);
     assert!(run.stdout.contains("distribution (nearest-rank)"));
     lab.shutdown().await;
 }

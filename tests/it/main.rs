@@ -6,6 +6,7 @@ mod docs;
 mod drills;
 mod e2e;
 mod failover;
+mod hardening;
 mod lab;
 mod load;
 mod manifests;

@@ -25,6 +25,8 @@ pub(crate) const NOT_CHARTED: &[&str] = &[
     // pgdrill_connection_errors_total{class="auth"}.
     "pgdrill_password_refreshes_total",
     "pgdrill_password_errors_total",
+    // Restarts of the same server (not failovers); no panel shows it yet.
+    "pgdrill_server_restarts_total",
     // Drills as code (docs/drills.md): the verdict is the exit status and the summary; no
     // dashboard or rule reads these yet (pgdrill_rto_objective_seconds is there for the
     // pgdrill:rto_objective_seconds rule to read one day).
