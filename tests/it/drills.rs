@@ -483,3 +483,52 @@ async fn a_canary_run_has_no_verdict_and_exits_0() {
     assert!(!run.stdout.contains("verdict"), "{}", run.stdout);
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fails_over_through_the_same_trigger_and_verdict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("demo.json");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let json_arg = json.display().to_string();
+    let bin = Binary::spawn(&[
+        "demo",
+        "--failover",
+        "forced",
+        "--failover-after",
+        "3s",
+        "--run-after",
+        "4s",
+        "--rate",
+        "200",
+        "--listen",
+        &listen,
+        "--summary-json",
+        &json_arg,
+    ]);
+    let (status, stdout, stderr) = bin.wait(Duration::from_secs(120)).await;
+    println!(
+        "{stdout}\n--- stderr (last 4 kB) ---\n{}",
+        tail(&stderr, 4096)
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("demo summary")).expect("JSON");
+    let drill = &summary["drill"];
+    assert_eq!(status.code(), Some(0), "{drill}");
+    assert_eq!(drill["verdict"]["verdict"], "pass");
+    assert_eq!(drill["command"], "lab forced failover");
+    let trigger = &drill["triggers"][0];
+    assert_eq!(trigger["outcome"]["kind"], "ok");
+    // The lab's own account of the failover is the trigger's output.
+    assert!(
+        trigger["stdout_tail"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("lab ground truth: A -> B")),
+        "{trigger}"
+    );
+    let (_, timing, _) = first_drill(&summary);
+    assert!(
+        timing["trigger_to_new_primary_write_seconds"].is_f64(),
+        "{timing}"
+    );
+    assert!(stdout.contains("verdict: PASS"), "{stdout}");
+}
