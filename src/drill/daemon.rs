@@ -16,6 +16,7 @@ use crate::drill::timing::{in_window, Baseline, Counts, OutageFacts};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::{DrillReport, RunFacts};
 use crate::failover::outages::{Outages, WallClock};
+use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 
 /// How often the live figures of the last trigger are brought up to date.
@@ -68,8 +69,8 @@ impl DrillRun {
         })
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> Option<R> {
-        self.book.lock().ok().map(|mut b| f(&mut b))
+    fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
+        f(&mut lock(&self.book))
     }
 
     fn counts(&self, at: Instant) -> Counts {
@@ -155,7 +156,7 @@ impl DrillRun {
 
     /// The last trigger's figures as far as they are known now.
     fn update_live(&self) {
-        let Some(start) = self.with(|b| b.last_start).flatten() else {
+        let Some(start) = self.with(|b| b.last_start) else {
             return;
         };
         let outages = self.outage_facts();
@@ -174,9 +175,7 @@ impl DrillRun {
     /// done); sets the verdict on `/metrics`.
     pub fn report(&self, lost_writes_in_run: u64, run_end: Instant) -> DrillReport {
         self.update_live();
-        let (triggers, baselines) = self
-            .with(|b| (b.triggers.clone(), b.baselines.clone()))
-            .unwrap_or_default();
+        let (triggers, baselines) = self.with(|b| (b.triggers.clone(), b.baselines.clone()));
         let report = DrillReport::build(
             &self.config,
             self.objectives,
@@ -195,5 +194,143 @@ impl DrillRun {
             .verdict
             .set(report.verdict.verdict.as_str());
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::db::identity::Identity;
+    use crate::drill::schedule::Schedule;
+    use crate::drill::trigger::{InProcessTrigger, TriggerAction};
+    use crate::drill::VerdictKind;
+    use crate::error::ErrorClass;
+    use crate::rpo::verify::Check;
+
+    fn identity(port: u16, timeline: i64) -> Identity {
+        Identity {
+            server_addr: Some("127.0.0.1".into()),
+            server_port: Some(port),
+            in_recovery: Some(false),
+            system_identifier: Some("42".into()),
+            timeline: Some(timeline),
+            postmaster_start: Some("t0".into()),
+        }
+    }
+
+    /// A whole drill without a database: a lab trigger answered at once, an outage and a new
+    /// primary recorded as the monitor and the pool would, counts from a plain counter.
+    #[tokio::test(start_paused = true)]
+    async fn a_drill_snapshots_its_baseline_times_its_trigger_and_judges_it() {
+        let metrics = Metrics::new(&[]);
+        let outages = Arc::new(Outages::new(WallClock::now()));
+        let tracker = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+        let acked = Arc::new(AtomicU64::new(0));
+        let counted = acked.clone();
+        let (trigger, mut requests) = InProcessTrigger::new("lab forced failover");
+        let config = TriggerConfig {
+            action: TriggerAction::InProcess(trigger),
+            schedule: Schedule {
+                after: Duration::from_secs(5),
+                every: None,
+                count: 1,
+            },
+            timeout: Duration::from_secs(60),
+        };
+        let objectives = Objectives {
+            rto: Duration::from_secs(2),
+            max_lost_writes: 0,
+        };
+        let sources = Sources {
+            metrics: metrics.clone(),
+            outages: outages.clone(),
+            identity: tracker.clone(),
+            counts: Box::new(move || (counted.load(Ordering::Relaxed), 0)),
+            target_rate: Some(100.0),
+        };
+        let drill = DrillRun::new(config, objectives, sources, Scrubber::default());
+        let pending = "pgdrill_drill_verdict{verdict=\"pending\"}";
+        assert_eq!(metrics.sample(pending), Some(1.0));
+
+        let start = Instant::now();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(drill.clone().run(start, stop.clone()));
+        tracker.observe(&identity(5001, 1));
+        // 100 writes a second for 5 s, then the lab fails over when asked.
+        for _ in 0..500 {
+            acked.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reply = requests.recv().await.expect("the trigger asks");
+        let failed_at = Instant::now() + Duration::from_millis(50);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let index = outages.started(failed_at, None);
+        tracker.observe(&identity(5002, 2));
+        let back = Instant::now();
+        tracker.acknowledged(back);
+        let position = outages.ended(failed_at, back, &[ErrorClass::ConnectionClosed], None);
+        outages.verified(
+            position.expect("an open outage"),
+            &Check {
+                checked: 400,
+                lost: 0,
+                lost_seqs: Vec::new(),
+                rpo_seconds: 0.0,
+                unknown_committed: 0,
+                unknown_not_committed: 0,
+                seconds: 0.01,
+            },
+        );
+        let _ = reply.send(Ok("promoted".into()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Live on /metrics before the run ends.
+        let first_failed = metrics
+            .sample("pgdrill_failover_first_failed_write_seconds")
+            .expect("gauge");
+        assert!((first_failed - 0.05).abs() < 1e-3, "{first_failed}");
+        let new_primary = metrics
+            .sample("pgdrill_failover_new_primary_write_seconds")
+            .expect("gauge");
+        assert!((new_primary - 0.3).abs() < 1e-3, "{new_primary}");
+        assert_eq!(
+            metrics.sample("pgdrill_failover_triggers_total{outcome=\"ok\"}"),
+            Some(1.0)
+        );
+
+        stop.cancel();
+        task.await.expect("the drill task ends when stopped");
+        let report = drill.report(0, Instant::now());
+        assert_eq!(report.verdict.verdict, VerdictKind::Pass, "{report}");
+        assert_eq!(report.drills[0].outage, Some(index));
+        // The baseline left out the first second: 4 s at 100/s.
+        let b = &report.baselines[0];
+        assert!((b.to_unix - b.from_unix - 4.0).abs() < 0.02, "{b:?}");
+        assert!((395..=405).contains(&b.successes), "{b:?}");
+        assert_eq!(report.triggers[0].stdout_tail, "promoted\n");
+        assert_eq!(
+            metrics.sample("pgdrill_drill_verdict{verdict=\"pass\"}"),
+            Some(1.0)
+        );
+        assert_eq!(metrics.sample(pending), Some(0.0));
+
+        // The same run judged against 0.1 s fails.
+        let strict = DrillReport::build(
+            &drill.config,
+            Objectives {
+                rto: Duration::from_millis(100),
+                max_lost_writes: 0,
+            },
+            RunFacts {
+                triggers: report.triggers.clone(),
+                baselines: report.baselines.clone(),
+                outages: drill.outage_facts(),
+                new_primary_writes_unix: drill.new_primary_writes(),
+                lost_writes_in_run: 0,
+                run_end_unix: drill.clock.unix(Instant::now()),
+            },
+        );
+        assert_eq!(strict.verdict.verdict, VerdictKind::Fail, "{strict}");
     }
 }
