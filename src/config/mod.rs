@@ -16,7 +16,7 @@ pub use crate::db::table::Table;
 pub use cli::*;
 
 use crate::config::dsn::Target;
-use crate::db::credentials::PasswordSource;
+use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::error::ConfigError;
@@ -158,7 +158,9 @@ impl RunArgs {
             QueryModeArg::Unnamed => QueryMode::Unnamed,
             QueryModeArg::Simple => QueryMode::Simple,
             // Named prepared statements break behind PgBouncer in transaction mode.
-            QueryModeArg::Auto if target.pg.get_ports().contains(&6432) => QueryMode::Unnamed,
+            QueryModeArg::Auto if target.pg.get_ports().contains(&dsn::PGBOUNCER_PORT) => {
+                QueryMode::Unnamed
+            }
             QueryModeArg::Auto => QueryMode::Prepared,
         }
     }
@@ -167,7 +169,14 @@ impl RunArgs {
         match (&self.password_file, &self.password_command) {
             (Some(path), _) => PasswordSource::File(path.clone()),
             (None, Some(command)) => PasswordSource::Command {
-                command: command.clone(),
+                // The value is not echoed: it is a command line, which may hold a secret.
+                argv: split_command(command).ok_or_else(|| {
+                    ConfigError::new(
+                        "--password-command",
+                        "(not shown)",
+                        "cannot be split into words: unbalanced quotes or a trailing backslash",
+                    )
+                })?,
                 ttl: self.password_ttl.into(),
             },
             (None, None) => PasswordSource::Dsn,
@@ -300,6 +309,18 @@ mod tests {
             e.contains("--password-command") && e.contains("cannot be used"),
             "{e}"
         );
+        let e = args(&["--password-command", "az 'get-token"]).unwrap_err();
+        assert!(
+            e.contains("--password-command")
+                && e.contains("unbalanced")
+                && !e.contains("get-token"),
+            "{e}"
+        );
+        let e = args(&["--password-command", "  "]).unwrap_err();
+        assert!(
+            e.contains("--password-command") && e.contains("empty"),
+            "{e}"
+        );
         let e = args(&["--retention", "0s"]).unwrap_err();
         assert!(e.contains("--retention"), "{e}");
         let e = args(&["--retention", "20s"]).unwrap_err();
@@ -324,7 +345,7 @@ mod tests {
         assert_eq!(
             c.password,
             PasswordSource::Command {
-                command: "echo x".into(),
+                argv: vec!["echo".into(), "x".into()],
                 ttl: Duration::from_secs(300)
             }
         );
