@@ -130,8 +130,9 @@ pub struct RunArgs {
     )]
     pub password_file: Option<PathBuf>,
 
-    /// Run this shell command to obtain the password (e.g. an Entra ID token:
+    /// Run this command to obtain the password (e.g. an Entra ID token:
     /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
+    /// split into words like a shell would but run without one (write `sh -c '…'` for pipes);
     /// cached for --password-ttl and re-run after an authentication failure. Never logged.
     #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
     pub password_command: Option<String>,

@@ -2,7 +2,9 @@
 //! (Kubernetes secret mounts, sidecars) or a command whose output is the password
 //! (Microsoft Entra ID access tokens: `az account get-access-token --resource-type oss-rdbms
 //! --query accessToken -o tsv`), cached and run again before `--password-ttl` runs out or after
-//! the server rejected it.
+//! the server rejected it. The command is split into words the way a POSIX shell would
+//! (`shlex`) and run without one, so that it works in the distroless image; pipes, `;` or
+//! redirections need an explicit `sh -c '…'` where a shell exists.
 //!
 //! The secret never appears in logs, errors or metrics: [`Secret`] does not print, and the
 //! command's standard output is read only here. Its standard error is passed through to
@@ -34,8 +36,9 @@ pub enum PasswordSource {
     Dsn,
     /// `--password-file`: read for every new connection.
     File(PathBuf),
-    /// `--password-command`: run through `sh -c`, output cached for `ttl`.
-    Command { command: String, ttl: Duration },
+    /// `--password-command`, split into program and arguments (no shell), output cached
+    /// for `ttl`.
+    Command { argv: Vec<String>, ttl: Duration },
 }
 
 impl PasswordSource {
@@ -59,8 +62,8 @@ impl PasswordSource {
                     ));
                 }
             }
-            PasswordSource::Command { command, ttl } => {
-                if command.trim().is_empty() {
+            PasswordSource::Command { argv, ttl } => {
+                if argv.is_empty() {
                     return Err(ConfigError::new(
                         "--password-command",
                         "",
@@ -135,7 +138,7 @@ impl Credentials {
         let result = match &self.source {
             PasswordSource::Dsn => return Ok(None),
             PasswordSource::File(path) => self.read_file(path).await,
-            PasswordSource::Command { command, ttl } => self.run_cached(command, *ttl).await,
+            PasswordSource::Command { argv, ttl } => self.run_cached(argv, *ttl).await,
         };
         if result.is_err() {
             self.metrics.password_errors.inc();
@@ -173,7 +176,7 @@ impl Credentials {
         Ok(secret)
     }
 
-    async fn run_cached(&self, command: &str, ttl: Duration) -> Result<Secret, CredentialError> {
+    async fn run_cached(&self, argv: &[String], ttl: Duration) -> Result<Secret, CredentialError> {
         let mut cache = self.cache.lock().await;
         let age = cache.fetched.map(|t| t.elapsed());
         let fresh = age.is_some_and(|a| a < ttl && (!cache.stale || a < MIN_REFRESH_INTERVAL));
@@ -186,7 +189,7 @@ impl Credentials {
             (Some(_), false) => "--password-ttl ran out",
         };
         tracing::info!(reason, "running --password-command");
-        let secret = run_command(command).await?;
+        let secret = run_command(argv).await?;
         self.metrics.password_refreshes.inc();
         cache.secret = Some(secret.clone());
         cache.fetched = Some(Instant::now());
@@ -195,16 +198,29 @@ impl Credentials {
     }
 }
 
-async fn run_command(command: &str) -> Result<Secret, CredentialError> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
+/// Splits `--password-command` into program and arguments as a POSIX shell would, without
+/// expanding anything; `None` for unbalanced quotes or a trailing backslash.
+pub fn split_command(command: &str) -> Option<Vec<String>> {
+    shlex::split(command)
+}
+
+async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| CredentialError("--password-command is empty".to_string()))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| CredentialError(format!("cannot start --password-command: {e}")))?;
+        .map_err(|e| {
+            // The program only: arguments may carry what should not be logged.
+            CredentialError(format!(
+                "cannot start --password-command program `{program}`: {e}"
+            ))
+        })?;
     let mut stdout = child
         .stdout
         .take()
@@ -298,14 +314,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_command_runs_without_a_shell() {
+        let argv = split_command("printf '%s;%s' 'a b' $HOME").unwrap();
+        assert_eq!(argv, ["printf", "%s;%s", "a b", "$HOME"]);
+        let creds = Credentials::new(
+            PasswordSource::Command {
+                argv,
+                ttl: Duration::from_secs(60),
+            },
+            metrics(),
+        );
+        // No shell: `$HOME` reaches printf as written, and `;` is just a character.
+        let secret = creds.password().await.unwrap().unwrap();
+        assert_eq!(secret.expose(), "a b;$HOME");
+        assert_eq!(split_command("az 'unbalanced"), None);
+        let missing = Credentials::new(
+            PasswordSource::Command {
+                argv: vec!["/no/such/program".into(), "s3cret-arg".into()],
+                ttl: Duration::from_secs(60),
+            },
+            metrics(),
+        );
+        let e = missing.password().await.unwrap_err().to_string();
+        assert!(
+            e.contains("/no/such/program") && !e.contains("s3cret-arg"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn command_output_is_cached_until_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let counter = dir.path().join("runs");
-        let command = format!("echo x >> {0}; wc -l < {0} | tr -d ' '", counter.display());
+        let script = format!("echo x >> {0}; wc -l < {0} | tr -d ' '", counter.display());
         let m = metrics();
         let creds = Credentials::new(
             PasswordSource::Command {
-                command,
+                argv: vec!["sh".into(), "-c".into(), script],
                 ttl: Duration::from_secs(600),
             },
             m.clone(),
@@ -325,7 +370,7 @@ mod tests {
 
         let failing = Credentials::new(
             PasswordSource::Command {
-                command: "echo s3cret; exit 3".into(),
+                argv: vec!["sh".into(), "-c".into(), "echo s3cret; exit 3".into()],
                 ttl: Duration::from_secs(1),
             },
             m.clone(),
