@@ -1,5 +1,6 @@
 //! One integration-test binary, one module per feature; each drives real servers that
 //! `support` starts.
+mod canaries;
 mod cli;
 mod credentials;
 mod docs;

@@ -50,7 +50,7 @@ pub fn rules_with(edits: &[(&str, &str)]) -> String {
     text
 }
 
-/// One scrape job: its name, targets and extra target labels (e.g. `cluster`).
+/// One target group: its job name, targets and extra target labels (e.g. `cluster`).
 pub struct ScrapeJob {
     pub name: String,
     pub targets: Vec<SocketAddr>,
@@ -86,17 +86,18 @@ impl Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let rules_path = dir.path().join("pgdrill.rules.yml");
         std::fs::write(&rules_path, rules).expect("write the rules");
-        let scrape_configs: Vec<Value> = jobs
-            .iter()
-            .map(|j| {
-                json!({
-                    "job_name": j.name,
-                    "static_configs": [{
-                        "targets": j.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-                        "labels": j.labels,
-                    }],
-                })
-            })
+        // Jobs of one name are one scrape config with a target group each, so
+        // that one job can run in several clusters (told apart by labels).
+        let mut by_name: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        for j in jobs {
+            by_name.entry(&j.name).or_default().push(json!({
+                "targets": j.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                "labels": j.labels,
+            }));
+        }
+        let scrape_configs: Vec<Value> = by_name
+            .into_iter()
+            .map(|(name, groups)| json!({"job_name": name, "static_configs": groups}))
             .collect();
         // JSON is YAML: no quoting surprises in paths.
         let config = json!({
@@ -177,9 +178,24 @@ impl Prometheus {
 
     /// Instant query: `(labels, value)` of every sample of the result vector.
     pub async fn query(&self, promql: &str) -> Vec<(Value, f64)> {
-        let data = self
-            .api(&format!("/api/v1/query?query={}", url_encode(promql)))
-            .await;
+        self.query_path(
+            promql,
+            format!("/api/v1/query?query={}", url_encode(promql)),
+        )
+        .await
+    }
+
+    /// Instant query evaluated at unix time `at` (e.g. a rule evaluation's).
+    pub async fn query_at(&self, promql: &str, at: f64) -> Vec<(Value, f64)> {
+        self.query_path(
+            promql,
+            format!("/api/v1/query?query={}&time={at:.3}", url_encode(promql)),
+        )
+        .await
+    }
+
+    async fn query_path(&self, promql: &str, path: String) -> Vec<(Value, f64)> {
+        let data = self.api(&path).await;
         assert_eq!(data["resultType"], "vector", "{promql}: {data}");
         data["result"]
             .as_array()
