@@ -221,7 +221,13 @@ impl Drill {
         let token = sup.token(Stage::Http);
         sup.spawn(
             Stage::Http,
-            http::serve(listener, self.metrics.clone(), page, token),
+            http::serve(
+                listener,
+                self.metrics.clone(),
+                page,
+                config.web.clone(),
+                token,
+            ),
         );
         let token = sup.token(Stage::Monitor);
         sup.spawn(

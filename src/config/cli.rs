@@ -94,6 +94,11 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     pub listen: SocketAddr,
 
+    /// TLS and basic auth for --listen, in the Prometheus exporter-toolkit web config format
+    /// (tls_server_config cert_file/key_file/min_version, basic_auth_users with bcrypt hashes).
+    #[arg(long = "web.config.file", env = "PGDRILL_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Interval between one-line progress logs.
     #[arg(long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
     pub progress_interval: humantime::Duration,

@@ -10,6 +10,7 @@ pub(crate) mod dsn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::db::table::Table;
@@ -20,6 +21,7 @@ use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::error::ConfigError;
+use crate::telemetry::webconfig::WebConfig;
 
 /// A fully validated configuration; only [`RunArgs::validate`] makes one.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct Config {
     /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
     pub query_mode_auto: bool,
     pub listen: SocketAddr,
+    /// `--web.config.file`: TLS and basic auth on the HTTP endpoints.
+    pub web: Option<Arc<WebConfig>>,
     pub progress_interval: Duration,
     pub summary_json: Option<PathBuf>,
     pub shutdown_grace: Duration,
@@ -109,6 +113,12 @@ impl RunArgs {
             table: Table::parse(&self.table)?,
             create_table: !self.no_create_table,
             listen: self.listen,
+            web: self
+                .web_config_file
+                .as_deref()
+                .map(WebConfig::load)
+                .transpose()?
+                .map(Arc::new),
             progress_interval: positive("--progress-interval", self.progress_interval)?,
             summary_json: self.summary_json.clone(),
             shutdown_grace: self.shutdown_grace.into(),

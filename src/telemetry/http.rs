@@ -1,19 +1,25 @@
-//! `/metrics`, `/healthz` and a small `/` page, served until shutdown.
+//! `/metrics`, `/healthz` and a small `/` page, served until shutdown; over TLS and behind
+//! basic auth when `--web.config.file` says so.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::webconfig::WebConfig;
+
+/// A TLS handshake that has not finished by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the `/` page says about this process; never contains a password.
 pub struct Page {
@@ -67,14 +73,63 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
     }
 }
 
+/// Basic auth when configured; `/healthz` (it says only `ok`) stays open for probes.
+async fn handle(
+    req: Request<Incoming>,
+    metrics: &Metrics,
+    page: &Page,
+    web: Option<&WebConfig>,
+) -> Response<Full<Bytes>> {
+    if let Some(web) = web.filter(|w| w.requires_auth() && req.uri().path() != "/healthz") {
+        let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        if !web.authorized(header).await {
+            let mut resp = response(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
+            resp.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"pgdrill\""),
+            );
+            return resp;
+        }
+    }
+    route(&req, metrics, page)
+}
+
+async fn serve_connection<S>(
+    io: S,
+    metrics: Arc<Metrics>,
+    page: Arc<Page>,
+    web: Option<Arc<WebConfig>>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let (metrics, page, web) = (metrics.clone(), page.clone(), web.clone());
+        async move { Ok::<_, Infallible>(handle(req, &metrics, &page, web.as_deref()).await) }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => if let Err(err) = res {
+            tracing::debug!(%err, "HTTP connection ended with an error");
+        },
+        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+}
+
 /// Serves on an already bound listener (bound before load starts, so a bad
 /// `--listen` fails fast) until `stop`.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     page: Arc<Page>,
+    web: Option<Arc<WebConfig>>,
     stop: CancellationToken,
 ) {
+    let tls = web
+        .as_ref()
+        .and_then(|w| w.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -86,21 +141,16 @@ pub async fn serve(
             },
             _ = stop.cancelled() => return,
         };
-        let metrics = metrics.clone();
-        let page = page.clone();
-        let stop = stop.clone();
+        let (metrics, page, web, stop) = (metrics.clone(), page.clone(), web.clone(), stop.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let resp = route(&req, &metrics, &page);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => if let Err(err) = res {
-                    tracing::debug!(%err, "HTTP connection ended with an error");
-                },
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            let Some(acceptor) = tls else {
+                return serve_connection(stream, metrics, page, web, stop).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => serve_connection(tls_stream, metrics, page, web, stop).await,
+                Ok(Err(err)) => tracing::debug!(%err, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         });
     }

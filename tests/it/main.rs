@@ -18,3 +18,4 @@ mod retention;
 mod rules;
 mod support;
 mod tls;
+mod webconfig;

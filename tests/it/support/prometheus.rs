@@ -82,6 +82,16 @@ impl Prometheus {
     /// Starts a server scraping `jobs` every [`INTERVAL_S`] and evaluating
     /// `rules` (the text of one rule file); waits until it is ready.
     pub async fn start(jobs: &[ScrapeJob], rules: &str) -> Prometheus {
+        Prometheus::start_with(jobs, rules, |_| json!({})).await
+    }
+
+    /// Like [`Prometheus::start`], with more keys for the scrape config of
+    /// each job name (`scheme`, `tls_config`, `basic_auth`, …).
+    pub async fn start_with(
+        jobs: &[ScrapeJob],
+        rules: &str,
+        options: impl Fn(&str) -> Value,
+    ) -> Prometheus {
         let binary = binary();
         let dir = tempfile::tempdir().expect("temp dir");
         let rules_path = dir.path().join("pgdrill.rules.yml");
@@ -97,7 +107,13 @@ impl Prometheus {
         }
         let scrape_configs: Vec<Value> = by_name
             .into_iter()
-            .map(|(name, groups)| json!({"job_name": name, "static_configs": groups}))
+            .map(|(name, groups)| {
+                let mut config = json!({"job_name": name, "static_configs": groups});
+                if let (Some(c), Value::Object(more)) = (config.as_object_mut(), options(name)) {
+                    c.extend(more);
+                }
+                config
+            })
             .collect();
         // JSON is YAML: no quoting surprises in paths.
         let config = json!({
@@ -264,6 +280,20 @@ impl Prometheus {
             || async { last().await != seen },
         )
         .await;
+    }
+
+    /// `(job, health, lastError)` of every scrape target.
+    pub async fn targets(&self) -> Vec<(String, String, String)> {
+        let data = self.api("/api/v1/targets").await;
+        data["activeTargets"]
+            .as_array()
+            .expect("activeTargets")
+            .iter()
+            .map(|t| {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                (s(&t["labels"]["job"]), s(&t["health"]), s(&t["lastError"]))
+            })
+            .collect()
     }
 
     /// Label sets of the `alert` series in `state` (firing or pending) now.
