@@ -95,7 +95,11 @@ impl DrillReport {
 
 /// Seconds with a sign, for figures that can be slightly negative; `-` when not measured.
 fn signed(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:+.3} s"))
+    // No "-0.000 s" for a figure that rounds to zero.
+    v.map_or_else(
+        || "-".into(),
+        |v| format!("{:+.3} s", if v.abs() < 0.0005 { 0.0 } else { v }),
+    )
 }
 
 fn plain(v: Option<f64>) -> String {
