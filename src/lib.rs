@@ -5,6 +5,7 @@
 //! writes, and returns the drill [`Summary`].
 
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod demo;
 pub mod dsn;
