@@ -117,10 +117,13 @@ impl EndpointState {
         self.failures == 0 || (!self.attempt_running && now >= self.retry_at)
     }
 
-    fn failed(&mut self, class: ErrorClass, message: &str, now: Instant) {
+    /// Counted from when the attempt started: an attempt that took the whole connect
+    /// timeout is followed by the next at once, so a hanging server always has one attempt
+    /// waiting in its listen backlog and is seen the moment it answers again.
+    fn failed(&mut self, class: ErrorClass, message: &str, started: Instant) {
         self.failures = self.failures.saturating_add(1);
         self.attempt_running = false;
-        self.retry_at = now + backoff(self.failures, class, &mut rand::rng());
+        self.retry_at = started + backoff(self.failures, class, &mut rand::rng());
         self.last_error = Some((class, message.to_string()));
     }
 }
@@ -453,6 +456,7 @@ impl Connector {
         Some(Claim {
             connector: self,
             endpoint,
+            started: now,
             done: false,
         })
     }
@@ -463,6 +467,7 @@ impl Connector {
 struct Claim<'a> {
     connector: &'a Connector,
     endpoint: &'a Endpoint,
+    started: Instant,
     done: bool,
 }
 
@@ -484,7 +489,7 @@ impl Claim<'_> {
     fn failed(&mut self, class: ErrorClass, message: &str) {
         self.done = true;
         if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
-            state.failed(class, message, Instant::now());
+            state.failed(class, message, self.started);
         }
     }
 }
@@ -549,6 +554,7 @@ impl Silence {
     }
 
     async fn check(self) {
+        let started = Instant::now();
         let connector = &self.connector;
         connector.metrics.connection_attempts.inc();
         let mut config = (*self.config).clone();
@@ -587,7 +593,7 @@ impl Silence {
                     server = %self.endpoint,
                     "server stopped answering; abandoning its connections (no_response)"
                 );
-                state.failed(ErrorClass::ConnectTimeout, &message, now);
+                state.failed(ErrorClass::ConnectTimeout, &message, started);
                 // Connections made from now on get a fresh token.
                 let old = std::mem::take(&mut state.silent);
                 old.cancel();
@@ -626,10 +632,14 @@ mod tests {
         let now = Instant::now();
         let mut s = EndpointState::new(now);
         assert!(s.eligible(now));
-        s.failed(ErrorClass::ConnectTimeout, "x", now);
+        s.failed(ErrorClass::ConnectRefused, "x", now);
         assert!(!s.eligible(now), "backing off");
         let later = now + BACKOFF_MAX;
         assert!(s.eligible(later));
+        // An attempt that took longer than the backoff is followed at once.
+        let mut slow = EndpointState::new(now);
+        slow.failed(ErrorClass::ConnectTimeout, "x", now);
+        assert!(slow.eligible(now + Duration::from_secs(2)));
         s.attempt_running = true;
         assert!(!s.eligible(later), "another attempt is probing it");
     }

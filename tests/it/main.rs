@@ -5,6 +5,7 @@ mod credentials;
 mod drill;
 mod e2e;
 mod failover;
+mod hang;
 mod lab;
 mod pgbouncer;
 mod pipeline;
