@@ -166,6 +166,8 @@ pub struct Connector {
     tls: MakeRustlsConnect,
     metrics: Arc<Metrics>,
     endpoints: Mutex<HashMap<Endpoint, EndpointState>>,
+    /// Notified whenever an attempt ends, for connects waiting for a free endpoint.
+    changed: tokio::sync::Notify,
 }
 
 /// Entries of an endpoint map that is growing past this are dropped when healthy
@@ -240,6 +242,7 @@ impl Connector {
             tls,
             metrics,
             endpoints: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
         };
         if random {
             use rand::seq::SliceRandom;
@@ -265,51 +268,81 @@ impl Connector {
         E: Fn(Client, Endpoint) -> Fut,
         Fut: Future<Output = Result<T, ConnectError>>,
     {
-        let mut last: Option<ConnectError> = None;
-        let mut skipped: Option<ConnectError> = None;
-        for entry in &self.entries {
-            let endpoints = match self.resolve(entry).await {
-                Ok(list) => list,
-                Err(message) => {
-                    last = Some(fails.failure(ErrorClass::Dns, message));
-                    continue;
-                }
-            };
-            for (endpoint, config) in endpoints {
-                let Some(mut claim) = self.begin(&endpoint, &mut skipped) else {
-                    continue;
-                };
-                let mut config = config;
-                if let Some(pw) = password {
-                    config.password(pw);
-                }
-                match self.attempt(&endpoint, &config, fails, &establish).await {
-                    Ok(value) => {
-                        let token = claim.succeeded();
-                        drop(claim);
-                        return Ok(Opened {
-                            value,
-                            silence: Silence {
-                                token,
-                                endpoint,
-                                config: Arc::new(config),
-                                connector: self.clone(),
-                            },
-                        });
+        // When every endpoint is backing off or being probed by another attempt, wait
+        // (at most one connect timeout) for one to become free rather than fail without
+        // trying: a failed connect then always stands for a real attempt.
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let mut last: Option<ConnectError> = None;
+            let mut skipped: Option<ConnectError> = None;
+            for entry in &self.entries {
+                let endpoints = match self.resolve(entry).await {
+                    Ok(list) => list,
+                    Err(message) => {
+                        last = Some(fails.failure(ErrorClass::Dns, message));
+                        continue;
                     }
-                    Err(err) => {
-                        claim.failed(err.class, &err.message);
-                        last = Some(err);
+                };
+                for (endpoint, config) in endpoints {
+                    let Some(mut claim) = self.begin(&endpoint, &mut skipped) else {
+                        continue;
+                    };
+                    let mut config = config;
+                    if let Some(pw) = password {
+                        config.password(pw);
+                    }
+                    match self.attempt(&endpoint, &config, fails, &establish).await {
+                        Ok(value) => {
+                            let token = claim.succeeded();
+                            drop(claim);
+                            return Ok(Opened {
+                                value,
+                                silence: Silence {
+                                    token,
+                                    endpoint,
+                                    config: Arc::new(config),
+                                    connector: self.clone(),
+                                },
+                            });
+                        }
+                        Err(err) => {
+                            claim.failed(err.class, &err.message);
+                            last = Some(err);
+                        }
                     }
                 }
             }
+            if let Some(err) = last {
+                return Err(err);
+            }
+            let Some(skipped) = skipped else {
+                return Err(ConnectError {
+                    class: ErrorClass::Dns,
+                    message: "no host in the connection string resolves to an address".to_string(),
+                    source: None,
+                });
+            };
+            if Instant::now() >= deadline {
+                return Err(skipped);
+            }
+            let wake = self.next_retry().map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
         }
-        // Nothing was tried, or everything failed: the most telling error.
-        Err(last.or(skipped).unwrap_or_else(|| ConnectError {
-            class: ErrorClass::Dns,
-            message: "no host in the connection string resolves to an address".to_string(),
-            source: None,
-        }))
+    }
+
+    /// The earliest time a failing endpoint that nobody is probing may be tried again.
+    fn next_retry(&self) -> Option<Instant> {
+        self.lock()
+            .values()
+            .filter(|s| s.failures > 0 && !s.attempt_running)
+            .map(|s| s.retry_at)
+            .min()
     }
 
     /// One endpoint: connect, drive the connection, `establish`, all within the timeout.
@@ -480,10 +513,16 @@ impl Claim<'_> {
         let state = map
             .entry(self.endpoint.clone())
             .or_insert_with(|| EndpointState::new(now));
+        if state.failures > 0 {
+            tracing::info!(server = %self.endpoint, failures = state.failures, "server answers again");
+        }
         state.failures = 0;
         state.attempt_running = false;
         state.last_error = None;
-        state.silent.clone()
+        let token = state.silent.clone();
+        drop(map);
+        self.connector.changed.notify_waiters();
+        token
     }
 
     fn failed(&mut self, class: ErrorClass, message: &str) {
@@ -491,6 +530,7 @@ impl Claim<'_> {
         if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
             state.failed(class, message, self.started);
         }
+        self.connector.changed.notify_waiters();
     }
 }
 
@@ -500,6 +540,7 @@ impl Drop for Claim<'_> {
             if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
                 state.attempt_running = false;
             }
+            self.connector.changed.notify_waiters();
         }
     }
 }
