@@ -8,7 +8,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin pgdrill \
+    cargo build --release --locked --no-default-features --bin pgdrill \
  && install -D -m 0755 target/release/pgdrill /out/pgdrill
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -7,7 +7,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
-use crate::lab::{HostsFile, Lab, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
+use crate::Summary;
+use pgdrill_lab::{HostsFile, Lab, LabError, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
 
 /// The name the dns mode moves from the old primary to the new one.
 const DNS_NAME: &str = "primary.pgdrill.lab";
@@ -16,19 +17,21 @@ const DNS_NAME: &str = "primary.pgdrill.lab";
 fn models(mode: DemoFailover) -> &'static str {
     match mode {
         DemoFailover::Forced => {
-            "a crashed primary (immediate stop: connections reset, new ones refused), standby promoted at once"
+            "a crashed primary (immediate stop: connections reset, new ones refused), \
+             standby promoted at once"
         }
         DemoFailover::Switchover => "a planned switchover (fast stop, then promotion)",
         DemoFailover::Frozen => {
-            "a primary whose VM or zone vanished (every process frozen: TCP accepted, nothing answered), \
-             standby promoted after the HA service's detection time; multi-host DSN"
+            "a primary whose VM or zone vanished (every process frozen: TCP accepted, nothing \
+             answered), standby promoted after the HA service's detection time; multi-host DSN"
         }
         DemoFailover::Dns => {
-            "a managed-service failover (Azure Flexible Server, RDS, Cloud SQL): the old primary hangs and \
-             one host name moves to the standby's address at promotion"
+            "a managed-service failover (Azure Flexible Server, RDS, Cloud SQL): the old primary \
+             hangs and one host name moves to the standby's address at promotion"
         }
         DemoFailover::FrozenBack => {
-            "a primary that hangs (VM paused, live migration, storage stall) and comes back; no promotion"
+            "a primary that hangs (VM paused, live migration, storage stall) and comes back; \
+             no promotion"
         }
     }
 }
@@ -44,7 +47,7 @@ pub fn prepare(args: &DemoArgs) -> Result<Option<HostsFile>, String> {
     let path = dir.join("hosts");
     let hosts = HostsFile::create(&path, DNS_NAME, ADDR_A)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    crate::lab::enter_private_hosts(&path).map_err(|e| {
+    pgdrill_lab::enter_private_hosts(&path).map_err(|e| {
         format!("--failover dns needs root for a private /etc/hosts (mount namespace): {e}")
     })?;
     Ok(Some(hosts))
@@ -67,21 +70,16 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<(), Strin
     })
     .await
     .map_err(|e| format!("starting the lab: {e}"))?;
-    let dsn = match &hosts {
-        Some(hosts) => lab.named_dsn(hosts.name()),
-        None => lab.multi_host_dsn(),
-    };
+    let result = drill_on(&lab, &args, hosts.as_ref(), listener).await;
+    lab.shutdown().await;
+    if let Some(dir) = hosts.as_ref().and_then(|h| h.path().parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
 
-    let failover_after: Duration = args.failover_after.into();
-    let promote_after: Duration = args.promote_after.into();
-    let thaw_after: Duration = args.thaw_after.into();
-    let hang = match args.failover {
-        DemoFailover::Frozen | DemoFailover::Dns => promote_after,
-        DemoFailover::FrozenBack => thaw_after,
-        DemoFailover::Forced | DemoFailover::Switchover => Duration::ZERO,
-    };
-    let run_after: Duration = args.run_after.into();
-    let total = failover_after + hang + run_after;
+/// The configuration `pgdrill` would get from the command line, pointed at the lab.
+fn load_config(dsn: String, args: &DemoArgs, total: Duration) -> Result<crate::Config, String> {
     let mut argv = vec![
         "pgdrill".to_string(),
         "--dsn".to_string(),
@@ -99,11 +97,36 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<(), Strin
         argv.push("--summary-json".to_string());
         argv.push(path.display().to_string());
     }
-    let config = Cli::try_parse_from(&argv)
+    Cli::try_parse_from(&argv)
         .map_err(|e| e.to_string())?
         .run
         .validate(|_| None)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// How long the failure itself lasts before the run continues for `--run-after`.
+fn hang_time(args: &DemoArgs) -> Duration {
+    match args.failover {
+        DemoFailover::Frozen | DemoFailover::Dns => args.promote_after.into(),
+        DemoFailover::FrozenBack => args.thaw_after.into(),
+        DemoFailover::Forced | DemoFailover::Switchover => Duration::ZERO,
+    }
+}
+
+/// Load, a failover in the middle, the report.
+async fn drill_on(
+    lab: &Lab,
+    args: &DemoArgs,
+    hosts: Option<&HostsFile>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), String> {
+    let failover_after: Duration = args.failover_after.into();
+    let total = failover_after + hang_time(args) + Duration::from(args.run_after);
+    let dsn = match hosts {
+        Some(hosts) => lab.named_dsn(hosts.name()),
+        None => lab.multi_host_dsn(),
+    };
+    let config = load_config(dsn, args, total)?;
     eprintln!(
         "pgdrill demo: {} INSERT/s for {:?}, {:?} failover after {:?}; metrics on http://{}/metrics",
         args.rate, total, args.failover, failover_after, args.listen
@@ -122,30 +145,28 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<(), Strin
     let truth = tokio::select! {
         _ = tokio::time::sleep(failover_after) => {
             eprintln!("pgdrill demo: failing over now ({:?})", args.failover);
-            Some(fail(&lab, &args, hosts.as_ref()).await?)
+            Some(fail(lab, args, hosts).await.map_err(|e| format!("failing over: {e}"))?)
         }
         _ = stop.cancelled() => None,
     };
-    let summary = load.await.map_err(|e| format!("load task failed: {e}"))?;
+    let summary = load
+        .await
+        .map_err(|e| format!("load task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     println!("{summary}");
     if let Some(truth) = &truth {
-        print_truth(&lab, &args, truth, &summary).await;
+        print_truth(lab, args, truth, &summary).await;
+        if let Some(node) = truth.frozen_left {
+            // Fence the still-frozen old primary, as a vanished VM finally is.
+            lab.kill_frozen(node)
+                .await
+                .map_err(|e| format!("killing the frozen old primary: {e}"))?;
+        }
     }
     if let Some(path) = summary_json {
-        crate::report::write_json(&summary, &path)
+        summary
+            .write_json(&path)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    if let Some(node) = truth.as_ref().and_then(|t| t.frozen_left) {
-        // The old primary is still frozen: fence it as a vanished VM finally is.
-        if let Err(e) = lab.kill_frozen(node).await {
-            eprintln!("pgdrill demo: killing the frozen old primary: {e}");
-        }
-    }
-    lab.shutdown().await;
-    if let Some(hosts) = hosts {
-        if let Some(dir) = hosts.path().parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
     Ok(())
 }
@@ -165,52 +186,48 @@ struct Truth {
     line: String,
 }
 
-async fn fail(lab: &Lab, args: &DemoArgs, hosts: Option<&HostsFile>) -> Result<Truth, String> {
-    let err = |e: crate::lab::LabError| format!("failing over: {e}");
-    match args.failover {
-        DemoFailover::Forced
-        | DemoFailover::Switchover
-        | DemoFailover::Frozen
-        | DemoFailover::Dns => {
-            let report = match args.failover {
-                DemoFailover::Forced => lab.force_failover().await,
-                DemoFailover::Switchover => lab.switchover().await,
-                _ => lab.frozen_failover(args.promote_after.into(), hosts).await,
-            }
-            .map_err(err)?;
-            let frozen = matches!(args.failover, DemoFailover::Frozen | DemoFailover::Dns);
-            Ok(Truth {
-                began: report.stop_begun,
-                old: report.old_primary,
-                writer: report.new_primary,
-                promote_requested: Some(report.promote_requested),
-                writable: Some(report.writable),
-                thawed: None,
-                frozen_left: frozen.then_some(report.old_primary),
-                line: report.to_string(),
-            })
+async fn fail(lab: &Lab, args: &DemoArgs, hosts: Option<&HostsFile>) -> Result<Truth, LabError> {
+    let report = match args.failover {
+        DemoFailover::Forced => lab.force_failover().await?,
+        DemoFailover::Switchover => lab.switchover().await?,
+        DemoFailover::Frozen | DemoFailover::Dns => {
+            lab.frozen_failover(args.promote_after.into(), hosts)
+                .await?
         }
-        DemoFailover::FrozenBack => {
-            let old = lab.primary();
-            let freeze = lab.freeze(old).await.map_err(err)?;
-            tokio::time::sleep(args.thaw_after.into()).await;
-            let thawed = lab.thaw(old).await.map_err(err)?;
-            Ok(Truth {
-                began: freeze.freeze_begun,
-                old,
-                writer: old,
-                promote_requested: None,
-                writable: None,
-                thawed: Some(thawed),
-                frozen_left: None,
-                line: format!(
-                    "{old} frozen ({} processes) for {:.3}s, then continued",
-                    freeze.processes,
-                    thawed.since(&freeze.freeze_begun).as_secs_f64()
-                ),
-            })
-        }
-    }
+        DemoFailover::FrozenBack => return freeze_and_thaw(lab, args.thaw_after.into()).await,
+    };
+    let frozen = matches!(args.failover, DemoFailover::Frozen | DemoFailover::Dns);
+    Ok(Truth {
+        began: report.stop_begun,
+        old: report.old_primary,
+        writer: report.new_primary,
+        promote_requested: Some(report.promote_requested),
+        writable: Some(report.writable),
+        thawed: None,
+        frozen_left: frozen.then_some(report.old_primary),
+        line: report.to_string(),
+    })
+}
+
+async fn freeze_and_thaw(lab: &Lab, thaw_after: Duration) -> Result<Truth, LabError> {
+    let old = lab.primary();
+    let freeze = lab.freeze(old).await?;
+    tokio::time::sleep(thaw_after).await;
+    let thawed = lab.thaw(old).await?;
+    Ok(Truth {
+        began: freeze.freeze_begun,
+        old,
+        writer: old,
+        promote_requested: None,
+        writable: None,
+        thawed: Some(thawed),
+        frozen_left: None,
+        line: format!(
+            "{old} frozen ({} processes) for {:.3}s, then continued",
+            freeze.processes,
+            thawed.since(&freeze.freeze_begun).as_secs_f64()
+        ),
+    })
 }
 
 fn epoch(s: &Stamp) -> f64 {
@@ -226,6 +243,7 @@ async fn rows_truth(lab: &Lab, node: Node, run_id: i64, after: f64) -> Option<(f
         .await
         .ok()?;
     tokio::spawn(async move {
+        // Errors surface on the query below.
         let _ = conn.await;
     });
     let row = client
@@ -241,7 +259,7 @@ async fn rows_truth(lab: &Lab, node: Node, run_id: i64, after: f64) -> Option<(f
     Some((row.get::<_, Option<f64>>(0)?, row.get::<_, Option<f64>>(1)?))
 }
 
-async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &crate::Summary) {
+async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
     let zero = epoch(&t.began);
     let rel = |s: &Stamp| format!("+{:.3}s", epoch(s) - zero);
     println!("this mode models {}", models(args.failover));
@@ -272,8 +290,8 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &crate::Sum
         .map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"));
     let gap = rows.map_or_else(|| "-".to_string(), |(_, g)| format!("{g:.3}s"));
     println!(
-        "pgdrill measured {measured} of write unavailability ({} outages); the rows' longest created_at gap is {gap}; \
-         lost {}, unknown outcome {} ({} committed, {} not)",
+        "pgdrill measured {measured} of write unavailability ({} outages); the rows' longest \
+         created_at gap is {gap}; lost {}, unknown outcome {} ({} committed, {} not)",
         summary.outages.len(),
         summary.lost_writes,
         summary.unknown_outcome_writes,

@@ -214,6 +214,13 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A run that could not start: found while building, before any task or connection.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot register the pool metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
 impl ConfigError {
     pub fn new(option: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {

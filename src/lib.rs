@@ -3,35 +3,34 @@
 //! [`run`] drives open-loop INSERT load through a bb8 pool, follows the primary
 //! through failovers, measures write unavailability and verifies acknowledged
 //! writes, and returns the drill [`Summary`].
+//!
+//! The parts, each a folder; a module imports only those listed after it:
+//! - `config`: the command line, validated once into [`Config`]; only this file reads all of it.
+//! - `report`: the progress line and the summary (plain program state, not metrics).
+//! - `load`: the scheduler, the lanes, and `Outcomes`, the one recorder the lanes report to.
+//! - `failover`: the write-availability state machine, its monitor, the outage records.
+//! - `rpo`: the acknowledged-write ledger and its verification after an outage.
+//! - `db`: connecting (TLS, credentials), the pool, server identity, the table and all SQL.
+//! - `telemetry`: every metric definition, latency recorders, `/metrics`, logging.
+//! - `error`, `shutdown`, `supervisor`: shared by all.
 
 pub mod config;
-pub mod connect;
-pub mod credentials;
+mod db;
+#[cfg(feature = "lab")]
 pub mod demo;
-pub mod dsn;
-pub mod engine;
-pub mod error;
-pub mod failover;
-pub mod http;
-pub mod identity;
-pub mod lab;
-pub mod ledger;
-pub mod logging;
-pub mod metrics;
-pub mod monitor;
-pub mod pool;
-pub mod proxy;
-pub mod report;
-pub mod retention;
-pub mod scheduler;
+mod error;
+mod failover;
+mod load;
+mod report;
+mod rpo;
 pub mod shutdown;
-pub mod tls;
-pub mod verify;
-pub mod workload;
+mod supervisor;
+mod telemetry;
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use async_channel::Receiver;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
@@ -39,228 +38,283 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use report::Summary;
+pub use error::StartError;
+pub use report::summary::Summary;
+pub use telemetry::logging::init as init_logging;
 
-use engine::Shared;
-use failover::{Detector, Thresholds};
-use identity::IdentityTracker;
-use ledger::Ledger;
-use metrics::{Metrics, PoolCollector};
-use monitor::{Monitor, WallClock};
-use pool::{DbPool, Manager};
-use report::{LatencyBook, Progress};
-use workload::Workload;
+use db::credentials::Credentials;
+use db::identity::IdentityTracker;
+use db::pool::{ConnectSettings, DbPool, Manager};
+use db::retention;
+use db::table::Workload;
+use failover::machine::{Detector, Thresholds};
+use failover::monitor::Monitor;
+use failover::outages::{Outages, WallClock};
+use load::lanes::{self, Shared};
+use load::outcomes::Outcomes;
+use load::scheduler::{self, Job};
+use report::progress;
+use report::summary::RunFacts;
+use rpo::ledger::Ledger;
+use rpo::verify::Verifier;
+use supervisor::{Stage, Supervisor};
+use telemetry::http;
+use telemetry::latency::LatencyBook;
+use telemetry::metrics::{Metrics, PoolCollector};
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and returns the summary. Database errors
-/// are counted, never returned.
-pub async fn run(config: Config, listener: TcpListener, stop: CancellationToken) -> Summary {
-    let started_at = SystemTime::now();
-    let clock = WallClock::now();
-    let metrics = Metrics::new(&config.target.hosts);
-    metrics.target_rate.set(config.rate.unwrap_or(0.0));
-    let run_id = rand::rng().random_range(1..i64::MAX);
-    let workload = Arc::new(Workload::new(
-        config.table.clone(),
-        run_id,
-        config.query_mode,
-    ));
-    let identity = Arc::new(IdentityTracker::new(
-        config.target.hosts.clone(),
-        metrics.clone(),
-    ));
+/// are counted, never returned; an error means the run could not start.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<Summary, StartError> {
+    // Step 1: build everything that can fail, before any task or connection starts.
+    let drill = Drill::build(&config)?;
+    // Step 2: run under one supervisor.
+    Ok(drill.run(&config, listener, stop).await)
+}
+
+/// The parts of one run, built and connected, not yet started.
+struct Drill {
+    run_id: i64,
+    started_at: SystemTime,
+    metrics: Arc<Metrics>,
+    pool: DbPool,
+    identity: Arc<IdentityTracker>,
+    outcomes: Arc<Outcomes>,
+    latency: LatencyBook,
+    outages: Arc<Outages>,
+    verifier: Arc<Verifier>,
+    monitor: Arc<Monitor>,
+    lanes: Arc<Shared>,
+}
+
+impl Drill {
+    fn build(config: &Config) -> Result<Drill, StartError> {
+        let started_at = SystemTime::now();
+        let metrics = Metrics::new(&config.target.hosts);
+        metrics.target_rate.set(config.rate.unwrap_or(0.0));
+        let run_id = rand::rng().random_range(1..i64::MAX);
+        let workload = Arc::new(Workload::new(
+            config.table.clone(),
+            run_id,
+            config.query_mode,
+        ));
+        let identity = Arc::new(IdentityTracker::new(
+            config.target.hosts.clone(),
+            metrics.clone(),
+        ));
+        let pool = build_pool(config, &workload, &identity, &metrics);
+        let stats = pool.clone();
+        PoolCollector::register(&metrics.registry, move || stats.stats())?;
+
+        let detector = Arc::new(Detector::default());
+        let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
+        let latency = LatencyBook::default();
+        let outcomes = Arc::new(Outcomes::new(
+            metrics.clone(),
+            detector.clone(),
+            ledger.clone(),
+            latency.clone(),
+        ));
+        let verifier = Arc::new(Verifier::new(
+            pool.clone(),
+            workload.clone(),
+            ledger,
+            metrics.clone(),
+        ));
+        let outages = Arc::new(Outages::new(WallClock::now()));
+        let monitor = Arc::new(Monitor::new(
+            metrics.clone(),
+            detector,
+            identity.clone(),
+            verifier.clone(),
+            outages.clone(),
+            Thresholds {
+                outage: config.effective_outage_threshold(),
+                stall: config.stall_threshold(),
+                recovery_window: config.recovery_window,
+                target_rate: config.rate,
+            },
+        ));
+        let lanes = Arc::new(Shared {
+            pool: pool.clone(),
+            workload,
+            pipeline_depth: config.pipeline_depth as usize,
+            client_timeout: config.statement_timeout + Duration::from_secs(1),
+            max_connection_lifetime: config.max_connection_lifetime,
+            idle_lanes: Default::default(),
+            all_busy: Default::default(),
+        });
+        Ok(Drill {
+            run_id,
+            started_at,
+            metrics,
+            pool,
+            identity,
+            outcomes,
+            latency,
+            outages,
+            verifier,
+            monitor,
+            lanes,
+        })
+    }
+
+    async fn run(self, config: &Config, listener: TcpListener, stop: CancellationToken) -> Summary {
+        let mut sup = Supervisor::new();
+        let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
+        self.spawn(config, listener, &jobs_rx, &mut sup);
+        tracing::info!(
+            target = %config.target.redacted,
+            rate = ?config.rate,
+            pool_size = config.pool_size,
+            pipeline_depth = config.pipeline_depth,
+            run_id = self.run_id,
+            listen = %config.listen,
+            "pgdrill started"
+        );
+        let load_began = Instant::now();
+        // The scheduler runs here until `stop` or the end of --duration; returning, it
+        // closes the backlog, and the drain begins.
+        scheduler::run(config.rate, jobs_tx, &self.outcomes, &stop, config.duration).await;
+        let elapsed = load_began.elapsed();
+        let abandoned = self.drain(config, jobs_rx, &mut sup).await;
+        let summary = self.summary(config, elapsed, abandoned);
+        // Last, /metrics: a final scrape still sees the final numbers.
+        sup.stop(Stage::Http).await;
+        sup.finish().await;
+        summary
+    }
+
+    fn spawn(
+        &self,
+        config: &Config,
+        listener: TcpListener,
+        jobs: &Receiver<Job>,
+        sup: &mut Supervisor,
+    ) {
+        let page = Arc::new(http::Page {
+            target: config.target.redacted.clone(),
+            run_id: self.run_id,
+        });
+        let token = sup.token(Stage::Http);
+        sup.spawn(
+            Stage::Http,
+            http::serve(listener, self.metrics.clone(), page, token),
+        );
+        let token = sup.token(Stage::Monitor);
+        sup.spawn(
+            Stage::Monitor,
+            self.monitor.clone().run(token, config.shutdown_grace),
+        );
+        if let Some(settings) = config.retention {
+            let task = retention::run(
+                self.pool.clone(),
+                config.table.clone(),
+                settings,
+                self.metrics.clone(),
+                sup.token(Stage::Retention),
+            );
+            sup.spawn(Stage::Retention, task);
+        }
+        // Lanes need no token: they end when the backlog is closed and empty.
+        for lane in 0..config.pool_size {
+            let rng = SmallRng::seed_from_u64(self.run_id as u64 ^ u64::from(lane));
+            let task = lanes::lane(self.lanes.clone(), jobs.clone(), self.outcomes.lane(), rng);
+            sup.spawn(Stage::Lanes, task);
+        }
+        let sources = progress::Sources {
+            outcomes: self.outcomes.clone(),
+            latency: self.latency.clone(),
+            outages: self.outages.clone(),
+        };
+        let token = sup.token(Stage::Progress);
+        sup.spawn(
+            Stage::Progress,
+            progress::run(sources, config.progress_interval, token),
+        );
+    }
+
+    /// Stops the run's tasks once the scheduler has returned, in this order; returns the
+    /// writes abandoned in flight.
+    async fn drain(&self, config: &Config, jobs: Receiver<Job>, sup: &mut Supervisor) -> u64 {
+        // 1. What is still queued was never started.
+        while jobs.try_recv().is_ok() {
+            self.outcomes.skipped();
+        }
+        drop(jobs);
+        // 2. Lanes finish what is in flight within the grace; the rest is abandoned.
+        let aborted = sup.drain(Stage::Lanes, Some(config.shutdown_grace)).await;
+        let abandoned = if aborted > 0 {
+            let n = self.outcomes.in_flight();
+            tracing::warn!(
+                abandoned = n,
+                "shutdown grace ran out with transactions in flight"
+            );
+            n
+        } else {
+            0
+        };
+        // 3. Retention: a batch in progress is short; it finishes or goes with its connection.
+        sup.stop(Stage::Retention).await;
+        // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
+        //    pending verifications within the grace.
+        sup.stop(Stage::Monitor).await;
+        // 5. The progress line.
+        sup.stop(Stage::Progress).await;
+        abandoned
+    }
+
+    fn summary(&self, config: &Config, elapsed: Duration, abandoned: u64) -> Summary {
+        let facts = RunFacts {
+            run_id: self.run_id,
+            target: config.target.redacted.clone(),
+            started_at: self.started_at,
+            elapsed,
+            target_rate: config.rate,
+            tally: self.outcomes.tally(),
+            abandoned,
+            primary_changes: self.identity.changes(),
+            rpo: self.verifier.totals(),
+            outages: self.outages.outages(),
+            state_changes: self.outages.state_changes(),
+        };
+        Summary::collect(facts, &self.latency)
+    }
+}
+
+fn build_pool(
+    config: &Config,
+    workload: &Arc<Workload>,
+    identity: &Arc<IdentityTracker>,
+    metrics: &Arc<Metrics>,
+) -> DbPool {
     let mut pg = config.target.pg.clone();
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(config.connect_timeout);
     }
-    let credentials = Arc::new(credentials::Credentials::new(
-        config.password.clone(),
-        metrics.clone(),
-    ));
-    let manager = Manager::new(
+    let settings = ConnectSettings {
         pg,
-        &config.target.tls,
+        tls: config.target.tls.clone(),
+        auto_query_mode: config.query_mode_auto,
+        statement_timeout: config.statement_timeout,
+        create_table: config.create_table,
+    };
+    let credentials = Arc::new(Credentials::new(config.password.clone(), metrics.clone()));
+    let manager = Manager::new(
+        settings,
         credentials,
-        config.query_mode_auto,
-        config.statement_timeout,
         workload.clone(),
-        config.create_table,
         identity.clone(),
         metrics.clone(),
     );
-    let pool = DbPool::new(
+    DbPool::new(
         manager,
         config.pool_size,
         config.connect_timeout,
         config.max_connection_lifetime,
-    );
-    {
-        let pool = pool.clone();
-        if let Err(err) = PoolCollector::register(&metrics.registry, move || pool.stats()) {
-            tracing::error!(%err, "pool metrics unavailable");
-        }
-    }
-
-    let http_stop = CancellationToken::new();
-    let page = Arc::new(http::Page {
-        target: config.target.redacted.clone(),
-        run_id,
-    });
-    let http = tokio::spawn(http::serve(
-        listener,
-        metrics.clone(),
-        page,
-        http_stop.clone(),
-    ));
-
-    let detector = Arc::new(Detector::default());
-    let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
-    let book = LatencyBook::default();
-    let shared = Arc::new(Shared {
-        metrics: metrics.clone(),
-        pool: pool.clone(),
-        workload: workload.clone(),
-        detector: detector.clone(),
-        ledger: ledger.clone(),
-        pipeline_depth: config.pipeline_depth as usize,
-        client_timeout: config.statement_timeout + std::time::Duration::from_secs(1),
-        max_connection_lifetime: config.max_connection_lifetime,
-        idle_lanes: Default::default(),
-        all_busy: Default::default(),
-    });
-
-    let monitor = Arc::new(Monitor::new(
-        metrics.clone(),
-        detector,
-        identity,
-        ledger,
-        pool.clone(),
-        workload,
-        clock,
-        Thresholds {
-            outage: config.effective_outage_threshold(),
-            stall: config.stall_threshold(),
-            recovery_window: config.recovery_window,
-            target_rate: config.rate,
-        },
-    ));
-    let monitor_stop = CancellationToken::new();
-    let monitor_task = tokio::spawn(
-        monitor
-            .clone()
-            .run(monitor_stop.clone(), config.shutdown_grace),
-    );
-
-    let retention_stop = CancellationToken::new();
-    let retention_task = config.retention.map(|settings| {
-        tokio::spawn(retention::run(
-            pool.clone(),
-            config.table.clone(),
-            settings,
-            metrics.clone(),
-            retention_stop.clone(),
-        ))
-    });
-
-    let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
-    let mut lanes = tokio::task::JoinSet::new();
-    for lane in 0..config.pool_size {
-        let rng = SmallRng::seed_from_u64(run_id as u64 ^ u64::from(lane));
-        lanes.spawn(engine::lane(
-            shared.clone(),
-            jobs_rx.clone(),
-            book.lane(),
-            rng,
-        ));
-    }
-
-    let progress_stop = CancellationToken::new();
-    let progress = tokio::spawn(report_progress(
-        metrics.clone(),
-        book.clone(),
-        monitor.clone(),
-        config.progress_interval,
-        progress_stop.clone(),
-    ));
-
-    tracing::info!(
-        target = %config.target.redacted,
-        rate = ?config.rate,
-        pool_size = config.pool_size,
-        pipeline_depth = config.pipeline_depth,
-        run_id,
-        listen = %config.listen,
-        "pgdrill started"
-    );
-    let load_began = Instant::now();
-    scheduler::run(
-        config.rate,
-        jobs_tx,
-        metrics.skipped.clone(),
-        &stop,
-        config.duration,
     )
-    .await;
-    let elapsed = load_began.elapsed();
-
-    // Stop scheduling: what is still queued was never started.
-    while jobs_rx.try_recv().is_ok() {
-        metrics.skipped.inc();
-    }
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        while lanes.join_next().await.is_some() {}
-    })
-    .await;
-    let abandoned = if drained.is_err() {
-        lanes.abort_all();
-        let n = metrics.in_flight.get().max(0) as u64;
-        tracing::warn!(
-            abandoned = n,
-            "shutdown grace ran out with transactions in flight"
-        );
-        n
-    } else {
-        0
-    };
-    retention_stop.cancel();
-    if let Some(task) = retention_task {
-        let _ = task.await;
-    }
-    monitor_stop.cancel();
-    let _ = monitor_task.await;
-    progress_stop.cancel();
-    let _ = progress.await;
-
-    let summary = Summary::collect(
-        &metrics,
-        &book,
-        run_id,
-        config.target.redacted.clone(),
-        started_at,
-        elapsed,
-        config.rate,
-        abandoned,
-        monitor.outages(),
-        monitor.state_changes(),
-    );
-    http_stop.cancel();
-    let _ = http.await;
-    summary
-}
-
-async fn report_progress(
-    metrics: Arc<Metrics>,
-    book: LatencyBook,
-    monitor: Arc<Monitor>,
-    every: std::time::Duration,
-    stop: CancellationToken,
-) {
-    let mut progress = Progress::new();
-    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => progress.log(&metrics, &book, every, monitor.state().as_str()),
-            _ = stop.cancelled() => return,
-        }
-    }
 }

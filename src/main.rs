@@ -4,13 +4,16 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use pgdrill::config::{Cli, Command, LogFormat, ProxyArgs, RunArgs};
+use pgdrill::config::{Cli, LogFormat, RunArgs};
+#[cfg(feature = "lab")]
+use pgdrill::config::{Command, ProxyArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run),
+        #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
             // Before the runtime's threads exist (a private /etc/hosts for --failover dns).
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        #[cfg(feature = "lab")]
         Some(Command::Proxy(args)) => proxy(args),
     }
 }
@@ -43,7 +47,7 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    pgdrill::logging::init(format, filter).unwrap_or_else(|e| usage_error(e));
+    pgdrill::init_logging(format, filter).unwrap_or_else(|e| usage_error(e));
 }
 
 /// Runs `work` on `threads` runtime threads (0 = one per core); 1 is a
@@ -83,10 +87,16 @@ fn run(args: RunArgs) -> ExitCode {
         let stop = CancellationToken::new();
         pgdrill::shutdown::cancel_on_signals(stop.clone());
         let summary_path = config.summary_json.clone();
-        let summary = pgdrill::run(config, listener, stop).await;
+        let summary = match pgdrill::run(config, listener, stop).await {
+            Ok(summary) => summary,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
         println!("{summary}");
         if let Some(path) = summary_path {
-            if let Err(err) = pgdrill::report::write_json(&summary, &path) {
+            if let Err(err) = summary.write_json(&path) {
                 eprintln!(
                     "error: cannot write --summary-json {}: {err}",
                     path.display()
@@ -98,9 +108,10 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
+#[cfg(feature = "lab")]
 fn proxy(args: ProxyArgs) -> ExitCode {
     init_logging(LogFormat::Text, "info");
-    let opts = pgdrill::proxy::ProxyOptions {
+    let opts = pgdrill_lab::proxy::ProxyOptions {
         listen: args.listen,
         upstream: args.upstream,
         delay: args.delay.into(),
@@ -109,7 +120,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
     block_on(1, async {
         let stop = CancellationToken::new();
         pgdrill::shutdown::cancel_on_signals(stop.clone());
-        match pgdrill::proxy::run_cli(opts, stop.cancelled()).await {
+        match pgdrill_lab::proxy::run_cli(opts, stop.cancelled()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: proxy on --listen {}: {err}", args.listen);

@@ -1,13 +1,14 @@
 //! Rotating passwords against a real PostgreSQL with scram-sha-256: the role's password
 //! changes while pgdrill runs; new connections fail as class `auth` until the file (or the
-//! command's output) has the new secret, then recover. The secret never reaches /metrics.
+//! command's output) has the new secret, then recover. The secret never reaches /metrics,
+//! logs, the summary or the `/` page.
 
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions};
+use pgdrill_lab::Lab;
 
-use crate::drill::{metric, Drill};
-use crate::support::{connect, eventually};
+use crate::support::drill::{http_get, metric, try_http_get, Binary, Drill};
+use crate::support::{connect, eventually, free_port, start_single};
 
 const OLD: &str = "first-Secret-1";
 const NEW: &str = "second-Secret-2";
@@ -69,12 +70,7 @@ async fn rotation_recovers(lab: &Lab, drill: &Drill, update: impl FnOnce()) {
 }
 
 async fn lab() -> (Lab, String) {
-    let lab = Lab::start(LabOptions {
-        password: Some(OLD.to_string()),
-        ..LabOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"));
+    let lab = start_single(Some(OLD)).await;
     // No password in the DSN: it comes from the file or the command only.
     let dsn = format!(
         "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
@@ -133,5 +129,65 @@ async fn password_command_is_rerun_after_an_auth_failure() {
     // Once at start, then only after auth failures (at most once a second), not per connection.
     assert!((2..=15).contains(&ran), "the command ran {ran} times");
     assert!(summary.errors.contains_key("auth"), "{:?}", summary.errors);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_appears_nowhere() {
+    const SECRET: &str = "pw-Zq7x-never-print-me";
+    let lab = start_single(Some(SECRET)).await;
+    let dsn = lab.dsn(lab.primary());
+    assert!(dsn.contains(SECRET), "the lab DSN carries the password");
+    let url = format!(
+        "postgres://pgdrill:{SECRET}@127.0.0.1:{}/pgdrill",
+        lab.port(lab.primary())
+    );
+    let wrong = format!(
+        "postgres://pgdrill:{SECRET}-wrong@127.0.0.1:{}/pgdrill",
+        lab.port(lab.primary())
+    );
+    for (dsn, expect_auth) in [
+        (dsn.as_str(), false),
+        (url.as_str(), false),
+        (wrong.as_str(), true),
+    ] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let bin = Binary::spawn(&[
+            "--dsn",
+            dsn,
+            "--rate",
+            "50",
+            "--duration",
+            "3s",
+            "--listen",
+            &listen,
+            "--log-filter",
+            "debug,tokio_postgres=debug",
+        ]);
+        let addr = listen.parse().expect("addr");
+        eventually(Duration::from_secs(10), "/metrics up", || async {
+            try_http_get(addr, "/healthz").await.is_ok()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let metrics = http_get(addr, "/metrics").await;
+        let page = http_get(addr, "/").await;
+        let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
+        assert!(status.success(), "{err}");
+        for (what, text) in [
+            ("/metrics", &metrics),
+            ("/", &page),
+            ("stdout", &out),
+            ("stderr", &err),
+        ] {
+            assert!(!text.contains(SECRET), "password found in {what}:\n{text}");
+        }
+        assert!(
+            page.contains("REDACTED"),
+            "the page shows the target, redacted: {page}"
+        );
+        let auth = metric(&metrics, "pgdrill_transaction_errors_total{class=\"auth\"}");
+        assert_eq!(auth > 0.0, expect_auth, "auth errors {auth}:\n{err}");
+    }
     lab.shutdown().await;
 }

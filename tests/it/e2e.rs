@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, ReplicationMode, StopMode};
+use pgdrill_lab::{Lab, ReplicationMode, StopMode};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::drill::{try_http_get, Drill};
 use crate::rules::{known_metric_names, metric_names_used};
+use crate::support::drill::{try_http_get, Drill};
 use crate::support::{connect, eventually, free_port};
 
 /// Scrape and rule-evaluation interval of the test Prometheus, in seconds.

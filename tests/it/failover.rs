@@ -4,11 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, Node, ReplicationMode, StopMode};
+use pgdrill_lab::sys::Signal;
+use pgdrill_lab::{Lab, Node, ReplicationMode, StopMode};
 use tokio::time::Instant;
 
-use crate::drill::{http_get, in_order, metric, try_http_get, Binary, Drill, StateWatcher};
-use crate::support::{connect, eventually, free_port};
+use crate::support::drill::{
+    http_get, in_order, metric, try_http_get, Binary, Drill, StateWatcher,
+};
+use crate::support::{connect, eventually, free_port, rows_of_run};
 
 async fn lab(mode: Option<ReplicationMode>) -> Lab {
     crate::support::start_lab(mode).await
@@ -234,15 +237,7 @@ async fn a_demoted_primary_is_left_after_one_error_per_connection() {
         on_insert <= 6.0,
         "kept writing to the demoted server: {on_insert} INSERTs got 25006"
     );
-    let b = connect(&lab.dsn(Node::B)).await;
-    let on_b: i64 = b
-        .query_one(
-            "SELECT count(*) FROM transactions WHERE run_id = $1",
-            &[&summary.run_id],
-        )
-        .await
-        .expect("count on B")
-        .get(0);
+    let on_b = rows_of_run(&lab, Node::B, summary.run_id).await;
     assert!(on_b > 1000, "writes moved to the promoted server: {on_b}");
     assert!(demoted.elapsed() > Duration::from_secs(3));
     assert_eq!(summary.primary_changes, 1, "{summary}");
@@ -314,7 +309,7 @@ async fn thirty_second_outage_at_2000_per_second_stays_bounded() {
     assert_eq!(metric(&text, "pgdrill_outages_total"), 1.0);
     let unavailable = metric(&text, "pgdrill_last_outage_duration_seconds");
     assert!((30.0..40.0).contains(&unavailable), "{unavailable}");
-    bin.signal(libc::SIGTERM);
+    bin.signal(Signal::Term);
     let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
     assert!(status.success(), "{err}");
     assert!(out.contains("outage #1"), "{out}");

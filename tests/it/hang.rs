@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pgdrill::lab::{HostsFile, Lab, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
+use pgdrill_lab::{HostsFile, Lab, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::drill::{metric, try_http_get, Drill};
-use crate::support::{connect, eventually, free_port, start_lab};
+use crate::support::drill::{metric, try_http_get, Drill};
+use crate::support::{connect, eventually, free_port, start_lab, start_lab_with};
 
 /// `--connect-timeout` in these tests, and the slack the issue allows on top of it.
 const CONNECT_TIMEOUT: f64 = 2.0;
@@ -58,11 +58,6 @@ async fn rows(lab: &Lab, node: Node, run_id: i64, after: f64) -> Rows {
         gap: row.get::<_, Option<f64>>(1).expect("at least two rows"),
         after: row.get(2),
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,20 +273,19 @@ fn spawn_with_private_hosts(hosts: &Path, dir: &Path, args: &[&str]) -> std::pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_switch_with_the_old_primary_frozen_is_followed_without_restart() {
-    if !is_root() {
+    if !pgdrill_lab::private_hosts_available() {
         eprintln!(
             "SKIPPED: a private /etc/hosts needs a mount namespace, which needs root \
              (CAP_SYS_ADMIN); run the tests as root"
         );
         return;
     }
-    let lab = pgdrill::lab::Lab::start(LabOptions {
+    let lab = start_lab_with(LabOptions {
         standby: Some(ReplicationMode::Sync),
         separate_addresses: true,
         ..Default::default()
     })
-    .await
-    .unwrap_or_else(|e| panic!("starting the lab: {e}"));
+    .await;
     let dir = tempfile::tempdir().expect("temp dir");
     let name = "primary.pgdrill-hang.test";
     let hosts = HostsFile::create(&dir.path().join("hosts"), name, ADDR_A).expect("hosts file");

@@ -1,14 +1,17 @@
-//! One integration-test binary; each module drives real servers.
-mod bouncer;
-mod core;
+//! One integration-test binary, one module per feature; each drives real servers that
+//! `support` starts.
+mod cli;
 mod credentials;
-mod drill;
 mod e2e;
 mod failover;
 mod hang;
 mod lab;
+mod load;
+mod metrics;
+mod outage;
 mod pgbouncer;
 mod pipeline;
+mod proxy;
 mod retention;
 mod rules;
 mod support;

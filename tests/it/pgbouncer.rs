@@ -6,23 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions, ReplicationMode};
+use pgdrill_lab::ReplicationMode;
 
-use crate::bouncer::Bouncer;
-use crate::drill::Drill;
-
-async fn lab(standby: Option<ReplicationMode>) -> Lab {
-    Lab::start(LabOptions {
-        standby,
-        ..LabOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
-}
+use crate::support::bouncer::Bouncer;
+use crate::support::drill::Drill;
+use crate::support::start_lab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_modes_through_transaction_pooling() {
-    let lab = lab(None).await;
+    let lab = start_lab(None).await;
     let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
     let dsn = bouncer.dsn();
     // Enough concurrency that transactions of one client land on different server connections.
@@ -51,7 +43,7 @@ async fn query_modes_through_transaction_pooling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbouncer_restart_is_a_measured_outage() {
-    let lab = lab(None).await;
+    let lab = start_lab(None).await;
     let mut bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
     let dsn = bouncer.dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--query-mode", "unnamed"]).await;
@@ -71,7 +63,7 @@ async fn pgbouncer_restart_is_a_measured_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_behind_pgbouncer_is_measured() {
-    let lab = Arc::new(lab(Some(ReplicationMode::Sync)).await);
+    let lab = Arc::new(start_lab(Some(ReplicationMode::Sync)).await);
     let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
     let dsn = bouncer.dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--query-mode", "unnamed"]).await;

@@ -5,26 +5,19 @@
 use std::time::Duration;
 
 use pgdrill::config::Table;
-use pgdrill::lab::{Lab, LabOptions};
-use pgdrill::proxy::{Proxy, ProxyOptions};
-use pgdrill::workload::{QueryMode, Workload};
+use pgdrill_lab::proxy::{Proxy, ProxyOptions};
+use pgdrill_lab::Lab;
 
-use crate::drill::{metric, Drill};
-use crate::support::{connect, eventually};
+use crate::support::drill::{metric, Drill};
+use crate::support::{self, connect, eventually, start_lab};
 
 async fn lab() -> Lab {
-    Lab::start(LabOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
+    start_lab(None).await
 }
 
 async fn count(lab: &Lab, sql: &str, run_id: i64) -> i64 {
-    connect(&lab.dsn(lab.primary()))
-        .await
-        .query_one(sql, &[&run_id])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
+    let client = connect(&lab.dsn(lab.primary())).await;
+    support::count(&client, sql, &[&run_id]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +174,7 @@ async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
     let dsn = lab.dsn(lab.primary());
     // pgdrill's own table, plus a trigger that cancels every seventh write (SQLSTATE 57014).
     let table = Table::parse("pipe_err").expect("table name");
-    let ddl = Workload::new(table, 0, QueryMode::Prepared).create_table_sql();
+    let ddl = table.create_sql();
     let client = connect(&dsn).await;
     client
         .batch_execute(&format!(

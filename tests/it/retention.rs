@@ -3,17 +3,14 @@
 
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions};
 use tokio::time::Instant;
 
-use crate::drill::{metric, Drill};
-use crate::support::connect;
+use crate::support::drill::{metric, Drill};
+use crate::support::{connect, start_lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
-    let lab = Lab::start(LabOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"));
+    let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
     let client = connect(&dsn).await;
     // Deleted rows' space is reused once (auto)vacuum ran; its default 1 min nap would not

@@ -4,114 +4,20 @@
 //! says what to fix, while the daemon keeps running and retrying.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use pgdrill::lab::{Lab, LabOptions};
+use pgdrill_lab::Lab;
 
-use crate::drill::{metric, Binary, Drill};
-use crate::support::connect;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`{name}.pem`, `{name}.key`) in `dir`.
-pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=pgdrill test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    dir.join(format!("{name}.pem"))
-}
-
-/// A server certificate for DNS name `localhost` only, signed by CA `ca`:
-/// returns (certificate, key).
-pub fn make_server_cert(dir: &Path, ca: &str) -> (PathBuf, PathBuf) {
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write server.ext");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-    (dir.join("server.crt"), dir.join("server.key"))
-}
+use crate::support::certs::{make_ca, make_server_cert};
+use crate::support::drill::{metric, Binary, Drill};
+use crate::support::{connect, start_lab};
 
 /// A lab whose primary has TLS on, its CA, and a second CA that signed nothing.
 pub async fn tls_lab(dir: &Path) -> (Lab, PathBuf, PathBuf) {
     let ca = make_ca(dir, "ca");
     let other_ca = make_ca(dir, "other-ca");
     let (cert, key) = make_server_cert(dir, "ca");
-    let lab = Lab::start(LabOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"));
+    let lab = start_lab(None).await;
     lab.enable_ssl(lab.primary(), &cert, &key)
         .await
         .unwrap_or_else(|e| panic!("enabling ssl: {e}"));
@@ -163,9 +69,7 @@ async fn verify_full_and_verify_ca_connect_encrypted() {
 async fn wrong_ca_wrong_host_and_plaintext_server_fail_as_tls_and_retry() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (lab, ca, other_ca) = tls_lab(dir.path()).await;
-    let plain = Lab::start(LabOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"));
+    let plain = start_lab(None).await;
     let port = lab.port(lab.primary());
     let cases = [
         (

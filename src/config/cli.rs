@@ -1,0 +1,245 @@
+//! The command line: clap structs, every flag `long` with an `PGDRILL_*` environment variable.
+//! [`RunArgs::validate`](super::RunArgs) turns them into a [`Config`](super::Config).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use crate::telemetry::logging::LogFormat;
+
+/// The default `/metrics` port: in the exporter range, not taken by common exporters.
+pub const DEFAULT_PORT: u16 = 9743;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgdrill",
+    version,
+    about = "PostgreSQL failover drills and write canaries: open-loop INSERT load, RTO/RPO on /metrics",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    #[cfg(feature = "lab")]
+    /// Start a local primary + standby, run load, force a failover, print the drill report, clean up.
+    Demo(DemoArgs),
+    #[cfg(feature = "lab")]
+    /// A TCP proxy that delays traffic (for benchmarks through a slow link).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// libpq connection string (URL or key=value; several hosts with target_session_attrs=read-write).
+    /// Unset parts come from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE.
+    #[arg(long, env = "PGDRILL_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+
+    /// Target INSERT transactions per second; 0 = as fast as the pool allows.
+    #[arg(
+        long,
+        env = "PGDRILL_RATE",
+        default_value_t = 100.0,
+        allow_negative_numbers = true
+    )]
+    pub rate: f64,
+
+    /// Stop after this long (e.g. 5m); runs until SIGINT/SIGTERM when unset.
+    #[arg(long, env = "PGDRILL_DURATION")]
+    pub duration: Option<humantime::Duration>,
+
+    /// Maximum pool connections [default: rate/250 clamped to 4..=64; 32 for --rate 0;
+    /// with the default pipeline depth that holds 64 ms of round trip at the rate].
+    #[arg(long, env = "PGDRILL_POOL_SIZE")]
+    pub pool_size: Option<u32>,
+
+    /// Independent autocommit INSERTs pipelined on one connection, used once every
+    /// connection is busy (a slow link: 50 ms round trips at 8000/s need 400 in flight).
+    #[arg(long, env = "PGDRILL_PIPELINE_DEPTH", default_value_t = 16)]
+    pub pipeline_depth: u32,
+
+    /// Due transactions that may wait for a connection; beyond it they are skipped
+    /// [default: one second of schedule, at least 64].
+    #[arg(long, env = "PGDRILL_MAX_BACKLOG")]
+    pub max_backlog: Option<usize>,
+
+    /// Give up on establishing a connection to one host address after this long (TCP, TLS,
+    /// startup, authentication, identity probe, as libpq's connect_timeout), then try the
+    /// next. A server that hangs adds this to the measured unavailability.
+    #[arg(long, env = "PGDRILL_CONNECT_TIMEOUT", default_value = "2s")]
+    pub connect_timeout: humantime::Duration,
+
+    /// Server-side statement_timeout for each INSERT.
+    #[arg(long, env = "PGDRILL_STATEMENT_TIMEOUT", default_value = "5s")]
+    pub statement_timeout: humantime::Duration,
+
+    /// Replace connections older than this.
+    #[arg(long, env = "PGDRILL_MAX_CONNECTION_LIFETIME", default_value = "30m")]
+    pub max_connection_lifetime: humantime::Duration,
+
+    /// Table to insert into (optionally schema-qualified).
+    #[arg(long, env = "PGDRILL_TABLE", default_value = "transactions")]
+    pub table: String,
+
+    /// Do not create the table if it is missing.
+    #[arg(long, env = "PGDRILL_NO_CREATE_TABLE")]
+    pub no_create_table: bool,
+
+    /// Address for /metrics, /healthz and /.
+    #[arg(long, env = "PGDRILL_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    pub listen: SocketAddr,
+
+    /// Interval between one-line progress logs.
+    #[arg(long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
+    pub progress_interval: humantime::Duration,
+
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long, env = "PGDRILL_SUMMARY_JSON")]
+    pub summary_json: Option<PathBuf>,
+
+    /// On SIGINT/SIGTERM or at the end, wait this long for in-flight transactions.
+    #[arg(long, env = "PGDRILL_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: humantime::Duration,
+
+    /// No acknowledged write for this long, after a failure or with writes stalled, is an outage
+    /// (never less than three schedule intervals).
+    #[arg(long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "20ms")]
+    pub outage_threshold: humantime::Duration,
+
+    /// After an outage, check that writes acknowledged in this window before it survived.
+    #[arg(long, env = "PGDRILL_VERIFY_WINDOW", default_value = "30s")]
+    pub verify_window: humantime::Duration,
+
+    /// How the INSERT is sent: prepared (fastest), unnamed (PgBouncer transaction mode safe),
+    /// simple; auto picks unnamed when a port is 6432 (PgBouncer's), else prepared, and
+    /// switches to unnamed if prepared statements break (SQLSTATE 26000/42P05) at run time.
+    #[arg(long, env = "PGDRILL_QUERY_MODE", value_enum, default_value_t = QueryModeArg::Auto)]
+    pub query_mode: QueryModeArg,
+
+    /// Read the password from this file for every new connection (rotated secrets);
+    /// overrides the DSN's and PGPASSWORD. The first non-empty line is used.
+    #[arg(
+        long,
+        env = "PGDRILL_PASSWORD_FILE",
+        conflicts_with = "password_command"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// Run this shell command to obtain the password (e.g. an Entra ID token:
+    /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
+    /// cached for --password-ttl and re-run after an authentication failure. Never logged.
+    #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
+    pub password_command: Option<String>,
+
+    /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
+    #[arg(long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m")]
+    pub password_ttl: humantime::Duration,
+
+    /// Delete rows older than this from the table, continuously, in small batches
+    /// (for long-running canaries; off by default so drills keep every row).
+    #[arg(long, env = "PGDRILL_RETENTION")]
+    pub retention: Option<humantime::Duration>,
+
+    /// Rows deleted per retention batch (one short transaction each).
+    #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE", default_value_t = 5000)]
+    pub retention_batch_size: u32,
+
+    /// Runtime threads for the load and /metrics; 1 runs everything on one thread
+    /// [default: 1; the database, not the client, should be what limits the rate].
+    #[arg(long, env = "PGDRILL_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
+
+    /// Log format.
+    #[arg(long, env = "PGDRILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in RUST_LOG syntax (e.g. info,pgdrill=debug).
+    #[arg(long, env = "RUST_LOG", default_value = "info,tokio_postgres=warn")]
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryModeArg {
+    Auto,
+    Prepared,
+    Unnamed,
+    Simple,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoFailover {
+    /// Primary stopped with -m immediate, standby promoted.
+    Forced,
+    /// Primary stopped with -m fast, standby promoted.
+    Switchover,
+    /// Every process of the primary frozen (a vanished VM: nothing refused, nothing
+    /// answered), standby promoted --promote-after later; multi-host DSN.
+    Frozen,
+    /// As frozen, and a host name moves from the old primary's address to the new one's
+    /// at promotion (managed services' DNS switch); needs root for a private /etc/hosts.
+    Dns,
+    /// Primary frozen for --thaw-after, then continued; no promotion.
+    FrozenBack,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoReplication {
+    Sync,
+    Async,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Replication between the lab's primary and standby.
+    #[arg(long, value_enum, default_value_t = DemoReplication::Sync)]
+    pub replication: DemoReplication,
+    /// How the primary goes away.
+    #[arg(long, value_enum, default_value_t = DemoFailover::Forced)]
+    pub failover: DemoFailover,
+    /// Load before the failover.
+    #[arg(long, default_value = "5s")]
+    pub failover_after: humantime::Duration,
+    /// Load after the failover.
+    #[arg(long, default_value = "10s")]
+    pub run_after: humantime::Duration,
+    /// Frozen and dns modes: time from the freeze to the promotion (the HA service's
+    /// failure detection).
+    #[arg(long, default_value = "2s")]
+    pub promote_after: humantime::Duration,
+    /// Frozen-back mode: how long the primary stays frozen.
+    #[arg(long, default_value = "10s")]
+    pub thaw_after: humantime::Duration,
+    /// Target transactions per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Address for /metrics while the demo runs.
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
+    pub listen: SocketAddr,
+    /// Also write the drill report as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to accept connections on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Address to forward to.
+    #[arg(long)]
+    pub upstream: SocketAddr,
+    /// One-way delay added in each direction (round trip grows by twice this).
+    #[arg(long, default_value = "25ms")]
+    pub delay: humantime::Duration,
+}

@@ -1,0 +1,527 @@
+//! Connection strings the libpq way: URL or key=value, multi-host, and the
+//! `PG*` environment variables as defaults. Passwords never leave this module
+//! in printable form.
+
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::Config as PgConfig;
+
+use crate::db::tls::{RootCert, SslMode, TlsSettings};
+use crate::error::ConfigError;
+
+/// The environment variables libpq reads that pgdrill honours, as defaults for
+/// anything the DSN leaves unset.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("PGHOST", "host"),
+    ("PGPORT", "port"),
+    ("PGUSER", "user"),
+    ("PGPASSWORD", "password"),
+    ("PGDATABASE", "dbname"),
+    ("PGAPPNAME", "application_name"),
+    ("PGCONNECT_TIMEOUT", "connect_timeout"),
+    ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+];
+
+/// Connection-string keys pgdrill handles itself (tokio-postgres knows only three sslmodes
+/// and has no sslrootcert), with the environment variable libpq reads for each.
+const TLS_KEYS: &[(&str, &str)] = &[("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")];
+
+/// A parsed target database.
+#[derive(Clone)]
+pub struct Target {
+    pub pg: PgConfig,
+    /// `host:port` per configured host, in order: bounded label values.
+    pub hosts: Vec<String>,
+    /// A printable description without the password.
+    pub redacted: String,
+    /// sslmode / sslrootcert, with the rustls connector built from them.
+    pub tls: TlsSettings,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// Parses `dsn` (or an empty DSN when `None`), then fills what it leaves unset
+/// from `env` the way libpq does.
+pub fn parse(
+    dsn: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Target, ConfigError> {
+    let raw = dsn.unwrap_or("").trim();
+    let (rest, tls_params) = take_tls_params(raw);
+    let mut pg = if rest.trim().is_empty() {
+        PgConfig::new()
+    } else {
+        PgConfig::from_str(&rest)
+            .map_err(|err| ConfigError::new("--dsn", redact(raw), describe_parse_error(&err)))?
+    };
+    let tls = tls_settings(&tls_params, &env)?;
+    pg.ssl_mode(tls.mode.for_tokio_postgres());
+    for (var, key) in ENV_KEYS {
+        if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            apply_env_default(&mut pg, key, &value)
+                .map_err(|reason| ConfigError::new(var, redact_env(var, &value), reason))?;
+        }
+    }
+    if pg.get_hosts().is_empty() {
+        pg.host("localhost");
+    }
+    if pg.get_user().is_none() {
+        let user = env("USER").unwrap_or_else(|| "postgres".to_string());
+        pg.user(user);
+    }
+    if pg.get_dbname().is_none() {
+        let user = pg.get_user().unwrap_or("postgres").to_string();
+        pg.dbname(user);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("pgdrill");
+    }
+    let hosts = host_labels(&pg);
+    let mut redacted = describe(&pg, &hosts);
+    redacted.push(' ');
+    redacted.push_str(&tls.describe());
+    Ok(Target {
+        pg,
+        hosts,
+        redacted,
+        tls,
+    })
+}
+
+/// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
+/// defaults (prefer, no root certificate).
+fn tls_settings(
+    from_dsn: &[(String, String)],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<TlsSettings, ConfigError> {
+    let value = |key: &str| -> Option<(String, &'static str)> {
+        let (_, var) = TLS_KEYS.iter().find(|(k, _)| *k == key)?;
+        if let Some((_, v)) = from_dsn.iter().rev().find(|(k, _)| k == key) {
+            return Some((v.clone(), "--dsn"));
+        }
+        env(var).filter(|v| !v.is_empty()).map(|v| (v, *var))
+    };
+    let mode = match value("sslmode") {
+        None => SslMode::Prefer,
+        Some((v, option)) => SslMode::parse(&v).ok_or_else(|| {
+            ConfigError::new(
+                option,
+                format!("sslmode={v}"),
+                "sslmode must be disable, allow, prefer, require, verify-ca or verify-full",
+            )
+        })?,
+    };
+    let root_cert = match value("sslrootcert") {
+        None => RootCert::Default,
+        Some((v, _)) if v == "system" => RootCert::System,
+        Some((v, _)) => RootCert::File(v.into()),
+    };
+    TlsSettings::new(mode, root_cert)
+}
+
+/// Removes `sslmode` and `sslrootcert` from a URL's query or a key=value string and returns
+/// the rest (for tokio-postgres) and the removed pairs, unescaped. A string that does not
+/// tokenize is returned unchanged, for tokio-postgres to report.
+fn take_tls_params(raw: &str) -> (String, Vec<(String, String)>) {
+    let mut taken = Vec::new();
+    let ours = |k: &str| TLS_KEYS.iter().any(|(key, _)| *key == k);
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        let Some((base, query)) = raw.split_once('?') else {
+            return (raw.to_string(), taken);
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some((k, v)) if ours(k) => taken.push((k.to_string(), percent_decode(v))),
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (rest, taken);
+    }
+    let mut rest = String::with_capacity(raw.len());
+    let mut s = raw;
+    loop {
+        let trimmed = s.trim_start();
+        if trimmed.is_empty() {
+            break;
+        }
+        let Some(eq) = trimmed.find('=') else {
+            return (raw.to_string(), Vec::new());
+        };
+        let key = trimmed[..eq].trim_end();
+        let after = trimmed[eq + 1..].trim_start();
+        let (value, len) = kv_value(after);
+        let pair_len = trimmed.len() - after.len() + len;
+        if ours(key) {
+            taken.push((key.to_string(), value));
+        } else {
+            if !rest.is_empty() {
+                rest.push(' ');
+            }
+            rest.push_str(&trimmed[..pair_len]);
+        }
+        s = &trimmed[pair_len..];
+    }
+    (rest, taken)
+}
+
+/// One libpq key=value value: quoted with backslash escapes, or up to whitespace.
+/// Returns the unescaped value and the bytes it took.
+fn kv_value(s: &str) -> (String, usize) {
+    let mut out = String::new();
+    let mut escaped = false;
+    if let Some(quoted) = s.strip_prefix('\'') {
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '\'' if !escaped => return (out, i + 2),
+                c => {
+                    out.push(c);
+                    escaped = false;
+                }
+            }
+        }
+        return (out, s.len());
+    }
+    for (i, c) in s.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            c if c.is_whitespace() && !escaped => return (out, i),
+            c => {
+                out.push(c);
+                escaped = false;
+            }
+        }
+    }
+    (out, s.len())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), String> {
+    let unset = match key {
+        "host" => pg.get_hosts().is_empty(),
+        "port" => pg.get_ports().is_empty(),
+        "user" => pg.get_user().is_none(),
+        "password" => pg.get_password().is_none(),
+        "dbname" => pg.get_dbname().is_none(),
+        "application_name" => pg.get_application_name().is_none(),
+        "connect_timeout" => pg.get_connect_timeout().is_none(),
+        // These have defaults inside tokio-postgres; the DSN wins only if it named them,
+        // which we cannot tell after parsing, so the environment is applied first below.
+        _ => false,
+    };
+    if !unset {
+        return Ok(());
+    }
+    // Re-parse a one-key DSN so the environment gets exactly libpq's syntax.
+    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+    let one =
+        PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e))?;
+    match key {
+        "host" => {
+            for host in one.get_hosts() {
+                match host {
+                    Host::Tcp(h) => pg.host(h),
+                    Host::Unix(p) => pg.host_path(p),
+                };
+            }
+        }
+        "port" => {
+            for port in one.get_ports() {
+                pg.port(*port);
+            }
+        }
+        "user" => {
+            pg.user(value);
+        }
+        "password" => {
+            pg.password(value);
+        }
+        "dbname" => {
+            pg.dbname(value);
+        }
+        "application_name" => {
+            pg.application_name(value);
+        }
+        "connect_timeout" => {
+            if let Some(t) = one.get_connect_timeout() {
+                pg.connect_timeout(*t);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn host_labels(pg: &PgConfig) -> Vec<String> {
+    let ports = pg.get_ports();
+    pg.get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            // libpq: one port for all hosts, or one per host.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(h) => format!("{h}:{port}"),
+                Host::Unix(p) => format!("{}:{port}", p.display()),
+            }
+        })
+        .collect()
+}
+
+fn describe(pg: &PgConfig, hosts: &[String]) -> String {
+    let mut out = format!(
+        "host={} user={} dbname={}",
+        hosts.join(","),
+        pg.get_user().unwrap_or(""),
+        pg.get_dbname().unwrap_or("")
+    );
+    if hosts.len() > 1 {
+        out.push_str(&format!(
+            " target_session_attrs={:?}",
+            pg.get_target_session_attrs()
+        ));
+    }
+    if pg.get_password().is_some() {
+        out.push_str(" password=REDACTED");
+    }
+    out
+}
+
+fn describe_parse_error(err: &tokio_postgres::Error) -> String {
+    use std::error::Error;
+    match err.source() {
+        Some(source) => format!("{err}: {}", redact(&source.to_string())),
+        None => err.to_string(),
+    }
+}
+
+fn redact_env(var: &str, value: &str) -> String {
+    if var == "PGPASSWORD" {
+        "REDACTED".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Removes the password from a URL or key=value connection string, even one
+/// that does not parse, so that error messages can quote the rest.
+pub fn redact(dsn: &str) -> String {
+    let mut out = dsn.to_string();
+    // URL form: scheme://user:password@host
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = rest_start + colon + 1;
+                out.replace_range(start..rest_start + at, "REDACTED");
+            }
+        }
+    }
+    // key=value form, and URL query parameters: password=...
+    let mut result = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(pos) = find_password_key(rest) {
+        let (before, after) = rest.split_at(pos);
+        result.push_str(before);
+        let eq = after.find('=').map_or(after.len(), |i| i + 1);
+        result.push_str(&after[..eq]);
+        result.push_str("REDACTED");
+        let value = after[eq..].trim_start();
+        rest = &value[value_end(value)..];
+    }
+    result.push_str(rest);
+    result
+}
+
+fn find_password_key(s: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("password") {
+        let at = from + i;
+        let boundary = at == 0 || matches!(lower.as_bytes()[at - 1], b' ' | b'?' | b'&' | b'\t');
+        let after = lower[at + 8..].trim_start();
+        if boundary && after.starts_with('=') {
+            return Some(at);
+        }
+        from = at + 8;
+    }
+    None
+}
+
+fn value_end(value: &str) -> usize {
+    if let Some(quoted) = value.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '\'' if !escaped => return i + 2,
+                _ => escaped = false,
+            }
+        }
+        value.len()
+    } else {
+        value.find([' ', '&', '\t']).unwrap_or(value.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn url_and_key_value_forms_parse() {
+        let t = parse(Some("postgres://app:s3cret@db.example:6432/orders"), no_env).unwrap();
+        assert_eq!(t.hosts, vec!["db.example:6432"]);
+        assert_eq!(t.pg.get_dbname(), Some("orders"));
+        assert!(!t.redacted.contains("s3cret"));
+
+        let t = parse(
+            Some("host=a,b port=5432,5433 user=u password=s3cret target_session_attrs=read-write"),
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(t.hosts, vec!["a:5432", "b:5433"]);
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn environment_fills_what_the_dsn_leaves_unset() {
+        let env = |k: &str| match k {
+            "PGHOST" => Some("envhost".to_string()),
+            "PGPORT" => Some("6000".to_string()),
+            "PGUSER" => Some("envuser".to_string()),
+            "PGPASSWORD" => Some("envpw".to_string()),
+            "PGDATABASE" => Some("envdb".to_string()),
+            _ => None,
+        };
+        let t = parse(None, env).unwrap();
+        assert_eq!(t.hosts, vec!["envhost:6000"]);
+        assert_eq!(t.pg.get_user(), Some("envuser"));
+        assert_eq!(t.pg.get_password(), Some(&b"envpw"[..]));
+        assert_eq!(t.pg.get_dbname(), Some("envdb"));
+
+        let t = parse(Some("host=dsnhost dbname=dsndb"), env).unwrap();
+        assert_eq!(t.hosts, vec!["dsnhost:6000"]);
+        assert_eq!(t.pg.get_dbname(), Some("dsndb"));
+    }
+
+    #[test]
+    fn malformed_dsn_is_a_config_error_without_the_password() {
+        let err = parse(Some("host=a port=notaport password=s3cret"), no_env).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--dsn"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn tls_keys_are_taken_out_for_us() {
+        let (rest, taken) = take_tls_params(
+            "host=h sslmode=verify-full user=u sslrootcert='/a b/ca.pem' password='x y'",
+        );
+        assert_eq!(rest, "host=h user=u password='x y'");
+        assert_eq!(
+            taken,
+            vec![
+                ("sslmode".to_string(), "verify-full".to_string()),
+                ("sslrootcert".to_string(), "/a b/ca.pem".to_string())
+            ]
+        );
+        let (rest, taken) = take_tls_params(
+            "postgres://u@h/db?sslmode=verify-ca&application_name=x&sslrootcert=%2Fca.pem",
+        );
+        assert_eq!(rest, "postgres://u@h/db?application_name=x");
+        assert_eq!(taken[1], ("sslrootcert".to_string(), "/ca.pem".to_string()));
+
+        let t = parse(Some("host=h sslmode=require"), no_env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Require);
+        assert_eq!(
+            t.pg.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert!(t.redacted.contains("sslmode=require"), "{}", t.redacted);
+        let t = parse(Some("host=h"), no_env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Prefer);
+        let env = |k: &str| (k == "PGSSLMODE").then(|| "disable".to_string());
+        let t = parse(Some("host=h"), env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Disable);
+        let t = parse(Some("postgres://h/db?sslmode=require"), env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::Require, "the DSN wins over PGSSLMODE");
+    }
+
+    #[test]
+    fn bad_tls_settings_name_the_option() {
+        let e = parse(Some("host=h sslmode=verify password=s3cret"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dsn") && e.contains("sslmode=verify") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let env = |k: &str| (k == "PGSSLROOTCERT").then(|| "/no/such/ca.pem".to_string());
+        let e = parse(Some("host=h sslmode=verify-full"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sslrootcert") && e.contains("/no/such/ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn redact_handles_every_form() {
+        assert_eq!(
+            redact("postgresql://u:p%40ss@h:5/db?sslmode=require"),
+            "postgresql://u:REDACTED@h:5/db?sslmode=require"
+        );
+        assert_eq!(
+            redact("host=h password='a b\\'c' user=u"),
+            "host=h password=REDACTED user=u"
+        );
+        assert_eq!(
+            redact("host=h password = x user=u"),
+            "host=h password =REDACTED user=u"
+        );
+        assert_eq!(
+            redact("postgres://h/db?password=x&user=u"),
+            "postgres://h/db?password=REDACTED&user=u"
+        );
+        assert_eq!(redact("host=h"), "host=h");
+    }
+}

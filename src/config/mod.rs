@@ -1,0 +1,344 @@
+//! Command line and environment → a validated [`Config`] the rest of the code requires.
+//! Only the top-level wiring (`lib.rs`) reads the whole `Config`; each part gets its own
+//! settings.
+//!
+//! Depends on `db` (table name, query mode, TLS, password source, retention settings) and
+//! `telemetry` (log format); nothing depends on it but the wiring.
+
+mod cli;
+pub(crate) mod dsn;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::db::table::Table;
+pub use cli::*;
+
+use crate::config::dsn::Target;
+use crate::db::credentials::PasswordSource;
+use crate::db::retention::RetentionSettings;
+use crate::db::table::QueryMode;
+use crate::error::ConfigError;
+
+/// A fully validated configuration; only [`RunArgs::validate`] makes one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub target: Target,
+    /// Transactions per second; `None` = unlimited.
+    pub rate: Option<f64>,
+    pub duration: Option<Duration>,
+    pub pool_size: u32,
+    pub pipeline_depth: u32,
+    pub max_backlog: usize,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub max_connection_lifetime: Duration,
+    pub table: Table,
+    pub create_table: bool,
+    pub query_mode: QueryMode,
+    /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
+    pub query_mode_auto: bool,
+    pub listen: SocketAddr,
+    pub progress_interval: Duration,
+    pub summary_json: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub outage_threshold: Duration,
+    pub verify_window: Duration,
+    /// Rate must hold at 95 % of target this long before an outage counts as recovered.
+    pub recovery_window: Duration,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub password: PasswordSource,
+    pub retention: Option<RetentionSettings>,
+}
+
+fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
+    let d: Duration = d.into();
+    if d.is_zero() {
+        return Err(ConfigError::new(option, "0s", "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+impl RunArgs {
+    /// Checks every flag against the others and the environment, once.
+    pub fn validate(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let rate = self.rate()?;
+        let pool_size = self.pool_size(rate)?;
+        if self.pipeline_depth == 0 || self.pipeline_depth > 1024 {
+            return Err(ConfigError::new(
+                "--pipeline-depth",
+                self.pipeline_depth.to_string(),
+                "must be between 1 and 1024",
+            ));
+        }
+        let max_backlog = match self.max_backlog {
+            Some(0) => {
+                return Err(ConfigError::new("--max-backlog", "0", "must be at least 1"));
+            }
+            Some(n) => n,
+            None => rate.map_or(64, |r| (r.ceil() as usize).max(64)),
+        };
+        let duration = match self.duration {
+            Some(d) => Some(positive("--duration", d)?),
+            None => None,
+        };
+        let outage_threshold = positive("--outage-threshold", self.outage_threshold)?;
+        let target = dsn::parse(self.dsn.as_deref(), env)?;
+        let query_mode = self.query_mode(&target);
+        let password = self.password()?;
+        let retention = self.retention()?;
+        Ok(Config {
+            target,
+            query_mode,
+            query_mode_auto: self.query_mode == QueryModeArg::Auto,
+            password,
+            retention,
+            rate,
+            duration,
+            pool_size,
+            pipeline_depth: self.pipeline_depth,
+            max_backlog,
+            connect_timeout: positive("--connect-timeout", self.connect_timeout)?,
+            statement_timeout: positive("--statement-timeout", self.statement_timeout)?,
+            max_connection_lifetime: positive(
+                "--max-connection-lifetime",
+                self.max_connection_lifetime,
+            )?,
+            table: Table::parse(&self.table)?,
+            create_table: !self.no_create_table,
+            listen: self.listen,
+            progress_interval: positive("--progress-interval", self.progress_interval)?,
+            summary_json: self.summary_json.clone(),
+            shutdown_grace: self.shutdown_grace.into(),
+            outage_threshold,
+            verify_window: positive("--verify-window", self.verify_window)?,
+            recovery_window: Duration::from_secs(5),
+            log_format: self.log_format,
+            log_filter: self.log_filter.clone(),
+        })
+    }
+
+    /// `None` = unlimited.
+    fn rate(&self) -> Result<Option<f64>, ConfigError> {
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return Err(ConfigError::new(
+                "--rate",
+                self.rate.to_string(),
+                "must be a finite number of transactions per second, 0 (unlimited) or more",
+            ));
+        }
+        if self.rate > 1_000_000.0 {
+            return Err(ConfigError::new(
+                "--rate",
+                self.rate.to_string(),
+                "above 1,000,000/s is beyond what one process can schedule",
+            ));
+        }
+        Ok((self.rate > 0.0).then_some(self.rate))
+    }
+
+    fn pool_size(&self, rate: Option<f64>) -> Result<u32, ConfigError> {
+        match self.pool_size {
+            Some(0) => Err(ConfigError::new("--pool-size", "0", "must be at least 1")),
+            Some(n) if n > 10_000 => Err(ConfigError::new(
+                "--pool-size",
+                n.to_string(),
+                "more than 10000 connections is not a sensible pool",
+            )),
+            Some(n) => Ok(n),
+            None => Ok(default_pool_size(rate)),
+        }
+    }
+
+    fn query_mode(&self, target: &Target) -> QueryMode {
+        match self.query_mode {
+            QueryModeArg::Prepared => QueryMode::Prepared,
+            QueryModeArg::Unnamed => QueryMode::Unnamed,
+            QueryModeArg::Simple => QueryMode::Simple,
+            // Named prepared statements break behind PgBouncer in transaction mode.
+            QueryModeArg::Auto if target.pg.get_ports().contains(&6432) => QueryMode::Unnamed,
+            QueryModeArg::Auto => QueryMode::Prepared,
+        }
+    }
+
+    fn password(&self) -> Result<PasswordSource, ConfigError> {
+        match (&self.password_file, &self.password_command) {
+            (Some(path), _) => PasswordSource::File(path.clone()),
+            (None, Some(command)) => PasswordSource::Command {
+                command: command.clone(),
+                ttl: self.password_ttl.into(),
+            },
+            (None, None) => PasswordSource::Dsn,
+        }
+        .validate()
+    }
+
+    fn retention(&self) -> Result<Option<RetentionSettings>, ConfigError> {
+        let Some(window) = self.retention else {
+            return Ok(None);
+        };
+        let window = positive("--retention", window)?;
+        let verify: Duration = self.verify_window.into();
+        if window <= verify {
+            return Err(ConfigError::new(
+                "--retention",
+                humantime::format_duration(window).to_string(),
+                format!(
+                    "must be longer than --verify-window ({}), or verification would count \
+                     deleted rows as lost writes",
+                    humantime::format_duration(verify)
+                ),
+            ));
+        }
+        if self.retention_batch_size == 0 || self.retention_batch_size > 1_000_000 {
+            return Err(ConfigError::new(
+                "--retention-batch-size",
+                self.retention_batch_size.to_string(),
+                "must be between 1 and 1000000",
+            ));
+        }
+        Ok(Some(RetentionSettings::new(
+            window,
+            self.retention_batch_size,
+        )))
+    }
+}
+
+/// One connection per 250/s (a loopback INSERT takes ~4 ms under load), clamped to
+/// 4..=64. Pipelining does not shrink the pool: it is what carries the rate over a slow
+/// link (32 connections x depth 16 = 512 in flight = 64 ms at 8000/s), while on a fast
+/// link the connections share the load and keep their pipelines short.
+fn default_pool_size(rate: Option<f64>) -> u32 {
+    match rate {
+        None => 32,
+        Some(r) => ((r / 250.0).ceil() as u32).clamp(4, 64),
+    }
+}
+
+impl Config {
+    /// The shortest silence that can count as an outage at this rate.
+    pub fn effective_outage_threshold(&self) -> Duration {
+        match self.rate {
+            Some(r) => self.outage_threshold.max(Duration::from_secs_f64(3.0 / r)),
+            None => self.outage_threshold,
+        }
+    }
+}
+
+impl Config {
+    /// Writes in flight with no acknowledgement and no failure for this long are
+    /// an outage too: a second, or three schedule intervals at low rates.
+    pub fn stall_threshold(&self) -> Duration {
+        let floor = Duration::from_secs(1).max(self.outage_threshold);
+        match self.rate {
+            Some(r) => floor.max(Duration::from_secs_f64(3.0 / r)),
+            None => floor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["pgdrill"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.run.validate(|_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.rate, Some(100.0));
+        assert_eq!(c.pool_size, 4);
+        assert_eq!(c.max_backlog, 100);
+        assert_eq!(args(&["--rate", "1000"]).unwrap().pool_size, 4);
+        assert_eq!(c.listen.port(), DEFAULT_PORT);
+        assert_eq!(c.table.quoted, "\"transactions\"");
+        assert_eq!(c.pipeline_depth, 16);
+        let c = args(&["--rate", "8000"]).unwrap();
+        assert_eq!(c.pool_size, 32);
+        // Pipelining does not shrink the pool: it carries the rate over slow links.
+        let c = args(&["--rate", "8000", "--pipeline-depth", "4"]).unwrap();
+        assert_eq!(c.pool_size, 32);
+        let c = args(&["--rate", "0"]).unwrap();
+        assert_eq!(c.rate, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_value_and_reason() {
+        let e = args(&["--rate", "-5"]).unwrap_err();
+        assert!(e.contains("--rate") && e.contains("-5"), "{e}");
+        let e = args(&["--duration", "5 parsecs"]).unwrap_err();
+        assert!(e.contains("--duration") && e.contains("5 parsecs"), "{e}");
+        let e = args(&["--table", "x; drop table y"]).unwrap_err();
+        assert!(e.contains("--table"), "{e}");
+        let e = args(&["--pool-size", "0"]).unwrap_err();
+        assert!(e.contains("--pool-size"), "{e}");
+        let e = args(&["--listen", "nowhere"]).unwrap_err();
+        assert!(e.contains("--listen"), "{e}");
+        let e = args(&["--dsn", "postgres://u:hunter2@h:99999/db"]).unwrap_err();
+        assert!(e.contains("--dsn") && !e.contains("hunter2"), "{e}");
+        let e = args(&["--password-file", "/no/such/pw"]).unwrap_err();
+        assert!(
+            e.contains("--password-file") && e.contains("/no/such/pw"),
+            "{e}"
+        );
+        let e = args(&[
+            "--password-file",
+            "/etc/hostname",
+            "--password-command",
+            "true",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("--password-command") && e.contains("cannot be used"),
+            "{e}"
+        );
+        let e = args(&["--retention", "0s"]).unwrap_err();
+        assert!(e.contains("--retention"), "{e}");
+        let e = args(&["--retention", "20s"]).unwrap_err();
+        assert!(
+            e.contains("--retention") && e.contains("--verify-window"),
+            "{e}"
+        );
+        assert!(args(&["--retention", "20s", "--verify-window", "10s"]).is_ok());
+    }
+
+    #[test]
+    fn production_flags_parse() {
+        let c = args(&[
+            "--password-command",
+            "echo x",
+            "--password-ttl",
+            "5m",
+            "--retention",
+            "7d",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.password,
+            PasswordSource::Command {
+                command: "echo x".into(),
+                ttl: Duration::from_secs(300)
+            }
+        );
+        let r = c.retention.unwrap();
+        assert_eq!(r.window, Duration::from_secs(7 * 86400));
+        assert_eq!(r.batch_size, 5000);
+        assert!(args(&[]).unwrap().retention.is_none());
+    }
+
+    #[test]
+    fn outage_threshold_never_below_three_intervals() {
+        let c = args(&["--rate", "1"]).unwrap();
+        assert_eq!(c.effective_outage_threshold(), Duration::from_secs(3));
+        let c = args(&["--rate", "1000"]).unwrap();
+        assert_eq!(c.effective_outage_threshold(), Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,201 @@
+//! Which server are we writing to? Probed on every new connection, as an
+//! ordinary user: each fact degrades to unknown where it is not permitted.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::telemetry::metrics::Metrics;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub server_addr: Option<String>,
+    pub server_port: Option<u16>,
+    pub in_recovery: Option<bool>,
+    pub system_identifier: Option<String>,
+    pub timeline: Option<i64>,
+    /// `pg_postmaster_start_time()` as text: changes on every restart.
+    pub postmaster_start: Option<String>,
+}
+
+impl Identity {
+    /// A changed address, timeline or postmaster start means a different primary.
+    fn same_primary(&self, other: &Identity) -> bool {
+        self.server_addr == other.server_addr
+            && self.server_port == other.server_port
+            && self.timeline == other.timeline
+            && self.postmaster_start == other.postmaster_start
+    }
+
+    pub fn endpoint(&self) -> Option<String> {
+        match (&self.server_addr, self.server_port) {
+            (Some(a), Some(p)) => Some(format!("{a}:{p}")),
+            _ => None,
+        }
+    }
+}
+
+const PROBES: &[&str] = &[
+    "SELECT pg_is_in_recovery()::text",
+    "SELECT host(inet_server_addr()), inet_server_port()::text",
+    "SELECT system_identifier::text FROM pg_control_system()",
+    "SELECT pg_postmaster_start_time()::text",
+    "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+];
+
+async fn first_row(client: &Client, sql: &str) -> Option<Vec<Option<String>>> {
+    let messages = client.simple_query(sql).await.ok()?;
+    messages.into_iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(
+            (0..row.len())
+                .map(|i| row.get(i).map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+/// Each probe runs on its own, so one refused function costs only its own fact.
+pub async fn probe(client: &Client) -> Identity {
+    let mut id = Identity::default();
+    for (i, sql) in PROBES.iter().enumerate() {
+        // The WAL position only exists on a primary.
+        if i == 4 && id.in_recovery != Some(false) {
+            continue;
+        }
+        let Some(row) = first_row(client, sql).await else {
+            continue;
+        };
+        let col = |n: usize| row.get(n).cloned().flatten();
+        match i {
+            0 => id.in_recovery = col(0).map(|v| v == "true"),
+            1 => {
+                id.server_addr = col(0);
+                id.server_port = col(1).and_then(|p| p.parse().ok());
+            }
+            2 => id.system_identifier = col(0),
+            3 => id.postmaster_start = col(0),
+            _ => id.timeline = col(0).and_then(|hex| i64::from_str_radix(&hex, 16).ok()),
+        }
+    }
+    id
+}
+
+/// The primary we currently write to, and a signal when it changes.
+pub struct IdentityTracker {
+    current: Mutex<Option<Identity>>,
+    hosts: Vec<String>,
+    metrics: Arc<Metrics>,
+    changes: watch::Sender<u64>,
+}
+
+impl IdentityTracker {
+    pub fn new(hosts: Vec<String>, metrics: Arc<Metrics>) -> IdentityTracker {
+        IdentityTracker {
+            current: Mutex::new(None),
+            hosts,
+            metrics,
+            changes: watch::channel(0).0,
+        }
+    }
+
+    pub fn current(&self) -> Option<Identity> {
+        self.current.lock().map(|c| c.clone()).unwrap_or(None)
+    }
+
+    /// Primary changes seen so far.
+    pub fn changes(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// Notified with the running count of primary changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Records the identity of a freshly connected writable server.
+    pub fn observe(&self, id: &Identity) {
+        let Ok(mut current) = self.current.lock() else {
+            return;
+        };
+        let changed = match current.as_ref() {
+            None => false,
+            Some(old) if old.same_primary(id) => return,
+            Some(old) => {
+                tracing::warn!(
+                    event = "primary_changed",
+                    from = ?old.endpoint(),
+                    to = ?id.endpoint(),
+                    from_timeline = ?old.timeline,
+                    to_timeline = ?id.timeline,
+                    "the primary changed"
+                );
+                true
+            }
+        };
+        *current = Some(id.clone());
+        drop(current);
+        self.metrics.server_timeline.set(id.timeline.unwrap_or(0));
+        self.metrics
+            .set_primary_host(self.matching_host(id).as_deref());
+        if changed {
+            self.metrics.primary_changes.inc();
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The configured `host:port` this identity is, by exact address or, failing
+    /// that, by a port no other configured host uses.
+    fn matching_host(&self, id: &Identity) -> Option<String> {
+        if let Some(endpoint) = id.endpoint() {
+            if self.hosts.contains(&endpoint) {
+                return Some(endpoint);
+            }
+        }
+        let port = id.server_port?.to_string();
+        let mut same_port = self
+            .hosts
+            .iter()
+            .filter(|h| h.rsplit(':').next() == Some(port.as_str()));
+        match (same_port.next(), same_port.next()) {
+            (Some(h), None) => Some(h.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(port: u16, timeline: i64) -> Identity {
+        Identity {
+            server_addr: Some("127.0.0.1".into()),
+            server_port: Some(port),
+            in_recovery: Some(false),
+            system_identifier: Some("42".into()),
+            timeline: Some(timeline),
+            postmaster_start: Some("t0".into()),
+        }
+    }
+
+    #[test]
+    fn changes_are_counted_once_and_hosts_follow() {
+        let hosts = vec!["127.0.0.1:5001".to_string(), "localhost:5002".to_string()];
+        let metrics = Metrics::new(&hosts);
+        let tracker = IdentityTracker::new(hosts, metrics.clone());
+        let rx = tracker.subscribe();
+        tracker.observe(&id(5001, 1));
+        tracker.observe(&id(5001, 1));
+        assert_eq!(metrics.primary_changes.get(), 0);
+        let g = |h: &str| metrics.host_is_primary.with_label_values(&[h]).get();
+        assert_eq!((g("127.0.0.1:5001"), g("localhost:5002")), (1, 0));
+        tracker.observe(&id(5002, 2));
+        assert_eq!(metrics.primary_changes.get(), 1);
+        assert_eq!(metrics.server_timeline.get(), 2);
+        assert_eq!((g("127.0.0.1:5001"), g("localhost:5002")), (0, 1));
+        assert_eq!(*rx.borrow(), 1);
+    }
+}

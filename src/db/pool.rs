@@ -1,0 +1,405 @@
+//! bb8 + tokio-postgres: connections that know which server they reach and
+//! are thrown away once they have seen a fatal error.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bb8::{ManageConnection, Pool, PooledConnection, RunError};
+use tokio::sync::OnceCell;
+use tokio_postgres::{Client, Statement};
+
+use crate::db::connect::{Connector, Failures, Silence};
+use crate::db::credentials::Credentials;
+use crate::db::identity::{self, IdentityTracker};
+use crate::db::table::Workload;
+use crate::db::tls::TlsSettings;
+use crate::error::{classify, ErrorClass};
+use crate::telemetry::metrics::{Metrics, PoolStats};
+
+/// A pooled connection with its prepared INSERT.
+pub struct Conn {
+    pub client: Client,
+    pub insert: Option<Statement>,
+    /// Set when a query failed in a way that makes this connection unusable.
+    pub broken: bool,
+    pub created: tokio::time::Instant,
+    /// Says when this connection's server stopped answering.
+    pub silence: Silence,
+}
+
+/// A failed connection attempt, already classified, with what to fix where we know it.
+/// The message never contains a password.
+#[derive(Debug, thiserror::Error)]
+#[error("{class}: {message}")]
+pub struct ConnectError {
+    pub class: ErrorClass,
+    pub message: String,
+    #[source]
+    pub source: Option<tokio_postgres::Error>,
+}
+
+/// An error and its chain of causes, `a: b: c` (tokio-postgres prints only the first).
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The same connection failure is logged at most this often.
+const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
+
+pub struct Manager {
+    connector: Arc<Connector>,
+    credentials: Arc<Credentials>,
+    last_logged: Mutex<Option<(String, tokio::time::Instant)>>,
+    /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
+    /// new connections no longer prepare, so the INSERT goes unnamed.
+    auto_fallback: Option<Arc<AtomicBool>>,
+    statement_timeout: Duration,
+    workload: Arc<Workload>,
+    identity: Arc<IdentityTracker>,
+    metrics: Arc<Metrics>,
+    /// Create the table once, on the first connection to a writable server;
+    /// concurrent first connections wait for it instead of racing in the catalog.
+    create_table: bool,
+    table_ready: OnceCell<()>,
+}
+
+/// How new connections are made and set up, from the configuration.
+pub struct ConnectSettings {
+    pub pg: tokio_postgres::Config,
+    pub tls: TlsSettings,
+    /// `--query-mode auto`: fall back from prepared to unnamed statements when they break.
+    pub auto_query_mode: bool,
+    pub statement_timeout: Duration,
+    pub create_table: bool,
+}
+
+impl Manager {
+    pub fn new(
+        settings: ConnectSettings,
+        credentials: Arc<Credentials>,
+        workload: Arc<Workload>,
+        identity: Arc<IdentityTracker>,
+        metrics: Arc<Metrics>,
+    ) -> Manager {
+        Manager {
+            connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
+            credentials,
+            last_logged: Mutex::new(None),
+            auto_fallback: settings
+                .auto_query_mode
+                .then(|| Arc::new(AtomicBool::new(false))),
+            statement_timeout: settings.statement_timeout,
+            workload,
+            identity,
+            metrics,
+            create_table: settings.create_table,
+            table_ready: OnceCell::new(),
+        }
+    }
+
+    fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
+        let class = classify(&source);
+        let message = match source.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => with_causes(&source),
+        };
+        let message = if class == ErrorClass::Tls {
+            format!("{message} (fix: {})", crate::db::tls::hint(&message))
+        } else {
+            message
+        };
+        if class == ErrorClass::Auth {
+            self.credentials.auth_failed();
+        }
+        note_prepared_breakage(self.auto_fallback.as_deref(), &source);
+        self.failed(class, message, Some(source))
+    }
+
+    fn failed(
+        &self,
+        class: ErrorClass,
+        message: String,
+        source: Option<tokio_postgres::Error>,
+    ) -> ConnectError {
+        self.metrics.connection_errors.inc(class);
+        // Configuration-like failures say what to fix; log them (not every time) so that a
+        // daemon retrying forever does not fail silently.
+        if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
+            let now = tokio::time::Instant::now();
+            if let Ok(mut last) = self.last_logged.lock() {
+                let repeat = last
+                    .as_ref()
+                    .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
+                if !repeat {
+                    tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
+                    *last = Some((message.clone(), now));
+                }
+            }
+        }
+        ConnectError {
+            class,
+            message,
+            source,
+        }
+    }
+
+    async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                self.statement_timeout.as_millis()
+            ))
+            .await?;
+        if self
+            .auto_fallback
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Ok(None);
+        }
+        self.workload.prepare(client).await
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = ConnectError;
+
+    async fn connect(&self) -> Result<Conn, ConnectError> {
+        // The current password for every connection (rotated files, fresh tokens).
+        let secret = match self.credentials.password().await {
+            Ok(secret) => secret,
+            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
+        };
+        let password = secret.as_ref().map(|s| s.expose());
+        // Host names are resolved again for every connection, so a DNS switch-over
+        // (managed services) is followed.
+        let opened = self
+            .connector
+            .connect(password, self, |client, _| self.establish(client))
+            .await?;
+        let (client, insert, standby) = opened.value;
+        Ok(Conn {
+            client,
+            insert,
+            broken: standby,
+            created: tokio::time::Instant::now(),
+            silence: opened.silence,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectError> {
+        conn.client
+            .simple_query("")
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.client.is_closed() || conn.silence.is_silent()
+    }
+}
+
+impl Failures for Manager {
+    fn query_error(&self, err: tokio_postgres::Error) -> ConnectError {
+        self.fail(err)
+    }
+
+    fn failure(&self, class: ErrorClass, message: String) -> ConnectError {
+        self.failed(class, message, None)
+    }
+}
+
+impl Manager {
+    /// What follows the handshake, inside the same per-host connect timeout: the identity
+    /// probe, the table (once), the session settings. Returns whether the server is a
+    /// standby (kept out of the pool).
+    async fn establish(
+        &self,
+        client: Client,
+    ) -> Result<(Client, Option<Statement>, bool), ConnectError> {
+        let id = identity::probe(&client).await;
+        if id.in_recovery != Some(true) && self.create_table {
+            self.table_ready
+                .get_or_try_init(|| async {
+                    self.workload.create_table(&client).await?;
+                    tracing::info!(table = %self.workload.table.name, "table ready");
+                    Ok(())
+                })
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
+        let standby = id.in_recovery == Some(true);
+        if standby {
+            // Connected to a standby: writes would fail with 25006, so do not pool it.
+            self.metrics.connection_errors.inc(ErrorClass::ReadOnly);
+            tracing::debug!(server = ?id.endpoint(), "connected server is in recovery; discarding");
+        } else {
+            self.identity.observe(&id);
+        }
+        Ok((client, insert, standby))
+    }
+}
+
+/// The pool plus the way pgdrill checks connections out of it.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: Pool<Manager>,
+    auto_fallback: Option<Arc<AtomicBool>>,
+}
+
+/// SQLSTATEs that mean a named prepared statement did not stay with its session:
+/// 26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`.
+fn note_prepared_breakage(fallback: Option<&AtomicBool>, err: &tokio_postgres::Error) {
+    use tokio_postgres::error::SqlState;
+    let Some(fallback) = fallback else { return };
+    let broken = matches!(
+        err.code(),
+        Some(&SqlState::INVALID_SQL_STATEMENT_NAME) | Some(&SqlState::DUPLICATE_PSTATEMENT)
+    );
+    if broken && !fallback.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            sqlstate = err.code().map_or("", |c| c.code()),
+            "prepared statements do not survive this connection (PgBouncer in transaction \
+             mode?); --query-mode auto switches to unnamed statements for new connections"
+        );
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub struct CheckoutError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl DbPool {
+    pub fn new(
+        manager: Manager,
+        size: u32,
+        connect_timeout: Duration,
+        lifetime: Duration,
+    ) -> DbPool {
+        let auto_fallback = manager.auto_fallback.clone();
+        let pool = Pool::builder()
+            .max_size(size)
+            .min_idle(None)
+            .idle_timeout(None)
+            .max_lifetime(lifetime)
+            // A round trip on every checkout would double the cost of a transaction;
+            // broken connections are caught by has_broken instead.
+            .test_on_check_out(false)
+            .retry_connection(false)
+            .connection_timeout(connect_timeout + Duration::from_secs(1))
+            .build_unchecked(manager);
+        DbPool {
+            pool,
+            auto_fallback,
+        }
+    }
+
+    /// Tells `--query-mode auto` about a failed INSERT; see [`note_prepared_breakage`].
+    pub fn observe_query_error(&self, err: &tokio_postgres::Error) {
+        note_prepared_breakage(self.auto_fallback.as_deref(), err);
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let state = self.pool.state();
+        PoolStats {
+            idle: state.idle_connections,
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            max: self.pool.config().max_size,
+        }
+    }
+
+    /// An idle connection if there is one; otherwise connects here so that a
+    /// failure comes back to the caller classified (bb8 would only time out).
+    pub async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
+        let state = self.pool.state();
+        if state.idle_connections == 0 && state.connections < self.pool.config().max_size {
+            let conn = self
+                .pool
+                .dedicated_connection()
+                .await
+                .map_err(|e| CheckoutError {
+                    class: e.class,
+                    message: e.to_string(),
+                })?;
+            if conn.broken {
+                return Err(CheckoutError {
+                    class: ErrorClass::ReadOnly,
+                    message: "server is in recovery (a standby)".to_string(),
+                });
+            }
+            // Losing the race for capacity just drops the extra connection.
+            let _ = self.pool.add(conn);
+        }
+        // Idle connections to a server found silent are dropped unused, not written to.
+        for _ in 0..=self.pool.config().max_size {
+            let mut conn = self.pool.get().await.map_err(|e| match e {
+                RunError::User(e) => CheckoutError {
+                    class: e.class,
+                    message: e.to_string(),
+                },
+                RunError::TimedOut => CheckoutError {
+                    class: ErrorClass::PoolTimeout,
+                    message: "timed out waiting for a pool connection".to_string(),
+                },
+            })?;
+            if !conn.silence.is_silent() {
+                return Ok(conn);
+            }
+            conn.broken = true;
+        }
+        Err(CheckoutError {
+            class: ErrorClass::NoResponse,
+            message: "every pooled connection reaches a server that stopped answering".to_string(),
+        })
+    }
+
+    /// A connection outside the pool's accounting, for verification and bootstrap.
+    pub async fn dedicated(&self) -> Result<Conn, ConnectError> {
+        self.pool.dedicated_connection().await
+    }
+}
+
+#[cfg(test)]
+impl DbPool {
+    /// A pool for database-free tests: it would connect to 127.0.0.1:1, and only if asked.
+    pub(crate) fn unconnected(metrics: Arc<Metrics>) -> (DbPool, Arc<Workload>) {
+        use crate::db::credentials::PasswordSource;
+        use crate::db::table::{QueryMode, Table};
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("127.0.0.1").port(1);
+        let table = Table::parse("t").expect("a plain table name");
+        let workload = Arc::new(Workload::new(table, 1, QueryMode::Unnamed));
+        let manager = Manager::new(
+            ConnectSettings {
+                pg,
+                tls: TlsSettings::prefer(),
+                auto_query_mode: false,
+                statement_timeout: Duration::from_secs(1),
+                create_table: false,
+            },
+            Arc::new(Credentials::new(PasswordSource::Dsn, metrics.clone())),
+            workload.clone(),
+            Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
+            metrics,
+        );
+        let pool = DbPool::new(manager, 1, Duration::from_secs(1), Duration::from_secs(60));
+        (pool, workload)
+    }
+}

@@ -1,0 +1,161 @@
+//! Continuous canary retention: rows older than `--retention` are deleted in small batches,
+//! each its own short autocommit transaction, on a connection of its own, with pauses in
+//! between, so the cleanup never holds locks for long nor competes with the load for pool
+//! connections.
+//!
+//! A batch takes the oldest `batch_size` rows by primary key (an index range scan from the
+//! start of the index, cheap however large the table) and deletes those of them that are
+//! older than the window. `transaction_id` grows with `created_at`, so when a batch deletes
+//! fewer rows than it looked at, everything older is gone and the sweep ends until the next
+//! one. No index on `created_at` is needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::pool::{Conn, DbPool};
+use crate::db::table::Table;
+use crate::error::{classify, ErrorClass};
+use crate::telemetry::metrics::Metrics;
+
+/// Pause between two batches of one sweep: gives autovacuum and the load room.
+const BATCH_PAUSE: Duration = Duration::from_millis(50);
+/// After a failure, wait this long before trying again.
+const ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Rows older than this are deleted.
+    pub window: Duration,
+    pub batch_size: u32,
+    /// Time between sweeps: a tenth of the window, between 1 s and 1 min.
+    pub interval: Duration,
+}
+
+impl RetentionSettings {
+    pub fn new(window: Duration, batch_size: u32) -> RetentionSettings {
+        RetentionSettings {
+            window,
+            batch_size,
+            interval: (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Runs sweeps until `stop`; a batch in progress is finished (it is short) or abandoned
+/// with its connection.
+pub async fn run(
+    pool: DbPool,
+    table: Table,
+    settings: RetentionSettings,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    tracing::info!(
+        window = %humantime::format_duration(settings.window),
+        batch_size = settings.batch_size,
+        interval = %humantime::format_duration(settings.interval),
+        "retention cleanup started"
+    );
+    let sql = table.retention_delete_sql(settings.batch_size, settings.window);
+    let mut conn: Option<Conn> = None;
+    let mut wait = settings.interval;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = settings.interval;
+        let c = match conn.take() {
+            Some(c) if !c.client.is_closed() => c,
+            _ => match pool.dedicated().await {
+                Ok(c) if c.broken => {
+                    metrics.retention_errors.inc(ErrorClass::ReadOnly);
+                    wait = ERROR_BACKOFF;
+                    continue;
+                }
+                Ok(c) => c,
+                Err(err) => {
+                    metrics.retention_errors.inc(err.class);
+                    tracing::warn!(error = %err, "retention: cannot connect; will retry");
+                    wait = ERROR_BACKOFF;
+                    continue;
+                }
+            },
+        };
+        match sweep(&c, &sql, settings, &metrics, &stop).await {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::debug!(deleted, "retention sweep");
+                }
+                conn = Some(c);
+            }
+            Err(err) => {
+                let class = classify(&err);
+                metrics.retention_errors.inc(class);
+                let detail = err
+                    .as_db_error()
+                    .map_or_else(|| err.to_string(), |d| d.message().to_string());
+                tracing::warn!(%class, error = %detail, "retention batch failed; will retry");
+                wait = ERROR_BACKOFF;
+                if !class.discards_connection() {
+                    conn = Some(c);
+                }
+            }
+        }
+    }
+}
+
+/// Deletes batches until one comes back short; returns the rows deleted.
+async fn sweep(
+    conn: &Conn,
+    sql: &str,
+    settings: RetentionSettings,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut total = 0;
+    loop {
+        let deleted = conn
+            .client
+            .simple_query(sql)
+            .await?
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(0);
+        metrics.retention_rows_deleted.inc_by(deleted);
+        total += deleted;
+        if deleted < u64::from(settings.batch_size) || stop.is_cancelled() {
+            return Ok(total);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(total),
+            _ = tokio::time::sleep(BATCH_PAUSE) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_are_a_tenth_of_the_window_within_bounds() {
+        assert_eq!(
+            RetentionSettings::new(Duration::from_secs(10), 5000).interval,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            RetentionSettings::new(Duration::from_secs(300), 5000).interval,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            RetentionSettings::new(Duration::from_secs(7 * 86400), 5000).interval,
+            Duration::from_secs(60)
+        );
+    }
+}

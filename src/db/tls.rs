@@ -1,0 +1,437 @@
+//! TLS the libpq way, on rustls (ring provider).
+//!
+//! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies
+//! anything itself, so the DSN parser (`config::dsn`) takes `sslmode` and `sslrootcert` out of the connection
+//! string (and `PGSSLMODE`/`PGSSLROOTCERT`) into [`TlsSettings`]; this module turns them into a
+//! rustls client configuration with libpq's verification rules:
+//!
+//! | sslmode | encryption | certificate chain | host name |
+//! |---|---|---|---|
+//! | disable | never | – | – |
+//! | prefer (default) | if the server offers it | only if `sslrootcert` is given | no |
+//! | require | always | only if `sslrootcert` is given (as libpq does) | no |
+//! | verify-ca | always | yes | no |
+//! | verify-full | always | yes | yes |
+//!
+//! Without `sslrootcert` (or with `sslrootcert=system`) the chain is checked against the
+//! system's trusted roots. libpq would look for `~/.postgresql/root.crt` instead; pgdrill does
+//! not, because its users run in containers where the system store is the one they manage.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::ConfigError;
+
+/// libpq's `sslmode` values (`allow` is treated as `prefer`: both accept either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn parse(value: &str) -> Option<SslMode> {
+        Some(match value {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// The mode tokio-postgres gets: whether to ask for TLS and whether it is mandatory.
+    pub fn for_tokio_postgres(self) -> PgSslMode {
+        match self {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where trusted CA certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// Not given: the system store, used only by verify-ca / verify-full.
+    Default,
+    /// `sslrootcert=system`: the system store, also for prefer / require.
+    System,
+    /// A PEM file of one or more CA certificates.
+    File(PathBuf),
+}
+
+/// What the server certificate is checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    Nothing,
+    Chain,
+    ChainAndName,
+}
+
+/// TLS as configured by the connection string, validated.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    pub root_cert: RootCert,
+    connector: MakeRustlsConnect,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("mode", &self.mode)
+            .field("root_cert", &self.root_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// Builds the rustls configuration now, so that an unreadable `sslrootcert` is a
+    /// configuration error at start rather than a connection error forever after.
+    pub fn new(mode: SslMode, root_cert: RootCert) -> Result<TlsSettings, ConfigError> {
+        let verify = verification(mode, &root_cert);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::new("sslmode", mode.as_str(), e.to_string()))?;
+        let config = match verify {
+            Verify::Nothing => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate {
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+                .with_no_client_auth(),
+            Verify::Chain | Verify::ChainAndName => {
+                let roots = Arc::new(load_roots(&root_cert)?);
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| {
+                        ConfigError::new("sslrootcert", root_cert_label(&root_cert), e.to_string())
+                    })?;
+                let verifier: Arc<dyn ServerCertVerifier> = if verify == Verify::Chain {
+                    Arc::new(ChainOnly { inner: webpki })
+                } else {
+                    webpki
+                };
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth()
+            }
+        };
+        Ok(TlsSettings {
+            mode,
+            root_cert,
+            connector: MakeRustlsConnect::new(config),
+        })
+    }
+
+    /// libpq's default: `sslmode=prefer`, no root certificate.
+    pub fn prefer() -> TlsSettings {
+        // The default provider and protocol versions always build.
+        TlsSettings::new(SslMode::Prefer, RootCert::Default)
+            .unwrap_or_else(|e| unreachable!("default TLS settings: {e}"))
+    }
+
+    pub fn verify(&self) -> Verify {
+        verification(self.mode, &self.root_cert)
+    }
+
+    /// The connector handed to tokio-postgres for every connection.
+    pub fn connector(&self) -> MakeRustlsConnect {
+        self.connector.clone()
+    }
+
+    /// `sslmode=... [sslrootcert=...]` for printable descriptions.
+    pub fn describe(&self) -> String {
+        match &self.root_cert {
+            RootCert::Default => format!("sslmode={}", self.mode),
+            other => format!(
+                "sslmode={} sslrootcert={}",
+                self.mode,
+                root_cert_label(other)
+            ),
+        }
+    }
+}
+
+fn verification(mode: SslMode, root_cert: &RootCert) -> Verify {
+    match mode {
+        SslMode::VerifyFull => Verify::ChainAndName,
+        SslMode::VerifyCa => Verify::Chain,
+        SslMode::Disable => Verify::Nothing,
+        // libpq verifies the chain whenever a root certificate is configured.
+        SslMode::Prefer | SslMode::Require => match root_cert {
+            RootCert::Default => Verify::Nothing,
+            RootCert::System | RootCert::File(_) => Verify::Chain,
+        },
+    }
+}
+
+fn root_cert_label(root_cert: &RootCert) -> String {
+    match root_cert {
+        RootCert::Default => String::new(),
+        RootCert::System => "system".to_string(),
+        RootCert::File(p) => p.display().to_string(),
+    }
+}
+
+fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    match root_cert {
+        RootCert::Default | RootCert::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(ConfigError::new(
+                    "sslrootcert",
+                    "system",
+                    "no trusted CA certificates found in the system store; \
+                     set sslrootcert to the PEM file of the CA that signed the server certificate",
+                ));
+            }
+        }
+        RootCert::File(path) => load_pem(path, &mut roots)?,
+    }
+    Ok(roots)
+}
+
+fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<(), ConfigError> {
+    let label = path.display().to_string();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| ConfigError::new("sslrootcert", label.clone(), format!("cannot read: {e}")))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| {
+            ConfigError::new(
+                "sslrootcert",
+                label.clone(),
+                format!("not a PEM certificate: {e}"),
+            )
+        })?;
+        roots.add(cert).map_err(|e| {
+            ConfigError::new(
+                "sslrootcert",
+                label.clone(),
+                format!("unusable certificate: {e}"),
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(ConfigError::new(
+            "sslrootcert",
+            label,
+            "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(())
+}
+
+/// verify-ca: the chain must lead to a trusted root; the name in it is not checked.
+#[derive(Debug)]
+struct ChainOnly {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            // webpki checks the name last, after the chain and validity succeeded.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// prefer / require without a root certificate: encrypted, not authenticated (libpq's
+/// semantics). The handshake signatures are still checked against the presented key.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// What to fix, given the text of a TLS failure (rustls and tokio-postgres spell these out).
+pub fn hint(detail: &str) -> &'static str {
+    if detail.contains("server does not support TLS") {
+        "the server does not accept TLS connections: enable ssl on the server, or use \
+         sslmode=prefer (encrypt when offered) or sslmode=disable"
+    } else if detail.contains("NotValidForName") || detail.contains("not valid for name") {
+        "the server certificate does not name the host connected to: connect with a host \
+         name listed in the certificate (hostaddr= can pin the IP), or use sslmode=verify-ca"
+    } else if detail.contains("UnknownIssuer")
+        || detail.contains("BadSignature")
+        || detail.contains("unknown issuer")
+    {
+        "the server certificate is not signed by a trusted CA: set sslrootcert to the PEM file \
+         of the CA that issued it (for Azure, the DigiCert/Microsoft roots)"
+    } else if detail.contains("Expired") || detail.contains("NotValidYet") {
+        "the server certificate is outside its validity period: renew it or fix the clock"
+    } else {
+        "check sslmode and sslrootcert against the server's TLS setup"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_verification_rules() {
+        let file = RootCert::File("/ca.pem".into());
+        assert_eq!(
+            verification(SslMode::Prefer, &RootCert::Default),
+            Verify::Nothing
+        );
+        assert_eq!(
+            verification(SslMode::Require, &RootCert::Default),
+            Verify::Nothing
+        );
+        assert_eq!(verification(SslMode::Require, &file), Verify::Chain);
+        assert_eq!(
+            verification(SslMode::VerifyCa, &RootCert::Default),
+            Verify::Chain
+        );
+        assert_eq!(
+            verification(SslMode::VerifyFull, &file),
+            Verify::ChainAndName
+        );
+        assert_eq!(SslMode::VerifyCa.for_tokio_postgres(), PgSslMode::Require);
+        assert_eq!(SslMode::parse("allow"), Some(SslMode::Prefer));
+        assert_eq!(SslMode::parse("verify_full"), None);
+    }
+
+    #[test]
+    fn missing_or_empty_root_cert_is_a_config_error() {
+        let e = TlsSettings::new(
+            SslMode::VerifyFull,
+            RootCert::File("/nonexistent/ca.pem".into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sslrootcert") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let e = TlsSettings::new(SslMode::VerifyCa, RootCert::File(empty))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        assert!(TlsSettings::new(SslMode::Require, RootCert::Default).is_ok());
+    }
+
+    #[test]
+    fn hints_say_what_to_fix() {
+        assert!(hint("invalid peer certificate: UnknownIssuer").contains("sslrootcert"));
+        assert!(
+            hint("invalid peer certificate: NotValidForNameContext { .. }").contains("verify-ca")
+        );
+        assert!(hint("server does not support TLS").contains("ssl"));
+    }
+}

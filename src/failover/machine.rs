@@ -1,0 +1,473 @@
+//! Write availability as a state machine, and outage (RTO) accounting.
+//!
+//! States and transitions (evaluated every [`TICK`]):
+//! - `healthy`: writes succeed, no failure in the last second.
+//! - `degraded`: writes succeed, but at least one failed in the last second.
+//! - `outage`: no write acknowledged for the outage threshold while a write failed
+//!   or, for longer (the stall threshold), while writes were in flight. Entered from any other state. The outage is dated back to
+//!   the first write that failed after the last success (or to the last success
+//!   when writes merely stalled), so detection delay does not inflate it.
+//! - `recovering`: the first write after an outage was acknowledged; the outage's
+//!   write unavailability is fixed then (first failure → first success). Left for
+//!   `healthy` once the success rate over a whole recovery window (5 s) after the
+//!   first success reached 95 % of target; time to full rate is from the first
+//!   success to the start of that window.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::error::ErrorClass;
+
+/// How often the state machine looks at what happened.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Failures within this window make a running system `degraded`.
+const DEGRADED_WINDOW: Duration = Duration::from_secs(1);
+
+/// Achieved rate at or above this share of target counts as full rate.
+const FULL_RATE: f64 = 0.95;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverState {
+    Healthy,
+    Degraded,
+    Outage,
+    Recovering,
+}
+
+impl FailoverState {
+    pub const ALL: [FailoverState; 4] = [
+        FailoverState::Healthy,
+        FailoverState::Degraded,
+        FailoverState::Outage,
+        FailoverState::Recovering,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverState::Healthy => "healthy",
+            FailoverState::Degraded => "degraded",
+            FailoverState::Outage => "outage",
+            FailoverState::Recovering => "recovering",
+        }
+    }
+}
+
+/// Outcomes as the lanes report them; a short critical section per transaction.
+#[derive(Debug, Default)]
+pub struct Events {
+    successes: u64,
+    failures: u64,
+    last_success: Option<Instant>,
+    first_failure_since_success: Option<Instant>,
+    /// Error classes seen since the last success outside an outage, so an
+    /// outage reports the failures that led into it too (bit per class).
+    classes: u32,
+    in_outage: bool,
+    first_success_in_outage: Option<Instant>,
+}
+
+impl Events {
+    pub fn success(&mut self, at: Instant) {
+        self.successes += 1;
+        if self.last_success.is_none_or(|l| at > l) {
+            self.last_success = Some(at);
+        }
+        self.first_failure_since_success = None;
+        if !self.in_outage {
+            self.classes = 0;
+        } else if self.first_success_in_outage.is_none() {
+            self.first_success_in_outage = Some(at);
+        }
+    }
+
+    /// `started` is when the failed write was sent (or due, if it never got a connection).
+    pub fn failure(&mut self, started: Instant, class: ErrorClass) {
+        self.failures += 1;
+        self.classes |= 1 << class.index();
+        // A write sent before the last acknowledgement says nothing about what came after it.
+        let after_success = self.last_success.is_none_or(|l| started >= l);
+        let first = self.first_failure_since_success.is_none_or(|f| started < f);
+        if after_success && first {
+            self.first_failure_since_success = Some(started);
+        }
+    }
+}
+
+/// Shared by all lanes.
+#[derive(Debug, Default)]
+pub struct Detector {
+    events: Mutex<Events>,
+    /// Writes taken and not yet finished: with no answer for long, a stall is an outage.
+    in_flight: AtomicI64,
+}
+
+impl Detector {
+    /// A write was taken from the backlog; [`Detector::finished`] follows.
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn success(&self, at: Instant) {
+        if let Ok(mut e) = self.events.lock() {
+            e.success(at);
+        }
+    }
+
+    pub fn failure(&self, started: Instant, class: ErrorClass) {
+        if let Ok(mut e) = self.events.lock() {
+            e.failure(started, class);
+        }
+    }
+
+    /// Runs `f` with the events locked, so that a decision and its mark are atomic.
+    pub fn with_events<R>(&self, f: impl FnOnce(&mut Events) -> R) -> Option<R> {
+        self.events.lock().ok().map(|mut e| f(&mut e))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    State {
+        from: FailoverState,
+        to: FailoverState,
+    },
+    OutageStarted {
+        start: Instant,
+    },
+    OutageEnded {
+        start: Instant,
+        end: Instant,
+        classes: Vec<ErrorClass>,
+    },
+    FullRate {
+        first_success: Instant,
+        full_rate_at: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// Silence after a failed write that makes an outage.
+    pub outage: Duration,
+    /// Silence with writes in flight but none failed yet (a hung server or a
+    /// black-holed network); longer, so that a slow commit is not an outage.
+    pub stall: Duration,
+    pub recovery_window: Duration,
+    /// Target rate; `None` (unlimited) compares against the rate before the outage.
+    pub target_rate: Option<f64>,
+}
+
+/// The state machine proper: pure, driven by [`Machine::tick`] with tokio time.
+#[derive(Debug)]
+pub struct Machine {
+    state: FailoverState,
+    thresholds: Thresholds,
+    run_start: Instant,
+    /// (time, successes, failures) per tick, for the last few seconds.
+    history: VecDeque<(Instant, u64, u64)>,
+    outage_start: Option<Instant>,
+    recovered_at: Option<Instant>,
+    rate_before_outage: f64,
+}
+
+impl Machine {
+    pub fn new(thresholds: Thresholds, run_start: Instant) -> Machine {
+        Machine {
+            state: FailoverState::Healthy,
+            thresholds,
+            run_start,
+            history: VecDeque::new(),
+            outage_start: None,
+            recovered_at: None,
+            rate_before_outage: 0.0,
+        }
+    }
+
+    pub fn state(&self) -> FailoverState {
+        self.state
+    }
+
+    /// Successes per second over the last `span` of history.
+    /// The oldest sample within `span` of `now` (history is in time order).
+    fn sample_within(&self, now: Instant, span: Duration) -> Option<&(Instant, u64, u64)> {
+        let i = self
+            .history
+            .partition_point(|(t, _, _)| now.duration_since(*t) > span);
+        self.history.get(i)
+    }
+
+    fn success_rate(&self, now: Instant, span: Duration, successes: u64) -> Option<f64> {
+        let (t, s, _) = self.sample_within(now, span)?;
+        let elapsed = now.duration_since(*t).as_secs_f64();
+        (elapsed >= span.as_secs_f64() * 0.5).then(|| (successes - s) as f64 / elapsed)
+    }
+
+    fn failures_within(&self, now: Instant, span: Duration, failures: u64) -> u64 {
+        self.sample_within(now, span)
+            .map_or(0, |(_, _, f)| failures - f)
+    }
+
+    fn set(&mut self, to: FailoverState, out: &mut Vec<Transition>) {
+        if self.state != to {
+            out.push(Transition::State {
+                from: self.state,
+                to,
+            });
+            self.state = to;
+        }
+    }
+
+    pub fn tick(&mut self, now: Instant, ev: &mut Events, in_flight: i64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let history_span =
+            self.thresholds.recovery_window.max(Duration::from_secs(5)) + Duration::from_secs(1);
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _, _)| now.duration_since(*t) > history_span)
+        {
+            self.history.pop_front();
+        }
+        if self.state == FailoverState::Outage {
+            self.end_outage(ev, &mut out);
+        } else {
+            self.detect_outage(now, ev, in_flight, &mut out);
+        }
+        match self.state {
+            FailoverState::Recovering => self.check_full_rate(now, ev, &mut out),
+            FailoverState::Healthy | FailoverState::Degraded => {
+                let recent = self.failures_within(now, DEGRADED_WINDOW, ev.failures) > 0
+                    || ev.first_failure_since_success.is_some();
+                let to = if recent {
+                    FailoverState::Degraded
+                } else {
+                    FailoverState::Healthy
+                };
+                self.set(to, &mut out);
+            }
+            FailoverState::Outage => {}
+        }
+        self.history.push_back((now, ev.successes, ev.failures));
+        out
+    }
+
+    /// In an outage: the first success ends it.
+    fn end_outage(&mut self, ev: &mut Events, out: &mut Vec<Transition>) {
+        let Some(end) = ev.first_success_in_outage.take() else {
+            return;
+        };
+        ev.in_outage = false;
+        let start = self.outage_start.take().unwrap_or(end);
+        let classes = ErrorClass::ALL
+            .into_iter()
+            .filter(|c| ev.classes & (1 << c.index()) != 0)
+            .collect();
+        ev.classes = 0;
+        out.push(Transition::OutageEnded {
+            start,
+            end,
+            classes,
+        });
+        self.recovered_at = Some(end);
+        self.set(FailoverState::Recovering, out);
+    }
+
+    /// Outside an outage: silence after a failure, or a stall, starts one.
+    fn detect_outage(
+        &mut self,
+        now: Instant,
+        ev: &mut Events,
+        in_flight: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        let reference = ev.last_success.unwrap_or(self.run_start);
+        let silence = now.saturating_duration_since(reference);
+        let failed = ev.first_failure_since_success;
+        let outage = (failed.is_some() && silence >= self.thresholds.outage)
+            || (in_flight > 0 && silence >= self.thresholds.stall);
+        if !outage {
+            return;
+        }
+        let start = failed.filter(|f| *f >= reference).unwrap_or(reference);
+        self.rate_before_outage = self
+            .success_rate(start, Duration::from_secs(5), ev.successes)
+            .unwrap_or(0.0);
+        self.outage_start = Some(start);
+        ev.in_outage = true;
+        ev.first_success_in_outage = None;
+        self.recovered_at = None;
+        out.push(Transition::OutageStarted { start });
+        self.set(FailoverState::Outage, out);
+    }
+
+    /// Full rate: the success rate over the whole recovery window, which starts after the
+    /// first success, reached 95 % of target.
+    fn check_full_rate(&mut self, now: Instant, ev: &Events, out: &mut Vec<Transition>) {
+        let target = self
+            .thresholds
+            .target_rate
+            .unwrap_or(self.rate_before_outage);
+        let first_success = self.recovered_at.unwrap_or(now);
+        let window = self.thresholds.recovery_window;
+        if now.saturating_duration_since(first_success) < window {
+            return;
+        }
+        let rate = self.success_rate(now, window, ev.successes).unwrap_or(0.0);
+        if rate >= FULL_RATE * target {
+            out.push(Transition::FullRate {
+                first_success,
+                full_rate_at: now - window,
+            });
+            self.set(FailoverState::Healthy, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_is_in_the_exported_state_set() {
+        let exported = crate::telemetry::metrics::FAILOVER_STATES;
+        assert_eq!(exported.len(), FailoverState::ALL.len());
+        for state in FailoverState::ALL {
+            assert!(exported.contains(&state.as_str()), "{state:?}");
+        }
+    }
+
+    fn machine(rate: f64) -> (Machine, Events, Instant) {
+        let t0 = Instant::now();
+        let m = Machine::new(
+            Thresholds {
+                outage: Duration::from_millis(200),
+                stall: Duration::from_secs(1),
+                recovery_window: Duration::from_secs(5),
+                target_rate: Some(rate),
+            },
+            t0,
+        );
+        (m, Events::default(), t0)
+    }
+
+    /// Drives `ms` milliseconds at 1,000/s with the given outcome per write.
+    fn run(
+        m: &mut Machine,
+        ev: &mut Events,
+        from: Instant,
+        ms: u64,
+        outcome: impl Fn(u64) -> Option<ErrorClass>,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for i in 0..ms {
+            let t = from + Duration::from_millis(i);
+            match outcome(i) {
+                None => ev.success(t),
+                Some(c) => ev.failure(t, c),
+            }
+            if i % 10 == 9 {
+                out.extend(m.tick(t, ev, 4));
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_walks_healthy_outage_recovering_healthy() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 3000, |_| None);
+        assert_eq!(m.state(), FailoverState::Healthy);
+
+        let t1 = t0 + Duration::from_millis(3000);
+        let out = run(&mut m, &mut ev, t1, 300, |_| {
+            Some(ErrorClass::ConnectRefused)
+        });
+        assert_eq!(m.state(), FailoverState::Outage);
+        assert!(
+            out.contains(&Transition::OutageStarted { start: t1 }),
+            "{out:?}"
+        );
+
+        let t2 = t1 + Duration::from_millis(300);
+        let out = run(&mut m, &mut ev, t2, 1000, |_| None);
+        let ended = out.iter().find_map(|t| match t {
+            Transition::OutageEnded {
+                start,
+                end,
+                classes,
+            } => Some((*start, *end, classes.clone())),
+            _ => None,
+        });
+        assert_eq!(ended, Some((t1, t2, vec![ErrorClass::ConnectRefused])));
+        assert_eq!(m.state(), FailoverState::Recovering);
+
+        let t3 = t2 + Duration::from_millis(1000);
+        let out = run(&mut m, &mut ev, t3, 6000, |_| None);
+        assert_eq!(m.state(), FailoverState::Healthy);
+        assert!(out.iter().any(|t| matches!(t, Transition::FullRate { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_failure_is_degraded_not_an_outage() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        let out = run(&mut m, &mut ev, t0, 2000, |i| {
+            (i == 1000).then_some(ErrorClass::StatementTimeout)
+        });
+        assert!(!out
+            .iter()
+            .any(|t| matches!(t, Transition::OutageStarted { .. })));
+        assert!(out.contains(&Transition::State {
+            from: FailoverState::Healthy,
+            to: FailoverState::Degraded
+        }));
+        let t1 = t0 + Duration::from_millis(2000);
+        run(&mut m, &mut ev, t1, 1100, |_| None);
+        assert_eq!(m.state(), FailoverState::Healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_writes_without_errors_are_an_outage() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        let last = t0 + Duration::from_millis(999);
+        m.tick(last + Duration::from_millis(500), &mut ev, 4);
+        assert_ne!(
+            m.state(),
+            FailoverState::Outage,
+            "a slow commit is not an outage"
+        );
+        let out = m.tick(last + Duration::from_millis(1000), &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Outage);
+        assert!(out.contains(&Transition::OutageStarted { start: last }));
+        // Nothing in flight and nothing failing (rate paused): not an outage.
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        m.tick(t0 + Duration::from_secs(5), &mut ev, 0);
+        assert_ne!(m.state(), FailoverState::Outage);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn database_down_from_the_start_is_an_outage() {
+        let (mut m, mut ev, t0) = machine(100.0);
+        let out = run(&mut m, &mut ev, t0, 500, |_| {
+            Some(ErrorClass::ConnectRefused)
+        });
+        assert_eq!(m.state(), FailoverState::Outage);
+        assert!(out.contains(&Transition::OutageStarted { start: t0 }));
+    }
+}

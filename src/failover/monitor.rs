@@ -1,0 +1,296 @@
+//! Drives the failover state machine every [`TICK`], turns its transitions into metrics,
+//! log events and outage records, and asks for verification after each outage or
+//! primary change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::identity::{Identity, IdentityTracker};
+use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Transition, TICK};
+use crate::failover::outages::Outages;
+use crate::rpo::verify::{Request, Verifier};
+use crate::telemetry::metrics::Metrics;
+
+pub struct Monitor {
+    metrics: Arc<Metrics>,
+    detector: Arc<Detector>,
+    identity: Arc<IdentityTracker>,
+    verifier: Arc<Verifier>,
+    outages: Arc<Outages>,
+    thresholds: Thresholds,
+}
+
+impl Monitor {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        detector: Arc<Detector>,
+        identity: Arc<IdentityTracker>,
+        verifier: Arc<Verifier>,
+        outages: Arc<Outages>,
+        thresholds: Thresholds,
+    ) -> Monitor {
+        metrics.failover_state.set(FailoverState::Healthy.as_str());
+        Monitor {
+            metrics,
+            detector,
+            identity,
+            verifier,
+            outages,
+            thresholds,
+        }
+    }
+
+    /// Runs until `stop`; then finishes pending verifications within `grace`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+        let (verify_tx, verify_rx) = mpsc::unbounded_channel();
+        let verifier = {
+            let this = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let outages = this.outages.clone();
+                this.verifier
+                    .run(verify_rx, stop, |req, check| {
+                        if let Some(position) = req.outage {
+                            outages.verified(position, check);
+                        }
+                    })
+                    .await;
+            })
+        };
+        self.watch(&verify_tx, &stop).await;
+        drop(verify_tx);
+        let _ = tokio::time::timeout(grace, verifier).await;
+    }
+
+    /// The tick loop.
+    async fn watch(&self, verify: &mpsc::UnboundedSender<Request>, stop: &CancellationToken) {
+        let mut machine = Machine::new(self.thresholds, Instant::now());
+        let mut changes = self.identity.subscribe();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                Ok(()) = changes.changed() => {
+                    // A new primary without a detected outage (a fast switchover):
+                    // check what was acknowledged before it.
+                    if machine.state() != FailoverState::Outage {
+                        let now = Instant::now();
+                        let _ = verify.send(Request { outage: None, until: now, loss_reference: now });
+                    }
+                    continue;
+                }
+                _ = stop.cancelled() => return,
+            }
+            let now = Instant::now();
+            let in_flight = self.detector.in_flight();
+            let Some(transitions) = self
+                .detector
+                .with_events(|ev| machine.tick(now, ev, in_flight))
+            else {
+                continue;
+            };
+            for t in transitions {
+                if let Some(req) = self.apply(t) {
+                    let _ = verify.send(req);
+                }
+            }
+        }
+    }
+
+    /// Records one transition; an outage's end asks for verification.
+    fn apply(&self, t: Transition) -> Option<Request> {
+        let m = &self.metrics;
+        let clock = self.outages.clock();
+        match t {
+            Transition::State { from, to } => {
+                m.failover_state.set(to.as_str());
+                self.outages.state_changed(from, to, Instant::now());
+                tracing::info!(
+                    event = "state",
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    "failover state changed"
+                );
+                None
+            }
+            Transition::OutageStarted { start } => {
+                m.outages.inc();
+                m.outage_start_timestamp.set(clock.unix(start));
+                let before = self.identity.current();
+                let index = self.outages.started(start, before.clone());
+                tracing::warn!(event = "outage_started", outage = index, at = %clock.rfc3339(start), primary = ?before.as_ref().and_then(Identity::endpoint), "writes unavailable");
+                None
+            }
+            Transition::OutageEnded {
+                start,
+                end,
+                classes,
+            } => {
+                let seconds = (end - start).as_secs_f64();
+                m.outage_end_timestamp.set(clock.unix(end));
+                m.last_outage_duration.set(seconds);
+                m.outage_duration.observe(seconds);
+                let after = self.identity.current();
+                let position = self.outages.ended(start, end, &classes, after.clone());
+                tracing::warn!(
+                    event = "outage_ended",
+                    write_unavailable_seconds = format!("{seconds:.3}"),
+                    errors = ?classes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                    primary = ?after.as_ref().and_then(Identity::endpoint),
+                    "writes available again"
+                );
+                Some(Request {
+                    outage: position,
+                    until: end,
+                    loss_reference: start,
+                })
+            }
+            Transition::FullRate {
+                first_success,
+                full_rate_at,
+            } => {
+                let seconds = (full_rate_at - first_success).as_secs_f64();
+                m.last_recovery_duration.set(seconds);
+                self.outages.full_rate(seconds);
+                tracing::info!(
+                    event = "full_rate",
+                    time_to_full_rate_seconds = format!("{seconds:.3}"),
+                    "rate back to target"
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use crate::db::pool::DbPool;
+    use crate::error::ErrorClass;
+    use crate::failover::outages::WallClock;
+    use crate::rpo::ledger::Ledger;
+
+    struct Rig {
+        metrics: Arc<Metrics>,
+        detector: Arc<Detector>,
+        outages: Arc<Outages>,
+        monitor: Arc<Monitor>,
+    }
+
+    /// A monitor with everything but a database: the ledger stays empty, so verification
+    /// has nothing to ask and never connects.
+    fn rig() -> Rig {
+        let metrics = Metrics::new(&[]);
+        let (pool, workload) = DbPool::unconnected(metrics.clone());
+        let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
+        let verifier = Arc::new(Verifier::new(pool, workload, ledger, metrics.clone()));
+        let detector = Arc::new(Detector::default());
+        let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+        let outages = Arc::new(Outages::new(WallClock::now()));
+        let thresholds = Thresholds {
+            outage: Duration::from_millis(20),
+            stall: Duration::from_secs(1),
+            recovery_window: Duration::from_secs(5),
+            target_rate: Some(100.0),
+        };
+        let monitor = Arc::new(Monitor::new(
+            metrics.clone(),
+            detector.clone(),
+            identity,
+            verifier,
+            outages.clone(),
+            thresholds,
+        ));
+        Rig {
+            metrics,
+            detector,
+            outages,
+            monitor,
+        }
+    }
+
+    /// One write every 10 ms for `span`: acknowledged, or failed with `class`.
+    async fn writes(detector: &Detector, span: Duration, fail: Option<ErrorClass>) {
+        let end = Instant::now() + span;
+        while Instant::now() < end {
+            match fail {
+                None => detector.success(Instant::now()),
+                Some(class) => detector.failure(Instant::now(), class),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_between_successes_make_one_recorded_verified_outage() {
+        let r = rig();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.monitor.clone().run(stop.clone(), Duration::from_secs(1)));
+        let s = |secs: f64| Duration::from_secs_f64(secs);
+        writes(&r.detector, s(2.0), None).await;
+        writes(&r.detector, s(0.5), Some(ErrorClass::AdminShutdown)).await;
+        writes(&r.detector, s(8.0), None).await;
+        stop.cancel();
+        task.await.expect("monitor ends");
+
+        let records = r.outages.outages();
+        assert_eq!(records.len(), 1, "{records:?}");
+        let o = &records[0];
+        // First failure (t = 2.0 s) to first success (t = 2.5 s), to the tick.
+        let unavailable = o.write_unavailable_seconds.expect("the outage ended");
+        assert!((unavailable - 0.5).abs() < 0.011, "{unavailable}");
+        assert_eq!(o.error_classes, vec!["admin_shutdown"]);
+        assert!(o.time_to_full_rate_seconds.is_some(), "{o:?}");
+        // Verified against an empty ledger: nothing checked, nothing lost.
+        assert_eq!((o.checked_writes, o.lost_writes), (Some(0), Some(0)));
+
+        let states: Vec<_> = r
+            .outages
+            .state_changes()
+            .iter()
+            .map(|c| c.to.as_str())
+            .collect();
+        assert_eq!(states, ["degraded", "outage", "recovering", "healthy"]);
+        let m = &r.metrics;
+        assert_eq!(m.sample("pgdrill_outages_total"), Some(1.0));
+        assert_eq!(m.sample("pgdrill_verifications_total"), Some(1.0));
+        assert_eq!(
+            m.sample("pgdrill_last_outage_duration_seconds"),
+            Some(unavailable)
+        );
+        assert_eq!(
+            m.sample("pgdrill_failover_state{state=\"healthy\"}"),
+            Some(1.0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_in_flight_with_no_answer_are_a_stall_outage() {
+        let r = rig();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.monitor.clone().run(stop.clone(), Duration::from_secs(1)));
+        writes(&r.detector, Duration::from_secs(2), None).await;
+        // One write sent and never answered: no failure, only silence.
+        r.detector.started();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(r.outages.state(), FailoverState::Outage);
+        r.detector.finished();
+        writes(&r.detector, Duration::from_secs(1), None).await;
+        stop.cancel();
+        task.await.expect("monitor ends");
+        let records = r.outages.outages();
+        assert_eq!(records.len(), 1, "{records:?}");
+        // Dated back to the last success before the silence.
+        let unavailable = records[0].write_unavailable_seconds.expect("ended");
+        assert!((1.5..1.53).contains(&unavailable), "{unavailable}");
+        assert!(records[0].error_classes.is_empty());
+    }
+}

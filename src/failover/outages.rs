@@ -1,0 +1,293 @@
+//! The outage records and state changes the drill report shows, kept as plain data the
+//! monitor fills in from state-machine transitions and verification results.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::db::identity::Identity;
+use crate::error::ErrorClass;
+use crate::failover::machine::FailoverState;
+use crate::rpo::verify::Check;
+
+/// Maps the monotonic clock onto wall time, fixed once at start so that
+/// wall-clock steps never distort measured durations.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    instant: Instant,
+    unix: f64,
+}
+
+impl WallClock {
+    pub fn now() -> WallClock {
+        WallClock {
+            instant: Instant::now(),
+            unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+
+    pub fn unix(&self, at: Instant) -> f64 {
+        if at >= self.instant {
+            self.unix + (at - self.instant).as_secs_f64()
+        } else {
+            self.unix - (self.instant - at).as_secs_f64()
+        }
+    }
+
+    pub fn rfc3339(&self, at: Instant) -> String {
+        let t = UNIX_EPOCH + Duration::from_secs_f64(self.unix(at).max(0.0));
+        humantime::format_rfc3339_millis(t).to_string()
+    }
+}
+
+/// One outage as the drill report shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OutageRecord {
+    pub index: usize,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub start_unix: f64,
+    pub end_unix: Option<f64>,
+    /// First failed or stalled write after the last success → first success after.
+    pub write_unavailable_seconds: Option<f64>,
+    /// First success → achieved rate ≥ 95 % of target, held for the recovery window.
+    pub time_to_full_rate_seconds: Option<f64>,
+    pub error_classes: Vec<&'static str>,
+    pub identity_before: Option<Identity>,
+    pub identity_after: Option<Identity>,
+    pub checked_writes: Option<u64>,
+    pub lost_writes: Option<u64>,
+    /// Up to 10,000 lost sequence numbers (column `seq` of this run).
+    pub lost_seqs: Vec<u64>,
+    pub rpo_seconds: Option<f64>,
+    pub unknown_outcome_committed: Option<u64>,
+    pub unknown_outcome_not_committed: Option<u64>,
+    pub verification_seconds: Option<f64>,
+}
+
+/// One change of the failover state, for the drill report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateChange {
+    pub at: String,
+    pub from: FailoverState,
+    pub to: FailoverState,
+}
+
+/// State changes kept for the report; a canary flapping for weeks keeps the latest.
+pub const MAX_STATE_CHANGES: usize = 1000;
+
+#[derive(Debug, Default)]
+struct Book {
+    outages: Vec<OutageRecord>,
+    changes: VecDeque<StateChange>,
+    state: Option<FailoverState>,
+}
+
+/// The records, shared by the monitor (writer) and the report (reader).
+#[derive(Debug)]
+pub struct Outages {
+    clock: WallClock,
+    book: Mutex<Book>,
+}
+
+impl Outages {
+    pub fn new(clock: WallClock) -> Outages {
+        Outages {
+            clock,
+            book: Mutex::new(Book::default()),
+        }
+    }
+
+    pub fn clock(&self) -> WallClock {
+        self.clock
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> Option<R> {
+        self.book.lock().ok().map(|mut b| f(&mut b))
+    }
+
+    pub fn outages(&self) -> Vec<OutageRecord> {
+        self.with(|b| b.outages.clone()).unwrap_or_default()
+    }
+
+    pub fn state_changes(&self) -> Vec<StateChange> {
+        self.with(|b| b.changes.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The current state (`healthy` before any change).
+    pub fn state(&self) -> FailoverState {
+        self.with(|b| b.state)
+            .flatten()
+            .unwrap_or(FailoverState::Healthy)
+    }
+
+    pub fn state_changed(&self, from: FailoverState, to: FailoverState, at: Instant) {
+        let change = StateChange {
+            at: self.clock.rfc3339(at),
+            from,
+            to,
+        };
+        self.with(|b| {
+            if b.changes.len() == MAX_STATE_CHANGES {
+                b.changes.pop_front();
+            }
+            b.changes.push_back(change);
+            b.state = Some(to);
+        });
+    }
+
+    /// Opens a record; returns its 1-based index.
+    pub fn started(&self, start: Instant, before: Option<Identity>) -> usize {
+        let clock = self.clock;
+        self.with(|b| {
+            let index = b.outages.len() + 1;
+            b.outages.push(OutageRecord {
+                index,
+                started_at: clock.rfc3339(start),
+                ended_at: None,
+                start_unix: clock.unix(start),
+                end_unix: None,
+                write_unavailable_seconds: None,
+                time_to_full_rate_seconds: None,
+                error_classes: Vec::new(),
+                identity_before: before,
+                identity_after: None,
+                checked_writes: None,
+                lost_writes: None,
+                lost_seqs: Vec::new(),
+                rpo_seconds: None,
+                unknown_outcome_committed: None,
+                unknown_outcome_not_committed: None,
+                verification_seconds: None,
+            });
+            index
+        })
+        .unwrap_or(0)
+    }
+
+    /// Closes the open record; returns its position for [`Outages::verified`].
+    pub fn ended(
+        &self,
+        start: Instant,
+        end: Instant,
+        classes: &[ErrorClass],
+        after: Option<Identity>,
+    ) -> Option<usize> {
+        let clock = self.clock;
+        self.with(|b| {
+            let o = b.outages.last_mut()?;
+            o.ended_at = Some(clock.rfc3339(end));
+            o.end_unix = Some(clock.unix(end));
+            o.write_unavailable_seconds = Some((end - start).as_secs_f64());
+            o.error_classes = classes.iter().map(|c| c.as_str()).collect();
+            o.identity_after = after;
+            Some(o.index - 1)
+        })
+        .flatten()
+    }
+
+    pub fn full_rate(&self, seconds: f64) {
+        self.with(|b| {
+            if let Some(o) = b.outages.last_mut() {
+                o.time_to_full_rate_seconds = Some(seconds);
+            }
+        });
+    }
+
+    /// Fills in what verification found for the outage at `position`.
+    pub fn verified(&self, position: usize, c: &Check) {
+        self.with(|b| {
+            if let Some(o) = b.outages.get_mut(position) {
+                o.checked_writes = Some(c.checked);
+                o.lost_writes = Some(c.lost);
+                o.lost_seqs = c.lost_seqs.clone();
+                o.rpo_seconds = Some(c.rpo_seconds);
+                o.unknown_outcome_committed = Some(c.unknown_committed);
+                o.unknown_outcome_not_committed = Some(c.unknown_not_committed);
+                o.verification_seconds = Some(c.seconds);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(lost: u64) -> Check {
+        Check {
+            checked: 100,
+            lost,
+            lost_seqs: (0..lost).collect(),
+            rpo_seconds: 0.3,
+            unknown_committed: 2,
+            unknown_not_committed: 1,
+            seconds: 0.05,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_record_is_opened_closed_and_verified() {
+        let outages = Outages::new(WallClock::now());
+        let t0 = Instant::now();
+        assert_eq!(outages.started(t0, None), 1);
+        let end = t0 + Duration::from_millis(1_250);
+        let position = outages.ended(t0, end, &[ErrorClass::AdminShutdown], None);
+        assert_eq!(position, Some(0));
+        outages.full_rate(2.5);
+        outages.verified(0, &check(3));
+
+        let records = outages.outages();
+        assert_eq!(records.len(), 1);
+        let o = &records[0];
+        assert_eq!(o.write_unavailable_seconds, Some(1.25));
+        assert!((o.end_unix.unwrap() - o.start_unix - 1.25).abs() < 1e-6);
+        assert_eq!(o.error_classes, vec!["admin_shutdown"]);
+        assert_eq!(o.time_to_full_rate_seconds, Some(2.5));
+        assert_eq!((o.checked_writes, o.lost_writes), (Some(100), Some(3)));
+        assert_eq!(o.lost_seqs, vec![0, 1, 2]);
+        assert_eq!(o.rpo_seconds, Some(0.3));
+        assert_eq!(
+            (o.unknown_outcome_committed, o.unknown_outcome_not_committed),
+            (Some(2), Some(1))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_outage_gets_the_next_index_and_verification_finds_its_own() {
+        let outages = Outages::new(WallClock::now());
+        let t0 = Instant::now();
+        outages.started(t0, None);
+        let first = outages.ended(t0, t0 + Duration::from_secs(1), &[], None);
+        outages.started(t0 + Duration::from_secs(5), None);
+        // The first outage's verification finishes while the second is open.
+        outages.verified(first.unwrap(), &check(0));
+        let records = outages.outages();
+        assert_eq!(records[1].index, 2);
+        assert_eq!(records[0].lost_writes, Some(0));
+        assert_eq!(records[1].lost_writes, None);
+        assert_eq!(records[1].ended_at, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_changes_keep_the_latest_thousand_and_the_current_state() {
+        let outages = Outages::new(WallClock::now());
+        assert_eq!(outages.state(), FailoverState::Healthy);
+        let (a, b) = (FailoverState::Healthy, FailoverState::Degraded);
+        for i in 0..MAX_STATE_CHANGES + 5 {
+            let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+            outages.state_changed(from, to, Instant::now());
+        }
+        let changes = outages.state_changes();
+        assert_eq!(changes.len(), MAX_STATE_CHANGES);
+        // The oldest five went: the first kept is change #5, degraded → healthy.
+        assert_eq!(changes[0].from, FailoverState::Degraded);
+        assert_eq!(outages.state(), FailoverState::Degraded);
+    }
+}

@@ -1,0 +1,259 @@
+//! The one recorder the lanes report to. Each finished write goes, in one place, to the
+//! metrics, the latency recorders, failure detection and the acknowledged-write ledger,
+//! and to a [`Tally`] of plain counts that the summary and the progress line read (they
+//! never read Prometheus counters back).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::error::{classify, ErrorClass};
+use crate::failover::machine::Detector;
+use crate::load::scheduler::Job;
+use crate::rpo::ledger::Ledger;
+use crate::telemetry::latency::{LatencyBook, LatencyStats};
+use crate::telemetry::metrics::Metrics;
+
+/// Why one write failed.
+pub(crate) struct Failure {
+    pub class: ErrorClass,
+    /// The server may have committed it: verification decides.
+    pub unknown: bool,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn from_query(err: &tokio_postgres::Error) -> Failure {
+        let class = classify(err);
+        Failure {
+            class,
+            unknown: class.outcome_unknown_after_send(),
+            message: err.to_string()
+                + &err
+                    .as_db_error()
+                    .map(|d| format!(": {}", d.message()))
+                    .unwrap_or_default(),
+        }
+    }
+}
+
+/// Counts of what happened to the scheduled writes, as plain numbers.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    transactions: AtomicU64,
+    errors: [AtomicU64; ErrorClass::ALL.len()],
+    skipped: AtomicU64,
+    unknown_outcome: AtomicU64,
+}
+
+/// A copy of the [`Tally`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TallySnapshot {
+    /// Finished, successful or not.
+    pub transactions: u64,
+    pub errors: [u64; ErrorClass::ALL.len()],
+    pub skipped: u64,
+    pub unknown_outcome: u64,
+}
+
+impl TallySnapshot {
+    pub fn failed(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    pub fn successes(&self) -> u64 {
+        self.transactions.saturating_sub(self.failed())
+    }
+}
+
+impl Tally {
+    pub fn snapshot(&self) -> TallySnapshot {
+        TallySnapshot {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            errors: std::array::from_fn(|i| self.errors[i].load(Ordering::Relaxed)),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            unknown_outcome: self.unknown_outcome.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What every lane reports to; see the module documentation.
+pub(crate) struct Outcomes {
+    metrics: Arc<Metrics>,
+    detector: Arc<Detector>,
+    ledger: Arc<Mutex<Ledger>>,
+    latency: LatencyBook,
+    tally: Tally,
+}
+
+impl Outcomes {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        detector: Arc<Detector>,
+        ledger: Arc<Mutex<Ledger>>,
+        latency: LatencyBook,
+    ) -> Outcomes {
+        Outcomes {
+            metrics,
+            detector,
+            ledger,
+            latency,
+            tally: Tally::default(),
+        }
+    }
+
+    /// A recorder for one lane, with its share of the latency recorders.
+    pub fn lane(self: &Arc<Self>) -> LaneOutcomes {
+        LaneOutcomes {
+            outcomes: self.clone(),
+            latency: self.latency.lane(),
+        }
+    }
+
+    pub fn tally(&self) -> TallySnapshot {
+        self.tally.snapshot()
+    }
+
+    /// Writes started and not finished.
+    pub fn in_flight(&self) -> u64 {
+        self.detector.in_flight().max(0) as u64
+    }
+
+    /// A due write the schedule never started (backlog full, or queued at shutdown).
+    pub fn skipped(&self) {
+        self.metrics.skipped.inc();
+        self.tally.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn finished(&self) {
+        self.metrics.in_flight.dec();
+        self.detector.finished();
+        self.metrics.transactions.inc();
+        self.tally.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One lane's handle on [`Outcomes`].
+pub(crate) struct LaneOutcomes {
+    outcomes: Arc<Outcomes>,
+    latency: Arc<Mutex<LatencyStats>>,
+}
+
+impl LaneOutcomes {
+    /// A write was taken from the backlog.
+    pub fn started(&self) {
+        self.outcomes.metrics.in_flight.inc();
+        self.outcomes.detector.started();
+    }
+
+    /// Acknowledged as `id` at `done`; it was sent at `sent`.
+    pub fn succeeded(&self, job: Job, sent: Instant, done: Instant, id: i64) {
+        let o = &*self.outcomes;
+        o.finished();
+        let latency = done - job.intended;
+        let service = done - sent;
+        o.metrics
+            .transaction_duration
+            .observe(latency.as_secs_f64());
+        o.metrics.service_duration.observe(service.as_secs_f64());
+        o.metrics
+            .schedule_lag
+            .set((sent - job.intended).as_secs_f64());
+        if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+            o.metrics.last_success_timestamp.set(now.as_secs_f64());
+        }
+        if let Ok(mut s) = self.latency.lock() {
+            s.record(latency, service);
+        }
+        o.detector.success(done);
+        if let Ok(mut ledger) = o.ledger.lock() {
+            ledger.ack(job.seq, id, done);
+        }
+    }
+
+    /// Failed; `started` is when it was sent (or due, if it never got a connection).
+    pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
+        let o = &*self.outcomes;
+        o.finished();
+        o.metrics.transaction_errors.inc(failure.class);
+        o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
+        o.detector.failure(started, failure.class);
+        if failure.unknown {
+            o.metrics.unknown_outcome_writes.inc();
+            o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut ledger) = o.ledger.lock() {
+                ledger.unknown(job.seq, Instant::now());
+            }
+        }
+        tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn outcomes() -> (Arc<Outcomes>, Arc<Metrics>, Arc<Detector>) {
+        let metrics = Metrics::new(&[]);
+        let detector = Arc::new(Detector::default());
+        let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
+        let outcomes = Arc::new(Outcomes::new(
+            metrics.clone(),
+            detector.clone(),
+            ledger,
+            LatencyBook::default(),
+        ));
+        (outcomes, metrics, detector)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tally_and_metrics_move_together() {
+        let (outcomes, metrics, detector) = outcomes();
+        let lane = outcomes.lane();
+        let t0 = Instant::now();
+        let job = |seq| Job { seq, intended: t0 };
+        for _ in 0..3 {
+            lane.started();
+        }
+        assert_eq!(outcomes.in_flight(), 3);
+        lane.succeeded(job(0), t0, t0 + Duration::from_millis(2), 10);
+        let closed = Failure {
+            class: ErrorClass::ConnectionClosed,
+            unknown: true,
+            message: String::new(),
+        };
+        lane.failed(job(1), t0, &closed);
+        let refused = Failure {
+            class: ErrorClass::ConnectRefused,
+            unknown: false,
+            message: String::new(),
+        };
+        lane.failed(job(2), t0, &refused);
+        outcomes.skipped();
+
+        let t = outcomes.tally();
+        assert_eq!((t.transactions, t.successes(), t.failed()), (3, 1, 2));
+        assert_eq!((t.skipped, t.unknown_outcome), (1, 1));
+        assert_eq!(t.errors[ErrorClass::ConnectionClosed.index()], 1);
+        assert_eq!(outcomes.in_flight(), 0);
+        assert_eq!(detector.in_flight(), 0);
+        // The exported series say the same.
+        assert_eq!(metrics.transactions.get(), t.transactions);
+        let failed: f64 = ErrorClass::ALL
+            .iter()
+            .filter_map(|c| {
+                metrics.sample(&format!(
+                    "pgdrill_transaction_errors_total{{class=\"{c}\"}}"
+                ))
+            })
+            .sum();
+        assert_eq!(failed as u64, t.failed());
+        assert_eq!(metrics.skipped.get(), t.skipped);
+        assert_eq!(metrics.unknown_outcome_writes.get(), t.unknown_outcome);
+        assert_eq!(metrics.in_flight.get(), 0);
+        assert_eq!(metrics.transaction_duration.get_sample_count(), 1);
+    }
+}

@@ -1,0 +1,105 @@
+//! The progress line: what happened since the last one, every `--progress-interval`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ErrorClass;
+use crate::failover::outages::Outages;
+use crate::load::outcomes::{Outcomes, TallySnapshot};
+use crate::telemetry::latency::LatencyBook;
+
+/// What the progress line reads.
+pub(crate) struct Sources {
+    pub outcomes: Arc<Outcomes>,
+    pub latency: LatencyBook,
+    pub outages: Arc<Outages>,
+}
+
+/// Logs a line every `every` until `stop`.
+pub(crate) async fn run(sources: Sources, every: Duration, stop: CancellationToken) {
+    let mut last = TallySnapshot::default();
+    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = sources.outcomes.tally();
+        let line = Line::between(&last, &now);
+        last = now;
+        let h = sources.latency.take_interval();
+        tracing::info!(
+            rate = format!("{:.1}", line.ok as f64 / every.as_secs_f64()),
+            ok = line.ok,
+            failed = line.failed,
+            skipped = line.skipped,
+            errors = line.errors,
+            p50_ms = format!("{:.2}", h.value_at_quantile(0.5) as f64 / 1000.0),
+            p99_ms = format!("{:.2}", h.value_at_quantile(0.99) as f64 / 1000.0),
+            state = sources.outages.state().as_str(),
+            "progress"
+        );
+    }
+}
+
+/// The counts of one progress line.
+#[derive(Debug, PartialEq, Eq)]
+struct Line {
+    ok: u64,
+    failed: u64,
+    skipped: u64,
+    /// `class=n` for every class that failed in the interval.
+    errors: String,
+}
+
+impl Line {
+    fn between(before: &TallySnapshot, now: &TallySnapshot) -> Line {
+        let mut errors = Vec::new();
+        let mut failed = 0;
+        for class in ErrorClass::ALL {
+            let delta = now.errors[class.index()] - before.errors[class.index()];
+            failed += delta;
+            if delta > 0 {
+                errors.push(format!("{class}={delta}"));
+            }
+        }
+        Line {
+            ok: (now.transactions - before.transactions).saturating_sub(failed),
+            failed,
+            skipped: now.skipped - before.skipped,
+            errors: errors.join(" "),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_counts_only_the_interval() {
+        let mut before = TallySnapshot {
+            transactions: 100,
+            skipped: 3,
+            ..Default::default()
+        };
+        before.errors[ErrorClass::ReadOnly.index()] = 5;
+        let mut now = before;
+        now.transactions = 160;
+        now.skipped = 4;
+        now.errors[ErrorClass::ReadOnly.index()] = 7;
+        now.errors[ErrorClass::ConnectRefused.index()] = 1;
+        assert_eq!(
+            Line::between(&before, &now),
+            Line {
+                ok: 57,
+                failed: 3,
+                skipped: 1,
+                errors: "connect_refused=1 read_only=2".to_string(),
+            }
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The end-of-run summary, human and JSON, built from plain program state (the tally of
+//! outcomes, the latency recorders, the outage records, the RPO totals), never from
+//! Prometheus counters.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::error::ErrorClass;
+use crate::failover::outages::{OutageRecord, StateChange};
+use crate::load::outcomes::TallySnapshot;
+use crate::rpo::verify::RpoTotals;
+use crate::telemetry::latency::LatencyBook;
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub version: &'static str,
+    pub run_id: i64,
+    pub target: String,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub target_rate: Option<f64>,
+    pub transactions: u64,
+    pub successes: u64,
+    pub errors: BTreeMap<&'static str, u64>,
+    pub skipped: u64,
+    /// In flight when the shutdown grace ran out: outcome never seen.
+    pub abandoned: u64,
+    pub success_ratio: f64,
+    pub achieved_rate: f64,
+    pub latency: Percentiles,
+    pub service_time: Percentiles,
+    /// Intended start to send, of successful transactions (pgbench `-R`'s schedule lag).
+    pub schedule_lag: Percentiles,
+    pub primary_changes: u64,
+    pub outages: Vec<OutageRecord>,
+    /// Every change of the failover state (the latest 1,000).
+    pub state_changes: Vec<StateChange>,
+    pub lost_writes: u64,
+    pub unknown_outcome_writes: u64,
+    pub unknown_outcome_committed: u64,
+    pub unknown_outcome_not_committed: u64,
+}
+
+/// Everything the summary is made of, gathered by the wiring once the run has drained.
+pub(crate) struct RunFacts {
+    pub run_id: i64,
+    pub target: String,
+    pub started_at: std::time::SystemTime,
+    pub elapsed: Duration,
+    pub target_rate: Option<f64>,
+    pub tally: TallySnapshot,
+    /// In flight when the shutdown grace ran out.
+    pub abandoned: u64,
+    pub primary_changes: u64,
+    pub rpo: RpoTotals,
+    pub outages: Vec<OutageRecord>,
+    pub state_changes: Vec<StateChange>,
+}
+
+impl Summary {
+    pub(crate) fn collect(facts: RunFacts, book: &LatencyBook) -> Summary {
+        let t = facts.tally;
+        let successes = t.successes();
+        let errors = ErrorClass::ALL
+            .iter()
+            .map(|c| (c.as_str(), t.errors[c.index()]))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let secs = facts.elapsed.as_secs_f64().max(1e-9);
+        Summary {
+            version: env!("CARGO_PKG_VERSION"),
+            run_id: facts.run_id,
+            target: facts.target,
+            started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
+            duration_seconds: facts.elapsed.as_secs_f64(),
+            target_rate: facts.target_rate,
+            transactions: t.transactions,
+            successes,
+            errors,
+            skipped: t.skipped,
+            abandoned: facts.abandoned,
+            success_ratio: if t.transactions == 0 {
+                0.0
+            } else {
+                successes as f64 / t.transactions as f64
+            },
+            achieved_rate: successes as f64 / secs,
+            latency: Percentiles::of(&book.latency()),
+            service_time: Percentiles::of(&book.service()),
+            schedule_lag: Percentiles::of(&book.schedule_lag()),
+            primary_changes: facts.primary_changes,
+            outages: facts.outages,
+            state_changes: facts.state_changes,
+            lost_writes: facts.rpo.lost_writes,
+            unknown_outcome_writes: t.unknown_outcome,
+            unknown_outcome_committed: facts.rpo.unknown_committed,
+            unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
+        }
+    }
+}
+
+fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
+        writeln!(f, "  target        {}", self.target)?;
+        writeln!(
+            f,
+            "  duration      {:.1}s   target rate {}   achieved {:.1}/s",
+            self.duration_seconds,
+            self.target_rate
+                .map_or_else(|| "unlimited".to_string(), |r| format!("{r}/s")),
+            self.achieved_rate
+        )?;
+        writeln!(
+            f,
+            "  transactions  {} ({} ok, {} failed, success ratio {:.4}); skipped {}; abandoned {}",
+            self.transactions,
+            self.successes,
+            self.transactions - self.successes,
+            self.success_ratio,
+            self.skipped,
+            self.abandoned
+        )?;
+        let l = &self.latency;
+        writeln!(
+            f,
+            "  latency (from intended start) p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+        )?;
+        let s = &self.service_time;
+        writeln!(
+            f,
+            "  service time                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            s.p50_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
+        )?;
+        let g = &self.schedule_lag;
+        writeln!(
+            f,
+            "  schedule lag                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            g.p50_ms, g.p95_ms, g.p99_ms, g.p999_ms, g.max_ms
+        )?;
+        if !self.errors.is_empty() {
+            let errs: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(f, "  errors        {}", errs.join(" "))?;
+        }
+        writeln!(
+            f,
+            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {})",
+            self.primary_changes,
+            self.lost_writes,
+            self.unknown_outcome_writes,
+            self.unknown_outcome_committed,
+            self.unknown_outcome_not_committed
+        )?;
+        for o in &self.outages {
+            writeln!(
+                f,
+                "  outage #{}: writes unavailable {} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}",
+                o.index,
+                opt_secs(o.write_unavailable_seconds),
+                o.started_at,
+                o.ended_at.as_deref().unwrap_or("-"),
+                opt_secs(o.time_to_full_rate_seconds),
+                o.error_classes.join(","),
+                o.lost_writes.map_or_else(|| "unverified".to_string(), |n| n.to_string()),
+                opt_secs(o.rpo_seconds)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Summary {
+    /// `--summary-json`: the summary, pretty-printed.
+    pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, json)
+    }
+}

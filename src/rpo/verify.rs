@@ -1,0 +1,299 @@
+//! RPO: after an outage or a primary change, ask the (new) primary which acknowledged
+//! writes it still has, retrying until it answers; count what was lost and over what span.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::pool::DbPool;
+use crate::db::table::Workload;
+use crate::rpo::ledger::{Ledger, Snapshot, Verdict, SLICE};
+use crate::telemetry::metrics::Metrics;
+
+/// Rows are fetched from a little below the lowest acknowledged id, since ids
+/// from concurrent connections are not ordered like the schedule.
+const ID_SLACK: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("connecting for verification: {0}")]
+    Connect(#[from] crate::db::pool::ConnectError),
+    #[error("the server reached is a standby; waiting for a primary")]
+    Standby,
+    #[error("verification query: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// One pass over `snapshot` against the primary the pool reaches now.
+async fn verify(
+    pool: &DbPool,
+    workload: &Workload,
+    snapshot: &Snapshot,
+    window_end: Instant,
+) -> Result<Verdict, VerifyError> {
+    if snapshot.acked.is_empty() && snapshot.unknown.is_empty() {
+        return Ok(Verdict::default());
+    }
+    let conn = pool.dedicated().await?;
+    if conn.broken {
+        return Err(VerifyError::Standby);
+    }
+    let from_id = snapshot.min_id.unwrap_or(0).saturating_sub(ID_SLACK);
+    // Unnamed statement: no server-side state, so it also works through PgBouncer in
+    // transaction mode (a named one may be executed on another server connection).
+    let rows = conn
+        .client
+        .query_typed(
+            &workload.table.verify_sql(),
+            &[
+                (&from_id, tokio_postgres::types::Type::INT8),
+                (&workload.run_id, tokio_postgres::types::Type::INT8),
+            ],
+        )
+        .await?;
+    let present = rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i64>>(0))
+        .map(|s| s as u64)
+        .collect();
+    Ok(snapshot.judge(present, window_end))
+}
+
+/// One verification to run: the writes acknowledged before `until`.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    /// The outage this closes (its index in the outage records), if any.
+    pub outage: Option<usize>,
+    pub until: Instant,
+    /// When writes stopped being acknowledged: the RPO is measured back from here.
+    pub loss_reference: Instant,
+}
+
+/// What one verification found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub checked: u64,
+    pub lost: u64,
+    /// Up to 10,000 lost sequence numbers (column `seq` of this run).
+    pub lost_seqs: Vec<u64>,
+    pub rpo_seconds: f64,
+    pub unknown_committed: u64,
+    pub unknown_not_committed: u64,
+    /// How long verification took, retries included.
+    pub seconds: f64,
+}
+
+/// RPO in seconds: the span of lost acknowledgements, rounded up by one ledger slice
+/// (an RPO is only as fine as the ledger's slices); 0 when nothing was lost.
+pub fn rpo_seconds(lost: u64, lost_span: Duration) -> f64 {
+    if lost > 0 {
+        (lost_span + SLICE).as_secs_f64()
+    } else {
+        0.0
+    }
+}
+
+impl Check {
+    pub fn from_verdict(v: Verdict, seconds: f64) -> Check {
+        Check {
+            checked: v.checked,
+            lost: v.lost,
+            rpo_seconds: rpo_seconds(v.lost, v.lost_span),
+            lost_seqs: v.lost_sample,
+            unknown_committed: v.unknown_committed,
+            unknown_not_committed: v.unknown_not_committed,
+            seconds,
+        }
+    }
+}
+
+/// Totals over the run, as plain numbers for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RpoTotals {
+    pub lost_writes: u64,
+    pub unknown_committed: u64,
+    pub unknown_not_committed: u64,
+}
+
+/// Runs verifications one at a time and keeps the totals.
+pub struct Verifier {
+    pool: DbPool,
+    workload: Arc<Workload>,
+    ledger: Arc<Mutex<Ledger>>,
+    metrics: Arc<Metrics>,
+    lost: AtomicU64,
+    unknown_committed: AtomicU64,
+    unknown_not_committed: AtomicU64,
+}
+
+/// How often the ledger's size is published.
+const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
+
+impl Verifier {
+    pub fn new(
+        pool: DbPool,
+        workload: Arc<Workload>,
+        ledger: Arc<Mutex<Ledger>>,
+        metrics: Arc<Metrics>,
+    ) -> Verifier {
+        Verifier {
+            pool,
+            workload,
+            ledger,
+            metrics,
+            lost: AtomicU64::new(0),
+            unknown_committed: AtomicU64::new(0),
+            unknown_not_committed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn totals(&self) -> RpoTotals {
+        RpoTotals {
+            lost_writes: self.lost.load(Ordering::Relaxed),
+            unknown_committed: self.unknown_committed.load(Ordering::Relaxed),
+            unknown_not_committed: self.unknown_not_committed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Serves `requests` until the channel closes, handing each result to `done`; after
+    /// `stop`, a request that keeps failing is given up after 5 s (the caller bounds the
+    /// whole drain by the shutdown grace).
+    pub async fn run(
+        &self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        stop: CancellationToken,
+        done: impl Fn(&Request, &Check),
+    ) {
+        let mut gauge = tokio::time::interval(LEDGER_GAUGE_EVERY);
+        loop {
+            let req = tokio::select! {
+                req = requests.recv() => match req {
+                    Some(req) => req,
+                    None => return,
+                },
+                _ = gauge.tick() => {
+                    self.publish_ledger_size();
+                    continue;
+                }
+            };
+            if let Some(check) = self.check(&req, &stop).await {
+                done(&req, &check);
+            }
+        }
+    }
+
+    fn publish_ledger_size(&self) {
+        if let Ok(l) = self.ledger.lock() {
+            self.metrics.ledger_bytes.set(l.bytes() as i64);
+        }
+    }
+
+    /// One request, retried until it succeeds or we stop.
+    async fn check(&self, req: &Request, stop: &CancellationToken) -> Option<Check> {
+        let snapshot = self.ledger.lock().ok()?.snapshot(req.until);
+        let began = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        let verdict = loop {
+            match verify(&self.pool, &self.workload, &snapshot, req.loss_reference).await {
+                Ok(v) => break v,
+                Err(err) => {
+                    self.metrics.verification_errors.inc();
+                    tracing::warn!(error = %err, "verification failed; retrying");
+                    if stop.is_cancelled() && began.elapsed() > Duration::from_secs(5) {
+                        return None;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        if let Ok(mut l) = self.ledger.lock() {
+            l.forget_verified(req.until, &snapshot);
+            self.metrics.ledger_bytes.set(l.bytes() as i64);
+        }
+        let check = Check::from_verdict(verdict, began.elapsed().as_secs_f64());
+        self.count(req, &check);
+        Some(check)
+    }
+
+    fn count(&self, req: &Request, c: &Check) {
+        let m = &self.metrics;
+        m.verifications.inc();
+        m.lost_writes.inc_by(c.lost);
+        m.unknown_outcome_committed.inc_by(c.unknown_committed);
+        m.unknown_outcome_not_committed
+            .inc_by(c.unknown_not_committed);
+        self.lost.fetch_add(c.lost, Ordering::Relaxed);
+        self.unknown_committed
+            .fetch_add(c.unknown_committed, Ordering::Relaxed);
+        self.unknown_not_committed
+            .fetch_add(c.unknown_not_committed, Ordering::Relaxed);
+        if req.outage.is_some() || c.lost > 0 {
+            m.last_failover_lost_writes.set(c.lost as i64);
+            m.last_failover_rpo.set(c.rpo_seconds);
+        }
+        if c.lost > 0 {
+            tracing::error!(
+                event = "writes_lost",
+                lost = c.lost,
+                checked = c.checked,
+                rpo_seconds = format!("{:.1}", c.rpo_seconds),
+                "acknowledged writes are missing on the primary"
+            );
+        } else {
+            tracing::info!(
+                event = "verified",
+                checked = c.checked,
+                unknown_committed = c.unknown_committed,
+                unknown_not_committed = c.unknown_not_committed,
+                seconds = format!("{:.3}", c.seconds),
+                "every acknowledged write survived"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpo_is_the_lost_span_rounded_up_by_a_slice() {
+        assert_eq!(rpo_seconds(0, Duration::from_secs(3)), 0.0);
+        assert_eq!(rpo_seconds(1, Duration::ZERO), SLICE.as_secs_f64());
+        let rpo = rpo_seconds(5, Duration::from_millis(1_250));
+        assert!((rpo - (1.25 + SLICE.as_secs_f64())).abs() < 1e-9, "{rpo}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_is_built_from_the_ledgers_verdict() {
+        // Acknowledged 0..100 over 1 s; the new primary has everything but 40..50.
+        let mut ledger = Ledger::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        for seq in 0..100u64 {
+            ledger.ack(seq, 1_000 + seq as i64, Instant::now());
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        ledger.unknown(100, Instant::now());
+        let end = Instant::now();
+        let snapshot = ledger.snapshot(end);
+        let present: Vec<u64> = (0..40).chain(50..101).collect();
+        let verdict = snapshot.judge(present, end);
+        let check = Check::from_verdict(verdict, 0.5);
+        assert_eq!(check.checked, 100);
+        assert_eq!(check.lost, 10);
+        assert_eq!(check.lost_seqs, (40..50).collect::<Vec<_>>());
+        assert_eq!(
+            (check.unknown_committed, check.unknown_not_committed),
+            (1, 0)
+        );
+        // Lost from ~0.4 s after t0 up to the end of the window, plus one slice.
+        let span = (end - t0).as_secs_f64() - 0.4;
+        assert!(check.rpo_seconds >= span, "{} < {span}", check.rpo_seconds);
+        assert!(check.rpo_seconds <= span + 2.0 * SLICE.as_secs_f64() + 0.01);
+    }
+}

@@ -1,0 +1,114 @@
+//! Exact latency percentiles: HDR histograms the lanes record into, merged at progress and
+//! summary time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Microseconds, up to an hour, three significant digits.
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Per-lane latency recorder; merged at progress and summary time.
+pub struct LatencyStats {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    /// From the intended start to sending (pgbench's "schedule lag").
+    lag: Histogram<u64>,
+    interval: Histogram<u64>,
+}
+
+impl Default for LatencyStats {
+    fn default() -> Self {
+        LatencyStats {
+            latency: new_histogram(),
+            service: new_histogram(),
+            lag: new_histogram(),
+            interval: new_histogram(),
+        }
+    }
+}
+
+impl LatencyStats {
+    pub fn record(&mut self, latency: Duration, service: Duration) {
+        // Sent no earlier than intended, answered no earlier than sent: lag = latency - service.
+        self.lag
+            .saturating_record((latency.saturating_sub(service).as_micros() as u64).max(1));
+        let l = (latency.as_micros() as u64).max(1);
+        // Saturating: a value beyond an hour is clamped, never lost.
+        self.latency.saturating_record(l);
+        self.interval.saturating_record(l);
+        self.service
+            .saturating_record((service.as_micros() as u64).max(1));
+    }
+}
+
+/// Recorders shared by lanes in a few shards: enough that lanes rarely contend on
+/// one lock, few enough that memory stays flat however many lanes there are
+/// (a histogram is ~190 KB once a progress reset has touched every page).
+pub const SHARDS: usize = 4;
+
+/// All lanes' recorders.
+#[derive(Clone, Default)]
+pub struct LatencyBook {
+    lanes: Arc<Mutex<Vec<Arc<Mutex<LatencyStats>>>>>,
+    handed_out: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LatencyBook {
+    /// The recorder for the next lane, round-robin over [`SHARDS`].
+    pub fn lane(&self) -> Arc<Mutex<LatencyStats>> {
+        let n = self
+            .handed_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(mut lanes) = self.lanes.lock() else {
+            return Arc::new(Mutex::new(LatencyStats::default()));
+        };
+        if lanes.len() < SHARDS {
+            let stats = Arc::new(Mutex::new(LatencyStats::default()));
+            lanes.push(stats.clone());
+            return stats;
+        }
+        lanes[n % SHARDS].clone()
+    }
+
+    fn merged(
+        &self,
+        pick: impl Fn(&mut LatencyStats) -> &mut Histogram<u64>,
+        reset: bool,
+    ) -> Histogram<u64> {
+        let mut out = new_histogram();
+        if let Ok(lanes) = self.lanes.lock() {
+            for lane in lanes.iter() {
+                if let Ok(mut s) = lane.lock() {
+                    let h = pick(&mut s);
+                    // Same bounds everywhere, so adding cannot fail.
+                    let _ = out.add(&*h);
+                    if reset {
+                        h.reset();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Latency since the last call, for the progress line.
+    pub fn take_interval(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.interval, true)
+    }
+
+    pub fn latency(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.latency, false)
+    }
+
+    pub fn service(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.service, false)
+    }
+
+    pub fn schedule_lag(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.lag, false)
+    }
+}

@@ -1,0 +1,25 @@
+//! tracing setup: text or JSON lines on stderr, RUST_LOG-style filter.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::error::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
+    let env_filter = EnvFilter::try_new(filter)
+        .map_err(|err| ConfigError::new("--log-filter", filter, err.to_string()))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests running several drills) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    Ok(())
+}

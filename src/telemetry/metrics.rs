@@ -1,0 +1,382 @@
+//! Every metric family pgdrill exports, defined once, names written out in full.
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::error::ErrorClass;
+
+/// Values of `pgdrill_failover_state{state}`, written out in full like the names; the
+/// failover module sets them by name (a test there checks that every state is here).
+pub const FAILOVER_STATES: [&str; 4] = ["healthy", "degraded", "outage", "recovering"];
+
+/// Latency buckets from 0.5 ms to 60 s, dense where a healthy database answers.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Outage durations from 0.1 s to 10 minutes.
+const OUTAGE_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+
+    pub target_rate: Gauge,
+    pub transactions: IntCounter,
+    pub transaction_errors: PerClass,
+    pub skipped: IntCounter,
+    pub transaction_duration: Histogram,
+    pub service_duration: Histogram,
+    pub in_flight: IntGauge,
+    pub connection_attempts: IntCounter,
+    pub connection_errors: PerClass,
+    pub schedule_lag: Gauge,
+    pub last_success_timestamp: Gauge,
+
+    pub failover_state: StateSet,
+    pub server_timeline: IntGauge,
+    pub primary_changes: IntCounter,
+    pub host_is_primary: IntGaugeVec,
+    pub outages: IntCounter,
+    pub outage_start_timestamp: Gauge,
+    pub outage_end_timestamp: Gauge,
+    pub last_outage_duration: Gauge,
+    pub last_recovery_duration: Gauge,
+    pub outage_duration: Histogram,
+
+    pub lost_writes: IntCounter,
+    pub unknown_outcome_writes: IntCounter,
+    pub unknown_outcome_committed: IntCounter,
+    pub unknown_outcome_not_committed: IntCounter,
+    pub last_failover_lost_writes: IntGauge,
+    pub last_failover_rpo: Gauge,
+    pub verifications: IntCounter,
+    pub verification_errors: IntCounter,
+    pub ledger_bytes: IntGauge,
+
+    pub password_refreshes: IntCounter,
+    pub password_errors: IntCounter,
+    pub retention_rows_deleted: IntCounter,
+    pub retention_errors: PerClass,
+}
+
+/// One counter per error class, resolved once so the hot path indexes an array
+/// instead of hashing label values.
+pub struct PerClass {
+    counters: Vec<IntCounter>,
+}
+
+impl PerClass {
+    fn new(registry: &Registry, name: &str, help: &str) -> PerClass {
+        let vec = IntCounterVec::new(Opts::new(name, help), &["class"]).expect("valid metric");
+        registry
+            .register(Box::new(vec.clone()))
+            .expect("metric registered once");
+        let counters = ErrorClass::ALL
+            .iter()
+            .map(|class| vec.with_label_values(&[class.as_str()]))
+            .collect();
+        PerClass { counters }
+    }
+
+    pub fn inc(&self, class: ErrorClass) {
+        self.counters[class.index()].inc();
+    }
+}
+
+/// An enum exported as a state set: one series per state, exactly one of them 1.
+pub struct StateSet {
+    states: Vec<(&'static str, IntGauge)>,
+}
+
+impl StateSet {
+    fn new(
+        registry: &Registry,
+        name: &str,
+        help: &str,
+        label: &str,
+        states: &[&'static str],
+    ) -> StateSet {
+        let vec = register(
+            registry,
+            IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
+        );
+        let states: Vec<_> = states
+            .iter()
+            .map(|s| (*s, vec.with_label_values(&[*s])))
+            .collect();
+        // The first state is where a run begins.
+        states[0].1.set(1);
+        StateSet { states }
+    }
+
+    /// Sets `state` to 1 and every other state to 0.
+    pub fn set(&self, state: &str) {
+        for (name, gauge) in &self.states {
+            gauge.set(i64::from(*name == state));
+        }
+    }
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric registered once");
+    collector
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    register(registry, Gauge::new(name, help).expect("valid metric"))
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(registry, Histogram::with_opts(opts).expect("valid metric"))
+}
+
+impl Metrics {
+    /// Builds the registry with every series pre-created, so dashboards and
+    /// `rate()` see zeros rather than absent series before the first event.
+    pub fn new(hosts: &[String]) -> Arc<Metrics> {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registered once");
+
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("pgdrill_build_info", "pgdrill build, always 1."),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let failover_state = StateSet::new(
+            &registry,
+            "pgdrill_failover_state",
+            "Write availability state set: exactly one state is 1.",
+            "state",
+            &FAILOVER_STATES,
+        );
+
+        let host_is_primary = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pgdrill_host_is_primary",
+                    "1 for the configured host that currently accepts our writes.",
+                ),
+                &["host"],
+            )
+            .expect("valid metric"),
+        );
+        for host in hosts {
+            host_is_primary.with_label_values(&[host.as_str()]).set(0);
+        }
+
+        let unknown_resolved = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "pgdrill_unknown_outcome_resolved_total",
+                    "Unknown-outcome writes resolved by verification, by outcome.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+        );
+
+        let r = &registry;
+        Arc::new(Metrics {
+            target_rate: gauge(r, "pgdrill_target_rate", "Target transactions per second (0 = unlimited)."),
+            transactions: counter(r, "pgdrill_transactions_total", "Transactions attempted and finished, successful or not."),
+            transaction_errors: PerClass::new(r, "pgdrill_transaction_errors_total", "Transactions that failed, by error class."),
+            skipped: counter(r, "pgdrill_transactions_skipped_total", "Transactions due by the schedule but never started because the backlog was full."),
+            transaction_duration: histogram(r, "pgdrill_transaction_duration_seconds", "Latency of successful transactions from their intended (scheduled) start to acknowledgement.", LATENCY_BUCKETS),
+            service_duration: histogram(r, "pgdrill_service_duration_seconds", "Latency of successful transactions from sending to acknowledgement.", LATENCY_BUCKETS),
+            in_flight: int_gauge(r, "pgdrill_transactions_in_flight", "Transactions sent and not yet answered."),
+            connection_attempts: counter(r, "pgdrill_connection_attempts_total", "New database connections attempted."),
+            connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
+            schedule_lag: gauge(r, "pgdrill_schedule_lag_seconds", "How late the most recently started transaction began relative to its schedule."),
+            last_success_timestamp: gauge(r, "pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write."),
+            failover_state,
+            server_timeline: int_gauge(r, "pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown)."),
+            primary_changes: counter(r, "pgdrill_primary_changes_total", "Times the primary's identity or timeline changed."),
+            host_is_primary,
+            outages: counter(r, "pgdrill_outages_total", "Write outages detected."),
+            outage_start_timestamp: gauge(r, "pgdrill_outage_start_timestamp_seconds", "Unix time the current or last outage began (0 before any)."),
+            outage_end_timestamp: gauge(r, "pgdrill_outage_end_timestamp_seconds", "Unix time the last outage ended (0 before any; older than the start while one is in progress)."),
+            last_outage_duration: gauge(r, "pgdrill_last_outage_duration_seconds", "Write unavailability of the last finished outage."),
+            last_recovery_duration: gauge(r, "pgdrill_last_recovery_duration_seconds", "From the first write after the last outage until the rate held at 95% of target."),
+            outage_duration: histogram(r, "pgdrill_outage_duration_seconds", "Write unavailability per outage.", OUTAGE_BUCKETS),
+            lost_writes: counter(r, "pgdrill_lost_writes_total", "Acknowledged writes found missing on the primary after an outage."),
+            unknown_outcome_writes: counter(r, "pgdrill_unknown_outcome_writes_total", "Writes whose connection died between send and acknowledgement."),
+            unknown_outcome_committed: unknown_resolved.with_label_values(&["committed"]),
+            unknown_outcome_not_committed: unknown_resolved.with_label_values(&["not_committed"]),
+            last_failover_lost_writes: int_gauge(r, "pgdrill_last_failover_lost_writes", "Acknowledged writes lost in the last verified outage."),
+            last_failover_rpo: gauge(r, "pgdrill_last_failover_rpo_seconds", "Time span of acknowledged writes lost in the last verified outage."),
+            verifications: counter(r, "pgdrill_verifications_total", "Post-outage verifications of acknowledged writes completed."),
+            verification_errors: counter(r, "pgdrill_verification_errors_total", "Post-outage verifications that failed and were retried."),
+            ledger_bytes: int_gauge(r, "pgdrill_ledger_bytes", "Approximate memory held by the acknowledged-write ledger."),
+            password_refreshes: counter(r, "pgdrill_password_refreshes_total", "New passwords obtained from --password-command or a changed --password-file."),
+            password_errors: counter(r, "pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command."),
+            retention_rows_deleted: counter(r, "pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup."),
+            retention_errors: PerClass::new(r, "pgdrill_retention_errors_total", "Retention cleanup batches that failed, by error class."),
+            registry,
+        })
+    }
+
+    pub fn set_primary_host(&self, host: Option<&str>) {
+        for metric in self
+            .host_is_primary
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+        {
+            if let Some(label) = metric.get_label().first() {
+                let name = label.value();
+                self.host_is_primary
+                    .with_label_values(&[name])
+                    .set(i64::from(Some(name) == host));
+            }
+        }
+    }
+
+    /// The value of one series as exposed, e.g. `pgdrill_failover_state{state="outage"}`.
+    #[cfg(test)]
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        let (body, _) = self.encode();
+        let text = String::from_utf8(body).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Text exposition of every registered family.
+    pub fn encode(&self) -> (Vec<u8>, String) {
+        let encoder = TextEncoder::new();
+        let mut body = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail on I/O; a failure would be a bug in a collector.
+        if let Err(err) = encoder.encode(&self.registry.gather(), &mut body) {
+            tracing::error!(%err, "encoding metrics failed");
+        }
+        (body, encoder.format_type().to_string())
+    }
+}
+
+/// Reads pool occupancy when scraped, so the numbers are never stale.
+pub struct PoolCollector {
+    connections: IntGaugeVec,
+    max_connections: IntGauge,
+    read: Box<dyn Fn() -> PoolStats + Send + Sync>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStats {
+    pub idle: u32,
+    pub in_use: u32,
+    pub max: u32,
+}
+
+impl PoolCollector {
+    pub fn register(
+        registry: &Registry,
+        read: impl Fn() -> PoolStats + Send + Sync + 'static,
+    ) -> prometheus::Result<()> {
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "pgdrill_pool_connections",
+                "Open pool connections by state.",
+            ),
+            &["state"],
+        )?;
+        let max_connections = IntGauge::new(
+            "pgdrill_pool_max_connections",
+            "Configured maximum pool size.",
+        )?;
+        registry.register(Box::new(PoolCollector {
+            connections,
+            max_connections,
+            read: Box::new(read),
+        }))
+    }
+}
+
+impl Collector for PoolCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.connections.desc();
+        descs.extend(self.max_connections.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = (self.read)();
+        self.connections
+            .with_label_values(&["idle"])
+            .set(i64::from(stats.idle));
+        self.connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(stats.in_use));
+        self.max_connections.set(i64::from(stats.max));
+        let mut families = self.connections.collect();
+        families.extend(self.max_connections.collect());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_and_state_is_precreated() {
+        let metrics = Metrics::new(&["127.0.0.1:5432".to_string()]);
+        let (body, content_type) = metrics.encode();
+        let text = String::from_utf8(body).expect("utf-8 exposition");
+        assert!(content_type.starts_with("text/plain"));
+        for class in ErrorClass::ALL {
+            let series = format!("pgdrill_transaction_errors_total{{class=\"{class}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
+        }
+        assert!(text.contains("pgdrill_failover_state{state=\"healthy\"} 1"));
+        assert!(text.contains("pgdrill_failover_state{state=\"outage\"} 0"));
+        assert!(text.contains("pgdrill_host_is_primary{host=\"127.0.0.1:5432\"} 0"));
+    }
+
+    #[test]
+    fn state_set_keeps_exactly_one_state() {
+        let metrics = Metrics::new(&[]);
+        metrics.failover_state.set("outage");
+        let ones: f64 = FAILOVER_STATES
+            .iter()
+            .filter_map(|s| metrics.sample(&format!("pgdrill_failover_state{{state=\"{s}\"}}")))
+            .sum();
+        assert_eq!(ones, 1.0);
+        assert_eq!(
+            metrics.sample("pgdrill_failover_state{state=\"outage\"}"),
+            Some(1.0)
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! What pgdrill tells the outside: every metric definition, the HTTP endpoint that serves
+//! them, and logging setup.
+//!
+//! Depends only on `error`.
+
+pub(crate) mod http;
+pub(crate) mod latency;
+pub(crate) mod logging;
+pub(crate) mod metrics;

@@ -1,0 +1,46 @@
+//! The binary's command line: bad flags exit non-zero before anything starts, naming the
+//! flag, the value and the reason.
+
+use std::time::Duration;
+
+use crate::support::drill::Binary;
+
+#[tokio::test]
+async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_addr = busy.local_addr().expect("addr").to_string();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--rate", "-3"], &["--rate", "-3"]),
+        (&["--rate", "fast"], &["--rate", "fast"]),
+        (&["--duration", "5 parsecs"], &["--duration", "5 parsecs"]),
+        (&["--no-such-flag"], &["--no-such-flag"]),
+        (
+            &["--dsn", "host=h port=notaport password=hunter2"],
+            &["--dsn", "port"],
+        ),
+        (
+            &["--listen", &busy_addr],
+            &["--listen", &busy_addr, "in use"],
+        ),
+        (&["--pipeline-depth", "0"], &["--pipeline-depth", "0"]),
+    ];
+    for (args, expect) in cases {
+        let (status, out, err) = Binary::spawn(args).wait(Duration::from_secs(10)).await;
+        assert!(!status.success(), "{args:?} must fail");
+        assert_eq!(status.code(), Some(2), "{args:?}: usage errors exit 2");
+        for word in *expect {
+            assert!(
+                err.contains(word),
+                "{args:?}: stderr lacks {word:?}:\n{err}"
+            );
+        }
+        assert!(
+            !err.contains("hunter2") && !out.contains("hunter2"),
+            "password leaked: {err}"
+        );
+        assert!(
+            !out.contains("summary"),
+            "{args:?}: nothing may start:\n{out}"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! A single PostgreSQL that is down at start or stops mid-run: the outage is measured and
+//! classified, the daemon recovers without a restart, and memory stays bounded.
+
+use std::time::Duration;
+
+use pgdrill_lab::sys::Signal;
+use pgdrill_lab::StopMode;
+use tokio::time::Instant;
+
+use crate::support::drill::{http_get, metric, metric_sum, try_http_get, Binary, Drill};
+use crate::support::{eventually, start_single as single};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_with_the_database_down_and_recovers_without_restart() {
+    let lab = single(None).await;
+    let node = lab.primary();
+    lab.stop(node, StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
+    let dsn = lab.dsn(node);
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "200"]).await;
+
+    let refused = "pgdrill_transaction_errors_total{class=\"connect_refused\"}";
+    eventually(
+        Duration::from_secs(10),
+        "connect_refused counted",
+        || async { drill.metric(refused).await >= 5.0 },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "state is outage", || async {
+        drill
+            .metric("pgdrill_failover_state{state=\"outage\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(
+        drill
+            .metric("pgdrill_connection_errors_total{class=\"connect_refused\"}")
+            .await
+            >= 5.0
+    );
+
+    lab.start_node(node).await.expect("start PostgreSQL");
+    let before = drill.metric("pgdrill_transactions_total").await
+        - metric_sum(&drill.scrape().await, "pgdrill_transaction_errors_total");
+    eventually(Duration::from_secs(15), "writes succeed again", || async {
+        let text = drill.scrape().await;
+        let ok = metric(&text, "pgdrill_transactions_total")
+            - metric_sum(&text, "pgdrill_transaction_errors_total");
+        ok > before + 200.0
+    })
+    .await;
+    let summary = drill.stop().await;
+    assert_eq!(summary.outages.len(), 1, "{summary}");
+    assert!(summary.outages[0].write_unavailable_seconds.is_some());
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
+    let lab = single(None).await;
+    let node = lab.primary();
+    let dsn = lab.dsn(node);
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("summary.json");
+    let json_arg = json_path.display().to_string();
+    let bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "2000",
+        "--listen",
+        &listen,
+        "--shutdown-grace",
+        "5s",
+        "--summary-json",
+        &json_arg,
+        "--log-format",
+        "json",
+    ]);
+    let addr = listen.parse().expect("addr");
+    let scrape = || http_get(addr, "/metrics");
+    eventually(Duration::from_secs(15), "load running", || async {
+        let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+        metric(&text, "pgdrill_transactions_total") > 2000.0
+    })
+    .await;
+    let rss_before = metric(&scrape().await, "process_resident_memory_bytes");
+
+    // A fast shutdown terminates sessions with 57P01; then connections are refused.
+    lab.stop(node, StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
+    let outage_began = Instant::now();
+    let mut rss_max: f64 = rss_before;
+    while outage_began.elapsed() < Duration::from_secs(5) {
+        rss_max = rss_max.max(metric(&scrape().await, "process_resident_memory_bytes"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let text = scrape().await;
+    let closed = metric(
+        &text,
+        "pgdrill_transaction_errors_total{class=\"admin_shutdown\"}",
+    ) + metric(
+        &text,
+        "pgdrill_transaction_errors_total{class=\"connection_closed\"}",
+    );
+    let refused = metric(
+        &text,
+        "pgdrill_transaction_errors_total{class=\"connect_refused\"}",
+    );
+    assert!(
+        closed >= 1.0,
+        "sessions killed by the shutdown are classified:\n{text}"
+    );
+    assert!(refused >= 10.0, "refused connections counted: {refused}");
+    assert_eq!(
+        metric(&text, "pgdrill_transaction_errors_total{class=\"other\"}"),
+        0.0
+    );
+    assert!(metric(&text, "pgdrill_transactions_skipped_total") > 5_000.0);
+    assert!(metric(&text, "pgdrill_transactions_in_flight") <= 8.0);
+    assert!(
+        rss_max - rss_before < 16.0 * 1024.0 * 1024.0,
+        "RSS grew from {rss_before} to {rss_max} during a 5 s outage at 2,000/s"
+    );
+    println!(
+        "RSS before {:.1} MB, max during outage {:.1} MB",
+        rss_before / 1e6,
+        rss_max / 1e6
+    );
+
+    lab.start_node(node).await.expect("start PostgreSQL");
+    bin.signal(Signal::Term);
+    let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit {status:?}\n{err}");
+    assert!(out.contains("summary"), "{out}");
+    assert!(err.contains("SIGTERM"), "{err}");
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("--log-format json wrote a non-JSON line ({e}): {line}"));
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON written"))
+            .expect("summary JSON parses");
+    assert!(json["transactions"].as_u64().unwrap_or(0) > 2000, "{json}");
+    assert!(
+        json["errors"]["connect_refused"].as_u64().unwrap_or(0) >= 10,
+        "{json}"
+    );
+    assert_eq!(json["outages"].as_array().map(Vec::len), Some(1), "{json}");
+    assert!(json["latency"]["p99_ms"].as_f64().is_some(), "{json}");
+    lab.shutdown().await;
+}

@@ -1,0 +1,120 @@
+//! What the feature tests share: the one lab starter, the one free-port helper, database
+//! connections and row counts, waiting, the pgdrill drivers (`drill`), PgBouncer
+//! (`bouncer`) and certificates (`certs`).
+
+pub mod bouncer;
+pub mod certs;
+pub mod drill;
+
+use std::future::Future;
+use std::time::Duration;
+
+use pgdrill_lab::{Lab, LabOptions, Node, ReplicationMode};
+use tokio::time::Instant;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 to pick a free port")
+}
+
+/// Connect with tokio-postgres (no TLS) and drive the connection in the background.
+pub async fn connect(dsn: &str) -> tokio_postgres::Client {
+    try_connect(dsn)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to `{dsn}`: {e}"))
+}
+
+/// Like [`connect`], but returns the error; bounded by a 10 s connect timeout.
+pub async fn try_connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg: tokio_postgres::Config = dsn.parse()?;
+    cfg.connect_timeout(Duration::from_secs(10));
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        // Errors show up on the client's next call.
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Poll `check` every 10 ms until it returns true; panic naming `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A lab with an optional standby, trust auth; panics with the lab's error.
+pub async fn start_lab(standby: Option<ReplicationMode>) -> Lab {
+    start_lab_with(LabOptions {
+        standby,
+        ..LabOptions::default()
+    })
+    .await
+}
+
+/// The lab starter every test uses; panics with the lab's error.
+pub async fn start_lab_with(options: LabOptions) -> Lab {
+    let began = Instant::now();
+    let standby = options.standby;
+    let lab = Lab::start(options)
+        .await
+        .unwrap_or_else(|e| panic!("starting the lab: {e}"));
+    println!("lab (standby {standby:?}) started in {:?}", began.elapsed());
+    lab
+}
+
+/// A single PostgreSQL; with a password, TCP logins need it (scram-sha-256).
+pub async fn start_single(password: Option<&str>) -> Lab {
+    start_lab_with(LabOptions {
+        password: password.map(str::to_string),
+        ..LabOptions::default()
+    })
+    .await
+}
+
+/// Bound on one helper query: a server that hangs fails the test instead.
+const SQL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The single number `sql` returns (a count), with `params`.
+pub async fn count(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> i64 {
+    tokio::time::timeout(SQL_LIMIT, client.query_one(sql, params))
+        .await
+        .unwrap_or_else(|_| panic!("`{sql}` timed out"))
+        .unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+        .get(0)
+}
+
+/// Runs `sql` (one or more statements), bounded like [`count`].
+pub async fn exec(client: &tokio_postgres::Client, sql: &str) {
+    tokio::time::timeout(SQL_LIMIT, client.batch_execute(sql))
+        .await
+        .unwrap_or_else(|_| panic!("`{sql}` timed out"))
+        .unwrap_or_else(|e| panic!("`{sql}`: {e}"));
+}
+
+/// Rows pgdrill run `run_id` left in `transactions` on `node`.
+pub async fn rows_of_run(lab: &Lab, node: Node, run_id: i64) -> i64 {
+    let client = connect(&lab.dsn(node)).await;
+    count(
+        &client,
+        "SELECT count(*) FROM transactions WHERE run_id = $1",
+        &[&run_id],
+    )
+    .await
+}
