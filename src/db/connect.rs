@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_postgres::config::{Host, LoadBalanceHosts};
 use tokio_postgres::{Client, Config};
@@ -154,6 +155,9 @@ pub trait Failures {
 /// An established connection and how to learn that its server went silent.
 pub struct Opened<T> {
     pub value: T,
+    /// The task driving the connection: abort it to close a connection whose server went
+    /// silent (tokio-postgres would wait for the unanswered requests forever).
+    pub driver: AbortHandle,
     pub silence: Silence,
 }
 
@@ -290,11 +294,12 @@ impl Connector {
                         config.password(pw);
                     }
                     match self.attempt(&endpoint, &config, fails, &establish).await {
-                        Ok(value) => {
+                        Ok((value, driver)) => {
                             let token = claim.succeeded();
                             drop(claim);
                             return Ok(Opened {
                                 value,
+                                driver,
                                 silence: Silence {
                                     token,
                                     endpoint,
@@ -349,7 +354,7 @@ impl Connector {
         config: &Config,
         fails: &impl Failures,
         establish: &E,
-    ) -> Result<T, ConnectError>
+    ) -> Result<(T, AbortHandle), ConnectError>
     where
         E: Fn(Client, Endpoint) -> Fut,
         Fut: Future<Output = Result<T, ConnectError>>,
@@ -361,14 +366,14 @@ impl Connector {
                 .connect(self.tls.clone())
                 .await
                 .map_err(|e| fails.query_error(e))?;
-            driver = Some(
-                tokio::spawn(async move {
-                    // Errors surface on the client's next call.
-                    let _ = connection.await;
-                })
-                .abort_handle(),
-            );
-            establish(client, endpoint.clone()).await
+            let handle = tokio::spawn(async move {
+                // Errors surface on the client's next call.
+                let _ = connection.await;
+            })
+            .abort_handle();
+            driver = Some(handle.clone());
+            let value = establish(client, endpoint.clone()).await?;
+            Ok((value, handle))
         })
         .await;
         match result {

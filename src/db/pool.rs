@@ -26,6 +26,17 @@ pub struct Conn {
     pub created: tokio::time::Instant,
     /// Says when this connection's server stopped answering.
     pub silence: Silence,
+    driver: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    /// A connection to a silent server is closed now, not when the server answers or dies
+    /// (which a vanished host never does): no socket is left ESTABLISHED to it.
+    fn drop(&mut self) {
+        if self.silence.is_silent() {
+            self.driver.abort();
+        }
+    }
 }
 
 /// A failed connection attempt, already classified, with what to fix where we know it.
@@ -196,6 +207,7 @@ impl ManageConnection for Manager {
             broken: standby,
             created: tokio::time::Instant::now(),
             silence: opened.silence,
+            driver: opened.driver,
         })
     }
 

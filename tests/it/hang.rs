@@ -60,6 +60,22 @@ async fn rows(lab: &Lab, node: Node, run_id: i64, after: f64) -> Rows {
     }
 }
 
+/// TCP sockets of this machine in state ESTABLISHED whose remote port is `port`
+/// (from /proc/net/tcp: `sl local rem st ...`, addresses as `HEXIP:HEXPORT`).
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote = fields.get(2).and_then(|a| a.rsplit_once(':'));
+            let remote_port = remote.and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_primary_then_promotion_writes_resume_within_the_connect_timeout() {
     let lab = start_lab(Some(ReplicationMode::Sync)).await;
@@ -76,11 +92,23 @@ async fn frozen_primary_then_promotion_writes_resume_within_the_connect_timeout(
     ])
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // The count below sees the pool's connections while they are open.
+    let open_before = established_to(lab.port(lab.primary()));
+    assert!(open_before >= 1, "no connection seen to the primary");
     let report = lab
         .frozen_failover(Duration::from_secs(2), None)
         .await
         .expect("frozen failover");
+    // Once writes have moved, pgdrill keeps no connection open to the frozen server: at
+    // most one connect attempt is waiting on it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left_open = established_to(lab.port(report.old_primary));
     let summary = drill.finish().await;
+    assert!(
+        left_open <= 1,
+        "{left_open} connections still ESTABLISHED to the frozen server ({open_before} before)"
+    );
+    println!("connections to the old primary: {open_before} before the freeze, {left_open} after");
     let truth = rows(
         &lab,
         report.new_primary,
