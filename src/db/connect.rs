@@ -648,6 +648,45 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    fn connector(dsn: &str) -> Arc<Connector> {
+        let pg: Config = dsn.parse().expect("dsn");
+        let tls = crate::db::tls::TlsSettings::new(
+            crate::db::tls::SslMode::Disable,
+            crate::db::tls::RootCert::Default,
+        )
+        .expect("tls");
+        Connector::new(&pg, tls.connector(), Metrics::new(&[]))
+    }
+
+    #[tokio::test]
+    async fn hostaddr_and_names_become_one_endpoint_per_address() {
+        let c = connector("host=db.example,localhost hostaddr=127.0.0.5,127.0.0.1 port=5433");
+        let first = c.resolve(&c.entries[0]).await.expect("resolve");
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].0,
+            Endpoint::Tcp("127.0.0.5:5433".parse().expect("addr"))
+        );
+        // The name stays for TLS; the address is what is dialled.
+        let hosts = first[0].1.get_hosts();
+        assert!(
+            matches!(hosts, [Host::Tcp(h)] if h == "db.example"),
+            "{hosts:?}"
+        );
+        assert_eq!(
+            first[0].1.get_hostaddrs(),
+            &["127.0.0.5".parse::<IpAddr>().expect("ip")]
+        );
+        // A name without hostaddr is looked up now, every time: each address its own endpoint.
+        let c = connector("host=localhost port=5433 connect_timeout=3");
+        let named = c.resolve(&c.entries[0]).await.expect("resolve localhost");
+        assert!(!named.is_empty());
+        assert!(named.iter().all(
+            |(e, cfg)| matches!(e, Endpoint::Tcp(a) if a.ip().is_loopback() && a.port() == 5433)
+                && cfg.get_connect_timeout() == Some(&Duration::from_secs(3))
+        ));
+    }
+
     #[test]
     fn backoff_grows_to_about_a_second_and_is_jittered() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
