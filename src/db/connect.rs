@@ -167,6 +167,8 @@ pub struct Connector {
     /// Everything but hosts, ports and addresses, for one single-address config per attempt.
     base: Config,
     timeout: Duration,
+    /// `load_balance_hosts=random`: hosts and addresses in random order per connection.
+    random: bool,
     tls: MakeRustlsConnect,
     metrics: Arc<Metrics>,
     endpoints: Mutex<HashMap<Endpoint, EndpointState>>,
@@ -238,21 +240,27 @@ impl Connector {
             .copied()
             .unwrap_or(Duration::from_secs(2));
         base.connect_timeout(timeout);
-        let random = pg.get_load_balance_hosts() == LoadBalanceHosts::Random;
-        let mut connector = Connector {
+        Arc::new(Connector {
             entries,
             base,
             timeout,
+            random: pg.get_load_balance_hosts() == LoadBalanceHosts::Random,
             tls,
             metrics,
             endpoints: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
-        };
-        if random {
+        })
+    }
+
+    /// The DSN's entries in the order to try them: as written, or shuffled for every
+    /// connection with `load_balance_hosts=random` (as libpq does).
+    fn order(&self) -> Vec<&HostEntry> {
+        let mut entries: Vec<&HostEntry> = self.entries.iter().collect();
+        if self.random {
             use rand::seq::SliceRandom;
-            connector.entries.shuffle(&mut rand::rng());
+            entries.shuffle(&mut rand::rng());
         }
-        Arc::new(connector)
+        entries
     }
 
     /// Tries each endpoint in DSN order (skipping those backing off) until one both
@@ -277,7 +285,7 @@ impl Connector {
             changed.as_mut().enable();
             let mut last: Option<ConnectError> = None;
             let mut skipped: Option<ConnectError> = None;
-            for entry in &self.entries {
+            for entry in self.order() {
                 let endpoints = match self.resolve(entry).await {
                     Ok(list) => list,
                     Err(message) => {
@@ -434,6 +442,11 @@ impl Connector {
                 }
             }
         };
+        let mut addrs = addrs;
+        if self.random {
+            use rand::seq::SliceRandom;
+            addrs.shuffle(&mut rand::rng());
+        }
         Ok(addrs
             .into_iter()
             .map(|ip| {
