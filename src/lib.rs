@@ -18,6 +18,9 @@ pub mod config;
 mod db;
 #[cfg(feature = "lab")]
 pub mod demo;
+// Drills as code (issue 14): wired into the daemon in a later step.
+#[allow(dead_code, unused_imports)]
+mod drill;
 mod error;
 mod failover;
 mod load;

@@ -180,7 +180,16 @@ impl Verifier {
                     continue;
                 }
             };
-            if let Some(check) = self.check(&req, &stop).await {
+            // The gauge keeps ticking while a verification retries.
+            let check = self.check(&req, &stop);
+            tokio::pin!(check);
+            let result = loop {
+                tokio::select! {
+                    result = &mut check => break result,
+                    _ = gauge.tick() => self.publish_ledger_size(),
+                }
+            };
+            if let Some(check) = result {
                 done(&req, &check);
             }
         }

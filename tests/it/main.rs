@@ -2,11 +2,13 @@
 //! `support` starts.
 mod cli;
 mod credentials;
+mod docs;
 mod e2e;
 mod failover;
 mod hang;
 mod lab;
 mod load;
+mod manifests;
 mod metrics;
 mod outage;
 mod pgbouncer;

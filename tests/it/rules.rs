@@ -472,7 +472,19 @@ fn azure_rule_groups() -> Value {
                             .unwrap_or_else(|| panic!("{:?} has no severity", r.alert));
                         rule.insert("severity".into(), json!(azure_severity(severity)));
                         if let Some(annotations) = r.raw.get("annotations") {
-                            rule.insert("annotations".into(), arm_map(annotations));
+                            let mut annotations = arm_map(annotations);
+                            // The runbook base is a template parameter.
+                            if let Some(url) = annotations.get_mut("runbook_url") {
+                                let anchor = url
+                                    .as_str()
+                                    .and_then(|u| u.strip_prefix(RUNBOOK_BASE))
+                                    .unwrap_or_else(|| panic!("{:?}: runbook_url {url}", r.alert))
+                                    .to_string();
+                                *url = json!(format!(
+                                    "[concat(parameters('runbookBaseUrl'), '{anchor}')]"
+                                ));
+                            }
+                            rule.insert("annotations".into(), annotations);
                         }
                         rule.insert(
                             "resolveConfiguration".into(),
@@ -513,7 +525,8 @@ fn azure_rule_groups() -> Value {
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]", "metadata": {"description": "Location of the rule groups (the workspace's region)"}},
             "clusterName": {"type": "string", "defaultValue": "", "metadata": {"description": "Restrict the rules to the metrics of this AKS/Arc cluster (empty: all data in the workspace)"}},
             "actionGroupId": {"type": "string", "defaultValue": "", "metadata": {"description": "Resource ID of the action group notified by the alerts (empty: none)"}},
-            "ruleGroupPrefix": {"type": "string", "defaultValue": "", "metadata": {"description": "Prefix of the rule group names, to deploy several copies into one resource group"}}
+            "ruleGroupPrefix": {"type": "string", "defaultValue": "", "metadata": {"description": "Prefix of the rule group names, to deploy several copies into one resource group"}},
+            "runbookBaseUrl": {"type": "string", "defaultValue": RUNBOOK_BASE, "metadata": {"description": "URL of your published copy of docs/runbooks.md; the alerts link to its #pgdrill... anchors (one per alert)"}}
         },
         "resources": resources,
     })
@@ -583,14 +596,32 @@ fn every_rule_and_alert_has_a_unit_test() {
     );
 }
 
-#[test]
-fn rules_follow_naming_and_annotation_conventions() {
-    let docs = read("README.md");
-    let anchors: BTreeSet<String> = docs
-        .lines()
+/// Where the alerts' runbook links point: a placeholder the user replaces with
+/// where they publish docs/runbooks.md (the Azure template takes it as the
+/// parameter `runbookBaseUrl`). `.invalid` never resolves to someone else's site.
+const RUNBOOK_BASE: &str = "https://pgdrill.invalid/docs/runbooks.md";
+
+/// Heading anchors of README.md and docs/*.md (runbooks may live in either).
+fn doc_anchors() -> BTreeSet<String> {
+    let mut texts = vec![read("README.md")];
+    if let Ok(entries) = fs::read_dir(repo().join("docs")) {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "md") {
+                texts.push(fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
         .filter(|l| l.starts_with('#'))
         .map(|l| github_anchor(l.trim_start_matches('#')))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn rules_follow_naming_and_annotation_conventions() {
+    let anchors = doc_anchors();
     let mut problems = Vec::new();
     for rule in all_rules() {
         if let Some(record) = &rule.record {
@@ -617,17 +648,14 @@ fn rules_follow_naming_and_annotation_conventions() {
                     problems.push(format!("{alert}: no {key} annotation"));
                 }
             }
-            let want = format!(
-                "https://github.com/pgdrill/pgdrill#alert-{}",
-                alert.to_lowercase()
-            );
+            let want = format!("{RUNBOOK_BASE}#{}", alert.to_lowercase());
             match str_of(&rule.raw["annotations"], "runbook_url") {
                 Some(url) if url == want => {}
                 other => problems.push(format!("{alert}: runbook_url {other:?}, want {want}")),
             }
-            if !anchors.contains(&format!("alert-{}", alert.to_lowercase())) {
+            if !anchors.contains(&alert.to_lowercase()) {
                 problems.push(format!(
-                    "{alert}: README.md has no heading `Alert: {alert}`"
+                    "{alert}: docs/runbooks.md has no heading `{alert}`"
                 ));
             }
         }
@@ -648,8 +676,9 @@ fn github_anchor(heading: &str) -> String {
 
 #[test]
 fn rto_objective_is_configured_in_one_place() {
-    let defining: Vec<Rule> = all_rules()
-        .into_iter()
+    let rules = all_rules();
+    let defining: Vec<&Rule> = rules
+        .iter()
         .filter(|r| r.record.as_deref() == Some("pgdrill:rto_objective_seconds"))
         .collect();
     assert_eq!(
@@ -657,17 +686,75 @@ fn rto_objective_is_configured_in_one_place() {
         1,
         "pgdrill:rto_objective_seconds must be recorded once"
     );
-    let objective = defining[0].expr.trim();
-    assert!(
-        objective.starts_with("vector(") && objective.ends_with(')'),
-        "the objective is a constant vector: {objective}"
+    assert_eq!(
+        defining[0].expr.trim(),
+        "vector(120)",
+        "the objective is a constant, 120 s by default"
     );
-    // No other rule hard-codes the objective: the alert compares with the rule.
-    let alert = all_rules()
-        .into_iter()
-        .find(|r| r.alert.as_deref() == Some("PgdrillRTOObjectiveMissed"))
-        .expect("PgdrillRTOObjectiveMissed");
-    assert!(alert.expr.contains("pgdrill:rto_objective_seconds"));
+    // The alerts about the objective compare with the rule, and no rule
+    // hard-codes the number.
+    for alert in ["PgdrillWritesUnavailable", "PgdrillRTOObjectiveMissed"] {
+        let rule = rules
+            .iter()
+            .find(|r| r.alert.as_deref() == Some(alert))
+            .unwrap_or_else(|| panic!("no {alert}"));
+        assert!(
+            rule.expr.contains("pgdrill:rto_objective_seconds"),
+            "{alert}"
+        );
+    }
+    for rule in rules
+        .iter()
+        .filter(|r| r.record.as_deref() != Some("pgdrill:rto_objective_seconds"))
+    {
+        assert!(
+            !numbers_in(&rule.expr).contains(&"120".to_string()),
+            "{:?} hard-codes 120",
+            rule.alert.as_ref().or(rule.record.as_ref())
+        );
+    }
+}
+
+/// Number literals of an expression (not digits inside names, strings or ranges).
+fn numbers_in(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = expr.chars().peekable();
+    let mut prev = ' ';
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                for d in chars.by_ref() {
+                    if d == '"' {
+                        break;
+                    }
+                }
+            }
+            '[' => {
+                for d in chars.by_ref() {
+                    if d == ']' {
+                        break;
+                    }
+                }
+            }
+            _ if c.is_ascii_digit()
+                && !(prev.is_ascii_alphanumeric() || prev == '_' || prev == ':') =>
+            {
+                let mut number = c.to_string();
+                while let Some(&d) = chars.peek() {
+                    if d.is_ascii_digit() || d == '.' {
+                        number.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(number);
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    out
 }
 
 #[test]
@@ -751,6 +838,473 @@ fn azure_rule_groups_match_the_yaml() {
             }
         }
     }
+}
+
+/// Range selectors (`[5m]`, `[10m:1m]`) of an expression with the function
+/// that reads them.
+fn ranges_in(expr: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(open) = rest.find('[') {
+        let close = rest[open..]
+            .find(']')
+            .map(|c| open + c)
+            .expect("unclosed [");
+        let range = rest[open + 1..close].to_string();
+        // The innermost function call that the range is an argument of.
+        let before = &rest[..open];
+        let function = before
+            .rfind('(')
+            .map(|p| {
+                let name: String = before[..p]
+                    .chars()
+                    .rev()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                name.chars().rev().collect()
+            })
+            .unwrap_or_default();
+        out.push((function, range));
+        rest = &rest[close + 1..];
+    }
+    out
+}
+
+fn seconds(duration: &str) -> u64 {
+    let mut total = 0;
+    let mut number = String::new();
+    for c in duration.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+        } else {
+            let n: u64 = number
+                .parse()
+                .unwrap_or_else(|_| panic!("duration {duration:?}"));
+            number.clear();
+            total += n * match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                other => panic!("duration {duration:?}: unit {other}"),
+            };
+        }
+    }
+    assert!(number.is_empty(), "duration {duration:?}");
+    total
+}
+
+/// At 60 s scrapes, rates need at least four scrapes in the window (and
+/// three after one missed scrape): 5m. Shorter ranges only bridge a missed
+/// scrape (`last_over_time`, `max_over_time` of a recorded series), never
+/// measure a rate.
+#[test]
+fn windows_hold_enough_scrapes_at_60s() {
+    let mut problems = Vec::new();
+    for rule in all_rules() {
+        let name = rule
+            .alert
+            .clone()
+            .or(rule.record.clone())
+            .unwrap_or_default();
+        for (function, range) in ranges_in(&rule.expr) {
+            let s = seconds(range.split(':').next().unwrap_or_default());
+            let min = match function.as_str() {
+                "rate" | "increase" | "irate" | "delta" | "changes" | "resets" => 300,
+                "last_over_time" | "max_over_time" => 120,
+                other => {
+                    problems.push(format!("{name}: [{range}] read by {other:?}"));
+                    continue;
+                }
+            };
+            if s < min {
+                problems.push(format!("{name}: {function}[{range}] shorter than {min} s"));
+            }
+        }
+        if let Some(f) = str_of(&rule.raw, "for") {
+            if seconds(f) < 300 {
+                problems.push(format!("{name}: for {f} is shorter than 5m"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(
+        ranges_in("max_over_time(x[3m]) + rate(y{a=\"[\"}[5m:1m])").len(),
+        2
+    );
+}
+
+/// Job-level rules keep the topology: aggregations fold named labels
+/// (`without`), and only labels that tell replicas or series of one canary
+/// apart; they never keep a fixed list (`by`) that would drop cluster or
+/// namespace.
+#[test]
+fn aggregations_keep_cluster_and_namespace() {
+    const FOLDABLE: [&str; 7] = [
+        "instance",
+        "pod",
+        "container",
+        "endpoint",
+        "class",
+        "version",
+        "state",
+    ];
+    let mut problems = Vec::new();
+    for rule in all_rules() {
+        let name = rule
+            .alert
+            .clone()
+            .or(rule.record.clone())
+            .unwrap_or_default();
+        let expr = rule.expr.replace('\n', " ");
+        if expr.contains(" by (") || expr.contains(" by(") {
+            problems.push(format!("{name}: aggregates `by` a fixed label list"));
+        }
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("without (") {
+            let list = &rest[at + "without (".len()..];
+            let end = list.find(')').expect("unclosed without (");
+            for label in list[..end].split(',').map(str::trim) {
+                if !FOLDABLE.contains(&label) {
+                    problems.push(format!("{name}: folds `{label}`"));
+                }
+            }
+            rest = &list[end..];
+        }
+        // Joins match on the job alone only where the right side is the
+        // per-job parameter or a per-job alert filter.
+        if expr.contains("on (job, instance)") {
+            problems.push(format!(
+                "{name}: joins on (job, instance), dropping topology"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// Every recording rule is read by an alert, another recording rule that is
+/// read, or a dashboard: nothing is recorded (and paid for on Azure) for nobody.
+#[test]
+fn every_recording_rule_is_read() {
+    let rules = all_rules();
+    let mut readers: Vec<String> = rules
+        .iter()
+        .filter(|r| r.alert.is_some())
+        .map(|r| r.expr.clone())
+        .collect();
+    readers.extend(dashboard_exprs().into_iter().map(|e| e.expr));
+    let mut read: BTreeSet<String> = BTreeSet::new();
+    // Rules read by read rules are read too: iterate to a fixed point.
+    loop {
+        let before = read.len();
+        for expr in &readers {
+            read.extend(recording_names_in(expr));
+        }
+        for rule in &rules {
+            if rule.record.as_ref().is_some_and(|r| read.contains(r)) {
+                read.extend(recording_names_in(&rule.expr));
+            }
+        }
+        if read.len() == before {
+            break;
+        }
+    }
+    let unread: Vec<String> = recorded_names().difference(&read).cloned().collect();
+    assert!(
+        unread.is_empty(),
+        "recording rules nobody reads: {unread:?}"
+    );
+}
+
+/// prometheus/tests/cadence.test.yml is generated; it must match its generator.
+#[test]
+fn cadence_tests_match_their_generator() {
+    let out = Command::new("python3")
+        .arg("prometheus/tests/generate_cadence_tests.py")
+        .arg("--check")
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/deps installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One change of a threshold, window or duration of one rule.
+struct Mutation {
+    rule: &'static str,
+    from: &'static str,
+    to: &'static str,
+}
+
+/// For each alert, its thresholds, windows and durations, changed one at a time.
+const MUTATIONS: &[Mutation] = &[
+    Mutation {
+        rule: "pgdrill:rto_objective_seconds",
+        from: "vector(120)",
+        to: "vector(90)",
+    },
+    Mutation {
+        rule: "pgdrill:rto_objective_seconds",
+        from: "vector(120)",
+        to: "vector(400)",
+    },
+    Mutation {
+        rule: "PgdrillWritesUnavailable",
+        from: "max_over_time(job:pgdrill_writes_unavailable_seconds:scrape[3m])",
+        to: "job:pgdrill_writes_unavailable_seconds:scrape",
+    },
+    Mutation {
+        rule: "PgdrillWritesUnavailable",
+        from: "< 300",
+        to: "< 60",
+    },
+    Mutation {
+        rule: "job:pgdrill_writes_unavailable_seconds:scrape",
+        from: "timestamp(pgdrill_outage_start_timestamp_seconds)",
+        to: "time()",
+    },
+    Mutation {
+        rule: "PgdrillAcknowledgedWritesLost",
+        from: "[15m]",
+        to: "[5m]",
+    },
+    Mutation {
+        rule: "PgdrillAcknowledgedWritesLost",
+        from: "])) > 0",
+        to: "])) > 5",
+    },
+    Mutation {
+        rule: "PgdrillRTOObjectiveMissed",
+        from: "< 1800",
+        to: "< 600",
+    },
+    Mutation {
+        rule: "PgdrillRTOObjectiveMissed",
+        from: "< 1800",
+        to: "< 3600",
+    },
+    Mutation {
+        rule: "PgdrillErrorRatioHigh",
+        from: "> 0.05",
+        to: "> 0.1",
+    },
+    Mutation {
+        rule: "PgdrillErrorRatioHigh",
+        from: "> 0.05",
+        to: "> 0.03",
+    },
+    Mutation {
+        rule: "PgdrillErrorRatioHigh",
+        from: "for: 10m",
+        to: "for: 5m",
+    },
+    Mutation {
+        rule: "job:pgdrill_transaction_errors:ratio_rate5m",
+        from: "(rate(pgdrill_transaction_errors_total[5m]))",
+        to: "(rate(pgdrill_transaction_errors_total[1m]))",
+    },
+    Mutation {
+        rule: "PgdrillRateBelowTarget",
+        from: "< 0.9",
+        to: "< 0.5",
+    },
+    Mutation {
+        rule: "PgdrillRateBelowTarget",
+        from: "< 0.9",
+        to: "< 0.97",
+    },
+    Mutation {
+        rule: "PgdrillRateBelowTarget",
+        from: "for: 10m",
+        to: "for: 5m",
+    },
+    Mutation {
+        rule: "job:pgdrill_transactions_succeeded:ratio_target5m",
+        from: "(rate(pgdrill_transactions_total[5m]))",
+        to: "(rate(pgdrill_transactions_total[1m]))",
+    },
+    Mutation {
+        rule: "PgdrillVerificationFailing",
+        from: "[15m]",
+        to: "[5m]",
+    },
+    Mutation {
+        rule: "PgdrillVerificationFailing",
+        from: "])) > 0",
+        to: "])) > 1",
+    },
+    Mutation {
+        rule: "PgdrillCanaryDown",
+        from: "up[5m]",
+        to: "up[15m]",
+    },
+    Mutation {
+        rule: "PgdrillCanaryDown",
+        from: "for: 5m",
+        to: "for: 0m",
+    },
+    Mutation {
+        rule: "PgdrillCanaryAbsent",
+        from: "for: 5m",
+        to: "for: 0m",
+    },
+    Mutation {
+        rule: "PgdrillCanaryAbsent",
+        from: "count[1h]) unless job",
+        to: "count[5m]) unless job",
+    },
+    Mutation {
+        rule: "job:pgdrill_canaries:expected",
+        from: "vector(2)",
+        to: "vector(1)",
+    },
+    Mutation {
+        rule: "PgdrillFailoverInProgress",
+        from: "< 600",
+        to: "< 6000",
+    },
+    Mutation {
+        rule: "PgdrillFailoverInProgress",
+        from: "last_over_time(pgdrill_failover_state{state=\"outage\"}[2m])",
+        to: "pgdrill_failover_state{state=\"outage\"}",
+    },
+    Mutation {
+        rule: "PgdrillPrimaryChanged",
+        from: "[5m]",
+        to: "[1m]",
+    },
+    Mutation {
+        rule: "PgdrillPrimaryChanged",
+        from: "])) > 0",
+        to: "])) > 5",
+    },
+];
+
+/// The rule file with one mutation applied inside the named rule's block.
+fn mutate(text: &str, m: &Mutation) -> String {
+    let start = [
+        format!("- alert: {}\n", m.rule),
+        format!("- record: {}\n", m.rule),
+    ]
+    .iter()
+    .find_map(|head| text.find(head.as_str()))
+    .unwrap_or_else(|| panic!("no rule {}", m.rule));
+    let after = start + 2;
+    let end = text[after..]
+        .find("\n      - ")
+        .map(|e| after + e)
+        .unwrap_or(text.len());
+    let block = &text[start..end];
+    assert_eq!(
+        block.matches(m.from).count(),
+        1,
+        "{}: `{}` must occur once in the rule",
+        m.rule,
+        m.from
+    );
+    format!(
+        "{}{}{}",
+        &text[..start],
+        block.replace(m.from, m.to),
+        &text[end..]
+    )
+}
+
+/// Names of the failing tests in promtool's output: `name:` lines for alert
+/// tests; the `# <test name>` comment the generator appends to expressions.
+fn failing_tests(output: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in output.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("name: ") {
+            out.insert(name.trim_end_matches(',').to_string());
+        } else if line.starts_with("expr: ") {
+            match line.find("  # ") {
+                Some(at) => {
+                    let name = &line[at + 4..];
+                    let name = name.split("\", time:").next().unwrap_or(name);
+                    out.insert(name.to_string());
+                }
+                None => {
+                    out.insert(format!("alerts.test.yml: {line}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each threshold, window or duration of each alert, changed in a copy of the
+/// rules, makes `promtool test rules` fail; prints which tests caught it.
+#[test]
+fn every_alert_mutation_fails_a_unit_test() {
+    let original = read("prometheus/rules/pgdrill.rules.yml");
+    let tests = rule_test_files();
+    // Every alert is mutated at least once.
+    for rule in all_rules() {
+        if let Some(alert) = &rule.alert {
+            assert!(
+                MUTATIONS.iter().any(|m| m.rule == alert),
+                "no mutation of {alert}"
+            );
+        }
+    }
+    // Every mutation applies, before the slow part.
+    for m in MUTATIONS {
+        mutate(&original, m);
+    }
+    let mut report = String::new();
+    let mut survivors = Vec::new();
+    for m in MUTATIONS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
+        fs::create_dir_all(dir.path().join("tests")).expect("mkdir");
+        fs::write(
+            dir.path().join("rules/pgdrill.rules.yml"),
+            mutate(&original, m),
+        )
+        .expect("write");
+        // One promtool per test file, side by side.
+        let children: Vec<_> = tests
+            .iter()
+            .map(|t| {
+                let copy = dir.path().join("tests").join(t.file_name().expect("name"));
+                fs::copy(t, &copy).expect("copy test file");
+                Command::new(promtool())
+                    .args(["test", "rules"])
+                    .arg(&copy)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("run promtool")
+            })
+            .collect();
+        let mut failed = false;
+        let mut caught = BTreeSet::new();
+        for child in children {
+            let out = child.wait_with_output().expect("promtool output");
+            if !out.status.success() {
+                failed = true;
+                caught.extend(failing_tests(&String::from_utf8_lossy(&out.stdout)));
+                caught.extend(failing_tests(&String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        report.push_str(&format!("{}: `{}` -> `{}`\n", m.rule, m.from, m.to));
+        for name in &caught {
+            report.push_str(&format!("    caught by: {name}\n"));
+        }
+        if !failed {
+            survivors.push(format!("{}: {} -> {}", m.rule, m.from, m.to));
+        }
+    }
+    println!("{report}");
+    assert!(
+        survivors.is_empty(),
+        "mutations no test catches: {survivors:#?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -855,7 +1409,7 @@ fn metric_name_extraction() {
 }
 
 #[test]
-fn dashboards_use_the_datasource_variable_and_job_instance_variables() {
+fn dashboards_use_the_datasource_variable_and_topology_variables() {
     fn check_datasources(v: &Value, file: &str, problems: &mut Vec<String>) {
         match v {
             Value::Object(map) => {
@@ -898,7 +1452,7 @@ fn dashboards_use_the_datasource_variable_and_job_instance_variables() {
                     && str_of(v, "query") == Some("prometheus") => {}
             other => problems.push(format!("{name}: datasource variable {other:?}")),
         }
-        for var in ["job", "instance"] {
+        for var in ["cluster", "namespace", "job", "instance"] {
             match vars.get(var) {
                 Some(v) => check_datasources(v, &name, &mut problems),
                 None => problems.push(format!("{name}: no `{var}` variable")),
@@ -920,16 +1474,140 @@ fn dashboards_use_the_datasource_variable_and_job_instance_variables() {
             for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = str_of(target, "expr").unwrap_or_default();
                 let reads_pgdrill = !metric_names_in(expr).is_empty();
-                if reads_pgdrill && !(expr.contains("$job") && expr.contains("$instance")) {
+                let filtered = ["$cluster", "$namespace", "$job", "$instance"]
+                    .iter()
+                    .all(|v| expr.contains(v));
+                if reads_pgdrill && !filtered {
                     problems.push(format!(
-                        "{name}/{}: not filtered by $job and $instance: {expr}",
+                        "{name}/{}: not filtered by $cluster, $namespace, $job and $instance: {expr}",
                         str_of(panel, "title").unwrap_or_default()
                     ));
+                }
+                // Aggregations keep the topology: `by` lists name cluster and namespace.
+                for by in expr.match_indices(" by (") {
+                    let list = &expr[by.0 + 5..];
+                    let list = &list[..list.find(')').unwrap_or(list.len())];
+                    let folds_replicas_only =
+                        list.contains("cluster") && list.contains("namespace");
+                    let single_dimension = matches!(
+                        list,
+                        "le" | "class" | "state" | "version" | "outcome" | "host"
+                    );
+                    if reads_pgdrill && !folds_replicas_only && !single_dimension {
+                        problems.push(format!(
+                            "{name}/{}: `by ({list})` drops cluster and namespace",
+                            str_of(panel, "title").unwrap_or_default()
+                        ));
+                    }
                 }
             }
         }
         assert!(problems.is_empty(), "{problems:#?}");
     }
+}
+
+/// The panels the issue asks for, read the way that holds at real ranges and
+/// cadences.
+#[test]
+fn dashboard_shows_history_timestamps_and_scrape_health() {
+    let file = repo().join("grafana/dashboards/pgdrill.json");
+    let dash = json_file(&file);
+    let panels = dash["panels"].as_array().expect("panels");
+    let panel = |title: &str| -> &Value {
+        panels
+            .iter()
+            .find(|p| str_of(p, "title") == Some(title))
+            .unwrap_or_else(|| panic!("no panel {title:?}"))
+    };
+    let exprs = |p: &Value| -> Vec<String> {
+        p["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| str_of(t, "expr").map(str::to_string))
+            .collect()
+    };
+    // Failover history: one row per outage from the exported timestamps.
+    let history = panel("Failover history");
+    assert_eq!(str_of(history, "type"), Some("table"));
+    let text = exprs(history).join("\n");
+    for metric in [
+        "pgdrill_outage_start_timestamp_seconds",
+        "pgdrill_outage_end_timestamp_seconds",
+        "pgdrill_last_failover_lost_writes",
+        "pgdrill_last_failover_rpo_seconds",
+    ] {
+        assert!(text.contains(metric), "history lacks {metric}");
+    }
+    let transforms: Vec<&str> = history["transformations"]
+        .as_array()
+        .expect("transformations")
+        .iter()
+        .filter_map(|t| str_of(t, "id"))
+        .collect();
+    assert!(transforms.contains(&"groupBy"), "{transforms:?}");
+    // State timeline: the worst state per interval, not a sampled point.
+    let timeline = panel("Failover state");
+    let timeline = if str_of(timeline, "type") == Some("state-timeline") {
+        timeline
+    } else {
+        panels
+            .iter()
+            .find(|p| {
+                str_of(p, "type") == Some("state-timeline")
+                    && str_of(p, "title") == Some("Failover state")
+            })
+            .expect("a Failover state timeline")
+    };
+    for e in exprs(timeline) {
+        assert!(
+            e.contains("max_over_time(") && e.contains("[$__interval]"),
+            "timeline samples points: {e}"
+        );
+    }
+    // Annotations at the exported timestamps, not at sampled state changes.
+    let annotations = dash["annotations"]["list"].as_array().expect("annotations");
+    for metric in [
+        "pgdrill_outage_start_timestamp_seconds",
+        "pgdrill_outage_end_timestamp_seconds",
+    ] {
+        let a = annotations
+            .iter()
+            .find(|a| str_of(a, "expr").is_some_and(|e| e.contains(metric) && e.contains("* 1000")))
+            .unwrap_or_else(|| panic!("no annotation from {metric}"));
+        assert_eq!(a["useValueForTime"], true, "{metric}");
+    }
+    for a in annotations {
+        for (_, range) in ranges_in(str_of(a, "expr").unwrap_or_default()) {
+            assert!(
+                seconds(&range) >= 300,
+                "annotation window [{range}]: empty at 60 s scrapes"
+            );
+        }
+    }
+    // The objective, from the recording rule, as the threshold of "Last RTO".
+    let rto = panel("Last RTO");
+    assert!(exprs(rto)
+        .iter()
+        .any(|e| e.contains("pgdrill:rto_objective_seconds")));
+    let config = rto["transformations"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| str_of(t, "id") == Some("configFromData")))
+        .expect("Last RTO takes its threshold from the objective query");
+    assert_eq!(
+        config["options"]["mappings"][0]["handlerKey"], "threshold1",
+        "{config}"
+    );
+    // Scrape health.
+    assert!(exprs(panel("Scrape health (up)"))
+        .iter()
+        .any(|e| e.contains("up{")));
+    assert!(exprs(panel("Scrape duration and samples"))
+        .iter()
+        .any(|e| e.contains("scrape_duration_seconds")));
+    assert!(exprs(panel("Canaries reporting vs expected"))
+        .iter()
+        .any(|e| e.contains("job:pgdrill_canaries:expected")));
 }
 
 // ---------------------------------------------------------------------------
@@ -1073,7 +1751,7 @@ fn metrics_port_is_consistent() {
         .as_array()
         .expect("scrape_configs")
         .iter()
-        .filter(|j| str_of(j, "job_name") == Some("pgdrill"))
+        .filter(|j| str_of(j, "job_name") == Some("pgdrill-compose"))
         .flat_map(|j| j["static_configs"].as_array().into_iter().flatten())
         .flat_map(|s| s["targets"].as_array().into_iter().flatten())
         .filter_map(Value::as_str)

@@ -1,0 +1,436 @@
+//! The drill flags, validated once into a [`DrillConfig`].
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::drill::schedule::{self, Schedule};
+use crate::drill::trigger::TriggerCommand;
+use crate::error::ConfigError;
+
+/// `--failover-after` when only `--failover-command` is given.
+pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(30);
+
+/// The baseline before a trigger is judged over at most this long (see
+/// [`crate::drill::timing::baseline_span`]); a trigger needs at least
+/// [`MIN_BASELINE`] of load before it.
+pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
+pub const MIN_BASELINE: Duration = Duration::from_secs(2);
+
+/// More failovers than this in one run is a mistake, and would make the report unreadable.
+pub const MAX_FAILOVERS: u32 = 1000;
+
+/// The last trigger must be planned within this much of the start (a year and a day).
+pub const MAX_SCHEDULE: Duration = Duration::from_secs(366 * 86_400);
+
+#[derive(Debug, Clone, Args)]
+pub struct DrillArgs {
+    /// Trigger the failover with this command (e.g. `az postgres flexible-server restart
+    /// --failover Forced --resource-group RG --name SERVER`), run --failover-after into the
+    /// run. It is split into words like a shell would but runs without one; add
+    /// --failover-shell for pipes, variables or redirections. The run then ends with a
+    /// verdict: exit 0 pass, 3 fail, 4 invalid.
+    #[arg(long, env = "PGDRILL_FAILOVER_COMMAND", hide_env_values = true)]
+    pub failover_command: Option<String>,
+
+    /// Run --failover-command with `sh -c`.
+    #[arg(long, env = "PGDRILL_FAILOVER_SHELL", requires = "failover_command")]
+    pub failover_shell: bool,
+
+    /// Start the (first) trigger this long after the load starts; the load before it is the
+    /// baseline, which must be healthy for a valid drill [default: 30s].
+    #[arg(long, env = "PGDRILL_FAILOVER_AFTER", requires = "failover_command")]
+    pub failover_after: Option<humantime::Duration>,
+
+    /// How many failovers to trigger in this run.
+    #[arg(long, env = "PGDRILL_FAILOVERS", requires = "failover_command")]
+    pub failovers: Option<u32>,
+
+    /// Time between the starts of consecutive triggers (with --failovers 2 or more).
+    #[arg(long, env = "PGDRILL_FAILOVER_EVERY", requires = "failovers")]
+    pub failover_every: Option<humantime::Duration>,
+
+    /// Kill the trigger (its whole process group) if it runs longer than this; the drill is
+    /// then invalid.
+    #[arg(long, env = "PGDRILL_FAILOVER_TIMEOUT", default_value = "10m")]
+    pub failover_timeout: humantime::Duration,
+
+    /// Longest acceptable write unavailability per failover; the same number as the
+    /// pgdrill:rto_objective_seconds recording rule.
+    #[arg(long, env = "PGDRILL_RTO_OBJECTIVE", default_value = "30s")]
+    pub rto_objective: humantime::Duration,
+
+    /// Most acknowledged writes that may be lost in the run (found missing by
+    /// verification after each outage); 0 = none may be lost.
+    #[arg(long, env = "PGDRILL_RPO_OBJECTIVE", default_value_t = 0)]
+    pub rpo_objective: u64,
+}
+
+/// What to judge a drill against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Objectives {
+    /// Longest acceptable write unavailability of each failover.
+    #[serde(rename = "rto_seconds", serialize_with = "schedule::seconds")]
+    pub rto: Duration,
+    /// Most acknowledged writes that may be lost in the run.
+    pub max_lost_writes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerConfig {
+    pub command: TriggerCommand,
+    pub schedule: Schedule,
+    pub timeout: Duration,
+}
+
+/// A validated drill configuration; only [`DrillArgs::validate`] makes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillConfig {
+    /// `None`: a canary run, which has no verdict and exits 0.
+    pub trigger: Option<TriggerConfig>,
+    pub objectives: Objectives,
+}
+
+fn text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
+    let d: Duration = d.into();
+    if d.is_zero() {
+        return Err(ConfigError::new(option, "0s", "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn enough_baseline(option: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d < MIN_BASELINE {
+        return Err(ConfigError::new(
+            option,
+            text(d),
+            format!(
+                "must be at least {}: the load before each trigger is the baseline that shows \
+                 the database was healthy",
+                text(MIN_BASELINE)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+impl DrillArgs {
+    /// Checks the drill flags against each other and against the run's `--duration`.
+    pub fn validate(&self, duration: Option<Duration>) -> Result<DrillConfig, ConfigError> {
+        let objectives = Objectives {
+            rto: positive("--rto-objective", self.rto_objective)?,
+            max_lost_writes: self.rpo_objective,
+        };
+        let Some(raw) = &self.failover_command else {
+            return Ok(DrillConfig {
+                trigger: None,
+                objectives,
+            });
+        };
+        let command = TriggerCommand::parse(raw, self.failover_shell)?;
+        let timeout = positive("--failover-timeout", self.failover_timeout)?;
+        let after = enough_baseline(
+            "--failover-after",
+            self.failover_after
+                .map_or(DEFAULT_FAILOVER_AFTER, Duration::from),
+        )?;
+        let count = self.failovers.unwrap_or(1);
+        if count == 0 || count > MAX_FAILOVERS {
+            return Err(ConfigError::new(
+                "--failovers",
+                count.to_string(),
+                format!("must be between 1 and {MAX_FAILOVERS}"),
+            ));
+        }
+        let every = match self.failover_every {
+            Some(every) if count == 1 => {
+                return Err(ConfigError::new(
+                    "--failover-every",
+                    every.to_string(),
+                    "needs --failovers 2 or more: with one failover there is nothing to repeat",
+                ));
+            }
+            Some(every) => Some(enough_baseline("--failover-every", every.into())?),
+            None if count > 1 => {
+                return Err(ConfigError::new(
+                    "--failovers",
+                    count.to_string(),
+                    "more than one failover needs --failover-every (the time between triggers)",
+                ));
+            }
+            None => None,
+        };
+        // Checked, so that the schedule's own arithmetic can never overflow.
+        let last = every
+            .map_or(Some(Duration::ZERO), |e| e.checked_mul(count - 1))
+            .and_then(|span| after.checked_add(span))
+            .filter(|last| *last <= MAX_SCHEDULE);
+        if last.is_none() {
+            let (option, value) = match self.failover_every {
+                Some(every) => ("--failover-every", every.to_string()),
+                None => ("--failover-after", text(after)),
+            };
+            return Err(ConfigError::new(
+                option,
+                value,
+                format!(
+                    "the last failover would start more than {} into the run",
+                    text(MAX_SCHEDULE)
+                ),
+            ));
+        }
+        let schedule = Schedule {
+            after,
+            every,
+            count,
+        };
+        if let Some(duration) = duration {
+            if after >= duration {
+                return Err(ConfigError::new(
+                    "--failover-after",
+                    text(after),
+                    format!(
+                        "must be shorter than --duration ({}), or the trigger never runs",
+                        text(duration)
+                    ),
+                ));
+            }
+            if schedule.last() >= duration {
+                return Err(ConfigError::new(
+                    "--failovers",
+                    count.to_string(),
+                    format!(
+                        "the last failover would start {} into the run, not before --duration ({}) \
+                         ends it; lengthen --duration or shorten --failover-every",
+                        text(schedule.last()),
+                        text(duration)
+                    ),
+                ));
+            }
+        }
+        Ok(DrillConfig {
+            trigger: Some(TriggerConfig {
+                command,
+                schedule,
+                timeout,
+            }),
+            objectives,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[arg(long)]
+        duration: Option<humantime::Duration>,
+        #[command(flatten)]
+        drill: DrillArgs,
+    }
+
+    fn args(extra: &[&str]) -> Result<DrillConfig, String> {
+        let mut argv = vec!["pgdrill"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.drill
+            .validate(cli.duration.map(Duration::from))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn without_a_command_it_is_a_canary() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.trigger, None);
+        assert_eq!(c.objectives.rto, Duration::from_secs(30));
+        assert_eq!(c.objectives.max_lost_writes, 0);
+        // Objectives alone do nothing, and saying so is not an error.
+        assert!(args(&["--rto-objective", "2m"]).is_ok());
+    }
+
+    #[test]
+    fn a_single_drill_has_sensible_defaults() {
+        let c = args(&[
+            "--duration",
+            "5m",
+            "--failover-command",
+            "az postgres flexible-server restart --failover Forced -g rg -n pg",
+        ])
+        .unwrap();
+        let t = c.trigger.unwrap();
+        assert_eq!(t.command.argv[0], "az");
+        assert_eq!(t.command.argv.len(), 10);
+        assert!(!t.command.shell);
+        assert_eq!(
+            t.schedule,
+            Schedule {
+                after: Duration::from_secs(30),
+                every: None,
+                count: 1
+            }
+        );
+        assert_eq!(t.timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn repeated_drills_parse() {
+        let c = args(&[
+            "--duration",
+            "10m",
+            "--failover-command",
+            "patronictl failover --force | tee -a log",
+            "--failover-shell",
+            "--failover-after",
+            "1m",
+            "--failovers",
+            "5",
+            "--failover-every",
+            "100s",
+            "--failover-timeout",
+            "90s",
+            "--rto-objective",
+            "45s",
+            "--rpo-objective",
+            "10",
+        ])
+        .unwrap();
+        let t = c.trigger.unwrap();
+        assert!(t.command.shell);
+        assert_eq!(t.schedule.last(), Duration::from_secs(60 + 4 * 100));
+        assert_eq!(t.timeout, Duration::from_secs(90));
+        assert_eq!(
+            c.objectives,
+            Objectives {
+                rto: Duration::from_secs(45),
+                max_lost_writes: 10
+            }
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_flag_the_value_and_the_reason() {
+        let cmd = ["--failover-command", "true"];
+        let with = |extra: &[&str]| {
+            let mut all = cmd.to_vec();
+            all.extend_from_slice(extra);
+            args(&all).unwrap_err()
+        };
+        let cases: Vec<(String, &[&str])> = vec![
+            (
+                with(&["--duration", "1m", "--failover-after", "2m"]),
+                &["--failover-after", "2m", "shorter than --duration (1m)"],
+            ),
+            (
+                with(&["--failover-after", "1s"]),
+                &["--failover-after", "1s", "at least 2s"],
+            ),
+            (
+                with(&[
+                    "--duration",
+                    "2m",
+                    "--failovers",
+                    "3",
+                    "--failover-every",
+                    "50s",
+                ]),
+                &[
+                    "--failovers",
+                    "'3'",
+                    "would start 2m 10s",
+                    "--duration (2m)",
+                ],
+            ),
+            (
+                with(&["--failovers", "3"]),
+                &["--failovers", "needs --failover-every"],
+            ),
+            (
+                with(&["--failovers", "1", "--failover-every", "30s"]),
+                &["--failover-every", "30s", "needs --failovers 2 or more"],
+            ),
+            (
+                with(&["--failovers", "0"]),
+                &["--failovers", "'0'", "between 1 and 1000"],
+            ),
+            (
+                with(&["--failover-timeout", "0s"]),
+                &["--failover-timeout", "greater than zero"],
+            ),
+            (
+                with(&["--rto-objective", "0s"]),
+                &["--rto-objective", "greater than zero"],
+            ),
+            (
+                with(&["--rto-objective", "soon"]),
+                &["--rto-objective", "soon"],
+            ),
+            (
+                args(&["--failover-command", "fail over > log"]).unwrap_err(),
+                &["--failover-command", "`>`", "--failover-shell"],
+            ),
+            (
+                args(&["--failovers", "2"]).unwrap_err(),
+                &["--failover-command"],
+            ),
+            (
+                args(&["--failover-shell"]).unwrap_err(),
+                &["--failover-command"],
+            ),
+            (
+                args(&["--failover-after", "1m"]).unwrap_err(),
+                &["--failover-command"],
+            ),
+            (with(&["--failover-every", "1m"]), &["--failovers"]),
+            (
+                with(&["--failovers", "1000", "--failover-every", "1000years"]),
+                &["--failover-every", "would start more than 1year 18h"],
+            ),
+            (
+                with(&["--failover-after", "400days"]),
+                &["--failover-after", "would start more than 1year 18h"],
+            ),
+        ];
+        for (err, wanted) in cases {
+            for w in wanted {
+                assert!(err.contains(w), "{w:?} missing from: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_without_duration_accepts_any_schedule() {
+        let c = args(&[
+            "--failover-command",
+            "true",
+            "--failovers",
+            "3",
+            "--failover-every",
+            "1h",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.trigger.unwrap().schedule.last(),
+            Duration::from_secs(30 + 7200)
+        );
+    }
+
+    #[test]
+    fn objectives_serialize_in_base_units() {
+        let o = Objectives {
+            rto: Duration::from_millis(1500),
+            max_lost_writes: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            r#"{"rto_seconds":1.5,"max_lost_writes":0}"#
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! Drills as code: pgdrill runs the failover trigger itself, times the failover from the
+//! trigger, and passes or fails the drill against objectives.
+//!
+//! - [`args`]: the `--failover-*` and objective flags, validated into a [`DrillConfig`].
+//! - [`schedule`]: when each trigger runs (a pure function of the run start).
+//! - [`runner`]: runs the triggers on their schedule until done or stopped.
+//! - [`trigger`]: runs the command (argv without a shell unless asked), bounded in time and
+//!   output, with its output scrubbed of passwords.
+//! - [`timing`]: which outage belongs to which trigger, and the figures timed from the trigger.
+//! - [`verdict`]: PASS / FAIL / INVALID with reasons, and the exit codes a pipeline gates on.
+//! - [`stats`]: the distribution of each figure over repeated drills.
+//!
+//! Everything but the trigger runner ([`trigger::run`], [`runner::run_schedule`]) is pure;
+//! all of it is tested without a database.
+
+pub mod args;
+pub mod runner;
+pub mod schedule;
+pub mod scrub;
+pub mod stats;
+pub mod timing;
+pub mod trigger;
+pub mod verdict;
+
+use serde::Serialize;
+
+pub use args::{DrillArgs, DrillConfig, Objectives, TriggerConfig};
+pub use schedule::Schedule;
+pub use stats::{Distribution, DrillDistribution};
+pub use timing::{attribute, baseline_span, Baseline, Counts, DrillTiming, OutageFacts};
+pub use trigger::{TriggerCommand, TriggerOutcome, TriggerRun};
+pub use verdict::{judge, Verdict, VerdictKind, EXIT_FAIL, EXIT_INVALID};
+
+/// Everything the summary JSON and the report show about the drills of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    /// The command as configured, passwords removed.
+    pub command: String,
+    pub shell: bool,
+    pub objectives: Objectives,
+    pub triggers: Vec<TriggerRun>,
+    pub baselines: Vec<Baseline>,
+    pub drills: Vec<DrillTiming>,
+    pub distribution: DrillDistribution,
+    pub verdict: Verdict,
+}
+
+/// What the daemon observed during a run with triggers, for [`DrillReport::build`].
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub triggers: Vec<TriggerRun>,
+    /// One per trigger that ran (see [`timing::baseline_span`]).
+    pub baselines: Vec<Baseline>,
+    pub outages: Vec<OutageFacts>,
+    /// For each primary change, when the new primary acknowledged its first write.
+    pub new_primary_writes_unix: Vec<f64>,
+    /// Every acknowledged write found missing during the run, in an outage or not.
+    pub lost_writes_in_run: u64,
+    pub run_end_unix: f64,
+}
+
+impl DrillReport {
+    pub fn build(config: &TriggerConfig, objectives: Objectives, facts: RunFacts) -> DrillReport {
+        let drills = attribute(
+            &facts.triggers,
+            &facts.outages,
+            &facts.new_primary_writes_unix,
+            facts.run_end_unix,
+        );
+        let distribution = DrillDistribution::of(&drills);
+        let verdict = judge(
+            &objectives,
+            config.schedule.count,
+            &facts.triggers,
+            &facts.baselines,
+            &drills,
+            &facts.outages,
+            facts.lost_writes_in_run,
+        );
+        DrillReport {
+            command: config.command.display.clone(),
+            shell: config.command.shell,
+            objectives,
+            triggers: facts.triggers,
+            baselines: facts.baselines,
+            drills,
+            distribution,
+            verdict,
+        }
+    }
+}
+
+/// Seconds with a sign, for figures that can be slightly negative; `-` when not measured.
+fn signed(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:+.3} s"))
+}
+
+fn plain(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.3} s"))
+}
+
+fn rfc3339(unix: f64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The drill part of the end-of-run summary.
+impl std::fmt::Display for DrillReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "drill: {} trigger(s) of `{}`{}; objectives: write unavailability <= {} s, \
+             acknowledged writes lost <= {}",
+            self.triggers.len(),
+            self.command,
+            if self.shell { " (sh -c)" } else { "" },
+            self.objectives.rto.as_secs_f64(),
+            self.objectives.max_lost_writes
+        )?;
+        writeln!(
+            f,
+            "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>11}  {:>5}",
+            "#",
+            "trigger started",
+            "outcome",
+            "ran",
+            "first failed",
+            "new primary",
+            "unavailable",
+            "lost"
+        )?;
+        for (t, d) in self.triggers.iter().zip(&self.drills) {
+            let unavailable = match (
+                d.write_unavailable_seconds,
+                d.unavailable_at_run_end_seconds,
+            ) {
+                (Some(s), _) => format!("{s:.3} s"),
+                (None, Some(s)) => format!(">{s:.1} s"),
+                (None, None) => "no outage".into(),
+            };
+            writeln!(
+                f,
+                "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>11}  {:>5}",
+                t.index,
+                rfc3339(t.started_unix),
+                t.outcome.label(),
+                plain(Some(t.duration_seconds)),
+                signed(d.trigger_to_first_failed_write_seconds),
+                signed(d.trigger_to_new_primary_write_seconds),
+                unavailable,
+                d.lost_writes.map_or_else(|| "-".into(), |n| n.to_string()),
+            )?;
+        }
+        if self.drills.len() > 1 {
+            let figures = [
+                (
+                    "first failed",
+                    &self.distribution.trigger_to_first_failed_write_seconds,
+                ),
+                (
+                    "new primary",
+                    &self.distribution.trigger_to_new_primary_write_seconds,
+                ),
+                ("unavailable", &self.distribution.write_unavailable_seconds),
+            ];
+            writeln!(f, "  distribution (nearest-rank):")?;
+            for (name, dist) in figures {
+                if let Some(d) = dist {
+                    writeln!(
+                        f,
+                        "    {name:<13} n={} min {:.3} s, median {:.3} s, p95 {:.3} s, max {:.3} s",
+                        d.samples, d.min, d.median, d.p95, d.max
+                    )?;
+                }
+            }
+        }
+        write!(f, "verdict: {}", self.verdict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drill::timing::tests::{outage, trigger};
+
+    #[test]
+    fn a_report_serializes_every_part() {
+        let config = DrillArgs {
+            failover_command: Some("pg_ctl promote -D /tmp/x".into()),
+            failover_shell: false,
+            failover_after: None,
+            failovers: None,
+            failover_every: None,
+            failover_timeout: "1m".parse().unwrap(),
+            rto_objective: "30s".parse().unwrap(),
+            rpo_objective: 0,
+        }
+        .validate(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+        let trigger_config = config.trigger.unwrap();
+        let t0 = 1_800_000_000.0;
+        let report = DrillReport::build(
+            &trigger_config,
+            config.objectives,
+            RunFacts {
+                triggers: vec![trigger(1, t0 + 30.0, 0.1)],
+                baselines: vec![Baseline {
+                    trigger: 1,
+                    from_unix: t0 + 20.0,
+                    to_unix: t0 + 30.0,
+                    successes: 1000,
+                    errors: 0,
+                    target_rate: Some(100.0),
+                }],
+                outages: vec![outage(1, t0 + 30.05, Some(0.27), 0)],
+                new_primary_writes_unix: vec![t0 + 30.32],
+                lost_writes_in_run: 0,
+                run_end_unix: t0 + 60.0,
+            },
+        );
+        assert_eq!(
+            report.verdict.verdict,
+            VerdictKind::Pass,
+            "{}",
+            report.verdict
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["command"], "pg_ctl promote -D /tmp/x");
+        assert_eq!(json["objectives"]["rto_seconds"], 30.0);
+        assert_eq!(json["triggers"][0]["outcome"]["kind"], "ok");
+        assert_eq!(json["drills"][0]["outage"], 1);
+        assert_eq!(json["drills"][0]["write_unavailable_seconds"], 0.27);
+        assert_eq!(
+            json["distribution"]["write_unavailable_seconds"]["samples"],
+            1
+        );
+        assert_eq!(json["verdict"]["verdict"], "pass");
+        let text = report.to_string();
+        assert!(
+            text.contains("objectives: write unavailability <= 30 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+0.050 s") && text.contains("+0.320 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0.270 s") && text.ends_with("verdict: PASS"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("distribution"),
+            "one failover has no distribution: {text}"
+        );
+    }
+}

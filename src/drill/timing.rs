@@ -1,0 +1,373 @@
+//! Which outage belongs to which trigger, and the figures timed from the trigger.
+//!
+//! All times are Unix seconds on the run's wall clock (`monitor::WallClock`), the clock of
+//! the outage records, so differences are exact to the clock's resolution.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::drill::args::BASELINE_WINDOW;
+use crate::drill::schedule::Schedule;
+use crate::drill::trigger::TriggerRun;
+use crate::failover::outages::OutageRecord;
+
+/// An outage that began this long before a trigger started still belongs to it: writes
+/// sent just before the trigger fail with the failover. An older one means the baseline
+/// was not healthy, which the verdict reports.
+pub const ATTRIBUTION_SLACK: f64 = 1.0;
+
+/// A baseline shorter than this (seconds) says nothing either way.
+pub const MIN_JUDGED_BASELINE: f64 = 1.0;
+
+/// Achieved rate at or above this share of target makes a healthy baseline.
+pub const BASELINE_RATE_SHARE: f64 = 0.95;
+
+/// What the drill needs of an outage record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutageFacts {
+    pub index: usize,
+    /// The first write that failed (or stalled) after the last acknowledged one.
+    pub start_unix: f64,
+    /// The first acknowledged write after it; `None` while the outage lasts.
+    pub end_unix: Option<f64>,
+    pub write_unavailable_seconds: Option<f64>,
+    /// `None` until verification after the outage finished.
+    pub lost_writes: Option<u64>,
+    pub rpo_seconds: Option<f64>,
+}
+
+impl From<&OutageRecord> for OutageFacts {
+    fn from(o: &OutageRecord) -> OutageFacts {
+        OutageFacts {
+            index: o.index,
+            start_unix: o.start_unix,
+            end_unix: o.end_unix,
+            write_unavailable_seconds: o.write_unavailable_seconds,
+            lost_writes: o.lost_writes,
+            rpo_seconds: o.rpo_seconds,
+        }
+    }
+}
+
+/// One triggered failover, timed from its trigger's start.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillTiming {
+    pub trigger: usize,
+    /// The outage attributed to this trigger: the first one that began from
+    /// [`ATTRIBUTION_SLACK`] before its start to [`ATTRIBUTION_SLACK`] before the next
+    /// trigger's start (or the end of the run).
+    /// `None`: no outage observed.
+    pub outage: Option<usize>,
+    /// Further outages that began in the same window (a flapping failover).
+    pub later_outages: Vec<usize>,
+    /// Trigger start → first failed (or stalled) write: how long clients kept writing.
+    /// Slightly negative when a write sent just before the trigger failed with it.
+    pub trigger_to_first_failed_write_seconds: Option<f64>,
+    /// Trigger start → first write acknowledged by a new primary (a changed identity).
+    pub trigger_to_new_primary_write_seconds: Option<f64>,
+    /// The attributed outage's write unavailability (first failure → first success).
+    pub write_unavailable_seconds: Option<f64>,
+    /// The attributed outage had not ended when the run did: how long it had lasted.
+    pub unavailable_at_run_end_seconds: Option<f64>,
+    pub lost_writes: Option<u64>,
+    pub rpo_seconds: Option<f64>,
+    /// How long the trigger command ran.
+    pub trigger_seconds: f64,
+}
+
+/// Attributes outages and new-primary writes to triggers (both lists in time order) and
+/// times them. `new_primary_writes_unix` holds, for each primary change, when the new
+/// primary acknowledged its first write.
+pub fn attribute(
+    triggers: &[TriggerRun],
+    outages: &[OutageFacts],
+    new_primary_writes_unix: &[f64],
+    run_end_unix: f64,
+) -> Vec<DrillTiming> {
+    triggers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let from = t.started_unix;
+            let next = triggers
+                .get(i + 1)
+                .map_or(f64::INFINITY, |next| next.started_unix);
+            // Windows do not overlap: the slack before the next trigger is the next one's.
+            let mut mine = outages.iter().filter(|o| {
+                o.start_unix >= from - ATTRIBUTION_SLACK && o.start_unix < next - ATTRIBUTION_SLACK
+            });
+            let outage = mine.next();
+            let later_outages = mine.map(|o| o.index).collect();
+            let new_primary = new_primary_writes_unix
+                .iter()
+                .find(|at| **at >= from && **at < next);
+            DrillTiming {
+                trigger: t.index,
+                outage: outage.map(|o| o.index),
+                later_outages,
+                trigger_to_first_failed_write_seconds: outage.map(|o| o.start_unix - from),
+                trigger_to_new_primary_write_seconds: new_primary.map(|at| at - from),
+                write_unavailable_seconds: outage.and_then(|o| o.write_unavailable_seconds),
+                unavailable_at_run_end_seconds: outage
+                    .filter(|o| o.end_unix.is_none())
+                    .map(|o| (run_end_unix - o.start_unix).max(0.0)),
+                lost_writes: outage.and_then(|o| o.lost_writes),
+                rpo_seconds: outage.and_then(|o| o.rpo_seconds),
+                trigger_seconds: t.duration_seconds,
+            }
+        })
+        .collect()
+}
+
+/// How long before trigger `k` (0-based) the baseline is judged: up to
+/// [`BASELINE_WINDOW`], but never reaching back past the run start or the previous trigger.
+pub fn baseline_span(schedule: &Schedule, k: usize) -> Duration {
+    let gap = if k == 0 {
+        schedule.after
+    } else {
+        schedule.every.unwrap_or(schedule.after)
+    };
+    gap.min(BASELINE_WINDOW)
+}
+
+/// The load in the window just before a trigger, as counted by the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Baseline {
+    pub trigger: usize,
+    pub from_unix: f64,
+    pub to_unix: f64,
+    pub successes: u64,
+    pub errors: u64,
+    /// `None`: unlimited rate, where only errors and a stall count.
+    pub target_rate: Option<f64>,
+}
+
+/// The load counters at one moment, for a [`Baseline`] between two of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counts {
+    pub unix: f64,
+    pub successes: u64,
+    pub errors: u64,
+}
+
+impl Baseline {
+    pub fn between(trigger: usize, from: Counts, to: Counts, target_rate: Option<f64>) -> Baseline {
+        Baseline {
+            trigger,
+            from_unix: from.unix,
+            to_unix: to.unix,
+            successes: to.successes.saturating_sub(from.successes),
+            errors: to.errors.saturating_sub(from.errors),
+            target_rate,
+        }
+    }
+
+    pub fn achieved_rate(&self) -> f64 {
+        let span = self.to_unix - self.from_unix;
+        if span > 0.0 {
+            self.successes as f64 / span
+        } else {
+            0.0
+        }
+    }
+
+    /// Why this baseline makes the drill invalid; `None` when it was healthy.
+    pub fn problem(&self) -> Option<String> {
+        let span = self.to_unix - self.from_unix;
+        if span < MIN_JUDGED_BASELINE {
+            return Some(format!(
+                "only {span:.1} s of load before trigger {} to judge the baseline by (the \
+                 previous trigger ran into its slot)",
+                self.trigger
+            ));
+        }
+        let achieved = self.achieved_rate();
+        let mut found = Vec::new();
+        if self.errors > 0 {
+            found.push(format!("{} failed writes", self.errors));
+        }
+        match self.target_rate {
+            Some(target) if achieved < BASELINE_RATE_SHARE * target => found.push(format!(
+                "{achieved:.0}/s achieved of {target:.0}/s target ({:.0} %, below {:.0} %)",
+                100.0 * achieved / target,
+                100.0 * BASELINE_RATE_SHARE
+            )),
+            None if self.successes == 0 => found.push("no acknowledged write".into()),
+            _ => {}
+        }
+        (!found.is_empty()).then(|| {
+            format!(
+                "the baseline before trigger {} was unhealthy: {} in the {span:.1} s before it",
+                self.trigger,
+                found.join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::drill::trigger::TriggerOutcome;
+
+    pub(crate) fn trigger(index: usize, started: f64, seconds: f64) -> TriggerRun {
+        TriggerRun {
+            index,
+            planned_unix: started,
+            started_unix: started,
+            ended_unix: started + seconds,
+            duration_seconds: seconds,
+            outcome: TriggerOutcome::Ok,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            output_truncated: false,
+        }
+    }
+
+    pub(crate) fn outage(index: usize, start: f64, seconds: Option<f64>, lost: u64) -> OutageFacts {
+        OutageFacts {
+            index,
+            start_unix: start,
+            end_unix: seconds.map(|s| start + s),
+            write_unavailable_seconds: seconds,
+            lost_writes: seconds.map(|_| lost),
+            rpo_seconds: seconds.map(|_| if lost > 0 { 0.2 } else { 0.0 }),
+        }
+    }
+
+    const T0: f64 = 1_800_000_000.0;
+
+    #[test]
+    fn each_trigger_gets_the_first_outage_after_it() {
+        let triggers = [trigger(1, T0 + 30.0, 0.15), trigger(2, T0 + 90.0, 0.12)];
+        let outages = [
+            // Before the first trigger: not a drill's outage.
+            outage(1, T0 + 10.0, Some(0.5), 0),
+            outage(2, T0 + 30.4, Some(1.25), 0),
+            outage(3, T0 + 40.0, Some(0.1), 2),
+            // A write sent 3 ms before trigger 2 failed with it.
+            outage(4, T0 + 89.997, Some(0.75), 0),
+        ];
+        let primaries = [T0 + 5.0, T0 + 31.65, T0 + 90.8];
+        let d = attribute(&triggers, &outages, &primaries, T0 + 120.0);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].outage, Some(2));
+        assert_eq!(d[0].later_outages, vec![3]);
+        assert!((d[0].trigger_to_first_failed_write_seconds.unwrap() - 0.4).abs() < 1e-6);
+        assert!((d[0].trigger_to_new_primary_write_seconds.unwrap() - 1.65).abs() < 1e-6);
+        assert_eq!(d[0].write_unavailable_seconds, Some(1.25));
+        assert_eq!(d[0].lost_writes, Some(0));
+        assert_eq!(d[0].unavailable_at_run_end_seconds, None);
+        assert_eq!(d[0].trigger_seconds, 0.15);
+
+        assert_eq!(d[1].outage, Some(4));
+        assert!(d[1].later_outages.is_empty());
+        assert!((d[1].trigger_to_first_failed_write_seconds.unwrap() + 0.003).abs() < 1e-6);
+        assert!((d[1].trigger_to_new_primary_write_seconds.unwrap() - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_outage_and_unfinished_outages_are_reported_as_such() {
+        let triggers = [trigger(1, T0 + 30.0, 0.1), trigger(2, T0 + 60.0, 0.1)];
+        // Trigger 1: nothing happened (older outage too old to count). Trigger 2: still down.
+        let outages = [
+            outage(1, T0 + 28.5, Some(0.2), 0),
+            outage(2, T0 + 61.0, None, 0),
+        ];
+        let d = attribute(&triggers, &outages, &[], T0 + 75.0);
+        assert_eq!(d[0].outage, None);
+        assert_eq!(d[0].trigger_to_first_failed_write_seconds, None);
+        assert_eq!(d[0].trigger_to_new_primary_write_seconds, None);
+        assert_eq!(d[0].write_unavailable_seconds, None);
+        assert_eq!(d[1].outage, Some(2));
+        assert_eq!(d[1].write_unavailable_seconds, None);
+        assert_eq!(d[1].unavailable_at_run_end_seconds, Some(14.0));
+        assert_eq!(d[1].lost_writes, None);
+    }
+
+    #[test]
+    fn baseline_windows_never_reach_past_the_previous_trigger() {
+        let s = Schedule {
+            after: Duration::from_secs(5),
+            every: Some(Duration::from_secs(60)),
+            count: 3,
+        };
+        assert_eq!(baseline_span(&s, 0), Duration::from_secs(5));
+        assert_eq!(baseline_span(&s, 1), BASELINE_WINDOW);
+        let s = Schedule {
+            after: Duration::from_secs(60),
+            every: Some(Duration::from_secs(4)),
+            count: 3,
+        };
+        assert_eq!(baseline_span(&s, 0), BASELINE_WINDOW);
+        assert_eq!(baseline_span(&s, 2), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn an_unhealthy_baseline_says_why() {
+        let healthy = Baseline {
+            trigger: 1,
+            from_unix: T0,
+            to_unix: T0 + 10.0,
+            successes: 9_600,
+            errors: 0,
+            target_rate: Some(1000.0),
+        };
+        assert_eq!(healthy.problem(), None);
+        assert_eq!(healthy.achieved_rate(), 960.0);
+        let slow = Baseline {
+            successes: 9_400,
+            errors: 3,
+            ..healthy.clone()
+        };
+        let why = slow.problem().unwrap();
+        assert!(
+            why.contains("trigger 1")
+                && why.contains("3 failed writes")
+                && why.contains("940/s achieved of 1000/s target (94 %"),
+            "{why}"
+        );
+        let down = Baseline {
+            successes: 0,
+            errors: 0,
+            target_rate: None,
+            ..healthy.clone()
+        };
+        assert!(down.problem().unwrap().contains("no acknowledged write"));
+        let squeezed = Baseline::between(
+            2,
+            Counts {
+                unix: T0,
+                successes: 500,
+                errors: 7,
+            },
+            Counts {
+                unix: T0 + 0.2,
+                successes: 700,
+                errors: 7,
+            },
+            Some(1000.0),
+        );
+        assert_eq!((squeezed.successes, squeezed.errors), (200, 0));
+        assert!(
+            squeezed.problem().unwrap().contains("only 0.2 s of load"),
+            "{squeezed:?}"
+        );
+        let from_counters = Baseline::between(
+            1,
+            Counts {
+                unix: T0,
+                successes: 100,
+                errors: 2,
+            },
+            Counts {
+                unix: T0 + 10.0,
+                successes: 10_100,
+                errors: 2,
+            },
+            Some(1000.0),
+        );
+        assert_eq!(from_counters.problem(), None, "{from_counters:?}");
+    }
+}

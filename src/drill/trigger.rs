@@ -1,0 +1,842 @@
+//! The failover trigger: a command run as an argv without a shell (unless asked for),
+//! bounded in time and in the output kept, with its start, end, exit status and output
+//! recorded and every output line scrubbed of passwords.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::process::{kill_process_group, Pid, Signal};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+use crate::drill::scrub::{scrub_patterns, Scrubber};
+use crate::error::ConfigError;
+
+/// The last this many bytes of each stream are kept for the summary and the report.
+pub const TAIL_BYTES: usize = 16 * 1024;
+
+/// A line longer than this is logged and kept in pieces.
+const MAX_LINE: usize = 4096;
+
+/// Lines logged per stream and trigger; a chatty command cannot flood the log.
+const MAX_LOGGED_LINES: usize = 1000;
+
+/// After SIGTERM on expiry, the process group gets this long before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// After the command exits, its output is read this much longer: a background process it
+/// left behind may hold the pipes open forever.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// The command as it will be executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerCommand {
+    /// Program and arguments; `["sh", "-c", command]` with a shell.
+    pub argv: Vec<String>,
+    pub shell: bool,
+    /// For logs, errors and the report: the command as given, passwords removed.
+    pub display: String,
+}
+
+impl TriggerCommand {
+    /// Splits `raw` into words the way a POSIX shell does (quotes, backslashes) but runs no
+    /// shell: no variables, pipes or redirections. With `shell`, runs `sh -c raw` instead.
+    pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
+        let display = scrub_patterns(raw.trim());
+        let error =
+            |reason: String| ConfigError::new("--failover-command", display.clone(), reason);
+        if raw.trim().is_empty() {
+            return Err(error("must name a program to run".into()));
+        }
+        if shell {
+            return Ok(TriggerCommand {
+                argv: vec!["sh".into(), "-c".into(), raw.to_string()],
+                shell,
+                display,
+            });
+        }
+        if let Some(syntax) = shell_syntax(raw) {
+            return Err(error(format!(
+                "contains shell syntax ({syntax}) that would reach the program as a literal \
+                 argument, because the command runs without a shell; add --failover-shell to \
+                 run it with sh -c, or quote it"
+            )));
+        }
+        let argv = shlex::split(raw)
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?;
+        Ok(TriggerCommand {
+            argv,
+            shell,
+            display,
+        })
+    }
+}
+
+/// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
+/// expansions, a leading `~`), which an argv would pass on literally.
+fn shell_syntax(raw: &str) -> Option<String> {
+    #[derive(PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut quote = Quote::None;
+    let mut escaped = false;
+    let mut word_start = true;
+    for c in raw.chars() {
+        if escaped {
+            escaped = false;
+            word_start = false;
+            continue;
+        }
+        match quote {
+            Quote::Single => {
+                if c == '\'' {
+                    quote = Quote::None;
+                }
+            }
+            Quote::Double => match c {
+                '\\' => escaped = true,
+                '"' => quote = Quote::None,
+                '$' | '`' => return Some(format!("`{c}` inside double quotes")),
+                _ => {}
+            },
+            Quote::None => match c {
+                '\\' => escaped = true,
+                '\'' => quote = Quote::Single,
+                '"' => quote = Quote::Double,
+                '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' => {
+                    return Some(format!("`{c}`"));
+                }
+                '~' if word_start => return Some("a leading `~`".into()),
+                _ => {}
+            },
+        }
+        word_start = quote == Quote::None && c.is_whitespace();
+    }
+    None
+}
+
+/// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerOutcome {
+    Ok,
+    CannotStart {
+        reason: String,
+    },
+    /// A non-zero exit code, or killed by a signal (then `code` is absent).
+    ExitedNonZero {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Still running after `--failover-timeout`; its process group was killed.
+    TimedOut {
+        after_seconds: f64,
+    },
+}
+
+impl TriggerOutcome {
+    /// The `outcome` label values, for pre-creating series.
+    pub const LABELS: [&'static str; 4] = ["ok", "cannot_start", "exited_non_zero", "timed_out"];
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            TriggerOutcome::Ok => "ok",
+            TriggerOutcome::CannotStart { .. } => "cannot_start",
+            TriggerOutcome::ExitedNonZero { .. } => "exited_non_zero",
+            TriggerOutcome::TimedOut { .. } => "timed_out",
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        *self == TriggerOutcome::Ok
+    }
+
+    /// Why the drill is invalid, for the verdict; `None` when the trigger succeeded.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            TriggerOutcome::Ok => None,
+            TriggerOutcome::CannotStart { reason } => Some(format!("could not start: {reason}")),
+            TriggerOutcome::ExitedNonZero {
+                code: Some(code), ..
+            } => Some(format!("exited with status {code}")),
+            TriggerOutcome::ExitedNonZero {
+                signal: Some(signal),
+                ..
+            } => Some(format!("was killed by signal {signal}")),
+            TriggerOutcome::ExitedNonZero { .. } => Some("ended abnormally".into()),
+            TriggerOutcome::TimedOut { after_seconds } => Some(format!(
+                "did not finish within --failover-timeout ({after_seconds:.0} s) and was killed"
+            )),
+        }
+    }
+}
+
+/// One trigger as the summary and the report show it. Times are Unix seconds on the
+/// run's wall clock, the same clock as the outage records.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerRun {
+    /// 1-based, in schedule order.
+    pub index: usize,
+    pub planned_unix: f64,
+    pub started_unix: f64,
+    pub ended_unix: f64,
+    pub duration_seconds: f64,
+    pub outcome: TriggerOutcome,
+    /// The last [`TAIL_BYTES`] of each stream, scrubbed.
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    /// Output was dropped from the front of a tail to keep it bounded.
+    pub output_truncated: bool,
+}
+
+/// Runs the trigger once, at most `timeout` long, and records what happened. Never fails:
+/// a command that cannot start, fails or hangs is an outcome, not an error.
+/// `unix` maps the tokio clock onto the run's wall clock. The end is when the command
+/// exited (or was killed), not when its output was read.
+pub async fn run(
+    command: &TriggerCommand,
+    index: usize,
+    planned: Instant,
+    timeout: Duration,
+    scrubber: &Scrubber,
+    unix: impl Fn(Instant) -> f64,
+) -> TriggerRun {
+    let started = Instant::now();
+    tracing::info!(
+        event = "trigger_started",
+        trigger = index,
+        command = %command.display,
+        late_seconds = format!("{:.3}", (started - planned).as_secs_f64()),
+        "running the failover trigger"
+    );
+    let stdout = Arc::new(Mutex::new(Tail::default()));
+    let stderr = Arc::new(Mutex::new(Tail::default()));
+    let (outcome, ended) = execute(command, index, timeout, scrubber, &stdout, &stderr).await;
+    let (stdout_tail, out_cut) = take(&stdout);
+    let (stderr_tail, err_cut) = take(&stderr);
+    let run = TriggerRun {
+        index,
+        planned_unix: unix(planned),
+        started_unix: unix(started),
+        ended_unix: unix(ended),
+        duration_seconds: (ended - started).as_secs_f64(),
+        outcome,
+        stdout_tail,
+        stderr_tail,
+        output_truncated: out_cut || err_cut,
+    };
+    match run.outcome.problem() {
+        None => tracing::info!(
+            event = "trigger_ended",
+            trigger = index,
+            outcome = run.outcome.label(),
+            seconds = format!("{:.3}", run.duration_seconds),
+            "failover trigger succeeded"
+        ),
+        Some(problem) => tracing::error!(
+            event = "trigger_ended",
+            trigger = index,
+            outcome = run.outcome.label(),
+            seconds = format!("{:.3}", run.duration_seconds),
+            "failover trigger {problem}; this drill is invalid"
+        ),
+    }
+    run
+}
+
+async fn execute(
+    command: &TriggerCommand,
+    index: usize,
+    timeout: Duration,
+    scrubber: &Scrubber,
+    stdout_tail: &Arc<Mutex<Tail>>,
+    stderr_tail: &Arc<Mutex<Tail>>,
+) -> (TriggerOutcome, Instant) {
+    let Some((program, args)) = command.argv.split_first() else {
+        let reason = "empty command".into();
+        return (TriggerOutcome::CannotStart { reason }, Instant::now());
+    };
+    let mut child = match tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that expiry kills what it started too (az, kubectl
+        // and sh -c run further processes).
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            let reason = format!("{program}: {err}");
+            return (TriggerOutcome::CannotStart { reason }, Instant::now());
+        }
+    };
+    // If this future is dropped (shutdown), the whole group goes, not only the child.
+    let mut group = GroupGuard(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(Pid::from_raw),
+    );
+    let mut readers = tokio::task::JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        readers.spawn(capture(
+            out,
+            "stdout",
+            index,
+            scrubber.clone(),
+            stdout_tail.clone(),
+        ));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.spawn(capture(
+            err,
+            "stderr",
+            index,
+            scrubber.clone(),
+            stderr_tail.clone(),
+        ));
+    }
+    let outcome = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => TriggerOutcome::Ok,
+        Ok(Ok(status)) => {
+            use std::os::unix::process::ExitStatusExt;
+            TriggerOutcome::ExitedNonZero {
+                code: status.code(),
+                signal: status.signal(),
+            }
+        }
+        Ok(Err(err)) => {
+            tracing::error!(trigger = index, %err, "lost track of the failover trigger");
+            TriggerOutcome::ExitedNonZero {
+                code: None,
+                signal: None,
+            }
+        }
+        Err(_) => {
+            group.signal(Signal::TERM);
+            let exited = tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok();
+            // What ignored SIGTERM, or outlived the child, goes now.
+            group.signal(Signal::KILL);
+            if !exited {
+                let _ = child.wait().await;
+            }
+            TriggerOutcome::TimedOut {
+                after_seconds: timeout.as_secs_f64(),
+            }
+        }
+    };
+    let ended = Instant::now();
+    // Reaped: what it left running in the background is its own business now.
+    group.0 = None;
+    let drained = tokio::time::timeout(DRAIN, async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            trigger = index,
+            "the failover trigger left a process holding its output open; stopped reading"
+        );
+        readers.abort_all();
+    }
+    (outcome, ended)
+}
+
+/// Kills the trigger's process group when dropped before the trigger was reaped.
+/// The group is ours (process_group(0) made the child its leader) and not yet reaped.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn signal(&self, signal: Signal) {
+        if let Some(pgid) = self.0 {
+            // Already gone is fine: the group may have exited on its own.
+            let _ = kill_process_group(pgid, signal);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::KILL);
+    }
+}
+
+/// The bounded end of one output stream.
+#[derive(Debug, Default)]
+struct Tail {
+    text: String,
+    truncated: bool,
+}
+
+impl Tail {
+    fn push_line(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+        // Trimmed in batches: at most twice the tail is held, and a flood of short lines
+        // does not move 16 kB per line.
+        if self.text.len() > 2 * TAIL_BYTES {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.text.len() > TAIL_BYTES {
+            let mut cut = self.text.len() - TAIL_BYTES;
+            while !self.text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.text.drain(..cut);
+            self.truncated = true;
+        }
+    }
+
+    fn take(&mut self) -> (String, bool) {
+        self.trim();
+        (std::mem::take(&mut self.text), self.truncated)
+    }
+}
+
+fn take(tail: &Mutex<Tail>) -> (String, bool) {
+    tail.lock().map(|mut t| t.take()).unwrap_or_default()
+}
+
+/// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
+/// the tail. Lines are split at [`MAX_LINE`] bytes so memory stays bounded.
+async fn capture(
+    mut stream: impl AsyncRead + Unpin,
+    name: &'static str,
+    index: usize,
+    scrubber: Scrubber,
+    tail: Arc<Mutex<Tail>>,
+) {
+    let mut lines = LineSplitter::default();
+    let mut logged = 0usize;
+    let mut buf = [0u8; 8192];
+    let mut emit = |raw: &[u8]| {
+        let line = scrubber.scrub(&String::from_utf8_lossy(raw));
+        if logged < MAX_LOGGED_LINES {
+            tracing::info!(
+                event = "trigger_output",
+                trigger = index,
+                stream = name,
+                "{line}"
+            );
+        } else if logged == MAX_LOGGED_LINES {
+            tracing::warn!(
+                trigger = index,
+                stream = name,
+                "further trigger output is not logged; the report keeps its end"
+            );
+        }
+        logged += 1;
+        if let Ok(mut t) = tail.lock() {
+            t.push_line(&line);
+        }
+    };
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => lines.feed(&buf[..n], &mut emit),
+        }
+    }
+    lines.finish(&mut emit);
+}
+
+/// Cuts a byte stream into lines of at most [`MAX_LINE`] bytes.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE - self.pending.len();
+            let chunk = &bytes[..bytes.len().min(room)];
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(nl) => {
+                    self.pending.extend_from_slice(&chunk[..nl]);
+                    bytes = &bytes[nl + 1..];
+                    self.flush(emit);
+                }
+                None => {
+                    self.pending.extend_from_slice(chunk);
+                    bytes = &bytes[chunk.len()..];
+                    if self.pending.len() == MAX_LINE {
+                        self.flush(emit);
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+        let line = self.pending.strip_suffix(b"\r").unwrap_or(&self.pending);
+        emit(line);
+        self.pending.clear();
+    }
+
+    fn finish(mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            self.flush(emit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Vec<String>, String> {
+        TriggerCommand::parse(raw, false)
+            .map(|c| c.argv)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn commands_split_like_a_shell_without_one() {
+        assert_eq!(
+            parse("az postgres flexible-server restart --failover Forced --resource-group 'my rg' --name \"pg-prod\"")
+                .unwrap(),
+            [
+                "az", "postgres", "flexible-server", "restart", "--failover", "Forced",
+                "--resource-group", "my rg", "--name", "pg-prod"
+            ]
+        );
+        assert_eq!(parse(r"echo a\ b 'it''s'").unwrap(), ["echo", "a b", "its"]);
+        // Quoted, the characters a shell would act on are ordinary arguments.
+        assert_eq!(
+            parse(r#"kubectl get pods -l 'app in (pg)' --field-selector "a=b" '$HOME' \|"#)
+                .unwrap(),
+            [
+                "kubectl",
+                "get",
+                "pods",
+                "-l",
+                "app in (pg)",
+                "--field-selector",
+                "a=b",
+                "$HOME",
+                "|"
+            ]
+        );
+    }
+
+    #[test]
+    fn shell_syntax_without_a_shell_is_a_usage_error() {
+        for (raw, what) in [
+            ("patronictl failover | tee log", "`|`"),
+            ("a && b", "`&`"),
+            ("cmd > out", "`>`"),
+            ("cmd --name $SERVER", "`$`"),
+            ("cmd --name \"$SERVER\"", "`$` inside double quotes"),
+            ("cmd `date`", "```"),
+            (
+                "kubectl --kubeconfig ~/.kube/config cnpg promote a b",
+                "leading `~`",
+            ),
+        ] {
+            let err = parse(raw).unwrap_err();
+            assert!(
+                err.contains("--failover-command")
+                    && err.contains(what)
+                    && err.contains("--failover-shell"),
+                "{raw}: {err}"
+            );
+        }
+        // A tilde inside a word is not expanded by a shell either.
+        assert!(parse("curl http://h/~user").is_ok());
+        let err = parse("echo 'unterminated").unwrap_err();
+        assert!(err.contains("unterminated quote"), "{err}");
+        let err = parse("   ").unwrap_err();
+        assert!(err.contains("must name a program"), "{err}");
+    }
+
+    #[test]
+    fn a_shell_only_when_asked() {
+        let c = TriggerCommand::parse("patronictl failover --force | tee log", true).unwrap();
+        assert_eq!(
+            c.argv,
+            ["sh", "-c", "patronictl failover --force | tee log"]
+        );
+        assert!(c.shell);
+    }
+
+    #[test]
+    fn the_displayed_command_never_shows_a_password() {
+        let raw = "psql postgres://admin:hunter2@db/app -c 'select 1'";
+        let c = TriggerCommand::parse(raw, false).unwrap();
+        assert!(!c.display.contains("hunter2"), "{}", c.display);
+        assert!(
+            c.argv.iter().any(|a| a.contains("hunter2")),
+            "the argv itself is untouched"
+        );
+        let err = TriggerCommand::parse("PGPASSWORD=hunter2 psql | x", false)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn long_lines_are_split_and_tails_stay_bounded() {
+        let mut lines = Vec::new();
+        let mut s = LineSplitter::default();
+        let mut emit = |l: &[u8]| lines.push(l.len());
+        s.feed(b"ab\r\ncd", &mut emit);
+        s.feed(&vec![b'x'; MAX_LINE * 2 + 10], &mut emit);
+        s.feed(b"\nlast", &mut emit);
+        s.finish(&mut emit);
+        assert_eq!(lines, [2, MAX_LINE, MAX_LINE, 2 + 10, 4]);
+
+        let mut tail = Tail::default();
+        for i in 0..10_000 {
+            tail.push_line(&format!("line {i} é"));
+            assert!(tail.text.len() <= 2 * TAIL_BYTES + MAX_LINE + 1);
+        }
+        let (text, truncated) = tail.take();
+        assert!(text.len() <= TAIL_BYTES, "{}", text.len());
+        assert!(truncated);
+        assert!(text.ends_with("line 9999 é\n"));
+        let mut short = Tail::default();
+        short.push_line("only");
+        assert_eq!(short.take(), ("only\n".to_string(), false));
+    }
+
+    fn unix_now(at: Instant) -> f64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        now - Instant::now().saturating_duration_since(at).as_secs_f64()
+    }
+
+    async fn run_raw(raw: &str, shell: bool, timeout: Duration, scrubber: &Scrubber) -> TriggerRun {
+        let c = TriggerCommand::parse(raw, shell).unwrap();
+        run(&c, 1, Instant::now(), timeout, scrubber, unix_now).await
+    }
+
+    #[tokio::test]
+    async fn a_successful_trigger_records_times_and_scrubbed_output() {
+        let scrubber = Scrubber::new(["hunter2".to_string()]);
+        let before = unix_now(Instant::now());
+        let r = run_raw(
+            "sh -c 'echo promoting; echo \"PGPASSWORD=x1 via hunter2\" >&2; sleep 0.2; echo done'",
+            false,
+            Duration::from_secs(10),
+            &scrubber,
+        )
+        .await;
+        let after = unix_now(Instant::now());
+        assert_eq!(r.outcome, TriggerOutcome::Ok);
+        assert_eq!(r.stdout_tail, "promoting\ndone\n");
+        assert_eq!(r.stderr_tail, "PGPASSWORD=REDACTED via REDACTED\n");
+        assert!(before <= r.started_unix && r.started_unix < r.ended_unix && r.ended_unix <= after);
+        assert!(r.duration_seconds >= 0.2, "{}", r.duration_seconds);
+        assert!(!r.output_truncated);
+    }
+
+    #[tokio::test]
+    async fn failures_are_outcomes_not_errors() {
+        let none = Scrubber::default();
+        let r = run_raw(
+            "sh -c 'echo nope >&2; exit 3'",
+            false,
+            Duration::from_secs(10),
+            &none,
+        )
+        .await;
+        assert_eq!(
+            r.outcome,
+            TriggerOutcome::ExitedNonZero {
+                code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(r.stderr_tail, "nope\n");
+        assert_eq!(r.outcome.problem().unwrap(), "exited with status 3");
+
+        let r = run_raw(
+            "/no/such/failover-tool --force",
+            false,
+            Duration::from_secs(10),
+            &none,
+        )
+        .await;
+        match &r.outcome {
+            TriggerOutcome::CannotStart { reason } => {
+                assert!(reason.contains("/no/such/failover-tool"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let r = run_raw("kill -9 $$", true, Duration::from_secs(10), &none).await;
+        assert_eq!(
+            r.outcome,
+            TriggerOutcome::ExitedNonZero {
+                code: None,
+                signal: Some(9)
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_trigger_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        // The shell starts a grandchild that ignores nothing and would outlive a plain kill of
+        // the shell; the process group kill must take it too.
+        let raw = format!(
+            "sleep 30 & echo $! > {}; echo started; wait",
+            pid_file.display()
+        );
+        let began = std::time::Instant::now();
+        let r = run_raw(&raw, true, Duration::from_millis(300), &Scrubber::default()).await;
+        let took = began.elapsed();
+        assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.3 });
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(r.stdout_tail, "started\n");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            gone(pid).await,
+            "the trigger's grandchild {pid} survived the timeout"
+        );
+    }
+
+    /// Running, as opposed to gone or a zombie about to be reaped.
+    fn alive(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        !stat.is_empty() && !stat.contains(") Z ")
+    }
+
+    /// Waits up to a second for `pid` to stop running.
+    async fn gone(pid: i32) -> bool {
+        for _ in 0..50 {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn stopping_pgdrill_mid_trigger_kills_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let raw = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let c = TriggerCommand::parse(&raw, true).unwrap();
+        let task = tokio::spawn(async move {
+            let none = Scrubber::default();
+            run(
+                &c,
+                1,
+                Instant::now(),
+                Duration::from_secs(60),
+                &none,
+                unix_now,
+            )
+            .await
+        });
+        let mut pid = None;
+        for _ in 0..100 {
+            if let Some(p) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                pid = Some(p);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid = pid.expect("the trigger never started its grandchild");
+        assert!(alive(pid), "the grandchild {pid} must be running first");
+        task.abort();
+        let _ = task.await;
+        assert!(
+            gone(pid).await,
+            "the trigger's grandchild {pid} survived the shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_background_process_holding_the_output_neither_delays_nor_hangs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("background.pid");
+        let raw = format!(
+            "sleep 30 & echo $! > {}; echo requested",
+            pid_file.display()
+        );
+        let began = std::time::Instant::now();
+        let r = run_raw(&raw, true, Duration::from_secs(10), &Scrubber::default()).await;
+        let took = began.elapsed();
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Left running by design (the trigger succeeded); this test cleans it up.
+        let still_running = alive(pid);
+        if let Some(pid) = Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        assert!(
+            still_running,
+            "a successful trigger's background process is its own business"
+        );
+        assert_eq!(r.outcome, TriggerOutcome::Ok);
+        assert_eq!(r.stdout_tail, "requested\n");
+        assert!(r.duration_seconds < 0.5, "{}", r.duration_seconds);
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_trigger_that_ignores_sigterm_is_killed_too() {
+        let r = run_raw(
+            "trap '' TERM; echo stubborn; sleep 30",
+            true,
+            Duration::from_millis(200),
+            &Scrubber::default(),
+        )
+        .await;
+        assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.2 });
+        // SIGTERM, KILL_GRACE, then SIGKILL.
+        assert!(
+            r.duration_seconds >= 0.2 + KILL_GRACE.as_secs_f64() - 0.05 && r.duration_seconds < 5.0,
+            "{}",
+            r.duration_seconds
+        );
+        assert_eq!(r.stdout_tail, "stubborn\n");
+    }
+
+    #[tokio::test]
+    async fn output_is_bounded_however_much_is_printed() {
+        // 4 MB on stdout with no newline, 100,000 lines on stderr.
+        let r = run_raw(
+            "head -c 4000000 /dev/zero | tr '\\0' x; seq 1 100000 >&2",
+            true,
+            Duration::from_secs(30),
+            &Scrubber::default(),
+        )
+        .await;
+        assert_eq!(r.outcome, TriggerOutcome::Ok);
+        assert!(r.stdout_tail.len() <= TAIL_BYTES && r.stderr_tail.len() <= TAIL_BYTES);
+        assert!(r.output_truncated);
+        assert!(
+            r.stderr_tail.ends_with("99999\n100000\n"),
+            "{}",
+            &r.stderr_tail[r.stderr_tail.len() - 20..]
+        );
+    }
+}

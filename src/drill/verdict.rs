@@ -1,0 +1,421 @@
+//! PASS, FAIL or INVALID, with the reasons, and the exit status a pipeline gates on.
+//!
+//! Rules, in order:
+//! 1. More acknowledged writes lost in the run than `--rpo-objective` allows: **FAIL**,
+//!    whatever else happened. A lost write is a fact about the database, not about the drill.
+//! 2. Anything that makes the measurement untrustworthy: **INVALID**. A trigger that could
+//!    not start, exited non-zero or timed out; fewer triggers run than planned (the run was
+//!    stopped); an unhealthy baseline before a trigger; a successful trigger followed by
+//!    neither an outage nor a new primary (the failover may not have happened); an outage
+//!    still going when the run ended, shorter than the RTO objective; an outage whose
+//!    acknowledged writes were never verified.
+//! 3. Any outage attributed to a trigger (the first one or a later one in its window) with
+//!    write unavailability over `--rto-objective`, or still going at the end of the run after
+//!    longer than the objective: **FAIL**.
+//! 4. Otherwise **PASS**.
+//!
+//! The verdict lists the reasons of every rule that applied, so nothing is hidden behind
+//! the one that decided.
+
+use serde::Serialize;
+
+use crate::drill::args::Objectives;
+use crate::drill::timing::{Baseline, DrillTiming, OutageFacts};
+use crate::drill::trigger::TriggerRun;
+
+/// Exit status of a run whose drill missed an objective. 1 is a runtime error and 2 a usage
+/// error; 0 is a pass, and also every canary run (no trigger, no verdict).
+pub const EXIT_FAIL: u8 = 3;
+/// Exit status of a run whose drill could not be judged (see the module rules).
+pub const EXIT_INVALID: u8 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    Invalid,
+}
+
+impl VerdictKind {
+    /// The `verdict` label values of the state set, for pre-creating series.
+    pub const ALL: [VerdictKind; 3] = [VerdictKind::Pass, VerdictKind::Fail, VerdictKind::Invalid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Pass => "pass",
+            VerdictKind::Fail => "fail",
+            VerdictKind::Invalid => "invalid",
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        match self {
+            VerdictKind::Pass => 0,
+            VerdictKind::Fail => EXIT_FAIL,
+            VerdictKind::Invalid => EXIT_INVALID,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub verdict: VerdictKind,
+    /// Objectives missed.
+    pub failed: Vec<String>,
+    /// Why the drill could not be judged.
+    pub invalid: Vec<String>,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.verdict.as_str().to_uppercase())?;
+        for reason in self.failed.iter().chain(&self.invalid) {
+            write!(f, "\n  - {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Judges the drills of one run. `planned` is how many triggers the schedule had;
+/// `lost_writes_in_run` counts every acknowledged write found missing, in an outage or not.
+pub fn judge(
+    objectives: &Objectives,
+    planned: u32,
+    triggers: &[TriggerRun],
+    baselines: &[Baseline],
+    drills: &[DrillTiming],
+    outages: &[OutageFacts],
+    lost_writes_in_run: u64,
+) -> Verdict {
+    let rto = objectives.rto.as_secs_f64();
+    let mut failed = Vec::new();
+    let mut invalid = Vec::new();
+
+    if lost_writes_in_run > objectives.max_lost_writes {
+        failed.push(format!(
+            "{lost_writes_in_run} acknowledged writes lost, over the RPO objective (at most {})",
+            objectives.max_lost_writes
+        ));
+    }
+    let lost_decides = !failed.is_empty();
+
+    if triggers.len() < planned as usize {
+        invalid.push(format!(
+            "only {} of {planned} failover triggers ran before the run ended",
+            triggers.len()
+        ));
+    }
+    for t in triggers {
+        if let Some(problem) = t.outcome.problem() {
+            invalid.push(format!("trigger {} {problem}", t.index));
+        }
+    }
+    invalid.extend(baselines.iter().filter_map(Baseline::problem));
+
+    let outage = |index: usize| outages.iter().find(|o| o.index == index);
+    for d in drills {
+        let ok = triggers
+            .iter()
+            .find(|t| t.index == d.trigger)
+            .is_some_and(|t| t.outcome.is_ok());
+        if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
+            invalid.push(format!(
+                "trigger {}: neither an outage nor a new primary followed it; the failover may \
+                 not have happened (or happened after the run)",
+                d.trigger
+            ));
+        }
+        for index in d.outage.iter().chain(&d.later_outages) {
+            let Some(o) = outage(*index) else { continue };
+            match o.write_unavailable_seconds {
+                Some(seconds) => {
+                    if seconds > rto {
+                        failed.push(format!(
+                            "trigger {}: writes unavailable for {seconds:.3} s (outage {index}), \
+                             over the RTO objective ({rto} s)",
+                            d.trigger
+                        ));
+                    }
+                    if o.lost_writes.is_none() {
+                        invalid.push(format!(
+                            "trigger {}: the acknowledged writes before outage {index} were never \
+                             verified",
+                            d.trigger
+                        ));
+                    }
+                }
+                None => {
+                    let lasted = if Some(*index) == d.outage {
+                        d.unavailable_at_run_end_seconds.unwrap_or(0.0)
+                    } else {
+                        0.0
+                    };
+                    if lasted > rto {
+                        failed.push(format!(
+                            "trigger {}: writes had not come back when the run ended, {lasted:.3} s \
+                             after outage {index} began, over the RTO objective ({rto} s)",
+                            d.trigger
+                        ));
+                    } else {
+                        invalid.push(format!(
+                            "trigger {}: the run ended during outage {index}, before the RTO \
+                             objective ({rto} s) could be judged",
+                            d.trigger
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    let verdict = if lost_decides {
+        VerdictKind::Fail
+    } else if !invalid.is_empty() {
+        VerdictKind::Invalid
+    } else if !failed.is_empty() {
+        VerdictKind::Fail
+    } else {
+        VerdictKind::Pass
+    };
+    Verdict {
+        verdict,
+        failed,
+        invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::drill::timing::attribute;
+    use crate::drill::timing::tests::{outage, trigger};
+    use crate::drill::trigger::TriggerOutcome;
+
+    const T0: f64 = 1_800_000_000.0;
+
+    fn objectives(rto_ms: u64) -> Objectives {
+        Objectives {
+            rto: Duration::from_millis(rto_ms),
+            max_lost_writes: 0,
+        }
+    }
+
+    fn healthy(trigger: usize, to: f64) -> Baseline {
+        Baseline {
+            trigger,
+            from_unix: to - 10.0,
+            to_unix: to,
+            successes: 10_000,
+            errors: 0,
+            target_rate: Some(1000.0),
+        }
+    }
+
+    struct Case {
+        triggers: Vec<TriggerRun>,
+        baselines: Vec<Baseline>,
+        outages: Vec<OutageFacts>,
+        primaries: Vec<f64>,
+        lost: u64,
+        planned: u32,
+    }
+
+    impl Case {
+        /// One forced failover: trigger at +30 s, outage 0.3 s, new primary at +0.45 s.
+        fn forced() -> Case {
+            Case {
+                triggers: vec![trigger(1, T0 + 30.0, 0.2)],
+                baselines: vec![healthy(1, T0 + 30.0)],
+                outages: vec![outage(1, T0 + 30.1, Some(0.3), 0)],
+                primaries: vec![T0 + 30.45],
+                lost: 0,
+                planned: 1,
+            }
+        }
+
+        fn judge(&self, objectives: Objectives) -> Verdict {
+            let drills = attribute(&self.triggers, &self.outages, &self.primaries, T0 + 60.0);
+            judge(
+                &objectives,
+                self.planned,
+                &self.triggers,
+                &self.baselines,
+                &drills,
+                &self.outages,
+                self.lost,
+            )
+        }
+    }
+
+    #[test]
+    fn a_failover_within_the_objective_passes_and_fails_with_a_tight_one() {
+        let case = Case::forced();
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
+        assert!(v.failed.is_empty() && v.invalid.is_empty());
+        assert_eq!(v.verdict.exit_code(), 0);
+
+        let v = case.judge(objectives(1));
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+        assert_eq!(v.verdict.exit_code(), EXIT_FAIL);
+        assert_eq!(
+            v.failed,
+            ["trigger 1: writes unavailable for 0.300 s (outage 1), over the RTO objective (0.001 s)"]
+        );
+        assert_eq!(
+            v.to_string(),
+            "FAIL\n  - trigger 1: writes unavailable for 0.300 s (outage 1), over the RTO objective (0.001 s)"
+        );
+    }
+
+    #[test]
+    fn a_failed_trigger_or_an_unhealthy_baseline_makes_it_invalid() {
+        let mut case = Case::forced();
+        case.triggers[0].outcome = TriggerOutcome::ExitedNonZero {
+            code: Some(1),
+            signal: None,
+        };
+        let v = case.judge(objectives(1));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert_eq!(v.verdict.exit_code(), EXIT_INVALID);
+        assert_eq!(v.invalid, ["trigger 1 exited with status 1"]);
+        // The missed objective is still reported.
+        assert_eq!(v.failed.len(), 1);
+
+        let mut case = Case::forced();
+        case.baselines[0].errors = 250;
+        case.baselines[0].successes = 0;
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert!(
+            v.invalid[0].contains("baseline before trigger 1 was unhealthy"),
+            "{v}"
+        );
+
+        let mut case = Case::forced();
+        case.triggers[0].outcome = TriggerOutcome::TimedOut {
+            after_seconds: 600.0,
+        };
+        case.outages.clear();
+        case.primaries.clear();
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert_eq!(v.invalid.len(), 1, "a timed-out trigger is one reason: {v}");
+        assert!(v.invalid[0].contains("--failover-timeout"), "{v}");
+    }
+
+    #[test]
+    fn lost_writes_fail_even_an_invalid_drill() {
+        let mut case = Case::forced();
+        case.triggers[0].outcome = TriggerOutcome::CannotStart {
+            reason: "az: No such file or directory".into(),
+        };
+        case.lost = 3;
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+        assert_eq!(
+            v.failed,
+            ["3 acknowledged writes lost, over the RPO objective (at most 0)"]
+        );
+        assert_eq!(v.invalid.len(), 1);
+        // Within a tolerant objective, it passes.
+        let mut case = Case::forced();
+        case.lost = 3;
+        let v = case.judge(Objectives {
+            rto: Duration::from_secs(60),
+            max_lost_writes: 3,
+        });
+        assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
+    }
+
+    #[test]
+    fn nothing_happening_or_an_unfinished_outage_is_not_a_pass() {
+        let mut case = Case::forced();
+        case.outages.clear();
+        case.primaries.clear();
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert!(
+            v.invalid[0].contains("failover may not have happened"),
+            "{v}"
+        );
+
+        // A transparent switchover: a new primary, no outage over the threshold.
+        let mut case = Case::forced();
+        case.outages.clear();
+        assert_eq!(case.judge(objectives(1)).verdict, VerdictKind::Pass);
+
+        // Still down at the end of the run (T0 + 60 s): 29.9 s so far.
+        let mut case = Case::forced();
+        case.outages = vec![outage(1, T0 + 30.1, None, 0)];
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert!(v.invalid[0].contains("run ended during outage 1"), "{v}");
+        let v = case.judge(objectives(10_000));
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+        assert!(v.failed[0].contains("29.900 s after outage 1 began"), "{v}");
+
+        // Verification never finished: invalid, and a missed RTO is still reported.
+        let mut case = Case::forced();
+        case.outages[0].lost_writes = None;
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert!(v.invalid[0].contains("never verified"), "{v}");
+        let v = case.judge(objectives(100));
+        assert_eq!((v.failed.len(), v.invalid.len()), (1, 1), "{v}");
+    }
+
+    #[test]
+    fn repeated_drills_judge_every_failover_and_count_the_triggers() {
+        let case = Case {
+            triggers: vec![
+                trigger(1, T0 + 30.0, 0.2),
+                trigger(2, T0 + 90.0, 0.2),
+                trigger(3, T0 + 150.0, 0.2),
+            ],
+            baselines: vec![
+                healthy(1, T0 + 30.0),
+                healthy(2, T0 + 90.0),
+                healthy(3, T0 + 150.0),
+            ],
+            outages: vec![
+                outage(1, T0 + 30.1, Some(0.3), 0),
+                outage(2, T0 + 90.1, Some(2.5), 0),
+                // A second outage after trigger 3's failover (flapping).
+                outage(3, T0 + 150.1, Some(0.2), 0),
+                outage(4, T0 + 155.0, Some(1.5), 0),
+            ],
+            primaries: vec![T0 + 30.5, T0 + 92.7, T0 + 150.4],
+            lost: 0,
+            planned: 4,
+        };
+        let v = case.judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert_eq!(
+            v.invalid,
+            ["only 3 of 4 failover triggers ran before the run ended"]
+        );
+        assert_eq!(v.failed.len(), 2, "{v}");
+        assert!(
+            v.failed[0].starts_with("trigger 2: writes unavailable for 2.500 s"),
+            "{v}"
+        );
+        assert!(
+            v.failed[1].starts_with("trigger 3: writes unavailable for 1.500 s (outage 4)"),
+            "{v}"
+        );
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["verdict"], "invalid");
+        assert_eq!(json["failed"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn exit_codes_do_not_clash_with_usage_or_runtime_errors() {
+        let codes: Vec<u8> = VerdictKind::ALL.iter().map(|k| k.exit_code()).collect();
+        assert_eq!(codes, [0, 3, 4]);
+        assert!(!codes.contains(&1) && !codes.contains(&2));
+    }
+}

@@ -1,0 +1,792 @@
+//! The per-second timeline of a run, bounded in memory for canaries that run for weeks.
+//!
+//! A 1 Hz sampler pushes one [`Second`] per second; the monitor pushes [`Event`]s.
+//! Nothing on the load path touches it.
+//!
+//! Resolution tiers (counted in buckets, so a sampler that skips seconds cannot
+//! make it grow):
+//! - the newest [`TIER0_BUCKETS`] seconds (6 h) at 1 s;
+//! - before that, [`TIER1_BUCKETS`] buckets (24 h) of 1 min;
+//! - before that, [`TIER2_BUCKETS`] buckets (30 days) of 10 min; older ones are dropped
+//!   (and counted), Prometheus keeps the long history.
+//!
+//! Buckets merge exactly where exactness is possible and conservatively elsewhere:
+//! counts add; latency max and pool in use take the maximum; latency p99 takes the
+//! maximum of the merged p99s, an upper bound of the true p99 (at least 99 % of every
+//! part, so of the union, lies below it), so a spike is never averaged away; p50 is
+//! the success-weighted mean of the merged p50s (a typical value, which is what a
+//! median line is for); the failover state is the worst one seen, so a one-second
+//! outage still colours its 10-minute bucket.
+//!
+//! Memory bound: at most [`MAX_BUCKETS`] buckets of `size_of::<Bucket>()` (104) bytes
+//! plus [`MAX_EVENTS`] events with at most two strings of [`MAX_TEXT`] bytes each:
+//! [`MAX_BYTES`] = 3,221,440 bytes (3.2 MB) on 64-bit targets. A unit test feeds a
+//! simulated week and checks the heap actually held against it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Error classes a bucket can count; the crate's fixed set (14 today) must fit.
+pub const MAX_CLASSES: usize = 16;
+
+/// 6 hours at 1 s.
+pub const TIER0_BUCKETS: usize = 6 * 3600;
+/// 24 hours at 1 min.
+pub const TIER1_BUCKETS: usize = 24 * 60;
+/// 30 days at 10 min.
+pub const TIER2_BUCKETS: usize = 30 * 24 * 6;
+pub const TIER1_SPAN: u64 = 60;
+pub const TIER2_SPAN: u64 = 600;
+pub const MAX_BUCKETS: usize = TIER0_BUCKETS + TIER1_BUCKETS + TIER2_BUCKETS;
+
+/// Events kept (the latest); a flapping canary drops the oldest.
+pub const MAX_EVENTS: usize = 1000;
+/// Longest text an event keeps (bytes), so events stay bounded too.
+pub const MAX_TEXT: usize = 160;
+
+/// The stated bound on the heap the timeline holds.
+pub const MAX_BYTES: usize = MAX_BUCKETS * std::mem::size_of::<Bucket>()
+    + MAX_EVENTS * (std::mem::size_of::<Event>() + 2 * MAX_TEXT);
+
+/// Write availability as the failover state machine saw it, ordered by severity
+/// so that merging keeps the worst. Serialized like the monitor's states.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    #[default]
+    Healthy,
+    Degraded,
+    Recovering,
+    Outage,
+}
+
+impl State {
+    pub const ALL: [State; 4] = [
+        State::Healthy,
+        State::Degraded,
+        State::Recovering,
+        State::Outage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Healthy => "healthy",
+            State::Degraded => "degraded",
+            State::Recovering => "recovering",
+            State::Outage => "outage",
+        }
+    }
+}
+
+/// What happened during `span` seconds from `at` (unix seconds). Counts saturate at
+/// `u32::MAX`, which a 10-minute bucket reaches only above 7 million writes/s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub at: u64,
+    #[serde(default = "one")]
+    pub span: u16,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub successes: u32,
+    /// Failures per class, indexed like [`Timeline::classes`].
+    #[serde(default, with = "sparse")]
+    pub errors: [u32; MAX_CLASSES],
+    /// Scheduled but never started (backlog full).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u32,
+    /// Latency from the intended start, seconds; 0 when nothing completed.
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub p50: f32,
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub p99: f32,
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub max: f32,
+    #[serde(default)]
+    pub pool_in_use: u32,
+    #[serde(default)]
+    pub state: State,
+}
+
+/// What the sampler pushes: a bucket one second wide.
+pub type Second = Bucket;
+
+fn one() -> u16 {
+    1
+}
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+fn is_zero_f(v: &f32) -> bool {
+    *v == 0.0
+}
+
+impl Bucket {
+    /// An empty second starting at `at` (unix seconds).
+    pub fn second(at: u64) -> Bucket {
+        Bucket {
+            at,
+            span: 1,
+            ..Bucket::default()
+        }
+    }
+
+    pub fn end(&self) -> u64 {
+        self.at + u64::from(self.span)
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().map(|&n| u64::from(n)).sum()
+    }
+
+    /// True when a latency was recorded (a real latency is never 0).
+    pub fn has_latency(&self) -> bool {
+        self.max > 0.0
+    }
+
+    /// Folds `other` into `self` (see the module doc for the rules); `self` keeps its
+    /// start and widens to cover `other`.
+    pub fn merge(&mut self, other: &Bucket) {
+        let start = self.at.min(other.at);
+        let end = self.end().max(other.end());
+        if self.has_latency() && other.has_latency() {
+            let (a, b) = (f64::from(self.successes), f64::from(other.successes));
+            self.p50 = if a + b > 0.0 {
+                ((f64::from(self.p50) * a + f64::from(other.p50) * b) / (a + b)) as f32
+            } else {
+                self.p50.max(other.p50)
+            };
+        } else if other.has_latency() {
+            self.p50 = other.p50;
+        }
+        self.p99 = self.p99.max(other.p99);
+        self.max = self.max.max(other.max);
+        self.attempts = self.attempts.saturating_add(other.attempts);
+        self.successes = self.successes.saturating_add(other.successes);
+        self.skipped = self.skipped.saturating_add(other.skipped);
+        for (mine, theirs) in self.errors.iter_mut().zip(other.errors.iter()) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.pool_in_use = self.pool_in_use.max(other.pool_in_use);
+        self.state = self.state.max(other.state);
+        self.at = start;
+        self.span = u16::try_from(end - start).unwrap_or(u16::MAX);
+    }
+}
+
+/// Error counts as `[[class index, count], …]`, nonzero only: most seconds have none.
+mod sparse {
+    use super::MAX_CLASSES;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u32; MAX_CLASSES], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            v.iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| (i, *n)),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u32; MAX_CLASSES], D::Error> {
+        let pairs = Vec::<(usize, u32)>::deserialize(d)?;
+        let mut out = [0u32; MAX_CLASSES];
+        for (i, n) in pairs {
+            let slot = out.get_mut(i).ok_or_else(|| {
+                serde::de::Error::custom(format!("error class index {i} >= {MAX_CLASSES}"))
+            })?;
+            *slot = slot.saturating_add(n);
+        }
+        Ok(out)
+    }
+}
+
+/// Something worth a marker on the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix seconds, sub-second precision.
+    pub at: f64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Dated back to the first failed (or stalled) write, as the outage record is.
+    OutageStart { outage: u32 },
+    /// The first acknowledged write after the outage.
+    OutageEnd {
+        outage: u32,
+        unavailable_seconds: Option<f64>,
+    },
+    /// The primary's identity changed (address, timeline or postmaster start).
+    PrimaryChange { before: String, after: String },
+    /// Acknowledged writes checked against the (new) primary.
+    Verification {
+        outage: Option<u32>,
+        checked: u64,
+        lost: u64,
+        unknown_committed: u64,
+        unknown_not_committed: u64,
+    },
+    /// A server restarted in place, or pgdrill itself started again.
+    Restart { what: String },
+    /// The drill's own fault injection (e.g. `pg_ctl stop -m immediate`).
+    FailoverTrigger { how: String },
+}
+
+impl Event {
+    fn text_bytes(&self) -> usize {
+        match &self.kind {
+            EventKind::PrimaryChange { before, after } => before.capacity() + after.capacity(),
+            EventKind::Restart { what } => what.capacity(),
+            EventKind::FailoverTrigger { how } => how.capacity(),
+            _ => 0,
+        }
+    }
+
+    fn clamp_text(&mut self) {
+        match &mut self.kind {
+            EventKind::PrimaryChange { before, after } => {
+                clamp(before);
+                clamp(after);
+            }
+            EventKind::Restart { what } => clamp(what),
+            EventKind::FailoverTrigger { how } => clamp(how),
+            _ => {}
+        }
+    }
+}
+
+fn clamp(s: &mut String) {
+    if s.len() > MAX_TEXT {
+        let mut cut = MAX_TEXT;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s.shrink_to_fit();
+}
+
+/// The latest [`MAX_EVENTS`] events, in push order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventLog {
+    list: VecDeque<Event>,
+    /// Events dropped to stay within the bound.
+    #[serde(default)]
+    dropped: u64,
+}
+
+impl EventLog {
+    pub fn push(&mut self, mut event: Event) {
+        event.clamp_text();
+        if self.list.len() == MAX_EVENTS {
+            self.list.pop_front();
+            self.dropped += 1;
+        }
+        self.list.push_back(event);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.list.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.list.capacity() * std::mem::size_of::<Event>()
+            + self.list.iter().map(Event::text_bytes).sum::<usize>()
+    }
+}
+
+/// The run's timeline: buckets oldest first across the tiers, and the events.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Error class names, in the order of [`Bucket::errors`].
+    classes: Vec<String>,
+    tier2: VecDeque<Bucket>,
+    tier1: VecDeque<Bucket>,
+    tier0: VecDeque<Bucket>,
+    /// Buckets dropped beyond the oldest tier.
+    dropped_buckets: u64,
+    pub events: EventLog,
+}
+
+/// Grows a tier at most to its cap, so a deque's doubling never overshoots the bound.
+fn push_capped(tier: &mut VecDeque<Bucket>, b: Bucket, cap: usize) {
+    if tier.len() == tier.capacity() && tier.capacity() < cap {
+        let more = tier.capacity().max(64).min(cap - tier.capacity());
+        tier.reserve_exact(more);
+    }
+    tier.push_back(b);
+}
+
+/// Merges `b` into the tier's newest bucket when it falls in the same aligned
+/// `span` (buckets arrive in time order). Returns `b` when it needs a bucket of its own.
+fn fold_into(tier: &mut VecDeque<Bucket>, b: Bucket, span: u64) -> Option<Bucket> {
+    match tier.back_mut() {
+        Some(last) if last.at / span == b.at / span => {
+            last.merge(&b);
+            None
+        }
+        _ => Some(b),
+    }
+}
+
+impl Timeline {
+    /// `classes`: the error class names, at most [`MAX_CLASSES`], in the order
+    /// the sampler indexes [`Bucket::errors`].
+    pub fn new(classes: &[&str]) -> Timeline {
+        assert!(
+            classes.len() <= MAX_CLASSES,
+            "{} error classes, the timeline holds {MAX_CLASSES}",
+            classes.len()
+        );
+        Timeline {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            ..Timeline::default()
+        }
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// Records one sampled second. A second at or before the newest one (a clock
+    /// step back, a duplicate tick) merges into the newest rather than reorder.
+    pub fn push(&mut self, second: Second) {
+        let mut second = second;
+        second.span = 1;
+        if let Some(last) = self.tier0.back_mut() {
+            if second.at <= last.at {
+                last.merge(&Bucket {
+                    at: last.at,
+                    span: last.span,
+                    ..second
+                });
+                return;
+            }
+        }
+        // Make room before adding, so no tier ever exceeds its cap, even briefly.
+        if self.tier0.len() == TIER0_BUCKETS {
+            if let Some(old) = self.tier0.pop_front() {
+                self.push_tier1(old);
+            }
+        }
+        push_capped(&mut self.tier0, second, TIER0_BUCKETS);
+    }
+
+    fn push_tier1(&mut self, b: Bucket) {
+        let Some(b) = fold_into(&mut self.tier1, b, TIER1_SPAN) else {
+            return;
+        };
+        if self.tier1.len() == TIER1_BUCKETS {
+            if let Some(old) = self.tier1.pop_front() {
+                self.push_tier2(old);
+            }
+        }
+        push_capped(&mut self.tier1, b, TIER1_BUCKETS);
+    }
+
+    fn push_tier2(&mut self, b: Bucket) {
+        let Some(b) = fold_into(&mut self.tier2, b, TIER2_SPAN) else {
+            return;
+        };
+        if self.tier2.len() == TIER2_BUCKETS && self.tier2.pop_front().is_some() {
+            self.dropped_buckets += 1;
+        }
+        push_capped(&mut self.tier2, b, TIER2_BUCKETS);
+    }
+
+    /// Every bucket, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Bucket> {
+        self.tier2
+            .iter()
+            .chain(self.tier1.iter())
+            .chain(self.tier0.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.tier0.len() + self.tier1.len() + self.tier2.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dropped_buckets(&self) -> u64 {
+        self.dropped_buckets
+    }
+
+    /// Start of the oldest and end of the newest bucket, unix seconds.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        let first = self.iter().next()?;
+        let last = self
+            .tier0
+            .back()
+            .or(self.tier1.back())
+            .or(self.tier2.back())?;
+        Some((first.at, last.end()))
+    }
+
+    /// The buckets that end within `last` of the newest bucket's end.
+    pub fn window(&self, last: Duration) -> Vec<Bucket> {
+        let Some((_, end)) = self.span() else {
+            return Vec::new();
+        };
+        let from = end.saturating_sub(last.as_secs());
+        self.iter().filter(|b| b.end() > from).copied().collect()
+    }
+
+    /// A copy, for rendering, holding only the buckets and events within `last`
+    /// of the newest bucket's end (the live page's view).
+    pub fn recent(&self, last: Duration) -> Timeline {
+        let buckets = self.window(last);
+        let from = buckets.first().map_or(0.0, |b| b.at as f64);
+        let mut events = EventLog::default();
+        for e in self.events.iter().filter(|e| e.at >= from) {
+            events.push(e.clone());
+        }
+        Timeline {
+            classes: self.classes.clone(),
+            tier0: buckets.into(),
+            events,
+            ..Timeline::default()
+        }
+    }
+
+    /// Heap bytes held now: bucket storage by capacity, events and their strings.
+    pub fn heap_bytes(&self) -> usize {
+        let b = std::mem::size_of::<Bucket>();
+        (self.tier0.capacity() + self.tier1.capacity() + self.tier2.capacity()) * b
+            + self.events.heap_bytes()
+            + self.classes.iter().map(String::capacity).sum::<usize>()
+            + self.classes.capacity() * std::mem::size_of::<String>()
+    }
+}
+
+/// The JSON form: one list of buckets oldest first (each with its span), so a
+/// reader needs to know nothing about the tiers.
+#[derive(Serialize)]
+struct TimelineOut<'a> {
+    classes: &'a [String],
+    #[serde(serialize_with = "all_buckets")]
+    buckets: &'a Timeline,
+    dropped_buckets: u64,
+    events: &'a EventLog,
+}
+
+fn all_buckets<S: serde::Serializer>(t: &&Timeline, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(t.iter())
+}
+
+#[derive(Deserialize)]
+struct TimelineIn {
+    classes: Vec<String>,
+    buckets: Vec<Bucket>,
+    #[serde(default)]
+    dropped_buckets: u64,
+    #[serde(default)]
+    events: EventLog,
+}
+
+impl Serialize for Timeline {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TimelineOut {
+            classes: &self.classes,
+            buckets: self,
+            dropped_buckets: self.dropped_buckets,
+            events: &self.events,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeline {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = TimelineIn::deserialize(d)?;
+        if t.classes.len() > MAX_CLASSES {
+            return Err(serde::de::Error::custom(format!(
+                "{} error classes, at most {MAX_CLASSES}",
+                t.classes.len()
+            )));
+        }
+        let mut out = Timeline {
+            classes: t.classes,
+            dropped_buckets: t.dropped_buckets,
+            events: t.events,
+            ..Timeline::default()
+        };
+        // Back into the tier their width says; read for rendering, not pushed to again.
+        for b in t.buckets {
+            match u64::from(b.span) {
+                0..=1 => out.tier0.push_back(b),
+                2..=TIER1_SPAN => out.tier1.push_back(b),
+                _ => out.tier2.push_back(b),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // On a 10-minute boundary, so the coarse buckets are whole.
+    const T0: u64 = 1_795_000_200;
+
+    fn classes() -> Vec<&'static str> {
+        vec!["connection_closed", "read_only", "other"]
+    }
+
+    /// A plausible second `i` of a canary at 100 writes/s.
+    fn second(i: u64) -> Second {
+        let mut s = Second::second(T0 + i);
+        s.attempts = 100;
+        s.successes = 100;
+        s.p50 = 0.002;
+        s.p99 = 0.004 + (i % 7) as f32 * 0.001;
+        s.max = 0.010;
+        s.pool_in_use = 4;
+        s
+    }
+
+    #[test]
+    fn a_simulated_week_stays_within_the_stated_bound() {
+        const WEEK: u64 = 604_800;
+        let mut t = Timeline::new(&classes());
+        for i in 0..WEEK {
+            t.push(second(i));
+            if i % 3600 == 0 {
+                t.events.push(Event {
+                    at: (T0 + i) as f64,
+                    kind: EventKind::PrimaryChange {
+                        before: "x".repeat(500),
+                        after: "10.0.0.2:5432 timeline 3".into(),
+                    },
+                });
+            }
+        }
+        // 6 h of seconds, 24 h of minutes, the remaining 138 h in 10-minute buckets.
+        let expected =
+            TIER0_BUCKETS + TIER1_BUCKETS + ((WEEK as usize - 6 * 3600 - 24 * 3600) / 600);
+        assert_eq!(t.len(), expected);
+        assert!(t.len() <= MAX_BUCKETS);
+        assert_eq!(t.dropped_buckets(), 0);
+        assert_eq!(t.events.len(), 168);
+        let bytes = t.heap_bytes();
+        eprintln!(
+            "week: {} buckets, {} bytes held, bound {} bytes, bucket {} bytes",
+            t.len(),
+            bytes,
+            MAX_BYTES,
+            std::mem::size_of::<Bucket>()
+        );
+        assert!(bytes <= MAX_BYTES, "{bytes} > {MAX_BYTES}");
+        let json = serde_json::to_vec(&t).unwrap_or_default();
+        eprintln!("week as JSON: {} bytes", json.len());
+        // Nothing counted was lost in the merging.
+        let attempts: u64 = t.iter().map(|b| u64::from(b.attempts)).sum();
+        assert_eq!(attempts, WEEK * 100);
+        let (first, last) = t.span().unwrap_or_default();
+        assert_eq!((first, last), (T0, T0 + WEEK));
+    }
+
+    /// Keeps the figures in the module doc true.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_stated_bound_is_the_computed_one() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 104);
+        assert_eq!(MAX_BUCKETS, 27_360);
+        assert_eq!(MAX_BYTES, 3_221_440);
+    }
+
+    #[test]
+    fn the_bound_holds_when_the_oldest_tier_overflows() {
+        // Ten-minute steps: every push lands in its own coarse bucket downstream.
+        let mut t = Timeline::new(&classes());
+        let n = MAX_BUCKETS + 5_000;
+        for i in 0..n as u64 {
+            t.push(second(i * 600));
+        }
+        assert_eq!(t.len(), MAX_BUCKETS);
+        assert_eq!(t.dropped_buckets(), 5_000);
+        assert!(t.heap_bytes() <= MAX_BYTES);
+        for _ in 0..MAX_EVENTS + 10 {
+            t.events.push(Event {
+                at: T0 as f64,
+                kind: EventKind::Restart {
+                    what: "é".repeat(MAX_TEXT),
+                },
+            });
+        }
+        assert_eq!(t.events.len(), MAX_EVENTS);
+        assert_eq!(t.events.dropped(), 10);
+        assert!(
+            t.heap_bytes() <= MAX_BYTES,
+            "{} > {MAX_BYTES}",
+            t.heap_bytes()
+        );
+    }
+
+    #[test]
+    fn a_one_second_outage_survives_coarsening() {
+        let mut t = Timeline::new(&classes());
+        let outage_at = 3_000;
+        for i in 0..(40 * 3600) {
+            let mut s = second(i);
+            if i == outage_at {
+                s.state = State::Outage;
+                s.successes = 0;
+                s.errors[0] = 100;
+                s.p99 = 2.5;
+                s.max = 2.9;
+            }
+            t.push(s);
+        }
+        let b = t
+            .iter()
+            .find(|b| b.at <= T0 + outage_at && T0 + outage_at < b.end())
+            .copied()
+            .unwrap_or_default();
+        assert_eq!(
+            b.span, 600,
+            "the outage second is in a 10-minute bucket by now"
+        );
+        assert_eq!(b.state, State::Outage);
+        assert_eq!(b.errors[0], 100);
+        assert_eq!(b.p99, 2.5);
+        assert_eq!(b.max, 2.9);
+        assert_eq!(b.successes, 599 * 100);
+        assert_eq!(b.attempts, 600 * 100);
+    }
+
+    #[test]
+    fn merging_follows_the_stated_rules() {
+        let mut a = Second::second(T0);
+        a.successes = 300;
+        a.attempts = 301;
+        a.errors[2] = 1;
+        a.p50 = 0.001;
+        a.p99 = 0.010;
+        a.max = 0.020;
+        a.pool_in_use = 3;
+        a.state = State::Degraded;
+        let mut b = Second::second(T0 + 1);
+        b.successes = 100;
+        b.attempts = 100;
+        b.p50 = 0.005;
+        b.p99 = 0.008;
+        b.max = 0.030;
+        b.pool_in_use = 7;
+        b.state = State::Healthy;
+        a.merge(&b);
+        assert_eq!((a.at, a.span), (T0, 2));
+        assert_eq!((a.attempts, a.successes, a.errors[2]), (401, 400, 1));
+        assert!((a.p50 - 0.002).abs() < 1e-6, "{}", a.p50);
+        assert_eq!((a.p99, a.max, a.pool_in_use), (0.010, 0.030, 7));
+        assert_eq!(a.state, State::Degraded);
+        // A second without completions does not drag the latency down.
+        let mut c = Second::second(T0 + 2);
+        c.state = State::Outage;
+        a.merge(&c);
+        assert!((a.p50 - 0.002).abs() < 1e-6);
+        assert_eq!(a.state, State::Outage);
+        assert_eq!(a.span, 3);
+    }
+
+    #[test]
+    fn a_repeated_second_merges_instead_of_reordering() {
+        let mut t = Timeline::new(&classes());
+        t.push(second(0));
+        t.push(second(1));
+        t.push(second(1));
+        t.push(second(0));
+        assert_eq!(t.len(), 2);
+        let last = t.iter().last().copied().unwrap_or_default();
+        assert_eq!((last.at, last.span, last.attempts), (T0 + 1, 1, 300));
+    }
+
+    #[test]
+    fn window_returns_the_recent_buckets() {
+        let mut t = Timeline::new(&classes());
+        for i in 0..1000 {
+            t.push(second(i));
+        }
+        let w = t.window(Duration::from_secs(900));
+        assert_eq!(w.len(), 900);
+        assert_eq!(w.first().map(|b| b.at), Some(T0 + 100));
+        t.events.push(Event {
+            at: (T0 + 50) as f64,
+            kind: EventKind::OutageStart { outage: 1 },
+        });
+        t.events.push(Event {
+            at: (T0 + 500) as f64,
+            kind: EventKind::OutageEnd {
+                outage: 1,
+                unavailable_seconds: Some(450.0),
+            },
+        });
+        let r = t.recent(Duration::from_secs(900));
+        assert_eq!(r.len(), 900);
+        assert_eq!(r.events.len(), 1);
+    }
+
+    #[test]
+    fn json_round_trips_through_serde() {
+        let mut t = Timeline::new(&classes());
+        for i in 0..(TIER0_BUCKETS as u64 + 180) {
+            let mut s = second(i);
+            if i % 1000 == 0 {
+                s.errors[1] = 3;
+            }
+            t.push(s);
+        }
+        t.events.push(Event {
+            at: T0 as f64 + 12.345,
+            kind: EventKind::Verification {
+                outage: Some(1),
+                checked: 1200,
+                lost: 0,
+                unknown_committed: 1,
+                unknown_not_committed: 2,
+            },
+        });
+        let json = serde_json::to_string(&t).unwrap_or_default();
+        assert!(
+            json.contains("\"kind\":\"verification\""),
+            "{}",
+            &json[..200.min(json.len())]
+        );
+        let back: Timeline = match serde_json::from_str(&json) {
+            Ok(b) => b,
+            Err(err) => panic!("{err}"),
+        };
+        assert_eq!(back.len(), t.len());
+        assert!(back.iter().eq(t.iter()));
+        assert_eq!(
+            back.events.iter().collect::<Vec<_>>(),
+            t.events.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(back.classes(), t.classes());
+        let bad = r#"{"classes":[],"buckets":[{"at":1,"errors":[[99,1]]}]}"#;
+        assert!(serde_json::from_str::<Timeline>(bad).is_err());
+    }
+}

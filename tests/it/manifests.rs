@@ -1,0 +1,463 @@
+//! The Kubernetes manifests (`deploy/kubernetes/`, `deploy/azure/`) and the
+//! Dockerfile's labels are code, and are tested as code:
+//!
+//! * every manifest passes `kubernetes-validate --strict` (PyPI; installed
+//!   by `scripts/deps test`) for each Kubernetes minor version that AKS
+//!   supports in November 2026 — 1.34 (until the end of November), 1.35,
+//!   1.36 and 1.37 (AKS release calendar); kubernetes-validate 1.37.0 knows
+//!   schemas up to 1.37;
+//! * kubernetes-validate has no schema for custom resources, so the
+//!   PodMonitors are validated here against the CRDs they are written for
+//!   (vendored in `tests/fixtures/crds/`), made strict the way
+//!   kubectl's strict field validation is (unknown fields rejected). Not
+//!   validated: what the CRDs do not say (e.g. that `port` names a container
+//!   port of the selected pods, checked below by hand) and `x-kubernetes-*`
+//!   validation rules (CEL), which the PodMonitor CRDs do not use;
+//! * what the issue asks of the deployment: no secret in argv, the password
+//!   from a file, `--retention`, `sslmode=verify-full`, a
+//!   PodDisruptionBudget, no service account token, no image we do not
+//!   publish, the label limits Microsoft asks for on ama-metrics
+//!   PodMonitors, and the Operator's `release` label.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Kubernetes versions AKS supports (GA) in November 2026.
+const AKS_VERSIONS: [&str; 4] = ["1.34.0", "1.35.0", "1.36.0", "1.37.0"];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn manifest_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["deploy/kubernetes", "deploy/azure"] {
+        for entry in fs::read_dir(repo().join(dir)).expect("manifest dir") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 4, "manifests: {files:?}");
+    files
+}
+
+/// Every YAML document of a file.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(path).expect("read manifest");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| {
+            Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn all_documents() -> Vec<(PathBuf, Value)> {
+    manifest_files()
+        .into_iter()
+        .flat_map(|f| documents(&f).into_iter().map(move |d| (f.clone(), d)))
+        .collect()
+}
+
+fn kind(doc: &Value) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// kubernetes-validate.
+
+fn kubernetes_validate() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBERNETES_VALIDATE") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("kubernetes-validate"))
+            .find(|c| c.is_file())
+    });
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("pgdrill/venv/bin/kubernetes-validate"));
+    on_path
+        .or(cache.filter(|c| c.is_file()))
+        .unwrap_or_else(|| {
+            panic!(
+                "kubernetes-validate not found: this test needs it and skips nothing. \
+                 Run `scripts/deps test` (installs it from PyPI into ~/.cache/pgdrill/venv) \
+                 or set KUBERNETES_VALIDATE=/path/to/kubernetes-validate"
+            )
+        })
+}
+
+fn run_validate(version: &str, files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", version])
+        .args(files)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn manifests_pass_kubernetes_validate_strict_for_aks_versions() {
+    let files = manifest_files();
+    // Resources kubernetes-validate can check: all but the custom resources.
+    let builtin: Vec<(PathBuf, Value)> = all_documents()
+        .into_iter()
+        .filter(|(_, d)| kind(d) != "PodMonitor")
+        .collect();
+    assert!(builtin.len() >= 6, "{}", builtin.len());
+    for version in AKS_VERSIONS {
+        let (ok, text) = run_validate(version, &files);
+        assert!(ok, "kubernetes-validate {version}:\n{text}");
+        let passed = text.lines().filter(|l| l.contains(" passed ")).count();
+        assert_eq!(
+            passed,
+            builtin.len(),
+            "every built-in resource passes against {version}:\n{text}"
+        );
+        // The only resources without a schema are the PodMonitors (tested below).
+        for line in text.lines().filter(|l| l.contains("Couldn't find schema")) {
+            assert!(line.contains("kind PodMonitor"), "{line}");
+        }
+    }
+    // Strict mode is not vacuous: an unknown field fails.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.yaml");
+    let text = fs::read_to_string(repo().join("deploy/kubernetes/pgdrill.yaml"))
+        .expect("read")
+        .replacen("  replicas: 2", "  replicas: 2\n  replicaCount: 2", 1);
+    fs::write(&bad, text).expect("write");
+    let (ok, out) = run_validate(AKS_VERSIONS[0], &[bad]);
+    assert!(!ok, "an unknown field passed strict validation:\n{out}");
+}
+
+// ---------------------------------------------------------------------------
+// PodMonitors against their CRDs.
+
+/// The v1 openAPIV3Schema of a vendored CRD, made strict: objects that list
+/// their properties accept no others (what `kubectl apply --validate=strict`
+/// does with unknown fields).
+fn crd_schema(file: &str) -> Value {
+    let crd = &documents(&repo().join("tests/fixtures/crds").join(file))[0];
+    let version = crd["spec"]["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .expect("v1");
+    let mut schema = version["schema"]["openAPIV3Schema"].clone();
+    make_strict(&mut schema);
+    schema
+}
+
+fn make_strict(v: &mut Value) {
+    if let Value::Object(map) = v {
+        let open = map.contains_key("additionalProperties")
+            || map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+        if map.contains_key("properties") && !open {
+            map.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        // `metadata` is ObjectMeta, not described by the CRD.
+        map.values_mut().for_each(make_strict);
+    } else if let Value::Array(items) = v {
+        items.iter_mut().for_each(make_strict);
+    }
+}
+
+fn validate_against(schema: &Value, doc: &Value) -> Vec<String> {
+    let validator = jsonschema::validator_for(schema).expect("CRD schema compiles");
+    validator
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn podmonitors_validate_against_their_crds() {
+    let mut seen = BTreeSet::new();
+    for (file, doc) in all_documents() {
+        if kind(&doc) != "PodMonitor" {
+            continue;
+        }
+        let crd = match doc["apiVersion"].as_str() {
+            Some("monitoring.coreos.com/v1") => "monitoring.coreos.com_podmonitors.yaml",
+            Some("azmonitoring.coreos.com/v1") => "azmonitoring.coreos.com_podmonitors.yaml",
+            other => panic!("{}: PodMonitor of {other:?}", file.display()),
+        };
+        let schema = crd_schema(crd);
+        let errors = validate_against(&schema, &doc);
+        assert!(errors.is_empty(), "{}: {errors:#?}", file.display());
+        // Not vacuous: a misspelt field and a wrong type fail.
+        let mut bad = doc.clone();
+        bad["spec"]["podMetricsEndpoints"][0]["intervall"] = json!("30s");
+        assert!(!validate_against(&schema, &bad).is_empty());
+        let mut bad = doc.clone();
+        bad["spec"]["labelLimit"] = json!("63");
+        assert!(!validate_against(&schema, &bad).is_empty());
+        seen.insert(crd);
+    }
+    assert_eq!(seen.len(), 2, "one PodMonitor for each CRD: {seen:?}");
+}
+
+/// The named port a PodMonitor scrapes exists on the pods it selects, and
+/// the job label comes from a pod label every canary sets.
+#[test]
+fn podmonitors_scrape_the_canary_pods_as_one_job_per_canary() {
+    let docs = all_documents();
+    let pod_templates: Vec<&Value> = docs
+        .iter()
+        .filter(|(_, d)| kind(d) == "Deployment")
+        .map(|(_, d)| &d["spec"]["template"])
+        .collect();
+    assert!(!pod_templates.is_empty());
+    for (file, pm) in docs.iter().filter(|(_, d)| kind(d) == "PodMonitor") {
+        let spec = &pm["spec"];
+        let name = file.display();
+        // No relabeling that forces one job for every canary.
+        for ep in spec["podMetricsEndpoints"].as_array().expect("endpoints") {
+            for r in ep["relabelings"].as_array().into_iter().flatten() {
+                assert_ne!(r["targetLabel"], "job", "{name}: forces the job label");
+            }
+            let interval = ep["interval"].as_str().expect("interval");
+            assert!(
+                ["15s", "30s", "60s", "1m"].contains(&interval),
+                "{name}: interval {interval} is not a cadence the rules are tested at"
+            );
+            let port = ep["port"].as_str().expect("named port");
+            for template in &pod_templates {
+                let ports: Vec<&str> = template["spec"]["containers"]
+                    .as_array()
+                    .expect("containers")
+                    .iter()
+                    .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                assert!(ports.contains(&port), "{name}: no port {port} in {ports:?}");
+            }
+        }
+        let job_label = spec["jobLabel"].as_str().expect("jobLabel");
+        let selector = spec["selector"]["matchLabels"]
+            .as_object()
+            .expect("matchLabels");
+        for template in &pod_templates {
+            let labels = &template["metadata"]["labels"];
+            assert!(
+                labels[job_label].is_string(),
+                "{name}: pods lack the job label {job_label}"
+            );
+            for (k, v) in selector {
+                assert_eq!(
+                    &labels[k], v,
+                    "{name}: selector {k} does not match the pods"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ama_metrics_podmonitor_sets_microsofts_label_limits() {
+    let docs = documents(&repo().join("deploy/azure/ama-metrics-podmonitor.yaml"));
+    let spec = &docs[0]["spec"];
+    // Microsoft's page on ama-metrics custom resources: use the limits of its
+    // templates, or samples are dropped during processing.
+    assert_eq!(spec["labelLimit"], 63);
+    assert_eq!(spec["labelNameLengthLimit"], 511);
+    assert_eq!(spec["labelValueLengthLimit"], 1023);
+}
+
+#[test]
+fn operator_podmonitor_carries_a_release_label_and_says_why() {
+    let path = repo().join("deploy/kubernetes/podmonitor.yaml");
+    let docs = documents(&path);
+    assert!(
+        docs[0]["metadata"]["labels"]["release"].is_string(),
+        "kube-prometheus-stack selects PodMonitors by its release label"
+    );
+    let text = fs::read_to_string(&path).expect("read");
+    assert!(text.contains("podMonitorSelectorNilUsesHelmValues"));
+}
+
+// ---------------------------------------------------------------------------
+// The deployment.
+
+fn containers(template: &Value) -> Vec<&Value> {
+    let spec = &template["spec"];
+    spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(spec["initContainers"].as_array().into_iter().flatten())
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn deployments_keep_secrets_out_of_argv_and_run_locked_down() {
+    let docs = all_documents();
+    let deployments: Vec<&(PathBuf, Value)> = docs
+        .iter()
+        .filter(|(_, d)| kind(d) == "Deployment")
+        .collect();
+    assert!(deployments.len() >= 2, "plain and Entra ID examples");
+    for (file, d) in deployments {
+        let name = file.display();
+        let template = &d["spec"]["template"];
+        let pod = &template["spec"];
+        assert_eq!(
+            pod["automountServiceAccountToken"], false,
+            "{name}: mounts an API token"
+        );
+        let sa = pod["serviceAccountName"]
+            .as_str()
+            .expect("serviceAccountName");
+        let account = docs
+            .iter()
+            .find(|(f, x)| f == file && kind(x) == "ServiceAccount" && x["metadata"]["name"] == sa)
+            .unwrap_or_else(|| panic!("{name}: no ServiceAccount {sa}"));
+        assert_eq!(account.1["automountServiceAccountToken"], false, "{name}");
+        // A PodDisruptionBudget selecting these pods, in the same file.
+        let labels = &template["metadata"]["labels"];
+        let pdb = docs
+            .iter()
+            .find(|(f, x)| f == file && kind(x) == "PodDisruptionBudget")
+            .unwrap_or_else(|| panic!("{name}: no PodDisruptionBudget"));
+        for (k, v) in pdb.1["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("pdb selector")
+        {
+            assert_eq!(&labels[k], v, "{name}: the PDB does not select the pods");
+        }
+        assert!(
+            pdb.1["spec"]["minAvailable"].as_u64().unwrap_or(0) >= 1
+                || pdb.1["spec"]["maxUnavailable"].as_u64() == Some(1),
+            "{name}: PDB"
+        );
+
+        let pgdrill = pod["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .find(|c| c["name"] == "pgdrill")
+            .expect("a pgdrill container");
+        let image = pgdrill["image"].as_str().expect("image");
+        assert!(
+            image.starts_with("registry.invalid/pgdrill:"),
+            "{name}: image {image}: use the documented placeholder, not an image we do not publish"
+        );
+        let args = strings(&pgdrill["args"]);
+        let argv: Vec<String> = strings(&pgdrill["command"])
+            .into_iter()
+            .chain(args.clone())
+            .collect();
+        for a in &argv {
+            let lower = a.to_lowercase();
+            assert!(
+                !lower.contains("postgres://")
+                    && !lower.contains("postgresql://")
+                    && !lower.contains("$(pgdrill_dsn)")
+                    && !lower.contains("password=")
+                    && !lower.starts_with("--dsn"),
+                "{name}: argv carries a connection string or secret: {a}"
+            );
+        }
+        for flag in ["--password-file=", "--retention=", "--listen=0.0.0.0:9743"] {
+            assert!(
+                args.iter().any(|a| a.starts_with(flag)),
+                "{name}: pgdrill lacks {flag}"
+            );
+        }
+        let dsn = pgdrill["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == "PGDRILL_DSN")
+            .unwrap_or_else(|| panic!("{name}: PGDRILL_DSN not in the environment"));
+        assert!(
+            dsn["valueFrom"]["secretKeyRef"]["key"].is_string(),
+            "{name}: the DSN comes from a Secret"
+        );
+        // Every container: no privilege escalation, read-only root, no capabilities.
+        for c in containers(template) {
+            let sc = &c["securityContext"];
+            assert_eq!(
+                sc["allowPrivilegeEscalation"], false,
+                "{name}: {}",
+                c["name"]
+            );
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}: {}", c["name"]);
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                json!(["ALL"]),
+                "{name}: {}",
+                c["name"]
+            );
+        }
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+    }
+}
+
+#[test]
+fn example_dsns_verify_the_server() {
+    for file in manifest_files() {
+        let text = fs::read_to_string(&file).expect("read");
+        for (i, line) in text.lines().enumerate() {
+            if let Some(at) = line.find("sslmode=") {
+                let mode: String = line[at + "sslmode=".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                assert_eq!(mode, "verify-full", "{}:{}: {line}", file.display(), i + 1);
+            }
+        }
+        assert!(!text.contains("ghcr.io/pgdrill"), "{}", file.display());
+    }
+}
+
+#[test]
+fn dockerfile_carries_oci_labels_in_step_with_cargo_toml() {
+    let dockerfile = fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let cargo = fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
+    let field = |key: &str| -> String {
+        cargo
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("Cargo.toml has no {key}"))
+            .trim_matches('"')
+            .to_string()
+    };
+    let label = |key: &str| -> Option<String> {
+        dockerfile.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("LABEL org.opencontainers.image.{key}="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+    };
+    assert_eq!(label("title").as_deref(), Some("pgdrill"));
+    assert_eq!(label("version"), Some(field("version")));
+    assert_eq!(label("licenses"), Some(field("license")));
+    assert_eq!(label("description"), Some(field("description")));
+    assert!(label("base.name").is_some());
+}
