@@ -29,6 +29,7 @@ mod rpo;
 pub mod shutdown;
 mod supervisor;
 mod telemetry;
+mod test_hooks;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -60,23 +61,32 @@ use report::progress;
 use report::summary::RunFacts;
 use rpo::ledger::Ledger;
 use rpo::verify::Verifier;
-use supervisor::{Stage, Supervisor};
+use supervisor::{Fatal, Stage, Supervisor};
+use telemetry::health::Health;
 use telemetry::http;
 use telemetry::latency::LatencyBook;
 use telemetry::metrics::{Metrics, PoolCollector};
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and returns the summary. Database errors
-/// are counted, never returned; an error means the run could not start.
+/// are counted, never returned; an error means the run could not start or go on
+/// (an unusable table, a crashed task).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     stop: CancellationToken,
 ) -> Result<Summary, StartError> {
+    // The load also stops when the first connection finds a table that cannot take it.
+    let stop = stop.child_token();
+    let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.
-    let drill = Drill::build(&config)?;
+    let drill = Drill::build(&config, &fatal)?;
     // Step 2: run under one supervisor.
-    Ok(drill.run(&config, listener, stop).await)
+    let summary = drill.run(&config, listener, stop, &fatal).await;
+    match fatal.take() {
+        Some(error) => Err(error),
+        None => Ok(summary),
+    }
 }
 
 /// The parts of one run, built and connected, not yet started.
@@ -92,10 +102,11 @@ struct Drill {
     verifier: Arc<Verifier>,
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
+    health: Arc<Health>,
 }
 
 impl Drill {
-    fn build(config: &Config) -> Result<Drill, StartError> {
+    fn build(config: &Config, fatal: &Arc<Fatal>) -> Result<Drill, StartError> {
         let started_at = SystemTime::now();
         let metrics = Metrics::new(&config.target.hosts);
         metrics.target_rate.set(config.rate.unwrap_or(0.0));
@@ -109,7 +120,7 @@ impl Drill {
             config.target.hosts.clone(),
             metrics.clone(),
         ));
-        let pool = build_pool(config, &workload, &identity, &metrics);
+        let pool = build_pool(config, &workload, &identity, &metrics, fatal);
         let stats = pool.clone();
         PoolCollector::register(&metrics.registry, move || stats.stats())?;
 
@@ -122,12 +133,10 @@ impl Drill {
             ledger.clone(),
             latency.clone(),
         ));
-        let verifier = Arc::new(Verifier::new(
-            pool.clone(),
-            workload.clone(),
-            ledger,
-            metrics.clone(),
-        ));
+        let verifier = Arc::new(
+            Verifier::new(pool.clone(), workload.clone(), ledger, metrics.clone())
+                .settle_after(config.statement_timeout),
+        );
         let outages = Arc::new(Outages::new(WallClock::now()));
         let monitor = Arc::new(Monitor::new(
             metrics.clone(),
@@ -163,11 +172,19 @@ impl Drill {
             verifier,
             monitor,
             lanes,
+            health: Arc::default(),
         })
     }
 
-    async fn run(self, config: &Config, listener: TcpListener, stop: CancellationToken) -> Summary {
-        let mut sup = Supervisor::new();
+    async fn run(
+        self,
+        config: &Config,
+        listener: TcpListener,
+        stop: CancellationToken,
+        fatal: &Arc<Fatal>,
+    ) -> Summary {
+        let mut sup = Supervisor::new(fatal.clone(), self.health.clone());
+        test_hooks::announce();
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
         self.spawn(config, listener, &jobs_rx, &mut sup);
         tracing::info!(
@@ -180,9 +197,11 @@ impl Drill {
             "pgdrill started"
         );
         let load_began = Instant::now();
+        self.health.load_started();
         // The scheduler runs here until `stop` or the end of --duration; returning, it
         // closes the backlog, and the drain begins.
         scheduler::run(config.rate, jobs_tx, &self.outcomes, &stop, config.duration).await;
+        self.health.load_stopped();
         let elapsed = load_began.elapsed();
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         let summary = self.summary(config, elapsed, abandoned);
@@ -202,11 +221,18 @@ impl Drill {
         let page = Arc::new(http::Page {
             target: config.target.redacted.clone(),
             run_id: self.run_id,
+            health: self.health.clone(),
         });
         let token = sup.token(Stage::Http);
         sup.spawn(
             Stage::Http,
-            http::serve(listener, self.metrics.clone(), page, token),
+            http::serve(
+                listener,
+                self.metrics.clone(),
+                page,
+                http::Limits::for_pool(config.pool_size),
+                token,
+            ),
         );
         let token = sup.token(Stage::Monitor);
         sup.spawn(
@@ -226,13 +252,21 @@ impl Drill {
         // Lanes need no token: they end when the backlog is closed and empty.
         for lane in 0..config.pool_size {
             let rng = SmallRng::seed_from_u64(self.run_id as u64 ^ u64::from(lane));
-            let task = lanes::lane(self.lanes.clone(), jobs.clone(), self.outcomes.lane(), rng);
-            sup.spawn(Stage::Lanes, task);
+            let (lanes, jobs, outcomes) = (self.lanes.clone(), jobs.clone(), self.outcomes.clone());
+            let mut rng = Some(rng);
+            sup.spawn_lane(move || {
+                // A restarted lane gets a fresh generator; the first keeps the seeded one.
+                let rng = rng
+                    .take()
+                    .unwrap_or_else(|| SmallRng::from_rng(&mut rand::rng()));
+                lanes::lane(lanes.clone(), jobs.clone(), outcomes.lane(), rng)
+            });
         }
         let sources = progress::Sources {
             outcomes: self.outcomes.clone(),
             latency: self.latency.clone(),
             outages: self.outages.clone(),
+            errors: self.metrics.errors.clone(),
         };
         let token = sup.token(Stage::Progress);
         sup.spawn(
@@ -284,6 +318,7 @@ impl Drill {
             rpo: self.verifier.totals(),
             outages: self.outages.outages(),
             state_changes: self.outages.state_changes(),
+            error_kinds: self.metrics.errors.kinds(),
         };
         Summary::collect(facts, &self.latency)
     }
@@ -294,6 +329,7 @@ fn build_pool(
     workload: &Arc<Workload>,
     identity: &Arc<IdentityTracker>,
     metrics: &Arc<Metrics>,
+    fatal: &Arc<Fatal>,
 ) -> DbPool {
     let mut pg = config.target.pg.clone();
     if pg.get_connect_timeout().is_none() {
@@ -313,7 +349,8 @@ fn build_pool(
         workload.clone(),
         identity.clone(),
         metrics.clone(),
-    );
+    )
+    .on_fatal(fatal.clone());
     DbPool::new(
         manager,
         config.pool_size,

@@ -6,6 +6,7 @@ mod docs;
 mod e2e;
 mod failover;
 mod hang;
+mod hardening;
 mod lab;
 mod load;
 mod manifests;
