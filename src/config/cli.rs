@@ -96,6 +96,11 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     pub listen: SocketAddr,
 
+    /// TLS and basic auth for --listen, in the Prometheus exporter-toolkit web config format
+    /// (tls_server_config cert_file/key_file/min_version, basic_auth_users with bcrypt hashes).
+    #[arg(long = "web.config.file", env = "PGDRILL_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Interval between one-line progress logs.
     #[arg(long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
     pub progress_interval: humantime::Duration,
@@ -132,8 +137,9 @@ pub struct RunArgs {
     )]
     pub password_file: Option<PathBuf>,
 
-    /// Run this shell command to obtain the password (e.g. an Entra ID token:
+    /// Run this command to obtain the password (e.g. an Entra ID token:
     /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
+    /// split into words like a shell would but run without one (write `sh -c '…'` for pipes);
     /// cached for --password-ttl and re-run after an authentication failure. Never logged.
     #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
     pub password_command: Option<String>,

@@ -10,16 +10,18 @@ pub(crate) mod dsn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::db::table::Table;
 pub use cli::*;
 
 use crate::config::dsn::Target;
-use crate::db::credentials::PasswordSource;
+use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::error::ConfigError;
+use crate::telemetry::webconfig::WebConfig;
 
 /// A fully validated configuration; only [`RunArgs::validate`] makes one.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct Config {
     /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
     pub query_mode_auto: bool,
     pub listen: SocketAddr,
+    /// `--web.config.file`: TLS and basic auth on the HTTP endpoints.
+    pub web: Option<Arc<WebConfig>>,
     pub progress_interval: Duration,
     pub summary_json: Option<PathBuf>,
     pub shutdown_grace: Duration,
@@ -109,6 +113,12 @@ impl RunArgs {
             table: Table::parse(&self.table)?,
             create_table: !self.no_create_table,
             listen: self.listen,
+            web: self
+                .web_config_file
+                .as_deref()
+                .map(WebConfig::load)
+                .transpose()?
+                .map(Arc::new),
             progress_interval: positive("--progress-interval", self.progress_interval)?,
             summary_json: self.summary_json.clone(),
             shutdown_grace: self.shutdown_grace.into(),
@@ -158,7 +168,9 @@ impl RunArgs {
             QueryModeArg::Unnamed => QueryMode::Unnamed,
             QueryModeArg::Simple => QueryMode::Simple,
             // Named prepared statements break behind PgBouncer in transaction mode.
-            QueryModeArg::Auto if target.pg.get_ports().contains(&6432) => QueryMode::Unnamed,
+            QueryModeArg::Auto if target.pg.get_ports().contains(&dsn::PGBOUNCER_PORT) => {
+                QueryMode::Unnamed
+            }
             QueryModeArg::Auto => QueryMode::Prepared,
         }
     }
@@ -167,7 +179,14 @@ impl RunArgs {
         match (&self.password_file, &self.password_command) {
             (Some(path), _) => PasswordSource::File(path.clone()),
             (None, Some(command)) => PasswordSource::Command {
-                command: command.clone(),
+                // The value is not echoed: it is a command line, which may hold a secret.
+                argv: split_command(command).ok_or_else(|| {
+                    ConfigError::new(
+                        "--password-command",
+                        "(not shown)",
+                        "cannot be split into words: unbalanced quotes or a trailing backslash",
+                    )
+                })?,
                 ttl: self.password_ttl.into(),
             },
             (None, None) => PasswordSource::Dsn,
@@ -300,6 +319,18 @@ mod tests {
             e.contains("--password-command") && e.contains("cannot be used"),
             "{e}"
         );
+        let e = args(&["--password-command", "az 'get-token"]).unwrap_err();
+        assert!(
+            e.contains("--password-command")
+                && e.contains("unbalanced")
+                && !e.contains("get-token"),
+            "{e}"
+        );
+        let e = args(&["--password-command", "  "]).unwrap_err();
+        assert!(
+            e.contains("--password-command") && e.contains("empty"),
+            "{e}"
+        );
         let e = args(&["--retention", "0s"]).unwrap_err();
         assert!(e.contains("--retention"), "{e}");
         let e = args(&["--retention", "20s"]).unwrap_err();
@@ -324,7 +355,7 @@ mod tests {
         assert_eq!(
             c.password,
             PasswordSource::Command {
-                command: "echo x".into(),
+                argv: vec!["echo".into(), "x".into()],
                 ttl: Duration::from_secs(300)
             }
         );

@@ -12,3 +12,4 @@ pub(crate) mod metrics;
 // The per-second history; wired to a 1 Hz sampler with the report (issue 13).
 #[allow(dead_code)]
 pub(crate) mod timeline;
+pub(crate) mod webconfig;

@@ -1,5 +1,6 @@
 //! One integration-test binary, one module per feature; each drives real servers that
 //! `support` starts.
+mod canaries;
 mod cli;
 mod credentials;
 mod docs;
@@ -19,3 +20,4 @@ mod retention;
 mod rules;
 mod support;
 mod tls;
+mod webconfig;
