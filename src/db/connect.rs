@@ -415,7 +415,7 @@ impl Connector {
             Some(Host::Tcp(name)) => Some(name.clone()),
             None => None,
         };
-        let addrs: Vec<IpAddr> = if let Some(addr) = entry.hostaddr {
+        let mut addrs: Vec<IpAddr> = if let Some(addr) = entry.hostaddr {
             vec![addr]
         } else if let Some(addr) = name.as_deref().and_then(|n| n.parse::<IpAddr>().ok()) {
             vec![addr]
@@ -442,7 +442,6 @@ impl Connector {
                 }
             }
         };
-        let mut addrs = addrs;
         if self.random {
             use rand::seq::SliceRandom;
             addrs.shuffle(&mut rand::rng());

@@ -76,6 +76,43 @@ fn established_to(port: u16) -> usize {
         .count()
 }
 
+/// The bounds of a failover away from a frozen primary, checked against the lab's stamps
+/// and the rows on the new primary: the first write there within `--connect-timeout` +
+/// 0.5 s of the promotion request, pgdrill's reported unavailability within that bound of
+/// the promotion and within 0.1 s of the rows' longest gap.
+async fn assert_frozen_failover_bounds(
+    lab: &Lab,
+    report: &pgdrill_lab::FailoverReport,
+    run_id: i64,
+    measured: f64,
+) {
+    let truth = rows(lab, report.new_primary, run_id, wall(&report.stop_begun)).await;
+    let promoted = wall(&report.promote_requested);
+    let frozen_to_promote = promoted - wall(&report.stop_begun);
+    println!(
+        "lab: {report}
+first write on the new primary {:.3}s after the promotion request; \
+         reported {measured:.3}s; rows' gap {:.3}s; lab promote→writable {:.3}s",
+        truth.first_after - promoted,
+        truth.gap,
+        report.promote_to_writable().as_secs_f64()
+    );
+    assert!(
+        truth.first_after - promoted <= CONNECT_TIMEOUT + SLACK,
+        "first write on the new primary {:.3}s after promotion",
+        truth.first_after - promoted
+    );
+    assert!(
+        measured <= frozen_to_promote + CONNECT_TIMEOUT + SLACK,
+        "reported {measured:.3}s for a promotion {frozen_to_promote:.3}s after the freeze"
+    );
+    assert!(
+        (measured - truth.gap).abs() <= 0.1,
+        "reported {measured:.3}s, the rows say {:.3}s",
+        truth.gap
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_primary_then_promotion_writes_resume_within_the_connect_timeout() {
     let lab = start_lab(Some(ReplicationMode::Sync)).await;
@@ -108,43 +145,11 @@ async fn frozen_primary_then_promotion_writes_resume_within_the_connect_timeout(
         left_open <= 1,
         "{left_open} connections still ESTABLISHED to the frozen server ({open_before} before)"
     );
-    println!("connections to the old primary: {open_before} before the freeze, {left_open} after");
-    let truth = rows(
-        &lab,
-        report.new_primary,
-        summary.run_id,
-        wall(&report.stop_begun),
-    )
-    .await;
-    let promoted = wall(&report.promote_requested);
-    let frozen_to_promote = promoted - wall(&report.stop_begun);
-    println!(
-        "{summary}\nlab: {report}\nfirst write on the new primary {:.3}s after the promotion request; \
-         rows' gap {:.3}s",
-        truth.first_after - promoted,
-        truth.gap
-    );
-    assert!(
-        truth.first_after - promoted <= CONNECT_TIMEOUT + SLACK,
-        "first write on the new primary {:.3}s after promotion",
-        truth.first_after - promoted
-    );
+    println!("{summary}\nconnections to the old primary: {open_before} before the freeze, {left_open} after");
     assert_eq!(summary.outages.len(), 1, "{summary}");
     let outage = &summary.outages[0];
     let measured = outage.write_unavailable_seconds.expect("outage ended");
-    println!(
-        "reported {measured:.3}s; lab promote→writable {:.3}s",
-        report.promote_to_writable().as_secs_f64()
-    );
-    assert!(
-        measured <= frozen_to_promote + CONNECT_TIMEOUT + SLACK,
-        "reported {measured:.3}s for a promotion {frozen_to_promote:.3}s after the freeze"
-    );
-    assert!(
-        (measured - truth.gap).abs() <= 0.1,
-        "reported {measured:.3}s, the rows say {:.3}s",
-        truth.gap
-    );
+    assert_frozen_failover_bounds(&lab, &report, summary.run_id, measured).await;
     assert_eq!(summary.lost_writes, 0, "sync replication loses nothing");
     assert_eq!(outage.lost_writes, Some(0));
     assert_eq!(
@@ -299,6 +304,34 @@ fn spawn_with_private_hosts(hosts: &Path, dir: &Path, args: &[&str]) -> std::pro
         .expect("spawn unshare")
 }
 
+/// Waits (bounded) for the spawned pgdrill to exit successfully and returns its JSON summary.
+async fn wait_for_summary(
+    child: &mut std::process::Child,
+    dir: &Path,
+    summary_path: &Path,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pgdrill did not exit");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    assert!(status.success(), "{stderr}");
+    println!(
+        "{}",
+        std::fs::read_to_string(dir.join("stdout")).unwrap_or_default()
+    );
+    serde_json::from_str(&std::fs::read_to_string(summary_path).expect("summary written"))
+        .expect("summary JSON")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_switch_with_the_old_primary_frozen_is_followed_without_restart() {
     if !pgdrill_lab::private_hosts_available() {
@@ -350,52 +383,14 @@ async fn a_dns_switch_with_the_old_primary_frozen_is_followed_without_restart() 
         .frozen_failover(Duration::from_secs(2), Some(&hosts))
         .await
         .expect("frozen failover with a DNS switch");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pgdrill did not exit");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    assert!(status.success(), "{stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary_path).expect("summary written"))
-            .expect("summary JSON");
-    let run_id = summary["run_id"].as_i64().expect("run_id");
-    let truth = rows(&lab, report.new_primary, run_id, wall(&report.stop_begun)).await;
-    let promoted = wall(&report.promote_requested);
-    let frozen_to_promote = promoted - wall(&report.stop_begun);
+    let summary = wait_for_summary(&mut child, dir.path(), &summary_path).await;
     let outages = summary["outages"].as_array().expect("outages");
-    println!(
-        "{}\nlab: {report}\nfirst write on the new primary {:.3}s after promotion; rows' gap {:.3}s",
-        std::fs::read_to_string(dir.path().join("stdout")).unwrap_or_default(),
-        truth.first_after - promoted,
-        truth.gap
-    );
-    assert!(
-        truth.first_after - promoted <= CONNECT_TIMEOUT + SLACK,
-        "first write on the new primary {:.3}s after promotion",
-        truth.first_after - promoted
-    );
     assert_eq!(outages.len(), 1, "{summary}");
     let measured = outages[0]["write_unavailable_seconds"]
         .as_f64()
         .expect("outage ended");
-    assert!(
-        measured <= frozen_to_promote + CONNECT_TIMEOUT + SLACK,
-        "reported {measured:.3}s"
-    );
-    assert!(
-        (measured - truth.gap).abs() <= 0.1,
-        "reported {measured:.3}s, rows {:.3}s",
-        truth.gap
-    );
+    let run_id = summary["run_id"].as_i64().expect("run_id");
+    assert_frozen_failover_bounds(&lab, &report, run_id, measured).await;
     assert_eq!(summary["primary_changes"], 1, "{summary}");
     assert_eq!(summary["lost_writes"], 0, "{summary}");
     let unknown = summary["unknown_outcome_writes"].as_u64().expect("unknown");
