@@ -617,10 +617,12 @@ impl Silence {
         let answered = tokio::time::timeout(connector.timeout, async {
             let (client, connection) = config.connect(connector.tls.clone()).await?;
             driver = Some(tokio::spawn(connection).abort_handle());
+            // Dropping the client then ends the session politely (Terminate).
             client.simple_query("").await.map(|_| ())
         })
         .await;
-        if let Some(driver) = driver {
+        if let (Err(_), Some(driver)) = (&answered, driver) {
+            // No answer: close the socket now rather than wait on the silent server.
             driver.abort();
         }
         let now = Instant::now();
