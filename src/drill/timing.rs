@@ -18,7 +18,9 @@ use crate::failover::outages::OutageRecord;
 pub const ATTRIBUTION_SLACK: f64 = 1.0;
 
 /// A baseline shorter than this (seconds) says nothing either way.
-pub const MIN_JUDGED_BASELINE: f64 = 1.0;
+/// Below the 1 s the shortest schedule leaves (`--failover-after 2s` minus the warm-up), so
+/// that only a previous trigger running into the window makes a baseline this short.
+pub const MIN_JUDGED_BASELINE: f64 = 0.5;
 
 /// Achieved rate at or above this share of target makes a healthy baseline.
 pub const BASELINE_RATE_SHARE: f64 = 0.95;
@@ -201,7 +203,7 @@ impl Baseline {
         if span < MIN_JUDGED_BASELINE {
             return Some(format!(
                 "only {span:.1} s of load before trigger {} to judge the baseline by (the \
-                 previous trigger ran into its slot)",
+                 previous trigger ran into its window)",
                 self.trigger
             ));
         }

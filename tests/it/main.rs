@@ -7,6 +7,7 @@ mod docs;
 mod drills;
 mod e2e;
 mod failover;
+mod hang;
 mod hardening;
 mod lab;
 mod load;
