@@ -15,11 +15,12 @@ pub(crate) enum Stage {
     Lanes,
     Retention,
     Monitor,
+    Sampler,
     Progress,
     Http,
 }
 
-const STAGES: usize = 5;
+const STAGES: usize = 6;
 
 impl Stage {
     fn index(self) -> usize {

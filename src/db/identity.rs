@@ -1,13 +1,14 @@
 //! Which server are we writing to? Probed on every new connection, as an
 //! ordinary user: each fact degrades to unknown where it is not permitted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::timeline::{unix_now, EventKind, Recorder};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -27,6 +28,15 @@ impl Identity {
             && self.server_port == other.server_port
             && self.timeline == other.timeline
             && self.postmaster_start == other.postmaster_start
+    }
+
+    /// `addr:port timeline N`, for timeline events.
+    fn short(&self) -> String {
+        let mut s = self.endpoint().unwrap_or_else(|| "?".to_string());
+        if let Some(t) = self.timeline {
+            s.push_str(&format!(" timeline {t}"));
+        }
+        s
     }
 
     pub fn endpoint(&self) -> Option<String> {
@@ -89,6 +99,9 @@ pub struct IdentityTracker {
     hosts: Vec<String>,
     metrics: Arc<Metrics>,
     changes: watch::Sender<u64>,
+    /// The first primary seen, for the report's "before".
+    first: OnceLock<Identity>,
+    timeline: OnceLock<Arc<Recorder>>,
 }
 
 impl IdentityTracker {
@@ -98,7 +111,18 @@ impl IdentityTracker {
             hosts,
             metrics,
             changes: watch::channel(0).0,
+            first: OnceLock::new(),
+            timeline: OnceLock::new(),
         }
+    }
+
+    /// Primary changes and restarts in place become timeline events from now on.
+    pub fn record_to(&self, timeline: Arc<Recorder>) {
+        let _ = self.timeline.set(timeline);
+    }
+
+    pub fn first(&self) -> Option<Identity> {
+        self.first.get().cloned()
     }
 
     pub fn current(&self) -> Option<Identity> {
@@ -121,7 +145,10 @@ impl IdentityTracker {
             return;
         };
         let changed = match current.as_ref() {
-            None => false,
+            None => {
+                let _ = self.first.set(id.clone());
+                false
+            }
             Some(old) if old.same_primary(id) => return,
             Some(old) => {
                 tracing::warn!(
@@ -132,6 +159,20 @@ impl IdentityTracker {
                     to_timeline = ?id.timeline,
                     "the primary changed"
                 );
+                if let Some(t) = self.timeline.get() {
+                    // Same address and timeline, new postmaster: restarted in place.
+                    let kind = if old.endpoint() == id.endpoint() && old.timeline == id.timeline {
+                        EventKind::Restart {
+                            what: format!("primary {} restarted", id.short()),
+                        }
+                    } else {
+                        EventKind::PrimaryChange {
+                            before: old.short(),
+                            after: id.short(),
+                        }
+                    };
+                    t.event(unix_now(), kind);
+                }
                 true
             }
         };

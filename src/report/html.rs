@@ -163,8 +163,33 @@ pub struct ReportInput {
     pub identity_last: Option<Identity>,
     /// Longest acceptable write unavailability per outage.
     pub rto_objective_seconds: Option<f64>,
+    /// The summary named no objective: [`DEFAULT_RTO_OBJECTIVE`] stands in.
+    #[serde(skip)]
+    pub rto_objective_is_default: bool,
     pub flags: Vec<Flag>,
     pub timeline: Timeline,
+}
+
+/// The RTO objective when the summary names none (`--rto-objective`'s default).
+pub const DEFAULT_RTO_OBJECTIVE: f64 = 120.0;
+
+impl ReportInput {
+    /// From a drill summary as JSON (the `--summary-json` file, or the summary in
+    /// memory); fills in the default objective.
+    pub fn from_summary(v: serde_json::Value) -> Result<ReportInput, String> {
+        let is_summary = v
+            .as_object()
+            .is_some_and(|o| o.contains_key("run_id") && o.contains_key("transactions"));
+        if !is_summary {
+            return Err("not a pgdrill summary (no run_id or transactions)".to_string());
+        }
+        let mut r: ReportInput = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        if r.rto_objective_seconds.is_none() {
+            r.rto_objective_seconds = Some(DEFAULT_RTO_OBJECTIVE);
+            r.rto_objective_is_default = true;
+        }
+        Ok(r)
+    }
 }
 
 /// What the live `/` page shows besides the recent timeline.
@@ -1159,7 +1184,14 @@ fn headline(out: &mut String, r: &ReportInput) {
     };
     let objective = r.rto_objective_seconds.map_or_else(
         || "no objective given".to_string(),
-        |o| format!("objective {}", fmt_secs(o)),
+        |o| {
+            let default = if r.rto_objective_is_default {
+                " (default)"
+            } else {
+                ""
+            };
+            format!("objective {}{default}", fmt_secs(o))
+        },
     );
     card(
         out,

@@ -3,8 +3,83 @@
 //! Reads `load` (the tally), `failover` (outage records), `rpo` (totals) and `telemetry`
 //! (latency recorders); the hot path never imports it.
 
-// The HTML drill report and live page; wired with `--report` (issue 13).
-#[allow(dead_code)]
 pub(crate) mod html;
 pub(crate) mod progress;
+pub(crate) mod sampler;
 pub(crate) mod summary;
+
+use std::path::Path;
+
+use crate::report::html::ReportInput;
+use crate::report::summary::Summary;
+
+impl Summary {
+    /// The drill report page for this summary: rendered from its JSON form, so that
+    /// `pgdrill report SUMMARY.json` gives the same page.
+    pub fn report_html(&self) -> Result<String, String> {
+        let json = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        Ok(html::render(&ReportInput::from_summary(json)?))
+    }
+
+    /// `--report`: writes [`Summary::report_html`] to `path`.
+    pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
+        let page = self.report_html().map_err(std::io::Error::other)?;
+        std::fs::write(path, page)
+    }
+}
+
+/// `pgdrill report`: the page for a summary file written by `--summary-json`.
+pub fn render_summary_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let input = ReportInput::from_summary(json).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(html::render(&input))
+}
+
+/// What the live `/` page reads, all plain program state.
+pub(crate) struct Live {
+    pub run_id: i64,
+    pub target: String,
+    pub started_at: String,
+    pub target_rate: Option<f64>,
+    pub outcomes: std::sync::Arc<crate::load::outcomes::Outcomes>,
+    pub outages: std::sync::Arc<crate::failover::outages::Outages>,
+    pub identity: std::sync::Arc<crate::db::identity::IdentityTracker>,
+    pub verifier: std::sync::Arc<crate::rpo::verify::Verifier>,
+    pub timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>,
+}
+
+/// The same types as the summary JSON, read the way `pgdrill report` reads them.
+fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(t: &T) -> Option<U> {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+impl Live {
+    /// The page: a copy of the last 15 minutes is taken under the timeline's lock,
+    /// the drawing happens outside it.
+    pub fn render(&self) -> String {
+        let tally = self.outcomes.tally();
+        let totals = self.verifier.totals();
+        let input = html::LiveInput {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            run_id: self.run_id,
+            target: self.target.clone(),
+            started_at: self.started_at.clone(),
+            state: sampler::state(self.outages.state()),
+            target_rate: self.target_rate,
+            transactions: tally.transactions,
+            successes: tally.successes(),
+            lost_writes: totals.lost_writes,
+            unknown_outcome_writes: tally.unknown_outcome,
+            primary: self.identity.current().as_ref().and_then(convert),
+            rto_objective_seconds: Some(html::DEFAULT_RTO_OBJECTIVE),
+            outages: convert(&self.outages.outages()).unwrap_or_default(),
+            timeline: self.timeline.recent(html::LIVE_WINDOW),
+        };
+        html::render_live(&input)
+    }
+}

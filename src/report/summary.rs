@@ -9,11 +9,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
+use crate::report::html::Flag;
 use crate::rpo::verify::RpoTotals;
 use crate::telemetry::latency::LatencyBook;
+use crate::telemetry::timeline::Timeline;
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct Percentiles {
@@ -67,6 +70,13 @@ pub struct Summary {
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
     pub unknown_outcome_not_committed: u64,
+    /// The primary when the run began and when it ended.
+    pub identity_first: Option<Identity>,
+    pub identity_last: Option<Identity>,
+    /// The command-line settings as run, passwords left out (set by the caller).
+    pub flags: Vec<Flag>,
+    /// Second by second, with the events; what `pgdrill report` draws.
+    pub timeline: Timeline,
 }
 
 /// Everything the summary is made of, gathered by the wiring once the run has drained.
@@ -83,6 +93,9 @@ pub(crate) struct RunFacts {
     pub rpo: RpoTotals,
     pub outages: Vec<OutageRecord>,
     pub state_changes: Vec<StateChange>,
+    pub identity_first: Option<Identity>,
+    pub identity_last: Option<Identity>,
+    pub timeline: Timeline,
 }
 
 impl Summary {
@@ -123,6 +136,10 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: facts.rpo.unknown_committed,
             unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
+            identity_first: facts.identity_first,
+            identity_last: facts.identity_last,
+            flags: Vec::new(),
+            timeline: facts.timeline,
         }
     }
 }

@@ -15,10 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::metrics::Metrics;
 
-/// What the `/` page says about this process; never contains a password.
+/// The live `/` page, drawn by the caller's renderer (never contains a password).
 pub struct Page {
-    pub target: String,
-    pub run_id: i64,
+    pub render: Box<dyn Fn() -> String + Send + Sync>,
 }
 
 fn response(
@@ -34,12 +33,6 @@ fn response(
     resp
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
@@ -50,19 +43,7 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
             response(StatusCode::OK, &content_type, body)
         }
         "/healthz" => response(StatusCode::OK, "text/plain", "ok\n"),
-        "/" => response(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            format!(
-                "<!doctype html><html><head><title>pgdrill</title></head><body>\
-                 <h1>pgdrill {}</h1><p>Target: <code>{}</code><br>Run id: {}</p>\
-                 <p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></p>\
-                 </body></html>\n",
-                env!("CARGO_PKG_VERSION"),
-                escape(&page.target),
-                page.run_id
-            ),
-        ),
+        "/" => response(StatusCode::OK, "text/html; charset=utf-8", (page.render)()),
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
