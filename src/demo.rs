@@ -31,7 +31,12 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
 }
 
 /// The configuration `pgdrill` would get from the command line, pointed at the lab.
-fn load_config(lab: &Lab, args: &DemoArgs, total: Duration) -> Result<crate::Config, String> {
+/// Returns it with the arguments it was parsed from (for the report's flags).
+fn load_config(
+    lab: &Lab,
+    args: &DemoArgs,
+    total: Duration,
+) -> Result<(crate::Config, Vec<String>), String> {
     let mut argv = vec![
         "pgdrill".to_string(),
         "--dsn".to_string(),
@@ -44,16 +49,19 @@ fn load_config(lab: &Lab, args: &DemoArgs, total: Duration) -> Result<crate::Con
         "1s".to_string(),
         "--listen".to_string(),
         args.listen.to_string(),
+        "--report".to_string(),
+        args.report.display().to_string(),
     ];
     if let Some(path) = &args.summary_json {
         argv.push("--summary-json".to_string());
         argv.push(path.display().to_string());
     }
-    Cli::try_parse_from(&argv)
+    let config = Cli::try_parse_from(&argv)
         .map_err(|e| e.to_string())?
         .run
         .validate(|_| None)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((config, argv))
 }
 
 /// Load, a failover in the middle, the report.
@@ -64,7 +72,10 @@ async fn drill_on(
 ) -> Result<(), String> {
     let failover_after: Duration = args.failover_after.into();
     let total = failover_after + Duration::from(args.run_after);
-    let config = load_config(lab, args, total)?;
+    let (config, argv) = load_config(lab, args, total)?;
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let flags = crate::config::flags_as_run(&argv, &config.target.redacted);
+    let report_path = config.report.clone();
     eprintln!(
         "pgdrill demo: {} INSERT/s for {:?}, {:?} failover after {:?}; metrics on http://{}/metrics",
         args.rate, total, args.failover, failover_after, args.listen
@@ -86,10 +97,11 @@ async fn drill_on(
         }
         _ = stop.cancelled() => None,
     };
-    let summary = load
+    let mut summary = load
         .await
         .map_err(|e| format!("load task failed: {e}"))?
         .map_err(|e| e.to_string())?;
+    summary.set_flags(flags);
     println!("{summary}");
     if let Some(report) = report {
         println!("lab ground truth: {report}");
@@ -106,6 +118,12 @@ async fn drill_on(
         summary
             .write_json(&path)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = report_path {
+        summary
+            .write_report(&path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("drill report: {}", path.display());
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use error::StartError;
+pub use report::render_summary_file;
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
 

@@ -7,6 +7,7 @@
 
 mod cli;
 pub(crate) mod dsn;
+mod flags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use crate::db::table::Table;
 pub use cli::*;
+pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
 use crate::db::credentials::PasswordSource;
@@ -42,6 +44,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub progress_interval: Duration,
     pub summary_json: Option<PathBuf>,
+    /// `--report`: checked writable at start.
+    pub report: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub outage_threshold: Duration,
     pub verify_window: Duration,
@@ -111,6 +115,13 @@ impl RunArgs {
             listen: self.listen,
             progress_interval: positive("--progress-interval", self.progress_interval)?,
             summary_json: self.summary_json.clone(),
+            report: match &self.report {
+                Some(path) => {
+                    writable_file("--report", path)?;
+                    Some(path.clone())
+                }
+                None => None,
+            },
             shutdown_grace: self.shutdown_grace.into(),
             outage_threshold,
             verify_window: positive("--verify-window", self.verify_window)?,

@@ -1826,6 +1826,7 @@ pub(crate) mod tests {
             identity_first: Some(before),
             identity_last: Some(after),
             rto_objective_seconds: Some(30.0),
+            rto_objective_is_default: false,
             flags: vec![
                 Flag {
                     name: "rate".into(),

@@ -21,6 +21,14 @@ impl Summary {
         Ok(html::render(&ReportInput::from_summary(json)?))
     }
 
+    /// The command-line settings as run (`--flag`, value), passwords already left out.
+    pub fn set_flags(&mut self, flags: Vec<(String, String)>) {
+        self.flags = flags
+            .into_iter()
+            .map(|(name, value)| html::Flag { name, value })
+            .collect();
+    }
+
     /// `--report`: writes [`Summary::report_html`] to `path`.
     pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
         let page = self.report_html().map_err(std::io::Error::other)?;
