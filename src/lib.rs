@@ -206,7 +206,7 @@ impl Drill {
         jobs: &Receiver<Job>,
         sup: &mut Supervisor,
     ) {
-        let live = report::Live {
+        let live = Arc::new(report::Live {
             run_id: self.run_id,
             target: config.target.redacted.clone(),
             started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
@@ -216,9 +216,12 @@ impl Drill {
             identity: self.identity.clone(),
             verifier: self.verifier.clone(),
             timeline: self.timeline.clone(),
-        };
+            drawn: Default::default(),
+            viewed: Default::default(),
+        });
+        let shown = live.clone();
         let page = Arc::new(http::Page {
-            render: Box::new(move || live.render()),
+            render: Box::new(move || shown.page()),
         });
         let token = sup.token(Stage::Http);
         sup.spawn(
@@ -257,6 +260,7 @@ impl Drill {
             outages: self.outages.clone(),
             pool: self.pool.clone(),
             timeline: self.timeline.clone(),
+            live,
         };
         let token = sup.token(Stage::Sampler);
         sup.spawn(Stage::Sampler, sampler::run(samples, token));

@@ -10,7 +10,7 @@ use clap::CommandFactory;
 use crate::config::Cli;
 use crate::error::ConfigError;
 
-/// `(--flag, value)` for each setting given explicitly in `argv` or the environment;
+/// `(flag, value)` (the long name without dashes) for each setting given explicitly in `argv` or the environment;
 /// the DSN shows as `redacted_target`, a password command as `(redacted)`.
 pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)> {
     let cmd = Cli::command();
@@ -38,7 +38,7 @@ pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)>
                 })
                 .unwrap_or_else(|| "true".to_string()),
         };
-        out.push((format!("--{long}"), value));
+        out.push((long.to_string(), value));
     }
     out
 }
@@ -93,10 +93,10 @@ mod tests {
         let flags = as_run(&argv, "postgres://u@h/db");
         let text = format!("{flags:?}");
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(flags.contains(&("--rate".into(), "50".into())), "{text}");
-        assert!(flags.contains(&("--dsn".into(), "postgres://u@h/db".into())));
-        assert!(flags.contains(&("--no-create-table".into(), "true".into())));
-        assert!(!flags.iter().any(|(f, _)| f == "--pool-size"), "{text}");
+        assert!(flags.contains(&("rate".into(), "50".into())), "{text}");
+        assert!(flags.contains(&("dsn".into(), "postgres://u@h/db".into())));
+        assert!(flags.contains(&("no-create-table".into(), "true".into())));
+        assert!(!flags.iter().any(|(f, _)| f == "pool-size"), "{text}");
     }
 
     #[test]

@@ -797,6 +797,18 @@ fn fmt_step(s: u64) -> String {
 }
 
 /// Marker code, colour and description of an event.
+/// The event's kind as in the JSON, for the page's `data-kind` attributes.
+fn kind_name(k: &EventKind) -> &'static str {
+    match k {
+        EventKind::OutageStart { .. } => "outage_start",
+        EventKind::OutageEnd { .. } => "outage_end",
+        EventKind::PrimaryChange { .. } => "primary_change",
+        EventKind::Verification { .. } => "verification",
+        EventKind::Restart { .. } => "restart",
+        EventKind::FailoverTrigger { .. } => "failover_trigger",
+    }
+}
+
 fn marker(e: &Event) -> (String, &'static str, String) {
     match &e.kind {
         EventKind::OutageStart { outage } => (
@@ -902,7 +914,8 @@ fn markers(out: &mut String, g: &Grid, events: &[&Event]) {
         };
         let _ = write!(
             out,
-            r#"<g class="mk"><title>{} {}</title><polyline points="{lx:.1},{:.1} {x:.1},{knee:.1} {x:.1},{:.1}" fill="none" stroke="{colour}" stroke-width="1.2"{dash}/><text class="ml" x="{lx:.1}" y="{ly:.1}" fill="{colour}">{}</text></g>"#,
+            r#"<g class="mk" data-kind="{}"><title>{} {}</title><polyline points="{lx:.1},{:.1} {x:.1},{knee:.1} {x:.1},{:.1}" fill="none" stroke="{colour}" stroke-width="1.2"{dash}/><text class="ml" x="{lx:.1}" y="{ly:.1}" fill="{colour}">{}</text></g>"#,
+            kind_name(&e.kind),
             esc(&utc(e.at)),
             esc(&text),
             ly + 3.0,
@@ -1265,12 +1278,15 @@ fn outages_table(out: &mut String, r: &ReportInput, dated: bool) {
         let over = matches!((o.write_unavailable_seconds, r.rto_objective_seconds), (Some(w), Some(obj)) if w > obj);
         let _ = write!(
             out,
-            r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num"{}><b>{}</b></td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num"{}>{}</td><td class="num">{}</td><td class="num">{} / {}</td><td><span class="nw">{}</span> → <span class="nw">{}</span></td></tr>"#,
+            r#"<tr data-outage="{}"><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"{}><b>{}</b></td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num"{}>{}</td><td class="num">{}</td><td class="num">{} / {}</td><td><span class="nw">{}</span> → <span class="nw">{}</span></td></tr>"#,
+            o.index,
             o.index,
             esc(&when(o.start_unix, dated)),
             esc(&o
                 .end_unix
                 .map_or_else(|| "not ended".to_string(), |t| when(t, dated))),
+            o.write_unavailable_seconds
+                .map_or_else(String::new, |w| w.to_string()),
             if over {
                 r#" style="color:var(--bad)""#
             } else {
@@ -1956,12 +1972,12 @@ pub(crate) mod tests {
         let html = render(&r);
         let (main, closeup) = html.split_once("Outage 1 close-up").unwrap_or_default();
         assert_eq!(
-            main.matches(r#"<g class="mk">"#).count(),
+            main.matches(r#"<g class="mk" "#).count(),
             r.timeline.events.len()
         );
         // The close-up spans from 15 s before to 15 s after: all but the verification.
         let closeup = closeup.split("</svg>").next().unwrap_or_default();
-        assert_eq!(closeup.matches(r#"<g class="mk">"#).count(), 4);
+        assert_eq!(closeup.matches(r#"<g class="mk" "#).count(), 4);
         assert!(closeup.contains("one column = 1 s"));
         for code in [">T<", ">O1<", ">E1<", ">P<", ">V✓<"] {
             assert!(html.contains(code), "marker {code}");

@@ -21,7 +21,8 @@ impl Summary {
         Ok(html::render(&ReportInput::from_summary(json)?))
     }
 
-    /// The command-line settings as run (`--flag`, value), passwords already left out.
+    /// The command-line settings as run (long name without dashes, value), passwords
+    /// already left out.
     pub fn set_flags(&mut self, flags: Vec<(String, String)>) {
         self.flags = flags
             .into_iter()
@@ -46,7 +47,11 @@ pub fn render_summary_file(path: &Path) -> Result<String, String> {
     Ok(html::render(&input))
 }
 
-/// What the live `/` page reads, all plain program state.
+/// What the live `/` page reads, all plain program state, and the last page drawn.
+///
+/// While someone is looking (a fetch within [`VIEWED`]), the sampler redraws the page once
+/// a second on a blocking thread, and a fetch only copies it: the runtime that paces the
+/// load never draws, and ten viewers cost what one does.
 pub(crate) struct Live {
     pub run_id: i64,
     pub target: String,
@@ -57,7 +62,15 @@ pub(crate) struct Live {
     pub identity: std::sync::Arc<crate::db::identity::IdentityTracker>,
     pub verifier: std::sync::Arc<crate::rpo::verify::Verifier>,
     pub timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>,
+    pub drawn: std::sync::Mutex<Option<(tokio::time::Instant, String)>>,
+    /// When `/` was last fetched.
+    pub viewed: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// A page fetched this recently keeps being redrawn every second.
+const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
+/// A drawn page older than this is drawn afresh for the fetch (the first after a pause).
+const STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The same types as the summary JSON, read the way `pgdrill report` reads them.
 fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(t: &T) -> Option<U> {
@@ -67,9 +80,46 @@ fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(t: &T) -> Option
 }
 
 impl Live {
+    /// For a fetch of `/`: the page drawn last, or a new one if there is none that recent.
+    pub fn page(&self) -> String {
+        let now = tokio::time::Instant::now();
+        if let Ok(mut v) = self.viewed.lock() {
+            *v = Some(now);
+        }
+        if let Ok(drawn) = self.drawn.lock() {
+            if let Some((at, page)) = drawn.as_ref() {
+                if now.duration_since(*at) < STALE {
+                    return page.clone();
+                }
+            }
+        }
+        let page = self.render();
+        self.keep(now, page.clone());
+        page
+    }
+
+    /// Called by the sampler after each second: redraws off the runtime while viewed.
+    pub async fn redraw(self: &std::sync::Arc<Self>) {
+        let viewed = self.viewed.lock().ok().and_then(|v| *v);
+        if !viewed.is_some_and(|v| v.elapsed() < VIEWED) {
+            return;
+        }
+        let this = self.clone();
+        let now = tokio::time::Instant::now();
+        if let Ok(page) = tokio::task::spawn_blocking(move || this.render()).await {
+            self.keep(now, page);
+        }
+    }
+
+    fn keep(&self, at: tokio::time::Instant, page: String) {
+        if let Ok(mut drawn) = self.drawn.lock() {
+            *drawn = Some((at, page));
+        }
+    }
+
     /// The page: a copy of the last 15 minutes is taken under the timeline's lock,
     /// the drawing happens outside it.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         let tally = self.outcomes.tally();
         let totals = self.verifier.totals();
         let input = html::LiveInput {

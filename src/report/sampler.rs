@@ -41,6 +41,7 @@ pub(crate) struct Sources {
     pub outages: Arc<Outages>,
     pub pool: DbPool,
     pub timeline: Arc<Recorder>,
+    pub live: Arc<crate::report::Live>,
 }
 
 /// Samples on whole wall-clock seconds until `stop`, then once more for the part-second
@@ -64,6 +65,7 @@ pub(crate) async fn run(sources: Sources, stop: CancellationToken) {
         if stopping {
             return;
         }
+        sources.live.redraw().await;
     }
 }
 

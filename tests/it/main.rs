@@ -1,5 +1,6 @@
 //! One integration-test binary, one module per feature; each drives real servers that
 //! `support` starts.
+mod browser;
 mod cli;
 mod credentials;
 mod docs;
@@ -13,6 +14,7 @@ mod outage;
 mod pgbouncer;
 mod pipeline;
 mod proxy;
+mod report;
 mod retention;
 mod rules;
 mod support;
