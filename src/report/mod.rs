@@ -67,6 +67,45 @@ pub(crate) struct Live {
     pub viewed: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
+#[cfg(test)]
+impl Live {
+    /// A live page over nothing but `timeline`.
+    pub fn for_tests(timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>) -> Live {
+        use std::sync::{Arc, Mutex};
+        let metrics = crate::telemetry::metrics::Metrics::new(&[]);
+        let detector = Arc::new(crate::failover::machine::Detector::default());
+        let ledger = Arc::new(Mutex::new(crate::rpo::ledger::Ledger::new(
+            std::time::Duration::from_secs(30),
+        )));
+        let (pool, workload) = crate::db::pool::DbPool::unconnected(metrics.clone());
+        Live {
+            run_id: 1,
+            target: "host=db".into(),
+            started_at: String::new(),
+            target_rate: Some(100.0),
+            outcomes: Arc::new(crate::load::outcomes::Outcomes::new(
+                metrics.clone(),
+                detector,
+                ledger.clone(),
+                Default::default(),
+            )),
+            outages: Arc::new(crate::failover::outages::Outages::new(
+                crate::failover::outages::WallClock::now(),
+            )),
+            identity: Arc::new(crate::db::identity::IdentityTracker::new(
+                Vec::new(),
+                metrics.clone(),
+            )),
+            verifier: Arc::new(crate::rpo::verify::Verifier::new(
+                pool, workload, ledger, metrics,
+            )),
+            timeline,
+            drawn: Default::default(),
+            viewed: Default::default(),
+        }
+    }
+}
+
 /// A page fetched this recently keeps being redrawn every second.
 const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
 /// A drawn page older than this is drawn afresh for the fetch (the first after a pause).
@@ -139,5 +178,34 @@ impl Live {
             timeline: self.timeline.recent(html::LIVE_WINDOW),
         };
         html::render_live(&input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::telemetry::timeline::{Recorder, Second};
+
+    #[tokio::test]
+    async fn the_live_page_is_redrawn_while_viewed_and_fetches_copy_it() {
+        let timeline = Arc::new(Recorder::new(&sampler::class_names()));
+        let live = Arc::new(Live::for_tests(timeline.clone()));
+        let drawn = |live: &Live| live.drawn.lock().map(|d| d.is_some()).unwrap_or(false);
+        // Nobody looked: nothing is drawn.
+        live.redraw().await;
+        assert!(!drawn(&live));
+        let first = live.page();
+        assert!(first.contains("No second recorded yet."), "{first}");
+        assert!(drawn(&live));
+        timeline.push(Second::second(1_795_000_200));
+        // A fetch within the staleness bound gets the page drawn last.
+        assert_eq!(live.page(), first);
+        // The sampler's redraw, while viewed, brings the new second in.
+        live.redraw().await;
+        let second = live.page();
+        assert!(second.contains("<svg class=\"chart\""), "{second}");
+        assert!(second.contains("host=db"));
     }
 }

@@ -104,6 +104,76 @@ fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot) -> TallySnapshot 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    use crate::failover::machine::Detector;
+    use crate::load::outcomes::Failure;
+    use crate::load::scheduler::Job;
+    use crate::rpo::ledger::Ledger;
+    use crate::telemetry::metrics::Metrics;
+    use crate::telemetry::timeline::Timeline;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sample_is_the_second_just_ended() {
+        let metrics = Metrics::new(&[]);
+        let latency = LatencyBook::default();
+        let outcomes = Arc::new(Outcomes::new(
+            metrics.clone(),
+            Arc::new(Detector::default()),
+            Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30)))),
+            latency.clone(),
+        ));
+        let outages = Arc::new(Outages::new(WallClock::now()));
+        let timeline = Arc::new(Recorder::new(&class_names()));
+        let sources = Sources {
+            outcomes: outcomes.clone(),
+            latency,
+            outages: outages.clone(),
+            pool: crate::db::pool::DbPool::unconnected(metrics).0,
+            timeline: timeline.clone(),
+            live: Arc::new(crate::report::Live::for_tests(timeline.clone())),
+        };
+        let clock = outages.clock();
+        let lane = outcomes.lane();
+        let t0 = tokio::time::Instant::now();
+        // Before the sampler's first read: not this second's.
+        lane.started();
+        lane.succeeded(Job { seq: 0, intended: t0 }, t0, t0, 1);
+        let first = outcomes.tally();
+        let _ = sources.latency.take_second();
+        for seq in 1..=3 {
+            lane.started();
+            let done = t0 + Duration::from_millis(2 * seq);
+            lane.succeeded(Job { seq, intended: t0 }, t0, done, seq as i64);
+        }
+        lane.started();
+        let refused = Failure {
+            class: ErrorClass::ConnectRefused,
+            unknown: false,
+            message: String::new(),
+        };
+        lane.failed(Job { seq: 4, intended: t0 }, t0, &refused);
+        outcomes.skipped();
+        // A short outage that was over before the sample still marks the second.
+        outages.state_changed(FailoverState::Healthy, FailoverState::Outage, t0);
+        outages.state_changed(FailoverState::Outage, FailoverState::Recovering, t0);
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        sample(&sources, &clock, first);
+        let t: Timeline = timeline.snapshot();
+        let s = t.iter().last().copied().unwrap_or_default();
+        assert_eq!((s.attempts, s.successes, s.skipped), (4, 3, 1));
+        assert_eq!(s.errors[ErrorClass::ConnectRefused.index()], 1);
+        assert_eq!(s.errors_total(), 1);
+        assert_eq!(s.state, State::Outage);
+        assert!((0.0059..0.0062).contains(&s.max), "max {}", s.max);
+        assert!((0.0039..0.0042).contains(&s.p50), "p50 {}", s.p50);
+        assert_eq!(t.classes().len(), ErrorClass::ALL.len());
+        // The next second has nothing new, and the state is the current one.
+        sample(&sources, &clock, outcomes.tally());
+        let s = timeline.snapshot().iter().last().copied().unwrap_or_default();
+        assert_eq!(s.state, State::Recovering);
+        assert!(!s.has_latency());
+    }
 
     #[test]
     fn every_failover_state_and_class_maps() {
