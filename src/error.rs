@@ -208,6 +208,23 @@ pub struct ConfigError {
 pub enum StartError {
     #[error("cannot register the pool metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The table cannot take pgdrill's INSERT, found at the first connection (the database
+    /// may be down at start); the message names what to change.
+    #[error("{0}")]
+    Table(String),
+    /// A task of the run panicked or ended on its own; logged where it happened.
+    #[error("{0}")]
+    Crashed(String),
+}
+
+impl StartError {
+    /// A setup to fix exits 2, like a bad flag; anything else is a plain failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Table(_) => 2,
+            StartError::Metrics(_) | StartError::Crashed(_) => 1,
+        }
+    }
 }
 
 impl ConfigError {

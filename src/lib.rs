@@ -29,6 +29,7 @@ mod rpo;
 pub mod shutdown;
 mod supervisor;
 mod telemetry;
+mod test_hooks;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -61,7 +62,8 @@ use report::summary::RunFacts;
 use report::{progress, sampler};
 use rpo::ledger::Ledger;
 use rpo::verify::Verifier;
-use supervisor::{Stage, Supervisor};
+use supervisor::{Fatal, Stage, Supervisor};
+use telemetry::health::Health;
 use telemetry::http;
 use telemetry::latency::LatencyBook;
 use telemetry::metrics::{Metrics, PoolCollector};
@@ -69,16 +71,24 @@ use telemetry::timeline::Recorder;
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and returns the summary. Database errors
-/// are counted, never returned; an error means the run could not start.
+/// are counted, never returned; an error means the run could not start or go on
+/// (an unusable table, a crashed task).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     stop: CancellationToken,
 ) -> Result<Summary, StartError> {
+    // The load also stops when the first connection finds a table that cannot take it.
+    let stop = stop.child_token();
+    let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.
-    let drill = Drill::build(&config)?;
+    let drill = Drill::build(&config, &fatal)?;
     // Step 2: run under one supervisor.
-    Ok(drill.run(&config, listener, stop).await)
+    let summary = drill.run(&config, listener, stop, &fatal).await;
+    match fatal.take() {
+        Some(error) => Err(error),
+        None => Ok(summary),
+    }
 }
 
 /// The parts of one run, built and connected, not yet started.
@@ -95,10 +105,11 @@ struct Drill {
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
     timeline: Arc<Recorder>,
+    health: Arc<Health>,
 }
 
 impl Drill {
-    fn build(config: &Config) -> Result<Drill, StartError> {
+    fn build(config: &Config, fatal: &Arc<Fatal>) -> Result<Drill, StartError> {
         let started_at = SystemTime::now();
         let metrics = Metrics::new(&config.target.hosts);
         metrics.target_rate.set(config.rate.unwrap_or(0.0));
@@ -114,7 +125,7 @@ impl Drill {
         ));
         let timeline = Arc::new(Recorder::new(&sampler::class_names()));
         identity.record_to(timeline.clone());
-        let pool = build_pool(config, &workload, &identity, &metrics);
+        let pool = build_pool(config, &workload, &identity, &metrics, fatal);
         let stats = pool.clone();
         PoolCollector::register(&metrics.registry, move || stats.stats())?;
 
@@ -127,12 +138,10 @@ impl Drill {
             ledger.clone(),
             latency.clone(),
         ));
-        let verifier = Arc::new(Verifier::new(
-            pool.clone(),
-            workload.clone(),
-            ledger,
-            metrics.clone(),
-        ));
+        let verifier = Arc::new(
+            Verifier::new(pool.clone(), workload.clone(), ledger, metrics.clone())
+                .settle_after(config.statement_timeout),
+        );
         let outages = Arc::new(Outages::new(WallClock::now()));
         let monitor = Arc::new(Monitor::new(
             metrics.clone(),
@@ -170,11 +179,19 @@ impl Drill {
             monitor,
             lanes,
             timeline,
+            health: Arc::default(),
         })
     }
 
-    async fn run(self, config: &Config, listener: TcpListener, stop: CancellationToken) -> Summary {
-        let mut sup = Supervisor::new();
+    async fn run(
+        self,
+        config: &Config,
+        listener: TcpListener,
+        stop: CancellationToken,
+        fatal: &Arc<Fatal>,
+    ) -> Summary {
+        let mut sup = Supervisor::new(fatal.clone(), self.health.clone());
+        test_hooks::announce();
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
         self.spawn(config, listener, &jobs_rx, &mut sup);
         tracing::info!(
@@ -187,9 +204,11 @@ impl Drill {
             "pgdrill started"
         );
         let load_began = Instant::now();
+        self.health.load_started();
         // The scheduler runs here until `stop` or the end of --duration; returning, it
         // closes the backlog, and the drain begins.
         scheduler::run(config.rate, jobs_tx, &self.outcomes, &stop, config.duration).await;
+        self.health.load_stopped();
         let elapsed = load_began.elapsed();
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         let summary = self.summary(config, elapsed, abandoned);
@@ -222,11 +241,18 @@ impl Drill {
         let shown = live.clone();
         let page = Arc::new(http::Page {
             render: Box::new(move || shown.page()),
+            health: self.health.clone(),
         });
         let token = sup.token(Stage::Http);
         sup.spawn(
             Stage::Http,
-            http::serve(listener, self.metrics.clone(), page, token),
+            http::serve(
+                listener,
+                self.metrics.clone(),
+                page,
+                http::Limits::for_pool(config.pool_size),
+                token,
+            ),
         );
         let token = sup.token(Stage::Monitor);
         sup.spawn(
@@ -246,13 +272,21 @@ impl Drill {
         // Lanes need no token: they end when the backlog is closed and empty.
         for lane in 0..config.pool_size {
             let rng = SmallRng::seed_from_u64(self.run_id as u64 ^ u64::from(lane));
-            let task = lanes::lane(self.lanes.clone(), jobs.clone(), self.outcomes.lane(), rng);
-            sup.spawn(Stage::Lanes, task);
+            let (lanes, jobs, outcomes) = (self.lanes.clone(), jobs.clone(), self.outcomes.clone());
+            let mut rng = Some(rng);
+            sup.spawn_lane(move || {
+                // A restarted lane gets a fresh generator; the first keeps the seeded one.
+                let rng = rng
+                    .take()
+                    .unwrap_or_else(|| SmallRng::from_rng(&mut rand::rng()));
+                lanes::lane(lanes.clone(), jobs.clone(), outcomes.lane(), rng)
+            });
         }
         let sources = progress::Sources {
             outcomes: self.outcomes.clone(),
             latency: self.latency.clone(),
             outages: self.outages.clone(),
+            errors: self.metrics.errors.clone(),
         };
         let samples = sampler::Sources {
             outcomes: self.outcomes.clone(),
@@ -320,6 +354,7 @@ impl Drill {
             identity_first: self.identity.first(),
             identity_last: self.identity.current(),
             timeline: self.timeline.snapshot(),
+            error_kinds: self.metrics.errors.kinds(),
         };
         Summary::collect(facts, &self.latency)
     }
@@ -330,6 +365,7 @@ fn build_pool(
     workload: &Arc<Workload>,
     identity: &Arc<IdentityTracker>,
     metrics: &Arc<Metrics>,
+    fatal: &Arc<Fatal>,
 ) -> DbPool {
     let mut pg = config.target.pg.clone();
     if pg.get_connect_timeout().is_none() {
@@ -349,7 +385,8 @@ fn build_pool(
         workload.clone(),
         identity.clone(),
         metrics.clone(),
-    );
+    )
+    .on_fatal(fatal.clone());
     DbPool::new(
         manager,
         config.pool_size,

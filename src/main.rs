@@ -87,7 +87,7 @@ fn run(args: RunArgs) -> ExitCode {
             Ok(summary) => summary,
             Err(err) => {
                 eprintln!("error: {err}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(err.exit_code());
             }
         };
         summary.set_flags(flags);

@@ -1,12 +1,91 @@
 //! One owner for every background task of a run: each task belongs to a [`Stage`], and
 //! the run stops the stages one at a time, in the order the wiring states.
+//!
+//! No task ends silently: a panic is logged with its message; a lane that panics is
+//! restarted (up to [`MAX_LANE_RESTARTS`] times, `/healthz` unhealthy meanwhile); any other
+//! panic, or a task that ends before it was asked to, stops the run with an error.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::error::StartError;
+use crate::telemetry::health::Health;
+
+/// Lane panics a run survives; the next one stops it (a bug that keeps firing).
+pub(crate) const MAX_LANE_RESTARTS: u32 = 5;
+/// A panicked lane starts again after this long.
+const LANE_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Where a failure that ends the run is reported, from wherever it is found: the first is
+/// kept, `stop` ends the load, and the run returns it once drained.
+pub struct Fatal {
+    stop: CancellationToken,
+    error: Mutex<Option<StartError>>,
+}
+
+impl Fatal {
+    pub fn new(stop: CancellationToken) -> Fatal {
+        Fatal {
+            stop,
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The table cannot take the INSERT: a setup to fix (exit 2).
+    pub fn unusable_table(&self, message: String) {
+        tracing::error!(error = %message, "stopping: the table cannot take pgdrill's writes");
+        self.report(StartError::Table(message));
+    }
+
+    /// A task crashed or ended on its own (exit 1).
+    pub fn crashed(&self, message: String) {
+        tracing::error!(error = %message, "stopping: a task of the run failed");
+        self.report(StartError::Crashed(message));
+    }
+
+    fn report(&self, error: StartError) {
+        // Only these two functions touch the slot and neither panics holding it.
+        let mut slot = lock(&self.error);
+        slot.get_or_insert(error);
+        drop(slot);
+        self.stop.cancel();
+    }
+
+    /// The first reported failure, if any.
+    pub fn take(&self) -> Option<StartError> {
+        lock(&self.error).take()
+    }
+}
+
+/// Locks `m` even when a panic poisoned it. A panic while holding one of pgdrill's locks is
+/// already reported by the supervisor; the data stays usable, and dropping it instead (an
+/// acknowledgement not recorded in a poisoned ledger) would later report "nothing lost".
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| {
+        static LOGGED: std::sync::Once = std::sync::Once::new();
+        LOGGED.call_once(|| {
+            tracing::error!("a lock was poisoned by a panic; continuing with the data it guards");
+        });
+        poisoned.into_inner()
+    })
+}
+
+/// The text of a panic payload (`panic!` gives `&str` or `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_string())
+}
 
 /// The background parts of a run. Each has its own cancellation token, a child of the
 /// supervisor's, so that one stage can be stopped while the later ones keep running.
@@ -33,16 +112,22 @@ pub(crate) struct Supervisor {
     root: CancellationToken,
     tokens: [CancellationToken; STAGES],
     tasks: [Vec<JoinHandle<()>>; STAGES],
+    fatal: Arc<Fatal>,
+    health: Arc<Health>,
+    lane_restarts: Arc<AtomicU32>,
 }
 
 impl Supervisor {
-    pub fn new() -> Supervisor {
+    pub fn new(fatal: Arc<Fatal>, health: Arc<Health>) -> Supervisor {
         let root = CancellationToken::new();
         Supervisor {
             tracker: TaskTracker::new(),
             tokens: std::array::from_fn(|_| root.child_token()),
             root,
             tasks: Default::default(),
+            fatal,
+            health,
+            lane_restarts: Arc::default(),
         }
     }
 
@@ -51,9 +136,55 @@ impl Supervisor {
         self.tokens[stage.index()].clone()
     }
 
+    /// Runs `task` until it ends; a panic, or an end before `stage` was cancelled, is
+    /// logged and stops the run.
     pub fn spawn(&mut self, stage: Stage, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = self.tracker.spawn(task);
+        let token = self.token(stage);
+        let (fatal, health) = (self.fatal.clone(), self.health.clone());
+        let handle = self.tracker.spawn(async move {
+            let why = match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(()) if token.is_cancelled() => return,
+                Ok(()) => format!("the {stage:?} task ended before it was stopped"),
+                Err(panic) => format!("the {stage:?} task panicked: {}", panic_message(&*panic)),
+            };
+            health.failed(&why);
+            fatal.crashed(why);
+        });
         self.tasks[stage.index()].push(handle);
+    }
+
+    /// Runs the lane `make` builds until it ends by itself (its backlog closed); after a
+    /// panic, logs it and starts a new one, up to [`MAX_LANE_RESTARTS`] per run.
+    pub fn spawn_lane<F>(&mut self, mut make: impl FnMut() -> F + Send + 'static)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let restarts = self.lane_restarts.clone();
+        let stop = self.root.clone();
+        let (fatal, health) = (self.fatal.clone(), self.health.clone());
+        let handle = self.tracker.spawn(async move {
+            loop {
+                let Err(panic) = AssertUnwindSafe(make()).catch_unwind().await else {
+                    return;
+                };
+                let message = panic_message(&*panic);
+                let n = restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                if n > MAX_LANE_RESTARTS {
+                    let why = format!("a lane panicked {n} times; the last: {message}");
+                    health.failed(&why);
+                    fatal.crashed(why);
+                    return;
+                }
+                tracing::error!(panic = %message, restart = n, of = MAX_LANE_RESTARTS, "a lane panicked; restarting it");
+                health.lane_down();
+                tokio::select! {
+                    _ = tokio::time::sleep(LANE_RESTART_DELAY) => {}
+                    _ = stop.cancelled() => {}
+                }
+                health.lane_up();
+            }
+        });
+        self.tasks[Stage::Lanes.index()].push(handle);
     }
 
     /// Waits up to `within` (unbounded if `None`) for `stage`'s tasks to end on their
@@ -105,9 +236,14 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
+    fn supervisor() -> Supervisor {
+        let fatal = Arc::new(Fatal::new(CancellationToken::new()));
+        Supervisor::new(fatal, Arc::default())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn stages_stop_in_the_order_asked_and_leave_the_others_running() {
-        let mut sup = Supervisor::new();
+        let mut sup = supervisor();
         let order = Arc::new(Mutex::new(Vec::new()));
         for stage in [Stage::Http, Stage::Monitor, Stage::Retention] {
             let token = sup.token(stage);
@@ -128,7 +264,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_drain_past_its_limit_aborts_and_counts_the_stragglers() {
-        let mut sup = Supervisor::new();
+        let mut sup = supervisor();
         let finished = Arc::new(AtomicUsize::new(0));
         for secs in [1, 5, 60, 120] {
             let finished = finished.clone();
@@ -141,5 +277,39 @@ mod tests {
         assert_eq!(aborted, 2);
         sup.finish().await;
         assert_eq!(finished.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_or_an_early_end_stops_the_run() {
+        let stop = CancellationToken::new();
+        let fatal = Arc::new(Fatal::new(stop.clone()));
+        let health = Arc::new(Health::default());
+        health.load_started();
+        let mut sup = Supervisor::new(fatal.clone(), health.clone());
+        sup.spawn(Stage::Progress, async {});
+        sup.drain(Stage::Progress, None).await;
+        assert!(stop.is_cancelled());
+        let err = fatal.take().expect("an early end is reported").to_string();
+        assert!(
+            err.contains("Progress task ended before it was stopped"),
+            "{err}"
+        );
+        assert!(health.check().is_err());
+
+        let fatal = Arc::new(Fatal::new(CancellationToken::new()));
+        let mut sup = Supervisor::new(fatal.clone(), Arc::default());
+        sup.spawn(Stage::Monitor, async { panic!("boom") });
+        sup.drain(Stage::Monitor, None).await;
+        let err = fatal.take().expect("a panic is reported").to_string();
+        assert!(err.contains("Monitor task panicked: boom"), "{err}");
+
+        // Stopped when asked: nothing to report.
+        let fatal = Arc::new(Fatal::new(CancellationToken::new()));
+        let mut sup = Supervisor::new(fatal.clone(), Arc::default());
+        let token = sup.token(Stage::Http);
+        sup.spawn(Stage::Http, async move { token.cancelled().await });
+        sup.stop(Stage::Http).await;
+        assert!(fatal.take().is_none());
+        sup.finish().await;
     }
 }

@@ -61,6 +61,7 @@ pub fn parse(
     };
     let tls = tls_settings(&tls_params, &env)?;
     pg.ssl_mode(tls.mode.for_tokio_postgres());
+    let ports_from_dsn = !pg.get_ports().is_empty();
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
             apply_env_default(&mut pg, key, &value)
@@ -70,6 +71,10 @@ pub fn parse(
     if pg.get_hosts().is_empty() {
         pg.host("localhost");
     }
+    check_port_count(&pg).map_err(|reason| match ports_from_dsn {
+        true => ConfigError::new("--dsn", redact(raw), reason),
+        false => ConfigError::new("PGPORT", env("PGPORT").unwrap_or_default(), reason),
+    })?;
     if pg.get_user().is_none() {
         let user = env("USER").unwrap_or_else(|| "postgres".to_string());
         pg.user(user);
@@ -281,6 +286,18 @@ fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), St
     Ok(())
 }
 
+/// libpq accepts one port for all hosts or exactly one per host; anything else would
+/// otherwise surface only at the first connection, as an error retried forever.
+fn check_port_count(pg: &PgConfig) -> Result<(), String> {
+    let (hosts, ports) = (pg.get_hosts().len(), pg.get_ports().len());
+    if ports > 1 && ports != hosts {
+        return Err(format!(
+            "{ports} ports for {hosts} hosts: give one port for all hosts or one per host"
+        ));
+    }
+    Ok(())
+}
+
 fn host_labels(pg: &PgConfig) -> Vec<String> {
     let ports = pg.get_ports();
     pg.get_hosts()
@@ -419,6 +436,28 @@ mod tests {
         .unwrap();
         assert_eq!(t.hosts, vec!["a:5432", "b:5433"]);
         assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn port_count_must_match_the_hosts() {
+        let e = parse(Some("host=a,b,c port=1,2 password=s3cret"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dsn") && e.contains("2 ports for 3 hosts") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = parse(Some("postgres://a:1,b:2,c/db"), no_env);
+        assert!(
+            e.is_ok(),
+            "a URL gives each host its own (default) port: {e:?}"
+        );
+        let env = |k: &str| (k == "PGPORT").then(|| "1,2".to_string());
+        let e = parse(Some("host=a,b,c"), env).unwrap_err().to_string();
+        assert!(e.contains("PGPORT") && e.contains("1,2"), "{e}");
+        let t = parse(Some("host=a,b,c port=6"), no_env).unwrap();
+        assert_eq!(t.hosts, vec!["a:6", "b:6", "c:6"]);
+        assert!(parse(Some("host=a,b port=1,2"), no_env).is_ok());
     }
 
     #[test]

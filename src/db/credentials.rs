@@ -24,6 +24,10 @@ use crate::telemetry::metrics::Metrics;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After an authentication failure, the command is not run again sooner than this.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// After the command failed, it is not run again sooner than this, doubling per failure.
+const FAILURE_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// ... up to this: a broken command is retried twice a minute, not for every connection.
+const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A password longer than this is not a password (Entra tokens are ~2-3 KB).
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 
@@ -99,14 +103,43 @@ impl fmt::Debug for Secret {
 
 /// Why no password could be had. Never contains the password or the command's output.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CredentialError(String);
+#[error("{message}")]
+pub struct CredentialError {
+    message: String,
+    /// The last failure repeated while the command is backing off: not a new failure.
+    repeated: bool,
+}
+
+impl CredentialError {
+    fn new(message: String) -> CredentialError {
+        CredentialError {
+            message,
+            repeated: false,
+        }
+    }
+}
+
+/// The command's last failure, kept so that connections in the meantime fail at once.
+struct Failing {
+    error: String,
+    at: Instant,
+    /// Consecutive failed runs.
+    runs: u32,
+}
+
+impl Failing {
+    fn backoff(&self) -> Duration {
+        let doublings = self.runs.saturating_sub(1).min(16);
+        (FAILURE_BACKOFF_MIN * 2u32.pow(doublings)).min(FAILURE_BACKOFF_MAX)
+    }
+}
 
 struct Cache {
     secret: Option<Secret>,
     fetched: Option<Instant>,
     /// The server rejected the cached secret: fetch a new one.
     stale: bool,
+    failing: Option<Failing>,
 }
 
 /// The password for the next connection.
@@ -124,6 +157,7 @@ impl Credentials {
                 secret: None,
                 fetched: None,
                 stale: false,
+                failing: None,
             }),
             metrics,
         }
@@ -137,7 +171,7 @@ impl Credentials {
             PasswordSource::File(path) => self.read_file(path).await,
             PasswordSource::Command { command, ttl } => self.run_cached(command, *ttl).await,
         };
-        if result.is_err() {
+        if result.as_ref().is_err_and(|e| !e.repeated) {
             self.metrics.password_errors.inc();
         }
         result.map(Some)
@@ -154,13 +188,13 @@ impl Credentials {
 
     async fn read_file(&self, path: &std::path::Path) -> Result<Secret, CredentialError> {
         let text = tokio::fs::read(path).await.map_err(|e| {
-            CredentialError(format!(
+            CredentialError::new(format!(
                 "cannot read --password-file {}: {e}",
                 path.display()
             ))
         })?;
         let secret = secret_from(&text).ok_or_else(|| {
-            CredentialError(format!("--password-file {} is empty", path.display()))
+            CredentialError::new(format!("--password-file {} is empty", path.display()))
         })?;
         let mut cache = self.cache.lock().await;
         if cache.secret.as_ref() != Some(&secret) {
@@ -180,13 +214,48 @@ impl Credentials {
         if let (true, Some(secret)) = (fresh, &cache.secret) {
             return Ok(secret.clone());
         }
+        if let Some(failing) = &cache.failing {
+            if failing.at.elapsed() < failing.backoff() {
+                return Err(CredentialError {
+                    message: failing.error.clone(),
+                    repeated: true,
+                });
+            }
+        }
         let reason = match (age, cache.stale) {
             (None, _) => "first connection",
             (Some(_), true) => "the server rejected the password",
             (Some(_), false) => "--password-ttl ran out",
         };
-        tracing::info!(reason, "running --password-command");
-        let secret = run_command(command).await?;
+        if cache.failing.is_none() {
+            tracing::info!(reason, "running --password-command");
+        }
+        let secret = match run_command(command).await {
+            Ok(secret) => secret,
+            Err(err) => {
+                let runs = cache.failing.as_ref().map_or(0, |f| f.runs) + 1;
+                let failing = Failing {
+                    error: err.message.clone(),
+                    at: Instant::now(),
+                    runs,
+                };
+                // Logged per run, and runs back off to one per FAILURE_BACKOFF_MAX.
+                tracing::warn!(
+                    error = %err,
+                    failed_runs = runs,
+                    retry_in = ?failing.backoff(),
+                    "--password-command failed; new connections fail until it succeeds"
+                );
+                cache.failing = Some(failing);
+                return Err(err);
+            }
+        };
+        if let Some(failing) = cache.failing.take() {
+            tracing::info!(
+                failed_runs = failing.runs,
+                "--password-command succeeded again"
+            );
+        }
         self.metrics.password_refreshes.inc();
         cache.secret = Some(secret.clone());
         cache.fetched = Some(Instant::now());
@@ -204,11 +273,11 @@ async fn run_command(command: &str) -> Result<Secret, CredentialError> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| CredentialError(format!("cannot start --password-command: {e}")))?;
+        .map_err(|e| CredentialError::new(format!("cannot start --password-command: {e}")))?;
     let mut stdout = child
         .stdout
         .take()
-        .ok_or_else(|| CredentialError("--password-command: no stdout".to_string()))?;
+        .ok_or_else(|| CredentialError::new("--password-command: no stdout".to_string()))?;
     let run = async {
         let mut out = Vec::new();
         let read = (&mut stdout)
@@ -221,25 +290,25 @@ async fn run_command(command: &str) -> Result<Secret, CredentialError> {
     let (read, status, out) = tokio::time::timeout(COMMAND_TIMEOUT, run)
         .await
         .map_err(|_| {
-            CredentialError(format!(
+            CredentialError::new(format!(
                 "--password-command did not finish within {COMMAND_TIMEOUT:?}"
             ))
         })?;
-    read.map_err(|e| CredentialError(format!("reading --password-command output: {e}")))?;
+    read.map_err(|e| CredentialError::new(format!("reading --password-command output: {e}")))?;
     let status =
-        status.map_err(|e| CredentialError(format!("waiting for --password-command: {e}")))?;
+        status.map_err(|e| CredentialError::new(format!("waiting for --password-command: {e}")))?;
     if !status.success() {
-        return Err(CredentialError(format!(
+        return Err(CredentialError::new(format!(
             "--password-command failed ({status}); its standard error is above"
         )));
     }
     if out.len() > MAX_SECRET_BYTES {
-        return Err(CredentialError(format!(
+        return Err(CredentialError::new(format!(
             "--password-command printed more than {MAX_SECRET_BYTES} bytes; expected only the password"
         )));
     }
     secret_from(&out)
-        .ok_or_else(|| CredentialError("--password-command printed nothing".to_string()))
+        .ok_or_else(|| CredentialError::new("--password-command printed nothing".to_string()))
 }
 
 /// The first line, without surrounding whitespace (files and commands end with a newline).
@@ -333,5 +402,64 @@ mod tests {
         let e = failing.password().await.unwrap_err().to_string();
         assert!(e.contains("exit status: 3") && !e.contains("s3cret"), "{e}");
         assert_eq!(m.password_errors.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_backs_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let healed = dir.path().join("healed");
+        // Fails until `healed` exists; counts every run.
+        let command = format!(
+            "echo x >> {0}; test -e {1} || exit 7; echo tok",
+            runs.display(),
+            healed.display()
+        );
+        let m = metrics();
+        let creds = Credentials::new(
+            PasswordSource::Command {
+                command,
+                ttl: Duration::from_secs(600),
+            },
+            m.clone(),
+        );
+        let count = || {
+            std::fs::read_to_string(&runs)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        // Connections asking every 10 ms for 2.5 s: runs at 0 s and ~1 s (then 2 s later).
+        let begin = Instant::now();
+        let mut calls = 0;
+        while begin.elapsed() < Duration::from_millis(2500) {
+            let e = creds.password().await.unwrap_err().to_string();
+            assert!(e.contains("exit status: 7"), "{e}");
+            calls += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(calls > 100, "{calls} calls");
+        assert_eq!(count(), 2, "runs in 2.5 s of calls every 10 ms");
+        assert_eq!(m.password_errors.get(), 2, "each failed run counted once");
+
+        std::fs::write(&healed, "").unwrap();
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert_eq!(creds.password().await.unwrap().unwrap().expose(), "tok");
+        assert_eq!(count(), 3);
+        assert_eq!(m.password_errors.get(), 2);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let at = Instant::now();
+        let b = |runs| {
+            Failing {
+                error: String::new(),
+                at,
+                runs,
+            }
+            .backoff()
+            .as_secs()
+        };
+        assert_eq!([b(1), b(2), b(3), b(5), b(6), b(60)], [1, 2, 4, 16, 30, 30]);
     }
 }

@@ -1,12 +1,14 @@
 //! Which server are we writing to? Probed on every new connection, as an
 //! ordinary user: each fact degrades to unknown where it is not permitted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{unix_now, EventKind, Recorder};
 
@@ -21,13 +23,44 @@ pub struct Identity {
     pub postmaster_start: Option<String>,
 }
 
+/// How a newly observed primary relates to the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Same,
+    /// The same cluster on the same timeline came back with a new postmaster: a restart
+    /// (crash, `pg_ctl restart`, maintenance), not a failover.
+    Restart,
+    NewPrimary,
+}
+
 impl Identity {
-    /// A changed address, timeline or postmaster start means a different primary.
+    /// A changed address, timeline or postmaster start means a different server process.
     fn same_primary(&self, other: &Identity) -> bool {
         self.server_addr == other.server_addr
             && self.server_port == other.server_port
             && self.timeline == other.timeline
             && self.postmaster_start == other.postmaster_start
+    }
+
+    /// Same system identifier and timeline; where the identifier is not readable (a
+    /// restricted user), the same address stands in for it.
+    fn same_cluster_and_timeline(&self, other: &Identity) -> bool {
+        let same_cluster = match (&self.system_identifier, &other.system_identifier) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.endpoint().is_some() && self.endpoint() == other.endpoint(),
+            _ => false,
+        };
+        same_cluster && self.timeline.is_some() && self.timeline == other.timeline
+    }
+
+    fn change_from(&self, old: &Identity) -> Change {
+        if old.same_primary(self) {
+            Change::Same
+        } else if old.same_cluster_and_timeline(self) {
+            Change::Restart
+        } else {
+            Change::NewPrimary
+        }
     }
 
     /// `addr:port timeline N`, for timeline events.
@@ -99,6 +132,7 @@ pub struct IdentityTracker {
     hosts: Vec<String>,
     metrics: Arc<Metrics>,
     changes: watch::Sender<u64>,
+    primary_changes: AtomicU64,
     /// The first primary seen, for the report's "before".
     first: OnceLock<Identity>,
     timeline: OnceLock<Arc<Recorder>>,
@@ -111,6 +145,7 @@ impl IdentityTracker {
             hosts,
             metrics,
             changes: watch::channel(0).0,
+            primary_changes: AtomicU64::new(0),
             first: OnceLock::new(),
             timeline: OnceLock::new(),
         }
@@ -126,65 +161,78 @@ impl IdentityTracker {
     }
 
     pub fn current(&self) -> Option<Identity> {
-        self.current.lock().map(|c| c.clone()).unwrap_or(None)
+        lock(&self.current).clone()
     }
 
-    /// Primary changes seen so far.
+    /// Primary changes seen so far (restarts are not changes).
     pub fn changes(&self) -> u64 {
-        *self.changes.borrow()
+        self.primary_changes.load(Ordering::Relaxed)
     }
 
-    /// Notified with the running count of primary changes.
+    /// Notified with the running count of primary changes and restarts: after either,
+    /// acknowledged writes are worth checking (a crash with `synchronous_commit = off`
+    /// loses some).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// Records the identity of a freshly connected writable server.
     pub fn observe(&self, id: &Identity) {
-        let Ok(mut current) = self.current.lock() else {
-            return;
-        };
-        let changed = match current.as_ref() {
-            None => {
-                let _ = self.first.set(id.clone());
-                false
-            }
-            Some(old) if old.same_primary(id) => return,
-            Some(old) => {
-                tracing::warn!(
+        let mut current = lock(&self.current);
+        let change = current.as_ref().map_or(Change::Same, |old| {
+            let change = id.change_from(old);
+            match change {
+                Change::Same => {}
+                Change::Restart => tracing::warn!(
+                    event = "server_restarted",
+                    server = ?id.endpoint(),
+                    timeline = ?id.timeline,
+                    started = ?id.postmaster_start,
+                    "the primary restarted (same system and timeline)"
+                ),
+                Change::NewPrimary => tracing::warn!(
                     event = "primary_changed",
                     from = ?old.endpoint(),
                     to = ?id.endpoint(),
                     from_timeline = ?old.timeline,
                     to_timeline = ?id.timeline,
                     "the primary changed"
-                );
-                if let Some(t) = self.timeline.get() {
-                    // Same address and timeline, new postmaster: restarted in place.
-                    let kind = if old.endpoint() == id.endpoint() && old.timeline == id.timeline {
-                        EventKind::Restart {
-                            what: format!("primary {} restarted", id.short()),
-                        }
-                    } else {
-                        EventKind::PrimaryChange {
-                            before: old.short(),
-                            after: id.short(),
-                        }
-                    };
-                    t.event(unix_now(), kind);
-                }
-                true
+                ),
             }
-        };
-        *current = Some(id.clone());
+            change
+        });
+        if change == Change::Same && current.is_some() {
+            return;
+        }
+        if current.is_none() {
+            let _ = self.first.set(id.clone());
+        }
+        let old = current.replace(id.clone());
         drop(current);
         self.metrics.server_timeline.set(id.timeline.unwrap_or(0));
         self.metrics
             .set_primary_host(self.matching_host(id).as_deref());
-        if changed {
-            self.metrics.primary_changes.inc();
-            self.changes.send_modify(|n| *n += 1);
+        let event = match change {
+            Change::Same => return,
+            Change::Restart => {
+                self.metrics.server_restarts.inc();
+                EventKind::Restart {
+                    what: format!("primary {} restarted", id.short()),
+                }
+            }
+            Change::NewPrimary => {
+                self.metrics.primary_changes.inc();
+                self.primary_changes.fetch_add(1, Ordering::Relaxed);
+                EventKind::PrimaryChange {
+                    before: old.as_ref().map_or_else(|| "?".to_string(), Identity::short),
+                    after: id.short(),
+                }
+            }
+        };
+        if let Some(t) = self.timeline.get() {
+            t.event(unix_now(), event);
         }
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The configured `host:port` this identity is, by exact address or, failing
@@ -238,5 +286,44 @@ mod tests {
         assert_eq!(metrics.server_timeline.get(), 2);
         assert_eq!((g("127.0.0.1:5001"), g("localhost:5002")), (0, 1));
         assert_eq!(*rx.borrow(), 1);
+    }
+
+    #[test]
+    fn a_restart_is_not_a_primary_change() {
+        let hosts = vec!["127.0.0.1:5001".to_string()];
+        let metrics = Metrics::new(&hosts);
+        let tracker = IdentityTracker::new(hosts, metrics.clone());
+        let rx = tracker.subscribe();
+        tracker.observe(&id(5001, 1));
+        for n in 1..=3 {
+            let mut restarted = id(5001, 1);
+            restarted.postmaster_start = Some(format!("t{n}"));
+            tracker.observe(&restarted);
+            tracker.observe(&restarted);
+        }
+        assert_eq!(metrics.server_restarts.get(), 3);
+        assert_eq!(tracker.changes(), 0);
+        assert_eq!(metrics.primary_changes.get(), 0);
+        assert_eq!(*rx.borrow(), 3, "a restart is worth verifying too");
+
+        // Another cluster on the same address and timeline (a rebuilt server) is a change.
+        let mut other = id(5001, 1);
+        other.system_identifier = Some("43".into());
+        tracker.observe(&other);
+        assert_eq!(metrics.primary_changes.get(), 1);
+        // A new timeline is a promotion, whatever the system identifier says.
+        let mut promoted = other.clone();
+        promoted.timeline = Some(2);
+        tracker.observe(&promoted);
+        assert_eq!(metrics.primary_changes.get(), 2);
+
+        // Without a readable system identifier the address stands in for it.
+        let mut a = id(5001, 2);
+        a.system_identifier = None;
+        let mut b = a.clone();
+        b.postmaster_start = Some("later".into());
+        assert_eq!(b.change_from(&a), Change::Restart);
+        b.server_port = Some(5002);
+        assert_eq!(b.change_from(&a), Change::NewPrimary);
     }
 }

@@ -8,4 +8,5 @@ pub(crate) mod identity;
 pub(crate) mod pool;
 pub(crate) mod retention;
 pub(crate) mod table;
+pub(crate) mod table_check;
 pub(crate) mod tls;

@@ -14,8 +14,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::db::credentials::Credentials;
 use crate::db::identity::{self, IdentityTracker};
 use crate::db::table::Workload;
+use crate::db::table_check::{self, TableError};
 use crate::db::tls::TlsSettings;
 use crate::error::{classify, ErrorClass};
+use crate::supervisor::lock;
+use crate::supervisor::Fatal;
 use crate::telemetry::metrics::{Metrics, PoolStats};
 
 /// A pooled connection with its prepared INSERT.
@@ -72,6 +75,8 @@ pub struct Manager {
     /// concurrent first connections wait for it instead of racing in the catalog.
     create_table: bool,
     table_ready: OnceCell<()>,
+    /// Told when the table cannot take our writes, which no reconnect fixes.
+    fatal: Option<Arc<Fatal>>,
 }
 
 /// How new connections are made and set up, from the configuration.
@@ -106,6 +111,28 @@ impl Manager {
             metrics,
             create_table: settings.create_table,
             table_ready: OnceCell::new(),
+            fatal: None,
+        }
+    }
+
+    /// Where a table that cannot take the INSERT is reported (the run stops, exit 2).
+    pub fn on_fatal(mut self, fatal: Arc<Fatal>) -> Manager {
+        self.fatal = Some(fatal);
+        self
+    }
+
+    fn table_failed(&self, err: TableError) -> ConnectError {
+        match err {
+            TableError::Query(e) => self.fail(e),
+            TableError::Unusable(message) => {
+                match &self.fatal {
+                    Some(fatal) => fatal.unusable_table(message.clone()),
+                    None => {
+                        tracing::error!(error = %message, "the table cannot take pgdrill's writes")
+                    }
+                }
+                self.failed(ErrorClass::Other, message, None)
+            }
         }
     }
 
@@ -134,18 +161,19 @@ impl Manager {
         source: Option<tokio_postgres::Error>,
     ) -> ConnectError {
         self.metrics.connection_errors.inc(class);
+        let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
+        self.metrics.errors.note(class, sqlstate, &message);
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
             let now = tokio::time::Instant::now();
-            if let Ok(mut last) = self.last_logged.lock() {
-                let repeat = last
-                    .as_ref()
-                    .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
-                if !repeat {
-                    tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
-                    *last = Some((message.clone(), now));
-                }
+            let mut last = lock(&self.last_logged);
+            let repeat = last
+                .as_ref()
+                .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
+            if !repeat {
+                tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
+                *last = Some((message.clone(), now));
             }
         }
         ConnectError {
@@ -201,15 +229,11 @@ impl ManageConnection for Manager {
         // switch-over (managed services) is followed.
         let client = self.open().await?;
         let id = identity::probe(&client).await;
-        if id.in_recovery != Some(true) && self.create_table {
+        if id.in_recovery != Some(true) {
             self.table_ready
-                .get_or_try_init(|| async {
-                    self.workload.create_table(&client).await?;
-                    tracing::info!(table = %self.workload.table.name, "table ready");
-                    Ok(())
-                })
+                .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.create_table))
                 .await
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| self.table_failed(e))?;
         }
         let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
         if id.in_recovery == Some(true) {
@@ -316,22 +340,29 @@ impl DbPool {
     pub async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
         let state = self.pool.state();
         if state.idle_connections == 0 && state.connections < self.pool.config().max_size {
-            let conn = self
-                .pool
-                .dedicated_connection()
-                .await
-                .map_err(|e| CheckoutError {
-                    class: e.class,
-                    message: e.to_string(),
-                })?;
-            if conn.broken {
-                return Err(CheckoutError {
-                    class: ErrorClass::ReadOnly,
-                    message: "server is in recovery (a standby)".to_string(),
-                });
+            match self.pool.dedicated_connection().await {
+                Ok(conn) if conn.broken => {
+                    return Err(CheckoutError {
+                        class: ErrorClass::ReadOnly,
+                        message: "server is in recovery (a standby)".to_string(),
+                    });
+                }
+                Ok(conn) => {
+                    // Losing the race for capacity just drops the extra connection.
+                    let _ = self.pool.add(conn);
+                }
+                // The server (or the role) has no connection to spare: growing failed, but
+                // an open connection can still take this write once it is free.
+                Err(e)
+                    if e.class == ErrorClass::TooManyConnections
+                        && self.pool.state().connections > 0 => {}
+                Err(e) => {
+                    return Err(CheckoutError {
+                        class: e.class,
+                        message: e.to_string(),
+                    })
+                }
             }
-            // Losing the race for capacity just drops the extra connection.
-            let _ = self.pool.add(conn);
         }
         self.pool.get().await.map_err(|e| match e {
             RunError::User(e) => CheckoutError {

@@ -60,11 +60,12 @@ impl Table {
         )
     }
 
-    /// The INSERT with parameters `$1..$5` ([`PARAM_TYPES`]).
+    /// The INSERT with parameters `$1..$5` ([`PARAM_TYPES`]). The id comes back as bigint
+    /// whatever integer type the users' table has (serial).
     fn insert_sql(&self) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-             VALUES ($1, $2, $3, 'completed', $4, $5) RETURNING transaction_id",
+             VALUES ($1, $2, $3, 'completed', $4, $5) RETURNING transaction_id::bigint",
             self.quoted
         )
     }
@@ -73,7 +74,7 @@ impl Table {
     fn insert_literal_sql(&self, row: Row, run_id: i64) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-             VALUES ({}, {}, {:.2}, 'completed', {}, {}) RETURNING transaction_id",
+             VALUES ({}, {}, {:.2}, 'completed', {}, {}) RETURNING transaction_id::bigint",
             self.quoted, row.customer_id, row.merchant_id, row.amount, run_id, row.seq
         )
     }
@@ -82,6 +83,15 @@ impl Table {
     pub(crate) fn verify_sql(&self) -> String {
         format!(
             "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2",
+            self.quoted
+        )
+    }
+
+    /// Which of the unknown-outcome writes `$3` (an int8[] of `seq`) of run `$2` exist,
+    /// looking only at ids from `$1` up (the primary key bounds the scan).
+    pub(crate) fn resolve_unknown_sql(&self) -> String {
+        format!(
+            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq = ANY($3)",
             self.quoted
         )
     }
@@ -198,7 +208,7 @@ impl Workload {
         ];
         match (self.mode, prepared) {
             (QueryMode::Prepared, Some(statement)) => {
-                Ok(client.query_one(statement, &params).await?.get(0))
+                client.query_one(statement, &params).await?.try_get(0)
             }
             (QueryMode::Simple, _) => {
                 let sql = self.table.insert_literal_sql(row, self.run_id);
@@ -220,7 +230,7 @@ impl Workload {
                     .map(|(p, t)| (*p, t.clone()))
                     .collect();
                 let rows = client.query_typed(&self.insert_sql, &typed).await?;
-                Ok(rows.first().map_or(0, |r| r.get(0)))
+                rows.first().map_or(Ok(0), |r| r.try_get(0))
             }
         }
     }
@@ -249,7 +259,7 @@ mod tests {
         assert!(w
             .insert_sql
             .starts_with("INSERT INTO \"public\".\"t\" (customer_id, merchant_id, amount, status"));
-        assert!(w.insert_sql.ends_with("RETURNING transaction_id"));
+        assert!(w.insert_sql.ends_with("RETURNING transaction_id::bigint"));
         assert!(w
             .table
             .create_sql()

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::error::ErrorClass;
+use crate::supervisor::lock;
 
 /// How often the state machine looks at what happened.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -87,6 +88,14 @@ impl Events {
         }
     }
 
+    /// The error classes seen since the last success outside an outage.
+    pub fn classes(&self) -> Vec<ErrorClass> {
+        ErrorClass::ALL
+            .into_iter()
+            .filter(|c| self.classes & (1 << c.index()) != 0)
+            .collect()
+    }
+
     /// `started` is when the failed write was sent (or due, if it never got a connection).
     pub fn failure(&mut self, started: Instant, class: ErrorClass) {
         self.failures += 1;
@@ -123,20 +132,16 @@ impl Detector {
     }
 
     pub fn success(&self, at: Instant) {
-        if let Ok(mut e) = self.events.lock() {
-            e.success(at);
-        }
+        lock(&self.events).success(at);
     }
 
     pub fn failure(&self, started: Instant, class: ErrorClass) {
-        if let Ok(mut e) = self.events.lock() {
-            e.failure(started, class);
-        }
+        lock(&self.events).failure(started, class);
     }
 
     /// Runs `f` with the events locked, so that a decision and its mark are atomic.
     pub fn with_events<R>(&self, f: impl FnOnce(&mut Events) -> R) -> Option<R> {
-        self.events.lock().ok().map(|mut e| f(&mut e))
+        Some(f(&mut lock(&self.events)))
     }
 }
 
@@ -200,6 +205,11 @@ impl Machine {
 
     pub fn state(&self) -> FailoverState {
         self.state
+    }
+
+    /// When the outage in progress began, if one is.
+    pub fn outage_start(&self) -> Option<Instant> {
+        self.outage_start
     }
 
     /// Successes per second over the last `span` of history.

@@ -76,9 +76,19 @@ impl Monitor {
                     .await;
             })
         };
-        self.watch(&verify_tx, &stop).await;
+        let mut verifier = verifier;
+        tokio::select! {
+            () = self.watch(&verify_tx, &stop) => {}
+            // The verifier ends only once its channel closes, below: earlier is a crash,
+            // passed on to this task so that the supervisor reports it.
+            ended = &mut verifier => resume_verifier_failure(ended),
+        }
         drop(verify_tx);
-        let _ = tokio::time::timeout(grace, verifier).await;
+        if let Ok(ended) = tokio::time::timeout(grace, verifier).await {
+            if ended.is_err() {
+                resume_verifier_failure(ended);
+            }
+        }
     }
 
     /// The tick loop.
@@ -99,7 +109,10 @@ impl Monitor {
                     }
                     continue;
                 }
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    self.still_open(&machine);
+                    return;
+                }
             }
             let now = Instant::now();
             let in_flight = self.detector.in_flight();
@@ -115,6 +128,27 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// An outage still in progress at shutdown goes into the report with its duration so
+    /// far and its error classes, marked as open.
+    fn still_open(&self, machine: &Machine) {
+        let Some(start) = machine.outage_start() else {
+            return;
+        };
+        let now = Instant::now();
+        let classes = self
+            .detector
+            .with_events(|ev| ev.classes())
+            .unwrap_or_default();
+        let seconds = (now - start).as_secs_f64();
+        tracing::warn!(
+            event = "outage_open_at_shutdown",
+            seconds = format!("{seconds:.3}"),
+            classes = ?classes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "writes were still unavailable at shutdown"
+        );
+        self.outages.still_open(start, now, &classes);
     }
 
     /// Records one transition; an outage's end asks for verification.
@@ -193,6 +227,15 @@ impl Monitor {
                 None
             }
         }
+    }
+}
+
+/// The verifier task ended early or panicked: panic here with its panic, for the supervisor.
+fn resume_verifier_failure(ended: Result<(), tokio::task::JoinError>) {
+    match ended {
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("the verifier task was cancelled: {err}"),
+        Ok(()) => panic!("the verifier task ended before it was stopped"),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::failover::machine::FailoverState;
 use crate::rpo::verify::Check;
+use crate::supervisor::lock;
 
 /// Maps the monotonic clock onto wall time, fixed once at start so that
 /// wall-clock steps never distort measured durations.
@@ -68,6 +69,9 @@ pub struct OutageRecord {
     pub unknown_outcome_committed: Option<u64>,
     pub unknown_outcome_not_committed: Option<u64>,
     pub verification_seconds: Option<f64>,
+    /// Writes were still unavailable when the run stopped: `write_unavailable_seconds` is the
+    /// duration so far, and there is no end.
+    pub open_at_shutdown: bool,
 }
 
 /// One change of the failover state, for the drill report.
@@ -111,7 +115,7 @@ impl Outages {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> Option<R> {
-        self.book.lock().ok().map(|mut b| f(&mut b))
+        Some(f(&mut lock(&self.book)))
     }
 
     pub fn outages(&self) -> Vec<OutageRecord> {
@@ -181,6 +185,7 @@ impl Outages {
                 unknown_outcome_committed: None,
                 unknown_outcome_not_committed: None,
                 verification_seconds: None,
+                open_at_shutdown: false,
             });
             index
         })
@@ -206,6 +211,17 @@ impl Outages {
             Some(o.index - 1)
         })
         .flatten()
+    }
+
+    /// Marks the open record as still open at `now`, with the duration so far.
+    pub fn still_open(&self, start: Instant, now: Instant, classes: &[ErrorClass]) {
+        self.with(|b| {
+            if let Some(o) = b.outages.last_mut().filter(|o| o.ended_at.is_none()) {
+                o.write_unavailable_seconds = Some((now - start).as_secs_f64());
+                o.error_classes = classes.iter().map(|c| c.as_str()).collect();
+                o.open_at_shutdown = true;
+            }
+        });
     }
 
     pub fn full_rate(&self, seconds: f64) {

@@ -77,6 +77,8 @@ impl Shared {
                 // The server never answered; it may still commit.
                 unknown: true,
                 message: format!("no answer within {:?}", self.client_timeout),
+                sqlstate: None,
+                noted: false,
             }),
         };
         Outcome {
@@ -96,6 +98,7 @@ pub async fn lane(
     mut rng: SmallRng,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut taken: u64 = 0;
     loop {
         shared.idle_lanes.fetch_add(1, Ordering::Relaxed);
         let next = jobs.recv().await;
@@ -103,6 +106,8 @@ pub async fn lane(
             shared.all_busy.notify_waiters();
         }
         let Ok(first) = next else { break };
+        taken += 1;
+        crate::test_hooks::lane_took(taken);
         report.started();
         let started = Instant::now();
         let mut conn = match shared.pool.checkout().await {
@@ -112,6 +117,9 @@ pub async fn lane(
                     class: err.class,
                     unknown: false,
                     message: err.message,
+                    sqlstate: None,
+                    // Connect failures were noted where they happened; the pool's own are not.
+                    noted: err.class != ErrorClass::PoolTimeout,
                 };
                 report.failed(first, started, &failure);
                 // Jitter keeps lanes from reconnecting in lockstep.

@@ -13,6 +13,7 @@ use crate::error::{classify, ErrorClass};
 use crate::failover::machine::Detector;
 use crate::load::scheduler::Job;
 use crate::rpo::ledger::Ledger;
+use crate::supervisor::lock;
 use crate::telemetry::latency::{LatencyBook, LatencyStats};
 use crate::telemetry::metrics::Metrics;
 
@@ -22,6 +23,10 @@ pub(crate) struct Failure {
     /// The server may have committed it: verification decides.
     pub unknown: bool,
     pub message: String,
+    /// The server's SQLSTATE, if it sent one.
+    pub sqlstate: Option<String>,
+    /// Already in the error book: a failed checkout was noted where the connect failed.
+    pub noted: bool,
 }
 
 impl Failure {
@@ -35,6 +40,8 @@ impl Failure {
                     .as_db_error()
                     .map(|d| format!(": {}", d.message()))
                     .unwrap_or_default(),
+            sqlstate: err.code().map(|c| c.code().to_string()),
+            noted: false,
         }
     }
 }
@@ -164,13 +171,9 @@ impl LaneOutcomes {
         if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
             o.metrics.last_success_timestamp.set(now.as_secs_f64());
         }
-        if let Ok(mut s) = self.latency.lock() {
-            s.record(latency, service);
-        }
+        lock(&self.latency).record(latency, service);
         o.detector.success(done);
-        if let Ok(mut ledger) = o.ledger.lock() {
-            ledger.ack(job.seq, id, done);
-        }
+        lock(&o.ledger).ack(job.seq, id, done);
     }
 
     /// Failed; `started` is when it was sent (or due, if it never got a connection).
@@ -180,12 +183,15 @@ impl LaneOutcomes {
         o.metrics.transaction_errors.inc(failure.class);
         o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
         o.detector.failure(started, failure.class);
+        if !failure.noted {
+            o.metrics
+                .errors
+                .note(failure.class, failure.sqlstate.as_deref(), &failure.message);
+        }
         if failure.unknown {
             o.metrics.unknown_outcome_writes.inc();
             o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut ledger) = o.ledger.lock() {
-                ledger.unknown(job.seq, Instant::now());
-            }
+            lock(&o.ledger).unknown(job.seq, Instant::now());
         }
         tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
     }
@@ -224,12 +230,16 @@ mod tests {
             class: ErrorClass::ConnectionClosed,
             unknown: true,
             message: String::new(),
+            sqlstate: None,
+            noted: false,
         };
         lane.failed(job(1), t0, &closed);
         let refused = Failure {
             class: ErrorClass::ConnectRefused,
             unknown: false,
             message: String::new(),
+            sqlstate: None,
+            noted: true,
         };
         lane.failed(job(2), t0, &refused);
         outcomes.skipped();

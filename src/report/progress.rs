@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ErrorClass;
 use crate::failover::outages::Outages;
 use crate::load::outcomes::{Outcomes, TallySnapshot};
+use crate::telemetry::errors::ErrorBook;
 use crate::telemetry::latency::LatencyBook;
 
 /// What the progress line reads.
@@ -16,11 +17,13 @@ pub(crate) struct Sources {
     pub outcomes: Arc<Outcomes>,
     pub latency: LatencyBook,
     pub outages: Arc<Outages>,
+    pub errors: Arc<ErrorBook>,
 }
 
 /// Logs a line every `every` until `stop`.
 pub(crate) async fn run(sources: Sources, every: Duration, stop: CancellationToken) {
     let mut last = TallySnapshot::default();
+    let mut last_sqlstates = std::collections::BTreeMap::new();
     let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
     loop {
         tokio::select! {
@@ -30,6 +33,15 @@ pub(crate) async fn run(sources: Sources, every: Duration, stop: CancellationTok
         let now = sources.outcomes.tally();
         let line = Line::between(&last, &now);
         last = now;
+        let sqlstates = sources.errors.per_sqlstate();
+        let by_sqlstate: Vec<String> = sqlstates
+            .iter()
+            .filter_map(|(code, n)| {
+                let delta = n - last_sqlstates.get(code).copied().unwrap_or(0);
+                (delta > 0).then(|| format!("{code}={delta}"))
+            })
+            .collect();
+        last_sqlstates = sqlstates;
         let h = sources.latency.take_interval();
         tracing::info!(
             rate = format!("{:.1}", line.ok as f64 / every.as_secs_f64()),
@@ -37,6 +49,7 @@ pub(crate) async fn run(sources: Sources, every: Duration, stop: CancellationTok
             failed = line.failed,
             skipped = line.skipped,
             errors = line.errors,
+            sqlstates = by_sqlstate.join(" "),
             p50_ms = format!("{:.2}", h.value_at_quantile(0.5) as f64 / 1000.0),
             p99_ms = format!("{:.2}", h.value_at_quantile(0.99) as f64 / 1000.0),
             state = sources.outages.state().as_str(),

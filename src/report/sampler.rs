@@ -151,6 +151,8 @@ mod tests {
             class: ErrorClass::ConnectRefused,
             unknown: false,
             message: String::new(),
+            sqlstate: None,
+            noted: true,
         };
         lane.failed(Job { seq: 4, intended: t0 }, t0, &refused);
         outcomes.skipped();
@@ -169,6 +171,7 @@ mod tests {
         assert!((0.0039..0.0042).contains(&s.p50), "p50 {}", s.p50);
         assert_eq!(t.classes().len(), ErrorClass::ALL.len());
         // The next second has nothing new, and the state is the current one.
+        tokio::time::advance(Duration::from_millis(1000)).await;
         sample(&sources, &clock, outcomes.tally());
         let s = timeline.snapshot().iter().last().copied().unwrap_or_default();
         assert_eq!(s.state, State::Recovering);

@@ -15,6 +15,7 @@ use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
 use crate::report::html::Flag;
 use crate::rpo::verify::RpoTotals;
+use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
 use crate::telemetry::timeline::Timeline;
 
@@ -70,6 +71,12 @@ pub struct Summary {
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
     pub unknown_outcome_not_committed: u64,
+    /// Unknown outcomes never resolved (the primary was not reachable to ask, or too many
+    /// to remember).
+    pub unknown_outcome_unresolved: u64,
+    /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
+    /// and the first message.
+    pub error_kinds: Vec<ErrorKind>,
     /// The primary when the run began and when it ended.
     pub identity_first: Option<Identity>,
     pub identity_last: Option<Identity>,
@@ -93,6 +100,7 @@ pub(crate) struct RunFacts {
     pub rpo: RpoTotals,
     pub outages: Vec<OutageRecord>,
     pub state_changes: Vec<StateChange>,
+    pub error_kinds: Vec<ErrorKind>,
     pub identity_first: Option<Identity>,
     pub identity_last: Option<Identity>,
     pub timeline: Timeline,
@@ -136,6 +144,10 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: facts.rpo.unknown_committed,
             unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
+            unknown_outcome_unresolved: t
+                .unknown_outcome
+                .saturating_sub(facts.rpo.unknown_committed + facts.rpo.unknown_not_committed),
+            error_kinds: facts.error_kinds,
             identity_first: facts.identity_first,
             identity_last: facts.identity_last,
             flags: Vec::new(),
@@ -196,23 +208,42 @@ impl fmt::Display for Summary {
                 .collect();
             writeln!(f, "  errors        {}", errs.join(" "))?;
         }
+        for k in &self.error_kinds {
+            let sqlstate = if k.sqlstate.is_empty() {
+                "-"
+            } else {
+                &k.sqlstate
+            };
+            writeln!(
+                f,
+                "  error {sqlstate:<5} {:<20} x{:<8} {}",
+                k.class, k.count, k.message
+            )?;
+        }
         writeln!(
             f,
-            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {})",
+            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {}{})",
             self.primary_changes,
             self.lost_writes,
             self.unknown_outcome_writes,
             self.unknown_outcome_committed,
-            self.unknown_outcome_not_committed
+            self.unknown_outcome_not_committed,
+            match self.unknown_outcome_unresolved {
+                0 => String::new(),
+                n => format!(", unresolved {n}"),
+            }
         )?;
         for o in &self.outages {
             writeln!(
                 f,
-                "  outage #{}: writes unavailable {} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}",
+                "  outage #{}: writes unavailable {}{} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}",
                 o.index,
                 opt_secs(o.write_unavailable_seconds),
+                if o.open_at_shutdown { " so far" } else { "" },
                 o.started_at,
-                o.ended_at.as_deref().unwrap_or("-"),
+                o.ended_at
+                    .as_deref()
+                    .unwrap_or(if o.open_at_shutdown { "shutdown, still open" } else { "-" }),
                 opt_secs(o.time_to_full_rate_seconds),
                 o.error_classes.join(","),
                 o.lost_writes.map_or_else(|| "unverified".to_string(), |n| n.to_string()),

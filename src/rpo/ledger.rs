@@ -170,6 +170,31 @@ impl Ledger {
         snap
     }
 
+    /// Unknown outcomes older than `before` (settled: the server has committed or aborted
+    /// them by now), and the lowest acknowledged id the ledger still holds.
+    pub fn settled_unknowns(&self, before: Instant) -> (Vec<u64>, Option<i64>) {
+        let seqs = self
+            .unknown
+            .iter()
+            .filter(|(_, at)| **at < before)
+            .map(|(s, _)| *s)
+            .collect();
+        let min_id = self
+            .slices
+            .iter()
+            .map(|s| s.min_id)
+            .filter(|id| *id != i64::MAX)
+            .min();
+        (seqs, min_id)
+    }
+
+    /// Unknown outcomes resolved by the periodic check: not to be counted again.
+    pub fn forget_unknowns(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            self.unknown.remove(seq);
+        }
+    }
+
     /// After a verification, forget what it covered so nothing is counted twice.
     pub fn forget_verified(&mut self, until: Instant, snap: &Snapshot) {
         while self.slices.front().is_some_and(|s| s.start <= until) && self.slices.len() > 1 {

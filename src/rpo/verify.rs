@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::pool::DbPool;
 use crate::db::table::Workload;
 use crate::rpo::ledger::{Ledger, Snapshot, Verdict, SLICE};
+use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 
 /// Rows are fetched from a little below the lowest acknowledged id, since ids
@@ -55,11 +57,12 @@ async fn verify(
             ],
         )
         .await?;
-    let present = rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<i64>>(0))
-        .map(|s| s as u64)
-        .collect();
+    let mut present = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
+            present.push(seq as u64);
+        }
+    }
     Ok(snapshot.judge(present, window_end))
 }
 
@@ -128,10 +131,15 @@ pub struct Verifier {
     lost: AtomicU64,
     unknown_committed: AtomicU64,
     unknown_not_committed: AtomicU64,
+    /// An unknown outcome is checked once it is older than this: by then the server has
+    /// committed or aborted it (statement_timeout ends what is still running).
+    settle: Duration,
 }
 
-/// How often the ledger's size is published.
+/// How often the ledger's size is published, and unknown outcomes are checked.
 const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// One periodic check of unknown outcomes may take this long; the next tick tries again.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Verifier {
     pub fn new(
@@ -148,7 +156,14 @@ impl Verifier {
             lost: AtomicU64::new(0),
             unknown_committed: AtomicU64::new(0),
             unknown_not_committed: AtomicU64::new(0),
+            settle: Duration::from_secs(6),
         }
+    }
+
+    /// Unknown outcomes are checked once older than `statement_timeout` plus a second.
+    pub fn settle_after(mut self, statement_timeout: Duration) -> Verifier {
+        self.settle = statement_timeout + Duration::from_secs(1);
+        self
     }
 
     pub fn totals(&self) -> RpoTotals {
@@ -177,6 +192,10 @@ impl Verifier {
                 },
                 _ = gauge.tick() => {
                     self.publish_ledger_size();
+                    // Between verifications, one at a time: nothing is resolved twice.
+                    if !stop.is_cancelled() {
+                        self.resolve_unknowns().await;
+                    }
                     continue;
                 }
             };
@@ -195,15 +214,77 @@ impl Verifier {
         }
     }
 
-    fn publish_ledger_size(&self) {
-        if let Ok(l) = self.ledger.lock() {
-            self.metrics.ledger_bytes.set(l.bytes() as i64);
+    /// Resolves settled unknown outcomes against the primary, without waiting for an
+    /// outage (a killed backend, a dropped connection). Failures wait for the next tick.
+    async fn resolve_unknowns(&self) {
+        let Some(before) = Instant::now().checked_sub(self.settle) else {
+            return;
+        };
+        let (seqs, min_id) = lock(&self.ledger).settled_unknowns(before);
+        if seqs.is_empty() {
+            return;
         }
+        let asked = seqs.iter().map(|s| *s as i64).collect::<Vec<_>>();
+        let from_id = min_id.unwrap_or(0).saturating_sub(ID_SLACK);
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, async {
+            let conn = self.pool.dedicated().await?;
+            if conn.broken {
+                return Err(VerifyError::Standby);
+            }
+            let rows = conn
+                .client
+                .query_typed(
+                    &self.workload.table.resolve_unknown_sql(),
+                    &[
+                        (&from_id, Type::INT8),
+                        (&self.workload.run_id, Type::INT8),
+                        (&asked, Type::INT8_ARRAY),
+                    ],
+                )
+                .await?;
+            let mut found = std::collections::HashSet::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
+                    found.insert(seq as u64);
+                }
+            }
+            Ok::<_, VerifyError>(found)
+        })
+        .await;
+        let found = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "checking unknown outcomes failed; next tick retries");
+                return;
+            }
+            Err(_) => return,
+        };
+        lock(&self.ledger).forget_unknowns(&seqs);
+        let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
+        let not_committed = seqs.len() as u64 - committed;
+        let m = &self.metrics;
+        m.unknown_outcome_committed.inc_by(committed);
+        m.unknown_outcome_not_committed.inc_by(not_committed);
+        self.unknown_committed
+            .fetch_add(committed, Ordering::Relaxed);
+        self.unknown_not_committed
+            .fetch_add(not_committed, Ordering::Relaxed);
+        tracing::info!(
+            event = "unknown_resolved",
+            committed,
+            not_committed,
+            "unknown-outcome writes resolved"
+        );
+    }
+
+    fn publish_ledger_size(&self) {
+        let bytes = lock(&self.ledger).bytes();
+        self.metrics.ledger_bytes.set(bytes as i64);
     }
 
     /// One request, retried until it succeeds or we stop.
     async fn check(&self, req: &Request, stop: &CancellationToken) -> Option<Check> {
-        let snapshot = self.ledger.lock().ok()?.snapshot(req.until);
+        let snapshot = lock(&self.ledger).snapshot(req.until);
         let began = Instant::now();
         let mut delay = Duration::from_millis(100);
         let verdict = loop {
@@ -220,10 +301,12 @@ impl Verifier {
                 }
             }
         };
-        if let Ok(mut l) = self.ledger.lock() {
+        let bytes = {
+            let mut l = lock(&self.ledger);
             l.forget_verified(req.until, &snapshot);
-            self.metrics.ledger_bytes.set(l.bytes() as i64);
-        }
+            l.bytes()
+        };
+        self.metrics.ledger_bytes.set(bytes as i64);
         let check = Check::from_verdict(verdict, began.elapsed().as_secs_f64());
         self.count(req, &check);
         Some(check)

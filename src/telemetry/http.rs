@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -9,15 +10,20 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
-/// The live `/` page, drawn by the caller's renderer (never contains a password).
+/// The live `/` page, drawn by the caller's renderer (never contains a password), and
+/// what `/healthz` checks.
 pub struct Page {
     pub render: Box<dyn Fn() -> String + Send + Sync>,
+    pub health: Arc<Health>,
 }
 
 fn response(
@@ -42,47 +48,302 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
             let (body, content_type) = metrics.encode();
             response(StatusCode::OK, &content_type, body)
         }
-        "/healthz" => response(StatusCode::OK, "text/plain", "ok\n"),
+        "/healthz" => match page.health.check() {
+            Ok(()) => response(StatusCode::OK, "text/plain", "ok\n"),
+            Err(why) => response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("unhealthy: {why}\n"),
+            ),
+        },
         "/" => response(StatusCode::OK, "text/html; charset=utf-8", (page.render)()),
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
+/// Most HTTP connections served at once; Prometheus and a browser need a handful.
+const MAX_CONNECTIONS: usize = 64;
+/// File descriptors kept for everything but HTTP and the pool: stdio, the runtime's
+/// epoll/eventfd/signal pipes, the listener, verification and bootstrap connections,
+/// `--password-command` pipes, log files.
+const RESERVED_FDS: u64 = 32;
+/// A client has this long to send a request's headers, including the next request on a
+/// kept-alive connection (hyper runs the same timer while idle), so idle connections end.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer, whatever the client does (a slow reader of the response).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// A connection asked to finish (age, shutdown) gets this long to do so.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Request buffers stay small: we only ever read a GET's headers (hyper's minimum is 8 KiB).
+const MAX_BUF_SIZE: usize = 16 * 1024;
+/// Accept errors (EMFILE, ENFILE, ENOBUFS) back off from this, doubling...
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// ... up to this, so a full descriptor table is not a busy loop.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Repeated warnings (accept errors, refused connections) are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// What the HTTP side may use, so that its clients can never take the file descriptors or
+/// the memory the database side needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_connection_age: Duration,
+}
+
+impl Limits {
+    /// [`MAX_CONNECTIONS`], fewer where `RLIMIT_NOFILE` leaves too little room next to a
+    /// pool of `pool_size`.
+    pub fn for_pool(pool_size: u32) -> Limits {
+        let nofile = open_files_limit();
+        let max_connections = connection_cap(nofile, pool_size);
+        if max_connections < MAX_CONNECTIONS {
+            tracing::info!(
+                nofile = ?nofile,
+                pool_size,
+                max_connections,
+                "HTTP connections capped to leave file descriptors for the database pool"
+            );
+        }
+        Limits {
+            max_connections,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connection_age: MAX_CONNECTION_AGE,
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`, if there is one.
+fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Connections beyond the pool's size can be open for a moment (a lane connecting while the
+/// pool fills), hence twice the pool; at least one connection so `/metrics` still answers.
+fn connection_cap(nofile: Option<u64>, pool_size: u32) -> usize {
+    let Some(nofile) = nofile else {
+        return MAX_CONNECTIONS;
+    };
+    let left = nofile.saturating_sub(RESERVED_FDS + 2 * u64::from(pool_size));
+    (left as usize).clamp(1, MAX_CONNECTIONS)
+}
+
+/// Counts repeats of one warning and lets it through at most once per [`LOG_EVERY`].
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(repeats since the last log line)` when this occurrence should be logged.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|t| now - t < LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Serves on an already bound listener (bound before load starts, so a bad
-/// `--listen` fails fast) until `stop`.
+/// `--listen` fails fast) until `stop`, within `limits`.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     page: Arc<Page>,
+    limits: Limits,
     stop: CancellationToken,
 ) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let (mut accept_errors, mut refusals) = (Throttle::default(), Throttle::default());
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(err) => {
-                    tracing::warn!(%err, "accepting an HTTP connection failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = stop.cancelled() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                stream
+            }
+            Err(err) => {
+                // EMFILE and friends leave the connection queued: retrying at once spins.
+                if let Some(repeats) = accept_errors.hit(Instant::now()) {
+                    tracing::warn!(%err, repeats, retry_in = ?backoff, "accepting an HTTP connection failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Closed at once: a queue of waiting connections would hold descriptors too.
+            drop(stream);
+            if let Some(repeats) = refusals.hit(Instant::now()) {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    repeats,
+                    "too many HTTP connections; closing new ones"
+                );
+            }
+            continue;
         };
         let metrics = metrics.clone();
         let page = page.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let resp = route(&req, &metrics, &page);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => if let Err(err) = res {
-                    tracing::debug!(%err, "HTTP connection ended with an error");
-                },
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
+            let _permit = permit;
+            serve_connection(stream, metrics, page, limits, stop).await;
         });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    metrics: Arc<Metrics>,
+    page: Arc<Page>,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let service = service_fn(move |req| {
+        let resp = route(&req, &metrics, &page);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_BUF_SIZE)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(err) = res {
+                tracing::debug!(%err, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = tokio::time::sleep(limits.max_connection_age) => {}
+        _ = stop.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_cap_leaves_descriptors_for_the_pool() {
+        assert_eq!(connection_cap(None, 32), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1024), 32), MAX_CONNECTIONS);
+        // ulimit -n 128 with a pool of 32: 128 - 32 - 64 = 32.
+        assert_eq!(connection_cap(Some(128), 32), 32);
+        assert_eq!(connection_cap(Some(64), 32), 1);
+    }
+
+    #[test]
+    fn throttle_lets_one_through_per_second() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        assert_eq!(t.hit(t0), Some(0));
+        for ms in 1..1000 {
+            assert_eq!(t.hit(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(t.hit(t0 + LOG_EVERY), Some(999));
+        assert_eq!(t.hit(t0 + LOG_EVERY), None);
+    }
+
+    /// Whether the server closed `stream` within `limit` (EOF or reset).
+    async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(limit, stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn excess_and_idle_connections_are_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_millis(300),
+            max_connection_age: Duration::from_secs(60),
+        };
+        let health = Arc::new(Health::default());
+        health.load_started();
+        let page = Arc::new(Page {
+            render: Box::new(String::new),
+            health,
+        });
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            Metrics::new(&[]),
+            page,
+            limits,
+            stop.clone(),
+        ));
+
+        let mut idle = Vec::new();
+        for _ in 0..2 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server take both before the third arrives.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut excess = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut excess, Duration::from_millis(200)).await);
+        // A half-sent request is an idle connection too.
+        idle[1]
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        for stream in &mut idle {
+            assert!(closed_within(stream, Duration::from_secs(2)).await);
+        }
+
+        let mut ok = TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(2), ok.read_to_string(&mut body))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            body.starts_with("HTTP/1.0 200") && body.ends_with("ok\n"),
+            "{body}"
+        );
+
+        // A kept-alive connection that goes quiet after a response is closed as well.
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"ok\n") {
+            let mut buf = [0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(2), kept.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed before the response");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(closed_within(&mut kept, Duration::from_secs(2)).await);
+
+        stop.cancel();
+        server.await.unwrap();
     }
 }

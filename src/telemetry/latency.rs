@@ -1,6 +1,7 @@
 //! Exact latency percentiles: HDR histograms the lanes record into, merged at progress and
 //! summary time.
 
+use crate::supervisor::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,9 +69,7 @@ impl LatencyBook {
         let n = self
             .handed_out
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Ok(mut lanes) = self.lanes.lock() else {
-            return Arc::new(Mutex::new(LatencyStats::default()));
-        };
+        let mut lanes = lock(&self.lanes);
         if lanes.len() < SHARDS {
             let stats = Arc::new(Mutex::new(LatencyStats::default()));
             lanes.push(stats.clone());
@@ -85,16 +84,13 @@ impl LatencyBook {
         reset: bool,
     ) -> Histogram<u64> {
         let mut out = new_histogram();
-        if let Ok(lanes) = self.lanes.lock() {
-            for lane in lanes.iter() {
-                if let Ok(mut s) = lane.lock() {
-                    let h = pick(&mut s);
-                    // Same bounds everywhere, so adding cannot fail.
-                    let _ = out.add(&*h);
-                    if reset {
-                        h.reset();
-                    }
-                }
+        for lane in lock(&self.lanes).iter() {
+            let mut s = lock(lane);
+            let h = pick(&mut s);
+            // Same bounds everywhere, so adding cannot fail.
+            let _ = out.add(&*h);
+            if reset {
+                h.reset();
             }
         }
         out

@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::error::ErrorClass;
+use crate::telemetry::errors::ErrorBook;
 
 /// Values of `pgdrill_failover_state{state}`, written out in full like the names; the
 /// failover module sets them by name (a test there checks that every state is here).
@@ -44,6 +45,7 @@ pub struct Metrics {
     pub failover_state: StateSet,
     pub server_timeline: IntGauge,
     pub primary_changes: IntCounter,
+    pub server_restarts: IntCounter,
     pub host_is_primary: IntGaugeVec,
     pub outages: IntCounter,
     pub outage_start_timestamp: Gauge,
@@ -66,6 +68,9 @@ pub struct Metrics {
     pub password_errors: IntCounter,
     pub retention_rows_deleted: IntCounter,
     pub retention_errors: PerClass,
+
+    /// Not a metric family: every distinct error with one message, for logs and the summary.
+    pub errors: Arc<ErrorBook>,
 }
 
 /// One counter per error class, resolved once so the hot path indexes an array
@@ -225,6 +230,7 @@ impl Metrics {
             failover_state,
             server_timeline: int_gauge(r, "pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown)."),
             primary_changes: counter(r, "pgdrill_primary_changes_total", "Times the primary's identity or timeline changed."),
+            server_restarts: counter(r, "pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier and timeline, new postmaster."),
             host_is_primary,
             outages: counter(r, "pgdrill_outages_total", "Write outages detected."),
             outage_start_timestamp: gauge(r, "pgdrill_outage_start_timestamp_seconds", "Unix time the current or last outage began (0 before any)."),
@@ -245,6 +251,7 @@ impl Metrics {
             password_errors: counter(r, "pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command."),
             retention_rows_deleted: counter(r, "pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup."),
             retention_errors: PerClass::new(r, "pgdrill_retention_errors_total", "Retention cleanup batches that failed, by error class."),
+            errors: Arc::new(ErrorBook::default()),
             registry,
         })
     }

@@ -3,6 +3,8 @@
 //!
 //! Depends only on `error`.
 
+pub(crate) mod errors;
+pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod latency;
 pub(crate) mod logging;

@@ -6,6 +6,7 @@ mod credentials;
 mod docs;
 mod e2e;
 mod failover;
+mod hardening;
 mod lab;
 mod load;
 mod manifests;

@@ -25,6 +25,8 @@ pub(crate) const NOT_CHARTED: &[&str] = &[
     // pgdrill_connection_errors_total{class="auth"}.
     "pgdrill_password_refreshes_total",
     "pgdrill_password_errors_total",
+    // Restarts of the same server (not failovers); no panel shows it yet.
+    "pgdrill_server_restarts_total",
 ];
 
 /// Metric family names (from `# TYPE name kind`) of a text exposition.

@@ -1,0 +1,336 @@
+//! The users' own table: can it take the INSERT pgdrill runs? Checked once, at the first
+//! connection to a writable server. Missing `run_id` / `seq` are added where that is allowed
+//! (nullable columns: no table rewrite); whatever no retry can fix stops the run with a
+//! message that says what to change, instead of failing every write.
+//!
+//! Everything here goes through the simple query protocol and reads values as text, so it
+//! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::db::table::{Row, Workload};
+
+/// The columns pgdrill fills from the users' statement; the table must have them.
+const USER_COLUMNS: &[&str] = &["customer_id", "merchant_id", "amount", "status"];
+/// The columns pgdrill adds to find its rows again after a failover.
+const OUR_COLUMNS: &[&str] = &["run_id", "seq"];
+/// Types `transaction_id` may have: read back as `bigint`, compared with `bigint`.
+const ID_TYPES: &[&str] = &["int2", "int4", "int8"];
+/// `ALTER TABLE` waits for a lock behind every open transaction on the table; a busy table
+/// must not stall every new connection (and with it every INSERT queued behind the lock).
+const ALTER_LOCK_TIMEOUT: &str = "5s";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The table cannot take our INSERT and retrying will not change that: the run stops
+    /// (exit 2) with this message, which names what to change.
+    #[error("{0}")]
+    Unusable(String),
+    /// The check itself failed (connection lost, timeout): the next connection checks again.
+    #[error("checking the table: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// One column as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Column {
+    name: String,
+    /// `format_type()`, e.g. `numeric(12,2)`, for messages.
+    declared: String,
+    /// `pg_type.typname` of the base type, e.g. `int4`.
+    base: String,
+    not_null: bool,
+    /// A default, an identity or a generated expression (stored as a default, so this also
+    /// works before PostgreSQL 12's `attgenerated`) fills it when we do not.
+    filled: bool,
+}
+
+/// Makes sure the table exists (unless `may_alter` is false) and can take the INSERT.
+pub async fn ensure(
+    client: &Client,
+    workload: &Workload,
+    may_alter: bool,
+) -> Result<(), TableError> {
+    let table = &workload.table.quoted;
+    if may_alter {
+        workload.create_table(client).await?;
+    }
+    let columns = columns(client, table).await?;
+    if columns.is_empty() {
+        return Err(TableError::Unusable(format!(
+            "table {table} does not exist and --no-create-table is set; create it with: {};",
+            workload.table.create_sql()
+        )));
+    }
+    if let Some(problem) = shape_problem(table, &columns) {
+        return Err(TableError::Unusable(problem));
+    }
+    let missing: Vec<&str> = OUR_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|col| col.name == *c))
+        .collect();
+    if !missing.is_empty() {
+        add_columns(client, table, &missing, may_alter).await?;
+    }
+    trial_insert(client, workload).await?;
+    tracing::info!(table = %workload.table.name, "table ready");
+    Ok(())
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+async fn columns(client: &Client, table: &str) -> Result<Vec<Column>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), \
+                coalesce(bt.typname, t.typname), a.attnotnull::text, \
+                (a.atthasdef OR a.attidentity <> '')::text \
+         FROM pg_attribute a \
+         JOIN pg_type t ON t.oid = a.atttypid \
+         LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype \
+         WHERE a.attrelid = to_regclass({}) AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+        quote_literal(table)
+    );
+    let messages = client.simple_query(&sql).await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                let text = |i: usize| r.get(i).unwrap_or_default().to_string();
+                Some(Column {
+                    name: text(0),
+                    declared: text(1),
+                    base: text(2),
+                    not_null: text(3) == "true",
+                    filled: text(4) == "true",
+                })
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// What no `ADD COLUMN` can fix: the users' columns, the id, our columns' types, and
+/// columns we would leave NULL that may not be.
+fn shape_problem(table: &str, columns: &[Column]) -> Option<String> {
+    let find = |name: &str| columns.iter().find(|c| c.name == name);
+    let absent: Vec<&str> = std::iter::once("transaction_id")
+        .chain(USER_COLUMNS.iter().copied())
+        .filter(|c| find(c).is_none())
+        .collect();
+    if !absent.is_empty() {
+        return Some(format!(
+            "table {table} has no column(s) {}; pgdrill runs INSERT INTO {table} (customer_id, \
+             merchant_id, amount, status, run_id, seq) … RETURNING transaction_id. Point \
+             --table at a table of that shape, or let pgdrill create its own (a new --table name)",
+            absent.join(", ")
+        ));
+    }
+    if let Some(id) = find("transaction_id") {
+        if !ID_TYPES.contains(&id.base.as_str()) {
+            return Some(format!(
+                "{table}.transaction_id is {}; pgdrill needs an integer id (smallint, integer \
+                 or bigint, e.g. serial or bigserial): it finds its rows again by id range",
+                id.declared
+            ));
+        }
+        if !id.filled {
+            return Some(format!(
+                "{table}.transaction_id has no default; pgdrill does not choose ids. Give it \
+                 one: ALTER TABLE {table} ALTER COLUMN transaction_id ADD GENERATED BY DEFAULT \
+                 AS IDENTITY;"
+            ));
+        }
+    }
+    for ours in OUR_COLUMNS {
+        if let Some(c) = find(ours) {
+            if c.base != "int8" {
+                return Some(format!(
+                    "{table}.{ours} is {}; pgdrill writes 64-bit values there. Run: ALTER \
+                     TABLE {table} ALTER COLUMN {ours} TYPE bigint;",
+                    c.declared
+                ));
+            }
+        }
+    }
+    let unfilled: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.not_null && !c.filled)
+        .filter(|c| c.name != "transaction_id")
+        .filter(|c| {
+            !USER_COLUMNS.contains(&c.name.as_str()) && !OUR_COLUMNS.contains(&c.name.as_str())
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    if !unfilled.is_empty() {
+        return Some(format!(
+            "table {table} has NOT NULL column(s) without a default that pgdrill does not \
+             write: {}; give them defaults (ALTER TABLE {table} ALTER COLUMN … SET DEFAULT …) \
+             or use another --table",
+            unfilled.join(", ")
+        ));
+    }
+    None
+}
+
+fn add_columns_sql(table: &str, missing: &[&str]) -> String {
+    let adds: Vec<String> = missing
+        .iter()
+        .map(|c| format!("ADD COLUMN IF NOT EXISTS {c} bigint"))
+        .collect();
+    format!("ALTER TABLE {table} {}", adds.join(", "))
+}
+
+/// Adds our nullable columns (a catalog change: no rewrite, existing rows read NULL).
+async fn add_columns(
+    client: &Client,
+    table: &str,
+    missing: &[&str],
+    may_alter: bool,
+) -> Result<(), TableError> {
+    let alter = add_columns_sql(table, missing);
+    let columns = missing.join(", ");
+    if !may_alter {
+        return Err(TableError::Unusable(format!(
+            "table {table} has no column(s) {columns}, which pgdrill writes to find its rows \
+             again after a failover; --no-create-table is set, so add them (nullable, no table \
+             rewrite) as the table's owner: {alter};"
+        )));
+    }
+    let sql = format!("BEGIN; SET LOCAL lock_timeout = '{ALTER_LOCK_TIMEOUT}'; {alter}; COMMIT");
+    match client.batch_execute(&sql).await {
+        Ok(()) => {
+            tracing::warn!(
+                table,
+                columns,
+                statement = %alter,
+                "added pgdrill's columns to the existing table (nullable: no rewrite)"
+            );
+            Ok(())
+        }
+        Err(err) => {
+            // A failed statement leaves the transaction aborted; the connection is reused.
+            let _ = client.batch_execute("ROLLBACK").await;
+            match err.as_db_error() {
+                Some(db) => Err(TableError::Unusable(format!(
+                    "table {table} has no column(s) {columns}, which pgdrill writes to find its \
+                     rows again after a failover, and adding them failed: {} (SQLSTATE {}). \
+                     Run as the table's owner: {alter};",
+                    db.message(),
+                    db.code().code()
+                ))),
+                None => Err(TableError::Query(err)),
+            }
+        }
+    }
+}
+
+/// One INSERT exactly as the load sends it, rolled back: types, constraints and triggers
+/// say now, once and clearly, what they would otherwise say on every write.
+async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableError> {
+    let row = Row {
+        customer_id: 1,
+        merchant_id: 1,
+        amount: 1.0,
+        seq: -1,
+    };
+    client
+        .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
+        .await?;
+    let result = workload.insert(client, None, row).await;
+    let rollback = client.batch_execute("ROLLBACK").await;
+    match result {
+        Ok(_) => {}
+        Err(err) => {
+            let fixable_by_retry = err.code().is_none_or(|code| {
+                !matches!(&code.code()[..2], "22" | "23" | "42" | "0A" | "2B" | "44")
+            });
+            return match err.as_db_error() {
+                Some(db) if !fixable_by_retry => Err(TableError::Unusable(format!(
+                    "the INSERT pgdrill runs fails on table {}: {} (SQLSTATE {}){}",
+                    workload.table.quoted,
+                    db.message(),
+                    db.code().code(),
+                    db.detail().map(|d| format!("; {d}")).unwrap_or_default()
+                ))),
+                _ => Err(TableError::Query(err)),
+            };
+        }
+    }
+    rollback?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, base: &str, not_null: bool, filled: bool) -> Column {
+        Column {
+            name: name.into(),
+            declared: base.into(),
+            base: base.into(),
+            not_null,
+            filled,
+        }
+    }
+
+    fn users_table() -> Vec<Column> {
+        vec![
+            col("transaction_id", "int8", true, true),
+            col("customer_id", "int4", false, false),
+            col("merchant_id", "int4", false, false),
+            col("amount", "numeric", false, false),
+            col("status", "text", false, false),
+            col("created_at", "timestamptz", false, true),
+        ]
+    }
+
+    #[test]
+    fn the_users_table_is_fine_as_it_is() {
+        assert_eq!(shape_problem("t", &users_table()), None);
+        let mut serial = users_table();
+        serial[0] = col("transaction_id", "int4", true, true);
+        assert_eq!(shape_problem("t", &serial), None);
+    }
+
+    #[test]
+    fn what_cannot_be_added_is_named() {
+        let mut t = users_table();
+        t.retain(|c| c.name != "status" && c.name != "amount");
+        let p = shape_problem("\"public\".\"t\"", &t).unwrap();
+        assert!(p.contains("amount, status"), "{p}");
+
+        let mut t = users_table();
+        t[0] = col("transaction_id", "uuid", true, true);
+        assert!(shape_problem("t", &t).unwrap().contains("integer id"));
+
+        let mut t = users_table();
+        t[0].filled = false;
+        assert!(shape_problem("t", &t).unwrap().contains("IDENTITY"));
+
+        let mut t = users_table();
+        t.push(col("seq", "int4", false, false));
+        let p = shape_problem("t", &t).unwrap();
+        assert!(p.contains("ALTER COLUMN seq TYPE bigint"), "{p}");
+
+        let mut t = users_table();
+        t.push(col("region", "text", true, false));
+        t.push(col("note", "text", true, true));
+        let p = shape_problem("t", &t).unwrap();
+        assert!(p.contains("region") && !p.contains("note"), "{p}");
+    }
+
+    #[test]
+    fn the_statement_to_run_is_exact() {
+        assert_eq!(
+            add_columns_sql("\"public\".\"tx\"", &["run_id", "seq"]),
+            "ALTER TABLE \"public\".\"tx\" ADD COLUMN IF NOT EXISTS run_id bigint, \
+             ADD COLUMN IF NOT EXISTS seq bigint"
+        );
+        assert_eq!(quote_literal("\"a'b\""), "'\"a''b\"'");
+    }
+}

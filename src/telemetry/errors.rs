@@ -1,0 +1,178 @@
+//! Every distinct error, visible: the first of each (class, SQLSTATE) is logged with the
+//! server's message, the progress line counts them per SQLSTATE, and the summary lists each
+//! with its count and one message. Errors that retrying cannot fix are logged at ERROR with
+//! what to change.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::error::ErrorClass;
+use crate::supervisor::lock;
+
+/// Distinct (class, SQLSTATE) pairs kept; SQLSTATEs are a finite set, this only bounds memory
+/// against a server inventing codes. Later pairs are not listed.
+const MAX_KINDS: usize = 128;
+/// The message kept per kind is cut here (server messages can quote long values).
+const MAX_MESSAGE: usize = 500;
+
+/// One kind of error seen, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorKind {
+    pub class: &'static str,
+    /// Empty for failures without one (refused connects, closed connections).
+    pub sqlstate: String,
+    pub count: u64,
+    /// The first occurrence's message.
+    pub message: String,
+}
+
+type Key = (ErrorClass, String);
+
+#[derive(Default)]
+struct Book {
+    kinds: BTreeMap<Key, (u64, String)>,
+}
+
+/// Errors by (class, SQLSTATE), first message kept.
+#[derive(Default)]
+pub struct ErrorBook {
+    book: Mutex<Book>,
+}
+
+/// What to change for errors that the database will keep returning: `None` for those a
+/// retry, a reconnect or a failover can end.
+pub fn hint(sqlstate: &str) -> Option<&'static str> {
+    Some(match sqlstate {
+        "42501" => "pgdrill's user lacks a privilege: GRANT INSERT, SELECT on the table and USAGE on its id sequence",
+        "42P01" => "the table does not exist (dropped or renamed?); pgdrill creates it only at startup",
+        "42703" => "a column pgdrill writes does not exist (dropped or renamed?)",
+        // A prepared statement that did not stay with its session: --query-mode auto copes.
+        "42P05" => return None,
+        s if s.starts_with("42") => "the statement does not fit the table any more (changed by DDL?)",
+        s if s.starts_with("22") => "a column's type or size does not take pgdrill's values",
+        s if s.starts_with("23") => "a constraint (NOT NULL, CHECK, UNIQUE, FOREIGN KEY) rejects pgdrill's rows",
+        _ => return None,
+    })
+}
+
+impl ErrorBook {
+    /// Counts one error; the first of its kind is logged.
+    pub fn note(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
+        let sqlstate = sqlstate.unwrap_or("");
+        let mut book = lock(&self.book);
+        if let Some((count, _)) = book.kinds.get_mut(&(class, sqlstate.to_string())) {
+            *count += 1;
+            return;
+        }
+        if book.kinds.len() >= MAX_KINDS {
+            // Still counted per class in the metrics; only the listing is bounded.
+            return;
+        }
+        let message: String = message.chars().take(MAX_MESSAGE).collect();
+        book.kinds
+            .insert((class, sqlstate.to_string()), (1, message.clone()));
+        drop(book);
+        match hint(sqlstate) {
+            Some(hint) => tracing::error!(
+                class = %class,
+                sqlstate,
+                error = %message,
+                hint,
+                "error that retrying will not fix (first occurrence)"
+            ),
+            None => tracing::warn!(
+                class = %class,
+                sqlstate,
+                error = %message,
+                "first error of this kind (later ones are counted)"
+            ),
+        }
+    }
+
+    /// Every kind seen, by class then SQLSTATE.
+    pub fn kinds(&self) -> Vec<ErrorKind> {
+        let book = lock(&self.book);
+        book.kinds
+            .iter()
+            .map(|((class, sqlstate), (count, message))| ErrorKind {
+                class: class.as_str(),
+                sqlstate: sqlstate.clone(),
+                count: *count,
+                message: message.clone(),
+            })
+            .collect()
+    }
+
+    /// Counts per SQLSTATE (summed over classes), for the progress line.
+    pub fn per_sqlstate(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for kind in self.kinds() {
+            if !kind.sqlstate.is_empty() {
+                *out.entry(kind.sqlstate).or_insert(0) += kind.count;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_counted_and_the_first_message_kept() {
+        let book = ErrorBook::default();
+        book.note(
+            ErrorClass::Other,
+            Some("42703"),
+            "column \"seq\" does not exist",
+        );
+        book.note(ErrorClass::Other, Some("42703"), "a later message");
+        book.note(
+            ErrorClass::AdminShutdown,
+            Some("57P01"),
+            "terminating connection",
+        );
+        book.note(ErrorClass::ConnectRefused, None, "connection refused");
+        let kinds = book.kinds();
+        assert_eq!(kinds.len(), 3);
+        let dropped = kinds.iter().find(|k| k.sqlstate == "42703").unwrap();
+        assert_eq!(
+            (dropped.count, dropped.message.as_str()),
+            (2, "column \"seq\" does not exist")
+        );
+        let per = book.per_sqlstate();
+        assert_eq!(per.get("42703"), Some(&2));
+        assert_eq!(per.get("57P01"), Some(&1));
+        assert_eq!(per.len(), 2, "no SQLSTATE, no entry: {per:?}");
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let book = ErrorBook::default();
+        for i in 0..1000 {
+            book.note(
+                ErrorClass::Other,
+                Some(&format!("X{i:04}")),
+                &"m".repeat(10_000),
+            );
+        }
+        let kinds = book.kinds();
+        assert_eq!(kinds.len(), MAX_KINDS);
+        assert!(kinds.iter().all(|k| k.message.len() <= MAX_MESSAGE));
+    }
+
+    #[test]
+    fn only_what_retrying_cannot_fix_has_a_hint() {
+        for code in [
+            "42501", "42703", "42P01", "42601", "22003", "23502", "23503",
+        ] {
+            assert!(hint(code).is_some(), "{code}");
+        }
+        for code in ["57P01", "25006", "40001", "53300", "57014", ""] {
+            assert!(hint(code).is_none(), "{code}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! What `/healthz` says: healthy while the load loop runs (the scheduler, and every lane).
+//! A database outage is not unhealthy — measuring it is the point — but a lane that died,
+//! a load loop that ended or a task that crashed is.
+
+use crate::supervisor::lock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Health {
+    load_running: AtomicBool,
+    lanes_down: AtomicUsize,
+    /// A crash that ends the run; sticky.
+    failure: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn load_started(&self) {
+        self.load_running.store(true, Ordering::Relaxed);
+    }
+
+    pub fn load_stopped(&self) {
+        self.load_running.store(false, Ordering::Relaxed);
+    }
+
+    pub fn lane_down(&self) {
+        self.lanes_down.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn lane_up(&self) {
+        self.lanes_down.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, why: &str) {
+        let mut failure = lock(&self.failure);
+        failure.get_or_insert_with(|| why.to_string());
+    }
+
+    /// `Err(why)` when unhealthy.
+    pub fn check(&self) -> Result<(), String> {
+        let failure = lock(&self.failure);
+        if let Some(why) = failure.as_ref() {
+            return Err(why.clone());
+        }
+        drop(failure);
+        let down = self.lanes_down.load(Ordering::Relaxed);
+        if down > 0 {
+            return Err(format!("{down} lane(s) restarting after a panic"));
+        }
+        if !self.load_running.load(Ordering::Relaxed) {
+            return Err("the load loop is not running".to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_while_every_part_of_the_load_runs() {
+        let h = Health::default();
+        assert!(h.check().is_err(), "not before the load starts");
+        h.load_started();
+        assert_eq!(h.check(), Ok(()));
+        h.lane_down();
+        assert!(h.check().unwrap_err().contains("lane"));
+        h.lane_up();
+        assert_eq!(h.check(), Ok(()));
+        h.failed("monitor task panicked");
+        h.failed("later");
+        assert_eq!(h.check().unwrap_err(), "monitor task panicked");
+    }
+}

@@ -1,0 +1,32 @@
+//! Fault injection for tests: each hook is obeyed only when its `PGDRILL_TEST_*` environment
+//! variable is set, and an active hook is logged at WARN when the run starts. Nothing else
+//! reads these variables.
+
+use std::sync::OnceLock;
+
+/// `PGDRILL_TEST_PANIC_LANE=N`: every lane panics when it takes its N-th write (counted
+/// per lane, from its start or restart), to test supervision.
+const PANIC_LANE: &str = "PGDRILL_TEST_PANIC_LANE";
+
+fn panic_lane_after() -> Option<u64> {
+    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
+    *AFTER.get_or_init(|| std::env::var(PANIC_LANE).ok().and_then(|v| v.parse().ok()))
+}
+
+/// Logs every active hook; called once at start.
+pub(crate) fn announce() {
+    if let Some(n) = panic_lane_after() {
+        tracing::warn!(
+            hook = PANIC_LANE,
+            after = n,
+            "test hook active: lanes will panic"
+        );
+    }
+}
+
+/// Called by a lane with the number of writes it has taken so far.
+pub(crate) fn lane_took(taken: u64) {
+    if panic_lane_after() == Some(taken) {
+        panic!("{PANIC_LANE}: injected panic after {taken} writes");
+    }
+}
