@@ -4,9 +4,9 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use pgdrill::config::{Cli, Command, LogFormat, ReportArgs, RunArgs};
 #[cfg(feature = "lab")]
 use pgdrill::config::ProxyArgs;
+use pgdrill::config::{Cli, Command, LogFormat, ReportArgs, RunArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -120,7 +120,10 @@ fn report(args: ReportArgs) -> ExitCode {
     let page = pgdrill::render_summary_file(&args.summary)
         .unwrap_or_else(|err| usage_error(format!("invalid value for SUMMARY: {err}")));
     if let Err(err) = std::fs::write(&args.output, page) {
-        eprintln!("error: cannot write --output {}: {err}", args.output.display());
+        eprintln!(
+            "error: cannot write --output {}: {err}",
+            args.output.display()
+        );
         return ExitCode::FAILURE;
     }
     println!("{}", args.output.display());

@@ -224,7 +224,9 @@ impl IdentityTracker {
                 self.metrics.primary_changes.inc();
                 self.primary_changes.fetch_add(1, Ordering::Relaxed);
                 EventKind::PrimaryChange {
-                    before: old.as_ref().map_or_else(|| "?".to_string(), Identity::short),
+                    before: old
+                        .as_ref()
+                        .map_or_else(|| "?".to_string(), Identity::short),
                     after: id.short(),
                 }
             }

@@ -140,7 +140,7 @@ impl Live {
     /// Called by the sampler after each second: redraws off the runtime while viewed.
     pub async fn redraw(self: &std::sync::Arc<Self>) {
         let viewed = self.viewed.lock().ok().and_then(|v| *v);
-        if !viewed.is_some_and(|v| v.elapsed() < VIEWED) {
+        if viewed.is_none_or(|v| v.elapsed() >= VIEWED) {
             return;
         }
         let this = self.clone();

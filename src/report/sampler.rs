@@ -138,7 +138,15 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         // Before the sampler's first read: not this second's.
         lane.started();
-        lane.succeeded(Job { seq: 0, intended: t0 }, t0, t0, 1);
+        lane.succeeded(
+            Job {
+                seq: 0,
+                intended: t0,
+            },
+            t0,
+            t0,
+            1,
+        );
         let first = outcomes.tally();
         let _ = sources.latency.take_second();
         for seq in 1..=3 {
@@ -154,7 +162,14 @@ mod tests {
             sqlstate: None,
             noted: true,
         };
-        lane.failed(Job { seq: 4, intended: t0 }, t0, &refused);
+        lane.failed(
+            Job {
+                seq: 4,
+                intended: t0,
+            },
+            t0,
+            &refused,
+        );
         outcomes.skipped();
         // A short outage that was over before the sample still marks the second.
         outages.state_changed(FailoverState::Healthy, FailoverState::Outage, t0);
@@ -173,7 +188,12 @@ mod tests {
         // The next second has nothing new, and the state is the current one.
         tokio::time::advance(Duration::from_millis(1000)).await;
         sample(&sources, &clock, outcomes.tally());
-        let s = timeline.snapshot().iter().last().copied().unwrap_or_default();
+        let s = timeline
+            .snapshot()
+            .iter()
+            .last()
+            .copied()
+            .unwrap_or_default();
         assert_eq!(s.state, State::Recovering);
         assert!(!s.has_latency());
     }

@@ -39,7 +39,10 @@ async fn run_chromium(browser: &Path, url: &str, extra: &[String], limit: Durati
             "--disable-sync",
             "--hide-scrollbars",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().join("p").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("p").display()
+        ))
         .args(extra)
         .arg(url)
         .stdin(Stdio::null())
@@ -168,14 +171,19 @@ fn assert_timeline_drawn(img: &Image, what: &str, min_rate: usize) {
     // The rate line and its light fill: the only blue in the panels above the band.
     let rate = region
         .iter()
-        .filter(|p| near(**p, RATE) || (p[2] > p[0].saturating_add(20) && p[2] > p[1].saturating_add(10)))
+        .filter(|p| {
+            near(**p, RATE) || (p[2] > p[0].saturating_add(20) && p[2] > p[1].saturating_add(10))
+        })
         .count();
     println!(
         "{what}: band at y={band} ({} px), region sd {sd:.1}, {rate} rate-line pixels",
         state_pixels(band)
     );
     assert!(sd > 8.0, "{what}: the timeline area is blank (sd {sd:.1})");
-    assert!(rate >= min_rate, "{what}: no rate line drawn ({rate} pixels)");
+    assert!(
+        rate >= min_rate,
+        "{what}: no rate line drawn ({rate} pixels)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +201,10 @@ async fn chromium_renders_the_report_and_the_live_page() {
     let live = format!("http://{}/", drill.addr);
     let dom = dump_dom(browser, &live).await;
     assert!(dom.contains("Last 15 minutes"), "{dom}");
-    assert!(dom.contains("<svg class=\"chart\""), "live page has no chart");
+    assert!(
+        dom.contains("<svg class=\"chart\""),
+        "live page has no chart"
+    );
     assert!(dom.contains(">healthy<"), "state shown");
     assert!(dom.contains("<meta http-equiv=\"refresh\""));
     let img = screenshot(browser, &live, &shots.join("browser-live.png"), 1200).await;

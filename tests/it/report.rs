@@ -35,7 +35,14 @@ pub fn attr<'a>(element: &'a str, attr: &str) -> Option<&'a str> {
 pub fn assert_self_contained(html: &str) {
     let lower = html.to_ascii_lowercase();
     for bad in [
-        "<script", "<link", "<img", "<iframe", "<object", "<embed", "@import", "url(",
+        "<script",
+        "<link",
+        "<img",
+        "<iframe",
+        "<object",
+        "<embed",
+        "@import",
+        "url(",
         "@font-face",
     ] {
         assert!(!lower.contains(bad), "the page contains {bad}");
@@ -52,8 +59,13 @@ pub fn assert_self_contained(html: &str) {
     }
     // The only absolute URL allowed is the SVG namespace, which is a name, not a fetch.
     let urls = lower.matches("http://").count() + lower.matches("https://").count();
-    let namespaces = lower.matches("xmlns=\"http://www.w3.org/2000/svg\"").count();
-    assert_eq!(urls, namespaces, "absolute URLs other than the SVG namespace");
+    let namespaces = lower
+        .matches("xmlns=\"http://www.w3.org/2000/svg\"")
+        .count();
+    assert_eq!(
+        urls, namespaces,
+        "absolute URLs other than the SVG namespace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +129,12 @@ async fn a_forced_failover_drill_renders_its_report_and_the_json_renders_the_sam
         .iter()
         .filter_map(|e| e["kind"].as_str())
         .collect();
-    for kind in ["outage_start", "outage_end", "primary_change", "verification"] {
+    for kind in [
+        "outage_start",
+        "outage_end",
+        "primary_change",
+        "verification",
+    ] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
 
@@ -152,8 +169,16 @@ async fn a_forced_failover_drill_renders_its_report_and_the_json_renders_the_sam
 
     // The markers: outage start and end, the primary change, a verification without loss.
     let markers = elements(&html, "<g class=\"mk\"", "</g>");
-    let kinds: Vec<&str> = markers.iter().filter_map(|m| attr(m, "data-kind")).collect();
-    for kind in ["outage_start", "outage_end", "primary_change", "verification"] {
+    let kinds: Vec<&str> = markers
+        .iter()
+        .filter_map(|m| attr(m, "data-kind"))
+        .collect();
+    for kind in [
+        "outage_start",
+        "outage_end",
+        "primary_change",
+        "verification",
+    ] {
         assert!(kinds.contains(&kind), "marker {kind} in {kinds:?}");
     }
     assert!(html.contains(">O1</text>") && html.contains(">E1</text>"));
