@@ -1,16 +1,60 @@
 //! `pgdrill demo`: a whole drill on this machine in one command — start a
 //! primary + standby, run load, fail over, print the report, clean up.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
-use pgdrill_lab::{Lab, LabOptions, ReplicationMode};
+use crate::Summary;
+use pgdrill_lab::{HostsFile, Lab, LabError, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
+
+/// The name the dns mode moves from the old primary to the new one.
+const DNS_NAME: &str = "primary.pgdrill.lab";
+
+/// What each failover mode stands for, printed with the report.
+fn models(mode: DemoFailover) -> &'static str {
+    match mode {
+        DemoFailover::Forced => {
+            "a crashed primary (immediate stop: connections reset, new ones refused), \
+             standby promoted at once"
+        }
+        DemoFailover::Switchover => "a planned switchover (fast stop, then promotion)",
+        DemoFailover::Frozen => {
+            "a primary whose VM or zone vanished (every process frozen: TCP accepted, nothing \
+             answered), standby promoted after the HA service's detection time; multi-host DSN"
+        }
+        DemoFailover::Dns => {
+            "a managed-service failover (Azure Flexible Server, RDS, Cloud SQL): the old primary \
+             hangs and one host name moves to the standby's address at promotion"
+        }
+        DemoFailover::FrozenBack => {
+            "a primary that hangs (VM paused, live migration, storage stall) and comes back; \
+             no promotion"
+        }
+    }
+}
+
+/// Must run before the async runtime starts: the dns mode gives this process its own
+/// mount namespace and `/etc/hosts`, which needs a single-threaded process.
+pub fn prepare(args: &DemoArgs) -> Result<Option<HostsFile>, String> {
+    if args.failover != DemoFailover::Dns {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!("pgdrill-demo-hosts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("hosts");
+    let hosts = HostsFile::create(&path, DNS_NAME, ADDR_A)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    pgdrill_lab::enter_private_hosts(&path).map_err(|e| {
+        format!("--failover dns needs root for a private /etc/hosts (mount namespace): {e}")
+    })?;
+    Ok(Some(hosts))
+}
 
 /// The whole drill; the binary provides the runtime and logging.
-pub async fn drill(args: DemoArgs) -> Result<(), String> {
+pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<(), String> {
     let mode = match args.replication {
         DemoReplication::Sync => ReplicationMode::Sync,
         DemoReplication::Async => ReplicationMode::Async,
@@ -21,26 +65,30 @@ pub async fn drill(args: DemoArgs) -> Result<(), String> {
     eprintln!("pgdrill demo: starting a local primary and a {mode:?} streaming standby…");
     let lab = Lab::start(LabOptions {
         standby: Some(mode),
+        separate_addresses: hosts.is_some(),
         ..LabOptions::default()
     })
     .await
     .map_err(|e| format!("starting the lab: {e}"))?;
-    let result = drill_on(&lab, &args, listener).await;
+    let result = drill_on(&lab, &args, hosts.as_ref(), listener).await;
     lab.shutdown().await;
+    if let Some(dir) = hosts.as_ref().and_then(|h| h.path().parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     result
 }
 
 /// The configuration `pgdrill` would get from the command line, pointed at the lab.
 /// Returns it with the arguments it was parsed from (for the report's flags).
 fn load_config(
-    lab: &Lab,
+    dsn: String,
     args: &DemoArgs,
     total: Duration,
 ) -> Result<(crate::Config, Vec<String>), String> {
     let mut argv = vec![
         "pgdrill".to_string(),
         "--dsn".to_string(),
-        lab.multi_host_dsn(),
+        dsn,
         "--rate".to_string(),
         args.rate.to_string(),
         "--duration".to_string(),
@@ -64,15 +112,29 @@ fn load_config(
     Ok((config, argv))
 }
 
+/// How long the failure itself lasts before the run continues for `--run-after`.
+fn hang_time(args: &DemoArgs) -> Duration {
+    match args.failover {
+        DemoFailover::Frozen | DemoFailover::Dns => args.promote_after.into(),
+        DemoFailover::FrozenBack => args.thaw_after.into(),
+        DemoFailover::Forced | DemoFailover::Switchover => Duration::ZERO,
+    }
+}
+
 /// Load, a failover in the middle, the report.
 async fn drill_on(
     lab: &Lab,
     args: &DemoArgs,
+    hosts: Option<&HostsFile>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), String> {
     let failover_after: Duration = args.failover_after.into();
-    let total = failover_after + Duration::from(args.run_after);
-    let (config, argv) = load_config(lab, args, total)?;
+    let total = failover_after + hang_time(args) + Duration::from(args.run_after);
+    let dsn = match hosts {
+        Some(hosts) => lab.named_dsn(hosts.name()),
+        None => lab.multi_host_dsn(),
+    };
+    let (config, argv) = load_config(dsn, args, total)?;
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     let flags = crate::config::flags_as_run(&argv, &config.target.redacted);
     let report_path = config.report.clone();
@@ -80,20 +142,21 @@ async fn drill_on(
         "pgdrill demo: {} INSERT/s for {:?}, {:?} failover after {:?}; metrics on http://{}/metrics",
         args.rate, total, args.failover, failover_after, args.listen
     );
+    eprintln!(
+        "pgdrill demo: this models {}; --connect-timeout {:?}",
+        models(args.failover),
+        config.connect_timeout
+    );
 
     let stop = CancellationToken::new();
     crate::shutdown::cancel_on_signals(stop.clone());
     let summary_json = config.summary_json.clone();
     let load = tokio::spawn(crate::run(config, listener, stop.clone()));
 
-    let report = tokio::select! {
+    let truth = tokio::select! {
         _ = tokio::time::sleep(failover_after) => {
             eprintln!("pgdrill demo: failing over now ({:?})", args.failover);
-            let report = match args.failover {
-                DemoFailover::Forced => lab.force_failover().await,
-                DemoFailover::Switchover => lab.switchover().await,
-            };
-            Some(report.map_err(|e| format!("failing over: {e}"))?)
+            Some(fail(lab, args, hosts).await.map_err(|e| format!("failing over: {e}"))?)
         }
         _ = stop.cancelled() => None,
     };
@@ -103,15 +166,13 @@ async fn drill_on(
         .map_err(|e| e.to_string())?;
     summary.set_flags(flags);
     println!("{summary}");
-    if let Some(report) = report {
-        println!("lab ground truth: {report}");
-        if let Some(o) = summary.outages.first() {
-            println!(
-                "pgdrill measured {} of write unavailability; the lab took {:.3}s from stopping the primary to the first write on the new one",
-                o.write_unavailable_seconds
-                    .map_or_else(|| "-".to_string(), |s| format!("{s:.3}s")),
-                report.stop_to_writable().as_secs_f64()
-            );
+    if let Some(truth) = &truth {
+        print_truth(lab, args, truth, &summary).await;
+        if let Some(node) = truth.frozen_left {
+            // Fence the still-frozen old primary, as a vanished VM finally is.
+            lab.kill_frozen(node)
+                .await
+                .map_err(|e| format!("killing the frozen old primary: {e}"))?;
         }
     }
     if let Some(path) = summary_json {
@@ -126,4 +187,133 @@ async fn drill_on(
         println!("drill report: {}", path.display());
     }
     Ok(())
+}
+
+/// The lab's own account of what happened.
+struct Truth {
+    /// Stop or freeze began.
+    began: Stamp,
+    old: Node,
+    /// The node that takes writes afterwards (the old one if it came back).
+    writer: Node,
+    promote_requested: Option<Stamp>,
+    writable: Option<Stamp>,
+    thawed: Option<Stamp>,
+    /// The old primary was left frozen.
+    frozen_left: Option<Node>,
+    line: String,
+}
+
+async fn fail(lab: &Lab, args: &DemoArgs, hosts: Option<&HostsFile>) -> Result<Truth, LabError> {
+    let report = match args.failover {
+        DemoFailover::Forced => lab.force_failover().await?,
+        DemoFailover::Switchover => lab.switchover().await?,
+        DemoFailover::Frozen | DemoFailover::Dns => {
+            lab.frozen_failover(args.promote_after.into(), hosts)
+                .await?
+        }
+        DemoFailover::FrozenBack => return freeze_and_thaw(lab, args.thaw_after.into()).await,
+    };
+    let frozen = matches!(args.failover, DemoFailover::Frozen | DemoFailover::Dns);
+    Ok(Truth {
+        began: report.stop_begun,
+        old: report.old_primary,
+        writer: report.new_primary,
+        promote_requested: Some(report.promote_requested),
+        writable: Some(report.writable),
+        thawed: None,
+        frozen_left: frozen.then_some(report.old_primary),
+        line: report.to_string(),
+    })
+}
+
+async fn freeze_and_thaw(lab: &Lab, thaw_after: Duration) -> Result<Truth, LabError> {
+    let old = lab.primary();
+    let freeze = lab.freeze(old).await?;
+    tokio::time::sleep(thaw_after).await;
+    let thawed = lab.thaw(old).await?;
+    Ok(Truth {
+        began: freeze.freeze_begun,
+        old,
+        writer: old,
+        promote_requested: None,
+        writable: None,
+        thawed: Some(thawed),
+        frozen_left: None,
+        line: format!(
+            "{old} frozen ({} processes) for {:.3}s, then continued",
+            freeze.processes,
+            thawed.since(&freeze.freeze_begun).as_secs_f64()
+        ),
+    })
+}
+
+fn epoch(s: &Stamp) -> f64 {
+    s.wall
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// From the rows on the node that takes writes afterwards: the first pgdrill write it
+/// accepted after the failure began, and the longest gap between consecutive rows.
+async fn rows_truth(lab: &Lab, node: Node, run_id: i64, after: f64) -> Option<(f64, f64)> {
+    let (client, conn) = tokio_postgres::connect(&lab.dsn(node), tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(async move {
+        // Errors surface on the query below.
+        let _ = conn.await;
+    });
+    let row = client
+        .query_one(
+            "SELECT extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($2)))::float8, \
+                    extract(epoch FROM max(gap))::float8 \
+             FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY created_at) AS gap \
+                   FROM transactions WHERE run_id = $1) r",
+            &[&run_id, &after],
+        )
+        .await
+        .ok()?;
+    Some((row.get::<_, Option<f64>>(0)?, row.get::<_, Option<f64>>(1)?))
+}
+
+async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
+    let zero = epoch(&t.began);
+    let rel = |s: &Stamp| format!("+{:.3}s", epoch(s) - zero);
+    println!("this mode models {}", models(args.failover));
+    println!("lab ground truth: {}", t.line);
+    let mut facts = vec![format!("failure began at t0 (node {})", t.old)];
+    if let Some(p) = &t.promote_requested {
+        facts.push(format!("promote requested {}", rel(p)));
+    }
+    if let Some(w) = &t.writable {
+        facts.push(format!("{} writable (lab probe) {}", t.writer, rel(w)));
+    }
+    if let Some(th) = &t.thawed {
+        facts.push(format!("continued {}", rel(th)));
+    }
+    let rows = rows_truth(lab, t.writer, summary.run_id, zero).await;
+    if let Some((first, _)) = rows {
+        facts.push(format!(
+            "first pgdrill write accepted by {} +{:.3}s (its created_at)",
+            t.writer,
+            first - zero
+        ));
+    }
+    println!("lab ground truth: {}", facts.join("; "));
+    let measured = summary
+        .outages
+        .first()
+        .and_then(|o| o.write_unavailable_seconds)
+        .map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"));
+    let gap = rows.map_or_else(|| "-".to_string(), |(_, g)| format!("{g:.3}s"));
+    println!(
+        "pgdrill measured {measured} of write unavailability ({} outages); the rows' longest \
+         created_at gap is {gap}; lost {}, unknown outcome {} ({} committed, {} not)",
+        summary.outages.len(),
+        summary.lost_writes,
+        summary.unknown_outcome_writes,
+        summary.unknown_outcome_committed,
+        summary.unknown_outcome_not_committed
+    );
 }

@@ -21,12 +21,15 @@ pub enum ErrorClass {
     CannotConnectNow,
     ConnectionClosed,
     StatementTimeout,
+    /// The client gave up on a server that stopped answering (no reply within the
+    /// client's bound, or the kernel reported the peer dead); never the server's 57014.
+    NoResponse,
     PoolTimeout,
     Other,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 14] = [
+    pub const ALL: [ErrorClass; 15] = [
         ErrorClass::ConnectRefused,
         ErrorClass::ConnectTimeout,
         ErrorClass::Dns,
@@ -39,6 +42,7 @@ impl ErrorClass {
         ErrorClass::CannotConnectNow,
         ErrorClass::ConnectionClosed,
         ErrorClass::StatementTimeout,
+        ErrorClass::NoResponse,
         ErrorClass::PoolTimeout,
         ErrorClass::Other,
     ];
@@ -57,6 +61,7 @@ impl ErrorClass {
             ErrorClass::CannotConnectNow => "cannot_connect_now",
             ErrorClass::ConnectionClosed => "connection_closed",
             ErrorClass::StatementTimeout => "statement_timeout",
+            ErrorClass::NoResponse => "no_response",
             ErrorClass::PoolTimeout => "pool_timeout",
             ErrorClass::Other => "other",
         }
@@ -77,6 +82,7 @@ impl ErrorClass {
                 | ErrorClass::CrashShutdown
                 | ErrorClass::CannotConnectNow
                 | ErrorClass::ConnectionClosed
+                | ErrorClass::NoResponse
                 | ErrorClass::Other
         )
     }
@@ -86,7 +92,10 @@ impl ErrorClass {
     pub fn outcome_unknown_after_send(self) -> bool {
         matches!(
             self,
-            ErrorClass::AdminShutdown | ErrorClass::CrashShutdown | ErrorClass::ConnectionClosed
+            ErrorClass::AdminShutdown
+                | ErrorClass::CrashShutdown
+                | ErrorClass::ConnectionClosed
+                | ErrorClass::NoResponse
         )
     }
 }
@@ -163,11 +172,13 @@ fn classify_io(err: &io::Error, connecting: bool) -> ErrorClass {
     use io::ErrorKind::*;
     match err.kind() {
         ConnectionRefused => ErrorClass::ConnectRefused,
+        // Once connected, a timeout comes from the kernel (TCP_USER_TIMEOUT, keepalives):
+        // the peer stopped answering.
         TimedOut => {
             if connecting {
                 ErrorClass::ConnectTimeout
             } else {
-                ErrorClass::ConnectionClosed
+                ErrorClass::NoResponse
             }
         }
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
@@ -275,7 +286,7 @@ mod tests {
         assert_eq!(classify_io(&refused, true), ErrorClass::ConnectRefused);
         let timed_out = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(classify_io(&timed_out, true), ErrorClass::ConnectTimeout);
-        assert_eq!(classify_io(&timed_out, false), ErrorClass::ConnectionClosed);
+        assert_eq!(classify_io(&timed_out, false), ErrorClass::NoResponse);
         let dns =
             io::Error::other("failed to lookup address information: Name or service not known");
         assert_eq!(classify_io(&dns, true), ErrorClass::Dns);

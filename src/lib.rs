@@ -113,6 +113,21 @@ impl Drill {
         let started_at = SystemTime::now();
         let metrics = Metrics::new(&config.target.hosts);
         metrics.target_rate.set(config.rate.unwrap_or(0.0));
+        let info = config.target.info();
+        let ports: Vec<String> = info.iter().map(|i| i.port.to_string()).collect();
+        let rows: Vec<[&str; 4]> = info
+            .iter()
+            .zip(&ports)
+            .map(|(i, port)| {
+                [
+                    i.host.as_str(),
+                    port.as_str(),
+                    i.database.as_str(),
+                    i.pooler,
+                ]
+            })
+            .collect();
+        metrics.target_info(&rows);
         let run_id = rand::rng().random_range(1..i64::MAX);
         let workload = Arc::new(Workload::new(
             config.table.clone(),
@@ -251,6 +266,7 @@ impl Drill {
                 self.metrics.clone(),
                 page,
                 http::Limits::for_pool(config.pool_size),
+                config.web.clone(),
                 token,
             ),
         );

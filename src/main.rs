@@ -17,8 +17,16 @@ fn main() -> ExitCode {
         #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
+            // Before the runtime's threads exist (a private /etc/hosts for --failover dns).
+            let hosts = match pgdrill::demo::prepare(&args) {
+                Ok(hosts) => hosts,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
             block_on(0, async {
-                match pgdrill::demo::drill(args).await {
+                match pgdrill::demo::drill(args, hosts).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(err) => {
                         eprintln!("error: {err}");

@@ -41,6 +41,11 @@ use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_postgres::{Client, NoTls};
 
+mod hang;
+pub use hang::{
+    enter_private_hosts, private_hosts_available, FreezeReport, HostsFile, ADDR_A, ADDR_B,
+};
+
 /// How long to wait for initdb / pg_basebackup (both copy files; slow disks are slow).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Upper bound for a server to accept connections, stop, or become writable.
@@ -79,6 +84,10 @@ pub struct LabOptions {
     /// If set, role `pgdrill` gets this password and TCP connections use scram-sha-256;
     /// otherwise TCP connections are trusted.
     pub password: Option<String>,
+    /// Node A listens on 127.0.0.2 and node B on 127.0.0.3, both on the same port, so that a
+    /// failover can move only the address (a DNS switch, see [`HostsFile`]). Default: both
+    /// on 127.0.0.1, each on its own port.
+    pub separate_addresses: bool,
 }
 
 /// One of the two servers. Roles swap on failover; a node keeps its port and directory.
@@ -296,6 +305,7 @@ pub struct Lab {
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
     ports: [u16; 2],
+    addrs: [std::net::IpAddr; 2],
     password: Option<String>,
     mode: Option<ReplicationMode>,
     roles: Mutex<Roles>,
@@ -336,13 +346,24 @@ impl Lab {
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(format!("chmod {}", base.display())))?;
 
-        let ports = [free_port()?, free_port()?];
+        let addrs = if opts.separate_addresses {
+            [hang::ADDR_A, hang::ADDR_B]
+        } else {
+            [std::net::Ipv4Addr::LOCALHOST.into(); 2]
+        };
+        let ports = if opts.separate_addresses {
+            let port = free_port(&addrs)?;
+            [port, port]
+        } else {
+            [free_port(&addrs[..1])?, free_port(&addrs[..1])?]
+        };
         let lab = Lab {
             base,
             remove_base_on_drop,
             bin,
             run_as,
             ports,
+            addrs,
             password: opts.password.clone(),
             mode: opts.standby,
             roles: Mutex::new(Roles {
@@ -370,7 +391,12 @@ impl Lab {
         self.roles().standby
     }
 
-    /// The node's TCP port on 127.0.0.1 (fixed for the lab's life).
+    /// The node's loopback address (127.0.0.1 unless [`LabOptions::separate_addresses`]).
+    pub fn addr(&self, n: Node) -> std::net::IpAddr {
+        self.addrs[n.idx()]
+    }
+
+    /// The node's TCP port (fixed for the lab's life).
     pub fn port(&self, n: Node) -> u16 {
         self.ports[n.idx()]
     }
@@ -392,14 +418,16 @@ impl Lab {
 
     /// libpq key=value DSN for role and database `pgdrill` on one node over TCP.
     pub fn dsn(&self, n: Node) -> String {
-        self.app_dsn(&format!("host=127.0.0.1 port={}", self.port(n)))
+        self.app_dsn(&format!("host={} port={}", self.addr(n), self.port(n)))
     }
 
     /// Both nodes, A then B, with `target_session_attrs=read-write`: connects to whichever
     /// node is primary.
     pub fn multi_host_dsn(&self) -> String {
         self.app_dsn(&format!(
-            "host=127.0.0.1,127.0.0.1 port={},{} target_session_attrs=read-write",
+            "host={},{} port={},{} target_session_attrs=read-write",
+            self.addr(Node::A),
+            self.addr(Node::B),
             self.port(Node::A),
             self.port(Node::B)
         ))
@@ -410,7 +438,7 @@ impl Lab {
     pub fn admin_dsn(&self, n: Node) -> String {
         format!(
             "host={} port={} user={ADMIN_USER} dbname=postgres",
-            quote_conn_value(&self.base.to_string_lossy()),
+            quote_conn_value(&self.socket_dir(n).to_string_lossy()),
             self.port(n)
         )
     }
@@ -540,6 +568,16 @@ impl Lab {
         self.base.join(n.name())
     }
 
+    /// Where a node puts its Unix socket: the base directory, except for B when both nodes
+    /// share a port (separate addresses), whose socket file would clash with A's.
+    fn socket_dir(&self, n: Node) -> PathBuf {
+        if n == Node::B && self.ports[0] == self.ports[1] {
+            self.base.join("b-sock")
+        } else {
+            self.base.clone()
+        }
+    }
+
     fn app_dsn(&self, hosts: &str) -> String {
         let mut dsn = format!("{hosts} user={APP_USER} dbname={APP_DB}");
         if let Some(pw) = &self.password {
@@ -592,8 +630,8 @@ impl Lab {
             "# pgdrill lab\n\
              local all all trust\n\
              local replication all trust\n\
-             host all all 127.0.0.1/32 {tcp_auth}\n\
-             host replication all 127.0.0.1/32 {tcp_auth}\n"
+             host all all 127.0.0.0/8 {tcp_auth}\n\
+             host replication all 127.0.0.0/8 {tcp_auth}\n"
         );
         std::fs::write(dir.join("pg_hba.conf"), hba).map_err(io_err("writing pg_hba.conf"))?;
 
@@ -702,6 +740,20 @@ impl Lab {
             roles.standby = None;
         }
 
+        let (promote_requested, writable) = self.promote(new, &client).await?;
+        Ok(FailoverReport {
+            old_primary: old,
+            new_primary: new,
+            stop_begun,
+            stopped,
+            promote_requested,
+            writable,
+        })
+    }
+
+    /// Promote `new` (a standby, `client` a superuser session on it) and wait until it
+    /// commits a write; returns when promotion was requested and when the write committed.
+    async fn promote(&self, new: Node, client: &Client) -> Result<(Stamp, Stamp), LabError> {
         // pg_promote(wait => false) and our own 5 ms poll: pg_ctl promote -w and
         // pg_promote(true) poll every 100 ms, which would blur the stamps.
         let promote_requested = Stamp::now();
@@ -724,29 +776,37 @@ impl Lab {
         })
         .await?;
         let writable = Stamp::now();
-        {
-            let mut roles = self.roles.lock().unwrap_or_else(|e| e.into_inner());
-            roles.primary = new;
-        }
-        Ok(FailoverReport {
-            old_primary: old,
-            new_primary: new,
-            stop_begun,
-            stopped,
-            promote_requested,
-            writable,
-        })
+        let mut roles = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        roles.primary = new;
+        roles.standby = None;
+        Ok((promote_requested, writable))
     }
 
     /// `pg_ctl start` without `-w` (it polls every 100 ms), then our own connect poll.
     async fn start_server(&self, n: Node) -> Result<(), LabError> {
+        let sockets = self.socket_dir(n);
+        if !sockets.exists() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&sockets)
+                .map_err(io_err(format!("creating {}", sockets.display())))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&sockets, Some(uid), Some(gid))
+                    .map_err(io_err(format!("chown {}", sockets.display())))?;
+            }
+        }
         let mut cmd = self.pg_command("pg_ctl");
         cmd.arg("-D")
             .arg(self.data_dir(n))
             .arg("-l")
             .arg(self.log_path(n))
             .arg("-o")
-            .arg(format!("-p {}", self.port(n)))
+            .arg(format!(
+                "-p {} -c listen_addresses={} -c unix_socket_directories='{}'",
+                self.port(n),
+                self.addr(n),
+                self.socket_dir(n).display()
+            ))
             .args(["-W", "start"]);
         self.run(cmd, SETUP_TIMEOUT).await?;
         let pid_file = self.data_dir(n).join("postmaster.pid");
@@ -793,6 +853,8 @@ impl Lab {
                 err,
             ));
         }
+        // A frozen server handles the signal only once it runs again.
+        hang::resume(pid);
         let what = format!("node {n} to stop ({mode:?})");
         self.poll(n, &what, || async { Ok(!pid_file.exists()) })
             .await
@@ -827,7 +889,7 @@ impl Lab {
 
     async fn try_admin(&self, n: Node) -> Result<Client, tokio_postgres::Error> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host_path(&self.base)
+        cfg.host_path(self.socket_dir(n))
             .port(self.port(n))
             .user(ADMIN_USER)
             .dbname("postgres")
@@ -914,6 +976,7 @@ impl Drop for Lab {
             if let Some(pid) = read_postmaster_pid(&pid_file) {
                 // SAFETY: kill(2) on the pid of a server this lab started.
                 unsafe { libc::kill(pid, libc::SIGQUIT) };
+                hang::resume(pid);
                 pending.push(pid_file);
             }
         }
@@ -1045,7 +1108,7 @@ fn make_temp_dir() -> Result<PathBuf, LabError> {
 /// A free port *below* the kernel's ephemeral range: a server restarted on its port
 /// (`start_node`) must not find it taken as the source port of some client's socket,
 /// which happens with `bind(0)` ports under a reconnecting load.
-fn free_port() -> Result<u16, LabError> {
+fn free_port(addrs: &[std::net::IpAddr]) -> Result<u16, LabError> {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -1060,7 +1123,10 @@ fn free_port() -> Result<u16, LabError> {
     let span = u32::from(high - low);
     for i in 0..span {
         let port = low + ((start.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if addrs
+            .iter()
+            .all(|a| std::net::TcpListener::bind((*a, port)).is_ok())
+        {
             return Ok(port);
         }
     }

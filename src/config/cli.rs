@@ -72,8 +72,10 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_MAX_BACKLOG")]
     pub max_backlog: Option<usize>,
 
-    /// Give up on a new connection after this long.
-    #[arg(long, env = "PGDRILL_CONNECT_TIMEOUT", default_value = "5s")]
+    /// Give up on establishing a connection to one host address after this long (TCP, TLS,
+    /// startup, authentication, identity probe, as libpq's connect_timeout), then try the
+    /// next. A server that hangs adds this to the measured unavailability.
+    #[arg(long, env = "PGDRILL_CONNECT_TIMEOUT", default_value = "2s")]
     pub connect_timeout: humantime::Duration,
 
     /// Server-side statement_timeout for each INSERT.
@@ -95,6 +97,11 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz and /.
     #[arg(long, env = "PGDRILL_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     pub listen: SocketAddr,
+
+    /// TLS and basic auth for --listen, in the Prometheus exporter-toolkit web config format
+    /// (tls_server_config cert_file/key_file/min_version, basic_auth_users with bcrypt hashes).
+    #[arg(long = "web.config.file", env = "PGDRILL_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
 
     /// Interval between one-line progress logs.
     #[arg(long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
@@ -136,8 +143,9 @@ pub struct RunArgs {
     )]
     pub password_file: Option<PathBuf>,
 
-    /// Run this shell command to obtain the password (e.g. an Entra ID token:
+    /// Run this command to obtain the password (e.g. an Entra ID token:
     /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
+    /// split into words like a shell would but run without one (write `sh -c '…'` for pipes);
     /// cached for --password-ttl and re-run after an authentication failure. Never logged.
     #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
     pub password_command: Option<String>,
@@ -184,6 +192,14 @@ pub enum DemoFailover {
     Forced,
     /// Primary stopped with -m fast, standby promoted.
     Switchover,
+    /// Every process of the primary frozen (a vanished VM: nothing refused, nothing
+    /// answered), standby promoted --promote-after later; multi-host DSN.
+    Frozen,
+    /// As frozen, and a host name moves from the old primary's address to the new one's
+    /// at promotion (managed services' DNS switch); needs root for a private /etc/hosts.
+    Dns,
+    /// Primary frozen for --thaw-after, then continued; no promotion.
+    FrozenBack,
 }
 
 #[cfg(feature = "lab")]
@@ -208,6 +224,13 @@ pub struct DemoArgs {
     /// Load after the failover.
     #[arg(long, default_value = "10s")]
     pub run_after: humantime::Duration,
+    /// Frozen and dns modes: time from the freeze to the promotion (the HA service's
+    /// failure detection).
+    #[arg(long, default_value = "2s")]
+    pub promote_after: humantime::Duration,
+    /// Frozen-back mode: how long the primary stays frozen.
+    #[arg(long, default_value = "10s")]
+    pub thaw_after: humantime::Duration,
     /// Target transactions per second.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,

@@ -27,6 +27,21 @@ const ENV_KEYS: &[(&str, &str)] = &[
 /// and has no sslrootcert), with the environment variable libpq reads for each.
 const TLS_KEYS: &[(&str, &str)] = &[("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")];
 
+/// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
+/// there too): the one sign of a pooler pgdrill has before it connects.
+pub const PGBOUNCER_PORT: u16 = 6432;
+
+/// One configured host as `pgdrill_target_info` describes it: never the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetInfo {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    /// `pgbouncer` when the port is [`PGBOUNCER_PORT`], else `none`: an assumption
+    /// from the port (the one `--query-mode auto` acts on), not a probe.
+    pub pooler: &'static str,
+}
+
 /// A parsed target database.
 #[derive(Clone)]
 pub struct Target {
@@ -286,6 +301,35 @@ fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), St
     Ok(())
 }
 
+impl Target {
+    /// One entry per configured host, in order.
+    pub fn info(&self) -> Vec<TargetInfo> {
+        let ports = self.pg.get_ports();
+        let database = self.pg.get_dbname().unwrap_or("").to_string();
+        self.pg
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                TargetInfo {
+                    host: match host {
+                        Host::Tcp(h) => h.clone(),
+                        Host::Unix(p) => p.display().to_string(),
+                    },
+                    port,
+                    database: database.clone(),
+                    pooler: if port == PGBOUNCER_PORT {
+                        "pgbouncer"
+                    } else {
+                        "none"
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
 /// libpq accepts one port for all hosts or exactly one per host; anything else would
 /// otherwise surface only at the first connection, as an error retried forever.
 fn check_port_count(pg: &PgConfig) -> Result<(), String> {
@@ -420,6 +464,31 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn target_info_names_hosts_ports_database_and_pooler_never_the_password() {
+        let t = parse(
+            Some("host=a.example,b.example port=5432,6432 dbname=orders user=app password=s3cret"),
+            no_env,
+        )
+        .unwrap();
+        let info = t.info();
+        assert_eq!(info.len(), 2);
+        assert_eq!(
+            (
+                info[0].host.as_str(),
+                info[0].port,
+                info[0].database.as_str(),
+                info[0].pooler
+            ),
+            ("a.example", 5432, "orders", "none")
+        );
+        assert_eq!(
+            (info[1].host.as_str(), info[1].port, info[1].pooler),
+            ("b.example", 6432, "pgbouncer")
+        );
+        assert!(!format!("{info:?}").contains("s3cret"));
     }
 
     #[test]

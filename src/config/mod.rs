@@ -11,6 +11,7 @@ mod flags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::db::table::Table;
@@ -18,10 +19,11 @@ pub use cli::*;
 pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
-use crate::db::credentials::PasswordSource;
+use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::error::ConfigError;
+use crate::telemetry::webconfig::WebConfig;
 
 /// A fully validated configuration; only [`RunArgs::validate`] makes one.
 #[derive(Debug, Clone)]
@@ -42,6 +44,8 @@ pub struct Config {
     /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
     pub query_mode_auto: bool,
     pub listen: SocketAddr,
+    /// `--web.config.file`: TLS and basic auth on the HTTP endpoints.
+    pub web: Option<Arc<WebConfig>>,
     pub progress_interval: Duration,
     pub summary_json: Option<PathBuf>,
     /// `--report`: checked writable at start.
@@ -113,6 +117,12 @@ impl RunArgs {
             table: Table::parse(&self.table)?,
             create_table: !self.no_create_table,
             listen: self.listen,
+            web: self
+                .web_config_file
+                .as_deref()
+                .map(WebConfig::load)
+                .transpose()?
+                .map(Arc::new),
             progress_interval: positive("--progress-interval", self.progress_interval)?,
             summary_json: self.summary_json.clone(),
             report: match &self.report {
@@ -169,7 +179,9 @@ impl RunArgs {
             QueryModeArg::Unnamed => QueryMode::Unnamed,
             QueryModeArg::Simple => QueryMode::Simple,
             // Named prepared statements break behind PgBouncer in transaction mode.
-            QueryModeArg::Auto if target.pg.get_ports().contains(&6432) => QueryMode::Unnamed,
+            QueryModeArg::Auto if target.pg.get_ports().contains(&dsn::PGBOUNCER_PORT) => {
+                QueryMode::Unnamed
+            }
             QueryModeArg::Auto => QueryMode::Prepared,
         }
     }
@@ -178,7 +190,14 @@ impl RunArgs {
         match (&self.password_file, &self.password_command) {
             (Some(path), _) => PasswordSource::File(path.clone()),
             (None, Some(command)) => PasswordSource::Command {
-                command: command.clone(),
+                // The value is not echoed: it is a command line, which may hold a secret.
+                argv: split_command(command).ok_or_else(|| {
+                    ConfigError::new(
+                        "--password-command",
+                        "(not shown)",
+                        "cannot be split into words: unbalanced quotes or a trailing backslash",
+                    )
+                })?,
                 ttl: self.password_ttl.into(),
             },
             (None, None) => PasswordSource::Dsn,
@@ -311,6 +330,18 @@ mod tests {
             e.contains("--password-command") && e.contains("cannot be used"),
             "{e}"
         );
+        let e = args(&["--password-command", "az 'get-token"]).unwrap_err();
+        assert!(
+            e.contains("--password-command")
+                && e.contains("unbalanced")
+                && !e.contains("get-token"),
+            "{e}"
+        );
+        let e = args(&["--password-command", "  "]).unwrap_err();
+        assert!(
+            e.contains("--password-command") && e.contains("empty"),
+            "{e}"
+        );
         let e = args(&["--retention", "0s"]).unwrap_err();
         assert!(e.contains("--retention"), "{e}");
         let e = args(&["--retention", "20s"]).unwrap_err();
@@ -335,7 +366,7 @@ mod tests {
         assert_eq!(
             c.password,
             PasswordSource::Command {
-                command: "echo x".into(),
+                argv: vec!["echo".into(), "x".into()],
                 ttl: Duration::from_secs(300)
             }
         );

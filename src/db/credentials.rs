@@ -2,7 +2,9 @@
 //! (Kubernetes secret mounts, sidecars) or a command whose output is the password
 //! (Microsoft Entra ID access tokens: `az account get-access-token --resource-type oss-rdbms
 //! --query accessToken -o tsv`), cached and run again before `--password-ttl` runs out or after
-//! the server rejected it.
+//! the server rejected it. The command is split into words the way a POSIX shell would
+//! (`shlex`) and run without one, so that it works in the distroless image; pipes, `;` or
+//! redirections need an explicit `sh -c '…'` where a shell exists.
 //!
 //! The secret never appears in logs, errors or metrics: [`Secret`] does not print, and the
 //! command's standard output is read only here. Its standard error is passed through to
@@ -38,8 +40,9 @@ pub enum PasswordSource {
     Dsn,
     /// `--password-file`: read for every new connection.
     File(PathBuf),
-    /// `--password-command`: run through `sh -c`, output cached for `ttl`.
-    Command { command: String, ttl: Duration },
+    /// `--password-command`, split into program and arguments (no shell), output cached
+    /// for `ttl`.
+    Command { argv: Vec<String>, ttl: Duration },
 }
 
 impl PasswordSource {
@@ -63,8 +66,8 @@ impl PasswordSource {
                     ));
                 }
             }
-            PasswordSource::Command { command, ttl } => {
-                if command.trim().is_empty() {
+            PasswordSource::Command { argv, ttl } => {
+                if argv.is_empty() {
                     return Err(ConfigError::new(
                         "--password-command",
                         "",
@@ -169,7 +172,7 @@ impl Credentials {
         let result = match &self.source {
             PasswordSource::Dsn => return Ok(None),
             PasswordSource::File(path) => self.read_file(path).await,
-            PasswordSource::Command { command, ttl } => self.run_cached(command, *ttl).await,
+            PasswordSource::Command { argv, ttl } => self.run_cached(argv, *ttl).await,
         };
         if result.as_ref().is_err_and(|e| !e.repeated) {
             self.metrics.password_errors.inc();
@@ -207,7 +210,7 @@ impl Credentials {
         Ok(secret)
     }
 
-    async fn run_cached(&self, command: &str, ttl: Duration) -> Result<Secret, CredentialError> {
+    async fn run_cached(&self, argv: &[String], ttl: Duration) -> Result<Secret, CredentialError> {
         let mut cache = self.cache.lock().await;
         let age = cache.fetched.map(|t| t.elapsed());
         let fresh = age.is_some_and(|a| a < ttl && (!cache.stale || a < MIN_REFRESH_INTERVAL));
@@ -230,7 +233,7 @@ impl Credentials {
         if cache.failing.is_none() {
             tracing::info!(reason, "running --password-command");
         }
-        let secret = match run_command(command).await {
+        let secret = match run_command(argv).await {
             Ok(secret) => secret,
             Err(err) => {
                 let runs = cache.failing.as_ref().map_or(0, |f| f.runs) + 1;
@@ -264,16 +267,29 @@ impl Credentials {
     }
 }
 
-async fn run_command(command: &str) -> Result<Secret, CredentialError> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
+/// Splits `--password-command` into program and arguments as a POSIX shell would, without
+/// expanding anything; `None` for unbalanced quotes or a trailing backslash.
+pub fn split_command(command: &str) -> Option<Vec<String>> {
+    shlex::split(command)
+}
+
+async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| CredentialError::new("--password-command is empty".to_string()))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| CredentialError::new(format!("cannot start --password-command: {e}")))?;
+        .map_err(|e| {
+            // The program only: arguments may carry what should not be logged.
+            CredentialError::new(format!(
+                "cannot start --password-command program `{program}`: {e}"
+            ))
+        })?;
     let mut stdout = child
         .stdout
         .take()
@@ -367,14 +383,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_command_runs_without_a_shell() {
+        let argv = split_command("printf '%s;%s' 'a b' $HOME").unwrap();
+        assert_eq!(argv, ["printf", "%s;%s", "a b", "$HOME"]);
+        let creds = Credentials::new(
+            PasswordSource::Command {
+                argv,
+                ttl: Duration::from_secs(60),
+            },
+            metrics(),
+        );
+        // No shell: `$HOME` reaches printf as written, and `;` is just a character.
+        let secret = creds.password().await.unwrap().unwrap();
+        assert_eq!(secret.expose(), "a b;$HOME");
+        assert_eq!(split_command("az 'unbalanced"), None);
+        let missing = Credentials::new(
+            PasswordSource::Command {
+                argv: vec!["/no/such/program".into(), "s3cret-arg".into()],
+                ttl: Duration::from_secs(60),
+            },
+            metrics(),
+        );
+        let e = missing.password().await.unwrap_err().to_string();
+        assert!(
+            e.contains("/no/such/program") && !e.contains("s3cret-arg"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn command_output_is_cached_until_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let counter = dir.path().join("runs");
-        let command = format!("echo x >> {0}; wc -l < {0} | tr -d ' '", counter.display());
+        let script = format!("echo x >> {0}; wc -l < {0} | tr -d ' '", counter.display());
         let m = metrics();
         let creds = Credentials::new(
             PasswordSource::Command {
-                command,
+                argv: vec!["sh".into(), "-c".into(), script],
                 ttl: Duration::from_secs(600),
             },
             m.clone(),
@@ -394,7 +439,7 @@ mod tests {
 
         let failing = Credentials::new(
             PasswordSource::Command {
-                command: "echo s3cret; exit 3".into(),
+                argv: vec!["sh".into(), "-c".into(), "echo s3cret; exit 3".into()],
                 ttl: Duration::from_secs(1),
             },
             m.clone(),
@@ -410,7 +455,7 @@ mod tests {
         let runs = dir.path().join("runs");
         let healed = dir.path().join("healed");
         // Fails until `healed` exists; counts every run.
-        let command = format!(
+        let script = format!(
             "echo x >> {0}; test -e {1} || exit 7; echo tok",
             runs.display(),
             healed.display()
@@ -418,7 +463,7 @@ mod tests {
         let m = metrics();
         let creds = Credentials::new(
             PasswordSource::Command {
-                command,
+                argv: vec!["sh".into(), "-c".into(), script],
                 ttl: Duration::from_secs(600),
             },
             m.clone(),

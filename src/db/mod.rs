@@ -1,8 +1,9 @@
-//! Talking to PostgreSQL: TLS and credentials for connecting, the bb8 pool, the server
+//! Talking to PostgreSQL: connecting per host the libpq way (connect.rs), TLS and credentials, the bb8 pool, the server
 //! identity probe, the table with every SQL statement pgdrill sends, and retention.
 //!
 //! Depends on `telemetry` (it counts connections and errors) and `error`; nothing above.
 
+pub(crate) mod connect;
 pub(crate) mod credentials;
 pub(crate) mod identity;
 pub(crate) mod pool;

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
-use bb8_postgres::PostgresConnectionManager;
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::db::connect::{Connector, Failures, Silence};
 use crate::db::credentials::Credentials;
 use crate::db::identity::{self, IdentityTracker};
 use crate::db::table::Workload;
@@ -28,6 +27,19 @@ pub struct Conn {
     /// Set when a query failed in a way that makes this connection unusable.
     pub broken: bool,
     pub created: tokio::time::Instant,
+    /// Says when this connection's server stopped answering.
+    pub silence: Silence,
+    driver: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    /// A connection to a silent server is closed now, not when the server answers or dies
+    /// (which a vanished host never does): no socket is left ESTABLISHED to it.
+    fn drop(&mut self) {
+        if self.silence.is_silent() {
+            self.driver.abort();
+        }
+    }
 }
 
 /// A failed connection attempt, already classified, with what to fix where we know it.
@@ -60,8 +72,7 @@ fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
 const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Manager {
-    pg: tokio_postgres::Config,
-    tls: MakeRustlsConnect,
+    connector: Arc<Connector>,
     credentials: Arc<Credentials>,
     last_logged: Mutex<Option<(String, tokio::time::Instant)>>,
     /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
@@ -98,8 +109,7 @@ impl Manager {
         metrics: Arc<Metrics>,
     ) -> Manager {
         Manager {
-            pg: settings.pg,
-            tls: settings.tls.connector(),
+            connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
             credentials,
             last_logged: Mutex::new(None),
             auto_fallback: settings
@@ -183,24 +193,6 @@ impl Manager {
         }
     }
 
-    /// A new client with the current password, over TLS as sslmode says.
-    async fn open(&self) -> Result<Client, ConnectError> {
-        let mut pg = self.pg.clone();
-        match self.credentials.password().await {
-            Ok(Some(secret)) => {
-                pg.password(secret.expose());
-            }
-            Ok(None) => {}
-            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
-        }
-        // bb8-postgres fixes its config when built, so a manager per connection
-        // carries the password that is current now (rotated files, fresh tokens).
-        PostgresConnectionManager::new(pg, self.tls.clone())
-            .connect()
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
     async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
         client
             .batch_execute(&format!(
@@ -224,30 +216,26 @@ impl ManageConnection for Manager {
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<Conn, ConnectError> {
-        self.metrics.connection_attempts.inc();
-        // tokio-postgres resolves host names again for every connection, so a DNS
-        // switch-over (managed services) is followed.
-        let client = self.open().await?;
-        let id = identity::probe(&client).await;
-        if id.in_recovery != Some(true) {
-            self.table_ready
-                .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.create_table))
-                .await
-                .map_err(|e| self.table_failed(e))?;
-        }
-        let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
-        if id.in_recovery == Some(true) {
-            // Connected to a standby: writes would fail with 25006, so do not pool it.
-            self.metrics.connection_errors.inc(ErrorClass::ReadOnly);
-            tracing::debug!(server = ?id.endpoint(), "connected server is in recovery; discarding");
-        } else {
-            self.identity.observe(&id);
-        }
+        // The current password for every connection (rotated files, fresh tokens).
+        let secret = match self.credentials.password().await {
+            Ok(secret) => secret,
+            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
+        };
+        let password = secret.as_ref().map(|s| s.expose());
+        // Host names are resolved again for every connection, so a DNS switch-over
+        // (managed services) is followed.
+        let opened = self
+            .connector
+            .connect(password, self, |client, _| self.establish(client))
+            .await?;
+        let (client, insert, standby) = opened.value;
         Ok(Conn {
             client,
             insert,
-            broken: id.in_recovery == Some(true),
+            broken: standby,
             created: tokio::time::Instant::now(),
+            silence: opened.silence,
+            driver: opened.driver,
         })
     }
 
@@ -260,7 +248,45 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken || conn.client.is_closed()
+        conn.broken || conn.client.is_closed() || conn.silence.is_silent()
+    }
+}
+
+impl Failures for Manager {
+    fn query_error(&self, err: tokio_postgres::Error) -> ConnectError {
+        self.fail(err)
+    }
+
+    fn failure(&self, class: ErrorClass, message: String) -> ConnectError {
+        self.failed(class, message, None)
+    }
+}
+
+impl Manager {
+    /// What follows the handshake, inside the same per-host connect timeout: the identity
+    /// probe, the table (once), the session settings. Returns whether the server is a
+    /// standby (kept out of the pool).
+    async fn establish(
+        &self,
+        client: Client,
+    ) -> Result<(Client, Option<Statement>, bool), ConnectError> {
+        let id = identity::probe(&client).await;
+        if id.in_recovery != Some(true) {
+            self.table_ready
+                .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.create_table))
+                .await
+                .map_err(|e| self.table_failed(e))?;
+        }
+        let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
+        let standby = id.in_recovery == Some(true);
+        if standby {
+            // Connected to a standby: writes would fail with 25006, so do not pool it.
+            self.metrics.connection_errors.inc(ErrorClass::ReadOnly);
+            tracing::debug!(server = ?id.endpoint(), "connected server is in recovery; discarding");
+        } else {
+            self.identity.observe(&id);
+        }
+        Ok((client, insert, standby))
     }
 }
 
@@ -364,15 +390,26 @@ impl DbPool {
                 }
             }
         }
-        self.pool.get().await.map_err(|e| match e {
-            RunError::User(e) => CheckoutError {
-                class: e.class,
-                message: e.to_string(),
-            },
-            RunError::TimedOut => CheckoutError {
-                class: ErrorClass::PoolTimeout,
-                message: "timed out waiting for a pool connection".to_string(),
-            },
+        // Idle connections to a server found silent are dropped unused, not written to.
+        for _ in 0..=self.pool.config().max_size {
+            let mut conn = self.pool.get().await.map_err(|e| match e {
+                RunError::User(e) => CheckoutError {
+                    class: e.class,
+                    message: e.to_string(),
+                },
+                RunError::TimedOut => CheckoutError {
+                    class: ErrorClass::PoolTimeout,
+                    message: "timed out waiting for a pool connection".to_string(),
+                },
+            })?;
+            if !conn.silence.is_silent() {
+                return Ok(conn);
+            }
+            conn.broken = true;
+        }
+        Err(CheckoutError {
+            class: ErrorClass::NoResponse,
+            message: "every pooled connection reaches a server that stopped answering".to_string(),
         })
     }
 

@@ -11,7 +11,10 @@
 //!   write unavailability is fixed then (first failure → first success). Left for
 //!   `healthy` once the success rate over a whole recovery window (5 s) after the
 //!   first success reached 95 % of target; time to full rate is from the first
-//!   success to the start of that window.
+//!   success to the start of that window. Left at the latest [`RECOVERY_LIMIT`]
+//!   after the first success, for `healthy` or `degraded` as writes go then, with
+//!   time to full rate unknown: a new primary that never sustains the rate is
+//!   reported by the rate alert, and nothing waits on `recovering` forever.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -32,6 +35,9 @@ const DEGRADED_WINDOW: Duration = Duration::from_secs(1);
 
 /// Achieved rate at or above this share of target counts as full rate.
 const FULL_RATE: f64 = 0.95;
+
+/// The longest `recovering` lasts after the first success of an outage.
+pub const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -260,20 +266,23 @@ impl Machine {
         }
         match self.state {
             FailoverState::Recovering => self.check_full_rate(now, ev, &mut out),
-            FailoverState::Healthy | FailoverState::Degraded => {
-                let recent = self.failures_within(now, DEGRADED_WINDOW, ev.failures) > 0
-                    || ev.first_failure_since_success.is_some();
-                let to = if recent {
-                    FailoverState::Degraded
-                } else {
-                    FailoverState::Healthy
-                };
-                self.set(to, &mut out);
-            }
+            FailoverState::Healthy | FailoverState::Degraded => self.settle(now, ev, &mut out),
             FailoverState::Outage => {}
         }
         self.history.push_back((now, ev.successes, ev.failures));
         out
+    }
+
+    /// Outside an outage and recovery: `degraded` after a recent failure, else `healthy`.
+    fn settle(&mut self, now: Instant, ev: &Events, out: &mut Vec<Transition>) {
+        let recent = self.failures_within(now, DEGRADED_WINDOW, ev.failures) > 0
+            || ev.first_failure_since_success.is_some();
+        let to = if recent {
+            FailoverState::Degraded
+        } else {
+            FailoverState::Healthy
+        };
+        self.set(to, out);
     }
 
     /// In an outage: the first success ends it.
@@ -344,6 +353,8 @@ impl Machine {
                 full_rate_at: now - window,
             });
             self.set(FailoverState::Healthy, out);
+        } else if now.saturating_duration_since(first_success) >= RECOVERY_LIMIT {
+            self.settle(now, ev, out);
         }
     }
 }
@@ -430,6 +441,40 @@ mod tests {
         let out = run(&mut m, &mut ev, t3, 6000, |_| None);
         assert_eq!(m.state(), FailoverState::Healthy);
         assert!(out.iter().any(|t| matches!(t, Transition::FullRate { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovering_ends_after_the_limit_even_below_full_rate() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 3000, |_| None);
+        let t1 = t0 + Duration::from_millis(3000);
+        run(&mut m, &mut ev, t1, 300, |_| {
+            Some(ErrorClass::ConnectRefused)
+        });
+        assert_eq!(m.state(), FailoverState::Outage);
+        // Back, at half the target rate (every other write fails) for a long while.
+        let t2 = t1 + Duration::from_millis(300);
+        let limit_ms = RECOVERY_LIMIT.as_millis() as u64;
+        let out = run(&mut m, &mut ev, t2, limit_ms - 10, |i| {
+            (i % 2 == 1).then_some(ErrorClass::StatementTimeout)
+        });
+        assert_eq!(m.state(), FailoverState::Recovering, "{out:?}");
+        let out = run(
+            &mut m,
+            &mut ev,
+            t2 + Duration::from_millis(limit_ms - 10),
+            1000,
+            |i| (i % 2 == 1).then_some(ErrorClass::StatementTimeout),
+        );
+        assert_eq!(m.state(), FailoverState::Degraded, "{out:?}");
+        assert!(
+            !out.iter().any(|t| matches!(t, Transition::FullRate { .. })),
+            "full rate was never reached: {out:?}"
+        );
+        assert!(out.contains(&Transition::State {
+            from: FailoverState::Recovering,
+            to: FailoverState::Degraded
+        }));
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
+use crate::db::connect::SUSPECT_AFTER;
 use crate::db::pool::{Conn, DbPool};
 use crate::db::table::{Row, Workload};
 use crate::error::ErrorClass;
@@ -66,20 +67,39 @@ impl Shared {
         let insert = self
             .workload
             .insert(&conn.client, conn.insert.as_ref(), row);
-        let result = match tokio::time::timeout(self.client_timeout, insert).await {
-            Ok(Ok(id)) => Ok(id),
-            Ok(Err(err)) => {
-                self.pool.observe_query_error(&err);
-                Err(Failure::from_query(&err))
+        // A write unanswered for SUSPECT_AFTER has its server checked; a server found
+        // silent fails every write on its connections at once (no_response).
+        let watchdog = async {
+            let mut every = tokio::time::interval_at(sent + SUSPECT_AFTER, SUSPECT_AFTER);
+            loop {
+                every.tick().await;
+                conn.silence.suspect();
             }
-            Err(_) => Err(Failure {
-                class: ErrorClass::StatementTimeout,
-                // The server never answered; it may still commit.
+        };
+        let result = tokio::select! {
+            done = tokio::time::timeout(self.client_timeout, insert) => match done {
+                Ok(Ok(id)) => Ok(id),
+                Ok(Err(err)) => {
+                    self.pool.observe_query_error(&err);
+                    Err(Failure::from_query(&err))
+                }
+                Err(_) => Err(Failure {
+                    class: ErrorClass::NoResponse,
+                    // The server never answered; it may still commit.
+                    unknown: true,
+                    message: format!("no answer within {:?}", self.client_timeout),
+                    sqlstate: None,
+                    noted: false,
+                }),
+            },
+            _ = conn.silence.declared() => Err(Failure {
+                class: ErrorClass::NoResponse,
                 unknown: true,
-                message: format!("no answer within {:?}", self.client_timeout),
+                message: format!("{} stopped answering", conn.silence.endpoint()),
                 sqlstate: None,
                 noted: false,
             }),
+            _ = watchdog => unreachable!("the watchdog never ends"),
         };
         Outcome {
             job,

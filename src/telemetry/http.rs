@@ -1,4 +1,5 @@
-//! `/metrics`, `/healthz` and a small `/` page, served until shutdown.
+//! `/metrics`, `/healthz` and a small `/` page, served until shutdown; over TLS and behind
+//! basic auth when `--web.config.file` says so.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -6,18 +7,20 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::webconfig::WebConfig;
 
 /// The live `/` page, drawn by the caller's renderer (never contains a password), and
 /// what `/healthz` checks.
@@ -59,6 +62,28 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
         "/" => response(StatusCode::OK, "text/html; charset=utf-8", (page.render)()),
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// Basic auth when configured; `/healthz` (it says only whether the load runs) stays open
+/// for probes.
+async fn handle(
+    req: Request<Incoming>,
+    metrics: &Metrics,
+    page: &Page,
+    web: Option<&WebConfig>,
+) -> Response<Full<Bytes>> {
+    if let Some(web) = web.filter(|w| w.requires_auth() && req.uri().path() != "/healthz") {
+        let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        if !web.authorized(header).await {
+            let mut resp = response(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
+            resp.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"pgdrill\""),
+            );
+            return resp;
+        }
+    }
+    route(&req, metrics, page)
 }
 
 /// Most HTTP connections served at once; Prometheus and a browser need a handful.
@@ -155,8 +180,13 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     page: Arc<Page>,
     limits: Limits,
+    web: Option<Arc<WebConfig>>,
     stop: CancellationToken,
 ) {
+    let tls = web
+        .as_ref()
+        .and_then(|w| w.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let (mut accept_errors, mut refusals) = (Throttle::default(), Throttle::default());
@@ -195,26 +225,38 @@ pub async fn serve(
             }
             continue;
         };
-        let metrics = metrics.clone();
-        let page = page.clone();
-        let stop = stop.clone();
+        let (metrics, page, web, stop) = (metrics.clone(), page.clone(), web.clone(), stop.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, metrics, page, limits, stop).await;
+            let Some(acceptor) = tls else {
+                return serve_connection(stream, metrics, page, limits, web, stop).await;
+            };
+            // The handshake gets as long as a request's headers would.
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    serve_connection(tls_stream, metrics, page, limits, web, stop).await
+                }
+                Ok(Err(err)) => tracing::debug!(%err, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
         });
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     metrics: Arc<Metrics>,
     page: Arc<Page>,
     limits: Limits,
+    web: Option<Arc<WebConfig>>,
     stop: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
-        let resp = route(&req, &metrics, &page);
-        async move { Ok::<_, Infallible>(resp) }
+        let (metrics, page, web) = (metrics.clone(), page.clone(), web.clone());
+        async move { Ok::<_, Infallible>(handle(req, &metrics, &page, web.as_deref()).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -240,6 +282,7 @@ async fn serve_connection(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[test]
     fn the_cap_leaves_descriptors_for_the_pool() {
@@ -292,6 +335,7 @@ mod tests {
             Metrics::new(&[]),
             page,
             limits,
+            None,
             stop.clone(),
         ));
 

@@ -156,6 +156,26 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Hi
 }
 
 impl Metrics {
+    /// `pgdrill_target_info{host,port,database,pooler}` = 1, one series per configured
+    /// host (`[host, port, database, pooler]`), so every panel and alert can say which
+    /// database it measures. Static for the process's life; never the password.
+    pub fn target_info(&self, hosts: &[[&str; 4]]) {
+        let info = register(
+            &self.registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pgdrill_target_info",
+                    "A configured database host, always 1 (pooler: pgbouncer when the port is 6432, else none).",
+                ),
+                &["host", "port", "database", "pooler"],
+            )
+            .expect("valid metric"),
+        );
+        for labels in hosts {
+            info.with_label_values(labels).set(1);
+        }
+    }
+
     /// Builds the registry with every series pre-created, so dashboards and
     /// `rate()` see zeros rather than absent series before the first event.
     pub fn new(hosts: &[String]) -> Arc<Metrics> {

@@ -10,3 +10,4 @@ pub(crate) mod latency;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod timeline;
+pub(crate) mod webconfig;

@@ -104,8 +104,10 @@ async fn password_command_is_rerun_after_an_auth_failure() {
     let token = dir.path().join("token");
     let runs = dir.path().join("runs");
     std::fs::write(&token, OLD).expect("write token");
-    // Stands in for `az account get-access-token ... -o tsv`; counts its runs.
-    let command = format!("echo run >> {}; cat {}", runs.display(), token.display());
+    // Stands in for `az account get-access-token ... -o tsv`; counts its runs. pgdrill
+    // runs no shell of its own, so the `;` and `>>` need an explicit one.
+    let script = format!("echo run >> {}; cat {}", runs.display(), token.display());
+    let command = shlex::try_join(["sh", "-c", &script]).expect("quotable");
     let drill = Drill::start(&[
         "--dsn",
         &dsn,

@@ -347,9 +347,10 @@ fn flags_from_help() -> BTreeMap<String, Option<String>> {
         });
         match def {
             Some(def) => {
+                // Dots too: `--web.config.file` keeps the exporter-toolkit name.
                 let name: String = def
                     .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
                     .collect();
                 blocks.push((format!("--{name}"), def.to_string()));
             }

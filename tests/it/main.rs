@@ -1,11 +1,13 @@
 //! One integration-test binary, one module per feature; each drives real servers that
 //! `support` starts.
 mod browser;
+mod canaries;
 mod cli;
 mod credentials;
 mod docs;
 mod e2e;
 mod failover;
+mod hang;
 mod hardening;
 mod lab;
 mod load;
@@ -20,3 +22,4 @@ mod retention;
 mod rules;
 mod support;
 mod tls;
+mod webconfig;

@@ -1016,6 +1016,30 @@ fn every_recording_rule_is_read() {
     );
 }
 
+/// The recording-rule table of docs/observability.md lists exactly the rules of the YAML.
+#[test]
+fn observability_doc_lists_exactly_the_recording_rules() {
+    let doc = read("docs/observability.md");
+    let section = doc
+        .split("\n## Recording rules\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/observability.md has a `## Recording rules` section");
+    let documented: BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    let recorded = recorded_names();
+    let undocumented: Vec<_> = recorded.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&recorded).collect();
+    assert!(
+        undocumented.is_empty() && stale.is_empty(),
+        "docs/observability.md recording rules: missing {undocumented:?}, not in the YAML {stale:?}"
+    );
+}
+
 /// prometheus/tests/cadence.test.yml is generated; it must match its generator.
 #[test]
 fn cadence_tests_match_their_generator() {

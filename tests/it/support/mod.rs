@@ -1,10 +1,11 @@
 //! What the feature tests share: the one lab starter, the one free-port helper, database
 //! connections and row counts, waiting, the pgdrill drivers (`drill`), PgBouncer
-//! (`bouncer`) and certificates (`certs`).
+//! (`bouncer`), certificates (`certs`) and Prometheus (`prometheus`).
 
 pub mod bouncer;
 pub mod certs;
 pub mod drill;
+pub mod prometheus;
 
 use std::future::Future;
 use std::time::Duration;

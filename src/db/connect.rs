@@ -1,0 +1,740 @@
+//! Connecting with libpq's `connect_timeout` semantics, which tokio-postgres does not have:
+//! the whole establishment (TCP, TLS, startup, authentication and pgdrill's identity probe)
+//! is bounded per host address, and when it runs out the next address or host is tried.
+//! tokio-postgres alone bounds only the TCP connect, so a server that completes the
+//! handshake in the kernel and then never answers (a frozen VM, a partition after SYN)
+//! would hold a connect forever.
+//!
+//! Every host of a multi-host DSN, every `hostaddr`, and every address a host name resolves
+//! to (looked up again for every connection, so a DNS switch-over is followed) is an
+//! [`Endpoint`] with its own state:
+//! - a failing endpoint backs off (with jitter, up to ~1 s) and is probed by one attempt at
+//!   a time, so a down host is not hammered by every lane; skipping it never delays the next
+//!   host;
+//! - an endpoint whose established connections go quiet is checked with a fresh connect
+//!   ([`Silence::suspect`]); if that is not answered within the connect timeout either,
+//!   the server is declared silent and every connection to it is abandoned at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_postgres::config::{Host, LoadBalanceHosts};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::pool::ConnectError;
+use crate::error::ErrorClass;
+use crate::telemetry::metrics::Metrics;
+
+/// Writes outstanding this long with no answer start a liveness check of their server.
+/// Short, so that a frozen primary is left by `SUSPECT_AFTER + connect timeout` after it
+/// froze: within the `promote + connect timeout + 0.5 s` bound however early the promotion.
+pub const SUSPECT_AFTER: Duration = Duration::from_millis(500);
+
+/// TCP keepalive settings (unless the DSN sets its own): a dead peer of an idle
+/// connection is reported by the kernel within 5 + 3 x 1 = 8 s.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// TCP_USER_TIMEOUT (unless the DSN sets one): data unacknowledged this long makes the
+/// kernel drop the connection. A backstop for real partitions; the liveness check above
+/// is faster, and it also works on loopback, where the kernel acknowledges for a frozen
+/// process.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First backoff after a failure; doubles per consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// A host that refuses, times out or fails otherwise: at most ~1 s between attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A host that answers but cannot take writes yet (a standby, a server starting up) is
+/// what a failover passes through: check it often so promotion is seen quickly.
+const BACKOFF_MAX_ANSWERING: Duration = Duration::from_millis(50);
+/// tokio-postgres's default keepalive idle time, i.e. "the DSN did not set one".
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// One address a connection can be made to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(PathBuf, u16),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            Endpoint::Unix(dir, port) => write!(f, "{}/.s.PGSQL.{port}", dir.display()),
+        }
+    }
+}
+
+/// One `host` / `hostaddr` / `port` entry of the DSN.
+#[derive(Debug, Clone)]
+struct HostEntry {
+    host: Option<Host>,
+    hostaddr: Option<IpAddr>,
+    port: u16,
+}
+
+/// What is known about one endpoint.
+#[derive(Debug)]
+struct EndpointState {
+    /// Consecutive failed attempts; 0 = healthy, any number of attempts at once.
+    failures: u32,
+    retry_at: Instant,
+    /// While failing, one attempt at a time probes the endpoint.
+    attempt_running: bool,
+    last_error: Option<(ErrorClass, String)>,
+    /// Cancelled when the server is found silent; connections made before hold a clone.
+    silent: CancellationToken,
+    check_running: bool,
+    /// The last liveness check that the server answered.
+    answered_at: Option<Instant>,
+}
+
+impl EndpointState {
+    fn new(now: Instant) -> EndpointState {
+        EndpointState {
+            failures: 0,
+            retry_at: now,
+            attempt_running: false,
+            last_error: None,
+            silent: CancellationToken::new(),
+            check_running: false,
+            answered_at: None,
+        }
+    }
+
+    fn eligible(&self, now: Instant) -> bool {
+        self.failures == 0 || (!self.attempt_running && now >= self.retry_at)
+    }
+
+    /// Counted from when the attempt started: an attempt that took the whole connect
+    /// timeout is followed by the next at once, so a hanging server always has one attempt
+    /// waiting in its listen backlog and is seen the moment it answers again.
+    fn failed(&mut self, class: ErrorClass, message: &str, started: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        self.attempt_running = false;
+        self.retry_at = started + backoff(self.failures, class, &mut rand::rng());
+        self.last_error = Some((class, message.to_string()));
+    }
+}
+
+/// Delay before the next attempt after `failures` consecutive failures of `class`:
+/// exponential from [`BACKOFF_BASE`], capped, then jittered down to half so that lanes
+/// and processes do not retry in lockstep.
+fn backoff(failures: u32, class: ErrorClass, rng: &mut impl Rng) -> Duration {
+    let cap = match class {
+        ErrorClass::ReadOnly | ErrorClass::CannotConnectNow => BACKOFF_MAX_ANSWERING,
+        _ => BACKOFF_MAX,
+    };
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(10));
+    let full = exp.min(cap);
+    let half = full / 2;
+    half + Duration::from_micros(rng.random_range(0..=half.as_micros() as u64))
+}
+
+/// How a connect attempt's failures are turned into classified, counted errors
+/// (implemented by the pool's manager, which knows credentials and logging).
+pub trait Failures {
+    /// A tokio-postgres error from connecting or from the setup queries.
+    fn query_error(&self, err: tokio_postgres::Error) -> ConnectError;
+    /// A failure pgdrill detected itself.
+    fn failure(&self, class: ErrorClass, message: String) -> ConnectError;
+}
+
+/// An established connection and how to learn that its server went silent.
+pub struct Opened<T> {
+    pub value: T,
+    /// The task driving the connection: abort it to close a connection whose server went
+    /// silent (tokio-postgres would wait for the unanswered requests forever).
+    pub driver: AbortHandle,
+    pub silence: Silence,
+}
+
+/// Connects the libpq way; shared by every connection of the pool.
+pub struct Connector {
+    entries: Vec<HostEntry>,
+    /// Everything but hosts, ports and addresses, for one single-address config per attempt.
+    base: Config,
+    timeout: Duration,
+    /// `load_balance_hosts=random`: hosts and addresses in random order per connection.
+    random: bool,
+    tls: MakeRustlsConnect,
+    metrics: Arc<Metrics>,
+    endpoints: Mutex<HashMap<Endpoint, EndpointState>>,
+    /// Notified whenever an attempt ends, for connects waiting for a free endpoint.
+    changed: tokio::sync::Notify,
+}
+
+/// Entries of an endpoint map that is growing past this are dropped when healthy
+/// (host names can resolve to ever new addresses).
+const MAX_ENDPOINTS: usize = 256;
+
+impl Connector {
+    /// `pg` is the parsed DSN; its connect timeout (set from `--connect-timeout` unless
+    /// the DSN named one) bounds each address.
+    pub fn new(pg: &Config, tls: MakeRustlsConnect, metrics: Arc<Metrics>) -> Arc<Connector> {
+        let hosts = pg.get_hosts();
+        let addrs = pg.get_hostaddrs();
+        let ports = pg.get_ports();
+        let n = hosts.len().max(addrs.len());
+        let entries = (0..n)
+            .map(|i| HostEntry {
+                host: hosts.get(i).cloned(),
+                hostaddr: addrs.get(i).copied(),
+                // libpq: one port for all hosts, or one per host.
+                port: ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+            })
+            .collect();
+        let mut base = Config::new();
+        if let Some(user) = pg.get_user() {
+            base.user(user);
+        }
+        if let Some(password) = pg.get_password() {
+            base.password(password);
+        }
+        if let Some(dbname) = pg.get_dbname() {
+            base.dbname(dbname);
+        }
+        if let Some(options) = pg.get_options() {
+            base.options(options);
+        }
+        if let Some(name) = pg.get_application_name() {
+            base.application_name(name);
+        }
+        base.ssl_mode(pg.get_ssl_mode())
+            .ssl_negotiation(pg.get_ssl_negotiation())
+            .channel_binding(pg.get_channel_binding())
+            .target_session_attrs(pg.get_target_session_attrs())
+            .keepalives(pg.get_keepalives());
+        if pg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+            base.keepalives_idle(KEEPALIVE_IDLE)
+                .keepalives_interval(KEEPALIVE_INTERVAL)
+                .keepalives_retries(KEEPALIVE_RETRIES);
+        } else {
+            base.keepalives_idle(pg.get_keepalives_idle());
+            if let Some(i) = pg.get_keepalives_interval() {
+                base.keepalives_interval(i);
+            }
+            if let Some(r) = pg.get_keepalives_retries() {
+                base.keepalives_retries(r);
+            }
+        }
+        base.tcp_user_timeout(
+            pg.get_tcp_user_timeout()
+                .copied()
+                .unwrap_or(TCP_USER_TIMEOUT),
+        );
+        let timeout = pg
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(2));
+        base.connect_timeout(timeout);
+        Arc::new(Connector {
+            entries,
+            base,
+            timeout,
+            random: pg.get_load_balance_hosts() == LoadBalanceHosts::Random,
+            tls,
+            metrics,
+            endpoints: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The DSN's entries in the order to try them: as written, or shuffled for every
+    /// connection with `load_balance_hosts=random` (as libpq does).
+    fn order(&self) -> Vec<&HostEntry> {
+        let mut entries: Vec<&HostEntry> = self.entries.iter().collect();
+        if self.random {
+            use rand::seq::SliceRandom;
+            entries.shuffle(&mut rand::rng());
+        }
+        entries
+    }
+
+    /// Tries each endpoint in DSN order (skipping those backing off) until one both
+    /// connects and passes `establish`, each attempt bounded by the connect timeout.
+    pub async fn connect<T, E, Fut>(
+        self: &Arc<Self>,
+        password: Option<&str>,
+        fails: &impl Failures,
+        establish: E,
+    ) -> Result<Opened<T>, ConnectError>
+    where
+        E: Fn(Client, Endpoint) -> Fut,
+        Fut: Future<Output = Result<T, ConnectError>>,
+    {
+        // When every endpoint is backing off or being probed by another attempt, wait
+        // (at most one connect timeout) for one to become free rather than fail without
+        // trying: a failed connect then always stands for a real attempt.
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let mut last: Option<ConnectError> = None;
+            let mut skipped: Option<ConnectError> = None;
+            for entry in self.order() {
+                let endpoints = match self.resolve(entry).await {
+                    Ok(list) => list,
+                    Err(message) => {
+                        last = Some(fails.failure(ErrorClass::Dns, message));
+                        continue;
+                    }
+                };
+                for (endpoint, config) in endpoints {
+                    let Some(mut claim) = self.begin(&endpoint, &mut skipped) else {
+                        continue;
+                    };
+                    let mut config = config;
+                    if let Some(pw) = password {
+                        config.password(pw);
+                    }
+                    match self.attempt(&endpoint, &config, fails, &establish).await {
+                        Ok((value, driver)) => {
+                            let token = claim.succeeded();
+                            drop(claim);
+                            return Ok(Opened {
+                                value,
+                                driver,
+                                silence: Silence {
+                                    token,
+                                    endpoint,
+                                    config: Arc::new(config),
+                                    connector: self.clone(),
+                                },
+                            });
+                        }
+                        Err(err) => {
+                            claim.failed(err.class, &err.message);
+                            last = Some(err);
+                        }
+                    }
+                }
+            }
+            if let Some(err) = last {
+                return Err(err);
+            }
+            let Some(skipped) = skipped else {
+                return Err(ConnectError {
+                    class: ErrorClass::Dns,
+                    message: "no host in the connection string resolves to an address".to_string(),
+                    source: None,
+                });
+            };
+            if Instant::now() >= deadline {
+                return Err(skipped);
+            }
+            let wake = self.next_retry().map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// The earliest time a failing endpoint that nobody is probing may be tried again.
+    fn next_retry(&self) -> Option<Instant> {
+        self.lock()
+            .values()
+            .filter(|s| s.failures > 0 && !s.attempt_running)
+            .map(|s| s.retry_at)
+            .min()
+    }
+
+    /// One endpoint: connect, drive the connection, `establish`, all within the timeout.
+    /// On expiry the attempt's future is dropped, which closes its socket; a connection
+    /// already handed to its driver task is aborted, which closes it too.
+    async fn attempt<T, E, Fut>(
+        &self,
+        endpoint: &Endpoint,
+        config: &Config,
+        fails: &impl Failures,
+        establish: &E,
+    ) -> Result<(T, AbortHandle), ConnectError>
+    where
+        E: Fn(Client, Endpoint) -> Fut,
+        Fut: Future<Output = Result<T, ConnectError>>,
+    {
+        self.metrics.connection_attempts.inc();
+        let mut driver = None;
+        let result = tokio::time::timeout(self.timeout, async {
+            let (client, connection) = config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|e| fails.query_error(e))?;
+            let handle = tokio::spawn(async move {
+                // Errors surface on the client's next call.
+                let _ = connection.await;
+            })
+            .abort_handle();
+            driver = Some(handle.clone());
+            let value = establish(client, endpoint.clone()).await?;
+            Ok((value, handle))
+        })
+        .await;
+        match result {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                if let Some(driver) = driver {
+                    driver.abort();
+                }
+                Err(fails.failure(
+                    ErrorClass::ConnectTimeout,
+                    format!(
+                        "{endpoint}: not connected within {:?} (TCP, TLS, startup, \
+                         authentication and identity probe); trying the next host",
+                        self.timeout
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The endpoints of one DSN entry with a single-address config each: `host` stays
+    /// the name (TLS verification and SNI), `hostaddr` is the address to connect to.
+    async fn resolve(&self, entry: &HostEntry) -> Result<Vec<(Endpoint, Config)>, String> {
+        let mut base = self.base.clone();
+        base.port(entry.port);
+        let name = match &entry.host {
+            Some(Host::Unix(dir)) => {
+                base.host_path(dir);
+                return Ok(vec![(Endpoint::Unix(dir.clone(), entry.port), base)]);
+            }
+            Some(Host::Tcp(name)) => Some(name.clone()),
+            None => None,
+        };
+        let mut addrs: Vec<IpAddr> = if let Some(addr) = entry.hostaddr {
+            vec![addr]
+        } else if let Some(addr) = name.as_deref().and_then(|n| n.parse::<IpAddr>().ok()) {
+            vec![addr]
+        } else {
+            let name = name.clone().unwrap_or_default();
+            // getaddrinfo reads /etc/hosts and asks DNS again on every call.
+            let lookup = tokio::net::lookup_host((name.clone(), entry.port));
+            match tokio::time::timeout(self.timeout, lookup).await {
+                Ok(Ok(found)) => {
+                    let mut addrs: Vec<IpAddr> = Vec::new();
+                    for a in found {
+                        if !addrs.contains(&a.ip()) {
+                            addrs.push(a.ip());
+                        }
+                    }
+                    addrs
+                }
+                Ok(Err(err)) => return Err(format!("could not resolve {name}: {err}")),
+                Err(_) => {
+                    return Err(format!(
+                        "could not resolve {name}: no answer within {:?}",
+                        self.timeout
+                    ))
+                }
+            }
+        };
+        if self.random {
+            use rand::seq::SliceRandom;
+            addrs.shuffle(&mut rand::rng());
+        }
+        Ok(addrs
+            .into_iter()
+            .map(|ip| {
+                let mut config = base.clone();
+                config.host(name.clone().unwrap_or_else(|| ip.to_string()));
+                config.hostaddr(ip);
+                (Endpoint::Tcp(SocketAddr::new(ip, entry.port)), config)
+            })
+            .collect())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {
+        // The state is plain data updated in single steps; a panic elsewhere cannot leave
+        // it half-changed, so a poisoned lock is still consistent.
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims an attempt on `endpoint`, or says why not (backing off, or another
+    /// attempt is probing the failing endpoint) into `skipped`.
+    fn begin<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        skipped: &mut Option<ConnectError>,
+    ) -> Option<Claim<'a>> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
+            map.retain(|_, s| s.failures > 0);
+        }
+        let state = map
+            .entry(endpoint.clone())
+            .or_insert_with(|| EndpointState::new(now));
+        if !state.eligible(now) {
+            if skipped.is_none() {
+                let (class, message) = state
+                    .last_error
+                    .clone()
+                    .unwrap_or((ErrorClass::ConnectRefused, "failing".to_string()));
+                *skipped = Some(ConnectError {
+                    class,
+                    message: format!(
+                        "{endpoint}: backing off after {} failed attempts; last: {message}",
+                        state.failures
+                    ),
+                    source: None,
+                });
+            }
+            return None;
+        }
+        if state.failures > 0 {
+            state.attempt_running = true;
+        }
+        Some(Claim {
+            connector: self,
+            endpoint,
+            started: now,
+            done: false,
+        })
+    }
+}
+
+/// An attempt on one endpoint; if it is dropped unfinished (the caller gave up), the
+/// endpoint is free for the next attempt.
+struct Claim<'a> {
+    connector: &'a Connector,
+    endpoint: &'a Endpoint,
+    started: Instant,
+    done: bool,
+}
+
+impl Claim<'_> {
+    /// Marks the endpoint healthy; returns the token its connections watch.
+    fn succeeded(&mut self) -> CancellationToken {
+        self.done = true;
+        let now = Instant::now();
+        let mut map = self.connector.lock();
+        let state = map
+            .entry(self.endpoint.clone())
+            .or_insert_with(|| EndpointState::new(now));
+        if state.failures > 0 {
+            tracing::info!(server = %self.endpoint, failures = state.failures, "server answers again");
+        }
+        state.failures = 0;
+        state.attempt_running = false;
+        state.last_error = None;
+        let token = state.silent.clone();
+        drop(map);
+        self.connector.changed.notify_waiters();
+        token
+    }
+
+    fn failed(&mut self, class: ErrorClass, message: &str) {
+        self.done = true;
+        if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
+            state.failed(class, message, self.started);
+        }
+        self.connector.changed.notify_waiters();
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
+                state.attempt_running = false;
+            }
+            self.connector.changed.notify_waiters();
+        }
+    }
+}
+
+/// How a connection learns that its server stopped answering.
+#[derive(Clone)]
+pub struct Silence {
+    token: CancellationToken,
+    endpoint: Endpoint,
+    /// The config this connection was made with (password included), for the check.
+    config: Arc<Config>,
+    connector: Arc<Connector>,
+}
+
+impl Silence {
+    /// The server this connection reaches.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Whether the server was declared silent.
+    pub fn is_silent(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the server is declared silent.
+    pub async fn declared(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the
+    /// server with a fresh connection (at most one check at a time per server, and not
+    /// again within that time after it answered). A check that is not answered within the
+    /// connect timeout declares the server silent.
+    pub fn suspect(&self) {
+        let now = Instant::now();
+        {
+            let mut map = self.connector.lock();
+            let Some(state) = map.get_mut(&self.endpoint) else {
+                return;
+            };
+            let recently = state
+                .answered_at
+                .is_some_and(|t| now.saturating_duration_since(t) < SUSPECT_AFTER);
+            if state.check_running || recently || self.token.is_cancelled() {
+                return;
+            }
+            state.check_running = true;
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.check().await });
+    }
+
+    async fn check(self) {
+        let started = Instant::now();
+        let connector = &self.connector;
+        connector.metrics.connection_attempts.inc();
+        let mut config = (*self.config).clone();
+        // Any server that answers at all is alive; read-write is not the question here.
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
+        let mut driver = None;
+        let answered = tokio::time::timeout(connector.timeout, async {
+            let (client, connection) = config.connect(connector.tls.clone()).await?;
+            driver = Some(tokio::spawn(connection).abort_handle());
+            // Dropping the client then ends the session politely (Terminate).
+            client.simple_query("").await.map(|_| ())
+        })
+        .await;
+        if let (Err(_), Some(driver)) = (&answered, driver) {
+            // No answer: close the socket now rather than wait on the silent server.
+            driver.abort();
+        }
+        let now = Instant::now();
+        let mut map = connector.lock();
+        let Some(state) = map.get_mut(&self.endpoint) else {
+            return;
+        };
+        state.check_running = false;
+        match answered {
+            // It answered (even with an error): it is slow, not silent.
+            Ok(_) => state.answered_at = Some(now),
+            Err(_) => {
+                connector
+                    .metrics
+                    .connection_errors
+                    .inc(ErrorClass::ConnectTimeout);
+                let message = format!(
+                    "{}: writes unanswered for {SUSPECT_AFTER:?} and a new connection not \
+                     answered within {:?}",
+                    self.endpoint, connector.timeout
+                );
+                tracing::warn!(
+                    server = %self.endpoint,
+                    "server stopped answering; abandoning its connections (no_response)"
+                );
+                state.failed(ErrorClass::ConnectTimeout, &message, started);
+                // Connections made from now on get a fresh token.
+                let old = std::mem::take(&mut state.silent);
+                old.cancel();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn connector(dsn: &str) -> Arc<Connector> {
+        let pg: Config = dsn.parse().expect("dsn");
+        let tls = crate::db::tls::TlsSettings::new(
+            crate::db::tls::SslMode::Disable,
+            crate::db::tls::RootCert::Default,
+        )
+        .expect("tls");
+        Connector::new(&pg, tls.connector(), Metrics::new(&[]))
+    }
+
+    #[tokio::test]
+    async fn hostaddr_and_names_become_one_endpoint_per_address() {
+        let c = connector("host=db.example,localhost hostaddr=127.0.0.5,127.0.0.1 port=5433");
+        let first = c.resolve(&c.entries[0]).await.expect("resolve");
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].0,
+            Endpoint::Tcp("127.0.0.5:5433".parse().expect("addr"))
+        );
+        // The name stays for TLS; the address is what is dialled.
+        let hosts = first[0].1.get_hosts();
+        assert!(
+            matches!(hosts, [Host::Tcp(h)] if h == "db.example"),
+            "{hosts:?}"
+        );
+        assert_eq!(
+            first[0].1.get_hostaddrs(),
+            &["127.0.0.5".parse::<IpAddr>().expect("ip")]
+        );
+        // A name without hostaddr is looked up now, every time: each address its own endpoint.
+        let c = connector("host=localhost port=5433 connect_timeout=3");
+        let named = c.resolve(&c.entries[0]).await.expect("resolve localhost");
+        assert!(!named.is_empty());
+        assert!(named.iter().all(
+            |(e, cfg)| matches!(e, Endpoint::Tcp(a) if a.ip().is_loopback() && a.port() == 5433)
+                && cfg.get_connect_timeout() == Some(&Duration::from_secs(3))
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_to_about_a_second_and_is_jittered() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let first = backoff(1, ErrorClass::ConnectRefused, &mut rng);
+        assert!(
+            first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
+            "{first:?}"
+        );
+        let many: Vec<Duration> = (0..50)
+            .map(|_| backoff(30, ErrorClass::ConnectTimeout, &mut rng))
+            .collect();
+        assert!(many
+            .iter()
+            .all(|d| *d >= BACKOFF_MAX / 2 && *d <= BACKOFF_MAX));
+        let distinct: std::collections::BTreeSet<_> = many.iter().collect();
+        assert!(distinct.len() > 10, "jittered: {distinct:?}");
+        // A standby being promoted is checked often.
+        assert!(backoff(30, ErrorClass::ReadOnly, &mut rng) <= BACKOFF_MAX_ANSWERING);
+    }
+
+    #[test]
+    fn a_failing_endpoint_takes_one_attempt_at_a_time() {
+        let now = Instant::now();
+        let mut s = EndpointState::new(now);
+        assert!(s.eligible(now));
+        s.failed(ErrorClass::ConnectRefused, "x", now);
+        assert!(!s.eligible(now), "backing off");
+        let later = now + BACKOFF_MAX;
+        assert!(s.eligible(later));
+        // An attempt that took longer than the backoff is followed at once.
+        let mut slow = EndpointState::new(now);
+        slow.failed(ErrorClass::ConnectTimeout, "x", now);
+        assert!(slow.eligible(now + Duration::from_secs(2)));
+        s.attempt_running = true;
+        assert!(!s.eligible(later), "another attempt is probing it");
+    }
+}

@@ -1,0 +1,284 @@
+//! `--web.config.file`: TLS and basic auth on pgdrill's HTTP endpoints, in the file format of
+//! Prometheus' exporter-toolkit (`docs/web-configuration.md` there), so the same file and the
+//! same Prometheus `scrape_config` (`scheme: https`, `basic_auth`) work for pgdrill as for
+//! node_exporter. The subset pgdrill implements:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt      # PEM chain; relative paths are relative to this file
+//!   key_file: server.key       # PEM private key
+//!   min_version: TLS12         # or TLS13; default TLS12
+//! basic_auth_users:
+//!   prometheus: $2y$10$...     # bcrypt hashes (htpasswd -nBC 10 "" | tr -d ':\n')
+//! ```
+//!
+//! Any other key is refused at start (exit 2), never silently ignored. `/healthz` answers
+//! without credentials (it says only `ok`), so that Kubernetes probes need no secret.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+const OPTION: &str = "--web.config.file";
+/// Verified credentials remembered (as SHA-256 digests), so that a scrape every few seconds
+/// does not cost a bcrypt verification (~50 ms of CPU at cost 10) each time.
+const CACHE_ENTRIES: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormat {
+    tls_server_config: Option<TlsFormat>,
+    #[serde(default)]
+    basic_auth_users: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFormat {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    min_version: Option<String>,
+}
+
+/// The loaded file: a TLS server configuration and/or users with bcrypt hashes.
+pub struct WebConfig {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    users: BTreeMap<String, String>,
+    /// SHA-256 of (user, password, hash) → verified. Never the password itself.
+    cache: Mutex<HashMap<[u8; 32], bool>>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.is_some())
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn error(path: &Path, reason: impl Into<String>) -> ConfigError {
+    ConfigError::new(OPTION, path.display().to_string(), reason.into())
+}
+
+impl WebConfig {
+    /// Reads and checks the file, the certificate and key it names, and every hash.
+    pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| error(path, format!("cannot read: {e}")))?;
+        let file: FileFormat =
+            serde_norway::from_str(&text).map_err(|e| error(path, format!("{e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let tls = file
+            .tls_server_config
+            .map(|t| tls_config(path, base, &t))
+            .transpose()?;
+        for (user, hash) in &file.basic_auth_users {
+            // bcrypt's error repeats the value, which may be a password put there by mistake.
+            bcrypt::HashParts::from_str(hash).map_err(|_| {
+                error(
+                    path,
+                    format!(
+                        "basic_auth_users.{user}: not a bcrypt hash ($2a$/$2b$/$2y$, cost, \
+                         salt and hash; e.g. from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
+                    ),
+                )
+            })?;
+        }
+        Ok(WebConfig {
+            tls,
+            users: file.basic_auth_users,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Whether an `Authorization` header value carries a configured user and its password.
+    /// Runs bcrypt on a blocking thread; remembers the outcome by digest.
+    pub async fn authorized(&self, header: Option<&[u8]>) -> bool {
+        if self.users.is_empty() {
+            return true;
+        }
+        let Some((user, password)) = header.and_then(basic_credentials) else {
+            return false;
+        };
+        let Some(hash) = self.users.get(&user).cloned() else {
+            return false;
+        };
+        let key = digest(&user, &password, &hash);
+        if let Some(ok) = self.cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+            return ok;
+        }
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key, ok);
+        }
+        ok
+    }
+}
+
+fn tls_config(
+    path: &Path,
+    base: &Path,
+    t: &TlsFormat,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let cert_path = base.join(&t.cert_file);
+    let key_path = base.join(&t.key_file);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            error(
+                path,
+                format!("tls_server_config.cert_file {}: {e}", cert_path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(error(
+            path,
+            format!(
+                "tls_server_config.cert_file {}: no certificate",
+                cert_path.display()
+            ),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+        error(
+            path,
+            format!("tls_server_config.key_file {}: {e}", key_path.display()),
+        )
+    })?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
+        None | Some("TLS12") => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        Some("TLS13") => &[&rustls::version::TLS13],
+        Some(other) => {
+            return Err(error(
+                path,
+                format!("tls_server_config.min_version {other}: must be TLS12 or TLS13"),
+            ))
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| error(path, format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| error(path, format!("tls_server_config: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `Basic base64(user:password)` → (user, password).
+fn basic_credentials(header: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(header).ok()?;
+    let (scheme, encoded) = text.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+fn digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [user, password, hash] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn basic_auth_accepts_the_user_and_password_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let path = write(
+            dir.path(),
+            "web.yml",
+            &format!("basic_auth_users:\n  prom: '{hash}'\n"),
+        );
+        let web = WebConfig::load(&path).unwrap();
+        assert!(web.requires_auth() && web.tls.is_none());
+        let header = |user: &str, pw: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+            )
+        };
+        assert!(
+            web.authorized(Some(header("prom", "s3cret").as_bytes()))
+                .await
+        );
+        // Cached the second time; still right.
+        assert!(
+            web.authorized(Some(header("prom", "s3cret").as_bytes()))
+                .await
+        );
+        assert!(
+            !web.authorized(Some(header("prom", "wrong").as_bytes()))
+                .await
+        );
+        assert!(
+            !web.authorized(Some(header("other", "s3cret").as_bytes()))
+                .await
+        );
+        assert!(!web.authorized(Some(b"Bearer x")).await);
+        assert!(!web.authorized(None).await);
+        assert!(!format!("{web:?}").contains(&hash));
+    }
+
+    #[test]
+    fn bad_files_name_the_flag_and_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("basic_auth_users:\n  prom: plain-text\n", "not a bcrypt hash"),
+            ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_ca_file: ca.crt\n", "client_ca_file"),
+            ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "missing.crt"),
+            ("http_server_config:\n  http2: false\n", "http_server_config"),
+        ];
+        for (text, want) in cases {
+            let path = write(dir.path(), "web.yml", text);
+            let e = WebConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(OPTION) && e.contains(want), "{text}: {e}");
+            assert!(!e.contains("plain-text"), "the value is not repeated: {e}");
+        }
+        let e = WebConfig::load(&dir.path().join("nope.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+}
