@@ -149,6 +149,13 @@ async fn a_forced_failover_drill_renders_its_report_and_the_json_renders_the_sam
     );
     assert!(html.contains("objective 2 min 00 s (default)"));
 
+    // The flags as run, the DSN as the redacted target.
+    assert!(html.contains(r#"<th class="mono">--rate</th><td class="mono">500</td>"#));
+    let target = summary["target"].as_str().unwrap_or_default();
+    assert!(html.contains(&format!(
+        r#"<th class="mono">--dsn</th><td class="mono">{target}</td>"#
+    )));
+
     // One outage row, showing the summary's measured RTO.
     let rows = elements(&html, "<tr data-outage=", "</tr>");
     assert_eq!(rows.len(), 1, "{rows:?}");
