@@ -85,13 +85,14 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<u8, Strin
 }
 
 /// The configuration `pgdrill` would get from the command line, pointed at the lab, with
-/// the lab's failover as the drill's trigger.
+/// the lab's failover as the drill's trigger. Returns it with the arguments it was parsed
+/// from (for the report's flags).
 fn load_config(
     dsn: String,
     args: &DemoArgs,
     total: Duration,
     trigger: InProcessTrigger,
-) -> Result<crate::Config, String> {
+) -> Result<(crate::Config, Vec<String>), String> {
     let mut argv = vec![
         "pgdrill".to_string(),
         "--dsn".to_string(),
@@ -104,6 +105,8 @@ fn load_config(
         "1s".to_string(),
         "--listen".to_string(),
         args.listen.to_string(),
+        "--report".to_string(),
+        args.report.display().to_string(),
         // Validated like any drill (schedule against --duration, objectives); the command
         // only names the action, which is swapped for the in-process one below.
         "--failover-command".to_string(),
@@ -127,7 +130,7 @@ fn load_config(
     if let Some(t) = config.drill.trigger.as_mut() {
         t.action = TriggerAction::InProcess(trigger);
     }
-    Ok(config)
+    Ok((config, argv))
 }
 
 /// How long the failure itself lasts before the run continues for `--run-after`.
@@ -154,7 +157,10 @@ async fn drill_on(
     };
     let name = format!("lab {:?} failover", args.failover).to_lowercase();
     let (trigger, mut requests) = InProcessTrigger::new(name);
-    let config = load_config(dsn, args, total, trigger)?;
+    let (config, argv) = load_config(dsn, args, total, trigger)?;
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let flags = crate::config::flags_as_run(&argv, &config.target.redacted);
+    let report_path = config.report.clone();
     eprintln!(
         "pgdrill demo: {} INSERT/s for {:?}, {:?} failover after {:?}; metrics on http://{}/metrics",
         args.rate, total, args.failover, failover_after, args.listen
@@ -190,9 +196,10 @@ async fn drill_on(
             }
         }
     };
-    let summary = summary
+    let mut summary = summary
         .map_err(|e| format!("load task failed: {e}"))?
         .map_err(|e| e.to_string())?;
+    summary.set_flags(flags);
     println!("{summary}");
     if let Some(truth) = &truth {
         print_truth(lab, args, truth, &summary).await;
@@ -207,6 +214,12 @@ async fn drill_on(
         summary
             .write_json(&path)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = report_path {
+        summary
+            .write_report(&path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("drill report: {}", path.display());
     }
     Ok(summary.exit_code())
 }

@@ -46,6 +46,7 @@ pub use drill::{
     VerdictKind,
 };
 pub use error::StartError;
+pub use report::render_summary_file;
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
 
@@ -62,8 +63,8 @@ use failover::outages::{Outages, WallClock};
 use load::lanes::{self, Shared};
 use load::outcomes::Outcomes;
 use load::scheduler::{self, Job};
-use report::progress;
 use report::summary::RunFacts;
+use report::{progress, sampler};
 use rpo::ledger::Ledger;
 use rpo::verify::Verifier;
 use supervisor::{Fatal, Stage, Supervisor};
@@ -71,6 +72,7 @@ use telemetry::health::Health;
 use telemetry::http;
 use telemetry::latency::LatencyBook;
 use telemetry::metrics::{Metrics, PoolCollector};
+use telemetry::timeline::Recorder;
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and returns the summary. Database errors
@@ -107,6 +109,7 @@ struct Drill {
     verifier: Arc<Verifier>,
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
+    timeline: Arc<Recorder>,
     health: Arc<Health>,
     /// Only with a failover trigger.
     drill: Option<Arc<DrillRun>>,
@@ -142,6 +145,8 @@ impl Drill {
             config.target.hosts.clone(),
             metrics.clone(),
         ));
+        let timeline = Arc::new(Recorder::new(&sampler::class_names()));
+        identity.record_to(timeline.clone());
         let pool = build_pool(config, &workload, &identity, &metrics, fatal);
         let stats = pool.clone();
         PoolCollector::register(&metrics.registry, move || stats.stats())?;
@@ -173,6 +178,7 @@ impl Drill {
                 recovery_window: config.recovery_window,
                 target_rate: config.rate,
             },
+            timeline.clone(),
         ));
         let lanes = Arc::new(Shared {
             pool: pool.clone(),
@@ -197,6 +203,7 @@ impl Drill {
             verifier,
             monitor,
             lanes,
+            timeline,
             health: Arc::default(),
         })
     }
@@ -249,9 +256,22 @@ impl Drill {
         jobs: &Receiver<Job>,
         sup: &mut Supervisor,
     ) {
-        let page = Arc::new(http::Page {
-            target: config.target.redacted.clone(),
+        let live = Arc::new(report::Live {
             run_id: self.run_id,
+            target: config.target.redacted.clone(),
+            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
+            target_rate: config.rate,
+            outcomes: self.outcomes.clone(),
+            outages: self.outages.clone(),
+            identity: self.identity.clone(),
+            verifier: self.verifier.clone(),
+            timeline: self.timeline.clone(),
+            drawn: Default::default(),
+            viewed: Default::default(),
+        });
+        let shown = live.clone();
+        let page = Arc::new(http::Page {
+            render: Box::new(move || shown.page()),
             health: self.health.clone(),
         });
         let token = sup.token(Stage::Http);
@@ -300,6 +320,16 @@ impl Drill {
             outages: self.outages.clone(),
             errors: self.metrics.errors.clone(),
         };
+        let samples = sampler::Sources {
+            outcomes: self.outcomes.clone(),
+            latency: self.latency.clone(),
+            outages: self.outages.clone(),
+            pool: self.pool.clone(),
+            timeline: self.timeline.clone(),
+            live,
+        };
+        let token = sup.token(Stage::Sampler);
+        sup.spawn(Stage::Sampler, sampler::run(samples, token));
         let token = sup.token(Stage::Progress);
         sup.spawn(
             Stage::Progress,
@@ -332,7 +362,10 @@ impl Drill {
         // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
         //    pending verifications within the grace.
         sup.stop(Stage::Monitor).await;
-        // 5. The progress line.
+        // 5. The timeline sampler, after the monitor so the last second has the final
+        //    state; it takes one last sample as it stops.
+        sup.stop(Stage::Sampler).await;
+        // 6. The progress line.
         sup.stop(Stage::Progress).await;
         abandoned
     }
@@ -361,6 +394,9 @@ impl Drill {
             rpo,
             outages: self.outages.outages(),
             state_changes: self.outages.state_changes(),
+            identity_first: self.identity.first(),
+            identity_last: self.identity.current(),
+            timeline: self.timeline.snapshot(),
             error_kinds: self.metrics.errors.kinds(),
         };
         Summary::collect(facts, &self.latency)

@@ -4,15 +4,16 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use pgdrill::config::{Cli, LogFormat, RunArgs};
 #[cfg(feature = "lab")]
-use pgdrill::config::{Command, ProxyArgs};
+use pgdrill::config::ProxyArgs;
+use pgdrill::config::{Cli, Command, LogFormat, ReportArgs, RunArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run),
+        Some(Command::Report(args)) => report(args),
         #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
@@ -87,13 +88,17 @@ fn run(args: RunArgs) -> ExitCode {
         let stop = CancellationToken::new();
         pgdrill::shutdown::cancel_on_signals(stop.clone());
         let summary_path = config.summary_json.clone();
-        let summary = match pgdrill::run(config, listener, stop).await {
+        let report_path = config.report.clone();
+        let argv: Vec<_> = std::env::args_os().collect();
+        let flags = pgdrill::config::flags_as_run(&argv, &config.target.redacted);
+        let mut summary = match pgdrill::run(config, listener, stop).await {
             Ok(summary) => summary,
             Err(err) => {
                 eprintln!("error: {err}");
                 return ExitCode::from(err.exit_code());
             }
         };
+        summary.set_flags(flags);
         println!("{summary}");
         if let Some(path) = summary_path {
             if let Err(err) = summary.write_json(&path) {
@@ -104,9 +109,34 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        if let Some(path) = report_path {
+            if let Err(err) = summary.write_report(&path) {
+                eprintln!("error: cannot write --report {}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("drill report written to {}", path.display());
+        }
         // 0 pass or canary, 3 a failed drill, 4 an invalid one (docs/drills.md).
         ExitCode::from(summary.exit_code())
     })
+}
+
+/// `pgdrill report SUMMARY.json -o PAGE.html`; bad input is a usage error (exit 2).
+fn report(args: ReportArgs) -> ExitCode {
+    if let Err(err) = pgdrill::config::writable_file("--output", &args.output) {
+        usage_error(err);
+    }
+    let page = pgdrill::render_summary_file(&args.summary)
+        .unwrap_or_else(|err| usage_error(format!("invalid value for SUMMARY: {err}")));
+    if let Err(err) = std::fs::write(&args.output, page) {
+        eprintln!(
+            "error: cannot write --output {}: {err}",
+            args.output.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!("{}", args.output.display());
+    ExitCode::SUCCESS
 }
 
 #[cfg(feature = "lab")]

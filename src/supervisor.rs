@@ -96,11 +96,13 @@ pub(crate) enum Stage {
     Lanes,
     Retention,
     Monitor,
+    Sampler,
     Progress,
     Http,
 }
 
-const STAGES: usize = 6;
+/// Counted from the last variant, so that adding a stage cannot leave this behind.
+const STAGES: usize = Stage::Http as usize + 1;
 
 impl Stage {
     fn index(self) -> usize {

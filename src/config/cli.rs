@@ -28,6 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Render the drill report (HTML) from a summary written by --summary-json.
+    Report(ReportArgs),
     #[cfg(feature = "lab")]
     /// Start a local primary + standby, run load, force a failover, print the drill report, clean up.
     Demo(DemoArgs),
@@ -109,6 +111,10 @@ pub struct RunArgs {
     /// Also write the end-of-run summary as JSON to this file.
     #[arg(long, env = "PGDRILL_SUMMARY_JSON")]
     pub summary_json: Option<PathBuf>,
+
+    /// Also write the drill report, one self-contained HTML page, to this file at the end.
+    #[arg(long, env = "PGDRILL_REPORT")]
+    pub report: Option<PathBuf>,
 
     /// On SIGINT/SIGTERM or at the end, wait this long for in-flight transactions.
     #[arg(long, env = "PGDRILL_SHUTDOWN_GRACE", default_value = "10s")]
@@ -245,6 +251,18 @@ pub struct DemoArgs {
     /// Also write the drill report as JSON to this file.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    /// Write the drill report (HTML) here.
+    #[arg(long, default_value = "pgdrill-demo-report.html")]
+    pub report: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The summary JSON of a run (`--summary-json`).
+    pub summary: PathBuf,
+    /// The HTML file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 #[cfg(feature = "lab")]

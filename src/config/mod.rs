@@ -7,6 +7,7 @@
 
 mod cli;
 pub(crate) mod dsn;
+mod flags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use crate::db::table::Table;
 pub use cli::*;
+pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
 use crate::db::credentials::{split_command, PasswordSource};
@@ -47,6 +49,8 @@ pub struct Config {
     pub web: Option<Arc<WebConfig>>,
     pub progress_interval: Duration,
     pub summary_json: Option<PathBuf>,
+    /// `--report`: checked writable at start.
+    pub report: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub outage_threshold: Duration,
     pub verify_window: Duration,
@@ -126,6 +130,13 @@ impl RunArgs {
                 .map(Arc::new),
             progress_interval: positive("--progress-interval", self.progress_interval)?,
             summary_json: self.summary_json.clone(),
+            report: match &self.report {
+                Some(path) => {
+                    writable_file("--report", path)?;
+                    Some(path.clone())
+                }
+                None => None,
+            },
             shutdown_grace: self.shutdown_grace.into(),
             outage_threshold,
             verify_window: positive("--verify-window", self.verify_window)?,

@@ -2,7 +2,7 @@
 //! ordinary user: each fact degrades to unknown where it is not permitted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -11,6 +11,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::timeline::{unix_now, EventKind, Recorder};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -61,6 +62,15 @@ impl Identity {
         } else {
             Change::NewPrimary
         }
+    }
+
+    /// `addr:port timeline N`, for timeline events.
+    fn short(&self) -> String {
+        let mut s = self.endpoint().unwrap_or_else(|| "?".to_string());
+        if let Some(t) = self.timeline {
+            s.push_str(&format!(" timeline {t}"));
+        }
+        s
     }
 
     pub fn endpoint(&self) -> Option<String> {
@@ -135,6 +145,9 @@ pub struct IdentityTracker {
     /// When each new primary (or restarted one) acknowledged its first write; the drills
     /// time failovers by it.
     first_writes: Mutex<Vec<Instant>>,
+    /// The first primary seen, for the report's "before".
+    first: OnceLock<Identity>,
+    timeline: OnceLock<Arc<Recorder>>,
 }
 
 impl IdentityTracker {
@@ -148,6 +161,8 @@ impl IdentityTracker {
             generation: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             first_writes: Mutex::new(Vec::new()),
+            first: OnceLock::new(),
+            timeline: OnceLock::new(),
         }
     }
 
@@ -170,6 +185,15 @@ impl IdentityTracker {
     /// For each primary change so far (whose primary took a write), its first acknowledged write.
     pub fn first_writes(&self) -> Vec<Instant> {
         lock(&self.first_writes).clone()
+    }
+
+    /// Primary changes and restarts in place become timeline events from now on.
+    pub fn record_to(&self, timeline: Arc<Recorder>) {
+        let _ = self.timeline.set(timeline);
+    }
+
+    pub fn first(&self) -> Option<Identity> {
+        self.first.get().cloned()
     }
 
     pub fn current(&self) -> Option<Identity> {
@@ -216,18 +240,35 @@ impl IdentityTracker {
         if change == Change::Same && current.is_some() {
             return;
         }
-        *current = Some(id.clone());
+        if current.is_none() {
+            let _ = self.first.set(id.clone());
+        }
+        let old = current.replace(id.clone());
         drop(current);
         self.metrics.server_timeline.set(id.timeline.unwrap_or(0));
         self.metrics
             .set_primary_host(self.matching_host(id).as_deref());
-        match change {
+        let event = match change {
             Change::Same => return,
-            Change::Restart => self.metrics.server_restarts.inc(),
+            Change::Restart => {
+                self.metrics.server_restarts.inc();
+                EventKind::Restart {
+                    what: format!("primary {} restarted", id.short()),
+                }
+            }
             Change::NewPrimary => {
                 self.metrics.primary_changes.inc();
                 self.primary_changes.fetch_add(1, Ordering::Relaxed);
+                EventKind::PrimaryChange {
+                    before: old
+                        .as_ref()
+                        .map_or_else(|| "?".to_string(), Identity::short),
+                    after: id.short(),
+                }
             }
+        };
+        if let Some(t) = self.timeline.get() {
+            t.event(unix_now(), event);
         }
         self.generation.fetch_add(1, Ordering::Relaxed);
         self.changes.send_modify(|n| *n += 1);

@@ -14,6 +14,7 @@ use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Tra
 use crate::failover::outages::Outages;
 use crate::rpo::verify::{Request, Verifier};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::timeline::{EventKind, Recorder};
 
 pub struct Monitor {
     metrics: Arc<Metrics>,
@@ -22,6 +23,7 @@ pub struct Monitor {
     verifier: Arc<Verifier>,
     outages: Arc<Outages>,
     thresholds: Thresholds,
+    timeline: Arc<Recorder>,
 }
 
 impl Monitor {
@@ -32,6 +34,7 @@ impl Monitor {
         verifier: Arc<Verifier>,
         outages: Arc<Outages>,
         thresholds: Thresholds,
+        timeline: Arc<Recorder>,
     ) -> Monitor {
         metrics.failover_state.set(FailoverState::Healthy.as_str());
         Monitor {
@@ -41,6 +44,7 @@ impl Monitor {
             verifier,
             outages,
             thresholds,
+            timeline,
         }
     }
 
@@ -52,11 +56,22 @@ impl Monitor {
             let stop = stop.clone();
             tokio::spawn(async move {
                 let outages = this.outages.clone();
+                let timeline = this.timeline.clone();
                 this.verifier
                     .run(verify_rx, stop, |req, check| {
                         if let Some(position) = req.outage {
                             outages.verified(position, check);
                         }
+                        timeline.event(
+                            crate::telemetry::timeline::unix_now(),
+                            EventKind::Verification {
+                                outage: req.outage.map(|p| p as u32 + 1),
+                                checked: check.checked,
+                                lost: check.lost,
+                                unknown_committed: check.unknown_committed,
+                                unknown_not_committed: check.unknown_not_committed,
+                            },
+                        );
                     })
                     .await;
             })
@@ -157,6 +172,12 @@ impl Monitor {
                 m.outage_start_timestamp.set(clock.unix(start));
                 let before = self.identity.current();
                 let index = self.outages.started(start, before.clone());
+                self.timeline.event(
+                    clock.unix(start),
+                    EventKind::OutageStart {
+                        outage: index as u32,
+                    },
+                );
                 tracing::warn!(event = "outage_started", outage = index, at = %clock.rfc3339(start), primary = ?before.as_ref().and_then(Identity::endpoint), "writes unavailable");
                 None
             }
@@ -171,6 +192,13 @@ impl Monitor {
                 m.outage_duration.observe(seconds);
                 let after = self.identity.current();
                 let position = self.outages.ended(start, end, &classes, after.clone());
+                self.timeline.event(
+                    clock.unix(end),
+                    EventKind::OutageEnd {
+                        outage: position.map_or(0, |p| p as u32 + 1),
+                        unavailable_seconds: Some(seconds),
+                    },
+                );
                 tracing::warn!(
                     event = "outage_ended",
                     write_unavailable_seconds = format!("{seconds:.3}"),
@@ -251,6 +279,7 @@ mod tests {
             verifier,
             outages.clone(),
             thresholds,
+            Arc::new(Recorder::new(&[])),
         ));
         Rig {
             metrics,

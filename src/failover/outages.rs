@@ -90,6 +90,9 @@ struct Book {
     outages: Vec<OutageRecord>,
     changes: VecDeque<StateChange>,
     state: Option<FailoverState>,
+    /// States entered since the timeline sampler last asked, so a short outage between
+    /// two samples still marks its second.
+    entered: Vec<FailoverState>,
 }
 
 /// The records, shared by the monitor (writer) and the report (reader).
@@ -131,6 +134,16 @@ impl Outages {
             .unwrap_or(FailoverState::Healthy)
     }
 
+    /// The current state and every state entered since the last call.
+    pub fn take_states(&self) -> Vec<FailoverState> {
+        self.with(|b| {
+            let mut states = std::mem::take(&mut b.entered);
+            states.push(b.state.unwrap_or(FailoverState::Healthy));
+            states
+        })
+        .unwrap_or_default()
+    }
+
     pub fn state_changed(&self, from: FailoverState, to: FailoverState, at: Instant) {
         let change = StateChange {
             at: self.clock.rfc3339(at),
@@ -143,6 +156,9 @@ impl Outages {
             }
             b.changes.push_back(change);
             b.state = Some(to);
+            if !b.entered.contains(&to) {
+                b.entered.push(to);
+            }
         });
     }
 

@@ -163,8 +163,33 @@ pub struct ReportInput {
     pub identity_last: Option<Identity>,
     /// Longest acceptable write unavailability per outage.
     pub rto_objective_seconds: Option<f64>,
+    /// The summary named no objective: [`DEFAULT_RTO_OBJECTIVE`] stands in.
+    #[serde(skip)]
+    pub rto_objective_is_default: bool,
     pub flags: Vec<Flag>,
     pub timeline: Timeline,
+}
+
+/// The RTO objective when the summary names none (`--rto-objective`'s default).
+pub const DEFAULT_RTO_OBJECTIVE: f64 = 120.0;
+
+impl ReportInput {
+    /// From a drill summary as JSON (the `--summary-json` file, or the summary in
+    /// memory); fills in the default objective.
+    pub fn from_summary(v: serde_json::Value) -> Result<ReportInput, String> {
+        let is_summary = v
+            .as_object()
+            .is_some_and(|o| o.contains_key("run_id") && o.contains_key("transactions"));
+        if !is_summary {
+            return Err("not a pgdrill summary (no run_id or transactions)".to_string());
+        }
+        let mut r: ReportInput = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        if r.rto_objective_seconds.is_none() {
+            r.rto_objective_seconds = Some(DEFAULT_RTO_OBJECTIVE);
+            r.rto_objective_is_default = true;
+        }
+        Ok(r)
+    }
 }
 
 /// What the live `/` page shows besides the recent timeline.
@@ -772,6 +797,18 @@ fn fmt_step(s: u64) -> String {
 }
 
 /// Marker code, colour and description of an event.
+/// The event's kind as in the JSON, for the page's `data-kind` attributes.
+fn kind_name(k: &EventKind) -> &'static str {
+    match k {
+        EventKind::OutageStart { .. } => "outage_start",
+        EventKind::OutageEnd { .. } => "outage_end",
+        EventKind::PrimaryChange { .. } => "primary_change",
+        EventKind::Verification { .. } => "verification",
+        EventKind::Restart { .. } => "restart",
+        EventKind::FailoverTrigger { .. } => "failover_trigger",
+    }
+}
+
 fn marker(e: &Event) -> (String, &'static str, String) {
     match &e.kind {
         EventKind::OutageStart { outage } => (
@@ -877,7 +914,8 @@ fn markers(out: &mut String, g: &Grid, events: &[&Event]) {
         };
         let _ = write!(
             out,
-            r#"<g class="mk"><title>{} {}</title><polyline points="{lx:.1},{:.1} {x:.1},{knee:.1} {x:.1},{:.1}" fill="none" stroke="{colour}" stroke-width="1.2"{dash}/><text class="ml" x="{lx:.1}" y="{ly:.1}" fill="{colour}">{}</text></g>"#,
+            r#"<g class="mk" data-kind="{}"><title>{} {}</title><polyline points="{lx:.1},{:.1} {x:.1},{knee:.1} {x:.1},{:.1}" fill="none" stroke="{colour}" stroke-width="1.2"{dash}/><text class="ml" x="{lx:.1}" y="{ly:.1}" fill="{colour}">{}</text></g>"#,
+            kind_name(&e.kind),
             esc(&utc(e.at)),
             esc(&text),
             ly + 3.0,
@@ -1159,7 +1197,14 @@ fn headline(out: &mut String, r: &ReportInput) {
     };
     let objective = r.rto_objective_seconds.map_or_else(
         || "no objective given".to_string(),
-        |o| format!("objective {}", fmt_secs(o)),
+        |o| {
+            let default = if r.rto_objective_is_default {
+                " (default)"
+            } else {
+                ""
+            };
+            format!("objective {}{default}", fmt_secs(o))
+        },
     );
     card(
         out,
@@ -1233,12 +1278,15 @@ fn outages_table(out: &mut String, r: &ReportInput, dated: bool) {
         let over = matches!((o.write_unavailable_seconds, r.rto_objective_seconds), (Some(w), Some(obj)) if w > obj);
         let _ = write!(
             out,
-            r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num"{}><b>{}</b></td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num"{}>{}</td><td class="num">{}</td><td class="num">{} / {}</td><td><span class="nw">{}</span> → <span class="nw">{}</span></td></tr>"#,
+            r#"<tr data-outage="{}"><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"{}><b>{}</b></td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num"{}>{}</td><td class="num">{}</td><td class="num">{} / {}</td><td><span class="nw">{}</span> → <span class="nw">{}</span></td></tr>"#,
+            o.index,
             o.index,
             esc(&when(o.start_unix, dated)),
             esc(&o
                 .end_unix
                 .map_or_else(|| "not ended".to_string(), |t| when(t, dated))),
+            o.write_unavailable_seconds
+                .map_or_else(String::new, |w| w.to_string()),
             if over {
                 r#" style="color:var(--bad)""#
             } else {
@@ -1794,6 +1842,7 @@ pub(crate) mod tests {
             identity_first: Some(before),
             identity_last: Some(after),
             rto_objective_seconds: Some(30.0),
+            rto_objective_is_default: false,
             flags: vec![
                 Flag {
                     name: "rate".into(),
@@ -1923,12 +1972,12 @@ pub(crate) mod tests {
         let html = render(&r);
         let (main, closeup) = html.split_once("Outage 1 close-up").unwrap_or_default();
         assert_eq!(
-            main.matches(r#"<g class="mk">"#).count(),
+            main.matches(r#"<g class="mk" "#).count(),
             r.timeline.events.len()
         );
         // The close-up spans from 15 s before to 15 s after: all but the verification.
         let closeup = closeup.split("</svg>").next().unwrap_or_default();
-        assert_eq!(closeup.matches(r#"<g class="mk">"#).count(), 4);
+        assert_eq!(closeup.matches(r#"<g class="mk" "#).count(), 4);
         assert!(closeup.contains("one column = 1 s"));
         for code in [">T<", ">O1<", ">E1<", ">P<", ">V✓<"] {
             assert!(html.contains(code), "marker {code}");

@@ -3,8 +3,213 @@
 //! Reads `load` (the tally), `failover` (outage records), `rpo` (totals) and `telemetry`
 //! (latency recorders); the hot path never imports it.
 
-// The HTML drill report and live page; wired with `--report` (issue 13).
-#[allow(dead_code)]
 pub(crate) mod html;
 pub(crate) mod progress;
+pub(crate) mod sampler;
 pub(crate) mod summary;
+
+use std::path::Path;
+
+use crate::report::html::ReportInput;
+use crate::report::summary::Summary;
+
+impl Summary {
+    /// The drill report page for this summary: rendered from its JSON form, so that
+    /// `pgdrill report SUMMARY.json` gives the same page.
+    pub fn report_html(&self) -> Result<String, String> {
+        let json = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        Ok(html::render(&ReportInput::from_summary(json)?))
+    }
+
+    /// The command-line settings as run (long name without dashes, value), passwords
+    /// already left out.
+    pub fn set_flags(&mut self, flags: Vec<(String, String)>) {
+        self.flags = flags
+            .into_iter()
+            .map(|(name, value)| html::Flag { name, value })
+            .collect();
+    }
+
+    /// `--report`: writes [`Summary::report_html`] to `path`.
+    pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
+        let page = self.report_html().map_err(std::io::Error::other)?;
+        std::fs::write(path, page)
+    }
+}
+
+/// `pgdrill report`: the page for a summary file written by `--summary-json`.
+pub fn render_summary_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let input = ReportInput::from_summary(json).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(html::render(&input))
+}
+
+/// What the live `/` page reads, all plain program state, and the last page drawn.
+///
+/// While someone is looking (a fetch within [`VIEWED`]), the sampler redraws the page once
+/// a second on a blocking thread, and a fetch only copies it: the runtime that paces the
+/// load never draws, and ten viewers cost what one does.
+pub(crate) struct Live {
+    pub run_id: i64,
+    pub target: String,
+    pub started_at: String,
+    pub target_rate: Option<f64>,
+    pub outcomes: std::sync::Arc<crate::load::outcomes::Outcomes>,
+    pub outages: std::sync::Arc<crate::failover::outages::Outages>,
+    pub identity: std::sync::Arc<crate::db::identity::IdentityTracker>,
+    pub verifier: std::sync::Arc<crate::rpo::verify::Verifier>,
+    pub timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>,
+    pub drawn: std::sync::Mutex<Option<(tokio::time::Instant, String)>>,
+    /// When `/` was last fetched.
+    pub viewed: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+#[cfg(test)]
+impl Live {
+    /// A live page over nothing but `timeline`.
+    pub fn for_tests(timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>) -> Live {
+        use std::sync::{Arc, Mutex};
+        let metrics = crate::telemetry::metrics::Metrics::new(&[]);
+        let detector = Arc::new(crate::failover::machine::Detector::default());
+        let ledger = Arc::new(Mutex::new(crate::rpo::ledger::Ledger::new(
+            std::time::Duration::from_secs(30),
+        )));
+        let (pool, workload) = crate::db::pool::DbPool::unconnected(metrics.clone());
+        Live {
+            run_id: 1,
+            target: "host=db".into(),
+            started_at: String::new(),
+            target_rate: Some(100.0),
+            outcomes: Arc::new(crate::load::outcomes::Outcomes::new(
+                metrics.clone(),
+                detector,
+                ledger.clone(),
+                Default::default(),
+                Arc::new(crate::db::identity::IdentityTracker::new(
+                    Vec::new(),
+                    metrics.clone(),
+                )),
+            )),
+            outages: Arc::new(crate::failover::outages::Outages::new(
+                crate::failover::outages::WallClock::now(),
+            )),
+            identity: Arc::new(crate::db::identity::IdentityTracker::new(
+                Vec::new(),
+                metrics.clone(),
+            )),
+            verifier: Arc::new(crate::rpo::verify::Verifier::new(
+                pool, workload, ledger, metrics,
+            )),
+            timeline,
+            drawn: Default::default(),
+            viewed: Default::default(),
+        }
+    }
+}
+
+/// A page fetched this recently keeps being redrawn every second.
+const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
+/// A drawn page older than this is drawn afresh for the fetch (the first after a pause).
+const STALE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The same types as the summary JSON, read the way `pgdrill report` reads them.
+fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(t: &T) -> Option<U> {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+impl Live {
+    /// For a fetch of `/`: the page drawn last, or a new one if there is none that recent.
+    pub fn page(&self) -> String {
+        let now = tokio::time::Instant::now();
+        if let Ok(mut v) = self.viewed.lock() {
+            *v = Some(now);
+        }
+        if let Ok(drawn) = self.drawn.lock() {
+            if let Some((at, page)) = drawn.as_ref() {
+                if now.duration_since(*at) < STALE {
+                    return page.clone();
+                }
+            }
+        }
+        let page = self.render();
+        self.keep(now, page.clone());
+        page
+    }
+
+    /// Called by the sampler after each second: redraws off the runtime while viewed.
+    pub async fn redraw(self: &std::sync::Arc<Self>) {
+        let viewed = self.viewed.lock().ok().and_then(|v| *v);
+        if viewed.is_none_or(|v| v.elapsed() >= VIEWED) {
+            return;
+        }
+        let this = self.clone();
+        let now = tokio::time::Instant::now();
+        if let Ok(page) = tokio::task::spawn_blocking(move || this.render()).await {
+            self.keep(now, page);
+        }
+    }
+
+    fn keep(&self, at: tokio::time::Instant, page: String) {
+        if let Ok(mut drawn) = self.drawn.lock() {
+            *drawn = Some((at, page));
+        }
+    }
+
+    /// The page: a copy of the last 15 minutes is taken under the timeline's lock,
+    /// the drawing happens outside it.
+    fn render(&self) -> String {
+        let tally = self.outcomes.tally();
+        let totals = self.verifier.totals();
+        let input = html::LiveInput {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            run_id: self.run_id,
+            target: self.target.clone(),
+            started_at: self.started_at.clone(),
+            state: sampler::state(self.outages.state()),
+            target_rate: self.target_rate,
+            transactions: tally.transactions,
+            successes: tally.successes(),
+            lost_writes: totals.lost_writes,
+            unknown_outcome_writes: tally.unknown_outcome,
+            primary: self.identity.current().as_ref().and_then(convert),
+            rto_objective_seconds: Some(html::DEFAULT_RTO_OBJECTIVE),
+            outages: convert(&self.outages.outages()).unwrap_or_default(),
+            timeline: self.timeline.recent(html::LIVE_WINDOW),
+        };
+        html::render_live(&input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::telemetry::timeline::{Recorder, Second};
+
+    #[tokio::test]
+    async fn the_live_page_is_redrawn_while_viewed_and_fetches_copy_it() {
+        let timeline = Arc::new(Recorder::new(&sampler::class_names()));
+        let live = Arc::new(Live::for_tests(timeline.clone()));
+        let drawn = |live: &Live| live.drawn.lock().map(|d| d.is_some()).unwrap_or(false);
+        // Nobody looked: nothing is drawn.
+        live.redraw().await;
+        assert!(!drawn(&live));
+        let first = live.page();
+        assert!(first.contains("No second recorded yet."), "{first}");
+        assert!(drawn(&live));
+        timeline.push(Second::second(1_795_000_200));
+        // A fetch within the staleness bound gets the page drawn last.
+        assert_eq!(live.page(), first);
+        // The sampler's redraw, while viewed, brings the new second in.
+        live.redraw().await;
+        let second = live.page();
+        assert!(second.contains("<svg class=\"chart\""), "{second}");
+        assert!(second.contains("host=db"));
+    }
+}

@@ -9,13 +9,16 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::db::identity::Identity;
 use crate::drill::DrillReport;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
+use crate::report::html::Flag;
 use crate::rpo::verify::RpoTotals;
 use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
+use crate::telemetry::timeline::Timeline;
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct Percentiles {
@@ -75,6 +78,13 @@ pub struct Summary {
     /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
     /// and the first message.
     pub error_kinds: Vec<ErrorKind>,
+    /// The primary when the run began and when it ended.
+    pub identity_first: Option<Identity>,
+    pub identity_last: Option<Identity>,
+    /// The command-line settings as run, passwords left out (set by the caller).
+    pub flags: Vec<Flag>,
+    /// Second by second, with the events; what `pgdrill report` draws.
+    pub timeline: Timeline,
     /// Only with a failover trigger: the triggers, the figures timed from them, the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillReport>,
@@ -95,6 +105,9 @@ pub(crate) struct RunFacts {
     pub outages: Vec<OutageRecord>,
     pub state_changes: Vec<StateChange>,
     pub error_kinds: Vec<ErrorKind>,
+    pub identity_first: Option<Identity>,
+    pub identity_last: Option<Identity>,
+    pub timeline: Timeline,
     pub drill: Option<DrillReport>,
 }
 
@@ -140,6 +153,10 @@ impl Summary {
                 .unknown_outcome
                 .saturating_sub(facts.rpo.unknown_committed + facts.rpo.unknown_not_committed),
             error_kinds: facts.error_kinds,
+            identity_first: facts.identity_first,
+            identity_last: facts.identity_last,
+            flags: Vec::new(),
+            timeline: facts.timeline,
             drill: facts.drill,
         }
     }

@@ -22,10 +22,10 @@ use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::webconfig::WebConfig;
 
-/// What the `/` page says about this process; never contains a password.
+/// The live `/` page, drawn by the caller's renderer (never contains a password), and
+/// what `/healthz` checks.
 pub struct Page {
-    pub target: String,
-    pub run_id: i64,
+    pub render: Box<dyn Fn() -> String + Send + Sync>,
     pub health: Arc<Health>,
 }
 
@@ -40,12 +40,6 @@ fn response(
         resp.headers_mut().insert(CONTENT_TYPE, v);
     }
     resp
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Full<Bytes>> {
@@ -65,19 +59,7 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
                 format!("unhealthy: {why}\n"),
             ),
         },
-        "/" => response(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            format!(
-                "<!doctype html><html><head><title>pgdrill</title></head><body>\
-                 <h1>pgdrill {}</h1><p>Target: <code>{}</code><br>Run id: {}</p>\
-                 <p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></p>\
-                 </body></html>\n",
-                env!("CARGO_PKG_VERSION"),
-                escape(&page.target),
-                page.run_id
-            ),
-        ),
+        "/" => response(StatusCode::OK, "text/html; charset=utf-8", (page.render)()),
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
@@ -344,8 +326,7 @@ mod tests {
         let health = Arc::new(Health::default());
         health.load_started();
         let page = Arc::new(Page {
-            target: "t".into(),
-            run_id: 1,
+            render: Box::new(String::new),
             health,
         });
         let stop = CancellationToken::new();

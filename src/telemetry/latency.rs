@@ -19,6 +19,9 @@ pub struct LatencyStats {
     /// From the intended start to sending (pgbench's "schedule lag").
     lag: Histogram<u64>,
     interval: Histogram<u64>,
+    /// Latency since the timeline sampler's last read; its own slot, so that the
+    /// progress line and the sampler each see every write once.
+    second: Histogram<u64>,
 }
 
 impl Default for LatencyStats {
@@ -28,6 +31,7 @@ impl Default for LatencyStats {
             service: new_histogram(),
             lag: new_histogram(),
             interval: new_histogram(),
+            second: new_histogram(),
         }
     }
 }
@@ -41,6 +45,7 @@ impl LatencyStats {
         // Saturating: a value beyond an hour is clamped, never lost.
         self.latency.saturating_record(l);
         self.interval.saturating_record(l);
+        self.second.saturating_record(l);
         self.service
             .saturating_record((service.as_micros() as u64).max(1));
     }
@@ -94,6 +99,11 @@ impl LatencyBook {
     /// Latency since the last call, for the progress line.
     pub fn take_interval(&self) -> Histogram<u64> {
         self.merged(|s| &mut s.interval, true)
+    }
+
+    /// Latency since the last call, for the timeline sampler.
+    pub fn take_second(&self) -> Histogram<u64> {
+        self.merged(|s| &mut s.second, true)
     }
 
     pub fn latency(&self) -> Histogram<u64> {

@@ -9,7 +9,5 @@ pub(crate) mod http;
 pub(crate) mod latency;
 pub(crate) mod logging;
 pub(crate) mod metrics;
-// The per-second history; wired to a 1 Hz sampler with the report (issue 13).
-#[allow(dead_code)]
 pub(crate) mod timeline;
 pub(crate) mod webconfig;

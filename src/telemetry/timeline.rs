@@ -24,7 +24,8 @@
 //! simulated week and checks the heap actually held against it.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,8 @@ pub const TIER1_BUCKETS: usize = 24 * 60;
 pub const TIER2_BUCKETS: usize = 30 * 24 * 6;
 pub const TIER1_SPAN: u64 = 60;
 pub const TIER2_SPAN: u64 = 600;
+// The stated bound; the tests hold the timeline to it.
+#[cfg_attr(not(test), allow(dead_code))]
 pub const MAX_BUCKETS: usize = TIER0_BUCKETS + TIER1_BUCKETS + TIER2_BUCKETS;
 
 /// Events kept (the latest); a flapping canary drops the oldest.
@@ -47,6 +50,7 @@ pub const MAX_EVENTS: usize = 1000;
 pub const MAX_TEXT: usize = 160;
 
 /// The stated bound on the heap the timeline holds.
+#[cfg_attr(not(test), allow(dead_code))]
 pub const MAX_BYTES: usize = MAX_BUCKETS * std::mem::size_of::<Bucket>()
     + MAX_EVENTS * (std::mem::size_of::<Event>() + 2 * MAX_TEXT);
 
@@ -478,6 +482,51 @@ impl Timeline {
             + self.events.heap_bytes()
             + self.classes.iter().map(String::capacity).sum::<usize>()
             + self.classes.capacity() * std::mem::size_of::<String>()
+    }
+}
+
+/// The run's timeline behind one lock, shared by the 1 Hz sampler and the places where
+/// events happen (the monitor, the identity tracker). The load path never takes it.
+#[derive(Debug)]
+pub struct Recorder {
+    timeline: Mutex<Timeline>,
+}
+
+/// Now, as unix seconds (for events dated where no monotonic clock mapping is at hand).
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Recorder {
+    pub fn new(classes: &[&str]) -> Recorder {
+        Recorder {
+            timeline: Mutex::new(Timeline::new(classes)),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Timeline) -> R) -> Option<R> {
+        self.timeline.lock().ok().map(|mut t| f(&mut t))
+    }
+
+    pub fn push(&self, second: Second) {
+        self.with(|t| t.push(second));
+    }
+
+    /// Records an event at `at` (unix seconds).
+    pub fn event(&self, at: f64, kind: EventKind) {
+        self.with(|t| t.events.push(Event { at, kind }));
+    }
+
+    /// A copy of everything, for the summary and the report.
+    pub fn snapshot(&self) -> Timeline {
+        self.with(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// A copy of the last `last`, for the live page.
+    pub fn recent(&self, last: Duration) -> Timeline {
+        self.with(|t| t.recent(last)).unwrap_or_default()
     }
 }
 

@@ -1,5 +1,6 @@
 //! One integration-test binary, one module per feature; each drives real servers that
 //! `support` starts.
+mod browser;
 mod canaries;
 mod cli;
 mod credentials;
@@ -17,6 +18,7 @@ mod outage;
 mod pgbouncer;
 mod pipeline;
 mod proxy;
+mod report;
 mod retention;
 mod rules;
 mod support;

@@ -1,0 +1,114 @@
+//! The settings a run was started with, for the report's "flags" table: those given on
+//! the command line or in the environment, never a password.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use clap::parser::ValueSource;
+use clap::CommandFactory;
+
+use crate::config::Cli;
+use crate::error::ConfigError;
+
+/// `(flag, value)` (the long name without dashes) for each setting given explicitly in `argv` or the environment;
+/// the DSN shows as `redacted_target`, a password command as `(redacted)`.
+pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)> {
+    let cmd = Cli::command();
+    let Ok(matches) = cmd.clone().try_get_matches_from(argv) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let (Some(long), Some(source)) = (arg.get_long(), matches.value_source(id)) else {
+            continue;
+        };
+        if !matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable) {
+            continue;
+        }
+        let value = match id {
+            "dsn" => redacted_target.to_string(),
+            _ if id.contains("password_command") => "(redacted)".to_string(),
+            _ => matches
+                .get_raw(id)
+                .map(|vals| {
+                    vals.map(|v| v.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "true".to_string()),
+        };
+        out.push((long.to_string(), value));
+    }
+    out
+}
+
+/// The directory `path` is written into exists and takes a new file.
+pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::new(option, path.display().to_string(), reason);
+    if path.is_dir() {
+        return Err(bad("is a directory; name the file to write".to_string()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!("directory {} does not exist", dir.display())));
+    }
+    // Permission bits do not tell (root, ACLs, read-only mounts): try it.
+    let probe = dir.join(format!(".pgdrill-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(bad(format!("cannot write in {}: {e}", dir.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_flags_only_and_no_secrets() {
+        let argv: Vec<OsString> = [
+            "pgdrill",
+            "--dsn",
+            "postgres://u:hunter2@h/db",
+            "--rate",
+            "50",
+            "--password-command",
+            "echo hunter2",
+            "--no-create-table",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let flags = as_run(&argv, "postgres://u@h/db");
+        let text = format!("{flags:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(flags.contains(&("rate".into(), "50".into())), "{text}");
+        assert!(flags.contains(&("dsn".into(), "postgres://u@h/db".into())));
+        assert!(flags.contains(&("no-create-table".into(), "true".into())));
+        assert!(!flags.iter().any(|(f, _)| f == "pool-size"), "{text}");
+    }
+
+    #[test]
+    fn a_report_path_needs_a_writable_directory() {
+        let dir = std::env::temp_dir();
+        assert!(writable_file("--report", &dir.join("r.html")).is_ok());
+        let err = writable_file("--report", &dir.join("no-such-dir-xyz/r.html"))
+            .err()
+            .map(|e| (e.option, e.reason))
+            .unwrap_or_default();
+        assert_eq!(err.0, "--report");
+        assert!(err.1.contains("does not exist"), "{}", err.1);
+        assert!(writable_file("--report", &dir).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! The 1 Hz timeline sampler: once a second, what happened in the second just ended,
+//! read from plain program state (the tally, the latency recorders' per-second slot,
+//! the pool, the failover state) and pushed into the [`Recorder`]. The lanes do no
+//! timeline work; the sampler only reads what they already keep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::pool::DbPool;
+use crate::error::ErrorClass;
+use crate::failover::machine::FailoverState;
+use crate::failover::outages::{Outages, WallClock};
+use crate::load::outcomes::{Outcomes, TallySnapshot};
+use crate::telemetry::latency::LatencyBook;
+use crate::telemetry::timeline::{Recorder, Second, State, MAX_CLASSES};
+
+// Every error class must have a slot in a timeline bucket.
+const _: () = assert!(ErrorClass::ALL.len() <= MAX_CLASSES);
+
+/// The timeline's class names, indexed like `ErrorClass::index`.
+pub(crate) fn class_names() -> [&'static str; ErrorClass::ALL.len()] {
+    ErrorClass::ALL.map(ErrorClass::as_str)
+}
+
+pub(crate) fn state(s: FailoverState) -> State {
+    match s {
+        FailoverState::Healthy => State::Healthy,
+        FailoverState::Degraded => State::Degraded,
+        FailoverState::Recovering => State::Recovering,
+        FailoverState::Outage => State::Outage,
+    }
+}
+
+/// What the sampler reads.
+pub(crate) struct Sources {
+    pub outcomes: Arc<Outcomes>,
+    pub latency: LatencyBook,
+    pub outages: Arc<Outages>,
+    pub pool: DbPool,
+    pub timeline: Arc<Recorder>,
+    pub live: Arc<crate::report::Live>,
+}
+
+/// Samples on whole wall-clock seconds until `stop`, then once more for the part-second
+/// at the end (merged into the last second, so nothing counted is lost).
+pub(crate) async fn run(sources: Sources, stop: CancellationToken) {
+    let clock = sources.outages.clock();
+    let mut last = sources.outcomes.tally();
+    // Discard what the per-second slot gathered before the first tick's second began.
+    let _ = sources.latency.take_second();
+    let now = Instant::now();
+    let frac = clock.unix(now).fract();
+    let first = now + Duration::from_secs_f64(1.0 - frac);
+    let mut ticker = tokio::time::interval_at(first, Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stop.cancelled() => true,
+        };
+        last = sample(&sources, &clock, last);
+        if stopping {
+            return;
+        }
+        sources.live.redraw().await;
+    }
+}
+
+/// Pushes the second that ended at the latest whole second; returns the tally read.
+fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot) -> TallySnapshot {
+    let now = s.outcomes.tally();
+    let ended = clock.unix(Instant::now()).round() as u64;
+    let mut second = Second::second(ended.saturating_sub(1));
+    let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    second.attempts = sat(now.transactions.saturating_sub(last.transactions));
+    second.successes = sat(now.successes().saturating_sub(last.successes()));
+    second.skipped = sat(now.skipped.saturating_sub(last.skipped));
+    for class in ErrorClass::ALL {
+        let i = class.index();
+        second.errors[i] = sat(now.errors[i].saturating_sub(last.errors[i]));
+    }
+    let h = s.latency.take_second();
+    if !h.is_empty() {
+        let secs = |us: u64| (us as f64 / 1e6) as f32;
+        second.p50 = secs(h.value_at_quantile(0.5));
+        second.p99 = secs(h.value_at_quantile(0.99));
+        second.max = secs(h.max());
+    }
+    second.pool_in_use = s.pool.stats().in_use;
+    second.state = s
+        .outages
+        .take_states()
+        .into_iter()
+        .map(state)
+        .max()
+        .unwrap_or_default();
+    s.timeline.push(second);
+    now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use crate::failover::machine::Detector;
+    use crate::load::outcomes::Failure;
+    use crate::load::scheduler::Job;
+    use crate::rpo::ledger::Ledger;
+    use crate::telemetry::metrics::Metrics;
+    use crate::telemetry::timeline::Timeline;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sample_is_the_second_just_ended() {
+        let metrics = Metrics::new(&[]);
+        let latency = LatencyBook::default();
+        let outcomes = Arc::new(Outcomes::new(
+            metrics.clone(),
+            Arc::new(Detector::default()),
+            Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30)))),
+            latency.clone(),
+            Arc::new(crate::db::identity::IdentityTracker::new(
+                Vec::new(),
+                metrics.clone(),
+            )),
+        ));
+        let outages = Arc::new(Outages::new(WallClock::now()));
+        let timeline = Arc::new(Recorder::new(&class_names()));
+        let sources = Sources {
+            outcomes: outcomes.clone(),
+            latency,
+            outages: outages.clone(),
+            pool: crate::db::pool::DbPool::unconnected(metrics).0,
+            timeline: timeline.clone(),
+            live: Arc::new(crate::report::Live::for_tests(timeline.clone())),
+        };
+        let clock = outages.clock();
+        let lane = outcomes.lane();
+        let t0 = tokio::time::Instant::now();
+        // Before the sampler's first read: not this second's.
+        lane.started();
+        lane.succeeded(
+            Job {
+                seq: 0,
+                intended: t0,
+            },
+            t0,
+            t0,
+            1,
+        );
+        let first = outcomes.tally();
+        let _ = sources.latency.take_second();
+        for seq in 1..=3 {
+            lane.started();
+            let done = t0 + Duration::from_millis(2 * seq);
+            lane.succeeded(Job { seq, intended: t0 }, t0, done, seq as i64);
+        }
+        lane.started();
+        let refused = Failure {
+            class: ErrorClass::ConnectRefused,
+            unknown: false,
+            message: String::new(),
+            sqlstate: None,
+            noted: true,
+        };
+        lane.failed(
+            Job {
+                seq: 4,
+                intended: t0,
+            },
+            t0,
+            &refused,
+        );
+        outcomes.skipped();
+        // A short outage that was over before the sample still marks the second.
+        outages.state_changed(FailoverState::Healthy, FailoverState::Outage, t0);
+        outages.state_changed(FailoverState::Outage, FailoverState::Recovering, t0);
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        sample(&sources, &clock, first);
+        let t: Timeline = timeline.snapshot();
+        let s = t.iter().last().copied().unwrap_or_default();
+        assert_eq!((s.attempts, s.successes, s.skipped), (4, 3, 1));
+        assert_eq!(s.errors[ErrorClass::ConnectRefused.index()], 1);
+        assert_eq!(s.errors_total(), 1);
+        assert_eq!(s.state, State::Outage);
+        assert!((0.0059..0.0062).contains(&s.max), "max {}", s.max);
+        assert!((0.0039..0.0042).contains(&s.p50), "p50 {}", s.p50);
+        assert_eq!(t.classes().len(), ErrorClass::ALL.len());
+        // The next second has nothing new, and the state is the current one.
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        sample(&sources, &clock, outcomes.tally());
+        let s = timeline
+            .snapshot()
+            .iter()
+            .last()
+            .copied()
+            .unwrap_or_default();
+        assert_eq!(s.state, State::Recovering);
+        assert!(!s.has_latency());
+    }
+
+    #[test]
+    fn every_failover_state_and_class_maps() {
+        for s in FailoverState::ALL {
+            assert_eq!(state(s).as_str(), s.as_str());
+        }
+        let names = class_names();
+        for c in ErrorClass::ALL {
+            assert_eq!(names[c.index()], c.as_str());
+        }
+    }
+}

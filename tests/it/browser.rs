@@ -1,0 +1,236 @@
+//! The report and the live `/` page in a real browser: headless Chromium (Debian
+//! `chromium`, which `scripts/deps test` installs) renders them; the test reads the
+//! rendered DOM and checks that the screenshot's timeline area is drawn, not blank.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::report::{assert_self_contained, attr, elements};
+use crate::support::drill::Drill;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// `None` (and a clear message) when Chromium is not installed here.
+fn chromium() -> Option<&'static Path> {
+    let path = Path::new(CHROMIUM);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("SKIPPED: {CHROMIUM} is missing; `scripts/deps test` installs Debian's chromium");
+        None
+    }
+}
+
+/// Runs headless Chromium on `url` with `extra` flags, bounded by `limit` (killed by PID
+/// if it overstays); returns its stdout.
+async fn run_chromium(browser: &Path, url: &str, extra: &[String], limit: Duration) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = profile.path().join("stdout");
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("p").display()
+        ))
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chromium");
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            assert!(status.success(), "chromium on {url}: {status}");
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium on {url} did not finish within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::read_to_string(&out).unwrap_or_default()
+}
+
+async fn dump_dom(browser: &Path, url: &str) -> String {
+    run_chromium(
+        browser,
+        url,
+        &["--dump-dom".to_string()],
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+async fn screenshot(browser: &Path, url: &str, png: &Path, height: u32) -> Image {
+    run_chromium(
+        browser,
+        url,
+        &[
+            format!("--screenshot={}", png.display()),
+            format!("--window-size=1100,{height}"),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    Image::read(png)
+}
+
+/// A decoded screenshot, 8-bit RGB.
+struct Image {
+    width: usize,
+    height: usize,
+    rgb: Vec<[u8; 3]>,
+}
+
+impl Image {
+    fn read(path: &Path) -> Image {
+        let file = std::fs::File::open(path).expect("screenshot file");
+        let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+        decoder.set_transformations(png::Transformations::normalize_to_color8());
+        let mut reader = decoder.read_info().expect("PNG header");
+        let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+        let info = reader.next_frame(&mut buf).expect("PNG frame");
+        let channels = info.color_type.samples();
+        let rgb = buf[..info.buffer_size()]
+            .chunks(channels)
+            .map(|p| match channels {
+                1 | 2 => [p[0]; 3],
+                _ => [p[0], p[1], p[2]],
+            })
+            .collect();
+        Image {
+            width: info.width as usize,
+            height: info.height as usize,
+            rgb,
+        }
+    }
+
+    fn row(&self, y: usize) -> &[[u8; 3]] {
+        &self.rgb[y * self.width..(y + 1) * self.width]
+    }
+}
+
+fn near(p: [u8; 3], hex: &str) -> bool {
+    within(p, hex, 24)
+}
+
+fn within(p: [u8; 3], hex: &str, tolerance: u8) -> bool {
+    let c = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap_or(0);
+    let want = [(c >> 16) as u8, (c >> 8) as u8, c as u8];
+    p.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= tolerance)
+}
+
+/// The failover-state band's colours (as in the page), and its background where no
+/// second was recorded.
+const STATES: [&str; 4] = ["#3a9e5f", "#e8b02a", "#4a90d9", "#d7263d"];
+const BAND_EMPTY: &str = "#eeeeee";
+const RATE: &str = "#1f5fa8";
+
+/// Finds the chart by its state band (the first row at least half as wide as the image
+/// that is all state colours or the band's background, with some state colour) and checks the 700 rows above it (the chart's panels) are drawn: the pixels vary and at least `min_rate` are the
+/// rate line's colour (the live page's 15-minute axis is mostly empty early in a run).
+fn assert_timeline_drawn(img: &Image, what: &str, min_rate: usize) {
+    let state_pixels = |y: usize| {
+        img.row(y)
+            .iter()
+            .filter(|p| STATES.iter().any(|s| near(**p, s)))
+            .count()
+    };
+    let band_pixels = |y: usize| {
+        img.row(y)
+            .iter()
+            .filter(|p| within(**p, BAND_EMPTY, 3) || STATES.iter().any(|s| near(**p, s)))
+            .count()
+    };
+    let band = (0..img.height)
+        .find(|&y| state_pixels(y) >= 4 && band_pixels(y) * 2 >= img.width)
+        .unwrap_or_else(|| panic!("{what}: no failover-state band in the screenshot"));
+    let top = band.saturating_sub(700);
+    let region: Vec<[u8; 3]> = (top..band).flat_map(|y| img.row(y).to_vec()).collect();
+    let luma: Vec<f64> = region
+        .iter()
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect();
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    let sd = (luma.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / luma.len() as f64).sqrt();
+    // The rate line and its light fill: the only blue in the panels above the band.
+    let rate = region
+        .iter()
+        .filter(|p| {
+            near(**p, RATE) || (p[2] > p[0].saturating_add(20) && p[2] > p[1].saturating_add(10))
+        })
+        .count();
+    println!(
+        "{what}: band at y={band} ({} px), region sd {sd:.1}, {rate} rate-line pixels",
+        state_pixels(band)
+    );
+    assert!(sd > 8.0, "{what}: the timeline area is blank (sd {sd:.1})");
+    assert!(
+        rate >= min_rate,
+        "{what}: no rate line drawn ({rate} pixels)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_the_report_and_the_live_page() {
+    let Some(browser) = chromium() else { return };
+    let lab = crate::support::start_single(None).await;
+    // Kept after the run for a look: target/tmp/browser-*.png.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dsn = lab.dsn(pgdrill_lab::Node::A);
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "300", "--duration", "14s"]).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    // The live page, while the load runs.
+    let live = format!("http://{}/", drill.addr);
+    let dom = dump_dom(browser, &live).await;
+    assert!(dom.contains("Last 15 minutes"), "{dom}");
+    assert!(
+        dom.contains("<svg class=\"chart\""),
+        "live page has no chart"
+    );
+    assert!(dom.contains(">healthy<"), "state shown");
+    assert!(dom.contains("<meta http-equiv=\"refresh\""));
+    let img = screenshot(browser, &live, &shots.join("browser-live.png"), 1200).await;
+    assert_timeline_drawn(&img, "live page", 10);
+
+    let summary = drill.finish().await;
+    let page = summary.report_html().expect("report");
+    assert_self_contained(&page);
+    let file: PathBuf = dir.path().join("report.html");
+    std::fs::write(&file, &page).expect("write report");
+    let url = format!("file://{}", file.display());
+    let dom = dump_dom(browser, &url).await;
+    // The browser parsed what we wrote: the verdict, the chart, the sections.
+    let verdict = elements(&dom, "<div class=\"verdict", "</div>");
+    assert_eq!(verdict.len(), 1, "{dom}");
+    assert!(verdict[0].contains("PASS"), "{}", verdict[0]);
+    assert!(dom.contains("<svg class=\"chart\""));
+    let columns = summary.timeline.len();
+    assert!((12..=16).contains(&columns), "{columns} seconds");
+    let label = elements(&dom, "<svg class=\"chart\"", ">")
+        .first()
+        .and_then(|s| attr(s, "aria-label"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(!label.is_empty(), "the chart is labelled");
+    let img = screenshot(browser, &url, &shots.join("browser-report.png"), 1800).await;
+    assert_timeline_drawn(&img, "report", 200);
+    lab.shutdown().await;
+}
