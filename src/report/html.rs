@@ -168,6 +168,56 @@ pub struct ReportInput {
     pub rto_objective_is_default: bool,
     pub flags: Vec<Flag>,
     pub timeline: Timeline,
+    /// A drill's triggers, the figures timed from them and its verdict
+    /// (`--failover-command`, `pgdrill demo`); absent in a canary run.
+    pub drill: Option<DrillInput>,
+}
+
+/// The summary's `drill` object, as far as the report shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrillInput {
+    pub command: String,
+    pub objectives: DrillObjectives,
+    pub triggers: Vec<DrillTrigger>,
+    pub drills: Vec<DrillFigures>,
+    pub verdict: DrillVerdict,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrillObjectives {
+    pub rto_seconds: f64,
+    pub max_lost_writes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrillTrigger {
+    pub index: usize,
+    pub started_unix: f64,
+    pub duration_seconds: f64,
+    /// `{"kind": "ok" | "cannot_start" | …, …}`.
+    pub outcome: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrillFigures {
+    pub trigger: usize,
+    pub trigger_to_first_failed_write_seconds: Option<f64>,
+    pub trigger_to_new_primary_write_seconds: Option<f64>,
+    pub write_unavailable_seconds: Option<f64>,
+    pub lost_writes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrillVerdict {
+    /// `pass`, `fail` or `invalid`.
+    pub verdict: String,
+    pub failed: Vec<String>,
+    pub invalid: Vec<String>,
 }
 
 /// The RTO objective when the summary names none (`--rto-objective`'s default).
@@ -184,6 +234,9 @@ impl ReportInput {
             return Err("not a pgdrill summary (no run_id or transactions)".to_string());
         }
         let mut r: ReportInput = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        if r.rto_objective_seconds.is_none() {
+            r.rto_objective_seconds = r.drill.as_ref().map(|d| d.objectives.rto_seconds);
+        }
         if r.rto_objective_seconds.is_none() {
             r.rto_objective_seconds = Some(DEFAULT_RTO_OBJECTIVE);
             r.rto_objective_is_default = true;
@@ -1090,7 +1143,66 @@ struct Verdict {
     reasons: Vec<String>,
 }
 
+/// A drill's own verdict (it also judged the baseline and the trigger), else the report's.
 fn verdict(r: &ReportInput) -> Verdict {
+    if let Some(d) = &r.drill {
+        let (class, word) = match d.verdict.verdict.as_str() {
+            "pass" => ("pass", "PASS"),
+            "fail" => ("fail", "FAIL"),
+            _ => ("incomplete", "INVALID"),
+        };
+        let mut reasons: Vec<String> = d
+            .verdict
+            .failed
+            .iter()
+            .chain(&d.verdict.invalid)
+            .cloned()
+            .collect();
+        if reasons.is_empty() {
+            reasons = report_verdict(r).reasons;
+        }
+        return Verdict {
+            class,
+            word,
+            reasons,
+        };
+    }
+    report_verdict(r)
+}
+
+/// The figures timed from each trigger of a drill.
+fn drill_table(out: &mut String, d: &DrillInput, dated: bool) {
+    let _ = write!(
+        out,
+        "<section><h2>Failover triggers</h2><p class=\"sub\">Trigger <code>{}</code>; \
+         objectives: writes unavailable ≤ {}, acknowledged writes lost ≤ {}. Times from the \
+         trigger's start.</p><table><tr><th>#</th><th>started</th><th>outcome</th><th>ran</th>\
+         <th>first failed write</th><th>first write on the new primary</th>\
+         <th>writes unavailable</th><th>lost</th></tr>",
+        esc(&d.command),
+        esc(&fmt_secs(d.objectives.rto_seconds)),
+        group(d.objectives.max_lost_writes)
+    );
+    for t in &d.triggers {
+        let f = d.drills.iter().find(|f| f.trigger == t.index);
+        let figure = |v: Option<f64>| esc(&opt_secs(v));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            t.index,
+            esc(&when(t.started_unix, dated)),
+            esc(t.outcome["kind"].as_str().unwrap_or("?")),
+            esc(&fmt_secs(t.duration_seconds)),
+            figure(f.and_then(|f| f.trigger_to_first_failed_write_seconds)),
+            figure(f.and_then(|f| f.trigger_to_new_primary_write_seconds)),
+            figure(f.and_then(|f| f.write_unavailable_seconds)),
+            f.and_then(|f| f.lost_writes).map_or_else(|| "–".to_string(), group),
+        );
+    }
+    out.push_str("</table></section>");
+}
+
+fn report_verdict(r: &ReportInput) -> Verdict {
     let mut fail = Vec::new();
     let mut incomplete = Vec::new();
     let worst = longest_unavailability(&r.outages);
@@ -1408,6 +1520,9 @@ pub fn render(r: &ReportInput) -> String {
     );
     headline(&mut out, r);
     let dated = spans_dates(r);
+    if let Some(d) = &r.drill {
+        drill_table(&mut out, d, dated);
+    }
 
     out.push_str("<section><h2>Outages</h2>");
     outages_table(&mut out, r, dated);
@@ -1636,6 +1751,44 @@ pub fn render_live(l: &LiveInput) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::telemetry::timeline::Second;
+
+    #[test]
+    fn a_drill_shows_its_own_verdict_objective_and_trigger_figures() {
+        let summary = serde_json::json!({
+            "run_id": 7,
+            "transactions": 1000,
+            "outages": [{"index": 1, "start_unix": 1800000030.05, "end_unix": 1800000030.3,
+                         "write_unavailable_seconds": 0.25, "lost_writes": 0}],
+            "drill": {
+                "command": "az postgres flexible-server restart --failover Forced",
+                "objectives": {"rto_seconds": 30.0, "max_lost_writes": 0},
+                "triggers": [{"index": 1, "started_unix": 1800000030.0, "duration_seconds": 95.5,
+                              "outcome": {"kind": "exited_non_zero", "code": 1}}],
+                "drills": [{"trigger": 1, "trigger_to_first_failed_write_seconds": 0.05,
+                            "trigger_to_new_primary_write_seconds": 0.31,
+                            "write_unavailable_seconds": 0.25, "lost_writes": 0}],
+                "verdict": {"verdict": "invalid", "failed": [],
+                            "invalid": ["trigger 1 exited with status 1"]}
+            }
+        });
+        let r = ReportInput::from_summary(summary).unwrap();
+        assert_eq!(r.rto_objective_seconds, Some(30.0));
+        assert!(!r.rto_objective_is_default);
+        let page = render(&r);
+        assert!(
+            page.contains(">INVALID<"),
+            "the drill's verdict, not the report's PASS"
+        );
+        assert!(page.contains("trigger 1 exited with status 1"));
+        assert!(page.contains("<h2>Failover triggers</h2>"));
+        for cell in ["exited_non_zero", "1 min 36 s", "50 ms", "310 ms", "250 ms"] {
+            assert!(page.contains(&format!("<td>{cell}</td>")), "{cell}");
+        }
+        // Without a drill (a canary), the report judges by itself and shows no triggers.
+        let canary = ReportInput::from_summary(serde_json::json!({"run_id": 7, "transactions": 1}));
+        let page = render(&canary.unwrap());
+        assert!(!page.contains("Failover triggers") && page.contains(">PASS<"));
+    }
 
     pub(crate) const CLASSES: [&str; 14] = [
         "connect_refused",
@@ -1870,6 +2023,7 @@ pub(crate) mod tests {
                 },
             ],
             timeline: t,
+            drill: None,
         }
     }
 

@@ -490,8 +490,12 @@ async fn the_demo_fails_over_through_the_same_trigger_and_verdict() {
     let json = dir.path().join("demo.json");
     let listen = format!("127.0.0.1:{}", free_port());
     let json_arg = json.display().to_string();
+    let page = dir.path().join("demo.html");
+    let page_arg = page.display().to_string();
     let bin = Binary::spawn(&[
         "demo",
+        "--report",
+        &page_arg,
         "--failover",
         "forced",
         "--failover-after",
@@ -531,4 +535,8 @@ async fn the_demo_fails_over_through_the_same_trigger_and_verdict() {
         "{timing}"
     );
     assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    // The report page shows the drill's verdict and the figures timed from its trigger.
+    let html = std::fs::read_to_string(&page).expect("demo report page");
+    assert!(html.contains("<h2>Failover triggers</h2>") && html.contains(">PASS<"));
+    assert!(html.contains("lab forced failover"));
 }
