@@ -1299,32 +1299,7 @@ fn headline(out: &mut String, r: &ReportInput) {
         v.word,
         esc(&v.reasons.join(" · "))
     );
-    let worst = longest_unavailability(&r.outages);
-    let (class, value) = match (worst, r.rto_objective_seconds) {
-        (Some(w), Some(o)) if w <= o => ("ok", fmt_secs(w)),
-        (Some(w), Some(_)) => ("bad", fmt_secs(w)),
-        (Some(w), None) => ("warn", fmt_secs(w)),
-        (None, _) if r.outages.is_empty() => ("ok", "no outage".to_string()),
-        (None, _) => ("bad", "not recovered".to_string()),
-    };
-    let objective = r.rto_objective_seconds.map_or_else(
-        || "no objective given".to_string(),
-        |o| {
-            let default = if r.rto_objective_is_default {
-                " (default)"
-            } else {
-                ""
-            };
-            format!("objective {}{default}", fmt_secs(o))
-        },
-    );
-    card(
-        out,
-        class,
-        "RTO — longest write unavailability",
-        &value,
-        &format!("{objective}; {} outage(s)", r.outages.len()),
-    );
+    rto_card(out, r);
     let checked: u64 = r.outages.iter().filter_map(|o| o.checked_writes).sum();
     card(
         out,
@@ -1372,6 +1347,36 @@ fn headline(out: &mut String, r: &ReportInput) {
         ),
     );
     out.push_str("</div>");
+}
+
+/// The RTO card: the longest write unavailability against the objective.
+fn rto_card(out: &mut String, r: &ReportInput) {
+    let worst = longest_unavailability(&r.outages);
+    let (class, value) = match (worst, r.rto_objective_seconds) {
+        (Some(w), Some(o)) if w <= o => ("ok", fmt_secs(w)),
+        (Some(w), Some(_)) => ("bad", fmt_secs(w)),
+        (Some(w), None) => ("warn", fmt_secs(w)),
+        (None, _) if r.outages.is_empty() => ("ok", "no outage".to_string()),
+        (None, _) => ("bad", "not recovered".to_string()),
+    };
+    let objective = r.rto_objective_seconds.map_or_else(
+        || "no objective given".to_string(),
+        |o| {
+            let default = if r.rto_objective_is_default {
+                " (default)"
+            } else {
+                ""
+            };
+            format!("objective {}{default}", fmt_secs(o))
+        },
+    );
+    card(
+        out,
+        class,
+        "RTO — longest write unavailability",
+        &value,
+        &format!("{objective}; {} outage(s)", r.outages.len()),
+    );
 }
 
 fn outages_table(out: &mut String, r: &ReportInput, dated: bool) {
@@ -1503,6 +1508,41 @@ fn redacted_value(f: &Flag) -> String {
 /// The drill report page.
 pub fn render(r: &ReportInput) -> String {
     let mut out = String::with_capacity(128 * 1024);
+    page_head(&mut out, r);
+    headline(&mut out, r);
+    let dated = spans_dates(r);
+    if let Some(d) = &r.drill {
+        drill_table(&mut out, d, dated);
+    }
+
+    out.push_str("<section><h2>Outages</h2>");
+    outages_table(&mut out, r, dated);
+    out.push_str("</section>");
+
+    timeline_section(&mut out, r);
+    closeups(&mut out, r, dated);
+
+    let run_start = r.timeline.span().map_or_else(
+        || r.outages.first().map_or(0.0, |o| o.start_unix),
+        |(a, _)| a as f64,
+    );
+    out.push_str("<section><h2>Events</h2>");
+    out.push_str(&events_table(&r.timeline, run_start, dated));
+    out.push_str("</section>");
+
+    target_section(&mut out, r);
+    run_section(&mut out, r);
+    flags_section(&mut out, r);
+    state_changes_section(&mut out, r);
+
+    out.push_str("<section><h2>How each figure is measured</h2>");
+    out.push_str(HOW);
+    out.push_str("</section></body></html>\n");
+    out
+}
+
+/// The document head and the title line of the report.
+fn page_head(out: &mut String, r: &ReportInput) {
     let title = format!("pgdrill report — run {} — {}", r.run_id, r.started_at);
     let _ = write!(
         out,
@@ -1518,16 +1558,9 @@ pub fn render(r: &ReportInput) -> String {
         esc(&fmt_secs(r.duration_seconds)),
         esc(&r.version)
     );
-    headline(&mut out, r);
-    let dated = spans_dates(r);
-    if let Some(d) = &r.drill {
-        drill_table(&mut out, d, dated);
-    }
+}
 
-    out.push_str("<section><h2>Outages</h2>");
-    outages_table(&mut out, r, dated);
-    out.push_str("</section>");
-
+fn timeline_section(out: &mut String, r: &ReportInput) {
     out.push_str("<section><h2>Timeline</h2>");
     match r.timeline.span() {
         Some((from, to)) => {
@@ -1543,16 +1576,9 @@ pub fn render(r: &ReportInput) -> String {
         None => out.push_str("<p class=\"muted\">No timeline was recorded.</p>"),
     }
     out.push_str("</section>");
-    closeups(&mut out, r, dated);
+}
 
-    let run_start = r.timeline.span().map_or_else(
-        || r.outages.first().map_or(0.0, |o| o.start_unix),
-        |(a, _)| a as f64,
-    );
-    out.push_str("<section><h2>Events</h2>");
-    out.push_str(&events_table(&r.timeline, run_start, dated));
-    out.push_str("</section>");
-
+fn target_section(out: &mut String, r: &ReportInput) {
     out.push_str("<section><h2>Target and primary</h2><table>");
     let _ = write!(
         out,
@@ -1567,14 +1593,16 @@ pub fn render(r: &ReportInput) -> String {
         .identity_last
         .as_ref()
         .or_else(|| r.outages.last().and_then(|o| o.identity_after.as_ref()));
-    identity_row(&mut out, "primary at start", first);
-    identity_row(&mut out, "primary at end", last);
+    identity_row(out, "primary at start", first);
+    identity_row(out, "primary at end", last);
     let _ = write!(
         out,
         "<tr><th>primary changes</th><td>{}</td></tr></table></section>",
         group(r.primary_changes)
     );
+}
 
+fn run_section(out: &mut String, r: &ReportInput) {
     out.push_str("<section><h2>Run</h2><table>");
     let l = &r.latency;
     let rows = [
@@ -1608,7 +1636,9 @@ pub fn render(r: &ReportInput) -> String {
         let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
     }
     out.push_str("</table></section>");
+}
 
+fn flags_section(out: &mut String, r: &ReportInput) {
     out.push_str("<section><h2>Flags</h2>");
     if r.flags.is_empty() {
         out.push_str("<p class=\"muted\">Not recorded.</p>");
@@ -1625,35 +1655,42 @@ pub fn render(r: &ReportInput) -> String {
         out.push_str("</table>");
     }
     out.push_str("</section>");
+}
 
-    if !r.state_changes.is_empty() {
+fn state_changes_section(out: &mut String, r: &ReportInput) {
+    if r.state_changes.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<section><details><summary>All {} state changes</summary><table>",
+        r.state_changes.len()
+    );
+    for s in &r.state_changes {
         let _ = write!(
             out,
-            "<section><details><summary>All {} state changes</summary><table>",
-            r.state_changes.len()
+            "<tr><td class=\"num\">{}</td><td>{} → {}</td></tr>",
+            esc(&s.at),
+            esc(&s.from),
+            esc(&s.to)
         );
-        for s in &r.state_changes {
-            let _ = write!(
-                out,
-                "<tr><td class=\"num\">{}</td><td>{} → {}</td></tr>",
-                esc(&s.at),
-                esc(&s.from),
-                esc(&s.to)
-            );
-        }
-        out.push_str("</table></details></section>");
     }
-
-    out.push_str("<section><h2>How each figure is measured</h2>");
-    out.push_str(HOW);
-    out.push_str("</section></body></html>\n");
-    out
+    out.push_str("</table></details></section>");
 }
 
 /// The live `/` page: the last [`LIVE_WINDOW`] and the current state; the browser
 /// reloads it every 5 s (no script).
 pub fn render_live(l: &LiveInput) -> String {
     let mut out = String::with_capacity(64 * 1024);
+    live_head(&mut out, l);
+    live_cards(&mut out, l);
+    live_window(&mut out, l);
+    live_outages(&mut out, l);
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn live_head(out: &mut String, l: &LiveInput) {
     let _ = write!(
         out,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5"><meta name="viewport" content="width=device-width,initial-scale=1"><title>pgdrill — {}</title><style>{CSS}</style></head><body>"#,
@@ -1669,10 +1706,13 @@ pub fn render_live(l: &LiveInput) -> String {
         esc(&l.started_at),
         esc(&l.version)
     );
+}
+
+fn live_cards(out: &mut String, l: &LiveInput) {
     out.push_str("<div class=\"cards\">");
     let worst = longest_unavailability(&l.outages);
     card(
-        &mut out,
+        out,
         match (worst, l.rto_objective_seconds) {
             (Some(w), Some(o)) if w > o => "bad",
             _ => "",
@@ -1682,21 +1722,21 @@ pub fn render_live(l: &LiveInput) -> String {
         &format!("longest write unavailability {}", opt_secs(worst)),
     );
     card(
-        &mut out,
+        out,
         if l.lost_writes > 0 { "bad" } else { "ok" },
         "Acknowledged writes lost",
         &group(l.lost_writes),
         &format!("{} unknown outcomes", group(l.unknown_outcome_writes)),
     );
     card(
-        &mut out,
+        out,
         "",
         "Writes",
         &group(l.transactions),
         &format!("{} acknowledged", group(l.successes)),
     );
     card(
-        &mut out,
+        out,
         "",
         "Primary",
         &l.primary
@@ -1707,6 +1747,9 @@ pub fn render_live(l: &LiveInput) -> String {
             .map_or_else(String::new, Identity::describe),
     );
     out.push_str("</div>");
+}
+
+fn live_window(out: &mut String, l: &LiveInput) {
     let _ = write!(
         out,
         "<section><h2>Last {} minutes</h2>",
@@ -1727,24 +1770,26 @@ pub fn render_live(l: &LiveInput) -> String {
         None => out.push_str("<p class=\"muted\">No second recorded yet.</p>"),
     }
     out.push_str("</section>");
-    if !l.outages.is_empty() {
-        out.push_str("<section><h2>Latest outages</h2><table><thead><tr><th>#</th><th>start (UTC)</th><th class=\"num\">writes unavailable</th><th class=\"num\">lost</th><th>error classes</th></tr></thead><tbody>");
-        for o in l.outages.iter().rev().take(5) {
-            let _ = write!(
-                out,
-                r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
-                o.index,
-                esc(&clock_ms(o.start_unix)),
-                esc(&opt_secs(o.write_unavailable_seconds)),
-                o.lost_writes
-                    .map_or_else(|| "unverified".to_string(), group),
-                esc(&o.error_classes.join(", "))
-            );
-        }
-        out.push_str("</tbody></table></section>");
+}
+
+fn live_outages(out: &mut String, l: &LiveInput) {
+    if l.outages.is_empty() {
+        return;
     }
-    out.push_str("</body></html>\n");
-    out
+    out.push_str("<section><h2>Latest outages</h2><table><thead><tr><th>#</th><th>start (UTC)</th><th class=\"num\">writes unavailable</th><th class=\"num\">lost</th><th>error classes</th></tr></thead><tbody>");
+    for o in l.outages.iter().rev().take(5) {
+        let _ = write!(
+            out,
+            r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+            o.index,
+            esc(&clock_ms(o.start_unix)),
+            esc(&opt_secs(o.write_unavailable_seconds)),
+            o.lost_writes
+                .map_or_else(|| "unverified".to_string(), group),
+            esc(&o.error_classes.join(", "))
+        );
+    }
+    out.push_str("</tbody></table></section>");
 }
 
 #[cfg(test)]
