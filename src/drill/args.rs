@@ -134,6 +134,23 @@ impl DrillArgs {
         };
         let command = TriggerCommand::parse(raw, self.failover_shell)?;
         let timeout = positive("--failover-timeout", self.failover_timeout)?;
+        let schedule = self.schedule()?;
+        if let Some(duration) = duration {
+            fits_in_run(&schedule, duration)?;
+        }
+        Ok(DrillConfig {
+            trigger: Some(TriggerConfig {
+                action: TriggerAction::Command(command),
+                schedule,
+                timeout,
+            }),
+            objectives,
+        })
+    }
+
+    /// `--failover-after`, `--failovers` and `--failover-every` as one schedule, checked
+    /// against each other.
+    fn schedule(&self) -> Result<Schedule, ConfigError> {
         let after = enough_baseline(
             "--failover-after",
             self.failover_after
@@ -184,44 +201,39 @@ impl DrillArgs {
                 ),
             ));
         }
-        let schedule = Schedule {
+        Ok(Schedule {
             after,
             every,
             count,
-        };
-        if let Some(duration) = duration {
-            if after >= duration {
-                return Err(ConfigError::new(
-                    "--failover-after",
-                    text(after),
-                    format!(
-                        "must be shorter than --duration ({}), or the trigger never runs",
-                        text(duration)
-                    ),
-                ));
-            }
-            if schedule.last() >= duration {
-                return Err(ConfigError::new(
-                    "--failovers",
-                    count.to_string(),
-                    format!(
-                        "the last failover would start {} into the run, not before --duration ({}) \
-                         ends it; lengthen --duration or shorten --failover-every",
-                        text(schedule.last()),
-                        text(duration)
-                    ),
-                ));
-            }
-        }
-        Ok(DrillConfig {
-            trigger: Some(TriggerConfig {
-                action: TriggerAction::Command(command),
-                schedule,
-                timeout,
-            }),
-            objectives,
         })
     }
+}
+
+/// Every trigger of the schedule must start before `--duration` ends the run.
+fn fits_in_run(schedule: &Schedule, duration: Duration) -> Result<(), ConfigError> {
+    if schedule.after >= duration {
+        return Err(ConfigError::new(
+            "--failover-after",
+            text(schedule.after),
+            format!(
+                "must be shorter than --duration ({}), or the trigger never runs",
+                text(duration)
+            ),
+        ));
+    }
+    if schedule.last() >= duration {
+        return Err(ConfigError::new(
+            "--failovers",
+            schedule.count.to_string(),
+            format!(
+                "the last failover would start {} into the run, not before --duration ({}) \
+                     ends it; lengthen --duration or shorten --failover-every",
+                text(schedule.last()),
+                text(duration)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::drill::scrub::{scrub_patterns, Scrubber};
@@ -354,7 +355,24 @@ async fn execute(
             .and_then(|id| i32::try_from(id).ok())
             .and_then(Pid::from_raw),
     );
-    let mut readers = tokio::task::JoinSet::new();
+    let readers = spawn_readers(&mut child, index, scrubber, stdout_tail, stderr_tail);
+    let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
+    let ended = Instant::now();
+    // Reaped: what it left running in the background is its own business now.
+    group.0 = None;
+    drain(readers, index).await;
+    (outcome, ended)
+}
+
+/// Reads both output streams of the command into their tails, line by line.
+fn spawn_readers(
+    child: &mut tokio::process::Child,
+    index: usize,
+    scrubber: &Scrubber,
+    stdout_tail: &Arc<Mutex<Tail>>,
+    stderr_tail: &Arc<Mutex<Tail>>,
+) -> JoinSet<()> {
+    let mut readers = JoinSet::new();
     if let Some(out) = child.stdout.take() {
         readers.spawn(capture(
             out,
@@ -373,7 +391,17 @@ async fn execute(
             stderr_tail.clone(),
         ));
     }
-    let outcome = match tokio::time::timeout(timeout, child.wait()).await {
+    readers
+}
+
+/// Waits for the command at most `timeout`; past it, SIGTERM to its group, then SIGKILL.
+async fn wait_or_kill(
+    child: &mut tokio::process::Child,
+    group: &GroupGuard,
+    timeout: Duration,
+    index: usize,
+) -> TriggerOutcome {
+    match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => TriggerOutcome::Ok,
         Ok(Ok(status)) => {
             use std::os::unix::process::ExitStatusExt;
@@ -401,10 +429,11 @@ async fn execute(
                 after_seconds: timeout.as_secs_f64(),
             }
         }
-    };
-    let ended = Instant::now();
-    // Reaped: what it left running in the background is its own business now.
-    group.0 = None;
+    }
+}
+
+/// Waits a bounded time for the output readers to reach end of file.
+async fn drain(mut readers: JoinSet<()>, index: usize) {
     let drained = tokio::time::timeout(DRAIN, async {
         while readers.join_next().await.is_some() {}
     })
@@ -416,7 +445,6 @@ async fn execute(
         );
         readers.abort_all();
     }
-    (outcome, ended)
 }
 
 /// Asks the owner of the in-process lab to fail over and waits, at most `timeout`, for

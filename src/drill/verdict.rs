@@ -90,7 +90,6 @@ pub fn judge(
 ) -> Verdict {
     let rto = objectives.rto.as_secs_f64();
     let mut failed = Vec::new();
-    let mut invalid = Vec::new();
 
     if lost_writes_in_run > objectives.max_lost_writes {
         failed.push(format!(
@@ -100,73 +99,9 @@ pub fn judge(
     }
     let lost_decides = !failed.is_empty();
 
-    if triggers.len() < planned as usize {
-        invalid.push(format!(
-            "only {} of {planned} failover triggers ran before the run ended",
-            triggers.len()
-        ));
-    }
-    for t in triggers {
-        if let Some(problem) = t.outcome.problem() {
-            invalid.push(format!("trigger {} {problem}", t.index));
-        }
-    }
-    invalid.extend(baselines.iter().filter_map(Baseline::problem));
-
-    let outage = |index: usize| outages.iter().find(|o| o.index == index);
+    let mut invalid = trigger_problems(planned, triggers, baselines);
     for d in drills {
-        let ok = triggers
-            .iter()
-            .find(|t| t.index == d.trigger)
-            .is_some_and(|t| t.outcome.is_ok());
-        if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
-            invalid.push(format!(
-                "trigger {}: neither an outage nor a new primary followed it; the failover may \
-                 not have happened (or happened after the run)",
-                d.trigger
-            ));
-        }
-        for index in d.outage.iter().chain(&d.later_outages) {
-            let Some(o) = outage(*index) else { continue };
-            match o.write_unavailable_seconds {
-                Some(seconds) => {
-                    if seconds > rto {
-                        failed.push(format!(
-                            "trigger {}: writes unavailable for {seconds:.3} s (outage {index}), \
-                             over the RTO objective ({rto} s)",
-                            d.trigger
-                        ));
-                    }
-                    if o.lost_writes.is_none() {
-                        invalid.push(format!(
-                            "trigger {}: the acknowledged writes before outage {index} were never \
-                             verified",
-                            d.trigger
-                        ));
-                    }
-                }
-                None => {
-                    let lasted = if Some(*index) == d.outage {
-                        d.unavailable_at_run_end_seconds.unwrap_or(0.0)
-                    } else {
-                        0.0
-                    };
-                    if lasted > rto {
-                        failed.push(format!(
-                            "trigger {}: writes had not come back when the run ended, {lasted:.3} s \
-                             after outage {index} began, over the RTO objective ({rto} s)",
-                            d.trigger
-                        ));
-                    } else {
-                        invalid.push(format!(
-                            "trigger {}: the run ended during outage {index}, before the RTO \
-                             objective ({rto} s) could be judged",
-                            d.trigger
-                        ));
-                    }
-                }
-            }
-        }
+        judge_drill(d, triggers, outages, rto, &mut failed, &mut invalid);
     }
 
     let verdict = if lost_decides {
@@ -182,6 +117,90 @@ pub fn judge(
         verdict,
         failed,
         invalid,
+    }
+}
+
+/// Rule 2 for the triggers themselves: too few ran, one failed, or a baseline was unhealthy.
+fn trigger_problems(planned: u32, triggers: &[TriggerRun], baselines: &[Baseline]) -> Vec<String> {
+    let mut invalid = Vec::new();
+    if triggers.len() < planned as usize {
+        invalid.push(format!(
+            "only {} of {planned} failover triggers ran before the run ended",
+            triggers.len()
+        ));
+    }
+    for t in triggers {
+        if let Some(problem) = t.outcome.problem() {
+            invalid.push(format!("trigger {} {problem}", t.index));
+        }
+    }
+    invalid.extend(baselines.iter().filter_map(Baseline::problem));
+    invalid
+}
+
+/// Rules 2 and 3 for one drill: did a failover follow its trigger, and how did each outage
+/// attributed to it end.
+fn judge_drill(
+    d: &DrillTiming,
+    triggers: &[TriggerRun],
+    outages: &[OutageFacts],
+    rto: f64,
+    failed: &mut Vec<String>,
+    invalid: &mut Vec<String>,
+) {
+    let ok = triggers
+        .iter()
+        .find(|t| t.index == d.trigger)
+        .is_some_and(|t| t.outcome.is_ok());
+    if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
+        invalid.push(format!(
+            "trigger {}: neither an outage nor a new primary followed it; the failover may \
+             not have happened (or happened after the run)",
+            d.trigger
+        ));
+    }
+    for index in d.outage.iter().chain(&d.later_outages) {
+        let Some(o) = outages.iter().find(|o| o.index == *index) else {
+            continue;
+        };
+        match o.write_unavailable_seconds {
+            Some(seconds) => {
+                if seconds > rto {
+                    failed.push(format!(
+                        "trigger {}: writes unavailable for {seconds:.3} s (outage {index}), \
+                         over the RTO objective ({rto} s)",
+                        d.trigger
+                    ));
+                }
+                if o.lost_writes.is_none() {
+                    invalid.push(format!(
+                        "trigger {}: the acknowledged writes before outage {index} were never \
+                         verified",
+                        d.trigger
+                    ));
+                }
+            }
+            None => {
+                let lasted = if Some(*index) == d.outage {
+                    d.unavailable_at_run_end_seconds.unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                if lasted > rto {
+                    failed.push(format!(
+                        "trigger {}: writes had not come back when the run ended, {lasted:.3} s \
+                         after outage {index} began, over the RTO objective ({rto} s)",
+                        d.trigger
+                    ));
+                } else {
+                    invalid.push(format!(
+                        "trigger {}: the run ended during outage {index}, before the RTO \
+                         objective ({rto} s) could be judged",
+                        d.trigger
+                    ));
+                }
+            }
+        }
     }
 }
 
