@@ -118,23 +118,7 @@ struct Drill {
 impl Drill {
     fn build(config: &Config, fatal: &Arc<Fatal>) -> Result<Drill, StartError> {
         let started_at = SystemTime::now();
-        let metrics = Metrics::new(&config.target.hosts);
-        metrics.target_rate.set(config.rate.unwrap_or(0.0));
-        let info = config.target.info();
-        let ports: Vec<String> = info.iter().map(|i| i.port.to_string()).collect();
-        let rows: Vec<[&str; 4]> = info
-            .iter()
-            .zip(&ports)
-            .map(|(i, port)| {
-                [
-                    i.host.as_str(),
-                    port.as_str(),
-                    i.database.as_str(),
-                    i.pooler,
-                ]
-            })
-            .collect();
-        metrics.target_info(&rows);
+        let metrics = build_metrics(config);
         let run_id = rand::rng().random_range(1..i64::MAX);
         let workload = Arc::new(Workload::new(
             config.table.clone(),
@@ -166,29 +150,10 @@ impl Drill {
                 .settle_after(config.statement_timeout),
         );
         let outages = Arc::new(Outages::new(WallClock::now()));
-        let monitor = Arc::new(Monitor::new(
-            metrics.clone(),
-            detector,
-            identity.clone(),
-            verifier.clone(),
-            outages.clone(),
-            Thresholds {
-                outage: config.effective_outage_threshold(),
-                stall: config.stall_threshold(),
-                recovery_window: config.recovery_window,
-                target_rate: config.rate,
-            },
-            timeline.clone(),
-        ));
-        let lanes = Arc::new(Shared {
-            pool: pool.clone(),
-            workload,
-            pipeline_depth: config.pipeline_depth as usize,
-            client_timeout: config.statement_timeout + Duration::from_secs(1),
-            max_connection_lifetime: config.max_connection_lifetime,
-            idle_lanes: Default::default(),
-            all_busy: Default::default(),
-        });
+        let monitor = build_monitor(
+            config, &metrics, detector, &identity, &verifier, &outages, &timeline,
+        );
+        let lanes = lane_settings(config, &pool, workload);
         let drill = drill_run(config, &metrics, &outages, &identity, &outcomes);
         Ok(Drill {
             drill,
@@ -256,19 +221,7 @@ impl Drill {
         jobs: &Receiver<Job>,
         sup: &mut Supervisor,
     ) {
-        let live = Arc::new(report::Live {
-            run_id: self.run_id,
-            target: config.target.redacted.clone(),
-            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
-            target_rate: config.rate,
-            outcomes: self.outcomes.clone(),
-            outages: self.outages.clone(),
-            identity: self.identity.clone(),
-            verifier: self.verifier.clone(),
-            timeline: self.timeline.clone(),
-            drawn: Default::default(),
-            viewed: Default::default(),
-        });
+        let live = self.live(config);
         let shown = live.clone();
         let page = Arc::new(http::Page {
             render: Box::new(move || shown.page()),
@@ -301,6 +254,29 @@ impl Drill {
             );
             sup.spawn(Stage::Retention, task);
         }
+        self.spawn_lanes(config, jobs, sup);
+        self.spawn_reporting(config, live, sup);
+    }
+
+    /// The state the live `/` page is drawn from.
+    fn live(&self, config: &Config) -> Arc<report::Live> {
+        Arc::new(report::Live {
+            run_id: self.run_id,
+            target: config.target.redacted.clone(),
+            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
+            target_rate: config.rate,
+            outcomes: self.outcomes.clone(),
+            outages: self.outages.clone(),
+            identity: self.identity.clone(),
+            verifier: self.verifier.clone(),
+            timeline: self.timeline.clone(),
+            drawn: Default::default(),
+            viewed: Default::default(),
+        })
+    }
+
+    /// One lane per pooled connection, each with its own seeded generator.
+    fn spawn_lanes(&self, config: &Config, jobs: &Receiver<Job>, sup: &mut Supervisor) {
         // Lanes need no token: they end when the backlog is closed and empty.
         for lane in 0..config.pool_size {
             let rng = SmallRng::seed_from_u64(self.run_id as u64 ^ u64::from(lane));
@@ -314,6 +290,10 @@ impl Drill {
                 lanes::lane(lanes.clone(), jobs.clone(), outcomes.lane(), rng)
             });
         }
+    }
+
+    /// The timeline sampler (which also feeds the live page) and the progress line.
+    fn spawn_reporting(&self, config: &Config, live: Arc<report::Live>, sup: &mut Supervisor) {
         let sources = progress::Sources {
             outcomes: self.outcomes.clone(),
             latency: self.latency.clone(),
@@ -440,6 +420,67 @@ fn drill_run(
         .map(|p| String::from_utf8_lossy(p).into_owned());
     let scrubber = Scrubber::new(password);
     Some(DrillRun::new(trigger, objectives, sources, scrubber))
+}
+
+/// The registry, with the target rate and the target info series set.
+fn build_metrics(config: &Config) -> Arc<Metrics> {
+    let metrics = Metrics::new(&config.target.hosts);
+    metrics.target_rate.set(config.rate.unwrap_or(0.0));
+    let info = config.target.info();
+    let ports: Vec<String> = info.iter().map(|i| i.port.to_string()).collect();
+    let rows: Vec<[&str; 4]> = info
+        .iter()
+        .zip(&ports)
+        .map(|(i, port)| {
+            [
+                i.host.as_str(),
+                port.as_str(),
+                i.database.as_str(),
+                i.pooler,
+            ]
+        })
+        .collect();
+    metrics.target_info(&rows);
+    metrics
+}
+
+/// The failover monitor: the detector's thresholds from the config.
+fn build_monitor(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    detector: Arc<Detector>,
+    identity: &Arc<IdentityTracker>,
+    verifier: &Arc<Verifier>,
+    outages: &Arc<Outages>,
+    timeline: &Arc<Recorder>,
+) -> Arc<Monitor> {
+    Arc::new(Monitor::new(
+        metrics.clone(),
+        detector,
+        identity.clone(),
+        verifier.clone(),
+        outages.clone(),
+        Thresholds {
+            outage: config.effective_outage_threshold(),
+            stall: config.stall_threshold(),
+            recovery_window: config.recovery_window,
+            target_rate: config.rate,
+        },
+        timeline.clone(),
+    ))
+}
+
+/// What every lane shares: the pool, the workload and the per-transaction limits.
+fn lane_settings(config: &Config, pool: &DbPool, workload: Arc<Workload>) -> Arc<Shared> {
+    Arc::new(Shared {
+        pool: pool.clone(),
+        workload,
+        pipeline_depth: config.pipeline_depth as usize,
+        client_timeout: config.statement_timeout + Duration::from_secs(1),
+        max_connection_lifetime: config.max_connection_lifetime,
+        idle_lanes: Default::default(),
+        all_busy: Default::default(),
+    })
 }
 
 fn build_pool(

@@ -168,6 +168,33 @@ fn opt_secs(v: Option<f64>) -> String {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_load(f)?;
+        self.fmt_latencies(f)?;
+        self.fmt_errors(f)?;
+        writeln!(
+            f,
+            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {}{})",
+            self.primary_changes,
+            self.lost_writes,
+            self.unknown_outcome_writes,
+            self.unknown_outcome_committed,
+            self.unknown_outcome_not_committed,
+            match self.unknown_outcome_unresolved {
+                0 => String::new(),
+                n => format!(", unresolved {n}"),
+            }
+        )?;
+        self.fmt_outages(f)?;
+        if let Some(drill) = &self.drill {
+            writeln!(f, "{drill}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The sections of the text summary, in the order it prints them.
+impl Summary {
+    fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
         writeln!(f, "  target        {}", self.target)?;
         writeln!(
@@ -188,6 +215,10 @@ impl fmt::Display for Summary {
             self.skipped,
             self.abandoned
         )?;
+        Ok(())
+    }
+
+    fn fmt_latencies(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.latency;
         writeln!(
             f,
@@ -206,6 +237,10 @@ impl fmt::Display for Summary {
             "  schedule lag                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             g.p50_ms, g.p95_ms, g.p99_ms, g.p999_ms, g.max_ms
         )?;
+        Ok(())
+    }
+
+    fn fmt_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.errors.is_empty() {
             let errs: Vec<String> = self
                 .errors
@@ -226,19 +261,10 @@ impl fmt::Display for Summary {
                 k.class, k.count, k.message
             )?;
         }
-        writeln!(
-            f,
-            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {}{})",
-            self.primary_changes,
-            self.lost_writes,
-            self.unknown_outcome_writes,
-            self.unknown_outcome_committed,
-            self.unknown_outcome_not_committed,
-            match self.unknown_outcome_unresolved {
-                0 => String::new(),
-                n => format!(", unresolved {n}"),
-            }
-        )?;
+        Ok(())
+    }
+
+    fn fmt_outages(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for o in &self.outages {
             writeln!(
                 f,
@@ -255,9 +281,6 @@ impl fmt::Display for Summary {
                 o.lost_writes.map_or_else(|| "unverified".to_string(), |n| n.to_string()),
                 opt_secs(o.rpo_seconds)
             )?;
-        }
-        if let Some(drill) = &self.drill {
-            writeln!(f, "{drill}")?;
         }
         Ok(())
     }
