@@ -9,21 +9,17 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pgdrill_lab::{Lab, ReplicationMode, StopMode};
+use pgdrill_lab::{ReplicationMode, StopMode};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::rules::{known_metric_names, metric_names_used};
 use crate::support::drill::Drill;
 use crate::support::prometheus::{rules_with, Prometheus, ScrapeJob, INTERVAL_S};
-use crate::support::{connect, eventually};
+use crate::support::{connect, eventually, start_lab};
 
 /// How long the primary stays down before the standby is promoted.
 const OUTAGE: Duration = Duration::from_secs(4);
-
-async fn lab(mode: Option<ReplicationMode>) -> Lab {
-    crate::support::start_lab(mode).await
-}
 
 // ---------------------------------------------------------------------------
 // The live exposition.
@@ -47,7 +43,7 @@ fn family_present(samples: &BTreeSet<String>, family: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_name_of_the_fixture_dashboards_and_rules_is_on_a_live_scrape() {
-    let lab = lab(None).await;
+    let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "200"]).await;
     // Wait for writes, so that nothing is absent only because nothing happened yet.
@@ -107,7 +103,7 @@ fn labels_of(alerts: &[Value]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_within_the_objective_is_measured_and_does_not_page() {
     let began = Instant::now();
-    let lab = lab(Some(ReplicationMode::Sync)).await;
+    let lab = start_lab(Some(ReplicationMode::Sync)).await;
     let primary = lab.primary();
     let standby = lab.standby().expect("a standby");
     let dsn = lab.multi_host_dsn();

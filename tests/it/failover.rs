@@ -11,11 +11,7 @@ use tokio::time::Instant;
 use crate::support::drill::{
     http_get, in_order, metric, try_http_get, Binary, Drill, StateWatcher,
 };
-use crate::support::{connect, eventually, free_port, rows_of_run};
-
-async fn lab(mode: Option<ReplicationMode>) -> Lab {
-    crate::support::start_lab(mode).await
-}
+use crate::support::{connect, eventually, free_port, rows_of_run, start_lab};
 
 /// The longest gap between consecutive rows of this run, by the server's
 /// `created_at`: the last write before the outage to the first one after it
@@ -47,7 +43,7 @@ async fn seqs(lab: &Lab, node: Node, run_id: i64) -> BTreeSet<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() {
-    let lab = lab(Some(ReplicationMode::Sync)).await;
+    let lab = start_lab(Some(ReplicationMode::Sync)).await;
     let dsn = lab.multi_host_dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "1000", "--duration", "16s"]).await;
     let watcher = StateWatcher::start(drill.addr);
@@ -109,7 +105,7 @@ async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() {
-    let lab = lab(Some(ReplicationMode::Async)).await;
+    let lab = start_lab(Some(ReplicationMode::Async)).await;
     let dsn = lab.multi_host_dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "1000", "--duration", "10s"]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -160,7 +156,7 @@ async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planned_switchover_is_measured_and_loses_nothing() {
-    let lab = lab(Some(ReplicationMode::Sync)).await;
+    let lab = start_lab(Some(ReplicationMode::Sync)).await;
     let dsn = lab.multi_host_dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--duration", "8s"]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -187,7 +183,7 @@ async fn planned_switchover_is_measured_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demoted_primary_is_left_after_one_error_per_connection() {
-    let lab = lab(Some(ReplicationMode::Async)).await;
+    let lab = start_lab(Some(ReplicationMode::Async)).await;
     let dsn = lab.multi_host_dsn();
     let drill = Drill::start(&[
         "--dsn",
@@ -246,7 +242,7 @@ async fn a_demoted_primary_is_left_after_one_error_per_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_second_outage_at_2000_per_second_stays_bounded() {
-    let lab = lab(None).await;
+    let lab = start_lab(None).await;
     let node = lab.primary();
     let listen = format!("127.0.0.1:{}", free_port());
     let dsn = lab.dsn(node);

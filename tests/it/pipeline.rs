@@ -11,10 +11,6 @@ use pgdrill_lab::Lab;
 use crate::support::drill::{metric, Drill};
 use crate::support::{self, connect, eventually, start_lab};
 
-async fn lab() -> Lab {
-    start_lab(None).await
-}
-
 async fn count(lab: &Lab, sql: &str, run_id: i64) -> i64 {
     let client = connect(&lab.dsn(lab.primary())).await;
     support::count(&client, sql, &[&run_id]).await
@@ -22,7 +18,7 @@ async fn count(lab: &Lab, sql: &str, run_id: i64) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn depth_16_every_acknowledged_write_is_in_the_table_once() {
-    let lab = lab().await;
+    let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
     // --rate 0 keeps both connections busy, so each carries a full pipeline.
     let drill = Drill::start(&[
@@ -67,7 +63,7 @@ async fn depth_16_every_acknowledged_write_is_in_the_table_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
-    let lab = lab().await;
+    let lab = start_lab(None).await;
     let upstream = format!("127.0.0.1:{}", lab.port(lab.primary()))
         .parse()
         .expect("socket address");
@@ -170,7 +166,7 @@ async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
-    let lab = lab().await;
+    let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
     // pgdrill's own table, plus a trigger that cancels every seventh write (SQLSTATE 57014).
     let table = Table::parse("pipe_err").expect("table name");
