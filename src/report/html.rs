@@ -683,26 +683,7 @@ fn latency_panel(out: &mut String, g: &Grid) {
         .enumerate()
         .filter_map(|(i, c)| c.as_ref().filter(|c| c.b.has_latency()).map(|c| (i, c)))
         .collect();
-    let lo = with
-        .iter()
-        .map(|(_, c)| f64::from(c.b.p50.min(c.b.p99)))
-        .filter(|v| *v > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let hi = with
-        .iter()
-        .map(|(_, c)| f64::from(c.b.max.max(c.b.p99)))
-        .fold(0.0, f64::max);
-    let mut d0 = if lo.is_finite() {
-        lo.log10().floor()
-    } else {
-        -3.0
-    };
-    d0 = d0.max(-5.0);
-    let mut d1 = if hi > 0.0 { hi.log10().ceil() } else { 0.0 };
-    if d1 - d0 < 2.0 {
-        d1 = d0 + 2.0;
-    }
-    let d1 = d1.min(d0 + 8.0);
+    let (d0, d1) = latency_decades(&with);
     let y = |v: f64| {
         let l = v.max(1e-9).log10().clamp(d0, d1);
         LAT_TOP + LAT_H - (l - d0) / (d1 - d0) * LAT_H
@@ -756,6 +737,32 @@ fn latency_panel(out: &mut String, g: &Grid) {
             r#"<path d="{path}" fill="none" stroke="{colour}"{style}/>"#
         );
     }
+}
+
+/// The log axis's range in decades (powers of ten of seconds): from the lowest latency drawn
+/// to the highest, at least two decades and at most eight.
+fn latency_decades(with: &[(usize, &Column)]) -> (f64, f64) {
+    let lo = with
+        .iter()
+        .map(|(_, c)| f64::from(c.b.p50.min(c.b.p99)))
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let hi = with
+        .iter()
+        .map(|(_, c)| f64::from(c.b.max.max(c.b.p99)))
+        .fold(0.0, f64::max);
+    let mut d0 = if lo.is_finite() {
+        lo.log10().floor()
+    } else {
+        -3.0
+    };
+    d0 = d0.max(-5.0);
+    let mut d1 = if hi > 0.0 { hi.log10().ceil() } else { 0.0 };
+    if d1 - d0 < 2.0 {
+        d1 = d0 + 2.0;
+    }
+    let d1 = d1.min(d0 + 8.0);
+    (d0, d1)
 }
 
 fn latency_label(v: f64) -> String {
