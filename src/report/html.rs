@@ -1567,19 +1567,28 @@ fn page_head(out: &mut String, r: &ReportInput) {
     );
 }
 
+/// The timeline chart over `[from, to]` and its legend.
+fn chart_with_legend(
+    out: &mut String,
+    timeline: &Timeline,
+    (from, to): (u64, u64),
+    target_rate: Option<f64>,
+    title: &str,
+) {
+    out.push_str(&chart(timeline, from, to, target_rate, title));
+    out.push_str(&legend(timeline));
+}
+
 fn timeline_section(out: &mut String, r: &ReportInput) {
     out.push_str("<section><h2>Timeline</h2>");
     match r.timeline.span() {
-        Some((from, to)) => {
-            out.push_str(&chart(
-                &r.timeline,
-                from,
-                to,
-                r.target_rate,
-                "drill timeline: rate, errors, latency, failover state",
-            ));
-            out.push_str(&legend(&r.timeline));
-        }
+        Some((from, to)) => chart_with_legend(
+            out,
+            &r.timeline,
+            (from, to),
+            r.target_rate,
+            "drill timeline: rate, errors, latency, failover state",
+        ),
         None => out.push_str("<p class=\"muted\">No timeline was recorded.</p>"),
     }
     out.push_str("</section>");
@@ -1763,17 +1772,13 @@ fn live_window(out: &mut String, l: &LiveInput) {
         LIVE_WINDOW.as_secs() / 60
     );
     match l.timeline.span() {
-        Some((_, to)) => {
-            let from = to.saturating_sub(LIVE_WINDOW.as_secs());
-            out.push_str(&chart(
-                &l.timeline,
-                from,
-                to,
-                l.target_rate,
-                "live timeline, last 15 minutes",
-            ));
-            out.push_str(&legend(&l.timeline));
-        }
+        Some((_, to)) => chart_with_legend(
+            out,
+            &l.timeline,
+            (to.saturating_sub(LIVE_WINDOW.as_secs()), to),
+            l.target_rate,
+            "live timeline, last 15 minutes",
+        ),
         None => out.push_str("<p class=\"muted\">No second recorded yet.</p>"),
     }
     out.push_str("</section>");

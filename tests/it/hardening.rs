@@ -170,10 +170,7 @@ async fn restarts_of_one_server_are_not_primary_changes() {
         "10m",
     ])
     .await;
-    eventually(Duration::from_secs(20), "first writes", || async {
-        drill.metric("pgdrill_transactions_total").await > 10.0
-    })
-    .await;
+    drill.wait_for_transactions(10.0).await;
     for n in 1..=10 {
         let mode = if n % 2 == 0 {
             StopMode::Fast
@@ -544,10 +541,7 @@ async fn unknown_outcomes_from_killed_backends_resolve_without_an_outage() {
         "3s",
     ])
     .await;
-    eventually(Duration::from_secs(20), "writes under way", || async {
-        drill.metric("pgdrill_transactions_total").await > 300.0
-    })
-    .await;
+    drill.wait_for_transactions(300.0).await;
     let admin = connect(&admin_app_dsn(&lab)).await;
     let mut killed = 0;
     for _ in 0..5 {
@@ -643,10 +637,7 @@ async fn failed_pool_growth_does_not_fail_writes_open_connections_can_take() {
         "60s",
     ])
     .await;
-    eventually(Duration::from_secs(20), "writes under way", || async {
-        drill.metric("pgdrill_transactions_total").await > 200.0
-    })
-    .await;
+    drill.wait_for_transactions(200.0).await;
     let sum = |text: &str, name: &str| crate::support::drill::metric_sum(text, name);
     let before = drill.scrape().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -686,10 +677,7 @@ async fn an_outage_open_at_shutdown_is_reported_with_its_duration_and_errors() {
         "60s",
     ])
     .await;
-    eventually(Duration::from_secs(20), "writes under way", || async {
-        drill.metric("pgdrill_transactions_total").await > 200.0
-    })
-    .await;
+    drill.wait_for_transactions(200.0).await;
     lab.stop(node, StopMode::Fast)
         .await
         .expect("stop the server");

@@ -54,6 +54,14 @@ impl Drill {
         metric(&self.scrape().await, series)
     }
 
+    /// Waits (up to 20 s) until more than `min` transactions were attempted.
+    pub async fn wait_for_transactions(&self, min: f64) {
+        crate::support::eventually(Duration::from_secs(20), "writes under way", || async {
+            self.metric("pgdrill_transactions_total").await > min
+        })
+        .await;
+    }
+
     /// Waits until an outage was recorded and is over.
     pub async fn wait_for_outage_over(&self, limit: Duration) {
         crate::support::eventually(limit, "outage recorded and over", || async {
