@@ -25,6 +25,7 @@ mod failover;
 mod load;
 mod report;
 mod rpo;
+mod secrets;
 pub mod shutdown;
 mod supervisor;
 mod telemetry;
@@ -55,7 +56,6 @@ use db::identity::IdentityTracker;
 use db::pool::{ConnectSettings, DbPool, Manager};
 use db::retention;
 use db::table::Workload;
-use drill::scrub::Scrubber;
 use drill::DrillRun;
 use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
@@ -412,14 +412,7 @@ fn drill_run(
         }),
         target_rate: config.rate,
     };
-    // The trigger's output and command line never show the DSN's password.
-    let password = config
-        .target
-        .pg
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    let scrubber = Scrubber::new(password);
-    Some(DrillRun::new(trigger, objectives, sources, scrubber))
+    Some(DrillRun::new(trigger, objectives, sources))
 }
 
 /// The registry, with the target rate and the target info series set.
@@ -499,7 +492,7 @@ fn build_pool(
         tls: config.target.tls.clone(),
         auto_query_mode: config.query_mode_auto,
         statement_timeout: config.statement_timeout,
-        create_table: config.create_table,
+        table: config.table_policy,
     };
     let credentials = Arc::new(Credentials::new(config.password.clone(), metrics.clone()));
     let manager = Manager::new(

@@ -99,7 +99,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         summary.set_flags(flags);
-        println!("{summary}");
+        println!("{}", summary.printable());
         if let Some(path) = summary_path {
             if let Err(err) = summary.write_json(&path) {
                 eprintln!(

@@ -22,6 +22,7 @@ use crate::config::dsn::Target;
 use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
+use crate::db::table_check::TablePolicy;
 pub use crate::drill::DrillConfig;
 use crate::error::ConfigError;
 use crate::telemetry::webconfig::WebConfig;
@@ -40,7 +41,10 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub max_connection_lifetime: Duration,
     pub table: Table,
-    pub create_table: bool,
+    /// What pgdrill may do to the table: create its own, alter one it did not create.
+    pub table_policy: TablePolicy,
+    /// Until the first acknowledged write: how long errors that can heal are retried.
+    pub startup_timeout: Duration,
     pub query_mode: QueryMode,
     /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
     pub query_mode_auto: bool,
@@ -101,6 +105,7 @@ impl RunArgs {
         let password = self.password()?;
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
+        let table = Table::parse(&self.table)?;
         Ok(Config {
             drill,
             target,
@@ -119,8 +124,14 @@ impl RunArgs {
                 "--max-connection-lifetime",
                 self.max_connection_lifetime,
             )?,
-            table: Table::parse(&self.table)?,
-            create_table: !self.no_create_table,
+            table_policy: TablePolicy {
+                create: !self.no_create_table,
+                alter: self.alter_table,
+                named: !table.is_default(),
+                deletes: retention.is_some(),
+            },
+            table,
+            startup_timeout: positive("--startup-timeout", self.startup_timeout)?,
             listen: self.listen,
             web: self
                 .web_config_file
@@ -294,7 +305,15 @@ mod tests {
         assert_eq!(c.max_backlog, 100);
         assert_eq!(args(&["--rate", "1000"]).unwrap().pool_size, 4);
         assert_eq!(c.listen.port(), DEFAULT_PORT);
-        assert_eq!(c.table.quoted, "\"transactions\"");
+        assert_eq!(c.table.quoted, "\"pgdrill_writes\"");
+        assert!(c.table_policy.create && !c.table_policy.named && !c.table_policy.alter);
+        assert!(
+            args(&["--table", "Transactions"])
+                .unwrap()
+                .table_policy
+                .named
+        );
+        assert_eq!(c.startup_timeout, Duration::from_secs(60));
         assert_eq!(c.pipeline_depth, 16);
         let c = args(&["--rate", "8000"]).unwrap();
         assert_eq!(c.pool_size, 32);

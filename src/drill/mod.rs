@@ -18,7 +18,6 @@ pub mod args;
 pub mod daemon;
 pub mod runner;
 pub mod schedule;
-pub mod scrub;
 pub mod stats;
 pub mod timing;
 pub mod trigger;

@@ -297,7 +297,12 @@ impl Summary {
 
     /// `--summary-json`: the summary, pretty-printed.
     pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, json)
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, crate::secrets::scrub(&json))
+    }
+
+    /// The summary as printed at the end of a run, without any secret pgdrill knows.
+    pub fn printable(&self) -> String {
+        crate::secrets::scrub(&self.to_string())
     }
 }
