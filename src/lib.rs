@@ -42,6 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use db::cleanup::CleanupError;
 pub use drill::{
     DrillReport, InProcessReply, InProcessTrigger, Schedule, TriggerAction, TriggerConfig,
     VerdictKind,
@@ -96,6 +97,17 @@ pub async fn run(
     }
 }
 
+/// `pgdrill cleanup`: what was removed, as one line.
+pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupError> {
+    db::cleanup::run(
+        &config.target,
+        &config.table,
+        config.scope,
+        config.connect_timeout,
+    )
+    .await
+}
+
 /// The parts of one run, built and connected, not yet started.
 struct Drill {
     run_id: i64,
@@ -113,6 +125,7 @@ struct Drill {
     health: Arc<Health>,
     /// Only with a failover trigger.
     drill: Option<Arc<DrillRun>>,
+    fatal: Arc<Fatal>,
 }
 
 impl Drill {
@@ -138,13 +151,16 @@ impl Drill {
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
         let latency = LatencyBook::default();
-        let outcomes = Arc::new(Outcomes::new(
-            metrics.clone(),
-            detector.clone(),
-            ledger.clone(),
-            latency.clone(),
-            identity.clone(),
-        ));
+        let outcomes = Arc::new(
+            Outcomes::new(
+                metrics.clone(),
+                detector.clone(),
+                ledger.clone(),
+                latency.clone(),
+                identity.clone(),
+            )
+            .on_first_write(fatal.clone()),
+        );
         let verifier = Arc::new(
             Verifier::new(pool.clone(), workload.clone(), ledger, metrics.clone())
                 .settle_after(config.statement_timeout),
@@ -156,6 +172,7 @@ impl Drill {
         let lanes = lane_settings(config, &pool, workload);
         let drill = drill_run(config, &metrics, &outages, &identity, &outcomes);
         Ok(Drill {
+            fatal: fatal.clone(),
             drill,
             run_id,
             started_at,
@@ -193,6 +210,20 @@ impl Drill {
             listen = %config.listen,
             "pgdrill started"
         );
+        tracing::info!(
+            table = %config.table.name,
+            run_id = self.run_id,
+            create = if config.table.is_default() {
+                "pgdrill's own table, created if missing"
+            } else {
+                "created as pgdrill's own if missing; a table pgdrill did not create is only written"
+            },
+            retention = %config.retention.map_or_else(
+                || "off".to_string(),
+                |r| format!("deletes pgdrill's rows older than {}", humantime::format_duration(r.window))
+            ),
+            "pgdrill inserts rows tagged with this run_id; it changes and deletes no other row"
+        );
         let load_began = Instant::now();
         self.health.load_started();
         if let Some(drill) = &self.drill {
@@ -208,6 +239,8 @@ impl Drill {
         sup.stop(Stage::Drill).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         let summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
+        // pgdrill leaves no process behind: what the triggers left running ends now.
+        drill::trigger::end_left_behind().await;
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;
         sup.finish().await;
@@ -243,6 +276,13 @@ impl Drill {
         sup.spawn(
             Stage::Monitor,
             self.monitor.clone().run(token, config.shutdown_grace),
+        );
+        let token = sup.token(Stage::Monitor);
+        sup.spawn(
+            Stage::Monitor,
+            self.fatal
+                .clone()
+                .startup_deadline(config.startup_timeout, token),
         );
         if let Some(settings) = config.retention {
             let task = retention::run(
@@ -365,6 +405,8 @@ impl Drill {
                 .map(|d| d.report(rpo.lost_writes, load_end)),
             run_id: self.run_id,
             target: config.target.redacted.clone(),
+            table: config.table.name.clone(),
+            retention_rows_deleted: self.metrics.retention_rows_deleted.get(),
             started_at: self.started_at,
             elapsed,
             target_rate: config.rate,

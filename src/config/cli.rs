@@ -30,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Render the drill report (HTML) from a summary written by --summary-json.
     Report(ReportArgs),
+    /// Remove pgdrill's rows (one run or every run), or drop pgdrill's own table.
+    Cleanup(CleanupArgs),
     #[cfg(feature = "lab")]
     /// Start a local primary + standby, run load, force a failover, print the drill report, clean up.
     Demo(DemoArgs),
@@ -269,6 +271,29 @@ pub struct DemoArgs {
     /// Write the drill report (HTML) here.
     #[arg(long, default_value = "pgdrill-demo-report.html")]
     pub report: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("scope").required(true).args(["run_id", "all_runs", "drop_table"]))]
+pub struct CleanupArgs {
+    /// libpq connection string, as for a run (PG* environment variables fill unset parts).
+    #[arg(long, env = "PGDRILL_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// The table pgdrill wrote to.
+    #[arg(long, env = "PGDRILL_TABLE", default_value = crate::db::table::DEFAULT_TABLE)]
+    pub table: String,
+    /// Delete the rows of this run (the run id the summary and the startup log show).
+    #[arg(long)]
+    pub run_id: Option<i64>,
+    /// Delete the rows of every pgdrill run (rows with a run_id; no other row).
+    #[arg(long)]
+    pub all_runs: bool,
+    /// Drop the table, if pgdrill created it (refused for any other table).
+    #[arg(long)]
+    pub drop_table: bool,
+    /// Give up connecting after this long.
+    #[arg(long, default_value = "10s")]
+    pub connect_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Args)]

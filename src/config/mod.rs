@@ -19,6 +19,7 @@ pub use cli::*;
 pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
+use crate::db::cleanup::Scope;
 use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
@@ -249,6 +250,34 @@ impl RunArgs {
             window,
             self.retention_batch_size,
         )))
+    }
+}
+
+/// `pgdrill cleanup`, validated.
+#[derive(Debug, Clone)]
+pub struct CleanupConfig {
+    pub target: Target,
+    pub table: Table,
+    pub scope: Scope,
+    pub connect_timeout: Duration,
+}
+
+impl CleanupArgs {
+    pub fn validate(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<CleanupConfig, ConfigError> {
+        let scope = match (self.run_id, self.all_runs, self.drop_table) {
+            (Some(id), _, _) => Scope::Run(id),
+            (None, true, _) => Scope::AllRuns,
+            _ => Scope::DropTable,
+        };
+        Ok(CleanupConfig {
+            target: dsn::parse(self.dsn.as_deref(), env)?,
+            table: Table::parse(&self.table)?,
+            scope,
+            connect_timeout: positive("--connect-timeout", self.connect_timeout)?,
+        })
     }
 }
 

@@ -153,7 +153,7 @@ impl Manager {
             None => with_causes(&source),
         };
         let message = if class == ErrorClass::Tls {
-            format!("{message} (fix: {})", crate::db::tls::hint(&message))
+            crate::db::tls::explain(&message)
         } else {
             message
         };
@@ -173,6 +173,9 @@ impl Manager {
         self.metrics.connection_errors.inc(class);
         let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
         self.metrics.errors.note(class, sqlstate, &message);
+        if let Some(fatal) = &self.fatal {
+            fatal.connect_failed(class, sqlstate, &message);
+        }
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {

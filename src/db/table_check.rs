@@ -61,15 +61,15 @@ pub struct TablePolicy {
 
 /// What the catalog says about the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Relation {
+pub(crate) struct Relation {
     /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, …
-    kind: String,
+    pub kind: String,
     /// `pg_class.relpersistence`: `p` logged, `u` unlogged, `t` temporary.
-    persistence: String,
+    pub persistence: String,
     /// Marked as pgdrill's own by its comment.
-    ours: bool,
+    pub ours: bool,
     /// Has the partial index of [`Table::index_sql`].
-    indexed: bool,
+    pub indexed: bool,
 }
 
 /// Makes sure the table exists (pgdrill's own, created if missing and allowed) and can take
@@ -107,7 +107,7 @@ pub async fn ensure(
     Ok(relation.ours)
 }
 
-async fn relation(
+pub(crate) async fn relation(
     client: &Client,
     table: &Table,
 ) -> Result<Option<Relation>, tokio_postgres::Error> {

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
+use crate::supervisor::lock;
 use crate::secrets::{scrub, scrub_patterns};
 
 /// The last this many bytes of each stream are kept for the summary and the report.
@@ -352,10 +353,49 @@ async fn execute(
     let readers = spawn_readers(&mut child, index, stdout_tail, stderr_tail);
     let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
     let ended = Instant::now();
-    // Reaped: what it left running in the background is its own business now.
-    group.0 = None;
+    // Reaped; what it left running in the background may run on while pgdrill does, and
+    // is ended when pgdrill exits.
+    if let Some(pgid) = group.0.take() {
+        lock(&LEFT_BEHIND).push((index, pgid));
+    }
     drain(readers, index).await;
     (outcome, ended)
+}
+
+/// Process groups of triggers that have exited, by trigger number: whatever still runs in
+/// them is ended when the run ends ([`end_left_behind`]), so pgdrill leaves no process.
+static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
+
+/// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
+/// grace), saying so; called once the run is over.
+pub async fn end_left_behind() {
+    let groups = std::mem::take(&mut *lock(&LEFT_BEHIND));
+    let alive: Vec<(usize, Pid)> = groups
+        .into_iter()
+        .filter(|(_, pgid)| rustix::process::test_kill_process_group(*pgid).is_ok())
+        .collect();
+    if alive.is_empty() {
+        return;
+    }
+    for (index, pgid) in &alive {
+        tracing::warn!(
+            trigger = index,
+            process_group = pgid.as_raw_nonzero().get(),
+            "the failover trigger left processes running; ending them as pgdrill exits"
+        );
+        let _ = kill_process_group(*pgid, Signal::TERM);
+    }
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline
+        && alive
+            .iter()
+            .any(|(_, g)| rustix::process::test_kill_process_group(*g).is_ok())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (_, pgid) in &alive {
+        let _ = kill_process_group(*pgid, Signal::KILL);
+    }
 }
 
 /// Reads both output streams of the command into their tails, line by line.

@@ -49,6 +49,8 @@ pub struct Summary {
     pub version: &'static str,
     pub run_id: i64,
     pub target: String,
+    /// The table written to; every row pgdrill wrote carries `run_id`.
+    pub table: String,
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
@@ -78,6 +80,8 @@ pub struct Summary {
     /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
     /// and the first message.
     pub error_kinds: Vec<ErrorKind>,
+    /// Rows `--retention` deleted during the run (pgdrill's rows only: `run_id` set).
+    pub retention_rows_deleted: u64,
     /// The primary when the run began and when it ended.
     pub identity_first: Option<Identity>,
     pub identity_last: Option<Identity>,
@@ -94,6 +98,8 @@ pub struct Summary {
 pub(crate) struct RunFacts {
     pub run_id: i64,
     pub target: String,
+    pub table: String,
+    pub retention_rows_deleted: u64,
     pub started_at: std::time::SystemTime,
     pub elapsed: Duration,
     pub target_rate: Option<f64>,
@@ -125,6 +131,8 @@ impl Summary {
             version: env!("CARGO_PKG_VERSION"),
             run_id: facts.run_id,
             target: facts.target,
+            table: facts.table,
+            retention_rows_deleted: facts.retention_rows_deleted,
             started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
             duration_seconds: facts.elapsed.as_secs_f64(),
             target_rate: facts.target_rate,
@@ -162,6 +170,9 @@ impl Summary {
     }
 }
 
+/// Exit status of a run that never wrote: the target was wrong or never reachable.
+pub const NO_WRITE_EXIT: u8 = 5;
+
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
 }
@@ -197,6 +208,15 @@ impl Summary {
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
         writeln!(f, "  target        {}", self.target)?;
+        write!(
+            f,
+            "  table         {} (rows with run_id {})",
+            self.table, self.run_id
+        )?;
+        match self.retention_rows_deleted {
+            0 => writeln!(f)?,
+            n => writeln!(f, "; retention deleted {n} of pgdrill's rows")?,
+        }
         writeln!(
             f,
             "  duration      {:.1}s   target rate {}   achieved {:.1}/s",
@@ -288,8 +308,12 @@ impl Summary {
 
 impl Summary {
     /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
-    /// 3 for a failed drill, 4 for an invalid one.
+    /// 3 for a failed drill, 4 for an invalid one; [`NO_WRITE_EXIT`] when not one write
+    /// succeeded (a run that measured nothing never passes).
     pub fn exit_code(&self) -> u8 {
+        if self.successes == 0 {
+            return NO_WRITE_EXIT;
+        }
         self.drill
             .as_ref()
             .map_or(0, |d| d.verdict.verdict.exit_code())
