@@ -203,7 +203,9 @@ impl Drill {
         self.spawn(config, listener, &jobs_rx, &mut sup);
         tracing::info!(
             target = %config.target.redacted,
-            rate = ?config.rate,
+            rate = %config
+                .rate
+                .map_or_else(|| "unlimited".to_string(), |r| format!("{r}/s")),
             pool_size = config.pool_size,
             pipeline_depth = config.pipeline_depth,
             run_id = self.run_id,

@@ -35,7 +35,7 @@ static KNOWN: RwLock<Vec<String>> = RwLock::new(Vec::new());
 const MAX_KNOWN: usize = 256;
 
 /// Remembers a secret value: from now on it never appears in anything pgdrill writes,
-/// as it is or as JSON and HTML escape it (the summary file, the report).
+/// as it is or as JSON and HTML escape it (JSON log lines, the report).
 pub fn remember(secret: &str) {
     let secret = secret.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
@@ -71,6 +71,16 @@ fn html_escaped(s: &str) -> String {
         }
     }
     out
+}
+
+/// Every string in `value` scrubbed, the structure kept (the summary file).
+pub fn scrub_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => *s = scrub(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(scrub_json),
+        _ => {}
+    }
 }
 
 /// `text` without any remembered secret and without values that look like secrets.
@@ -187,7 +197,11 @@ fn value_end(bytes: &[u8], start: usize) -> usize {
     while let Some(&b) = bytes.get(i) {
         let end = match quote {
             Some(q) => b == *q,
-            None => b.is_ascii_whitespace() || matches!(b, b',' | b';' | b'&' | b'}' | b')'),
+            // A quote ends it too: an unquoted value inside a JSON or HTML string.
+            None => {
+                b.is_ascii_whitespace()
+                    || matches!(b, b',' | b';' | b'&' | b'}' | b')' | b'"' | b'\'' | b'\\')
+            }
         };
         if end {
             break;
@@ -385,6 +399,10 @@ mod tests {
             ),
             ("tool --api-secret=abc", "tool --api-secret=REDACTED"),
             ("tool -password  abc", "tool -password  REDACTED"),
+            (
+                r#"{"c": "x --token abc"}"#,
+                r#"{"c": "x --token REDACTED"}"#,
+            ),
             // Not an option value: the next word is another option, or no option at all.
             ("tool --password --next", "tool --password --next"),
             ("reset the password now", "reset the password now"),

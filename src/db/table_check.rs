@@ -206,8 +206,9 @@ fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<
     if !r.ours && !policy.named {
         return Some(format!(
             "a table {name} exists that pgdrill did not create (it has no '{OWNER_MARK}' \
-             comment); pgdrill writes to a table it did not create only when named with \
-             --table. Name another table with --table, or --table {name} to use this one"
+             comment), under the name of pgdrill's own table; pgdrill writes to a table it did \
+             not create only when it is named with --table. Give pgdrill another table with \
+             --table (a new name: pgdrill creates it as its own)"
         ));
     }
     None

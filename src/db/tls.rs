@@ -372,9 +372,11 @@ pub fn explain(detail: &str) -> String {
         )
     } else if detail.contains("CaUsedAsEndEntity") || detail.contains("SelfSigned") {
         (
-            "server certificate verification failed: self-signed certificate",
-            "set sslrootcert to the server's certificate (or the CA that issued it), or use \
-             sslmode=require to encrypt without verifying",
+            "server certificate verification failed: self-signed certificate (the server \
+             presents a CA certificate as its own, which rustls never accepts, even as \
+             sslrootcert)",
+            "give the server a certificate issued by a CA and set sslrootcert to that CA, or \
+             use sslmode=require to encrypt without verifying",
         )
     } else if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
         (
@@ -461,14 +463,26 @@ mod tests {
     #[test]
     fn failures_read_as_libpq_words_them() {
         let e = explain("error performing TLS handshake: invalid peer certificate: UnknownIssuer");
-        assert!(e.contains("unable to get local issuer") && e.contains("sslrootcert"), "{e}");
+        assert!(
+            e.contains("unable to get local issuer") && e.contains("sslrootcert"),
+            "{e}"
+        );
         let e = explain("invalid peer certificate: NotValidForNameContext { .. }");
-        assert!(e.contains("does not match the host name") && e.contains("verify-ca"), "{e}");
+        assert!(
+            e.contains("does not match the host name") && e.contains("verify-ca"),
+            "{e}"
+        );
         let e = explain("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
-        assert!(e.starts_with("server certificate verification failed: self-signed"), "{e}");
+        assert!(
+            e.starts_with("server certificate verification failed: self-signed"),
+            "{e}"
+        );
         assert!(!e.contains("OtherError"), "{e}");
         let e = explain("error performing TLS handshake: server does not support TLS");
-        assert!(e.starts_with("server does not support SSL, but SSL was required"), "{e}");
+        assert!(
+            e.starts_with("server does not support SSL, but SSL was required"),
+            "{e}"
+        );
         assert!(explain("invalid peer certificate: Expired").contains("has expired"));
     }
 }

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::supervisor::lock;
 use crate::secrets::{scrub, scrub_patterns};
+use crate::supervisor::lock;
 
 /// The last this many bytes of each stream are kept for the summary and the report.
 pub const TAIL_BYTES: usize = 16 * 1024;
@@ -615,7 +615,7 @@ fn printable(line: &str) -> String {
     line.chars()
         .map(|c| match c {
             '\t' => c.to_string(),
-            c if c.is_control() => c.escape_default().to_string(),
+            c if c.is_control() => format!("\\x{:02x}", u32::from(c)),
             c => c.to_string(),
         })
         .collect()
@@ -791,6 +791,12 @@ mod tests {
     async fn run_raw(raw: &str, shell: bool, timeout: Duration) -> TriggerRun {
         let c = TriggerAction::Command(TriggerCommand::parse(raw, shell).unwrap());
         run(&c, 1, Instant::now(), timeout, unix_now).await
+    }
+
+    #[test]
+    fn output_is_written_as_text_without_control_bytes() {
+        assert_eq!(printable("plain\tline é"), "plain\tline é");
+        assert_eq!(printable("a\0b\u{1b}[31mc\r"), "a\\x00b\\x1b[31mc\\x0d");
     }
 
     #[test]

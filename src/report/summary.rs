@@ -321,8 +321,10 @@ impl Summary {
 
     /// `--summary-json`: the summary, pretty-printed.
     pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, crate::secrets::scrub(&json))
+        let mut json = serde_json::to_value(self).map_err(std::io::Error::other)?;
+        crate::secrets::scrub_json(&mut json);
+        let text = serde_json::to_string_pretty(&json).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
     }
 
     /// The summary as printed at the end of a run, without any secret pgdrill knows.

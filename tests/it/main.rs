@@ -21,6 +21,8 @@ mod proxy;
 mod report;
 mod retention;
 mod rules;
+mod safety;
 mod support;
+mod targets;
 mod tls;
 mod webconfig;

@@ -148,11 +148,20 @@ async fn wrong_ca_self_signed_wrong_host_and_plaintext_server_fail_fast_in_plain
             started.elapsed().as_secs_f64()
         );
         assert_eq!(status.code(), Some(5), "{what}: stderr:\n{err}");
-        assert!(first.contains("cannot write to the target"), "{what}:\n{err}");
+        assert!(
+            first.contains("cannot write to the target"),
+            "{what}:\n{err}"
+        );
         assert!(first.contains(said), "{what}: not '{said}':\n{err}");
         assert!(err.contains(fix), "{what}: no '{fix}':\n{err}");
-        assert!(!err.contains("OtherError") && !err.contains('\u{1b}'), "{what}:\n{err}");
-        assert!(out.is_empty(), "{what}: no summary for a run that never started:\n{out}");
+        assert!(
+            !err.contains("OtherError") && !err.contains('\u{1b}'),
+            "{what}:\n{err}"
+        );
+        assert!(
+            out.is_empty(),
+            "{what}: no summary for a run that never started:\n{out}"
+        );
     }
     // prefer against the server without TLS falls back to plain text, as libpq does.
     let drill = Drill::start(&[
