@@ -210,6 +210,8 @@ impl Drill {
             pipeline_depth = config.pipeline_depth,
             run_id = self.run_id,
             listen = %config.listen,
+            connect_timeout = %humantime::format_duration(config.connect_timeout),
+            connect_timeout_from = config.connect_timeout_from,
             "pgdrill started"
         );
         tracing::info!(
@@ -408,6 +410,8 @@ impl Drill {
             run_id: self.run_id,
             target: config.target.redacted.clone(),
             table: config.table.name.clone(),
+            connect_timeout: config.connect_timeout,
+            connect_timeout_from: config.connect_timeout_from,
             retention_rows_deleted: self.metrics.retention_rows_deleted.get(),
             started_at: self.started_at,
             elapsed,
@@ -528,9 +532,7 @@ fn build_pool(
     fatal: &Arc<Fatal>,
 ) -> DbPool {
     let mut pg = config.target.pg.clone();
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(config.connect_timeout);
-    }
+    pg.connect_timeout(config.connect_timeout);
     let settings = ConnectSettings {
         pg,
         tls: config.target.tls.clone(),

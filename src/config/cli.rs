@@ -75,11 +75,12 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_MAX_BACKLOG")]
     pub max_backlog: Option<usize>,
 
-    /// Give up on establishing a connection to one host address after this long (TCP, TLS,
+    /// Give up on one connection attempt to a host address after this long (TCP, TLS,
     /// startup, authentication, identity probe, as libpq's connect_timeout), then try the
-    /// next. A server that hangs adds this to the measured unavailability.
-    #[arg(long, env = "PGDRILL_CONNECT_TIMEOUT", default_value = "2s")]
-    pub connect_timeout: humantime::Duration,
+    /// next; a slow attempt never holds back the others. Wins over connect_timeout in the
+    /// DSN and PGCONNECT_TIMEOUT [default: 2s].
+    #[arg(long, env = "PGDRILL_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<humantime::Duration>,
 
     /// Server-side statement_timeout for each INSERT.
     #[arg(long, env = "PGDRILL_STATEMENT_TIMEOUT", default_value = "5s")]

@@ -53,6 +53,8 @@ pub struct Target {
     pub redacted: String,
     /// sslmode / sslrootcert, with the rustls connector built from them.
     pub tls: TlsSettings,
+    /// Where `pg`'s connect timeout came from, if it has one.
+    pub connect_timeout_from: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Target {
@@ -78,6 +80,7 @@ pub fn parse(
     let tls = tls_settings(&tls_params, &env)?;
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
+    let timeout_in_dsn = pg.get_connect_timeout().is_some();
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
             apply_env_default(&mut pg, key, &value)
@@ -106,6 +109,11 @@ pub fn parse(
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
     }
+    let connect_timeout_from = match (timeout_in_dsn, pg.get_connect_timeout()) {
+        (true, _) => Some("connect_timeout in --dsn"),
+        (false, Some(_)) => Some("PGCONNECT_TIMEOUT"),
+        (false, None) => None,
+    };
     let hosts = host_labels(&pg);
     let mut redacted = describe(&pg, &hosts);
     redacted.push(' ');
@@ -115,6 +123,7 @@ pub fn parse(
         hosts,
         redacted,
         tls,
+        connect_timeout_from,
     })
 }
 

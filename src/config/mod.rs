@@ -38,7 +38,10 @@ pub struct Config {
     pub pool_size: u32,
     pub pipeline_depth: u32,
     pub max_backlog: usize,
+    /// The connect timeout in force, and where it came from: `--connect-timeout`, the DSN,
+    /// `PGCONNECT_TIMEOUT` or the default, in that order.
     pub connect_timeout: Duration,
+    pub connect_timeout_from: &'static str,
     pub statement_timeout: Duration,
     pub max_connection_lifetime: Duration,
     pub table: Table,
@@ -107,6 +110,13 @@ impl RunArgs {
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
         let table = Table::parse(&self.table)?;
+        let (connect_timeout, connect_timeout_from) = match self.connect_timeout {
+            Some(flag) => (positive("--connect-timeout", flag)?, "--connect-timeout"),
+            None => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
+                (Some(t), Some(from)) if !t.is_zero() => (*t, from),
+                _ => (Duration::from_secs(2), "default"),
+            },
+        };
         Ok(Config {
             drill,
             target,
@@ -119,7 +129,8 @@ impl RunArgs {
             pool_size,
             pipeline_depth: self.pipeline_depth,
             max_backlog,
-            connect_timeout: positive("--connect-timeout", self.connect_timeout)?,
+            connect_timeout,
+            connect_timeout_from,
             statement_timeout: positive("--statement-timeout", self.statement_timeout)?,
             max_connection_lifetime: positive(
                 "--max-connection-lifetime",
@@ -427,6 +438,35 @@ mod tests {
         assert_eq!(r.window, Duration::from_secs(7 * 86400));
         assert_eq!(r.batch_size, 5000);
         assert!(args(&[]).unwrap().retention.is_none());
+    }
+
+    #[test]
+    fn the_connect_timeout_flag_wins_then_the_dsn_then_the_environment() {
+        let with = |argv: &[&str], env: Option<&str>| {
+            let mut all = vec!["pgdrill"];
+            all.extend_from_slice(argv);
+            let cli = Cli::try_parse_from(all).expect("flags");
+            let c = cli
+                .run
+                .validate(|k| (k == "PGCONNECT_TIMEOUT").then(|| env.map(str::to_string))?)
+                .expect("valid");
+            (c.connect_timeout, c.connect_timeout_from)
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(with(&[], None), (secs(2), "default"));
+        assert_eq!(with(&[], Some("7")), (secs(7), "PGCONNECT_TIMEOUT"));
+        let dsn = ["--dsn", "host=h connect_timeout=9"];
+        assert_eq!(with(&dsn, Some("7")), (secs(9), "connect_timeout in --dsn"));
+        let flag = [
+            "--dsn",
+            "host=h connect_timeout=9",
+            "--connect-timeout",
+            "500ms",
+        ];
+        assert_eq!(
+            with(&flag, Some("7")),
+            (Duration::from_millis(500), "--connect-timeout")
+        );
     }
 
     #[test]

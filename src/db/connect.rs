@@ -8,9 +8,13 @@
 //! Every host of a multi-host DSN, every `hostaddr`, and every address a host name resolves
 //! to (looked up again for every connection, so a DNS switch-over is followed) is an
 //! [`Endpoint`] with its own state:
-//! - a failing endpoint backs off (with jitter, up to ~1 s) and is probed by one attempt at
-//!   a time, so a down host is not hammered by every lane; skipping it never delays the next
-//!   host;
+//! - a slow attempt never holds back the others: while one is pending (behind a proxy that
+//!   routes to a hung node, or a host that vanished), another starts every
+//!   [`STAGGER`] (after [`SUSPECT_AFTER`] on a healthy endpoint), up to a bound, and the first
+//!   to connect wins, as a fresh client every 100 ms would;
+//! - an endpoint that fails fast (refused) backs off, with jitter, at most [`BACKOFF_MAX`],
+//!   so recovery is seen within a fraction of a second; one that fails slowly (a timeout)
+//!   is tried again at once; skipping it never delays the next host;
 //! - an endpoint whose established connections go quiet is checked with a fresh connect
 //!   ([`Silence::suspect`]); if that is not answered within the connect timeout either,
 //!   the server is declared silent and every connection to it is abandoned at once.
@@ -51,10 +55,16 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// process.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// First backoff after a failure; doubles per consecutive failure.
+/// First backoff after a fast failure; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
-/// A host that refuses, times out or fails otherwise: at most ~1 s between attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A host that refuses or fails fast otherwise: at most this between attempts, so the
+/// backoff outlasts an outage by a fraction of a second at most.
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// While attempts on an endpoint are pending, another starts this often (a fresh client's
+/// cadence); an attempt that failed after longer than this failed slowly: no backoff.
+pub const STAGGER: Duration = Duration::from_millis(100);
+/// Parallel attempts per endpoint: enough to cover one connect timeout at [`STAGGER`].
+const MAX_PENDING: u32 = 32;
 /// A host that answers but cannot take writes yet (a standby, a server starting up) is
 /// what a failover passes through: check it often so promotion is seen quickly.
 const BACKOFF_MAX_ANSWERING: Duration = Duration::from_millis(50);
@@ -88,17 +98,21 @@ struct HostEntry {
 /// What is known about one endpoint.
 #[derive(Debug)]
 struct EndpointState {
-    /// Consecutive failed attempts; 0 = healthy, any number of attempts at once.
+    /// Consecutive failed attempts; 0 = healthy.
     failures: u32,
     retry_at: Instant,
-    /// While failing, one attempt at a time probes the endpoint.
-    attempt_running: bool,
+    /// Attempts under way, and when the latest began.
+    pending: u32,
+    last_start: Option<Instant>,
     last_error: Option<(ErrorClass, String)>,
     /// Cancelled when the server is found silent; connections made before hold a clone.
     silent: CancellationToken,
     check_running: bool,
     /// The last liveness check that the server answered.
     answered_at: Option<Instant>,
+    /// A liveness check found the server silent (a frozen host): attempts wait in its
+    /// listen backlog, so one at a time is enough, and a crowd would stampede it on thaw.
+    declared_silent: bool,
 }
 
 impl EndpointState {
@@ -106,25 +120,41 @@ impl EndpointState {
         EndpointState {
             failures: 0,
             retry_at: now,
-            attempt_running: false,
+            pending: 0,
+            last_start: None,
             last_error: None,
             silent: CancellationToken::new(),
             check_running: false,
             answered_at: None,
+            declared_silent: false,
         }
     }
 
+    /// A first attempt: any number on a healthy endpoint, one once the backoff after a
+    /// failure is over.
     fn eligible(&self, now: Instant) -> bool {
-        self.failures == 0 || (!self.attempt_running && now >= self.retry_at)
+        self.failures == 0 || (self.pending == 0 && now >= self.retry_at)
     }
 
-    /// Counted from when the attempt started: an attempt that took the whole connect
-    /// timeout is followed by the next at once, so a hanging server always has one attempt
-    /// waiting in its listen backlog and is seen the moment it answers again.
+    /// One more attempt beside those pending: not while backing off, at most one per
+    /// [`STAGGER`], at most `max` at once.
+    fn may_join(&self, now: Instant, max: u32) -> bool {
+        !self.declared_silent
+            && now >= self.retry_at
+            && self.pending < max
+            && self.last_start.is_none_or(|t| now >= t + STAGGER)
+    }
+
+    /// A fast failure (refused) backs off; a slow one (a timeout) is followed at once, so
+    /// a hanging server always has an attempt waiting and is seen the moment it answers.
     fn failed(&mut self, class: ErrorClass, message: &str, started: Instant) {
+        let now = Instant::now();
         self.failures = self.failures.saturating_add(1);
-        self.attempt_running = false;
-        self.retry_at = started + backoff(self.failures, class, &mut rand::rng());
+        self.retry_at = if now.saturating_duration_since(started) < STAGGER {
+            started + backoff(self.failures, class, &mut rand::rng())
+        } else {
+            now
+        };
         self.last_error = Some((class, message.to_string()));
     }
 }
@@ -172,6 +202,8 @@ pub struct Connector {
     tls: MakeRustlsConnect,
     metrics: Arc<Metrics>,
     endpoints: Mutex<HashMap<Endpoint, EndpointState>>,
+    /// Parallel attempts per endpoint: one connect timeout's worth at [`STAGGER`].
+    max_pending: u32,
     /// Notified whenever an attempt ends, for connects waiting for a free endpoint.
     changed: tokio::sync::Notify,
 }
@@ -248,6 +280,8 @@ impl Connector {
             tls,
             metrics,
             endpoints: Mutex::new(HashMap::new()),
+            max_pending: (timeout.as_millis() / STAGGER.as_millis()).clamp(1, MAX_PENDING as u128)
+                as u32,
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -263,8 +297,9 @@ impl Connector {
         entries
     }
 
-    /// Tries each endpoint in DSN order (skipping those backing off) until one both
-    /// connects and passes `establish`, each attempt bounded by the connect timeout.
+    /// Tries the endpoints in DSN order (skipping those backing off) until one both connects
+    /// and passes `establish`, each attempt bounded by the connect timeout; a slow attempt
+    /// is raced by the next ones ([`Connector::race`]).
     pub async fn connect<T, E, Fut>(
         self: &Arc<Self>,
         password: Option<&str>,
@@ -285,42 +320,43 @@ impl Connector {
             changed.as_mut().enable();
             let mut last: Option<ConnectError> = None;
             let mut skipped: Option<ConnectError> = None;
+            let mut candidates = Vec::new();
             for entry in self.order() {
-                let endpoints = match self.resolve(entry).await {
-                    Ok(list) => list,
-                    Err(message) => {
-                        last = Some(fails.failure(ErrorClass::Dns, message));
-                        continue;
-                    }
+                match self.resolve(entry).await {
+                    Ok(list) => candidates.extend(list),
+                    Err(message) => last = Some(fails.failure(ErrorClass::Dns, message)),
+                }
+            }
+            if let Some(pw) = password {
+                for (_, config) in &mut candidates {
+                    config.password(pw);
+                }
+            }
+            let mut tried = 0;
+            while tried < candidates.len() {
+                let first = tried;
+                tried += 1;
+                let Some(claim) = self.begin(&candidates[first].0, &mut skipped) else {
+                    continue;
                 };
-                for (endpoint, config) in endpoints {
-                    let Some(mut claim) = self.begin(&endpoint, &mut skipped) else {
-                        continue;
-                    };
-                    let mut config = config;
-                    if let Some(pw) = password {
-                        config.password(pw);
+                match self
+                    .race(&candidates, first, claim, fails, &establish)
+                    .await
+                {
+                    Ok((value, driver, token, won)) => {
+                        let (endpoint, config) = candidates.swap_remove(won);
+                        return Ok(Opened {
+                            value,
+                            driver,
+                            silence: Silence {
+                                token,
+                                endpoint,
+                                config: Arc::new(config),
+                                connector: self.clone(),
+                            },
+                        });
                     }
-                    match self.attempt(&endpoint, &config, fails, &establish).await {
-                        Ok((value, driver)) => {
-                            let token = claim.succeeded();
-                            drop(claim);
-                            return Ok(Opened {
-                                value,
-                                driver,
-                                silence: Silence {
-                                    token,
-                                    endpoint,
-                                    config: Arc::new(config),
-                                    connector: self.clone(),
-                                },
-                            });
-                        }
-                        Err(err) => {
-                            claim.failed(err.class, &err.message);
-                            last = Some(err);
-                        }
-                    }
+                    Err(err) => last = Some(err),
                 }
             }
             if let Some(err) = last {
@@ -348,9 +384,139 @@ impl Connector {
     fn next_retry(&self) -> Option<Instant> {
         self.lock()
             .values()
-            .filter(|s| s.failures > 0 && !s.attempt_running)
+            .filter(|s| s.failures > 0 && s.pending == 0)
             .map(|s| s.retry_at)
             .min()
+    }
+
+    /// Attempts on `candidates`, starting with `first` (already claimed): while they are
+    /// pending, another starts every [`STAGGER`] (once the race is [`SUSPECT_AFTER`] old,
+    /// or at once if the first endpoint is failing) on the next candidate that may take
+    /// one, cycling (behind a proxy the same address again, as a fresh client would), for
+    /// one connect timeout at most; the first to connect wins and the others are dropped,
+    /// closing their sockets. Fails when every attempt has failed and no new one may start.
+    async fn race<'a, T, E, Fut>(
+        &'a self,
+        candidates: &'a [(Endpoint, Config)],
+        first: usize,
+        claim: Claim<'a>,
+        fails: &'a impl Failures,
+        establish: &'a E,
+    ) -> Result<(T, AbortHandle, CancellationToken, usize), ConnectError>
+    where
+        E: Fn(Client, Endpoint) -> Fut,
+        Fut: Future<Output = Result<T, ConnectError>>,
+    {
+        let one = |i: usize, mut claim: Claim<'a>| async move {
+            let (endpoint, config) = &candidates[i];
+            let began = claim.started;
+            let result = match self.attempt(endpoint, config, fails, establish).await {
+                Ok((value, driver)) => Ok((value, driver, claim.succeeded())),
+                Err(err) => {
+                    claim.failed(err.class, &err.message);
+                    Err(err)
+                }
+            };
+            (i, began, result)
+        };
+        let started = Instant::now();
+        let hurry = self.failing(&candidates[first].0);
+        let mut newest = first;
+        let mut live = vec![(first, claim.started)];
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        pending.push(one(first, claim));
+        loop {
+            let now = Instant::now();
+            let joining = now < started + self.timeout;
+            let next_join = if hurry {
+                now + STAGGER
+            } else {
+                (now + STAGGER).max(started + SUSPECT_AFTER)
+            };
+            tokio::select! {
+                Some((i, began, result)) = futures_util::StreamExt::next(&mut pending) => {
+                    live.retain(|attempt| *attempt != (i, began));
+                    match result {
+                        Ok((value, driver, token)) => {
+                            // The losers go now (their sockets close with them)...
+                            drop(pending);
+                            self.abandoned(candidates, &live, i, fails);
+                            return Ok((value, driver, token, i));
+                        }
+                        Err(err) if live.is_empty() => return Err(err),
+                        Err(_) => {}
+                    }
+                },
+                _ = tokio::time::sleep_until(next_join), if joining => {
+                    let n = candidates.len();
+                    if let Some((i, claim)) = (1..=n)
+                        .map(|k| (newest + k) % n)
+                        .find_map(|i| self.join(&candidates[i].0).map(|c| (i, c)))
+                    {
+                        newest = i;
+                        live.push((i, claim.started));
+                        pending.push(one(i, claim));
+                    }
+                }
+            }
+        }
+    }
+
+    /// ...and an endpoint other than the winner's that had not answered an attempt for
+    /// [`STAGGER`] or more counts as failed by timeout, not to be tried again before that
+    /// attempt's own timeout would have ended: as if it were still pending, without holding
+    /// a socket to it.
+    fn abandoned(
+        &self,
+        candidates: &[(Endpoint, Config)],
+        live: &[(usize, Instant)],
+        won: usize,
+        fails: &impl Failures,
+    ) {
+        let now = Instant::now();
+        for (i, began) in live {
+            let endpoint = &candidates[*i].0;
+            if endpoint == &candidates[won].0 || now.saturating_duration_since(*began) < STAGGER {
+                continue;
+            }
+            let err = fails.failure(
+                ErrorClass::ConnectTimeout,
+                format!(
+                    "{endpoint}: no answer within {:?} while {} answered; trying it again \
+                     after the connect timeout",
+                    now.saturating_duration_since(*began),
+                    candidates[won].0
+                ),
+            );
+            if let Some(state) = self.lock().get_mut(endpoint) {
+                state.failed(err.class, &err.message, *began);
+                state.retry_at = state.retry_at.max(*began + self.timeout);
+            }
+        }
+    }
+
+    fn failing(&self, endpoint: &Endpoint) -> bool {
+        self.lock().get(endpoint).is_some_and(|s| s.failures > 0)
+    }
+
+    /// Claims one more attempt on `endpoint` beside those pending, if it may take one now.
+    fn join<'a>(&'a self, endpoint: &'a Endpoint) -> Option<Claim<'a>> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let state = map
+            .entry(endpoint.clone())
+            .or_insert_with(|| EndpointState::new(now));
+        if !state.may_join(now, self.max_pending) {
+            return None;
+        }
+        state.pending += 1;
+        state.last_start = Some(now);
+        Some(Claim {
+            connector: self,
+            endpoint,
+            started: now,
+            done: false,
+        })
     }
 
     /// One endpoint: connect, drive the connection, `establish`, all within the timeout.
@@ -368,7 +534,9 @@ impl Connector {
         Fut: Future<Output = Result<T, ConnectError>>,
     {
         self.metrics.connection_attempts.inc();
-        let mut driver = None;
+        // Aborts the connection's task unless the attempt succeeds: on a timeout, an error,
+        // or when the attempt is dropped because another one won the race.
+        let mut driver = DriverGuard(None);
         let result = tokio::time::timeout(self.timeout, async {
             let (client, connection) = config
                 .connect(self.tls.clone())
@@ -379,26 +547,25 @@ impl Connector {
                 let _ = connection.await;
             })
             .abort_handle();
-            driver = Some(handle.clone());
+            driver.0 = Some(handle.clone());
             let value = establish(client, endpoint.clone()).await?;
             Ok((value, handle))
         })
         .await;
         match result {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                if let Some(driver) = driver {
-                    driver.abort();
-                }
-                Err(fails.failure(
-                    ErrorClass::ConnectTimeout,
-                    format!(
-                        "{endpoint}: not connected within {:?} (TCP, TLS, startup, \
-                         authentication and identity probe); trying the next host",
-                        self.timeout
-                    ),
-                ))
+            Ok(Ok(won)) => {
+                driver.0 = None;
+                Ok(won)
             }
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(fails.failure(
+                ErrorClass::ConnectTimeout,
+                format!(
+                    "{endpoint}: not connected within {:?} (TCP, TLS, startup, \
+                         authentication and identity probe); trying the next host",
+                    self.timeout
+                ),
+            )),
         }
     }
 
@@ -495,9 +662,8 @@ impl Connector {
             }
             return None;
         }
-        if state.failures > 0 {
-            state.attempt_running = true;
-        }
+        state.pending += 1;
+        state.last_start = Some(now);
         Some(Claim {
             connector: self,
             endpoint,
@@ -529,8 +695,9 @@ impl Claim<'_> {
             tracing::info!(server = %self.endpoint, failures = state.failures, "server answers again");
         }
         state.failures = 0;
-        state.attempt_running = false;
+        state.pending = state.pending.saturating_sub(1);
         state.last_error = None;
+        state.declared_silent = false;
         let token = state.silent.clone();
         drop(map);
         self.connector.changed.notify_waiters();
@@ -540,6 +707,7 @@ impl Claim<'_> {
     fn failed(&mut self, class: ErrorClass, message: &str) {
         self.done = true;
         if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
+            state.pending = state.pending.saturating_sub(1);
             state.failed(class, message, self.started);
         }
         self.connector.changed.notify_waiters();
@@ -550,9 +718,21 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.done {
             if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
-                state.attempt_running = false;
+                state.pending = state.pending.saturating_sub(1);
             }
             self.connector.changed.notify_waiters();
+        }
+    }
+}
+
+/// The task driving a connection still being set up; aborted (closing the socket) unless
+/// the attempt hands it over.
+struct DriverGuard(Option<AbortHandle>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        if let Some(driver) = self.0.take() {
+            driver.abort();
         }
     }
 }
@@ -649,6 +829,7 @@ impl Silence {
                     "server stopped answering; abandoning its connections (no_response)"
                 );
                 state.failed(ErrorClass::ConnectTimeout, &message, started);
+                state.declared_silent = true;
                 // Connections made from now on get a fresh token.
                 let old = std::mem::take(&mut state.silent);
                 old.cancel();
@@ -702,7 +883,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_about_a_second_and_is_jittered() {
+    fn backoff_grows_to_a_fraction_of_a_second_and_is_jittered() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let first = backoff(1, ErrorClass::ConnectRefused, &mut rng);
         assert!(
@@ -710,7 +891,7 @@ mod tests {
             "{first:?}"
         );
         let many: Vec<Duration> = (0..50)
-            .map(|_| backoff(30, ErrorClass::ConnectTimeout, &mut rng))
+            .map(|_| backoff(30, ErrorClass::ConnectRefused, &mut rng))
             .collect();
         assert!(many
             .iter()
@@ -721,20 +902,38 @@ mod tests {
         assert!(backoff(30, ErrorClass::ReadOnly, &mut rng) <= BACKOFF_MAX_ANSWERING);
     }
 
-    #[test]
-    fn a_failing_endpoint_takes_one_attempt_at_a_time() {
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_attempt_does_not_hold_back_the_next() {
         let now = Instant::now();
         let mut s = EndpointState::new(now);
         assert!(s.eligible(now));
+        // A fast failure backs off.
         s.failed(ErrorClass::ConnectRefused, "x", now);
         assert!(!s.eligible(now), "backing off");
-        let later = now + BACKOFF_MAX;
-        assert!(s.eligible(later));
-        // An attempt that took longer than the backoff is followed at once.
+        assert!(s.eligible(now + BACKOFF_MAX));
+        // A slow one (the whole timeout) is followed at once.
         let mut slow = EndpointState::new(now);
+        tokio::time::advance(Duration::from_secs(2)).await;
         slow.failed(ErrorClass::ConnectTimeout, "x", now);
-        assert!(slow.eligible(now + Duration::from_secs(2)));
-        s.attempt_running = true;
-        assert!(!s.eligible(later), "another attempt is probing it");
+        let later = Instant::now();
+        assert!(slow.eligible(later));
+        // While one attempt is pending on a failing endpoint, another joins every STAGGER,
+        // up to the bound.
+        slow.pending = 1;
+        slow.last_start = Some(later);
+        assert!(!slow.eligible(later), "one first attempt at a time");
+        assert!(!slow.may_join(later, 4));
+        assert!(slow.may_join(later + STAGGER, 4));
+        slow.pending = 4;
+        assert!(!slow.may_join(later + STAGGER, 4), "bounded");
+        slow.pending = 1;
+        slow.declared_silent = true;
+        assert!(
+            !slow.may_join(later + STAGGER, 4),
+            "a silent server: one at a time"
+        );
+        // Backing off after a fast failure: no joining either.
+        s.pending = 0;
+        assert!(!s.may_join(now, 4));
     }
 }

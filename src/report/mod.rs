@@ -29,6 +29,14 @@ impl Summary {
             .into_iter()
             .map(|(name, value)| html::Flag { name, value })
             .collect();
+        // What was in force, wherever it came from (flag, DSN, environment or default).
+        self.flags.push(html::Flag {
+            name: "connect timeout in force".to_string(),
+            value: format!(
+                "{}s ({})",
+                self.connect_timeout_seconds, self.connect_timeout_from
+            ),
+        });
     }
 
     /// `--report`: writes [`Summary::report_html`] to `path`.

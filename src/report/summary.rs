@@ -51,6 +51,10 @@ pub struct Summary {
     pub target: String,
     /// The table written to; every row pgdrill wrote carries `run_id`.
     pub table: String,
+    /// The connect timeout in force and where it came from (`--connect-timeout`, the DSN,
+    /// `PGCONNECT_TIMEOUT` or the default).
+    pub connect_timeout_seconds: f64,
+    pub connect_timeout_from: String,
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
@@ -99,6 +103,8 @@ pub(crate) struct RunFacts {
     pub run_id: i64,
     pub target: String,
     pub table: String,
+    pub connect_timeout: Duration,
+    pub connect_timeout_from: &'static str,
     pub retention_rows_deleted: u64,
     pub started_at: std::time::SystemTime,
     pub elapsed: Duration,
@@ -132,6 +138,8 @@ impl Summary {
             run_id: facts.run_id,
             target: facts.target,
             table: facts.table,
+            connect_timeout_seconds: facts.connect_timeout.as_secs_f64(),
+            connect_timeout_from: facts.connect_timeout_from.to_string(),
             retention_rows_deleted: facts.retention_rows_deleted,
             started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
             duration_seconds: facts.elapsed.as_secs_f64(),
@@ -217,6 +225,11 @@ impl Summary {
             0 => writeln!(f)?,
             n => writeln!(f, "; retention deleted {n} of pgdrill's rows")?,
         }
+        writeln!(
+            f,
+            "  connect timeout {}s ({})",
+            self.connect_timeout_seconds, self.connect_timeout_from
+        )?;
         writeln!(
             f,
             "  duration      {:.1}s   target rate {}   achieved {:.1}/s",
@@ -309,14 +322,17 @@ impl Summary {
 impl Summary {
     /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
     /// 3 for a failed drill, 4 for an invalid one; [`NO_WRITE_EXIT`] when not one write
-    /// succeeded (a run that measured nothing never passes).
+    /// succeeded and nothing else said so (a run that measured nothing never passes).
     pub fn exit_code(&self) -> u8 {
-        if self.successes == 0 {
-            return NO_WRITE_EXIT;
-        }
-        self.drill
+        let verdict = self
+            .drill
             .as_ref()
-            .map_or(0, |d| d.verdict.verdict.exit_code())
+            .map_or(0, |d| d.verdict.verdict.exit_code());
+        match (self.successes, verdict) {
+            // A drill that wrote nothing is judged (INVALID, or FAIL); a canary fails.
+            (0, 0) => NO_WRITE_EXIT,
+            (_, code) => code,
+        }
     }
 
     /// `--summary-json`: the summary, pretty-printed.
