@@ -46,6 +46,7 @@ pub use drill::{
     VerdictKind,
 };
 pub use error::StartError;
+pub use report::fleet::{merge_summary_files, Merged};
 pub use report::render_summary_file;
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
@@ -359,6 +360,13 @@ impl Drill {
     ) -> Summary {
         let rpo = self.verifier.totals();
         let facts = RunFacts {
+            fleet: config.drill.fleet.clone(),
+            new_primary_writes_unix: self
+                .identity
+                .first_writes()
+                .into_iter()
+                .map(|at| self.outages.clock().unix(at))
+                .collect(),
             drill: self
                 .drill
                 .as_ref()

@@ -121,22 +121,40 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
-/// `pgdrill report SUMMARY.json -o PAGE.html`; bad input is a usage error (exit 2).
+/// `pgdrill report SUMMARY.json… -o PAGE.html [--json MERGED.json]`; bad input is a usage
+/// error (exit 2); then the drill's verdict: 0 pass (or a canary), 3 fail, 4 invalid.
 fn report(args: ReportArgs) -> ExitCode {
     if let Err(err) = pgdrill::config::writable_file("--output", &args.output) {
         usage_error(err);
     }
-    let page = pgdrill::render_summary_file(&args.summary)
+    if let Some(json) = &args.json {
+        if let Err(err) = pgdrill::config::writable_file("--json", json) {
+            usage_error(err);
+        }
+    }
+    let merged = pgdrill::merge_summary_files(&args.summaries)
         .unwrap_or_else(|err| usage_error(format!("invalid value for SUMMARY: {err}")));
-    if let Err(err) = std::fs::write(&args.output, page) {
+    if let Err(err) = std::fs::write(&args.output, &merged.page) {
         eprintln!(
             "error: cannot write --output {}: {err}",
             args.output.display()
         );
         return ExitCode::FAILURE;
     }
+    if let Some(path) = &args.json {
+        let written = serde_json::to_vec_pretty(&merged.report)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(err) = written {
+            eprintln!("error: cannot write --json {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(verdict) = &merged.report.verdict {
+        eprintln!("drill verdict: {verdict}");
+    }
     println!("{}", args.output.display());
-    ExitCode::SUCCESS
+    ExitCode::from(merged.report.exit_code())
 }
 
 #[cfg(feature = "lab")]

@@ -28,7 +28,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Render the drill report (HTML) from a summary written by --summary-json.
+    /// Render the drill report (HTML) from a summary written by --summary-json, or merge
+    /// the summaries of one drill run by several processes into one report and verdict
+    /// (exit 0 pass, 3 fail, 4 invalid).
     Report(ReportArgs),
     #[cfg(feature = "lab")]
     /// Start a local primary + standby, run load, force a failover, print the drill report, clean up.
@@ -258,11 +260,16 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The summary JSON of a run (`--summary-json`).
-    pub summary: PathBuf,
+    /// The summary JSON of a run (`--summary-json`); several: the summaries of one drill
+    /// run by several processes (`--drill-id`), merged into one report.
+    #[arg(required = true, num_args = 1..)]
+    pub summaries: Vec<PathBuf>,
     /// The HTML file to write.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Also write the merged figures and the verdict as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[cfg(feature = "lab")]

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::db::identity::Identity;
+use crate::drill::fleet::{Fleet, Member};
 use crate::drill::DrillReport;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
@@ -48,6 +49,12 @@ impl Percentiles {
 pub struct Summary {
     pub version: &'static str,
     pub run_id: i64,
+    /// `--drill-id`: shared by the processes of one drill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill_id: Option<String>,
+    /// `--member-index` of `--members`: this process's place in a drill run by several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
     pub target: String,
     pub started_at: String,
     pub duration_seconds: f64,
@@ -65,6 +72,10 @@ pub struct Summary {
     /// Intended start to send, of successful transactions (pgbench `-R`'s schedule lag).
     pub schedule_lag: Percentiles,
     pub primary_changes: u64,
+    /// For each primary change, when the new primary acknowledged its first write (Unix
+    /// seconds on the outages' clock): `pgdrill report` times a member's failover from
+    /// the trigger with it.
+    pub new_primary_writes_unix: Vec<f64>,
     pub outages: Vec<OutageRecord>,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
@@ -93,6 +104,8 @@ pub struct Summary {
 /// Everything the summary is made of, gathered by the wiring once the run has drained.
 pub(crate) struct RunFacts {
     pub run_id: i64,
+    pub fleet: Fleet,
+    pub new_primary_writes_unix: Vec<f64>,
     pub target: String,
     pub started_at: std::time::SystemTime,
     pub elapsed: Duration,
@@ -124,6 +137,8 @@ impl Summary {
         Summary {
             version: env!("CARGO_PKG_VERSION"),
             run_id: facts.run_id,
+            drill_id: facts.fleet.drill_id,
+            member: facts.fleet.member,
             target: facts.target,
             started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
             duration_seconds: facts.elapsed.as_secs_f64(),
@@ -143,6 +158,7 @@ impl Summary {
             service_time: Percentiles::of(&book.service()),
             schedule_lag: Percentiles::of(&book.schedule_lag()),
             primary_changes: facts.primary_changes,
+            new_primary_writes_unix: facts.new_primary_writes_unix,
             outages: facts.outages,
             state_changes: facts.state_changes,
             lost_writes: facts.rpo.lost_writes,
