@@ -1,0 +1,225 @@
+//! A drill run by several processes: three pgdrill binaries against the lab's primary and
+//! sync standby, one drill id, member 0 triggering a forced failover, the others measuring
+//! only; `pgdrill report` merges their summaries into one verdict (0 pass, 3 fail,
+//! 4 invalid) and one page, which headless Chromium renders.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgdrill_lab::ReplicationMode;
+use serde_json::Value;
+
+use crate::browser::{chromium, dump_dom};
+use crate::drills::forced_failover_command;
+use crate::report::{assert_self_contained, elements};
+use crate::support::drill::Binary;
+use crate::support::{free_port, start_lab};
+
+const MEMBERS: usize = 3;
+const DRILL_ID: &str = "fleet-test-1";
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+fn write_json(path: &Path, v: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(v).expect("JSON")).expect("write JSON");
+}
+
+/// `pgdrill report FILES… -o page --json merged`: exit code, stderr, the merged JSON.
+async fn report(files: &[&Path], page: &Path, merged: &Path) -> (Option<i32>, String, Value) {
+    let mut args = vec!["report".to_string()];
+    args.extend(files.iter().map(|p| p.display().to_string()));
+    args.extend([
+        "-o".into(),
+        page.display().to_string(),
+        "--json".into(),
+        merged.display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, _, err) = Binary::spawn(&args).wait(Duration::from_secs(30)).await;
+    println!("pgdrill {}\n{err}", args.join(" "));
+    (status.code(), err, read_json(merged))
+}
+
+/// The write unavailability of the outage a member's own summary holds after `trigger`
+/// (the first that began at most 1 s before it).
+fn own_unavailability(summary: &Value, trigger: f64) -> f64 {
+    let outage = summary["outages"]
+        .as_array()
+        .expect("outages")
+        .iter()
+        .find(|o| f(&o["start_unix"]) >= trigger - 1.0)
+        .unwrap_or_else(|| panic!("no outage after the trigger: {}", summary["outages"]));
+    f(&outage["write_unavailable_seconds"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_one_trigger_one_merged_verdict() {
+    let lab = start_lab(Some(ReplicationMode::Sync)).await;
+    let dsn = lab.multi_host_dsn();
+    let command = forced_failover_command(&lab, 0.2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files: Vec<PathBuf> = (0..MEMBERS)
+        .map(|i| dir.path().join(format!("member-{i}.json")))
+        .collect();
+    let members = MEMBERS.to_string();
+    let bins: Vec<Binary> = (0..MEMBERS)
+        .map(|i| {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let index = i.to_string();
+            let json = files[i].display().to_string();
+            Binary::spawn(&[
+                "--listen",
+                &listen,
+                "--dsn",
+                &dsn,
+                // 300/s in all, as a Job with --rate TOTAL/N.
+                "--rate",
+                "100",
+                "--duration",
+                "16s",
+                "--failover-command",
+                &command,
+                "--failover-after",
+                "5s",
+                "--rto-objective",
+                "30s",
+                "--drill-id",
+                DRILL_ID,
+                "--member-index",
+                &index,
+                "--members",
+                &members,
+                "--summary-json",
+                &json,
+                "--progress-interval",
+                "2s",
+            ])
+        })
+        .collect();
+    let runs =
+        futures_util::future::join_all(bins.into_iter().map(|b| b.wait(Duration::from_secs(90))))
+            .await;
+    for (i, (status, out, _)) in runs.iter().enumerate() {
+        println!("--- member {i}: {status}\n{out}");
+        // Member 0's own verdict; the others are measurements (no verdict, exit 0).
+        assert_eq!(status.code(), Some(0), "member {i}: {out}");
+    }
+    let summaries: Vec<Value> = files.iter().map(|p| read_json(p)).collect();
+    assert_eq!(summaries[0]["drill"]["verdict"]["verdict"], "pass");
+    for (i, s) in summaries.iter().enumerate() {
+        assert_eq!(s["drill_id"], DRILL_ID);
+        assert_eq!(s["member"]["index"], i);
+        assert_eq!(
+            s["drill"].is_null(),
+            i != 0,
+            "only member 0 ran the trigger"
+        );
+    }
+    let trigger = f(&summaries[0]["drill"]["triggers"][0]["started_unix"]);
+
+    // PASS: one verdict, each member's figures as its own summary has them, the worst.
+    let page = dir.path().join("drill.html");
+    let merged_json = dir.path().join("merged.json");
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, err, merged) = report(&paths, &page, &merged_json).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        merged["verdict"]["verdict"], "pass",
+        "{}",
+        merged["verdict"]
+    );
+    assert_eq!(merged["drill_id"], DRILL_ID);
+    assert_eq!(merged["trigger_member"], "member 0 (member-0.json)");
+    let mut worst: f64 = 0.0;
+    println!("member                    own unavailable  merged unavailable  first failed  new primary  lost");
+    for (i, m) in merged["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .enumerate()
+    {
+        let own = own_unavailability(&summaries[i], trigger);
+        let figure = f(&m["worst_write_unavailable_seconds"]);
+        println!(
+            "{:<25} {own:>15.3}  {figure:>18.3}  {:>12.3}  {:>11.3}  {}",
+            m["name"].as_str().unwrap_or("?"),
+            f(&m["drills"][0]["trigger_to_first_failed_write_seconds"]),
+            f(&m["drills"][0]["trigger_to_new_primary_write_seconds"]),
+            m["lost_writes"]
+        );
+        assert_eq!(figure, own, "member {i}: {m}");
+        assert_eq!(m["lost_writes"], summaries[i]["lost_writes"]);
+        worst = worst.max(own);
+    }
+    assert_eq!(f(&merged["worst"]["write_unavailable_seconds"]), worst);
+    assert_eq!(f(&merged["write_unavailable_seconds"]["max"]), worst);
+    assert_eq!(merged["write_unavailable_seconds"]["samples"], MEMBERS);
+    let lost: u64 = summaries
+        .iter()
+        .filter_map(|s| s["lost_writes"].as_u64())
+        .sum();
+    assert_eq!(merged["lost_writes"], lost);
+    assert_eq!(lost, 0, "sync replication loses nothing");
+    println!(
+        "merged: worst {worst:.3} s ({}), across members {}, lost {lost}, unknown outcomes {}",
+        merged["worst"]["member"],
+        merged["write_unavailable_seconds"],
+        merged["unknown_outcome_writes"]
+    );
+
+    // The page in a real browser: the verdict, every member's chart on one axis.
+    let html = std::fs::read_to_string(&page).expect("page");
+    assert_self_contained(&html);
+    if let Some(browser) = chromium() {
+        let dom = dump_dom(browser, &format!("file://{}", page.display())).await;
+        let verdict = elements(&dom, "<div class=\"verdict", "</div>");
+        assert_eq!(verdict.len(), 1, "{dom}");
+        assert!(verdict[0].contains("PASS"), "{}", verdict[0]);
+        assert_eq!(elements(&dom, "<svg class=\"chart\"", ">").len(), MEMBERS);
+        assert_eq!(elements(&dom, "<tr data-member=", "</tr>").len(), MEMBERS);
+    }
+
+    // FAIL: member 0's objective missed (its summary rewritten to a 1 ms objective).
+    let strict = dir.path().join("member-0-strict.json");
+    let mut s = summaries[0].clone();
+    s["drill"]["objectives"]["rto_seconds"] = 0.001.into();
+    write_json(&strict, &s);
+    let (code, err, merged) = report(&[&strict, &files[1], &files[2]], &page, &merged_json).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(merged["verdict"]["verdict"], "fail");
+    assert!(
+        err.contains("member 0 (member-0-strict.json): trigger 1: writes unavailable for")
+            && err.contains("over the RTO objective (0.001 s)"),
+        "{err}"
+    );
+
+    // INVALID: a summary of another drill, named and left out.
+    let foreign = dir.path().join("member-2-other.json");
+    let mut s = summaries[2].clone();
+    s["drill_id"] = "another-drill".into();
+    write_json(&foreign, &s);
+    let (code, err, merged) = report(&[&files[0], &files[1], &foreign], &page, &merged_json).await;
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("member 2 (member-2-other.json) not merged: drill id \"another-drill\""),
+        "{err}"
+    );
+    assert_eq!(merged["not_merged"][0]["file"], "member-2-other.json");
+
+    // INVALID: the triggering member's summary missing.
+    let (code, err, _) = report(&[&files[1], &files[2]], &page, &merged_json).await;
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("member 0 of 3 is missing"), "{err}");
+    assert!(
+        err.contains("no summary holds the failover trigger"),
+        "{err}"
+    );
+    lab.shutdown().await;
+}
