@@ -208,7 +208,13 @@ impl Drill {
         // A trigger still running when the load ends is killed; the drill is then invalid.
         sup.stop(Stage::Drill).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
-        let summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
+        // One process of several: how its clock compares with the server's, which all share.
+        let server_clock = match config.drill.fleet.drill_id {
+            Some(_) => db::clock::measure(&self.pool, self.outages.clock()).await,
+            None => None,
+        };
+        let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
+        summary.server_clock = server_clock;
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;
         sup.finish().await;

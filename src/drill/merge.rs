@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::clock::ClockOffset;
 use crate::drill::fleet::Member;
 use crate::drill::stats::Distribution;
 use crate::drill::timing::{attribute, Baseline, DrillTiming, OutageFacts};
@@ -27,6 +28,8 @@ pub struct MemberSummary {
     pub drill_id: Option<String>,
     #[serde(default)]
     pub member: Option<Member>,
+    #[serde(default)]
+    pub server_clock: Option<ClockOffset>,
     pub started_at: String,
     pub duration_seconds: f64,
     #[serde(default)]
@@ -81,6 +84,11 @@ pub struct MemberFigures {
     pub ran_trigger: bool,
     /// The verdict the triggering member gave its own run.
     pub own_verdict: Option<VerdictKind>,
+    /// How far this member's clock was ahead of the triggering member's (negative:
+    /// behind), through the database server's clock, which both read at the end.
+    pub clock_ahead_seconds: Option<f64>,
+    /// The two readings' uncertainty (half their round trips) added up.
+    pub clock_uncertainty_seconds: Option<f64>,
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
@@ -162,6 +170,10 @@ pub struct Input {
 /// it, before it counts as not running then (its start is taken before it connects).
 const SPAN_SLACK: f64 = 1.0;
 
+/// Clocks further apart than this (beyond the measurement's uncertainty) disagree: the
+/// figures timed from the trigger would be off by as much.
+pub const CLOCK_TOLERANCE: f64 = 0.1;
+
 /// Merges the summaries of one drill and judges it.
 pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
     let mut invalid = Vec::new();
@@ -233,7 +245,16 @@ pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
         .iter()
         .map(|i| {
             let is_trigger = trigger_input.is_some_and(|t| std::ptr::eq(t, i));
-            figures(i, name(i), is_trigger, drill, &triggers, &mut invalid)
+            let reference = trigger_input.and_then(|t| t.summary.server_clock);
+            figures(
+                i,
+                name(i),
+                is_trigger,
+                drill,
+                &triggers,
+                reference,
+                &mut invalid,
+            )
         })
         .collect();
 
@@ -344,9 +365,23 @@ fn figures(
     is_trigger: bool,
     drill: Option<&MemberDrill>,
     triggers: &[TriggerRun],
+    reference: Option<ClockOffset>,
     invalid: &mut Vec<String>,
 ) -> MemberFigures {
     let s = &i.summary;
+    let skew = reference.zip(s.server_clock).map(|(r, own)| {
+        (
+            r.offset_seconds - own.offset_seconds,
+            r.uncertainty_seconds + own.uncertainty_seconds,
+        )
+    });
+    if let Some((ahead, within)) = skew.filter(|(a, w)| a.abs() - w > CLOCK_TOLERANCE) {
+        invalid.push(format!(
+            "{name}: its clock was {ahead:+.3} s (± {within:.3} s) off the triggering member's, \
+             read through the database server's clock: more than {CLOCK_TOLERANCE} s, so its \
+             failover cannot be timed from the trigger"
+        ));
+    }
     let (baselines, drills) = match (is_trigger, drill) {
         (true, Some(d)) => (d.baselines.clone(), d.drills.clone()),
         (_, Some(d)) => {
@@ -395,6 +430,8 @@ fn figures(
         member: s.member,
         ran_trigger: is_trigger,
         own_verdict: drill.filter(|_| is_trigger).map(|d| d.verdict.verdict),
+        clock_ahead_seconds: skew.map(|(ahead, _)| ahead),
+        clock_uncertainty_seconds: skew.map(|(_, within)| within),
         started_at: s.started_at.clone(),
         duration_seconds: s.duration_seconds,
         target_rate: s.target_rate,

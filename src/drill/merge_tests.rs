@@ -269,3 +269,28 @@ fn a_member_not_running_at_the_trigger_or_unhealthy_before_it_is_named() {
         "{v}"
     );
 }
+
+#[test]
+fn clocks_that_disagree_through_the_server_make_it_invalid() {
+    let clock = |offset: f64| json!({"offset_seconds": offset, "uncertainty_seconds": 0.001});
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    pods[0]["server_clock"] = clock(10.0);
+    pods[1]["server_clock"] = clock(10.05);
+    pods[2]["server_clock"] = clock(9.5);
+    let r = merge(inputs(&pods));
+    let v = r.verdict.clone().unwrap();
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert_eq!(v.invalid.len(), 1, "{v}");
+    assert!(
+        v.invalid[0].starts_with("member 2 (pod-2.json): its clock was +0.500 s (± 0.002 s)"),
+        "{v}"
+    );
+    // 50 ms behind is within the tolerance, and reported.
+    let behind = r.members[1].clock_ahead_seconds.unwrap();
+    assert!((behind + 0.05).abs() < 1e-9, "{behind}");
+    assert_eq!(r.members[0].clock_ahead_seconds, Some(0.0));
+}

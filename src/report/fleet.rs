@@ -225,7 +225,8 @@ fn members_table(out: &mut String, r: &FleetReport) {
          <th class=\"num\">acknowledged</th><th class=\"num\">outages</th>\
          <th class=\"num\">first failed write</th><th class=\"num\">first write on the new primary</th>\
          <th class=\"num\">writes unavailable</th><th class=\"num\">lost</th>\
-         <th class=\"num\">unknown (unresolved)</th><th>errors</th><th>baseline</th></tr></thead><tbody>",
+         <th class=\"num\">unknown (unresolved)</th><th>errors</th><th>baseline</th>\
+         <th class=\"num\">clock vs trigger member</th></tr></thead><tbody>",
     );
     for m in &r.members {
         let first = m.drills.first();
@@ -243,7 +244,7 @@ fn members_table(out: &mut String, r: &FleetReport) {
         };
         let _ = write!(
             out,
-            r#"<tr data-member="{}"><td>{}</td><td class="mono">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"><b>{}</b></td><td class="num">{}</td><td class="num">{} ({})</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr data-member="{}"><td>{}</td><td class="mono">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"><b>{}</b></td><td class="num">{}</td><td class="num">{} ({})</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             esc(&m.name),
             esc(&m.name),
             m.run_id,
@@ -267,6 +268,14 @@ fn members_table(out: &mut String, r: &FleetReport) {
             group(m.unknown_outcome_unresolved),
             esc(&errors_text(&m.errors)),
             esc(&baseline),
+            esc(&m.clock_ahead_seconds.map_or_else(
+                || "not measured".to_string(),
+                |a| format!(
+                    "{:+.1} ms ± {:.1} ms",
+                    a * 1000.0,
+                    m.clock_uncertainty_seconds.unwrap_or(0.0) * 1000.0
+                )
+            )),
         );
     }
     out.push_str("</tbody></table></section>");

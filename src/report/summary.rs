@@ -9,6 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
 use crate::drill::fleet::{Fleet, Member};
 use crate::drill::DrillReport;
@@ -55,6 +56,9 @@ pub struct Summary {
     /// `--member-index` of `--members`: this process's place in a drill run by several.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub member: Option<Member>,
+    /// With `--drill-id`: the database server's clock against this run's, measured at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_clock: Option<ClockOffset>,
     pub target: String,
     pub started_at: String,
     pub duration_seconds: f64,
@@ -139,6 +143,7 @@ impl Summary {
             run_id: facts.run_id,
             drill_id: facts.fleet.drill_id,
             member: facts.fleet.member,
+            server_clock: None,
             target: facts.target,
             started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
             duration_seconds: facts.elapsed.as_secs_f64(),

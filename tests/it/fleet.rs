@@ -138,7 +138,7 @@ async fn three_processes_one_trigger_one_merged_verdict() {
     assert_eq!(merged["drill_id"], DRILL_ID);
     assert_eq!(merged["trigger_member"], "member 0 (member-0.json)");
     let mut worst: f64 = 0.0;
-    println!("member                    own unavailable  merged unavailable  first failed  new primary  lost");
+    println!("member                    own unavailable  merged unavailable  first failed  new primary  lost  clock");
     for (i, m) in merged["members"]
         .as_array()
         .expect("members")
@@ -148,14 +148,26 @@ async fn three_processes_one_trigger_one_merged_verdict() {
         let own = own_unavailability(&summaries[i], trigger);
         let figure = f(&m["worst_write_unavailable_seconds"]);
         println!(
-            "{:<25} {own:>15.3}  {figure:>18.3}  {:>12.3}  {:>11.3}  {}",
+            "{:<25} {own:>15.3}  {figure:>18.3}  {:>12.3}  {:>11.3}  {:>4}  {:+.4}",
             m["name"].as_str().unwrap_or("?"),
             f(&m["drills"][0]["trigger_to_first_failed_write_seconds"]),
             f(&m["drills"][0]["trigger_to_new_primary_write_seconds"]),
-            m["lost_writes"]
+            m["lost_writes"],
+            f(&m["clock_ahead_seconds"])
         );
         assert_eq!(figure, own, "member {i}: {m}");
         assert_eq!(m["lost_writes"], summaries[i]["lost_writes"]);
+        // One machine, one clock: read through the server, the members agree.
+        assert!(
+            summaries[i]["server_clock"]["offset_seconds"].is_f64(),
+            "{}",
+            summaries[i]
+        );
+        let ahead = f(&m["clock_ahead_seconds"]);
+        assert!(
+            ahead.abs() < 0.05,
+            "member {i}: clock {ahead} s off member 0's"
+        );
         worst = worst.max(own);
     }
     assert_eq!(f(&merged["worst"]["write_unavailable_seconds"]), worst);
