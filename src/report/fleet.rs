@@ -221,7 +221,7 @@ fn errors_text(errors: &std::collections::BTreeMap<String, u64>) -> String {
 fn members_table(out: &mut String, r: &FleetReport) {
     out.push_str(
         "<section><h2>Members</h2><table class=\"members\"><thead><tr><th>member</th>\
-         <th>run</th><th>trigger</th><th class=\"num\">rate</th><th class=\"num\">writes</th>\
+         <th>trigger</th><th class=\"num\">rate</th><th class=\"num\">writes</th>\
          <th class=\"num\">acknowledged</th><th class=\"num\">outages</th>\
          <th class=\"num\">first failed write</th><th class=\"num\">first write on the new primary</th>\
          <th class=\"num\">writes unavailable</th><th class=\"num\">lost</th>\
@@ -244,10 +244,10 @@ fn members_table(out: &mut String, r: &FleetReport) {
         };
         let _ = write!(
             out,
-            r#"<tr data-member="{}"><td>{}</td><td class="mono">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"><b>{}</b></td><td class="num">{}</td><td class="num">{} ({})</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
-            esc(&m.name),
+            r#"<tr data-member="{}"><td title="run {}">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"><b>{}</b></td><td class="num">{}</td><td class="num">{} ({})</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             esc(&m.name),
             m.run_id,
+            esc(&m.name),
             if m.ran_trigger { "ran it" } else { "measured" },
             m.target_rate
                 .map_or_else(|| "unlimited".to_string(), |t| format!("{t}/s")),
@@ -315,19 +315,17 @@ fn timelines(out: &mut String, r: &FleetReport, pages: &[ReportInput]) {
             continue;
         };
         let mut timeline = page.timeline.clone();
-        if !m.ran_trigger {
-            for t in &r.triggers {
-                timeline.events.push(Event {
-                    at: t.started_unix,
-                    kind: EventKind::FailoverTrigger {
-                        how: format!(
-                            "trigger {} (by {})",
-                            t.index,
-                            r.trigger_member.as_deref().unwrap_or("?")
-                        ),
-                    },
-                });
-            }
+        for t in &r.triggers {
+            timeline.events.push(Event {
+                at: t.started_unix,
+                kind: EventKind::FailoverTrigger {
+                    how: format!(
+                        "trigger {} (by {})",
+                        t.index,
+                        r.trigger_member.as_deref().unwrap_or("?")
+                    ),
+                },
+            });
         }
         let _ = write!(out, "<h3>{}</h3>", esc(&m.name));
         out.push_str(&html::chart(
