@@ -101,7 +101,12 @@ fn run(args: RunArgs) -> ExitCode {
         summary.set_flags(flags);
         println!("{summary}");
         if let Some(path) = summary_path {
-            if let Err(err) = summary.write_json(&path) {
+            let written = if path.as_os_str() == "-" {
+                summary.json_line().map(|line| println!("{line}"))
+            } else {
+                summary.write_json(&path).map_err(serde_json::Error::io)
+            };
+            if let Err(err) = written {
                 eprintln!(
                     "error: cannot write --summary-json {}: {err}",
                     path.display()

@@ -110,7 +110,8 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
     pub progress_interval: humantime::Duration,
 
-    /// Also write the end-of-run summary as JSON to this file.
+    /// Also write the end-of-run summary as JSON to this file; `-` prints it as one line
+    /// on stdout after the text summary (the last line of a pod's log).
     #[arg(long, env = "PGDRILL_SUMMARY_JSON")]
     pub summary_json: Option<PathBuf>,
 

@@ -316,6 +316,11 @@ impl Summary {
             .map_or(0, |d| d.verdict.verdict.exit_code())
     }
 
+    /// `--summary-json -`: the summary as one line of JSON.
+    pub fn json_line(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+
     /// `--summary-json`: the summary, pretty-printed.
     pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
