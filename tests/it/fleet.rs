@@ -13,7 +13,8 @@ use crate::browser::{chromium, dump_dom};
 use crate::drills::forced_failover_command;
 use crate::report::{assert_self_contained, elements};
 use crate::support::drill::Binary;
-use crate::support::{free_port, start_lab};
+use crate::support::prometheus::{rules_with, Prometheus, ScrapeJob};
+use crate::support::{eventually, free_port, start_lab};
 
 const MEMBERS: usize = 3;
 const DRILL_ID: &str = "fleet-test-1";
@@ -69,9 +70,16 @@ async fn three_processes_one_trigger_one_merged_verdict() {
         .map(|i| dir.path().join(format!("member-{i}.json")))
         .collect();
     let members = MEMBERS.to_string();
+    let listen: Vec<std::net::SocketAddr> = (0..MEMBERS)
+        .map(|_| {
+            format!("127.0.0.1:{}", free_port())
+                .parse()
+                .expect("address")
+        })
+        .collect();
     let bins: Vec<Binary> = (0..MEMBERS)
         .map(|i| {
-            let listen = format!("127.0.0.1:{}", free_port());
+            let listen = listen[i].to_string();
             let index = i.to_string();
             // The last member prints its summary as the last line of its output, the way
             // a pod's is collected from its log (docs/drills.md).
@@ -109,6 +117,17 @@ async fn three_processes_one_trigger_one_merged_verdict() {
             ])
         })
         .collect();
+    // The members are one job in Prometheus, as the Job's pods are (the PodMonitors take the
+    // job from app.kubernetes.io/instance), under the shipped rules.
+    let prom = Prometheus::start(
+        &[ScrapeJob {
+            name: "pgdrill-drill".into(),
+            targets: listen.clone(),
+            labels: Default::default(),
+        }],
+        &rules_with(&[]),
+    )
+    .await;
     let runs =
         futures_util::future::join_all(bins.into_iter().map(|b| b.wait(Duration::from_secs(90))))
             .await;
@@ -212,6 +231,9 @@ async fn three_processes_one_trigger_one_merged_verdict() {
         assert_eq!(elements(&dom, "<tr data-member=", "</tr>").len(), MEMBERS);
     }
 
+    // The same drill in Prometheus: the job-level view agrees with the merged report.
+    in_prometheus(&prom, &listen, &merged).await;
+
     // FAIL: member 0's objective missed (its summary rewritten to a 1 ms objective).
     let strict = dir.path().join("member-0-strict.json");
     let mut s = summaries[0].clone();
@@ -248,4 +270,56 @@ async fn three_processes_one_trigger_one_merged_verdict() {
         "{err}"
     );
     lab.shutdown().await;
+}
+
+/// What the shipped rules and the members' series say of the drill, against the merged report:
+/// the members all reported, each member's write unavailability, the worst (as the RTO alerts
+/// take it), the trigger, the lost writes (as the lost-writes alert adds them).
+async fn in_prometheus(prom: &Prometheus, listen: &[std::net::SocketAddr], merged: &Value) {
+    let reporting =
+        "max_over_time(job:pgdrill_canaries_reporting:count{job=\"pgdrill-drill\"}[5m])";
+    eventually(Duration::from_secs(10), "every member scraped", || async {
+        prom.optional(reporting).await == Some(MEMBERS as f64)
+    })
+    .await;
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-3;
+    for (i, addr) in listen.iter().enumerate() {
+        let own = prom
+            .scalar(&format!(
+                "last_over_time(pgdrill_last_outage_duration_seconds{{instance=\"{addr}\"}}[5m])"
+            ))
+            .await;
+        let figure = f(&merged["members"][i]["worst_write_unavailable_seconds"]);
+        println!("prometheus: member {i} ({addr}) last outage {own:.3} s, merged {figure:.3} s");
+        assert!(
+            close(own, figure),
+            "member {i}: {own} in Prometheus, {figure} merged"
+        );
+    }
+    // The job's worst finished outage, as PgdrillRTOObjectiveMissed computes it.
+    let worst = prom
+        .scalar(
+            "max without (instance, pod, container, endpoint) (\
+               last_over_time(pgdrill_outage_end_timestamp_seconds[5m]) \
+               - last_over_time(pgdrill_outage_start_timestamp_seconds[5m]) \
+               and last_over_time(pgdrill_outage_start_timestamp_seconds[5m]) > 0)",
+        )
+        .await;
+    let merged_worst = f(&merged["worst"]["write_unavailable_seconds"]);
+    println!("prometheus: job worst {worst:.3} s, merged worst {merged_worst:.3} s");
+    assert!(close(worst, merged_worst), "{worst} vs {merged_worst}");
+    let trigger = prom
+        .scalar("max(last_over_time(pgdrill_failover_trigger_timestamp_seconds[5m]))")
+        .await;
+    assert!(
+        close(trigger, f(&merged["triggers"][0]["started_unix"])),
+        "{trigger}"
+    );
+    let lost = prom
+        .scalar(
+            "sum without (instance, pod, container, endpoint) \
+               (last_over_time(pgdrill_lost_writes_total[5m]))",
+        )
+        .await;
+    assert_eq!(Some(lost), merged["lost_writes"].as_f64());
 }
