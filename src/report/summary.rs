@@ -218,6 +218,21 @@ impl Summary {
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
         writeln!(f, "  target        {}", self.target)?;
+        match (&self.drill_id, self.member) {
+            (Some(id), Some(m)) => writeln!(
+                f,
+                "  drill         {id}, member {} of {} ({})",
+                m.index,
+                m.of,
+                if m.triggers() {
+                    "runs the trigger"
+                } else {
+                    "measures only; member 0 runs the trigger"
+                }
+            )?,
+            (Some(id), None) => writeln!(f, "  drill         {id}")?,
+            _ => {}
+        }
         writeln!(
             f,
             "  duration      {:.1}s   target rate {}   achieved {:.1}/s",

@@ -143,6 +143,13 @@ async fn three_processes_one_trigger_one_merged_verdict() {
         println!("--- member {i}: {status}\n{}", text.join("\n"));
         // Member 0's own verdict; the others are measurements (no verdict, exit 0).
         assert_eq!(status.code(), Some(0), "member {i}: {}", text.join("\n"));
+        let role = if i == 0 {
+            "runs the trigger"
+        } else {
+            "measures only"
+        };
+        let line = format!("drill         {DRILL_ID}, member {i} of {MEMBERS} ({role}");
+        assert!(out.contains(&line), "member {i}: {out}");
     }
     let summaries: Vec<Value> = files.iter().map(|p| read_json(p)).collect();
     assert_eq!(summaries[0]["drill"]["verdict"]["verdict"], "pass");
