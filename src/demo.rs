@@ -304,7 +304,7 @@ async fn rows_truth(lab: &Lab, node: Node, run_id: i64, after: f64) -> Option<(f
             "SELECT extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($2)))::float8, \
                     extract(epoch FROM max(gap))::float8 \
              FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY created_at) AS gap \
-                   FROM transactions WHERE run_id = $1) r",
+                   FROM pgdrill_writes WHERE run_id = $1) r",
             &[&run_id, &after],
         )
         .await

@@ -204,6 +204,39 @@ fn is_dns_failure(err: &io::Error) -> bool {
         || text.contains("Temporary failure in name resolution")
 }
 
+/// Exit status when pgdrill never wrote: a wrong or unreachable target.
+pub const TARGET_EXIT: u8 = 5;
+
+/// Before the first successful write, an error that waiting cannot fix, and what to check;
+/// `None` for errors that can heal (refused, timeout, starting up, only standbys).
+pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'static str> {
+    Some(match (class, sqlstate.unwrap_or("")) {
+        (_, "28P01") => {
+            "the server rejected the password: check the password for this user (the DSN's \
+             password, PGPASSWORD, --password-file or --password-command)"
+        }
+        (_, "28000") => {
+            "the server does not let this user in from here: check the user name, and the \
+             server's pg_hba.conf (or firewall rules) for this client address, database and \
+             sslmode"
+        }
+        (_, "3D000") => "the database does not exist: check dbname in --dsn (or PGDATABASE)",
+        (_, "42501") => {
+            "the user lacks a privilege (CONNECT on the database, CREATE or INSERT): see \
+             docs/configuration.md#privileges for the GRANT statements"
+        }
+        (ErrorClass::Auth, _) => {
+            "no password could be used: check the DSN's password, PGPASSWORD, --password-file \
+             or --password-command"
+        }
+        (ErrorClass::Tls, _) => {
+            "check sslmode and sslrootcert in --dsn against the server's TLS setup"
+        }
+        (ErrorClass::Dns, _) => "the host name does not resolve: check host in --dsn (or PGHOST)",
+        _ => return None,
+    })
+}
+
 /// A configuration mistake found before anything starts. It names the option,
 /// the offending value (passwords redacted) and why it is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +259,10 @@ pub enum StartError {
     /// A task of the run panicked or ended on its own; logged where it happened.
     #[error("{0}")]
     Crashed(String),
+    /// Before the first acknowledged write: a target that waiting cannot fix (password,
+    /// database, privilege, TLS, host name), or no write within `--startup-timeout`.
+    #[error("cannot write to the target: {0}")]
+    Target(String),
 }
 
 impl StartError {
@@ -233,6 +270,7 @@ impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::Table(_) => 2,
+            StartError::Target(_) => TARGET_EXIT,
             StartError::Metrics(_) | StartError::Crashed(_) => 1,
         }
     }

@@ -25,6 +25,7 @@ mod failover;
 mod load;
 mod report;
 mod rpo;
+mod secrets;
 pub mod shutdown;
 mod supervisor;
 mod telemetry;
@@ -41,6 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use db::cleanup::CleanupError;
 pub use drill::{
     DrillReport, InProcessReply, InProcessTrigger, Schedule, TriggerAction, TriggerConfig,
     VerdictKind,
@@ -56,7 +58,6 @@ use db::identity::IdentityTracker;
 use db::pool::{ConnectSettings, DbPool, Manager};
 use db::retention;
 use db::table::Workload;
-use drill::scrub::Scrubber;
 use drill::DrillRun;
 use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
@@ -97,6 +98,17 @@ pub async fn run(
     }
 }
 
+/// `pgdrill cleanup`: what was removed, as one line.
+pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupError> {
+    db::cleanup::run(
+        &config.target,
+        &config.table,
+        config.scope,
+        config.connect_timeout,
+    )
+    .await
+}
+
 /// The parts of one run, built and connected, not yet started.
 struct Drill {
     run_id: i64,
@@ -114,6 +126,7 @@ struct Drill {
     health: Arc<Health>,
     /// Only with a failover trigger.
     drill: Option<Arc<DrillRun>>,
+    fatal: Arc<Fatal>,
 }
 
 impl Drill {
@@ -139,13 +152,16 @@ impl Drill {
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
         let latency = LatencyBook::default();
-        let outcomes = Arc::new(Outcomes::new(
-            metrics.clone(),
-            detector.clone(),
-            ledger.clone(),
-            latency.clone(),
-            identity.clone(),
-        ));
+        let outcomes = Arc::new(
+            Outcomes::new(
+                metrics.clone(),
+                detector.clone(),
+                ledger.clone(),
+                latency.clone(),
+                identity.clone(),
+            )
+            .on_first_write(fatal.clone()),
+        );
         let verifier = Arc::new(
             Verifier::new(pool.clone(), workload.clone(), ledger, metrics.clone())
                 .settle_after(config.statement_timeout),
@@ -157,6 +173,7 @@ impl Drill {
         let lanes = lane_settings(config, &pool, workload);
         let drill = drill_run(config, &metrics, &outages, &identity, &outcomes);
         Ok(Drill {
+            fatal: fatal.clone(),
             drill,
             run_id,
             started_at,
@@ -187,12 +204,28 @@ impl Drill {
         self.spawn(config, listener, &jobs_rx, &mut sup);
         tracing::info!(
             target = %config.target.redacted,
-            rate = ?config.rate,
+            rate = %config
+                .rate
+                .map_or_else(|| "unlimited".to_string(), |r| format!("{r}/s")),
             pool_size = config.pool_size,
             pipeline_depth = config.pipeline_depth,
             run_id = self.run_id,
             listen = %config.listen,
             "pgdrill started"
+        );
+        tracing::info!(
+            table = %config.table.name,
+            run_id = self.run_id,
+            create = if config.table.is_default() {
+                "pgdrill's own table, created if missing"
+            } else {
+                "created as pgdrill's own if missing; a table pgdrill did not create is only written"
+            },
+            retention = %config.retention.map_or_else(
+                || "off".to_string(),
+                |r| format!("deletes pgdrill's rows older than {}", humantime::format_duration(r.window))
+            ),
+            "pgdrill inserts rows tagged with this run_id; it changes and deletes no other row"
         );
         let load_began = Instant::now();
         self.health.load_started();
@@ -215,6 +248,8 @@ impl Drill {
         };
         let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
         summary.server_clock = server_clock;
+        // pgdrill leaves no process behind: what the triggers left running ends now.
+        drill::trigger::end_left_behind().await;
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;
         sup.finish().await;
@@ -250,6 +285,13 @@ impl Drill {
         sup.spawn(
             Stage::Monitor,
             self.monitor.clone().run(token, config.shutdown_grace),
+        );
+        let token = sup.token(Stage::Monitor);
+        sup.spawn(
+            Stage::Monitor,
+            self.fatal
+                .clone()
+                .startup_deadline(config.startup_timeout, token),
         );
         if let Some(settings) = config.retention {
             let task = retention::run(
@@ -379,6 +421,8 @@ impl Drill {
                 .map(|d| d.report(rpo.lost_writes, load_end)),
             run_id: self.run_id,
             target: config.target.redacted.clone(),
+            table: config.table.name.clone(),
+            retention_rows_deleted: self.metrics.retention_rows_deleted.get(),
             started_at: self.started_at,
             elapsed,
             target_rate: config.rate,
@@ -426,14 +470,7 @@ fn drill_run(
         }),
         target_rate: config.rate,
     };
-    // The trigger's output and command line never show the DSN's password.
-    let password = config
-        .target
-        .pg
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    let scrubber = Scrubber::new(password);
-    Some(DrillRun::new(trigger, objectives, sources, scrubber))
+    Some(DrillRun::new(trigger, objectives, sources))
 }
 
 /// The registry, with the target rate and the target info series set.
@@ -513,7 +550,7 @@ fn build_pool(
         tls: config.target.tls.clone(),
         auto_query_mode: config.query_mode_auto,
         statement_timeout: config.statement_timeout,
-        create_table: config.create_table,
+        table: config.table_policy,
     };
     let credentials = Arc::new(Credentials::new(config.password.clone(), metrics.clone()));
     let manager = Manager::new(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 #[cfg(feature = "lab")]
 use pgdrill::config::ProxyArgs;
-use pgdrill::config::{Cli, Command, LogFormat, ReportArgs, RunArgs};
+use pgdrill::config::{CleanupArgs, Cli, Command, LogFormat, ReportArgs, RunArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => run(cli.run),
         Some(Command::Report(args)) => report(args),
+        Some(Command::Cleanup(args)) => cleanup(args),
         #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
@@ -99,7 +100,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         summary.set_flags(flags);
-        println!("{summary}");
+        println!("{}", summary.printable());
         if let Some(path) = summary_path {
             let written = if path.as_os_str() == "-" {
                 summary.json_line().map(|line| println!("{line}"))
@@ -147,7 +148,8 @@ fn report(args: ReportArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(path) = &args.json {
-        let written = serde_json::to_vec_pretty(&merged.report)
+        let written = merged
+            .json()
             .map_err(std::io::Error::other)
             .and_then(|json| std::fs::write(path, json));
         if let Err(err) = written {
@@ -160,6 +162,25 @@ fn report(args: ReportArgs) -> ExitCode {
     }
     println!("{}", args.output.display());
     ExitCode::from(merged.report.exit_code())
+}
+
+/// `pgdrill cleanup`: prints what it removed; refusals exit 2, a target it cannot reach 5.
+fn cleanup(args: CleanupArgs) -> ExitCode {
+    let config = args
+        .validate(|key| std::env::var(key).ok())
+        .unwrap_or_else(|err| usage_error(err));
+    block_on(1, async {
+        match pgdrill::cleanup(config).await {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(err.exit_code())
+            }
+        }
+    })
 }
 
 #[cfg(feature = "lab")]

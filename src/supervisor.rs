@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::error::StartError;
+use crate::error::{wrong_target_hint, ErrorClass, StartError};
 use crate::telemetry::health::Health;
 
 /// Lane panics a run survives; the next one stops it (a bug that keeps firing).
@@ -26,9 +26,15 @@ const LANE_RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// Where a failure that ends the run is reported, from wherever it is found: the first is
 /// kept, `stop` ends the load, and the run returns it once drained.
+///
+/// It also knows whether a write has succeeded yet: before the first, a wrong target (an
+/// error that waiting cannot fix) ends the run at once; after it, nothing does.
 pub struct Fatal {
     stop: CancellationToken,
     error: Mutex<Option<StartError>>,
+    written: AtomicBool,
+    /// The latest connection failure before the first write, for the startup deadline.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Fatal {
@@ -36,7 +42,55 @@ impl Fatal {
         Fatal {
             stop,
             error: Mutex::new(None),
+            written: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
         }
+    }
+
+    /// A write was acknowledged: from now on every error is an outage, not a wrong target.
+    pub fn wrote(&self) {
+        if !self.written.load(Ordering::Relaxed) {
+            self.written.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn has_written(&self) -> bool {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// A connection attempt failed. Before the first write, an error that waiting cannot
+    /// fix ends the run (exit 5) with the server's message and what to check.
+    pub fn connect_failed(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
+        if self.has_written() {
+            return;
+        }
+        match wrong_target_hint(class, sqlstate) {
+            Some(hint) => self.report(StartError::Target(format!("{message}\nhint: {hint}"))),
+            None => *lock(&self.last_failure) = Some(message.to_string()),
+        }
+    }
+
+    /// Ends the run if no write has succeeded within `timeout` (`--startup-timeout`): errors
+    /// that can heal (refused, timed out, starting up, only standbys) did not.
+    pub async fn startup_deadline(self: Arc<Self>, timeout: Duration, stop: CancellationToken) {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(timeout) => {}
+        }
+        if self.has_written() {
+            // A supervised task ends only when asked to.
+            return stop.cancelled().await;
+        }
+        let last = lock(&self.last_failure)
+            .clone()
+            .unwrap_or_else(|| "no error either: the writes never got an answer".to_string());
+        self.report(StartError::Target(format!(
+            "no write succeeded within --startup-timeout {}; the last error: {last}\nhint: \
+             check that the server is up and reachable at the DSN's host and port, and that \
+             it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
+             for a server that is still starting",
+            humantime::format_duration(timeout)
+        )));
     }
 
     /// The table cannot take the INSERT: a setup to fix (exit 2).
@@ -52,6 +106,9 @@ impl Fatal {
     }
 
     fn report(&self, error: StartError) {
+        if let StartError::Target(message) = &error {
+            tracing::error!(error = %message, "stopping: pgdrill cannot write to this target");
+        }
         // Only these two functions touch the slot and neither panics holding it.
         let mut slot = lock(&self.error);
         slot.get_or_insert(error);

@@ -32,6 +32,8 @@ pub enum Command {
     /// the summaries of one drill run by several processes into one report and verdict
     /// (exit 0 pass, 3 fail, 4 invalid).
     Report(ReportArgs),
+    /// Remove pgdrill's rows (one run or every run), or drop pgdrill's own table.
+    Cleanup(CleanupArgs),
     #[cfg(feature = "lab")]
     /// Start a local primary + standby, run load, force a failover, print the drill report, clean up.
     Demo(DemoArgs),
@@ -89,13 +91,28 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_MAX_CONNECTION_LIFETIME", default_value = "30m")]
     pub max_connection_lifetime: humantime::Duration,
 
-    /// Table to insert into (optionally schema-qualified).
-    #[arg(long, env = "PGDRILL_TABLE", default_value = "transactions")]
+    /// Table to insert into (optionally schema-qualified; unquoted names fold to lower case).
+    /// Unset: pgdrill's own table, created if missing and marked by a comment. A table
+    /// pgdrill did not create is written only when named here, and never altered without
+    /// --alter-table; pgdrill's rows carry a run_id, and it deletes no other row.
+    #[arg(long, env = "PGDRILL_TABLE", default_value = crate::db::table::DEFAULT_TABLE)]
     pub table: String,
 
     /// Do not create the table if it is missing.
     #[arg(long, env = "PGDRILL_NO_CREATE_TABLE")]
     pub no_create_table: bool,
+
+    /// Allow pgdrill to add what it needs to a --table it did not create: nullable run_id
+    /// and seq columns, and (with --retention) a partial index on its rows. Without it,
+    /// pgdrill exits 2 printing the statements to run.
+    #[arg(long, env = "PGDRILL_ALTER_TABLE")]
+    pub alter_table: bool,
+
+    /// Until the first write succeeds, errors that can heal (refused, timeout, starting up)
+    /// are retried this long; then the run fails (exit 5). Errors that waiting cannot fix
+    /// (password, database, privilege, TLS, unknown host) fail at once.
+    #[arg(long, env = "PGDRILL_STARTUP_TIMEOUT", default_value = "60s")]
+    pub startup_timeout: humantime::Duration,
 
     /// Address for /metrics, /healthz and /.
     #[arg(long, env = "PGDRILL_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
@@ -257,6 +274,29 @@ pub struct DemoArgs {
     /// Write the drill report (HTML) here.
     #[arg(long, default_value = "pgdrill-demo-report.html")]
     pub report: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("scope").required(true).args(["run_id", "all_runs", "drop_table"]))]
+pub struct CleanupArgs {
+    /// libpq connection string, as for a run (PG* environment variables fill unset parts).
+    #[arg(long, env = "PGDRILL_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// The table pgdrill wrote to.
+    #[arg(long, env = "PGDRILL_TABLE", default_value = crate::db::table::DEFAULT_TABLE)]
+    pub table: String,
+    /// Delete the rows of this run (the run id the summary and the startup log show).
+    #[arg(long)]
+    pub run_id: Option<i64>,
+    /// Delete the rows of every pgdrill run (rows with a run_id; no other row).
+    #[arg(long)]
+    pub all_runs: bool,
+    /// Drop the table, if pgdrill created it (refused for any other table).
+    #[arg(long)]
+    pub drop_table: bool,
+    /// Give up connecting after this long.
+    #[arg(long, default_value = "10s")]
+    pub connect_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Args)]

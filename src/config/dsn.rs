@@ -9,6 +9,7 @@ use tokio_postgres::Config as PgConfig;
 
 use crate::db::tls::{RootCert, SslMode, TlsSettings};
 use crate::error::ConfigError;
+use crate::secrets::redact;
 
 /// The environment variables libpq reads that pgdrill honours, as defaults for
 /// anything the DSN leaves unset.
@@ -82,6 +83,10 @@ pub fn parse(
             apply_env_default(&mut pg, key, &value)
                 .map_err(|reason| ConfigError::new(var, redact_env(var, &value), reason))?;
         }
+    }
+    if let Some(password) = pg.get_password() {
+        // The DSN's or PGPASSWORD's: never shown from here on, in any output.
+        crate::secrets::remember(&String::from_utf8_lossy(password));
     }
     if pg.get_hosts().is_empty() {
         pg.host("localhost");
@@ -393,71 +398,6 @@ fn redact_env(var: &str, value: &str) -> String {
     }
 }
 
-/// Removes the password from a URL or key=value connection string, even one
-/// that does not parse, so that error messages can quote the rest.
-pub fn redact(dsn: &str) -> String {
-    let mut out = dsn.to_string();
-    // URL form: scheme://user:password@host
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let start = rest_start + colon + 1;
-                out.replace_range(start..rest_start + at, "REDACTED");
-            }
-        }
-    }
-    // key=value form, and URL query parameters: password=...
-    let mut result = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(pos) = find_password_key(rest) {
-        let (before, after) = rest.split_at(pos);
-        result.push_str(before);
-        let eq = after.find('=').map_or(after.len(), |i| i + 1);
-        result.push_str(&after[..eq]);
-        result.push_str("REDACTED");
-        let value = after[eq..].trim_start();
-        rest = &value[value_end(value)..];
-    }
-    result.push_str(rest);
-    result
-}
-
-fn find_password_key(s: &str) -> Option<usize> {
-    let lower = s.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower[from..].find("password") {
-        let at = from + i;
-        let boundary = at == 0 || matches!(lower.as_bytes()[at - 1], b' ' | b'?' | b'&' | b'\t');
-        let after = lower[at + 8..].trim_start();
-        if boundary && after.starts_with('=') {
-            return Some(at);
-        }
-        from = at + 8;
-    }
-    None
-}
-
-fn value_end(value: &str) -> usize {
-    if let Some(quoted) = value.strip_prefix('\'') {
-        let mut escaped = false;
-        for (i, c) in quoted.char_indices() {
-            match c {
-                '\\' if !escaped => escaped = true,
-                '\'' if !escaped => return i + 2,
-                _ => escaped = false,
-            }
-        }
-        value.len()
-    } else {
-        value.find([' ', '&', '\t']).unwrap_or(value.len())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,26 +550,5 @@ mod tests {
             e.contains("sslrootcert") && e.contains("/no/such/ca.pem"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn redact_handles_every_form() {
-        assert_eq!(
-            redact("postgresql://u:p%40ss@h:5/db?sslmode=require"),
-            "postgresql://u:REDACTED@h:5/db?sslmode=require"
-        );
-        assert_eq!(
-            redact("host=h password='a b\\'c' user=u"),
-            "host=h password=REDACTED user=u"
-        );
-        assert_eq!(
-            redact("host=h password = x user=u"),
-            "host=h password =REDACTED user=u"
-        );
-        assert_eq!(
-            redact("postgres://h/db?password=x&user=u"),
-            "postgres://h/db?password=REDACTED&user=u"
-        );
-        assert_eq!(redact("host=h"), "host=h");
     }
 }

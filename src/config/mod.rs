@@ -19,9 +19,11 @@ pub use cli::*;
 pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
+use crate::db::cleanup::Scope;
 use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
+use crate::db::table_check::TablePolicy;
 pub use crate::drill::DrillConfig;
 use crate::error::ConfigError;
 use crate::telemetry::webconfig::WebConfig;
@@ -40,7 +42,10 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub max_connection_lifetime: Duration,
     pub table: Table,
-    pub create_table: bool,
+    /// What pgdrill may do to the table: create its own, alter one it did not create.
+    pub table_policy: TablePolicy,
+    /// Until the first acknowledged write: how long errors that can heal are retried.
+    pub startup_timeout: Duration,
     pub query_mode: QueryMode,
     /// `--query-mode auto`: falls back from prepared to unnamed if prepared statements break.
     pub query_mode_auto: bool,
@@ -101,6 +106,7 @@ impl RunArgs {
         let password = self.password()?;
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
+        let table = Table::parse(&self.table)?;
         Ok(Config {
             drill,
             target,
@@ -119,8 +125,14 @@ impl RunArgs {
                 "--max-connection-lifetime",
                 self.max_connection_lifetime,
             )?,
-            table: Table::parse(&self.table)?,
-            create_table: !self.no_create_table,
+            table_policy: TablePolicy {
+                create: !self.no_create_table,
+                alter: self.alter_table,
+                named: !table.is_default(),
+                deletes: retention.is_some(),
+            },
+            table,
+            startup_timeout: positive("--startup-timeout", self.startup_timeout)?,
             listen: self.listen,
             web: self
                 .web_config_file
@@ -241,6 +253,34 @@ impl RunArgs {
     }
 }
 
+/// `pgdrill cleanup`, validated.
+#[derive(Debug, Clone)]
+pub struct CleanupConfig {
+    pub target: Target,
+    pub table: Table,
+    pub scope: Scope,
+    pub connect_timeout: Duration,
+}
+
+impl CleanupArgs {
+    pub fn validate(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<CleanupConfig, ConfigError> {
+        let scope = match (self.run_id, self.all_runs, self.drop_table) {
+            (Some(id), _, _) => Scope::Run(id),
+            (None, true, _) => Scope::AllRuns,
+            _ => Scope::DropTable,
+        };
+        Ok(CleanupConfig {
+            target: dsn::parse(self.dsn.as_deref(), env)?,
+            table: Table::parse(&self.table)?,
+            scope,
+            connect_timeout: positive("--connect-timeout", self.connect_timeout)?,
+        })
+    }
+}
+
 /// One connection per 250/s (a loopback INSERT takes ~4 ms under load), clamped to
 /// 4..=64. Pipelining does not shrink the pool: it is what carries the rate over a slow
 /// link (32 connections x depth 16 = 512 in flight = 64 ms at 8000/s), while on a fast
@@ -294,7 +334,15 @@ mod tests {
         assert_eq!(c.max_backlog, 100);
         assert_eq!(args(&["--rate", "1000"]).unwrap().pool_size, 4);
         assert_eq!(c.listen.port(), DEFAULT_PORT);
-        assert_eq!(c.table.quoted, "\"transactions\"");
+        assert_eq!(c.table.quoted, "\"pgdrill_writes\"");
+        assert!(c.table_policy.create && !c.table_policy.named && !c.table_policy.alter);
+        assert!(
+            args(&["--table", "Transactions"])
+                .unwrap()
+                .table_policy
+                .named
+        );
+        assert_eq!(c.startup_timeout, Duration::from_secs(60));
         assert_eq!(c.pipeline_depth, 16);
         let c = args(&["--rate", "8000"]).unwrap();
         assert_eq!(c.pool_size, 32);

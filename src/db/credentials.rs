@@ -340,7 +340,10 @@ fn secret_from(raw: &[u8]) -> Option<Secret> {
     if trimmed.is_empty() {
         return None;
     }
-    Some(Secret(String::from_utf8_lossy(trimmed).into_owned()))
+    let secret = String::from_utf8_lossy(trimmed).into_owned();
+    // From here on it is scrubbed from everything pgdrill writes, trigger output included.
+    crate::secrets::remember(&secret);
+    Some(Secret(secret))
 }
 
 #[cfg(test)]
@@ -415,7 +418,11 @@ mod tests {
     async fn command_output_is_cached_until_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let counter = dir.path().join("runs");
-        let script = format!("echo x >> {0}; wc -l < {0} | tr -d ' '", counter.display());
+        // Distinctive values: each one is remembered as a secret for the whole test process.
+        let script = format!(
+            "echo x >> {0}; echo token-$(wc -l < {0} | tr -d ' ')",
+            counter.display()
+        );
         let m = metrics();
         let creds = Credentials::new(
             PasswordSource::Command {
@@ -425,16 +432,16 @@ mod tests {
             m.clone(),
         );
         let first = creds.password().await.unwrap().unwrap();
-        assert_eq!(first.expose(), "1");
+        assert_eq!(first.expose(), "token-1");
         assert_eq!(
             creds.password().await.unwrap().unwrap().expose(),
-            "1",
+            "token-1",
             "cached"
         );
         creds.auth_failed();
         // Within MIN_REFRESH_INTERVAL the cached one is still used, then it is refreshed.
         tokio::time::sleep(MIN_REFRESH_INTERVAL).await;
-        assert_eq!(creds.password().await.unwrap().unwrap().expose(), "2");
+        assert_eq!(creds.password().await.unwrap().unwrap().expose(), "token-2");
         assert_eq!(m.password_refreshes.get(), 2);
 
         let failing = Credentials::new(
@@ -456,7 +463,7 @@ mod tests {
         let healed = dir.path().join("healed");
         // Fails until `healed` exists; counts every run.
         let script = format!(
-            "echo x >> {0}; test -e {1} || exit 7; echo tok",
+            "echo x >> {0}; test -e {1} || exit 7; echo tok-healed-7f3",
             runs.display(),
             healed.display()
         );
@@ -488,7 +495,10 @@ mod tests {
 
         std::fs::write(&healed, "").unwrap();
         tokio::time::sleep(Duration::from_millis(2000)).await;
-        assert_eq!(creds.password().await.unwrap().unwrap().expose(), "tok");
+        assert_eq!(
+            creds.password().await.unwrap().unwrap().expose(),
+            "tok-healed-7f3"
+        );
         assert_eq!(count(), 3);
         assert_eq!(m.password_errors.get(), 2);
     }

@@ -3,6 +3,7 @@
 //!
 //! Depends on `telemetry` (it counts connections and errors) and `error`; nothing above.
 
+pub mod cleanup;
 pub(crate) mod clock;
 pub(crate) mod connect;
 pub(crate) mod credentials;

@@ -13,7 +13,7 @@ use crate::db::connect::{Connector, Failures, Silence};
 use crate::db::credentials::Credentials;
 use crate::db::identity::{self, IdentityTracker};
 use crate::db::table::Workload;
-use crate::db::table_check::{self, TableError};
+use crate::db::table_check::{self, TableError, TablePolicy};
 use crate::db::tls::TlsSettings;
 use crate::error::{classify, ErrorClass};
 use crate::supervisor::lock;
@@ -82,10 +82,10 @@ pub struct Manager {
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
     metrics: Arc<Metrics>,
-    /// Create the table once, on the first connection to a writable server;
+    /// Check (and create) the table once, on the first connection to a writable server;
     /// concurrent first connections wait for it instead of racing in the catalog.
-    create_table: bool,
-    table_ready: OnceCell<()>,
+    table: TablePolicy,
+    table_ready: OnceCell<bool>,
     /// Told when the table cannot take our writes, which no reconnect fixes.
     fatal: Option<Arc<Fatal>>,
 }
@@ -97,7 +97,7 @@ pub struct ConnectSettings {
     /// `--query-mode auto`: fall back from prepared to unnamed statements when they break.
     pub auto_query_mode: bool,
     pub statement_timeout: Duration,
-    pub create_table: bool,
+    pub table: TablePolicy,
 }
 
 impl Manager {
@@ -119,7 +119,7 @@ impl Manager {
             workload,
             identity,
             metrics,
-            create_table: settings.create_table,
+            table: settings.table,
             table_ready: OnceCell::new(),
             fatal: None,
         }
@@ -153,7 +153,7 @@ impl Manager {
             None => with_causes(&source),
         };
         let message = if class == ErrorClass::Tls {
-            format!("{message} (fix: {})", crate::db::tls::hint(&message))
+            crate::db::tls::explain(&message)
         } else {
             message
         };
@@ -173,6 +173,9 @@ impl Manager {
         self.metrics.connection_errors.inc(class);
         let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
         self.metrics.errors.note(class, sqlstate, &message);
+        if let Some(fatal) = &self.fatal {
+            fatal.connect_failed(class, sqlstate, &message);
+        }
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
@@ -273,7 +276,7 @@ impl Manager {
         let id = identity::probe(&client).await;
         if id.in_recovery != Some(true) {
             self.table_ready
-                .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.create_table))
+                .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.table))
                 .await
                 .map_err(|e| self.table_failed(e))?;
         }
@@ -435,7 +438,12 @@ impl DbPool {
                 tls: TlsSettings::prefer(),
                 auto_query_mode: false,
                 statement_timeout: Duration::from_secs(1),
-                create_table: false,
+                table: TablePolicy {
+                    create: false,
+                    alter: false,
+                    named: true,
+                    deletes: false,
+                },
             },
             Arc::new(Credentials::new(PasswordSource::Dsn, metrics.clone())),
             workload.clone(),

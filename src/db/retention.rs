@@ -56,7 +56,8 @@ pub async fn run(
         window = %humantime::format_duration(settings.window),
         batch_size = settings.batch_size,
         interval = %humantime::format_duration(settings.interval),
-        "retention cleanup started"
+        table = %table.name,
+        "retention started: deletes pgdrill's own rows (run_id set) older than the window, no other row"
     );
     let sql = table.retention_delete_sql(settings.batch_size, settings.window);
     let mut conn: Option<Conn> = None;
@@ -87,7 +88,11 @@ pub async fn run(
         match sweep(&c, &sql, settings, &metrics, &stop).await {
             Ok(deleted) => {
                 if deleted > 0 {
-                    tracing::debug!(deleted, "retention sweep");
+                    tracing::info!(
+                        deleted,
+                        table = %table.name,
+                        "retention deleted pgdrill's rows (run_id set) older than the window"
+                    );
                 }
                 conn = Some(c);
             }

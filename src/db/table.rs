@@ -10,7 +10,15 @@ use tokio_postgres::{Client, Statement};
 
 use crate::error::ConfigError;
 
-/// A table name checked to be plain identifiers, kept both raw and quoted.
+/// The table pgdrill writes to when `--table` is not given: its own, by a name no team uses.
+pub const DEFAULT_TABLE: &str = "pgdrill_writes";
+
+/// How pgdrill marks a table as its own (`COMMENT ON TABLE`): only such a table is created,
+/// dropped or written without `--table`.
+pub const OWNER_MARK: &str = "pgdrill:";
+
+/// A table name as SQL reads it: unquoted identifiers fold to lower case, quoted ones keep
+/// theirs. `name` is the canonical spelling for messages, `quoted` the one sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     pub name: String,
@@ -19,43 +27,64 @@ pub struct Table {
 
 impl Table {
     pub fn parse(name: &str) -> Result<Table, ConfigError> {
-        let parts: Vec<&str> = name.split('.').collect();
-        let valid = |p: &str| {
-            let mut chars = p.chars();
-            matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && p.len() <= 63
-        };
-        if parts.len() > 2 || !parts.iter().all(|p| valid(p)) {
-            return Err(ConfigError::new(
-                "--table",
-                name,
-                "expected an identifier or schema.identifier of letters, digits and _ (at most 63 each)",
-            ));
+        let invalid = |reason: &str| ConfigError::new("--table", name, reason);
+        let parts = split_identifiers(name).ok_or_else(|| {
+            invalid(
+                "expected table or schema.table: letters, digits and _ (folded to lower case \
+                 as SQL does), or a \"Quoted\" name to keep its case; at most 63 bytes each",
+            )
+        })?;
+        if parts.len() > 2 {
+            return Err(invalid("expected table or schema.table, not more parts"));
         }
         let quoted = parts
             .iter()
             .map(|p| format!("\"{p}\""))
             .collect::<Vec<_>>()
             .join(".");
-        Ok(Table {
-            name: name.to_string(),
-            quoted,
-        })
+        let name = parts
+            .iter()
+            .map(
+                |p| match is_plain(p) && p.chars().all(|c| !c.is_ascii_uppercase()) {
+                    true => p.clone(),
+                    false => format!("\"{p}\""),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(".");
+        Ok(Table { name, quoted })
     }
 
-    /// `CREATE TABLE IF NOT EXISTS`; safe to run from many replicas at once.
+    /// Whether this is pgdrill's default table.
+    pub fn is_default(&self) -> bool {
+        self.name == DEFAULT_TABLE
+    }
+
+    /// pgdrill's own table: `run_id` and `seq` on every row, marked with [`OWNER_MARK`].
+    /// One transaction, so no other session ever sees it unmarked.
     pub fn create_sql(&self) -> String {
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (\
+            "BEGIN; CREATE TABLE {t} (\
                transaction_id bigserial PRIMARY KEY, \
                customer_id integer NOT NULL, \
                merchant_id integer NOT NULL, \
                amount numeric(12,2) NOT NULL, \
                status text NOT NULL, \
                created_at timestamptz NOT NULL DEFAULT now(), \
-               run_id bigint, \
-               seq bigint)",
+               run_id bigint NOT NULL, \
+               seq bigint NOT NULL); \
+             COMMENT ON TABLE {t} IS '{OWNER_MARK} rows written by pgdrill failover drills and \
+             write canaries, one run per run_id; remove with pgdrill cleanup'; COMMIT",
+            t = self.quoted
+        )
+    }
+
+    /// The index that finds pgdrill's rows in a table it shares with other rows, so that
+    /// retention and cleanup never scan the others.
+    pub fn index_sql(&self) -> String {
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {} (transaction_id) WHERE run_id IS NOT NULL",
+            index_name(&self.quoted),
             self.quoted
         )
     }
@@ -96,20 +125,97 @@ impl Table {
         )
     }
 
-    /// One retention batch: the oldest `batch_size` rows by primary key, deleted if older
-    /// than `window`. Sent with the simple query protocol (our own numbers inlined), so it
-    /// keeps no server-side state and works through PgBouncer in transaction mode.
+    /// One retention batch: pgdrill's oldest `batch_size` rows by primary key (its rows
+    /// only: `run_id` is set), deleted if older than `window`. Sent with the simple query
+    /// protocol (our own numbers inlined), so it keeps no server-side state and works
+    /// through PgBouncer in transaction mode.
     pub(crate) fn retention_delete_sql(&self, batch_size: u32, window: Duration) -> String {
-        format!(
-            "WITH batch AS (SELECT transaction_id FROM {t} ORDER BY transaction_id LIMIT {limit}) \
-             DELETE FROM {t} AS d USING batch \
-             WHERE d.transaction_id = batch.transaction_id \
-               AND d.created_at < now() - make_interval(secs => {secs:.3})",
-            t = self.quoted,
-            limit = batch_size,
-            secs = window.as_secs_f64(),
+        self.delete_batch_sql(
+            batch_size,
+            &format!(
+                "d.created_at < now() - make_interval(secs => {:.3})",
+                window.as_secs_f64()
+            ),
         )
     }
+
+    /// One cleanup batch: pgdrill's rows of run `run_id`, or of every run.
+    pub(crate) fn cleanup_delete_sql(&self, batch_size: u32, run_id: Option<i64>) -> String {
+        match run_id {
+            Some(id) => self.delete_batch_sql(batch_size, &format!("d.run_id = {id}")),
+            None => self.delete_batch_sql(batch_size, "true"),
+        }
+    }
+
+    /// Every DELETE pgdrill sends: bounded to its own rows (`run_id IS NOT NULL`), found in
+    /// primary-key order through the primary key (its own table) or the partial index
+    /// ([`Table::index_sql`]) on a table it shares.
+    fn delete_batch_sql(&self, batch_size: u32, condition: &str) -> String {
+        format!(
+            "WITH batch AS (SELECT transaction_id FROM {t} WHERE run_id IS NOT NULL \
+               ORDER BY transaction_id LIMIT {batch_size}) \
+             DELETE FROM {t} AS d USING batch \
+             WHERE d.transaction_id = batch.transaction_id AND d.run_id IS NOT NULL \
+               AND {condition}",
+            t = self.quoted,
+        )
+    }
+}
+
+/// `a.b`, `"A b".c`: the identifiers, unquoted ones folded to lower case; `None` if not
+/// a valid name.
+fn split_identifiers(name: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut rest = name;
+    loop {
+        let (part, after) = match rest.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"')?;
+                let part = &quoted[..end];
+                if part.is_empty() || part.contains('\0') {
+                    return None;
+                }
+                (part.to_string(), &quoted[end + 1..])
+            }
+            None => {
+                let end = rest.find('.').unwrap_or(rest.len());
+                let part = &rest[..end];
+                if !is_plain(part) {
+                    return None;
+                }
+                (part.to_ascii_lowercase(), &rest[end..])
+            }
+        };
+        if part.len() > 63 {
+            return None;
+        }
+        parts.push(part);
+        match after.strip_prefix('.') {
+            Some(next) => rest = next,
+            None if after.is_empty() => return Some(parts),
+            None => return None,
+        }
+    }
+}
+
+fn is_plain(p: &str) -> bool {
+    let mut chars = p.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `"s"."t"` → `"t_pgdrill_rows"` (an index lives in its table's schema), within 63 bytes.
+fn index_name(quoted: &str) -> String {
+    let table = quoted
+        .rsplit("\".\"")
+        .next()
+        .unwrap_or(quoted)
+        .trim_matches('"');
+    let mut base: String = table.chars().take(63 - "_pgdrill_rows".len()).collect();
+    while base.len() > 63 - "_pgdrill_rows".len() {
+        base.pop();
+    }
+    format!("\"{base}_pgdrill_rows\"")
 }
 
 /// How the INSERT travels: the statement shape is the same, the protocol differs.
@@ -165,17 +271,6 @@ impl Workload {
             run_id,
             mode,
             insert_sql,
-        }
-    }
-
-    pub async fn create_table(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
-        match client.batch_execute(&self.table.create_sql()).await {
-            Ok(()) => Ok(()),
-            // Two replicas racing on CREATE TABLE IF NOT EXISTS can collide in the catalog.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                Ok(())
-            }
-            Err(e) => Err(e),
         }
     }
 
@@ -260,18 +355,64 @@ mod tests {
             .insert_sql
             .starts_with("INSERT INTO \"public\".\"t\" (customer_id, merchant_id, amount, status"));
         assert!(w.insert_sql.ends_with("RETURNING transaction_id::bigint"));
-        assert!(w
-            .table
-            .create_sql()
-            .contains("transaction_id bigserial PRIMARY KEY"));
+        let create = w.table.create_sql();
+        assert!(create.contains("transaction_id bigserial PRIMARY KEY"));
+        assert!(create.contains("run_id bigint NOT NULL"), "{create}");
+        assert!(create.contains("COMMENT ON TABLE \"public\".\"t\" IS 'pgdrill:"));
     }
 
     #[test]
-    fn retention_delete_is_bounded_by_the_primary_key() {
+    fn names_fold_to_lower_case_unless_quoted() {
+        let t = Table::parse("MySchema.Tx").unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.quoted.as_str()),
+            ("myschema.tx", "\"myschema\".\"tx\"")
+        );
+        let t = Table::parse("\"MySchema\".\"Tx\"").unwrap();
+        assert_eq!(t.name, "\"MySchema\".\"Tx\"");
+        assert_eq!(t.quoted, "\"MySchema\".\"Tx\"");
+        let t = Table::parse("\"my table\"").unwrap();
+        assert_eq!(t.quoted, "\"my table\"");
+        assert!(Table::parse(DEFAULT_TABLE).unwrap().is_default());
+        for bad in [
+            "x; drop table y",
+            "a.b.c",
+            "\"unclosed",
+            "\"\"",
+            "1abc",
+            "a..b",
+            "",
+        ] {
+            assert!(Table::parse(bad).is_err(), "{bad}");
+        }
+        let long = "x".repeat(64);
+        assert!(Table::parse(&long).is_err());
+    }
+
+    #[test]
+    fn every_delete_is_bounded_to_pgdrills_rows() {
         let table = Table::parse("public.t").unwrap();
         let sql = table.retention_delete_sql(5000, Duration::from_millis(10_500));
-        assert!(sql.contains("ORDER BY transaction_id LIMIT 5000"), "{sql}");
+        assert!(
+            sql.contains("WHERE run_id IS NOT NULL ORDER BY transaction_id LIMIT 5000"),
+            "{sql}"
+        );
+        assert!(sql.contains("AND d.run_id IS NOT NULL"), "{sql}");
         assert!(sql.contains("make_interval(secs => 10.500)"), "{sql}");
         assert!(sql.contains("DELETE FROM \"public\".\"t\""), "{sql}");
+        let one = table.cleanup_delete_sql(100, Some(42));
+        assert!(
+            one.contains("AND d.run_id = 42") && one.contains("run_id IS NOT NULL"),
+            "{one}"
+        );
+        let all = table.cleanup_delete_sql(100, None);
+        assert!(all.contains("AND d.run_id IS NOT NULL"), "{all}");
+        assert_eq!(
+            table.index_sql(),
+            "CREATE INDEX IF NOT EXISTS \"t_pgdrill_rows\" ON \"public\".\"t\" (transaction_id) \
+             WHERE run_id IS NOT NULL"
+        );
+        let long = Table::parse(&"y".repeat(63)).unwrap();
+        assert!(long.index_sql().len() < 63 * 2 + 100);
     }
 }

@@ -1,14 +1,15 @@
-//! The users' own table: can it take the INSERT pgdrill runs? Checked once, at the first
-//! connection to a writable server. Missing `run_id` / `seq` are added where that is allowed
-//! (nullable columns: no table rewrite); whatever no retry can fix stops the run with a
-//! message that says what to change, instead of failing every write.
+//! The table pgdrill writes to: its own (created, marked with a comment, used freely), or
+//! one it did not create, used only when named with `--table` and changed only with
+//! `--alter-table`. Checked once, at the first connection to a writable server; whatever no
+//! retry can fix stops the run (exit 2) with a message that says what to change or which
+//! statement to run, instead of failing every write.
 //!
 //! Everything here goes through the simple query protocol and reads values as text, so it
 //! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::db::table::{Row, Workload};
+use crate::db::table::{Row, Table, Workload, OWNER_MARK};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
 const USER_COLUMNS: &[&str] = &["customer_id", "merchant_id", "amount", "status"];
@@ -45,24 +46,184 @@ struct Column {
     filled: bool,
 }
 
-/// Makes sure the table exists (unless `may_alter` is false) and can take the INSERT.
+/// What pgdrill may do to the table, from the flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TablePolicy {
+    /// Create pgdrill's own table when it is missing (off with `--no-create-table`).
+    pub create: bool,
+    /// `--alter-table`: add pgdrill's columns and index to a table it did not create.
+    pub alter: bool,
+    /// The table was named with `--table`; a table pgdrill did not create is used only then.
+    pub named: bool,
+    /// Retention deletes pgdrill's rows: on a shared table they must be found by index.
+    pub deletes: bool,
+}
+
+/// What the catalog says about the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relation {
+    /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, …
+    pub kind: String,
+    /// `pg_class.relpersistence`: `p` logged, `u` unlogged, `t` temporary.
+    pub persistence: String,
+    /// Marked as pgdrill's own by its comment.
+    pub ours: bool,
+    /// Has the partial index of [`Table::index_sql`].
+    pub indexed: bool,
+}
+
+/// Makes sure the table exists (pgdrill's own, created if missing and allowed) and can take
+/// the INSERT; returns whether it is pgdrill's own.
 pub async fn ensure(
     client: &Client,
     workload: &Workload,
-    may_alter: bool,
+    policy: TablePolicy,
+) -> Result<bool, TableError> {
+    let table = &workload.table;
+    let relation = match relation(client, table).await? {
+        Some(relation) => relation,
+        None if policy.create => create(client, table).await?,
+        None => {
+            return Err(TableError::Unusable(format!(
+                "table {} does not exist and --no-create-table is set; create it with: {};",
+                table.name,
+                table.create_sql()
+            )))
+        }
+    };
+    if let Some(problem) = relation_problem(table, &relation, policy) {
+        return Err(TableError::Unusable(problem));
+    }
+    if !relation.ours {
+        prepare_shared(client, table, &relation, policy).await?;
+    }
+    trial_insert(client, workload).await?;
+    tracing::info!(
+        table = %table.name,
+        owner = if relation.ours { "pgdrill" } else { "not pgdrill (named with --table)" },
+        run_id = workload.run_id,
+        "table ready: pgdrill inserts rows with run_id set and changes no other row"
+    );
+    Ok(relation.ours)
+}
+
+pub(crate) async fn relation(
+    client: &Client,
+    table: &Table,
+) -> Result<Option<Relation>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT c.relkind::text, c.relpersistence::text, \
+                (coalesce(obj_description(c.oid, 'pg_class'), '') LIKE {mark})::text, \
+                EXISTS (SELECT 1 FROM pg_index i \
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                        WHERE i.indrelid = c.oid AND a.attname = 'transaction_id' \
+                          AND pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)')::text \
+         FROM pg_class c WHERE c.oid = to_regclass({name})",
+        mark = quote_literal(&format!("{OWNER_MARK}%")),
+        name = quote_literal(&table.quoted),
+    );
+    let rows = client.simple_query(&sql).await?;
+    Ok(rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => {
+            let text = |i: usize| r.get(i).unwrap_or_default().to_string();
+            Some(Relation {
+                kind: text(0),
+                persistence: text(1),
+                ours: text(2) == "true",
+                indexed: text(3) == "true",
+            })
+        }
+        _ => None,
+    }))
+}
+
+/// Creates pgdrill's own table; another replica creating it at the same moment is fine.
+async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> {
+    if let Err(err) = client.batch_execute(&table.create_sql()).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        let raced = err.code().is_some_and(|c| {
+            *c == tokio_postgres::error::SqlState::DUPLICATE_TABLE
+                || *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+        });
+        if !raced {
+            return Err(match err.as_db_error() {
+                Some(db) => TableError::Unusable(format!(
+                    "cannot create pgdrill's table {}: {} (SQLSTATE {}); grant CREATE on the \
+                     schema (docs/configuration.md#privileges) or create it as its owner: {};",
+                    table.name,
+                    db.message(),
+                    db.code().code(),
+                    table.create_sql()
+                )),
+                None => TableError::Query(err),
+            });
+        }
+    } else {
+        tracing::info!(table = %table.name, "created pgdrill's own table");
+    }
+    relation(client, table).await?.ok_or_else(|| {
+        TableError::Unusable(format!(
+            "table {} vanished right after it was created",
+            table.name
+        ))
+    })
+}
+
+/// Tables whose shape defeats the measurement, and tables that are not pgdrill's to use.
+fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<String> {
+    let name = &table.name;
+    let what = match r.kind.as_str() {
+        "r" | "p" => None,
+        "v" => Some("a view"),
+        "m" => Some("a materialized view"),
+        "f" => Some("a foreign table"),
+        _ => Some("not a table"),
+    };
+    if let Some(what) = what {
+        return Some(format!(
+            "{name} is {what}; pgdrill needs a table whose rows it can read back after a \
+             failover. Name a table with --table, or leave --table unset for pgdrill's own \
+             table ({})",
+            crate::db::table::DEFAULT_TABLE
+        ));
+    }
+    match r.persistence.as_str() {
+        "u" => {
+            return Some(format!(
+                "{name} is UNLOGGED: a crash or failover empties it, and pgdrill would report \
+                 every row as a lost write. Use a logged table (ALTER TABLE {} SET LOGGED; as \
+                 its owner) or leave --table unset for pgdrill's own",
+                table.quoted
+            ))
+        }
+        "t" => {
+            return Some(format!(
+                "{name} is a temporary table; pgdrill needs a table"
+            ))
+        }
+        _ => {}
+    }
+    if !r.ours && !policy.named {
+        return Some(format!(
+            "a table {name} exists that pgdrill did not create (it has no '{OWNER_MARK}' \
+             comment), under the name of pgdrill's own table; pgdrill writes to a table it did \
+             not create only when it is named with --table. Give pgdrill another table with \
+             --table (a new name: pgdrill creates it as its own)"
+        ));
+    }
+    None
+}
+
+/// A table pgdrill did not create: its shape must take the INSERT, pgdrill's columns (and,
+/// for retention, its index) must be there; added only with `--alter-table`.
+async fn prepare_shared(
+    client: &Client,
+    table: &Table,
+    relation: &Relation,
+    policy: TablePolicy,
 ) -> Result<(), TableError> {
-    let table = &workload.table.quoted;
-    if may_alter {
-        workload.create_table(client).await?;
-    }
-    let columns = columns(client, table).await?;
-    if columns.is_empty() {
-        return Err(TableError::Unusable(format!(
-            "table {table} does not exist and --no-create-table is set; create it with: {};",
-            workload.table.create_sql()
-        )));
-    }
-    if let Some(problem) = shape_problem(table, &columns) {
+    let columns = columns(client, &table.quoted).await?;
+    if let Some(problem) = shape_problem(&table.quoted, &columns) {
         return Err(TableError::Unusable(problem));
     }
     let missing: Vec<&str> = OUR_COLUMNS
@@ -70,12 +231,44 @@ pub async fn ensure(
         .copied()
         .filter(|c| !columns.iter().any(|col| col.name == *c))
         .collect();
+    let mut statements = Vec::new();
     if !missing.is_empty() {
-        add_columns(client, table, &missing, may_alter).await?;
+        statements.push(add_columns_sql(&table.quoted, &missing));
     }
-    trial_insert(client, workload).await?;
-    tracing::info!(table = %workload.table.name, "table ready");
+    if policy.deletes && !relation.indexed {
+        statements.push(table.index_sql());
+    }
+    if statements.is_empty() {
+        return Ok(());
+    }
+    if !policy.alter {
+        return Err(TableError::Unusable(format!(
+            "table {} was not created by pgdrill and lacks what pgdrill needs ({}); pgdrill \
+             changes a table it did not create only with --alter-table. Run as the table's \
+             owner: {}; (or leave --table unset for pgdrill's own table)",
+            table.name,
+            needs(&missing, policy.deletes && !relation.indexed),
+            statements.join("; ")
+        )));
+    }
+    for statement in &statements {
+        alter(client, &table.name, statement).await?;
+    }
     Ok(())
+}
+
+fn needs(missing: &[&str], index: bool) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "column(s) {} to find its rows again after a failover",
+            missing.join(", ")
+        ));
+    }
+    if index {
+        parts.push("an index on its rows, so that --retention never scans the others".into());
+    }
+    parts.join("; ")
 }
 
 fn quote_literal(s: &str) -> String {
@@ -125,7 +318,7 @@ fn shape_problem(table: &str, columns: &[Column]) -> Option<String> {
         return Some(format!(
             "table {table} has no column(s) {}; pgdrill runs INSERT INTO {table} (customer_id, \
              merchant_id, amount, status, run_id, seq) … RETURNING transaction_id. Point \
-             --table at a table of that shape, or let pgdrill create its own (a new --table name)",
+             --table at a table of that shape, or leave --table unset for pgdrill's own",
             absent.join(", ")
         ));
     }
@@ -184,31 +377,14 @@ fn add_columns_sql(table: &str, missing: &[&str]) -> String {
     format!("ALTER TABLE {table} {}", adds.join(", "))
 }
 
-/// Adds our nullable columns (a catalog change: no rewrite, existing rows read NULL).
-async fn add_columns(
-    client: &Client,
-    table: &str,
-    missing: &[&str],
-    may_alter: bool,
-) -> Result<(), TableError> {
-    let alter = add_columns_sql(table, missing);
-    let columns = missing.join(", ");
-    if !may_alter {
-        return Err(TableError::Unusable(format!(
-            "table {table} has no column(s) {columns}, which pgdrill writes to find its rows \
-             again after a failover; --no-create-table is set, so add them (nullable, no table \
-             rewrite) as the table's owner: {alter};"
-        )));
-    }
-    let sql = format!("BEGIN; SET LOCAL lock_timeout = '{ALTER_LOCK_TIMEOUT}'; {alter}; COMMIT");
+/// Runs one statement `--alter-table` asked for (nullable columns: a catalog change, no
+/// rewrite; an index), with a lock timeout so a busy table does not stall every connection.
+async fn alter(client: &Client, table: &str, statement: &str) -> Result<(), TableError> {
+    let sql =
+        format!("BEGIN; SET LOCAL lock_timeout = '{ALTER_LOCK_TIMEOUT}'; {statement}; COMMIT");
     match client.batch_execute(&sql).await {
         Ok(()) => {
-            tracing::warn!(
-                table,
-                columns,
-                statement = %alter,
-                "added pgdrill's columns to the existing table (nullable: no rewrite)"
-            );
+            tracing::warn!(table, %statement, "--alter-table: changed a table pgdrill did not create");
             Ok(())
         }
         Err(err) => {
@@ -216,11 +392,10 @@ async fn add_columns(
             let _ = client.batch_execute("ROLLBACK").await;
             match err.as_db_error() {
                 Some(db) => Err(TableError::Unusable(format!(
-                    "table {table} has no column(s) {columns}, which pgdrill writes to find its \
-                     rows again after a failover, and adding them failed: {} (SQLSTATE {}). \
-                     Run as the table's owner: {alter};",
+                    "--alter-table: {statement} failed on {table}: {} (SQLSTATE {}); run it as \
+                     the table's owner",
                     db.message(),
-                    db.code().code()
+                    db.code().code(),
                 ))),
                 None => Err(TableError::Query(err)),
             }
@@ -245,8 +420,13 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
     match result {
         Ok(_) => {}
         Err(err) => {
+            // Data, constraint, privilege and schema errors, and a trigger that raises (P0),
+            // say the same on every write.
             let fixable_by_retry = err.code().is_none_or(|code| {
-                !matches!(&code.code()[..2], "22" | "23" | "42" | "0A" | "2B" | "44")
+                !matches!(
+                    &code.code()[..2],
+                    "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
+                )
             });
             return match err.as_db_error() {
                 Some(db) if !fixable_by_retry => Err(TableError::Unusable(format!(

@@ -354,25 +354,59 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-/// What to fix, given the text of a TLS failure (rustls and tokio-postgres spell these out).
-pub fn hint(detail: &str) -> &'static str {
-    if detail.contains("server does not support TLS") {
-        "the server does not accept TLS connections: enable ssl on the server, or use \
-         sslmode=prefer (encrypt when offered) or sslmode=disable"
+/// A TLS failure in the words libpq and psql use, with what to fix, from the error chain
+/// tokio-postgres and rustls give (`invalid peer certificate: UnknownIssuer`).
+pub fn explain(detail: &str) -> String {
+    let (what, fix) = if detail.contains("server does not support TLS") {
+        (
+            "server does not support SSL, but SSL was required",
+            "enable ssl on the server, or use sslmode=prefer (encrypt when offered) or \
+             sslmode=disable",
+        )
     } else if detail.contains("NotValidForName") || detail.contains("not valid for name") {
-        "the server certificate does not name the host connected to: connect with a host \
-         name listed in the certificate (hostaddr= can pin the IP), or use sslmode=verify-ca"
-    } else if detail.contains("UnknownIssuer")
-        || detail.contains("BadSignature")
-        || detail.contains("unknown issuer")
-    {
-        "the server certificate is not signed by a trusted CA: set sslrootcert to the PEM file \
-         of the CA that issued it (for Azure, the DigiCert/Microsoft roots)"
-    } else if detail.contains("Expired") || detail.contains("NotValidYet") {
-        "the server certificate is outside its validity period: renew it or fix the clock"
+        (
+            "server certificate verification failed: the server certificate does not match \
+             the host name connected to",
+            "connect with a host name listed in the certificate (hostaddr= can pin the IP), \
+             or use sslmode=verify-ca",
+        )
+    } else if detail.contains("CaUsedAsEndEntity") || detail.contains("SelfSigned") {
+        (
+            "server certificate verification failed: self-signed certificate (the server \
+             presents a CA certificate as its own, which rustls never accepts, even as \
+             sslrootcert)",
+            "give the server a certificate issued by a CA and set sslrootcert to that CA, or \
+             use sslmode=require to encrypt without verifying",
+        )
+    } else if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
+        (
+            "server certificate verification failed: unable to get local issuer certificate \
+             (the certificate is not signed by a trusted CA)",
+            "set sslrootcert to the PEM file of the CA that issued it (for Azure, the \
+             DigiCert/Microsoft roots)",
+        )
+    } else if detail.contains("Expired") {
+        (
+            "server certificate verification failed: certificate has expired",
+            "renew the server certificate, or fix this machine's clock",
+        )
+    } else if detail.contains("NotValidYet") {
+        (
+            "server certificate verification failed: certificate is not yet valid",
+            "fix this machine's clock, or the certificate's validity period",
+        )
+    } else if detail.contains("BadSignature") {
+        (
+            "server certificate verification failed: certificate signature failure",
+            "the certificate chain is broken or tampered with: check sslrootcert and the \
+             server's certificate files",
+        )
     } else {
-        "check sslmode and sslrootcert against the server's TLS setup"
-    }
+        return format!(
+            "SSL error: {detail} (fix: check sslmode and sslrootcert against the server's TLS setup)"
+        );
+    };
+    format!("{what} (fix: {fix})")
 }
 
 #[cfg(test)]
@@ -427,11 +461,28 @@ mod tests {
     }
 
     #[test]
-    fn hints_say_what_to_fix() {
-        assert!(hint("invalid peer certificate: UnknownIssuer").contains("sslrootcert"));
+    fn failures_read_as_libpq_words_them() {
+        let e = explain("error performing TLS handshake: invalid peer certificate: UnknownIssuer");
         assert!(
-            hint("invalid peer certificate: NotValidForNameContext { .. }").contains("verify-ca")
+            e.contains("unable to get local issuer") && e.contains("sslrootcert"),
+            "{e}"
         );
-        assert!(hint("server does not support TLS").contains("ssl"));
+        let e = explain("invalid peer certificate: NotValidForNameContext { .. }");
+        assert!(
+            e.contains("does not match the host name") && e.contains("verify-ca"),
+            "{e}"
+        );
+        let e = explain("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
+        assert!(
+            e.starts_with("server certificate verification failed: self-signed"),
+            "{e}"
+        );
+        assert!(!e.contains("OtherError"), "{e}");
+        let e = explain("error performing TLS handshake: server does not support TLS");
+        assert!(
+            e.starts_with("server does not support SSL, but SSL was required"),
+            "{e}"
+        );
+        assert!(explain("invalid peer certificate: Expired").contains("has expired"));
     }
 }

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use crate::db::identity::IdentityTracker;
 use crate::drill::args::{Objectives, TriggerConfig};
 use crate::drill::runner::{run_schedule, TriggerEvent};
-use crate::drill::scrub::Scrubber;
 use crate::drill::timing::{in_window, Baseline, Counts, OutageFacts};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::{DrillReport, RunFacts};
@@ -46,25 +45,18 @@ pub struct DrillRun {
     config: TriggerConfig,
     objectives: Objectives,
     sources: Sources,
-    scrubber: Scrubber,
     clock: WallClock,
     book: Mutex<Book>,
 }
 
 impl DrillRun {
-    pub fn new(
-        config: TriggerConfig,
-        objectives: Objectives,
-        sources: Sources,
-        scrubber: Scrubber,
-    ) -> Arc<DrillRun> {
+    pub fn new(config: TriggerConfig, objectives: Objectives, sources: Sources) -> Arc<DrillRun> {
         sources.metrics.drill.verdict.set("pending");
         Arc::new(DrillRun {
             clock: sources.outages.clock(),
             config,
             objectives,
             sources,
-            scrubber,
             book: Mutex::new(Book::default()),
         })
     }
@@ -88,7 +80,6 @@ impl DrillRun {
         let triggers = run_schedule(
             &self.config,
             load_start,
-            &self.scrubber,
             move |at| clock.unix(at),
             &stop,
             |event| self.on_event(event),
@@ -250,7 +241,7 @@ mod tests {
             counts: Box::new(move || (counted.load(Ordering::Relaxed), 0)),
             target_rate: Some(100.0),
         };
-        let drill = DrillRun::new(config, objectives, sources, Scrubber::default());
+        let drill = DrillRun::new(config, objectives, sources);
         let pending = "pgdrill_drill_verdict{verdict=\"pending\"}";
         assert_eq!(metrics.sample(pending), Some(1.0));
 

@@ -20,7 +20,6 @@ pub mod fleet;
 pub mod merge;
 pub mod runner;
 pub mod schedule;
-pub mod scrub;
 pub mod stats;
 pub mod timing;
 pub mod trigger;

@@ -5,7 +5,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::drill::args::TriggerConfig;
-use crate::drill::scrub::Scrubber;
 use crate::drill::timing::baseline_span;
 use crate::drill::trigger::{self, TriggerRun};
 
@@ -32,7 +31,6 @@ pub enum TriggerEvent<'a> {
 pub async fn run_schedule(
     config: &TriggerConfig,
     load_start: Instant,
-    scrubber: &Scrubber,
     unix: impl Fn(Instant) -> f64 + Copy,
     stop: &CancellationToken,
     mut on_event: impl FnMut(TriggerEvent<'_>),
@@ -60,7 +58,7 @@ pub async fn run_schedule(
             at: Instant::now(),
         });
         let run = tokio::select! {
-            run = trigger::run(&config.action, index, planned, config.timeout, scrubber, unix) => run,
+            run = trigger::run(&config.action, index, planned, config.timeout, unix) => run,
             _ = stop.cancelled() => {
                 tracing::warn!(trigger = index, "run stopped while the failover trigger ran; killed it");
                 break;
@@ -106,23 +104,16 @@ mod tests {
         let start = Instant::now();
         let mut events = Vec::new();
         let mut baselines = Vec::new();
-        let runs = run_schedule(
-            &c,
-            start,
-            &Scrubber::default(),
-            unix,
-            &CancellationToken::new(),
-            |e| {
-                events.push(match e {
-                    TriggerEvent::BaselineStarts { index, at } => {
-                        baselines.push(unix(at));
-                        format!("baseline {index}")
-                    }
-                    TriggerEvent::Starting { index, .. } => format!("start {index}"),
-                    TriggerEvent::Ended(r) => format!("end {} {}", r.index, r.outcome.label()),
-                })
-            },
-        )
+        let runs = run_schedule(&c, start, unix, &CancellationToken::new(), |e| {
+            events.push(match e {
+                TriggerEvent::BaselineStarts { index, at } => {
+                    baselines.push(unix(at));
+                    format!("baseline {index}")
+                }
+                TriggerEvent::Starting { index, .. } => format!("start {index}"),
+                TriggerEvent::Ended(r) => format!("end {} {}", r.index, r.outcome.label()),
+            })
+        })
         .await;
         assert_eq!(
             events,
@@ -174,7 +165,7 @@ mod tests {
         };
         let began = std::time::Instant::now();
         let mut started = 0;
-        let runs = run_schedule(&c, Instant::now(), &Scrubber::default(), unix, &stop, |e| {
+        let runs = run_schedule(&c, Instant::now(), unix, &stop, |e| {
             if matches!(e, TriggerEvent::Starting { .. }) {
                 started += 1;
             }
@@ -191,15 +182,7 @@ mod tests {
 
         // A failing trigger does not stop the schedule.
         let c = config("false", 10, 50, 2);
-        let runs = run_schedule(
-            &c,
-            Instant::now(),
-            &Scrubber::default(),
-            unix,
-            &CancellationToken::new(),
-            |_| {},
-        )
-        .await;
+        let runs = run_schedule(&c, Instant::now(), unix, &CancellationToken::new(), |_| {}).await;
         assert_eq!(runs.len(), 2);
         assert!(runs.iter().all(|r| matches!(
             r.outcome,

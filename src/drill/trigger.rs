@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::drill::scrub::{scrub_patterns, Scrubber};
 use crate::error::ConfigError;
+use crate::secrets::{scrub, scrub_patterns};
+use crate::supervisor::lock;
 
 /// The last this many bytes of each stream are kept for the summary and the report.
 pub const TAIL_BYTES: usize = 16 * 1024;
@@ -266,7 +267,6 @@ pub async fn run(
     index: usize,
     planned: Instant,
     timeout: Duration,
-    scrubber: &Scrubber,
     unix: impl Fn(Instant) -> f64,
 ) -> TriggerRun {
     let started = Instant::now();
@@ -280,12 +280,8 @@ pub async fn run(
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
     let (outcome, ended) = match action {
-        TriggerAction::Command(command) => {
-            execute(command, index, timeout, scrubber, &stdout, &stderr).await
-        }
-        TriggerAction::InProcess(trigger) => {
-            ask(trigger, timeout, scrubber, &stdout, &stderr).await
-        }
+        TriggerAction::Command(command) => execute(command, index, timeout, &stdout, &stderr).await,
+        TriggerAction::InProcess(trigger) => ask(trigger, timeout, &stdout, &stderr).await,
     };
     let (stdout_tail, out_cut) = take(&stdout);
     let (stderr_tail, err_cut) = take(&stderr);
@@ -323,7 +319,6 @@ async fn execute(
     command: &TriggerCommand,
     index: usize,
     timeout: Duration,
-    scrubber: &Scrubber,
     stdout_tail: &Arc<Mutex<Tail>>,
     stderr_tail: &Arc<Mutex<Tail>>,
 ) -> (TriggerOutcome, Instant) {
@@ -355,41 +350,67 @@ async fn execute(
             .and_then(|id| i32::try_from(id).ok())
             .and_then(Pid::from_raw),
     );
-    let readers = spawn_readers(&mut child, index, scrubber, stdout_tail, stderr_tail);
+    let readers = spawn_readers(&mut child, index, stdout_tail, stderr_tail);
     let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
     let ended = Instant::now();
-    // Reaped: what it left running in the background is its own business now.
-    group.0 = None;
+    // Reaped; what it left running in the background may run on while pgdrill does, and
+    // is ended when pgdrill exits.
+    if let Some(pgid) = group.0.take() {
+        lock(&LEFT_BEHIND).push((index, pgid));
+    }
     drain(readers, index).await;
     (outcome, ended)
+}
+
+/// Process groups of triggers that have exited, by trigger number: whatever still runs in
+/// them is ended when the run ends ([`end_left_behind`]), so pgdrill leaves no process.
+static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
+
+/// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
+/// grace), saying so; called once the run is over.
+pub async fn end_left_behind() {
+    let groups = std::mem::take(&mut *lock(&LEFT_BEHIND));
+    let alive: Vec<(usize, Pid)> = groups
+        .into_iter()
+        .filter(|(_, pgid)| rustix::process::test_kill_process_group(*pgid).is_ok())
+        .collect();
+    if alive.is_empty() {
+        return;
+    }
+    for (index, pgid) in &alive {
+        tracing::warn!(
+            trigger = index,
+            process_group = pgid.as_raw_nonzero().get(),
+            "the failover trigger left processes running; ending them as pgdrill exits"
+        );
+        let _ = kill_process_group(*pgid, Signal::TERM);
+    }
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline
+        && alive
+            .iter()
+            .any(|(_, g)| rustix::process::test_kill_process_group(*g).is_ok())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (_, pgid) in &alive {
+        let _ = kill_process_group(*pgid, Signal::KILL);
+    }
 }
 
 /// Reads both output streams of the command into their tails, line by line.
 fn spawn_readers(
     child: &mut tokio::process::Child,
     index: usize,
-    scrubber: &Scrubber,
     stdout_tail: &Arc<Mutex<Tail>>,
     stderr_tail: &Arc<Mutex<Tail>>,
 ) -> JoinSet<()> {
     let mut readers = JoinSet::new();
     if let Some(out) = child.stdout.take() {
-        readers.spawn(capture(
-            out,
-            "stdout",
-            index,
-            scrubber.clone(),
-            stdout_tail.clone(),
-        ));
+        readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        readers.spawn(capture(
-            err,
-            "stderr",
-            index,
-            scrubber.clone(),
-            stderr_tail.clone(),
-        ));
+        readers.spawn(capture(err, "stderr", index, stderr_tail.clone()));
     }
     readers
 }
@@ -452,7 +473,6 @@ async fn drain(mut readers: JoinSet<()>, index: usize) {
 async fn ask(
     trigger: &InProcessTrigger,
     timeout: Duration,
-    scrubber: &Scrubber,
     stdout_tail: &Mutex<Tail>,
     stderr_tail: &Mutex<Tail>,
 ) -> (TriggerOutcome, Instant) {
@@ -463,7 +483,7 @@ async fn ask(
     }
     let keep = |tail: &Mutex<Tail>, text: &str| {
         if let Ok(mut t) = tail.lock() {
-            text.lines().for_each(|l| t.push_line(&scrubber.scrub(l)));
+            text.lines().for_each(|l| t.push_line(&scrub(l)));
         }
     };
     let outcome = match tokio::time::timeout(timeout, answer).await {
@@ -474,7 +494,7 @@ async fn ask(
         Ok(Ok(Err(reason))) => {
             keep(stderr_tail, &reason);
             TriggerOutcome::Failed {
-                reason: scrubber.scrub(&reason),
+                reason: scrub(&reason),
             }
         }
         Ok(Err(_)) => TriggerOutcome::Failed {
@@ -551,14 +571,13 @@ async fn capture(
     mut stream: impl AsyncRead + Unpin,
     name: &'static str,
     index: usize,
-    scrubber: Scrubber,
     tail: Arc<Mutex<Tail>>,
 ) {
     let mut lines = LineSplitter::default();
     let mut logged = 0usize;
     let mut buf = [0u8; 8192];
     let mut emit = |raw: &[u8]| {
-        let line = scrubber.scrub(&String::from_utf8_lossy(raw));
+        let line = printable(&scrub(&String::from_utf8_lossy(raw)));
         if logged < MAX_LOGGED_LINES {
             tracing::info!(
                 event = "trigger_output",
@@ -585,6 +604,21 @@ async fn capture(
         }
     }
     lines.finish(&mut emit);
+}
+
+/// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
+/// sequences, carriage returns) are written as escapes, not passed on.
+fn printable(line: &str) -> String {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.to_string();
+    }
+    line.chars()
+        .map(|c| match c {
+            '\t' => c.to_string(),
+            c if c.is_control() => format!("\\x{:02x}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Cuts a byte stream into lines of at most [`MAX_LINE`] bytes.
@@ -754,9 +788,15 @@ mod tests {
         now - Instant::now().saturating_duration_since(at).as_secs_f64()
     }
 
-    async fn run_raw(raw: &str, shell: bool, timeout: Duration, scrubber: &Scrubber) -> TriggerRun {
+    async fn run_raw(raw: &str, shell: bool, timeout: Duration) -> TriggerRun {
         let c = TriggerAction::Command(TriggerCommand::parse(raw, shell).unwrap());
-        run(&c, 1, Instant::now(), timeout, scrubber, unix_now).await
+        run(&c, 1, Instant::now(), timeout, unix_now).await
+    }
+
+    #[test]
+    fn output_is_written_as_text_without_control_bytes() {
+        assert_eq!(printable("plain\tline é"), "plain\tline é");
+        assert_eq!(printable("a\0b\u{1b}[31mc\r"), "a\\x00b\\x1b[31mc\\x0d");
     }
 
     #[test]
@@ -784,7 +824,7 @@ mod tests {
     async fn an_in_process_trigger_is_timed_and_recorded_like_a_command() {
         let (trigger, mut requests) = InProcessTrigger::new("lab: forced failover");
         let action = TriggerAction::InProcess(trigger);
-        let scrubber = Scrubber::new(["hunter2".to_string()]);
+        crate::secrets::remember("hunter2");
         let answers = tokio::spawn(async move {
             let mut n = 0;
             while let Some(reply) = requests.recv().await {
@@ -806,14 +846,12 @@ mod tests {
         });
         let go = |timeout_ms| {
             let action = action.clone();
-            let scrubber = scrubber.clone();
             async move {
                 run(
                     &action,
                     1,
                     Instant::now(),
                     Duration::from_millis(timeout_ms),
-                    &scrubber,
                     unix_now,
                 )
                 .await
@@ -847,13 +885,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_successful_trigger_records_times_and_scrubbed_output() {
-        let scrubber = Scrubber::new(["hunter2".to_string()]);
+        crate::secrets::remember("hunter2");
         let before = unix_now(Instant::now());
         let r = run_raw(
             "sh -c 'echo promoting; echo \"PGPASSWORD=x1 via hunter2\" >&2; sleep 0.2; echo done'",
             false,
             Duration::from_secs(10),
-            &scrubber,
         )
         .await;
         let after = unix_now(Instant::now());
@@ -867,12 +904,10 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_outcomes_not_errors() {
-        let none = Scrubber::default();
         let r = run_raw(
             "sh -c 'echo nope >&2; exit 3'",
             false,
             Duration::from_secs(10),
-            &none,
         )
         .await;
         assert_eq!(
@@ -889,7 +924,6 @@ mod tests {
             "/no/such/failover-tool --force",
             false,
             Duration::from_secs(10),
-            &none,
         )
         .await;
         match &r.outcome {
@@ -899,7 +933,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
 
-        let r = run_raw("kill -9 $$", true, Duration::from_secs(10), &none).await;
+        let r = run_raw("kill -9 $$", true, Duration::from_secs(10)).await;
         assert_eq!(
             r.outcome,
             TriggerOutcome::ExitedNonZero {
@@ -920,7 +954,7 @@ mod tests {
             pid_file.display()
         );
         let began = std::time::Instant::now();
-        let r = run_raw(&raw, true, Duration::from_millis(300), &Scrubber::default()).await;
+        let r = run_raw(&raw, true, Duration::from_millis(300)).await;
         let took = began.elapsed();
         assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.3 });
         assert!(took < Duration::from_secs(5), "{took:?}");
@@ -960,16 +994,7 @@ mod tests {
         let raw = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
         let c = TriggerAction::Command(TriggerCommand::parse(&raw, true).unwrap());
         let task = tokio::spawn(async move {
-            let none = Scrubber::default();
-            run(
-                &c,
-                1,
-                Instant::now(),
-                Duration::from_secs(60),
-                &none,
-                unix_now,
-            )
-            .await
+            run(&c, 1, Instant::now(), Duration::from_secs(60), unix_now).await
         });
         let mut pid = None;
         for _ in 0..100 {
@@ -1001,7 +1026,7 @@ mod tests {
             pid_file.display()
         );
         let began = std::time::Instant::now();
-        let r = run_raw(&raw, true, Duration::from_secs(10), &Scrubber::default()).await;
+        let r = run_raw(&raw, true, Duration::from_secs(10)).await;
         let took = began.elapsed();
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .unwrap()
@@ -1029,7 +1054,6 @@ mod tests {
             "trap '' TERM; echo stubborn; sleep 30",
             true,
             Duration::from_millis(200),
-            &Scrubber::default(),
         )
         .await;
         assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.2 });
@@ -1049,7 +1073,6 @@ mod tests {
             "head -c 4000000 /dev/zero | tr '\\0' x; seq 1 100000 >&2",
             true,
             Duration::from_secs(30),
-            &Scrubber::default(),
         )
         .await;
         assert_eq!(r.outcome, TriggerOutcome::Ok);

@@ -14,7 +14,7 @@ use crate::error::{classify, ErrorClass};
 use crate::failover::machine::Detector;
 use crate::load::scheduler::Job;
 use crate::rpo::ledger::Ledger;
-use crate::supervisor::lock;
+use crate::supervisor::{lock, Fatal};
 use crate::telemetry::latency::{LatencyBook, LatencyStats};
 use crate::telemetry::metrics::Metrics;
 
@@ -95,6 +95,8 @@ pub(crate) struct Outcomes {
     latency: LatencyBook,
     identity: Arc<IdentityTracker>,
     tally: Tally,
+    /// Told of the first success (before it, a wrong target ends the run).
+    fatal: Option<Arc<Fatal>>,
 }
 
 impl Outcomes {
@@ -112,7 +114,14 @@ impl Outcomes {
             latency,
             identity,
             tally: Tally::default(),
+            fatal: None,
         }
+    }
+
+    /// Where the first acknowledged write is reported.
+    pub fn on_first_write(mut self, fatal: Arc<Fatal>) -> Outcomes {
+        self.fatal = Some(fatal);
+        self
     }
 
     /// A recorder for one lane, with its share of the latency recorders.
@@ -179,6 +188,9 @@ impl LaneOutcomes {
         o.detector.success(done);
         o.identity.acknowledged(done);
         lock(&o.ledger).ack(job.seq, id, done);
+        if let Some(fatal) = &o.fatal {
+            fatal.wrote();
+        }
     }
 
     /// Failed; `started` is when it was sent (or due, if it never got a connection).

@@ -29,7 +29,19 @@ pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
         [one] => html::render(one),
         _ => render(&report, &pages),
     };
-    Ok(Merged { report, page })
+    Ok(Merged {
+        report,
+        page: crate::secrets::scrub(&page),
+    })
+}
+
+impl Merged {
+    /// `--json`: the merged figures and verdict, pretty-printed, scrubbed as a summary is.
+    pub fn json(&self) -> serde_json::Result<String> {
+        let mut json = serde_json::to_value(&self.report)?;
+        crate::secrets::scrub_json(&mut json);
+        serde_json::to_string_pretty(&json)
+    }
 }
 
 /// A summary as the merge reads it, and as the page reads it.

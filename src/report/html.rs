@@ -266,7 +266,7 @@ pub struct LiveInput {
     pub timeline: Timeline,
 }
 
-/// HTML/XML text and attribute escaping.
+/// HTML/XML text and attribute escaping; `secrets` scrubs the same escaped form of each secret.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -19,7 +19,8 @@ impl Summary {
     /// `pgdrill report SUMMARY.json` gives the same page.
     pub fn report_html(&self) -> Result<String, String> {
         let json = serde_json::to_value(self).map_err(|e| e.to_string())?;
-        Ok(html::render(&ReportInput::from_summary(json)?))
+        let page = html::render(&ReportInput::from_summary(json)?);
+        Ok(crate::secrets::scrub(&page))
     }
 
     /// The command-line settings as run (long name without dashes, value), passwords
@@ -45,7 +46,7 @@ pub fn render_summary_file(path: &Path) -> Result<String, String> {
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
     let input = ReportInput::from_summary(json).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(html::render(&input))
+    Ok(crate::secrets::scrub(&html::render(&input)))
 }
 
 /// What the live `/` page reads, all plain program state, and the last page drawn.
@@ -182,7 +183,7 @@ impl Live {
             outages: convert(&self.outages.outages()).unwrap_or_default(),
             timeline: self.timeline.recent(html::LIVE_WINDOW),
         };
-        html::render_live(&input)
+        crate::secrets::scrub(&html::render_live(&input))
     }
 }
 

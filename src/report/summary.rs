@@ -60,6 +60,8 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_clock: Option<ClockOffset>,
     pub target: String,
+    /// The table written to; every row pgdrill wrote carries `run_id`.
+    pub table: String,
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
@@ -93,6 +95,8 @@ pub struct Summary {
     /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
     /// and the first message.
     pub error_kinds: Vec<ErrorKind>,
+    /// Rows `--retention` deleted during the run (pgdrill's rows only: `run_id` set).
+    pub retention_rows_deleted: u64,
     /// The primary when the run began and when it ended.
     pub identity_first: Option<Identity>,
     pub identity_last: Option<Identity>,
@@ -111,6 +115,8 @@ pub(crate) struct RunFacts {
     pub fleet: Fleet,
     pub new_primary_writes_unix: Vec<f64>,
     pub target: String,
+    pub table: String,
+    pub retention_rows_deleted: u64,
     pub started_at: std::time::SystemTime,
     pub elapsed: Duration,
     pub target_rate: Option<f64>,
@@ -145,6 +151,8 @@ impl Summary {
             member: facts.fleet.member,
             server_clock: None,
             target: facts.target,
+            table: facts.table,
+            retention_rows_deleted: facts.retention_rows_deleted,
             started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
             duration_seconds: facts.elapsed.as_secs_f64(),
             target_rate: facts.target_rate,
@@ -183,6 +191,9 @@ impl Summary {
     }
 }
 
+/// Exit status of a run that never wrote: the target was wrong or never reachable.
+pub const NO_WRITE_EXIT: u8 = 5;
+
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
 }
@@ -218,6 +229,15 @@ impl Summary {
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
         writeln!(f, "  target        {}", self.target)?;
+        write!(
+            f,
+            "  table         {} (rows with run_id {})",
+            self.table, self.run_id
+        )?;
+        match self.retention_rows_deleted {
+            0 => writeln!(f)?,
+            n => writeln!(f, "; retention deleted {n} of pgdrill's rows")?,
+        }
         match (&self.drill_id, self.member) {
             (Some(id), Some(m)) => writeln!(
                 f,
@@ -324,21 +344,34 @@ impl Summary {
 
 impl Summary {
     /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
-    /// 3 for a failed drill, 4 for an invalid one.
+    /// 3 for a failed drill, 4 for an invalid one; [`NO_WRITE_EXIT`] when not one write
+    /// succeeded (a run that measured nothing never passes).
     pub fn exit_code(&self) -> u8 {
+        if self.successes == 0 {
+            return NO_WRITE_EXIT;
+        }
         self.drill
             .as_ref()
             .map_or(0, |d| d.verdict.verdict.exit_code())
     }
 
-    /// `--summary-json -`: the summary as one line of JSON.
+    /// `--summary-json -`: the summary as one line of JSON, scrubbed as the file is.
     pub fn json_line(&self) -> serde_json::Result<String> {
-        serde_json::to_string(self)
+        let mut json = serde_json::to_value(self)?;
+        crate::secrets::scrub_json(&mut json);
+        serde_json::to_string(&json)
     }
 
     /// `--summary-json`: the summary, pretty-printed.
     pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, json)
+        let mut json = serde_json::to_value(self).map_err(std::io::Error::other)?;
+        crate::secrets::scrub_json(&mut json);
+        let text = serde_json::to_string_pretty(&json).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    /// The summary as printed at the end of a run, without any secret pgdrill knows.
+    pub fn printable(&self) -> String {
+        crate::secrets::scrub(&self.to_string())
     }
 }

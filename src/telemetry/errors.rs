@@ -70,7 +70,10 @@ impl ErrorBook {
             // Still counted per class in the metrics; only the listing is bounded.
             return;
         }
-        let message: String = message.chars().take(MAX_MESSAGE).collect();
+        let message: String = crate::secrets::scrub(message)
+            .chars()
+            .take(MAX_MESSAGE)
+            .collect();
         book.kinds
             .insert((class, sqlstate.to_string()), (1, message.clone()));
         drop(book);

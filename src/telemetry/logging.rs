@@ -1,8 +1,13 @@
-//! tracing setup: text or JSON lines on stderr, RUST_LOG-style filter.
+//! tracing setup: text or JSON lines on stderr, RUST_LOG-style filter, every line scrubbed
+//! of the secrets pgdrill knows.
 
+use std::io::{IsTerminal, Write};
+
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::error::ConfigError;
+use crate::secrets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -15,7 +20,9 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
         .map_err(|err| ConfigError::new("--log-filter", filter, err.to_string()))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
+        // Colour codes only for a person at a terminal, never in a log file or collector.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(ScrubbedStderr);
     // A second init (tests running several drills) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -38,4 +45,31 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
         tracing::error!(panic = %message, location, thread, "panic");
     }));
     Ok(())
+}
+
+/// stderr, with each event scrubbed before it is written: whatever a field holds (a server
+/// message, a trigger's output, an error chain), no known secret reaches the log.
+struct ScrubbedStderr;
+
+impl<'a> MakeWriter<'a> for ScrubbedStderr {
+    type Writer = ScrubbingWriter;
+
+    fn make_writer(&'a self) -> ScrubbingWriter {
+        ScrubbingWriter
+    }
+}
+
+struct ScrubbingWriter;
+
+impl Write for ScrubbingWriter {
+    /// The formatter hands over one whole event per call.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let clean = secrets::scrub(&String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -280,7 +280,7 @@ async fn three_canaries_one_job_two_clusters_through_a_failover() {
         rows.push(
             count(
                 &new_primary,
-                "SELECT count(*) FROM transactions WHERE run_id = $1",
+                "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1",
                 &[&run_id],
             )
             .await,

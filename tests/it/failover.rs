@@ -20,7 +20,7 @@ async fn ground_truth_gap(lab: &Lab, node: Node, run_id: i64) -> f64 {
     let client = connect(&lab.dsn(node)).await;
     let rows = client
         .query(
-            "SELECT extract(epoch FROM created_at)::float8 FROM transactions \
+            "SELECT extract(epoch FROM created_at)::float8 FROM pgdrill_writes \
              WHERE run_id = $1 ORDER BY created_at",
             &[&run_id],
         )
@@ -33,7 +33,10 @@ async fn ground_truth_gap(lab: &Lab, node: Node, run_id: i64) -> f64 {
 async fn seqs(lab: &Lab, node: Node, run_id: i64) -> BTreeSet<i64> {
     let client = connect(&lab.dsn(node)).await;
     client
-        .query("SELECT seq FROM transactions WHERE run_id = $1", &[&run_id])
+        .query(
+            "SELECT seq FROM pgdrill_writes WHERE run_id = $1",
+            &[&run_id],
+        )
         .await
         .expect("reading seq")
         .iter()

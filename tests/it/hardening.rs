@@ -50,6 +50,7 @@ async fn users_tables_with_bigserial_and_serial_ids_take_every_write() {
             &dsn,
             "--table",
             table,
+            "--alter-table",
             "--rate",
             "1000",
             "--duration",
@@ -103,11 +104,12 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
         .await
         .expect("create the users' tables");
 
-    // Owned by us, but --no-create-table: the statement is named, nothing is changed.
-    // Not owned by us: ALTER TABLE is refused (42501).
+    // Without --alter-table: the statement is named, nothing is changed (even when the
+    // role owns the table: pgdrill did not create it). With it, on a table the role does
+    // not own: ALTER TABLE is refused (42501).
     for (table, extra, expect) in [
-        ("mine", Some("--no-create-table"), "--no-create-table"),
-        ("theirs", None, "42501"),
+        ("mine", None, "--alter-table"),
+        ("theirs", Some("--alter-table"), "42501"),
     ] {
         let mut args = vec![
             "--dsn",
@@ -351,7 +353,7 @@ async fn idle_http_clients_cannot_starve_the_database_side() {
     drop(idle);
     let rows: i64 = admin
         .query_one(
-            "SELECT count(*) FROM transactions WHERE created_at >= $1 AND created_at < $2",
+            "SELECT count(*) FROM pgdrill_writes WHERE created_at >= $1 AND created_at < $2",
             &[&from, &until],
         )
         .await
@@ -408,7 +410,7 @@ async fn a_dropped_column_is_an_error_with_its_sqlstate_at_once() {
     .await;
     connect(&dsn)
         .await
-        .batch_execute("ALTER TABLE transactions DROP COLUMN status")
+        .batch_execute("ALTER TABLE pgdrill_writes DROP COLUMN status")
         .await
         .expect("drop a column");
     let dropped = Instant::now();
@@ -529,6 +531,8 @@ async fn unknown_outcomes_from_killed_backends_resolve_without_an_outage() {
     let drill = Drill::start(&[
         "--dsn",
         &dsn,
+        "--table",
+        "transactions",
         "--rate",
         "300",
         "--duration",
@@ -629,6 +633,8 @@ async fn failed_pool_growth_does_not_fail_writes_open_connections_can_take() {
     let drill = Drill::start(&[
         "--dsn",
         &dsn,
+        "--table",
+        "transactions",
         "--rate",
         "200",
         "--pool-size",

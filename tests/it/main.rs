@@ -22,6 +22,8 @@ mod proxy;
 mod report;
 mod retention;
 mod rules;
+mod safety;
 mod support;
+mod targets;
 mod tls;
 mod webconfig;

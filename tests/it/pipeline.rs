@@ -46,13 +46,13 @@ async fn depth_16_every_acknowledged_write_is_in_the_table_once() {
     let run = summary.run_id;
     let rows = count(
         &lab,
-        "SELECT count(*) FROM transactions WHERE run_id = $1",
+        "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1",
         run,
     )
     .await;
     let seqs = count(
         &lab,
-        "SELECT count(DISTINCT seq) FROM transactions WHERE run_id = $1",
+        "SELECT count(DISTINCT seq) FROM pgdrill_writes WHERE run_id = $1",
         run,
     )
     .await;
@@ -152,7 +152,7 @@ async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
     // Every row is an acknowledged write or one of the unknown ones, never anything else.
     let rows = count(
         &lab,
-        "SELECT count(*) FROM transactions WHERE run_id = $1",
+        "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1",
         summary.run_id,
     )
     .await as u64;

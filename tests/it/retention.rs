@@ -31,7 +31,7 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
         .finish()
         .await;
     client
-        .batch_execute("TRUNCATE transactions")
+        .batch_execute("TRUNCATE pgdrill_writes")
         .await
         .expect("truncate");
 
@@ -59,9 +59,9 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
         }
         let row = client
             .query_one(
-                "SELECT count(*), pg_total_relation_size('transactions'), \
+                "SELECT count(*), pg_total_relation_size('pgdrill_writes'), \
                  coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
-                 FROM transactions",
+                 FROM pgdrill_writes",
                 &[],
             )
             .await

@@ -109,12 +109,12 @@ pub async fn exec(client: &tokio_postgres::Client, sql: &str) {
         .unwrap_or_else(|e| panic!("`{sql}`: {e}"));
 }
 
-/// Rows pgdrill run `run_id` left in `transactions` on `node`.
+/// Rows pgdrill run `run_id` left in `pgdrill_writes` on `node`.
 pub async fn rows_of_run(lab: &Lab, node: Node, run_id: i64) -> i64 {
     let client = connect(&lab.dsn(node)).await;
     count(
         &client,
-        "SELECT count(*) FROM transactions WHERE run_id = $1",
+        "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1",
         &[&run_id],
     )
     .await

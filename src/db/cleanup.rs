@@ -1,0 +1,141 @@
+//! `pgdrill cleanup`: removes pgdrill's rows (one run, or every run) in short batches, or
+//! drops pgdrill's own table. It never touches a row without a `run_id`, never scans a
+//! table it shares with other rows (it needs pgdrill's index there), and never drops a
+//! table pgdrill did not create.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::config::dsn::Target;
+use crate::db::table::Table;
+use crate::db::table_check;
+use crate::error::TARGET_EXIT;
+
+/// Rows per DELETE: each batch is one short transaction.
+const BATCH: u32 = 5000;
+
+/// What to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The rows of one run.
+    Run(i64),
+    /// The rows of every run.
+    AllRuns,
+    /// pgdrill's own table, with everything in it.
+    DropTable,
+}
+
+/// Why cleanup did nothing, with its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// Not pgdrill's to do: nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Database(String),
+}
+
+impl CleanupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CleanupError::Connect(_) => TARGET_EXIT,
+            CleanupError::Refused(_) => 2,
+            CleanupError::Database(_) => 1,
+        }
+    }
+}
+
+fn db_error(err: tokio_postgres::Error) -> CleanupError {
+    CleanupError::Database(match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => err.to_string(),
+    })
+}
+
+/// Runs the cleanup and returns what it did, as one line to print.
+pub async fn run(
+    target: &Target,
+    table: &Table,
+    scope: Scope,
+    connect_timeout: Duration,
+) -> Result<String, CleanupError> {
+    let client = connect(target, connect_timeout).await?;
+    let Some(relation) = table_check::relation(&client, table)
+        .await
+        .map_err(db_error)?
+    else {
+        return Ok(format!(
+            "table {} does not exist: nothing to clean",
+            table.name
+        ));
+    };
+    match scope {
+        Scope::DropTable if !relation.ours => Err(CleanupError::Refused(format!(
+            "{} was not created by pgdrill (no 'pgdrill:' comment); pgdrill drops only its own \
+             table. Use --run-id or --all-runs to delete pgdrill's rows from it",
+            table.name
+        ))),
+        Scope::DropTable => {
+            let sql = format!("DROP TABLE {}", table.quoted);
+            client.batch_execute(&sql).await.map_err(db_error)?;
+            Ok(format!("dropped pgdrill's table {}", table.name))
+        }
+        _ if !relation.ours && !relation.indexed => Err(CleanupError::Refused(format!(
+            "{} was not created by pgdrill and has no index on pgdrill's rows; pgdrill does not \
+             scan rows that are not its own. Create the index as the table's owner, then run \
+             cleanup again: {};",
+            table.name,
+            table.index_sql()
+        ))),
+        Scope::Run(id) => {
+            let n = delete(&client, &table.cleanup_delete_sql(BATCH, Some(id))).await?;
+            Ok(format!("deleted {n} rows of run {id} from {}", table.name))
+        }
+        Scope::AllRuns => {
+            let n = delete(&client, &table.cleanup_delete_sql(BATCH, None)).await?;
+            Ok(format!(
+                "deleted {n} rows of pgdrill's runs (run_id set) from {}",
+                table.name
+            ))
+        }
+    }
+}
+
+async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupError> {
+    let mut pg = target.pg.clone();
+    pg.connect_timeout(timeout);
+    let connecting = pg.connect(target.tls.connector());
+    let (client, connection) = tokio::time::timeout(timeout * 2, connecting)
+        .await
+        .map_err(|_| CleanupError::Connect(format!("no answer within {timeout:?}")))?
+        .map_err(|e| CleanupError::Connect(crate::secrets::scrub(&e.to_string())))?;
+    tokio::spawn(async move {
+        // Errors show up on the client's next call.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Deletes batch after batch until one comes back short; returns the rows deleted.
+async fn delete(client: &Client, sql: &str) -> Result<u64, CleanupError> {
+    let mut total = 0;
+    loop {
+        let deleted = client
+            .simple_query(sql)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(0);
+        total += deleted;
+        if deleted < u64::from(BATCH) {
+            return Ok(total);
+        }
+    }
+}

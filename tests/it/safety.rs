@@ -1,0 +1,354 @@
+//! Safe on a production database: a team's own `transactions` table (1,000 business rows
+//! over 28 days) is never changed by a run with the default table; it is written only when
+//! named, altered only with `--alter-table`, and retention and cleanup delete only
+//! pgdrill's rows. Tables whose shape defeats the measurement are refused at start.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::support::drill::Binary;
+use crate::support::{connect, count, exec, start_lab};
+
+/// The team's table as they made it years ago: no run_id, no seq.
+const TEAM_TABLE: &str = "CREATE TABLE transactions (transaction_id bigserial PRIMARY KEY, \
+     customer_id integer NOT NULL, merchant_id integer NOT NULL, amount numeric(12,2) NOT NULL, \
+     status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); \
+     INSERT INTO transactions (customer_id, merchant_id, amount, status, created_at) \
+     SELECT i, i % 97, (i * 83.69) % 1000, 'completed', now() - i * interval '40 minutes' \
+     FROM generate_series(1, 1000) i";
+
+/// The team's rows (ids 1..=1000, their columns only) and the table's columns.
+async fn team_state(client: &Client) -> (i64, String, String) {
+    let rows = client
+        .query_one(
+            "SELECT count(*), md5(string_agg(concat_ws('|', transaction_id, customer_id, \
+               merchant_id, amount, status, created_at), ',' ORDER BY transaction_id)) \
+             FROM transactions WHERE transaction_id <= 1000",
+            &[],
+        )
+        .await
+        .expect("team rows");
+    let columns = client
+        .query_one(
+            "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) \
+             FROM information_schema.columns WHERE table_name = 'transactions'",
+            &[],
+        )
+        .await
+        .expect("team columns");
+    (rows.get(0), rows.get(1), columns.get(0))
+}
+
+/// The real binary with `args` plus a free listen address; (exit code, stdout, stderr).
+async fn pgdrill(args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
+    let mut argv = vec!["--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    let (status, out, err) = Binary::spawn(&argv).wait(limit).await;
+    (status.code(), out, err)
+}
+
+fn run_id(summary: &str) -> i64 {
+    summary
+        .split("(run ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no run id in the summary:\n{summary}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdrills_rows() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    exec(&client, TEAM_TABLE).await;
+    let before = team_state(&client).await;
+    println!("team table before: {} rows, {}", before.0, before.2);
+
+    // 1. The default table: pgdrill's own, next to the team's.
+    let (code, out, err) = pgdrill(
+        &[
+            "--dsn",
+            &dsn,
+            "--rate",
+            "200",
+            "--duration",
+            "4s",
+            "--retention",
+            "10s",
+            "--verify-window",
+            "5s",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(
+        team_state(&client).await,
+        before,
+        "the team's table changed"
+    );
+    let ours = count(
+        &client,
+        "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1",
+        &[&run_id(&out)],
+    )
+    .await;
+    assert!(ours > 0, "{out}");
+    let marked = count(
+        &client,
+        "SELECT count(*) FROM pg_class WHERE relname = 'pgdrill_writes' \
+         AND obj_description(oid, 'pg_class') LIKE 'pgdrill:%'",
+        &[],
+    )
+    .await;
+    assert_eq!(marked, 1, "pgdrill's table carries its mark");
+    assert!(
+        err.contains("changes and deletes no other row"),
+        "said beforehand:\n{err}"
+    );
+
+    // 2. Named, without --alter-table: exit 2 with the statements, nothing changed.
+    let (code, _, err) = pgdrill(
+        &[
+            "--dsn",
+            &dsn,
+            "--table",
+            "transactions",
+            "--retention",
+            "10s",
+            "--verify-window",
+            "5s",
+            "--duration",
+            "60s",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    for statement in [
+        "ALTER TABLE \"transactions\" ADD COLUMN IF NOT EXISTS run_id bigint, ADD COLUMN IF NOT \
+         EXISTS seq bigint",
+        "CREATE INDEX IF NOT EXISTS \"transactions_pgdrill_rows\" ON \"transactions\" \
+         (transaction_id) WHERE run_id IS NOT NULL",
+        "--alter-table",
+    ] {
+        assert!(
+            err.contains(statement),
+            "stderr lacks {statement:?}:\n{err}"
+        );
+    }
+    assert_eq!(
+        team_state(&client).await,
+        before,
+        "refused, yet the table changed"
+    );
+
+    // 3. Named with --alter-table: written; retention (6 s window) deletes pgdrill's rows
+    //    older than the window and not one of the team's, all older than it.
+    let (code, out, err) = pgdrill(
+        &[
+            "--dsn",
+            &dsn,
+            "--table",
+            "transactions",
+            "--alter-table",
+            "--rate",
+            "200",
+            "--duration",
+            "12s",
+            "--retention",
+            "6s",
+            "--verify-window",
+            "2s",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let after = team_state(&client).await;
+    assert_eq!(
+        (after.0, &after.1),
+        (before.0, &before.1),
+        "the team's rows changed"
+    );
+    assert_eq!(after.2, format!("{}, run_id bigint, seq bigint", before.2));
+    assert!(run_rows(&client, &out).await > 0, "{out}");
+    let team_rows = count(
+        &client,
+        "SELECT count(*) FROM transactions WHERE run_id IS NULL",
+        &[],
+    )
+    .await;
+    assert_eq!(team_rows, 1000, "the team's rows are all there");
+    let deleted: u64 = out
+        .split("retention deleted ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no deletions in the summary:\n{out}"));
+    assert!(deleted > 0, "{out}");
+    assert!(
+        err.contains("retention deleted pgdrill's rows"),
+        "deletions logged:\n{err}"
+    );
+    println!(
+        "team table after: {} rows, {}; retention deleted {deleted}",
+        after.0, after.2
+    );
+    lab.shutdown().await;
+}
+
+/// Rows of the run whose summary is `out`, left in the team's table.
+async fn run_rows(client: &Client, out: &str) -> i64 {
+    count(
+        client,
+        "SELECT count(*) FROM transactions WHERE run_id = $1",
+        &[&run_id(out)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = pgdrill(
+            &["--dsn", &dsn, "--rate", "100", "--duration", "2s"],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(code, Some(0), "{err}");
+        runs.push(run_id(&out));
+    }
+    let rows = |id: i64| {
+        let client = &client;
+        async move {
+            count(
+                client,
+                "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1",
+                &[&id],
+            )
+            .await
+        }
+    };
+    let (first, second) = (rows(runs[0]).await, rows(runs[1]).await);
+    assert!(first > 0 && second > 0);
+    let cleanup = |extra: &[&str]| {
+        let mut argv = vec!["cleanup", "--dsn", dsn.as_str()];
+        argv.extend_from_slice(extra);
+        let argv: Vec<String> = argv.into_iter().map(str::to_string).collect();
+        async move {
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let (status, out, err) = Binary::spawn(&args).wait(Duration::from_secs(30)).await;
+            (status.code(), out, err)
+        }
+    };
+    let one = runs[0].to_string();
+    let (code, out, err) = cleanup(&["--run-id", &one]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("deleted {first} rows of run {one}")),
+        "{out}"
+    );
+    assert_eq!((rows(runs[0]).await, rows(runs[1]).await), (0, second));
+    let (code, out, _) = cleanup(&["--all-runs"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&format!("deleted {second} rows")), "{out}");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pgdrill_writes", &[]).await,
+        0
+    );
+
+    // A table pgdrill did not create: never dropped; without pgdrill's index, not scanned.
+    exec(&client, TEAM_TABLE).await;
+    exec(
+        &client,
+        "ALTER TABLE transactions ADD COLUMN run_id bigint, ADD COLUMN seq bigint",
+    )
+    .await;
+    let (code, _, err) = cleanup(&["--table", "transactions", "--drop-table"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not created by pgdrill"), "{err}");
+    let (code, _, err) = cleanup(&["--table", "transactions", "--all-runs"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CREATE INDEX IF NOT EXISTS"), "{err}");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM transactions", &[]).await,
+        1000
+    );
+    // Nothing to say which scope: a usage error.
+    let (code, _, err) = cleanup(&[]).await;
+    assert_eq!(code, Some(2), "{err}");
+
+    let (code, out, _) = cleanup(&["--drop-table"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("dropped pgdrill's table pgdrill_writes"),
+        "{out}"
+    );
+    let left = count(
+        &client,
+        "SELECT count(*) FROM pg_class WHERE relname = 'pgdrill_writes'",
+        &[],
+    )
+    .await;
+    assert_eq!(left, 0);
+    lab.shutdown().await;
+}
+
+/// Each table and the reason it is refused with, before any write (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_that_defeat_the_measurement_are_refused_at_start() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    let ours = "(transaction_id bigserial PRIMARY KEY, customer_id int, merchant_id int, \
+                amount numeric, status text, created_at timestamptz DEFAULT now(), \
+                run_id bigint, seq bigint)";
+    exec(
+        &client,
+        &format!(
+            "CREATE UNLOGGED TABLE tx_unlogged {ours}; CREATE TABLE tx_base {ours}; \
+             CREATE VIEW v_tx AS SELECT * FROM tx_base; \
+             CREATE TABLE tx_raises {ours}; \
+             CREATE FUNCTION no_way() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN RAISE EXCEPTION 'inserts are audited elsewhere'; END $$; \
+             CREATE TRIGGER no_way BEFORE INSERT ON tx_raises \
+               FOR EACH ROW EXECUTE FUNCTION no_way(); \
+             CREATE TABLE pgdrill_writes {ours}"
+        ),
+    )
+    .await;
+    for (args, expect) in [
+        (vec!["--table", "tx_unlogged"], "is UNLOGGED"),
+        (vec!["--table", "v_tx"], "is a view"),
+        (
+            vec!["--table", "tx_raises"],
+            "inserts are audited elsewhere (SQLSTATE P0001)",
+        ),
+        // The default name, taken by a table pgdrill did not create.
+        (vec![], "exists that pgdrill did not create"),
+        // SQL folds unquoted names: TX_Raises is tx_raises.
+        (vec!["--table", "TX_Raises"], "SQLSTATE P0001"),
+    ] {
+        let mut argv = vec!["--dsn", dsn.as_str(), "--duration", "60s"];
+        argv.extend_from_slice(&args);
+        let (code, _, err) = pgdrill(&argv, Duration::from_secs(30)).await;
+        let said = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+        println!("{args:?}: exit {code:?}: {said}");
+        assert_eq!(code, Some(2), "{args:?}:\n{err}");
+        assert!(said.contains(expect), "{args:?}: not {expect:?}:\n{err}");
+        assert!(
+            !said.contains("ADD GENERATED"),
+            "{args:?}: a hint that cannot run:\n{err}"
+        );
+    }
+    let rows = count(&client, "SELECT count(*) FROM tx_base", &[]).await;
+    assert_eq!(rows, 0);
+    lab.shutdown().await;
+}

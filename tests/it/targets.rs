@@ -1,0 +1,267 @@
+//! A wrong target fails fast, before the first write, with a plain message and exit 5; a
+//! target that is only slow to come up is followed; after the first write nothing is fatal.
+//! No secret, from any source, reaches any output, and a trigger leaves no process behind.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgdrill_lab::StopMode;
+
+use crate::support::drill::{metric, try_http_get, Binary};
+use crate::support::{eventually, free_port, start_lab, start_single};
+
+const SECRET: &str = "Zq7-pgdrill-Secret-xQ";
+
+/// The binary with `args` (a listen address added); (exit code, seconds, stdout, stderr).
+async fn timed(args: &[&str], limit: Duration) -> (Option<i32>, f64, String, String) {
+    let mut argv = vec!["--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    let started = Instant::now();
+    let (status, out, err) = Binary::spawn(&argv).wait(limit).await;
+    (status.code(), started.elapsed().as_secs_f64(), out, err)
+}
+
+fn first_error(err: &str) -> &str {
+    err.lines().find(|l| l.starts_with("error:")).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
+    let lab = start_single(Some(SECRET)).await;
+    let port = lab.port(lab.primary());
+    let base = format!("host=127.0.0.1 port={port} user=pgdrill");
+    let nobody = free_port();
+    let cases = [
+        (
+            "wrong password",
+            format!("{base} dbname=pgdrill password=not-the-password"),
+            vec![],
+            "password authentication failed",
+            "check the password",
+        ),
+        (
+            "unknown database",
+            format!("{base} dbname=nosuchdb password={SECRET}"),
+            vec![],
+            "database \"nosuchdb\" does not exist",
+            "check dbname in --dsn",
+        ),
+        (
+            "nothing listening",
+            format!("host=127.0.0.1 port={nobody} user=pgdrill dbname=pgdrill"),
+            vec!["--startup-timeout", "3s"],
+            "no write succeeded within --startup-timeout 3s",
+            "the server is up and reachable",
+        ),
+    ];
+    for (what, dsn, extra, said, hint) in cases {
+        let mut args = vec![
+            "--dsn",
+            dsn.as_str(),
+            "--duration",
+            "60s",
+            "--connect-timeout",
+            "2s",
+        ];
+        args.extend(extra);
+        let (code, secs, out, err) = timed(&args, Duration::from_secs(40)).await;
+        println!(
+            "{what}: exit {code:?} after {secs:.2} s: {}",
+            first_error(&err)
+        );
+        assert_eq!(code, Some(5), "{what}:\n{err}");
+        assert!(
+            first_error(&err).contains(said),
+            "{what}: not {said:?}:\n{err}"
+        );
+        assert!(err.contains(hint), "{what}: no hint {hint:?}:\n{err}");
+        assert!(
+            out.is_empty(),
+            "{what}: a summary for a run that never wrote:\n{out}"
+        );
+        assert!(!err.contains(SECRET), "{what}: the password in stderr");
+    }
+    lab.shutdown().await;
+}
+
+/// Down at start, up 2 s later: followed normally. Then a server that goes away after the
+/// first write, for longer than --startup-timeout: an outage, not an exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_server_is_followed_and_after_the_first_write_nothing_is_fatal() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    lab.stop(node, StopMode::Fast).await.expect("stop");
+    let dsn = lab.dsn(node);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let run = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--listen",
+        &listen,
+        "--rate",
+        "100",
+        "--duration",
+        "14s",
+        "--startup-timeout",
+        "2500ms",
+        "--outage-threshold",
+        "1s",
+    ]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.start_node(node).await.expect("start again");
+    let addr: SocketAddr = listen.parse().expect("listen");
+    eventually(Duration::from_secs(20), "first writes", || async {
+        try_http_get(addr, "/metrics")
+            .await
+            .is_ok_and(|t| metric(&t, "pgdrill_transaction_duration_seconds_count") > 50.0)
+    })
+    .await;
+    lab.stop(node, StopMode::Immediate)
+        .await
+        .expect("stop after writes");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    lab.start_node(node).await.expect("start after the outage");
+    let (status, out, err) = run.wait(Duration::from_secs(60)).await;
+    println!("{out}");
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("outage #1"), "the stop is an outage:\n{out}");
+    assert!(!err.contains("cannot write to the target"), "{err}");
+    lab.shutdown().await;
+}
+
+/// Runs the binary with a password from one source and a trigger whose arguments and
+/// output carry it; returns everything it wrote.
+async fn outputs_with_secret(source: &str, port: u16, dir: &Path) -> Vec<(String, String)> {
+    let summary = dir.join(format!("{source}.json"));
+    let report = dir.join(format!("{source}.html"));
+    let secret_file = dir.join("password");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("password file");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = format!("host=127.0.0.1 port={port} user=pgdrill dbname=pgdrill");
+    // $0 is --admin-password and $1 the secret: echoed, with a NUL byte and a child left
+    // running in the background.
+    let trigger = "sh -c 'echo \"out $1\"; echo \"err $1\" >&2; printf \"nul\\000byte\\n\"; \
+                   sleep 300 & echo child=$!' --admin-password "
+        .to_string()
+        + SECRET;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgdrill"));
+    cmd.args(["--listen", &listen, "--rate", "100", "--duration", "6s"])
+        .args(["--failover-command", &trigger, "--failover-after", "2s"])
+        .arg("--summary-json")
+        .arg(&summary)
+        .arg("--report")
+        .arg(&report)
+        .env_remove("PGDRILL_DSN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match source {
+        "dsn" => cmd.args(["--dsn", &format!("{base} password={SECRET}")]),
+        "file" => cmd
+            .args(["--dsn", &base])
+            .arg("--password-file")
+            .arg(&secret_file),
+        "command" => cmd.args([
+            "--dsn",
+            &base,
+            "--password-command",
+            &format!("cat {}", secret_file.display()),
+        ]),
+        _ => cmd.args(["--dsn", &base]).env("PGPASSWORD", SECRET),
+    };
+    let child = cmd.spawn().expect("spawn pgdrill");
+    let addr: SocketAddr = listen.parse().expect("listen");
+    eventually(Duration::from_secs(20), "trigger ran", || async {
+        try_http_get(addr, "/metrics")
+            .await
+            .is_ok_and(|t| metric(&t, "pgdrill_failover_trigger_end_timestamp_seconds") > 0.0)
+    })
+    .await;
+    let mut pages = vec![(
+        "/metrics".to_string(),
+        try_http_get(addr, "/metrics").await.unwrap_or_default(),
+    )];
+    pages.push((
+        "/".into(),
+        try_http_get(addr, "/").await.unwrap_or_default(),
+    ));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("pgdrill output");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    pages.push(("stdout".into(), text(&out.stdout)));
+    pages.push(("stderr".into(), text(&out.stderr)));
+    for (name, path) in [("summary JSON", &summary), ("report", &report)] {
+        pages.push((
+            name.into(),
+            std::fs::read_to_string(path).unwrap_or_default(),
+        ));
+    }
+    pages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_from_any_source_reaches_any_output_and_no_trigger_process_stays() {
+    let lab = start_single(Some(SECRET)).await;
+    let port = lab.port(lab.primary());
+    let dir = tempfile::tempdir().expect("temp dir");
+    for source in ["dsn", "file", "command", "PGPASSWORD"] {
+        let outputs = outputs_with_secret(source, port, dir.path()).await;
+        let stderr = &outputs
+            .iter()
+            .find(|(n, _)| n == "stderr")
+            .expect("stderr")
+            .1;
+        let json = &outputs
+            .iter()
+            .find(|(n, _)| n == "summary JSON")
+            .expect("json")
+            .1;
+        for (name, text) in &outputs {
+            assert!(!text.is_empty(), "{source}: {name} is empty\n{stderr}");
+            assert!(
+                !text.contains(SECRET),
+                "{source}: the password in {name}:\n{text}"
+            );
+        }
+        serde_json::from_str::<serde_json::Value>(json).expect("the summary is still JSON");
+        // The trigger ran and its output was kept, scrubbed and as text.
+        assert!(
+            json.contains("out REDACTED") && json.contains("err REDACTED"),
+            "{json}"
+        );
+        assert!(
+            json.contains("--admin-password REDACTED"),
+            "{source}: {json}"
+        );
+        assert!(!stderr.contains('\0'), "{source}: a NUL byte in stderr");
+        assert!(stderr.contains("nul\\x00byte"), "{source}: {stderr}");
+        // The child it left running was ended as pgdrill exited.
+        let pid: u32 = json
+            .split("child=")
+            .find_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{source}: no child pid in {json}"));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = state
+            .split(") ")
+            .nth(1)
+            .is_some_and(|s| !s.starts_with('Z'));
+        assert!(
+            !alive,
+            "{source}: the trigger's child {pid} still runs: {state}"
+        );
+        assert!(
+            stderr.contains("left processes running; ending them"),
+            "{stderr}"
+        );
+        println!(
+            "{source}: no secret in {} outputs; child {pid} ended",
+            outputs.len()
+        );
+    }
+    lab.shutdown().await;
+}
