@@ -392,8 +392,8 @@ async fn alter(client: &Client, table: &str, statement: &str) -> Result<(), Tabl
             let _ = client.batch_execute("ROLLBACK").await;
             match err.as_db_error() {
                 Some(db) => Err(TableError::Unusable(format!(
-                    "--alter-table: {statement} failed on {table}: {} (SQLSTATE {}); run it as \
-                     the table's owner",
+                    "--alter-table could not change {table}: {} (SQLSTATE {}). Run as the \
+                     table's owner: {statement};",
                     db.message(),
                     db.code().code(),
                 ))),

@@ -743,6 +743,7 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
             dsn.as_str(),
             "--table",
             table,
+            "--alter-table",
             "--rate",
             "10",
             "--duration",

@@ -83,6 +83,23 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
         );
         assert!(!err.contains(SECRET), "{what}: the password in stderr");
     }
+    // A run that ends before its startup deadline without one write: its summary, and 5.
+    let dsn = format!("host=127.0.0.1 port={nobody} user=pgdrill dbname=pgdrill");
+    let (code, secs, out, err) = timed(
+        &[
+            "--dsn",
+            &dsn,
+            "--duration",
+            "3s",
+            "--startup-timeout",
+            "60s",
+        ],
+        Duration::from_secs(40),
+    )
+    .await;
+    println!("ended without a write: exit {code:?} after {secs:.2} s");
+    assert_eq!(code, Some(5), "{out}\n{err}");
+    assert!(out.contains("(0 ok"), "{out}");
     lab.shutdown().await;
 }
 
