@@ -48,8 +48,7 @@ impl Merged {
 fn read(path: &Path) -> Result<(Input, ReportInput), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let json = summary_json(path, &text)?;
     let page =
         ReportInput::from_summary(json.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
     let summary = serde_json::from_value(json).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -58,6 +57,24 @@ fn read(path: &Path) -> Result<(Input, ReportInput), String> {
         |f| f.to_string_lossy().into_owned(),
     );
     Ok((Input { file, summary }, page))
+}
+
+/// A summary file, or a log holding one as a line (`--summary-json -` in a pod): its last
+/// line that is a pgdrill summary.
+fn summary_json(path: &Path, text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).or_else(|e| {
+        text.lines()
+            .rev()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v.get("run_id").is_some() && v.get("transactions").is_some())
+            .ok_or_else(|| {
+                format!(
+                    "{} is not valid JSON, nor a log with a pgdrill summary line: {e}",
+                    path.display()
+                )
+            })
+    })
 }
 
 fn page_of<'a>(m: &MemberFigures, pages: &'a [ReportInput]) -> Option<&'a ReportInput> {

@@ -66,8 +66,12 @@ async fn three_processes_one_trigger_one_merged_verdict() {
     let dsn = lab.multi_host_dsn();
     let command = forced_failover_command(&lab, 0.2);
     let dir = tempfile::tempdir().expect("temp dir");
+    // The last member's output is kept as a pod's log would be.
     let files: Vec<PathBuf> = (0..MEMBERS)
-        .map(|i| dir.path().join(format!("member-{i}.json")))
+        .map(|i| match i {
+            i if i == MEMBERS - 1 => dir.path().join(format!("member-{i}.log")),
+            i => dir.path().join(format!("member-{i}.json")),
+        })
         .collect();
     let members = MEMBERS.to_string();
     let listen: Vec<std::net::SocketAddr> = (0..MEMBERS)
@@ -131,10 +135,14 @@ async fn three_processes_one_trigger_one_merged_verdict() {
     let runs =
         futures_util::future::join_all(bins.into_iter().map(|b| b.wait(Duration::from_secs(90))))
             .await;
+    // Its summary is the last line of its output; `pgdrill report` reads the whole log.
     let (_, out, _) = &runs[MEMBERS - 1];
     let last = out.lines().last().expect("output");
-    assert!(last.starts_with("{\"version\""), "{last}");
-    std::fs::write(&files[MEMBERS - 1], last).expect("write the collected summary");
+    assert!(
+        last.starts_with('{') && last.contains("\"run_id\":"),
+        "{last}"
+    );
+    std::fs::write(&files[MEMBERS - 1], out).expect("write the log");
     for (i, (status, out, _)) in runs.iter().enumerate() {
         let text = out
             .lines()
@@ -151,7 +159,8 @@ async fn three_processes_one_trigger_one_merged_verdict() {
         let line = format!("drill         {DRILL_ID}, member {i} of {MEMBERS} ({role}");
         assert!(out.contains(&line), "member {i}: {out}");
     }
-    let summaries: Vec<Value> = files.iter().map(|p| read_json(p)).collect();
+    let mut summaries: Vec<Value> = files[..MEMBERS - 1].iter().map(|p| read_json(p)).collect();
+    summaries.push(serde_json::from_str(last).expect("the summary line"));
     assert_eq!(summaries[0]["drill"]["verdict"]["verdict"], "pass");
     for (i, s) in summaries.iter().enumerate() {
         assert_eq!(s["drill_id"], DRILL_ID);
