@@ -350,7 +350,7 @@ fn clock_ms(unix: f64) -> String {
 
 /// A time of day, with the month and day (`11-19 21:10:00.000`) when the run
 /// spans more than one UTC date.
-pub(crate) fn when(unix: f64, dated: bool) -> String {
+fn when(unix: f64, dated: bool) -> String {
     if dated {
         utc(unix).get(5..23).unwrap_or_default().replace('T', " ")
     } else {
