@@ -370,3 +370,27 @@ fn timelines(out: &mut String, r: &FleetReport, pages: &[ReportInput]) {
     }
     out.push_str("</section>");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_is_read_as_its_last_summary_line() {
+        let path = Path::new("member-1.log");
+        let log = "{\"timestamp\":\"t\",\"level\":\"INFO\",\"fields\":{\"run_id\":1}}\n\
+                   pgdrill 0.1.0 summary (run 7)\n\
+                   {\"run_id\":6,\"transactions\":10}\n\
+                   {\"run_id\":7,\"transactions\":20}\n\
+                   {\"timestamp\":\"t\",\"level\":\"INFO\",\"fields\":{\"message\":\"bye\"}}\n";
+        let v = summary_json(path, log).expect("a summary line");
+        assert_eq!(v["run_id"], 7);
+        let err = summary_json(path, "pgdrill 0.1.0 summary\n{\"level\":\"INFO\"}\n").unwrap_err();
+        assert!(
+            err.starts_with(
+                "member-1.log is not valid JSON, nor a log with a pgdrill summary line"
+            ),
+            "{err}"
+        );
+    }
+}
