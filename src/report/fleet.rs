@@ -250,12 +250,12 @@ fn errors_text(errors: &std::collections::BTreeMap<String, u64>) -> String {
 fn members_table(out: &mut String, r: &FleetReport) {
     out.push_str(
         "<section><h2>Members</h2><table class=\"members\"><thead><tr><th>member</th>\
-         <th>trigger</th><th class=\"num\">rate</th><th class=\"num\">writes</th>\
-         <th class=\"num\">acknowledged</th><th class=\"num\">outages</th>\
+         <th>trigger</th><th class=\"num\">rate</th><th class=\"num\">writes (ack&shy;nowledged)</th>\
+         <th class=\"num\">outages</th>\
          <th class=\"num\">first failed write</th><th class=\"num\">first write on the new primary</th>\
          <th class=\"num\">writes unavailable</th><th class=\"num\">lost</th>\
          <th class=\"num\">unknown (unresolved)</th><th>errors</th><th>baseline</th>\
-         <th class=\"num\">clock vs trigger member</th></tr></thead><tbody>",
+         <th class=\"num\">clock vs trigger member (ms)</th></tr></thead><tbody>",
     );
     for m in &r.members {
         let first = m.drills.first();
@@ -273,7 +273,7 @@ fn members_table(out: &mut String, r: &FleetReport) {
         };
         let _ = write!(
             out,
-            r#"<tr data-member="{}"><td title="run {}">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"><b>{}</b></td><td class="num">{}</td><td class="num">{} ({})</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
+            r#"<tr data-member="{}"><td title="run {}">{}</td><td>{}</td><td class="num">{}</td><td class="num">{} ({})</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num" data-seconds="{}"><b>{}</b></td><td class="num">{}</td><td class="num">{} ({})</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             esc(&m.name),
             m.run_id,
             esc(&m.name),
@@ -300,7 +300,7 @@ fn members_table(out: &mut String, r: &FleetReport) {
             esc(&m.clock_ahead_seconds.map_or_else(
                 || "not measured".to_string(),
                 |a| format!(
-                    "{:+.1} ms ± {:.1} ms",
+                    "{:+.1} ± {:.1}",
                     a * 1000.0,
                     m.clock_uncertainty_seconds.unwrap_or(0.0) * 1000.0
                 )
