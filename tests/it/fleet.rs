@@ -285,6 +285,20 @@ async fn three_processes_one_trigger_one_merged_verdict() {
         err.contains("no summary holds the failover trigger"),
         "{err}"
     );
+
+    // INVALID: member 1's clock half a second off member 0's, as read through the server's.
+    let skewed = dir.path().join("member-1-skewed.json");
+    let mut s = summaries[1].clone();
+    let offset = f(&s["server_clock"]["offset_seconds"]);
+    s["server_clock"]["offset_seconds"] = (offset - 0.5).into();
+    write_json(&skewed, &s);
+    let (code, err, merged) = report(&[&files[0], &skewed, &files[2]], &page, &merged_json).await;
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("member 1 (member-1-skewed.json): its clock was +0.5"),
+        "{err}"
+    );
+    assert!(f(&merged["members"][1]["clock_ahead_seconds"]) > 0.4);
     lab.shutdown().await;
 }
 
