@@ -48,6 +48,7 @@ pub use drill::{
     VerdictKind,
 };
 pub use error::StartError;
+pub use report::fleet::{merge_summary_files, Merged};
 pub use report::render_summary_file;
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
@@ -242,7 +243,13 @@ impl Drill {
         // A trigger still running when the load ends is killed; the drill is then invalid.
         sup.stop(Stage::Drill).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
-        let summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
+        // One process of several: how its clock compares with the server's, which all share.
+        let server_clock = match config.drill.fleet.drill_id {
+            Some(_) => db::clock::measure(&self.pool, self.outages.clock()).await,
+            None => None,
+        };
+        let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
+        summary.server_clock = server_clock;
         // pgdrill leaves no process behind: what the triggers left running ends now.
         drill::trigger::end_left_behind().await;
         // Last, /metrics: a final scrape still sees the final numbers.
@@ -403,6 +410,13 @@ impl Drill {
     ) -> Summary {
         let rpo = self.verifier.totals();
         let facts = RunFacts {
+            fleet: config.drill.fleet.clone(),
+            new_primary_writes_unix: self
+                .identity
+                .first_writes()
+                .into_iter()
+                .map(|at| self.outages.clock().unix(at))
+                .collect(),
             drill: self
                 .drill
                 .as_ref()

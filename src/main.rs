@@ -102,7 +102,12 @@ fn run(args: RunArgs) -> ExitCode {
         summary.set_flags(flags);
         println!("{}", summary.printable());
         if let Some(path) = summary_path {
-            if let Err(err) = summary.write_json(&path) {
+            let written = if path.as_os_str() == "-" {
+                summary.json_line().map(|line| println!("{line}"))
+            } else {
+                summary.write_json(&path).map_err(serde_json::Error::io)
+            };
+            if let Err(err) = written {
                 eprintln!(
                     "error: cannot write --summary-json {}: {err}",
                     path.display()
@@ -122,22 +127,41 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
-/// `pgdrill report SUMMARY.json -o PAGE.html`; bad input is a usage error (exit 2).
+/// `pgdrill report SUMMARY.json… -o PAGE.html [--json MERGED.json]`; bad input is a usage
+/// error (exit 2); then the drill's verdict: 0 pass (or a canary), 3 fail, 4 invalid.
 fn report(args: ReportArgs) -> ExitCode {
     if let Err(err) = pgdrill::config::writable_file("--output", &args.output) {
         usage_error(err);
     }
-    let page = pgdrill::render_summary_file(&args.summary)
+    if let Some(json) = &args.json {
+        if let Err(err) = pgdrill::config::writable_file("--json", json) {
+            usage_error(err);
+        }
+    }
+    let merged = pgdrill::merge_summary_files(&args.summaries)
         .unwrap_or_else(|err| usage_error(format!("invalid value for SUMMARY: {err}")));
-    if let Err(err) = std::fs::write(&args.output, page) {
+    if let Err(err) = std::fs::write(&args.output, &merged.page) {
         eprintln!(
             "error: cannot write --output {}: {err}",
             args.output.display()
         );
         return ExitCode::FAILURE;
     }
+    if let Some(path) = &args.json {
+        let written = merged
+            .json()
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(err) = written {
+            eprintln!("error: cannot write --json {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(verdict) = &merged.report.verdict {
+        eprintln!("drill verdict: {verdict}");
+    }
     println!("{}", args.output.display());
-    ExitCode::SUCCESS
+    ExitCode::from(merged.report.exit_code())
 }
 
 /// `pgdrill cleanup`: prints what it removed; refusals exit 2, a target it cannot reach 5.

@@ -28,7 +28,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Render the drill report (HTML) from a summary written by --summary-json.
+    /// Render the drill report (HTML) from a summary written by --summary-json, or merge
+    /// the summaries of one drill run by several processes into one report and verdict
+    /// (exit 0 pass, 3 fail, 4 invalid).
     Report(ReportArgs),
     /// Remove pgdrill's rows (one run or every run), or drop pgdrill's own table.
     Cleanup(CleanupArgs),
@@ -126,7 +128,8 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
     pub progress_interval: humantime::Duration,
 
-    /// Also write the end-of-run summary as JSON to this file.
+    /// Also write the end-of-run summary as JSON to this file; `-` prints it as one line
+    /// on stdout after the text summary (the last line of a pod's log).
     #[arg(long, env = "PGDRILL_SUMMARY_JSON")]
     pub summary_json: Option<PathBuf>,
 
@@ -299,11 +302,16 @@ pub struct CleanupArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The summary JSON of a run (`--summary-json`).
-    pub summary: PathBuf,
+    /// The summary JSON of a run (`--summary-json`); several: the summaries of one drill
+    /// run by several processes (`--drill-id`), merged into one report.
+    #[arg(required = true, num_args = 1..)]
+    pub summaries: Vec<PathBuf>,
     /// The HTML file to write.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Also write the merged figures and the verdict as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[cfg(feature = "lab")]

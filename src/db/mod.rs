@@ -4,6 +4,7 @@
 //! Depends on `telemetry` (it counts connections and errors) and `error`; nothing above.
 
 pub mod cleanup;
+pub(crate) mod clock;
 pub(crate) mod connect;
 pub(crate) mod credentials;
 pub(crate) mod identity;

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::drill::fleet::{Fleet, FleetArgs};
 use crate::drill::schedule::{self, Schedule};
 use crate::drill::trigger::{TriggerAction, TriggerCommand};
 use crate::error::ConfigError;
@@ -65,13 +66,21 @@ pub struct DrillArgs {
     /// verification after each outage); 0 = none may be lost.
     #[arg(long, env = "PGDRILL_RPO_OBJECTIVE", default_value_t = 0)]
     pub rpo_objective: u64,
+
+    /// A drill run by several processes: its id and this process's place in it.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// What to judge a drill against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Objectives {
     /// Longest acceptable write unavailability of each failover.
-    #[serde(rename = "rto_seconds", serialize_with = "schedule::seconds")]
+    #[serde(
+        rename = "rto_seconds",
+        serialize_with = "schedule::seconds",
+        deserialize_with = "schedule::from_seconds"
+    )]
     pub rto: Duration,
     /// Most acknowledged writes that may be lost in the run.
     pub max_lost_writes: u64,
@@ -87,9 +96,11 @@ pub struct TriggerConfig {
 /// A validated drill configuration; only [`DrillArgs::validate`] makes one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DrillConfig {
-    /// `None`: a canary run, which has no verdict and exits 0.
+    /// `None`: a canary run, which has no verdict and exits 0, or a member of a drill run
+    /// by several processes other than member 0 (it measures only).
     pub trigger: Option<TriggerConfig>,
     pub objectives: Objectives,
+    pub fleet: Fleet,
 }
 
 fn text(d: Duration) -> String {
@@ -126,10 +137,12 @@ impl DrillArgs {
             rto: positive("--rto-objective", self.rto_objective)?,
             max_lost_writes: self.rpo_objective,
         };
+        let fleet = self.fleet.validate()?;
         let Some(raw) = &self.failover_command else {
             return Ok(DrillConfig {
                 trigger: None,
                 objectives,
+                fleet,
             });
         };
         let command = TriggerCommand::parse(raw, self.failover_shell)?;
@@ -138,13 +151,16 @@ impl DrillArgs {
         if let Some(duration) = duration {
             fits_in_run(&schedule, duration)?;
         }
+        // Every member checks the trigger flags; only member 0 runs the trigger.
+        let triggers = fleet.member.is_none_or(|m| m.triggers());
         Ok(DrillConfig {
-            trigger: Some(TriggerConfig {
+            trigger: triggers.then_some(TriggerConfig {
                 action: TriggerAction::Command(command),
                 schedule,
                 timeout,
             }),
             objectives,
+            fleet,
         })
     }
 
@@ -447,5 +463,45 @@ mod tests {
             serde_json::to_string(&o).unwrap(),
             r#"{"rto_seconds":1.5,"max_lost_writes":0}"#
         );
+    }
+
+    #[test]
+    fn only_member_zero_of_a_fleet_runs_the_trigger() {
+        let fleet = |index: &str| {
+            args(&[
+                "--duration",
+                "5m",
+                "--failover-command",
+                "pg_ctl promote -D /x",
+                "--drill-id",
+                "d1",
+                "--member-index",
+                index,
+                "--members",
+                "3",
+            ])
+            .unwrap()
+        };
+        assert!(fleet("0").trigger.is_some());
+        let measuring = fleet("2");
+        assert_eq!(measuring.trigger, None);
+        assert_eq!(measuring.fleet.drill_id.as_deref(), Some("d1"));
+        // Every member checks the trigger flags, so a bad one stops every pod.
+        let err = args(&[
+            "--duration",
+            "5m",
+            "--failover-command",
+            "pg_ctl promote -D /x",
+            "--failover-after",
+            "10m",
+            "--drill-id",
+            "d1",
+            "--member-index",
+            "1",
+            "--members",
+            "3",
+        ])
+        .unwrap_err();
+        assert!(err.contains("--failover-after"), "{err}");
     }
 }

@@ -16,6 +16,8 @@
 
 pub mod args;
 pub mod daemon;
+pub mod fleet;
+pub mod merge;
 pub mod runner;
 pub mod schedule;
 pub mod stats;
@@ -40,6 +42,8 @@ pub struct DrillReport {
     pub command: String,
     pub shell: bool,
     pub objectives: Objectives,
+    /// How many triggers the schedule had (`--failovers`).
+    pub planned_triggers: u32,
     pub triggers: Vec<TriggerRun>,
     pub baselines: Vec<Baseline>,
     pub drills: Vec<DrillTiming>,
@@ -83,6 +87,7 @@ impl DrillReport {
             command: config.action.display().to_string(),
             shell: config.action.shell(),
             objectives,
+            planned_triggers: config.schedule.count,
             triggers: facts.triggers,
             baselines: facts.baselines,
             drills,
@@ -200,6 +205,7 @@ mod tests {
             failover_timeout: "1m".parse().unwrap(),
             rto_objective: "30s".parse().unwrap(),
             rpo_objective: 0,
+            fleet: Default::default(),
         }
         .validate(Some(std::time::Duration::from_secs(60)))
         .unwrap();

@@ -1,14 +1,14 @@
 //! The distribution of each figure over the failovers of a run: one number from one
 //! failover says little.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::drill::timing::DrillTiming;
 
 /// Min, median, 95th percentile and max of the samples. Percentiles are nearest-rank
 /// (the smallest sample with at least p % of the samples at or below it), so every value
 /// reported is one that was measured; the median of an even count is the lower middle.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Distribution {
     pub samples: usize,
     pub min: f64,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::drill::args::BASELINE_WINDOW;
 use crate::drill::schedule::Schedule;
@@ -26,7 +26,7 @@ pub const MIN_JUDGED_BASELINE: f64 = 0.5;
 pub const BASELINE_RATE_SHARE: f64 = 0.95;
 
 /// What the drill needs of an outage record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutageFacts {
     pub index: usize,
     /// The first write that failed (or stalled) after the last acknowledged one.
@@ -53,7 +53,7 @@ impl From<&OutageRecord> for OutageFacts {
 }
 
 /// One triggered failover, timed from its trigger's start.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillTiming {
     pub trigger: usize,
     /// The outage attributed to this trigger: the first one that began from
@@ -157,7 +157,7 @@ pub fn baseline_span(schedule: &Schedule, k: usize) -> Duration {
 }
 
 /// The load in the window just before a trigger, as counted by the daemon.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     pub trigger: usize,
     pub from_unix: f64,

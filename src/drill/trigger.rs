@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::process::{kill_process_group, Pid, Signal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -182,7 +182,7 @@ fn shell_syntax(raw: &str) -> Option<String> {
 }
 
 /// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TriggerOutcome {
     Ok,
@@ -242,7 +242,7 @@ impl TriggerOutcome {
 
 /// One trigger as the summary and the report show it. Times are Unix seconds on the
 /// run's wall clock, the same clock as the outage records.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TriggerRun {
     /// 1-based, in schedule order.
     pub index: usize,

@@ -17,7 +17,7 @@
 //! The verdict lists the reasons of every rule that applied, so nothing is hidden behind
 //! the one that decided.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::drill::args::Objectives;
 use crate::drill::timing::{Baseline, DrillTiming, OutageFacts};
@@ -29,7 +29,7 @@ pub const EXIT_FAIL: u8 = 3;
 /// Exit status of a run whose drill could not be judged (see the module rules).
 pub const EXIT_INVALID: u8 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
     Pass,
@@ -58,7 +58,7 @@ impl VerdictKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub verdict: VerdictKind,
     /// Objectives missed.
@@ -88,20 +88,70 @@ pub fn judge(
     outages: &[OutageFacts],
     lost_writes_in_run: u64,
 ) -> Verdict {
+    let run = MemberFacts {
+        name: None,
+        baselines,
+        drills,
+        outages,
+    };
+    judge_members(
+        objectives,
+        planned,
+        triggers,
+        &[run],
+        lost_writes_in_run,
+        Vec::new(),
+    )
+}
+
+/// What one process measured of a drill, for [`judge_members`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemberFacts<'a> {
+    /// Put before each of its reasons; `None` for the process that is the whole drill.
+    pub name: Option<&'a str>,
+    /// The load before each trigger, as this process saw it.
+    pub baselines: &'a [Baseline],
+    /// Its outages attributed to the triggers (see [`crate::drill::attribute`]).
+    pub drills: &'a [DrillTiming],
+    pub outages: &'a [OutageFacts],
+}
+
+/// Judges a drill measured by one process or by several (`pgdrill report` on many
+/// summaries) with the same rules: rule 1 on the acknowledged writes lost by all of them,
+/// rule 2 with `invalid` (what is wrong with the set of processes itself), the triggers,
+/// and each member's baselines, rules 2 and 3 for each member's outages.
+pub fn judge_members(
+    objectives: &Objectives,
+    planned: u32,
+    triggers: &[TriggerRun],
+    members: &[MemberFacts<'_>],
+    lost_writes: u64,
+    mut invalid: Vec<String>,
+) -> Verdict {
     let rto = objectives.rto.as_secs_f64();
     let mut failed = Vec::new();
 
-    if lost_writes_in_run > objectives.max_lost_writes {
+    if lost_writes > objectives.max_lost_writes {
         failed.push(format!(
-            "{lost_writes_in_run} acknowledged writes lost, over the RPO objective (at most {})",
+            "{lost_writes} acknowledged writes lost, over the RPO objective (at most {})",
             objectives.max_lost_writes
         ));
     }
     let lost_decides = !failed.is_empty();
 
-    let mut invalid = trigger_problems(planned, triggers, baselines);
-    for d in drills {
-        judge_drill(d, triggers, outages, rto, &mut failed, &mut invalid);
+    invalid.extend(trigger_problems(planned, triggers));
+    for m in members {
+        let named = |reason: String| match m.name {
+            Some(name) => format!("{name}: {reason}"),
+            None => reason,
+        };
+        invalid.extend(m.baselines.iter().filter_map(Baseline::problem).map(named));
+        let (mut f, mut i) = (Vec::new(), Vec::new());
+        for d in m.drills {
+            judge_drill(d, triggers, m.outages, rto, &mut f, &mut i);
+        }
+        failed.extend(f.into_iter().map(named));
+        invalid.extend(i.into_iter().map(named));
     }
 
     let verdict = if lost_decides {
@@ -120,8 +170,8 @@ pub fn judge(
     }
 }
 
-/// Rule 2 for the triggers themselves: too few ran, one failed, or a baseline was unhealthy.
-fn trigger_problems(planned: u32, triggers: &[TriggerRun], baselines: &[Baseline]) -> Vec<String> {
+/// Rule 2 for the triggers themselves: too few ran, or one failed.
+fn trigger_problems(planned: u32, triggers: &[TriggerRun]) -> Vec<String> {
     let mut invalid = Vec::new();
     if triggers.len() < planned as usize {
         invalid.push(format!(
@@ -134,7 +184,6 @@ fn trigger_problems(planned: u32, triggers: &[TriggerRun], baselines: &[Baseline
             invalid.push(format!("trigger {} {problem}", t.index));
         }
     }
-    invalid.extend(baselines.iter().filter_map(Baseline::problem));
     invalid
 }
 

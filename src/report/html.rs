@@ -283,7 +283,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// Durations as people read them: 274 ms, 2.74 s, 1 min 05 s.
-fn fmt_secs(s: f64) -> String {
+pub(crate) fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
     }
@@ -302,12 +302,12 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
-fn opt_secs(v: Option<f64>) -> String {
+pub(crate) fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), fmt_secs)
 }
 
 /// 1234567 → "1,234,567".
-fn group(n: u64) -> String {
+pub(crate) fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -986,7 +986,7 @@ fn markers(out: &mut String, g: &Grid, events: &[&Event]) {
 }
 
 /// The whole timeline chart over `[from, to)`.
-fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label: &str) -> String {
+pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label: &str) -> String {
     let g = Grid::new(t, from, to);
     let events: Vec<&Event> = t
         .events
@@ -1011,7 +1011,7 @@ fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label: &str) -> 
     out
 }
 
-fn legend(t: &Timeline) -> String {
+pub(crate) fn legend(t: &Timeline) -> String {
     let mut out = String::from(r#"<div class="legend">"#);
     let item = |out: &mut String, colour: &str, kind: &str, text: &str| {
         let _ = write!(
@@ -1084,7 +1084,7 @@ fn events_table(t: &Timeline, run_start: f64, dated: bool) -> String {
     out
 }
 
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 :root{--ok:#1f7a46;--bad:#b3261e;--warn:#a76b00;--ink:#1c1c1c;--muted:#666;--line:#d8d8d8}
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--ink);margin:24px auto;max-width:1200px;padding:0 16px}
@@ -1178,7 +1178,7 @@ fn verdict(r: &ReportInput) -> Verdict {
 }
 
 /// The figures timed from each trigger of a drill.
-fn drill_table(out: &mut String, d: &DrillInput, dated: bool) {
+pub(crate) fn drill_table(out: &mut String, d: &DrillInput, dated: bool) {
     let _ = write!(
         out,
         "<section><h2>Failover triggers</h2><p class=\"sub\">Trigger <code>{}</code>; \
@@ -1287,7 +1287,7 @@ fn unresolved(r: &ReportInput) -> u64 {
         .saturating_sub(r.unknown_outcome_committed + r.unknown_outcome_not_committed)
 }
 
-fn card(out: &mut String, class: &str, title: &str, value: &str, detail: &str) {
+pub(crate) fn card(out: &mut String, class: &str, title: &str, value: &str, detail: &str) {
     let _ = write!(
         out,
         r#"<div class="card {class}"><div class="d">{}</div><div class="v">{}</div><div class="d">{}</div></div>"#,

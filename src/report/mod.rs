@@ -3,6 +3,7 @@
 //! Reads `load` (the tally), `failover` (outage records), `rpo` (totals) and `telemetry`
 //! (latency recorders); the hot path never imports it.
 
+pub mod fleet;
 pub(crate) mod html;
 pub(crate) mod progress;
 pub(crate) mod sampler;

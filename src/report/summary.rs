@@ -9,7 +9,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
+use crate::drill::fleet::{Fleet, Member};
 use crate::drill::DrillReport;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
@@ -48,6 +50,15 @@ impl Percentiles {
 pub struct Summary {
     pub version: &'static str,
     pub run_id: i64,
+    /// `--drill-id`: shared by the processes of one drill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill_id: Option<String>,
+    /// `--member-index` of `--members`: this process's place in a drill run by several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
+    /// With `--drill-id`: the database server's clock against this run's, measured at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_clock: Option<ClockOffset>,
     pub target: String,
     /// The table written to; every row pgdrill wrote carries `run_id`.
     pub table: String,
@@ -71,6 +82,10 @@ pub struct Summary {
     /// Intended start to send, of successful transactions (pgbench `-R`'s schedule lag).
     pub schedule_lag: Percentiles,
     pub primary_changes: u64,
+    /// For each primary change, when the new primary acknowledged its first write (Unix
+    /// seconds on the outages' clock): `pgdrill report` times a member's failover from
+    /// the trigger with it.
+    pub new_primary_writes_unix: Vec<f64>,
     pub outages: Vec<OutageRecord>,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
@@ -101,6 +116,8 @@ pub struct Summary {
 /// Everything the summary is made of, gathered by the wiring once the run has drained.
 pub(crate) struct RunFacts {
     pub run_id: i64,
+    pub fleet: Fleet,
+    pub new_primary_writes_unix: Vec<f64>,
     pub target: String,
     pub table: String,
     pub connect_timeout: Duration,
@@ -136,6 +153,9 @@ impl Summary {
         Summary {
             version: env!("CARGO_PKG_VERSION"),
             run_id: facts.run_id,
+            drill_id: facts.fleet.drill_id,
+            member: facts.fleet.member,
+            server_clock: None,
             target: facts.target,
             table: facts.table,
             connect_timeout_seconds: facts.connect_timeout.as_secs_f64(),
@@ -159,6 +179,7 @@ impl Summary {
             service_time: Percentiles::of(&book.service()),
             schedule_lag: Percentiles::of(&book.schedule_lag()),
             primary_changes: facts.primary_changes,
+            new_primary_writes_unix: facts.new_primary_writes_unix,
             outages: facts.outages,
             state_changes: facts.state_changes,
             lost_writes: facts.rpo.lost_writes,
@@ -224,6 +245,21 @@ impl Summary {
         match self.retention_rows_deleted {
             0 => writeln!(f)?,
             n => writeln!(f, "; retention deleted {n} of pgdrill's rows")?,
+        }
+        match (&self.drill_id, self.member) {
+            (Some(id), Some(m)) => writeln!(
+                f,
+                "  drill         {id}, member {} of {} ({})",
+                m.index,
+                m.of,
+                if m.triggers() {
+                    "runs the trigger"
+                } else {
+                    "measures only; member 0 runs the trigger"
+                }
+            )?,
+            (Some(id), None) => writeln!(f, "  drill         {id}")?,
+            _ => {}
         }
         writeln!(
             f,
@@ -333,6 +369,13 @@ impl Summary {
             (0, 0) => NO_WRITE_EXIT,
             (_, code) => code,
         }
+    }
+
+    /// `--summary-json -`: the summary as one line of JSON, scrubbed as the file is.
+    pub fn json_line(&self) -> serde_json::Result<String> {
+        let mut json = serde_json::to_value(self)?;
+        crate::secrets::scrub_json(&mut json);
+        serde_json::to_string(&json)
     }
 
     /// `--summary-json`: the summary, pretty-printed.

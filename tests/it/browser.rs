@@ -12,7 +12,7 @@ use crate::support::drill::Drill;
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// `None` (and a clear message) when Chromium is not installed here.
-fn chromium() -> Option<&'static Path> {
+pub(crate) fn chromium() -> Option<&'static Path> {
     let path = Path::new(CHROMIUM);
     if path.exists() {
         Some(path)
@@ -66,7 +66,7 @@ async fn run_chromium(browser: &Path, url: &str, extra: &[String], limit: Durati
     std::fs::read_to_string(&out).unwrap_or_default()
 }
 
-async fn dump_dom(browser: &Path, url: &str) -> String {
+pub(crate) async fn dump_dom(browser: &Path, url: &str) -> String {
     run_chromium(
         browser,
         url,

@@ -88,7 +88,7 @@ fn postmaster_pid(data_dir: &Path) -> String {
 /// A forced failover as one command: after `delay_s`, the primary's postmaster gets SIGQUIT
 /// (immediate stop, as a crash), then the standby is promoted and the command waits for the
 /// promotion (`pg_promote()` waits up to 60 s by default).
-fn forced_failover_command(lab: &Lab, delay_s: f64) -> String {
+pub(crate) fn forced_failover_command(lab: &Lab, delay_s: f64) -> String {
     let old = lab.primary();
     let new = lab.standby().expect("a standby");
     let pid = postmaster_pid(&lab.base_dir().join(if old == Node::A { "a" } else { "b" }));

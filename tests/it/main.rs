@@ -8,6 +8,7 @@ mod docs;
 mod drills;
 mod e2e;
 mod failover;
+mod fleet;
 mod hang;
 mod hardening;
 mod lab;

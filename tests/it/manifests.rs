@@ -461,3 +461,119 @@ fn dockerfile_carries_oci_labels_in_step_with_cargo_toml() {
     assert_eq!(label("description"), Some(field("description")));
     assert!(label("base.name").is_some());
 }
+
+// ---------------------------------------------------------------------------
+// A drill run by several pods: the Indexed Job.
+
+#[test]
+fn the_drill_job_runs_indexed_members_of_which_only_member_0_triggers() {
+    let file = repo().join("deploy/kubernetes/pgdrill-drill-job.yaml");
+    let docs = documents(&file);
+    let job = docs
+        .iter()
+        .find(|d| kind(d) == "Job")
+        .expect("a Job in the drill manifest");
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    let n = spec["completions"].as_u64().expect("completions");
+    assert!(n >= 2, "a drill of several members");
+    assert_eq!(
+        spec["parallelism"].as_u64(),
+        Some(n),
+        "every member at once"
+    );
+    assert_eq!(
+        spec["backoffLimitPerIndex"], 0,
+        "a retried member 0 would trigger a second failover"
+    );
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    let env = |name: &str| -> Value {
+        c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not set"))
+            .clone()
+    };
+    assert_eq!(env("PGDRILL_MEMBERS")["value"], n.to_string());
+    let field = |name: &str| env(name)["valueFrom"]["fieldRef"]["fieldPath"].clone();
+    assert_eq!(
+        field("PGDRILL_MEMBER_INDEX"),
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    );
+    // Shared by every pod of this Job, different for every Job.
+    assert_eq!(
+        field("PGDRILL_DRILL_ID"),
+        "metadata.labels['batch.kubernetes.io/controller-uid']"
+    );
+    assert!(env("PGDRILL_DSN")["valueFrom"]["secretKeyRef"]["key"].is_string());
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+
+    let args = strings(&c["args"]);
+    // The default table is being renamed and a drill keeps every row: neither is set here.
+    for flag in [
+        "--table",
+        "--retention",
+        "--dsn",
+        "--member-index",
+        "--drill-id",
+    ] {
+        assert!(
+            !args.iter().any(|a| a.starts_with(flag)),
+            "{flag} in the Job's args: {args:?}"
+        );
+    }
+    assert!(args.iter().any(|a| a == "--summary-json=-"), "{args:?}");
+    let rate: f64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--rate="))
+        .expect("--rate")
+        .parse()
+        .expect("a number");
+    let text = fs::read_to_string(&file).expect("read");
+    let total = format!("{} INSERT/s in all from {n} members", rate * n as f64);
+    assert!(
+        text.replace(',', "").contains(&total),
+        "the comment says --rate is TOTAL/N: {total}"
+    );
+
+    // pgdrill takes the flags as each pod gets them: member 0 triggers, the others measure.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password = dir.path().join("password");
+    fs::write(&password, "x\n").expect("write");
+    for index in [0, n - 1] {
+        let mut argv = vec!["pgdrill".to_string()];
+        argv.extend(args.iter().map(|a| {
+            if a.starts_with("--password-file=") {
+                format!("--password-file={}", password.display())
+            } else {
+                // Kubernetes turns the escape `$$(` into `$(` before the container starts.
+                a.replace("$$(", "$(")
+            }
+        }));
+        argv.extend([
+            "--dsn".to_string(),
+            "postgres://pgdrill@db.invalid/pgdrill?sslmode=verify-full".to_string(),
+            "--drill-id".to_string(),
+            "0b6f7f52-5a8f-4b1c-9d55-2f4c1c1e6a10".to_string(),
+            "--member-index".to_string(),
+            index.to_string(),
+            "--members".to_string(),
+            n.to_string(),
+        ]);
+        let config = <pgdrill::config::Cli as clap::Parser>::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .run
+            .validate(|_| None)
+            .unwrap_or_else(|e| panic!("member {index}: {e}"));
+        assert_eq!(config.drill.trigger.is_some(), index == 0, "member {index}");
+    }
+}

@@ -1,0 +1,537 @@
+//! One verdict from the summaries of a drill run by several processes (`pgdrill report
+//! A.json B.json …`): the trigger(s) from the member that ran them, each member's outages
+//! timed from them, and the same rules ([`judge_members`]) over all of them.
+//!
+//! Nothing is merged silently: a summary of another drill is left out and named, and a
+//! missing, duplicated or misplaced member, a second triggering member or none, a member
+//! that was not running (or whose clock disagrees) around a trigger make the drill INVALID
+//! with the member's name. Merging one summary gives the verdict the run gave itself.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::clock::ClockOffset;
+use crate::drill::fleet::Member;
+use crate::drill::stats::Distribution;
+use crate::drill::timing::{attribute, Baseline, DrillTiming, OutageFacts};
+use crate::drill::trigger::TriggerRun;
+use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
+use crate::drill::Objectives;
+use crate::telemetry::timeline::Timeline;
+
+/// What the merge reads of a summary (field names as the summary JSON).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberSummary {
+    pub run_id: i64,
+    #[serde(default)]
+    pub drill_id: Option<String>,
+    #[serde(default)]
+    pub member: Option<Member>,
+    #[serde(default)]
+    pub server_clock: Option<ClockOffset>,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    #[serde(default)]
+    pub target_rate: Option<f64>,
+    pub transactions: u64,
+    pub successes: u64,
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub lost_writes: u64,
+    #[serde(default)]
+    pub unknown_outcome_writes: u64,
+    #[serde(default)]
+    pub unknown_outcome_committed: u64,
+    #[serde(default)]
+    pub unknown_outcome_not_committed: u64,
+    #[serde(default)]
+    pub unknown_outcome_unresolved: u64,
+    #[serde(default)]
+    pub new_primary_writes_unix: Vec<f64>,
+    #[serde(default)]
+    pub outages: Vec<OutageFacts>,
+    #[serde(default)]
+    pub timeline: Timeline,
+    #[serde(default)]
+    pub drill: Option<MemberDrill>,
+}
+
+/// The `drill` object of the summary of the member that ran the trigger.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberDrill {
+    pub command: String,
+    pub objectives: Objectives,
+    /// Absent in summaries older than the field: as many as ran.
+    #[serde(default)]
+    pub planned_triggers: Option<u32>,
+    pub triggers: Vec<TriggerRun>,
+    pub baselines: Vec<Baseline>,
+    pub drills: Vec<DrillTiming>,
+    pub verdict: Verdict,
+}
+
+/// One member's figures in the merged report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberFigures {
+    /// `member 2 (pod-2.json)`, or the file name without `--member-index`.
+    pub name: String,
+    pub file: String,
+    pub run_id: i64,
+    pub drill_id: Option<String>,
+    pub member: Option<Member>,
+    pub ran_trigger: bool,
+    /// The verdict the triggering member gave its own run.
+    pub own_verdict: Option<VerdictKind>,
+    /// How far this member's clock was ahead of the triggering member's (negative:
+    /// behind), through the database server's clock, which both read at the end.
+    pub clock_ahead_seconds: Option<f64>,
+    /// The two readings' uncertainty (half their round trips) added up.
+    pub clock_uncertainty_seconds: Option<f64>,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub target_rate: Option<f64>,
+    pub transactions: u64,
+    pub successes: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub lost_writes: u64,
+    pub unknown_outcome_writes: u64,
+    pub unknown_outcome_committed: u64,
+    pub unknown_outcome_not_committed: u64,
+    pub unknown_outcome_unresolved: u64,
+    pub outages: usize,
+    /// The load before each trigger as this member saw it (from its timeline, or the
+    /// trigger member's own).
+    pub baselines: Vec<Baseline>,
+    /// Its outages attributed to the triggers and timed from them.
+    pub drills: Vec<DrillTiming>,
+    /// The longest write unavailability attributed to a trigger.
+    pub worst_write_unavailable_seconds: Option<f64>,
+}
+
+/// The member with the longest write unavailability.
+#[derive(Debug, Clone, Serialize)]
+pub struct Worst {
+    pub member: String,
+    pub write_unavailable_seconds: f64,
+}
+
+/// A summary left out of the merge, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotMerged {
+    pub file: String,
+    pub reason: String,
+}
+
+/// The merged JSON (`pgdrill report … --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    pub drill_id: Option<String>,
+    pub members: Vec<MemberFigures>,
+    pub not_merged: Vec<NotMerged>,
+    /// The member whose summary holds the triggers.
+    pub trigger_member: Option<String>,
+    pub command: Option<String>,
+    pub objectives: Option<Objectives>,
+    pub triggers: Vec<TriggerRun>,
+    /// Each member's longest attributed write unavailability, across members.
+    pub write_unavailable_seconds: Option<Distribution>,
+    pub worst: Option<Worst>,
+    pub trigger_to_first_failed_write_seconds: Option<Distribution>,
+    pub trigger_to_new_primary_write_seconds: Option<Distribution>,
+    pub transactions: u64,
+    pub successes: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// The sum of the members' lost writes, each verified by its own member.
+    pub lost_writes: u64,
+    pub unknown_outcome_writes: u64,
+    pub unknown_outcome_committed: u64,
+    pub unknown_outcome_not_committed: u64,
+    pub unknown_outcome_unresolved: u64,
+    /// `None`: one summary of a canary run (no trigger, no verdict, as the run itself).
+    pub verdict: Option<Verdict>,
+}
+
+impl FleetReport {
+    /// 0 pass (and a lone canary), 3 fail, 4 invalid: as the run of one process.
+    pub fn exit_code(&self) -> u8 {
+        self.verdict.as_ref().map_or(0, |v| v.verdict.exit_code())
+    }
+}
+
+/// A summary read from `file`.
+pub struct Input {
+    pub file: String,
+    pub summary: MemberSummary,
+}
+
+/// How far a member's run may end before a trigger it should have seen, or start after
+/// it, before it counts as not running then (its start is taken before it connects).
+const SPAN_SLACK: f64 = 1.0;
+
+/// Clocks further apart than this (beyond the measurement's uncertainty) disagree: the
+/// figures timed from the trigger would be off by as much.
+pub const CLOCK_TOLERANCE: f64 = 0.1;
+
+/// Merges the summaries of one drill and judges it.
+pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
+    let mut invalid = Vec::new();
+    let single = inputs.len() == 1;
+    inputs.sort_by_key(|i| i.summary.member.map_or(u32::MAX, |m| m.index));
+    let name = |i: &Input| match i.summary.member {
+        Some(m) => format!("member {} ({})", m.index, i.file),
+        None => i.file.clone(),
+    };
+
+    // The trigger member decides which drill this is; summaries of another are left out.
+    let drill_id = inputs
+        .iter()
+        .find(|i| i.summary.drill.is_some())
+        .or(inputs.first())
+        .and_then(|i| i.summary.drill_id.clone());
+    let mut not_merged = Vec::new();
+    if !single {
+        inputs.retain(|i| {
+            let reason = match (&i.summary.drill_id, &drill_id) {
+                (None, _) => {
+                    "no drill id (--drill-id): it cannot be told apart from another drill's"
+                        .to_string()
+                }
+                (Some(id), Some(ours)) if id != ours => {
+                    format!("drill id {id:?} is not this drill's ({ours:?})")
+                }
+                _ => return true,
+            };
+            invalid.push(format!("{} not merged: {reason}", name(i)));
+            not_merged.push(NotMerged {
+                file: i.file.clone(),
+                reason,
+            });
+            false
+        });
+    }
+    invalid.extend(member_problems(&inputs, &name));
+
+    let trigger_inputs: Vec<&Input> = inputs
+        .iter()
+        .filter(|i| i.summary.drill.is_some())
+        .collect();
+    let trigger_input = match trigger_inputs.as_slice() {
+        [] if single => None,
+        [] => {
+            invalid.push(
+                "no summary holds the failover trigger: the triggering member (member 0) is \
+                 missing or its summary was not given"
+                    .to_string(),
+            );
+            None
+        }
+        [one] => Some(*one),
+        more => {
+            let names: Vec<String> = more.iter().map(|i| name(i)).collect();
+            invalid.push(format!(
+                "{} each ran failover triggers: one member of a drill triggers, the others \
+                 measure only",
+                names.join(", ")
+            ));
+            Some(more[0])
+        }
+    };
+    let drill = trigger_input.and_then(|i| i.summary.drill.as_ref());
+    let triggers: Vec<TriggerRun> = drill.map(|d| d.triggers.clone()).unwrap_or_default();
+
+    let members: Vec<MemberFigures> = inputs
+        .iter()
+        .map(|i| {
+            let is_trigger = trigger_input.is_some_and(|t| std::ptr::eq(t, i));
+            let reference = trigger_input.and_then(|t| t.summary.server_clock);
+            figures(
+                i,
+                name(i),
+                is_trigger,
+                drill,
+                &triggers,
+                reference,
+                &mut invalid,
+            )
+        })
+        .collect();
+
+    let lost: u64 = members.iter().map(|m| m.lost_writes).sum();
+    let verdict = match drill {
+        Some(d) => {
+            let facts: Vec<MemberFacts<'_>> = members
+                .iter()
+                .zip(&inputs)
+                .map(|(m, i)| MemberFacts {
+                    name: (!single).then_some(m.name.as_str()),
+                    baselines: &m.baselines,
+                    drills: &m.drills,
+                    outages: &i.summary.outages,
+                })
+                .collect();
+            let planned = d
+                .planned_triggers
+                .unwrap_or(u32::try_from(d.triggers.len()).unwrap_or(u32::MAX));
+            Some(judge_members(
+                &d.objectives,
+                planned,
+                &triggers,
+                &facts,
+                lost,
+                invalid,
+            ))
+        }
+        // One canary summary: no verdict, as the run itself had none.
+        None if single => None,
+        // Nothing to judge the members by, which is itself the reason.
+        None => Some(Verdict {
+            verdict: VerdictKind::Invalid,
+            failed: Vec::new(),
+            invalid,
+        }),
+    };
+    let trigger_member = trigger_input.map(name);
+    totals(
+        drill_id,
+        members,
+        not_merged,
+        trigger_member,
+        drill,
+        triggers,
+        verdict,
+    )
+}
+
+/// Members that are missing, duplicated, or disagree on how many there are.
+fn member_problems(inputs: &[Input], name: &dyn Fn(&Input) -> String) -> Vec<String> {
+    let mut invalid = Vec::new();
+    let counted: Vec<(&Input, Member)> = inputs
+        .iter()
+        .filter_map(|i| i.summary.member.map(|m| (i, m)))
+        .collect();
+    if counted.is_empty() {
+        return invalid;
+    }
+    for i in inputs.iter().filter(|i| i.summary.member.is_none()) {
+        invalid.push(format!(
+            "{} has no --member-index, unlike the others",
+            name(i)
+        ));
+    }
+    let of = counted[0].1.of;
+    for (i, m) in &counted {
+        if m.of != of {
+            invalid.push(format!(
+                "{} says the drill has {} members, {} says {of}",
+                name(i),
+                m.of,
+                name(counted[0].0)
+            ));
+        }
+    }
+    for index in 0..of {
+        let with: Vec<&Input> = counted
+            .iter()
+            .filter(|(_, m)| m.index == index)
+            .map(|(i, _)| *i)
+            .collect();
+        match with.as_slice() {
+            [] => invalid.push(format!(
+                "member {index} of {of} is missing: no summary from it (it failed, or its \
+                 summary was not collected)"
+            )),
+            [_] => {}
+            more => invalid.push(format!(
+                "member {index} appears {} times: {}",
+                more.len(),
+                more.iter()
+                    .map(|i| i.file.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    invalid
+}
+
+/// One member's figures: the trigger member's own drills and baselines; for the others
+/// their outages attributed to the trigger member's triggers, and baselines from their
+/// timeline over the trigger member's baseline windows.
+fn figures(
+    i: &Input,
+    name: String,
+    is_trigger: bool,
+    drill: Option<&MemberDrill>,
+    triggers: &[TriggerRun],
+    reference: Option<ClockOffset>,
+    invalid: &mut Vec<String>,
+) -> MemberFigures {
+    let s = &i.summary;
+    let skew = reference.zip(s.server_clock).map(|(r, own)| {
+        (
+            r.offset_seconds - own.offset_seconds,
+            r.uncertainty_seconds + own.uncertainty_seconds,
+        )
+    });
+    if let Some((ahead, within)) = skew.filter(|(a, w)| a.abs() - w > CLOCK_TOLERANCE) {
+        invalid.push(format!(
+            "{name}: its clock was {ahead:+.3} s (± {within:.3} s) off the triggering member's, \
+             read through the database server's clock: more than {CLOCK_TOLERANCE} s, so its \
+             failover cannot be timed from the trigger"
+        ));
+    }
+    let (baselines, drills) = match (is_trigger, drill) {
+        (true, Some(d)) => (d.baselines.clone(), d.drills.clone()),
+        (_, Some(d)) => {
+            let (start, end) = run_span(s);
+            for t in triggers {
+                if t.started_unix < start - SPAN_SLACK || t.started_unix > end + SPAN_SLACK {
+                    invalid.push(format!(
+                        "{name}: its run ({} for {:.1} s) does not cover trigger {} at {}: it \
+                         ran at another time, or its clock disagrees",
+                        s.started_at,
+                        s.duration_seconds,
+                        t.index,
+                        super::rfc3339(t.started_unix)
+                    ));
+                }
+            }
+            let baselines = d
+                .baselines
+                .iter()
+                .filter_map(|w| match baseline(&s.timeline, w, s.target_rate) {
+                    Some(b) => Some(b),
+                    None => {
+                        invalid.push(format!(
+                            "{name}: no load recorded in the baseline window before trigger {}: \
+                             it was not running then, or its clock disagrees",
+                            w.trigger
+                        ));
+                        None
+                    }
+                })
+                .collect();
+            let drills = attribute(triggers, &s.outages, &s.new_primary_writes_unix, end);
+            (baselines, drills)
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
+    let worst = drills
+        .iter()
+        .filter_map(|d| d.write_unavailable_seconds)
+        .reduce(f64::max);
+    MemberFigures {
+        name,
+        file: i.file.clone(),
+        run_id: s.run_id,
+        drill_id: s.drill_id.clone(),
+        member: s.member,
+        ran_trigger: is_trigger,
+        own_verdict: drill.filter(|_| is_trigger).map(|d| d.verdict.verdict),
+        clock_ahead_seconds: skew.map(|(ahead, _)| ahead),
+        clock_uncertainty_seconds: skew.map(|(_, within)| within),
+        started_at: s.started_at.clone(),
+        duration_seconds: s.duration_seconds,
+        target_rate: s.target_rate,
+        transactions: s.transactions,
+        successes: s.successes,
+        errors: s.errors.clone(),
+        lost_writes: s.lost_writes,
+        unknown_outcome_writes: s.unknown_outcome_writes,
+        unknown_outcome_committed: s.unknown_outcome_committed,
+        unknown_outcome_not_committed: s.unknown_outcome_not_committed,
+        unknown_outcome_unresolved: s.unknown_outcome_unresolved,
+        outages: s.outages.len(),
+        baselines,
+        drills,
+        worst_write_unavailable_seconds: worst,
+    }
+}
+
+/// Start and end of a member's run, Unix seconds on its clock: from `started_at`, else
+/// from its timeline.
+fn run_span(s: &MemberSummary) -> (f64, f64) {
+    let start = humantime::parse_rfc3339(&s.started_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .or_else(|| s.timeline.span().map(|(a, _)| a as f64))
+        .unwrap_or(0.0);
+    (start, start + s.duration_seconds)
+}
+
+/// The load a member's timeline holds within the trigger member's baseline window (whole
+/// seconds inside it); `None` when it holds none.
+fn baseline(t: &Timeline, window: &Baseline, target_rate: Option<f64>) -> Option<Baseline> {
+    let from = window.from_unix.ceil() as u64;
+    let to = window.to_unix.floor() as u64;
+    let inside: Vec<_> = t.iter().filter(|b| b.at >= from && b.end() <= to).collect();
+    let (first, last) = (inside.first()?, inside.last()?);
+    Some(Baseline {
+        trigger: window.trigger,
+        from_unix: first.at as f64,
+        to_unix: last.end() as f64,
+        successes: inside.iter().map(|b| u64::from(b.successes)).sum(),
+        errors: inside.iter().map(|b| b.errors_total()).sum(),
+        target_rate,
+    })
+}
+
+fn totals(
+    drill_id: Option<String>,
+    members: Vec<MemberFigures>,
+    not_merged: Vec<NotMerged>,
+    trigger_member: Option<String>,
+    drill: Option<&MemberDrill>,
+    triggers: Vec<TriggerRun>,
+    verdict: Option<Verdict>,
+) -> FleetReport {
+    let each = |f: fn(&DrillTiming) -> Option<f64>| {
+        Distribution::of(members.iter().flat_map(|m| m.drills.iter().filter_map(f)))
+    };
+    let worst = members
+        .iter()
+        .filter_map(|m| m.worst_write_unavailable_seconds.map(|w| (m, w)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(m, w)| Worst {
+            member: m.name.clone(),
+            write_unavailable_seconds: w,
+        });
+    let mut errors = BTreeMap::new();
+    for (class, n) in members.iter().flat_map(|m| &m.errors) {
+        *errors.entry(class.clone()).or_insert(0) += n;
+    }
+    let sum = |f: fn(&MemberFigures) -> u64| members.iter().map(f).sum::<u64>();
+    FleetReport {
+        drill_id,
+        write_unavailable_seconds: Distribution::of(
+            members
+                .iter()
+                .filter_map(|m| m.worst_write_unavailable_seconds),
+        ),
+        worst,
+        trigger_to_first_failed_write_seconds: each(|d| d.trigger_to_first_failed_write_seconds),
+        trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),
+        transactions: sum(|m| m.transactions),
+        successes: sum(|m| m.successes),
+        errors,
+        lost_writes: sum(|m| m.lost_writes),
+        unknown_outcome_writes: sum(|m| m.unknown_outcome_writes),
+        unknown_outcome_committed: sum(|m| m.unknown_outcome_committed),
+        unknown_outcome_not_committed: sum(|m| m.unknown_outcome_not_committed),
+        unknown_outcome_unresolved: sum(|m| m.unknown_outcome_unresolved),
+        trigger_member,
+        command: drill.map(|d| d.command.clone()),
+        objectives: drill.map(|d| d.objectives),
+        triggers,
+        not_merged,
+        members,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+#[path = "merge_tests.rs"]
+mod tests;

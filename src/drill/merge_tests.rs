@@ -1,0 +1,296 @@
+//! Merging summaries: one, three, and the ways a merge is refused.
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::drill::timing::tests::trigger;
+use crate::drill::{DrillArgs, DrillReport, RunFacts};
+
+const T0: f64 = 1_800_000_000.0;
+
+/// A member's summary as JSON: 60 s at 100/s from T0, one outage from T0 + 30.05 s
+/// lasting `unavailable`; with `rto` the member ran the trigger at T0 + 30 s.
+fn pod(index: u32, drill: &str, unavailable: f64, lost: u64, rto: Option<&str>) -> Value {
+    let start = T0 + 30.05;
+    let outage = OutageFacts {
+        index: 1,
+        start_unix: start,
+        end_unix: Some(start + unavailable),
+        write_unavailable_seconds: Some(unavailable),
+        lost_writes: Some(lost),
+        rpo_seconds: Some(0.0),
+    };
+    let buckets: Vec<Value> = (0..60)
+        .map(|s| json!({"at": T0 as u64 + s, "attempts": 100, "successes": 100}))
+        .collect();
+    let mut v = json!({
+        "run_id": 100 + i64::from(index),
+        "drill_id": drill,
+        "member": {"index": index, "of": 3},
+        "started_at": crate::drill::rfc3339(T0),
+        "duration_seconds": 60.0,
+        "target_rate": 100.0,
+        "transactions": 6000,
+        "successes": 5990,
+        "errors": {"connection_closed": 10},
+        "lost_writes": lost,
+        "unknown_outcome_writes": 2,
+        "unknown_outcome_committed": 1,
+        "unknown_outcome_not_committed": 1,
+        "new_primary_writes_unix": [start + unavailable],
+        "outages": [outage],
+        "timeline": {"classes": ["connection_closed"], "buckets": buckets},
+    });
+    if let Some(rto) = rto {
+        let config = DrillArgs {
+            failover_command: Some("pg_ctl promote -D /x".into()),
+            failover_shell: false,
+            failover_after: None,
+            failovers: None,
+            failover_every: None,
+            failover_timeout: "1m".parse().unwrap(),
+            rto_objective: rto.parse().unwrap(),
+            rpo_objective: 0,
+            fleet: Default::default(),
+        }
+        .validate(Some(Duration::from_secs(60)))
+        .unwrap();
+        let report = DrillReport::build(
+            &config.trigger.unwrap(),
+            config.objectives,
+            RunFacts {
+                triggers: vec![trigger(1, T0 + 30.0, 0.2)],
+                baselines: vec![Baseline {
+                    trigger: 1,
+                    from_unix: T0 + 20.0,
+                    to_unix: T0 + 30.0,
+                    successes: 1000,
+                    errors: 0,
+                    target_rate: Some(100.0),
+                }],
+                outages: vec![outage],
+                new_primary_writes_unix: vec![start + unavailable],
+                lost_writes_in_run: lost,
+                run_end_unix: T0 + 60.0,
+            },
+        );
+        v["drill"] = serde_json::to_value(report).unwrap();
+    }
+    v
+}
+
+fn inputs(pods: &[Value]) -> Vec<Input> {
+    pods.iter()
+        .enumerate()
+        .map(|(n, v)| Input {
+            file: format!("pod-{n}.json"),
+            summary: serde_json::from_value(v.clone()).unwrap(),
+        })
+        .collect()
+}
+
+fn verdict(pods: &[Value]) -> Verdict {
+    merge(inputs(pods)).verdict.expect("a verdict")
+}
+
+#[test]
+fn one_summary_merges_into_the_verdict_the_run_gave_itself() {
+    for rto in ["120s", "100ms"] {
+        let mut one = pod(0, "d1", 0.3, 0, Some(rto));
+        one["member"] = Value::Null;
+        let own: Verdict = serde_json::from_value(one["drill"]["verdict"].clone()).unwrap();
+        assert_eq!(verdict(&[one]), own, "{rto}");
+    }
+    let mut canary = pod(0, "d1", 0.3, 0, None);
+    canary["member"] = Value::Null;
+    let merged = merge(inputs(&[canary]));
+    assert_eq!(merged.verdict, None);
+    assert_eq!(merged.exit_code(), 0);
+    // One member's summary of a drill run by three: the others are missing.
+    let v = verdict(&[pod(0, "d1", 0.3, 0, Some("120s"))]);
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert!(v.invalid[0].contains("member 1 of 3 is missing"), "{v}");
+}
+
+#[test]
+fn three_members_give_one_verdict_with_each_ones_figures_and_the_worst() {
+    let pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    let r = merge(inputs(&pods));
+    let v = r.verdict.clone().unwrap();
+    assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(r.members.len(), 3);
+    assert_eq!(r.trigger_member.as_deref(), Some("member 0 (pod-0.json)"));
+    let worst = r.worst.as_ref().unwrap();
+    assert_eq!(worst.member, "member 1 (pod-1.json)");
+    assert!((worst.write_unavailable_seconds - 0.5).abs() < 1e-9);
+    let d = r.write_unavailable_seconds.unwrap();
+    assert_eq!((d.samples, d.min, d.max), (3, 0.3, 0.5));
+    // Each member's failover timed from member 0's trigger.
+    let first = r.members[2].drills[0]
+        .trigger_to_first_failed_write_seconds
+        .unwrap();
+    assert!((first - 0.05).abs() < 1e-6, "{first}");
+    assert_eq!(r.members[1].baselines[0].successes, 1000);
+    assert_eq!((r.transactions, r.unknown_outcome_writes), (18_000, 6));
+    assert_eq!(r.errors["connection_closed"], 30);
+
+    // Member 1 missed the objective: FAIL, naming it.
+    let strict = [
+        pod(0, "d1", 0.3, 0, Some("450ms")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    let v = verdict(&strict);
+    assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+    assert_eq!(v.failed.len(), 1, "{v}");
+    assert!(
+        v.failed[0].starts_with("member 1 (pod-1.json): trigger 1: writes unavailable for 0.500 s"),
+        "{v}"
+    );
+
+    // Lost writes add up over the members, each verified by its own.
+    let lossy = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 2, None),
+        pod(2, "d1", 0.4, 1, None),
+    ];
+    let v = verdict(&lossy);
+    assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+    assert_eq!(
+        v.failed,
+        ["3 acknowledged writes lost, over the RPO objective (at most 0)"]
+    );
+}
+
+#[test]
+fn foreign_missing_or_absent_members_make_it_invalid_naming_them() {
+    // A summary of another drill: left out, named.
+    let pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "other", 0.4, 0, None),
+    ];
+    let r = merge(inputs(&pods));
+    let v = r.verdict.clone().unwrap();
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert_eq!(r.exit_code(), 4);
+    assert_eq!(r.members.len(), 2);
+    assert_eq!(r.not_merged[0].file, "pod-2.json");
+    assert!(
+        v.invalid[0].contains("member 2 (pod-2.json) not merged: drill id \"other\""),
+        "{v}"
+    );
+    assert!(v.invalid[1].contains("member 2 of 3 is missing"), "{v}");
+
+    // No triggering member.
+    let v = verdict(&[pod(1, "d1", 0.5, 0, None), pod(2, "d1", 0.4, 0, None)]);
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert!(
+        v.invalid
+            .iter()
+            .any(|r| r.contains("member 0 of 3 is missing")),
+        "{v}"
+    );
+    assert!(
+        v.invalid
+            .iter()
+            .any(|r| r.contains("no summary holds the failover trigger")),
+        "{v}"
+    );
+
+    // Two triggering members; a duplicated member.
+    let v = verdict(&[
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, Some("120s")),
+        pod(1, "d1", 0.4, 0, None),
+    ]);
+    assert!(
+        v.invalid
+            .iter()
+            .any(|r| r.contains("member 1 appears 2 times")),
+        "{v}"
+    );
+    assert!(
+        v.invalid
+            .iter()
+            .any(|r| r.contains("each ran failover triggers")),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_member_not_running_at_the_trigger_or_unhealthy_before_it_is_named() {
+    // Its clock 100 s ahead: its run does not cover the trigger, its baseline is empty.
+    let mut late = pod(2, "d1", 0.4, 0, None);
+    late["started_at"] = json!(crate::drill::rfc3339(T0 + 100.0));
+    let buckets: Vec<Value> = (100..160)
+        .map(|s| json!({"at": T0 as u64 + s, "attempts": 100, "successes": 100}))
+        .collect();
+    late["timeline"]["buckets"] = json!(buckets);
+    let v = verdict(&[
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        late,
+    ]);
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert!(
+        v.invalid
+            .iter()
+            .any(|r| r.starts_with("member 2 (pod-2.json): its run")
+                && r.contains("clock disagrees")),
+        "{v}"
+    );
+    assert!(
+        v.invalid
+            .iter()
+            .any(|r| r.contains("no load recorded in the baseline window")),
+        "{v}"
+    );
+
+    // Failed writes in member 1's baseline.
+    let mut sick = pod(1, "d1", 0.5, 0, None);
+    sick["timeline"]["buckets"][25]["errors"] = json!([[0, 3]]);
+    let v = verdict(&[
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        sick,
+        pod(2, "d1", 0.4, 0, None),
+    ]);
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert!(
+        v.invalid[0].starts_with(
+            "member 1 (pod-1.json): the baseline before trigger 1 was unhealthy: 3 failed writes"
+        ),
+        "{v}"
+    );
+}
+
+#[test]
+fn clocks_that_disagree_through_the_server_make_it_invalid() {
+    let clock = |offset: f64| json!({"offset_seconds": offset, "uncertainty_seconds": 0.001});
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    pods[0]["server_clock"] = clock(10.0);
+    pods[1]["server_clock"] = clock(10.05);
+    pods[2]["server_clock"] = clock(9.5);
+    let r = merge(inputs(&pods));
+    let v = r.verdict.clone().unwrap();
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert_eq!(v.invalid.len(), 1, "{v}");
+    assert!(
+        v.invalid[0].starts_with("member 2 (pod-2.json): its clock was +0.500 s (± 0.002 s)"),
+        "{v}"
+    );
+    // 50 ms behind is within the tolerance, and reported.
+    let behind = r.members[1].clock_ahead_seconds.unwrap();
+    assert!((behind + 0.05).abs() < 1e-9, "{behind}");
+    assert_eq!(r.members[0].clock_ahead_seconds, Some(0.0));
+}
