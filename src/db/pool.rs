@@ -170,9 +170,10 @@ impl Manager {
         message: String,
         source: Option<tokio_postgres::Error>,
     ) -> ConnectError {
+        // Counted as a failed connection attempt; the error book counts the failed writes
+        // it causes, where they fail (one count per error in every output).
         self.metrics.connection_errors.inc(class);
         let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
-        self.metrics.errors.note(class, sqlstate, &message);
         if let Some(fatal) = &self.fatal {
             fatal.connect_failed(class, sqlstate, &message);
         }
@@ -323,6 +324,22 @@ fn note_prepared_breakage(fallback: Option<&AtomicBool>, err: &tokio_postgres::E
 pub struct CheckoutError {
     pub class: ErrorClass,
     pub message: String,
+    /// The server's SQLSTATE, if the failed connect got one.
+    pub sqlstate: Option<String>,
+}
+
+impl CheckoutError {
+    fn from_connect(e: ConnectError) -> CheckoutError {
+        CheckoutError {
+            class: e.class,
+            sqlstate: e
+                .source
+                .as_ref()
+                .and_then(|s| s.code())
+                .map(|c| c.code().to_string()),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl DbPool {
@@ -374,6 +391,7 @@ impl DbPool {
                     return Err(CheckoutError {
                         class: ErrorClass::ReadOnly,
                         message: "server is in recovery (a standby)".to_string(),
+                        sqlstate: None,
                     });
                 }
                 Ok(conn) => {
@@ -385,24 +403,17 @@ impl DbPool {
                 Err(e)
                     if e.class == ErrorClass::TooManyConnections
                         && self.pool.state().connections > 0 => {}
-                Err(e) => {
-                    return Err(CheckoutError {
-                        class: e.class,
-                        message: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(CheckoutError::from_connect(e)),
             }
         }
         // Idle connections to a server found silent are dropped unused, not written to.
         for _ in 0..=self.pool.config().max_size {
             let mut conn = self.pool.get().await.map_err(|e| match e {
-                RunError::User(e) => CheckoutError {
-                    class: e.class,
-                    message: e.to_string(),
-                },
+                RunError::User(e) => CheckoutError::from_connect(e),
                 RunError::TimedOut => CheckoutError {
                     class: ErrorClass::PoolTimeout,
                     message: "timed out waiting for a pool connection".to_string(),
+                    sqlstate: None,
                 },
             })?;
             if !conn.silence.is_silent() {
@@ -413,6 +424,7 @@ impl DbPool {
         Err(CheckoutError {
             class: ErrorClass::NoResponse,
             message: "every pooled connection reaches a server that stopped answering".to_string(),
+            sqlstate: None,
         })
     }
 

@@ -89,7 +89,6 @@ impl Shared {
                     unknown: true,
                     message: format!("no answer within {:?}", self.client_timeout),
                     sqlstate: None,
-                    noted: false,
                 }),
             },
             _ = conn.silence.declared() => Err(Failure {
@@ -97,7 +96,6 @@ impl Shared {
                 unknown: true,
                 message: format!("{} stopped answering", conn.silence.endpoint()),
                 sqlstate: None,
-                noted: false,
             }),
             _ = watchdog => unreachable!("the watchdog never ends"),
         };
@@ -137,9 +135,7 @@ pub async fn lane(
                     class: err.class,
                     unknown: false,
                     message: err.message,
-                    sqlstate: None,
-                    // Connect failures were noted where they happened; the pool's own are not.
-                    noted: err.class != ErrorClass::PoolTimeout,
+                    sqlstate: err.sqlstate,
                 };
                 report.failed(first, started, &failure);
                 // Jitter keeps lanes from reconnecting in lockstep.

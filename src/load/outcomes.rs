@@ -26,8 +26,6 @@ pub(crate) struct Failure {
     pub message: String,
     /// The server's SQLSTATE, if it sent one.
     pub sqlstate: Option<String>,
-    /// Already in the error book: a failed checkout was noted where the connect failed.
-    pub noted: bool,
 }
 
 impl Failure {
@@ -42,7 +40,6 @@ impl Failure {
                     .map(|d| format!(": {}", d.message()))
                     .unwrap_or_default(),
             sqlstate: err.code().map(|c| c.code().to_string()),
-            noted: false,
         }
     }
 }
@@ -200,11 +197,9 @@ impl LaneOutcomes {
         o.metrics.transaction_errors.inc(failure.class);
         o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
         o.detector.failure(started, failure.class);
-        if !failure.noted {
-            o.metrics
-                .errors
-                .note(failure.class, failure.sqlstate.as_deref(), &failure.message);
-        }
+        o.metrics
+            .errors
+            .note(failure.class, failure.sqlstate.as_deref(), &failure.message);
         if failure.unknown {
             o.metrics.unknown_outcome_writes.inc();
             o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
@@ -249,7 +244,6 @@ mod tests {
             unknown: true,
             message: String::new(),
             sqlstate: None,
-            noted: false,
         };
         lane.failed(job(1), t0, &closed);
         let refused = Failure {
@@ -257,7 +251,6 @@ mod tests {
             unknown: false,
             message: String::new(),
             sqlstate: None,
-            noted: true,
         };
         lane.failed(job(2), t0, &refused);
         outcomes.skipped();

@@ -164,7 +164,6 @@ mod tests {
             unknown: false,
             message: String::new(),
             sqlstate: None,
-            noted: true,
         };
         lane.failed(
             Job {

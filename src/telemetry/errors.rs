@@ -1,6 +1,8 @@
-//! Every distinct error, visible: the first of each (class, SQLSTATE) is logged with the
-//! server's message, the progress line counts them per SQLSTATE, and the summary lists each
-//! with its count and one message. Errors that retrying cannot fix are logged at ERROR with
+//! Every distinct error of a failed write, visible: the first of each (class, SQLSTATE) is
+//! logged with the server's message, the progress line counts them per SQLSTATE, and the
+//! summary lists each with its count and one message. One count per failed write, as in the
+//! tally and `pgdrill_transaction_errors_total`; failed connection attempts are counted
+//! apart (`pgdrill_connection_errors_total`). Errors that retrying cannot fix are logged at ERROR with
 //! what to change.
 
 use std::collections::BTreeMap;
@@ -14,6 +16,8 @@ use crate::supervisor::lock;
 /// Distinct (class, SQLSTATE) pairs kept; SQLSTATEs are a finite set, this only bounds memory
 /// against a server inventing codes. Later pairs are not listed.
 const MAX_KINDS: usize = 128;
+/// The SQLSTATE of the row that counts the kinds beyond [`MAX_KINDS`].
+const OTHER_SQLSTATES: &str = "*";
 /// The message kept per kind is cut here (server messages can quote long values).
 const MAX_MESSAGE: usize = 500;
 
@@ -67,7 +71,15 @@ impl ErrorBook {
             return;
         }
         if book.kinds.len() >= MAX_KINDS {
-            // Still counted per class in the metrics; only the listing is bounded.
+            // Listed together per class, so that the table still adds up to the total.
+            let rest = book
+                .kinds
+                .entry((class, OTHER_SQLSTATES.to_string()))
+                .or_insert((
+                    0,
+                    "SQLSTATEs beyond the first 128 kinds, counted together".into(),
+                ));
+            rest.0 += 1;
             return;
         }
         let message: String = crate::secrets::scrub(message)
@@ -163,8 +175,9 @@ mod tests {
             );
         }
         let kinds = book.kinds();
-        assert_eq!(kinds.len(), MAX_KINDS);
+        assert_eq!(kinds.len(), MAX_KINDS + 1, "the rest in one row");
         assert!(kinds.iter().all(|k| k.message.len() <= MAX_MESSAGE));
+        assert_eq!(kinds.iter().map(|k| k.count).sum::<u64>(), 1000, "adds up");
     }
 
     #[test]

@@ -54,6 +54,11 @@ async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() 
     let report = lab.force_failover().await.expect("forced failover");
     let summary = drill.finish().await;
     let scraped = watcher.states().await;
+    // One count per failed write, in every listing of the summary.
+    let by_class: u64 = summary.errors.values().sum();
+    let by_kind: u64 = summary.error_kinds.iter().map(|k| k.count).sum();
+    assert_eq!(by_class, summary.transactions - summary.successes, "{summary}");
+    assert_eq!(by_kind, by_class, "{:?}", summary.error_kinds);
     // The report keeps every transition; a 10 ms poll of /metrics can miss an
     // outage state that lasts a few tens of milliseconds, so it must only agree.
     let mut states = vec!["healthy".to_string()];
