@@ -98,6 +98,23 @@ pub async fn run(
     }
 }
 
+/// `--linger`: a run that ended by itself keeps `/metrics` up with its final figures and
+/// verdict for this long, so that a scrape every 15-60 s sees them before the process (a
+/// Kubernetes Job's pod) is gone. A signal ends it at once.
+async fn linger(linger: Duration, stop: &CancellationToken) {
+    if linger.is_zero() || stop.is_cancelled() {
+        return;
+    }
+    tracing::info!(
+        linger = %humantime::format_duration(linger),
+        "run over; /metrics keeps the final figures and the verdict until --linger ends"
+    );
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(linger) => {}
+    }
+}
+
 /// `pgdrill cleanup`: what was removed, as one line.
 pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupError> {
     db::cleanup::run(
@@ -171,7 +188,7 @@ impl Drill {
             config, &metrics, detector, &identity, &verifier, &outages, &timeline,
         );
         let lanes = lane_settings(config, &pool, workload);
-        let drill = drill_run(config, &metrics, &outages, &identity, &outcomes);
+        let drill = drill_run(config, &metrics, &outages, &identity, &outcomes, &timeline);
         Ok(Drill {
             fatal: fatal.clone(),
             drill,
@@ -252,6 +269,7 @@ impl Drill {
         summary.server_clock = server_clock;
         // pgdrill leaves no process behind: what the triggers left running ends now.
         drill::trigger::end_left_behind().await;
+        linger(config.linger, &stop).await;
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;
         sup.finish().await;
@@ -452,6 +470,7 @@ fn drill_run(
     outages: &Arc<Outages>,
     identity: &Arc<IdentityTracker>,
     outcomes: &Arc<Outcomes>,
+    timeline: &Arc<Recorder>,
 ) -> Option<Arc<DrillRun>> {
     let objectives = config.drill.objectives;
     metrics
@@ -473,6 +492,7 @@ fn drill_run(
             (t.successes(), t.failed())
         }),
         target_rate: config.rate,
+        timeline: timeline.clone(),
     };
     Some(DrillRun::new(trigger, objectives, sources))
 }

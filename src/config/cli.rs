@@ -137,6 +137,12 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_REPORT")]
     pub report: Option<PathBuf>,
 
+    /// After a run that ended by itself (--duration), keep /metrics up this long with the
+    /// final figures and verdict, for a scrape to see them (Kubernetes Jobs: 2x the scrape
+    /// interval); SIGINT/SIGTERM ends it.
+    #[arg(long, env = "PGDRILL_LINGER", default_value = "0s")]
+    pub linger: humantime::Duration,
+
     /// On SIGINT/SIGTERM or at the end, wait this long for in-flight transactions.
     #[arg(long, env = "PGDRILL_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: humantime::Duration,

@@ -60,6 +60,8 @@ pub struct Config {
     /// `--report`: checked writable at start.
     pub report: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    /// `--linger`: /metrics stays up this long after a run that ended by itself.
+    pub linger: Duration,
     pub outage_threshold: Duration,
     pub verify_window: Duration,
     /// Rate must hold at 95 % of target this long before an outage counts as recovered.
@@ -161,6 +163,7 @@ impl RunArgs {
                 None => None,
             },
             shutdown_grace: self.shutdown_grace.into(),
+            linger: self.linger.into(),
             outage_threshold,
             verify_window: positive("--verify-window", self.verify_window)?,
             recovery_window: Duration::from_secs(5),

@@ -2,6 +2,7 @@
 //! around each for its baseline, keeps the drill metrics current, and at the end builds the
 //! report with its verdict.
 
+use crate::telemetry::timeline::{EventKind, Recorder};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub struct Sources {
     /// Acknowledged and failed writes so far, from the plain tally of outcomes.
     pub counts: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
     pub target_rate: Option<f64>,
+    /// Where each trigger's start and end are marked (the report and the live page).
+    pub timeline: Arc<Recorder>,
 }
 
 #[derive(Default)]
@@ -110,6 +113,12 @@ impl DrillRun {
                 let to = self.counts(at);
                 let rate = self.sources.target_rate;
                 m.trigger_timestamp.set(to.unix);
+                self.sources.timeline.event(
+                    to.unix,
+                    EventKind::FailoverTrigger {
+                        how: format!("trigger {index} started: {}", self.config.action.display()),
+                    },
+                );
                 // This trigger's figures are not measured yet.
                 m.first_failed_write.set(0.0);
                 m.new_primary_write.set(0.0);
@@ -121,6 +130,17 @@ impl DrillRun {
             }
             TriggerEvent::Ended(run) => {
                 m.trigger_end_timestamp.set(run.ended_unix);
+                self.sources.timeline.event(
+                    run.ended_unix,
+                    EventKind::FailoverTrigger {
+                        how: format!(
+                            "trigger {} ended: {} after {:.3} s",
+                            run.index,
+                            run.outcome.label(),
+                            run.duration_seconds
+                        ),
+                    },
+                );
                 m.trigger_ended(run.outcome.label());
                 self.with(|b| b.triggers.push(run.clone()));
             }
@@ -240,6 +260,7 @@ mod tests {
             identity: tracker.clone(),
             counts: Box::new(move || (counted.load(Ordering::Relaxed), 0)),
             target_rate: Some(100.0),
+            timeline: Arc::new(Recorder::new(&[])),
         };
         let drill = DrillRun::new(config, objectives, sources);
         let pending = "pgdrill_drill_verdict{verdict=\"pending\"}";

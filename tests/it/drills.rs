@@ -138,6 +138,8 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
             "4s",
             "--rto-objective",
             "30s",
+            "--linger",
+            "3s",
         ],
         Duration::from_secs(60),
         |addr| async move {
@@ -152,6 +154,16 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
                         && metric(&text, "pgdrill_failover_new_primary_write_seconds") > 0.0
                         && metric(&text, "pgdrill_drill_verdict{verdict=\"pending\"}") == 1.0
                         && metric(&text, "pgdrill_rto_objective_seconds") == 30.0
+                },
+            )
+            .await;
+            // --linger: the verdict can be scraped before the process exits.
+            eventually(
+                Duration::from_secs(40),
+                "verdict on /metrics",
+                || async move {
+                    let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+                    metric(&text, "pgdrill_drill_verdict{verdict=\"pass\"}") == 1.0
                 },
             )
             .await;
@@ -190,6 +202,32 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
     );
     assert_eq!(timing["lost_writes"], 0, "sync replication loses nothing");
     assert_eq!(run.summary["primary_changes"], 1);
+    // The trigger's start and end are on the timeline, at the times recorded for it.
+    let marks: Vec<(f64, String)> = run.summary["timeline"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "failover_trigger")
+        .map(|e| {
+            (
+                f(&e["at"]),
+                e["how"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(marks.len(), 2, "{marks:?}");
+    assert!(
+        marks[0].1.starts_with("trigger 1 started: sh -c"),
+        "{marks:?}"
+    );
+    assert!(
+        marks[1].1.starts_with("trigger 1 ended: ok after"),
+        "{marks:?}"
+    );
+    assert!(
+        (marks[0].0 - started).abs() < 0.01 && marks[1].0 == ended,
+        "{marks:?}"
+    );
     lab.shutdown().await;
 }
 

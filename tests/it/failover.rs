@@ -57,7 +57,11 @@ async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() 
     // One count per failed write, in every listing of the summary.
     let by_class: u64 = summary.errors.values().sum();
     let by_kind: u64 = summary.error_kinds.iter().map(|k| k.count).sum();
-    assert_eq!(by_class, summary.transactions - summary.successes, "{summary}");
+    assert_eq!(
+        by_class,
+        summary.transactions - summary.successes,
+        "{summary}"
+    );
     assert_eq!(by_kind, by_class, "{:?}", summary.error_kinds);
     // The report keeps every transition; a 10 ms poll of /metrics can miss an
     // outage state that lasts a few tens of milliseconds, so it must only agree.
