@@ -256,6 +256,7 @@ impl Drill {
         // closes the backlog, and the drain begins.
         scheduler::run(config.rate, jobs_tx, &self.outcomes, &stop, config.duration).await;
         self.health.load_stopped();
+        self.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
         // A trigger still running when the load ends is killed; the drill is then invalid.
         sup.stop(Stage::Drill).await;

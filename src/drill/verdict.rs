@@ -212,8 +212,8 @@ fn judge_drill(
         let Some(o) = outages.iter().find(|o| o.index == *index) else {
             continue;
         };
-        match o.write_unavailable_seconds {
-            Some(seconds) => {
+        match (o.end_unix, o.write_unavailable_seconds) {
+            (Some(_), Some(seconds)) => {
                 if seconds > rto {
                     failed.push(format!(
                         "trigger {}: writes unavailable for {seconds:.3} s (outage {index}), \
@@ -229,22 +229,27 @@ fn judge_drill(
                     ));
                 }
             }
-            None => {
-                let lasted = if Some(*index) == d.outage {
-                    d.unavailable_at_run_end_seconds.unwrap_or(0.0)
-                } else {
-                    0.0
-                };
+            // Still open when the load stopped: how long it had lasted by then decides.
+            (_, so_far) => {
+                let lasted = so_far
+                    .or(if Some(*index) == d.outage {
+                        d.unavailable_at_run_end_seconds
+                    } else {
+                        None
+                    })
+                    .unwrap_or(0.0);
                 if lasted > rto {
                     failed.push(format!(
-                        "trigger {}: writes had not come back when the run ended, {lasted:.3} s \
-                         after outage {index} began, over the RTO objective ({rto} s)",
+                        "trigger {}: writes had not come back when the load stopped, \
+                         {lasted:.3} s after outage {index} began, over the RTO objective \
+                         ({rto} s)",
                         d.trigger
                     ));
                 } else {
                     invalid.push(format!(
-                        "trigger {}: the run ended during outage {index}, before the RTO \
-                         objective ({rto} s) could be judged",
+                        "trigger {}: the run ended during outage {index}, {lasted:.3} s after \
+                         it began, shorter than the RTO objective ({rto} s): it could not be \
+                         judged; run the drill longer",
                         d.trigger
                     ));
                 }
@@ -425,6 +430,24 @@ mod tests {
         let v = case.judge(objectives(10_000));
         assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
         assert!(v.failed[0].contains("29.900 s after outage 1 began"), "{v}");
+
+        // As the record says it at shutdown: still open, with its duration until the load
+        // stopped (not an ended outage whose writes were never verified).
+        let mut case = Case::forced();
+        case.outages = vec![OutageFacts {
+            write_unavailable_seconds: Some(9.989),
+            ..outage(1, T0 + 30.1, None, 0)
+        }];
+        let v = case.judge(objectives(3_000));
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+        assert!(v.failed[0].contains("9.989 s after outage 1 began"), "{v}");
+        assert!(v.invalid.is_empty(), "{v}");
+        let v = case.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert!(
+            v.invalid[0].contains("shorter than the RTO objective"),
+            "{v}"
+        );
 
         // Verification never finished: invalid, and a missed RTO is still reported.
         let mut case = Case::forced();

@@ -136,17 +136,17 @@ impl Monitor {
         let Some(start) = machine.outage_start() else {
             return;
         };
-        let now = Instant::now();
+        let now = self.outages.open_until(Instant::now());
         let classes = self
             .detector
             .with_events(|ev| ev.classes())
             .unwrap_or_default();
-        let seconds = (now - start).as_secs_f64();
+        let seconds = now.saturating_duration_since(start).as_secs_f64();
         tracing::warn!(
             event = "outage_open_at_shutdown",
             seconds = format!("{seconds:.3}"),
             classes = ?classes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            "writes were still unavailable at shutdown"
+            "writes were still unavailable when the load stopped"
         );
         self.outages.still_open(start, now, &classes);
     }

@@ -93,6 +93,9 @@ struct Book {
     /// States entered since the timeline sampler last asked, so a short outage between
     /// two samples still marks its second.
     entered: Vec<FailoverState>,
+    /// When the load stopped: an outage still open then lasted until this, not until the
+    /// shutdown after it.
+    load_end: Option<Instant>,
 }
 
 /// The records, shared by the monitor (writer) and the report (reader).
@@ -213,11 +216,22 @@ impl Outages {
         .flatten()
     }
 
-    /// Marks the open record as still open at `now`, with the duration so far.
-    pub fn still_open(&self, start: Instant, now: Instant, classes: &[ErrorClass]) {
+    /// The load stopped now (the end of `--duration`, or a signal).
+    pub fn load_stopped(&self, at: Instant) {
+        self.with(|b| b.load_end = Some(at));
+    }
+
+    /// When an outage open at shutdown stops counting: when the load stopped, else `now`.
+    pub fn open_until(&self, now: Instant) -> Instant {
+        self.with(|b| b.load_end).flatten().unwrap_or(now)
+    }
+
+    /// Marks the open record as still open at `until`, with the duration so far.
+    pub fn still_open(&self, start: Instant, until: Instant, classes: &[ErrorClass]) {
         self.with(|b| {
             if let Some(o) = b.outages.last_mut().filter(|o| o.ended_at.is_none()) {
-                o.write_unavailable_seconds = Some((now - start).as_secs_f64());
+                o.write_unavailable_seconds =
+                    Some(until.saturating_duration_since(start).as_secs_f64());
                 o.error_classes = classes.iter().map(|c| c.as_str()).collect();
                 o.open_at_shutdown = true;
             }
