@@ -246,7 +246,7 @@ impl Credentials {
                 tracing::warn!(
                     error = %err,
                     failed_runs = runs,
-                    retry_in = ?failing.backoff(),
+                    retry_in = %humantime::format_duration(failing.backoff()),
                     "--password-command failed; new connections fail until it succeeds"
                 );
                 cache.failing = Some(failing);

@@ -34,6 +34,11 @@ enum Change {
     NewPrimary,
 }
 
+/// A value for a log line: as it is, or `-` when unknown (never `Some(…)`).
+pub fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
 impl Identity {
     /// A changed address, timeline or postmaster start means a different server process.
     fn same_primary(&self, other: &Identity) -> bool {
@@ -221,17 +226,17 @@ impl IdentityTracker {
                 Change::Same => {}
                 Change::Restart => tracing::warn!(
                     event = "server_restarted",
-                    server = ?id.endpoint(),
-                    timeline = ?id.timeline,
-                    started = ?id.postmaster_start,
+                    server = %shown(id.endpoint()),
+                    timeline = %shown(id.timeline),
+                    started = %shown(id.postmaster_start.as_deref()),
                     "the primary restarted (same system and timeline)"
                 ),
                 Change::NewPrimary => tracing::warn!(
                     event = "primary_changed",
-                    from = ?old.endpoint(),
-                    to = ?id.endpoint(),
-                    from_timeline = ?old.timeline,
-                    to_timeline = ?id.timeline,
+                    from = %shown(old.endpoint()),
+                    to = %shown(id.endpoint()),
+                    from_timeline = %shown(old.timeline),
+                    to_timeline = %shown(id.timeline),
                     "the primary changed"
                 ),
             }

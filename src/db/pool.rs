@@ -286,7 +286,7 @@ impl Manager {
         if standby {
             // Connected to a standby: writes would fail with 25006, so do not pool it.
             self.metrics.connection_errors.inc(ErrorClass::ReadOnly);
-            tracing::debug!(server = ?id.endpoint(), "connected server is in recovery; discarding");
+            tracing::debug!(server = %crate::db::identity::shown(id.endpoint()), "connected server is in recovery; discarding");
         } else {
             self.identity.observe(&id);
         }

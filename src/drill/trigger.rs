@@ -302,7 +302,7 @@ pub async fn run(
             trigger = index,
             outcome = run.outcome.label(),
             seconds = format!("{:.3}", run.duration_seconds),
-            "failover trigger succeeded"
+            "failover trigger exited with status 0 (pgdrill judges the failover by the writes)"
         ),
         Some(problem) => tracing::error!(
             event = "trigger_ended",

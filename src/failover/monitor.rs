@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::identity::{Identity, IdentityTracker};
+use crate::db::identity::{shown, Identity, IdentityTracker};
 use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Transition, TICK};
 use crate::failover::outages::Outages;
 use crate::rpo::verify::{Request, Verifier};
@@ -145,7 +145,7 @@ impl Monitor {
         tracing::warn!(
             event = "outage_open_at_shutdown",
             seconds = format!("{seconds:.3}"),
-            classes = ?classes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            classes = %classes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(","),
             "writes were still unavailable when the load stopped"
         );
         self.outages.still_open(start, now, &classes);
@@ -178,7 +178,7 @@ impl Monitor {
                         outage: index as u32,
                     },
                 );
-                tracing::warn!(event = "outage_started", outage = index, at = %clock.rfc3339(start), primary = ?before.as_ref().and_then(Identity::endpoint), "writes unavailable");
+                tracing::warn!(event = "outage_started", outage = index, at = %clock.rfc3339(start), primary = %shown(before.as_ref().and_then(Identity::endpoint)), "writes unavailable");
                 None
             }
             Transition::OutageEnded {
@@ -202,8 +202,8 @@ impl Monitor {
                 tracing::warn!(
                     event = "outage_ended",
                     write_unavailable_seconds = format!("{seconds:.3}"),
-                    errors = ?classes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-                    primary = ?after.as_ref().and_then(Identity::endpoint),
+                    errors = %classes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(","),
+                    primary = %shown(after.as_ref().and_then(Identity::endpoint)),
                     "writes available again"
                 );
                 Some(Request {

@@ -216,7 +216,7 @@ fn headline(out: &mut String, r: &FleetReport) {
         "Unknown outcomes (sum)",
         &group(r.unknown_outcome_writes),
         &format!(
-            "{} committed, {} not committed, {} unresolved",
+            "{} on the new primary, {} not on it, {} unresolved",
             group(r.unknown_outcome_committed),
             group(r.unknown_outcome_not_committed),
             group(r.unknown_outcome_unresolved)

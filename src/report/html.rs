@@ -902,7 +902,7 @@ fn marker(e: &Event) -> (String, &'static str, String) {
             if *lost == 0 { "V✓" } else { "V✗" }.to_string(),
             if *lost == 0 { "#1b7f79" } else { "#b30000" },
             format!(
-                "verification{}: {} acknowledged writes checked, {} lost; unknown outcomes {} committed, {} not committed",
+                "verification{}: {} acknowledged writes checked, {} lost; unknown outcomes {} on the new primary, {} not on it",
                 outage.map_or_else(String::new, |o| format!(" after outage {o}")),
                 group(*checked),
                 group(*lost),
@@ -1331,7 +1331,7 @@ fn headline(out: &mut String, r: &ReportInput) {
         "Unknown outcomes (sent, never answered)",
         &group(r.unknown_outcome_writes),
         &format!(
-            "{} committed, {} not committed, {} unresolved",
+            "{} on the new primary, {} not on it, {} unresolved",
             group(r.unknown_outcome_committed),
             group(r.unknown_outcome_not_committed),
             group(open)
@@ -1444,7 +1444,7 @@ const HOW: &str = r#"<dl class="how">
 <dt>Write unavailability (RTO)</dt><dd>From the first write that failed (or, with writes in flight and none failing, the last acknowledgement) after the last acknowledged write, to the first acknowledged write after it. Detection delay is not included: the outage is dated back to that first failure. The verdict compares the longest one with the objective.</dd>
 <dt>Time to full rate</dt><dd>From the first acknowledged write after the outage to the start of the first recovery window in which the achieved rate held at 95&#8239;% of the target.</dd>
 <dt>Lost writes and RPO</dt><dd>Every acknowledged write of the verification window is looked up on the primary reached after the outage; a missing one is lost. The RPO is the span from the earliest lost acknowledgement to the moment writes stopped being acknowledged, rounded up to the acknowledgement ledger's time slice (0 when none is lost).</dd>
-<dt>Unknown outcomes</dt><dd>Writes sent whose connection broke before the answer came. Verification resolves each as committed (present on the new primary) or not committed; unresolved ones are those verification could not check.</dd>
+<dt>Unknown outcomes</dt><dd>Writes sent whose connection broke before the answer came. Verification looks for each on the new primary: found there, or not on it (an old primary may still hold it); unresolved ones are those verification could not check.</dd>
 <dt>Latency</dt><dd>From the write's intended start on the open-loop schedule to its acknowledgement, so time spent waiting for a connection during an outage counts (no coordinated omission).</dd>
 <dt>Achieved rate, errors</dt><dd>Acknowledged writes and failed writes per second, sampled once a second. Skipped writes were due while the backlog was full and were never started.</dd>
 <dt>Timeline resolution</dt><dd>Each second is kept for 6 hours, then merged into minutes for 24 hours and into 10-minute buckets for 30 days. The chart merges these into at most 540 columns: counts add, p99 and max take the largest (an upper bound, so spikes survive), p50 the success-weighted mean, and each column shows the worst failover state within it, so a sub-second outage still shows. Markers are at the exact event times.</dd>
@@ -2148,7 +2148,7 @@ pub(crate) mod tests {
         let html = render(&r);
         assert!(html.contains(r#"<span class="big">PASS</span>"#), "pass");
         assert!(html.contains("writes unavailable 2.97 s ≤ objective 30.00 s"));
-        assert!(html.contains("1 committed, 23 not committed, 0 unresolved"));
+        assert!(html.contains("1 on the new primary, 23 not on it, 0 unresolved"));
         assert!(html.contains("<b>2.97 s</b>"), "the outage row's RTO");
         assert!(
             html.contains(">11:12:00.061<"),

@@ -213,7 +213,7 @@ impl fmt::Display for Summary {
         self.fmt_errors(f)?;
         writeln!(
             f,
-            "  primary changes {}   lost writes {}   unknown outcome {} (committed {}, not committed {}{})",
+            "  primary changes {}   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
             self.primary_changes,
             self.lost_writes,
             self.unknown_outcome_writes,

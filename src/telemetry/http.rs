@@ -125,7 +125,7 @@ impl Limits {
         let max_connections = connection_cap(nofile, pool_size);
         if max_connections < MAX_CONNECTIONS {
             tracing::info!(
-                nofile = ?nofile,
+                nofile = %nofile.map_or_else(|| "-".to_string(), |n| n.to_string()),
                 pool_size,
                 max_connections,
                 "HTTP connections capped to leave file descriptors for the database pool"
@@ -203,7 +203,7 @@ pub async fn serve(
             Err(err) => {
                 // EMFILE and friends leave the connection queued: retrying at once spins.
                 if let Some(repeats) = accept_errors.hit(Instant::now()) {
-                    tracing::warn!(%err, repeats, retry_in = ?backoff, "accepting an HTTP connection failed");
+                    tracing::warn!(%err, repeats, retry_in = %humantime::format_duration(backoff), "accepting an HTTP connection failed");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
