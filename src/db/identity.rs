@@ -253,6 +253,11 @@ impl IdentityTracker {
         self.metrics.server_timeline.set(id.timeline.unwrap_or(0));
         self.metrics
             .set_primary_host(self.matching_host(id).as_deref());
+        self.metrics.set_primary_server([
+            shown(id.endpoint()),
+            shown(id.system_identifier.as_deref()),
+            shown(id.timeline),
+        ]);
         let event = match change {
             Change::Same => return,
             Change::Restart => {
@@ -279,13 +284,18 @@ impl IdentityTracker {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// The configured `host:port` this identity is, by exact address or, failing
-    /// that, by a port no other configured host uses.
+    /// The configured `host:port` this identity is, by exact address, the only host
+    /// configured, or a port no other configured host uses.
     fn matching_host(&self, id: &Identity) -> Option<String> {
         if let Some(endpoint) = id.endpoint() {
             if self.hosts.contains(&endpoint) {
                 return Some(endpoint);
             }
+        }
+        // One configured host (a proxy, a pooler, a DNS name): the writes went through it,
+        // whatever address the server behind it reports.
+        if let [only] = self.hosts.as_slice() {
+            return Some(only.clone());
         }
         let port = id.server_port?.to_string();
         let mut same_port = self
@@ -312,6 +322,37 @@ mod tests {
             timeline: Some(timeline),
             postmaster_start: Some("t0".into()),
         }
+    }
+
+    #[test]
+    fn behind_a_proxy_the_one_host_is_primary_and_the_server_is_named() {
+        let hosts = vec!["127.0.0.1:26500".to_string()];
+        let metrics = Metrics::new(&hosts);
+        let tracker = IdentityTracker::new(hosts, metrics.clone());
+        tracker.observe(&id(5001, 1));
+        let proxy = metrics
+            .host_is_primary
+            .with_label_values(&["127.0.0.1:26500"]);
+        assert_eq!(proxy.get(), 1);
+        tracker.observe(&id(5002, 2));
+        let server = |p: &str, t: &str| {
+            metrics
+                .primary_server
+                .with_label_values(&[p, "42", t])
+                .get()
+        };
+        assert_eq!(
+            (server("127.0.0.1:5001", "1"), server("127.0.0.1:5002", "2")),
+            (0, 1)
+        );
+        assert_eq!(proxy.get(), 1, "still written through the proxy");
+        for port in 6000..6020 {
+            tracker.observe(&id(port, i64::from(port)));
+        }
+        let series = prometheus::core::Collector::collect(&metrics.primary_server)[0]
+            .get_metric()
+            .len();
+        assert_eq!(series, 8, "bounded label values");
     }
 
     #[test]

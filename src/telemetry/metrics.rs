@@ -47,6 +47,11 @@ pub struct Metrics {
     pub primary_changes: IntCounter,
     pub server_restarts: IntCounter,
     pub host_is_primary: IntGaugeVec,
+    /// The server actually written to, as it sees itself (behind a proxy or a moved DNS
+    /// name the configured host says nothing); 1 for the current one, 0 for earlier ones.
+    pub primary_server: IntGaugeVec,
+    /// The label sets of `primary_server`, oldest first, at most [`MAX_PRIMARY_SERVERS`].
+    primary_servers: std::sync::Mutex<std::collections::VecDeque<[String; 3]>>,
     pub outages: IntCounter,
     pub outage_start_timestamp: Gauge,
     pub outage_end_timestamp: Gauge,
@@ -222,6 +227,18 @@ impl Metrics {
         for host in hosts {
             host_is_primary.with_label_values(&[host.as_str()]).set(0);
         }
+        let primary_server = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pgdrill_primary_server",
+                    "1 for the server pgdrill writes to now, as it reports itself (address, \
+                     system identifier, timeline); 0 for the last few before it.",
+                ),
+                &["server", "system_identifier", "timeline"],
+            )
+            .expect("valid metric"),
+        );
 
         let unknown_resolved = register(
             &registry,
@@ -253,6 +270,8 @@ impl Metrics {
             primary_changes: counter(r, "pgdrill_primary_changes_total", "Times the primary's identity or timeline changed."),
             server_restarts: counter(r, "pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier and timeline, new postmaster."),
             host_is_primary,
+            primary_server,
+            primary_servers: Default::default(),
             outages: counter(r, "pgdrill_outages_total", "Write outages detected."),
             outage_start_timestamp: gauge(r, "pgdrill_outage_start_timestamp_seconds", "Unix time the current or last outage began (0 before any)."),
             outage_end_timestamp: gauge(r, "pgdrill_outage_end_timestamp_seconds", "Unix time the last outage ended (0 before any; older than the start while one is in progress)."),
@@ -276,6 +295,26 @@ impl Metrics {
             drill: DrillMetrics::new(r),
             registry,
         })
+    }
+
+    /// Marks `labels` (server, system identifier, timeline) as the server written to now;
+    /// earlier ones read 0, and only the last [`MAX_PRIMARY_SERVERS`] are kept.
+    pub fn set_primary_server(&self, labels: [String; 3]) {
+        let mut seen = crate::supervisor::lock(&self.primary_servers);
+        for old in seen.iter() {
+            let old: Vec<&str> = old.iter().map(String::as_str).collect();
+            self.primary_server.with_label_values(&old).set(0);
+        }
+        seen.retain(|l| *l != labels);
+        seen.push_back(labels.clone());
+        while seen.len() > MAX_PRIMARY_SERVERS {
+            if let Some(gone) = seen.pop_front() {
+                let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+                let _ = self.primary_server.remove_label_values(&gone);
+            }
+        }
+        let now: Vec<&str> = labels.iter().map(String::as_str).collect();
+        self.primary_server.with_label_values(&now).set(1);
     }
 
     pub fn set_primary_host(&self, host: Option<&str>) {
@@ -314,6 +353,9 @@ impl Metrics {
         (body, encoder.format_type().to_string())
     }
 }
+
+/// Servers kept on `pgdrill_primary_server`: bounded label values however many failovers.
+const MAX_PRIMARY_SERVERS: usize = 8;
 
 /// Values of `pgdrill_drill_verdict{verdict}`: `none` in a canary run (no trigger),
 /// `pending` until a drill's verdict exists.

@@ -27,6 +27,9 @@ pub(crate) const NOT_CHARTED: &[&str] = &[
     "pgdrill_password_errors_total",
     // Restarts of the same server (not failovers); no panel shows it yet.
     "pgdrill_server_restarts_total",
+    // Which server was written to, by its own account; no series before the first
+    // connection, and a table panel would only repeat the summary's identities.
+    "pgdrill_primary_server",
     // Drills as code (docs/drills.md): the verdict is the exit status and the summary; no
     // dashboard or rule reads these yet (pgdrill_rto_objective_seconds is there for the
     // pgdrill:rto_objective_seconds rule to read one day).
