@@ -21,6 +21,7 @@ mod proxy;
 mod report;
 mod retention;
 mod rules;
+mod slo;
 mod support;
 mod tls;
 mod webconfig;
