@@ -165,11 +165,22 @@ def scenarios():
         quiet=[("critical", 0, 362), ("critical", 367, 420), ("warning", 0, 361)],
     ))
     out.append(scenario(
+        "an unplanned failover of 60 s pages",
+        "Both replicas fail every write from 360m to 361m, after 6 hours without errors: "
+        "a 1 h burn rate of 16.7.",
+        420,
+        lambda: canaries(outages=[(360 * 60, 361 * 60, 60)]),
+        sweep=True,
+        fire=[("critical", 365, 365), ("warning", 363, 420)],
+        quiet=[("critical", 0, 364), ("critical", 366, 420), ("warning", 0, 361)],
+    ))
+    out.append(scenario(
         "an unplanned failover of 40 s does not page",
         "Both replicas fail every write from 360m for 40 s, after 6 hours without errors: "
         "a 1 h burn rate of 11 (the page needs 14.4), 6 h 1.9 (a ticket).",
         420,
         lambda: canaries(outages=[(360 * 60, 360 * 60 + 40, 60)]),
+        sweep=True,
         quiet=[("critical", 0, 420), ("warning", 0, 362)],
         fire=[("warning", 363, 420)],
     ))
