@@ -1264,7 +1264,11 @@ fn mutated_rule_files(m: &Mutation) -> Vec<(String, String)> {
     let files = rule_files()
         .iter()
         .map(|path| {
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
             let text = fs::read_to_string(path).expect("read rule file");
             match try_mutate(&text, m) {
                 Some(mutated) => {

@@ -144,9 +144,9 @@ fn burn_conditions(expr: &str) -> BTreeSet<(String, String)> {
     let mut rest = expr;
     while let Some(at) = rest.find(prefix) {
         let tail = &rest[at + prefix.len()..];
-        let (window, after) = tail.split_once(middle.as_str()).unwrap_or_else(|| {
-            panic!("{ALERT}: a condition not written as a burn rate: {tail}")
-        });
+        let (window, after) = tail
+            .split_once(middle.as_str())
+            .unwrap_or_else(|| panic!("{ALERT}: a condition not written as a burn rate: {tail}"));
         let threshold: String = after
             .chars()
             .take_while(|c| c.is_ascii_digit() || *c == '.')
