@@ -10,6 +10,7 @@ starts firing, and the drill exclusion.
   cadences/slo.test.yml  the scenarios whose timing hinges on single scrapes
                          (a failover, a drill, a failed scrape) at the other
                          five cadences: 15 s and 30 s aligned and shifted, 60 s
+                         aligned; and the slowest, 40 hours of history, at 60 s
                          aligned; run by tests/it/slo.rs.
 
 The model and the sampling are those of generate_cadence_tests.py (replicas of
@@ -136,12 +137,13 @@ def absent_check(expr, at):
     return {"expr": expr, "eval_time": f"{at}m", "exp_samples": []}
 
 
-def scenario(name, doc, duration_min, processes, sweep=False, cadence=None, fire=(),
-             quiet=(), extra=()):
-    """`sweep`: also at the five other cadences (cadences/slo.test.yml);
-    `cadence`: in slo.test.yml at this one rather than MAIN."""
+def scenario(name, doc, duration_min, processes, sweep=False, main=True, fire=(), quiet=(),
+             extra=()):
+    """`main`: in slo.test.yml at MAIN; `sweep`: in cadences/slo.test.yml at the
+    other five cadences (True) or at the ones listed."""
+    sweep = SWEEP if sweep is True else list(sweep or [])
     return dict(name=name, doc=doc, duration=duration_min * 60, processes=processes,
-                sweep=sweep, cadence=cadence or MAIN, fire=fire, quiet=quiet, extra=extra)
+                sweep=sweep, main=main, fire=fire, quiet=quiet, extra=extra)
 
 
 def drill(host=DB["host"], port=6432):
@@ -272,12 +274,22 @@ def scenarios():
                              "value": 0.999}]}],
     ))
     out.append(scenario(
+        "after 9 clean hours, a 30 s failover files no ticket",
+        "Both replicas: 9 hours without errors, then every write fails for 30 s at 540m: "
+        "the 6 h burn rate is 1.25 (SLI 0.998753), the 3 d one (all 9 h) 0.93.",
+        600,
+        lambda: canaries(outages=[(540 * 60, 540 * 60 + 30, 60)]),
+        quiet=[("critical", 0, 600), ("warning", 0, 600)],
+        extra=[sli_check("job:pgdrill_write_success:ratio_rate6h", 545, 0.998753)],
+    ))
+    out.append(scenario(
         "after 40 clean hours, a 120 s failover pages but files no ticket",
         "Both replicas: 40 hours without errors, then every write fails for 120 s at "
         "2400m: the 6 h burn rate is 5.6, the 3 d one (all 40 h) 0.83.",
         2460,
         lambda: canaries(outages=[(2400 * 60, 2402 * 60, 60)]),
-        cadence=(60, 0),
+        main=False,
+        sweep=[(60, 0)],
         fire=[("critical", 2403, 2406)],
         quiet=[("critical", 0, 2402), ("critical", 2407, 2460), ("warning", 0, 2460)],
     ))
@@ -318,13 +330,14 @@ def render(tests, what, rules):
 
 def generate():
     """{path: text}: every scenario at MAIN, the `sweep` ones at the others."""
-    main = [test_for(sc, *sc["cadence"]) for sc in scenarios()]
-    sweep = [test_for(sc, c, o) for sc in scenarios() if sc["sweep"] for c, o in SWEEP]
+    main = [test_for(sc, *MAIN) for sc in scenarios() if sc["main"]]
+    sweep = [test_for(sc, c, o) for sc in scenarios() for c, o in sc["sweep"]]
     return {
         OUT: render(main, "every scenario\n# scraped every 60 s, 30 s off the 1 m evaluation",
                     "../rules"),
         SWEEP_OUT: render(sweep, "the scenarios that hinge on single\n# scrapes at 15 s and "
-                          "30 s (aligned and shifted) and 60 s aligned", "../../rules"),
+                          "30 s (aligned and shifted) and 60 s aligned, and the\n# 40-hour "
+                          "one at 60 s aligned", "../../rules"),
     }
 
 
