@@ -23,6 +23,7 @@ mod report;
 mod retention;
 mod rules;
 mod safety;
+mod slo;
 mod support;
 mod targets;
 mod tls;

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------
 // Files of the repository.
 
-fn repo() -> &'static Path {
+pub(crate) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -97,7 +97,7 @@ fn promtool() -> PathBuf {
 }
 
 /// Runs promtool with `args` in `dir`, asserting success and showing its output otherwise.
-fn run_promtool(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn run_promtool(dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(promtool())
         .args(args)
         .current_dir(dir)
@@ -125,12 +125,12 @@ fn rel(path: &Path) -> String {
 // Rules.
 
 #[derive(Debug, Clone)]
-struct Rule {
+pub(crate) struct Rule {
     group: String,
-    record: Option<String>,
-    alert: Option<String>,
-    expr: String,
-    raw: Value,
+    pub(crate) record: Option<String>,
+    pub(crate) alert: Option<String>,
+    pub(crate) expr: String,
+    pub(crate) raw: Value,
 }
 
 #[derive(Debug)]
@@ -172,7 +172,7 @@ fn load_groups(path: &Path) -> Vec<Group> {
         .collect()
 }
 
-fn all_rules() -> Vec<Rule> {
+pub(crate) fn all_rules() -> Vec<Rule> {
     rule_files()
         .iter()
         .flat_map(|f| load_groups(f))
@@ -716,7 +716,7 @@ fn rto_objective_is_configured_in_one_place() {
 }
 
 /// Number literals of an expression (not digits inside names, strings or ranges).
-fn numbers_in(expr: &str) -> Vec<String> {
+pub(crate) fn numbers_in(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut chars = expr.chars().peekable();
     let mut prev = ' ';
@@ -911,7 +911,9 @@ fn windows_hold_enough_scrapes_at_60s() {
             let s = seconds(range.split(':').next().unwrap_or_default());
             let min = match function.as_str() {
                 "rate" | "increase" | "irate" | "delta" | "changes" | "resets" => 300,
-                "last_over_time" | "max_over_time" => 120,
+                "last_over_time" | "max_over_time" | "min_over_time" => 120,
+                // Sums of a recorded 5m rate (the SLO windows), one sample per evaluation.
+                "sum_over_time" => 300,
                 other => {
                     problems.push(format!("{name}: [{range}] read by {other:?}"));
                     continue;
@@ -1058,10 +1060,10 @@ fn cadence_tests_match_their_generator() {
 }
 
 /// One change of a threshold, window or duration of one rule.
-struct Mutation {
-    rule: &'static str,
-    from: &'static str,
-    to: &'static str,
+pub(crate) struct Mutation {
+    pub(crate) rule: &'static str,
+    pub(crate) from: &'static str,
+    pub(crate) to: &'static str,
 }
 
 /// For each alert, its thresholds, windows and durations, changed one at a time.
@@ -1208,20 +1210,38 @@ const MUTATIONS: &[Mutation] = &[
     },
 ];
 
-/// The rule file with one mutation applied inside the named rule's block.
-fn mutate(text: &str, m: &Mutation) -> String {
-    let start = [
+/// The rule file with one mutation applied inside the named rule's block;
+/// `None` if the file has no rule of that name. Where several rules share the
+/// name (one alert per severity), the one block that holds `from` is mutated.
+fn try_mutate(text: &str, m: &Mutation) -> Option<String> {
+    let blocks: Vec<(usize, usize)> = [
         format!("- alert: {}\n", m.rule),
         format!("- record: {}\n", m.rule),
     ]
     .iter()
-    .find_map(|head| text.find(head.as_str()))
-    .unwrap_or_else(|| panic!("no rule {}", m.rule));
-    let after = start + 2;
-    let end = text[after..]
-        .find("\n      - ")
-        .map(|e| after + e)
-        .unwrap_or(text.len());
+    .flat_map(|head| text.match_indices(head.as_str()).map(|(start, _)| start))
+    .map(|start| {
+        let after = start + 2;
+        let end = text[after..]
+            .find("\n      - ")
+            .map(|e| after + e)
+            .unwrap_or(text.len());
+        (start, end)
+    })
+    .collect();
+    if blocks.is_empty() {
+        return None;
+    }
+    let holding: Vec<&(usize, usize)> = blocks
+        .iter()
+        .filter(|(start, end)| text[*start..*end].contains(m.from))
+        .collect();
+    let [&(start, end)] = holding[..] else {
+        panic!(
+            "{}: `{}` must occur in exactly one rule of that name",
+            m.rule, m.from
+        );
+    };
     let block = &text[start..end];
     assert_eq!(
         block.matches(m.from).count(),
@@ -1230,12 +1250,55 @@ fn mutate(text: &str, m: &Mutation) -> String {
         m.rule,
         m.from
     );
-    format!(
+    Some(format!(
         "{}{}{}",
         &text[..start],
         block.replace(m.from, m.to),
         &text[end..]
-    )
+    ))
+}
+
+/// Every rule file (name, text), with `m` applied to the one that holds its rule, and
+/// that file's name.
+fn mutated_rule_files(m: &Mutation) -> (Vec<(String, String)>, String) {
+    let mut hits = Vec::new();
+    let files = rule_files()
+        .iter()
+        .map(|path| {
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let text = fs::read_to_string(path).expect("read rule file");
+            match try_mutate(&text, m) {
+                Some(mutated) => {
+                    hits.push(name.clone());
+                    (name, mutated)
+                }
+                None => (name, text),
+            }
+        })
+        .collect();
+    let [mutated] = &hits[..] else {
+        panic!("{}: must be a rule of exactly one file: {hits:?}", m.rule);
+    };
+    (files, mutated.clone())
+}
+
+/// Whether the promtool test file loads the rule file `name` (its `rule_files`).
+fn test_loads(test: &Path, name: &str) -> bool {
+    yaml(test)["rule_files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|f| Path::new(f).file_name().is_some_and(|n| n == name))
+}
+
+/// Every mutation: those of pgdrill.rules.yml here, the SLO's in `slo.rs`.
+fn all_mutations() -> impl Iterator<Item = &'static Mutation> {
+    MUTATIONS.iter().chain(crate::slo::MUTATIONS)
 }
 
 /// Names of the failing tests in promtool's output: `name:` lines for alert
@@ -1265,35 +1328,34 @@ fn failing_tests(output: &str) -> BTreeSet<String> {
 /// rules, makes `promtool test rules` fail; prints which tests caught it.
 #[test]
 fn every_alert_mutation_fails_a_unit_test() {
-    let original = read("prometheus/rules/pgdrill.rules.yml");
     let tests = rule_test_files();
     // Every alert is mutated at least once.
     for rule in all_rules() {
         if let Some(alert) = &rule.alert {
             assert!(
-                MUTATIONS.iter().any(|m| m.rule == alert),
+                all_mutations().any(|m| m.rule == alert),
                 "no mutation of {alert}"
             );
         }
     }
     // Every mutation applies, before the slow part.
-    for m in MUTATIONS {
-        mutate(&original, m);
+    for m in all_mutations() {
+        mutated_rule_files(m);
     }
     let mut report = String::new();
     let mut survivors = Vec::new();
-    for m in MUTATIONS {
+    for m in all_mutations() {
         let dir = tempfile::tempdir().expect("temp dir");
         fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
         fs::create_dir_all(dir.path().join("tests")).expect("mkdir");
-        fs::write(
-            dir.path().join("rules/pgdrill.rules.yml"),
-            mutate(&original, m),
-        )
-        .expect("write");
-        // One promtool per test file, side by side.
+        let (files, mutated) = mutated_rule_files(m);
+        for (name, text) in files {
+            fs::write(dir.path().join("rules").join(name), text).expect("write");
+        }
+        // One promtool per test file that loads the mutated file, side by side.
         let children: Vec<_> = tests
             .iter()
+            .filter(|t| test_loads(t, &mutated))
             .map(|t| {
                 let copy = dir.path().join("tests").join(t.file_name().expect("name"));
                 fs::copy(t, &copy).expect("copy test file");
