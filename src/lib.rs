@@ -452,6 +452,7 @@ impl Drill {
             tally: self.outcomes.tally(),
             abandoned,
             primary_changes: self.identity.changes(),
+            server_restarts: self.metrics.server_restarts.get(),
             rpo,
             outages: self.outages.outages(),
             state_changes: self.outages.state_changes(),

@@ -82,6 +82,8 @@ pub struct Summary {
     /// Intended start to send, of successful transactions (pgbench `-R`'s schedule lag).
     pub schedule_lag: Percentiles,
     pub primary_changes: u64,
+    /// The primary came back restarted in place (same system and timeline): not a change.
+    pub server_restarts: u64,
     /// For each primary change, when the new primary acknowledged its first write (Unix
     /// seconds on the outages' clock): `pgdrill report` times a member's failover from
     /// the trigger with it.
@@ -130,6 +132,7 @@ pub(crate) struct RunFacts {
     /// In flight when the shutdown grace ran out.
     pub abandoned: u64,
     pub primary_changes: u64,
+    pub server_restarts: u64,
     pub rpo: RpoTotals,
     pub outages: Vec<OutageRecord>,
     pub state_changes: Vec<StateChange>,
@@ -179,6 +182,7 @@ impl Summary {
             service_time: Percentiles::of(&book.service()),
             schedule_lag: Percentiles::of(&book.schedule_lag()),
             primary_changes: facts.primary_changes,
+            server_restarts: facts.server_restarts,
             new_primary_writes_unix: facts.new_primary_writes_unix,
             outages: facts.outages,
             state_changes: facts.state_changes,
@@ -213,8 +217,9 @@ impl fmt::Display for Summary {
         self.fmt_errors(f)?;
         writeln!(
             f,
-            "  primary changes {}   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
+            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
             self.primary_changes,
+            self.server_restarts,
             self.lost_writes,
             self.unknown_outcome_writes,
             self.unknown_outcome_committed,

@@ -191,6 +191,14 @@ async fn restarts_of_one_server_are_not_primary_changes() {
     assert_eq!(metric(&text, "pgdrill_primary_changes_total"), 0.0);
     let summary = drill.stop().await;
     assert_eq!(summary.primary_changes, 0);
+    assert_eq!(
+        summary.server_restarts, 10,
+        "counted in the summary as on /metrics"
+    );
+    assert!(
+        summary.to_string().contains("(restarts in place 10)"),
+        "{summary}"
+    );
     lab.shutdown().await;
 }
 
