@@ -25,11 +25,15 @@ pub enum ErrorClass {
     /// client's bound, or the kernel reported the peer dead); never the server's 57014.
     NoResponse,
     PoolTimeout,
+    /// The connection pooler's own error (PgBouncer's SQLSTATE 08P01: "server conn
+    /// crashed?", "pgbouncer cannot connect to server", query_wait_timeout, …), not the
+    /// server's.
+    Pooler,
     Other,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 15] = [
+    pub const ALL: [ErrorClass; 16] = [
         ErrorClass::ConnectRefused,
         ErrorClass::ConnectTimeout,
         ErrorClass::Dns,
@@ -44,6 +48,7 @@ impl ErrorClass {
         ErrorClass::StatementTimeout,
         ErrorClass::NoResponse,
         ErrorClass::PoolTimeout,
+        ErrorClass::Pooler,
         ErrorClass::Other,
     ];
 
@@ -63,6 +68,7 @@ impl ErrorClass {
             ErrorClass::StatementTimeout => "statement_timeout",
             ErrorClass::NoResponse => "no_response",
             ErrorClass::PoolTimeout => "pool_timeout",
+            ErrorClass::Pooler => "pooler",
             ErrorClass::Other => "other",
         }
     }
@@ -83,6 +89,7 @@ impl ErrorClass {
                 | ErrorClass::CannotConnectNow
                 | ErrorClass::ConnectionClosed
                 | ErrorClass::NoResponse
+                | ErrorClass::Pooler
                 | ErrorClass::Other
         )
     }
@@ -96,6 +103,7 @@ impl ErrorClass {
                 | ErrorClass::CrashShutdown
                 | ErrorClass::ConnectionClosed
                 | ErrorClass::NoResponse
+                | ErrorClass::Pooler
         )
     }
 }
@@ -153,6 +161,9 @@ pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
             ErrorClass::Auth
         }
         SqlState::TOO_MANY_CONNECTIONS => ErrorClass::TooManyConnections,
+        // PostgreSQL itself sends 08P01 for a broken protocol, which pgdrill never does;
+        // PgBouncer sends it for every error of its own.
+        SqlState::PROTOCOL_VIOLATION => ErrorClass::Pooler,
         _ => ErrorClass::Other,
     }
 }
@@ -315,6 +326,10 @@ mod tests {
         assert_eq!(
             classify_sqlstate(&SqlState::UNIQUE_VIOLATION),
             ErrorClass::Other
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::PROTOCOL_VIOLATION),
+            ErrorClass::Pooler
         );
     }
 
