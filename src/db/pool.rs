@@ -160,7 +160,7 @@ impl Manager {
         if class == ErrorClass::Auth {
             self.credentials.auth_failed();
         }
-        note_prepared_breakage(self.auto_fallback.as_deref(), &source);
+        let _ = note_prepared_breakage(self.auto_fallback.as_deref(), &source);
         self.failed(class, message, Some(source))
     }
 
@@ -303,9 +303,13 @@ pub struct DbPool {
 
 /// SQLSTATEs that mean a named prepared statement did not stay with its session:
 /// 26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`.
-fn note_prepared_breakage(fallback: Option<&AtomicBool>, err: &tokio_postgres::Error) {
+/// Returns whether `err` is such a breakage under `--query-mode auto`: the statement did
+/// not run, and the same INSERT may be sent again unnamed.
+fn note_prepared_breakage(fallback: Option<&AtomicBool>, err: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    let Some(fallback) = fallback else { return };
+    let Some(fallback) = fallback else {
+        return false;
+    };
     let broken = matches!(
         err.code(),
         Some(&SqlState::INVALID_SQL_STATEMENT_NAME) | Some(&SqlState::DUPLICATE_PSTATEMENT)
@@ -314,9 +318,11 @@ fn note_prepared_breakage(fallback: Option<&AtomicBool>, err: &tokio_postgres::E
         tracing::warn!(
             sqlstate = err.code().map_or("", |c| c.code()),
             "prepared statements do not survive this connection (PgBouncer in transaction \
-             mode?); --query-mode auto switches to unnamed statements for new connections"
+             mode?); --query-mode auto switches to unnamed statements, once, without \
+             failing a write"
         );
     }
+    broken
 }
 
 /// Why no connection could be had.
@@ -368,8 +374,10 @@ impl DbPool {
     }
 
     /// Tells `--query-mode auto` about a failed INSERT; see [`note_prepared_breakage`].
-    pub fn observe_query_error(&self, err: &tokio_postgres::Error) {
-        note_prepared_breakage(self.auto_fallback.as_deref(), err);
+    /// Whether `err` says prepared statements do not survive (a transaction-mode pooler)
+    /// and `--query-mode auto` switched to unnamed ones: the INSERT may be sent again.
+    pub fn prepared_statements_broke(&self, err: &tokio_postgres::Error) -> bool {
+        note_prepared_breakage(self.auto_fallback.as_deref(), err)
     }
 
     pub fn stats(&self) -> PoolStats {

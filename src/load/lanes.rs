@@ -45,6 +45,8 @@ struct Outcome {
     sent: Instant,
     done: Instant,
     result: Result<i64, Failure>,
+    /// The connection's prepared statement broke (a pooler): replace the connection.
+    retire: bool,
 }
 
 impl Shared {
@@ -53,7 +55,7 @@ impl Shared {
         match outcome.result {
             Ok(id) => {
                 report.succeeded(outcome.job, outcome.sent, outcome.done, id);
-                false
+                outcome.retire
             }
             Err(failure) => {
                 report.failed(outcome.job, outcome.sent, &failure);
@@ -64,9 +66,23 @@ impl Shared {
 
     async fn execute(&self, conn: &Conn, job: Job, row: Row) -> Outcome {
         let sent = Instant::now();
-        let insert = self
-            .workload
-            .insert(&conn.client, conn.insert.as_ref(), row);
+        let retire = std::sync::atomic::AtomicBool::new(false);
+        let insert = async {
+            match self
+                .workload
+                .insert(&conn.client, conn.insert.as_ref(), row)
+                .await
+            {
+                // The named statement did not stay with the session (a transaction-mode
+                // pooler): the INSERT did not run, so it is sent again unnamed, once, and
+                // the connection replaced; not a failed write, not an outage.
+                Err(err) if conn.insert.is_some() && self.pool.prepared_statements_broke(&err) => {
+                    retire.store(true, Ordering::Relaxed);
+                    self.workload.insert(&conn.client, None, row).await
+                }
+                other => other,
+            }
+        };
         // A write unanswered for SUSPECT_AFTER has its server checked; a server found
         // silent fails every write on its connections at once (no_response).
         let watchdog = async {
@@ -79,10 +95,7 @@ impl Shared {
         let result = tokio::select! {
             done = tokio::time::timeout(self.client_timeout, insert) => match done {
                 Ok(Ok(id)) => Ok(id),
-                Ok(Err(err)) => {
-                    self.pool.observe_query_error(&err);
-                    Err(Failure::from_query(&err))
-                }
+                Ok(Err(err)) => Err(Failure::from_query(&err)),
                 Err(_) => Err(Failure {
                     class: ErrorClass::NoResponse,
                     // The server never answered; it may still commit.
@@ -104,6 +117,7 @@ impl Shared {
             sent,
             done: Instant::now(),
             result,
+            retire: retire.into_inner(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Through a real PgBouncer 1.18 in `pool_mode = transaction` in front of the lab primary:
-//! unnamed and simple sustain the load, prepared breaks and `auto` falls back from it; a
+//! unnamed and simple sustain the load, prepared breaks and `auto` falls back from it
+//! without failing a write; a
 //! PgBouncer restart is an outage pgdrill measures and recovers from; a failover behind
 //! PgBouncer (retargeted by rewriting its ini + RELOAD) is measured.
 
@@ -27,10 +28,15 @@ async fn query_modes_through_transaction_pooling() {
         match mode {
             "unnamed" | "simple" => {
                 assert!(summary.errors.is_empty(), "{mode}: {:?}", summary.errors);
-                assert!(summary.achieved_rate >= 1400.0, "{mode}: {summary}");
+                assert!(summary.successes > 1000, "{mode}: {summary}");
             }
-            // auto starts prepared (the port is not 6432), sees 26000/42P05, switches.
-            "auto" => assert!(summary.success_ratio >= 0.95, "auto: {summary}"),
+            // auto starts prepared (the port is not 6432), sees 26000/42P05, switches once
+            // and sends those INSERTs again unnamed: no failed write, no outage.
+            "auto" => {
+                assert!(summary.errors.is_empty(), "auto: {summary}");
+                assert!(summary.outages.is_empty(), "auto: {summary}");
+                assert_eq!(summary.successes, summary.transactions, "auto: {summary}");
+            }
             _ => assert!(
                 summary.errors.get("other").copied().unwrap_or(0) >= 10,
                 "prepared should break through transaction pooling: {summary}"
