@@ -432,6 +432,11 @@ fn metric_table_equals_fixture() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
         .chain(crate::metrics::NOT_CHARTED.iter().map(|s| s.to_string()))
+        .chain(
+            crate::metrics::AFTER_FIRST_CONNECTION
+                .iter()
+                .map(|s| s.to_string()),
+        )
         .collect();
     let docs: BTreeSet<String> =
         table_rows(&read(&repo().join("docs/metrics.md")), "Metric families")

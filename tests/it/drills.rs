@@ -203,7 +203,7 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
     assert_eq!(timing["lost_writes"], 0, "sync replication loses nothing");
     assert_eq!(run.summary["primary_changes"], 1);
     // The trigger's start and end are on the timeline, at the times recorded for it.
-    let marks: Vec<(f64, String)> = run.summary["timeline"]["events"]
+    let marks: Vec<(f64, String)> = run.summary["timeline"]["events"]["list"]
         .as_array()
         .expect("events")
         .iter()

@@ -13,6 +13,14 @@ use crate::support::{eventually, free_port};
 /// Exported families that no dashboard or rule shows (the fixture lists only those that
 /// some dashboard or rule reads, which `rules::every_exported_metric_is_used_somewhere`
 /// checks); each is documented in docs/metrics.md.
+/// Families with no series until the first connection (their labels come from the server),
+/// so absent from a scrape of a run that never connects; documented, not charted.
+pub(crate) const AFTER_FIRST_CONNECTION: &[&str] = &[
+    // Which server was written to, by its own account; a table panel would only repeat
+    // the summary's identities.
+    "pgdrill_primary_server",
+];
+
 pub(crate) const NOT_CHARTED: &[&str] = &[
     // The process collector's own; standard names, documented with the rest.
     "process_threads",
@@ -27,9 +35,6 @@ pub(crate) const NOT_CHARTED: &[&str] = &[
     "pgdrill_password_errors_total",
     // Restarts of the same server (not failovers); no panel shows it yet.
     "pgdrill_server_restarts_total",
-    // Which server was written to, by its own account; no series before the first
-    // connection, and a table panel would only repeat the summary's identities.
-    "pgdrill_primary_server",
     // Drills as code (docs/drills.md): the verdict is the exit status and the summary; no
     // dashboard or rule reads these yet (pgdrill_rto_objective_seconds is there for the
     // pgdrill:rto_objective_seconds rule to read one day). pgdrill_drill_verdict is read:
@@ -83,6 +88,7 @@ async fn the_fixture_and_a_live_scrape_list_the_same_families() {
         .iter()
         .filter(|f| f.starts_with("pgdrill_"))
         .filter(|f| !fixture.contains(*f) && !not_charted.contains(*f))
+        .filter(|f| !AFTER_FIRST_CONNECTION.contains(&f.as_str()))
         .collect();
     assert!(
         undocumented.is_empty(),
