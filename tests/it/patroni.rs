@@ -114,7 +114,8 @@ async fn drill(
     };
     println!(
         "patroni drill: {:<45} pgdrill {:.3}s ({} outage(s)), rows {:.3}s, probe {:.3}s \
-         ({} of {} attempts, gap from {:.2}s); leader n{old} -> n{new}; errors {:?}",
+         ({} of {} attempts, gap from {:.2}s); leader n{old} -> n{new}; lost {}, unknown {}; \
+         errors {:?}",
         measured.label,
         measured.pgdrill,
         measured.outages,
@@ -123,6 +124,8 @@ async fn drill(
         probe.successes,
         probe.attempts,
         probe.gap_began,
+        summary.lost_writes,
+        summary.unknown_outcome_writes,
         summary.errors,
     );
     assert!(

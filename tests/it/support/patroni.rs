@@ -275,15 +275,22 @@ impl PatroniCluster {
         }
     }
 
-    /// Waits until the leader has a streaming replica (after startup or a switchover).
+    /// Waits until the other member streams from the leader as a replica (after startup or a
+    /// switchover). By its `application_name` (Patroni sets the member name): while a replica
+    /// is being created, `pg_basebackup -X stream` also shows as a streaming walsender.
     pub async fn wait_for_replica(&self) {
         let deadline = Instant::now() + READY_LIMIT;
         loop {
             let leader = self.wait_for_leader(None).await;
+            let replica = &self.members[1 - leader].name;
             if let Ok(c) = super::try_connect(&self.superuser_dsn(leader)).await {
-                let sql = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'";
-                if let Ok(Ok(row)) =
-                    tokio::time::timeout(Duration::from_secs(2), c.query_one(sql, &[])).await
+                let sql = "SELECT count(*) FROM pg_stat_replication \
+                           WHERE state = 'streaming' AND application_name = $1";
+                if let Ok(Ok(row)) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    c.query_one(sql, &[replica]),
+                )
+                .await
                 {
                     if row.get::<_, i64>(0) > 0 {
                         return;
@@ -393,6 +400,8 @@ postgresql:
   data_dir: {data}
   bin_dir: {bin}
   pgpass: {base}/{name}.pgpass
+  basebackup:
+  - checkpoint: fast
   authentication:
     superuser: {{username: postgres}}
     replication: {{username: postgres}}
@@ -469,6 +478,9 @@ impl Drop for PatroniCluster {
     /// working directory is inside the temporary directory (frozen ones included: SIGKILL ends
     /// a stopped process), then HAProxy and etcd; reap our children; the directory goes last.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            println!("patroni cluster logs:\n{}", self.log_tails());
+        }
         for m in &mut self.members {
             if let Some(mut p) = m.patroni.take() {
                 let _ = p.kill();
@@ -493,6 +505,10 @@ impl Drop for PatroniCluster {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::env::var_os("PGDRILL_KEEP_PATRONI").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            println!("kept {}", kept.keep().display());
         }
     }
 }

@@ -13,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 /// Tasks, started a third of a period apart: one success every ~33 ms while all is well.
 const TASKS: u32 = 3;
 const PERIOD: Duration = Duration::from_millis(100);
-/// libpq's `connect_timeout` per host address (a multi-host DSN moves on after it).
+/// Like libpq's `connect_timeout`: a bound on establishing the connection to one host (TCP,
+/// startup, authentication, the read-write check), after which a multi-host DSN moves on.
+/// tokio-postgres' own `connect_timeout` covers only the TCP handshake, which a frozen server's
+/// kernel still completes, so the probe bounds each host itself.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bound on one attempt: connect (to each host in turn) and insert.
-const ATTEMPT_LIMIT: Duration = Duration::from_secs(3);
+/// Bound on the INSERT once connected.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The probe's table, created in the DSN's database if missing.
 const TABLE: &str = "pgdrill_probe";
 
@@ -49,14 +52,13 @@ impl Probe {
             ),
         )
         .await;
-        let mut config: tokio_postgres::Config = dsn.parse().expect("probe DSN parses");
-        config.connect_timeout(CONNECT_TIMEOUT);
+        let hosts = per_host(dsn);
         let stop = CancellationToken::new();
         let started = Instant::now();
         let tasks = (0..TASKS)
             .map(|t| {
                 let first = started + PERIOD * t / TASKS;
-                tokio::spawn(run_task(config.clone(), t as i32, first, stop.clone()))
+                tokio::spawn(run_task(hosts.clone(), t as i32, first, stop.clone()))
             })
             .collect();
         Probe {
@@ -93,7 +95,7 @@ impl Probe {
 
 /// One task: an attempt every [`PERIOD`] from `first`; returns (attempts, success times).
 async fn run_task(
-    config: tokio_postgres::Config,
+    hosts: Vec<tokio_postgres::Config>,
     task: i32,
     first: Instant,
     stop: CancellationToken,
@@ -108,7 +110,7 @@ async fn run_task(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {
                 attempts += 1;
-                pending.spawn(attempt(config.clone(), task));
+                pending.spawn(attempt(hosts.clone(), task));
             }
             Some(done) = pending.join_next(), if !pending.is_empty() => {
                 if let Ok(Some(at)) = done {
@@ -121,17 +123,57 @@ async fn run_task(
     (attempts, acks)
 }
 
-/// A fresh connection and one INSERT; the time it was acknowledged, or None.
-async fn attempt(config: tokio_postgres::Config, task: i32) -> Option<Instant> {
-    let once = async {
-        let (client, conn) = config.connect(tokio_postgres::NoTls).await.ok()?;
+/// One single-host configuration per host of `dsn`, in order, each with the DSN's user,
+/// database, password and (read-write) `target_session_attrs`, which tokio-postgres checks
+/// after connecting, as libpq does.
+fn per_host(dsn: &str) -> Vec<tokio_postgres::Config> {
+    let config: tokio_postgres::Config = dsn.parse().expect("probe DSN parses");
+    let ports = config.get_ports();
+    let read_write = dsn.contains("target_session_attrs=read-write");
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let mut one = tokio_postgres::Config::new();
+            match host {
+                tokio_postgres::config::Host::Tcp(h) => one.host(h),
+                tokio_postgres::config::Host::Unix(p) => one.host_path(p),
+            };
+            one.port(ports.get(i).or(ports.first()).copied().unwrap_or(5432));
+            if let Some(user) = config.get_user() {
+                one.user(user);
+            }
+            if let Some(db) = config.get_dbname() {
+                one.dbname(db);
+            }
+            if let Some(pw) = config.get_password() {
+                one.password(pw);
+            }
+            if read_write {
+                one.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+            }
+            one
+        })
+        .collect()
+}
+
+/// A fresh connection (each host in turn, each bounded by [`CONNECT_TIMEOUT`]) and one
+/// INSERT; the time it was acknowledged, or None.
+async fn attempt(hosts: Vec<tokio_postgres::Config>, task: i32) -> Option<Instant> {
+    for config in &hosts {
+        let Ok(Ok((client, conn))) =
+            tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls)).await
+        else {
+            continue;
+        };
         // Bounded: a connection to a server that froze after the insert must not linger.
-        tokio::spawn(tokio::time::timeout(ATTEMPT_LIMIT, conn));
-        client
-            .execute(&format!("INSERT INTO {TABLE} (task) VALUES ($1)"), &[&task])
-            .await
-            .ok()?;
-        Some(Instant::now())
-    };
-    tokio::time::timeout(ATTEMPT_LIMIT, once).await.ok().flatten()
+        tokio::spawn(tokio::time::timeout(INSERT_TIMEOUT, conn));
+        let sql = format!("INSERT INTO {TABLE} (task) VALUES ($1)");
+        return match tokio::time::timeout(INSERT_TIMEOUT, client.execute(&sql, &[&task])).await {
+            Ok(Ok(_)) => Some(Instant::now()),
+            _ => None,
+        };
+    }
+    None
 }
