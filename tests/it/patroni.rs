@@ -185,10 +185,35 @@ async fn switchover_through_haproxy() {
     assert_agree(&[first, second]);
 }
 
+/// Also checks docs/drills.md's repeatable Patroni recipe: `scripts/patroni-failover` twice in
+/// a row fails over each time (a fixed `--candidate` would be refused the second time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_through_multi_host_dsn() {
     let mut cluster = PatroniCluster::start().await;
     let m = drill(&mut cluster, Via::MultiHost, Failure::Switchover, &[]).await;
+    // Back to back: the script itself waits until the old leader runs as a replica again.
+    for _ in 0..2 {
+        let before = cluster.leader().await.expect("a leader");
+        let (scope, config) = cluster.patronictl_target();
+        let out = tokio::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/patroni-failover"
+        ))
+        .arg(config)
+        .arg(scope)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .expect("scripts/patroni-failover within 60 s")
+            .expect("running scripts/patroni-failover");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "scripts/patroni-failover: {text}");
+        let after = cluster.wait_for_leader(Some(before)).await;
+        println!("scripts/patroni-failover: n{before} -> n{after}");
+    }
     assert_agree(&[m]);
 }
 

@@ -219,6 +219,12 @@ impl PatroniCluster {
         (old, self.wait_for_leader(Some(old)).await)
     }
 
+    /// Patroni's scope (the CLUSTER argument of patronictl) and a member's config file
+    /// (`patronictl -c`; any member's works: patronictl asks etcd and the leader's REST API).
+    pub fn patronictl_target(&self) -> (&'static str, &Path) {
+        (SCOPE, &self.members[0].config)
+    }
+
     /// A crashed leader machine: freeze the postmaster (so it starts nothing new), SIGKILL the
     /// member's Patroni, then SIGKILL every process whose working directory is the data
     /// directory (postmaster and backends; orphaned backends would block a restart). The leader
