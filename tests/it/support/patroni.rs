@@ -3,9 +3,12 @@
 //! one temporary directory (Debian packages `patroni`, `etcd-server`, `haproxy`; `scripts/deps
 //! test` installs them).
 //!
-//! Timing (measured here, see docs/LAB-FACTS): `ttl 10, loop_wait 2, retry_timeout 4` (Patroni
-//! requires `loop_wait + 2 × retry_timeout ≤ ttl`), so a leader that dies or hangs loses its key
-//! about 10 s later and the replica promotes. A 2-member cluster is ready in ~8 s.
+//! Timing: `ttl 10, loop_wait 2, retry_timeout 4` (Patroni requires `loop_wait + 2 ×
+//! retry_timeout ≤ ttl`), so a leader that dies or hangs loses its key about 10 s later and the
+//! replica promotes. A 2-member cluster is ready in 4–9 s (the replica is cloned with
+//! `pg_basebackup --checkpoint=fast`; the default spread checkpoint takes ~20 s).
+//!
+//! `PGDRILL_KEEP_PATRONI=1` keeps the directory (configs, logs, data) after the processes end.
 //!
 //! Processes: etcd and Patroni run as the lab's unprivileged OS user when we are root
 //! ([`pgdrill_lab::unprivileged_user`]: PostgreSQL refuses root), HAProxy as we are. Every
@@ -69,7 +72,7 @@ impl PatroniCluster {
         }
         let base = dir.path().canonicalize().expect("canonical temp dir");
         let mut ports = Vec::new();
-        while ports.len() < 8 {
+        while ports.len() < 7 {
             let p = pgdrill_lab::free_server_port().expect("a free port");
             if !ports.contains(&p) {
                 ports.push(p);
@@ -174,7 +177,8 @@ impl PatroniCluster {
 
     /// The member holding the leader key in etcd (what Patroni itself believes), if any.
     pub async fn leader(&self) -> Option<usize> {
-        let key = base64::engine::general_purpose::STANDARD.encode(format!("/service/{SCOPE}/leader"));
+        let key =
+            base64::engine::general_purpose::STANDARD.encode(format!("/service/{SCOPE}/leader"));
         let body = format!("{{\"key\":\"{key}\"}}");
         let (status, text) = http(self.etcd_addr(), "POST", "/v3/kv/range", &body)
             .await
@@ -292,11 +296,8 @@ impl PatroniCluster {
             if let Ok(c) = super::try_connect(&self.superuser_dsn(leader)).await {
                 let sql = "SELECT count(*) FROM pg_stat_replication \
                            WHERE state = 'streaming' AND application_name = $1";
-                if let Ok(Ok(row)) = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    c.query_one(sql, &[replica]),
-                )
-                .await
+                if let Ok(Ok(row)) =
+                    tokio::time::timeout(Duration::from_secs(2), c.query_one(sql, &[replica])).await
                 {
                     if row.get::<_, i64>(0) > 0 {
                         return;
@@ -304,7 +305,10 @@ impl PatroniCluster {
                 }
             }
             if Instant::now() > deadline {
-                panic!("no streaming replica within {READY_LIMIT:?}\n{}", self.log_tails());
+                panic!(
+                    "no streaming replica within {READY_LIMIT:?}\n{}",
+                    self.log_tails()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -345,7 +349,10 @@ impl PatroniCluster {
     fn command(&self, program: &str, run_as: Option<(u32, u32)>) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LC_ALL", "C.UTF-8")
             .env("HOME", self.dir.path())
             .current_dir(self.dir.path())
@@ -462,10 +469,7 @@ watchdog:
         while in_a_row < 5 {
             let ok = match super::try_connect(&dsn).await {
                 Ok(c) => c
-                    .query_one(
-                        "SELECT inet_server_port(), pg_is_in_recovery()",
-                        &[],
-                    )
+                    .query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[])
                     .await
                     .is_ok_and(|r| r.get::<_, i32>(0) == want && !r.get::<_, bool>(1)),
                 Err(_) => false,
@@ -493,9 +497,10 @@ impl Drop for PatroniCluster {
                 let _ = p.wait();
             }
         }
-        let base = self.dir.path().to_path_buf();
+        let base = self.dir.path().canonicalize();
+        let base = base.as_deref().unwrap_or(self.dir.path());
         for _ in 0..3 {
-            let pids = pids_in(&base, true);
+            let pids = pids_in(base, true);
             if pids.is_empty() {
                 break;
             }
@@ -507,14 +512,17 @@ impl Drop for PatroniCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for child in [self.haproxy.take(), self.etcd.take()].into_iter().flatten() {
+        for child in [self.haproxy.take(), self.etcd.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
         }
         if std::env::var_os("PGDRILL_KEEP_PATRONI").is_some() {
-            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-            println!("kept {}", kept.keep().display());
+            self.dir.disable_cleanup(true);
+            println!("kept {}", self.dir.path().display());
         }
     }
 }
@@ -522,12 +530,7 @@ impl Drop for PatroniCluster {
 /// The postmaster's PID from `postmaster.pid`, if present.
 fn postmaster_pid(data_dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-    text.lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|p| *p > 1)
+    text.lines().next()?.trim().parse().ok().filter(|p| *p > 1)
 }
 
 /// Live processes whose working directory is `dir` (or, with `under`, inside it). Zombies
@@ -550,7 +553,12 @@ fn pids_in(dir: &Path, under: bool) -> Vec<u32> {
 
 /// A bare HTTP/1.0 request (Patroni's REST API, etcd's JSON gateway), bounded by 1 s: a frozen
 /// member's API hangs.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await?;
         let req = format!(
