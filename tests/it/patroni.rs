@@ -102,7 +102,9 @@ async fn drill(
     let probe = probe.stop().await;
     let rows = row_gap(&cluster.member_dsn(new), summary.run_id).await;
     let measured = Measured {
-        label: format!("{failure:?} via {via:?} {}", extra.join(" ")),
+        label: format!("{failure:?} via {via:?} {}", extra.join(" "))
+            .trim_end()
+            .to_string(),
         pgdrill: summary
             .outages
             .iter()
