@@ -173,8 +173,8 @@ fn assert_agree(measured: &[Measured]) {
 // (on the demoted member for ~2 s after a switchover, in HAProxy's queue while no member passes
 // its check after a kill or a freeze), and pgdrill's pool waits out its connect timeout one
 // attempt at a time, then backs off, so its figure exceeds the probe's gap. Measured here,
-// pgdrill − probe over three runs: switchover +0.21/+0.71/+1.54 s; with --connect-timeout 500ms
-// +0.69/−0.14/+0.64 s; leader killed +0.08/+0.34/+0.66 s; leader frozen +0.26/+0.30/+0.11 s.
+// pgdrill − probe over three or four runs: switchover +0.21…+1.54 s; with --connect-timeout
+// 500ms −0.14…+0.69 s; leader killed +0.08…+0.66 s; leader frozen +0.11…+0.51 s.
 // Against its own rows pgdrill agrees within 0.02 s. The multi-host drills pass (within 0.05 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_through_haproxy() {
