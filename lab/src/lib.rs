@@ -998,8 +998,9 @@ fn read_postmaster_pid(pid_file: &Path) -> Option<libc::pid_t> {
     (pid > 1).then_some(pid)
 }
 
-/// Resolve the server binary directory (see [`LabOptions::bin_dir`]).
-async fn find_bin_dir(given: Option<&Path>) -> Result<PathBuf, LabError> {
+/// Resolve the server binary directory (see [`LabOptions::bin_dir`]); the Patroni test cluster
+/// uses the same binaries.
+pub async fn find_bin_dir(given: Option<&Path>) -> Result<PathBuf, LabError> {
     let has_initdb = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
     if let Some(d) = given {
         return if has_initdb(d) {
@@ -1051,8 +1052,10 @@ async fn find_bin_dir(given: Option<&Path>) -> Result<PathBuf, LabError> {
     })
 }
 
-/// `Some((uid, gid))` to run PostgreSQL as when we are root; `None` when we are not.
-fn unprivileged_user() -> Result<Option<(u32, u32)>, LabError> {
+/// `Some((uid, gid))` to run PostgreSQL as when we are root; `None` when we are not. The lab
+/// runs its servers as this user; other harnesses that start PostgreSQL (the Patroni test
+/// cluster) use the same one.
+pub fn unprivileged_user() -> Result<Option<(u32, u32)>, LabError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -1134,6 +1137,12 @@ fn free_port(addrs: &[std::net::IpAddr]) -> Result<u16, LabError> {
     Ok(l.local_addr()
         .map_err(io_err("picking a free port"))?
         .port())
+}
+
+/// [`free_port`] on 127.0.0.1, for servers other harnesses start (the Patroni test cluster),
+/// which restart on the same port while clients reconnect.
+pub fn free_server_port() -> Result<u16, LabError> {
+    free_port(&[std::net::Ipv4Addr::LOCALHOST.into()])
 }
 
 fn append(path: &Path, text: &str) -> Result<(), LabError> {

@@ -11,6 +11,12 @@ pub enum Signal {
     Int,
     Term,
     Hup,
+    /// Freeze (cannot be caught): the process keeps its sockets but answers nothing.
+    Stop,
+    /// Resume a frozen process.
+    Cont,
+    /// End at once (cannot be caught); the kernel resets its connections.
+    Kill,
 }
 
 impl Signal {
@@ -19,11 +25,14 @@ impl Signal {
             Signal::Int => libc::SIGINT,
             Signal::Term => libc::SIGTERM,
             Signal::Hup => libc::SIGHUP,
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
+            Signal::Kill => libc::SIGKILL,
         }
     }
 }
 
-/// Sends `signal` to process `pid` (a child of ours, not yet reaped).
+/// Sends `signal` to process `pid` (a child of ours, not yet reaped, or a process it started).
 pub fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.

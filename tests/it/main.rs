@@ -16,6 +16,7 @@ mod load;
 mod manifests;
 mod metrics;
 mod outage;
+mod patroni;
 mod pgbouncer;
 mod pipeline;
 mod proxy;

@@ -1,10 +1,13 @@
 //! What the feature tests share: the one lab starter, the one free-port helper, database
 //! connections and row counts, waiting, the pgdrill drivers (`drill`), PgBouncer
-//! (`bouncer`), certificates (`certs`) and Prometheus (`prometheus`).
+//! (`bouncer`), certificates (`certs`), Prometheus (`prometheus`), a Patroni cluster
+//! (`patroni`) and an independent fresh-connection probe (`probe`).
 
 pub mod bouncer;
 pub mod certs;
 pub mod drill;
+pub mod patroni;
+pub mod probe;
 pub mod prometheus;
 
 use std::future::Future;

@@ -1,0 +1,179 @@
+//! An independent client, the ground truth for "what a well-behaved fresh client saw" (see
+//! LAB-FACTS): a few tasks, each opening a fresh connection every 100 ms through the same DSN
+//! and inserting one row into the probe's own table. Attempts start on schedule whether or not
+//! earlier ones have finished (each bounded), so a connection that hangs delays nobody else;
+//! the longest gap between successful inserts is the service's unavailability.
+
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Tasks, started a third of a period apart: one success every ~33 ms while all is well.
+const TASKS: u32 = 3;
+const PERIOD: Duration = Duration::from_millis(100);
+/// Like libpq's `connect_timeout`: a bound on establishing the connection to one host (TCP,
+/// startup, authentication, the read-write check), after which a multi-host DSN moves on.
+/// tokio-postgres' own `connect_timeout` covers only the TCP handshake, which a frozen server's
+/// kernel still completes, so the probe bounds each host itself.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on the INSERT once connected.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The probe's table, created in the DSN's database if missing.
+const TABLE: &str = "pgdrill_probe";
+
+pub struct Probe {
+    stop: CancellationToken,
+    started: Instant,
+    tasks: Vec<JoinHandle<(u64, Vec<Instant>)>>,
+}
+
+/// What the probe saw.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeReport {
+    pub attempts: u64,
+    pub successes: usize,
+    /// Longest time between two consecutive successful inserts, in seconds.
+    pub longest_gap: f64,
+    /// When that gap began, in seconds since the probe started.
+    pub gap_began: f64,
+}
+
+impl Probe {
+    /// Creates the probe's table through `dsn` and starts the tasks.
+    pub async fn start(dsn: &str) -> Probe {
+        let client = super::connect(dsn).await;
+        super::exec(
+            &client,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {TABLE} (task int NOT NULL, \
+                 at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            ),
+        )
+        .await;
+        let hosts = per_host(dsn);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let tasks = (0..TASKS)
+            .map(|t| {
+                let first = started + PERIOD * t / TASKS;
+                tokio::spawn(run_task(hosts.clone(), t as i32, first, stop.clone()))
+            })
+            .collect();
+        Probe {
+            stop,
+            started,
+            tasks,
+        }
+    }
+
+    /// Stops the tasks (attempts still pending are dropped) and reports.
+    pub async fn stop(self) -> ProbeReport {
+        self.stop.cancel();
+        let mut attempts = 0;
+        let mut acks = Vec::new();
+        for task in self.tasks {
+            let (n, mut a) = task.await.expect("probe task does not panic");
+            attempts += n;
+            acks.append(&mut a);
+        }
+        acks.sort();
+        let (gap, began) = acks
+            .windows(2)
+            .map(|w| (w[1] - w[0], w[0]))
+            .max_by_key(|(gap, _)| *gap)
+            .unwrap_or((Duration::ZERO, self.started));
+        ProbeReport {
+            attempts,
+            successes: acks.len(),
+            longest_gap: gap.as_secs_f64(),
+            gap_began: (began - self.started).as_secs_f64(),
+        }
+    }
+}
+
+/// One task: an attempt every [`PERIOD`] from `first`; returns (attempts, success times).
+async fn run_task(
+    hosts: Vec<tokio_postgres::Config>,
+    task: i32,
+    first: Instant,
+    stop: CancellationToken,
+) -> (u64, Vec<Instant>) {
+    let mut tick = tokio::time::interval_at(first, PERIOD);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut pending = JoinSet::new();
+    let mut attempts = 0;
+    let mut acks = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                attempts += 1;
+                pending.spawn(attempt(hosts.clone(), task));
+            }
+            Some(done) = pending.join_next(), if !pending.is_empty() => {
+                if let Ok(Some(at)) = done {
+                    acks.push(at);
+                }
+            }
+        }
+    }
+    pending.abort_all();
+    (attempts, acks)
+}
+
+/// One single-host configuration per host of `dsn`, in order, each with the DSN's user,
+/// database, password and (read-write) `target_session_attrs`, which tokio-postgres checks
+/// after connecting, as libpq does.
+fn per_host(dsn: &str) -> Vec<tokio_postgres::Config> {
+    let config: tokio_postgres::Config = dsn.parse().expect("probe DSN parses");
+    let ports = config.get_ports();
+    let read_write = dsn.contains("target_session_attrs=read-write");
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let mut one = tokio_postgres::Config::new();
+            match host {
+                tokio_postgres::config::Host::Tcp(h) => one.host(h),
+                tokio_postgres::config::Host::Unix(p) => one.host_path(p),
+            };
+            one.port(ports.get(i).or(ports.first()).copied().unwrap_or(5432));
+            if let Some(user) = config.get_user() {
+                one.user(user);
+            }
+            if let Some(db) = config.get_dbname() {
+                one.dbname(db);
+            }
+            if let Some(pw) = config.get_password() {
+                one.password(pw);
+            }
+            if read_write {
+                one.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+            }
+            one
+        })
+        .collect()
+}
+
+/// A fresh connection (each host in turn, each bounded by [`CONNECT_TIMEOUT`]) and one
+/// INSERT; the time it was acknowledged, or None.
+async fn attempt(hosts: Vec<tokio_postgres::Config>, task: i32) -> Option<Instant> {
+    for config in &hosts {
+        let Ok(Ok((client, conn))) =
+            tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls)).await
+        else {
+            continue;
+        };
+        // Bounded: a connection to a server that froze after the insert must not linger.
+        tokio::spawn(tokio::time::timeout(INSERT_TIMEOUT, conn));
+        let sql = format!("INSERT INTO {TABLE} (task) VALUES ($1)");
+        return match tokio::time::timeout(INSERT_TIMEOUT, client.execute(&sql, &[&task])).await {
+            Ok(Ok(_)) => Some(Instant::now()),
+            _ => None,
+        };
+    }
+    None
+}
