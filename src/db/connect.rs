@@ -130,10 +130,18 @@ impl EndpointState {
         }
     }
 
-    /// A first attempt: any number on a healthy endpoint, one once the backoff after a
-    /// failure is over.
-    fn eligible(&self, now: Instant) -> bool {
-        self.failures == 0 || (self.pending == 0 && now >= self.retry_at)
+    /// A first attempt of a connect: any number on a healthy endpoint; on a failing one,
+    /// once the backoff is over, as one more attempt beside those pending (other connects'
+    /// races keep one starting every [`STAGGER`] when this one stops joining), or alone on a
+    /// server found silent.
+    fn eligible(&self, now: Instant, max: u32) -> bool {
+        self.failures == 0
+            || (now >= self.retry_at
+                && if self.declared_silent {
+                    self.pending == 0
+                } else {
+                    self.may_join(now, max)
+                })
     }
 
     /// One more attempt beside those pending: not while backing off, at most one per
@@ -380,12 +388,23 @@ impl Connector {
         }
     }
 
-    /// The earliest time a failing endpoint that nobody is probing may be tried again.
+    /// The earliest time a failing endpoint may take another attempt (an attempt ending
+    /// wakes the waiters too, through `changed`).
     fn next_retry(&self) -> Option<Instant> {
         self.lock()
             .values()
-            .filter(|s| s.failures > 0 && s.pending == 0)
-            .map(|s| s.retry_at)
+            .filter(|s| s.failures > 0)
+            .filter(|s| {
+                if s.declared_silent {
+                    s.pending == 0
+                } else {
+                    s.pending < self.max_pending
+                }
+            })
+            .map(|s| match s.last_start {
+                Some(t) if s.pending > 0 => s.retry_at.max(t + STAGGER),
+                _ => s.retry_at,
+            })
             .min()
     }
 
@@ -645,7 +664,7 @@ impl Connector {
         let state = map
             .entry(endpoint.clone())
             .or_insert_with(|| EndpointState::new(now));
-        if !state.eligible(now) {
+        if !state.eligible(now, self.max_pending) {
             if skipped.is_none() {
                 let (class, message) = state
                     .last_error
@@ -906,22 +925,23 @@ mod tests {
     async fn a_slow_attempt_does_not_hold_back_the_next() {
         let now = Instant::now();
         let mut s = EndpointState::new(now);
-        assert!(s.eligible(now));
+        assert!(s.eligible(now, 4));
         // A fast failure backs off.
         s.failed(ErrorClass::ConnectRefused, "x", now);
-        assert!(!s.eligible(now), "backing off");
-        assert!(s.eligible(now + BACKOFF_MAX));
+        assert!(!s.eligible(now, 4), "backing off");
+        assert!(s.eligible(now + BACKOFF_MAX, 4));
         // A slow one (the whole timeout) is followed at once.
         let mut slow = EndpointState::new(now);
         tokio::time::advance(Duration::from_secs(2)).await;
         slow.failed(ErrorClass::ConnectTimeout, "x", now);
         let later = Instant::now();
-        assert!(slow.eligible(later));
-        // While one attempt is pending on a failing endpoint, another joins every STAGGER,
+        assert!(slow.eligible(later, 4));
+        // While one attempt is pending on a failing endpoint, another starts every STAGGER,
         // up to the bound.
         slow.pending = 1;
         slow.last_start = Some(later);
-        assert!(!slow.eligible(later), "one first attempt at a time");
+        assert!(!slow.eligible(later, 4), "one per STAGGER");
+        assert!(slow.eligible(later + STAGGER, 4));
         assert!(!slow.may_join(later, 4));
         assert!(slow.may_join(later + STAGGER, 4));
         slow.pending = 4;
@@ -929,7 +949,7 @@ mod tests {
         slow.pending = 1;
         slow.declared_silent = true;
         assert!(
-            !slow.may_join(later + STAGGER, 4),
+            !slow.may_join(later + STAGGER, 4) && !slow.eligible(later + STAGGER, 4),
             "a silent server: one at a time"
         );
         // Backing off after a fast failure: no joining either.

@@ -232,11 +232,11 @@ impl ManageConnection for Manager {
             .connector
             .connect(password, self, |client, _| self.establish(client))
             .await?;
-        let (client, insert, standby) = opened.value;
+        let (client, insert) = opened.value;
         Ok(Conn {
             client,
             insert,
-            broken: standby,
+            broken: false,
             created: tokio::time::Instant::now(),
             silence: opened.silence,
             driver: opened.driver,
@@ -268,29 +268,29 @@ impl Failures for Manager {
 
 impl Manager {
     /// What follows the handshake, inside the same per-host connect timeout: the identity
-    /// probe, the table (once), the session settings. Returns whether the server is a
-    /// standby (kept out of the pool).
-    async fn establish(
-        &self,
-        client: Client,
-    ) -> Result<(Client, Option<Statement>, bool), ConnectError> {
+    /// probe (a standby fails the attempt), the table (once), the session settings.
+    async fn establish(&self, client: Client) -> Result<(Client, Option<Statement>), ConnectError> {
         let id = identity::probe(&client).await;
-        if id.in_recovery != Some(true) {
-            self.table_ready
-                .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.table))
-                .await
-                .map_err(|e| self.table_failed(e))?;
+        if id.in_recovery == Some(true) {
+            // A standby (behind a proxy that still routes to a demoted node, or a host of a
+            // multi-host DSN): writes would fail with 25006. A failed attempt, not a
+            // connection, so that the endpoint keeps being raced until it reaches a primary.
+            return Err(self.failed(
+                ErrorClass::ReadOnly,
+                format!(
+                    "{}: the server is in recovery (a standby)",
+                    crate::db::identity::shown(id.endpoint())
+                ),
+                None,
+            ));
         }
+        self.table_ready
+            .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.table))
+            .await
+            .map_err(|e| self.table_failed(e))?;
         let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
-        let standby = id.in_recovery == Some(true);
-        if standby {
-            // Connected to a standby: writes would fail with 25006, so do not pool it.
-            self.metrics.connection_errors.inc(ErrorClass::ReadOnly);
-            tracing::debug!(server = %crate::db::identity::shown(id.endpoint()), "connected server is in recovery; discarding");
-        } else {
-            self.identity.observe(&id);
-        }
-        Ok((client, insert, standby))
+        self.identity.observe(&id);
+        Ok((client, insert))
     }
 }
 
@@ -395,13 +395,6 @@ impl DbPool {
         let state = self.pool.state();
         if state.idle_connections == 0 && state.connections < self.pool.config().max_size {
             match self.pool.dedicated_connection().await {
-                Ok(conn) if conn.broken => {
-                    return Err(CheckoutError {
-                        class: ErrorClass::ReadOnly,
-                        message: "server is in recovery (a standby)".to_string(),
-                        sqlstate: None,
-                    });
-                }
                 Ok(conn) => {
                     // Losing the race for capacity just drops the extra connection.
                     let _ = self.pool.add(conn);

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::pool::{Conn, DbPool};
 use crate::db::table::Table;
-use crate::error::{classify, ErrorClass};
+use crate::error::classify;
 use crate::telemetry::metrics::Metrics;
 
 /// Pause between two batches of one sweep: gives autovacuum and the load room.
@@ -71,11 +71,6 @@ pub async fn run(
         let c = match conn.take() {
             Some(c) if !c.client.is_closed() => c,
             _ => match pool.dedicated().await {
-                Ok(c) if c.broken => {
-                    metrics.retention_errors.inc(ErrorClass::ReadOnly);
-                    wait = ERROR_BACKOFF;
-                    continue;
-                }
                 Ok(c) => c,
                 Err(err) => {
                     metrics.retention_errors.inc(err.class);

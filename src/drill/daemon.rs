@@ -294,6 +294,7 @@ mod tests {
                 unknown_not_committed: 0,
                 seconds: 0.01,
             },
+            None,
         );
         let _ = reply.send(Ok("promoted".into()));
         tokio::time::sleep(Duration::from_secs(1)).await;

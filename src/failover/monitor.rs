@@ -57,10 +57,14 @@ impl Monitor {
             tokio::spawn(async move {
                 let outages = this.outages.clone();
                 let timeline = this.timeline.clone();
+                let identity = this.identity.clone();
                 this.verifier
                     .run(verify_rx, stop, |req, check| {
                         if let Some(position) = req.outage {
-                            outages.verified(position, check);
+                            // Verification connected afresh (its identity probe ran): the
+                            // server written to after the outage, even behind a pooler that
+                            // kept pgdrill's connections while it switched servers.
+                            outages.verified(position, check, identity.current());
                         }
                         timeline.event(
                             crate::telemetry::timeline::unix_now(),

@@ -247,9 +247,12 @@ impl Outages {
     }
 
     /// Fills in what verification found for the outage at `position`.
-    pub fn verified(&self, position: usize, c: &Check) {
+    pub fn verified(&self, position: usize, c: &Check, written_to: Option<Identity>) {
         self.with(|b| {
             if let Some(o) = b.outages.get_mut(position) {
+                if written_to.is_some() {
+                    o.identity_after = written_to;
+                }
                 o.checked_writes = Some(c.checked);
                 o.lost_writes = Some(c.lost);
                 o.lost_seqs = c.lost_seqs.clone();
@@ -287,7 +290,7 @@ mod tests {
         let position = outages.ended(t0, end, &[ErrorClass::AdminShutdown], None);
         assert_eq!(position, Some(0));
         outages.full_rate(2.5);
-        outages.verified(0, &check(3));
+        outages.verified(0, &check(3), None);
 
         let records = outages.outages();
         assert_eq!(records.len(), 1);
@@ -313,7 +316,7 @@ mod tests {
         let first = outages.ended(t0, t0 + Duration::from_secs(1), &[], None);
         outages.started(t0 + Duration::from_secs(5), None);
         // The first outage's verification finishes while the second is open.
-        outages.verified(first.unwrap(), &check(0));
+        outages.verified(first.unwrap(), &check(0), None);
         let records = outages.outages();
         assert_eq!(records[1].index, 2);
         assert_eq!(records[0].lost_writes, Some(0));

@@ -90,6 +90,10 @@ async fn failover_behind_pgbouncer_is_measured() {
         "writes unavailable {down}s (PgBouncer pointed nowhere for 1 s)"
     );
     assert!(summary.primary_changes >= 1, "{summary}");
+    // The record names the server written to after the outage, though PgBouncer kept
+    // pgdrill's connections while it switched servers behind them.
+    let after = outage.identity_after.as_ref().and_then(|i| i.server_port);
+    assert_eq!(after, Some(lab.port(report.new_primary)), "{summary}");
     assert_eq!(summary.lost_writes, 0, "sync replication loses nothing");
     drop(bouncer);
     if let Ok(lab) = Arc::try_unwrap(lab) {
