@@ -57,8 +57,8 @@ pub fn remember(secret: &str) {
     known.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// As the report escapes text (`report::html::esc`).
-fn html_escaped(s: &str) -> String {
+/// HTML text and attribute escaping: the report's, and the form of a secret in it.
+pub fn html_escaped(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

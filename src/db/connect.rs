@@ -528,14 +528,7 @@ impl Connector {
         if !state.may_join(now, self.max_pending) {
             return None;
         }
-        state.pending += 1;
-        state.last_start = Some(now);
-        Some(Claim {
-            connector: self,
-            endpoint,
-            started: now,
-            done: false,
-        })
+        Some(Claim::start(self, endpoint, state, now))
     }
 
     /// One endpoint: connect, drive the connection, `establish`, all within the timeout.
@@ -681,14 +674,7 @@ impl Connector {
             }
             return None;
         }
-        state.pending += 1;
-        state.last_start = Some(now);
-        Some(Claim {
-            connector: self,
-            endpoint,
-            started: now,
-            done: false,
-        })
+        Some(Claim::start(self, endpoint, state, now))
     }
 }
 
@@ -701,7 +687,24 @@ struct Claim<'a> {
     done: bool,
 }
 
-impl Claim<'_> {
+impl<'a> Claim<'a> {
+    /// Counts the attempt on `state` (under the connector's lock).
+    fn start(
+        connector: &'a Connector,
+        endpoint: &'a Endpoint,
+        state: &mut EndpointState,
+        now: Instant,
+    ) -> Claim<'a> {
+        state.pending += 1;
+        state.last_start = Some(now);
+        Claim {
+            connector,
+            endpoint,
+            started: now,
+            done: false,
+        }
+    }
+
     /// Marks the endpoint healthy; returns the token its connections watch.
     fn succeeded(&mut self) -> CancellationToken {
         self.done = true;

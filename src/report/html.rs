@@ -266,21 +266,8 @@ pub struct LiveInput {
     pub timeline: Timeline,
 }
 
-/// HTML/XML text and attribute escaping; `secrets` scrubs the same escaped form of each secret.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML/XML text and attribute escaping (the form `secrets` also scrubs).
+pub use crate::secrets::html_escaped as esc;
 
 /// Durations as people read them: 274 ms, 2.74 s, 1 min 05 s.
 pub(crate) fn fmt_secs(s: f64) -> String {
