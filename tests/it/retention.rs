@@ -108,16 +108,15 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
         })
         .sum();
     assert_eq!(errors, 0.0);
-    // Not disturbed: every transaction succeeded, the rate held, p99 stayed in the same league.
+    // Not disturbed: every transaction succeeded and none was skipped. How much latency the
+    // cleanup adds is printed above; a bound on it would measure the machine's neighbours
+    // (timing belongs in bench/, not in a test a busy CI machine can fail).
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
-    assert!((summary.achieved_rate - 1000.0).abs() <= 20.0, "{summary}");
-    // The p99 comparison is printed above; on a shared 2-core machine it moves with the
-    // neighbours, so the bound only catches gross stalls (a lock wait, a long transaction).
-    assert!(
-        summary.latency.p99_ms <= base.latency.p99_ms * 5.0 + 500.0,
-        "p99 {:.2} ms with cleanup vs {:.2} ms without",
-        summary.latency.p99_ms,
-        base.latency.p99_ms
-    );
+    assert_eq!(summary.successes, summary.transactions, "{summary}");
+    assert_eq!(summary.skipped, 0, "{summary}");
+    // The summary counts the deletions too: at least what the last scrape (a few seconds
+    // before the end) saw.
+    let counted = summary.retention_rows_deleted as f64;
+    assert!(counted >= deleted, "summary {counted} < scraped {deleted}");
     lab.shutdown().await;
 }
