@@ -1045,8 +1045,13 @@ fn observability_doc_lists_exactly_the_recording_rules() {
 /// prometheus/tests/cadence.test.yml is generated; it must match its generator.
 #[test]
 fn cadence_tests_match_their_generator() {
+    assert_generated("prometheus/tests/generate_cadence_tests.py");
+}
+
+/// Runs a test generator with `--check`: what it would write is what the repository holds.
+pub(crate) fn assert_generated(script: &str) {
     let out = Command::new("python3")
-        .arg("prometheus/tests/generate_cadence_tests.py")
+        .arg(script)
         .arg("--check")
         .current_dir(repo())
         .output()

@@ -9,7 +9,6 @@
 //! other cadences) is run here. Both come from `generate_slo_tests.py`.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use crate::rules::{all_rules, numbers_in, repo, run_promtool, Mutation, Rule};
 
@@ -293,18 +292,7 @@ fn sli_windows_sum_the_gated_five_minute_rates() {
 
 #[test]
 fn slo_tests_match_their_generator() {
-    let out = Command::new("python3")
-        .arg("prometheus/tests/generate_slo_tests.py")
-        .arg("--check")
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/deps installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::rules::assert_generated("prometheus/tests/generate_slo_tests.py");
 }
 
 /// The scenarios that hinge on single scrapes (a failover, a drill, a failed scrape) at
