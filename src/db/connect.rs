@@ -780,9 +780,10 @@ impl Silence {
         self.token.is_cancelled()
     }
 
-    /// Resolves once the server is declared silent.
-    pub async fn declared(&self) {
-        self.token.cancelled().await
+    /// Cancelled when the server is declared silent, or earlier by its holder (a lane
+    /// giving up on its connection's writes).
+    pub fn child(&self) -> CancellationToken {
+        self.token.child_token()
     }
 
     /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the

@@ -1,6 +1,7 @@
 //! Write availability as a state machine, and outage (RTO) accounting.
 //!
-//! States and transitions (evaluated every [`TICK`]):
+//! States and transitions (evaluated every [`TICK`] while anything moves; when healthy,
+//! only when a failure is reported or a stall could begin, see [`Machine::next_look`]):
 //! - `healthy`: writes succeed, no failure in the last second.
 //! - `degraded`: writes succeed, but at least one failed in the last second.
 //! - `outage`: no write acknowledged for the outage threshold while a write failed
@@ -21,14 +22,18 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::error::ErrorClass;
 use crate::supervisor::lock;
 
-/// How often the state machine looks at what happened.
+/// How often the state machine looks at what happened while it is not healthy.
 pub const TICK: Duration = Duration::from_millis(10);
+
+/// The longest a healthy machine goes without looking: keeps the rate history that an
+/// outage's "rate before" is measured from (a canary at 20/s must not wake 100 times a
+/// second for nothing).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 /// Failures within this window make a running system `degraded`.
 const DEGRADED_WINDOW: Duration = Duration::from_secs(1);
@@ -39,32 +44,8 @@ const FULL_RATE: f64 = 0.95;
 /// The longest `recovering` lasts after the first success of an outage.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailoverState {
-    Healthy,
-    Degraded,
-    Outage,
-    Recovering,
-}
-
-impl FailoverState {
-    pub const ALL: [FailoverState; 4] = [
-        FailoverState::Healthy,
-        FailoverState::Degraded,
-        FailoverState::Outage,
-        FailoverState::Recovering,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailoverState::Healthy => "healthy",
-            FailoverState::Degraded => "degraded",
-            FailoverState::Outage => "outage",
-            FailoverState::Recovering => "recovering",
-        }
-    }
-}
+/// The one state enum: the timeline stores it, the monitor drives it.
+pub use crate::telemetry::timeline::State as FailoverState;
 
 /// Outcomes as the lanes report them; a short critical section per transaction.
 #[derive(Debug, Default)]
@@ -81,7 +62,8 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn success(&mut self, at: Instant) {
+    /// Returns whether this success ends an outage (worth a look at once).
+    pub fn success(&mut self, at: Instant) -> bool {
         self.successes += 1;
         if self.last_success.is_none_or(|l| at > l) {
             self.last_success = Some(at);
@@ -91,7 +73,9 @@ impl Events {
             self.classes = 0;
         } else if self.first_success_in_outage.is_none() {
             self.first_success_in_outage = Some(at);
+            return true;
         }
+        false
     }
 
     /// The error classes seen since the last success outside an outage.
@@ -103,8 +87,10 @@ impl Events {
     }
 
     /// `started` is when the failed write was sent (or due, if it never got a connection).
-    pub fn failure(&mut self, started: Instant, class: ErrorClass) {
+    /// Returns whether it is the first failure since a success (worth a look at once).
+    pub fn failure(&mut self, started: Instant, class: ErrorClass) -> bool {
         self.failures += 1;
+        let news = self.first_failure_since_success.is_none();
         self.classes |= 1 << class.index();
         // A write sent before the last acknowledgement says nothing about what came after it.
         let after_success = self.last_success.is_none_or(|l| started >= l);
@@ -112,6 +98,7 @@ impl Events {
         if after_success && first {
             self.first_failure_since_success = Some(started);
         }
+        news
     }
 }
 
@@ -121,6 +108,9 @@ pub struct Detector {
     events: Mutex<Events>,
     /// Writes taken and not yet finished: with no answer for long, a stall is an outage.
     in_flight: AtomicI64,
+    /// Woken by the outcomes that can change the state (a first failure, the end of an
+    /// outage), so a healthy machine needs no poll.
+    news: tokio::sync::Notify,
 }
 
 impl Detector {
@@ -138,11 +128,20 @@ impl Detector {
     }
 
     pub fn success(&self, at: Instant) {
-        lock(&self.events).success(at);
+        if lock(&self.events).success(at) {
+            self.news.notify_one();
+        }
     }
 
     pub fn failure(&self, started: Instant, class: ErrorClass) {
-        lock(&self.events).failure(started, class);
+        if lock(&self.events).failure(started, class) {
+            self.news.notify_one();
+        }
+    }
+
+    /// Resolves when an outcome that may change the state was reported.
+    pub async fn news(&self) {
+        self.news.notified().await;
     }
 
     /// Runs `f` with the events locked, so that a decision and its mark are atomic.
@@ -233,9 +232,27 @@ impl Machine {
         (elapsed >= span.as_secs_f64() * 0.5).then(|| (successes - s) as f64 / elapsed)
     }
 
+    /// Failures since the oldest sample within `span`; with none that recent (a healthy
+    /// machine looks rarely), since the newest sample before it.
     fn failures_within(&self, now: Instant, span: Duration, failures: u64) -> u64 {
         self.sample_within(now, span)
+            .or(self.history.back())
             .map_or(0, |(_, _, f)| failures - f)
+    }
+
+    /// When to look again if no outcome asks sooner: every [`TICK`] while anything moves;
+    /// when healthy, when writes in flight since the last success would become a stall,
+    /// and at least every [`IDLE_LOOK`].
+    pub fn next_look(&self, now: Instant, ev: &Events, in_flight: i64) -> Instant {
+        if self.state != FailoverState::Healthy || ev.first_failure_since_success.is_some() {
+            return now + TICK;
+        }
+        let idle = now + IDLE_LOOK;
+        if in_flight <= 0 {
+            return idle;
+        }
+        let stall_at = ev.last_success.unwrap_or(self.run_start) + self.thresholds.stall;
+        idle.min(stall_at.max(now + TICK))
     }
 
     fn set(&mut self, to: FailoverState, out: &mut Vec<Transition>) {
@@ -397,15 +414,38 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..ms {
             let t = from + Duration::from_millis(i);
-            match outcome(i) {
+            let _news = match outcome(i) {
                 None => ev.success(t),
                 Some(c) => ev.failure(t, c),
-            }
+            };
             if i % 10 == 9 {
                 out.extend(m.tick(t, ev, 4));
             }
         }
         out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_machine_looks_only_when_something_can_change() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        let now = t0 + Duration::from_millis(500);
+        ev.success(now);
+        m.tick(now, &mut ev, 0);
+        // Nothing in flight: the idle look only.
+        assert_eq!(m.next_look(now, &ev, 0), now + IDLE_LOOK);
+        // Writes in flight: when they would become a stall (the stall threshold is 1 s).
+        let later = now + Duration::from_millis(300);
+        assert_eq!(m.next_look(later, &ev, 3), now + Duration::from_secs(1));
+        // A failure is news (the monitor is woken), and from then on it looks every tick.
+        assert!(ev.failure(later, ErrorClass::ConnectRefused));
+        assert!(!ev.failure(later, ErrorClass::ConnectRefused));
+        assert_eq!(m.next_look(later, &ev, 3), later + TICK);
+        // A single failure between two rare looks still makes it degraded.
+        ev.success(later + Duration::from_millis(1));
+        let look = now + IDLE_LOOK;
+        m.tick(look, &mut ev, 0);
+        assert_eq!(m.state(), FailoverState::Degraded);
+        assert_eq!(m.next_look(look, &ev, 0), look + TICK);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,4 +1,5 @@
-//! Drives the failover state machine every [`TICK`], turns its transitions into metrics,
+//! Drives the failover state machine when it asks to look ([`Machine::next_look`]) or an
+//! outcome that may change the state arrives, turns its transitions into metrics,
 //! log events and outage records, and asks for verification after each outage or
 //! primary change.
 
@@ -10,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::identity::{shown, Identity, IdentityTracker};
-use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Transition, TICK};
+use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Transition};
 use crate::failover::outages::Outages;
 use crate::rpo::verify::{Request, Verifier};
 use crate::telemetry::metrics::Metrics;
@@ -95,15 +96,16 @@ impl Monitor {
         }
     }
 
-    /// The tick loop.
+    /// The look loop: no wake-up while healthy and nothing is reported.
     async fn watch(&self, verify: &mpsc::UnboundedSender<Request>, stop: &CancellationToken) {
         let mut machine = Machine::new(self.thresholds, Instant::now());
         let mut changes = self.identity.subscribe();
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let next = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(next);
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                () = &mut next => {}
+                () = self.detector.news() => {}
                 Ok(()) = changes.changed() => {
                     // A new primary without a detected outage (a fast switchover):
                     // check what was acknowledged before it.
@@ -120,12 +122,13 @@ impl Monitor {
             }
             let now = Instant::now();
             let in_flight = self.detector.in_flight();
-            let Some(transitions) = self
-                .detector
-                .with_events(|ev| machine.tick(now, ev, in_flight))
-            else {
+            let Some((transitions, look)) = self.detector.with_events(|ev| {
+                let transitions = machine.tick(now, ev, in_flight);
+                (transitions, machine.next_look(now, ev, in_flight))
+            }) else {
                 continue;
             };
+            next.as_mut().reset(look);
             for t in transitions {
                 if let Some(req) = self.apply(t) {
                     let _ = verify.send(req);

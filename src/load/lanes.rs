@@ -9,6 +9,7 @@ use async_channel::Receiver;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::connect::SUSPECT_AFTER;
 use crate::db::pool::{Conn, DbPool};
@@ -64,7 +65,16 @@ impl Shared {
         }
     }
 
-    async fn execute(&self, conn: &Conn, job: Job, row: Row) -> Outcome {
+    /// One INSERT. It needs no timer of its own: the lane's [`Watch`] cancels `give_up`
+    /// when the oldest write on the connection has waited too long (or its server was
+    /// declared silent), failing every write still waiting on it.
+    async fn execute(
+        &self,
+        conn: &Conn,
+        job: Job,
+        row: Row,
+        give_up: &CancellationToken,
+    ) -> Outcome {
         let sent = Instant::now();
         let retire = std::sync::atomic::AtomicBool::new(false);
         let insert = async {
@@ -83,34 +93,19 @@ impl Shared {
                 other => other,
             }
         };
-        // A write unanswered for SUSPECT_AFTER has its server checked; a server found
-        // silent fails every write on its connections at once (no_response).
-        let watchdog = async {
-            let mut every = tokio::time::interval_at(sent + SUSPECT_AFTER, SUSPECT_AFTER);
-            loop {
-                every.tick().await;
-                conn.silence.suspect();
-            }
-        };
         let result = tokio::select! {
-            done = tokio::time::timeout(self.client_timeout, insert) => match done {
-                Ok(Ok(id)) => Ok(id),
-                Ok(Err(err)) => Err(Failure::from_query(&err)),
-                Err(_) => Err(Failure {
-                    class: ErrorClass::NoResponse,
-                    // The server never answered; it may still commit.
-                    unknown: true,
-                    message: format!("no answer within {:?}", self.client_timeout),
-                    sqlstate: None,
-                }),
-            },
-            _ = conn.silence.declared() => Err(Failure {
+            done = insert => done.map_err(|err| Failure::from_query(&err)),
+            () = give_up.cancelled() => Err(Failure {
                 class: ErrorClass::NoResponse,
+                // The server never answered; it may still commit.
                 unknown: true,
-                message: format!("{} stopped answering", conn.silence.endpoint()),
+                message: if conn.silence.is_silent() {
+                    format!("{} stopped answering", conn.silence.endpoint())
+                } else {
+                    format!("no answer within {}", humantime::format_duration(self.client_timeout))
+                },
                 sqlstate: None,
             }),
-            _ = watchdog => unreachable!("the watchdog never ends"),
         };
         Outcome {
             job,
@@ -119,6 +114,61 @@ impl Shared {
             result,
             retire: retire.into_inner(),
         }
+    }
+}
+
+/// The writes waiting on one connection, watched with one timer for all of them (not one
+/// or two per INSERT): a write unanswered for [`SUSPECT_AFTER`] has its server checked
+/// (again every [`SUSPECT_AFTER`]); one unanswered for the client timeout fails, with
+/// every write behind it on the same connection.
+struct Watch {
+    /// Send instants of the writes in flight (at most the pipeline depth).
+    waiting: Vec<(u64, Instant)>,
+    /// When to look next; `None` with nothing in flight.
+    look_at: Option<Instant>,
+    give_up: CancellationToken,
+}
+
+impl Watch {
+    fn new(give_up: CancellationToken) -> Watch {
+        Watch {
+            waiting: Vec::new(),
+            look_at: None,
+            give_up,
+        }
+    }
+
+    fn sent(&mut self, seq: u64, at: Instant) {
+        self.waiting.push((seq, at));
+        self.look_at.get_or_insert(at + SUSPECT_AFTER);
+    }
+
+    fn answered(&mut self, seq: u64) {
+        if let Some(i) = self.waiting.iter().position(|(s, _)| *s == seq) {
+            self.waiting.swap_remove(i);
+        }
+    }
+
+    /// The timer fired: checks the oldest waiting write, sets when to look again (lazily
+    /// re-armed: a healthy connection's timer fires at most once per [`SUSPECT_AFTER`]),
+    /// and returns whether its server is now suspect.
+    fn look(&mut self, client_timeout: Duration, now: Instant) -> bool {
+        let Some(oldest) = self.waiting.iter().map(|(_, at)| *at).min() else {
+            self.look_at = None;
+            return false;
+        };
+        let give_up_at = oldest + client_timeout;
+        if now >= give_up_at {
+            self.give_up.cancel();
+            self.look_at = None;
+            return false;
+        }
+        let waited = now.saturating_duration_since(oldest);
+        // The next multiple of SUSPECT_AFTER after `oldest`.
+        let periods = waited.as_nanos() / SUSPECT_AFTER.as_nanos() + 1;
+        let next = oldest + SUSPECT_AFTER * periods as u32;
+        self.look_at = Some(next.min(give_up_at));
+        waited >= SUSPECT_AFTER
     }
 }
 
@@ -177,11 +227,26 @@ async fn run_on(
     report: &LaneOutcomes,
     rng: &mut SmallRng,
 ) -> bool {
+    let mut watch = Watch::new(conn.silence.child());
+    let give_up = watch.give_up.clone();
     let mut in_flight = FuturesUnordered::new();
-    in_flight.push(shared.execute(conn, first, Row::random(rng, first.seq)));
+    let far = Instant::now() + Duration::from_secs(86_400);
+    let timer = tokio::time::sleep_until(far);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    let send =
+        |in_flight: &mut FuturesUnordered<_>, watch: &mut Watch, job: Job, rng: &mut SmallRng| {
+            watch.sent(job.seq, Instant::now());
+            in_flight.push(shared.execute(conn, job, Row::random(rng, job.seq), &give_up));
+        };
+    send(&mut in_flight, &mut watch, first, rng);
     let mut broken = false;
     let mut closed = false;
     loop {
+        if armed != watch.look_at {
+            armed = watch.look_at;
+            timer.as_mut().reset(armed.unwrap_or(far));
+        }
         // Registered before the check, so a lane turning busy in between still wakes us.
         let all_busy = shared.all_busy.notified();
         tokio::pin!(all_busy);
@@ -193,13 +258,19 @@ async fn run_on(
         tokio::select! {
             biased;
             Some(outcome) = in_flight.next() => {
+                watch.answered(outcome.job.seq);
                 broken |= shared.record(outcome, report);
+            }
+            () = &mut timer, if armed.is_some() => {
+                if watch.look(shared.client_timeout, Instant::now()) {
+                    conn.silence.suspect();
+                }
             }
             _ = &mut all_busy, if can_take && !room => {}
             job = jobs.recv(), if room => match job {
                 Ok(job) => {
                     report.started();
-                    in_flight.push(shared.execute(conn, job, Row::random(rng, job.seq)));
+                    send(&mut in_flight, &mut watch, job, rng);
                 }
                 Err(_) => closed = true,
             },
@@ -212,10 +283,44 @@ async fn run_on(
             match jobs.try_recv() {
                 Ok(job) => {
                     report.started();
-                    in_flight.push(shared.execute(conn, job, Row::random(rng, job.seq)));
+                    send(&mut in_flight, &mut watch, job, rng);
                 }
                 Err(_) => return false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_timer_watches_every_write_on_a_connection() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(2);
+        let mut watch = Watch::new(CancellationToken::new());
+        assert_eq!(watch.look_at, None);
+        watch.sent(1, t0);
+        watch.sent(2, t0 + Duration::from_millis(100));
+        assert_eq!(watch.look_at, Some(t0 + SUSPECT_AFTER));
+        // The oldest was answered: the next look is for the one behind it, not a suspicion.
+        watch.answered(1);
+        assert!(!watch.look(timeout, t0 + SUSPECT_AFTER));
+        let second = t0 + Duration::from_millis(100);
+        assert_eq!(watch.look_at, Some(second + SUSPECT_AFTER));
+        // Unanswered: suspected every SUSPECT_AFTER, then given up at the client timeout.
+        assert!(watch.look(timeout, second + SUSPECT_AFTER));
+        assert_eq!(watch.look_at, Some(second + SUSPECT_AFTER * 2));
+        assert!(!watch.give_up.is_cancelled());
+        assert!(!watch.look(timeout, second + timeout));
+        assert!(watch.give_up.is_cancelled());
+        assert_eq!(watch.look_at, None);
+        // Nothing waiting: the timer is disarmed.
+        let mut idle = Watch::new(CancellationToken::new());
+        idle.sent(3, t0);
+        idle.answered(3);
+        assert!(!idle.look(timeout, t0 + SUSPECT_AFTER));
+        assert_eq!(idle.look_at, None);
     }
 }

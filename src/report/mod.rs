@@ -180,7 +180,7 @@ impl Live {
             run_id: self.run_id,
             target: self.target.clone(),
             started_at: self.started_at.clone(),
-            state: sampler::state(self.outages.state()),
+            state: self.outages.state(),
             target_rate: self.target_rate,
             transactions: tally.transactions,
             successes: tally.successes(),

@@ -11,11 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::pool::DbPool;
 use crate::error::ErrorClass;
-use crate::failover::machine::FailoverState;
 use crate::failover::outages::{Outages, WallClock};
 use crate::load::outcomes::{Outcomes, TallySnapshot};
 use crate::telemetry::latency::LatencyBook;
-use crate::telemetry::timeline::{Recorder, Second, State, MAX_CLASSES};
+use crate::telemetry::timeline::{Recorder, Second, MAX_CLASSES};
 
 // Every error class must have a slot in a timeline bucket.
 const _: () = assert!(ErrorClass::ALL.len() <= MAX_CLASSES);
@@ -23,15 +22,6 @@ const _: () = assert!(ErrorClass::ALL.len() <= MAX_CLASSES);
 /// The timeline's class names, indexed like `ErrorClass::index`.
 pub(crate) fn class_names() -> [&'static str; ErrorClass::ALL.len()] {
     ErrorClass::ALL.map(ErrorClass::as_str)
-}
-
-pub(crate) fn state(s: FailoverState) -> State {
-    match s {
-        FailoverState::Healthy => State::Healthy,
-        FailoverState::Degraded => State::Degraded,
-        FailoverState::Recovering => State::Recovering,
-        FailoverState::Outage => State::Outage,
-    }
 }
 
 /// What the sampler reads.
@@ -94,7 +84,6 @@ fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot) -> TallySnapshot 
         .outages
         .take_states()
         .into_iter()
-        .map(state)
         .max()
         .unwrap_or_default();
     s.timeline.push(second);
@@ -107,6 +96,7 @@ mod tests {
     use std::sync::Mutex;
 
     use crate::failover::machine::Detector;
+    use crate::telemetry::timeline::State;
     use crate::load::outcomes::Failure;
     use crate::load::scheduler::Job;
     use crate::rpo::ledger::Ledger;
@@ -175,8 +165,8 @@ mod tests {
         );
         outcomes.skipped();
         // A short outage that was over before the sample still marks the second.
-        outages.state_changed(FailoverState::Healthy, FailoverState::Outage, t0);
-        outages.state_changed(FailoverState::Outage, FailoverState::Recovering, t0);
+        outages.state_changed(State::Healthy, State::Outage, t0);
+        outages.state_changed(State::Outage, State::Recovering, t0);
         tokio::time::advance(Duration::from_millis(1000)).await;
         sample(&sources, &clock, first);
         let t: Timeline = timeline.snapshot();
@@ -202,10 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn every_failover_state_and_class_maps() {
-        for s in FailoverState::ALL {
-            assert_eq!(state(s).as_str(), s.as_str());
-        }
+    fn every_class_maps() {
         let names = class_names();
         for c in ErrorClass::ALL {
             assert_eq!(names[c.index()], c.as_str());

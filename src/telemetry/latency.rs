@@ -51,31 +51,43 @@ impl LatencyStats {
     }
 }
 
-/// Recorders shared by lanes in a few shards: enough that lanes rarely contend on
-/// one lock, few enough that memory stays flat however many lanes there are
-/// (a histogram is ~190 KB once a progress reset has touched every page).
-pub const SHARDS: usize = 4;
-
-/// All lanes' recorders.
-#[derive(Clone, Default)]
+/// All lanes' recorders, in one shard per runtime thread: lanes on one thread never
+/// contend, and memory stays flat however many lanes there are (a histogram is ~190 KB
+/// once a progress reset has touched every page, five per shard).
+#[derive(Clone)]
 pub struct LatencyBook {
     lanes: Arc<Mutex<Vec<Arc<Mutex<LatencyStats>>>>>,
     handed_out: Arc<std::sync::atomic::AtomicUsize>,
+    shards: usize,
+}
+
+impl Default for LatencyBook {
+    fn default() -> Self {
+        LatencyBook::new(1)
+    }
 }
 
 impl LatencyBook {
-    /// The recorder for the next lane, round-robin over [`SHARDS`].
+    pub fn new(shards: usize) -> LatencyBook {
+        LatencyBook {
+            lanes: Arc::default(),
+            handed_out: Arc::default(),
+            shards: shards.max(1),
+        }
+    }
+
+    /// The recorder for the next lane, round-robin over the shards.
     pub fn lane(&self) -> Arc<Mutex<LatencyStats>> {
         let n = self
             .handed_out
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut lanes = lock(&self.lanes);
-        if lanes.len() < SHARDS {
+        if lanes.len() < self.shards {
             let stats = Arc::new(Mutex::new(LatencyStats::default()));
             lanes.push(stats.clone());
             return stats;
         }
-        lanes[n % SHARDS].clone()
+        lanes[n % self.shards].clone()
     }
 
     fn merged(
