@@ -175,7 +175,12 @@ async fn timerfd_wait(
         // timerfd(2): a read returns the expiration count as 8 bytes.
         let mut expirations = [0u8; 8];
         match rustix::io::read(fd.get_ref(), &mut expirations) {
-            Ok(8) => return Ok(()),
+            Ok(8) => {
+                // Consumed: not readable until the next expiry, so the next wait does not
+                // begin with a read that can only fail.
+                guard.clear_ready();
+                return Ok(());
+            }
             Ok(_) => return Err(std::io::Error::other("short read from timerfd")),
             Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
             Err(err) => return Err(err.into()),
