@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
@@ -16,13 +16,14 @@ use crate::drill::DrillReport;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
-use crate::report::html::Flag;
+use crate::report::html::{fmt_secs, group};
 use crate::rpo::verify::RpoTotals;
 use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
 use crate::telemetry::timeline::Timeline;
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_ms: f64,
@@ -46,9 +47,19 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A command-line setting as run (long name without dashes, value); passwords are left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Flag {
+    pub name: String,
+    pub value: String,
+}
+
+/// The end-of-run summary: written as JSON by `--summary-json` and read back, as this
+/// type, by `pgdrill report` (fields a summary may lack read as their defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
-    pub version: &'static str,
+    pub version: String,
     pub run_id: i64,
     /// `--drill-id`: shared by the processes of one drill.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,7 +82,7 @@ pub struct Summary {
     pub target_rate: Option<f64>,
     pub transactions: u64,
     pub successes: u64,
-    pub errors: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<String, u64>,
     pub skipped: u64,
     /// In flight when the shutdown grace ran out: outcome never seen.
     pub abandoned: u64,
@@ -149,12 +160,12 @@ impl Summary {
         let successes = t.successes();
         let errors = ErrorClass::ALL
             .iter()
-            .map(|c| (c.as_str(), t.errors[c.index()]))
+            .map(|c| (c.as_str().to_string(), t.errors[c.index()]))
             .filter(|(_, n)| *n > 0)
             .collect();
         let secs = facts.elapsed.as_secs_f64().max(1e-9);
         Summary {
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             run_id: facts.run_id,
             drill_id: facts.fleet.drill_id,
             member: facts.fleet.member,
@@ -190,9 +201,7 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: facts.rpo.unknown_committed,
             unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
-            unknown_outcome_unresolved: t
-                .unknown_outcome
-                .saturating_sub(facts.rpo.unknown_committed + facts.rpo.unknown_not_committed),
+            unknown_outcome_unresolved: 0,
             error_kinds: facts.error_kinds,
             identity_first: facts.identity_first,
             identity_last: facts.identity_last,
@@ -200,7 +209,115 @@ impl Summary {
             timeline: facts.timeline,
             drill: facts.drill,
         }
+        .with_unresolved()
     }
+
+    fn with_unresolved(mut self) -> Summary {
+        self.unknown_outcome_unresolved = self.unresolved();
+        self
+    }
+
+    /// Unknown outcomes verification did not resolve either way.
+    pub fn unresolved(&self) -> u64 {
+        self.unknown_outcome_writes
+            .saturating_sub(self.unknown_outcome_committed + self.unknown_outcome_not_committed)
+    }
+
+    /// The longest measured write unavailability (the RTO a verdict judges).
+    pub fn longest_unavailability(&self) -> Option<f64> {
+        self.outages
+            .iter()
+            .filter_map(|o| o.write_unavailable_seconds)
+            .reduce(f64::max)
+    }
+
+    /// The RTO objective the run is judged against, and whether it is the default: a
+    /// drill's own, else `--rto-objective`'s default.
+    pub fn rto_objective(&self) -> (f64, bool) {
+        match &self.drill {
+            Some(d) => (d.objectives.rto.as_secs_f64(), false),
+            None => (DEFAULT_RTO_OBJECTIVE, true),
+        }
+    }
+
+    /// The verdict of a run without a failover trigger: the one set of rules for it. A
+    /// drill is judged once, during the run, by [`crate::drill::verdict::judge`], and its
+    /// summary carries that verdict.
+    pub fn run_verdict(&self, rto_objective: f64) -> RunVerdict {
+        let mut fail = Vec::new();
+        let mut incomplete = Vec::new();
+        let worst = self.longest_unavailability();
+        if let Some(w) = worst.filter(|w| *w > rto_objective) {
+            fail.push(format!(
+                "writes unavailable {} > objective {}",
+                fmt_secs(w),
+                fmt_secs(rto_objective)
+            ));
+        }
+        let open = self.outages.iter().filter(|o| o.end_unix.is_none()).count();
+        if open > 0 {
+            fail.push(format!("{open} outage(s) never ended during the run"));
+        }
+        if self.lost_writes > 0 {
+            fail.push(format!(
+                "{} acknowledged write(s) lost",
+                group(self.lost_writes)
+            ));
+        }
+        let unverified = self
+            .outages
+            .iter()
+            .filter(|o| o.lost_writes.is_none())
+            .count();
+        if unverified > 0 {
+            incomplete.push(format!("{unverified} outage(s) not verified"));
+        }
+        let unresolved = self.unresolved();
+        if unresolved > 0 {
+            incomplete.push(format!(
+                "{} unknown outcome(s) unresolved",
+                group(unresolved)
+            ));
+        }
+        if !fail.is_empty() {
+            fail.extend(incomplete);
+            return RunVerdict {
+                word: "FAIL",
+                reasons: fail,
+            };
+        }
+        if !incomplete.is_empty() {
+            return RunVerdict {
+                word: "INCOMPLETE",
+                reasons: incomplete,
+            };
+        }
+        let mut reasons = Vec::new();
+        match worst {
+            None if self.outages.is_empty() => reasons.push("no outage".to_string()),
+            None => {}
+            Some(w) => reasons.push(format!(
+                "writes unavailable {} ≤ objective {}",
+                fmt_secs(w),
+                fmt_secs(rto_objective)
+            )),
+        }
+        reasons.push("no acknowledged write lost".to_string());
+        RunVerdict {
+            word: "PASS",
+            reasons,
+        }
+    }
+}
+
+/// The RTO objective of a run without a trigger (`--rto-objective`'s default).
+pub const DEFAULT_RTO_OBJECTIVE: f64 = 120.0;
+
+/// PASS, FAIL or INCOMPLETE for a run without a trigger, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunVerdict {
+    pub word: &'static str,
+    pub reasons: Vec<String>,
 }
 
 /// Exit status of a run that never wrote: the target was wrong or never reachable.
