@@ -54,8 +54,8 @@ fn read(path: &Path) -> Result<(Input, Summary), String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let json = summary_json(path, &text)?;
     let at = |e: String| format!("{}: {e}", path.display());
-    let merged = serde_json::from_value(json.clone()).map_err(|e| at(e.to_string()))?;
-    let summary = crate::report::summary_from_json(json).map_err(at)?;
+    let summary = crate::report::summary_from_json(json.clone()).map_err(at)?;
+    let merged = serde_json::from_value(json).map_err(|e| at(e.to_string()))?;
     let file = path.file_name().map_or_else(
         || path.display().to_string(),
         |f| f.to_string_lossy().into_owned(),

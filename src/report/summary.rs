@@ -244,69 +244,45 @@ impl Summary {
     /// drill is judged once, during the run, by [`crate::drill::verdict::judge`], and its
     /// summary carries that verdict.
     pub fn run_verdict(&self, rto_objective: f64) -> RunVerdict {
-        let mut fail = Vec::new();
-        let mut incomplete = Vec::new();
         let worst = self.longest_unavailability();
-        if let Some(w) = worst.filter(|w| *w > rto_objective) {
-            fail.push(format!(
-                "writes unavailable {} > objective {}",
-                fmt_secs(w),
-                fmt_secs(rto_objective)
-            ));
-        }
-        let open = self.outages.iter().filter(|o| o.end_unix.is_none()).count();
-        if open > 0 {
-            fail.push(format!("{open} outage(s) never ended during the run"));
-        }
-        if self.lost_writes > 0 {
-            fail.push(format!(
-                "{} acknowledged write(s) lost",
-                group(self.lost_writes)
-            ));
-        }
-        let unverified = self
-            .outages
-            .iter()
-            .filter(|o| o.lost_writes.is_none())
-            .count();
-        if unverified > 0 {
-            incomplete.push(format!("{unverified} outage(s) not verified"));
-        }
+        let count = |f: fn(&OutageRecord) -> bool| self.outages.iter().filter(|o| f(o)).count();
+        let open = count(|o| o.end_unix.is_none());
+        let unverified = count(|o| o.lost_writes.is_none());
         let unresolved = self.unresolved();
-        if unresolved > 0 {
-            incomplete.push(format!(
-                "{} unknown outcome(s) unresolved",
-                group(unresolved)
-            ));
-        }
-        if !fail.is_empty() {
-            fail.extend(incomplete);
-            return RunVerdict {
-                word: "FAIL",
-                reasons: fail,
+        let rto = |w: f64, cmp: &str| {
+            let (w, o) = (fmt_secs(w), fmt_secs(rto_objective));
+            format!("writes unavailable {w} {cmp} objective {o}")
+        };
+        let fail: Vec<String> = [
+            worst.filter(|w| *w > rto_objective).map(|w| rto(w, ">")),
+            (open > 0).then(|| format!("{open} outage(s) never ended during the run")),
+            (self.lost_writes > 0)
+                .then(|| format!("{} acknowledged write(s) lost", group(self.lost_writes))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let incomplete: Vec<String> = [
+            (unverified > 0).then(|| format!("{unverified} outage(s) not verified")),
+            (unresolved > 0)
+                .then(|| format!("{} unknown outcome(s) unresolved", group(unresolved))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let (word, reasons) = if !fail.is_empty() {
+            ("FAIL", [fail, incomplete].concat())
+        } else if !incomplete.is_empty() {
+            ("INCOMPLETE", incomplete)
+        } else {
+            let outage = match worst {
+                Some(w) => Some(rto(w, "≤")),
+                None => self.outages.is_empty().then(|| "no outage".to_string()),
             };
-        }
-        if !incomplete.is_empty() {
-            return RunVerdict {
-                word: "INCOMPLETE",
-                reasons: incomplete,
-            };
-        }
-        let mut reasons = Vec::new();
-        match worst {
-            None if self.outages.is_empty() => reasons.push("no outage".to_string()),
-            None => {}
-            Some(w) => reasons.push(format!(
-                "writes unavailable {} ≤ objective {}",
-                fmt_secs(w),
-                fmt_secs(rto_objective)
-            )),
-        }
-        reasons.push("no acknowledged write lost".to_string());
-        RunVerdict {
-            word: "PASS",
-            reasons,
-        }
+            let lost = Some("no acknowledged write lost".to_string());
+            ("PASS", [outage, lost].into_iter().flatten().collect())
+        };
+        RunVerdict { word, reasons }
     }
 }
 
@@ -410,24 +386,17 @@ impl Summary {
     }
 
     fn fmt_latencies(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let l = &self.latency;
-        writeln!(
-            f,
-            "  latency (from intended start) p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
-        )?;
-        let s = &self.service_time;
-        writeln!(
-            f,
-            "  service time                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            s.p50_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
-        )?;
-        let g = &self.schedule_lag;
-        writeln!(
-            f,
-            "  schedule lag                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            g.p50_ms, g.p95_ms, g.p99_ms, g.p999_ms, g.max_ms
-        )?;
+        for (name, l) in [
+            ("latency (from intended start)", &self.latency),
+            ("service time", &self.service_time),
+            ("schedule lag", &self.schedule_lag),
+        ] {
+            writeln!(
+                f,
+                "  {name:<29} p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+                l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+            )?;
+        }
         Ok(())
     }
 

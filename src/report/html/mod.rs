@@ -12,7 +12,7 @@ pub(crate) mod chart;
 pub(crate) mod live;
 pub(crate) mod page;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use std::time::{Duration, UNIX_EPOCH};
 

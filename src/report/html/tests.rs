@@ -66,7 +66,7 @@ fn a_drill_shows_its_own_verdict_objective_and_trigger_figures() {
     assert!(!page.contains("Failover triggers") && page.contains(">PASS<"));
 }
 
-pub(crate) const CLASSES: [&str; 14] = [
+const CLASSES: [&str; 14] = [
     "connect_refused",
     "connect_timeout",
     "dns",
@@ -85,7 +85,7 @@ pub(crate) const CLASSES: [&str; 14] = [
 
 /// A synthetic drill: `secs` seconds at 1,000 writes/s with one forced failover
 /// at `fail_at`: 3 s without acknowledgements, then 4 s of recovery.
-pub(crate) fn drill(secs: u64, fail_at: u64) -> Summary {
+fn drill(secs: u64, fail_at: u64) -> Summary {
     let t0: u64 = 1_795_000_200;
     let mut t = Timeline::new(&CLASSES);
     let mut x: u64 = 12345;
@@ -241,8 +241,6 @@ pub(crate) fn drill(secs: u64, fail_at: u64) -> Summary {
         transactions,
         successes,
         errors,
-        skipped: 0,
-        abandoned: 0,
         latency: Percentiles {
             count: successes,
             p50_ms: 1.21,
@@ -253,50 +251,34 @@ pub(crate) fn drill(secs: u64, fail_at: u64) -> Summary {
         },
         primary_changes: 1,
         outages: vec![outage],
-        state_changes: vec![
-            StateChange {
-                at: utc(at + 0.07),
-                from: FailoverState::Healthy,
-                to: FailoverState::Outage,
-            },
-            StateChange {
-                at: utc(at + 3.04),
-                from: FailoverState::Outage,
-                to: FailoverState::Recovering,
-            },
-        ],
-        lost_writes: 0,
+        state_changes: [
+            (0.07, FailoverState::Healthy, FailoverState::Outage),
+            (3.04, FailoverState::Outage, FailoverState::Recovering),
+        ]
+        .map(|(dt, from, to)| StateChange {
+            at: utc(at + dt),
+            from,
+            to,
+        })
+        .to_vec(),
         unknown_outcome_writes: 24,
         unknown_outcome_committed: 1,
         unknown_outcome_not_committed: 23,
         identity_first: Some(before),
         identity_last: Some(after),
-        flags: vec![
-            Flag {
-                name: "rate".into(),
-                value: "1000".into(),
-            },
-            Flag {
-                name: "pool-size".into(),
-                value: "16".into(),
-            },
-            Flag {
-                name: "duration".into(),
-                value: format!("{secs}s"),
-            },
-            Flag {
-                name: "outage-threshold".into(),
-                value: "20ms".into(),
-            },
-            Flag {
-                name: "verify-window".into(),
-                value: "30s".into(),
-            },
-            Flag {
-                name: "password".into(),
-                value: "hunter2".into(),
-            },
-        ],
+        flags: [
+            ("rate", "1000"),
+            ("pool-size", "16"),
+            ("duration", &format!("{secs}s")),
+            ("outage-threshold", "20ms"),
+            ("verify-window", "30s"),
+            ("password", "hunter2"),
+        ]
+        .map(|(name, value)| Flag {
+            name: name.into(),
+            value: value.into(),
+        })
+        .to_vec(),
         timeline: t,
         ..Summary::default()
     }
@@ -572,107 +554,6 @@ fn the_input_round_trips_through_json() {
         Err(err) => panic!("{err}"),
     };
     assert_eq!(render_30(&back), render_30(&r));
-}
-
-/// `cargo test --lib write_sample -- --ignored`, then open the file (or screenshot it).
-#[test]
-#[ignore = "writes a sample report for eyeballing"]
-fn write_sample() {
-    let dir = std::env::var("PGDRILL_SAMPLE_DIR").unwrap_or_else(|_| "/tmp".into());
-    let r = drill(600, 180);
-    let live = LiveInput {
-        version: r.version.clone(),
-        run_id: r.run_id,
-        target: r.target.clone(),
-        started_at: r.started_at.clone(),
-        state: State::Healthy,
-        target_rate: r.target_rate,
-        transactions: r.transactions,
-        successes: r.successes,
-        lost_writes: 0,
-        unknown_outcome_writes: 24,
-        primary: r.identity_last.clone(),
-        outages: r.outages.clone(),
-        timeline: r.timeline.recent(LIVE_WINDOW),
-    };
-    let hour = drill(3600, 1800);
-    let began = std::time::Instant::now();
-    let hour_html = render_30(&hour);
-    let report_took = began.elapsed();
-    let began = std::time::Instant::now();
-    let live_html = render_live(&live);
-    let live_took = began.elapsed();
-    eprintln!(
-        "render: one-hour report {report_took:?}, live page {live_took:?} (this build's profile)"
-    );
-    let json = serde_json::to_string(&hour.timeline).unwrap_or_default();
-    eprintln!("one-hour timeline as JSON: {} bytes", json.len());
-    // A week-long canary at 50 writes/s, unlimited rate, with a short outage
-    // every 20 hours and a backlog burst.
-    let t0 = 1_795_000_200u64;
-    let mut week = Summary {
-        target: "host=pg.example.internal port=5432 user=canary dbname=canary".into(),
-        started_at: utc(t0 as f64),
-        duration_seconds: 604_800.0,
-        timeline: Timeline::new(&CLASSES),
-        ..Summary::default()
-    };
-    for i in 0..604_800u64 {
-        let mut s = Second::second(t0 + i);
-        s.attempts = 50;
-        s.successes = 50;
-        s.p50 = 0.002;
-        s.p99 = 0.006 + (i % 3600) as f32 * 0.000_002;
-        s.max = 0.02;
-        let phase = i % 72_000;
-        if (36_000..36_005).contains(&phase) {
-            s.successes = 0;
-            s.errors[10] = 20;
-            s.errors[0] = 30;
-            s.state = State::Outage;
-        }
-        if (50_000..50_060).contains(&phase) {
-            s.skipped = 12;
-        }
-        week.timeline.push(s);
-        if phase == 36_000 {
-            let n = (i / 72_000 + 1) as u32;
-            let at = (t0 + i) as f64;
-            week.timeline.events.push(Event {
-                at,
-                kind: EventKind::OutageStart { outage: n },
-            });
-            week.timeline.events.push(Event {
-                at: at + 5.0,
-                kind: EventKind::OutageEnd {
-                    outage: n,
-                    unavailable_seconds: Some(5.0),
-                },
-            });
-            week.outages.push(OutageRecord {
-                index: n as usize,
-                start_unix: at,
-                end_unix: Some(at + 5.0),
-                write_unavailable_seconds: Some(5.0),
-                lost_writes: Some(0),
-                checked_writes: Some(3000),
-                error_classes: vec!["connect_refused", "connection_closed"],
-                ..OutageRecord::default()
-            });
-        }
-    }
-    for (name, html) in [
-        ("report-week.html", render(&Report::new(&week))),
-        ("report-sample.html", render_30(&r)),
-        ("report-1h.html", hour_html),
-        ("live-sample.html", live_html),
-    ] {
-        let path = std::path::Path::new(&dir).join(name);
-        if let Err(err) = std::fs::write(&path, &html) {
-            panic!("{}: {err}", path.display());
-        }
-        eprintln!("{}: {} bytes", path.display(), html.len());
-    }
 }
 
 #[test]
