@@ -9,7 +9,9 @@ use maud::{html, Markup};
 use crate::drill::merge::{self, FleetReport, Input, MemberFigures};
 use crate::report::html::chart::{chart, legend};
 use crate::report::html::page::drill_table;
-use crate::report::html::{self, card, document, fmt_secs, group, opt_secs, verdict_banner};
+use crate::report::html::{
+    self, card, document, errors_text, fmt_secs, group, opt_secs, verdict_banner,
+};
 use crate::report::summary::Summary;
 use crate::telemetry::timeline::{Event, EventKind};
 
@@ -193,17 +195,6 @@ fn headline(r: &FleetReport) -> Markup {
                 "{} acknowledged; errors: {}", group(r.successes), errors_text(&r.errors))))
         }
     }
-}
-
-fn errors_text(errors: &std::collections::BTreeMap<String, u64>) -> String {
-    if errors.is_empty() {
-        return "none".to_string();
-    }
-    errors
-        .iter()
-        .map(|(k, v)| format!("{k} {}", group(*v)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn members_table(r: &FleetReport) -> Markup {

@@ -4,11 +4,13 @@
 //! Pages are `maud` templates, which escape every value they insert; the callers scrub
 //! the finished page of secrets once ([`crate::secrets::scrub`] knows maud's escaped form).
 //!
-//! - [`chart`]: the timeline as SVG, its legend and the events table.
+//! - [`chart`]: the timeline as SVG and its legend.
+//! - [`events`]: the events on the chart and in the table under it.
 //! - [`page`]: the report of one run, read from its [`Summary`].
 //! - [`live`]: the live `/` page.
 
 pub(crate) mod chart;
+pub(crate) mod events;
 pub(crate) mod live;
 pub(crate) mod page;
 #[cfg(test)]
@@ -112,6 +114,18 @@ pub(crate) fn group(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Counts by error class: `read_only 5, connection_closed 35`, or `none`.
+pub(crate) fn errors_text(errors: &std::collections::BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "none".to_string();
+    }
+    let each: Vec<String> = errors
+        .iter()
+        .map(|(k, v)| format!("{k} {}", group(*v)))
+        .collect();
+    each.join(", ")
 }
 
 /// A count, or `none_text` when not measured.

@@ -4,10 +4,11 @@
 
 use maud::{html, Markup, PreEscaped};
 
-use super::chart::{chart, events_table, legend};
+use super::chart::{chart, legend};
+use super::events::events_table;
 use super::{
-    card, describe, describe_short, document, drill_banner, fmt_secs, group, opt_group, opt_secs,
-    verdict_banner, when,
+    card, describe, describe_short, document, drill_banner, errors_text, fmt_secs, group,
+    opt_group, opt_secs, verdict_banner, when,
 };
 use crate::db::identity::Identity;
 use crate::drill::DrillReport;
@@ -310,19 +311,10 @@ fn target_section(s: &Summary) -> Markup {
 
 fn run_section(s: &Summary) -> Markup {
     let l = &s.latency;
-    let errors = if s.errors.is_empty() {
-        "none".to_string()
-    } else {
-        s.errors
-            .iter()
-            .map(|(k, v)| format!("{k} {}", group(*v)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let rows = [
         ("transactions", group(s.transactions)),
         ("acknowledged", group(s.successes)),
-        ("errors by class", errors),
+        ("errors by class", errors_text(&s.errors)),
         (
             "skipped / abandoned",
             format!("{} / {}", group(s.skipped), group(s.abandoned)),
