@@ -201,7 +201,11 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: facts.rpo.unknown_committed,
             unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
-            unknown_outcome_unresolved: 0,
+            unknown_outcome_unresolved: unresolved(
+                t.unknown_outcome,
+                facts.rpo.unknown_committed,
+                facts.rpo.unknown_not_committed,
+            ),
             error_kinds: facts.error_kinds,
             identity_first: facts.identity_first,
             identity_last: facts.identity_last,
@@ -209,18 +213,16 @@ impl Summary {
             timeline: facts.timeline,
             drill: facts.drill,
         }
-        .with_unresolved()
     }
 
-    fn with_unresolved(mut self) -> Summary {
-        self.unknown_outcome_unresolved = self.unresolved();
-        self
-    }
-
-    /// Unknown outcomes verification did not resolve either way.
+    /// Unknown outcomes verification did not resolve either way (computed, not read: a
+    /// summary older than the field lacks it).
     pub fn unresolved(&self) -> u64 {
-        self.unknown_outcome_writes
-            .saturating_sub(self.unknown_outcome_committed + self.unknown_outcome_not_committed)
+        unresolved(
+            self.unknown_outcome_writes,
+            self.unknown_outcome_committed,
+            self.unknown_outcome_not_committed,
+        )
     }
 
     /// The longest measured write unavailability (the RTO a verdict judges).
@@ -294,6 +296,10 @@ pub const DEFAULT_RTO_OBJECTIVE: f64 = 120.0;
 pub struct RunVerdict {
     pub word: &'static str,
     pub reasons: Vec<String>,
+}
+
+fn unresolved(unknown: u64, committed: u64, not_committed: u64) -> u64 {
+    unknown.saturating_sub(committed + not_committed)
 }
 
 /// Exit status of a run that never wrote: the target was wrong or never reachable.
