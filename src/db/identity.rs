@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -13,7 +13,8 @@ use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{unix_now, EventKind, Recorder};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Identity {
     pub server_addr: Option<String>,
     pub server_port: Option<u16>,

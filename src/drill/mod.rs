@@ -25,7 +25,7 @@ pub mod timing;
 pub mod trigger;
 pub mod verdict;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use args::{DrillArgs, DrillConfig, Objectives, TriggerConfig};
 pub use daemon::{DrillRun, Sources};
@@ -36,13 +36,14 @@ pub use trigger::{InProcessReply, InProcessTrigger, TriggerAction, TriggerRun};
 pub use verdict::{judge, Verdict, VerdictKind};
 
 /// Everything the summary JSON and the report show about the drills of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrillReport {
     /// The command as configured, passwords removed.
     pub command: String,
     pub shell: bool,
     pub objectives: Objectives,
-    /// How many triggers the schedule had (`--failovers`).
+    /// How many triggers the schedule had (`--failovers`); absent in older summaries.
+    #[serde(default)]
     pub planned_triggers: u32,
     pub triggers: Vec<TriggerRun>,
     pub baselines: Vec<Baseline>,

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::db::identity::Identity;
@@ -47,7 +47,8 @@ impl WallClock {
 }
 
 /// One outage as the drill report shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct OutageRecord {
     pub index: usize,
     pub started_at: String,
@@ -58,6 +59,7 @@ pub struct OutageRecord {
     pub write_unavailable_seconds: Option<f64>,
     /// First success → achieved rate ≥ 95 % of target, held for the recovery window.
     pub time_to_full_rate_seconds: Option<f64>,
+    #[serde(deserialize_with = "crate::telemetry::errors::class_names")]
     pub error_classes: Vec<&'static str>,
     pub identity_before: Option<Identity>,
     pub identity_after: Option<Identity>,
@@ -75,7 +77,7 @@ pub struct OutageRecord {
 }
 
 /// One change of the failover state, for the drill report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StateChange {
     pub at: String,
     pub from: FailoverState,

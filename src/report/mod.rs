@@ -11,16 +11,15 @@ pub(crate) mod summary;
 
 use std::path::Path;
 
-use crate::report::html::ReportInput;
-use crate::report::summary::Summary;
+use crate::report::summary::{Flag, Summary};
 
 impl Summary {
-    /// The drill report page for this summary: rendered from its JSON form, so that
-    /// `pgdrill report SUMMARY.json` gives the same page.
+    /// The drill report page for this summary, as `pgdrill report SUMMARY.json` draws it
+    /// from the file.
     pub fn report_html(&self) -> Result<String, String> {
-        let json = serde_json::to_value(self).map_err(|e| e.to_string())?;
-        let page = html::render(&ReportInput::from_summary(json)?);
-        Ok(crate::secrets::scrub(&page))
+        Ok(crate::secrets::scrub(&html::render(&html::Report::new(
+            self,
+        ))))
     }
 
     /// The command-line settings as run (long name without dashes, value), passwords
@@ -28,10 +27,10 @@ impl Summary {
     pub fn set_flags(&mut self, flags: Vec<(String, String)>) {
         self.flags = flags
             .into_iter()
-            .map(|(name, value)| html::Flag { name, value })
+            .map(|(name, value)| Flag { name, value })
             .collect();
         // What was in force, wherever it came from (flag, DSN, environment or default).
-        self.flags.push(html::Flag {
+        self.flags.push(Flag {
             name: "connect timeout in force".to_string(),
             value: format!(
                 "{}s ({})",
@@ -47,14 +46,18 @@ impl Summary {
     }
 }
 
-/// `pgdrill report`: the page for a summary file written by `--summary-json`.
+/// `pgdrill report`: the page for a summary file written by `--summary-json` (or a log
+/// holding one).
 pub fn render_summary_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
-    let input = ReportInput::from_summary(json).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(crate::secrets::scrub(&html::render(&input)))
+    fleet::merge_summary_files(&[path.to_path_buf()]).map(|m| m.page)
+}
+
+/// A summary from its JSON form; anything without `run_id` and `transactions` is not one.
+pub(crate) fn summary_from_json(v: serde_json::Value) -> Result<Summary, String> {
+    if v.get("run_id").is_none() || v.get("transactions").is_none() {
+        return Err("not a pgdrill summary (no run_id or transactions)".to_string());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 /// What the live `/` page reads, all plain program state, and the last page drawn.
@@ -125,13 +128,6 @@ const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
 /// A drawn page older than this is drawn afresh for the fetch (the first after a pause).
 const STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The same types as the summary JSON, read the way `pgdrill report` reads them.
-fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(t: &T) -> Option<U> {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
-}
-
 impl Live {
     /// For a fetch of `/`: the page drawn last, or a new one if there is none that recent.
     pub fn page(&self) -> String {
@@ -186,9 +182,8 @@ impl Live {
             successes: tally.successes(),
             lost_writes: totals.lost_writes,
             unknown_outcome_writes: tally.unknown_outcome,
-            primary: self.identity.current().as_ref().and_then(convert),
-            rto_objective_seconds: Some(html::DEFAULT_RTO_OBJECTIVE),
-            outages: convert(&self.outages.outages()).unwrap_or_default(),
+            primary: self.identity.current(),
+            outages: self.outages.outages(),
             timeline: self.timeline.recent(html::LIVE_WINDOW),
         };
         crate::secrets::scrub(&html::render_live(&input))

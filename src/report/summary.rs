@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
@@ -16,13 +16,14 @@ use crate::drill::DrillReport;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
-use crate::report::html::Flag;
+use crate::report::html::{fmt_secs, group};
 use crate::rpo::verify::RpoTotals;
 use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
 use crate::telemetry::timeline::Timeline;
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_ms: f64,
@@ -46,9 +47,19 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A command-line setting as run (long name without dashes, value); passwords are left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Flag {
+    pub name: String,
+    pub value: String,
+}
+
+/// The end-of-run summary: written as JSON by `--summary-json` and read back, as this
+/// type, by `pgdrill report` (fields a summary may lack read as their defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
-    pub version: &'static str,
+    pub version: String,
     pub run_id: i64,
     /// `--drill-id`: shared by the processes of one drill.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,7 +82,7 @@ pub struct Summary {
     pub target_rate: Option<f64>,
     pub transactions: u64,
     pub successes: u64,
-    pub errors: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<String, u64>,
     pub skipped: u64,
     /// In flight when the shutdown grace ran out: outcome never seen.
     pub abandoned: u64,
@@ -149,12 +160,12 @@ impl Summary {
         let successes = t.successes();
         let errors = ErrorClass::ALL
             .iter()
-            .map(|c| (c.as_str(), t.errors[c.index()]))
+            .map(|c| (c.as_str().to_string(), t.errors[c.index()]))
             .filter(|(_, n)| *n > 0)
             .collect();
         let secs = facts.elapsed.as_secs_f64().max(1e-9);
         Summary {
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             run_id: facts.run_id,
             drill_id: facts.fleet.drill_id,
             member: facts.fleet.member,
@@ -190,9 +201,11 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: facts.rpo.unknown_committed,
             unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
-            unknown_outcome_unresolved: t
-                .unknown_outcome
-                .saturating_sub(facts.rpo.unknown_committed + facts.rpo.unknown_not_committed),
+            unknown_outcome_unresolved: unresolved(
+                t.unknown_outcome,
+                facts.rpo.unknown_committed,
+                facts.rpo.unknown_not_committed,
+            ),
             error_kinds: facts.error_kinds,
             identity_first: facts.identity_first,
             identity_last: facts.identity_last,
@@ -201,6 +214,92 @@ impl Summary {
             drill: facts.drill,
         }
     }
+
+    /// Unknown outcomes verification did not resolve either way (computed, not read: a
+    /// summary older than the field lacks it).
+    pub fn unresolved(&self) -> u64 {
+        unresolved(
+            self.unknown_outcome_writes,
+            self.unknown_outcome_committed,
+            self.unknown_outcome_not_committed,
+        )
+    }
+
+    /// The longest measured write unavailability (the RTO a verdict judges).
+    pub fn longest_unavailability(&self) -> Option<f64> {
+        self.outages
+            .iter()
+            .filter_map(|o| o.write_unavailable_seconds)
+            .reduce(f64::max)
+    }
+
+    /// The RTO objective the run is judged against, and whether it is the default: a
+    /// drill's own, else `--rto-objective`'s default.
+    pub fn rto_objective(&self) -> (f64, bool) {
+        match &self.drill {
+            Some(d) => (d.objectives.rto.as_secs_f64(), false),
+            None => (DEFAULT_RTO_OBJECTIVE, true),
+        }
+    }
+
+    /// The verdict of a run without a failover trigger: the one set of rules for it. A
+    /// drill is judged once, during the run, by [`crate::drill::verdict::judge`], and its
+    /// summary carries that verdict.
+    pub fn run_verdict(&self, rto_objective: f64) -> RunVerdict {
+        let worst = self.longest_unavailability();
+        let count = |f: fn(&OutageRecord) -> bool| self.outages.iter().filter(|o| f(o)).count();
+        let open = count(|o| o.end_unix.is_none());
+        let unverified = count(|o| o.lost_writes.is_none());
+        let unresolved = self.unresolved();
+        let rto = |w: f64, cmp: &str| {
+            let (w, o) = (fmt_secs(w), fmt_secs(rto_objective));
+            format!("writes unavailable {w} {cmp} objective {o}")
+        };
+        let fail: Vec<String> = [
+            worst.filter(|w| *w > rto_objective).map(|w| rto(w, ">")),
+            (open > 0).then(|| format!("{open} outage(s) never ended during the run")),
+            (self.lost_writes > 0)
+                .then(|| format!("{} acknowledged write(s) lost", group(self.lost_writes))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let incomplete: Vec<String> = [
+            (unverified > 0).then(|| format!("{unverified} outage(s) not verified")),
+            (unresolved > 0)
+                .then(|| format!("{} unknown outcome(s) unresolved", group(unresolved))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let (word, reasons) = if !fail.is_empty() {
+            ("FAIL", [fail, incomplete].concat())
+        } else if !incomplete.is_empty() {
+            ("INCOMPLETE", incomplete)
+        } else {
+            let outage = match worst {
+                Some(w) => Some(rto(w, "≤")),
+                None => self.outages.is_empty().then(|| "no outage".to_string()),
+            };
+            let lost = Some("no acknowledged write lost".to_string());
+            ("PASS", [outage, lost].into_iter().flatten().collect())
+        };
+        RunVerdict { word, reasons }
+    }
+}
+
+/// The RTO objective of a run without a trigger (`--rto-objective`'s default).
+pub const DEFAULT_RTO_OBJECTIVE: f64 = 120.0;
+
+/// PASS, FAIL or INCOMPLETE for a run without a trigger, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunVerdict {
+    pub word: &'static str,
+    pub reasons: Vec<String>,
+}
+
+fn unresolved(unknown: u64, committed: u64, not_committed: u64) -> u64 {
+    unknown.saturating_sub(committed + not_committed)
 }
 
 /// Exit status of a run that never wrote: the target was wrong or never reachable.
@@ -293,24 +392,17 @@ impl Summary {
     }
 
     fn fmt_latencies(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let l = &self.latency;
-        writeln!(
-            f,
-            "  latency (from intended start) p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
-        )?;
-        let s = &self.service_time;
-        writeln!(
-            f,
-            "  service time                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            s.p50_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
-        )?;
-        let g = &self.schedule_lag;
-        writeln!(
-            f,
-            "  schedule lag                  p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            g.p50_ms, g.p95_ms, g.p99_ms, g.p999_ms, g.max_ms
-        )?;
+        for (name, l) in [
+            ("latency (from intended start)", &self.latency),
+            ("service time", &self.service_time),
+            ("schedule lag", &self.schedule_lag),
+        ] {
+            writeln!(
+                f,
+                "  {name:<29} p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+                l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+            )?;
+        }
         Ok(())
     }
 

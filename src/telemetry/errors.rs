@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::ErrorClass;
 use crate::supervisor::lock;
@@ -22,14 +22,38 @@ const OTHER_SQLSTATES: &str = "*";
 const MAX_MESSAGE: usize = 500;
 
 /// One kind of error seen, for the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorKind {
-    pub class: &'static str,
+    #[serde(deserialize_with = "class_name")]
+    pub class: ClassName,
     /// Empty for failures without one (refused connects, closed connections).
     pub sqlstate: String,
     pub count: u64,
     /// The first occurrence's message.
     pub message: String,
+}
+
+/// An error class's name read back from a summary, as the `&'static str` the running code
+/// uses; a name this version does not know reads as `other`.
+fn known(name: &str) -> &'static str {
+    ErrorClass::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .find(|c| *c == name)
+        .unwrap_or(ErrorClass::Other.as_str())
+}
+
+/// A class name; the alias keeps serde from borrowing a `&'static str` from the input.
+pub type ClassName = &'static str;
+
+/// `deserialize_with` for one class name.
+pub fn class_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    String::deserialize(d).map(|s| known(&s))
+}
+
+/// `deserialize_with` for a list of class names.
+pub fn class_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'static str>, D::Error> {
+    Vec::<String>::deserialize(d).map(|v| v.iter().map(|s| known(s)).collect())
 }
 
 type Key = (ErrorClass, String);

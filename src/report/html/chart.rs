@@ -1,0 +1,531 @@
+//! The timeline as one SVG chart: achieved rate, errors by class, latency and the
+//! failover state on one time axis, with a marker at each event.
+//!
+//! Buckets are merged (with the timeline's own merge rules, so the worst state and the
+//! highest p99 survive) into at most [`MAX_COLUMNS`] columns of a round number of
+//! seconds. The page's size is therefore bounded whatever the run's length, and events
+//! are drawn at their exact times. Scales, ticks and layout are ours: an SVG crate
+//! would only replace the element syntax, which maud already gives.
+
+use std::fmt::Write;
+
+use maud::{html, Markup, PreEscaped, Render};
+
+use super::events::{markers, outage_shading, MARKER_LEGEND};
+use super::{axis_num, trim, utc};
+use crate::telemetry::timeline::{Bucket, Event, State, Timeline};
+
+/// Most columns a chart has (about 2 px each).
+pub const MAX_COLUMNS: usize = 540;
+
+/// Column widths and time-tick steps, in seconds.
+const STEPS: [u64; 22] = [
+    1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+    172_800, 604_800, 2_592_000,
+];
+
+pub(crate) fn step_at_least(s: u64) -> u64 {
+    STEPS.iter().copied().find(|&x| x >= s).unwrap_or(2_592_000)
+}
+
+pub(crate) const STATE_COLOURS: [(State, &str); 4] = [
+    (State::Healthy, "#3a9e5f"),
+    (State::Degraded, "#e8b02a"),
+    (State::Recovering, "#4a90d9"),
+    (State::Outage, "#d7263d"),
+];
+
+pub(crate) fn state_colour(s: State) -> &'static str {
+    STATE_COLOURS
+        .iter()
+        .find(|(st, _)| *st == s)
+        .map_or("#999", |(_, c)| c)
+}
+
+/// Error class colours, by index in the timeline's class list.
+const CLASS_COLOURS: [&str; 16] = [
+    "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#1f77b4",
+    "#2ca02c", "#393b79", "#ad494a", "#8c6d31", "#637939", "#7b4173", "#3182bd", "#e6550d",
+];
+const SKIPPED_COLOUR: &str = "#a0a0a0";
+const RATE_COLOUR: &str = "#1f5fa8";
+const P99_COLOUR: &str = "#e6550d";
+const P50_COLOUR: &str = "#2b8c7a";
+const MAX_COLOUR: &str = "#7b4173";
+
+/// Chart geometry (SVG user units).
+pub(super) const W: f64 = 1000.0;
+pub(super) const LEFT: f64 = 70.0;
+const RIGHT: f64 = 26.0;
+const PW: f64 = W - LEFT - RIGHT;
+pub(super) const MARK_TOP: f64 = 4.0;
+pub(super) const MARK_ROWS: usize = 3;
+pub(super) const MARK_ROW_H: f64 = 14.0;
+pub(super) const RATE_TOP: f64 = 70.0;
+const RATE_H: f64 = 170.0;
+const ERR_TOP: f64 = RATE_TOP + RATE_H + 34.0;
+const ERR_H: f64 = 110.0;
+const LAT_TOP: f64 = ERR_TOP + ERR_H + 34.0;
+const LAT_H: f64 = 170.0;
+pub(super) const BAND_TOP: f64 = LAT_TOP + LAT_H + 28.0;
+pub(super) const BAND_H: f64 = 18.0;
+const AXIS_Y: f64 = BAND_TOP + BAND_H;
+const H: f64 = AXIS_Y + 40.0;
+
+/// A coordinate with one decimal, as the chart writes them.
+#[derive(Clone, Copy)]
+pub(super) struct D1(pub(super) f64);
+
+impl Render for D1 {
+    fn render_to(&self, buffer: &mut String) {
+        let _ = write!(buffer, "{:.1}", self.0);
+    }
+}
+
+/// One column of the chart: merged buckets and how many seconds they covered.
+#[derive(Clone, Copy)]
+struct Column {
+    b: Bucket,
+    covered: u64,
+}
+
+impl Column {
+    /// A count of the column, per second it covered.
+    fn per_sec(&self, n: u64) -> f64 {
+        n as f64 / self.covered.max(1) as f64
+    }
+}
+
+pub(super) struct Grid {
+    /// First column's start and the column width, unix seconds.
+    t0: u64,
+    step: u64,
+    cols: Vec<Option<Column>>,
+}
+
+impl Grid {
+    /// Columns over `[from, to)` holding the buckets that start in it. A column is
+    /// never narrower than the widest bucket in view, so a 10-minute bucket of an
+    /// old outage is not drawn as one second's worth.
+    fn new(t: &Timeline, from: u64, to: u64) -> Grid {
+        let span = to.saturating_sub(from).max(1);
+        let in_view = |b: &&Bucket| b.end() > from && b.at < to;
+        let widest = t.iter().filter(in_view).map(|b| u64::from(b.span)).max();
+        let step = step_at_least(span.div_ceil(MAX_COLUMNS as u64).max(widest.unwrap_or(1)));
+        let t0 = from - from % step;
+        let n = (to - t0).div_ceil(step).max(1) as usize;
+        let mut cols: Vec<Option<Column>> = vec![None; n];
+        for b in t.iter().filter(in_view) {
+            let i = ((b.at.max(t0) - t0) / step) as usize;
+            let Some(slot) = cols.get_mut(i) else {
+                continue;
+            };
+            match slot {
+                Some(c) => {
+                    c.b.merge(b);
+                    c.covered += u64::from(b.span);
+                }
+                None => {
+                    *slot = Some(Column {
+                        b: *b,
+                        covered: u64::from(b.span),
+                    })
+                }
+            }
+        }
+        Grid { t0, step, cols }
+    }
+
+    pub(super) fn end(&self) -> u64 {
+        self.t0 + self.step * self.cols.len() as u64
+    }
+
+    pub(super) fn x(&self, unix: f64) -> f64 {
+        let span = (self.end() - self.t0) as f64;
+        LEFT + ((unix - self.t0 as f64) / span).clamp(0.0, 1.0) * PW
+    }
+
+    fn col_x(&self, i: usize) -> (f64, f64) {
+        let a = self.x((self.t0 + self.step * i as u64) as f64);
+        let b = self.x((self.t0 + self.step * (i as u64 + 1)) as f64);
+        (a, b)
+    }
+
+    /// Runs of consecutive present columns, as index ranges.
+    fn runs(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for (i, c) in self.cols.iter().enumerate() {
+            match (c.is_some(), start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    out.push((s, i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            out.push((s, self.cols.len()));
+        }
+        out
+    }
+}
+
+/// A linear axis over `[0, v]`: a round tick step (1, 2 or 5 × 10ⁿ) giving at most
+/// `ticks` intervals, and the top as a whole number of steps.
+pub(crate) fn nice_axis(v: f64, ticks: u32) -> (f64, f64) {
+    let v = if v > 0.0 && v.is_finite() { v } else { 1.0 };
+    let raw = v / f64::from(ticks);
+    let p = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|c| *c >= raw * 0.999_999)
+        .unwrap_or(10.0 * p);
+    ((v / step - 1e-9).ceil().max(1.0) * step, step)
+}
+
+/// Ticks 0, step, 2·step … top.
+fn ticks(top: f64, step: f64) -> impl Iterator<Item = f64> {
+    let n = (top / step).round() as u32;
+    (0..=n).map(move |k| f64::from(k) * step)
+}
+
+fn frame(top: f64, h: f64) -> Markup {
+    html! { rect.frame x=(LEFT) y=(top) width=(PW) height=(h) {} }
+}
+
+/// Panel titles, drawn last with a white halo so marker lines never cross out a word.
+const TITLES: [(f64, &str); 4] = [
+    (
+        RATE_TOP - 8.0,
+        "Achieved rate — acknowledged writes per second",
+    ),
+    (ERR_TOP - 8.0, "Failed writes per second, by error class"),
+    (
+        LAT_TOP - 8.0,
+        "Latency from intended start — p50, p99 and max (log scale)",
+    ),
+    (BAND_TOP - 6.0, "Failover state (worst in each column)"),
+];
+
+fn y_tick(y: f64, label: &str, major: bool) -> Markup {
+    html! {
+        line class=(if major { "grid" } else { "grid minor" })
+            x1=(LEFT) x2=(D1(LEFT + PW)) y1=(D1(y)) y2=(D1(y)) {}
+        @if !label.is_empty() {
+            text.yl x=(D1(LEFT - 6.0)) y=(D1(y + 4.0)) { (label) }
+        }
+    }
+}
+
+/// A message in the middle of an empty panel.
+fn none(y: f64, text: &str) -> Markup {
+    html! { text.none x=(D1(LEFT + PW / 2.0)) y=(D1(y)) { (text) } }
+}
+
+/// Achieved rate: a stepped area of successes per second, and the target.
+fn rate_panel(g: &Grid, target: Option<f64>) -> Markup {
+    let rate = |c: &Column| c.per_sec(u64::from(c.b.successes));
+    let peak = g.cols.iter().flatten().map(rate).fold(0.0, f64::max);
+    let (top, step) = nice_axis(peak.max(target.unwrap_or(0.0)) * 1.05, 5);
+    let y = |v: f64| RATE_TOP + RATE_H - (v / top).clamp(0.0, 1.0) * RATE_H;
+    let base = RATE_TOP + RATE_H;
+    let areas = g.runs().into_iter().map(|(a, b)| {
+        let mut d = format!("M{:.1} {base:.1}", g.col_x(a).0);
+        for (i, c) in g.cols.iter().enumerate().take(b).skip(a) {
+            if let Some(c) = c {
+                let _ = write!(d, "V{:.1}H{:.1}", y(rate(c)), g.col_x(i).1);
+            }
+        }
+        let _ = write!(d, "V{base:.1}Z");
+        d
+    });
+    html! {
+        (frame(RATE_TOP, RATE_H))
+        @for v in ticks(top, step) { (y_tick(y(v), &axis_num(v), true)) }
+        @for d in areas {
+            path d=(d) fill=(RATE_COLOUR) fill-opacity="0.22" stroke=(RATE_COLOUR)
+                stroke-width="1.4" stroke-linejoin="round" {}
+        }
+        @if let Some(t) = target {
+            line.target x1=(LEFT) x2=(D1(LEFT + PW)) y1=(D1(y(t))) y2=(D1(y(t))) {}
+            text.tl x=(D1(LEFT + PW - 4.0)) y=(D1(y(t) - 4.0)) { "target " (axis_num(t)) "/s" }
+        }
+    }
+}
+
+/// Errors per second stacked by class, with skipped (never started) on top.
+fn error_panel(g: &Grid) -> Markup {
+    let per_sec = |c: &Column| c.per_sec(c.b.errors_total() + u64::from(c.b.skipped));
+    let peak = g.cols.iter().flatten().map(per_sec).fold(0.0, f64::max);
+    let base = ERR_TOP + ERR_H;
+    if peak == 0.0 {
+        return html! {
+            (frame(ERR_TOP, ERR_H))
+            (none(ERR_TOP + ERR_H / 2.0 + 4.0, "no failed or skipped writes"))
+            (y_tick(base, "0", true))
+        };
+    }
+    let (top, step) = nice_axis(peak * 1.05, 3);
+    let scale = ERR_H / top;
+    // (x, y, width, height, colour) of each stacked piece.
+    let mut rects = Vec::new();
+    for (i, c) in g.cols.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let (x0, x1) = g.col_x(i);
+        let mut y = base;
+        let counts =
+            c.b.errors
+                .iter()
+                .enumerate()
+                .map(|(k, n)| (CLASS_COLOURS[k % CLASS_COLOURS.len()], *n))
+                .chain(std::iter::once((SKIPPED_COLOUR, c.b.skipped)));
+        for (colour, n) in counts.filter(|(_, n)| *n > 0) {
+            let h = c.per_sec(u64::from(n)) * scale;
+            y -= h;
+            rects.push((x0, y, (x1 - x0).max(0.6), h.max(0.8), colour));
+        }
+    }
+    html! {
+        (frame(ERR_TOP, ERR_H))
+        @for v in ticks(top, step) { (y_tick(base - v * scale, &axis_num(v), true)) }
+        @for (x, y, w, h, colour) in rects {
+            rect x=(D1(x)) y=(D1(y)) width=(D1(w)) height=(D1(h)) fill=(colour) {}
+        }
+    }
+}
+
+/// How one latency series is drawn: colour, width, dashes, and which figure of a bucket;
+/// p99 last, drawn on top.
+type Series = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    fn(&Bucket) -> f32,
+);
+const SERIES: [Series; 3] = [
+    (MAX_COLOUR, "1", Some("2 2"), |b| b.max),
+    (P50_COLOUR, "1.2", None, |b| b.p50),
+    (P99_COLOUR, "2", None, |b| b.p99),
+];
+
+/// p50, p99 and max latency on a log axis (seconds).
+fn latency_panel(g: &Grid) -> Markup {
+    let with: Vec<(usize, &Column)> = g
+        .cols
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.as_ref().filter(|c| c.b.has_latency()).map(|c| (i, c)))
+        .collect();
+    let (d0, d1) = latency_decades(&with);
+    let y = |v: f64| {
+        let l = v.max(1e-9).log10().clamp(d0, d1);
+        LAT_TOP + LAT_H - (l - d0) / (d1 - d0) * LAT_H
+    };
+    let mut grid = Vec::new();
+    let mut d = d0;
+    while d <= d1 + 1e-9 {
+        let v = 10f64.powf(d);
+        grid.push(y_tick(y(v), &latency_label(v), true));
+        if d + 1.0 <= d1 + 1e-9 {
+            grid.extend([2.0, 5.0].map(|m| y_tick(y(v * m), "", false)));
+        }
+        d += 1.0;
+    }
+    let path = |pick: fn(&Bucket) -> f32| {
+        let mut path = String::new();
+        let mut prev: Option<usize> = None;
+        for (i, c) in &with {
+            let (x0, x1) = g.col_x(*i);
+            let v = y(f64::from(pick(&c.b)));
+            if prev.is_some_and(|p| p + 1 == *i) {
+                let _ = write!(path, "V{v:.1}H{x1:.1}");
+            } else {
+                let _ = write!(path, "M{x0:.1} {v:.1}H{x1:.1}");
+            }
+            prev = Some(*i);
+        }
+        path
+    };
+    html! {
+        (frame(LAT_TOP, LAT_H))
+        @for tick in grid { (tick) }
+        @if with.is_empty() {
+            (none(LAT_TOP + LAT_H / 2.0, "no completed writes"))
+        } @else {
+            @for (colour, width, dashes, pick) in SERIES {
+                path d=(path(pick)) fill="none" stroke=(colour) stroke-width=(width)
+                    stroke-dasharray=[dashes] {}
+            }
+        }
+    }
+}
+
+/// The log axis's range in decades (powers of ten of seconds): from the lowest latency drawn
+/// to the highest, at least two decades and at most eight.
+fn latency_decades(with: &[(usize, &Column)]) -> (f64, f64) {
+    let lo = with
+        .iter()
+        .map(|(_, c)| f64::from(c.b.p50.min(c.b.p99)))
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let hi = with
+        .iter()
+        .map(|(_, c)| f64::from(c.b.max.max(c.b.p99)))
+        .fold(0.0, f64::max);
+    let d0 = if lo.is_finite() {
+        lo.log10().floor()
+    } else {
+        -3.0
+    }
+    .max(-5.0);
+    let d1 = if hi > 0.0 { hi.log10().ceil() } else { 0.0 };
+    (d0, d1.max(d0 + 2.0).min(d0 + 8.0))
+}
+
+pub(crate) fn latency_label(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{} s", trim(v))
+    } else if v >= 1e-3 {
+        format!("{} ms", trim(v * 1e3))
+    } else {
+        format!("{} µs", trim(v * 1e6))
+    }
+}
+
+/// The failover state as a colour band; adjacent equal columns become one rectangle.
+fn state_band(g: &Grid) -> Markup {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < g.cols.len() {
+        let Some(c) = g.cols[i] else {
+            i += 1;
+            continue;
+        };
+        let mut j = i + 1;
+        while j < g.cols.len() && g.cols[j].is_some_and(|n| n.b.state == c.b.state) {
+            j += 1;
+        }
+        runs.push((i, j, c.b.state));
+        i = j;
+    }
+    html! {
+        rect x=(LEFT) y=(BAND_TOP) width=(PW) height=(BAND_H) fill="#eee" {}
+        @for (i, j, state) in runs {
+            @let (x0, x1) = (g.col_x(i).0, g.col_x(j - 1).1);
+            rect x=(D1(x0)) y=(BAND_TOP) width=(D1((x1 - x0).max(1.0))) height=(BAND_H)
+                fill=(state_colour(state)) {
+                title {
+                    (state.as_str()) " " (utc((g.t0 + g.step * i as u64) as f64))
+                    "–" (utc((g.t0 + g.step * j as u64) as f64))
+                }
+            }
+        }
+    }
+}
+
+fn time_axis(g: &Grid) -> Markup {
+    let span = g.end() - g.t0;
+    let step = step_at_least(span.div_ceil(10));
+    let first = g.t0.div_ceil(step) * step;
+    let ticks = (first..=g.end()).step_by(step as usize).map(|t| {
+        let stamp = utc(t as f64);
+        let label = if span > 86_400 {
+            stamp.get(5..16).unwrap_or_default().replace('T', " ")
+        } else if step < 60 {
+            stamp.get(11..19).unwrap_or_default().to_string()
+        } else {
+            stamp.get(11..16).unwrap_or_default().to_string()
+        };
+        (D1(g.x(t as f64)), label)
+    });
+    html! {
+        @for (x, label) in ticks {
+            line.vgrid x1=(x) x2=(x) y1=(RATE_TOP) y2=(AXIS_Y) {}
+            line.tick x1=(x) x2=(x) y1=(AXIS_Y) y2=(D1(AXIS_Y + 5.0)) {}
+            text.xl x=(x) y=(D1(AXIS_Y + 17.0)) { (label) }
+        }
+        text.xc x=(D1(LEFT + PW / 2.0)) y=(D1(AXIS_Y + 34.0)) {
+            "time (UTC, " (utc(g.t0 as f64).get(..10).unwrap_or_default())
+            ") · one column = " (fmt_step(g.step))
+        }
+    }
+}
+
+/// Column widths: 1 s, 10 s, 5 min, 2 h, 1 day.
+pub(crate) fn fmt_step(s: u64) -> String {
+    match s {
+        s if s.is_multiple_of(86_400) => {
+            format!("{} day{}", s / 86_400, if s == 86_400 { "" } else { "s" })
+        }
+        s if s.is_multiple_of(3600) => format!("{} h", s / 3600),
+        s if s.is_multiple_of(60) => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// The whole timeline chart over `[from, to)`.
+pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label: &str) -> Markup {
+    let g = Grid::new(t, from, to);
+    let events: Vec<&Event> = t
+        .events
+        .iter()
+        .filter(|e| e.at >= g.t0 as f64 && e.at <= g.end() as f64)
+        .collect();
+    html! {
+        svg.chart viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) role="img" aria-label=(label) {
+            (rate_panel(&g, target))
+            (error_panel(&g))
+            (latency_panel(&g))
+            (state_band(&g))
+            (time_axis(&g))
+            (outage_shading(&g, &events))
+            (markers(&g, &events))
+            @for (y, title) in TITLES {
+                text.pt x=(LEFT) y=(D1(y)) { (title) }
+            }
+        }
+    }
+}
+
+/// What the colours and markers mean: only the error classes that occur, so the legend
+/// reads as a list of what went wrong.
+pub(crate) fn legend(t: &Timeline) -> Markup {
+    let mut seen = [false; crate::telemetry::timeline::MAX_CLASSES];
+    let mut skipped = false;
+    for b in t.iter() {
+        for (k, n) in b.errors.iter().enumerate() {
+            seen[k] |= *n > 0;
+        }
+        skipped |= b.skipped > 0;
+    }
+    let classes = t
+        .classes()
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| seen.get(*k).copied().unwrap_or(false))
+        .map(|(k, name)| (CLASS_COLOURS[k % CLASS_COLOURS.len()], name.as_str()));
+    let item = |colour: &str, kind: &str, text: &str| {
+        html! {
+            span.li {
+                i class=(kind) style={ "background:" (colour) ";border-color:" (colour) } {}
+                (text)
+            }
+        }
+    };
+    html! {
+        div.legend {
+            (item(RATE_COLOUR, "sw", "acknowledged writes/s"))
+            (item(P50_COLOUR, "ln", "latency p50"))
+            (item(P99_COLOUR, "ln thick", "latency p99"))
+            (item(MAX_COLOUR, "ln dot", "latency max"))
+            @for (colour, name) in classes { (item(colour, "sw", name)) }
+            @if skipped { (item(SKIPPED_COLOUR, "sw", "skipped (never started)")) }
+            br;
+            @for (s, c) in STATE_COLOURS { (item(c, "sw", s.as_str())) }
+            (PreEscaped(MARKER_LEGEND))
+        }
+    }
+}

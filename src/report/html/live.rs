@@ -1,0 +1,99 @@
+//! The live `/` page: the last [`LIVE_WINDOW`] and the current state; the browser
+//! reloads it every 5 s (no script).
+
+use std::time::Duration;
+
+use maud::html;
+
+use super::chart::{chart, legend, state_colour};
+use super::{card, clock_ms, describe, document, endpoint, group, opt_group, opt_secs};
+use crate::db::identity::Identity;
+use crate::failover::outages::OutageRecord;
+use crate::report::summary::DEFAULT_RTO_OBJECTIVE;
+use crate::telemetry::timeline::{State, Timeline};
+
+/// What the live page shows.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Outages the live page lists (the latest).
+const LIVE_OUTAGES: usize = 5;
+
+/// What the live `/` page shows: the program's own state, copied at the redraw.
+#[derive(Debug, Clone, Default)]
+pub struct LiveInput {
+    pub version: String,
+    pub run_id: i64,
+    pub target: String,
+    pub started_at: String,
+    pub state: State,
+    pub target_rate: Option<f64>,
+    pub transactions: u64,
+    pub successes: u64,
+    pub lost_writes: u64,
+    pub unknown_outcome_writes: u64,
+    pub primary: Option<Identity>,
+    /// Outages so far (the page lists the latest few).
+    pub outages: Vec<OutageRecord>,
+    /// At least the last [`LIVE_WINDOW`] (`Timeline::recent`); older buckets are ignored.
+    pub timeline: Timeline,
+}
+
+pub fn render_live(l: &LiveInput) -> String {
+    let worst = l
+        .outages
+        .iter()
+        .filter_map(|o| o.write_unavailable_seconds)
+        .reduce(f64::max);
+    let state = l.state.as_str();
+    let body = html! {
+        h1 { "pgdrill " span.state style={ "background:" (state_colour(l.state)) } { (state) } }
+        p.sub {
+            "Target " code { (l.target) } " · run " (l.run_id) " · started " (l.started_at)
+            " · pgdrill " (l.version) " · " a href="/metrics" { "/metrics" }
+            " · " a href="/healthz" { "/healthz" }
+        }
+        div.cards {
+            (card(if worst.is_some_and(|w| w > DEFAULT_RTO_OBJECTIVE) { "bad" } else { "" },
+                "Outages so far", &l.outages.len().to_string(),
+                &format!("longest write unavailability {}", opt_secs(worst))))
+            (card(if l.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost",
+                &group(l.lost_writes), &format!("{} unknown outcomes", group(l.unknown_outcome_writes))))
+            (card("", "Writes", &group(l.transactions), &format!("{} acknowledged", group(l.successes))))
+            (card("", "Primary", &l.primary.as_ref().map_or_else(|| "?".to_string(), endpoint),
+                &l.primary.as_ref().map_or_else(String::new, describe)))
+        }
+        section {
+            h2 { "Last " (LIVE_WINDOW.as_secs() / 60) " minutes" }
+            @if let Some((_, to)) = l.timeline.span() {
+                (chart(&l.timeline, to.saturating_sub(LIVE_WINDOW.as_secs()), to, l.target_rate,
+                    "live timeline, last 15 minutes"))
+                (legend(&l.timeline))
+            } @else {
+                p.muted { "No second recorded yet." }
+            }
+        }
+        @if !l.outages.is_empty() {
+            section {
+                h2 { "Latest outages" }
+                table {
+                    thead { tr {
+                        th { "#" } th { "start (UTC)" } th.num { "writes unavailable" }
+                        th.num { "lost" } th { "error classes" }
+                    } }
+                    tbody {
+                        @for o in l.outages.iter().rev().take(LIVE_OUTAGES) {
+                            tr {
+                                td { (o.index) }
+                                td.num { (clock_ms(o.start_unix)) }
+                                td.num { (opt_secs(o.write_unavailable_seconds)) }
+                                td.num { (opt_group(o.lost_writes, "unverified")) }
+                                td { (o.error_classes.join(", ")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    document(&format!("pgdrill — {state}"), true, body)
+}

@@ -1,0 +1,213 @@
+//! The drill report: one self-contained HTML page (inline SVG and CSS, no script,
+//! nothing fetched) to paste into a post-mortem, and the live `/` page.
+//!
+//! Pages are `maud` templates, which escape every value they insert; the callers scrub
+//! the finished page of secrets once ([`crate::secrets::scrub`] knows maud's escaped form).
+//!
+//! - [`chart`]: the timeline as SVG and its legend.
+//! - [`events`]: the events on the chart and in the table under it.
+//! - [`page`]: the report of one run, read from its [`Summary`].
+//! - [`live`]: the live `/` page.
+
+pub(crate) mod chart;
+pub(crate) mod events;
+pub(crate) mod live;
+pub(crate) mod page;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use maud::{html, Markup, PreEscaped};
+
+use crate::db::identity::Identity;
+
+pub use live::{render_live, LiveInput, LIVE_WINDOW};
+pub use page::{render, Report};
+
+/// The pages' stylesheet, inlined in each.
+pub(crate) const CSS: &str = include_str!("style.css");
+
+/// A whole page: the head with `title` (refreshed every 5 s when `refresh`) and `body`.
+pub(crate) fn document(title: &str, refresh: bool, body: Markup) -> String {
+    let mut page = html! {
+        (PreEscaped("<!doctype html>"))
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                @if refresh { meta http-equiv="refresh" content="5"; }
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(CSS)) }
+            }
+            body { (body) }
+        }
+    }
+    .into_string();
+    page.push('\n');
+    page
+}
+
+/// A figure card: title, value, detail; `class` is `ok`, `bad`, `warn` or empty.
+pub(crate) fn card(class: &str, title: &str, value: &str, detail: &str) -> Markup {
+    html! {
+        div class={ "card " (class) } {
+            div.d { (title) }
+            div.v { (value) }
+            div.d { (detail) }
+        }
+    }
+}
+
+/// The verdict banner: `class` is `pass`, `fail` or `incomplete`.
+pub(crate) fn verdict_banner(class: &str, word: &str, reasons: &[String]) -> Markup {
+    html! {
+        div class={ "verdict " (class) } {
+            span.big { (word) }
+            span { (reasons.join(" · ")) }
+        }
+    }
+}
+
+/// A drill's verdict as the banner shows it.
+pub(crate) fn drill_banner(v: &crate::drill::Verdict) -> (&'static str, &'static str) {
+    use crate::drill::VerdictKind;
+    match v.verdict {
+        VerdictKind::Pass => ("pass", "PASS"),
+        VerdictKind::Fail => ("fail", "FAIL"),
+        VerdictKind::Invalid => ("incomplete", "INVALID"),
+    }
+}
+
+/// Durations as people read them: 274 ms, 2.74 s, 1 min 05 s.
+pub(crate) fn fmt_secs(s: f64) -> String {
+    if !s.is_finite() {
+        return "-".to_string();
+    }
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 60.0 {
+        format!("{s:.2} s")
+    } else if s < 3600.0 {
+        format!("{} min {:02.0} s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!(
+            "{} h {:02} min",
+            (s / 3600.0).floor(),
+            ((s % 3600.0) / 60.0) as u64
+        )
+    }
+}
+
+pub(crate) fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), fmt_secs)
+}
+
+/// 1234567 → "1,234,567".
+pub(crate) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Counts by error class: `read_only 5, connection_closed 35`, or `none`.
+pub(crate) fn errors_text(errors: &std::collections::BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "none".to_string();
+    }
+    let each: Vec<String> = errors
+        .iter()
+        .map(|(k, v)| format!("{k} {}", group(*v)))
+        .collect();
+    each.join(", ")
+}
+
+/// A count, or `none_text` when not measured.
+pub(crate) fn opt_group(v: Option<u64>, none_text: &str) -> String {
+    v.map_or_else(|| none_text.to_string(), group)
+}
+
+/// Axis numbers: 0, 2.5, 400, 1,500, 12k, 1.5M.
+pub(crate) fn axis_num(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{}M", trim(v / 1e6))
+    } else if v >= 1e4 {
+        format!("{}k", trim(v / 1e3))
+    } else if v >= 1000.0 {
+        group(v.round() as u64)
+    } else {
+        trim(v)
+    }
+}
+
+pub(crate) fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Unix seconds as RFC 3339 UTC with milliseconds.
+pub(crate) fn utc(unix: f64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs_f64(unix.max(0.0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// `2026-11-27T08:12:17.123Z` → `08:12:17.123`.
+pub(crate) fn clock_ms(unix: f64) -> String {
+    utc(unix).get(11..23).unwrap_or_default().to_string()
+}
+
+/// A time of day, with the month and day (`11-19 21:10:00.000`) when the run
+/// spans more than one UTC date.
+pub(crate) fn when(unix: f64, dated: bool) -> String {
+    if dated {
+        utc(unix).get(5..23).unwrap_or_default().replace('T', " ")
+    } else {
+        clock_ms(unix)
+    }
+}
+
+/// `addr:port`, the address alone, or `?`.
+pub(crate) fn endpoint(id: &Identity) -> String {
+    match (&id.server_addr, id.server_port) {
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.clone(),
+        _ => "?".to_string(),
+    }
+}
+
+/// `addr:port (tl N)`, for table cells.
+pub(crate) fn describe_short(id: &Identity) -> String {
+    match id.timeline {
+        Some(t) => format!("{} (tl {t})", endpoint(id)),
+        None => endpoint(id),
+    }
+}
+
+/// Every fact known of a server, in words.
+pub(crate) fn describe(id: &Identity) -> String {
+    let mut parts = vec![match (&id.server_addr, id.server_port) {
+        (None, _) => "address unknown".to_string(),
+        _ => endpoint(id),
+    }];
+    if let Some(t) = id.timeline {
+        parts.push(format!("timeline {t}"));
+    }
+    match id.in_recovery {
+        Some(true) => parts.push("in recovery".to_string()),
+        Some(false) => parts.push("primary".to_string()),
+        None => {}
+    }
+    if let Some(s) = &id.system_identifier {
+        parts.push(format!("system id {s}"));
+    }
+    if let Some(s) = &id.postmaster_start {
+        parts.push(format!("up since {s}"));
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,374 @@
+//! The report of one run, drawn from its [`Summary`]: the verdict and headline figures,
+//! the drill's triggers, the outages, the timeline with close-ups of the longest outages,
+//! the events, the target, the run's figures and flags, and how each figure is measured.
+
+use maud::{html, Markup, PreEscaped};
+
+use super::chart::{chart, legend};
+use super::events::events_table;
+use super::{
+    card, describe, describe_short, document, drill_banner, errors_text, fmt_secs, group,
+    opt_group, opt_secs, verdict_banner, when,
+};
+use crate::db::identity::Identity;
+use crate::drill::DrillReport;
+use crate::failover::outages::OutageRecord;
+use crate::report::summary::{Flag, Summary};
+
+/// Close-ups drawn, of the longest outages.
+const MAX_CLOSEUPS: usize = 3;
+
+/// How each figure is measured, at the end of the page.
+const HOW: &str = include_str!("how.html");
+
+/// The report of one run: its summary and the RTO objective it is judged against.
+pub struct Report<'a> {
+    pub summary: &'a Summary,
+    pub rto_objective: f64,
+    /// The summary names no objective: the default stands in.
+    pub rto_is_default: bool,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(summary: &'a Summary) -> Report<'a> {
+        let (rto_objective, rto_is_default) = summary.rto_objective();
+        Report {
+            summary,
+            rto_objective,
+            rto_is_default,
+        }
+    }
+
+    /// Whether the report's times need dates: the run crosses a UTC midnight.
+    fn dated(&self) -> bool {
+        let s = self.summary;
+        let span = s.timeline.span().map(|(a, b)| (a as f64, b as f64));
+        let times = s
+            .outages
+            .iter()
+            .flat_map(|o| [Some(o.start_unix), o.end_unix])
+            .chain([span.map(|s| s.0), span.map(|s| s.1)])
+            .flatten();
+        let mut days = times.map(|t| (t / 86_400.0).floor() as i64);
+        let first = days.next();
+        days.any(|d| Some(d) != first)
+    }
+}
+
+/// The drill report page.
+pub fn render(r: &Report) -> String {
+    let s = r.summary;
+    let dated = r.dated();
+    let run_start = s.timeline.span().map_or_else(
+        || s.outages.first().map_or(0.0, |o| o.start_unix),
+        |(a, _)| a as f64,
+    );
+    let body = html! {
+        h1 { "Failover drill report" }
+        p.sub {
+            "Target " code { (s.target) } " · run " (s.run_id) " · started " (s.started_at)
+            " · " (fmt_secs(s.duration_seconds)) " · pgdrill " (s.version)
+        }
+        (headline(r))
+        @if let Some(d) = &s.drill { (drill_table(d, dated)) }
+        section { h2 { "Outages" } (outages_table(r, dated)) }
+        section {
+            h2 { "Timeline" }
+            @if let Some((from, to)) = s.timeline.span() {
+                (chart(&s.timeline, from, to, s.target_rate,
+                    "drill timeline: rate, errors, latency, failover state"))
+                (legend(&s.timeline))
+            } @else {
+                p.muted { "No timeline was recorded." }
+            }
+        }
+        (closeups(s, dated))
+        section { h2 { "Events" } (events_table(&s.timeline, run_start, dated)) }
+        (target_section(s))
+        (run_section(s))
+        (flags_section(&s.flags))
+        (state_changes_section(s))
+        section { h2 { "How each figure is measured" } (PreEscaped(HOW)) }
+    };
+    let title = format!("pgdrill report — run {} — {}", s.run_id, s.started_at);
+    document(&title, false, body)
+}
+
+/// The verdict and the headline cards. A drill shows the verdict it gave itself; a run
+/// without a trigger the one [`Summary::run_verdict`] gives.
+fn headline(r: &Report) -> Markup {
+    let s = r.summary;
+    let banner = match &s.drill {
+        Some(d) => {
+            let (class, word) = drill_banner(&d.verdict);
+            let mut reasons: Vec<String> = d
+                .verdict
+                .failed
+                .iter()
+                .chain(&d.verdict.invalid)
+                .cloned()
+                .collect();
+            if reasons.is_empty() {
+                reasons.push(format!(
+                    "every objective met: writes unavailable ≤ {}, acknowledged writes lost ≤ {}",
+                    fmt_secs(d.objectives.rto.as_secs_f64()),
+                    group(d.objectives.max_lost_writes)
+                ));
+            }
+            verdict_banner(class, word, &reasons)
+        }
+        None => {
+            let v = s.run_verdict(r.rto_objective);
+            verdict_banner(&v.word.to_ascii_lowercase(), v.word, &v.reasons)
+        }
+    };
+    let checked: u64 = s.outages.iter().filter_map(|o| o.checked_writes).sum();
+    let lost_class = if s.lost_writes > 0 {
+        "bad"
+    } else if s.outages.iter().any(|o| o.lost_writes.is_none()) {
+        "warn"
+    } else {
+        "ok"
+    };
+    let unresolved = s.unresolved();
+    let target = s
+        .target_rate
+        .map_or_else(String::new, |t| format!(" of {}/s", super::axis_num(t)));
+    html! {
+        (banner)
+        div.cards {
+            (rto_card(r))
+            (card(lost_class, "Acknowledged writes lost", &group(s.lost_writes),
+                &format!("{} acknowledged writes checked on the new primary", group(checked))))
+            (card(if unresolved > 0 { "warn" } else { "ok" },
+                "Unknown outcomes (sent, never answered)", &group(s.unknown_outcome_writes),
+                &format!("{} on the new primary, {} not on it, {} unresolved",
+                    group(s.unknown_outcome_committed), group(s.unknown_outcome_not_committed),
+                    group(unresolved))))
+            (card("", "Writes", &group(s.transactions),
+                &format!("{} acknowledged, {} failed, {} skipped; achieved {:.1}/s{target}",
+                    group(s.successes), group(s.transactions.saturating_sub(s.successes)),
+                    group(s.skipped), s.achieved_rate)))
+        }
+    }
+}
+
+/// The RTO card: the longest write unavailability against the objective.
+fn rto_card(r: &Report) -> Markup {
+    let s = r.summary;
+    let (class, value) = match s.longest_unavailability() {
+        Some(w) if w <= r.rto_objective => ("ok", fmt_secs(w)),
+        Some(w) => ("bad", fmt_secs(w)),
+        None if s.outages.is_empty() => ("ok", "no outage".to_string()),
+        None => ("bad", "not recovered".to_string()),
+    };
+    let default = if r.rto_is_default { " (default)" } else { "" };
+    let detail = format!(
+        "objective {}{default}; {} outage(s)",
+        fmt_secs(r.rto_objective),
+        s.outages.len()
+    );
+    card(class, "RTO — longest write unavailability", &value, &detail)
+}
+
+/// The figures timed from each trigger of a drill.
+pub(crate) fn drill_table(d: &DrillReport, dated: bool) -> Markup {
+    html! {
+        section {
+            h2 { "Failover triggers" }
+            p.sub {
+                "Trigger " code { (d.command) } "; objectives: writes unavailable ≤ "
+                (fmt_secs(d.objectives.rto.as_secs_f64())) ", acknowledged writes lost ≤ "
+                (group(d.objectives.max_lost_writes)) ". Times from the trigger's start."
+            }
+            table {
+                tr {
+                    th { "#" } th { "started" } th { "outcome" } th { "ran" }
+                    th { "first failed write" } th { "first write on the new primary" }
+                    th { "writes unavailable" } th { "lost" }
+                }
+                @for t in &d.triggers {
+                    @let f = d.drills.iter().find(|f| f.trigger == t.index);
+                    tr {
+                        td { (t.index) }
+                        td { (when(t.started_unix, dated)) }
+                        td { (t.outcome.label()) }
+                        td { (fmt_secs(t.duration_seconds)) }
+                        td { (opt_secs(f.and_then(|f| f.trigger_to_first_failed_write_seconds))) }
+                        td { (opt_secs(f.and_then(|f| f.trigger_to_new_primary_write_seconds))) }
+                        td { (opt_secs(f.and_then(|f| f.write_unavailable_seconds))) }
+                        td { (opt_group(f.and_then(|f| f.lost_writes), "–")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+const BAD: &str = "color:var(--bad)";
+
+fn outages_table(r: &Report, dated: bool) -> Markup {
+    let s = r.summary;
+    let id = |i: &Option<Identity>| i.as_ref().map_or_else(|| "?".to_string(), describe_short);
+    html! {
+        @if s.outages.is_empty() {
+            p { "No outage: writes were acknowledged throughout." }
+        } @else {
+            table.outages {
+                thead { tr {
+                    th { "#" } th { "start (UTC)" } th { "end (UTC)" }
+                    th.num { "writes un" (PreEscaped("&shy;")) "available" }
+                    th.num { "time to full rate" } th { "error classes" } th.num { "checked" }
+                    th.num { "lost" } th.num { "RPO" } th.num { "unknown outcome: committed / not" }
+                    th { "primary before → after" }
+                } }
+                tbody {
+                    @for o in &s.outages {
+                        @let over = o.write_unavailable_seconds.is_some_and(|w| w > r.rto_objective);
+                        tr data-outage=(o.index) {
+                            td { (o.index) }
+                            td.num { (when(o.start_unix, dated)) }
+                            td.num { (o.end_unix.map_or_else(|| "not ended".to_string(), |t| when(t, dated))) }
+                            td.num data-seconds=(o.write_unavailable_seconds.map_or_else(String::new, |w| w.to_string()))
+                                style=[over.then_some(BAD)] {
+                                b { (opt_secs(o.write_unavailable_seconds)) }
+                            }
+                            td.num { (opt_secs(o.time_to_full_rate_seconds)) }
+                            td { (o.error_classes.join(", ")) }
+                            td.num { (opt_group(o.checked_writes, "-")) }
+                            td.num style=[(o.lost_writes.unwrap_or(0) > 0).then_some(BAD)] {
+                                (opt_group(o.lost_writes, "unverified"))
+                            }
+                            td.num { (opt_secs(o.rpo_seconds)) }
+                            td.num {
+                                (opt_group(o.unknown_outcome_committed, "-")) " / "
+                                (opt_group(o.unknown_outcome_not_committed, "-"))
+                            }
+                            td { span.nw { (id(&o.identity_before)) } " → " span.nw { (id(&o.identity_after)) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A chart around each of the longest outages: at one column per second of a
+/// short drill the whole-run chart shows a 3-second outage as a hairline.
+fn closeups(s: &Summary, dated: bool) -> Markup {
+    let Some((first, last)) = s.timeline.span() else {
+        return html! {};
+    };
+    let mut longest: Vec<&OutageRecord> = s.outages.iter().collect();
+    let d = |o: &OutageRecord| o.write_unavailable_seconds.unwrap_or(f64::INFINITY);
+    longest.sort_by(|a, b| d(b).total_cmp(&d(a)));
+    longest.truncate(MAX_CLOSEUPS);
+    longest.sort_by(|a, b| a.start_unix.total_cmp(&b.start_unix));
+    let spans = longest.into_iter().filter_map(|o| {
+        let end = o.end_unix.unwrap_or(last as f64);
+        let before = (2.0 * (end - o.start_unix).max(0.0)).clamp(15.0, 300.0);
+        let after = before.max(o.time_to_full_rate_seconds.unwrap_or(0.0) + 10.0);
+        let from = ((o.start_unix - before).floor().max(0.0) as u64).max(first);
+        let to = ((end + after).ceil() as u64).min(last);
+        (to > from && (from, to) != (first, last)).then_some((o.index, from, to))
+    });
+    html! {
+        @for (index, from, to) in spans {
+            section {
+                h2 {
+                    "Outage " (index) " close-up: " (when(from as f64, dated)) " to "
+                    (when(to as f64, dated)) " UTC"
+                }
+                (chart(&s.timeline, from, to, s.target_rate, &format!("close-up of outage {index}")))
+                (legend(&s.timeline))
+            }
+        }
+    }
+}
+
+fn target_section(s: &Summary) -> Markup {
+    let first = s
+        .identity_first
+        .as_ref()
+        .or_else(|| s.outages.first().and_then(|o| o.identity_before.as_ref()));
+    let last = s
+        .identity_last
+        .as_ref()
+        .or_else(|| s.outages.last().and_then(|o| o.identity_after.as_ref()));
+    let seen = |id: Option<&Identity>| id.map_or_else(|| "not seen".to_string(), describe);
+    html! {
+        section {
+            h2 { "Target and primary" }
+            table {
+                tr { th { "target" } td.mono { (s.target) } }
+                tr { th { "primary at start" } td.mono { (seen(first)) } }
+                tr { th { "primary at end" } td.mono { (seen(last)) } }
+                tr { th { "primary changes" } td { (group(s.primary_changes)) } }
+            }
+        }
+    }
+}
+
+fn run_section(s: &Summary) -> Markup {
+    let l = &s.latency;
+    let rows = [
+        ("transactions", group(s.transactions)),
+        ("acknowledged", group(s.successes)),
+        ("errors by class", errors_text(&s.errors)),
+        (
+            "skipped / abandoned",
+            format!("{} / {}", group(s.skipped), group(s.abandoned)),
+        ),
+        (
+            "latency from intended start",
+            format!(
+                "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
+                l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+            ),
+        ),
+    ];
+    html! {
+        section {
+            h2 { "Run" }
+            table { @for (k, v) in rows { tr { th { (k) } td { (v) } } } }
+        }
+    }
+}
+
+/// The flags as run; any whose name mentions a password is redacted here as well.
+fn flags_section(flags: &[Flag]) -> Markup {
+    let value = |f: &Flag| {
+        if f.name.to_ascii_lowercase().contains("password") {
+            "(redacted)".to_string()
+        } else {
+            f.value.clone()
+        }
+    };
+    html! {
+        section {
+            h2 { "Flags" }
+            @if flags.is_empty() {
+                p.muted { "Not recorded." }
+            } @else {
+                table {
+                    @for f in flags { tr { th.mono { "--" (f.name) } td.mono { (value(f)) } } }
+                }
+            }
+        }
+    }
+}
+
+fn state_changes_section(s: &Summary) -> Markup {
+    html! {
+        @if !s.state_changes.is_empty() {
+            section { details {
+                summary { "All " (s.state_changes.len()) " state changes" }
+                table {
+                    @for c in &s.state_changes {
+                        tr { td.num { (c.at) } td { (c.from.as_str()) " → " (c.to.as_str()) } }
+                    }
+                }
+            } }
+        }
+    }
+}
