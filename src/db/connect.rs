@@ -12,7 +12,7 @@
 //!   routes to a hung node, or a host that vanished), another starts every
 //!   [`STAGGER`] (after [`SUSPECT_AFTER`] on a healthy endpoint), up to a bound, and the first
 //!   to connect wins, as a fresh client every 100 ms would;
-//! - an endpoint that fails fast (refused) backs off, with jitter, at most [`BACKOFF_MAX`],
+//! - an endpoint that fails fast (refused) backs off, with jitter, at most 200 ms ([`BACKOFF`]),
 //!   so recovery is seen within a fraction of a second; one that fails slowly (a timeout)
 //!   is tried again at once; skipping it never delays the next host;
 //! - an endpoint whose established connections go quiet is checked with a fresh connect
@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::pool::ConnectError;
 use crate::error::ErrorClass;
+use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
 
 /// Writes outstanding this long with no answer start a liveness check of their server.
@@ -55,19 +56,20 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// process.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// First backoff after a fast failure; doubles per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(25);
-/// A host that refuses or fails fast otherwise: at most this between attempts, so the
-/// backoff outlasts an outage by a fraction of a second at most.
-const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// After a fast failure: from 25 ms, doubling per consecutive failure; a host that
+/// refuses or fails fast otherwise waits at most 200 ms between attempts, so the backoff
+/// outlasts an outage by a fraction of a second at most.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(200));
 /// While attempts on an endpoint are pending, another starts this often (a fresh client's
 /// cadence); an attempt that failed after longer than this failed slowly: no backoff.
 pub const STAGGER: Duration = Duration::from_millis(100);
 /// Parallel attempts per endpoint: enough to cover one connect timeout at [`STAGGER`].
 const MAX_PENDING: u32 = 32;
 /// A host that answers but cannot take writes yet (a standby, a server starting up) is
-/// what a failover passes through: check it often so promotion is seen quickly.
-const BACKOFF_MAX_ANSWERING: Duration = Duration::from_millis(50);
+/// what a failover passes through: check it often (at most 50 ms apart) so promotion is
+/// seen quickly.
+const BACKOFF_ANSWERING: Backoff =
+    Backoff::new(Duration::from_millis(25), Duration::from_millis(50));
 /// tokio-postgres's default keepalive idle time, i.e. "the DSN did not set one".
 const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
@@ -167,18 +169,13 @@ impl EndpointState {
     }
 }
 
-/// Delay before the next attempt after `failures` consecutive failures of `class`:
-/// exponential from [`BACKOFF_BASE`], capped, then jittered down to half so that lanes
-/// and processes do not retry in lockstep.
+/// Delay before the next attempt after `failures` consecutive failures of `class`.
 fn backoff(failures: u32, class: ErrorClass, rng: &mut impl Rng) -> Duration {
-    let cap = match class {
-        ErrorClass::ReadOnly | ErrorClass::CannotConnectNow => BACKOFF_MAX_ANSWERING,
-        _ => BACKOFF_MAX,
-    };
-    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(10));
-    let full = exp.min(cap);
-    let half = full / 2;
-    half + Duration::from_micros(rng.random_range(0..=half.as_micros() as u64))
+    match class {
+        ErrorClass::ReadOnly | ErrorClass::CannotConnectNow => BACKOFF_ANSWERING,
+        _ => BACKOFF,
+    }
+    .jittered(failures, rng)
 }
 
 /// How a connect attempt's failures are turned into classified, counted errors
@@ -910,7 +907,7 @@ mod tests {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let first = backoff(1, ErrorClass::ConnectRefused, &mut rng);
         assert!(
-            first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
+            first >= BACKOFF.base / 2 && first <= BACKOFF.base,
             "{first:?}"
         );
         let many: Vec<Duration> = (0..50)
@@ -918,11 +915,11 @@ mod tests {
             .collect();
         assert!(many
             .iter()
-            .all(|d| *d >= BACKOFF_MAX / 2 && *d <= BACKOFF_MAX));
+            .all(|d| *d >= BACKOFF.cap / 2 && *d <= BACKOFF.cap));
         let distinct: std::collections::BTreeSet<_> = many.iter().collect();
         assert!(distinct.len() > 10, "jittered: {distinct:?}");
         // A standby being promoted is checked often.
-        assert!(backoff(30, ErrorClass::ReadOnly, &mut rng) <= BACKOFF_MAX_ANSWERING);
+        assert!(backoff(30, ErrorClass::ReadOnly, &mut rng) <= BACKOFF_ANSWERING.cap);
     }
 
     #[tokio::test(start_paused = true)]
@@ -933,7 +930,7 @@ mod tests {
         // A fast failure backs off.
         s.failed(ErrorClass::ConnectRefused, "x", now);
         assert!(!s.eligible(now, 4), "backing off");
-        assert!(s.eligible(now + BACKOFF_MAX, 4));
+        assert!(s.eligible(now + BACKOFF.cap, 4));
         // A slow one (the whole timeout) is followed at once.
         let mut slow = EndpointState::new(now);
         tokio::time::advance(Duration::from_secs(2)).await;

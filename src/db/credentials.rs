@@ -20,16 +20,16 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
+use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
 
 /// A command that prints the password must finish within this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After an authentication failure, the command is not run again sooner than this.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// After the command failed, it is not run again sooner than this, doubling per failure.
-const FAILURE_BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// ... up to this: a broken command is retried twice a minute, not for every connection.
-const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// After the command failed, it is not run again sooner than 1 s, doubling per failure up
+/// to 30 s: a broken command is retried twice a minute, not for every connection.
+const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// A password longer than this is not a password (Entra tokens are ~2-3 KB).
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 
@@ -132,8 +132,7 @@ struct Failing {
 
 impl Failing {
     fn backoff(&self) -> Duration {
-        let doublings = self.runs.saturating_sub(1).min(16);
-        (FAILURE_BACKOFF_MIN * 2u32.pow(doublings)).min(FAILURE_BACKOFF_MAX)
+        FAILURE_BACKOFF.delay(self.runs)
     }
 }
 
@@ -242,7 +241,7 @@ impl Credentials {
                     at: Instant::now(),
                     runs,
                 };
-                // Logged per run, and runs back off to one per FAILURE_BACKOFF_MAX.
+                // Logged per run, and runs back off to one per 30 s.
                 tracing::warn!(
                     error = %err,
                     failed_runs = runs,
@@ -501,20 +500,5 @@ mod tests {
         );
         assert_eq!(count(), 3);
         assert_eq!(m.password_errors.get(), 2);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let at = Instant::now();
-        let b = |runs| {
-            Failing {
-                error: String::new(),
-                at,
-                runs,
-            }
-            .backoff()
-            .as_secs()
-        };
-        assert_eq!([b(1), b(2), b(3), b(5), b(6), b(60)], [1, 2, 4, 16, 30, 30]);
     }
 }

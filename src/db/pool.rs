@@ -16,6 +16,7 @@ use crate::db::table::Workload;
 use crate::db::table_check::{self, TableError, TablePolicy};
 use crate::db::tls::TlsSettings;
 use crate::error::{classify, ErrorClass};
+use crate::retry::Throttle;
 use crate::supervisor::lock;
 use crate::supervisor::Fatal;
 use crate::telemetry::metrics::{Metrics, PoolStats};
@@ -74,7 +75,7 @@ const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
 pub struct Manager {
     connector: Arc<Connector>,
     credentials: Arc<Credentials>,
-    last_logged: Mutex<Option<(String, tokio::time::Instant)>>,
+    logged: Mutex<Throttle>,
     /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
     /// new connections no longer prepare, so the INSERT goes unnamed.
     auto_fallback: Option<Arc<AtomicBool>>,
@@ -111,7 +112,7 @@ impl Manager {
         Manager {
             connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
             credentials,
-            last_logged: Mutex::new(None),
+            logged: Mutex::new(Throttle::new(LOG_REPEAT_AFTER)),
             auto_fallback: settings
                 .auto_query_mode
                 .then(|| Arc::new(AtomicBool::new(false))),
@@ -180,14 +181,9 @@ impl Manager {
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
-            let now = tokio::time::Instant::now();
-            let mut last = lock(&self.last_logged);
-            let repeat = last
-                .as_ref()
-                .is_some_and(|(m, at)| *m == message && now - *at < LOG_REPEAT_AFTER);
-            if !repeat {
+            let news = lock(&self.logged).hit_keyed(&message, tokio::time::Instant::now());
+            if news.is_some() {
                 tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
-                *last = Some((message.clone(), now));
             }
         }
         ConnectError {

@@ -17,10 +17,11 @@ use crate::db::table::{Row, Workload};
 use crate::error::ErrorClass;
 use crate::load::outcomes::{Failure, LaneOutcomes};
 use crate::load::scheduler::Job;
+use crate::retry::Backoff;
 
-/// Reconnect backoff bounds: short enough to see a failover end within ~100 ms.
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// Reconnect backoff: 10–20 ms at first, at most 75–150 ms, short enough to see a
+/// failover end within ~100 ms.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(150));
 
 /// What every lane shares.
 pub struct Shared {
@@ -179,7 +180,7 @@ pub async fn lane(
     report: LaneOutcomes,
     mut rng: SmallRng,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0;
     let mut taken: u64 = 0;
     loop {
         shared.idle_lanes.fetch_add(1, Ordering::Relaxed);
@@ -202,14 +203,12 @@ pub async fn lane(
                     sqlstate: err.sqlstate,
                 };
                 report.failed(first, started, &failure);
-                // Jitter keeps lanes from reconnecting in lockstep.
-                let jitter = rand::Rng::random_range(&mut rng, 0..=backoff.as_micros() as u64 / 2);
-                tokio::time::sleep(backoff + Duration::from_micros(jitter)).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                failures += 1;
+                tokio::time::sleep(BACKOFF.jittered(failures, &mut rng)).await;
                 continue;
             }
         };
-        backoff = BACKOFF_MIN;
+        failures = 0;
         let broken = run_on(&shared, &conn, first, &jobs, &report, &mut rng).await;
         if broken || conn.created.elapsed() >= shared.max_connection_lifetime {
             conn.broken = true;

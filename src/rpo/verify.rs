@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::pool::DbPool;
 use crate::db::table::Workload;
+use crate::retry::Backoff;
 use crate::rpo::ledger::{Ledger, Snapshot, Verdict, SLICE};
 use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
@@ -140,6 +141,8 @@ pub struct Verifier {
 const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// One periodic check of unknown outcomes may take this long; the next tick tries again.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A verification that failed (the new primary not yet reachable) is tried again.
+const VERIFY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 impl Verifier {
     pub fn new(
@@ -286,7 +289,7 @@ impl Verifier {
     async fn check(&self, req: &Request, stop: &CancellationToken) -> Option<Check> {
         let snapshot = lock(&self.ledger).snapshot(req.until);
         let began = Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut failures = 0;
         let verdict = loop {
             match verify(&self.pool, &self.workload, &snapshot, req.loss_reference).await {
                 Ok(v) => break v,
@@ -296,8 +299,8 @@ impl Verifier {
                     if stop.is_cancelled() && began.elapsed() > Duration::from_secs(5) {
                         return None;
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    failures += 1;
+                    tokio::time::sleep(VERIFY_BACKOFF.delay(failures)).await;
                 }
             }
         };

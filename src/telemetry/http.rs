@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::{Backoff, Throttle};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::webconfig::WebConfig;
@@ -101,10 +102,9 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Request buffers stay small: we only ever read a GET's headers (hyper's minimum is 8 KiB).
 const MAX_BUF_SIZE: usize = 16 * 1024;
-/// Accept errors (EMFILE, ENFILE, ENOBUFS) back off from this, doubling...
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-/// ... up to this, so a full descriptor table is not a busy loop.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Accept errors (EMFILE, ENFILE, ENOBUFS) back off, so a full descriptor table is not
+/// a busy loop.
+const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
 /// Repeated warnings (accept errors, refused connections) are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
@@ -154,25 +154,6 @@ fn connection_cap(nofile: Option<u64>, pool_size: u32) -> usize {
     (left as usize).clamp(1, MAX_CONNECTIONS)
 }
 
-/// Counts repeats of one warning and lets it through at most once per [`LOG_EVERY`].
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    /// `Some(repeats since the last log line)` when this occurrence should be logged.
-    fn hit(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|t| now - t < LOG_EVERY) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// Serves on an already bound listener (bound before load starts, so a bad
 /// `--listen` fails fast) until `stop`, within `limits`.
 pub async fn serve(
@@ -188,8 +169,8 @@ pub async fn serve(
         .and_then(|w| w.tls.clone())
         .map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    let (mut accept_errors, mut refusals) = (Throttle::default(), Throttle::default());
+    let mut failures = 0;
+    let (mut accept_errors, mut refusals) = (Throttle::new(LOG_EVERY), Throttle::new(LOG_EVERY));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -197,10 +178,12 @@ pub async fn serve(
         };
         let stream = match accepted {
             Ok((stream, _)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
+                failures = 0;
                 stream
             }
             Err(err) => {
+                failures += 1;
+                let backoff = ACCEPT_BACKOFF.delay(failures);
                 // EMFILE and friends leave the connection queued: retrying at once spins.
                 if let Some(repeats) = accept_errors.hit(Instant::now()) {
                     tracing::warn!(%err, repeats, retry_in = %humantime::format_duration(backoff), "accepting an HTTP connection failed");
@@ -209,7 +192,6 @@ pub async fn serve(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
@@ -291,18 +273,6 @@ mod tests {
         // ulimit -n 128 with a pool of 32: 128 - 32 - 64 = 32.
         assert_eq!(connection_cap(Some(128), 32), 32);
         assert_eq!(connection_cap(Some(64), 32), 1);
-    }
-
-    #[test]
-    fn throttle_lets_one_through_per_second() {
-        let mut t = Throttle::default();
-        let t0 = Instant::now();
-        assert_eq!(t.hit(t0), Some(0));
-        for ms in 1..1000 {
-            assert_eq!(t.hit(t0 + Duration::from_millis(ms)), None);
-        }
-        assert_eq!(t.hit(t0 + LOG_EVERY), Some(999));
-        assert_eq!(t.hit(t0 + LOG_EVERY), None);
     }
 
     /// Whether the server closed `stream` within `limit` (EOF or reset).

@@ -1,0 +1,109 @@
+//! The one policy for doing something again: how long to wait before the next attempt
+//! ([`Backoff`]), and how often to say so in the log ([`Throttle`]).
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+/// Exponential from `base`, doubling per consecutive failure, capped at `cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    pub const fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff { base, cap }
+    }
+
+    /// The wait after `failures` consecutive failures (the first waits `base`).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        self.base.saturating_mul(1 << doublings).min(self.cap)
+    }
+
+    /// [`Backoff::delay`] jittered down to as little as half, so that lanes and processes
+    /// that failed together do not retry in lockstep.
+    pub fn jittered(&self, failures: u32, rng: &mut impl Rng) -> Duration {
+        let full = self.delay(failures);
+        let half = full / 2;
+        half + Duration::from_micros(rng.random_range(0..=half.as_micros() as u64))
+    }
+}
+
+/// Lets one warning through per `every` and counts the ones held back; a different
+/// message (when keyed) goes through at once.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<(Instant, String)>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(repeats held back since the last line)` when this occurrence is to be logged.
+    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.hit_keyed("", now)
+    }
+
+    /// Like [`Throttle::hit`], throttling only repeats of the same `key`.
+    pub fn hit_keyed(&mut self, key: &str, now: Instant) -> Option<u64> {
+        if let Some((at, last)) = &self.last {
+            if last == key && now.saturating_duration_since(*at) < self.every {
+                self.suppressed += 1;
+                return None;
+            }
+        }
+        self.last = Some((now, key.to_string()));
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_jitters_down_to_half() {
+        let b = Backoff::new(Duration::from_millis(25), Duration::from_millis(200));
+        let delays: Vec<_> = (1..=6).map(|n| b.delay(n).as_millis()).collect();
+        assert_eq!(delays, [25, 50, 100, 200, 200, 200]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_millis(200));
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let jittered: Vec<_> = (0..200).map(|_| b.jittered(4, &mut rng)).collect();
+        assert!(jittered
+            .iter()
+            .all(|d| (Duration::from_millis(100)..=Duration::from_millis(200)).contains(d)));
+        assert!(jittered.iter().any(|d| *d != jittered[0]), "jittered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttle_lets_one_through_per_period_and_counts_the_rest() {
+        let every = Duration::from_secs(1);
+        let mut t = Throttle::new(every);
+        let t0 = Instant::now();
+        assert_eq!(t.hit(t0), Some(0));
+        for _ in 0..999 {
+            assert_eq!(t.hit(t0), None);
+        }
+        assert_eq!(t.hit(t0 + every), Some(999));
+        assert_eq!(t.hit(t0 + every), None);
+        // Keyed: another message is news; the same one again within the period is not.
+        let mut k = Throttle::new(every);
+        assert_eq!(k.hit_keyed("a", t0), Some(0));
+        assert_eq!(k.hit_keyed("a", t0), None);
+        assert_eq!(k.hit_keyed("b", t0), Some(1));
+        assert_eq!(k.hit_keyed("b", t0 + every), Some(0));
+    }
+}
