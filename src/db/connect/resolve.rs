@@ -1,0 +1,64 @@
+//! Host names to endpoints, looked up again for every connection (a DNS switch-over is
+//! followed), each with its own single-address config.
+
+use super::*;
+
+impl Connector {
+    /// The endpoints of one DSN entry with a single-address config each: `host` stays
+    /// the name (TLS verification and SNI), `hostaddr` is the address to connect to.
+    pub(super) async fn resolve(
+        &self,
+        entry: &HostEntry,
+    ) -> Result<Vec<(Endpoint, Config)>, String> {
+        let mut base = self.base.clone();
+        base.port(entry.port);
+        let name = match &entry.host {
+            Some(Host::Unix(dir)) => {
+                base.host_path(dir);
+                return Ok(vec![(Endpoint::Unix(dir.clone(), entry.port), base)]);
+            }
+            Some(Host::Tcp(name)) => Some(name.clone()),
+            None => None,
+        };
+        let mut addrs: Vec<IpAddr> = if let Some(addr) = entry.hostaddr {
+            vec![addr]
+        } else if let Some(addr) = name.as_deref().and_then(|n| n.parse::<IpAddr>().ok()) {
+            vec![addr]
+        } else {
+            let name = name.clone().unwrap_or_default();
+            // getaddrinfo reads /etc/hosts and asks DNS again on every call.
+            let lookup = tokio::net::lookup_host((name.clone(), entry.port));
+            match tokio::time::timeout(self.timeout, lookup).await {
+                Ok(Ok(found)) => {
+                    let mut addrs: Vec<IpAddr> = Vec::new();
+                    for a in found {
+                        if !addrs.contains(&a.ip()) {
+                            addrs.push(a.ip());
+                        }
+                    }
+                    addrs
+                }
+                Ok(Err(err)) => return Err(format!("could not resolve {name}: {err}")),
+                Err(_) => {
+                    return Err(format!(
+                        "could not resolve {name}: no answer within {:?}",
+                        self.timeout
+                    ))
+                }
+            }
+        };
+        if self.random {
+            use rand::seq::SliceRandom;
+            addrs.shuffle(&mut rand::rng());
+        }
+        Ok(addrs
+            .into_iter()
+            .map(|ip| {
+                let mut config = base.clone();
+                config.host(name.clone().unwrap_or_else(|| ip.to_string()));
+                config.hostaddr(ip);
+                (Endpoint::Tcp(SocketAddr::new(ip, entry.port)), config)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,106 @@
+//! A server that stopped answering: how its connections learn it, and the check that
+//! decides it.
+
+use super::*;
+
+/// How a connection learns that its server stopped answering.
+#[derive(Clone)]
+pub struct Silence {
+    pub(super) token: CancellationToken,
+    pub(super) endpoint: Endpoint,
+    /// The config this connection was made with (password included), for the check.
+    pub(super) config: Arc<Config>,
+    pub(super) connector: Arc<Connector>,
+}
+
+impl Silence {
+    /// The server this connection reaches.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Whether the server was declared silent.
+    pub fn is_silent(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Cancelled when the server is declared silent, or earlier by its holder (a lane
+    /// giving up on its connection's writes).
+    pub fn child(&self) -> CancellationToken {
+        self.token.child_token()
+    }
+
+    /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the
+    /// server with a fresh connection (at most one check at a time per server, and not
+    /// again within that time after it answered). A check that is not answered within the
+    /// connect timeout declares the server silent.
+    pub fn suspect(&self) {
+        let now = Instant::now();
+        {
+            let mut map = self.connector.lock();
+            let Some(state) = map.get_mut(&self.endpoint) else {
+                return;
+            };
+            let recently = state
+                .answered_at
+                .is_some_and(|t| now.saturating_duration_since(t) < SUSPECT_AFTER);
+            if state.check_running || recently || self.token.is_cancelled() {
+                return;
+            }
+            state.check_running = true;
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.check().await });
+    }
+
+    async fn check(self) {
+        let started = Instant::now();
+        let connector = &self.connector;
+        connector.metrics.connection_attempts.inc();
+        let mut config = (*self.config).clone();
+        // Any server that answers at all is alive; read-write is not the question here.
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
+        let mut driver = None;
+        let answered = tokio::time::timeout(connector.timeout, async {
+            let (client, connection) = config.connect(connector.tls.clone()).await?;
+            driver = Some(tokio::spawn(connection).abort_handle());
+            // Dropping the client then ends the session politely (Terminate).
+            client.simple_query("").await.map(|_| ())
+        })
+        .await;
+        if let (Err(_), Some(driver)) = (&answered, driver) {
+            // No answer: close the socket now rather than wait on the silent server.
+            driver.abort();
+        }
+        let now = Instant::now();
+        let mut map = connector.lock();
+        let Some(state) = map.get_mut(&self.endpoint) else {
+            return;
+        };
+        state.check_running = false;
+        match answered {
+            // It answered (even with an error): it is slow, not silent.
+            Ok(_) => state.answered_at = Some(now),
+            Err(_) => {
+                connector
+                    .metrics
+                    .connection_errors
+                    .inc(ErrorClass::ConnectTimeout);
+                let message = format!(
+                    "{}: writes unanswered for {SUSPECT_AFTER:?} and a new connection not \
+                     answered within {:?}",
+                    self.endpoint, connector.timeout
+                );
+                tracing::warn!(
+                    server = %self.endpoint,
+                    "server stopped answering; abandoning its connections (no_response)"
+                );
+                state.failed(ErrorClass::ConnectTimeout, &message, started);
+                state.declared_silent = true;
+                // Connections made from now on get a fresh token.
+                let old = std::mem::take(&mut state.silent);
+                old.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+use super::*;
+use rand::SeedableRng;
+
+fn connector(dsn: &str) -> Arc<Connector> {
+    let pg: Config = dsn.parse().expect("dsn");
+    let tls = crate::db::tls::TlsSettings::new(
+        crate::db::tls::SslMode::Disable,
+        crate::db::tls::RootCert::Default,
+    )
+    .expect("tls");
+    Connector::new(&pg, tls.connector(), Metrics::new(&[]))
+}
+
+#[tokio::test]
+async fn hostaddr_and_names_become_one_endpoint_per_address() {
+    let c = connector("host=db.example,localhost hostaddr=127.0.0.5,127.0.0.1 port=5433");
+    let first = c.resolve(&c.entries[0]).await.expect("resolve");
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].0,
+        Endpoint::Tcp("127.0.0.5:5433".parse().expect("addr"))
+    );
+    // The name stays for TLS; the address is what is dialled.
+    let hosts = first[0].1.get_hosts();
+    assert!(
+        matches!(hosts, [Host::Tcp(h)] if h == "db.example"),
+        "{hosts:?}"
+    );
+    assert_eq!(
+        first[0].1.get_hostaddrs(),
+        &["127.0.0.5".parse::<IpAddr>().expect("ip")]
+    );
+    // A name without hostaddr is looked up now, every time: each address its own endpoint.
+    let c = connector("host=localhost port=5433 connect_timeout=3");
+    let named = c.resolve(&c.entries[0]).await.expect("resolve localhost");
+    assert!(!named.is_empty());
+    assert!(named.iter().all(
+        |(e, cfg)| matches!(e, Endpoint::Tcp(a) if a.ip().is_loopback() && a.port() == 5433)
+            && cfg.get_connect_timeout() == Some(&Duration::from_secs(3))
+    ));
+}
+
+#[test]
+fn backoff_grows_to_a_fraction_of_a_second_and_is_jittered() {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let first = backoff(1, ErrorClass::ConnectRefused, &mut rng);
+    assert!(
+        first >= BACKOFF.base / 2 && first <= BACKOFF.base,
+        "{first:?}"
+    );
+    let many: Vec<Duration> = (0..50)
+        .map(|_| backoff(30, ErrorClass::ConnectRefused, &mut rng))
+        .collect();
+    assert!(many
+        .iter()
+        .all(|d| *d >= BACKOFF.cap / 2 && *d <= BACKOFF.cap));
+    let distinct: std::collections::BTreeSet<_> = many.iter().collect();
+    assert!(distinct.len() > 10, "jittered: {distinct:?}");
+    // A standby being promoted is checked often.
+    assert!(backoff(30, ErrorClass::ReadOnly, &mut rng) <= BACKOFF_ANSWERING.cap);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_does_not_hold_back_the_next() {
+    let now = Instant::now();
+    let mut s = EndpointState::new(now);
+    assert!(s.eligible(now, 4));
+    // A fast failure backs off.
+    s.failed(ErrorClass::ConnectRefused, "x", now);
+    assert!(!s.eligible(now, 4), "backing off");
+    assert!(s.eligible(now + BACKOFF.cap, 4));
+    // A slow one (the whole timeout) is followed at once.
+    let mut slow = EndpointState::new(now);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    slow.failed(ErrorClass::ConnectTimeout, "x", now);
+    let later = Instant::now();
+    assert!(slow.eligible(later, 4));
+    // While one attempt is pending on a failing endpoint, another starts every STAGGER,
+    // up to the bound.
+    slow.pending = 1;
+    slow.last_start = Some(later);
+    assert!(!slow.eligible(later, 4), "one per STAGGER");
+    assert!(slow.eligible(later + STAGGER, 4));
+    assert!(!slow.may_join(later, 4));
+    assert!(slow.may_join(later + STAGGER, 4));
+    slow.pending = 4;
+    assert!(!slow.may_join(later + STAGGER, 4), "bounded");
+    slow.pending = 1;
+    slow.declared_silent = true;
+    assert!(
+        !slow.may_join(later + STAGGER, 4) && !slow.eligible(later + STAGGER, 4),
+        "a silent server: one at a time"
+    );
+    // Backing off after a fast failure: no joining either.
+    s.pending = 0;
+    assert!(!s.may_join(now, 4));
+}
