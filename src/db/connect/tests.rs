@@ -1,3 +1,4 @@
+use super::endpoint::backoff;
 use super::*;
 use rand::SeedableRng;
 
