@@ -9,7 +9,7 @@ use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
-use crate::db::connect::{Connector, Failures, Silence};
+use crate::db::connect::{ConnectError, Connector, Failures, Silence};
 use crate::db::credentials::Credentials;
 use crate::db::identity::{self, IdentityTracker};
 use crate::db::table::Workload;
@@ -41,17 +41,6 @@ impl Drop for Conn {
             self.driver.abort();
         }
     }
-}
-
-/// A failed connection attempt, already classified, with what to fix where we know it.
-/// The message never contains a password.
-#[derive(Debug, thiserror::Error)]
-#[error("{class}: {message}")]
-pub struct ConnectError {
-    pub class: ErrorClass,
-    pub message: String,
-    #[source]
-    pub source: Option<tokio_postgres::Error>,
 }
 
 /// An error and its chain of causes, `a: b: c` (tokio-postgres prints only the first).

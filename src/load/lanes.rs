@@ -15,8 +15,8 @@ use crate::db::connect::SUSPECT_AFTER;
 use crate::db::pool::{Conn, DbPool};
 use crate::db::table::{Row, Workload};
 use crate::error::ErrorClass;
+use crate::load::outcomes::Job;
 use crate::load::outcomes::{Failure, LaneOutcomes};
-use crate::load::scheduler::Job;
 use crate::retry::Backoff;
 
 /// Reconnect backoff: 10–20 ms at first, at most 75–150 ms, short enough to see a

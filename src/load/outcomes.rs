@@ -12,11 +12,17 @@ use tokio::time::Instant;
 use crate::db::identity::IdentityTracker;
 use crate::error::{classify, ErrorClass};
 use crate::failover::machine::Detector;
-use crate::load::scheduler::Job;
 use crate::rpo::ledger::Ledger;
 use crate::supervisor::{lock, Fatal};
 use crate::telemetry::latency::{LatencyBook, LatencyStats};
 use crate::telemetry::metrics::Metrics;
+
+/// One scheduled transaction: its client sequence number and when it should start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    pub seq: u64,
+    pub intended: Instant,
+}
 
 /// Why one write failed.
 pub(crate) struct Failure {

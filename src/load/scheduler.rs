@@ -9,14 +9,7 @@ use async_channel::{Sender, TrySendError};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::load::outcomes::Outcomes;
-
-/// One scheduled transaction: its client sequence number and when it should start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Job {
-    pub seq: u64,
-    pub intended: Instant,
-}
+use crate::load::outcomes::{Job, Outcomes};
 
 /// Deadline arithmetic, kept apart from I/O so it can be tested exactly.
 #[derive(Debug, Clone)]

@@ -97,7 +97,7 @@ mod tests {
 
     use crate::failover::machine::Detector;
     use crate::load::outcomes::Failure;
-    use crate::load::scheduler::Job;
+    use crate::load::outcomes::Job;
     use crate::rpo::ledger::Ledger;
     use crate::telemetry::metrics::Metrics;
     use crate::telemetry::timeline::State;

@@ -24,7 +24,7 @@ const ID_SLACK: i64 = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("connecting for verification: {0}")]
-    Connect(#[from] crate::db::pool::ConnectError),
+    Connect(#[from] crate::db::connect::ConnectError),
     #[error("the server reached is a standby; waiting for a primary")]
     Standby,
     #[error("verification query: {0}")]

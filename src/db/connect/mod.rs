@@ -35,7 +35,6 @@ use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::pool::ConnectError;
 use crate::error::ErrorClass;
 use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
@@ -115,6 +114,17 @@ struct EndpointState {
     /// A liveness check found the server silent (a frozen host): attempts wait in its
     /// listen backlog, so one at a time is enough, and a crowd would stampede it on thaw.
     declared_silent: bool,
+}
+
+/// A failed connection attempt, already classified, with what to fix where we know it.
+/// The message never contains a password.
+#[derive(Debug, thiserror::Error)]
+#[error("{class}: {message}")]
+pub struct ConnectError {
+    pub class: ErrorClass,
+    pub message: String,
+    #[source]
+    pub source: Option<tokio_postgres::Error>,
 }
 
 /// How a connect attempt's failures are turned into classified, counted errors
