@@ -6,8 +6,11 @@
 //! `telemetry` (log format); nothing depends on it but the wiring.
 
 mod cli;
+pub mod drill;
 pub(crate) mod dsn;
 mod flags;
+pub mod fleet;
+pub mod trigger;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 pub use crate::db::table::Table;
 pub use cli::*;
+pub use drill::DrillConfig;
 pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
@@ -24,7 +28,6 @@ use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::db::table_check::TablePolicy;
-pub use crate::drill::DrillConfig;
 use crate::error::ConfigError;
 use crate::telemetry::webconfig::WebConfig;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::drill::{Objectives, TriggerConfig};
 use crate::db::identity::IdentityTracker;
-use crate::drill::args::{Objectives, TriggerConfig};
 use crate::drill::runner::{run_schedule, TriggerEvent};
 use crate::drill::timing::{in_window, Baseline, Counts, OutageFacts};
 use crate::drill::trigger::TriggerRun;
@@ -213,9 +213,9 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+    use crate::config::drill::Schedule;
+    use crate::config::trigger::{InProcessTrigger, TriggerAction};
     use crate::db::identity::Identity;
-    use crate::drill::schedule::Schedule;
-    use crate::drill::trigger::{InProcessTrigger, TriggerAction};
     use crate::drill::VerdictKind;
     use crate::error::ErrorClass;
     use crate::rpo::verify::Check;

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::fleet::Member;
 use crate::db::clock::ClockOffset;
-use crate::drill::fleet::Member;
 use crate::drill::stats::Distribution;
 use crate::drill::timing::{attribute, Baseline, DrillTiming, OutageFacts};
 use crate::drill::trigger::TriggerRun;

@@ -4,8 +4,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::config::drill::DrillArgs;
 use crate::drill::timing::tests::trigger;
-use crate::drill::{DrillArgs, DrillReport, RunFacts};
+use crate::drill::{DrillReport, RunFacts};
 
 const T0: f64 = 1_800_000_000.0;
 

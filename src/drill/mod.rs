@@ -14,12 +14,10 @@
 //! Everything but the trigger runner ([`trigger::run`], [`runner::run_schedule`]) is pure;
 //! all of it is tested without a database.
 
-pub mod args;
+pub mod command;
 pub mod daemon;
-pub mod fleet;
 pub mod merge;
 pub mod runner;
-pub mod schedule;
 pub mod stats;
 pub mod timing;
 pub mod trigger;
@@ -27,12 +25,15 @@ pub mod verdict;
 
 use serde::{Deserialize, Serialize};
 
-pub use args::{DrillArgs, DrillConfig, Objectives, TriggerConfig};
+// The flags and what they validate into belong to the configuration (a lower layer);
+// re-exported so that drill users need one path.
+pub use crate::config::drill::{Objectives, Schedule, TriggerConfig};
+pub use crate::config::fleet;
+pub use crate::config::trigger::{InProcessReply, InProcessTrigger, TriggerAction};
 pub use daemon::{DrillRun, Sources};
-pub use schedule::Schedule;
 pub use stats::DrillDistribution;
 pub use timing::{attribute, Baseline, DrillTiming, OutageFacts};
-pub use trigger::{InProcessReply, InProcessTrigger, TriggerAction, TriggerRun};
+pub use trigger::TriggerRun;
 pub use verdict::{judge, Verdict, VerdictKind};
 
 /// Everything the summary JSON and the report show about the drills of one run.
@@ -193,6 +194,7 @@ impl std::fmt::Display for DrillReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::drill::DrillArgs;
     use crate::drill::timing::tests::{outage, trigger};
 
     #[test]

@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::drill::args::TriggerConfig;
+use crate::config::drill::TriggerConfig;
 use crate::drill::timing::baseline_span;
 use crate::drill::trigger::{self, TriggerRun};
 
@@ -75,8 +75,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::drill::schedule::Schedule;
-    use crate::drill::trigger::{TriggerAction, TriggerCommand, TriggerOutcome};
+    use crate::config::drill::Schedule;
+    use crate::config::trigger::{TriggerAction, TriggerCommand};
+    use crate::drill::trigger::TriggerOutcome;
 
     fn unix(at: Instant) -> f64 {
         let now = std::time::SystemTime::now()

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drill::args::BASELINE_WINDOW;
-use crate::drill::schedule::Schedule;
+use crate::config::drill::Schedule;
+use crate::config::drill::BASELINE_WINDOW;
 use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
 

@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::drill::args::Objectives;
+use crate::config::drill::Objectives;
 use crate::drill::timing::{Baseline, DrillTiming, OutageFacts};
 use crate::drill::trigger::TriggerRun;
 

@@ -1,6 +1,6 @@
 //! A drill run by several processes (Kubernetes pods): the shared drill id and each
 //! process's place in it. Only member 0 runs the trigger; the others measure only, and
-//! `pgdrill report` merges their summaries into one verdict ([`crate::drill::merge`]).
+//! `pgdrill report` merges their summaries into one verdict.
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
