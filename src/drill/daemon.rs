@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::drill::{Objectives, TriggerConfig};
 use crate::db::identity::IdentityTracker;
-use crate::drill::runner::{run_schedule, TriggerEvent};
 use crate::drill::timing::{in_window, Baseline, Counts, OutageFacts};
 use crate::drill::trigger::TriggerRun;
+use crate::drill::trigger::{run_schedule, TriggerEvent};
 use crate::drill::{DrillReport, RunFacts};
 use crate::failover::outages::{Outages, WallClock};
 use crate::supervisor::lock;

@@ -1,24 +1,23 @@
 //! Drills as code: pgdrill runs the failover trigger itself, times the failover from the
 //! trigger, and passes or fails the drill against objectives.
 //!
-//! - [`args`]: the `--failover-*` and objective flags, validated into a [`DrillConfig`].
-//! - [`schedule`]: when each trigger runs (a pure function of the run start).
-//! - [`runner`]: runs the triggers on their schedule until done or stopped.
-//! - [`trigger`]: runs the command (argv without a shell unless asked), bounded in time and
-//!   output, with its output scrubbed of passwords.
-//! - [`timing`]: which outage belongs to which trigger, and the figures timed from the trigger.
+//! The flags, the schedule and the trigger command line are parsed and validated by
+//! [`crate::config::drill`] (re-exported here).
+//! - [`trigger`]: runs the triggers on their schedule, each bounded in time, and records them.
+//! - [`command`]: runs a trigger command (argv without a shell unless asked) in its own
+//!   process group, with its output bounded and scrubbed of passwords.
+//! - [`timing`]: which outage belongs to which trigger, the figures timed from the trigger,
+//!   and their distribution over repeated drills.
 //! - [`verdict`]: PASS / FAIL / INVALID with reasons, and the exit codes a pipeline gates on.
-//! - [`stats`]: the distribution of each figure over repeated drills.
 //! - [`daemon`]: the drill inside a run (baselines from the tally, live metrics, report).
+//! - [`merge`]: one verdict from the summaries of a drill run by several processes.
 //!
-//! Everything but the trigger runner ([`trigger::run`], [`runner::run_schedule`]) is pure;
+//! Everything but the trigger runner ([`trigger::run`], [`trigger::run_schedule`]) is pure;
 //! all of it is tested without a database.
 
 pub mod command;
 pub mod daemon;
 pub mod merge;
-pub mod runner;
-pub mod stats;
 pub mod timing;
 pub mod trigger;
 pub mod verdict;
@@ -31,8 +30,7 @@ pub use crate::config::drill::{Objectives, Schedule, TriggerConfig};
 pub use crate::config::fleet;
 pub use crate::config::trigger::{InProcessReply, InProcessTrigger, TriggerAction};
 pub use daemon::{DrillRun, Sources};
-pub use stats::DrillDistribution;
-pub use timing::{attribute, Baseline, DrillTiming, OutageFacts};
+pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming, OutageFacts};
 pub use trigger::TriggerRun;
 pub use verdict::{judge, Verdict, VerdictKind};
 
