@@ -19,7 +19,7 @@ use crate::drill::timing::Distribution;
 use crate::drill::timing::{attribute, Baseline, DrillTiming, OutageFacts};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
-use crate::drill::Objectives;
+use crate::drill::{DrillReport, Objectives};
 use crate::telemetry::timeline::Timeline;
 
 /// The writes of a run as its summary counts them (same field names), for one member or
@@ -89,21 +89,8 @@ pub struct MemberSummary {
     #[serde(default)]
     pub timeline: Timeline,
     #[serde(default)]
-    pub drill: Option<MemberDrill>,
-}
-
-/// The `drill` object of the summary of the member that ran the trigger.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MemberDrill {
-    pub command: String,
-    pub objectives: Objectives,
-    /// Absent in summaries older than the field: as many as ran.
-    #[serde(default)]
-    pub planned_triggers: Option<u32>,
-    pub triggers: Vec<TriggerRun>,
-    pub baselines: Vec<Baseline>,
-    pub drills: Vec<DrillTiming>,
-    pub verdict: Verdict,
+    /// Only in the summary of the member that ran the trigger.
+    pub drill: Option<DrillReport>,
 }
 
 /// One member's figures in the merged report.
@@ -311,9 +298,11 @@ pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
                     outages: &i.summary.outages,
                 })
                 .collect();
-            let planned = d
-                .planned_triggers
-                .unwrap_or(u32::try_from(d.triggers.len()).unwrap_or(u32::MAX));
+            // 0: a summary older than the field; as many as ran were planned.
+            let planned = match d.planned_triggers {
+                0 => u32::try_from(d.triggers.len()).unwrap_or(u32::MAX),
+                n => n,
+            };
             Some(judge_members(
                 &d.objectives,
                 planned,
@@ -403,7 +392,7 @@ fn figures(
     i: &Input,
     name: String,
     is_trigger: bool,
-    drill: Option<&MemberDrill>,
+    drill: Option<&DrillReport>,
     triggers: &[TriggerRun],
     reference: Option<ClockOffset>,
     invalid: &mut Vec<String>,
@@ -517,7 +506,7 @@ fn totals(
     members: Vec<MemberFigures>,
     not_merged: Vec<NotMerged>,
     trigger_member: Option<String>,
-    drill: Option<&MemberDrill>,
+    drill: Option<&DrillReport>,
     triggers: Vec<TriggerRun>,
     verdict: Option<Verdict>,
 ) -> FleetReport {

@@ -34,14 +34,16 @@ pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming, OutageFact
 pub use trigger::TriggerRun;
 pub use verdict::{judge, Verdict, VerdictKind};
 
-/// Everything the summary JSON and the report show about the drills of one run.
+/// Everything the summary JSON and the report show about the drills of one run; read
+/// back as it was written (`pgdrill report`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrillReport {
     /// The command as configured, passwords removed.
     pub command: String,
     pub shell: bool,
     pub objectives: Objectives,
-    /// How many triggers the schedule had (`--failovers`); absent in older summaries.
+    /// How many triggers the schedule had (`--failovers`); read as 0 from a summary older
+    /// than the field (a schedule has at least one).
     #[serde(default)]
     pub planned_triggers: u32,
     pub triggers: Vec<TriggerRun>,

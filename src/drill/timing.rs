@@ -269,7 +269,7 @@ pub fn nearest_rank(v: &[f64], p: f64) -> f64 {
 }
 
 /// Each figure of [`DrillTiming`] over the drills where it was measured.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillDistribution {
     pub trigger_to_first_failed_write_seconds: Option<Distribution>,
     pub trigger_to_new_primary_write_seconds: Option<Distribution>,
