@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::fleet::{Fleet, FleetArgs};
 use crate::config::trigger::{TriggerAction, TriggerCommand};
+use crate::config::{positive, text};
 use crate::error::ConfigError;
 
 /// `--failover-after` when only `--failover-command` is given.
@@ -154,18 +155,6 @@ pub struct DrillConfig {
     pub trigger: Option<TriggerConfig>,
     pub objectives: Objectives,
     pub fleet: Fleet,
-}
-
-fn text(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
-    let d: Duration = d.into();
-    if d.is_zero() {
-        return Err(ConfigError::new(option, "0s", "must be greater than zero"));
-    }
-    Ok(d)
 }
 
 fn enough_baseline(option: &'static str, d: Duration) -> Result<Duration, ConfigError> {

@@ -77,6 +77,11 @@ pub struct Config {
     pub drill: DrillConfig,
 }
 
+/// A duration as the flags spell it (`1m 30s`), for error messages.
+fn text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
 fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
     let d: Duration = d.into();
     if d.is_zero() {
@@ -248,11 +253,11 @@ impl RunArgs {
         if window <= verify {
             return Err(ConfigError::new(
                 "--retention",
-                humantime::format_duration(window).to_string(),
+                text(window),
                 format!(
                     "must be longer than --verify-window ({}), or verification would count \
                      deleted rows as lost writes",
-                    humantime::format_duration(verify)
+                    text(verify)
                 ),
             ));
         }
