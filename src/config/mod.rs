@@ -6,11 +6,11 @@
 //! `telemetry` (log format); nothing depends on it but the wiring.
 
 mod cli;
-pub mod drill;
+pub(crate) mod drill;
 pub(crate) mod dsn;
 mod flags;
-pub mod fleet;
-pub mod trigger;
+pub(crate) mod fleet;
+pub(crate) mod trigger;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

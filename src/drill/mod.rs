@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 // The flags and what they validate into belong to the configuration (a lower layer);
 // re-exported so that drill users need one path.
 pub use crate::config::drill::{Objectives, Schedule, TriggerConfig};
-pub use crate::config::fleet;
+pub(crate) use crate::config::fleet;
 pub use crate::config::trigger::{InProcessReply, InProcessTrigger, TriggerAction};
 pub use daemon::{DrillRun, Sources};
 pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming, OutageFacts};
@@ -108,11 +108,8 @@ fn signed(v: Option<f64>) -> String {
     )
 }
 
-fn plain(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.3} s"))
-}
-
-fn rfc3339(unix: f64) -> String {
+/// Unix seconds as RFC 3339 UTC with milliseconds.
+pub(crate) fn rfc3339(unix: f64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -157,7 +154,7 @@ impl std::fmt::Display for DrillReport {
                 t.index,
                 rfc3339(t.started_unix),
                 t.outcome.label(),
-                plain(Some(t.duration_seconds)),
+                format!("{:.3} s", t.duration_seconds),
                 signed(d.trigger_to_first_failed_write_seconds),
                 signed(d.trigger_to_new_primary_write_seconds),
                 unavailable,
