@@ -1,7 +1,7 @@
 //! The failover triggers as they run: on their schedule, one after the other, until the
 //! schedule is done or the run stops (the load never waits for this task); each a command
-//! ([`command`](crate::drill::command)) or an in-process action, bounded in time, with its
-//! start, end, outcome and output recorded.
+//! ([`command`]) or an in-process action, bounded in time, with its start, end, outcome and
+//! output recorded.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
