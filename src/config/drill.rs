@@ -297,23 +297,10 @@ fn fits_in_run(schedule: &Schedule, duration: Duration) -> Result<(), ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[arg(long)]
-        duration: Option<humantime::Duration>,
-        #[command(flatten)]
-        drill: DrillArgs,
-    }
-
+    /// The drill flags as `pgdrill` parses and validates them.
     fn args(extra: &[&str]) -> Result<DrillConfig, String> {
-        let mut argv = vec!["pgdrill"];
-        argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        cli.drill
-            .validate(cli.duration.map(Duration::from))
-            .map_err(|e| e.to_string())
+        crate::config::tests::args(extra).map(|c| c.drill)
     }
 
     #[test]

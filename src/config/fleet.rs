@@ -108,19 +108,10 @@ fn check_drill_id(id: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        fleet: FleetArgs,
-    }
-
+    /// The fleet flags as `pgdrill` parses and validates them.
     fn args(extra: &[&str]) -> Result<Fleet, String> {
-        let mut argv = vec!["pgdrill"];
-        argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        cli.fleet.validate().map_err(|e| e.to_string())
+        crate::config::tests::args(extra).map(|c| c.drill.fleet)
     }
 
     #[test]

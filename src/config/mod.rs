@@ -322,9 +322,7 @@ impl Config {
             None => self.outage_threshold,
         }
     }
-}
 
-impl Config {
     /// Writes in flight with no acknowledgement and no failure for this long are
     /// an outage too: a second, or three schedule intervals at low rates.
     pub fn stall_threshold(&self) -> Duration {
@@ -337,11 +335,11 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
-    fn args(extra: &[&str]) -> Result<Config, String> {
+    pub(crate) fn args(extra: &[&str]) -> Result<Config, String> {
         let mut argv = vec!["pgdrill"];
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
