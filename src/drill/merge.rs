@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::fleet::Member;
 use crate::db::clock::ClockOffset;
 use crate::drill::timing::Distribution;
-use crate::drill::timing::{attribute, Baseline, DrillTiming, OutageFacts};
+use crate::drill::timing::{attribute, Baseline, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
+use crate::failover::outages::OutageRecord;
 use crate::telemetry::timeline::Timeline;
 
 /// The writes of a run as its summary counts them (same field names), for one member or
@@ -85,7 +86,7 @@ pub struct MemberSummary {
     #[serde(default)]
     pub new_primary_writes_unix: Vec<f64>,
     #[serde(default)]
-    pub outages: Vec<OutageFacts>,
+    pub outages: Vec<OutageRecord>,
     #[serde(default)]
     pub timeline: Timeline,
     #[serde(default)]

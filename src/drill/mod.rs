@@ -24,13 +24,15 @@ pub mod verdict;
 
 use serde::{Deserialize, Serialize};
 
+use crate::failover::outages::OutageRecord;
+
 // The flags and what they validate into belong to the configuration (a lower layer);
 // re-exported so that drill users need one path.
 pub use crate::config::drill::{Objectives, Schedule, TriggerConfig};
 pub(crate) use crate::config::fleet;
 pub use crate::config::trigger::{InProcessReply, InProcessTrigger, TriggerAction};
 pub use daemon::{DrillRun, Sources};
-pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming, OutageFacts};
+pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming};
 pub use trigger::TriggerRun;
 pub use verdict::{judge, Verdict, VerdictKind};
 
@@ -59,7 +61,7 @@ pub struct RunFacts {
     pub triggers: Vec<TriggerRun>,
     /// One per trigger that ran (see [`timing::baseline_span`]).
     pub baselines: Vec<Baseline>,
-    pub outages: Vec<OutageFacts>,
+    pub outages: Vec<OutageRecord>,
     /// For each primary change, when the new primary acknowledged its first write.
     pub new_primary_writes_unix: Vec<f64>,
     /// Every acknowledged write found missing during the run, in an outage or not.

@@ -26,33 +26,6 @@ pub const MIN_JUDGED_BASELINE: f64 = 0.5;
 /// Achieved rate at or above this share of target makes a healthy baseline.
 pub const BASELINE_RATE_SHARE: f64 = 0.95;
 
-/// What the drill needs of an outage record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutageFacts {
-    pub index: usize,
-    /// The first write that failed (or stalled) after the last acknowledged one.
-    pub start_unix: f64,
-    /// The first acknowledged write after it; `None` while the outage lasts.
-    pub end_unix: Option<f64>,
-    pub write_unavailable_seconds: Option<f64>,
-    /// `None` until verification after the outage finished.
-    pub lost_writes: Option<u64>,
-    pub rpo_seconds: Option<f64>,
-}
-
-impl From<&OutageRecord> for OutageFacts {
-    fn from(o: &OutageRecord) -> OutageFacts {
-        OutageFacts {
-            index: o.index,
-            start_unix: o.start_unix,
-            end_unix: o.end_unix,
-            write_unavailable_seconds: o.write_unavailable_seconds,
-            lost_writes: o.lost_writes,
-            rpo_seconds: o.rpo_seconds,
-        }
-    }
-}
-
 /// One triggered failover, timed from its trigger's start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillTiming {
@@ -84,7 +57,7 @@ pub struct DrillTiming {
 /// primary acknowledged its first write.
 pub fn attribute(
     triggers: &[TriggerRun],
-    outages: &[OutageFacts],
+    outages: &[OutageRecord],
     new_primary_writes_unix: &[f64],
     run_end_unix: f64,
 ) -> Vec<DrillTiming> {
@@ -123,9 +96,9 @@ pub fn attribute(
 pub fn in_window<'a>(
     from: f64,
     next: f64,
-    outages: &'a [OutageFacts],
+    outages: &'a [OutageRecord],
     new_primary_writes_unix: &[f64],
-) -> (Vec<&'a OutageFacts>, Option<f64>) {
+) -> (Vec<&'a OutageRecord>, Option<f64>) {
     // Windows do not overlap: the slack before the next trigger is the next one's.
     let mine = outages
         .iter()
@@ -313,14 +286,20 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn outage(index: usize, start: f64, seconds: Option<f64>, lost: u64) -> OutageFacts {
-        OutageFacts {
+    pub(crate) fn outage(
+        index: usize,
+        start: f64,
+        seconds: Option<f64>,
+        lost: u64,
+    ) -> OutageRecord {
+        OutageRecord {
             index,
             start_unix: start,
             end_unix: seconds.map(|s| start + s),
             write_unavailable_seconds: seconds,
             lost_writes: seconds.map(|_| lost),
             rpo_seconds: seconds.map(|_| if lost > 0 { 0.2 } else { 0.0 }),
+            ..OutageRecord::default()
         }
     }
 
