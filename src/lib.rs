@@ -168,8 +168,7 @@ impl Drill {
 
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
-        let latency =
-            LatencyBook::new(tokio::runtime::Handle::current().metrics().num_workers());
+        let latency = LatencyBook::new(tokio::runtime::Handle::current().metrics().num_workers());
         let outcomes = Arc::new(
             Outcomes::new(
                 metrics.clone(),

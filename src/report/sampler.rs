@@ -96,11 +96,11 @@ mod tests {
     use std::sync::Mutex;
 
     use crate::failover::machine::Detector;
-    use crate::telemetry::timeline::State;
     use crate::load::outcomes::Failure;
     use crate::load::scheduler::Job;
     use crate::rpo::ledger::Ledger;
     use crate::telemetry::metrics::Metrics;
+    use crate::telemetry::timeline::State;
     use crate::telemetry::timeline::Timeline;
 
     #[tokio::test(start_paused = true)]
