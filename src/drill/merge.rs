@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::fleet::Member;
 use crate::db::clock::ClockOffset;
-use crate::drill::timing::Distribution;
-use crate::drill::timing::{attribute, Baseline, DrillTiming};
+use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
