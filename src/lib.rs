@@ -271,7 +271,7 @@ impl Drill {
         let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
         summary.server_clock = server_clock;
         // pgdrill leaves no process behind: what the triggers left running ends now.
-        drill::trigger::end_left_behind().await;
+        drill::command::end_left_behind().await;
         linger(config.linger, &stop).await;
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;

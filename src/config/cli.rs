@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::drill::DrillArgs;
+pub use crate::config::drill::DrillArgs;
 pub use crate::telemetry::logging::LogFormat;
 
 /// The default `/metrics` port: in the exporter range, not taken by common exporters.

@@ -6,8 +6,11 @@
 //! `telemetry` (log format); nothing depends on it but the wiring.
 
 mod cli;
+pub(crate) mod drill;
 pub(crate) mod dsn;
 mod flags;
+pub(crate) mod fleet;
+pub(crate) mod trigger;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 pub use crate::db::table::Table;
 pub use cli::*;
+pub use drill::DrillConfig;
 pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
@@ -24,7 +28,6 @@ use crate::db::credentials::{split_command, PasswordSource};
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::db::table_check::TablePolicy;
-pub use crate::drill::DrillConfig;
 use crate::error::ConfigError;
 use crate::telemetry::webconfig::WebConfig;
 
@@ -72,6 +75,11 @@ pub struct Config {
     pub retention: Option<RetentionSettings>,
     /// The failover trigger (none: a canary run) and the objectives of the verdict.
     pub drill: DrillConfig,
+}
+
+/// A duration as the flags spell it (`1m 30s`), for error messages.
+fn text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
@@ -245,11 +253,11 @@ impl RunArgs {
         if window <= verify {
             return Err(ConfigError::new(
                 "--retention",
-                humantime::format_duration(window).to_string(),
+                text(window),
                 format!(
                     "must be longer than --verify-window ({}), or verification would count \
                      deleted rows as lost writes",
-                    humantime::format_duration(verify)
+                    text(verify)
                 ),
             ));
         }
@@ -314,9 +322,7 @@ impl Config {
             None => self.outage_threshold,
         }
     }
-}
 
-impl Config {
     /// Writes in flight with no acknowledgement and no failure for this long are
     /// an outage too: a second, or three schedule intervals at low rates.
     pub fn stall_threshold(&self) -> Duration {
@@ -329,11 +335,11 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
-    fn args(extra: &[&str]) -> Result<Config, String> {
+    pub(crate) fn args(extra: &[&str]) -> Result<Config, String> {
         let mut argv = vec!["pgdrill"];
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;

@@ -9,11 +9,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::drill::{Objectives, TriggerConfig};
 use crate::db::identity::IdentityTracker;
-use crate::drill::args::{Objectives, TriggerConfig};
-use crate::drill::runner::{run_schedule, TriggerEvent};
-use crate::drill::timing::{in_window, Baseline, Counts, OutageFacts};
+use crate::drill::timing::{in_window, Baseline, Counts};
 use crate::drill::trigger::TriggerRun;
+use crate::drill::trigger::{run_schedule, TriggerEvent};
 use crate::drill::{DrillReport, RunFacts};
 use crate::failover::outages::{Outages, WallClock};
 use crate::supervisor::lock;
@@ -147,15 +147,6 @@ impl DrillRun {
         }
     }
 
-    fn outage_facts(&self) -> Vec<OutageFacts> {
-        self.sources
-            .outages
-            .outages()
-            .iter()
-            .map(OutageFacts::from)
-            .collect()
-    }
-
     fn new_primary_writes(&self) -> Vec<f64> {
         self.sources
             .identity
@@ -170,7 +161,7 @@ impl DrillRun {
         let Some(start) = self.with(|b| b.last_start) else {
             return;
         };
-        let outages = self.outage_facts();
+        let outages = self.sources.outages.outages();
         let primaries = self.new_primary_writes();
         let (mine, new_primary) = in_window(start, f64::INFINITY, &outages, &primaries);
         let m = &self.sources.metrics.drill;
@@ -193,7 +184,7 @@ impl DrillRun {
             RunFacts {
                 triggers,
                 baselines,
-                outages: self.outage_facts(),
+                outages: self.sources.outages.outages(),
                 new_primary_writes_unix: self.new_primary_writes(),
                 lost_writes_in_run,
                 run_end_unix: self.clock.unix(run_end),
@@ -213,9 +204,9 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+    use crate::config::drill::Schedule;
+    use crate::config::trigger::{InProcessTrigger, TriggerAction};
     use crate::db::identity::Identity;
-    use crate::drill::schedule::Schedule;
-    use crate::drill::trigger::{InProcessTrigger, TriggerAction};
     use crate::drill::VerdictKind;
     use crate::error::ErrorClass;
     use crate::rpo::verify::Check;
@@ -338,7 +329,7 @@ mod tests {
             RunFacts {
                 triggers: report.triggers.clone(),
                 baselines: report.baselines.clone(),
-                outages: drill.outage_facts(),
+                outages: drill.sources.outages.outages(),
                 new_primary_writes_unix: drill.new_primary_writes(),
                 lost_writes_in_run: 0,
                 run_end_unix: drill.clock.unix(Instant::now()),

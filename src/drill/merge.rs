@@ -8,17 +8,63 @@
 //! with the member's name. Merging one summary gives the verdict the run gave itself.
 
 use std::collections::BTreeMap;
+use std::iter::Sum;
+use std::ops::{Add, Deref};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::fleet::Member;
 use crate::db::clock::ClockOffset;
-use crate::drill::fleet::Member;
-use crate::drill::stats::Distribution;
-use crate::drill::timing::{attribute, Baseline, DrillTiming, OutageFacts};
+use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
-use crate::drill::Objectives;
+use crate::drill::{DrillReport, Objectives};
+use crate::failover::outages::OutageRecord;
 use crate::telemetry::timeline::Timeline;
+
+/// The writes of a run as its summary counts them (same field names), for one member or
+/// added up over the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub transactions: u64,
+    pub successes: u64,
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub lost_writes: u64,
+    #[serde(default)]
+    pub unknown_outcome_writes: u64,
+    #[serde(default)]
+    pub unknown_outcome_committed: u64,
+    #[serde(default)]
+    pub unknown_outcome_not_committed: u64,
+    #[serde(default)]
+    pub unknown_outcome_unresolved: u64,
+}
+
+impl Add for RunCounts {
+    type Output = RunCounts;
+
+    fn add(mut self, other: RunCounts) -> RunCounts {
+        self.transactions += other.transactions;
+        self.successes += other.successes;
+        for (class, n) in other.errors {
+            *self.errors.entry(class).or_insert(0) += n;
+        }
+        self.lost_writes += other.lost_writes;
+        self.unknown_outcome_writes += other.unknown_outcome_writes;
+        self.unknown_outcome_committed += other.unknown_outcome_committed;
+        self.unknown_outcome_not_committed += other.unknown_outcome_not_committed;
+        self.unknown_outcome_unresolved += other.unknown_outcome_unresolved;
+        self
+    }
+}
+
+impl Sum for RunCounts {
+    fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
+        iter.fold(RunCounts::default(), Add::add)
+    }
+}
 
 /// What the merge reads of a summary (field names as the summary JSON).
 #[derive(Debug, Clone, Deserialize)]
@@ -34,42 +80,17 @@ pub struct MemberSummary {
     pub duration_seconds: f64,
     #[serde(default)]
     pub target_rate: Option<f64>,
-    pub transactions: u64,
-    pub successes: u64,
-    #[serde(default)]
-    pub errors: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub lost_writes: u64,
-    #[serde(default)]
-    pub unknown_outcome_writes: u64,
-    #[serde(default)]
-    pub unknown_outcome_committed: u64,
-    #[serde(default)]
-    pub unknown_outcome_not_committed: u64,
-    #[serde(default)]
-    pub unknown_outcome_unresolved: u64,
+    #[serde(flatten)]
+    pub counts: RunCounts,
     #[serde(default)]
     pub new_primary_writes_unix: Vec<f64>,
     #[serde(default)]
-    pub outages: Vec<OutageFacts>,
+    pub outages: Vec<OutageRecord>,
     #[serde(default)]
     pub timeline: Timeline,
     #[serde(default)]
-    pub drill: Option<MemberDrill>,
-}
-
-/// The `drill` object of the summary of the member that ran the trigger.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MemberDrill {
-    pub command: String,
-    pub objectives: Objectives,
-    /// Absent in summaries older than the field: as many as ran.
-    #[serde(default)]
-    pub planned_triggers: Option<u32>,
-    pub triggers: Vec<TriggerRun>,
-    pub baselines: Vec<Baseline>,
-    pub drills: Vec<DrillTiming>,
-    pub verdict: Verdict,
+    /// Only in the summary of the member that ran the trigger.
+    pub drill: Option<DrillReport>,
 }
 
 /// One member's figures in the merged report.
@@ -92,14 +113,8 @@ pub struct MemberFigures {
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
-    pub transactions: u64,
-    pub successes: u64,
-    pub errors: BTreeMap<String, u64>,
-    pub lost_writes: u64,
-    pub unknown_outcome_writes: u64,
-    pub unknown_outcome_committed: u64,
-    pub unknown_outcome_not_committed: u64,
-    pub unknown_outcome_unresolved: u64,
+    #[serde(flatten)]
+    pub counts: RunCounts,
     pub outages: usize,
     /// The load before each trigger as this member saw it (from its timeline, or the
     /// trigger member's own).
@@ -140,15 +155,9 @@ pub struct FleetReport {
     pub worst: Option<Worst>,
     pub trigger_to_first_failed_write_seconds: Option<Distribution>,
     pub trigger_to_new_primary_write_seconds: Option<Distribution>,
-    pub transactions: u64,
-    pub successes: u64,
-    pub errors: BTreeMap<String, u64>,
-    /// The sum of the members' lost writes, each verified by its own member.
-    pub lost_writes: u64,
-    pub unknown_outcome_writes: u64,
-    pub unknown_outcome_committed: u64,
-    pub unknown_outcome_not_committed: u64,
-    pub unknown_outcome_unresolved: u64,
+    /// The members' counts added up; lost writes each verified by its own member.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// `None`: one summary of a canary run (no trigger, no verdict, as the run itself).
     pub verdict: Option<Verdict>,
 }
@@ -157,6 +166,24 @@ impl FleetReport {
     /// 0 pass (and a lone canary), 3 fail, 4 invalid: as the run of one process.
     pub fn exit_code(&self) -> u8 {
         self.verdict.as_ref().map_or(0, |v| v.verdict.exit_code())
+    }
+}
+
+// The counts read as fields of the figures (`report.lost_writes`), as they did before
+// they became one type, so that readers of the merged report need not change.
+impl Deref for MemberFigures {
+    type Target = RunCounts;
+
+    fn deref(&self) -> &RunCounts {
+        &self.counts
+    }
+}
+
+impl Deref for FleetReport {
+    type Target = RunCounts;
+
+    fn deref(&self) -> &RunCounts {
+        &self.counts
     }
 }
 
@@ -258,7 +285,7 @@ pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
         })
         .collect();
 
-    let lost: u64 = members.iter().map(|m| m.lost_writes).sum();
+    let lost: u64 = members.iter().map(|m| m.counts.lost_writes).sum();
     let verdict = match drill {
         Some(d) => {
             let facts: Vec<MemberFacts<'_>> = members
@@ -271,9 +298,11 @@ pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
                     outages: &i.summary.outages,
                 })
                 .collect();
-            let planned = d
-                .planned_triggers
-                .unwrap_or(u32::try_from(d.triggers.len()).unwrap_or(u32::MAX));
+            // 0: a summary older than the field; as many as ran were planned.
+            let planned = match d.planned_triggers {
+                0 => u32::try_from(d.triggers.len()).unwrap_or(u32::MAX),
+                n => n,
+            };
             Some(judge_members(
                 &d.objectives,
                 planned,
@@ -363,7 +392,7 @@ fn figures(
     i: &Input,
     name: String,
     is_trigger: bool,
-    drill: Option<&MemberDrill>,
+    drill: Option<&DrillReport>,
     triggers: &[TriggerRun],
     reference: Option<ClockOffset>,
     invalid: &mut Vec<String>,
@@ -435,14 +464,7 @@ fn figures(
         started_at: s.started_at.clone(),
         duration_seconds: s.duration_seconds,
         target_rate: s.target_rate,
-        transactions: s.transactions,
-        successes: s.successes,
-        errors: s.errors.clone(),
-        lost_writes: s.lost_writes,
-        unknown_outcome_writes: s.unknown_outcome_writes,
-        unknown_outcome_committed: s.unknown_outcome_committed,
-        unknown_outcome_not_committed: s.unknown_outcome_not_committed,
-        unknown_outcome_unresolved: s.unknown_outcome_unresolved,
+        counts: s.counts.clone(),
         outages: s.outages.len(),
         baselines,
         drills,
@@ -484,7 +506,7 @@ fn totals(
     members: Vec<MemberFigures>,
     not_merged: Vec<NotMerged>,
     trigger_member: Option<String>,
-    drill: Option<&MemberDrill>,
+    drill: Option<&DrillReport>,
     triggers: Vec<TriggerRun>,
     verdict: Option<Verdict>,
 ) -> FleetReport {
@@ -499,11 +521,6 @@ fn totals(
             member: m.name.clone(),
             write_unavailable_seconds: w,
         });
-    let mut errors = BTreeMap::new();
-    for (class, n) in members.iter().flat_map(|m| &m.errors) {
-        *errors.entry(class.clone()).or_insert(0) += n;
-    }
-    let sum = |f: fn(&MemberFigures) -> u64| members.iter().map(f).sum::<u64>();
     FleetReport {
         drill_id,
         write_unavailable_seconds: Distribution::of(
@@ -514,14 +531,7 @@ fn totals(
         worst,
         trigger_to_first_failed_write_seconds: each(|d| d.trigger_to_first_failed_write_seconds),
         trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),
-        transactions: sum(|m| m.transactions),
-        successes: sum(|m| m.successes),
-        errors,
-        lost_writes: sum(|m| m.lost_writes),
-        unknown_outcome_writes: sum(|m| m.unknown_outcome_writes),
-        unknown_outcome_committed: sum(|m| m.unknown_outcome_committed),
-        unknown_outcome_not_committed: sum(|m| m.unknown_outcome_not_committed),
-        unknown_outcome_unresolved: sum(|m| m.unknown_outcome_unresolved),
+        counts: members.iter().map(|m| m.counts.clone()).sum(),
         trigger_member,
         command: drill.map(|d| d.command.clone()),
         objectives: drill.map(|d| d.objectives),

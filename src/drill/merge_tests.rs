@@ -4,8 +4,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::config::drill::DrillArgs;
 use crate::drill::timing::tests::trigger;
-use crate::drill::{DrillArgs, DrillReport, RunFacts};
+use crate::drill::{DrillReport, RunFacts};
 
 const T0: f64 = 1_800_000_000.0;
 
@@ -13,13 +14,14 @@ const T0: f64 = 1_800_000_000.0;
 /// lasting `unavailable`; with `rto` the member ran the trigger at T0 + 30 s.
 fn pod(index: u32, drill: &str, unavailable: f64, lost: u64, rto: Option<&str>) -> Value {
     let start = T0 + 30.05;
-    let outage = OutageFacts {
+    let outage = OutageRecord {
         index: 1,
         start_unix: start,
         end_unix: Some(start + unavailable),
         write_unavailable_seconds: Some(unavailable),
         lost_writes: Some(lost),
         rpo_seconds: Some(0.0),
+        ..OutageRecord::default()
     };
     let buckets: Vec<Value> = (0..60)
         .map(|s| json!({"at": T0 as u64 + s, "attempts": 100, "successes": 100}))

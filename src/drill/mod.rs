@@ -1,48 +1,51 @@
 //! Drills as code: pgdrill runs the failover trigger itself, times the failover from the
 //! trigger, and passes or fails the drill against objectives.
 //!
-//! - [`args`]: the `--failover-*` and objective flags, validated into a [`DrillConfig`].
-//! - [`schedule`]: when each trigger runs (a pure function of the run start).
-//! - [`runner`]: runs the triggers on their schedule until done or stopped.
-//! - [`trigger`]: runs the command (argv without a shell unless asked), bounded in time and
-//!   output, with its output scrubbed of passwords.
-//! - [`timing`]: which outage belongs to which trigger, and the figures timed from the trigger.
+//! The flags, the schedule and the trigger command line are parsed and validated by
+//! [`crate::config::drill`] (re-exported here).
+//! - [`trigger`]: runs the triggers on their schedule, each bounded in time, and records them.
+//! - [`command`]: runs a trigger command (argv without a shell unless asked) in its own
+//!   process group, with its output bounded and scrubbed of passwords.
+//! - [`timing`]: which outage belongs to which trigger, the figures timed from the trigger,
+//!   and their distribution over repeated drills.
 //! - [`verdict`]: PASS / FAIL / INVALID with reasons, and the exit codes a pipeline gates on.
-//! - [`stats`]: the distribution of each figure over repeated drills.
 //! - [`daemon`]: the drill inside a run (baselines from the tally, live metrics, report).
+//! - [`merge`]: one verdict from the summaries of a drill run by several processes.
 //!
-//! Everything but the trigger runner ([`trigger::run`], [`runner::run_schedule`]) is pure;
+//! Everything but the trigger runner ([`trigger::run`], [`trigger::run_schedule`]) is pure;
 //! all of it is tested without a database.
 
-pub mod args;
+pub mod command;
 pub mod daemon;
-pub mod fleet;
 pub mod merge;
-pub mod runner;
-pub mod schedule;
-pub mod stats;
 pub mod timing;
 pub mod trigger;
 pub mod verdict;
 
 use serde::{Deserialize, Serialize};
 
-pub use args::{DrillArgs, DrillConfig, Objectives, TriggerConfig};
+use crate::failover::outages::OutageRecord;
+
+// The flags and what they validate into belong to the configuration (a lower layer);
+// re-exported so that drill users need one path.
+pub use crate::config::drill::{Objectives, Schedule, TriggerConfig};
+pub(crate) use crate::config::fleet;
+pub use crate::config::trigger::{InProcessReply, InProcessTrigger, TriggerAction};
 pub use daemon::{DrillRun, Sources};
-pub use schedule::Schedule;
-pub use stats::DrillDistribution;
-pub use timing::{attribute, Baseline, DrillTiming, OutageFacts};
-pub use trigger::{InProcessReply, InProcessTrigger, TriggerAction, TriggerRun};
+pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming};
+pub use trigger::TriggerRun;
 pub use verdict::{judge, Verdict, VerdictKind};
 
-/// Everything the summary JSON and the report show about the drills of one run.
+/// Everything the summary JSON and the report show about the drills of one run; read
+/// back as it was written (`pgdrill report`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrillReport {
     /// The command as configured, passwords removed.
     pub command: String,
     pub shell: bool,
     pub objectives: Objectives,
-    /// How many triggers the schedule had (`--failovers`); absent in older summaries.
+    /// How many triggers the schedule had (`--failovers`); read as 0 from a summary older
+    /// than the field (a schedule has at least one).
     #[serde(default)]
     pub planned_triggers: u32,
     pub triggers: Vec<TriggerRun>,
@@ -58,7 +61,7 @@ pub struct RunFacts {
     pub triggers: Vec<TriggerRun>,
     /// One per trigger that ran (see [`timing::baseline_span`]).
     pub baselines: Vec<Baseline>,
-    pub outages: Vec<OutageFacts>,
+    pub outages: Vec<OutageRecord>,
     /// For each primary change, when the new primary acknowledged its first write.
     pub new_primary_writes_unix: Vec<f64>,
     /// Every acknowledged write found missing during the run, in an outage or not.
@@ -107,11 +110,8 @@ fn signed(v: Option<f64>) -> String {
     )
 }
 
-fn plain(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.3} s"))
-}
-
-fn rfc3339(unix: f64) -> String {
+/// Unix seconds as RFC 3339 UTC with milliseconds.
+pub(crate) fn rfc3339(unix: f64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -156,7 +156,7 @@ impl std::fmt::Display for DrillReport {
                 t.index,
                 rfc3339(t.started_unix),
                 t.outcome.label(),
-                plain(Some(t.duration_seconds)),
+                format!("{:.3} s", t.duration_seconds),
                 signed(d.trigger_to_first_failed_write_seconds),
                 signed(d.trigger_to_new_primary_write_seconds),
                 unavailable,
@@ -193,6 +193,7 @@ impl std::fmt::Display for DrillReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::drill::DrillArgs;
     use crate::drill::timing::tests::{outage, trigger};
 
     #[test]

@@ -1,4 +1,5 @@
-//! Which outage belongs to which trigger, and the figures timed from the trigger.
+//! Which outage belongs to which trigger, the figures timed from the trigger, and their
+//! distribution over the failovers of a run (one number from one failover says little).
 //!
 //! All times are Unix seconds on the run's wall clock (`monitor::WallClock`), the clock of
 //! the outage records, so differences are exact to the clock's resolution.
@@ -7,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drill::args::BASELINE_WINDOW;
-use crate::drill::schedule::Schedule;
+use crate::config::drill::Schedule;
+use crate::config::drill::BASELINE_WINDOW;
 use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
 
@@ -24,33 +25,6 @@ pub const MIN_JUDGED_BASELINE: f64 = 0.5;
 
 /// Achieved rate at or above this share of target makes a healthy baseline.
 pub const BASELINE_RATE_SHARE: f64 = 0.95;
-
-/// What the drill needs of an outage record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutageFacts {
-    pub index: usize,
-    /// The first write that failed (or stalled) after the last acknowledged one.
-    pub start_unix: f64,
-    /// The first acknowledged write after it; `None` while the outage lasts.
-    pub end_unix: Option<f64>,
-    pub write_unavailable_seconds: Option<f64>,
-    /// `None` until verification after the outage finished.
-    pub lost_writes: Option<u64>,
-    pub rpo_seconds: Option<f64>,
-}
-
-impl From<&OutageRecord> for OutageFacts {
-    fn from(o: &OutageRecord) -> OutageFacts {
-        OutageFacts {
-            index: o.index,
-            start_unix: o.start_unix,
-            end_unix: o.end_unix,
-            write_unavailable_seconds: o.write_unavailable_seconds,
-            lost_writes: o.lost_writes,
-            rpo_seconds: o.rpo_seconds,
-        }
-    }
-}
 
 /// One triggered failover, timed from its trigger's start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,7 +57,7 @@ pub struct DrillTiming {
 /// primary acknowledged its first write.
 pub fn attribute(
     triggers: &[TriggerRun],
-    outages: &[OutageFacts],
+    outages: &[OutageRecord],
     new_primary_writes_unix: &[f64],
     run_end_unix: f64,
 ) -> Vec<DrillTiming> {
@@ -122,9 +96,9 @@ pub fn attribute(
 pub fn in_window<'a>(
     from: f64,
     next: f64,
-    outages: &'a [OutageFacts],
+    outages: &'a [OutageRecord],
     new_primary_writes_unix: &[f64],
-) -> (Vec<&'a OutageFacts>, Option<f64>) {
+) -> (Vec<&'a OutageRecord>, Option<f64>) {
     // Windows do not overlap: the slack before the next trigger is the next one's.
     let mine = outages
         .iter()
@@ -231,6 +205,68 @@ impl Baseline {
     }
 }
 
+/// Min, median, 95th percentile and max of the samples. Percentiles are nearest-rank
+/// (the smallest sample with at least p % of the samples at or below it), so every value
+/// reported is one that was measured; the median of an even count is the lower middle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    pub samples: usize,
+    pub min: f64,
+    pub median: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+impl Distribution {
+    /// `None` without a finite sample.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Distribution> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Distribution {
+            samples: v.len(),
+            min: v[0],
+            median: nearest_rank(&v, 50.0),
+            p95: nearest_rank(&v, 95.0),
+            max: v[v.len() - 1],
+        })
+    }
+}
+
+/// The nearest-rank percentile of sorted, non-empty `v`: the value at rank ⌈p/100 · n⌉.
+pub fn nearest_rank(v: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Each figure of [`DrillTiming`] over the drills where it was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillDistribution {
+    pub trigger_to_first_failed_write_seconds: Option<Distribution>,
+    pub trigger_to_new_primary_write_seconds: Option<Distribution>,
+    pub write_unavailable_seconds: Option<Distribution>,
+    pub lost_writes: Option<Distribution>,
+    pub trigger_seconds: Option<Distribution>,
+}
+
+impl DrillDistribution {
+    pub fn of(drills: &[DrillTiming]) -> DrillDistribution {
+        let each =
+            |f: fn(&DrillTiming) -> Option<f64>| Distribution::of(drills.iter().filter_map(f));
+        DrillDistribution {
+            trigger_to_first_failed_write_seconds: each(|d| {
+                d.trigger_to_first_failed_write_seconds
+            }),
+            trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),
+            write_unavailable_seconds: each(|d| d.write_unavailable_seconds),
+            lost_writes: each(|d| d.lost_writes.map(|n| n as f64)),
+            trigger_seconds: each(|d| Some(d.trigger_seconds)),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -250,14 +286,20 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn outage(index: usize, start: f64, seconds: Option<f64>, lost: u64) -> OutageFacts {
-        OutageFacts {
+    pub(crate) fn outage(
+        index: usize,
+        start: f64,
+        seconds: Option<f64>,
+        lost: u64,
+    ) -> OutageRecord {
+        OutageRecord {
             index,
             start_unix: start,
             end_unix: seconds.map(|s| start + s),
             write_unavailable_seconds: seconds,
             lost_writes: seconds.map(|_| lost),
             rpo_seconds: seconds.map(|_| if lost > 0 { 0.2 } else { 0.0 }),
+            ..OutageRecord::default()
         }
     }
 
@@ -402,5 +444,57 @@ pub(crate) mod tests {
             Some(1000.0),
         );
         assert_eq!(from_counters.problem(), None, "{from_counters:?}");
+    }
+
+    #[test]
+    fn nearest_rank_picks_measured_values() {
+        let d = Distribution::of([0.5, 0.1, 0.3, 0.2, 0.4]).unwrap();
+        assert_eq!(
+            d,
+            Distribution {
+                samples: 5,
+                min: 0.1,
+                median: 0.3,
+                p95: 0.5,
+                max: 0.5
+            }
+        );
+        // Even count: the lower middle; p95 of 20 is the 19th.
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        let d = Distribution::of(v).unwrap();
+        assert_eq!((d.median, d.p95), (10.0, 19.0));
+        let d = Distribution::of([7.0]).unwrap();
+        assert_eq!((d.min, d.median, d.p95, d.max), (7.0, 7.0, 7.0, 7.0));
+        assert_eq!(Distribution::of([f64::NAN]), None);
+        assert_eq!(Distribution::of([]), None);
+    }
+
+    #[test]
+    fn three_failovers_give_three_samples_from_their_outages() {
+        let t0 = 1_800_000_000.0;
+        let triggers = [
+            trigger(1, t0 + 10.0, 0.1),
+            trigger(2, t0 + 40.0, 0.3),
+            trigger(3, t0 + 70.0, 0.2),
+        ];
+        let outages = [
+            outage(1, t0 + 10.05, Some(0.4), 0),
+            outage(2, t0 + 40.25, Some(0.9), 1),
+            outage(3, t0 + 70.1, Some(0.6), 0),
+        ];
+        let primaries = [t0 + 10.3, t0 + 41.0, t0 + 70.5];
+        let drills = attribute(&triggers, &outages, &primaries, t0 + 100.0);
+        let d = DrillDistribution::of(&drills);
+        let unavailable = d.write_unavailable_seconds.unwrap();
+        assert_eq!(unavailable.samples, 3);
+        assert_eq!(
+            (unavailable.min, unavailable.median, unavailable.max),
+            (0.4, 0.6, 0.9)
+        );
+        let first_failed = d.trigger_to_first_failed_write_seconds.unwrap();
+        assert!((first_failed.max - 0.25).abs() < 1e-6, "{first_failed:?}");
+        assert_eq!(d.lost_writes.unwrap().max, 1.0);
+        assert_eq!(d.trigger_seconds.unwrap().median, 0.2);
+        assert_eq!(d.trigger_to_new_primary_write_seconds.unwrap().samples, 3);
     }
 }

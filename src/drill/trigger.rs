@@ -1,185 +1,20 @@
-//! The failover trigger: a command run as an argv without a shell (unless asked for),
-//! bounded in time and in the output kept, with its start, end, exit status and output
-//! recorded and every output line scrubbed of passwords.
+//! The failover triggers as they run: on their schedule, one after the other, until the
+//! schedule is done or the run stops (the load never waits for this task); each a command
+//! ([`command`]) or an in-process action, bounded in time, with its start, end, outcome and
+//! output recorded.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustix::process::{kill_process_group, Pid, Signal};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::error::ConfigError;
-use crate::secrets::{scrub, scrub_patterns};
-use crate::supervisor::lock;
-
-/// The last this many bytes of each stream are kept for the summary and the report.
-pub const TAIL_BYTES: usize = 16 * 1024;
-
-/// A line longer than this is logged and kept in pieces.
-const MAX_LINE: usize = 4096;
-
-/// Lines logged per stream and trigger; a chatty command cannot flood the log.
-const MAX_LOGGED_LINES: usize = 1000;
-
-/// After SIGTERM on expiry, the process group gets this long before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(2);
-
-/// After the command exits, its output is read this much longer: a background process it
-/// left behind may hold the pipes open forever.
-const DRAIN: Duration = Duration::from_secs(1);
-
-/// The command as it will be executed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TriggerCommand {
-    /// Program and arguments; `["sh", "-c", command]` with a shell.
-    pub argv: Vec<String>,
-    pub shell: bool,
-    /// For logs, errors and the report: the command as given, passwords removed.
-    pub display: String,
-}
-
-impl TriggerCommand {
-    /// Splits `raw` into words the way a POSIX shell does (quotes, backslashes) but runs no
-    /// shell: no variables, pipes or redirections. With `shell`, runs `sh -c raw` instead.
-    pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
-        let display = scrub_patterns(raw.trim());
-        let error =
-            |reason: String| ConfigError::new("--failover-command", display.clone(), reason);
-        if raw.trim().is_empty() {
-            return Err(error("must name a program to run".into()));
-        }
-        if shell {
-            return Ok(TriggerCommand {
-                argv: vec!["sh".into(), "-c".into(), raw.to_string()],
-                shell,
-                display,
-            });
-        }
-        if let Some(syntax) = shell_syntax(raw) {
-            return Err(error(format!(
-                "contains shell syntax ({syntax}) that would reach the program as a literal \
-                 argument, because the command runs without a shell; add --failover-shell to \
-                 run it with sh -c, or quote it"
-            )));
-        }
-        let argv = shlex::split(raw)
-            .filter(|w| !w.is_empty())
-            .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?;
-        Ok(TriggerCommand {
-            argv,
-            shell,
-            display,
-        })
-    }
-}
-
-/// What a trigger does: run a command, or ask the owner of an in-process lab.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TriggerAction {
-    Command(TriggerCommand),
-    InProcess(InProcessTrigger),
-}
-
-impl TriggerAction {
-    /// For logs and the report: the command as given (passwords removed) or the lab action.
-    pub fn display(&self) -> &str {
-        match self {
-            TriggerAction::Command(c) => &c.display,
-            TriggerAction::InProcess(t) => &t.name,
-        }
-    }
-
-    pub fn shell(&self) -> bool {
-        matches!(self, TriggerAction::Command(c) if c.shell)
-    }
-}
-
-/// The answer to one in-process trigger request: text for the report, or why it failed.
-pub type InProcessReply = Result<String, String>;
-
-/// A failover performed inside this process by whoever owns the lab (`pgdrill demo`): the
-/// runner asks over a channel and waits for the answer, timed and recorded like a command.
-/// The lab stays with its owner (its freeze, DNS and role bookkeeping live there), so each
-/// failure mode is just another action the owner runs when asked.
-#[derive(Debug, Clone)]
-pub struct InProcessTrigger {
-    pub name: String,
-    requests: mpsc::Sender<oneshot::Sender<InProcessReply>>,
-}
-
-impl PartialEq for InProcessTrigger {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.requests.same_channel(&other.requests)
-    }
-}
-
-impl InProcessTrigger {
-    /// The trigger, and the requests its owner must answer (one per failover).
-    pub fn new(
-        name: impl Into<String>,
-    ) -> (
-        InProcessTrigger,
-        mpsc::Receiver<oneshot::Sender<InProcessReply>>,
-    ) {
-        let (requests, rx) = mpsc::channel(1);
-        let trigger = InProcessTrigger {
-            name: name.into(),
-            requests,
-        };
-        (trigger, rx)
-    }
-}
-
-/// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
-/// expansions, a leading `~`), which an argv would pass on literally.
-fn shell_syntax(raw: &str) -> Option<String> {
-    #[derive(PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
-    let mut quote = Quote::None;
-    let mut escaped = false;
-    let mut word_start = true;
-    for c in raw.chars() {
-        if escaped {
-            escaped = false;
-            word_start = false;
-            continue;
-        }
-        match quote {
-            Quote::Single => {
-                if c == '\'' {
-                    quote = Quote::None;
-                }
-            }
-            Quote::Double => match c {
-                '\\' => escaped = true,
-                '"' => quote = Quote::None,
-                '$' | '`' => return Some(format!("`{c}` inside double quotes")),
-                _ => {}
-            },
-            Quote::None => match c {
-                '\\' => escaped = true,
-                '\'' => quote = Quote::Single,
-                '"' => quote = Quote::Double,
-                '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' => {
-                    return Some(format!("`{c}`"));
-                }
-                '~' if word_start => return Some("a leading `~`".into()),
-                _ => {}
-            },
-        }
-        word_start = quote == Quote::None && c.is_whitespace();
-    }
-    None
-}
+use crate::config::drill::TriggerConfig;
+use crate::config::trigger::{InProcessTrigger, TriggerAction};
+use crate::drill::command::{self, Tail};
+use crate::drill::timing::baseline_span;
+use crate::secrets::scrub;
 
 /// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,7 +86,7 @@ pub struct TriggerRun {
     pub ended_unix: f64,
     pub duration_seconds: f64,
     pub outcome: TriggerOutcome,
-    /// The last [`TAIL_BYTES`] of each stream, scrubbed.
+    /// The last [`command::TAIL_BYTES`] of each stream, scrubbed.
     pub stdout_tail: String,
     pub stderr_tail: String,
     /// Output was dropped from the front of a tail to keep it bounded.
@@ -280,11 +115,11 @@ pub async fn run(
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
     let (outcome, ended) = match action {
-        TriggerAction::Command(command) => execute(command, index, timeout, &stdout, &stderr).await,
+        TriggerAction::Command(c) => command::execute(c, index, timeout, &stdout, &stderr).await,
         TriggerAction::InProcess(trigger) => ask(trigger, timeout, &stdout, &stderr).await,
     };
-    let (stdout_tail, out_cut) = take(&stdout);
-    let (stderr_tail, err_cut) = take(&stderr);
+    let (stdout_tail, out_cut) = command::take(&stdout);
+    let (stderr_tail, err_cut) = command::take(&stderr);
     let run = TriggerRun {
         index,
         planned_unix: unix(planned),
@@ -315,159 +150,6 @@ pub async fn run(
     run
 }
 
-async fn execute(
-    command: &TriggerCommand,
-    index: usize,
-    timeout: Duration,
-    stdout_tail: &Arc<Mutex<Tail>>,
-    stderr_tail: &Arc<Mutex<Tail>>,
-) -> (TriggerOutcome, Instant) {
-    let Some((program, args)) = command.argv.split_first() else {
-        let reason = "empty command".into();
-        return (TriggerOutcome::CannotStart { reason }, Instant::now());
-    };
-    let mut child = match tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so that expiry kills what it started too (az, kubectl
-        // and sh -c run further processes).
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(err) => {
-            let reason = format!("{program}: {err}");
-            return (TriggerOutcome::CannotStart { reason }, Instant::now());
-        }
-    };
-    // If this future is dropped (shutdown), the whole group goes, not only the child.
-    let mut group = GroupGuard(
-        child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(Pid::from_raw),
-    );
-    let readers = spawn_readers(&mut child, index, stdout_tail, stderr_tail);
-    let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
-    let ended = Instant::now();
-    // Reaped; what it left running in the background may run on while pgdrill does, and
-    // is ended when pgdrill exits.
-    if let Some(pgid) = group.0.take() {
-        lock(&LEFT_BEHIND).push((index, pgid));
-    }
-    drain(readers, index).await;
-    (outcome, ended)
-}
-
-/// Process groups of triggers that have exited, by trigger number: whatever still runs in
-/// them is ended when the run ends ([`end_left_behind`]), so pgdrill leaves no process.
-static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
-
-/// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
-/// grace), saying so; called once the run is over.
-pub async fn end_left_behind() {
-    let groups = std::mem::take(&mut *lock(&LEFT_BEHIND));
-    let alive: Vec<(usize, Pid)> = groups
-        .into_iter()
-        .filter(|(_, pgid)| rustix::process::test_kill_process_group(*pgid).is_ok())
-        .collect();
-    if alive.is_empty() {
-        return;
-    }
-    for (index, pgid) in &alive {
-        tracing::warn!(
-            trigger = index,
-            process_group = pgid.as_raw_nonzero().get(),
-            "the failover trigger left processes running; ending them as pgdrill exits"
-        );
-        let _ = kill_process_group(*pgid, Signal::TERM);
-    }
-    let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline
-        && alive
-            .iter()
-            .any(|(_, g)| rustix::process::test_kill_process_group(*g).is_ok())
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for (_, pgid) in &alive {
-        let _ = kill_process_group(*pgid, Signal::KILL);
-    }
-}
-
-/// Reads both output streams of the command into their tails, line by line.
-fn spawn_readers(
-    child: &mut tokio::process::Child,
-    index: usize,
-    stdout_tail: &Arc<Mutex<Tail>>,
-    stderr_tail: &Arc<Mutex<Tail>>,
-) -> JoinSet<()> {
-    let mut readers = JoinSet::new();
-    if let Some(out) = child.stdout.take() {
-        readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.spawn(capture(err, "stderr", index, stderr_tail.clone()));
-    }
-    readers
-}
-
-/// Waits for the command at most `timeout`; past it, SIGTERM to its group, then SIGKILL.
-async fn wait_or_kill(
-    child: &mut tokio::process::Child,
-    group: &GroupGuard,
-    timeout: Duration,
-    index: usize,
-) -> TriggerOutcome {
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => TriggerOutcome::Ok,
-        Ok(Ok(status)) => {
-            use std::os::unix::process::ExitStatusExt;
-            TriggerOutcome::ExitedNonZero {
-                code: status.code(),
-                signal: status.signal(),
-            }
-        }
-        Ok(Err(err)) => {
-            tracing::error!(trigger = index, %err, "lost track of the failover trigger");
-            TriggerOutcome::ExitedNonZero {
-                code: None,
-                signal: None,
-            }
-        }
-        Err(_) => {
-            group.signal(Signal::TERM);
-            let exited = tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok();
-            // What ignored SIGTERM, or outlived the child, goes now.
-            group.signal(Signal::KILL);
-            if !exited {
-                let _ = child.wait().await;
-            }
-            TriggerOutcome::TimedOut {
-                after_seconds: timeout.as_secs_f64(),
-            }
-        }
-    }
-}
-
-/// Waits a bounded time for the output readers to reach end of file.
-async fn drain(mut readers: JoinSet<()>, index: usize) {
-    let drained = tokio::time::timeout(DRAIN, async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            trigger = index,
-            "the failover trigger left a process holding its output open; stopped reading"
-        );
-        readers.abort_all();
-    }
-}
-
 /// Asks the owner of the in-process lab to fail over and waits, at most `timeout`, for
 /// its answer; the answer's text is kept like a command's output.
 async fn ask(
@@ -476,11 +158,10 @@ async fn ask(
     stdout_tail: &Mutex<Tail>,
     stderr_tail: &Mutex<Tail>,
 ) -> (TriggerOutcome, Instant) {
-    let (reply, answer) = oneshot::channel();
-    if trigger.requests.send(reply).await.is_err() {
+    let Some(answer) = trigger.request().await else {
         let reason = format!("{}: nobody runs the lab any more", trigger.name);
         return (TriggerOutcome::CannotStart { reason }, Instant::now());
-    }
+    };
     let keep = |tail: &Mutex<Tail>, text: &str| {
         if let Ok(mut t) = tail.lock() {
             text.lines().for_each(|l| t.push_line(&scrub(l)));
@@ -507,296 +188,84 @@ async fn ask(
     (outcome, Instant::now())
 }
 
-/// Kills the trigger's process group when dropped before the trigger was reaped.
-/// The group is ours (process_group(0) made the child its leader) and not yet reaped.
-struct GroupGuard(Option<Pid>);
+/// What the daemon hears while the triggers run (metrics, baseline snapshots).
+#[derive(Debug)]
+pub enum TriggerEvent<'a> {
+    /// The baseline window before trigger `index` (1-based) begins: snapshot the counters.
+    /// Late when the previous trigger ran into this window (then the baseline is short).
+    BaselineStarts {
+        index: usize,
+        at: Instant,
+    },
+    /// Trigger `index` is about to start, at `at`: snapshot the counters again.
+    Starting {
+        index: usize,
+        at: Instant,
+    },
+    Ended(&'a TriggerRun),
+}
 
-impl GroupGuard {
-    fn signal(&self, signal: Signal) {
-        if let Some(pgid) = self.0 {
-            // Already gone is fine: the group may have exited on its own.
-            let _ = kill_process_group(pgid, signal);
+/// Runs every planned trigger, the next one once its time has come and the previous one has
+/// ended (a late start is recorded, never skipped). On `stop`, a trigger that is running is
+/// killed with its process group and not recorded, and no further trigger starts.
+pub async fn run_schedule(
+    config: &TriggerConfig,
+    load_start: Instant,
+    unix: impl Fn(Instant) -> f64 + Copy,
+    stop: &CancellationToken,
+    mut on_event: impl FnMut(TriggerEvent<'_>),
+) -> Vec<TriggerRun> {
+    let mut runs = Vec::new();
+    for (i, planned) in config.schedule.instants(load_start).into_iter().enumerate() {
+        let index = i + 1;
+        let baseline_from = planned
+            .checked_sub(baseline_span(&config.schedule, i))
+            .unwrap_or(planned);
+        tokio::select! {
+            _ = tokio::time::sleep_until(baseline_from) => {}
+            _ = stop.cancelled() => break,
         }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.signal(Signal::KILL);
-    }
-}
-
-/// The bounded end of one output stream.
-#[derive(Debug, Default)]
-struct Tail {
-    text: String,
-    truncated: bool,
-}
-
-impl Tail {
-    fn push_line(&mut self, line: &str) {
-        self.text.push_str(line);
-        self.text.push('\n');
-        // Trimmed in batches: at most twice the tail is held, and a flood of short lines
-        // does not move 16 kB per line.
-        if self.text.len() > 2 * TAIL_BYTES {
-            self.trim();
+        on_event(TriggerEvent::BaselineStarts {
+            index,
+            at: Instant::now(),
+        });
+        tokio::select! {
+            _ = tokio::time::sleep_until(planned) => {}
+            _ = stop.cancelled() => break,
         }
-    }
-
-    fn trim(&mut self) {
-        if self.text.len() > TAIL_BYTES {
-            let mut cut = self.text.len() - TAIL_BYTES;
-            while !self.text.is_char_boundary(cut) {
-                cut += 1;
+        on_event(TriggerEvent::Starting {
+            index,
+            at: Instant::now(),
+        });
+        let run = tokio::select! {
+            run = run(&config.action, index, planned, config.timeout, unix) => run,
+            _ = stop.cancelled() => {
+                tracing::warn!(trigger = index, "run stopped while the failover trigger ran; killed it");
+                break;
             }
-            self.text.drain(..cut);
-            self.truncated = true;
-        }
+        };
+        on_event(TriggerEvent::Ended(&run));
+        runs.push(run);
     }
-
-    fn take(&mut self) -> (String, bool) {
-        self.trim();
-        (std::mem::take(&mut self.text), self.truncated)
-    }
-}
-
-fn take(tail: &Mutex<Tail>) -> (String, bool) {
-    tail.lock().map(|mut t| t.take()).unwrap_or_default()
-}
-
-/// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
-/// the tail. Lines are split at [`MAX_LINE`] bytes so memory stays bounded.
-async fn capture(
-    mut stream: impl AsyncRead + Unpin,
-    name: &'static str,
-    index: usize,
-    tail: Arc<Mutex<Tail>>,
-) {
-    let mut lines = LineSplitter::default();
-    let mut logged = 0usize;
-    let mut buf = [0u8; 8192];
-    let mut emit = |raw: &[u8]| {
-        let line = printable(&scrub(&String::from_utf8_lossy(raw)));
-        if logged < MAX_LOGGED_LINES {
-            tracing::info!(
-                event = "trigger_output",
-                trigger = index,
-                stream = name,
-                "{line}"
-            );
-        } else if logged == MAX_LOGGED_LINES {
-            tracing::warn!(
-                trigger = index,
-                stream = name,
-                "further trigger output is not logged; the report keeps its end"
-            );
-        }
-        logged += 1;
-        if let Ok(mut t) = tail.lock() {
-            t.push_line(&line);
-        }
-    };
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => lines.feed(&buf[..n], &mut emit),
-        }
-    }
-    lines.finish(&mut emit);
-}
-
-/// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
-/// sequences, carriage returns) are written as escapes, not passed on.
-fn printable(line: &str) -> String {
-    if !line.chars().any(|c| c.is_control() && c != '\t') {
-        return line.to_string();
-    }
-    line.chars()
-        .map(|c| match c {
-            '\t' => c.to_string(),
-            c if c.is_control() => format!("\\x{:02x}", u32::from(c)),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
-/// Cuts a byte stream into lines of at most [`MAX_LINE`] bytes.
-#[derive(Debug, Default)]
-struct LineSplitter {
-    pending: Vec<u8>,
-}
-
-impl LineSplitter {
-    fn feed(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&[u8])) {
-        while !bytes.is_empty() {
-            let room = MAX_LINE - self.pending.len();
-            let chunk = &bytes[..bytes.len().min(room)];
-            match chunk.iter().position(|b| *b == b'\n') {
-                Some(nl) => {
-                    self.pending.extend_from_slice(&chunk[..nl]);
-                    bytes = &bytes[nl + 1..];
-                    self.flush(emit);
-                }
-                None => {
-                    self.pending.extend_from_slice(chunk);
-                    bytes = &bytes[chunk.len()..];
-                    if self.pending.len() == MAX_LINE {
-                        self.flush(emit);
-                    }
-                }
-            }
-        }
-    }
-
-    fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
-        let line = self.pending.strip_suffix(b"\r").unwrap_or(&self.pending);
-        emit(line);
-        self.pending.clear();
-    }
-
-    fn finish(mut self, emit: &mut impl FnMut(&[u8])) {
-        if !self.pending.is_empty() {
-            self.flush(emit);
-        }
-    }
+    runs
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::config::drill::Schedule;
+    use crate::config::trigger::TriggerCommand;
 
-    fn parse(raw: &str) -> Result<Vec<String>, String> {
-        TriggerCommand::parse(raw, false)
-            .map(|c| c.argv)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn commands_split_like_a_shell_without_one() {
-        assert_eq!(
-            parse("az postgres flexible-server restart --failover Forced --resource-group 'my rg' --name \"pg-prod\"")
-                .unwrap(),
-            [
-                "az", "postgres", "flexible-server", "restart", "--failover", "Forced",
-                "--resource-group", "my rg", "--name", "pg-prod"
-            ]
-        );
-        assert_eq!(parse(r"echo a\ b 'it''s'").unwrap(), ["echo", "a b", "its"]);
-        // Quoted, the characters a shell would act on are ordinary arguments.
-        assert_eq!(
-            parse(r#"kubectl get pods -l 'app in (pg)' --field-selector "a=b" '$HOME' \|"#)
-                .unwrap(),
-            [
-                "kubectl",
-                "get",
-                "pods",
-                "-l",
-                "app in (pg)",
-                "--field-selector",
-                "a=b",
-                "$HOME",
-                "|"
-            ]
-        );
-    }
-
-    #[test]
-    fn shell_syntax_without_a_shell_is_a_usage_error() {
-        for (raw, what) in [
-            ("patronictl failover | tee log", "`|`"),
-            ("a && b", "`&`"),
-            ("cmd > out", "`>`"),
-            ("cmd --name $SERVER", "`$`"),
-            ("cmd --name \"$SERVER\"", "`$` inside double quotes"),
-            ("cmd `date`", "```"),
-            (
-                "kubectl --kubeconfig ~/.kube/config cnpg promote a b",
-                "leading `~`",
-            ),
-        ] {
-            let err = parse(raw).unwrap_err();
-            assert!(
-                err.contains("--failover-command")
-                    && err.contains(what)
-                    && err.contains("--failover-shell"),
-                "{raw}: {err}"
-            );
-        }
-        // A tilde inside a word is not expanded by a shell either.
-        assert!(parse("curl http://h/~user").is_ok());
-        let err = parse("echo 'unterminated").unwrap_err();
-        assert!(err.contains("unterminated quote"), "{err}");
-        let err = parse("   ").unwrap_err();
-        assert!(err.contains("must name a program"), "{err}");
-    }
-
-    #[test]
-    fn a_shell_only_when_asked() {
-        let c = TriggerCommand::parse("patronictl failover --force | tee log", true).unwrap();
-        assert_eq!(
-            c.argv,
-            ["sh", "-c", "patronictl failover --force | tee log"]
-        );
-        assert!(c.shell);
-    }
-
-    #[test]
-    fn the_displayed_command_never_shows_a_password() {
-        let raw = "psql postgres://admin:hunter2@db/app -c 'select 1'";
-        let c = TriggerCommand::parse(raw, false).unwrap();
-        assert!(!c.display.contains("hunter2"), "{}", c.display);
-        assert!(
-            c.argv.iter().any(|a| a.contains("hunter2")),
-            "the argv itself is untouched"
-        );
-        let err = TriggerCommand::parse("PGPASSWORD=hunter2 psql | x", false)
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("hunter2"), "{err}");
-    }
-
-    #[test]
-    fn long_lines_are_split_and_tails_stay_bounded() {
-        let mut lines = Vec::new();
-        let mut s = LineSplitter::default();
-        let mut emit = |l: &[u8]| lines.push(l.len());
-        s.feed(b"ab\r\ncd", &mut emit);
-        s.feed(&vec![b'x'; MAX_LINE * 2 + 10], &mut emit);
-        s.feed(b"\nlast", &mut emit);
-        s.finish(&mut emit);
-        assert_eq!(lines, [2, MAX_LINE, MAX_LINE, 2 + 10, 4]);
-
-        let mut tail = Tail::default();
-        for i in 0..10_000 {
-            tail.push_line(&format!("line {i} é"));
-            assert!(tail.text.len() <= 2 * TAIL_BYTES + MAX_LINE + 1);
-        }
-        let (text, truncated) = tail.take();
-        assert!(text.len() <= TAIL_BYTES, "{}", text.len());
-        assert!(truncated);
-        assert!(text.ends_with("line 9999 é\n"));
-        let mut short = Tail::default();
-        short.push_line("only");
-        assert_eq!(short.take(), ("only\n".to_string(), false));
-    }
-
-    fn unix_now(at: Instant) -> f64 {
+    pub(crate) fn unix_now(at: Instant) -> f64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         now - Instant::now().saturating_duration_since(at).as_secs_f64()
     }
 
-    async fn run_raw(raw: &str, shell: bool, timeout: Duration) -> TriggerRun {
+    pub(crate) async fn run_raw(raw: &str, shell: bool, timeout: Duration) -> TriggerRun {
         let c = TriggerAction::Command(TriggerCommand::parse(raw, shell).unwrap());
         run(&c, 1, Instant::now(), timeout, unix_now).await
-    }
-
-    #[test]
-    fn output_is_written_as_text_without_control_bytes() {
-        assert_eq!(printable("plain\tline é"), "plain\tline é");
-        assert_eq!(printable("a\0b\u{1b}[31mc\r"), "a\\x00b\\x1b[31mc\\x0d");
     }
 
     #[test]
@@ -943,145 +412,115 @@ mod tests {
         );
     }
 
+    fn config(raw: &str, after_ms: u64, every_ms: u64, count: u32) -> TriggerConfig {
+        TriggerConfig {
+            action: TriggerAction::Command(TriggerCommand::parse(raw, false).unwrap()),
+            schedule: Schedule {
+                after: Duration::from_millis(after_ms),
+                every: Some(Duration::from_millis(every_ms)),
+                count,
+            },
+            timeout: Duration::from_secs(10),
+        }
+    }
+
     #[tokio::test]
-    async fn a_hung_trigger_is_killed_with_what_it_started() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("grandchild.pid");
-        // The shell starts a grandchild that ignores nothing and would outlive a plain kill of
-        // the shell; the process group kill must take it too.
-        let raw = format!(
-            "sleep 30 & echo $! > {}; echo started; wait",
-            pid_file.display()
+    async fn triggers_run_on_schedule_and_a_slow_one_delays_the_next() {
+        // The second trigger is due 100 ms after the first, which runs for 300 ms.
+        let c = config("sleep 0.3", 50, 100, 3);
+        let start = Instant::now();
+        let mut events = Vec::new();
+        let mut baselines = Vec::new();
+        let runs = run_schedule(&c, start, unix_now, &CancellationToken::new(), |e| {
+            events.push(match e {
+                TriggerEvent::BaselineStarts { index, at } => {
+                    baselines.push(unix_now(at));
+                    format!("baseline {index}")
+                }
+                TriggerEvent::Starting { index, .. } => format!("start {index}"),
+                TriggerEvent::Ended(r) => format!("end {} {}", r.index, r.outcome.label()),
+            })
+        })
+        .await;
+        assert_eq!(
+            events,
+            [
+                "baseline 1",
+                "start 1",
+                "end 1 ok",
+                "baseline 2",
+                "start 2",
+                "end 2 ok",
+                "baseline 3",
+                "start 3",
+                "end 3 ok"
+            ]
         );
+        // The first baseline would leave out the first second of load, which is all of these
+        // 50 ms, so it begins at the trigger; the later ones were due inside the previous
+        // trigger's run, so they begin when it ended.
+        assert!(
+            (baselines[0] - unix_now(start) - 0.05).abs() < 0.02,
+            "{baselines:?}"
+        );
+        assert_eq!(runs.len(), 3);
+        let t0 = unix_now(start);
+        for (i, r) in runs.iter().enumerate() {
+            let planned = 0.05 + 0.1 * i as f64;
+            assert!((r.planned_unix - t0 - planned).abs() < 0.01, "{r:?}");
+            assert!(r.started_unix >= r.planned_unix, "{r:?}");
+            assert!(r.duration_seconds >= 0.3, "{r:?}");
+        }
+        // Late, never overlapping: each starts after the previous one ended.
+        assert!(runs[1].started_unix >= runs[0].ended_unix);
+        assert!(runs[2].started_unix >= runs[1].ended_unix);
+        assert!(runs[1].started_unix - runs[1].planned_unix > 0.2);
+        assert!(baselines[1] >= runs[0].ended_unix && baselines[1] <= runs[1].started_unix);
+        assert!(baselines[2] >= runs[1].ended_unix && baselines[2] <= runs[2].started_unix);
+    }
+
+    #[tokio::test]
+    async fn stopping_ends_the_schedule() {
+        let c = config("sleep 5", 20, 100, 3);
+        let stop = CancellationToken::new();
+        let stopper = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stop.cancel();
+            })
+        };
         let began = std::time::Instant::now();
-        let r = run_raw(&raw, true, Duration::from_millis(300)).await;
-        let took = began.elapsed();
-        assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.3 });
-        assert!(took < Duration::from_secs(5), "{took:?}");
-        assert_eq!(r.stdout_tail, "started\n");
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(
-            gone(pid).await,
-            "the trigger's grandchild {pid} survived the timeout"
-        );
-    }
-
-    /// Running, as opposed to gone or a zombie about to be reaped.
-    fn alive(pid: i32) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        !stat.is_empty() && !stat.contains(") Z ")
-    }
-
-    /// Waits up to a second for `pid` to stop running.
-    async fn gone(pid: i32) -> bool {
-        for _ in 0..50 {
-            if !alive(pid) {
-                return true;
+        let mut started = 0;
+        let runs = run_schedule(&c, Instant::now(), unix_now, &stop, |e| {
+            if matches!(e, TriggerEvent::Starting { .. }) {
+                started += 1;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    #[tokio::test]
-    async fn stopping_pgdrill_mid_trigger_kills_the_trigger() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("grandchild.pid");
-        let raw = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
-        let c = TriggerAction::Command(TriggerCommand::parse(&raw, true).unwrap());
-        let task = tokio::spawn(async move {
-            run(&c, 1, Instant::now(), Duration::from_secs(60), unix_now).await
-        });
-        let mut pid = None;
-        for _ in 0..100 {
-            if let Some(p) = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok())
-            {
-                pid = Some(p);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let pid = pid.expect("the trigger never started its grandchild");
-        assert!(alive(pid), "the grandchild {pid} must be running first");
-        task.abort();
-        let _ = task.await;
+        })
+        .await;
+        stopper.await.unwrap();
         assert!(
-            gone(pid).await,
-            "the trigger's grandchild {pid} survived the shutdown"
+            began.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
         );
-    }
+        assert_eq!(started, 1);
+        assert!(runs.is_empty(), "{runs:?}");
 
-    #[tokio::test]
-    async fn a_background_process_holding_the_output_neither_delays_nor_hangs_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("background.pid");
-        let raw = format!(
-            "sleep 30 & echo $! > {}; echo requested",
-            pid_file.display()
-        );
-        let began = std::time::Instant::now();
-        let r = run_raw(&raw, true, Duration::from_secs(10)).await;
-        let took = began.elapsed();
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // Left running by design (the trigger succeeded); this test cleans it up.
-        let still_running = alive(pid);
-        if let Some(pid) = Pid::from_raw(pid) {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-        }
-        assert!(
-            still_running,
-            "a successful trigger's background process is its own business"
-        );
-        assert_eq!(r.outcome, TriggerOutcome::Ok);
-        assert_eq!(r.stdout_tail, "requested\n");
-        assert!(r.duration_seconds < 0.5, "{}", r.duration_seconds);
-        assert!(took < Duration::from_secs(3), "{took:?}");
-    }
-
-    #[tokio::test]
-    async fn a_trigger_that_ignores_sigterm_is_killed_too() {
-        let r = run_raw(
-            "trap '' TERM; echo stubborn; sleep 30",
-            true,
-            Duration::from_millis(200),
+        // A failing trigger does not stop the schedule.
+        let c = config("false", 10, 50, 2);
+        let runs = run_schedule(
+            &c,
+            Instant::now(),
+            unix_now,
+            &CancellationToken::new(),
+            |_| {},
         )
         .await;
-        assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.2 });
-        // SIGTERM, KILL_GRACE, then SIGKILL.
-        assert!(
-            r.duration_seconds >= 0.2 + KILL_GRACE.as_secs_f64() - 0.05 && r.duration_seconds < 5.0,
-            "{}",
-            r.duration_seconds
-        );
-        assert_eq!(r.stdout_tail, "stubborn\n");
-    }
-
-    #[tokio::test]
-    async fn output_is_bounded_however_much_is_printed() {
-        // 4 MB on stdout with no newline, 100,000 lines on stderr.
-        let r = run_raw(
-            "head -c 4000000 /dev/zero | tr '\\0' x; seq 1 100000 >&2",
-            true,
-            Duration::from_secs(30),
-        )
-        .await;
-        assert_eq!(r.outcome, TriggerOutcome::Ok);
-        assert!(r.stdout_tail.len() <= TAIL_BYTES && r.stderr_tail.len() <= TAIL_BYTES);
-        assert!(r.output_truncated);
-        assert!(
-            r.stderr_tail.ends_with("99999\n100000\n"),
-            "{}",
-            &r.stderr_tail[r.stderr_tail.len() - 20..]
-        );
+        assert_eq!(runs.len(), 2);
+        assert!(runs.iter().all(|r| matches!(
+            r.outcome,
+            TriggerOutcome::ExitedNonZero { code: Some(1), .. }
+        )));
     }
 }

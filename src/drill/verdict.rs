@@ -19,9 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::drill::args::Objectives;
-use crate::drill::timing::{Baseline, DrillTiming, OutageFacts};
+use crate::config::drill::Objectives;
+use crate::drill::timing::{Baseline, DrillTiming};
 use crate::drill::trigger::TriggerRun;
+use crate::failover::outages::OutageRecord;
 
 /// Exit status of a run whose drill missed an objective. 1 is a runtime error and 2 a usage
 /// error; 0 is a pass, and also every canary run (no trigger, no verdict).
@@ -85,7 +86,7 @@ pub fn judge(
     triggers: &[TriggerRun],
     baselines: &[Baseline],
     drills: &[DrillTiming],
-    outages: &[OutageFacts],
+    outages: &[OutageRecord],
     lost_writes_in_run: u64,
 ) -> Verdict {
     let run = MemberFacts {
@@ -113,7 +114,7 @@ pub struct MemberFacts<'a> {
     pub baselines: &'a [Baseline],
     /// Its outages attributed to the triggers (see [`crate::drill::attribute`]).
     pub drills: &'a [DrillTiming],
-    pub outages: &'a [OutageFacts],
+    pub outages: &'a [OutageRecord],
 }
 
 /// Judges a drill measured by one process or by several (`pgdrill report` on many
@@ -192,7 +193,7 @@ fn trigger_problems(planned: u32, triggers: &[TriggerRun]) -> Vec<String> {
 fn judge_drill(
     d: &DrillTiming,
     triggers: &[TriggerRun],
-    outages: &[OutageFacts],
+    outages: &[OutageRecord],
     rto: f64,
     failed: &mut Vec<String>,
     invalid: &mut Vec<String>,
@@ -290,7 +291,7 @@ mod tests {
     struct Case {
         triggers: Vec<TriggerRun>,
         baselines: Vec<Baseline>,
-        outages: Vec<OutageFacts>,
+        outages: Vec<OutageRecord>,
         primaries: Vec<f64>,
         lost: u64,
         planned: u32,
@@ -434,7 +435,7 @@ mod tests {
         // As the record says it at shutdown: still open, with its duration until the load
         // stopped (not an ended outage whose writes were never verified).
         let mut case = Case::forced();
-        case.outages = vec![OutageFacts {
+        case.outages = vec![OutageRecord {
             write_unavailable_seconds: Some(9.989),
             ..outage(1, T0 + 30.1, None, 0)
         }];

@@ -1,20 +1,22 @@
-//! The drill flags, validated once into a [`DrillConfig`].
+//! The drill flags, validated once into a [`DrillConfig`]: the trigger, its [`Schedule`]
+//! and the objectives.
 
+use std::ops::Add;
 use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::drill::fleet::{Fleet, FleetArgs};
-use crate::drill::schedule::{self, Schedule};
-use crate::drill::trigger::{TriggerAction, TriggerCommand};
+use crate::config::fleet::{Fleet, FleetArgs};
+use crate::config::trigger::{TriggerAction, TriggerCommand};
+use crate::config::{positive, text};
 use crate::error::ConfigError;
 
 /// `--failover-after` when only `--failover-command` is given.
 pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(30);
 
 /// The baseline before a trigger is judged over at most this long (see
-/// [`crate::drill::timing::baseline_span`]); a trigger needs at least
+/// the drill's baseline span); a trigger needs at least
 /// [`MIN_BASELINE`] of load before it.
 pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 pub const MIN_BASELINE: Duration = Duration::from_secs(2);
@@ -24,6 +26,58 @@ pub const MAX_FAILOVERS: u32 = 1000;
 
 /// The last trigger must be planned within this much of the start (a year and a day).
 pub const MAX_SCHEDULE: Duration = Duration::from_secs(366 * 86_400);
+
+/// When the triggers run: `--failover-after` into the run, then every `--failover-every`,
+/// `--failovers` times in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Schedule {
+    /// From the start of the load to the first trigger.
+    #[serde(serialize_with = "seconds")]
+    pub after: Duration,
+    /// Between the starts of consecutive triggers; `None` with a single failover.
+    #[serde(serialize_with = "optional_seconds")]
+    pub every: Option<Duration>,
+    pub count: u32,
+}
+
+impl Schedule {
+    /// Offsets of the planned trigger starts from the start of the load.
+    pub fn offsets(&self) -> Vec<Duration> {
+        let every = self.every.unwrap_or_default();
+        (0..self.count).map(|i| self.after + every * i).collect()
+    }
+
+    /// Planned trigger starts for a run that started at `start` (any clock: tokio's
+    /// `Instant` in the daemon, plain numbers in tests).
+    pub fn instants<T: Copy + Add<Duration, Output = T>>(&self, start: T) -> Vec<T> {
+        self.offsets().into_iter().map(|o| start + o).collect()
+    }
+
+    /// The offset of the last planned trigger.
+    pub fn last(&self) -> Duration {
+        self.after + self.every.unwrap_or_default() * self.count.saturating_sub(1)
+    }
+}
+
+/// Reads what [`seconds`] wrote (a summary read back by `pgdrill report`).
+pub(crate) fn from_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
+}
+
+pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+pub(crate) fn optional_seconds<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct DrillArgs {
@@ -78,8 +132,8 @@ pub struct Objectives {
     /// Longest acceptable write unavailability of each failover.
     #[serde(
         rename = "rto_seconds",
-        serialize_with = "schedule::seconds",
-        deserialize_with = "schedule::from_seconds"
+        serialize_with = "seconds",
+        deserialize_with = "from_seconds"
     )]
     pub rto: Duration,
     /// Most acknowledged writes that may be lost in the run.
@@ -101,18 +155,6 @@ pub struct DrillConfig {
     pub trigger: Option<TriggerConfig>,
     pub objectives: Objectives,
     pub fleet: Fleet,
-}
-
-fn text(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
-    let d: Duration = d.into();
-    if d.is_zero() {
-        return Err(ConfigError::new(option, "0s", "must be greater than zero"));
-    }
-    Ok(d)
 }
 
 fn enough_baseline(option: &'static str, d: Duration) -> Result<Duration, ConfigError> {
@@ -255,23 +297,10 @@ fn fits_in_run(schedule: &Schedule, duration: Duration) -> Result<(), ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[arg(long)]
-        duration: Option<humantime::Duration>,
-        #[command(flatten)]
-        drill: DrillArgs,
-    }
-
+    /// The drill flags as `pgdrill` parses and validates them.
     fn args(extra: &[&str]) -> Result<DrillConfig, String> {
-        let mut argv = vec!["pgdrill"];
-        argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        cli.drill
-            .validate(cli.duration.map(Duration::from))
-            .map_err(|e| e.to_string())
+        crate::config::tests::args(extra).map(|c| c.drill)
     }
 
     #[test]
@@ -503,5 +532,35 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("--failover-after"), "{err}");
+    }
+
+    #[test]
+    fn one_trigger_runs_after_the_warm_up() {
+        let s = Schedule {
+            after: Duration::from_secs(30),
+            every: None,
+            count: 1,
+        };
+        assert_eq!(s.offsets(), vec![Duration::from_secs(30)]);
+        assert_eq!(s.last(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn repeated_triggers_are_evenly_spaced_from_the_run_start() {
+        let s = Schedule {
+            after: Duration::from_secs(20),
+            every: Some(Duration::from_millis(90_500)),
+            count: 3,
+        };
+        let start = tokio::time::Instant::now();
+        let at = s.instants(start);
+        assert_eq!(at.len(), 3);
+        assert_eq!(at[0] - start, Duration::from_secs(20));
+        assert_eq!(at[1] - start, Duration::from_millis(110_500));
+        assert_eq!(at[2] - start, Duration::from_secs(201));
+        assert_eq!(s.last(), Duration::from_secs(201));
+        let json = serde_json::to_value(s).unwrap();
+        assert_eq!(json["every"], 90.5);
+        assert_eq!(json["after"], 20.0);
     }
 }

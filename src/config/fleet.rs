@@ -1,6 +1,6 @@
 //! A drill run by several processes (Kubernetes pods): the shared drill id and each
 //! process's place in it. Only member 0 runs the trigger; the others measure only, and
-//! `pgdrill report` merges their summaries into one verdict ([`crate::drill::merge`]).
+//! `pgdrill report` merges their summaries into one verdict.
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -108,19 +108,10 @@ fn check_drill_id(id: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        fleet: FleetArgs,
-    }
-
+    /// The fleet flags as `pgdrill` parses and validates them.
     fn args(extra: &[&str]) -> Result<Fleet, String> {
-        let mut argv = vec!["pgdrill"];
-        argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        cli.fleet.validate().map_err(|e| e.to_string())
+        crate::config::tests::args(extra).map(|c| c.drill.fleet)
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! What a failover trigger runs: a command line split into an argv (no shell unless asked
+//! for, shell syntax refused without one), or an action inside this process (`pgdrill demo`).
+//! Parsing belongs to the configuration; running it, to the drill.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ConfigError;
+use crate::secrets::scrub_patterns;
+
+/// The command as it will be executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerCommand {
+    /// Program and arguments; `["sh", "-c", command]` with a shell.
+    pub argv: Vec<String>,
+    pub shell: bool,
+    /// For logs, errors and the report: the command as given, passwords removed.
+    pub display: String,
+}
+
+impl TriggerCommand {
+    /// Splits `raw` into words the way a POSIX shell does (quotes, backslashes) but runs no
+    /// shell: no variables, pipes or redirections. With `shell`, runs `sh -c raw` instead.
+    pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
+        let display = scrub_patterns(raw.trim());
+        let error =
+            |reason: String| ConfigError::new("--failover-command", display.clone(), reason);
+        if raw.trim().is_empty() {
+            return Err(error("must name a program to run".into()));
+        }
+        if shell {
+            return Ok(TriggerCommand {
+                argv: vec!["sh".into(), "-c".into(), raw.to_string()],
+                shell,
+                display,
+            });
+        }
+        if let Some(syntax) = shell_syntax(raw) {
+            return Err(error(format!(
+                "contains shell syntax ({syntax}) that would reach the program as a literal \
+                 argument, because the command runs without a shell; add --failover-shell to \
+                 run it with sh -c, or quote it"
+            )));
+        }
+        let argv = shlex::split(raw)
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?;
+        Ok(TriggerCommand {
+            argv,
+            shell,
+            display,
+        })
+    }
+}
+
+/// What a trigger does: run a command, or ask the owner of an in-process lab.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerAction {
+    Command(TriggerCommand),
+    InProcess(InProcessTrigger),
+}
+
+impl TriggerAction {
+    /// For logs and the report: the command as given (passwords removed) or the lab action.
+    pub fn display(&self) -> &str {
+        match self {
+            TriggerAction::Command(c) => &c.display,
+            TriggerAction::InProcess(t) => &t.name,
+        }
+    }
+
+    pub fn shell(&self) -> bool {
+        matches!(self, TriggerAction::Command(c) if c.shell)
+    }
+}
+
+/// The answer to one in-process trigger request: text for the report, or why it failed.
+pub type InProcessReply = Result<String, String>;
+
+/// A failover performed inside this process by whoever owns the lab (`pgdrill demo`): the
+/// runner asks over a channel and waits for the answer, timed and recorded like a command.
+/// The lab stays with its owner (its freeze, DNS and role bookkeeping live there), so each
+/// failure mode is just another action the owner runs when asked.
+#[derive(Debug, Clone)]
+pub struct InProcessTrigger {
+    pub name: String,
+    requests: mpsc::Sender<oneshot::Sender<InProcessReply>>,
+}
+
+impl PartialEq for InProcessTrigger {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.requests.same_channel(&other.requests)
+    }
+}
+
+impl InProcessTrigger {
+    /// The trigger, and the requests its owner must answer (one per failover).
+    pub fn new(
+        name: impl Into<String>,
+    ) -> (
+        InProcessTrigger,
+        mpsc::Receiver<oneshot::Sender<InProcessReply>>,
+    ) {
+        let (requests, rx) = mpsc::channel(1);
+        let trigger = InProcessTrigger {
+            name: name.into(),
+            requests,
+        };
+        (trigger, rx)
+    }
+
+    /// Asks the owner for one failover; `None` when nobody answers requests any more.
+    pub(crate) async fn request(&self) -> Option<oneshot::Receiver<InProcessReply>> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(reply).await.ok()?;
+        Some(answer)
+    }
+}
+
+/// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
+/// expansions, a leading `~`), which an argv would pass on literally.
+fn shell_syntax(raw: &str) -> Option<String> {
+    #[derive(PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut quote = Quote::None;
+    let mut escaped = false;
+    let mut word_start = true;
+    for c in raw.chars() {
+        if escaped {
+            escaped = false;
+            word_start = false;
+            continue;
+        }
+        match quote {
+            Quote::Single => {
+                if c == '\'' {
+                    quote = Quote::None;
+                }
+            }
+            Quote::Double => match c {
+                '\\' => escaped = true,
+                '"' => quote = Quote::None,
+                '$' | '`' => return Some(format!("`{c}` inside double quotes")),
+                _ => {}
+            },
+            Quote::None => match c {
+                '\\' => escaped = true,
+                '\'' => quote = Quote::Single,
+                '"' => quote = Quote::Double,
+                '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' => {
+                    return Some(format!("`{c}`"));
+                }
+                '~' if word_start => return Some("a leading `~`".into()),
+                _ => {}
+            },
+        }
+        word_start = quote == Quote::None && c.is_whitespace();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Vec<String>, String> {
+        TriggerCommand::parse(raw, false)
+            .map(|c| c.argv)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn commands_split_like_a_shell_without_one() {
+        assert_eq!(
+            parse("az postgres flexible-server restart --failover Forced --resource-group 'my rg' --name \"pg-prod\"")
+                .unwrap(),
+            [
+                "az", "postgres", "flexible-server", "restart", "--failover", "Forced",
+                "--resource-group", "my rg", "--name", "pg-prod"
+            ]
+        );
+        assert_eq!(parse(r"echo a\ b 'it''s'").unwrap(), ["echo", "a b", "its"]);
+        // Quoted, the characters a shell would act on are ordinary arguments.
+        assert_eq!(
+            parse(r#"kubectl get pods -l 'app in (pg)' --field-selector "a=b" '$HOME' \|"#)
+                .unwrap(),
+            [
+                "kubectl",
+                "get",
+                "pods",
+                "-l",
+                "app in (pg)",
+                "--field-selector",
+                "a=b",
+                "$HOME",
+                "|"
+            ]
+        );
+    }
+
+    #[test]
+    fn shell_syntax_without_a_shell_is_a_usage_error() {
+        for (raw, what) in [
+            ("patronictl failover | tee log", "`|`"),
+            ("a && b", "`&`"),
+            ("cmd > out", "`>`"),
+            ("cmd --name $SERVER", "`$`"),
+            ("cmd --name \"$SERVER\"", "`$` inside double quotes"),
+            ("cmd `date`", "```"),
+            (
+                "kubectl --kubeconfig ~/.kube/config cnpg promote a b",
+                "leading `~`",
+            ),
+        ] {
+            let err = parse(raw).unwrap_err();
+            assert!(
+                err.contains("--failover-command")
+                    && err.contains(what)
+                    && err.contains("--failover-shell"),
+                "{raw}: {err}"
+            );
+        }
+        // A tilde inside a word is not expanded by a shell either.
+        assert!(parse("curl http://h/~user").is_ok());
+        let err = parse("echo 'unterminated").unwrap_err();
+        assert!(err.contains("unterminated quote"), "{err}");
+        let err = parse("   ").unwrap_err();
+        assert!(err.contains("must name a program"), "{err}");
+    }
+
+    #[test]
+    fn a_shell_only_when_asked() {
+        let c = TriggerCommand::parse("patronictl failover --force | tee log", true).unwrap();
+        assert_eq!(
+            c.argv,
+            ["sh", "-c", "patronictl failover --force | tee log"]
+        );
+        assert!(c.shell);
+    }
+
+    #[test]
+    fn the_displayed_command_never_shows_a_password() {
+        let raw = "psql postgres://admin:hunter2@db/app -c 'select 1'";
+        let c = TriggerCommand::parse(raw, false).unwrap();
+        assert!(!c.display.contains("hunter2"), "{}", c.display);
+        assert!(
+            c.argv.iter().any(|a| a.contains("hunter2")),
+            "the argv itself is untouched"
+        );
+        let err = TriggerCommand::parse("PGPASSWORD=hunter2 psql | x", false)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,522 @@
+//! Running a trigger command: an argv in its own process group, killed with everything it
+//! started when it outlives its timeout or pgdrill stops, its output read line by line,
+//! scrubbed of passwords, logged (up to a limit) and kept as a bounded tail.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::process::{kill_process_group, Pid, Signal};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::trigger::TriggerCommand;
+use crate::drill::trigger::TriggerOutcome;
+use crate::secrets::scrub;
+use crate::supervisor::lock;
+
+/// The last this many bytes of each stream are kept for the summary and the report.
+pub const TAIL_BYTES: usize = 16 * 1024;
+
+/// A line longer than this is logged and kept in pieces.
+const MAX_LINE: usize = 4096;
+
+/// Lines logged per stream and trigger; a chatty command cannot flood the log.
+const MAX_LOGGED_LINES: usize = 1000;
+
+/// After SIGTERM on expiry, the process group gets this long before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// After the command exits, its output is read this much longer: a background process it
+/// left behind may hold the pipes open forever.
+const DRAIN: Duration = Duration::from_secs(1);
+
+pub(super) async fn execute(
+    command: &TriggerCommand,
+    index: usize,
+    timeout: Duration,
+    stdout_tail: &Arc<Mutex<Tail>>,
+    stderr_tail: &Arc<Mutex<Tail>>,
+) -> (TriggerOutcome, Instant) {
+    let Some((program, args)) = command.argv.split_first() else {
+        let reason = "empty command".into();
+        return (TriggerOutcome::CannotStart { reason }, Instant::now());
+    };
+    let mut child = match tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that expiry kills what it started too (az, kubectl
+        // and sh -c run further processes).
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            let reason = format!("{program}: {err}");
+            return (TriggerOutcome::CannotStart { reason }, Instant::now());
+        }
+    };
+    // If this future is dropped (shutdown), the whole group goes, not only the child.
+    let mut group = GroupGuard(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(Pid::from_raw),
+    );
+    let readers = spawn_readers(&mut child, index, stdout_tail, stderr_tail);
+    let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
+    let ended = Instant::now();
+    // Reaped; what it left running in the background may run on while pgdrill does, and
+    // is ended when pgdrill exits.
+    if let Some(pgid) = group.0.take() {
+        lock(&LEFT_BEHIND).push((index, pgid));
+    }
+    drain(readers, index).await;
+    (outcome, ended)
+}
+
+/// Process groups of triggers that have exited, by trigger number: whatever still runs in
+/// them is ended when the run ends ([`end_left_behind`]), so pgdrill leaves no process.
+static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
+
+/// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
+/// grace), saying so; called once the run is over.
+pub async fn end_left_behind() {
+    let groups = std::mem::take(&mut *lock(&LEFT_BEHIND));
+    let alive: Vec<(usize, Pid)> = groups
+        .into_iter()
+        .filter(|(_, pgid)| rustix::process::test_kill_process_group(*pgid).is_ok())
+        .collect();
+    if alive.is_empty() {
+        return;
+    }
+    for (index, pgid) in &alive {
+        tracing::warn!(
+            trigger = index,
+            process_group = pgid.as_raw_nonzero().get(),
+            "the failover trigger left processes running; ending them as pgdrill exits"
+        );
+        let _ = kill_process_group(*pgid, Signal::TERM);
+    }
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline
+        && alive
+            .iter()
+            .any(|(_, g)| rustix::process::test_kill_process_group(*g).is_ok())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (_, pgid) in &alive {
+        let _ = kill_process_group(*pgid, Signal::KILL);
+    }
+}
+
+/// Reads both output streams of the command into their tails, line by line.
+fn spawn_readers(
+    child: &mut tokio::process::Child,
+    index: usize,
+    stdout_tail: &Arc<Mutex<Tail>>,
+    stderr_tail: &Arc<Mutex<Tail>>,
+) -> JoinSet<()> {
+    let mut readers = JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.spawn(capture(err, "stderr", index, stderr_tail.clone()));
+    }
+    readers
+}
+
+/// Waits for the command at most `timeout`; past it, SIGTERM to its group, then SIGKILL.
+async fn wait_or_kill(
+    child: &mut tokio::process::Child,
+    group: &GroupGuard,
+    timeout: Duration,
+    index: usize,
+) -> TriggerOutcome {
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => TriggerOutcome::Ok,
+        Ok(Ok(status)) => {
+            use std::os::unix::process::ExitStatusExt;
+            TriggerOutcome::ExitedNonZero {
+                code: status.code(),
+                signal: status.signal(),
+            }
+        }
+        Ok(Err(err)) => {
+            tracing::error!(trigger = index, %err, "lost track of the failover trigger");
+            TriggerOutcome::ExitedNonZero {
+                code: None,
+                signal: None,
+            }
+        }
+        Err(_) => {
+            group.signal(Signal::TERM);
+            let exited = tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok();
+            // What ignored SIGTERM, or outlived the child, goes now.
+            group.signal(Signal::KILL);
+            if !exited {
+                let _ = child.wait().await;
+            }
+            TriggerOutcome::TimedOut {
+                after_seconds: timeout.as_secs_f64(),
+            }
+        }
+    }
+}
+
+/// Waits a bounded time for the output readers to reach end of file.
+async fn drain(mut readers: JoinSet<()>, index: usize) {
+    let drained = tokio::time::timeout(DRAIN, async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            trigger = index,
+            "the failover trigger left a process holding its output open; stopped reading"
+        );
+        readers.abort_all();
+    }
+}
+
+/// Kills the trigger's process group when dropped before the trigger was reaped.
+/// The group is ours (process_group(0) made the child its leader) and not yet reaped.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn signal(&self, signal: Signal) {
+        if let Some(pgid) = self.0 {
+            // Already gone is fine: the group may have exited on its own.
+            let _ = kill_process_group(pgid, signal);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::KILL);
+    }
+}
+
+/// The bounded end of one output stream.
+#[derive(Debug, Default)]
+pub(super) struct Tail {
+    text: String,
+    truncated: bool,
+}
+
+impl Tail {
+    pub(super) fn push_line(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+        // Trimmed in batches: at most twice the tail is held, and a flood of short lines
+        // does not move 16 kB per line.
+        if self.text.len() > 2 * TAIL_BYTES {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.text.len() > TAIL_BYTES {
+            let mut cut = self.text.len() - TAIL_BYTES;
+            while !self.text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.text.drain(..cut);
+            self.truncated = true;
+        }
+    }
+
+    fn take(&mut self) -> (String, bool) {
+        self.trim();
+        (std::mem::take(&mut self.text), self.truncated)
+    }
+}
+
+pub(super) fn take(tail: &Mutex<Tail>) -> (String, bool) {
+    tail.lock().map(|mut t| t.take()).unwrap_or_default()
+}
+
+/// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
+/// the tail. Lines are split at [`MAX_LINE`] bytes so memory stays bounded.
+async fn capture(
+    mut stream: impl AsyncRead + Unpin,
+    name: &'static str,
+    index: usize,
+    tail: Arc<Mutex<Tail>>,
+) {
+    let mut lines = LineSplitter::default();
+    let mut logged = 0usize;
+    let mut buf = [0u8; 8192];
+    let mut emit = |raw: &[u8]| {
+        let line = printable(&scrub(&String::from_utf8_lossy(raw)));
+        if logged < MAX_LOGGED_LINES {
+            tracing::info!(
+                event = "trigger_output",
+                trigger = index,
+                stream = name,
+                "{line}"
+            );
+        } else if logged == MAX_LOGGED_LINES {
+            tracing::warn!(
+                trigger = index,
+                stream = name,
+                "further trigger output is not logged; the report keeps its end"
+            );
+        }
+        logged += 1;
+        if let Ok(mut t) = tail.lock() {
+            t.push_line(&line);
+        }
+    };
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => lines.feed(&buf[..n], &mut emit),
+        }
+    }
+    lines.finish(&mut emit);
+}
+
+/// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
+/// sequences, carriage returns) are written as escapes, not passed on.
+fn printable(line: &str) -> String {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.to_string();
+    }
+    line.chars()
+        .map(|c| match c {
+            '\t' => c.to_string(),
+            c if c.is_control() => format!("\\x{:02x}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Cuts a byte stream into lines of at most [`MAX_LINE`] bytes.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE - self.pending.len();
+            let chunk = &bytes[..bytes.len().min(room)];
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(nl) => {
+                    self.pending.extend_from_slice(&chunk[..nl]);
+                    bytes = &bytes[nl + 1..];
+                    self.flush(emit);
+                }
+                None => {
+                    self.pending.extend_from_slice(chunk);
+                    bytes = &bytes[chunk.len()..];
+                    if self.pending.len() == MAX_LINE {
+                        self.flush(emit);
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+        let line = self.pending.strip_suffix(b"\r").unwrap_or(&self.pending);
+        emit(line);
+        self.pending.clear();
+    }
+
+    fn finish(mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            self.flush(emit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::trigger::{TriggerAction, TriggerCommand};
+    use crate::drill::trigger::run;
+    use crate::drill::trigger::tests::{run_raw, unix_now};
+
+    #[test]
+    fn long_lines_are_split_and_tails_stay_bounded() {
+        let mut lines = Vec::new();
+        let mut s = LineSplitter::default();
+        let mut emit = |l: &[u8]| lines.push(l.len());
+        s.feed(b"ab\r\ncd", &mut emit);
+        s.feed(&vec![b'x'; MAX_LINE * 2 + 10], &mut emit);
+        s.feed(b"\nlast", &mut emit);
+        s.finish(&mut emit);
+        assert_eq!(lines, [2, MAX_LINE, MAX_LINE, 2 + 10, 4]);
+
+        let mut tail = Tail::default();
+        for i in 0..10_000 {
+            tail.push_line(&format!("line {i} é"));
+            assert!(tail.text.len() <= 2 * TAIL_BYTES + MAX_LINE + 1);
+        }
+        let (text, truncated) = tail.take();
+        assert!(text.len() <= TAIL_BYTES, "{}", text.len());
+        assert!(truncated);
+        assert!(text.ends_with("line 9999 é\n"));
+        let mut short = Tail::default();
+        short.push_line("only");
+        assert_eq!(short.take(), ("only\n".to_string(), false));
+    }
+
+    #[test]
+    fn output_is_written_as_text_without_control_bytes() {
+        assert_eq!(printable("plain\tline é"), "plain\tline é");
+        assert_eq!(printable("a\0b\u{1b}[31mc\r"), "a\\x00b\\x1b[31mc\\x0d");
+    }
+
+    #[tokio::test]
+    async fn a_hung_trigger_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        // The shell starts a grandchild that ignores nothing and would outlive a plain kill of
+        // the shell; the process group kill must take it too.
+        let raw = format!(
+            "sleep 30 & echo $! > {}; echo started; wait",
+            pid_file.display()
+        );
+        let began = std::time::Instant::now();
+        let r = run_raw(&raw, true, Duration::from_millis(300)).await;
+        let took = began.elapsed();
+        assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.3 });
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(r.stdout_tail, "started\n");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            gone(pid).await,
+            "the trigger's grandchild {pid} survived the timeout"
+        );
+    }
+
+    /// Running, as opposed to gone or a zombie about to be reaped.
+    fn alive(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        !stat.is_empty() && !stat.contains(") Z ")
+    }
+
+    /// Waits up to a second for `pid` to stop running.
+    async fn gone(pid: i32) -> bool {
+        for _ in 0..50 {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn stopping_pgdrill_mid_trigger_kills_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let raw = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let c = TriggerAction::Command(TriggerCommand::parse(&raw, true).unwrap());
+        let task = tokio::spawn(async move {
+            run(&c, 1, Instant::now(), Duration::from_secs(60), unix_now).await
+        });
+        let mut pid = None;
+        for _ in 0..100 {
+            if let Some(p) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                pid = Some(p);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid = pid.expect("the trigger never started its grandchild");
+        assert!(alive(pid), "the grandchild {pid} must be running first");
+        task.abort();
+        let _ = task.await;
+        assert!(
+            gone(pid).await,
+            "the trigger's grandchild {pid} survived the shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_background_process_holding_the_output_neither_delays_nor_hangs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("background.pid");
+        let raw = format!(
+            "sleep 30 & echo $! > {}; echo requested",
+            pid_file.display()
+        );
+        let began = std::time::Instant::now();
+        let r = run_raw(&raw, true, Duration::from_secs(10)).await;
+        let took = began.elapsed();
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Left running by design (the trigger succeeded); this test cleans it up.
+        let still_running = alive(pid);
+        if let Some(pid) = Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        assert!(
+            still_running,
+            "a successful trigger's background process is its own business"
+        );
+        assert_eq!(r.outcome, TriggerOutcome::Ok);
+        assert_eq!(r.stdout_tail, "requested\n");
+        assert!(r.duration_seconds < 0.5, "{}", r.duration_seconds);
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_trigger_that_ignores_sigterm_is_killed_too() {
+        let r = run_raw(
+            "trap '' TERM; echo stubborn; sleep 30",
+            true,
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.2 });
+        // SIGTERM, KILL_GRACE, then SIGKILL.
+        assert!(
+            r.duration_seconds >= 0.2 + KILL_GRACE.as_secs_f64() - 0.05 && r.duration_seconds < 5.0,
+            "{}",
+            r.duration_seconds
+        );
+        assert_eq!(r.stdout_tail, "stubborn\n");
+    }
+
+    #[tokio::test]
+    async fn output_is_bounded_however_much_is_printed() {
+        // 4 MB on stdout with no newline, 100,000 lines on stderr.
+        let r = run_raw(
+            "head -c 4000000 /dev/zero | tr '\\0' x; seq 1 100000 >&2",
+            true,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(r.outcome, TriggerOutcome::Ok);
+        assert!(r.stdout_tail.len() <= TAIL_BYTES && r.stderr_tail.len() <= TAIL_BYTES);
+        assert!(r.output_truncated);
+        assert!(
+            r.stderr_tail.ends_with("99999\n100000\n"),
+            "{}",
+            &r.stderr_tail[r.stderr_tail.len() - 20..]
+        );
+    }
+}
