@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::iter::Sum;
-use std::ops::{Add, Deref};
+use std::ops::Add;
 
 use serde::{Deserialize, Serialize};
 
@@ -166,24 +166,6 @@ impl FleetReport {
     /// 0 pass (and a lone canary), 3 fail, 4 invalid: as the run of one process.
     pub fn exit_code(&self) -> u8 {
         self.verdict.as_ref().map_or(0, |v| v.verdict.exit_code())
-    }
-}
-
-// The counts read as fields of the figures (`report.lost_writes`), as they did before
-// they became one type, so that readers of the merged report need not change.
-impl Deref for MemberFigures {
-    type Target = RunCounts;
-
-    fn deref(&self) -> &RunCounts {
-        &self.counts
-    }
-}
-
-impl Deref for FleetReport {
-    type Target = RunCounts;
-
-    fn deref(&self) -> &RunCounts {
-        &self.counts
     }
 }
 

@@ -139,8 +139,11 @@ fn three_members_give_one_verdict_with_each_ones_figures_and_the_worst() {
         .unwrap();
     assert!((first - 0.05).abs() < 1e-6, "{first}");
     assert_eq!(r.members[1].baselines[0].successes, 1000);
-    assert_eq!((r.transactions, r.unknown_outcome_writes), (18_000, 6));
-    assert_eq!(r.errors["connection_closed"], 30);
+    assert_eq!(
+        (r.counts.transactions, r.counts.unknown_outcome_writes),
+        (18_000, 6)
+    );
+    assert_eq!(r.counts.errors["connection_closed"], 30);
 
     // Member 1 missed the objective: FAIL, naming it.
     let strict = [

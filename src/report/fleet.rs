@@ -184,15 +184,15 @@ fn headline(r: &FleetReport) -> Markup {
             (card(class, "Worst write unavailability (RTO)", &value, &detail))
             (card("", "Across members", &spread, &format!(
                 "{samples} member(s) with an outage attributed to a trigger (nearest-rank)")))
-            (card(if r.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost (sum)",
-                &group(r.lost_writes), "each member verified its own writes"))
-            (card(if r.unknown_outcome_unresolved > 0 { "warn" } else { "ok" },
-                "Unknown outcomes (sum)", &group(r.unknown_outcome_writes),
+            (card(if r.counts.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost (sum)",
+                &group(r.counts.lost_writes), "each member verified its own writes"))
+            (card(if r.counts.unknown_outcome_unresolved > 0 { "warn" } else { "ok" },
+                "Unknown outcomes (sum)", &group(r.counts.unknown_outcome_writes),
                 &format!("{} on the new primary, {} not on it, {} unresolved",
-                    group(r.unknown_outcome_committed), group(r.unknown_outcome_not_committed),
-                    group(r.unknown_outcome_unresolved))))
-            (card("", "Writes (all members)", &group(r.transactions), &format!(
-                "{} acknowledged; errors: {}", group(r.successes), errors_text(&r.errors))))
+                    group(r.counts.unknown_outcome_committed), group(r.counts.unknown_outcome_not_committed),
+                    group(r.counts.unknown_outcome_unresolved))))
+            (card("", "Writes (all members)", &group(r.counts.transactions), &format!(
+                "{} acknowledged; errors: {}", group(r.counts.successes), errors_text(&r.counts.errors))))
         }
     }
 }
@@ -239,16 +239,16 @@ fn members_table(r: &FleetReport) -> Markup {
                             td title={ "run " (m.run_id) } { (m.name) }
                             td { (if m.ran_trigger { "ran it" } else { "measured" }) }
                             td.num { (m.target_rate.map_or_else(|| "unlimited".to_string(), |t| format!("{t}/s"))) }
-                            td.num { (group(m.transactions)) " (" (group(m.successes)) ")" }
+                            td.num { (group(m.counts.transactions)) " (" (group(m.counts.successes)) ")" }
                             td.num { (m.outages) }
                             td.num { (opt_secs(first.and_then(|d| d.trigger_to_first_failed_write_seconds))) }
                             td.num { (opt_secs(first.and_then(|d| d.trigger_to_new_primary_write_seconds))) }
                             td.num data-seconds=(m.worst_write_unavailable_seconds.map_or_else(String::new, |w| w.to_string())) {
                                 b { (opt_secs(m.worst_write_unavailable_seconds)) }
                             }
-                            td.num { (group(m.lost_writes)) }
-                            td.num { (group(m.unknown_outcome_writes)) " (" (group(m.unknown_outcome_unresolved)) ")" }
-                            td { (errors_text(&m.errors)) }
+                            td.num { (group(m.counts.lost_writes)) }
+                            td.num { (group(m.counts.unknown_outcome_writes)) " (" (group(m.counts.unknown_outcome_unresolved)) ")" }
+                            td { (errors_text(&m.counts.errors)) }
                             td { (baseline(m)) }
                             td.num { (clock(m)) }
                         }
