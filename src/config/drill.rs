@@ -40,7 +40,24 @@ pub struct Schedule {
     pub count: u32,
 }
 
+/// The start of the load that the first baseline leaves out: the pool opens its
+/// connections then, and the rate ramps up.
+pub const WARM_UP: Duration = Duration::from_secs(1);
+
 impl Schedule {
+    /// How long before trigger `k` (0-based) the baseline is judged: up to
+    /// [`BASELINE_WINDOW`]; before the first trigger, not the run's first [`WARM_UP`]; before a
+    /// later one, not the first half of the time since the previous trigger, which belongs to
+    /// that failover's recovery.
+    pub fn baseline_span(&self, k: usize) -> Duration {
+        let span = if k == 0 {
+            self.after.saturating_sub(WARM_UP)
+        } else {
+            self.every.unwrap_or(self.after) / 2
+        };
+        span.min(BASELINE_WINDOW)
+    }
+
     /// Offsets of the planned trigger starts from the start of the load.
     pub fn offsets(&self) -> Vec<Duration> {
         let every = self.every.unwrap_or_default();
@@ -297,6 +314,32 @@ fn fits_in_run(schedule: &Schedule, duration: Duration) -> Result<(), ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baseline_windows_leave_out_the_warm_up_and_the_previous_recovery() {
+        let s = Schedule {
+            after: Duration::from_secs(5),
+            every: Some(Duration::from_secs(60)),
+            count: 3,
+        };
+        assert_eq!(s.baseline_span(0), Duration::from_secs(4));
+        assert_eq!(s.baseline_span(1), BASELINE_WINDOW);
+        let s = Schedule {
+            after: Duration::from_secs(60),
+            every: Some(Duration::from_secs(4)),
+            count: 3,
+        };
+        assert_eq!(s.baseline_span(0), BASELINE_WINDOW);
+        assert_eq!(s.baseline_span(2), Duration::from_secs(2));
+        // The shortest schedule the flags allow still judges a second of load.
+        let s = Schedule {
+            after: Duration::from_secs(2),
+            every: Some(Duration::from_secs(2)),
+            count: 2,
+        };
+        assert_eq!(s.baseline_span(0), Duration::from_secs(1));
+        assert_eq!(s.baseline_span(1), Duration::from_secs(1));
+    }
 
     /// The drill flags as `pgdrill` parses and validates them.
     fn args(extra: &[&str]) -> Result<DrillConfig, String> {

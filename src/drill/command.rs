@@ -7,14 +7,73 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::process::{kill_process_group, Pid, Signal};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::trigger::TriggerCommand;
-use crate::drill::trigger::TriggerOutcome;
 use crate::secrets::scrub;
 use crate::supervisor::lock;
+
+/// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerOutcome {
+    Ok,
+    CannotStart {
+        reason: String,
+    },
+    /// A non-zero exit code, or killed by a signal (then `code` is absent).
+    ExitedNonZero {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Still running after `--failover-timeout`; its process group was killed.
+    TimedOut {
+        after_seconds: f64,
+    },
+    /// An in-process (lab) action reported failure.
+    Failed {
+        reason: String,
+    },
+}
+
+impl TriggerOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            TriggerOutcome::Ok => "ok",
+            TriggerOutcome::CannotStart { .. } => "cannot_start",
+            TriggerOutcome::ExitedNonZero { .. } => "exited_non_zero",
+            TriggerOutcome::TimedOut { .. } => "timed_out",
+            TriggerOutcome::Failed { .. } => "failed",
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        *self == TriggerOutcome::Ok
+    }
+
+    /// Why the drill is invalid, for the verdict; `None` when the trigger succeeded.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            TriggerOutcome::Ok => None,
+            TriggerOutcome::CannotStart { reason } => Some(format!("could not start: {reason}")),
+            TriggerOutcome::ExitedNonZero {
+                code: Some(code), ..
+            } => Some(format!("exited with status {code}")),
+            TriggerOutcome::ExitedNonZero {
+                signal: Some(signal),
+                ..
+            } => Some(format!("was killed by signal {signal}")),
+            TriggerOutcome::ExitedNonZero { .. } => Some("ended abnormally".into()),
+            TriggerOutcome::TimedOut { after_seconds } => Some(format!(
+                "did not finish within --failover-timeout ({after_seconds:.0} s) and was killed"
+            )),
+            TriggerOutcome::Failed { reason } => Some(format!("failed: {reason}")),
+        }
+    }
+}
 
 /// The last this many bytes of each stream are kept for the summary and the report.
 pub const TAIL_BYTES: usize = 16 * 1024;

@@ -59,7 +59,7 @@ pub struct DrillReport {
 #[derive(Debug, Clone)]
 pub struct RunFacts {
     pub triggers: Vec<TriggerRun>,
-    /// One per trigger that ran (see [`timing::baseline_span`]).
+    /// One per trigger that ran (see [`Schedule::baseline_span`]).
     pub baselines: Vec<Baseline>,
     pub outages: Vec<OutageRecord>,
     /// For each primary change, when the new primary acknowledged its first write.

@@ -4,12 +4,8 @@
 //! All times are Unix seconds on the run's wall clock (`monitor::WallClock`), the clock of
 //! the outage records, so differences are exact to the clock's resolution.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
-use crate::config::drill::Schedule;
-use crate::config::drill::BASELINE_WINDOW;
 use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
 
@@ -111,23 +107,6 @@ pub fn in_window<'a>(
         .copied()
         .find(|at| *at >= from && *at < next);
     (mine, new_primary)
-}
-
-/// The start of the load that the first baseline leaves out: the pool opens its
-/// connections then, and the rate ramps up.
-pub const WARM_UP: Duration = Duration::from_secs(1);
-
-/// How long before trigger `k` (0-based) the baseline is judged: up to
-/// [`BASELINE_WINDOW`]; before the first trigger, not the run's first [`WARM_UP`]; before a
-/// later one, not the first half of the time since the previous trigger, which belongs to
-/// that failover's recovery.
-pub fn baseline_span(schedule: &Schedule, k: usize) -> Duration {
-    let span = if k == 0 {
-        schedule.after.saturating_sub(WARM_UP)
-    } else {
-        schedule.every.unwrap_or(schedule.after) / 2
-    };
-    span.min(BASELINE_WINDOW)
 }
 
 /// The load in the window just before a trigger, as counted by the daemon.
@@ -351,32 +330,6 @@ pub(crate) mod tests {
         assert_eq!(d[1].write_unavailable_seconds, None);
         assert_eq!(d[1].unavailable_at_run_end_seconds, Some(14.0));
         assert_eq!(d[1].lost_writes, None);
-    }
-
-    #[test]
-    fn baseline_windows_leave_out_the_warm_up_and_the_previous_recovery() {
-        let s = Schedule {
-            after: Duration::from_secs(5),
-            every: Some(Duration::from_secs(60)),
-            count: 3,
-        };
-        assert_eq!(baseline_span(&s, 0), Duration::from_secs(4));
-        assert_eq!(baseline_span(&s, 1), BASELINE_WINDOW);
-        let s = Schedule {
-            after: Duration::from_secs(60),
-            every: Some(Duration::from_secs(4)),
-            count: 3,
-        };
-        assert_eq!(baseline_span(&s, 0), BASELINE_WINDOW);
-        assert_eq!(baseline_span(&s, 2), Duration::from_secs(2));
-        // The shortest schedule the flags allow still judges a second of load.
-        let s = Schedule {
-            after: Duration::from_secs(2),
-            every: Some(Duration::from_secs(2)),
-            count: 2,
-        };
-        assert_eq!(baseline_span(&s, 0), Duration::from_secs(1));
-        assert_eq!(baseline_span(&s, 1), Duration::from_secs(1));
     }
 
     #[test]

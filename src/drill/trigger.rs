@@ -12,68 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::drill::TriggerConfig;
 use crate::config::trigger::{InProcessTrigger, TriggerAction};
+pub use crate::drill::command::TriggerOutcome;
 use crate::drill::command::{self, Tail};
-use crate::drill::timing::baseline_span;
 use crate::secrets::scrub;
-
-/// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TriggerOutcome {
-    Ok,
-    CannotStart {
-        reason: String,
-    },
-    /// A non-zero exit code, or killed by a signal (then `code` is absent).
-    ExitedNonZero {
-        code: Option<i32>,
-        signal: Option<i32>,
-    },
-    /// Still running after `--failover-timeout`; its process group was killed.
-    TimedOut {
-        after_seconds: f64,
-    },
-    /// An in-process (lab) action reported failure.
-    Failed {
-        reason: String,
-    },
-}
-
-impl TriggerOutcome {
-    pub fn label(&self) -> &'static str {
-        match self {
-            TriggerOutcome::Ok => "ok",
-            TriggerOutcome::CannotStart { .. } => "cannot_start",
-            TriggerOutcome::ExitedNonZero { .. } => "exited_non_zero",
-            TriggerOutcome::TimedOut { .. } => "timed_out",
-            TriggerOutcome::Failed { .. } => "failed",
-        }
-    }
-
-    pub fn is_ok(&self) -> bool {
-        *self == TriggerOutcome::Ok
-    }
-
-    /// Why the drill is invalid, for the verdict; `None` when the trigger succeeded.
-    pub fn problem(&self) -> Option<String> {
-        match self {
-            TriggerOutcome::Ok => None,
-            TriggerOutcome::CannotStart { reason } => Some(format!("could not start: {reason}")),
-            TriggerOutcome::ExitedNonZero {
-                code: Some(code), ..
-            } => Some(format!("exited with status {code}")),
-            TriggerOutcome::ExitedNonZero {
-                signal: Some(signal),
-                ..
-            } => Some(format!("was killed by signal {signal}")),
-            TriggerOutcome::ExitedNonZero { .. } => Some("ended abnormally".into()),
-            TriggerOutcome::TimedOut { after_seconds } => Some(format!(
-                "did not finish within --failover-timeout ({after_seconds:.0} s) and was killed"
-            )),
-            TriggerOutcome::Failed { reason } => Some(format!("failed: {reason}")),
-        }
-    }
-}
 
 /// One trigger as the summary and the report show it. Times are Unix seconds on the
 /// run's wall clock, the same clock as the outage records.
@@ -219,7 +160,7 @@ pub async fn run_schedule(
     for (i, planned) in config.schedule.instants(load_start).into_iter().enumerate() {
         let index = i + 1;
         let baseline_from = planned
-            .checked_sub(baseline_span(&config.schedule, i))
+            .checked_sub(config.schedule.baseline_span(i))
             .unwrap_or(planned);
         tokio::select! {
             _ = tokio::time::sleep_until(baseline_from) => {}
