@@ -230,16 +230,6 @@ fn mutated_rule_files(m: &Mutation) -> (Vec<(String, String)>, String) {
     (files, mutated.clone())
 }
 
-/// Whether the promtool test file loads the rule file `name` (its `rule_files`).
-fn test_loads(test: &Path, name: &str) -> bool {
-    yaml(test)["rule_files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .any(|f| Path::new(f).file_name().is_some_and(|n| n == name))
-}
-
 /// Every mutation: those of pgdrill.rules.yml here, the SLO's in `slo.rs`.
 fn all_mutations() -> impl Iterator<Item = &'static Mutation> {
     MUTATIONS.iter().chain(crate::slo::MUTATIONS)
@@ -268,15 +258,119 @@ fn failing_tests(output: &str) -> BTreeSet<String> {
     out
 }
 
+/// One test group of a promtool test file as a file of its own: the file's header
+/// (`rule_files`, `evaluation_interval`) with `tests` holding only this group, so that a
+/// mutation can stop at the first group that catches it.
+struct GroupFile {
+    /// `alerts.test.yml#3`, for the report.
+    label: String,
+    /// The rule files (names) it loads.
+    loads: Vec<String>,
+    text: String,
+}
+
+fn group_files() -> Vec<GroupFile> {
+    let mut out = Vec::new();
+    for path in rule_test_files() {
+        let doc = yaml(&path);
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let loads: Vec<String> = doc["rule_files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|f| Path::new(f).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        let groups = doc["tests"].as_array().expect("tests list");
+        for (i, group) in groups.iter().enumerate() {
+            let mut one = doc.clone();
+            one["tests"] = Value::Array(vec![group.clone()]);
+            out.push(GroupFile {
+                label: format!("{name}#{i}"),
+                loads: loads.clone(),
+                text: serde_norway::to_string(&one).expect("group as YAML"),
+            });
+        }
+    }
+    out
+}
+
+/// What promtool said about one group against one copy of the rules.
+struct Run {
+    dir: usize,
+    group: usize,
+    failed: bool,
+    output: String,
+}
+
+/// Runs `promtool test rules` for each (rules copy, group) job, as many at a time as there
+/// are cores. With `stop_at_failure`, a copy's remaining jobs are skipped once one of its
+/// groups fails: one failing test is all a mutation needs, and most of the minutes were
+/// spent on groups that ran after the mutation had already been caught.
+fn run_groups(
+    dirs: &[PathBuf],
+    groups: &[GroupFile],
+    jobs: Vec<(usize, usize)>,
+    stop_at_failure: bool,
+) -> Vec<Run> {
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(jobs));
+    let failed = std::sync::Mutex::new(BTreeSet::new());
+    let runs = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let next = {
+                    let mut queue = queue.lock().expect("queue");
+                    let failed = failed.lock().expect("failed");
+                    std::iter::from_fn(|| queue.pop_front())
+                        .find(|(dir, _)| !(stop_at_failure && failed.contains(dir)))
+                };
+                let Some((dir, group)) = next else { break };
+                let file = dirs[dir].join("tests").join(format!("group-{group}.yml"));
+                fs::write(&file, &groups[group].text).expect("write group file");
+                let out = Command::new(promtool())
+                    .args(["test", "rules"])
+                    .arg(&file)
+                    .output()
+                    .expect("run promtool");
+                if !out.status.success() {
+                    failed.lock().expect("failed").insert(dir);
+                }
+                runs.lock().expect("runs").push(Run {
+                    dir,
+                    group,
+                    failed: !out.status.success(),
+                    output: format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                });
+            });
+        }
+    });
+    runs.into_inner().expect("runs")
+}
+
 /// Each threshold, window or duration of each alert, changed in a copy of the
-/// rules, makes `promtool test rules` fail; prints which tests caught it.
+/// rules, makes `promtool test rules` fail; prints which test caught it.
+///
+/// Each test file is split into one file per group; for each mutation the groups that
+/// load its rule file run, those naming the mutated rule first and then the cheapest,
+/// until one fails. Only a failed assertion counts, not a file promtool cannot load,
+/// and every catching group must pass against the shipped rules (the split is faithful).
 ///
 /// Minutes of promtool on both cores: `scripts/test` runs it on its own after the suite,
 /// so that it does not starve the timing-sensitive failover tests running beside it.
 #[test]
 #[ignore = "CPU-heavy: scripts/test runs it alone after the suite"]
 fn every_alert_mutation_fails_a_unit_test() {
-    let tests = rule_test_files();
     // Every alert is mutated at least once.
     for rule in all_rules() {
         if let Some(alert) = &rule.alert {
@@ -286,57 +380,108 @@ fn every_alert_mutation_fails_a_unit_test() {
             );
         }
     }
-    // Every mutation applies, before the slow part.
-    for m in all_mutations() {
-        mutated_rule_files(m);
+    let mutations: Vec<&Mutation> = all_mutations().collect();
+    let groups = group_files();
+    let root = tempfile::tempdir().expect("temp dir");
+    // One copy of the rules per mutation, and the shipped rules last (the control).
+    let mut dirs = Vec::new();
+    let mut candidates = Vec::new();
+    for (i, m) in mutations.iter().enumerate() {
+        let (files, mutated) = mutated_rule_files(m);
+        let dir = root.path().join(format!("m{i}"));
+        fs::create_dir_all(dir.join("rules")).expect("mkdir");
+        fs::create_dir_all(dir.join("tests")).expect("mkdir");
+        for (name, text) in files {
+            fs::write(dir.join("rules").join(name), text).expect("write");
+        }
+        dirs.push(dir);
+        let mut these: Vec<usize> = (0..groups.len())
+            .filter(|&g| groups[g].loads.contains(&mutated))
+            .collect();
+        these.sort_by_key(|&g| (!groups[g].text.contains(m.rule), groups[g].text.len()));
+        assert!(
+            !these.is_empty(),
+            "{}: no test group loads {mutated}",
+            m.rule
+        );
+        candidates.push(these);
     }
+    let control = root.path().join("shipped");
+    fs::create_dir_all(control.join("rules")).expect("mkdir");
+    fs::create_dir_all(control.join("tests")).expect("mkdir");
+    for path in rule_files() {
+        fs::copy(
+            &path,
+            control.join("rules").join(path.file_name().expect("name")),
+        )
+        .expect("copy rule file");
+    }
+    dirs.push(control);
+
+    // Each mutation's best candidate first, then every mutation's second, and so on.
+    let depth = candidates.iter().map(Vec::len).max().unwrap_or(0);
+    let jobs: Vec<(usize, usize)> = (0..depth)
+        .flat_map(|rank| {
+            candidates
+                .iter()
+                .enumerate()
+                .filter_map(move |(m, these)| these.get(rank).map(|&g| (m, g)))
+        })
+        .collect();
+    let total = jobs.len();
+    let runs = run_groups(&dirs, &groups, jobs, true);
+
     let mut report = String::new();
     let mut survivors = Vec::new();
-    for m in all_mutations() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
-        fs::create_dir_all(dir.path().join("tests")).expect("mkdir");
-        let (files, mutated) = mutated_rule_files(m);
-        for (name, text) in files {
-            fs::write(dir.path().join("rules").join(name), text).expect("write");
-        }
-        // One promtool per test file that loads the mutated file, side by side.
-        let children: Vec<_> = tests
-            .iter()
-            .filter(|t| test_loads(t, &mutated))
-            .map(|t| {
-                let copy = dir.path().join("tests").join(t.file_name().expect("name"));
-                fs::copy(t, &copy).expect("copy test file");
-                Command::new(promtool())
-                    .args(["test", "rules"])
-                    .arg(&copy)
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("run promtool")
-            })
-            .collect();
-        let mut failed = false;
-        let mut caught = BTreeSet::new();
-        for child in children {
-            let out = child.wait_with_output().expect("promtool output");
-            if !out.status.success() {
-                failed = true;
-                caught.extend(failing_tests(&String::from_utf8_lossy(&out.stdout)));
-                caught.extend(failing_tests(&String::from_utf8_lossy(&out.stderr)));
-            }
-        }
-        report.push_str(&format!("{}: `{}` -> `{}`\n", m.rule, m.from, m.to));
-        for name in &caught {
-            report.push_str(&format!("    caught by: {name}\n"));
-        }
-        if !failed {
+    let mut catchers = BTreeSet::new();
+    for (i, m) in mutations.iter().enumerate() {
+        let ran = runs.iter().filter(|r| r.dir == i).count();
+        report.push_str(&format!(
+            "{}: `{}` -> `{}` ({ran} of {} groups run)\n",
+            m.rule,
+            m.from,
+            m.to,
+            candidates[i].len()
+        ));
+        let failures: Vec<&Run> = runs.iter().filter(|r| r.dir == i && r.failed).collect();
+        if failures.is_empty() {
             survivors.push(format!("{}: {} -> {}", m.rule, m.from, m.to));
+        }
+        for run in failures {
+            let names = failing_tests(&run.output);
+            assert!(
+                !names.is_empty(),
+                "{}: {} failed without a failing assertion:\n{}",
+                m.rule,
+                groups[run.group].label,
+                run.output
+            );
+            catchers.insert(run.group);
+            for name in names {
+                report.push_str(&format!(
+                    "    caught by: {name} ({})\n",
+                    groups[run.group].label
+                ));
+            }
         }
     }
     println!("{report}");
+    println!(
+        "{} promtool runs of {total} (the rest skipped once caught)",
+        runs.len()
+    );
     assert!(
         survivors.is_empty(),
         "mutations no test catches: {survivors:#?}"
     );
+    // The control: what caught a mutation passes against the shipped rules.
+    let shipped = dirs.len() - 1;
+    let jobs = catchers.into_iter().map(|g| (shipped, g)).collect();
+    for run in run_groups(&dirs, &groups, jobs, false) {
+        assert!(
+            !run.failed,
+            "{} fails against the shipped rules too:\n{}",
+            groups[run.group].label, run.output
+        );
+    }
 }
