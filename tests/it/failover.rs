@@ -127,9 +127,13 @@ async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() 
         missing.len(),
         summary.unknown_outcome_writes
     );
+    // Writes were lost (the standby was detached 2 s before), and how many is what the
+    // rows say (below), not a share of the rate a busy machine may not reach.
+    assert!(lost > 0, "2 s of writes were never replicated: {lost}");
     assert!(
-        lost > 500,
-        "about 2 s of writes at 1,000/s were never replicated: {lost}"
+        lost <= missing.len() as u64,
+        "{lost} lost, {} missing",
+        missing.len()
     );
     for seq in &outage.lost_seqs {
         assert!(
