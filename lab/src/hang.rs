@@ -17,7 +17,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{io_err, read_postmaster_pid, FailoverReport, Lab, LabError, Node, Stamp};
+use crate::error::io_err;
+use crate::host::read_postmaster_pid;
+use crate::{FailoverReport, Lab, LabError, Node, Stamp};
 
 /// Node A's address with [`super::LabOptions::separate_addresses`].
 pub const ADDR_A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -302,7 +304,7 @@ mod tests {
 
     #[test]
     fn hosts_file_moves_a_name_in_place() {
-        let dir = crate::make_temp_dir().expect("temp dir");
+        let dir = crate::host::make_temp_dir().expect("temp dir");
         let path = dir.join("hosts");
         let hosts = HostsFile::create(&path, "db.lab", ADDR_A).expect("create");
         let inode =

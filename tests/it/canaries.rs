@@ -207,37 +207,46 @@ async fn three_canaries_one_job_two_clusters_through_a_failover() {
     prom.next_evaluation().await;
 
     let window = format!("{}s", prom_started.elapsed().as_secs() + 2);
+    let paged_at = prom.first_firing("PgdrillWritesUnavailable", &window).await;
+    let east_outage_end = prom
+        .scalar("max(pgdrill_outage_end_timestamp_seconds{cluster=\"east\"})")
+        .await;
     let reporting = prom.query("job:pgdrill_canaries_reporting:count").await;
     // The recorded ratios at their last evaluation, and the same ratios summed
-    // by hand over the replicas at that instant: what "job level" means.
-    let evaluated_at = prom
-        .query("timestamp(job:pgdrill_canaries_reporting:count)")
-        .await
-        .first()
-        .map(|(_, t)| *t)
-        .expect("a recorded sample");
+    // by hand over the replicas at that instant: what "job level" means. Each at its own
+    // rule's last sample: a shared instant taken from another rule of the group could be
+    // one whose evaluation had not yet reached this rule when the test asked.
+    let last_evaluation = |rule: &'static str| {
+        let prom = &prom;
+        async move {
+            prom.query(&format!("timestamp({rule})"))
+                .await
+                .first()
+                .map(|(_, t)| *t)
+                .expect("a recorded sample")
+        }
+    };
+    let at = last_evaluation("job:pgdrill_transaction_errors:ratio_rate5m").await;
     let error_ratio = prom
-        .query_at("job:pgdrill_transaction_errors:ratio_rate5m", evaluated_at)
-        .await;
-    let rate_ratio = prom
-        .query_at(
-            "job:pgdrill_transactions_succeeded:ratio_target5m",
-            evaluated_at,
-        )
+        .query_at("job:pgdrill_transaction_errors:ratio_rate5m", at)
         .await;
     let error_ratio_by_hand = prom
         .query_at(
             "sum by (job, cluster) (rate(pgdrill_transaction_errors_total[5m])) \
              / sum by (job, cluster) (rate(pgdrill_transactions_total[5m]))",
-            evaluated_at,
+            at,
         )
+        .await;
+    let at = last_evaluation("job:pgdrill_transactions_succeeded:ratio_target5m").await;
+    let rate_ratio = prom
+        .query_at("job:pgdrill_transactions_succeeded:ratio_target5m", at)
         .await;
     let rate_ratio_by_hand = prom
         .query_at(
             "(sum by (job, cluster) (rate(pgdrill_transactions_total[5m])) \
               - sum by (job, cluster) (rate(pgdrill_transaction_errors_total[5m]))) \
              / sum by (job, cluster) (last_over_time(pgdrill_target_rate[5m]))",
-            evaluated_at,
+            at,
         )
         .await;
     let unavailable_max = prom
@@ -386,9 +395,13 @@ async fn three_canaries_one_job_two_clusters_through_a_failover() {
     // Alerts once per job: the page and the warning for east only, one series
     // each although three replicas saw the outage; the page fired while the
     // primary was down and still fires (the "just over" branch, same labels).
+    // During the outage: the page's first firing evaluation precedes the end of east's
+    // outage as the replicas exported it (one clock), not a deadline the test's polling had
+    // to meet.
     assert!(
-        paged_after.is_some(),
-        "no page during the {OUTAGE:?} outage"
+        paged_at.is_some_and(|t| t <= east_outage_end),
+        "paged first at {paged_at:?}, east's outage ended at {east_outage_end:.3} \
+         (polled: {paged_after:?} after the stop)"
     );
     let once_east: BTreeSet<String> = ["firing east".to_string()].into();
     assert_eq!(ever["PgdrillWritesUnavailable"], once_east);

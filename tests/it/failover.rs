@@ -11,24 +11,9 @@ use tokio::time::Instant;
 use crate::support::drill::{
     http_get, in_order, metric, try_http_get, Binary, Drill, StateWatcher,
 };
-use crate::support::{connect, eventually, free_port, rows_of_run, start_lab};
-
-/// The longest gap between consecutive rows of this run, by the server's
-/// `created_at`: the last write before the outage to the first one after it
-/// (CloudNativePG's failover tests measure the same way).
-async fn ground_truth_gap(lab: &Lab, node: Node, run_id: i64) -> f64 {
-    let client = connect(&lab.dsn(node)).await;
-    let rows = client
-        .query(
-            "SELECT extract(epoch FROM created_at)::float8 FROM pgdrill_writes \
-             WHERE run_id = $1 ORDER BY created_at",
-            &[&run_id],
-        )
-        .await
-        .expect("reading created_at");
-    let times: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
-    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
-}
+use crate::support::{
+    connect, eventually, free_port, ground_truth_gap, latest_run_id, rows_of_run, start_lab,
+};
 
 async fn seqs(lab: &Lab, node: Node, run_id: i64) -> BTreeSet<i64> {
     let client = connect(&lab.dsn(node)).await;
@@ -142,9 +127,13 @@ async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() 
         missing.len(),
         summary.unknown_outcome_writes
     );
+    // Writes were lost (the standby was detached 2 s before), and how many is what the
+    // rows say (below), not a share of the rate a busy machine may not reach.
+    assert!(lost > 0, "2 s of writes were never replicated: {lost}");
     assert!(
-        lost > 500,
-        "about 2 s of writes at 1,000/s were never replicated: {lost}"
+        lost <= missing.len() as u64,
+        "{lost} lost, {} missing",
+        missing.len()
     );
     for seq in &outage.lost_seqs {
         assert!(
@@ -204,6 +193,10 @@ async fn a_demoted_primary_is_left_after_one_error_per_connection() {
         "500",
         "--pool-size",
         "6",
+        // Pinned, because it bounds the 25006 errors below: each connection meets 25006
+        // with at most this many INSERTs in flight, then is discarded.
+        "--pipeline-depth",
+        "4",
         "--duration",
         "7s",
     ])
@@ -222,7 +215,6 @@ async fn a_demoted_primary_is_left_after_one_error_per_connection() {
     new.batch_execute("SELECT pg_promote()")
         .await
         .expect("promote B");
-    let demoted = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let text = drill.scrape().await;
     let summary = drill.finish().await;
@@ -240,14 +232,21 @@ async fn a_demoted_primary_is_left_after_one_error_per_connection() {
     let on_insert = read_only - on_connect;
     println!("read_only: {read_only} in all, {on_connect} at connect, {on_insert} from INSERTs");
     assert!(read_only >= 1.0, "the demotion was seen: {summary}");
-    // Each of the 6 pooled connections meets 25006 at most once, then is discarded.
+    // Each of the 6 pooled connections meets 25006 once, with at most its pipeline (4) in
+    // flight, then is discarded: a count, however busy the machine. Writing on to the
+    // demoted server would give one 25006 per scheduled write (hundreds a second).
     assert!(
-        on_insert <= 6.0,
+        on_insert <= 6.0 * 4.0,
         "kept writing to the demoted server: {on_insert} INSERTs got 25006"
     );
+    // Writes moved: B holds more of this run than A, which took none after the demotion
+    // (B has A's replicated rows, less any async lag, plus every write since).
+    let on_a = rows_of_run(&lab, Node::A, summary.run_id).await;
     let on_b = rows_of_run(&lab, Node::B, summary.run_id).await;
-    assert!(on_b > 1000, "writes moved to the promoted server: {on_b}");
-    assert!(demoted.elapsed() > Duration::from_secs(3));
+    assert!(
+        on_b > on_a,
+        "writes moved to the promoted server: A {on_a}, B {on_b}"
+    );
     assert_eq!(summary.primary_changes, 1, "{summary}");
     lab.shutdown().await;
 }
@@ -273,7 +272,9 @@ async fn thirty_second_outage_at_2000_per_second_stays_bounded() {
         .await
         .expect("stop the primary");
     let down = Instant::now();
-    eventually(Duration::from_secs(2), "outage declared", || async {
+    // Declared within the 30 s the primary stays down (normally well under a second); the
+    // loop below then checks the state for the rest of that time.
+    eventually(Duration::from_secs(10), "outage declared", || async {
         metric(
             &http_get(addr, "/metrics").await,
             "pgdrill_failover_state{state=\"outage\"}",
@@ -316,7 +317,14 @@ async fn thirty_second_outage_at_2000_per_second_stays_bounded() {
     let text = http_get(addr, "/metrics").await;
     assert_eq!(metric(&text, "pgdrill_outages_total"), 1.0);
     let unavailable = metric(&text, "pgdrill_last_outage_duration_seconds");
-    assert!((30.0..40.0).contains(&unavailable), "{unavailable}");
+    // At least the 30 s it was down; and what the rows say, however long the restart took.
+    let truth = ground_truth_gap(&lab, node, latest_run_id(&lab, node).await).await;
+    println!("write unavailability: pgdrill {unavailable:.3}s, rows {truth:.3}s");
+    assert!(unavailable >= 30.0, "{unavailable}");
+    assert!(
+        (unavailable - truth).abs() <= 0.1,
+        "pgdrill measured {unavailable:.3}s, the rows say {truth:.3}s"
+    );
     bin.signal(Signal::Term);
     let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
     assert!(status.success(), "{err}");

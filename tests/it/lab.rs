@@ -83,10 +83,7 @@ async fn sync_forced_failover_promotes_standby_and_multi_host_dsn_follows() {
     assert!(report.stop_begun.mono <= report.stopped.mono);
     assert!(report.stopped.mono <= report.promote_requested.mono);
     assert!(report.promote_requested.mono <= report.writable.mono);
-    assert!(
-        report.stop_to_writable() < Duration::from_secs(10),
-        "{report}"
-    );
+    // How long it took is printed above, not bounded: a bound would measure the machine.
     assert_eq!((lab.primary(), lab.standby()), (Node::B, None));
 
     // A fresh multi-host connection skips the dead A and lands on B, which takes writes at once.

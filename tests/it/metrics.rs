@@ -11,7 +11,7 @@ use crate::support::drill::{try_http_get, Drill};
 use crate::support::{eventually, free_port};
 
 /// Exported families that no dashboard or rule shows (the fixture lists only those that
-/// some dashboard or rule reads, which `rules::every_exported_metric_is_used_somewhere`
+/// some dashboard or rule reads, which `rules::dashboards::every_exported_metric_is_used_somewhere`
 /// checks); each is documented in docs/metrics.md.
 /// Families with no series until the first connection (their labels come from the server),
 /// so absent from a scrape of a run that never connects; documented, not charted.

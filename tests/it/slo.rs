@@ -1,10 +1,11 @@
 //! The canary SLO (`prometheus/rules/pgdrill-slo.rules.yml`): the objective recorded once,
 //! `PgdrillErrorBudgetBurn` in the SRE-workbook shape, the promtool scenarios at every
-//! cadence, and the mutations that `rules::every_alert_mutation_fails_a_unit_test` runs
-//! against `prometheus/tests/slo.test.yml`.
+//! cadence, and the mutations that
+//! `rules::mutation::every_alert_mutation_fails_a_unit_test` runs against
+//! `prometheus/tests/slo.test.yml`.
 //!
 //! `prometheus/tests/slo.test.yml` (every scenario, 60 s scrapes off the evaluation) is
-//! run by `rules::promtool_unit_tests_pass` with every other test file;
+//! run by `rules::promtool::promtool_unit_tests_pass` with every other test file;
 //! `prometheus/tests/cadences/slo.test.yml` (the scrape-sensitive scenarios at the five
 //! other cadences) is run here. Both come from `generate_slo_tests.py`.
 

@@ -122,3 +122,29 @@ pub async fn rows_of_run(lab: &Lab, node: Node, run_id: i64) -> i64 {
     )
     .await
 }
+
+/// The longest gap between consecutive rows of this run, by the server's `created_at`: the
+/// last write before an outage to the first one after it (CloudNativePG's failover tests
+/// measure the same way). The ground truth for pgdrill's write unavailability.
+pub async fn ground_truth_gap(lab: &Lab, node: Node, run_id: i64) -> f64 {
+    let client = connect(&lab.dsn(node)).await;
+    let rows = tokio::time::timeout(
+        SQL_LIMIT,
+        client.query(
+            "SELECT extract(epoch FROM created_at)::float8 FROM pgdrill_writes \
+             WHERE run_id = $1 ORDER BY created_at",
+            &[&run_id],
+        ),
+    )
+    .await
+    .expect("reading created_at timed out")
+    .expect("reading created_at");
+    let times: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+/// The run that wrote last on `node`, for tests that read no summary.
+pub async fn latest_run_id(lab: &Lab, node: Node) -> i64 {
+    let client = connect(&lab.dsn(node)).await;
+    count(&client, "SELECT max(run_id) FROM pgdrill_writes", &[]).await
+}

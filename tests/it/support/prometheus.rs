@@ -307,6 +307,24 @@ impl Prometheus {
         .collect()
     }
 
+    /// Unix time of the first evaluation in the last `window` (a PromQL duration) at which
+    /// `alert` fired. Prometheus keeps it in `ALERTS`, so a test compares it with the
+    /// exported outage timestamps instead of polling at the right moment.
+    pub async fn first_firing(&self, alert: &str, window: &str) -> Option<f64> {
+        let promql = format!("ALERTS{{alertname=\"{alert}\",alertstate=\"firing\"}}[{window}]");
+        let data = self
+            .api(&format!("/api/v1/query?query={}", url_encode(&promql)))
+            .await;
+        assert_eq!(data["resultType"], "matrix", "{promql}: {data}");
+        data["result"]
+            .as_array()
+            .expect("result list")
+            .iter()
+            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v[0].as_f64())
+            .reduce(f64::min)
+    }
+
     /// `(alertstate, labels)` of every `alert` series active at any evaluation
     /// in the last `window` (a PromQL duration).
     pub async fn ever_active(&self, alert: &str, window: &str) -> Vec<(String, Value)> {

@@ -1,0 +1,273 @@
+//! Connections that break without a failover: restarts, killed backends, a pool that
+//! cannot grow, an outage still open at shutdown, and a DSN libpq would reject.
+
+use std::time::Duration;
+
+use pgdrill_lab::StopMode;
+use tokio::time::Instant;
+
+use crate::support::drill::{metric, Binary, Drill};
+use crate::support::{connect, eventually, start_lab};
+
+use super::admin_app_dsn;
+
+#[tokio::test]
+async fn port_count_mismatch_is_a_usage_error() {
+    let (status, _out, err) = Binary::spawn(&["--dsn", "host=a,b,c port=1,2 password=hunter2"])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--dsn") && err.contains("2 ports for 3 hosts"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_of_one_server_are_not_primary_changes() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let drill = Drill::start(&[
+        "--dsn",
+        &lab.dsn(node),
+        "--rate",
+        "100",
+        "--duration",
+        "10m",
+    ])
+    .await;
+    drill.wait_for_transactions(10.0).await;
+    for n in 1..=10 {
+        let mode = if n % 2 == 0 {
+            StopMode::Fast
+        } else {
+            StopMode::Immediate
+        };
+        lab.stop(node, mode).await.expect("stop");
+        lab.start_node(node).await.expect("start");
+        eventually(Duration::from_secs(30), "restart observed", || async {
+            drill.metric("pgdrill_server_restarts_total").await >= f64::from(n)
+        })
+        .await;
+    }
+    let text = drill.scrape().await;
+    assert_eq!(metric(&text, "pgdrill_server_restarts_total"), 10.0);
+    assert_eq!(metric(&text, "pgdrill_primary_changes_total"), 0.0);
+    let summary = drill.stop().await;
+    assert_eq!(summary.primary_changes, 0);
+    assert_eq!(
+        summary.server_restarts, 10,
+        "counted in the summary as on /metrics"
+    );
+    assert!(
+        summary.to_string().contains("(restarts in place 10)"),
+        "{summary}"
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcomes_from_killed_backends_resolve_without_an_outage() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    // Each INSERT takes ~5 ms, so a backend killed while active has one in flight.
+    client
+        .batch_execute(
+            "CREATE TABLE transactions (transaction_id bigserial PRIMARY KEY, \
+               customer_id int, merchant_id int, amount numeric, status text, \
+               created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
+             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON transactions \
+               FOR EACH ROW EXECUTE FUNCTION slow()",
+        )
+        .await
+        .expect("slow table");
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--table",
+        "transactions",
+        "--rate",
+        "300",
+        "--duration",
+        "60s",
+        "--statement-timeout",
+        "2s",
+        // A killed backend must not read as an outage on a busy machine: this test is about
+        // resolution without one.
+        "--outage-threshold",
+        "3s",
+    ])
+    .await;
+    drill.wait_for_transactions(300.0).await;
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    let mut killed = 0;
+    for _ in 0..5 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'pgdrill' AND state = 'active' \
+                   AND query LIKE 'INSERT%' LIMIT 1) k",
+                &[],
+            )
+            .await
+            .expect("terminate one active backend")
+            .get(0);
+        killed += n;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(killed >= 3, "only {killed} active backends found to kill");
+    let last_kill = Instant::now();
+    let unknown = drill.metric("pgdrill_unknown_outcome_writes_total").await;
+    assert!(
+        unknown > 0.0,
+        "killing active backends left no unknown outcome"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "every unknown resolved",
+        || async {
+            let text = drill.scrape().await;
+            let resolved = metric(
+                &text,
+                "pgdrill_unknown_outcome_resolved_total{outcome=\"committed\"}",
+            ) + metric(
+                &text,
+                "pgdrill_unknown_outcome_resolved_total{outcome=\"not_committed\"}",
+            );
+            resolved == metric(&text, "pgdrill_unknown_outcome_writes_total")
+        },
+    )
+    .await;
+    let resolved_after = last_kill.elapsed();
+    let text = drill.scrape().await;
+    assert_eq!(metric(&text, "pgdrill_outages_total"), 0.0, "an outage");
+    assert_eq!(
+        metric(&text, "pgdrill_verifications_total"),
+        0.0,
+        "resolved by the periodic check, not an outage's verification"
+    );
+    let summary = drill.stop().await;
+    assert_eq!(summary.unknown_outcome_unresolved, 0);
+    assert_eq!(
+        summary.unknown_outcome_committed + summary.unknown_outcome_not_committed,
+        summary.unknown_outcome_writes
+    );
+    println!(
+        "{killed} backends killed, {} unknown outcomes, all resolved {resolved_after:?} after \
+         the last kill (committed {}, not committed {})",
+        summary.unknown_outcome_writes,
+        summary.unknown_outcome_committed,
+        summary.unknown_outcome_not_committed
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pool_growth_does_not_fail_writes_open_connections_can_take() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    // ~5 ms per INSERT keeps both allowed connections busy at times, so lanes try to grow
+    // the pool past the role's limit.
+    admin
+        .batch_execute(
+            "CREATE TABLE transactions (transaction_id bigserial PRIMARY KEY, \
+               customer_id int, merchant_id int, amount numeric, status text, \
+               created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
+             ALTER TABLE transactions OWNER TO pgdrill; \
+             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON transactions \
+               FOR EACH ROW EXECUTE FUNCTION slow(); \
+             ALTER ROLE pgdrill CONNECTION LIMIT 2",
+        )
+        .await
+        .expect("slow table, role limited to 2 connections");
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--table",
+        "transactions",
+        "--rate",
+        "200",
+        "--pool-size",
+        "8",
+        "--duration",
+        "60s",
+    ])
+    .await;
+    drill.wait_for_transactions(200.0).await;
+    let sum = |text: &str, name: &str| crate::support::drill::metric_sum(text, name);
+    let before = drill.scrape().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = drill.scrape().await;
+    let refused = metric(
+        &after,
+        "pgdrill_connection_errors_total{class=\"too_many_connections\"}",
+    ) - metric(
+        &before,
+        "pgdrill_connection_errors_total{class=\"too_many_connections\"}",
+    );
+    let failed = sum(&after, "pgdrill_transaction_errors_total")
+        - sum(&before, "pgdrill_transaction_errors_total");
+    let done = metric(&after, "pgdrill_transactions_total")
+        - metric(&before, "pgdrill_transactions_total");
+    println!("in 5 s: {done} writes, {failed} failed, {refused} pool growths refused");
+    assert!(refused > 0.0, "the pool never tried to grow past the limit");
+    assert_eq!(
+        failed, 0.0,
+        "writes failed although open connections could take them"
+    );
+    assert!(done > 900.0, "{done} writes in 5 s at 200/s");
+    drill.stop().await;
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_open_at_shutdown_is_reported_with_its_duration_and_errors() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let drill = Drill::start(&[
+        "--dsn",
+        &lab.dsn(node),
+        "--rate",
+        "200",
+        "--duration",
+        "60s",
+    ])
+    .await;
+    drill.wait_for_transactions(200.0).await;
+    lab.stop(node, StopMode::Fast)
+        .await
+        .expect("stop the server");
+    eventually(Duration::from_secs(10), "outage detected", || async {
+        drill
+            .metric("pgdrill_failover_state{state=\"outage\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let summary = drill.stop().await;
+    let text = summary.to_string();
+    let o = summary.outages.last().expect("an outage record");
+    assert!(o.open_at_shutdown, "{text}");
+    assert_eq!(o.ended_at, None);
+    let so_far = o.write_unavailable_seconds.expect("duration so far");
+    assert!(so_far >= 2.0, "{so_far} s: {text}");
+    assert!(
+        o.error_classes.contains(&"connect_refused"),
+        "{:?}",
+        o.error_classes
+    );
+    assert!(
+        text.contains("so far") && text.contains("still open"),
+        "{text}"
+    );
+    println!("{text}");
+    lab.shutdown().await;
+}
