@@ -32,7 +32,9 @@ mod supervisor;
 mod telemetry;
 mod test_hooks;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_channel::Receiver;

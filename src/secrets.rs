@@ -7,8 +7,8 @@
 //! the report and `/metrics`. Patterns catch what was never remembered: connection strings,
 //! `key=value` and `--option value` pairs whose key names a secret.
 
+use parking_lot::RwLock;
 use std::borrow::Cow;
-use std::sync::RwLock;
 
 const REDACTED: &str = "REDACTED";
 
@@ -44,7 +44,7 @@ pub fn remember(secret: &str) {
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json.trim_matches('"').to_string();
     let html = html_escaped(secret);
-    let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
+    let mut known = KNOWN.write();
     for form in [secret.to_string(), json, html] {
         if form.is_empty() || known.contains(&form) {
             continue;
@@ -75,7 +75,7 @@ pub fn scrub_json(value: &mut serde_json::Value) {
 
 /// `text` without any remembered secret and without values that look like secrets.
 pub fn scrub(text: &str) -> String {
-    let known = KNOWN.read().unwrap_or_else(|p| p.into_inner());
+    let known = KNOWN.read();
     let mut out = Cow::Borrowed(text);
     for secret in known.iter() {
         if out.contains(secret.as_str()) {

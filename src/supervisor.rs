@@ -8,7 +8,9 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -66,7 +68,7 @@ impl Fatal {
         }
         match wrong_target_hint(class, sqlstate) {
             Some(hint) => self.report(StartError::Target(format!("{message}\nhint: {hint}"))),
-            None => *lock(&self.last_failure) = Some(message.to_string()),
+            None => *self.last_failure.lock() = Some(message.to_string()),
         }
     }
 
@@ -81,7 +83,9 @@ impl Fatal {
             // A supervised task ends only when asked to.
             return stop.cancelled().await;
         }
-        let last = lock(&self.last_failure)
+        let last = self
+            .last_failure
+            .lock()
             .clone()
             .unwrap_or_else(|| "no error either: the writes never got an answer".to_string());
         self.report(StartError::Target(format!(
@@ -110,7 +114,7 @@ impl Fatal {
             tracing::error!(error = %message, "stopping: pgdrill cannot write to this target");
         }
         // Only these two functions touch the slot and neither panics holding it.
-        let mut slot = lock(&self.error);
+        let mut slot = self.error.lock();
         slot.get_or_insert(error);
         drop(slot);
         self.stop.cancel();
@@ -118,21 +122,8 @@ impl Fatal {
 
     /// The first reported failure, if any.
     pub fn take(&self) -> Option<StartError> {
-        lock(&self.error).take()
+        self.error.lock().take()
     }
-}
-
-/// Locks `m` even when a panic poisoned it. A panic while holding one of pgdrill's locks is
-/// already reported by the supervisor; the data stays usable, and dropping it instead (an
-/// acknowledgement not recorded in a poisoned ledger) would later report "nothing lost".
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| {
-        static LOGGED: std::sync::Once = std::sync::Once::new();
-        LOGGED.call_once(|| {
-            tracing::error!("a lock was poisoned by a panic; continuing with the data it guards");
-        });
-        poisoned.into_inner()
-    })
 }
 
 /// The text of a panic payload (`panic!` gives `&str` or `String`).
@@ -293,8 +284,9 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     fn supervisor() -> Supervisor {
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));
@@ -310,15 +302,15 @@ mod tests {
             let order = order.clone();
             sup.spawn(stage, async move {
                 token.cancelled().await;
-                order.lock().unwrap().push(stage);
+                order.lock().push(stage);
             });
         }
         sup.stop(Stage::Retention).await;
         sup.stop(Stage::Monitor).await;
-        assert_eq!(*order.lock().unwrap(), [Stage::Retention, Stage::Monitor]);
+        assert_eq!(*order.lock(), [Stage::Retention, Stage::Monitor]);
         assert!(!sup.token(Stage::Http).is_cancelled());
         sup.stop(Stage::Http).await;
-        assert_eq!(order.lock().unwrap().len(), 3);
+        assert_eq!(order.lock().len(), 3);
         sup.finish().await;
     }
 

@@ -2,14 +2,15 @@
 //! ordinary user: each fact degrades to unknown where it is not permitted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{unix_now, EventKind, Recorder};
 
@@ -181,7 +182,7 @@ impl IdentityTracker {
         if generation > self.acked.load(Ordering::Relaxed)
             && self.acked.fetch_max(generation, Ordering::Relaxed) < generation
         {
-            let mut writes = lock(&self.first_writes);
+            let mut writes = self.first_writes.lock();
             if writes.len() < MAX_FIRST_WRITES {
                 writes.push(at);
             }
@@ -190,7 +191,7 @@ impl IdentityTracker {
 
     /// For each primary change so far (whose primary took a write), its first acknowledged write.
     pub fn first_writes(&self) -> Vec<Instant> {
-        lock(&self.first_writes).clone()
+        self.first_writes.lock().clone()
     }
 
     /// Primary changes and restarts in place become timeline events from now on.
@@ -203,7 +204,7 @@ impl IdentityTracker {
     }
 
     pub fn current(&self) -> Option<Identity> {
-        lock(&self.current).clone()
+        self.current.lock().clone()
     }
 
     /// Primary changes seen so far (restarts are not changes).
@@ -220,7 +221,7 @@ impl IdentityTracker {
 
     /// Records the identity of a freshly connected writable server.
     pub fn observe(&self, id: &Identity) {
-        let mut current = lock(&self.current);
+        let mut current = self.current.lock();
         let change = current.as_ref().map_or(Change::Same, |old| {
             let change = id.change_from(old);
             match change {

@@ -2,7 +2,9 @@
 //! are thrown away once they have seen a fatal error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
@@ -17,7 +19,6 @@ use crate::db::table_check::{self, TableError, TablePolicy};
 use crate::db::tls::TlsSettings;
 use crate::error::{classify, ErrorClass};
 use crate::retry::Throttle;
-use crate::supervisor::lock;
 use crate::supervisor::Fatal;
 use crate::telemetry::metrics::{Metrics, PoolStats};
 
@@ -170,7 +171,10 @@ impl Manager {
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
-            let news = lock(&self.logged).hit_keyed(&message, tokio::time::Instant::now());
+            let news = self
+                .logged
+                .lock()
+                .hit_keyed(&message, tokio::time::Instant::now());
             if news.is_some() {
                 tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
             }

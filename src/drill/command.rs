@@ -3,7 +3,9 @@
 //! scrubbed of passwords, logged (up to a limit) and kept as a bounded tail.
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rustix::process::{kill_process_group, Pid, Signal};
@@ -14,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::config::trigger::TriggerCommand;
 use crate::secrets::scrub;
-use crate::supervisor::lock;
 
 /// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,7 +133,7 @@ pub(super) async fn execute(
     // Reaped; what it left running in the background may run on while pgdrill does, and
     // is ended when pgdrill exits.
     if let Some(pgid) = group.0.take() {
-        lock(&LEFT_BEHIND).push((index, pgid));
+        LEFT_BEHIND.lock().push((index, pgid));
     }
     drain(readers, index).await;
     (outcome, ended)
@@ -145,7 +146,7 @@ static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
 /// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
 /// grace), saying so; called once the run is over.
 pub async fn end_left_behind() {
-    let groups = std::mem::take(&mut *lock(&LEFT_BEHIND));
+    let groups = std::mem::take(&mut *LEFT_BEHIND.lock());
     let alive: Vec<(usize, Pid)> = groups
         .into_iter()
         .filter(|(_, pgid)| rustix::process::test_kill_process_group(*pgid).is_ok())
@@ -299,7 +300,7 @@ impl Tail {
 }
 
 pub(super) fn take(tail: &Mutex<Tail>) -> (String, bool) {
-    tail.lock().map(|mut t| t.take()).unwrap_or_default()
+    tail.lock().take()
 }
 
 /// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
@@ -330,9 +331,7 @@ async fn capture(
             );
         }
         logged += 1;
-        if let Ok(mut t) = tail.lock() {
-            t.push_line(&line);
-        }
+        tail.lock().push_line(&line);
     };
     loop {
         match stream.read(&mut buf).await {

@@ -3,7 +3,9 @@
 //! report with its verdict.
 
 use crate::telemetry::timeline::{EventKind, Recorder};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,7 +18,6 @@ use crate::drill::trigger::TriggerRun;
 use crate::drill::trigger::{run_schedule, TriggerEvent};
 use crate::drill::{DrillReport, RunFacts};
 use crate::failover::outages::{Outages, WallClock};
-use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 
 /// How often the live figures of the last trigger are brought up to date.
@@ -65,7 +66,7 @@ impl DrillRun {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
-        f(&mut lock(&self.book))
+        f(&mut self.book.lock())
     }
 
     fn counts(&self, at: Instant) -> Counts {

@@ -3,7 +3,9 @@
 //! ([`command`]) or an in-process action, bounded in time, with its start, end, outcome and
 //! output recorded.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -104,9 +106,8 @@ async fn ask(
         return (TriggerOutcome::CannotStart { reason }, Instant::now());
     };
     let keep = |tail: &Mutex<Tail>, text: &str| {
-        if let Ok(mut t) = tail.lock() {
-            text.lines().for_each(|l| t.push_line(&scrub(l)));
-        }
+        let mut t = tail.lock();
+        text.lines().for_each(|l| t.push_line(&scrub(l)));
     };
     let outcome = match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(Ok(text))) => {

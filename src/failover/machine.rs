@@ -17,15 +17,14 @@
 //!   time to full rate unknown: a new primary that never sustains the rate is
 //!   reported by the rate alert, and nothing waits on `recovering` forever.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::ErrorClass;
-use crate::supervisor::lock;
 
 /// How often the state machine looks at what happened while it is not healthy.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -128,13 +127,13 @@ impl Detector {
     }
 
     pub fn success(&self, at: Instant) {
-        if lock(&self.events).success(at) {
+        if self.events.lock().success(at) {
             self.news.notify_one();
         }
     }
 
     pub fn failure(&self, started: Instant, class: ErrorClass) {
-        if lock(&self.events).failure(started, class) {
+        if self.events.lock().failure(started, class) {
             self.news.notify_one();
         }
     }
@@ -145,8 +144,8 @@ impl Detector {
     }
 
     /// Runs `f` with the events locked, so that a decision and its mark are atomic.
-    pub fn with_events<R>(&self, f: impl FnOnce(&mut Events) -> R) -> Option<R> {
-        Some(f(&mut lock(&self.events)))
+    pub fn with_events<R>(&self, f: impl FnOnce(&mut Events) -> R) -> R {
+        f(&mut self.events.lock())
     }
 }
 

@@ -122,12 +122,10 @@ impl Monitor {
             }
             let now = Instant::now();
             let in_flight = self.detector.in_flight();
-            let Some((transitions, look)) = self.detector.with_events(|ev| {
+            let (transitions, look) = self.detector.with_events(|ev| {
                 let transitions = machine.tick(now, ev, in_flight);
                 (transitions, machine.next_look(now, ev, in_flight))
-            }) else {
-                continue;
-            };
+            });
             next.as_mut().reset(look);
             for t in transitions {
                 if let Some(req) = self.apply(t) {
@@ -144,10 +142,7 @@ impl Monitor {
             return;
         };
         let now = self.outages.open_until(Instant::now());
-        let classes = self
-            .detector
-            .with_events(|ev| ev.classes())
-            .unwrap_or_default();
+        let classes = self.detector.with_events(|ev| ev.classes());
         let seconds = now.saturating_duration_since(start).as_secs_f64();
         tracing::warn!(
             event = "outage_open_at_shutdown",
@@ -249,7 +244,7 @@ fn resume_verifier_failure(ended: Result<(), tokio::task::JoinError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use crate::db::pool::DbPool;
     use crate::error::ErrorClass;

@@ -1,8 +1,8 @@
 //! The outage records and state changes the drill report shows, kept as plain data the
 //! monitor fills in from state-machine transitions and verification results.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,6 @@ use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::failover::machine::FailoverState;
 use crate::rpo::verify::Check;
-use crate::supervisor::lock;
 
 /// Maps the monotonic clock onto wall time, fixed once at start so that
 /// wall-clock steps never distort measured durations.
@@ -120,7 +119,7 @@ impl Outages {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> Option<R> {
-        Some(f(&mut lock(&self.book)))
+        Some(f(&mut self.book.lock()))
     }
 
     pub fn outages(&self) -> Vec<OutageRecord> {

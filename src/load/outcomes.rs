@@ -4,7 +4,9 @@
 //! never read Prometheus counters back).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -13,7 +15,7 @@ use crate::db::identity::IdentityTracker;
 use crate::error::{classify, ErrorClass};
 use crate::failover::machine::Detector;
 use crate::rpo::ledger::Ledger;
-use crate::supervisor::{lock, Fatal};
+use crate::supervisor::Fatal;
 use crate::telemetry::latency::{LatencyBook, LatencyStats};
 use crate::telemetry::metrics::Metrics;
 
@@ -187,10 +189,10 @@ impl LaneOutcomes {
         if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
             o.metrics.last_success_timestamp.set(now.as_secs_f64());
         }
-        lock(&self.latency).record(latency, service);
+        self.latency.lock().record(latency, service);
         o.detector.success(done);
         o.identity.acknowledged(done);
-        lock(&o.ledger).ack(job.seq, id, done);
+        o.ledger.lock().ack(job.seq, id, done);
         if let Some(fatal) = &o.fatal {
             fatal.wrote();
         }
@@ -209,7 +211,7 @@ impl LaneOutcomes {
         if failure.unknown {
             o.metrics.unknown_outcome_writes.inc();
             o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
-            lock(&o.ledger).unknown(job.seq, Instant::now());
+            o.ledger.lock().unknown(job.seq, Instant::now());
         }
         tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
     }

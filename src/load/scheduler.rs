@@ -221,7 +221,9 @@ async fn run_unlimited(jobs: Sender<Job>, stop: &CancellationToken, until: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
 
     use crate::db::identity::IdentityTracker;
     use crate::failover::machine::Detector;

@@ -75,16 +75,18 @@ pub(crate) struct Live {
     pub identity: std::sync::Arc<crate::db::identity::IdentityTracker>,
     pub verifier: std::sync::Arc<crate::rpo::verify::Verifier>,
     pub timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>,
-    pub drawn: std::sync::Mutex<Option<(tokio::time::Instant, String)>>,
+    pub drawn: parking_lot::Mutex<Option<(tokio::time::Instant, String)>>,
     /// When `/` was last fetched.
-    pub viewed: std::sync::Mutex<Option<tokio::time::Instant>>,
+    pub viewed: parking_lot::Mutex<Option<tokio::time::Instant>>,
 }
 
 #[cfg(test)]
 impl Live {
     /// A live page over nothing but `timeline`.
     pub fn for_tests(timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>) -> Live {
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
+
+        use parking_lot::Mutex;
         let metrics = crate::telemetry::metrics::Metrics::new(&[]);
         let detector = Arc::new(crate::failover::machine::Detector::default());
         let ledger = Arc::new(Mutex::new(crate::rpo::ledger::Ledger::new(
@@ -132,14 +134,10 @@ impl Live {
     /// For a fetch of `/`: the page drawn last, or a new one if there is none that recent.
     pub fn page(&self) -> String {
         let now = tokio::time::Instant::now();
-        if let Ok(mut v) = self.viewed.lock() {
-            *v = Some(now);
-        }
-        if let Ok(drawn) = self.drawn.lock() {
-            if let Some((at, page)) = drawn.as_ref() {
-                if now.duration_since(*at) < STALE {
-                    return page.clone();
-                }
+        *self.viewed.lock() = Some(now);
+        if let Some((at, page)) = self.drawn.lock().as_ref() {
+            if now.duration_since(*at) < STALE {
+                return page.clone();
             }
         }
         let page = self.render();
@@ -149,7 +147,7 @@ impl Live {
 
     /// Called by the sampler after each second: redraws off the runtime while viewed.
     pub async fn redraw(self: &std::sync::Arc<Self>) {
-        let viewed = self.viewed.lock().ok().and_then(|v| *v);
+        let viewed = *self.viewed.lock();
         if viewed.is_none_or(|v| v.elapsed() >= VIEWED) {
             return;
         }
@@ -161,9 +159,7 @@ impl Live {
     }
 
     fn keep(&self, at: tokio::time::Instant, page: String) {
-        if let Ok(mut drawn) = self.drawn.lock() {
-            *drawn = Some((at, page));
-        }
+        *self.drawn.lock() = Some((at, page));
     }
 
     /// The page: a copy of the last 15 minutes is taken under the timeline's lock,
@@ -201,7 +197,7 @@ mod tests {
     async fn the_live_page_is_redrawn_while_viewed_and_fetches_copy_it() {
         let timeline = Arc::new(Recorder::new(&sampler::class_names()));
         let live = Arc::new(Live::for_tests(timeline.clone()));
-        let drawn = |live: &Live| live.drawn.lock().map(|d| d.is_some()).unwrap_or(false);
+        let drawn = |live: &Live| live.drawn.lock().is_some();
         // Nobody looked: nothing is drawn.
         live.redraw().await;
         assert!(!drawn(&live));

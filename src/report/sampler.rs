@@ -93,7 +93,7 @@ fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot) -> TallySnapshot 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use crate::failover::machine::Detector;
     use crate::load::outcomes::Failure;

@@ -2,7 +2,9 @@
 //! writes it still has, retrying until it answers; count what was lost and over what span.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -14,7 +16,6 @@ use crate::db::pool::DbPool;
 use crate::db::table::Workload;
 use crate::retry::Backoff;
 use crate::rpo::ledger::{Ledger, Snapshot, Verdict, SLICE};
-use crate::supervisor::lock;
 use crate::telemetry::metrics::Metrics;
 
 /// Rows are fetched from a little below the lowest acknowledged id, since ids
@@ -223,7 +224,7 @@ impl Verifier {
         let Some(before) = Instant::now().checked_sub(self.settle) else {
             return;
         };
-        let (seqs, min_id) = lock(&self.ledger).settled_unknowns(before);
+        let (seqs, min_id) = self.ledger.lock().settled_unknowns(before);
         if seqs.is_empty() {
             return;
         }
@@ -262,7 +263,7 @@ impl Verifier {
             }
             Err(_) => return,
         };
-        lock(&self.ledger).forget_unknowns(&seqs);
+        self.ledger.lock().forget_unknowns(&seqs);
         let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
         let not_committed = seqs.len() as u64 - committed;
         let m = &self.metrics;
@@ -281,13 +282,13 @@ impl Verifier {
     }
 
     fn publish_ledger_size(&self) {
-        let bytes = lock(&self.ledger).bytes();
+        let bytes = self.ledger.lock().bytes();
         self.metrics.ledger_bytes.set(bytes as i64);
     }
 
     /// One request, retried until it succeeds or we stop.
     async fn check(&self, req: &Request, stop: &CancellationToken) -> Option<Check> {
-        let snapshot = lock(&self.ledger).snapshot(req.until);
+        let snapshot = self.ledger.lock().snapshot(req.until);
         let began = Instant::now();
         let mut failures = 0;
         let verdict = loop {
@@ -305,7 +306,7 @@ impl Verifier {
             }
         };
         let bytes = {
-            let mut l = lock(&self.ledger);
+            let mut l = self.ledger.lock();
             l.forget_verified(req.until, &snapshot);
             l.bytes()
         };

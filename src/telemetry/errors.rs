@@ -5,13 +5,12 @@
 //! apart (`pgdrill_connection_errors_total`). Errors that retrying cannot fix are logged at ERROR with
 //! what to change.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::ErrorClass;
-use crate::supervisor::lock;
 
 /// Distinct (class, SQLSTATE) pairs kept; SQLSTATEs are a finite set, this only bounds memory
 /// against a server inventing codes. Later pairs are not listed.
@@ -89,7 +88,7 @@ impl ErrorBook {
     /// Counts one error; the first of its kind is logged.
     pub fn note(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
         let sqlstate = sqlstate.unwrap_or("");
-        let mut book = lock(&self.book);
+        let mut book = self.book.lock();
         if let Some((count, _)) = book.kinds.get_mut(&(class, sqlstate.to_string())) {
             *count += 1;
             return;
@@ -132,7 +131,7 @@ impl ErrorBook {
 
     /// Every kind seen, by class then SQLSTATE.
     pub fn kinds(&self) -> Vec<ErrorKind> {
-        let book = lock(&self.book);
+        let book = self.book.lock();
         book.kinds
             .iter()
             .map(|((class, sqlstate), (count, message))| ErrorKind {

@@ -2,9 +2,8 @@
 //! A database outage is not unhealthy — measuring it is the point — but a lane that died,
 //! a load loop that ended or a task that crashed is.
 
-use crate::supervisor::lock;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct Health {
@@ -32,13 +31,13 @@ impl Health {
     }
 
     pub fn failed(&self, why: &str) {
-        let mut failure = lock(&self.failure);
+        let mut failure = self.failure.lock();
         failure.get_or_insert_with(|| why.to_string());
     }
 
     /// `Err(why)` when unhealthy.
     pub fn check(&self) -> Result<(), String> {
-        let failure = lock(&self.failure);
+        let failure = self.failure.lock();
         if let Some(why) = failure.as_ref() {
             return Err(why.clone());
         }

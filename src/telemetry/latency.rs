@@ -1,8 +1,9 @@
 //! Exact latency percentiles: HDR histograms the lanes record into, merged at progress and
 //! summary time.
 
-use crate::supervisor::lock;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -81,7 +82,7 @@ impl LatencyBook {
         let n = self
             .handed_out
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut lanes = lock(&self.lanes);
+        let mut lanes = self.lanes.lock();
         if lanes.len() < self.shards {
             let stats = Arc::new(Mutex::new(LatencyStats::default()));
             lanes.push(stats.clone());
@@ -96,8 +97,8 @@ impl LatencyBook {
         reset: bool,
     ) -> Histogram<u64> {
         let mut out = new_histogram();
-        for lane in lock(&self.lanes).iter() {
-            let mut s = lock(lane);
+        for lane in self.lanes.lock().iter() {
+            let mut s = lane.lock();
             let h = pick(&mut s);
             // Same bounds everywhere, so adding cannot fail.
             let _ = out.add(&*h);

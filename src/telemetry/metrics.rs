@@ -51,7 +51,7 @@ pub struct Metrics {
     /// name the configured host says nothing); 1 for the current one, 0 for earlier ones.
     pub primary_server: IntGaugeVec,
     /// The label sets of `primary_server`, oldest first, at most [`MAX_PRIMARY_SERVERS`].
-    primary_servers: std::sync::Mutex<std::collections::VecDeque<[String; 3]>>,
+    primary_servers: parking_lot::Mutex<std::collections::VecDeque<[String; 3]>>,
     pub outages: IntCounter,
     pub outage_start_timestamp: Gauge,
     pub outage_end_timestamp: Gauge,
@@ -300,7 +300,7 @@ impl Metrics {
     /// Marks `labels` (server, system identifier, timeline) as the server written to now;
     /// earlier ones read 0, and only the last [`MAX_PRIMARY_SERVERS`] are kept.
     pub fn set_primary_server(&self, labels: [String; 3]) {
-        let mut seen = crate::supervisor::lock(&self.primary_servers);
+        let mut seen = self.primary_servers.lock();
         for old in seen.iter() {
             let old: Vec<&str> = old.iter().map(String::as_str).collect();
             self.primary_server.with_label_values(&old).set(0);

@@ -18,7 +18,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use base64::Engine;
 use rustls::pki_types::pem::PemObject;
@@ -117,7 +119,7 @@ impl WebConfig {
             return false;
         };
         let key = digest(&user, &password, &hash);
-        if let Some(ok) = self.cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+        if let Some(ok) = self.cache.lock().get(&key).copied() {
             return ok;
         }
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
@@ -125,12 +127,11 @@ impl WebConfig {
             .ok()
             .and_then(Result::ok)
             .unwrap_or(false);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(key, ok);
+        let mut cache = self.cache.lock();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
         }
+        cache.insert(key, ok);
         ok
     }
 }

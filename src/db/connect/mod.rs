@@ -24,7 +24,9 @@ use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -527,10 +529,8 @@ impl Connector {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {
-        // The state is plain data updated in single steps; a panic elsewhere cannot leave
-        // it half-changed, so a poisoned lock is still consistent.
-        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {
+        self.endpoints.lock()
     }
 
     /// Claims an attempt on `endpoint`, or says why not (backing off, or another

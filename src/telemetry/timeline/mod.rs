@@ -23,8 +23,8 @@
 //! [`MAX_BYTES`] = 3,221,440 bytes (3.2 MB) on 64-bit targets. A unit test feeds a
 //! simulated week and checks the heap actually held against it.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -506,8 +506,8 @@ impl Recorder {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Timeline) -> R) -> Option<R> {
-        self.timeline.lock().ok().map(|mut t| f(&mut t))
+    fn with<R>(&self, f: impl FnOnce(&mut Timeline) -> R) -> R {
+        f(&mut self.timeline.lock())
     }
 
     pub fn push(&self, second: Second) {
@@ -521,12 +521,12 @@ impl Recorder {
 
     /// A copy of everything, for the summary and the report.
     pub fn snapshot(&self) -> Timeline {
-        self.with(|t| t.clone()).unwrap_or_default()
+        self.with(|t| t.clone())
     }
 
     /// A copy of the last `last`, for the live page.
     pub fn recent(&self, last: Duration) -> Timeline {
-        self.with(|t| t.recent(last)).unwrap_or_default()
+        self.with(|t| t.recent(last))
     }
 }
 
