@@ -61,6 +61,16 @@ impl Identity {
         same_cluster && self.timeline.is_some() && self.timeline == other.timeline
     }
 
+    /// How the report names what an outage left behind: the same server process, the
+    /// same one restarted in place, or another primary.
+    pub fn change_word(before: &Identity, after: &Identity) -> &'static str {
+        match after.change_from(before) {
+            Change::Same => "same primary",
+            Change::Restart => "same primary, restarted in place",
+            Change::NewPrimary => "new primary",
+        }
+    }
+
     fn change_from(&self, old: &Identity) -> Change {
         if old.same_primary(self) {
             Change::Same

@@ -120,7 +120,7 @@ fn render(r: &FleetReport, summaries: &[Summary]) -> String {
             " · pgdrill " (env!("CARGO_PKG_VERSION"))
         }
         (headline(r))
-        @if let Some(d) = trigger_drill { (drill_table(d, false)) }
+        @if let Some(d) = trigger_drill { (drill_table(d, &[], false)) }
         (members_table(r))
         @if !r.not_merged.is_empty() {
             section {

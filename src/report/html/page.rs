@@ -70,7 +70,7 @@ pub fn render(r: &Report) -> String {
             " · " (fmt_secs(s.duration_seconds)) " · pgdrill " (s.version)
         }
         (headline(r))
-        @if let Some(d) = &s.drill { (drill_table(d, dated)) }
+        @if let Some(d) = &s.drill { (drill_table(d, &s.outages, dated)) }
         section { h2 { "Outages" } (outages_table(r, dated)) }
         section {
             h2 { "Timeline" }
@@ -123,6 +123,29 @@ fn headline(r: &Report) -> Markup {
         }
     };
     let checked: u64 = s.outages.iter().filter_map(|o| o.checked_writes).sum();
+    // An outage never verified (open at the end, or no verification answered) checked
+    // nothing: "0 lost" would claim what was never looked at.
+    let unverified: Vec<String> = s
+        .outages
+        .iter()
+        .filter(|o| o.lost_writes.is_none())
+        .map(|o| match o.end_unix {
+            None => format!("outage {} still open at the end", o.index),
+            Some(_) => format!("outage {} not verified", o.index),
+        })
+        .collect();
+    let lost_value = if checked == 0 && !unverified.is_empty() {
+        "unverified".to_string()
+    } else {
+        group(s.lost_writes)
+    };
+    let mut lost_detail = format!(
+        "{} acknowledged writes checked on the new primary",
+        group(checked)
+    );
+    if !unverified.is_empty() {
+        lost_detail.push_str(&format!("; {}", unverified.join(", ")));
+    }
     let lost_class = if s.lost_writes > 0 {
         "bad"
     } else if s.outages.iter().any(|o| o.lost_writes.is_none()) {
@@ -138,8 +161,7 @@ fn headline(r: &Report) -> Markup {
         (banner)
         div.cards {
             (rto_card(r))
-            (card(lost_class, "Acknowledged writes lost", &group(s.lost_writes),
-                &format!("{} acknowledged writes checked on the new primary", group(checked))))
+            (card(lost_class, "Acknowledged writes lost", &lost_value, &lost_detail))
             (card(if unresolved > 0 { "warn" } else { "ok" },
                 "Unknown outcomes (sent, never answered)", &group(s.unknown_outcome_writes),
                 &format!("{} on the new primary, {} not on it, {} unresolved",
@@ -172,7 +194,19 @@ fn rto_card(r: &Report) -> Markup {
 }
 
 /// The figures timed from each trigger of a drill.
-pub(crate) fn drill_table(d: &DrillReport, dated: bool) -> Markup {
+pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool) -> Markup {
+    // What the first write after each trigger reached: a restart in place is not a new primary.
+    let reached = |outage: Option<usize>| {
+        outages
+            .iter()
+            .find(|o| Some(o.index) == outage)
+            .and_then(|o| {
+                Some(Identity::change_word(
+                    o.identity_before.as_ref()?,
+                    o.identity_after.as_ref()?,
+                ))
+            })
+    };
     html! {
         section {
             h2 { "Failover triggers" }
@@ -184,7 +218,7 @@ pub(crate) fn drill_table(d: &DrillReport, dated: bool) -> Markup {
             table {
                 tr {
                     th { "#" } th { "started" } th { "outcome" } th { "ran" }
-                    th { "first failed write" } th { "first write on the new primary" }
+                    th { "first failed write" } th { "first write after it" }
                     th { "writes unavailable" } th { "lost" }
                 }
                 @for t in &d.triggers {
@@ -195,7 +229,10 @@ pub(crate) fn drill_table(d: &DrillReport, dated: bool) -> Markup {
                         td { (t.outcome.label()) }
                         td { (fmt_secs(t.duration_seconds)) }
                         td { (opt_secs(f.and_then(|f| f.trigger_to_first_failed_write_seconds))) }
-                        td { (opt_secs(f.and_then(|f| f.trigger_to_new_primary_write_seconds))) }
+                        td {
+                            (opt_secs(f.and_then(|f| f.trigger_to_new_primary_write_seconds)))
+                            @if let Some(word) = reached(f.and_then(|f| f.outage)) { " (" (word) ")" }
+                        }
                         td { (opt_secs(f.and_then(|f| f.write_unavailable_seconds))) }
                         td { (opt_group(f.and_then(|f| f.lost_writes), "–")) }
                     }
@@ -244,7 +281,12 @@ fn outages_table(r: &Report, dated: bool) -> Markup {
                                 (opt_group(o.unknown_outcome_committed, "-")) " / "
                                 (opt_group(o.unknown_outcome_not_committed, "-"))
                             }
-                            td { span.nw { (id(&o.identity_before)) } " → " span.nw { (id(&o.identity_after)) } }
+                            td {
+                                span.nw { (id(&o.identity_before)) } " → " span.nw { (id(&o.identity_after)) }
+                                @if let (Some(b), Some(a)) = (&o.identity_before, &o.identity_after) {
+                                    br; small { (Identity::change_word(b, a)) }
+                                }
+                            }
                         }
                     }
                 }

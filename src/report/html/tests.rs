@@ -381,6 +381,37 @@ fn the_headline_judges_rto_lost_writes_and_unknown_outcomes() {
 }
 
 #[test]
+fn an_open_outage_checked_nothing_and_a_restart_is_not_a_new_primary() {
+    let r = drill(600, 120);
+    let html = render_30(&r);
+    assert!(
+        html.contains("new primary"),
+        "a failover reached another server"
+    );
+    assert!(!html.contains("unverified"));
+
+    // Still open at the end of the run: nothing was checked, so nothing is claimed.
+    let mut open = r.clone();
+    let o = &mut open.outages[0];
+    (o.end_unix, o.checked_writes, o.lost_writes) = (None, None, None);
+    let html = render_30(&open);
+    assert!(html.contains(">unverified<"), "the lost-writes card");
+    assert!(html.contains(
+        "0 acknowledged writes checked on the new primary; outage 1 still open at the end"
+    ));
+
+    // The same cluster and timeline with a new postmaster: a restart in place.
+    let mut restart = r.clone();
+    let o = &mut restart.outages[0];
+    o.identity_after = o.identity_before.clone().map(|mut i| {
+        i.postmaster_start = Some("2026-11-27 09:00:00+00".into());
+        i
+    });
+    let html = render_30(&restart);
+    assert!(html.contains("<small>same primary, restarted in place</small>"));
+}
+
+#[test]
 fn every_event_gets_a_marker_and_the_outage_is_shaded() {
     let r = drill(600, 120);
     let html = render_30(&r);
