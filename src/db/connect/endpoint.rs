@@ -20,25 +20,30 @@ impl EndpointState {
 
     /// A first attempt of a connect: any number on a healthy endpoint; on a failing one,
     /// once the backoff is over, as one more attempt beside those pending (other connects'
-    /// races keep one starting every [`STAGGER`] when this one stops joining), or alone on a
-    /// server found silent.
+    /// races keep one starting every [`STAGGER`] when this one stops joining).
     pub(super) fn eligible(&self, now: Instant, max: u32) -> bool {
-        self.failures == 0
-            || (now >= self.retry_at
-                && if self.declared_silent {
-                    self.pending == 0
-                } else {
-                    self.may_join(now, max)
-                })
+        self.failures == 0 || self.may_join(now, max)
     }
 
     /// One more attempt beside those pending: not while backing off, at most one per
-    /// [`STAGGER`], at most `max` at once.
+    /// [`STAGGER`], at most [`EndpointState::cap`] at once.
     pub(super) fn may_join(&self, now: Instant, max: u32) -> bool {
-        !self.declared_silent
-            && now >= self.retry_at
-            && self.pending < max
+        now >= self.retry_at
+            && self.pending < self.cap(max)
             && self.last_start.is_none_or(|t| now >= t + STAGGER)
+    }
+
+    /// Attempts that may be pending at once: `max`, or a few on a server found silent.
+    /// A few, not one: the address may be a proxy (HAProxy, PgBouncer, a moved DNS name)
+    /// whose next connection reaches another, answering server, as a fresh client's
+    /// would; not `max`: a frozen host keeps every attempt in its listen backlog and would
+    /// take them all at once on thaw.
+    pub(super) fn cap(&self, max: u32) -> u32 {
+        if self.declared_silent {
+            max.min(SILENT_MAX_PENDING)
+        } else {
+            max
+        }
     }
 
     /// A fast failure (refused) backs off; a slow one (a timeout) is followed at once, so

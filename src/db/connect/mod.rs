@@ -66,6 +66,8 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_
 pub const STAGGER: Duration = Duration::from_millis(100);
 /// Parallel attempts per endpoint: enough to cover one connect timeout at [`STAGGER`].
 const MAX_PENDING: u32 = 32;
+/// Parallel attempts on an endpoint whose server was found silent.
+const SILENT_MAX_PENDING: u32 = 3;
 /// A host that answers but cannot take writes yet (a standby, a server starting up) is
 /// what a failover passes through: check it often (at most 50 ms apart) so promotion is
 /// seen quickly.
@@ -113,8 +115,8 @@ struct EndpointState {
     check_running: bool,
     /// The last liveness check that the server answered.
     answered_at: Option<Instant>,
-    /// A liveness check found the server silent (a frozen host): attempts wait in its
-    /// listen backlog, so one at a time is enough, and a crowd would stampede it on thaw.
+    /// A liveness check found the server silent (a frozen host, or a proxy's backend):
+    /// fewer attempts at once ([`EndpointState::cap`]).
     declared_silent: bool,
 }
 
@@ -342,13 +344,7 @@ impl Connector {
         self.lock()
             .values()
             .filter(|s| s.failures > 0)
-            .filter(|s| {
-                if s.declared_silent {
-                    s.pending == 0
-                } else {
-                    s.pending < self.max_pending
-                }
-            })
+            .filter(|s| s.pending < s.cap(self.max_pending))
             .map(|s| match s.last_start {
                 Some(t) if s.pending > 0 => s.retry_at.max(t + STAGGER),
                 _ => s.retry_at,
