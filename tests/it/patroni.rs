@@ -173,10 +173,14 @@ fn assert_agree(measured: &[Measured]) {
 // Before connection attempts raced (issue 18 item 1), pgdrill − probe was +0.21…+1.54 s here
 // (--connect-timeout 500ms: −0.14…+0.69 s); leader killed +0.08…+0.66 s, frozen +0.11…+0.51 s.
 // With the race, killed and frozen agree within 0.15 s (below), and so do about half of the
-// switchovers: the others still read 0.4–1.5 s more than the probe (measured over three runs
-// of this file), so this one is not part of the suite until that is found and fixed.
+// switchovers. The others read 0.5–1.5 s more than the probe. Seen with
+// PGDRILL_TEST_LOG=info,pgdrill::db=debug (one line per connection attempt): pgdrill's attempts
+// start every ~100 ms for the first ~1.2 s of the outage, all hang on the demoted node, and then
+// none starts for ~1 s while the probe's attempts already reach the new primary. Jittering both
+// cadences (they could phase-lock in HAProxy's round robin) did not change that; the pause is
+// not yet explained, so this drill stays out of the suite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 18: about half of the switchovers through HAProxy still read 0.4-1.5 s more than the probe"]
+#[ignore = "issue 18: about half of the switchovers through HAProxy still read 0.5-1.5 s more than the probe"]
 async fn switchover_through_haproxy() {
     let mut cluster = PatroniCluster::start().await;
     let first = drill(&mut cluster, Via::HaProxy, Failure::Switchover, &[]).await;

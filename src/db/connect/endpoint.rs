@@ -25,12 +25,13 @@ impl EndpointState {
         self.failures == 0 || self.may_join(now, max)
     }
 
-    /// One more attempt beside those pending: not while backing off, at most one per
-    /// [`STAGGER`], at most [`EndpointState::cap`] at once.
+    /// One more attempt beside those pending: not while backing off, not within half a
+    /// [`STAGGER`] of the last (races join at a jittered [`STAGGER`]), at most
+    /// [`EndpointState::cap`] at once.
     pub(super) fn may_join(&self, now: Instant, max: u32) -> bool {
         now >= self.retry_at
             && self.pending < self.cap(max)
-            && self.last_start.is_none_or(|t| now >= t + STAGGER)
+            && self.last_start.is_none_or(|t| now >= t + STAGGER / 2)
     }
 
     /// Attempts that may be pending at once: `max`, or a few on a server found silent.

@@ -391,10 +391,13 @@ impl Connector {
         loop {
             let now = Instant::now();
             let joining = now < started + self.timeout;
+            // Jittered (±50 %) so that attempts do not phase-lock with other periodic
+            // clients in a proxy's round robin (always drawing the same backend).
+            let stagger = STAGGER.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.5..1.5));
             let next_join = if hurry {
-                now + STAGGER
+                now + stagger
             } else {
-                (now + STAGGER).max(started + SUSPECT_AFTER)
+                (now + stagger).max(started + SUSPECT_AFTER)
             };
             tokio::select! {
                 Some((i, began, result)) = futures_util::StreamExt::next(&mut pending) => {
@@ -490,6 +493,7 @@ impl Connector {
         Fut: Future<Output = Result<T, ConnectError>>,
     {
         self.metrics.connection_attempts.inc();
+        let began = Instant::now();
         // Aborts the connection's task unless the attempt succeeds: on a timeout, an error,
         // or when the attempt is dropped because another one won the race.
         let mut driver = DriverGuard(None);
@@ -505,9 +509,20 @@ impl Connector {
             .abort_handle();
             driver.0 = Some(handle.clone());
             let value = establish(client, endpoint.clone()).await?;
-            Ok((value, handle))
+            Ok::<_, ConnectError>((value, handle))
         })
         .await;
+        // Each attempt, for tracing how a connect found its server (RUST_LOG=pgdrill::db=debug).
+        tracing::debug!(
+            server = %endpoint,
+            ms = began.elapsed().as_millis() as u64,
+            result = match &result {
+                Ok(Ok(_)) => "connected",
+                Ok(Err(err)) => err.class.as_str(),
+                Err(_) => "timeout",
+            },
+            "connection attempt"
+        );
         match result {
             Ok(Ok(won)) => {
                 driver.0 = None;

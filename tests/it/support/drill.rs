@@ -38,7 +38,11 @@ impl Drill {
             .unwrap_or_else(|e| panic!("{e}"));
         // Through libtest's capture: shown for a failing test, quiet for a passing one.
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("info,tokio_postgres=warn")
+            // PGDRILL_TEST_LOG (RUST_LOG syntax) to look closer, e.g. pgdrill::db=debug.
+            .with_env_filter(
+                std::env::var("PGDRILL_TEST_LOG")
+                    .unwrap_or_else(|_| "info,tokio_postgres=warn".to_string()),
+            )
             .with_test_writer()
             .try_init();
         let stop = CancellationToken::new();

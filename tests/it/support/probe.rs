@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Tasks, started a third of a period apart: one success every ~33 ms while all is well.
@@ -93,22 +93,27 @@ impl Probe {
     }
 }
 
-/// One task: an attempt every [`PERIOD`] from `first`; returns (attempts, success times).
+/// One task: an attempt every [`PERIOD`] on average from `first`, each interval jittered
+/// by ±50 % (a strict cadence phase-locks with other periodic clients in a proxy's
+/// round robin: behind HAProxy one client then always drew the demoted node); returns
+/// (attempts, success times).
 async fn run_task(
     hosts: Vec<tokio_postgres::Config>,
     task: i32,
     first: Instant,
     stop: CancellationToken,
 ) -> (u64, Vec<Instant>) {
-    let mut tick = tokio::time::interval_at(first, PERIOD);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let next = tokio::time::sleep_until(first);
+    tokio::pin!(next);
     let mut pending = JoinSet::new();
     let mut attempts = 0;
     let mut acks = Vec::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {
+            () = &mut next => {
+                let jitter = rand::random_range(0.5..1.5);
+                next.as_mut().reset(Instant::now() + PERIOD.mul_f64(jitter));
                 attempts += 1;
                 pending.spawn(attempt(hosts.clone(), task));
             }
