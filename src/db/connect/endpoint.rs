@@ -25,13 +25,15 @@ impl EndpointState {
         self.failures == 0 || self.may_join(now, max)
     }
 
-    /// One more attempt beside those pending: not while backing off, not within half a
-    /// [`STAGGER`] of the last (races join at a jittered [`STAGGER`]), at most
-    /// [`EndpointState::cap`] at once.
+    /// One more attempt beside those pending: not while backing off, not within
+    /// [`MIN_SPACING`] of the last, at most [`EndpointState::cap`] at once.
     pub(super) fn may_join(&self, now: Instant, max: u32) -> bool {
         now >= self.retry_at
             && self.pending < self.cap(max)
-            && self.last_start.is_none_or(|t| now >= t + STAGGER / 2)
+            // The spacing applies beside pending attempts only: with none pending the
+            // backoff alone decides (and a waiting connect's wake-up, `next_retry`, agrees,
+            // instead of spinning until a spacing it does not know of has passed).
+            && (self.pending == 0 || self.last_start.is_none_or(|t| now >= t + MIN_SPACING))
     }
 
     /// Attempts that may be pending at once: `max`, or a few on a server found silent.

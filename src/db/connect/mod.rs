@@ -64,8 +64,16 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_
 /// While attempts on an endpoint are pending, another starts this often (a fresh client's
 /// cadence); an attempt that failed after longer than this failed slowly: no backoff.
 pub const STAGGER: Duration = Duration::from_millis(100);
-/// Parallel attempts per endpoint: enough to cover one connect timeout at [`STAGGER`].
-const MAX_PENDING: u32 = 32;
+/// Parallel attempts per endpoint: three connect timeouts' worth at [`STAGGER`] (several
+/// connects race, together up to one attempt per [`MIN_SPACING`]), at most this. Behind a proxy that sends
+/// new connections to a hung node for a while, a bound of one timeout's worth was reached
+/// before the proxy turned to the new primary, and pgdrill then waited for the hung
+/// attempts to time out while a fresh client was already writing.
+const MAX_PENDING: u32 = 64;
+/// The least time between two attempts on one endpoint while others are pending: each
+/// race joins every [`STAGGER`] (jittered), and the races of several connects together
+/// start at most ~30 attempts a second, as three fresh clients polling every 100 ms would.
+const MIN_SPACING: Duration = Duration::from_millis(33);
 /// Parallel attempts on an endpoint whose server was found silent.
 const SILENT_MAX_PENDING: u32 = 3;
 /// A host that answers but cannot take writes yet (a standby, a server starting up) is
@@ -238,8 +246,8 @@ impl Connector {
             tls,
             metrics,
             endpoints: Mutex::new(HashMap::new()),
-            max_pending: (timeout.as_millis() / STAGGER.as_millis()).clamp(1, MAX_PENDING as u128)
-                as u32,
+            max_pending: (3 * timeout.as_millis() / STAGGER.as_millis() + 1)
+                .clamp(2, MAX_PENDING as u128) as u32,
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -346,7 +354,7 @@ impl Connector {
             .filter(|s| s.failures > 0)
             .filter(|s| s.pending < s.cap(self.max_pending))
             .map(|s| match s.last_start {
-                Some(t) if s.pending > 0 => s.retry_at.max(t + STAGGER),
+                Some(t) if s.pending > 0 => s.retry_at.max(t + MIN_SPACING),
                 _ => s.retry_at,
             })
             .min()

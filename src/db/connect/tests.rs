@@ -80,7 +80,7 @@ async fn a_slow_attempt_does_not_hold_back_the_next() {
     // up to the bound.
     slow.pending = 1;
     slow.last_start = Some(later);
-    assert!(!slow.eligible(later, 4), "at most one per half STAGGER");
+    assert!(!slow.eligible(later, 4), "spaced");
     assert!(slow.eligible(later + STAGGER, 4));
     assert!(!slow.may_join(later, 4));
     assert!(slow.may_join(later + STAGGER, 4));
