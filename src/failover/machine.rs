@@ -57,13 +57,22 @@ pub struct Events {
     /// outage reports the failures that led into it too (bit per class).
     classes: u32,
     in_outage: bool,
+    /// The first failed write of the outage in progress, when a failure started it.
+    outage_failure: Option<Instant>,
     first_success_in_outage: Option<Instant>,
 }
 
 impl Events {
-    /// Returns whether this success ends an outage (worth a look at once).
-    pub fn success(&mut self, at: Instant) -> bool {
+    /// A write sent at `sent` was acknowledged at `at`. Returns whether this success ends
+    /// an outage (worth a look at once).
+    pub fn success(&mut self, sent: Instant, at: Instant) -> bool {
         self.successes += 1;
+        // Sent before the outage's first failed write and acknowledged after it: a straggler
+        // of the server going away (a commit finishing during a fast shutdown). It does not
+        // show that a new write could succeed, so it neither ends the outage nor splits it.
+        if self.in_outage && self.outage_failure.is_some_and(|f| sent < f) {
+            return false;
+        }
         if self.last_success.is_none_or(|l| at > l) {
             self.last_success = Some(at);
         }
@@ -126,8 +135,8 @@ impl Detector {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn success(&self, at: Instant) {
-        if self.events.lock().success(at) {
+    pub fn success(&self, sent: Instant, at: Instant) {
+        if self.events.lock().success(sent, at) {
             self.news.notify_one();
         }
     }
@@ -307,6 +316,7 @@ impl Machine {
             return;
         };
         ev.in_outage = false;
+        ev.outage_failure = None;
         let start = self.outage_start.take().unwrap_or(end);
         let classes = ErrorClass::ALL
             .into_iter()
@@ -344,6 +354,7 @@ impl Machine {
             .unwrap_or(0.0);
         self.outage_start = Some(start);
         ev.in_outage = true;
+        ev.outage_failure = failed.filter(|f| *f >= reference);
         ev.first_success_in_outage = None;
         self.recovered_at = None;
         out.push(Transition::OutageStarted { start });
@@ -414,7 +425,7 @@ mod tests {
         for i in 0..ms {
             let t = from + Duration::from_millis(i);
             let _news = match outcome(i) {
-                None => ev.success(t),
+                None => ev.success(t, t),
                 Some(c) => ev.failure(t, c),
             };
             if i % 10 == 9 {
@@ -428,7 +439,7 @@ mod tests {
     async fn a_healthy_machine_looks_only_when_something_can_change() {
         let (mut m, mut ev, t0) = machine(1000.0);
         let now = t0 + Duration::from_millis(500);
-        ev.success(now);
+        ev.success(now, now);
         m.tick(now, &mut ev, 0);
         // Nothing in flight: the idle look only.
         assert_eq!(m.next_look(now, &ev, 0), now + IDLE_LOOK);
@@ -440,11 +451,38 @@ mod tests {
         assert!(!ev.failure(later, ErrorClass::ConnectRefused));
         assert_eq!(m.next_look(later, &ev, 3), later + TICK);
         // A single failure between two rare looks still makes it degraded.
-        ev.success(later + Duration::from_millis(1));
+        let after = later + Duration::from_millis(1);
+        ev.success(after, after);
         let look = now + IDLE_LOOK;
         m.tick(look, &mut ev, 0);
         assert_eq!(m.state(), FailoverState::Degraded);
         assert_eq!(m.next_look(look, &ev, 0), look + TICK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_straggler_sent_before_the_first_failure_does_not_end_the_outage() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        let fail = t0 + Duration::from_millis(1000);
+        ev.failure(fail, ErrorClass::AdminShutdown);
+        let detected = fail + Duration::from_millis(250);
+        m.tick(detected, &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Outage);
+        // A commit sent before the shutdown began, answered during it: not the end.
+        let straggler = detected + Duration::from_millis(5);
+        assert!(!ev.success(fail - Duration::from_millis(2), straggler));
+        m.tick(straggler + TICK, &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Outage);
+        // A write sent after the first failure and acknowledged: the outage ends, dated then.
+        let back = straggler + Duration::from_secs(3);
+        assert!(ev.success(back - Duration::from_millis(1), back));
+        let out = m.tick(back + TICK, &mut ev, 4);
+        assert!(
+            out.iter()
+                .any(|t| matches!(t, Transition::OutageEnded { start, end, .. }
+            if *start == fail && *end == back)),
+            "{out:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -296,7 +296,7 @@ mod tests {
         let end = Instant::now() + span;
         while Instant::now() < end {
             match fail {
-                None => detector.success(Instant::now()),
+                None => detector.success(Instant::now(), Instant::now()),
                 Some(class) => detector.failure(Instant::now(), class),
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

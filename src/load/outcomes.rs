@@ -190,7 +190,7 @@ impl LaneOutcomes {
             o.metrics.last_success_timestamp.set(now.as_secs_f64());
         }
         self.latency.lock().record(latency, service);
-        o.detector.success(done);
+        o.detector.success(sent, done);
         o.identity.acknowledged(done);
         o.ledger.lock().ack(job.seq, id, done);
         if let Some(fatal) = &o.fatal {
