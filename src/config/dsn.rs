@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::Config as PgConfig;
 
 use crate::db::tls::{RootCert, SslMode, TlsSettings};
@@ -380,10 +380,13 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
         pg.get_dbname().unwrap_or("")
     );
     if hosts.len() > 1 {
-        out.push_str(&format!(
-            " target_session_attrs={:?}",
-            pg.get_target_session_attrs()
-        ));
+        // libpq's words, as the user wrote them.
+        let attrs = match pg.get_target_session_attrs() {
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::ReadOnly => "read-only",
+            _ => "any",
+        };
+        out.push_str(&format!(" target_session_attrs={attrs}"));
     }
     if pg.get_password().is_some() {
         out.push_str(" password=REDACTED");
@@ -454,6 +457,12 @@ mod tests {
         .unwrap();
         assert_eq!(t.hosts, vec!["a:5432", "b:5433"]);
         assert!(!format!("{t:?}").contains("s3cret"));
+        // libpq's words in the startup line, not Rust's (`ReadWrite`).
+        assert!(
+            t.redacted.contains("target_session_attrs=read-write"),
+            "{}",
+            t.redacted
+        );
     }
 
     #[test]

@@ -41,8 +41,8 @@ impl Connector {
                 Ok(Err(err)) => return Err(format!("could not resolve {name}: {err}")),
                 Err(_) => {
                     return Err(format!(
-                        "could not resolve {name}: no answer within {:?}",
-                        self.timeout
+                        "could not resolve {name}: no answer within {}",
+                        humantime::format_duration(self.timeout)
                     ))
                 }
             }

@@ -88,8 +88,9 @@ impl Silence {
                     .inc(ErrorClass::ConnectTimeout);
                 let message = format!(
                     "{}: writes unanswered for {SUSPECT_AFTER:?} and a new connection not \
-                     answered within {:?}",
-                    self.endpoint, connector.timeout
+                     answered within {}",
+                    self.endpoint,
+                    humantime::format_duration(connector.timeout)
                 );
                 tracing::warn!(
                     server = %self.endpoint,
