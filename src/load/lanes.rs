@@ -11,7 +11,7 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::connect::SUSPECT_AFTER;
+use crate::db::connect::{STAGGER, SUSPECT_AFTER};
 use crate::db::pool::{Conn, DbPool};
 use crate::db::table::{Row, Workload};
 use crate::error::ErrorClass;
@@ -203,8 +203,13 @@ pub async fn lane(
                     sqlstate: err.sqlstate,
                 };
                 report.failed(first, started, &failure);
-                failures += 1;
-                tokio::time::sleep(BACKOFF.jittered(failures, &mut rng)).await;
+                // A slow failure (the connect timed out) is followed at once, as the
+                // connector's own endpoints are: a pause here would leave a gap in which no
+                // attempt runs, longer than a fresh client's.
+                if started.elapsed() < STAGGER {
+                    failures += 1;
+                    tokio::time::sleep(BACKOFF.jittered(failures, &mut rng)).await;
+                }
                 continue;
             }
         };

@@ -364,8 +364,9 @@ impl Connector {
     /// pending, another starts every [`STAGGER`] (once the race is [`SUSPECT_AFTER`] old,
     /// or at once if the first endpoint is failing) on the next candidate that may take
     /// one, cycling (behind a proxy the same address again, as a fresh client would), for
-    /// one connect timeout at most; the first to connect wins and the others are dropped,
-    /// closing their sockets. Fails when every attempt has failed and no new one may start.
+    /// one connect timeout; the first to connect wins and the others are dropped, closing their
+    /// sockets. Fails when every attempt has failed and no new one may start, or at the first
+    /// failure after that timeout (dropping those still pending).
     async fn race<'a, T, E, Fut>(
         &'a self,
         candidates: &'a [(Endpoint, Config)],
@@ -417,7 +418,15 @@ impl Connector {
                             self.abandoned(candidates, &live, i, fails);
                             return Ok((value, driver, token, i));
                         }
-                        Err(err) if live.is_empty() => return Err(err),
+                        // Past the join window, the first failure ends the race and the
+                        // attempts still pending are closed: the caller's next race starts at
+                        // once. Waiting for them to time out left up to a connect timeout with
+                        // no attempt starting (every lane's race had stopped joining) while a
+                        // fresh client, behind a proxy that had just turned to the new
+                        // primary, was already writing.
+                        Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
+                            return Err(err)
+                        }
                         Err(_) => {}
                     }
                 },
@@ -456,9 +465,9 @@ impl Connector {
             let err = fails.failure(
                 ErrorClass::ConnectTimeout,
                 format!(
-                    "{endpoint}: no answer within {:?} while {} answered; trying it again \
+                    "{endpoint}: no answer within {:.3}s while {} answered; trying it again \
                      after the connect timeout",
-                    now.saturating_duration_since(*began),
+                    now.saturating_duration_since(*began).as_secs_f64(),
                     candidates[won].0
                 ),
             );
@@ -540,9 +549,9 @@ impl Connector {
             Err(_) => Err(fails.failure(
                 ErrorClass::ConnectTimeout,
                 format!(
-                    "{endpoint}: not connected within {:?} (TCP, TLS, startup, \
+                    "{endpoint}: not connected within {} (TCP, TLS, startup, \
                          authentication and identity probe); trying the next host",
-                    self.timeout
+                    humantime::format_duration(self.timeout)
                 ),
             )),
         }
