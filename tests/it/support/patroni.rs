@@ -489,7 +489,19 @@ impl Drop for PatroniCluster {
     /// a stopped process), then HAProxy and etcd; reap our children; the directory goes last.
     fn drop(&mut self) {
         if std::thread::panicking() {
-            println!("patroni cluster logs:\n{}", self.log_tails());
+            // To a file, so that the failure message stays the last thing the test printed
+            // (CI shows the tail of the output).
+            let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "patroni-{}.log",
+                self.dir
+                    .path()
+                    .file_name()
+                    .map_or_else(|| "cluster".into(), |n| n.to_string_lossy())
+            ));
+            match std::fs::write(&path, self.log_tails()) {
+                Ok(()) => println!("patroni cluster logs: {}", path.display()),
+                Err(_) => println!("patroni cluster logs:\n{}", self.log_tails()),
+            }
         }
         for m in &mut self.members {
             if let Some(mut p) = m.patroni.take() {

@@ -4,14 +4,17 @@
 //! earlier ones have finished (each bounded), so a connection that hangs delays nobody else;
 //! the longest gap between successful inserts is the service's unavailability.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Tasks, started a third of a period apart: one success every ~33 ms while all is well.
-const TASKS: u32 = 3;
+/// Tasks, started a sixth of a period apart: one success every ~17 ms while all is well. A
+/// probe's gap is its outage plus up to one spacing on either side (the last success before
+/// may come well before the outage began); with three tasks that alone read up to 0.15 s
+/// more than pgdrill's own figure at 500 writes/s.
+const TASKS: u32 = 6;
 const PERIOD: Duration = Duration::from_millis(100);
 /// Like libpq's `connect_timeout`: a bound on establishing the connection to one host (TCP,
 /// startup, authentication, the read-write check), after which a multi-host DSN moves on.
@@ -26,11 +29,22 @@ const TABLE: &str = "pgdrill_probe";
 pub struct Probe {
     stop: CancellationToken,
     started: Instant,
-    tasks: Vec<JoinHandle<(u64, Vec<Instant>)>>,
+    wall: SystemTime,
+    /// The probe's own thread and runtime: pgdrill runs in the test's runtime, and its burst
+    /// of queued writes after an outage delayed the probe's own successes there by 0.3 s.
+    thread: std::thread::JoinHandle<Vec<Attempt>>,
+}
+
+/// One attempt: when it began and ended, and how.
+#[derive(Debug, Clone)]
+struct Attempt {
+    began: Instant,
+    ended: Instant,
+    outcome: Result<(), String>,
 }
 
 /// What the probe saw.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProbeReport {
     pub attempts: u64,
     pub successes: usize,
@@ -38,6 +52,9 @@ pub struct ProbeReport {
     pub longest_gap: f64,
     /// When that gap began, in seconds since the probe started.
     pub gap_began: f64,
+    /// The attempts that ended within that gap (and the two successes around it), one line
+    /// each with wall-clock times, to compare with pgdrill's log when the figures disagree.
+    pub around_gap: Vec<String>,
 }
 
 impl Probe {
@@ -55,77 +72,116 @@ impl Probe {
         let hosts = per_host(dsn);
         let stop = CancellationToken::new();
         let started = Instant::now();
-        let tasks = (0..TASKS)
-            .map(|t| {
-                let first = started + PERIOD * t / TASKS;
-                tokio::spawn(run_task(hosts.clone(), t as i32, first, stop.clone()))
+        let task_stop = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("probe runtime");
+            runtime.block_on(async move {
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let first = started + PERIOD * t / TASKS;
+                        tokio::spawn(run_task(hosts.clone(), t as i32, first, task_stop.clone()))
+                    })
+                    .collect();
+                let mut all = Vec::new();
+                for task in tasks {
+                    all.append(&mut task.await.expect("probe task does not panic"));
+                }
+                all
             })
-            .collect();
+        });
         Probe {
             stop,
             started,
-            tasks,
+            wall: SystemTime::now(),
+            thread,
         }
     }
 
     /// Stops the tasks (attempts still pending are dropped) and reports.
     pub async fn stop(self) -> ProbeReport {
         self.stop.cancel();
-        let mut attempts = 0;
-        let mut acks = Vec::new();
-        for task in self.tasks {
-            let (n, mut a) = task.await.expect("probe task does not panic");
-            attempts += n;
-            acks.append(&mut a);
-        }
-        acks.sort();
+        let thread = self.thread;
+        let mut all = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("joining the probe thread")
+            .expect("probe thread does not panic");
+        all.sort_by_key(|a| a.ended);
+        let acks: Vec<Instant> = all
+            .iter()
+            .filter(|a| a.outcome.is_ok())
+            .map(|a| a.ended)
+            .collect();
         let (gap, began) = acks
             .windows(2)
             .map(|w| (w[1] - w[0], w[0]))
             .max_by_key(|(gap, _)| *gap)
             .unwrap_or((Duration::ZERO, self.started));
+        let wall = |at: Instant| {
+            humantime::format_rfc3339_millis(self.wall + at.saturating_duration_since(self.started))
+        };
+        let around_gap = all
+            .iter()
+            .filter(|a| a.ended >= began && a.ended <= began + gap)
+            .map(|a| {
+                format!(
+                    "probe attempt {} -> {}: {}",
+                    wall(a.began),
+                    wall(a.ended),
+                    a.outcome
+                        .as_ref()
+                        .map_or_else(|e| e.as_str(), |()| "inserted")
+                )
+            })
+            .collect();
         ProbeReport {
-            attempts,
+            attempts: all.len() as u64,
             successes: acks.len(),
             longest_gap: gap.as_secs_f64(),
             gap_began: (began - self.started).as_secs_f64(),
+            around_gap,
         }
     }
 }
 
 /// One task: an attempt every [`PERIOD`] on average from `first`, each interval jittered
 /// by ±50 % (a strict cadence phase-locks with other periodic clients in a proxy's
-/// round robin: behind HAProxy one client then always drew the demoted node); returns
-/// (attempts, success times).
+/// round robin: behind HAProxy one client then always drew the demoted node); returns the
+/// attempts that ended.
 async fn run_task(
     hosts: Vec<tokio_postgres::Config>,
     task: i32,
     first: Instant,
     stop: CancellationToken,
-) -> (u64, Vec<Instant>) {
+) -> Vec<Attempt> {
     let next = tokio::time::sleep_until(first);
     tokio::pin!(next);
     let mut pending = JoinSet::new();
-    let mut attempts = 0;
-    let mut acks = Vec::new();
+    let mut done = Vec::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             () = &mut next => {
                 let jitter = rand::random_range(0.5..1.5);
                 next.as_mut().reset(Instant::now() + PERIOD.mul_f64(jitter));
-                attempts += 1;
-                pending.spawn(attempt(hosts.clone(), task));
+                let hosts = hosts.clone();
+                pending.spawn(async move {
+                    let began = Instant::now();
+                    let outcome = attempt(hosts, task).await;
+                    Attempt { began, ended: Instant::now(), outcome }
+                });
             }
-            Some(done) = pending.join_next(), if !pending.is_empty() => {
-                if let Ok(Some(at)) = done {
-                    acks.push(at);
+            Some(ended) = pending.join_next(), if !pending.is_empty() => {
+                if let Ok(a) = ended {
+                    done.push(a);
                 }
             }
         }
     }
     pending.abort_all();
-    (attempts, acks)
+    done
 }
 
 /// One single-host configuration per host of `dsn`, in order, each with the DSN's user,
@@ -164,21 +220,34 @@ fn per_host(dsn: &str) -> Vec<tokio_postgres::Config> {
 }
 
 /// A fresh connection (each host in turn, each bounded by [`CONNECT_TIMEOUT`]) and one
-/// INSERT; the time it was acknowledged, or None.
-async fn attempt(hosts: Vec<tokio_postgres::Config>, task: i32) -> Option<Instant> {
+/// INSERT; Ok once it is acknowledged, or why not (the last host's failure).
+async fn attempt(hosts: Vec<tokio_postgres::Config>, task: i32) -> Result<(), String> {
+    let mut why = "no host".to_string();
     for config in &hosts {
-        let Ok(Ok((client, conn))) =
-            tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls)).await
-        else {
-            continue;
+        let (client, conn) = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            config.connect(tokio_postgres::NoTls),
+        )
+        .await
+        {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                why = format!("connect: {e}");
+                continue;
+            }
+            Err(_) => {
+                why = "connect: timed out".to_string();
+                continue;
+            }
         };
         // Bounded: a connection to a server that froze after the insert must not linger.
         tokio::spawn(tokio::time::timeout(INSERT_TIMEOUT, conn));
         let sql = format!("INSERT INTO {TABLE} (task) VALUES ($1)");
         return match tokio::time::timeout(INSERT_TIMEOUT, client.execute(&sql, &[&task])).await {
-            Ok(Ok(_)) => Some(Instant::now()),
-            _ => None,
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("insert: {e}")),
+            Err(_) => Err("insert: timed out".to_string()),
         };
     }
-    None
+    Err(why)
 }
