@@ -44,6 +44,8 @@ impl Drill {
                     .unwrap_or_else(|_| "info,tokio_postgres=warn".to_string()),
             )
             .with_test_writer()
+            // Plain text, as pgdrill's own log is when stderr is not a terminal.
+            .with_ansi(false)
             .try_init();
         let stop = CancellationToken::new();
         let task = tokio::spawn(pgdrill::run(config, listener, stop.clone()));

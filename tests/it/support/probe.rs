@@ -19,8 +19,10 @@ const PERIOD: Duration = Duration::from_millis(100);
 /// Like libpq's `connect_timeout`: a bound on establishing the connection to one host (TCP,
 /// startup, authentication, the read-write check), after which a multi-host DSN moves on.
 /// tokio-postgres' own `connect_timeout` covers only the TCP handshake, which a frozen server's
-/// kernel still completes, so the probe bounds each host itself.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// kernel still completes, so the probe bounds each host itself. pgdrill's default (2 s): at
+/// 1 s, connections HAProxy held for longer before passing them to the new primary counted
+/// as failures for the probe and as successes for pgdrill (0.32 s apart).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the INSERT once connected.
 const INSERT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The probe's table, created in the DSN's database if missing.
