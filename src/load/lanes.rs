@@ -19,9 +19,11 @@ use crate::load::outcomes::Job;
 use crate::load::outcomes::{Failure, LaneOutcomes};
 use crate::retry::Backoff;
 
-/// Reconnect backoff: 10–20 ms at first, at most 75–150 ms, short enough to see a
-/// failover end within ~100 ms.
-const BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(150));
+/// Pause after a fast checkout failure: 5–10 ms at first, at most 25–50 ms. Only against
+/// spinning (a password command that fails at once): the connector's own per-address
+/// backoff already spaces attempts on a refusing server, and a longer pause here added to it
+/// (a frozen Patroni leader's replacement through HAProxy seen 0.3 s after a fresh client).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
 
 /// What every lane shares.
 pub struct Shared {
