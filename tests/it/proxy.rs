@@ -315,18 +315,12 @@ async fn proxy_overhead() {
     // `pgdrill proxy` process would; its CPU is that thread's CPU, read from /proc.
     let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let proxy_thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("proxy runtime");
-        rt.block_on(async move {
-            let proxy = Proxy::start(proxy_opts(upstream)).await.expect("proxy");
-            let tid = sys::current_thread_id();
-            let _ = handle_tx.send((proxy, tid));
-            // Keep the runtime (and so the proxy's tasks) alive until told to stop.
-            let _ = stop_rx.await;
-        })
+    let proxy_thread = crate::support::on_own_thread(async move {
+        let proxy = Proxy::start(proxy_opts(upstream)).await.expect("proxy");
+        let tid = sys::current_thread_id();
+        let _ = handle_tx.send((proxy, tid));
+        // Keep the runtime (and so the proxy's tasks) alive until told to stop.
+        let _ = stop_rx.await;
     });
     let (proxy, proxy_tid) = handle_rx.await.expect("proxy handle");
     let proxy_cpu = move || thread_cpu(proxy_tid);

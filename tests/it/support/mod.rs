@@ -17,6 +17,20 @@ use pgdrill_lab::{Lab, LabOptions, Node, ReplicationMode};
 use tokio::time::Instant;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
+/// Runs `work` to completion on its own single-threaded runtime in its own thread, so that
+/// its timing is not disturbed by the test's runtime (the in-process drill's bursts).
+pub fn on_own_thread<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime of its own")
+            .block_on(work)
+    })
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -75,24 +75,18 @@ impl Probe {
         let stop = CancellationToken::new();
         let started = Instant::now();
         let task_stop = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("probe runtime");
-            runtime.block_on(async move {
-                let tasks: Vec<_> = (0..TASKS)
-                    .map(|t| {
-                        let first = started + PERIOD * t / TASKS;
-                        tokio::spawn(run_task(hosts.clone(), t as i32, first, task_stop.clone()))
-                    })
-                    .collect();
-                let mut all = Vec::new();
-                for task in tasks {
-                    all.append(&mut task.await.expect("probe task does not panic"));
-                }
-                all
-            })
+        let thread = super::on_own_thread(async move {
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let first = started + PERIOD * t / TASKS;
+                    tokio::spawn(run_task(hosts.clone(), t as i32, first, task_stop.clone()))
+                })
+                .collect();
+            let mut all = Vec::new();
+            for task in tasks {
+                all.append(&mut task.await.expect("probe task does not panic"));
+            }
+            all
         });
         Probe {
             stop,
