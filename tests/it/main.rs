@@ -1,23 +1,19 @@
 //! One integration-test binary, one module per feature; each drives real servers that
-//! `support` starts.
+//! `support` starts. The features whose tests time outages to a tenth of a second are
+//! under `timed`, run one at a time (`scripts/test`).
 mod browser;
 mod canaries;
 mod cli;
 mod credentials;
 mod docs;
 mod drills;
-mod e2e;
-mod failover;
 mod fleet;
-mod hang;
 mod hardening;
 mod lab;
 mod load;
 mod manifests;
 mod metrics;
 mod outage;
-mod patroni;
-mod pgbouncer;
 mod pipeline;
 mod proxy;
 mod report;
@@ -27,5 +23,6 @@ mod safety;
 mod slo;
 mod support;
 mod targets;
+mod timed;
 mod tls;
 mod webconfig;

@@ -366,10 +366,9 @@ fn run_groups(
 /// until one fails. Only a failed assertion counts, not a file promtool cannot load,
 /// and every catching group must pass against the shipped rules (the split is faithful).
 ///
-/// About a minute of promtool on both cores: `scripts/test` runs it on its own after the
-/// suite, so that it does not starve the timing-sensitive failover tests running beside it.
+/// About a minute of promtool on both cores: it runs with the untimed tests, never beside
+/// those under `timed` (see `scripts/test`).
 #[test]
-#[ignore = "CPU-heavy: scripts/test runs it alone after the suite"]
 fn every_alert_mutation_fails_a_unit_test() {
     // Every alert is mutated at least once.
     for rule in all_rules() {
