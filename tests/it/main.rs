@@ -10,6 +10,7 @@ mod drills;
 mod fleet;
 mod hardening;
 mod lab;
+mod layout;
 mod load;
 mod manifests;
 mod metrics;
