@@ -15,6 +15,7 @@ mod load;
 mod manifests;
 mod metrics;
 mod outage;
+mod pgbouncer;
 mod pipeline;
 mod proxy;
 mod report;
