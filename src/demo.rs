@@ -7,7 +7,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
@@ -68,7 +68,10 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<u8, Strin
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on --listen {}: {e}", args.listen))?;
-    eprintln!("pgdrill demo: starting a local primary and a {mode:?} streaming standby…");
+    eprintln!(
+        "pgdrill demo: starting a local primary and a {} streaming standby…",
+        flag_value(args.replication)
+    );
     let lab = Lab::start(LabOptions {
         standby: Some(mode),
         separate_addresses: hosts.is_some(),
@@ -155,20 +158,24 @@ async fn drill_on(
         Some(hosts) => lab.named_dsn(hosts.name()),
         None => lab.multi_host_dsn(),
     };
-    let name = format!("lab {:?} failover", args.failover).to_lowercase();
+    let name = format!("lab {} failover", flag_value(args.failover));
     let (trigger, mut requests) = InProcessTrigger::new(name);
     let (config, argv) = load_config(dsn, args, total, trigger)?;
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     let flags = crate::config::flags_as_run(&argv, &config.target.redacted);
     let report_path = config.report.clone();
     eprintln!(
-        "pgdrill demo: {} INSERT/s for {:?}, {:?} failover after {:?}; metrics on http://{}/metrics",
-        args.rate, total, args.failover, failover_after, args.listen
+        "pgdrill demo: {} INSERT/s for {}, {} failover after {}; metrics on http://{}/metrics",
+        args.rate,
+        humantime::format_duration(total),
+        flag_value(args.failover),
+        humantime::format_duration(failover_after),
+        listener.local_addr().unwrap_or(args.listen)
     );
     eprintln!(
-        "pgdrill demo: this models {}; --connect-timeout {:?}",
+        "pgdrill demo: this models {}; --connect-timeout {}",
         models(args.failover),
-        config.connect_timeout
+        humantime::format_duration(config.connect_timeout)
     );
 
     let stop = CancellationToken::new();
@@ -183,7 +190,7 @@ async fn drill_on(
         tokio::select! {
             done = &mut load => break done,
             Some(reply) = requests.recv() => {
-                eprintln!("pgdrill demo: failing over now ({:?})", args.failover);
+                eprintln!("pgdrill demo: failing over now ({})", flag_value(args.failover));
                 let answer = match fail(lab, args, hosts).await {
                     Ok(t) => {
                         let line = format!("lab ground truth: {}", t.line);
@@ -353,4 +360,11 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
         summary.unknown_outcome_committed,
         summary.unknown_outcome_not_committed
     );
+}
+
+/// A choice as it is written on the command line (`forced`, not `Forced`).
+fn flag_value(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }

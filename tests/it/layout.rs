@@ -104,7 +104,7 @@ fn imports(module: &[String], text: &str, known: &BTreeSet<Vec<String>>) -> BTre
                 }
             }
             targets.push(path);
-            for t in targets.into_iter().filter_map(|p| resolve(p)) {
+            for t in targets.into_iter().filter_map(&resolve) {
                 // Within one's own subtree or up one's own ancestry: structure, not an import.
                 if !t.starts_with(module) && !module.starts_with(&t) {
                     found.insert(t);
