@@ -11,7 +11,7 @@ use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
-use crate::db::connect::{ConnectError, Connector, Failures, Silence};
+use crate::db::connect::{ConnectError, Connector, Silence};
 use crate::db::credentials::Credentials;
 use crate::db::identity::{self, IdentityTracker};
 use crate::db::table::Workload;
@@ -31,7 +31,9 @@ pub struct Conn {
     pub created: tokio::time::Instant,
     /// Says when this connection's server stopped answering.
     pub silence: Silence,
-    driver: tokio::task::AbortHandle,
+    /// The task driving the connection: aborted to close a connection whose server went
+    /// silent (tokio-postgres would wait for the unanswered requests forever).
+    pub(super) driver: tokio::task::AbortHandle,
 }
 
 impl Drop for Conn {
@@ -137,7 +139,8 @@ impl Manager {
         }
     }
 
-    fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
+    /// A tokio-postgres error from connecting or from the setup queries, classified and counted.
+    pub(super) fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
         let class = classify(&source);
         let message = match source.as_db_error() {
             Some(db) => format!("{}: {}", db.severity(), db.message()),
@@ -155,7 +158,8 @@ impl Manager {
         self.failed(class, message, Some(source))
     }
 
-    fn failed(
+    /// A failure, counted (and logged if it says what to fix).
+    pub(super) fn failed(
         &self,
         class: ErrorClass,
         message: String,
@@ -217,19 +221,7 @@ impl ManageConnection for Manager {
         let password = secret.as_ref().map(|s| s.expose());
         // Host names are resolved again for every connection, so a DNS switch-over
         // (managed services) is followed.
-        let opened = self
-            .connector
-            .connect(password, self, |client, _| self.establish(client))
-            .await?;
-        let (client, insert) = opened.value;
-        Ok(Conn {
-            client,
-            insert,
-            broken: false,
-            created: tokio::time::Instant::now(),
-            silence: opened.silence,
-            driver: opened.driver,
-        })
+        self.connector.connect(password, self).await
     }
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectError> {
@@ -245,20 +237,13 @@ impl ManageConnection for Manager {
     }
 }
 
-impl Failures for Manager {
-    fn query_error(&self, err: tokio_postgres::Error) -> ConnectError {
-        self.fail(err)
-    }
-
-    fn failure(&self, class: ErrorClass, message: String) -> ConnectError {
-        self.failed(class, message, None)
-    }
-}
-
 impl Manager {
     /// What follows the handshake, inside the same per-host connect timeout: the identity
     /// probe (a standby fails the attempt), the table (once), the session settings.
-    async fn establish(&self, client: Client) -> Result<(Client, Option<Statement>), ConnectError> {
+    pub(super) async fn establish(
+        &self,
+        client: Client,
+    ) -> Result<(Client, Option<Statement>), ConnectError> {
         let id = identity::probe(&client).await;
         if id.in_recovery == Some(true) {
             // A standby (behind a proxy that still routes to a demoted node, or a host of a

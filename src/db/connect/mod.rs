@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,10 +32,11 @@ use rand::Rng;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_postgres::config::{Host, LoadBalanceHosts};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::{Client, Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::pool::{Conn, Manager};
 use crate::error::ErrorClass;
 use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
@@ -139,24 +139,6 @@ pub struct ConnectError {
     pub message: String,
     #[source]
     pub source: Option<tokio_postgres::Error>,
-}
-
-/// How a connect attempt's failures are turned into classified, counted errors
-/// (implemented by the pool's manager, which knows credentials and logging).
-pub trait Failures {
-    /// A tokio-postgres error from connecting or from the setup queries.
-    fn query_error(&self, err: tokio_postgres::Error) -> ConnectError;
-    /// A failure pgdrill detected itself.
-    fn failure(&self, class: ErrorClass, message: String) -> ConnectError;
-}
-
-/// An established connection and how to learn that its server went silent.
-pub struct Opened<T> {
-    pub value: T,
-    /// The task driving the connection: abort it to close a connection whose server went
-    /// silent (tokio-postgres would wait for the unanswered requests forever).
-    pub driver: AbortHandle,
-    pub silence: Silence,
 }
 
 /// Connects the libpq way; shared by every connection of the pool.
@@ -266,18 +248,14 @@ impl Connector {
     }
 
     /// Tries the endpoints in DSN order (skipping those backing off) until one both connects
-    /// and passes `establish`, each attempt bounded by the connect timeout; a slow attempt
-    /// is raced by the next ones ([`Connector::race`]).
-    pub async fn connect<T, E, Fut>(
+    /// and passes the manager's setup ([`Manager::establish`]), each attempt bounded by the
+    /// connect timeout; a slow attempt is raced by the next ones ([`Connector::race`]).
+    /// Failures are classified and counted by the manager.
+    pub async fn connect(
         self: &Arc<Self>,
         password: Option<&str>,
-        fails: &impl Failures,
-        establish: E,
-    ) -> Result<Opened<T>, ConnectError>
-    where
-        E: Fn(Client, Endpoint) -> Fut,
-        Fut: Future<Output = Result<T, ConnectError>>,
-    {
+        manager: &Manager,
+    ) -> Result<Conn, ConnectError> {
         // When every endpoint is backing off or being probed by another attempt, wait
         // (at most one connect timeout) for one to become free rather than fail without
         // trying: a failed connect then always stands for a real attempt.
@@ -292,7 +270,7 @@ impl Connector {
             for entry in self.order() {
                 match self.resolve(entry).await {
                     Ok(list) => candidates.extend(list),
-                    Err(message) => last = Some(fails.failure(ErrorClass::Dns, message)),
+                    Err(message) => last = Some(manager.failed(ErrorClass::Dns, message, None)),
                 }
             }
             if let Some(pw) = password {
@@ -307,23 +285,8 @@ impl Connector {
                 let Some(claim) = self.begin(&candidates[first].0, &mut skipped) else {
                     continue;
                 };
-                match self
-                    .race(&candidates, first, claim, fails, &establish)
-                    .await
-                {
-                    Ok((value, driver, token, won)) => {
-                        let (endpoint, config) = candidates.swap_remove(won);
-                        return Ok(Opened {
-                            value,
-                            driver,
-                            silence: Silence {
-                                token,
-                                endpoint,
-                                config: Arc::new(config),
-                                connector: self.clone(),
-                            },
-                        });
-                    }
+                match self.race(&candidates, first, claim, manager).await {
+                    Ok(conn) => return Ok(conn),
                     Err(err) => last = Some(err),
                 }
             }
@@ -369,23 +332,30 @@ impl Connector {
     /// one connect timeout; the first to connect wins and the others are dropped, closing their
     /// sockets. Fails when every attempt has failed and no new one may start, or at the first
     /// failure after that timeout (dropping those still pending).
-    async fn race<'a, T, E, Fut>(
-        &'a self,
+    async fn race<'a>(
+        self: &'a Arc<Self>,
         candidates: &'a [(Endpoint, Config)],
         first: usize,
         claim: Claim<'a>,
-        fails: &'a impl Failures,
-        establish: &'a E,
-    ) -> Result<(T, AbortHandle, CancellationToken, usize), ConnectError>
-    where
-        E: Fn(Client, Endpoint) -> Fut,
-        Fut: Future<Output = Result<T, ConnectError>>,
-    {
+        manager: &'a Manager,
+    ) -> Result<Conn, ConnectError> {
         let one = |i: usize, mut claim: Claim<'a>| async move {
             let (endpoint, config) = &candidates[i];
             let began = claim.started;
-            let result = match self.attempt(endpoint, config, fails, establish).await {
-                Ok((value, driver)) => Ok((value, driver, claim.succeeded())),
+            let result = match self.attempt(endpoint, config, manager).await {
+                Ok((client, insert, driver)) => Ok(Conn {
+                    client,
+                    insert,
+                    broken: false,
+                    created: Instant::now(),
+                    silence: Silence {
+                        token: claim.succeeded(),
+                        endpoint: endpoint.clone(),
+                        config: Arc::new(config.clone()),
+                        connector: self.clone(),
+                    },
+                    driver,
+                }),
                 Err(err) => {
                     claim.failed(err.class, &err.message);
                     Err(err)
@@ -414,11 +384,11 @@ impl Connector {
                 Some((i, began, result)) = futures_util::StreamExt::next(&mut pending) => {
                     live.retain(|attempt| *attempt != (i, began));
                     match result {
-                        Ok((value, driver, token)) => {
+                        Ok(conn) => {
                             // The losers go now (their sockets close with them)...
                             drop(pending);
-                            self.abandoned(candidates, &live, i, fails);
-                            return Ok((value, driver, token, i));
+                            self.abandoned(candidates, &live, i, manager);
+                            return Ok(conn);
                         }
                         // Past the join window, the first failure ends the race and the
                         // attempts still pending are closed: the caller's next race starts at
@@ -456,7 +426,7 @@ impl Connector {
         candidates: &[(Endpoint, Config)],
         live: &[(usize, Instant)],
         won: usize,
-        fails: &impl Failures,
+        manager: &Manager,
     ) {
         let now = Instant::now();
         for (i, began) in live {
@@ -464,7 +434,7 @@ impl Connector {
             if endpoint == &candidates[won].0 || now.saturating_duration_since(*began) < STAGGER {
                 continue;
             }
-            let err = fails.failure(
+            let err = manager.failed(
                 ErrorClass::ConnectTimeout,
                 format!(
                     "{endpoint}: no answer within {:.3}s while {} answered; trying it again \
@@ -472,6 +442,7 @@ impl Connector {
                     now.saturating_duration_since(*began).as_secs_f64(),
                     candidates[won].0
                 ),
+                None,
             );
             if let Some(state) = self.lock().get_mut(endpoint) {
                 state.failed(err.class, &err.message, *began);
@@ -497,20 +468,15 @@ impl Connector {
         Some(Claim::start(self, endpoint, state, now))
     }
 
-    /// One endpoint: connect, drive the connection, `establish`, all within the timeout.
+    /// One endpoint: connect, drive the connection, set it up, all within the timeout.
     /// On expiry the attempt's future is dropped, which closes its socket; a connection
     /// already handed to its driver task is aborted, which closes it too.
-    async fn attempt<T, E, Fut>(
+    async fn attempt(
         &self,
         endpoint: &Endpoint,
         config: &Config,
-        fails: &impl Failures,
-        establish: &E,
-    ) -> Result<(T, AbortHandle), ConnectError>
-    where
-        E: Fn(Client, Endpoint) -> Fut,
-        Fut: Future<Output = Result<T, ConnectError>>,
-    {
+        manager: &Manager,
+    ) -> Result<(Client, Option<Statement>, AbortHandle), ConnectError> {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
         // Aborts the connection's task unless the attempt succeeds: on a timeout, an error,
@@ -520,15 +486,15 @@ impl Connector {
             let (client, connection) = config
                 .connect(self.tls.clone())
                 .await
-                .map_err(|e| fails.query_error(e))?;
+                .map_err(|e| manager.fail(e))?;
             let handle = tokio::spawn(async move {
                 // Errors surface on the client's next call.
                 let _ = connection.await;
             })
             .abort_handle();
             driver.0 = Some(handle.clone());
-            let value = establish(client, endpoint.clone()).await?;
-            Ok::<_, ConnectError>((value, handle))
+            let (client, insert) = manager.establish(client).await?;
+            Ok::<_, ConnectError>((client, insert, handle))
         })
         .await;
         // Each attempt, for tracing how a connect found its server (RUST_LOG=pgdrill::db=debug).
@@ -548,13 +514,14 @@ impl Connector {
                 Ok(won)
             }
             Ok(Err(err)) => Err(err),
-            Err(_) => Err(fails.failure(
+            Err(_) => Err(manager.failed(
                 ErrorClass::ConnectTimeout,
                 format!(
                     "{endpoint}: not connected within {} (TCP, TLS, startup, \
                          authentication and identity probe); trying the next host",
                     humantime::format_duration(self.timeout)
                 ),
+                None,
             )),
         }
     }
