@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use maud::{html, Markup};
 
-use super::chart::{
-    Grid, BAND_H, BAND_TOP, D1, LEFT, MARK_ROWS, MARK_ROW_H, MARK_TOP, RATE_TOP, W,
-};
+use super::grid::{Grid, BAND_H, BAND_TOP, D1, LEFT, MARK_ROWS, MARK_ROW_H, MARK_TOP, RATE_TOP, W};
 use super::{group, opt_secs, utc, when};
 use crate::telemetry::timeline::{Event, EventKind, Timeline};
 

@@ -11,6 +11,7 @@
 
 pub(crate) mod chart;
 pub(crate) mod events;
+mod grid;
 pub(crate) mod live;
 pub(crate) mod page;
 #[cfg(test)]

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::chart::{fmt_step, latency_label, nice_axis, step_at_least};
+use super::chart::{fmt_step, latency_label, nice_axis};
+use super::grid::step_at_least;
 use super::*;
 use crate::failover::machine::FailoverState;
 use crate::failover::outages::{OutageRecord, StateChange};
