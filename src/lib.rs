@@ -56,9 +56,10 @@ pub use report::render_summary_file;
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
 
+use db::connect::{ConnectSettings, Manager};
 use db::credentials::Credentials;
 use db::identity::IdentityTracker;
-use db::pool::{ConnectSettings, DbPool, Manager};
+use db::pool::DbPool;
 use db::retention;
 use db::table::Workload;
 use drill::DrillRun;

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::pool::{Conn, DbPool};
+use crate::db::connect::Conn;
+use crate::db::pool::DbPool;
 use crate::db::table::Table;
 use crate::error::classify;
 use crate::telemetry::metrics::Metrics;

@@ -11,8 +11,9 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::connect::Conn;
 use crate::db::connect::{STAGGER, SUSPECT_AFTER};
-use crate::db::pool::{Conn, DbPool};
+use crate::db::pool::DbPool;
 use crate::db::table::{Row, Workload};
 use crate::error::ErrorClass;
 use crate::load::outcomes::Job;

@@ -36,7 +36,6 @@ use tokio_postgres::{Client, Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::pool::{Conn, Manager};
 use crate::error::ErrorClass;
 use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
@@ -648,9 +647,11 @@ impl Drop for DriverGuard {
 }
 
 mod endpoint;
+pub(crate) mod manager;
 mod resolve;
 mod silence;
 #[cfg(test)]
 mod tests;
 
+pub use manager::{Conn, ConnectSettings, Manager};
 pub use silence::Silence;

@@ -1,0 +1,296 @@
+//! A connection's setup and its failures: the pool's manager (credentials, the identity
+//! probe that keeps standbys out, the table check, session settings), and how a failed
+//! attempt is classified, counted and logged. The bb8 side is in `db::pool`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bb8::ManageConnection;
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+use tokio_postgres::{Client, Statement};
+
+use super::{ConnectError, Connector, Silence};
+use crate::db::credentials::Credentials;
+use crate::db::identity::{self, IdentityTracker};
+use crate::db::table::Workload;
+use crate::db::table_check::{self, TableError, TablePolicy};
+use crate::db::tls::TlsSettings;
+use crate::error::{classify, ErrorClass};
+use crate::retry::Throttle;
+use crate::supervisor::Fatal;
+use crate::telemetry::metrics::Metrics;
+
+/// A pooled connection with its prepared INSERT.
+pub struct Conn {
+    pub client: Client,
+    pub insert: Option<Statement>,
+    /// Set when a query failed in a way that makes this connection unusable.
+    pub broken: bool,
+    pub created: tokio::time::Instant,
+    /// Says when this connection's server stopped answering.
+    pub silence: Silence,
+    /// The task driving the connection: aborted to close a connection whose server went
+    /// silent (tokio-postgres would wait for the unanswered requests forever).
+    pub(crate) driver: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    /// A connection to a silent server is closed now, not when the server answers or dies
+    /// (which a vanished host never does): no socket is left ESTABLISHED to it.
+    fn drop(&mut self) {
+        if self.silence.is_silent() {
+            self.driver.abort();
+        }
+    }
+}
+
+/// An error and its chain of causes, `a: b: c` (tokio-postgres prints only the first).
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The same connection failure is logged at most this often.
+const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
+
+pub struct Manager {
+    connector: Arc<Connector>,
+    credentials: Arc<Credentials>,
+    logged: Mutex<Throttle>,
+    /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
+    /// new connections no longer prepare, so the INSERT goes unnamed.
+    pub(crate) auto_fallback: Option<Arc<AtomicBool>>,
+    statement_timeout: Duration,
+    workload: Arc<Workload>,
+    identity: Arc<IdentityTracker>,
+    metrics: Arc<Metrics>,
+    /// Check (and create) the table once, on the first connection to a writable server;
+    /// concurrent first connections wait for it instead of racing in the catalog.
+    table: TablePolicy,
+    table_ready: OnceCell<bool>,
+    /// Told when the table cannot take our writes, which no reconnect fixes.
+    fatal: Option<Arc<Fatal>>,
+}
+
+/// How new connections are made and set up, from the configuration.
+pub struct ConnectSettings {
+    pub pg: tokio_postgres::Config,
+    pub tls: TlsSettings,
+    /// `--query-mode auto`: fall back from prepared to unnamed statements when they break.
+    pub auto_query_mode: bool,
+    pub statement_timeout: Duration,
+    pub table: TablePolicy,
+}
+
+impl Manager {
+    pub fn new(
+        settings: ConnectSettings,
+        credentials: Arc<Credentials>,
+        workload: Arc<Workload>,
+        identity: Arc<IdentityTracker>,
+        metrics: Arc<Metrics>,
+    ) -> Manager {
+        Manager {
+            connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
+            credentials,
+            logged: Mutex::new(Throttle::new(LOG_REPEAT_AFTER)),
+            auto_fallback: settings
+                .auto_query_mode
+                .then(|| Arc::new(AtomicBool::new(false))),
+            statement_timeout: settings.statement_timeout,
+            workload,
+            identity,
+            metrics,
+            table: settings.table,
+            table_ready: OnceCell::new(),
+            fatal: None,
+        }
+    }
+
+    /// Where a table that cannot take the INSERT is reported (the run stops, exit 2).
+    pub fn on_fatal(mut self, fatal: Arc<Fatal>) -> Manager {
+        self.fatal = Some(fatal);
+        self
+    }
+
+    fn table_failed(&self, err: TableError) -> ConnectError {
+        match err {
+            TableError::Query(e) => self.fail(e),
+            TableError::Unusable(message) => {
+                match &self.fatal {
+                    Some(fatal) => fatal.unusable_table(message.clone()),
+                    None => {
+                        tracing::error!(error = %message, "the table cannot take pgdrill's writes")
+                    }
+                }
+                self.failed(ErrorClass::Other, message, None)
+            }
+        }
+    }
+
+    /// A tokio-postgres error from connecting or from the setup queries, classified and counted.
+    pub(super) fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
+        let class = classify(&source);
+        let message = match source.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => with_causes(&source),
+        };
+        let message = if class == ErrorClass::Tls {
+            crate::db::tls::explain(&message)
+        } else {
+            message
+        };
+        if class == ErrorClass::Auth {
+            self.credentials.auth_failed();
+        }
+        let _ = note_prepared_breakage(self.auto_fallback.as_deref(), &source);
+        self.failed(class, message, Some(source))
+    }
+
+    /// A failure, counted (and logged if it says what to fix).
+    pub(super) fn failed(
+        &self,
+        class: ErrorClass,
+        message: String,
+        source: Option<tokio_postgres::Error>,
+    ) -> ConnectError {
+        // Counted as a failed connection attempt; the error book counts the failed writes
+        // it causes, where they fail (one count per error in every output).
+        self.metrics.connection_errors.inc(class);
+        let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
+        if let Some(fatal) = &self.fatal {
+            fatal.connect_failed(class, sqlstate, &message);
+        }
+        // Configuration-like failures say what to fix; log them (not every time) so that a
+        // daemon retrying forever does not fail silently.
+        if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
+            let news = self
+                .logged
+                .lock()
+                .hit_keyed(&message, tokio::time::Instant::now());
+            if news.is_some() {
+                tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
+            }
+        }
+        ConnectError {
+            class,
+            message,
+            source,
+        }
+    }
+
+    async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                self.statement_timeout.as_millis()
+            ))
+            .await?;
+        if self
+            .auto_fallback
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Ok(None);
+        }
+        self.workload.prepare(client).await
+    }
+}
+
+impl Manager {
+    /// What follows the handshake, inside the same per-host connect timeout: the identity
+    /// probe (a standby fails the attempt), the table (once), the session settings.
+    pub(super) async fn establish(
+        &self,
+        client: Client,
+    ) -> Result<(Client, Option<Statement>), ConnectError> {
+        let id = identity::probe(&client).await;
+        if id.in_recovery == Some(true) {
+            // A standby (behind a proxy that still routes to a demoted node, or a host of a
+            // multi-host DSN): writes would fail with 25006. A failed attempt, not a
+            // connection, so that the endpoint keeps being raced until it reaches a primary.
+            return Err(self.failed(
+                ErrorClass::ReadOnly,
+                format!(
+                    "{}: the server is in recovery (a standby)",
+                    crate::db::identity::shown(id.endpoint())
+                ),
+                None,
+            ));
+        }
+        self.table_ready
+            .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.table))
+            .await
+            .map_err(|e| self.table_failed(e))?;
+        let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
+        self.identity.observe(&id);
+        Ok((client, insert))
+    }
+}
+
+/// SQLSTATEs that mean a named prepared statement did not stay with its session:
+/// 26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`.
+/// Returns whether `err` is such a breakage under `--query-mode auto`: the statement did
+/// not run, and the same INSERT may be sent again unnamed.
+pub(crate) fn note_prepared_breakage(
+    fallback: Option<&AtomicBool>,
+    err: &tokio_postgres::Error,
+) -> bool {
+    use tokio_postgres::error::SqlState;
+    let Some(fallback) = fallback else {
+        return false;
+    };
+    let broken = matches!(
+        err.code(),
+        Some(&SqlState::INVALID_SQL_STATEMENT_NAME) | Some(&SqlState::DUPLICATE_PSTATEMENT)
+    );
+    if broken && !fallback.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            sqlstate = err.code().map_or("", |c| c.code()),
+            "prepared statements do not survive this connection (PgBouncer in transaction \
+             mode?); --query-mode auto switches to unnamed statements, once, without \
+             failing a write"
+        );
+    }
+    broken
+}
+
+impl ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = ConnectError;
+
+    async fn connect(&self) -> Result<Conn, ConnectError> {
+        // The current password for every connection (rotated files, fresh tokens).
+        let secret = match self.credentials.password().await {
+            Ok(secret) => secret,
+            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
+        };
+        let password = secret.as_ref().map(|s| s.expose());
+        // Host names are resolved again for every connection, so a DNS switch-over
+        // (managed services) is followed.
+        self.connector.connect(password, self).await
+    }
+
+    async fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectError> {
+        conn.client
+            .simple_query("")
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.client.is_closed() || conn.silence.is_silent()
+    }
+}
