@@ -1,5 +1,6 @@
-//! Talking to PostgreSQL: connecting per host the libpq way (connect.rs), TLS and credentials, the bb8 pool, the server
-//! identity probe, the table with every SQL statement pgdrill sends, and retention.
+//! Talking to PostgreSQL: connecting per host the libpq way and setting connections up
+//! (`connect/`), TLS and credentials, the bb8 pool, the server identity probe, the table with
+//! every SQL statement pgdrill sends, and retention.
 //!
 //! Depends on `telemetry` (it counts connections and errors) and `error`; nothing above.
 
