@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::iter::Sum;
 use std::ops::Add;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::fleet::Member;
 use crate::db::clock::ClockOffset;
@@ -19,26 +19,20 @@ use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
-use crate::failover::outages::OutageRecord;
+use crate::report::summary::Summary;
 use crate::telemetry::timeline::Timeline;
 
 /// The writes of a run as its summary counts them (same field names), for one member or
 /// added up over the fleet.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunCounts {
     pub transactions: u64,
     pub successes: u64,
-    #[serde(default)]
     pub errors: BTreeMap<String, u64>,
-    #[serde(default)]
     pub lost_writes: u64,
-    #[serde(default)]
     pub unknown_outcome_writes: u64,
-    #[serde(default)]
     pub unknown_outcome_committed: u64,
-    #[serde(default)]
     pub unknown_outcome_not_committed: u64,
-    #[serde(default)]
     pub unknown_outcome_unresolved: u64,
 }
 
@@ -60,37 +54,25 @@ impl Add for RunCounts {
     }
 }
 
+impl RunCounts {
+    pub fn of(s: &Summary) -> RunCounts {
+        RunCounts {
+            transactions: s.transactions,
+            successes: s.successes,
+            errors: s.errors.clone(),
+            lost_writes: s.lost_writes,
+            unknown_outcome_writes: s.unknown_outcome_writes,
+            unknown_outcome_committed: s.unknown_outcome_committed,
+            unknown_outcome_not_committed: s.unknown_outcome_not_committed,
+            unknown_outcome_unresolved: s.unknown_outcome_unresolved,
+        }
+    }
+}
+
 impl Sum for RunCounts {
     fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
         iter.fold(RunCounts::default(), Add::add)
     }
-}
-
-/// What the merge reads of a summary (field names as the summary JSON).
-#[derive(Debug, Clone, Deserialize)]
-pub struct MemberSummary {
-    pub run_id: i64,
-    #[serde(default)]
-    pub drill_id: Option<String>,
-    #[serde(default)]
-    pub member: Option<Member>,
-    #[serde(default)]
-    pub server_clock: Option<ClockOffset>,
-    pub started_at: String,
-    pub duration_seconds: f64,
-    #[serde(default)]
-    pub target_rate: Option<f64>,
-    #[serde(flatten)]
-    pub counts: RunCounts,
-    #[serde(default)]
-    pub new_primary_writes_unix: Vec<f64>,
-    #[serde(default)]
-    pub outages: Vec<OutageRecord>,
-    #[serde(default)]
-    pub timeline: Timeline,
-    #[serde(default)]
-    /// Only in the summary of the member that ran the trigger.
-    pub drill: Option<DrillReport>,
 }
 
 /// One member's figures in the merged report.
@@ -172,7 +154,7 @@ impl FleetReport {
 /// A summary read from `file`.
 pub struct Input {
     pub file: String,
-    pub summary: MemberSummary,
+    pub summary: Summary,
 }
 
 /// How far a member's run may end before a trigger it should have seen, or start after
@@ -184,7 +166,8 @@ const SPAN_SLACK: f64 = 1.0;
 pub const CLOCK_TOLERANCE: f64 = 0.1;
 
 /// Merges the summaries of one drill and judges it.
-pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
+pub fn merge(inputs: &[Input]) -> FleetReport {
+    let mut inputs: Vec<&Input> = inputs.iter().collect();
     let mut invalid = Vec::new();
     let single = inputs.len() == 1;
     inputs.sort_by_key(|i| i.summary.member.map_or(u32::MAX, |m| m.index));
@@ -224,6 +207,7 @@ pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
 
     let trigger_inputs: Vec<&Input> = inputs
         .iter()
+        .copied()
         .filter(|i| i.summary.drill.is_some())
         .collect();
     let trigger_input = match trigger_inputs.as_slice() {
@@ -253,7 +237,7 @@ pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
     let members: Vec<MemberFigures> = inputs
         .iter()
         .map(|i| {
-            let is_trigger = trigger_input.is_some_and(|t| std::ptr::eq(t, i));
+            let is_trigger = trigger_input.is_some_and(|t| std::ptr::eq(t, *i));
             let reference = trigger_input.and_then(|t| t.summary.server_clock);
             figures(
                 i,
@@ -316,11 +300,11 @@ pub fn merge(mut inputs: Vec<Input>) -> FleetReport {
 }
 
 /// Members that are missing, duplicated, or disagree on how many there are.
-fn member_problems(inputs: &[Input], name: &dyn Fn(&Input) -> String) -> Vec<String> {
+fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<String> {
     let mut invalid = Vec::new();
     let counted: Vec<(&Input, Member)> = inputs
         .iter()
-        .filter_map(|i| i.summary.member.map(|m| (i, m)))
+        .filter_map(|&i| i.summary.member.map(|m| (i, m)))
         .collect();
     if counted.is_empty() {
         return invalid;
@@ -446,7 +430,7 @@ fn figures(
         started_at: s.started_at.clone(),
         duration_seconds: s.duration_seconds,
         target_rate: s.target_rate,
-        counts: s.counts.clone(),
+        counts: RunCounts::of(s),
         outages: s.outages.len(),
         baselines,
         drills,
@@ -456,7 +440,7 @@ fn figures(
 
 /// Start and end of a member's run, Unix seconds on its clock: from `started_at`, else
 /// from its timeline.
-fn run_span(s: &MemberSummary) -> (f64, f64) {
+fn run_span(s: &Summary) -> (f64, f64) {
     let start = humantime::parse_rfc3339(&s.started_at)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -7,6 +7,7 @@ use super::*;
 use crate::config::drill::DrillArgs;
 use crate::drill::timing::tests::trigger;
 use crate::drill::{DrillReport, RunFacts};
+use crate::failover::outages::OutageRecord;
 
 const T0: f64 = 1_800_000_000.0;
 
@@ -93,7 +94,7 @@ fn inputs(pods: &[Value]) -> Vec<Input> {
 }
 
 fn verdict(pods: &[Value]) -> Verdict {
-    merge(inputs(pods)).verdict.expect("a verdict")
+    merge(&inputs(pods)).verdict.expect("a verdict")
 }
 
 #[test]
@@ -106,7 +107,7 @@ fn one_summary_merges_into_the_verdict_the_run_gave_itself() {
     }
     let mut canary = pod(0, "d1", 0.3, 0, None);
     canary["member"] = Value::Null;
-    let merged = merge(inputs(&[canary]));
+    let merged = merge(&inputs(&[canary]));
     assert_eq!(merged.verdict, None);
     assert_eq!(merged.exit_code(), 0);
     // One member's summary of a drill run by three: the others are missing.
@@ -122,7 +123,7 @@ fn three_members_give_one_verdict_with_each_ones_figures_and_the_worst() {
         pod(1, "d1", 0.5, 0, None),
         pod(2, "d1", 0.4, 0, None),
     ];
-    let r = merge(inputs(&pods));
+    let r = merge(&inputs(&pods));
     let v = r.verdict.clone().unwrap();
     assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
     assert_eq!(r.exit_code(), 0);
@@ -181,7 +182,7 @@ fn foreign_missing_or_absent_members_make_it_invalid_naming_them() {
         pod(1, "d1", 0.5, 0, None),
         pod(2, "other", 0.4, 0, None),
     ];
-    let r = merge(inputs(&pods));
+    let r = merge(&inputs(&pods));
     let v = r.verdict.clone().unwrap();
     assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
     assert_eq!(r.exit_code(), 4);
@@ -286,7 +287,7 @@ fn clocks_that_disagree_through_the_server_make_it_invalid() {
     pods[0]["server_clock"] = clock(10.0);
     pods[1]["server_clock"] = clock(10.05);
     pods[2]["server_clock"] = clock(9.5);
-    let r = merge(inputs(&pods));
+    let r = merge(&inputs(&pods));
     let v = r.verdict.clone().unwrap();
     assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
     assert_eq!(v.invalid.len(), 1, "{v}");

@@ -23,17 +23,14 @@ pub struct Merged {
 
 /// Reads, merges and renders the summaries at `paths` (at least one).
 pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
-    let mut inputs = Vec::with_capacity(paths.len());
-    let mut summaries = Vec::with_capacity(paths.len());
-    for path in paths {
-        let (input, summary) = read(path)?;
-        inputs.push(input);
-        summaries.push(summary);
-    }
-    let report = merge::merge(inputs);
-    let page = match summaries.as_slice() {
-        [one] => html::render(&html::Report::new(one)),
-        _ => render(&report, &summaries),
+    let inputs = paths
+        .iter()
+        .map(|p| read(p))
+        .collect::<Result<Vec<Input>, String>>()?;
+    let report = merge::merge(&inputs);
+    let page = match inputs.as_slice() {
+        [one] => html::render(&html::Report::new(&one.summary)),
+        _ => render(&report, &inputs),
     };
     Ok(Merged {
         report,
@@ -51,24 +48,17 @@ impl Merged {
 }
 
 /// A summary as the merge reads it, and as the page reads it.
-fn read(path: &Path) -> Result<(Input, Summary), String> {
+fn read(path: &Path) -> Result<Input, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let json = summary_json(path, &text)?;
     let at = |e: String| format!("{}: {e}", path.display());
-    let summary = crate::report::summary_from_json(json.clone()).map_err(at)?;
-    let merged = serde_json::from_value(json).map_err(|e| at(e.to_string()))?;
+    let summary = crate::report::summary_from_json(json).map_err(at)?;
     let file = path.file_name().map_or_else(
         || path.display().to_string(),
         |f| f.to_string_lossy().into_owned(),
     );
-    Ok((
-        Input {
-            file,
-            summary: merged,
-        },
-        summary,
-    ))
+    Ok(Input { file, summary })
 }
 
 /// A summary file, or a log holding one as a line (`--summary-json -` in a pod): its last
@@ -89,8 +79,11 @@ fn summary_json(path: &Path, text: &str) -> Result<serde_json::Value, String> {
     })
 }
 
-fn summary_of<'a>(m: &MemberFigures, summaries: &'a [Summary]) -> Option<&'a Summary> {
-    summaries.iter().find(|p| p.run_id == m.run_id)
+fn summary_of<'a>(m: &MemberFigures, inputs: &'a [Input]) -> Option<&'a Summary> {
+    inputs
+        .iter()
+        .map(|i| &i.summary)
+        .find(|s| s.run_id == m.run_id)
 }
 
 const HOW: &str = "Each member measured what its own clients saw. The triggers are the \
@@ -104,13 +97,13 @@ const HOW: &str = "Each member measured what its own clients saw. The triggers a
 
 /// The merged page: the verdict, the fleet's figures, each member's, and each member's
 /// timeline drawn over the same span with the triggers marked on every one.
-fn render(r: &FleetReport, summaries: &[Summary]) -> String {
+fn render(r: &FleetReport, inputs: &[Input]) -> String {
     let id = r.drill_id.as_deref().unwrap_or("(no drill id)");
     let trigger_drill = r
         .members
         .iter()
         .find(|m| m.ran_trigger)
-        .and_then(|m| summary_of(m, summaries))
+        .and_then(|m| summary_of(m, inputs))
         .and_then(|s| s.drill.as_ref());
     let body = html! {
         h1 { "Failover drill report: " (r.members.len()) " members" }
@@ -128,7 +121,7 @@ fn render(r: &FleetReport, summaries: &[Summary]) -> String {
                 ul { @for n in &r.not_merged { li { code { (n.file) } ": " (n.reason) } } }
             }
         }
-        (timelines(r, summaries))
+        (timelines(r, inputs))
         section { h2 { "How the members are merged" } p { (HOW) } }
     };
     let title = format!("pgdrill drill report — {id} — {} members", r.members.len());
@@ -260,8 +253,11 @@ fn members_table(r: &FleetReport) -> Markup {
 }
 
 /// Every member's timeline over the same span, each with the triggers marked.
-fn timelines(r: &FleetReport, summaries: &[Summary]) -> Markup {
-    let spans: Vec<(u64, u64)> = summaries.iter().filter_map(|p| p.timeline.span()).collect();
+fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
+    let spans: Vec<(u64, u64)> = inputs
+        .iter()
+        .filter_map(|i| i.summary.timeline.span())
+        .collect();
     let (Some(from), Some(to)) = (
         spans.iter().map(|s| s.0).min(),
         spans.iter().map(|s| s.1).max(),
@@ -270,7 +266,7 @@ fn timelines(r: &FleetReport, summaries: &[Summary]) -> Markup {
     };
     let by = r.trigger_member.as_deref().unwrap_or("?");
     let charts = r.members.iter().filter_map(|m| {
-        let s = summary_of(m, summaries)?;
+        let s = summary_of(m, inputs)?;
         let mut timeline = s.timeline.clone();
         for t in &r.triggers {
             timeline.events.push(Event {
@@ -294,7 +290,7 @@ fn timelines(r: &FleetReport, summaries: &[Summary]) -> Markup {
                  member's clock dated it."
             }
             @for (name, svg) in charts { h3 { (name) } (svg) }
-            @if let Some(first) = summaries.first() { (legend(&first.timeline)) }
+            @if let Some(first) = inputs.first() { (legend(&first.summary.timeline)) }
         }
     }
 }
