@@ -440,7 +440,7 @@ watchdog:
     fn haproxy_config(&self) -> String {
         let mut cfg = format!(
             "global\n    maxconn 1000\n    log stdout format iso local0 info\n\
-             defaults\n    log global\n    mode tcp\n    option log-health-checks\n    retries 2\n\
+             defaults\n    log global\n    mode tcp\n    option tcplog\n    option log-health-checks\n    retries 2\n\
              \x20   timeout client 30m\n    timeout connect 4s\n    timeout server 30m\n\
              \x20   timeout check 5s\n\
              listen primary\n    bind 127.0.0.1:{}\n    option httpchk OPTIONS /primary\n\

@@ -252,20 +252,22 @@ async fn leader_killed_through_multi_host_dsn() {
     assert_agree(&[m]);
 }
 
-// Through HAProxy with the leader's PostgreSQL frozen, new connections hang until the new
-// leader is up; then (debug log, 2026-12-02) a fresh probe connection reached it 0.4 s before
-// pgdrill's attempts, held since before, got through. The probe starts ~60 attempts a second;
-// pgdrill keeps only 3 on an address found silent (more made a thawed host slower: with 20
-// its first write came 0.11-0.14 s later, likely the abandoned attempts queued in its listen
-// backlog), so it reads 0.1-0.4 s more than the probe in about half the runs; the rows agree
-// with pgdrill within 0.03 s every time. Tried and not kept (2026-12-02): those 3 attempts
-// spread over the connect timeout (2 of 5 runs off); no bound on an address whose server sees
-// another address, i.e. a proxy (up to 31 pending; 3 of 5 off: HAProxy released the probe's
-// older held connection 0.25 s before pgdrill's); a sparser probe (20 a second: 3 of 3 within
-// 0.2 s, but a multi-host switchover then read 0.22 s off); a bound on the probe's pending
-// attempts (a multi-host frozen drill 0.71 s off). The probe's own ~120 held connections are
-// released to the new leader together with pgdrill's, which likely costs pgdrill's their
-// place in the queue.
+// Through HAProxy with the leader's PostgreSQL frozen, once HAProxy marks it down no server
+// is up and HAProxy queues every new connection (`timeout queue` = `timeout connect`, 4 s),
+// then hands the queue to the new leader oldest first, connections whose client gave up
+// included. HAProxy's log (2026-12-03, `option tcplog`): "n1 is UP ... 100 sessions
+// requeued", then ~300 connections accepted up to 4 s earlier dispatched in order. The probe
+// (60 attempts a second, each abandoned after 2 s) fills most of that queue; its oldest live
+// attempt (begun 1.7 s before) is served 0.33 s after the leader is up, pgdrill's three
+// (begun 0.4 s before, behind the abandoned ones) 0.69 s after: pgdrill reads 0.1-0.4 s more
+// than the probe in about half the runs; the rows agree with pgdrill within 0.03 s every
+// time. A fresh client arriving when the leader comes up waits behind the whole queue, as
+// pgdrill did. Tried and not kept: a bound of 4 pending attempts per probe task through a
+// proxy (this drill 4 of 4 within 0.2 s, but the probe then read a switchover through
+// HAProxy 0.4-1.3 s longer than pgdrill: its attempts held by the demoted node); pgdrill's
+// three attempts spread over the connect timeout (2 of 5 off); no bound on pgdrill's
+// attempts through a proxy (3 of 5 off); a sparser probe (20 a second: 3 of 3 within 0.2 s,
+// but a multi-host switchover then read 0.22 s off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "issue 18: pgdrill reads 0.1-0.4 s more than a 60-attempts-a-second probe in about half the runs (bound 0.2 s); see the comment"]
 async fn leader_frozen_through_haproxy() {
