@@ -322,10 +322,11 @@ impl IdentityTracker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn id(port: u16, timeline: i64) -> Identity {
+    /// A writable primary on 127.0.0.1:`port`, system 42, on `timeline`.
+    pub(crate) fn id(port: u16, timeline: i64) -> Identity {
         Identity {
             server_addr: Some("127.0.0.1".into()),
             server_port: Some(port),

@@ -207,21 +207,10 @@ mod tests {
     use super::*;
     use crate::config::drill::Schedule;
     use crate::config::trigger::{InProcessTrigger, TriggerAction};
-    use crate::db::identity::Identity;
+    use crate::db::identity::tests::id as identity;
     use crate::drill::VerdictKind;
     use crate::error::ErrorClass;
     use crate::rpo::verify::Check;
-
-    fn identity(port: u16, timeline: i64) -> Identity {
-        Identity {
-            server_addr: Some("127.0.0.1".into()),
-            server_port: Some(port),
-            in_recovery: Some(false),
-            system_identifier: Some("42".into()),
-            timeline: Some(timeline),
-            postmaster_start: Some("t0".into()),
-        }
-    }
 
     /// A whole drill without a database: a lab trigger answered at once, an outage and a new
     /// primary recorded as the monitor and the pool would, counts from a plain counter.
