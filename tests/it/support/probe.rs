@@ -62,6 +62,11 @@ pub struct ProbeReport {
 impl Probe {
     /// Creates the probe's table through `dsn` and starts the tasks.
     pub async fn start(dsn: &str) -> Probe {
+        Probe::with_tasks(dsn, TASKS).await
+    }
+
+    /// [`Probe::start`] with `tasks` tasks (an attempt every `PERIOD / tasks`).
+    pub async fn with_tasks(dsn: &str, tasks: u32) -> Probe {
         let client = super::connect(dsn).await;
         super::exec(
             &client,
@@ -76,9 +81,9 @@ impl Probe {
         let started = Instant::now();
         let task_stop = stop.clone();
         let thread = super::on_own_thread(async move {
-            let tasks: Vec<_> = (0..TASKS)
+            let tasks: Vec<_> = (0..tasks)
                 .map(|t| {
-                    let first = started + PERIOD * t / TASKS;
+                    let first = started + PERIOD * t / tasks;
                     tokio::spawn(run_task(hosts.clone(), t as i32, first, task_stop.clone()))
                 })
                 .collect();

@@ -19,6 +19,21 @@ use crate::support::{connect, count};
 const ROWS_BOUND: f64 = 0.1;
 /// pgdrill's figure against the independent probe (one attempt per ~17 ms).
 const PROBE_BOUND: f64 = 0.2;
+/// The probe's tasks for a frozen leader behind HAProxy: two, 20 fresh connections a second.
+/// Only there does the probe's own volume move the figure it measures: HAProxy keeps sending
+/// new connections to the frozen leader (up to the server's `maxconn 100`, then into its
+/// queue) until its checks fail, then holds them (`timeout queue`, 4 s) and hands them all
+/// to the new leader the instant it is up, abandoned ones included. With the default six
+/// tasks (60 a second) ~200 connections reached the new leader's postmaster together and
+/// pgdrill's first connection waited 0.68 s behind them while the probe's oldest waiting one
+/// went first (HAProxy's `option tcplog` lines, 2026-12-03): pgdrill read +0.34 and +0.43 s
+/// more than the probe in 2 of 3 runs (and +0.33 to +0.50 s in 5 of 5 with the probe on a
+/// HAProxy frontend of its own: the new leader's postmaster is shared). With two tasks, 4 of 4
+/// within 0.1 s (+0.015 to +0.096 s); with one, 3 of 3 within 0.05 s. Bounding the probe's
+/// pending attempts instead broke the switchover drill (its attempts then all hung on the
+/// demoted node). A killed leader refuses, so nothing is held; in a switchover the demoted
+/// node, still up for HAProxy, takes the connections and they hang there.
+const HUNG_PROXY_PROBE_TASKS: u32 = 2;
 /// Write rate of every drill.
 const RATE: &str = "500";
 
@@ -87,7 +102,12 @@ async fn drill(
         Via::HaProxy => cluster.haproxy_dsn(),
         Via::MultiHost => cluster.multi_host_dsn(),
     };
-    let probe = Probe::start(&dsn).await;
+    let probe = match (via, failure) {
+        (Via::HaProxy, Failure::LeaderFrozen) => {
+            Probe::with_tasks(&dsn, HUNG_PROXY_PROBE_TASKS).await
+        }
+        _ => Probe::start(&dsn).await,
+    };
     let mut args = vec!["--dsn", dsn.as_str(), "--rate", RATE, "--duration", "90s"];
     args.extend_from_slice(extra);
     let pgdrill = Drill::start(&args).await;
@@ -252,27 +272,9 @@ async fn leader_killed_through_multi_host_dsn() {
     assert_agree(&[m]);
 }
 
-// Through HAProxy with the leader's PostgreSQL frozen, once HAProxy marks it down no server
-// is up and HAProxy queues every new connection (`timeout queue` = `timeout connect`, 4 s),
-// then hands the queue to the new leader oldest first, connections whose client gave up
-// included. HAProxy's log (2026-12-03, `option tcplog`): "n1 is UP ... 100 sessions
-// requeued", then ~300 connections accepted up to 4 s earlier dispatched in order. The probe
-// (60 attempts a second, each abandoned after 2 s) fills most of that queue; its oldest live
-// attempt (begun 1.7 s before) is served 0.33 s after the leader is up, pgdrill's three
-// (begun 0.4 s before, behind the abandoned ones) 0.69 s after: pgdrill reads 0.1-0.4 s more
-// than the probe in about half the runs; the rows agree with pgdrill within 0.03 s every
-// time. A fresh client arriving when the leader comes up waits behind the whole queue, as
-// pgdrill did. Tried and not kept: a bound of 4 pending attempts per probe task through a
-// proxy (this drill 4 of 4 within 0.2 s, but the probe then read a switchover through
-// HAProxy 0.4-1.3 s longer than pgdrill: its attempts held by the demoted node); pgdrill's
-// three attempts spread over the connect timeout (2 of 5 off); no bound on pgdrill's
-// attempts through a proxy (3 of 5 off); a sparser probe (20 a second: 3 of 3 within 0.2 s,
-// but a multi-host switchover then read 0.22 s off); the probe through a frontend of its own
-// whose servers track the main one's (its own queue: pgdrill then read 0.33-0.50 s more in
-// 5 of 5: its first connection to the new leader took 0.68 s, behind the probe's ~200 queued
-// connections that reached that leader's postmaster at once).
+/// The probe here is sparser ([`HUNG_PROXY_PROBE_TASKS`]): HAProxy holds every connection
+/// made during the hang and hands them to the new leader together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 18: pgdrill reads 0.1-0.4 s more than a 60-attempts-a-second probe in about half the runs (bound 0.2 s); see the comment"]
 async fn leader_frozen_through_haproxy() {
     let mut cluster = PatroniCluster::start().await;
     let m = drill(&mut cluster, Via::HaProxy, Failure::LeaderFrozen, &[]).await;
