@@ -588,8 +588,8 @@ fn build_pool(
         workload.clone(),
         identity.clone(),
         metrics.clone(),
-    )
-    .on_fatal(fatal.clone());
+        Some(fatal.clone()),
+    );
     DbPool::new(
         manager,
         config.pool_size,

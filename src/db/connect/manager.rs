@@ -64,7 +64,21 @@ fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
 /// The same connection failure is logged at most this often.
 const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
 
-pub struct Manager {
+/// The pool's manager: cheap to clone, so that a connect race can leave attempts running
+/// after its caller moved on ([`Connector::connect`]).
+#[derive(Clone)]
+pub struct Manager(Arc<Setup>);
+
+impl std::ops::Deref for Manager {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.0
+    }
+}
+
+/// What the manager knows and does.
+pub struct Setup {
     connector: Arc<Connector>,
     credentials: Arc<Credentials>,
     logged: Mutex<Throttle>,
@@ -94,14 +108,17 @@ pub struct ConnectSettings {
 }
 
 impl Manager {
+    /// `fatal`: where a table that cannot take the INSERT is reported (the run stops,
+    /// exit 2).
     pub fn new(
         settings: ConnectSettings,
         credentials: Arc<Credentials>,
         workload: Arc<Workload>,
         identity: Arc<IdentityTracker>,
         metrics: Arc<Metrics>,
+        fatal: Option<Arc<Fatal>>,
     ) -> Manager {
-        Manager {
+        Manager(Arc::new(Setup {
             connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
             credentials,
             logged: Mutex::new(Throttle::new(LOG_REPEAT_AFTER)),
@@ -114,16 +131,12 @@ impl Manager {
             metrics,
             table: settings.table,
             table_ready: OnceCell::new(),
-            fatal: None,
-        }
+            fatal,
+        }))
     }
+}
 
-    /// Where a table that cannot take the INSERT is reported (the run stops, exit 2).
-    pub fn on_fatal(mut self, fatal: Arc<Fatal>) -> Manager {
-        self.fatal = Some(fatal);
-        self
-    }
-
+impl Setup {
     fn table_failed(&self, err: TableError) -> ConnectError {
         match err {
             TableError::Query(e) => self.fail(e),
@@ -208,7 +221,7 @@ impl Manager {
     }
 }
 
-impl Manager {
+impl Setup {
     /// What follows the handshake, inside the same per-host connect timeout: the identity
     /// probe (a standby fails the attempt), the table (once), the session settings.
     pub(super) async fn establish(

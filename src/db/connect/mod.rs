@@ -155,7 +155,14 @@ pub struct Connector {
     max_pending: u32,
     /// Notified whenever an attempt ends, for connects waiting for a free endpoint.
     changed: tokio::sync::Notify,
+    /// Connections made by attempts that outlived their race ([`Connector::race`]), for
+    /// the next connect; notified when one is added.
+    spares: Mutex<Vec<Conn>>,
+    spare_added: tokio::sync::Notify,
 }
+
+/// Connections kept for the next connect at most (see [`Connector::take_spare`]).
+const MAX_SPARES: usize = 16;
 
 /// Entries of an endpoint map that is growing past this are dropped when healthy
 /// (host names can resolve to ever new addresses).
@@ -232,6 +239,8 @@ impl Connector {
             max_pending: (3 * timeout.as_millis() / STAGGER.as_millis() + 1)
                 .clamp(2, MAX_PENDING as u128) as u32,
             changed: tokio::sync::Notify::new(),
+            spares: Mutex::new(Vec::new()),
+            spare_added: tokio::sync::Notify::new(),
         })
     }
 
@@ -263,6 +272,9 @@ impl Connector {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            if let Some(conn) = self.take_spare() {
+                return Ok(conn);
+            }
             let mut last: Option<ConnectError> = None;
             let mut skipped: Option<ConnectError> = None;
             let mut candidates = Vec::new();
@@ -331,36 +343,40 @@ impl Connector {
     /// one connect timeout; the first to connect wins and the others are dropped, closing their
     /// sockets. Fails when every attempt has failed and no new one may start, or at the first
     /// failure after that timeout (dropping those still pending).
-    async fn race<'a>(
-        self: &'a Arc<Self>,
-        candidates: &'a [(Endpoint, Config)],
+    async fn race(
+        self: &Arc<Self>,
+        candidates: &[(Endpoint, Config)],
         first: usize,
-        claim: Claim<'a>,
-        manager: &'a Manager,
+        claim: Claim,
+        manager: &Manager,
     ) -> Result<Conn, ConnectError> {
-        let one = |i: usize, mut claim: Claim<'a>| async move {
-            let (endpoint, config) = &candidates[i];
-            let began = claim.started;
-            let result = match self.attempt(endpoint, config, manager).await {
-                Ok((client, insert, driver)) => Ok(Conn {
-                    client,
-                    insert,
-                    broken: false,
-                    created: Instant::now(),
-                    silence: Silence {
-                        token: claim.succeeded(),
-                        endpoint: endpoint.clone(),
-                        config: Arc::new(config.clone()),
-                        connector: self.clone(),
-                    },
-                    driver,
-                }),
-                Err(err) => {
-                    claim.failed(err.class, &err.message);
-                    Err(err)
-                }
-            };
-            (i, began, result)
+        // Each attempt owns what it needs, so that it can outlive the race (see below).
+        let one = |i: usize, mut claim: Claim| {
+            let (endpoint, config) = candidates[i].clone();
+            let (this, manager) = (self.clone(), manager.clone());
+            async move {
+                let began = claim.started;
+                let result = match this.attempt(&endpoint, &config, &manager).await {
+                    Ok((client, insert, driver)) => Ok(Conn {
+                        client,
+                        insert,
+                        broken: false,
+                        created: Instant::now(),
+                        silence: Silence {
+                            token: claim.succeeded(),
+                            endpoint,
+                            config: Arc::new(config),
+                            connector: this.clone(),
+                        },
+                        driver,
+                    }),
+                    Err(err) => {
+                        claim.failed(err.class, &err.message);
+                        Err(err)
+                    }
+                };
+                (i, began, result)
+            }
         };
         let started = Instant::now();
         let hurry = self.failing(&candidates[first].0);
@@ -369,6 +385,12 @@ impl Connector {
         let mut pending = futures_util::stream::FuturesUnordered::new();
         pending.push(one(first, claim));
         loop {
+            let spare = self.spare_added.notified();
+            tokio::pin!(spare);
+            spare.as_mut().enable();
+            if let Some(conn) = self.take_spare() {
+                return Ok(conn);
+            }
             let now = Instant::now();
             let joining = now < started + self.timeout;
             // Jittered (±50 %) so that attempts do not phase-lock with other periodic
@@ -389,18 +411,23 @@ impl Connector {
                             self.abandoned(candidates, &live, i, manager);
                             return Ok(conn);
                         }
-                        // Past the join window, the first failure ends the race and the
-                        // attempts still pending are closed: the caller's next race starts at
-                        // once. Waiting for them to time out left up to a connect timeout with
-                        // no attempt starting (every lane's race had stopped joining) while a
-                        // fresh client, behind a proxy that had just turned to the new
-                        // primary, was already writing.
+                        // Past the join window, the first failure ends the race: the
+                        // caller's next race starts at once. Waiting for the attempts still
+                        // pending left up to a connect timeout with no attempt starting
+                        // (every lane's race had stopped joining) while a fresh client,
+                        // behind a proxy that had just turned to the new primary, was
+                        // already writing. Those attempts go on by themselves, each within
+                        // its own timeout: closing them threw away the ones a proxy was
+                        // holding for its next server (a switchover through HAProxy: the
+                        // first write 0.2-0.4 s after a fresh client's).
                         Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
-                            return Err(err)
+                            self.let_finish(pending);
+                            return Err(err);
                         }
                         Err(_) => {}
                     }
                 },
+                () = &mut spare => {}
                 _ = tokio::time::sleep_until(next_join), if joining => {
                     let n = candidates.len();
                     if let Some((i, claim)) = (1..=n)
@@ -450,12 +477,54 @@ impl Connector {
         }
     }
 
+    /// Attempts that outlived their race run on; the first to connect leaves its connection
+    /// for the next connect (the others are closed, as a race's losers are).
+    fn let_finish<F>(self: &Arc<Self>, mut attempts: futures_util::stream::FuturesUnordered<F>)
+    where
+        F: std::future::Future<Output = (usize, Instant, Result<Conn, ConnectError>)>
+            + Send
+            + 'static,
+    {
+        if attempts.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some((_, _, result)) = futures_util::StreamExt::next(&mut attempts).await {
+                if let Ok(conn) = result {
+                    let mut spares = this.spares.lock();
+                    if spares.len() < MAX_SPARES {
+                        spares.push(conn);
+                    }
+                    drop(spares);
+                    this.spare_added.notify_waiters();
+                    return;
+                }
+            }
+        });
+    }
+
+    /// A connection left by an attempt that outlived its race, if one is still good: its
+    /// server not found silent, not closed, made within the connect timeout.
+    fn take_spare(&self) -> Option<Conn> {
+        let mut spares = self.spares.lock();
+        while let Some(conn) = spares.pop() {
+            if !conn.silence.is_silent()
+                && !conn.client.is_closed()
+                && conn.created.elapsed() < self.timeout
+            {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
     fn failing(&self, endpoint: &Endpoint) -> bool {
         self.lock().get(endpoint).is_some_and(|s| s.failures > 0)
     }
 
     /// Claims one more attempt on `endpoint` beside those pending, if it may take one now.
-    fn join<'a>(&'a self, endpoint: &'a Endpoint) -> Option<Claim<'a>> {
+    fn join(self: &Arc<Self>, endpoint: &Endpoint) -> Option<Claim> {
         let now = Instant::now();
         let mut map = self.lock();
         let state = map
@@ -531,11 +600,11 @@ impl Connector {
 
     /// Claims an attempt on `endpoint`, or says why not (backing off, or another
     /// attempt is probing the failing endpoint) into `skipped`.
-    fn begin<'a>(
-        &'a self,
-        endpoint: &'a Endpoint,
+    fn begin(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
         skipped: &mut Option<ConnectError>,
-    ) -> Option<Claim<'a>> {
+    ) -> Option<Claim> {
         let now = Instant::now();
         let mut map = self.lock();
         if map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
@@ -567,26 +636,26 @@ impl Connector {
 
 /// An attempt on one endpoint; if it is dropped unfinished (the caller gave up), the
 /// endpoint is free for the next attempt.
-struct Claim<'a> {
-    connector: &'a Connector,
-    endpoint: &'a Endpoint,
+struct Claim {
+    connector: Arc<Connector>,
+    endpoint: Endpoint,
     started: Instant,
     done: bool,
 }
 
-impl<'a> Claim<'a> {
+impl Claim {
     /// Counts the attempt on `state` (under the connector's lock).
     fn start(
-        connector: &'a Connector,
-        endpoint: &'a Endpoint,
+        connector: &Arc<Connector>,
+        endpoint: &Endpoint,
         state: &mut EndpointState,
         now: Instant,
-    ) -> Claim<'a> {
+    ) -> Claim {
         state.pending += 1;
         state.last_start = Some(now);
         Claim {
-            connector,
-            endpoint,
+            connector: connector.clone(),
+            endpoint: endpoint.clone(),
             started: now,
             done: false,
         }
@@ -615,7 +684,7 @@ impl<'a> Claim<'a> {
 
     fn failed(&mut self, class: ErrorClass, message: &str) {
         self.done = true;
-        if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
+        if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
             state.pending = state.pending.saturating_sub(1);
             state.failed(class, message, self.started);
         }
@@ -623,10 +692,10 @@ impl<'a> Claim<'a> {
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         if !self.done {
-            if let Some(state) = self.connector.lock().get_mut(self.endpoint) {
+            if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
                 state.pending = state.pending.saturating_sub(1);
             }
             self.connector.changed.notify_waiters();

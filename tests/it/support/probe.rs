@@ -14,15 +14,17 @@ use tokio_util::sync::CancellationToken;
 /// probe's gap is its outage plus up to one spacing on either side (the last success before
 /// may come well before the outage began); with three tasks that alone read up to 0.15 s
 /// more than pgdrill's own figure at 500 writes/s.
-const TASKS: u32 = 6;
+pub const TASKS: u32 = 6;
 const PERIOD: Duration = Duration::from_millis(100);
 /// Like libpq's `connect_timeout`: a bound on establishing the connection to one host (TCP,
 /// startup, authentication, the read-write check), after which a multi-host DSN moves on.
 /// tokio-postgres' own `connect_timeout` covers only the TCP handshake, which a frozen server's
-/// kernel still completes, so the probe bounds each host itself. pgdrill's default (2 s): at
-/// 1 s, connections HAProxy held for longer before passing them to the new primary counted
-/// as failures for the probe and as successes for pgdrill (0.32 s apart).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// kernel still completes, so the probe bounds each host itself. pgdrill's default (2 s); a
+/// drill with another gives the probe its own: a proxy may hold a connection longer
+/// than the shorter of two timeouts before passing it to the new primary (HAProxy, 0.8 s
+/// after a switchover), and that one then counts as a failure for one and a success for
+/// the other (at 1 s against pgdrill's 2 s: 0.32 s apart).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the INSERT once connected.
 const INSERT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The probe's table, created in the DSN's database if missing.
@@ -60,13 +62,10 @@ pub struct ProbeReport {
 }
 
 impl Probe {
-    /// Creates the probe's table through `dsn` and starts the tasks.
-    pub async fn start(dsn: &str) -> Probe {
-        Probe::with_tasks(dsn, TASKS).await
-    }
-
-    /// [`Probe::start`] with `tasks` tasks (an attempt every `PERIOD / tasks`).
-    pub async fn with_tasks(dsn: &str, tasks: u32) -> Probe {
+    /// Creates the probe's table through `dsn` and starts `tasks` tasks (an attempt every
+    /// `PERIOD / tasks`; [`TASKS`] unless there is a reason), each connection bounded by
+    /// `connect_timeout` ([`CONNECT_TIMEOUT`] unless pgdrill runs with another).
+    pub async fn with(dsn: &str, tasks: u32, connect_timeout: Duration) -> Probe {
         let client = super::connect(dsn).await;
         super::exec(
             &client,
@@ -84,7 +83,13 @@ impl Probe {
             let tasks: Vec<_> = (0..tasks)
                 .map(|t| {
                     let first = started + PERIOD * t / tasks;
-                    tokio::spawn(run_task(hosts.clone(), t as i32, first, task_stop.clone()))
+                    tokio::spawn(run_task(
+                        hosts.clone(),
+                        t as i32,
+                        first,
+                        connect_timeout,
+                        task_stop.clone(),
+                    ))
                 })
                 .collect();
             let mut all = Vec::new();
@@ -155,6 +160,7 @@ async fn run_task(
     hosts: Vec<tokio_postgres::Config>,
     task: i32,
     first: Instant,
+    connect_timeout: Duration,
     stop: CancellationToken,
 ) -> Vec<Attempt> {
     let next = tokio::time::sleep_until(first);
@@ -170,7 +176,7 @@ async fn run_task(
                 let hosts = hosts.clone();
                 pending.spawn(async move {
                     let began = Instant::now();
-                    let outcome = attempt(hosts, task).await;
+                    let outcome = attempt(hosts, task, connect_timeout).await;
                     Attempt { began, ended: Instant::now(), outcome }
                 });
             }
@@ -220,13 +226,17 @@ fn per_host(dsn: &str) -> Vec<tokio_postgres::Config> {
         .collect()
 }
 
-/// A fresh connection (each host in turn, each bounded by [`CONNECT_TIMEOUT`]) and one
+/// A fresh connection (each host in turn, each bounded by `connect_timeout`) and one
 /// INSERT; Ok once it is acknowledged, or why not (the last host's failure).
-async fn attempt(hosts: Vec<tokio_postgres::Config>, task: i32) -> Result<(), String> {
+async fn attempt(
+    hosts: Vec<tokio_postgres::Config>,
+    task: i32,
+    connect_timeout: Duration,
+) -> Result<(), String> {
     let mut why = "no host".to_string();
     for config in &hosts {
         let (client, conn) = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
+            connect_timeout,
             config.connect(tokio_postgres::NoTls),
         )
         .await

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::support::drill::Drill;
 use crate::support::patroni::PatroniCluster;
-use crate::support::probe::{Probe, ProbeReport};
+use crate::support::probe::{Probe, ProbeReport, CONNECT_TIMEOUT, TASKS};
 use crate::support::{connect, count};
 
 /// pgdrill's figure against its own rows (server `created_at`).
@@ -102,12 +102,19 @@ async fn drill(
         Via::HaProxy => cluster.haproxy_dsn(),
         Via::MultiHost => cluster.multi_host_dsn(),
     };
-    let probe = match (via, failure) {
-        (Via::HaProxy, Failure::LeaderFrozen) => {
-            Probe::with_tasks(&dsn, HUNG_PROXY_PROBE_TASKS).await
-        }
-        _ => Probe::start(&dsn).await,
+    // A fresh client configured as pgdrill is: the same connect timeout.
+    let connect_timeout = extra
+        .iter()
+        .position(|a| *a == "--connect-timeout")
+        .and_then(|i| extra.get(i + 1))
+        .map_or(CONNECT_TIMEOUT, |t| {
+            humantime::parse_duration(t).expect("a --connect-timeout duration")
+        });
+    let tasks = match (via, failure) {
+        (Via::HaProxy, Failure::LeaderFrozen) => HUNG_PROXY_PROBE_TASKS,
+        _ => TASKS,
     };
+    let probe = Probe::with(&dsn, tasks, connect_timeout).await;
     let mut args = vec!["--dsn", dsn.as_str(), "--rate", RATE, "--duration", "90s"];
     args.extend_from_slice(extra);
     let pgdrill = Drill::start(&args).await;
