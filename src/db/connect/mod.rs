@@ -11,7 +11,8 @@
 //! - a slow attempt never holds back the others: while one is pending (behind a proxy that
 //!   routes to a hung node, or a host that vanished), another starts every
 //!   [`STAGGER`] (after [`SUSPECT_AFTER`] on a healthy endpoint), up to a bound, and the first
-//!   to connect wins, as a fresh client every 100 ms would;
+//!   to connect wins, as a fresh client every 100 ms would (`race`); attempts still pending
+//!   when their race ends run on, and a connection one of them makes goes to the next connect;
 //! - an endpoint that fails fast (refused) backs off, with jitter, at most 100 ms ([`BACKOFF`]),
 //!   so recovery is seen within a fraction of a second; one that fails slowly (a timeout)
 //!   is tried again at once; skipping it never delays the next host;
@@ -36,6 +37,7 @@ use tokio_postgres::{Client, Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
+use self::race::Claim;
 use crate::error::ErrorClass;
 use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
@@ -336,206 +338,6 @@ impl Connector {
             .min()
     }
 
-    /// Attempts on `candidates`, starting with `first` (already claimed): while they are
-    /// pending, another starts every [`STAGGER`] (once the race is [`SUSPECT_AFTER`] old,
-    /// or at once if the first endpoint is failing) on the next candidate that may take
-    /// one, cycling (behind a proxy the same address again, as a fresh client would), for
-    /// one connect timeout; the first to connect wins and the others are dropped, closing their
-    /// sockets. Fails when every attempt has failed and no new one may start, or at the first
-    /// failure after that timeout (dropping those still pending).
-    async fn race(
-        self: &Arc<Self>,
-        candidates: &[(Endpoint, Config)],
-        first: usize,
-        claim: Claim,
-        manager: &Manager,
-    ) -> Result<Conn, ConnectError> {
-        // Each attempt owns what it needs, so that it can outlive the race (see below).
-        let one = |i: usize, mut claim: Claim| {
-            let (endpoint, config) = candidates[i].clone();
-            let (this, manager) = (self.clone(), manager.clone());
-            async move {
-                let began = claim.started;
-                let result = match this.attempt(&endpoint, &config, &manager).await {
-                    Ok((client, insert, driver)) => Ok(Conn {
-                        client,
-                        insert,
-                        broken: false,
-                        created: Instant::now(),
-                        silence: Silence {
-                            token: claim.succeeded(),
-                            endpoint,
-                            config: Arc::new(config),
-                            connector: this.clone(),
-                        },
-                        driver,
-                    }),
-                    Err(err) => {
-                        claim.failed(err.class, &err.message);
-                        Err(err)
-                    }
-                };
-                (i, began, result)
-            }
-        };
-        let started = Instant::now();
-        let hurry = self.failing(&candidates[first].0);
-        let mut newest = first;
-        let mut live = vec![(first, claim.started)];
-        let mut pending = futures_util::stream::FuturesUnordered::new();
-        pending.push(one(first, claim));
-        loop {
-            let spare = self.spare_added.notified();
-            tokio::pin!(spare);
-            spare.as_mut().enable();
-            if let Some(conn) = self.take_spare() {
-                return Ok(conn);
-            }
-            let now = Instant::now();
-            let joining = now < started + self.timeout;
-            // Jittered (±50 %) so that attempts do not phase-lock with other periodic
-            // clients in a proxy's round robin (always drawing the same backend).
-            let stagger = STAGGER.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.5..1.5));
-            let next_join = if hurry {
-                now + stagger
-            } else {
-                (now + stagger).max(started + SUSPECT_AFTER)
-            };
-            tokio::select! {
-                Some((i, began, result)) = futures_util::StreamExt::next(&mut pending) => {
-                    live.retain(|attempt| *attempt != (i, began));
-                    match result {
-                        Ok(conn) => {
-                            // The losers go now (their sockets close with them)...
-                            drop(pending);
-                            self.abandoned(candidates, &live, i, manager);
-                            return Ok(conn);
-                        }
-                        // Past the join window, the first failure ends the race: the
-                        // caller's next race starts at once. Waiting for the attempts still
-                        // pending left up to a connect timeout with no attempt starting
-                        // (every lane's race had stopped joining) while a fresh client,
-                        // behind a proxy that had just turned to the new primary, was
-                        // already writing. Those attempts go on by themselves, each within
-                        // its own timeout: closing them threw away the ones a proxy was
-                        // holding for its next server (a switchover through HAProxy: the
-                        // first write 0.2-0.4 s after a fresh client's).
-                        Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
-                            self.let_finish(pending);
-                            return Err(err);
-                        }
-                        Err(_) => {}
-                    }
-                },
-                () = &mut spare => {}
-                _ = tokio::time::sleep_until(next_join), if joining => {
-                    let n = candidates.len();
-                    if let Some((i, claim)) = (1..=n)
-                        .map(|k| (newest + k) % n)
-                        .find_map(|i| self.join(&candidates[i].0).map(|c| (i, c)))
-                    {
-                        newest = i;
-                        live.push((i, claim.started));
-                        pending.push(one(i, claim));
-                    }
-                }
-            }
-        }
-    }
-
-    /// ...and an endpoint other than the winner's that had not answered an attempt for
-    /// [`STAGGER`] or more counts as failed by timeout, not to be tried again before that
-    /// attempt's own timeout would have ended: as if it were still pending, without holding
-    /// a socket to it.
-    fn abandoned(
-        &self,
-        candidates: &[(Endpoint, Config)],
-        live: &[(usize, Instant)],
-        won: usize,
-        manager: &Manager,
-    ) {
-        let now = Instant::now();
-        for (i, began) in live {
-            let endpoint = &candidates[*i].0;
-            if endpoint == &candidates[won].0 || now.saturating_duration_since(*began) < STAGGER {
-                continue;
-            }
-            let err = manager.failed(
-                ErrorClass::ConnectTimeout,
-                format!(
-                    "{endpoint}: no answer within {:.3}s while {} answered; trying it again \
-                     after the connect timeout",
-                    now.saturating_duration_since(*began).as_secs_f64(),
-                    candidates[won].0
-                ),
-                None,
-            );
-            if let Some(state) = self.lock().get_mut(endpoint) {
-                state.failed(err.class, &err.message, *began);
-                state.retry_at = state.retry_at.max(*began + self.timeout);
-            }
-        }
-    }
-
-    /// Attempts that outlived their race run on; the first to connect leaves its connection
-    /// for the next connect (the others are closed, as a race's losers are).
-    fn let_finish<F>(self: &Arc<Self>, mut attempts: futures_util::stream::FuturesUnordered<F>)
-    where
-        F: std::future::Future<Output = (usize, Instant, Result<Conn, ConnectError>)>
-            + Send
-            + 'static,
-    {
-        if attempts.is_empty() {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            while let Some((_, _, result)) = futures_util::StreamExt::next(&mut attempts).await {
-                if let Ok(conn) = result {
-                    let mut spares = this.spares.lock();
-                    if spares.len() < MAX_SPARES {
-                        spares.push(conn);
-                    }
-                    drop(spares);
-                    this.spare_added.notify_waiters();
-                    return;
-                }
-            }
-        });
-    }
-
-    /// A connection left by an attempt that outlived its race, if one is still good: its
-    /// server not found silent, not closed, made within the connect timeout.
-    fn take_spare(&self) -> Option<Conn> {
-        let mut spares = self.spares.lock();
-        while let Some(conn) = spares.pop() {
-            if !conn.silence.is_silent()
-                && !conn.client.is_closed()
-                && conn.created.elapsed() < self.timeout
-            {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    fn failing(&self, endpoint: &Endpoint) -> bool {
-        self.lock().get(endpoint).is_some_and(|s| s.failures > 0)
-    }
-
-    /// Claims one more attempt on `endpoint` beside those pending, if it may take one now.
-    fn join(self: &Arc<Self>, endpoint: &Endpoint) -> Option<Claim> {
-        let now = Instant::now();
-        let mut map = self.lock();
-        let state = map
-            .entry(endpoint.clone())
-            .or_insert_with(|| EndpointState::new(now));
-        if !state.may_join(now, self.max_pending) {
-            return None;
-        }
-        Some(Claim::start(self, endpoint, state, now))
-    }
-
     /// One endpoint: connect, drive the connection, set it up, all within the timeout.
     /// On expiry the attempt's future is dropped, which closes its socket; a connection
     /// already handed to its driver task is aborted, which closes it too.
@@ -634,75 +436,6 @@ impl Connector {
     }
 }
 
-/// An attempt on one endpoint; if it is dropped unfinished (the caller gave up), the
-/// endpoint is free for the next attempt.
-struct Claim {
-    connector: Arc<Connector>,
-    endpoint: Endpoint,
-    started: Instant,
-    done: bool,
-}
-
-impl Claim {
-    /// Counts the attempt on `state` (under the connector's lock).
-    fn start(
-        connector: &Arc<Connector>,
-        endpoint: &Endpoint,
-        state: &mut EndpointState,
-        now: Instant,
-    ) -> Claim {
-        state.pending += 1;
-        state.last_start = Some(now);
-        Claim {
-            connector: connector.clone(),
-            endpoint: endpoint.clone(),
-            started: now,
-            done: false,
-        }
-    }
-
-    /// Marks the endpoint healthy; returns the token its connections watch.
-    fn succeeded(&mut self) -> CancellationToken {
-        self.done = true;
-        let now = Instant::now();
-        let mut map = self.connector.lock();
-        let state = map
-            .entry(self.endpoint.clone())
-            .or_insert_with(|| EndpointState::new(now));
-        if state.failures > 0 {
-            tracing::info!(server = %self.endpoint, failures = state.failures, "server answers again");
-        }
-        state.failures = 0;
-        state.pending = state.pending.saturating_sub(1);
-        state.last_error = None;
-        state.declared_silent = false;
-        let token = state.silent.clone();
-        drop(map);
-        self.connector.changed.notify_waiters();
-        token
-    }
-
-    fn failed(&mut self, class: ErrorClass, message: &str) {
-        self.done = true;
-        if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
-            state.pending = state.pending.saturating_sub(1);
-            state.failed(class, message, self.started);
-        }
-        self.connector.changed.notify_waiters();
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if !self.done {
-            if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
-                state.pending = state.pending.saturating_sub(1);
-            }
-            self.connector.changed.notify_waiters();
-        }
-    }
-}
-
 /// The task driving a connection still being set up; aborted (closing the socket) unless
 /// the attempt hands it over.
 struct DriverGuard(Option<AbortHandle>);
@@ -717,6 +450,7 @@ impl Drop for DriverGuard {
 
 mod endpoint;
 pub(crate) mod manager;
+mod race;
 mod resolve;
 mod silence;
 #[cfg(test)]
