@@ -101,12 +101,18 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
         })
         .sum();
     assert_eq!(errors, 0.0);
-    // Not disturbed: every transaction succeeded and none was skipped. How much latency the
-    // cleanup adds is printed above; a bound on it would measure the machine's neighbours
-    // (timing belongs in bench/, not in a test a busy CI machine can fail).
+    // Not disturbed: every transaction succeeded and none was skipped while the load ran
+    // (at the last scrape; a write released just as the run stops is counted skipped at the
+    // shutdown, whatever the cleanup did). How much latency the cleanup adds is printed
+    // above; a bound on it would measure the machine's neighbours (timing belongs in bench/,
+    // not in a test a busy CI machine can fail).
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     assert_eq!(summary.successes, summary.transactions, "{summary}");
-    assert_eq!(summary.skipped, 0, "{summary}");
+    assert_eq!(
+        metric(&text, "pgdrill_transactions_skipped_total"),
+        0.0,
+        "skipped while loaded"
+    );
     // The summary counts the deletions too: at least what the last scrape (a few seconds
     // before the end) saw.
     let counted = summary.retention_rows_deleted as f64;
