@@ -60,7 +60,10 @@ async fn verify_full_and_verify_ca_connect_encrypted() {
         );
         let summary = drill.finish().await;
         assert!(summary.errors.is_empty(), "{dsn}: {:?}", summary.errors);
-        assert!(summary.successes >= 500, "{dsn}: {summary}");
+        // Writing over TLS, not just connected: at least a second's worth acknowledged. (A
+        // count near the 600 scheduled would measure the machine: on a busy one the first
+        // TLS connection and the table took 1.6 s, and the 1-second backlog overflowed.)
+        assert!(summary.successes >= 200, "{dsn}: {summary}");
     }
     lab.shutdown().await;
 }
