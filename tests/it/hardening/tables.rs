@@ -51,7 +51,9 @@ async fn users_tables_with_bigserial_and_serial_ids_take_every_write() {
             .get(0);
         let failed: u64 = summary.errors.values().sum();
         assert_eq!(failed, 0, "{table}: errors {:?}", summary.errors);
-        assert!(summary.successes > 4000, "{table}: {}", summary.successes);
+        // At least a second's worth: not near the 5,000 scheduled, which a busy machine's
+        // slow start (and the 1-second backlog overflowing) would measure instead.
+        assert!(summary.successes >= 1000, "{table}: {}", summary.successes);
         assert_eq!(
             rows as u64, summary.successes,
             "{table}: rows == acknowledged"
