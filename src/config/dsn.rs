@@ -81,9 +81,10 @@ pub fn parse(
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
     let timeout_in_dsn = pg.get_connect_timeout().is_some();
+    let attrs_in_dsn = rest.contains("target_session_attrs");
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
-            apply_env_default(&mut pg, key, &value)
+            apply_env_default(&mut pg, key, &value, attrs_in_dsn)
                 .map_err(|reason| ConfigError::new(var, redact_env(var, &value), reason))?;
         }
     }
@@ -259,56 +260,53 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), String> {
-    let unset = match key {
-        "host" => pg.get_hosts().is_empty(),
-        "port" => pg.get_ports().is_empty(),
-        "user" => pg.get_user().is_none(),
-        "password" => pg.get_password().is_none(),
-        "dbname" => pg.get_dbname().is_none(),
-        "application_name" => pg.get_application_name().is_none(),
-        "connect_timeout" => pg.get_connect_timeout().is_none(),
-        // These have defaults inside tokio-postgres; the DSN wins only if it named them,
-        // which we cannot tell after parsing, so the environment is applied first below.
-        _ => false,
+/// Applies one `PG*` variable (`key`, its DSN key) where the DSN left that key unset.
+/// `attrs_in_dsn`: tokio-postgres defaults target_session_attrs to `any`, so whether the
+/// DSN named it is read from its text.
+fn apply_env_default(
+    pg: &mut PgConfig,
+    key: &str,
+    value: &str,
+    attrs_in_dsn: bool,
+) -> Result<(), String> {
+    // A one-key DSN, so that the environment gets exactly libpq's syntax.
+    let one = || {
+        let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+        PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e))
     };
-    if !unset {
-        return Ok(());
-    }
-    // Re-parse a one-key DSN so the environment gets exactly libpq's syntax.
-    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-    let one =
-        PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e))?;
     match key {
-        "host" => {
-            for host in one.get_hosts() {
+        "host" if pg.get_hosts().is_empty() => {
+            for host in one()?.get_hosts() {
                 match host {
                     Host::Tcp(h) => pg.host(h),
                     Host::Unix(p) => pg.host_path(p),
                 };
             }
         }
-        "port" => {
-            for port in one.get_ports() {
+        "port" if pg.get_ports().is_empty() => {
+            for port in one()?.get_ports() {
                 pg.port(*port);
             }
         }
-        "user" => {
-            pg.user(value);
-        }
-        "password" => {
-            pg.password(value);
-        }
-        "dbname" => {
-            pg.dbname(value);
-        }
-        "application_name" => {
-            pg.application_name(value);
-        }
-        "connect_timeout" => {
-            if let Some(t) = one.get_connect_timeout() {
+        "connect_timeout" if pg.get_connect_timeout().is_none() => {
+            if let Some(t) = one()?.get_connect_timeout() {
                 pg.connect_timeout(*t);
             }
+        }
+        "target_session_attrs" if !attrs_in_dsn => {
+            pg.target_session_attrs(one()?.get_target_session_attrs());
+        }
+        "user" if pg.get_user().is_none() => {
+            pg.user(value);
+        }
+        "password" if pg.get_password().is_none() => {
+            pg.password(value);
+        }
+        "dbname" if pg.get_dbname().is_none() => {
+            pg.dbname(value);
+        }
+        "application_name" if pg.get_application_name().is_none() => {
+            pg.application_name(value);
         }
         _ => {}
     }
@@ -318,27 +316,17 @@ fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), St
 impl Target {
     /// One entry per configured host, in order.
     pub fn info(&self) -> Vec<TargetInfo> {
-        let ports = self.pg.get_ports();
-        let database = self.pg.get_dbname().unwrap_or("").to_string();
-        self.pg
-            .get_hosts()
-            .iter()
-            .enumerate()
-            .map(|(i, host)| {
-                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-                TargetInfo {
-                    host: match host {
-                        Host::Tcp(h) => h.clone(),
-                        Host::Unix(p) => p.display().to_string(),
-                    },
-                    port,
-                    database: database.clone(),
-                    pooler: if port == PGBOUNCER_PORT {
-                        "pgbouncer"
-                    } else {
-                        "none"
-                    },
-                }
+        let database = self.pg.get_dbname().unwrap_or("");
+        host_ports(&self.pg)
+            .map(|(host, port)| TargetInfo {
+                host,
+                port,
+                database: database.to_string(),
+                pooler: if port == PGBOUNCER_PORT {
+                    "pgbouncer"
+                } else {
+                    "none"
+                },
             })
             .collect()
     }
@@ -356,20 +344,21 @@ fn check_port_count(pg: &PgConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn host_labels(pg: &PgConfig) -> Vec<String> {
+/// Each configured host with its port (libpq: one port for all hosts, or one per host).
+fn host_ports(pg: &PgConfig) -> impl Iterator<Item = (String, u16)> + '_ {
     let ports = pg.get_ports();
-    pg.get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            // libpq: one port for all hosts, or one per host.
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            match host {
-                Host::Tcp(h) => format!("{h}:{port}"),
-                Host::Unix(p) => format!("{}:{port}", p.display()),
-            }
-        })
-        .collect()
+    pg.get_hosts().iter().enumerate().map(move |(i, host)| {
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let host = match host {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        };
+        (host, port)
+    })
+}
+
+fn host_labels(pg: &PgConfig) -> Vec<String> {
+    host_ports(pg).map(|(h, p)| format!("{h}:{p}")).collect()
 }
 
 fn describe(pg: &PgConfig, hosts: &[String]) -> String {
@@ -506,6 +495,37 @@ mod tests {
         let t = parse(Some("host=dsnhost dbname=dsndb"), env).unwrap();
         assert_eq!(t.hosts, vec!["dsnhost:6000"]);
         assert_eq!(t.pg.get_dbname(), Some("dsndb"));
+    }
+
+    #[test]
+    fn pgtargetsessionattrs_applies_unless_the_dsn_names_it() {
+        let env =
+            |v: &'static str| move |k: &str| (k == "PGTARGETSESSIONATTRS").then(|| v.to_string());
+        let t = parse(Some("host=a,b"), env("read-write")).unwrap();
+        assert_eq!(
+            t.pg.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert!(
+            t.redacted.contains("target_session_attrs=read-write"),
+            "{}",
+            t.redacted
+        );
+        let t = parse(
+            Some("postgresql://a,b/db?target_session_attrs=any"),
+            env("read-write"),
+        );
+        assert_eq!(
+            t.unwrap().pg.get_target_session_attrs(),
+            TargetSessionAttrs::Any
+        );
+        let err = parse(Some("host=a,b"), env("primary-ish"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PGTARGETSESSIONATTRS") && err.contains("primary-ish"),
+            "{err}"
+        );
     }
 
     #[test]
