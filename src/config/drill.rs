@@ -58,16 +58,13 @@ impl Schedule {
         span.min(BASELINE_WINDOW)
     }
 
-    /// Offsets of the planned trigger starts from the start of the load.
-    pub fn offsets(&self) -> Vec<Duration> {
-        let every = self.every.unwrap_or_default();
-        (0..self.count).map(|i| self.after + every * i).collect()
-    }
-
     /// Planned trigger starts for a run that started at `start` (any clock: tokio's
-    /// `Instant` in the daemon, plain numbers in tests).
+    /// `Instant` in the daemon, a `Duration` offset in tests).
     pub fn instants<T: Copy + Add<Duration, Output = T>>(&self, start: T) -> Vec<T> {
-        self.offsets().into_iter().map(|o| start + o).collect()
+        let every = self.every.unwrap_or_default();
+        (0..self.count)
+            .map(|i| start + (self.after + every * i))
+            .collect()
     }
 
     /// The offset of the last planned trigger.
@@ -90,10 +87,7 @@ pub(crate) fn optional_seconds<S: serde::Serializer>(
     d: &Option<Duration>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
+    serde::Serialize::serialize(&d.map(|d| d.as_secs_f64()), s)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -584,7 +578,7 @@ mod tests {
             every: None,
             count: 1,
         };
-        assert_eq!(s.offsets(), vec![Duration::from_secs(30)]);
+        assert_eq!(s.instants(Duration::ZERO), vec![Duration::from_secs(30)]);
         assert_eq!(s.last(), Duration::from_secs(30));
     }
 

@@ -24,7 +24,7 @@ pub use flags::{as_run as flags_as_run, writable_file};
 
 use crate::config::dsn::Target;
 use crate::db::cleanup::Scope;
-use crate::db::credentials::{split_command, PasswordSource};
+use crate::db::credentials::PasswordSource;
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::db::table_check::TablePolicy;
@@ -109,10 +109,10 @@ impl RunArgs {
             Some(n) => n,
             None => rate.map_or(64, |r| (r.ceil() as usize).max(64)),
         };
-        let duration = match self.duration {
-            Some(d) => Some(positive("--duration", d)?),
-            None => None,
-        };
+        let duration = self
+            .duration
+            .map(|d| positive("--duration", d))
+            .transpose()?;
         let outage_threshold = positive("--outage-threshold", self.outage_threshold)?;
         let target = dsn::parse(self.dsn.as_deref(), env)?;
         let query_mode = self.query_mode(&target);
@@ -163,13 +163,9 @@ impl RunArgs {
                 .map(Arc::new),
             progress_interval: positive("--progress-interval", self.progress_interval)?,
             summary_json: self.summary_json.clone(),
-            report: match &self.report {
-                Some(path) => {
-                    writable_file("--report", path)?;
-                    Some(path.clone())
-                }
-                None => None,
-            },
+            report: (self.report.as_ref())
+                .map(|path| writable_file("--report", path).map(|()| path.clone()))
+                .transpose()?,
             shutdown_grace: self.shutdown_grace.into(),
             linger: self.linger.into(),
             outage_threshold,
@@ -230,7 +226,7 @@ impl RunArgs {
             (Some(path), _) => PasswordSource::File(path.clone()),
             (None, Some(command)) => PasswordSource::Command {
                 // The value is not echoed: it is a command line, which may hold a secret.
-                argv: split_command(command).ok_or_else(|| {
+                argv: shlex::split(command).ok_or_else(|| {
                     ConfigError::new(
                         "--password-command",
                         "(not shown)",
@@ -315,22 +311,23 @@ fn default_pool_size(rate: Option<f64>) -> u32 {
 }
 
 impl Config {
+    /// Three schedule intervals: less silence than that is the schedule, not an outage.
+    fn three_intervals(&self) -> Duration {
+        self.rate
+            .map_or(Duration::ZERO, |r| Duration::from_secs_f64(3.0 / r))
+    }
+
     /// The shortest silence that can count as an outage at this rate.
     pub fn effective_outage_threshold(&self) -> Duration {
-        match self.rate {
-            Some(r) => self.outage_threshold.max(Duration::from_secs_f64(3.0 / r)),
-            None => self.outage_threshold,
-        }
+        self.outage_threshold.max(self.three_intervals())
     }
 
     /// Writes in flight with no acknowledgement and no failure for this long are
     /// an outage too: a second, or three schedule intervals at low rates.
     pub fn stall_threshold(&self) -> Duration {
-        let floor = Duration::from_secs(1).max(self.outage_threshold);
-        match self.rate {
-            Some(r) => floor.max(Duration::from_secs_f64(3.0 / r)),
-            None => floor,
-        }
+        (self.outage_threshold)
+            .max(Duration::from_secs(1))
+            .max(self.three_intervals())
     }
 }
 

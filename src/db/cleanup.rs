@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use crate::config::dsn::Target;
 use crate::db::table::Table;
@@ -123,16 +123,7 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
 async fn delete(client: &Client, sql: &str) -> Result<u64, CleanupError> {
     let mut total = 0;
     loop {
-        let deleted = client
-            .simple_query(sql)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let deleted = super::affected(client, sql).await.map_err(db_error)?;
         total += deleted;
         if deleted < u64::from(BATCH) {
             return Ok(total);

@@ -50,39 +50,29 @@ impl PasswordSource {
     pub fn validate(self) -> Result<PasswordSource, ConfigError> {
         match &self {
             PasswordSource::File(path) => {
-                let label = path.display().to_string();
-                let text = std::fs::read(path).map_err(|e| {
-                    ConfigError::new(
-                        "--password-file",
-                        label.clone(),
-                        format!("cannot read: {e}"),
-                    )
-                })?;
+                let bad = |why: String| {
+                    ConfigError::new("--password-file", path.display().to_string(), why)
+                };
+                let text = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
                 if trim_secret(&text).is_empty() {
-                    return Err(ConfigError::new(
-                        "--password-file",
-                        label,
-                        "the file is empty",
-                    ));
+                    return Err(bad("the file is empty".into()));
                 }
             }
-            PasswordSource::Command { argv, ttl } => {
-                if argv.is_empty() {
-                    return Err(ConfigError::new(
-                        "--password-command",
-                        "",
-                        "must not be empty",
-                    ));
-                }
-                if ttl.is_zero() {
-                    return Err(ConfigError::new(
-                        "--password-ttl",
-                        "0s",
-                        "must be greater than zero",
-                    ));
-                }
+            PasswordSource::Command { argv, .. } if argv.is_empty() => {
+                return Err(ConfigError::new(
+                    "--password-command",
+                    "",
+                    "must not be empty",
+                ));
             }
-            PasswordSource::Dsn => {}
+            PasswordSource::Command { ttl, .. } if ttl.is_zero() => {
+                return Err(ConfigError::new(
+                    "--password-ttl",
+                    "0s",
+                    "must be greater than zero",
+                ));
+            }
+            PasswordSource::Command { .. } | PasswordSource::Dsn => {}
         }
         Ok(self)
     }
@@ -181,10 +171,9 @@ impl Credentials {
 
     /// The server refused the password: the next connection fetches a fresh one.
     pub fn auth_failed(&self) {
+        // If someone is fetching right now, what they fetch is fresh anyway.
         if let Ok(mut cache) = self.cache.try_lock() {
             cache.stale = true;
-        } else {
-            // Someone is fetching right now; what they fetch is fresh anyway.
         }
     }
 
@@ -264,12 +253,6 @@ impl Credentials {
         cache.stale = false;
         Ok(secret)
     }
-}
-
-/// Splits `--password-command` into program and arguments as a POSIX shell would, without
-/// expanding anything; `None` for unbalanced quotes or a trailing backslash.
-pub fn split_command(command: &str) -> Option<Vec<String>> {
-    shlex::split(command)
 }
 
 async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
@@ -386,7 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_command_runs_without_a_shell() {
-        let argv = split_command("printf '%s;%s' 'a b' $HOME").unwrap();
+        let argv = shlex::split("printf '%s;%s' 'a b' $HOME").unwrap();
         assert_eq!(argv, ["printf", "%s;%s", "a b", "$HOME"]);
         let creds = Credentials::new(
             PasswordSource::Command {
@@ -398,7 +381,7 @@ mod tests {
         // No shell: `$HOME` reaches printf as written, and `;` is just a character.
         let secret = creds.password().await.unwrap().unwrap();
         assert_eq!(secret.expose(), "a b;$HOME");
-        assert_eq!(split_command("az 'unbalanced"), None);
+        assert_eq!(shlex::split("az 'unbalanced"), None);
         let missing = Credentials::new(
             PasswordSource::Command {
                 argv: vec!["/no/such/program".into(), "s3cret-arg".into()],

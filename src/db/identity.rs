@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{unix_now, EventKind, Recorder};
@@ -106,18 +106,6 @@ const PROBES: &[&str] = &[
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
 ];
 
-async fn first_row(client: &Client, sql: &str) -> Option<Vec<Option<String>>> {
-    let messages = client.simple_query(sql).await.ok()?;
-    messages.into_iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some(
-            (0..row.len())
-                .map(|i| row.get(i).map(str::to_string))
-                .collect(),
-        ),
-        _ => None,
-    })
-}
-
 /// Each probe runs on its own, so one refused function costs only its own fact.
 pub async fn probe(client: &Client) -> Identity {
     let mut id = Identity::default();
@@ -126,7 +114,10 @@ pub async fn probe(client: &Client) -> Identity {
         if i == 4 && id.in_recovery != Some(false) {
             continue;
         }
-        let Some(row) = first_row(client, sql).await else {
+        let Ok(Some(row)) = super::text_rows(client, sql)
+            .await
+            .map(|r| r.into_iter().next())
+        else {
             continue;
         };
         let col = |n: usize| row.get(n).cloned().flatten();

@@ -14,3 +14,34 @@ pub(crate) mod retention;
 pub(crate) mod table;
 pub(crate) mod table_check;
 pub(crate) mod tls;
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Every row `sql` returns, each value as text (NULL as `None`), by the simple protocol.
+pub(crate) async fn text_rows(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// How many rows `sql`, one statement, affected (simple protocol).
+pub(crate) async fn affected(client: &Client, sql: &str) -> Result<u64, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(0))
+}

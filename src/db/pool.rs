@@ -69,7 +69,6 @@ impl DbPool {
         }
     }
 
-    /// Tells `--query-mode auto` about a failed INSERT; see [`note_prepared_breakage`].
     /// Whether `err` says prepared statements do not survive (a transaction-mode pooler)
     /// and `--query-mode auto` switched to unnamed ones: the INSERT may be sent again.
     pub fn prepared_statements_broke(&self, err: &tokio_postgres::Error) -> bool {

@@ -118,16 +118,7 @@ async fn sweep(
 ) -> Result<u64, tokio_postgres::Error> {
     let mut total = 0;
     loop {
-        let deleted = conn
-            .client
-            .simple_query(sql)
-            .await?
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let deleted = super::affected(&conn.client, sql).await?;
         metrics.retention_rows_deleted.inc_by(deleted);
         total += deleted;
         if deleted < u64::from(settings.batch_size) || stop.is_cancelled() {

@@ -7,7 +7,7 @@
 //! Everything here goes through the simple query protocol and reads values as text, so it
 //! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
 
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use crate::db::table::{Row, Table, Workload, OWNER_MARK};
 
@@ -122,18 +122,15 @@ pub(crate) async fn relation(
         mark = quote_literal(&format!("{OWNER_MARK}%")),
         name = quote_literal(&table.quoted),
     );
-    let rows = client.simple_query(&sql).await?;
-    Ok(rows.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => {
-            let text = |i: usize| r.get(i).unwrap_or_default().to_string();
-            Some(Relation {
-                kind: text(0),
-                persistence: text(1),
-                ours: text(2) == "true",
-                indexed: text(3) == "true",
-            })
+    let rows = super::text_rows(client, &sql).await?;
+    Ok(rows.first().map(|r| {
+        let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        Relation {
+            kind: text(0),
+            persistence: text(1),
+            ours: text(2) == "true",
+            indexed: text(3) == "true",
         }
-        _ => None,
     }))
 }
 
@@ -287,21 +284,18 @@ async fn columns(client: &Client, table: &str) -> Result<Vec<Column>, tokio_post
          ORDER BY a.attnum",
         quote_literal(table)
     );
-    let messages = client.simple_query(&sql).await?;
-    Ok(messages
+    let rows = super::text_rows(client, &sql).await?;
+    Ok(rows
         .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                let text = |i: usize| r.get(i).unwrap_or_default().to_string();
-                Some(Column {
-                    name: text(0),
-                    declared: text(1),
-                    base: text(2),
-                    not_null: text(3) == "true",
-                    filled: text(4) == "true",
-                })
+        .map(|r| {
+            let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            Column {
+                name: text(0),
+                declared: text(1),
+                base: text(2),
+                not_null: text(3) == "true",
+                filled: text(4) == "true",
             }
-            _ => None,
         })
         .collect())
 }

@@ -166,10 +166,6 @@ impl TlsSettings {
             .unwrap_or_else(|e| unreachable!("default TLS settings: {e}"))
     }
 
-    pub fn verify(&self) -> Verify {
-        verification(self.mode, &self.root_cert)
-    }
-
     /// The connector handed to tokio-postgres for every connection.
     pub fn connector(&self) -> MakeRustlsConnect {
         self.connector.clone()
@@ -230,30 +226,18 @@ fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
 }
 
 fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<(), ConfigError> {
-    let label = path.display().to_string();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ConfigError::new("sslrootcert", label.clone(), format!("cannot read: {e}")))?;
+    let bad = |why: String| ConfigError::new("sslrootcert", path.display().to_string(), why);
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     for cert in certs {
-        let cert = cert.map_err(|e| {
-            ConfigError::new(
-                "sslrootcert",
-                label.clone(),
-                format!("not a PEM certificate: {e}"),
-            )
-        })?;
-        roots.add(cert).map_err(|e| {
-            ConfigError::new(
-                "sslrootcert",
-                label.clone(),
-                format!("unusable certificate: {e}"),
-            )
-        })?;
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("unusable certificate: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(ConfigError::new(
-            "sslrootcert",
-            label,
-            "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+        return Err(bad(
+            "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
         ));
     }
     Ok(())
