@@ -536,20 +536,20 @@ fn build_monitor(
     outages: &Arc<Outages>,
     timeline: &Arc<Recorder>,
 ) -> Arc<Monitor> {
-    Arc::new(Monitor::new(
-        metrics.clone(),
+    Arc::new(Monitor {
+        metrics: metrics.clone(),
         detector,
-        identity.clone(),
-        verifier.clone(),
-        outages.clone(),
-        Thresholds {
+        identity: identity.clone(),
+        verifier: verifier.clone(),
+        outages: outages.clone(),
+        thresholds: Thresholds {
             outage: config.effective_outage_threshold(),
             stall: config.stall_threshold(),
             recovery_window: config.recovery_window,
             target_rate: config.rate,
         },
-        timeline.clone(),
-    ))
+        timeline: timeline.clone(),
+    })
 }
 
 /// What every lane shares: the pool, the workload and the per-transaction limits.

@@ -318,10 +318,7 @@ impl Machine {
         ev.in_outage = false;
         ev.outage_failure = None;
         let start = self.outage_start.take().unwrap_or(end);
-        let classes = ErrorClass::ALL
-            .into_iter()
-            .filter(|c| ev.classes & (1 << c.index()) != 0)
-            .collect();
+        let classes = ev.classes();
         ev.classes = 0;
         out.push(Transition::OutageEnded {
             start,

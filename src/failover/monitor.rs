@@ -17,57 +17,35 @@ use crate::rpo::verify::{Request, Verifier};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{EventKind, Recorder};
 
+/// What the monitor reads and writes. `pgdrill_failover_state` starts at `healthy`.
 pub struct Monitor {
-    metrics: Arc<Metrics>,
-    detector: Arc<Detector>,
-    identity: Arc<IdentityTracker>,
-    verifier: Arc<Verifier>,
-    outages: Arc<Outages>,
-    thresholds: Thresholds,
-    timeline: Arc<Recorder>,
+    pub metrics: Arc<Metrics>,
+    pub detector: Arc<Detector>,
+    pub identity: Arc<IdentityTracker>,
+    pub verifier: Arc<Verifier>,
+    pub outages: Arc<Outages>,
+    pub thresholds: Thresholds,
+    pub timeline: Arc<Recorder>,
 }
 
 impl Monitor {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        detector: Arc<Detector>,
-        identity: Arc<IdentityTracker>,
-        verifier: Arc<Verifier>,
-        outages: Arc<Outages>,
-        thresholds: Thresholds,
-        timeline: Arc<Recorder>,
-    ) -> Monitor {
-        metrics.failover_state.set(FailoverState::Healthy.as_str());
-        Monitor {
-            metrics,
-            detector,
-            identity,
-            verifier,
-            outages,
-            thresholds,
-            timeline,
-        }
-    }
-
     /// Runs until `stop`; then finishes pending verifications within `grace`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
-        let verifier = {
+        let mut verifier = {
             let this = self.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let outages = this.outages.clone();
-                let timeline = this.timeline.clone();
-                let identity = this.identity.clone();
                 this.verifier
                     .run(verify_rx, stop, |req, check| {
                         if let Some(position) = req.outage {
                             // Verification connected afresh (its identity probe ran): the
                             // server written to after the outage, even behind a pooler that
                             // kept pgdrill's connections while it switched servers.
-                            outages.verified(position, check, identity.current());
+                            this.outages
+                                .verified(position, check, this.identity.current());
                         }
-                        timeline.event(
+                        this.timeline.event(
                             crate::telemetry::timeline::unix_now(),
                             EventKind::Verification {
                                 outage: req.outage.map(|p| p as u32 + 1),
@@ -81,7 +59,6 @@ impl Monitor {
                     .await;
             })
         };
-        let mut verifier = verifier;
         tokio::select! {
             () = self.watch(&verify_tx, &stop) => {}
             // The verifier ends only once its channel closes, below: earlier is a crash,
@@ -274,15 +251,15 @@ mod tests {
             recovery_window: Duration::from_secs(5),
             target_rate: Some(100.0),
         };
-        let monitor = Arc::new(Monitor::new(
-            metrics.clone(),
-            detector.clone(),
+        let monitor = Arc::new(Monitor {
+            metrics: metrics.clone(),
+            detector: detector.clone(),
             identity,
             verifier,
-            outages.clone(),
+            outages: outages.clone(),
             thresholds,
-            Arc::new(Recorder::new(&[])),
-        ));
+            timeline: Arc::new(Recorder::new(&[])),
+        });
         Rig {
             metrics,
             detector,

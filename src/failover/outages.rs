@@ -3,7 +3,7 @@
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -25,9 +25,7 @@ impl WallClock {
     pub fn now() -> WallClock {
         WallClock {
             instant: Instant::now(),
-            unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            unix: crate::telemetry::timeline::unix_now(),
         }
     }
 
@@ -118,24 +116,21 @@ impl Outages {
         self.clock
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> Option<R> {
-        Some(f(&mut self.book.lock()))
+    fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
+        f(&mut self.book.lock())
     }
 
     pub fn outages(&self) -> Vec<OutageRecord> {
-        self.with(|b| b.outages.clone()).unwrap_or_default()
+        self.with(|b| b.outages.clone())
     }
 
     pub fn state_changes(&self) -> Vec<StateChange> {
         self.with(|b| b.changes.iter().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// The current state (`healthy` before any change).
     pub fn state(&self) -> FailoverState {
-        self.with(|b| b.state)
-            .flatten()
-            .unwrap_or(FailoverState::Healthy)
+        self.with(|b| b.state).unwrap_or(FailoverState::Healthy)
     }
 
     /// The current state and every state entered since the last call.
@@ -145,7 +140,6 @@ impl Outages {
             states.push(b.state.unwrap_or(FailoverState::Healthy));
             states
         })
-        .unwrap_or_default()
     }
 
     pub fn state_changed(&self, from: FailoverState, to: FailoverState, at: Instant) {
@@ -174,26 +168,12 @@ impl Outages {
             b.outages.push(OutageRecord {
                 index,
                 started_at: clock.rfc3339(start),
-                ended_at: None,
                 start_unix: clock.unix(start),
-                end_unix: None,
-                write_unavailable_seconds: None,
-                time_to_full_rate_seconds: None,
-                error_classes: Vec::new(),
                 identity_before: before,
-                identity_after: None,
-                checked_writes: None,
-                lost_writes: None,
-                lost_seqs: Vec::new(),
-                rpo_seconds: None,
-                unknown_outcome_committed: None,
-                unknown_outcome_not_committed: None,
-                verification_seconds: None,
-                open_at_shutdown: false,
+                ..OutageRecord::default()
             });
             index
         })
-        .unwrap_or(0)
     }
 
     /// Closes the open record; returns its position for [`Outages::verified`].
@@ -214,7 +194,6 @@ impl Outages {
             o.identity_after = after;
             Some(o.index - 1)
         })
-        .flatten()
     }
 
     /// The load stopped now (the end of `--duration`, or a signal).
@@ -224,7 +203,7 @@ impl Outages {
 
     /// When an outage open at shutdown stops counting: when the load stopped, else `now`.
     pub fn open_until(&self, now: Instant) -> Instant {
-        self.with(|b| b.load_end).flatten().unwrap_or(now)
+        self.with(|b| b.load_end).unwrap_or(now)
     }
 
     /// Marks the open record as still open at `until`, with the duration so far.

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -18,6 +17,7 @@ use crate::rpo::ledger::Ledger;
 use crate::supervisor::Fatal;
 use crate::telemetry::latency::{LatencyBook, LatencyStats};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::timeline::unix_now;
 
 /// One scheduled transaction: its client sequence number and when it should start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,9 +186,7 @@ impl LaneOutcomes {
         o.metrics
             .schedule_lag
             .set((sent - job.intended).as_secs_f64());
-        if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-            o.metrics.last_success_timestamp.set(now.as_secs_f64());
-        }
+        o.metrics.last_success_timestamp.set(unix_now());
         self.latency.lock().record(latency, service);
         o.detector.success(sent, done);
         o.identity.acknowledged(done);

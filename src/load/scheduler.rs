@@ -82,11 +82,9 @@ pub async fn run(
         if until.is_some_and(|u| now >= u) {
             return;
         }
-        let next = match until {
-            Some(u) => pacer.next_deadline().min(u),
-            None => pacer.next_deadline(),
-        }
-        .max(now + MIN_NAP);
+        let next = until
+            .map_or(pacer.next_deadline(), |u| pacer.next_deadline().min(u))
+            .max(now + MIN_NAP);
         tokio::select! {
             _ = timer.sleep_until(next) => {}
             _ = stop.cancelled() => return,
@@ -153,14 +151,8 @@ async fn timerfd_wait(
         .saturating_duration_since(Instant::now())
         .max(Duration::from_nanos(1));
     let spec = Itimerspec {
-        it_interval: Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: Timespec {
-            tv_sec: wait.as_secs() as i64,
-            tv_nsec: i64::from(wait.subsec_nanos()) as _,
-        },
+        it_interval: Timespec::default(),
+        it_value: Timespec::try_from(wait).map_err(std::io::Error::other)?,
     };
     rustix::time::timerfd_settime(fd.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
     loop {

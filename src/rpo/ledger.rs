@@ -200,9 +200,7 @@ impl Ledger {
         while self.slices.front().is_some_and(|s| s.start <= until) && self.slices.len() > 1 {
             self.slices.pop_front();
         }
-        for seq in &snap.unknown {
-            self.unknown.remove(seq);
-        }
+        self.forget_unknowns(&snap.unknown);
     }
 
     pub fn bytes(&self) -> usize {

@@ -1,7 +1,7 @@
 //! RPO: after an outage or a primary change, ask the (new) primary which acknowledged
 //! writes it still has, retrying until it answers; count what was lost and over what span.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::pool::DbPool;
@@ -30,42 +30,6 @@ pub enum VerifyError {
     Standby,
     #[error("verification query: {0}")]
     Query(#[from] tokio_postgres::Error),
-}
-
-/// One pass over `snapshot` against the primary the pool reaches now.
-async fn verify(
-    pool: &DbPool,
-    workload: &Workload,
-    snapshot: &Snapshot,
-    window_end: Instant,
-) -> Result<Verdict, VerifyError> {
-    if snapshot.acked.is_empty() && snapshot.unknown.is_empty() {
-        return Ok(Verdict::default());
-    }
-    let conn = pool.dedicated().await?;
-    if conn.broken {
-        return Err(VerifyError::Standby);
-    }
-    let from_id = snapshot.min_id.unwrap_or(0).saturating_sub(ID_SLACK);
-    // Unnamed statement: no server-side state, so it also works through PgBouncer in
-    // transaction mode (a named one may be executed on another server connection).
-    let rows = conn
-        .client
-        .query_typed(
-            &workload.table.verify_sql(),
-            &[
-                (&from_id, tokio_postgres::types::Type::INT8),
-                (&workload.run_id, tokio_postgres::types::Type::INT8),
-            ],
-        )
-        .await?;
-    let mut present = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
-            present.push(seq as u64);
-        }
-    }
-    Ok(snapshot.judge(present, window_end))
 }
 
 /// One verification to run: the writes acknowledged before `until`.
@@ -130,9 +94,7 @@ pub struct Verifier {
     workload: Arc<Workload>,
     ledger: Arc<Mutex<Ledger>>,
     metrics: Arc<Metrics>,
-    lost: AtomicU64,
-    unknown_committed: AtomicU64,
-    unknown_not_committed: AtomicU64,
+    totals: Mutex<RpoTotals>,
     /// An unknown outcome is checked once it is older than this: by then the server has
     /// committed or aborted it (statement_timeout ends what is still running).
     settle: Duration,
@@ -157,9 +119,7 @@ impl Verifier {
             workload,
             ledger,
             metrics,
-            lost: AtomicU64::new(0),
-            unknown_committed: AtomicU64::new(0),
-            unknown_not_committed: AtomicU64::new(0),
+            totals: Mutex::default(),
             settle: Duration::from_secs(6),
         }
     }
@@ -171,11 +131,66 @@ impl Verifier {
     }
 
     pub fn totals(&self) -> RpoTotals {
-        RpoTotals {
-            lost_writes: self.lost.load(Ordering::Relaxed),
-            unknown_committed: self.unknown_committed.load(Ordering::Relaxed),
-            unknown_not_committed: self.unknown_not_committed.load(Ordering::Relaxed),
+        *self.totals.lock()
+    }
+
+    /// Adds to the run's totals and to their metrics.
+    fn add(&self, lost: u64, committed: u64, not_committed: u64) {
+        let m = &self.metrics;
+        m.lost_writes.inc_by(lost);
+        m.unknown_outcome_committed.inc_by(committed);
+        m.unknown_outcome_not_committed.inc_by(not_committed);
+        let mut t = self.totals.lock();
+        t.lost_writes += lost;
+        t.unknown_committed += committed;
+        t.unknown_not_committed += not_committed;
+    }
+
+    /// The `seq`s of this run's rows from about `min_id` on that the primary the pool
+    /// reaches now holds (of `asked` only, if given).
+    async fn present(
+        &self,
+        min_id: Option<i64>,
+        asked: Option<&[i64]>,
+    ) -> Result<Vec<u64>, VerifyError> {
+        let conn = self.pool.dedicated().await?;
+        if conn.broken {
+            return Err(VerifyError::Standby);
         }
+        let from_id = min_id.unwrap_or(0).saturating_sub(ID_SLACK);
+        let table = &self.workload.table;
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
+            vec![(&from_id, Type::INT8), (&self.workload.run_id, Type::INT8)];
+        let sql = match &asked {
+            Some(asked) => {
+                params.push((asked, Type::INT8_ARRAY));
+                table.resolve_unknown_sql()
+            }
+            None => table.verify_sql(),
+        };
+        // Unnamed statement: no server-side state, so it also works through PgBouncer in
+        // transaction mode (a named one may be executed on another server connection).
+        let rows = conn.client.query_typed(&sql, &params).await?;
+        let mut present = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
+                present.push(seq as u64);
+            }
+        }
+        Ok(present)
+    }
+
+    /// One pass over `snapshot` against the primary the pool reaches now.
+    async fn verify(
+        &self,
+        snapshot: &Snapshot,
+        window_end: Instant,
+    ) -> Result<Verdict, VerifyError> {
+        if snapshot.acked.is_empty() && snapshot.unknown.is_empty() {
+            return Ok(Verdict::default());
+        }
+        let present = self.present(snapshot.min_id, None).await?;
+        Ok(snapshot.judge(present, window_end))
     }
 
     /// Serves `requests` until the channel closes, handing each result to `done`; after
@@ -229,34 +244,9 @@ impl Verifier {
             return;
         }
         let asked = seqs.iter().map(|s| *s as i64).collect::<Vec<_>>();
-        let from_id = min_id.unwrap_or(0).saturating_sub(ID_SLACK);
-        let found = tokio::time::timeout(RESOLVE_TIMEOUT, async {
-            let conn = self.pool.dedicated().await?;
-            if conn.broken {
-                return Err(VerifyError::Standby);
-            }
-            let rows = conn
-                .client
-                .query_typed(
-                    &self.workload.table.resolve_unknown_sql(),
-                    &[
-                        (&from_id, Type::INT8),
-                        (&self.workload.run_id, Type::INT8),
-                        (&asked, Type::INT8_ARRAY),
-                    ],
-                )
-                .await?;
-            let mut found = std::collections::HashSet::with_capacity(rows.len());
-            for row in &rows {
-                if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
-                    found.insert(seq as u64);
-                }
-            }
-            Ok::<_, VerifyError>(found)
-        })
-        .await;
-        let found = match found {
-            Ok(Ok(found)) => found,
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, self.present(min_id, Some(&asked))).await;
+        let found: HashSet<u64> = match found {
+            Ok(Ok(found)) => found.into_iter().collect(),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "checking unknown outcomes failed; next tick retries");
                 return;
@@ -266,13 +256,7 @@ impl Verifier {
         self.ledger.lock().forget_unknowns(&seqs);
         let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
         let not_committed = seqs.len() as u64 - committed;
-        let m = &self.metrics;
-        m.unknown_outcome_committed.inc_by(committed);
-        m.unknown_outcome_not_committed.inc_by(not_committed);
-        self.unknown_committed
-            .fetch_add(committed, Ordering::Relaxed);
-        self.unknown_not_committed
-            .fetch_add(not_committed, Ordering::Relaxed);
+        self.add(0, committed, not_committed);
         tracing::info!(
             event = "unknown_resolved",
             committed,
@@ -292,7 +276,7 @@ impl Verifier {
         let began = Instant::now();
         let mut failures = 0;
         let verdict = loop {
-            match verify(&self.pool, &self.workload, &snapshot, req.loss_reference).await {
+            match self.verify(&snapshot, req.loss_reference).await {
                 Ok(v) => break v,
                 Err(err) => {
                     self.metrics.verification_errors.inc();
@@ -319,15 +303,7 @@ impl Verifier {
     fn count(&self, req: &Request, c: &Check) {
         let m = &self.metrics;
         m.verifications.inc();
-        m.lost_writes.inc_by(c.lost);
-        m.unknown_outcome_committed.inc_by(c.unknown_committed);
-        m.unknown_outcome_not_committed
-            .inc_by(c.unknown_not_committed);
-        self.lost.fetch_add(c.lost, Ordering::Relaxed);
-        self.unknown_committed
-            .fetch_add(c.unknown_committed, Ordering::Relaxed);
-        self.unknown_not_committed
-            .fetch_add(c.unknown_not_committed, Ordering::Relaxed);
+        self.add(c.lost, c.unknown_committed, c.unknown_not_committed);
         if req.outage.is_some() || c.lost > 0 {
             m.last_failover_lost_writes.set(c.lost as i64);
             m.last_failover_rpo.set(c.rpo_seconds);

@@ -57,15 +57,10 @@ pub fn class_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'static str>,
 
 type Key = (ErrorClass, String);
 
-#[derive(Default)]
-struct Book {
-    kinds: BTreeMap<Key, (u64, String)>,
-}
-
 /// Errors by (class, SQLSTATE), first message kept.
 #[derive(Default)]
 pub struct ErrorBook {
-    book: Mutex<Book>,
+    kinds: Mutex<BTreeMap<Key, (u64, String)>>,
 }
 
 /// What to change for errors that the database will keep returning: `None` for those a
@@ -88,15 +83,14 @@ impl ErrorBook {
     /// Counts one error; the first of its kind is logged.
     pub fn note(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
         let sqlstate = sqlstate.unwrap_or("");
-        let mut book = self.book.lock();
-        if let Some((count, _)) = book.kinds.get_mut(&(class, sqlstate.to_string())) {
+        let mut kinds = self.kinds.lock();
+        if let Some((count, _)) = kinds.get_mut(&(class, sqlstate.to_string())) {
             *count += 1;
             return;
         }
-        if book.kinds.len() >= MAX_KINDS {
+        if kinds.len() >= MAX_KINDS {
             // Listed together per class, so that the table still adds up to the total.
-            let rest = book
-                .kinds
+            let rest = kinds
                 .entry((class, OTHER_SQLSTATES.to_string()))
                 .or_insert((
                     0,
@@ -109,9 +103,8 @@ impl ErrorBook {
             .chars()
             .take(MAX_MESSAGE)
             .collect();
-        book.kinds
-            .insert((class, sqlstate.to_string()), (1, message.clone()));
-        drop(book);
+        kinds.insert((class, sqlstate.to_string()), (1, message.clone()));
+        drop(kinds);
         match hint(sqlstate) {
             Some(hint) => tracing::error!(
                 class = %class,
@@ -131,8 +124,8 @@ impl ErrorBook {
 
     /// Every kind seen, by class then SQLSTATE.
     pub fn kinds(&self) -> Vec<ErrorKind> {
-        let book = self.book.lock();
-        book.kinds
+        let kinds = self.kinds.lock();
+        kinds
             .iter()
             .map(|((class, sqlstate), (count, message))| ErrorKind {
                 class: class.as_str(),

@@ -3,7 +3,6 @@
 
 use std::io::{IsTerminal, Write};
 
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::error::ConfigError;
@@ -22,7 +21,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
         .with_env_filter(env_filter)
         // Colour codes only for a person at a terminal, never in a log file or collector.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(ScrubbedStderr);
+        .with_writer(|| ScrubbingWriter);
     // A second init (tests running several drills) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -49,16 +48,6 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
 
 /// stderr, with each event scrubbed before it is written: whatever a field holds (a server
 /// message, a trigger's output, an error chain), no known secret reaches the log.
-struct ScrubbedStderr;
-
-impl<'a> MakeWriter<'a> for ScrubbedStderr {
-    type Writer = ScrubbingWriter;
-
-    fn make_writer(&'a self) -> ScrubbingWriter {
-        ScrubbingWriter
-    }
-}
-
 struct ScrubbingWriter;
 
 impl Write for ScrubbingWriter {

@@ -87,10 +87,7 @@ pub struct PerClass {
 
 impl PerClass {
     fn new(registry: &Registry, name: &str, help: &str) -> PerClass {
-        let vec = IntCounterVec::new(Opts::new(name, help), &["class"]).expect("valid metric");
-        registry
-            .register(Box::new(vec.clone()))
-            .expect("metric registered once");
+        let vec = counter_vec(registry, name, help, &["class"]);
         let counters = ErrorClass::ALL
             .iter()
             .map(|class| vec.with_label_values(&[class.as_str()]))
@@ -116,10 +113,7 @@ impl StateSet {
         label: &str,
         states: &[&'static str],
     ) -> StateSet {
-        let vec = register(
-            registry,
-            IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
-        );
+        let vec = gauge_vec(registry, name, help, &[label]);
         let states: Vec<_> = states
             .iter()
             .map(|s| (*s, vec.with_label_values(&[*s])))
@@ -156,6 +150,16 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(registry, IntCounter::new(name, help).expect("valid metric"))
 }
 
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let vec = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(registry, vec)
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(registry, vec)
+}
+
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     register(registry, Histogram::with_opts(opts).expect("valid metric"))
@@ -166,16 +170,11 @@ impl Metrics {
     /// host (`[host, port, database, pooler]`), so every panel and alert can say which
     /// database it measures. Static for the process's life; never the password.
     pub fn target_info(&self, hosts: &[[&str; 4]]) {
-        let info = register(
+        let info = gauge_vec(
             &self.registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "pgdrill_target_info",
-                    "A configured database host, always 1 (pooler: pgbouncer when the port is 6432, else none).",
-                ),
-                &["host", "port", "database", "pooler"],
-            )
-            .expect("valid metric"),
+            "pgdrill_target_info",
+            "A configured database host, always 1 (pooler: pgbouncer when the port is 6432, else none).",
+            &["host", "port", "database", "pooler"],
         );
         for labels in hosts {
             info.with_label_values(labels).set(1);
@@ -193,13 +192,11 @@ impl Metrics {
             ))
             .expect("process collector registered once");
 
-        let build_info = register(
+        let build_info = gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new("pgdrill_build_info", "pgdrill build, always 1."),
-                &["version"],
-            )
-            .expect("valid metric"),
+            "pgdrill_build_info",
+            "pgdrill build, always 1.",
+            &["version"],
         );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -213,43 +210,28 @@ impl Metrics {
             &FAILOVER_STATES,
         );
 
-        let host_is_primary = register(
+        let host_is_primary = gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "pgdrill_host_is_primary",
-                    "1 for the configured host that currently accepts our writes.",
-                ),
-                &["host"],
-            )
-            .expect("valid metric"),
+            "pgdrill_host_is_primary",
+            "1 for the configured host that currently accepts our writes.",
+            &["host"],
         );
         for host in hosts {
             host_is_primary.with_label_values(&[host.as_str()]).set(0);
         }
-        let primary_server = register(
+        let primary_server = gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "pgdrill_primary_server",
-                    "1 for the server pgdrill writes to now, as it reports itself (address, \
-                     system identifier, timeline); 0 for the last few before it.",
-                ),
-                &["server", "system_identifier", "timeline"],
-            )
-            .expect("valid metric"),
+            "pgdrill_primary_server",
+            "1 for the server pgdrill writes to now, as it reports itself (address, \
+             system identifier, timeline); 0 for the last few before it.",
+            &["server", "system_identifier", "timeline"],
         );
 
-        let unknown_resolved = register(
+        let unknown_resolved = counter_vec(
             &registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "pgdrill_unknown_outcome_resolved_total",
-                    "Unknown-outcome writes resolved by verification, by outcome.",
-                ),
-                &["outcome"],
-            )
-            .expect("valid metric"),
+            "pgdrill_unknown_outcome_resolved_total",
+            "Unknown-outcome writes resolved by verification, by outcome.",
+            &["outcome"],
         );
 
         let r = &registry;
@@ -302,19 +284,16 @@ impl Metrics {
     pub fn set_primary_server(&self, labels: [String; 3]) {
         let mut seen = self.primary_servers.lock();
         for old in seen.iter() {
-            let old: Vec<&str> = old.iter().map(String::as_str).collect();
-            self.primary_server.with_label_values(&old).set(0);
+            self.primary_server.with_label_values(old).set(0);
         }
         seen.retain(|l| *l != labels);
         seen.push_back(labels.clone());
         while seen.len() > MAX_PRIMARY_SERVERS {
             if let Some(gone) = seen.pop_front() {
-                let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
                 let _ = self.primary_server.remove_label_values(&gone);
             }
         }
-        let now: Vec<&str> = labels.iter().map(String::as_str).collect();
-        self.primary_server.with_label_values(&now).set(1);
+        self.primary_server.with_label_values(&labels).set(1);
     }
 
     pub fn set_primary_host(&self, host: Option<&str>) {
@@ -385,16 +364,11 @@ pub struct DrillMetrics {
 
 impl DrillMetrics {
     fn new(r: &Registry) -> DrillMetrics {
-        let triggers = register(
+        let triggers = counter_vec(
             r,
-            IntCounterVec::new(
-                Opts::new(
-                    "pgdrill_failover_triggers_total",
-                    "Failover triggers run, by outcome (only ok makes a valid drill).",
-                ),
-                &["outcome"],
-            )
-            .expect("valid metric"),
+            "pgdrill_failover_triggers_total",
+            "Failover triggers run, by outcome (only ok makes a valid drill).",
+            &["outcome"],
         );
         for outcome in TRIGGER_OUTCOMES {
             triggers.with_label_values(&[outcome]);

@@ -143,29 +143,20 @@ fn tls_config(
 ) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let cert_path = base.join(&t.cert_file);
     let key_path = base.join(&t.key_file);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| {
-            error(
-                path,
-                format!("tls_server_config.cert_file {}: {e}", cert_path.display()),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(error(
-            path,
-            format!(
-                "tls_server_config.cert_file {}: no certificate",
-                cert_path.display()
-            ),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+    let bad = |field: &str, file: &Path, why: &dyn std::fmt::Display| {
         error(
             path,
-            format!("tls_server_config.key_file {}: {e}", key_path.display()),
+            format!("tls_server_config.{field} {}: {why}", file.display()),
         )
-    })?;
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| bad("cert_file", &cert_path, &e))?;
+    if certs.is_empty() {
+        return Err(bad("cert_file", &cert_path, &"no certificate"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&key_path).map_err(|e| bad("key_file", &key_path, &e))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
         None | Some("TLS12") => &[&rustls::version::TLS13, &rustls::version::TLS12],
         Some("TLS13") => &[&rustls::version::TLS13],

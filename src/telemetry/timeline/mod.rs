@@ -40,6 +40,12 @@ pub const TIER1_BUCKETS: usize = 24 * 60;
 pub const TIER2_BUCKETS: usize = 30 * 24 * 6;
 pub const TIER1_SPAN: u64 = 60;
 pub const TIER2_SPAN: u64 = 600;
+/// Each tier's cap and bucket width (s), finest first.
+const TIERS: [(usize, u64); 3] = [
+    (TIER0_BUCKETS, 1),
+    (TIER1_BUCKETS, TIER1_SPAN),
+    (TIER2_BUCKETS, TIER2_SPAN),
+];
 // The stated bound; the tests hold the timeline to it.
 #[cfg_attr(not(test), allow(dead_code))]
 pub const MAX_BUCKETS: usize = TIER0_BUCKETS + TIER1_BUCKETS + TIER2_BUCKETS;
@@ -101,14 +107,14 @@ pub struct Bucket {
     #[serde(default, with = "sparse")]
     pub errors: [u32; MAX_CLASSES],
     /// Scheduled but never started (backlog full).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub skipped: u32,
     /// Latency from the intended start, seconds; 0 when nothing completed.
-    #[serde(default, skip_serializing_if = "is_zero_f")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub p50: f32,
-    #[serde(default, skip_serializing_if = "is_zero_f")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub p99: f32,
-    #[serde(default, skip_serializing_if = "is_zero_f")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub max: f32,
     #[serde(default)]
     pub pool_in_use: u32,
@@ -122,11 +128,8 @@ pub type Second = Bucket;
 fn one() -> u16 {
     1
 }
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
-fn is_zero_f(v: &f32) -> bool {
-    *v == 0.0
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Bucket {
@@ -320,13 +323,13 @@ impl EventLog {
 }
 
 /// The run's timeline: buckets oldest first across the tiers, and the events.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "TimelineIn")]
 pub struct Timeline {
     /// Error class names, in the order of [`Bucket::errors`].
     classes: Vec<String>,
-    tier2: VecDeque<Bucket>,
-    tier1: VecDeque<Bucket>,
-    tier0: VecDeque<Bucket>,
+    /// As [`TIERS`]: the finest (newest) first.
+    tiers: [VecDeque<Bucket>; 3],
     /// Buckets dropped beyond the oldest tier.
     dropped_buckets: u64,
     pub events: EventLog,
@@ -339,18 +342,6 @@ fn push_capped(tier: &mut VecDeque<Bucket>, b: Bucket, cap: usize) {
         tier.reserve_exact(more);
     }
     tier.push_back(b);
-}
-
-/// Merges `b` into the tier's newest bucket when it falls in the same aligned
-/// `span` (buckets arrive in time order). Returns `b` when it needs a bucket of its own.
-fn fold_into(tier: &mut VecDeque<Bucket>, b: Bucket, span: u64) -> Option<Bucket> {
-    match tier.back_mut() {
-        Some(last) if last.at / span == b.at / span => {
-            last.merge(&b);
-            None
-        }
-        _ => Some(b),
-    }
 }
 
 impl Timeline {
@@ -377,7 +368,7 @@ impl Timeline {
     pub fn push(&mut self, second: Second) {
         let mut second = second;
         second.span = 1;
-        if let Some(last) = self.tier0.back_mut() {
+        if let Some(last) = self.tiers[0].back_mut() {
             if second.at <= last.at {
                 last.merge(&Bucket {
                     at: last.at,
@@ -387,47 +378,40 @@ impl Timeline {
                 return;
             }
         }
-        // Make room before adding, so no tier ever exceeds its cap, even briefly.
-        if self.tier0.len() == TIER0_BUCKETS {
-            if let Some(old) = self.tier0.pop_front() {
-                self.push_tier1(old);
-            }
-        }
-        push_capped(&mut self.tier0, second, TIER0_BUCKETS);
+        self.push_tier(0, second);
     }
 
-    fn push_tier1(&mut self, b: Bucket) {
-        let Some(b) = fold_into(&mut self.tier1, b, TIER1_SPAN) else {
-            return;
-        };
-        if self.tier1.len() == TIER1_BUCKETS {
-            if let Some(old) = self.tier1.pop_front() {
-                self.push_tier2(old);
+    /// Adds `b` to tier `i`: merged into its newest bucket when in the same aligned span
+    /// (buckets arrive in time order), else as its own, the tier's oldest moving on to the
+    /// next tier (dropped beyond the last). Room is made first, so no tier ever exceeds
+    /// its cap, even briefly.
+    fn push_tier(&mut self, i: usize, b: Bucket) {
+        let (cap, span) = TIERS[i];
+        if let Some(last) = self.tiers[i].back_mut() {
+            if last.at / span == b.at / span {
+                last.merge(&b);
+                return;
             }
         }
-        push_capped(&mut self.tier1, b, TIER1_BUCKETS);
-    }
-
-    fn push_tier2(&mut self, b: Bucket) {
-        let Some(b) = fold_into(&mut self.tier2, b, TIER2_SPAN) else {
-            return;
-        };
-        if self.tier2.len() == TIER2_BUCKETS && self.tier2.pop_front().is_some() {
-            self.dropped_buckets += 1;
+        if self.tiers[i].len() == cap {
+            if let Some(old) = self.tiers[i].pop_front() {
+                if i + 1 < TIERS.len() {
+                    self.push_tier(i + 1, old);
+                } else {
+                    self.dropped_buckets += 1;
+                }
+            }
         }
-        push_capped(&mut self.tier2, b, TIER2_BUCKETS);
+        push_capped(&mut self.tiers[i], b, cap);
     }
 
     /// Every bucket, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Bucket> {
-        self.tier2
-            .iter()
-            .chain(self.tier1.iter())
-            .chain(self.tier0.iter())
+        self.tiers.iter().rev().flatten()
     }
 
     pub fn len(&self) -> usize {
-        self.tier0.len() + self.tier1.len() + self.tier2.len()
+        self.tiers.iter().map(VecDeque::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -441,11 +425,7 @@ impl Timeline {
     /// Start of the oldest and end of the newest bucket, unix seconds.
     pub fn span(&self) -> Option<(u64, u64)> {
         let first = self.iter().next()?;
-        let last = self
-            .tier0
-            .back()
-            .or(self.tier1.back())
-            .or(self.tier2.back())?;
+        let last = self.tiers.iter().find_map(VecDeque::back)?;
         Some((first.at, last.end()))
     }
 
@@ -467,18 +447,19 @@ impl Timeline {
         for e in self.events.iter().filter(|e| e.at >= from) {
             events.push(e.clone());
         }
-        Timeline {
+        let mut out = Timeline {
             classes: self.classes.clone(),
-            tier0: buckets.into(),
             events,
             ..Timeline::default()
-        }
+        };
+        out.tiers[0] = buckets.into();
+        out
     }
 
     /// Heap bytes held now: bucket storage by capacity, events and their strings.
     pub fn heap_bytes(&self) -> usize {
         let b = std::mem::size_of::<Bucket>();
-        (self.tier0.capacity() + self.tier1.capacity() + self.tier2.capacity()) * b
+        self.tiers.iter().map(VecDeque::capacity).sum::<usize>() * b
             + self.events.heap_bytes()
             + self.classes.iter().map(String::capacity).sum::<usize>()
             + self.classes.capacity() * std::mem::size_of::<String>()
@@ -567,14 +548,15 @@ impl Serialize for Timeline {
     }
 }
 
-impl<'de> Deserialize<'de> for Timeline {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let t = TimelineIn::deserialize(d)?;
+impl TryFrom<TimelineIn> for Timeline {
+    type Error = String;
+
+    fn try_from(t: TimelineIn) -> Result<Timeline, String> {
         if t.classes.len() > MAX_CLASSES {
-            return Err(serde::de::Error::custom(format!(
+            return Err(format!(
                 "{} error classes, at most {MAX_CLASSES}",
                 t.classes.len()
-            )));
+            ));
         }
         let mut out = Timeline {
             classes: t.classes,
@@ -584,11 +566,12 @@ impl<'de> Deserialize<'de> for Timeline {
         };
         // Back into the tier their width says; read for rendering, not pushed to again.
         for b in t.buckets {
-            match u64::from(b.span) {
-                0..=1 => out.tier0.push_back(b),
-                2..=TIER1_SPAN => out.tier1.push_back(b),
-                _ => out.tier2.push_back(b),
-            }
+            let tier = match u64::from(b.span) {
+                0..=1 => 0,
+                2..=TIER1_SPAN => 1,
+                _ => 2,
+            };
+            out.tiers[tier].push_back(b);
         }
         Ok(out)
     }
