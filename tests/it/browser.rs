@@ -66,14 +66,19 @@ async fn run_chromium(browser: &Path, url: &str, extra: &[String], limit: Durati
     std::fs::read_to_string(&out).unwrap_or_default()
 }
 
+/// The DOM Chromium builds from `url`. On a busy machine headless Chromium has once exited 0
+/// having printed nothing; an empty dump is taken again (at most three tries).
 pub(crate) async fn dump_dom(browser: &Path, url: &str) -> String {
-    run_chromium(
-        browser,
-        url,
-        &["--dump-dom".to_string()],
-        Duration::from_secs(60),
-    )
-    .await
+    let flags = ["--dump-dom".to_string()];
+    let mut dom = String::new();
+    for _ in 0..3 {
+        dom = run_chromium(browser, url, &flags, Duration::from_secs(60)).await;
+        if !dom.trim().is_empty() {
+            break;
+        }
+        println!("chromium printed no DOM for {url}; trying again");
+    }
+    dom
 }
 
 async fn screenshot(browser: &Path, url: &str, png: &Path, height: u32) -> Image {
