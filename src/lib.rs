@@ -70,7 +70,6 @@ use load::lanes::{self, Shared};
 use load::outcomes::Job;
 use load::outcomes::Outcomes;
 use load::scheduler;
-use report::summary::RunFacts;
 use report::{progress, sampler};
 use rpo::ledger::Ledger;
 use rpo::verify::Verifier;
@@ -433,8 +432,10 @@ impl Drill {
         load_end: Instant,
     ) -> Summary {
         let rpo = self.verifier.totals();
-        let facts = RunFacts {
-            fleet: config.drill.fleet.clone(),
+        Summary {
+            run_id: self.run_id,
+            drill_id: config.drill.fleet.drill_id.clone(),
+            member: config.drill.fleet.member,
             new_primary_writes_unix: self
                 .identity
                 .first_writes()
@@ -445,28 +446,24 @@ impl Drill {
                 .drill
                 .as_ref()
                 .map(|d| d.report(rpo.lost_writes, load_end)),
-            run_id: self.run_id,
             target: config.target.redacted.clone(),
             table: config.table.name.clone(),
-            connect_timeout: config.connect_timeout,
-            connect_timeout_from: config.connect_timeout_from,
+            connect_timeout_seconds: config.connect_timeout.as_secs_f64(),
+            connect_timeout_from: config.connect_timeout_from.to_string(),
             retention_rows_deleted: self.metrics.retention_rows_deleted.get(),
-            started_at: self.started_at,
-            elapsed,
+            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
             target_rate: config.rate,
-            tally: self.outcomes.tally(),
             abandoned,
             primary_changes: self.identity.changes(),
             server_restarts: self.metrics.server_restarts.get(),
-            rpo,
             outages: self.outages.outages(),
             state_changes: self.outages.state_changes(),
             identity_first: self.identity.first(),
             identity_last: self.identity.current(),
             timeline: self.timeline.snapshot(),
             error_kinds: self.metrics.errors.kinds(),
-        };
-        Summary::collect(facts, &self.latency)
+            ..Summary::of_load(self.outcomes.tally(), elapsed, &self.latency, rpo)
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
-use crate::drill::fleet::{Fleet, Member};
+use crate::drill::fleet::Member;
 use crate::drill::DrillReport;
 use crate::error::ErrorClass;
 use crate::failover::outages::{OutageRecord, StateChange};
@@ -126,63 +126,29 @@ pub struct Summary {
     pub drill: Option<DrillReport>,
 }
 
-/// Everything the summary is made of, gathered by the wiring once the run has drained.
-pub(crate) struct RunFacts {
-    pub run_id: i64,
-    pub fleet: Fleet,
-    pub new_primary_writes_unix: Vec<f64>,
-    pub target: String,
-    pub table: String,
-    pub connect_timeout: Duration,
-    pub connect_timeout_from: &'static str,
-    pub retention_rows_deleted: u64,
-    pub started_at: std::time::SystemTime,
-    pub elapsed: Duration,
-    pub target_rate: Option<f64>,
-    pub tally: TallySnapshot,
-    /// In flight when the shutdown grace ran out.
-    pub abandoned: u64,
-    pub primary_changes: u64,
-    pub server_restarts: u64,
-    pub rpo: RpoTotals,
-    pub outages: Vec<OutageRecord>,
-    pub state_changes: Vec<StateChange>,
-    pub error_kinds: Vec<ErrorKind>,
-    pub identity_first: Option<Identity>,
-    pub identity_last: Option<Identity>,
-    pub timeline: Timeline,
-    pub drill: Option<DrillReport>,
-}
-
 impl Summary {
-    pub(crate) fn collect(facts: RunFacts, book: &LatencyBook) -> Summary {
-        let t = facts.tally;
+    /// What the load's own counts give a run that lasted `elapsed`: totals, rates, latency
+    /// percentiles and the RPO totals. The wiring fills in the rest once the run has drained.
+    pub(crate) fn of_load(
+        t: TallySnapshot,
+        elapsed: Duration,
+        book: &LatencyBook,
+        rpo: RpoTotals,
+    ) -> Summary {
         let successes = t.successes();
         let errors = ErrorClass::ALL
             .iter()
             .map(|c| (c.as_str().to_string(), t.errors[c.index()]))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let secs = facts.elapsed.as_secs_f64().max(1e-9);
+        let secs = elapsed.as_secs_f64().max(1e-9);
         Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            run_id: facts.run_id,
-            drill_id: facts.fleet.drill_id,
-            member: facts.fleet.member,
-            server_clock: None,
-            target: facts.target,
-            table: facts.table,
-            connect_timeout_seconds: facts.connect_timeout.as_secs_f64(),
-            connect_timeout_from: facts.connect_timeout_from.to_string(),
-            retention_rows_deleted: facts.retention_rows_deleted,
-            started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
-            duration_seconds: facts.elapsed.as_secs_f64(),
-            target_rate: facts.target_rate,
+            duration_seconds: elapsed.as_secs_f64(),
             transactions: t.transactions,
             successes,
             errors,
             skipped: t.skipped,
-            abandoned: facts.abandoned,
             success_ratio: if t.transactions == 0 {
                 0.0
             } else {
@@ -192,26 +158,16 @@ impl Summary {
             latency: Percentiles::of(&book.latency()),
             service_time: Percentiles::of(&book.service()),
             schedule_lag: Percentiles::of(&book.schedule_lag()),
-            primary_changes: facts.primary_changes,
-            server_restarts: facts.server_restarts,
-            new_primary_writes_unix: facts.new_primary_writes_unix,
-            outages: facts.outages,
-            state_changes: facts.state_changes,
-            lost_writes: facts.rpo.lost_writes,
+            lost_writes: rpo.lost_writes,
             unknown_outcome_writes: t.unknown_outcome,
-            unknown_outcome_committed: facts.rpo.unknown_committed,
-            unknown_outcome_not_committed: facts.rpo.unknown_not_committed,
+            unknown_outcome_committed: rpo.unknown_committed,
+            unknown_outcome_not_committed: rpo.unknown_not_committed,
             unknown_outcome_unresolved: unresolved(
                 t.unknown_outcome,
-                facts.rpo.unknown_committed,
-                facts.rpo.unknown_not_committed,
+                rpo.unknown_committed,
+                rpo.unknown_not_committed,
             ),
-            error_kinds: facts.error_kinds,
-            identity_first: facts.identity_first,
-            identity_last: facts.identity_last,
-            flags: Vec::new(),
-            timeline: facts.timeline,
-            drill: facts.drill,
+            ..Summary::default()
         }
     }
 
