@@ -46,13 +46,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use db::cleanup::CleanupError;
-pub use drill::{
-    DrillReport, InProcessReply, InProcessTrigger, Schedule, TriggerAction, TriggerConfig,
-    VerdictKind,
-};
 pub use error::StartError;
 pub use report::fleet::{merge_summary_files, Merged};
-pub use report::render_summary_file;
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
 

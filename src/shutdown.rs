@@ -14,7 +14,6 @@ pub fn cancel_on_signals(stop: CancellationToken) {
     });
 }
 
-#[cfg(unix)]
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     match (
@@ -30,10 +29,4 @@ async fn wait_for_signal() -> &'static str {
             "SIGINT"
         }
     }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl-C"
 }

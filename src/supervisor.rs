@@ -152,12 +152,6 @@ pub(crate) enum Stage {
 /// Counted from the last variant, so that adding a stage cannot leave this behind.
 const STAGES: usize = Stage::Http as usize + 1;
 
-impl Stage {
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
 pub(crate) struct Supervisor {
     tracker: TaskTracker,
     root: CancellationToken,
@@ -184,7 +178,7 @@ impl Supervisor {
 
     /// The token `stage`'s tasks watch.
     pub fn token(&self, stage: Stage) -> CancellationToken {
-        self.tokens[stage.index()].clone()
+        self.tokens[stage as usize].clone()
     }
 
     /// Runs `task` until it ends; a panic, or an end before `stage` was cancelled, is
@@ -201,7 +195,7 @@ impl Supervisor {
             health.failed(&why);
             fatal.crashed(why);
         });
-        self.tasks[stage.index()].push(handle);
+        self.tasks[stage as usize].push(handle);
     }
 
     /// Runs the lane `make` builds until it ends by itself (its backlog closed); after a
@@ -235,13 +229,13 @@ impl Supervisor {
                 health.lane_up();
             }
         });
-        self.tasks[Stage::Lanes.index()].push(handle);
+        self.tasks[Stage::Lanes as usize].push(handle);
     }
 
     /// Waits up to `within` (unbounded if `None`) for `stage`'s tasks to end on their
     /// own, without cancelling; aborts what is left and returns how many were aborted.
     pub async fn drain(&mut self, stage: Stage, within: Option<Duration>) -> usize {
-        let tasks = std::mem::take(&mut self.tasks[stage.index()]);
+        let tasks = std::mem::take(&mut self.tasks[stage as usize]);
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         let all = async {
             for task in tasks {
@@ -266,7 +260,7 @@ impl Supervisor {
 
     /// Cancels `stage` and waits for its tasks (each bounds its own drain).
     pub async fn stop(&mut self, stage: Stage) {
-        self.tokens[stage.index()].cancel();
+        self.tokens[stage as usize].cancel();
         self.drain(stage, None).await;
     }
 

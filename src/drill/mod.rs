@@ -28,13 +28,12 @@ use crate::failover::outages::OutageRecord;
 
 // The flags and what they validate into belong to the configuration (a lower layer);
 // re-exported so that drill users need one path.
-pub use crate::config::drill::{Objectives, Schedule, TriggerConfig};
+pub use crate::config::drill::{Objectives, TriggerConfig};
 pub(crate) use crate::config::fleet;
-pub use crate::config::trigger::{InProcessReply, InProcessTrigger, TriggerAction};
 pub use daemon::{DrillRun, Sources};
 pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming};
 pub use trigger::TriggerRun;
-pub use verdict::{judge, Verdict, VerdictKind};
+pub use verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 
 /// Everything the summary JSON and the report show about the drills of one run; read
 /// back as it was written (`pgdrill report`).
@@ -78,14 +77,20 @@ impl DrillReport {
             facts.run_end_unix,
         );
         let distribution = DrillDistribution::of(&drills);
-        let verdict = judge(
+        // One process alone: the same rules as for the members of a drill run by several.
+        let run = MemberFacts {
+            name: None,
+            baselines: &facts.baselines,
+            drills: &drills,
+            outages: &facts.outages,
+        };
+        let verdict = judge_members(
             &objectives,
             config.schedule.count,
             &facts.triggers,
-            &facts.baselines,
-            &drills,
-            &facts.outages,
+            &[run],
             facts.lost_writes_in_run,
+            Vec::new(),
         );
         DrillReport {
             command: config.action.display().to_string(),

@@ -78,33 +78,6 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// Judges the drills of one run. `planned` is how many triggers the schedule had;
-/// `lost_writes_in_run` counts every acknowledged write found missing, in an outage or not.
-pub fn judge(
-    objectives: &Objectives,
-    planned: u32,
-    triggers: &[TriggerRun],
-    baselines: &[Baseline],
-    drills: &[DrillTiming],
-    outages: &[OutageRecord],
-    lost_writes_in_run: u64,
-) -> Verdict {
-    let run = MemberFacts {
-        name: None,
-        baselines,
-        drills,
-        outages,
-    };
-    judge_members(
-        objectives,
-        planned,
-        triggers,
-        &[run],
-        lost_writes_in_run,
-        Vec::new(),
-    )
-}
-
 /// What one process measured of a drill, for [`judge_members`].
 #[derive(Debug, Clone, Copy)]
 pub struct MemberFacts<'a> {
@@ -312,14 +285,19 @@ mod tests {
 
         fn judge(&self, objectives: Objectives) -> Verdict {
             let drills = attribute(&self.triggers, &self.outages, &self.primaries, T0 + 60.0);
-            judge(
+            let run = MemberFacts {
+                name: None,
+                baselines: &self.baselines,
+                drills: &drills,
+                outages: &self.outages,
+            };
+            judge_members(
                 &objectives,
                 self.planned,
                 &self.triggers,
-                &self.baselines,
-                &drills,
-                &self.outages,
+                &[run],
                 self.lost,
+                Vec::new(),
             )
         }
     }

@@ -46,12 +46,6 @@ impl Summary {
     }
 }
 
-/// `pgdrill report`: the page for a summary file written by `--summary-json` (or a log
-/// holding one).
-pub fn render_summary_file(path: &Path) -> Result<String, String> {
-    fleet::merge_summary_files(&[path.to_path_buf()]).map(|m| m.page)
-}
-
 /// A summary from its JSON form; anything without `run_id` and `transactions` is not one.
 pub(crate) fn summary_from_json(v: serde_json::Value) -> Result<Summary, String> {
     if v.get("run_id").is_none() || v.get("transactions").is_none() {

@@ -199,7 +199,7 @@ impl Summary {
     }
 
     /// The verdict of a run without a failover trigger: the one set of rules for it. A
-    /// drill is judged once, during the run, by [`crate::drill::verdict::judge`], and its
+    /// drill is judged once, during the run, by [`crate::drill::verdict::judge_members`], and its
     /// summary carries that verdict.
     pub fn run_verdict(&self, rto_objective: f64) -> RunVerdict {
         let worst = self.longest_unavailability();
@@ -259,7 +259,7 @@ fn unresolved(unknown: u64, committed: u64, not_committed: u64) -> u64 {
 }
 
 /// Exit status of a run that never wrote: the target was wrong or never reachable.
-pub const NO_WRITE_EXIT: u8 = 5;
+pub use crate::error::TARGET_EXIT as NO_WRITE_EXIT;
 
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))

@@ -17,8 +17,6 @@ pub(crate) mod page;
 #[cfg(test)]
 mod tests;
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use maud::{html, Markup, PreEscaped};
 
 use crate::db::identity::Identity;
@@ -152,11 +150,7 @@ pub(crate) fn trim(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// Unix seconds as RFC 3339 UTC with milliseconds.
-pub(crate) fn utc(unix: f64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs_f64(unix.max(0.0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
+pub(crate) use crate::drill::rfc3339 as utc;
 
 /// `2026-11-27T08:12:17.123Z` → `08:12:17.123`.
 pub(crate) fn clock_ms(unix: f64) -> String {
