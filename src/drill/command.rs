@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rustix::process::{kill_process_group, Pid, Signal};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -306,40 +306,45 @@ pub(super) fn take(tail: &Mutex<Tail>) -> (String, bool) {
 /// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
 /// the tail. Lines are split at [`MAX_LINE`] bytes so memory stays bounded.
 async fn capture(
-    mut stream: impl AsyncRead + Unpin,
+    stream: impl AsyncRead + Unpin,
     name: &'static str,
     index: usize,
     tail: Arc<Mutex<Tail>>,
 ) {
-    let mut lines = LineSplitter::default();
+    let mut reader = BufReader::new(stream);
+    let mut raw = Vec::with_capacity(MAX_LINE);
     let mut logged = 0usize;
-    let mut buf = [0u8; 8192];
-    let mut emit = |raw: &[u8]| {
-        let line = printable(&scrub(&String::from_utf8_lossy(raw)));
-        if logged < MAX_LOGGED_LINES {
-            tracing::info!(
-                event = "trigger_output",
-                trigger = index,
-                stream = name,
-                "{line}"
-            );
-        } else if logged == MAX_LOGGED_LINES {
-            tracing::warn!(
-                trigger = index,
-                stream = name,
-                "further trigger output is not logged; the report keeps its end"
-            );
-        }
-        logged += 1;
-        tail.lock().push_line(&line);
-    };
     loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => lines.feed(&buf[..n], &mut emit),
+        raw.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut raw)
+            .await;
+        if !raw.is_empty() {
+            let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            let line = printable(&scrub(&String::from_utf8_lossy(bytes)));
+            if logged < MAX_LOGGED_LINES {
+                tracing::info!(
+                    event = "trigger_output",
+                    trigger = index,
+                    stream = name,
+                    "{line}"
+                );
+            } else if logged == MAX_LOGGED_LINES {
+                tracing::warn!(
+                    trigger = index,
+                    stream = name,
+                    "further trigger output is not logged; the report keeps its end"
+                );
+            }
+            logged += 1;
+            tail.lock().push_line(&line);
+        }
+        if !matches!(read, Ok(n) if n > 0) {
+            break;
         }
     }
-    lines.finish(&mut emit);
 }
 
 /// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
@@ -357,47 +362,6 @@ fn printable(line: &str) -> String {
         .collect()
 }
 
-/// Cuts a byte stream into lines of at most [`MAX_LINE`] bytes.
-#[derive(Debug, Default)]
-struct LineSplitter {
-    pending: Vec<u8>,
-}
-
-impl LineSplitter {
-    fn feed(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&[u8])) {
-        while !bytes.is_empty() {
-            let room = MAX_LINE - self.pending.len();
-            let chunk = &bytes[..bytes.len().min(room)];
-            match chunk.iter().position(|b| *b == b'\n') {
-                Some(nl) => {
-                    self.pending.extend_from_slice(&chunk[..nl]);
-                    bytes = &bytes[nl + 1..];
-                    self.flush(emit);
-                }
-                None => {
-                    self.pending.extend_from_slice(chunk);
-                    bytes = &bytes[chunk.len()..];
-                    if self.pending.len() == MAX_LINE {
-                        self.flush(emit);
-                    }
-                }
-            }
-        }
-    }
-
-    fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
-        let line = self.pending.strip_suffix(b"\r").unwrap_or(&self.pending);
-        emit(line);
-        self.pending.clear();
-    }
-
-    fn finish(mut self, emit: &mut impl FnMut(&[u8])) {
-        if !self.pending.is_empty() {
-            self.flush(emit);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,15 +369,15 @@ mod tests {
     use crate::drill::trigger::run;
     use crate::drill::trigger::tests::{run_raw, unix_now};
 
-    #[test]
-    fn long_lines_are_split_and_tails_stay_bounded() {
-        let mut lines = Vec::new();
-        let mut s = LineSplitter::default();
-        let mut emit = |l: &[u8]| lines.push(l.len());
-        s.feed(b"ab\r\ncd", &mut emit);
-        s.feed(&vec![b'x'; MAX_LINE * 2 + 10], &mut emit);
-        s.feed(b"\nlast", &mut emit);
-        s.finish(&mut emit);
+    #[tokio::test]
+    async fn long_lines_are_split_and_tails_stay_bounded() {
+        let mut input = b"ab\r\ncd".to_vec();
+        input.extend(vec![b'x'; MAX_LINE * 2 + 10]);
+        input.extend(b"\nlast");
+        let captured = Arc::new(Mutex::new(Tail::default()));
+        capture(&input[..], "stdout", 1, captured.clone()).await;
+        let (text, _) = captured.lock().take();
+        let lines: Vec<usize> = text.lines().map(str::len).collect();
         assert_eq!(lines, [2, MAX_LINE, MAX_LINE, 2 + 10, 4]);
 
         let mut tail = Tail::default();

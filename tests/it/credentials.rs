@@ -35,7 +35,10 @@ async fn rotate_and_kick(lab: &Lab, to: &str) {
     );
     let until = tokio::time::Instant::now() + Duration::from_secs(2);
     while tokio::time::Instant::now() < until {
-        admin.batch_execute(&kick).await.expect("terminate sessions");
+        admin
+            .batch_execute(&kick)
+            .await
+            .expect("terminate sessions");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
