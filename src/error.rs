@@ -5,74 +5,53 @@ use std::io;
 
 use tokio_postgres::error::SqlState;
 
-/// Every failure pgdrill counts falls into exactly one of these classes.
-/// The set is fixed so that each `{class}` series can be pre-created at 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ErrorClass {
-    ConnectRefused,
-    ConnectTimeout,
-    Dns,
-    Tls,
-    Auth,
-    TooManyConnections,
-    ReadOnly,
-    AdminShutdown,
-    CrashShutdown,
-    CannotConnectNow,
-    ConnectionClosed,
-    StatementTimeout,
+/// [`ErrorClass`] from one table: each class with its label value, in export order.
+macro_rules! error_classes {
+    ($($(#[$doc:meta])* $name:ident = $label:literal,)*) => {
+        /// Every failure pgdrill counts falls into exactly one of these classes.
+        /// The set is fixed so that each `{class}` series can be pre-created at 0.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorClass {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl ErrorClass {
+            pub const ALL: [ErrorClass; [$($label),*].len()] = [$(ErrorClass::$name),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorClass::$name => $label,)*
+                }
+            }
+        }
+    };
+}
+
+error_classes! {
+    ConnectRefused = "connect_refused",
+    ConnectTimeout = "connect_timeout",
+    Dns = "dns",
+    Tls = "tls",
+    Auth = "auth",
+    TooManyConnections = "too_many_connections",
+    ReadOnly = "read_only",
+    AdminShutdown = "admin_shutdown",
+    CrashShutdown = "crash_shutdown",
+    CannotConnectNow = "cannot_connect_now",
+    ConnectionClosed = "connection_closed",
+    StatementTimeout = "statement_timeout",
     /// The client gave up on a server that stopped answering (no reply within the
     /// client's bound, or the kernel reported the peer dead); never the server's 57014.
-    NoResponse,
-    PoolTimeout,
+    NoResponse = "no_response",
+    PoolTimeout = "pool_timeout",
     /// The connection pooler's own error (PgBouncer's SQLSTATE 08P01: "server conn
     /// crashed?", "pgbouncer cannot connect to server", query_wait_timeout, …), not the
     /// server's.
-    Pooler,
-    Other,
+    Pooler = "pooler",
+    Other = "other",
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 16] = [
-        ErrorClass::ConnectRefused,
-        ErrorClass::ConnectTimeout,
-        ErrorClass::Dns,
-        ErrorClass::Tls,
-        ErrorClass::Auth,
-        ErrorClass::TooManyConnections,
-        ErrorClass::ReadOnly,
-        ErrorClass::AdminShutdown,
-        ErrorClass::CrashShutdown,
-        ErrorClass::CannotConnectNow,
-        ErrorClass::ConnectionClosed,
-        ErrorClass::StatementTimeout,
-        ErrorClass::NoResponse,
-        ErrorClass::PoolTimeout,
-        ErrorClass::Pooler,
-        ErrorClass::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::ConnectRefused => "connect_refused",
-            ErrorClass::ConnectTimeout => "connect_timeout",
-            ErrorClass::Dns => "dns",
-            ErrorClass::Tls => "tls",
-            ErrorClass::Auth => "auth",
-            ErrorClass::TooManyConnections => "too_many_connections",
-            ErrorClass::ReadOnly => "read_only",
-            ErrorClass::AdminShutdown => "admin_shutdown",
-            ErrorClass::CrashShutdown => "crash_shutdown",
-            ErrorClass::CannotConnectNow => "cannot_connect_now",
-            ErrorClass::ConnectionClosed => "connection_closed",
-            ErrorClass::StatementTimeout => "statement_timeout",
-            ErrorClass::NoResponse => "no_response",
-            ErrorClass::PoolTimeout => "pool_timeout",
-            ErrorClass::Pooler => "pooler",
-            ErrorClass::Other => "other",
-        }
-    }
-
     /// Index into per-class arrays (metrics, counters), stable with `ALL`.
     pub fn index(self) -> usize {
         self as usize
