@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::report::{assert_self_contained, attr, elements};
-use crate::support::drill::Drill;
+use crate::support::drill::{http_get, Drill};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -27,6 +27,7 @@ pub(crate) fn chromium() -> Option<&'static Path> {
 async fn run_chromium(browser: &Path, url: &str, extra: &[String], limit: Duration) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let out = profile.path().join("stdout");
+    let err = profile.path().join("stderr");
     let mut child = Command::new(browser)
         .args([
             "--headless",
@@ -47,7 +48,7 @@ async fn run_chromium(browser: &Path, url: &str, extra: &[String], limit: Durati
         .arg(url)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("spawn chromium");
     let deadline = tokio::time::Instant::now() + limit;
@@ -63,7 +64,16 @@ async fn run_chromium(browser: &Path, url: &str, extra: &[String], limit: Durati
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    std::fs::read_to_string(&out).unwrap_or_default()
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    if text.trim().is_empty() && extra.iter().any(|f| f == "--dump-dom") {
+        // Its stderr is mostly D-Bus noise; the lines that are not say why.
+        let said = std::fs::read_to_string(&err).unwrap_or_default();
+        println!("chromium printed no DOM for {url}; its stderr without D-Bus lines:");
+        for line in said.lines().filter(|l| !l.contains("dbus")) {
+            println!("  {line}");
+        }
+    }
+    text
 }
 
 /// The DOM Chromium builds from `url`. On a busy machine headless Chromium has once exited 0
@@ -76,7 +86,6 @@ pub(crate) async fn dump_dom(browser: &Path, url: &str) -> String {
         if !dom.trim().is_empty() {
             break;
         }
-        println!("chromium printed no DOM for {url}; trying again");
     }
     dom
 }
@@ -203,8 +212,25 @@ async fn chromium_renders_the_report_and_the_live_page() {
     tokio::time::sleep(Duration::from_secs(7)).await;
 
     // The live page, while the load runs.
-    let live = format!("http://{}/", drill.addr);
-    let dom = dump_dom(browser, &live).await;
+    let mut live = format!("http://{}/", drill.addr);
+    let mut dom = dump_dom(browser, &live).await;
+    if dom.trim().is_empty() {
+        // In 2 of 4 full suite runs on a busy 2-core machine (never alone, nor under CPU
+        // load alone) Chromium exited 0 three times in a row having printed nothing for the
+        // live URL. The page as pgdrill serves it is then rendered from a file, so that its
+        // rendering is still what is checked.
+        let response = http_get(drill.addr, "/").await;
+        let (head, page) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.") && head.contains(" 200 "),
+            "{head}"
+        );
+        let copy = dir.path().join("live.html");
+        std::fs::write(&copy, page).expect("write the live page");
+        println!("chromium printed no DOM for {live}; rendering the served page from {copy:?}");
+        live = format!("file://{}", copy.display());
+        dom = dump_dom(browser, &live).await;
+    }
     assert!(dom.contains("Last 15 minutes"), "{dom}");
     assert!(
         dom.contains("<svg class=\"chart\""),
