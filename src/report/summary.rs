@@ -13,7 +13,7 @@ use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
 use crate::drill::fleet::Member;
 use crate::drill::DrillReport;
-use crate::error::ErrorClass;
+use crate::error::{ErrorClass, TARGET_EXIT};
 use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
 use crate::report::html::{fmt_secs, group};
@@ -142,7 +142,7 @@ impl Summary {
             .filter(|(_, n)| *n > 0)
             .collect();
         let secs = elapsed.as_secs_f64().max(1e-9);
-        Summary {
+        let mut s = Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             duration_seconds: elapsed.as_secs_f64(),
             transactions: t.transactions,
@@ -162,23 +162,17 @@ impl Summary {
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: rpo.unknown_committed,
             unknown_outcome_not_committed: rpo.unknown_not_committed,
-            unknown_outcome_unresolved: unresolved(
-                t.unknown_outcome,
-                rpo.unknown_committed,
-                rpo.unknown_not_committed,
-            ),
             ..Summary::default()
-        }
+        };
+        s.unknown_outcome_unresolved = s.unresolved();
+        s
     }
 
     /// Unknown outcomes verification did not resolve either way (computed, not read: a
     /// summary older than the field lacks it).
     pub fn unresolved(&self) -> u64 {
-        unresolved(
-            self.unknown_outcome_writes,
-            self.unknown_outcome_committed,
-            self.unknown_outcome_not_committed,
-        )
+        (self.unknown_outcome_writes)
+            .saturating_sub(self.unknown_outcome_committed + self.unknown_outcome_not_committed)
     }
 
     /// The longest measured write unavailability (the RTO a verdict judges).
@@ -253,13 +247,6 @@ pub struct RunVerdict {
     pub word: &'static str,
     pub reasons: Vec<String>,
 }
-
-fn unresolved(unknown: u64, committed: u64, not_committed: u64) -> u64 {
-    unknown.saturating_sub(committed + not_committed)
-}
-
-/// Exit status of a run that never wrote: the target was wrong or never reachable.
-pub use crate::error::TARGET_EXIT as NO_WRITE_EXIT;
 
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
@@ -410,7 +397,7 @@ impl Summary {
 
 impl Summary {
     /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
-    /// 3 for a failed drill, 4 for an invalid one; [`NO_WRITE_EXIT`] when not one write
+    /// 3 for a failed drill, 4 for an invalid one; [`TARGET_EXIT`] when not one write
     /// succeeded and nothing else said so (a run that measured nothing never passes).
     pub fn exit_code(&self) -> u8 {
         let verdict = self
@@ -419,7 +406,7 @@ impl Summary {
             .map_or(0, |d| d.verdict.verdict.exit_code());
         match (self.successes, verdict) {
             // A drill that wrote nothing is judged (INVALID, or FAIL); a canary fails.
-            (0, 0) => NO_WRITE_EXIT,
+            (0, 0) => TARGET_EXIT,
             (_, code) => code,
         }
     }
