@@ -297,8 +297,16 @@ fn epoch(s: &Stamp) -> f64 {
 }
 
 /// From the rows on the node that takes writes afterwards: the first pgdrill write it
-/// accepted after the failure began, and the longest gap between consecutive rows.
-async fn rows_truth(lab: &Lab, node: Node, run_id: i64, after: f64) -> Option<(f64, f64)> {
+/// accepted after the failure began (`after`), and the gap in `created_at` that the failover
+/// made: the one ending at the first row written once the writer was back (`back`: the
+/// promotion or the thaw). A stall elsewhere in the run is not the failover's.
+async fn rows_truth(
+    lab: &Lab,
+    node: Node,
+    run_id: i64,
+    after: f64,
+    back: f64,
+) -> Option<(f64, f64)> {
     let (client, conn) = tokio_postgres::connect(&lab.dsn(node), tokio_postgres::NoTls)
         .await
         .ok()?;
@@ -309,10 +317,11 @@ async fn rows_truth(lab: &Lab, node: Node, run_id: i64, after: f64) -> Option<(f
     let row = client
         .query_one(
             "SELECT extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($2)))::float8, \
-                    extract(epoch FROM max(gap))::float8 \
+                    extract(epoch FROM (array_agg(gap ORDER BY created_at) \
+                        FILTER (WHERE created_at > to_timestamp($3)))[1])::float8 \
              FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY created_at) AS gap \
                    FROM pgdrill_writes WHERE run_id = $1) r",
-            &[&run_id, &after],
+            &[&run_id, &after, &back],
         )
         .await
         .ok()?;
@@ -334,7 +343,12 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
     if let Some(th) = &t.thawed {
         facts.push(format!("continued {}", rel(th)));
     }
-    let rows = rows_truth(lab, t.writer, summary.run_id, zero).await;
+    let back = t
+        .promote_requested
+        .as_ref()
+        .or(t.thawed.as_ref())
+        .map_or(zero, epoch);
+    let rows = rows_truth(lab, t.writer, summary.run_id, zero, back).await;
     if let Some((first, _)) = rows {
         facts.push(format!(
             "first pgdrill write accepted by {} +{:.3}s (its created_at)",
@@ -352,8 +366,8 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
         .map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"));
     let gap = rows.map_or_else(|| "-".to_string(), |(_, g)| format!("{g:.3}s"));
     println!(
-        "pgdrill measured {measured} of write unavailability ({} outages); the rows' longest \
-         created_at gap is {gap}; lost {}, unknown outcome {} ({} committed, {} not)",
+        "pgdrill measured {measured} of write unavailability ({} outages); the rows' created_at \
+         gap across the failover is {gap}; lost {}, unknown outcome {} ({} committed, {} not)",
         summary.outages.len(),
         summary.lost_writes,
         summary.unknown_outcome_writes,
