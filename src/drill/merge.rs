@@ -262,6 +262,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                     baselines: &m.baselines,
                     drills: &m.drills,
                     outages: &i.summary.outages,
+                    run_end_unix: i.summary.span_unix().1,
                 })
                 .collect();
             // 0: a summary older than the field; as many as ran were planned.
@@ -380,7 +381,7 @@ fn figures(
     let (baselines, drills) = match (is_trigger, drill) {
         (true, Some(d)) => (d.baselines.clone(), d.drills.clone()),
         (_, Some(d)) => {
-            let (start, end) = run_span(s);
+            let (start, end) = s.span_unix();
             for t in triggers {
                 if t.started_unix < start - SPAN_SLACK || t.started_unix > end + SPAN_SLACK {
                     invalid.push(format!(
@@ -436,18 +437,6 @@ fn figures(
         drills,
         worst_write_unavailable_seconds: worst,
     }
-}
-
-/// Start and end of a member's run, Unix seconds on its clock: from `started_at`, else
-/// from its timeline.
-fn run_span(s: &Summary) -> (f64, f64) {
-    let start = humantime::parse_rfc3339(&s.started_at)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs_f64())
-        .or_else(|| s.timeline.span().map(|(a, _)| a as f64))
-        .unwrap_or(0.0);
-    (start, start + s.duration_seconds)
 }
 
 /// The load a member's timeline holds within the trigger member's baseline window (whole

@@ -83,6 +83,7 @@ impl DrillReport {
             baselines: &facts.baselines,
             drills: &drills,
             outages: &facts.outages,
+            run_end_unix: facts.run_end_unix,
         };
         let verdict = judge_members(
             &objectives,

@@ -1,4 +1,6 @@
-//! PASS, FAIL or INVALID, with the reasons, and the exit status a pipeline gates on.
+//! PASS, FAIL or INVALID, with the reasons, and the exit status a pipeline gates on. One
+//! engine for drills, canaries (no trigger: each outage is judged by rules 2 and 3 on its
+//! own) and `pgdrill report`.
 //!
 //! Rules, in order:
 //! 1. More acknowledged writes lost in the run than `--rpo-objective` allows: **FAIL**,
@@ -25,7 +27,7 @@ use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
 
 /// Exit status of a run whose drill missed an objective. 1 is a runtime error and 2 a usage
-/// error; 0 is a pass, and also every canary run (no trigger, no verdict).
+/// error; 0 is a pass. A canary's exit status stays 0: its verdict is shown, not gated on.
 pub const EXIT_FAIL: u8 = 3;
 /// Exit status of a run whose drill could not be judged (see the module rules).
 pub const EXIT_INVALID: u8 = 4;
@@ -88,12 +90,15 @@ pub struct MemberFacts<'a> {
     /// Its outages attributed to the triggers (see [`crate::drill::attribute`]).
     pub drills: &'a [DrillTiming],
     pub outages: &'a [OutageRecord],
+    /// When its run ended (Unix seconds): how long an outage still open then had lasted.
+    pub run_end_unix: f64,
 }
 
 /// Judges a drill measured by one process or by several (`pgdrill report` on many
 /// summaries) with the same rules: rule 1 on the acknowledged writes lost by all of them,
 /// rule 2 with `invalid` (what is wrong with the set of processes itself), the triggers,
-/// and each member's baselines, rules 2 and 3 for each member's outages.
+/// and each member's baselines, rules 2 and 3 for each member's outages (those attributed
+/// to a trigger, or every one when no trigger was planned).
 pub fn judge_members(
     objectives: &Objectives,
     planned: u32,
@@ -122,7 +127,13 @@ pub fn judge_members(
         invalid.extend(m.baselines.iter().filter_map(Baseline::problem).map(named));
         let (mut f, mut i) = (Vec::new(), Vec::new());
         for d in m.drills {
-            judge_drill(d, triggers, m.outages, rto, &mut f, &mut i);
+            judge_drill(d, triggers, m, rto, &mut f, &mut i);
+        }
+        // A canary (no trigger planned): every outage is judged on its own.
+        if planned == 0 {
+            for o in m.outages {
+                judge_outage("", o, m.run_end_unix, rto, &mut f, &mut i);
+            }
         }
         failed.extend(f.into_iter().map(named));
         invalid.extend(i.into_iter().map(named));
@@ -166,7 +177,7 @@ fn trigger_problems(planned: u32, triggers: &[TriggerRun]) -> Vec<String> {
 fn judge_drill(
     d: &DrillTiming,
     triggers: &[TriggerRun],
-    outages: &[OutageRecord],
+    m: &MemberFacts<'_>,
     rto: f64,
     failed: &mut Vec<String>,
     invalid: &mut Vec<String>,
@@ -183,50 +194,52 @@ fn judge_drill(
         ));
     }
     for index in d.outage.iter().chain(&d.later_outages) {
-        let Some(o) = outages.iter().find(|o| o.index == *index) else {
-            continue;
-        };
-        match (o.end_unix, o.write_unavailable_seconds) {
-            (Some(_), Some(seconds)) => {
-                if seconds > rto {
-                    failed.push(format!(
-                        "trigger {}: writes unavailable for {seconds:.3} s (outage {index}), \
-                         over the RTO objective ({rto} s)",
-                        d.trigger
-                    ));
-                }
-                if o.lost_writes.is_none() {
-                    invalid.push(format!(
-                        "trigger {}: the acknowledged writes before outage {index} were never \
-                         verified",
-                        d.trigger
-                    ));
-                }
+        if let Some(o) = m.outages.iter().find(|o| o.index == *index) {
+            let who = format!("trigger {}: ", d.trigger);
+            judge_outage(&who, o, m.run_end_unix, rto, failed, invalid);
+        }
+    }
+}
+
+/// Rules 2 and 3 for one outage: `who` starts each reason; `at_end` is how long it had
+/// lasted when the run ended, if it was still open and its record does not say.
+fn judge_outage(
+    who: &str,
+    o: &OutageRecord,
+    run_end_unix: f64,
+    rto: f64,
+    failed: &mut Vec<String>,
+    invalid: &mut Vec<String>,
+) {
+    let index = o.index;
+    match (o.end_unix, o.write_unavailable_seconds) {
+        (Some(_), Some(seconds)) => {
+            if seconds > rto {
+                failed.push(format!(
+                    "{who}writes unavailable for {seconds:.3} s (outage {index}), over the RTO \
+                     objective ({rto} s)"
+                ));
             }
-            // Still open when the load stopped: how long it had lasted by then decides.
-            (_, so_far) => {
-                let lasted = so_far
-                    .or(if Some(*index) == d.outage {
-                        d.unavailable_at_run_end_seconds
-                    } else {
-                        None
-                    })
-                    .unwrap_or(0.0);
-                if lasted > rto {
-                    failed.push(format!(
-                        "trigger {}: writes had not come back when the load stopped, \
-                         {lasted:.3} s after outage {index} began, over the RTO objective \
-                         ({rto} s)",
-                        d.trigger
-                    ));
-                } else {
-                    invalid.push(format!(
-                        "trigger {}: the run ended during outage {index}, {lasted:.3} s after \
-                         it began, shorter than the RTO objective ({rto} s): it could not be \
-                         judged; run the drill longer",
-                        d.trigger
-                    ));
-                }
+            if o.lost_writes.is_none() {
+                invalid.push(format!(
+                    "{who}the acknowledged writes before outage {index} were never verified"
+                ));
+            }
+        }
+        // Still open when the load stopped: how long it had lasted by then decides.
+        (_, so_far) => {
+            let lasted = so_far.unwrap_or((run_end_unix - o.start_unix).max(0.0));
+            if lasted > rto {
+                failed.push(format!(
+                    "{who}writes had not come back when the load stopped, {lasted:.3} s after \
+                     outage {index} began, over the RTO objective ({rto} s)"
+                ));
+            } else {
+                invalid.push(format!(
+                    "{who}the run ended during outage {index}, {lasted:.3} s after it began, \
+                     shorter than the RTO objective ({rto} s): it could not be judged; run \
+                     longer"
+                ));
             }
         }
     }
@@ -290,6 +303,7 @@ mod tests {
                 baselines: &self.baselines,
                 drills: &drills,
                 outages: &self.outages,
+                run_end_unix: T0 + 60.0,
             };
             judge_members(
                 &objectives,
@@ -490,5 +504,45 @@ mod tests {
         for kind in VerdictKind::ALL {
             assert!(crate::telemetry::metrics::DRILL_VERDICTS.contains(&kind.as_str()));
         }
+    }
+    #[test]
+    fn a_canary_has_each_outage_judged_by_the_same_rules() {
+        let canary = |outages: Vec<OutageRecord>| Case {
+            triggers: Vec::new(),
+            baselines: Vec::new(),
+            outages,
+            primaries: Vec::new(),
+            lost: 0,
+            planned: 0,
+        };
+        let v = canary(Vec::new()).judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
+
+        let v = canary(vec![
+            outage(1, T0 + 5.0, Some(0.3), 0),
+            outage(2, T0 + 20.0, Some(2.5), 0),
+        ])
+        .judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+        assert_eq!(
+            v.failed,
+            ["writes unavailable for 2.500 s (outage 2), over the RTO objective (1 s)"]
+        );
+
+        let mut unverified = outage(1, T0 + 5.0, Some(0.3), 0);
+        unverified.lost_writes = None;
+        let v = canary(vec![unverified]).judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert_eq!(
+            v.invalid,
+            ["the acknowledged writes before outage 1 were never verified"]
+        );
+
+        // Open at the end of the run (T0 + 60 s): 0.5 s cannot be judged, 10 s failed.
+        let v = canary(vec![outage(1, T0 + 59.5, None, 0)]).judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        let v = canary(vec![outage(1, T0 + 50.0, None, 0)]).judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+        assert!(v.failed[0].contains("10.000 s after outage 1 began"), "{v}");
     }
 }

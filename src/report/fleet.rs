@@ -10,7 +10,7 @@ use crate::drill::merge::{self, FleetReport, Input, MemberFigures};
 use crate::report::html::chart::{chart, legend};
 use crate::report::html::page::drill_table;
 use crate::report::html::{
-    self, card, document, errors_text, fmt_secs, group, opt_secs, verdict_banner,
+    self, banner, card, document, errors_text, fmt_secs, group, opt_secs, verdict_banner,
 };
 use crate::report::summary::Summary;
 use crate::telemetry::timeline::{Event, EventKind};
@@ -130,13 +130,12 @@ fn render(r: &FleetReport, inputs: &[Input]) -> String {
 
 fn headline(r: &FleetReport) -> Markup {
     let banner = match &r.verdict {
-        Some(v) => {
-            let (class, word) = html::drill_banner(v);
-            let reasons: Vec<String> = v.failed.iter().chain(&v.invalid).cloned().collect();
-            verdict_banner(class, word, &reasons)
-        }
-        None => verdict_banner(
-            "incomplete",
+        Some(v) => match &r.objectives {
+            Some(o) => verdict_banner(v, o),
+            None => banner("invalid", "INVALID", &v.invalid),
+        },
+        None => banner(
+            "none",
             "NO VERDICT",
             &["no trigger: canary runs".to_string()],
         ),

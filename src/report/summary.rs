@@ -9,14 +9,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::config::drill::Objectives;
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
 use crate::drill::fleet::Member;
-use crate::drill::DrillReport;
+use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
 use crate::failover::outages::{OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
-use crate::report::html::{fmt_secs, group};
 use crate::rpo::verify::RpoTotals;
 use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
@@ -192,61 +192,50 @@ impl Summary {
         }
     }
 
-    /// The verdict of a run without a failover trigger: the one set of rules for it. A
-    /// drill is judged once, during the run, by [`crate::drill::verdict::judge_members`], and its
-    /// summary carries that verdict.
-    pub fn run_verdict(&self, rto_objective: f64) -> RunVerdict {
-        let worst = self.longest_unavailability();
-        let count = |f: fn(&OutageRecord) -> bool| self.outages.iter().filter(|o| f(o)).count();
-        let open = count(|o| o.end_unix.is_none());
-        let unverified = count(|o| o.lost_writes.is_none());
-        let unresolved = self.unresolved();
-        let rto = |w: f64, cmp: &str| {
-            let (w, o) = (fmt_secs(w), fmt_secs(rto_objective));
-            format!("writes unavailable {w} {cmp} objective {o}")
+    /// Start and end of the run, Unix seconds on its clock: from `started_at`, else from
+    /// its timeline.
+    pub fn span_unix(&self) -> (f64, f64) {
+        let start = humantime::parse_rfc3339(&self.started_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+            .or_else(|| self.timeline.span().map(|(a, _)| a as f64))
+            .unwrap_or(0.0);
+        (start, start + self.duration_seconds)
+    }
+
+    /// The run's verdict: a drill's, given once during the run; else the run judged as a
+    /// canary by the same engine, [`judge_members`], against `rto_objective`.
+    pub fn verdict(&self, rto_objective: f64) -> Verdict {
+        if let Some(d) = &self.drill {
+            return d.verdict.clone();
+        }
+        let run = MemberFacts {
+            name: None,
+            baselines: &[],
+            drills: &[],
+            outages: &self.outages,
+            run_end_unix: self.span_unix().1,
         };
-        let fail: Vec<String> = [
-            worst.filter(|w| *w > rto_objective).map(|w| rto(w, ">")),
-            (open > 0).then(|| format!("{open} outage(s) never ended during the run")),
-            (self.lost_writes > 0)
-                .then(|| format!("{} acknowledged write(s) lost", group(self.lost_writes))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let incomplete: Vec<String> = [
-            (unverified > 0).then(|| format!("{unverified} outage(s) not verified")),
-            (unresolved > 0)
-                .then(|| format!("{} unknown outcome(s) unresolved", group(unresolved))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let (word, reasons) = if !fail.is_empty() {
-            ("FAIL", [fail, incomplete].concat())
-        } else if !incomplete.is_empty() {
-            ("INCOMPLETE", incomplete)
-        } else {
-            let outage = match worst {
-                Some(w) => Some(rto(w, "≤")),
-                None => self.outages.is_empty().then(|| "no outage".to_string()),
-            };
-            let lost = Some("no acknowledged write lost".to_string());
-            ("PASS", [outage, lost].into_iter().flatten().collect())
-        };
-        RunVerdict { word, reasons }
+        let objectives = self.objectives(rto_objective);
+        judge_members(&objectives, 0, &[], &[run], self.lost_writes, Vec::new())
+    }
+
+    /// The objectives the run is judged against: a drill's own, else `rto_objective` and
+    /// no acknowledged write lost.
+    pub fn objectives(&self, rto_objective: f64) -> Objectives {
+        self.drill.as_ref().map_or(
+            Objectives {
+                rto: Duration::from_secs_f64(rto_objective.max(0.0)),
+                max_lost_writes: 0,
+            },
+            |d| d.objectives,
+        )
     }
 }
 
 /// The RTO objective of a run without a trigger (`--rto-objective`'s default).
 pub const DEFAULT_RTO_OBJECTIVE: f64 = 120.0;
-
-/// PASS, FAIL or INCOMPLETE for a run without a trigger, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunVerdict {
-    pub word: &'static str,
-    pub reasons: Vec<String>,
-}
 
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))

@@ -20,6 +20,7 @@ mod tests;
 use maud::{html, Markup, PreEscaped};
 
 use crate::db::identity::Identity;
+use crate::drill::{Objectives, Verdict, VerdictKind};
 
 pub use live::{render_live, LiveInput, LIVE_WINDOW};
 pub use page::{render, Report};
@@ -58,23 +59,31 @@ pub(crate) fn card(class: &str, title: &str, value: &str, detail: &str) -> Marku
     }
 }
 
-/// The verdict banner: `class` is `pass`, `fail` or `incomplete`.
-pub(crate) fn verdict_banner(class: &str, word: &str, reasons: &[String]) -> Markup {
+/// A verdict as a banner; a pass with no reason of its own names the objectives it met.
+pub(crate) fn verdict_banner(v: &Verdict, met: &Objectives) -> Markup {
+    let (class, word) = match v.verdict {
+        VerdictKind::Pass => ("pass", "PASS"),
+        VerdictKind::Fail => ("fail", "FAIL"),
+        VerdictKind::Invalid => ("invalid", "INVALID"),
+    };
+    let mut reasons: Vec<String> = v.failed.iter().chain(&v.invalid).cloned().collect();
+    if reasons.is_empty() {
+        reasons.push(format!(
+            "every objective met: writes unavailable ≤ {}, acknowledged writes lost ≤ {}",
+            fmt_secs(met.rto.as_secs_f64()),
+            group(met.max_lost_writes)
+        ));
+    }
+    banner(class, word, &reasons)
+}
+
+/// The verdict banner: `class` is `pass`, `fail`, `invalid` or `none`.
+pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
     html! {
         div class={ "verdict " (class) } {
             span.big { (word) }
             span { (reasons.join(" · ")) }
         }
-    }
-}
-
-/// A drill's verdict as the banner shows it.
-pub(crate) fn drill_banner(v: &crate::drill::Verdict) -> (&'static str, &'static str) {
-    use crate::drill::VerdictKind;
-    match v.verdict {
-        VerdictKind::Pass => ("pass", "PASS"),
-        VerdictKind::Fail => ("fail", "FAIL"),
-        VerdictKind::Invalid => ("incomplete", "INVALID"),
     }
 }
 

@@ -7,8 +7,8 @@ use maud::{html, Markup, PreEscaped};
 use super::chart::{chart, legend};
 use super::events::events_table;
 use super::{
-    card, describe, describe_short, document, drill_banner, errors_text, fmt_secs, group,
-    opt_group, opt_secs, verdict_banner, when,
+    card, describe, describe_short, document, errors_text, fmt_secs, group, opt_group, opt_secs,
+    verdict_banner, when,
 };
 use crate::db::identity::Identity;
 use crate::drill::DrillReport;
@@ -94,34 +94,10 @@ pub fn render(r: &Report) -> String {
     document(&title, false, body)
 }
 
-/// The verdict and the headline cards. A drill shows the verdict it gave itself; a run
-/// without a trigger the one [`Summary::run_verdict`] gives.
+/// The verdict and the headline cards.
 fn headline(r: &Report) -> Markup {
     let s = r.summary;
-    let banner = match &s.drill {
-        Some(d) => {
-            let (class, word) = drill_banner(&d.verdict);
-            let mut reasons: Vec<String> = d
-                .verdict
-                .failed
-                .iter()
-                .chain(&d.verdict.invalid)
-                .cloned()
-                .collect();
-            if reasons.is_empty() {
-                reasons.push(format!(
-                    "every objective met: writes unavailable ≤ {}, acknowledged writes lost ≤ {}",
-                    fmt_secs(d.objectives.rto.as_secs_f64()),
-                    group(d.objectives.max_lost_writes)
-                ));
-            }
-            verdict_banner(class, word, &reasons)
-        }
-        None => {
-            let v = s.run_verdict(r.rto_objective);
-            verdict_banner(&v.word.to_ascii_lowercase(), v.word, &v.reasons)
-        }
-    };
+    let banner = verdict_banner(&s.verdict(r.rto_objective), &s.objectives(r.rto_objective));
     let checked: u64 = s.outages.iter().filter_map(|o| o.checked_writes).sum();
     // An outage never verified (open at the end, or no verification answered) checked
     // nothing: "0 lost" would claim what was never looked at.

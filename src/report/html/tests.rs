@@ -344,11 +344,13 @@ fn a_week_long_canary_renders_within_the_same_size() {
 }
 
 #[test]
-fn the_headline_judges_rto_lost_writes_and_unknown_outcomes() {
+fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
     let r = drill(600, 120);
     let html = render_30(&r);
     assert!(html.contains(r#"<span class="big">PASS</span>"#), "pass");
-    assert!(html.contains("writes unavailable 2.97 s ≤ objective 30.00 s"));
+    assert!(html.contains(
+        "every objective met: writes unavailable ≤ 30.00 s, acknowledged writes lost ≤ 0"
+    ));
     assert!(html.contains("1 on the new primary, 23 not on it, 0 unresolved"));
     assert!(html.contains("<b>2.97 s</b>"), "the outage row's RTO");
     assert!(
@@ -363,22 +365,25 @@ fn the_headline_judges_rto_lost_writes_and_unknown_outcomes() {
         rto_is_default: false,
     });
     assert!(html.contains(r#"<span class="big">FAIL</span>"#));
-    assert!(html.contains("writes unavailable 2.97 s &gt; objective 1.00 s"));
+    assert!(
+        html.contains("writes unavailable for 2.974 s (outage 1), over the RTO objective (1 s)")
+    );
 
     let mut lossy = r.clone();
     lossy.lost_writes = 3;
     lossy.outages[0].lost_writes = Some(3);
     let html = render_30(&lossy);
     assert!(html.contains(r#"<span class="big">FAIL</span>"#));
-    assert!(html.contains("3 acknowledged write(s) lost"));
+    assert!(html.contains("3 acknowledged writes lost, over the RPO objective (at most 0)"));
 
+    // Unresolved unknown outcomes are shown on their card; they do not decide the verdict.
     let mut open = r.clone();
     open.unknown_outcome_not_committed = 20;
     open.outages[0].lost_writes = None;
     let html = render_30(&open);
-    assert!(html.contains(r#"<span class="big">INCOMPLETE</span>"#));
-    assert!(html.contains("3 unknown outcome(s) unresolved"));
-    assert!(html.contains("1 outage(s) not verified"));
+    assert!(html.contains(r#"<span class="big">INVALID</span>"#));
+    assert!(html.contains("the acknowledged writes before outage 1 were never verified"));
+    assert!(html.contains("1 on the new primary, 20 not on it, 3 unresolved"));
 }
 
 #[test]
@@ -510,7 +515,7 @@ fn empty_tiny_and_unfinished_runs_render() {
     assert!(html.contains("no failed or skipped writes"));
     assert!(html.contains("no completed writes"));
 
-    // The run ended inside an outage: it fails, and the shading runs to the end.
+    // The run ended inside an outage: the shading runs to the end.
     let mut r = drill(300, 290);
     r.outages[0].end_unix = None;
     r.outages[0].ended_at = None;
@@ -527,8 +532,16 @@ fn empty_tiny_and_unfinished_runs_render() {
         r.timeline.events.push(e);
     }
     let html = render_30(&r);
+    // Shorter than the objective so far: it cannot be judged; longer: it failed.
+    assert!(html.contains(r#"<span class="big">INVALID</span>"#));
+    assert!(html.contains("the run ended during outage 1, 9.939 s after it began"));
+    let html = render(&Report {
+        summary: &r,
+        rto_objective: 5.0,
+        rto_is_default: false,
+    });
     assert!(html.contains(r#"<span class="big">FAIL</span>"#));
-    assert!(html.contains("1 outage(s) never ended during the run"));
+    assert!(html.contains("writes had not come back when the load stopped, 9.939 s after outage 1"));
     assert!(html.contains(">not ended<"));
     assert!(html.contains("not recovered"));
 }
