@@ -16,10 +16,8 @@ use crate::report::summary::{Flag, Summary};
 impl Summary {
     /// The drill report page for this summary, as `pgdrill report SUMMARY.json` draws it
     /// from the file.
-    pub fn report_html(&self) -> Result<String, String> {
-        Ok(crate::secrets::scrub(&html::render(&html::Report::new(
-            self,
-        ))))
+    pub fn report_html(&self) -> String {
+        crate::secrets::scrub(&html::render(&html::Report::new(self)))
     }
 
     /// The command-line settings as run (long name without dashes, value), passwords
@@ -41,8 +39,7 @@ impl Summary {
 
     /// `--report`: writes [`Summary::report_html`] to `path`.
     pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
-        let page = self.report_html().map_err(std::io::Error::other)?;
-        std::fs::write(path, page)
+        std::fs::write(path, self.report_html())
     }
 }
 
