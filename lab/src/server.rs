@@ -31,6 +31,10 @@ impl Lab {
         self.run(cmd, SETUP_TIMEOUT).await?;
         self.roles.lock().unwrap_or_else(|e| e.into_inner()).exists[0] = true;
 
+        // wal_retrieve_retry_interval: a standby whose primary just stopped can sleep this
+        // long before it notices a promotion (seen once on CI: promote->writable 5.02 s at the
+        // 5 s default), which would turn a planned switchover into a multi-second outage that
+        // is the lab's, not the service's.
         let conf = format!(
             "\n# --- pgdrill lab ---\n\
              listen_addresses = '127.0.0.1'\n\
@@ -44,6 +48,7 @@ impl Lab {
              max_replication_slots = 5\n\
              wal_keep_size = 256MB\n\
              hot_standby = on\n\
+             wal_retrieve_retry_interval = '100ms'\n\
              wal_log_hints = on\n\
              log_line_prefix = '%m [%p] %q%u@%d '\n\
              log_min_messages = info\n\
