@@ -424,6 +424,9 @@ postgresql:
     shared_buffers: 32MB
     fsync: 'on'
     synchronous_commit: 'on'
+    # As in the pair lab: the lab's standby, not the service, would add PostgreSQL's 5 s
+    # default retry sleep between its primary stopping and its promotion taking effect.
+    wal_retrieve_retry_interval: 100ms
 watchdog:
   mode: 'off'
 "#,
