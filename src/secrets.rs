@@ -8,25 +8,11 @@
 //! `key=value` and `--option value` pairs whose key names a secret.
 
 use parking_lot::RwLock;
+use regex::Regex;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 const REDACTED: &str = "REDACTED";
-
-/// Key names whose values are secrets, matched case-insensitively as a suffix of the key
-/// (`PGPASSWORD=`, `"administratorLoginPassword": "…"`, `accessToken: …`, `client_secret=`,
-/// `--admin-password …`).
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "authorization",
-];
-
-/// Schemes written before a credential (`Authorization: Bearer eyJ…`): the word after
-/// them is the secret.
-const AUTH_SCHEMES: &[&str] = &["bearer ", "basic "];
 
 /// The secret values seen so far, longest first (a secret containing another is replaced
 /// whole). Bounded: a rotating token adds one value per rotation, and old values stay
@@ -86,185 +72,86 @@ pub fn scrub(text: &str) -> String {
     scrub_patterns(&out)
 }
 
+/// Key names whose values are secrets, matched case-insensitively as a suffix of the key
+/// (`PGPASSWORD=`, `"administratorLoginPassword": "…"`, `accessToken: …`, `client_secret=`,
+/// `--admin-password …`), then `=` or `:` and the value, or (for an option, see
+/// [`scrub_patterns`]) white space and the value, unless that is another option. The one
+/// capture group that matched is the value.
+static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
+    let key = "(?:password|passwd|pwd|secret|token|authorization)";
+    let pair = format!(r#"["']? *[=:] *{}"#, value(""));
+    let option = format!(r"(?P<option>[[:space:]]+){}", value("-"));
+    Regex::new(&format!("(?i){key}(?:{pair}|{option})")).expect("a valid pattern")
+});
+
+/// A value: quoted (to its closing quote; a backslash escapes the next character, as in
+/// JSON and libpq) or bare (to white space, a separator or a quote, so that a bare value
+/// inside a JSON or HTML string ends with it). An authorization scheme before it
+/// (`Bearer eyJ…`) is kept; otherwise it must not start with a character of `not_first`.
+fn value(not_first: &str) -> String {
+    let quoted = |q: char| {
+        let char = format!(r"[^{q}\\]|\\(?s:.)?");
+        format!(
+            r"{q}(?:(?:bearer |basic )((?:{char})+)|((?:[^{q}\\{not_first}]|\\(?s:.)?)(?:{char})*))"
+        )
+    };
+    let bare = r#"[^[:space:],;&})"'\\"#;
+    format!(
+        r"(?:{}|{}|(?:bearer |basic )({bare}]+)|({bare}{not_first}]{bare}]*))",
+        quoted('"'),
+        quoted('\'')
+    )
+}
+
+/// A connection URL's user info: `scheme://user:password@`.
+static URL_PASSWORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(://[^:/?]*:)[^/?]*@").expect("a valid pattern"));
+
+/// A connection string's or a URL query's `password=`, libpq's quoting included.
+static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)((?:^|[ ?&\t])password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|[^ &\t]*)")
+        .expect("a valid pattern")
+});
+
 /// Connection strings (URL user info, `password=`) as [`redact`] does, then the value
-/// after any key ending in one of [`SECRET_KEYS`] followed by `=` or `:`.
+/// after each key that names a secret ([`SECRET_VALUE`]): the first such key from the left,
+/// its `key=value` form before its option form; an option's word (from the last white
+/// space or quote before the key) must start with `-`.
 pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
-    // Byte-wise, so that stepping through multi-byte characters never splits one.
-    let lower = text.to_ascii_lowercase().into_bytes();
-    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let Some(key_end) = SECRET_KEYS
+    let (mut copied, mut from) = (0, 0);
+    while let Some(caps) = SECRET_VALUE.captures_at(&text, from) {
+        let key = caps.get(0).expect("group 0 is the match");
+        let word = text[..key.start()]
+            .rsplit(|c: char| c.is_ascii_whitespace() || c == '"' || c == '\'')
+            .next()
+            .unwrap_or_default();
+        if caps.name("option").is_some() && !word.starts_with('-') {
+            // The key's first character is ASCII: the next one starts a character.
+            from = key.start() + 1;
+            continue;
+        }
+        let value = caps
             .iter()
-            .find(|k| lower[i..].starts_with(k.as_bytes()))
-            .map(|k| i + k.len())
-        else {
-            i += 1;
-            continue;
-        };
-        // The key must end here: `tokens_used=` is a count, not a secret.
-        let next = bytes.get(key_end).copied();
-        if next.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            i = key_end;
-            continue;
-        }
-        let Some(mut value_start) =
-            value_start(bytes, key_end).or_else(|| option_value_start(bytes, i, key_end))
-        else {
-            i = key_end;
-            continue;
-        };
-        if let Some(scheme) = AUTH_SCHEMES
-            .iter()
-            .find(|s| lower[value_start..].starts_with(s.as_bytes()))
-        {
-            value_start += scheme.len();
-        }
-        let value_end = value_end(bytes, value_start);
-        if value_end > value_start && &text[value_start..value_end] != REDACTED {
-            out.push_str(&text[copied..value_start]);
-            out.push_str(REDACTED);
-            copied = value_end;
-        }
-        i = value_end.max(key_end);
+            .flatten()
+            .last()
+            .expect("every alternative captures its value");
+        out.push_str(&text[copied..value.start()]);
+        out.push_str(REDACTED);
+        (copied, from) = (value.end(), value.end());
     }
     out.push_str(&text[copied..]);
     out
 }
 
-/// A command-line option that names a secret (`--admin-password VALUE`, `-token VALUE`):
-/// the word holding the key starts with `-` and ends with it; its value is the next word.
-fn option_value_start(bytes: &[u8], key_start: usize, key_end: usize) -> Option<usize> {
-    let word_start = bytes[..key_start]
-        .iter()
-        .rposition(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\''))
-        .map_or(0, |p| p + 1);
-    if bytes.get(word_start) != Some(&b'-') || !bytes.get(key_end)?.is_ascii_whitespace() {
-        return None;
-    }
-    let mut i = key_end;
-    while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
-        i += 1;
-    }
-    if matches!(bytes.get(i), Some(b'"' | b'\'')) {
-        i += 1;
-    }
-    (i < bytes.len() && bytes[i] != b'-').then_some(i)
-}
-
-/// After a key: an optional closing quote, spaces, `=` or `:`, spaces, then the value
-/// (its opening quote included in what is kept).
-fn value_start(bytes: &[u8], mut i: usize) -> Option<usize> {
-    if matches!(bytes.get(i), Some(b'"' | b'\'')) {
-        i += 1;
-    }
-    while bytes.get(i) == Some(&b' ') {
-        i += 1;
-    }
-    if !matches!(bytes.get(i), Some(b'=' | b':')) {
-        return None;
-    }
-    i += 1;
-    while bytes.get(i) == Some(&b' ') {
-        i += 1;
-    }
-    if matches!(bytes.get(i), Some(b'"' | b'\'')) {
-        i += 1;
-    }
-    Some(i)
-}
-
-/// A value runs to its closing quote, or to white space or a separator when unquoted.
-fn value_end(bytes: &[u8], start: usize) -> usize {
-    let quote = start
-        .checked_sub(1)
-        .and_then(|p| bytes.get(p))
-        .filter(|b| matches!(b, b'"' | b'\''));
-    let mut i = start;
-    while let Some(&b) = bytes.get(i) {
-        let end = match quote {
-            Some(q) => b == *q,
-            // A quote ends it too: an unquoted value inside a JSON or HTML string.
-            None => {
-                b.is_ascii_whitespace()
-                    || matches!(b, b',' | b';' | b'&' | b'}' | b')' | b'"' | b'\'' | b'\\')
-            }
-        };
-        if end {
-            break;
-        }
-        // A backslash escapes the next byte inside quotes (JSON, libpq).
-        i += if quote.is_some() && b == b'\\' { 2 } else { 1 };
-    }
-    i.min(bytes.len())
-}
-
 /// Removes the password from a URL or key=value connection string, even one
 /// that does not parse, so that error messages can quote the rest.
 pub fn redact(dsn: &str) -> String {
-    let mut out = dsn.to_string();
-    // URL form: scheme://user:password@host
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let start = rest_start + colon + 1;
-                out.replace_range(start..rest_start + at, "REDACTED");
-            }
-        }
-    }
-    // key=value form, and URL query parameters: password=...
-    let mut result = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(pos) = find_password_key(rest) {
-        let (before, after) = rest.split_at(pos);
-        result.push_str(before);
-        let eq = after.find('=').map_or(after.len(), |i| i + 1);
-        result.push_str(&after[..eq]);
-        result.push_str("REDACTED");
-        let value = after[eq..].trim_start();
-        rest = &value[dsn_value_end(value)..];
-    }
-    result.push_str(rest);
-    result
-}
-
-fn find_password_key(s: &str) -> Option<usize> {
-    let lower = s.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower[from..].find("password") {
-        let at = from + i;
-        let boundary = at == 0 || matches!(lower.as_bytes()[at - 1], b' ' | b'?' | b'&' | b'\t');
-        let after = lower[at + 8..].trim_start();
-        if boundary && after.starts_with('=') {
-            return Some(at);
-        }
-        from = at + 8;
-    }
-    None
-}
-
-fn dsn_value_end(value: &str) -> usize {
-    if let Some(quoted) = value.strip_prefix('\'') {
-        let mut escaped = false;
-        for (i, c) in quoted.char_indices() {
-            match c {
-                '\\' if !escaped => escaped = true,
-                '\'' if !escaped => return i + 2,
-                _ => escaped = false,
-            }
-        }
-        value.len()
-    } else {
-        value.find([' ', '&', '\t']).unwrap_or(value.len())
-    }
+    let url = URL_PASSWORD.replace_all(dsn, format!("${{1}}{REDACTED}@"));
+    DSN_PASSWORD
+        .replace_all(&url, format!("${{1}}{REDACTED}"))
+        .into_owned()
 }
 
 #[cfg(test)]
