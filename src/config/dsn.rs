@@ -4,6 +4,8 @@
 
 use std::str::FromStr;
 
+use percent_encoding::percent_decode_str;
+
 use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::Config as PgConfig;
 
@@ -172,7 +174,10 @@ fn take_tls_params(raw: &str) -> (String, Vec<(String, String)>) {
         let mut kept = Vec::new();
         for pair in query.split('&') {
             match pair.split_once('=') {
-                Some((k, v)) if ours(k) => taken.push((k.to_string(), percent_decode(v))),
+                Some((k, v)) if ours(k) => taken.push((
+                    k.to_string(),
+                    percent_decode_str(v).decode_utf8_lossy().into_owned(),
+                )),
                 _ => kept.push(pair),
             }
         }
@@ -239,25 +244,6 @@ fn kv_value(s: &str) -> (String, usize) {
         }
     }
     (out, s.len())
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Applies one `PG*` variable (`key`, its DSN key) where the DSN left that key unset.
