@@ -127,13 +127,12 @@ impl TlsSettings {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new("sslmode", mode.as_str(), e.to_string()))?;
-        let config = match verify {
-            Verify::Nothing => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate {
-                    algorithms: provider.signature_verification_algorithms,
-                }))
-                .with_no_client_auth(),
+        let algorithms = provider.signature_verification_algorithms;
+        let verifier: Arc<dyn ServerCertVerifier> = match verify {
+            Verify::Nothing => Arc::new(LibpqVerifier {
+                chain: None,
+                algorithms,
+            }),
             Verify::Chain | Verify::ChainAndName => {
                 let roots = Arc::new(load_roots(&root_cert)?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
@@ -141,17 +140,19 @@ impl TlsSettings {
                     .map_err(|e| {
                         ConfigError::new("sslrootcert", root_cert_label(&root_cert), e.to_string())
                     })?;
-                let verifier: Arc<dyn ServerCertVerifier> = if verify == Verify::Chain {
-                    Arc::new(ChainOnly { inner: webpki })
-                } else {
-                    webpki
-                };
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(verifier)
-                    .with_no_client_auth()
+                match verify {
+                    Verify::ChainAndName => webpki,
+                    _ => Arc::new(LibpqVerifier {
+                        chain: Some(webpki),
+                        algorithms,
+                    }),
+                }
             }
         };
+        let config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
         Ok(TlsSettings {
             mode,
             root_cert,
@@ -243,13 +244,17 @@ fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// verify-ca: the chain must lead to a trusted root; the name in it is not checked.
+/// verify-ca (`chain`): the chain must lead to a trusted root; the name in it is not
+/// checked. prefer / require without a root certificate (no `chain`): encrypted, not
+/// authenticated (libpq's semantics). Either way the handshake signatures are checked
+/// against the presented key.
 #[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<WebPkiServerVerifier>,
+struct LibpqVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -258,61 +263,16 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             // webpki checks the name last, after the chain and validity succeeded.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// prefer / require without a root certificate: encrypted, not authenticated (libpq's
-/// semantics). The handshake signatures are still checked against the presented key.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

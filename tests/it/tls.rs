@@ -1,5 +1,5 @@
 //! TLS against a real PostgreSQL with `ssl=on` and a CA + server certificate made here with
-//! the openssl CLI: verify-full and verify-ca connect and the sessions are encrypted; a wrong
+//! the openssl CLI: verify-full, verify-ca and require connect and the sessions are encrypted; a wrong
 //! CA, a self-signed certificate, a wrong host name and a server without TLS fail at once
 //! (before any write: a wrong target, exit 5) with the words libpq uses and what to fix.
 
@@ -38,7 +38,7 @@ async fn encrypted_sessions(lab: &Lab) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_full_and_verify_ca_connect_encrypted() {
+async fn verify_full_verify_ca_and_require_connect_encrypted() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (lab, ca, _) = tls_lab(dir.path()).await;
     let port = lab.port(lab.primary());
@@ -51,7 +51,9 @@ async fn verify_full_and_verify_ca_connect_encrypted() {
     // verify-ca through a URL: 127.0.0.1 is not in the certificate, which verify-ca accepts.
     let ca_only =
         format!("postgresql://pgdrill@127.0.0.1:{port}/pgdrill?sslmode=verify-ca&sslrootcert={ca}");
-    for dsn in [full, ca_only] {
+    // require without a root certificate: encrypted, nothing verified (libpq's semantics).
+    let require = format!("host=127.0.0.1 port={port} user=pgdrill dbname=pgdrill sslmode=require");
+    for dsn in [full, ca_only, require] {
         let drill = Drill::start(&["--dsn", &dsn, "--rate", "200", "--duration", "3s"]).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
