@@ -369,10 +369,10 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
         "pgdrill measured {measured} of write unavailability ({} outages); the rows' created_at \
          gap across the failover is {gap}; lost {}, unknown outcome {} ({} committed, {} not)",
         summary.outages.len(),
-        summary.lost_writes,
-        summary.unknown_outcome_writes,
-        summary.unknown_outcome_committed,
-        summary.unknown_outcome_not_committed
+        summary.counts.lost_writes,
+        summary.counts.unknown_outcome_writes,
+        summary.counts.unknown_outcome_committed,
+        summary.counts.unknown_outcome_not_committed
     );
 }
 

@@ -7,10 +7,6 @@
 //! that was not running (or whose clock disagrees) around a trigger make the drill INVALID
 //! with the member's name. Merging one summary gives the verdict the run gave itself.
 
-use std::collections::BTreeMap;
-use std::iter::Sum;
-use std::ops::Add;
-
 use serde::Serialize;
 
 use crate::config::fleet::Member;
@@ -19,61 +15,8 @@ use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
-use crate::report::summary::Summary;
+use crate::report::summary::{RunCounts, Summary};
 use crate::telemetry::timeline::Timeline;
-
-/// The writes of a run as its summary counts them (same field names), for one member or
-/// added up over the fleet.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RunCounts {
-    pub transactions: u64,
-    pub successes: u64,
-    pub errors: BTreeMap<String, u64>,
-    pub lost_writes: u64,
-    pub unknown_outcome_writes: u64,
-    pub unknown_outcome_committed: u64,
-    pub unknown_outcome_not_committed: u64,
-    pub unknown_outcome_unresolved: u64,
-}
-
-impl Add for RunCounts {
-    type Output = RunCounts;
-
-    fn add(mut self, other: RunCounts) -> RunCounts {
-        self.transactions += other.transactions;
-        self.successes += other.successes;
-        for (class, n) in other.errors {
-            *self.errors.entry(class).or_insert(0) += n;
-        }
-        self.lost_writes += other.lost_writes;
-        self.unknown_outcome_writes += other.unknown_outcome_writes;
-        self.unknown_outcome_committed += other.unknown_outcome_committed;
-        self.unknown_outcome_not_committed += other.unknown_outcome_not_committed;
-        self.unknown_outcome_unresolved += other.unknown_outcome_unresolved;
-        self
-    }
-}
-
-impl RunCounts {
-    pub fn of(s: &Summary) -> RunCounts {
-        RunCounts {
-            transactions: s.transactions,
-            successes: s.successes,
-            errors: s.errors.clone(),
-            lost_writes: s.lost_writes,
-            unknown_outcome_writes: s.unknown_outcome_writes,
-            unknown_outcome_committed: s.unknown_outcome_committed,
-            unknown_outcome_not_committed: s.unknown_outcome_not_committed,
-            unknown_outcome_unresolved: s.unknown_outcome_unresolved,
-        }
-    }
-}
-
-impl Sum for RunCounts {
-    fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
-        iter.fold(RunCounts::default(), Add::add)
-    }
-}
 
 /// One member's figures in the merged report.
 #[derive(Debug, Clone, Serialize)]
@@ -431,7 +374,7 @@ fn figures(
         started_at: s.started_at.clone(),
         duration_seconds: s.duration_seconds,
         target_rate: s.target_rate,
-        counts: RunCounts::of(s),
+        counts: s.counts.clone(),
         outages: s.outages.len(),
         baselines,
         drills,

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::iter::Sum;
+use std::ops::Add;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -54,6 +56,47 @@ pub struct Flag {
     pub value: String,
 }
 
+/// The writes of a run (same field names as the summary's JSON), for one run or added up
+/// over the members of a drill.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunCounts {
+    pub transactions: u64,
+    pub successes: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub lost_writes: u64,
+    pub unknown_outcome_writes: u64,
+    pub unknown_outcome_committed: u64,
+    pub unknown_outcome_not_committed: u64,
+    /// Unknown outcomes never resolved (the primary was not reachable to ask, or too many
+    /// to remember).
+    pub unknown_outcome_unresolved: u64,
+}
+
+impl Add for RunCounts {
+    type Output = RunCounts;
+
+    fn add(mut self, other: RunCounts) -> RunCounts {
+        self.transactions += other.transactions;
+        self.successes += other.successes;
+        for (class, n) in other.errors {
+            *self.errors.entry(class).or_insert(0) += n;
+        }
+        self.lost_writes += other.lost_writes;
+        self.unknown_outcome_writes += other.unknown_outcome_writes;
+        self.unknown_outcome_committed += other.unknown_outcome_committed;
+        self.unknown_outcome_not_committed += other.unknown_outcome_not_committed;
+        self.unknown_outcome_unresolved += other.unknown_outcome_unresolved;
+        self
+    }
+}
+
+impl Sum for RunCounts {
+    fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
+        iter.fold(RunCounts::default(), Add::add)
+    }
+}
+
 /// The end-of-run summary: written as JSON by `--summary-json` and read back, as this
 /// type, by `pgdrill report` (fields a summary may lack read as their defaults).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -80,9 +123,9 @@ pub struct Summary {
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
-    pub transactions: u64,
-    pub successes: u64,
-    pub errors: BTreeMap<String, u64>,
+    /// The writes' counts (flattened: the same top-level keys as always).
+    #[serde(flatten)]
+    pub counts: RunCounts,
     pub skipped: u64,
     /// In flight when the shutdown grace ran out: outcome never seen.
     pub abandoned: u64,
@@ -102,13 +145,6 @@ pub struct Summary {
     pub outages: Vec<OutageRecord>,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
-    pub lost_writes: u64,
-    pub unknown_outcome_writes: u64,
-    pub unknown_outcome_committed: u64,
-    pub unknown_outcome_not_committed: u64,
-    /// Unknown outcomes never resolved (the primary was not reachable to ask, or too many
-    /// to remember).
-    pub unknown_outcome_unresolved: u64,
     /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
     /// and the first message.
     pub error_kinds: Vec<ErrorKind>,
@@ -145,9 +181,16 @@ impl Summary {
         let mut s = Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             duration_seconds: elapsed.as_secs_f64(),
-            transactions: t.transactions,
-            successes,
-            errors,
+            counts: RunCounts {
+                transactions: t.transactions,
+                successes,
+                errors,
+                lost_writes: rpo.lost_writes,
+                unknown_outcome_writes: t.unknown_outcome,
+                unknown_outcome_committed: rpo.unknown_committed,
+                unknown_outcome_not_committed: rpo.unknown_not_committed,
+                unknown_outcome_unresolved: 0,
+            },
             skipped: t.skipped,
             success_ratio: if t.transactions == 0 {
                 0.0
@@ -158,21 +201,18 @@ impl Summary {
             latency: Percentiles::of(&book.latency()),
             service_time: Percentiles::of(&book.service()),
             schedule_lag: Percentiles::of(&book.schedule_lag()),
-            lost_writes: rpo.lost_writes,
-            unknown_outcome_writes: t.unknown_outcome,
-            unknown_outcome_committed: rpo.unknown_committed,
-            unknown_outcome_not_committed: rpo.unknown_not_committed,
             ..Summary::default()
         };
-        s.unknown_outcome_unresolved = s.unresolved();
+        s.counts.unknown_outcome_unresolved = s.unresolved();
         s
     }
 
     /// Unknown outcomes verification did not resolve either way (computed, not read: a
     /// summary older than the field lacks it).
     pub fn unresolved(&self) -> u64 {
-        (self.unknown_outcome_writes)
-            .saturating_sub(self.unknown_outcome_committed + self.unknown_outcome_not_committed)
+        (self.counts.unknown_outcome_writes).saturating_sub(
+            self.counts.unknown_outcome_committed + self.counts.unknown_outcome_not_committed,
+        )
     }
 
     /// The longest measured write unavailability (the RTO a verdict judges).
@@ -218,7 +258,14 @@ impl Summary {
             run_end_unix: self.span_unix().1,
         };
         let objectives = self.objectives(rto_objective);
-        judge_members(&objectives, 0, &[], &[run], self.lost_writes, Vec::new())
+        judge_members(
+            &objectives,
+            0,
+            &[],
+            &[run],
+            self.counts.lost_writes,
+            Vec::new(),
+        )
     }
 
     /// The objectives the run is judged against: a drill's own, else `rto_objective` and
@@ -251,11 +298,11 @@ impl fmt::Display for Summary {
             "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
             self.primary_changes,
             self.server_restarts,
-            self.lost_writes,
-            self.unknown_outcome_writes,
-            self.unknown_outcome_committed,
-            self.unknown_outcome_not_committed,
-            match self.unknown_outcome_unresolved {
+            self.counts.lost_writes,
+            self.counts.unknown_outcome_writes,
+            self.counts.unknown_outcome_committed,
+            self.counts.unknown_outcome_not_committed,
+            match self.counts.unknown_outcome_unresolved {
                 0 => String::new(),
                 n => format!(", unresolved {n}"),
             }
@@ -313,9 +360,9 @@ impl Summary {
         writeln!(
             f,
             "  transactions  {} ({} ok, {} failed, success ratio {:.4}); skipped {}; abandoned {}",
-            self.transactions,
-            self.successes,
-            self.transactions - self.successes,
+            self.counts.transactions,
+            self.counts.successes,
+            self.counts.transactions - self.counts.successes,
             self.success_ratio,
             self.skipped,
             self.abandoned
@@ -339,8 +386,9 @@ impl Summary {
     }
 
     fn fmt_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.errors.is_empty() {
+        if !self.counts.errors.is_empty() {
             let errs: Vec<String> = self
+                .counts
                 .errors
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
@@ -393,7 +441,7 @@ impl Summary {
             .drill
             .as_ref()
             .map_or(0, |d| d.verdict.verdict.exit_code());
-        match (self.successes, verdict) {
+        match (self.counts.successes, verdict) {
             // A drill that wrote nothing is judged (INVALID, or FAIL); a canary fails.
             (0, 0) => TARGET_EXIT,
             (_, code) => code,

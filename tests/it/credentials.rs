@@ -108,7 +108,11 @@ async fn password_file_is_reread_for_new_connections() {
     })
     .await;
     let summary = drill.stop().await;
-    assert!(summary.errors.contains_key("auth"), "{:?}", summary.errors);
+    assert!(
+        summary.counts.errors.contains_key("auth"),
+        "{:?}",
+        summary.counts.errors
+    );
     println!("{summary}");
     lab.shutdown().await;
 }
@@ -146,7 +150,11 @@ async fn password_command_is_rerun_after_an_auth_failure() {
         .count();
     // Once at start, then only after auth failures (at most once a second), not per connection.
     assert!((2..=15).contains(&ran), "the command ran {ran} times");
-    assert!(summary.errors.contains_key("auth"), "{:?}", summary.errors);
+    assert!(
+        summary.counts.errors.contains_key("auth"),
+        "{:?}",
+        summary.counts.errors
+    );
     lab.shutdown().await;
 }
 

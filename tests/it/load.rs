@@ -77,17 +77,17 @@ async fn steady_load_rows_match_metrics_and_rate_holds() {
 
     let summary = drill.finish().await;
     let rows = rows_of_run(&lab, lab.primary(), summary.run_id).await;
-    let failed: u64 = summary.errors.values().sum();
+    let failed: u64 = summary.counts.errors.values().sum();
     assert_eq!(
         rows as u64,
-        summary.transactions - failed,
+        summary.counts.transactions - failed,
         "rows == transactions − errors"
     );
-    assert_eq!(summary.successes as i64, rows);
+    assert_eq!(summary.counts.successes as i64, rows);
     // The rate holds where pgdrill owns it: the pacer issues every transaction due in the
     // 5 s at 500/s (finished, skipped, or abandoned in flight at the end), however busy the
     // machine and the database are. The achieved rate is theirs: printed, not asserted.
-    let issued = summary.transactions + summary.skipped + summary.abandoned;
+    let issued = summary.counts.transactions + summary.skipped + summary.abandoned;
     assert_eq!(issued, 2500, "{summary}");
     println!("{summary}");
     lab.shutdown().await;

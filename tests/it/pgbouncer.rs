@@ -22,24 +22,35 @@ async fn query_modes_through_transaction_pooling() {
             // Sustained: every write started succeeded and is a row (counts, not a rate, so a
             // busy machine cannot fail it; in flight at the end may have committed too).
             "unnamed" | "simple" => {
-                assert!(summary.errors.is_empty(), "{mode}: {:?}", summary.errors);
-                assert!(summary.successes > 0, "{mode}: {summary}");
-                assert_eq!(summary.successes, summary.transactions, "{mode}: {summary}");
+                assert!(
+                    summary.counts.errors.is_empty(),
+                    "{mode}: {:?}",
+                    summary.counts.errors
+                );
+                assert!(summary.counts.successes > 0, "{mode}: {summary}");
+                assert_eq!(
+                    summary.counts.successes, summary.counts.transactions,
+                    "{mode}: {summary}"
+                );
                 let rows = rows_of_run(&lab, lab.primary(), summary.run_id).await as u64;
                 assert!(
-                    (summary.successes..=summary.successes + summary.abandoned).contains(&rows),
+                    (summary.counts.successes..=summary.counts.successes + summary.abandoned)
+                        .contains(&rows),
                     "{mode}: {rows} rows for {summary}"
                 );
             }
             // auto starts prepared (the port is not 6432), sees 26000/42P05, switches once
             // and sends those INSERTs again unnamed: no failed write, no outage.
             "auto" => {
-                assert!(summary.errors.is_empty(), "auto: {summary}");
+                assert!(summary.counts.errors.is_empty(), "auto: {summary}");
                 assert!(summary.outages.is_empty(), "auto: {summary}");
-                assert_eq!(summary.successes, summary.transactions, "auto: {summary}");
+                assert_eq!(
+                    summary.counts.successes, summary.counts.transactions,
+                    "auto: {summary}"
+                );
             }
             _ => assert!(
-                summary.errors.get("other").copied().unwrap_or(0) >= 10,
+                summary.counts.errors.get("other").copied().unwrap_or(0) >= 10,
                 "prepared should break through transaction pooling: {summary}"
             ),
         }

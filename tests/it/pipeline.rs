@@ -41,8 +41,12 @@ async fn depth_16_every_acknowledged_write_is_in_the_table_once() {
     )
     .await;
     let summary = drill.finish().await;
-    assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
-    assert!(summary.successes > 100, "{summary}");
+    assert!(
+        summary.counts.errors.is_empty(),
+        "errors: {:?}",
+        summary.counts.errors
+    );
+    assert!(summary.counts.successes > 100, "{summary}");
     let run = summary.run_id;
     let rows = count(
         &lab,
@@ -56,7 +60,10 @@ async fn depth_16_every_acknowledged_write_is_in_the_table_once() {
         run,
     )
     .await;
-    assert_eq!(rows as u64, summary.successes, "rows vs acknowledged");
+    assert_eq!(
+        rows as u64, summary.counts.successes,
+        "rows vs acknowledged"
+    );
     assert_eq!(seqs, rows, "each seq written once");
     lab.shutdown().await;
 }
@@ -146,7 +153,7 @@ async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
     .await;
     let summary = drill.stop().await;
     assert_eq!(
-        summary.unknown_outcome_writes as f64, in_flight,
+        summary.counts.unknown_outcome_writes as f64, in_flight,
         "{summary}"
     );
     // Every row is an acknowledged write or one of the unknown ones, never anything else.
@@ -157,7 +164,9 @@ async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
     )
     .await as u64;
     assert!(
-        (summary.successes..=summary.successes + summary.unknown_outcome_writes).contains(&rows),
+        (summary.counts.successes
+            ..=summary.counts.successes + summary.counts.unknown_outcome_writes)
+            .contains(&rows),
         "{rows} rows; {summary}"
     );
     proxy.shutdown().await;
@@ -206,17 +215,22 @@ async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
     let attempts = drill.metric("pgdrill_connection_attempts_total").await;
     let summary = drill.finish().await;
 
-    let failed = summary.transactions - summary.successes;
+    let failed = summary.counts.transactions - summary.counts.successes;
     assert!(failed > 0, "{summary}");
     assert_eq!(
-        summary.errors.get("statement_timeout").copied(),
+        summary.counts.errors.get("statement_timeout").copied(),
         Some(failed),
         "every failure keeps its class: {:?}",
-        summary.errors
+        summary.counts.errors
     );
-    assert_eq!(summary.errors.len(), 1, "{:?}", summary.errors);
     assert_eq!(
-        summary.unknown_outcome_writes, 0,
+        summary.counts.errors.len(),
+        1,
+        "{:?}",
+        summary.counts.errors
+    );
+    assert_eq!(
+        summary.counts.unknown_outcome_writes, 0,
         "a server error is a known outcome"
     );
     assert_eq!(
@@ -224,14 +238,14 @@ async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
         "a statement error does not cost the connection"
     );
     // One in seven is rejected, the other six of each seven commit.
-    let ratio = failed as f64 / summary.transactions as f64;
+    let ratio = failed as f64 / summary.counts.transactions as f64;
     assert!(
         (0.10..0.18).contains(&ratio),
         "failed {failed} of {summary}"
     );
     let run = summary.run_id;
     let rows = count(&lab, "SELECT count(*) FROM pipe_err WHERE run_id = $1", run).await;
-    assert_eq!(rows as u64, summary.successes);
+    assert_eq!(rows as u64, summary.counts.successes);
     let rejected = count(
         &lab,
         "SELECT count(*) FROM pipe_err WHERE run_id = $1 AND seq % 7 = 3",

@@ -106,8 +106,15 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
     // shutdown, whatever the cleanup did). How much latency the cleanup adds is printed
     // above; a bound on it would measure the machine's neighbours (timing belongs in bench/,
     // not in a test a busy CI machine can fail).
-    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
-    assert_eq!(summary.successes, summary.transactions, "{summary}");
+    assert!(
+        summary.counts.errors.is_empty(),
+        "{:?}",
+        summary.counts.errors
+    );
+    assert_eq!(
+        summary.counts.successes, summary.counts.transactions,
+        "{summary}"
+    );
     assert_eq!(
         metric(&text, "pgdrill_transactions_skipped_total"),
         0.0,
@@ -121,9 +128,10 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
     // end) are the rows left plus the rows deleted.
     let written = summary.retention_rows_deleted + remaining;
     assert!(
-        (summary.successes..=summary.successes + summary.abandoned).contains(&written),
+        (summary.counts.successes..=summary.counts.successes + summary.abandoned)
+            .contains(&written),
         "{remaining} left + {counted} deleted != {} acknowledged ({} abandoned)",
-        summary.successes,
+        summary.counts.successes,
         summary.abandoned
     );
     lab.shutdown().await;

@@ -61,11 +61,15 @@ async fn verify_full_verify_ca_and_require_connect_encrypted() {
             "pgdrill's sessions use TLS ({dsn})"
         );
         let summary = drill.finish().await;
-        assert!(summary.errors.is_empty(), "{dsn}: {:?}", summary.errors);
+        assert!(
+            summary.counts.errors.is_empty(),
+            "{dsn}: {:?}",
+            summary.counts.errors
+        );
         // Writing over TLS, not just connected: at least a second's worth acknowledged. (A
         // count near the 600 scheduled would measure the machine: on a busy one the first
         // TLS connection and the table took 1.6 s, and the 1-second backlog overflowed.)
-        assert!(summary.successes >= 200, "{dsn}: {summary}");
+        assert!(summary.counts.successes >= 200, "{dsn}: {summary}");
     }
     lab.shutdown().await;
 }
@@ -193,7 +197,11 @@ async fn wrong_ca_self_signed_wrong_host_and_plaintext_server_fail_fast_in_plain
         0.0
     );
     let summary = drill.finish().await;
-    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert!(
+        summary.counts.errors.is_empty(),
+        "{:?}",
+        summary.counts.errors
+    );
     plain.shutdown().await;
     self_signed.shutdown().await;
     lab.shutdown().await;

@@ -113,7 +113,7 @@ fn headline(r: &Report) -> Markup {
     let lost_value = if checked == 0 && !unverified.is_empty() {
         "unverified".to_string()
     } else {
-        group(s.lost_writes)
+        group(s.counts.lost_writes)
     };
     let mut lost_detail = format!(
         "{} acknowledged writes checked on the new primary",
@@ -122,7 +122,7 @@ fn headline(r: &Report) -> Markup {
     if !unverified.is_empty() {
         lost_detail.push_str(&format!("; {}", unverified.join(", ")));
     }
-    let lost_class = if s.lost_writes > 0 {
+    let lost_class = if s.counts.lost_writes > 0 {
         "bad"
     } else if s.outages.iter().any(|o| o.lost_writes.is_none()) {
         "warn"
@@ -139,13 +139,13 @@ fn headline(r: &Report) -> Markup {
             (rto_card(r))
             (card(lost_class, "Acknowledged writes lost", &lost_value, &lost_detail))
             (card(if unresolved > 0 { "warn" } else { "ok" },
-                "Unknown outcomes (sent, never answered)", &group(s.unknown_outcome_writes),
+                "Unknown outcomes (sent, never answered)", &group(s.counts.unknown_outcome_writes),
                 &format!("{} on the new primary, {} not on it, {} unresolved",
-                    group(s.unknown_outcome_committed), group(s.unknown_outcome_not_committed),
+                    group(s.counts.unknown_outcome_committed), group(s.counts.unknown_outcome_not_committed),
                     group(unresolved))))
-            (card("", "Writes", &group(s.transactions),
+            (card("", "Writes", &group(s.counts.transactions),
                 &format!("{} acknowledged, {} failed, {} skipped; achieved {:.1}/s{target}",
-                    group(s.successes), group(s.transactions.saturating_sub(s.successes)),
+                    group(s.counts.successes), group(s.counts.transactions.saturating_sub(s.counts.successes)),
                     group(s.skipped), s.achieved_rate)))
         }
     }
@@ -330,9 +330,9 @@ fn target_section(s: &Summary) -> Markup {
 fn run_section(s: &Summary) -> Markup {
     let l = &s.latency;
     let rows = [
-        ("transactions", group(s.transactions)),
-        ("acknowledged", group(s.successes)),
-        ("errors by class", errors_text(&s.errors)),
+        ("transactions", group(s.counts.transactions)),
+        ("acknowledged", group(s.counts.successes)),
+        ("errors by class", errors_text(&s.counts.errors)),
         (
             "skipped / abandoned",
             format!("{} / {}", group(s.skipped), group(s.abandoned)),

@@ -7,7 +7,7 @@ use super::grid::step_at_least;
 use super::*;
 use crate::failover::machine::FailoverState;
 use crate::failover::outages::{OutageRecord, StateChange};
-use crate::report::summary::{Flag, Percentiles, Summary};
+use crate::report::summary::{Flag, Percentiles, RunCounts, Summary};
 use crate::telemetry::timeline::{Event, EventKind, Second, State, Timeline};
 
 /// The page of `s`, judged against a 30 s objective (the synthetic drill's).
@@ -239,9 +239,15 @@ fn drill(secs: u64, fail_at: u64) -> Summary {
         duration_seconds: secs as f64,
         target_rate: Some(1000.0),
         achieved_rate: successes as f64 / secs as f64,
-        transactions,
-        successes,
-        errors,
+        counts: RunCounts {
+            transactions,
+            successes,
+            errors,
+            unknown_outcome_writes: 24,
+            unknown_outcome_committed: 1,
+            unknown_outcome_not_committed: 23,
+            ..RunCounts::default()
+        },
         latency: Percentiles {
             count: successes,
             p50_ms: 1.21,
@@ -262,9 +268,6 @@ fn drill(secs: u64, fail_at: u64) -> Summary {
             to,
         })
         .to_vec(),
-        unknown_outcome_writes: 24,
-        unknown_outcome_committed: 1,
-        unknown_outcome_not_committed: 23,
         identity_first: Some(before),
         identity_last: Some(after),
         flags: [
@@ -370,7 +373,7 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
     );
 
     let mut lossy = r.clone();
-    lossy.lost_writes = 3;
+    lossy.counts.lost_writes = 3;
     lossy.outages[0].lost_writes = Some(3);
     let html = render_30(&lossy);
     assert!(html.contains(r#"<span class="big">FAIL</span>"#));
@@ -378,7 +381,7 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
 
     // Unresolved unknown outcomes are shown on their card; they do not decide the verdict.
     let mut open = r.clone();
-    open.unknown_outcome_not_committed = 20;
+    open.counts.unknown_outcome_not_committed = 20;
     open.outages[0].lost_writes = None;
     let html = render_30(&open);
     assert!(html.contains(r#"<span class="big">INVALID</span>"#));
@@ -473,8 +476,8 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
         started_at: r.started_at.clone(),
         state: State::Recovering,
         target_rate: r.target_rate,
-        transactions: r.transactions,
-        successes: r.successes,
+        transactions: r.counts.transactions,
+        successes: r.counts.successes,
         lost_writes: 0,
         unknown_outcome_writes: 24,
         primary: r.identity_last.clone(),

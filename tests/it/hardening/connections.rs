@@ -151,17 +151,17 @@ async fn unknown_outcomes_from_killed_backends_resolve_without_an_outage() {
         "resolved by the periodic check, not an outage's verification"
     );
     let summary = drill.stop().await;
-    assert_eq!(summary.unknown_outcome_unresolved, 0);
+    assert_eq!(summary.counts.unknown_outcome_unresolved, 0);
     assert_eq!(
-        summary.unknown_outcome_committed + summary.unknown_outcome_not_committed,
-        summary.unknown_outcome_writes
+        summary.counts.unknown_outcome_committed + summary.counts.unknown_outcome_not_committed,
+        summary.counts.unknown_outcome_writes
     );
     println!(
         "{killed} backends killed, {} unknown outcomes, all resolved {resolved_after:?} after \
          the last kill (committed {}, not committed {})",
-        summary.unknown_outcome_writes,
-        summary.unknown_outcome_committed,
-        summary.unknown_outcome_not_committed
+        summary.counts.unknown_outcome_writes,
+        summary.counts.unknown_outcome_committed,
+        summary.counts.unknown_outcome_not_committed
     );
     lab.shutdown().await;
 }

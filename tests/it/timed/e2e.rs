@@ -315,7 +315,7 @@ async fn a_failover_within_the_objective_is_measured_and_does_not_page() {
     for (alert, states) in &ever[..4] {
         assert!(states.is_empty(), "{alert}: {states:?}");
     }
-    assert_eq!(summary.lost_writes, 0, "{summary}");
+    assert_eq!(summary.counts.lost_writes, 0, "{summary}");
     assert_eq!(summary.outages[0].lost_writes, Some(0), "{summary}");
     assert_eq!(lost_in_prom, 0.0);
     // (e) The info alerts tell what happened, once for the job: the failover

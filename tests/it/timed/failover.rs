@@ -40,11 +40,11 @@ async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() 
     let summary = drill.finish().await;
     let scraped = watcher.states().await;
     // One count per failed write, in every listing of the summary.
-    let by_class: u64 = summary.errors.values().sum();
+    let by_class: u64 = summary.counts.errors.values().sum();
     let by_kind: u64 = summary.error_kinds.iter().map(|k| k.count).sum();
     assert_eq!(
         by_class,
-        summary.transactions - summary.successes,
+        summary.counts.transactions - summary.counts.successes,
         "{summary}"
     );
     assert_eq!(by_kind, by_class, "{:?}", summary.error_kinds);
@@ -83,11 +83,11 @@ async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() 
         Some(0),
         "sync replication loses nothing"
     );
-    assert_eq!(summary.lost_writes, 0);
+    assert_eq!(summary.counts.lost_writes, 0);
     assert!(outage.checked_writes.unwrap_or(0) > 1000, "{outage:?}");
     assert_eq!(
-        summary.unknown_outcome_writes,
-        summary.unknown_outcome_committed + summary.unknown_outcome_not_committed,
+        summary.counts.unknown_outcome_writes,
+        summary.counts.unknown_outcome_committed + summary.counts.unknown_outcome_not_committed,
         "every unknown outcome is resolved"
     );
     assert!(outage.time_to_full_rate_seconds.is_some(), "{outage:?}");
@@ -125,7 +125,7 @@ async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() 
     println!(
         "lost: pgdrill {lost}, old-minus-new {}, unknown outcome {}",
         missing.len(),
-        summary.unknown_outcome_writes
+        summary.counts.unknown_outcome_writes
     );
     // Writes were lost (the standby was detached 2 s before), and how many is what the
     // rows say (below), not a share of the rate a busy machine may not reach.
@@ -145,12 +145,12 @@ async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() 
     // (unknown outcome); beyond those, the counts are equal.
     let extra = missing.len() as u64 - lost;
     assert!(
-        extra <= summary.unknown_outcome_writes,
+        extra <= summary.counts.unknown_outcome_writes,
         "{} missing rows, {lost} counted lost, {} unknown outcome",
         missing.len(),
-        summary.unknown_outcome_writes
+        summary.counts.unknown_outcome_writes
     );
-    assert_eq!(summary.lost_writes, lost);
+    assert_eq!(summary.counts.lost_writes, lost);
     assert!(outage.rpo_seconds.unwrap_or(0.0) >= 1.5, "{outage:?}");
     lab.shutdown().await;
 }
@@ -165,10 +165,10 @@ async fn planned_switchover_is_measured_and_loses_nothing() {
     let summary = drill.finish().await;
     println!("{summary}\nlab: {report}");
     assert_eq!(summary.primary_changes, 1);
-    assert_eq!(summary.lost_writes, 0);
+    assert_eq!(summary.counts.lost_writes, 0);
     assert!(
-        summary.errors.contains_key("admin_shutdown")
-            || summary.errors.contains_key("connection_closed"),
+        summary.counts.errors.contains_key("admin_shutdown")
+            || summary.counts.errors.contains_key("connection_closed"),
         "{summary}"
     );
     assert_eq!(summary.outages.len(), 1, "{summary}");

@@ -150,22 +150,25 @@ async fn frozen_primary_then_promotion_writes_resume_within_the_connect_timeout(
     let outage = &summary.outages[0];
     let measured = outage.write_unavailable_seconds.expect("outage ended");
     assert_frozen_failover_bounds(&lab, &report, summary.run_id, measured).await;
-    assert_eq!(summary.lost_writes, 0, "sync replication loses nothing");
+    assert_eq!(
+        summary.counts.lost_writes, 0,
+        "sync replication loses nothing"
+    );
     assert_eq!(outage.lost_writes, Some(0));
     assert_eq!(
-        summary.unknown_outcome_writes,
-        summary.unknown_outcome_committed + summary.unknown_outcome_not_committed,
+        summary.counts.unknown_outcome_writes,
+        summary.counts.unknown_outcome_committed + summary.counts.unknown_outcome_not_committed,
         "every unknown outcome is resolved"
     );
     assert!(
-        summary.errors.contains_key("no_response"),
+        summary.counts.errors.contains_key("no_response"),
         "writes on the frozen server end as no_response: {:?}",
-        summary.errors
+        summary.counts.errors
     );
     assert!(
-        !summary.errors.contains_key("statement_timeout"),
+        !summary.counts.errors.contains_key("statement_timeout"),
         "the server never sent 57014: {:?}",
-        summary.errors
+        summary.counts.errors
     );
     assert_eq!(summary.primary_changes, 1);
     lab.kill_frozen(report.old_primary)
@@ -448,10 +451,10 @@ async fn a_frozen_primary_that_comes_back_is_one_outage_measured_by_the_rows() {
     );
     assert!(measured >= 9.9, "frozen 10 s, reported {measured:.3}s");
     assert!(truth.after > 1000, "writes resumed without restart");
-    assert_eq!(summary.lost_writes, 0);
+    assert_eq!(summary.counts.lost_writes, 0);
     assert_eq!(
-        summary.unknown_outcome_writes,
-        summary.unknown_outcome_committed + summary.unknown_outcome_not_committed,
+        summary.counts.unknown_outcome_writes,
+        summary.counts.unknown_outcome_committed + summary.counts.unknown_outcome_not_committed,
         "every unknown outcome is resolved"
     );
     assert_eq!(summary.primary_changes, 0, "the same server came back");
@@ -489,8 +492,14 @@ async fn a_refused_host_is_retried_with_backoff_not_hammered() {
     assert!(refused >= 5.0, "retried: {refused}");
     assert!(attempts <= 130.0, "hammered: {attempts} attempts");
     assert!(
-        summary.errors.get("connect_refused").copied().unwrap_or(0) >= 5,
+        summary
+            .counts
+            .errors
+            .get("connect_refused")
+            .copied()
+            .unwrap_or(0)
+            >= 5,
         "failed writes name the cause: {:?}",
-        summary.errors
+        summary.counts.errors
     );
 }

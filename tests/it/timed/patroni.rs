@@ -169,9 +169,9 @@ async fn drill(
         probe.successes,
         probe.attempts,
         probe.gap_began,
-        summary.lost_writes,
-        summary.unknown_outcome_writes,
-        summary.errors,
+        summary.counts.lost_writes,
+        summary.counts.unknown_outcome_writes,
+        summary.counts.errors,
     );
     assert!(
         measured.outages >= 1,

@@ -36,7 +36,7 @@ async fn pgbouncer_restart_is_a_measured_outage() {
         (down - truth).abs() <= 0.1,
         "pgdrill measured {down:.3}s, the rows say {truth:.3}s"
     );
-    assert_eq!(summary.lost_writes, 0);
+    assert_eq!(summary.counts.lost_writes, 0);
     lab.shutdown().await;
 }
 
@@ -73,7 +73,10 @@ async fn failover_behind_pgbouncer_is_measured() {
     // pgdrill's connections while it switched servers behind them.
     let after = outage.identity_after.as_ref().and_then(|i| i.server_port);
     assert_eq!(after, Some(lab.port(report.new_primary)), "{summary}");
-    assert_eq!(summary.lost_writes, 0, "sync replication loses nothing");
+    assert_eq!(
+        summary.counts.lost_writes, 0,
+        "sync replication loses nothing"
+    );
     drop(bouncer);
     if let Ok(lab) = Arc::try_unwrap(lab) {
         lab.shutdown().await;
