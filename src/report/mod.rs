@@ -11,7 +11,7 @@ pub(crate) mod summary;
 
 use std::path::Path;
 
-use crate::report::summary::{Flag, Summary};
+use crate::report::summary::{Flag, RunCounts, Summary};
 
 impl Summary {
     /// The drill report page for this summary, as `pgdrill report SUMMARY.json` draws it
@@ -158,22 +158,25 @@ impl Live {
     fn render(&self) -> String {
         let tally = self.outcomes.tally();
         let totals = self.verifier.totals();
-        let input = html::LiveInput {
+        let run = Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             run_id: self.run_id,
             target: self.target.clone(),
             started_at: self.started_at.clone(),
-            state: self.outages.state(),
             target_rate: self.target_rate,
-            transactions: tally.transactions,
-            successes: tally.successes(),
-            lost_writes: totals.lost_writes,
-            unknown_outcome_writes: tally.unknown_outcome,
-            primary: self.identity.current(),
+            counts: RunCounts {
+                transactions: tally.transactions,
+                successes: tally.successes(),
+                lost_writes: totals.lost_writes,
+                unknown_outcome_writes: tally.unknown_outcome,
+                ..RunCounts::default()
+            },
+            identity_last: self.identity.current(),
             outages: self.outages.outages(),
             timeline: self.timeline.recent(html::LIVE_WINDOW),
+            ..Summary::default()
         };
-        crate::secrets::scrub(&html::render_live(&input))
+        crate::secrets::scrub(&html::render_live(&run, self.outages.state()))
     }
 }
 

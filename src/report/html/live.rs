@@ -7,10 +7,8 @@ use maud::html;
 
 use super::chart::{chart, legend, state_colour};
 use super::{card, clock_ms, describe, document, endpoint, group, opt_group, opt_secs};
-use crate::db::identity::Identity;
-use crate::failover::outages::OutageRecord;
-use crate::report::summary::DEFAULT_RTO_OBJECTIVE;
-use crate::telemetry::timeline::{State, Timeline};
+use crate::report::summary::{Summary, DEFAULT_RTO_OBJECTIVE};
+use crate::telemetry::timeline::State;
 
 /// What the live page shows.
 pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -18,35 +16,17 @@ pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Outages the live page lists (the latest).
 const LIVE_OUTAGES: usize = 5;
 
-/// What the live `/` page shows: the program's own state, copied at the redraw.
-#[derive(Debug, Clone, Default)]
-pub struct LiveInput {
-    pub version: String,
-    pub run_id: i64,
-    pub target: String,
-    pub started_at: String,
-    pub state: State,
-    pub target_rate: Option<f64>,
-    pub transactions: u64,
-    pub successes: u64,
-    pub lost_writes: u64,
-    pub unknown_outcome_writes: u64,
-    pub primary: Option<Identity>,
-    /// Outages so far (the page lists the latest few).
-    pub outages: Vec<OutageRecord>,
-    /// At least the last [`LIVE_WINDOW`] (`Timeline::recent`); older buckets are ignored.
-    pub timeline: Timeline,
-}
-
-pub fn render_live(l: &LiveInput) -> String {
+/// The live page of a run so far: its summary as far as it goes (counts, outages, the primary,
+/// at least the last [`LIVE_WINDOW`] of timeline) and the failover state now.
+pub fn render_live(l: &Summary, now: State) -> String {
     let worst = l
         .outages
         .iter()
         .filter_map(|o| o.write_unavailable_seconds)
         .reduce(f64::max);
-    let state = l.state.as_str();
+    let state = now.as_str();
     let body = html! {
-        h1 { "pgdrill " span.state style={ "background:" (state_colour(l.state)) } { (state) } }
+        h1 { "pgdrill " span.state style={ "background:" (state_colour(now)) } { (state) } }
         p.sub {
             "Target " code { (l.target) } " · run " (l.run_id) " · started " (l.started_at)
             " · pgdrill " (l.version) " · " a href="/metrics" { "/metrics" }
@@ -56,11 +36,11 @@ pub fn render_live(l: &LiveInput) -> String {
             (card(if worst.is_some_and(|w| w > DEFAULT_RTO_OBJECTIVE) { "bad" } else { "" },
                 "Outages so far", &l.outages.len().to_string(),
                 &format!("longest write unavailability {}", opt_secs(worst))))
-            (card(if l.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost",
-                &group(l.lost_writes), &format!("{} unknown outcomes", group(l.unknown_outcome_writes))))
-            (card("", "Writes", &group(l.transactions), &format!("{} acknowledged", group(l.successes))))
-            (card("", "Primary", &l.primary.as_ref().map_or_else(|| "?".to_string(), endpoint),
-                &l.primary.as_ref().map_or_else(String::new, describe)))
+            (card(if l.counts.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost",
+                &group(l.counts.lost_writes), &format!("{} unknown outcomes", group(l.counts.unknown_outcome_writes))))
+            (card("", "Writes", &group(l.counts.transactions), &format!("{} acknowledged", group(l.counts.successes))))
+            (card("", "Primary", &l.identity_last.as_ref().map_or_else(|| "?".to_string(), endpoint),
+                &l.identity_last.as_ref().map_or_else(String::new, describe)))
         }
         section {
             h2 { "Last " (LIVE_WINDOW.as_secs() / 60) " minutes" }

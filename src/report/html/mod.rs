@@ -22,7 +22,7 @@ use maud::{html, Markup, PreEscaped};
 use crate::db::identity::Identity;
 use crate::drill::{Objectives, Verdict, VerdictKind};
 
-pub use live::{render_live, LiveInput, LIVE_WINDOW};
+pub use live::{render_live, LIVE_WINDOW};
 pub use page::{render, Report};
 
 /// The pages' stylesheet, inlined in each.

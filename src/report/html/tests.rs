@@ -469,22 +469,18 @@ fn text_is_escaped_and_passwords_redacted() {
 #[test]
 fn the_live_page_refreshes_and_shows_fifteen_minutes() {
     let r = drill(3600, 3300);
-    let live = LiveInput {
-        version: "0.1.0".into(),
-        run_id: r.run_id,
+    let live = Summary {
         target: "<b>t</b>".into(),
-        started_at: r.started_at.clone(),
-        state: State::Recovering,
-        target_rate: r.target_rate,
-        transactions: r.counts.transactions,
-        successes: r.counts.successes,
-        lost_writes: 0,
-        unknown_outcome_writes: 24,
-        primary: r.identity_last.clone(),
-        outages: r.outages.clone(),
+        counts: RunCounts {
+            lost_writes: 0,
+            unknown_outcome_writes: 24,
+            ..r.counts.clone()
+        },
         timeline: r.timeline.recent(LIVE_WINDOW),
+        drill: None,
+        ..r
     };
-    let html = render_live(&live);
+    let html = render_live(&live, State::Recovering);
     assert!(html.contains(r#"<meta http-equiv="refresh" content="5">"#));
     assert!(html.contains(">recovering</span>"));
     assert!(!html.contains("<b>t</b>"));
