@@ -283,8 +283,8 @@ impl Drill {
         jobs: &Receiver<Job>,
         sup: &mut Supervisor,
     ) {
-        let live = self.live(config);
-        let shown = live.clone();
+        let sources = self.report_sources(config);
+        let shown = sources.clone();
         let page = Arc::new(http::Page {
             render: Box::new(move || shown.page()),
             health: self.health.clone(),
@@ -324,21 +324,24 @@ impl Drill {
             sup.spawn(Stage::Retention, task);
         }
         self.spawn_lanes(config, jobs, sup);
-        self.spawn_reporting(config, live, sup);
+        self.spawn_reporting(config, sources, sup);
     }
 
-    /// The state the live `/` page is drawn from.
-    fn live(&self, config: &Config) -> Arc<report::Live> {
-        Arc::new(report::Live {
+    /// What the live `/` page, the timeline sampler and the progress line read.
+    fn report_sources(&self, config: &Config) -> Arc<report::Sources> {
+        Arc::new(report::Sources {
             run_id: self.run_id,
             target: config.target.redacted.clone(),
             started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
             target_rate: config.rate,
             outcomes: self.outcomes.clone(),
+            latency: self.latency.clone(),
             outages: self.outages.clone(),
             identity: self.identity.clone(),
             verifier: self.verifier.clone(),
             timeline: self.timeline.clone(),
+            pool: self.pool.clone(),
+            errors: self.metrics.errors.clone(),
             drawn: Default::default(),
             viewed: Default::default(),
         })
@@ -361,24 +364,15 @@ impl Drill {
         }
     }
 
-    /// The timeline sampler (which also feeds the live page) and the progress line.
-    fn spawn_reporting(&self, config: &Config, live: Arc<report::Live>, sup: &mut Supervisor) {
-        let sources = progress::Sources {
-            outcomes: self.outcomes.clone(),
-            latency: self.latency.clone(),
-            outages: self.outages.clone(),
-            errors: self.metrics.errors.clone(),
-        };
-        let samples = sampler::Sources {
-            outcomes: self.outcomes.clone(),
-            latency: self.latency.clone(),
-            outages: self.outages.clone(),
-            pool: self.pool.clone(),
-            timeline: self.timeline.clone(),
-            live,
-        };
+    /// The timeline sampler (which also redraws the live page) and the progress line.
+    fn spawn_reporting(
+        &self,
+        config: &Config,
+        sources: Arc<report::Sources>,
+        sup: &mut Supervisor,
+    ) {
         let token = sup.token(Stage::Sampler);
-        sup.spawn(Stage::Sampler, sampler::run(samples, token));
+        sup.spawn(Stage::Sampler, sampler::run(sources.clone(), token));
         let token = sup.token(Stage::Progress);
         sup.spawn(
             Stage::Progress,

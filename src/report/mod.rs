@@ -10,6 +10,19 @@ pub(crate) mod sampler;
 pub(crate) mod summary;
 
 use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::db::identity::IdentityTracker;
+use crate::db::pool::DbPool;
+use crate::failover::outages::Outages;
+use crate::load::outcomes::Outcomes;
+use crate::rpo::verify::Verifier;
+use crate::telemetry::errors::ErrorBook;
+use crate::telemetry::latency::LatencyBook;
+use crate::telemetry::timeline::Recorder;
 
 use crate::report::summary::{Flag, RunCounts, Summary};
 
@@ -51,67 +64,68 @@ pub(crate) fn summary_from_json(v: serde_json::Value) -> Result<Summary, String>
     serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
-/// What the live `/` page reads, all plain program state, and the last page drawn.
+/// What report/ reads (the live `/` page, the timeline sampler, the progress line), all
+/// plain program state, and the live page drawn last.
 ///
 /// While someone is looking (a fetch within [`VIEWED`]), the sampler redraws the page once
 /// a second on a blocking thread, and a fetch only copies it: the runtime that paces the
 /// load never draws, and ten viewers cost what one does.
-pub(crate) struct Live {
+pub(crate) struct Sources {
     pub run_id: i64,
     pub target: String,
     pub started_at: String,
     pub target_rate: Option<f64>,
-    pub outcomes: std::sync::Arc<crate::load::outcomes::Outcomes>,
-    pub outages: std::sync::Arc<crate::failover::outages::Outages>,
-    pub identity: std::sync::Arc<crate::db::identity::IdentityTracker>,
-    pub verifier: std::sync::Arc<crate::rpo::verify::Verifier>,
-    pub timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>,
-    pub drawn: parking_lot::Mutex<Option<(tokio::time::Instant, String)>>,
+    pub outcomes: Arc<Outcomes>,
+    pub latency: LatencyBook,
+    pub outages: Arc<Outages>,
+    pub identity: Arc<IdentityTracker>,
+    pub verifier: Arc<Verifier>,
+    pub timeline: Arc<Recorder>,
+    pub pool: DbPool,
+    pub errors: Arc<ErrorBook>,
+    pub drawn: Mutex<Option<(Instant, String)>>,
     /// When `/` was last fetched.
-    pub viewed: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    pub viewed: Mutex<Option<Instant>>,
 }
 
 #[cfg(test)]
-impl Live {
-    /// A live page over nothing but `timeline`.
-    pub fn for_tests(timeline: std::sync::Arc<crate::telemetry::timeline::Recorder>) -> Live {
-        use std::sync::Arc;
+impl Sources {
+    /// The sources of a run with no database, over `timeline`.
+    pub fn for_tests(timeline: Arc<Recorder>) -> Sources {
+        use crate::failover::outages::WallClock;
+        use crate::rpo::ledger::Ledger;
 
-        use parking_lot::Mutex;
         let metrics = crate::telemetry::metrics::Metrics::new(&[]);
-        let detector = Arc::new(crate::failover::machine::Detector::default());
-        let ledger = Arc::new(Mutex::new(crate::rpo::ledger::Ledger::new(
-            std::time::Duration::from_secs(30),
-        )));
-        let (pool, workload) = crate::db::pool::DbPool::unconnected(metrics.clone());
-        Live {
+        let ledger = Arc::new(Mutex::new(Ledger::new(std::time::Duration::from_secs(30))));
+        let (pool, workload) = DbPool::unconnected(metrics.clone());
+        let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+        let latency = LatencyBook::default();
+        Sources {
             run_id: 1,
             target: "host=db".into(),
             started_at: String::new(),
             target_rate: Some(100.0),
-            outcomes: Arc::new(crate::load::outcomes::Outcomes::new(
+            outcomes: Arc::new(Outcomes::new(
                 metrics.clone(),
-                detector,
+                Arc::default(),
                 ledger.clone(),
-                Default::default(),
-                Arc::new(crate::db::identity::IdentityTracker::new(
-                    Vec::new(),
-                    metrics.clone(),
-                )),
+                latency.clone(),
+                identity.clone(),
             )),
-            outages: Arc::new(crate::failover::outages::Outages::new(
-                crate::failover::outages::WallClock::now(),
-            )),
-            identity: Arc::new(crate::db::identity::IdentityTracker::new(
-                Vec::new(),
+            latency,
+            outages: Arc::new(Outages::new(WallClock::now())),
+            identity,
+            verifier: Arc::new(Verifier::new(
+                pool.clone(),
+                workload,
+                ledger,
                 metrics.clone(),
-            )),
-            verifier: Arc::new(crate::rpo::verify::Verifier::new(
-                pool, workload, ledger, metrics,
             )),
             timeline,
-            drawn: Default::default(),
-            viewed: Default::default(),
+            pool,
+            errors: metrics.errors.clone(),
+            drawn: Mutex::default(),
+            viewed: Mutex::default(),
         }
     }
 }
@@ -121,10 +135,10 @@ const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
 /// A drawn page older than this is drawn afresh for the fetch (the first after a pause).
 const STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
-impl Live {
+impl Sources {
     /// For a fetch of `/`: the page drawn last, or a new one if there is none that recent.
     pub fn page(&self) -> String {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         *self.viewed.lock() = Some(now);
         if let Some((at, page)) = self.drawn.lock().as_ref() {
             if now.duration_since(*at) < STALE {
@@ -137,19 +151,19 @@ impl Live {
     }
 
     /// Called by the sampler after each second: redraws off the runtime while viewed.
-    pub async fn redraw(self: &std::sync::Arc<Self>) {
+    pub async fn redraw(self: &Arc<Self>) {
         let viewed = *self.viewed.lock();
         if viewed.is_none_or(|v| v.elapsed() >= VIEWED) {
             return;
         }
         let this = self.clone();
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if let Ok(page) = tokio::task::spawn_blocking(move || this.render()).await {
             self.keep(now, page);
         }
     }
 
-    fn keep(&self, at: tokio::time::Instant, page: String) {
+    fn keep(&self, at: Instant, page: String) {
         *self.drawn.lock() = Some((at, page));
     }
 
@@ -183,15 +197,13 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    use crate::telemetry::timeline::{Recorder, Second};
+    use crate::telemetry::timeline::Second;
 
     #[tokio::test]
     async fn the_live_page_is_redrawn_while_viewed_and_fetches_copy_it() {
         let timeline = Arc::new(Recorder::new(&sampler::class_names()));
-        let live = Arc::new(Live::for_tests(timeline.clone()));
-        let drawn = |live: &Live| live.drawn.lock().is_some();
+        let live = Arc::new(Sources::for_tests(timeline.clone()));
+        let drawn = |live: &Sources| live.drawn.lock().is_some();
         // Nobody looked: nothing is drawn.
         live.redraw().await;
         assert!(!drawn(&live));

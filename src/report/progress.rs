@@ -7,21 +7,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorClass;
-use crate::failover::outages::Outages;
-use crate::load::outcomes::{Outcomes, TallySnapshot};
-use crate::telemetry::errors::ErrorBook;
-use crate::telemetry::latency::LatencyBook;
-
-/// What the progress line reads.
-pub(crate) struct Sources {
-    pub outcomes: Arc<Outcomes>,
-    pub latency: LatencyBook,
-    pub outages: Arc<Outages>,
-    pub errors: Arc<ErrorBook>,
-}
+use crate::load::outcomes::TallySnapshot;
+use crate::report::Sources;
 
 /// Logs a line every `every` until `stop`.
-pub(crate) async fn run(sources: Sources, every: Duration, stop: CancellationToken) {
+pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: CancellationToken) {
     let mut last = TallySnapshot::default();
     let mut last_sqlstates = std::collections::BTreeMap::new();
     let mut ticker = tokio::time::interval_at(Instant::now() + every, every);

@@ -9,12 +9,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::pool::DbPool;
 use crate::error::ErrorClass;
-use crate::failover::outages::{Outages, WallClock};
-use crate::load::outcomes::{Outcomes, TallySnapshot};
-use crate::telemetry::latency::LatencyBook;
-use crate::telemetry::timeline::{Recorder, Second, MAX_CLASSES};
+use crate::failover::outages::WallClock;
+use crate::load::outcomes::TallySnapshot;
+use crate::report::Sources;
+use crate::telemetry::timeline::{Second, MAX_CLASSES};
 
 // Every error class must have a slot in a timeline bucket.
 const _: () = assert!(ErrorClass::ALL.len() <= MAX_CLASSES);
@@ -24,19 +23,9 @@ pub(crate) fn class_names() -> [&'static str; ErrorClass::ALL.len()] {
     ErrorClass::ALL.map(ErrorClass::as_str)
 }
 
-/// What the sampler reads.
-pub(crate) struct Sources {
-    pub outcomes: Arc<Outcomes>,
-    pub latency: LatencyBook,
-    pub outages: Arc<Outages>,
-    pub pool: DbPool,
-    pub timeline: Arc<Recorder>,
-    pub live: Arc<crate::report::Live>,
-}
-
 /// Samples on whole wall-clock seconds until `stop`, then once more for the part-second
 /// at the end (merged into the last second, so nothing counted is lost).
-pub(crate) async fn run(sources: Sources, stop: CancellationToken) {
+pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     let clock = sources.outages.clock();
     let mut last = sources.outcomes.tally();
     // Discard what the per-second slot gathered before the first tick's second began.
@@ -55,7 +44,7 @@ pub(crate) async fn run(sources: Sources, stop: CancellationToken) {
         if stopping {
             return;
         }
-        sources.live.redraw().await;
+        sources.redraw().await;
     }
 }
 
@@ -93,40 +82,14 @@ fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot) -> TallySnapshot 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parking_lot::Mutex;
-
-    use crate::failover::machine::Detector;
-    use crate::load::outcomes::Failure;
-    use crate::load::outcomes::Job;
-    use crate::rpo::ledger::Ledger;
-    use crate::telemetry::metrics::Metrics;
-    use crate::telemetry::timeline::State;
-    use crate::telemetry::timeline::Timeline;
+    use crate::load::outcomes::{Failure, Job};
+    use crate::telemetry::timeline::{Recorder, State, Timeline};
 
     #[tokio::test(start_paused = true)]
     async fn a_sample_is_the_second_just_ended() {
-        let metrics = Metrics::new(&[]);
-        let latency = LatencyBook::default();
-        let outcomes = Arc::new(Outcomes::new(
-            metrics.clone(),
-            Arc::new(Detector::default()),
-            Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30)))),
-            latency.clone(),
-            Arc::new(crate::db::identity::IdentityTracker::new(
-                Vec::new(),
-                metrics.clone(),
-            )),
-        ));
-        let outages = Arc::new(Outages::new(WallClock::now()));
-        let timeline = Arc::new(Recorder::new(&class_names()));
-        let sources = Sources {
-            outcomes: outcomes.clone(),
-            latency,
-            outages: outages.clone(),
-            pool: crate::db::pool::DbPool::unconnected(metrics).0,
-            timeline: timeline.clone(),
-            live: Arc::new(crate::report::Live::for_tests(timeline.clone())),
-        };
+        let sources = Sources::for_tests(Arc::new(Recorder::new(&class_names())));
+        let (outcomes, outages, timeline) =
+            (&sources.outcomes, &sources.outages, &sources.timeline);
         let clock = outages.clock();
         let lane = outcomes.lane();
         let t0 = tokio::time::Instant::now();
