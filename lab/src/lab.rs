@@ -188,13 +188,23 @@ impl Lab {
     /// standby and wait until it commits a write. Afterwards the old primary is down and there
     /// is no standby; starting the old primary again would make a second primary.
     pub async fn force_failover(&self) -> Result<FailoverReport, LabError> {
-        self.fail_over(StopMode::Immediate).await
+        self.fail_over(StopMode::Immediate, Duration::ZERO).await
+    }
+
+    /// [`Lab::force_failover`] with the standby promoted `promote_after` the crash (an HA
+    /// service's detection time): an outage of at least that long, however fast promotion is
+    /// (on tmpfs the whole failover can take 30 ms, under pgdrill's outage threshold).
+    pub async fn force_failover_after(
+        &self,
+        promote_after: Duration,
+    ) -> Result<FailoverReport, LabError> {
+        self.fail_over(StopMode::Immediate, promote_after).await
     }
 
     /// Planned switchover: `fast` stop of the primary (which hands all its WAL to the standby
     /// before exiting), then promote the standby. Loses no committed write.
     pub async fn switchover(&self) -> Result<FailoverReport, LabError> {
-        self.fail_over(StopMode::Fast).await
+        self.fail_over(StopMode::Fast, Duration::ZERO).await
     }
 
     /// Make the standby stop receiving WAL (empty `primary_conninfo`, reloaded), and wait until

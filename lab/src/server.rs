@@ -158,7 +158,11 @@ impl Lab {
         .await
     }
 
-    pub(crate) async fn fail_over(&self, mode: StopMode) -> Result<FailoverReport, LabError> {
+    pub(crate) async fn fail_over(
+        &self,
+        mode: StopMode,
+        promote_after: Duration,
+    ) -> Result<FailoverReport, LabError> {
         let _op = self.op.lock().await;
         let Roles {
             primary: old,
@@ -176,7 +180,7 @@ impl Lab {
             let mut roles = self.roles.lock().unwrap_or_else(|e| e.into_inner());
             roles.standby = None;
         }
-
+        tokio::time::sleep(promote_after).await;
         let (promote_requested, writable) = self.promote(new, &client).await?;
         Ok(FailoverReport {
             old_primary: old,

@@ -15,6 +15,11 @@ use crate::support::{
     connect, eventually, free_port, ground_truth_gap, latest_run_id, rows_of_run, start_lab,
 };
 
+/// The standby is promoted this long after the crash (an HA service's detection time), so
+/// that there is an outage to measure: on tmpfs a whole lab failover can take 30 ms, and
+/// writes then pause for less than the 20 ms outage threshold, which is no outage.
+const PROMOTE_AFTER: Duration = Duration::from_millis(300);
+
 async fn seqs(lab: &Lab, node: Node, run_id: i64) -> BTreeSet<i64> {
     let client = connect(&lab.dsn(node)).await;
     client
@@ -36,7 +41,10 @@ async fn sync_forced_failover_measures_rto_against_the_rows_and_loses_nothing() 
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "1000", "--duration", "16s"]).await;
     let watcher = StateWatcher::start(drill.addr);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let report = lab.force_failover().await.expect("forced failover");
+    let report = lab
+        .force_failover_after(PROMOTE_AFTER)
+        .await
+        .expect("forced failover");
     let summary = drill.finish().await;
     let scraped = watcher.states().await;
     // One count per failed write, in every listing of the summary.
@@ -108,7 +116,10 @@ async fn async_failover_with_a_lagging_standby_counts_exactly_the_lost_writes() 
     tokio::time::sleep(Duration::from_secs(3)).await;
     lab.detach_standby().await.expect("detach the standby");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let report = lab.force_failover().await.expect("forced failover");
+    let report = lab
+        .force_failover_after(PROMOTE_AFTER)
+        .await
+        .expect("forced failover");
     let summary = drill.finish().await;
     println!("{summary}\nlab: {report}");
     assert_eq!(summary.outages.len(), 1, "{summary}");
