@@ -19,12 +19,11 @@ use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
 use crate::failover::outages::Outages;
 use crate::load::outcomes::Outcomes;
+use crate::report::summary::{Flag, RunCounts, Summary};
 use crate::rpo::verify::Verifier;
 use crate::telemetry::errors::ErrorBook;
 use crate::telemetry::latency::LatencyBook;
 use crate::telemetry::timeline::Recorder;
-
-use crate::report::summary::{Flag, RunCounts, Summary};
 
 impl Summary {
     /// The drill report page for this summary, as `pgdrill report SUMMARY.json` draws it
@@ -170,21 +169,13 @@ impl Sources {
     /// The page: a copy of the last 15 minutes is taken under the timeline's lock,
     /// the drawing happens outside it.
     fn render(&self) -> String {
-        let tally = self.outcomes.tally();
-        let totals = self.verifier.totals();
         let run = Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             run_id: self.run_id,
             target: self.target.clone(),
             started_at: self.started_at.clone(),
             target_rate: self.target_rate,
-            counts: RunCounts {
-                transactions: tally.transactions,
-                successes: tally.successes(),
-                lost_writes: totals.lost_writes,
-                unknown_outcome_writes: tally.unknown_outcome,
-                ..RunCounts::default()
-            },
+            counts: RunCounts::of(&self.outcomes.tally(), self.verifier.totals()),
             identity_last: self.identity.current(),
             outages: self.outages.outages(),
             timeline: self.timeline.recent(html::LIVE_WINDOW),

@@ -73,6 +73,33 @@ pub struct RunCounts {
     pub unknown_outcome_unresolved: u64,
 }
 
+impl RunCounts {
+    /// The counts of the load's tally and the verifications' totals so far.
+    pub(crate) fn of(t: &TallySnapshot, rpo: RpoTotals) -> RunCounts {
+        let mut counts = RunCounts {
+            transactions: t.transactions,
+            successes: t.successes(),
+            errors: ErrorClass::ALL
+                .iter()
+                .map(|c| (c.as_str().to_string(), t.errors[c.index()]))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            lost_writes: rpo.lost_writes,
+            unknown_outcome_writes: t.unknown_outcome,
+            unknown_outcome_committed: rpo.unknown_committed,
+            unknown_outcome_not_committed: rpo.unknown_not_committed,
+            unknown_outcome_unresolved: 0,
+        };
+        counts.unknown_outcome_unresolved = counts.unresolved();
+        counts
+    }
+
+    fn unresolved(&self) -> u64 {
+        self.unknown_outcome_writes
+            .saturating_sub(self.unknown_outcome_committed + self.unknown_outcome_not_committed)
+    }
+}
+
 impl Add for RunCounts {
     type Output = RunCounts;
 
@@ -171,48 +198,30 @@ impl Summary {
         book: &LatencyBook,
         rpo: RpoTotals,
     ) -> Summary {
-        let successes = t.successes();
-        let errors = ErrorClass::ALL
-            .iter()
-            .map(|c| (c.as_str().to_string(), t.errors[c.index()]))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let counts = RunCounts::of(&t, rpo);
         let secs = elapsed.as_secs_f64().max(1e-9);
-        let mut s = Summary {
+        Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             duration_seconds: elapsed.as_secs_f64(),
-            counts: RunCounts {
-                transactions: t.transactions,
-                successes,
-                errors,
-                lost_writes: rpo.lost_writes,
-                unknown_outcome_writes: t.unknown_outcome,
-                unknown_outcome_committed: rpo.unknown_committed,
-                unknown_outcome_not_committed: rpo.unknown_not_committed,
-                unknown_outcome_unresolved: 0,
-            },
             skipped: t.skipped,
-            success_ratio: if t.transactions == 0 {
+            success_ratio: if counts.transactions == 0 {
                 0.0
             } else {
-                successes as f64 / t.transactions as f64
+                counts.successes as f64 / counts.transactions as f64
             },
-            achieved_rate: successes as f64 / secs,
+            achieved_rate: counts.successes as f64 / secs,
             latency: Percentiles::of(&book.latency()),
             service_time: Percentiles::of(&book.service()),
             schedule_lag: Percentiles::of(&book.schedule_lag()),
+            counts,
             ..Summary::default()
-        };
-        s.counts.unknown_outcome_unresolved = s.unresolved();
-        s
+        }
     }
 
     /// Unknown outcomes verification did not resolve either way (computed, not read: a
     /// summary older than the field lacks it).
     pub fn unresolved(&self) -> u64 {
-        (self.counts.unknown_outcome_writes).saturating_sub(
-            self.counts.unknown_outcome_committed + self.counts.unknown_outcome_not_committed,
-        )
+        self.counts.unresolved()
     }
 
     /// The longest measured write unavailability (the RTO a verdict judges).
