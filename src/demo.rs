@@ -8,7 +8,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::trigger::{InProcessTrigger, TriggerAction};
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
@@ -96,34 +95,24 @@ fn load_config(
     total: Duration,
     trigger: InProcessTrigger,
 ) -> Result<(crate::Config, Vec<String>), String> {
-    let mut argv = vec![
-        "pgdrill".to_string(),
-        "--dsn".to_string(),
-        dsn,
-        "--rate".to_string(),
-        args.rate.to_string(),
-        "--duration".to_string(),
-        humantime::format_duration(total).to_string(),
-        "--progress-interval".to_string(),
-        "1s".to_string(),
-        "--listen".to_string(),
-        args.listen.to_string(),
-        "--report".to_string(),
-        args.report.display().to_string(),
+    let flags = [
+        ("--dsn", dsn),
+        ("--rate", args.rate.to_string()),
+        ("--duration", humantime::format_duration(total).to_string()),
+        ("--progress-interval", "1s".to_string()),
+        ("--listen", args.listen.to_string()),
+        ("--report", args.report.display().to_string()),
         // Validated like any drill (schedule against --duration, objectives); the command
         // only names the action, which is swapped for the in-process one below.
-        "--failover-command".to_string(),
-        trigger.name.clone(),
-        "--failover-after".to_string(),
-        args.failover_after.to_string(),
-        "--rto-objective".to_string(),
-        args.rto_objective.to_string(),
-        "--rpo-objective".to_string(),
-        args.rpo_objective.to_string(),
+        ("--failover-command", trigger.name.clone()),
+        ("--failover-after", args.failover_after.to_string()),
+        ("--rto-objective", args.rto_objective.to_string()),
+        ("--rpo-objective", args.rpo_objective.to_string()),
     ];
-    if let Some(path) = &args.summary_json {
-        argv.push("--summary-json".to_string());
-        argv.push(path.display().to_string());
+    let json = (args.summary_json.iter()).map(|p| ("--summary-json", p.display().to_string()));
+    let mut argv = vec!["pgdrill".to_string()];
+    for (flag, value) in flags.into_iter().chain(json) {
+        argv.extend([flag.to_string(), value]);
     }
     let mut config = Cli::try_parse_from(&argv)
         .map_err(|e| e.to_string())?
@@ -178,8 +167,7 @@ async fn drill_on(
         humantime::format_duration(config.connect_timeout)
     );
 
-    let stop = CancellationToken::new();
-    crate::shutdown::cancel_on_signals(stop.clone());
+    let stop = crate::shutdown::cancel_on_signals();
     let summary_json = config.summary_json.clone();
     let mut load = tokio::spawn(crate::run(config, listener, stop.clone()));
 

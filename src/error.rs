@@ -120,7 +120,8 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
         return ErrorClass::ConnectTimeout;
     }
     let connecting = kind.starts_with("error connecting to server");
-    if let Some(io_err) = find_io_error(err) {
+    let mut sources = std::iter::successors(err.source(), |&e| e.source());
+    if let Some(io_err) = sources.find_map(|e| e.downcast_ref::<io::Error>()) {
         return classify_io(io_err, connecting);
     }
     if kind.starts_with("error communicating with the server") {
@@ -145,17 +146,6 @@ pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
         SqlState::PROTOCOL_VIOLATION => ErrorClass::Pooler,
         _ => ErrorClass::Other,
     }
-}
-
-fn find_io_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
-    let mut source = err.source();
-    while let Some(s) = source {
-        if let Some(io_err) = s.downcast_ref::<io::Error>() {
-            return Some(io_err);
-        }
-        source = s.source();
-    }
-    None
 }
 
 fn classify_io(err: &io::Error, connecting: bool) -> ErrorClass {

@@ -90,7 +90,7 @@ pub async fn run(
     // Step 1: build everything that can fail, before any task or connection starts.
     let drill = Drill::build(&config, &fatal)?;
     // Step 2: run under one supervisor.
-    let summary = drill.run(&config, listener, stop, &fatal).await;
+    let summary = drill.run(&config, listener, stop).await;
     match fatal.take() {
         Some(error) => Err(error),
         None => Ok(summary),
@@ -183,10 +183,30 @@ impl Drill {
                 .settle_after(config.statement_timeout),
         );
         let outages = Arc::new(Outages::new(WallClock::now()));
-        let monitor = build_monitor(
-            config, &metrics, detector, &identity, &verifier, &outages, &timeline,
-        );
-        let lanes = lane_settings(config, &pool, workload);
+        let monitor = Arc::new(Monitor {
+            metrics: metrics.clone(),
+            detector,
+            identity: identity.clone(),
+            verifier: verifier.clone(),
+            outages: outages.clone(),
+            thresholds: Thresholds {
+                outage: config.effective_outage_threshold(),
+                stall: config.stall_threshold(),
+                recovery_window: config.recovery_window,
+                target_rate: config.rate,
+            },
+            timeline: timeline.clone(),
+        });
+        // What every lane shares: the pool, the workload and the per-transaction limits.
+        let lanes = Arc::new(Shared {
+            pool: pool.clone(),
+            workload,
+            pipeline_depth: config.pipeline_depth as usize,
+            client_timeout: config.statement_timeout + Duration::from_secs(1),
+            max_connection_lifetime: config.max_connection_lifetime,
+            idle_lanes: Default::default(),
+            all_busy: Default::default(),
+        });
         let drill = drill_run(config, &metrics, &outages, &identity, &outcomes, &timeline);
         Ok(Drill {
             fatal: fatal.clone(),
@@ -207,14 +227,8 @@ impl Drill {
         })
     }
 
-    async fn run(
-        self,
-        config: &Config,
-        listener: TcpListener,
-        stop: CancellationToken,
-        fatal: &Arc<Fatal>,
-    ) -> Summary {
-        let mut sup = Supervisor::new(fatal.clone(), self.health.clone());
+    async fn run(self, config: &Config, listener: TcpListener, stop: CancellationToken) -> Summary {
+        let mut sup = Supervisor::new(self.fatal.clone(), self.health.clone());
         test_hooks::announce();
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
         self.spawn(config, listener, &jobs_rx, &mut sup);
@@ -324,7 +338,12 @@ impl Drill {
             sup.spawn(Stage::Retention, task);
         }
         self.spawn_lanes(config, jobs, sup);
-        self.spawn_reporting(config, sources, sup);
+        // The timeline sampler (which also redraws the live page) and the progress line.
+        let token = sup.token(Stage::Sampler);
+        sup.spawn(Stage::Sampler, sampler::run(sources.clone(), token));
+        let token = sup.token(Stage::Progress);
+        let progress = progress::run(sources, config.progress_interval, token);
+        sup.spawn(Stage::Progress, progress);
     }
 
     /// What the live `/` page, the timeline sampler and the progress line read.
@@ -362,22 +381,6 @@ impl Drill {
                 lanes::lane(lanes.clone(), jobs.clone(), outcomes.lane(), rng)
             });
         }
-    }
-
-    /// The timeline sampler (which also redraws the live page) and the progress line.
-    fn spawn_reporting(
-        &self,
-        config: &Config,
-        sources: Arc<report::Sources>,
-        sup: &mut Supervisor,
-    ) {
-        let token = sup.token(Stage::Sampler);
-        sup.spawn(Stage::Sampler, sampler::run(sources.clone(), token));
-        let token = sup.token(Stage::Progress);
-        sup.spawn(
-            Stage::Progress,
-            progress::run(sources, config.progress_interval, token),
-        );
     }
 
     /// Stops the run's tasks once the scheduler has returned, in this order; returns the
@@ -494,61 +497,8 @@ fn drill_run(
 fn build_metrics(config: &Config) -> Arc<Metrics> {
     let metrics = Metrics::new(&config.target.hosts);
     metrics.target_rate.set(config.rate.unwrap_or(0.0));
-    let info = config.target.info();
-    let ports: Vec<String> = info.iter().map(|i| i.port.to_string()).collect();
-    let rows: Vec<[&str; 4]> = info
-        .iter()
-        .zip(&ports)
-        .map(|(i, port)| {
-            [
-                i.host.as_str(),
-                port.as_str(),
-                i.database.as_str(),
-                i.pooler,
-            ]
-        })
-        .collect();
-    metrics.target_info(&rows);
+    metrics.target_info(&config.target.info());
     metrics
-}
-
-/// The failover monitor: the detector's thresholds from the config.
-fn build_monitor(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    detector: Arc<Detector>,
-    identity: &Arc<IdentityTracker>,
-    verifier: &Arc<Verifier>,
-    outages: &Arc<Outages>,
-    timeline: &Arc<Recorder>,
-) -> Arc<Monitor> {
-    Arc::new(Monitor {
-        metrics: metrics.clone(),
-        detector,
-        identity: identity.clone(),
-        verifier: verifier.clone(),
-        outages: outages.clone(),
-        thresholds: Thresholds {
-            outage: config.effective_outage_threshold(),
-            stall: config.stall_threshold(),
-            recovery_window: config.recovery_window,
-            target_rate: config.rate,
-        },
-        timeline: timeline.clone(),
-    })
-}
-
-/// What every lane shares: the pool, the workload and the per-transaction limits.
-fn lane_settings(config: &Config, pool: &DbPool, workload: Arc<Workload>) -> Arc<Shared> {
-    Arc::new(Shared {
-        pool: pool.clone(),
-        workload,
-        pipeline_depth: config.pipeline_depth as usize,
-        client_timeout: config.statement_timeout + Duration::from_secs(1),
-        max_connection_lifetime: config.max_connection_lifetime,
-        idle_lanes: Default::default(),
-        all_busy: Default::default(),
-    })
 }
 
 fn build_pool(

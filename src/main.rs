@@ -7,7 +7,6 @@ use clap::{CommandFactory, Parser};
 #[cfg(feature = "lab")]
 use pgdrill::config::ProxyArgs;
 use pgdrill::config::{CleanupArgs, Cli, Command, LogFormat, ReportArgs, RunArgs};
-use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -86,8 +85,7 @@ fn run(args: RunArgs) -> ExitCode {
                 config.listen
             )),
         };
-        let stop = CancellationToken::new();
-        pgdrill::shutdown::cancel_on_signals(stop.clone());
+        let stop = pgdrill::shutdown::cancel_on_signals();
         let summary_path = config.summary_json.clone();
         let report_path = config.report.clone();
         let argv: Vec<_> = std::env::args_os().collect();
@@ -130,13 +128,9 @@ fn run(args: RunArgs) -> ExitCode {
 /// `pgdrill report SUMMARY.json… -o PAGE.html [--json MERGED.json]`; bad input is a usage
 /// error (exit 2); then the drill's verdict: 0 pass (or a canary), 3 fail, 4 invalid.
 fn report(args: ReportArgs) -> ExitCode {
-    if let Err(err) = pgdrill::config::writable_file("--output", &args.output) {
-        usage_error(err);
-    }
+    pgdrill::config::writable_file("--output", &args.output).unwrap_or_else(|e| usage_error(e));
     if let Some(json) = &args.json {
-        if let Err(err) = pgdrill::config::writable_file("--json", json) {
-            usage_error(err);
-        }
+        pgdrill::config::writable_file("--json", json).unwrap_or_else(|e| usage_error(e));
     }
     let merged = pgdrill::merge_summary_files(&args.summaries)
         .unwrap_or_else(|err| usage_error(format!("invalid value for SUMMARY: {err}")));
@@ -193,8 +187,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
     };
     // One thread: the delay line measured cheaper per transaction than a multi-thread runtime.
     block_on(1, async {
-        let stop = CancellationToken::new();
-        pgdrill::shutdown::cancel_on_signals(stop.clone());
+        let stop = pgdrill::shutdown::cancel_on_signals();
         match pgdrill_lab::proxy::run_cli(opts, stop.cancelled()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

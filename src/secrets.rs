@@ -29,7 +29,8 @@ pub fn remember(secret: &str) {
     }
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json.trim_matches('"').to_string();
-    let html = html_escaped(secret);
+    // Its form on an HTML page: exactly as maud, which writes the pages, escapes it.
+    let html = maud::html! { (secret) }.into_string();
     let mut known = KNOWN.write();
     for form in [secret.to_string(), json, html] {
         if form.is_empty() || known.contains(&form) {
@@ -41,12 +42,6 @@ pub fn remember(secret: &str) {
         known.push(form);
     }
     known.sort_by_key(|s| std::cmp::Reverse(s.len()));
-}
-
-/// A secret's form on an HTML page: exactly as maud, which writes the pages, escapes text
-/// and attributes.
-pub fn html_escaped(s: &str) -> String {
-    maud::html! { (s) }.into_string()
 }
 
 /// Every string in `value` scrubbed, the structure kept (the summary file).

@@ -2,16 +2,19 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `stop` on the first SIGINT or SIGTERM and logs which one arrived.
-pub fn cancel_on_signals(stop: CancellationToken) {
+/// A token cancelled on the first SIGINT or SIGTERM, which is logged.
+pub fn cancel_on_signals() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
     tokio::spawn(async move {
         let signal = wait_for_signal().await;
         tracing::info!(
             signal,
             "stopping: no new transactions, draining in-flight ones"
         );
-        stop.cancel();
+        cancel.cancel();
     });
+    stop
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -34,17 +34,6 @@ const TLS_KEYS: &[(&str, &str)] = &[("sslmode", "PGSSLMODE"), ("sslrootcert", "P
 /// there too): the one sign of a pooler pgdrill has before it connects.
 pub const PGBOUNCER_PORT: u16 = 6432;
 
-/// One configured host as `pgdrill_target_info` describes it: never the password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetInfo {
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    /// `pgbouncer` when the port is [`PGBOUNCER_PORT`], else `none`: an assumption
-    /// from the port (the one `--query-mode auto` acts on), not a probe.
-    pub pooler: &'static str,
-}
-
 /// A parsed target database.
 #[derive(Clone)]
 pub struct Target {
@@ -218,25 +207,14 @@ fn take_tls_params(raw: &str) -> (String, Vec<(String, String)>) {
 /// One libpq key=value value: quoted with backslash escapes, or up to whitespace.
 /// Returns the unescaped value and the bytes it took.
 fn kv_value(s: &str) -> (String, usize) {
-    let mut out = String::new();
-    let mut escaped = false;
-    if let Some(quoted) = s.strip_prefix('\'') {
-        for (i, c) in quoted.char_indices() {
-            match c {
-                '\\' if !escaped => escaped = true,
-                '\'' if !escaped => return (out, i + 2),
-                c => {
-                    out.push(c);
-                    escaped = false;
-                }
-            }
-        }
-        return (out, s.len());
-    }
-    for (i, c) in s.char_indices() {
+    let (mut out, mut escaped) = (String::new(), false);
+    let quoted = s.starts_with('\'');
+    let skip = usize::from(quoted);
+    for (i, c) in s[skip..].char_indices() {
         match c {
             '\\' if !escaped => escaped = true,
-            c if c.is_whitespace() && !escaped => return (out, i),
+            '\'' if quoted && !escaped => return (out, i + 2),
+            c if !quoted && !escaped && c.is_whitespace() => return (out, i),
             c => {
                 out.push(c);
                 escaped = false;
@@ -300,19 +278,25 @@ fn apply_env_default(
 }
 
 impl Target {
-    /// One entry per configured host, in order.
-    pub fn info(&self) -> Vec<TargetInfo> {
+    /// `pgdrill_target_info`'s labels (host, port, database, pooler; never the password),
+    /// one entry per configured host, in order. The pooler is `pgbouncer` when the port is
+    /// [`PGBOUNCER_PORT`], else `none`: an assumption from the port (the one
+    /// `--query-mode auto` acts on), not a probe.
+    pub fn info(&self) -> Vec<[String; 4]> {
         let database = self.pg.get_dbname().unwrap_or("");
         host_ports(&self.pg)
-            .map(|(host, port)| TargetInfo {
-                host,
-                port,
-                database: database.to_string(),
-                pooler: if port == PGBOUNCER_PORT {
+            .map(|(host, port)| {
+                let pooler = if port == PGBOUNCER_PORT {
                     "pgbouncer"
                 } else {
                     "none"
-                },
+                };
+                [
+                    host,
+                    port.to_string(),
+                    database.to_string(),
+                    pooler.to_string(),
+                ]
             })
             .collect()
     }
@@ -402,19 +386,8 @@ mod tests {
         .unwrap();
         let info = t.info();
         assert_eq!(info.len(), 2);
-        assert_eq!(
-            (
-                info[0].host.as_str(),
-                info[0].port,
-                info[0].database.as_str(),
-                info[0].pooler
-            ),
-            ("a.example", 5432, "orders", "none")
-        );
-        assert_eq!(
-            (info[1].host.as_str(), info[1].port, info[1].pooler),
-            ("b.example", 6432, "pgbouncer")
-        );
+        assert_eq!(info[0], ["a.example", "5432", "orders", "none"]);
+        assert_eq!(info[1], ["b.example", "6432", "orders", "pgbouncer"]);
         assert!(!format!("{info:?}").contains("s3cret"));
     }
 

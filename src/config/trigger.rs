@@ -27,23 +27,19 @@ impl TriggerCommand {
         if raw.trim().is_empty() {
             return Err(error("must name a program to run".into()));
         }
-        if shell {
-            return Ok(TriggerCommand {
-                argv: vec!["sh".into(), "-c".into(), raw.to_string()],
-                shell,
-                display,
-            });
-        }
-        if let Some(syntax) = shell_syntax(raw) {
+        let argv = if shell {
+            vec!["sh".into(), "-c".into(), raw.to_string()]
+        } else if let Some(syntax) = shell_syntax(raw) {
             return Err(error(format!(
                 "contains shell syntax ({syntax}) that would reach the program as a literal \
                  argument, because the command runs without a shell; add --failover-shell to \
                  run it with sh -c, or quote it"
             )));
-        }
-        let argv = shlex::split(raw)
-            .filter(|w| !w.is_empty())
-            .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?;
+        } else {
+            shlex::split(raw)
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?
+        };
         Ok(TriggerCommand {
             argv,
             shell,
@@ -53,7 +49,7 @@ impl TriggerCommand {
 }
 
 /// What a trigger does: run a command, or ask the owner of an in-process lab.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum TriggerAction {
     Command(TriggerCommand),
     InProcess(InProcessTrigger),
@@ -84,12 +80,6 @@ pub type InProcessReply = Result<String, String>;
 pub struct InProcessTrigger {
     pub name: String,
     requests: mpsc::Sender<oneshot::Sender<InProcessReply>>,
-}
-
-impl PartialEq for InProcessTrigger {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.requests.same_channel(&other.requests)
-    }
 }
 
 impl InProcessTrigger {

@@ -169,7 +169,7 @@ impl Metrics {
     /// `pgdrill_target_info{host,port,database,pooler}` = 1, one series per configured
     /// host (`[host, port, database, pooler]`), so every panel and alert can say which
     /// database it measures. Static for the process's life; never the password.
-    pub fn target_info(&self, hosts: &[[&str; 4]]) {
+    pub fn target_info(&self, hosts: &[[String; 4]]) {
         let info = gauge_vec(
             &self.registry,
             "pgdrill_target_info",
