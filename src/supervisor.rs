@@ -31,6 +31,7 @@ const LANE_RESTART_DELAY: Duration = Duration::from_secs(1);
 ///
 /// It also knows whether a write has succeeded yet: before the first, a wrong target (an
 /// error that waiting cannot fix) ends the run at once; after it, nothing does.
+#[derive(Default)]
 pub struct Fatal {
     stop: CancellationToken,
     error: Mutex<Option<StartError>>,
@@ -43,9 +44,7 @@ impl Fatal {
     pub fn new(stop: CancellationToken) -> Fatal {
         Fatal {
             stop,
-            error: Mutex::new(None),
-            written: AtomicBool::new(false),
-            last_failure: Mutex::new(None),
+            ..Fatal::default()
         }
     }
 
@@ -75,9 +74,12 @@ impl Fatal {
     /// Ends the run if no write has succeeded within `timeout` (`--startup-timeout`): errors
     /// that can heal (refused, timed out, starting up, only standbys) did not.
     pub async fn startup_deadline(self: Arc<Self>, timeout: Duration, stop: CancellationToken) {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(timeout) => {}
+        if stop
+            .run_until_cancelled(tokio::time::sleep(timeout))
+            .await
+            .is_none()
+        {
+            return;
         }
         if self.has_written() {
             // A supervised task ends only when asked to.
@@ -113,10 +115,7 @@ impl Fatal {
         if let StartError::Target(message) = &error {
             tracing::error!(error = %message, "stopping: pgdrill cannot write to this target");
         }
-        // Only these two functions touch the slot and neither panics holding it.
-        let mut slot = self.error.lock();
-        slot.get_or_insert(error);
-        drop(slot);
+        self.error.lock().get_or_insert(error);
         self.stop.cancel();
     }
 
@@ -222,10 +221,7 @@ impl Supervisor {
                 }
                 tracing::error!(panic = %message, restart = n, of = MAX_LANE_RESTARTS, "a lane panicked; restarting it");
                 health.lane_down();
-                tokio::select! {
-                    _ = tokio::time::sleep(LANE_RESTART_DELAY) => {}
-                    _ = stop.cancelled() => {}
-                }
+                stop.run_until_cancelled(tokio::time::sleep(LANE_RESTART_DELAY)).await;
                 health.lane_up();
             }
         });
@@ -242,20 +238,16 @@ impl Supervisor {
                 let _ = task.await;
             }
         };
-        match within {
-            None => {
-                all.await;
-                0
-            }
-            Some(limit) => {
-                if tokio::time::timeout(limit, all).await.is_ok() {
-                    return 0;
-                }
-                let left = aborts.iter().filter(|a| !a.is_finished()).count();
-                aborts.iter().for_each(|a| a.abort());
-                left
-            }
+        let Some(limit) = within else {
+            all.await;
+            return 0;
+        };
+        if tokio::time::timeout(limit, all).await.is_ok() {
+            return 0;
         }
+        let left = aborts.iter().filter(|a| !a.is_finished()).count();
+        aborts.iter().for_each(|a| a.abort());
+        left
     }
 
     /// Cancels `stage` and waits for its tasks (each bounds its own drain).

@@ -51,10 +51,6 @@ impl TriggerOutcome {
         }
     }
 
-    pub fn is_ok(&self) -> bool {
-        *self == TriggerOutcome::Ok
-    }
-
     /// Why the drill is invalid, for the verdict; `None` when the trigger succeeded.
     pub fn problem(&self) -> Option<String> {
         match self {
@@ -127,7 +123,14 @@ pub(super) async fn execute(
             .and_then(|id| i32::try_from(id).ok())
             .and_then(Pid::from_raw),
     );
-    let readers = spawn_readers(&mut child, index, stdout_tail, stderr_tail);
+    // Both output streams are read into their tails, line by line.
+    let mut readers = JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.spawn(capture(err, "stderr", index, stderr_tail.clone()));
+    }
     let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
     let ended = Instant::now();
     // Reaped; what it left running in the background may run on while pgdrill does, and
@@ -151,9 +154,6 @@ pub async fn end_left_behind() {
         .into_iter()
         .filter(|(_, pgid)| rustix::process::test_kill_process_group(*pgid).is_ok())
         .collect();
-    if alive.is_empty() {
-        return;
-    }
     for (index, pgid) in &alive {
         tracing::warn!(
             trigger = index,
@@ -173,23 +173,6 @@ pub async fn end_left_behind() {
     for (_, pgid) in &alive {
         let _ = kill_process_group(*pgid, Signal::KILL);
     }
-}
-
-/// Reads both output streams of the command into their tails, line by line.
-fn spawn_readers(
-    child: &mut tokio::process::Child,
-    index: usize,
-    stdout_tail: &Arc<Mutex<Tail>>,
-    stderr_tail: &Arc<Mutex<Tail>>,
-) -> JoinSet<()> {
-    let mut readers = JoinSet::new();
-    if let Some(out) = child.stdout.take() {
-        readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.spawn(capture(err, "stderr", index, stderr_tail.clone()));
-    }
-    readers
 }
 
 /// Waits for the command at most `timeout`; past it, SIGTERM to its group, then SIGKILL.
@@ -293,14 +276,10 @@ impl Tail {
         }
     }
 
-    fn take(&mut self) -> (String, bool) {
+    pub(super) fn take(&mut self) -> (String, bool) {
         self.trim();
         (std::mem::take(&mut self.text), self.truncated)
     }
-}
-
-pub(super) fn take(tail: &Mutex<Tail>) -> (String, bool) {
-    tail.lock().take()
 }
 
 /// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
@@ -355,8 +334,7 @@ fn printable(line: &str) -> String {
     }
     line.chars()
         .map(|c| match c {
-            '\t' => c.to_string(),
-            c if c.is_control() => format!("\\x{:02x}", u32::from(c)),
+            c if c.is_control() && c != '\t' => format!("\\x{:02x}", u32::from(c)),
             c => c.to_string(),
         })
         .collect()

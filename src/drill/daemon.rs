@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::drill::{Objectives, TriggerConfig};
@@ -65,10 +65,6 @@ impl DrillRun {
         })
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
-        f(&mut self.book.lock())
-    }
-
     fn counts(&self, at: Instant) -> Counts {
         let (successes, errors) = (self.sources.counts)();
         Counts {
@@ -89,11 +85,8 @@ impl DrillRun {
             |event| self.on_event(event),
         );
         let live = async {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(LIVE_EVERY) => self.update_live(),
-                    _ = stop.cancelled() => break,
-                }
+            while stop.run_until_cancelled(sleep(LIVE_EVERY)).await.is_some() {
+                self.update_live();
             }
         };
         tokio::join!(triggers, live);
@@ -108,7 +101,7 @@ impl DrillRun {
                     "the baseline window before the trigger begins"
                 );
                 let from = self.counts(at);
-                self.with(|b| b.baseline_from = Some(from));
+                self.book.lock().baseline_from = Some(from);
             }
             TriggerEvent::Starting { index, at } => {
                 let to = self.counts(at);
@@ -123,11 +116,10 @@ impl DrillRun {
                 // This trigger's figures are not measured yet.
                 m.first_failed_write.set(0.0);
                 m.new_primary_write.set(0.0);
-                self.with(|b| {
-                    let from = b.baseline_from.take().unwrap_or(to);
-                    b.baselines.push(Baseline::between(index, from, to, rate));
-                    b.last_start = Some(to.unix);
-                });
+                let mut b = self.book.lock();
+                let from = b.baseline_from.take().unwrap_or(to);
+                b.baselines.push(Baseline::between(index, from, to, rate));
+                b.last_start = Some(to.unix);
             }
             TriggerEvent::Ended(run) => {
                 m.trigger_end_timestamp.set(run.ended_unix);
@@ -143,7 +135,7 @@ impl DrillRun {
                     },
                 );
                 m.trigger_ended(run.outcome.label());
-                self.with(|b| b.triggers.push(run.clone()));
+                self.book.lock().triggers.push(run.clone());
             }
         }
     }
@@ -159,7 +151,7 @@ impl DrillRun {
 
     /// The last trigger's figures as far as they are known now.
     fn update_live(&self) {
-        let Some(start) = self.with(|b| b.last_start) else {
+        let Some(start) = self.book.lock().last_start else {
             return;
         };
         let outages = self.sources.outages.outages();
@@ -178,7 +170,10 @@ impl DrillRun {
     /// done); sets the verdict on `/metrics`.
     pub fn report(&self, lost_writes_in_run: u64, run_end: Instant) -> DrillReport {
         self.update_live();
-        let (triggers, baselines) = self.with(|b| (b.triggers.clone(), b.baselines.clone()));
+        let (triggers, baselines) = {
+            let b = self.book.lock();
+            (b.triggers.clone(), b.baselines.clone())
+        };
         let report = DrillReport::build(
             &self.config,
             self.objectives,
@@ -210,7 +205,7 @@ mod tests {
     use crate::db::identity::tests::id as identity;
     use crate::drill::VerdictKind;
     use crate::error::ErrorClass;
-    use crate::rpo::verify::Check;
+    use crate::rpo::ledger::Check;
 
     /// A whole drill without a database: a lab trigger answered at once, an outage and a new
     /// primary recorded as the monitor and the pool would, counts from a plain counter.

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::drill::TriggerConfig;
@@ -61,8 +61,8 @@ pub async fn run(
         TriggerAction::Command(c) => command::execute(c, index, timeout, &stdout, &stderr).await,
         TriggerAction::InProcess(trigger) => ask(trigger, timeout, &stdout, &stderr).await,
     };
-    let (stdout_tail, out_cut) = command::take(&stdout);
-    let (stderr_tail, err_cut) = command::take(&stderr);
+    let (stdout_tail, out_cut) = stdout.lock().take();
+    let (stderr_tail, err_cut) = stderr.lock().take();
     let run = TriggerRun {
         index,
         planned_unix: unix(planned),
@@ -163,28 +163,35 @@ pub async fn run_schedule(
         let baseline_from = planned
             .checked_sub(config.schedule.baseline_span(i))
             .unwrap_or(planned);
-        tokio::select! {
-            _ = tokio::time::sleep_until(baseline_from) => {}
-            _ = stop.cancelled() => break,
+        if stop
+            .run_until_cancelled(sleep_until(baseline_from))
+            .await
+            .is_none()
+        {
+            break;
         }
         on_event(TriggerEvent::BaselineStarts {
             index,
             at: Instant::now(),
         });
-        tokio::select! {
-            _ = tokio::time::sleep_until(planned) => {}
-            _ = stop.cancelled() => break,
+        if stop
+            .run_until_cancelled(sleep_until(planned))
+            .await
+            .is_none()
+        {
+            break;
         }
         on_event(TriggerEvent::Starting {
             index,
             at: Instant::now(),
         });
-        let run = tokio::select! {
-            run = run(&config.action, index, planned, config.timeout, unix) => run,
-            _ = stop.cancelled() => {
-                tracing::warn!(trigger = index, "run stopped while the failover trigger ran; killed it");
-                break;
-            }
+        let running = run(&config.action, index, planned, config.timeout, unix);
+        let Some(run) = stop.run_until_cancelled(running).await else {
+            tracing::warn!(
+                trigger = index,
+                "run stopped while the failover trigger ran; killed it"
+            );
+            break;
         };
         on_event(TriggerEvent::Ended(&run));
         runs.push(run);

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::drill::Objectives;
 use crate::drill::timing::{Baseline, DrillTiming};
-use crate::drill::trigger::TriggerRun;
+use crate::drill::trigger::{TriggerOutcome, TriggerRun};
 use crate::failover::outages::OutageRecord;
 
 /// Exit status of a run whose drill missed an objective. 1 is a runtime error and 2 a usage
@@ -185,7 +185,7 @@ fn judge_drill(
     let ok = triggers
         .iter()
         .find(|t| t.index == d.trigger)
-        .is_some_and(|t| t.outcome.is_ok());
+        .is_some_and(|t| t.outcome == TriggerOutcome::Ok);
     if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
         invalid.push(format!(
             "trigger {}: neither an outage nor a new primary followed it; the failover may \

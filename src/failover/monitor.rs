@@ -66,10 +66,8 @@ impl Monitor {
             ended = &mut verifier => resume_verifier_failure(ended),
         }
         drop(verify_tx);
-        if let Ok(ended) = tokio::time::timeout(grace, verifier).await {
-            if ended.is_err() {
-                resume_verifier_failure(ended);
-            }
+        if let Ok(ended @ Err(_)) = tokio::time::timeout(grace, verifier).await {
+            resume_verifier_failure(ended);
         }
     }
 

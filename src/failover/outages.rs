@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::failover::machine::FailoverState;
-use crate::rpo::verify::Check;
+use crate::rpo::ledger::Check;
 
 /// Maps the monotonic clock onto wall time, fixed once at start so that
 /// wall-clock steps never distort measured durations.
@@ -116,30 +116,25 @@ impl Outages {
         self.clock
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
-        f(&mut self.book.lock())
-    }
-
     pub fn outages(&self) -> Vec<OutageRecord> {
-        self.with(|b| b.outages.clone())
+        self.book.lock().outages.clone()
     }
 
     pub fn state_changes(&self) -> Vec<StateChange> {
-        self.with(|b| b.changes.iter().cloned().collect())
+        self.book.lock().changes.iter().cloned().collect()
     }
 
     /// The current state (`healthy` before any change).
     pub fn state(&self) -> FailoverState {
-        self.with(|b| b.state).unwrap_or(FailoverState::Healthy)
+        self.book.lock().state.unwrap_or(FailoverState::Healthy)
     }
 
     /// The current state and every state entered since the last call.
     pub fn take_states(&self) -> Vec<FailoverState> {
-        self.with(|b| {
-            let mut states = std::mem::take(&mut b.entered);
-            states.push(b.state.unwrap_or(FailoverState::Healthy));
-            states
-        })
+        let mut b = self.book.lock();
+        let mut states = std::mem::take(&mut b.entered);
+        states.push(b.state.unwrap_or(FailoverState::Healthy));
+        states
     }
 
     pub fn state_changed(&self, from: FailoverState, to: FailoverState, at: Instant) {
@@ -148,32 +143,29 @@ impl Outages {
             from,
             to,
         };
-        self.with(|b| {
-            if b.changes.len() == MAX_STATE_CHANGES {
-                b.changes.pop_front();
-            }
-            b.changes.push_back(change);
-            b.state = Some(to);
-            if !b.entered.contains(&to) {
-                b.entered.push(to);
-            }
-        });
+        let mut b = self.book.lock();
+        if b.changes.len() == MAX_STATE_CHANGES {
+            b.changes.pop_front();
+        }
+        b.changes.push_back(change);
+        b.state = Some(to);
+        if !b.entered.contains(&to) {
+            b.entered.push(to);
+        }
     }
 
     /// Opens a record; returns its 1-based index.
     pub fn started(&self, start: Instant, before: Option<Identity>) -> usize {
-        let clock = self.clock;
-        self.with(|b| {
-            let index = b.outages.len() + 1;
-            b.outages.push(OutageRecord {
-                index,
-                started_at: clock.rfc3339(start),
-                start_unix: clock.unix(start),
-                identity_before: before,
-                ..OutageRecord::default()
-            });
-            index
-        })
+        let mut b = self.book.lock();
+        let index = b.outages.len() + 1;
+        b.outages.push(OutageRecord {
+            index,
+            started_at: self.clock.rfc3339(start),
+            start_unix: self.clock.unix(start),
+            identity_before: before,
+            ..OutageRecord::default()
+        });
+        index
     }
 
     /// Closes the open record; returns its position for [`Outages::verified`].
@@ -184,64 +176,57 @@ impl Outages {
         classes: &[ErrorClass],
         after: Option<Identity>,
     ) -> Option<usize> {
-        let clock = self.clock;
-        self.with(|b| {
-            let o = b.outages.last_mut()?;
-            o.ended_at = Some(clock.rfc3339(end));
-            o.end_unix = Some(clock.unix(end));
-            o.write_unavailable_seconds = Some((end - start).as_secs_f64());
-            o.error_classes = classes.iter().map(|c| c.as_str()).collect();
-            o.identity_after = after;
-            Some(o.index - 1)
-        })
+        let mut b = self.book.lock();
+        let o = b.outages.last_mut()?;
+        o.ended_at = Some(self.clock.rfc3339(end));
+        o.end_unix = Some(self.clock.unix(end));
+        o.write_unavailable_seconds = Some((end - start).as_secs_f64());
+        o.error_classes = classes.iter().map(|c| c.as_str()).collect();
+        o.identity_after = after;
+        Some(o.index - 1)
     }
 
     /// The load stopped now (the end of `--duration`, or a signal).
     pub fn load_stopped(&self, at: Instant) {
-        self.with(|b| b.load_end = Some(at));
+        self.book.lock().load_end = Some(at);
     }
 
     /// When an outage open at shutdown stops counting: when the load stopped, else `now`.
     pub fn open_until(&self, now: Instant) -> Instant {
-        self.with(|b| b.load_end).unwrap_or(now)
+        self.book.lock().load_end.unwrap_or(now)
     }
 
     /// Marks the open record as still open at `until`, with the duration so far.
     pub fn still_open(&self, start: Instant, until: Instant, classes: &[ErrorClass]) {
-        self.with(|b| {
-            if let Some(o) = b.outages.last_mut().filter(|o| o.ended_at.is_none()) {
-                o.write_unavailable_seconds =
-                    Some(until.saturating_duration_since(start).as_secs_f64());
-                o.error_classes = classes.iter().map(|c| c.as_str()).collect();
-                o.open_at_shutdown = true;
-            }
-        });
+        let mut b = self.book.lock();
+        if let Some(o) = b.outages.last_mut().filter(|o| o.ended_at.is_none()) {
+            o.write_unavailable_seconds =
+                Some(until.saturating_duration_since(start).as_secs_f64());
+            o.error_classes = classes.iter().map(|c| c.as_str()).collect();
+            o.open_at_shutdown = true;
+        }
     }
 
     pub fn full_rate(&self, seconds: f64) {
-        self.with(|b| {
-            if let Some(o) = b.outages.last_mut() {
-                o.time_to_full_rate_seconds = Some(seconds);
-            }
-        });
+        if let Some(o) = self.book.lock().outages.last_mut() {
+            o.time_to_full_rate_seconds = Some(seconds);
+        }
     }
 
     /// Fills in what verification found for the outage at `position`.
     pub fn verified(&self, position: usize, c: &Check, written_to: Option<Identity>) {
-        self.with(|b| {
-            if let Some(o) = b.outages.get_mut(position) {
-                if written_to.is_some() {
-                    o.identity_after = written_to;
-                }
-                o.checked_writes = Some(c.checked);
-                o.lost_writes = Some(c.lost);
-                o.lost_seqs = c.lost_seqs.clone();
-                o.rpo_seconds = Some(c.rpo_seconds);
-                o.unknown_outcome_committed = Some(c.unknown_committed);
-                o.unknown_outcome_not_committed = Some(c.unknown_not_committed);
-                o.verification_seconds = Some(c.seconds);
+        if let Some(o) = self.book.lock().outages.get_mut(position) {
+            if written_to.is_some() {
+                o.identity_after = written_to;
             }
-        });
+            o.checked_writes = Some(c.checked);
+            o.lost_writes = Some(c.lost);
+            o.lost_seqs = c.lost_seqs.clone();
+            o.rpo_seconds = Some(c.rpo_seconds);
+            o.unknown_outcome_committed = Some(c.unknown_committed);
+            o.unknown_outcome_not_committed = Some(c.unknown_not_committed);
+            o.verification_seconds = Some(c.seconds);
+        }
     }
 }
 

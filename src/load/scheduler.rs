@@ -85,9 +85,12 @@ pub async fn run(
         let next = until
             .map_or(pacer.next_deadline(), |u| pacer.next_deadline().min(u))
             .max(now + MIN_NAP);
-        tokio::select! {
-            _ = timer.sleep_until(next) => {}
-            _ = stop.cancelled() => return,
+        if stop
+            .run_until_cancelled(timer.sleep_until(next))
+            .await
+            .is_none()
+        {
+            return;
         }
     }
 }

@@ -79,18 +79,18 @@ pub struct Snapshot {
     pub min_id: Option<i64>,
 }
 
-/// The answer: what was lost, and how the unknown outcomes resolved.
+/// What one verification found: what was lost, and how the unknown outcomes resolved.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Verdict {
+pub struct Check {
     pub checked: u64,
     pub lost: u64,
-    /// First lost sequence numbers (bounded), for reports and tests.
-    pub lost_sample: Vec<u64>,
-    /// From the earliest lost acknowledgement to the end of the checked window.
-    pub lost_span: Duration,
-    pub earliest_lost_at: Option<Instant>,
+    /// Up to 10,000 lost sequence numbers (column `seq` of this run).
+    pub lost_seqs: Vec<u64>,
+    pub rpo_seconds: f64,
     pub unknown_committed: u64,
     pub unknown_not_committed: u64,
+    /// How long verification took, retries included.
+    pub seconds: f64,
 }
 
 impl Ledger {
@@ -210,11 +210,11 @@ impl Ledger {
 
 impl Snapshot {
     /// Compares against the sequence numbers present on the primary (any order).
-    pub fn judge(&self, mut present: Vec<u64>, window_end: Instant) -> Verdict {
+    pub fn judge(&self, mut present: Vec<u64>, window_end: Instant) -> Check {
         present.sort_unstable();
         present.dedup();
         let contains = |s: u64| present.binary_search(&s).is_ok();
-        let mut v = Verdict::default();
+        let (mut v, mut earliest_lost_at) = (Check::default(), None::<Instant>);
         for &(lo, hi, at) in &self.acked {
             v.checked += hi - lo;
             // Fast path: a run fully present is the common case.
@@ -227,17 +227,19 @@ impl Snapshot {
             for s in lo..hi {
                 if !contains(s) {
                     v.lost += 1;
-                    if v.lost_sample.len() < 10_000 {
-                        v.lost_sample.push(s);
+                    if v.lost_seqs.len() < 10_000 {
+                        v.lost_seqs.push(s);
                     }
-                    if v.earliest_lost_at.is_none_or(|e| at < e) {
-                        v.earliest_lost_at = Some(at);
+                    if earliest_lost_at.is_none_or(|e| at < e) {
+                        earliest_lost_at = Some(at);
                     }
                 }
             }
         }
-        if let Some(earliest) = v.earliest_lost_at {
-            v.lost_span = window_end.saturating_duration_since(earliest);
+        // The RPO: from the earliest lost acknowledgement to the end of the checked window,
+        // rounded up by one slice (an RPO is only as fine as the slices); 0 when none was lost.
+        if let Some(earliest) = earliest_lost_at {
+            v.rpo_seconds = (window_end.saturating_duration_since(earliest) + SLICE).as_secs_f64();
         }
         for &s in &self.unknown {
             if contains(s) {
@@ -275,10 +277,13 @@ mod tests {
         let verdict = snap.judge(vec![0, 1, 2, 3, 4, 6, 9], end);
         assert_eq!(verdict.checked, 8);
         assert_eq!(verdict.lost, 2);
-        assert_eq!(verdict.lost_sample, vec![7, 8]);
+        assert_eq!(verdict.lost_seqs, vec![7, 8]);
         assert_eq!(verdict.unknown_committed, 1);
         assert_eq!(verdict.unknown_not_committed, 0);
-        assert!(verdict.lost_span >= Duration::from_millis(700));
+        // 7 was acknowledged 210 ms in, 790 ms before the end; plus one slice.
+        assert!(verdict.rpo_seconds >= 0.79 + SLICE.as_secs_f64() - 1e-9);
+        let none_lost = snap.judge(vec![0, 1, 2, 3, 4, 6, 7, 8], end);
+        assert_eq!((none_lost.lost, none_lost.rpo_seconds), (0, 0.0));
     }
 
     #[tokio::test(start_paused = true)]

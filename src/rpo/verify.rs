@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::pool::DbPool;
 use crate::db::table::Workload;
 use crate::retry::Backoff;
-use crate::rpo::ledger::{Ledger, Snapshot, Verdict, SLICE};
+use crate::rpo::ledger::{Check, Ledger};
 use crate::telemetry::metrics::Metrics;
 
 /// Rows are fetched from a little below the lowest acknowledged id, since ids
@@ -40,44 +40,6 @@ pub struct Request {
     pub until: Instant,
     /// When writes stopped being acknowledged: the RPO is measured back from here.
     pub loss_reference: Instant,
-}
-
-/// What one verification found.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Check {
-    pub checked: u64,
-    pub lost: u64,
-    /// Up to 10,000 lost sequence numbers (column `seq` of this run).
-    pub lost_seqs: Vec<u64>,
-    pub rpo_seconds: f64,
-    pub unknown_committed: u64,
-    pub unknown_not_committed: u64,
-    /// How long verification took, retries included.
-    pub seconds: f64,
-}
-
-/// RPO in seconds: the span of lost acknowledgements, rounded up by one ledger slice
-/// (an RPO is only as fine as the ledger's slices); 0 when nothing was lost.
-pub fn rpo_seconds(lost: u64, lost_span: Duration) -> f64 {
-    if lost > 0 {
-        (lost_span + SLICE).as_secs_f64()
-    } else {
-        0.0
-    }
-}
-
-impl Check {
-    pub fn from_verdict(v: Verdict, seconds: f64) -> Check {
-        Check {
-            checked: v.checked,
-            lost: v.lost,
-            rpo_seconds: rpo_seconds(v.lost, v.lost_span),
-            lost_seqs: v.lost_sample,
-            unknown_committed: v.unknown_committed,
-            unknown_not_committed: v.unknown_not_committed,
-            seconds,
-        }
-    }
 }
 
 /// Totals over the run, as plain numbers for the summary.
@@ -180,19 +142,6 @@ impl Verifier {
         Ok(present)
     }
 
-    /// One pass over `snapshot` against the primary the pool reaches now.
-    async fn verify(
-        &self,
-        snapshot: &Snapshot,
-        window_end: Instant,
-    ) -> Result<Verdict, VerifyError> {
-        if snapshot.acked.is_empty() && snapshot.unknown.is_empty() {
-            return Ok(Verdict::default());
-        }
-        let present = self.present(snapshot.min_id, None).await?;
-        Ok(snapshot.judge(present, window_end))
-    }
-
     /// Serves `requests` until the channel closes, handing each result to `done`; after
     /// `stop`, a request that keeps failing is given up after 5 s (the caller bounds the
     /// whole drain by the shutdown grace).
@@ -275,9 +224,14 @@ impl Verifier {
         let snapshot = self.ledger.lock().snapshot(req.until);
         let began = Instant::now();
         let mut failures = 0;
-        let verdict = loop {
-            match self.verify(&snapshot, req.loss_reference).await {
-                Ok(v) => break v,
+        let nothing_to_check = snapshot.acked.is_empty() && snapshot.unknown.is_empty();
+        let mut check = loop {
+            if nothing_to_check {
+                break Check::default();
+            }
+            // One pass over the snapshot against the primary the pool reaches now.
+            match self.present(snapshot.min_id, None).await {
+                Ok(present) => break snapshot.judge(present, req.loss_reference),
                 Err(err) => {
                     self.metrics.verification_errors.inc();
                     tracing::warn!(error = %err, "verification failed; retrying");
@@ -289,13 +243,9 @@ impl Verifier {
                 }
             }
         };
-        let bytes = {
-            let mut l = self.ledger.lock();
-            l.forget_verified(req.until, &snapshot);
-            l.bytes()
-        };
-        self.metrics.ledger_bytes.set(bytes as i64);
-        let check = Check::from_verdict(verdict, began.elapsed().as_secs_f64());
+        self.ledger.lock().forget_verified(req.until, &snapshot);
+        self.publish_ledger_size();
+        check.seconds = began.elapsed().as_secs_f64();
         self.count(req, &check);
         Some(check)
     }
@@ -332,17 +282,10 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rpo_is_the_lost_span_rounded_up_by_a_slice() {
-        assert_eq!(rpo_seconds(0, Duration::from_secs(3)), 0.0);
-        assert_eq!(rpo_seconds(1, Duration::ZERO), SLICE.as_secs_f64());
-        let rpo = rpo_seconds(5, Duration::from_millis(1_250));
-        assert!((rpo - (1.25 + SLICE.as_secs_f64())).abs() < 1e-9, "{rpo}");
-    }
+    use crate::rpo::ledger::SLICE;
 
     #[tokio::test(start_paused = true)]
-    async fn a_check_is_built_from_the_ledgers_verdict() {
+    async fn the_rpo_is_the_lost_span_rounded_up_by_a_slice() {
         // Acknowledged 0..100 over 1 s; the new primary has everything but 40..50.
         let mut ledger = Ledger::new(Duration::from_secs(30));
         let t0 = Instant::now();
@@ -354,8 +297,7 @@ mod tests {
         let end = Instant::now();
         let snapshot = ledger.snapshot(end);
         let present: Vec<u64> = (0..40).chain(50..101).collect();
-        let verdict = snapshot.judge(present, end);
-        let check = Check::from_verdict(verdict, 0.5);
+        let check = snapshot.judge(present, end);
         assert_eq!(check.checked, 100);
         assert_eq!(check.lost, 10);
         assert_eq!(check.lost_seqs, (40..50).collect::<Vec<_>>());
