@@ -18,10 +18,11 @@
 //! median line is for); the failover state is the worst one seen, so a one-second
 //! outage still colours its 10-minute bucket.
 //!
-//! Memory bound: at most [`MAX_BUCKETS`] buckets of `size_of::<Bucket>()` (104) bytes
-//! plus [`MAX_EVENTS`] events with at most two strings of [`MAX_TEXT`] bytes each:
-//! [`MAX_BYTES`] = 3,221,440 bytes (3.2 MB) on 64-bit targets. A unit test feeds a
-//! simulated week and checks the heap actually held against it.
+//! Memory bound: at most `MAX_BUCKETS` (the three tiers' caps) buckets of
+//! `size_of::<Bucket>()` (104) bytes plus [`MAX_EVENTS`] events with at most two strings
+//! of [`MAX_TEXT`] bytes each: `MAX_BYTES` = 3,221,440 bytes (3.2 MB) on 64-bit targets.
+//! The unit tests (`tests.rs`, where both are defined) feed a simulated week and check
+//! the heap actually held against it.
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -46,19 +47,11 @@ const TIERS: [(usize, u64); 3] = [
     (TIER1_BUCKETS, TIER1_SPAN),
     (TIER2_BUCKETS, TIER2_SPAN),
 ];
-// The stated bound; the tests hold the timeline to it.
-#[cfg_attr(not(test), allow(dead_code))]
-pub const MAX_BUCKETS: usize = TIER0_BUCKETS + TIER1_BUCKETS + TIER2_BUCKETS;
 
 /// Events kept (the latest); a flapping canary drops the oldest.
 pub const MAX_EVENTS: usize = 1000;
 /// Longest text an event keeps (bytes), so events stay bounded too.
 pub const MAX_TEXT: usize = 160;
-
-/// The stated bound on the heap the timeline holds.
-#[cfg_attr(not(test), allow(dead_code))]
-pub const MAX_BYTES: usize = MAX_BUCKETS * std::mem::size_of::<Bucket>()
-    + MAX_EVENTS * (std::mem::size_of::<Event>() + 2 * MAX_TEXT);
 
 /// Write availability as the failover state machine saw it, ordered by severity
 /// so that merging keeps the worst. Serialized like the monitor's states.
@@ -248,15 +241,6 @@ pub enum EventKind {
 }
 
 impl Event {
-    fn text_bytes(&self) -> usize {
-        match &self.kind {
-            EventKind::PrimaryChange { before, after } => before.capacity() + after.capacity(),
-            EventKind::Restart { what } => what.capacity(),
-            EventKind::FailoverTrigger { how } => how.capacity(),
-            _ => 0,
-        }
-    }
-
     fn clamp_text(&mut self) {
         match &mut self.kind {
             EventKind::PrimaryChange { before, after } => {
@@ -314,11 +298,6 @@ impl EventLog {
 
     pub fn dropped(&self) -> u64 {
         self.dropped
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.list.capacity() * std::mem::size_of::<Event>()
-            + self.list.iter().map(Event::text_bytes).sum::<usize>()
     }
 }
 
@@ -418,10 +397,6 @@ impl Timeline {
         self.len() == 0
     }
 
-    pub fn dropped_buckets(&self) -> u64 {
-        self.dropped_buckets
-    }
-
     /// Start of the oldest and end of the newest bucket, unix seconds.
     pub fn span(&self) -> Option<(u64, u64)> {
         let first = self.iter().next()?;
@@ -429,20 +404,13 @@ impl Timeline {
         Some((first.at, last.end()))
     }
 
-    /// The buckets that end within `last` of the newest bucket's end.
-    pub fn window(&self, last: Duration) -> Vec<Bucket> {
-        let Some((_, end)) = self.span() else {
-            return Vec::new();
-        };
-        let from = end.saturating_sub(last.as_secs());
-        self.iter().filter(|b| b.end() > from).copied().collect()
-    }
-
-    /// A copy, for rendering, holding only the buckets and events within `last`
-    /// of the newest bucket's end (the live page's view).
+    /// A copy, for rendering, holding only the buckets that end within `last` of the
+    /// newest bucket's end, and the events from the first of them on (the live page's view).
     pub fn recent(&self, last: Duration) -> Timeline {
-        let buckets = self.window(last);
-        let from = buckets.first().map_or(0.0, |b| b.at as f64);
+        let end = self.span().map_or(0, |(_, end)| end);
+        let from = end.saturating_sub(last.as_secs());
+        let buckets: VecDeque<Bucket> = self.iter().filter(|b| b.end() > from).copied().collect();
+        let from = buckets.front().map_or(0.0, |b| b.at as f64);
         let mut events = EventLog::default();
         for e in self.events.iter().filter(|e| e.at >= from) {
             events.push(e.clone());
@@ -452,17 +420,8 @@ impl Timeline {
             events,
             ..Timeline::default()
         };
-        out.tiers[0] = buckets.into();
+        out.tiers[0] = buckets;
         out
-    }
-
-    /// Heap bytes held now: bucket storage by capacity, events and their strings.
-    pub fn heap_bytes(&self) -> usize {
-        let b = std::mem::size_of::<Bucket>();
-        self.tiers.iter().map(VecDeque::capacity).sum::<usize>() * b
-            + self.events.heap_bytes()
-            + self.classes.iter().map(String::capacity).sum::<usize>()
-            + self.classes.capacity() * std::mem::size_of::<String>()
     }
 }
 
@@ -487,27 +446,23 @@ impl Recorder {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Timeline) -> R) -> R {
-        f(&mut self.timeline.lock())
-    }
-
     pub fn push(&self, second: Second) {
-        self.with(|t| t.push(second));
+        self.timeline.lock().push(second);
     }
 
     /// Records an event at `at` (unix seconds).
     pub fn event(&self, at: f64, kind: EventKind) {
-        self.with(|t| t.events.push(Event { at, kind }));
+        self.timeline.lock().events.push(Event { at, kind });
     }
 
     /// A copy of everything, for the summary and the report.
     pub fn snapshot(&self) -> Timeline {
-        self.with(|t| t.clone())
+        self.timeline.lock().clone()
     }
 
     /// A copy of the last `last`, for the live page.
     pub fn recent(&self, last: Duration) -> Timeline {
-        self.with(|t| t.recent(last))
+        self.timeline.lock().recent(last)
     }
 }
 
