@@ -16,18 +16,13 @@ use super::grid::*;
 use super::{axis_num, trim, utc};
 use crate::telemetry::timeline::{Bucket, Event, State, Timeline};
 
-pub(crate) const STATE_COLOURS: [(State, &str); 4] = [
-    (State::Healthy, "#3a9e5f"),
-    (State::Degraded, "#e8b02a"),
-    (State::Recovering, "#4a90d9"),
-    (State::Outage, "#d7263d"),
-];
-
 pub(crate) fn state_colour(s: State) -> &'static str {
-    STATE_COLOURS
-        .iter()
-        .find(|(st, _)| *st == s)
-        .map_or("#999", |(_, c)| c)
+    match s {
+        State::Healthy => "#3a9e5f",
+        State::Degraded => "#e8b02a",
+        State::Recovering => "#4a90d9",
+        State::Outage => "#d7263d",
+    }
 }
 
 /// Error class colours, by index in the timeline's class list.
@@ -101,7 +96,7 @@ fn rate_panel(g: &Grid, target: Option<f64>) -> Markup {
     let (top, step) = nice_axis(peak.max(target.unwrap_or(0.0)) * 1.05, 5);
     let y = |v: f64| RATE_TOP + RATE_H - (v / top).clamp(0.0, 1.0) * RATE_H;
     let base = RATE_TOP + RATE_H;
-    let areas = g.runs().into_iter().map(|(a, b)| {
+    let areas = g.runs(|_| ()).into_iter().map(|(a, b, ())| {
         let mut d = format!("M{:.1} {base:.1}", g.col_x(a).0);
         for (i, c) in g.cols.iter().enumerate().take(b).skip(a) {
             if let Some(c) = c {
@@ -266,23 +261,9 @@ pub(crate) fn latency_label(v: f64) -> String {
 
 /// The failover state as a colour band; adjacent equal columns become one rectangle.
 fn state_band(g: &Grid) -> Markup {
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < g.cols.len() {
-        let Some(c) = g.cols[i] else {
-            i += 1;
-            continue;
-        };
-        let mut j = i + 1;
-        while j < g.cols.len() && g.cols[j].is_some_and(|n| n.b.state == c.b.state) {
-            j += 1;
-        }
-        runs.push((i, j, c.b.state));
-        i = j;
-    }
     html! {
         rect x=(LEFT) y=(BAND_TOP) width=(PW) height=(BAND_H) fill="#eee" {}
-        @for (i, j, state) in runs {
+        @for (i, j, state) in g.runs(|c| c.b.state) {
             @let (x0, x1) = (g.col_x(i).0, g.col_x(j - 1).1);
             rect x=(D1(x0)) y=(BAND_TOP) width=(D1((x1 - x0).max(1.0))) height=(BAND_H)
                 fill=(state_colour(state)) {
@@ -393,7 +374,7 @@ pub(crate) fn legend(t: &Timeline) -> Markup {
             @for (colour, name) in classes { (item(colour, "sw", name)) }
             @if skipped { (item(SKIPPED_COLOUR, "sw", "skipped (never started)")) }
             br;
-            @for (s, c) in STATE_COLOURS { (item(c, "sw", s.as_str())) }
+            @for s in State::ALL { (item(state_colour(s), "sw", s.as_str())) }
             (PreEscaped(MARKER_LEGEND))
         }
     }

@@ -118,22 +118,18 @@ impl Grid {
         (a, b)
     }
 
-    /// Runs of consecutive present columns, as index ranges.
-    pub(super) fn runs(&self) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut start = None;
+    /// Runs of consecutive present columns with equal `key`, as index ranges `[a, b)`
+    /// with their key.
+    pub(super) fn runs<K: PartialEq>(&self, key: impl Fn(&Column) -> K) -> Vec<(usize, usize, K)> {
+        let mut out: Vec<(usize, usize, K)> = Vec::new();
         for (i, c) in self.cols.iter().enumerate() {
-            match (c.is_some(), start) {
-                (true, None) => start = Some(i),
-                (false, Some(s)) => {
-                    out.push((s, i));
-                    start = None;
-                }
-                _ => {}
+            let Some(k) = c.as_ref().map(&key) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((_, end, last)) if *end == i && *last == k => *end = i + 1,
+                _ => out.push((i, i + 1, k)),
             }
-        }
-        if let Some(s) = start {
-            out.push((s, self.cols.len()));
         }
         out
     }
