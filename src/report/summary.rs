@@ -94,7 +94,9 @@ impl RunCounts {
         counts
     }
 
-    fn unresolved(&self) -> u64 {
+    /// Unknown outcomes verification did not resolve either way (computed, not read: a
+    /// summary older than the field lacks it).
+    pub(crate) fn unresolved(&self) -> u64 {
         self.unknown_outcome_writes
             .saturating_sub(self.unknown_outcome_committed + self.unknown_outcome_not_committed)
     }
@@ -218,27 +220,12 @@ impl Summary {
         }
     }
 
-    /// Unknown outcomes verification did not resolve either way (computed, not read: a
-    /// summary older than the field lacks it).
-    pub fn unresolved(&self) -> u64 {
-        self.counts.unresolved()
-    }
-
     /// The longest measured write unavailability (the RTO a verdict judges).
     pub fn longest_unavailability(&self) -> Option<f64> {
         self.outages
             .iter()
             .filter_map(|o| o.write_unavailable_seconds)
             .reduce(f64::max)
-    }
-
-    /// The RTO objective the run is judged against, and whether it is the default: a
-    /// drill's own, else `--rto-objective`'s default.
-    pub fn rto_objective(&self) -> (f64, bool) {
-        match &self.drill {
-            Some(d) => (d.objectives.rto.as_secs_f64(), false),
-            None => (DEFAULT_RTO_OBJECTIVE, true),
-        }
     }
 
     /// Start and end of the run, Unix seconds on its clock: from `started_at`, else from

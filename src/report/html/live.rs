@@ -19,11 +19,7 @@ const LIVE_OUTAGES: usize = 5;
 /// The live page of a run so far: its summary as far as it goes (counts, outages, the primary,
 /// at least the last [`LIVE_WINDOW`] of timeline) and the failover state now.
 pub fn render_live(l: &Summary, now: State) -> String {
-    let worst = l
-        .outages
-        .iter()
-        .filter_map(|o| o.write_unavailable_seconds)
-        .reduce(f64::max);
+    let worst = l.longest_unavailability();
     let state = now.as_str();
     let body = html! {
         h1 { "pgdrill " span.state style={ "background:" (state_colour(now)) } { (state) } }

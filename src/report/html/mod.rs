@@ -61,11 +61,7 @@ pub(crate) fn card(class: &str, title: &str, value: &str, detail: &str) -> Marku
 
 /// A verdict as a banner; a pass with no reason of its own names the objectives it met.
 pub(crate) fn verdict_banner(v: &Verdict, met: &Objectives) -> Markup {
-    let (class, word) = match v.verdict {
-        VerdictKind::Pass => ("pass", "PASS"),
-        VerdictKind::Fail => ("fail", "FAIL"),
-        VerdictKind::Invalid => ("invalid", "INVALID"),
-    };
+    let class = VerdictKind::as_str(v.verdict);
     let mut reasons: Vec<String> = v.failed.iter().chain(&v.invalid).cloned().collect();
     if reasons.is_empty() {
         reasons.push(format!(
@@ -74,7 +70,7 @@ pub(crate) fn verdict_banner(v: &Verdict, met: &Objectives) -> Markup {
             group(met.max_lost_writes)
         ));
     }
-    banner(class, word, &reasons)
+    banner(class, &class.to_ascii_uppercase(), &reasons)
 }
 
 /// The verdict banner: `class` is `pass`, `fail`, `invalid` or `none`.
@@ -178,11 +174,9 @@ pub(crate) fn when(unix: f64, dated: bool) -> String {
 
 /// `addr:port`, the address alone, or `?`.
 pub(crate) fn endpoint(id: &Identity) -> String {
-    match (&id.server_addr, id.server_port) {
-        (Some(a), Some(p)) => format!("{a}:{p}"),
-        (Some(a), None) => a.clone(),
-        _ => "?".to_string(),
-    }
+    id.endpoint()
+        .or_else(|| id.server_addr.clone())
+        .unwrap_or_else(|| "?".to_string())
 }
 
 /// `addr:port (tl N)`, for table cells.

@@ -13,7 +13,7 @@ use super::{
 use crate::db::identity::Identity;
 use crate::drill::DrillReport;
 use crate::failover::outages::OutageRecord;
-use crate::report::summary::{Flag, Summary};
+use crate::report::summary::{Flag, Summary, DEFAULT_RTO_OBJECTIVE};
 
 /// Close-ups drawn, of the longest outages.
 const MAX_CLOSEUPS: usize = 3;
@@ -31,7 +31,11 @@ pub struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub fn new(summary: &'a Summary) -> Report<'a> {
-        let (rto_objective, rto_is_default) = summary.rto_objective();
+        // A drill's own, else `--rto-objective`'s default.
+        let (rto_objective, rto_is_default) = match &summary.drill {
+            Some(d) => (d.objectives.rto.as_secs_f64(), false),
+            None => (DEFAULT_RTO_OBJECTIVE, true),
+        };
         Report {
             summary,
             rto_objective,
@@ -129,7 +133,7 @@ fn headline(r: &Report) -> Markup {
     } else {
         "ok"
     };
-    let unresolved = s.unresolved();
+    let unresolved = s.counts.unresolved();
     let target = s
         .target_rate
         .map_or_else(String::new, |t| format!(" of {}/s", super::axis_num(t)));
