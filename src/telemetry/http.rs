@@ -73,7 +73,7 @@ async fn handle(
     page: &Page,
     web: Option<&WebConfig>,
 ) -> Response<Full<Bytes>> {
-    if let Some(web) = web.filter(|w| w.requires_auth() && req.uri().path() != "/healthz") {
+    if let Some(web) = web.filter(|_| req.uri().path() != "/healthz") {
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
         if !web.authorized(header).await {
             let mut resp = response(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
@@ -121,7 +121,8 @@ impl Limits {
     /// [`MAX_CONNECTIONS`], fewer where `RLIMIT_NOFILE` leaves too little room next to a
     /// pool of `pool_size`.
     pub fn for_pool(pool_size: u32) -> Limits {
-        let nofile = open_files_limit();
+        // The soft `RLIMIT_NOFILE`, if there is one.
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
         let max_connections = connection_cap(nofile, pool_size);
         if max_connections < MAX_CONNECTIONS {
             tracing::info!(
@@ -137,11 +138,6 @@ impl Limits {
             max_connection_age: MAX_CONNECTION_AGE,
         }
     }
-}
-
-/// The soft `RLIMIT_NOFILE`, if there is one.
-fn open_files_limit() -> Option<u64> {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// Connections beyond the pool's size can be open for a moment (a lane connecting while the

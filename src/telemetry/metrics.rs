@@ -438,12 +438,11 @@ impl Collector for PoolCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let stats = (self.read)();
-        self.connections
-            .with_label_values(&["idle"])
-            .set(i64::from(stats.idle));
-        self.connections
-            .with_label_values(&["in_use"])
-            .set(i64::from(stats.in_use));
+        for (state, n) in [("idle", stats.idle), ("in_use", stats.in_use)] {
+            self.connections
+                .with_label_values(&[state])
+                .set(i64::from(n));
+        }
         self.max_connections.set(i64::from(stats.max));
         let mut families = self.connections.collect();
         families.extend(self.max_connections.collect());

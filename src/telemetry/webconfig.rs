@@ -102,12 +102,9 @@ impl WebConfig {
         })
     }
 
-    pub fn requires_auth(&self) -> bool {
-        !self.users.is_empty()
-    }
-
-    /// Whether an `Authorization` header value carries a configured user and its password.
-    /// Runs bcrypt on a blocking thread; remembers the outcome by digest.
+    /// Whether an `Authorization` header value carries a configured user and its password;
+    /// always, without hashing anything, when no user is configured (TLS only). Runs bcrypt
+    /// on a blocking thread; remembers the outcome by digest.
     pub async fn authorized(&self, header: Option<&[u8]>) -> bool {
         if self.users.is_empty() {
             return true;
@@ -223,8 +220,8 @@ mod tests {
             "web.yml",
             &format!("basic_auth_users:\n  prom: '{hash}'\n"),
         );
-        let web = WebConfig::load(&path).unwrap();
-        assert!(web.requires_auth() && web.tls.is_none());
+        let mut web = WebConfig::load(&path).unwrap();
+        assert!(!web.users.is_empty() && web.tls.is_none());
         let header = |user: &str, pw: &str| {
             format!(
                 "Basic {}",
@@ -251,6 +248,9 @@ mod tests {
         assert!(!web.authorized(Some(b"Bearer x")).await);
         assert!(!web.authorized(None).await);
         assert!(!format!("{web:?}").contains(&hash));
+        // No users (TLS only): every request passes.
+        web.users.clear();
+        assert!(web.authorized(None).await);
     }
 
     #[test]
