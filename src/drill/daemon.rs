@@ -203,7 +203,7 @@ mod tests {
     use crate::config::drill::Schedule;
     use crate::config::trigger::{InProcessTrigger, TriggerAction};
     use crate::db::identity::tests::id as identity;
-    use crate::drill::VerdictKind;
+    use crate::drill::verdict::VerdictKind;
     use crate::error::ErrorClass;
     use crate::rpo::ledger::Check;
 

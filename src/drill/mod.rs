@@ -33,7 +33,7 @@ pub(crate) use crate::config::fleet;
 pub use daemon::{DrillRun, Sources};
 pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming};
 pub use trigger::TriggerRun;
-pub use verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
+pub use verdict::{judge_members, MemberFacts, Verdict};
 
 /// Everything the summary JSON and the report show about the drills of one run; read
 /// back as it was written (`pgdrill report`).
@@ -240,7 +240,7 @@ mod tests {
         );
         assert_eq!(
             report.verdict.verdict,
-            VerdictKind::Pass,
+            verdict::VerdictKind::Pass,
             "{}",
             report.verdict
         );

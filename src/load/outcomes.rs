@@ -228,7 +228,7 @@ mod tests {
             metrics.clone(),
             detector.clone(),
             ledger,
-            LatencyBook::default(),
+            LatencyBook::new(1),
             Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
         ));
         (outcomes, metrics, detector)

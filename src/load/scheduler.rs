@@ -232,7 +232,7 @@ mod tests {
             metrics.clone(),
             Arc::new(Detector::default()),
             Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
-            LatencyBook::default(),
+            LatencyBook::new(1),
             Arc::new(IdentityTracker::new(Vec::new(), metrics)),
         )
     }

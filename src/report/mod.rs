@@ -98,7 +98,7 @@ impl Sources {
         let ledger = Arc::new(Mutex::new(Ledger::new(std::time::Duration::from_secs(30))));
         let (pool, workload) = DbPool::unconnected(metrics.clone());
         let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
-        let latency = LatencyBook::default();
+        let latency = LatencyBook::new(1);
         Sources {
             run_id: 1,
             target: "host=db".into(),

@@ -62,12 +62,6 @@ pub struct LatencyBook {
     shards: usize,
 }
 
-impl Default for LatencyBook {
-    fn default() -> Self {
-        LatencyBook::new(1)
-    }
-}
-
 impl LatencyBook {
     pub fn new(shards: usize) -> LatencyBook {
         LatencyBook {

@@ -20,7 +20,7 @@ mod tests;
 use maud::{html, Markup, PreEscaped};
 
 use crate::db::identity::Identity;
-use crate::drill::{Objectives, Verdict, VerdictKind};
+use crate::drill::{Objectives, Verdict};
 
 pub use live::{render_live, LIVE_WINDOW};
 pub use page::{render, Report};
@@ -61,7 +61,7 @@ pub(crate) fn card(class: &str, title: &str, value: &str, detail: &str) -> Marku
 
 /// A verdict as a banner; a pass with no reason of its own names the objectives it met.
 pub(crate) fn verdict_banner(v: &Verdict, met: &Objectives) -> Markup {
-    let class = VerdictKind::as_str(v.verdict);
+    let class = v.verdict.as_str();
     let mut reasons: Vec<String> = v.failed.iter().chain(&v.invalid).cloned().collect();
     if reasons.is_empty() {
         reasons.push(format!(
