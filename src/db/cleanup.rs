@@ -49,10 +49,7 @@ impl CleanupError {
 }
 
 fn db_error(err: tokio_postgres::Error) -> CleanupError {
-    CleanupError::Database(match err.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => err.to_string(),
-    })
+    CleanupError::Database(super::db_message(&err).unwrap_or_else(|| err.to_string()))
 }
 
 /// Runs the cleanup and returns what it did, as one line to print.

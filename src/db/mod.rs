@@ -17,6 +17,12 @@ pub(crate) mod tls;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+/// `message (SQLSTATE code)` of an error the server sent; `None` for any other error.
+pub(crate) fn db_message(err: &tokio_postgres::Error) -> Option<String> {
+    let db = err.as_db_error()?;
+    Some(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
+}
+
 /// Every row `sql` returns, each value as text (NULL as `None`), by the simple protocol.
 pub(crate) async fn text_rows(
     client: &Client,

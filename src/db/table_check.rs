@@ -143,13 +143,11 @@ async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> 
                 || *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
         });
         if !raced {
-            return Err(match err.as_db_error() {
-                Some(db) => TableError::Unusable(format!(
-                    "cannot create pgdrill's table {}: {} (SQLSTATE {}); grant CREATE on the \
+            return Err(match super::db_message(&err) {
+                Some(m) => TableError::Unusable(format!(
+                    "cannot create pgdrill's table {}: {m}; grant CREATE on the \
                      schema (docs/configuration.md#privileges) or create it as its owner: {};",
                     table.name,
-                    db.message(),
-                    db.code().code(),
                     table.create_sql()
                 )),
                 None => TableError::Query(err),
@@ -384,12 +382,10 @@ async fn alter(client: &Client, table: &str, statement: &str) -> Result<(), Tabl
         Err(err) => {
             // A failed statement leaves the transaction aborted; the connection is reused.
             let _ = client.batch_execute("ROLLBACK").await;
-            match err.as_db_error() {
-                Some(db) => Err(TableError::Unusable(format!(
-                    "--alter-table could not change {table}: {} (SQLSTATE {}). Run as the \
-                     table's owner: {statement};",
-                    db.message(),
-                    db.code().code(),
+            match super::db_message(&err) {
+                Some(m) => Err(TableError::Unusable(format!(
+                    "--alter-table could not change {table}: {m}. Run as the \
+                     table's owner: {statement};"
                 ))),
                 None => Err(TableError::Query(err)),
             }
@@ -422,13 +418,12 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
                     "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
                 )
             });
-            return match err.as_db_error() {
-                Some(db) if !fixable_by_retry => Err(TableError::Unusable(format!(
-                    "the INSERT pgdrill runs fails on table {}: {} (SQLSTATE {}){}",
+            let detail = err.as_db_error().and_then(|db| db.detail());
+            return match super::db_message(&err) {
+                Some(m) if !fixable_by_retry => Err(TableError::Unusable(format!(
+                    "the INSERT pgdrill runs fails on table {}: {m}{}",
                     workload.table.quoted,
-                    db.message(),
-                    db.code().code(),
-                    db.detail().map(|d| format!("; {d}")).unwrap_or_default()
+                    detail.map(|d| format!("; {d}")).unwrap_or_default()
                 ))),
                 _ => Err(TableError::Query(err)),
             };
