@@ -36,6 +36,7 @@ use tokio_postgres::config::{Host, LoadBalanceHosts};
 use tokio_postgres::{Client, Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDrop;
 
 use self::race::Claim;
 use crate::error::ErrorClass;
@@ -349,22 +350,23 @@ impl Connector {
     ) -> Result<(Client, Option<Statement>, AbortHandle), ConnectError> {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
-        // Aborts the connection's task unless the attempt succeeds: on a timeout, an error,
-        // or when the attempt is dropped because another one won the race.
-        let mut driver = DriverGuard(None);
         let result = tokio::time::timeout(self.timeout, async {
             let (client, connection) = config
                 .connect(self.tls.clone())
                 .await
                 .map_err(|e| manager.fail(e))?;
-            let handle = tokio::spawn(async move {
-                // Errors surface on the client's next call.
-                let _ = connection.await;
-            })
-            .abort_handle();
-            driver.0 = Some(handle.clone());
+            // Aborts the connection's task (closing the socket) unless the attempt succeeds:
+            // on a timeout, an error, or when the attempt is dropped because another one won
+            // the race.
+            let driver = AbortOnDrop::new(
+                tokio::spawn(async move {
+                    // Errors surface on the client's next call.
+                    let _ = connection.await;
+                })
+                .abort_handle(),
+            );
             let (client, insert) = manager.establish(client).await?;
-            Ok::<_, ConnectError>((client, insert, handle))
+            Ok::<_, ConnectError>((client, insert, driver.detach()))
         })
         .await;
         // Each attempt, for tracing how a connect found its server (RUST_LOG=pgdrill::db=debug).
@@ -379,11 +381,7 @@ impl Connector {
             "connection attempt"
         );
         match result {
-            Ok(Ok(won)) => {
-                driver.0 = None;
-                Ok(won)
-            }
-            Ok(Err(err)) => Err(err),
+            Ok(result) => result,
             Err(_) => Err(manager.failed(
                 ErrorClass::ConnectTimeout,
                 format!(
@@ -433,18 +431,6 @@ impl Connector {
             return None;
         }
         Some(Claim::start(self, endpoint, state, now))
-    }
-}
-
-/// The task driving a connection still being set up; aborted (closing the socket) unless
-/// the attempt hands it over.
-struct DriverGuard(Option<AbortHandle>);
-
-impl Drop for DriverGuard {
-    fn drop(&mut self) {
-        if let Some(driver) = self.0.take() {
-            driver.abort();
-        }
     }
 }
 
