@@ -296,7 +296,7 @@ impl Connector {
             while tried < candidates.len() {
                 let first = tried;
                 tried += 1;
-                let Some(claim) = self.begin(&candidates[first].0, &mut skipped) else {
+                let Some(claim) = self.claim(&candidates[first].0, Some(&mut skipped)) else {
                     continue;
                 };
                 match self.race(&candidates, first, claim, manager).await {
@@ -398,23 +398,28 @@ impl Connector {
         self.endpoints.lock()
     }
 
-    /// Claims an attempt on `endpoint`, or says why not (backing off, or another
-    /// attempt is probing the failing endpoint) into `skipped`.
-    fn begin(
+    /// Claims an attempt on `endpoint`: a connect's first, saying why not (backing off, or
+    /// another attempt is probing the failing endpoint) into `skipped`; or, without
+    /// `skipped`, one more beside those pending, if it may take one now.
+    fn claim(
         self: &Arc<Self>,
         endpoint: &Endpoint,
-        skipped: &mut Option<ConnectError>,
+        skipped: Option<&mut Option<ConnectError>>,
     ) -> Option<Claim> {
         let now = Instant::now();
         let mut map = self.lock();
-        if map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
+        if skipped.is_some() && map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
             map.retain(|_, s| s.failures > 0);
         }
         let state = map
             .entry(endpoint.clone())
             .or_insert_with(|| EndpointState::new(now));
-        if !state.eligible(now, self.max_pending) {
-            if skipped.is_none() {
+        let may = match skipped {
+            Some(_) => state.eligible(now, self.max_pending),
+            None => state.may_join(now, self.max_pending),
+        };
+        if !may {
+            if let Some(skipped) = skipped.filter(|s| s.is_none()) {
                 let (class, message) = state
                     .last_error
                     .clone()

@@ -101,7 +101,7 @@ impl Connector {
                     let n = candidates.len();
                     if let Some((i, claim)) = (1..=n)
                         .map(|k| (newest + k) % n)
-                        .find_map(|i| self.join(&candidates[i].0).map(|c| (i, c)))
+                        .find_map(|i| self.claim(&candidates[i].0, None).map(|c| (i, c)))
                     {
                         newest = i;
                         live.push((i, claim.started));
@@ -190,19 +190,6 @@ impl Connector {
 
     fn failing(&self, endpoint: &Endpoint) -> bool {
         self.lock().get(endpoint).is_some_and(|s| s.failures > 0)
-    }
-
-    /// Claims one more attempt on `endpoint` beside those pending, if it may take one now.
-    fn join(self: &Arc<Self>, endpoint: &Endpoint) -> Option<Claim> {
-        let now = Instant::now();
-        let mut map = self.lock();
-        let state = map
-            .entry(endpoint.clone())
-            .or_insert_with(|| EndpointState::new(now));
-        if !state.may_join(now, self.max_pending) {
-            return None;
-        }
-        Some(Claim::start(self, endpoint, state, now))
     }
 }
 
