@@ -219,9 +219,7 @@ impl Setup {
         }
         self.workload.prepare(client).await
     }
-}
 
-impl Setup {
     /// What follows the handshake, inside the same per-host connect timeout: the identity
     /// probe (a standby fails the attempt), the table (once), the session settings.
     pub(super) async fn establish(

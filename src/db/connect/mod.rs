@@ -154,7 +154,8 @@ pub struct Connector {
     tls: MakeRustlsConnect,
     metrics: Arc<Metrics>,
     endpoints: Mutex<HashMap<Endpoint, EndpointState>>,
-    /// Parallel attempts per endpoint: one connect timeout's worth at [`STAGGER`].
+    /// Parallel attempts per endpoint: three connect timeouts' worth at [`STAGGER`], at most
+    /// [`MAX_PENDING`].
     max_pending: u32,
     /// Notified whenever an attempt ends, for connects waiting for a free endpoint.
     changed: tokio::sync::Notify,
@@ -247,15 +248,13 @@ impl Connector {
         })
     }
 
-    /// The DSN's entries in the order to try them: as written, or shuffled for every
-    /// connection with `load_balance_hosts=random` (as libpq does).
-    fn order(&self) -> Vec<&HostEntry> {
-        let mut entries: Vec<&HostEntry> = self.entries.iter().collect();
+    /// DSN entries or a host's addresses in the order to try them: as written, or shuffled
+    /// for every connection with `load_balance_hosts=random` (as libpq does).
+    fn balance<T>(&self, v: &mut [T]) {
         if self.random {
             use rand::seq::SliceRandom;
-            entries.shuffle(&mut rand::rng());
+            v.shuffle(&mut rand::rng());
         }
-        entries
     }
 
     /// Tries the endpoints in DSN order (skipping those backing off) until one both connects
@@ -281,7 +280,9 @@ impl Connector {
             let mut last: Option<ConnectError> = None;
             let mut skipped: Option<ConnectError> = None;
             let mut candidates = Vec::new();
-            for entry in self.order() {
+            let mut entries: Vec<&HostEntry> = self.entries.iter().collect();
+            self.balance(&mut entries);
+            for entry in entries {
                 match self.resolve(entry).await {
                     Ok(list) => candidates.extend(list),
                     Err(message) => last = Some(manager.failed(ErrorClass::Dns, message, None)),

@@ -47,10 +47,7 @@ impl Connector {
                 }
             }
         };
-        if self.random {
-            use rand::seq::SliceRandom;
-            addrs.shuffle(&mut rand::rng());
-        }
+        self.balance(&mut addrs);
         Ok(addrs
             .into_iter()
             .map(|ip| {
