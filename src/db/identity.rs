@@ -223,29 +223,8 @@ impl IdentityTracker {
     /// Records the identity of a freshly connected writable server.
     pub fn observe(&self, id: &Identity) {
         let mut current = self.current.lock();
-        let change = current.as_ref().map_or(Change::Same, |old| {
-            let change = id.change_from(old);
-            match change {
-                Change::Same => {}
-                Change::Restart => tracing::warn!(
-                    event = "server_restarted",
-                    server = %shown(id.endpoint()),
-                    timeline = %shown(id.timeline),
-                    started = %shown(id.postmaster_start.as_deref()),
-                    "the primary restarted (same system and timeline)"
-                ),
-                Change::NewPrimary => tracing::warn!(
-                    event = "primary_changed",
-                    from = %shown(old.endpoint()),
-                    to = %shown(id.endpoint()),
-                    from_timeline = %shown(old.timeline),
-                    to_timeline = %shown(id.timeline),
-                    "the primary changed"
-                ),
-            }
-            change
-        });
-        if change == Change::Same && current.is_some() {
+        let change = current.as_ref().map(|old| id.change_from(old));
+        if change == Some(Change::Same) {
             return;
         }
         if current.is_none() {
@@ -261,24 +240,38 @@ impl IdentityTracker {
             shown(id.system_identifier.as_deref()),
             shown(id.timeline),
         ]);
-        let event = match change {
-            Change::Same => return,
-            Change::Restart => {
+        let event = match (change, old) {
+            (Some(Change::Restart), _) => {
+                tracing::warn!(
+                    event = "server_restarted",
+                    server = %shown(id.endpoint()),
+                    timeline = %shown(id.timeline),
+                    started = %shown(id.postmaster_start.as_deref()),
+                    "the primary restarted (same system and timeline)"
+                );
                 self.metrics.server_restarts.inc();
                 EventKind::Restart {
                     what: format!("primary {} restarted", id.short()),
                 }
             }
-            Change::NewPrimary => {
+            (Some(Change::NewPrimary), Some(old)) => {
+                tracing::warn!(
+                    event = "primary_changed",
+                    from = %shown(old.endpoint()),
+                    to = %shown(id.endpoint()),
+                    from_timeline = %shown(old.timeline),
+                    to_timeline = %shown(id.timeline),
+                    "the primary changed"
+                );
                 self.metrics.primary_changes.inc();
                 self.primary_changes.fetch_add(1, Ordering::Relaxed);
                 EventKind::PrimaryChange {
-                    before: old
-                        .as_ref()
-                        .map_or_else(|| "?".to_string(), Identity::short),
+                    before: old.short(),
                     after: id.short(),
                 }
             }
+            // The first primary seen is no change.
+            _ => return,
         };
         if let Some(t) = self.timeline.get() {
             t.event(unix_now(), event);
