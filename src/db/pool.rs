@@ -141,7 +141,7 @@ impl DbPool {
         use crate::db::identity::IdentityTracker;
         use crate::db::table::{QueryMode, Table, Workload};
         use crate::db::table_check::TablePolicy;
-        use crate::db::tls::TlsSettings;
+        use crate::db::tls::{RootCert, SslMode, TlsSettings};
         let mut pg = tokio_postgres::Config::new();
         pg.host("127.0.0.1").port(1);
         let table = Table::parse("t").expect("a plain table name");
@@ -149,7 +149,7 @@ impl DbPool {
         let manager = Manager::new(
             ConnectSettings {
                 pg,
-                tls: TlsSettings::prefer(),
+                tls: TlsSettings::new(SslMode::Prefer, RootCert::Default).expect("tls"),
                 auto_query_mode: false,
                 statement_timeout: Duration::from_secs(1),
                 table: TablePolicy {

@@ -76,12 +76,6 @@ impl SslMode {
     }
 }
 
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Where trusted CA certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootCert {
@@ -160,13 +154,6 @@ impl TlsSettings {
         })
     }
 
-    /// libpq's default: `sslmode=prefer`, no root certificate.
-    pub fn prefer() -> TlsSettings {
-        // The default provider and protocol versions always build.
-        TlsSettings::new(SslMode::Prefer, RootCert::Default)
-            .unwrap_or_else(|e| unreachable!("default TLS settings: {e}"))
-    }
-
     /// The connector handed to tokio-postgres for every connection.
     pub fn connector(&self) -> MakeRustlsConnect {
         self.connector.clone()
@@ -175,10 +162,10 @@ impl TlsSettings {
     /// `sslmode=... [sslrootcert=...]` for printable descriptions.
     pub fn describe(&self) -> String {
         match &self.root_cert {
-            RootCert::Default => format!("sslmode={}", self.mode),
+            RootCert::Default => format!("sslmode={}", self.mode.as_str()),
             other => format!(
                 "sslmode={} sslrootcert={}",
-                self.mode,
+                self.mode.as_str(),
                 root_cert_label(other)
             ),
         }
