@@ -120,12 +120,7 @@ struct Failing {
     runs: u32,
 }
 
-impl Failing {
-    fn backoff(&self) -> Duration {
-        FAILURE_BACKOFF.delay(self.runs)
-    }
-}
-
+#[derive(Default)]
 struct Cache {
     secret: Option<Secret>,
     fetched: Option<Instant>,
@@ -145,12 +140,7 @@ impl Credentials {
     pub fn new(source: PasswordSource, metrics: Arc<Metrics>) -> Credentials {
         Credentials {
             source,
-            cache: tokio::sync::Mutex::new(Cache {
-                secret: None,
-                fetched: None,
-                stale: false,
-                failing: None,
-            }),
+            cache: Default::default(),
             metrics,
         }
     }
@@ -206,7 +196,7 @@ impl Credentials {
             return Ok(secret.clone());
         }
         if let Some(failing) = &cache.failing {
-            if failing.at.elapsed() < failing.backoff() {
+            if failing.at.elapsed() < FAILURE_BACKOFF.delay(failing.runs) {
                 return Err(CredentialError {
                     message: failing.error.clone(),
                     repeated: true,
@@ -234,7 +224,7 @@ impl Credentials {
                 tracing::warn!(
                     error = %err,
                     failed_runs = runs,
-                    retry_in = %humantime::format_duration(failing.backoff()),
+                    retry_in = %humantime::format_duration(FAILURE_BACKOFF.delay(runs)),
                     "--password-command failed; new connections fail until it succeeds"
                 );
                 cache.failing = Some(failing);
