@@ -141,10 +141,8 @@ impl Table {
 
     /// One cleanup batch: pgdrill's rows of run `run_id`, or of every run.
     pub(crate) fn cleanup_delete_sql(&self, batch_size: u32, run_id: Option<i64>) -> String {
-        match run_id {
-            Some(id) => self.delete_batch_sql(batch_size, &format!("d.run_id = {id}")),
-            None => self.delete_batch_sql(batch_size, "true"),
-        }
+        let condition = run_id.map_or_else(|| "true".into(), |id| format!("d.run_id = {id}"));
+        self.delete_batch_sql(batch_size, &condition)
     }
 
     /// Every DELETE pgdrill sends: bounded to its own rows (`run_id IS NOT NULL`), found in
