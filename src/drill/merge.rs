@@ -10,7 +10,6 @@
 use serde::Serialize;
 
 use crate::config::fleet::Member;
-use crate::db::clock::ClockOffset;
 use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
@@ -179,19 +178,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
 
     let members: Vec<MemberFigures> = inputs
         .iter()
-        .map(|i| {
-            let is_trigger = trigger_input.is_some_and(|t| std::ptr::eq(t, *i));
-            let reference = trigger_input.and_then(|t| t.summary.server_clock);
-            figures(
-                i,
-                name(i),
-                is_trigger,
-                drill,
-                &triggers,
-                reference,
-                &mut invalid,
-            )
-        })
+        .map(|i| figures(i, name(i), trigger_input, drill, &triggers, &mut invalid))
         .collect();
 
     let lost: u64 = members.iter().map(|m| m.counts.lost_writes).sum();
@@ -301,13 +288,14 @@ fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<St
 fn figures(
     i: &Input,
     name: String,
-    is_trigger: bool,
+    trigger_input: Option<&Input>,
     drill: Option<&DrillReport>,
     triggers: &[TriggerRun],
-    reference: Option<ClockOffset>,
     invalid: &mut Vec<String>,
 ) -> MemberFigures {
     let s = &i.summary;
+    let is_trigger = trigger_input.is_some_and(|t| std::ptr::eq(t, i));
+    let reference = trigger_input.and_then(|t| t.summary.server_clock);
     let skew = reference.zip(s.server_clock).map(|(r, own)| {
         (
             r.offset_seconds - own.offset_seconds,

@@ -158,27 +158,20 @@ pub async fn run_schedule(
     mut on_event: impl FnMut(TriggerEvent<'_>),
 ) -> Vec<TriggerRun> {
     let mut runs = Vec::new();
+    let wait = |t| stop.run_until_cancelled(sleep_until(t));
     for (i, planned) in config.schedule.instants(load_start).into_iter().enumerate() {
         let index = i + 1;
         let baseline_from = planned
             .checked_sub(config.schedule.baseline_span(i))
             .unwrap_or(planned);
-        if stop
-            .run_until_cancelled(sleep_until(baseline_from))
-            .await
-            .is_none()
-        {
+        if wait(baseline_from).await.is_none() {
             break;
         }
         on_event(TriggerEvent::BaselineStarts {
             index,
             at: Instant::now(),
         });
-        if stop
-            .run_until_cancelled(sleep_until(planned))
-            .await
-            .is_none()
-        {
+        if wait(planned).await.is_none() {
             break;
         }
         on_event(TriggerEvent::Starting {

@@ -202,14 +202,6 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let failover_state = StateSet::new(
-            &registry,
-            "pgdrill_failover_state",
-            "Write availability state set: exactly one state is 1.",
-            "state",
-            &FAILOVER_STATES,
-        );
-
         let host_is_primary = gauge_vec(
             &registry,
             "pgdrill_host_is_primary",
@@ -219,13 +211,6 @@ impl Metrics {
         for host in hosts {
             host_is_primary.with_label_values(&[host.as_str()]).set(0);
         }
-        let primary_server = gauge_vec(
-            &registry,
-            "pgdrill_primary_server",
-            "1 for the server pgdrill writes to now, as it reports itself (address, \
-             system identifier, timeline); 0 for the last few before it.",
-            &["server", "system_identifier", "timeline"],
-        );
 
         let unknown_resolved = counter_vec(
             &registry,
@@ -247,12 +232,12 @@ impl Metrics {
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
             schedule_lag: gauge(r, "pgdrill_schedule_lag_seconds", "How late the most recently started transaction began relative to its schedule."),
             last_success_timestamp: gauge(r, "pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write."),
-            failover_state,
+            failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &FAILOVER_STATES),
             server_timeline: int_gauge(r, "pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown)."),
             primary_changes: counter(r, "pgdrill_primary_changes_total", "Times the primary's identity or timeline changed."),
             server_restarts: counter(r, "pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier and timeline, new postmaster."),
             host_is_primary,
-            primary_server,
+            primary_server: gauge_vec(r, "pgdrill_primary_server", "1 for the server pgdrill writes to now, as it reports itself (address, system identifier, timeline); 0 for the last few before it.", &["server", "system_identifier", "timeline"]),
             primary_servers: Default::default(),
             outages: counter(r, "pgdrill_outages_total", "Write outages detected."),
             outage_start_timestamp: gauge(r, "pgdrill_outage_start_timestamp_seconds", "Unix time the current or last outage began (0 before any)."),

@@ -293,11 +293,8 @@ impl Connector {
                     config.password(pw);
                 }
             }
-            let mut tried = 0;
-            while tried < candidates.len() {
-                let first = tried;
-                tried += 1;
-                let Some(claim) = self.claim(&candidates[first].0, Some(&mut skipped)) else {
+            for (first, (endpoint, _)) in candidates.iter().enumerate() {
+                let Some(claim) = self.claim(endpoint, Some(&mut skipped)) else {
                     continue;
                 };
                 match self.race(&candidates, first, claim, manager).await {

@@ -65,11 +65,8 @@ impl Connector {
             // Jittered (±50 %) so that attempts do not phase-lock with other periodic
             // clients in a proxy's round robin (always drawing the same backend).
             let stagger = STAGGER.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.5..1.5));
-            let next_join = if hurry {
-                now + stagger
-            } else {
-                (now + stagger).max(started + SUSPECT_AFTER)
-            };
+            let not_before = if hurry { now } else { started + SUSPECT_AFTER };
+            let next_join = (now + stagger).max(not_before);
             tokio::select! {
                 Some((i, began, result)) = futures_util::StreamExt::next(&mut pending) => {
                     live.retain(|attempt| *attempt != (i, began));
