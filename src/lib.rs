@@ -168,20 +168,22 @@ impl Drill {
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
         let latency = LatencyBook::new(tokio::runtime::Handle::current().metrics().num_workers());
-        let outcomes = Arc::new(
-            Outcomes::new(
-                metrics.clone(),
-                detector.clone(),
-                ledger.clone(),
-                latency.clone(),
-                identity.clone(),
-            )
-            .on_first_write(fatal.clone()),
-        );
-        let verifier = Arc::new(
-            Verifier::new(pool.clone(), workload.clone(), ledger, metrics.clone())
-                .settle_after(config.statement_timeout),
-        );
+        let outcomes = Arc::new(Outcomes::new(
+            metrics.clone(),
+            detector.clone(),
+            ledger.clone(),
+            latency.clone(),
+            identity.clone(),
+            fatal.clone(),
+        ));
+        let (settle, w) = (config.statement_timeout, workload.clone());
+        let verifier = Arc::new(Verifier::new(
+            pool.clone(),
+            w,
+            ledger,
+            metrics.clone(),
+            settle,
+        ));
         let outages = Arc::new(Outages::new(WallClock::now()));
         let monitor = Arc::new(Monitor {
             metrics: metrics.clone(),
@@ -192,7 +194,6 @@ impl Drill {
             thresholds: Thresholds {
                 outage: config.effective_outage_threshold(),
                 stall: config.stall_threshold(),
-                recovery_window: config.recovery_window,
                 target_rate: config.rate,
             },
             timeline: timeline.clone(),
@@ -524,7 +525,7 @@ fn build_pool(
         workload.clone(),
         identity.clone(),
         metrics.clone(),
-        Some(fatal.clone()),
+        fatal.clone(),
     );
     DbPool::new(
         manager,

@@ -67,8 +67,6 @@ pub struct Config {
     pub linger: Duration,
     pub outage_threshold: Duration,
     pub verify_window: Duration,
-    /// Rate must hold at 95 % of target this long before an outage counts as recovered.
-    pub recovery_window: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
     pub password: PasswordSource,
@@ -170,7 +168,6 @@ impl RunArgs {
             linger: self.linger.into(),
             outage_threshold,
             verify_window: positive("--verify-window", self.verify_window)?,
-            recovery_window: Duration::from_secs(5),
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
         })

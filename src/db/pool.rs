@@ -163,7 +163,7 @@ impl DbPool {
             workload.clone(),
             Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
             metrics,
-            None,
+            Arc::default(),
         );
         let pool = DbPool::new(manager, 1, Duration::from_secs(1), Duration::from_secs(60));
         (pool, workload)

@@ -217,8 +217,7 @@ fn index_name(quoted: &str) -> String {
 }
 
 /// How the INSERT travels: the statement shape is the same, the protocol differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryMode {
     /// Named statement prepared once per connection: one round trip, least server CPU.
     Prepared,

@@ -41,9 +41,6 @@ pub enum VerdictKind {
 }
 
 impl VerdictKind {
-    /// The `verdict` label values of the state set, for pre-creating series.
-    pub const ALL: [VerdictKind; 3] = [VerdictKind::Pass, VerdictKind::Fail, VerdictKind::Invalid];
-
     pub fn as_str(self) -> &'static str {
         match self {
             VerdictKind::Pass => "pass",
@@ -498,13 +495,15 @@ mod tests {
 
     #[test]
     fn exit_codes_do_not_clash_with_usage_or_runtime_errors() {
-        let codes: Vec<u8> = VerdictKind::ALL.iter().map(|k| k.exit_code()).collect();
+        let all = [VerdictKind::Pass, VerdictKind::Fail, VerdictKind::Invalid];
+        let codes: Vec<u8> = all.iter().map(|k| k.exit_code()).collect();
         assert_eq!(codes, [0, 3, 4]);
         assert!(!codes.contains(&1) && !codes.contains(&2));
-        for kind in VerdictKind::ALL {
+        for kind in all {
             assert!(crate::telemetry::metrics::DRILL_VERDICTS.contains(&kind.as_str()));
         }
     }
+
     #[test]
     fn a_canary_has_each_outage_judged_by_the_same_rules() {
         let canary = |outages: Vec<OutageRecord>| Case {

@@ -39,6 +39,8 @@ const DEGRADED_WINDOW: Duration = Duration::from_secs(1);
 
 /// Achieved rate at or above this share of target counts as full rate.
 const FULL_RATE: f64 = 0.95;
+/// The rate must hold at [`FULL_RATE`] of target this long before an outage counts as recovered.
+const RECOVERY_WINDOW: Duration = Duration::from_secs(5);
 
 /// The longest `recovering` lasts after the first success of an outage.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
@@ -185,7 +187,6 @@ pub struct Thresholds {
     /// Silence with writes in flight but none failed yet (a hung server or a
     /// black-holed network); longer, so that a slow commit is not an outage.
     pub stall: Duration,
-    pub recovery_window: Duration,
     /// Target rate; `None` (unlimited) compares against the rate before the outage.
     pub target_rate: Option<f64>,
 }
@@ -275,8 +276,7 @@ impl Machine {
 
     pub fn tick(&mut self, now: Instant, ev: &mut Events, in_flight: i64) -> Vec<Transition> {
         let mut out = Vec::new();
-        let history_span =
-            self.thresholds.recovery_window.max(Duration::from_secs(5)) + Duration::from_secs(1);
+        let history_span = RECOVERY_WINDOW.max(Duration::from_secs(5)) + Duration::from_secs(1);
         while self
             .history
             .front()
@@ -366,7 +366,7 @@ impl Machine {
             .target_rate
             .unwrap_or(self.rate_before_outage);
         let first_success = self.recovered_at.unwrap_or(now);
-        let window = self.thresholds.recovery_window;
+        let window = RECOVERY_WINDOW;
         if now.saturating_duration_since(first_success) < window {
             return;
         }
@@ -402,7 +402,6 @@ mod tests {
             Thresholds {
                 outage: Duration::from_millis(200),
                 stall: Duration::from_secs(1),
-                recovery_window: Duration::from_secs(5),
                 target_rate: Some(rate),
             },
             t0,

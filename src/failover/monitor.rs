@@ -239,14 +239,14 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let (pool, workload) = DbPool::unconnected(metrics.clone());
         let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
-        let verifier = Arc::new(Verifier::new(pool, workload, ledger, metrics.clone()));
+        let five = Duration::from_secs(5);
+        let verifier = Arc::new(Verifier::new(pool, workload, ledger, metrics.clone(), five));
         let detector = Arc::new(Detector::default());
         let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
         let outages = Arc::new(Outages::new(WallClock::now()));
         let thresholds = Thresholds {
             outage: Duration::from_millis(20),
             stall: Duration::from_secs(1),
-            recovery_window: Duration::from_secs(5),
             target_rate: Some(100.0),
         };
         let monitor = Arc::new(Monitor {

@@ -101,7 +101,7 @@ pub(crate) struct Outcomes {
     identity: Arc<IdentityTracker>,
     tally: Tally,
     /// Told of the first success (before it, a wrong target ends the run).
-    fatal: Option<Arc<Fatal>>,
+    fatal: Arc<Fatal>,
 }
 
 impl Outcomes {
@@ -111,6 +111,7 @@ impl Outcomes {
         ledger: Arc<Mutex<Ledger>>,
         latency: LatencyBook,
         identity: Arc<IdentityTracker>,
+        fatal: Arc<Fatal>,
     ) -> Outcomes {
         Outcomes {
             metrics,
@@ -119,14 +120,8 @@ impl Outcomes {
             latency,
             identity,
             tally: Tally::default(),
-            fatal: None,
+            fatal,
         }
-    }
-
-    /// Where the first acknowledged write is reported.
-    pub fn on_first_write(mut self, fatal: Arc<Fatal>) -> Outcomes {
-        self.fatal = Some(fatal);
-        self
     }
 
     /// A recorder for one lane, with its share of the latency recorders.
@@ -191,9 +186,7 @@ impl LaneOutcomes {
         o.detector.success(sent, done);
         o.identity.acknowledged(done);
         o.ledger.lock().ack(job.seq, id, done);
-        if let Some(fatal) = &o.fatal {
-            fatal.wrote();
-        }
+        o.fatal.wrote();
     }
 
     /// Failed; `started` is when it was sent (or due, if it never got a connection).
@@ -230,6 +223,7 @@ mod tests {
             ledger,
             LatencyBook::new(1),
             Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
+            Arc::default(),
         ));
         (outcomes, metrics, detector)
     }

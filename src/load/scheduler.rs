@@ -234,6 +234,7 @@ mod tests {
             Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
             LatencyBook::new(1),
             Arc::new(IdentityTracker::new(Vec::new(), metrics)),
+            Arc::default(),
         )
     }
 

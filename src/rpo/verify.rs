@@ -75,6 +75,7 @@ impl Verifier {
         workload: Arc<Workload>,
         ledger: Arc<Mutex<Ledger>>,
         metrics: Arc<Metrics>,
+        statement_timeout: Duration,
     ) -> Verifier {
         Verifier {
             pool,
@@ -82,14 +83,8 @@ impl Verifier {
             ledger,
             metrics,
             totals: Mutex::default(),
-            settle: Duration::from_secs(6),
+            settle: statement_timeout + Duration::from_secs(1),
         }
-    }
-
-    /// Unknown outcomes are checked once older than `statement_timeout` plus a second.
-    pub fn settle_after(mut self, statement_timeout: Duration) -> Verifier {
-        self.settle = statement_timeout + Duration::from_secs(1);
-        self
     }
 
     pub fn totals(&self) -> RpoTotals {

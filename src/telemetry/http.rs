@@ -114,7 +114,6 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
-    pub max_connection_age: Duration,
 }
 
 impl Limits {
@@ -135,7 +134,6 @@ impl Limits {
         Limits {
             max_connections,
             header_read_timeout: HEADER_READ_TIMEOUT,
-            max_connection_age: MAX_CONNECTION_AGE,
         }
     }
 }
@@ -249,7 +247,7 @@ async fn serve_connection<S>(
             }
             return;
         }
-        _ = tokio::time::sleep(limits.max_connection_age) => {}
+        _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
         _ = stop.cancelled() => {}
     }
     conn.as_mut().graceful_shutdown();
@@ -287,7 +285,6 @@ mod tests {
         let limits = Limits {
             max_connections: 2,
             header_read_timeout: Duration::from_millis(300),
-            max_connection_age: Duration::from_secs(60),
         };
         let health = Arc::new(Health::default());
         health.load_started();

@@ -94,7 +94,7 @@ pub struct Setup {
     table: TablePolicy,
     table_ready: OnceCell<bool>,
     /// Told when the table cannot take our writes, which no reconnect fixes.
-    fatal: Option<Arc<Fatal>>,
+    fatal: Arc<Fatal>,
 }
 
 /// How new connections are made and set up, from the configuration.
@@ -116,7 +116,7 @@ impl Manager {
         workload: Arc<Workload>,
         identity: Arc<IdentityTracker>,
         metrics: Arc<Metrics>,
-        fatal: Option<Arc<Fatal>>,
+        fatal: Arc<Fatal>,
     ) -> Manager {
         Manager(Arc::new(Setup {
             connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
@@ -141,12 +141,7 @@ impl Setup {
         match err {
             TableError::Query(e) => self.fail(e),
             TableError::Unusable(message) => {
-                match &self.fatal {
-                    Some(fatal) => fatal.unusable_table(message.clone()),
-                    None => {
-                        tracing::error!(error = %message, "the table cannot take pgdrill's writes")
-                    }
-                }
+                self.fatal.unusable_table(message.clone());
                 self.failed(ErrorClass::Other, message, None)
             }
         }
@@ -182,9 +177,7 @@ impl Setup {
         // it causes, where they fail (one count per error in every output).
         self.metrics.connection_errors.inc(class);
         let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
-        if let Some(fatal) = &self.fatal {
-            fatal.connect_failed(class, sqlstate, &message);
-        }
+        self.fatal.connect_failed(class, sqlstate, &message);
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {

@@ -389,14 +389,6 @@ impl Timeline {
         self.tiers.iter().rev().flatten()
     }
 
-    pub fn len(&self) -> usize {
-        self.tiers.iter().map(VecDeque::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Start of the oldest and end of the newest bucket, unix seconds.
     pub fn span(&self) -> Option<(u64, u64)> {
         let first = self.iter().next()?;
