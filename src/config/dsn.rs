@@ -91,12 +91,10 @@ pub fn parse(
         false => ConfigError::new("PGPORT", env("PGPORT").unwrap_or_default(), reason),
     })?;
     if pg.get_user().is_none() {
-        let user = env("USER").unwrap_or_else(|| "postgres".to_string());
-        pg.user(user);
+        pg.user(env("USER").unwrap_or_else(|| "postgres".to_string()));
     }
     if pg.get_dbname().is_none() {
-        let user = pg.get_user().unwrap_or("postgres").to_string();
-        pg.dbname(user);
+        pg.dbname(pg.get_user().unwrap_or("postgres").to_string());
     }
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
@@ -107,9 +105,7 @@ pub fn parse(
         (false, None) => None,
     };
     let hosts = host_labels(&pg);
-    let mut redacted = describe(&pg, &hosts);
-    redacted.push(' ');
-    redacted.push_str(&tls.describe());
+    let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
     Ok(Target {
         pg,
         hosts,
