@@ -170,16 +170,11 @@ impl std::fmt::Display for DrillReport {
             )?;
         }
         if self.drills.len() > 1 {
+            let all = &self.distribution;
             let figures = [
-                (
-                    "first failed",
-                    &self.distribution.trigger_to_first_failed_write_seconds,
-                ),
-                (
-                    "new primary",
-                    &self.distribution.trigger_to_new_primary_write_seconds,
-                ),
-                ("unavailable", &self.distribution.write_unavailable_seconds),
+                ("first failed", &all.trigger_to_first_failed_write_seconds),
+                ("new primary", &all.trigger_to_new_primary_write_seconds),
+                ("unavailable", &all.write_unavailable_seconds),
             ];
             writeln!(f, "  distribution (nearest-rank):")?;
             for (name, dist) in figures {
