@@ -435,6 +435,7 @@ impl Drill {
                 .into_iter()
                 .map(|at| self.outages.clock().unix(at))
                 .collect(),
+            objectives: Some(config.drill.objectives),
             drill: self
                 .drill
                 .as_ref()

@@ -186,6 +186,10 @@ pub struct Summary {
     pub flags: Vec<Flag>,
     /// Second by second, with the events; what `pgdrill report` draws.
     pub timeline: Timeline,
+    /// `--rto-objective` and `--rpo-objective` as run, with or without a trigger (a canary's
+    /// report is judged by them, as its alerts are); `None` in older summaries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
     /// Only with a failover trigger: the triggers, the figures timed from them, the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillReport>,
@@ -265,12 +269,12 @@ impl Summary {
     }
 
     /// The objectives the run is judged against: a drill's own, else `rto_objective` and
-    /// no acknowledged write lost.
+    /// the run's `--rpo-objective` (none lost in a summary that does not say).
     pub fn objectives(&self, rto_objective: f64) -> Objectives {
         self.drill.as_ref().map_or(
             Objectives {
                 rto: Duration::from_secs_f64(rto_objective.max(0.0)),
-                max_lost_writes: 0,
+                max_lost_writes: self.objectives.map_or(0, |o| o.max_lost_writes),
             },
             |d| d.objectives,
         )

@@ -31,9 +31,14 @@ pub struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub fn new(summary: &'a Summary) -> Report<'a> {
-        // A drill's own, else `--rto-objective`'s default.
-        let (rto_objective, rto_is_default) = match &summary.drill {
-            Some(d) => (d.objectives.rto.as_secs_f64(), false),
+        // A drill's own, else the run's `--rto-objective`, else (an older summary) its default.
+        let (rto_objective, rto_is_default) = match summary
+            .drill
+            .as_ref()
+            .map(|d| d.objectives)
+            .or(summary.objectives)
+        {
+            Some(o) => (o.rto.as_secs_f64(), false),
             None => (DEFAULT_RTO_OBJECTIVE, true),
         };
         Report {

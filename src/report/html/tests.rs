@@ -67,6 +67,40 @@ fn a_drill_shows_its_own_verdict_objective_and_trigger_figures() {
     assert!(!page.contains("Failover triggers") && page.contains(">PASS<"));
 }
 
+#[test]
+fn a_canary_is_judged_by_its_own_objectives_as_its_alerts_are() {
+    // A 45 s outage and 3 lost writes: within the 120 s default, over the run's 30 s and 2.
+    let canary = |objectives: serde_json::Value| {
+        crate::report::summary_from_json(serde_json::json!({
+            "run_id": 7, "transactions": 1000, "lost_writes": 3, "objectives": objectives,
+            "outages": [{"index": 1, "start_unix": 1800000030.0, "end_unix": 1800000075.0,
+                         "write_unavailable_seconds": 45.0, "lost_writes": 3}],
+        }))
+        .unwrap()
+    };
+    let own = canary(serde_json::json!({"rto_seconds": 30.0, "max_lost_writes": 2}));
+    let r = Report::new(&own);
+    assert_eq!((r.rto_objective, r.rto_is_default), (30.0, false));
+    let verdict = own.verdict(r.rto_objective);
+    assert_eq!(
+        verdict.verdict,
+        crate::drill::verdict::VerdictKind::Fail,
+        "{verdict}"
+    );
+    assert!(
+        verdict.failed.iter().any(|f| f.contains("at most 2")),
+        "{verdict}"
+    );
+    assert!(verdict.failed.iter().any(|f| f.contains("45")), "{verdict}");
+    let page = render(&r);
+    assert!(page.contains(">FAIL<") && !page.contains("(default)"));
+    // A summary from before the objectives were recorded: the defaults, said so.
+    let old = canary(serde_json::Value::Null);
+    let r = Report::new(&old);
+    assert_eq!((r.rto_objective, r.rto_is_default), (120.0, true));
+    assert!(render(&r).contains("(default)"));
+}
+
 const CLASSES: [&str; 14] = [
     "connect_refused",
     "connect_timeout",
