@@ -34,7 +34,9 @@ impl Lab {
         // wal_retrieve_retry_interval: a standby whose primary just stopped can sleep this
         // long before it notices a promotion (seen once on CI: promote->writable 5.02 s at the
         // 5 s default), which would turn a planned switchover into a multi-second outage that
-        // is the lab's, not the service's.
+        // is the lab's, not the service's. dynamic_shared_memory_type: segments in the data
+        // directory, which goes with the lab; the default (posix, in /dev/shm) leaves one
+        // behind whenever a server is crashed or stopped immediately, as failovers do.
         let conf = format!(
             "\n# --- pgdrill lab ---\n\
              listen_addresses = '127.0.0.1'\n\
@@ -49,6 +51,7 @@ impl Lab {
              wal_keep_size = 256MB\n\
              hot_standby = on\n\
              wal_retrieve_retry_interval = '100ms'\n\
+             dynamic_shared_memory_type = mmap\n\
              wal_log_hints = on\n\
              log_line_prefix = '%m [%p] %q%u@%d '\n\
              log_min_messages = info\n\

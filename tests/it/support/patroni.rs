@@ -427,6 +427,9 @@ postgresql:
     # As in the pair lab: the lab's standby, not the service, would add PostgreSQL's 5 s
     # default retry sleep between its primary stopping and its promotion taking effect.
     wal_retrieve_retry_interval: 100ms
+    # As in the pair lab: shared memory segments in the data directory, not left in
+    # /dev/shm by a crashed member.
+    dynamic_shared_memory_type: mmap
 watchdog:
   mode: 'off'
 "#,
