@@ -11,10 +11,17 @@ use crate::telemetry::timeline::{Event, EventKind, Timeline};
 /// Event rows listed under the chart (the latest); the markers show them all.
 const MAX_EVENT_ROWS: usize = 300;
 
-/// The event's kind as in the JSON (serde's tag), for the page's `data-kind` attributes.
-fn kind_name(k: &EventKind) -> String {
-    let json = serde_json::to_value(k).unwrap_or_default();
-    json["kind"].as_str().unwrap_or_default().to_string()
+/// The event's kind as in the JSON, for the page's `data-kind` attributes (a match, not a
+/// serde round trip of every event on each redraw of the live page).
+pub(super) fn kind_name(k: &EventKind) -> &'static str {
+    match k {
+        EventKind::OutageStart { .. } => "outage_start",
+        EventKind::OutageEnd { .. } => "outage_end",
+        EventKind::PrimaryChange { .. } => "primary_change",
+        EventKind::Verification { .. } => "verification",
+        EventKind::Restart { .. } => "restart",
+        EventKind::FailoverTrigger { .. } => "failover_trigger",
+    }
 }
 
 /// Marker code, colour and description of an event.

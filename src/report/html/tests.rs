@@ -651,3 +651,35 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(fmt_step(600), "10 min");
     assert_eq!(fmt_step(15), "15 s");
 }
+
+#[test]
+fn data_kind_is_the_events_json_kind() {
+    let kinds = [
+        EventKind::OutageStart { outage: 1 },
+        EventKind::OutageEnd {
+            outage: 1,
+            unavailable_seconds: None,
+        },
+        EventKind::PrimaryChange {
+            before: "a".into(),
+            after: "b".into(),
+        },
+        EventKind::Verification {
+            outage: None,
+            checked: 0,
+            lost: 0,
+            unknown_committed: 0,
+            unknown_not_committed: 0,
+        },
+        EventKind::Restart { what: "r".into() },
+        EventKind::FailoverTrigger { how: "t".into() },
+    ];
+    for k in &kinds {
+        let json = serde_json::to_value(k).unwrap();
+        assert_eq!(
+            json["kind"].as_str(),
+            Some(super::events::kind_name(k)),
+            "{k:?}"
+        );
+    }
+}
