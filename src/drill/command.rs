@@ -149,11 +149,9 @@ static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
 /// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
 /// grace), saying so; called once the run is over.
 pub async fn end_left_behind() {
+    let running = |(_, g): &(usize, Pid)| rustix::process::test_kill_process_group(*g).is_ok();
     let groups = std::mem::take(&mut *LEFT_BEHIND.lock());
-    let alive: Vec<(usize, Pid)> = groups
-        .into_iter()
-        .filter(|(_, pgid)| rustix::process::test_kill_process_group(*pgid).is_ok())
-        .collect();
+    let alive: Vec<(usize, Pid)> = groups.into_iter().filter(running).collect();
     for (index, pgid) in &alive {
         tracing::warn!(
             trigger = index,
@@ -163,11 +161,7 @@ pub async fn end_left_behind() {
         let _ = kill_process_group(*pgid, Signal::TERM);
     }
     let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline
-        && alive
-            .iter()
-            .any(|(_, g)| rustix::process::test_kill_process_group(*g).is_ok())
-    {
+    while Instant::now() < deadline && alive.iter().any(running) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for (_, pgid) in &alive {

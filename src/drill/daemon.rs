@@ -11,12 +11,10 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::drill::{Objectives, TriggerConfig};
 use crate::db::identity::IdentityTracker;
 use crate::drill::timing::{in_window, Baseline, Counts};
-use crate::drill::trigger::TriggerRun;
-use crate::drill::trigger::{run_schedule, TriggerEvent};
-use crate::drill::{DrillReport, RunFacts};
+use crate::drill::trigger::{run_schedule, TriggerEvent, TriggerRun};
+use crate::drill::{DrillReport, Objectives, RunFacts, TriggerConfig};
 use crate::failover::outages::{Outages, WallClock};
 use crate::telemetry::metrics::Metrics;
 
@@ -35,7 +33,7 @@ pub struct Sources {
     pub timeline: Arc<Recorder>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Book {
     triggers: Vec<TriggerRun>,
     baselines: Vec<Baseline>,
@@ -100,8 +98,7 @@ impl DrillRun {
                     trigger = index,
                     "the baseline window before the trigger begins"
                 );
-                let from = self.counts(at);
-                self.book.lock().baseline_from = Some(from);
+                self.book.lock().baseline_from = Some(self.counts(at));
             }
             TriggerEvent::Starting { index, at } => {
                 let to = self.counts(at);
@@ -170,27 +167,21 @@ impl DrillRun {
     /// done); sets the verdict on `/metrics`.
     pub fn report(&self, lost_writes_in_run: u64, run_end: Instant) -> DrillReport {
         self.update_live();
-        let (triggers, baselines) = {
-            let b = self.book.lock();
-            (b.triggers.clone(), b.baselines.clone())
-        };
+        let book = self.book.lock().clone();
         let report = DrillReport::build(
             &self.config,
             self.objectives,
             RunFacts {
-                triggers,
-                baselines,
+                triggers: book.triggers,
+                baselines: book.baselines,
                 outages: self.sources.outages.outages(),
                 new_primary_writes_unix: self.new_primary_writes(),
                 lost_writes_in_run,
                 run_end_unix: self.clock.unix(run_end),
             },
         );
-        self.sources
-            .metrics
-            .drill
-            .verdict
-            .set(report.verdict.verdict.as_str());
+        let verdict = report.verdict.verdict.as_str();
+        self.sources.metrics.drill.verdict.set(verdict);
         report
     }
 }

@@ -218,16 +218,36 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
             invalid,
         }),
     };
-    let trigger_member = trigger_input.map(name);
-    totals(
+    let each = |f: fn(&DrillTiming) -> Option<f64>| {
+        Distribution::of(members.iter().flat_map(|m| m.drills.iter().filter_map(f)))
+    };
+    let worst = members
+        .iter()
+        .filter_map(|m| m.worst_write_unavailable_seconds.map(|w| (m, w)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(m, w)| Worst {
+            member: m.name.clone(),
+            write_unavailable_seconds: w,
+        });
+    FleetReport {
         drill_id,
-        members,
-        not_merged,
-        trigger_member,
-        drill,
+        write_unavailable_seconds: Distribution::of(
+            members
+                .iter()
+                .filter_map(|m| m.worst_write_unavailable_seconds),
+        ),
+        worst,
+        trigger_to_first_failed_write_seconds: each(|d| d.trigger_to_first_failed_write_seconds),
+        trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),
+        counts: members.iter().map(|m| m.counts.clone()).sum(),
+        trigger_member: trigger_input.map(name),
+        command: drill.map(|d| d.command.clone()),
+        objectives: drill.map(|d| d.objectives),
         triggers,
+        not_merged,
+        members,
         verdict,
-    )
+    }
 }
 
 /// Members that are missing, duplicated, or disagree on how many there are.
@@ -385,47 +405,6 @@ fn baseline(t: &Timeline, window: &Baseline, target_rate: Option<f64>) -> Option
         errors: inside.iter().map(|b| b.errors_total()).sum(),
         target_rate,
     })
-}
-
-fn totals(
-    drill_id: Option<String>,
-    members: Vec<MemberFigures>,
-    not_merged: Vec<NotMerged>,
-    trigger_member: Option<String>,
-    drill: Option<&DrillReport>,
-    triggers: Vec<TriggerRun>,
-    verdict: Option<Verdict>,
-) -> FleetReport {
-    let each = |f: fn(&DrillTiming) -> Option<f64>| {
-        Distribution::of(members.iter().flat_map(|m| m.drills.iter().filter_map(f)))
-    };
-    let worst = members
-        .iter()
-        .filter_map(|m| m.worst_write_unavailable_seconds.map(|w| (m, w)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(m, w)| Worst {
-            member: m.name.clone(),
-            write_unavailable_seconds: w,
-        });
-    FleetReport {
-        drill_id,
-        write_unavailable_seconds: Distribution::of(
-            members
-                .iter()
-                .filter_map(|m| m.worst_write_unavailable_seconds),
-        ),
-        worst,
-        trigger_to_first_failed_write_seconds: each(|d| d.trigger_to_first_failed_write_seconds),
-        trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),
-        counts: members.iter().map(|m| m.counts.clone()).sum(),
-        trigger_member,
-        command: drill.map(|d| d.command.clone()),
-        objectives: drill.map(|d| d.objectives),
-        triggers,
-        not_merged,
-        members,
-        verdict,
-    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,6 @@
 //! Drills as code: pgdrill runs the failover trigger itself, times the failover from the
-//! trigger, and passes or fails the drill against objectives.
-//!
-//! The flags, the schedule and the trigger command line are parsed and validated by
-//! [`crate::config::drill`] (re-exported here).
-//! - [`trigger`]: runs the triggers on their schedule, each bounded in time, and records them.
-//! - [`command`]: runs a trigger command (argv without a shell unless asked) in its own
-//!   process group, with its output bounded and scrubbed of passwords.
-//! - [`timing`]: which outage belongs to which trigger, the figures timed from the trigger,
-//!   and their distribution over repeated drills.
-//! - [`verdict`]: PASS / FAIL / INVALID with reasons, and the exit codes a pipeline gates on.
-//! - [`daemon`]: the drill inside a run (baselines from the tally, live metrics, report).
-//! - [`merge`]: one verdict from the summaries of a drill run by several processes.
-//!
-//! Everything but the trigger runner ([`trigger::run`], [`trigger::run_schedule`]) is pure;
-//! all of it is tested without a database.
+//! trigger, and passes or fails the drill against objectives. Everything but the trigger
+//! runner ([`trigger::run`], [`trigger::run_schedule`]) is pure, tested without a database.
 
 pub mod command;
 pub mod daemon;

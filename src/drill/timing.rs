@@ -141,15 +141,6 @@ impl Baseline {
         }
     }
 
-    pub fn achieved_rate(&self) -> f64 {
-        let span = self.to_unix - self.from_unix;
-        if span > 0.0 {
-            self.successes as f64 / span
-        } else {
-            0.0
-        }
-    }
-
     /// Why this baseline makes the drill invalid; `None` when it was healthy.
     pub fn problem(&self) -> Option<String> {
         let span = self.to_unix - self.from_unix;
@@ -160,7 +151,7 @@ impl Baseline {
                 self.trigger
             ));
         }
-        let achieved = self.achieved_rate();
+        let achieved = self.successes as f64 / span;
         let mut found = Vec::new();
         if self.errors > 0 {
             found.push(format!("{} failed writes", self.errors));
@@ -343,7 +334,6 @@ pub(crate) mod tests {
             target_rate: Some(1000.0),
         };
         assert_eq!(healthy.problem(), None);
-        assert_eq!(healthy.achieved_rate(), 960.0);
         let slow = Baseline {
             successes: 9_400,
             errors: 3,

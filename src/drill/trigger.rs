@@ -167,17 +167,13 @@ pub async fn run_schedule(
         if wait(baseline_from).await.is_none() {
             break;
         }
-        on_event(TriggerEvent::BaselineStarts {
-            index,
-            at: Instant::now(),
-        });
+        let at = Instant::now();
+        on_event(TriggerEvent::BaselineStarts { index, at });
         if wait(planned).await.is_none() {
             break;
         }
-        on_event(TriggerEvent::Starting {
-            index,
-            at: Instant::now(),
-        });
+        let at = Instant::now();
+        on_event(TriggerEvent::Starting { index, at });
         let running = run(&config.action, index, planned, config.timeout, unix);
         let Some(run) = stop.run_until_cancelled(running).await else {
             tracing::warn!(

@@ -115,7 +115,18 @@ pub fn judge_members(
     }
     let lost_decides = !failed.is_empty();
 
-    invalid.extend(trigger_problems(planned, triggers));
+    // Rule 2 for the triggers themselves: too few ran, or one failed.
+    if triggers.len() < planned as usize {
+        invalid.push(format!(
+            "only {} of {planned} failover triggers ran before the run ended",
+            triggers.len()
+        ));
+    }
+    for t in triggers {
+        if let Some(problem) = t.outcome.problem() {
+            invalid.push(format!("trigger {} {problem}", t.index));
+        }
+    }
     for m in members {
         let named = |reason: String| match m.name {
             Some(name) => format!("{name}: {reason}"),
@@ -150,23 +161,6 @@ pub fn judge_members(
         failed,
         invalid,
     }
-}
-
-/// Rule 2 for the triggers themselves: too few ran, or one failed.
-fn trigger_problems(planned: u32, triggers: &[TriggerRun]) -> Vec<String> {
-    let mut invalid = Vec::new();
-    if triggers.len() < planned as usize {
-        invalid.push(format!(
-            "only {} of {planned} failover triggers ran before the run ended",
-            triggers.len()
-        ));
-    }
-    for t in triggers {
-        if let Some(problem) = t.outcome.problem() {
-            invalid.push(format!("trigger {} {problem}", t.index));
-        }
-    }
-    invalid
 }
 
 /// Rules 2 and 3 for one drill: did a failover follow its trigger, and how did each outage

@@ -200,17 +200,9 @@ fn members_table(r: &FleetReport) -> Markup {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let clock = |m: &MemberFigures| {
-        m.clock_ahead_seconds.map_or_else(
-            || "not measured".to_string(),
-            |a| {
-                format!(
-                    "{:+.1} ± {:.1}",
-                    a * 1000.0,
-                    m.clock_uncertainty_seconds.unwrap_or(0.0) * 1000.0
-                )
-            },
-        )
+    let clock = |m: &MemberFigures| match (m.clock_ahead_seconds, m.clock_uncertainty_seconds) {
+        (Some(a), u) => format!("{:+.1} ± {:.1}", a * 1000.0, u.unwrap_or(0.0) * 1000.0),
+        (None, _) => "not measured".to_string(),
     };
     html! {
         section {

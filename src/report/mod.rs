@@ -87,50 +87,6 @@ pub(crate) struct Sources {
     pub viewed: Mutex<Option<Instant>>,
 }
 
-#[cfg(test)]
-impl Sources {
-    /// The sources of a run with no database, over `timeline`.
-    pub fn for_tests(timeline: Arc<Recorder>) -> Sources {
-        use crate::failover::outages::WallClock;
-        use crate::rpo::ledger::Ledger;
-
-        let metrics = crate::telemetry::metrics::Metrics::new(&[]);
-        let ledger = Arc::new(Mutex::new(Ledger::new(std::time::Duration::from_secs(30))));
-        let (pool, workload) = DbPool::unconnected(metrics.clone());
-        let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
-        let latency = LatencyBook::new(1);
-        Sources {
-            run_id: 1,
-            target: "host=db".into(),
-            started_at: String::new(),
-            target_rate: Some(100.0),
-            outcomes: Arc::new(Outcomes::new(
-                metrics.clone(),
-                Arc::default(),
-                ledger.clone(),
-                latency.clone(),
-                identity.clone(),
-                Arc::default(),
-            )),
-            latency,
-            outages: Arc::new(Outages::new(WallClock::now())),
-            identity,
-            verifier: Arc::new(Verifier::new(
-                pool.clone(),
-                workload,
-                ledger,
-                metrics.clone(),
-                std::time::Duration::from_secs(5),
-            )),
-            timeline,
-            pool,
-            errors: metrics.errors.clone(),
-            drawn: Mutex::default(),
-            viewed: Mutex::default(),
-        }
-    }
-}
-
 /// A page fetched this recently keeps being redrawn every second.
 const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
 /// A drawn page older than this is drawn afresh for the fetch (the first after a pause).
@@ -147,7 +103,7 @@ impl Sources {
             }
         }
         let page = self.render();
-        self.keep(now, page.clone());
+        *self.drawn.lock() = Some((now, page.clone()));
         page
     }
 
@@ -160,12 +116,8 @@ impl Sources {
         let this = self.clone();
         let now = Instant::now();
         if let Ok(page) = tokio::task::spawn_blocking(move || this.render()).await {
-            self.keep(now, page);
+            *self.drawn.lock() = Some((now, page));
         }
-    }
-
-    fn keep(&self, at: Instant, page: String) {
-        *self.drawn.lock() = Some((at, page));
     }
 
     /// The page: a copy of the last 15 minutes is taken under the timeline's lock,
@@ -191,6 +143,49 @@ impl Sources {
 mod tests {
     use super::*;
     use crate::telemetry::timeline::Second;
+
+    impl Sources {
+        /// The sources of a run with no database, over `timeline`.
+        pub fn for_tests(timeline: Arc<Recorder>) -> Sources {
+            use crate::failover::outages::WallClock;
+            use crate::rpo::ledger::Ledger;
+
+            let metrics = crate::telemetry::metrics::Metrics::new(&[]);
+            let ledger = Arc::new(Mutex::new(Ledger::new(std::time::Duration::from_secs(30))));
+            let (pool, workload) = DbPool::unconnected(metrics.clone());
+            let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+            let latency = LatencyBook::new(1);
+            Sources {
+                run_id: 1,
+                target: "host=db".into(),
+                started_at: String::new(),
+                target_rate: Some(100.0),
+                outcomes: Arc::new(Outcomes::new(
+                    metrics.clone(),
+                    Arc::default(),
+                    ledger.clone(),
+                    latency.clone(),
+                    identity.clone(),
+                    Arc::default(),
+                )),
+                latency,
+                outages: Arc::new(Outages::new(WallClock::now())),
+                identity,
+                verifier: Arc::new(Verifier::new(
+                    pool.clone(),
+                    workload,
+                    ledger,
+                    metrics.clone(),
+                    std::time::Duration::from_secs(5),
+                )),
+                timeline,
+                pool,
+                errors: metrics.errors.clone(),
+                drawn: Mutex::default(),
+                viewed: Mutex::default(),
+            }
+        }
+    }
 
     #[tokio::test]
     async fn the_live_page_is_redrawn_while_viewed_and_fetches_copy_it() {

@@ -69,12 +69,8 @@ fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot) -> TallySnapshot 
         second.max = secs(h.max());
     }
     second.pool_in_use = s.pool.stats().in_use;
-    second.state = s
-        .outages
-        .take_states()
-        .into_iter()
-        .max()
-        .unwrap_or_default();
+    let states = s.outages.take_states();
+    second.state = states.into_iter().max().unwrap_or_default();
     s.timeline.push(second);
     now
 }

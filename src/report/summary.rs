@@ -210,11 +210,7 @@ impl Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             duration_seconds: elapsed.as_secs_f64(),
             skipped: t.skipped,
-            success_ratio: if counts.transactions == 0 {
-                0.0
-            } else {
-                counts.successes as f64 / counts.transactions as f64
-            },
+            success_ratio: counts.successes as f64 / counts.transactions.max(1) as f64,
             achieved_rate: counts.successes as f64 / secs,
             latency: Percentiles::of(&book.latency()),
             service_time: Percentiles::of(&book.service()),
@@ -430,9 +426,7 @@ impl Summary {
         }
         Ok(())
     }
-}
 
-impl Summary {
     /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
     /// 3 for a failed drill, 4 for an invalid one; [`TARGET_EXIT`] when not one write
     /// succeeded and nothing else said so (a run that measured nothing never passes).

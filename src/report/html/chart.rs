@@ -60,20 +60,6 @@ fn frame(top: f64, h: f64) -> Markup {
     html! { rect.frame x=(LEFT) y=(top) width=(PW) height=(h) {} }
 }
 
-/// Panel titles, drawn last with a white halo so marker lines never cross out a word.
-const TITLES: [(f64, &str); 4] = [
-    (
-        RATE_TOP - 8.0,
-        "Achieved rate — acknowledged writes per second",
-    ),
-    (ERR_TOP - 8.0, "Failed writes per second, by error class"),
-    (
-        LAT_TOP - 8.0,
-        "Latency from intended start — p50, p99 and max (log scale)",
-    ),
-    (BAND_TOP - 6.0, "Failover state (worst in each column)"),
-];
-
 fn y_tick(y: f64, label: &str, major: bool) -> Markup {
     html! {
         line class=(if major { "grid" } else { "grid minor" })
@@ -161,20 +147,6 @@ fn error_panel(g: &Grid) -> Markup {
     }
 }
 
-/// How one latency series is drawn: colour, width, dashes, and which figure of a bucket;
-/// p99 last, drawn on top.
-type Series = (
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    fn(&Bucket) -> f32,
-);
-const SERIES: [Series; 3] = [
-    (MAX_COLOUR, "1", Some("2 2"), |b| b.max),
-    (P50_COLOUR, "1.2", None, |b| b.p50),
-    (P99_COLOUR, "2", None, |b| b.p99),
-];
-
 /// p50, p99 and max latency on a log axis (seconds).
 fn latency_panel(g: &Grid) -> Markup {
     let with: Vec<(usize, &Column)> = g
@@ -219,10 +191,11 @@ fn latency_panel(g: &Grid) -> Markup {
         @if with.is_empty() {
             (none(LAT_TOP + LAT_H / 2.0, "no completed writes"))
         } @else {
-            @for (colour, width, dashes, pick) in SERIES {
-                path d=(path(pick)) fill="none" stroke=(colour) stroke-width=(width)
-                    stroke-dasharray=[dashes] {}
-            }
+            // p99 last, drawn on top.
+            path d=(path(|b| b.max)) fill="none" stroke=(MAX_COLOUR) stroke-width="1"
+                stroke-dasharray="2 2" {}
+            path d=(path(|b| b.p50)) fill="none" stroke=(P50_COLOUR) stroke-width="1.2" {}
+            path d=(path(|b| b.p99)) fill="none" stroke=(P99_COLOUR) stroke-width="2" {}
         }
     }
 }
@@ -333,9 +306,15 @@ pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label
             (time_axis(&g))
             (outage_shading(&g, &events))
             (markers(&g, &events))
-            @for (y, title) in TITLES {
-                text.pt x=(LEFT) y=(D1(y)) { (title) }
+            // Panel titles last, with a white halo, so marker lines never cross out a word.
+            text.pt x=(LEFT) y=(D1(RATE_TOP - 8.0)) {
+                "Achieved rate — acknowledged writes per second"
             }
+            text.pt x=(LEFT) y=(D1(ERR_TOP - 8.0)) { "Failed writes per second, by error class" }
+            text.pt x=(LEFT) y=(D1(LAT_TOP - 8.0)) {
+                "Latency from intended start — p50, p99 and max (log scale)"
+            }
+            text.pt x=(LEFT) y=(D1(BAND_TOP - 6.0)) { "Failover state (worst in each column)" }
         }
     }
 }

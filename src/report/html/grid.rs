@@ -87,17 +87,14 @@ impl Grid {
             let Some(slot) = cols.get_mut(i) else {
                 continue;
             };
-            match slot {
-                Some(c) => {
-                    c.b.merge(b);
-                    c.covered += u64::from(b.span);
-                }
-                None => {
-                    *slot = Some(Column {
-                        b: *b,
-                        covered: u64::from(b.span),
-                    })
-                }
+            if let Some(c) = slot {
+                c.b.merge(b);
+                c.covered += u64::from(b.span);
+            } else {
+                *slot = Some(Column {
+                    b: *b,
+                    covered: u64::from(b.span),
+                });
             }
         }
         Grid { t0, step, cols }

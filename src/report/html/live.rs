@@ -6,7 +6,7 @@ use std::time::Duration;
 use maud::html;
 
 use super::chart::{chart, legend, state_colour};
-use super::{card, clock_ms, describe, document, endpoint, group, opt_group, opt_secs};
+use super::{card, describe, document, endpoint, group, opt_group, opt_secs, when};
 use crate::report::summary::{Summary, DEFAULT_RTO_OBJECTIVE};
 use crate::telemetry::timeline::State;
 
@@ -60,7 +60,7 @@ pub fn render_live(l: &Summary, now: State) -> String {
                         @for o in l.outages.iter().rev().take(LIVE_OUTAGES) {
                             tr {
                                 td { (o.index) }
-                                td.num { (clock_ms(o.start_unix)) }
+                                td.num { (when(o.start_unix, false)) }
                                 td.num { (opt_secs(o.write_unavailable_seconds)) }
                                 td.num { (opt_group(o.lost_writes, "unverified")) }
                                 td { (o.error_classes.join(", ")) }

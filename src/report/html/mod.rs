@@ -3,11 +3,6 @@
 //!
 //! Pages are `maud` templates, which escape every value they insert; the callers scrub
 //! the finished page of secrets once ([`crate::secrets::scrub`] knows maud's escaped form).
-//!
-//! - [`chart`]: the timeline as SVG and its legend.
-//! - [`events`]: the events on the chart and in the table under it.
-//! - [`page`]: the report of one run, read from its [`Summary`].
-//! - [`live`]: the live `/` page.
 
 pub(crate) mod chart;
 pub(crate) mod events;
@@ -30,7 +25,7 @@ pub(crate) const CSS: &str = include_str!("style.css");
 
 /// A whole page: the head with `title` (refreshed every 5 s when `refresh`) and `body`.
 pub(crate) fn document(title: &str, refresh: bool, body: Markup) -> String {
-    let mut page = html! {
+    let page = html! {
         (PreEscaped("<!doctype html>"))
         html lang="en" {
             head {
@@ -42,10 +37,8 @@ pub(crate) fn document(title: &str, refresh: bool, body: Markup) -> String {
             }
             body { (body) }
         }
-    }
-    .into_string();
-    page.push('\n');
-    page
+    };
+    page.into_string() + "\n"
 }
 
 /// A figure card: title, value, detail; `class` is `ok`, `bad`, `warn` or empty.
@@ -157,19 +150,12 @@ pub(crate) fn trim(v: f64) -> String {
 
 pub(crate) use crate::drill::rfc3339 as utc;
 
-/// `2026-11-27T08:12:17.123Z` → `08:12:17.123`.
-pub(crate) fn clock_ms(unix: f64) -> String {
-    utc(unix).get(11..23).unwrap_or_default().to_string()
-}
-
-/// A time of day, with the month and day (`11-19 21:10:00.000`) when the run
-/// spans more than one UTC date.
+/// A time of day (`21:10:00.000`), with the month and day (`11-19 21:10:00.000`) when the
+/// run spans more than one UTC date.
 pub(crate) fn when(unix: f64, dated: bool) -> String {
-    if dated {
-        utc(unix).get(5..23).unwrap_or_default().replace('T', " ")
-    } else {
-        clock_ms(unix)
-    }
+    let t = utc(unix).replace('T', " ");
+    let from = if dated { 5 } else { 11 };
+    t.get(from..23).unwrap_or_default().to_string()
 }
 
 /// `addr:port`, the address alone, or `?`.
@@ -193,19 +179,13 @@ pub(crate) fn describe(id: &Identity) -> String {
         (None, _) => "address unknown".to_string(),
         _ => endpoint(id),
     }];
-    if let Some(t) = id.timeline {
-        parts.push(format!("timeline {t}"));
-    }
-    match id.in_recovery {
-        Some(true) => parts.push("in recovery".to_string()),
-        Some(false) => parts.push("primary".to_string()),
-        None => {}
+    parts.extend(id.timeline.map(|t| format!("timeline {t}")));
+    if let Some(r) = id.in_recovery {
+        parts.push(if r { "in recovery" } else { "primary" }.to_string());
     }
     if let Some(s) = &id.system_identifier {
         parts.push(format!("system id {s}"));
     }
-    if let Some(s) = &id.postmaster_start {
-        parts.push(format!("up since {s}"));
-    }
+    parts.extend(id.postmaster_start.iter().map(|s| format!("up since {s}")));
     parts.join(", ")
 }

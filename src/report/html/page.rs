@@ -32,14 +32,10 @@ pub struct Report<'a> {
 impl<'a> Report<'a> {
     pub fn new(summary: &'a Summary) -> Report<'a> {
         // A drill's own, else the run's `--rto-objective`, else (an older summary) its default.
-        let (rto_objective, rto_is_default) = match summary
-            .drill
-            .as_ref()
-            .map(|d| d.objectives)
-            .or(summary.objectives)
-        {
-            Some(o) => (o.rto.as_secs_f64(), false),
-            None => (DEFAULT_RTO_OBJECTIVE, true),
+        let (rto_objective, rto_is_default) = match (&summary.drill, summary.objectives) {
+            (Some(d), _) => (d.objectives.rto.as_secs_f64(), false),
+            (None, Some(o)) => (o.rto.as_secs_f64(), false),
+            (None, None) => (DEFAULT_RTO_OBJECTIVE, true),
         };
         Report {
             summary,
@@ -182,15 +178,9 @@ fn rto_card(r: &Report) -> Markup {
 pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool) -> Markup {
     // What the first write after each trigger reached: a restart in place is not a new primary.
     let reached = |outage: Option<usize>| {
-        outages
-            .iter()
-            .find(|o| Some(o.index) == outage)
-            .and_then(|o| {
-                Some(Identity::change_word(
-                    o.identity_before.as_ref()?,
-                    o.identity_after.as_ref()?,
-                ))
-            })
+        let o = outages.iter().find(|o| Some(o.index) == outage)?;
+        let (b, a) = (o.identity_before.as_ref()?, o.identity_after.as_ref()?);
+        Some(Identity::change_word(b, a))
     };
     html! {
         section {
