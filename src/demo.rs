@@ -298,10 +298,7 @@ async fn rows_truth(
     let (client, conn) = tokio_postgres::connect(&lab.dsn(node), tokio_postgres::NoTls)
         .await
         .ok()?;
-    tokio::spawn(async move {
-        // Errors surface on the query below.
-        let _ = conn.await;
-    });
+    tokio::spawn(conn); // Its errors surface on the query below.
     let row = client
         .query_one(
             "SELECT extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($2)))::float8, \

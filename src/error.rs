@@ -154,13 +154,8 @@ fn classify_io(err: &io::Error, connecting: bool) -> ErrorClass {
         ConnectionRefused => ErrorClass::ConnectRefused,
         // Once connected, a timeout comes from the kernel (TCP_USER_TIMEOUT, keepalives):
         // the peer stopped answering.
-        TimedOut => {
-            if connecting {
-                ErrorClass::ConnectTimeout
-            } else {
-                ErrorClass::NoResponse
-            }
-        }
+        TimedOut if connecting => ErrorClass::ConnectTimeout,
+        TimedOut => ErrorClass::NoResponse,
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
             ErrorClass::ConnectionClosed
         }

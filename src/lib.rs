@@ -108,10 +108,7 @@ async fn linger(linger: Duration, stop: &CancellationToken) {
         linger = %humantime::format_duration(linger),
         "run over; /metrics keeps the final figures and the verdict until --linger ends"
     );
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(linger) => {}
-    }
+    stop.run_until_cancelled(tokio::time::sleep(linger)).await;
 }
 
 /// `pgdrill cleanup`: what was removed, as one line.
@@ -148,7 +145,14 @@ struct Drill {
 impl Drill {
     fn build(config: &Config, fatal: &Arc<Fatal>) -> Result<Drill, StartError> {
         let started_at = SystemTime::now();
-        let metrics = build_metrics(config);
+        // The registry, with the series the configuration fixes.
+        let metrics = Metrics::new(&config.target.hosts);
+        metrics.target_rate.set(config.rate.unwrap_or(0.0));
+        metrics.target_info(&config.target.info());
+        let (objectives, m) = (config.drill.objectives, &metrics.drill);
+        m.rto_objective.set(objectives.rto.as_secs_f64());
+        m.rpo_objective
+            .set(i64::try_from(objectives.max_lost_writes).unwrap_or(i64::MAX));
         let run_id = rand::rng().random_range(1..i64::MAX);
         let workload = Arc::new(Workload::new(
             config.table.clone(),
@@ -394,16 +398,14 @@ impl Drill {
         drop(jobs);
         // 2. Lanes finish what is in flight within the grace; the rest is abandoned.
         let aborted = sup.drain(Stage::Lanes, Some(config.shutdown_grace)).await;
-        let abandoned = if aborted > 0 {
-            let n = self.outcomes.in_flight();
+        let mut abandoned = 0;
+        if aborted > 0 {
+            abandoned = self.outcomes.in_flight();
             tracing::warn!(
-                abandoned = n,
+                abandoned,
                 "shutdown grace ran out with transactions in flight"
             );
-            n
-        } else {
-            0
-        };
+        }
         // 3. Retention: a batch in progress is short; it finishes or goes with its connection.
         sup.stop(Stage::Retention).await;
         // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
@@ -470,15 +472,6 @@ fn drill_run(
     outcomes: &Arc<Outcomes>,
     timeline: &Arc<Recorder>,
 ) -> Option<Arc<DrillRun>> {
-    let objectives = config.drill.objectives;
-    metrics
-        .drill
-        .rto_objective
-        .set(objectives.rto.as_secs_f64());
-    metrics
-        .drill
-        .rpo_objective
-        .set(i64::try_from(objectives.max_lost_writes).unwrap_or(i64::MAX));
     let trigger = config.drill.trigger.clone()?;
     let tally = outcomes.clone();
     let sources = drill::Sources {
@@ -492,15 +485,7 @@ fn drill_run(
         target_rate: config.rate,
         timeline: timeline.clone(),
     };
-    Some(DrillRun::new(trigger, objectives, sources))
-}
-
-/// The registry, with the target rate and the target info series set.
-fn build_metrics(config: &Config) -> Arc<Metrics> {
-    let metrics = Metrics::new(&config.target.hosts);
-    metrics.target_rate.set(config.rate.unwrap_or(0.0));
-    metrics.target_info(&config.target.info());
-    metrics
+    Some(DrillRun::new(trigger, config.drill.objectives, sources))
 }
 
 fn build_pool(

@@ -74,13 +74,9 @@ impl Fatal {
     /// Ends the run if no write has succeeded within `timeout` (`--startup-timeout`): errors
     /// that can heal (refused, timed out, starting up, only standbys) did not.
     pub async fn startup_deadline(self: Arc<Self>, timeout: Duration, stop: CancellationToken) {
-        if stop
-            .run_until_cancelled(tokio::time::sleep(timeout))
-            .await
-            .is_none()
-        {
+        let Some(()) = stop.run_until_cancelled(tokio::time::sleep(timeout)).await else {
             return;
-        }
+        };
         if self.has_written() {
             // A supervised task ends only when asked to.
             return stop.cancelled().await;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::fleet::{Fleet, FleetArgs};
 use crate::config::trigger::{TriggerAction, TriggerCommand};
-use crate::config::{positive, text};
+use crate::config::{between, positive, text};
 use crate::error::ConfigError;
 
 /// `--failover-after` when only `--failover-command` is given.
@@ -215,14 +215,7 @@ impl DrillArgs {
             self.failover_after
                 .map_or(DEFAULT_FAILOVER_AFTER, Duration::from),
         )?;
-        let count = self.failovers.unwrap_or(1);
-        if count == 0 || count > MAX_FAILOVERS {
-            return Err(ConfigError::new(
-                "--failovers",
-                count.to_string(),
-                format!("must be between 1 and {MAX_FAILOVERS}"),
-            ));
-        }
+        let count = between("--failovers", self.failovers.unwrap_or(1), MAX_FAILOVERS)?;
         let every = match self.failover_every {
             Some(every) if count == 1 => {
                 return Err(ConfigError::new(

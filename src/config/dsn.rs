@@ -104,7 +104,7 @@ pub fn parse(
         (false, Some(_)) => Some("PGCONNECT_TIMEOUT"),
         (false, None) => None,
     };
-    let hosts = host_labels(&pg);
+    let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
     Ok(Target {
         pg,
@@ -321,10 +321,6 @@ fn host_ports(pg: &PgConfig) -> impl Iterator<Item = (String, u16)> + '_ {
         };
         (host, port)
     })
-}
-
-fn host_labels(pg: &PgConfig) -> Vec<String> {
-    host_ports(pg).map(|(h, p)| format!("{h}:{p}")).collect()
 }
 
 fn describe(pg: &PgConfig, hosts: &[String]) -> String {

@@ -58,17 +58,10 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigErro
     }
     // Permission bits do not tell (root, ACLs, read-only mounts): try it.
     let probe = dir.join(format!(".pgdrill-write-check-{}", std::process::id()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(bad(format!("cannot write in {}: {e}", dir.display()))),
-    }
+    std::fs::File::create_new(&probe)
+        .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -88,22 +88,23 @@ fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, Co
     Ok(d)
 }
 
+/// `value`, if it is between 1 and `max`.
+fn between(option: &'static str, value: u32, max: u32) -> Result<u32, ConfigError> {
+    if value == 0 || value > max {
+        let reason = format!("must be between 1 and {max}");
+        return Err(ConfigError::new(option, value.to_string(), reason));
+    }
+    Ok(value)
+}
+
 impl RunArgs {
     /// Checks every flag against the others and the environment, once.
     pub fn validate(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let rate = self.rate()?;
         let pool_size = self.pool_size(rate)?;
-        if self.pipeline_depth == 0 || self.pipeline_depth > 1024 {
-            return Err(ConfigError::new(
-                "--pipeline-depth",
-                self.pipeline_depth.to_string(),
-                "must be between 1 and 1024",
-            ));
-        }
+        between("--pipeline-depth", self.pipeline_depth, 1024)?;
         let max_backlog = match self.max_backlog {
-            Some(0) => {
-                return Err(ConfigError::new("--max-backlog", "0", "must be at least 1"));
-            }
+            Some(0) => return Err(ConfigError::new("--max-backlog", "0", "must be at least 1")),
             Some(n) => n,
             None => rate.map_or(64, |r| (r.ceil() as usize).max(64)),
         };
@@ -175,21 +176,14 @@ impl RunArgs {
 
     /// `None` = unlimited.
     fn rate(&self) -> Result<Option<f64>, ConfigError> {
-        if !self.rate.is_finite() || self.rate < 0.0 {
-            return Err(ConfigError::new(
-                "--rate",
-                self.rate.to_string(),
-                "must be a finite number of transactions per second, 0 (unlimited) or more",
-            ));
-        }
-        if self.rate > 1_000_000.0 {
-            return Err(ConfigError::new(
-                "--rate",
-                self.rate.to_string(),
-                "above 1,000,000/s is beyond what one process can schedule",
-            ));
-        }
-        Ok((self.rate > 0.0).then_some(self.rate))
+        let reason = if !self.rate.is_finite() || self.rate < 0.0 {
+            "must be a finite number of transactions per second, 0 (unlimited) or more"
+        } else if self.rate > 1_000_000.0 {
+            "above 1,000,000/s is beyond what one process can schedule"
+        } else {
+            return Ok((self.rate > 0.0).then_some(self.rate));
+        };
+        Err(ConfigError::new("--rate", self.rate.to_string(), reason))
     }
 
     fn pool_size(&self, rate: Option<f64>) -> Result<u32, ConfigError> {
@@ -254,17 +248,12 @@ impl RunArgs {
                 ),
             ));
         }
-        if self.retention_batch_size == 0 || self.retention_batch_size > 1_000_000 {
-            return Err(ConfigError::new(
-                "--retention-batch-size",
-                self.retention_batch_size.to_string(),
-                "must be between 1 and 1000000",
-            ));
-        }
-        Ok(Some(RetentionSettings::new(
-            window,
+        let batch_size = between(
+            "--retention-batch-size",
             self.retention_batch_size,
-        )))
+            1_000_000,
+        )?;
+        Ok(Some(RetentionSettings::new(window, batch_size)))
     }
 }
 

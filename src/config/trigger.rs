@@ -125,11 +125,8 @@ fn shell_syntax(raw: &str) -> Option<String> {
             continue;
         }
         match quote {
-            Quote::Single => {
-                if c == '\'' {
-                    quote = Quote::None;
-                }
-            }
+            Quote::Single if c == '\'' => quote = Quote::None,
+            Quote::Single => {}
             Quote::Double => match c {
                 '\\' => escaped = true,
                 '"' => quote = Quote::None,

@@ -149,12 +149,9 @@ impl Monitor {
                 m.outage_start_timestamp.set(clock.unix(start));
                 let before = self.identity.current();
                 let index = self.outages.started(start, before.clone());
-                self.timeline.event(
-                    clock.unix(start),
-                    EventKind::OutageStart {
-                        outage: index as u32,
-                    },
-                );
+                let outage = index as u32;
+                self.timeline
+                    .event(clock.unix(start), EventKind::OutageStart { outage });
                 tracing::warn!(event = "outage_started", outage = index, at = %clock.rfc3339(start), primary = %shown(before.as_ref().and_then(Identity::endpoint)), "writes unavailable");
                 None
             }

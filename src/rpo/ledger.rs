@@ -241,13 +241,8 @@ impl Snapshot {
         if let Some(earliest) = earliest_lost_at {
             v.rpo_seconds = (window_end.saturating_duration_since(earliest) + SLICE).as_secs_f64();
         }
-        for &s in &self.unknown {
-            if contains(s) {
-                v.unknown_committed += 1;
-            } else {
-                v.unknown_not_committed += 1;
-            }
-        }
+        v.unknown_committed = self.unknown.iter().filter(|&&s| contains(s)).count() as u64;
+        v.unknown_not_committed = self.unknown.len() as u64 - v.unknown_committed;
         v
     }
 }

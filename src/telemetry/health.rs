@@ -31,17 +31,14 @@ impl Health {
     }
 
     pub fn failed(&self, why: &str) {
-        let mut failure = self.failure.lock();
-        failure.get_or_insert_with(|| why.to_string());
+        self.failure.lock().get_or_insert_with(|| why.to_string());
     }
 
     /// `Err(why)` when unhealthy.
     pub fn check(&self) -> Result<(), String> {
-        let failure = self.failure.lock();
-        if let Some(why) = failure.as_ref() {
-            return Err(why.clone());
+        if let Some(why) = self.failure.lock().clone() {
+            return Err(why);
         }
-        drop(failure);
         let down = self.lanes_down.load(Ordering::Relaxed);
         if down > 0 {
             return Err(format!("{down} lane(s) restarting after a panic"));

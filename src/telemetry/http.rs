@@ -166,26 +166,22 @@ pub async fn serve(
     let mut failures = 0;
     let (mut accept_errors, mut refusals) = (Throttle::new(LOG_EVERY), Throttle::new(LOG_EVERY));
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.cancelled() => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => {
+        let stream = match stop.run_until_cancelled(listener.accept()).await {
+            None => return,
+            Some(Ok((stream, _))) => {
                 failures = 0;
                 stream
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 failures += 1;
                 let backoff = ACCEPT_BACKOFF.delay(failures);
                 // EMFILE and friends leave the connection queued: retrying at once spins.
                 if let Some(repeats) = accept_errors.hit(Instant::now()) {
                     tracing::warn!(%err, repeats, retry_in = %humantime::format_duration(backoff), "accepting an HTTP connection failed");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
-                }
+                let Some(()) = stop.run_until_cancelled(tokio::time::sleep(backoff)).await else {
+                    return;
+                };
                 continue;
             }
         };

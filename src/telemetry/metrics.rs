@@ -282,12 +282,8 @@ impl Metrics {
     }
 
     pub fn set_primary_host(&self, host: Option<&str>) {
-        for metric in self
-            .host_is_primary
-            .collect()
-            .iter()
-            .flat_map(|f| f.get_metric())
-        {
+        let families = self.host_is_primary.collect();
+        for metric in families.iter().flat_map(|f| f.get_metric()) {
             if let Some(label) = metric.get_label().first() {
                 let name = label.value();
                 self.host_is_primary
@@ -295,15 +291,6 @@ impl Metrics {
                     .set(i64::from(Some(name) == host));
             }
         }
-    }
-
-    /// The value of one series as exposed, e.g. `pgdrill_failover_state{state="outage"}`.
-    #[cfg(test)]
-    pub fn sample(&self, series: &str) -> Option<f64> {
-        let (body, _) = self.encode();
-        let text = String::from_utf8(body).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Text exposition of every registered family.
@@ -438,6 +425,16 @@ impl Collector for PoolCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Metrics {
+        /// The value of one series as exposed, e.g. `pgdrill_failover_state{state="outage"}`.
+        pub(crate) fn sample(&self, series: &str) -> Option<f64> {
+            let (body, _) = self.encode();
+            let text = String::from_utf8(body).ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        }
+    }
 
     #[test]
     fn every_class_and_state_is_precreated() {

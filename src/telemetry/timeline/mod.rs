@@ -255,13 +255,7 @@ impl Event {
 }
 
 fn clamp(s: &mut String) {
-    if s.len() > MAX_TEXT {
-        let mut cut = MAX_TEXT;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    s.truncate(s.floor_char_boundary(MAX_TEXT));
     s.shrink_to_fit();
 }
 
@@ -344,18 +338,15 @@ impl Timeline {
 
     /// Records one sampled second. A second at or before the newest one (a clock
     /// step back, a duplicate tick) merges into the newest rather than reorder.
-    pub fn push(&mut self, second: Second) {
-        let mut second = second;
+    pub fn push(&mut self, mut second: Second) {
         second.span = 1;
-        if let Some(last) = self.tiers[0].back_mut() {
-            if second.at <= last.at {
-                last.merge(&Bucket {
-                    at: last.at,
-                    span: last.span,
-                    ..second
-                });
-                return;
-            }
+        if let Some(last) = self.tiers[0].back_mut().filter(|l| second.at <= l.at) {
+            last.merge(&Bucket {
+                at: last.at,
+                span: last.span,
+                ..second
+            });
+            return;
         }
         self.push_tier(0, second);
     }
