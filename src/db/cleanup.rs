@@ -109,10 +109,8 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
         .await
         .map_err(|_| CleanupError::Connect(format!("no answer within {timeout:?}")))?
         .map_err(|e| CleanupError::Connect(crate::secrets::scrub(&e.to_string())))?;
-    tokio::spawn(async move {
-        // Errors show up on the client's next call.
-        let _ = connection.await;
-    });
+    // Errors show up on the client's next call.
+    tokio::spawn(connection);
     Ok(client)
 }
 

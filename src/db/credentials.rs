@@ -301,10 +301,8 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
 
 /// The first line, without surrounding whitespace (files and commands end with a newline).
 fn trim_secret(raw: &[u8]) -> &[u8] {
-    let line = raw
-        .split(|b| *b == b'\n')
-        .find(|l| !l.trim_ascii().is_empty());
-    line.map_or(&[][..], |l| l.trim_ascii())
+    let first_line = raw.trim_ascii_start().split(|b| *b == b'\n').next();
+    first_line.unwrap_or_default().trim_ascii()
 }
 
 fn secret_from(raw: &[u8]) -> Option<Secret> {

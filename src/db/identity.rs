@@ -91,10 +91,8 @@ impl Identity {
     }
 
     pub fn endpoint(&self) -> Option<String> {
-        match (&self.server_addr, self.server_port) {
-            (Some(a), Some(p)) => Some(format!("{a}:{p}")),
-            _ => None,
-        }
+        let (addr, port) = (self.server_addr.as_ref()?, self.server_port?);
+        Some(format!("{addr}:{port}"))
     }
 }
 
@@ -114,10 +112,8 @@ pub async fn probe(client: &Client) -> Identity {
         if i == 4 && id.in_recovery != Some(false) {
             continue;
         }
-        let Ok(Some(row)) = super::text_rows(client, sql)
-            .await
-            .map(|r| r.into_iter().next())
-        else {
+        let rows = super::text_rows(client, sql).await;
+        let Ok([row, ..]) = rows.as_deref() else {
             continue;
         };
         let col = |n: usize| row.get(n).cloned().flatten();
@@ -283,10 +279,8 @@ impl IdentityTracker {
     /// The configured `host:port` this identity is, by exact address, the only host
     /// configured, or a port no other configured host uses.
     fn matching_host(&self, id: &Identity) -> Option<String> {
-        if let Some(endpoint) = id.endpoint() {
-            if self.hosts.contains(&endpoint) {
-                return Some(endpoint);
-            }
+        if let Some(endpoint) = id.endpoint().filter(|e| self.hosts.contains(e)) {
+            return Some(endpoint);
         }
         // One configured host (a proxy, a pooler, a DNS name): the writes went through it,
         // whatever address the server behind it reports.

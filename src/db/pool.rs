@@ -131,7 +131,9 @@ impl DbPool {
 }
 
 #[cfg(test)]
-impl DbPool {
+pub(crate) mod tests {
+    use super::*;
+
     /// A pool for database-free tests: it would connect to 127.0.0.1:1, and only if asked.
     pub(crate) fn unconnected(
         metrics: Arc<crate::telemetry::metrics::Metrics>,

@@ -37,17 +37,14 @@ impl Table {
         if parts.len() > 2 {
             return Err(invalid("expected table or schema.table, not more parts"));
         }
-        let quoted = parts
-            .iter()
-            .map(|p| format!("\"{p}\""))
-            .collect::<Vec<_>>()
-            .join(".");
+        let quote = |p: &String| format!("\"{p}\"");
+        let quoted = parts.iter().map(quote).collect::<Vec<_>>().join(".");
         let name = parts
             .iter()
             .map(
                 |p| match is_plain(p) && p.chars().all(|c| !c.is_ascii_uppercase()) {
                     true => p.clone(),
-                    false => format!("\"{p}\""),
+                    false => quote(p),
                 },
             )
             .collect::<Vec<_>>()
@@ -130,13 +127,9 @@ impl Table {
     /// protocol (our own numbers inlined), so it keeps no server-side state and works
     /// through PgBouncer in transaction mode.
     pub(crate) fn retention_delete_sql(&self, batch_size: u32, window: Duration) -> String {
-        self.delete_batch_sql(
-            batch_size,
-            &format!(
-                "d.created_at < now() - make_interval(secs => {:.3})",
-                window.as_secs_f64()
-            ),
-        )
+        let secs = window.as_secs_f64();
+        let condition = format!("d.created_at < now() - make_interval(secs => {secs:.3})");
+        self.delete_batch_sql(batch_size, &condition)
     }
 
     /// One cleanup batch: pgdrill's rows of run `run_id`, or of every run.
@@ -209,10 +202,7 @@ fn index_name(quoted: &str) -> String {
         .next()
         .unwrap_or(quoted)
         .trim_matches('"');
-    let mut base: String = table.chars().take(63 - "_pgdrill_rows".len()).collect();
-    while base.len() > 63 - "_pgdrill_rows".len() {
-        base.pop();
-    }
+    let base = &table[..table.floor_char_boundary(63 - "_pgdrill_rows".len())];
     format!("\"{base}_pgdrill_rows\"")
 }
 
@@ -262,12 +252,11 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(table: Table, run_id: i64, mode: QueryMode) -> Workload {
-        let insert_sql = table.insert_sql();
         Workload {
+            insert_sql: table.insert_sql(),
             table,
             run_id,
             mode,
-            insert_sql,
         }
     }
 

@@ -182,21 +182,18 @@ fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<
             crate::db::table::DEFAULT_TABLE
         ));
     }
-    match r.persistence.as_str() {
-        "u" => {
-            return Some(format!(
-                "{name} is UNLOGGED: a crash or failover empties it, and pgdrill would report \
-                 every row as a lost write. Use a logged table (ALTER TABLE {} SET LOGGED; as \
-                 its owner) or leave --table unset for pgdrill's own",
-                table.quoted
-            ))
-        }
-        "t" => {
-            return Some(format!(
-                "{name} is a temporary table; pgdrill needs a table"
-            ))
-        }
-        _ => {}
+    if r.persistence == "u" {
+        return Some(format!(
+            "{name} is UNLOGGED: a crash or failover empties it, and pgdrill would report \
+             every row as a lost write. Use a logged table (ALTER TABLE {} SET LOGGED; as \
+             its owner) or leave --table unset for pgdrill's own",
+            table.quoted
+        ));
+    }
+    if r.persistence == "t" {
+        return Some(format!(
+            "{name} is a temporary table; pgdrill needs a table"
+        ));
     }
     if !r.ours && !policy.named {
         return Some(format!(
@@ -226,12 +223,17 @@ async fn prepare_shared(
         .copied()
         .filter(|c| !columns.iter().any(|col| col.name == *c))
         .collect();
-    let mut statements = Vec::new();
+    let (mut statements, mut needs) = (Vec::new(), Vec::new());
     if !missing.is_empty() {
         statements.push(add_columns_sql(&table.quoted, &missing));
+        needs.push(format!(
+            "column(s) {} to find its rows again after a failover",
+            missing.join(", ")
+        ));
     }
     if policy.deletes && !relation.indexed {
         statements.push(table.index_sql());
+        needs.push("an index on its rows, so that --retention never scans the others".into());
     }
     if statements.is_empty() {
         return Ok(());
@@ -242,7 +244,7 @@ async fn prepare_shared(
              changes a table it did not create only with --alter-table. Run as the table's \
              owner: {}; (or leave --table unset for pgdrill's own table)",
             table.name,
-            needs(&missing, policy.deletes && !relation.indexed),
+            needs.join("; "),
             statements.join("; ")
         )));
     }
@@ -250,20 +252,6 @@ async fn prepare_shared(
         alter(client, &table.name, statement).await?;
     }
     Ok(())
-}
-
-fn needs(missing: &[&str], index: bool) -> String {
-    let mut parts = Vec::new();
-    if !missing.is_empty() {
-        parts.push(format!(
-            "column(s) {} to find its rows again after a failover",
-            missing.join(", ")
-        ));
-    }
-    if index {
-        parts.push("an index on its rows, so that --retention never scans the others".into());
-    }
-    parts.join("; ")
 }
 
 fn quote_literal(s: &str) -> String {
@@ -331,24 +319,19 @@ fn shape_problem(table: &str, columns: &[Column]) -> Option<String> {
         }
     }
     for ours in OUR_COLUMNS {
-        if let Some(c) = find(ours) {
-            if c.base != "int8" {
-                return Some(format!(
-                    "{table}.{ours} is {}; pgdrill writes 64-bit values there. Run: ALTER \
-                     TABLE {table} ALTER COLUMN {ours} TYPE bigint;",
-                    c.declared
-                ));
-            }
+        if let Some(c) = find(ours).filter(|c| c.base != "int8") {
+            return Some(format!(
+                "{table}.{ours} is {}; pgdrill writes 64-bit values there. Run: ALTER \
+                 TABLE {table} ALTER COLUMN {ours} TYPE bigint;",
+                c.declared
+            ));
         }
     }
     let unfilled: Vec<&str> = columns
         .iter()
         .filter(|c| c.not_null && !c.filled)
-        .filter(|c| c.name != "transaction_id")
-        .filter(|c| {
-            !USER_COLUMNS.contains(&c.name.as_str()) && !OUR_COLUMNS.contains(&c.name.as_str())
-        })
         .map(|c| c.name.as_str())
+        .filter(|n| *n != "transaction_id" && !USER_COLUMNS.contains(n) && !OUR_COLUMNS.contains(n))
         .collect();
     if !unfilled.is_empty() {
         return Some(format!(
@@ -407,30 +390,26 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
         .await?;
     let result = workload.insert(client, None, row).await;
     let rollback = client.batch_execute("ROLLBACK").await;
-    match result {
-        Ok(_) => {}
-        Err(err) => {
-            // Data, constraint, privilege and schema errors, and a trigger that raises (P0),
-            // say the same on every write.
-            let fixable_by_retry = err.code().is_none_or(|code| {
-                !matches!(
-                    &code.code()[..2],
-                    "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
-                )
-            });
-            let detail = err.as_db_error().and_then(|db| db.detail());
-            return match super::db_message(&err) {
-                Some(m) if !fixable_by_retry => Err(TableError::Unusable(format!(
-                    "the INSERT pgdrill runs fails on table {}: {m}{}",
-                    workload.table.quoted,
-                    detail.map(|d| format!("; {d}")).unwrap_or_default()
-                ))),
-                _ => Err(TableError::Query(err)),
-            };
-        }
+    if let Err(err) = result {
+        // Data, constraint, privilege and schema errors, and a trigger that raises (P0),
+        // say the same on every write.
+        let fixable_by_retry = err.code().is_none_or(|code| {
+            !matches!(
+                &code.code()[..2],
+                "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
+            )
+        });
+        let detail = err.as_db_error().and_then(|db| db.detail());
+        return match super::db_message(&err) {
+            Some(m) if !fixable_by_retry => Err(TableError::Unusable(format!(
+                "the INSERT pgdrill runs fails on table {}: {m}{}",
+                workload.table.quoted,
+                detail.map(|d| format!("; {d}")).unwrap_or_default()
+            ))),
+            _ => Err(TableError::Query(err)),
+        };
     }
-    rollback?;
-    Ok(())
+    Ok(rollback?)
 }
 
 #[cfg(test)]

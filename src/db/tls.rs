@@ -122,11 +122,8 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new("sslmode", mode.as_str(), e.to_string()))?;
         let algorithms = provider.signature_verification_algorithms;
-        let verifier: Arc<dyn ServerCertVerifier> = match verify {
-            Verify::Nothing => Arc::new(LibpqVerifier {
-                chain: None,
-                algorithms,
-            }),
+        let chain = match verify {
+            Verify::Nothing => None,
             Verify::Chain | Verify::ChainAndName => {
                 let roots = Arc::new(load_roots(&root_cert)?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
@@ -134,14 +131,12 @@ impl TlsSettings {
                     .map_err(|e| {
                         ConfigError::new("sslrootcert", root_cert_label(&root_cert), e.to_string())
                     })?;
-                match verify {
-                    Verify::ChainAndName => webpki,
-                    _ => Arc::new(LibpqVerifier {
-                        chain: Some(webpki),
-                        algorithms,
-                    }),
-                }
+                Some(webpki)
             }
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match (verify, chain) {
+            (Verify::ChainAndName, Some(webpki)) => webpki,
+            (_, chain) => Arc::new(LibpqVerifier { chain, algorithms }),
         };
         let config = builder
             .dangerous()
@@ -161,13 +156,10 @@ impl TlsSettings {
 
     /// `sslmode=... [sslrootcert=...]` for printable descriptions.
     pub fn describe(&self) -> String {
+        let mode = self.mode.as_str();
         match &self.root_cert {
-            RootCert::Default => format!("sslmode={}", self.mode.as_str()),
-            other => format!(
-                "sslmode={} sslrootcert={}",
-                self.mode.as_str(),
-                root_cert_label(other)
-            ),
+            RootCert::Default => format!("sslmode={mode}"),
+            other => format!("sslmode={mode} sslrootcert={}", root_cert_label(other)),
         }
     }
 }

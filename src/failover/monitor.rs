@@ -218,7 +218,7 @@ mod tests {
     use super::*;
     use parking_lot::Mutex;
 
-    use crate::db::pool::DbPool;
+    use crate::db::pool::tests::unconnected;
     use crate::error::ErrorClass;
     use crate::failover::outages::WallClock;
     use crate::rpo::ledger::Ledger;
@@ -234,7 +234,7 @@ mod tests {
     /// has nothing to ask and never connects.
     fn rig() -> Rig {
         let metrics = Metrics::new(&[]);
-        let (pool, workload) = DbPool::unconnected(metrics.clone());
+        let (pool, workload) = unconnected(metrics.clone());
         let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
         let five = Duration::from_secs(5);
         let verifier = Arc::new(Verifier::new(pool, workload, ledger, metrics.clone(), five));

@@ -36,11 +36,9 @@ impl EndpointState {
             && (self.pending == 0 || self.last_start.is_none_or(|t| now >= t + MIN_SPACING))
     }
 
-    /// Attempts that may be pending at once: `max`, or a few on a server found silent.
-    /// A few, not one: the address may be a proxy (HAProxy, PgBouncer, a moved DNS name)
-    /// whose next connection reaches another, answering server, as a fresh client's
-    /// would; not `max`: a frozen host keeps every attempt in its listen backlog and would
-    /// take them all at once on thaw.
+    /// Attempts that may be pending at once: `max`, or a few on a server found silent (not
+    /// one: a proxy's or moved DNS name's next connection may reach an answering server; not
+    /// `max`: see [`SILENT_MAX_PENDING`]).
     pub(super) fn cap(&self, max: u32) -> u32 {
         if self.declared_silent {
             max.min(SILENT_MAX_PENDING)

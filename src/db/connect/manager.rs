@@ -49,14 +49,12 @@ impl Drop for Conn {
 /// An error and its chain of causes, `a: b: c` (tokio-postgres prints only the first).
 fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
+    for cause in std::iter::successors(err.source(), |&e| e.source()) {
+        let more = cause.to_string();
         if !text.ends_with(&more) {
             text.push_str(": ");
             text.push_str(&more);
         }
-        cause = c.source();
     }
     text
 }
@@ -137,27 +135,13 @@ impl Manager {
 }
 
 impl Setup {
-    fn table_failed(&self, err: TableError) -> ConnectError {
-        match err {
-            TableError::Query(e) => self.fail(e),
-            TableError::Unusable(message) => {
-                self.fatal.unusable_table(message.clone());
-                self.failed(ErrorClass::Other, message, None)
-            }
-        }
-    }
-
     /// A tokio-postgres error from connecting or from the setup queries, classified and counted.
     pub(super) fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
         let class = classify(&source);
         let message = match source.as_db_error() {
             Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None if class == ErrorClass::Tls => crate::db::tls::explain(&with_causes(&source)),
             None => with_causes(&source),
-        };
-        let message = if class == ErrorClass::Tls {
-            crate::db::tls::explain(&message)
-        } else {
-            message
         };
         if class == ErrorClass::Auth {
             self.credentials.auth_failed();
@@ -197,11 +181,9 @@ impl Setup {
     }
 
     async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
+        let ms = self.statement_timeout.as_millis();
         client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}",
-                self.statement_timeout.as_millis()
-            ))
+            .batch_execute(&format!("SET statement_timeout = {ms}"))
             .await?;
         if self
             .auto_fallback
@@ -236,7 +218,13 @@ impl Setup {
         self.table_ready
             .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.table))
             .await
-            .map_err(|e| self.table_failed(e))?;
+            .map_err(|e| match e {
+                TableError::Query(e) => self.fail(e),
+                TableError::Unusable(message) => {
+                    self.fatal.unusable_table(message.clone());
+                    self.failed(ErrorClass::Other, message, None)
+                }
+            })?;
         let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
         self.identity.observe(&id);
         Ok((client, insert))
@@ -288,9 +276,8 @@ impl ManageConnection for Manager {
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectError> {
         conn.client
-            .simple_query("")
+            .batch_execute("")
             .await
-            .map(|_| ())
             .map_err(|e| self.fail(e))
     }
 

@@ -59,18 +59,15 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// process.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After a fast failure: from 25 ms, doubling per consecutive failure; a host that
-/// refuses or fails fast otherwise waits at most 100 ms between attempts, so the backoff
-/// outlasts an outage by a fraction of a second at most.
+/// After a fast failure: from 25 ms, doubling per consecutive failure, at most 100 ms, so
+/// the backoff outlasts an outage by a fraction of a second at most.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(100));
 /// While attempts on an endpoint are pending, another starts this often (a fresh client's
 /// cadence); an attempt that failed after longer than this failed slowly: no backoff.
 pub const STAGGER: Duration = Duration::from_millis(100);
-/// Parallel attempts per endpoint: three connect timeouts' worth at [`STAGGER`] (several
-/// connects race, together up to one attempt per [`MIN_SPACING`]), at most this. Behind a proxy that sends
-/// new connections to a hung node for a while, a bound of one timeout's worth was reached
-/// before the proxy turned to the new primary, and pgdrill then waited for the hung
-/// attempts to time out while a fresh client was already writing.
+/// Parallel attempts per endpoint: three connect timeouts' worth at [`STAGGER`], at most this.
+/// One timeout's worth ran out behind a proxy still sending new connections to a hung node,
+/// and pgdrill waited on those while a fresh client was already writing.
 const MAX_PENDING: u32 = 64;
 /// The least time between two attempts on one endpoint while others are pending: each
 /// race joins every [`STAGGER`] (jittered), and the races of several connects together
@@ -154,8 +151,7 @@ pub struct Connector {
     tls: MakeRustlsConnect,
     metrics: Arc<Metrics>,
     endpoints: Mutex<HashMap<Endpoint, EndpointState>>,
-    /// Parallel attempts per endpoint: three connect timeouts' worth at [`STAGGER`], at most
-    /// [`MAX_PENDING`].
+    /// Parallel attempts per endpoint (see [`MAX_PENDING`]).
     max_pending: u32,
     /// Notified whenever an attempt ends, for connects waiting for a free endpoint.
     changed: tokio::sync::Notify,
@@ -222,15 +218,8 @@ impl Connector {
                 base.keepalives_retries(r);
             }
         }
-        base.tcp_user_timeout(
-            pg.get_tcp_user_timeout()
-                .copied()
-                .unwrap_or(TCP_USER_TIMEOUT),
-        );
-        let timeout = pg
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(2));
+        base.tcp_user_timeout(*pg.get_tcp_user_timeout().unwrap_or(&TCP_USER_TIMEOUT));
+        let timeout = *pg.get_connect_timeout().unwrap_or(&Duration::from_secs(2));
         base.connect_timeout(timeout);
         Arc::new(Connector {
             entries,
@@ -355,14 +344,8 @@ impl Connector {
                 .map_err(|e| manager.fail(e))?;
             // Aborts the connection's task (closing the socket) unless the attempt succeeds:
             // on a timeout, an error, or when the attempt is dropped because another one won
-            // the race.
-            let driver = AbortOnDrop::new(
-                tokio::spawn(async move {
-                    // Errors surface on the client's next call.
-                    let _ = connection.await;
-                })
-                .abort_handle(),
-            );
+            // the race. Errors surface on the client's next call.
+            let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
             let (client, insert) = manager.establish(client).await?;
             Ok::<_, ConnectError>((client, insert, driver.detach()))
         })

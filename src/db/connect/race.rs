@@ -77,15 +77,10 @@ impl Connector {
                             self.abandoned(candidates, &live, i, manager);
                             return Ok(conn);
                         }
-                        // Past the join window, the first failure ends the race: the
-                        // caller's next race starts at once. Waiting for the attempts still
-                        // pending left up to a connect timeout with no attempt starting
-                        // (every lane's race had stopped joining) while a fresh client,
-                        // behind a proxy that had just turned to the new primary, was
-                        // already writing. Those attempts go on by themselves, each within
-                        // its own timeout: closing them threw away the ones a proxy was
-                        // holding for its next server (a switchover through HAProxy: the
-                        // first write 0.2-0.4 s after a fresh client's).
+                        // Past the join window the first failure ends the race, so the next
+                        // starts at once (waiting left no attempt starting while a fresh client
+                        // wrote through a proxy's new primary). The others run on, each within
+                        // its timeout: a proxy may be holding them for its next server.
                         Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
                             self.let_finish(pending);
                             return Err(err);

@@ -29,15 +29,12 @@ impl Connector {
             // getaddrinfo reads /etc/hosts and asks DNS again on every call.
             let lookup = tokio::net::lookup_host((name.clone(), entry.port));
             match tokio::time::timeout(self.timeout, lookup).await {
-                Ok(Ok(found)) => {
-                    let mut addrs: Vec<IpAddr> = Vec::new();
-                    for a in found {
-                        if !addrs.contains(&a.ip()) {
-                            addrs.push(a.ip());
-                        }
+                Ok(Ok(found)) => found.fold(Vec::new(), |mut addrs, a| {
+                    if !addrs.contains(&a.ip()) {
+                        addrs.push(a.ip());
                     }
                     addrs
-                }
+                }),
                 Ok(Err(err)) => return Err(format!("could not resolve {name}: {err}")),
                 Err(_) => {
                     return Err(format!(

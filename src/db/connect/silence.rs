@@ -99,8 +99,7 @@ impl Silence {
                 state.failed(ErrorClass::ConnectTimeout, &message, started);
                 state.declared_silent = true;
                 // Connections made from now on get a fresh token.
-                let old = std::mem::take(&mut state.silent);
-                old.cancel();
+                std::mem::take(&mut state.silent).cancel();
             }
         }
     }
