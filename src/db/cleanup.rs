@@ -48,8 +48,10 @@ impl CleanupError {
     }
 }
 
-fn db_error(err: tokio_postgres::Error) -> CleanupError {
-    CleanupError::Database(super::db_message(&err).unwrap_or_else(|| err.to_string()))
+impl From<tokio_postgres::Error> for CleanupError {
+    fn from(err: tokio_postgres::Error) -> CleanupError {
+        CleanupError::Database(super::db_message(&err).unwrap_or_else(|| err.to_string()))
+    }
 }
 
 /// Runs the cleanup and returns what it did, as one line to print.
@@ -60,10 +62,7 @@ pub async fn run(
     connect_timeout: Duration,
 ) -> Result<String, CleanupError> {
     let client = connect(target, connect_timeout).await?;
-    let Some(relation) = table_check::relation(&client, table)
-        .await
-        .map_err(db_error)?
-    else {
+    let Some(relation) = table_check::relation(&client, table).await? else {
         return Ok(format!(
             "table {} does not exist: nothing to clean",
             table.name
@@ -77,7 +76,7 @@ pub async fn run(
         ))),
         Scope::DropTable => {
             let sql = format!("DROP TABLE {}", table.quoted);
-            client.batch_execute(&sql).await.map_err(db_error)?;
+            client.batch_execute(&sql).await?;
             Ok(format!("dropped pgdrill's table {}", table.name))
         }
         _ if !relation.ours && !relation.indexed => Err(CleanupError::Refused(format!(
@@ -118,7 +117,7 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
 async fn delete(client: &Client, sql: &str) -> Result<u64, CleanupError> {
     let mut total = 0;
     loop {
-        let deleted = super::affected(client, sql).await.map_err(db_error)?;
+        let deleted = super::affected(client, sql).await?;
         total += deleted;
         if deleted < u64::from(BATCH) {
             return Ok(total);

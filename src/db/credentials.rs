@@ -103,12 +103,19 @@ pub struct CredentialError {
     repeated: bool,
 }
 
-impl CredentialError {
-    fn new(message: String) -> CredentialError {
+/// A new failure (not a repeat) with this message, so that `?` can return a message.
+impl From<String> for CredentialError {
+    fn from(message: String) -> CredentialError {
         CredentialError {
             message,
             repeated: false,
         }
+    }
+}
+
+impl From<&str> for CredentialError {
+    fn from(message: &str) -> CredentialError {
+        message.to_string().into()
     }
 }
 
@@ -168,15 +175,11 @@ impl Credentials {
     }
 
     async fn read_file(&self, path: &std::path::Path) -> Result<Secret, CredentialError> {
-        let text = tokio::fs::read(path).await.map_err(|e| {
-            CredentialError::new(format!(
-                "cannot read --password-file {}: {e}",
-                path.display()
-            ))
-        })?;
-        let secret = secret_from(&text).ok_or_else(|| {
-            CredentialError::new(format!("--password-file {} is empty", path.display()))
-        })?;
+        let text = tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?;
+        let secret = secret_from(&text)
+            .ok_or_else(|| format!("--password-file {} is empty", path.display()))?;
         let mut cache = self.cache.lock().await;
         if cache.secret.as_ref() != Some(&secret) {
             if cache.secret.is_some() {
@@ -215,11 +218,11 @@ impl Credentials {
             Ok(secret) => secret,
             Err(err) => {
                 let runs = cache.failing.as_ref().map_or(0, |f| f.runs) + 1;
-                let failing = Failing {
+                cache.failing = Some(Failing {
                     error: err.message.clone(),
                     at: Instant::now(),
                     runs,
-                };
+                });
                 // Logged per run, and runs back off to one per 30 s.
                 tracing::warn!(
                     error = %err,
@@ -227,7 +230,6 @@ impl Credentials {
                     retry_in = %humantime::format_duration(FAILURE_BACKOFF.delay(runs)),
                     "--password-command failed; new connections fail until it succeeds"
                 );
-                cache.failing = Some(failing);
                 return Err(err);
             }
         };
@@ -246,9 +248,8 @@ impl Credentials {
 }
 
 async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| CredentialError::new("--password-command is empty".to_string()))?;
+    let (program, args) = argv.split_first().ok_or("--password-command is empty")?;
+    // The program only in errors: arguments may carry what should not be logged.
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -256,16 +257,8 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| {
-            // The program only: arguments may carry what should not be logged.
-            CredentialError::new(format!(
-                "cannot start --password-command program `{program}`: {e}"
-            ))
-        })?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| CredentialError::new("--password-command: no stdout".to_string()))?;
+        .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;
     let run = async {
         let mut out = Vec::new();
         let read = (&mut stdout)
@@ -277,26 +270,20 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
     };
     let (read, status, out) = tokio::time::timeout(COMMAND_TIMEOUT, run)
         .await
-        .map_err(|_| {
-            CredentialError::new(format!(
-                "--password-command did not finish within {COMMAND_TIMEOUT:?}"
-            ))
-        })?;
-    read.map_err(|e| CredentialError::new(format!("reading --password-command output: {e}")))?;
-    let status =
-        status.map_err(|e| CredentialError::new(format!("waiting for --password-command: {e}")))?;
+        .map_err(|_| format!("--password-command did not finish within {COMMAND_TIMEOUT:?}"))?;
+    read.map_err(|e| format!("reading --password-command output: {e}"))?;
+    let status = status.map_err(|e| format!("waiting for --password-command: {e}"))?;
     if !status.success() {
-        return Err(CredentialError::new(format!(
+        return Err(CredentialError::from(format!(
             "--password-command failed ({status}); its standard error is above"
         )));
     }
     if out.len() > MAX_SECRET_BYTES {
-        return Err(CredentialError::new(format!(
+        return Err(CredentialError::from(format!(
             "--password-command printed more than {MAX_SECRET_BYTES} bytes; expected only the password"
         )));
     }
-    secret_from(&out)
-        .ok_or_else(|| CredentialError::new("--password-command printed nothing".to_string()))
+    Ok(secret_from(&out).ok_or("--password-command printed nothing")?)
 }
 
 /// The first line, without surrounding whitespace (files and commands end with a newline).

@@ -141,7 +141,6 @@ pub struct IdentityTracker {
     hosts: Vec<String>,
     metrics: Arc<Metrics>,
     changes: watch::Sender<u64>,
-    primary_changes: AtomicU64,
     /// Primary changes and restarts seen, read on every acknowledged write.
     generation: AtomicU64,
     /// The generation whose first acknowledged write is recorded.
@@ -161,7 +160,6 @@ impl IdentityTracker {
             hosts,
             metrics,
             changes: watch::channel(0).0,
-            primary_changes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             first_writes: Mutex::new(Vec::new()),
@@ -204,9 +202,9 @@ impl IdentityTracker {
         self.current.lock().clone()
     }
 
-    /// Primary changes seen so far (restarts are not changes).
+    /// Primary changes seen so far (restarts are not changes), as the run's metrics count them.
     pub fn changes(&self) -> u64 {
-        self.primary_changes.load(Ordering::Relaxed)
+        self.metrics.primary_changes.get()
     }
 
     /// Notified with the running count of primary changes and restarts: after either,
@@ -260,7 +258,6 @@ impl IdentityTracker {
                     "the primary changed"
                 );
                 self.metrics.primary_changes.inc();
-                self.primary_changes.fetch_add(1, Ordering::Relaxed);
                 EventKind::PrimaryChange {
                     before: old.short(),
                     after: id.short(),

@@ -29,25 +29,21 @@ pub(crate) async fn text_rows(
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
     let messages = client.simple_query(sql).await?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect())
+    let rows = messages.iter().filter_map(|m| match m {
+        SimpleQueryMessage::Row(r) => {
+            Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+        }
+        _ => None,
+    });
+    Ok(rows.collect())
 }
 
 /// How many rows `sql`, one statement, affected (simple protocol).
 pub(crate) async fn affected(client: &Client, sql: &str) -> Result<u64, tokio_postgres::Error> {
     let messages = client.simple_query(sql).await?;
-    Ok(messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::CommandComplete(n) => Some(*n),
-            _ => None,
-        })
-        .unwrap_or(0))
+    let affected = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        _ => None,
+    });
+    Ok(affected.unwrap_or(0))
 }

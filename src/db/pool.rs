@@ -2,14 +2,10 @@
 //! connections that know which server they reach and are thrown away once they have seen a
 //! fatal error.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use std::time::Duration;
 
 use bb8::{Pool, PooledConnection, RunError};
 
-use crate::db::connect::manager::note_prepared_breakage;
 use crate::db::connect::{Conn, ConnectError, Manager};
 use crate::error::ErrorClass;
 use crate::telemetry::metrics::PoolStats;
@@ -18,7 +14,8 @@ use crate::telemetry::metrics::PoolStats;
 #[derive(Clone)]
 pub struct DbPool {
     pool: Pool<Manager>,
-    auto_fallback: Option<Arc<AtomicBool>>,
+    /// Also the pool's (bb8 does not hand it out), for `--query-mode auto`.
+    manager: Manager,
 }
 
 /// Why no connection could be had.
@@ -34,12 +31,8 @@ impl CheckoutError {
     fn from_connect(e: ConnectError) -> CheckoutError {
         CheckoutError {
             class: e.class,
-            sqlstate: e
-                .source
-                .as_ref()
-                .and_then(|s| s.code())
-                .map(|c| c.code().to_string()),
             message: e.to_string(),
+            sqlstate: e.source.and_then(|s| Some(s.code()?.code().to_string())),
         }
     }
 }
@@ -51,7 +44,6 @@ impl DbPool {
         connect_timeout: Duration,
         lifetime: Duration,
     ) -> DbPool {
-        let auto_fallback = manager.auto_fallback.clone();
         let pool = Pool::builder()
             .max_size(size)
             .min_idle(None)
@@ -62,17 +54,14 @@ impl DbPool {
             .test_on_check_out(false)
             .retry_connection(false)
             .connection_timeout(connect_timeout + Duration::from_secs(1))
-            .build_unchecked(manager);
-        DbPool {
-            pool,
-            auto_fallback,
-        }
+            .build_unchecked(manager.clone());
+        DbPool { pool, manager }
     }
 
     /// Whether `err` says prepared statements do not survive (a transaction-mode pooler)
     /// and `--query-mode auto` switched to unnamed ones: the INSERT may be sent again.
     pub fn prepared_statements_broke(&self, err: &tokio_postgres::Error) -> bool {
-        note_prepared_breakage(self.auto_fallback.as_deref(), err)
+        self.manager.prepared_statements_broke(err)
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -133,6 +122,7 @@ impl DbPool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::Arc;
 
     /// A pool for database-free tests: it would connect to 127.0.0.1:1, and only if asked.
     pub(crate) fn unconnected(

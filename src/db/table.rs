@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
 use crate::error::ConfigError;
 
@@ -39,16 +39,9 @@ impl Table {
         }
         let quote = |p: &String| format!("\"{p}\"");
         let quoted = parts.iter().map(quote).collect::<Vec<_>>().join(".");
-        let name = parts
-            .iter()
-            .map(
-                |p| match is_plain(p) && p.chars().all(|c| !c.is_ascii_uppercase()) {
-                    true => p.clone(),
-                    false => quote(p),
-                },
-            )
-            .collect::<Vec<_>>()
-            .join(".");
+        let plain = |p: &String| is_plain(p) && !p.chars().any(|c| c.is_ascii_uppercase());
+        let show = |p: &String| if plain(p) { p.clone() } else { quote(p) };
+        let name = parts.iter().map(show).collect::<Vec<_>>().join(".");
         Ok(Table { name, quoted })
     }
 
@@ -294,15 +287,11 @@ impl Workload {
             (QueryMode::Simple, _) => {
                 let sql = self.table.insert_literal_sql(row, self.run_id);
                 let messages = client.simple_query(&sql).await?;
-                Ok(messages
-                    .iter()
-                    .find_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => {
-                            r.get(0).and_then(|v| v.parse().ok())
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or(0))
+                let id = messages.iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                    _ => None,
+                });
+                Ok(id.unwrap_or(0))
             }
             _ => {
                 let typed: Vec<_> = params

@@ -72,13 +72,12 @@ pub(crate) struct Relation {
     pub indexed: bool,
 }
 
-/// Makes sure the table exists (pgdrill's own, created if missing and allowed) and can take
-/// the INSERT; returns whether it is pgdrill's own.
+/// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
 pub async fn ensure(
     client: &Client,
     workload: &Workload,
     policy: TablePolicy,
-) -> Result<bool, TableError> {
+) -> Result<(), TableError> {
     let table = &workload.table;
     let relation = match relation(client, table).await? {
         Some(relation) => relation,
@@ -104,7 +103,7 @@ pub async fn ensure(
         run_id = workload.run_id,
         "table ready: pgdrill inserts rows with run_id set and changes no other row"
     );
-    Ok(relation.ours)
+    Ok(())
 }
 
 pub(crate) async fn relation(
@@ -271,19 +270,17 @@ async fn columns(client: &Client, table: &str) -> Result<Vec<Column>, tokio_post
         quote_literal(table)
     );
     let rows = super::text_rows(client, &sql).await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-            Column {
-                name: text(0),
-                declared: text(1),
-                base: text(2),
-                not_null: text(3) == "true",
-                filled: text(4) == "true",
-            }
-        })
-        .collect())
+    let columns = rows.iter().map(|r| {
+        let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        Column {
+            name: text(0),
+            declared: text(1),
+            base: text(2),
+            not_null: text(3) == "true",
+            filled: text(4) == "true",
+        }
+    });
+    Ok(columns.collect())
 }
 
 /// What no `ADD COLUMN` can fix: the users' columns, the id, our columns' types, and

@@ -46,14 +46,11 @@ pub enum SslMode {
 
 impl SslMode {
     pub fn parse(value: &str) -> Option<SslMode> {
-        Some(match value {
-            "disable" => SslMode::Disable,
-            "allow" | "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => return None,
-        })
+        use SslMode::*;
+        let value = if value == "allow" { "prefer" } else { value };
+        [Disable, Prefer, Require, VerifyCa, VerifyFull]
+            .into_iter()
+            .find(|mode| mode.as_str() == value)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -168,12 +165,9 @@ fn verification(mode: SslMode, root_cert: &RootCert) -> Verify {
     match mode {
         SslMode::VerifyFull => Verify::ChainAndName,
         SslMode::VerifyCa => Verify::Chain,
-        SslMode::Disable => Verify::Nothing,
         // libpq verifies the chain whenever a root certificate is configured.
-        SslMode::Prefer | SslMode::Require => match root_cert {
-            RootCert::Default => Verify::Nothing,
-            RootCert::System | RootCert::File(_) => Verify::Chain,
-        },
+        SslMode::Prefer | SslMode::Require if *root_cert != RootCert::Default => Verify::Chain,
+        SslMode::Prefer | SslMode::Require | SslMode::Disable => Verify::Nothing,
     }
 }
 

@@ -25,15 +25,19 @@ impl EndpointState {
         self.failures == 0 || self.may_join(now, max)
     }
 
-    /// One more attempt beside those pending: not while backing off, not within
-    /// [`MIN_SPACING`] of the last, at most [`EndpointState::cap`] at once.
+    /// One more attempt beside those pending: not before [`EndpointState::ready_at`], at
+    /// most [`EndpointState::cap`] at once.
     pub(super) fn may_join(&self, now: Instant, max: u32) -> bool {
-        now >= self.retry_at
-            && self.pending < self.cap(max)
-            // The spacing applies beside pending attempts only: with none pending the
-            // backoff alone decides (and a waiting connect's wake-up, `next_retry`, agrees,
-            // instead of spinning until a spacing it does not know of has passed).
-            && (self.pending == 0 || self.last_start.is_none_or(|t| now >= t + MIN_SPACING))
+        now >= self.ready_at() && self.pending < self.cap(max)
+    }
+
+    /// When another attempt may start: once the backoff is over and, beside pending attempts
+    /// only, [`MIN_SPACING`] after the last (a waiting connect wakes up then: `next_retry`).
+    pub(super) fn ready_at(&self) -> Instant {
+        match self.last_start {
+            Some(t) if self.pending > 0 => self.retry_at.max(t + MIN_SPACING),
+            _ => self.retry_at,
+        }
     }
 
     /// Attempts that may be pending at once: `max`, or a few on a server found silent (not

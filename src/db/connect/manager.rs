@@ -82,7 +82,7 @@ pub struct Setup {
     logged: Mutex<Throttle>,
     /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
     /// new connections no longer prepare, so the INSERT goes unnamed.
-    pub(crate) auto_fallback: Option<Arc<AtomicBool>>,
+    auto_fallback: Option<AtomicBool>,
     statement_timeout: Duration,
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
@@ -90,7 +90,7 @@ pub struct Setup {
     /// Check (and create) the table once, on the first connection to a writable server;
     /// concurrent first connections wait for it instead of racing in the catalog.
     table: TablePolicy,
-    table_ready: OnceCell<bool>,
+    table_ready: OnceCell<()>,
     /// Told when the table cannot take our writes, which no reconnect fixes.
     fatal: Arc<Fatal>,
 }
@@ -120,9 +120,7 @@ impl Manager {
             connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
             credentials,
             logged: Mutex::new(Throttle::new(LOG_REPEAT_AFTER)),
-            auto_fallback: settings
-                .auto_query_mode
-                .then(|| Arc::new(AtomicBool::new(false))),
+            auto_fallback: settings.auto_query_mode.then(|| AtomicBool::new(false)),
             statement_timeout: settings.statement_timeout,
             workload,
             identity,
@@ -146,7 +144,7 @@ impl Setup {
         if class == ErrorClass::Auth {
             self.credentials.auth_failed();
         }
-        let _ = note_prepared_breakage(self.auto_fallback.as_deref(), &source);
+        let _ = self.prepared_statements_broke(&source);
         self.failed(class, message, Some(source))
     }
 
@@ -185,14 +183,10 @@ impl Setup {
         client
             .batch_execute(&format!("SET statement_timeout = {ms}"))
             .await?;
-        if self
-            .auto_fallback
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-        {
-            return Ok(None);
+        match &self.auto_fallback {
+            Some(fell_back) if fell_back.load(Ordering::Relaxed) => Ok(None),
+            _ => self.workload.prepare(client).await,
         }
-        self.workload.prepare(client).await
     }
 
     /// What follows the handshake, inside the same per-host connect timeout: the identity
@@ -210,7 +204,7 @@ impl Setup {
                 ErrorClass::ReadOnly,
                 format!(
                     "{}: the server is in recovery (a standby)",
-                    crate::db::identity::shown(id.endpoint())
+                    identity::shown(id.endpoint())
                 ),
                 None,
             ));
@@ -229,33 +223,29 @@ impl Setup {
         self.identity.observe(&id);
         Ok((client, insert))
     }
-}
 
-/// SQLSTATEs that mean a named prepared statement did not stay with its session:
-/// 26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`.
-/// Returns whether `err` is such a breakage under `--query-mode auto`: the statement did
-/// not run, and the same INSERT may be sent again unnamed.
-pub(crate) fn note_prepared_breakage(
-    fallback: Option<&AtomicBool>,
-    err: &tokio_postgres::Error,
-) -> bool {
-    use tokio_postgres::error::SqlState;
-    let Some(fallback) = fallback else {
-        return false;
-    };
-    let broken = matches!(
-        err.code(),
-        Some(&SqlState::INVALID_SQL_STATEMENT_NAME) | Some(&SqlState::DUPLICATE_PSTATEMENT)
-    );
-    if broken && !fallback.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            sqlstate = err.code().map_or("", |c| c.code()),
-            "prepared statements do not survive this connection (PgBouncer in transaction \
-             mode?); --query-mode auto switches to unnamed statements, once, without \
-             failing a write"
+    /// Whether, under `--query-mode auto`, `err` says a named prepared statement did not stay with
+    /// its session (26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`):
+    /// the statement did not run, and the same INSERT may be sent again unnamed.
+    pub(crate) fn prepared_statements_broke(&self, err: &tokio_postgres::Error) -> bool {
+        use tokio_postgres::error::SqlState;
+        let Some(fallback) = &self.auto_fallback else {
+            return false;
+        };
+        let broken = matches!(
+            err.code(),
+            Some(&SqlState::INVALID_SQL_STATEMENT_NAME) | Some(&SqlState::DUPLICATE_PSTATEMENT)
         );
+        if broken && !fallback.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                sqlstate = err.code().map_or("", |c| c.code()),
+                "prepared statements do not survive this connection (PgBouncer in transaction \
+                 mode?); --query-mode auto switches to unnamed statements, once, without \
+                 failing a write"
+            );
+        }
+        broken
     }
-    broken
 }
 
 impl ManageConnection for Manager {

@@ -317,12 +317,8 @@ impl Connector {
     fn next_retry(&self) -> Option<Instant> {
         self.lock()
             .values()
-            .filter(|s| s.failures > 0)
-            .filter(|s| s.pending < s.cap(self.max_pending))
-            .map(|s| match s.last_start {
-                Some(t) if s.pending > 0 => s.retry_at.max(t + MIN_SPACING),
-                _ => s.retry_at,
-            })
+            .filter(|s| s.failures > 0 && s.pending < s.cap(self.max_pending))
+            .map(EndpointState::ready_at)
             .min()
     }
 

@@ -5,13 +5,12 @@
 use super::*;
 
 impl Connector {
-    /// Attempts on `candidates`, starting with `first` (already claimed): while they are
-    /// pending, another starts every [`STAGGER`] (once the race is [`SUSPECT_AFTER`] old,
-    /// or at once if the first endpoint is failing) on the next candidate that may take
-    /// one, cycling (behind a proxy the same address again, as a fresh client would), for
-    /// one connect timeout; the first to connect wins and the others are dropped, closing their
-    /// sockets. Fails when every attempt has failed and no new one may start, or at the first
-    /// failure after that timeout (dropping those still pending).
+    /// Attempts on `candidates`, starting with `first` (already claimed): while they are pending,
+    /// another starts every [`STAGGER`] (once the race is [`SUSPECT_AFTER`] old, at once if `first`
+    /// is failing) on the next candidate that may take one, cycling (behind a proxy the same
+    /// address again, as a fresh client would), for one connect timeout. The first to connect wins
+    /// and the others are dropped; fails when every attempt has failed and none may start, or at
+    /// the first failure after that timeout (those still pending run on: `let_finish`).
     pub(super) async fn race(
         self: &Arc<Self>,
         candidates: &[(Endpoint, Config)],
@@ -169,15 +168,11 @@ impl Connector {
     /// server not found silent, not closed, made within the connect timeout.
     pub(super) fn take_spare(&self) -> Option<Conn> {
         let mut spares = self.spares.lock();
-        while let Some(conn) = spares.pop() {
-            if !conn.silence.is_silent()
+        std::iter::from_fn(|| spares.pop()).find(|conn| {
+            !conn.silence.is_silent()
                 && !conn.client.is_closed()
                 && conn.created.elapsed() < self.timeout
-            {
-                return Some(conn);
-            }
-        }
-        None
+        })
     }
 
     fn failing(&self, endpoint: &Endpoint) -> bool {

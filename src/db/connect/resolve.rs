@@ -20,9 +20,8 @@ impl Connector {
             Some(Host::Tcp(name)) => Some(name.clone()),
             None => None,
         };
-        let mut addrs: Vec<IpAddr> = if let Some(addr) = entry.hostaddr {
-            vec![addr]
-        } else if let Some(addr) = name.as_deref().and_then(|n| n.parse::<IpAddr>().ok()) {
+        let given = entry.hostaddr.or_else(|| name.as_deref()?.parse().ok());
+        let mut addrs: Vec<IpAddr> = if let Some(addr) = given {
             vec![addr]
         } else {
             let name = name.clone().unwrap_or_default();
@@ -45,14 +44,12 @@ impl Connector {
             }
         };
         self.balance(&mut addrs);
-        Ok(addrs
-            .into_iter()
-            .map(|ip| {
-                let mut config = base.clone();
-                config.host(name.clone().unwrap_or_else(|| ip.to_string()));
-                config.hostaddr(ip);
-                (Endpoint::Tcp(SocketAddr::new(ip, entry.port)), config)
-            })
-            .collect())
+        let endpoints = addrs.into_iter().map(|ip| {
+            let mut config = base.clone();
+            config.host(name.clone().unwrap_or_else(|| ip.to_string()));
+            config.hostaddr(ip);
+            (Endpoint::Tcp(SocketAddr::new(ip, entry.port)), config)
+        });
+        Ok(endpoints.collect())
     }
 }

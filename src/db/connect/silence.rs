@@ -60,18 +60,16 @@ impl Silence {
         let mut config = (*self.config).clone();
         // Any server that answers at all is alive; read-write is not the question here.
         config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
-        let mut driver = None;
         let answered = tokio::time::timeout(connector.timeout, async {
             let (client, connection) = config.connect(connector.tls.clone()).await?;
-            driver = Some(tokio::spawn(connection).abort_handle());
-            // Dropping the client then ends the session politely (Terminate).
-            client.simple_query("").await.map(|_| ())
+            // No answer: the socket closes now rather than wait on the silent server.
+            let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
+            let answered = client.simple_query("").await;
+            // Answered: dropping the client then ends the session politely (Terminate).
+            driver.detach();
+            answered.map(|_| ())
         })
         .await;
-        if let (Err(_), Some(driver)) = (&answered, driver) {
-            // No answer: close the socket now rather than wait on the silent server.
-            driver.abort();
-        }
         let now = Instant::now();
         let mut map = connector.lock();
         let Some(state) = map.get_mut(&self.endpoint) else {
