@@ -261,10 +261,7 @@ impl Tail {
 
     fn trim(&mut self) {
         if self.text.len() > TAIL_BYTES {
-            let mut cut = self.text.len() - TAIL_BYTES;
-            while !self.text.is_char_boundary(cut) {
-                cut += 1;
-            }
+            let cut = self.text.ceil_char_boundary(self.text.len() - TAIL_BYTES);
             self.text.drain(..cut);
             self.truncated = true;
         }

@@ -38,8 +38,6 @@ struct Book {
     triggers: Vec<TriggerRun>,
     baselines: Vec<Baseline>,
     baseline_from: Option<Counts>,
-    /// Start of the trigger that ran last (or runs now), Unix seconds.
-    last_start: Option<f64>,
 }
 
 /// One run's drill; only runs with a trigger have one.
@@ -104,33 +102,26 @@ impl DrillRun {
                 let to = self.counts(at);
                 let rate = self.sources.target_rate;
                 m.trigger_timestamp.set(to.unix);
-                self.sources.timeline.event(
-                    to.unix,
-                    EventKind::FailoverTrigger {
-                        how: format!("trigger {index} started: {}", self.config.action.display()),
-                    },
-                );
+                let how = format!("trigger {index} started: {}", self.config.action.display());
+                let started = EventKind::FailoverTrigger { how };
+                self.sources.timeline.event(to.unix, started);
                 // This trigger's figures are not measured yet.
                 m.first_failed_write.set(0.0);
                 m.new_primary_write.set(0.0);
                 let mut b = self.book.lock();
                 let from = b.baseline_from.take().unwrap_or(to);
                 b.baselines.push(Baseline::between(index, from, to, rate));
-                b.last_start = Some(to.unix);
             }
             TriggerEvent::Ended(run) => {
                 m.trigger_end_timestamp.set(run.ended_unix);
-                self.sources.timeline.event(
-                    run.ended_unix,
-                    EventKind::FailoverTrigger {
-                        how: format!(
-                            "trigger {} ended: {} after {:.3} s",
-                            run.index,
-                            run.outcome.label(),
-                            run.duration_seconds
-                        ),
-                    },
+                let how = format!(
+                    "trigger {} ended: {} after {:.3} s",
+                    run.index,
+                    run.outcome.label(),
+                    run.duration_seconds
                 );
+                let ended = EventKind::FailoverTrigger { how };
+                self.sources.timeline.event(run.ended_unix, ended);
                 m.trigger_ended(run.outcome.label());
                 self.book.lock().triggers.push(run.clone());
             }
@@ -146,9 +137,9 @@ impl DrillRun {
             .collect()
     }
 
-    /// The last trigger's figures as far as they are known now.
+    /// The last trigger's figures as far as they are known now (its baseline ends at its start).
     fn update_live(&self) {
-        let Some(start) = self.book.lock().last_start else {
+        let Some(start) = self.book.lock().baselines.last().map(|b| b.to_unix) else {
             return;
         };
         let outages = self.sources.outages.outages();

@@ -2,10 +2,8 @@
 //! A.json B.json …`): the trigger(s) from the member that ran them, each member's outages
 //! timed from them, and the same rules ([`judge_members`]) over all of them.
 //!
-//! Nothing is merged silently: a summary of another drill is left out and named, and a
-//! missing, duplicated or misplaced member, a second triggering member or none, a member
-//! that was not running (or whose clock disagrees) around a trigger make the drill INVALID
-//! with the member's name. Merging one summary gives the verdict the run gave itself.
+//! Nothing is merged silently: whatever does not fit makes the drill INVALID, naming the
+//! member. Merging one summary gives the verdict the run gave itself.
 
 use serde::Serialize;
 
@@ -174,14 +172,13 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         }
     };
     let drill = trigger_input.and_then(|i| i.summary.drill.as_ref());
-    let triggers: Vec<TriggerRun> = drill.map(|d| d.triggers.clone()).unwrap_or_default();
 
     let members: Vec<MemberFigures> = inputs
         .iter()
-        .map(|i| figures(i, name(i), trigger_input, drill, &triggers, &mut invalid))
+        .map(|i| figures(i, name(i), trigger_input, drill, &mut invalid))
         .collect();
 
-    let lost: u64 = members.iter().map(|m| m.counts.lost_writes).sum();
+    let counts: RunCounts = members.iter().map(|m| m.counts.clone()).sum();
     let verdict = match drill {
         Some(d) => {
             let facts: Vec<MemberFacts<'_>> = members
@@ -203,9 +200,9 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
             Some(judge_members(
                 &d.objectives,
                 planned,
-                &triggers,
+                &d.triggers,
                 &facts,
-                lost,
+                counts.lost_writes,
                 invalid,
             ))
         }
@@ -239,11 +236,11 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         worst,
         trigger_to_first_failed_write_seconds: each(|d| d.trigger_to_first_failed_write_seconds),
         trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),
-        counts: members.iter().map(|m| m.counts.clone()).sum(),
+        counts,
         trigger_member: trigger_input.map(name),
         command: drill.map(|d| d.command.clone()),
         objectives: drill.map(|d| d.objectives),
-        triggers,
+        triggers: drill.map(|d| d.triggers.clone()).unwrap_or_default(),
         not_merged,
         members,
         verdict,
@@ -310,7 +307,6 @@ fn figures(
     name: String,
     trigger_input: Option<&Input>,
     drill: Option<&DrillReport>,
-    triggers: &[TriggerRun],
     invalid: &mut Vec<String>,
 ) -> MemberFigures {
     let s = &i.summary;
@@ -333,7 +329,7 @@ fn figures(
         (true, Some(d)) => (d.baselines.clone(), d.drills.clone()),
         (_, Some(d)) => {
             let (start, end) = s.span_unix();
-            for t in triggers {
+            for t in &d.triggers {
                 if t.started_unix < start - SPAN_SLACK || t.started_unix > end + SPAN_SLACK {
                     invalid.push(format!(
                         "{name}: its run ({} for {:.1} s) does not cover trigger {} at {}: it \
@@ -360,7 +356,7 @@ fn figures(
                     }
                 })
                 .collect();
-            let drills = attribute(triggers, &s.outages, &s.new_primary_writes_unix, end);
+            let drills = attribute(&d.triggers, &s.outages, &s.new_primary_writes_unix, end);
             (baselines, drills)
         }
         _ => (Vec::new(), Vec::new()),

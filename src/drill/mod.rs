@@ -16,7 +16,6 @@ use crate::failover::outages::OutageRecord;
 // The flags and what they validate into belong to the configuration (a lower layer);
 // re-exported so that drill users need one path.
 pub use crate::config::drill::{Objectives, TriggerConfig};
-pub(crate) use crate::config::fleet;
 pub use daemon::{DrillRun, Sources};
 pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming};
 pub use trigger::TriggerRun;

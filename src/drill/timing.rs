@@ -191,24 +191,18 @@ impl Distribution {
     /// `None` without a finite sample.
     pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Distribution> {
         let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
         v.sort_by(f64::total_cmp);
+        let (&min, &max) = (v.first()?, v.last()?);
+        // The value at rank ⌈p/100 · n⌉.
+        let rank = |p: f64| v[((p / 100.0 * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
         Some(Distribution {
             samples: v.len(),
-            min: v[0],
-            median: nearest_rank(&v, 50.0),
-            p95: nearest_rank(&v, 95.0),
-            max: v[v.len() - 1],
+            min,
+            median: rank(50.0),
+            p95: rank(95.0),
+            max,
         })
     }
-}
-
-/// The nearest-rank percentile of sorted, non-empty `v`: the value at rank ⌈p/100 · n⌉.
-pub fn nearest_rank(v: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
 }
 
 /// Each figure of [`DrillTiming`] over the drills where it was measured.

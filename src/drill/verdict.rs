@@ -192,8 +192,7 @@ fn judge_drill(
     }
 }
 
-/// Rules 2 and 3 for one outage: `who` starts each reason; `at_end` is how long it had
-/// lasted when the run ended, if it was still open and its record does not say.
+/// Rules 2 and 3 for one outage; `who` starts each reason.
 fn judge_outage(
     who: &str,
     o: &OutageRecord,

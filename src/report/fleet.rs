@@ -29,7 +29,7 @@ pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
         .collect::<Result<Vec<Input>, String>>()?;
     let report = merge::merge(&inputs);
     let page = match inputs.as_slice() {
-        [one] => html::render(&html::Report::new(&one.summary)),
+        [one] => html::render(&one.summary),
         _ => render(&report, &inputs),
     };
     Ok(Merged {
@@ -161,12 +161,8 @@ fn headline(r: &FleetReport) -> Markup {
     let spread = r.write_unavailable_seconds.map_or_else(
         || "-".to_string(),
         |d| {
-            format!(
-                "min {} · median {} · max {}",
-                fmt_secs(d.min),
-                fmt_secs(d.median),
-                fmt_secs(d.max)
-            )
+            let [min, median, max] = [d.min, d.median, d.max].map(fmt_secs);
+            format!("min {min} · median {median} · max {max}")
         },
     );
     let samples = r.write_unavailable_seconds.map_or(0, |d| d.samples);
@@ -245,14 +241,8 @@ fn members_table(r: &FleetReport) -> Markup {
 
 /// Every member's timeline over the same span, each with the triggers marked.
 fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
-    let spans: Vec<(u64, u64)> = inputs
-        .iter()
-        .filter_map(|i| i.summary.timeline.span())
-        .collect();
-    let (Some(from), Some(to)) = (
-        spans.iter().map(|s| s.0).min(),
-        spans.iter().map(|s| s.1).max(),
-    ) else {
+    let spans = inputs.iter().filter_map(|i| i.summary.timeline.span());
+    let Some((from, to)) = spans.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))) else {
         return html! {};
     };
     let by = r.trigger_member.as_deref().unwrap_or("?");
@@ -268,10 +258,8 @@ fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
             });
         }
         let label = format!("timeline of {}", m.name);
-        Some((
-            m.name.as_str(),
-            chart(&timeline, from, to, s.target_rate, &label),
-        ))
+        let svg = chart(&timeline, from, to, s.target_rate, &label);
+        Some((m.name.as_str(), svg))
     });
     html! {
         section {

@@ -29,7 +29,7 @@ impl Summary {
     /// The drill report page for this summary, as `pgdrill report SUMMARY.json` draws it
     /// from the file.
     pub fn report_html(&self) -> String {
-        crate::secrets::scrub(&html::render(&html::Report::new(self)))
+        crate::secrets::scrub(&html::render(self))
     }
 
     /// The command-line settings as run (long name without dashes, value), passwords

@@ -5,16 +5,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::iter::Sum;
-use std::ops::Add;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::drill::Objectives;
+use crate::config::fleet::Member;
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
-use crate::drill::fleet::Member;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
 use crate::failover::outages::{OutageRecord, StateChange};
@@ -102,27 +101,21 @@ impl RunCounts {
     }
 }
 
-impl Add for RunCounts {
-    type Output = RunCounts;
-
-    fn add(mut self, other: RunCounts) -> RunCounts {
-        self.transactions += other.transactions;
-        self.successes += other.successes;
-        for (class, n) in other.errors {
-            *self.errors.entry(class).or_insert(0) += n;
-        }
-        self.lost_writes += other.lost_writes;
-        self.unknown_outcome_writes += other.unknown_outcome_writes;
-        self.unknown_outcome_committed += other.unknown_outcome_committed;
-        self.unknown_outcome_not_committed += other.unknown_outcome_not_committed;
-        self.unknown_outcome_unresolved += other.unknown_outcome_unresolved;
-        self
-    }
-}
-
 impl Sum for RunCounts {
     fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
-        iter.fold(RunCounts::default(), Add::add)
+        iter.fold(RunCounts::default(), |mut all, one| {
+            all.transactions += one.transactions;
+            all.successes += one.successes;
+            for (class, n) in one.errors {
+                *all.errors.entry(class).or_insert(0) += n;
+            }
+            all.lost_writes += one.lost_writes;
+            all.unknown_outcome_writes += one.unknown_outcome_writes;
+            all.unknown_outcome_committed += one.unknown_outcome_committed;
+            all.unknown_outcome_not_committed += one.unknown_outcome_not_committed;
+            all.unknown_outcome_unresolved += one.unknown_outcome_unresolved;
+            all
+        })
     }
 }
 
@@ -241,8 +234,8 @@ impl Summary {
     }
 
     /// The run's verdict: a drill's, given once during the run; else the run judged as a
-    /// canary by the same engine, [`judge_members`], against `rto_objective`.
-    pub fn verdict(&self, rto_objective: f64) -> Verdict {
+    /// canary by the same engine, [`judge_members`], against `objectives`.
+    pub fn verdict(&self, objectives: &Objectives) -> Verdict {
         if let Some(d) = &self.drill {
             return d.verdict.clone();
         }
@@ -253,9 +246,8 @@ impl Summary {
             outages: &self.outages,
             run_end_unix: self.span_unix().1,
         };
-        let objectives = self.objectives(rto_objective);
         judge_members(
-            &objectives,
+            objectives,
             0,
             &[],
             &[run],
@@ -263,22 +255,14 @@ impl Summary {
             Vec::new(),
         )
     }
-
-    /// The objectives the run is judged against: a drill's own, else `rto_objective` and
-    /// the run's `--rpo-objective` (none lost in a summary that does not say).
-    pub fn objectives(&self, rto_objective: f64) -> Objectives {
-        self.drill.as_ref().map_or(
-            Objectives {
-                rto: Duration::from_secs_f64(rto_objective.max(0.0)),
-                max_lost_writes: self.objectives.map_or(0, |o| o.max_lost_writes),
-            },
-            |d| d.objectives,
-        )
-    }
 }
 
-/// The RTO objective of a run without a trigger (`--rto-objective`'s default).
-pub const DEFAULT_RTO_OBJECTIVE: f64 = 120.0;
+/// The objectives of a summary that records none (`--rto-objective`'s and
+/// `--rpo-objective`'s defaults).
+pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
+    rto: Duration::from_secs(120),
+    max_lost_writes: 0,
+};
 
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
@@ -383,20 +367,16 @@ impl Summary {
 
     fn fmt_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.counts.errors.is_empty() {
-            let errs: Vec<String> = self
-                .counts
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            writeln!(f, "  errors        {}", errs.join(" "))?;
+            write!(f, "  errors       ")?;
+            for (class, n) in &self.counts.errors {
+                write!(f, " {class}={n}")?;
+            }
+            writeln!(f)?;
         }
         for k in &self.error_kinds {
-            let sqlstate = if k.sqlstate.is_empty() {
-                "-"
-            } else {
-                &k.sqlstate
-            };
+            let sqlstate = Some(k.sqlstate.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("-");
             writeln!(
                 f,
                 "  error {sqlstate:<5} {:<20} x{:<8} {}",

@@ -83,9 +83,7 @@ pub(super) fn outage_shading(g: &Grid, events: &[&Event]) -> Markup {
                 open.insert(outage, e.at);
             }
             EventKind::OutageEnd { outage, .. } => {
-                if let Some(s) = open.remove(&outage) {
-                    spans.push((s, e.at));
-                }
+                spans.extend(open.remove(&outage).map(|s| (s, e.at)));
             }
             _ => {}
         }

@@ -7,7 +7,7 @@ use maud::html;
 
 use super::chart::{chart, legend, state_colour};
 use super::{card, describe, document, endpoint, group, opt_group, opt_secs, when};
-use crate::report::summary::{Summary, DEFAULT_RTO_OBJECTIVE};
+use crate::report::summary::{Summary, DEFAULT_OBJECTIVES};
 use crate::telemetry::timeline::State;
 
 /// What the live page shows.
@@ -29,7 +29,7 @@ pub fn render_live(l: &Summary, now: State) -> String {
             " · " a href="/healthz" { "/healthz" }
         }
         div.cards {
-            (card(if worst.is_some_and(|w| w > DEFAULT_RTO_OBJECTIVE) { "bad" } else { "" },
+            (card(if worst.is_some_and(|w| w > DEFAULT_OBJECTIVES.rto.as_secs_f64()) { "bad" } else { "" },
                 "Outages so far", &l.outages.len().to_string(),
                 &format!("longest write unavailability {}", opt_secs(worst))))
             (card(if l.counts.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost",

@@ -18,7 +18,7 @@ use crate::db::identity::Identity;
 use crate::drill::{Objectives, Verdict};
 
 pub use live::{render_live, LIVE_WINDOW};
-pub use page::{render, Report};
+pub use page::render;
 
 /// The pages' stylesheet, inlined in each.
 pub(crate) const CSS: &str = include_str!("style.css");
@@ -163,14 +163,6 @@ pub(crate) fn endpoint(id: &Identity) -> String {
     id.endpoint()
         .or_else(|| id.server_addr.clone())
         .unwrap_or_else(|| "?".to_string())
-}
-
-/// `addr:port (tl N)`, for table cells.
-pub(crate) fn describe_short(id: &Identity) -> String {
-    match id.timeline {
-        Some(t) => format!("{} (tl {t})", endpoint(id)),
-        None => endpoint(id),
-    }
 }
 
 /// Every fact known of a server, in words.

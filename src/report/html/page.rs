@@ -7,13 +7,13 @@ use maud::{html, Markup, PreEscaped};
 use super::chart::{chart, legend};
 use super::events::events_table;
 use super::{
-    card, describe, describe_short, document, errors_text, fmt_secs, group, opt_group, opt_secs,
+    card, describe, document, endpoint, errors_text, fmt_secs, group, opt_group, opt_secs,
     verdict_banner, when,
 };
 use crate::db::identity::Identity;
 use crate::drill::DrillReport;
 use crate::failover::outages::OutageRecord;
-use crate::report::summary::{Flag, Summary, DEFAULT_RTO_OBJECTIVE};
+use crate::report::summary::{Flag, Summary, DEFAULT_OBJECTIVES};
 
 /// Close-ups drawn, of the longest outages.
 const MAX_CLOSEUPS: usize = 3;
@@ -21,49 +21,27 @@ const MAX_CLOSEUPS: usize = 3;
 /// How each figure is measured, at the end of the page.
 const HOW: &str = include_str!("how.html");
 
-/// The report of one run: its summary and the RTO objective it is judged against.
-pub struct Report<'a> {
-    pub summary: &'a Summary,
-    pub rto_objective: f64,
-    /// The summary names no objective: the default stands in.
-    pub rto_is_default: bool,
+/// Whether the report's times need dates: the run crosses a UTC midnight.
+fn dated(s: &Summary) -> bool {
+    let span = s.timeline.span().map(|(a, b)| (a as f64, b as f64));
+    let times = s
+        .outages
+        .iter()
+        .flat_map(|o| [Some(o.start_unix), o.end_unix])
+        .chain([span.map(|s| s.0), span.map(|s| s.1)])
+        .flatten();
+    let mut days = times.map(|t| (t / 86_400.0).floor() as i64);
+    let first = days.next();
+    days.any(|d| Some(d) != first)
 }
 
-impl<'a> Report<'a> {
-    pub fn new(summary: &'a Summary) -> Report<'a> {
-        // A drill's own, else the run's `--rto-objective`, else (an older summary) its default.
-        let (rto_objective, rto_is_default) = match (&summary.drill, summary.objectives) {
-            (Some(d), _) => (d.objectives.rto.as_secs_f64(), false),
-            (None, Some(o)) => (o.rto.as_secs_f64(), false),
-            (None, None) => (DEFAULT_RTO_OBJECTIVE, true),
-        };
-        Report {
-            summary,
-            rto_objective,
-            rto_is_default,
-        }
-    }
-
-    /// Whether the report's times need dates: the run crosses a UTC midnight.
-    fn dated(&self) -> bool {
-        let s = self.summary;
-        let span = s.timeline.span().map(|(a, b)| (a as f64, b as f64));
-        let times = s
-            .outages
-            .iter()
-            .flat_map(|o| [Some(o.start_unix), o.end_unix])
-            .chain([span.map(|s| s.0), span.map(|s| s.1)])
-            .flatten();
-        let mut days = times.map(|t| (t / 86_400.0).floor() as i64);
-        let first = days.next();
-        days.any(|d| Some(d) != first)
-    }
-}
-
-/// The drill report page.
-pub fn render(r: &Report) -> String {
-    let s = r.summary;
-    let dated = r.dated();
+/// The drill report page, judged against a drill's own objectives, else the run's, else
+/// (an older summary) the defaults.
+pub fn render(s: &Summary) -> String {
+    let own = s.drill.as_ref().map(|d| d.objectives).or(s.objectives);
+    let objectives = own.unwrap_or(DEFAULT_OBJECTIVES);
+    let rto = objectives.rto.as_secs_f64();
+    let dated = dated(s);
     let run_start = s.timeline.span().map_or_else(
         || s.outages.first().map_or(0.0, |o| o.start_unix),
         |(a, _)| a as f64,
@@ -74,9 +52,10 @@ pub fn render(r: &Report) -> String {
             "Target " code { (s.target) } " · run " (s.run_id) " · started " (s.started_at)
             " · " (fmt_secs(s.duration_seconds)) " · pgdrill " (s.version)
         }
-        (headline(r))
+        (verdict_banner(&s.verdict(&objectives), &objectives))
+        (headline(s, rto, own.is_none()))
         @if let Some(d) = &s.drill { (drill_table(d, &s.outages, dated)) }
-        section { h2 { "Outages" } (outages_table(r, dated)) }
+        section { h2 { "Outages" } (outages_table(s, rto, dated)) }
         section {
             h2 { "Timeline" }
             @if let Some((from, to)) = s.timeline.span() {
@@ -99,10 +78,8 @@ pub fn render(r: &Report) -> String {
     document(&title, false, body)
 }
 
-/// The verdict and the headline cards.
-fn headline(r: &Report) -> Markup {
-    let s = r.summary;
-    let banner = verdict_banner(&s.verdict(r.rto_objective), &s.objectives(r.rto_objective));
+/// The headline cards; `rto_is_default`: the summary names no objective.
+fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let checked: u64 = s.outages.iter().filter_map(|o| o.checked_writes).sum();
     // An outage never verified (open at the end, or no verification answered) checked
     // nothing: "0 lost" would claim what was never looked at.
@@ -127,21 +104,18 @@ fn headline(r: &Report) -> Markup {
     if !unverified.is_empty() {
         lost_detail.push_str(&format!("; {}", unverified.join(", ")));
     }
-    let lost_class = if s.counts.lost_writes > 0 {
-        "bad"
-    } else if s.outages.iter().any(|o| o.lost_writes.is_none()) {
-        "warn"
-    } else {
-        "ok"
+    let lost_class = match (s.counts.lost_writes, unverified.is_empty()) {
+        (0, true) => "ok",
+        (0, false) => "warn",
+        _ => "bad",
     };
     let unresolved = s.counts.unresolved();
     let target = s
         .target_rate
         .map_or_else(String::new, |t| format!(" of {}/s", super::axis_num(t)));
     html! {
-        (banner)
         div.cards {
-            (rto_card(r))
+            (rto_card(s, rto, rto_is_default))
             (card(lost_class, "Acknowledged writes lost", &lost_value, &lost_detail))
             (card(if unresolved > 0 { "warn" } else { "ok" },
                 "Unknown outcomes (sent, never answered)", &group(s.counts.unknown_outcome_writes),
@@ -157,18 +131,17 @@ fn headline(r: &Report) -> Markup {
 }
 
 /// The RTO card: the longest write unavailability against the objective.
-fn rto_card(r: &Report) -> Markup {
-    let s = r.summary;
+fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let (class, value) = match s.longest_unavailability() {
-        Some(w) if w <= r.rto_objective => ("ok", fmt_secs(w)),
+        Some(w) if w <= rto => ("ok", fmt_secs(w)),
         Some(w) => ("bad", fmt_secs(w)),
         None if s.outages.is_empty() => ("ok", "no outage".to_string()),
         None => ("bad", "not recovered".to_string()),
     };
-    let default = if r.rto_is_default { " (default)" } else { "" };
+    let default = if rto_is_default { " (default)" } else { "" };
     let detail = format!(
         "objective {}{default}; {} outage(s)",
-        fmt_secs(r.rto_objective),
+        fmt_secs(rto),
         s.outages.len()
     );
     card(class, "RTO — longest write unavailability", &value, &detail)
@@ -219,9 +192,12 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
 
 const BAD: &str = "color:var(--bad)";
 
-fn outages_table(r: &Report, dated: bool) -> Markup {
-    let s = r.summary;
-    let id = |i: &Option<Identity>| i.as_ref().map_or_else(|| "?".to_string(), describe_short);
+fn outages_table(s: &Summary, rto: f64, dated: bool) -> Markup {
+    let id = |i: &Option<Identity>| match i.as_ref().map(|id| (endpoint(id), id.timeline)) {
+        Some((addr, Some(t))) => format!("{addr} (tl {t})"),
+        Some((addr, None)) => addr,
+        None => "?".to_string(),
+    };
     html! {
         @if s.outages.is_empty() {
             p { "No outage: writes were acknowledged throughout." }
@@ -236,7 +212,7 @@ fn outages_table(r: &Report, dated: bool) -> Markup {
                 } }
                 tbody {
                     @for o in &s.outages {
-                        @let over = o.write_unavailable_seconds.is_some_and(|w| w > r.rto_objective);
+                        @let over = o.write_unavailable_seconds.is_some_and(|w| w > rto);
                         tr data-outage=(o.index) {
                             td { (o.index) }
                             td.num { (when(o.start_unix, dated)) }

@@ -10,13 +10,21 @@ use crate::failover::outages::{OutageRecord, StateChange};
 use crate::report::summary::{Flag, Percentiles, RunCounts, Summary};
 use crate::telemetry::timeline::{Event, EventKind, Second, State, Timeline};
 
+/// `s` run with an RTO objective of `rto` seconds, no write lost.
+fn judged(s: &Summary, rto: f64) -> Summary {
+    let objectives = Objectives {
+        rto: std::time::Duration::from_secs_f64(rto),
+        max_lost_writes: 0,
+    };
+    Summary {
+        objectives: Some(objectives),
+        ..s.clone()
+    }
+}
+
 /// The page of `s`, judged against a 30 s objective (the synthetic drill's).
 fn render_30(s: &Summary) -> String {
-    render(&Report {
-        summary: s,
-        rto_objective: 30.0,
-        rto_is_default: false,
-    })
+    render(&judged(s, 30.0))
 }
 
 #[test]
@@ -47,10 +55,8 @@ fn a_drill_shows_its_own_verdict_objective_and_trigger_figures() {
         }
     });
     let s = crate::report::summary_from_json(summary).unwrap();
-    let r = Report::new(&s);
-    assert_eq!(r.rto_objective, 30.0);
-    assert!(!r.rto_is_default);
-    let page = render(&r);
+    let page = render(&s);
+    assert!(page.contains("objective 30.00 s; ") && !page.contains("(default)"));
     assert!(
         page.contains(">INVALID<"),
         "the drill's verdict, not the report's PASS"
@@ -63,7 +69,7 @@ fn a_drill_shows_its_own_verdict_objective_and_trigger_figures() {
     // Without a drill (a canary), the report judges by itself and shows no triggers.
     let canary =
         crate::report::summary_from_json(serde_json::json!({"run_id": 7, "transactions": 1}));
-    let page = render(&Report::new(&canary.unwrap()));
+    let page = render(&canary.unwrap());
     assert!(!page.contains("Failover triggers") && page.contains(">PASS<"));
 }
 
@@ -79,9 +85,7 @@ fn a_canary_is_judged_by_its_own_objectives_as_its_alerts_are() {
         .unwrap()
     };
     let own = canary(serde_json::json!({"rto_seconds": 30.0, "max_lost_writes": 2}));
-    let r = Report::new(&own);
-    assert_eq!((r.rto_objective, r.rto_is_default), (30.0, false));
-    let verdict = own.verdict(r.rto_objective);
+    let verdict = own.verdict(&own.objectives.unwrap());
     assert_eq!(
         verdict.verdict,
         crate::drill::verdict::VerdictKind::Fail,
@@ -92,13 +96,12 @@ fn a_canary_is_judged_by_its_own_objectives_as_its_alerts_are() {
         "{verdict}"
     );
     assert!(verdict.failed.iter().any(|f| f.contains("45")), "{verdict}");
-    let page = render(&r);
-    assert!(page.contains(">FAIL<") && !page.contains("(default)"));
+    let page = render(&own);
+    assert!(page.contains(">FAIL<") && page.contains("objective 30.00 s; "));
+    assert!(!page.contains("(default)"));
     // A summary from before the objectives were recorded: the defaults, said so.
     let old = canary(serde_json::Value::Null);
-    let r = Report::new(&old);
-    assert_eq!((r.rto_objective, r.rto_is_default), (120.0, true));
-    assert!(render(&r).contains("(default)"));
+    assert!(render(&old).contains("objective 2 min 00 s (default)"));
 }
 
 const CLASSES: [&str; 14] = [
@@ -395,12 +398,7 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
         "undated times within one day"
     );
 
-    let slow = r.clone();
-    let html = render(&Report {
-        summary: &slow,
-        rto_objective: 1.0,
-        rto_is_default: false,
-    });
+    let html = render(&judged(&r, 1.0));
     assert!(html.contains(r#"<span class="big">FAIL</span>"#));
     assert!(
         html.contains("writes unavailable for 2.974 s (outage 1), over the RTO objective (1 s)")
@@ -532,7 +530,7 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
 
 #[test]
 fn empty_tiny_and_unfinished_runs_render() {
-    let html = render(&Report::new(&Summary::default()));
+    let html = render(&Summary::default());
     assert!(html.contains("No timeline was recorded."));
     assert!(html.contains(r#"<span class="big">PASS</span>"#));
     assert!(html.contains("no outage"));
@@ -568,11 +566,7 @@ fn empty_tiny_and_unfinished_runs_render() {
     // Shorter than the objective so far: it cannot be judged; longer: it failed.
     assert!(html.contains(r#"<span class="big">INVALID</span>"#));
     assert!(html.contains("the run ended during outage 1, 9.939 s after it began"));
-    let html = render(&Report {
-        summary: &r,
-        rto_objective: 5.0,
-        rto_is_default: false,
-    });
+    let html = render(&judged(&r, 5.0));
     assert!(html.contains(r#"<span class="big">FAIL</span>"#));
     assert!(html.contains("writes had not come back when the load stopped, 9.939 s after outage 1"));
     assert!(html.contains(">not ended<"));
