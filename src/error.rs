@@ -57,20 +57,15 @@ impl ErrorClass {
         self as usize
     }
 
-    /// The connection that produced this error must not be reused: it is closed,
-    /// or it points at a server that cannot take writes any more.
+    /// The connection that produced this error must not be reused: it is closed (every
+    /// error that leaves an outcome unknown), or it points at a server that cannot take
+    /// writes any more.
     pub fn discards_connection(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::ReadOnly
-                | ErrorClass::AdminShutdown
-                | ErrorClass::CrashShutdown
-                | ErrorClass::CannotConnectNow
-                | ErrorClass::ConnectionClosed
-                | ErrorClass::NoResponse
-                | ErrorClass::Pooler
-                | ErrorClass::Other
-        )
+        self.outcome_unknown_after_send()
+            || matches!(
+                self,
+                ErrorClass::ReadOnly | ErrorClass::CannotConnectNow | ErrorClass::Other
+            )
     }
 
     /// After a statement was sent, the server may have committed it even though
@@ -307,6 +302,25 @@ mod tests {
         let dns =
             io::Error::other("failed to lookup address information: Name or service not known");
         assert_eq!(classify_io(&dns, true), ErrorClass::Dns);
+    }
+
+    #[test]
+    fn connections_are_discarded_for_these_classes_only() {
+        use ErrorClass::*;
+        let discards: Vec<_> = (ErrorClass::ALL.into_iter())
+            .filter(|c| c.discards_connection())
+            .collect();
+        let want = [
+            ReadOnly,
+            AdminShutdown,
+            CrashShutdown,
+            CannotConnectNow,
+            ConnectionClosed,
+            NoResponse,
+            Pooler,
+            Other,
+        ];
+        assert_eq!(discards, want);
     }
 
     #[test]

@@ -91,10 +91,7 @@ pub async fn run(
     let drill = Drill::build(&config, &fatal)?;
     // Step 2: run under one supervisor.
     let summary = drill.run(&config, listener, stop).await;
-    match fatal.take() {
-        Some(error) => Err(error),
-        None => Ok(summary),
-    }
+    fatal.take().map_or(Ok(summary), Err)
 }
 
 /// `--linger`: a run that ended by itself keeps `/metrics` up with its final figures and
@@ -124,18 +121,11 @@ pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupErr
 
 /// The parts of one run, built and connected, not yet started.
 struct Drill {
-    run_id: i64,
-    started_at: SystemTime,
+    /// What the live page, the timeline sampler, the progress line and the summary read.
+    sources: Arc<report::Sources>,
     metrics: Arc<Metrics>,
-    pool: DbPool,
-    identity: Arc<IdentityTracker>,
-    outcomes: Arc<Outcomes>,
-    latency: LatencyBook,
-    outages: Arc<Outages>,
-    verifier: Arc<Verifier>,
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
-    timeline: Arc<Recorder>,
     health: Arc<Health>,
     /// Only with a failover trigger.
     drill: Option<Arc<DrillRun>>,
@@ -212,22 +202,29 @@ impl Drill {
             idle_lanes: Default::default(),
             all_busy: Default::default(),
         });
-        let drill = drill_run(config, &metrics, &outages, &identity, &outcomes, &timeline);
-        Ok(Drill {
-            fatal: fatal.clone(),
-            drill,
+        let sources = Arc::new(report::Sources {
             run_id,
-            started_at,
-            metrics,
-            pool,
-            identity,
+            target: config.target.redacted.clone(),
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            target_rate: config.rate,
             outcomes,
             latency,
             outages,
+            identity,
             verifier,
+            timeline,
+            pool,
+            errors: metrics.errors.clone(),
+            drawn: Default::default(),
+            viewed: Default::default(),
+        });
+        Ok(Drill {
+            fatal: fatal.clone(),
+            drill: drill_run(config, &metrics, &sources),
+            sources,
+            metrics,
             monitor,
             lanes,
-            timeline,
             health: Arc::default(),
         })
     }
@@ -244,7 +241,7 @@ impl Drill {
                 .map_or_else(|| "unlimited".to_string(), |r| format!("{r}/s")),
             pool_size = config.pool_size,
             pipeline_depth = config.pipeline_depth,
-            run_id = self.run_id,
+            run_id = self.sources.run_id,
             listen = %config.listen,
             connect_timeout = %humantime::format_duration(config.connect_timeout),
             connect_timeout_from = config.connect_timeout_from,
@@ -252,7 +249,7 @@ impl Drill {
         );
         tracing::info!(
             table = %config.table.name,
-            run_id = self.run_id,
+            run_id = self.sources.run_id,
             create = if config.table.is_default() {
                 "pgdrill's own table, created if missing"
             } else {
@@ -267,21 +264,21 @@ impl Drill {
         let load_began = Instant::now();
         self.health.load_started();
         if let Some(drill) = &self.drill {
-            let task = drill.clone().run(load_began, sup.token(Stage::Drill));
-            sup.spawn(Stage::Drill, task);
+            sup.spawn(Stage::Drill, |stop| drill.clone().run(load_began, stop));
         }
         // The scheduler runs here until `stop` or the end of --duration; returning, it
         // closes the backlog, and the drain begins.
-        scheduler::run(config.rate, jobs_tx, &self.outcomes, &stop, config.duration).await;
+        let s = &self.sources;
+        scheduler::run(config.rate, jobs_tx, &s.outcomes, &stop, config.duration).await;
         self.health.load_stopped();
-        self.outages.load_stopped(Instant::now());
+        s.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
         // A trigger still running when the load ends is killed; the drill is then invalid.
         sup.stop(Stage::Drill).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         // One process of several: how its clock compares with the server's, which all share.
         let server_clock = match config.drill.fleet.drill_id {
-            Some(_) => db::clock::measure(&self.pool, self.outages.clock()).await,
+            Some(_) => db::clock::measure(&s.pool, s.outages.clock()).await,
             None => None,
         };
         let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
@@ -302,81 +299,44 @@ impl Drill {
         jobs: &Receiver<Job>,
         sup: &mut Supervisor,
     ) {
-        let sources = self.report_sources(config);
-        let shown = sources.clone();
-        let page = Arc::new(http::Page {
+        let shown = self.sources.clone();
+        let site = Arc::new(http::Site {
+            metrics: self.metrics.clone(),
             render: Box::new(move || shown.page()),
             health: self.health.clone(),
+            web: config.web.clone(),
+            limits: http::Limits::for_pool(config.pool_size),
         });
-        let token = sup.token(Stage::Http);
-        sup.spawn(
-            Stage::Http,
-            http::serve(
-                listener,
-                self.metrics.clone(),
-                page,
-                http::Limits::for_pool(config.pool_size),
-                config.web.clone(),
-                token,
-            ),
-        );
-        let token = sup.token(Stage::Monitor);
-        sup.spawn(
-            Stage::Monitor,
-            self.monitor.clone().run(token, config.shutdown_grace),
-        );
-        let token = sup.token(Stage::Monitor);
-        sup.spawn(
-            Stage::Monitor,
-            self.fatal
-                .clone()
-                .startup_deadline(config.startup_timeout, token),
-        );
+        sup.spawn(Stage::Http, |stop| http::serve(listener, site, stop));
+        let grace = config.shutdown_grace;
+        sup.spawn(Stage::Monitor, |stop| self.monitor.clone().run(stop, grace));
+        let (fatal, startup) = (self.fatal.clone(), config.startup_timeout);
+        sup.spawn(Stage::Monitor, |stop| fatal.startup_deadline(startup, stop));
         if let Some(settings) = config.retention {
-            let task = retention::run(
-                self.pool.clone(),
-                config.table.clone(),
-                settings,
-                self.metrics.clone(),
-                sup.token(Stage::Retention),
-            );
-            sup.spawn(Stage::Retention, task);
+            let (pool, metrics) = (self.sources.pool.clone(), self.metrics.clone());
+            let table = config.table.clone();
+            sup.spawn(Stage::Retention, |stop| {
+                retention::run(pool, table, settings, metrics, stop)
+            });
         }
         self.spawn_lanes(config, jobs, sup);
         // The timeline sampler (which also redraws the live page) and the progress line.
-        let token = sup.token(Stage::Sampler);
-        sup.spawn(Stage::Sampler, sampler::run(sources.clone(), token));
-        let token = sup.token(Stage::Progress);
-        let progress = progress::run(sources, config.progress_interval, token);
-        sup.spawn(Stage::Progress, progress);
-    }
-
-    /// What the live `/` page, the timeline sampler and the progress line read.
-    fn report_sources(&self, config: &Config) -> Arc<report::Sources> {
-        Arc::new(report::Sources {
-            run_id: self.run_id,
-            target: config.target.redacted.clone(),
-            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
-            target_rate: config.rate,
-            outcomes: self.outcomes.clone(),
-            latency: self.latency.clone(),
-            outages: self.outages.clone(),
-            identity: self.identity.clone(),
-            verifier: self.verifier.clone(),
-            timeline: self.timeline.clone(),
-            pool: self.pool.clone(),
-            errors: self.metrics.errors.clone(),
-            drawn: Default::default(),
-            viewed: Default::default(),
-        })
+        sup.spawn(Stage::Sampler, |stop| {
+            sampler::run(self.sources.clone(), stop)
+        });
+        let every = config.progress_interval;
+        sup.spawn(Stage::Progress, |stop| {
+            progress::run(self.sources.clone(), every, stop)
+        });
     }
 
     /// One lane per pooled connection, each with its own seeded generator.
     fn spawn_lanes(&self, config: &Config, jobs: &Receiver<Job>, sup: &mut Supervisor) {
+        let s = &self.sources;
         // Lanes need no token: they end when the backlog is closed and empty.
         for lane in 0..config.pool_size {
-            let rng = SmallRng::seed_from_u64(self.run_id as u64 ^ u64::from(lane));
-            let (lanes, jobs, outcomes) = (self.lanes.clone(), jobs.clone(), self.outcomes.clone());
+            let rng = SmallRng::seed_from_u64(s.run_id as u64 ^ u64::from(lane));
+            let (lanes, jobs, outcomes) = (self.lanes.clone(), jobs.clone(), s.outcomes.clone());
             let mut rng = Some(rng);
             sup.spawn_lane(move || {
                 // A restarted lane gets a fresh generator; the first keeps the seeded one.
@@ -393,14 +353,14 @@ impl Drill {
     async fn drain(&self, config: &Config, jobs: Receiver<Job>, sup: &mut Supervisor) -> u64 {
         // 1. What is still queued was never started.
         while jobs.try_recv().is_ok() {
-            self.outcomes.skipped();
+            self.sources.outcomes.skipped();
         }
         drop(jobs);
         // 2. Lanes finish what is in flight within the grace; the rest is abandoned.
         let aborted = sup.drain(Stage::Lanes, Some(config.shutdown_grace)).await;
         let mut abandoned = 0;
         if aborted > 0 {
-            abandoned = self.outcomes.in_flight();
+            abandoned = self.sources.outcomes.in_flight();
             tracing::warn!(
                 abandoned,
                 "shutdown grace ran out with transactions in flight"
@@ -426,16 +386,14 @@ impl Drill {
         abandoned: u64,
         load_end: Instant,
     ) -> Summary {
-        let rpo = self.verifier.totals();
+        let s = &self.sources;
+        let rpo = s.verifier.totals();
         Summary {
-            run_id: self.run_id,
+            run_id: s.run_id,
             drill_id: config.drill.fleet.drill_id.clone(),
             member: config.drill.fleet.member,
-            new_primary_writes_unix: self
-                .identity
-                .first_writes()
-                .into_iter()
-                .map(|at| self.outages.clock().unix(at))
+            new_primary_writes_unix: (s.identity.first_writes().into_iter())
+                .map(|at| s.outages.clock().unix(at))
                 .collect(),
             objectives: Some(config.drill.objectives),
             drill: self
@@ -447,18 +405,18 @@ impl Drill {
             connect_timeout_seconds: config.connect_timeout.as_secs_f64(),
             connect_timeout_from: config.connect_timeout_from.to_string(),
             retention_rows_deleted: self.metrics.retention_rows_deleted.get(),
-            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
+            started_at: s.started_at.clone(),
             target_rate: config.rate,
             abandoned,
-            primary_changes: self.identity.changes(),
+            primary_changes: s.identity.changes(),
             server_restarts: self.metrics.server_restarts.get(),
-            outages: self.outages.outages(),
-            state_changes: self.outages.state_changes(),
-            identity_first: self.identity.first(),
-            identity_last: self.identity.current(),
-            timeline: self.timeline.snapshot(),
+            outages: s.outages.outages(),
+            state_changes: s.outages.state_changes(),
+            identity_first: s.identity.first(),
+            identity_last: s.identity.current(),
+            timeline: s.timeline.snapshot(),
             error_kinds: self.metrics.errors.kinds(),
-            ..Summary::of_load(self.outcomes.tally(), elapsed, &self.latency, rpo)
+            ..Summary::of_load(s.outcomes.tally(), elapsed, &s.latency, rpo)
         }
     }
 }
@@ -467,23 +425,20 @@ impl Drill {
 fn drill_run(
     config: &Config,
     metrics: &Arc<Metrics>,
-    outages: &Arc<Outages>,
-    identity: &Arc<IdentityTracker>,
-    outcomes: &Arc<Outcomes>,
-    timeline: &Arc<Recorder>,
+    s: &report::Sources,
 ) -> Option<Arc<DrillRun>> {
     let trigger = config.drill.trigger.clone()?;
-    let tally = outcomes.clone();
+    let tally = s.outcomes.clone();
     let sources = drill::Sources {
         metrics: metrics.clone(),
-        outages: outages.clone(),
-        identity: identity.clone(),
+        outages: s.outages.clone(),
+        identity: s.identity.clone(),
         counts: Box::new(move || {
             let t = tally.tally();
             (t.successes(), t.failed())
         }),
         target_rate: config.rate,
-        timeline: timeline.clone(),
+        timeline: s.timeline.clone(),
     };
     Some(DrillRun::new(trigger, config.drill.objectives, sources))
 }

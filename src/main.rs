@@ -18,26 +18,28 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
             // Before the runtime's threads exist (a private /etc/hosts for --failover dns).
-            let hosts = match pgdrill::demo::prepare(&args) {
-                Ok(hosts) => hosts,
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            block_on(0, async {
-                match pgdrill::demo::drill(args, hosts).await {
-                    Ok(code) => ExitCode::from(code),
-                    Err(err) => {
-                        eprintln!("error: {err}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
+            match pgdrill::demo::prepare(&args) {
+                Ok(hosts) => block_on(0, async {
+                    pgdrill::demo::drill(args, hosts)
+                        .await
+                        .map_or_else(failure, ExitCode::from)
+                }),
+                Err(err) => failure(err),
+            }
         }
         #[cfg(feature = "lab")]
         Some(Command::Proxy(args)) => proxy(args),
     }
+}
+
+/// Prints `error: {message}`; exit 1.
+fn failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn cannot_write(option: &str, path: &std::path::Path, err: impl std::fmt::Display) -> ExitCode {
+    failure(format!("cannot write {option} {}: {err}", path.display()))
 }
 
 /// Exits with a usage error naming the option, like clap's own.
@@ -65,10 +67,7 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
     };
     match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(work),
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            ExitCode::FAILURE
-        }
+        Err(err) => failure(format!("cannot start the async runtime: {err}")),
     }
 }
 
@@ -106,17 +105,12 @@ fn run(args: RunArgs) -> ExitCode {
                 summary.write_json(&path).map_err(serde_json::Error::io)
             };
             if let Err(err) = written {
-                eprintln!(
-                    "error: cannot write --summary-json {}: {err}",
-                    path.display()
-                );
-                return ExitCode::FAILURE;
+                return cannot_write("--summary-json", &path, err);
             }
         }
         if let Some(path) = report_path {
             if let Err(err) = summary.write_report(&path) {
-                eprintln!("error: cannot write --report {}: {err}", path.display());
-                return ExitCode::FAILURE;
+                return cannot_write("--report", &path, err);
             }
             eprintln!("drill report written to {}", path.display());
         }
@@ -135,11 +129,7 @@ fn report(args: ReportArgs) -> ExitCode {
     let merged = pgdrill::merge_summary_files(&args.summaries)
         .unwrap_or_else(|err| usage_error(format!("invalid value for SUMMARY: {err}")));
     if let Err(err) = std::fs::write(&args.output, &merged.page) {
-        eprintln!(
-            "error: cannot write --output {}: {err}",
-            args.output.display()
-        );
-        return ExitCode::FAILURE;
+        return cannot_write("--output", &args.output, err);
     }
     if let Some(path) = &args.json {
         let written = merged
@@ -147,8 +137,7 @@ fn report(args: ReportArgs) -> ExitCode {
             .map_err(std::io::Error::other)
             .and_then(|json| std::fs::write(path, json));
         if let Err(err) = written {
-            eprintln!("error: cannot write --json {}: {err}", path.display());
-            return ExitCode::FAILURE;
+            return cannot_write("--json", path, err);
         }
     }
     if let Some(verdict) = &merged.report.verdict {
@@ -190,10 +179,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         let stop = pgdrill::shutdown::cancel_on_signals();
         match pgdrill_lab::proxy::run_cli(opts, stop.cancelled()).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: proxy on --listen {}: {err}", args.listen);
-                ExitCode::FAILURE
-            }
+            Err(err) => failure(format!("proxy on --listen {}: {err}", args.listen)),
         }
     })
 }

@@ -176,10 +176,14 @@ impl Supervisor {
         self.tokens[stage as usize].clone()
     }
 
-    /// Runs `task` until it ends; a panic, or an end before `stage` was cancelled, is
-    /// logged and stops the run.
-    pub fn spawn(&mut self, stage: Stage, task: impl Future<Output = ()> + Send + 'static) {
+    /// Runs the task `start` makes from `stage`'s token until it ends; a panic, or an end
+    /// before `stage` was cancelled, is logged and stops the run.
+    pub fn spawn<F>(&mut self, stage: Stage, start: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let token = self.token(stage);
+        let task = start(token.clone());
         let (fatal, health) = (self.fatal.clone(), self.health.clone());
         let handle = self.tracker.spawn(async move {
             let why = match AssertUnwindSafe(task).catch_unwind().await {
@@ -280,9 +284,8 @@ mod tests {
         let mut sup = supervisor();
         let order = Arc::new(Mutex::new(Vec::new()));
         for stage in [Stage::Http, Stage::Monitor, Stage::Retention] {
-            let token = sup.token(stage);
             let order = order.clone();
-            sup.spawn(stage, async move {
+            sup.spawn(stage, |token| async move {
                 token.cancelled().await;
                 order.lock().push(stage);
             });
@@ -302,7 +305,7 @@ mod tests {
         let finished = Arc::new(AtomicUsize::new(0));
         for secs in [1, 5, 60, 120] {
             let finished = finished.clone();
-            sup.spawn(Stage::Lanes, async move {
+            sup.spawn(Stage::Lanes, |_| async move {
                 tokio::time::sleep(Duration::from_secs(secs)).await;
                 finished.fetch_add(1, Ordering::Relaxed);
             });
@@ -320,7 +323,7 @@ mod tests {
         let health = Arc::new(Health::default());
         health.load_started();
         let mut sup = Supervisor::new(fatal.clone(), health.clone());
-        sup.spawn(Stage::Progress, async {});
+        sup.spawn(Stage::Progress, |_| async {});
         sup.drain(Stage::Progress, None).await;
         assert!(stop.is_cancelled());
         let err = fatal.take().expect("an early end is reported").to_string();
@@ -332,7 +335,7 @@ mod tests {
 
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));
         let mut sup = Supervisor::new(fatal.clone(), Arc::default());
-        sup.spawn(Stage::Monitor, async { panic!("boom") });
+        sup.spawn(Stage::Monitor, |_| async { panic!("boom") });
         sup.drain(Stage::Monitor, None).await;
         let err = fatal.take().expect("a panic is reported").to_string();
         assert!(err.contains("Monitor task panicked: boom"), "{err}");
@@ -340,8 +343,7 @@ mod tests {
         // Stopped when asked: nothing to report.
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));
         let mut sup = Supervisor::new(fatal.clone(), Arc::default());
-        let token = sup.token(Stage::Http);
-        sup.spawn(Stage::Http, async move { token.cancelled().await });
+        sup.spawn(Stage::Http, |token| async move { token.cancelled().await });
         sup.stop(Stage::Http).await;
         assert!(fatal.take().is_none());
         sup.finish().await;

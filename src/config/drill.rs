@@ -15,9 +15,8 @@ use crate::error::ConfigError;
 /// `--failover-after` when only `--failover-command` is given.
 pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(30);
 
-/// The baseline before a trigger is judged over at most this long (see
-/// the drill's baseline span); a trigger needs at least
-/// [`MIN_BASELINE`] of load before it.
+/// The baseline before a trigger is judged over at most this long ([`Schedule::baseline_span`]);
+/// a trigger needs at least [`MIN_BASELINE`] of load before it.
 pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 pub const MIN_BASELINE: Duration = Duration::from_secs(2);
 

@@ -71,6 +71,8 @@ impl TriggerAction {
 
 /// The answer to one in-process trigger request: text for the report, or why it failed.
 pub type InProcessReply = Result<String, String>;
+/// The requests an in-process trigger's owner answers, one per failover.
+pub type Requests = mpsc::Receiver<oneshot::Sender<InProcessReply>>;
 
 /// A failover performed inside this process by whoever owns the lab (`pgdrill demo`): the
 /// runner asks over a channel and waits for the answer, timed and recorded like a command.
@@ -83,13 +85,8 @@ pub struct InProcessTrigger {
 }
 
 impl InProcessTrigger {
-    /// The trigger, and the requests its owner must answer (one per failover).
-    pub fn new(
-        name: impl Into<String>,
-    ) -> (
-        InProcessTrigger,
-        mpsc::Receiver<oneshot::Sender<InProcessReply>>,
-    ) {
+    /// The trigger, and the requests its owner must answer.
+    pub fn new(name: impl Into<String>) -> (InProcessTrigger, Requests) {
         let (requests, rx) = mpsc::channel(1);
         let trigger = InProcessTrigger {
             name: name.into(),

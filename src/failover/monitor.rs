@@ -116,16 +116,14 @@ impl Monitor {
         let Some(start) = machine.outage_start() else {
             return;
         };
-        let now = self.outages.open_until(Instant::now());
         let classes = self.detector.with_events(|ev| ev.classes());
-        let seconds = now.saturating_duration_since(start).as_secs_f64();
+        let seconds = self.outages.still_open(start, Instant::now(), &classes);
         tracing::warn!(
             event = "outage_open_at_shutdown",
             seconds = format!("{seconds:.3}"),
             classes = %classes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(","),
             "writes were still unavailable when the load stopped"
         );
-        self.outages.still_open(start, now, &classes);
     }
 
     /// Records one transition; an outage's end asks for verification.
@@ -148,11 +146,10 @@ impl Monitor {
                 m.outages.inc();
                 m.outage_start_timestamp.set(clock.unix(start));
                 let before = self.identity.current();
-                let index = self.outages.started(start, before.clone());
-                let outage = index as u32;
+                let outage = self.outages.started(start, before.clone()) as u32;
                 self.timeline
                     .event(clock.unix(start), EventKind::OutageStart { outage });
-                tracing::warn!(event = "outage_started", outage = index, at = %clock.rfc3339(start), primary = %shown(before.as_ref().and_then(Identity::endpoint)), "writes unavailable");
+                tracing::warn!(event = "outage_started", outage, at = %clock.rfc3339(start), primary = %shown(before.as_ref().and_then(Identity::endpoint)), "writes unavailable");
                 None
             }
             Transition::OutageEnded {

@@ -191,20 +191,18 @@ impl Outages {
         self.book.lock().load_end = Some(at);
     }
 
-    /// When an outage open at shutdown stops counting: when the load stopped, else `now`.
-    pub fn open_until(&self, now: Instant) -> Instant {
-        self.book.lock().load_end.unwrap_or(now)
-    }
-
-    /// Marks the open record as still open at `until`, with the duration so far.
-    pub fn still_open(&self, start: Instant, until: Instant, classes: &[ErrorClass]) {
+    /// Marks the open record as still open, with the duration so far, which it returns in
+    /// seconds: until the load stopped, else until `now`.
+    pub fn still_open(&self, start: Instant, now: Instant, classes: &[ErrorClass]) -> f64 {
         let mut b = self.book.lock();
+        let until = b.load_end.unwrap_or(now);
+        let seconds = until.saturating_duration_since(start).as_secs_f64();
         if let Some(o) = b.outages.last_mut().filter(|o| o.ended_at.is_none()) {
-            o.write_unavailable_seconds =
-                Some(until.saturating_duration_since(start).as_secs_f64());
+            o.write_unavailable_seconds = Some(seconds);
             o.error_classes = classes.iter().map(|c| c.as_str()).collect();
             o.open_at_shutdown = true;
         }
+        seconds
     }
 
     pub fn full_rate(&self, seconds: f64) {

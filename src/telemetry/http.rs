@@ -23,11 +23,14 @@ use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::webconfig::WebConfig;
 
-/// The live `/` page, drawn by the caller's renderer (never contains a password), and
-/// what `/healthz` checks.
-pub struct Page {
+/// What the endpoints serve (the live `/` page, drawn by the caller and never holding a
+/// password; what `/healthz` checks; `--web.config.file`), and within which limits.
+pub struct Site {
+    pub metrics: Arc<Metrics>,
     pub render: Box<dyn Fn() -> String + Send + Sync>,
     pub health: Arc<Health>,
+    pub web: Option<Arc<WebConfig>>,
+    pub limits: Limits,
 }
 
 fn response(
@@ -43,16 +46,16 @@ fn response(
     resp
 }
 
-fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
     match req.uri().path() {
         "/metrics" => {
-            let (body, content_type) = metrics.encode();
+            let (body, content_type) = site.metrics.encode();
             response(StatusCode::OK, &content_type, body)
         }
-        "/healthz" => match page.health.check() {
+        "/healthz" => match site.health.check() {
             Ok(()) => response(StatusCode::OK, "text/plain", "ok\n"),
             Err(why) => response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -60,20 +63,16 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, page: &Page) -> Response<Fu
                 format!("unhealthy: {why}\n"),
             ),
         },
-        "/" => response(StatusCode::OK, "text/html; charset=utf-8", (page.render)()),
+        "/" => response(StatusCode::OK, "text/html; charset=utf-8", (site.render)()),
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
 /// Basic auth when configured; `/healthz` (it says only whether the load runs) stays open
 /// for probes.
-async fn handle(
-    req: Request<Incoming>,
-    metrics: &Metrics,
-    page: &Page,
-    web: Option<&WebConfig>,
-) -> Response<Full<Bytes>> {
-    if let Some(web) = web.filter(|_| req.uri().path() != "/healthz") {
+async fn handle(req: Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
+    let open = req.uri().path() == "/healthz";
+    if let Some(web) = site.web.as_deref().filter(|_| !open) {
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
         if !web.authorized(header).await {
             let mut resp = response(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
@@ -84,7 +83,7 @@ async fn handle(
             return resp;
         }
     }
-    route(&req, metrics, page)
+    route(&req, site)
 }
 
 /// Most HTTP connections served at once; Prometheus and a browser need a handful.
@@ -149,17 +148,10 @@ fn connection_cap(nofile: Option<u64>, pool_size: u32) -> usize {
 }
 
 /// Serves on an already bound listener (bound before load starts, so a bad
-/// `--listen` fails fast) until `stop`, within `limits`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    page: Arc<Page>,
-    limits: Limits,
-    web: Option<Arc<WebConfig>>,
-    stop: CancellationToken,
-) {
-    let tls = web
-        .as_ref()
+/// `--listen` fails fast) until `stop`.
+pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationToken) {
+    let limits = site.limits;
+    let tls = (site.web.as_ref())
         .and_then(|w| w.tls.clone())
         .map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -197,18 +189,15 @@ pub async fn serve(
             }
             continue;
         };
-        let (metrics, page, web, stop) = (metrics.clone(), page.clone(), web.clone(), stop.clone());
-        let tls = tls.clone();
+        let (site, stop, tls) = (site.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let Some(acceptor) = tls else {
-                return serve_connection(stream, metrics, page, limits, web, stop).await;
+                return serve_connection(stream, site, stop).await;
             };
             // The handshake gets as long as a request's headers would.
             match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    serve_connection(tls_stream, metrics, page, limits, web, stop).await
-                }
+                Ok(Ok(tls_stream)) => serve_connection(tls_stream, site, stop).await,
                 Ok(Err(err)) => tracing::debug!(%err, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
@@ -216,23 +205,18 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    metrics: Arc<Metrics>,
-    page: Arc<Page>,
-    limits: Limits,
-    web: Option<Arc<WebConfig>>,
-    stop: CancellationToken,
-) where
+async fn serve_connection<S>(stream: S, site: Arc<Site>, stop: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_read_timeout = site.limits.header_read_timeout;
     let service = service_fn(move |req| {
-        let (metrics, page, web) = (metrics.clone(), page.clone(), web.clone());
-        async move { Ok::<_, Infallible>(handle(req, &metrics, &page, web.as_deref()).await) }
+        let site = site.clone();
+        async move { Ok::<_, Infallible>(handle(req, &site).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(header_read_timeout)
         .max_buf_size(MAX_BUF_SIZE)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -278,25 +262,20 @@ mod tests {
     async fn excess_and_idle_connections_are_closed() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let limits = Limits {
-            max_connections: 2,
-            header_read_timeout: Duration::from_millis(300),
-        };
         let health = Arc::new(Health::default());
         health.load_started();
-        let page = Arc::new(Page {
+        let site = Arc::new(Site {
+            metrics: Metrics::new(&[]),
             render: Box::new(String::new),
             health,
+            web: None,
+            limits: Limits {
+                max_connections: 2,
+                header_read_timeout: Duration::from_millis(300),
+            },
         });
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            listener,
-            Metrics::new(&[]),
-            page,
-            limits,
-            None,
-            stop.clone(),
-        ));
+        let server = tokio::spawn(serve(listener, site, stop.clone()));
 
         let mut idle = Vec::new();
         for _ in 0..2 {

@@ -11,10 +11,7 @@ use prometheus::{
 
 use crate::error::ErrorClass;
 use crate::telemetry::errors::ErrorBook;
-
-/// Values of `pgdrill_failover_state{state}`, written out in full like the names; the
-/// failover module sets them by name (a test there checks that every state is here).
-pub const FAILOVER_STATES: [&str; 4] = ["healthy", "degraded", "outage", "recovering"];
+use crate::telemetry::timeline::State;
 
 /// Latency buckets from 0.5 ms to 60 s, dense where a healthy database answers.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -131,38 +128,36 @@ impl StateSet {
     }
 }
 
-fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
-    registry
-        .register(Box::new(collector.clone()))
+fn register<C: Collector + Clone + 'static>(r: &Registry, collector: prometheus::Result<C>) -> C {
+    let collector = collector.expect("valid metric");
+    r.register(Box::new(collector.clone()))
         .expect("metric registered once");
     collector
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
-    register(registry, Gauge::new(name, help).expect("valid metric"))
+fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    register(r, Gauge::new(name, help))
 }
 
-fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    register(registry, IntGauge::new(name, help).expect("valid metric"))
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help))
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    register(registry, IntCounter::new(name, help).expect("valid metric"))
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::new(name, help))
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let vec = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    register(registry, vec)
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    register(registry, vec)
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    register(registry, Histogram::with_opts(opts).expect("valid metric"))
+    register(r, Histogram::with_opts(opts))
 }
 
 impl Metrics {
@@ -232,7 +227,7 @@ impl Metrics {
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
             schedule_lag: gauge(r, "pgdrill_schedule_lag_seconds", "How late the most recently started transaction began relative to its schedule."),
             last_success_timestamp: gauge(r, "pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write."),
-            failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &FAILOVER_STATES),
+            failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &State::ALL.map(State::as_str)),
             server_timeline: int_gauge(r, "pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown)."),
             primary_changes: counter(r, "pgdrill_primary_changes_total", "Times the primary's identity or timeline changed."),
             server_restarts: counter(r, "pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier and timeline, new postmaster."),
@@ -462,7 +457,8 @@ mod tests {
     fn state_set_keeps_exactly_one_state() {
         let metrics = Metrics::new(&[]);
         metrics.failover_state.set("outage");
-        let ones: f64 = FAILOVER_STATES
+        let ones: f64 = State::ALL
+            .map(State::as_str)
             .iter()
             .filter_map(|s| metrics.sample(&format!("pgdrill_failover_state{{state=\"{s}\"}}")))
             .sum();

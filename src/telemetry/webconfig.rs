@@ -78,10 +78,9 @@ impl WebConfig {
             std::fs::read_to_string(path).map_err(|e| error(path, format!("cannot read: {e}")))?;
         let file: FileFormat =
             serde_norway::from_str(&text).map_err(|e| error(path, format!("{e}")))?;
-        let base = path.parent().unwrap_or(Path::new("."));
         let tls = file
             .tls_server_config
-            .map(|t| tls_config(path, base, &t))
+            .map(|t| tls_config(path, &t))
             .transpose()?;
         for (user, hash) in &file.basic_auth_users {
             // bcrypt's error repeats the value, which may be a password put there by mistake.
@@ -119,11 +118,8 @@ impl WebConfig {
         if let Some(ok) = self.cache.lock().get(&key).copied() {
             return ok;
         }
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        let verify = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash));
+        let ok = matches!(verify.await, Ok(Ok(true)));
         let mut cache = self.cache.lock();
         if cache.len() >= CACHE_ENTRIES {
             cache.clear();
@@ -133,11 +129,9 @@ impl WebConfig {
     }
 }
 
-fn tls_config(
-    path: &Path,
-    base: &Path,
-    t: &TlsFormat,
-) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+/// The server configuration `t` describes; its files are relative to `path`'s directory.
+fn tls_config(path: &Path, t: &TlsFormat) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let base = path.parent().unwrap_or(Path::new("."));
     let cert_path = base.join(&t.cert_file);
     let key_path = base.join(&t.key_file);
     let bad = |field: &str, file: &Path, why: &dyn std::fmt::Display| {

@@ -296,8 +296,8 @@ impl EventLog {
 }
 
 /// The run's timeline: buckets oldest first across the tiers, and the events.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(try_from = "TimelineIn")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(into = "TimelineJson", try_from = "TimelineJson")]
 pub struct Timeline {
     /// Error class names, in the order of [`Bucket::errors`].
     classes: Vec<String>,
@@ -451,21 +451,8 @@ impl Recorder {
 
 /// The JSON form: one list of buckets oldest first (each with its span), so a
 /// reader needs to know nothing about the tiers.
-#[derive(Serialize)]
-struct TimelineOut<'a> {
-    classes: &'a [String],
-    #[serde(serialize_with = "all_buckets")]
-    buckets: &'a Timeline,
-    dropped_buckets: u64,
-    events: &'a EventLog,
-}
-
-fn all_buckets<S: serde::Serializer>(t: &&Timeline, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(t.iter())
-}
-
-#[derive(Deserialize)]
-struct TimelineIn {
+#[derive(Serialize, Deserialize)]
+struct TimelineJson {
     classes: Vec<String>,
     buckets: Vec<Bucket>,
     #[serde(default)]
@@ -474,22 +461,21 @@ struct TimelineIn {
     events: EventLog,
 }
 
-impl Serialize for Timeline {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        TimelineOut {
-            classes: &self.classes,
-            buckets: self,
-            dropped_buckets: self.dropped_buckets,
-            events: &self.events,
+impl From<Timeline> for TimelineJson {
+    fn from(t: Timeline) -> TimelineJson {
+        TimelineJson {
+            buckets: t.iter().copied().collect(),
+            classes: t.classes,
+            dropped_buckets: t.dropped_buckets,
+            events: t.events,
         }
-        .serialize(s)
     }
 }
 
-impl TryFrom<TimelineIn> for Timeline {
+impl TryFrom<TimelineJson> for Timeline {
     type Error = String;
 
-    fn try_from(t: TimelineIn) -> Result<Timeline, String> {
+    fn try_from(t: TimelineJson) -> Result<Timeline, String> {
         if t.classes.len() > MAX_CLASSES {
             return Err(format!(
                 "{} error classes, at most {MAX_CLASSES}",
