@@ -392,7 +392,10 @@ impl Drill {
             run_id: s.run_id,
             drill_id: config.drill.fleet.drill_id.clone(),
             member: config.drill.fleet.member,
-            new_primary_writes_unix: (s.identity.first_writes().into_iter())
+            new_primary_writes_unix: s
+                .identity
+                .first_writes()
+                .into_iter()
                 .map(|at| s.outages.clock().unix(at))
                 .collect(),
             objectives: Some(config.drill.objectives),

@@ -172,7 +172,7 @@ impl Supervisor {
     }
 
     /// The token `stage`'s tasks watch.
-    pub fn token(&self, stage: Stage) -> CancellationToken {
+    fn token(&self, stage: Stage) -> CancellationToken {
         self.tokens[stage as usize].clone()
     }
 

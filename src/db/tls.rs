@@ -46,11 +46,14 @@ pub enum SslMode {
 
 impl SslMode {
     pub fn parse(value: &str) -> Option<SslMode> {
-        use SslMode::*;
-        let value = if value == "allow" { "prefer" } else { value };
-        [Disable, Prefer, Require, VerifyCa, VerifyFull]
-            .into_iter()
-            .find(|mode| mode.as_str() == value)
+        Some(match value {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -119,8 +122,11 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new("sslmode", mode.as_str(), e.to_string()))?;
         let algorithms = provider.signature_verification_algorithms;
-        let chain = match verify {
-            Verify::Nothing => None,
+        let verifier: Arc<dyn ServerCertVerifier> = match verify {
+            Verify::Nothing => Arc::new(LibpqVerifier {
+                chain: None,
+                algorithms,
+            }),
             Verify::Chain | Verify::ChainAndName => {
                 let roots = Arc::new(load_roots(&root_cert)?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
@@ -128,12 +134,14 @@ impl TlsSettings {
                     .map_err(|e| {
                         ConfigError::new("sslrootcert", root_cert_label(&root_cert), e.to_string())
                     })?;
-                Some(webpki)
+                match verify {
+                    Verify::ChainAndName => webpki,
+                    _ => Arc::new(LibpqVerifier {
+                        chain: Some(webpki),
+                        algorithms,
+                    }),
+                }
             }
-        };
-        let verifier: Arc<dyn ServerCertVerifier> = match (verify, chain) {
-            (Verify::ChainAndName, Some(webpki)) => webpki,
-            (_, chain) => Arc::new(LibpqVerifier { chain, algorithms }),
         };
         let config = builder
             .dangerous()

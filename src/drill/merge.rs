@@ -2,8 +2,10 @@
 //! A.json B.json …`): the trigger(s) from the member that ran them, each member's outages
 //! timed from them, and the same rules ([`judge_members`]) over all of them.
 //!
-//! Nothing is merged silently: whatever does not fit makes the drill INVALID, naming the
-//! member. Merging one summary gives the verdict the run gave itself.
+//! Nothing is merged silently: a summary of another drill is left out and named, and a
+//! missing, duplicated or misplaced member, a second triggering member or none, a member
+//! that was not running (or whose clock disagrees) around a trigger make the drill INVALID
+//! with the member's name. Merging one summary gives the verdict the run gave itself.
 
 use serde::Serialize;
 

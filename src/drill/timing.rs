@@ -193,8 +193,11 @@ impl Distribution {
         let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
         v.sort_by(f64::total_cmp);
         let (&min, &max) = (v.first()?, v.last()?);
-        // The value at rank ⌈p/100 · n⌉.
-        let rank = |p: f64| v[((p / 100.0 * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        // Nearest rank: the value at rank ⌈p/100 · n⌉.
+        let rank = |p: f64| {
+            let r = (p / 100.0 * v.len() as f64).ceil() as usize;
+            v[r.clamp(1, v.len()) - 1]
+        };
         Some(Distribution {
             samples: v.len(),
             min,

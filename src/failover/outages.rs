@@ -214,7 +214,9 @@ impl Outages {
     /// Fills in what verification found for the outage at `position`.
     pub fn verified(&self, position: usize, c: &Check, written_to: Option<Identity>) {
         if let Some(o) = self.book.lock().outages.get_mut(position) {
-            o.identity_after = written_to.or(o.identity_after.take());
+            if written_to.is_some() {
+                o.identity_after = written_to;
+            }
             o.checked_writes = Some(c.checked);
             o.lost_writes = Some(c.lost);
             o.lost_seqs = c.lost_seqs.clone();

@@ -367,16 +367,20 @@ impl Summary {
 
     fn fmt_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.counts.errors.is_empty() {
-            write!(f, "  errors       ")?;
-            for (class, n) in &self.counts.errors {
-                write!(f, " {class}={n}")?;
-            }
-            writeln!(f)?;
+            let errs: Vec<String> = self
+                .counts
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(f, "  errors        {}", errs.join(" "))?;
         }
         for k in &self.error_kinds {
-            let sqlstate = Some(k.sqlstate.as_str())
-                .filter(|s| !s.is_empty())
-                .unwrap_or("-");
+            let sqlstate = if k.sqlstate.is_empty() {
+                "-"
+            } else {
+                &k.sqlstate
+            };
             writeln!(
                 f,
                 "  error {sqlstate:<5} {:<20} x{:<8} {}",

@@ -151,7 +151,9 @@ fn connection_cap(nofile: Option<u64>, pool_size: u32) -> usize {
 /// `--listen` fails fast) until `stop`.
 pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationToken) {
     let limits = site.limits;
-    let tls = (site.web.as_ref())
+    let tls = site
+        .web
+        .as_ref()
         .and_then(|w| w.tls.clone())
         .map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));

@@ -11,10 +11,13 @@ use crate::report::summary::{Flag, Percentiles, RunCounts, Summary};
 use crate::telemetry::timeline::{Event, EventKind, Second, State, Timeline};
 
 /// `s` run with an RTO objective of `rto` seconds, no write lost.
+/// `s` with the run's objectives set to `rto` and its own lost-write limit (a drill's own
+/// objectives would win, so `s` has none).
 fn judged(s: &Summary, rto: f64) -> Summary {
+    assert!(s.drill.is_none(), "a drill is judged by its own objectives");
     let objectives = Objectives {
         rto: std::time::Duration::from_secs_f64(rto),
-        max_lost_writes: 0,
+        max_lost_writes: s.objectives.map_or(0, |o| o.max_lost_writes),
     };
     Summary {
         objectives: Some(objectives),
