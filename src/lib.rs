@@ -392,12 +392,7 @@ impl Drill {
             run_id: s.run_id,
             drill_id: config.drill.fleet.drill_id.clone(),
             member: config.drill.fleet.member,
-            new_primary_writes_unix: s
-                .identity
-                .first_writes()
-                .into_iter()
-                .map(|at| s.outages.clock().unix(at))
-                .collect(),
+            new_primary_writes_unix: s.outages.clock().unix_all(s.identity.first_writes()),
             objectives: Some(config.drill.objectives),
             drill: self
                 .drill

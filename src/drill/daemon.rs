@@ -129,12 +129,7 @@ impl DrillRun {
     }
 
     fn new_primary_writes(&self) -> Vec<f64> {
-        self.sources
-            .identity
-            .first_writes()
-            .into_iter()
-            .map(|at| self.clock.unix(at))
-            .collect()
+        self.clock.unix_all(self.sources.identity.first_writes())
     }
 
     /// The last trigger's figures as far as they are known now (its baseline ends at its start).

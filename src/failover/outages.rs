@@ -37,6 +37,11 @@ impl WallClock {
         }
     }
 
+    /// [`WallClock::unix`] of each instant.
+    pub fn unix_all(&self, instants: Vec<Instant>) -> Vec<f64> {
+        instants.into_iter().map(|at| self.unix(at)).collect()
+    }
+
     pub fn rfc3339(&self, at: Instant) -> String {
         let t = UNIX_EPOCH + Duration::from_secs_f64(self.unix(at).max(0.0));
         humantime::format_rfc3339_millis(t).to_string()
