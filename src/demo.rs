@@ -9,8 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 
-use crate::config::trigger::{InProcessTrigger, TriggerAction};
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
+use crate::drill::plan::{InProcessTrigger, TriggerAction};
 use crate::Summary;
 use pgdrill_lab::{HostsFile, Lab, LabError, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
 

@@ -4,17 +4,20 @@
 //! through failovers, measures write unavailability and verifies acknowledged
 //! writes, and returns the drill [`Summary`].
 //!
-//! The parts, each a folder; a module imports only those listed after it:
+//! The parts, each a folder; a module imports only those listed after it (the `layout`
+//! test holds the code to this order):
 //! - `config`: the command line, validated once into [`Config`]; only this file reads all of it.
-//! - `report`: the progress line and the summary (plain program state, not metrics).
-//! - `drill`: drills as code: the failover trigger, timing from it, the verdict.
+//! - `report`: the progress line, the summary and the report page (plain program state, not
+//!   metrics), and the merge of a fleet's summaries.
+//! - `drill`: drills as code: the failover trigger planned and run, timing from it, the verdict.
 //! - `load`: the scheduler, the lanes, and `Outcomes`, the one recorder the lanes report to.
 //! - `failover`: the write-availability state machine, its monitor, the outage records.
 //! - `rpo`: the acknowledged-write ledger and its verification after an outage.
 //! - `db`: connecting (TLS, credentials), the pool, server identity, the table and all SQL.
 //! - `telemetry`: every metric definition, latency recorders, `/metrics`, logging.
-//! - `error`, `shutdown`, `supervisor`: shared by all.
+//! - `clock`, `error`, `shutdown`, `supervisor`: shared by all.
 
+mod clock;
 pub mod config;
 mod db;
 #[cfg(feature = "lab")]
@@ -51,6 +54,7 @@ pub use report::fleet::{merge_summary_files, Merged};
 pub use report::summary::Summary;
 pub use telemetry::logging::init as init_logging;
 
+use clock::WallClock;
 use db::connect::{ConnectSettings, Manager};
 use db::credentials::Credentials;
 use db::identity::IdentityTracker;
@@ -60,7 +64,7 @@ use db::table::Workload;
 use drill::DrillRun;
 use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
-use failover::outages::{Outages, WallClock};
+use failover::outages::Outages;
 use load::lanes::{self, Shared};
 use load::outcomes::Job;
 use load::outcomes::Outcomes;

@@ -1,23 +1,20 @@
 //! The drill flags, validated once into a [`DrillConfig`]: the trigger, its [`Schedule`]
 //! and the objectives.
 
-use std::ops::Add;
 use std::time::Duration;
 
 use clap::Args;
-use serde::{Deserialize, Serialize};
 
 use crate::config::fleet::{Fleet, FleetArgs};
-use crate::config::trigger::{TriggerAction, TriggerCommand};
 use crate::config::{between, positive, text};
+use crate::drill::plan::{Schedule, TriggerAction, TriggerCommand, TriggerConfig};
+use crate::drill::Objectives;
 use crate::error::ConfigError;
 
 /// `--failover-after` when only `--failover-command` is given.
 pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(30);
 
-/// The baseline before a trigger is judged over at most this long ([`Schedule::baseline_span`]);
-/// a trigger needs at least [`MIN_BASELINE`] of load before it.
-pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
+/// A trigger needs at least this much load before it: its baseline.
 pub const MIN_BASELINE: Duration = Duration::from_secs(2);
 
 /// More failovers than this in one run is a mistake, and would make the report unreadable.
@@ -25,60 +22,6 @@ pub const MAX_FAILOVERS: u32 = 1000;
 
 /// The last trigger must be planned within this much of the start (a year and a day).
 pub const MAX_SCHEDULE: Duration = Duration::from_secs(366 * 86_400);
-
-/// When the triggers run: `--failover-after` into the run, then every `--failover-every`,
-/// `--failovers` times in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    /// From the start of the load to the first trigger.
-    pub after: Duration,
-    /// Between the starts of consecutive triggers; `None` with a single failover.
-    pub every: Option<Duration>,
-    pub count: u32,
-}
-
-/// The start of the load that the first baseline leaves out: the pool opens its
-/// connections then, and the rate ramps up.
-pub const WARM_UP: Duration = Duration::from_secs(1);
-
-impl Schedule {
-    /// How long before trigger `k` (0-based) the baseline is judged: up to
-    /// [`BASELINE_WINDOW`]; before the first trigger, not the run's first [`WARM_UP`]; before a
-    /// later one, not the first half of the time since the previous trigger, which belongs to
-    /// that failover's recovery.
-    pub fn baseline_span(&self, k: usize) -> Duration {
-        let span = if k == 0 {
-            self.after.saturating_sub(WARM_UP)
-        } else {
-            self.every.unwrap_or(self.after) / 2
-        };
-        span.min(BASELINE_WINDOW)
-    }
-
-    /// Planned trigger starts for a run that started at `start` (any clock: tokio's
-    /// `Instant` in the daemon, a `Duration` offset in tests).
-    pub fn instants<T: Copy + Add<Duration, Output = T>>(&self, start: T) -> Vec<T> {
-        let every = self.every.unwrap_or_default();
-        (0..self.count)
-            .map(|i| start + (self.after + every * i))
-            .collect()
-    }
-
-    /// The offset of the last planned trigger.
-    pub fn last(&self) -> Duration {
-        self.after + self.every.unwrap_or_default() * self.count.saturating_sub(1)
-    }
-}
-
-/// Reads what [`seconds`] wrote (a summary read back by `pgdrill report`).
-pub(crate) fn from_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = <f64 as serde::Deserialize>::deserialize(d)?;
-    Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
-}
-
-pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct DrillArgs {
@@ -125,27 +68,6 @@ pub struct DrillArgs {
     /// A drill run by several processes: its id and this process's place in it.
     #[command(flatten)]
     pub fleet: FleetArgs,
-}
-
-/// What to judge a drill against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Objectives {
-    /// Longest acceptable write unavailability of each failover.
-    #[serde(
-        rename = "rto_seconds",
-        serialize_with = "seconds",
-        deserialize_with = "from_seconds"
-    )]
-    pub rto: Duration,
-    /// Most acknowledged writes that may be lost in the run.
-    pub max_lost_writes: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct TriggerConfig {
-    pub action: TriggerAction,
-    pub schedule: Schedule,
-    pub timeout: Duration,
 }
 
 /// A validated drill configuration; only [`DrillArgs::validate`] makes one.
@@ -290,32 +212,6 @@ fn fits_in_run(schedule: &Schedule, duration: Duration) -> Result<(), ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn baseline_windows_leave_out_the_warm_up_and_the_previous_recovery() {
-        let s = Schedule {
-            after: Duration::from_secs(5),
-            every: Some(Duration::from_secs(60)),
-            count: 3,
-        };
-        assert_eq!(s.baseline_span(0), Duration::from_secs(4));
-        assert_eq!(s.baseline_span(1), BASELINE_WINDOW);
-        let s = Schedule {
-            after: Duration::from_secs(60),
-            every: Some(Duration::from_secs(4)),
-            count: 3,
-        };
-        assert_eq!(s.baseline_span(0), BASELINE_WINDOW);
-        assert_eq!(s.baseline_span(2), Duration::from_secs(2));
-        // The shortest schedule the flags allow still judges a second of load.
-        let s = Schedule {
-            after: Duration::from_secs(2),
-            every: Some(Duration::from_secs(2)),
-            count: 2,
-        };
-        assert_eq!(s.baseline_span(0), Duration::from_secs(1));
-        assert_eq!(s.baseline_span(1), Duration::from_secs(1));
-    }
 
     /// The drill flags as `pgdrill` parses and validates them.
     fn args(extra: &[&str]) -> Result<DrillConfig, String> {

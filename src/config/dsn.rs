@@ -10,6 +10,7 @@ use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::Config as PgConfig;
 
 use crate::db::tls::{RootCert, SslMode, TlsSettings};
+use crate::db::Target;
 use crate::error::ConfigError;
 use crate::secrets::redact;
 
@@ -33,26 +34,6 @@ const TLS_KEYS: &[(&str, &str)] = &[("sslmode", "PGSSLMODE"), ("sslrootcert", "P
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
 /// there too): the one sign of a pooler pgdrill has before it connects.
 pub const PGBOUNCER_PORT: u16 = 6432;
-
-/// A parsed target database.
-#[derive(Clone)]
-pub struct Target {
-    pub pg: PgConfig,
-    /// `host:port` per configured host, in order: bounded label values.
-    pub hosts: Vec<String>,
-    /// A printable description without the password.
-    pub redacted: String,
-    /// sslmode / sslrootcert, with the rustls connector built from them.
-    pub tls: TlsSettings,
-    /// Where `pg`'s connect timeout came from, if it has one.
-    pub connect_timeout_from: Option<&'static str>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.redacted)
-    }
-}
 
 /// Parses `dsn` (or an empty DSN when `None`), then fills what it leaves unset
 /// from `env` the way libpq does.

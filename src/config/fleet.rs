@@ -2,8 +2,8 @@
 //! process's place in it. Only member 0 runs the trigger; the others measure only, and
 //! `pgdrill report` merges their summaries into one verdict.
 
+use crate::report::summary::Member;
 use clap::Args;
-use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
@@ -31,22 +31,6 @@ pub struct FleetArgs {
     /// How many processes run the drill (with --member-index).
     #[arg(long, env = "PGDRILL_MEMBERS", requires = "member_index")]
     pub members: Option<u32>,
-}
-
-/// This process's place in a drill run by several; recorded in the summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// 0-based; member 0 runs the trigger.
-    pub index: u32,
-    /// How many processes run the drill.
-    pub of: u32,
-}
-
-impl Member {
-    /// Whether this process runs the failover trigger (member 0).
-    pub fn triggers(&self) -> bool {
-        self.index == 0
-    }
 }
 
 /// The validated fleet flags.

@@ -10,7 +10,6 @@ pub(crate) mod drill;
 pub(crate) mod dsn;
 mod flags;
 pub(crate) mod fleet;
-pub(crate) mod trigger;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,12 +21,12 @@ pub use cli::*;
 pub use drill::DrillConfig;
 pub use flags::{as_run as flags_as_run, writable_file};
 
-use crate::config::dsn::Target;
 use crate::db::cleanup::Scope;
 use crate::db::credentials::PasswordSource;
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::db::table_check::TablePolicy;
+use crate::db::Target;
 use crate::error::ConfigError;
 use crate::telemetry::webconfig::WebConfig;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::dsn::Target;
 use crate::db::table::Table;
 use crate::db::table_check;
+use crate::db::Target;
 use crate::error::TARGET_EXIT;
 
 /// Rows per DELETE: each batch is one short transaction.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::clock::WallClock;
 use crate::db::pool::DbPool;
-use crate::failover::outages::WallClock;
 
 /// Round trips taken; the one with the shortest round trip is kept (as NTP does).
 const SAMPLES: usize = 5;

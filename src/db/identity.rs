@@ -11,8 +11,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
+use crate::clock::unix_now;
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::timeline::{unix_now, EventKind, Recorder};
+use crate::telemetry::timeline::{EventKind, Recorder};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -15,7 +15,29 @@ pub(crate) mod table;
 pub(crate) mod table_check;
 pub(crate) mod tls;
 
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::{Client, Config as PgConfig, SimpleQueryMessage};
+
+use crate::db::tls::TlsSettings;
+
+/// A parsed target database.
+#[derive(Clone)]
+pub struct Target {
+    pub pg: PgConfig,
+    /// `host:port` per configured host, in order: bounded label values.
+    pub hosts: Vec<String>,
+    /// A printable description without the password.
+    pub redacted: String,
+    /// sslmode / sslrootcert, with the rustls connector built from them.
+    pub tls: TlsSettings,
+    /// Where `pg`'s connect timeout came from, if it has one.
+    pub connect_timeout_from: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
 
 /// `message (SQLSTATE code)` of an error the server sent; `None` for any other error.
 pub(crate) fn db_message(err: &tokio_postgres::Error) -> Option<String> {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::trigger::TriggerCommand;
+use crate::drill::plan::TriggerCommand;
 use crate::secrets::scrub;
 
 /// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
@@ -334,7 +334,7 @@ fn printable(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::trigger::{TriggerAction, TriggerCommand};
+    use crate::drill::plan::{TriggerAction, TriggerCommand};
     use crate::drill::trigger::run;
     use crate::drill::trigger::tests::{run_raw, unix_now};
 

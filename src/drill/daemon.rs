@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::WallClock;
 use crate::db::identity::IdentityTracker;
 use crate::drill::timing::{in_window, Baseline, Counts};
 use crate::drill::trigger::{run_schedule, TriggerEvent, TriggerRun};
 use crate::drill::{DrillReport, Objectives, RunFacts, TriggerConfig};
-use crate::failover::outages::{Outages, WallClock};
+use crate::failover::outages::Outages;
 use crate::telemetry::metrics::Metrics;
 
 /// How often the live figures of the last trigger are brought up to date.
@@ -177,9 +178,9 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::config::drill::Schedule;
-    use crate::config::trigger::{InProcessTrigger, TriggerAction};
     use crate::db::identity::tests::id as identity;
+    use crate::drill::plan::Schedule;
+    use crate::drill::plan::{InProcessTrigger, TriggerAction};
     use crate::drill::verdict::VerdictKind;
     use crate::error::ErrorClass;
     use crate::rpo::ledger::Check;

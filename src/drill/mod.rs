@@ -4,22 +4,21 @@
 
 pub mod command;
 pub mod daemon;
-pub mod merge;
+pub mod plan;
 pub mod timing;
 pub mod trigger;
 pub mod verdict;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::rfc3339;
 use crate::failover::outages::OutageRecord;
 
-// The flags and what they validate into belong to the configuration (a lower layer);
-// re-exported so that drill users need one path.
-pub use crate::config::drill::{Objectives, TriggerConfig};
 pub use daemon::{DrillRun, Sources};
+pub use plan::TriggerConfig;
 pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming};
 pub use trigger::TriggerRun;
-pub use verdict::{judge_members, MemberFacts, Verdict};
+pub use verdict::{judge_members, MemberFacts, Objectives, Verdict};
 
 /// Everything the summary JSON and the report show about the drills of one run; read
 /// back as it was written (`pgdrill report`).
@@ -100,12 +99,6 @@ fn signed(v: Option<f64>) -> String {
         || "-".into(),
         |v| format!("{:+.3} s", if v.abs() < 0.0005 { 0.0 } else { v }),
     )
-}
-
-/// Unix seconds as RFC 3339 UTC with milliseconds.
-pub(crate) fn rfc3339(unix: f64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// The drill part of the end-of-run summary.

@@ -1,7 +1,7 @@
 //! Which outage belongs to which trigger, the figures timed from the trigger, and their
 //! distribution over the failovers of a run (one number from one failover says little).
 //!
-//! All times are Unix seconds on the run's wall clock (`monitor::WallClock`), the clock of
+//! All times are Unix seconds on the run's wall clock (`clock::WallClock`), the clock of
 //! the outage records, so differences are exact to the clock's resolution.
 
 use serde::{Deserialize, Serialize};

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::drill::TriggerConfig;
-use crate::config::trigger::{InProcessTrigger, TriggerAction};
 pub use crate::drill::command::TriggerOutcome;
 use crate::drill::command::{self, Tail};
+use crate::drill::plan::TriggerConfig;
+use crate::drill::plan::{InProcessTrigger, TriggerAction};
 use crate::secrets::scrub;
 
 /// One trigger as the summary and the report show it. Times are Unix seconds on the
@@ -191,8 +191,8 @@ pub async fn run_schedule(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::drill::Schedule;
-    use crate::config::trigger::TriggerCommand;
+    use crate::drill::plan::Schedule;
+    use crate::drill::plan::TriggerCommand;
 
     pub(crate) fn unix_now(at: Instant) -> f64 {
         let now = std::time::SystemTime::now()

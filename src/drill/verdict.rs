@@ -19,12 +19,37 @@
 //! The verdict lists the reasons of every rule that applied, so nothing is hidden behind
 //! the one that decided.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::config::drill::Objectives;
 use crate::drill::timing::{Baseline, DrillTiming};
 use crate::drill::trigger::{TriggerOutcome, TriggerRun};
 use crate::failover::outages::OutageRecord;
+
+/// What to judge a drill against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Objectives {
+    /// Longest acceptable write unavailability of each failover.
+    #[serde(
+        rename = "rto_seconds",
+        serialize_with = "seconds",
+        deserialize_with = "from_seconds"
+    )]
+    pub rto: Duration,
+    /// Most acknowledged writes that may be lost in the run.
+    pub max_lost_writes: u64,
+}
+
+/// Reads what [`seconds`] wrote (a summary read back by `pgdrill report`).
+pub(crate) fn from_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
+}
+
+pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
 
 /// Exit status of a run whose drill missed an objective. 1 is a runtime error and 2 a usage
 /// error; 0 is a pass. A canary's exit status stays 0: its verdict is shown, not gated on.

@@ -46,7 +46,7 @@ impl Monitor {
                                 .verified(position, check, this.identity.current());
                         }
                         this.timeline.event(
-                            crate::telemetry::timeline::unix_now(),
+                            crate::clock::unix_now(),
                             EventKind::Verification {
                                 outage: req.outage.map(|p| p as u32 + 1),
                                 checked: check.checked,
@@ -215,9 +215,9 @@ mod tests {
     use super::*;
     use parking_lot::Mutex;
 
+    use crate::clock::WallClock;
     use crate::db::pool::tests::unconnected;
     use crate::error::ErrorClass;
-    use crate::failover::outages::WallClock;
     use crate::rpo::ledger::Ledger;
 
     struct Rig {

@@ -1,9 +1,9 @@
 //! The outage records and state changes the drill report shows, kept as plain data the
 //! monitor fills in from state-machine transitions and verification results.
 
+use crate::clock::WallClock;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -12,41 +12,6 @@ use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::failover::machine::FailoverState;
 use crate::rpo::ledger::Check;
-
-/// Maps the monotonic clock onto wall time, fixed once at start so that
-/// wall-clock steps never distort measured durations.
-#[derive(Debug, Clone, Copy)]
-pub struct WallClock {
-    instant: Instant,
-    unix: f64,
-}
-
-impl WallClock {
-    pub fn now() -> WallClock {
-        WallClock {
-            instant: Instant::now(),
-            unix: crate::telemetry::timeline::unix_now(),
-        }
-    }
-
-    pub fn unix(&self, at: Instant) -> f64 {
-        if at >= self.instant {
-            self.unix + (at - self.instant).as_secs_f64()
-        } else {
-            self.unix - (self.instant - at).as_secs_f64()
-        }
-    }
-
-    /// [`WallClock::unix`] of each instant.
-    pub fn unix_all(&self, instants: Vec<Instant>) -> Vec<f64> {
-        instants.into_iter().map(|at| self.unix(at)).collect()
-    }
-
-    pub fn rfc3339(&self, at: Instant) -> String {
-        let t = UNIX_EPOCH + Duration::from_secs_f64(self.unix(at).max(0.0));
-        humantime::format_rfc3339_millis(t).to_string()
-    }
-}
 
 /// One outage as the drill report shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -236,6 +201,7 @@ impl Outages {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn check(lost: u64) -> Check {
         Check {

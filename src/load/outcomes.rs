@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use tokio::time::Instant;
 
+use crate::clock::unix_now;
 use crate::db::identity::IdentityTracker;
 use crate::error::{classify, ErrorClass};
 use crate::failover::machine::Detector;
@@ -17,7 +18,6 @@ use crate::rpo::ledger::Ledger;
 use crate::supervisor::Fatal;
 use crate::telemetry::latency::{LatencyBook, LatencyStats};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::timeline::unix_now;
 
 /// One scheduled transaction: its client sequence number and when it should start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

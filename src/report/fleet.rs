@@ -1,17 +1,17 @@
 //! `pgdrill report A.json B.json …`: the summaries of one drill read, merged and judged
-//! ([`crate::drill::merge`]), and the page that shows every member on one time axis.
+//! ([`crate::report::merge`]), and the page that shows every member on one time axis.
 //! One summary gives the single-run page it always gave.
 
 use std::path::{Path, PathBuf};
 
 use maud::{html, Markup};
 
-use crate::drill::merge::{self, FleetReport, Input, MemberFigures};
 use crate::report::html::chart::{chart, legend};
 use crate::report::html::page::drill_table;
 use crate::report::html::{
     self, banner, card, document, errors_text, fmt_secs, group, opt_secs, verdict_banner,
 };
+use crate::report::merge::{self, FleetReport, Input, MemberFigures};
 use crate::report::summary::Summary;
 use crate::telemetry::timeline::{Event, EventKind};
 

@@ -5,6 +5,7 @@
 
 pub mod fleet;
 pub(crate) mod html;
+pub mod merge;
 pub(crate) mod progress;
 pub(crate) mod sampler;
 pub(crate) mod summary;
@@ -147,7 +148,7 @@ mod tests {
     impl Sources {
         /// The sources of a run with no database, over `timeline`.
         pub fn for_tests(timeline: Arc<Recorder>) -> Sources {
-            use crate::failover::outages::WallClock;
+            use crate::clock::WallClock;
             use crate::rpo::ledger::Ledger;
 
             let metrics = crate::telemetry::metrics::Metrics::new(&[]);

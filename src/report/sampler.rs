@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::WallClock;
 use crate::error::ErrorClass;
-use crate::failover::outages::WallClock;
 use crate::load::outcomes::TallySnapshot;
 use crate::report::Sources;
 use crate::telemetry::timeline::{Second, MAX_CLASSES};

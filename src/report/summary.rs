@@ -10,10 +10,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::config::drill::Objectives;
-use crate::config::fleet::Member;
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
+use crate::drill::Objectives;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
 use crate::failover::outages::{OutageRecord, StateChange};
@@ -45,6 +44,22 @@ impl Percentiles {
             p999_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
         }
+    }
+}
+
+/// This process's place in a drill run by several; recorded in the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// 0-based; member 0 runs the trigger.
+    pub index: u32,
+    /// How many processes run the drill.
+    pub of: u32,
+}
+
+impl Member {
+    /// Whether this process runs the failover trigger (member 0).
+    pub fn triggers(&self) -> bool {
+        self.index == 0
     }
 }
 

@@ -1,6 +1,7 @@
-//! The source tree's shape (no database): no file over 700 lines, and no import cycle
+//! The source tree's shape (no database): no file over 700 lines, no import cycle
 //! between the files of `src/` (a module may use its parent's items; a parent declaring
-//! and re-exporting its children is not an import).
+//! and re-exporting its children is not an import), and no folder importing one that
+//! lib.rs lists before it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -115,8 +116,8 @@ fn imports(module: &[String], text: &str, known: &BTreeSet<Vec<String>>) -> BTre
     found
 }
 
-#[test]
-fn no_import_cycle_between_source_files() {
+/// Each file's module under `src/`, with the modules its production code imports.
+fn import_graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -125,15 +126,18 @@ fn no_import_cycle_between_source_files() {
         .filter_map(|f| Some((module_of(&src, &f)?, f)))
         .collect();
     let known: BTreeSet<Vec<String>> = modules.keys().cloned().collect();
-    let graph: BTreeMap<&Vec<String>, BTreeSet<Vec<String>>> = modules
+    modules
         .iter()
         .map(|(m, f)| {
-            (
-                m,
-                imports(m, &std::fs::read_to_string(f).expect("read"), &known),
-            )
+            let text = std::fs::read_to_string(f).expect("read");
+            (m.clone(), imports(m, &text, &known))
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn no_import_cycle_between_source_files() {
+    let graph = import_graph();
     // A cycle exists if some module reaches itself; report each such module with the path.
     let mut cycles = Vec::new();
     for start in graph.keys() {
@@ -141,7 +145,7 @@ fn no_import_cycle_between_source_files() {
         let mut seen = BTreeSet::new();
         while let Some((at, trail)) = stack.pop() {
             for next in graph.get(&at).into_iter().flatten() {
-                if next == *start {
+                if next == start {
                     let names: Vec<String> = trail.iter().map(|m| m.join("/")).collect();
                     cycles.push(format!("{} -> {}", names.join(" -> "), start.join("/")));
                 } else if seen.insert(next.clone()) {
@@ -152,6 +156,41 @@ fn no_import_cycle_between_source_files() {
             }
         }
     }
-    assert!(modules.len() > 20, "found only {} modules", modules.len());
+    assert!(graph.len() > 20, "found only {} modules", graph.len());
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+/// The folders lib.rs lists, top first, up to the line of modules shared by all.
+fn layers() -> Vec<String> {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .expect("read lib.rs");
+    lib.lines()
+        .take_while(|l| !l.contains("shared by all"))
+        .filter_map(|l| l.strip_prefix("//! - `")?.split('`').next())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn folders_import_only_the_layers_below_them() {
+    let layers = layers();
+    assert!(layers.len() >= 8, "lib.rs lists only {layers:?}");
+    let layer = |m: &[String]| {
+        m.first()
+            .and_then(|top| layers.iter().position(|l| l == top))
+    };
+    let mut upward = Vec::new();
+    for (m, imported) in import_graph() {
+        let Some(own) = layer(&m) else { continue };
+        for t in imported {
+            if layer(&t).is_some_and(|other| other < own) {
+                upward.push(format!("{} -> {}", m.join("/"), t.join("/")));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports against lib.rs's order:\n{}",
+        upward.join("\n")
+    );
 }

@@ -148,7 +148,7 @@ pub(crate) fn trim(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-pub(crate) use crate::drill::rfc3339 as utc;
+pub(crate) use crate::clock::rfc3339 as utc;
 
 /// A time of day (`21:10:00.000`), with the month and day (`11-19 21:10:00.000`) when the
 /// run spans more than one UTC date.

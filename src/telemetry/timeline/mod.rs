@@ -26,7 +26,7 @@
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -413,13 +413,6 @@ impl Timeline {
 #[derive(Debug)]
 pub struct Recorder {
     timeline: Mutex<Timeline>,
-}
-
-/// Now, as unix seconds (for events dated where no monotonic clock mapping is at hand).
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Recorder {

@@ -9,11 +9,11 @@
 
 use serde::Serialize;
 
-use crate::config::fleet::Member;
 use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
+use crate::report::summary::Member;
 use crate::report::summary::{RunCounts, Summary};
 use crate::telemetry::timeline::Timeline;
 
@@ -339,7 +339,7 @@ fn figures(
                         s.started_at,
                         s.duration_seconds,
                         t.index,
-                        super::rfc3339(t.started_unix)
+                        crate::clock::rfc3339(t.started_unix)
                     ));
                 }
             }

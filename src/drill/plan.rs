@@ -1,11 +1,68 @@
-//! What a failover trigger runs: a command line split into an argv (no shell unless asked
-//! for, shell syntax refused without one), or an action inside this process (`pgdrill demo`).
-//! Parsing belongs to the configuration; running it, to the drill.
+//! The failover trigger as planned: what it runs (a command line split into an argv, no
+//! shell unless asked for and shell syntax refused without one, or an action inside this
+//! process for `pgdrill demo`), when ([`Schedule`]), and for how long at most. The
+//! configuration validates the flags into these; the drill's `trigger` runs them.
+
+use std::ops::Add;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ConfigError;
 use crate::secrets::scrub_patterns;
+
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    pub action: TriggerAction,
+    pub schedule: Schedule,
+    pub timeout: Duration,
+}
+
+/// The baseline before a trigger is judged over at most this long ([`Schedule::baseline_span`]);
+pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
+/// When the triggers run: `--failover-after` into the run, then every `--failover-every`,
+/// `--failovers` times in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// From the start of the load to the first trigger.
+    pub after: Duration,
+    /// Between the starts of consecutive triggers; `None` with a single failover.
+    pub every: Option<Duration>,
+    pub count: u32,
+}
+
+/// The start of the load that the first baseline leaves out: the pool opens its
+/// connections then, and the rate ramps up.
+pub const WARM_UP: Duration = Duration::from_secs(1);
+
+impl Schedule {
+    /// How long before trigger `k` (0-based) the baseline is judged: up to
+    /// [`BASELINE_WINDOW`]; before the first trigger, not the run's first [`WARM_UP`]; before a
+    /// later one, not the first half of the time since the previous trigger, which belongs to
+    /// that failover's recovery.
+    pub fn baseline_span(&self, k: usize) -> Duration {
+        let span = if k == 0 {
+            self.after.saturating_sub(WARM_UP)
+        } else {
+            self.every.unwrap_or(self.after) / 2
+        };
+        span.min(BASELINE_WINDOW)
+    }
+
+    /// Planned trigger starts for a run that started at `start` (any clock: tokio's
+    /// `Instant` in the daemon, a `Duration` offset in tests).
+    pub fn instants<T: Copy + Add<Duration, Output = T>>(&self, start: T) -> Vec<T> {
+        let every = self.every.unwrap_or_default();
+        (0..self.count)
+            .map(|i| start + (self.after + every * i))
+            .collect()
+    }
+
+    /// The offset of the last planned trigger.
+    pub fn last(&self) -> Duration {
+        self.after + self.every.unwrap_or_default() * self.count.saturating_sub(1)
+    }
+}
 
 /// The command as it will be executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +206,32 @@ fn shell_syntax(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baseline_windows_leave_out_the_warm_up_and_the_previous_recovery() {
+        let s = Schedule {
+            after: Duration::from_secs(5),
+            every: Some(Duration::from_secs(60)),
+            count: 3,
+        };
+        assert_eq!(s.baseline_span(0), Duration::from_secs(4));
+        assert_eq!(s.baseline_span(1), BASELINE_WINDOW);
+        let s = Schedule {
+            after: Duration::from_secs(60),
+            every: Some(Duration::from_secs(4)),
+            count: 3,
+        };
+        assert_eq!(s.baseline_span(0), BASELINE_WINDOW);
+        assert_eq!(s.baseline_span(2), Duration::from_secs(2));
+        // The shortest schedule the flags allow still judges a second of load.
+        let s = Schedule {
+            after: Duration::from_secs(2),
+            every: Some(Duration::from_secs(2)),
+            count: 2,
+        };
+        assert_eq!(s.baseline_span(0), Duration::from_secs(1));
+        assert_eq!(s.baseline_span(1), Duration::from_secs(1));
+    }
 
     fn parse(raw: &str) -> Result<Vec<String>, String> {
         TriggerCommand::parse(raw, false)

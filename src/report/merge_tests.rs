@@ -31,7 +31,7 @@ fn pod(index: u32, drill: &str, unavailable: f64, lost: u64, rto: Option<&str>) 
         "run_id": 100 + i64::from(index),
         "drill_id": drill,
         "member": {"index": index, "of": 3},
-        "started_at": crate::drill::rfc3339(T0),
+        "started_at": crate::clock::rfc3339(T0),
         "duration_seconds": 60.0,
         "target_rate": 100.0,
         "transactions": 6000,
@@ -234,7 +234,7 @@ fn foreign_missing_or_absent_members_make_it_invalid_naming_them() {
 fn a_member_not_running_at_the_trigger_or_unhealthy_before_it_is_named() {
     // Its clock 100 s ahead: its run does not cover the trigger, its baseline is empty.
     let mut late = pod(2, "d1", 0.4, 0, None);
-    late["started_at"] = json!(crate::drill::rfc3339(T0 + 100.0));
+    late["started_at"] = json!(crate::clock::rfc3339(T0 + 100.0));
     let buckets: Vec<Value> = (100..160)
         .map(|s| json!({"at": T0 as u64 + s, "attempts": 100, "successes": 100}))
         .collect();

@@ -1,0 +1,53 @@
+//! The run's clocks: wall time now, and the monotonic clock mapped onto wall time once, so
+//! that every output dates an instant the same way.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+/// Now, as unix seconds (for events dated where no monotonic clock mapping is at hand).
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Unix seconds as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(unix: f64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs_f64(unix.max(0.0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Maps the monotonic clock onto wall time, fixed once at start so that
+/// wall-clock steps never distort measured durations.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    instant: Instant,
+    unix: f64,
+}
+
+impl WallClock {
+    pub fn now() -> WallClock {
+        WallClock {
+            instant: Instant::now(),
+            unix: unix_now(),
+        }
+    }
+
+    pub fn unix(&self, at: Instant) -> f64 {
+        if at >= self.instant {
+            self.unix + (at - self.instant).as_secs_f64()
+        } else {
+            self.unix - (self.instant - at).as_secs_f64()
+        }
+    }
+
+    /// [`WallClock::unix`] of each instant.
+    pub fn unix_all(&self, instants: Vec<Instant>) -> Vec<f64> {
+        instants.into_iter().map(|at| self.unix(at)).collect()
+    }
+
+    pub fn rfc3339(&self, at: Instant) -> String {
+        rfc3339(self.unix(at))
+    }
+}
