@@ -1,6 +1,7 @@
 //! Fault injection for tests: each hook is obeyed only when its `PGDRILL_TEST_*` environment
 //! variable is set, and an active hook is logged at WARN when the run starts. Nothing else
-//! reads these variables.
+//! reads these variables, and a build without the `lab` feature (the container image)
+//! obeys none of them.
 
 use std::sync::OnceLock;
 
@@ -9,6 +10,9 @@ use std::sync::OnceLock;
 const PANIC_LANE: &str = "PGDRILL_TEST_PANIC_LANE";
 
 fn panic_lane_after() -> Option<u64> {
+    if !cfg!(feature = "lab") {
+        return None;
+    }
     static AFTER: OnceLock<Option<u64>> = OnceLock::new();
     *AFTER.get_or_init(|| std::env::var(PANIC_LANE).ok().and_then(|v| v.parse().ok()))
 }
