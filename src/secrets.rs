@@ -14,10 +14,19 @@ use std::sync::LazyLock;
 
 const REDACTED: &str = "REDACTED";
 
-/// The secret values seen so far, longest first (a secret containing another is replaced
-/// whole). Bounded: a rotating token adds one value per rotation, and old values stay
-/// secret, but a process never needs more than the last few hundred.
-static KNOWN: RwLock<Vec<String>> = RwLock::new(Vec::new());
+/// The secret values seen so far, in the order they came (the oldest is forgotten first)
+/// and longest first (a secret containing another is replaced whole). Bounded: a rotating
+/// token adds one value per rotation, and old values stay secret, but a process never
+/// needs more than the last few hundred.
+struct Known {
+    by_age: Vec<String>,
+    longest_first: Vec<String>,
+}
+
+static KNOWN: RwLock<Known> = RwLock::new(Known {
+    by_age: Vec::new(),
+    longest_first: Vec::new(),
+});
 const MAX_KNOWN: usize = 256;
 
 /// Remembers a secret value: from now on it never appears in anything pgdrill writes,
@@ -31,17 +40,24 @@ pub fn remember(secret: &str) {
     let json = json.trim_matches('"').to_string();
     // Its form on an HTML page: exactly as maud, which writes the pages, escapes it.
     let html = maud::html! { (secret) }.into_string();
-    let mut known = KNOWN.write();
-    for form in [secret.to_string(), json, html] {
-        if form.is_empty() || known.contains(&form) {
-            continue;
+    KNOWN.write().add([secret.to_string(), json, html]);
+}
+
+impl Known {
+    fn add(&mut self, forms: [String; 3]) {
+        for form in forms {
+            if form.is_empty() || self.by_age.contains(&form) {
+                continue;
+            }
+            if self.by_age.len() >= MAX_KNOWN {
+                self.by_age.remove(0);
+            }
+            self.by_age.push(form);
         }
-        if known.len() >= MAX_KNOWN {
-            known.remove(0);
-        }
-        known.push(form);
+        self.longest_first = self.by_age.clone();
+        self.longest_first
+            .sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
-    known.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
 /// Every string in `value` scrubbed, the structure kept (the summary file).
@@ -58,7 +74,7 @@ pub fn scrub_json(value: &mut serde_json::Value) {
 pub fn scrub(text: &str) -> String {
     let known = KNOWN.read();
     let mut out = Cow::Borrowed(text);
-    for secret in known.iter() {
+    for secret in &known.longest_first {
         if out.contains(secret.as_str()) {
             out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
         }
@@ -98,22 +114,47 @@ fn value(not_first: &str) -> String {
     )
 }
 
-/// A connection URL's user info: `scheme://user:password@`.
+/// A connection URL's user info: `scheme://user:password@`, the password to the last `@`
+/// before white space (tokio-postgres ends it at the first `@`, libpq at a `/`: an
+/// unencoded `@`, `/` or `?` in a password must not leave a piece of it behind).
 static URL_PASSWORD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(://[^:/?]*:)[^/?]*@").expect("a valid pattern"));
+    LazyLock::new(|| Regex::new(r"(://[^:@/?\s]*:)\S*@").expect("a valid pattern"));
 
-/// A connection string's or a URL query's `password=`, libpq's quoting included.
+/// `password=` and any key ending in it (`sslpassword=`): in a connection string, the
+/// value to white space with libpq's quoting and backslash escapes (group 1 the key); in
+/// a URL query, to the next `&` (group 2 the key).
 static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)((?:^|[ ?&\t])password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|[^ &\t]*)")
-        .expect("a valid pattern")
+    Regex::new(
+        r"(?i)((?:^|\s)\w*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s'\\]|\\(?s:.)?)*)|([?&]\w*password=)[^&\s#]*",
+    )
+    .expect("a valid pattern")
 });
 
-/// Connection strings (URL user info, `password=`) as [`redact`] does, then the value
+/// A user name and password given to an option (`curl -u patroni:s3cret`,
+/// `--user=name:pass`, quoted or not): the one capture group that matched is the password.
+static USER_OPTION: LazyLock<Regex> = LazyLock::new(|| {
+    let option = r#"(?:^|[\s'"])(?:-u|--user)(?:[\s=]+)?"#;
+    let value = r#"'[^\s:']*:([^']*)|"[^\s:"]*:([^"]*)|[^\s:'"]*:([^\s'"]+)"#;
+    Regex::new(&format!("{option}(?:{value})")).expect("a valid pattern")
+});
+
+/// Connection strings (URL user info, `password=`) as [`redact`] does, an option's
+/// `user:password` ([`USER_OPTION`]), then the value
 /// after each key that names a secret ([`SECRET_VALUE`]): the first such key from the left,
 /// its `key=value` form before its option form; an option's word (from the last white
 /// space or quote before the key) must start with `-`.
 pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
+    let text = USER_OPTION.replace_all(&text, |caps: &regex::Captures| {
+        let all = caps.get(0).expect("group 0 is the match");
+        let password = caps.iter().skip(1).flatten().next().unwrap_or(all);
+        let (start, end) = (password.start() - all.start(), password.end() - all.start());
+        format!(
+            "{}{REDACTED}{}",
+            &all.as_str()[..start],
+            &all.as_str()[end..]
+        )
+    });
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut from) = (0, 0);
     while let Some(caps) = SECRET_VALUE.captures_at(&text, from) {
@@ -145,7 +186,13 @@ pub fn scrub_patterns(text: &str) -> String {
 pub fn redact(dsn: &str) -> String {
     let url = URL_PASSWORD.replace_all(dsn, format!("${{1}}{REDACTED}@"));
     DSN_PASSWORD
-        .replace_all(&url, format!("${{1}}{REDACTED}"))
+        .replace_all(&url, |caps: &regex::Captures| {
+            let key = caps
+                .get(1)
+                .or_else(|| caps.get(2))
+                .map_or("", |k| k.as_str());
+            format!("{key}{REDACTED}")
+        })
         .into_owned()
 }
 
@@ -304,5 +351,71 @@ mod tests {
             "postgres://h/db?password=REDACTED&user=u"
         );
         assert_eq!(redact("host=h"), "host=h");
+        // Keys ending in password, values with `&` or escapes, keys after a newline.
+        assert_eq!(
+            redact("host=db sslkey=/k sslpassword=KeyPass1 port=5"),
+            "host=db sslkey=/k sslpassword=REDACTED port=5"
+        );
+        assert_eq!(
+            redact("host=db password=a&hunter2 gssencmode=disable"),
+            "host=db password=REDACTED gssencmode=disable"
+        );
+        assert_eq!(redact("password=ab\\ cd x=1"), "password=REDACTED x=1");
+        assert_eq!(
+            redact("host=db\npassword=s3cret\nport=5"),
+            "host=db\npassword=REDACTED\nport=5"
+        );
+        // Unencoded `@`, `/` and `?` in a URL's password: nothing of it is left.
+        for url in [
+            "postgres://app:P@ssw0rd@db.example/app",
+            "postgres://u:a/b@h:99999/db",
+            "postgres://u:a?b@h/db?sslmode=require",
+        ] {
+            let out = redact(url);
+            assert!(
+                out.starts_with("postgres://") && out.contains(":REDACTED@"),
+                "{out}"
+            );
+            for piece in ["ssw0rd", "a/b", "a?b"] {
+                assert!(!out.contains(piece), "{url} -> {out}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_and_password_given_to_an_option_hide_the_password() {
+        for (input, want) in [
+            (
+                "curl -u patroni:s3cret -XPOST http://pg1:8008/failover",
+                "curl -u patroni:REDACTED -XPOST http://pg1:8008/failover",
+            ),
+            ("curl --user=a:b x", "curl --user=a:REDACTED x"),
+            ("curl -u 'a:b c' x", "curl -u 'a:REDACTED' x"),
+            ("curl -ua:b", "curl -ua:REDACTED"),
+            ("curl -u patroni http://h", "curl -u patroni http://h"),
+        ] {
+            assert_eq!(scrub_patterns(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn the_oldest_secret_is_forgotten_first() {
+        let mut known = Known {
+            by_age: Vec::new(),
+            longest_first: Vec::new(),
+        };
+        let forms = |s: &str| [s.to_string(), String::new(), String::new()];
+        known.add(forms("the-first-and-longest-secret"));
+        for i in 0..MAX_KNOWN {
+            known.add(forms(&format!("rotated-{i}")));
+        }
+        assert_eq!(known.by_age.len(), MAX_KNOWN);
+        assert!(!known
+            .longest_first
+            .contains(&"the-first-and-longest-secret".into()));
+        assert!(known
+            .longest_first
+            .contains(&format!("rotated-{}", MAX_KNOWN - 1)));
+        assert_eq!(known.longest_first[0].len(), "rotated-100".len());
     }
 }

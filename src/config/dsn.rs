@@ -42,6 +42,7 @@ pub fn parse(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Target, ConfigError> {
     let raw = dsn.unwrap_or("").trim();
+    check_url_user_info(raw)?;
     let (rest, tls_params) = take_tls_params(raw);
     let mut pg = if rest.trim().is_empty() {
         PgConfig::new()
@@ -94,6 +95,31 @@ pub fn parse(
         tls,
         connect_timeout_from,
     })
+}
+
+/// tokio-postgres ends a URL's user info at its first `@`, wherever that is. An unencoded
+/// `/` or `?` before it, or a second `@` before the path, would put part of the password
+/// into the host (shown in logs and labels) or hide the query's `sslmode` from pgdrill.
+fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
+    let Some(after) = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| raw.strip_prefix(scheme))
+    else {
+        return Ok(());
+    };
+    let Some((user_info, rest)) = after.split_once('@') else {
+        return Ok(());
+    };
+    let host = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if user_info.contains(['/', '?']) || host.contains('@') {
+        return Err(ConfigError::new(
+            "--dsn",
+            redact(raw),
+            "has a '/', '?' or '@' before its host that is not percent-encoded: write them \
+             as %2F, %3F and %40 in the user name and password",
+        ));
+    }
+    Ok(())
 }
 
 /// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's

@@ -11,7 +11,8 @@ use crate::config::Cli;
 use crate::error::ConfigError;
 
 /// `(flag, value)` (the long name without dashes) for each setting given explicitly in `argv` or the environment;
-/// the DSN shows as `redacted_target`, a password command as `(redacted)`.
+/// the DSN shows as `redacted_target`, a password command as `(redacted)`, and any other
+/// value scrubbed of secrets.
 pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)> {
     let cmd = Cli::command();
     let Ok(matches) = cmd.clone().try_get_matches_from(argv) else {
@@ -29,12 +30,13 @@ pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)>
         let value = match id {
             "dsn" => redacted_target.to_string(),
             _ if id.contains("password_command") => "(redacted)".to_string(),
+            // Scrubbed as given: once the page escapes it (`"` as `&quot;`), no pattern
+            // would recognise a `"password": "…"` in a trigger command any more.
             _ => matches
                 .get_raw(id)
                 .map(|vals| {
-                    vals.map(|v| v.to_string_lossy().into_owned())
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    let vals: Vec<_> = vals.map(|v| v.to_string_lossy()).collect();
+                    crate::secrets::scrub(&vals.join(","))
                 })
                 .unwrap_or_else(|| "true".to_string()),
         };
@@ -79,13 +81,19 @@ mod tests {
             "--password-command",
             "echo hunter2",
             "--no-create-table",
+            "--failover-command",
+            r#"curl -u patroni:s3cret -d {"password":"hunter2"} http://pg1:8008/failover"#,
         ]
         .iter()
         .map(OsString::from)
         .collect();
         let flags = as_run(&argv, "postgres://u@h/db");
         let text = format!("{flags:?}");
-        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cret"),
+            "{text}"
+        );
+        assert!(text.contains("curl -u patroni:REDACTED"), "{text}");
         assert!(flags.contains(&("rate".into(), "50".into())), "{text}");
         assert!(flags.contains(&("dsn".into(), "postgres://u@h/db".into())));
         assert!(flags.contains(&("no-create-table".into(), "true".into())));

@@ -87,6 +87,24 @@ fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, Co
     Ok(d)
 }
 
+/// The slowest `--rate` other than 0 (unlimited).
+const MIN_RATE: f64 = 0.001;
+
+/// The most due transactions that may queue (`--max-backlog`): a second at the highest rate.
+const MAX_BACKLOG: usize = 1_000_000;
+
+/// The longest duration a flag takes: adding more to a clock would overflow it.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// A duration flag's value (humantime: `5s`, `2m`, `1h 30m`), at most [`MAX_DURATION`].
+pub(crate) fn duration(value: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = value.parse().map_err(|e| format!("{e}"))?;
+    if *d > MAX_DURATION {
+        return Err("must be at most 100 years".to_string());
+    }
+    Ok(d)
+}
+
 /// `value`, if it is between 1 and `max`.
 fn between(option: &'static str, value: u32, max: u32) -> Result<u32, ConfigError> {
     if value == 0 || value > max {
@@ -102,8 +120,12 @@ impl RunArgs {
         let rate = self.rate()?;
         let pool_size = self.pool_size(rate)?;
         between("--pipeline-depth", self.pipeline_depth, 1024)?;
+        // The queue takes its whole capacity up front.
         let max_backlog = match self.max_backlog {
-            Some(0) => return Err(ConfigError::new("--max-backlog", "0", "must be at least 1")),
+            Some(n) if n == 0 || n > MAX_BACKLOG => {
+                let reason = format!("must be between 1 and {MAX_BACKLOG}");
+                return Err(ConfigError::new("--max-backlog", n.to_string(), reason));
+            }
             Some(n) => n,
             None => rate.map_or(64, |r| (r.ceil() as usize).max(64)),
         };
@@ -139,7 +161,7 @@ impl RunArgs {
             max_backlog,
             connect_timeout,
             connect_timeout_from,
-            statement_timeout: positive("--statement-timeout", self.statement_timeout)?,
+            statement_timeout: self.statement_timeout()?,
             max_connection_lifetime: positive(
                 "--max-connection-lifetime",
                 self.max_connection_lifetime,
@@ -160,7 +182,12 @@ impl RunArgs {
                 .transpose()?
                 .map(Arc::new),
             progress_interval: positive("--progress-interval", self.progress_interval)?,
-            summary_json: self.summary_json.clone(),
+            summary_json: (self.summary_json.as_ref())
+                .map(|path| match path.as_os_str() == "-" {
+                    true => Ok(path.clone()),
+                    false => writable_file("--summary-json", path).map(|()| path.clone()),
+                })
+                .transpose()?,
             report: (self.report.as_ref())
                 .map(|path| writable_file("--report", path).map(|()| path.clone()))
                 .transpose()?,
@@ -177,12 +204,26 @@ impl RunArgs {
     fn rate(&self) -> Result<Option<f64>, ConfigError> {
         let reason = if !self.rate.is_finite() || self.rate < 0.0 {
             "must be a finite number of transactions per second, 0 (unlimited) or more"
+        } else if self.rate > 0.0 && self.rate < MIN_RATE {
+            "below 0.001/s (one write in 1,000 s) is too slow to watch a database with"
         } else if self.rate > 1_000_000.0 {
             "above 1,000,000/s is beyond what one process can schedule"
         } else {
             return Ok((self.rate > 0.0).then_some(self.rate));
         };
         Err(ConfigError::new("--rate", self.rate.to_string(), reason))
+    }
+
+    /// Sent as `SET statement_timeout` in whole milliseconds, which the server keeps in
+    /// an int: 0 would turn the limit off, and above `i32::MAX` no connection sets up.
+    fn statement_timeout(&self) -> Result<Duration, ConfigError> {
+        let d: Duration = self.statement_timeout.into();
+        let max = Duration::from_millis(i32::MAX as u64);
+        if d < Duration::from_millis(1) || d > max {
+            let reason = format!("must be between 1ms and {}", text(max));
+            return Err(ConfigError::new("--statement-timeout", text(d), reason));
+        }
+        Ok(d)
     }
 
     fn pool_size(&self, rate: Option<f64>) -> Result<u32, ConfigError> {
@@ -405,6 +446,68 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(args(&["--retention", "20s", "--verify-window", "10s"]).is_ok());
+    }
+
+    #[test]
+    fn values_that_would_overflow_or_mean_something_else_are_refused() {
+        let refused = |argv: &[&str], flag: &str, reason: &str| {
+            let e = args(argv).unwrap_err();
+            assert!(e.contains(flag) && e.contains(reason), "{argv:?}: {e}");
+        };
+        // 0 ms would turn the server's limit off; 25 days would fail every connection.
+        refused(
+            &["--statement-timeout", "500us"],
+            "--statement-timeout",
+            "between 1ms",
+        );
+        refused(
+            &["--statement-timeout", "25d"],
+            "--statement-timeout",
+            "between 1ms",
+        );
+        assert!(args(&["--statement-timeout", "24d"]).is_ok());
+        refused(
+            &["--connect-timeout", "18446744073709551615s"],
+            "--connect-timeout",
+            "",
+        );
+        refused(
+            &["--shutdown-grace", "101y"],
+            "--shutdown-grace",
+            "at most 100 years",
+        );
+        refused(
+            &["--failover-timeout", "200y"],
+            "--failover-timeout",
+            "at most 100 years",
+        );
+        refused(&["--rate", "1e-20"], "--rate", "too slow");
+        assert_eq!(args(&["--rate", "0.001"]).unwrap().rate, Some(0.001));
+        refused(
+            &["--max-backlog", "1000000000"],
+            "--max-backlog",
+            "between 1 and 1000000",
+        );
+        refused(&["--max-backlog", "0"], "--max-backlog", "between 1");
+        refused(
+            &["--summary-json", "/no/such/dir/s.json"],
+            "--summary-json",
+            "does not exist",
+        );
+        assert!(args(&["--summary-json", "-"]).is_ok());
+        // A '?' in the password would hide sslmode=require; a second '@' puts part of the
+        // password into the host. Neither is guessed at, and neither is shown.
+        for dsn in [
+            "postgres://u:a?b@h/db?sslmode=require",
+            "postgres://app:P@ssw0rd@db.example/app",
+        ] {
+            let e = args(&["--dsn", dsn]).unwrap_err();
+            assert!(e.contains("--dsn") && e.contains("%3F and %40"), "{e}");
+            assert!(!e.contains("a?b") && !e.contains("ssw0rd"), "{e}");
+        }
+        let c = args(&["--dsn", "postgres://u:a%3Fb%40c@h/db?sslmode=require"]).unwrap();
+        assert_eq!(c.target.pg.get_password(), Some(&b"a?b@c"[..]));
+        assert_eq!(c.target.tls.mode, crate::db::tls::SslMode::Require);
     }
 
     #[test]

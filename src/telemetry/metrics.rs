@@ -172,7 +172,9 @@ impl Metrics {
             &["host", "port", "database", "pooler"],
         );
         for labels in hosts {
-            info.with_label_values(labels).set(1);
+            // From the DSN: scrubbed like everything else pgdrill writes.
+            let labels = labels.clone().map(|l| crate::secrets::scrub(&l));
+            info.with_label_values(&labels).set(1);
         }
     }
 
