@@ -312,8 +312,7 @@ impl Drill {
             limits: http::Limits::for_pool(config.pool_size),
         });
         sup.spawn(Stage::Http, |stop| http::serve(listener, site, stop));
-        let grace = config.shutdown_grace;
-        sup.spawn(Stage::Monitor, |stop| self.monitor.clone().run(stop, grace));
+        sup.spawn(Stage::Monitor, |stop| self.monitor.clone().run(stop));
         let (fatal, startup) = (self.fatal.clone(), config.startup_timeout);
         sup.spawn(Stage::Monitor, |stop| fatal.startup_deadline(startup, stop));
         if let Some(settings) = config.retention {
@@ -360,7 +359,9 @@ impl Drill {
             self.sources.outcomes.skipped();
         }
         drop(jobs);
-        // 2. Lanes finish what is in flight within the grace; the rest is abandoned.
+        // 2. Lanes finish what is in flight within the grace; the rest is abandoned. The
+        //    grace is one deadline for every stage: an orchestrator's kill comes after it.
+        let deadline = Instant::now() + config.shutdown_grace;
         let aborted = sup.drain(Stage::Lanes, Some(config.shutdown_grace)).await;
         let mut abandoned = 0;
         if aborted > 0 {
@@ -370,11 +371,12 @@ impl Drill {
                 "shutdown grace ran out with transactions in flight"
             );
         }
-        // 3. Retention: a batch in progress is short; it finishes or goes with its connection.
+        // 3. Retention: a batch in progress is abandoned with its connection.
         sup.stop(Stage::Retention).await;
         // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
-        //    pending verifications within the grace.
-        sup.stop(Stage::Monitor).await;
+        //    pending verifications within what is left of the grace.
+        let left = deadline.saturating_duration_since(Instant::now());
+        sup.stop_within(Stage::Monitor, left).await;
         // 5. The timeline sampler, after the monitor so the last second has the final
         //    state; it takes one last sample as it stops.
         sup.stop(Stage::Sampler).await;

@@ -256,6 +256,12 @@ impl Supervisor {
         self.drain(stage, None).await;
     }
 
+    /// Cancels `stage`, waits up to `within` for its tasks, and aborts what is left.
+    pub async fn stop_within(&mut self, stage: Stage, within: Duration) {
+        self.tokens[stage as usize].cancel();
+        self.drain(stage, Some(within)).await;
+    }
+
     /// Cancels whatever is left and waits until every task spawned here has ended.
     pub async fn finish(self) {
         self.root.cancel();

@@ -17,13 +17,16 @@ use tokio_util::sync::CancellationToken;
 use crate::db::connect::Conn;
 use crate::db::pool::DbPool;
 use crate::db::table::Table;
-use crate::error::classify;
+use crate::error::{classify, ErrorClass};
 use crate::telemetry::metrics::Metrics;
 
 /// Pause between two batches of one sweep: gives autovacuum and the load room.
 const BATCH_PAUSE: Duration = Duration::from_millis(50);
 /// After a failure, wait this long before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// A batch unanswered this long is given up with its connection: the server is hung (its
+/// `statement_timeout` would have ended a merely slow one).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionSettings {
@@ -44,8 +47,7 @@ impl RetentionSettings {
     }
 }
 
-/// Runs sweeps until `stop`; a batch in progress is finished (it is short) or abandoned
-/// with its connection.
+/// Runs sweeps until `stop`; a batch in progress is abandoned with its connection.
 pub async fn run(
     pool: DbPool,
     table: Table,
@@ -81,6 +83,7 @@ pub async fn run(
                 }
             },
         };
+        let mut c = c;
         match sweep(&c, &sql, settings, &metrics, &stop).await {
             Ok(deleted) => {
                 if deleted > 0 {
@@ -92,7 +95,14 @@ pub async fn run(
                 }
                 conn = Some(c);
             }
-            Err(err) => {
+            Err(None) => {
+                metrics.retention_errors.inc(ErrorClass::NoResponse);
+                let limit = humantime::format_duration(BATCH_TIMEOUT);
+                tracing::warn!(class = %ErrorClass::NoResponse, "retention batch got no answer within {limit}; its connection is closed; will retry");
+                wait = ERROR_BACKOFF;
+                c.broken = true;
+            }
+            Err(Some(err)) => {
                 let class = classify(&err);
                 metrics.retention_errors.inc(class);
                 let detail = err
@@ -108,17 +118,22 @@ pub async fn run(
     }
 }
 
-/// Deletes batches until one comes back short; returns the rows deleted.
+/// Deletes batches until one comes back short or `stop`; returns the rows deleted, or the
+/// error (`None`: no answer within [`BATCH_TIMEOUT`]).
 async fn sweep(
     conn: &Conn,
     sql: &str,
     settings: RetentionSettings,
     metrics: &Metrics,
     stop: &CancellationToken,
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<u64, Option<tokio_postgres::Error>> {
     let mut total = 0;
     loop {
-        let deleted = super::affected(&conn.client, sql).await?;
+        let batch = tokio::time::timeout(BATCH_TIMEOUT, super::affected(&conn.client, sql));
+        let Some(deleted) = stop.run_until_cancelled(batch).await else {
+            return Ok(total);
+        };
+        let deleted = deleted.map_err(|_| None)?.map_err(Some)?;
         metrics.retention_rows_deleted.inc_by(deleted);
         total += deleted;
         if deleted < u64::from(settings.batch_size) || stop.is_cancelled() {

@@ -98,10 +98,11 @@ impl Table {
         )
     }
 
-    /// Rows of run `$2` with `transaction_id >= $1`, as `seq` values (verification).
+    /// Rows of run `$2` with `transaction_id >= $1` and `seq < $3`, as `seq` values
+    /// (verification).
     pub(crate) fn verify_sql(&self) -> String {
         format!(
-            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2",
+            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq < $3",
             self.quoted
         )
     }

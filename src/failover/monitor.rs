@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::db::identity::{shown, Identity, IdentityTracker};
 use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Transition};
@@ -29,10 +30,11 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Runs until `stop`; then finishes pending verifications within `grace`.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+    /// Runs until `stop`; then finishes pending verifications. The supervisor bounds that
+    /// by what is left of the shutdown grace: aborting this task aborts the verifier too.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
-        let mut verifier = {
+        let mut verifier = AbortOnDropHandle::new({
             let this = self.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -58,7 +60,7 @@ impl Monitor {
                     })
                     .await;
             })
-        };
+        });
         tokio::select! {
             () = self.watch(&verify_tx, &stop) => {}
             // The verifier ends only once its channel closes, below: earlier is a crash,
@@ -66,7 +68,7 @@ impl Monitor {
             ended = &mut verifier => resume_verifier_failure(ended),
         }
         drop(verify_tx);
-        if let Ok(ended @ Err(_)) = tokio::time::timeout(grace, verifier).await {
+        if let ended @ Err(_) = verifier.await {
             resume_verifier_failure(ended);
         }
     }
@@ -276,7 +278,7 @@ mod tests {
     async fn failures_between_successes_make_one_recorded_verified_outage() {
         let r = rig();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(r.monitor.clone().run(stop.clone(), Duration::from_secs(1)));
+        let task = tokio::spawn(r.monitor.clone().run(stop.clone()));
         let s = |secs: f64| Duration::from_secs_f64(secs);
         writes(&r.detector, s(2.0), None).await;
         writes(&r.detector, s(0.5), Some(ErrorClass::AdminShutdown)).await;
@@ -319,7 +321,7 @@ mod tests {
     async fn writes_in_flight_with_no_answer_are_a_stall_outage() {
         let r = rig();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(r.monitor.clone().run(stop.clone(), Duration::from_secs(1)));
+        let task = tokio::spawn(r.monitor.clone().run(stop.clone()));
         writes(&r.detector, Duration::from_secs(2), None).await;
         // One write sent and never answered: no failure, only silence.
         r.detector.started();

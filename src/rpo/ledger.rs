@@ -79,6 +79,15 @@ pub struct Snapshot {
     pub min_id: Option<i64>,
 }
 
+impl Snapshot {
+    /// One past the highest `seq` the snapshot holds.
+    pub fn seq_end(&self) -> i64 {
+        let acked = self.acked.iter().map(|&(_, hi, _)| hi);
+        let unknown = self.unknown.iter().map(|&s| s + 1);
+        acked.chain(unknown).max().unwrap_or(0) as i64
+    }
+}
+
 /// What one verification found: what was lost, and how the unknown outcomes resolved.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Check {
@@ -268,6 +277,9 @@ mod tests {
         let snap = ledger.snapshot(end);
         assert_eq!(snap.min_id, Some(100));
         assert_eq!(snap.acked.iter().map(|r| r.1 - r.0).sum::<u64>(), 8);
+        // The query asks for nothing past the unknown 9, however far the load has gone.
+        assert_eq!(snap.seq_end(), 10);
+        assert_eq!(Snapshot::default().seq_end(), 0);
         // The new primary lacks 7 and 8 (acknowledged) and has 9 (unknown).
         let verdict = snap.judge(vec![0, 1, 2, 3, 4, 6, 9], end);
         assert_eq!(verdict.checked, 8);

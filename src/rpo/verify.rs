@@ -30,6 +30,15 @@ pub enum VerifyError {
     Standby,
     #[error("verification query: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error("verification query: no answer within {}", humantime::format_duration(*.0))]
+    NoAnswer(Duration),
+}
+
+/// Which of the run's rows a verification query returns.
+enum Seqs<'a> {
+    /// `seq` below this.
+    Below(i64),
+    Asked(&'a [i64]),
 }
 
 /// One verification to run: the writes acknowledged before `until`.
@@ -104,13 +113,11 @@ impl Verifier {
     }
 
     /// The `seq`s of this run's rows from about `min_id` on that the primary the pool
-    /// reaches now holds (of `asked` only, if given).
-    async fn present(
-        &self,
-        min_id: Option<i64>,
-        asked: Option<&[i64]>,
-    ) -> Result<Vec<u64>, VerifyError> {
-        let conn = self.pool.dedicated().await?;
+    /// reaches now holds: those below `seq_end` (no more rows than the snapshot checks,
+    /// however long the load has run since), or of `asked` only. A query unanswered after
+    /// `settle` is given up with its connection (a hung server).
+    async fn present(&self, min_id: Option<i64>, which: Seqs<'_>) -> Result<Vec<u64>, VerifyError> {
+        let mut conn = self.pool.dedicated().await?;
         if conn.broken {
             return Err(VerifyError::Standby);
         }
@@ -118,16 +125,24 @@ impl Verifier {
         let table = &self.workload.table;
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
             vec![(&from_id, Type::INT8), (&self.workload.run_id, Type::INT8)];
-        let sql = match &asked {
-            Some(asked) => {
+        let sql = match &which {
+            Seqs::Asked(asked) => {
                 params.push((asked, Type::INT8_ARRAY));
                 table.resolve_unknown_sql()
             }
-            None => table.verify_sql(),
+            Seqs::Below(end) => {
+                params.push((end, Type::INT8));
+                table.verify_sql()
+            }
         };
         // Unnamed statement: no server-side state, so it also works through PgBouncer in
         // transaction mode (a named one may be executed on another server connection).
-        let rows = conn.client.query_typed(&sql, &params).await?;
+        let query = conn.client.query_typed(&sql, &params);
+        let Ok(rows) = tokio::time::timeout(self.settle, query).await else {
+            conn.broken = true;
+            return Err(VerifyError::NoAnswer(self.settle));
+        };
+        let rows = rows?;
         let mut present = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
@@ -188,7 +203,8 @@ impl Verifier {
             return;
         }
         let asked = seqs.iter().map(|s| *s as i64).collect::<Vec<_>>();
-        let found = tokio::time::timeout(RESOLVE_TIMEOUT, self.present(min_id, Some(&asked))).await;
+        let found =
+            tokio::time::timeout(RESOLVE_TIMEOUT, self.present(min_id, Seqs::Asked(&asked))).await;
         let found: HashSet<u64> = match found {
             Ok(Ok(found)) => found.into_iter().collect(),
             Ok(Err(err)) => {
@@ -225,7 +241,10 @@ impl Verifier {
                 break Check::default();
             }
             // One pass over the snapshot against the primary the pool reaches now.
-            match self.present(snapshot.min_id, None).await {
+            match self
+                .present(snapshot.min_id, Seqs::Below(snapshot.seq_end()))
+                .await
+            {
                 Ok(present) => break snapshot.judge(present, req.loss_reference),
                 Err(err) => {
                     self.metrics.verification_errors.inc();

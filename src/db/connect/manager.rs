@@ -26,7 +26,8 @@ use crate::telemetry::metrics::Metrics;
 pub struct Conn {
     pub client: Client,
     pub insert: Option<Statement>,
-    /// Set when a query failed in a way that makes this connection unusable.
+    /// Set when a query failed in a way that makes this connection unusable, or a request
+    /// on it was given up unanswered.
     pub broken: bool,
     pub created: tokio::time::Instant,
     /// Says when this connection's server stopped answering.
@@ -37,10 +38,11 @@ pub struct Conn {
 }
 
 impl Drop for Conn {
-    /// A connection to a silent server is closed now, not when the server answers or dies
-    /// (which a vanished host never does): no socket is left ESTABLISHED to it.
+    /// A broken connection, or one to a silent server, is closed now, not when the server
+    /// answers or dies (a hung backend or a vanished host never does): tokio-postgres would
+    /// keep the socket open for the requests given up on.
     fn drop(&mut self) {
-        if self.silence.is_silent() {
+        if self.broken || self.silence.is_silent() {
             self.driver.abort();
         }
     }

@@ -461,6 +461,44 @@ async fn a_frozen_primary_that_comes_back_is_one_outage_measured_by_the_rows() {
     lab.shutdown().await;
 }
 
+/// Stopping while the primary is frozen: the lanes' writes are given up, retention's batch
+/// (on its own connection, sent after the freeze) is abandoned, and the whole drain ends
+/// within one shutdown grace, not when the server answers (never).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_while_the_primary_is_frozen_ends_within_the_grace() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let drill = Drill::start(&[
+        "--dsn",
+        &lab.dsn(node),
+        "--rate",
+        "200",
+        "--retention",
+        "10s",
+        "--verify-window",
+        "5s",
+        "--shutdown-grace",
+        "3s",
+        "--connect-timeout",
+        "1s",
+    ])
+    .await;
+    drill.wait_for_transactions(400.0).await;
+    lab.freeze(node).await.expect("freeze");
+    // Retention sweeps every second (a tenth of the window): its next batch hangs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = Instant::now();
+    let summary = drill.stop().await;
+    let took = asked.elapsed();
+    lab.thaw(node).await.expect("thaw");
+    println!("{summary}\nstopped in {:.3}s", took.as_secs_f64());
+    // The grace (3 s) and slack for a loaded machine; without the bound it never ends.
+    assert!(took < Duration::from_secs(30), "stopping took {took:?}");
+    assert_eq!(summary.outages.len(), 1, "{summary}");
+    assert!(summary.outages[0].open_at_shutdown, "{summary}");
+    lab.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_host_is_retried_with_backoff_not_hammered() {
     // Nothing listens there: every connect is refused at once.
