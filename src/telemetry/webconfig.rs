@@ -56,6 +56,9 @@ pub struct WebConfig {
     users: BTreeMap<String, String>,
     /// SHA-256 of (user, password, hash) → verified. Never the password itself.
     cache: Mutex<HashMap<[u8; 32], bool>>,
+    /// One bcrypt at a time (as Prometheus' exporter-toolkit does): clients sending wrong
+    /// passwords cannot take every core from the load.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -98,12 +101,13 @@ impl WebConfig {
             tls,
             users: file.basic_auth_users,
             cache: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(1),
         })
     }
 
     /// Whether an `Authorization` header value carries a configured user and its password;
     /// always, without hashing anything, when no user is configured (TLS only). Runs bcrypt
-    /// on a blocking thread; remembers the outcome by digest.
+    /// on a blocking thread, one at a time; remembers the outcome by digest.
     pub async fn authorized(&self, header: Option<&[u8]>) -> bool {
         if self.users.is_empty() {
             return true;
@@ -118,6 +122,9 @@ impl WebConfig {
         if let Some(ok) = self.cache.lock().get(&key).copied() {
             return ok;
         }
+        let Ok(_turn) = self.hashing.acquire().await else {
+            return false;
+        };
         let verify = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash));
         let ok = matches!(verify.await, Ok(Ok(true)));
         let mut cache = self.cache.lock();
