@@ -82,7 +82,9 @@ pub fn hint(sqlstate: &str) -> Option<&'static str> {
 impl ErrorBook {
     /// Counts one error; the first of its kind is logged.
     pub fn note(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
+        // A SQLSTATE has five characters: a server sending more gets no more memory here.
         let sqlstate = sqlstate.unwrap_or("");
+        let sqlstate = &sqlstate[..sqlstate.floor_char_boundary(5)];
         let mut kinds = self.kinds.lock();
         if let Some((count, _)) = kinds.get_mut(&(class, sqlstate.to_string())) {
             *count += 1;
