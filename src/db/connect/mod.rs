@@ -159,7 +159,14 @@ pub struct Connector {
     /// the next connect; notified when one is added.
     spares: Mutex<Vec<Conn>>,
     spare_added: tokio::sync::Notify,
+    /// Name lookups running at once (see [`MAX_LOOKUPS`]).
+    lookups: Arc<tokio::sync::Semaphore>,
 }
+
+/// getaddrinfo calls running at once, each on a blocking thread that a timeout cannot stop:
+/// with DNS black-holed, lanes reconnecting would otherwise start threads faster than the
+/// lookups give up (10–30 s each).
+const MAX_LOOKUPS: usize = 4;
 
 /// Connections kept for the next connect at most (see [`Connector::take_spare`]).
 const MAX_SPARES: usize = 16;
@@ -234,6 +241,7 @@ impl Connector {
             changed: tokio::sync::Notify::new(),
             spares: Mutex::new(Vec::new()),
             spare_added: tokio::sync::Notify::new(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         })
     }
 

@@ -25,8 +25,19 @@ impl Connector {
             vec![addr]
         } else {
             let name = name.clone().unwrap_or_default();
-            // getaddrinfo reads /etc/hosts and asks DNS again on every call.
-            let lookup = tokio::net::lookup_host((name.clone(), entry.port));
+            // getaddrinfo reads /etc/hosts and asks DNS again on every call. Waiting for a
+            // turn counts against the timeout; the turn is held until getaddrinfo returns.
+            let (lookups, target) = (self.lookups.clone(), (name.clone(), entry.port));
+            let lookup = async move {
+                let turn = lookups.acquire_owned().await;
+                let found = tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    std::net::ToSocketAddrs::to_socket_addrs(&target)
+                });
+                found
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            };
             match tokio::time::timeout(self.timeout, lookup).await {
                 Ok(Ok(found)) => found.fold(Vec::new(), |mut addrs, a| {
                     if !addrs.contains(&a.ip()) {
