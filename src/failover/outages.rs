@@ -32,7 +32,8 @@ pub struct OutageRecord {
     pub identity_after: Option<Identity>,
     pub checked_writes: Option<u64>,
     pub lost_writes: Option<u64>,
-    /// Up to 10,000 lost sequence numbers (column `seq` of this run).
+    /// Up to 10,000 lost sequence numbers (column `seq` of this run); none once the run's
+    /// records hold [`MAX_LOST_SEQS`].
     pub lost_seqs: Vec<u64>,
     pub rpo_seconds: Option<f64>,
     pub unknown_outcome_committed: Option<u64>,
@@ -54,10 +55,16 @@ pub struct StateChange {
 /// State changes kept for the report; a canary flapping for weeks keeps the latest.
 pub const MAX_STATE_CHANGES: usize = 1000;
 
+/// Lost sequence numbers kept over all records (800 kB): a canary losing writes at every
+/// failover for weeks keeps the counts, not ever more numbers.
+pub const MAX_LOST_SEQS: usize = 100_000;
+
 #[derive(Debug, Default)]
 struct Book {
     outages: Vec<OutageRecord>,
     changes: VecDeque<StateChange>,
+    /// Lost sequence numbers held by the records.
+    lost_seqs: usize,
     state: Option<FailoverState>,
     /// States entered since the timeline sampler last asked, so a short outage between
     /// two samples still marks its second.
@@ -183,18 +190,26 @@ impl Outages {
 
     /// Fills in what verification found for the outage at `position`.
     pub fn verified(&self, position: usize, c: &Check, written_to: Option<Identity>) {
-        if let Some(o) = self.book.lock().outages.get_mut(position) {
-            if written_to.is_some() {
-                o.identity_after = written_to;
-            }
-            o.checked_writes = Some(c.checked);
-            o.lost_writes = Some(c.lost);
-            o.lost_seqs = c.lost_seqs.clone();
-            o.rpo_seconds = Some(c.rpo_seconds);
-            o.unknown_outcome_committed = Some(c.unknown_committed);
-            o.unknown_outcome_not_committed = Some(c.unknown_not_committed);
-            o.verification_seconds = Some(c.seconds);
+        let mut b = self.book.lock();
+        let Book {
+            outages, lost_seqs, ..
+        } = &mut *b;
+        let Some(o) = outages.get_mut(position) else {
+            return;
+        };
+        if written_to.is_some() {
+            o.identity_after = written_to;
         }
+        o.checked_writes = Some(c.checked);
+        o.lost_writes = Some(c.lost);
+        *lost_seqs -= o.lost_seqs.len();
+        let room = MAX_LOST_SEQS.saturating_sub(*lost_seqs);
+        o.lost_seqs = c.lost_seqs.iter().take(room).copied().collect();
+        *lost_seqs += o.lost_seqs.len();
+        o.rpo_seconds = Some(c.rpo_seconds);
+        o.unknown_outcome_committed = Some(c.unknown_committed);
+        o.unknown_outcome_not_committed = Some(c.unknown_not_committed);
+        o.verification_seconds = Some(c.seconds);
     }
 }
 
@@ -213,6 +228,30 @@ mod tests {
             unknown_not_committed: 1,
             seconds: 0.05,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_sequence_numbers_are_kept_up_to_a_bound_over_the_run() {
+        let outages = Outages::new(WallClock::now());
+        let t0 = Instant::now();
+        let many = Check {
+            lost_seqs: (0..10_000).collect(),
+            ..check(10_000)
+        };
+        for i in 0..(MAX_LOST_SEQS / 10_000 + 2) {
+            outages.started(t0, None);
+            let position = outages.ended(t0, t0, &[], None).expect("open record");
+            outages.verified(position, &many, None);
+            // Verified again (a retry): replaced, not counted twice.
+            outages.verified(position, &many, None);
+            assert_eq!(position, i);
+        }
+        let records = outages.outages();
+        let kept: usize = records.iter().map(|o| o.lost_seqs.len()).sum();
+        assert_eq!(kept, MAX_LOST_SEQS);
+        // Every record still counts what it lost.
+        assert!(records.iter().all(|o| o.lost_writes == Some(10_000)));
+        assert!(records.last().is_some_and(|o| o.lost_seqs.is_empty()));
     }
 
     #[tokio::test(start_paused = true)]
