@@ -375,8 +375,10 @@ impl Drill {
         sup.stop(Stage::Retention).await;
         // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
         //    pending verifications within what is left of the grace.
+        //    At least a second, to mark an outage still open, even when the lanes used it all.
         let left = deadline.saturating_duration_since(Instant::now());
-        sup.stop_within(Stage::Monitor, left).await;
+        sup.stop_within(Stage::Monitor, left.max(Duration::from_secs(1)))
+            .await;
         // 5. The timeline sampler, after the monitor so the last second has the final
         //    state; it takes one last sample as it stops.
         sup.stop(Stage::Sampler).await;

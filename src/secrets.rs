@@ -114,18 +114,23 @@ fn value(not_first: &str) -> String {
     )
 }
 
-/// A connection URL's user info: `scheme://user:password@`, the password to the last `@`
-/// before white space (tokio-postgres ends it at the first `@`, libpq at a `/`: an
-/// unencoded `@`, `/` or `?` in a password must not leave a piece of it behind).
-static URL_PASSWORD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(://[^:@/?\s]*:)\S*@").expect("a valid pattern"));
+/// A URL's user info: `scheme://user:password@` (group 1 or 2 all but the password). For
+/// `postgres://`, the password runs to the last `@` before white space, a quote, `<`, `>` or
+/// `,` (tokio-postgres ends it at the first `@`, libpq at a `/`: an unencoded `@`, `/` or
+/// `?` in it must leave no piece behind, and a user name may hold an `@`); for any other
+/// scheme, it is what the standard allows there.
+static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    let postgres = r#"(postgres(?:ql)?://[^:/?\s"'<>,]*:)[^\s"'<>,]*@"#;
+    let other = r#"(://[^:/?@\s"'<>]*:)[^/?@\s"'<>]*@"#;
+    Regex::new(&format!("(?i){postgres}|{other}")).expect("a valid pattern")
+});
 
 /// `password=` and any key ending in it (`sslpassword=`): in a connection string, the
 /// value to white space with libpq's quoting and backslash escapes (group 1 the key); in
 /// a URL query, to the next `&` (group 2 the key).
 static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)((?:^|\s)\w*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s'\\]|\\(?s:.)?)*)|([?&]\w*password=)[^&\s#]*",
+        r"(?i)((?:^|\s)\w*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s\\]|\\(?s:.)?)*)|([?&]\w*password=)[^&\s]*",
     )
     .expect("a valid pattern")
 });
@@ -133,7 +138,7 @@ static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
 /// `--user=name:pass`, quoted or not): the one capture group that matched is the password.
 static USER_OPTION: LazyLock<Regex> = LazyLock::new(|| {
-    let option = r#"(?:^|[\s'"])(?:-u|--user)(?:[\s=]+)?"#;
+    let option = r#"(?:^|[\s'"])(?:-u\s*|--user(?:\s+|=))"#;
     let value = r#"'[^\s:']*:([^']*)|"[^\s:"]*:([^"]*)|[^\s:'"]*:([^\s'"]+)"#;
     Regex::new(&format!("{option}(?:{value})")).expect("a valid pattern")
 });
@@ -184,7 +189,13 @@ pub fn scrub_patterns(text: &str) -> String {
 /// Removes the password from a URL or key=value connection string, even one
 /// that does not parse, so that error messages can quote the rest.
 pub fn redact(dsn: &str) -> String {
-    let url = URL_PASSWORD.replace_all(dsn, format!("${{1}}{REDACTED}@"));
+    let url = URL_PASSWORD.replace_all(dsn, |caps: &regex::Captures| {
+        let user = caps
+            .get(1)
+            .or_else(|| caps.get(2))
+            .map_or("", |u| u.as_str());
+        format!("{user}{REDACTED}@")
+    });
     DSN_PASSWORD
         .replace_all(&url, |caps: &regex::Captures| {
             let key = caps
@@ -365,21 +376,40 @@ mod tests {
             redact("host=db\npassword=s3cret\nport=5"),
             "host=db\npassword=REDACTED\nport=5"
         );
-        // Unencoded `@`, `/` and `?` in a URL's password: nothing of it is left.
+        // Unencoded `@`, `/` and `?` in a URL's password, an `@` in its user name: nothing
+        // of the password is left.
         for url in [
             "postgres://app:P@ssw0rd@db.example/app",
             "postgres://u:a/b@h:99999/db",
             "postgres://u:a?b@h/db?sslmode=require",
+            "postgresql://pgadmin@myserver:S3cret@myserver.example/postgres",
         ] {
             let out = redact(url);
             assert!(
-                out.starts_with("postgres://") && out.contains(":REDACTED@"),
+                out.starts_with("postgres") && out.contains(":REDACTED@"),
                 "{out}"
             );
-            for piece in ["ssw0rd", "a/b", "a?b"] {
+            for piece in ["ssw0rd", "a/b", "a?b", "S3cret"] {
                 assert!(!out.contains(piece), "{url} -> {out}");
             }
         }
+        // A quote inside a bare value, a `#` inside a query value: part of the password.
+        assert_eq!(
+            redact("host=db password=ab'cd user=u"),
+            "host=db password=REDACTED user=u"
+        );
+        assert_eq!(
+            redact("postgres://h/db?password=ab#cd"),
+            "postgres://h/db?password=REDACTED"
+        );
+        // Other schemes keep what their user info cannot hold: not a port and a path's `@`.
+        for text in [
+            "GET https://api.example.com:443/v1/users/alice@example.com",
+            r#"{"url":"http://h:80/x","who":"a@b"}"#,
+        ] {
+            assert_eq!(redact(text), text);
+        }
+        assert_eq!(redact("https://u:pw@h/x"), "https://u:REDACTED@h/x");
     }
 
     #[test]
@@ -393,6 +423,11 @@ mod tests {
             ("curl -u 'a:b c' x", "curl -u 'a:REDACTED' x"),
             ("curl -ua:b", "curl -ua:REDACTED"),
             ("curl -u patroni http://h", "curl -u patroni http://h"),
+            ("tool --username=a:b", "tool --username=a:b"),
+            (
+                "sudo -u postgres pg_ctl promote",
+                "sudo -u postgres pg_ctl promote",
+            ),
         ] {
             assert_eq!(scrub_patterns(input), want, "input {input:?}");
         }

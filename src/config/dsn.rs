@@ -98,12 +98,13 @@ pub fn parse(
 }
 
 /// tokio-postgres ends a URL's user info at its first `@`, wherever that is. An unencoded
-/// `/` or `?` before it, or a second `@` before the path, would put part of the password
-/// into the host (shown in logs and labels) or hide the query's `sslmode` from pgdrill.
+/// `/`, `?` or white space before it, or a second `@` before the path, would put part of
+/// the password into the host (shown in logs and labels), hide the query's `sslmode` from
+/// pgdrill, or escape redaction. The error shows nothing before the last `@`.
 fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
-    let Some(after) = ["postgres://", "postgresql://"]
+    let Some((scheme, after)) = ["postgres://", "postgresql://"]
         .iter()
-        .find_map(|scheme| raw.strip_prefix(scheme))
+        .find_map(|scheme| Some((scheme, raw.strip_prefix(scheme)?)))
     else {
         return Ok(());
     };
@@ -111,12 +112,16 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
         return Ok(());
     };
     let host = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    if user_info.contains(['/', '?']) || host.contains('@') {
+    if user_info.contains(['/', '?'])
+        || user_info.contains(char::is_whitespace)
+        || host.contains('@')
+    {
+        let shown = after.rsplit_once('@').map_or("", |(_, tail)| tail);
         return Err(ConfigError::new(
             "--dsn",
-            redact(raw),
-            "has a '/', '?' or '@' before its host that is not percent-encoded: write them \
-             as %2F, %3F and %40 in the user name and password",
+            format!("{scheme}REDACTED@{shown}"),
+            "has a '/', '?', '@' or space before its host that is not percent-encoded: \
+             write them as %2F, %3F, %40 and %20 in the user name and password",
         ));
     }
     Ok(())

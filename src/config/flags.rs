@@ -45,11 +45,19 @@ pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)>
     out
 }
 
-/// The directory `path` is written into exists and takes a new file.
+/// `path` can be written: an existing file (or device, like `/dev/stdout`) opens for
+/// writing, else its directory exists and takes a new file.
 pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigError> {
     let bad = |reason: String| ConfigError::new(option, path.display().to_string(), reason);
     if path.is_dir() {
         return Err(bad("is a directory; name the file to write".to_string()));
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| bad(format!("cannot write it: {e}")));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -59,7 +67,15 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigErro
         return Err(bad(format!("directory {} does not exist", dir.display())));
     }
     // Permission bits do not tell (root, ACLs, read-only mounts): try it.
-    let probe = dir.join(format!(".pgdrill-write-check-{}", std::process::id()));
+    // Unique per call: a probe left by a killed process (pid 1 in every container) must not
+    // fail the next start.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let probe = dir.join(format!(
+        ".pgdrill-write-check-{}-{nanos}",
+        std::process::id()
+    ));
     std::fs::File::create_new(&probe)
         .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
     let _ = std::fs::remove_file(&probe);
@@ -111,5 +127,7 @@ mod tests {
         assert_eq!(err.0, "--report");
         assert!(err.1.contains("does not exist"), "{}", err.1);
         assert!(writable_file("--report", &dir).is_err());
+        // An existing file or device: opened, not probed beside (`/dev` takes no new file).
+        assert!(writable_file("--summary-json", Path::new("/dev/null")).is_ok());
     }
 }

@@ -93,8 +93,9 @@ const MIN_RATE: f64 = 0.001;
 /// The most due transactions that may queue (`--max-backlog`): a second at the highest rate.
 const MAX_BACKLOG: usize = 1_000_000;
 
-/// The longest duration a flag takes: adding more to a clock would overflow it.
-const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// The longest duration a flag takes (100 years of 365.25 days, humantime's): adding more
+/// to a clock would overflow it.
+const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
 
 /// A duration flag's value (humantime: `5s`, `2m`, `1h 30m`), at most [`MAX_DURATION`].
 pub(crate) fn duration(value: &str) -> Result<humantime::Duration, String> {
@@ -481,6 +482,7 @@ pub(crate) mod tests {
             "--failover-timeout",
             "at most 100 years",
         );
+        assert!(args(&["--failover-timeout", "100y"]).is_ok());
         refused(&["--rate", "1e-20"], "--rate", "too slow");
         assert_eq!(args(&["--rate", "0.001"]).unwrap().rate, Some(0.001));
         refused(
@@ -500,9 +502,12 @@ pub(crate) mod tests {
         for dsn in [
             "postgres://u:a?b@h/db?sslmode=require",
             "postgres://app:P@ssw0rd@db.example/app",
+            "postgresql://pgadmin@myserver:S3cret@myserver.example/postgres",
+            "postgres://u:pass word@h/db",
         ] {
             let e = args(&["--dsn", dsn]).unwrap_err();
-            assert!(e.contains("--dsn") && e.contains("%3F and %40"), "{e}");
+            assert!(!e.contains("S3cret") && !e.contains("pass word"), "{e}");
+            assert!(e.contains("--dsn") && e.contains("%3F, %40"), "{e}");
             assert!(!e.contains("a?b") && !e.contains("ssw0rd"), "{e}");
         }
         let c = args(&["--dsn", "postgres://u:a%3Fb%40c@h/db?sslmode=require"]).unwrap();

@@ -218,8 +218,10 @@ pub async fn lane(
         };
         failures = 0;
         let broken = run_on(&shared, &conn, first, &jobs, &report, &mut rng).await;
-        if broken || conn.created.elapsed() >= shared.max_connection_lifetime {
+        if broken {
             conn.broken = true;
+        } else if conn.created.elapsed() >= shared.max_connection_lifetime {
+            conn.retired = true;
         }
     }
 }

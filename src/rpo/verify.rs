@@ -114,9 +114,14 @@ impl Verifier {
 
     /// The `seq`s of this run's rows from about `min_id` on that the primary the pool
     /// reaches now holds: those below `seq_end` (no more rows than the snapshot checks,
-    /// however long the load has run since), or of `asked` only. A query unanswered after
-    /// `settle` is given up with its connection (a hung server).
-    async fn present(&self, min_id: Option<i64>, which: Seqs<'_>) -> Result<Vec<u64>, VerifyError> {
+    /// however long the load has run since), or of `asked` only. A query unanswered within
+    /// `limit` is given up with its connection (a hung server).
+    async fn present(
+        &self,
+        min_id: Option<i64>,
+        which: Seqs<'_>,
+        limit: Duration,
+    ) -> Result<Vec<u64>, VerifyError> {
         let mut conn = self.pool.dedicated().await?;
         if conn.broken {
             return Err(VerifyError::Standby);
@@ -138,9 +143,9 @@ impl Verifier {
         // Unnamed statement: no server-side state, so it also works through PgBouncer in
         // transaction mode (a named one may be executed on another server connection).
         let query = conn.client.query_typed(&sql, &params);
-        let Ok(rows) = tokio::time::timeout(self.settle, query).await else {
+        let Ok(rows) = tokio::time::timeout(limit, query).await else {
             conn.broken = true;
-            return Err(VerifyError::NoAnswer(self.settle));
+            return Err(VerifyError::NoAnswer(limit));
         };
         let rows = rows?;
         let mut present = Vec::with_capacity(rows.len());
@@ -203,8 +208,15 @@ impl Verifier {
             return;
         }
         let asked = seqs.iter().map(|s| *s as i64).collect::<Vec<_>>();
-        let found =
-            tokio::time::timeout(RESOLVE_TIMEOUT, self.present(min_id, Seqs::Asked(&asked))).await;
+        let found = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            self.present(
+                min_id,
+                Seqs::Asked(&asked),
+                self.settle.min(RESOLVE_TIMEOUT),
+            ),
+        )
+        .await;
         let found: HashSet<u64> = match found {
             Ok(Ok(found)) => found.into_iter().collect(),
             Ok(Err(err)) => {
@@ -242,7 +254,11 @@ impl Verifier {
             }
             // One pass over the snapshot against the primary the pool reaches now.
             match self
-                .present(snapshot.min_id, Seqs::Below(snapshot.seq_end()))
+                .present(
+                    snapshot.min_id,
+                    Seqs::Below(snapshot.seq_end()),
+                    self.settle,
+                )
                 .await
             {
                 Ok(present) => break snapshot.judge(present, req.loss_reference),

@@ -58,7 +58,7 @@ pub struct WebConfig {
     cache: Mutex<HashMap<[u8; 32], bool>>,
     /// One bcrypt at a time (as Prometheus' exporter-toolkit does): clients sending wrong
     /// passwords cannot take every core from the load.
-    hashing: tokio::sync::Semaphore,
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -101,7 +101,7 @@ impl WebConfig {
             tls,
             users: file.basic_auth_users,
             cache: Mutex::new(HashMap::new()),
-            hashing: tokio::sync::Semaphore::new(1),
+            hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
@@ -122,10 +122,12 @@ impl WebConfig {
         if let Some(ok) = self.cache.lock().get(&key).copied() {
             return ok;
         }
-        let Ok(_turn) = self.hashing.acquire().await else {
-            return false;
-        };
-        let verify = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash));
+        // The turn goes with the hash: a client hanging up does not free it early.
+        let turn = self.hashing.clone().acquire_owned().await;
+        let verify = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            bcrypt::verify(password, &hash)
+        });
         let ok = matches!(verify.await, Ok(Ok(true)));
         let mut cache = self.cache.lock();
         if cache.len() >= CACHE_ENTRIES {

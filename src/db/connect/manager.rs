@@ -29,6 +29,8 @@ pub struct Conn {
     /// Set when a query failed in a way that makes this connection unusable, or a request
     /// on it was given up unanswered.
     pub broken: bool,
+    /// Set when a healthy connection is done (its lifetime is over): closed politely.
+    pub retired: bool,
     pub created: tokio::time::Instant,
     /// Says when this connection's server stopped answering.
     pub silence: Silence,
@@ -274,6 +276,6 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken || conn.client.is_closed() || conn.silence.is_silent()
+        conn.broken || conn.retired || conn.client.is_closed() || conn.silence.is_silent()
     }
 }

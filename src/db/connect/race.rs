@@ -29,6 +29,7 @@ impl Connector {
                         client,
                         insert,
                         broken: false,
+                        retired: false,
                         created: Instant::now(),
                         silence: Silence {
                             token: claim.succeeded(),
