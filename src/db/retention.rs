@@ -71,7 +71,7 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         wait = settings.interval;
-        let c = match conn.take() {
+        let mut c = match conn.take() {
             Some(c) if !c.client.is_closed() => c,
             _ => match pool.dedicated().await {
                 Ok(c) => c,
@@ -83,7 +83,6 @@ pub async fn run(
                 }
             },
         };
-        let mut c = c;
         match sweep(&c, &sql, settings, &metrics, &stop).await {
             Ok(deleted) => {
                 if deleted > 0 {
@@ -98,7 +97,10 @@ pub async fn run(
             Err(None) => {
                 metrics.retention_errors.inc(ErrorClass::NoResponse);
                 let limit = humantime::format_duration(BATCH_TIMEOUT);
-                tracing::warn!(class = %ErrorClass::NoResponse, "retention batch got no answer within {limit}; its connection is closed; will retry");
+                tracing::warn!(
+                    class = %ErrorClass::NoResponse,
+                    "retention batch got no answer within {limit}; its connection is closed; will retry"
+                );
                 wait = ERROR_BACKOFF;
                 c.broken = true;
             }
