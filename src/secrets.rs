@@ -130,7 +130,7 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 /// a URL query, to the next `&` (group 2 the key).
 static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)((?:^|\s)\w*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s\\]|\\(?s:.)?)*)|([?&]\w*password=)[^&\s]*",
+        r"(?i)((?:^|\s)[a-z0-9_]*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s\\]|\\(?s:.)?)*)|([?&][a-z0-9_]*password=)[^&\s]*",
     )
     .expect("a valid pattern")
 });
