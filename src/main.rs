@@ -88,7 +88,7 @@ fn run(args: RunArgs) -> ExitCode {
         let summary_path = config.summary_json.clone();
         let report_path = config.report.clone();
         let argv: Vec<_> = std::env::args_os().collect();
-        let flags = pgdrill::config::flags_as_run(&argv, &config.target.redacted);
+        let redacted = config.target.redacted.clone();
         let mut summary = match pgdrill::run(config, listener, stop).await {
             Ok(summary) => summary,
             Err(err) => {
@@ -96,7 +96,8 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(err.exit_code());
             }
         };
-        summary.set_flags(flags);
+        // Scrubbed after the run: the patterns compile then, not on top of the load's memory.
+        summary.set_flags(pgdrill::config::flags_as_run(&argv, &redacted));
         println!("{}", summary.printable());
         if let Some(path) = summary_path {
             let written = if path.as_os_str() == "-" {

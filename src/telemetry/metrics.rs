@@ -172,9 +172,7 @@ impl Metrics {
             &["host", "port", "database", "pooler"],
         );
         for labels in hosts {
-            // From the DSN: scrubbed like everything else pgdrill writes.
-            let labels = labels.clone().map(|l| crate::secrets::scrub(&l));
-            info.with_label_values(&labels).set(1);
+            info.with_label_values(labels).set(1);
         }
     }
 
