@@ -417,6 +417,7 @@ impl Drill {
             primary_changes: s.identity.changes(),
             server_restarts: self.metrics.server_restarts.get(),
             outages: s.outages.outages(),
+            earlier_outages: s.outages.earlier(),
             state_changes: s.outages.state_changes(),
             identity_first: s.identity.first(),
             identity_last: s.identity.current(),

@@ -12,7 +12,7 @@ pub mod verdict;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339;
-use crate::failover::outages::OutageRecord;
+use crate::failover::outages::{EarlierOutages, OutageRecord};
 
 pub use daemon::{DrillRun, Sources};
 pub use plan::TriggerConfig;
@@ -46,6 +46,7 @@ pub struct RunFacts {
     /// One per trigger that ran (see [`Schedule::baseline_span`]).
     pub baselines: Vec<Baseline>,
     pub outages: Vec<OutageRecord>,
+    pub earlier_outages: EarlierOutages,
     /// For each primary change, when the new primary acknowledged its first write.
     pub new_primary_writes_unix: Vec<f64>,
     /// Every acknowledged write found missing during the run, in an outage or not.
@@ -68,6 +69,7 @@ impl DrillReport {
             baselines: &facts.baselines,
             drills: &drills,
             outages: &facts.outages,
+            earlier: &facts.earlier_outages,
             run_end_unix: facts.run_end_unix,
         };
         let verdict = judge_members(
@@ -207,6 +209,7 @@ mod tests {
                     target_rate: Some(100.0),
                 }],
                 outages: vec![outage(1, t0 + 30.05, Some(0.27), 0)],
+                earlier_outages: EarlierOutages::default(),
                 new_primary_writes_unix: vec![t0 + 30.32],
                 lost_writes_in_run: 0,
                 run_end_unix: t0 + 60.0,

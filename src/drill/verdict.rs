@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::drill::timing::{Baseline, DrillTiming};
 use crate::drill::trigger::{TriggerOutcome, TriggerRun};
-use crate::failover::outages::OutageRecord;
+use crate::failover::outages::{EarlierOutages, OutageRecord, MAX_OUTAGES};
 
 /// What to judge a drill against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +112,7 @@ pub struct MemberFacts<'a> {
     /// Its outages attributed to the triggers (see [`crate::drill::attribute`]).
     pub drills: &'a [DrillTiming],
     pub outages: &'a [OutageRecord],
+    pub earlier: &'a EarlierOutages,
     /// When its run ended (Unix seconds): how long an outage still open then had lasted.
     pub run_end_unix: f64,
 }
@@ -164,9 +165,16 @@ pub fn judge_members(
         }
         // A canary (no trigger planned): every outage is judged on its own.
         if planned == 0 {
+            judge_earlier(m.earlier, rto, &mut f, &mut i);
             for o in m.outages {
                 judge_outage("", o, m.run_end_unix, rto, &mut f, &mut i);
             }
+        } else if m.earlier.count > 0 {
+            i.push(format!(
+                "only the latest {MAX_OUTAGES} of {} outages were kept: the triggers cannot \
+                 all be timed",
+                m.earlier.count + m.outages.len()
+            ));
         }
         failed.extend(f.into_iter().map(named));
         invalid.extend(i.into_iter().map(named));
@@ -214,6 +222,29 @@ fn judge_drill(
             let who = format!("trigger {}: ", d.trigger);
             judge_outage(&who, o, m.run_end_unix, rto, failed, invalid);
         }
+    }
+}
+
+/// Rules 2 and 3 for the outages whose records were let go: the longest decides the RTO.
+fn judge_earlier(
+    e: &EarlierOutages,
+    rto: f64,
+    failed: &mut Vec<String>,
+    invalid: &mut Vec<String>,
+) {
+    let (seconds, index) = (e.longest_write_unavailable_seconds, e.longest_outage);
+    if e.count > 0 && seconds > rto {
+        failed.push(format!(
+            "writes unavailable for {seconds:.3} s (outage {index}, the longest of outages \
+             1-{}), over the RTO objective ({rto} s)",
+            e.count
+        ));
+    }
+    if e.unverified > 0 {
+        invalid.push(format!(
+            "the acknowledged writes before {} of outages 1-{} were never verified",
+            e.unverified, e.count
+        ));
     }
 }
 
@@ -293,6 +324,7 @@ mod tests {
         triggers: Vec<TriggerRun>,
         baselines: Vec<Baseline>,
         outages: Vec<OutageRecord>,
+        earlier: EarlierOutages,
         primaries: Vec<f64>,
         lost: u64,
         planned: u32,
@@ -305,6 +337,7 @@ mod tests {
                 triggers: vec![trigger(1, T0 + 30.0, 0.2)],
                 baselines: vec![healthy(1, T0 + 30.0)],
                 outages: vec![outage(1, T0 + 30.1, Some(0.3), 0)],
+                earlier: EarlierOutages::default(),
                 primaries: vec![T0 + 30.45],
                 lost: 0,
                 planned: 1,
@@ -318,6 +351,7 @@ mod tests {
                 baselines: &self.baselines,
                 drills: &drills,
                 outages: &self.outages,
+                earlier: &self.earlier,
                 run_end_unix: T0 + 60.0,
             };
             judge_members(
@@ -489,6 +523,7 @@ mod tests {
             ],
             primaries: vec![T0 + 30.5, T0 + 92.7, T0 + 150.4],
             lost: 0,
+            earlier: EarlierOutages::default(),
             planned: 4,
         };
         let v = case.judge(objectives(1_000));
@@ -528,6 +563,7 @@ mod tests {
             triggers: Vec::new(),
             baselines: Vec::new(),
             outages,
+            earlier: EarlierOutages::default(),
             primaries: Vec::new(),
             lost: 0,
             planned: 0,
@@ -561,5 +597,47 @@ mod tests {
         let v = canary(vec![outage(1, T0 + 50.0, None, 0)]).judge(objectives(1_000));
         assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
         assert!(v.failed[0].contains("10.000 s after outage 1 began"), "{v}");
+    }
+
+    #[test]
+    fn outages_whose_records_were_let_go_still_count() {
+        let earlier = EarlierOutages {
+            count: 5,
+            checked_writes: 500,
+            unverified: 0,
+            longest_write_unavailable_seconds: 9.0,
+            longest_outage: 3,
+        };
+        let mut canary = Case {
+            triggers: Vec::new(),
+            baselines: Vec::new(),
+            outages: vec![outage(6, T0 + 50.0, Some(0.3), 0)],
+            earlier,
+            primaries: Vec::new(),
+            lost: 0,
+            planned: 0,
+        };
+        let v = canary.judge(objectives(10_000));
+        assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
+        let v = canary.judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
+        assert_eq!(
+            v.failed,
+            [
+                "writes unavailable for 9.000 s (outage 3, the longest of outages 1-5), over the \
+              RTO objective (1 s)"
+            ]
+        );
+        canary.earlier.unverified = 2;
+        let v = canary.judge(objectives(10_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert!(v.invalid[0].contains("before 2 of outages 1-5"), "{v}");
+
+        // A drill cannot attribute outages it no longer holds.
+        let mut drill = Case::forced();
+        drill.earlier.count = 1;
+        let v = drill.judge(objectives(120_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        assert!(v.invalid[0].contains("of 2 outages were kept"), "{v}");
     }
 }

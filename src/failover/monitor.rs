@@ -40,17 +40,16 @@ impl Monitor {
             tokio::spawn(async move {
                 this.verifier
                     .run(verify_rx, stop, |req, check| {
-                        if let Some(position) = req.outage {
+                        if let Some(index) = req.outage {
                             // Verification connected afresh (its identity probe ran): the
                             // server written to after the outage, even behind a pooler that
                             // kept pgdrill's connections while it switched servers.
-                            this.outages
-                                .verified(position, check, this.identity.current());
+                            this.outages.verified(index, check, this.identity.current());
                         }
                         this.timeline.event(
                             crate::clock::unix_now(),
                             EventKind::Verification {
-                                outage: req.outage.map(|p| p as u32 + 1),
+                                outage: req.outage.map(|i| i as u32),
                                 checked: check.checked,
                                 lost: check.lost,
                                 unknown_committed: check.unknown_committed,
@@ -164,11 +163,11 @@ impl Monitor {
                 m.last_outage_duration.set(seconds);
                 m.outage_duration.observe(seconds);
                 let after = self.identity.current();
-                let position = self.outages.ended(start, end, &classes, after.clone());
+                let index = self.outages.ended(start, end, &classes, after.clone());
                 self.timeline.event(
                     clock.unix(end),
                     EventKind::OutageEnd {
-                        outage: position.map_or(0, |p| p as u32 + 1),
+                        outage: index.map_or(0, |i| i as u32),
                         unavailable_seconds: Some(seconds),
                     },
                 );
@@ -180,7 +179,7 @@ impl Monitor {
                     "writes available again"
                 );
                 Some(Request {
-                    outage: position,
+                    outage: index,
                     until: end,
                     loss_reference: start,
                 })

@@ -55,13 +55,46 @@ pub struct StateChange {
 /// State changes kept for the report; a canary flapping for weeks keeps the latest.
 pub const MAX_STATE_CHANGES: usize = 1000;
 
+/// Outage records kept (about 0.5 kB each); a canary flapping for weeks keeps the latest
+/// and adds up the older ones in [`EarlierOutages`].
+pub const MAX_OUTAGES: usize = 1000;
+
+/// The outage records let go (the oldest, beyond [`MAX_OUTAGES`]), added up: what the
+/// verdict and the report still need of them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EarlierOutages {
+    /// Outages 1 to `count`.
+    pub count: usize,
+    pub checked_writes: u64,
+    /// Of them, those never verified.
+    pub unverified: usize,
+    /// The longest write unavailability among them, and its outage.
+    pub longest_write_unavailable_seconds: f64,
+    pub longest_outage: usize,
+}
+
+impl EarlierOutages {
+    fn add(&mut self, o: &OutageRecord) {
+        self.count += 1;
+        self.checked_writes += o.checked_writes.unwrap_or(0);
+        self.unverified += usize::from(o.lost_writes.is_none());
+        let seconds = o.write_unavailable_seconds.unwrap_or(0.0);
+        if seconds > self.longest_write_unavailable_seconds {
+            self.longest_write_unavailable_seconds = seconds;
+            self.longest_outage = o.index;
+        }
+    }
+}
+
 /// Lost sequence numbers kept over all records (800 kB): a canary losing writes at every
 /// failover for weeks keeps the counts, not ever more numbers.
 pub const MAX_LOST_SEQS: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct Book {
-    outages: Vec<OutageRecord>,
+    outages: VecDeque<OutageRecord>,
+    earlier: EarlierOutages,
     changes: VecDeque<StateChange>,
     /// Lost sequence numbers held by the records.
     lost_seqs: usize,
@@ -93,8 +126,13 @@ impl Outages {
         self.clock
     }
 
+    /// The records kept, the oldest first.
     pub fn outages(&self) -> Vec<OutageRecord> {
-        self.book.lock().outages.clone()
+        self.book.lock().outages.iter().cloned().collect()
+    }
+
+    pub fn earlier(&self) -> EarlierOutages {
+        self.book.lock().earlier.clone()
     }
 
     pub fn state_changes(&self) -> Vec<StateChange> {
@@ -134,8 +172,14 @@ impl Outages {
     /// Opens a record; returns its 1-based index.
     pub fn started(&self, start: Instant, before: Option<Identity>) -> usize {
         let mut b = self.book.lock();
-        let index = b.outages.len() + 1;
-        b.outages.push(OutageRecord {
+        if b.outages.len() == MAX_OUTAGES {
+            if let Some(old) = b.outages.pop_front() {
+                b.lost_seqs -= old.lost_seqs.len();
+                b.earlier.add(&old);
+            }
+        }
+        let index = b.earlier.count + b.outages.len() + 1;
+        b.outages.push_back(OutageRecord {
             index,
             started_at: self.clock.rfc3339(start),
             start_unix: self.clock.unix(start),
@@ -145,7 +189,7 @@ impl Outages {
         index
     }
 
-    /// Closes the open record; returns its position for [`Outages::verified`].
+    /// Closes the open record; returns its index for [`Outages::verified`].
     pub fn ended(
         &self,
         start: Instant,
@@ -154,13 +198,13 @@ impl Outages {
         after: Option<Identity>,
     ) -> Option<usize> {
         let mut b = self.book.lock();
-        let o = b.outages.last_mut()?;
+        let o = b.outages.back_mut()?;
         o.ended_at = Some(self.clock.rfc3339(end));
         o.end_unix = Some(self.clock.unix(end));
         o.write_unavailable_seconds = Some((end - start).as_secs_f64());
         o.error_classes = classes.iter().map(|c| c.as_str()).collect();
         o.identity_after = after;
-        Some(o.index - 1)
+        Some(o.index)
     }
 
     /// The load stopped now (the end of `--duration`, or a signal).
@@ -174,7 +218,7 @@ impl Outages {
         let mut b = self.book.lock();
         let until = b.load_end.unwrap_or(now);
         let seconds = until.saturating_duration_since(start).as_secs_f64();
-        if let Some(o) = b.outages.last_mut().filter(|o| o.ended_at.is_none()) {
+        if let Some(o) = b.outages.back_mut().filter(|o| o.ended_at.is_none()) {
             o.write_unavailable_seconds = Some(seconds);
             o.error_classes = classes.iter().map(|c| c.as_str()).collect();
             o.open_at_shutdown = true;
@@ -183,17 +227,26 @@ impl Outages {
     }
 
     pub fn full_rate(&self, seconds: f64) {
-        if let Some(o) = self.book.lock().outages.last_mut() {
+        if let Some(o) = self.book.lock().outages.back_mut() {
             o.time_to_full_rate_seconds = Some(seconds);
         }
     }
 
-    /// Fills in what verification found for the outage at `position`.
-    pub fn verified(&self, position: usize, c: &Check, written_to: Option<Identity>) {
+    /// Fills in what verification found for outage `index`.
+    pub fn verified(&self, index: usize, c: &Check, written_to: Option<Identity>) {
         let mut b = self.book.lock();
         let Book {
-            outages, lost_seqs, ..
+            outages,
+            earlier,
+            lost_seqs,
+            ..
         } = &mut *b;
+        let Some(position) = index.checked_sub(earlier.count + 1) else {
+            // Let go unverified while its verification ran (one answer per outage).
+            earlier.checked_writes += c.checked;
+            earlier.unverified = earlier.unverified.saturating_sub(1);
+            return;
+        };
         let Some(o) = outages.get_mut(position) else {
             return;
         };
@@ -240,11 +293,11 @@ mod tests {
         };
         for i in 0..(MAX_LOST_SEQS / 10_000 + 2) {
             outages.started(t0, None);
-            let position = outages.ended(t0, t0, &[], None).expect("open record");
-            outages.verified(position, &many, None);
+            let index = outages.ended(t0, t0, &[], None).expect("open record");
+            outages.verified(index, &many, None);
             // Verified again (a retry): replaced, not counted twice.
-            outages.verified(position, &many, None);
-            assert_eq!(position, i);
+            outages.verified(index, &many, None);
+            assert_eq!(index, i + 1);
         }
         let records = outages.outages();
         let kept: usize = records.iter().map(|o| o.lost_seqs.len()).sum();
@@ -260,10 +313,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(outages.started(t0, None), 1);
         let end = t0 + Duration::from_millis(1_250);
-        let position = outages.ended(t0, end, &[ErrorClass::AdminShutdown], None);
-        assert_eq!(position, Some(0));
+        let index = outages.ended(t0, end, &[ErrorClass::AdminShutdown], None);
+        assert_eq!(index, Some(1));
         outages.full_rate(2.5);
-        outages.verified(0, &check(3), None);
+        outages.verified(1, &check(3), None);
 
         let records = outages.outages();
         assert_eq!(records.len(), 1);
@@ -295,6 +348,38 @@ mod tests {
         assert_eq!(records[0].lost_writes, Some(0));
         assert_eq!(records[1].lost_writes, None);
         assert_eq!(records[1].ended_at, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flapping_canary_keeps_the_latest_records_and_adds_up_the_rest() {
+        let outages = Outages::new(WallClock::now());
+        let t0 = Instant::now();
+        let mut pending = None;
+        for i in 1..=MAX_OUTAGES + 5 {
+            outages.started(t0, None);
+            let long = if i == 3 { 9.0 } else { 1.0 };
+            let end = t0 + Duration::from_secs_f64(long);
+            let index = outages.ended(t0, end, &[], None).expect("open record");
+            assert_eq!(index, i);
+            // Outage 2's verification answers only after its record was let go.
+            if i == 2 {
+                pending = Some(index);
+            } else {
+                outages.verified(index, &check(0), None);
+            }
+        }
+        let earlier = outages.earlier();
+        let records = outages.outages();
+        assert_eq!(records.len(), MAX_OUTAGES);
+        assert_eq!(records[0].index, 6);
+        assert_eq!((earlier.count, earlier.unverified), (5, 1));
+        assert_eq!(earlier.checked_writes, 400);
+        assert_eq!(earlier.longest_outage, 3);
+        assert_eq!(earlier.longest_write_unavailable_seconds, 9.0);
+
+        outages.verified(pending.expect("outage 2"), &check(0), None);
+        let earlier = outages.earlier();
+        assert_eq!((earlier.unverified, earlier.checked_writes), (0, 500));
     }
 
     #[tokio::test(start_paused = true)]

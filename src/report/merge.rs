@@ -191,6 +191,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                     baselines: &m.baselines,
                     drills: &m.drills,
                     outages: &i.summary.outages,
+                    earlier: &i.summary.earlier_outages,
                     run_end_unix: i.summary.span_unix().1,
                 })
                 .collect();
@@ -381,7 +382,7 @@ fn figures(
         duration_seconds: s.duration_seconds,
         target_rate: s.target_rate,
         counts: s.counts.clone(),
-        outages: s.outages.len(),
+        outages: s.outage_count(),
         baselines,
         drills,
         worst_write_unavailable_seconds: worst,

@@ -73,6 +73,7 @@ fn pod(index: u32, drill: &str, unavailable: f64, lost: u64, rto: Option<&str>) 
                     target_rate: Some(100.0),
                 }],
                 outages: vec![outage],
+                earlier_outages: Default::default(),
                 new_primary_writes_unix: vec![start + unavailable],
                 lost_writes_in_run: lost,
                 run_end_unix: T0 + 60.0,

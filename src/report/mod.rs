@@ -133,6 +133,7 @@ impl Sources {
             counts: RunCounts::of(&self.outcomes.tally(), self.verifier.totals()),
             identity_last: self.identity.current(),
             outages: self.outages.outages(),
+            earlier_outages: self.outages.earlier(),
             timeline: self.timeline.recent(html::LIVE_WINDOW),
             ..Summary::default()
         };

@@ -15,7 +15,7 @@ use crate::db::identity::Identity;
 use crate::drill::Objectives;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
-use crate::failover::outages::{OutageRecord, StateChange};
+use crate::failover::outages::{EarlierOutages, OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
 use crate::rpo::verify::RpoTotals;
 use crate::telemetry::errors::ErrorKind;
@@ -179,7 +179,9 @@ pub struct Summary {
     /// seconds on the outages' clock): `pgdrill report` times a member's failover from
     /// the trigger with it.
     pub new_primary_writes_unix: Vec<f64>,
+    /// The latest 1,000 outages; `earlier_outages` adds up the ones before them.
     pub outages: Vec<OutageRecord>,
+    pub earlier_outages: EarlierOutages,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
     /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
@@ -230,10 +232,18 @@ impl Summary {
 
     /// The longest measured write unavailability (the RTO a verdict judges).
     pub fn longest_unavailability(&self) -> Option<f64> {
+        let earlier = &self.earlier_outages;
+        let earlier = (earlier.count > 0).then_some(earlier.longest_write_unavailable_seconds);
         self.outages
             .iter()
             .filter_map(|o| o.write_unavailable_seconds)
+            .chain(earlier)
             .reduce(f64::max)
+    }
+
+    /// Every outage of the run, kept or not.
+    pub fn outage_count(&self) -> usize {
+        self.earlier_outages.count + self.outages.len()
     }
 
     /// Start and end of the run, Unix seconds on its clock: from `started_at`, else from
@@ -259,6 +269,7 @@ impl Summary {
             baselines: &[],
             drills: &[],
             outages: &self.outages,
+            earlier: &self.earlier_outages,
             run_end_unix: self.span_unix().1,
         };
         judge_members(
@@ -406,6 +417,14 @@ impl Summary {
     }
 
     fn fmt_outages(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.earlier_outages;
+        if e.count > 0 {
+            writeln!(
+                f,
+                "  outages #1-#{} (records not kept): longest #{} {:.3}s, checked {}, unverified {}",
+                e.count, e.longest_outage, e.longest_write_unavailable_seconds, e.checked_writes, e.unverified
+            )?;
+        }
         for o in &self.outages {
             writeln!(
                 f,

@@ -44,7 +44,7 @@ enum Seqs<'a> {
 /// One verification to run: the writes acknowledged before `until`.
 #[derive(Debug, Clone, Copy)]
 pub struct Request {
-    /// The outage this closes (its index in the outage records), if any.
+    /// The outage this closes (its 1-based index), if any.
     pub outage: Option<usize>,
     pub until: Instant,
     /// When writes stopped being acknowledged: the RPO is measured back from here.

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::db::identity::Identity;
 use crate::drill::DrillReport;
-use crate::failover::outages::OutageRecord;
+use crate::failover::outages::{OutageRecord, MAX_OUTAGES};
 use crate::report::summary::{Flag, Summary, DEFAULT_OBJECTIVES};
 
 /// Close-ups drawn, of the longest outages.
@@ -80,17 +80,31 @@ pub fn render(s: &Summary) -> String {
 
 /// The headline cards; `rto_is_default`: the summary names no objective.
 fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
-    let checked: u64 = s.outages.iter().filter_map(|o| o.checked_writes).sum();
+    let earlier = &s.earlier_outages;
+    let checked = earlier.checked_writes
+        + s.outages
+            .iter()
+            .filter_map(|o| o.checked_writes)
+            .sum::<u64>();
     // An outage never verified (open at the end, or no verification answered) checked
     // nothing: "0 lost" would claim what was never looked at.
-    let unverified: Vec<String> = s
-        .outages
-        .iter()
-        .filter(|o| o.lost_writes.is_none())
-        .map(|o| match o.end_unix {
-            None => format!("outage {} still open at the end", o.index),
-            Some(_) => format!("outage {} not verified", o.index),
+    let unverified: Vec<String> = (earlier.unverified > 0)
+        .then(|| {
+            format!(
+                "{} of outages 1-{} not verified",
+                earlier.unverified, earlier.count
+            )
         })
+        .into_iter()
+        .chain(
+            s.outages
+                .iter()
+                .filter(|o| o.lost_writes.is_none())
+                .map(|o| match o.end_unix {
+                    None => format!("outage {} still open at the end", o.index),
+                    Some(_) => format!("outage {} not verified", o.index),
+                }),
+        )
         .collect();
     let lost_value = if checked == 0 && !unverified.is_empty() {
         "unverified".to_string()
@@ -142,7 +156,7 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let detail = format!(
         "objective {}{default}; {} outage(s)",
         fmt_secs(rto),
-        s.outages.len()
+        s.outage_count()
     );
     card(class, "RTO — longest write unavailability", &value, &detail)
 }
@@ -202,6 +216,15 @@ fn outages_table(s: &Summary, rto: f64, dated: bool) -> Markup {
         @if s.outages.is_empty() {
             p { "No outage: writes were acknowledged throughout." }
         } @else {
+            @let e = &s.earlier_outages;
+            @if e.count > 0 {
+                p.muted {
+                    "Outages 1–" (e.count) " are not listed (the latest " (group(MAX_OUTAGES as u64))
+                    " are kept): the longest of them, outage " (e.longest_outage) ", made writes unavailable for "
+                    (fmt_secs(e.longest_write_unavailable_seconds)) "; they checked "
+                    (group(e.checked_writes)) " acknowledged writes."
+                }
+            }
             table.outages {
                 thead { tr {
                     th { "#" } th { "start (UTC)" } th { "end (UTC)" }

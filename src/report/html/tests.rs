@@ -6,7 +6,7 @@ use super::chart::{fmt_step, latency_label, nice_axis};
 use super::grid::step_at_least;
 use super::*;
 use crate::failover::machine::FailoverState;
-use crate::failover::outages::{OutageRecord, StateChange};
+use crate::failover::outages::{EarlierOutages, OutageRecord, StateChange};
 use crate::report::summary::{Flag, Percentiles, RunCounts, Summary};
 use crate::telemetry::timeline::{Event, EventKind, Second, State, Timeline};
 
@@ -422,6 +422,40 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
     assert!(html.contains(r#"<span class="big">INVALID</span>"#));
     assert!(html.contains("the acknowledged writes before outage 1 were never verified"));
     assert!(html.contains("1 on the new primary, 20 not on it, 3 unresolved"));
+}
+
+#[test]
+fn outages_whose_records_were_let_go_are_counted_and_judged() {
+    let mut r = drill(600, 120);
+    r.earlier_outages = EarlierOutages {
+        count: 1500,
+        checked_writes: 7000,
+        unverified: 2,
+        longest_write_unavailable_seconds: 42.5,
+        longest_outage: 12,
+    };
+    for o in &mut r.outages {
+        o.index += 1500;
+    }
+    let html = render_30(&r);
+    // Unverified outages make it invalid; the missed RTO is reported too.
+    assert!(html.contains(r#"<span class="big">INVALID</span>"#));
+    assert!(html.contains("outage 12, the longest of outages 1-1500"));
+    assert!(html.contains("2 of outages 1-1500 were never verified"));
+    assert!(html.contains("objective 30.00 s; 1501 outage(s)"));
+    assert!(
+        html.contains(r#"<div class="card bad"><div class="d">RTO — longest write unavailability</div><div class="v">42.50 s</div>"#),
+        "the RTO card"
+    );
+    assert!(html.contains("2 of outages 1-1500 not verified"));
+    assert!(html.contains("Outages 1–1500 are not listed"));
+    let text = r.to_string();
+    assert!(
+        text.contains(
+            "outages #1-#1500 (records not kept): longest #12 42.500s, checked 7000, unverified 2"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
