@@ -18,6 +18,7 @@ use crate::secrets::redact;
 /// anything the DSN leaves unset.
 const ENV_KEYS: &[(&str, &str)] = &[
     ("PGHOST", "host"),
+    ("PGHOSTADDR", "hostaddr"),
     ("PGPORT", "port"),
     ("PGUSER", "user"),
     ("PGPASSWORD", "password"),
@@ -53,6 +54,7 @@ pub fn parse(
     let tls = tls_settings(&tls_params, &env)?;
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
+    let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
     let timeout_in_dsn = pg.get_connect_timeout().is_some();
     let attrs_in_dsn = rest.contains("target_session_attrs");
     for (var, key) in ENV_KEYS {
@@ -65,9 +67,17 @@ pub fn parse(
         // The DSN's or PGPASSWORD's: never shown from here on, in any output.
         crate::secrets::remember(&String::from_utf8_lossy(password));
     }
-    if pg.get_hosts().is_empty() {
+    if pg.get_hosts().is_empty() && pg.get_hostaddrs().is_empty() {
         pg.host("localhost");
     }
+    check_hostaddr_count(&pg).map_err(|reason| {
+        let var = match names_from_dsn {
+            (true, true) => return ConfigError::new("--dsn", redact(raw), reason),
+            (_, false) => "PGHOSTADDR",
+            (false, true) => "PGHOST",
+        };
+        ConfigError::new(var, env(var).unwrap_or_default(), reason)
+    })?;
     check_port_count(&pg).map_err(|reason| match ports_from_dsn {
         true => ConfigError::new("--dsn", redact(raw), reason),
         false => ConfigError::new("PGPORT", env("PGPORT").unwrap_or_default(), reason),
@@ -255,6 +265,11 @@ fn apply_env_default(
                 };
             }
         }
+        "hostaddr" if pg.get_hostaddrs().is_empty() => {
+            for addr in one()?.get_hostaddrs() {
+                pg.hostaddr(*addr);
+            }
+        }
         "port" if pg.get_ports().is_empty() => {
             for port in one()?.get_ports() {
                 pg.port(*port);
@@ -310,10 +325,22 @@ impl Target {
     }
 }
 
+/// libpq accepts as many hostaddrs as hosts, or hostaddrs alone.
+fn check_hostaddr_count(pg: &PgConfig) -> Result<(), String> {
+    let (hosts, addrs) = (pg.get_hosts().len(), pg.get_hostaddrs().len());
+    if hosts > 0 && addrs > 0 && hosts != addrs {
+        return Err(format!(
+            "{addrs} hostaddrs for {hosts} hosts: give one hostaddr per host"
+        ));
+    }
+    Ok(())
+}
+
 /// libpq accepts one port for all hosts or exactly one per host; anything else would
 /// otherwise surface only at the first connection, as an error retried forever.
 fn check_port_count(pg: &PgConfig) -> Result<(), String> {
-    let (hosts, ports) = (pg.get_hosts().len(), pg.get_ports().len());
+    let hosts = pg.get_hosts().len().max(pg.get_hostaddrs().len());
+    let ports = pg.get_ports().len();
     if ports > 1 && ports != hosts {
         return Err(format!(
             "{ports} ports for {hosts} hosts: give one port for all hosts or one per host"
@@ -322,14 +349,16 @@ fn check_port_count(pg: &PgConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Each configured host with its port (libpq: one port for all hosts, or one per host).
+/// Each configured host (its hostaddr when it has no name) with its port (libpq: one
+/// port for all hosts, or one per host).
 fn host_ports(pg: &PgConfig) -> impl Iterator<Item = (String, u16)> + '_ {
-    let ports = pg.get_ports();
-    pg.get_hosts().iter().enumerate().map(move |(i, host)| {
+    let (hosts, addrs, ports) = (pg.get_hosts(), pg.get_hostaddrs(), pg.get_ports());
+    (0..hosts.len().max(addrs.len())).map(move |i| {
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-        let host = match host {
-            Host::Tcp(h) => h.clone(),
-            Host::Unix(p) => p.display().to_string(),
+        let host = match (hosts.get(i), addrs.get(i)) {
+            (Some(Host::Tcp(h)), _) => h.clone(),
+            (Some(Host::Unix(p)), _) => p.display().to_string(),
+            (None, addr) => addr.map(ToString::to_string).unwrap_or_default(),
         };
         (host, port)
     })
@@ -437,6 +466,33 @@ mod tests {
         let t = parse(Some("host=a,b,c port=6"), no_env).unwrap();
         assert_eq!(t.hosts, vec!["a:6", "b:6", "c:6"]);
         assert!(parse(Some("host=a,b port=1,2"), no_env).is_ok());
+    }
+
+    #[test]
+    fn hostaddr_alone_is_the_host_as_libpq_has_it() {
+        let t = parse(Some("hostaddr=10.0.0.5,10.0.0.6 port=6432"), no_env).unwrap();
+        assert_eq!(t.hosts, vec!["10.0.0.5:6432", "10.0.0.6:6432"]);
+        assert!(t.pg.get_hosts().is_empty(), "no localhost added");
+        let env = |k: &str| (k == "PGHOSTADDR").then(|| "10.0.0.7".to_string());
+        assert_eq!(parse(None, env).unwrap().hosts, vec!["10.0.0.7:5432"]);
+        let t = parse(Some("host=db hostaddr=10.0.0.5"), env).unwrap();
+        assert_eq!(
+            t.pg.get_hostaddrs(),
+            [std::net::IpAddr::from([10, 0, 0, 5])]
+        );
+        let e = parse(Some("host=a,b hostaddr=10.0.0.5"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dsn") && e.contains("1 hostaddrs for 2 hosts"),
+            "{e}"
+        );
+        let e = parse(Some("host=a,b"), env).unwrap_err().to_string();
+        assert!(e.contains("PGHOSTADDR") && e.contains("10.0.0.7"), "{e}");
+        let e = parse(Some("hostaddr=10.0.0.5,10.0.0.6 port=1,2,3"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 ports for 2 hosts"), "{e}");
     }
 
     #[test]

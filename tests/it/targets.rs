@@ -103,6 +103,22 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
     lab.shutdown().await;
 }
 
+/// `hostaddr` without `host` (libpq: the address is the host): connected to, and shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostaddr_alone_is_the_target() {
+    let lab = start_single(Some(SECRET)).await;
+    let port = lab.port(lab.primary());
+    let dsn =
+        format!("hostaddr=127.0.0.1 port={port} user=pgdrill dbname=pgdrill password={SECRET}");
+    let args = ["--dsn", &dsn, "--duration", "2s", "--rate", "50"];
+    let (code, _, out, err) = timed(&args, Duration::from_secs(40)).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(!out.contains("(0 ok") && out.contains(" ok"), "{out}");
+    assert!(err.contains(&format!("host=127.0.0.1:{port} ")), "{err}");
+    assert!(!err.contains("localhost") && !err.contains(SECRET), "{err}");
+    lab.shutdown().await;
+}
+
 /// Down at start, up 2 s later: followed normally. Then a server that goes away after the
 /// first write, for longer than --startup-timeout: an outage, not an exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
