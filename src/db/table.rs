@@ -31,7 +31,8 @@ impl Table {
         let parts = split_identifiers(name).ok_or_else(|| {
             invalid(
                 "expected table or schema.table: letters, digits and _ (folded to lower case \
-                 as SQL does), or a \"Quoted\" name to keep its case; at most 63 bytes each",
+                 as SQL does), or a \"Quoted\" name to keep its case (no ' or \\); at most 63 \
+                 bytes each",
             )
         })?;
         if parts.len() > 2 {
@@ -123,25 +124,27 @@ impl Table {
     pub(crate) fn retention_delete_sql(&self, batch_size: u32, window: Duration) -> String {
         let secs = window.as_secs_f64();
         let condition = format!("d.created_at < now() - make_interval(secs => {secs:.3})");
-        self.delete_batch_sql(batch_size, &condition)
+        self.delete_batch_sql(batch_size, "run_id IS NOT NULL", &condition)
     }
 
     /// One cleanup batch: pgdrill's rows of run `run_id`, or of every run.
     pub(crate) fn cleanup_delete_sql(&self, batch_size: u32, run_id: Option<i64>) -> String {
-        let condition = run_id.map_or_else(|| "true".into(), |id| format!("d.run_id = {id}"));
-        self.delete_batch_sql(batch_size, &condition)
+        let rows = run_id.map_or_else(
+            || "run_id IS NOT NULL".into(),
+            |id| format!("run_id = {id}"),
+        );
+        self.delete_batch_sql(batch_size, &rows, "true")
     }
 
-    /// Every DELETE pgdrill sends: bounded to its own rows (`run_id IS NOT NULL`), found in
+    /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set), found in
     /// primary-key order through the primary key (its own table) or the partial index
-    /// ([`Table::index_sql`]) on a table it shares.
-    fn delete_batch_sql(&self, batch_size: u32, condition: &str) -> String {
+    /// ([`Table::index_sql`]) on a table it shares, deleted where `condition` holds.
+    fn delete_batch_sql(&self, batch_size: u32, rows: &str, condition: &str) -> String {
         format!(
-            "WITH batch AS (SELECT transaction_id FROM {t} WHERE run_id IS NOT NULL \
+            "WITH batch AS (SELECT transaction_id FROM {t} WHERE {rows} \
                ORDER BY transaction_id LIMIT {batch_size}) \
              DELETE FROM {t} AS d USING batch \
-             WHERE d.transaction_id = batch.transaction_id AND d.run_id IS NOT NULL \
-               AND {condition}",
+             WHERE d.transaction_id = batch.transaction_id AND d.{rows} AND {condition}",
             t = self.quoted,
         )
     }
@@ -157,7 +160,9 @@ fn split_identifiers(name: &str) -> Option<Vec<String>> {
             Some(quoted) => {
                 let end = quoted.find('"')?;
                 let part = &quoted[..end];
-                if part.is_empty() || part.contains('\0') {
+                // A backslash could end the literal that names the table on a server with
+                // standard_conforming_strings off.
+                if part.is_empty() || part.contains(['\0', '\\', '\'']) {
                     return None;
                 }
                 (part.to_string(), &quoted[end + 1..])
@@ -363,6 +368,7 @@ mod tests {
         }
         let long = "x".repeat(64);
         assert!(Table::parse(&long).is_err());
+        assert!(Table::parse(r#""a\'' ; DROP TABLE x; --""#).is_err());
     }
 
     #[test]
@@ -378,7 +384,8 @@ mod tests {
         assert!(sql.contains("DELETE FROM \"public\".\"t\""), "{sql}");
         let one = table.cleanup_delete_sql(100, Some(42));
         assert!(
-            one.contains("AND d.run_id = 42") && one.contains("run_id IS NOT NULL"),
+            one.contains("WHERE run_id = 42 ORDER BY transaction_id LIMIT 100")
+                && one.contains("AND d.run_id = 42"),
             "{one}"
         );
         let all = table.cleanup_delete_sql(100, None);

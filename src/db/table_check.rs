@@ -392,7 +392,7 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
         // say the same on every write.
         let fixable_by_retry = err.code().is_none_or(|code| {
             !matches!(
-                &code.code()[..2],
+                code.code().get(..2).unwrap_or_default(),
                 "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
             )
         });

@@ -216,9 +216,10 @@ async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
     let dsn = lab.dsn(lab.primary());
     let client = connect(&dsn).await;
     let mut runs = Vec::new();
-    for _ in 0..2 {
+    // The first run holds more rows than one cleanup batch (5,000) below the second's.
+    for rate in ["3000", "100"] {
         let (code, out, err) = pgdrill(
-            &["--dsn", &dsn, "--rate", "100", "--duration", "2s"],
+            &["--dsn", &dsn, "--rate", rate, "--duration", "2s"],
             Duration::from_secs(60),
         )
         .await;
@@ -237,7 +238,7 @@ async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
         }
     };
     let (first, second) = (rows(runs[0]).await, rows(runs[1]).await);
-    assert!(first > 0 && second > 0);
+    assert!(first > 5000 && second > 0, "{first} {second}");
     let cleanup = |extra: &[&str]| {
         let mut argv = vec!["cleanup", "--dsn", dsn.as_str()];
         argv.extend_from_slice(extra);
@@ -248,17 +249,17 @@ async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
             (status.code(), out, err)
         }
     };
-    let one = runs[0].to_string();
-    let (code, out, err) = cleanup(&["--run-id", &one]).await;
+    let later = runs[1].to_string();
+    let (code, out, err) = cleanup(&["--run-id", &later]).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        out.contains(&format!("deleted {first} rows of run {one}")),
+        out.contains(&format!("deleted {second} rows of run {later}")),
         "{out}"
     );
-    assert_eq!((rows(runs[0]).await, rows(runs[1]).await), (0, second));
+    assert_eq!((rows(runs[0]).await, rows(runs[1]).await), (first, 0));
     let (code, out, _) = cleanup(&["--all-runs"]).await;
     assert_eq!(code, Some(0));
-    assert!(out.contains(&format!("deleted {second} rows")), "{out}");
+    assert!(out.contains(&format!("deleted {first} rows")), "{out}");
     assert_eq!(
         count(&client, "SELECT count(*) FROM pgdrill_writes", &[]).await,
         0

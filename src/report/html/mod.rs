@@ -11,6 +11,8 @@ pub(crate) mod live;
 pub(crate) mod page;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verdict_tests;
 
 use maud::{html, Markup, PreEscaped};
 
