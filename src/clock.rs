@@ -12,9 +12,15 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Unix seconds as RFC 3339 UTC with milliseconds.
+/// Unix seconds as RFC 3339 UTC with milliseconds, within what RFC 3339 can write
+/// (years 1970 to 9999: a report's input can hold any number).
 pub fn rfc3339(unix: f64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs_f64(unix.max(0.0));
+    let unix = if unix.is_finite() {
+        unix.clamp(0.0, 253_402_300_799.0)
+    } else {
+        0.0
+    };
+    let t = UNIX_EPOCH + Duration::from_secs_f64(unix);
     humantime::format_rfc3339_millis(t).to_string()
 }
 

@@ -211,6 +211,7 @@ impl Drill {
             target: config.target.redacted.clone(),
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
             target_rate: config.rate,
+            objectives: config.drill.objectives,
             outcomes,
             latency,
             outages,

@@ -75,10 +75,22 @@ pub struct EarlierOutages {
 }
 
 impl EarlierOutages {
+    /// Lets go of the oldest of `records` beyond [`MAX_OUTAGES`], as a run does (for a
+    /// summary read back).
+    pub fn keep_latest(&mut self, records: &mut Vec<OutageRecord>) {
+        let over = records.len().saturating_sub(MAX_OUTAGES);
+        for o in records.drain(..over) {
+            self.add(&o);
+        }
+    }
+
     fn add(&mut self, o: &OutageRecord) {
-        self.count += 1;
-        self.checked_writes += o.checked_writes.unwrap_or(0);
-        self.unverified += usize::from(o.lost_writes.is_none());
+        self.count = self.count.saturating_add(1);
+        let checked = o.checked_writes.unwrap_or(0);
+        self.checked_writes = self.checked_writes.saturating_add(checked);
+        self.unverified = self
+            .unverified
+            .saturating_add(usize::from(o.lost_writes.is_none()));
         let seconds = o.write_unavailable_seconds.unwrap_or(0.0);
         if seconds > self.longest_write_unavailable_seconds {
             self.longest_write_unavailable_seconds = seconds;

@@ -29,7 +29,14 @@ pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
         .collect::<Result<Vec<Input>, String>>()?;
     let report = merge::merge(&inputs);
     let page = match inputs.as_slice() {
-        [one] => html::render(&one.summary),
+        // The page shows the verdict the exit status and `--json` give, judged again.
+        [one] => {
+            let mut summary = one.summary.clone();
+            if let (Some(d), Some(v)) = (&mut summary.drill, &report.verdict) {
+                d.verdict = v.clone();
+            }
+            html::render(&summary)
+        }
         _ => render(&report, &inputs),
     };
     Ok(Merged {
@@ -47,10 +54,25 @@ impl Merged {
     }
 }
 
+/// The largest file `pgdrill report` reads: a week-long canary's summary is a few MB.
+const MAX_INPUT: u64 = 256 << 20;
+
 /// A summary as the merge reads it, and as the page reads it.
 fn read(path: &Path) -> Result<Input, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_INPUT + 1).read_to_string(&mut text))
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_INPUT {
+        return Err(format!(
+            "{} is over {} MiB, more than any summary: for a log, give its last summary \
+             line (grep '^{{' LOG | tail -1 > summary.json)",
+            path.display(),
+            MAX_INPUT >> 20
+        ));
+    }
     let json = summary_json(path, &text)?;
     let at = |e: String| format!("{}: {e}", path.display());
     let summary = crate::report::summary_from_json(json).map_err(at)?;

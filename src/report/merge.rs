@@ -7,6 +7,8 @@
 //! that was not running (or whose clock disagrees) around a trigger make the drill INVALID
 //! with the member's name. Merging one summary gives the verdict the run gave itself.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
@@ -250,6 +252,9 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     }
 }
 
+/// Missing members named one by one, at most.
+const MAX_NAMED_MISSING: usize = 10;
+
 /// Members that are missing, duplicated, or disagree on how many there are.
 fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<String> {
     let mut invalid = Vec::new();
@@ -277,16 +282,28 @@ fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<St
             ));
         }
     }
-    for index in 0..of {
-        let with: Vec<&Input> = counted
-            .iter()
-            .filter(|(_, m)| m.index == index)
-            .map(|(i, _)| *i)
-            .collect();
+    let mut by_index: BTreeMap<u32, Vec<&Input>> = BTreeMap::new();
+    for (i, m) in &counted {
+        by_index.entry(m.index).or_default().push(i);
+    }
+    // Named one by one up to a few: `of` comes from a file and can be anything.
+    let present = by_index.range(..of).count() as u64;
+    let missing = (0..of).filter(|k| !by_index.contains_key(k));
+    for index in missing.take(MAX_NAMED_MISSING) {
+        invalid.push(format!(
+            "member {index} of {of} is missing: no summary from it (it failed, or its \
+             summary was not collected)"
+        ));
+    }
+    let unnamed = (u64::from(of) - present).saturating_sub(MAX_NAMED_MISSING as u64);
+    if unnamed > 0 {
+        invalid.push(format!("{unnamed} more of the {of} members are missing"));
+    }
+    for (index, with) in &by_index {
         match with.as_slice() {
-            [] => invalid.push(format!(
-                "member {index} of {of} is missing: no summary from it (it failed, or its \
-                 summary was not collected)"
+            _ if *index >= of => invalid.push(format!(
+                "{} says it is member {index} of {of}: indices count from 0",
+                name(with[0])
             )),
             [_] => {}
             more => invalid.push(format!(
@@ -408,4 +425,4 @@ fn baseline(t: &Timeline, window: &Baseline, target_rate: Option<f64>) -> Option
 
 #[cfg(test)]
 #[path = "merge_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -13,7 +13,13 @@ const T0: f64 = 1_800_000_000.0;
 
 /// A member's summary as JSON: 60 s at 100/s from T0, one outage from T0 + 30.05 s
 /// lasting `unavailable`; with `rto` the member ran the trigger at T0 + 30 s.
-fn pod(index: u32, drill: &str, unavailable: f64, lost: u64, rto: Option<&str>) -> Value {
+pub(crate) fn pod(
+    index: u32,
+    drill: &str,
+    unavailable: f64,
+    lost: u64,
+    rto: Option<&str>,
+) -> Value {
     let start = T0 + 30.05;
     let outage = OutageRecord {
         index: 1,
@@ -115,6 +121,21 @@ fn one_summary_merges_into_the_verdict_the_run_gave_itself() {
     let v = verdict(&[pod(0, "d1", 0.3, 0, Some("120s"))]);
     assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
     assert!(v.invalid[0].contains("member 1 of 3 is missing"), "{v}");
+    // A member count from a hand-edited file: a few named, the rest counted.
+    let mut huge = pod(0, "d1", 0.3, 0, Some("120s"));
+    huge["member"]["of"] = json!(4_000_000_000u32);
+    let mut out_of_range = pod(1, "d1", 0.3, 0, None);
+    out_of_range["member"] = json!({"index": 4_100_000_000u32, "of": 4_000_000_000u32});
+    let v = verdict(&[huge, out_of_range]);
+    assert_eq!(v.invalid.len(), 12, "{v}");
+    assert!(
+        v.invalid[10].contains("3999999989 more of the 4000000000 members"),
+        "{v}"
+    );
+    assert!(
+        v.invalid[11].contains("member 4100000000 of 4000000000"),
+        "{v}"
+    );
 }
 
 #[test]

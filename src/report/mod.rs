@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
+use crate::drill::verdict::Objectives;
 use crate::failover::outages::Outages;
 use crate::load::outcomes::Outcomes;
 use crate::report::summary::{Flag, RunCounts, Summary};
@@ -57,11 +58,20 @@ impl Summary {
 }
 
 /// A summary from its JSON form; anything without `run_id` and `transactions` is not one.
-pub(crate) fn summary_from_json(v: serde_json::Value) -> Result<Summary, String> {
+/// Read as a run would have written it: secrets scrubbed (an older version's, or a
+/// hand-made file's), the unresolved count derived when missing, the latest outages kept.
+pub(crate) fn summary_from_json(mut v: serde_json::Value) -> Result<Summary, String> {
     if v.get("run_id").is_none() || v.get("transactions").is_none() {
         return Err("not a pgdrill summary (no run_id or transactions)".to_string());
     }
-    serde_json::from_value(v).map_err(|e| e.to_string())
+    crate::secrets::scrub_json(&mut v);
+    let unresolved_missing = v.get("unknown_outcome_unresolved").is_none();
+    let mut s: Summary = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    if unresolved_missing {
+        s.counts.unknown_outcome_unresolved = s.counts.unresolved();
+    }
+    s.earlier_outages.keep_latest(&mut s.outages);
+    Ok(s)
 }
 
 /// What report/ reads (the live `/` page, the timeline sampler, the progress line), all
@@ -75,6 +85,8 @@ pub(crate) struct Sources {
     pub target: String,
     pub started_at: String,
     pub target_rate: Option<f64>,
+    /// `--rto-objective` and `--rpo-objective`, which the page's cards are coloured by.
+    pub objectives: Objectives,
     pub outcomes: Arc<Outcomes>,
     pub latency: LatencyBook,
     pub outages: Arc<Outages>,
@@ -135,11 +147,15 @@ impl Sources {
             outages: self.outages.outages(),
             earlier_outages: self.outages.earlier(),
             timeline: self.timeline.recent(html::LIVE_WINDOW),
+            objectives: Some(self.objectives),
             ..Summary::default()
         };
         crate::secrets::scrub(&html::render_live(&run, self.outages.state()))
     }
 }
+
+#[cfg(test)]
+mod input_tests;
 
 #[cfg(test)]
 mod tests {
@@ -162,6 +178,7 @@ mod tests {
                 target: "host=db".into(),
                 started_at: String::new(),
                 target_rate: Some(100.0),
+                objectives: summary::DEFAULT_OBJECTIVES,
                 outcomes: Arc::new(Outcomes::new(
                     metrics.clone(),
                     Arc::default(),

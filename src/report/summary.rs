@@ -111,24 +111,40 @@ impl RunCounts {
     /// Unknown outcomes verification did not resolve either way (computed, not read: a
     /// summary older than the field lacks it).
     pub(crate) fn unresolved(&self) -> u64 {
-        self.unknown_outcome_writes
-            .saturating_sub(self.unknown_outcome_committed + self.unknown_outcome_not_committed)
+        self.unknown_outcome_writes.saturating_sub(
+            self.unknown_outcome_committed
+                .saturating_add(self.unknown_outcome_not_committed),
+        )
     }
 }
 
 impl Sum for RunCounts {
     fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
+        // Saturating: a report's inputs can hold any number, and a wrapped sum of lost
+        // writes would pass.
+        fn add(sum: &mut u64, n: u64) {
+            *sum = sum.saturating_add(n);
+        }
         iter.fold(RunCounts::default(), |mut all, one| {
-            all.transactions += one.transactions;
-            all.successes += one.successes;
+            add(&mut all.transactions, one.transactions);
+            add(&mut all.successes, one.successes);
             for (class, n) in one.errors {
-                *all.errors.entry(class).or_insert(0) += n;
+                add(all.errors.entry(class).or_insert(0), n);
             }
-            all.lost_writes += one.lost_writes;
-            all.unknown_outcome_writes += one.unknown_outcome_writes;
-            all.unknown_outcome_committed += one.unknown_outcome_committed;
-            all.unknown_outcome_not_committed += one.unknown_outcome_not_committed;
-            all.unknown_outcome_unresolved += one.unknown_outcome_unresolved;
+            add(&mut all.lost_writes, one.lost_writes);
+            add(&mut all.unknown_outcome_writes, one.unknown_outcome_writes);
+            add(
+                &mut all.unknown_outcome_committed,
+                one.unknown_outcome_committed,
+            );
+            add(
+                &mut all.unknown_outcome_not_committed,
+                one.unknown_outcome_not_committed,
+            );
+            add(
+                &mut all.unknown_outcome_unresolved,
+                one.unknown_outcome_unresolved,
+            );
             all
         })
     }
@@ -243,7 +259,9 @@ impl Summary {
 
     /// Every outage of the run, kept or not.
     pub fn outage_count(&self) -> usize {
-        self.earlier_outages.count + self.outages.len()
+        self.earlier_outages
+            .count
+            .saturating_add(self.outages.len())
     }
 
     /// Start and end of the run, Unix seconds on its clock: from `started_at`, else from

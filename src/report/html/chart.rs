@@ -241,8 +241,8 @@ fn state_band(g: &Grid) -> Markup {
             rect x=(D1(x0)) y=(BAND_TOP) width=(D1((x1 - x0).max(1.0))) height=(BAND_H)
                 fill=(state_colour(state)) {
                 title {
-                    (state.as_str()) " " (utc((g.t0 + g.step * i as u64) as f64))
-                    "–" (utc((g.t0 + g.step * j as u64) as f64))
+                    (state.as_str()) " " (utc(g.at(i) as f64))
+                    "–" (utc(g.at(j) as f64))
                 }
             }
         }
@@ -252,7 +252,7 @@ fn state_band(g: &Grid) -> Markup {
 fn time_axis(g: &Grid) -> Markup {
     let span = g.end() - g.t0;
     let step = step_at_least(span.div_ceil(10));
-    let first = g.t0.div_ceil(step) * step;
+    let first = g.t0.div_ceil(step).saturating_mul(step);
     let ticks = (first..=g.end()).step_by(step as usize).map(|t| {
         let stamp = utc(t as f64);
         let label = if span > 86_400 {

@@ -16,8 +16,15 @@ const STEPS: [u64; 22] = [
     172_800, 604_800, 2_592_000,
 ];
 
+/// The first step of [`STEPS`] at least `s` long, else a multiple of its longest.
 pub(crate) fn step_at_least(s: u64) -> u64 {
-    STEPS.iter().copied().find(|&x| x >= s).unwrap_or(2_592_000)
+    const LONGEST: u64 = STEPS[STEPS.len() - 1];
+    let beyond = || s.div_ceil(LONGEST).saturating_mul(LONGEST);
+    STEPS
+        .iter()
+        .copied()
+        .find(|&x| x >= s)
+        .unwrap_or_else(beyond)
 }
 
 /// Chart geometry (SVG user units).
@@ -75,7 +82,9 @@ impl Grid {
     /// never narrower than the widest bucket in view, so a 10-minute bucket of an
     /// old outage is not drawn as one second's worth.
     pub(super) fn new(t: &Timeline, from: u64, to: u64) -> Grid {
-        let span = to.saturating_sub(from).max(1);
+        // A report's input can hold buckets out of order.
+        let to = to.max(from);
+        let span = (to - from).max(1);
         let in_view = |b: &&Bucket| b.end() > from && b.at < to;
         let widest = t.iter().filter(in_view).map(|b| u64::from(b.span)).max();
         let step = step_at_least(span.div_ceil(MAX_COLUMNS as u64).max(widest.unwrap_or(1)));
@@ -100,8 +109,13 @@ impl Grid {
         Grid { t0, step, cols }
     }
 
+    /// Where column `i` starts (Unix seconds).
+    pub(super) fn at(&self, i: usize) -> u64 {
+        self.t0.saturating_add(self.step.saturating_mul(i as u64))
+    }
+
     pub(super) fn end(&self) -> u64 {
-        self.t0 + self.step * self.cols.len() as u64
+        self.at(self.cols.len())
     }
 
     pub(super) fn x(&self, unix: f64) -> f64 {
@@ -110,9 +124,7 @@ impl Grid {
     }
 
     pub(super) fn col_x(&self, i: usize) -> (f64, f64) {
-        let a = self.x((self.t0 + self.step * i as u64) as f64);
-        let b = self.x((self.t0 + self.step * (i as u64 + 1)) as f64);
-        (a, b)
+        (self.x(self.at(i) as f64), self.x(self.at(i + 1) as f64))
     }
 
     /// Runs of consecutive present columns with equal `key`, as index ranges `[a, b)`

@@ -20,6 +20,7 @@ const LIVE_OUTAGES: usize = 5;
 /// at least the last [`LIVE_WINDOW`] of timeline) and the failover state now.
 pub fn render_live(l: &Summary, now: State) -> String {
     let worst = l.longest_unavailability();
+    let rto = l.objectives.unwrap_or(DEFAULT_OBJECTIVES).rto.as_secs_f64();
     let state = now.as_str();
     let body = html! {
         h1 { "pgdrill " span.state style={ "background:" (state_colour(now)) } { (state) } }
@@ -29,8 +30,8 @@ pub fn render_live(l: &Summary, now: State) -> String {
             " · " a href="/healthz" { "/healthz" }
         }
         div.cards {
-            (card(if worst.is_some_and(|w| w > DEFAULT_OBJECTIVES.rto.as_secs_f64()) { "bad" } else { "" },
-                "Outages so far", &l.outages.len().to_string(),
+            (card(if worst.is_some_and(|w| w > rto) { "bad" } else { "" },
+                "Outages so far", &l.outage_count().to_string(),
                 &format!("longest write unavailability {}", opt_secs(worst))))
             (card(if l.counts.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost",
                 &group(l.counts.lost_writes), &format!("{} unknown outcomes", group(l.counts.unknown_outcome_writes))))

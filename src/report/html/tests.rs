@@ -460,6 +460,24 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
     assert!(html.contains(">O1<"));
     eprintln!("live page: {} bytes", html.len());
     assert!(html.len() < 200_000);
+
+    // The outage card: every outage counted, coloured by the run's own objective.
+    let outages = |html: &str| {
+        html.split("Outages so far")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(!outages(&html).ends_with(r#"<div class="card bad"><div class="d">"#));
+    let mut strict = live.clone();
+    strict.objectives = Some(Objectives {
+        rto: std::time::Duration::from_secs(1),
+        max_lost_writes: 0,
+    });
+    strict.earlier_outages.count = 7;
+    let html = render_live(&strict, State::Recovering);
+    assert!(outages(&html).ends_with(r#"<div class="card bad"><div class="d">"#));
+    assert!(html.contains(r#"Outages so far</div><div class="v">8</div>"#));
 }
 
 #[test]

@@ -1,0 +1,105 @@
+//! `pgdrill report` on summaries no run would write: hand-edited, from older versions, or
+//! absurd. Each is read, judged and drawn without a panic, unbounded memory, a leaked
+//! secret or two outputs that disagree.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::fleet::merge_summary_files;
+use super::merge::tests::pod;
+use crate::drill::verdict::VerdictKind;
+
+/// Writes each summary to its own file and reads them back as `pgdrill report` does.
+fn report(summaries: &[Value]) -> super::fleet::Merged {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths: Vec<PathBuf> = summaries
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let path = dir.path().join(format!("member-{n}.json"));
+            std::fs::write(&path, s.to_string()).expect("write summary");
+            path
+        })
+        .collect();
+    merge_summary_files(&paths).expect("read")
+}
+
+fn alone(mut s: Value) -> Value {
+    s["member"] = Value::Null;
+    s
+}
+
+#[test]
+fn one_summary_shows_the_verdict_its_exit_status_gives() {
+    // Edited after the run: 5 lost writes, the stored verdict still a pass.
+    let mut s = alone(pod(0, "d1", 0.3, 0, Some("120s")));
+    s["lost_writes"] = json!(5);
+    let merged = report(&[s]);
+    let verdict = merged.report.verdict.clone().expect("a drill's verdict");
+    assert_eq!(verdict.verdict, VerdictKind::Fail, "{verdict}");
+    assert!(merged.page.contains(r#"<span class="big">FAIL</span>"#));
+}
+
+#[test]
+fn sums_of_absurd_counts_saturate_instead_of_wrapping_to_a_pass() {
+    let mut a = pod(0, "d1", 0.3, 0, Some("120s"));
+    a["member"]["of"] = json!(2);
+    a["lost_writes"] = json!(u64::MAX);
+    let mut b = pod(1, "d1", 0.3, 0, None);
+    b["member"]["of"] = json!(2);
+    b["lost_writes"] = json!(1);
+    let merged = report(&[a, b]);
+    assert_eq!(merged.report.counts.lost_writes, u64::MAX);
+    let verdict = merged.report.verdict.expect("a verdict");
+    assert_eq!(verdict.verdict, VerdictKind::Fail, "{verdict}");
+}
+
+#[test]
+fn times_beyond_year_9999_and_buckets_out_of_order_draw_a_bounded_page() {
+    let mut s = alone(pod(0, "d1", 0.3, 0, None));
+    s["outages"][0]["start_unix"] = json!(3e11);
+    s["timeline"]["buckets"] = json!([
+        {"at": 1_700_000_000u64, "span": 1, "attempts": 1},
+        {"at": 100_000_000_000_000u64, "span": 600, "attempts": 1},
+        {"at": 1_800_000_000u64, "span": 600, "attempts": 1},
+    ]);
+    let merged = report(&[s]);
+    assert!(
+        merged.page.contains("9999-12-31"),
+        "the outage's start, clamped"
+    );
+    assert!(merged.page.len() < 200_000, "{} bytes", merged.page.len());
+}
+
+#[test]
+fn an_older_summary_reads_as_a_run_would_write_it() {
+    let mut s = alone(pod(0, "d1", 0.3, 0, None));
+    // Written before `unknown_outcome_unresolved`: derived, the same in every output.
+    s["unknown_outcome_writes"] = json!(10);
+    s["unknown_outcome_committed"] = json!(3);
+    s["unknown_outcome_not_committed"] = json!(2);
+    // Never scrubbed: a secret in a flag's value, as JSON in a trigger command.
+    s["flags"] =
+        json!([{"name": "failover-command", "value": r#"curl -d {"password":"hunter2"}"#}]);
+    // More outages than a run keeps.
+    let outage = s["outages"][0].clone();
+    s["outages"] = (1..=1005)
+        .map(|i| {
+            let mut o = outage.clone();
+            o["index"] = json!(i);
+            o
+        })
+        .collect();
+    let merged = report(&[s]);
+    assert_eq!(merged.report.counts.unknown_outcome_unresolved, 5);
+    assert!(
+        merged.page.contains("0 not on it, 5 unresolved") || merged.page.contains("5 unresolved")
+    );
+    assert!(!merged.page.contains("hunter2"));
+    assert!(
+        merged.page.contains("Outages 1–5 are not listed"),
+        "folded as a run does"
+    );
+    assert_eq!(merged.report.members[0].outages, 1005);
+}
