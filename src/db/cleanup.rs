@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::db::table::Table;
-use crate::db::table_check;
+use crate::db::table_check::{self, Relation};
 use crate::db::Target;
 use crate::error::TARGET_EXIT;
 
@@ -79,13 +79,9 @@ pub async fn run(
             client.batch_execute(&sql).await?;
             Ok(format!("dropped pgdrill's table {}", table.name))
         }
-        _ if !relation.ours && !relation.indexed => Err(CleanupError::Refused(format!(
-            "{} was not created by pgdrill and has no index on pgdrill's rows; pgdrill does not \
-             scan rows that are not its own. Create the index as the table's owner, then run \
-             cleanup again: {};",
-            table.name,
-            table.index_sql()
-        ))),
+        _ if !relation.deletable() => {
+            Err(CleanupError::Refused(shared_table_needs(table, &relation)))
+        }
         Scope::Run(id) => {
             let n = delete(&client, &table.cleanup_delete_sql(BATCH, Some(id))).await?;
             Ok(format!("deleted {n} rows of run {id} from {}", table.name))
@@ -98,6 +94,31 @@ pub async fn run(
             ))
         }
     }
+}
+
+/// Why pgdrill will not delete from a table it shares, and the statements that fix it.
+fn shared_table_needs(table: &Table, relation: &Relation) -> String {
+    let mut needs = Vec::new();
+    if !relation.indexed {
+        needs.push((
+            "has no index on pgdrill's rows (pgdrill does not scan rows that are not its own)",
+            table.index_sql(),
+        ));
+    }
+    if !relation.rows_marked {
+        needs.push((
+            "has a run_id that pgdrill did not add (rows with it set may not be pgdrill's)",
+            table.mark_rows_sql(),
+        ));
+    }
+    let (why, fix): (Vec<&str>, Vec<String>) = needs.into_iter().unzip();
+    format!(
+        "{} was not created by pgdrill and {}. Run as the table's owner (the COMMENT only if \
+         every row with run_id set is pgdrill's), then clean up again: {};",
+        table.name,
+        why.join(" and "),
+        fix.join("; ")
+    )
 }
 
 async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupError> {

@@ -46,6 +46,15 @@ impl Table {
         Ok(Table { name, quoted })
     }
 
+    /// Marks `run_id`, added by pgdrill to a table it shares: rows with it set are its own.
+    pub(crate) fn mark_rows_sql(&self) -> String {
+        format!(
+            "COMMENT ON COLUMN {}.run_id IS '{OWNER_MARK} set on the rows pgdrill wrote, one \
+             run per value; remove them with pgdrill cleanup'",
+            self.quoted
+        )
+    }
+
     /// Whether this is pgdrill's default table.
     pub fn is_default(&self) -> bool {
         self.name == DEFAULT_TABLE
@@ -247,6 +256,9 @@ pub struct Workload {
     pub run_id: i64,
     pub mode: QueryMode,
     insert_sql: String,
+    /// The id the trial INSERT drew: every row of this run has a later one, so reading
+    /// back never starts below it (on a shared table, from the start of the users' rows).
+    id_floor: std::sync::OnceLock<i64>,
 }
 
 impl Workload {
@@ -256,7 +268,17 @@ impl Workload {
             table,
             run_id,
             mode,
+            id_floor: std::sync::OnceLock::new(),
         }
+    }
+
+    /// See [`Workload::id_floor`]; 0 before the trial INSERT.
+    pub fn id_floor(&self) -> i64 {
+        self.id_floor.get().copied().unwrap_or(0)
+    }
+
+    pub(crate) fn set_id_floor(&self, id: i64) {
+        let _ = self.id_floor.set(id);
     }
 
     /// Per-connection preparation; only the prepared mode keeps server-side state.

@@ -70,6 +70,19 @@ pub(crate) struct Relation {
     pub ours: bool,
     /// Has the partial index of [`Table::index_sql`].
     pub indexed: bool,
+    /// Has a valid btree index led by `transaction_id` (its primary key, or that partial
+    /// index): reading pgdrill's rows back never scans the table.
+    pub id_indexed: bool,
+    /// Its `run_id` column carries [`OWNER_MARK`]: pgdrill added it, so the rows with it set
+    /// are pgdrill's (a `run_id` the table had before could be the users' own).
+    pub rows_marked: bool,
+}
+
+impl Relation {
+    /// pgdrill's rows can be deleted without touching or scanning anyone else's.
+    pub fn deletable(&self) -> bool {
+        self.ours || (self.indexed && self.rows_marked)
+    }
 }
 
 /// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
@@ -110,13 +123,21 @@ pub(crate) async fn relation(
     client: &Client,
     table: &Table,
 ) -> Result<Option<Relation>, tokio_postgres::Error> {
+    // Valid btree indexes led by transaction_id, and their predicates.
+    let id_indexes = "SELECT pg_get_expr(i.indpred, i.indrelid) AS pred FROM pg_index i \
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+        JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
+        WHERE i.indrelid = c.oid AND a.attname = 'transaction_id' AND i.indisvalid \
+          AND am.amname = 'btree'";
     let sql = format!(
         "SELECT c.relkind::text, c.relpersistence::text, \
                 (coalesce(obj_description(c.oid, 'pg_class'), '') LIKE {mark})::text, \
-                EXISTS (SELECT 1 FROM pg_index i \
-                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                        WHERE i.indrelid = c.oid AND a.attname = 'transaction_id' \
-                          AND pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)')::text \
+                EXISTS ({id_indexes} AND pg_get_expr(i.indpred, i.indrelid) \
+                        = '(run_id IS NOT NULL)')::text, \
+                EXISTS ({id_indexes})::text, \
+                (coalesce(col_description(c.oid, (SELECT attnum FROM pg_attribute \
+                   WHERE attrelid = c.oid AND attname = 'run_id' AND NOT attisdropped)), '') \
+                 LIKE {mark})::text \
          FROM pg_class c WHERE c.oid = to_regclass({name})",
         mark = quote_literal(&format!("{OWNER_MARK}%")),
         name = quote_literal(&table.quoted),
@@ -129,6 +150,8 @@ pub(crate) async fn relation(
             persistence: text(1),
             ours: text(2) == "true",
             indexed: text(3) == "true",
+            id_indexed: text(4) == "true",
+            rows_marked: text(5) == "true",
         }
     }))
 }
@@ -222,9 +245,23 @@ async fn prepare_shared(
         .copied()
         .filter(|c| !columns.iter().any(|col| col.name == *c))
         .collect();
+    let adds_run_id = missing.contains(&"run_id");
+    if policy.deletes && !adds_run_id && !relation.rows_marked {
+        return Err(TableError::Unusable(format!(
+            "{}.run_id was not added by pgdrill (it has no '{OWNER_MARK}' comment): rows with \
+             run_id set may not be pgdrill's, so --retention will not delete from this table. \
+             If every row with run_id set is pgdrill's, say so as the table's owner: {};",
+            table.name,
+            table.mark_rows_sql()
+        )));
+    }
     let (mut statements, mut needs) = (Vec::new(), Vec::new());
     if !missing.is_empty() {
-        statements.push(add_columns_sql(&table.quoted, &missing));
+        let mut add = add_columns_sql(&table.quoted, &missing);
+        if adds_run_id {
+            add = format!("{add}; {}", table.mark_rows_sql());
+        }
+        statements.push(add);
         needs.push(format!(
             "column(s) {} to find its rows again after a failover",
             missing.join(", ")
@@ -233,6 +270,13 @@ async fn prepare_shared(
     if policy.deletes && !relation.indexed {
         statements.push(table.index_sql());
         needs.push("an index on its rows, so that --retention never scans the others".into());
+    } else if !relation.id_indexed {
+        statements.push(table.index_sql());
+        needs.push(
+            "an index on transaction_id, so that reading its rows back after a failover \
+             never scans the table"
+                .into(),
+        );
     }
     if statements.is_empty() {
         return Ok(());
@@ -387,6 +431,10 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
         .await?;
     let result = workload.insert(client, None, row).await;
     let rollback = client.batch_execute("ROLLBACK").await;
+    if let Ok(id) = result {
+        // A rolled-back INSERT still draws its id from the sequence.
+        workload.set_id_floor(id);
+    }
     if let Err(err) = result {
         // Data, constraint, privilege and schema errors, and a trigger that raises (P0),
         // say the same on every write.

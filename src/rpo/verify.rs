@@ -126,7 +126,9 @@ impl Verifier {
         if conn.broken {
             return Err(VerifyError::Standby);
         }
-        let from_id = min_id.unwrap_or(0).saturating_sub(ID_SLACK);
+        let from_id = min_id
+            .unwrap_or_else(|| self.workload.id_floor())
+            .saturating_sub(ID_SLACK);
         let table = &self.workload.table;
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
             vec![(&from_id, Type::INT8), (&self.workload.run_id, Type::INT8)];

@@ -197,6 +197,53 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
         "team table after: {} rows, {}; retention deleted {deleted}",
         after.0, after.2
     );
+    let marked = count(
+        &client,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'transactions'::regclass \
+         AND attname = 'run_id' AND col_description(attrelid, attnum) LIKE 'pgdrill:%'",
+        &[],
+    )
+    .await;
+    assert_eq!(marked, 1, "the run_id pgdrill added carries its mark");
+
+    // 4. A team table with a run_id of its own: written to, but never deleted from.
+    exec(
+        &client,
+        "CREATE TABLE jobs (transaction_id bigserial PRIMARY KEY, customer_id int, \
+         merchant_id int, amount numeric, status text, created_at timestamptz DEFAULT now(), \
+         run_id bigint, seq bigint); \
+         INSERT INTO jobs (run_id, created_at) SELECT 7, now() - interval '1 day' \
+         FROM generate_series(1, 100)",
+    )
+    .await;
+    let (code, _, err) = pgdrill(
+        &[
+            "--dsn",
+            &dsn,
+            "--table",
+            "jobs",
+            "--alter-table",
+            "--retention",
+            "10s",
+            "--verify-window",
+            "5s",
+            "--duration",
+            "60s",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("jobs.run_id was not added by pgdrill"),
+        "{err}"
+    );
+    assert!(
+        err.contains("COMMENT ON COLUMN \"jobs\".run_id IS 'pgdrill:"),
+        "{err}"
+    );
+    let team = count(&client, "SELECT count(*) FROM jobs WHERE run_id = 7", &[]).await;
+    assert_eq!(team, 100, "the team's rows with their own run_id");
     lab.shutdown().await;
 }
 
@@ -278,6 +325,7 @@ async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
     let (code, _, err) = cleanup(&["--table", "transactions", "--all-runs"]).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("CREATE INDEX IF NOT EXISTS"), "{err}");
+    assert!(err.contains("COMMENT ON COLUMN"), "{err}");
     assert_eq!(
         count(&client, "SELECT count(*) FROM transactions", &[]).await,
         1000

@@ -86,7 +86,10 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
         .batch_execute(&format!(
             "{}; {}; GRANT SELECT, INSERT ON theirs, mine TO pgdrill; \
              GRANT USAGE ON SEQUENCE theirs_transaction_id_seq TO pgdrill; \
-             ALTER TABLE mine OWNER TO pgdrill",
+             ALTER TABLE mine OWNER TO pgdrill; \
+             CREATE TABLE noindex (transaction_id bigserial, customer_id int, merchant_id int, \
+               amount numeric, status text, run_id bigint, seq bigint); \
+             ALTER TABLE noindex OWNER TO pgdrill",
             users_table_sql("theirs", "bigserial"),
             users_table_sql("mine", "serial"),
         ))
@@ -131,7 +134,34 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
         .await
         .expect("columns")
         .get(0);
-    assert_eq!(untouched, 0, "no table was changed");
+    assert_eq!(
+        untouched, 1,
+        "no table was changed (noindex was created with run_id)"
+    );
+
+    // No index on transaction_id: reading rows back after a failover would scan the table.
+    let (status, _out, err) = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--table",
+        "noindex",
+        "--rate",
+        "10",
+        "--duration",
+        "60s",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .wait(Duration::from_secs(30))
+    .await;
+    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
+    for word in [
+        "an index on transaction_id",
+        "CREATE INDEX IF NOT EXISTS \"noindex_pgdrill_rows\"",
+        "--alter-table",
+    ] {
+        assert!(err.contains(word), "stderr lacks {word:?}:\n{err}");
+    }
     lab.shutdown().await;
 }
 
