@@ -80,12 +80,27 @@ impl Table {
     }
 
     /// The index that finds pgdrill's rows in a table it shares with other rows, so that
-    /// retention and cleanup never scan the others.
+    /// retention and cleanup never scan the others. Built CONCURRENTLY: the users' writes
+    /// go on during the build.
     pub fn index_sql(&self) -> String {
         format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {} (transaction_id) WHERE run_id IS NOT NULL",
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} (transaction_id) \
+             WHERE run_id IS NOT NULL",
             index_name(&self.quoted),
             self.quoted
+        )
+    }
+
+    /// Removes what a failed [`Table::index_sql`] leaves behind (an invalid index).
+    pub(crate) fn index_drop_sql(&self) -> String {
+        let schema = self
+            .quoted
+            .rsplit_once("\".\"")
+            .map(|(s, _)| format!("{s}\"."));
+        let index = index_name(&self.quoted);
+        format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS {}{index}",
+            schema.unwrap_or_default()
         )
     }
 
@@ -414,8 +429,12 @@ mod tests {
         assert!(all.contains("AND d.run_id IS NOT NULL"), "{all}");
         assert_eq!(
             table.index_sql(),
-            "CREATE INDEX IF NOT EXISTS \"t_pgdrill_rows\" ON \"public\".\"t\" (transaction_id) \
-             WHERE run_id IS NOT NULL"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"t_pgdrill_rows\" ON \"public\".\"t\" \
+             (transaction_id) WHERE run_id IS NOT NULL"
+        );
+        assert_eq!(
+            table.index_drop_sql(),
+            "DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"t_pgdrill_rows\""
         );
         let long = Table::parse(&"y".repeat(63)).unwrap();
         assert!(long.index_sql().len() < 63 * 2 + 100);

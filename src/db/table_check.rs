@@ -267,16 +267,16 @@ async fn prepare_shared(
             missing.join(", ")
         ));
     }
-    if policy.deletes && !relation.indexed {
-        statements.push(table.index_sql());
-        needs.push("an index on its rows, so that --retention never scans the others".into());
+    let index = if policy.deletes && !relation.indexed {
+        Some("an index on its rows, so that --retention never scans the others")
     } else if !relation.id_indexed {
+        Some("an index on transaction_id, so that reading its rows back never scans the table")
+    } else {
+        None
+    };
+    if let Some(need) = index {
         statements.push(table.index_sql());
-        needs.push(
-            "an index on transaction_id, so that reading its rows back after a failover \
-             never scans the table"
-                .into(),
-        );
+        needs.push(need.into());
     }
     if statements.is_empty() {
         return Ok(());
@@ -291,10 +291,40 @@ async fn prepare_shared(
             statements.join("; ")
         )));
     }
-    for statement in &statements {
+    let alters = statements.len() - usize::from(index.is_some());
+    for statement in &statements[..alters] {
         alter(client, &table.name, statement).await?;
     }
+    if index.is_some() {
+        build_index(client, table).await?;
+    }
     Ok(())
+}
+
+/// [`Table::index_sql`], on its own (CONCURRENTLY cannot run in a transaction), then
+/// checked: a build that failed leaves an invalid index, which `IF NOT EXISTS` keeps.
+async fn build_index(client: &Client, table: &Table) -> Result<(), TableError> {
+    let statement = table.index_sql();
+    if let Err(err) = client.batch_execute(&statement).await {
+        return Err(match super::db_message(&err) {
+            Some(m) => TableError::Unusable(format!(
+                "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
+                 {statement};",
+                table.name
+            )),
+            None => TableError::Query(err),
+        });
+    }
+    if relation(client, table).await?.is_some_and(|r| r.indexed) {
+        tracing::warn!(table = %table.name, %statement, "--alter-table: changed a table pgdrill did not create");
+        return Ok(());
+    }
+    Err(TableError::Unusable(format!(
+        "pgdrill's index on {} is not valid (a build that failed, or one still running); once \
+         no build runs, as the table's owner: {}; then start pgdrill again",
+        table.name,
+        table.index_drop_sql()
+    )))
 }
 
 fn quote_literal(s: &str) -> String {

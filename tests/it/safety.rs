@@ -130,7 +130,7 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
     for statement in [
         "ALTER TABLE \"transactions\" ADD COLUMN IF NOT EXISTS run_id bigint, ADD COLUMN IF NOT \
          EXISTS seq bigint",
-        "CREATE INDEX IF NOT EXISTS \"transactions_pgdrill_rows\" ON \"transactions\" \
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"transactions_pgdrill_rows\" ON \"transactions\" \
          (transaction_id) WHERE run_id IS NOT NULL",
         "--alter-table",
     ] {
@@ -324,7 +324,10 @@ async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
     assert!(err.contains("not created by pgdrill"), "{err}");
     let (code, _, err) = cleanup(&["--table", "transactions", "--all-runs"]).await;
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("CREATE INDEX IF NOT EXISTS"), "{err}");
+    assert!(
+        err.contains("CREATE INDEX CONCURRENTLY IF NOT EXISTS"),
+        "{err}"
+    );
     assert!(err.contains("COMMENT ON COLUMN"), "{err}");
     assert_eq!(
         count(&client, "SELECT count(*) FROM transactions", &[]).await,

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::{ConnectError, Connector, Silence};
 use crate::db::credentials::Credentials;
-use crate::db::identity::{self, IdentityTracker};
+use crate::db::identity::{self, Identity, IdentityTracker};
 use crate::db::table::Workload;
 use crate::db::table_check::{self, TableError, TablePolicy};
 use crate::db::tls::TlsSettings;
@@ -98,6 +98,9 @@ pub struct Setup {
     /// Told when the table cannot take our writes, which no reconnect fixes.
     fatal: Arc<Fatal>,
 }
+
+/// How long the first connection's table check may take (an index build included).
+const TABLE_CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How new connections are made and set up, from the configuration.
 pub struct ConnectSettings {
@@ -194,12 +197,9 @@ impl Setup {
     }
 
     /// What follows the handshake, inside the same per-host connect timeout: the identity
-    /// probe (a standby fails the attempt), the table (once), the session settings.
-    pub(super) async fn establish(
-        &self,
-        client: Client,
-    ) -> Result<(Client, Option<Statement>), ConnectError> {
-        let id = identity::probe(&client).await;
+    /// probe (a standby fails the attempt).
+    pub(super) async fn probe(&self, client: &Client) -> Result<Identity, ConnectError> {
+        let id = identity::probe(client).await;
         if id.in_recovery == Some(true) {
             // A standby (behind a proxy that still routes to a demoted node, or a host of a
             // multi-host DSN): writes would fail with 25006. A failed attempt, not a
@@ -213,19 +213,41 @@ impl Setup {
                 None,
             ));
         }
-        self.table_ready
-            .get_or_try_init(|| table_check::ensure(&client, &self.workload, self.table))
-            .await
-            .map_err(|e| match e {
-                TableError::Query(e) => self.fail(e),
-                TableError::Unusable(message) => {
-                    self.fatal.unusable_table(message.clone());
-                    self.failed(ErrorClass::Other, message, None)
-                }
-            })?;
-        let insert = self.set_up(&client).await.map_err(|e| self.fail(e))?;
-        self.identity.observe(&id);
-        Ok((client, insert))
+        Ok(id)
+    }
+
+    /// The table (checked once per run), outside the connect timeout: an `ALTER TABLE`
+    /// waits up to its lock timeout and an index build longer; cut off by the timeout they
+    /// would go on in the server, and the next attempt would send them again.
+    pub(super) async fn table_ready(&self, client: &Client) -> Result<(), ConnectError> {
+        let check = self
+            .table_ready
+            .get_or_try_init(|| table_check::ensure(client, &self.workload, self.table));
+        let Ok(checked) = tokio::time::timeout(TABLE_CHECK_TIMEOUT, check).await else {
+            let message = format!(
+                "checking the table took over {}",
+                humantime::format_duration(TABLE_CHECK_TIMEOUT)
+            );
+            return Err(self.failed(ErrorClass::ConnectTimeout, message, None));
+        };
+        checked.map(|&()| ()).map_err(|e| match e {
+            TableError::Query(e) => self.fail(e),
+            TableError::Unusable(message) => {
+                self.fatal.unusable_table(message.clone());
+                self.failed(ErrorClass::Other, message, None)
+            }
+        })
+    }
+
+    /// The session settings and prepared INSERT, then `id` is the server connected to.
+    pub(super) async fn ready(
+        &self,
+        client: &Client,
+        id: &Identity,
+    ) -> Result<Option<Statement>, ConnectError> {
+        let insert = self.set_up(client).await.map_err(|e| self.fail(e))?;
+        self.identity.observe(id);
+        Ok(insert)
     }
 
     /// Whether, under `--query-mode auto`, `err` says a named prepared statement did not stay with

@@ -350,8 +350,8 @@ impl Connector {
             // on a timeout, an error, or when the attempt is dropped because another one won
             // the race. Errors surface on the client's next call.
             let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
-            let (client, insert) = manager.establish(client).await?;
-            Ok::<_, ConnectError>((client, insert, driver.detach()))
+            let id = manager.probe(&client).await?;
+            Ok::<_, ConnectError>((client, driver, id))
         })
         .await;
         // Each attempt, for tracing how a connect found its server (RUST_LOG=pgdrill::db=debug).
@@ -365,18 +365,18 @@ impl Connector {
             },
             "connection attempt"
         );
-        match result {
-            Ok(result) => result,
-            Err(_) => Err(manager.failed(
-                ErrorClass::ConnectTimeout,
-                format!(
-                    "{endpoint}: not connected within {} (TCP, TLS, startup, \
-                         authentication and identity probe); trying the next host",
-                    humantime::format_duration(self.timeout)
-                ),
-                None,
-            )),
-        }
+        let timed_out = |what: &str| {
+            let within = humantime::format_duration(self.timeout);
+            let message = format!("{endpoint}: {what} within {within}; trying the next host");
+            manager.failed(ErrorClass::ConnectTimeout, message, None)
+        };
+        let (client, driver, id) = result.map_err(|_| {
+            timed_out("not connected (TCP, TLS, startup, authentication and identity probe)")
+        })??;
+        manager.table_ready(&client).await?;
+        let ready = tokio::time::timeout(self.timeout, manager.ready(&client, &id));
+        let insert = ready.await.map_err(|_| timed_out("session not set up"))??;
+        Ok((client, insert, driver.detach()))
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {

@@ -157,7 +157,7 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
     assert_eq!(status.code(), Some(2), "stderr:\n{err}");
     for word in [
         "an index on transaction_id",
-        "CREATE INDEX IF NOT EXISTS \"noindex_pgdrill_rows\"",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"noindex_pgdrill_rows\"",
         "--alter-table",
     ] {
         assert!(err.contains(word), "stderr lacks {word:?}:\n{err}");
@@ -300,5 +300,68 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
         );
         assert!(!err.contains("panicked"), "{table}: {err}");
     }
+    lab.shutdown().await;
+}
+
+/// `--alter-table` on a table a long transaction holds: the ALTER waits its 5 s lock timeout
+/// once, past the 1 s connect timeout, and the run stops with the server's reason (it used to
+/// be cut off by the connect timeout and sent again by every attempt). An invalid index
+/// under pgdrill's name (a failed build) is named with the statement that removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_table_waits_once_and_an_invalid_index_is_named() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let owner = connect(&dsn).await;
+    owner
+        .batch_execute(&format!(
+            "{}; {}; INSERT INTO broken (transaction_id, status) VALUES (1, 'a'), (2, 'a')",
+            users_table_sql("busy", "bigserial"),
+            users_table_sql("broken", "bigserial"),
+        ))
+        .await
+        .expect("create the users' tables");
+    // A unique build over duplicates fails and leaves its index behind, invalid.
+    let failed = owner
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY broken_pgdrill_rows ON broken (status)")
+        .await;
+    assert!(failed.is_err(), "the unique build should fail");
+    let holder = connect(&dsn).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE")
+        .await
+        .expect("hold a lock");
+
+    let run = |table: &'static str| {
+        let dsn = dsn.clone();
+        async move {
+            let args = [
+                "--dsn",
+                &dsn,
+                "--table",
+                table,
+                "--alter-table",
+                "--retention",
+                "1h",
+                "--connect-timeout",
+                "1s",
+                "--duration",
+                "60s",
+                "--listen",
+                "127.0.0.1:0",
+            ];
+            Binary::spawn(&args).wait(Duration::from_secs(40)).await
+        }
+    };
+    let (status, _, err) = run("busy").await;
+    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
+    assert!(err.contains("lock timeout"), "the server's reason:\n{err}");
+    holder.batch_execute("ROLLBACK").await.expect("release");
+
+    let (status, _, err) = run("broken").await;
+    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
+    assert!(
+        err.contains("DROP INDEX CONCURRENTLY IF EXISTS \"broken_pgdrill_rows\""),
+        "{err}"
+    );
     lab.shutdown().await;
 }
