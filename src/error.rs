@@ -91,6 +91,12 @@ impl std::fmt::Display for ErrorClass {
 /// Classify an error from tokio-postgres, whether it came from connecting or from a query.
 pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     if let Some(code) = err.code() {
+        // PgBouncer refuses a login with its catch-all 08P01: a wrong target, like the
+        // server's own 28P01 and 3D000.
+        let refused = |db: &tokio_postgres::error::DbError| pooler_refused_login(db.message());
+        if *code == SqlState::PROTOCOL_VIOLATION && err.as_db_error().is_some_and(refused) {
+            return ErrorClass::Auth;
+        }
         return classify_sqlstate(code);
     }
     if err.is_closed() {
@@ -123,6 +129,15 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
         return ErrorClass::ConnectionClosed;
     }
     ErrorClass::Other
+}
+
+/// PgBouncer's messages for a login it refuses (user, password, database), as of 1.18:
+/// `password`, `SASL` or `"trust" authentication failed`, `No such database: …`.
+fn pooler_refused_login(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["authentication failed", "no such database", "no such user"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
@@ -195,6 +210,10 @@ pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'
             "the user lacks a privilege (CONNECT on the database, CREATE or INSERT): see \
              docs/configuration.md#privileges for the GRANT statements"
         }
+        (ErrorClass::Auth, "08P01") => {
+            "the connection pooler (PgBouncer) refused the login: check the user, password and \
+             dbname in --dsn against its [databases] and auth_file or auth_query"
+        }
         (ErrorClass::Auth, _) => {
             "no password could be used: check the DSN's password, PGPASSWORD, --password-file \
              or --password-command"
@@ -259,6 +278,21 @@ impl ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pgbouncer_login_refusals_are_told_from_its_other_errors() {
+        for refused in [
+            "password authentication failed",
+            "\"trust\" authentication failed",
+            "No such database: nosuchdb",
+            "no such user",
+        ] {
+            assert!(pooler_refused_login(refused), "{refused}");
+        }
+        for heals in ["server conn crashed?", "pgbouncer cannot connect to server"] {
+            assert!(!pooler_refused_login(heals), "{heals}");
+        }
+    }
 
     #[test]
     fn sqlstates_map_to_their_classes() {

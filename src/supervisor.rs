@@ -93,6 +93,8 @@ impl Fatal {
              for a server that is still starting",
             humantime::format_duration(timeout)
         )));
+        // Ending now would read as a crash of its stage: it ends when the stop comes.
+        stop.cancelled().await
     }
 
     /// The table cannot take the INSERT: a setup to fix (exit 2).

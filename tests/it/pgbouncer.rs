@@ -2,8 +2,10 @@
 //! primary: unnamed and simple sustain the load, prepared breaks and `auto` falls back from it
 //! without failing a write. (Outages behind PgBouncer are timed in `crate::timed::pgbouncer`.)
 
+use std::time::Duration;
+
 use crate::support::bouncer::Bouncer;
-use crate::support::drill::Drill;
+use crate::support::drill::{Binary, Drill};
 use crate::support::{rows_of_run, start_lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,5 +58,44 @@ async fn query_modes_through_transaction_pooling() {
         }
     }
     drop(bouncer);
+    lab.shutdown().await;
+}
+
+/// PgBouncer refuses a wrong database or user with its catch-all 08P01: a wrong target all
+/// the same, so the run stops at once (exit 5) with PgBouncer's message and a hint, instead of
+/// retrying until --startup-timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_pgbouncer_refuses_is_a_wrong_target() {
+    let lab = start_lab(None).await;
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    for (wrong, said) in [
+        ("dbname=pgdrill", "dbname=nosuchdb"),
+        ("user=pgdrill", "user=nobody"),
+    ] {
+        let dsn = bouncer.dsn().replace(wrong, said);
+        let args = [
+            "--dsn",
+            &dsn,
+            "--duration",
+            "60s",
+            "--startup-timeout",
+            "30s",
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        let started = std::time::Instant::now();
+        let (status, out, err) = Binary::spawn(&args).wait(Duration::from_secs(40)).await;
+        println!(
+            "{said}: exit {:?} after {:?}",
+            status.code(),
+            started.elapsed()
+        );
+        assert_eq!(status.code(), Some(5), "{said}:\n{err}");
+        assert!(
+            err.contains("hint: the connection pooler (PgBouncer) refused"),
+            "{err}"
+        );
+        assert!(out.is_empty(), "{out}");
+    }
     lab.shutdown().await;
 }

@@ -78,6 +78,10 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
         );
         assert!(err.contains(hint), "{what}: no hint {hint:?}:\n{err}");
         assert!(
+            !err.contains("task ended"),
+            "{what}: a stop read as a crash:\n{err}"
+        );
+        assert!(
             out.is_empty(),
             "{what}: a summary for a run that never wrote:\n{out}"
         );
