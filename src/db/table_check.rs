@@ -245,6 +245,19 @@ async fn prepare_shared(
         .copied()
         .filter(|c| !columns.iter().any(|col| col.name == *c))
         .collect();
+    if policy.deletes {
+        let created = columns.iter().find(|c| c.name == "created_at");
+        let stamped = |c: &&Column| matches!(c.base.as_str(), "timestamptz" | "timestamp");
+        if !created.filter(stamped).is_some_and(|c| c.filled) {
+            return Err(TableError::Unusable(format!(
+                "--retention deletes pgdrill's rows by their created_at, and {} has no \
+                 created_at timestamptz with a default; as the table's owner: ALTER TABLE {} \
+                 ADD COLUMN created_at timestamptz DEFAULT now(); (or run without --retention \
+                 and remove pgdrill's rows with pgdrill cleanup)",
+                table.name, table.quoted
+            )));
+        }
+    }
     let adds_run_id = missing.contains(&"run_id");
     if policy.deletes && !adds_run_id && !relation.rows_marked {
         return Err(TableError::Unusable(format!(
@@ -291,6 +304,7 @@ async fn prepare_shared(
             statements.join("; ")
         )));
     }
+    tracing::warn!(table = %table.name, statements = %statements.join("; "), "--alter-table: changing a table pgdrill did not create");
     let alters = statements.len() - usize::from(index.is_some());
     for statement in &statements[..alters] {
         alter(client, &table.name, statement).await?;

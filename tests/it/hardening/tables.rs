@@ -306,15 +306,18 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
 /// `--alter-table` on a table a long transaction holds: the ALTER waits its 5 s lock timeout
 /// once, past the 1 s connect timeout, and the run stops with the server's reason (it used to
 /// be cut off by the connect timeout and sent again by every attempt). An invalid index
-/// under pgdrill's name (a failed build) is named with the statement that removes it.
+/// under pgdrill's name (a failed build) is named with the statement that removes it, and so
+/// is a missing `created_at` that retention would need.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alter_table_waits_once_and_an_invalid_index_is_named() {
+async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
     let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
     let owner = connect(&dsn).await;
     owner
         .batch_execute(&format!(
-            "{}; {}; INSERT INTO broken (transaction_id, status) VALUES (1, 'a'), (2, 'a')",
+            "{}; {}; INSERT INTO broken (transaction_id, status) VALUES (1, 'a'), (2, 'a'); \
+             CREATE TABLE undated (transaction_id bigserial PRIMARY KEY, customer_id int, \
+               merchant_id int, amount numeric, status text)",
             users_table_sql("busy", "bigserial"),
             users_table_sql("broken", "bigserial"),
         ))
@@ -361,6 +364,12 @@ async fn alter_table_waits_once_and_an_invalid_index_is_named() {
     assert_eq!(status.code(), Some(2), "stderr:\n{err}");
     assert!(
         err.contains("DROP INDEX CONCURRENTLY IF EXISTS \"broken_pgdrill_rows\""),
+        "{err}"
+    );
+    let (status, _, err) = run("undated").await;
+    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
+    assert!(
+        err.contains("ADD COLUMN created_at timestamptz DEFAULT now()"),
         "{err}"
     );
     lab.shutdown().await;
