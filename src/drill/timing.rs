@@ -86,6 +86,18 @@ pub fn attribute(
         .collect()
 }
 
+/// The outages attributed to `drills` (the first after each trigger and the later ones in
+/// its window), which a drill's RTO is judged on.
+pub fn attributed<'a>(
+    drills: &'a [DrillTiming],
+    outages: &'a [OutageRecord],
+) -> impl Iterator<Item = &'a OutageRecord> {
+    let indexes = drills
+        .iter()
+        .flat_map(|d| d.outage.iter().chain(&d.later_outages));
+    indexes.filter_map(|i| outages.iter().find(|o| o.index == *i))
+}
+
 /// What belongs to the trigger that started at `from` (Unix seconds) when the next one
 /// starts at `next`: the outages that began in its window, in order, and the first write
 /// a new primary acknowledged in it.

@@ -103,3 +103,23 @@ fn an_older_summary_reads_as_a_run_would_write_it() {
     );
     assert_eq!(merged.report.members[0].outages, 1005);
 }
+
+#[test]
+fn a_drills_rto_is_the_attributed_outages_in_every_output() {
+    // A 30 s outage before the trigger, then the failover's 0.3 s: objective 20 s.
+    let mut s = alone(pod(0, "d1", 0.3, 0, Some("20s")));
+    let mut before = s["outages"][0].clone();
+    before["index"] = json!(2);
+    before["start_unix"] = json!(1_800_000_005.0);
+    before["end_unix"] = json!(1_800_000_035.0);
+    before["write_unavailable_seconds"] = json!(30.0);
+    s["outages"].as_array_mut().expect("outages").push(before);
+    let merged = report(&[s]);
+    assert_eq!(merged.report.worst.as_ref().map(|w| w.write_unavailable_seconds), Some(0.3));
+    let verdict = merged.report.verdict.clone().expect("a verdict");
+    assert_eq!(verdict.verdict, VerdictKind::Pass, "{verdict}");
+    assert!(merged.page.contains(r#"<div class="card ok"><div class="d">RTO — longest write unavailability</div><div class="v">300 ms</div>"#));
+    assert!(merged
+        .page
+        .contains("the longest of all, 30.00 s, followed no trigger"));
+}

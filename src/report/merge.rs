@@ -381,9 +381,8 @@ fn figures(
         }
         _ => (Vec::new(), Vec::new()),
     };
-    let worst = drills
-        .iter()
-        .filter_map(|d| d.write_unavailable_seconds)
+    let worst = crate::drill::timing::attributed(&drills, &s.outages)
+        .filter_map(|o| o.write_unavailable_seconds)
         .reduce(f64::max);
     MemberFigures {
         name,

@@ -246,7 +246,17 @@ impl Summary {
         }
     }
 
-    /// The longest measured write unavailability (the RTO a verdict judges).
+    /// The outages the verdict judges the RTO on: a drill's attributed to its triggers,
+    /// else every one kept.
+    pub fn judged_outages(&self) -> Vec<&OutageRecord> {
+        match &self.drill {
+            Some(d) => crate::drill::timing::attributed(&d.drills, &self.outages).collect(),
+            None => self.outages.iter().collect(),
+        }
+    }
+
+    /// The longest measured write unavailability of the run, every outage counted (a
+    /// canary's RTO; a drill judges [`Summary::judged_outages`]).
     pub fn longest_unavailability(&self) -> Option<f64> {
         let earlier = &self.earlier_outages;
         let earlier = (earlier.count > 0).then_some(earlier.longest_write_unavailable_seconds);

@@ -143,18 +143,29 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 
 /// The RTO card: the longest write unavailability against the objective.
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
-    let (class, value) = match s.longest_unavailability() {
+    let judged = s.judged_outages();
+    let seconds = judged.iter().filter_map(|o| o.write_unavailable_seconds);
+    let longest = match &s.drill {
+        Some(_) => seconds.reduce(f64::max),
+        None => s.longest_unavailability(),
+    };
+    let (class, value) = match longest {
         Some(w) if w <= rto => ("ok", fmt_secs(w)),
         Some(w) => ("bad", fmt_secs(w)),
-        None if s.outages.is_empty() => ("ok", "no outage".to_string()),
+        None if judged.is_empty() && s.earlier_outages.count == 0 => ("ok", "no outage".into()),
         None => ("bad", "not recovered".to_string()),
     };
     let default = if rto_is_default { " (default)" } else { "" };
-    let detail = format!(
+    let mut detail = format!(
         "objective {}{default}; {} outage(s)",
         fmt_secs(rto),
         s.outage_count()
     );
+    let all = s.longest_unavailability();
+    if s.drill.is_some() && all.is_some_and(|a| longest.is_none_or(|l| a > l)) {
+        let all = all.map_or_else(String::new, fmt_secs);
+        detail.push_str(&format!("; the longest of all, {all}, followed no trigger"));
+    }
     card(class, "RTO — longest write unavailability", &value, &detail)
 }
 
