@@ -71,6 +71,14 @@ impl Fatal {
         }
     }
 
+    /// Before the first write: what is being waited for, named if the startup deadline
+    /// passes.
+    pub fn waiting(&self, message: String) {
+        if !self.has_written() {
+            *self.last_failure.lock() = Some(message);
+        }
+    }
+
     /// Ends the run if no write has succeeded within `timeout` (`--startup-timeout`): errors
     /// that can heal (refused, timed out, starting up, only standbys) did not.
     pub async fn startup_deadline(self: Arc<Self>, timeout: Duration, stop: CancellationToken) {

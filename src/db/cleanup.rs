@@ -102,7 +102,7 @@ fn shared_table_needs(table: &Table, relation: &Relation) -> String {
     if !relation.indexed {
         needs.push((
             "has no index on pgdrill's rows (pgdrill does not scan rows that are not its own)",
-            table.index_sql(),
+            table.index_sql() + &table_check::index_alone(table),
         ));
     }
     if !relation.rows_marked {

@@ -7,6 +7,8 @@
 //! Everything here goes through the simple query protocol and reads values as text, so it
 //! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio_postgres::Client;
 
 use crate::db::table::{Row, Table, Workload, OWNER_MARK};
@@ -86,10 +88,12 @@ impl Relation {
 }
 
 /// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
+/// `changing` is set once `--alter-table` starts changing the table.
 pub async fn ensure(
     client: &Client,
     workload: &Workload,
     policy: TablePolicy,
+    changing: &AtomicBool,
 ) -> Result<(), TableError> {
     let table = &workload.table;
     let relation = match relation(client, table).await? {
@@ -107,7 +111,7 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     if !relation.ours {
-        prepare_shared(client, table, &relation, policy).await?;
+        prepare_shared(client, table, &relation, policy, changing).await?;
     }
     trial_insert(client, workload).await?;
     tracing::info!(
@@ -134,7 +138,8 @@ pub(crate) async fn relation(
                 (coalesce(obj_description(c.oid, 'pg_class'), '') LIKE {mark})::text, \
                 EXISTS ({id_indexes} AND pg_get_expr(i.indpred, i.indrelid) \
                         = '(run_id IS NOT NULL)')::text, \
-                EXISTS ({id_indexes})::text, \
+                EXISTS ({id_indexes} AND (i.indpred IS NULL OR \
+                        pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)'))::text, \
                 (coalesce(col_description(c.oid, (SELECT attnum FROM pg_attribute \
                    WHERE attrelid = c.oid AND attname = 'run_id' AND NOT attisdropped)), '') \
                  LIKE {mark})::text \
@@ -235,6 +240,7 @@ async fn prepare_shared(
     table: &Table,
     relation: &Relation,
     policy: TablePolicy,
+    changing: &AtomicBool,
 ) -> Result<(), TableError> {
     let columns = columns(client, &table.quoted).await?;
     if let Some(problem) = shape_problem(&table.quoted, &columns) {
@@ -295,16 +301,20 @@ async fn prepare_shared(
         return Ok(());
     }
     if !policy.alter {
+        let mut run = statements.join("; ") + ";";
+        if index.is_some() {
+            run.push_str(&index_alone(table));
+        }
         return Err(TableError::Unusable(format!(
             "table {} was not created by pgdrill and lacks what pgdrill needs ({}); pgdrill \
              changes a table it did not create only with --alter-table. Run as the table's \
-             owner: {}; (or leave --table unset for pgdrill's own table)",
+             owner: {run} (or leave --table unset for pgdrill's own table)",
             table.name,
             needs.join("; "),
-            statements.join("; ")
         )));
     }
     tracing::warn!(table = %table.name, statements = %statements.join("; "), "--alter-table: changing a table pgdrill did not create");
+    changing.store(true, Ordering::Relaxed);
     let alters = statements.len() - usize::from(index.is_some());
     for statement in &statements[..alters] {
         alter(client, &table.name, statement).await?;
@@ -313,6 +323,15 @@ async fn prepare_shared(
         build_index(client, table).await?;
     }
     Ok(())
+}
+
+/// How [`Table::index_sql`] must be run by hand.
+pub(crate) fn index_alone(table: &Table) -> String {
+    format!(
+        " (the index on its own, not in one transaction with the others: CONCURRENTLY cannot \
+         run in one; if a failed build left an invalid index of that name, first: {};)",
+        table.index_drop_sql()
+    )
 }
 
 /// [`Table::index_sql`], on its own (CONCURRENTLY cannot run in a transaction), then

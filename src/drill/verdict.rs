@@ -173,7 +173,7 @@ pub fn judge_members(
             i.push(format!(
                 "only the latest {MAX_OUTAGES} of {} outages were kept: the triggers cannot \
                  all be timed",
-                m.earlier.count + m.outages.len()
+                m.earlier.count.saturating_add(m.outages.len())
             ));
         }
         failed.extend(f.into_iter().map(named));

@@ -115,7 +115,14 @@ fn a_drills_rto_is_the_attributed_outages_in_every_output() {
     before["write_unavailable_seconds"] = json!(30.0);
     s["outages"].as_array_mut().expect("outages").push(before);
     let merged = report(&[s]);
-    assert_eq!(merged.report.worst.as_ref().map(|w| w.write_unavailable_seconds), Some(0.3));
+    assert_eq!(
+        merged
+            .report
+            .worst
+            .as_ref()
+            .map(|w| w.write_unavailable_seconds),
+        Some(0.3)
+    );
     let verdict = merged.report.verdict.clone().expect("a verdict");
     assert_eq!(verdict.verdict, VerdictKind::Pass, "{verdict}");
     assert!(merged.page.contains(r#"<div class="card ok"><div class="d">RTO — longest write unavailability</div><div class="v">300 ms</div>"#));

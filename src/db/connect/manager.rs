@@ -95,12 +95,15 @@ pub struct Setup {
     /// concurrent first connections wait for it instead of racing in the catalog.
     table: TablePolicy,
     table_ready: OnceCell<()>,
+    /// `--alter-table` is changing the table (see [`Setup::table_ready`]).
+    changing_table: AtomicBool,
     /// Told when the table cannot take our writes, which no reconnect fixes.
     fatal: Arc<Fatal>,
 }
 
-/// How long the first connection's table check may take (an index build included).
-const TABLE_CHECK_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `--alter-table`'s change of the table may take (an index build included);
+/// before the first write, `--startup-timeout` ends the run first.
+const TABLE_CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How new connections are made and set up, from the configuration.
 pub struct ConnectSettings {
@@ -134,6 +137,7 @@ impl Manager {
             metrics,
             table: settings.table,
             table_ready: OnceCell::new(),
+            changing_table: AtomicBool::new(false),
             fatal,
         }))
     }
@@ -216,19 +220,38 @@ impl Setup {
         Ok(id)
     }
 
-    /// The table (checked once per run), outside the connect timeout: an `ALTER TABLE`
-    /// waits up to its lock timeout and an index build longer; cut off by the timeout they
-    /// would go on in the server, and the next attempt would send them again.
-    pub(super) async fn table_ready(&self, client: &Client) -> Result<(), ConnectError> {
-        let check = self
-            .table_ready
-            .get_or_try_init(|| table_check::ensure(client, &self.workload, self.table));
-        let Ok(checked) = tokio::time::timeout(TABLE_CHECK_TIMEOUT, check).await else {
+    /// The table (checked once per run): reading the catalog and the trial INSERT within
+    /// the connect `timeout` (a server gone silent is left for the next host); once
+    /// `--alter-table` changes the table, within [`TABLE_CHANGE_TIMEOUT`]: an `ALTER TABLE`
+    /// waits up to its lock timeout and an index build longer, and cut off they would go on
+    /// in the server and be sent again by the next attempt.
+    pub(super) async fn table_ready(
+        &self,
+        client: &Client,
+        timeout: Duration,
+    ) -> Result<(), ConnectError> {
+        let check = self.table_ready.get_or_try_init(|| {
+            table_check::ensure(client, &self.workload, self.table, &self.changing_table)
+        });
+        tokio::pin!(check);
+        let took_over = |limit: Duration| {
             let message = format!(
                 "checking the table took over {}",
-                humantime::format_duration(TABLE_CHECK_TIMEOUT)
+                humantime::format_duration(limit)
             );
-            return Err(self.failed(ErrorClass::ConnectTimeout, message, None));
+            self.failed(ErrorClass::ConnectTimeout, message, None)
+        };
+        let checked = match tokio::time::timeout(timeout, &mut check).await {
+            Ok(checked) => checked,
+            Err(_) if self.changing_table.load(Ordering::Relaxed) => {
+                self.fatal.waiting(format!(
+                    "--alter-table's change to table {} was still running",
+                    self.workload.table.name
+                ));
+                let change = tokio::time::timeout(TABLE_CHANGE_TIMEOUT, check);
+                change.await.map_err(|_| took_over(TABLE_CHANGE_TIMEOUT))?
+            }
+            Err(_) => return Err(took_over(timeout)),
         };
         checked.map(|&()| ()).map_err(|e| match e {
             TableError::Query(e) => self.fail(e),

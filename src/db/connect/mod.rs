@@ -373,7 +373,7 @@ impl Connector {
         let (client, driver, id) = result.map_err(|_| {
             timed_out("not connected (TCP, TLS, startup, authentication and identity probe)")
         })??;
-        manager.table_ready(&client).await?;
+        manager.table_ready(&client, self.timeout).await?;
         let ready = tokio::time::timeout(self.timeout, manager.ready(&client, &id));
         let insert = ready.await.map_err(|_| timed_out("session not set up"))??;
         Ok((client, insert, driver.detach()))

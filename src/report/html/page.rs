@@ -152,6 +152,7 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let (class, value) = match longest {
         Some(w) if w <= rto => ("ok", fmt_secs(w)),
         Some(w) => ("bad", fmt_secs(w)),
+        None if s.drill.is_some() && judged.is_empty() => ("", "none after a trigger".into()),
         None if judged.is_empty() && s.earlier_outages.count == 0 => ("ok", "no outage".into()),
         None => ("bad", "not recovered".to_string()),
     };
