@@ -127,8 +127,8 @@ pub(crate) async fn relation(
     client: &Client,
     table: &Table,
 ) -> Result<Option<Relation>, tokio_postgres::Error> {
-    // Valid btree indexes led by transaction_id, and their predicates.
-    let id_indexes = "SELECT pg_get_expr(i.indpred, i.indrelid) AS pred FROM pg_index i \
+    // Valid btree indexes led by transaction_id (a predicate added after this).
+    let id_indexes = "SELECT 1 FROM pg_index i \
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
         JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
         WHERE i.indrelid = c.oid AND a.attname = 'transaction_id' AND i.indisvalid \
@@ -494,30 +494,31 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
         .await?;
     let result = workload.insert(client, None, row).await;
     let rollback = client.batch_execute("ROLLBACK").await;
-    if let Ok(id) = result {
-        // A rolled-back INSERT still draws its id from the sequence.
-        workload.set_id_floor(id);
+    let err = match result {
+        Ok(id) => {
+            // A rolled-back INSERT still draws its id from the sequence.
+            workload.set_id_floor(id);
+            return Ok(rollback?);
+        }
+        Err(err) => err,
+    };
+    // Data, constraint, privilege and schema errors, and a trigger that raises (P0), say
+    // the same on every write.
+    let fixable_by_retry = err.code().is_none_or(|code| {
+        !matches!(
+            code.code().get(..2).unwrap_or_default(),
+            "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
+        )
+    });
+    let detail = err.as_db_error().and_then(|db| db.detail());
+    match super::db_message(&err) {
+        Some(m) if !fixable_by_retry => Err(TableError::Unusable(format!(
+            "the INSERT pgdrill runs fails on table {}: {m}{}",
+            workload.table.quoted,
+            detail.map(|d| format!("; {d}")).unwrap_or_default()
+        ))),
+        _ => Err(TableError::Query(err)),
     }
-    if let Err(err) = result {
-        // Data, constraint, privilege and schema errors, and a trigger that raises (P0),
-        // say the same on every write.
-        let fixable_by_retry = err.code().is_none_or(|code| {
-            !matches!(
-                code.code().get(..2).unwrap_or_default(),
-                "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
-            )
-        });
-        let detail = err.as_db_error().and_then(|db| db.detail());
-        return match super::db_message(&err) {
-            Some(m) if !fixable_by_retry => Err(TableError::Unusable(format!(
-                "the INSERT pgdrill runs fails on table {}: {m}{}",
-                workload.table.quoted,
-                detail.map(|d| format!("; {d}")).unwrap_or_default()
-            ))),
-            _ => Err(TableError::Query(err)),
-        };
-    }
-    Ok(rollback?)
 }
 
 #[cfg(test)]
