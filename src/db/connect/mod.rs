@@ -373,8 +373,11 @@ impl Connector {
         let (client, driver, id) = result.map_err(|_| {
             timed_out("not connected (TCP, TLS, startup, authentication and identity probe)")
         })??;
+        // One connect timeout for all but the table check (first connection only).
+        let checking = Instant::now();
         manager.table_ready(&client, self.timeout).await?;
-        let ready = tokio::time::timeout(self.timeout, manager.ready(&client, &id));
+        let deadline = began + self.timeout + checking.elapsed();
+        let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let insert = ready.await.map_err(|_| timed_out("session not set up"))??;
         Ok((client, insert, driver.detach()))
     }
