@@ -144,11 +144,7 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 /// The RTO card: the longest write unavailability against the objective.
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let judged = s.judged_outages();
-    let seconds = judged.iter().filter_map(|o| o.write_unavailable_seconds);
-    let longest = match &s.drill {
-        Some(_) => seconds.reduce(f64::max),
-        None => s.longest_unavailability(),
-    };
+    let longest = s.judged_unavailability();
     let (class, value) = match longest {
         Some(w) if w <= rto => ("ok", fmt_secs(w)),
         Some(w) => ("bad", fmt_secs(w)),
