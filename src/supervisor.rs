@@ -8,13 +8,14 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,6 +39,8 @@ pub struct Fatal {
     written: AtomicBool,
     /// The latest connection failure before the first write, for the startup deadline.
     last_failure: Mutex<Option<String>>,
+    /// When `--startup-timeout` ends a run that has not written yet.
+    deadline: OnceLock<Instant>,
 }
 
 impl Fatal {
@@ -79,10 +82,34 @@ impl Fatal {
         }
     }
 
+    /// How long before the startup deadline, if it is set.
+    pub fn startup_left(&self) -> Option<Duration> {
+        let deadline = self.deadline.get()?;
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// Ends the run if no write has succeeded within `timeout` (`--startup-timeout`): errors
-    /// that can heal (refused, timed out, starting up, only standbys) did not.
-    pub async fn startup_deadline(self: Arc<Self>, timeout: Duration, stop: CancellationToken) {
-        let Some(()) = stop.run_until_cancelled(tokio::time::sleep(timeout)).await else {
+    /// that can heal (refused, timed out, starting up, only standbys) did not. The deadline
+    /// is set when this is called, before the connections it bounds start.
+    pub fn startup_deadline(
+        self: Arc<Self>,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> {
+        let deadline = *self.deadline.get_or_init(|| Instant::now() + timeout);
+        async move { self.end_unwritten_at(deadline, timeout, stop).await }
+    }
+
+    async fn end_unwritten_at(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) {
+        let Some(()) = stop
+            .run_until_cancelled(tokio::time::sleep_until(deadline))
+            .await
+        else {
             return;
         };
         if self.has_written() {

@@ -8,7 +8,10 @@
 //! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::db::table::{Row, Table, Workload, OWNER_MARK};
@@ -87,13 +90,20 @@ impl Relation {
     }
 }
 
+/// `--alter-table`'s change of a table pgdrill did not create.
+pub struct Change<'a> {
+    /// Set once the change starts.
+    pub started: &'a AtomicBool,
+    /// When the server must have ended it, done or cancelled.
+    pub by: Instant,
+}
+
 /// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
-/// `changing` is set once `--alter-table` starts changing the table.
 pub async fn ensure(
     client: &Client,
     workload: &Workload,
     policy: TablePolicy,
-    changing: &AtomicBool,
+    change: Change<'_>,
 ) -> Result<(), TableError> {
     let table = &workload.table;
     let relation = match relation(client, table).await? {
@@ -111,7 +121,7 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     if !relation.ours {
-        prepare_shared(client, table, &relation, policy, changing).await?;
+        prepare_shared(client, table, &relation, policy, change).await?;
     }
     trial_insert(client, workload).await?;
     tracing::info!(
@@ -240,7 +250,7 @@ async fn prepare_shared(
     table: &Table,
     relation: &Relation,
     policy: TablePolicy,
-    changing: &AtomicBool,
+    change: Change<'_>,
 ) -> Result<(), TableError> {
     let columns = columns(client, &table.quoted).await?;
     if let Some(problem) = shape_problem(&table.quoted, &columns) {
@@ -314,13 +324,13 @@ async fn prepare_shared(
         )));
     }
     tracing::warn!(table = %table.name, statements = %statements.join("; "), "--alter-table: changing a table pgdrill did not create");
-    changing.store(true, Ordering::Relaxed);
+    change.started.store(true, Ordering::Relaxed);
     let alters = statements.len() - usize::from(index.is_some());
     for statement in &statements[..alters] {
         alter(client, &table.name, statement).await?;
     }
     if index.is_some() {
-        build_index(client, table).await?;
+        build_index(client, table, change.by).await?;
     }
     Ok(())
 }
@@ -336,10 +346,32 @@ pub(crate) fn index_alone(table: &Table) -> String {
 
 /// [`Table::index_sql`], on its own (CONCURRENTLY cannot run in a transaction), then
 /// checked: a build that failed leaves an invalid index, which `IF NOT EXISTS` keeps.
-async fn build_index(client: &Client, table: &Table) -> Result<(), TableError> {
+///
+/// The server itself ends the build `by` then: a build waits for every transaction that
+/// writes the table or holds an older snapshot, and one left waiting after pgdrill gave up
+/// would hold its lock on the users' table (blocking vacuum and DDL) long after.
+async fn build_index(client: &Client, table: &Table, by: Instant) -> Result<(), TableError> {
     let statement = table.index_sql();
+    let within = by.saturating_duration_since(Instant::now());
+    // 0 would mean no limit.
+    let ms = within.as_millis().max(1);
+    client
+        .batch_execute(&format!("SET statement_timeout = {ms}"))
+        .await?;
     if let Err(err) = client.batch_execute(&statement).await {
         return Err(match super::db_message(&err) {
+            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
+                TableError::Unusable(format!(
+                    "--alter-table's index build on {} did not end within {} (it waits for \
+                     every transaction that writes the table or holds an older snapshot), so \
+                     the server cancelled it. As the table's owner, remove what it left: {}; \
+                     then build it: {statement}; (on its own, outside a transaction), or start \
+                     pgdrill again with a longer --startup-timeout",
+                    table.name,
+                    humantime::format_duration(Duration::from_millis(ms as u64)),
+                    table.index_drop_sql()
+                ))
+            }
             Some(m) => TableError::Unusable(format!(
                 "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
                  {statement};",

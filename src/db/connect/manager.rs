@@ -3,12 +3,13 @@
 //! attempt is classified, counted and logged. The bb8 side is in `db::pool`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bb8::ManageConnection;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
 
 use super::{ConnectError, Connector, Silence};
@@ -97,13 +98,18 @@ pub struct Setup {
     table_ready: OnceCell<()>,
     /// `--alter-table` is changing the table (see [`Setup::table_ready`]).
     changing_table: AtomicBool,
+    /// Why the table cannot take the INSERT, once found: the run is stopping, and the
+    /// attempts still under way do not check (or change) the table again.
+    table_refused: OnceLock<String>,
     /// Told when the table cannot take our writes, which no reconnect fixes.
     fatal: Arc<Fatal>,
 }
 
-/// How long `--alter-table`'s change of the table may take (an index build included);
-/// before the first write, `--startup-timeout` ends the run first.
+/// How long `--alter-table`'s change of the table may take (an index build included), and
+/// how long before the startup deadline the server cancels it, so that the reason reported
+/// is the server's.
 const TABLE_CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
+const TABLE_CHANGE_ENDS_BEFORE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// How new connections are made and set up, from the configuration.
 pub struct ConnectSettings {
@@ -138,6 +144,7 @@ impl Manager {
             table: settings.table,
             table_ready: OnceCell::new(),
             changing_table: AtomicBool::new(false),
+            table_refused: OnceLock::new(),
             fatal,
         }))
     }
@@ -230,8 +237,25 @@ impl Setup {
         client: &Client,
         timeout: Duration,
     ) -> Result<(), ConnectError> {
-        let check = self.table_ready.get_or_try_init(|| {
-            table_check::ensure(client, &self.workload, self.table, &self.changing_table)
+        // Before the first write (the only time the table is checked), within the startup
+        // deadline.
+        let left = self
+            .fatal
+            .startup_left()
+            .map_or(TABLE_CHANGE_TIMEOUT, |left| {
+                left.saturating_sub(TABLE_CHANGE_ENDS_BEFORE_DEADLINE)
+            });
+        let change_within = left.min(TABLE_CHANGE_TIMEOUT);
+        let change_by = Instant::now() + change_within;
+        let check = self.table_ready.get_or_try_init(|| async move {
+            if let Some(refusal) = self.table_refused.get() {
+                return Err(TableError::Unusable(refusal.clone()));
+            }
+            let change = table_check::Change {
+                started: &self.changing_table,
+                by: change_by,
+            };
+            table_check::ensure(client, &self.workload, self.table, change).await
         });
         tokio::pin!(check);
         let took_over = |limit: Duration| {
@@ -248,15 +272,19 @@ impl Setup {
                     "--alter-table's change to table {} was still running",
                     self.workload.table.name
                 ));
-                let change = tokio::time::timeout(TABLE_CHANGE_TIMEOUT, check);
-                change.await.map_err(|_| took_over(TABLE_CHANGE_TIMEOUT))?
+                // The server ends the change by then; this is for a server gone silent.
+                let waited = change_by + TABLE_CHANGE_ENDS_BEFORE_DEADLINE;
+                let change = tokio::time::timeout_at(waited, check);
+                change.await.map_err(|_| took_over(change_within))?
             }
             Err(_) => return Err(took_over(timeout)),
         };
         checked.map(|&()| ()).map_err(|e| match e {
             TableError::Query(e) => self.fail(e),
             TableError::Unusable(message) => {
-                self.fatal.unusable_table(message.clone());
+                if self.table_refused.set(message.clone()).is_ok() {
+                    self.fatal.unusable_table(message.clone());
+                }
                 self.failed(ErrorClass::Other, message, None)
             }
         })

@@ -374,5 +374,58 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
         err.contains("ADD COLUMN created_at timestamptz DEFAULT now()"),
         "{err}"
     );
+
+    // An index build waits for the table's writers; a writer that never ends would keep it
+    // (and its lock on the table) in the server after pgdrill gave up. The server cancels
+    // it before the startup deadline, and what it left is named.
+    owner
+        .batch_execute(
+            "CREATE TABLE slow (transaction_id bigserial, customer_id int, merchant_id int, \
+               amount numeric, status text, created_at timestamptz DEFAULT now(), \
+               run_id bigint, seq bigint)",
+        )
+        .await
+        .expect("create a table without an index");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE slow IN ROW EXCLUSIVE MODE")
+        .await
+        .expect("hold a writer's lock");
+    let args = [
+        "--dsn",
+        &dsn,
+        "--table",
+        "slow",
+        "--alter-table",
+        "--connect-timeout",
+        "1s",
+        "--startup-timeout",
+        "4s",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (status, _, err) = Binary::spawn(&args).wait(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
+    assert!(err.contains("the server cancelled it"), "{err}");
+    let tries = err
+        .matches("changing a table pgdrill did not create")
+        .count();
+    assert_eq!(
+        tries, 1,
+        "once refused, the table is not changed again:\n{err}"
+    );
+    assert!(
+        err.contains("DROP INDEX CONCURRENTLY IF EXISTS \"slow_pgdrill_rows\""),
+        "{err}"
+    );
+    let builds = owner
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND query LIKE 'CREATE INDEX%'",
+            &[],
+        )
+        .await
+        .expect("the server's sessions");
+    assert_eq!(builds.get::<_, i64>(0), 0, "no build left running");
+    holder.batch_execute("ROLLBACK").await.expect("release");
     lab.shutdown().await;
 }
