@@ -639,5 +639,10 @@ mod tests {
         let v = drill.judge(objectives(120_000));
         assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
         assert!(v.invalid[0].contains("of 2 outages were kept"), "{v}");
+        // A hand-edited summary's count does not wrap (it would name 0 outages).
+        drill.earlier.count = usize::MAX;
+        let v = drill.judge(objectives(120_000));
+        let all = format!("of {} outages were kept", usize::MAX);
+        assert!(v.invalid[0].contains(&all), "{v}");
     }
 }
