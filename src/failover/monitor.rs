@@ -13,7 +13,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::db::identity::{shown, Identity, IdentityTracker};
 use crate::failover::machine::{Detector, FailoverState, Machine, Thresholds, Transition};
-use crate::failover::outages::Outages;
+use crate::failover::outages::{Outages, MAX_OUTAGES};
 use crate::rpo::verify::{Request, Verifier};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{EventKind, Recorder};
@@ -33,7 +33,7 @@ impl Monitor {
     /// Runs until `stop`; then finishes pending verifications. The supervisor bounds that
     /// by what is left of the shutdown grace: aborting this task aborts the verifier too.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let (verify_tx, verify_rx) = mpsc::unbounded_channel();
+        let (verify_tx, verify_rx) = mpsc::channel(MAX_OUTAGES);
         let mut verifier = AbortOnDropHandle::new({
             let this = self.clone();
             let stop = stop.clone();
@@ -73,7 +73,7 @@ impl Monitor {
     }
 
     /// The look loop: no wake-up while healthy and nothing is reported.
-    async fn watch(&self, verify: &mpsc::UnboundedSender<Request>, stop: &CancellationToken) {
+    async fn watch(&self, verify: &mpsc::Sender<Request>, stop: &CancellationToken) {
         let mut machine = Machine::new(self.thresholds, Instant::now());
         let mut changes = self.identity.subscribe();
         let next = tokio::time::sleep(Duration::ZERO);
@@ -87,7 +87,7 @@ impl Monitor {
                     // check what was acknowledged before it.
                     if machine.state() != FailoverState::Outage {
                         let now = Instant::now();
-                        let _ = verify.send(Request { outage: None, until: now, loss_reference: now });
+                        ask(verify, Request { outage: None, until: now, loss_reference: now });
                     }
                     continue;
                 }
@@ -105,7 +105,7 @@ impl Monitor {
             next.as_mut().reset(look);
             for t in transitions {
                 if let Some(req) = self.apply(t) {
-                    let _ = verify.send(req);
+                    ask(verify, req);
                 }
             }
         }
@@ -211,10 +211,42 @@ fn resume_verifier_failure(ended: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// Queues a verification. A full queue (verifications failing while outages keep coming:
+/// as many as the outage records kept) leaves this one unverified, which the summary and
+/// the verdict then say, instead of growing without bound. Whether it was queued.
+fn ask(verify: &mpsc::Sender<Request>, req: Request) -> bool {
+    match verify.try_send(req) {
+        Err(mpsc::error::TrySendError::Full(req)) => {
+            tracing::warn!(outage = ?req.outage, waiting = MAX_OUTAGES, "verification queue full: this one stays unverified");
+            false
+        }
+        // Closed: the run is stopping.
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Ok(()) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use parking_lot::Mutex;
+
+    #[test]
+    fn a_full_verification_queue_drops_the_request_and_says_so() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let now = Instant::now();
+        let req = |outage| Request {
+            outage: Some(outage),
+            until: now,
+            loss_reference: now,
+        };
+        assert!(ask(&tx, req(1)));
+        assert!(!ask(&tx, req(2)), "the queue holds one");
+        assert_eq!(rx.try_recv().map(|r| r.outage).ok(), Some(Some(1)));
+        assert!(ask(&tx, req(3)), "room again once served");
+        drop(rx);
+        assert!(!ask(&tx, req(4)), "closed");
+    }
 
     use crate::clock::WallClock;
     use crate::db::pool::tests::unconnected;

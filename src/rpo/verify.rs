@@ -164,7 +164,7 @@ impl Verifier {
     /// whole drain by the shutdown grace).
     pub async fn run(
         &self,
-        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut requests: mpsc::Receiver<Request>,
         stop: CancellationToken,
         done: impl Fn(&Request, &Check),
     ) {
