@@ -190,22 +190,14 @@ pub fn scrub_patterns(text: &str) -> String {
 /// Removes the password from a URL or key=value connection string, even one
 /// that does not parse, so that error messages can quote the rest.
 pub fn redact(dsn: &str) -> String {
-    let url = URL_PASSWORD.replace_all(dsn, |caps: &regex::Captures| {
-        let user = caps
-            .get(1)
-            .or_else(|| caps.get(2))
-            .map_or("", |u| u.as_str());
-        format!("{user}{REDACTED}@")
-    });
-    DSN_PASSWORD
-        .replace_all(&url, |caps: &regex::Captures| {
-            let key = caps
-                .get(1)
-                .or_else(|| caps.get(2))
-                .map_or("", |k| k.as_str());
-            format!("{key}{REDACTED}")
-        })
-        .into_owned()
+    // Both patterns capture what precedes the password in group 1 or 2.
+    let kept = |caps: &regex::Captures, after: &str| {
+        let before = caps.get(1).or_else(|| caps.get(2));
+        format!("{}{REDACTED}{after}", before.map_or("", |m| m.as_str()))
+    };
+    let url = URL_PASSWORD.replace_all(dsn, |caps: &regex::Captures| kept(caps, "@"));
+    let dsn = DSN_PASSWORD.replace_all(&url, |caps: &regex::Captures| kept(caps, ""));
+    dsn.into_owned()
 }
 
 #[cfg(test)]
