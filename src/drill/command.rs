@@ -78,6 +78,11 @@ pub const TAIL_BYTES: usize = 16 * 1024;
 /// A line longer than this is logged and kept in pieces.
 const MAX_LINE: usize = 4096;
 
+/// A line is read (and scrubbed) whole up to this long, before it is cut into pieces: a
+/// secret across a cut would not be recognised in either piece (a token printed in a
+/// one-line JSON document is a few kilobytes into it).
+const MAX_READ: usize = 64 * 1024;
+
 /// Lines logged per stream and trigger; a chatty command cannot flood the log.
 const MAX_LOGGED_LINES: usize = 1000;
 
@@ -274,7 +279,8 @@ impl Tail {
 }
 
 /// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
-/// the tail. Lines are split at [`MAX_LINE`] bytes so memory stays bounded.
+/// the tail, in pieces of at most [`MAX_LINE`] bytes. Memory stays bounded: a line is
+/// read [`MAX_READ`] bytes at a time.
 async fn capture(
     stream: impl AsyncRead + Unpin,
     name: &'static str,
@@ -287,29 +293,34 @@ async fn capture(
     loop {
         raw.clear();
         let read = (&mut reader)
-            .take(MAX_LINE as u64)
+            .take(MAX_READ as u64)
             .read_until(b'\n', &mut raw)
             .await;
         if !raw.is_empty() {
             let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
             let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
             let line = printable(&scrub(&String::from_utf8_lossy(bytes)));
-            if logged < MAX_LOGGED_LINES {
-                tracing::info!(
-                    event = "trigger_output",
-                    trigger = index,
-                    stream = name,
-                    "{line}"
-                );
-            } else if logged == MAX_LOGGED_LINES {
-                tracing::warn!(
-                    trigger = index,
-                    stream = name,
-                    "further trigger output is not logged; the report keeps its end"
-                );
+            let mut rest = line.as_str();
+            while !rest.is_empty() {
+                let (piece, after) = rest.split_at(rest.floor_char_boundary(MAX_LINE));
+                rest = after;
+                if logged < MAX_LOGGED_LINES {
+                    tracing::info!(
+                        event = "trigger_output",
+                        trigger = index,
+                        stream = name,
+                        "{piece}"
+                    );
+                } else if logged == MAX_LOGGED_LINES {
+                    tracing::warn!(
+                        trigger = index,
+                        stream = name,
+                        "further trigger output is not logged; the report keeps its end"
+                    );
+                }
+                logged += 1;
+                tail.lock().push_line(piece);
             }
-            logged += 1;
-            tail.lock().push_line(&line);
         }
         if !matches!(read, Ok(n) if n > 0) {
             break;
@@ -348,6 +359,17 @@ mod tests {
         let (text, _) = captured.lock().take();
         let lines: Vec<usize> = text.lines().map(str::len).collect();
         assert_eq!(lines, [2, MAX_LINE, MAX_LINE, 2 + 10, 4]);
+
+        // A known secret across the cut is still recognised: lines are scrubbed whole.
+        let secret = "cut-across-7f3a9c2e-token";
+        crate::secrets::remember(secret);
+        let mut input = vec![b'0'; MAX_LINE - 6];
+        input.extend(secret.as_bytes());
+        let captured = Arc::new(Mutex::new(Tail::default()));
+        capture(&input[..], "stdout", 1, captured.clone()).await;
+        let (text, _) = captured.lock().take();
+        assert!(text.replace('\n', "").contains("0REDACTED"), "{text}");
+        assert!(!text.contains("7f3a9c2e"), "{}", &text[MAX_LINE - 10..]);
 
         let mut tail = Tail::default();
         for i in 0..10_000 {

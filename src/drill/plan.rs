@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ConfigError;
-use crate::secrets::scrub_patterns;
+use crate::secrets::scrub;
 
 #[derive(Debug, Clone)]
 pub struct TriggerConfig {
@@ -78,7 +78,7 @@ impl TriggerCommand {
     /// Splits `raw` into words the way a POSIX shell does (quotes, backslashes) but runs no
     /// shell: no variables, pipes or redirections. With `shell`, runs `sh -c raw` instead.
     pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
-        let display = scrub_patterns(raw.trim());
+        let display = scrub(raw.trim());
         let error =
             |reason: String| ConfigError::new("--failover-command", display.clone(), reason);
         if raw.trim().is_empty() {
