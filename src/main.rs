@@ -9,7 +9,7 @@ use pgdrill::config::ProxyArgs;
 use pgdrill::config::{CleanupArgs, Cli, Command, LogFormat, ReportArgs, RunArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| usage_exit(err));
     match cli.command {
         None => run(cli.run),
         Some(Command::Report(args)) => report(args),
@@ -34,8 +34,13 @@ fn main() -> ExitCode {
 
 /// Prints `error: {message}`; exit 1.
 fn failure(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::FAILURE
+    error_exit(message, 1)
+}
+
+/// Prints `error: {message}`, without secrets; exit `code`.
+fn error_exit(message: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("error: {}", pgdrill::scrub(&message.to_string()));
+    ExitCode::from(code)
 }
 
 fn cannot_write(option: &str, path: &std::path::Path, err: impl std::fmt::Display) -> ExitCode {
@@ -44,9 +49,18 @@ fn cannot_write(option: &str, path: &std::path::Path, err: impl std::fmt::Displa
 
 /// Exits with a usage error naming the option, like clap's own.
 fn usage_error(message: impl std::fmt::Display) -> ! {
-    Cli::command()
-        .error(clap::error::ErrorKind::ValueValidation, message)
-        .exit()
+    let message = pgdrill::scrub(&message.to_string());
+    usage_exit(Cli::command().error(clap::error::ErrorKind::ValueValidation, message))
+}
+
+/// Prints clap's error (or help) and exits with its code. An error quotes the arguments
+/// it could not place (`pgdrill postgres://u:pw@h/db`, without `--dsn`): scrubbed.
+fn usage_exit(err: clap::Error) -> ! {
+    if !err.use_stderr() {
+        err.exit()
+    }
+    eprint!("{}", pgdrill::scrub(&err.render().to_string()));
+    std::process::exit(err.exit_code())
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -91,10 +105,7 @@ fn run(args: RunArgs) -> ExitCode {
         let redacted = config.target.redacted.clone();
         let mut summary = match pgdrill::run(config, listener, stop).await {
             Ok(summary) => summary,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::from(err.exit_code());
-            }
+            Err(err) => return error_exit(&err, err.exit_code()),
         };
         // Scrubbed after the run: the patterns compile then, not on top of the load's memory.
         summary.set_flags(pgdrill::config::flags_as_run(&argv, &redacted));
@@ -159,10 +170,7 @@ fn cleanup(args: CleanupArgs) -> ExitCode {
                 println!("{done}");
                 ExitCode::SUCCESS
             }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(err.exit_code())
-            }
+            Err(err) => error_exit(&err, err.exit_code()),
         }
     })
 }

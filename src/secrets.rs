@@ -85,11 +85,13 @@ pub fn scrub(text: &str) -> String {
 
 /// Key names whose values are secrets, matched case-insensitively as a suffix of the key
 /// (`PGPASSWORD=`, `"administratorLoginPassword": "…"`, `accessToken: …`, `client_secret=`,
-/// `--admin-password …`), then `=` or `:` and the value, or (for an option, see
+/// `--admin-password …`, `X-Api-Key: …`) or, in an environment variable's name, before
+/// more of it (`AWS_SECRET_ACCESS_KEY=`), then `=` or `:` and the value, or (for an option, see
 /// [`scrub_patterns`]) white space and the value, unless that is another option. The one
 /// capture group that matched is the value.
 static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
-    let key = "(?:password|passwd|pwd|secret|token|authorization)";
+    let key = "(?:pass(?:word|wd|phrase)?|pwd|secret|token|authorization|credentials?\
+               |(?:api|access|private)[-_]?key|(?-i:(?:SECRET|PASSWORD|TOKEN)_[A-Z0-9_]*))";
     let pair = format!(r#"["']? *[=:] *{}"#, value(""));
     let option = format!(r"(?P<option>[[:space:]]+){}", value("-"));
     Regex::new(&format!("(?i){key}(?:{pair}|{option})")).expect("a valid pattern")
@@ -126,32 +128,36 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("{postgres}|{other}")).expect("a valid pattern")
 });
 
-/// `password=` and any key ending in it (`sslpassword=`): in a connection string, the
-/// value to white space with libpq's quoting and backslash escapes (group 1 the key); in
-/// a URL query, to the next `&` (group 2 the key).
+/// `password=` and any key ending in it (`sslpassword=`): in a connection string (also
+/// right after a closing quote, as libpq reads it), the value to white space with libpq's
+/// quoting and backslash escapes (group 1 the key); in a URL query, to the next `&` (group
+/// 2 the key), and the value of any percent-encoded key (`pass%77ord=` is `password=`).
 static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)((?:^|\s)[a-z0-9_]*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s\\]|\\(?s:.)?)*)|([?&][a-z0-9_]*password=)[^&\s]*",
+        r"(?i)((?:^|[\s'])[a-z0-9_]*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s\\]|\\(?s:.)?)*)|([?&](?:[a-z0-9_]*password|[^=&\s]*%[^=&\s]*)=)[^&\s]*",
     )
     .expect("a valid pattern")
 });
 
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
-/// `--user=name:pass`, quoted or not): the one capture group that matched is the password.
-static USER_OPTION: LazyLock<Regex> = LazyLock::new(|| {
+/// `--user=name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
+/// `sshpass -p …`; a port after `-p` is hidden too): the one capture group that matched is
+/// the password.
+static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--user(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
-    Regex::new(&format!("{option}(?:{value})")).expect("a valid pattern")
+    let p = r#"(?:^|[ \t'"])-p[ \t]+(?:'([^']*)|"([^"]*)|([^- \t'"][^ \t'"]*))"#;
+    Regex::new(&format!("{option}(?:{value})|{p}")).expect("a valid pattern")
 });
 
 /// Connection strings (URL user info, `password=`) as [`redact`] does, an option's
-/// `user:password` ([`USER_OPTION`]), then the value
+/// `user:password` or `-p` ([`PASSWORD_OPTION`]), then the value
 /// after each key that names a secret ([`SECRET_VALUE`]): the first such key from the left,
 /// its `key=value` form before its option form; an option's word (from the last white
 /// space or quote before the key) must start with `-`.
 pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
-    let text = USER_OPTION.replace_all(&text, |caps: &regex::Captures| {
+    let text = PASSWORD_OPTION.replace_all(&text, |caps: &regex::Captures| {
         let all = caps.get(0).expect("group 0 is the match");
         let password = caps.iter().skip(1).flatten().next().unwrap_or(all);
         let (start, end) = (password.start() - all.start(), password.end() - all.start());
@@ -231,6 +237,16 @@ mod tests {
                 "Authorization: Bearer REDACTED rest",
             ),
             ("token: ünïcødé!", "token: REDACTED"),
+            (
+                "AWS_SECRET_ACCESS_KEY=wJalr true",
+                "AWS_SECRET_ACCESS_KEY=REDACTED true",
+            ),
+            ("curl -H 'X-Api-Key: k3y'", "curl -H 'X-Api-Key: REDACTED'"),
+            (
+                r#"{"user":"u","pass":"p4ss"}"#,
+                r#"{"user":"u","pass":"REDACTED"}"#,
+            ),
+            ("--passphrase hunter2", "--passphrase REDACTED"),
         ];
         for (input, want) in cases {
             let got = scrub_patterns(input);
@@ -416,6 +432,15 @@ mod tests {
             ("curl -u 'a:b c' x", "curl -u 'a:REDACTED' x"),
             ("curl -ua:b", "curl -ua:REDACTED"),
             ("curl -u patroni http://h", "curl -u patroni http://h"),
+            (
+                "az login --service-principal -u app -p Xy9~secret --tenant t",
+                "az login --service-principal -u app -p REDACTED --tenant t",
+            ),
+            (
+                "sshpass -p 's3 cret' ssh pg1",
+                "sshpass -p 'REDACTED' ssh pg1",
+            ),
+            ("tool -p --next", "tool -p --next"),
             ("tool --username=a:b", "tool --username=a:b"),
             (
                 "sudo -u postgres pg_ctl promote",

@@ -78,6 +78,10 @@ pub fn parse(
         };
         ConfigError::new(var, env(var).unwrap_or_default(), reason)
     })?;
+    check_host_names(&pg).map_err(|reason| match names_from_dsn.0 {
+        true => ConfigError::new("--dsn", redact(raw), reason),
+        false => ConfigError::new("PGHOST", redact(&env("PGHOST").unwrap_or_default()), reason),
+    })?;
     check_port_count(&pg).map_err(|reason| match ports_from_dsn {
         true => ConfigError::new("--dsn", redact(raw), reason),
         false => ConfigError::new("PGPORT", env("PGPORT").unwrap_or_default(), reason),
@@ -336,6 +340,20 @@ fn check_hostaddr_count(pg: &PgConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// A host name holds no `@` and no `://`: a connection URL given as `host=` (or as PGHOST)
+/// would be looked up in DNS, and its password shown wherever the host is named.
+fn check_host_names(pg: &PgConfig) -> Result<(), String> {
+    let url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
+    match pg.get_hosts().iter().any(url) {
+        true => Err(
+            "a host name cannot hold '@' or '://': give a connection URL as the \
+                     whole DSN, not as its host"
+                .into(),
+        ),
+        false => Ok(()),
+    }
+}
+
 /// libpq accepts one port for all hosts or exactly one per host; anything else would
 /// otherwise surface only at the first connection, as an error retried forever.
 fn check_port_count(pg: &PgConfig) -> Result<(), String> {
@@ -549,9 +567,20 @@ mod tests {
 
     #[test]
     fn malformed_dsn_is_a_config_error_without_the_password() {
-        let err = parse(Some("host=a port=notaport password=s3cret"), no_env).unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("--dsn"), "{text}");
+        for dsn in [
+            "host=a port=notaport password=s3cret",
+            "host='a'password=s3cret port=x",
+            "host='a'password=s3cret port=1,2,3",
+            "postgres://u@a:notaport/db?pass%77ord=s3cret",
+            "host=postgres://app:s3cret@db.example/app hostaddr=127.0.0.1 port=1",
+        ] {
+            let text = parse(Some(dsn), no_env).unwrap_err().to_string();
+            assert!(text.contains("--dsn"), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        let env = |k: &str| (k == "PGHOST").then(|| "postgres://app:s3cret@db/app".to_string());
+        let text = parse(None, env).unwrap_err().to_string();
+        assert!(text.contains("PGHOST") && text.contains("'@'"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
     }
 

@@ -70,6 +70,18 @@ impl std::fmt::Debug for WebConfig {
     }
 }
 
+/// A YAML error without the values it quotes (`invalid type: string "user:$2y$…"`): the
+/// file holds password hashes, or passwords put there by mistake.
+fn unquoted(message: &str) -> String {
+    let mut parts = message.split('"');
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        out.push_str(if i % 2 == 0 { "…" } else { part });
+    }
+    out
+}
+
 fn error(path: &Path, reason: impl Into<String>) -> ConfigError {
     ConfigError::new(OPTION, path.display().to_string(), reason.into())
 }
@@ -80,7 +92,7 @@ impl WebConfig {
         let text =
             std::fs::read_to_string(path).map_err(|e| error(path, format!("cannot read: {e}")))?;
         let file: FileFormat =
-            serde_norway::from_str(&text).map_err(|e| error(path, format!("{e}")))?;
+            serde_norway::from_str(&text).map_err(|e| error(path, unquoted(&e.to_string())))?;
         let tls = file
             .tls_server_config
             .map(|t| tls_config(path, &t))
@@ -264,6 +276,8 @@ mod tests {
             ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_ca_file: ca.crt\n", "client_ca_file"),
             ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "missing.crt"),
             ("http_server_config:\n  http2: false\n", "http_server_config"),
+            // No space after the colon: a string where a map belongs, quoted by serde.
+            ("basic_auth_users: prom:plain-text\n", "invalid type: string \"…\""),
         ];
         for (text, want) in cases {
             let path = write(dir.path(), "web.yml", text);

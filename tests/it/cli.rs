@@ -23,6 +23,24 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--listen", &busy_addr, "in use"],
         ),
         (&["--pipeline-depth", "0"], &["--pipeline-depth", "0"]),
+        // What clap cannot place is quoted back, scrubbed: a DSN without --dsn, a
+        // key=value DSN left unquoted, a URL given as its host, a password to a trigger.
+        (
+            &["postgres://u:hunter2@127.0.0.1:1/db"],
+            &["unrecognized subcommand", "postgres://u:REDACTED@"],
+        ),
+        (
+            &["--dsn", "host=127.0.0.1", "password=hunter2"],
+            &["password=REDACTED"],
+        ),
+        (
+            &["--dsn", "host=postgres://app:hunter2@db/app port=1"],
+            &["--dsn", "cannot hold '@'"],
+        ),
+        (
+            &["--failover-command", "az login -u app -p hunter2 | jq"],
+            &["--failover-command", "-p REDACTED"],
+        ),
     ];
     for (args, expect) in cases {
         let (status, out, err) = Binary::spawn(args).wait(Duration::from_secs(10)).await;
