@@ -7,8 +7,8 @@
 //! redirections need an explicit `sh -c '…'` where a shell exists.
 //!
 //! The secret never appears in logs, errors or metrics: [`Secret`] does not print, and the
-//! command's standard output is read only here. Its standard error is passed through to
-//! pgdrill's, as the command wrote it, so that e.g. `az` can say why it failed.
+//! command's standard output is read only here. Its standard error is logged line by
+//! line, scrubbed like every log line, so that e.g. `az` can say why it failed.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,6 +32,8 @@ const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// A password longer than this is not a password (Entra tokens are ~2-3 KB).
 const MAX_SECRET_BYTES: usize = 64 * 1024;
+/// The command's standard error logged per run (the rest is read and dropped).
+const MAX_STDERR_BYTES: usize = 16 * 1024;
 
 /// Where the password comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,25 +256,43 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;
+    let mut stderr = child.stderr.take().ok_or("--password-command: no stderr")?;
     let run = async {
-        let mut out = Vec::new();
-        let read = (&mut stdout)
-            .take(MAX_SECRET_BYTES as u64 + 1)
-            .read_to_end(&mut out)
-            .await;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut stdout = (&mut stdout).take(MAX_SECRET_BYTES as u64 + 1);
+        let stderr = async {
+            let _ = (&mut stderr)
+                .take(MAX_STDERR_BYTES as u64)
+                .read_to_end(&mut err)
+                .await;
+            // Drained, so that a chatty command does not block on a full pipe.
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        };
+        let (read, ()) = tokio::join!(stdout.read_to_end(&mut out), stderr);
         let status = child.wait().await;
-        (read, status, out)
+        (read, status, out, err)
     };
-    let (read, status, out) = tokio::time::timeout(COMMAND_TIMEOUT, run)
+    let (read, status, out, err) = tokio::time::timeout(COMMAND_TIMEOUT, run)
         .await
         .map_err(|_| format!("--password-command did not finish within {COMMAND_TIMEOUT:?}"))?;
     read.map_err(|e| format!("reading --password-command output: {e}"))?;
     let status = status.map_err(|e| format!("waiting for --password-command: {e}"))?;
+    let secret = status.success().then(|| secret_from(&out)).flatten();
+    // After the password is remembered: the log writer scrubs it from each line.
+    for line in String::from_utf8_lossy(&err)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        match status.success() {
+            true => tracing::info!(stream = "stderr", "--password-command: {line}"),
+            false => tracing::warn!(stream = "stderr", "--password-command: {line}"),
+        }
+    }
     if !status.success() {
         return Err(CredentialError::from(format!(
             "--password-command failed ({status}); its standard error is above"
@@ -283,7 +303,7 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
             "--password-command printed more than {MAX_SECRET_BYTES} bytes; expected only the password"
         )));
     }
-    Ok(secret_from(&out).ok_or("--password-command printed nothing")?)
+    Ok(secret.ok_or("--password-command printed nothing")?)
 }
 
 /// The first line, without surrounding whitespace (files and commands end with a newline).

@@ -209,6 +209,32 @@ async fn the_password_appears_nowhere() {
             "the page shows the target, redacted: {page}"
         );
     }
+    // --password-command's standard error is logged, with the password it printed scrubbed.
+    let bare = format!(
+        "postgres://pgdrill@127.0.0.1:{}/pgdrill",
+        lab.port(lab.primary())
+    );
+    let command = format!("sh -c 'echo {SECRET}; echo debug: using {SECRET} >&2'");
+    let (status, out, err) = Binary::spawn(&[
+        "--dsn",
+        &bare,
+        "--password-command",
+        &command,
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .wait(Duration::from_secs(20))
+    .await;
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("--password-command: debug: using REDACTED"),
+        "{err}"
+    );
+    assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
     // A wrong password: the run ends before its first write (exit 5), saying why, with
     // neither password in what it printed.
     let (status, out, err) = Binary::spawn(&["--dsn", &wrong, "--listen", "127.0.0.1:0"])
