@@ -269,6 +269,7 @@ impl Drill {
         );
         let load_began = Instant::now();
         self.health.load_started();
+        self.metrics.load_running.set(1);
         if let Some(drill) = &self.drill {
             sup.spawn(Stage::Drill, |stop| drill.clone().run(load_began, stop));
         }
@@ -277,6 +278,7 @@ impl Drill {
         let s = &self.sources;
         scheduler::run(config.rate, jobs_tx, &s.outcomes, &stop, config.duration).await;
         self.health.load_stopped();
+        self.metrics.load_running.set(0);
         s.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
         // A trigger still running when the load ends is killed; the drill is then invalid.

@@ -96,6 +96,7 @@ class Replica:
             ("pgdrill_transactions_total",): attempts,
             ("pgdrill_transaction_errors_total", ("class", "connect_refused")): errors,
             ("pgdrill_last_success_timestamp_seconds",): last_success,
+            ("pgdrill_load_running",): 1,
             ("pgdrill_outage_start_timestamp_seconds",): started[-1][0] if started else 0,
             ("pgdrill_outage_end_timestamp_seconds",): ended[-1][1] if ended else 0,
             ("pgdrill_outages_total",): len(started),

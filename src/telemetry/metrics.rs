@@ -38,6 +38,9 @@ pub struct Metrics {
     pub connection_errors: PerClass,
     pub schedule_lag: Gauge,
     pub last_success_timestamp: Gauge,
+    /// 1 while the load schedules writes: after it stops (the drain, `--linger`), the last
+    /// success grows old without writes being unavailable.
+    pub load_running: IntGauge,
 
     pub failover_state: StateSet,
     pub server_timeline: IntGauge,
@@ -227,6 +230,7 @@ impl Metrics {
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
             schedule_lag: gauge(r, "pgdrill_schedule_lag_seconds", "How late the most recently started transaction began relative to its schedule."),
             last_success_timestamp: gauge(r, "pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write."),
+            load_running: int_gauge(r, "pgdrill_load_running", "1 while the load schedules writes; 0 before it starts and once it stopped (drain, --linger)."),
             failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &State::ALL.map(State::as_str)),
             server_timeline: int_gauge(r, "pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown)."),
             primary_changes: counter(r, "pgdrill_primary_changes_total", "Times the primary's identity or timeline changed."),

@@ -154,6 +154,7 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
                         && metric(&text, "pgdrill_failover_new_primary_write_seconds") > 0.0
                         && metric(&text, "pgdrill_drill_verdict{verdict=\"pending\"}") == 1.0
                         && metric(&text, "pgdrill_rto_objective_seconds") == 30.0
+                        && metric(&text, "pgdrill_load_running") == 1.0
                 },
             )
             .await;
@@ -163,7 +164,9 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
                 "verdict on /metrics",
                 || async move {
                     let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+                    // The alert rules tell a lingering run from unavailable writes by it.
                     metric(&text, "pgdrill_drill_verdict{verdict=\"pass\"}") == 1.0
+                        && metric(&text, "pgdrill_load_running") == 0.0
                 },
             )
             .await;

@@ -21,6 +21,7 @@ const FAMILIES: &[&str] = &[
     "pgdrill_pool_max_connections",
     "pgdrill_schedule_lag_seconds",
     "pgdrill_last_success_timestamp_seconds",
+    "pgdrill_load_running",
     "pgdrill_failover_state",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
