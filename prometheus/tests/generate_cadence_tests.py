@@ -424,6 +424,7 @@ def render(tests):
         "# max_over_time = [] never firing in that range.",
         "rule_files:",
         "  - ../rules/pgdrill.rules.yml",
+        "  - ../rules/pgdrill-expected.rules.yml",
         "evaluation_interval: 1m",
         "tests:",
     ]
