@@ -197,7 +197,7 @@ pub const TARGET_EXIT: u8 = 5;
 pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'static str> {
     Some(match (class, sqlstate.unwrap_or("")) {
         (_, "28P01") => {
-            "the server rejected the password: check the password for this user (the DSN's \
+            "the server rejected the password; check the one given for this user (the DSN's \
              password, PGPASSWORD, --password-file or --password-command)"
         }
         (_, "28000") => {

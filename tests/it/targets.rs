@@ -39,7 +39,7 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
             format!("{base} dbname=pgdrill password=not-the-password"),
             vec![],
             "password authentication failed",
-            "check the password",
+            "check the one given for this user",
         ),
         (
             "unknown database",

@@ -31,13 +31,19 @@ pub fn shipped_rules() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/rules/pgdrill.rules.yml")
 }
 
-/// The shipped rules with their two documented parameters changed: each
-/// `(from, to)` must occur exactly once, so a reworded rule file fails here
-/// instead of silently testing the defaults.
+/// The shipped rules, the expected replicas' group appended, with their two
+/// documented parameters changed: each `(from, to)` must occur exactly once, so
+/// a reworded rule file fails here instead of silently testing the defaults.
 pub fn rules_with(edits: &[(&str, &str)]) -> String {
     let path = shipped_rules();
-    let mut text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    };
+    let expected = read(&path.with_file_name("pgdrill-expected.rules.yml"));
+    let (_, groups) = expected
+        .split_once("groups:\n")
+        .expect("pgdrill-expected.rules.yml has groups");
+    let mut text = read(&path) + groups;
     for (from, to) in edits {
         assert_eq!(
             text.matches(from).count(),
