@@ -146,7 +146,7 @@ static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--user(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
-    let p = r#"(?:^|[ \t'"])-p[ \t]+(?:'([^']*)|"([^"]*)|([^- \t'"][^ \t'"]*))"#;
+    let p = r#"(?:^|[ \t'"])-p[ \t]+(?:\\?'([^'\\]*)|\\?"([^"\\]*)|([^- \t'"\\][^ \t'"\\]*))"#;
     Regex::new(&format!("{option}(?:{value})|{p}")).expect("a valid pattern")
 });
 
@@ -443,6 +443,11 @@ mod tests {
                 "sshpass -p 'REDACTED' ssh pg1",
             ),
             ("tool -p --next", "tool -p --next"),
+            // Inside a JSON log line, where the quotes come escaped.
+            (
+                r#""sshpass -p \"s3 cret\" ssh""#,
+                r#""sshpass -p \"REDACTED\" ssh""#,
+            ),
             ("tool --username=a:b", "tool --username=a:b"),
             (
                 "sudo -u postgres pg_ctl promote",
