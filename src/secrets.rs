@@ -94,7 +94,7 @@ static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
                |(?:api|access|private)[-_]?key|(?-i:(?:SECRET|PASSWORD|TOKEN)_[A-Z0-9_]*))";
     let pair = format!(r#"["']? *[=:] *{}"#, value(""));
     let option = format!(r"(?P<option>[[:space:]]+){}", value("-"));
-    Regex::new(&format!("(?i){key}(?:{pair}|{option})")).expect("a valid pattern")
+    Regex::new(&format!("(?i)(?P<key>{key})(?:{pair}|{option})")).expect("a valid pattern")
 });
 
 /// A value: quoted (to its closing quote; a backslash escapes the next character, as in
@@ -141,8 +141,8 @@ static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
 /// `--user=name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
-/// `sshpass -p …`; a port after `-p` is hidden too): the one capture group that matched is
-/// the password.
+/// `sshpass -p …`): the one capture group that matched is the password; groups 4 to 6 are
+/// `-p`'s, whose value is kept when it is a port or a path ([`a_port_or_a_path`]).
 static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--user(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
@@ -159,7 +159,12 @@ pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
     let text = PASSWORD_OPTION.replace_all(&text, |caps: &regex::Captures| {
         let all = caps.get(0).expect("group 0 is the match");
-        let password = caps.iter().skip(1).flatten().next().unwrap_or(all);
+        let (group, password) = (1..caps.len())
+            .find_map(|i| caps.get(i).map(|m| (i, m)))
+            .unwrap_or((0, all));
+        if group >= 4 && a_port_or_a_path(password.as_str()) {
+            return all.as_str().to_string();
+        }
         let (start, end) = (password.start() - all.start(), password.end() - all.start());
         format!(
             "{}{REDACTED}{}",
@@ -175,7 +180,9 @@ pub fn scrub_patterns(text: &str) -> String {
             .rsplit(|c: char| c.is_ascii_whitespace() || c == '"' || c == '\'')
             .next()
             .unwrap_or_default();
-        if caps.name("option").is_some() && !word.starts_with('-') {
+        let named = caps.name("key").expect("every match has its key");
+        if caps.name("option").is_some() && !word.starts_with('-') || !names_a_secret(&text, named)
+        {
             // The key's first character is ASCII: the next one starts a character.
             from = key.start() + 1;
             continue;
@@ -191,6 +198,32 @@ pub fn scrub_patterns(text: &str) -> String {
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// `-p`'s value in the commands where it is no password: a port (`psql -p 5432`, `docker run
+/// -p 127.0.0.1:5432:5432/tcp`), a path (`mkdir -p /run/x`) or a variable (`-p "$PW"`: the
+/// value itself never shows).
+fn a_port_or_a_path(value: &str) -> bool {
+    let port = value.trim_end_matches("/tcp").trim_end_matches("/udp");
+    value.starts_with(['/', '.', '~', '$'])
+        || port.starts_with(|c: char| c.is_ascii_digit())
+            && port
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b".:-".contains(&b))
+}
+
+/// Whether a key [`SECRET_VALUE`] matched names a secret: not `pass` at the end of a
+/// lowercase word (`bypass`, `compass`), nor a variable that says where a secret is
+/// (`PASSWORD_FILE`, `TOKEN_URL`).
+fn names_a_secret(text: &str, key: regex::Match) -> bool {
+    let name = key.as_str();
+    let in_a_word =
+        name == "pass" && text[..key.start()].ends_with(|c: char| c.is_ascii_lowercase());
+    let a_place = name.contains('_')
+        && ["_FILE", "_URL", "_NAME", "_PATH", "_DIR"]
+            .iter()
+            .any(|s| name.ends_with(s));
+    !in_a_word && !a_place
 }
 
 /// Removes the password from a URL or key=value connection string, even one
@@ -266,6 +299,11 @@ mod tests {
             "naïve password — ünïcode: ok",
             "INFO pgdrill::db::credentials: running --password-command",
             "test result: 3 passed; 0 failed",
+            "Bypass: enabled; compass: north",
+            "PASSWORD_FILE=/run/secrets/pg TOKEN_URL=https://login.example/token",
+            "mkdir -p /run/pgdrill && psql -p 5432 -h db",
+            "docker run -p 127.0.0.1:5432:5432/tcp -p 8000-8010:8000-8010 postgres",
+            "sshpass -p \"$PGPASSWORD\" ssh pg1",
         ] {
             assert_eq!(scrub_patterns(text), text);
         }
@@ -443,6 +481,10 @@ mod tests {
                 "sshpass -p 'REDACTED' ssh pg1",
             ),
             ("tool -p --next", "tool -p --next"),
+            ("sshpass -p 123abc ssh", "sshpass -p REDACTED ssh"),
+            ("x -p '5432x'", "x -p 'REDACTED'"),
+            ("DB_PASS=x dbPass: y", "DB_PASS=REDACTED dbPass: REDACTED"),
+            ("MY_SECRET_KEY=k", "MY_SECRET_KEY=REDACTED"),
             // Inside a JSON log line, where the quotes come escaped.
             (
                 r#""sshpass -p \"s3 cret\" ssh""#,
