@@ -7,6 +7,8 @@
 //! Everything here goes through the simple query protocol and reads values as text, so it
 //! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -96,7 +98,15 @@ pub struct Change<'a> {
     pub started: &'a AtomicBool,
     /// When the server must have ended it, done or cancelled.
     pub by: Instant,
+    /// Sends the cancel request that ends an index build still running then.
+    pub cancel: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>,
 }
+
+/// An index build is not started with less time than this left before [`Change::by`].
+const MIN_BUILD_TIME: Duration = Duration::from_secs(1);
+
+/// How long after [`Change::by`] the client cancels a build the server has not ended.
+const CANCEL_AFTER: Duration = Duration::from_millis(250);
 
 /// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
 pub async fn ensure(
@@ -330,7 +340,7 @@ async fn prepare_shared(
         alter(client, &table.name, statement).await?;
     }
     if index.is_some() {
-        build_index(client, table, change.by).await?;
+        build_index(client, table, change).await?;
     }
     Ok(())
 }
@@ -347,31 +357,53 @@ pub(crate) fn index_alone(table: &Table) -> String {
 /// [`Table::index_sql`], on its own (CONCURRENTLY cannot run in a transaction), then
 /// checked: a build that failed leaves an invalid index, which `IF NOT EXISTS` keeps.
 ///
-/// The server itself ends the build `by` then: a build waits for every transaction that
-/// writes the table or holds an older snapshot, and one left waiting after pgdrill gave up
-/// would hold its lock on the users' table (blocking vacuum and DDL) long after.
-async fn build_index(client: &Client, table: &Table, by: Instant) -> Result<(), TableError> {
+/// The build ends by [`Change::by`]: a build waits for every transaction that writes the
+/// table or holds an older snapshot, and one left waiting after pgdrill gave up would hold
+/// its lock on the users' table (blocking vacuum and DDL) long after. The server ends it
+/// (`statement_timeout`, which holds even if pgdrill is killed), and else pgdrill cancels it
+/// (through a transaction-mode pooler the `SET` may reach another server connection than
+/// the build; the pooler forwards a cancel request to the build's).
+async fn build_index(client: &Client, table: &Table, change: Change<'_>) -> Result<(), TableError> {
     let statement = table.index_sql();
-    let within = by.saturating_duration_since(Instant::now());
-    // 0 would mean no limit.
-    let ms = within.as_millis().max(1);
+    let within = change.by.saturating_duration_since(Instant::now());
+    let cancelled = |what: &str| {
+        TableError::Unusable(format!(
+            "--alter-table's index build on {} {what} (it waits for every transaction that \
+             writes the table or holds an older snapshot). As the table's owner, remove what a \
+             build left, if anything: {}; then build it: {statement}; (on its own, outside a \
+             transaction), or start pgdrill again with a longer --startup-timeout",
+            table.name,
+            table.index_drop_sql()
+        ))
+    };
+    if within < MIN_BUILD_TIME {
+        return Err(cancelled(&format!(
+            "was not started: {} was left before --startup-timeout",
+            humantime::format_duration(Duration::from_millis(within.as_millis() as u64))
+        )));
+    }
+    let ms = within.as_millis();
     client
         .batch_execute(&format!("SET statement_timeout = {ms}"))
         .await?;
-    if let Err(err) = client.batch_execute(&statement).await {
-        return Err(match super::db_message(&err) {
-            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
-                TableError::Unusable(format!(
-                    "--alter-table's index build on {} did not end within {} (it waits for \
-                     every transaction that writes the table or holds an older snapshot), so \
-                     the server cancelled it. As the table's owner, remove what it left: {}; \
-                     then build it: {statement}; (on its own, outside a transaction), or start \
-                     pgdrill again with a longer --startup-timeout",
-                    table.name,
-                    humantime::format_duration(Duration::from_millis(ms as u64)),
-                    table.index_drop_sql()
-                ))
+    let build = client.batch_execute(&statement);
+    tokio::pin!(build);
+    let built = match tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await {
+        Ok(built) => built,
+        Err(_) => {
+            // The build's own result says whether the cancel took.
+            if let Err(err) = change.cancel.await {
+                tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build");
             }
+            build.await
+        }
+    };
+    if let Err(err) = built {
+        return Err(match super::db_message(&err) {
+            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => cancelled(&format!(
+                "did not end within {}, so it was cancelled",
+                humantime::format_duration(Duration::from_millis(ms as u64))
+            )),
             Some(m) => TableError::Unusable(format!(
                 "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
                  {statement};",

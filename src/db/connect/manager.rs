@@ -2,6 +2,7 @@
 //! probe that keeps standbys out, the table check, session settings), and how a failed
 //! attempt is classified, counted and logged. The bb8 side is in `db::pool`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -236,6 +237,7 @@ impl Setup {
         &self,
         client: &Client,
         timeout: Duration,
+        cancel: impl Future<Output = std::io::Result<()>> + Send,
     ) -> Result<(), ConnectError> {
         // Before the first write (the only time the table is checked), within the startup
         // deadline.
@@ -254,8 +256,16 @@ impl Setup {
             let change = table_check::Change {
                 started: &self.changing_table,
                 by: change_by,
+                cancel: Box::pin(cancel),
             };
-            table_check::ensure(client, &self.workload, self.table, change).await
+            let checked = table_check::ensure(client, &self.workload, self.table, change).await;
+            // Before the next waiter may run the check: it finds the refusal.
+            if let Err(TableError::Unusable(message)) = &checked {
+                if self.table_refused.set(message.clone()).is_ok() {
+                    self.fatal.unusable_table(message.clone());
+                }
+            }
+            checked
         });
         tokio::pin!(check);
         let took_over = |limit: Duration| {
@@ -281,12 +291,7 @@ impl Setup {
         };
         checked.map(|&()| ()).map_err(|e| match e {
             TableError::Query(e) => self.fail(e),
-            TableError::Unusable(message) => {
-                if self.table_refused.set(message.clone()).is_ok() {
-                    self.fatal.unusable_table(message.clone());
-                }
-                self.failed(ErrorClass::Other, message, None)
-            }
+            TableError::Unusable(message) => self.failed(ErrorClass::Other, message, None),
         })
     }
 

@@ -375,7 +375,13 @@ impl Connector {
         })??;
         // One connect timeout for all but the table check (first connection only).
         let checking = Instant::now();
-        manager.table_ready(&client, self.timeout).await?;
+        let cancel = cancel::cancel(
+            client.cancel_token(),
+            endpoint.clone(),
+            config,
+            self.tls.clone(),
+        );
+        manager.table_ready(&client, self.timeout, cancel).await?;
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let insert = ready.await.map_err(|_| timed_out("session not set up"))??;
@@ -427,6 +433,7 @@ impl Connector {
     }
 }
 
+mod cancel;
 mod endpoint;
 pub(crate) mod manager;
 mod race;

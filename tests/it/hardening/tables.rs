@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pgdrill_lab::sys::Signal;
 
+use crate::support::bouncer::Bouncer;
 use crate::support::drill::{metric, try_http_get, Binary, Drill};
 use crate::support::{connect, eventually, free_port, start_lab};
 
@@ -376,56 +377,79 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
     );
 
     // An index build waits for the table's writers; a writer that never ends would keep it
-    // (and its lock on the table) in the server after pgdrill gave up. The server cancels
-    // it before the startup deadline, and what it left is named.
-    owner
-        .batch_execute(
-            "CREATE TABLE slow (transaction_id bigserial, customer_id int, merchant_id int, \
-               amount numeric, status text, created_at timestamptz DEFAULT now(), \
-               run_id bigint, seq bigint)",
-        )
-        .await
-        .expect("create a table without an index");
+    // (and its lock on the table) in the server after pgdrill gave up. It is cancelled
+    // before the startup deadline, and what it left is named: directly, and through
+    // PgBouncer in transaction mode, where the build's `SET statement_timeout` goes to
+    // another server connection than the build (round robin makes that certain).
+    for table in ["slow", "pooled"] {
+        owner
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (transaction_id bigserial, customer_id int, \
+                   merchant_id int, amount numeric, status text, \
+                   created_at timestamptz DEFAULT now(), run_id bigint, seq bigint)"
+            ))
+            .await
+            .expect("create a table without an index");
+    }
     holder
-        .batch_execute("BEGIN; LOCK TABLE slow IN ROW EXCLUSIVE MODE")
+        .batch_execute("BEGIN; LOCK TABLE slow, pooled IN ROW EXCLUSIVE MODE")
         .await
         .expect("hold a writer's lock");
-    let args = [
-        "--dsn",
-        &dsn,
-        "--table",
-        "slow",
-        "--alter-table",
-        "--connect-timeout",
-        "1s",
-        "--startup-timeout",
-        "4s",
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let (status, _, err) = Binary::spawn(&args).wait(Duration::from_secs(30)).await;
-    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
-    assert!(err.contains("the server cancelled it"), "{err}");
-    let tries = err
-        .matches("changing a table pgdrill did not create")
-        .count();
-    assert_eq!(
-        tries, 1,
-        "once refused, the table is not changed again:\n{err}"
-    );
-    assert!(
-        err.contains("DROP INDEX CONCURRENTLY IF EXISTS \"slow_pgdrill_rows\""),
-        "{err}"
-    );
-    let builds = owner
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE state = 'active' AND query LIKE 'CREATE INDEX%'",
-            &[],
-        )
-        .await
-        .expect("the server's sessions");
-    assert_eq!(builds.get::<_, i64>(0), 0, "no build left running");
+    let bouncer =
+        Bouncer::start_with(&lab, lab.port(lab.primary()), "server_round_robin = 1\n").await;
+    // Three server connections in PgBouncer's pool, for the round robin to go through.
+    let mut warm = Vec::new();
+    for _ in 0..3 {
+        let client = connect(&bouncer.dsn()).await;
+        warm.push(async move {
+            client
+                .batch_execute("SELECT pg_sleep(0.3)")
+                .await
+                .expect("a query through PgBouncer")
+        });
+    }
+    futures_util::future::join_all(warm).await;
+    for (table, dsn) in [("slow", dsn.clone()), ("pooled", bouncer.dsn())] {
+        let args = [
+            "--dsn",
+            &dsn,
+            "--table",
+            table,
+            "--alter-table",
+            "--connect-timeout",
+            "1s",
+            "--startup-timeout",
+            "4s",
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        let (status, _, err) = Binary::spawn(&args).wait(Duration::from_secs(30)).await;
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{table}: stderr:\n{err}\nBOUNCERLOG {}",
+            bouncer.log()
+        );
+        assert!(err.contains("so it was cancelled"), "{table}: {err}");
+        let tries = err
+            .matches("changing a table pgdrill did not create")
+            .count();
+        assert_eq!(
+            tries, 1,
+            "{table}: once refused, the table is not changed again:\n{err}"
+        );
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS \"{table}_pgdrill_rows\"");
+        assert!(err.contains(&drop), "{table}: {err}");
+        let builds = owner
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE 'CREATE INDEX%'",
+                &[],
+            )
+            .await
+            .expect("the server's sessions");
+        assert_eq!(builds.get::<_, i64>(0), 0, "{table}: no build left running");
+    }
     holder.batch_execute("ROLLBACK").await.expect("release");
     lab.shutdown().await;
 }

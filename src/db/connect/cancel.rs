@@ -1,0 +1,97 @@
+//! A cancel request sent as libpq sends it: on a connection of its own to the server (or
+//! pooler) the query's connection went to, then waiting until the other side closes it.
+//! tokio-postgres closes at once, and PgBouncer 1.18 (Debian 12's) drops a request whose
+//! client is gone before it has passed the request on: through it, no cancel would arrive.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::config::Host;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{CancelToken, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::Endpoint;
+
+/// Asks the server at `endpoint` (reached with `config`, as the query's connection was) to
+/// cancel what `token`'s connection runs.
+pub async fn cancel(
+    token: CancelToken,
+    endpoint: Endpoint,
+    config: &Config,
+    mut tls: MakeRustlsConnect,
+) -> io::Result<()> {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        _ => String::new(),
+    };
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            send(&token, stream, &host, &mut tls).await
+        }
+        Endpoint::Unix(dir, port) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            send(&token, stream, &host, &mut tls).await
+        }
+    }
+}
+
+async fn send<S>(
+    token: &CancelToken,
+    stream: S,
+    host: &str,
+    tls: &mut MakeRustlsConnect,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let tls =
+        MakeTlsConnect::<WaitForClose<S>>::make_tls_connect(tls, host).map_err(io::Error::other)?;
+    token
+        .cancel_query_raw(WaitForClose(stream), tls)
+        .await
+        .map_err(io::Error::other)
+}
+
+/// A stream whose shutdown waits for the other side to close (what it sends is dropped).
+struct WaitForClose<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for WaitForClose<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WaitForClose<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let stream = &mut self.get_mut().0;
+        let mut scratch = [0u8; 256];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut *stream).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                return Pin::new(&mut *stream).poll_shutdown(cx);
+            }
+        }
+    }
+}
