@@ -239,6 +239,20 @@ pub fn redact(dsn: &str) -> String {
     dsn.into_owned()
 }
 
+/// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
+/// sequences, carriage returns) are written as escapes, not passed on.
+pub fn printable(line: &str) -> String {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.to_string();
+    }
+    line.chars()
+        .map(|c| match c {
+            c if c.is_control() && c != '\t' => format!("\\x{:02x}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +300,12 @@ mod tests {
             assert_eq!(got, want, "input {input:?}");
             assert!(!got.contains("hunter2") && !got.contains("s3cret"), "{got}");
         }
+    }
+
+    #[test]
+    fn output_is_written_as_text_without_control_bytes() {
+        assert_eq!(printable("plain\tline é"), "plain\tline é");
+        assert_eq!(printable("a\0b\u{1b}[31mc\r"), "a\\x00b\\x1b[31mc\\x0d");
     }
 
     #[test]

@@ -16,11 +16,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::pin;
+
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
 use crate::retry::Backoff;
+use crate::secrets::printable;
 use crate::telemetry::metrics::Metrics;
 
 /// A command that prints the password must finish within this long.
@@ -34,6 +37,9 @@ const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 /// The command's standard error logged per run (the rest is read and dropped).
 const MAX_STDERR_BYTES: usize = 16 * 1024;
+/// After the command exits, its output is read this much longer, not until a process it
+/// left running closes it.
+const PIPES_AFTER_EXIT: Duration = Duration::from_secs(1);
 
 /// Where the password comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,10 +268,15 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
         .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;
     let mut stderr = child.stderr.take().ok_or("--password-command: no stderr")?;
-    let run = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut stdout = (&mut stdout).take(MAX_SECRET_BYTES as u64 + 1);
-        let stderr = async {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (exited, read) = {
+        let read_out = async {
+            (&mut stdout)
+                .take(MAX_SECRET_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .await
+        };
+        let read_err = async {
             let _ = (&mut stderr)
                 .take(MAX_STDERR_BYTES as u64)
                 .read_to_end(&mut err)
@@ -273,31 +284,54 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
             // Drained, so that a chatty command does not block on a full pipe.
             let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         };
-        let (read, ()) = tokio::join!(stdout.read_to_end(&mut out), stderr);
-        let status = child.wait().await;
-        (read, status, out, err)
+        let (mut read_out, mut read_err) = (pin!(read_out), pin!(read_err));
+        let (mut out_open, mut err_open, mut read) = (true, true, Ok(0));
+        let exited = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            loop {
+                tokio::select! {
+                    r = &mut read_out, if out_open => (out_open, read) = (false, r),
+                    () = &mut read_err, if err_open => err_open = false,
+                    status = child.wait() => break status,
+                }
+            }
+        })
+        .await;
+        if exited.is_ok() {
+            // What the command left running in the background may hold its pipes open.
+            let _ = tokio::time::timeout(PIPES_AFTER_EXIT, async {
+                if out_open {
+                    read = (&mut read_out).await;
+                }
+                if err_open {
+                    (&mut read_err).await;
+                }
+            })
+            .await;
+        }
+        (exited, read)
     };
-    let (read, status, out, err) = tokio::time::timeout(COMMAND_TIMEOUT, run)
-        .await
-        .map_err(|_| format!("--password-command did not finish within {COMMAND_TIMEOUT:?}"))?;
-    read.map_err(|e| format!("reading --password-command output: {e}"))?;
-    let status = status.map_err(|e| format!("waiting for --password-command: {e}"))?;
-    let secret = status.success().then(|| secret_from(&out)).flatten();
+    let ok = matches!(exited, Ok(Ok(status)) if status.success());
+    let secret = ok.then(|| secret_from(&out)).flatten();
     // After the password is remembered: the log writer scrubs it from each line.
     for line in String::from_utf8_lossy(&err)
         .lines()
         .filter(|l| !l.trim().is_empty())
     {
-        match status.success() {
+        let line = printable(line);
+        match ok {
             true => tracing::info!(stream = "stderr", "--password-command: {line}"),
             false => tracing::warn!(stream = "stderr", "--password-command: {line}"),
         }
     }
+    let status = exited
+        .map_err(|_| format!("--password-command did not finish within {COMMAND_TIMEOUT:?}"))?
+        .map_err(|e| format!("waiting for --password-command: {e}"))?;
     if !status.success() {
         return Err(CredentialError::from(format!(
             "--password-command failed ({status}); its standard error is above"
         )));
     }
+    read.map_err(|e| format!("reading --password-command output: {e}"))?;
     if out.len() > MAX_SECRET_BYTES {
         return Err(CredentialError::from(format!(
             "--password-command printed more than {MAX_SECRET_BYTES} bytes; expected only the password"
@@ -389,6 +423,27 @@ mod tests {
             e.contains("/no/such/program") && !e.contains("s3cret-arg"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_process_the_command_leaves_running_does_not_hold_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // The background sleep keeps stdout and stderr open past the command's own
+        // timeout; the password is what the command printed before it exited.
+        let script = format!(
+            "sleep {} & echo $! > {}; echo token; echo ok >&2",
+            COMMAND_TIMEOUT.as_secs() + 10,
+            pid_file.display()
+        );
+        let got = run_command(&["sh".into(), "-c".into(), script]).await;
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let killed = std::process::Command::new("kill").arg(pid.trim()).status();
+        assert!(
+            killed.unwrap().success(),
+            "the sleep {pid} this test started"
+        );
+        assert_eq!(got.unwrap().expose(), "token");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::drill::plan::TriggerCommand;
-use crate::secrets::scrub;
+use crate::secrets::{printable, scrub};
 
 /// How a trigger ended. Only [`TriggerOutcome::Ok`] makes a valid drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,20 +328,6 @@ async fn capture(
     }
 }
 
-/// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
-/// sequences, carriage returns) are written as escapes, not passed on.
-fn printable(line: &str) -> String {
-    if !line.chars().any(|c| c.is_control() && c != '\t') {
-        return line.to_string();
-    }
-    line.chars()
-        .map(|c| match c {
-            c if c.is_control() && c != '\t' => format!("\\x{:02x}", u32::from(c)),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,12 +369,6 @@ mod tests {
         let mut short = Tail::default();
         short.push_line("only");
         assert_eq!(short.take(), ("only\n".to_string(), false));
-    }
-
-    #[test]
-    fn output_is_written_as_text_without_control_bytes() {
-        assert_eq!(printable("plain\tline é"), "plain\tline é");
-        assert_eq!(printable("a\0b\u{1b}[31mc\r"), "a\\x00b\\x1b[31mc\\x0d");
     }
 
     #[tokio::test]
