@@ -18,9 +18,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
+use regex::Regex;
 
 use base64::Engine;
 use rustls::pki_types::pem::PemObject;
@@ -73,13 +74,10 @@ impl std::fmt::Debug for WebConfig {
 /// A YAML error without the values it quotes (`invalid type: string "user:$2y$…"`): the
 /// file holds password hashes, or passwords put there by mistake.
 fn unquoted(message: &str) -> String {
-    let mut parts = message.split('"');
-    let mut out = parts.next().unwrap_or_default().to_string();
-    for (i, part) in parts.enumerate() {
-        out.push('"');
-        out.push_str(if i % 2 == 0 { "…" } else { part });
-    }
-    out
+    // To the closing quote, over escaped ones (`"a\"b"`), or to the end.
+    static QUOTED: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*"?"#).expect("a valid pattern"));
+    QUOTED.replace_all(message, "\"…\"").into_owned()
 }
 
 fn error(path: &Path, reason: impl Into<String>) -> ConfigError {
@@ -278,6 +276,8 @@ mod tests {
             ("http_server_config:\n  http2: false\n", "http_server_config"),
             // No space after the colon: a string where a map belongs, quoted by serde.
             ("basic_auth_users: prom:plain-text\n", "invalid type: string \"…\""),
+            // Quoted by serde with the quote inside escaped.
+            ("basic_auth_users: 'prom:a\"plain-text'\n", "invalid type: string \"…\""),
         ];
         for (text, want) in cases {
             let path = write(dir.path(), "web.yml", text);
