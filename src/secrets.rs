@@ -142,7 +142,7 @@ static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
 /// `--user=name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
 /// `sshpass -p …`): the one capture group that matched is the password; groups 4 to 6 are
-/// `-p`'s, whose value is kept when it is a port or a path ([`a_port_or_a_path`]).
+/// `-p`'s (4 single-quoted), whose value is kept when it is a port or a path ([`a_port_or_a_path`]).
 static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--user(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
@@ -162,7 +162,7 @@ pub fn scrub_patterns(text: &str) -> String {
         let (group, password) = (1..caps.len())
             .find_map(|i| caps.get(i).map(|m| (i, m)))
             .unwrap_or((0, all));
-        if group >= 4 && a_port_or_a_path(password.as_str()) {
+        if group >= 4 && a_port_or_a_path(password.as_str(), group == 4) {
             return all.as_str().to_string();
         }
         let (start, end) = (password.start() - all.start(), password.end() - all.start());
@@ -201,24 +201,51 @@ pub fn scrub_patterns(text: &str) -> String {
 }
 
 /// `-p`'s value in the commands where it is no password: a port (`psql -p 5432`, `docker run
-/// -p 127.0.0.1:5432:5432/tcp`), a path (`mkdir -p /run/x`) or a variable (`-p "$PW"`: the
-/// value itself never shows).
-fn a_port_or_a_path(value: &str) -> bool {
+/// -p 127.0.0.1:5432:5432/tcp`), a path of two levels or more (`mkdir -p /run/x`; a
+/// base64 password may start with `/`) or, unless single-quoted (where the shell does not
+/// expand it, as `bash -x` shows an expanded value), a variable (`-p "$PW"`).
+fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
     let port = value.trim_end_matches("/tcp").trim_end_matches("/udp");
-    value.starts_with(['/', '.', '~', '$'])
-        || port.starts_with(|c: char| c.is_ascii_digit())
-            && port
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b".:-".contains(&b))
+    let a_port = port.starts_with(|c: char| c.is_ascii_digit())
+        && port
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b".:-".contains(&b));
+    let a_path = ["/", "./", "../", "~/"]
+        .iter()
+        .any(|p| value.starts_with(p))
+        && value.matches('/').count() >= 2;
+    let name = value.strip_prefix('$').map(|v| {
+        v.strip_prefix('{')
+            .and_then(|v| v.strip_suffix('}'))
+            .unwrap_or(v)
+    });
+    let a_variable = !single_quoted
+        && name.is_some_and(|n| {
+            n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+    a_port || a_path || a_variable
 }
 
-/// Whether a key [`SECRET_VALUE`] matched names a secret: not `pass` at the end of a
-/// lowercase word (`bypass`, `compass`), nor a variable that says where a secret is
-/// (`PASSWORD_FILE`, `TOKEN_URL`).
+/// Whether a key [`SECRET_VALUE`] matched names a secret: not `pass` ending a word that
+/// has nothing to do with one (`bypass`, `compass`), nor a variable that says where a
+/// secret is (`PASSWORD_FILE`, `TOKEN_URL`).
 fn names_a_secret(text: &str, key: regex::Match) -> bool {
+    const WORDS: &[&str] = &[
+        "bypass",
+        "compass",
+        "encompass",
+        "overpass",
+        "surpass",
+        "trespass",
+        "underpass",
+    ];
     let name = key.as_str();
-    let in_a_word =
-        name == "pass" && text[..key.start()].ends_with(|c: char| c.is_ascii_lowercase());
+    let start = text[..key.start()]
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .len();
+    let word = &text[start..key.end()];
+    let in_a_word = name == "pass" && WORDS.iter().any(|w| w.eq_ignore_ascii_case(word));
     let a_place = name.contains('_')
         && ["_FILE", "_URL", "_NAME", "_PATH", "_DIR"]
             .iter()
@@ -504,6 +531,12 @@ mod tests {
             ("sshpass -p 123abc ssh", "sshpass -p REDACTED ssh"),
             ("x -p '5432x'", "x -p 'REDACTED'"),
             ("DB_PASS=x dbPass: y", "DB_PASS=REDACTED dbPass: REDACTED"),
+            (
+                "dbpass=x rootpass: y tool --adminpass z",
+                "dbpass=REDACTED rootpass: REDACTED tool --adminpass REDACTED",
+            ),
+            ("sshpass -p '$ecret' ssh", "sshpass -p 'REDACTED' ssh"),
+            ("sshpass -p /b64+x= ssh", "sshpass -p REDACTED ssh"),
             ("MY_SECRET_KEY=k", "MY_SECRET_KEY=REDACTED"),
             // Inside a JSON log line, where the quotes come escaped.
             (
