@@ -17,8 +17,23 @@ fn panic_lane_after() -> Option<u64> {
     *AFTER.get_or_init(|| std::env::var(PANIC_LANE).ok().and_then(|v| v.parse().ok()))
 }
 
+/// `PGDRILL_TEST_BUILD_WITHOUT_STATEMENT_TIMEOUT=1`: `--alter-table`'s index build runs
+/// without its server-side `statement_timeout`, as through a transaction-mode pooler that
+/// sent the `SET` to another server connection, so that only pgdrill's cancel can end it.
+const BUILD_WITHOUT_STATEMENT_TIMEOUT: &str = "PGDRILL_TEST_BUILD_WITHOUT_STATEMENT_TIMEOUT";
+
+pub(crate) fn build_without_statement_timeout() -> bool {
+    cfg!(feature = "lab") && std::env::var_os(BUILD_WITHOUT_STATEMENT_TIMEOUT).is_some()
+}
+
 /// Logs every active hook; called once at start.
 pub(crate) fn announce() {
+    if build_without_statement_timeout() {
+        tracing::warn!(
+            hook = BUILD_WITHOUT_STATEMENT_TIMEOUT,
+            "test hook active: index builds run without statement_timeout"
+        );
+    }
     if let Some(n) = panic_lane_after() {
         tracing::warn!(
             hook = PANIC_LANE,

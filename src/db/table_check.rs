@@ -105,8 +105,11 @@ pub struct Change<'a> {
 /// An index build is not started with less time than this left before [`Change::by`].
 const MIN_BUILD_TIME: Duration = Duration::from_secs(1);
 
-/// How long after [`Change::by`] the client cancels a build the server has not ended.
-const CANCEL_AFTER: Duration = Duration::from_millis(250);
+/// How long after [`Change::by`] the client cancels a build the server has not ended, and
+/// how long the cancel request, then the build's end, may take (all within the second the
+/// caller waits past `by`).
+const CANCEL_AFTER: Duration = Duration::from_millis(200);
+const CANCEL_WITHIN: Duration = Duration::from_millis(300);
 
 /// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
 pub async fn ensure(
@@ -366,36 +369,61 @@ pub(crate) fn index_alone(table: &Table) -> String {
 async fn build_index(client: &Client, table: &Table, change: Change<'_>) -> Result<(), TableError> {
     let statement = table.index_sql();
     let within = change.by.saturating_duration_since(Instant::now());
+    if within < MIN_BUILD_TIME {
+        return Err(TableError::Unusable(format!(
+            "--alter-table's index build on {} was not started: less than {} of \
+             --startup-timeout was left for it. Start pgdrill again with a longer \
+             --startup-timeout, or as the table's owner build it: {statement}; (on its own, \
+             outside a transaction)",
+            table.name,
+            humantime::format_duration(MIN_BUILD_TIME)
+        )));
+    }
     let cancelled = |what: &str| {
         TableError::Unusable(format!(
             "--alter-table's index build on {} {what} (it waits for every transaction that \
-             writes the table or holds an older snapshot). As the table's owner, remove what a \
-             build left, if anything: {}; then build it: {statement}; (on its own, outside a \
-             transaction), or start pgdrill again with a longer --startup-timeout",
+             writes the table or holds an older snapshot). As the table's owner, remove what \
+             it left: {}; then build it: {statement}; (on its own, outside a transaction), or \
+             start pgdrill again with a longer --startup-timeout",
             table.name,
             table.index_drop_sql()
         ))
     };
-    if within < MIN_BUILD_TIME {
-        return Err(cancelled(&format!(
-            "was not started: {} was left before --startup-timeout",
-            humantime::format_duration(Duration::from_millis(within.as_millis() as u64))
-        )));
-    }
     let ms = within.as_millis();
-    client
-        .batch_execute(&format!("SET statement_timeout = {ms}"))
-        .await?;
+    if !crate::test_hooks::build_without_statement_timeout() {
+        client
+            .batch_execute(&format!("SET statement_timeout = {ms}"))
+            .await?;
+    }
     let build = client.batch_execute(&statement);
     tokio::pin!(build);
     let built = match tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await {
         Ok(built) => built,
         Err(_) => {
-            // The build's own result says whether the cancel took.
-            if let Err(err) = change.cancel.await {
-                tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build");
+            tracing::warn!(table = %table.name, "--alter-table's index build ran past its deadline; pgdrill cancels it");
+            // Each step bounded, within the second the caller waits past `by`; the build's
+            // own result says whether the cancel took.
+            match tokio::time::timeout(CANCEL_WITHIN, change.cancel).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build")
+                }
+                Err(_) => {
+                    tracing::warn!(table = %table.name, "--alter-table's cancel request got no answer")
+                }
             }
-            build.await
+            match tokio::time::timeout(CANCEL_WITHIN, &mut build).await {
+                Ok(built) => built,
+                Err(_) => {
+                    return Err(cancelled(&format!(
+                        "did not end within {} nor when pgdrill cancelled it: it may still be \
+                         running, holding its lock on the table; end it with \
+                         SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
+                        humantime::format_duration(Duration::from_millis(ms as u64)),
+                        quote_literal(&statement)
+                    )))
+                }
+            }
         }
     };
     if let Err(err) = built {

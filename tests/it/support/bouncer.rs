@@ -17,18 +17,11 @@ pub struct Bouncer {
     dir: tempfile::TempDir,
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
-    /// More `[pgbouncer]` settings, a line each.
-    settings: String,
 }
 
 impl Bouncer {
     /// Starts PgBouncer on a free port, forwarding database `pgdrill` to `backend_port`.
     pub async fn start(lab: &Lab, backend_port: u16) -> Bouncer {
-        Bouncer::start_with(lab, backend_port, "").await
-    }
-
-    /// [`Bouncer::start`] with more `[pgbouncer]` settings (`"server_round_robin = 1\n"`).
-    pub async fn start_with(lab: &Lab, backend_port: u16, settings: &str) -> Bouncer {
         let dir = tempfile::tempdir().expect("temp dir");
         let run_as = lab.server_user();
         if let Some((uid, gid)) = run_as {
@@ -42,7 +35,6 @@ impl Bouncer {
             dir,
             run_as,
             child: None,
-            settings: settings.to_string(),
         };
         bouncer.write_ini(backend_port);
         bouncer.spawn().await;
@@ -79,10 +71,8 @@ impl Bouncer {
              server_login_retry = 0\n\
              ignore_startup_parameters = extra_float_digits,options\n\
              logfile = {d}/pgbouncer.log\n\
-             pidfile = {d}/pgbouncer.pid\n\
-             {settings}",
-            port = self.port,
-            settings = self.settings
+             pidfile = {d}/pgbouncer.pid\n",
+            port = self.port
         );
         std::fs::write(self.ini(), ini).expect("write pgbouncer.ini");
     }

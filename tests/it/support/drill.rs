@@ -147,6 +147,11 @@ pub struct Binary {
 
 impl Binary {
     pub fn spawn(args: &[&str]) -> Binary {
+        Binary::spawn_with(&[], args)
+    }
+
+    /// [`Binary::spawn`] with more environment variables.
+    pub fn spawn_with(env: &[(&str, &str)], args: &[&str]) -> Binary {
         let dir = tempfile::tempdir().expect("temp dir");
         let stdout = dir.path().join("stdout");
         let stderr = dir.path().join("stderr");
@@ -154,6 +159,7 @@ impl Binary {
             .args(args)
             .env_remove("PGDRILL_DSN")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
