@@ -311,6 +311,30 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
 /// be cut off by the connect timeout and sent again by every attempt). An invalid index
 /// under pgdrill's name (a failed build) is named with the statement that removes it, and so
 /// is a missing `created_at` that retention would need.
+/// pgdrill with `--alter-table` on `table`: its exit, stdout and stderr.
+async fn alter_table(
+    dsn: &str,
+    table: &str,
+    more: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    let mut args = vec![
+        "--dsn",
+        dsn,
+        "--table",
+        table,
+        "--alter-table",
+        "--connect-timeout",
+        "1s",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(more);
+    Binary::spawn_with(env, &args)
+        .wait(Duration::from_secs(40))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
     let lab = start_lab(None).await;
@@ -337,26 +361,13 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
         .await
         .expect("hold a lock");
 
-    let run = |table: &'static str| {
-        let dsn = dsn.clone();
-        async move {
-            let args = [
-                "--dsn",
-                &dsn,
-                "--table",
-                table,
-                "--alter-table",
-                "--retention",
-                "1h",
-                "--connect-timeout",
-                "1s",
-                "--duration",
-                "60s",
-                "--listen",
-                "127.0.0.1:0",
-            ];
-            Binary::spawn(&args).wait(Duration::from_secs(40)).await
-        }
+    let run = |table| {
+        alter_table(
+            &dsn,
+            table,
+            &["--retention", "1h", "--duration", "60s"],
+            &[],
+        )
     };
     let (status, _, err) = run("busy").await;
     assert_eq!(status.code(), Some(2), "stderr:\n{err}");
@@ -399,25 +410,11 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
         .expect("hold a writer's lock");
     let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
     for (table, dsn) in [("slow", dsn.clone()), ("pooled", bouncer.dsn())] {
-        let args = [
-            "--dsn",
-            &dsn,
-            "--table",
-            table,
-            "--alter-table",
-            "--connect-timeout",
-            "1s",
-            "--startup-timeout",
-            "4s",
-            "--listen",
-            "127.0.0.1:0",
-        ];
         let hook: &[(&str, &str)] = match table {
             "pooled" => &[("PGDRILL_TEST_BUILD_WITHOUT_STATEMENT_TIMEOUT", "1")],
             _ => &[],
         };
-        let pgdrill = Binary::spawn_with(hook, &args);
-        let (status, _, err) = pgdrill.wait(Duration::from_secs(30)).await;
+        let (status, _, err) = alter_table(&dsn, table, &["--startup-timeout", "4s"], hook).await;
         assert_eq!(status.code(), Some(2), "{table}: stderr:\n{err}");
         assert!(err.contains("so it was cancelled"), "{table}: {err}");
         if table == "pooled" {
