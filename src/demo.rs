@@ -285,16 +285,11 @@ fn epoch(s: &Stamp) -> f64 {
 }
 
 /// From the rows on the node that takes writes afterwards: the first pgdrill write it
-/// accepted after the failure began (`after`), and the gap in `created_at` that the failover
-/// made: the one ending at the first row written once the writer was back (`back`: the
-/// promotion or the thaw). A stall elsewhere in the run is not the failover's.
-async fn rows_truth(
-    lab: &Lab,
-    node: Node,
-    run_id: i64,
-    after: f64,
-    back: f64,
-) -> Option<(f64, f64)> {
+/// accepted once it was back (`back`: the promotion or the thaw; rows the old primary
+/// committed just after the failure began are there too, replicated), and the gap in
+/// `created_at` that the failover made, the one ending at that row. A stall elsewhere in
+/// the run is not the failover's.
+async fn rows_truth(lab: &Lab, node: Node, run_id: i64, back: f64) -> Option<(f64, f64)> {
     let (client, conn) = tokio_postgres::connect(&lab.dsn(node), tokio_postgres::NoTls)
         .await
         .ok()?;
@@ -303,10 +298,10 @@ async fn rows_truth(
         .query_one(
             "SELECT extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($2)))::float8, \
                     extract(epoch FROM (array_agg(gap ORDER BY created_at) \
-                        FILTER (WHERE created_at > to_timestamp($3)))[1])::float8 \
+                        FILTER (WHERE created_at > to_timestamp($2)))[1])::float8 \
              FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY created_at) AS gap \
                    FROM pgdrill_writes WHERE run_id = $1) r",
-            &[&run_id, &after, &back],
+            &[&run_id, &back],
         )
         .await
         .ok()?;
@@ -333,7 +328,7 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
         .as_ref()
         .or(t.thawed.as_ref())
         .map_or(zero, epoch);
-    let rows = rows_truth(lab, t.writer, summary.run_id, zero, back).await;
+    let rows = rows_truth(lab, t.writer, summary.run_id, back).await;
     if let Some((first, _)) = rows {
         facts.push(format!(
             "first pgdrill write accepted by {} +{:.3}s (its created_at)",

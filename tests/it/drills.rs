@@ -577,6 +577,18 @@ async fn the_demo_fails_over_through_the_same_trigger_and_verdict() {
         "{timing}"
     );
     assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    // The new primary's first write comes after its promotion (rows the old one committed
+    // as the failure began are on it too, replicated).
+    let since_t0 = |what: &str| -> f64 {
+        let at = stdout.find(what).map(|i| &stdout[i + what.len()..]);
+        let figure = at.and_then(|s| s.split('s').next());
+        figure
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: {stdout}"))
+    };
+    let promoted = since_t0("promote requested +");
+    let first = since_t0("first pgdrill write accepted by B +");
+    assert!(first >= promoted, "{first} < {promoted}: {stdout}");
     // The report page shows the drill's verdict and the figures timed from its trigger.
     let html = std::fs::read_to_string(&page).expect("demo report page");
     assert!(html.contains("<h2>Failover triggers</h2>") && html.contains(">PASS<"));
