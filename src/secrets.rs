@@ -201,8 +201,8 @@ pub fn scrub_patterns(text: &str) -> String {
 }
 
 /// `-p`'s value in the commands where it is no password: a port (`psql -p 5432`, `docker run
-/// -p 127.0.0.1:5432:5432/tcp`), a path of two levels or more (`mkdir -p /run/x`; a
-/// base64 password may start with `/`) or, unless single-quoted (where the shell does not
+/// -p 127.0.0.1:5432:5432/tcp`), a relative path or an absolute one of two levels or more
+/// (`mkdir -p ./out /run/x`; a base64 password may start with `/`) or, unless single-quoted (where the shell does not
 /// expand it, as `bash -x` shows an expanded value), a variable (`-p "$PW"`).
 fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
     let port = value.trim_end_matches("/tcp").trim_end_matches("/udp");
@@ -210,10 +210,10 @@ fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
         && port
             .bytes()
             .all(|b| b.is_ascii_digit() || b".:-".contains(&b));
-    let a_path = ["/", "./", "../", "~/"]
-        .iter()
-        .any(|p| value.starts_with(p))
-        && value.matches('/').count() >= 2;
+    // Base64 never starts with `.` or `~`; it may with `/`, so such a path needs a second
+    // level and none of base64's `+` and `=`.
+    let a_path = ["./", "../", "~/"].iter().any(|p| value.starts_with(p))
+        || value.starts_with('/') && value.matches('/').count() >= 2 && !value.contains(['+', '=']);
     let name = value.strip_prefix('$').map(|v| {
         v.strip_prefix('{')
             .and_then(|v| v.strip_suffix('}'))
@@ -245,7 +245,8 @@ fn names_a_secret(text: &str, key: regex::Match) -> bool {
         .trim_end_matches(|c: char| c.is_ascii_alphabetic())
         .len();
     let word = &text[start..key.end()];
-    let in_a_word = name == "pass" && WORDS.iter().any(|w| w.eq_ignore_ascii_case(word));
+    let in_a_word =
+        name.eq_ignore_ascii_case("pass") && WORDS.iter().any(|w| w.eq_ignore_ascii_case(word));
     let a_place = name.contains('_')
         && ["_FILE", "_URL", "_NAME", "_PATH", "_DIR"]
             .iter()
@@ -346,7 +347,8 @@ mod tests {
             "naïve password — ünïcode: ok",
             "INFO pgdrill::db::credentials: running --password-command",
             "test result: 3 passed; 0 failed",
-            "Bypass: enabled; compass: north",
+            "Bypass: enabled; compass: north; BYPASS=1",
+            "mkdir -p ./out; mkdir -p ../logs; mkdir -p ~/.ssh",
             "PASSWORD_FILE=/run/secrets/pg TOKEN_URL=https://login.example/token",
             "mkdir -p /run/pgdrill && psql -p 5432 -h db",
             "docker run -p 127.0.0.1:5432:5432/tcp -p 8000-8010:8000-8010 postgres",
@@ -537,6 +539,7 @@ mod tests {
             ),
             ("sshpass -p '$ecret' ssh", "sshpass -p 'REDACTED' ssh"),
             ("sshpass -p /b64+x= ssh", "sshpass -p REDACTED ssh"),
+            ("sshpass -p /b6/4+x ssh", "sshpass -p REDACTED ssh"),
             ("MY_SECRET_KEY=k", "MY_SECRET_KEY=REDACTED"),
             // Inside a JSON log line, where the quotes come escaped.
             (

@@ -23,7 +23,7 @@ fn panic_lane_after() -> Option<u64> {
 const BUILD_WITHOUT_STATEMENT_TIMEOUT: &str = "PGDRILL_TEST_BUILD_WITHOUT_STATEMENT_TIMEOUT";
 
 pub(crate) fn build_without_statement_timeout() -> bool {
-    cfg!(feature = "lab") && std::env::var_os(BUILD_WITHOUT_STATEMENT_TIMEOUT).is_some()
+    cfg!(feature = "lab") && std::env::var(BUILD_WITHOUT_STATEMENT_TIMEOUT).is_ok_and(|v| v == "1")
 }
 
 /// Logs every active hook; called once at start.

@@ -298,15 +298,17 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
         .await;
         if exited.is_ok() {
             // What the command left running in the background may hold its pipes open.
-            let _ = tokio::time::timeout(PIPES_AFTER_EXIT, async {
+            let out = async {
                 if out_open {
                     read = (&mut read_out).await;
                 }
+            };
+            let err = async {
                 if err_open {
                     (&mut read_err).await;
                 }
-            })
-            .await;
+            };
+            let _ = tokio::time::timeout(PIPES_AFTER_EXIT, async { tokio::join!(out, err) }).await;
         }
         (exited, read)
     };

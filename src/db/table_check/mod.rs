@@ -7,16 +7,15 @@
 //! Everything here goes through the simple query protocol and reads values as text, so it
 //! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
-use tokio::time::Instant;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::db::table::{Row, Table, Workload, OWNER_MARK};
+
+mod alter;
+pub(crate) use alter::index_alone;
+pub use alter::Change;
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
 const USER_COLUMNS: &[&str] = &["customer_id", "merchant_id", "amount", "status"];
@@ -24,9 +23,6 @@ const USER_COLUMNS: &[&str] = &["customer_id", "merchant_id", "amount", "status"
 const OUR_COLUMNS: &[&str] = &["run_id", "seq"];
 /// Types `transaction_id` may have: read back as `bigint`, compared with `bigint`.
 const ID_TYPES: &[&str] = &["int2", "int4", "int8"];
-/// `ALTER TABLE` waits for a lock behind every open transaction on the table; a busy table
-/// must not stall every new connection (and with it every INSERT queued behind the lock).
-const ALTER_LOCK_TIMEOUT: &str = "5s";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -91,25 +87,6 @@ impl Relation {
         self.ours || (self.indexed && self.rows_marked)
     }
 }
-
-/// `--alter-table`'s change of a table pgdrill did not create.
-pub struct Change<'a> {
-    /// Set once the change starts.
-    pub started: &'a AtomicBool,
-    /// When the server must have ended it, done or cancelled.
-    pub by: Instant,
-    /// Sends the cancel request that ends an index build still running then.
-    pub cancel: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>,
-}
-
-/// An index build is not started with less time than this left before [`Change::by`].
-const MIN_BUILD_TIME: Duration = Duration::from_secs(1);
-
-/// How long after [`Change::by`] the client cancels a build the server has not ended, and
-/// how long the cancel request, then the build's end, may take (all within the second the
-/// caller waits past `by`).
-const CANCEL_AFTER: Duration = Duration::from_millis(200);
-const CANCEL_WITHIN: Duration = Duration::from_millis(300);
 
 /// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
 pub async fn ensure(
@@ -340,116 +317,12 @@ async fn prepare_shared(
     change.started.store(true, Ordering::Relaxed);
     let alters = statements.len() - usize::from(index.is_some());
     for statement in &statements[..alters] {
-        alter(client, &table.name, statement).await?;
+        alter::alter(client, &table.name, statement, change.by).await?;
     }
     if index.is_some() {
-        build_index(client, table, change).await?;
+        alter::build_index(client, table, change).await?;
     }
     Ok(())
-}
-
-/// How [`Table::index_sql`] must be run by hand.
-pub(crate) fn index_alone(table: &Table) -> String {
-    format!(
-        " (the index on its own, not in one transaction with the others: CONCURRENTLY cannot \
-         run in one; if a failed build left an invalid index of that name, first: {};)",
-        table.index_drop_sql()
-    )
-}
-
-/// [`Table::index_sql`], on its own (CONCURRENTLY cannot run in a transaction), then
-/// checked: a build that failed leaves an invalid index, which `IF NOT EXISTS` keeps.
-///
-/// The build ends by [`Change::by`]: a build waits for every transaction that writes the
-/// table or holds an older snapshot, and one left waiting after pgdrill gave up would hold
-/// its lock on the users' table (blocking vacuum and DDL) long after. The server ends it
-/// (`statement_timeout`, which holds even if pgdrill is killed), and else pgdrill cancels it
-/// (through a transaction-mode pooler the `SET` may reach another server connection than
-/// the build; the pooler forwards a cancel request to the build's).
-async fn build_index(client: &Client, table: &Table, change: Change<'_>) -> Result<(), TableError> {
-    let statement = table.index_sql();
-    let within = change.by.saturating_duration_since(Instant::now());
-    if within < MIN_BUILD_TIME {
-        return Err(TableError::Unusable(format!(
-            "--alter-table's index build on {} was not started: less than {} of \
-             --startup-timeout was left for it. Start pgdrill again with a longer \
-             --startup-timeout, or as the table's owner build it: {statement}; (on its own, \
-             outside a transaction)",
-            table.name,
-            humantime::format_duration(MIN_BUILD_TIME)
-        )));
-    }
-    let cancelled = |what: &str| {
-        TableError::Unusable(format!(
-            "--alter-table's index build on {} {what} (it waits for every transaction that \
-             writes the table or holds an older snapshot). As the table's owner, remove what \
-             it left: {}; then build it: {statement}; (on its own, outside a transaction), or \
-             start pgdrill again with a longer --startup-timeout",
-            table.name,
-            table.index_drop_sql()
-        ))
-    };
-    let ms = within.as_millis();
-    if !crate::test_hooks::build_without_statement_timeout() {
-        client
-            .batch_execute(&format!("SET statement_timeout = {ms}"))
-            .await?;
-    }
-    let build = client.batch_execute(&statement);
-    tokio::pin!(build);
-    let built = match tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await {
-        Ok(built) => built,
-        Err(_) => {
-            tracing::warn!(table = %table.name, "--alter-table's index build ran past its deadline; pgdrill cancels it");
-            // Each step bounded, within the second the caller waits past `by`; the build's
-            // own result says whether the cancel took.
-            match tokio::time::timeout(CANCEL_WITHIN, change.cancel).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build")
-                }
-                Err(_) => {
-                    tracing::warn!(table = %table.name, "--alter-table's cancel request got no answer")
-                }
-            }
-            match tokio::time::timeout(CANCEL_WITHIN, &mut build).await {
-                Ok(built) => built,
-                Err(_) => {
-                    return Err(cancelled(&format!(
-                        "did not end within {} nor when pgdrill cancelled it: it may still be \
-                         running, holding its lock on the table; end it with \
-                         SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
-                        humantime::format_duration(Duration::from_millis(ms as u64)),
-                        quote_literal(&statement)
-                    )))
-                }
-            }
-        }
-    };
-    if let Err(err) = built {
-        return Err(match super::db_message(&err) {
-            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => cancelled(&format!(
-                "did not end within {}, so it was cancelled",
-                humantime::format_duration(Duration::from_millis(ms as u64))
-            )),
-            Some(m) => TableError::Unusable(format!(
-                "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
-                 {statement};",
-                table.name
-            )),
-            None => TableError::Query(err),
-        });
-    }
-    if relation(client, table).await?.is_some_and(|r| r.indexed) {
-        tracing::warn!(table = %table.name, %statement, "--alter-table: changed a table pgdrill did not create");
-        return Ok(());
-    }
-    Err(TableError::Unusable(format!(
-        "pgdrill's index on {} is not valid (a build that failed, or one still running); once \
-         no build runs, as the table's owner: {}; then start pgdrill again",
-        table.name,
-        table.index_drop_sql()
-    )))
 }
 
 fn quote_literal(s: &str) -> String {
@@ -546,30 +419,6 @@ fn add_columns_sql(table: &str, missing: &[&str]) -> String {
         .map(|c| format!("ADD COLUMN IF NOT EXISTS {c} bigint"))
         .collect();
     format!("ALTER TABLE {table} {}", adds.join(", "))
-}
-
-/// Runs one statement `--alter-table` asked for (nullable columns: a catalog change, no
-/// rewrite; an index), with a lock timeout so a busy table does not stall every connection.
-async fn alter(client: &Client, table: &str, statement: &str) -> Result<(), TableError> {
-    let sql =
-        format!("BEGIN; SET LOCAL lock_timeout = '{ALTER_LOCK_TIMEOUT}'; {statement}; COMMIT");
-    match client.batch_execute(&sql).await {
-        Ok(()) => {
-            tracing::warn!(table, %statement, "--alter-table: changed a table pgdrill did not create");
-            Ok(())
-        }
-        Err(err) => {
-            // A failed statement leaves the transaction aborted; the connection is reused.
-            let _ = client.batch_execute("ROLLBACK").await;
-            match super::db_message(&err) {
-                Some(m) => Err(TableError::Unusable(format!(
-                    "--alter-table could not change {table}: {m}. Run as the \
-                     table's owner: {statement};"
-                ))),
-                None => Err(TableError::Query(err)),
-            }
-        }
-    }
 }
 
 /// One INSERT exactly as the load sends it, rolled back: types, constraints and triggers

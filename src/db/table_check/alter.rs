@@ -1,0 +1,186 @@
+//! `--alter-table`'s changes to a table pgdrill did not create: its columns, then its
+//! index, each bounded by the startup deadline, and an index build left waiting is
+//! cancelled (by the server, else by pgdrill) so that it does not hold its lock on the
+//! users' table after pgdrill gave up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use super::{quote_literal, relation, TableError};
+use crate::db::table::Table;
+
+/// `ALTER TABLE` waits for a lock behind every open transaction on the table; a busy table
+/// must not stall every new connection (and with it every INSERT queued behind the lock).
+/// Less if less is left before [`Change::by`].
+const ALTER_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `--alter-table`'s change of a table pgdrill did not create.
+pub struct Change<'a> {
+    /// Set once the change starts.
+    pub started: &'a AtomicBool,
+    /// When the server must have ended it, done or cancelled.
+    pub by: Instant,
+    /// Sends the cancel request that ends an index build still running then.
+    pub cancel: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>,
+}
+
+/// A change is not started with less time than this left before [`Change::by`].
+const MIN_CHANGE_TIME: Duration = Duration::from_secs(1);
+
+/// How long after [`Change::by`] the client cancels a build the server has not ended, and
+/// how long the cancel request (a pooler logs in to the server to pass it on), then the
+/// build's end, may take: all within the 2 s the caller waits past `by`.
+const CANCEL_AFTER: Duration = Duration::from_millis(500);
+const CANCEL_WITHIN: Duration = Duration::from_millis(500);
+
+/// How [`Table::index_sql`] must be run by hand.
+pub(crate) fn index_alone(table: &Table) -> String {
+    format!(
+        " (the index on its own, not in one transaction with the others: CONCURRENTLY cannot \
+         run in one; if a failed build left an invalid index of that name, first: {};)",
+        table.index_drop_sql()
+    )
+}
+
+/// [`Table::index_sql`], on its own (CONCURRENTLY cannot run in a transaction), then
+/// checked: a build that failed leaves an invalid index, which `IF NOT EXISTS` keeps.
+///
+/// The build ends by [`Change::by`]: a build waits for every transaction that writes the
+/// table or holds an older snapshot, and one left waiting after pgdrill gave up would hold
+/// its lock on the users' table (blocking vacuum and DDL) long after. The server ends it
+/// (`statement_timeout`, which holds even if pgdrill is killed), and else pgdrill cancels it
+/// (through a transaction-mode pooler the `SET` may reach another server connection than
+/// the build; the pooler forwards a cancel request to the build's).
+pub(super) async fn build_index(
+    client: &Client,
+    table: &Table,
+    change: Change<'_>,
+) -> Result<(), TableError> {
+    let statement = table.index_sql();
+    let within = change.by.saturating_duration_since(Instant::now());
+    if within < MIN_CHANGE_TIME {
+        return Err(TableError::Unusable(format!(
+            "--alter-table's index build on {} was not started: less than {} of \
+             --startup-timeout was left for it. Start pgdrill again with a longer \
+             --startup-timeout, or as the table's owner build it: {statement}; (on its own, \
+             outside a transaction)",
+            table.name,
+            humantime::format_duration(MIN_CHANGE_TIME)
+        )));
+    }
+    let cancelled = |what: &str| {
+        TableError::Unusable(format!(
+            "--alter-table's index build on {} {what} (it waits for every transaction that \
+             writes the table or holds an older snapshot). As the table's owner, remove what \
+             it left: {}; then build it: {statement}; (on its own, outside a transaction), or \
+             start pgdrill again with a longer --startup-timeout",
+            table.name,
+            table.index_drop_sql()
+        ))
+    };
+    let ms = within.as_millis();
+    if !crate::test_hooks::build_without_statement_timeout() {
+        client
+            .batch_execute(&format!("SET statement_timeout = {ms}"))
+            .await?;
+    }
+    let build = client.batch_execute(&statement);
+    tokio::pin!(build);
+    let built = match tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await {
+        Ok(built) => built,
+        Err(_) => {
+            tracing::warn!(table = %table.name, "--alter-table's index build ran past its deadline; pgdrill cancels it");
+            // Each step bounded, within the second the caller waits past `by`; the build's
+            // own result says whether the cancel took.
+            match tokio::time::timeout(CANCEL_WITHIN, change.cancel).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build")
+                }
+                Err(_) => {
+                    tracing::warn!(table = %table.name, "--alter-table's cancel request got no answer")
+                }
+            }
+            match tokio::time::timeout(CANCEL_WITHIN, &mut build).await {
+                Ok(built) => built,
+                Err(_) => {
+                    return Err(cancelled(&format!(
+                        "did not end within {} nor when pgdrill cancelled it: it may still be \
+                         running, holding its lock on the table; end it with \
+                         SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
+                        humantime::format_duration(Duration::from_millis(ms as u64)),
+                        quote_literal(&statement)
+                    )))
+                }
+            }
+        }
+    };
+    if let Err(err) = built {
+        return Err(match crate::db::db_message(&err) {
+            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => cancelled(&format!(
+                "did not end within {}, so it was cancelled",
+                humantime::format_duration(Duration::from_millis(ms as u64))
+            )),
+            Some(m) => TableError::Unusable(format!(
+                "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
+                 {statement};",
+                table.name
+            )),
+            None => TableError::Query(err),
+        });
+    }
+    if relation(client, table).await?.is_some_and(|r| r.indexed) {
+        tracing::warn!(table = %table.name, %statement, "--alter-table: changed a table pgdrill did not create");
+        return Ok(());
+    }
+    Err(TableError::Unusable(format!(
+        "pgdrill's index on {} is not valid (a build that failed, or one still running); once \
+         no build runs, as the table's owner: {}; then start pgdrill again",
+        table.name,
+        table.index_drop_sql()
+    )))
+}
+
+/// Runs one statement `--alter-table` asked for (nullable columns: a catalog change, no
+/// rewrite; an index), with a lock timeout so a busy table does not stall every connection.
+pub(super) async fn alter(
+    client: &Client,
+    table: &str,
+    statement: &str,
+    by: Instant,
+) -> Result<(), TableError> {
+    let within = by.saturating_duration_since(Instant::now());
+    if within < MIN_CHANGE_TIME {
+        return Err(TableError::Unusable(format!(
+            "--alter-table did not change {table}: less than {} of --startup-timeout was left \
+             for it. Start pgdrill again with a longer --startup-timeout, or run as the table's \
+             owner: {statement};",
+            humantime::format_duration(MIN_CHANGE_TIME)
+        )));
+    }
+    let ms = ALTER_LOCK_TIMEOUT.min(within).as_millis();
+    let sql = format!("BEGIN; SET LOCAL lock_timeout = {ms}; {statement}; COMMIT");
+    match client.batch_execute(&sql).await {
+        Ok(()) => {
+            tracing::warn!(table, %statement, "--alter-table: changed a table pgdrill did not create");
+            Ok(())
+        }
+        Err(err) => {
+            // A failed statement leaves the transaction aborted; the connection is reused.
+            let _ = client.batch_execute("ROLLBACK").await;
+            match crate::db::db_message(&err) {
+                Some(m) => Err(TableError::Unusable(format!(
+                    "--alter-table could not change {table}: {m}. Run as the \
+                     table's owner: {statement};"
+                ))),
+                None => Err(TableError::Query(err)),
+            }
+        }
+    }
+}
