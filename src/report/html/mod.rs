@@ -87,14 +87,13 @@ pub(crate) fn fmt_secs(s: f64) -> String {
         format!("{:.0} ms", s * 1000.0)
     } else if s < 60.0 {
         format!("{s:.2} s")
-    } else if s < 3600.0 {
-        format!("{} min {:02.0} s", (s / 60.0).floor(), s % 60.0)
+    } else if s < 3599.5 {
+        // Rounded to whole seconds first: 119.6 s is 2 min 00 s, never "1 min 60 s".
+        let whole = s.round() as u64;
+        format!("{} min {:02} s", whole / 60, whole % 60)
     } else {
-        format!(
-            "{} h {:02} min",
-            (s / 3600.0).floor(),
-            ((s % 3600.0) / 60.0) as u64
-        )
+        let minutes = (s / 60.0).round() as u64;
+        format!("{} h {:02} min", minutes / 60, minutes % 60)
     }
 }
 

@@ -103,7 +103,9 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
                 }),
         )
         .collect();
-    let lost_value = if checked == 0 && !unverified.is_empty() {
+    // Lost writes found (a switchover verified with no outage) are shown whatever else was
+    // not verified.
+    let lost_value = if s.counts.lost_writes == 0 && checked == 0 && !unverified.is_empty() {
         "unverified".to_string()
     } else {
         group(s.counts.lost_writes)

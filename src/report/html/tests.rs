@@ -591,6 +591,9 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(axis_num(25_000.0), "25k");
     assert_eq!(fmt_secs(0.274), "274 ms");
     assert_eq!(fmt_secs(65.0), "1 min 05 s");
+    assert_eq!(fmt_secs(119.6), "2 min 00 s");
+    assert_eq!(fmt_secs(3599.7), "1 h 00 min");
+    assert_eq!(fmt_secs(7199.9), "2 h 00 min");
     assert_eq!(group(1_234_567), "1,234,567");
     assert_eq!(latency_label(0.01), "10 ms");
     assert_eq!(step_at_least(7), 10);

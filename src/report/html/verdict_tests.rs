@@ -95,6 +95,18 @@ fn an_open_outage_checked_nothing_and_a_restart_is_not_a_new_primary() {
     assert!(html.contains(
         "0 acknowledged writes checked on the new primary; outage 1 still open at the end"
     ));
+    // Writes a switchover lost (verified with no outage record) are shown all the same.
+    let mut lost = open.clone();
+    lost.counts.lost_writes = 3;
+    let html = render_30(&lost);
+    assert!(
+        !html.contains(r#"<div class="v">unverified</div>"#),
+        "the lost-writes card"
+    );
+    assert!(
+        html.contains(r#"<div class="v">3</div>"#),
+        "3 lost writes on the card"
+    );
 
     // The same cluster and timeline with a new postmaster: a restart in place.
     let mut restart = r.clone();
