@@ -74,10 +74,13 @@ pub fn attribute(
                 later_outages,
                 trigger_to_first_failed_write_seconds: outage.map(|o| o.start_unix - from),
                 trigger_to_new_primary_write_seconds: new_primary.map(|at| at - from),
-                write_unavailable_seconds: outage.and_then(|o| o.write_unavailable_seconds),
-                unavailable_at_run_end_seconds: outage
-                    .filter(|o| o.end_unix.is_none())
-                    .map(|o| (run_end_unix - o.start_unix).max(0.0)),
+                // An outage open at the end holds the time so far, not a measured figure.
+                write_unavailable_seconds: outage
+                    .filter(|o| o.end_unix.is_some())
+                    .and_then(|o| o.write_unavailable_seconds),
+                unavailable_at_run_end_seconds: outage.filter(|o| o.end_unix.is_none()).map(|o| {
+                    (o.write_unavailable_seconds).unwrap_or((run_end_unix - o.start_unix).max(0.0))
+                }),
                 lost_writes: outage.and_then(|o| o.lost_writes),
                 rpo_seconds: outage.and_then(|o| o.rpo_seconds),
                 trigger_seconds: t.duration_seconds,
@@ -330,6 +333,12 @@ pub(crate) mod tests {
         assert_eq!(d[1].write_unavailable_seconds, None);
         assert_eq!(d[1].unavailable_at_run_end_seconds, Some(14.0));
         assert_eq!(d[1].lost_writes, None);
+        // As shutdown records it: the time so far, which is no measured unavailability.
+        let mut so_far = outages;
+        so_far[1].write_unavailable_seconds = Some(13.5);
+        let d = attribute(&triggers, &so_far, &[], T0 + 75.0);
+        assert_eq!(d[1].write_unavailable_seconds, None);
+        assert_eq!(d[1].unavailable_at_run_end_seconds, Some(13.5));
     }
 
     #[test]

@@ -147,9 +147,19 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let judged = s.judged_outages();
     let longest = s.judged_unavailability();
+    // An outage open at the end holds the time so far: no measured RTO, and a run that
+    // ended in one is not judged a pass.
+    let open = (judged.iter())
+        .filter(|o| o.end_unix.is_none())
+        .find_map(|o| o.write_unavailable_seconds);
+    let shown = |w: f64| match open == Some(w) {
+        true => format!("{} so far", fmt_secs(w)),
+        false => fmt_secs(w),
+    };
     let (class, value) = match longest {
-        Some(w) if w <= rto => ("ok", fmt_secs(w)),
-        Some(w) => ("bad", fmt_secs(w)),
+        Some(w) if w > rto => ("bad", shown(w)),
+        Some(w) if open.is_some() => ("warn", shown(w)),
+        Some(w) => ("ok", fmt_secs(w)),
         None if s.drill.is_some() && judged.is_empty() => ("", "none after a trigger".into()),
         None if judged.is_empty() && s.earlier_outages.count == 0 => ("ok", "no outage".into()),
         None => ("bad", "not recovered".to_string()),
@@ -202,7 +212,12 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
                             (opt_secs(f.and_then(|f| f.trigger_to_new_primary_write_seconds)))
                             @if let Some(word) = reached(f.and_then(|f| f.outage)) { " (" (word) ")" }
                         }
-                        td { (opt_secs(f.and_then(|f| f.write_unavailable_seconds))) }
+                        td {
+                            @match f.map(|f| (f.write_unavailable_seconds, f.unavailable_at_run_end_seconds)) {
+                                Some((None, Some(so_far))) => { "> " (fmt_secs(so_far)) }
+                                other => (opt_secs(other.and_then(|(w, _)| w))),
+                            }
+                        }
                         td { (opt_group(f.and_then(|f| f.lost_writes), "–")) }
                     }
                 }

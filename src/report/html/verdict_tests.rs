@@ -92,6 +92,16 @@ fn an_open_outage_checked_nothing_and_a_restart_is_not_a_new_primary() {
     (o.end_unix, o.checked_writes, o.lost_writes) = (None, None, None);
     let html = render_30(&open);
     assert!(html.contains(">unverified<"), "the lost-writes card");
+    // Its duration is the time so far, no measured RTO: the card says so, and no pass.
+    let rto = html
+        .split("RTO — longest write unavailability")
+        .next()
+        .unwrap_or_default();
+    assert!(
+        rto.ends_with(r#"<div class="card warn"><div class="d">"#),
+        "{html}"
+    );
+    assert!(html.contains(r#" so far</div>"#), "{html}");
     assert!(html.contains(
         "0 acknowledged writes checked on the new primary; outage 1 still open at the end"
     ));
