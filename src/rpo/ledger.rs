@@ -3,7 +3,7 @@
 //! compact (runs of sequence numbers per 100 ms slice) and bounded by a time
 //! window, so that after a failover we can ask the new primary what survived.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,13 +34,15 @@ impl Slice {
         }
     }
 
+    /// Moves the open sequence numbers into runs, beside the runs an earlier close made (a
+    /// snapshot closes the newest slice while it still takes acknowledgements).
     fn close(&mut self) {
         if self.open.is_empty() {
             return;
         }
         self.open.sort_unstable();
         let mut seqs = std::mem::take(&mut self.open).into_iter();
-        let mut runs = Vec::new();
+        let runs = &mut self.runs;
         if let Some(first) = seqs.next() {
             let (mut lo, mut hi) = (first, first + 1);
             for s in seqs {
@@ -53,7 +55,6 @@ impl Slice {
             }
             runs.push((lo, hi));
         }
-        self.runs = runs;
     }
 
     fn bytes(&self) -> usize {
@@ -204,11 +205,24 @@ impl Ledger {
         }
     }
 
-    /// After a verification, forget what it covered so nothing is counted twice.
+    /// After a verification, forget exactly the runs it covered, so that nothing is counted
+    /// twice and what was acknowledged after the snapshot (in the newest slice it closed)
+    /// is verified next time. Emptied slices go, but the newest, which takes the next
+    /// acknowledgements.
     pub fn forget_verified(&mut self, until: Instant, snap: &Snapshot) {
-        while self.slices.front().is_some_and(|s| s.start <= until) && self.slices.len() > 1 {
-            self.slices.pop_front();
+        let verified: HashSet<(u64, u64, Instant)> = snap.acked.iter().copied().collect();
+        for slice in self.slices.iter_mut().take_while(|s| s.start <= until) {
+            let start = slice.start;
+            slice
+                .runs
+                .retain(|&(lo, hi)| !verified.contains(&(lo, hi, start)));
         }
+        let newest = self.slices.len().saturating_sub(1);
+        let mut i = 0;
+        self.slices.retain(|s| {
+            i += 1;
+            i > newest || !s.runs.is_empty() || !s.open.is_empty()
+        });
         self.forget_unknowns(&snap.unknown);
     }
 
@@ -309,6 +323,38 @@ mod tests {
         assert_eq!(snap.acked.len(), ledger.slices.len());
         ledger.forget_verified(end, &snap);
         assert_eq!(ledger.slices.len(), 1);
+    }
+
+    /// Every sequence number the next snapshot would ask about.
+    fn asked(ledger: &mut Ledger, until: Instant) -> Vec<u64> {
+        let snap = ledger.snapshot(until);
+        let mut seqs: Vec<u64> = snap.acked.iter().flat_map(|&(lo, hi, _)| lo..hi).collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_acknowledged_write_is_verified_once() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // A canary's pace: nothing acknowledged after the verification, in the slice it
+        // closed. The next failover must not judge 0 and 1 again (counted lost twice).
+        let mut ledger = Ledger::new(Duration::from_secs(30));
+        ledger.ack(0, 1, ms(0));
+        ledger.ack(1, 2, ms(10));
+        let snap = ledger.snapshot(ms(20));
+        ledger.forget_verified(ms(20), &snap);
+        assert_eq!(asked(&mut ledger, ms(5_000)), Vec::<u64>::new());
+        // What came after a snapshot, in the slice it closed, is kept beside what came
+        // before: once verified, only the later one is asked about again.
+        let mut ledger = Ledger::new(Duration::from_secs(30));
+        ledger.ack(0, 1, ms(0));
+        ledger.ack(1, 2, ms(10));
+        let snap = ledger.snapshot(ms(20));
+        ledger.ack(2, 3, ms(30));
+        assert_eq!(asked(&mut ledger, ms(40)), vec![0, 1, 2]);
+        ledger.forget_verified(ms(20), &snap);
+        assert_eq!(asked(&mut ledger, ms(5_000)), vec![2]);
     }
 
     #[tokio::test(start_paused = true)]
