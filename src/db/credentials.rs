@@ -432,9 +432,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
         // The background sleep keeps stdout and stderr open past the command's own
-        // timeout; the password is what the command printed before it exited.
+        // timeout; the password is what the command printed before it exited (distinctive:
+        // it is remembered as a secret for the whole test process).
         let script = format!(
-            "sleep {} & echo $! > {}; echo token; echo ok >&2",
+            "sleep {} & echo $! > {}; echo held-open-7f3a; echo ok >&2",
             COMMAND_TIMEOUT.as_secs() + 10,
             pid_file.display()
         );
@@ -445,7 +446,7 @@ mod tests {
             killed.unwrap().success(),
             "the sleep {pid} this test started"
         );
-        assert_eq!(got.unwrap().expose(), "token");
+        assert_eq!(got.unwrap().expose(), "held-open-7f3a");
     }
 
     #[tokio::test]
