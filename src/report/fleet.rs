@@ -11,7 +11,7 @@ use crate::report::html::page::drill_table;
 use crate::report::html::{
     self, banner, card, document, errors_text, fmt_secs, group, opt_secs, verdict_banner,
 };
-use crate::report::merge::{self, FleetReport, Input, MemberFigures};
+use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
 use crate::report::summary::Summary;
 use crate::telemetry::timeline::{Event, EventKind};
 
@@ -163,21 +163,23 @@ fn headline(r: &FleetReport) -> Markup {
         ),
     };
     let objective = r.objectives.map(|o| o.rto.as_secs_f64());
+    // An outage open at a member's end holds its time so far, which the verdict does not
+    // pass: never a green measured figure.
+    let shown = |w: &Worst| match w.still_open {
+        true => format!("{} so far", fmt_secs(w.write_unavailable_seconds)),
+        false => fmt_secs(w.write_unavailable_seconds),
+    };
     let (class, value, detail) = match (&r.worst, objective) {
         (Some(w), Some(o)) => (
-            if w.write_unavailable_seconds > o {
-                "bad"
-            } else {
-                "ok"
+            match (w.write_unavailable_seconds > o, w.still_open) {
+                (true, _) => "bad",
+                (false, true) => "warn",
+                (false, false) => "ok",
             },
-            fmt_secs(w.write_unavailable_seconds),
+            shown(w),
             format!("{}; objective {}", w.member, fmt_secs(o)),
         ),
-        (Some(w), None) => (
-            "warn",
-            fmt_secs(w.write_unavailable_seconds),
-            w.member.clone(),
-        ),
+        (Some(w), None) => ("warn", shown(w), w.member.clone()),
         (None, _) => ("", "no outage".to_string(), String::new()),
     };
     let spread = r.write_unavailable_seconds.map_or_else(
@@ -247,6 +249,7 @@ fn members_table(r: &FleetReport) -> Markup {
                             td.num { (opt_secs(first.and_then(|d| d.trigger_to_new_primary_write_seconds))) }
                             td.num data-seconds=(m.worst_write_unavailable_seconds.map_or_else(String::new, |w| w.to_string())) {
                                 b { (opt_secs(m.worst_write_unavailable_seconds)) }
+                                @if m.worst_still_open { " so far" }
                             }
                             td.num { (group(m.counts.lost_writes)) }
                             td.num { (group(m.counts.unknown_outcome_writes)) " (" (group(m.counts.unknown_outcome_unresolved)) ")" }
@@ -317,5 +320,34 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_outage_open_at_a_members_end_is_its_time_so_far_not_a_measured_rto() {
+        use crate::drill::verdict::VerdictKind;
+        use crate::report::merge::tests::{inputs, pod};
+        let mut pods = [
+            pod(0, "d1", 0.3, 0, Some("120s")),
+            pod(1, "d1", 0.5, 0, None),
+            pod(2, "d1", 0.4, 0, None),
+        ];
+        pods[1]["outages"][0]["end_unix"] = serde_json::Value::Null;
+        pods[1]["outages"][0]["open_at_shutdown"] = true.into();
+        let inputs = inputs(&pods);
+        let r = merge::merge(&inputs);
+        let worst = r.worst.as_ref().expect("a worst outage");
+        assert_eq!(worst.member, "member 1 (pod-1.json)");
+        assert!(worst.still_open);
+        assert!(r.members[1].worst_still_open && !r.members[2].worst_still_open);
+        assert_eq!(
+            r.verdict.as_ref().map(|v| v.verdict),
+            Some(VerdictKind::Invalid)
+        );
+        let page = render(&r, &inputs);
+        assert!(
+            page.contains(r#"<div class="card warn"><div class="d">Worst write unavailability (RTO)</div><div class="v">500 ms so far</div>"#),
+            "{page}"
+        );
+        assert!(page.contains("<b>500 ms</b> so far"), "{page}");
     }
 }

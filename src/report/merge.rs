@@ -49,6 +49,8 @@ pub struct MemberFigures {
     pub drills: Vec<DrillTiming>,
     /// The longest write unavailability attributed to a trigger.
     pub worst_write_unavailable_seconds: Option<f64>,
+    /// That outage had not ended when the run did: the figure is its time so far.
+    pub worst_still_open: bool,
 }
 
 /// The member with the longest write unavailability.
@@ -56,6 +58,8 @@ pub struct MemberFigures {
 pub struct Worst {
     pub member: String,
     pub write_unavailable_seconds: f64,
+    /// Its outage had not ended when its run did: the time so far.
+    pub still_open: bool,
 }
 
 /// A summary left out of the merge, and why.
@@ -230,6 +234,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         .map(|(m, w)| Worst {
             member: m.name.clone(),
             write_unavailable_seconds: w,
+            still_open: m.worst_still_open,
         });
     FleetReport {
         drill_id,
@@ -382,8 +387,8 @@ fn figures(
         _ => (Vec::new(), Vec::new()),
     };
     let worst = crate::drill::timing::attributed(&drills, &s.outages)
-        .filter_map(|o| o.write_unavailable_seconds)
-        .reduce(f64::max);
+        .filter_map(|o| Some((o.write_unavailable_seconds?, o.end_unix.is_none())))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
     MemberFigures {
         name,
         file: i.file.clone(),
@@ -401,7 +406,8 @@ fn figures(
         outages: s.outage_count(),
         baselines,
         drills,
-        worst_write_unavailable_seconds: worst,
+        worst_write_unavailable_seconds: worst.map(|(w, _)| w),
+        worst_still_open: worst.is_some_and(|(_, open)| open),
     }
 }
 

@@ -90,7 +90,7 @@ pub(crate) fn pod(
     v
 }
 
-fn inputs(pods: &[Value]) -> Vec<Input> {
+pub(crate) fn inputs(pods: &[Value]) -> Vec<Input> {
     pods.iter()
         .enumerate()
         .map(|(n, v)| Input {
