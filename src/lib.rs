@@ -206,6 +206,9 @@ impl Drill {
             max_connection_lifetime: config.max_connection_lifetime,
             idle_lanes: Default::default(),
             all_busy: Default::default(),
+            stale_after: config
+                .rate
+                .map(|r| Duration::from_secs_f64(config.max_backlog as f64 / r)),
         });
         let sources = Arc::new(report::Sources {
             run_id,

@@ -42,6 +42,11 @@ pub struct Shared {
     /// Signalled when the last idle lane takes a job, so that busy lanes waiting
     /// only on their in-flight writes (a stalled link) start pipelining at once.
     pub all_busy: tokio::sync::Notify,
+    /// The backlog's span at the target rate (`None`: unlimited). A job due longer ago is
+    /// let go unstarted, as a full backlog lets go of new ones: after an outage, writes
+    /// resume on the schedule a fresh client would keep, and their latency is not the
+    /// time a stale job sat in pgdrill's own queue.
+    pub stale_after: Option<Duration>,
 }
 
 /// How one attempt ended.
@@ -187,7 +192,7 @@ pub async fn lane(
     let mut taken: u64 = 0;
     loop {
         shared.idle_lanes.fetch_add(1, Ordering::Relaxed);
-        let next = jobs.recv().await;
+        let next = next_job(&jobs, shared.stale_after, &report).await;
         if shared.idle_lanes.fetch_sub(1, Ordering::Relaxed) == 1 {
             shared.all_busy.notify_waiters();
         }
@@ -222,6 +227,30 @@ pub async fn lane(
             conn.broken = true;
         } else if conn.created.elapsed() >= shared.max_connection_lifetime {
             conn.retired = true;
+        }
+    }
+}
+
+/// `job`, unless it was due longer ago than `stale_after`: then it is counted as skipped.
+fn fresh(job: Job, stale_after: Option<Duration>, report: &LaneOutcomes) -> Option<Job> {
+    match stale_after {
+        Some(stale) if job.intended.elapsed() > stale => {
+            report.skipped();
+            None
+        }
+        _ => Some(job),
+    }
+}
+
+/// The next job still [`fresh`].
+async fn next_job(
+    jobs: &Receiver<Job>,
+    stale_after: Option<Duration>,
+    report: &LaneOutcomes,
+) -> Result<Job, async_channel::RecvError> {
+    loop {
+        if let Some(job) = fresh(jobs.recv().await?, stale_after, report) {
+            return Ok(job);
         }
     }
 }
@@ -276,7 +305,7 @@ async fn run_on(
                 }
             }
             _ = &mut all_busy, if can_take && !room => {}
-            job = jobs.recv(), if room => match job {
+            job = next_job(jobs, shared.stale_after, report), if room => match job {
                 Ok(job) => {
                     report.started();
                     send(&mut in_flight, &mut watch, job, rng);
@@ -289,12 +318,14 @@ async fn run_on(
                 return broken;
             }
             // Keep the connection only while work is waiting; otherwise give it back.
-            match jobs.try_recv() {
-                Ok(job) => {
+            let waiting = std::iter::from_fn(|| jobs.try_recv().ok())
+                .find_map(|job| fresh(job, shared.stale_after, report));
+            match waiting {
+                Some(job) => {
                     report.started();
                     send(&mut in_flight, &mut watch, job, rng);
                 }
-                Err(_) => return false,
+                None => return false,
             }
         }
     }
@@ -331,5 +362,31 @@ mod tests {
         idle.answered(3);
         assert!(!idle.look(timeout, t0 + SUSPECT_AFTER));
         assert_eq!(idle.look_at, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_due_longer_ago_than_the_backlog_span_is_skipped_not_started() {
+        use crate::report::Sources;
+        use crate::telemetry::timeline::Recorder;
+        let sources = Sources::for_tests(Arc::new(Recorder::new(
+            &crate::report::sampler::class_names(),
+        )));
+        let report = sources.outcomes.lane();
+        let (tx, jobs) = async_channel::bounded(8);
+        let t0 = Instant::now();
+        for seq in 0..4 {
+            let intended = t0 + Duration::from_millis(500 * seq);
+            tx.try_send(Job { seq, intended }).expect("room");
+        }
+        // At t0 + 2 s with a 1 s span: jobs 0 and 1 (due 2 s and 1.5 s ago) are let go.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let span = Some(Duration::from_secs(1));
+        let job = next_job(&jobs, span, &report).await.expect("a job");
+        assert_eq!(job.seq, 2);
+        assert_eq!(sources.outcomes.tally().skipped, 2);
+        // Unlimited rate: no span, every job is started however late.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(next_job(&jobs, None, &report).await.expect("a job").seq, 3);
+        assert_eq!(sources.outcomes.tally().skipped, 2);
     }
 }

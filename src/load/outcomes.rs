@@ -162,6 +162,11 @@ pub(crate) struct LaneOutcomes {
 }
 
 impl LaneOutcomes {
+    /// A due write was let go unstarted.
+    pub fn skipped(&self) {
+        self.outcomes.skipped();
+    }
+
     /// A write was taken from the backlog.
     pub fn started(&self) {
         self.outcomes.metrics.in_flight.inc();

@@ -222,7 +222,7 @@ impl Metrics {
             target_rate: gauge(r, "pgdrill_target_rate", "Target transactions per second (0 = unlimited)."),
             transactions: counter(r, "pgdrill_transactions_total", "Transactions attempted and finished, successful or not."),
             transaction_errors: PerClass::new(r, "pgdrill_transaction_errors_total", "Transactions that failed, by error class."),
-            skipped: counter(r, "pgdrill_transactions_skipped_total", "Transactions due by the schedule but never started because the backlog was full."),
+            skipped: counter(r, "pgdrill_transactions_skipped_total", "Transactions due by the schedule but never started: the backlog was full, they waited longer than its span, or they were queued at shutdown."),
             transaction_duration: histogram(r, "pgdrill_transaction_duration_seconds", "Latency of successful transactions from their intended (scheduled) start to acknowledgement.", LATENCY_BUCKETS),
             service_duration: histogram(r, "pgdrill_service_duration_seconds", "Latency of successful transactions from sending to acknowledgement.", LATENCY_BUCKETS),
             in_flight: int_gauge(r, "pgdrill_transactions_in_flight", "Transactions sent and not yet answered."),
