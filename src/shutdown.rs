@@ -1,35 +1,70 @@
 //! The one place that turns SIGINT/SIGTERM into cancellation.
 
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-/// A token cancelled on the first SIGINT or SIGTERM, which is logged.
+/// Cancelled on a second signal; process-wide, as signals are.
+static HURRY: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
+
+/// After a second signal, what each stage still draining may take: the summary is printed
+/// before an orchestrator's kill, whatever `--shutdown-grace` is.
+pub const HURRIED_STAGE: Duration = Duration::from_secs(1);
+
+/// Resolves once a second SIGINT or SIGTERM asked to stop waiting.
+pub async fn hurried() {
+    HURRY.cancelled().await;
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM; a second one cuts the drain short
+/// ([`hurried`]). Both are logged.
 pub fn cancel_on_signals() -> CancellationToken {
     let stop = CancellationToken::new();
     let cancel = stop.clone();
     tokio::spawn(async move {
-        let signal = wait_for_signal().await;
+        let mut signals = Signals::new();
+        let signal = signals.next().await;
         tracing::info!(
             signal,
             "stopping: no new transactions, draining in-flight ones"
         );
         cancel.cancel();
+        let signal = signals.next().await;
+        tracing::warn!(
+            signal,
+            "second signal: writes still in flight are given up now; the summary follows"
+        );
+        HURRY.cancel();
     });
     stop
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+/// SIGINT and SIGTERM, each listened to from the first call on.
+struct Signals(Option<(Signal, Signal)>);
+
+impl Signals {
+    fn new() -> Signals {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Signals(Some((int, term))),
+            _ => Signals(None),
+        }
+    }
+
+    async fn next(&mut self) -> &'static str {
+        match &mut self.0 {
+            Some((int, term)) => tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
 }

@@ -279,8 +279,18 @@ impl Supervisor {
             all.await;
             return 0;
         };
-        if tokio::time::timeout(limit, all).await.is_ok() {
-            return 0;
+        // A second signal leaves each stage at most HURRIED_STAGE more.
+        let bound = async {
+            tokio::select! {
+                () = tokio::time::sleep(limit) => {}
+                () = crate::shutdown::hurried() => {
+                    tokio::time::sleep(limit.min(crate::shutdown::HURRIED_STAGE)).await;
+                }
+            }
+        };
+        tokio::select! {
+            () = all => return 0,
+            () = bound => {}
         }
         let left = aborts.iter().filter(|a| !a.is_finished()).count();
         aborts.iter().for_each(|a| a.abort());

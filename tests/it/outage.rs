@@ -8,7 +8,7 @@ use pgdrill_lab::StopMode;
 use tokio::time::Instant;
 
 use crate::support::drill::{http_get, metric, metric_sum, try_http_get, Binary, Drill};
-use crate::support::{eventually, start_single as single};
+use crate::support::{connect, eventually, start_single as single};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_the_database_down_and_recovers_without_restart() {
@@ -152,5 +152,68 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
     );
     assert_eq!(json["outages"].as_array().map(Vec::len), Some(1), "{json}");
     assert!(json["latency"]["p99_ms"].as_f64().is_some(), "{json}");
+    lab.shutdown().await;
+}
+
+/// Writes that cannot finish (the table locked, the server alive: no silence to detect)
+/// hold the first SIGTERM's drain for the whole `--shutdown-grace`; a second signal cuts it
+/// short, and the summary is still printed and written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_drain_short_and_still_prints_the_summary() {
+    let lab = single(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("summary.json");
+    let json_arg = json_path.display().to_string();
+    let mut bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "100",
+        "--statement-timeout",
+        "1h",
+        "--shutdown-grace",
+        "1h",
+        "--listen",
+        &listen,
+        "--summary-json",
+        &json_arg,
+    ]);
+    let addr = listen.parse().expect("addr");
+    let scrape = || async move { try_http_get(addr, "/metrics").await.unwrap_or_default() };
+    eventually(Duration::from_secs(20), "writes acknowledged", || async {
+        metric(&scrape().await, "pgdrill_transactions_total") > 100.0
+    })
+    .await;
+    let locker = connect(&dsn).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock pgdrill's table");
+    eventually(
+        Duration::from_secs(10),
+        "writes waiting on the lock",
+        || async { metric(&scrape().await, "pgdrill_transactions_in_flight") >= 1.0 },
+    )
+    .await;
+
+    bin.signal(Signal::Term);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = bin.child.try_wait().expect("try_wait");
+    assert!(
+        waiting.is_none(),
+        "exited {waiting:?} with writes still in flight"
+    );
+    bin.signal(Signal::Term);
+    let (status, out, err) = bin.wait(Duration::from_secs(30)).await;
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    assert!(status.success(), "exit {status:?}\n{err}");
+    assert!(err.contains("second signal"), "{err}");
+    assert!(out.contains("summary"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON written"))
+            .expect("summary JSON parses");
+    assert!(json["abandoned"].as_u64().unwrap_or(0) >= 1, "{json}");
     lab.shutdown().await;
 }
