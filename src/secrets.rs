@@ -267,6 +267,22 @@ pub fn redact(dsn: &str) -> String {
     dsn.into_owned()
 }
 
+/// [`redact`] for a connection string that does not parse: nothing after its first password
+/// is shown (an unquoted space splits `password=pass word`, and `word` is the password's),
+/// and that hidden text is returned, for the parser's reason not to quote it either.
+pub fn redact_unparsed(dsn: &str) -> (String, &str) {
+    let first = [&*URL_PASSWORD, &*DSN_PASSWORD]
+        .iter()
+        .filter_map(|pattern| pattern.find(dsn))
+        .min_by_key(|m| m.start());
+    match first {
+        Some(m) if m.end() < dsn.len() => {
+            (format!("{} …", redact(&dsn[..m.end()])), &dsn[m.end()..])
+        }
+        _ => (redact(dsn), ""),
+    }
+}
+
 /// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
 /// sequences, carriage returns) are written as escapes, not passed on.
 pub fn printable(line: &str) -> String {

@@ -25,12 +25,16 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("PGDATABASE", "dbname"),
     ("PGAPPNAME", "application_name"),
     ("PGCONNECT_TIMEOUT", "connect_timeout"),
-    ("PGTARGETSESSIONATTRS", "target_session_attrs"),
 ];
 
-/// Connection-string keys pgdrill handles itself (tokio-postgres knows only three sslmodes
-/// and has no sslrootcert), with the environment variable libpq reads for each.
-const TLS_KEYS: &[(&str, &str)] = &[("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")];
+/// Connection-string keys pgdrill handles itself (tokio-postgres knows only three sslmodes,
+/// has no sslrootcert, and no target_session_attrs newer than PostgreSQL 14's), with the
+/// environment variable libpq reads for each.
+const OUR_KEYS: &[(&str, &str)] = &[
+    ("sslmode", "PGSSLMODE"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+];
 
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
 /// there too): the one sign of a pooler pgdrill has before it connects.
@@ -44,22 +48,25 @@ pub fn parse(
 ) -> Result<Target, ConfigError> {
     let raw = dsn.unwrap_or("").trim();
     check_url_user_info(raw)?;
-    let (rest, tls_params) = take_tls_params(raw);
+    let (rest, ours) = take_our_params(raw);
     let mut pg = if rest.trim().is_empty() {
         PgConfig::new()
     } else {
-        PgConfig::from_str(&rest)
-            .map_err(|err| ConfigError::new("--dsn", redact(raw), describe_parse_error(&err)))?
+        PgConfig::from_str(&rest).map_err(|err| {
+            let (shown, hidden) = crate::secrets::redact_unparsed(raw);
+            ConfigError::new("--dsn", shown, describe_parse_error(&err, hidden))
+        })?
     };
-    let tls = tls_settings(&tls_params, &env)?;
+    let value = |key: &str| our_value(key, &ours, &env);
+    let tls = tls_settings(&value)?;
+    pg.target_session_attrs(session_attrs(&value)?);
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
     let timeout_in_dsn = pg.get_connect_timeout().is_some();
-    let attrs_in_dsn = rest.contains("target_session_attrs");
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
-            apply_env_default(&mut pg, key, &value, attrs_in_dsn)
+            apply_env_default(&mut pg, key, &value)
                 .map_err(|reason| ConfigError::new(var, redact_env(var, &value), reason))?;
         }
     }
@@ -82,7 +89,7 @@ pub fn parse(
         true => ConfigError::new("--dsn", redact(raw), reason),
         false => ConfigError::new("PGHOST", redact(&env("PGHOST").unwrap_or_default()), reason),
     })?;
-    check_port_count(&pg).map_err(|reason| match ports_from_dsn {
+    check_ports(&pg).map_err(|reason| match ports_from_dsn {
         true => ConfigError::new("--dsn", redact(raw), reason),
         false => ConfigError::new("PGPORT", env("PGPORT").unwrap_or_default(), reason),
     })?;
@@ -143,41 +150,74 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
 
 /// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
 /// defaults (prefer, no root certificate).
-fn tls_settings(
+/// One of [`OUR_KEYS`]: the DSN's (the last one given), else its environment variable's,
+/// with where it came from.
+fn our_value(
+    key: &str,
     from_dsn: &[(String, String)],
     env: &impl Fn(&str) -> Option<String>,
+) -> Option<(String, &'static str)> {
+    let (_, var) = OUR_KEYS.iter().find(|(k, _)| *k == key)?;
+    if let Some((_, v)) = from_dsn.iter().rev().find(|(k, _)| k == key) {
+        return Some((v.clone(), "--dsn"));
+    }
+    env(var).filter(|v| !v.is_empty()).map(|v| (v, *var))
+}
+
+/// libpq's target_session_attrs for a writer: `primary` is `read-write` (a server in
+/// recovery is refused either way); the values that pick a standby cannot take writes.
+fn session_attrs(
+    value: &impl Fn(&str) -> Option<(String, &'static str)>,
+) -> Result<TargetSessionAttrs, ConfigError> {
+    let Some((v, option)) = value("target_session_attrs") else {
+        return Ok(TargetSessionAttrs::Any);
+    };
+    match v.as_str() {
+        "any" => Ok(TargetSessionAttrs::Any),
+        "read-write" | "primary" => Ok(TargetSessionAttrs::ReadWrite),
+        "read-only" | "standby" | "prefer-standby" => Err("pgdrill writes, so it needs a \
+            primary: target_session_attrs must be any, read-write or primary"),
+        _ => Err(
+            "target_session_attrs must be any, read-write or primary (libpq's \
+            read-only, standby and prefer-standby pick servers that cannot take writes)",
+        ),
+    }
+    .map_err(|reason| ConfigError::new(option, format!("target_session_attrs={v}"), reason))
+}
+
+fn tls_settings(
+    value: &impl Fn(&str) -> Option<(String, &'static str)>,
 ) -> Result<TlsSettings, ConfigError> {
-    let value = |key: &str| -> Option<(String, &'static str)> {
-        let (_, var) = TLS_KEYS.iter().find(|(k, _)| *k == key)?;
-        if let Some((_, v)) = from_dsn.iter().rev().find(|(k, _)| k == key) {
-            return Some((v.clone(), "--dsn"));
-        }
-        env(var).filter(|v| !v.is_empty()).map(|v| (v, *var))
-    };
-    let mode = match value("sslmode") {
-        None => SslMode::Prefer,
-        Some((v, option)) => SslMode::parse(&v).ok_or_else(|| {
-            ConfigError::new(
-                option,
-                format!("sslmode={v}"),
-                "sslmode must be disable, allow, prefer, require, verify-ca or verify-full",
-            )
-        })?,
-    };
     let root_cert = match value("sslrootcert") {
         None => RootCert::Default,
         Some((v, _)) if v == "system" => RootCert::System,
         Some((v, _)) => RootCert::File(v.into()),
     };
+    let system = root_cert == RootCert::System;
+    let mode = match value("sslmode") {
+        // libpq: the system's CAs vouch for names, so only the name check makes sense.
+        None if system => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+        Some((v, option)) => match SslMode::parse(&v) {
+            None => {
+                Err("sslmode must be disable, allow, prefer, require, verify-ca or verify-full")
+            }
+            Some(mode) if system && mode != SslMode::VerifyFull => Err(
+                "sslrootcert=system needs sslmode=verify-full (libpq refuses weaker modes with it)",
+            ),
+            Some(mode) => Ok(mode),
+        }
+        .map_err(|reason| ConfigError::new(option, format!("sslmode={v}"), reason))?,
+    };
     TlsSettings::new(mode, root_cert)
 }
 
-/// Removes `sslmode` and `sslrootcert` from a URL's query or a key=value string and returns
+/// Removes [`OUR_KEYS`] from a URL's query or a key=value string and returns
 /// the rest (for tokio-postgres) and the removed pairs, unescaped. A string that does not
 /// tokenize is returned unchanged, for tokio-postgres to report.
-fn take_tls_params(raw: &str) -> (String, Vec<(String, String)>) {
+fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
     let mut taken = Vec::new();
-    let ours = |k: &str| TLS_KEYS.iter().any(|(key, _)| *key == k);
+    let ours = |k: &str| OUR_KEYS.iter().any(|(key, _)| *key == k);
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
         let Some((base, query)) = raw.split_once('?') else {
             return (raw.to_string(), taken);
@@ -247,18 +287,11 @@ fn kv_value(s: &str) -> (String, usize) {
 }
 
 /// Applies one `PG*` variable (`key`, its DSN key) where the DSN left that key unset.
-/// `attrs_in_dsn`: tokio-postgres defaults target_session_attrs to `any`, so whether the
-/// DSN named it is read from its text.
-fn apply_env_default(
-    pg: &mut PgConfig,
-    key: &str,
-    value: &str,
-    attrs_in_dsn: bool,
-) -> Result<(), String> {
+fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), String> {
     // A one-key DSN, so that the environment gets exactly libpq's syntax.
     let one = || {
         let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-        PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e))
+        PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e, ""))
     };
     match key {
         "host" if pg.get_hosts().is_empty() => {
@@ -283,9 +316,6 @@ fn apply_env_default(
             if let Some(t) = one()?.get_connect_timeout() {
                 pg.connect_timeout(*t);
             }
-        }
-        "target_session_attrs" if !attrs_in_dsn => {
-            pg.target_session_attrs(one()?.get_target_session_attrs());
         }
         "user" if pg.get_user().is_none() => {
             pg.user(value);
@@ -356,9 +386,12 @@ fn check_host_names(pg: &PgConfig) -> Result<(), String> {
 
 /// libpq accepts one port for all hosts or exactly one per host; anything else would
 /// otherwise surface only at the first connection, as an error retried forever.
-fn check_port_count(pg: &PgConfig) -> Result<(), String> {
+fn check_ports(pg: &PgConfig) -> Result<(), String> {
     let hosts = pg.get_hosts().len().max(pg.get_hostaddrs().len());
     let ports = pg.get_ports().len();
+    if pg.get_ports().contains(&0) {
+        return Err("port 0: a port runs from 1 to 65535".to_string());
+    }
     if ports > 1 && ports != hosts {
         return Err(format!(
             "{ports} ports for {hosts} hosts: give one port for all hosts or one per host"
@@ -404,12 +437,25 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
     out
 }
 
-fn describe_parse_error(err: &tokio_postgres::Error) -> String {
+/// The parser's reason, unless it quotes (between backticks) text from `hidden`, the part
+/// of the DSN after a password that is not shown.
+fn describe_parse_error(err: &tokio_postgres::Error, hidden: &str) -> String {
     use std::error::Error;
-    match err.source() {
-        Some(source) => format!("{err}: {}", redact(&source.to_string())),
-        None => err.to_string(),
+    let Some(source) = err.source() else {
+        return err.to_string();
+    };
+    let detail = source.to_string();
+    let quoted = detail.split('`').skip(1).step_by(2);
+    if quoted
+        .into_iter()
+        .any(|t| !t.is_empty() && hidden.contains(t))
+    {
+        return format!(
+            "{err} after the password (not shown); a password with spaces, quotes or \
+             backslashes goes in single quotes, with \\' and \\\\ inside"
+        );
     }
+    format!("{err}: {}", redact(&detail))
 }
 
 fn redact_env(var: &str, value: &str) -> String {
@@ -484,6 +530,13 @@ mod tests {
         let t = parse(Some("host=a,b,c port=6"), no_env).unwrap();
         assert_eq!(t.hosts, vec!["a:6", "b:6", "c:6"]);
         assert!(parse(Some("host=a,b port=1,2"), no_env).is_ok());
+        let e = parse(Some("host=a port=0"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--dsn") && e.contains("port 0"), "{e}");
+        let env = |k: &str| (k == "PGPORT").then(|| "0".to_string());
+        let e = parse(Some("host=a"), env).unwrap_err().to_string();
+        assert!(e.contains("PGPORT") && e.contains("port 0"), "{e}");
     }
 
     #[test]
@@ -556,6 +609,24 @@ mod tests {
             t.unwrap().pg.get_target_session_attrs(),
             TargetSessionAttrs::Any
         );
+        // libpq's newer words: primary is what a writer needs; a standby cannot take writes.
+        for dsn in [
+            "host=a,b target_session_attrs=primary",
+            "postgres://a,b/db?target_session_attrs=primary",
+        ] {
+            let t = parse(Some(dsn), env("any")).unwrap();
+            assert_eq!(
+                t.pg.get_target_session_attrs(),
+                TargetSessionAttrs::ReadWrite
+            );
+        }
+        let err = parse(Some("host=a,b target_session_attrs=prefer-standby"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--dsn") && err.contains("needs a primary"),
+            "{err}"
+        );
         let err = parse(Some("host=a,b"), env("primary-ish"))
             .unwrap_err()
             .to_string();
@@ -573,11 +644,19 @@ mod tests {
             "host='a'password=s3cret port=1,2,3",
             "postgres://u@a:notaport/db?pass%77ord=s3cret",
             "host=postgres://app:s3cret@db.example/app hostaddr=127.0.0.1 port=1",
+            // Unquoted spaces split a password: what follows is not shown, nor quoted.
+            "host=h password=pass s3cret",
+            "password=a s3cret=c host=h",
         ] {
             let text = parse(Some(dsn), no_env).unwrap_err().to_string();
             assert!(text.contains("--dsn"), "{text}");
             assert!(!text.contains("s3cret"), "{text}");
         }
+        // A reason quoting text before the password is kept.
+        let text = parse(Some("hots=h password=s3cret"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("unknown option `hots`"), "{text}");
         let env = |k: &str| (k == "PGHOST").then(|| "postgres://app:s3cret@db/app".to_string());
         let text = parse(None, env).unwrap_err().to_string();
         assert!(text.contains("PGHOST") && text.contains("'@'"), "{text}");
@@ -586,7 +665,7 @@ mod tests {
 
     #[test]
     fn tls_keys_are_taken_out_for_us() {
-        let (rest, taken) = take_tls_params(
+        let (rest, taken) = take_our_params(
             "host=h sslmode=verify-full user=u sslrootcert='/a b/ca.pem' password='x y'",
         );
         assert_eq!(rest, "host=h user=u password='x y'");
@@ -597,7 +676,7 @@ mod tests {
                 ("sslrootcert".to_string(), "/a b/ca.pem".to_string())
             ]
         );
-        let (rest, taken) = take_tls_params(
+        let (rest, taken) = take_our_params(
             "postgres://u@h/db?sslmode=verify-ca&application_name=x&sslrootcert=%2Fca.pem",
         );
         assert_eq!(rest, "postgres://u@h/db?application_name=x");
@@ -628,6 +707,21 @@ mod tests {
             e.contains("--dsn") && e.contains("sslmode=verify") && !e.contains("s3cret"),
             "{e}"
         );
+        // As libpq: sslrootcert=system checks names by default, and refuses a weaker mode.
+        let t = parse(Some("host=h sslrootcert=system"), no_env).unwrap();
+        assert_eq!(t.tls.mode, SslMode::VerifyFull);
+        for weak in ["require", "verify-ca", "prefer"] {
+            let e = parse(
+                Some(&format!("host=h sslrootcert=system sslmode={weak}")),
+                no_env,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(&format!("sslmode={weak}")) && e.contains("verify-full"),
+                "{e}"
+            );
+        }
         let env = |k: &str| (k == "PGSSLROOTCERT").then(|| "/no/such/ca.pem".to_string());
         let e = parse(Some("host=h sslmode=verify-full"), env)
             .unwrap_err()
