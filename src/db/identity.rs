@@ -44,7 +44,7 @@ pub fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
 
 impl Identity {
     /// A changed address, timeline or postmaster start means a different server process.
-    fn same_primary(&self, other: &Identity) -> bool {
+    pub(crate) fn same_primary(&self, other: &Identity) -> bool {
         self.server_addr == other.server_addr
             && self.server_port == other.server_port
             && self.timeline == other.timeline
@@ -83,7 +83,7 @@ impl Identity {
     }
 
     /// `addr:port timeline N`, for timeline events.
-    fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         let mut s = self.endpoint().unwrap_or_else(|| "?".to_string());
         if let Some(t) = self.timeline {
             s.push_str(&format!(" timeline {t}"));

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDrop;
 
 use self::race::Claim;
+use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
@@ -338,7 +339,7 @@ impl Connector {
         endpoint: &Endpoint,
         config: &Config,
         manager: &Manager,
-    ) -> Result<(Client, Option<Statement>, AbortHandle), ConnectError> {
+    ) -> Result<(Client, Option<Statement>, AbortHandle, Identity), ConnectError> {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
@@ -385,7 +386,7 @@ impl Connector {
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let insert = ready.await.map_err(|_| timed_out("session not set up"))??;
-        Ok((client, insert, driver.detach()))
+        Ok((client, insert, driver.detach(), id))
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {

@@ -25,7 +25,7 @@ impl Connector {
             async move {
                 let began = claim.started;
                 let result = match this.attempt(&endpoint, &config, &manager).await {
-                    Ok((client, insert, driver)) => Ok(Conn {
+                    Ok((client, insert, driver, server)) => Ok(Conn {
                         client,
                         insert,
                         broken: false,
@@ -36,6 +36,7 @@ impl Connector {
                             endpoint,
                             config: Arc::new(config),
                             connector: this.clone(),
+                            server: Arc::new(server),
                         },
                         driver,
                     }),

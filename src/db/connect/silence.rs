@@ -11,6 +11,8 @@ pub struct Silence {
     /// The config this connection was made with (password included), for the check.
     pub(super) config: Arc<Config>,
     pub(super) connector: Arc<Connector>,
+    /// The server this connection reached, as probed when it was made.
+    pub(super) server: Arc<Identity>,
 }
 
 impl Silence {
@@ -33,7 +35,9 @@ impl Silence {
     /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the
     /// server with a fresh connection (at most one check at a time per server, and not
     /// again within that time after it answered). A check that is not answered within the
-    /// connect timeout declares the server silent.
+    /// connect timeout declares the server silent; one answered by another server (a proxy
+    /// or pooler that moved its backend while this one hangs) abandons the connections
+    /// made before, as a fresh client would have the new server.
     pub fn suspect(&self) {
         let now = Instant::now();
         {
@@ -64,10 +68,10 @@ impl Silence {
             let (client, connection) = config.connect(connector.tls.clone()).await?;
             // No answer: the socket closes now rather than wait on the silent server.
             let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
-            let answered = client.simple_query("").await;
+            client.simple_query("").await?;
             // Answered: dropping the client then ends the session politely (Terminate).
             driver.detach();
-            answered.map(|_| ())
+            Ok::<_, tokio_postgres::Error>(crate::db::identity::probe(&client).await)
         })
         .await;
         let now = Instant::now();
@@ -77,6 +81,17 @@ impl Silence {
         };
         state.check_running = false;
         match answered {
+            Ok(Ok(server)) if !server.same_primary(&self.server) => {
+                tracing::warn!(
+                    server = %self.endpoint,
+                    was = %self.server.short(),
+                    now = %server.short(),
+                    "a new connection reaches another server; abandoning the unanswered \
+                     connections to the one before (no_response)"
+                );
+                state.answered_at = Some(now);
+                std::mem::take(&mut state.silent).cancel();
+            }
             // It answered (even with an error): it is slow, not silent.
             Ok(_) => state.answered_at = Some(now),
             Err(_) => {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pgdrill_lab::proxy::{Proxy, ProxyOptions};
 use pgdrill_lab::{HostsFile, Lab, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -171,6 +172,63 @@ async fn frozen_primary_then_promotion_writes_resume_within_the_connect_timeout(
         summary.counts.errors
     );
     assert_eq!(summary.primary_changes, 1);
+    lab.kill_frozen(report.old_primary)
+        .await
+        .expect("kill the frozen old primary");
+    lab.shutdown().await;
+}
+
+/// A proxy that moves its backend as the old primary hangs (HAProxy without
+/// `on-marked-down shutdown-sessions`, PgBouncer after a RELOAD): the connections through it
+/// stay on the frozen server, while a fresh one reaches the other. pgdrill leaves them when
+/// its check finds another server behind the same address, not at its client timeout (21 s
+/// here, beyond the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_moving_its_backend_off_a_frozen_primary_is_followed() {
+    let lab = start_lab(Some(ReplicationMode::Sync)).await;
+    let (old, new) = (lab.primary(), lab.standby().expect("a standby"));
+    let at = |n: Node| SocketAddr::new(lab.addr(n), lab.port(n));
+    let proxy = Proxy::start(ProxyOptions {
+        listen: "127.0.0.1:0".parse().expect("socket address"),
+        upstream: at(old),
+        delay: Duration::ZERO,
+    })
+    .await
+    .expect("proxy starts");
+    let dsn = lab.dsn(old).replace(
+        &format!("port={}", lab.port(old)),
+        &format!("port={}", proxy.local_addr().port()),
+    );
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "500",
+        "--duration",
+        "14s",
+        "--connect-timeout",
+        "2s",
+        "--statement-timeout",
+        "20s",
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let retarget = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy.set_upstream(at(new));
+    };
+    let (report, ()) = tokio::join!(lab.frozen_failover(Duration::from_secs(2), None), retarget);
+    let report = report.expect("frozen failover");
+    let summary = drill.finish().await;
+    println!("{summary}");
+    assert_eq!(summary.outages.len(), 1, "{summary}");
+    let outage = &summary.outages[0];
+    assert!(!outage.open_at_shutdown, "{summary}");
+    let measured = outage.write_unavailable_seconds.expect("outage ended");
+    assert_frozen_failover_bounds(&lab, &report, summary.run_id, measured).await;
+    assert_eq!(summary.primary_changes, 1, "{summary}");
+    assert_eq!(summary.counts.lost_writes, 0, "{summary}");
+    proxy.shutdown().await;
     lab.kill_frozen(report.old_primary)
         .await
         .expect("kill the frozen old primary");
