@@ -80,6 +80,21 @@ use telemetry::latency::LatencyBook;
 use telemetry::metrics::{Metrics, PoolCollector};
 use telemetry::timeline::Recorder;
 
+/// A run that could not start or go on, with what it measured when it had written.
+#[derive(Debug)]
+pub struct RunError {
+    pub error: StartError,
+    /// The summary of a run that crashed after its first acknowledged write: still
+    /// printed and written, before the error.
+    pub summary: Option<Box<Summary>>,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and returns the summary. Database errors
 /// are counted, never returned; an error means the run could not start or go on
@@ -88,15 +103,24 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     stop: CancellationToken,
-) -> Result<Summary, StartError> {
+) -> Result<Summary, RunError> {
     // The load also stops when the first connection finds a table that cannot take it.
     let stop = stop.child_token();
     let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.
-    let drill = Drill::build(&config, &fatal)?;
+    let drill = Drill::build(&config, &fatal).map_err(|error| RunError {
+        error,
+        summary: None,
+    })?;
     // Step 2: run under one supervisor.
     let summary = drill.run(&config, listener, stop).await;
-    fatal.take().map_or(Ok(summary), Err)
+    match fatal.take() {
+        None => Ok(summary),
+        Some(error) => Err(RunError {
+            error,
+            summary: fatal.has_written().then(|| Box::new(summary)),
+        }),
+    }
 }
 
 /// `--linger`: a run that ended by itself keeps `/metrics` up with its final figures and

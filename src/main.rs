@@ -7,6 +7,7 @@ use clap::{CommandFactory, Parser};
 #[cfg(feature = "lab")]
 use pgdrill::config::ProxyArgs;
 use pgdrill::config::{CleanupArgs, Cli, Command, LogFormat, ReportArgs, RunArgs};
+use pgdrill::RunError;
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| usage_exit(err));
@@ -103,9 +104,14 @@ fn run(args: RunArgs) -> ExitCode {
         let report_path = config.report.clone();
         let argv: Vec<_> = std::env::args_os().collect();
         let redacted = config.target.redacted.clone();
-        let mut summary = match pgdrill::run(config, listener, stop).await {
-            Ok(summary) => summary,
-            Err(err) => return error_exit(&err, err.exit_code()),
+        let (mut summary, crashed) = match pgdrill::run(config, listener, stop).await {
+            Ok(summary) => (summary, None),
+            // What a run measured before it crashed is printed and written, then the error.
+            Err(RunError {
+                error,
+                summary: Some(summary),
+            }) => (*summary, Some(error)),
+            Err(RunError { error, .. }) => return error_exit(&error, error.exit_code()),
         };
         // Scrubbed after the run: the patterns compile then, not on top of the load's memory.
         summary.set_flags(pgdrill::config::flags_as_run(&argv, &redacted));
@@ -125,6 +131,9 @@ fn run(args: RunArgs) -> ExitCode {
                 return cannot_write("--report", &path, err);
             }
             eprintln!("drill report written to {}", path.display());
+        }
+        if let Some(error) = crashed {
+            return error_exit(&error, error.exit_code());
         }
         // 0 pass or canary, 3 a failed drill, 4 an invalid one (docs/drills.md).
         ExitCode::from(summary.exit_code())

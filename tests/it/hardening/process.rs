@@ -229,6 +229,8 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
     let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("summary.json");
     let pgdrill = Limited::spawn_with(
         4096,
         &[("PGDRILL_TEST_PANIC_LANE", "200")],
@@ -243,6 +245,8 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
             "120s",
             "--listen",
             &listen.to_string(),
+            "--summary-json",
+            &json_path.display().to_string(),
         ],
     );
     let healthz = || async {
@@ -272,5 +276,10 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
     // Panics are log events with their location, not raw text from the default hook.
     assert!(err.contains("src/test_hooks.rs"), "{err}");
     assert!(!err.contains("' panicked at"), "{err}");
+    // It had written: what it measured until then is still written out, before the error.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON written"))
+            .expect("summary JSON parses");
+    assert!(json["successes"].as_u64().unwrap_or(0) >= 200, "{json}");
     lab.shutdown().await;
 }

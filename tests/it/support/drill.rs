@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Drill {
     pub addr: SocketAddr,
     pub stop: CancellationToken,
-    task: JoinHandle<Result<Summary, pgdrill::StartError>>,
+    task: JoinHandle<Result<Summary, pgdrill::RunError>>,
 }
 
 impl Drill {
