@@ -283,11 +283,7 @@ impl Drill {
         tracing::info!(
             table = %config.table.name,
             run_id = self.sources.run_id,
-            create = if config.table.is_default() {
-                "pgdrill's own table, created if missing"
-            } else {
-                "created as pgdrill's own if missing; a table pgdrill did not create is only written"
-            },
+            create = %config.table_policy.describe(),
             retention = %config.retention.map_or_else(
                 || "off".to_string(),
                 |r| format!("deletes pgdrill's rows older than {}", humantime::format_duration(r.window))

@@ -110,6 +110,12 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_ALTER_TABLE")]
     pub alter_table: bool,
 
+    /// Write to a --table pgdrill did not create although INSERT or DELETE triggers or rules
+    /// are enabled on it: every write (and, with --retention, every delete) fires them, and
+    /// they may change data that is not pgdrill's. Without it, pgdrill exits 2 naming them.
+    #[arg(long, env = "PGDRILL_ALLOW_TABLE_TRIGGERS")]
+    pub allow_table_triggers: bool,
+
     /// Until the first write succeeds, errors that can heal (refused, timeout, starting up)
     /// are retried this long; then the run fails (exit 5). Errors that waiting cannot fix
     /// (password, database, privilege, TLS, unknown host) fail at once.

@@ -170,6 +170,7 @@ impl RunArgs {
             table_policy: TablePolicy {
                 create: !self.no_create_table,
                 alter: self.alter_table,
+                triggers: self.allow_table_triggers,
                 named: !table.is_default(),
                 deletes: retention.is_some(),
             },

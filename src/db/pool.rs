@@ -147,6 +147,7 @@ pub(crate) mod tests {
                 table: TablePolicy {
                     create: false,
                     alter: false,
+                    triggers: false,
                     named: true,
                     deletes: false,
                 },

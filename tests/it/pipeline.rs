@@ -201,6 +201,7 @@ async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
         &dsn,
         "--table",
         "pipe_err",
+        "--allow-table-triggers",
         "--rate",
         "0",
         "--pool-size",

@@ -380,13 +380,16 @@ async fn tables_that_defeat_the_measurement_are_refused_at_start() {
         (vec!["--table", "tx_unlogged"], "is UNLOGGED"),
         (vec!["--table", "v_tx"], "is a view"),
         (
-            vec!["--table", "tx_raises"],
+            vec!["--table", "tx_raises", "--allow-table-triggers"],
             "inserts are audited elsewhere (SQLSTATE P0001)",
         ),
         // The default name, taken by a table pgdrill did not create.
         (vec![], "exists that pgdrill did not create"),
         // SQL folds unquoted names: TX_Raises is tx_raises.
-        (vec!["--table", "TX_Raises"], "SQLSTATE P0001"),
+        (
+            vec!["--table", "TX_Raises", "--allow-table-triggers"],
+            "SQLSTATE P0001",
+        ),
     ] {
         let mut argv = vec!["--dsn", dsn.as_str(), "--duration", "60s"];
         argv.extend_from_slice(&args);

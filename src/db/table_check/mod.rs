@@ -56,10 +56,38 @@ pub struct TablePolicy {
     pub create: bool,
     /// `--alter-table`: add pgdrill's columns and index to a table it did not create.
     pub alter: bool,
+    /// `--allow-table-triggers`: write to a table it did not create whose writes fire
+    /// triggers or rules.
+    pub triggers: bool,
     /// The table was named with `--table`; a table pgdrill did not create is used only then.
     pub named: bool,
     /// Retention deletes pgdrill's rows: on a shared table they must be found by index.
     pub deletes: bool,
+}
+
+impl TablePolicy {
+    /// What pgdrill will do to the table, said before it connects.
+    pub fn describe(&self) -> String {
+        let mut said = match (self.named, self.create) {
+            (false, true) => "pgdrill's own table, created if missing".to_string(),
+            (false, false) => "pgdrill's own table, which must exist (--no-create-table)".into(),
+            (true, true) => "created as pgdrill's own if missing".into(),
+            (true, false) => "must exist (--no-create-table)".into(),
+        };
+        if self.named {
+            said.push_str(match self.alter {
+                true => {
+                    "; a table pgdrill did not create gets the run_id and seq columns \
+                         and the index it lacks (--alter-table)"
+                }
+                false => "; a table pgdrill did not create is only written",
+            });
+            if self.triggers {
+                said.push_str(", firing its triggers (--allow-table-triggers)");
+            }
+        }
+        said
+    }
 }
 
 /// What the catalog says about the table.
@@ -246,6 +274,20 @@ async fn prepare_shared(
     if let Some(problem) = shape_problem(&table.quoted, &columns) {
         return Err(TableError::Unusable(problem));
     }
+    let fired = if policy.triggers {
+        Vec::new()
+    } else {
+        fired_by_writes(client, &table.quoted).await?
+    };
+    if !fired.is_empty() {
+        return Err(TableError::Unusable(format!(
+            "table {} has {} that pgdrill's writes would fire; they may change data that is \
+             not pgdrill's (another table, an outbox). pgdrill writes to such a table only \
+             with --allow-table-triggers (or leave --table unset for pgdrill's own table)",
+            table.name,
+            fired.join(", ")
+        )));
+    }
     let missing: Vec<&str> = OUR_COLUMNS
         .iter()
         .copied()
@@ -327,6 +369,32 @@ async fn prepare_shared(
 
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The enabled user triggers on INSERT or DELETE (on the table or a partition or child of it)
+/// and the INSERT or DELETE rules: what pgdrill's writes and deletes would set off.
+async fn fired_by_writes(
+    client: &Client,
+    table: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    // tgtype bits: 4 INSERT, 8 DELETE; tgenabled 'O' and 'A' fire in a normal session.
+    let sql = format!(
+        "WITH t(oid) AS (SELECT to_regclass({name})) \
+         SELECT 'trigger ' || quote_ident(g.tgname) FROM pg_trigger g \
+         WHERE (g.tgrelid = (SELECT oid FROM t) \
+                OR g.tgrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = (SELECT oid FROM t))) \
+           AND NOT g.tgisinternal AND g.tgenabled IN ('O', 'A') AND (g.tgtype::int & 12) <> 0 \
+         UNION ALL \
+         SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \
+         WHERE r.ev_class = (SELECT oid FROM t) AND r.ev_type IN ('3', '4') \
+         ORDER BY 1",
+        name = quote_literal(table)
+    );
+    let rows = super::text_rows(client, &sql).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect())
 }
 
 async fn columns(client: &Client, table: &str) -> Result<Vec<Column>, tokio_postgres::Error> {
@@ -465,6 +533,37 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_startup_line_says_what_the_flags_allow() {
+        let policy = |named, create, alter, triggers| TablePolicy {
+            create,
+            alter,
+            triggers,
+            named,
+            deletes: false,
+        };
+        let own = policy(false, false, false, false).describe();
+        assert_eq!(
+            own,
+            "pgdrill's own table, which must exist (--no-create-table)"
+        );
+        let said = policy(true, true, true, true).describe();
+        assert!(
+            said.starts_with("created as pgdrill's own if missing"),
+            "{said}"
+        );
+        assert!(said.contains("(--alter-table)"), "{said}");
+        assert!(
+            said.ends_with("firing its triggers (--allow-table-triggers)"),
+            "{said}"
+        );
+        let said = policy(true, false, false, false).describe();
+        assert!(
+            said.starts_with("must exist") && said.ends_with("is only written"),
+            "{said}"
+        );
+    }
 
     fn col(name: &str, base: &str, not_null: bool, filled: bool) -> Column {
         Column {

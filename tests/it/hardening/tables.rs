@@ -306,6 +306,82 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
     lab.shutdown().await;
 }
 
+/// INSERT and DELETE triggers and rules on a users' table may change data that is not
+/// pgdrill's: refused at start, naming them, unless `--allow-table-triggers`. Disabled
+/// triggers and UPDATE ones are not fired by pgdrill's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_whose_writes_fire_triggers_are_refused_unless_allowed() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    client
+        .batch_execute(&format!(
+            "{}; {}; {}; \
+             CREATE TABLE balances (customer_id int PRIMARY KEY, total numeric NOT NULL); \
+             INSERT INTO balances SELECT g, 0 FROM generate_series(1, 10000) g; \
+             CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               UPDATE balances SET total = total + NEW.amount \
+               WHERE customer_id = NEW.customer_id; RETURN NEW; END $$; \
+             CREATE TRIGGER bump_balance AFTER INSERT ON tx_trigger \
+               FOR EACH ROW EXECUTE FUNCTION bump(); \
+             CREATE RULE log_it AS ON INSERT TO tx_rule DO ALSO NOTIFY pgdrill_test; \
+             CREATE TRIGGER off AFTER INSERT ON tx_quiet FOR EACH ROW EXECUTE FUNCTION bump(); \
+             ALTER TABLE tx_quiet DISABLE TRIGGER off; \
+             CREATE TRIGGER on_update AFTER UPDATE ON tx_quiet \
+               FOR EACH ROW EXECUTE FUNCTION bump()",
+            users_table_sql("tx_trigger", "bigserial"),
+            users_table_sql("tx_rule", "bigserial"),
+            users_table_sql("tx_quiet", "bigserial"),
+        ))
+        .await
+        .expect("create the users' tables");
+    let total = || async {
+        let row = client
+            .query_one("SELECT sum(total)::float8 FROM balances", &[])
+            .await
+            .expect("sum the balances");
+        row.get::<_, f64>(0)
+    };
+    let run = |table: &'static str, allow: bool, duration: &'static str| {
+        let mut args = vec![
+            "--dsn",
+            dsn.as_str(),
+            "--table",
+            table,
+            "--alter-table",
+            "--rate",
+            "50",
+            "--duration",
+            duration,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        if allow {
+            args.push("--allow-table-triggers");
+        }
+        Binary::spawn(&args).wait(Duration::from_secs(30))
+    };
+    for (table, expect) in [
+        ("tx_trigger", "trigger bump_balance"),
+        ("tx_rule", "rule log_it"),
+    ] {
+        let (status, _out, err) = run(table, false, "60s").await;
+        assert_eq!(status.code(), Some(2), "{table}: exit 2, stderr:\n{err}");
+        assert!(
+            err.contains(expect) && err.contains("--allow-table-triggers"),
+            "{table}: stderr lacks {expect:?}:\n{err}"
+        );
+    }
+    assert_eq!(total().await, 0.0, "a refused table's trigger never fired");
+    // Disabled and UPDATE triggers do not count; an allowed trigger fires for each write.
+    for (table, allow) in [("tx_quiet", false), ("tx_trigger", true)] {
+        let (status, _out, err) = run(table, allow, "2s").await;
+        assert!(status.success(), "{table}: {status}\n{err}");
+    }
+    assert!(total().await > 0.0, "the allowed trigger fired");
+    lab.shutdown().await;
+}
+
 /// pgdrill with `--alter-table` on `table`: its exit, stdout and stderr.
 async fn alter_table(
     dsn: &str,
