@@ -1,0 +1,263 @@
+//! Connection strings: both forms, the environment, and what is refused.
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn target_info_names_hosts_ports_database_and_pooler_never_the_password() {
+    let t = parse(
+        Some("host=a.example,b.example port=5432,6432 dbname=orders user=app password=s3cret"),
+        no_env,
+    )
+    .unwrap();
+    let info = t.info();
+    assert_eq!(info.len(), 2);
+    assert_eq!(info[0], ["a.example", "5432", "orders", "none"]);
+    assert_eq!(info[1], ["b.example", "6432", "orders", "pgbouncer"]);
+    assert!(!format!("{info:?}").contains("s3cret"));
+}
+
+#[test]
+fn url_and_key_value_forms_parse() {
+    let t = parse(Some("postgres://app:s3cret@db.example:6432/orders"), no_env).unwrap();
+    assert_eq!(t.hosts, vec!["db.example:6432"]);
+    assert_eq!(t.pg.get_dbname(), Some("orders"));
+    assert!(!t.redacted.contains("s3cret"));
+
+    let t = parse(
+        Some("host=a,b port=5432,5433 user=u password=s3cret target_session_attrs=read-write"),
+        no_env,
+    )
+    .unwrap();
+    assert_eq!(t.hosts, vec!["a:5432", "b:5433"]);
+    assert!(!format!("{t:?}").contains("s3cret"));
+    // libpq's words in the startup line, not Rust's (`ReadWrite`).
+    assert!(
+        t.redacted.contains("target_session_attrs=read-write"),
+        "{}",
+        t.redacted
+    );
+}
+
+#[test]
+fn port_count_must_match_the_hosts() {
+    let e = parse(Some("host=a,b,c port=1,2 password=s3cret"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--dsn") && e.contains("2 ports for 3 hosts") && !e.contains("s3cret"),
+        "{e}"
+    );
+    let e = parse(Some("postgres://a:1,b:2,c/db"), no_env);
+    assert!(
+        e.is_ok(),
+        "a URL gives each host its own (default) port: {e:?}"
+    );
+    let env = |k: &str| (k == "PGPORT").then(|| "1,2".to_string());
+    let e = parse(Some("host=a,b,c"), env).unwrap_err().to_string();
+    assert!(e.contains("PGPORT") && e.contains("1,2"), "{e}");
+    let t = parse(Some("host=a,b,c port=6"), no_env).unwrap();
+    assert_eq!(t.hosts, vec!["a:6", "b:6", "c:6"]);
+    assert!(parse(Some("host=a,b port=1,2"), no_env).is_ok());
+    let e = parse(Some("host=a port=0"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--dsn") && e.contains("port 0"), "{e}");
+    let env = |k: &str| (k == "PGPORT").then(|| "0".to_string());
+    let e = parse(Some("host=a"), env).unwrap_err().to_string();
+    assert!(e.contains("PGPORT") && e.contains("port 0"), "{e}");
+}
+
+#[test]
+fn hostaddr_alone_is_the_host_as_libpq_has_it() {
+    let t = parse(Some("hostaddr=10.0.0.5,10.0.0.6 port=6432"), no_env).unwrap();
+    assert_eq!(t.hosts, vec!["10.0.0.5:6432", "10.0.0.6:6432"]);
+    assert!(t.pg.get_hosts().is_empty(), "no localhost added");
+    let env = |k: &str| (k == "PGHOSTADDR").then(|| "10.0.0.7".to_string());
+    assert_eq!(parse(None, env).unwrap().hosts, vec!["10.0.0.7:5432"]);
+    let t = parse(Some("host=db hostaddr=10.0.0.5"), env).unwrap();
+    assert_eq!(
+        t.pg.get_hostaddrs(),
+        [std::net::IpAddr::from([10, 0, 0, 5])]
+    );
+    let e = parse(Some("host=a,b hostaddr=10.0.0.5"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--dsn") && e.contains("1 hostaddrs for 2 hosts"),
+        "{e}"
+    );
+    let e = parse(Some("host=a,b"), env).unwrap_err().to_string();
+    assert!(e.contains("PGHOSTADDR") && e.contains("10.0.0.7"), "{e}");
+    let e = parse(Some("hostaddr=10.0.0.5,10.0.0.6 port=1,2,3"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("3 ports for 2 hosts"), "{e}");
+}
+
+#[test]
+fn environment_fills_what_the_dsn_leaves_unset() {
+    let env = |k: &str| match k {
+        "PGHOST" => Some("envhost".to_string()),
+        "PGPORT" => Some("6000".to_string()),
+        "PGUSER" => Some("envuser".to_string()),
+        "PGPASSWORD" => Some("envpw".to_string()),
+        "PGDATABASE" => Some("envdb".to_string()),
+        _ => None,
+    };
+    let t = parse(None, env).unwrap();
+    assert_eq!(t.hosts, vec!["envhost:6000"]);
+    assert_eq!(t.pg.get_user(), Some("envuser"));
+    assert_eq!(t.pg.get_password(), Some(&b"envpw"[..]));
+    assert_eq!(t.pg.get_dbname(), Some("envdb"));
+
+    let t = parse(Some("host=dsnhost dbname=dsndb"), env).unwrap();
+    assert_eq!(t.hosts, vec!["dsnhost:6000"]);
+    assert_eq!(t.pg.get_dbname(), Some("dsndb"));
+}
+
+#[test]
+fn pgtargetsessionattrs_applies_unless_the_dsn_names_it() {
+    let env = |v: &'static str| move |k: &str| (k == "PGTARGETSESSIONATTRS").then(|| v.to_string());
+    let t = parse(Some("host=a,b"), env("read-write")).unwrap();
+    assert_eq!(
+        t.pg.get_target_session_attrs(),
+        TargetSessionAttrs::ReadWrite
+    );
+    assert!(
+        t.redacted.contains("target_session_attrs=read-write"),
+        "{}",
+        t.redacted
+    );
+    let t = parse(
+        Some("postgresql://a,b/db?target_session_attrs=any"),
+        env("read-write"),
+    );
+    assert_eq!(
+        t.unwrap().pg.get_target_session_attrs(),
+        TargetSessionAttrs::Any
+    );
+    // libpq's newer words: primary is what a writer needs; a standby cannot take writes.
+    for dsn in [
+        "host=a,b target_session_attrs=primary",
+        "postgres://a,b/db?target_session_attrs=primary",
+    ] {
+        let t = parse(Some(dsn), env("any")).unwrap();
+        assert_eq!(
+            t.pg.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+    }
+    let err = parse(Some("host=a,b target_session_attrs=prefer-standby"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--dsn") && err.contains("needs a primary"),
+        "{err}"
+    );
+    let err = parse(Some("host=a,b"), env("primary-ish"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PGTARGETSESSIONATTRS") && err.contains("primary-ish"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_dsn_is_a_config_error_without_the_password() {
+    for dsn in [
+        "host=a port=notaport password=s3cret",
+        "host='a'password=s3cret port=x",
+        "host='a'password=s3cret port=1,2,3",
+        "postgres://u@a:notaport/db?pass%77ord=s3cret",
+        "host=postgres://app:s3cret@db.example/app hostaddr=127.0.0.1 port=1",
+        // Unquoted spaces split a password: what follows is not shown, nor quoted.
+        "host=h password=pass s3cret",
+        "password=a s3cret=c host=h",
+    ] {
+        let text = parse(Some(dsn), no_env).unwrap_err().to_string();
+        assert!(text.contains("--dsn"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    // A reason quoting text before the password is kept.
+    let text = parse(Some("hots=h password=s3cret"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("unknown option `hots`"), "{text}");
+    let env = |k: &str| (k == "PGHOST").then(|| "postgres://app:s3cret@db/app".to_string());
+    let text = parse(None, env).unwrap_err().to_string();
+    assert!(text.contains("PGHOST") && text.contains("'@'"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn tls_keys_are_taken_out_for_us() {
+    let (rest, taken) = take_our_params(
+        "host=h sslmode=verify-full user=u sslrootcert='/a b/ca.pem' password='x y'",
+    );
+    assert_eq!(rest, "host=h user=u password='x y'");
+    assert_eq!(
+        taken,
+        vec![
+            ("sslmode".to_string(), "verify-full".to_string()),
+            ("sslrootcert".to_string(), "/a b/ca.pem".to_string())
+        ]
+    );
+    let (rest, taken) = take_our_params(
+        "postgres://u@h/db?sslmode=verify-ca&application_name=x&sslrootcert=%2Fca.pem",
+    );
+    assert_eq!(rest, "postgres://u@h/db?application_name=x");
+    assert_eq!(taken[1], ("sslrootcert".to_string(), "/ca.pem".to_string()));
+
+    let t = parse(Some("host=h sslmode=require"), no_env).unwrap();
+    assert_eq!(t.tls.mode, SslMode::Require);
+    assert_eq!(
+        t.pg.get_ssl_mode(),
+        tokio_postgres::config::SslMode::Require
+    );
+    assert!(t.redacted.contains("sslmode=require"), "{}", t.redacted);
+    let t = parse(Some("host=h"), no_env).unwrap();
+    assert_eq!(t.tls.mode, SslMode::Prefer);
+    let env = |k: &str| (k == "PGSSLMODE").then(|| "disable".to_string());
+    let t = parse(Some("host=h"), env).unwrap();
+    assert_eq!(t.tls.mode, SslMode::Disable);
+    let t = parse(Some("postgres://h/db?sslmode=require"), env).unwrap();
+    assert_eq!(t.tls.mode, SslMode::Require, "the DSN wins over PGSSLMODE");
+}
+
+#[test]
+fn bad_tls_settings_name_the_option() {
+    let e = parse(Some("host=h sslmode=verify password=s3cret"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--dsn") && e.contains("sslmode=verify") && !e.contains("s3cret"),
+        "{e}"
+    );
+    // As libpq: sslrootcert=system checks names by default, and refuses a weaker mode.
+    let t = parse(Some("host=h sslrootcert=system"), no_env).unwrap();
+    assert_eq!(t.tls.mode, SslMode::VerifyFull);
+    for weak in ["require", "verify-ca", "prefer"] {
+        let e = parse(
+            Some(&format!("host=h sslrootcert=system sslmode={weak}")),
+            no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("sslmode={weak}")) && e.contains("verify-full"),
+            "{e}"
+        );
+    }
+    let env = |k: &str| (k == "PGSSLROOTCERT").then(|| "/no/such/ca.pem".to_string());
+    let e = parse(Some("host=h sslmode=verify-full"), env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sslrootcert") && e.contains("/no/such/ca.pem"),
+        "{e}"
+    );
+}
