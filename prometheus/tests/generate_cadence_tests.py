@@ -288,6 +288,19 @@ def scenarios():
                ("PgdrillRTOObjectiveMissed", 0, 15), ("PgdrillRTOObjectiveMissed", 48, 50)],
     ))
     out.append(scenario(
+        "a missed objective stays on record through a later short failover and a restart",
+        "Both replicas: outage from 10m to 16m (RTO 360 s); replica 1 has a 10 s outage at "
+        "26m (its gauges then hold that one), replica 2 is replaced by replica 3 at 25m "
+        "(gauges back at 0). The record of the 360 s outage holds for 30 minutes.",
+        50,
+        lambda: [Replica(1, outages=[(600, 960, 60), (1560, 1570, 10)]),
+                 Replica(2, outages=[(600, 960, 60)],
+                         scrape=lambda t: "gone" if t >= 1500 else "ok"),
+                 Replica(3, scrape=lambda t: "ok" if t >= 1500 else "gone")],
+        fire=[("PgdrillRTOObjectiveMissed", 20, 45)],
+        quiet=[("PgdrillRTOObjectiveMissed", 0, 15), ("PgdrillRTOObjectiveMissed", 48, 50)],
+    ))
+    out.append(scenario(
         "8 % of transactions fail for 35 minutes",
         "Both replicas: 8 % errors from 5m on; the achieved rate stays at 92 % of target.",
         40,

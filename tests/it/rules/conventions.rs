@@ -176,10 +176,23 @@ pub(super) fn ranges_in(expr: &str) -> Vec<(String, String)> {
             .map(|c| open + c)
             .expect("unclosed [");
         let range = rest[open + 1..close].to_string();
-        // The innermost function call that the range is an argument of.
+        // The innermost function call that the range is an argument of: the nearest `(`
+        // before it that is not closed before it (a subquery's expression is in parentheses).
         let before = &rest[..open];
-        let function = before
-            .rfind('(')
+        let mut depth = 0usize;
+        let enclosing = before.char_indices().rev().find_map(|(i, c)| match c {
+            ')' => {
+                depth += 1;
+                None
+            }
+            '(' if depth == 0 => Some(i),
+            '(' => {
+                depth -= 1;
+                None
+            }
+            _ => None,
+        });
+        let function = enclosing
             .map(|p| {
                 let name: String = before[..p]
                     .chars()
@@ -258,6 +271,11 @@ fn windows_hold_enough_scrapes_at_60s() {
     assert_eq!(
         ranges_in("max_over_time(x[3m]) + rate(y{a=\"[\"}[5m:1m])").len(),
         2
+    );
+    // A subquery's range belongs to the call around its parentheses, not a call inside.
+    assert_eq!(
+        ranges_in("max_over_time((a and time() - b < 180)[27m:1m])"),
+        [("max_over_time".to_string(), "27m:1m".to_string())]
     );
 }
 

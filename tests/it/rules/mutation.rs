@@ -49,13 +49,13 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         rule: "PgdrillRTOObjectiveMissed",
-        from: "< 1800",
-        to: "< 600",
+        from: "[27m:1m]",
+        to: "[7m:1m]",
     },
     Mutation {
         rule: "PgdrillRTOObjectiveMissed",
-        from: "< 1800",
-        to: "< 3600",
+        from: "[27m:1m]",
+        to: "[57m:1m]",
     },
     Mutation {
         rule: "PgdrillErrorRatioHigh",
