@@ -154,7 +154,12 @@ static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
 /// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
 /// grace), saying so; called once the run is over.
 pub async fn end_left_behind() {
-    let running = |(_, g): &(usize, Pid)| rustix::process::test_kill_process_group(*g).is_ok();
+    // The group's leader was reaped, so a process with its id is not ours: the id was free
+    // again (the group emptied) and was reused. Only a group without it is the trigger's.
+    let running = |(_, g): &(usize, Pid)| {
+        rustix::process::test_kill_process_group(*g).is_ok()
+            && rustix::process::test_kill_process(*g).is_err()
+    };
     let groups = std::mem::take(&mut *LEFT_BEHIND.lock());
     let alive: Vec<(usize, Pid)> = groups.into_iter().filter(running).collect();
     for (index, pgid) in &alive {
@@ -369,6 +374,36 @@ mod tests {
         let mut short = Tail::default();
         short.push_line("only");
         assert_eq!(short.take(), ("only\n".to_string(), false));
+    }
+
+    #[tokio::test]
+    async fn only_a_group_whose_reaped_leader_has_no_successor_is_ended() {
+        use std::os::unix::process::CommandExt;
+        let pid = |c: &std::process::Child| Pid::from_raw(c.id() as i32).expect("a pid");
+        // A trigger's shape: the leader exits (reaped), a background child runs on.
+        let mut trigger = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & exit 0"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
+        let group = pid(&trigger);
+        trigger.wait().expect("reap the leader");
+        // A live process whose id is the recorded group's, as after the id was reused.
+        let mut reused = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep");
+        LEFT_BEHIND.lock().extend([(1, group), (2, pid(&reused))]);
+        end_left_behind().await;
+        assert!(rustix::process::test_kill_process_group(group).is_err());
+        let spared = reused.try_wait().expect("try_wait");
+        let _ = reused.kill();
+        let _ = reused.wait();
+        assert!(
+            spared.is_none(),
+            "a reused id's process was killed: {spared:?}"
+        );
     }
 
     #[tokio::test]
