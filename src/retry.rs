@@ -34,19 +34,25 @@ impl Backoff {
 }
 
 /// Lets one warning through per `every` and counts the ones held back; a different
-/// message (when keyed) goes through at once.
+/// message (when keyed) goes through at once, and each of the last few messages is held
+/// back on its own (two hosts failing in turn log one line each per period, not one per
+/// attempt).
 #[derive(Debug)]
 pub struct Throttle {
     every: Duration,
-    last: Option<(Instant, String)>,
+    /// The keys let through within the last `every`, oldest first.
+    recent: Vec<(Instant, String)>,
     suppressed: u64,
 }
+
+/// Keys a [`Throttle`] tells apart at once.
+const MAX_KEYS: usize = 8;
 
 impl Throttle {
     pub const fn new(every: Duration) -> Throttle {
         Throttle {
             every,
-            last: None,
+            recent: Vec::new(),
             suppressed: 0,
         }
     }
@@ -58,13 +64,17 @@ impl Throttle {
 
     /// Like [`Throttle::hit`], throttling only repeats of the same `key`.
     pub fn hit_keyed(&mut self, key: &str, now: Instant) -> Option<u64> {
-        if let Some((at, last)) = &self.last {
-            if last == key && now.saturating_duration_since(*at) < self.every {
-                self.suppressed += 1;
-                return None;
-            }
+        let every = self.every;
+        self.recent
+            .retain(|(at, _)| now.saturating_duration_since(*at) < every);
+        if self.recent.iter().any(|(_, k)| k == key) {
+            self.suppressed += 1;
+            return None;
         }
-        self.last = Some((now, key.to_string()));
+        if self.recent.len() >= MAX_KEYS {
+            self.recent.remove(0);
+        }
+        self.recent.push((now, key.to_string()));
         Some(std::mem::take(&mut self.suppressed))
     }
 }
@@ -105,5 +115,12 @@ mod tests {
         assert_eq!(k.hit_keyed("a", t0), None);
         assert_eq!(k.hit_keyed("b", t0), Some(1));
         assert_eq!(k.hit_keyed("b", t0 + every), Some(0));
+        // Two messages in turn: each once per period, not once per turn.
+        let mut turns = Throttle::new(every);
+        let logged = (0..100)
+            .filter(|i| turns.hit_keyed(["a", "b"][i % 2], t0).is_some())
+            .count();
+        assert_eq!(logged, 2);
+        assert_eq!(turns.hit_keyed("a", t0 + every), Some(98));
     }
 }
