@@ -15,7 +15,7 @@
 //! Any other key is refused at start (exit 2), never silently ignored. `/healthz` answers
 //! without credentials (it says only `ok`), so that Kubernetes probes need no secret.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -32,7 +32,8 @@ use crate::error::ConfigError;
 
 const OPTION: &str = "--web.config.file";
 /// Verified credentials remembered (as SHA-256 digests), so that a scrape every few seconds
-/// does not cost a bcrypt verification (~50 ms of CPU at cost 10) each time.
+/// does not cost a bcrypt verification (~50 ms of CPU at cost 10) each time. Only the ones
+/// that were right: wrong passwords, however many, never push the scraper's out.
 const CACHE_ENTRIES: usize = 64;
 
 #[derive(Deserialize)]
@@ -55,8 +56,9 @@ struct TlsFormat {
 pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     users: BTreeMap<String, String>,
-    /// SHA-256 of (user, password, hash) → verified. Never the password itself.
-    cache: Mutex<HashMap<[u8; 32], bool>>,
+    /// SHA-256 of (user, password, hash) of credentials verified right. Never the
+    /// password itself.
+    cache: Mutex<HashSet<[u8; 32]>>,
     /// One bcrypt at a time (as Prometheus' exporter-toolkit does): clients sending wrong
     /// passwords cannot take every core from the load.
     hashing: Arc<tokio::sync::Semaphore>,
@@ -110,7 +112,7 @@ impl WebConfig {
         Ok(WebConfig {
             tls,
             users: file.basic_auth_users,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashSet::new()),
             hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
@@ -129,8 +131,8 @@ impl WebConfig {
             return false;
         };
         let key = digest(&user, &password, &hash);
-        if let Some(ok) = self.cache.lock().get(&key).copied() {
-            return ok;
+        if self.cache.lock().contains(&key) {
+            return true;
         }
         // The turn goes with the hash: a client hanging up does not free it early.
         let turn = self.hashing.clone().acquire_owned().await;
@@ -140,10 +142,9 @@ impl WebConfig {
         });
         let ok = matches!(verify.await, Ok(Ok(true)));
         let mut cache = self.cache.lock();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+        if ok && cache.len() < CACHE_ENTRIES {
+            cache.insert(key);
         }
-        cache.insert(key, ok);
         ok
     }
 }
@@ -254,6 +255,12 @@ mod tests {
             !web.authorized(Some(header("prom", "wrong").as_bytes()))
                 .await
         );
+        // Wrong passwords are not remembered: the right one stays, however many come.
+        for n in 0..100 {
+            let wrong = header("prom", &format!("wrong-{n}"));
+            assert!(!web.authorized(Some(wrong.as_bytes())).await);
+        }
+        assert_eq!(web.cache.lock().len(), 1);
         assert!(
             !web.authorized(Some(header("other", "s3cret").as_bytes()))
                 .await
