@@ -18,7 +18,7 @@ const MAX_KINDS: usize = 128;
 /// The SQLSTATE of the row that counts the kinds beyond [`MAX_KINDS`].
 const OTHER_SQLSTATES: &str = "*";
 /// The message kept per kind is cut here (server messages can quote long values).
-const MAX_MESSAGE: usize = 500;
+pub(crate) const MAX_MESSAGE: usize = 500;
 
 /// One kind of error seen, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,7 +61,8 @@ impl EndpointState {
         } else {
             now
         };
-        self.last_error = Some((class, message.to_string()));
+        let kept = message.chars().take(crate::telemetry::errors::MAX_MESSAGE);
+        self.last_error = Some((class, kept.collect()));
     }
 }
 

@@ -172,9 +172,11 @@ const MAX_LOOKUPS: usize = 4;
 /// Connections kept for the next connect at most (see [`Connector::take_spare`]).
 const MAX_SPARES: usize = 16;
 
-/// Entries of an endpoint map that is growing past this are dropped when healthy
-/// (host names can resolve to ever new addresses).
+/// Entries of an endpoint map that is growing past this are dropped when healthy, or
+/// failing but not tried for [`FORGOTTEN_AFTER`] (host names can resolve to ever new
+/// addresses, and an old pod's address fails until the name stops naming it).
 const MAX_ENDPOINTS: usize = 256;
+const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
 impl Connector {
     /// `pg` is the parsed DSN; its connect timeout (set from `--connect-timeout` unless
@@ -404,7 +406,12 @@ impl Connector {
         let now = Instant::now();
         let mut map = self.lock();
         if skipped.is_some() && map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
-            map.retain(|_, s| s.failures > 0);
+            map.retain(|_, s| {
+                let tried = s.last_start.map(|t| now.saturating_duration_since(t));
+                s.pending > 0
+                    || s.check_running
+                    || (s.failures > 0 && tried.is_some_and(|t| t < FORGOTTEN_AFTER))
+            });
         }
         let state = map
             .entry(endpoint.clone())

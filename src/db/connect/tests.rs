@@ -101,3 +101,39 @@ async fn a_slow_attempt_does_not_hold_back_the_next() {
     s.pending = 0;
     assert!(!s.may_join(now, 4));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_growing_endpoint_map_forgets_what_is_healthy_or_no_longer_tried() {
+    let c = connector("host=127.0.0.1 port=1");
+    let at = |n: usize| {
+        Endpoint::Tcp(SocketAddr::from((
+            [10, 0, (n / 250) as u8, (n % 250) as u8],
+            5432,
+        )))
+    };
+    let long_ago = Instant::now();
+    tokio::time::advance(FORGOTTEN_AFTER + Duration::from_secs(1)).await;
+    let now = Instant::now();
+    {
+        let mut map = c.lock();
+        for n in 0..MAX_ENDPOINTS {
+            let mut state = EndpointState::new(now);
+            // A third healthy, a third failing and tried just now, a third failing and
+            // last tried long ago (an old pod's address); each keeps a long server message.
+            if n % 3 > 0 {
+                state.failed(ErrorClass::ConnectRefused, &"x".repeat(10_000), now);
+                state.last_start = Some(if n % 3 == 1 { now } else { long_ago });
+            }
+            map.insert(at(n), state);
+        }
+        assert!(map
+            .values()
+            .all(|s| s.last_error.as_ref().is_none_or(|(_, m)| m.len() <= 500)));
+    }
+    let claim = c.claim(&at(MAX_ENDPOINTS), Some(&mut None));
+    assert!(claim.is_some());
+    let map = c.lock();
+    let failing_recently = (0..MAX_ENDPOINTS).filter(|n| n % 3 == 1).count();
+    assert_eq!(map.len(), failing_recently + 1, "the rest forgotten");
+    assert!(map.contains_key(&at(1)) && !map.contains_key(&at(0)) && !map.contains_key(&at(2)));
+}
