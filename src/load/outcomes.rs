@@ -198,6 +198,10 @@ impl LaneOutcomes {
     pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
         let o = &*self.outcomes;
         o.finished();
+        // How late it began, whether or not it got through: an outage's lag is news too.
+        o.metrics
+            .schedule_lag
+            .set((started - job.intended).as_secs_f64());
         o.metrics.transaction_errors.inc(failure.class);
         o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
         o.detector.failure(started, failure.class);
@@ -257,8 +261,13 @@ mod tests {
             message: String::new(),
             sqlstate: None,
         };
-        lane.failed(job(2), t0, &refused);
+        lane.failed(job(2), t0 + Duration::from_millis(1500), &refused);
         outcomes.skipped();
+        assert_eq!(
+            metrics.schedule_lag.get(),
+            1.5,
+            "a failed write's lag counts too"
+        );
 
         let t = outcomes.tally();
         assert_eq!((t.transactions, t.successes(), t.failed()), (3, 1, 2));

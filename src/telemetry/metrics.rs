@@ -203,7 +203,7 @@ impl Metrics {
         let host_is_primary = gauge_vec(
             &registry,
             "pgdrill_host_is_primary",
-            "1 for the configured host that currently accepts our writes.",
+            "1 for the configured host whose server last took our writes as primary; it stays 1 through an outage until another host takes them.",
             &["host"],
         );
         for host in hosts {
@@ -228,7 +228,7 @@ impl Metrics {
             in_flight: int_gauge(r, "pgdrill_transactions_in_flight", "Transactions sent and not yet answered."),
             connection_attempts: counter(r, "pgdrill_connection_attempts_total", "New database connections attempted."),
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
-            schedule_lag: gauge(r, "pgdrill_schedule_lag_seconds", "How late the most recently started transaction began relative to its schedule."),
+            schedule_lag: gauge(r, "pgdrill_schedule_lag_seconds", "How late the most recently started transaction (acknowledged or failed) began relative to its schedule."),
             last_success_timestamp: gauge(r, "pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write."),
             load_running: int_gauge(r, "pgdrill_load_running", "1 while the load schedules writes; 0 before it starts and once it stopped (drain, --linger)."),
             failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &State::ALL.map(State::as_str)),
