@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::bouncer::Bouncer;
 use crate::support::drill::{Binary, Drill};
-use crate::support::{rows_of_run, start_lab};
+use crate::support::{connect, rows_of_run, start_lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_modes_through_transaction_pooling() {
@@ -96,6 +96,80 @@ async fn a_login_pgbouncer_refuses_is_a_wrong_target() {
             "{err}"
         );
         assert!(out.is_empty(), "{out}");
+    }
+    lab.shutdown().await;
+}
+
+/// `--statement-timeout` travels in the startup packet: the server applies it to pgdrill's
+/// own sessions, and no session `SET` is left on a transaction-mode pooler's server
+/// connections for the clients that get them next. Through a PgBouncer that drops startup
+/// options, or refuses them (08P01), pgdrill connects all the same and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statement_timeout_is_pgdrills_alone_direct_and_through_a_pooler() {
+    let lab = start_lab(None).await;
+    let primary = lab.port(lab.primary());
+    // Direct: writes held by a lock end with the server's 57014 after 1 s.
+    let dsn = lab.dsn(lab.primary());
+    let locker = connect(&dsn).await;
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "50", "--statement-timeout", "1s"]).await;
+    drill.wait_for_transactions(50.0).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock pgdrill's table");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    let summary = drill.stop().await;
+    assert!(
+        summary
+            .counts
+            .errors
+            .get("statement_timeout")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "the server's own timeout ended the held writes: {summary}"
+    );
+
+    for ignore in ["extra_float_digits,options", "extra_float_digits"] {
+        let bouncer = Bouncer::start_ignoring(&lab, primary, ignore).await;
+        let args = ["--rate", "200", "--pool-size", "8", "--duration", "3s"];
+        let dsn = bouncer.dsn();
+        let mut run = vec!["--dsn", dsn.as_str(), "--statement-timeout", "7s"];
+        run.extend_from_slice(&args);
+        let bin = Binary::spawn(&run);
+        let (status, _out, err) = bin.wait(Duration::from_secs(60)).await;
+        assert!(status.success(), "ignoring {ignore}: {status}\n{err}");
+        assert!(
+            err.contains("does not apply --statement-timeout"),
+            "ignoring {ignore}: not said\n{err}"
+        );
+        // PgBouncer 1.18 refuses an `options` it does not ignore: said, and connected without.
+        assert_eq!(
+            err.contains("refuses startup options"),
+            !ignore.contains("options"),
+            "ignoring {ignore}:\n{err}"
+        );
+        // Every server connection of the pool at once, each asked.
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            let client = connect(&bouncer.dsn()).await;
+            client.batch_execute("BEGIN").await.expect("begin");
+            held.push(client);
+        }
+        for client in &held {
+            let row = client
+                .query_one("SHOW statement_timeout", &[])
+                .await
+                .expect("show");
+            let shown: String = row.get(0);
+            assert_eq!(
+                shown, "0",
+                "ignoring {ignore}: a setting left for other clients"
+            );
+        }
+        drop(held);
+        drop(bouncer);
     }
     lab.shutdown().await;
 }

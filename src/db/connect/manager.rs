@@ -90,6 +90,8 @@ pub struct Setup {
     /// new connections no longer prepare, so the INSERT goes unnamed.
     auto_fallback: Option<AtomicBool>,
     statement_timeout: Duration,
+    /// Whether the server applies it was checked (once per run).
+    timeout_checked: AtomicBool,
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
     metrics: Arc<Metrics>,
@@ -134,11 +136,17 @@ impl Manager {
         fatal: Arc<Fatal>,
     ) -> Manager {
         Manager(Arc::new(Setup {
-            connector: Connector::new(&settings.pg, settings.tls.connector(), metrics.clone()),
+            connector: Connector::new(
+                &settings.pg,
+                settings.tls.connector(),
+                metrics.clone(),
+                settings.statement_timeout,
+            ),
             credentials,
             logged: Mutex::new(Throttle::new(LOG_REPEAT_AFTER)),
             auto_fallback: settings.auto_query_mode.then(|| AtomicBool::new(false)),
             statement_timeout: settings.statement_timeout,
+            timeout_checked: AtomicBool::new(false),
             workload,
             identity,
             metrics,
@@ -198,14 +206,33 @@ impl Setup {
     }
 
     async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
-        let ms = self.statement_timeout.as_millis();
-        client
-            .batch_execute(&format!("SET statement_timeout = {ms}"))
-            .await?;
+        if !self.timeout_checked.swap(true, Ordering::Relaxed) {
+            self.check_statement_timeout(client).await?;
+        }
         match &self.auto_fallback {
             Some(fell_back) if fell_back.load(Ordering::Relaxed) => Ok(None),
             _ => self.workload.prepare(client).await,
         }
+    }
+
+    /// Whether the server applies `--statement-timeout` (sent as a startup option): a pooler
+    /// that drops startup options (PgBouncer with `ignore_startup_parameters = options`) or
+    /// refused them leaves it unset. Said once: pgdrill's client timeout still bounds writes.
+    async fn check_statement_timeout(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
+        let rows = crate::db::text_rows(client, sql).await?;
+        let server_ms = rows.first().and_then(|r| r.first().cloned().flatten());
+        let wanted_ms = self.statement_timeout.as_millis().to_string();
+        if server_ms.as_deref() != Some(wanted_ms.as_str()) {
+            tracing::warn!(
+                server_ms = %identity::shown(server_ms),
+                wanted_ms,
+                "the server does not apply --statement-timeout (a pooler in between drops \
+                 startup options): pgdrill's client timeout bounds each write, and a write it \
+                 gave up on may still commit later"
+            );
+        }
+        Ok(())
     }
 
     /// What follows the handshake, inside the same per-host connect timeout: the identity

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -144,8 +145,12 @@ pub struct ConnectError {
 /// Connects the libpq way; shared by every connection of the pool.
 pub struct Connector {
     entries: Vec<HostEntry>,
-    /// Everything but hosts, ports and addresses, for one single-address config per attempt.
+    /// Everything but hosts, ports and addresses, for one single-address config per attempt,
+    /// with the statement timeout as a startup option ([`Connector::new`]).
     base: Config,
+    /// The same without that option, once a pooler refused it ([`refuses_startup_option`]).
+    base_plain: Config,
+    startup_option_refused: AtomicBool,
     timeout: Duration,
     /// `load_balance_hosts=random`: hosts and addresses in random order per connection.
     random: bool,
@@ -162,6 +167,15 @@ pub struct Connector {
     spare_added: tokio::sync::Notify,
     /// Name lookups running at once (see [`MAX_LOOKUPS`]).
     lookups: Arc<tokio::sync::Semaphore>,
+}
+
+/// A pooler that takes no startup options: PgBouncer before 1.20 unless told to ignore them,
+/// and from 1.20 any setting it does not track (SQLSTATE 08P01 either way).
+fn refuses_startup_option(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|e| {
+        *e.code() == tokio_postgres::error::SqlState::PROTOCOL_VIOLATION
+            && e.message().contains("startup parameter")
+    })
 }
 
 /// getaddrinfo calls running at once, each on a blocking thread that a timeout cannot stop:
@@ -181,7 +195,15 @@ const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 impl Connector {
     /// `pg` is the parsed DSN; its connect timeout (set from `--connect-timeout` unless
     /// the DSN named one) bounds each address.
-    pub fn new(pg: &Config, tls: MakeRustlsConnect, metrics: Arc<Metrics>) -> Arc<Connector> {
+    /// `statement_timeout` goes in the startup packet, not a `SET`: a session setting sent
+    /// through a transaction-mode pooler stays on whichever server connection ran it, for
+    /// the other clients that get it next.
+    pub fn new(
+        pg: &Config,
+        tls: MakeRustlsConnect,
+        metrics: Arc<Metrics>,
+        statement_timeout: Duration,
+    ) -> Arc<Connector> {
         let hosts = pg.get_hosts();
         let addrs = pg.get_hostaddrs();
         let ports = pg.get_ports();
@@ -231,9 +253,17 @@ impl Connector {
         base.tcp_user_timeout(*pg.get_tcp_user_timeout().unwrap_or(&TCP_USER_TIMEOUT));
         let timeout = *pg.get_connect_timeout().unwrap_or(&Duration::from_secs(2));
         base.connect_timeout(timeout);
+        let base_plain = base.clone();
+        let ours = format!("-c statement_timeout={}", statement_timeout.as_millis());
+        base.options(&match pg.get_options() {
+            Some(theirs) => format!("{theirs} {ours}"),
+            None => ours,
+        });
         Arc::new(Connector {
             entries,
             base,
+            base_plain,
+            startup_option_refused: AtomicBool::new(false),
             timeout,
             random: pg.get_load_balance_hosts() == LoadBalanceHosts::Random,
             tls,
@@ -345,10 +375,19 @@ impl Connector {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
-            let (client, connection) = config
-                .connect(self.tls.clone())
-                .await
-                .map_err(|e| manager.fail(e))?;
+            let connected = match config.connect(self.tls.clone()).await {
+                Err(e) if refuses_startup_option(&e) && !self.refused_startup_option() => {
+                    self.startup_option_refused.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        server = %endpoint,
+                        "the server (a pooler) refuses startup options: connecting without \
+                         the statement timeout; pgdrill's client timeout bounds each write"
+                    );
+                    self.plain(config).connect(self.tls.clone()).await
+                }
+                connected => connected,
+            };
+            let (client, connection) = connected.map_err(|e| manager.fail(e))?;
             // Aborts the connection's task (closing the socket) unless the attempt succeeds:
             // on a timeout, an error, or when the attempt is dropped because another one won
             // the race. Errors surface on the client's next call.
@@ -389,6 +428,34 @@ impl Connector {
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let insert = ready.await.map_err(|_| timed_out("session not set up"))??;
         Ok((client, insert, driver.detach(), id))
+    }
+
+    fn refused_startup_option(&self) -> bool {
+        self.startup_option_refused.load(Ordering::Relaxed)
+    }
+
+    /// `config` (one endpoint's) without pgdrill's startup option, once a pooler refused it.
+    fn plain(&self, config: &Config) -> Config {
+        if !self.refused_startup_option() {
+            return config.clone();
+        }
+        let mut plain = self.base_plain.clone();
+        for host in config.get_hosts() {
+            match host {
+                Host::Tcp(name) => plain.host(name),
+                Host::Unix(dir) => plain.host_path(dir),
+            };
+        }
+        for addr in config.get_hostaddrs() {
+            plain.hostaddr(*addr);
+        }
+        for port in config.get_ports() {
+            plain.port(*port);
+        }
+        if let Some(password) = config.get_password() {
+            plain.password(password);
+        }
+        plain
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {

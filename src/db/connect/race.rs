@@ -34,7 +34,7 @@ impl Connector {
                         silence: Silence {
                             token: claim.succeeded(),
                             endpoint,
-                            config: Arc::new(config),
+                            config: Arc::new(this.plain(&config)),
                             connector: this.clone(),
                             server: Arc::new(server),
                         },

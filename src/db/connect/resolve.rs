@@ -10,7 +10,10 @@ impl Connector {
         &self,
         entry: &HostEntry,
     ) -> Result<Vec<(Endpoint, Config)>, String> {
-        let mut base = self.base.clone();
+        let mut base = match self.refused_startup_option() {
+            true => self.base_plain.clone(),
+            false => self.base.clone(),
+        };
         base.port(entry.port);
         let name = match &entry.host {
             Some(Host::Unix(dir)) => {

@@ -9,7 +9,12 @@ fn connector(dsn: &str) -> Arc<Connector> {
         crate::db::tls::RootCert::Default,
     )
     .expect("tls");
-    Connector::new(&pg, tls.connector(), Metrics::new(&[]))
+    Connector::new(
+        &pg,
+        tls.connector(),
+        Metrics::new(&[]),
+        Duration::from_secs(5),
+    )
 }
 
 #[tokio::test]

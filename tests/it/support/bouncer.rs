@@ -14,14 +14,23 @@ use crate::support::{free_port, try_connect};
 
 pub struct Bouncer {
     pub port: u16,
+    /// `ignore_startup_parameters`.
+    ignore: &'static str,
     dir: tempfile::TempDir,
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
 }
 
 impl Bouncer {
-    /// Starts PgBouncer on a free port, forwarding database `pgdrill` to `backend_port`.
+    /// Starts PgBouncer on a free port, forwarding database `pgdrill` to `backend_port`;
+    /// it ignores the startup parameters `extra_float_digits` and `options`.
     pub async fn start(lab: &Lab, backend_port: u16) -> Bouncer {
+        Bouncer::start_ignoring(lab, backend_port, "extra_float_digits,options").await
+    }
+
+    /// [`Bouncer::start`] with `ignore_startup_parameters = ignore` (other startup
+    /// parameters are refused, 08P01).
+    pub async fn start_ignoring(lab: &Lab, backend_port: u16, ignore: &'static str) -> Bouncer {
         let dir = tempfile::tempdir().expect("temp dir");
         let run_as = lab.server_user();
         if let Some((uid, gid)) = run_as {
@@ -32,6 +41,7 @@ impl Bouncer {
         std::fs::write(dir.path().join("userlist.txt"), "\"pgdrill\" \"\"\n").expect("userlist");
         let mut bouncer = Bouncer {
             port: free_port(),
+            ignore,
             dir,
             run_as,
             child: None,
@@ -69,10 +79,11 @@ impl Bouncer {
              server_reset_query =\n\
              server_connect_timeout = 2\n\
              server_login_retry = 0\n\
-             ignore_startup_parameters = extra_float_digits,options\n\
+             ignore_startup_parameters = {ignore}\n\
              logfile = {d}/pgbouncer.log\n\
              pidfile = {d}/pgbouncer.pid\n",
-            port = self.port
+            port = self.port,
+            ignore = self.ignore
         );
         std::fs::write(self.ini(), ini).expect("write pgbouncer.ini");
     }
