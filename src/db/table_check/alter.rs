@@ -14,11 +14,18 @@ use tokio_postgres::Client;
 
 use super::{quote_literal, relation, TableError};
 use crate::db::table::Table;
+use crate::retry::Backoff;
 
 /// `ALTER TABLE` waits for a lock behind every open transaction on the table; a busy table
 /// must not stall every new connection (and with it every INSERT queued behind the lock).
 /// Less if less is left before [`Change::by`].
 const ALTER_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Each try waits this long for its lock at most, then gives up and tries again after a
+/// pause: while an `ACCESS EXCLUSIVE` request waits in the lock queue, every reader and
+/// writer of the users' table waits behind it.
+const LOCK_TRY: Duration = Duration::from_millis(200);
+const LOCK_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
 
 /// `--alter-table`'s change of a table pgdrill did not create.
 pub struct Change<'a> {
@@ -164,9 +171,26 @@ pub(super) async fn alter(
             humantime::format_duration(MIN_CHANGE_TIME)
         )));
     }
-    let ms = ALTER_LOCK_TIMEOUT.min(within).as_millis();
-    let sql = format!("BEGIN; SET LOCAL lock_timeout = {ms}; {statement}; COMMIT");
-    match client.batch_execute(&sql).await {
+    let until = Instant::now() + ALTER_LOCK_TIMEOUT.min(within);
+    let mut tries = 0;
+    let result = loop {
+        let wait = LOCK_TRY.min(until.saturating_duration_since(Instant::now()));
+        let ms = wait.as_millis().max(1);
+        let sql = format!("BEGIN; SET LOCAL lock_timeout = {ms}; {statement}; COMMIT");
+        tries += 1;
+        let pause = LOCK_RETRY.jittered(tries, &mut rand::rng());
+        match client.batch_execute(&sql).await {
+            Err(err)
+                if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    && Instant::now() + pause < until =>
+            {
+                let _ = client.batch_execute("ROLLBACK").await;
+                tokio::time::sleep(pause).await;
+            }
+            done => break done,
+        }
+    };
+    match result {
         Ok(()) => {
             tracing::warn!(table, %statement, "--alter-table: changed a table pgdrill did not create");
             Ok(())

@@ -382,6 +382,84 @@ async fn tables_whose_writes_fire_triggers_are_refused_unless_allowed() {
     lab.shutdown().await;
 }
 
+/// While `--alter-table` waits for its lock behind a users' open transaction, the users'
+/// other queries wait behind its request for one short try at most (0.2 s), never for the
+/// whole wait: their own 1 s `lock_timeout` never fires. Then the change goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_tables_waiting_lock_request_holds_the_users_queries_only_briefly() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    client
+        .batch_execute(&users_table_sql("tx_busy", "bigserial"))
+        .await
+        .expect("create the users' table");
+    let holder = connect(&dsn).await;
+    holder
+        .batch_execute(
+            "BEGIN; INSERT INTO tx_busy (customer_id, merchant_id, amount, status) \
+             VALUES (1, 1, 1, 'held')",
+        )
+        .await
+        .expect("an open transaction on the table");
+    let bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--table",
+        "tx_busy",
+        "--alter-table",
+        "--rate",
+        "10",
+        "--duration",
+        "3s",
+        "--startup-timeout",
+        "60s",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    eventually(
+        Duration::from_secs(30),
+        "the ALTER waiting for its lock",
+        || async {
+            let waiting = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%ALTER TABLE%'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity");
+            waiting.get::<_, i64>(0) > 0
+        },
+    )
+    .await;
+    let reader = connect(&dsn).await;
+    reader
+        .batch_execute("SET lock_timeout = '1s'")
+        .await
+        .expect("reader's lock timeout");
+    let (mut reads, mut timed_out) = (0, 0);
+    for _ in 0..20 {
+        match reader.simple_query("SELECT count(*) FROM tx_busy").await {
+            Ok(_) => reads += 1,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                timed_out += 1
+            }
+            Err(e) => panic!("reading the users' table: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.batch_execute("COMMIT").await.expect("commit");
+    let (status, _out, err) = bin.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        (reads, timed_out),
+        (20, 0),
+        "the users' reads waited out their lock timeout behind pgdrill's ALTER"
+    );
+    assert!(status.success(), "{status}\n{err}");
+    lab.shutdown().await;
+}
+
 /// pgdrill with `--alter-table` on `table`: its exit, stdout and stderr.
 async fn alter_table(
     dsn: &str,
