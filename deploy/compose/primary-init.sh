@@ -9,6 +9,10 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
   --set=pgdrill_password="$PGDRILL_PASSWORD" \
   --set=replication_password="$REPLICATION_PASSWORD" <<'SQL'
 CREATE ROLE pgdrill LOGIN PASSWORD :'pgdrill_password';
+-- pgdrill reaches the server through PgBouncer, which drops its startup option:
+-- the role's own default bounds its statements (PgBouncer pools per role, so no
+-- other client gets it). Keep it equal to pgdrill's --statement-timeout.
+ALTER ROLE pgdrill SET statement_timeout = '5s';
 ALTER DATABASE pgdrill OWNER TO pgdrill;
 ALTER SCHEMA public OWNER TO pgdrill;
 CREATE ROLE replicator LOGIN REPLICATION PASSWORD :'replication_password';

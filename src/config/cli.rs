@@ -73,8 +73,9 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_PIPELINE_DEPTH", default_value_t = 16)]
     pub pipeline_depth: u32,
 
-    /// Due transactions that may wait for a connection; beyond it they are skipped
-    /// [default: one second of schedule, at least 64].
+    /// Due transactions that may wait for a connection; beyond it, or once due longer ago
+    /// than this divided by --rate, they are skipped [default: one second of schedule, at
+    /// least 64].
     #[arg(long, env = "PGDRILL_MAX_BACKLOG")]
     pub max_backlog: Option<usize>,
 
@@ -150,7 +151,8 @@ pub struct RunArgs {
     #[arg(value_parser = duration, long, env = "PGDRILL_LINGER", default_value = "0s")]
     pub linger: humantime::Duration,
 
-    /// On SIGINT/SIGTERM or at the end, wait this long for in-flight transactions.
+    /// On SIGINT/SIGTERM or at the end, wait this long for in-flight transactions and
+    /// pending verifications; a second SIGINT/SIGTERM cuts it short.
     #[arg(value_parser = duration, long, env = "PGDRILL_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: humantime::Duration,
 

@@ -128,6 +128,8 @@ pub(super) async fn build_index(
             }
         }
     };
+    // Back to the session's own timeout (its startup option) for the INSERTs that follow.
+    let _ = client.batch_execute("RESET statement_timeout").await;
     if let Err(err) = built {
         return Err(match crate::db::db_message(&err) {
             Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => cancelled(&format!(

@@ -49,13 +49,13 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         rule: "PgdrillRTOObjectiveMissed",
-        from: "[27m:1m]",
-        to: "[7m:1m]",
+        from: "[27m:]",
+        to: "[7m:]",
     },
     Mutation {
         rule: "PgdrillRTOObjectiveMissed",
-        from: "[27m:1m]",
-        to: "[57m:1m]",
+        from: "[27m:]",
+        to: "[57m:]",
     },
     Mutation {
         rule: "PgdrillErrorRatioHigh",
