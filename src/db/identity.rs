@@ -51,6 +51,16 @@ impl Identity {
             && self.postmaster_start == other.postmaster_start
     }
 
+    /// The same server process: its start time where both read it (unique to a postmaster;
+    /// a server's address may read differently through a pooler with several), else
+    /// [`Identity::same_primary`].
+    pub(crate) fn same_process(&self, other: &Identity) -> bool {
+        match (&self.postmaster_start, &other.postmaster_start) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.same_primary(other),
+        }
+    }
+
     /// Same system identifier and timeline; where the identifier is not readable (a
     /// restricted user), the same address stands in for it.
     fn same_cluster_and_timeline(&self, other: &Identity) -> bool {

@@ -12,6 +12,7 @@ impl EndpointState {
             last_start: None,
             last_error: None,
             silent: CancellationToken::new(),
+            silent_server: None,
             check_running: false,
             answered_at: None,
             declared_silent: false,
@@ -49,6 +50,22 @@ impl EndpointState {
         } else {
             max
         }
+    }
+
+    /// The token a new connection to `server` watches: the endpoint's, unless the endpoint
+    /// now leads to another server than its connections so far reached (a proxy or pooler
+    /// moved its backend), which gets a token of its own, so that abandoning the
+    /// connections to the one before spares it.
+    pub(super) fn token_for(&mut self, server: &Arc<Identity>) -> CancellationToken {
+        if self
+            .silent_server
+            .as_ref()
+            .is_some_and(|before| !before.same_process(server))
+        {
+            self.silent = CancellationToken::new();
+        }
+        self.silent_server = Some(server.clone());
+        self.silent.clone()
     }
 
     /// A fast failure (refused) backs off; a slow one (a timeout) is followed at once, so

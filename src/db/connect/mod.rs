@@ -123,6 +123,8 @@ struct EndpointState {
     last_error: Option<(ErrorClass, String)>,
     /// Cancelled when the server is found silent; connections made before hold a clone.
     silent: CancellationToken,
+    /// The server those connections reached ([`EndpointState::token_for`]).
+    silent_server: Option<Arc<Identity>>,
     check_running: bool,
     /// The last liveness check that the server answered.
     answered_at: Option<Instant>,

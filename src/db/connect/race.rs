@@ -25,21 +25,24 @@ impl Connector {
             async move {
                 let began = claim.started;
                 let result = match this.attempt(&endpoint, &config, &manager).await {
-                    Ok((client, insert, driver, server)) => Ok(Conn {
-                        client,
-                        insert,
-                        broken: false,
-                        retired: false,
-                        created: Instant::now(),
-                        silence: Silence {
-                            token: claim.succeeded(),
-                            endpoint,
-                            config: Arc::new(this.plain(&config)),
-                            connector: this.clone(),
-                            server: Arc::new(server),
-                        },
-                        driver,
-                    }),
+                    Ok((client, insert, driver, server)) => {
+                        let server = Arc::new(server);
+                        Ok(Conn {
+                            client,
+                            insert,
+                            broken: false,
+                            retired: false,
+                            created: Instant::now(),
+                            silence: Silence {
+                                token: claim.succeeded(&server),
+                                endpoint,
+                                config: Arc::new(this.plain(&config)),
+                                connector: this.clone(),
+                                server,
+                            },
+                            driver,
+                        })
+                    }
                     Err(err) => {
                         claim.failed(err.class, &err.message);
                         Err(err)
@@ -211,8 +214,8 @@ impl Claim {
         }
     }
 
-    /// Marks the endpoint healthy; returns the token its connections watch.
-    fn succeeded(&mut self) -> CancellationToken {
+    /// Marks the endpoint healthy; returns the token its connection to `server` watches.
+    fn succeeded(&mut self, server: &Arc<Identity>) -> CancellationToken {
         self.done = true;
         let now = Instant::now();
         let mut map = self.connector.lock();
@@ -226,7 +229,7 @@ impl Claim {
         state.pending = state.pending.saturating_sub(1);
         state.last_error = None;
         state.declared_silent = false;
-        let token = state.silent.clone();
+        let token = state.token_for(server);
         drop(map);
         self.connector.changed.notify_waiters();
         token

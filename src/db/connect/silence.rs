@@ -69,19 +69,31 @@ impl Silence {
             // No answer: the socket closes now rather than wait on the silent server.
             let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
             client.simple_query("").await?;
-            // Answered: dropping the client then ends the session politely (Terminate).
-            driver.detach();
-            Ok::<_, tokio_postgres::Error>(crate::db::identity::probe(&client).await)
+            Ok::<_, tokio_postgres::Error>((client, driver))
         })
         .await;
+        // Which server answered; a probe slower than the timeout says nothing either way.
+        let server = match &answered {
+            Ok(Ok((client, _))) => {
+                let probe = crate::db::identity::probe(client);
+                tokio::time::timeout(connector.timeout, probe).await.ok()
+            }
+            _ => None,
+        };
+        let answered = answered.map(|reached| {
+            // Answered: dropping the client then ends the session politely (Terminate).
+            reached.map(|(_, driver)| {
+                driver.detach();
+            })
+        });
         let now = Instant::now();
         let mut map = connector.lock();
         let Some(state) = map.get_mut(&self.endpoint) else {
             return;
         };
         state.check_running = false;
-        match answered {
-            Ok(Ok(server)) if !server.same_primary(&self.server) => {
+        match (answered, server) {
+            (Ok(Ok(())), Some(server)) if !server.same_process(&self.server) => {
                 tracing::warn!(
                     server = %self.endpoint,
                     was = %self.server.short(),
@@ -90,11 +102,17 @@ impl Silence {
                      connections to the one before (no_response)"
                 );
                 state.answered_at = Some(now);
-                std::mem::take(&mut state.silent).cancel();
+                // Only the connections to the server before: those made since to the new
+                // one watch a token of their own (`EndpointState::token_for`).
+                self.token.cancel();
+                if state.silent.is_cancelled() {
+                    state.silent = CancellationToken::new();
+                    state.silent_server = None;
+                }
             }
             // It answered (even with an error): it is slow, not silent.
-            Ok(_) => state.answered_at = Some(now),
-            Err(_) => {
+            (Ok(_), _) => state.answered_at = Some(now),
+            (Err(_), _) => {
                 connector
                     .metrics
                     .connection_errors
@@ -113,6 +131,7 @@ impl Silence {
                 state.declared_silent = true;
                 // Connections made from now on get a fresh token.
                 std::mem::take(&mut state.silent).cancel();
+                state.silent_server = None;
             }
         }
     }

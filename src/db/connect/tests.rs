@@ -142,3 +142,29 @@ async fn a_growing_endpoint_map_forgets_what_is_healthy_or_no_longer_tried() {
     assert_eq!(map.len(), failing_recently + 1, "the rest forgotten");
     assert!(map.contains_key(&at(1)) && !map.contains_key(&at(0)) && !map.contains_key(&at(2)));
 }
+
+#[tokio::test]
+async fn a_connection_to_another_server_behind_the_same_address_watches_its_own_token() {
+    let mut state = EndpointState::new(Instant::now());
+    let server = |started: &str| {
+        Arc::new(Identity {
+            postmaster_start: Some(started.into()),
+            ..Identity::default()
+        })
+    };
+    let (old, new) = (server("08:00"), server("09:00"));
+    let first = state.token_for(&old);
+    let second = state.token_for(&old);
+    // A proxy moved its backend: the new server's connections are not the old ones'.
+    let moved = state.token_for(&new);
+    first.cancel();
+    assert!(
+        second.is_cancelled(),
+        "the old server's connections go together"
+    );
+    assert!(
+        !moved.is_cancelled(),
+        "the new server's connection is spared"
+    );
+    assert!(!state.token_for(&new).is_cancelled());
+}
