@@ -116,10 +116,14 @@ pub async fn run(
     let summary = drill.run(&config, listener, stop).await;
     match fatal.take() {
         None => Ok(summary),
-        Some(error) => Err(RunError {
-            error,
-            summary: fatal.has_written().then(|| Box::new(summary)),
-        }),
+        Some(error) => {
+            let summary = fatal.has_written().then(|| {
+                let mut summary = summary;
+                summary.crashed_with(error.to_string());
+                Box::new(summary)
+            });
+            Err(RunError { error, summary })
+        }
     }
 }
 

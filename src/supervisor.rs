@@ -279,12 +279,14 @@ impl Supervisor {
             all.await;
             return 0;
         };
-        // A second signal leaves each stage at most HURRIED_STAGE more.
+        // A second signal leaves each stage at most HURRIED_STAGE more, within its limit.
+        let deadline = tokio::time::Instant::now() + limit;
         let bound = async {
             tokio::select! {
-                () = tokio::time::sleep(limit) => {}
+                () = tokio::time::sleep_until(deadline) => {}
                 () = crate::shutdown::hurried() => {
-                    tokio::time::sleep(limit.min(crate::shutdown::HURRIED_STAGE)).await;
+                    let hurried = tokio::time::Instant::now() + crate::shutdown::HURRIED_STAGE;
+                    tokio::time::sleep_until(deadline.min(hurried)).await;
                 }
             }
         };

@@ -438,7 +438,8 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
 }
 
 /// The parser's reason, unless it quotes (between backticks) text from `hidden`, the part
-/// of the DSN after a password that is not shown.
+/// of the DSN after a password that is not shown, as a key it does not know (a password's
+/// piece after an unquoted space); a known key it names is shown.
 fn describe_parse_error(err: &tokio_postgres::Error, hidden: &str) -> String {
     use std::error::Error;
     let Some(source) = err.source() else {
@@ -446,9 +447,11 @@ fn describe_parse_error(err: &tokio_postgres::Error, hidden: &str) -> String {
     };
     let detail = source.to_string();
     let quoted = detail.split('`').skip(1).step_by(2);
-    if quoted
-        .into_iter()
-        .any(|t| !t.is_empty() && hidden.contains(t))
+    let unknown = detail.starts_with("unknown option");
+    if unknown
+        && quoted
+            .into_iter()
+            .any(|t| !t.is_empty() && hidden.contains(t))
     {
         return format!(
             "{err} after the password (not shown); a password with spaces, quotes or \

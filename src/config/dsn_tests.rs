@@ -187,6 +187,14 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         .unwrap_err()
         .to_string();
     assert!(text.contains("unknown option `hots`"), "{text}");
+    // A known key after the password is named.
+    let text = parse(Some("host=h password=s3cret connect_timeout=abc"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("`connect_timeout`") && !text.contains("s3cret"),
+        "{text}"
+    );
     let env = |k: &str| (k == "PGHOST").then(|| "postgres://app:s3cret@db/app".to_string());
     let text = parse(None, env).unwrap_err().to_string();
     assert!(text.contains("PGHOST") && text.contains("'@'"), "{text}");

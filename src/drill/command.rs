@@ -174,7 +174,7 @@ pub async fn end_left_behind() {
     while Instant::now() < deadline && alive.iter().any(running) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for (_, pgid) in &alive {
+    for (_, pgid) in alive.iter().filter(|g| running(g)) {
         let _ = kill_process_group(*pgid, Signal::KILL);
     }
 }

@@ -169,17 +169,22 @@ fn headline(r: &FleetReport) -> Markup {
         true => format!("{} so far", fmt_secs(w.write_unavailable_seconds)),
         false => fmt_secs(w.write_unavailable_seconds),
     };
+    let open = r.members.iter().filter(|m| m.outage_still_open).count();
+    let open_note = match open {
+        0 => String::new(),
+        n => format!("; {n} member(s) with an outage still open at the end"),
+    };
     let (class, value, detail) = match (&r.worst, objective) {
         (Some(w), Some(o)) => (
-            match (w.write_unavailable_seconds > o, w.still_open) {
+            match (w.write_unavailable_seconds > o, open > 0) {
                 (true, _) => "bad",
                 (false, true) => "warn",
                 (false, false) => "ok",
             },
             shown(w),
-            format!("{}; objective {}", w.member, fmt_secs(o)),
+            format!("{}; objective {}{open_note}", w.member, fmt_secs(o)),
         ),
-        (Some(w), None) => ("warn", shown(w), w.member.clone()),
+        (Some(w), None) => ("warn", shown(w), format!("{}{open_note}", w.member)),
         (None, _) => ("", "no outage".to_string(), String::new()),
     };
     let spread = r.write_unavailable_seconds.map_or_else(
@@ -333,8 +338,8 @@ mod tests {
         ];
         pods[1]["outages"][0]["end_unix"] = serde_json::Value::Null;
         pods[1]["outages"][0]["open_at_shutdown"] = true.into();
-        let inputs = inputs(&pods);
-        let r = merge::merge(&inputs);
+        let merged = inputs(&pods);
+        let r = merge::merge(&merged);
         let worst = r.worst.as_ref().expect("a worst outage");
         assert_eq!(worst.member, "member 1 (pod-1.json)");
         assert!(worst.still_open);
@@ -343,11 +348,31 @@ mod tests {
             r.verdict.as_ref().map(|v| v.verdict),
             Some(VerdictKind::Invalid)
         );
-        let page = render(&r, &inputs);
+        let page = render(&r, &merged);
         assert!(
             page.contains(r#"<div class="card warn"><div class="d">Worst write unavailability (RTO)</div><div class="v">500 ms so far</div>"#),
             "{page}"
         );
         assert!(page.contains("<b>500 ms</b> so far"), "{page}");
+        // An open outage that is not the worst: the measured worst is shown, and warned.
+        let mut pods = [
+            pod(0, "d1", 0.3, 0, Some("120s")),
+            pod(1, "d1", 0.5, 0, None),
+            pod(2, "d1", 0.4, 0, None),
+        ];
+        pods[2]["outages"][0]["end_unix"] = serde_json::Value::Null;
+        pods[2]["outages"][0]["open_at_shutdown"] = true.into();
+        let merged = inputs(&pods);
+        let r = merge::merge(&merged);
+        assert!(!r.worst.as_ref().expect("a worst outage").still_open);
+        let page = render(&r, &merged);
+        assert!(
+            page.contains(r#"<div class="card warn"><div class="d">Worst write unavailability (RTO)</div><div class="v">500 ms</div>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains("1 member(s) with an outage still open at the end"),
+            "{page}"
+        );
     }
 }

@@ -51,6 +51,8 @@ pub struct MemberFigures {
     pub worst_write_unavailable_seconds: Option<f64>,
     /// That outage had not ended when the run did: the figure is its time so far.
     pub worst_still_open: bool,
+    /// An outage attributed to a trigger (the worst or another) had not ended then.
+    pub outage_still_open: bool,
 }
 
 /// The member with the longest write unavailability.
@@ -262,7 +264,15 @@ const MAX_NAMED_MISSING: usize = 10;
 
 /// Members that are missing, duplicated, or disagree on how many there are.
 fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<String> {
-    let mut invalid = Vec::new();
+    let mut invalid: Vec<String> = (inputs.iter())
+        .filter_map(|i| {
+            Some(format!(
+                "{} crashed: {}",
+                name(i),
+                i.summary.crashed.as_ref()?
+            ))
+        })
+        .collect();
     let counted: Vec<(&Input, Member)> = inputs
         .iter()
         .filter_map(|&i| i.summary.member.map(|m| (i, m)))
@@ -386,9 +396,11 @@ fn figures(
         }
         _ => (Vec::new(), Vec::new()),
     };
-    let worst = crate::drill::timing::attributed(&drills, &s.outages)
+    let attributed = || crate::drill::timing::attributed(&drills, &s.outages);
+    let worst = attributed()
         .filter_map(|o| Some((o.write_unavailable_seconds?, o.end_unix.is_none())))
         .max_by(|a, b| a.0.total_cmp(&b.0));
+    let outage_still_open = attributed().any(|o| o.end_unix.is_none());
     MemberFigures {
         name,
         file: i.file.clone(),
@@ -408,6 +420,7 @@ fn figures(
         drills,
         worst_write_unavailable_seconds: worst.map(|(w, _)| w),
         worst_still_open: worst.is_some_and(|(_, open)| open),
+        outage_still_open,
     }
 }
 

@@ -322,3 +322,34 @@ fn clocks_that_disagree_through_the_server_make_it_invalid() {
     assert!((behind + 0.05).abs() < 1e-9, "{behind}");
     assert_eq!(r.members[0].clock_ahead_seconds, Some(0.0));
 }
+
+#[test]
+fn a_member_that_crashed_after_writing_makes_the_drill_invalid_naming_it() {
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    pods[2]["crashed"] = "a lane panicked 6 times".into();
+    let v = verdict(&pods);
+    assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+    assert!(
+        v.invalid
+            .iter()
+            .any(|i| i == "member 2 (pod-2.json) crashed: a lane panicked 6 times"),
+        "{v}"
+    );
+    // Its own summary says so too: a canary's is judged invalid, a drill's pass is.
+    let mut own: Summary = serde_json::from_value(pod(0, "d1", 0.3, 0, Some("120s"))).unwrap();
+    assert_eq!(
+        own.verdict(&own.drill.clone().unwrap().objectives).verdict,
+        VerdictKind::Pass
+    );
+    own.crashed_with("a task ended".into());
+    let objectives = own.drill.clone().unwrap().objectives;
+    assert_eq!(own.verdict(&objectives).verdict, VerdictKind::Invalid);
+    let mut canary: Summary = serde_json::from_value(pod(1, "d1", 0.5, 0, None)).unwrap();
+    canary.crashed_with("a task ended".into());
+    assert_eq!(canary.verdict(&objectives).verdict, VerdictKind::Invalid);
+    assert!(canary.to_string().contains("CRASHED       a task ended"));
+}

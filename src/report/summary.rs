@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
+use crate::drill::verdict::VerdictKind;
 use crate::drill::Objectives;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
@@ -219,6 +220,10 @@ pub struct Summary {
     /// Only with a failover trigger: the triggers, the figures timed from them, the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillReport>,
+    /// The error that ended the run after its first write (a task crashed): its figures
+    /// stand, but it did not run as asked, so it judges nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crashed: Option<String>,
 }
 
 impl Summary {
@@ -303,6 +308,7 @@ impl Summary {
         if let Some(d) = &self.drill {
             return d.verdict.clone();
         }
+        let crashed = self.crashed.iter().map(|c| format!("the run crashed: {c}"));
         let run = MemberFacts {
             name: None,
             baselines: &[],
@@ -317,8 +323,20 @@ impl Summary {
             &[],
             &[run],
             self.counts.lost_writes,
-            Vec::new(),
+            crashed.collect(),
         )
+    }
+
+    /// The run crashed after its first write with `error`: said in every output, and a drill
+    /// is judged INVALID (a FAIL stays: its objectives were missed all the same).
+    pub fn crashed_with(&mut self, error: String) {
+        if let Some(d) = &mut self.drill {
+            d.verdict.invalid.push(format!("the run crashed: {error}"));
+            if d.verdict.verdict == VerdictKind::Pass {
+                d.verdict.verdict = VerdictKind::Invalid;
+            }
+        }
+        self.crashed = Some(error);
     }
 }
 
@@ -353,6 +371,9 @@ impl fmt::Display for Summary {
             }
         )?;
         self.fmt_outages(f)?;
+        if let Some(error) = &self.crashed {
+            writeln!(f, "  CRASHED       {error}")?;
+        }
         if let Some(drill) = &self.drill {
             writeln!(f, "{drill}")?;
         }

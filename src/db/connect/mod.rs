@@ -377,14 +377,19 @@ impl Connector {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
+            // Every attempt that carried the option (those racing when the first refusal
+            // came too) tries again without it.
+            let carried = config.get_options() != self.base_plain.get_options();
             let connected = match config.connect(self.tls.clone()).await {
-                Err(e) if refuses_startup_option(&e) && !self.refused_startup_option() => {
-                    self.startup_option_refused.store(true, Ordering::Relaxed);
-                    tracing::warn!(
-                        server = %endpoint,
-                        "the server (a pooler) refuses startup options: connecting without \
-                         the statement timeout; pgdrill's client timeout bounds each write"
-                    );
+                Err(e) if carried && refuses_startup_option(&e) => {
+                    if !self.startup_option_refused.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            server = %endpoint,
+                            "the server (a pooler) refuses startup options: connecting \
+                             without the statement timeout; pgdrill's client timeout bounds \
+                             each write"
+                        );
+                    }
                     self.plain(config).connect(self.tls.clone()).await
                 }
                 connected => connected,

@@ -277,7 +277,7 @@ async fn prepare_shared(
     let fired = if policy.triggers {
         Vec::new()
     } else {
-        fired_by_writes(client, &table.quoted).await?
+        fired_by_writes(client, &table.quoted, policy.deletes).await?
     };
     if !fired.is_empty() {
         return Err(TableError::Unusable(format!(
@@ -371,22 +371,31 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The enabled user triggers on INSERT or DELETE (on the table or a partition or child of it)
-/// and the INSERT or DELETE rules: what pgdrill's writes and deletes would set off.
+/// The enabled user triggers on INSERT, and on DELETE when pgdrill deletes (`--retention`),
+/// of the table or any partition an INSERT may be routed to, and such rules: what pgdrill's
+/// writes would set off. (A plain inheritance child's triggers never fire for its parent.)
 async fn fired_by_writes(
     client: &Client,
     table: &str,
+    deletes: bool,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
-    // tgtype bits: 4 INSERT, 8 DELETE; tgenabled 'O' and 'A' fire in a normal session.
+    // tgtype bits: 4 INSERT, 8 DELETE; rules' ev_type: '3' INSERT, '4' DELETE. Enabled:
+    // 'O' and 'A' fire in a normal session ('R' only as a replica, 'D' never).
+    let (bits, events) = match deletes {
+        true => (12, "'3', '4'"),
+        false => (4, "'3'"),
+    };
     let sql = format!(
-        "WITH t(oid) AS (SELECT to_regclass({name})) \
-         SELECT 'trigger ' || quote_ident(g.tgname) FROM pg_trigger g \
-         WHERE (g.tgrelid = (SELECT oid FROM t) \
-                OR g.tgrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = (SELECT oid FROM t))) \
-           AND NOT g.tgisinternal AND g.tgenabled IN ('O', 'A') AND (g.tgtype::int & 12) <> 0 \
-         UNION ALL \
+        "WITH RECURSIVE t(oid) AS (SELECT to_regclass({name}) UNION ALL \
+           SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid \
+           JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relispartition) \
+         SELECT DISTINCT 'trigger ' || quote_ident(g.tgname) FROM pg_trigger g \
+         WHERE g.tgrelid IN (SELECT oid FROM t) AND NOT g.tgisinternal \
+           AND g.tgenabled IN ('O', 'A') AND (g.tgtype::int & {bits}) <> 0 \
+         UNION \
          SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \
-         WHERE r.ev_class = (SELECT oid FROM t) AND r.ev_type IN ('3', '4') \
+         WHERE r.ev_class = to_regclass({name}) AND r.ev_type IN ({events}) \
+           AND r.ev_enabled IN ('O', 'A') \
          ORDER BY 1",
         name = quote_literal(table)
     );

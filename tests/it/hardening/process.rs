@@ -281,5 +281,7 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
         serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON written"))
             .expect("summary JSON parses");
     assert!(json["successes"].as_u64().unwrap_or(0) >= 200, "{json}");
+    let crashed = json["crashed"].as_str().unwrap_or_default();
+    assert!(crashed.contains("a lane panicked 6 times"), "{json}");
     lab.shutdown().await;
 }

@@ -308,7 +308,7 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
 
 /// INSERT and DELETE triggers and rules on a users' table may change data that is not
 /// pgdrill's: refused at start, naming them, unless `--allow-table-triggers`. Disabled
-/// triggers and UPDATE ones are not fired by pgdrill's writes.
+/// triggers, UPDATE ones, and DELETE ones without `--retention` are not fired by pgdrill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_whose_writes_fire_triggers_are_refused_unless_allowed() {
     let lab = start_lab(None).await;
@@ -328,6 +328,8 @@ async fn tables_whose_writes_fire_triggers_are_refused_unless_allowed() {
              CREATE TRIGGER off AFTER INSERT ON tx_quiet FOR EACH ROW EXECUTE FUNCTION bump(); \
              ALTER TABLE tx_quiet DISABLE TRIGGER off; \
              CREATE TRIGGER on_update AFTER UPDATE ON tx_quiet \
+               FOR EACH ROW EXECUTE FUNCTION bump(); \
+             CREATE TRIGGER on_delete AFTER DELETE ON tx_quiet \
                FOR EACH ROW EXECUTE FUNCTION bump()",
             users_table_sql("tx_trigger", "bigserial"),
             users_table_sql("tx_rule", "bigserial"),
