@@ -48,7 +48,7 @@ pub fn parse(
 ) -> Result<Target, ConfigError> {
     let raw = dsn.unwrap_or("").trim();
     check_url_user_info(raw)?;
-    let (rest, ours) = take_our_params(raw);
+    let (rest, ours) = take_our_params(&url_ports(raw, &env)?);
     let mut pg = if rest.trim().is_empty() {
         PgConfig::new()
     } else {
@@ -116,6 +116,71 @@ pub fn parse(
         tls,
         connect_timeout_from,
     })
+}
+
+/// libpq gives a URL's host without a port the query's `port`, else PGPORT's, else 5432;
+/// tokio-postgres gives it 5432 at once (and refuses a `port` beside it). So a URL whose
+/// hosts name no port gets them written in here, from its query's `port` (taken out) or
+/// PGPORT, one for all hosts or one each.
+fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let Some(scheme) = ["postgres://", "postgresql://"]
+        .into_iter()
+        .find(|s| raw.starts_with(s))
+    else {
+        return Ok(raw.to_string());
+    };
+    let after = &raw[scheme.len()..];
+    let (netloc, rest) = after.split_at(after.find(['/', '?']).unwrap_or(after.len()));
+    let (user_info, hosts) = netloc.split_at(netloc.rfind('@').map_or(0, |i| i + 1));
+    // `[::1]:5433` or `h:5433`: a port given.
+    let has_port = |h: &str| h[h.rfind(']').unwrap_or(0)..].contains(':');
+    if hosts.is_empty() || hosts.split(',').any(has_port) {
+        return Ok(raw.to_string());
+    }
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (ports, kept): (Vec<&str>, Vec<&str>) = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .partition(|pair| pair.starts_with("port="));
+    let (ports, from) = match ports.last() {
+        Some(pair) => {
+            let value = percent_decode_str(&pair["port=".len()..]).decode_utf8_lossy();
+            (value.into_owned(), "--dsn")
+        }
+        None => match env("PGPORT").filter(|p| !p.is_empty()) {
+            Some(p) => (p, "PGPORT"),
+            None => return Ok(raw.to_string()),
+        },
+    };
+    let ports: Vec<&str> = ports.split(',').collect();
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    if ports.len() != 1 && ports.len() != hosts.len() {
+        let shown = if from == "PGPORT" {
+            ports.join(",")
+        } else {
+            redact(raw)
+        };
+        return Err(ConfigError::new(
+            from,
+            shown,
+            format!(
+                "{} ports for {} hosts: give one port for all hosts or one per host",
+                ports.len(),
+                hosts.len()
+            ),
+        ));
+    }
+    let hosts: Vec<String> = (hosts.iter().enumerate())
+        .map(|(i, h)| format!("{h}:{}", ports.get(i).unwrap_or(&ports[0])))
+        .collect();
+    let query = match kept.is_empty() {
+        true => String::new(),
+        false => format!("?{}", kept.join("&")),
+    };
+    Ok(format!(
+        "{scheme}{user_info}{}{path}{query}",
+        hosts.join(",")
+    ))
 }
 
 /// tokio-postgres ends a URL's user info at its first `@`, wherever that is. An unencoded

@@ -42,6 +42,35 @@ fn url_and_key_value_forms_parse() {
 }
 
 #[test]
+fn a_url_without_ports_takes_its_query_port_or_pgport_as_libpq_does() {
+    let pgport = |v: &'static str| move |k: &str| (k == "PGPORT").then(|| v.to_string());
+    let t = parse(Some("postgres://h/db?port=6432&application_name=x"), no_env).unwrap();
+    assert_eq!(t.hosts, ["h:6432"]);
+    assert_eq!(t.pg.get_application_name(), Some("x"));
+    let t = parse(Some("postgres://app@db/orders"), pgport("6432")).unwrap();
+    assert_eq!(t.hosts, ["db:6432"]);
+    let t = parse(Some("postgresql://u:pw@a,b/db?port=1,2"), no_env).unwrap();
+    assert_eq!(t.hosts, ["a:1", "b:2"]);
+    assert_eq!(t.pg.get_password(), Some(&b"pw"[..]));
+    let t = parse(Some("postgres://[::1]/db"), pgport("6432")).unwrap();
+    assert_eq!(t.pg.get_ports(), [6432]);
+    // A port in the URL wins over PGPORT; none anywhere is 5432.
+    let t = parse(Some("postgres://h:5433/db"), pgport("6432")).unwrap();
+    assert_eq!(t.hosts, ["h:5433"]);
+    assert_eq!(
+        parse(Some("postgres://h/db"), no_env).unwrap().hosts,
+        ["h:5432"]
+    );
+    let e = parse(Some("postgres://a,b,c/db"), pgport("1,2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("PGPORT") && e.contains("2 ports for 3 hosts"),
+        "{e}"
+    );
+}
+
+#[test]
 fn port_count_must_match_the_hosts() {
     let e = parse(Some("host=a,b,c port=1,2 password=s3cret"), no_env)
         .unwrap_err()
