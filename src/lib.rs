@@ -348,9 +348,10 @@ impl Drill {
         sup.spawn(Stage::Monitor, |stop| fatal.startup_deadline(startup, stop));
         if let Some(settings) = config.retention {
             let (pool, metrics) = (self.sources.pool.clone(), self.metrics.clone());
-            let table = config.table.clone();
+            let (table, verifier) = (config.table.clone(), self.sources.verifier.clone());
+            let floor = move || verifier.oldest_unverified_id();
             sup.spawn(Stage::Retention, |stop| {
-                retention::run(pool, table, settings, metrics, stop)
+                retention::run(pool, table, settings, metrics, floor, stop)
             });
         }
         self.spawn_lanes(config, jobs, sup);

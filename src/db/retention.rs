@@ -47,12 +47,16 @@ impl RetentionSettings {
     }
 }
 
-/// Runs sweeps until `stop`; a batch in progress is abandoned with its connection.
+/// Runs sweeps until `stop`; a batch in progress is abandoned with its connection. Rows
+/// from `floor()` on (writes a verification may still read back) are left: at a low rate the
+/// verification ledger spans longer than the window, and a row it looks for would read as
+/// lost.
 pub async fn run(
     pool: DbPool,
     table: Table,
     settings: RetentionSettings,
     metrics: Arc<Metrics>,
+    floor: impl Fn() -> Option<i64>,
     stop: CancellationToken,
 ) {
     tracing::info!(
@@ -62,7 +66,6 @@ pub async fn run(
         table = %table.name,
         "retention started: deletes pgdrill's own rows (run_id set) older than the window, no other row"
     );
-    let sql = table.retention_delete_sql(settings.batch_size, settings.window);
     let mut conn: Option<Conn> = None;
     let mut wait = settings.interval;
     loop {
@@ -83,6 +86,7 @@ pub async fn run(
                 }
             },
         };
+        let sql = table.retention_delete_sql(settings.batch_size, settings.window, floor());
         match sweep(&c, &sql, settings, &metrics, &stop).await {
             Ok(deleted) => {
                 if deleted > 0 {

@@ -145,9 +145,19 @@ impl Table {
     /// only: `run_id` is set), deleted if older than `window`. Sent with the simple query
     /// protocol (our own numbers inlined), so it keeps no server-side state and works
     /// through PgBouncer in transaction mode.
-    pub(crate) fn retention_delete_sql(&self, batch_size: u32, window: Duration) -> String {
+    /// One retention batch: pgdrill's rows older than `window`, and below `floor`, the
+    /// lowest id a verification may still read back.
+    pub(crate) fn retention_delete_sql(
+        &self,
+        batch_size: u32,
+        window: Duration,
+        floor: Option<i64>,
+    ) -> String {
         let secs = window.as_secs_f64();
-        let condition = format!("d.created_at < now() - make_interval(secs => {secs:.3})");
+        let mut condition = format!("d.created_at < now() - make_interval(secs => {secs:.3})");
+        if let Some(floor) = floor {
+            condition.push_str(&format!(" AND d.transaction_id < {floor}"));
+        }
         self.delete_batch_sql(batch_size, "run_id IS NOT NULL", &condition)
     }
 
@@ -411,7 +421,7 @@ mod tests {
     #[test]
     fn every_delete_is_bounded_to_pgdrills_rows() {
         let table = Table::parse("public.t").unwrap();
-        let sql = table.retention_delete_sql(5000, Duration::from_millis(10_500));
+        let sql = table.retention_delete_sql(5000, Duration::from_millis(10_500), None);
         assert!(
             sql.contains("WHERE run_id IS NOT NULL ORDER BY transaction_id LIMIT 5000"),
             "{sql}"
@@ -419,6 +429,10 @@ mod tests {
         assert!(sql.contains("AND d.run_id IS NOT NULL"), "{sql}");
         assert!(sql.contains("make_interval(secs => 10.500)"), "{sql}");
         assert!(sql.contains("DELETE FROM \"public\".\"t\""), "{sql}");
+        assert!(!sql.contains("d.transaction_id <"), "{sql}");
+        // What a verification may still read back is left.
+        let floored = table.retention_delete_sql(5000, Duration::from_secs(10), Some(77));
+        assert!(floored.ends_with("AND d.transaction_id < 77"), "{floored}");
         let one = table.cleanup_delete_sql(100, Some(42));
         assert!(
             one.contains("WHERE run_id = 42 ORDER BY transaction_id LIMIT 100")

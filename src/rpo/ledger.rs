@@ -156,6 +156,12 @@ impl Ledger {
         }
     }
 
+    /// The lowest id of an acknowledged write the ledger holds.
+    pub fn oldest_id(&self) -> Option<i64> {
+        let ids = self.slices.iter().map(|s| s.min_id);
+        ids.filter(|id| *id != i64::MAX).min()
+    }
+
     /// Everything acknowledged up to `until`, for verification; leaves the ledger as is.
     pub fn snapshot(&mut self, until: Instant) -> Snapshot {
         let mut snap = Snapshot::default();
@@ -331,6 +337,18 @@ mod tests {
         let mut seqs: Vec<u64> = snap.acked.iter().flat_map(|&(lo, hi, _)| lo..hi).collect();
         seqs.sort_unstable();
         seqs
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_id_is_what_retention_must_leave() {
+        let mut ledger = Ledger::new(Duration::from_secs(30));
+        assert_eq!(ledger.oldest_id(), None);
+        let t0 = Instant::now();
+        // One write a second: each its own slice, all kept (the ledger counts slices).
+        for (n, id) in [(0, 500), (1, 400), (2, 600)] {
+            ledger.ack(n, id, t0 + Duration::from_secs(n));
+        }
+        assert_eq!(ledger.oldest_id(), Some(400));
     }
 
     #[tokio::test(start_paused = true)]

@@ -100,6 +100,12 @@ impl Verifier {
         *self.totals.lock()
     }
 
+    /// The lowest id of a write still to be verified: retention must leave it and what
+    /// follows (`None`: nothing to verify).
+    pub fn oldest_unverified_id(&self) -> Option<i64> {
+        self.ledger.lock().oldest_id()
+    }
+
     /// Adds to the run's totals and to their metrics.
     fn add(&self, lost: u64, committed: u64, not_committed: u64) {
         let m = &self.metrics;

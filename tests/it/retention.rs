@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::support::drill::{metric, Drill};
-use crate::support::{connect, count, start_lab};
+use crate::support::{connect, count, eventually, start_lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
@@ -134,5 +134,44 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
         summary.counts.successes,
         summary.abandoned
     );
+    lab.shutdown().await;
+}
+
+/// At a canary's low rate the verification ledger spans longer than a short retention window
+/// (it keeps a number of slices, one per acknowledgement here): retention leaves the rows a
+/// verification may still read back, so an outage after it finds every write, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_deletes_what_a_verification_still_reads_back() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let drill = Drill::start(&[
+        "--dsn",
+        &lab.dsn(node),
+        "--rate",
+        "2",
+        "--retention",
+        "3s",
+        "--verify-window",
+        "2s",
+    ])
+    .await;
+    // 32 writes over 16 s: the ledger holds the last 21 (10.5 s), retention sweeps every
+    // second and may delete only what is older.
+    drill.wait_for_transactions(32.0).await;
+    lab.stop(node, pgdrill_lab::StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lab.start_node(node).await.expect("start PostgreSQL");
+    drill.wait_for_outage_over(Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(15), "the outage verified", || async {
+        drill.metric("pgdrill_verifications_total").await >= 1.0
+    })
+    .await;
+    let summary = drill.stop().await;
+    println!("{summary}");
+    assert!(summary.retention_rows_deleted > 0, "{summary}");
+    assert_eq!(summary.outages[0].lost_writes, Some(0), "{summary}");
+    assert_eq!(summary.counts.lost_writes, 0, "{summary}");
     lab.shutdown().await;
 }
