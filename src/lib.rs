@@ -209,6 +209,7 @@ impl Drill {
             w,
             ledger,
             metrics.clone(),
+            identity.clone(),
             settle,
         ));
         let outages = Arc::new(Outages::new(WallClock::now()));

@@ -267,9 +267,16 @@ mod tests {
         let (pool, workload) = unconnected(metrics.clone());
         let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
         let five = Duration::from_secs(5);
-        let verifier = Arc::new(Verifier::new(pool, workload, ledger, metrics.clone(), five));
-        let detector = Arc::new(Detector::default());
         let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+        let verifier = Arc::new(Verifier::new(
+            pool,
+            workload,
+            ledger,
+            metrics.clone(),
+            identity.clone(),
+            five,
+        ));
+        let detector = Arc::new(Detector::default());
         let outages = Arc::new(Outages::new(WallClock::now()));
         let thresholds = Thresholds {
             outage: Duration::from_millis(20),

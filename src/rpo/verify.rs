@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_util::sync::CancellationToken;
 
+use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
 use crate::db::table::Workload;
 use crate::retry::Backoff;
@@ -65,6 +66,7 @@ pub struct Verifier {
     workload: Arc<Workload>,
     ledger: Arc<Mutex<Ledger>>,
     metrics: Arc<Metrics>,
+    identity: Arc<IdentityTracker>,
     totals: Mutex<RpoTotals>,
     /// An unknown outcome is checked once it is older than this: by then the server has
     /// committed or aborted it (statement_timeout ends what is still running).
@@ -73,6 +75,14 @@ pub struct Verifier {
 
 /// How often the ledger's size is published, and unknown outcomes are checked.
 const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// Every this many ticks, the primary behind a pooled connection is probed: a pooler that
+/// switched servers behind the connections it kept (PgBouncer's PAUSE, RELOAD, RESUME)
+/// shows no error and no new connection, so its new primary, and the writes the old one
+/// acknowledged and the new one lacks, would be seen only at the next reconnect.
+const PROBE_EVERY_TICKS: u32 = 5;
+/// A probe may take this long (a hung server: the ticks go on).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// One periodic check of unknown outcomes may take this long; the next tick tries again.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A verification that failed (the new primary not yet reachable) is tried again.
@@ -84,6 +94,7 @@ impl Verifier {
         workload: Arc<Workload>,
         ledger: Arc<Mutex<Ledger>>,
         metrics: Arc<Metrics>,
+        identity: Arc<IdentityTracker>,
         statement_timeout: Duration,
     ) -> Verifier {
         Verifier {
@@ -91,6 +102,7 @@ impl Verifier {
             workload,
             ledger,
             metrics,
+            identity,
             totals: Mutex::default(),
             settle: statement_timeout + Duration::from_secs(1),
         }
@@ -175,6 +187,7 @@ impl Verifier {
         done: impl Fn(&Request, &Check),
     ) {
         let mut gauge = tokio::time::interval(LEDGER_GAUGE_EVERY);
+        let mut ticks: u32 = 0;
         loop {
             let req = tokio::select! {
                 req = requests.recv() => match req {
@@ -183,9 +196,13 @@ impl Verifier {
                 },
                 _ = gauge.tick() => {
                     self.publish_ledger_size();
+                    ticks = ticks.wrapping_add(1);
                     // Between verifications, one at a time: nothing is resolved twice.
                     if !stop.is_cancelled() {
                         self.resolve_unknowns().await;
+                        if ticks.is_multiple_of(PROBE_EVERY_TICKS) {
+                            self.probe_primary().await;
+                        }
                     }
                     continue;
                 }
@@ -201,6 +218,20 @@ impl Verifier {
             };
             if let Some(check) = result {
                 done(&req, &check);
+            }
+        }
+    }
+
+    /// Probes the server behind a pooled connection; a writable one is observed (a changed
+    /// primary is verified against, as after an outage).
+    async fn probe_primary(&self) {
+        let probe = async {
+            let conn = self.pool.checkout().await.ok()?;
+            Some(crate::db::identity::probe(&conn.client).await)
+        };
+        if let Ok(Some(id)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            if id.in_recovery == Some(false) {
+                self.identity.observe(&id);
             }
         }
     }

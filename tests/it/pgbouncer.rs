@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::support::bouncer::Bouncer;
 use crate::support::drill::{Binary, Drill};
-use crate::support::{connect, rows_of_run, start_lab};
+use crate::support::{connect, eventually, rows_of_run, start_lab};
+use pgdrill_lab::ReplicationMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_modes_through_transaction_pooling() {
@@ -171,5 +172,33 @@ async fn the_statement_timeout_is_pgdrills_alone_direct_and_through_a_pooler() {
         drop(held);
         drop(bouncer);
     }
+    lab.shutdown().await;
+}
+
+/// A pooler that switches servers behind the client connections it keeps (a RELOAD pointing
+/// it at the promoted standby, the old primary left up): no error and no new connection,
+/// yet the periodic probe of a pooled connection sees the new primary within seconds (and
+/// verifies the writes against it), not at the next reconnect half an hour later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
+    let lab = start_lab(Some(ReplicationMode::Async)).await;
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "100", "--query-mode", "unnamed"]).await;
+    drill.wait_for_transactions(100.0).await;
+    let standby = lab.standby().expect("a standby");
+    connect(&lab.admin_dsn(standby))
+        .await
+        .query_one("SELECT pg_promote()", &[])
+        .await
+        .expect("promote the standby");
+    bouncer.retarget(lab.port(standby));
+    eventually(Duration::from_secs(20), "the new primary seen", || async {
+        drill.metric("pgdrill_primary_changes_total").await >= 1.0
+    })
+    .await;
+    let summary = drill.stop().await;
+    println!("{summary}");
+    assert_eq!(summary.primary_changes, 1, "{summary}");
     lab.shutdown().await;
 }
