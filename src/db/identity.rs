@@ -51,6 +51,15 @@ impl Identity {
             && self.postmaster_start == other.postmaster_start
     }
 
+    /// This probe read less than `other` did (a query of it failed): it cannot tell a
+    /// change from `other`.
+    pub(crate) fn lacks_what(&self, other: &Identity) -> bool {
+        (other.server_addr.is_some() && self.server_addr.is_none())
+            || (other.server_port.is_some() && self.server_port.is_none())
+            || (other.postmaster_start.is_some() && self.postmaster_start.is_none())
+            || (other.timeline.is_some() && self.timeline.is_none())
+    }
+
     /// The same server process: its start time where both read it (unique to a postmaster;
     /// a server's address may read differently through a pooler with several), else
     /// [`Identity::same_primary`].
@@ -323,6 +332,20 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn a_probe_that_read_less_tells_no_change() {
+        let full = Identity {
+            postmaster_start: Some("08:00".into()),
+            ..id(5432, 3)
+        };
+        let partial = Identity {
+            timeline: None,
+            ..full.clone()
+        };
+        assert!(partial.lacks_what(&full));
+        assert!(!full.lacks_what(&partial));
+        assert!(!full.lacks_what(&full));
+    }
     #[test]
     fn behind_a_proxy_the_one_host_is_primary_and_the_server_is_named() {
         let hosts = vec!["127.0.0.1:26500".to_string()];

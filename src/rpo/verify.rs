@@ -230,7 +230,9 @@ impl Verifier {
             Some(crate::db::identity::probe(&conn.client).await)
         };
         if let Ok(Some(id)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            if id.in_recovery == Some(false) {
+            // A probe with a failed query says nothing about a change.
+            let partial = self.identity.current().is_some_and(|c| id.lacks_what(&c));
+            if id.in_recovery == Some(false) && !partial {
                 self.identity.observe(&id);
             }
         }
