@@ -84,10 +84,12 @@ impl Monitor {
                 () = self.detector.news() => {}
                 Ok(()) = changes.changed() => {
                     // A new primary without a detected outage (a fast switchover):
-                    // check what was acknowledged before it.
+                    // check what was acknowledged before it. The change may be seen seconds
+                    // after it happened (a pooler's switch, found by the 5 s probe), so the
+                    // RPO runs to the last lost write, not to now.
                     if machine.state() != FailoverState::Outage {
-                        let now = Instant::now();
-                        ask(verify, Request { outage: None, until: now, loss_reference: now });
+                        let until = Instant::now();
+                        ask(verify, Request { outage: None, until, loss_reference: None });
                     }
                     continue;
                 }
@@ -181,7 +183,7 @@ impl Monitor {
                 Some(Request {
                     outage: index,
                     until: end,
-                    loss_reference: start,
+                    loss_reference: Some(start),
                 })
             }
             Transition::FullRate {
@@ -238,7 +240,7 @@ mod tests {
         let req = |outage| Request {
             outage: Some(outage),
             until: now,
-            loss_reference: now,
+            loss_reference: Some(now),
         };
         assert!(ask(&tx, req(1)));
         assert!(!ask(&tx, req(2)), "the queue holds one");

@@ -238,12 +238,15 @@ impl Ledger {
 }
 
 impl Snapshot {
-    /// Compares against the sequence numbers present on the primary (any order).
-    pub fn judge(&self, mut present: Vec<u64>, window_end: Instant) -> Check {
+    /// Compares against the sequence numbers present on the primary (any order). The RPO is
+    /// measured back from `window_end`, or else (a switch seen without an outage, noticed up
+    /// to a probe's interval after it) from the last lost acknowledgement.
+    pub fn judge(&self, mut present: Vec<u64>, window_end: Option<Instant>) -> Check {
         present.sort_unstable();
         present.dedup();
         let contains = |s: u64| present.binary_search(&s).is_ok();
-        let (mut v, mut earliest_lost_at) = (Check::default(), None::<Instant>);
+        let mut v = Check::default();
+        let mut lost_at: Option<(Instant, Instant)> = None;
         for &(lo, hi, at) in &self.acked {
             v.checked += hi - lo;
             // Fast path: a run fully present is the common case.
@@ -259,16 +262,15 @@ impl Snapshot {
                     if v.lost_seqs.len() < 10_000 {
                         v.lost_seqs.push(s);
                     }
-                    if earliest_lost_at.is_none_or(|e| at < e) {
-                        earliest_lost_at = Some(at);
-                    }
+                    lost_at = Some(lost_at.map_or((at, at), |(e, l)| (e.min(at), l.max(at))));
                 }
             }
         }
         // The RPO: from the earliest lost acknowledgement to the end of the checked window,
         // rounded up by one slice (an RPO is only as fine as the slices); 0 when none was lost.
-        if let Some(earliest) = earliest_lost_at {
-            v.rpo_seconds = (window_end.saturating_duration_since(earliest) + SLICE).as_secs_f64();
+        if let Some((earliest, latest)) = lost_at {
+            let end = window_end.unwrap_or(latest);
+            v.rpo_seconds = (end.saturating_duration_since(earliest) + SLICE).as_secs_f64();
         }
         v.unknown_committed = self.unknown.iter().filter(|&&s| contains(s)).count() as u64;
         v.unknown_not_committed = self.unknown.len() as u64 - v.unknown_committed;
@@ -301,7 +303,7 @@ mod tests {
         assert_eq!(snap.seq_end(), 10);
         assert_eq!(Snapshot::default().seq_end(), 0);
         // The new primary lacks 7 and 8 (acknowledged) and has 9 (unknown).
-        let verdict = snap.judge(vec![0, 1, 2, 3, 4, 6, 9], end);
+        let verdict = snap.judge(vec![0, 1, 2, 3, 4, 6, 9], Some(end));
         assert_eq!(verdict.checked, 8);
         assert_eq!(verdict.lost, 2);
         assert_eq!(verdict.lost_seqs, vec![7, 8]);
@@ -309,7 +311,12 @@ mod tests {
         assert_eq!(verdict.unknown_not_committed, 0);
         // 7 was acknowledged 210 ms in, 790 ms before the end; plus one slice.
         assert!(verdict.rpo_seconds >= 0.79 + SLICE.as_secs_f64() - 1e-9);
-        let none_lost = snap.judge(vec![0, 1, 2, 3, 4, 6, 7, 8], end);
+        // Without a window end (a switch noticed late), from the first lost slice (3, at t0)
+        // to the last (7, in the slice begun 120 ms in), plus one slice: not up to `end`.
+        let late = snap.judge(vec![0, 1, 2, 4, 6, 8, 9], None);
+        assert_eq!(late.lost_seqs, vec![3, 7]);
+        assert!((late.rpo_seconds - (0.12 + SLICE.as_secs_f64())).abs() < 1e-9);
+        let none_lost = snap.judge(vec![0, 1, 2, 3, 4, 6, 7, 8], Some(end));
         assert_eq!((none_lost.lost, none_lost.rpo_seconds), (0, 0.0));
     }
 

@@ -48,8 +48,9 @@ pub struct Request {
     /// The outage this closes (its 1-based index), if any.
     pub outage: Option<usize>,
     pub until: Instant,
-    /// When writes stopped being acknowledged: the RPO is measured back from here.
-    pub loss_reference: Instant,
+    /// When writes stopped being acknowledged: the RPO is measured back from here (`None`:
+    /// from the last lost acknowledgement).
+    pub loss_reference: Option<Instant>,
 }
 
 /// Totals over the run, as plain numbers for the summary.
@@ -368,7 +369,7 @@ mod tests {
         let end = Instant::now();
         let snapshot = ledger.snapshot(end);
         let present: Vec<u64> = (0..40).chain(50..101).collect();
-        let check = snapshot.judge(present, end);
+        let check = snapshot.judge(present, Some(end));
         assert_eq!(check.checked, 100);
         assert_eq!(check.lost, 10);
         assert_eq!(check.lost_seqs, (40..50).collect::<Vec<_>>());

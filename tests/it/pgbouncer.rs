@@ -192,13 +192,50 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
         .query_one("SELECT pg_promote()", &[])
         .await
         .expect("promote the standby");
+    // What the old primary acknowledges from here to the switch, the new one never gets.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     bouncer.retarget(lab.port(standby));
-    eventually(Duration::from_secs(20), "the new primary seen", || async {
-        drill.metric("pgdrill_primary_changes_total").await >= 1.0
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the lost writes verified",
+        || async { drill.metric("pgdrill_last_failover_lost_writes").await > 0.0 },
+    )
     .await;
+    let rpo = drill.metric("pgdrill_last_failover_rpo_seconds").await;
     let summary = drill.stop().await;
     println!("{summary}");
     assert_eq!(summary.primary_changes, 1, "{summary}");
+
+    // The RPO is the span of the lost writes (the rows the new primary lacks), not the time
+    // until the probe saw the switch, which may be up to 5 s later.
+    let times =
+        "SELECT seq, extract(epoch FROM created_at)::float8 FROM pgdrill_writes WHERE run_id = $1";
+    let rows = |node| {
+        let dsn = lab.dsn(node);
+        async move {
+            connect(&dsn)
+                .await
+                .query(times, &[&summary.run_id])
+                .await
+                .expect("reading the rows")
+                .iter()
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, f64>(1)))
+                .collect::<std::collections::HashMap<_, _>>()
+        }
+    };
+    let (old, new) = (rows(lab.primary()).await, rows(standby).await);
+    let lost: Vec<f64> = (old.iter())
+        .filter(|(seq, _)| !new.contains_key(seq))
+        .map(|(_, at)| *at)
+        .collect();
+    let span = lost.iter().copied().fold(f64::MIN, f64::max)
+        - lost.iter().copied().fold(f64::MAX, f64::min);
+    println!("RPO {rpo:.3} s; {} rows lost over {span:.3} s", lost.len());
+    assert!(!lost.is_empty() && span > 0.5, "{span}");
+    // One 100 ms slice of rounding, and scheduling jitter between a commit and its ack.
+    assert!(
+        (span - 0.1..=span + 0.5).contains(&rpo),
+        "RPO {rpo} for a span of {span}"
+    );
     lab.shutdown().await;
 }
