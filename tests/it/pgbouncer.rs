@@ -232,9 +232,10 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
         - lost.iter().copied().fold(f64::MAX, f64::min);
     println!("RPO {rpo:.3} s; {} rows lost over {span:.3} s", lost.len());
     assert!(!lost.is_empty() && span > 0.5, "{span}");
-    // One 100 ms slice of rounding, and scheduling jitter between a commit and its ack.
+    // One 100 ms slice of rounding, and scheduling jitter between a commit and its ack
+    // (three tests share two cores here); the probe's lag would be seconds.
     assert!(
-        (span - 0.1..=span + 0.5).contains(&rpo),
+        (span - 0.3..=span + 0.5).contains(&rpo),
         "RPO {rpo} for a span of {span}"
     );
     lab.shutdown().await;
