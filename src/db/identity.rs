@@ -70,6 +70,12 @@ impl Identity {
         }
     }
 
+    /// This probe read another server process than `before` did; a probe that read less
+    /// (a query of it failed) tells nothing.
+    pub(crate) fn is_another_process(&self, before: &Identity) -> bool {
+        !self.lacks_what(before) && !self.same_process(before)
+    }
+
     /// Same system identifier and timeline; where the identifier is not readable (a
     /// restricted user), the same address stands in for it.
     fn same_cluster_and_timeline(&self, other: &Identity) -> bool {
@@ -345,6 +351,20 @@ pub(crate) mod tests {
         assert!(partial.lacks_what(&full));
         assert!(!full.lacks_what(&partial));
         assert!(!full.lacks_what(&full));
+        // Without its start time, the probe's other facts would be compared, and a
+        // missing timeline would read as another server.
+        let no_start = Identity {
+            postmaster_start: None,
+            ..partial.clone()
+        };
+        assert!(!no_start.is_another_process(&full));
+        assert!(!partial.is_another_process(&full));
+        assert!(!full.is_another_process(&full));
+        let restarted = Identity {
+            postmaster_start: Some("09:00".into()),
+            ..full.clone()
+        };
+        assert!(restarted.is_another_process(&full));
     }
     #[test]
     fn behind_a_proxy_the_one_host_is_primary_and_the_server_is_named() {

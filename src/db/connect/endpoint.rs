@@ -57,15 +57,28 @@ impl EndpointState {
     /// moved its backend), which gets a token of its own, so that abandoning the
     /// connections to the one before spares it.
     pub(super) fn token_for(&mut self, server: &Arc<Identity>) -> CancellationToken {
-        if self
-            .silent_server
-            .as_ref()
-            .is_some_and(|before| !before.same_process(server))
-        {
-            self.silent = CancellationToken::new();
+        match &self.silent_server {
+            Some(before) if server.is_another_process(before) => {
+                self.silent = CancellationToken::new();
+                self.silent_server = Some(server.clone());
+            }
+            // A probe that read less than the one before tells no change and is not kept.
+            Some(before) if server.lacks_what(before) => {}
+            _ => self.silent_server = Some(server.clone()),
         }
-        self.silent_server = Some(server.clone());
         self.silent.clone()
+    }
+
+    /// Abandons the connections watching `token` (those to the server a check was made
+    /// for), and only those: connections made since to another server behind the same
+    /// endpoint watch a token of their own and keep writing. Connections made from now on
+    /// get a fresh token if the endpoint's was this one.
+    pub(super) fn abandon(&mut self, token: &CancellationToken) {
+        token.cancel();
+        if self.silent.is_cancelled() {
+            self.silent = CancellationToken::new();
+            self.silent_server = None;
+        }
     }
 
     /// A fast failure (refused) backs off; a slow one (a timeout) is followed at once, so

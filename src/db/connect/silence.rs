@@ -93,7 +93,7 @@ impl Silence {
         };
         state.check_running = false;
         match (answered, server) {
-            (Ok(Ok(())), Some(server)) if !server.same_process(&self.server) => {
+            (Ok(Ok(())), Some(server)) if server.is_another_process(&self.server) => {
                 tracing::warn!(
                     server = %self.endpoint,
                     was = %self.server.short(),
@@ -102,13 +102,7 @@ impl Silence {
                      connections to the one before (no_response)"
                 );
                 state.answered_at = Some(now);
-                // Only the connections to the server before: those made since to the new
-                // one watch a token of their own (`EndpointState::token_for`).
-                self.token.cancel();
-                if state.silent.is_cancelled() {
-                    state.silent = CancellationToken::new();
-                    state.silent_server = None;
-                }
+                state.abandon(&self.token);
             }
             // It answered (even with an error): it is slow, not silent.
             (Ok(_), _) => state.answered_at = Some(now),
@@ -129,9 +123,7 @@ impl Silence {
                 );
                 state.failed(ErrorClass::ConnectTimeout, &message, started);
                 state.declared_silent = true;
-                // Connections made from now on get a fresh token.
-                std::mem::take(&mut state.silent).cancel();
-                state.silent_server = None;
+                state.abandon(&self.token);
             }
         }
     }

@@ -66,6 +66,39 @@ fn backoff_grows_to_a_fraction_of_a_second_and_is_jittered() {
     assert!(backoff(30, ErrorClass::ReadOnly, &mut rng) <= BACKOFF_ANSWERING.cap);
 }
 
+#[test]
+fn a_check_abandons_the_connections_to_its_server_only() {
+    use crate::db::identity::tests::id;
+    let mut state = EndpointState::new(Instant::now());
+    let old = Arc::new(id(5001, 1));
+    let to_old = state.token_for(&old);
+    // A probe that read less is no other server: it shares the token.
+    let partial = Arc::new(Identity {
+        timeline: None,
+        postmaster_start: None,
+        ..id(5001, 1)
+    });
+    let to_old_too = state.token_for(&partial);
+    // The endpoint (a proxy) now leads to another server.
+    let new = Arc::new(Identity {
+        postmaster_start: Some("t1".into()),
+        ..id(5002, 2)
+    });
+    let to_new = state.token_for(&new);
+    // A check made for an old connection finds no answer.
+    state.abandon(&to_old);
+    assert!(to_old.is_cancelled() && to_old_too.is_cancelled());
+    assert!(
+        !to_new.is_cancelled(),
+        "the new server's connections keep writing"
+    );
+    assert!(!state.token_for(&new).is_cancelled());
+    // Once the new server's own check finds no answer, later connections start afresh.
+    state.abandon(&to_new);
+    assert!(to_new.is_cancelled());
+    assert!(!state.token_for(&new).is_cancelled());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_attempt_does_not_hold_back_the_next() {
     let now = Instant::now();
