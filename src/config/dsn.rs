@@ -503,21 +503,18 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
 }
 
 /// The parser's reason, unless it quotes (between backticks) text from `hidden`, the part
-/// of the DSN after a password that is not shown, as a key it does not know (a password's
-/// piece after an unquoted space); a known key it names is shown.
+/// of the DSN after a password that is not shown: a key it does not know or a character it
+/// did not expect may be a password's piece after an unquoted space. A known key it names
+/// (an invalid value's) is shown.
 fn describe_parse_error(err: &tokio_postgres::Error, hidden: &str) -> String {
     use std::error::Error;
     let Some(source) = err.source() else {
         return err.to_string();
     };
     let detail = source.to_string();
-    let quoted = detail.split('`').skip(1).step_by(2);
-    let unknown = detail.starts_with("unknown option");
-    if unknown
-        && quoted
-            .into_iter()
-            .any(|t| !t.is_empty() && hidden.contains(t))
-    {
+    let mut quoted = detail.split('`').skip(1).step_by(2);
+    let names_a_known_key = detail.starts_with("invalid value for option");
+    if !names_a_known_key && quoted.any(|t| !t.is_empty() && hidden.contains(t)) {
         return format!(
             "{err} after the password (not shown); a password with spaces, quotes or \
              backslashes goes in single quotes, with \\' and \\\\ inside"

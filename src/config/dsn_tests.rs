@@ -211,6 +211,12 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         assert!(text.contains("--dsn"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
     }
+    // The parser quotes the character it did not expect: a password's, here.
+    let text = parse(Some("host=h password=ab cd qz"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("after the password (not shown)"), "{text}");
+    assert!(!text.contains("cd") && !text.contains("`q`"), "{text}");
     // A reason quoting text before the password is kept.
     let text = parse(Some("hots=h password=s3cret"), no_env)
         .unwrap_err()
