@@ -142,11 +142,10 @@ impl Table {
     }
 
     /// One retention batch: pgdrill's oldest `batch_size` rows by primary key (its rows
-    /// only: `run_id` is set), deleted if older than `window`. Sent with the simple query
-    /// protocol (our own numbers inlined), so it keeps no server-side state and works
-    /// through PgBouncer in transaction mode.
-    /// One retention batch: pgdrill's rows older than `window`, and below `floor`, the
-    /// lowest id a verification may still read back.
+    /// only: `run_id` is set), deleted if older than `window` and below `floor`, the lowest
+    /// id a verification may still read back. Sent with the simple query protocol (our own
+    /// numbers inlined), so it keeps no server-side state and works through PgBouncer in
+    /// transaction mode.
     pub(crate) fn retention_delete_sql(
         &self,
         batch_size: u32,

@@ -66,8 +66,18 @@ impl Slice {
 pub struct Ledger {
     slices: VecDeque<Slice>,
     window: Duration,
-    unknown: BTreeMap<u64, Instant>,
+    unknown: BTreeMap<u64, Unknown>,
     unknown_dropped: u64,
+    /// The highest id acknowledged so far.
+    newest_id: Option<i64>,
+}
+
+/// A write whose outcome is unknown: when it failed, and the lowest id it can have had,
+/// about (the oldest acknowledged id the ledger held then, or else the newest).
+#[derive(Debug, Clone, Copy)]
+struct Unknown {
+    at: Instant,
+    floor: Option<i64>,
 }
 
 /// What the ledger asks the new primary about, taken at the end of an outage.
@@ -110,6 +120,7 @@ impl Ledger {
             window,
             unknown: BTreeMap::new(),
             unknown_dropped: 0,
+            newest_id: None,
         }
     }
 
@@ -129,6 +140,7 @@ impl Ledger {
             slice.open.push(seq);
             slice.min_id = slice.min_id.min(id);
         }
+        self.newest_id = Some(self.newest_id.map_or(id, |n| n.max(id)));
     }
 
     pub fn unknown(&mut self, seq: u64, now: Instant) {
@@ -143,7 +155,8 @@ impl Ledger {
             self.unknown_dropped += 1;
             return;
         }
-        self.unknown.insert(seq, now);
+        let floor = self.oldest_acked_id().or(self.newest_id);
+        self.unknown.insert(seq, Unknown { at: now, floor });
     }
 
     /// Keeps the newest `window` worth of slices. Slices exist only where writes
@@ -156,8 +169,15 @@ impl Ledger {
         }
     }
 
-    /// The lowest id of an acknowledged write the ledger holds.
+    /// The lowest id of a write the ledger may still ask about: of the acknowledged writes
+    /// it holds, and about, of the unknown outcomes not yet resolved (they may be older than
+    /// every acknowledged write it still holds).
     pub fn oldest_id(&self) -> Option<i64> {
+        let unknown = self.unknown.values().filter_map(|u| u.floor);
+        self.oldest_acked_id().into_iter().chain(unknown).min()
+    }
+
+    fn oldest_acked_id(&self) -> Option<i64> {
         let ids = self.slices.iter().map(|s| s.min_id);
         ids.filter(|id| *id != i64::MAX).min()
     }
@@ -173,35 +193,22 @@ impl Ledger {
             for &(lo, hi) in &slice.runs {
                 snap.acked.push((lo, hi, slice.start));
             }
-            if slice.min_id != i64::MAX {
-                snap.min_id = Some(snap.min_id.map_or(slice.min_id, |m| m.min(slice.min_id)));
-            }
         }
-        snap.unknown = self
-            .unknown
-            .range(..)
-            .filter(|(_, at)| **at <= until)
-            .map(|(s, _)| *s)
-            .collect();
+        let unknown = self.unknown.iter().filter(|(_, u)| u.at <= until);
+        snap.unknown = unknown.clone().map(|(s, _)| *s).collect();
+        let acked = self.slices.iter().take_while(|s| s.start <= until);
+        let acked_ids = acked.map(|s| s.min_id).filter(|id| *id != i64::MAX);
+        snap.min_id = acked_ids.chain(unknown.filter_map(|(_, u)| u.floor)).min();
         snap
     }
 
     /// Unknown outcomes older than `before` (settled: the server has committed or aborted
-    /// them by now), and the lowest acknowledged id the ledger still holds.
+    /// them by now), and the lowest id they can have, about.
     pub fn settled_unknowns(&self, before: Instant) -> (Vec<u64>, Option<i64>) {
-        let seqs = self
-            .unknown
-            .iter()
-            .filter(|(_, at)| **at < before)
-            .map(|(s, _)| *s)
-            .collect();
-        let min_id = self
-            .slices
-            .iter()
-            .map(|s| s.min_id)
-            .filter(|id| *id != i64::MAX)
-            .min();
-        (seqs, min_id)
+        let settled = self.unknown.iter().filter(|(_, u)| u.at < before);
+        let seqs = settled.clone().map(|(s, _)| *s).collect();
+        let min_id = settled.filter_map(|(_, u)| u.floor).min();
+        (seqs, min_id.or_else(|| self.oldest_acked_id()))
     }
 
     /// Unknown outcomes resolved by the periodic check: not to be counted again.
@@ -348,7 +355,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_oldest_id_is_what_retention_must_leave() {
-        let mut ledger = Ledger::new(Duration::from_secs(30));
+        // 21 slices kept: 20 of the window's and the newest.
+        let mut ledger = Ledger::new(Duration::from_secs(2));
         assert_eq!(ledger.oldest_id(), None);
         let t0 = Instant::now();
         // One write a second: each its own slice, all kept (the ledger counts slices).
@@ -356,6 +364,23 @@ mod tests {
             ledger.ack(n, id, t0 + Duration::from_secs(n));
         }
         assert_eq!(ledger.oldest_id(), Some(400));
+        // An unknown outcome then; its row may be older than any write held later.
+        ledger.unknown(3, t0 + Duration::from_secs(3));
+        for n in 4..40 {
+            ledger.ack(n, 600 + n as i64, t0 + Duration::from_secs(n));
+        }
+        assert!(ledger.oldest_acked_id() > Some(600), "pruned");
+        assert_eq!(ledger.oldest_id(), Some(400), "until it is resolved");
+        assert_eq!(
+            ledger.settled_unknowns(t0 + Duration::from_secs(5)).1,
+            Some(400)
+        );
+        assert_eq!(
+            ledger.snapshot(t0 + Duration::from_secs(50)).min_id,
+            Some(400)
+        );
+        ledger.forget_unknowns(&[3]);
+        assert!(ledger.oldest_id() > Some(600), "{:?}", ledger.oldest_id());
     }
 
     #[tokio::test(start_paused = true)]

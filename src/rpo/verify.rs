@@ -113,8 +113,8 @@ impl Verifier {
         *self.totals.lock()
     }
 
-    /// The lowest id of a write still to be verified: retention must leave it and what
-    /// follows (`None`: nothing to verify).
+    /// The lowest id a verification may still read back: retention must leave it and
+    /// what follows (`None`: nothing to verify).
     pub fn oldest_unverified_id(&self) -> Option<i64> {
         self.ledger.lock().oldest_id()
     }
