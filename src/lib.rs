@@ -113,6 +113,7 @@ pub async fn run(
         summary: None,
     })?;
     // Step 2: run under one supervisor.
+    let metrics = drill.metrics.clone();
     let summary = drill.run(&config, listener, stop).await;
     match fatal.take() {
         None => Ok(summary),
@@ -120,6 +121,9 @@ pub async fn run(
             let summary = fatal.has_written().then(|| {
                 let mut summary = summary;
                 summary.crashed_with(error.to_string());
+                if let Some(d) = &summary.drill {
+                    metrics.drill.verdict.set(d.verdict.verdict.as_str());
+                }
                 Box::new(summary)
             });
             Err(RunError { error, summary })

@@ -180,19 +180,28 @@ pub fn judge_members(
         invalid.extend(i.into_iter().map(named));
     }
 
-    let verdict = if lost_decides {
-        VerdictKind::Fail
-    } else if !invalid.is_empty() {
-        VerdictKind::Invalid
-    } else if !failed.is_empty() {
-        VerdictKind::Fail
-    } else {
-        VerdictKind::Pass
-    };
-    Verdict {
-        verdict,
-        failed,
-        invalid,
+    Verdict::decide(lost_decides, failed, invalid)
+}
+
+impl Verdict {
+    /// Rule 1 first (acknowledged writes lost over the objective fail the drill whatever
+    /// else went wrong), then rule 2 (anything that makes the measurement invalid), then
+    /// the objectives missed.
+    pub fn decide(lost_decides: bool, failed: Vec<String>, invalid: Vec<String>) -> Verdict {
+        let verdict = if lost_decides {
+            VerdictKind::Fail
+        } else if !invalid.is_empty() {
+            VerdictKind::Invalid
+        } else if !failed.is_empty() {
+            VerdictKind::Fail
+        } else {
+            VerdictKind::Pass
+        };
+        Verdict {
+            verdict,
+            failed,
+            invalid,
+        }
     }
 }
 

@@ -352,4 +352,19 @@ fn a_member_that_crashed_after_writing_makes_the_drill_invalid_naming_it() {
     canary.crashed_with("a task ended".into());
     assert_eq!(canary.verdict(&objectives).verdict, VerdictKind::Invalid);
     assert!(canary.to_string().contains("CRASHED       a task ended"));
+    // The run and `pgdrill report` on its summary give one verdict: a drill that missed its
+    // RTO and crashed is invalid; one that lost writes fails, crashed or not.
+    for (lost, rto, kind) in [
+        (0, "100ms", VerdictKind::Invalid),
+        (3, "120s", VerdictKind::Fail),
+    ] {
+        let mut one = pod(0, "d1", 0.3, lost, Some(rto));
+        one["member"] = Value::Null;
+        let mut run: Summary = serde_json::from_value(one).unwrap();
+        run.crashed_with("a task ended".into());
+        let objectives = run.drill.clone().unwrap().objectives;
+        assert_eq!(run.verdict(&objectives).verdict, kind, "{rto}");
+        let written = serde_json::to_value(&run).unwrap();
+        assert_eq!(verdict(&[written]).verdict, kind, "{rto}");
+    }
 }

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
-use crate::drill::verdict::VerdictKind;
 use crate::drill::Objectives;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
@@ -328,13 +327,14 @@ impl Summary {
     }
 
     /// The run crashed after its first write with `error`: said in every output, and a drill
-    /// is judged INVALID (a FAIL stays: its objectives were missed all the same).
+    /// is judged INVALID by the engine's rules (as `pgdrill report` judges this summary),
+    /// unless lost writes fail it.
     pub fn crashed_with(&mut self, error: String) {
         if let Some(d) = &mut self.drill {
-            d.verdict.invalid.push(format!("the run crashed: {error}"));
-            if d.verdict.verdict == VerdictKind::Pass {
-                d.verdict.verdict = VerdictKind::Invalid;
-            }
+            let lost_decides = self.counts.lost_writes > d.objectives.max_lost_writes;
+            let (failed, mut invalid) = (d.verdict.failed.clone(), d.verdict.invalid.clone());
+            invalid.push(format!("the run crashed: {error}"));
+            d.verdict = Verdict::decide(lost_decides, failed, invalid);
         }
         self.crashed = Some(error);
     }
