@@ -122,6 +122,16 @@ impl Identity {
     }
 }
 
+/// Every fact in one statement: one round trip, and through a transaction pooler one
+/// server (separate statements may each reach another). The WAL position only exists on a
+/// primary; CASE evaluates it only there.
+const PROBE_ALL: &str = "SELECT pg_is_in_recovery()::text, host(inet_server_addr()), \
+     inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), \
+     pg_postmaster_start_time()::text, CASE WHEN pg_is_in_recovery() THEN NULL \
+     ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END";
+
+/// The same facts one at a time, when the statement above is refused (a function revoked
+/// from the user), so that one refused function costs only its own fact.
 const PROBES: &[&str] = &[
     "SELECT pg_is_in_recovery()::text",
     "SELECT host(inet_server_addr()), inet_server_port()::text",
@@ -130,31 +140,43 @@ const PROBES: &[&str] = &[
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
 ];
 
-/// Each probe runs on its own, so one refused function costs only its own fact.
+/// Which server `client` reaches.
 pub async fn probe(client: &Client) -> Identity {
-    let mut id = Identity::default();
+    match super::text_rows(client, PROBE_ALL).await.as_deref() {
+        Ok([row, ..]) => identity_of(|n| row.get(n).cloned().flatten()),
+        _ => probe_each(client).await,
+    }
+}
+
+/// The facts of [`PROBE_ALL`]'s columns, by index.
+fn identity_of(col: impl Fn(usize) -> Option<String>) -> Identity {
+    Identity {
+        in_recovery: col(0).map(|v| v == "true"),
+        server_addr: col(1),
+        server_port: col(2).and_then(|p| p.parse().ok()),
+        system_identifier: col(3),
+        postmaster_start: col(4),
+        timeline: col(5).and_then(|hex| i64::from_str_radix(&hex, 16).ok()),
+    }
+}
+
+async fn probe_each(client: &Client) -> Identity {
+    let mut columns: [Option<String>; 6] = Default::default();
+    // Where each probe's columns go in PROBE_ALL's order.
+    let first_column = [0, 1, 3, 4, 5];
     for (i, sql) in PROBES.iter().enumerate() {
-        // The WAL position only exists on a primary.
-        if i == 4 && id.in_recovery != Some(false) {
+        if i == 4 && columns[0].as_deref() != Some("false") {
             continue;
         }
         let rows = super::text_rows(client, sql).await;
         let Ok([row, ..]) = rows.as_deref() else {
             continue;
         };
-        let col = |n: usize| row.get(n).cloned().flatten();
-        match i {
-            0 => id.in_recovery = col(0).map(|v| v == "true"),
-            1 => {
-                id.server_addr = col(0);
-                id.server_port = col(1).and_then(|p| p.parse().ok());
-            }
-            2 => id.system_identifier = col(0),
-            3 => id.postmaster_start = col(0),
-            _ => id.timeline = col(0).and_then(|hex| i64::from_str_radix(&hex, 16).ok()),
+        for (n, value) in row.iter().enumerate() {
+            columns[first_column[i] + n] = value.clone();
         }
     }
-    id
+    identity_of(|n| columns[n].clone())
 }
 
 /// First acknowledged writes kept, one per primary change; a canary that fails over every

@@ -1,10 +1,11 @@
 //! Steady load against a real PostgreSQL: rows in the table match the metrics, the pacer
-//! issues exactly rate x duration, and every promised metric family is on the scrape.
+//! issues exactly rate x duration, and every promised metric family is on the scrape; the
+//! server the writes reach is named by one statement.
 
 use std::time::Duration;
 
 use crate::support::drill::{metric, metric_sum, Drill};
-use crate::support::{rows_of_run, start_single as single};
+use crate::support::{connect, exec, rows_of_run, start_single as single};
 
 /// Every family the issue promises, present on a live scrape.
 const FAMILIES: &[&str] = &[
@@ -91,5 +92,50 @@ async fn steady_load_rows_match_metrics_and_rate_holds() {
     let issued = summary.counts.transactions + summary.skipped + summary.abandoned;
     assert_eq!(issued, 2500, "{summary}");
     println!("{summary}");
+    lab.shutdown().await;
+}
+
+/// The server a connection reaches is probed in one statement (one round trip, and one
+/// server behind a transaction pooler); where a function is refused to the user, fact by
+/// fact, which costs only that fact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_is_probed_in_one_statement_or_fact_by_fact() {
+    let lab = single(None).await;
+    // In pgdrill's database: a function's privileges are each database's own.
+    let admin = connect(&format!("{} dbname=pgdrill", lab.admin_dsn(lab.primary()))).await;
+    exec(&admin, "ALTER ROLE pgdrill SET log_statement = 'all'").await;
+    let dsn = lab.dsn(lab.primary());
+    let args = ["--dsn", &dsn, "--rate", "50", "--duration", "1s"];
+    let full = Drill::start(&args).await.finish().await.identity_first;
+    let full = full.expect("the first primary is probed");
+    assert_eq!(full.in_recovery, Some(false), "{full:?}");
+    assert_eq!(full.timeline, Some(1), "{full:?}");
+    assert_eq!(full.server_port, Some(lab.port(lab.primary())), "{full:?}");
+    assert!(
+        full.system_identifier.is_some() && full.postmaster_start.is_some(),
+        "{full:?}"
+    );
+    let log = std::fs::read_to_string(lab.log_path(lab.primary())).expect("server log");
+    assert!(
+        log.contains("statement: SELECT pg_is_in_recovery()::text, host("),
+        "the one statement"
+    );
+    assert!(
+        !log.contains("statement: SELECT pg_is_in_recovery()::text\n"),
+        "no fact alone while the statement is answered"
+    );
+
+    exec(
+        &admin,
+        "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC, pg_monitor",
+    )
+    .await;
+    let partial = Drill::start(&args).await.finish().await.identity_first;
+    let partial = partial.expect("the first primary is probed");
+    let log = std::fs::read_to_string(lab.log_path(lab.primary())).expect("server log");
+    assert!(log.contains("statement: SELECT pg_is_in_recovery()::text\n"));
+    let mut expected = full;
+    expected.system_identifier = None;
+    assert_eq!(partial, expected, "all but the refused fact");
     lab.shutdown().await;
 }
