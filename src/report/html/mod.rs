@@ -78,7 +78,7 @@ pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
     }
 }
 
-/// Durations as people read them: 274 ms, 2.74 s, 1 min 05 s.
+/// Durations as people read them: 274 ms, 2.74 s, 1 min 05 s, 2 min 00.4 s.
 pub(crate) fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
@@ -87,10 +87,15 @@ pub(crate) fn fmt_secs(s: f64) -> String {
         format!("{:.0} ms", s * 1000.0)
     } else if s < 60.0 {
         format!("{s:.2} s")
-    } else if s < 3599.5 {
-        // Rounded to whole seconds first: 119.6 s is 2 min 00 s, never "1 min 60 s".
-        let whole = s.round() as u64;
-        format!("{} min {:02} s", whole / 60, whole % 60)
+    } else if s < 3600.0 {
+        // Down to tenths, never up: 119.96 s beside a 2 min objective reads 1 min 59.9 s,
+        // 120.4 s reads 2 min 00.4 s (not "2 min 00 s", as if it met it).
+        let tenths = (s * 10.0 + 1e-6).floor() as u64;
+        let (min, sec, tenth) = (tenths / 600, tenths % 600 / 10, tenths % 10);
+        match tenth {
+            0 => format!("{min} min {sec:02} s"),
+            _ => format!("{min} min {sec:02}.{tenth} s"),
+        }
     } else {
         let minutes = (s / 60.0).round() as u64;
         format!("{} h {:02} min", minutes / 60, minutes % 60)

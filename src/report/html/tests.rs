@@ -66,7 +66,13 @@ fn a_drill_shows_its_own_verdict_objective_and_trigger_figures() {
     );
     assert!(page.contains("trigger 1 exited with status 1"));
     assert!(page.contains("<h2>Failover triggers</h2>"));
-    for cell in ["exited_non_zero", "1 min 36 s", "50 ms", "310 ms", "250 ms"] {
+    for cell in [
+        "exited_non_zero",
+        "1 min 35.5 s",
+        "50 ms",
+        "310 ms",
+        "250 ms",
+    ] {
         assert!(page.contains(&format!("<td>{cell}</td>")), "{cell}");
     }
     // Without a drill (a canary), the report judges by itself and shows no triggers.
@@ -591,8 +597,10 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(axis_num(25_000.0), "25k");
     assert_eq!(fmt_secs(0.274), "274 ms");
     assert_eq!(fmt_secs(65.0), "1 min 05 s");
-    assert_eq!(fmt_secs(119.6), "2 min 00 s");
-    assert_eq!(fmt_secs(3599.7), "1 h 00 min");
+    assert_eq!(fmt_secs(119.96), "1 min 59.9 s");
+    assert_eq!(fmt_secs(120.4), "2 min 00.4 s");
+    assert_eq!(fmt_secs(70.3), "1 min 10.3 s");
+    assert_eq!(fmt_secs(3599.7), "59 min 59.7 s");
     assert_eq!(fmt_secs(7199.9), "2 h 00 min");
     assert_eq!(group(1_234_567), "1,234,567");
     assert_eq!(latency_label(0.01), "10 ms");
