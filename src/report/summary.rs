@@ -78,6 +78,9 @@ pub struct RunCounts {
     pub transactions: u64,
     pub successes: u64,
     pub errors: BTreeMap<String, u64>,
+    /// Acknowledged writes looked for on a new primary: after outages, and after switches
+    /// seen without one (a pooler's), which no outage record holds.
+    pub checked_writes: u64,
     pub lost_writes: u64,
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
@@ -98,6 +101,7 @@ impl RunCounts {
                 .map(|c| (c.as_str().to_string(), t.errors[c.index()]))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            checked_writes: rpo.checked_writes,
             lost_writes: rpo.lost_writes,
             unknown_outcome_writes: t.unknown_outcome,
             unknown_outcome_committed: rpo.unknown_committed,
@@ -131,6 +135,7 @@ impl Sum for RunCounts {
             for (class, n) in one.errors {
                 add(all.errors.entry(class).or_insert(0), n);
             }
+            add(&mut all.checked_writes, one.checked_writes);
             add(&mut all.lost_writes, one.lost_writes);
             add(&mut all.unknown_outcome_writes, one.unknown_outcome_writes);
             add(
@@ -358,10 +363,11 @@ impl fmt::Display for Summary {
         self.fmt_errors(f)?;
         writeln!(
             f,
-            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
+            "  primary changes {} (restarts in place {})   lost writes {} of {} checked   unknown outcome {} (on the new primary {}, not on it {}{})",
             self.primary_changes,
             self.server_restarts,
             self.counts.lost_writes,
+            self.counts.checked_writes,
             self.counts.unknown_outcome_writes,
             self.counts.unknown_outcome_committed,
             self.counts.unknown_outcome_not_committed,

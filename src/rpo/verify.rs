@@ -56,6 +56,8 @@ pub struct Request {
 /// Totals over the run, as plain numbers for the summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RpoTotals {
+    /// Acknowledged writes looked for on a new primary, by every verification.
+    pub checked_writes: u64,
     pub lost_writes: u64,
     pub unknown_committed: u64,
     pub unknown_not_committed: u64,
@@ -120,12 +122,13 @@ impl Verifier {
     }
 
     /// Adds to the run's totals and to their metrics.
-    fn add(&self, lost: u64, committed: u64, not_committed: u64) {
+    fn add(&self, checked: u64, lost: u64, committed: u64, not_committed: u64) {
         let m = &self.metrics;
         m.lost_writes.inc_by(lost);
         m.unknown_outcome_committed.inc_by(committed);
         m.unknown_outcome_not_committed.inc_by(not_committed);
         let mut t = self.totals.lock();
+        t.checked_writes += checked;
         t.lost_writes += lost;
         t.unknown_committed += committed;
         t.unknown_not_committed += not_committed;
@@ -270,7 +273,7 @@ impl Verifier {
         self.ledger.lock().forget_unknowns(&seqs);
         let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
         let not_committed = seqs.len() as u64 - committed;
-        self.add(0, committed, not_committed);
+        self.add(0, 0, committed, not_committed);
         tracing::info!(
             event = "unknown_resolved",
             committed,
@@ -325,7 +328,12 @@ impl Verifier {
     fn count(&self, req: &Request, c: &Check) {
         let m = &self.metrics;
         m.verifications.inc();
-        self.add(c.lost, c.unknown_committed, c.unknown_not_committed);
+        self.add(
+            c.checked,
+            c.lost,
+            c.unknown_committed,
+            c.unknown_not_committed,
+        );
         if req.outage.is_some() || c.lost > 0 {
             m.last_failover_lost_writes.set(c.lost as i64);
             m.last_failover_rpo.set(c.rpo_seconds);

@@ -205,6 +205,12 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
     let summary = drill.stop().await;
     println!("{summary}");
     assert_eq!(summary.primary_changes, 1, "{summary}");
+    // No outage record holds this verification: the run's counts do.
+    let c = &summary.counts;
+    assert!(
+        c.lost_writes > 0 && c.checked_writes > c.lost_writes,
+        "{c:?}"
+    );
 
     // The RPO is the span of the lost writes (the rows the new primary lacks), not the time
     // until the probe saw the switch, which may be up to 5 s later.
