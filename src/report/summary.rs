@@ -187,6 +187,8 @@ pub struct Summary {
     pub skipped: u64,
     /// In flight when the shutdown grace ran out: outcome never seen.
     pub abandoned: u64,
+    /// Successful / attempted writes, a skipped one attempted and not served: the SLI of
+    /// the SLO rules (`job:pgdrill_write_success:ratio_rate5m`).
     pub success_ratio: f64,
     pub achieved_rate: f64,
     pub latency: Percentiles,
@@ -245,7 +247,7 @@ impl Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             duration_seconds: elapsed.as_secs_f64(),
             skipped: t.skipped,
-            success_ratio: counts.successes as f64 / counts.transactions.max(1) as f64,
+            success_ratio: success_ratio(&t),
             achieved_rate: counts.successes as f64 / secs,
             latency: Percentiles::of(&book.latency()),
             service_time: Percentiles::of(&book.service()),
@@ -387,6 +389,12 @@ impl fmt::Display for Summary {
     }
 }
 
+/// Successful / attempted (finished or skipped) writes; 0 when none was attempted (a run
+/// that wrote nothing never reads as healthy).
+fn success_ratio(t: &TallySnapshot) -> f64 {
+    t.successes() as f64 / t.transactions.saturating_add(t.skipped).max(1) as f64
+}
+
 /// The sections of the text summary, in the order it prints them.
 impl Summary {
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -431,12 +439,12 @@ impl Summary {
         )?;
         writeln!(
             f,
-            "  transactions  {} ({} ok, {} failed, success ratio {:.4}); skipped {}; abandoned {}",
+            "  transactions  {} ({} ok, {} failed); skipped {}; success ratio {:.4} (skipped not served); abandoned {}",
             self.counts.transactions,
             self.counts.successes,
             self.counts.transactions - self.counts.successes,
-            self.success_ratio,
             self.skipped,
+            self.success_ratio,
             self.abandoned
         )?;
         Ok(())
@@ -544,5 +552,22 @@ impl Summary {
     /// The summary as printed at the end of a run, without any secret pgdrill knows.
     pub fn printable(&self) -> String {
         crate::secrets::scrub(&self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_write_counts_as_not_served_as_in_the_slo_rules() {
+        let mut t = TallySnapshot {
+            transactions: 90,
+            skipped: 10,
+            ..TallySnapshot::default()
+        };
+        t.errors[ErrorClass::ConnectRefused.index()] = 9;
+        assert!((success_ratio(&t) - 0.81).abs() < 1e-12);
+        assert_eq!(success_ratio(&TallySnapshot::default()), 0.0);
     }
 }
