@@ -228,6 +228,7 @@ impl Drill {
                 stall: config.stall_threshold(),
                 target_rate: config.rate,
             },
+            rto_objective: config.drill.objectives.rto,
             timeline: timeline.clone(),
         });
         // What every lane shares: the pool, the workload and the per-transaction limits.

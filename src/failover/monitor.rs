@@ -26,6 +26,8 @@ pub struct Monitor {
     pub verifier: Arc<Verifier>,
     pub outages: Arc<Outages>,
     pub thresholds: Thresholds,
+    /// `--rto-objective`: a finished outage beyond it is counted.
+    pub rto_objective: Duration,
     pub timeline: Arc<Recorder>,
 }
 
@@ -164,6 +166,9 @@ impl Monitor {
                 m.outage_end_timestamp.set(clock.unix(end));
                 m.last_outage_duration.set(seconds);
                 m.outage_duration.observe(seconds);
+                if end - start > self.rto_objective {
+                    m.outages_over_rto_objective.inc();
+                }
                 let after = self.identity.current();
                 let index = self.outages.ended(start, end, &classes, after.clone());
                 self.timeline.event(
@@ -292,6 +297,7 @@ mod tests {
             verifier,
             outages: outages.clone(),
             thresholds,
+            rto_objective: Duration::from_millis(400),
             timeline: Arc::new(Recorder::new(&[])),
         });
         Rig {
@@ -346,6 +352,11 @@ mod tests {
         assert_eq!(states, ["degraded", "outage", "recovering", "healthy"]);
         let m = &r.metrics;
         assert_eq!(m.sample("pgdrill_outages_total"), Some(1.0));
+        // 0.5 s over the rig's 0.4 s objective.
+        assert_eq!(
+            m.sample("pgdrill_outages_over_rto_objective_total"),
+            Some(1.0)
+        );
         assert_eq!(m.sample("pgdrill_verifications_total"), Some(1.0));
         assert_eq!(
             m.sample("pgdrill_last_outage_duration_seconds"),

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub last_outage_duration: Gauge,
     pub last_recovery_duration: Gauge,
     pub outage_duration: Histogram,
+    /// Each finished outage beyond the objective, however close together: the outage
+    /// gauges hold only the last, and a scrape every 60 s may see only the one after.
+    pub outages_over_rto_objective: IntCounter,
 
     pub lost_writes: IntCounter,
     pub unknown_outcome_writes: IntCounter,
@@ -244,6 +247,7 @@ impl Metrics {
             last_outage_duration: gauge(r, "pgdrill_last_outage_duration_seconds", "Write unavailability of the last finished outage."),
             last_recovery_duration: gauge(r, "pgdrill_last_recovery_duration_seconds", "From the first write after the last outage until the rate held at 95% of target."),
             outage_duration: histogram(r, "pgdrill_outage_duration_seconds", "Write unavailability per outage.", OUTAGE_BUCKETS),
+            outages_over_rto_objective: counter(r, "pgdrill_outages_over_rto_objective_total", "Finished outages whose write unavailability exceeded --rto-objective (pgdrill_rto_objective_seconds)."),
             lost_writes: counter(r, "pgdrill_lost_writes_total", "Acknowledged writes found missing on the primary after an outage."),
             unknown_outcome_writes: counter(r, "pgdrill_unknown_outcome_writes_total", "Writes whose connection died between send and acknowledgement."),
             unknown_outcome_committed: unknown_resolved.with_label_values(&["committed"]),

@@ -36,15 +36,14 @@ pub(crate) const NOT_CHARTED: &[&str] = &[
     // Restarts of the same server (not failovers); no panel shows it yet.
     "pgdrill_server_restarts_total",
     // Drills as code (docs/drills.md): the verdict is the exit status and the summary; no
-    // dashboard or rule reads these yet (pgdrill_rto_objective_seconds is there for the
-    // pgdrill:rto_objective_seconds rule to read one day). pgdrill_drill_verdict is read:
+    // dashboard or rule reads these yet (the rules read pgdrill_rto_objective_seconds
+    // beside pgdrill_outages_over_rto_objective_total). pgdrill_drill_verdict is read:
     // the canary SLO leaves drill processes out by it.
     "pgdrill_failover_trigger_timestamp_seconds",
     "pgdrill_failover_trigger_end_timestamp_seconds",
     "pgdrill_failover_triggers_total",
     "pgdrill_failover_first_failed_write_seconds",
     "pgdrill_failover_new_primary_write_seconds",
-    "pgdrill_rto_objective_seconds",
     "pgdrill_rpo_objective_lost_writes",
 ];
 
