@@ -60,6 +60,15 @@ pub(crate) async fn text_rows(
     Ok(rows.collect())
 }
 
+/// The session's `statement_timeout` in milliseconds, as the server applies it.
+pub(crate) async fn statement_timeout_ms(
+    client: &Client,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
+    let rows = text_rows(client, sql).await?;
+    Ok(rows.first().and_then(|r| r.first().cloned().flatten()))
+}
+
 /// How many rows `sql`, one statement, affected (simple protocol).
 pub(crate) async fn affected(client: &Client, sql: &str) -> Result<u64, tokio_postgres::Error> {
     let messages = client.simple_query(sql).await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::bouncer::Bouncer;
 use crate::support::drill::{Binary, Drill};
-use crate::support::{connect, eventually, rows_of_run, start_lab};
+use crate::support::{connect, count, eventually, exec, rows_of_run, start_lab};
 use pgdrill_lab::ReplicationMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,5 +244,54 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
         (span - 0.3..=span + 0.5).contains(&rpo),
         "RPO {rpo} for a span of {span}"
     );
+    lab.shutdown().await;
+}
+
+/// Behind a pooler that drops startup options, --alter-table's index build sets no session
+/// timeout: the SET could stay on a server connection other clients get (and the RESET reach
+/// another). The build is still bounded: pgdrill cancels it through the pooler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_build_through_a_pooler_leaves_no_session_setting_behind() {
+    let lab = start_lab(None).await;
+    let admin = connect(&format!("{} dbname=pgdrill", lab.admin_dsn(lab.primary()))).await;
+    exec(
+        &admin,
+        "ALTER ROLE pgdrill SET log_statement = 'all'; \
+         CREATE TABLE orders (transaction_id bigserial PRIMARY KEY, customer_id int, \
+         merchant_id int, amount numeric, status text, created_at timestamptz DEFAULT now()); \
+         ALTER TABLE orders OWNER TO pgdrill",
+    )
+    .await;
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    let args = [
+        "--dsn",
+        &dsn,
+        "--table",
+        "orders",
+        "--alter-table",
+        "--retention",
+        "1m",
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+    ];
+    let summary = Drill::start(&args).await.finish().await;
+    assert!(summary.counts.successes > 0, "{summary}");
+    let valid = count(
+        &admin,
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = 'orders'::regclass AND i.indisvalid AND c.relname LIKE '%pgdrill%'",
+        &[],
+    )
+    .await;
+    assert_eq!(valid, 1, "the partial index on pgdrill's rows is built");
+    let log = std::fs::read_to_string(lab.log_path(lab.primary())).expect("server log");
+    assert!(
+        log.contains("statement: CREATE INDEX CONCURRENTLY"),
+        "logged"
+    );
+    assert!(!log.contains("SET statement_timeout"), "no session setting");
     lab.shutdown().await;
 }

@@ -219,9 +219,7 @@ impl Setup {
     /// that drops startup options (PgBouncer with `ignore_startup_parameters = options`) or
     /// refused them leaves it unset. Said once: pgdrill's client timeout still bounds writes.
     async fn check_statement_timeout(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
-        let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
-        let rows = crate::db::text_rows(client, sql).await?;
-        let server_ms = rows.first().and_then(|r| r.first().cloned().flatten());
+        let server_ms = crate::db::statement_timeout_ms(client).await?;
         let wanted_ms = self.statement_timeout.as_millis().to_string();
         if server_ms.as_deref() != Some(wanted_ms.as_str()) {
             tracing::warn!(
@@ -283,6 +281,7 @@ impl Setup {
             let change = table_check::Change {
                 started: &self.changing_table,
                 by: change_by,
+                session_timeout: self.statement_timeout,
                 cancel: Box::pin(cancel),
             };
             let checked = table_check::ensure(client, &self.workload, self.table, change).await;

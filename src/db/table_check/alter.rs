@@ -33,6 +33,9 @@ pub struct Change<'a> {
     pub started: &'a AtomicBool,
     /// When the server must have ended it, done or cancelled.
     pub by: Instant,
+    /// `--statement-timeout`, which the session has when it is pgdrill's alone (startup
+    /// options reach the server).
+    pub session_timeout: Duration,
     /// Sends the cancel request that ends an index build still running then.
     pub cancel: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>,
 }
@@ -61,9 +64,10 @@ pub(crate) fn index_alone(table: &Table) -> String {
 /// The build ends by [`Change::by`]: a build waits for every transaction that writes the
 /// table or holds an older snapshot, and one left waiting after pgdrill gave up would hold
 /// its lock on the users' table (blocking vacuum and DDL) long after. The server ends it
-/// (`statement_timeout`, which holds even if pgdrill is killed), and else pgdrill cancels it
-/// (through a transaction-mode pooler the `SET` may reach another server connection than
-/// the build; the pooler forwards a cancel request to the build's).
+/// (`statement_timeout`, which holds even if pgdrill is killed), and else pgdrill cancels it.
+/// Behind a pooler that dropped pgdrill's startup options the session is not pgdrill's
+/// alone: a `SET` may reach another server connection than the build, and stay there for
+/// other clients, so only the cancel ends it (the pooler forwards it to the build's).
 pub(super) async fn build_index(
     client: &Client,
     table: &Table,
@@ -92,7 +96,9 @@ pub(super) async fn build_index(
         ))
     };
     let ms = within.as_millis();
-    if !crate::test_hooks::build_without_statement_timeout() {
+    let own_session = session_has(client, change.session_timeout).await?;
+    let set_timeout = own_session && !crate::test_hooks::build_without_statement_timeout();
+    if set_timeout {
         client
             .batch_execute(&format!("SET statement_timeout = {ms}"))
             .await?;
@@ -129,7 +135,9 @@ pub(super) async fn build_index(
         }
     };
     // Back to the session's own timeout (its startup option) for the INSERTs that follow.
-    let _ = client.batch_execute("RESET statement_timeout").await;
+    if set_timeout {
+        let _ = client.batch_execute("RESET statement_timeout").await;
+    }
     if let Err(err) = built {
         return Err(match crate::db::db_message(&err) {
             Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => cancelled(&format!(
@@ -209,4 +217,11 @@ pub(super) async fn alter(
             }
         }
     }
+}
+
+/// Whether the session's `statement_timeout` is `timeout`: pgdrill's startup option reached
+/// the server, so the session is pgdrill's alone (not a pooler's shared server connection).
+async fn session_has(client: &Client, timeout: Duration) -> Result<bool, TableError> {
+    let setting = crate::db::statement_timeout_ms(client).await?;
+    Ok(setting == Some(timeout.as_millis().to_string()))
 }
