@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
 use crate::db::table::Workload;
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Throttle};
 use crate::rpo::ledger::{Check, Ledger};
 use crate::telemetry::metrics::Metrics;
 
@@ -85,6 +85,8 @@ const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_EVERY_TICKS: u32 = 5;
 /// A probe may take this long (a hung server: the ticks go on).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// An unanswered probe is warned of at most this often.
+const PROBE_WARN_EVERY: Duration = Duration::from_secs(300);
 
 /// One periodic check of unknown outcomes may take this long; the next tick tries again.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -192,6 +194,7 @@ impl Verifier {
     ) {
         let mut gauge = tokio::time::interval(LEDGER_GAUGE_EVERY);
         let mut ticks: u32 = 0;
+        let mut unanswered_probes = Throttle::new(PROBE_WARN_EVERY);
         loop {
             let req = tokio::select! {
                 req = requests.recv() => match req {
@@ -205,7 +208,7 @@ impl Verifier {
                     if !stop.is_cancelled() {
                         self.resolve_unknowns().await;
                         if ticks.is_multiple_of(PROBE_EVERY_TICKS) {
-                            self.probe_primary().await;
+                            self.probe_primary(&mut unanswered_probes).await;
                         }
                     }
                     continue;
@@ -227,18 +230,28 @@ impl Verifier {
     }
 
     /// Probes the server behind a pooled connection; a writable one is observed (a changed
-    /// primary is verified against, as after an outage).
-    async fn probe_primary(&self) {
-        let probe = async {
-            let conn = self.pool.checkout().await.ok()?;
-            Some(crate::db::identity::probe(&conn.client).await)
+    /// primary is verified against, as after an outage). No connection (an outage, logged
+    /// by the load) skips it; a connection whose server does not answer it is warned of.
+    async fn probe_primary(&self, unanswered: &mut Throttle) {
+        let Ok(Ok(conn)) = tokio::time::timeout(PROBE_TIMEOUT, self.pool.checkout()).await else {
+            return;
         };
-        if let Ok(Some(id)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            // A probe with a failed query says nothing about a change.
-            let partial = self.identity.current().is_some_and(|c| id.lacks_what(&c));
-            if id.in_recovery == Some(false) && !partial {
-                self.identity.observe(&id);
+        let probe = crate::db::identity::probe(&conn.client);
+        let Ok(id) = tokio::time::timeout(PROBE_TIMEOUT, probe).await else {
+            if let Some(held_back) = unanswered.hit(Instant::now()) {
+                tracing::warn!(
+                    held_back,
+                    "the server behind a pooled connection did not answer the identity probe \
+                     within {PROBE_TIMEOUT:?}: a switch of server behind a pooler's kept \
+                     connections is seen only at the next reconnect"
+                );
             }
+            return;
+        };
+        // A probe with a failed query says nothing about a change.
+        let partial = self.identity.current().is_some_and(|c| id.lacks_what(&c));
+        if id.in_recovery == Some(false) && !partial {
+            self.identity.observe(&id);
         }
     }
 
