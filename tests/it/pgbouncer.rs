@@ -256,7 +256,10 @@ async fn an_index_build_through_a_pooler_leaves_no_session_setting_behind() {
     let admin = connect(&format!("{} dbname=pgdrill", lab.admin_dsn(lab.primary()))).await;
     exec(
         &admin,
+        // The role's own default equal to --statement-timeout (as compose sets it) must
+        // not read as pgdrill's startup option having reached the server.
         "ALTER ROLE pgdrill SET log_statement = 'all'; \
+         ALTER ROLE pgdrill SET statement_timeout = '5s'; \
          CREATE TABLE orders (transaction_id bigserial PRIMARY KEY, customer_id int, \
          merchant_id int, amount numeric, status text, created_at timestamptz DEFAULT now()); \
          ALTER TABLE orders OWNER TO pgdrill",

@@ -219,9 +219,13 @@ pub(super) async fn alter(
     }
 }
 
-/// Whether the session's `statement_timeout` is `timeout`: pgdrill's startup option reached
-/// the server, so the session is pgdrill's alone (not a pooler's shared server connection).
+/// Whether the session's `statement_timeout` is `timeout` from pgdrill's startup option
+/// (source `client`): it reached the server, so the session is pgdrill's alone, not a
+/// pooler's shared server connection. A role or database default of the same value does not.
 async fn session_has(client: &Client, timeout: Duration) -> Result<bool, TableError> {
-    let setting = crate::db::statement_timeout_ms(client).await?;
+    let sql = "SELECT setting FROM pg_settings \
+               WHERE name = 'statement_timeout' AND source = 'client'";
+    let rows = crate::db::text_rows(client, sql).await?;
+    let setting = rows.first().and_then(|r| r.first().cloned().flatten());
     Ok(setting == Some(timeout.as_millis().to_string()))
 }
