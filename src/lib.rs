@@ -104,8 +104,10 @@ pub async fn run(
     listener: TcpListener,
     stop: CancellationToken,
 ) -> Result<Summary, RunError> {
-    // The load also stops when the first connection finds a table that cannot take it.
-    let stop = stop.child_token();
+    // The load also stops when the first connection finds a table that cannot take it;
+    // only a signal (`signal`) ends --linger.
+    let signal = stop;
+    let stop = signal.child_token();
     let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.
     let drill = Drill::build(&config, &fatal).map_err(|error| RunError {
@@ -113,16 +115,15 @@ pub async fn run(
         summary: None,
     })?;
     // Step 2: run under one supervisor.
-    let metrics = drill.metrics.clone();
-    let summary = drill.run(&config, listener, stop).await;
+    let summary = drill.run(&config, listener, stop, &signal).await;
     match fatal.take() {
         None => Ok(summary),
         Some(error) => {
             let summary = fatal.has_written().then(|| {
                 let mut summary = summary;
-                summary.crashed_with(error.to_string());
-                if let Some(d) = &summary.drill {
-                    metrics.drill.verdict.set(d.verdict.verdict.as_str());
+                // A failure found while /metrics stopped: judged here, after the gauge's last scrape.
+                if summary.crashed.is_none() {
+                    summary.crashed_with(error.to_string());
                 }
                 Box::new(summary)
             });
@@ -131,18 +132,18 @@ pub async fn run(
     }
 }
 
-/// `--linger`: a run that ended by itself keeps `/metrics` up with its final figures and
+/// `--linger`: a run that ended by itself (or crashed) keeps `/metrics` up with its final figures and
 /// verdict for this long, so that a scrape every 15-60 s sees them before the process (a
 /// Kubernetes Job's pod) is gone. A signal ends it at once.
-async fn linger(linger: Duration, stop: &CancellationToken) {
-    if linger.is_zero() || stop.is_cancelled() {
+async fn linger(linger: Duration, signal: &CancellationToken) {
+    if linger.is_zero() || signal.is_cancelled() {
         return;
     }
     tracing::info!(
         linger = %humantime::format_duration(linger),
         "run over; /metrics keeps the final figures and the verdict until --linger ends"
     );
-    stop.run_until_cancelled(tokio::time::sleep(linger)).await;
+    signal.run_until_cancelled(tokio::time::sleep(linger)).await;
 }
 
 /// `pgdrill cleanup`: what was removed, as one line.
@@ -272,7 +273,13 @@ impl Drill {
         })
     }
 
-    async fn run(self, config: &Config, listener: TcpListener, stop: CancellationToken) -> Summary {
+    async fn run(
+        self,
+        config: &Config,
+        listener: TcpListener,
+        stop: CancellationToken,
+        signal: &CancellationToken,
+    ) -> Summary {
         let mut sup = Supervisor::new(self.fatal.clone(), self.health.clone());
         test_hooks::announce();
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
@@ -324,9 +331,17 @@ impl Drill {
         };
         let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
         summary.server_clock = server_clock;
+        // A run that crashed after writing is judged now, so that /metrics shows the verdict
+        // its summary gives.
+        if let Some(error) = self.fatal.message().filter(|_| self.fatal.has_written()) {
+            summary.crashed_with(error);
+            if let Some(d) = &summary.drill {
+                self.metrics.drill.verdict.set(d.verdict.verdict.as_str());
+            }
+        }
         // pgdrill leaves no process behind: what the triggers left running ends now.
         drill::command::end_left_behind().await;
-        linger(config.linger, &stop).await;
+        linger(config.linger, signal).await;
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;
         sup.finish().await;

@@ -152,6 +152,11 @@ impl Fatal {
         self.stop.cancel();
     }
 
+    /// The first reported failure's text, if any, left in place.
+    pub fn message(&self) -> Option<String> {
+        self.error.lock().as_ref().map(ToString::to_string)
+    }
+
     /// The first reported failure, if any.
     pub fn take(&self) -> Option<StartError> {
         self.error.lock().take()

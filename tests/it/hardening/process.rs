@@ -247,6 +247,13 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
             &listen.to_string(),
             "--summary-json",
             &json_path.display().to_string(),
+            // A drill: its crash verdict stays on /metrics for --linger, as a clean end's.
+            "--failover-command",
+            "true",
+            "--failover-after",
+            "2s",
+            "--linger",
+            "60s",
         ],
     );
     let healthz = || async {
@@ -264,7 +271,18 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
         || async { healthz().await.is_ok_and(|s| s.contains(" 503 ")) },
     )
     .await;
-    let (status, err) = pgdrill.wait(Duration::from_secs(60)).await;
+    eventually(
+        Duration::from_secs(60),
+        "the crashed drill's verdict on /metrics while it lingers",
+        || async {
+            let text = try_http_get(listen, "/metrics").await.unwrap_or_default();
+            metric(&text, "pgdrill_drill_verdict{verdict=\"invalid\"}") == 1.0
+                && metric(&text, "pgdrill_load_running") == 0.0
+        },
+    )
+    .await;
+    send_signal(pgdrill.child.id(), Signal::Term).expect("SIGTERM ends --linger");
+    let (status, err) = pgdrill.wait(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(1), "{status}:\n{err}");
     let restarts = err.matches("a lane panicked; restarting it").count();
     assert_eq!(restarts as u32, 5, "{err}");
@@ -283,5 +301,6 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
     assert!(json["successes"].as_u64().unwrap_or(0) >= 200, "{json}");
     let crashed = json["crashed"].as_str().unwrap_or_default();
     assert!(crashed.contains("a lane panicked 6 times"), "{json}");
+    assert_eq!(json["drill"]["verdict"]["verdict"], "invalid", "{json}");
     lab.shutdown().await;
 }
