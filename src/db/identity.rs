@@ -60,20 +60,21 @@ impl Identity {
             || (other.timeline.is_some() && self.timeline.is_none())
     }
 
-    /// The same server process: its start time where both read it (unique to a postmaster;
-    /// a server's address may read differently through a pooler with several), else
-    /// [`Identity::same_primary`].
-    pub(crate) fn same_process(&self, other: &Identity) -> bool {
-        match (&self.postmaster_start, &other.postmaster_start) {
-            (Some(a), Some(b)) => a == b,
-            _ => self.same_primary(other),
-        }
-    }
-
-    /// This probe read another server process than `before` did; a probe that read less
-    /// (a query of it failed) tells nothing.
+    /// This probe read another server process than `before` did, by the facts both read
+    /// (either may have read less: a query of it failed): the start time, else the
+    /// address and timeline.
     pub(crate) fn is_another_process(&self, before: &Identity) -> bool {
-        !self.lacks_what(before) && !self.same_process(before)
+        fn differ<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
+            matches!((a, b), (Some(a), Some(b)) if a != b)
+        }
+        match (&self.postmaster_start, &before.postmaster_start) {
+            (Some(a), Some(b)) => a != b,
+            _ => {
+                differ(&self.server_addr, &before.server_addr)
+                    || differ(&self.server_port, &before.server_port)
+                    || differ(&self.timeline, &before.timeline)
+            }
+        }
     }
 
     /// Same system identifier and timeline; where the identifier is not readable (a
@@ -382,6 +383,15 @@ pub(crate) mod tests {
         assert!(!no_start.is_another_process(&full));
         assert!(!partial.is_another_process(&full));
         assert!(!full.is_another_process(&full));
+        // Either way round: a full probe is no other server than a partial one before it.
+        assert!(!full.is_another_process(&no_start));
+        assert!(!full.is_another_process(&partial));
+        let moved = Identity {
+            server_port: Some(6432),
+            ..no_start.clone()
+        };
+        assert!(moved.is_another_process(&full));
+        assert!(full.is_another_process(&moved));
         let restarted = Identity {
             postmaster_start: Some("09:00".into()),
             ..full.clone()

@@ -81,6 +81,16 @@ impl EndpointState {
         }
     }
 
+    /// A check for the connections watching `token` got no answer at all: the endpoint
+    /// is silent, for them and for the server it now leads to, whose connections are
+    /// abandoned too.
+    pub(super) fn declare_silent(&mut self, token: &CancellationToken) {
+        self.declared_silent = true;
+        let current = self.silent.clone();
+        self.abandon(token);
+        self.abandon(&current);
+    }
+
     /// A fast failure (refused) backs off; a slow one (a timeout) is followed at once, so
     /// a hanging server always has an attempt waiting and is seen the moment it answers.
     pub(super) fn failed(&mut self, class: ErrorClass, message: &str, started: Instant) {

@@ -122,8 +122,7 @@ impl Silence {
                     "server stopped answering; abandoning its connections (no_response)"
                 );
                 state.failed(ErrorClass::ConnectTimeout, &message, started);
-                state.declared_silent = true;
-                state.abandon(&self.token);
+                state.declare_silent(&self.token);
             }
         }
     }

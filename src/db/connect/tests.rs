@@ -99,6 +99,30 @@ fn a_check_abandons_the_connections_to_its_server_only() {
     assert!(!state.token_for(&new).is_cancelled());
 }
 
+#[test]
+fn an_unanswered_check_abandons_the_current_server_too() {
+    use crate::db::identity::tests::id;
+    let mut state = EndpointState::new(Instant::now());
+    let to_old = state.token_for(&Arc::new(id(5001, 1)));
+    let new = Arc::new(Identity {
+        postmaster_start: Some("t1".into()),
+        ..id(5002, 2)
+    });
+    let to_new = state.token_for(&new);
+    // A check for an old connection: not even a new connection is answered.
+    state.declare_silent(&to_old);
+    assert!(to_old.is_cancelled());
+    assert!(
+        to_new.is_cancelled(),
+        "the endpoint answers no one: its current server's connections are abandoned too"
+    );
+    assert!(state.declared_silent);
+    assert!(
+        !state.token_for(&new).is_cancelled(),
+        "later connections start afresh"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_attempt_does_not_hold_back_the_next() {
     let now = Instant::now();
