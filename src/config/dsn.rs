@@ -53,8 +53,8 @@ pub fn parse(
         PgConfig::new()
     } else {
         PgConfig::from_str(&rest).map_err(|err| {
-            let (shown, hidden) = crate::secrets::redact_unparsed(raw);
-            ConfigError::new("--dsn", shown, describe_parse_error(&err, hidden))
+            let (shown, _) = crate::secrets::redact_unparsed(raw);
+            ConfigError::new("--dsn", shown, describe_parse_error(&err, &rest))
         })?
     };
     let value = |key: &str| our_value(key, &ours, &env);
@@ -506,15 +506,30 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
 /// of the DSN after a password that is not shown: a key it does not know or a character it
 /// did not expect may be a password's piece after an unquoted space. A known key it names
 /// (an invalid value's) is shown.
-fn describe_parse_error(err: &tokio_postgres::Error, hidden: &str) -> String {
+/// The parser's reason for rejecting `parsed`, unless it found its fault after the password
+/// (an unquoted space in it: the reason would quote a piece of it). The parser names the
+/// byte it did not expect, or quotes a key.
+fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
     use std::error::Error;
     let Some(source) = err.source() else {
         return err.to_string();
     };
     let detail = source.to_string();
-    let mut quoted = detail.split('`').skip(1).step_by(2);
-    let names_a_known_key = detail.starts_with("invalid value for option");
-    if !names_a_known_key && quoted.any(|t| !t.is_empty() && hidden.contains(t)) {
+    let (_, hidden) = crate::secrets::redact_unparsed(parsed);
+    let shown = &parsed[..parsed.len() - hidden.len()];
+    let at_byte = detail
+        .strip_prefix("unexpected character at byte ")
+        .and_then(|rest| rest.split(':').next()?.parse::<usize>().ok());
+    let after_password = match at_byte {
+        Some(byte) => !hidden.is_empty() && byte >= shown.len(),
+        None => {
+            let names_a_known_key = detail.starts_with("invalid value for option");
+            let mut quoted = detail.split('`').skip(1).step_by(2);
+            !names_a_known_key
+                && quoted.any(|t| !t.is_empty() && hidden.contains(t) && !shown.contains(t))
+        }
+    };
+    if after_password {
         return format!(
             "{err} after the password (not shown); a password with spaces, quotes or \
              backslashes goes in single quotes, with \\' and \\\\ inside"

@@ -217,6 +217,13 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         .to_string();
     assert!(text.contains("after the password (not shown)"), "{text}");
     assert!(!text.contains("cd") && !text.contains("`q`"), "{text}");
+    // A fault before the password is named, though what the parser expected (`=`) is
+    // also in the hidden text.
+    let text = parse(Some("host=h usr password=s3cret x=y"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("expected `=` but got `p`"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
     // A reason quoting text before the password is kept.
     let text = parse(Some("hots=h password=s3cret"), no_env)
         .unwrap_err()
