@@ -52,7 +52,7 @@ pub use db::cleanup::CleanupError;
 pub use error::StartError;
 pub use report::fleet::{merge_summary_files, Merged};
 pub use report::summary::Summary;
-pub use secrets::scrub;
+pub use secrets::{remember_given, scrub};
 pub use telemetry::logging::init as init_logging;
 
 use clock::WallClock;

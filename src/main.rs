@@ -10,6 +10,16 @@ use pgdrill::config::{CleanupArgs, Cli, Command, LogFormat, ReportArgs, RunArgs}
 use pgdrill::RunError;
 
 fn main() -> ExitCode {
+    // Before anything could print one (clap quotes an argument it cannot place).
+    pgdrill::remember_given(
+        std::env::args_os().map(|a| a.to_string_lossy().into_owned()),
+        std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        }),
+    );
     let cli = Cli::try_parse().unwrap_or_else(|err| usage_exit(err));
     match cli.command {
         None => run(cli.run),

@@ -14,47 +14,106 @@ use std::sync::LazyLock;
 
 const REDACTED: &str = "REDACTED";
 
-/// The secret values seen so far, in the order they came (the oldest is forgotten first)
-/// and longest first (a secret containing another is replaced whole). Bounded: a rotating
-/// token adds one value per rotation, and old values stay secret, but a process never
-/// needs more than the last few hundred.
+/// The secret values seen so far, longest first (a secret containing another is replaced
+/// whole). Those the configuration gives (the DSN's password, secret-named environment
+/// variables) are kept for the whole run; those a `--password-command` returns rotate, so
+/// only the newest [`MAX_ROTATED`] of them are, oldest forgotten first.
 struct Known {
-    by_age: Vec<String>,
+    fixed: Vec<String>,
+    rotated: Vec<String>,
     longest_first: Vec<String>,
 }
 
 static KNOWN: RwLock<Known> = RwLock::new(Known {
-    by_age: Vec::new(),
+    fixed: Vec::new(),
+    rotated: Vec::new(),
     longest_first: Vec::new(),
 });
-const MAX_KNOWN: usize = 256;
+const MAX_ROTATED: usize = 256;
 
-/// Remembers a secret value: from now on it never appears in anything pgdrill writes,
-/// as it is or as JSON and HTML escape it (JSON log lines, the report).
+/// Remembers a secret value for the whole run: from now on it never appears in anything
+/// pgdrill writes, as it is or as JSON and HTML escape it (JSON log lines, the report).
 pub fn remember(secret: &str) {
+    if let Some(forms) = forms(secret) {
+        KNOWN.write().add(forms, false);
+    }
+}
+
+/// [`remember`] for a secret that rotates (a `--password-command`'s): kept among the newest.
+pub fn remember_rotated(secret: &str) {
+    if let Some(forms) = forms(secret) {
+        KNOWN.write().add(forms, true);
+    }
+}
+
+/// Secrets the process was given before any of them is parsed: the password in any
+/// argument that holds a URL (`scheme://user:password@…`, wherever the parser would end
+/// it: up to the last `@`), and the value of each environment variable whose name says it
+/// is a secret (`PGPASSWORD`, `VAULT_TOKEN`, `AWS_SECRET_ACCESS_KEY`), which a trigger's
+/// `set -x` may echo. Values under 6 characters are left to the patterns: remembered, a
+/// flag's `1` would be hidden everywhere.
+pub fn remember_given(
+    args: impl Iterator<Item = String>,
+    env: impl Iterator<Item = (String, String)>,
+) {
+    for arg in args {
+        if let Some(password) = url_password(&arg) {
+            remember(password);
+        }
+    }
+    for (name, value) in env {
+        if let Some(password) = url_password(&value) {
+            remember(password);
+        } else if names_a_secret_variable(&name) && value.trim().chars().count() >= 6 {
+            remember(&value);
+        }
+    }
+}
+
+/// The user info's password of a URL anywhere in `text`, up to the last `@`.
+fn url_password(text: &str) -> Option<&str> {
+    let (_, after) = text.split_once("://")?;
+    let user_info = &after[..after.rfind('@')?];
+    let (_, password) = user_info.split_once(':')?;
+    Some(password).filter(|p| !p.is_empty())
+}
+
+fn names_a_secret_variable(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN"]
+        .iter()
+        .any(|word| name.contains(word))
+        || name.ends_with("_KEY")
+}
+
+/// A secret as it is and as JSON and HTML (as maud, which writes the pages) escape it.
+fn forms(secret: &str) -> Option<[String; 3]> {
     let secret = secret.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
-        return;
+        return None;
     }
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json.trim_matches('"').to_string();
-    // Its form on an HTML page: exactly as maud, which writes the pages, escapes it.
     let html = maud::html! { (secret) }.into_string();
-    KNOWN.write().add([secret.to_string(), json, html]);
+    Some([secret.to_string(), json, html])
 }
 
 impl Known {
-    fn add(&mut self, forms: [String; 3]) {
+    fn add(&mut self, forms: [String; 3], rotated: bool) {
         for form in forms {
-            if form.is_empty() || self.by_age.contains(&form) {
+            if form.is_empty() || self.fixed.contains(&form) || self.rotated.contains(&form) {
                 continue;
             }
-            if self.by_age.len() >= MAX_KNOWN {
-                self.by_age.remove(0);
+            if !rotated {
+                self.fixed.push(form);
+                continue;
             }
-            self.by_age.push(form);
+            if self.rotated.len() >= MAX_ROTATED {
+                self.rotated.remove(0);
+            }
+            self.rotated.push(form);
         }
-        self.longest_first = self.by_age.clone();
+        self.longest_first = [&self.fixed[..], &self.rotated[..]].concat();
         self.longest_first
             .sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
@@ -573,23 +632,55 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_secret_is_forgotten_first() {
+    fn the_oldest_rotated_secret_is_forgotten_first_and_a_given_one_never() {
         let mut known = Known {
-            by_age: Vec::new(),
+            fixed: Vec::new(),
+            rotated: Vec::new(),
             longest_first: Vec::new(),
         };
         let forms = |s: &str| [s.to_string(), String::new(), String::new()];
-        known.add(forms("the-first-and-longest-secret"));
-        for i in 0..MAX_KNOWN {
-            known.add(forms(&format!("rotated-{i}")));
+        known.add(forms("the-dsn-password"), false);
+        known.add(forms("the-first-and-longest-rotated-secret"), true);
+        for i in 0..MAX_ROTATED {
+            known.add(forms(&format!("rotated-{i}")), true);
         }
-        assert_eq!(known.by_age.len(), MAX_KNOWN);
-        assert!(!known
-            .longest_first
-            .contains(&"the-first-and-longest-secret".into()));
-        assert!(known
-            .longest_first
-            .contains(&format!("rotated-{}", MAX_KNOWN - 1)));
-        assert_eq!(known.longest_first[0].len(), "rotated-100".len());
+        assert_eq!(known.rotated.len(), MAX_ROTATED);
+        let kept = |s: &str| known.longest_first.contains(&s.to_string());
+        assert!(!kept("the-first-and-longest-rotated-secret"));
+        assert!(
+            kept("the-dsn-password"),
+            "a given secret is never forgotten"
+        );
+        assert!(kept(&format!("rotated-{}", MAX_ROTATED - 1)));
+        assert_eq!(known.longest_first[0], "the-dsn-password");
+    }
+
+    #[test]
+    fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
+        let args = [
+            "pgdrill",
+            "POSTGRES://app:q\"u'o<te>7d1e@db.example/app",
+            "--dsn=postgresql://app:pw-e5a1/with@slash@db/app",
+        ];
+        let env = [
+            ("VAULT_TOKEN", "s.vault-9c2d41"),
+            ("MY_API_KEY", "key-31b7f0"),
+            ("PWD", "/home/app/checkout"),
+            ("DISABLE_TOKEN", "1"),
+            ("DATABASE_URL", "postgres://app:url-4f0b@db/app"),
+        ];
+        remember_given(
+            args.iter().map(|s| s.to_string()),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let text = "unexpected argument 'POSTGRES://app:q\"u'o<te>7d1e@db.example/app' \
+                    + vault login s.vault-9c2d41 key-31b7f0 pw-e5a1/with@slash in /home/app/checkout 1";
+        let text = format!("{text} url-4f0b");
+        let out = scrub(&text);
+        for secret in ["7d1e", "9c2d41", "31b7f0", "pw-e5a1", "url-4f0b"] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(out.contains("/home/app/checkout 1"), "{out}");
+        assert!(out.contains("@db.example/app"), "{out}");
     }
 }

@@ -355,7 +355,7 @@ fn secret_from(raw: &[u8]) -> Option<Secret> {
     }
     let secret = String::from_utf8_lossy(trimmed).into_owned();
     // From here on it is scrubbed from everything pgdrill writes, trigger output included.
-    crate::secrets::remember(&secret);
+    crate::secrets::remember_rotated(&secret);
     Some(Secret(secret))
 }
 

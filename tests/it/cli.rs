@@ -30,6 +30,14 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["unrecognized subcommand", "postgres://u:REDACTED@"],
         ),
         (
+            &["POSTGRES://u:hunter2\"<q>@127.0.0.1:1/db"],
+            &["unrecognized subcommand", "POSTGRES://u:REDACTED"],
+        ),
+        (
+            &["--dsn", "postgres://u:'hunter2'@127.0.0.1,h2/db?port=1,2,3"],
+            &["--dsn", "3 ports for 2 hosts"],
+        ),
+        (
             &["--dsn", "host=127.0.0.1", "password=hunter2"],
             &["password=REDACTED"],
         ),
