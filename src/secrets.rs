@@ -189,11 +189,12 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 
 /// `password=` and any key ending in it (`sslpassword=`): in a connection string (also
 /// right after a closing quote, as libpq reads it), the value to white space with libpq's
-/// quoting and backslash escapes (group 1 the key); in a URL query, to the next `&` (group
-/// 2 the key), and the value of any percent-encoded key (`pass%77ord=` is `password=`).
+/// quoting and backslash escapes, or in double quotes as a shell writes it (group 1 the
+/// key); in a URL query, to the next `&` (group 2 the key), and the value of any
+/// percent-encoded key (`pass%77ord=` is `password=`).
 static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)((?:^|[\s'])[a-z0-9_]*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|(?:[^\s\\]|\\(?s:.)?)*)|([?&](?:[a-z0-9_]*password|[^=&\s]*%[^=&\s]*)=)[^&\s]*",
+        r#"(?i)((?:^|[\s'])[a-z0-9_]*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|"(?:[^"\\]|\\(?s:.)?)*"?|(?:[^\s\\]|\\(?s:.)?)*)|([?&](?:[a-z0-9_]*password|[^=&\s]*%[^=&\s]*)=)[^&\s]*"#,
     )
     .expect("a valid pattern")
 });
@@ -372,6 +373,7 @@ mod tests {
                 "host=db password=REDACTED user=u",
             ),
             ("PGPASSWORD=hunter2 psql", "PGPASSWORD=REDACTED psql"),
+            (r#"PGPASSWORD="hun ter2" psql"#, "PGPASSWORD=REDACTED psql"),
             (
                 r#"  "administratorLoginPassword": "hun\"ter2","#,
                 r#"  "administratorLoginPassword": "REDACTED","#,

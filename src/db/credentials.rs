@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::error::ConfigError;
 use crate::retry::Backoff;
-use crate::secrets::printable;
+use crate::secrets::{printable, scrub};
 use crate::telemetry::metrics::Metrics;
 
 /// A command that prints the password must finish within this long.
@@ -314,12 +314,12 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
     };
     let ok = matches!(exited, Ok(Ok(status)) if status.success());
     let secret = ok.then(|| secret_from(&out)).flatten();
-    // After the password is remembered: the log writer scrubs it from each line.
+    // Scrubbed as it is, before a JSON log line escapes its quotes.
     for line in String::from_utf8_lossy(&err)
         .lines()
         .filter(|l| !l.trim().is_empty())
     {
-        let line = printable(line);
+        let line = printable(&scrub(line));
         match ok {
             true => tracing::info!(stream = "stderr", "--password-command: {line}"),
             false => tracing::warn!(stream = "stderr", "--password-command: {line}"),

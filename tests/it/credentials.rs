@@ -214,8 +214,13 @@ async fn the_password_appears_nowhere() {
         "postgres://pgdrill@127.0.0.1:{}/pgdrill",
         lab.port(lab.primary())
     );
-    let command = format!("sh -c 'echo {SECRET}; echo debug: using {SECRET} >&2'");
+    // Scrubbed before a JSON log line escapes the quotes of `token: "ab cd-77e1"`.
+    let command = format!(
+        "sh -c 'echo {SECRET}; echo debug: using {SECRET} >&2; echo token: \\\"ab cd-77e1\\\" >&2'"
+    );
     let (status, out, err) = Binary::spawn(&[
+        "--log-format",
+        "json",
         "--dsn",
         &bare,
         "--password-command",
@@ -235,6 +240,10 @@ async fn the_password_appears_nowhere() {
         "{err}"
     );
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
+    assert!(
+        err.contains("token: \\\"REDACTED\\\"") && !err.contains("77e1"),
+        "{err}"
+    );
     // A wrong password: the run ends before its first write (exit 5), saying why, with
     // neither password in what it printed.
     let (status, out, err) = Binary::spawn(&["--dsn", &wrong, "--listen", "127.0.0.1:0"])
