@@ -30,8 +30,10 @@ impl Health {
         self.lanes_down.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// A part of the run failed for good; `/healthz` says why (scrubbed: a panic's message
+    /// may quote anything).
     pub fn failed(&self, why: &str) {
-        self.failure.lock().get_or_insert_with(|| why.to_string());
+        (self.failure.lock()).get_or_insert_with(|| crate::secrets::scrub(why));
     }
 
     /// `Err(why)` when unhealthy.
@@ -67,5 +69,15 @@ mod tests {
         h.failed("monitor task panicked");
         h.failed("later");
         assert_eq!(h.check().unwrap_err(), "monitor task panicked");
+    }
+
+    #[test]
+    fn a_failure_is_told_without_its_secrets() {
+        let h = Health::default();
+        h.failed("panicked connecting to host=db password=health-8e1f");
+        assert_eq!(
+            h.check().unwrap_err(),
+            "panicked connecting to host=db password=REDACTED"
+        );
     }
 }
