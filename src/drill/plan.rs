@@ -93,10 +93,20 @@ impl TriggerCommand {
                  run it with sh -c, or quote it"
             )));
         } else {
-            shlex::split(raw)
-                .filter(|w| !w.is_empty())
-                .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?
+            let argv = shlex::split(raw)
+                .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?;
+            if argv.first().is_none_or(|program| program.is_empty()) {
+                return Err(error("must name a program to run".into()));
+            }
+            argv
         };
+        if let Some(name) = argv.first().filter(|_| !shell).and_then(|w| assignment(w)) {
+            return Err(error(format!(
+                "starts with `{name}=…`, an environment assignment only a shell applies (without \
+                 one it would be run as the program's name); add --failover-shell, or write \
+                 `env {name}=… program …`"
+            )));
+        }
         Ok(TriggerCommand {
             argv,
             shell,
@@ -158,6 +168,16 @@ impl InProcessTrigger {
         self.requests.send(reply).await.ok()?;
         Some(answer)
     }
+}
+
+/// The variable's name of a word that is an assignment (`NAME=value`).
+fn assignment(word: &str) -> Option<&str> {
+    let (name, _) = word.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let valid = (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
 }
 
 /// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
@@ -290,10 +310,20 @@ mod tests {
                 "{raw}: {err}"
             );
         }
+        // A leading assignment is refused by name, its value (a password) not quoted.
+        let err = parse(r#"PGPASSWORD="a b-5e0c" psql -c 'SELECT 1'"#).unwrap_err();
+        assert!(
+            err.contains("`PGPASSWORD=…`") && err.contains("--failover-shell"),
+            "{err}"
+        );
+        assert!(!err.contains("5e0c"), "{err}");
+        assert!(parse("env PGPASSWORD=x psql").is_ok());
         // A tilde inside a word is not expanded by a shell either.
         assert!(parse("curl http://h/~user").is_ok());
         let err = parse("echo 'unterminated").unwrap_err();
         assert!(err.contains("unterminated quote"), "{err}");
+        let err = parse("''").unwrap_err();
+        assert!(err.contains("must name a program"), "{err}");
         let err = parse("   ").unwrap_err();
         assert!(err.contains("must name a program"), "{err}");
     }
