@@ -83,6 +83,11 @@ const MAX_LINE: usize = 4096;
 /// one-line JSON document is a few kilobytes into it).
 const MAX_READ: usize = 64 * 1024;
 
+/// A line longer than [`MAX_READ`] is scrubbed [`MAX_READ`] bytes at a time, each time with
+/// this much of the text before it carried over, so that a secret across the cut is whole
+/// in one of them.
+const OVERLAP: usize = 1024;
+
 /// Lines logged per stream and trigger; a chatty command cannot flood the log.
 const MAX_LOGGED_LINES: usize = 1000;
 
@@ -277,9 +282,12 @@ impl Tail {
         }
     }
 
+    /// The tail, in a buffer of its own size: a run keeps one per stream of each trigger.
     pub(super) fn take(&mut self) -> (String, bool) {
         self.trim();
-        (std::mem::take(&mut self.text), self.truncated)
+        let mut text = std::mem::take(&mut self.text);
+        text.shrink_to_fit();
+        (text, self.truncated)
     }
 }
 
@@ -294,13 +302,24 @@ async fn capture(
 ) {
     let mut reader = BufReader::new(stream);
     let mut raw = Vec::with_capacity(MAX_LINE);
+    let mut carried = Vec::new();
     let mut logged = 0usize;
     loop {
         raw.clear();
+        raw.append(&mut carried);
         let read = (&mut reader)
             .take(MAX_READ as u64)
             .read_until(b'\n', &mut raw)
             .await;
+        let line_goes_on = matches!(read, Ok(n) if n > 0) && !raw.ends_with(b"\n");
+        if line_goes_on && raw.len() > OVERLAP {
+            // Cut at a character's start, so that neither part garbles it.
+            let mut cut = raw.len() - OVERLAP;
+            while cut > 0 && raw[cut] & 0xC0 == 0x80 {
+                cut -= 1;
+            }
+            carried = raw.split_off(cut);
+        }
         if !raw.is_empty() {
             let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
             let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
@@ -351,6 +370,22 @@ mod tests {
         let lines: Vec<usize> = text.lines().map(str::len).collect();
         assert_eq!(lines, [2, MAX_LINE, MAX_LINE, 2 + 10, 4]);
 
+        // A known secret across a MAX_READ cut is recognised: it is whole in the next read.
+        let secret = "overlap-0b95d3e7-token";
+        crate::secrets::remember(secret);
+        let mut input = vec![b'y'; MAX_READ - 8];
+        input.extend(secret.as_bytes());
+        input.extend(b"zz\n");
+        let captured = Arc::new(Mutex::new(Tail::default()));
+        capture(&input[..], "stdout", 1, captured.clone()).await;
+        let (text, _) = captured.lock().take();
+        let text = text.replace('\n', "");
+        assert!(
+            text.ends_with("yyREDACTEDzz"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+
         // A known secret across the cut is still recognised: lines are scrubbed whole.
         let secret = "cut-across-7f3a9c2e-token";
         crate::secrets::remember(secret);
@@ -369,6 +404,8 @@ mod tests {
         }
         let (text, truncated) = tail.take();
         assert!(text.len() <= TAIL_BYTES, "{}", text.len());
+        // What is kept holds no more than its text (1,000 triggers keep two each).
+        assert!(text.capacity() <= TAIL_BYTES, "{}", text.capacity());
         assert!(truncated);
         assert!(text.ends_with("line 9999 é\n"));
         let mut short = Tail::default();

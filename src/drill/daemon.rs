@@ -89,7 +89,7 @@ impl DrillRun {
         tokio::join!(triggers, live);
     }
 
-    fn on_event(&self, event: TriggerEvent<'_>) {
+    fn on_event(&self, event: TriggerEvent) {
         let m = &self.sources.metrics.drill;
         match event {
             TriggerEvent::BaselineStarts { index, at } => {
@@ -124,7 +124,7 @@ impl DrillRun {
                 let ended = EventKind::FailoverTrigger { how };
                 self.sources.timeline.event(run.ended_unix, ended);
                 m.trigger_ended(run.outcome.label());
-                self.book.lock().triggers.push(run.clone());
+                self.book.lock().triggers.push(run);
             }
         }
     }

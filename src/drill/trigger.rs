@@ -132,19 +132,14 @@ async fn ask(
 
 /// What the daemon hears while the triggers run (metrics, baseline snapshots).
 #[derive(Debug)]
-pub enum TriggerEvent<'a> {
+pub enum TriggerEvent {
     /// The baseline window before trigger `index` (1-based) begins: snapshot the counters.
     /// Late when the previous trigger ran into this window (then the baseline is short).
-    BaselineStarts {
-        index: usize,
-        at: Instant,
-    },
+    BaselineStarts { index: usize, at: Instant },
     /// Trigger `index` is about to start, at `at`: snapshot the counters again.
-    Starting {
-        index: usize,
-        at: Instant,
-    },
-    Ended(&'a TriggerRun),
+    Starting { index: usize, at: Instant },
+    /// Trigger `index` ended: its record, handed over (the daemon keeps the only copy).
+    Ended(TriggerRun),
 }
 
 /// Runs every planned trigger, the next one once its time has come and the previous one has
@@ -155,9 +150,8 @@ pub async fn run_schedule(
     load_start: Instant,
     unix: impl Fn(Instant) -> f64 + Copy,
     stop: &CancellationToken,
-    mut on_event: impl FnMut(TriggerEvent<'_>),
-) -> Vec<TriggerRun> {
-    let mut runs = Vec::new();
+    mut on_event: impl FnMut(TriggerEvent),
+) {
     let wait = |t| stop.run_until_cancelled(sleep_until(t));
     for (i, planned) in config.schedule.instants(load_start).into_iter().enumerate() {
         let index = i + 1;
@@ -182,10 +176,8 @@ pub async fn run_schedule(
             );
             break;
         };
-        on_event(TriggerEvent::Ended(&run));
-        runs.push(run);
+        on_event(TriggerEvent::Ended(run));
     }
-    runs
 }
 
 #[cfg(test)]
@@ -369,14 +361,19 @@ pub(crate) mod tests {
         let start = Instant::now();
         let mut events = Vec::new();
         let mut baselines = Vec::new();
-        let runs = run_schedule(&c, start, unix_now, &CancellationToken::new(), |e| {
+        let mut runs = Vec::new();
+        run_schedule(&c, start, unix_now, &CancellationToken::new(), |e| {
             events.push(match e {
                 TriggerEvent::BaselineStarts { index, at } => {
                     baselines.push(unix_now(at));
                     format!("baseline {index}")
                 }
                 TriggerEvent::Starting { index, .. } => format!("start {index}"),
-                TriggerEvent::Ended(r) => format!("end {} {}", r.index, r.outcome.label()),
+                TriggerEvent::Ended(r) => {
+                    let event = format!("end {} {}", r.index, r.outcome.label());
+                    runs.push(r);
+                    event
+                }
             })
         })
         .await;
@@ -430,11 +427,11 @@ pub(crate) mod tests {
             })
         };
         let began = std::time::Instant::now();
-        let mut started = 0;
-        let runs = run_schedule(&c, Instant::now(), unix_now, &stop, |e| {
-            if matches!(e, TriggerEvent::Starting { .. }) {
-                started += 1;
-            }
+        let (mut started, mut runs) = (0, Vec::new());
+        run_schedule(&c, Instant::now(), unix_now, &stop, |e| match e {
+            TriggerEvent::Starting { .. } => started += 1,
+            TriggerEvent::Ended(r) => runs.push(r),
+            TriggerEvent::BaselineStarts { .. } => {}
         })
         .await;
         stopper.await.unwrap();
@@ -448,12 +445,17 @@ pub(crate) mod tests {
 
         // A failing trigger does not stop the schedule.
         let c = config("false", 10, 50, 2);
-        let runs = run_schedule(
+        let mut runs = Vec::new();
+        run_schedule(
             &c,
             Instant::now(),
             unix_now,
             &CancellationToken::new(),
-            |_| {},
+            |e| {
+                if let TriggerEvent::Ended(r) = e {
+                    runs.push(r);
+                }
+            },
         )
         .await;
         assert_eq!(runs.len(), 2);
