@@ -190,7 +190,8 @@ const MAX_SPARES: usize = 16;
 
 /// Entries of an endpoint map that is growing past this are dropped when healthy, or
 /// failing but not tried for [`FORGOTTEN_AFTER`] (host names can resolve to ever new
-/// addresses, and an old pod's address fails until the name stops naming it).
+/// addresses, and an old pod's address fails until the name stops naming it); if all fail
+/// recently, the one tried longest ago goes, unless an attempt or a check is under way.
 const MAX_ENDPOINTS: usize = 256;
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
@@ -486,6 +487,13 @@ impl Connector {
                     || s.check_running
                     || (s.failures > 0 && tried.is_some_and(|t| t < FORGOTTEN_AFTER))
             });
+            let idle = |s: &EndpointState| s.pending == 0 && !s.check_running;
+            let oldest = (map.iter().filter(|(_, s)| idle(s)))
+                .min_by_key(|(_, s)| s.last_start)
+                .map(|(e, _)| e.clone());
+            if let Some(oldest) = oldest.filter(|_| map.len() >= MAX_ENDPOINTS) {
+                map.remove(&oldest);
+            }
         }
         let state = map
             .entry(endpoint.clone())

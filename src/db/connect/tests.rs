@@ -198,6 +198,22 @@ async fn a_growing_endpoint_map_forgets_what_is_healthy_or_no_longer_tried() {
     let failing_recently = (0..MAX_ENDPOINTS).filter(|n| n % 3 == 1).count();
     assert_eq!(map.len(), failing_recently + 1, "the rest forgotten");
     assert!(map.contains_key(&at(1)) && !map.contains_key(&at(0)) && !map.contains_key(&at(2)));
+    drop(map);
+    // All failing, all tried recently: the one tried longest ago makes room.
+    {
+        let mut map = c.lock();
+        map.clear();
+        for n in 0..MAX_ENDPOINTS {
+            let mut state = EndpointState::new(now);
+            state.failed(ErrorClass::ConnectRefused, "refused", now);
+            state.last_start = Some(now + Duration::from_millis(n as u64 + 1));
+            map.insert(at(n), state);
+        }
+    }
+    assert!(c.claim(&at(MAX_ENDPOINTS), Some(&mut None)).is_some());
+    let map = c.lock();
+    assert_eq!(map.len(), MAX_ENDPOINTS, "a hard bound");
+    assert!(!map.contains_key(&at(0)) && map.contains_key(&at(1)));
 }
 
 #[tokio::test]
