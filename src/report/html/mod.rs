@@ -83,21 +83,23 @@ pub(crate) fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
     }
+    // Every unit down, never up: 29.996 s beside a 30 s objective reads 29.99 s, 119.96 s
+    // beside 2 min reads 1 min 59.9 s, 120.4 s reads 2 min 00.4 s (not "2 min 00 s", as if
+    // it met it). The epsilon keeps 0.29 s (28.999… hundredths in binary) 290 ms.
+    let floor = |scale: f64| (s * scale + 1e-6).floor();
     if s < 1.0 {
-        format!("{:.0} ms", s * 1000.0)
+        format!("{:.0} ms", floor(1000.0))
     } else if s < 60.0 {
-        format!("{s:.2} s")
+        format!("{:.2} s", floor(100.0) / 100.0)
     } else if s < 3600.0 {
-        // Down to tenths, never up: 119.96 s beside a 2 min objective reads 1 min 59.9 s,
-        // 120.4 s reads 2 min 00.4 s (not "2 min 00 s", as if it met it).
-        let tenths = (s * 10.0 + 1e-6).floor() as u64;
+        let tenths = floor(10.0) as u64;
         let (min, sec, tenth) = (tenths / 600, tenths % 600 / 10, tenths % 10);
         match tenth {
             0 => format!("{min} min {sec:02} s"),
             _ => format!("{min} min {sec:02}.{tenth} s"),
         }
     } else {
-        let minutes = (s / 60.0).round() as u64;
+        let minutes = floor(1.0 / 60.0) as u64;
         format!("{} h {:02} min", minutes / 60, minutes % 60)
     }
 }

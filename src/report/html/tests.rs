@@ -601,7 +601,12 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(fmt_secs(120.4), "2 min 00.4 s");
     assert_eq!(fmt_secs(70.3), "1 min 10.3 s");
     assert_eq!(fmt_secs(3599.7), "59 min 59.7 s");
-    assert_eq!(fmt_secs(7199.9), "2 h 00 min");
+    assert_eq!(fmt_secs(7199.9), "1 h 59 min");
+    assert_eq!(fmt_secs(7200.0), "2 h 00 min");
+    assert_eq!(fmt_secs(29.996), "29.99 s");
+    assert_eq!(fmt_secs(0.29), "290 ms");
+    assert_eq!(fmt_secs(0.9996), "999 ms");
+    assert_eq!(fmt_secs(2.51), "2.51 s");
     assert_eq!(group(1_234_567), "1,234,567");
     assert_eq!(latency_label(0.01), "10 ms");
     assert_eq!(step_at_least(7), 10);
