@@ -82,6 +82,11 @@ fn an_older_summary_reads_as_a_run_would_write_it() {
     // Never scrubbed: a secret in a flag's value, as JSON in a trigger command.
     s["flags"] =
         json!([{"name": "failover-command", "value": r#"curl -d {"password":"hunter2"}"#}]);
+    // Written before `checked_writes`: its outages' verifications, in every output.
+    s.as_object_mut()
+        .expect("an object")
+        .remove("checked_writes");
+    s["outages"][0]["checked_writes"] = json!(100);
     // More outages than a run keeps.
     let outage = s["outages"][0].clone();
     s["outages"] = (1..=1005)
@@ -93,6 +98,8 @@ fn an_older_summary_reads_as_a_run_would_write_it() {
         .collect();
     let merged = report(&[s]);
     assert_eq!(merged.report.counts.unknown_outcome_unresolved, 5);
+    assert_eq!(merged.report.counts.checked_writes, 100_500);
+    assert!(merged.page.contains("100,500"), "the page says the same");
     assert!(
         merged.page.contains("0 not on it, 5 unresolved") || merged.page.contains("5 unresolved")
     );

@@ -66,9 +66,16 @@ pub(crate) fn summary_from_json(mut v: serde_json::Value) -> Result<Summary, Str
     }
     crate::secrets::scrub_json(&mut v);
     let unresolved_missing = v.get("unknown_outcome_unresolved").is_none();
+    let checked_missing = v.get("checked_writes").is_none();
     let mut s: Summary = serde_json::from_value(v).map_err(|e| e.to_string())?;
     if unresolved_missing {
         s.counts.unknown_outcome_unresolved = s.counts.unresolved();
+    }
+    if checked_missing {
+        // Written before the field: its outages' verifications.
+        let outages = s.outages.iter().filter_map(|o| o.checked_writes);
+        s.counts.checked_writes =
+            outages.fold(s.earlier_outages.checked_writes, u64::saturating_add);
     }
     s.earlier_outages.keep_latest(&mut s.outages);
     Ok(s)

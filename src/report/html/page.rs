@@ -81,10 +81,7 @@ pub fn render(s: &Summary) -> String {
 /// The headline cards; `rto_is_default`: the summary names no objective.
 fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let earlier = &s.earlier_outages;
-    // Every verification's (a summary older than the field: its outages').
-    let checked = (s.outages.iter().filter_map(|o| o.checked_writes))
-        .fold(earlier.checked_writes, u64::saturating_add)
-        .max(s.counts.checked_writes);
+    let checked = s.counts.checked_writes;
     // An outage never verified (open at the end, or no verification answered) checked
     // nothing: "0 lost" would claim what was never looked at.
     let unverified: Vec<String> = (earlier.unverified > 0)
