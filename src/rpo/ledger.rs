@@ -74,8 +74,9 @@ pub struct Ledger {
 
 /// A write whose outcome is unknown: when it failed, and the lowest id it can have had,
 /// about (the oldest acknowledged id the ledger held then, or else the newest). The oldest
-/// needs no slack below it: the ledger holds 30 s of acknowledged writes, and the unknown
-/// one took its id within its statement timeout of failing.
+/// needs no slack below it while `--statement-timeout` is shorter than `--verify-window`
+/// (5 s and 30 s by default): the ledger holds that window of acknowledged writes, and the
+/// unknown one took its id within its statement timeout (and 1 s) of failing.
 #[derive(Debug, Clone, Copy)]
 struct Unknown {
     at: Instant,
