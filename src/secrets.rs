@@ -314,6 +314,35 @@ fn names_a_secret(text: &str, key: regex::Match) -> bool {
     !in_a_word && !a_place
 }
 
+/// A place at or before `at` to cut `text` in two that no remembered secret and no match
+/// of the secret patterns crosses, so that each part scrubbed alone hides all a scrub of the
+/// whole would; not before `floor` (a "secret" longer than that is cut regardless).
+pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
+    let known = KNOWN.read();
+    loop {
+        let secrets = (known.longest_first.iter()).flat_map(|s| {
+            text.match_indices(s.as_str())
+                .map(|(i, m)| (i, i + m.len()))
+        });
+        let patterns = [
+            &*URL_PASSWORD,
+            &*DSN_PASSWORD,
+            &*PASSWORD_OPTION,
+            &*SECRET_VALUE,
+        ]
+        .into_iter()
+        .flat_map(|p| p.find_iter(text).map(|m| (m.start(), m.end())));
+        let crossing = (secrets.chain(patterns))
+            .filter(|&(start, end)| start < at && at < end)
+            .map(|(start, _)| start)
+            .min();
+        match crossing {
+            Some(start) if start >= floor => at = start,
+            _ => return at,
+        }
+    }
+}
+
 /// Removes the password from a URL or key=value connection string, even one
 /// that does not parse, so that error messages can quote the rest.
 pub fn redact(dsn: &str) -> String {

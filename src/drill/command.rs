@@ -83,9 +83,9 @@ const MAX_LINE: usize = 4096;
 /// one-line JSON document is a few kilobytes into it).
 const MAX_READ: usize = 64 * 1024;
 
-/// A line longer than [`MAX_READ`] is scrubbed [`MAX_READ`] bytes at a time, each time with
-/// this much of the text before it carried over, so that a secret across the cut is whole
-/// in one of them.
+/// A line longer than [`MAX_READ`] is scrubbed a read at a time: at least this much of each
+/// read's end, from a place no secret crosses, is read again with the next, so that a secret
+/// of up to this length across reads is whole in one of them.
 const OVERLAP: usize = 1024;
 
 /// Lines logged per stream and trigger; a chatty command cannot flood the log.
@@ -291,6 +291,24 @@ impl Tail {
     }
 }
 
+/// The bytes at the end of `raw` that begin a character and lack its rest (at most 3).
+fn incomplete_char(raw: &[u8]) -> usize {
+    for back in 1..=raw.len().min(3) {
+        let byte = raw[raw.len() - back];
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let needs = match byte {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if needs > back { back } else { 0 };
+    }
+    0
+}
+
 /// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
 /// the tail, in pieces of at most [`MAX_LINE`] bytes. Memory stays bounded: a line is
 /// read [`MAX_READ`] bytes at a time.
@@ -311,19 +329,26 @@ async fn capture(
             .take(MAX_READ as u64)
             .read_until(b'\n', &mut raw)
             .await;
-        let line_goes_on = matches!(read, Ok(n) if n > 0) && !raw.ends_with(b"\n");
-        if line_goes_on && raw.len() > OVERLAP {
-            // Cut at a character's start, so that neither part garbles it.
-            let mut cut = raw.len() - OVERLAP;
-            while cut > 0 && raw[cut] & 0xC0 == 0x80 {
-                cut -= 1;
-            }
-            carried = raw.split_off(cut);
+        // A line longer than a read goes on in the next: only the part before a cut no
+        // secret crosses is written, and what follows is read again with the rest.
+        let line_goes_on = matches!(read, Ok(n) if n == MAX_READ) && !raw.ends_with(b"\n");
+        let incomplete = if line_goes_on {
+            incomplete_char(&raw)
+        } else {
+            0
+        };
+        let waiting = raw.split_off(raw.len() - incomplete);
+        let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        if line_goes_on && text.len() > OVERLAP {
+            let at = text.floor_char_boundary(text.len() - OVERLAP);
+            let cut = crate::secrets::safe_cut(&text, at, text.len() / 2);
+            carried = text.split_off(cut).into_bytes();
         }
-        if !raw.is_empty() {
-            let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
-            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            let line = printable(&scrub(&String::from_utf8_lossy(bytes)));
+        carried.extend(waiting);
+        if !text.is_empty() {
+            let line = printable(&scrub(&text));
             let mut rest = line.as_str();
             while !rest.is_empty() {
                 let (piece, after) = rest.split_at(rest.floor_char_boundary(MAX_LINE));
@@ -385,6 +410,25 @@ mod tests {
             "{}",
             &text[text.len() - 40..]
         );
+        // Across the place a read would be cut before the overlap; and a last line
+        // without a newline, read whole.
+        for (before, after) in [(MAX_READ - OVERLAP - 8, 2000), (OVERLAP, 100)] {
+            let mut input = vec![b'y'; before];
+            input.extend(secret.as_bytes());
+            input.extend(vec![b'z'; after]);
+            let captured = Arc::new(Mutex::new(Tail::default()));
+            capture(&input[..], "stdout", 1, captured.clone()).await;
+            let (text, _) = captured.lock().take();
+            let text = text.replace('\n', "");
+            assert!(text.contains("yyREDACTEDzz"), "{before}: {}", text.len());
+            assert!(!text.contains("0b95d3e7") && !text.contains("overlap-"));
+        }
+        // Bytes that never make a character still move on: bounded, all read.
+        let input = vec![0xAAu8; 3 * MAX_READ + 5];
+        let captured = Arc::new(Mutex::new(Tail::default()));
+        capture(&input[..], "stdout", 1, captured.clone()).await;
+        let (text, _) = captured.lock().take();
+        assert!(text.len() <= TAIL_BYTES && text.contains('\u{FFFD}'));
 
         // A known secret across the cut is still recognised: lines are scrubbed whole.
         let secret = "cut-across-7f3a9c2e-token";
