@@ -20,7 +20,8 @@ const REDACTED: &str = "REDACTED";
 /// only the newest [`MAX_ROTATED`] of them are, oldest forgotten first.
 struct Known {
     fixed: Vec<String>,
-    rotated: Vec<String>,
+    /// Each value's forms together: a value is forgotten whole.
+    rotated: Vec<[String; 3]>,
     longest_first: Vec<String>,
 }
 
@@ -46,44 +47,57 @@ pub fn remember_rotated(secret: &str) {
     }
 }
 
-/// Secrets the process was given before any of them is parsed: the password in any
-/// argument that holds a URL (`scheme://user:password@…`, wherever the parser would end
-/// it: up to the last `@`), and the value of each environment variable whose name says it
-/// is a secret (`PGPASSWORD`, `VAULT_TOKEN`, `AWS_SECRET_ACCESS_KEY`), which a trigger's
-/// `set -x` may echo. Values under 6 characters are left to the patterns: remembered, a
-/// flag's `1` would be hidden everywhere.
+/// Secrets the process was given before any of them is parsed: the password of each
+/// argument (or `--flag=` value) and environment value that is a URL
+/// (`scheme://user:password@…`, up to its last `@`, as a parser may end it), and the value of
+/// each environment variable whose name says it is a secret (`PGPASSWORD`, `VAULT_TOKEN`,
+/// `AWS_SECRET_ACCESS_KEY`; not `…_FILE` and the like, which say where one is), which a
+/// trigger's `set -x` may echo. Values under 6 characters are left to the patterns:
+/// remembered, a `1` would be hidden everywhere.
 pub fn remember_given(
     args: impl Iterator<Item = String>,
     env: impl Iterator<Item = (String, String)>,
 ) {
-    for arg in args {
-        if let Some(password) = url_password(&arg) {
-            remember(password);
-        }
-    }
-    for (name, value) in env {
-        if let Some(password) = url_password(&value) {
-            remember(password);
-        } else if names_a_secret_variable(&name) && value.trim().chars().count() >= 6 {
-            remember(&value);
+    let flag_value = |arg: String| match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => value.to_string(),
+        _ => arg,
+    };
+    let args = args
+        .map(flag_value)
+        .filter_map(|a| url_password(&a).map(str::to_string));
+    let env = env.filter_map(|(name, value)| match url_password(&value) {
+        Some(password) => Some(password.to_string()),
+        None => names_a_secret_variable(&name).then_some(value),
+    });
+    for secret in args.chain(env) {
+        let secret = secret.trim();
+        if secret.chars().count() >= 6 {
+            remember(secret);
         }
     }
 }
 
-/// The user info's password of a URL anywhere in `text`, up to the last `@`.
+/// The password of `text` if it is a URL: its user info's, up to the last `@`.
 fn url_password(text: &str) -> Option<&str> {
-    let (_, after) = text.split_once("://")?;
-    let user_info = &after[..after.rfind('@')?];
+    let (scheme, after) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+    let user_info = &after[..after.rfind('@').filter(|_| is_scheme)?];
     let (_, password) = user_info.split_once(':')?;
     Some(password).filter(|p| !p.is_empty())
 }
 
+/// Name endings that say where a secret is, not what it is (`PGDRILL_PASSWORD_FILE`).
+const A_PLACE: &[&str] = &["_FILE", "_URL", "_NAME", "_PATH", "_DIR", "_COMMAND"];
+
 fn names_a_secret_variable(name: &str) -> bool {
     let name = name.to_ascii_uppercase();
-    ["PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN"]
+    let secret = ["PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN"]
         .iter()
         .any(|word| name.contains(word))
-        || name.ends_with("_KEY")
+        || name.ends_with("_KEY");
+    secret && !A_PLACE.iter().any(|s| name.ends_with(s))
 }
 
 /// A secret as it is and as JSON and HTML (as maud, which writes the pages) escape it.
@@ -100,22 +114,26 @@ fn forms(secret: &str) -> Option<[String; 3]> {
 
 impl Known {
     fn add(&mut self, forms: [String; 3], rotated: bool) {
-        for form in forms {
-            if form.is_empty() || self.fixed.contains(&form) || self.rotated.contains(&form) {
-                continue;
-            }
-            if !rotated {
-                self.fixed.push(form);
-                continue;
+        if rotated {
+            if self.rotated.contains(&forms) {
+                return;
             }
             if self.rotated.len() >= MAX_ROTATED {
                 self.rotated.remove(0);
             }
-            self.rotated.push(form);
+            self.rotated.push(forms);
+        } else {
+            for form in forms {
+                if !form.is_empty() && !self.fixed.contains(&form) {
+                    self.fixed.push(form);
+                }
+            }
         }
-        self.longest_first = [&self.fixed[..], &self.rotated[..]].concat();
-        self.longest_first
-            .sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let rotated = self.rotated.iter().flatten().filter(|f| !f.is_empty());
+        let mut all: Vec<String> = self.fixed.iter().chain(rotated).cloned().collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        all.dedup();
+        self.longest_first = all;
     }
 }
 
@@ -307,10 +325,7 @@ fn names_a_secret(text: &str, key: regex::Match) -> bool {
     let word = &text[start..key.end()];
     let in_a_word =
         name.eq_ignore_ascii_case("pass") && WORDS.iter().any(|w| w.eq_ignore_ascii_case(word));
-    let a_place = name.contains('_')
-        && ["_FILE", "_URL", "_NAME", "_PATH", "_DIR"]
-            .iter()
-            .any(|s| name.ends_with(s));
+    let a_place = name.contains('_') && A_PLACE.iter().any(|s| name.ends_with(s));
     !in_a_word && !a_place
 }
 
@@ -671,10 +686,16 @@ mod tests {
         };
         let forms = |s: &str| [s.to_string(), String::new(), String::new()];
         known.add(forms("the-dsn-password"), false);
-        known.add(forms("the-first-and-longest-rotated-secret"), true);
+        let three = |s: &str| [s.to_string(), format!("{s}-json"), format!("{s}-html")];
+        known.add(three("the-first-and-longest-rotated-secret"), true);
         for i in 0..MAX_ROTATED {
             known.add(forms(&format!("rotated-{i}")), true);
         }
+        // Forgotten whole, every form of it.
+        assert!(!known
+            .longest_first
+            .iter()
+            .any(|s| s.starts_with("the-first")));
         assert_eq!(known.rotated.len(), MAX_ROTATED);
         let kept = |s: &str| known.longest_first.contains(&s.to_string());
         assert!(!kept("the-first-and-longest-rotated-secret"));
@@ -690,6 +711,7 @@ mod tests {
     fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
         let args = [
             "pgdrill",
+            "--failover-command=curl http://patroni:8008/failover -H 'From: ops@corp.example'",
             "POSTGRES://app:q\"u'o<te>7d1e@db.example/app",
             "--dsn=postgresql://app:pw-e5a1/with@slash@db/app",
         ];
@@ -698,6 +720,8 @@ mod tests {
             ("MY_API_KEY", "key-31b7f0"),
             ("PWD", "/home/app/checkout"),
             ("DISABLE_TOKEN", "1"),
+            ("PGDRILL_PASSWORD_FILE", "/run/secrets/pg-file"),
+            ("CACHE_URL", "redis://:a@cache:6379"),
             ("DATABASE_URL", "postgres://app:url-4f0b@db/app"),
         ];
         remember_given(
@@ -712,6 +736,9 @@ mod tests {
             assert!(!out.contains(secret), "{out}");
         }
         assert!(out.contains("/home/app/checkout 1"), "{out}");
+        for place in ["/run/secrets/pg-file", "cache", "8008/failover -H"] {
+            assert!(scrub(&format!("at {place} and a")).ends_with(&format!("{place} and a")));
+        }
         assert!(out.contains("@db.example/app"), "{out}");
     }
 }
