@@ -372,18 +372,24 @@ pub fn redact(dsn: &str) -> String {
 }
 
 /// [`redact`] for a connection string that does not parse: nothing after its first password
-/// is shown (an unquoted space splits `password=pass word`, and `word` is the password's),
-/// and that hidden text is returned, for the parser's reason not to quote it either.
-pub fn redact_unparsed(dsn: &str) -> (String, &str) {
+/// is shown (an unquoted space splits `password=pass word`, and `word` is the password's);
+/// and where that password's value begins, for the parser's reason not to quote from there.
+pub fn redact_unparsed(dsn: &str) -> (String, usize) {
     let first = [&*URL_PASSWORD, &*DSN_PASSWORD]
         .iter()
-        .filter_map(|pattern| pattern.find(dsn))
-        .min_by_key(|m| m.start());
-    match first {
-        Some(m) if m.end() < dsn.len() => {
-            (format!("{} …", redact(&dsn[..m.end()])), &dsn[m.end()..])
-        }
-        _ => (redact(dsn), ""),
+        .filter_map(|pattern| pattern.captures(dsn))
+        .min_by_key(|caps| caps.get(0).map_or(usize::MAX, |m| m.start()));
+    let Some(caps) = first else {
+        return (redact(dsn), dsn.len());
+    };
+    let all = caps.get(0).expect("group 0 is the match");
+    let value_from = caps
+        .get(1)
+        .or_else(|| caps.get(2))
+        .map_or(all.start(), |m| m.end());
+    match all.end() < dsn.len() {
+        true => (format!("{} …", redact(&dsn[..all.end()])), value_from),
+        false => (redact(dsn), value_from),
     }
 }
 

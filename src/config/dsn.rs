@@ -506,32 +506,35 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
 /// of the DSN after a password that is not shown: a key it does not know or a character it
 /// did not expect may be a password's piece after an unquoted space. A known key it names
 /// (an invalid value's) is shown.
-/// The parser's reason for rejecting `parsed`, unless it found its fault after the password
-/// (an unquoted space in it: the reason would quote a piece of it). The parser names the
-/// byte it did not expect, or quotes a key.
+/// The parser's reason for rejecting `parsed`, unless it found its fault in or after the
+/// password (an unquoted space in it: the reason would quote a piece of it). The parser names
+/// the byte it did not expect, or quotes a key: one named before the password is kept.
 fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
     use std::error::Error;
     let Some(source) = err.source() else {
         return err.to_string();
     };
     let detail = source.to_string();
-    let (_, hidden) = crate::secrets::redact_unparsed(parsed);
-    let shown = &parsed[..parsed.len() - hidden.len()];
+    let (_, password_from) = crate::secrets::redact_unparsed(parsed);
+    let (before, from_password) = parsed.split_at(password_from);
+    let named_before = |key: &str| {
+        (before.split_whitespace()).any(|w| w.split_once('=').map_or(w, |(k, _)| k) == key)
+    };
     let at_byte = detail
         .strip_prefix("unexpected character at byte ")
         .and_then(|rest| rest.split(':').next()?.parse::<usize>().ok());
-    let after_password = match at_byte {
-        Some(byte) => !hidden.is_empty() && byte >= shown.len(),
+    let in_password = match at_byte {
+        Some(byte) => byte >= password_from,
         None => {
             let names_a_known_key = detail.starts_with("invalid value for option");
             let mut quoted = detail.split('`').skip(1).step_by(2);
             !names_a_known_key
-                && quoted.any(|t| !t.is_empty() && hidden.contains(t) && !shown.contains(t))
+                && quoted.any(|t| !t.is_empty() && from_password.contains(t) && !named_before(t))
         }
     };
-    if after_password {
+    if in_password {
         return format!(
-            "{err} after the password (not shown); a password with spaces, quotes or \
+            "{err} in or after the password (not shown); a password with spaces, quotes or \
              backslashes goes in single quotes, with \\' and \\\\ inside"
         );
     }

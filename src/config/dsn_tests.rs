@@ -216,6 +216,19 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         .unwrap_err()
         .to_string();
     assert!(text.contains("after the password (not shown)"), "{text}");
+    // Inside double quotes (which libpq does not read as quotes), or a key a prefix of
+    // `password`: still the password's.
+    for dsn in [
+        r#"host=h password="Zm9v YmFy==" user=u"#,
+        r#"host=h password="ab c d""#,
+        "host=db password=Xy7 pass=9",
+    ] {
+        let text = parse(Some(dsn), no_env).unwrap_err().to_string();
+        assert!(text.contains("after the password (not shown)"), "{text}");
+        for piece in ["YmFy", "`d`", "`c`", "Xy7", "`pass`"] {
+            assert!(!text.contains(piece), "{text}");
+        }
+    }
     assert!(!text.contains("cd") && !text.contains("`q`"), "{text}");
     // A fault before the password is named, though what the parser expected (`=`) is
     // also in the hidden text.
