@@ -341,7 +341,10 @@ impl Drill {
         }
         // pgdrill leaves no process behind: what the triggers left running ends now.
         drill::command::end_left_behind().await;
-        linger(config.linger, signal).await;
+        // A run that never wrote (a wrong target) has no figures to show: it exits at once.
+        if self.fatal.message().is_none() || self.fatal.has_written() {
+            linger(config.linger, signal).await;
+        }
         // Last, /metrics: a final scrape still sees the final numbers.
         sup.stop(Stage::Http).await;
         sup.finish().await;

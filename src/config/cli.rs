@@ -145,9 +145,9 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_REPORT")]
     pub report: Option<PathBuf>,
 
-    /// After a run that ended by itself (--duration), keep /metrics up this long with the
-    /// final figures and verdict, for a scrape to see them (Kubernetes Jobs: 2x the scrape
-    /// interval); SIGINT/SIGTERM ends it.
+    /// After a run that ended by itself (--duration, or a crash after its first write), keep
+    /// /metrics up this long with the final figures and verdict, for a scrape to see them
+    /// (Kubernetes Jobs: 2x the scrape interval); SIGINT/SIGTERM ends it.
     #[arg(value_parser = duration, long, env = "PGDRILL_LINGER", default_value = "0s")]
     pub linger: humantime::Duration,
 

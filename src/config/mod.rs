@@ -62,7 +62,8 @@ pub struct Config {
     /// `--report`: checked writable at start.
     pub report: Option<PathBuf>,
     pub shutdown_grace: Duration,
-    /// `--linger`: /metrics stays up this long after a run that ended by itself.
+    /// `--linger`: /metrics stays up this long after a run that ended by itself (a crash
+    /// after the first write included; a wrong target exits at once).
     pub linger: Duration,
     pub outage_threshold: Duration,
     pub verify_window: Duration,

@@ -57,6 +57,8 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
         ),
     ];
     for (what, dsn, extra, said, hint) in cases {
+        // A run that never wrote has nothing for --linger to show: it exits at once
+        // (within `timed`'s 40 s, not after 60 s).
         let mut args = vec![
             "--dsn",
             dsn.as_str(),
@@ -64,6 +66,8 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
             "60s",
             "--connect-timeout",
             "2s",
+            "--linger",
+            "60s",
         ];
         args.extend(extra);
         let (code, secs, out, err) = timed(&args, Duration::from_secs(40)).await;

@@ -302,5 +302,7 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
     let crashed = json["crashed"].as_str().unwrap_or_default();
     assert!(crashed.contains("a lane panicked 6 times"), "{json}");
     assert_eq!(json["drill"]["verdict"]["verdict"], "invalid", "{json}");
+    let reasons = json["drill"]["verdict"]["invalid"].to_string();
+    assert!(reasons.contains("the run crashed"), "{json}");
     lab.shutdown().await;
 }
