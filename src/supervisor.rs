@@ -163,13 +163,15 @@ impl Fatal {
     }
 }
 
-/// The text of a panic payload (`panic!` gives `&str` or `String`).
+/// The text of a panic payload (`panic!` gives `&str` or `String`), scrubbed here, before a
+/// JSON log line, the summary or the page escapes its quotes.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
+    let text = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic payload".to_string())
+        .unwrap_or_else(|| "a non-text panic payload".to_string());
+    crate::secrets::scrub(&text)
 }
 
 /// The background parts of a run. Each has its own cancellation token, a child of the
@@ -395,10 +397,14 @@ mod tests {
 
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));
         let mut sup = Supervisor::new(fatal.clone(), Arc::default());
-        sup.spawn(Stage::Monitor, |_| async { panic!("boom") });
+        sup.spawn(Stage::Monitor, |_| async {
+            panic!(r#"boom at host=db password="pan ic-6d2a""#)
+        });
         sup.drain(Stage::Monitor, None).await;
         let err = fatal.take().expect("a panic is reported").to_string();
         assert!(err.contains("Monitor task panicked: boom"), "{err}");
+        // Scrubbed as it is, before any output escapes its quotes.
+        assert!(err.ends_with("password=REDACTED"), "{err}");
 
         // Stopped when asked: nothing to report.
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));

@@ -30,7 +30,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
     // A panic is a log event like any other (one JSON line with --log-format json), not raw
     // text in between; the supervisor then says what it does about it.
     std::panic::set_hook(Box::new(|info| {
-        let message = info.payload_as_str().unwrap_or_default();
+        let message = secrets::scrub(info.payload_as_str().unwrap_or_default());
         let location = info.location().map(|l| l.to_string()).unwrap_or_default();
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
