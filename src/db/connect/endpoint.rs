@@ -82,13 +82,16 @@ impl EndpointState {
     }
 
     /// A check for the connections watching `token` got no answer at all: the endpoint
-    /// is silent, for them and for the server it now leads to, whose connections are
-    /// abandoned too.
-    pub(super) fn declare_silent(&mut self, token: &CancellationToken) {
+    /// is silent, for them and for the server it led to when the check began (`current`),
+    /// whose connections are abandoned too; one reached since answered, and is spared.
+    pub(super) fn declare_silent(
+        &mut self,
+        token: &CancellationToken,
+        current: &CancellationToken,
+    ) {
         self.declared_silent = true;
-        let current = self.silent.clone();
         self.abandon(token);
-        self.abandon(&current);
+        self.abandon(current);
     }
 
     /// A fast failure (refused) backs off; a slow one (a timeout) is followed at once, so

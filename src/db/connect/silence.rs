@@ -40,7 +40,7 @@ impl Silence {
     /// made before, as a fresh client would have the new server.
     pub fn suspect(&self) {
         let now = Instant::now();
-        {
+        let current = {
             let mut map = self.connector.lock();
             let Some(state) = map.get_mut(&self.endpoint) else {
                 return;
@@ -52,12 +52,14 @@ impl Silence {
                 return;
             }
             state.check_running = true;
-        }
+            state.silent.clone()
+        };
         let this = self.clone();
-        tokio::spawn(async move { this.check().await });
+        tokio::spawn(async move { this.check(current).await });
     }
 
-    async fn check(self) {
+    /// `current`: the token of the server the endpoint led to when the check began.
+    async fn check(self, current: CancellationToken) {
         let started = Instant::now();
         let connector = &self.connector;
         connector.metrics.connection_attempts.inc();
@@ -122,7 +124,7 @@ impl Silence {
                     "server stopped answering; abandoning its connections (no_response)"
                 );
                 state.failed(ErrorClass::ConnectTimeout, &message, started);
-                state.declare_silent(&self.token);
+                state.declare_silent(&self.token, &current);
             }
         }
     }

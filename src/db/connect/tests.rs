@@ -110,7 +110,8 @@ fn an_unanswered_check_abandons_the_current_server_too() {
     });
     let to_new = state.token_for(&new);
     // A check for an old connection: not even a new connection is answered.
-    state.declare_silent(&to_old);
+    let current = state.silent.clone();
+    state.declare_silent(&to_old, &current);
     assert!(to_old.is_cancelled());
     assert!(
         to_new.is_cancelled(),
@@ -121,6 +122,15 @@ fn an_unanswered_check_abandons_the_current_server_too() {
         !state.token_for(&new).is_cancelled(),
         "later connections start afresh"
     );
+    // A server reached while a check was under way answered: its connections are spared.
+    let to_old = state.token_for(&Arc::new(id(5001, 1)));
+    let current = state.silent.clone();
+    let to_newer = state.token_for(&Arc::new(Identity {
+        postmaster_start: Some("t2".into()),
+        ..id(5003, 3)
+    }));
+    state.declare_silent(&to_old, &current);
+    assert!(to_old.is_cancelled() && !to_newer.is_cancelled());
 }
 
 #[tokio::test(start_paused = true)]
