@@ -83,23 +83,24 @@ pub(crate) fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
     }
-    // Every unit down, never up: 29.996 s beside a 30 s objective reads 29.99 s, 119.96 s
-    // beside 2 min reads 1 min 59.9 s, 120.4 s reads 2 min 00.4 s (not "2 min 00 s", as if
-    // it met it). The epsilon keeps 0.29 s (28.999… hundredths in binary) 290 ms.
-    let floor = |scale: f64| (s * scale + 1e-6).floor();
+    // Every unit up, never down, as the verdict judges (over the objective fails): 30.004 s
+    // beside a 30 s objective reads 30.01 s, 120.04 s beside 2 min reads 2 min 00.1 s, and
+    // a value that reads as the objective met it. The epsilon keeps 0.29 s (29.000…1
+    // hundredths in binary) 290 ms.
+    let up = |scale: f64| (s * scale - 1e-6).ceil();
     if s < 1.0 {
-        format!("{:.0} ms", floor(1000.0))
+        format!("{:.0} ms", up(1000.0))
     } else if s < 60.0 {
-        format!("{:.2} s", floor(100.0) / 100.0)
+        format!("{:.2} s", up(100.0) / 100.0)
     } else if s < 3600.0 {
-        let tenths = floor(10.0) as u64;
+        let tenths = up(10.0) as u64;
         let (min, sec, tenth) = (tenths / 600, tenths % 600 / 10, tenths % 10);
         match tenth {
             0 => format!("{min} min {sec:02} s"),
             _ => format!("{min} min {sec:02}.{tenth} s"),
         }
     } else {
-        let minutes = floor(1.0 / 60.0) as u64;
+        let minutes = up(1.0 / 60.0) as u64;
         format!("{} h {:02} min", minutes / 60, minutes % 60)
     }
 }

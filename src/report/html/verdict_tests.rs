@@ -13,7 +13,10 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
         "every objective met: writes unavailable ≤ 30.00 s, acknowledged writes lost ≤ 0"
     ));
     assert!(html.contains("1 on the new primary, 23 not on it, 0 unresolved"));
-    assert!(html.contains("<b>2.97 s</b>"), "the outage row's RTO");
+    assert!(
+        html.contains("<b>2.98 s</b>"),
+        "the outage row's RTO, 2.974 s rounded up"
+    );
     assert!(
         html.contains(">11:12:00.061<"),
         "undated times within one day"
