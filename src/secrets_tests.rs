@@ -1,0 +1,339 @@
+//! Scrubbing: the patterns, remembered secrets, and what is left alone.
+use super::*;
+
+#[test]
+fn connection_strings_and_secret_keys_are_scrubbed() {
+    let cases = [
+        (
+            "connecting to postgres://admin:hunter2@db:5432/app",
+            "connecting to postgres://admin:REDACTED@db:5432/app",
+        ),
+        (
+            "host=db password=hunter2 user=u",
+            "host=db password=REDACTED user=u",
+        ),
+        ("PGPASSWORD=hunter2 psql", "PGPASSWORD=REDACTED psql"),
+        (r#"PGPASSWORD="hun ter2" psql"#, "PGPASSWORD=REDACTED psql"),
+        (
+            r#"  "administratorLoginPassword": "hun\"ter2","#,
+            r#"  "administratorLoginPassword": "REDACTED","#,
+        ),
+        (
+            r#"{"accessToken":"eyJ0eXAi.x.y"}"#,
+            r#"{"accessToken":"REDACTED"}"#,
+        ),
+        ("client_secret: abc123", "client_secret: REDACTED"),
+        ("Password: s3cret", "Password: REDACTED"),
+        (
+            "Authorization: Bearer eyJhbGci.x.y rest",
+            "Authorization: Bearer REDACTED rest",
+        ),
+        ("token: ünïcødé!", "token: REDACTED"),
+        (
+            "AWS_SECRET_ACCESS_KEY=wJalr true",
+            "AWS_SECRET_ACCESS_KEY=REDACTED true",
+        ),
+        ("curl -H 'X-Api-Key: k3y'", "curl -H 'X-Api-Key: REDACTED'"),
+        (
+            r#"{"user":"u","pass":"p4ss"}"#,
+            r#"{"user":"u","pass":"REDACTED"}"#,
+        ),
+        ("--passphrase hunter2", "--passphrase REDACTED"),
+    ];
+    for (input, want) in cases {
+        let got = scrub_patterns(input);
+        assert_eq!(got, want, "input {input:?}");
+        assert!(!got.contains("hunter2") && !got.contains("s3cret"), "{got}");
+    }
+}
+
+#[test]
+fn output_is_written_as_text_without_control_bytes() {
+    assert_eq!(printable("plain\tline é"), "plain\tline é");
+    assert_eq!(printable("a\0b\u{1b}[31mc\r"), "a\\x00b\\x1b[31mc\\x0d");
+}
+
+#[test]
+fn ordinary_output_is_left_alone() {
+    for text in [
+        "Failover of server pg-prod started; tokens_used=3",
+        "password authentication failed for user \"app\"",
+        "The token expires in 3600 s",
+        "{\"state\": \"Ready\", \"haState\": \"Healthy\"}",
+        "",
+        "naïve password — ünïcode: ok",
+        "INFO pgdrill::db::credentials: running --password-command",
+        "test result: 3 passed; 0 failed",
+        "Bypass: enabled; compass: north; BYPASS=1",
+        "mkdir -p ./out; mkdir -p ../logs; mkdir -p ~/.ssh",
+        "PASSWORD_FILE=/run/secrets/pg TOKEN_URL=https://login.example/token",
+        "mkdir -p /run/pgdrill && psql -p 5432 -h db",
+        "docker run -p 127.0.0.1:5432:5432/tcp -p 8000-8010:8000-8010 postgres",
+        "sshpass -p \"$PGPASSWORD\" ssh pg1",
+    ] {
+        assert_eq!(scrub_patterns(text), text);
+    }
+}
+
+#[test]
+fn arbitrary_text_never_panics_and_keeps_its_length_bounded() {
+    use rand::{Rng, SeedableRng};
+    let pieces = [
+        "password",
+        "=",
+        ":",
+        " ",
+        "\"",
+        "'",
+        "\\",
+        "é",
+        "ü",
+        "💥",
+        "token",
+        "Bearer ",
+        "postgres://",
+        "@",
+        "/",
+        "?",
+        "&",
+        "qqz",
+        "q",
+        "z",
+        "pwd",
+        "\n",
+        "secret",
+        "REDACTED",
+    ];
+    remember("qqz");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(14);
+    for _ in 0..20_000 {
+        let n = rng.random_range(0..12);
+        let text: String = (0..n)
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
+        let out = scrub(&text);
+        // Each secret becomes REDACTED at most once per character of the input.
+        assert!(out.len() <= text.len() * 9 + 8, "{text:?} -> {out:?}");
+        assert!(!out.contains("qqz"), "{text:?} -> {out:?}");
+    }
+}
+
+#[test]
+fn known_secret_values_are_scrubbed_anywhere() {
+    remember("pa55");
+    remember("");
+    remember("pa55word!\n");
+    assert_eq!(scrub("x pa55word! y pa55"), "x REDACTED y REDACTED");
+    remember("a\"b<c");
+    assert_eq!(scrub(r#"{"out":"a\"b<c"}"#), r#"{"out":"REDACTED"}"#);
+    assert_eq!(scrub("<td>a&quot;b&lt;c</td>"), "<td>REDACTED</td>");
+    // An empty secret would otherwise replace between every character.
+    assert_eq!(scrub("abc"), "abc");
+}
+
+#[test]
+fn options_that_name_a_secret_hide_their_value() {
+    let cases = [
+        (
+            "az postgres flexible-server update -n pg --admin-password Hx9#k2 -g rg",
+            "az postgres flexible-server update -n pg --admin-password REDACTED -g rg",
+        ),
+        (
+            "tool --token 'abc def' --x 1",
+            "tool --token 'REDACTED' --x 1",
+        ),
+        ("tool --api-secret=abc", "tool --api-secret=REDACTED"),
+        ("tool -password  abc", "tool -password  REDACTED"),
+        (
+            r#"{"c": "x --token abc"}"#,
+            r#"{"c": "x --token REDACTED"}"#,
+        ),
+        // Not an option value: the next word is another option, or no option at all.
+        ("tool --password --next", "tool --password --next"),
+        ("reset the password now", "reset the password now"),
+        ("tool --token-file /run/t", "tool --token-file /run/t"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(scrub_patterns(input), want, "input {input:?}");
+    }
+}
+
+#[test]
+fn redact_handles_every_form() {
+    assert_eq!(
+        redact("postgresql://u:p%40ss@h:5/db?sslmode=require"),
+        "postgresql://u:REDACTED@h:5/db?sslmode=require"
+    );
+    assert_eq!(
+        redact("host=h password='a b\\'c' user=u"),
+        "host=h password=REDACTED user=u"
+    );
+    assert_eq!(
+        redact("host=h password = x user=u"),
+        "host=h password =REDACTED user=u"
+    );
+    assert_eq!(
+        redact("postgres://h/db?password=x&user=u"),
+        "postgres://h/db?password=REDACTED&user=u"
+    );
+    assert_eq!(redact("host=h"), "host=h");
+    // Keys ending in password, values with `&` or escapes, keys after a newline.
+    assert_eq!(
+        redact("host=db sslkey=/k sslpassword=KeyPass1 port=5"),
+        "host=db sslkey=/k sslpassword=REDACTED port=5"
+    );
+    assert_eq!(
+        redact("host=db password=a&hunter2 gssencmode=disable"),
+        "host=db password=REDACTED gssencmode=disable"
+    );
+    assert_eq!(redact("password=ab\\ cd x=1"), "password=REDACTED x=1");
+    assert_eq!(
+        redact("host=db\npassword=s3cret\nport=5"),
+        "host=db\npassword=REDACTED\nport=5"
+    );
+    // Unencoded `@`, `/` and `?` in a URL's password, an `@` in its user name: nothing
+    // of the password is left.
+    for url in [
+        "postgres://app:P@ssw0rd@db.example/app",
+        "postgres://u:a/b@h:99999/db",
+        "postgres://u:a?b@h/db?sslmode=require",
+        "postgresql://pgadmin@myserver:S3cret@myserver.example/postgres",
+    ] {
+        let out = redact(url);
+        assert!(
+            out.starts_with("postgres") && out.contains(":REDACTED@"),
+            "{out}"
+        );
+        for piece in ["ssw0rd", "a/b", "a?b", "S3cret"] {
+            assert!(!out.contains(piece), "{url} -> {out}");
+        }
+    }
+    // A quote inside a bare value, a `#` inside a query value: part of the password.
+    assert_eq!(
+        redact("host=db password=ab'cd user=u"),
+        "host=db password=REDACTED user=u"
+    );
+    assert_eq!(
+        redact("postgres://h/db?password=ab#cd"),
+        "postgres://h/db?password=REDACTED"
+    );
+    // Other schemes keep what their user info cannot hold: not a port and a path's `@`.
+    for text in [
+        "GET https://api.example.com:443/v1/users/alice@example.com",
+        r#"{"url":"http://h:80/x","who":"a@b"}"#,
+    ] {
+        assert_eq!(redact(text), text);
+    }
+    assert_eq!(redact("https://u:pw@h/x"), "https://u:REDACTED@h/x");
+}
+
+#[test]
+fn a_user_and_password_given_to_an_option_hide_the_password() {
+    for (input, want) in [
+        (
+            "curl -u patroni:s3cret -XPOST http://pg1:8008/failover",
+            "curl -u patroni:REDACTED -XPOST http://pg1:8008/failover",
+        ),
+        ("curl --user=a:b x", "curl --user=a:REDACTED x"),
+        ("curl -u 'a:b c' x", "curl -u 'a:REDACTED' x"),
+        ("curl -ua:b", "curl -ua:REDACTED"),
+        ("curl -u patroni http://h", "curl -u patroni http://h"),
+        (
+            "az login --service-principal -u app -p Xy9~secret --tenant t",
+            "az login --service-principal -u app -p REDACTED --tenant t",
+        ),
+        (
+            "sshpass -p 's3 cret' ssh pg1",
+            "sshpass -p 'REDACTED' ssh pg1",
+        ),
+        ("tool -p --next", "tool -p --next"),
+        ("sshpass -p 123abc ssh", "sshpass -p REDACTED ssh"),
+        ("x -p '5432x'", "x -p 'REDACTED'"),
+        ("DB_PASS=x dbPass: y", "DB_PASS=REDACTED dbPass: REDACTED"),
+        (
+            "dbpass=x rootpass: y tool --adminpass z",
+            "dbpass=REDACTED rootpass: REDACTED tool --adminpass REDACTED",
+        ),
+        ("sshpass -p '$ecret' ssh", "sshpass -p 'REDACTED' ssh"),
+        ("sshpass -p /b64+x= ssh", "sshpass -p REDACTED ssh"),
+        ("sshpass -p /b6/4+x ssh", "sshpass -p REDACTED ssh"),
+        ("MY_SECRET_KEY=k", "MY_SECRET_KEY=REDACTED"),
+        // Inside a JSON log line, where the quotes come escaped.
+        (
+            r#""sshpass -p \"s3 cret\" ssh""#,
+            r#""sshpass -p \"REDACTED\" ssh""#,
+        ),
+        ("tool --username=a:b", "tool --username=a:b"),
+        (
+            "sudo -u postgres pg_ctl promote",
+            "sudo -u postgres pg_ctl promote",
+        ),
+    ] {
+        assert_eq!(scrub_patterns(input), want, "input {input:?}");
+    }
+}
+
+#[test]
+fn the_oldest_rotated_secret_is_forgotten_first_and_a_given_one_never() {
+    let mut known = Known {
+        fixed: Vec::new(),
+        rotated: Vec::new(),
+        longest_first: Vec::new(),
+    };
+    let forms = |s: &str| [s.to_string(), String::new(), String::new()];
+    known.add(forms("the-dsn-password"), false);
+    let three = |s: &str| [s.to_string(), format!("{s}-json"), format!("{s}-html")];
+    known.add(three("the-first-and-longest-rotated-secret"), true);
+    for i in 0..MAX_ROTATED {
+        known.add(forms(&format!("rotated-{i}")), true);
+    }
+    // Forgotten whole, every form of it.
+    assert!(!known
+        .longest_first
+        .iter()
+        .any(|s| s.starts_with("the-first")));
+    assert_eq!(known.rotated.len(), MAX_ROTATED);
+    let kept = |s: &str| known.longest_first.contains(&s.to_string());
+    assert!(!kept("the-first-and-longest-rotated-secret"));
+    assert!(
+        kept("the-dsn-password"),
+        "a given secret is never forgotten"
+    );
+    assert!(kept(&format!("rotated-{}", MAX_ROTATED - 1)));
+    assert_eq!(known.longest_first[0], "the-dsn-password");
+}
+
+#[test]
+fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
+    let args = [
+        "pgdrill",
+        "--failover-command=curl http://patroni:8008/failover -H 'From: ops@corp.example'",
+        "POSTGRES://app:q\"u'o<te>7d1e@db.example/app",
+        "--dsn=postgresql://app:pw-e5a1/with@slash@db/app",
+    ];
+    let env = [
+        ("VAULT_TOKEN", "s.vault-9c2d41"),
+        ("MY_API_KEY", "key-31b7f0"),
+        ("PWD", "/home/app/checkout"),
+        ("DISABLE_TOKEN", "1"),
+        ("PGDRILL_PASSWORD_FILE", "/run/secrets/pg-file"),
+        ("CACHE_URL", "redis://:a@cache:6379"),
+        ("DATABASE_URL", "postgres://app:url-4f0b@db/app"),
+    ];
+    remember_given(
+        args.iter().map(|s| s.to_string()),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let text = "unexpected argument 'POSTGRES://app:q\"u'o<te>7d1e@db.example/app' \
+                + vault login s.vault-9c2d41 key-31b7f0 pw-e5a1/with@slash in /home/app/checkout 1";
+    let text = format!("{text} url-4f0b");
+    let out = scrub(&text);
+    for secret in ["7d1e", "9c2d41", "31b7f0", "pw-e5a1", "url-4f0b"] {
+        assert!(!out.contains(secret), "{out}");
+    }
+    assert!(out.contains("/home/app/checkout 1"), "{out}");
+    for place in ["/run/secrets/pg-file", "cache", "8008/failover -H"] {
+        assert!(scrub(&format!("at {place} and a")).ends_with(&format!("{place} and a")));
+    }
+    assert!(out.contains("@db.example/app"), "{out}");
+}
