@@ -87,12 +87,13 @@ pub(crate) fn fmt_secs(s: f64) -> String {
     // beside a 30 s objective reads 30.01 s, 120.04 s beside 2 min reads 2 min 00.1 s, and
     // a value that reads as the objective met it. The epsilon keeps 0.29 s (29.000…1
     // hundredths in binary) 290 ms.
+    // The unit is chosen by the value rounded: 0.9996 s is 1.00 s, not 1000 ms.
     let up = |scale: f64| (s * scale - 1e-6).ceil();
-    if s < 1.0 {
+    if up(1000.0) < 1000.0 {
         format!("{:.0} ms", up(1000.0))
-    } else if s < 60.0 {
+    } else if up(100.0) < 6000.0 {
         format!("{:.2} s", up(100.0) / 100.0)
-    } else if s < 3600.0 {
+    } else if up(10.0) < 36000.0 {
         let tenths = up(10.0) as u64;
         let (min, sec, tenth) = (tenths / 600, tenths % 600 / 10, tenths % 10);
         match tenth {

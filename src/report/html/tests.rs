@@ -608,6 +608,9 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(fmt_secs(29.996), "30.00 s");
     assert_eq!(fmt_secs(0.29), "290 ms");
     assert_eq!(fmt_secs(0.2741), "275 ms");
+    assert_eq!(fmt_secs(0.9996), "1.00 s");
+    assert_eq!(fmt_secs(59.996), "1 min 00 s");
+    assert_eq!(fmt_secs(3599.96), "1 h 00 min");
     assert_eq!(fmt_secs(2.51), "2.51 s");
     assert_eq!(group(1_234_567), "1,234,567");
     assert_eq!(latency_label(0.01), "10 ms");
