@@ -211,7 +211,7 @@ impl LaneOutcomes {
         if failure.unknown {
             o.metrics.unknown_outcome_writes.inc();
             o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
-            o.ledger.lock().unknown(job.seq, Instant::now());
+            o.ledger.lock().unknown(job.seq, started, Instant::now());
         }
         tracing::debug!(class = %failure.class, seq = job.seq, error = %failure.message, "transaction failed");
     }

@@ -14,6 +14,11 @@ pub const SLICE: Duration = Duration::from_millis(100);
 /// Unknown-outcome writes remembered at most; beyond it they are counted, not kept.
 const MAX_UNKNOWN: usize = 100_000;
 
+/// How often, and how long back, the newest acknowledged id is noted ([`Ledger::floor_at`]):
+/// an hour of seconds, longer than any statement timeout a write can fail after.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+const MAX_CHECKPOINTS: usize = 3_600;
+
 #[derive(Debug)]
 struct Slice {
     start: Instant,
@@ -68,15 +73,16 @@ pub struct Ledger {
     window: Duration,
     unknown: BTreeMap<u64, Unknown>,
     unknown_dropped: u64,
-    /// The highest id acknowledged so far.
+    /// The highest id acknowledged so far, and the latest acknowledgement (lanes record
+    /// theirs a little out of order).
     newest_id: Option<i64>,
+    newest_at: Option<Instant>,
+    /// `(at, newest_id then)`, one a second: a write sent after `at` took a higher id.
+    checkpoints: VecDeque<(Instant, i64)>,
 }
 
-/// A write whose outcome is unknown: when it failed, and the lowest id it can have had,
-/// about (the oldest acknowledged id the ledger held then, or else the newest). The oldest
-/// needs no slack below it while `--statement-timeout` is shorter than `--verify-window`
-/// (5 s and 30 s by default): the ledger holds that window of acknowledged writes, and the
-/// unknown one took its id within its statement timeout (and 1 s) of failing.
+/// A write whose outcome is unknown: when it failed, and the lowest id it can have had
+/// ([`Ledger::floor_at`] its sending).
 #[derive(Debug, Clone, Copy)]
 struct Unknown {
     at: Instant,
@@ -124,6 +130,8 @@ impl Ledger {
             unknown: BTreeMap::new(),
             unknown_dropped: 0,
             newest_id: None,
+            newest_at: None,
+            checkpoints: VecDeque::new(),
         }
     }
 
@@ -144,9 +152,43 @@ impl Ledger {
             slice.min_id = slice.min_id.min(id);
         }
         self.newest_id = Some(self.newest_id.map_or(id, |n| n.max(id)));
+        self.newest_at = Some(self.newest_at.map_or(now, |n| n.max(now)));
+        if need_new {
+            self.checkpoint();
+        }
     }
 
-    pub fn unknown(&mut self, seq: u64, now: Instant) {
+    /// Notes the newest id acknowledged so far, at most once a second.
+    fn checkpoint(&mut self) {
+        let (Some(id), Some(now)) = (self.newest_id, self.newest_at) else {
+            return;
+        };
+        let due = self
+            .checkpoints
+            .back()
+            .is_none_or(|&(at, _)| now.duration_since(at) >= CHECKPOINT_EVERY);
+        if due {
+            if self.checkpoints.len() == MAX_CHECKPOINTS {
+                self.checkpoints.pop_front();
+            }
+            self.checkpoints.push_back((now, id));
+        }
+    }
+
+    /// The lowest id a write sent at `sent` can have: ids only grow, so it is above the
+    /// newest one acknowledged before it was sent. Without a checkpoint that old, the oldest
+    /// acknowledged id held (or else the newest), which is below it as long as the write
+    /// failed within `--verify-window` of its sending.
+    fn floor_at(&self, sent: Instant) -> Option<i64> {
+        let before = self.checkpoints.partition_point(|&(at, _)| at <= sent);
+        match before.checked_sub(1) {
+            Some(i) => Some(self.checkpoints[i].1),
+            None => self.oldest_acked_id().or(self.newest_id),
+        }
+    }
+
+    /// A write sent at `sent` failed at `now`, and the server may have committed it.
+    pub fn unknown(&mut self, seq: u64, sent: Instant, now: Instant) {
         if self.unknown.len() >= MAX_UNKNOWN {
             // Still counted in pgdrill_unknown_outcome_writes_total, just never resolved.
             if self.unknown_dropped == 0 {
@@ -158,7 +200,7 @@ impl Ledger {
             self.unknown_dropped += 1;
             return;
         }
-        let floor = self.oldest_acked_id().or(self.newest_id);
+        let floor = self.floor_at(sent);
         self.unknown.insert(seq, Unknown { at: now, floor });
     }
 
@@ -243,7 +285,8 @@ impl Ledger {
     }
 
     pub fn bytes(&self) -> usize {
-        self.slices.iter().map(Slice::bytes).sum::<usize>() + self.unknown.len() * 48
+        let checkpoints = self.checkpoints.capacity() * std::mem::size_of::<(Instant, i64)>();
+        self.slices.iter().map(Slice::bytes).sum::<usize>() + self.unknown.len() * 48 + checkpoints
     }
 }
 
@@ -304,7 +347,7 @@ mod tests {
                 t0 + Duration::from_millis(i as u64 * 30),
             );
         }
-        ledger.unknown(9, t0 + Duration::from_millis(250));
+        ledger.unknown(9, t0, t0 + Duration::from_millis(250));
         let end = t0 + Duration::from_secs(1);
         let snap = ledger.snapshot(end);
         assert_eq!(snap.min_id, Some(100));
@@ -367,23 +410,53 @@ mod tests {
             ledger.ack(n, id, t0 + Duration::from_secs(n));
         }
         assert_eq!(ledger.oldest_id(), Some(400));
-        // An unknown outcome then; its row may be older than any write held later.
-        ledger.unknown(3, t0 + Duration::from_secs(3));
+        // An unknown outcome, sent after 500 was acknowledged (not yet 600); its row may be
+        // older than any write held later.
+        let sent = t0 + Duration::from_millis(1_500);
+        ledger.unknown(3, sent, t0 + Duration::from_secs(3));
         for n in 4..40 {
             ledger.ack(n, 600 + n as i64, t0 + Duration::from_secs(n));
         }
         assert!(ledger.oldest_acked_id() > Some(600), "pruned");
-        assert_eq!(ledger.oldest_id(), Some(400), "until it is resolved");
+        assert_eq!(ledger.oldest_id(), Some(500), "until it is resolved");
         assert_eq!(
             ledger.settled_unknowns(t0 + Duration::from_secs(5)).1,
-            Some(400)
+            Some(500)
         );
         assert_eq!(
             ledger.snapshot(t0 + Duration::from_secs(50)).min_id,
-            Some(400)
+            Some(500)
         );
         ledger.forget_unknowns(&[3]);
         assert!(ledger.oldest_id() > Some(600), "{:?}", ledger.oldest_id());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_failing_long_after_it_was_sent_keeps_its_floor() {
+        // --statement-timeout 60s beside a 2 s window: by the time the write fails, every
+        // acknowledgement from before it was sent has been pruned.
+        let mut ledger = Ledger::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let at = |tenths: u64| t0 + Duration::from_millis(tenths * 100);
+        for n in 0..700 {
+            ledger.ack(n, n as i64, at(n));
+        }
+        ledger.unknown(700, at(100), at(700));
+        assert!(ledger.oldest_acked_id() > Some(600), "pruned");
+        let floor = ledger.oldest_id().expect("a floor");
+        // Sent at 10 s, after id 100 was acknowledged: at most a checkpoint's second below.
+        assert!((90..=100).contains(&floor), "{floor}");
+        // Sent before any acknowledgement: nothing known below it but what is held.
+        let mut ledger = Ledger::new(Duration::from_secs(2));
+        ledger.ack(0, 7, at(10));
+        ledger.unknown(1, at(5), at(20));
+        assert_eq!(ledger.oldest_id(), Some(7));
+        // The checkpoints stay bounded, however long the run.
+        let mut ledger = Ledger::new(Duration::from_secs(2));
+        for n in 0..(MAX_CHECKPOINTS as u64 + 100) * 10 {
+            ledger.ack(n, n as i64, at(n));
+        }
+        assert_eq!(ledger.checkpoints.len(), MAX_CHECKPOINTS);
     }
 
     #[tokio::test(start_paused = true)]

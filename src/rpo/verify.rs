@@ -386,7 +386,7 @@ mod tests {
             ledger.ack(seq, 1_000 + seq as i64, Instant::now());
             tokio::time::advance(Duration::from_millis(10)).await;
         }
-        ledger.unknown(100, Instant::now());
+        ledger.unknown(100, Instant::now(), Instant::now());
         let end = Instant::now();
         let snapshot = ledger.snapshot(end);
         let present: Vec<u64> = (0..40).chain(50..101).collect();
