@@ -73,11 +73,14 @@ pub struct Ledger {
     window: Duration,
     unknown: BTreeMap<u64, Unknown>,
     unknown_dropped: u64,
-    /// The highest id acknowledged so far, and the latest acknowledgement (lanes record
-    /// theirs a little out of order).
+    /// The highest id acknowledged so far.
     newest_id: Option<i64>,
+    /// The latest acknowledgement (lanes record theirs a little out of order), and the
+    /// lowest id acknowledged since the last checkpoint.
     newest_at: Option<Instant>,
-    /// `(at, newest_id then)`, one a second: a write sent after `at` took a higher id.
+    period_min_id: i64,
+    /// `(at, an id acknowledged in the second before)`, one a second: a write sent after
+    /// `at` took a higher id ([`Ledger::floor_at`]).
     checkpoints: VecDeque<(Instant, i64)>,
 }
 
@@ -131,6 +134,7 @@ impl Ledger {
             unknown_dropped: 0,
             newest_id: None,
             newest_at: None,
+            period_min_id: i64::MAX,
             checkpoints: VecDeque::new(),
         }
     }
@@ -153,30 +157,32 @@ impl Ledger {
         }
         self.newest_id = Some(self.newest_id.map_or(id, |n| n.max(id)));
         self.newest_at = Some(self.newest_at.map_or(now, |n| n.max(now)));
+        self.period_min_id = self.period_min_id.min(id);
         if need_new {
             self.checkpoint();
         }
     }
 
-    /// Notes the newest id acknowledged so far, at most once a second.
+    /// Notes, at most once a second, the lowest id acknowledged since the last time: the
+    /// lowest rather than the highest, so that a promoted standby whose sequence is behind
+    /// the old primary's is caught up with at the next checkpoint.
     fn checkpoint(&mut self) {
-        let (Some(id), Some(now)) = (self.newest_id, self.newest_at) else {
-            return;
-        };
+        let Some(now) = self.newest_at else { return };
         let due = self
             .checkpoints
             .back()
             .is_none_or(|&(at, _)| now.duration_since(at) >= CHECKPOINT_EVERY);
-        if due {
+        if due && self.period_min_id != i64::MAX {
             if self.checkpoints.len() == MAX_CHECKPOINTS {
                 self.checkpoints.pop_front();
             }
-            self.checkpoints.push_back((now, id));
+            self.checkpoints.push_back((now, self.period_min_id));
+            self.period_min_id = i64::MAX;
         }
     }
 
-    /// The lowest id a write sent at `sent` can have: ids only grow, so it is above the
-    /// newest one acknowledged before it was sent. Without a checkpoint that old, the oldest
+    /// The lowest id a write sent at `sent` can have, about: ids grow, so it is above one
+    /// acknowledged before it was sent. Without a checkpoint that old, the oldest
     /// acknowledged id held (or else the newest), which is below it as long as the write
     /// failed within `--verify-window` of its sending.
     fn floor_at(&self, sent: Instant) -> Option<i64> {
@@ -410,7 +416,7 @@ mod tests {
             ledger.ack(n, id, t0 + Duration::from_secs(n));
         }
         assert_eq!(ledger.oldest_id(), Some(400));
-        // An unknown outcome, sent after 500 was acknowledged (not yet 600); its row may be
+        // An unknown outcome, sent after 400 was acknowledged (not yet 600); its row may be
         // older than any write held later.
         let sent = t0 + Duration::from_millis(1_500);
         ledger.unknown(3, sent, t0 + Duration::from_secs(3));
@@ -418,14 +424,14 @@ mod tests {
             ledger.ack(n, 600 + n as i64, t0 + Duration::from_secs(n));
         }
         assert!(ledger.oldest_acked_id() > Some(600), "pruned");
-        assert_eq!(ledger.oldest_id(), Some(500), "until it is resolved");
+        assert_eq!(ledger.oldest_id(), Some(400), "until it is resolved");
         assert_eq!(
             ledger.settled_unknowns(t0 + Duration::from_secs(5)).1,
-            Some(500)
+            Some(400)
         );
         assert_eq!(
             ledger.snapshot(t0 + Duration::from_secs(50)).min_id,
-            Some(500)
+            Some(400)
         );
         ledger.forget_unknowns(&[3]);
         assert!(ledger.oldest_id() > Some(600), "{:?}", ledger.oldest_id());
@@ -444,13 +450,25 @@ mod tests {
         ledger.unknown(700, at(100), at(700));
         assert!(ledger.oldest_acked_id() > Some(600), "pruned");
         let floor = ledger.oldest_id().expect("a floor");
-        // Sent at 10 s, after id 100 was acknowledged: at most a checkpoint's second below.
+        // Sent at 10 s, after ids up to 100 were acknowledged: a second's worth below.
         assert!((90..=100).contains(&floor), "{floor}");
         // Sent before any acknowledgement: nothing known below it but what is held.
         let mut ledger = Ledger::new(Duration::from_secs(2));
         ledger.ack(0, 7, at(10));
         ledger.unknown(1, at(5), at(20));
         assert_eq!(ledger.oldest_id(), Some(7));
+        // A promoted standby whose sequence is behind: ids 1,000 and up until 1 s, then 500
+        // and up. A write sent at 3.5 s (failing at 10 s) has an id of 500 or more.
+        let mut ledger = Ledger::new(Duration::from_secs(2));
+        for n in 0..=10 {
+            ledger.ack(n, 1_000 + n as i64, at(n));
+        }
+        for n in 15..=100 {
+            ledger.ack(n, 500 + n as i64, at(n));
+        }
+        ledger.unknown(101, at(35), at(100));
+        let floor = ledger.oldest_id().expect("a floor");
+        assert!((500..=535).contains(&floor), "{floor}");
         // The checkpoints stay bounded, however long the run.
         let mut ledger = Ledger::new(Duration::from_secs(2));
         for n in 0..(MAX_CHECKPOINTS as u64 + 100) * 10 {
