@@ -14,8 +14,8 @@ pub const SLICE: Duration = Duration::from_millis(100);
 /// Unknown-outcome writes remembered at most; beyond it they are counted, not kept.
 const MAX_UNKNOWN: usize = 100_000;
 
-/// How often, and how long back, the newest acknowledged id is noted ([`Ledger::floor_at`]):
-/// an hour of seconds, longer than any statement timeout a write can fail after.
+/// How often, and how long back, an acknowledged id is noted ([`Ledger::floor_at`]): an
+/// hour of seconds, longer than any statement timeout a write can fail after.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const MAX_CHECKPOINTS: usize = 3_600;
 
