@@ -88,7 +88,12 @@ pub(crate) fn fmt_secs(s: f64) -> String {
     // a value that reads as the objective met it. The epsilon keeps 0.29 s (29.000…1
     // hundredths in binary) 290 ms.
     // The unit is chosen by the value rounded: 0.9996 s is 1.00 s, not 1000 ms.
-    let up = |scale: f64| (s * scale - 1e-6).ceil();
+    // Never `-0`: an exact zero minus the epsilon rounds up to negative zero.
+    let up = |scale: f64| {
+        Some((s * scale - 1e-6).ceil())
+            .filter(|v| *v > 0.0)
+            .unwrap_or(0.0)
+    };
     if up(1000.0) < 1000.0 {
         format!("{:.0} ms", up(1000.0))
     } else if up(100.0) < 6000.0 {

@@ -595,6 +595,7 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(nice_axis(0.0, 3), (1.0, 0.5));
     assert_eq!(axis_num(1500.0), "1,500");
     assert_eq!(axis_num(25_000.0), "25k");
+    assert_eq!(fmt_secs(0.0), "0 ms");
     assert_eq!(fmt_secs(0.274), "274 ms");
     assert_eq!(fmt_secs(65.0), "1 min 05 s");
     assert_eq!(fmt_secs(119.96), "2 min 00 s");
