@@ -103,7 +103,10 @@ fn names_a_secret_variable(name: &str) -> bool {
 /// A secret as it is and as JSON and HTML (as maud, which writes the pages) escape it.
 fn forms(secret: &str) -> Option<[String; 3]> {
     let secret = secret.trim_end_matches(['\r', '\n']);
-    if secret.is_empty() {
+    // Hidden first, a secret that is (part of) a key the patterns look for would hide the
+    // key and so leave every other value after it in clear (`password=` read as `…=`).
+    let lower = secret.to_ascii_lowercase();
+    if secret.is_empty() || KEYWORDS.iter().any(|k| k.contains(lower.as_str())) {
         return None;
     }
     let json = serde_json::to_string(secret).unwrap_or_default();
@@ -111,6 +114,21 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     let html = maud::html! { (secret) }.into_string();
     Some([secret.to_string(), json, html])
 }
+
+/// The words [`scrub_patterns`] finds secrets after.
+const KEYWORDS: [&str; 11] = [
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "token",
+    "authorization",
+    "bearer",
+    "basic",
+    "api_key",
+    "access_key",
+];
 
 impl Known {
     fn add(&mut self, forms: [String; 3], rotated: bool) {

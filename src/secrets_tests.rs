@@ -337,3 +337,18 @@ fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
     }
     assert!(out.contains("@db.example/app"), "{out}");
 }
+
+#[test]
+fn a_secret_that_is_a_key_word_does_not_hide_the_key() {
+    let env = [("POSTGRES_PASSWORD", "Password"), ("JWT_SECRET", "secret")];
+    remember_given(
+        std::iter::empty(),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    remember("pass");
+    let out = scrub("psql \"host=db password=Other1\" --token tok-6b1e secret: s3-77c1");
+    for secret in ["Other1", "tok-6b1e", "s3-77c1"] {
+        assert!(!out.contains(secret), "{out}");
+    }
+    assert!(out.contains("password="), "{out}");
+}
