@@ -106,7 +106,11 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     // Hidden first, a secret that is (part of) a key the patterns look for would hide the
     // key and so leave every other value after it in clear (`password=` read as `…=`).
     let lower = secret.to_ascii_lowercase();
-    if secret.is_empty() || KEYWORDS.iter().any(|k| k.contains(lower.as_str())) {
+    let a_key_word = KEYS
+        .iter()
+        .chain(&SCHEMES)
+        .any(|k| k.contains(lower.as_str()));
+    if secret.is_empty() || a_key_word {
         return None;
     }
     let json = serde_json::to_string(secret).unwrap_or_default();
@@ -115,20 +119,28 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     Some([secret.to_string(), json, html])
 }
 
-/// The words [`scrub_patterns`] finds secrets after.
-const KEYWORDS: [&str; 11] = [
+/// The words a secret is found after ([`SECRET_VALUE`]): keys (in any case, `pass` and
+/// `pwd` also as the end of a longer one), and the authorization schemes before a value.
+const KEYS: [&str; 17] = [
     "password",
     "passwd",
     "passphrase",
+    "pass",
     "pwd",
     "secret",
     "token",
     "authorization",
-    "bearer",
-    "basic",
     "api_key",
+    "api-key",
+    "apikey",
     "access_key",
+    "access-key",
+    "accesskey",
+    "private_key",
+    "private-key",
+    "privatekey",
 ];
+const SCHEMES: [&str; 2] = ["bearer", "basic"];
 
 impl Known {
     fn add(&mut self, forms: [String; 3], rotated: bool) {
@@ -185,8 +197,10 @@ pub fn scrub(text: &str) -> String {
 /// [`scrub_patterns`]) white space and the value, unless that is another option. The one
 /// capture group that matched is the value.
 static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
-    let key = "(?:pass(?:word|wd|phrase)?|pwd|secret|token|authorization\
-               |(?:api|access|private)[-_]?key|(?-i:(?:SECRET|PASSWORD|TOKEN)_[A-Z0-9_]*))";
+    let key = format!(
+        "(?:{}|(?-i:(?:SECRET|PASSWORD|TOKEN)_[A-Z0-9_]*))",
+        KEYS.join("|")
+    );
     let pair = format!(r#"["']? *[=:] *{}"#, value(""));
     let option = format!(r"(?P<option>[[:space:]]+){}", value("-"));
     Regex::new(&format!("(?i)(?P<key>{key})(?:{pair}|{option})")).expect("a valid pattern")
@@ -197,15 +211,14 @@ static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
 /// inside a JSON or HTML string ends with it). An authorization scheme before it
 /// (`Bearer eyJ…`) is kept; otherwise it must not start with a character of `not_first`.
 fn value(not_first: &str) -> String {
+    let schemes = SCHEMES.map(|s| format!("{s} ")).join("|");
     let quoted = |q: char| {
         let char = format!(r"[^{q}\\]|\\(?s:.)?");
-        format!(
-            r"{q}(?:(?:bearer |basic )((?:{char})+)|((?:[^{q}\\{not_first}]|\\(?s:.)?)(?:{char})*))"
-        )
+        format!(r"{q}(?:(?:{schemes})((?:{char})+)|((?:[^{q}\\{not_first}]|\\(?s:.)?)(?:{char})*))")
     };
     let bare = r#"[^[:space:],;&})"'\\"#;
     format!(
-        r"(?:{}|{}|(?:bearer |basic )({bare}]+)|({bare}{not_first}]{bare}]*))",
+        r"(?:{}|{}|(?:{schemes})({bare}]+)|({bare}{not_first}]{bare}]*))",
         quoted('"'),
         quoted('\'')
     )
