@@ -362,9 +362,13 @@ fn names_a_secret(text: &str, key: regex::Match) -> bool {
 
 /// A place at or before `at` to cut `text` in two that no remembered secret and no match
 /// of the secret patterns crosses, so that each part scrubbed alone hides all a scrub of the
-/// whole would; not before `floor` (a "secret" longer than that is cut regardless).
+/// whole would; not before `floor` (a "secret" longer than that is cut regardless). A
+/// remembered secret may go on after `text`: the cut leaves the longest one room before its
+/// end. A match is moved whole with its word (`--password`), which the patterns read.
 pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
     let known = KNOWN.read();
+    let longest = known.longest_first.first().map_or(0, String::len);
+    at = at.min(text.floor_char_boundary(text.len().saturating_sub(longest).max(floor)));
     loop {
         let secrets = (known.longest_first.iter()).flat_map(|s| {
             text.match_indices(s.as_str())
@@ -380,7 +384,11 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
         .flat_map(|p| p.find_iter(text).map(|m| (m.start(), m.end())));
         let crossing = (secrets.chain(patterns))
             .filter(|&(start, end)| start < at && at < end)
-            .map(|(start, _)| start)
+            .map(|(start, _)| {
+                let word =
+                    text[..start].rfind(|c: char| c.is_ascii_whitespace() || "\"'".contains(c));
+                word.map_or(0, |i| i + 1).max(floor).min(start)
+            })
             .min();
         match crossing {
             Some(start) if start >= floor => at = start,

@@ -352,3 +352,23 @@ fn a_secret_that_is_a_key_word_does_not_hide_the_key() {
     }
     assert!(out.contains("password="), "{out}");
 }
+
+#[test]
+fn a_cut_moves_an_option_with_its_word_and_leaves_a_remembered_secret_room() {
+    // Far enough from the end that no remembered secret moves the cut first.
+    let text = format!(
+        "{} --password hunter2 {}",
+        "x".repeat(100),
+        "y".repeat(200_000)
+    );
+    assert_eq!(safe_cut(&text, 110, 50), 101, "before `--`, not `password`");
+    let (first, rest) = text.split_at(safe_cut(&text, 110, 50));
+    assert!(!scrub(first).contains("hunter2") && !scrub(rest).contains("hunter2"));
+
+    // A remembered secret that goes on after the text is not split by the cut.
+    let secret: String = (0..500).map(|i| format!("lc{i:04}")).collect();
+    remember(&secret);
+    let text = format!("{}{}", "y".repeat(10_000), &secret[..1_000]);
+    let cut = safe_cut(&text, 10_500, 5_000);
+    assert!(cut <= 10_000, "{cut}");
+}

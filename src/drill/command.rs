@@ -338,8 +338,10 @@ async fn capture(
             0
         };
         let waiting = raw.split_off(raw.len() - incomplete);
-        let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let bytes = match raw.strip_suffix(b"\n") {
+            Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+            None => &raw,
+        };
         let mut text = String::from_utf8_lossy(bytes).into_owned();
         if line_goes_on && text.len() > OVERLAP {
             let at = text.floor_char_boundary(text.len() - OVERLAP);
@@ -455,6 +457,38 @@ mod tests {
         let mut short = Tail::default();
         short.push_line("only");
         assert_eq!(short.take(), ("only\n".to_string(), false));
+    }
+
+    async fn captured(input: &[u8]) -> String {
+        let captured = Arc::new(Mutex::new(Tail::default()));
+        capture(input, "stdout", 1, captured.clone()).await;
+        let (text, _) = captured.lock().take();
+        text.replace('\n', "")
+    }
+
+    #[tokio::test]
+    async fn a_cut_hides_what_the_whole_line_would() {
+        // An option's value, the cut right before its key.
+        let mut input = vec![b'x'; MAX_READ - OVERLAP - 5];
+        input.extend(b" --password hunter2 ");
+        input.extend(vec![b'y'; 2000]);
+        let text = captured(&input).await;
+        assert!(
+            text.contains("--password REDACTED"),
+            "{}",
+            &text[MAX_READ - 1100..]
+        );
+        // A remembered secret longer than the overlap, begun before the cut.
+        let secret: String = (0..500).map(|i| format!("cc{i:04}")).collect();
+        crate::secrets::remember(&secret);
+        let mut input = vec![b'y'; MAX_READ - 1500];
+        input.extend(secret.as_bytes());
+        let text = captured(&input).await;
+        assert!(text.ends_with("yREDACTED") && !text.contains("cc0000"));
+        // A carriage return that ends a read but not the line is kept.
+        let mut input = vec![b'y'; MAX_READ - 1];
+        input.extend(b"\rz\n");
+        assert!(captured(&input).await.ends_with("y\\x0dz"));
     }
 
     #[tokio::test]
