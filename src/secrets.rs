@@ -51,7 +51,7 @@ pub fn remember_rotated(secret: &str) {
 /// argument (or `--flag=` value) and environment value that is a URL
 /// (`scheme://user:password@…`, up to its last `@`, as a parser may end it), and the value of
 /// each environment variable whose name says it is a secret (`PGPASSWORD`, `VAULT_TOKEN`,
-/// `AWS_SECRET_ACCESS_KEY`; not `…_FILE` and the like, which say where one is), which a
+/// `AWS_SECRET_ACCESS_KEY`, `SSHPASS`; not `…_FILE` and the like, which say where one is), which a
 /// trigger's `set -x` may echo. Values under 6 characters are left to the patterns:
 /// remembered, a `1` would be hidden everywhere.
 pub fn remember_given(
@@ -79,13 +79,19 @@ pub fn remember_given(
 
 /// The password of `text` if it is a URL: its user info's, up to the last `@`.
 fn url_password(text: &str) -> Option<&str> {
+    url_password_at(text).map(|at| &text[at])
+}
+
+/// Where [`url_password`] is in `text`.
+fn url_password_at(text: &str) -> Option<std::ops::Range<usize>> {
     let (scheme, after) = text.split_once("://")?;
     let mut chars = scheme.chars();
     let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
     let user_info = &after[..after.rfind('@').filter(|_| is_scheme)?];
-    let (_, password) = user_info.split_once(':')?;
-    Some(password).filter(|p| !p.is_empty())
+    let (user, password) = user_info.split_once(':')?;
+    let start = scheme.len() + "://".len() + user.len() + 1;
+    Some(start..start + password.len()).filter(|p| !p.is_empty())
 }
 
 /// Name endings that say where a secret is, not what it is (`PGDRILL_PASSWORD_FILE`).
@@ -96,7 +102,8 @@ fn names_a_secret_variable(name: &str) -> bool {
     let secret = ["PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN"]
         .iter()
         .any(|word| name.contains(word))
-        || name.ends_with("_KEY");
+        || name.ends_with("_KEY")
+        || name.ends_with("PASS");
     secret && !A_PLACE.iter().any(|s| name.ends_with(s))
 }
 
@@ -414,6 +421,14 @@ pub fn redact(dsn: &str) -> String {
 /// is shown (an unquoted space splits `password=pass word`, and `word` is the password's);
 /// and where that password's value begins, for the parser's reason not to quote from there.
 pub fn redact_unparsed(dsn: &str) -> (String, usize) {
+    // A URL's password is all to the last `@`, whatever it holds (the pattern stops at a
+    // quote, which may end a URL in other text).
+    if let Some(password) = url_password_at(dsn) {
+        return (
+            format!("{}{REDACTED}@ …", &dsn[..password.start]),
+            password.start,
+        );
+    }
     let first = [&*URL_PASSWORD, &*DSN_PASSWORD]
         .iter()
         .filter_map(|pattern| pattern.captures(dsn))

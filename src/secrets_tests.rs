@@ -314,6 +314,7 @@ fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
     let env = [
         ("VAULT_TOKEN", "s.vault-9c2d41"),
         ("MY_API_KEY", "key-31b7f0"),
+        ("SSHPASS", "ssh-6a0c93"),
         ("PWD", "/home/app/checkout"),
         ("DISABLE_TOKEN", "1"),
         ("PGDRILL_PASSWORD_FILE", "/run/secrets/pg-file"),
@@ -326,9 +327,9 @@ fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
     );
     let text = "unexpected argument 'POSTGRES://app:q\"u'o<te>7d1e@db.example/app' \
                 + vault login s.vault-9c2d41 key-31b7f0 pw-e5a1/with@slash in /home/app/checkout 1";
-    let text = format!("{text} url-4f0b");
+    let text = format!("{text} url-4f0b ssh-6a0c93");
     let out = scrub(&text);
-    for secret in ["7d1e", "9c2d41", "31b7f0", "pw-e5a1", "url-4f0b"] {
+    for secret in ["7d1e", "9c2d41", "31b7f0", "pw-e5a1", "url-4f0b", "6a0c93"] {
         assert!(!out.contains(secret), "{out}");
     }
     assert!(out.contains("/home/app/checkout 1"), "{out}");
@@ -371,4 +372,19 @@ fn a_cut_moves_an_option_with_its_word_and_leaves_a_remembered_secret_room() {
     let text = format!("{}{}", "y".repeat(10_000), &secret[..1_000]);
     let cut = safe_cut(&text, 10_500, 5_000);
     assert!(cut <= 10_000, "{cut}");
+}
+
+#[test]
+fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
+    for (dsn, shown) in [
+        ("postgres://u:a\"b@h:x/db", "postgres://u:REDACTED@ …"),
+        ("postgres://u:a'b@c<d@h:x/db", "postgres://u:REDACTED@ …"),
+        ("host=h password=a\"b port=x", "host=h password=REDACTED …"),
+    ] {
+        assert_eq!(redact_unparsed(dsn).0, shown);
+    }
+    assert_eq!(
+        redact_unparsed("postgres://u:a\"b@h:x/db").1,
+        "postgres://u:".len()
+    );
 }

@@ -37,6 +37,11 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--dsn", "postgres://u:'hunter2'@127.0.0.1,h2/db?port=1,2,3"],
             &["--dsn", "3 ports for 2 hosts"],
         ),
+        // A password too short to remember, which the patterns end at its quote.
+        (
+            &["--dsn", "postgres://u:a\"b@h:x/db"],
+            &["--dsn", "'postgres://u:REDACTED@ …'", "port"],
+        ),
         (
             &["--dsn", "host=127.0.0.1", "password=hunter2"],
             &["password=REDACTED"],
