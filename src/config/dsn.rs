@@ -502,10 +502,6 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
     out
 }
 
-/// The parser's reason, unless it quotes (between backticks) text from `hidden`, the part
-/// of the DSN after a password that is not shown: a key it does not know or a character it
-/// did not expect may be a password's piece after an unquoted space. A known key it names
-/// (an invalid value's) is shown.
 /// The parser's reason for rejecting `parsed`, unless it found its fault in or after the
 /// password (an unquoted space in it: the reason would quote a piece of it). The parser names
 /// the byte it did not expect, or quotes a key: one named before the password is kept.
@@ -517,8 +513,9 @@ fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
     let detail = source.to_string();
     let (_, password_from) = crate::secrets::redact_unparsed(parsed);
     let (before, from_password) = parsed.split_at(password_from);
+    let keys_before = unquoted(before);
     let named_before = |key: &str| {
-        (before.split_whitespace()).any(|w| w.split_once('=').map_or(w, |(k, _)| k) == key)
+        (keys_before.split_whitespace()).any(|w| w.split_once('=').map_or(w, |(k, _)| k) == key)
     };
     let at_byte = detail
         .strip_prefix("unexpected character at byte ")
@@ -539,6 +536,22 @@ fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
         );
     }
     format!("{err}: {}", redact(&detail))
+}
+
+/// `text` without what libpq reads as quoted or escaped (a word in a quoted value is no key).
+fn unquoted(text: &str) -> String {
+    let (mut quoted, mut escaped) = (false, false);
+    let kept = text.chars().filter(|&c| {
+        let kept = !quoted && !escaped && !matches!(c, '\\' | '\'');
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '\'' => quoted = !quoted,
+            _ => {}
+        }
+        kept
+    });
+    kept.collect()
 }
 
 fn redact_env(var: &str, value: &str) -> String {

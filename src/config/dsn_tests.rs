@@ -230,6 +230,12 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         }
     }
     assert!(!text.contains("cd") && !text.contains("`q`"), "{text}");
+    // A word of a quoted value before the password is no key named before it.
+    let text = parse(Some("application_name='a cd b' password=xy cd=1"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("after the password (not shown)"), "{text}");
+    assert!(!text.contains("`cd`"), "{text}");
     // A fault before the password is named, though what the parser expected (`=`) is
     // also in the hidden text.
     let text = parse(Some("host=h usr password=s3cret x=y"), no_env)
