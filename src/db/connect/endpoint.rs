@@ -13,6 +13,8 @@ impl EndpointState {
             last_error: None,
             silent: CancellationToken::new(),
             silent_server: None,
+            silent_since: now,
+            reached_at: None,
             check_running: false,
             answered_at: None,
             declared_silent: false,
@@ -57,16 +59,25 @@ impl EndpointState {
     /// moved its backend), which gets a token of its own, so that abandoning the
     /// connections to the one before spares it.
     pub(super) fn token_for(&mut self, server: &Arc<Identity>) -> CancellationToken {
+        let now = Instant::now();
         match &self.silent_server {
             Some(before) if server.is_another_process(before) => {
                 self.silent = CancellationToken::new();
                 self.silent_server = Some(server.clone());
+                self.silent_since = now;
             }
             // A probe that read less than the one before tells no change and is not kept.
             Some(before) if server.lacks_what(before) => {}
             _ => self.silent_server = Some(server.clone()),
         }
+        self.reached_at = Some(now);
         self.silent.clone()
+    }
+
+    /// Whether a connection made since `since` reached the server the endpoint led to then:
+    /// that server answers (slowly), whatever a check begun then finds.
+    pub(super) fn reached_since(&self, since: Instant) -> bool {
+        self.silent_since <= since && self.reached_at.is_some_and(|t| t >= since)
     }
 
     /// Abandons the connections watching `token` (those to the server a check was made
@@ -78,6 +89,7 @@ impl EndpointState {
         if self.silent.is_cancelled() {
             self.silent = CancellationToken::new();
             self.silent_server = None;
+            (self.silent_since, self.reached_at) = (Instant::now(), None);
         }
     }
 

@@ -123,8 +123,11 @@ struct EndpointState {
     last_error: Option<(ErrorClass, String)>,
     /// Cancelled when the server is found silent; connections made before hold a clone.
     silent: CancellationToken,
-    /// The server those connections reached ([`EndpointState::token_for`]).
+    /// The server those connections reached ([`EndpointState::token_for`]), when the
+    /// token was made, and when a connection last reached that server.
     silent_server: Option<Arc<Identity>>,
+    silent_since: Instant,
+    reached_at: Option<Instant>,
     check_running: bool,
     /// The last liveness check that the server answered.
     answered_at: Option<Instant>,

@@ -55,12 +55,11 @@ impl Silence {
             state.silent.clone()
         };
         let this = self.clone();
-        tokio::spawn(async move { this.check(current).await });
+        tokio::spawn(async move { this.check(current, now).await });
     }
 
     /// `current`: the token of the server the endpoint led to when the check began.
-    async fn check(self, current: CancellationToken) {
-        let started = Instant::now();
+    async fn check(self, current: CancellationToken, started: Instant) {
         let connector = &self.connector;
         connector.metrics.connection_attempts.inc();
         let mut config = (*self.config).clone();
@@ -106,8 +105,10 @@ impl Silence {
                 state.answered_at = Some(now);
                 state.abandon(&self.token);
             }
-            // It answered (even with an error): it is slow, not silent.
+            // It answered (even with an error), or another new connection to it did: it
+            // is slow, not silent.
             (Ok(_), _) => state.answered_at = Some(now),
+            (Err(_), _) if state.reached_since(started) => state.answered_at = Some(now),
             (Err(_), _) => {
                 connector
                     .metrics

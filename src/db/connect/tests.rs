@@ -134,6 +134,39 @@ fn an_unanswered_check_abandons_the_current_server_too() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_server_reached_during_a_check_is_not_declared_silent() {
+    use crate::db::identity::tests::id;
+    let old = Arc::new(id(5001, 1));
+    let mut state = EndpointState::new(Instant::now());
+    state.token_for(&old);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let check_began = Instant::now();
+    assert!(!state.reached_since(check_began));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    state.token_for(&old);
+    assert!(state.reached_since(check_began), "the same server answered");
+    // Another server reached since speaks for itself only: it has its own token.
+    let mut state = EndpointState::new(Instant::now());
+    state.token_for(&old);
+    let check_began = Instant::now();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    state.token_for(&Arc::new(Identity {
+        postmaster_start: Some("t1".into()),
+        ..id(5002, 2)
+    }));
+    assert!(!state.reached_since(check_began));
+    // Abandoned, the endpoint's next server is unknown until reached.
+    let mut state = EndpointState::new(Instant::now());
+    let to_old = state.token_for(&old);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let check_began = Instant::now();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    state.token_for(&old);
+    state.abandon(&to_old);
+    assert!(!state.reached_since(check_began));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_attempt_does_not_hold_back_the_next() {
     let now = Instant::now();
     let mut s = EndpointState::new(now);
