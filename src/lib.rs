@@ -341,8 +341,10 @@ impl Drill {
         }
         // pgdrill leaves no process behind: what the triggers left running ends now.
         drill::command::end_left_behind().await;
-        // A run that never wrote (a wrong target) has no figures to show: it exits at once.
-        if self.fatal.message().is_none() || self.fatal.has_written() {
+        // A run stopped before its first write (a wrong target) has no figures to show, and
+        // one whose /metrics crashed none to show them with: either exits at once.
+        let figures = self.fatal.message().is_none() || self.fatal.has_written();
+        if figures && sup.running(Stage::Http) {
             linger(config.linger, signal).await;
         }
         // Last, /metrics: a final scrape still sees the final numbers.

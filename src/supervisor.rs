@@ -306,6 +306,11 @@ impl Supervisor {
         left
     }
 
+    /// Whether a task of `stage` is still running (one that crashed is not).
+    pub fn running(&self, stage: Stage) -> bool {
+        self.tasks[stage as usize].iter().any(|t| !t.is_finished())
+    }
+
     /// Cancels `stage` and waits for its tasks (each bounds its own drain).
     pub async fn stop(&mut self, stage: Stage) {
         self.tokens[stage as usize].cancel();
@@ -385,7 +390,10 @@ mod tests {
         let health = Arc::new(Health::default());
         health.load_started();
         let mut sup = Supervisor::new(fatal.clone(), health.clone());
+        sup.spawn(Stage::Http, |token| async move { token.cancelled().await });
         sup.spawn(Stage::Progress, |_| async {});
+        tokio::task::yield_now().await;
+        assert!(sup.running(Stage::Http) && !sup.running(Stage::Progress));
         sup.drain(Stage::Progress, None).await;
         assert!(stop.is_cancelled());
         let err = fatal.take().expect("an early end is reported").to_string();
