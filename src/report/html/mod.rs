@@ -80,20 +80,26 @@ pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
 
 /// Durations as people read them: 274 ms, 2.74 s, 1 min 05 s, 2 min 00.4 s.
 pub(crate) fn fmt_secs(s: f64) -> String {
-    if !s.is_finite() {
-        return "-".to_string();
-    }
     // Every unit up, never down, as the verdict judges (over the objective fails): 30.004 s
     // beside a 30 s objective reads 30.01 s, 120.04 s beside 2 min reads 2 min 00.1 s, and
     // a value that reads as the objective met it. The epsilon keeps 0.29 s (29.000…1
     // hundredths in binary) 290 ms.
+    fmt_rounded(s, |v| (v - 1e-6).ceil())
+}
+
+/// A length that is judged against nothing (the run's) to the nearest unit, as the text
+/// summary gives it: a 2-hour run is "2 h 00 min", however many milliseconds over.
+pub(crate) fn fmt_length(s: f64) -> String {
+    fmt_rounded(s, f64::round)
+}
+
+fn fmt_rounded(s: f64, round: fn(f64) -> f64) -> String {
+    if !s.is_finite() {
+        return "-".to_string();
+    }
     // The unit is chosen by the value rounded: 0.9996 s is 1.00 s, not 1000 ms.
     // Never `-0`: an exact zero minus the epsilon rounds up to negative zero.
-    let up = |scale: f64| {
-        Some((s * scale - 1e-6).ceil())
-            .filter(|v| *v > 0.0)
-            .unwrap_or(0.0)
-    };
+    let up = |scale: f64| Some(round(s * scale)).filter(|v| *v > 0.0).unwrap_or(0.0);
     if up(1000.0) < 1000.0 {
         format!("{:.0} ms", up(1000.0))
     } else if up(100.0) < 6000.0 {

@@ -7,8 +7,8 @@ use maud::{html, Markup, PreEscaped};
 use super::chart::{chart, legend};
 use super::events::events_table;
 use super::{
-    card, describe, document, endpoint, errors_text, fmt_secs, group, opt_group, opt_secs,
-    verdict_banner, when,
+    card, describe, document, endpoint, errors_text, fmt_length, fmt_secs, group, opt_group,
+    opt_secs, verdict_banner, when,
 };
 use crate::db::identity::Identity;
 use crate::drill::DrillReport;
@@ -50,7 +50,7 @@ pub fn render(s: &Summary) -> String {
         h1 { "Failover drill report" }
         p.sub {
             "Target " code { (s.target) } " · run " (s.run_id) " · started " (s.started_at)
-            " · " (fmt_secs(s.duration_seconds)) " · pgdrill " (s.version)
+            " · " (fmt_length(s.duration_seconds)) " · pgdrill " (s.version)
         }
         (verdict_banner(&s.verdict(&objectives), &objectives))
         (headline(s, rto, own.is_none()))

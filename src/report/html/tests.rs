@@ -613,6 +613,11 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(fmt_secs(59.996), "1 min 00 s");
     assert_eq!(fmt_secs(3599.96), "1 h 00 min");
     assert_eq!(fmt_secs(2.51), "2.51 s");
+    // A run's length, to the nearest unit.
+    assert_eq!(fmt_length(7200.4), "2 h 00 min");
+    assert_eq!(fmt_length(7231.0), "2 h 01 min");
+    assert_eq!(fmt_length(30.004), "30.00 s");
+    assert_eq!(fmt_length(0.0), "0 ms");
     assert_eq!(group(1_234_567), "1,234,567");
     assert_eq!(latency_label(0.01), "10 ms");
     assert_eq!(step_at_least(7), 10);
