@@ -86,14 +86,16 @@ fn postmaster_pid(data_dir: &Path) -> String {
 }
 
 /// A forced failover as one command: after `delay_s`, the primary's postmaster gets SIGQUIT
-/// (immediate stop, as a crash), then the standby is promoted and the command waits for the
-/// promotion (`pg_promote()` waits up to 60 s by default).
+/// (immediate stop, as a crash), then, 0.2 s later, the standby is promoted and the command
+/// waits for the promotion (`pg_promote()` waits up to 60 s by default). The pause is the
+/// least an HA agent takes to notice: a promotion at once has made the switch shorter than
+/// the outage threshold, a transparent switchover with no outage to judge.
 pub(crate) fn forced_failover_command(lab: &Lab, delay_s: f64) -> String {
     let old = lab.primary();
     let new = lab.standby().expect("a standby");
     let pid = postmaster_pid(&lab.base_dir().join(if old == Node::A { "a" } else { "b" }));
     format!(
-        "sh -c 'sleep {delay_s}; kill -QUIT {pid} && exec {psql} -X -At -h {sock} -p {port} \
+        "sh -c 'sleep {delay_s}; kill -QUIT {pid} && sleep 0.2 && exec {psql} -X -At -h {sock} -p {port} \
          -U postgres -d postgres -c \"SELECT pg_promote()\"'",
         psql = psql(lab).display(),
         sock = lab.base_dir().display(),
