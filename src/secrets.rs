@@ -103,7 +103,9 @@ fn names_a_secret_variable(name: &str) -> bool {
         .iter()
         .any(|word| name.contains(word))
         || name.ends_with("_KEY")
-        || name.ends_with("PASS");
+        || name.rsplit('_').next().is_some_and(|w| {
+            w.ends_with("PASS") && !PASS_WORDS.iter().any(|p| p.eq_ignore_ascii_case(w))
+        });
     secret && !A_PLACE.iter().any(|s| name.ends_with(s))
 }
 
@@ -343,26 +345,28 @@ fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
     a_port || a_path || a_variable
 }
 
+/// Words that end in `pass` and have nothing to do with a secret.
+const PASS_WORDS: [&str; 7] = [
+    "bypass",
+    "compass",
+    "encompass",
+    "overpass",
+    "surpass",
+    "trespass",
+    "underpass",
+];
+
 /// Whether a key [`SECRET_VALUE`] matched names a secret: not `pass` ending a word that
 /// has nothing to do with one (`bypass`, `compass`), nor a variable that says where a
 /// secret is (`PASSWORD_FILE`, `TOKEN_URL`).
 fn names_a_secret(text: &str, key: regex::Match) -> bool {
-    const WORDS: &[&str] = &[
-        "bypass",
-        "compass",
-        "encompass",
-        "overpass",
-        "surpass",
-        "trespass",
-        "underpass",
-    ];
     let name = key.as_str();
     let start = text[..key.start()]
         .trim_end_matches(|c: char| c.is_ascii_alphabetic())
         .len();
     let word = &text[start..key.end()];
-    let in_a_word =
-        name.eq_ignore_ascii_case("pass") && WORDS.iter().any(|w| w.eq_ignore_ascii_case(word));
+    let in_a_word = name.eq_ignore_ascii_case("pass")
+        && PASS_WORDS.iter().any(|w| w.eq_ignore_ascii_case(word));
     let a_place = name.contains('_') && A_PLACE.iter().any(|s| name.ends_with(s));
     !in_a_word && !a_place
 }
@@ -373,6 +377,7 @@ fn names_a_secret(text: &str, key: regex::Match) -> bool {
 /// remembered secret may go on after `text`: the cut leaves the longest one room before its
 /// end. A match is moved whole with its word (`--password`), which the patterns read.
 pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
+    let floor = text.floor_char_boundary(floor);
     let known = KNOWN.read();
     let longest = known.longest_first.first().map_or(0, String::len);
     at = at.min(text.floor_char_boundary(text.len().saturating_sub(longest).max(floor)));
@@ -422,8 +427,10 @@ pub fn redact(dsn: &str) -> String {
 /// and where that password's value begins, for the parser's reason not to quote from there.
 pub fn redact_unparsed(dsn: &str) -> (String, usize) {
     // A URL's password is all to the last `@`, whatever it holds (the pattern stops at a
-    // quote, which may end a URL in other text).
-    if let Some(password) = url_password_at(dsn) {
+    // quote, which may end a URL in other text); unless that `@` is in its path or query.
+    let scheme_end = dsn.find("://").map_or(0, |i| i + 3);
+    let user_info = url_password_at(dsn).filter(|p| !dsn[scheme_end..p.start].contains(['/', '?']));
+    if let Some(password) = user_info {
         return (
             format!("{}{REDACTED}@ …", &dsn[..password.start]),
             password.start,

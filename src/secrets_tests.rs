@@ -315,6 +315,7 @@ fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
         ("VAULT_TOKEN", "s.vault-9c2d41"),
         ("MY_API_KEY", "key-31b7f0"),
         ("SSHPASS", "ssh-6a0c93"),
+        ("NO_PROXY_BYPASS", "bypass-host-4e2a"),
         ("PWD", "/home/app/checkout"),
         ("DISABLE_TOKEN", "1"),
         ("PGDRILL_PASSWORD_FILE", "/run/secrets/pg-file"),
@@ -333,6 +334,7 @@ fn secrets_given_to_the_process_are_remembered_before_anything_parses_them() {
         assert!(!out.contains(secret), "{out}");
     }
     assert!(out.contains("/home/app/checkout 1"), "{out}");
+    assert!(scrub("at bypass-host-4e2a").ends_with("bypass-host-4e2a"));
     for place in ["/run/secrets/pg-file", "cache", "8008/failover -H"] {
         assert!(scrub(&format!("at {place} and a")).ends_with(&format!("{place} and a")));
     }
@@ -372,6 +374,13 @@ fn a_cut_moves_an_option_with_its_word_and_leaves_a_remembered_secret_room() {
     let text = format!("{}{}", "y".repeat(10_000), &secret[..1_000]);
     let cut = safe_cut(&text, 10_500, 5_000);
     assert!(cut <= 10_000, "{cut}");
+
+    // A floor inside a character (byte 42,006 of 84,012, the second of an `é`): the cut is
+    // still between two.
+    let text = format!("a{}password={}", "é".repeat(32_000), "z".repeat(20_002));
+    let floor = text.len() / 2;
+    assert!(!text.is_char_boundary(floor));
+    assert!(text.is_char_boundary(safe_cut(&text, text.len() - 10, floor)));
 }
 
 #[test]
@@ -380,6 +389,11 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
         ("postgres://u:a\"b@h:x/db", "postgres://u:REDACTED@ …"),
         ("postgres://u:a'b@c<d@h:x/db", "postgres://u:REDACTED@ …"),
         ("host=h password=a\"b port=x", "host=h password=REDACTED …"),
+        // An `@` in the query is no user info's end.
+        (
+            "postgres://u@h/db?password=ab cd:ef@g&bogus=1",
+            "postgres://u@h/db?password=REDACTED …",
+        ),
     ] {
         assert_eq!(redact_unparsed(dsn).0, shown);
     }
