@@ -538,20 +538,23 @@ fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
     format!("{err}: {}", redact(&detail))
 }
 
-/// `text` without what libpq reads as quoted or escaped (a word in a quoted value is no key).
+/// `text` without what libpq reads as quoted (a value that starts with `'`) or escaped: a
+/// word in a quoted value is no key.
 fn unquoted(text: &str) -> String {
-    let (mut quoted, mut escaped) = (false, false);
-    let kept = text.chars().filter(|&c| {
-        let kept = !quoted && !escaped && !matches!(c, '\\' | '\'');
+    let mut out = String::with_capacity(text.len());
+    let (mut quoted, mut escaped, mut value_starts) = (false, false, false);
+    for c in text.chars() {
         match c {
             _ if escaped => escaped = false,
             '\\' => escaped = true,
-            '\'' => quoted = !quoted,
-            _ => {}
+            '\'' if quoted => quoted = false,
+            '\'' if value_starts => quoted = true,
+            _ if quoted => {}
+            c => out.push(c),
         }
-        kept
-    });
-    kept.collect()
+        value_starts = !quoted && !escaped && (c == '=' || value_starts && c.is_whitespace());
+    }
+    out
 }
 
 fn redact_env(var: &str, value: &str) -> String {

@@ -236,6 +236,14 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         .to_string();
     assert!(text.contains("after the password (not shown)"), "{text}");
     assert!(!text.contains("`cd`"), "{text}");
+    // An apostrophe inside a value quotes nothing: a key after it is named.
+    let text = parse(
+        Some("application_name=o'neil bogus=1 password=bogus1"),
+        no_env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(text.contains("unknown option `bogus`"), "{text}");
     // A fault before the password is named, though what the parser expected (`=`) is
     // also in the hidden text.
     let text = parse(Some("host=h usr password=s3cret x=y"), no_env)
