@@ -63,7 +63,8 @@ pub struct Config {
     pub report: Option<PathBuf>,
     pub shutdown_grace: Duration,
     /// `--linger`: /metrics stays up this long after a run that ended by itself (a crash
-    /// after the first write included; a wrong target exits at once).
+    /// after the first write included; a wrong target, or a crash of /metrics itself, exits
+    /// at once).
     pub linger: Duration,
     pub outage_threshold: Duration,
     pub verify_window: Duration,

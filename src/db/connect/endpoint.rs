@@ -74,10 +74,27 @@ impl EndpointState {
         self.silent.clone()
     }
 
-    /// Whether a connection made since `since` reached the server the endpoint led to then:
-    /// that server answers (slowly), whatever a check begun then finds.
-    pub(super) fn reached_since(&self, since: Instant) -> bool {
-        self.silent_since <= since && self.reached_at.is_some_and(|t| t >= since)
+    /// A check begun at `since` for the connections to `server` (watching `token`) got no
+    /// answer. If a fresh connection reached the endpoint's server of then (`current`'s)
+    /// since, that server is slow, not silent: only the connections to another one before
+    /// it are abandoned. Otherwise the endpoint is declared silent; returns whether it was.
+    pub(super) fn unanswered_check(
+        &mut self,
+        since: Instant,
+        token: &CancellationToken,
+        current: &CancellationToken,
+        server: &Identity,
+    ) -> bool {
+        let reached = self.silent_since <= since && self.reached_at.is_some_and(|t| t >= since);
+        if !reached {
+            self.declare_silent(token, current);
+            return true;
+        }
+        if (self.silent_server.as_ref()).is_some_and(|s| s.is_another_process(server)) {
+            self.abandon(token);
+        }
+        self.answered_at = Some(Instant::now());
+        false
     }
 
     /// Abandons the connections watching `token` (those to the server a check was made

@@ -35,7 +35,8 @@ impl Silence {
     /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the
     /// server with a fresh connection (at most one check at a time per server, and not
     /// again within that time after it answered). A check that is not answered within the
-    /// connect timeout declares the server silent; one answered by another server (a proxy
+    /// connect timeout declares the server silent, unless a fresh connection reached it
+    /// meanwhile ([`EndpointState::unanswered_check`]); one answered by another server (a proxy
     /// or pooler that moved its backend while this one hangs) abandons the connections
     /// made before, as a fresh client would have the new server.
     pub fn suspect(&self) {
@@ -105,11 +106,12 @@ impl Silence {
                 state.answered_at = Some(now);
                 state.abandon(&self.token);
             }
-            // It answered (even with an error), or another new connection to it did: it
-            // is slow, not silent.
+            // It answered (even with an error): it is slow, not silent.
             (Ok(_), _) => state.answered_at = Some(now),
-            (Err(_), _) if state.reached_since(started) => state.answered_at = Some(now),
             (Err(_), _) => {
+                if !state.unanswered_check(started, &self.token, &current, &self.server) {
+                    return;
+                }
                 connector
                     .metrics
                     .connection_errors
@@ -125,7 +127,6 @@ impl Silence {
                     "server stopped answering; abandoning its connections (no_response)"
                 );
                 state.failed(ErrorClass::ConnectTimeout, &message, started);
-                state.declare_silent(&self.token, &current);
             }
         }
     }

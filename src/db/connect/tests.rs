@@ -137,33 +137,57 @@ fn an_unanswered_check_abandons_the_current_server_too() {
 async fn a_server_reached_during_a_check_is_not_declared_silent() {
     use crate::db::identity::tests::id;
     let old = Arc::new(id(5001, 1));
+    let second = Duration::from_secs(1);
+    // The server the check was for answered a fresh connection meanwhile: slow.
     let mut state = EndpointState::new(Instant::now());
-    state.token_for(&old);
-    tokio::time::advance(Duration::from_secs(1)).await;
+    let to_old = state.token_for(&old);
+    tokio::time::advance(second).await;
     let check_began = Instant::now();
-    assert!(!state.reached_since(check_began));
-    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::time::advance(second).await;
     state.token_for(&old);
-    assert!(state.reached_since(check_began), "the same server answered");
-    // Another server reached since speaks for itself only: it has its own token.
+    assert!(!state.unanswered_check(check_began, &to_old, &to_old.clone(), &old));
+    assert!(!to_old.is_cancelled() && !state.declared_silent);
+    // Nothing reached it: silent.
+    tokio::time::advance(second).await;
+    let check_began = Instant::now();
+    assert!(state.unanswered_check(check_began, &to_old, &to_old.clone(), &old));
+    assert!(to_old.is_cancelled() && state.declared_silent);
+
+    // The endpoint (a proxy) led to another server before the check, which a fresh
+    // connection reached: the old server's connections are left, the new one's kept.
     let mut state = EndpointState::new(Instant::now());
-    state.token_for(&old);
-    let check_began = Instant::now();
-    tokio::time::advance(Duration::from_secs(1)).await;
-    state.token_for(&Arc::new(Identity {
+    let to_old = state.token_for(&old);
+    let new = Arc::new(Identity {
         postmaster_start: Some("t1".into()),
         ..id(5002, 2)
-    }));
-    assert!(!state.reached_since(check_began));
+    });
+    let to_new = state.token_for(&new);
+    tokio::time::advance(second).await;
+    let check_began = Instant::now();
+    tokio::time::advance(second).await;
+    state.token_for(&new);
+    assert!(!state.unanswered_check(check_began, &to_old, &to_new, &old));
+    assert!(to_old.is_cancelled() && !to_new.is_cancelled());
+
+    // A server first reached after the check began is no answer from the one it was for.
+    let mut state = EndpointState::new(Instant::now());
+    let to_old = state.token_for(&old);
+    tokio::time::advance(second).await;
+    let check_began = Instant::now();
+    tokio::time::advance(second).await;
+    let to_new = state.token_for(&new);
+    assert!(state.unanswered_check(check_began, &to_old, &to_old.clone(), &old));
+    assert!(to_old.is_cancelled() && !to_new.is_cancelled());
     // Abandoned, the endpoint's next server is unknown until reached.
     let mut state = EndpointState::new(Instant::now());
     let to_old = state.token_for(&old);
-    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::time::advance(second).await;
     let check_began = Instant::now();
-    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::time::advance(second).await;
     state.token_for(&old);
     state.abandon(&to_old);
-    assert!(!state.reached_since(check_began));
+    let current = state.silent.clone();
+    assert!(state.unanswered_check(check_began, &to_old, &current, &old));
 }
 
 #[tokio::test(start_paused = true)]
