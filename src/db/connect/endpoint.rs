@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// The token a connection watches ([`EndpointState::token_for`]), and which of its
+/// endpoint's it is.
+#[derive(Clone, Debug)]
+pub(super) struct Watch {
+    pub(super) token: CancellationToken,
+    generation: u64,
+}
+
+/// What became of a check that got no answer ([`EndpointState::unanswered_check`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Unanswered {
+    /// Nothing reached the server: its connections are abandoned.
+    Silent,
+    /// A fresh connection reached it meanwhile: it is slow, not silent.
+    Slow,
+    /// A fresh connection reached the server the endpoint leads to now, not the one the
+    /// check was for, whose connections are abandoned.
+    LeftBehind,
+}
+
 impl EndpointState {
     pub(super) fn new(now: Instant) -> EndpointState {
         EndpointState {
@@ -13,7 +33,7 @@ impl EndpointState {
             last_error: None,
             silent: CancellationToken::new(),
             silent_server: None,
-            silent_since: now,
+            generation: 0,
             reached_at: None,
             check_running: false,
             answered_at: None,
@@ -58,43 +78,49 @@ impl EndpointState {
     /// now leads to another server than its connections so far reached (a proxy or pooler
     /// moved its backend), which gets a token of its own, so that abandoning the
     /// connections to the one before spares it.
-    pub(super) fn token_for(&mut self, server: &Arc<Identity>) -> CancellationToken {
-        let now = Instant::now();
+    pub(super) fn token_for(&mut self, server: &Arc<Identity>) -> Watch {
         match &self.silent_server {
             Some(before) if server.is_another_process(before) => {
                 self.silent = CancellationToken::new();
                 self.silent_server = Some(server.clone());
-                self.silent_since = now;
+                self.generation += 1;
             }
             // A probe that read less than the one before tells no change and is not kept.
             Some(before) if server.lacks_what(before) => {}
             _ => self.silent_server = Some(server.clone()),
         }
-        self.reached_at = Some(now);
-        self.silent.clone()
+        self.reached_at = Some(Instant::now());
+        self.watch()
     }
 
-    /// A check begun at `since` for the connections to `server` (watching `token`) got no
-    /// answer. If a fresh connection reached the endpoint's server of then (`current`'s)
-    /// since, that server is slow, not silent: only the connections to another one before
-    /// it are abandoned. Otherwise the endpoint is declared silent; returns whether it was.
+    /// The token connections made now watch.
+    pub(super) fn watch(&self) -> Watch {
+        Watch {
+            token: self.silent.clone(),
+            generation: self.generation,
+        }
+    }
+
+    /// A check begun at `since` for the connections watching `watch` got no answer; the
+    /// endpoint's connections watched `current` then.
     pub(super) fn unanswered_check(
         &mut self,
+        watch: &Watch,
         since: Instant,
-        token: &CancellationToken,
-        current: &CancellationToken,
-        server: &Identity,
-    ) -> bool {
-        let reached = self.silent_since <= since && self.reached_at.is_some_and(|t| t >= since);
+        current: &Watch,
+    ) -> Unanswered {
+        let reached =
+            self.generation == current.generation && self.reached_at.is_some_and(|t| t >= since);
         if !reached {
-            self.declare_silent(token, current);
-            return true;
-        }
-        if (self.silent_server.as_ref()).is_some_and(|s| s.is_another_process(server)) {
-            self.abandon(token);
+            self.declare_silent(&watch.token, &current.token);
+            return Unanswered::Silent;
         }
         self.answered_at = Some(Instant::now());
-        false
+        if watch.generation == self.generation {
+            return Unanswered::Slow;
+        }
+        self.abandon(&watch.token);
+        Unanswered::LeftBehind
     }
 
     /// Abandons the connections watching `token` (those to the server a check was made
@@ -106,7 +132,7 @@ impl EndpointState {
         if self.silent.is_cancelled() {
             self.silent = CancellationToken::new();
             self.silent_server = None;
-            (self.silent_since, self.reached_at) = (Instant::now(), None);
+            (self.generation, self.reached_at) = (self.generation + 1, None);
         }
     }
 

@@ -39,6 +39,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDrop;
 
+use self::endpoint::{Unanswered, Watch};
 use self::race::Claim;
 use crate::db::identity::Identity;
 use crate::error::ErrorClass;
@@ -123,10 +124,11 @@ struct EndpointState {
     last_error: Option<(ErrorClass, String)>,
     /// Cancelled when the server is found silent; connections made before hold a clone.
     silent: CancellationToken,
-    /// The server those connections reached ([`EndpointState::token_for`]), when the
-    /// token was made, and when a connection last reached that server.
+    /// The server those connections reached ([`EndpointState::token_for`]), which of the
+    /// endpoint's tokens this is (counted up with each new one), and when a connection last
+    /// reached that server.
     silent_server: Option<Arc<Identity>>,
-    silent_since: Instant,
+    generation: u64,
     reached_at: Option<Instant>,
     check_running: bool,
     /// The last liveness check that the server answered.

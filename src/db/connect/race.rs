@@ -34,7 +34,7 @@ impl Connector {
                             retired: false,
                             created: Instant::now(),
                             silence: Silence {
-                                token: claim.succeeded(&server),
+                                watch: claim.succeeded(&server),
                                 endpoint,
                                 config: Arc::new(this.plain(&config)),
                                 connector: this.clone(),
@@ -215,7 +215,7 @@ impl Claim {
     }
 
     /// Marks the endpoint healthy; returns the token its connection to `server` watches.
-    fn succeeded(&mut self, server: &Arc<Identity>) -> CancellationToken {
+    fn succeeded(&mut self, server: &Arc<Identity>) -> Watch {
         self.done = true;
         let now = Instant::now();
         let mut map = self.connector.lock();
@@ -229,10 +229,10 @@ impl Claim {
         state.pending = state.pending.saturating_sub(1);
         state.last_error = None;
         state.declared_silent = false;
-        let token = state.token_for(server);
+        let watch = state.token_for(server);
         drop(map);
         self.connector.changed.notify_waiters();
-        token
+        watch
     }
 
     fn failed(&mut self, class: ErrorClass, message: &str) {

@@ -6,7 +6,7 @@ use super::*;
 /// How a connection learns that its server stopped answering.
 #[derive(Clone)]
 pub struct Silence {
-    pub(super) token: CancellationToken,
+    pub(super) watch: Watch,
     pub(super) endpoint: Endpoint,
     /// The config this connection was made with (password included), for the check.
     pub(super) config: Arc<Config>,
@@ -23,13 +23,13 @@ impl Silence {
 
     /// Whether the server was declared silent.
     pub fn is_silent(&self) -> bool {
-        self.token.is_cancelled()
+        self.watch.token.is_cancelled()
     }
 
     /// Cancelled when the server is declared silent, or earlier by its holder (a lane
     /// giving up on its connection's writes).
     pub fn child(&self) -> CancellationToken {
-        self.token.child_token()
+        self.watch.token.child_token()
     }
 
     /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the
@@ -49,18 +49,18 @@ impl Silence {
             let recently = state
                 .answered_at
                 .is_some_and(|t| now.saturating_duration_since(t) < SUSPECT_AFTER);
-            if state.check_running || recently || self.token.is_cancelled() {
+            if state.check_running || recently || self.watch.token.is_cancelled() {
                 return;
             }
             state.check_running = true;
-            state.silent.clone()
+            state.watch()
         };
         let this = self.clone();
         tokio::spawn(async move { this.check(current, now).await });
     }
 
     /// `current`: the token of the server the endpoint led to when the check began.
-    async fn check(self, current: CancellationToken, started: Instant) {
+    async fn check(self, current: Watch, started: Instant) {
         let connector = &self.connector;
         connector.metrics.connection_attempts.inc();
         let mut config = (*self.config).clone();
@@ -104,13 +104,23 @@ impl Silence {
                      connections to the one before (no_response)"
                 );
                 state.answered_at = Some(now);
-                state.abandon(&self.token);
+                state.abandon(&self.watch.token);
             }
             // It answered (even with an error): it is slow, not silent.
             (Ok(_), _) => state.answered_at = Some(now),
             (Err(_), _) => {
-                if !state.unanswered_check(started, &self.token, &current, &self.server) {
-                    return;
+                match state.unanswered_check(&self.watch, started, &current) {
+                    Unanswered::Silent => {}
+                    Unanswered::Slow => return,
+                    Unanswered::LeftBehind => {
+                        tracing::warn!(
+                            server = %self.endpoint,
+                            was = %self.server.short(),
+                            "a new connection reached the server this endpoint leads to now; \
+                             abandoning the unanswered connections to the one before (no_response)"
+                        );
+                        return;
+                    }
                 }
                 connector
                     .metrics

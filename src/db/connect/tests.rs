@@ -71,20 +71,20 @@ fn a_check_abandons_the_connections_to_its_server_only() {
     use crate::db::identity::tests::id;
     let mut state = EndpointState::new(Instant::now());
     let old = Arc::new(id(5001, 1));
-    let to_old = state.token_for(&old);
+    let to_old = state.token_for(&old).token;
     // A probe that read less is no other server: it shares the token.
     let partial = Arc::new(Identity {
         timeline: None,
         postmaster_start: None,
         ..id(5001, 1)
     });
-    let to_old_too = state.token_for(&partial);
+    let to_old_too = state.token_for(&partial).token;
     // The endpoint (a proxy) now leads to another server.
     let new = Arc::new(Identity {
         postmaster_start: Some("t1".into()),
         ..id(5002, 2)
     });
-    let to_new = state.token_for(&new);
+    let to_new = state.token_for(&new).token;
     // A check made for an old connection finds no answer.
     state.abandon(&to_old);
     assert!(to_old.is_cancelled() && to_old_too.is_cancelled());
@@ -92,23 +92,23 @@ fn a_check_abandons_the_connections_to_its_server_only() {
         !to_new.is_cancelled(),
         "the new server's connections keep writing"
     );
-    assert!(!state.token_for(&new).is_cancelled());
+    assert!(!state.token_for(&new).token.is_cancelled());
     // Once the new server's own check finds no answer, later connections start afresh.
     state.abandon(&to_new);
     assert!(to_new.is_cancelled());
-    assert!(!state.token_for(&new).is_cancelled());
+    assert!(!state.token_for(&new).token.is_cancelled());
 }
 
 #[test]
 fn an_unanswered_check_abandons_the_current_server_too() {
     use crate::db::identity::tests::id;
     let mut state = EndpointState::new(Instant::now());
-    let to_old = state.token_for(&Arc::new(id(5001, 1)));
+    let to_old = state.token_for(&Arc::new(id(5001, 1))).token;
     let new = Arc::new(Identity {
         postmaster_start: Some("t1".into()),
         ..id(5002, 2)
     });
-    let to_new = state.token_for(&new);
+    let to_new = state.token_for(&new).token;
     // A check for an old connection: not even a new connection is answered.
     let current = state.silent.clone();
     state.declare_silent(&to_old, &current);
@@ -119,16 +119,18 @@ fn an_unanswered_check_abandons_the_current_server_too() {
     );
     assert!(state.declared_silent);
     assert!(
-        !state.token_for(&new).is_cancelled(),
+        !state.token_for(&new).token.is_cancelled(),
         "later connections start afresh"
     );
     // A server reached while a check was under way answered: its connections are spared.
-    let to_old = state.token_for(&Arc::new(id(5001, 1)));
+    let to_old = state.token_for(&Arc::new(id(5001, 1))).token;
     let current = state.silent.clone();
-    let to_newer = state.token_for(&Arc::new(Identity {
-        postmaster_start: Some("t2".into()),
-        ..id(5003, 3)
-    }));
+    let to_newer = state
+        .token_for(&Arc::new(Identity {
+            postmaster_start: Some("t2".into()),
+            ..id(5003, 3)
+        }))
+        .token;
     state.declare_silent(&to_old, &current);
     assert!(to_old.is_cancelled() && !to_newer.is_cancelled());
 }
@@ -137,57 +139,67 @@ fn an_unanswered_check_abandons_the_current_server_too() {
 async fn a_server_reached_during_a_check_is_not_declared_silent() {
     use crate::db::identity::tests::id;
     let old = Arc::new(id(5001, 1));
+    let new = Arc::new(Identity {
+        postmaster_start: Some("t1".into()),
+        ..id(5002, 2)
+    });
     let second = Duration::from_secs(1);
     // The server the check was for answered a fresh connection meanwhile: slow.
     let mut state = EndpointState::new(Instant::now());
     let to_old = state.token_for(&old);
     tokio::time::advance(second).await;
-    let check_began = Instant::now();
+    let (since, current) = (Instant::now(), state.watch());
     tokio::time::advance(second).await;
     state.token_for(&old);
-    assert!(!state.unanswered_check(check_began, &to_old, &to_old.clone(), &old));
-    assert!(!to_old.is_cancelled() && !state.declared_silent);
+    let slow = state.unanswered_check(&to_old, since, &current);
+    assert_eq!(slow, Unanswered::Slow);
+    assert!(!to_old.token.is_cancelled() && !state.declared_silent);
     // Nothing reached it: silent.
     tokio::time::advance(second).await;
-    let check_began = Instant::now();
-    assert!(state.unanswered_check(check_began, &to_old, &to_old.clone(), &old));
-    assert!(to_old.is_cancelled() && state.declared_silent);
+    let (since, current) = (Instant::now(), state.watch());
+    let silent = state.unanswered_check(&to_old, since, &current);
+    assert_eq!(silent, Unanswered::Silent);
+    assert!(to_old.token.is_cancelled() && state.declared_silent);
 
     // The endpoint (a proxy) led to another server before the check, which a fresh
     // connection reached: the old server's connections are left, the new one's kept.
-    let mut state = EndpointState::new(Instant::now());
-    let to_old = state.token_for(&old);
-    let new = Arc::new(Identity {
-        postmaster_start: Some("t1".into()),
-        ..id(5002, 2)
-    });
-    let to_new = state.token_for(&new);
-    tokio::time::advance(second).await;
-    let check_began = Instant::now();
-    tokio::time::advance(second).await;
-    state.token_for(&new);
-    assert!(!state.unanswered_check(check_began, &to_old, &to_new, &old));
-    assert!(to_old.is_cancelled() && !to_new.is_cancelled());
+    // Also when it leads back to the old server (A, B, then A again).
+    for back_to_old in [false, true] {
+        let mut state = EndpointState::new(Instant::now());
+        let to_old = state.token_for(&old);
+        let mut to_now = state.token_for(&new);
+        if back_to_old {
+            to_now = state.token_for(&old);
+        }
+        tokio::time::advance(second).await;
+        let (since, current) = (Instant::now(), state.watch());
+        tokio::time::advance(second).await;
+        state.token_for(if back_to_old { &old } else { &new });
+        let left = state.unanswered_check(&to_old, since, &current);
+        assert_eq!(left, Unanswered::LeftBehind);
+        assert!(to_old.token.is_cancelled() && !to_now.token.is_cancelled());
+    }
 
     // A server first reached after the check began is no answer from the one it was for.
     let mut state = EndpointState::new(Instant::now());
     let to_old = state.token_for(&old);
     tokio::time::advance(second).await;
-    let check_began = Instant::now();
+    let (since, current) = (Instant::now(), state.watch());
     tokio::time::advance(second).await;
     let to_new = state.token_for(&new);
-    assert!(state.unanswered_check(check_began, &to_old, &to_old.clone(), &old));
-    assert!(to_old.is_cancelled() && !to_new.is_cancelled());
+    let silent = state.unanswered_check(&to_old, since, &current);
+    assert_eq!(silent, Unanswered::Silent);
+    assert!(to_old.token.is_cancelled() && !to_new.token.is_cancelled());
     // Abandoned, the endpoint's next server is unknown until reached.
     let mut state = EndpointState::new(Instant::now());
     let to_old = state.token_for(&old);
     tokio::time::advance(second).await;
-    let check_began = Instant::now();
+    let (since, current) = (Instant::now(), state.watch());
     tokio::time::advance(second).await;
     state.token_for(&old);
-    state.abandon(&to_old);
-    let current = state.silent.clone();
-    assert!(state.unanswered_check(check_began, &to_old, &current, &old));
+    state.abandon(&to_old.token);
+    let silent = state.unanswered_check(&to_old, since, &current);
+    assert_eq!(silent, Unanswered::Silent);
 }
 
 #[tokio::test(start_paused = true)]
@@ -293,10 +305,10 @@ async fn a_connection_to_another_server_behind_the_same_address_watches_its_own_
         })
     };
     let (old, new) = (server("08:00"), server("09:00"));
-    let first = state.token_for(&old);
-    let second = state.token_for(&old);
+    let first = state.token_for(&old).token;
+    let second = state.token_for(&old).token;
     // A proxy moved its backend: the new server's connections are not the old ones'.
-    let moved = state.token_for(&new);
+    let moved = state.token_for(&new).token;
     first.cancel();
     assert!(
         second.is_cancelled(),
@@ -306,5 +318,5 @@ async fn a_connection_to_another_server_behind_the_same_address_watches_its_own_
         !moved.is_cancelled(),
         "the new server's connection is spared"
     );
-    assert!(!state.token_for(&new).is_cancelled());
+    assert!(!state.token_for(&new).token.is_cancelled());
 }
