@@ -427,9 +427,11 @@ pub fn redact(dsn: &str) -> String {
 /// and where that password's value begins, for the parser's reason not to quote from there.
 pub fn redact_unparsed(dsn: &str) -> (String, usize) {
     // A URL's password is all to the last `@`, whatever it holds (the pattern stops at a
-    // quote, which may end a URL in other text); unless that `@` is in its path or query.
+    // quote, which may end a URL in other text); unless that `@` may be in its path or query.
     let scheme_end = dsn.find("://").map_or(0, |i| i + 3);
-    let user_info = url_password_at(dsn).filter(|p| !dsn[scheme_end..p.start].contains(['/', '?']));
+    let url_password = url_password_at(dsn);
+    let user_info =
+        (url_password.clone()).filter(|p| !dsn[scheme_end..p.start].contains(['/', '?']));
     if let Some(password) = user_info {
         return (
             format!("{}{REDACTED}@ …", &dsn[..password.start]),
@@ -440,6 +442,13 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
         .iter()
         .filter_map(|pattern| pattern.captures(dsn))
         .min_by_key(|caps| caps.get(0).map_or(usize::MAX, |m| m.start()));
+    // What may be a URL's password, which no pattern finds before it: nothing after the scheme.
+    let first_at = (first.as_ref()).map_or(usize::MAX, |caps| {
+        caps.get(0).map_or(usize::MAX, |m| m.start())
+    });
+    if url_password.is_some_and(|p| first_at > p.start) {
+        return (format!("{}{REDACTED} …", &dsn[..scheme_end]), scheme_end);
+    }
     let Some(caps) = first else {
         return (redact(dsn), dsn.len());
     };

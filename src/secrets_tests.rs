@@ -394,6 +394,12 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
             "postgres://u@h/db?password=ab cd:ef@g&bogus=1",
             "postgres://u@h/db?password=REDACTED …",
         ),
+        // A user name libpq ends at its `@` only: what may be a password, no pattern's.
+        ("POSTGRES://u?x:pw12@h/db", "POSTGRES://REDACTED …"),
+        (
+            "POSTGRES://u?x:pw12@h/db?password=zz",
+            "POSTGRES://REDACTED …",
+        ),
     ] {
         assert_eq!(redact_unparsed(dsn).0, shown);
     }
