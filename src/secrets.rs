@@ -79,15 +79,20 @@ pub fn remember_given(
 
 /// The password of `text` if it is a URL: its user info's, up to the last `@`.
 fn url_password(text: &str) -> Option<&str> {
-    url_password_at(text).map(|at| &text[at])
+    url_password_at(text, false).map(|at| &text[at])
 }
 
-/// Where [`url_password`] is in `text`.
-fn url_password_at(text: &str) -> Option<std::ops::Range<usize>> {
+/// Where [`url_password`] is in `text`; with `authority_only`, as libpq finds it: up to the
+/// last `@` before the first `/`.
+fn url_password_at(text: &str, authority_only: bool) -> Option<std::ops::Range<usize>> {
     let (scheme, after) = text.split_once("://")?;
     let mut chars = scheme.chars();
     let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+    let after = match authority_only {
+        true => after.split('/').next().unwrap_or_default(),
+        false => after,
+    };
     let user_info = &after[..after.rfind('@').filter(|_| is_scheme)?];
     let (user, password) = user_info.split_once(':')?;
     let start = scheme.len() + "://".len() + user.len() + 1;
@@ -240,7 +245,7 @@ fn value(not_first: &str) -> String {
 /// scheme, it is what the standard allows there.
 static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     // ASCII white space only: Unicode classes cost half a megabyte of compiled pattern.
-    let postgres = r#"(postgres(?:ql)?://[^:/? \t\r\n"'<>,]*:)[^ \t\r\n"'<>,]*@"#;
+    let postgres = r#"((?i:postgres(?:ql)?)://[^:/? \t\r\n"'<>,]*:)[^ \t\r\n"'<>,]*@"#;
     let other = r#"(://[^:/?@ \t\r\n"'<>]*:)[^/?@ \t\r\n"'<>]*@"#;
     Regex::new(&format!("{postgres}|{other}")).expect("a valid pattern")
 });
@@ -426,13 +431,9 @@ pub fn redact(dsn: &str) -> String {
 /// is shown (an unquoted space splits `password=pass word`, and `word` is the password's);
 /// and where that password's value begins, for the parser's reason not to quote from there.
 pub fn redact_unparsed(dsn: &str) -> (String, usize) {
-    // A URL's password is all to the last `@`, whatever it holds (the pattern stops at a
-    // quote, which may end a URL in other text); unless that `@` may be in its path or query.
-    let scheme_end = dsn.find("://").map_or(0, |i| i + 3);
-    let url_password = url_password_at(dsn);
-    let user_info =
-        (url_password.clone()).filter(|p| !dsn[scheme_end..p.start].contains(['/', '?']));
-    if let Some(password) = user_info {
+    // A URL's password as libpq finds it, whatever it holds (the pattern stops at a quote,
+    // which may end a URL in other text).
+    if let Some(password) = url_password_at(dsn, true) {
         return (
             format!("{}{REDACTED}@ …", &dsn[..password.start]),
             password.start,
@@ -442,11 +443,15 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
         .iter()
         .filter_map(|pattern| pattern.captures(dsn))
         .min_by_key(|caps| caps.get(0).map_or(usize::MAX, |m| m.start()));
-    // What may be a URL's password, which no pattern finds before it: nothing after the scheme.
+    // One with a `/` (tokio-postgres reads to the `@`) that no pattern finds before it:
+    // nothing after the scheme.
     let first_at = (first.as_ref()).map_or(usize::MAX, |caps| {
         caps.get(0).map_or(usize::MAX, |m| m.start())
     });
-    if url_password.is_some_and(|p| first_at > p.start) {
+    let scheme_end = dsn.find("://").map_or(0, |i| i + 3);
+    let hidden = url_password_at(dsn, false)
+        .filter(|p| first_at > p.start && !dsn[scheme_end..p.start].contains(['/', '?', '@']));
+    if hidden.is_some() {
         return (format!("{}{REDACTED} …", &dsn[..scheme_end]), scheme_end);
     }
     let Some(caps) = first else {

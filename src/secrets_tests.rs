@@ -394,11 +394,18 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
             "postgres://u@h/db?password=ab cd:ef@g&bogus=1",
             "postgres://u@h/db?password=REDACTED …",
         ),
-        // A user name libpq ends at its `@` only: what may be a password, no pattern's.
-        ("POSTGRES://u?x:pw12@h/db", "POSTGRES://REDACTED …"),
+        // User info as libpq reads it: to the last `@` before a `/`.
+        ("POSTGRES://u?x:pw12@h/db", "POSTGRES://u?x:REDACTED@ …"),
         (
-            "POSTGRES://u?x:pw12@h/db?password=zz",
-            "POSTGRES://REDACTED …",
+            "POSTGRES://u?x:a%2Fb@h/db?sslmode=require",
+            "POSTGRES://u?x:REDACTED@ …",
+        ),
+        // One with a `/`, which no pattern finds: nothing after the scheme.
+        ("POSTGRES://u:p/\"w@h", "POSTGRES://REDACTED …"),
+        // An `@` and a `:` in the query are no password.
+        (
+            "postgres://u@h/db?application_name=a:b@c&bogus=1",
+            "postgres://u@h/db?application_name=a:b@c&bogus=1",
         ),
     ] {
         assert_eq!(redact_unparsed(dsn).0, shown);
@@ -406,5 +413,10 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
     assert_eq!(
         redact_unparsed("postgres://u:a\"b@h:x/db").1,
         "postgres://u:".len()
+    );
+    // A scheme in capitals, as a parser's reason may quote it.
+    assert_eq!(
+        redact("unknown option `POSTGRES://u:p@w@h/db?sslmode`"),
+        "unknown option `POSTGRES://u:REDACTED@h/db?sslmode`"
     );
 }

@@ -206,6 +206,9 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         // Unquoted spaces split a password: what follows is not shown, nor quoted.
         "host=h password=pass s3cret",
         "password=a s3cret=c host=h",
+        // Not a URL to the parser (a scheme in capitals): its reason quotes it whole.
+        "POSTGRES://u:s3cret/x@h/db?sslmode=require",
+        "POSTGRES://u:p@s3cret@h/db?sslmode=require",
     ] {
         let text = parse(Some(dsn), no_env).unwrap_err().to_string();
         assert!(text.contains("--dsn"), "{text}");
