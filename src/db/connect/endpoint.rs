@@ -2,6 +2,7 @@
 //! keeps it waiting.
 
 use super::*;
+use std::sync::atomic::AtomicU64;
 
 /// The token a connection watches ([`EndpointState::token_for`]), and which of its
 /// endpoint's it is.
@@ -11,6 +12,12 @@ pub(super) struct Watch {
     generation: u64,
 }
 
+/// A number no token before had, in any endpoint's state (one let go and made again too).
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// What became of a check that got no answer ([`EndpointState::unanswered_check`]).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Unanswered {
@@ -18,8 +25,9 @@ pub(super) enum Unanswered {
     Silent,
     /// A fresh connection reached it meanwhile: it is slow, not silent.
     Slow,
-    /// A fresh connection reached the server the endpoint leads to now, not the one the
-    /// check was for, whose connections are abandoned.
+    /// A fresh connection reached the endpoint, whose connections watch a newer token
+    /// since the check's were made (another server, or the same one after a switch back):
+    /// the check's connections are abandoned, as made before.
     LeftBehind,
 }
 
@@ -33,7 +41,7 @@ impl EndpointState {
             last_error: None,
             silent: CancellationToken::new(),
             silent_server: None,
-            generation: 0,
+            generation: next_generation(),
             reached_at: None,
             check_running: false,
             answered_at: None,
@@ -83,7 +91,7 @@ impl EndpointState {
             Some(before) if server.is_another_process(before) => {
                 self.silent = CancellationToken::new();
                 self.silent_server = Some(server.clone());
-                self.generation += 1;
+                self.generation = next_generation();
             }
             // A probe that read less than the one before tells no change and is not kept.
             Some(before) if server.lacks_what(before) => {}
@@ -132,7 +140,7 @@ impl EndpointState {
         if self.silent.is_cancelled() {
             self.silent = CancellationToken::new();
             self.silent_server = None;
-            (self.generation, self.reached_at) = (self.generation + 1, None);
+            (self.generation, self.reached_at) = (next_generation(), None);
         }
     }
 

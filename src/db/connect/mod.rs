@@ -125,7 +125,7 @@ struct EndpointState {
     /// Cancelled when the server is found silent; connections made before hold a clone.
     silent: CancellationToken,
     /// The server those connections reached ([`EndpointState::token_for`]), which of the
-    /// endpoint's tokens this is (counted up with each new one), and when a connection last
+    /// endpoint's tokens this is (a number no other token has), and when a connection last
     /// reached that server.
     silent_server: Option<Arc<Identity>>,
     generation: u64,

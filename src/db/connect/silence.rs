@@ -35,8 +35,8 @@ impl Silence {
     /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the
     /// server with a fresh connection (at most one check at a time per server, and not
     /// again within that time after it answered). A check that is not answered within the
-    /// connect timeout declares the server silent, unless a fresh connection reached it
-    /// meanwhile ([`EndpointState::unanswered_check`]); one answered by another server (a proxy
+    /// connect timeout declares the server silent, unless a fresh connection reached the
+    /// endpoint meanwhile ([`EndpointState::unanswered_check`]); one answered by another server (a proxy
     /// or pooler that moved its backend while this one hangs) abandons the connections
     /// made before, as a fresh client would have the new server.
     pub fn suspect(&self) {
@@ -116,8 +116,8 @@ impl Silence {
                         tracing::warn!(
                             server = %self.endpoint,
                             was = %self.server.short(),
-                            "a new connection reached the server this endpoint leads to now; \
-                             abandoning the unanswered connections to the one before (no_response)"
+                            "a new connection answers; abandoning the unanswered connections \
+                             made before the server behind this endpoint changed (no_response)"
                         );
                         return;
                     }

@@ -135,6 +135,19 @@ fn an_unanswered_check_abandons_the_current_server_too() {
     assert!(to_old.is_cancelled() && !to_newer.is_cancelled());
 }
 
+/// An endpoint whose connections reached `servers` in turn (their watches), and a check
+/// begun a second later: when, and the endpoint's watch then. A second passes after it.
+async fn a_check_begun_after(
+    servers: &[&Arc<Identity>],
+) -> (EndpointState, Vec<Watch>, Instant, Watch) {
+    let mut state = EndpointState::new(Instant::now());
+    let watches = servers.iter().map(|s| state.token_for(s)).collect();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (since, current) = (Instant::now(), state.watch());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    (state, watches, since, current)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_server_reached_during_a_check_is_not_declared_silent() {
     use crate::db::identity::tests::id;
@@ -143,62 +156,53 @@ async fn a_server_reached_during_a_check_is_not_declared_silent() {
         postmaster_start: Some("t1".into()),
         ..id(5002, 2)
     });
-    let second = Duration::from_secs(1);
     // The server the check was for answered a fresh connection meanwhile: slow.
-    let mut state = EndpointState::new(Instant::now());
-    let to_old = state.token_for(&old);
-    tokio::time::advance(second).await;
-    let (since, current) = (Instant::now(), state.watch());
-    tokio::time::advance(second).await;
+    let (mut state, watches, since, current) = a_check_begun_after(&[&old]).await;
     state.token_for(&old);
-    let slow = state.unanswered_check(&to_old, since, &current);
+    let slow = state.unanswered_check(&watches[0], since, &current);
     assert_eq!(slow, Unanswered::Slow);
-    assert!(!to_old.token.is_cancelled() && !state.declared_silent);
+    assert!(!watches[0].token.is_cancelled() && !state.declared_silent);
+    assert!(state.answered_at.is_some(), "no new check for a while");
     // Nothing reached it: silent.
-    tokio::time::advance(second).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
     let (since, current) = (Instant::now(), state.watch());
-    let silent = state.unanswered_check(&to_old, since, &current);
+    let silent = state.unanswered_check(&watches[0], since, &current);
     assert_eq!(silent, Unanswered::Silent);
-    assert!(to_old.token.is_cancelled() && state.declared_silent);
+    assert!(watches[0].token.is_cancelled() && state.declared_silent);
 
     // The endpoint (a proxy) led to another server before the check, which a fresh
     // connection reached: the old server's connections are left, the new one's kept.
     // Also when it leads back to the old server (A, B, then A again).
-    for back_to_old in [false, true] {
-        let mut state = EndpointState::new(Instant::now());
-        let to_old = state.token_for(&old);
-        let mut to_now = state.token_for(&new);
-        if back_to_old {
-            to_now = state.token_for(&old);
-        }
-        tokio::time::advance(second).await;
-        let (since, current) = (Instant::now(), state.watch());
-        tokio::time::advance(second).await;
-        state.token_for(if back_to_old { &old } else { &new });
-        let left = state.unanswered_check(&to_old, since, &current);
+    for servers in [vec![&old, &new], vec![&old, &new, &old]] {
+        let (mut state, watches, since, current) = a_check_begun_after(&servers).await;
+        let (to_old, to_now) = (&watches[0], &watches[watches.len() - 1]);
+        state.token_for(servers[servers.len() - 1]);
+        let left = state.unanswered_check(to_old, since, &current);
         assert_eq!(left, Unanswered::LeftBehind);
         assert!(to_old.token.is_cancelled() && !to_now.token.is_cancelled());
+        assert!(!state.declared_silent && state.failures == 0 && state.answered_at.is_some());
     }
 
-    // A server first reached after the check began is no answer from the one it was for.
-    let mut state = EndpointState::new(Instant::now());
-    let to_old = state.token_for(&old);
-    tokio::time::advance(second).await;
-    let (since, current) = (Instant::now(), state.watch());
-    tokio::time::advance(second).await;
-    let to_new = state.token_for(&new);
-    let silent = state.unanswered_check(&to_old, since, &current);
-    assert_eq!(silent, Unanswered::Silent);
-    assert!(to_old.token.is_cancelled() && !to_new.token.is_cancelled());
-    // Abandoned, the endpoint's next server is unknown until reached.
-    let mut state = EndpointState::new(Instant::now());
-    let to_old = state.token_for(&old);
-    tokio::time::advance(second).await;
-    let (since, current) = (Instant::now(), state.watch());
-    tokio::time::advance(second).await;
+    // An endpoint's state let go (idle) and made again: connections made before are
+    // older than any of its tokens.
+    let (_, before, _, _) = a_check_begun_after(&[&old]).await;
+    let (mut state, _, since, current) = a_check_begun_after(&[&old]).await;
     state.token_for(&old);
-    state.abandon(&to_old.token);
-    let silent = state.unanswered_check(&to_old, since, &current);
+    let left = state.unanswered_check(&before[0], since, &current);
+    assert_eq!(left, Unanswered::LeftBehind);
+    assert!(before[0].token.is_cancelled());
+
+    // A server first reached after the check began is no answer from the one it was for.
+    let (mut state, watches, since, current) = a_check_begun_after(&[&old]).await;
+    let to_new = state.token_for(&new);
+    let silent = state.unanswered_check(&watches[0], since, &current);
+    assert_eq!(silent, Unanswered::Silent);
+    assert!(watches[0].token.is_cancelled() && !to_new.token.is_cancelled());
+    // Abandoned, the endpoint's next server is unknown until reached.
+    let (mut state, watches, since, current) = a_check_begun_after(&[&old]).await;
+    state.token_for(&old);
+    state.abandon(&watches[0].token);
+    let silent = state.unanswered_check(&watches[0], since, &current);
     assert_eq!(silent, Unanswered::Silent);
 }
 
