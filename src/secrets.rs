@@ -82,15 +82,15 @@ fn url_password(text: &str) -> Option<&str> {
     url_password_at(text, false).map(|at| &text[at])
 }
 
-/// Where [`url_password`] is in `text`; with `authority_only`, as libpq finds it: up to the
-/// last `@` before the first `/`.
+/// Where [`url_password`] is in `text`; with `authority_only`, in its authority: up to the
+/// last `@` before the first `/` or `?`.
 fn url_password_at(text: &str, authority_only: bool) -> Option<std::ops::Range<usize>> {
     let (scheme, after) = text.split_once("://")?;
     let mut chars = scheme.chars();
     let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
     let after = match authority_only {
-        true => after.split('/').next().unwrap_or_default(),
+        true => after.split(['/', '?']).next().unwrap_or_default(),
         false => after,
     };
     let user_info = &after[..after.rfind('@').filter(|_| is_scheme)?];
@@ -417,12 +417,18 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
 /// Removes the password from a URL or key=value connection string, even one
 /// that does not parse, so that error messages can quote the rest.
 pub fn redact(dsn: &str) -> String {
+    // A URL's password in its authority, whatever it holds (the pattern stops at a quote,
+    // which may end a URL in other text).
+    let dsn = match url_password_at(dsn, true) {
+        Some(p) => Cow::Owned(format!("{}{REDACTED}{}", &dsn[..p.start], &dsn[p.end..])),
+        None => Cow::Borrowed(dsn),
+    };
     // Both patterns capture what precedes the password in group 1 or 2.
     let kept = |caps: &regex::Captures, after: &str| {
         let before = caps.get(1).or_else(|| caps.get(2));
         format!("{}{REDACTED}{after}", before.map_or("", |m| m.as_str()))
     };
-    let url = URL_PASSWORD.replace_all(dsn, |caps: &regex::Captures| kept(caps, "@"));
+    let url = URL_PASSWORD.replace_all(&dsn, |caps: &regex::Captures| kept(caps, "@"));
     let dsn = DSN_PASSWORD.replace_all(&url, |caps: &regex::Captures| kept(caps, ""));
     dsn.into_owned()
 }
@@ -431,8 +437,7 @@ pub fn redact(dsn: &str) -> String {
 /// is shown (an unquoted space splits `password=pass word`, and `word` is the password's);
 /// and where that password's value begins, for the parser's reason not to quote from there.
 pub fn redact_unparsed(dsn: &str) -> (String, usize) {
-    // A URL's password as libpq finds it, whatever it holds (the pattern stops at a quote,
-    // which may end a URL in other text).
+    // A URL's password in its authority, whatever it holds (as in `redact`).
     if let Some(password) = url_password_at(dsn, true) {
         return (
             format!("{}{REDACTED}@ …", &dsn[..password.start]),
@@ -443,14 +448,16 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
         .iter()
         .filter_map(|pattern| pattern.captures(dsn))
         .min_by_key(|caps| caps.get(0).map_or(usize::MAX, |m| m.start()));
-    // One with a `/` (tokio-postgres reads to the `@`) that no pattern finds before it:
-    // nothing after the scheme.
-    let first_at = (first.as_ref()).map_or(usize::MAX, |caps| {
-        caps.get(0).map_or(usize::MAX, |m| m.start())
+    // Where the first pattern's password begins: what is shown ends there.
+    let value_from = first.as_ref().map_or(dsn.len(), |caps| {
+        let all = caps.get(0).expect("group 0 is the match");
+        (caps.get(1).or_else(|| caps.get(2))).map_or(all.start(), |m| m.end())
     });
+    // One after a `/` or `?` (tokio-postgres reads the user info to the `@`, and a user name
+    // may hold them) that would be shown: nothing after the scheme.
     let scheme_end = dsn.find("://").map_or(0, |i| i + 3);
     let hidden = url_password_at(dsn, false)
-        .filter(|p| first_at > p.start && !dsn[scheme_end..p.start].contains(['/', '?', '@']));
+        .filter(|p| value_from > p.start && !dsn[scheme_end..p.start].contains('@'));
     if hidden.is_some() {
         return (format!("{}{REDACTED} …", &dsn[..scheme_end]), scheme_end);
     }
@@ -458,10 +465,6 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
         return (redact(dsn), dsn.len());
     };
     let all = caps.get(0).expect("group 0 is the match");
-    let value_from = caps
-        .get(1)
-        .or_else(|| caps.get(2))
-        .map_or(all.start(), |m| m.end());
     match all.end() < dsn.len() {
         true => (format!("{} …", redact(&dsn[..all.end()])), value_from),
         false => (redact(dsn), value_from),

@@ -394,18 +394,27 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
             "postgres://u@h/db?password=ab cd:ef@g&bogus=1",
             "postgres://u@h/db?password=REDACTED …",
         ),
-        // User info as libpq reads it: to the last `@` before a `/`.
-        ("POSTGRES://u?x:pw12@h/db", "POSTGRES://u?x:REDACTED@ …"),
+        // User info in the authority: to the last `@` before a `/` or `?`.
+        (
+            "postgres://u:p\"w@h1,h2/db?port=1,2,3",
+            "postgres://u:REDACTED@ …",
+        ),
+        // One after a `/` or `?`, which no pattern finds before it: nothing after the scheme.
+        ("POSTGRES://u?x:pw12@h/db", "POSTGRES://REDACTED …"),
         (
             "POSTGRES://u?x:a%2Fb@h/db?sslmode=require",
-            "POSTGRES://u?x:REDACTED@ …",
+            "POSTGRES://REDACTED …",
         ),
-        // One with a `/`, which no pattern finds: nothing after the scheme.
         ("POSTGRES://u:p/\"w@h", "POSTGRES://REDACTED …"),
+        ("POSTGRES://dom/u:pw@h/db", "POSTGRES://REDACTED …"),
         // An `@` and a `:` in the query are no password.
         (
             "postgres://u@h/db?application_name=a:b@c&bogus=1",
             "postgres://u@h/db?application_name=a:b@c&bogus=1",
+        ),
+        (
+            "postgres://u@h?application_name=a:b@c&bogus=1",
+            "postgres://u@h?application_name=a:b@c&bogus=1",
         ),
     ] {
         assert_eq!(redact_unparsed(dsn).0, shown);
@@ -413,6 +422,11 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
     assert_eq!(
         redact_unparsed("postgres://u:a\"b@h:x/db").1,
         "postgres://u:".len()
+    );
+    // Whatever the password holds (a port count is checked before anything parses).
+    assert_eq!(
+        redact("postgres://u:p\"w@h1,h2/db?port=1,2,3"),
+        "postgres://u:REDACTED@h1,h2/db?port=1,2,3"
     );
     // A scheme in capitals, as a parser's reason may quote it.
     assert_eq!(

@@ -525,8 +525,12 @@ fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
         None => {
             let names_a_known_key = detail.starts_with("invalid value for option");
             let mut quoted = detail.split('`').skip(1).step_by(2);
+            // A key the parser quotes from before the password may run into it.
+            let runs_into = |t: &str| parsed.find(t).is_some_and(|i| i + t.len() > password_from);
             !names_a_known_key
-                && quoted.any(|t| !t.is_empty() && from_password.contains(t) && !named_before(t))
+                && quoted.any(|t| {
+                    !t.is_empty() && (from_password.contains(t) && !named_before(t) || runs_into(t))
+                })
         }
     };
     if in_password {

@@ -209,6 +209,8 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         // Not a URL to the parser (a scheme in capitals): its reason quotes it whole.
         "POSTGRES://u:s3cret/x@h/db?sslmode=require",
         "POSTGRES://u:p@s3cret@h/db?sslmode=require",
+        "POSTGRES://u?x:s3cret@h/db?application_name=a@b",
+        "POSTGRES://u:s3cret\"@h/db?sslmode=require",
     ] {
         let text = parse(Some(dsn), no_env).unwrap_err().to_string();
         assert!(text.contains("--dsn"), "{text}");

@@ -116,8 +116,8 @@ impl Silence {
                         tracing::warn!(
                             server = %self.endpoint,
                             was = %self.server.short(),
-                            "a new connection answers; abandoning the unanswered connections \
-                             made before the server behind this endpoint changed (no_response)"
+                            "a new connection answers; abandoning older unanswered connections \
+                             (no_response)"
                         );
                         return;
                     }
