@@ -83,14 +83,15 @@ fn url_password(text: &str) -> Option<&str> {
 }
 
 /// Where [`url_password`] is in `text`; with `authority_only`, in its authority: up to the
-/// last `@` before the first `/` or `?`.
+/// last `@` before the first `/`, `?` or white space (a log line that starts with a URL
+/// goes on in words).
 fn url_password_at(text: &str, authority_only: bool) -> Option<std::ops::Range<usize>> {
     let (scheme, after) = text.split_once("://")?;
     let mut chars = scheme.chars();
     let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
     let after = match authority_only {
-        true => after.split(['/', '?']).next().unwrap_or_default(),
+        true => (after.split(['/', '?', ' ', '\t', '\r', '\n']).next()).unwrap_or_default(),
         false => after,
     };
     let user_info = &after[..after.rfind('@').filter(|_| is_scheme)?];
@@ -431,6 +432,11 @@ pub fn redact(dsn: &str) -> String {
     let url = URL_PASSWORD.replace_all(&dsn, |caps: &regex::Captures| kept(caps, "@"));
     let dsn = DSN_PASSWORD.replace_all(&url, |caps: &regex::Captures| kept(caps, ""));
     dsn.into_owned()
+}
+
+/// Whether [`redact`] hides what starts at byte `at` of `text`.
+pub fn redact_hides(text: &str, at: usize) -> bool {
+    (redact(text).get(at..)).is_some_and(|rest| rest.starts_with(REDACTED))
 }
 
 /// [`redact`] for a connection string that does not parse: nothing after its first password

@@ -428,6 +428,9 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
         redact("postgres://u:p\"w@h1,h2/db?port=1,2,3"),
         "postgres://u:REDACTED@h1,h2/db?port=1,2,3"
     );
+    // A log line that starts with a URL goes on in words.
+    let line = "http://patroni:8008 failover ok, paged oncall@example.com";
+    assert_eq!(redact(line), line);
     // A scheme in capitals, as a parser's reason may quote it.
     assert_eq!(
         redact("unknown option `POSTGRES://u:p@w@h/db?sslmode`"),

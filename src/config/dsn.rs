@@ -155,10 +155,12 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
     let ports: Vec<&str> = ports.split(',').collect();
     let hosts: Vec<&str> = hosts.split(',').collect();
     if ports.len() != 1 && ports.len() != hosts.len() {
+        // Before the parse, which remembers the password: nothing after it is shown (a
+        // query's password may hold a space).
         let shown = if from == "PGPORT" {
             ports.join(",")
         } else {
-            redact(raw)
+            crate::secrets::redact_unparsed(raw).0
         };
         return Err(ConfigError::new(
             from,
@@ -525,8 +527,15 @@ fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
         None => {
             let names_a_known_key = detail.starts_with("invalid value for option");
             let mut quoted = detail.split('`').skip(1).step_by(2);
-            // A key the parser quotes from before the password may run into it.
-            let runs_into = |t: &str| parsed.find(t).is_some_and(|i| i + t.len() > password_from);
+            // A key the parser quotes from before the password may run into it (a URL the
+            // parser does not take for one): shown only with the password hidden.
+            let runs_into = |t: &str| {
+                parsed.find(t).is_some_and(|i| {
+                    i < password_from
+                        && i + t.len() > password_from
+                        && !crate::secrets::redact_hides(t, password_from - i)
+                })
+            };
             !names_a_known_key
                 && quoted.any(|t| {
                     !t.is_empty() && (from_password.contains(t) && !named_before(t) || runs_into(t))
@@ -539,7 +548,10 @@ fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
              backslashes goes in single quotes, with \\' and \\\\ inside"
         );
     }
-    format!("{err}: {}", redact(&detail))
+    // Each quoted piece alone, as `runs_into` judged it (one that starts with a URL is read
+    // as one).
+    let pieces: Vec<String> = detail.split('`').map(redact).collect();
+    format!("{err}: {}", pieces.join("`"))
 }
 
 /// `text` without what libpq reads as quoted (a value that starts with `'`) or escaped: a

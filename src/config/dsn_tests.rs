@@ -210,6 +210,7 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         "POSTGRES://u:s3cret/x@h/db?sslmode=require",
         "POSTGRES://u:p@s3cret@h/db?sslmode=require",
         "POSTGRES://u?x:s3cret@h/db?application_name=a@b",
+        "postgres://u@h1,h2/db?port=1,2,3&password=ab s3cret",
         "POSTGRES://u:s3cret\"@h/db?sslmode=require",
     ] {
         let text = parse(Some(dsn), no_env).unwrap_err().to_string();
@@ -235,6 +236,14 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         }
     }
     assert!(!text.contains("cd") && !text.contains("`q`"), "{text}");
+    // A URL the parser takes for a key: named, its password hidden.
+    let text = parse(Some("POSTGRES://u:pw1@h/db?sslmode=require"), no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("unknown option `POSTGRES://u:REDACTED@h/db?sslmode`"),
+        "{text}"
+    );
     // A word of a quoted value before the password is no key named before it.
     let text = parse(Some("application_name='a cd b' password=xy cd=1"), no_env)
         .unwrap_err()
