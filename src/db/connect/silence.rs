@@ -43,9 +43,9 @@ impl Silence {
         let now = Instant::now();
         let current = {
             let mut map = self.connector.lock();
-            let Some(state) = map.get_mut(&self.endpoint) else {
-                return;
-            };
+            // An endpoint let go (one of many, idle a while) is known again.
+            let state =
+                (map.entry(self.endpoint.clone())).or_insert_with(|| EndpointState::new(now));
             let recently = state
                 .answered_at
                 .is_some_and(|t| now.saturating_duration_since(t) < SUSPECT_AFTER);

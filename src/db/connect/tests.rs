@@ -206,6 +206,35 @@ async fn a_server_reached_during_a_check_is_not_declared_silent() {
     assert_eq!(silent, Unanswered::Silent);
 }
 
+#[tokio::test]
+async fn a_connection_whose_endpoint_was_let_go_is_still_checked() {
+    use crate::db::identity::tests::id;
+    let c = connector("host=127.0.0.1 port=1 user=u");
+    let (endpoint, config) = c.resolve(&c.entries[0]).await.expect("resolve").remove(0);
+    let mut state = EndpointState::new(Instant::now());
+    let silence = Silence {
+        watch: state.token_for(&Arc::new(id(1, 1))),
+        endpoint: endpoint.clone(),
+        config: Arc::new(config),
+        connector: c.clone(),
+        server: Arc::new(id(1, 1)),
+    };
+    assert!(c.lock().is_empty(), "its state was let go");
+    silence.suspect();
+    // The check runs (refused at once on a closed port: an answer, not silence).
+    let checked = || {
+        c.lock()
+            .get(&endpoint)
+            .is_some_and(|s| s.answered_at.is_some())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !checked() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(checked());
+    assert!(!silence.is_silent());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_attempt_does_not_hold_back_the_next() {
     let now = Instant::now();
