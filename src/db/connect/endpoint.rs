@@ -12,10 +12,16 @@ pub(super) struct Watch {
     generation: u64,
 }
 
-/// A number no token before had, in any endpoint's state (one let go and made again too).
-fn next_generation() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+impl Watch {
+    /// A fresh token, with a number no token before had in any endpoint's state (one let
+    /// go and made again too).
+    fn new() -> Watch {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Watch {
+            token: CancellationToken::new(),
+            generation: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 /// What became of a check that got no answer ([`EndpointState::unanswered_check`]).
@@ -39,9 +45,8 @@ impl EndpointState {
             pending: 0,
             last_start: None,
             last_error: None,
-            silent: CancellationToken::new(),
+            silent: Watch::new(),
             silent_server: None,
-            generation: next_generation(),
             reached_at: None,
             check_running: false,
             answered_at: None,
@@ -89,24 +94,15 @@ impl EndpointState {
     pub(super) fn token_for(&mut self, server: &Arc<Identity>) -> Watch {
         match &self.silent_server {
             Some(before) if server.is_another_process(before) => {
-                self.silent = CancellationToken::new();
+                self.silent = Watch::new();
                 self.silent_server = Some(server.clone());
-                self.generation = next_generation();
             }
             // A probe that read less than the one before tells no change and is not kept.
             Some(before) if server.lacks_what(before) => {}
             _ => self.silent_server = Some(server.clone()),
         }
         self.reached_at = Some(Instant::now());
-        self.watch()
-    }
-
-    /// The token connections made now watch.
-    pub(super) fn watch(&self) -> Watch {
-        Watch {
-            token: self.silent.clone(),
-            generation: self.generation,
-        }
+        self.silent.clone()
     }
 
     /// A check begun at `since` for the connections watching `watch` got no answer; the
@@ -117,14 +113,14 @@ impl EndpointState {
         since: Instant,
         current: &Watch,
     ) -> Unanswered {
-        let reached =
-            self.generation == current.generation && self.reached_at.is_some_and(|t| t >= since);
+        let reached = self.silent.generation == current.generation
+            && self.reached_at.is_some_and(|t| t >= since);
         if !reached {
             self.declare_silent(&watch.token, &current.token);
             return Unanswered::Silent;
         }
         self.answered_at = Some(Instant::now());
-        if watch.generation == self.generation {
+        if watch.generation == self.silent.generation {
             return Unanswered::Slow;
         }
         self.abandon(&watch.token);
@@ -137,10 +133,8 @@ impl EndpointState {
     /// get a fresh token if the endpoint's was this one.
     pub(super) fn abandon(&mut self, token: &CancellationToken) {
         token.cancel();
-        if self.silent.is_cancelled() {
-            self.silent = CancellationToken::new();
-            self.silent_server = None;
-            (self.generation, self.reached_at) = (next_generation(), None);
+        if self.silent.token.is_cancelled() {
+            (self.silent, self.silent_server, self.reached_at) = (Watch::new(), None, None);
         }
     }
 

@@ -123,12 +123,10 @@ struct EndpointState {
     last_start: Option<Instant>,
     last_error: Option<(ErrorClass, String)>,
     /// Cancelled when the server is found silent; connections made before hold a clone.
-    silent: CancellationToken,
-    /// The server those connections reached ([`EndpointState::token_for`]), which of the
-    /// endpoint's tokens this is (a number no other token has), and when a connection last
-    /// reached that server.
+    silent: Watch,
+    /// The server those connections reached ([`EndpointState::token_for`]), and when a
+    /// connection last did.
     silent_server: Option<Arc<Identity>>,
-    generation: u64,
     reached_at: Option<Instant>,
     check_running: bool,
     /// The last liveness check that the server answered.

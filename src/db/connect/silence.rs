@@ -53,7 +53,7 @@ impl Silence {
                 return;
             }
             state.check_running = true;
-            state.watch()
+            state.silent.clone()
         };
         let this = self.clone();
         tokio::spawn(async move { this.check(current, now).await });

@@ -110,7 +110,7 @@ fn an_unanswered_check_abandons_the_current_server_too() {
     });
     let to_new = state.token_for(&new).token;
     // A check for an old connection: not even a new connection is answered.
-    let current = state.silent.clone();
+    let current = state.silent.token.clone();
     state.declare_silent(&to_old, &current);
     assert!(to_old.is_cancelled());
     assert!(
@@ -124,7 +124,7 @@ fn an_unanswered_check_abandons_the_current_server_too() {
     );
     // A server reached while a check was under way answered: its connections are spared.
     let to_old = state.token_for(&Arc::new(id(5001, 1))).token;
-    let current = state.silent.clone();
+    let current = state.silent.token.clone();
     let to_newer = state
         .token_for(&Arc::new(Identity {
             postmaster_start: Some("t2".into()),
@@ -143,7 +143,7 @@ async fn a_check_begun_after(
     let mut state = EndpointState::new(Instant::now());
     let watches = servers.iter().map(|s| state.token_for(s)).collect();
     tokio::time::advance(Duration::from_secs(1)).await;
-    let (since, current) = (Instant::now(), state.watch());
+    let (since, current) = (Instant::now(), state.silent.clone());
     tokio::time::advance(Duration::from_secs(1)).await;
     (state, watches, since, current)
 }
@@ -165,7 +165,7 @@ async fn a_server_reached_during_a_check_is_not_declared_silent() {
     assert!(state.answered_at.is_some(), "no new check for a while");
     // Nothing reached it: silent.
     tokio::time::advance(Duration::from_secs(1)).await;
-    let (since, current) = (Instant::now(), state.watch());
+    let (since, current) = (Instant::now(), state.silent.clone());
     let silent = state.unanswered_check(&watches[0], since, &current);
     assert_eq!(silent, Unanswered::Silent);
     assert!(watches[0].token.is_cancelled() && state.declared_silent);
