@@ -392,9 +392,7 @@ mod tests {
         let mut input = b"ab\r\ncd".to_vec();
         input.extend(vec![b'x'; MAX_LINE * 2 + 10]);
         input.extend(b"\nlast");
-        let captured = Arc::new(Mutex::new(Tail::default()));
-        capture(&input[..], "stdout", 1, captured.clone()).await;
-        let (text, _) = captured.lock().take();
+        let text = captured(&input).await;
         let lines: Vec<usize> = text.lines().map(str::len).collect();
         assert_eq!(lines, [2, MAX_LINE, MAX_LINE, 2 + 10, 4]);
 
@@ -404,10 +402,7 @@ mod tests {
         let mut input = vec![b'y'; MAX_READ - 8];
         input.extend(secret.as_bytes());
         input.extend(b"zz\n");
-        let captured = Arc::new(Mutex::new(Tail::default()));
-        capture(&input[..], "stdout", 1, captured.clone()).await;
-        let (text, _) = captured.lock().take();
-        let text = text.replace('\n', "");
+        let text = captured(&input).await.replace('\n', "");
         assert!(
             text.ends_with("yyREDACTEDzz"),
             "{}",
@@ -419,18 +414,13 @@ mod tests {
             let mut input = vec![b'y'; before];
             input.extend(secret.as_bytes());
             input.extend(vec![b'z'; after]);
-            let captured = Arc::new(Mutex::new(Tail::default()));
-            capture(&input[..], "stdout", 1, captured.clone()).await;
-            let (text, _) = captured.lock().take();
-            let text = text.replace('\n', "");
+            let text = captured(&input).await.replace('\n', "");
             assert!(text.contains("yyREDACTEDzz"), "{before}: {}", text.len());
             assert!(!text.contains("0b95d3e7") && !text.contains("overlap-"));
         }
         // Bytes that never make a character still move on: bounded, all read.
         let input = vec![0xAAu8; 3 * MAX_READ + 5];
-        let captured = Arc::new(Mutex::new(Tail::default()));
-        capture(&input[..], "stdout", 1, captured.clone()).await;
-        let (text, _) = captured.lock().take();
+        let text = captured(&input).await;
         assert!(text.len() <= TAIL_BYTES && text.contains('\u{FFFD}'));
 
         // A known secret across the cut is still recognised: lines are scrubbed whole.
@@ -438,9 +428,7 @@ mod tests {
         crate::secrets::remember(secret);
         let mut input = vec![b'0'; MAX_LINE - 6];
         input.extend(secret.as_bytes());
-        let captured = Arc::new(Mutex::new(Tail::default()));
-        capture(&input[..], "stdout", 1, captured.clone()).await;
-        let (text, _) = captured.lock().take();
+        let text = captured(&input).await;
         assert!(text.replace('\n', "").contains("0REDACTED"), "{text}");
         assert!(!text.contains("7f3a9c2e"), "{}", &text[MAX_LINE - 10..]);
 
@@ -460,11 +448,12 @@ mod tests {
         assert_eq!(short.take(), ("only\n".to_string(), false));
     }
 
+    /// What `capture` keeps of `input`, as one trigger's stdout.
     async fn captured(input: &[u8]) -> String {
         let captured = Arc::new(Mutex::new(Tail::default()));
         capture(input, "stdout", 1, captured.clone()).await;
         let (text, _) = captured.lock().take();
-        text.replace('\n', "")
+        text
     }
 
     #[tokio::test]
@@ -473,21 +462,21 @@ mod tests {
         let mut input = vec![b'x'; MAX_READ - OVERLAP - 5];
         input.extend(b" --password h7q-c4f1 ");
         input.extend(vec![b'y'; 2000]);
-        let text = captured(&input).await;
+        let text = captured(&input).await.replace('\n', "");
         assert!(!text.contains("h7q-c4f1") && text.contains("--password REDACTED"));
         // A remembered secret longer than the overlap, begun before the cut.
         let secret: String = (0..500).map(|i| format!("cc{i:04}")).collect();
         crate::secrets::remember(&secret);
         let mut input = vec![b'y'; MAX_READ - 1500];
         input.extend(secret.as_bytes());
-        let text = captured(&input).await;
+        let text = captured(&input).await.replace('\n', "");
         assert!(text.ends_with("yREDACTED") && !text.contains("cc0000"));
         // A carriage return that ends a read but not the line is kept.
         let mut input = vec![b'y'; MAX_READ - 1];
         input.extend(b"\rz\n");
-        assert!(captured(&input).await.ends_with("y\\x0dz"));
+        assert!(captured(&input).await.ends_with("y\\x0dz\n"));
         // One that ends the output, as one before a newline, is not.
-        assert_eq!(captured(b"done\r").await, "done");
+        assert_eq!(captured(b"done\r").await, "done\n");
     }
 
     #[tokio::test]
