@@ -12,7 +12,7 @@ use regex::Regex;
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-const REDACTED: &str = "REDACTED";
+pub const REDACTED: &str = "REDACTED";
 
 /// The secret values seen so far, longest first (a secret containing another is replaced
 /// whole). Those the configuration gives (the DSN's password, secret-named environment
@@ -136,7 +136,7 @@ fn forms(secret: &str) -> Option<[String; 3]> {
 
 /// The words a secret is found after ([`SECRET_VALUE`]): keys (in any case, `pass` and
 /// `pwd` also as the end of a longer one), and the authorization schemes before a value.
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 19] = [
     "password",
     "passwd",
     "passphrase",
@@ -154,6 +154,9 @@ const KEYS: [&str; 17] = [
     "private_key",
     "private-key",
     "privatekey",
+    // `--auth user:pass` (httpie), `X-Auth: …`, `--oauth2-bearer …` (curl).
+    "auth",
+    "bearer",
 ];
 const SCHEMES: [&str; 2] = ["bearer", "basic"];
 
@@ -263,6 +266,17 @@ static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     .expect("a valid pattern")
 });
 
+/// Tokens that say what they are whatever stands before them: JSON web tokens (Entra's),
+/// OpenAI, GitHub, GitLab and Slack keys, and an Azure SAS signature (`&sig=…`).
+static TOKEN_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+        r"|\b(?:sk-|gh[pousr]_|github_pat_|glpat-|xox[abeprs]-)[A-Za-z0-9_-]{16,}",
+        r#"|(?P<keep>(?i:[?&]sig=))[^&\s"'<>]+"#,
+    ))
+    .expect("a valid pattern")
+});
+
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
 /// `--user=name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
 /// `sshpass -p …`): the one capture group that matched is the password; groups 4 to 6 are
@@ -281,6 +295,7 @@ static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
 /// space or quote before the key) must start with `-`.
 pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
+    let text = TOKEN_SHAPE.replace_all(&text, format!("${{keep}}{REDACTED}"));
     let text = PASSWORD_OPTION.replace_all(&text, |caps: &regex::Captures| {
         let all = caps.get(0).expect("group 0 is the match");
         let (group, password) = (1..caps.len())

@@ -70,6 +70,7 @@ fn ordinary_output_is_left_alone() {
         "mkdir -p /run/pgdrill && psql -p 5432 -h db",
         "docker run -p 127.0.0.1:5432:5432/tcp -p 8000-8010:8000-8010 postgres",
         "sshpass -p \"$PGPASSWORD\" ssh pg1",
+        "authentication: ok; task-runner sk-1; signature=valid; ?signal=1",
     ] {
         assert_eq!(scrub_patterns(text), text);
     }
@@ -152,6 +153,19 @@ fn options_that_name_a_secret_hide_their_value() {
         ("tool --password --next", "tool --password --next"),
         ("reset the password now", "reset the password now"),
         ("tool --token-file /run/t", "tool --token-file /run/t"),
+        // Keys that end in `auth` or `bearer`, and tokens known by their shape.
+        (
+            "echo --auth admin:pw1 --oauth2-bearer pw2 X-Auth: pw3",
+            "echo --auth REDACTED --oauth2-bearer REDACTED X-Auth: REDACTED",
+        ),
+        (
+            "run sk-proj-abcdefghijklmnop1234 ghp_abcdefghijklmnopqrstuvwx012345",
+            "run REDACTED REDACTED",
+        ),
+        (
+            "curl 'https://a.blob.core.windows.net/c?sv=2022&SIG=ab%2Bcd&se=1' -d eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.sig_x",
+            "curl 'https://a.blob.core.windows.net/c?sv=2022&SIG=REDACTED&se=1' -d REDACTED",
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(scrub_patterns(input), want, "input {input:?}");

@@ -314,12 +314,7 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
     };
     let ok = matches!(exited, Ok(Ok(status)) if status.success());
     let secret = ok.then(|| secret_from(&out)).flatten();
-    // Scrubbed as it is, before a JSON log line escapes its quotes.
-    for line in String::from_utf8_lossy(&err)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-    {
-        let line = printable(&scrub(line));
+    for line in stderr_lines(&err, (!ok).then_some(out.as_slice())) {
         match ok {
             true => tracing::info!(stream = "stderr", "--password-command: {line}"),
             false => tracing::warn!(stream = "stderr", "--password-command: {line}"),
@@ -346,6 +341,23 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
 fn trim_secret(raw: &[u8]) -> &[u8] {
     let first_line = raw.trim_ascii_start().split(|b| *b == b'\n').next();
     first_line.unwrap_or_default().trim_ascii()
+}
+
+/// The command's standard error, line by line, ready to log. A failed command's output is no
+/// password to use (so not remembered), but may be one: kept out of its lines too.
+fn stderr_lines(err: &[u8], failed_output: Option<&[u8]>) -> Vec<String> {
+    let unused = failed_output.map(|out| String::from_utf8_lossy(trim_secret(out)));
+    let unused = unused.filter(|u| !u.is_empty());
+    String::from_utf8_lossy(err)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| match &unused {
+            Some(u) => line.replace(u.as_ref(), crate::secrets::REDACTED),
+            None => line.to_string(),
+        })
+        // Scrubbed as it is, before a JSON log line escapes its quotes.
+        .map(|line| printable(&scrub(&line)))
+        .collect()
 }
 
 fn secret_from(raw: &[u8]) -> Option<Secret> {
@@ -376,6 +388,17 @@ mod tests {
         );
         assert!(secret_from(b" \n\n").is_none());
         assert_eq!(format!("{:?}", Secret("s3cret".into())), "REDACTED");
+    }
+
+    #[test]
+    fn a_failed_commands_output_stays_out_of_its_logged_stderr() {
+        let err = b"got tok-9c1e-unused\n\n  retrying\n";
+        assert_eq!(
+            stderr_lines(err, Some(b"\n tok-9c1e-unused \nmore\n")),
+            ["got REDACTED", "  retrying"]
+        );
+        assert_eq!(stderr_lines(err, None)[0], "got tok-9c1e-unused");
+        assert_eq!(stderr_lines(err, Some(b" \n")).len(), 2);
     }
 
     #[test]
