@@ -215,8 +215,8 @@ pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'
              dbname in --dsn against its [databases] and auth_file or auth_query"
         }
         (ErrorClass::Auth, _) => {
-            "no password could be used: check the DSN's password, PGPASSWORD, --password-file \
-             or --password-command"
+            "no password could be used: check the DSN's password, PGPASSWORD, ~/.pgpass \
+             (PGPASSFILE), --password-file or --password-command"
         }
         (ErrorClass::Tls, _) => {
             "check sslmode and sslrootcert in --dsn against the server's TLS setup"

@@ -148,6 +148,9 @@ async fn linger(linger: Duration, signal: &CancellationToken) {
 
 /// `pgdrill cleanup`: what was removed, as one line.
 pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupError> {
+    if let Some(why) = &config.target.passfile_skipped {
+        tracing::warn!("{why}");
+    }
     db::cleanup::run(
         &config.target,
         &config.table,
@@ -307,6 +310,9 @@ impl Drill {
             ),
             "pgdrill inserts rows tagged with this run_id; it changes and deletes no other row"
         );
+        if let Some(why) = &config.target.passfile_skipped {
+            tracing::warn!("{why}");
+        }
         let load_began = Instant::now();
         self.health.load_started();
         self.metrics.load_running.set(1);

@@ -46,7 +46,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// libpq connection string (URL or key=value; several hosts with target_session_attrs=read-write).
-    /// Unset parts come from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE.
+    /// Unset parts come from the PG* variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
+    /// …: docs/configuration.md) and the password file (PGPASSFILE, ~/.pgpass), as in libpq.
     #[arg(long, env = "PGDRILL_DSN", hide_env_values = true)]
     pub dsn: Option<String>,
 

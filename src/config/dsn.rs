@@ -2,6 +2,7 @@
 //! `PG*` environment variables as defaults. Passwords never leave this module
 //! in printable form.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use percent_encoding::percent_decode_str;
@@ -34,6 +35,36 @@ const OUR_KEYS: &[(&str, &str)] = &[
     ("sslmode", "PGSSLMODE"),
     ("sslrootcert", "PGSSLROOTCERT"),
     ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+    ("gssencmode", "PGGSSENCMODE"),
+    ("passfile", "PGPASSFILE"),
+];
+
+/// libpq's connection keywords that tokio-postgres does not know: a parse error that quotes
+/// one names an option, not a piece of a password.
+const LIBPQ_ONLY_KEYS: &[&str] = &[
+    "require_auth",
+    "client_encoding",
+    "fallback_application_name",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "requiressl",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
 ];
 
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
@@ -60,6 +91,7 @@ pub fn parse(
     let value = |key: &str| our_value(key, &ours, &env);
     let tls = tls_settings(&value)?;
     pg.target_session_attrs(session_attrs(&value)?);
+    check_gssencmode(&value)?;
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
@@ -99,6 +131,10 @@ pub fn parse(
     if pg.get_dbname().is_none() {
         pg.dbname(pg.get_user().unwrap_or("postgres").to_string());
     }
+    let passfile_skipped = match pg.get_password() {
+        Some(_) => None,
+        None => password_from_file(&mut pg, &value, &env),
+    };
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
     }
@@ -115,7 +151,35 @@ pub fn parse(
         redacted,
         tls,
         connect_timeout_from,
+        passfile_skipped,
     })
+}
+
+/// libpq's password file for a connection string and environment that give no password:
+/// `passfile=`, else `PGPASSFILE`, else `~/.pgpass`. Returns why a file was passed over.
+fn password_from_file(
+    pg: &mut PgConfig,
+    value: &impl Fn(&str) -> Option<(String, &'static str)>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let (path, from) = match value("passfile") {
+        Some((path, from)) => (PathBuf::from(path), from),
+        None => (PathBuf::from(env("HOME")?).join(".pgpass"), "~/.pgpass"),
+    };
+    let hosts: Vec<_> = host_ports(pg).collect();
+    let (db, user) = (pg.get_dbname().unwrap_or(""), pg.get_user().unwrap_or(""));
+    match super::pgpass::lookup(&path, &hosts, db, user) {
+        Ok(found) => {
+            let password = found?;
+            crate::secrets::remember(&password);
+            pg.password(password);
+            None
+        }
+        Err(why) => Some(format!(
+            "password file {} ({from}) not used: {why}",
+            path.display()
+        )),
+    }
 }
 
 /// libpq gives a URL's host without a port the query's `port`, else PGPORT's, else 5432;
@@ -250,6 +314,22 @@ fn session_attrs(
         ),
     }
     .map_err(|reason| ConfigError::new(option, format!("target_session_attrs={v}"), reason))
+}
+
+/// pgdrill has no GSSAPI encryption, as a libpq built without it: `prefer` (libpq's
+/// default, common in providers' URLs) and `disable` connect without it.
+fn check_gssencmode(
+    value: &impl Fn(&str) -> Option<(String, &'static str)>,
+) -> Result<(), ConfigError> {
+    match value("gssencmode") {
+        Some((v, option)) if !matches!(v.as_str(), "disable" | "prefer") => Err(ConfigError::new(
+            option,
+            format!("gssencmode={v}"),
+            "pgdrill has no GSSAPI encryption: gssencmode must be disable or prefer (TLS \
+             through sslmode protects the connection)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn tls_settings(
@@ -538,7 +618,9 @@ fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
             };
             !names_a_known_key
                 && quoted.any(|t| {
-                    !t.is_empty() && (from_password.contains(t) && !named_before(t) || runs_into(t))
+                    !LIBPQ_ONLY_KEYS.contains(&t)
+                        && !t.is_empty()
+                        && (from_password.contains(t) && !named_before(t) || runs_into(t))
                 })
         }
     };

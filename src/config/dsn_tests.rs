@@ -352,3 +352,96 @@ fn bad_tls_settings_name_the_option() {
         "{e}"
     );
 }
+
+#[test]
+fn gssencmode_without_gssapi_is_disable_or_prefer_as_in_a_libpq_without_it() {
+    for dsn in [
+        "postgres://u:s3cret@h/db?gssencmode=disable&sslmode=require",
+        "host=h gssencmode=prefer password=s3cret",
+    ] {
+        assert!(parse(Some(dsn), no_env).is_ok(), "{dsn}");
+    }
+    let env = |k: &str| (k == "PGGSSENCMODE").then(|| "require".to_string());
+    let e = parse(Some("host=h"), env).unwrap_err().to_string();
+    assert!(
+        e.contains("PGGSSENCMODE") && e.contains("gssencmode=require"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_libpq_option_pgdrill_lacks_is_named_not_blamed_on_the_password() {
+    for dsn in [
+        "postgres://u:s3cret@127.0.0.1/db?sslcert=/c.pem&sslkey=/k.pem",
+        "host=h password=s3cret sslkey=/k.pem",
+    ] {
+        let e = parse(Some(dsn), no_env).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown option `ssl") && !e.contains("password (not shown)"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+}
+
+#[test]
+fn a_dsn_without_a_password_takes_the_password_file_as_libpq_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let pgpass = home.path().join(".pgpass");
+    std::fs::write(
+        &pgpass,
+        "db1:5432:orders:app:pw-from-file\n*:*:*:*:any-pw\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home_str = home.path().display().to_string();
+    let env = |k: &str| (k == "HOME").then(|| home_str.clone());
+    let password = |dsn: &str, env: &dyn Fn(&str) -> Option<String>| {
+        let t = parse(Some(dsn), env).unwrap();
+        let pw =
+            t.pg.get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+        (pw, t.passfile_skipped)
+    };
+    let found = Some("pw-from-file".to_string());
+    assert_eq!(
+        password("host=db1 dbname=orders user=app", &env),
+        (found.clone(), None)
+    );
+    assert_eq!(password("postgres://app@db1/orders", &env).0, found);
+    assert_eq!(password("host=db2 user=app", &env).0, Some("any-pw".into()));
+    // The DSN's own password wins; without HOME or a file, no password.
+    assert_eq!(
+        password("host=db1 user=app password=given", &env).0,
+        Some("given".into())
+    );
+    assert_eq!(
+        password("host=db1 dbname=orders user=app", &no_env),
+        (None, None)
+    );
+    // passfile= and PGPASSFILE name another file.
+    let other = home.path().join("other");
+    std::fs::write(&other, "*:*:*:*:other-pw\n").unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dsn = format!(
+        "host=db1 dbname=orders user=app passfile={}",
+        other.display()
+    );
+    assert_eq!(password(&dsn, &env).0, Some("other-pw".into()));
+    let other_str = other.display().to_string();
+    let env_file = |k: &str| (k == "PGPASSFILE").then(|| other_str.clone());
+    assert_eq!(
+        password("host=db1 user=app", &env_file).0,
+        Some("other-pw".into())
+    );
+    // A file others can read is passed over, and the reason kept for the log.
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (pw, skipped) = password("host=db1 dbname=orders user=app", &env);
+    assert_eq!(pw, None);
+    let skipped = skipped.unwrap();
+    assert!(
+        skipped.contains(".pgpass") && skipped.contains("chmod 0600"),
+        "{skipped}"
+    );
+}

@@ -10,6 +10,7 @@ pub(crate) mod drill;
 pub(crate) mod dsn;
 mod flags;
 pub(crate) mod fleet;
+mod pgpass;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -31,6 +31,8 @@ pub struct Target {
     pub tls: TlsSettings,
     /// Where `pg`'s connect timeout came from, if it has one.
     pub connect_timeout_from: Option<&'static str>,
+    /// Why the password file was passed over (libpq warns and goes on without it).
+    pub passfile_skipped: Option<String>,
 }
 
 impl std::fmt::Debug for Target {

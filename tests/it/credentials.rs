@@ -252,5 +252,31 @@ async fn the_password_appears_nowhere() {
     assert_eq!(status.code(), Some(5), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
+    // The password from a libpq password file (PGPASSFILE), for a DSN that names none.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passfile = dir.path().join("pgpass");
+    let line = format!(
+        "127.0.0.1:{}:pgdrill:pgdrill:{SECRET}\n",
+        lab.port(lab.primary())
+    );
+    std::fs::write(&passfile, line).expect("write the password file");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&passfile, mode).expect("chmod the password file");
+    let passfile = passfile.display().to_string();
+    let args = [
+        "--dsn",
+        &bare,
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (status, out, err) = Binary::spawn_with(&[("PGPASSFILE", &passfile)], &args)
+        .wait(Duration::from_secs(20))
+        .await;
+    assert!(status.success(), "{err}");
+    assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
     lab.shutdown().await;
 }
