@@ -128,7 +128,15 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
     let (client, connection) = tokio::time::timeout(timeout * 2, connecting)
         .await
         .map_err(|_| CleanupError::Connect(format!("no answer within {timeout:?}")))?
-        .map_err(|e| CleanupError::Connect(crate::secrets::scrub(&e.to_string())))?;
+        .map_err(|e| {
+            let class = crate::error::classify(&e);
+            let code = e.code().map(|c| c.code());
+            let mut text = super::connect_error_text(&e, class);
+            if let Some(hint) = crate::error::wrong_target_hint(class, code) {
+                text = format!("{text}\nhint: {hint}");
+            }
+            CleanupError::Connect(crate::secrets::scrub(&text))
+        })?;
     // Errors show up on the client's next call.
     tokio::spawn(connection);
     Ok(client)

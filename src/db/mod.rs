@@ -18,6 +18,7 @@ pub(crate) mod tls;
 use tokio_postgres::{Client, Config as PgConfig, SimpleQueryMessage};
 
 use crate::db::tls::TlsSettings;
+use crate::error::ErrorClass;
 
 /// A parsed target database.
 #[derive(Clone)]
@@ -38,6 +39,26 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.redacted)
+    }
+}
+
+/// What a failed connect says: the server's `SEVERITY: message`, else the error with its
+/// causes (`a: b: c`; tokio-postgres prints only the first), a TLS one explained.
+pub(crate) fn connect_error_text(err: &tokio_postgres::Error, class: ErrorClass) -> String {
+    if let Some(db) = err.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = err.to_string();
+    for cause in std::iter::successors(std::error::Error::source(err), |&e| e.source()) {
+        let more = cause.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+    }
+    match class {
+        ErrorClass::Tls => tls::explain(&text),
+        _ => text,
     }
 }
 

@@ -252,6 +252,16 @@ async fn the_password_appears_nowhere() {
     assert_eq!(status.code(), Some(5), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
+    // `pgdrill cleanup` says the same, with the same hint.
+    let (status, out, err) = Binary::spawn(&["cleanup", "--dsn", &wrong, "--run-id", "1"])
+        .wait(Duration::from_secs(20))
+        .await;
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("password authentication failed") && err.contains("hint: "),
+        "{err}"
+    );
+    assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
     // The password from a libpq password file (PGPASSFILE), for a DSN that names none.
     let dir = tempfile::tempdir().expect("temp dir");
     let passfile = dir.path().join("pgpass");

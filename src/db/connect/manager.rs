@@ -52,19 +52,6 @@ impl Drop for Conn {
     }
 }
 
-/// An error and its chain of causes, `a: b: c` (tokio-postgres prints only the first).
-fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    for cause in std::iter::successors(err.source(), |&e| e.source()) {
-        let more = cause.to_string();
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-    }
-    text
-}
-
 /// The same connection failure is logged at most this often.
 const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
 
@@ -163,11 +150,7 @@ impl Setup {
     /// A tokio-postgres error from connecting or from the setup queries, classified and counted.
     pub(super) fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
         let class = classify(&source);
-        let message = match source.as_db_error() {
-            Some(db) => format!("{}: {}", db.severity(), db.message()),
-            None if class == ErrorClass::Tls => crate::db::tls::explain(&with_causes(&source)),
-            None => with_causes(&source),
-        };
+        let message = crate::db::connect_error_text(&source, class);
         if class == ErrorClass::Auth {
             self.credentials.auth_failed();
         }
