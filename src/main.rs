@@ -101,7 +101,7 @@ fn run(args: RunArgs) -> ExitCode {
         .validate(|key| std::env::var(key).ok())
         .unwrap_or_else(|err| usage_error(err));
     init_logging(config.log_format, &config.log_filter);
-    block_on(args.worker_threads, async {
+    block_on(usize::from(args.worker_threads), async {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(err) => usage_error(format!(

@@ -133,7 +133,7 @@ pub struct RunArgs {
     #[arg(long = "web.config.file", env = "PGDRILL_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
 
-    /// Interval between one-line progress logs.
+    /// Interval between one-line progress logs (at least 1s).
     #[arg(value_parser = duration, long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
     pub progress_interval: humantime::Duration,
 
@@ -201,10 +201,12 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE", default_value_t = 5000)]
     pub retention_batch_size: u32,
 
-    /// Runtime threads for the load and /metrics; 1 runs everything on one thread
-    /// [default: 1; the database, not the client, should be what limits the rate].
-    #[arg(long, env = "PGDRILL_WORKER_THREADS", default_value_t = 1)]
-    pub worker_threads: usize,
+    /// Runtime threads for the load and /metrics, 0 to 256 (0: one per core); 1 runs
+    /// everything on one thread [default: 1; the database, not the client, should be what
+    /// limits the rate].
+    #[arg(long, env = "PGDRILL_WORKER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub worker_threads: u16,
 
     /// Log format.
     #[arg(long, env = "PGDRILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -90,6 +90,19 @@ fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, Co
     Ok(d)
 }
 
+/// A log line more often than once a second would flood the log, not inform.
+fn at_least_a_second(
+    option: &'static str,
+    d: humantime::Duration,
+) -> Result<Duration, ConfigError> {
+    let d: Duration = d.into();
+    if d < Duration::from_secs(1) {
+        let value = humantime::format_duration(d).to_string();
+        return Err(ConfigError::new(option, value, "must be at least 1s"));
+    }
+    Ok(d)
+}
+
 /// The slowest `--rate` other than 0 (unlimited).
 const MIN_RATE: f64 = 0.001;
 
@@ -186,7 +199,7 @@ impl RunArgs {
                 .map(WebConfig::load)
                 .transpose()?
                 .map(Arc::new),
-            progress_interval: positive("--progress-interval", self.progress_interval)?,
+            progress_interval: at_least_a_second("--progress-interval", self.progress_interval)?,
             summary_json: (self.summary_json.as_ref())
                 .map(|path| match path.as_os_str() == "-" {
                     true => Ok(path.clone()),

@@ -23,6 +23,14 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--listen", &busy_addr, "in use"],
         ),
         (&["--pipeline-depth", "0"], &["--pipeline-depth", "0"]),
+        (
+            &["--worker-threads", "100000"],
+            &["--worker-threads", "100000", "0..=256"],
+        ),
+        (
+            &["--progress-interval", "1ns"],
+            &["--progress-interval", "1ns", "at least 1s"],
+        ),
         // What clap cannot place is quoted back, scrubbed: a DSN without --dsn, a
         // key=value DSN left unquoted, a URL given as its host, a password to a trigger.
         (
