@@ -57,6 +57,24 @@ pub fn prepare(args: &DemoArgs) -> Result<Option<HostsFile>, String> {
     Ok(Some(hosts))
 }
 
+/// The demo's flags checked as the run checks them, before a lab starts.
+pub fn check(args: &DemoArgs) -> Result<(), String> {
+    if Duration::from(args.run_after).is_zero() {
+        return Err(format!(
+            "invalid value '{}' for --run-after: must be greater than zero (the run goes on \
+             to see the failover end)",
+            args.run_after
+        ));
+    }
+    let (trigger, _) = InProcessTrigger::new("lab failover".to_string());
+    load_config("host=127.0.0.1".into(), args, total(args), trigger).map(drop)
+}
+
+/// How long the demo's run lasts: until the failover, the failure itself, then --run-after.
+fn total(args: &DemoArgs) -> Duration {
+    Duration::from(args.failover_after) + hang_time(args) + Duration::from(args.run_after)
+}
+
 /// The whole drill; the binary provides the runtime and logging. Returns the exit status
 /// of the drill's verdict (0 pass, 3 fail, 4 invalid).
 pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<u8, String> {
@@ -142,7 +160,7 @@ async fn drill_on(
     listener: tokio::net::TcpListener,
 ) -> Result<u8, String> {
     let failover_after: Duration = args.failover_after.into();
-    let total = failover_after + hang_time(args) + Duration::from(args.run_after);
+    let total = total(args);
     let dsn = match hosts {
         Some(hosts) => lab.named_dsn(hosts.name()),
         None => lab.multi_host_dsn(),

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
+            pgdrill::demo::check(&args).unwrap_or_else(|e| usage_error_of("demo", e));
             // Before the runtime's threads exist (a private /etc/hosts for --failover dns).
             match pgdrill::demo::prepare(&args) {
                 Ok(hosts) => block_on(0, async {
@@ -60,8 +61,19 @@ fn cannot_write(option: &str, path: &std::path::Path, err: impl std::fmt::Displa
 
 /// Exits with a usage error naming the option, like clap's own.
 fn usage_error(message: impl std::fmt::Display) -> ! {
+    usage_error_of("", message)
+}
+
+/// [`usage_error`] for a subcommand's option: its own usage line follows.
+fn usage_error_of(subcommand: &str, message: impl std::fmt::Display) -> ! {
     let message = pgdrill::scrub(&message.to_string());
-    usage_exit(Cli::command().error(clap::error::ErrorKind::ValueValidation, message))
+    let mut cli = Cli::command();
+    cli.build();
+    let mut command = match cli.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.clone(),
+        None => cli,
+    };
+    usage_exit(command.error(clap::error::ErrorKind::ValueValidation, message))
 }
 
 /// Prints clap's error (or help) and exits with its code. An error quotes the arguments
@@ -153,12 +165,15 @@ fn run(args: RunArgs) -> ExitCode {
 /// `pgdrill report SUMMARY.json… -o PAGE.html [--json MERGED.json]`; bad input is a usage
 /// error (exit 2); then the drill's verdict: 0 pass (or a canary), 3 fail, 4 invalid.
 fn report(args: ReportArgs) -> ExitCode {
-    pgdrill::config::writable_file("--output", &args.output).unwrap_or_else(|e| usage_error(e));
+    pgdrill::config::writable_file("--output", &args.output)
+        .unwrap_or_else(|e| usage_error_of("report", e));
     if let Some(json) = &args.json {
-        pgdrill::config::writable_file("--json", json).unwrap_or_else(|e| usage_error(e));
+        pgdrill::config::writable_file("--json", json)
+            .unwrap_or_else(|e| usage_error_of("report", e));
     }
-    let merged = pgdrill::merge_summary_files(&args.summaries)
-        .unwrap_or_else(|err| usage_error(format!("invalid value for SUMMARY: {err}")));
+    let merged = pgdrill::merge_summary_files(&args.summaries).unwrap_or_else(|err| {
+        usage_error_of("report", format!("invalid value for SUMMARY: {err}"))
+    });
     if let Err(err) = std::fs::write(&args.output, &merged.page) {
         return cannot_write("--output", &args.output, err);
     }
@@ -182,7 +197,7 @@ fn report(args: ReportArgs) -> ExitCode {
 fn cleanup(args: CleanupArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
-        .unwrap_or_else(|err| usage_error(err));
+        .unwrap_or_else(|err| usage_error_of("cleanup", err));
     block_on(1, async {
         match pgdrill::cleanup(config).await {
             Ok(done) => {

@@ -27,6 +27,15 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--worker-threads", "100000"],
             &["--worker-threads", "100000", "0..=256"],
         ),
+        // Checked before a lab starts, with the subcommand's own usage line.
+        (
+            &["demo", "--run-after", "0s"],
+            &["--run-after", "0s", "Usage: pgdrill demo"],
+        ),
+        (
+            &["cleanup", "--dsn", "host=h port=x", "--run-id", "1"],
+            &["--dsn", "port", "Usage: pgdrill cleanup"],
+        ),
         (
             &["--progress-interval", "1ns"],
             &["--progress-interval", "1ns", "at least 1s"],
