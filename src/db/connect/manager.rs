@@ -52,6 +52,14 @@ impl Drop for Conn {
     }
 }
 
+/// A name that does not resolve is the wrong target only if no other host of the DSN does
+/// (libpq goes on to the next host) and the resolver answered: a lookup that timed out or
+/// failed for now (`EAI_AGAIN`) may heal.
+pub(super) fn unresolved_is_wrong_target(message: &str, others_resolved: bool) -> bool {
+    let for_now = message.contains("no answer within") || message.contains("Temporary failure");
+    !others_resolved && !for_now
+}
+
 /// The same connection failure is logged at most this often.
 const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
 
@@ -165,11 +173,31 @@ impl Setup {
         message: String,
         source: Option<tokio_postgres::Error>,
     ) -> ConnectError {
+        let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
+        self.fatal.connect_failed(class, sqlstate, &message);
+        self.counted(class, message, source)
+    }
+
+    /// A host name that did not resolve ([`unresolved_is_wrong_target`] says whether that
+    /// ends a run before its first write).
+    pub(super) fn unresolved(&self, message: String, others_resolved: bool) -> ConnectError {
+        if unresolved_is_wrong_target(&message, others_resolved) {
+            return self.failed(ErrorClass::Dns, message, None);
+        }
+        self.fatal.waiting(message.clone());
+        self.counted(ErrorClass::Dns, message, None)
+    }
+
+    /// A failure counted, and logged if it says what to fix.
+    fn counted(
+        &self,
+        class: ErrorClass,
+        message: String,
+        source: Option<tokio_postgres::Error>,
+    ) -> ConnectError {
         // Counted as a failed connection attempt; the error book counts the failed writes
         // it causes, where they fail (one count per error in every output).
         self.metrics.connection_errors.inc(class);
-        let sqlstate = source.as_ref().and_then(|s| s.code()).map(|c| c.code());
-        self.fatal.connect_failed(class, sqlstate, &message);
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {

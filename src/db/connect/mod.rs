@@ -318,11 +318,17 @@ impl Connector {
             let mut candidates = Vec::new();
             let mut entries: Vec<&HostEntry> = self.entries.iter().collect();
             self.balance(&mut entries);
-            for entry in entries {
-                match self.resolve(entry).await {
+            // All at once: a resolver slow for one name delays none of the others.
+            let lookups = entries.iter().map(|entry| self.resolve(entry));
+            let mut unresolved = Vec::new();
+            for found in futures_util::future::join_all(lookups).await {
+                match found {
                     Ok(list) => candidates.extend(list),
-                    Err(message) => last = Some(manager.failed(ErrorClass::Dns, message, None)),
+                    Err(message) => unresolved.push(message),
                 }
+            }
+            for message in unresolved {
+                last = Some(manager.unresolved(message, !candidates.is_empty()));
             }
             if let Some(pw) = password {
                 for (_, config) in &mut candidates {

@@ -353,3 +353,17 @@ async fn a_connection_to_another_server_behind_the_same_address_watches_its_own_
     );
     assert!(!state.token_for(&new).token.is_cancelled());
 }
+
+#[test]
+fn a_name_that_does_not_resolve_is_the_wrong_target_only_when_no_host_does() {
+    use super::manager::unresolved_is_wrong_target as wrong;
+    let gone = "could not resolve db2: failed to lookup address information: Name or service \
+                not known";
+    assert!(wrong(gone, false));
+    // libpq goes on to the next host; a lookup that failed for now may heal.
+    assert!(!wrong(gone, true));
+    let for_now = "could not resolve db1: failed to lookup address information: Temporary \
+                   failure in name resolution";
+    assert!(!wrong(for_now, false));
+    assert!(!wrong("could not resolve db1: no answer within 2s", false));
+}
