@@ -435,8 +435,9 @@ impl Drill {
                 "shutdown grace ran out with transactions in flight"
             );
         }
-        // 3. Retention: a batch in progress is abandoned with its connection.
-        sup.stop(Stage::Retention).await;
+        // 3. Retention: a batch or a connect in progress is abandoned with its connection.
+        sup.stop_within(Stage::Retention, Duration::from_secs(1))
+            .await;
         // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
         //    pending verifications within what is left of the grace.
         //    At least a second, to mark an outage still open, even when the lanes used it all.

@@ -128,6 +128,15 @@ pub(crate) mod tests {
     pub(crate) fn unconnected(
         metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> (DbPool, Arc<crate::db::table::Workload>) {
+        unconnected_at(metrics, 1, Duration::from_secs(1))
+    }
+
+    /// [`unconnected`] to 127.0.0.1:`port`, each connect bounded by `timeout`.
+    pub(crate) fn unconnected_at(
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
+        port: u16,
+        timeout: Duration,
+    ) -> (DbPool, Arc<crate::db::table::Workload>) {
         use crate::db::connect::ConnectSettings;
         use crate::db::credentials::{Credentials, PasswordSource};
         use crate::db::identity::IdentityTracker;
@@ -135,7 +144,7 @@ pub(crate) mod tests {
         use crate::db::table_check::TablePolicy;
         use crate::db::tls::{RootCert, SslMode, TlsSettings};
         let mut pg = tokio_postgres::Config::new();
-        pg.host("127.0.0.1").port(1);
+        pg.host("127.0.0.1").port(port).connect_timeout(timeout);
         let table = Table::parse("t").expect("a plain table name");
         let workload = Arc::new(Workload::new(table, 1, QueryMode::Unnamed));
         let manager = Manager::new(
@@ -158,7 +167,7 @@ pub(crate) mod tests {
             metrics,
             Arc::default(),
         );
-        let pool = DbPool::new(manager, 1, Duration::from_secs(1), Duration::from_secs(60));
+        let pool = DbPool::new(manager, 1, timeout, Duration::from_secs(60));
         (pool, workload)
     }
 }

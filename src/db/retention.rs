@@ -76,9 +76,11 @@ pub async fn run(
         wait = settings.interval;
         let mut c = match conn.take() {
             Some(c) if !c.client.is_closed() => c,
-            _ => match pool.dedicated().await {
-                Ok(c) => c,
-                Err(err) => {
+            // A connect to a hung server takes connect timeouts: never past a stop.
+            _ => match stop.run_until_cancelled(pool.dedicated()).await {
+                None => return,
+                Some(Ok(c)) => c,
+                Some(Err(err)) => {
                     metrics.retention_errors.inc(err.class);
                     tracing::warn!(error = %err, "retention: cannot connect; will retry");
                     wait = ERROR_BACKOFF;
@@ -155,6 +157,25 @@ async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stop_during_a_connect_to_a_hung_server_ends_retention_at_once() {
+        // Accepts (the kernel's backlog) and never answers: a connect takes its timeout.
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = hung.local_addr().expect("addr").port();
+        let metrics = Metrics::new(&[]);
+        let timeout = Duration::from_secs(30);
+        let (pool, _) = crate::db::pool::tests::unconnected_at(metrics.clone(), port, timeout);
+        let table = Table::parse("t").expect("a plain table name");
+        let settings = RetentionSettings::new(Duration::from_secs(10), 100);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(pool, table, settings, metrics, || None, stop.clone()));
+        // Past the first interval (1 s): the connect has begun.
+        tokio::time::sleep(settings.interval + Duration::from_millis(500)).await;
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(ended.is_ok(), "retention held the stop for its connect");
+    }
 
     #[test]
     fn sweeps_are_a_tenth_of_the_window_within_bounds() {
