@@ -329,7 +329,9 @@ impl Machine {
         self.set(FailoverState::Recovering, out);
     }
 
-    /// Outside an outage: silence after a failure, or a stall, starts one.
+    /// Outside an outage: silence after a failure, or a stall, starts one. No stall before
+    /// the first success: the first connections' setup (TLS, authentication, a table check
+    /// or change) is no outage; a target down from the start fails its writes instead.
     fn detect_outage(
         &mut self,
         now: Instant,
@@ -341,7 +343,7 @@ impl Machine {
         let silence = now.saturating_duration_since(reference);
         let failed = ev.first_failure_since_success;
         let outage = (failed.is_some() && silence >= self.thresholds.outage)
-            || (in_flight > 0 && silence >= self.thresholds.stall);
+            || (in_flight > 0 && ev.last_success.is_some() && silence >= self.thresholds.stall);
         if !outage {
             return;
         }
@@ -578,6 +580,13 @@ mod tests {
         run(&mut m, &mut ev, t0, 1000, |_| None);
         m.tick(t0 + Duration::from_secs(5), &mut ev, 0);
         assert_ne!(m.state(), FailoverState::Outage);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_connection_is_no_stall() {
+        let (mut m, mut ev, t0) = machine(100.0);
+        m.tick(t0 + Duration::from_secs(5), &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Healthy);
     }
 
     #[tokio::test(start_paused = true)]
