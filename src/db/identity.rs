@@ -43,12 +43,22 @@ pub fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
 }
 
 impl Identity {
-    /// A changed address, timeline or postmaster start means a different server process.
+    /// The same server process on the same timeline: its start time (to the microsecond)
+    /// and cluster tell it wherever it is reached from (`localhost` is `::1` and
+    /// `127.0.0.1`); the address stands in only where the start time is not readable.
     pub(crate) fn same_primary(&self, other: &Identity) -> bool {
-        self.server_addr == other.server_addr
-            && self.server_port == other.server_port
-            && self.timeline == other.timeline
-            && self.postmaster_start == other.postmaster_start
+        let same_process = match (&self.postmaster_start, &other.postmaster_start) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => {
+                self.server_addr == other.server_addr && self.server_port == other.server_port
+            }
+            _ => false,
+        };
+        let other_cluster = matches!(
+            (&self.system_identifier, &other.system_identifier),
+            (Some(a), Some(b)) if a != b
+        );
+        same_process && !other_cluster && self.timeline == other.timeline
     }
 
     /// This probe read less than `other` did (a query of it failed): it cannot tell a
@@ -509,5 +519,15 @@ pub(crate) mod tests {
         assert_eq!(b.change_from(&a), Change::Restart);
         b.server_port = Some(5002);
         assert_eq!(b.change_from(&a), Change::NewPrimary);
+
+        // The same process reached through another of its addresses is the same primary.
+        let mut v6 = id(5001, 1);
+        v6.server_addr = Some("::1".into());
+        assert_eq!(v6.change_from(&id(5001, 1)), Change::Same);
+        a.postmaster_start = None;
+        let mut b = a.clone();
+        assert_eq!(b.change_from(&a), Change::Same);
+        b.server_addr = Some("::1".into());
+        assert_ne!(b.change_from(&a), Change::Same);
     }
 }
