@@ -6,7 +6,7 @@ starts firing, and the drill exclusion.
 
   slo.test.yml           every scenario, scraped every 60 s 30 s off the 1 m
                          evaluation (the coarsest cadence, not aligned); run by
-                         tests/it/rules.rs like every file here, mutations too.
+                         tests/it/rules/ like every file here, mutations too.
   cadences/slo.test.yml  the scenarios whose timing hinges on single scrapes
                          (a failover, a drill, a failed scrape) at the other
                          five cadences: 15 s and 30 s aligned and shifted, 60 s

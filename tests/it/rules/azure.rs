@@ -144,7 +144,7 @@ fn azure_rule_groups() -> Value {
         "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
         "contentVersion": "1.0.0.0",
         "metadata": {
-            "description": "pgdrill recording rules and alerts for Azure Monitor managed service for Prometheus. GENERATED from prometheus/rules/*.yml by tests/it/rules.rs; do not edit, regenerate with: PGDRILL_BLESS=1 cargo test azure_rule_groups"
+            "description": "pgdrill recording rules and alerts for Azure Monitor managed service for Prometheus. GENERATED from prometheus/rules/*.yml by tests/it/rules/azure.rs; do not edit, regenerate with: PGDRILL_BLESS=1 cargo test azure_rule_groups"
         },
         "parameters": {
             "azureMonitorWorkspace": {"type": "string", "metadata": {"description": "Resource ID of the Azure Monitor workspace that stores the pgdrill metrics"}},
