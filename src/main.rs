@@ -1,6 +1,7 @@
 //! The pgdrill binary: parse, validate, then hand over to the library.
 
 use std::future::Future;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -44,6 +45,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// A line on stdout. A closed stdout (`pgdrill | head`) loses it, and nothing else.
+fn say(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+/// [`say`] on stderr.
+fn tell(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 /// Prints `error: {message}`; exit 1.
 fn failure(message: impl std::fmt::Display) -> ExitCode {
     error_exit(message, 1)
@@ -51,7 +62,7 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
 
 /// Prints `error: {message}`, without secrets; exit `code`.
 fn error_exit(message: impl std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("error: {}", pgdrill::scrub(&message.to_string()));
+    tell(format!("error: {}", pgdrill::scrub(&message.to_string())));
     ExitCode::from(code)
 }
 
@@ -82,7 +93,11 @@ fn usage_exit(err: clap::Error) -> ! {
     if !err.use_stderr() {
         err.exit()
     }
-    eprint!("{}", pgdrill::scrub(&err.render().to_string()));
+    let _ = write!(
+        std::io::stderr(),
+        "{}",
+        pgdrill::scrub(&err.render().to_string())
+    );
     std::process::exit(err.exit_code())
 }
 
@@ -137,10 +152,10 @@ fn run(args: RunArgs) -> ExitCode {
         };
         // Scrubbed after the run: the patterns compile then, not on top of the load's memory.
         summary.set_flags(pgdrill::config::flags_as_run(&argv, &redacted));
-        println!("{}", summary.printable());
+        say(summary.printable());
         if let Some(path) = summary_path {
             let written = if path.as_os_str() == "-" {
-                summary.json_line().map(|line| println!("{line}"))
+                summary.json_line().map(say)
             } else {
                 summary.write_json(&path).map_err(serde_json::Error::io)
             };
@@ -152,7 +167,7 @@ fn run(args: RunArgs) -> ExitCode {
             if let Err(err) = summary.write_report(&path) {
                 return cannot_write("--report", &path, err);
             }
-            eprintln!("drill report written to {}", path.display());
+            tell(format!("drill report written to {}", path.display()));
         }
         if let Some(error) = crashed {
             return error_exit(&error, error.exit_code());
@@ -187,9 +202,9 @@ fn report(args: ReportArgs) -> ExitCode {
         }
     }
     if let Some(verdict) = &merged.report.verdict {
-        eprintln!("drill verdict: {verdict}");
+        tell(format!("drill verdict: {verdict}"));
     }
-    println!("{}", args.output.display());
+    say(args.output.display());
     ExitCode::from(merged.report.exit_code())
 }
 
@@ -201,7 +216,7 @@ fn cleanup(args: CleanupArgs) -> ExitCode {
     block_on(1, async {
         match pgdrill::cleanup(config).await {
             Ok(done) => {
-                println!("{done}");
+                say(done);
                 ExitCode::SUCCESS
             }
             Err(err) => error_exit(&err, err.exit_code()),

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::config::drill::DrillArgs;
-use crate::config::duration;
+use crate::config::{duration, listen_addr, rate_value};
 pub use crate::telemetry::logging::LogFormat;
 
 /// The default `/metrics` port: in the exporter range, not taken by common exporters.
@@ -56,7 +57,8 @@ pub struct RunArgs {
         long,
         env = "PGDRILL_RATE",
         default_value_t = 100.0,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = rate_value
     )]
     pub rate: f64,
 
@@ -103,19 +105,19 @@ pub struct RunArgs {
     pub table: String,
 
     /// Do not create the table if it is missing.
-    #[arg(long, env = "PGDRILL_NO_CREATE_TABLE")]
+    #[arg(long, env = "PGDRILL_NO_CREATE_TABLE", value_parser = BoolishValueParser::new())]
     pub no_create_table: bool,
 
     /// Allow pgdrill to add what it needs to a --table it did not create: nullable run_id
     /// and seq columns, and (with --retention) a partial index on its rows. Without it,
     /// pgdrill exits 2 printing the statements to run.
-    #[arg(long, env = "PGDRILL_ALTER_TABLE")]
+    #[arg(long, env = "PGDRILL_ALTER_TABLE", value_parser = BoolishValueParser::new())]
     pub alter_table: bool,
 
     /// Write to a --table pgdrill did not create although INSERT or DELETE triggers or rules
     /// are enabled on it: every write (and, with --retention, every delete) fires them, and
     /// they may change data that is not pgdrill's. Without it, pgdrill exits 2 naming them.
-    #[arg(long, env = "PGDRILL_ALLOW_TABLE_TRIGGERS")]
+    #[arg(long, env = "PGDRILL_ALLOW_TABLE_TRIGGERS", value_parser = BoolishValueParser::new())]
     pub allow_table_triggers: bool,
 
     /// Until the first write succeeds, errors that can heal (refused, timeout, starting up)
@@ -125,7 +127,8 @@ pub struct RunArgs {
     pub startup_timeout: humantime::Duration,
 
     /// Address for /metrics, /healthz and /.
-    #[arg(long, env = "PGDRILL_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    #[arg(long, env = "PGDRILL_LISTEN", value_parser = listen_addr,
+          default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     pub listen: SocketAddr,
 
     /// TLS and basic auth for --listen, in the Prometheus exporter-toolkit web config format
@@ -189,7 +192,8 @@ pub struct RunArgs {
     pub password_command: Option<String>,
 
     /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
-    #[arg(value_parser = duration, long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m",
+          requires = "password_command")]
     pub password_ttl: humantime::Duration,
 
     /// Delete rows older than this from the table, continuously, in small batches
@@ -276,7 +280,7 @@ pub struct DemoArgs {
     #[arg(value_parser = duration, long, default_value = "10s")]
     pub thaw_after: humantime::Duration,
     /// Target transactions per second.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = rate_value)]
     pub rate: f64,
     /// The drill's objective: longest acceptable write unavailability (as for pgdrill runs).
     #[arg(value_parser = duration, long, default_value = "120s")]
@@ -285,7 +289,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     pub rpo_objective: u64,
     /// Address for /metrics while the demo runs.
-    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
+    #[arg(long, value_parser = listen_addr,
+          default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
     pub listen: SocketAddr,
     /// Also write the drill report as JSON to this file.
     #[arg(long)]

@@ -34,7 +34,8 @@ pub struct DrillArgs {
     pub failover_command: Option<String>,
 
     /// Run --failover-command with `sh -c`.
-    #[arg(long, env = "PGDRILL_FAILOVER_SHELL", requires = "failover_command")]
+    #[arg(long, env = "PGDRILL_FAILOVER_SHELL", requires = "failover_command",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub failover_shell: bool,
 
     /// Start the (first) trigger this long after the load starts; the load before it is the
@@ -52,7 +53,8 @@ pub struct DrillArgs {
 
     /// Kill the trigger (its whole process group) if it runs longer than this; the drill is
     /// then invalid.
-    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_TIMEOUT", default_value = "10m")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_TIMEOUT", default_value = "10m",
+          requires = "failover_command")]
     pub failover_timeout: humantime::Duration,
 
     /// Longest acceptable write unavailability per failover; the same number as the

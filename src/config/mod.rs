@@ -122,6 +122,40 @@ pub(crate) fn duration(value: &str) -> Result<humantime::Duration, String> {
     Ok(d)
 }
 
+/// A `--rate`: a number whose digits say 0 is 0 (`1e-400` reads as 0.0, which would be
+/// unlimited), not negative (`-0`).
+pub(crate) fn rate_value(value: &str) -> Result<f64, String> {
+    let rate: f64 = value.trim().parse().map_err(|e| format!("{e}"))?;
+    let mantissa = value.split(['e', 'E']).next().unwrap_or_default();
+    let zero_written = !mantissa.contains(|c: char| ('1'..='9').contains(&c));
+    if rate == 0.0 && !zero_written {
+        return Err("below 0.001/s (one write in 1,000 s); 0 means unlimited".into());
+    }
+    if rate.is_sign_negative() {
+        return Err("must be 0 (unlimited) or more transactions per second".into());
+    }
+    Ok(rate)
+}
+
+/// An address to listen on: `IP:PORT`, `:PORT` (every interface, as Prometheus exporters
+/// take it) or `HOST:PORT` (its first address).
+pub(crate) fn listen_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    if let Some(port) = value.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| "a port is 0 to 65535".to_string())?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let mut found = std::net::ToSocketAddrs::to_socket_addrs(value)
+        .map_err(|e| format!("expected IP:PORT, :PORT or HOST:PORT ({e})"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("{value} has no address"))
+}
+
 /// `value`, if it is between 1 and `max`.
 fn between(option: &'static str, value: u32, max: u32) -> Result<u32, ConfigError> {
     if value == 0 || value > max {
@@ -415,6 +449,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_zero_rate_is_written_as_one_and_listen_takes_the_exporters_forms() {
+        assert_eq!(args(&["--rate", "0.0e5"]).unwrap().rate, None);
+        for tiny in ["1e-400", "-0", "-0.0"] {
+            let e = args(&["--rate", tiny]).unwrap_err();
+            assert!(e.contains("--rate") && e.contains(tiny), "{e}");
+        }
+        let listen = |v: &str| args(&["--listen", v]).map(|c| c.listen.to_string());
+        assert_eq!(listen(":9100").unwrap(), "0.0.0.0:9100");
+        assert_eq!(listen("[::1]:9100").unwrap(), "[::1]:9100");
+        assert!(listen("localhost:9100").unwrap().ends_with(":9100"));
+        let e = listen(":99999").unwrap_err();
+        assert!(e.contains("--listen") && e.contains(":99999"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_the_flag_value_and_reason() {
         let e = args(&["--rate", "-5"]).unwrap_err();
         assert!(e.contains("--rate") && e.contains("-5"), "{e}");
@@ -499,7 +548,7 @@ pub(crate) mod tests {
             "--failover-timeout",
             "at most 100 years",
         );
-        assert!(args(&["--failover-timeout", "100y"]).is_ok());
+        assert!(args(&["--failover-command", "true", "--failover-timeout", "100y"]).is_ok());
         refused(&["--rate", "1e-20"], "--rate", "too slow");
         assert_eq!(args(&["--rate", "0.001"]).unwrap().rate, Some(0.001));
         refused(

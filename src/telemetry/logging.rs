@@ -47,11 +47,15 @@ impl Write for ScrubbingWriter {
     /// The formatter hands over one whole event per call.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let clean = secrets::scrub(&String::from_utf8_lossy(buf));
-        std::io::stderr().lock().write_all(clean.as_bytes())?;
+        // A closed stderr (a log collector gone, `| head`) loses the line, and nothing else:
+        // an error here would be reported on stderr again, and the panic that follows
+        // would abort the run.
+        let _ = std::io::stderr().lock().write_all(clean.as_bytes());
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

@@ -23,6 +23,10 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--listen", &busy_addr, "in use"],
         ),
         (&["--pipeline-depth", "0"], &["--pipeline-depth", "0"]),
+        (&["--rate", "1e-400"], &["--rate", "1e-400", "0.001/s"]),
+        // Flags of a feature not asked for are refused, not ignored.
+        (&["--failover-timeout", "1m"], &["--failover-command"]),
+        (&["--password-ttl", "5m"], &["--password-command"]),
         (
             &["--worker-threads", "100000"],
             &["--worker-threads", "100000", "0..=256"],

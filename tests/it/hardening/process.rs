@@ -306,3 +306,32 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
     assert!(reasons.contains("the run crashed"), "{json}");
     lab.shutdown().await;
 }
+
+/// A reader that goes away (a log collector restarting, `pgdrill | head`) loses the lines,
+/// and nothing else: the run ends as it would have (here: a target never reached, exit 5),
+/// not in an abort from reporting a failed write to the same closed stderr.
+#[tokio::test]
+async fn closed_stdout_and_stderr_lose_lines_not_the_run() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgdrill"))
+        .args(["--dsn", "host=127.0.0.1 port=1", "--duration", "2s"])
+        .args(["--listen", "127.0.0.1:0", "--summary-json", "-"])
+        .env_remove("PGDRILL_DSN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pgdrill");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stderr, &mut first).expect("a first log line");
+    drop((stderr, child.stdout.take()));
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(began.elapsed() < Duration::from_secs(30), "pgdrill hangs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(5), "{status:?}");
+}
