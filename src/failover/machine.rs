@@ -19,7 +19,7 @@
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -62,6 +62,9 @@ pub struct Events {
     /// The first failed write of the outage in progress, when a failure started it.
     outage_failure: Option<Instant>,
     first_success_in_outage: Option<Instant>,
+    /// When a lane first had a connection set up (TLS, authentication, the table checked):
+    /// before the first success, a stall counts from it.
+    first_ready: Option<Instant>,
 }
 
 impl Events {
@@ -121,12 +124,24 @@ pub struct Detector {
     /// Woken by the outcomes that can change the state (a first failure, the end of an
     /// outage), so a healthy machine needs no poll.
     news: tokio::sync::Notify,
+    /// [`Events::first_ready`] is set: one load per write after that.
+    ready_seen: AtomicBool,
 }
 
 impl Detector {
     /// A write was taken from the backlog; [`Detector::finished`] follows.
     pub fn started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lane got a connection to write on.
+    pub fn ready(&self) {
+        if !self.ready_seen.load(Ordering::Relaxed)
+            && !self.ready_seen.swap(true, Ordering::Relaxed)
+        {
+            self.events.lock().first_ready = Some(Instant::now());
+            self.news.notify_one();
+        }
     }
 
     pub fn finished(&self) {
@@ -260,8 +275,10 @@ impl Machine {
         if in_flight <= 0 {
             return idle;
         }
-        let stall_at = ev.last_success.unwrap_or(self.run_start) + self.thresholds.stall;
-        idle.min(stall_at.max(now + TICK))
+        let Some(since) = stalled_since(ev) else {
+            return idle;
+        };
+        idle.min((since + self.thresholds.stall).max(now + TICK))
     }
 
     fn set(&mut self, to: FailoverState, out: &mut Vec<Transition>) {
@@ -329,9 +346,7 @@ impl Machine {
         self.set(FailoverState::Recovering, out);
     }
 
-    /// Outside an outage: silence after a failure, or a stall, starts one. No stall before
-    /// the first success: the first connections' setup (TLS, authentication, a table check
-    /// or change) is no outage; a target down from the start fails its writes instead.
+    /// Outside an outage: silence after a failure, or a stall, starts one.
     fn detect_outage(
         &mut self,
         now: Instant,
@@ -342,12 +357,16 @@ impl Machine {
         let reference = ev.last_success.unwrap_or(self.run_start);
         let silence = now.saturating_duration_since(reference);
         let failed = ev.first_failure_since_success;
-        let outage = (failed.is_some() && silence >= self.thresholds.outage)
-            || (in_flight > 0 && ev.last_success.is_some() && silence >= self.thresholds.stall);
-        if !outage {
+        let stalled = stalled_since(ev).filter(|since| {
+            in_flight > 0 && now.saturating_duration_since(*since) >= self.thresholds.stall
+        });
+        if !(failed.is_some() && silence >= self.thresholds.outage || stalled.is_some()) {
             return;
         }
-        let start = failed.filter(|f| *f >= reference).unwrap_or(reference);
+        let start = failed
+            .filter(|f| *f >= reference)
+            .or(stalled)
+            .unwrap_or(reference);
         self.rate_before_outage = self
             .success_rate(start, Duration::from_secs(5), ev.successes)
             .unwrap_or(0.0);
@@ -383,6 +402,13 @@ impl Machine {
             self.settle(now, ev, out);
         }
     }
+}
+
+/// Since when writes in flight with no answer are a stall: the last success, or before the
+/// first one, the first connection set up (its TLS, authentication and table check are no
+/// outage).
+fn stalled_since(ev: &Events) -> Option<Instant> {
+    ev.last_success.or(ev.first_ready)
 }
 
 #[cfg(test)]
@@ -583,10 +609,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_slow_first_connection_is_no_stall() {
+    async fn a_slow_first_connection_is_no_stall_but_writes_unanswered_after_it_are() {
         let (mut m, mut ev, t0) = machine(100.0);
         m.tick(t0 + Duration::from_secs(5), &mut ev, 4);
         assert_eq!(m.state(), FailoverState::Healthy);
+        // The first connection is set up at 5 s; its writes are never answered.
+        let ready = t0 + Duration::from_secs(5);
+        ev.first_ready = Some(ready);
+        assert_eq!(m.next_look(ready, &ev, 4), ready + Duration::from_secs(1));
+        m.tick(ready + Duration::from_millis(900), &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Healthy);
+        let out = m.tick(ready + Duration::from_secs(1), &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Outage);
+        assert!(out.contains(&Transition::OutageStarted { start: ready }));
     }
 
     #[tokio::test(start_paused = true)]

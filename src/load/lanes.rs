@@ -202,7 +202,10 @@ pub async fn lane(
         report.started();
         let started = Instant::now();
         let mut conn = match shared.pool.checkout().await {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                report.ready();
+                conn
+            }
             Err(err) => {
                 let failure = Failure {
                     class: err.class,

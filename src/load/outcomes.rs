@@ -173,6 +173,11 @@ impl LaneOutcomes {
         self.outcomes.detector.started();
     }
 
+    /// A connection to write on was set up.
+    pub fn ready(&self) {
+        self.outcomes.detector.ready();
+    }
+
     /// Acknowledged as `id` at `done`; it was sent at `sent`.
     pub fn succeeded(&self, job: Job, sent: Instant, done: Instant, id: i64) {
         let o = &*self.outcomes;
