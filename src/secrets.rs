@@ -267,11 +267,11 @@ static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Tokens that say what they are whatever stands before them: JSON web tokens (Entra's),
-/// OpenAI, GitHub, GitLab and Slack keys, and an Azure SAS signature (`&sig=…`).
+/// GitHub, GitLab and Slack keys, and an Azure SAS signature (`&sig=…`).
 static TOKEN_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
-        r"|\b(?:sk-|gh[pousr]_|github_pat_|glpat-|xox[abeprs]-)[A-Za-z0-9_-]{16,}",
+        r"|\b(?:gh[pousr]_|github_pat_|glpat-|xox[abeprs]-)[A-Za-z0-9_-]{16,}",
         r#"|(?P<keep>(?i:[?&]sig=))[^&\s"'<>]+"#,
     ))
     .expect("a valid pattern")
@@ -412,6 +412,7 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
             &*DSN_PASSWORD,
             &*PASSWORD_OPTION,
             &*SECRET_VALUE,
+            &*TOKEN_SHAPE,
         ]
         .into_iter()
         .flat_map(|p| p.find_iter(text).map(|m| (m.start(), m.end())));

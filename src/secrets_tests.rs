@@ -70,7 +70,8 @@ fn ordinary_output_is_left_alone() {
         "mkdir -p /run/pgdrill && psql -p 5432 -h db",
         "docker run -p 127.0.0.1:5432:5432/tcp -p 8000-8010:8000-8010 postgres",
         "sshpass -p \"$PGPASSWORD\" ssh pg1",
-        "authentication: ok; task-runner sk-1; signature=valid; ?signal=1",
+        "authentication: ok; signature=valid; ?signal=1",
+        "host=sk-prod-postgres-eastus-01.postgres.database.azure.com",
     ] {
         assert_eq!(scrub_patterns(text), text);
     }
@@ -159,7 +160,7 @@ fn options_that_name_a_secret_hide_their_value() {
             "echo --auth REDACTED --oauth2-bearer REDACTED X-Auth: REDACTED",
         ),
         (
-            "run sk-proj-abcdefghijklmnop1234 ghp_abcdefghijklmnopqrstuvwx012345",
+            "run ghp_abcdefghijklmnopqrstuvwx012345 xoxb-1234567890-abcdefghij",
             "run REDACTED REDACTED",
         ),
         (

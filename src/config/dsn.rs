@@ -131,9 +131,13 @@ pub fn parse(
     if pg.get_dbname().is_none() {
         pg.dbname(pg.get_user().unwrap_or("postgres").to_string());
     }
-    let passfile_skipped = match pg.get_password() {
-        Some(_) => None,
-        None => password_from_file(&mut pg, &value, &env),
+    // libpq reads the password file for an empty password too.
+    let passfile = match pg.get_password() {
+        Some(password) if !password.is_empty() => None,
+        _ => match value("passfile") {
+            Some((path, from)) => Some((PathBuf::from(path), from)),
+            None => env("HOME").map(|home| (PathBuf::from(home).join(".pgpass"), "~/.pgpass")),
+        },
     };
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
@@ -151,35 +155,9 @@ pub fn parse(
         redacted,
         tls,
         connect_timeout_from,
-        passfile_skipped,
+        passfile,
+        passfile_skipped: None,
     })
-}
-
-/// libpq's password file for a connection string and environment that give no password:
-/// `passfile=`, else `PGPASSFILE`, else `~/.pgpass`. Returns why a file was passed over.
-fn password_from_file(
-    pg: &mut PgConfig,
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Option<String> {
-    let (path, from) = match value("passfile") {
-        Some((path, from)) => (PathBuf::from(path), from),
-        None => (PathBuf::from(env("HOME")?).join(".pgpass"), "~/.pgpass"),
-    };
-    let hosts: Vec<_> = host_ports(pg).collect();
-    let (db, user) = (pg.get_dbname().unwrap_or(""), pg.get_user().unwrap_or(""));
-    match super::pgpass::lookup(&path, &hosts, db, user) {
-        Ok(found) => {
-            let password = found?;
-            crate::secrets::remember(&password);
-            pg.password(password);
-            None
-        }
-        Err(why) => Some(format!(
-            "password file {} ({from}) not used: {why}",
-            path.display()
-        )),
-    }
 }
 
 /// libpq gives a URL's host without a port the query's `port`, else PGPORT's, else 5432;
@@ -482,6 +460,29 @@ fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), St
 }
 
 impl Target {
+    /// The password from libpq's password file, for a DSN and environment that give none,
+    /// when no `--password-file` or `--password-command` does either; a file passed over is
+    /// said in `passfile_skipped`.
+    pub(crate) fn use_password_file(&mut self) {
+        let Some((path, from)) = &self.passfile else {
+            return;
+        };
+        let hosts: Vec<_> = host_ports(&self.pg).collect();
+        let (db, user) = (self.pg.get_dbname(), self.pg.get_user());
+        match super::pgpass::lookup(path, &hosts, db.unwrap_or(""), user.unwrap_or("")) {
+            Ok(Some(password)) => {
+                crate::secrets::remember(&password);
+                self.pg.password(password);
+            }
+            Ok(None) => {}
+            Err(why) => {
+                let path = path.display();
+                self.passfile_skipped =
+                    Some(format!("password file {path} ({from}) not used: {why}"));
+            }
+        }
+    }
+
     /// `pgdrill_target_info`'s labels (host, port, database, pooler; never the password),
     /// one entry per configured host, in order. The pooler is `pgbouncer` when the port is
     /// [`PGBOUNCER_PORT`], else `none`: an assumption from the port (the one

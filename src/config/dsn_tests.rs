@@ -398,7 +398,8 @@ fn a_dsn_without_a_password_takes_the_password_file_as_libpq_does() {
     let home_str = home.path().display().to_string();
     let env = |k: &str| (k == "HOME").then(|| home_str.clone());
     let password = |dsn: &str, env: &dyn Fn(&str) -> Option<String>| {
-        let t = parse(Some(dsn), env).unwrap();
+        let mut t = parse(Some(dsn), env).unwrap();
+        t.use_password_file();
         let pw =
             t.pg.get_password()
                 .map(|p| String::from_utf8_lossy(p).into_owned());
@@ -416,6 +417,9 @@ fn a_dsn_without_a_password_takes_the_password_file_as_libpq_does() {
         password("host=db1 user=app password=given", &env).0,
         Some("given".into())
     );
+    // An empty password is none, as libpq has it.
+    let empty = password("host=db1 dbname=orders user=app password=''", &env);
+    assert_eq!(empty.0, found);
     assert_eq!(
         password("host=db1 dbname=orders user=app", &no_env),
         (None, None)

@@ -185,9 +185,12 @@ impl RunArgs {
             .map(|d| positive("--duration", d))
             .transpose()?;
         let outage_threshold = positive("--outage-threshold", self.outage_threshold)?;
-        let target = dsn::parse(self.dsn.as_deref(), env)?;
+        let mut target = dsn::parse(self.dsn.as_deref(), env)?;
         let query_mode = self.query_mode(&target);
         let password = self.password()?;
+        if matches!(password, PasswordSource::Dsn) {
+            target.use_password_file();
+        }
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
         let table = Table::parse(&self.table)?;
@@ -368,8 +371,10 @@ impl CleanupArgs {
             (None, true, _) => Scope::AllRuns,
             _ => Scope::DropTable,
         };
+        let mut target = dsn::parse(self.dsn.as_deref(), env)?;
+        target.use_password_file();
         Ok(CleanupConfig {
-            target: dsn::parse(self.dsn.as_deref(), env)?,
+            target,
             table: Table::parse(&self.table)?,
             scope,
             connect_timeout: positive("--connect-timeout", self.connect_timeout)?,
@@ -446,6 +451,33 @@ pub(crate) mod tests {
         assert_eq!(c.pool_size, 32);
         let c = args(&["--rate", "0"]).unwrap();
         assert_eq!(c.rate, None);
+    }
+
+    #[test]
+    fn the_password_file_is_read_only_when_the_dsn_is_the_password_source() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let pgpass = home.path().join(".pgpass");
+        std::fs::write(&pgpass, "*:*:*:*:pw-from-pgpass\n").unwrap();
+        let chmod = |mode| std::fs::set_permissions(&pgpass, PermissionsExt::from_mode(mode));
+        let home_dir = home.path().display().to_string();
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["pgdrill", "--dsn", "host=db1 user=app"];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            cli.run
+                .validate(|k| (k == "HOME").then(|| home_dir.clone()))
+                .unwrap()
+        };
+        let command = ["--password-command", "echo tok"];
+        chmod(0o600).unwrap();
+        let read = run(&[]).target;
+        assert_eq!(read.pg.get_password(), Some(&b"pw-from-pgpass"[..]));
+        assert_eq!(run(&command).target.pg.get_password(), None);
+        // Passed over with a warning only when it would have been used.
+        chmod(0o644).unwrap();
+        assert!(run(&[]).target.passfile_skipped.is_some());
+        assert!(run(&command).target.passfile_skipped.is_none());
     }
 
     #[test]

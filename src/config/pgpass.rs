@@ -31,34 +31,49 @@ pub fn lookup(
             .into());
     }
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read it: {e}"))?;
-    let entries: Vec<[String; 5]> = text.lines().filter_map(fields).collect();
+    let entries: Vec<[Field; 5]> = text.lines().filter_map(fields).collect();
     Ok(hosts.iter().find_map(|(host, port)| {
         let host = match SOCKET_DIRS.contains(&host.as_str()) {
             true => "localhost",
             false => host.as_str(),
         };
-        let wanted = [host, &port.to_string(), dbname, user].map(String::from);
+        let wanted = [host, &port.to_string(), dbname, user];
         entries
             .iter()
-            .find(|e| (0..4).all(|i| e[i] == "*" || e[i] == wanted[i]))
-            .map(|e| e[4].clone())
+            .find(|e| (0..4).all(|i| e[i].any || e[i].text == wanted[i]))
+            .map(|e| e[4].text.clone())
     }))
 }
 
-/// `host:port:database:user:password` with `\:` and `\\` escaped; the password is the rest
-/// of the line. `None` for a comment or a line with fewer fields.
-fn fields(line: &str) -> Option<[String; 5]> {
+/// One field of a line: its text unescaped, and whether it was a bare `*` (`\*` is a star).
+#[derive(Default)]
+struct Field {
+    text: String,
+    any: bool,
+}
+
+/// `host:port:database:user:password` with `\:` and `\\` escaped, as libpq reads it (the
+/// password ends at an unescaped `:` too). `None` for a comment or a line with fewer fields.
+fn fields(line: &str) -> Option<[Field; 5]> {
     let line = line.trim_end_matches('\r');
     if line.starts_with('#') {
         return None;
     }
-    let mut out: [String; 5] = Default::default();
-    let (mut field, mut chars) = (0, line.chars());
+    let mut out: [Field; 5] = Default::default();
+    let (mut field, mut chars, mut escaped) = (0, line.chars(), false);
+    let end = |f: &mut Field, escaped: bool| f.any = f.text == "*" && !escaped;
     while let Some(c) = chars.next() {
         match c {
-            '\\' => out[field].extend(chars.next()),
-            ':' if field < 4 => field += 1,
-            c => out[field].push(c),
+            '\\' => {
+                out[field].text.extend(chars.next());
+                escaped = true;
+            }
+            ':' if field == 4 => break,
+            ':' => {
+                end(&mut out[field], escaped);
+                (field, escaped) = (field + 1, false);
+            }
+            c => out[field].text.push(c),
         }
     }
     (field == 4).then_some(out)
@@ -80,7 +95,7 @@ mod tests {
         let f = file(
             "# comment\n\
              db1:5432:orders:app:first\\:one\r\n\
-             *:*:orders:app:any\\\\host:with:colons\n\
+             *:*:orders:app:any\\\\host\\:with:colons\n\
              short:line\n",
             0o600,
         );
@@ -92,9 +107,15 @@ mod tests {
         );
         assert_eq!(
             find(hosts(&[("db2", 6432), ("db1", 5432)]), "orders", "app"),
-            Some("any\\host:with:colons".into())
+            Some("any\\host:with".into())
         );
         assert_eq!(find(hosts(&[("db1", 5432)]), "other", "app"), None);
+        // An escaped star is a star, not a wildcard.
+        let star = file("\\*:5432:*:*:star\n", 0o600);
+        let one = |h: &str| vec![(h.to_string(), 5432)];
+        assert_eq!(lookup(star.path(), &one("db9"), "d", "u").unwrap(), None);
+        let found = lookup(star.path(), &one("*"), "d", "u").unwrap();
+        assert_eq!(found, Some("star".into()));
         let g = file("localhost:5432:*:*:sock\n", 0o400);
         let h = vec![("/var/run/postgresql".to_string(), 5432)];
         assert_eq!(lookup(g.path(), &h, "d", "u").unwrap(), Some("sock".into()));

@@ -346,8 +346,9 @@ fn trim_secret(raw: &[u8]) -> &[u8] {
 /// The command's standard error, line by line, ready to log. A failed command's output is no
 /// password to use (so not remembered), but may be one: kept out of its lines too.
 fn stderr_lines(err: &[u8], failed_output: Option<&[u8]>) -> Vec<String> {
+    // Shorter, it is more likely a word of the message (`null`, `{`) than a token.
     let unused = failed_output.map(|out| String::from_utf8_lossy(trim_secret(out)));
-    let unused = unused.filter(|u| !u.is_empty());
+    let unused = unused.filter(|u| u.len() >= 8);
     String::from_utf8_lossy(err)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -399,6 +400,7 @@ mod tests {
         );
         assert_eq!(stderr_lines(err, None)[0], "got tok-9c1e-unused");
         assert_eq!(stderr_lines(err, Some(b" \n")).len(), 2);
+        assert_eq!(stderr_lines(b"got null", Some(b"null")), ["got null"]);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Target {
     pub tls: TlsSettings,
     /// Where `pg`'s connect timeout came from, if it has one.
     pub connect_timeout_from: Option<&'static str>,
+    /// libpq's password file and where its name came from, for a DSN without a password
+    /// (read by [`Target::use_password_file`], in `config`).
+    pub passfile: Option<(std::path::PathBuf, &'static str)>,
     /// Why the password file was passed over (libpq warns and goes on without it).
     pub passfile_skipped: Option<String>,
 }
