@@ -218,22 +218,26 @@ async fn the_password_appears_nowhere() {
     let command = format!(
         "sh -c 'echo {SECRET}; echo debug: using {SECRET} >&2; echo token: \\\"ab cd-77e1\\\" >&2'"
     );
-    let (status, out, err) = Binary::spawn(&[
-        "--log-format",
-        "json",
-        "--dsn",
-        &bare,
-        "--password-command",
-        &command,
+    // A second at 20/s, /metrics on any free port.
+    let short = [
         "--rate",
         "20",
         "--duration",
         "1s",
         "--listen",
         "127.0.0.1:0",
-    ])
-    .wait(Duration::from_secs(20))
-    .await;
+    ];
+    let args = [
+        "--log-format",
+        "json",
+        "--dsn",
+        &bare,
+        "--password-command",
+        &command,
+    ];
+    let (status, out, err) = Binary::spawn(&[&args[..], &short[..]].concat())
+        .wait(Duration::from_secs(20))
+        .await;
     assert!(status.success(), "{err}");
     assert!(
         err.contains("--password-command: debug: using REDACTED"),
@@ -273,16 +277,7 @@ async fn the_password_appears_nowhere() {
     let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
     std::fs::set_permissions(&passfile, mode).expect("chmod the password file");
     let passfile = passfile.display().to_string();
-    let args = [
-        "--dsn",
-        &bare,
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-        "--listen",
-        "127.0.0.1:0",
-    ];
+    let args = [&["--dsn", bare.as_str()][..], &short[..]].concat();
     let (status, out, err) = Binary::spawn_with(&[("PGPASSFILE", &passfile)], &args)
         .wait(Duration::from_secs(20))
         .await;
