@@ -136,7 +136,7 @@ fn forms(secret: &str) -> Option<[String; 3]> {
 
 /// The words a secret is found after ([`SECRET_VALUE`]): keys (in any case, `pass` and
 /// `pwd` also as the end of a longer one), and the authorization schemes before a value.
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 18] = [
     "password",
     "passwd",
     "passphrase",
@@ -154,8 +154,7 @@ const KEYS: [&str; 19] = [
     "private_key",
     "private-key",
     "privatekey",
-    // `--auth user:pass` (httpie), `X-Auth: …`, `--oauth2-bearer …` (curl).
-    "auth",
+    // `--oauth2-bearer …` (curl).
     "bearer",
 ];
 const SCHEMES: [&str; 2] = ["bearer", "basic"];
@@ -278,11 +277,11 @@ static TOKEN_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
-/// `--user=name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
+/// `--user=name:pass`, httpie's `--auth name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
 /// `sshpass -p …`): the one capture group that matched is the password; groups 4 to 6 are
 /// `-p`'s (4 single-quoted), whose value is kept when it is a port or a path ([`a_port_or_a_path`]).
 static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
-    let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--user(?:[ \t]+|=))"#;
+    let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--(?:user|auth)(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
     let p = r#"(?:^|[ \t'"])-p[ \t]+(?:\\?'([^'\\]*)|\\?"([^"\\]*)|([^- \t'"\\][^ \t'"\\]*))"#;
     Regex::new(&format!("{option}(?:{value})|{p}")).expect("a valid pattern")
