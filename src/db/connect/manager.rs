@@ -200,7 +200,9 @@ impl Setup {
         self.metrics.connection_errors.inc(class);
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
-        if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) {
+        // Not once a failure before the first write is stopping the run: nothing retries.
+        let stopping = self.fatal.message().is_some();
+        if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) && !stopping {
             let news = self
                 .logged
                 .lock()
