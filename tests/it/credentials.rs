@@ -256,7 +256,10 @@ async fn the_password_appears_nowhere() {
     assert_eq!(status.code(), Some(5), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
-    assert!(!err.contains("retrying"), "nothing retries a stopping run: {err}");
+    assert!(
+        !err.contains("retrying"),
+        "nothing retries a stopping run: {err}"
+    );
     // `pgdrill cleanup` says the same, with the same hint.
     let (status, out, err) = Binary::spawn(&["cleanup", "--dsn", &wrong, "--run-id", "1"])
         .wait(Duration::from_secs(20))

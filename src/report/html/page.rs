@@ -42,10 +42,14 @@ pub fn render(s: &Summary) -> String {
     let objectives = own.unwrap_or(DEFAULT_OBJECTIVES);
     let rto = objectives.rto.as_secs_f64();
     let dated = dated(s);
-    let run_start = s.timeline.span().map_or_else(
-        || s.outages.first().map_or(0.0, |o| o.start_unix),
-        |(a, _)| a as f64,
-    );
+    // To the millisecond the summary keeps; the timeline's first whole second is up to a
+    // second earlier.
+    let run_start = humantime::parse_rfc3339_weak(&s.started_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .or_else(|| s.timeline.span().map(|(a, _)| a as f64))
+        .unwrap_or_else(|| s.outages.first().map_or(0.0, |o| o.start_unix));
     let body = html! {
         h1 { "Failover drill report" }
         p.sub {

@@ -393,6 +393,15 @@ fn a_week_long_canary_renders_within_the_same_size() {
 }
 
 #[test]
+fn events_are_timed_from_the_runs_start_not_its_first_whole_second() {
+    let mut r = drill(600, 120);
+    let (first_second, _) = r.timeline.span().expect("a timeline");
+    r.started_at = utc(first_second as f64 + 0.5);
+    // The trigger at 120.05 s into the first whole second.
+    assert!(render_30(&r).contains("+119.550 s"));
+}
+
+#[test]
 fn every_event_gets_a_marker_and_the_outage_is_shaded() {
     let r = drill(600, 120);
     let html = render_30(&r);
