@@ -560,7 +560,8 @@ mod tests {
         let raw = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
         let c = TriggerAction::Command(TriggerCommand::parse(&raw, true).unwrap());
         let task = tokio::spawn(async move {
-            run(&c, 1, Instant::now(), Duration::from_secs(60), unix_now).await
+            let now = Instant::now();
+            run(&c, 1, (now, now), Duration::from_secs(60), unix_now).await
         });
         let mut pid = None;
         for _ in 0..100 {

@@ -36,18 +36,18 @@ pub struct TriggerRun {
     pub output_truncated: bool,
 }
 
-/// Runs the trigger once, at most `timeout` long, and records what happened. Never fails:
+/// Runs the trigger once, at most `timeout` long, and records what happened; it was due at
+/// `planned` and starts at `started` (the instant every output shows). Never fails:
 /// a command that cannot start, fails or hangs is an outcome, not an error.
 /// `unix` maps the tokio clock onto the run's wall clock. The end is when the command
 /// exited (or was killed), not when its output was read.
 pub async fn run(
     action: &TriggerAction,
     index: usize,
-    planned: Instant,
+    (planned, started): (Instant, Instant),
     timeout: Duration,
     unix: impl Fn(Instant) -> f64,
 ) -> TriggerRun {
-    let started = Instant::now();
     tracing::info!(
         event = "trigger_started",
         trigger = index,
@@ -166,9 +166,10 @@ pub async fn run_schedule(
         if wait(planned).await.is_none() {
             break;
         }
+        // One instant: the start the timeline, /metrics and the summary all show.
         let at = Instant::now();
         on_event(TriggerEvent::Starting { index, at });
-        let running = run(&config.action, index, planned, config.timeout, unix);
+        let running = run(&config.action, index, (planned, at), config.timeout, unix);
         let Some(run) = stop.run_until_cancelled(running).await else {
             tracing::warn!(
                 trigger = index,
@@ -195,7 +196,8 @@ pub(crate) mod tests {
 
     pub(crate) async fn run_raw(raw: &str, shell: bool, timeout: Duration) -> TriggerRun {
         let c = TriggerAction::Command(TriggerCommand::parse(raw, shell).unwrap());
-        run(&c, 1, Instant::now(), timeout, unix_now).await
+        let now = Instant::now();
+        run(&c, 1, (now, now), timeout, unix_now).await
     }
 
     #[test]
@@ -246,10 +248,11 @@ pub(crate) mod tests {
         let go = |timeout_ms| {
             let action = action.clone();
             async move {
+                let now = Instant::now();
                 run(
                     &action,
                     1,
-                    Instant::now(),
+                    (now, now),
                     Duration::from_millis(timeout_ms),
                     unix_now,
                 )
@@ -299,6 +302,14 @@ pub(crate) mod tests {
         assert!(before <= r.started_unix && r.started_unix < r.ended_unix && r.ended_unix <= after);
         assert!(r.duration_seconds >= 0.2, "{}", r.duration_seconds);
         assert!(!r.output_truncated);
+        // Dated at the start it is given (the one the timeline and /metrics show).
+        let base = Instant::now();
+        let unix = move |t: Instant| t.saturating_duration_since(base).as_secs_f64();
+        let c = TriggerAction::Command(TriggerCommand::parse("true", false).unwrap());
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = run(&c, 1, (started, started), Duration::from_secs(10), unix).await;
+        assert_eq!(r.started_unix, unix(started));
     }
 
     #[tokio::test]
