@@ -9,7 +9,8 @@ use maud::{html, Markup};
 use crate::report::html::chart::{chart, legend};
 use crate::report::html::page::drill_table;
 use crate::report::html::{
-    self, banner, card, document, errors_text, fmt_secs, group, opt_secs, verdict_banner,
+    self, banner, card, document, errors_text, fmt_length, fmt_secs, group, opt_secs,
+    verdict_banner,
 };
 use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
 use crate::report::summary::Summary;
@@ -182,7 +183,7 @@ fn headline(r: &FleetReport) -> Markup {
                 (false, false) => "ok",
             },
             shown(w),
-            format!("{}; objective {}{open_note}", w.member, fmt_secs(o)),
+            format!("{}; objective {}{open_note}", w.member, fmt_length(o)),
         ),
         (Some(w), None) => ("warn", shown(w), format!("{}{open_note}", w.member)),
         (None, _) => ("", "no outage".to_string(), String::new()),

@@ -135,5 +135,5 @@ fn a_drills_rto_is_the_attributed_outages_in_every_output() {
     assert!(merged.page.contains(r#"<div class="card ok"><div class="d">RTO — longest write unavailability</div><div class="v">300 ms</div>"#));
     assert!(merged
         .page
-        .contains("the longest of all, 30.00 s, followed no trigger"));
+        .contains("the longest of all, 30.000 s, followed no trigger"));
 }

@@ -61,7 +61,7 @@ pub(crate) fn verdict_banner(v: &Verdict, met: &Objectives) -> Markup {
     if reasons.is_empty() {
         reasons.push(format!(
             "every objective met: writes unavailable ≤ {}, acknowledged writes lost ≤ {}",
-            fmt_secs(met.rto.as_secs_f64()),
+            fmt_length(met.rto.as_secs_f64()),
             group(met.max_lost_writes)
         ));
     }
@@ -78,41 +78,51 @@ pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
     }
 }
 
-/// Durations as people read them: 274 ms, 2.74 s, 1 min 05 s, 2 min 00.4 s.
+/// A measured duration as people read it, to the millisecond as the text summary, the log
+/// and the verdict's reasons give it (so a figure reads the same in every output): 274 ms,
+/// 2.974 s, 1 min 05.100 s, 1 h 05 min.
 pub(crate) fn fmt_secs(s: f64) -> String {
-    // Every unit up, never down, as the verdict judges (over the objective fails): 30.004 s
-    // beside a 30 s objective reads 30.01 s, 120.04 s beside 2 min reads 2 min 00.1 s, and
-    // a value that reads as the objective met it. The epsilon keeps 0.29 s (29.000…1
-    // hundredths in binary) 290 ms.
-    fmt_rounded(s, |v| (v - 1e-6).ceil())
+    if !s.is_finite() {
+        return "-".to_string();
+    }
+    // The digits of the text summary's `{:.3}`, whatever the float's binary rounding; never
+    // `-0`; the unit is chosen by the value rounded (0.9996 s is 1.000 s).
+    let ms: u64 = format!("{:.3}", s.max(0.0))
+        .replace('.', "")
+        .parse()
+        .unwrap_or(u64::MAX);
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{}.{:03} s", ms / 1000, ms % 1000),
+        60_000..3_600_000 => {
+            let (min, ms) = (ms / 60_000, ms % 60_000);
+            format!("{min} min {:02}.{:03} s", ms / 1000, ms % 1000)
+        }
+        _ => fmt_length(s),
+    }
 }
 
-/// A length that is judged against nothing (the run's) to the nearest unit, as the text
-/// summary gives it: a 2-hour run is "2 h 00 min", however many milliseconds over.
+/// A length as set or judged against nothing (an objective, the run's) to the nearest unit,
+/// as the text summary gives it: a 2-hour run is "2 h 00 min", however many milliseconds over.
 pub(crate) fn fmt_length(s: f64) -> String {
-    fmt_rounded(s, f64::round)
-}
-
-fn fmt_rounded(s: f64, round: fn(f64) -> f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
     }
     // The unit is chosen by the value rounded: 0.9996 s is 1.00 s, not 1000 ms.
-    // Never `-0`: an exact zero minus the epsilon rounds up to negative zero.
-    let up = |scale: f64| Some(round(s * scale)).filter(|v| *v > 0.0).unwrap_or(0.0);
-    if up(1000.0) < 1000.0 {
-        format!("{:.0} ms", up(1000.0))
-    } else if up(100.0) < 6000.0 {
-        format!("{:.2} s", up(100.0) / 100.0)
-    } else if up(10.0) < 36000.0 {
-        let tenths = up(10.0) as u64;
+    let at = |scale: f64| (s * scale).round().max(0.0);
+    if at(1000.0) < 1000.0 {
+        format!("{:.0} ms", at(1000.0))
+    } else if at(100.0) < 6000.0 {
+        format!("{:.2} s", at(100.0) / 100.0)
+    } else if at(10.0) < 36000.0 {
+        let tenths = at(10.0) as u64;
         let (min, sec, tenth) = (tenths / 600, tenths % 600 / 10, tenths % 10);
         match tenth {
             0 => format!("{min} min {sec:02} s"),
             _ => format!("{min} min {sec:02}.{tenth} s"),
         }
     } else {
-        let minutes = up(1.0 / 60.0) as u64;
+        let minutes = at(1.0 / 60.0) as u64;
         format!("{} h {:02} min", minutes / 60, minutes % 60)
     }
 }

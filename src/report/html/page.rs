@@ -170,7 +170,7 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let default = if rto_is_default { " (default)" } else { "" };
     let mut detail = format!(
         "objective {}{default}; {} outage(s)",
-        fmt_secs(rto),
+        fmt_length(rto),
         s.outage_count()
     );
     let all = s.longest_unavailability();
@@ -194,7 +194,7 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
             h2 { "Failover triggers" }
             p.sub {
                 "Trigger " code { (d.command) } "; objectives: writes unavailable ≤ "
-                (fmt_secs(d.objectives.rto.as_secs_f64())) ", acknowledged writes lost ≤ "
+                (fmt_length(d.objectives.rto.as_secs_f64())) ", acknowledged writes lost ≤ "
                 (group(d.objectives.max_lost_writes)) ". Times from the trigger's start."
             }
             table {

@@ -68,7 +68,7 @@ fn a_drill_shows_its_own_verdict_objective_and_trigger_figures() {
     assert!(page.contains("<h2>Failover triggers</h2>"));
     for cell in [
         "exited_non_zero",
-        "1 min 35.5 s",
+        "1 min 35.500 s",
         "50 ms",
         "310 ms",
         "250 ms",
@@ -579,7 +579,7 @@ fn a_summary_json_reads_as_report_input() {
         Some(2)
     );
     let html = render_30(&r);
-    assert!(html.contains("<b>1.25 s</b>"));
+    assert!(html.contains("<b>1.250 s</b>"));
     assert!(html.contains("10.0.0.1:5432 (tl 1)"));
     assert!(html.contains("No timeline was recorded."));
 }
@@ -606,22 +606,22 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(axis_num(25_000.0), "25k");
     assert_eq!(fmt_secs(0.0), "0 ms");
     assert_eq!(fmt_secs(0.274), "274 ms");
-    assert_eq!(fmt_secs(65.0), "1 min 05 s");
-    assert_eq!(fmt_secs(119.96), "2 min 00 s");
-    assert_eq!(fmt_secs(120.04), "2 min 00.1 s");
-    assert_eq!(fmt_secs(120.4), "2 min 00.4 s");
-    assert_eq!(fmt_secs(70.3), "1 min 10.3 s");
-    assert_eq!(fmt_secs(3599.7), "59 min 59.7 s");
+    // A measured figure, to the millisecond as every other output gives it.
+    assert_eq!(fmt_secs(65.0), "1 min 05.000 s");
+    assert_eq!(fmt_secs(120.0404), "2 min 00.040 s");
+    assert_eq!(fmt_secs(3599.7), "59 min 59.700 s");
     assert_eq!(fmt_secs(7199.9), "2 h 00 min");
-    assert_eq!(fmt_secs(7200.1), "2 h 01 min");
-    assert_eq!(fmt_secs(30.004), "30.01 s");
-    assert_eq!(fmt_secs(29.996), "30.00 s");
+    assert_eq!(fmt_secs(30.0004), "30.000 s");
+    // As `{:.3}` rounds it (2.5225 is 2.52249… in binary), so as the text summary reads.
+    assert_eq!(fmt_secs(2.5225), format!("{:.3} s", 2.5225));
+    assert_eq!(fmt_secs(1e300), fmt_length(1e300));
+    assert_eq!(fmt_secs(2.974), "2.974 s");
     assert_eq!(fmt_secs(0.29), "290 ms");
-    assert_eq!(fmt_secs(0.2741), "275 ms");
-    assert_eq!(fmt_secs(0.9996), "1.00 s");
-    assert_eq!(fmt_secs(59.996), "1 min 00 s");
-    assert_eq!(fmt_secs(3599.96), "1 h 00 min");
-    assert_eq!(fmt_secs(2.51), "2.51 s");
+    assert_eq!(fmt_secs(0.067_072_779), "67 ms");
+    assert_eq!(fmt_secs(0.9996), "1.000 s");
+    assert_eq!(fmt_secs(59.9996), "1 min 00.000 s");
+    assert_eq!(fmt_secs(-0.0001), "0 ms");
+    assert_eq!(fmt_secs(f64::NAN), "-");
     // A run's length, to the nearest unit.
     assert_eq!(fmt_length(7200.4), "2 h 00 min");
     assert_eq!(fmt_length(7231.0), "2 h 01 min");

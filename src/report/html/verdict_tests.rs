@@ -14,8 +14,8 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
     ));
     assert!(html.contains("1 on the new primary, 23 not on it, 0 unresolved"));
     assert!(
-        html.contains("<b>2.98 s</b>"),
-        "the outage row's RTO, 2.974 s rounded up"
+        html.contains("<b>2.974 s</b>"),
+        "the outage row's RTO, to the millisecond"
     );
     assert!(
         html.contains(">11:12:00.061<"),
@@ -65,7 +65,7 @@ fn outages_whose_records_were_let_go_are_counted_and_judged() {
     assert!(html.contains("2 of outages 1-1500 were never verified"));
     assert!(html.contains("objective 30.00 s; 1501 outage(s)"));
     assert!(
-        html.contains(r#"<div class="card bad"><div class="d">RTO — longest write unavailability</div><div class="v">42.50 s</div>"#),
+        html.contains(r#"<div class="card bad"><div class="d">RTO — longest write unavailability</div><div class="v">42.500 s</div>"#),
         "the RTO card"
     );
     assert!(html.contains("2 of outages 1-1500 not verified"));
