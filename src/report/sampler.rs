@@ -24,7 +24,8 @@ pub(crate) fn class_names() -> [&'static str; ErrorClass::ALL.len()] {
 }
 
 /// Samples on whole wall-clock seconds until `stop`, then once more for the part-second
-/// at the end (merged into the last second, so nothing counted is lost).
+/// at the end, as a second of its own (merged into the last whole one, it drew a rate above
+/// the target); nothing counted is lost.
 pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     let clock = sources.outages.clock();
     let mut last = sources.outcomes.tally();
@@ -40,7 +41,7 @@ pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
             _ = ticker.tick() => false,
             _ = stop.cancelled() => true,
         };
-        last = sample(&sources, &clock, last);
+        last = sample(&sources, &clock, last, stopping);
         if stopping {
             return;
         }
@@ -48,11 +49,16 @@ pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     }
 }
 
-/// Pushes the second that ended at the latest whole second; returns the tally read.
-fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot) -> TallySnapshot {
+/// Pushes the second that ended at the latest whole second, or at the end (`last_part`) the
+/// second in progress; returns the tally read.
+fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot, last_part: bool) -> TallySnapshot {
     let now = s.outcomes.tally();
-    let ended = clock.unix(Instant::now()).round() as u64;
-    let mut second = Second::second(ended.saturating_sub(1));
+    let unix = clock.unix(Instant::now());
+    let label = match last_part {
+        true => unix.floor() as u64,
+        false => (unix.round() as u64).saturating_sub(1),
+    };
+    let mut second = Second::second(label);
     let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
     second.attempts = sat(now.transactions.saturating_sub(last.transactions));
     second.successes = sat(now.successes().saturating_sub(last.successes()));
@@ -127,7 +133,7 @@ mod tests {
         outages.state_changed(State::Healthy, State::Outage, t0);
         outages.state_changed(State::Outage, State::Recovering, t0);
         tokio::time::advance(Duration::from_millis(1000)).await;
-        sample(&sources, &clock, first);
+        sample(&sources, &clock, first, false);
         let t: Timeline = timeline.snapshot();
         let s = t.iter().last().copied().unwrap_or_default();
         assert_eq!((s.attempts, s.successes, s.skipped), (4, 3, 1));
@@ -139,7 +145,7 @@ mod tests {
         assert_eq!(t.classes().len(), ErrorClass::ALL.len());
         // The next second has nothing new, and the state is the current one.
         tokio::time::advance(Duration::from_millis(1000)).await;
-        sample(&sources, &clock, outcomes.tally());
+        let tally = sample(&sources, &clock, outcomes.tally(), false);
         let s = timeline
             .snapshot()
             .iter()
@@ -148,6 +154,25 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(s.state, State::Recovering);
         assert!(!s.has_latency());
+        // The part-second at the end is a second of its own, not added to the last whole one.
+        let whole = timeline.snapshot().iter().count();
+        tokio::time::advance(Duration::from_millis(200)).await;
+        lane.started();
+        let at = tokio::time::Instant::now();
+        lane.succeeded(
+            Job {
+                seq: 5,
+                intended: at,
+            },
+            at,
+            at,
+            5,
+        );
+        sample(&sources, &clock, tally, true);
+        let t: Timeline = timeline.snapshot();
+        assert_eq!(t.iter().count(), whole + 1);
+        let s = t.iter().last().copied().unwrap_or_default();
+        assert_eq!((s.attempts, s.successes), (1, 1));
     }
 
     #[test]
