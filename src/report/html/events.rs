@@ -30,7 +30,7 @@ fn marker(e: &Event) -> (String, &'static str, String) {
         EventKind::OutageStart { outage } => (
             format!("O{outage}"),
             "#d7263d",
-            format!("outage {outage} starts: first failed write after the last acknowledged one"),
+            format!("outage {outage} starts: first write that failed or went unanswered after the last acknowledged one"),
         ),
         EventKind::OutageEnd {
             outage,
