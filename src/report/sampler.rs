@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::WallClock;
 use crate::error::ErrorClass;
 use crate::load::outcomes::TallySnapshot;
 use crate::report::Sources;
@@ -36,12 +35,17 @@ pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     let first = now + Duration::from_secs_f64(1.0 - frac);
     let mut ticker = tokio::time::interval_at(first, Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pushed = None;
     loop {
+        // A whole second due with the stop is sampled as a whole second first.
         let stopping = tokio::select! {
+            biased;
             _ = ticker.tick() => false,
             _ = stop.cancelled() => true,
         };
-        last = sample(&sources, &clock, last, stopping);
+        let at = label(clock.unix(Instant::now()), stopping, pushed);
+        last = sample(&sources, at, last);
+        pushed = Some(at);
         if stopping {
             return;
         }
@@ -49,15 +53,19 @@ pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     }
 }
 
-/// Pushes the second that ended at the latest whole second, or at the end (`last_part`) the
-/// second in progress; returns the tally read.
-fn sample(s: &Sources, clock: &WallClock, last: TallySnapshot, last_part: bool) -> TallySnapshot {
-    let now = s.outcomes.tally();
-    let unix = clock.unix(Instant::now());
-    let label = match last_part {
-        true => unix.floor() as u64,
+/// The second a sample taken at `unix` covers: the one that ended at the latest whole
+/// second, or at the end (`last_part`) the one in progress, after every second `pushed`
+/// so far (a late tick may have labelled it already).
+fn label(unix: f64, last_part: bool, pushed: Option<u64>) -> u64 {
+    match last_part {
+        true => (unix.floor() as u64).max(pushed.map_or(0, |p| p + 1)),
         false => (unix.round() as u64).saturating_sub(1),
-    };
+    }
+}
+
+/// Pushes what happened since `last` as second `label`; returns the tally read.
+fn sample(s: &Sources, label: u64, last: TallySnapshot) -> TallySnapshot {
+    let now = s.outcomes.tally();
     let mut second = Second::second(label);
     let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
     second.attempts = sat(now.transactions.saturating_sub(last.transactions));
@@ -133,7 +141,8 @@ mod tests {
         outages.state_changed(State::Healthy, State::Outage, t0);
         outages.state_changed(State::Outage, State::Recovering, t0);
         tokio::time::advance(Duration::from_millis(1000)).await;
-        sample(&sources, &clock, first, false);
+        let second = || label(clock.unix(tokio::time::Instant::now()), false, None);
+        sample(&sources, second(), first);
         let t: Timeline = timeline.snapshot();
         let s = t.iter().last().copied().unwrap_or_default();
         assert_eq!((s.attempts, s.successes, s.skipped), (4, 3, 1));
@@ -145,7 +154,7 @@ mod tests {
         assert_eq!(t.classes().len(), ErrorClass::ALL.len());
         // The next second has nothing new, and the state is the current one.
         tokio::time::advance(Duration::from_millis(1000)).await;
-        let tally = sample(&sources, &clock, outcomes.tally(), false);
+        let tally = sample(&sources, second(), outcomes.tally());
         let s = timeline
             .snapshot()
             .iter()
@@ -168,11 +177,24 @@ mod tests {
             at,
             5,
         );
-        sample(&sources, &clock, tally, true);
+        let pushed = timeline.snapshot().iter().last().map(|s| s.at);
+        let part = label(clock.unix(tokio::time::Instant::now()), true, pushed);
+        sample(&sources, part, tally);
         let t: Timeline = timeline.snapshot();
         assert_eq!(t.iter().count(), whole + 1);
         let s = t.iter().last().copied().unwrap_or_default();
         assert_eq!((s.attempts, s.successes), (1, 1));
+    }
+
+    #[test]
+    fn the_part_second_at_the_end_follows_every_second_pushed() {
+        // Ticks on whole seconds label the second that just ended.
+        assert_eq!(label(1000.0004, false, None), 999);
+        assert_eq!(label(1000.9, false, None), 1000);
+        // The end, 0.2 s into second 1000: its own second.
+        assert_eq!(label(1000.2, true, Some(999)), 1000);
+        // After a tick 0.6 s late had labelled second 1000 already: the next one.
+        assert_eq!(label(1000.7, true, Some(1000)), 1001);
     }
 
     #[test]
