@@ -80,25 +80,29 @@ pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
 
 /// A measured duration as people read it, to the millisecond as the text summary, the log
 /// and the verdict's reasons give it (so a figure reads the same in every output): 274 ms,
-/// 2.974 s, 1 min 05.100 s, 1 h 05 min.
+/// 2.974 s, 1 min 05.100 s, 1 h 00 min 29.000 s.
 pub(crate) fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
     }
-    // The digits of the text summary's `{:.3}`, whatever the float's binary rounding; never
-    // `-0`; the unit is chosen by the value rounded (0.9996 s is 1.000 s).
-    let ms: u64 = format!("{:.3}", s.max(0.0))
-        .replace('.', "")
-        .parse()
-        .unwrap_or(u64::MAX);
-    match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..60_000 => format!("{}.{:03} s", ms / 1000, ms % 1000),
-        60_000..3_600_000 => {
-            let (min, ms) = (ms / 60_000, ms % 60_000);
-            format!("{min} min {:02}.{:03} s", ms / 1000, ms % 1000)
-        }
-        _ => fmt_length(s),
+    // The digits of the text summary's `{:.3}`, whatever the float's binary rounding (a
+    // trigger-relative figure may be negative; `-0.000` is 0); the unit is chosen by the
+    // value rounded (0.9996 s is 1.000 s).
+    let text = format!("{s:.3}");
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(d) if d != "0.000" => ("-", d),
+        Some(d) => ("", d),
+        None => ("", text.as_str()),
+    };
+    let Ok(ms) = digits.replace('.', "").parse::<u64>() else {
+        return fmt_length(s);
+    };
+    let (h, min, sec, ms) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    match (h, min, sec) {
+        (0, 0, 0) => format!("{sign}{ms} ms"),
+        (0, 0, _) => format!("{sign}{sec}.{ms:03} s"),
+        (0, _, _) => format!("{sign}{min} min {sec:02}.{ms:03} s"),
+        _ => format!("{sign}{h} h {min:02} min {sec:02}.{ms:03} s"),
     }
 }
 

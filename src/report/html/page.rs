@@ -44,12 +44,7 @@ pub fn render(s: &Summary) -> String {
     let dated = dated(s);
     // To the millisecond the summary keeps; the timeline's first whole second is up to a
     // second earlier.
-    let run_start = humantime::parse_rfc3339_weak(&s.started_at)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs_f64())
-        .or_else(|| s.timeline.span().map(|(a, _)| a as f64))
-        .unwrap_or_else(|| s.outages.first().map_or(0.0, |o| o.start_unix));
+    let (run_start, _) = s.span_unix();
     let body = html! {
         h1 { "Failover drill report" }
         p.sub {

@@ -610,7 +610,8 @@ fn axis_helpers_round_sensibly() {
     assert_eq!(fmt_secs(65.0), "1 min 05.000 s");
     assert_eq!(fmt_secs(120.0404), "2 min 00.040 s");
     assert_eq!(fmt_secs(3599.7), "59 min 59.700 s");
-    assert_eq!(fmt_secs(7199.9), "2 h 00 min");
+    assert_eq!(fmt_secs(3629.0), "1 h 00 min 29.000 s");
+    assert_eq!(fmt_secs(-0.003), "-3 ms");
     assert_eq!(fmt_secs(30.0004), "30.000 s");
     // As `{:.3}` rounds it (2.5225 is 2.52249… in binary), so as the text summary reads.
     assert_eq!(fmt_secs(2.5225), format!("{:.3} s", 2.5225));
