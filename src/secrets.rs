@@ -136,7 +136,7 @@ fn forms(secret: &str) -> Option<[String; 3]> {
 
 /// The words a secret is found after ([`SECRET_VALUE`]): keys (in any case, `pass` and
 /// `pwd` also as the end of a longer one), and the authorization schemes before a value.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 19] = [
     "password",
     "passwd",
     "passphrase",
@@ -154,8 +154,10 @@ const KEYS: [&str; 18] = [
     "private_key",
     "private-key",
     "privatekey",
-    // `--oauth2-bearer …` (curl).
+    // `--oauth2-bearer …` (curl); `--auth …` (httpie), `X-Auth: …` (the dash: `auth:` is an
+    // error class).
     "bearer",
+    "-auth",
 ];
 const SCHEMES: [&str; 2] = ["bearer", "basic"];
 

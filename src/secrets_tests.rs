@@ -157,8 +157,8 @@ fn options_that_name_a_secret_hide_their_value() {
         ("tool --token-file /run/t", "tool --token-file /run/t"),
         // Keys that end in `auth` or `bearer`, and tokens known by their shape.
         (
-            "echo --auth admin:pw1 --oauth2-bearer pw2",
-            "echo --auth admin:REDACTED --oauth2-bearer REDACTED",
+            "echo --auth admin:pw1 --oauth2-bearer pw2 --auth-type=bearer --auth=tok3 X-Auth: pw4",
+            "echo --auth REDACTED --oauth2-bearer REDACTED --auth-type=bearer --auth=REDACTED X-Auth: REDACTED",
         ),
         (
             "run ghp_abcdefghijklmnopqrstuvwx012345 xoxb-1234567890-abcdefghij",
