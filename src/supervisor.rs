@@ -152,6 +152,11 @@ impl Fatal {
         self.stop.cancel();
     }
 
+    /// Whether a failure was reported (the run is stopping for it).
+    pub fn is_set(&self) -> bool {
+        self.error.lock().is_some()
+    }
+
     /// The first reported failure's text, if any, left in place.
     pub fn message(&self) -> Option<String> {
         self.error.lock().as_ref().map(ToString::to_string)

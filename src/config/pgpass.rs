@@ -64,8 +64,9 @@ fn fields(line: &str) -> Option<[Field; 5]> {
     let end = |f: &mut Field, escaped: bool| f.any = f.text == "*" && !escaped;
     while let Some(c) = chars.next() {
         match c {
+            // A backslash ending the line is itself, as libpq keeps it.
             '\\' => {
-                out[field].text.extend(chars.next());
+                out[field].text.push(chars.next().unwrap_or('\\'));
                 escaped = true;
             }
             ':' if field == 4 => break,
@@ -116,6 +117,11 @@ mod tests {
         assert_eq!(lookup(star.path(), &one("db9"), "d", "u").unwrap(), None);
         let found = lookup(star.path(), &one("*"), "d", "u").unwrap();
         assert_eq!(found, Some("star".into()));
+        let trailing = file("*:*:*:*:ends\\\n", 0o600);
+        assert_eq!(
+            lookup(trailing.path(), &one("h"), "d", "u").unwrap(),
+            Some("ends\\".into())
+        );
         let g = file("localhost:5432:*:*:sock\n", 0o400);
         let h = vec![("/var/run/postgresql".to_string(), 5432)];
         assert_eq!(lookup(g.path(), &h, "d", "u").unwrap(), Some("sock".into()));

@@ -7,7 +7,8 @@
 //! - `outage`: no write acknowledged for the outage threshold while a write failed
 //!   or, for longer (the stall threshold), while writes were in flight. Entered from any other state. The outage is dated back to
 //!   the first write that failed after the last success (or to the last success
-//!   when writes merely stalled), so detection delay does not inflate it.
+//!   when writes merely stalled; before the first success, to the first connection set
+//!   up), so detection delay does not inflate it.
 //! - `recovering`: the first write after an outage was acknowledged; the outage's
 //!   write unavailability is fixed then (first failure → first success). Left for
 //!   `healthy` once the success rate over a whole recovery window (5 s) after the

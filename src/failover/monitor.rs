@@ -402,6 +402,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn writes_unanswered_from_the_first_connection_on_are_a_stall_outage() {
+        let r = rig();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.monitor.clone().run(stop.clone()));
+        // Taken from the backlog while the first connection is set up: no stall yet.
+        r.detector.started();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(r.outages.state(), FailoverState::Healthy);
+        r.detector.ready();
+        let ready = Instant::now();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        r.detector.ready();
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(r.outages.state(), FailoverState::Outage);
+        r.detector.finished();
+        writes(&r.detector, Duration::from_secs(1), None).await;
+        stop.cancel();
+        task.await.expect("monitor ends");
+        let records = r.outages.outages();
+        assert_eq!(records.len(), 1, "{records:?}");
+        // Dated to the first connection set up, not the run's start or a later one.
+        let unavailable = records[0].write_unavailable_seconds.expect("ended");
+        let since_ready = (Instant::now() - ready).as_secs_f64() - 1.0;
+        assert!(
+            (unavailable - since_ready).abs() < 0.03,
+            "{unavailable} {since_ready}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn writes_in_flight_with_no_answer_are_a_stall_outage() {
         let r = rig();
         let stop = CancellationToken::new();

@@ -201,7 +201,7 @@ impl Setup {
         // Configuration-like failures say what to fix; log them (not every time) so that a
         // daemon retrying forever does not fail silently.
         // Not once a failure before the first write is stopping the run: nothing retries.
-        let stopping = self.fatal.message().is_some();
+        let stopping = self.fatal.is_set();
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) && !stopping {
             let news = self
                 .logged
