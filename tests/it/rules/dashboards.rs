@@ -381,6 +381,20 @@ fn dashboard_shows_history_timestamps_and_scrape_health() {
         config["options"]["mappings"][0]["handlerKey"], "threshold1",
         "{config}"
     );
+    // And the SLI's: green from the objective up, over a red base.
+    let sli = panel("Write success, 30 days");
+    assert!(exprs(sli)
+        .iter()
+        .any(|e| e.contains("pgdrill:write_success_objective_ratio")));
+    let config = sli["transformations"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| str_of(t, "id") == Some("configFromData")))
+        .expect("the SLI takes its threshold from the objective query");
+    let mapping = &config["options"]["mappings"][0];
+    assert_eq!(mapping["handlerKey"], "threshold1", "{config}");
+    assert_eq!(mapping["handlerArguments"]["threshold"]["color"], "green");
+    let steps = &sli["fieldConfig"]["defaults"]["thresholds"]["steps"];
+    assert_eq!(steps[0]["color"], "red", "{steps}");
     // Scrape health.
     assert!(exprs(panel("Scrape health (up)"))
         .iter()
