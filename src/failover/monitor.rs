@@ -416,14 +416,9 @@ mod tests {
         r.detector.ready();
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         assert_eq!(r.outages.state(), FailoverState::Outage);
-        r.detector.finished();
-        writes(&r.detector, Duration::from_secs(1), None).await;
-        stop.cancel();
-        task.await.expect("monitor ends");
-        let records = r.outages.outages();
-        assert_eq!(records.len(), 1, "{records:?}");
+        let outage = answered_then_stopped(&r, stop, task).await;
         // Dated to the first connection set up, not the run's start or a later one.
-        let unavailable = records[0].write_unavailable_seconds.expect("ended");
+        let unavailable = outage.write_unavailable_seconds.expect("ended");
         let since_ready = (Instant::now() - ready).as_secs_f64() - 1.0;
         assert!(
             (unavailable - since_ready).abs() < 0.03,
@@ -441,15 +436,26 @@ mod tests {
         r.detector.started();
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         assert_eq!(r.outages.state(), FailoverState::Outage);
+        let outage = answered_then_stopped(&r, stop, task).await;
+        // Dated back to the last success before the silence.
+        let unavailable = outage.write_unavailable_seconds.expect("ended");
+        assert!((1.5..1.53).contains(&unavailable), "{unavailable}");
+        assert!(outage.error_classes.is_empty());
+    }
+
+    /// The write in flight is answered, a second of writes follows, the monitor stops: the
+    /// one outage it recorded.
+    async fn answered_then_stopped(
+        r: &Rig,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    ) -> crate::failover::outages::OutageRecord {
         r.detector.finished();
         writes(&r.detector, Duration::from_secs(1), None).await;
         stop.cancel();
         task.await.expect("monitor ends");
-        let records = r.outages.outages();
+        let mut records = r.outages.outages();
         assert_eq!(records.len(), 1, "{records:?}");
-        // Dated back to the last success before the silence.
-        let unavailable = records[0].write_unavailable_seconds.expect("ended");
-        assert!((1.5..1.53).contains(&unavailable), "{unavailable}");
-        assert!(records[0].error_classes.is_empty());
+        records.remove(0)
     }
 }

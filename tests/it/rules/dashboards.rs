@@ -373,10 +373,13 @@ fn dashboard_shows_history_timestamps_and_scrape_health() {
     assert!(exprs(rto)
         .iter()
         .any(|e| e.contains("pgdrill:rto_objective_seconds")));
-    let config = rto["transformations"]
-        .as_array()
-        .and_then(|t| t.iter().find(|t| str_of(t, "id") == Some("configFromData")))
-        .expect("Last RTO takes its threshold from the objective query");
+    let from_data = |p: &Value| -> Option<Value> {
+        let t = p["transformations"].as_array()?;
+        t.iter()
+            .find(|t| str_of(t, "id") == Some("configFromData"))
+            .cloned()
+    };
+    let config = from_data(rto).expect("Last RTO takes its threshold from the objective query");
     assert_eq!(
         config["options"]["mappings"][0]["handlerKey"], "threshold1",
         "{config}"
@@ -386,10 +389,7 @@ fn dashboard_shows_history_timestamps_and_scrape_health() {
     assert!(exprs(sli)
         .iter()
         .any(|e| e.contains("pgdrill:write_success_objective_ratio")));
-    let config = sli["transformations"]
-        .as_array()
-        .and_then(|t| t.iter().find(|t| str_of(t, "id") == Some("configFromData")))
-        .expect("the SLI takes its threshold from the objective query");
+    let config = from_data(sli).expect("the SLI takes its threshold from the objective query");
     let mapping = &config["options"]["mappings"][0];
     assert_eq!(mapping["handlerKey"], "threshold1", "{config}");
     assert_eq!(mapping["handlerArguments"]["threshold"]["color"], "green");
