@@ -272,7 +272,9 @@ fn members_table(r: &FleetReport) -> Markup {
 
 /// Every member's timeline over the same span, each with the triggers marked.
 fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
-    let spans = inputs.iter().filter_map(|i| i.summary.timeline.span());
+    // The merged members' spans: one left out (another drill) does not stretch the axis.
+    let merged = r.members.iter().filter_map(|m| summary_of(m, inputs));
+    let spans = merged.filter_map(|s| s.timeline.span());
     let Some((from, to)) = spans.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))) else {
         return html! {};
     };

@@ -17,7 +17,7 @@ use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
 use crate::report::summary::Member;
 use crate::report::summary::{RunCounts, Summary};
-use crate::telemetry::timeline::Timeline;
+use crate::telemetry::timeline::{Bucket, Timeline};
 
 /// One member's figures in the merged report.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +120,9 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     let mut inputs: Vec<&Input> = inputs.iter().collect();
     let mut invalid = Vec::new();
     let single = inputs.len() == 1;
+    // One summary of a canary (no member of a drill by several, no trigger): no verdict.
+    let lone_canary =
+        single && inputs[0].summary.member.is_none() && inputs[0].summary.drill.is_none();
     inputs.sort_by_key(|i| i.summary.member.map_or(u32::MAX, |m| m.index));
     let name = |i: &Input| match i.summary.member {
         Some(m) => format!("member {} ({})", m.index, i.file),
@@ -133,9 +136,17 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         .or(inputs.first())
         .and_then(|i| i.summary.drill_id.clone());
     let mut not_merged = Vec::new();
+    let mut runs = std::collections::HashMap::new();
     if !single {
         inputs.retain(|i| {
+            let first = *runs.entry(i.summary.run_id).or_insert(i.file.as_str());
             let reason = match (&i.summary.drill_id, &drill_id) {
+                _ if first != i.file => {
+                    format!(
+                        "the same run ({}) as {first}, given twice",
+                        i.summary.run_id
+                    )
+                }
                 (None, _) => {
                     "no drill id (--drill-id): it cannot be told apart from another drill's"
                         .to_string()
@@ -161,7 +172,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         .filter(|i| i.summary.drill.is_some())
         .collect();
     let trigger_input = match trigger_inputs.as_slice() {
-        [] if single => None,
+        [] if lone_canary => None,
         [] => {
             invalid.push(
                 "no summary holds the failover trigger: the triggering member (member 0) is \
@@ -170,7 +181,16 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
             );
             None
         }
-        [one] => Some(*one),
+        [one] => {
+            if let Some(m) = one.summary.member.filter(|m| m.index != 0) {
+                invalid.push(format!(
+                    "{} ran the failover trigger: member 0 triggers, member {} measures only",
+                    name(one),
+                    m.index
+                ));
+            }
+            Some(*one)
+        }
         more => {
             let names: Vec<String> = more.iter().map(|i| name(i)).collect();
             invalid.push(format!(
@@ -218,7 +238,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
             ))
         }
         // One canary summary: no verdict, as the run itself had none.
-        None if single => None,
+        None if lone_canary => None,
         // Nothing to judge the members by, which is itself the reason.
         None => Some(Verdict {
             verdict: VerdictKind::Invalid,
@@ -353,12 +373,25 @@ fn figures(
             r.uncertainty_seconds + own.uncertainty_seconds,
         )
     });
-    if let Some((ahead, within)) = skew.filter(|(a, w)| a.abs() - w > CLOCK_TOLERANCE) {
-        invalid.push(format!(
+    match skew {
+        _ if is_trigger || trigger_input.is_none() => {}
+        None => invalid.push(format!(
+            "{name}: its clock could not be compared with the triggering member's (a summary \
+             without a reading of the database server's clock: the server did not answer at \
+             the end of a run, or an older pgdrill), so its failover cannot be timed from \
+             the trigger"
+        )),
+        Some((ahead, within)) if ahead.abs() - within > CLOCK_TOLERANCE => invalid.push(format!(
             "{name}: its clock was {ahead:+.3} s (± {within:.3} s) off the triggering member's, \
              read through the database server's clock: more than {CLOCK_TOLERANCE} s, so its \
              failover cannot be timed from the trigger"
-        ));
+        )),
+        Some((ahead, within)) if within > CLOCK_TOLERANCE => invalid.push(format!(
+            "{name}: its clock was {ahead:+.3} s ± {within:.3} s off the triggering member's: \
+             read with more uncertainty than {CLOCK_TOLERANCE} s (slow round trips to the \
+             database server), so its failover cannot be timed from the trigger"
+        )),
+        Some(_) => {}
     }
     let (baselines, drills) = match (is_trigger, drill) {
         (true, Some(d)) => (d.baselines.clone(), d.drills.clone()),
@@ -424,12 +457,18 @@ fn figures(
     }
 }
 
-/// The load a member's timeline holds within the trigger member's baseline window (whole
-/// seconds inside it); `None` when it holds none.
+/// The load a member's timeline holds within the trigger member's baseline window: the whole
+/// buckets inside it, else (a window shorter than its buckets: a second, or a minute once
+/// coarsened) the buckets it overlaps; `None` when it holds none.
 fn baseline(t: &Timeline, window: &Baseline, target_rate: Option<f64>) -> Option<Baseline> {
     let from = window.from_unix.ceil() as u64;
     let to = window.to_unix.floor() as u64;
-    let inside: Vec<_> = t.iter().filter(|b| b.at >= from && b.end() <= to).collect();
+    let mut inside: Vec<_> = t.iter().filter(|b| b.at >= from && b.end() <= to).collect();
+    if inside.is_empty() {
+        let overlaps =
+            |b: &&Bucket| (b.end() as f64) > window.from_unix && (b.at as f64) < window.to_unix;
+        inside = t.iter().filter(overlaps).collect();
+    }
     let (first, last) = (inside.first()?, inside.last()?);
     Some(Baseline {
         trigger: window.trigger,

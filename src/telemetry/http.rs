@@ -1,8 +1,10 @@
 //! `/metrics`, `/healthz` and a small `/` page, served until shutdown; over TLS and behind
 //! basic auth when `--web.config.file` says so.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -147,6 +149,25 @@ fn connection_cap(nofile: Option<u64>, pool_size: u32) -> usize {
     (left as usize).clamp(1, MAX_CONNECTIONS)
 }
 
+/// A connection's place among those served: whether it is handling a request, and how to
+/// make it leave at once.
+#[derive(Default)]
+struct Place {
+    busy: AtomicBool,
+    leave: CancellationToken,
+}
+
+/// With every place taken, the oldest connection not handling a request leaves for a new
+/// one, so idle clients (a flood of them, reopened as they are closed) cannot shut out a
+/// scrape or a probe; `None` when every connection is handling a request.
+fn make_room(places: &mut VecDeque<Weak<Place>>) -> Option<()> {
+    places.retain(|p| p.strong_count() > 0);
+    let mut taken = places.iter().filter_map(Weak::upgrade);
+    let idle = taken.find(|p| !p.busy.load(Ordering::Relaxed))?;
+    idle.leave.cancel();
+    Some(())
+}
+
 /// Serves on an already bound listener (bound before load starts, so a bad
 /// `--listen` fails fast) until `stop`.
 pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationToken) {
@@ -157,6 +178,7 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationTok
         .and_then(|w| w.tls.clone())
         .map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut places: VecDeque<Weak<Place>> = VecDeque::new();
     let mut failures = 0;
     let (mut accept_errors, mut refusals) = (Throttle::new(LOG_EVERY), Throttle::new(LOG_EVERY));
     loop {
@@ -179,42 +201,74 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationTok
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Closed at once: a queue of waiting connections would hold descriptors too.
-            drop(stream);
-            if let Some(repeats) = refusals.hit(Instant::now()) {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    repeats,
-                    "too many HTTP connections; closing new ones"
-                );
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let room = make_room(&mut places);
+                let freed = tokio::time::timeout(CLOSE_GRACE, permits.clone().acquire_owned());
+                if let Some(repeats) = refusals.hit(Instant::now()) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        repeats,
+                        "too many HTTP connections: the oldest idle one is closed for a new \
+                         one, or the new one when every connection is serving a request"
+                    );
+                }
+                match room {
+                    Some(()) => freed.await.ok().and_then(Result::ok),
+                    None => None,
+                }
             }
+        };
+        // Without one, closed at once: a queue of waiting connections would hold descriptors.
+        let Some(permit) = permit else {
+            drop(stream);
             continue;
         };
+        let place = Arc::new(Place::default());
+        places.push_back(Arc::downgrade(&place));
+        if places.len() > 2 * limits.max_connections {
+            places.retain(|p| p.strong_count() > 0);
+        }
         let (site, stop, tls) = (site.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let Some(acceptor) = tls else {
-                return serve_connection(stream, site, stop).await;
+            let leave = place.leave.clone();
+            let serve = async move {
+                let Some(acceptor) = tls else {
+                    return serve_connection(stream, site, stop, place).await;
+                };
+                // The handshake gets as long as a request's headers would.
+                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, site, stop, place).await,
+                    Ok(Err(err)) => tracing::debug!(%err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
             };
-            // The handshake gets as long as a request's headers would.
-            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => serve_connection(tls_stream, site, stop).await,
-                Ok(Err(err)) => tracing::debug!(%err, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
+            // Made to leave (see `make_room`): dropped, which closes it.
+            tokio::select! {
+                () = serve => {}
+                () = leave.cancelled() => {}
             }
         });
     }
 }
 
-async fn serve_connection<S>(stream: S, site: Arc<Site>, stop: CancellationToken)
+async fn serve_connection<S>(stream: S, site: Arc<Site>, stop: CancellationToken, place: Arc<Place>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_read_timeout = site.limits.header_read_timeout;
     let service = service_fn(move |req| {
-        let site = site.clone();
-        async move { Ok::<_, Infallible>(handle(req, &site).await) }
+        let (site, place) = (site.clone(), place.clone());
+        async move {
+            place.busy.store(true, Ordering::Relaxed);
+            let response = handle(req, &site).await;
+            place.busy.store(false, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -261,7 +315,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn excess_and_idle_connections_are_closed() {
+    async fn a_new_connection_takes_the_oldest_idle_ones_place_and_idle_ones_are_closed() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(Health::default());
@@ -283,10 +337,21 @@ mod tests {
         for _ in 0..2 {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
-        // Let the server take both before the third arrives.
+        // Let the server take both before the third arrives: it is served, in the place of
+        // the oldest idle one.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut excess = TcpStream::connect(addr).await.unwrap();
-        assert!(closed_within(&mut excess, Duration::from_millis(200)).await);
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        third
+            .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(2), third.read_to_string(&mut body))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+        assert!(closed_within(&mut idle[0], Duration::from_millis(100)).await);
         // A half-sent request is an idle connection too.
         idle[1]
             .write_all(b"GET /metrics HTTP/1.1\r\n")
