@@ -56,6 +56,9 @@ struct TlsFormat {
 pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     users: BTreeMap<String, String>,
+    /// Checked for a user not configured, so that the answer takes as long as for one that
+    /// is (a quick refusal would tell which user names exist).
+    unknown_user_hash: String,
     /// SHA-256 of (user, password, hash) of credentials verified right. Never the
     /// password itself.
     cache: Mutex<HashSet<[u8; 32]>>,
@@ -97,21 +100,39 @@ impl WebConfig {
             .tls_server_config
             .map(|t| tls_config(path, &t))
             .transpose()?;
+        let mut costs = Vec::new();
         for (user, hash) in &file.basic_auth_users {
             // bcrypt's error repeats the value, which may be a password put there by mistake.
-            bcrypt::HashParts::from_str(hash).map_err(|_| {
-                error(
-                    path,
-                    format!(
-                        "basic_auth_users.{user}: not a bcrypt hash ($2a$/$2b$/$2y$, cost, \
-                         salt and hash; e.g. from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
-                    ),
-                )
-            })?;
+            // A hash it would refuse at the first scrape (another version, a cost outside
+            // 4-31) is refused now.
+            let versions = ["$2a$", "$2b$", "$2y$"];
+            let cost = bcrypt::HashParts::from_str(hash)
+                .ok()
+                .filter(|_| versions.iter().any(|v| hash.starts_with(v)))
+                .map(|parts| parts.get_cost())
+                .filter(|cost| (4..=31).contains(cost))
+                .ok_or_else(|| {
+                    error(
+                        path,
+                        format!(
+                            "basic_auth_users.{user}: not a bcrypt hash ($2a$/$2b$/$2y$, cost 4 \
+                             to 31, salt and hash; e.g. from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
+                        ),
+                    )
+                })?;
+            costs.push(cost);
         }
+        // The users' cost (htpasswd's default is 10), at most 12: a start is not held for long.
+        let cost = costs.iter().max().copied().unwrap_or(4).min(12);
+        let unknown_user_hash = match costs.is_empty() {
+            true => String::new(),
+            false => bcrypt::hash("pgdrill: no such user", cost)
+                .map_err(|e| error(path, format!("hashing: {e}")))?,
+        };
         Ok(WebConfig {
             tls,
             users: file.basic_auth_users,
+            unknown_user_hash,
             cache: Mutex::new(HashSet::new()),
             hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         })
@@ -127,8 +148,9 @@ impl WebConfig {
         let Some((user, password)) = header.and_then(basic_credentials) else {
             return false;
         };
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return false;
+        let (hash, known) = match self.users.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            None => (self.unknown_user_hash.clone(), false),
         };
         let key = digest(&user, &password, &hash);
         if self.cache.lock().contains(&key) {
@@ -140,7 +162,7 @@ impl WebConfig {
             let _turn = turn;
             bcrypt::verify(password, &hash)
         });
-        let ok = matches!(verify.await, Ok(Ok(true)));
+        let ok = matches!(verify.await, Ok(Ok(true))) && known;
         let mut cache = self.cache.lock();
         if ok && cache.len() < CACHE_ENTRIES {
             cache.insert(key);
@@ -278,6 +300,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
             ("basic_auth_users:\n  prom: plain-text\n", "not a bcrypt hash"),
+            // A cost bcrypt refuses to check, another version: refused at start.
+            (
+                "basic_auth_users:\n  prom: $2y$03$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui\n",
+                "cost 4",
+            ),
+            (
+                "basic_auth_users:\n  prom: $2x$10$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui\n",
+                "not a bcrypt hash",
+            ),
             ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_ca_file: ca.crt\n", "client_ca_file"),
             ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "missing.crt"),
             ("http_server_config:\n  http2: false\n", "http_server_config"),
