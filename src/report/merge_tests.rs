@@ -50,6 +50,7 @@ pub(crate) fn pod(
         "new_primary_writes_unix": [start + unavailable],
         "outages": [outage],
         "timeline": {"classes": ["connection_closed"], "buckets": buckets},
+        "server_clock": {"offset_seconds": 0.0, "uncertainty_seconds": 0.001},
     });
     if let Some(rto) = rto {
         let config = DrillArgs {
@@ -232,11 +233,13 @@ fn foreign_missing_or_absent_members_make_it_invalid_naming_them() {
         "{v}"
     );
 
-    // Two triggering members; a duplicated member.
+    // Two triggering members; a duplicated member (two processes given index 1).
+    let mut second_one = pod(1, "d1", 0.4, 0, None);
+    second_one["run_id"] = json!(201);
     let v = verdict(&[
         pod(0, "d1", 0.3, 0, Some("120s")),
         pod(1, "d1", 0.5, 0, Some("120s")),
-        pod(1, "d1", 0.4, 0, None),
+        second_one,
     ]);
     assert!(
         v.invalid
@@ -367,4 +370,78 @@ fn a_member_that_crashed_after_writing_makes_the_drill_invalid_naming_it() {
         let written = serde_json::to_value(&run).unwrap();
         assert_eq!(verdict(&[written]).verdict, kind, "{rto}");
     }
+}
+
+#[test]
+fn a_merge_names_what_it_cannot_time_or_count() {
+    let has = |v: &Verdict, text: &str| v.invalid.iter().any(|r| r.contains(text));
+    // One measuring member's summary alone: not a canary, its trigger member is missing.
+    let r = merge(&inputs(&[pod(1, "d1", 0.3, 0, None)]));
+    let v = r.verdict.clone().expect("a verdict");
+    assert!(has(&v, "member 0 of 3 is missing"), "{v}");
+    assert!(has(&v, "no summary holds the failover trigger"), "{v}");
+    assert_eq!(r.exit_code(), 4);
+    // A clock not read, or read too roughly to time a failover by.
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    pods[1]["server_clock"] = Value::Null;
+    pods[2]["server_clock"] = json!({"offset_seconds": -2.0, "uncertainty_seconds": 2.5});
+    let v = verdict(&pods);
+    assert!(
+        has(&v, "member 1 (pod-1.json): its clock could not be compared"),
+        "{v}"
+    );
+    assert!(
+        has(
+            &v,
+            "member 2 (pod-2.json): its clock was +2.000 s ± 2.501 s"
+        ),
+        "{v}"
+    );
+    // The trigger run by a member other than 0.
+    let v = verdict(&[
+        pod(0, "d1", 0.3, 0, None),
+        pod(1, "d1", 0.5, 0, Some("120s")),
+        pod(2, "d1", 0.4, 0, None),
+    ]);
+    assert!(
+        has(&v, "member 1 (pod-1.json) ran the failover trigger"),
+        "{v}"
+    );
+    // The same run given twice, members without indices: left out, not counted twice.
+    let mut pods: Vec<Value> = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+    ]
+    .into_iter()
+    .map(|mut p| {
+        p["member"] = Value::Null;
+        p
+    })
+    .collect();
+    pods.push(pods[1].clone());
+    let r = merge(&inputs(&pods));
+    assert_eq!(r.not_merged.len(), 1, "{:?}", r.not_merged);
+    assert!(r.not_merged[0].reason.contains("given twice"));
+    assert_eq!(r.counts.transactions, 12_000);
+    assert_eq!(r.exit_code(), 4);
+}
+
+#[test]
+fn a_baseline_window_shorter_than_a_second_reads_the_seconds_it_overlaps() {
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    // `--failover-after 2s` leaves a window of a second, not on whole seconds.
+    pods[0]["drill"]["baselines"][0]["from_unix"] = json!(T0 + 29.3);
+    pods[0]["drill"]["baselines"][0]["to_unix"] = json!(T0 + 30.2);
+    let r = merge(&inputs(&pods));
+    let v = r.verdict.clone().expect("a verdict");
+    assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
+    assert_eq!(r.members[1].baselines[0].successes, 200);
 }

@@ -178,12 +178,11 @@ async fn a_forced_failover_drill_renders_its_report_and_the_json_renders_the_sam
         .and_then(|s| s.parse().ok())
         .expect("data-seconds");
     assert_eq!(shown, rto);
-    // Rounded up, as the verdict judges (a value shown over the objective is over it).
-    let up = |scale: f64| (rto * scale - 1e-6).ceil();
-    let text = if up(1000.0) < 1000.0 {
-        format!("<b>{:.0} ms</b>", up(1000.0))
-    } else {
-        format!("<b>{:.2} s</b>", up(100.0) / 100.0)
+    // To the millisecond, with the text summary's digits (`{:.3}`).
+    let digits = format!("{rto:.3}");
+    let text = match digits.strip_prefix("0.") {
+        Some(ms) => format!("<b>{} ms</b>", ms.trim_start_matches('0')),
+        None => format!("<b>{digits} s</b>"),
     };
     assert!(rows[0].contains(&text), "{text} in {}", rows[0]);
     assert!(html.contains(&format!("<div class=\"v\">{}", &text[3..text.len() - 4])));
