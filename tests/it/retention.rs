@@ -161,7 +161,9 @@ async fn retention_never_deletes_what_a_verification_still_reads_back() {
     lab.stop(node, pgdrill_lab::StopMode::Fast)
         .await
         .expect("stop PostgreSQL");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Down 3 s: longer than the outage threshold at 2/s (three intervals, 1.5 s), however
+    // fast the lab stops and starts (down 1 s, a fast start once left no outage).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     lab.start_node(node).await.expect("start PostgreSQL");
     drill.wait_for_outage_over(Duration::from_secs(30)).await;
     eventually(Duration::from_secs(15), "the outage verified", || async {
