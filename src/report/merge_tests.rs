@@ -91,6 +91,15 @@ pub(crate) fn pod(
     v
 }
 
+/// A drill by three: member 0 triggered (objective 120 s), members 1 and 2 measured.
+fn members() -> [Value; 3] {
+    [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ]
+}
+
 pub(crate) fn inputs(pods: &[Value]) -> Vec<Input> {
     pods.iter()
         .enumerate()
@@ -141,11 +150,7 @@ fn one_summary_merges_into_the_verdict_the_run_gave_itself() {
 
 #[test]
 fn three_members_give_one_verdict_with_each_ones_figures_and_the_worst() {
-    let pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-        pod(2, "d1", 0.4, 0, None),
-    ];
+    let pods = members();
     let r = merge(&inputs(&pods));
     let v = r.verdict.clone().unwrap();
     assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
@@ -304,11 +309,7 @@ fn a_member_not_running_at_the_trigger_or_unhealthy_before_it_is_named() {
 #[test]
 fn clocks_that_disagree_through_the_server_make_it_invalid() {
     let clock = |offset: f64| json!({"offset_seconds": offset, "uncertainty_seconds": 0.001});
-    let mut pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-        pod(2, "d1", 0.4, 0, None),
-    ];
+    let mut pods = members();
     pods[0]["server_clock"] = clock(10.0);
     pods[1]["server_clock"] = clock(10.05);
     pods[2]["server_clock"] = clock(9.5);
@@ -328,11 +329,7 @@ fn clocks_that_disagree_through_the_server_make_it_invalid() {
 
 #[test]
 fn a_member_that_crashed_after_writing_makes_the_drill_invalid_naming_it() {
-    let mut pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-        pod(2, "d1", 0.4, 0, None),
-    ];
+    let mut pods = members();
     pods[2]["crashed"] = "a lane panicked 6 times".into();
     let v = verdict(&pods);
     assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
@@ -382,11 +379,7 @@ fn a_merge_names_what_it_cannot_time_or_count() {
     assert!(has(&v, "no summary holds the failover trigger"), "{v}");
     assert_eq!(r.exit_code(), 4);
     // A clock not read, or read too roughly to time a failover by.
-    let mut pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-        pod(2, "d1", 0.4, 0, None),
-    ];
+    let mut pods = members();
     pods[1]["server_clock"] = Value::Null;
     pods[2]["server_clock"] = json!({"offset_seconds": -2.0, "uncertainty_seconds": 2.5});
     let v = verdict(&pods);
@@ -432,11 +425,7 @@ fn a_merge_names_what_it_cannot_time_or_count() {
 
 #[test]
 fn a_baseline_window_shorter_than_a_second_reads_the_seconds_it_overlaps() {
-    let mut pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-        pod(2, "d1", 0.4, 0, None),
-    ];
+    let mut pods = members();
     // `--failover-after 2s` leaves a window of a second, not on whole seconds.
     pods[0]["drill"]["baselines"][0]["from_unix"] = json!(T0 + 29.3);
     pods[0]["drill"]["baselines"][0]["to_unix"] = json!(T0 + 30.2);
