@@ -5,50 +5,33 @@ use std::io;
 
 use tokio_postgres::error::SqlState;
 
-/// [`ErrorClass`] from one table: each class with its label value, in export order.
-macro_rules! error_classes {
-    ($($(#[$doc:meta])* $name:ident = $label:literal,)*) => {
-        /// Every failure pgdrill counts falls into exactly one of these classes.
-        /// The set is fixed so that each `{class}` series can be pre-created at 0.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum ErrorClass {
-            $($(#[$doc])* $name,)*
-        }
-
-        impl ErrorClass {
-            pub const ALL: [ErrorClass; [$($label),*].len()] = [$(ErrorClass::$name),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(ErrorClass::$name => $label,)*
-                }
-            }
-        }
-    };
-}
-
-error_classes! {
-    ConnectRefused = "connect_refused",
-    ConnectTimeout = "connect_timeout",
-    Dns = "dns",
-    Tls = "tls",
-    Auth = "auth",
-    TooManyConnections = "too_many_connections",
-    ReadOnly = "read_only",
-    AdminShutdown = "admin_shutdown",
-    CrashShutdown = "crash_shutdown",
-    CannotConnectNow = "cannot_connect_now",
-    ConnectionClosed = "connection_closed",
-    StatementTimeout = "statement_timeout",
-    /// The client gave up on a server that stopped answering (no reply within the
-    /// client's bound, or the kernel reported the peer dead); never the server's 57014.
-    NoResponse = "no_response",
-    PoolTimeout = "pool_timeout",
-    /// The connection pooler's own error (PgBouncer's SQLSTATE 08P01: "server conn
-    /// crashed?", "pgbouncer cannot connect to server", query_wait_timeout, …), not the
-    /// server's.
-    Pooler = "pooler",
-    Other = "other",
+labelled! {
+    /// Every failure pgdrill counts falls into exactly one of these classes.
+    /// The set is fixed so that each `{class}` series can be pre-created at 0.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum ErrorClass {
+        ConnectRefused = "connect_refused",
+        ConnectTimeout = "connect_timeout",
+        Dns = "dns",
+        Tls = "tls",
+        Auth = "auth",
+        TooManyConnections = "too_many_connections",
+        ReadOnly = "read_only",
+        AdminShutdown = "admin_shutdown",
+        CrashShutdown = "crash_shutdown",
+        CannotConnectNow = "cannot_connect_now",
+        ConnectionClosed = "connection_closed",
+        StatementTimeout = "statement_timeout",
+        /// The client gave up on a server that stopped answering (no reply within the
+        /// client's bound, or the kernel reported the peer dead); never the server's 57014.
+        NoResponse = "no_response",
+        PoolTimeout = "pool_timeout",
+        /// The connection pooler's own error (PgBouncer's SQLSTATE 08P01: "server conn
+        /// crashed?", "pgbouncer cannot connect to server", query_wait_timeout, …), not the
+        /// server's.
+        Pooler = "pooler",
+        Other = "other",
+    }
 }
 
 impl ErrorClass {

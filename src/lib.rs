@@ -17,6 +17,37 @@
 //! - `telemetry`: every metric definition, latency recorders, `/metrics`, logging.
 //! - `clock`, `error`, `shutdown`, `supervisor`: shared by all.
 
+/// An enum whose variants stand for fixed label values: `ALL` in declaration order,
+/// `as_str` and `from_label` from one table.
+macro_rules! labelled {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$attr:meta])* $variant:ident = $label:literal,)*
+    }) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($(#[$attr])* $variant,)*
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            pub const ALL: [$name; [$($label),*].len()] = [$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+
+            pub fn from_label(label: &str) -> Option<$name> {
+                match label {
+                    $($label => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
 mod clock;
 pub mod config;
 mod db;

@@ -34,36 +34,21 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::ConfigError;
 
-/// libpq's `sslmode` values (`allow` is treated as `prefer`: both accept either).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
+labelled! {
+    /// libpq's `sslmode` values (`allow` is treated as `prefer`: both accept either).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum SslMode {
+        Disable = "disable",
+        Prefer = "prefer",
+        Require = "require",
+        VerifyCa = "verify-ca",
+        VerifyFull = "verify-full",
+    }
 }
 
 impl SslMode {
     pub fn parse(value: &str) -> Option<SslMode> {
-        Some(match value {
-            "disable" => SslMode::Disable,
-            "allow" | "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
+        SslMode::from_label(if value == "allow" { "prefer" } else { value })
     }
 
     /// The mode tokio-postgres gets: whether to ask for TLS and whether it is mandatory.

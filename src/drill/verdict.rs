@@ -57,23 +57,17 @@ pub const EXIT_FAIL: u8 = 3;
 /// Exit status of a run whose drill could not be judged (see the module rules).
 pub const EXIT_INVALID: u8 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VerdictKind {
-    Pass,
-    Fail,
-    Invalid,
+labelled! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum VerdictKind {
+        Pass = "pass",
+        Fail = "fail",
+        Invalid = "invalid",
+    }
 }
 
 impl VerdictKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::Pass => "pass",
-            VerdictKind::Fail => "fail",
-            VerdictKind::Invalid => "invalid",
-        }
-    }
-
     pub fn exit_code(self) -> u8 {
         match self {
             VerdictKind::Pass => 0,

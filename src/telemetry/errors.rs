@@ -35,11 +35,9 @@ pub struct ErrorKind {
 /// An error class's name read back from a summary, as the `&'static str` the running code
 /// uses; a name this version does not know reads as `other`.
 fn known(name: &str) -> &'static str {
-    ErrorClass::ALL
-        .iter()
-        .map(|c| c.as_str())
-        .find(|c| *c == name)
-        .unwrap_or(ErrorClass::Other.as_str())
+    ErrorClass::from_label(name)
+        .unwrap_or(ErrorClass::Other)
+        .as_str()
 }
 
 /// A class name; the alias keeps serde from borrowing a `&'static str` from the input.

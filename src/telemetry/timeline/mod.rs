@@ -53,35 +53,19 @@ pub const MAX_EVENTS: usize = 1000;
 /// Longest text an event keeps (bytes), so events stay bounded too.
 pub const MAX_TEXT: usize = 160;
 
-/// Write availability as the failover state machine saw it, ordered by severity
-/// so that merging keeps the worst. Serialized like the monitor's states.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    #[default]
-    Healthy,
-    Degraded,
-    Recovering,
-    Outage,
-}
-
-impl State {
-    pub const ALL: [State; 4] = [
-        State::Healthy,
-        State::Degraded,
-        State::Recovering,
-        State::Outage,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Healthy => "healthy",
-            State::Degraded => "degraded",
-            State::Recovering => "recovering",
-            State::Outage => "outage",
-        }
+labelled! {
+    /// Write availability as the failover state machine saw it, ordered by severity
+    /// so that merging keeps the worst. Serialized like the monitor's states.
+    #[derive(
+        Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    )]
+    #[serde(rename_all = "snake_case")]
+    pub enum State {
+        #[default]
+        Healthy = "healthy",
+        Degraded = "degraded",
+        Recovering = "recovering",
+        Outage = "outage",
     }
 }
 
