@@ -337,9 +337,13 @@ impl Drill {
             create = %config.table_policy.describe(),
             retention = %config.retention.map_or_else(
                 || "off".to_string(),
-                |r| format!("deletes pgdrill's rows older than {}", humantime::format_duration(r.window))
+                |r| format!(
+                    "deletes the rows of every pgdrill run (run_id set), not only this one's, \
+                     older than {}",
+                    humantime::format_duration(r.window)
+                )
             ),
-            "pgdrill inserts rows tagged with this run_id; it changes and deletes no other row"
+            "pgdrill inserts rows tagged with this run_id; it changes and deletes no row that is not pgdrill's"
         );
         if let Some(why) = &config.target.passfile_skipped {
             tracing::warn!("{why}");

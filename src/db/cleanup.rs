@@ -68,6 +68,12 @@ pub async fn run(
             table.name
         ));
     };
+    // A DELETE on a parent reaches its inheritance children's rows.
+    if let Some(problem) = relation.children_problem(table) {
+        if scope != Scope::DropTable {
+            return Err(CleanupError::Refused(problem));
+        }
+    }
     match scope {
         Scope::DropTable if !relation.ours => Err(CleanupError::Refused(format!(
             "{} was not created by pgdrill (no 'pgdrill:' comment); pgdrill drops only its own \
@@ -82,18 +88,44 @@ pub async fn run(
         _ if !relation.deletable() => {
             Err(CleanupError::Refused(shared_table_needs(table, &relation)))
         }
-        Scope::Run(id) => {
-            let n = delete(&client, &table.cleanup_delete_sql(BATCH, Some(id))).await?;
-            Ok(format!("deleted {n} rows of run {id} from {}", table.name))
-        }
-        Scope::AllRuns => {
-            let n = delete(&client, &table.cleanup_delete_sql(BATCH, None)).await?;
-            Ok(format!(
-                "deleted {n} rows of pgdrill's runs (run_id set) from {}",
-                table.name
-            ))
+        _ => {
+            let deletes = table_check::Writes {
+                inserts: false,
+                deletes: true,
+            };
+            let fired = table_check::fired_by(&client, &table.quoted, deletes).await?;
+            if !fired.is_empty() {
+                return Err(CleanupError::Refused(format!(
+                    "deleting from {} would fire {}, which may change data that is not \
+                     pgdrill's; nothing was deleted. Disable or drop them first, or delete \
+                     pgdrill's rows yourself",
+                    table.name,
+                    fired.join(", ")
+                )));
+            }
+            let run = match scope {
+                Scope::Run(id) => Some(id),
+                _ => None,
+            };
+            delete_rows(&client, table, run).await
         }
     }
+}
+
+/// Deletes pgdrill's rows of one run (or of every run), once the table is known safe to.
+async fn delete_rows(
+    client: &Client,
+    table: &Table,
+    run: Option<i64>,
+) -> Result<String, CleanupError> {
+    let n = delete(client, &table.cleanup_delete_sql(BATCH, run)).await?;
+    Ok(match run {
+        Some(id) => format!("deleted {n} rows of run {id} from {}", table.name),
+        None => format!(
+            "deleted {n} rows of pgdrill's runs (run_id set) from {}",
+            table.name
+        ),
+    })
 }
 
 /// Why pgdrill will not delete from a table it shares, and the statements that fix it.

@@ -91,6 +91,11 @@ impl Table {
         )
     }
 
+    /// The name of [`Table::index_sql`]'s index, as the catalog holds it.
+    pub(crate) fn index_relname(&self) -> String {
+        index_relname(&self.quoted)
+    }
+
     /// Removes what a failed [`Table::index_sql`] leaves behind (an invalid index).
     pub(crate) fn index_drop_sql(&self) -> String {
         let schema = self
@@ -229,13 +234,18 @@ fn is_plain(p: &str) -> bool {
 
 /// `"s"."t"` → `"t_pgdrill_rows"` (an index lives in its table's schema), within 63 bytes.
 fn index_name(quoted: &str) -> String {
+    format!("\"{}\"", index_relname(quoted))
+}
+
+/// [`index_name`] unquoted, as `pg_class.relname` holds it.
+fn index_relname(quoted: &str) -> String {
     let table = quoted
         .rsplit("\".\"")
         .next()
         .unwrap_or(quoted)
         .trim_matches('"');
     let base = &table[..table.floor_char_boundary(63 - "_pgdrill_rows".len())];
-    format!("\"{base}_pgdrill_rows\"")
+    format!("{base}_pgdrill_rows")
 }
 
 /// How the INSERT travels: the statement shape is the same, the protocol differs.

@@ -105,7 +105,7 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
     .await;
     assert_eq!(marked, 1, "pgdrill's table carries its mark");
     assert!(
-        err.contains("changes and deletes no other row"),
+        err.contains("changes and deletes no row that is not pgdrill's"),
         "said beforehand:\n{err}"
     );
 
@@ -405,5 +405,125 @@ async fn tables_that_defeat_the_measurement_are_refused_at_start() {
     }
     let rows = count(&client, "SELECT count(*) FROM tx_base", &[]).await;
     assert_eq!(rows, 0);
+    lab.shutdown().await;
+}
+
+/// What a DELETE of pgdrill's would reach beyond its rows stops retention and cleanup
+/// before any change: a plain inheritance child (its rows are the parent's to a DELETE), a
+/// DO INSTEAD rule, a foreign key that cascades into another table. An UNLOGGED partition
+/// and an index name already taken are refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_never_reach_other_tables_or_rows_through_the_table() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    let cols = "transaction_id bigserial PRIMARY KEY, customer_id int, merchant_id int, \
+                amount numeric, status text, created_at timestamptz DEFAULT now()";
+    exec(
+        &client,
+        &format!(
+            "CREATE TABLE tx_parent ({cols}); \
+             CREATE TABLE tx_child (run_id bigint, note text) INHERITS (tx_parent); \
+             INSERT INTO tx_child (customer_id, merchant_id, amount, status, run_id, created_at) \
+               SELECT 1, 1, 1, 'x', 7, now() - interval '10 days' FROM generate_series(1, 30); \
+             CREATE TABLE tx_part ({cols}) PARTITION BY RANGE (transaction_id); \
+             CREATE TABLE tx_part_lo PARTITION OF tx_part FOR VALUES FROM (0) TO (1000); \
+             CREATE UNLOGGED TABLE tx_part_hi PARTITION OF tx_part \
+               FOR VALUES FROM (1000) TO (MAXVALUE); \
+             CREATE TABLE tx_idx ({cols}); CREATE INDEX tx_idx_pgdrill_rows ON tx_idx (customer_id); \
+             CREATE TABLE tx_fk ({cols}); CREATE TABLE tx_rule ({cols}); \
+             CREATE TABLE audit (id int); INSERT INTO audit SELECT generate_series(1, 5)"
+        ),
+    )
+    .await;
+    let run = |table: &'static str, extra: &'static [&'static str]| {
+        let dsn = dsn.clone();
+        async move {
+            let mut argv = vec!["--dsn", dsn.as_str(), "--table", table, "--alter-table"];
+            argv.extend_from_slice(&["--rate", "20", "--duration", "2s"]);
+            argv.extend_from_slice(extra);
+            pgdrill(&argv, Duration::from_secs(60)).await
+        }
+    };
+    let retention: &[&str] = &["--retention", "20s", "--verify-window", "5s"];
+    for (table, extra, expect) in [
+        ("tx_parent", &[][..], "inheritance children (tx_child)"),
+        ("tx_parent", retention, "inheritance children (tx_child)"),
+        ("tx_part", &[][..], "UNLOGGED partitions (tx_part_hi)"),
+        (
+            "tx_idx",
+            retention,
+            "tx_idx_pgdrill_rows on tx_idx, but that name is taken",
+        ),
+    ] {
+        let (code, _, err) = run(table, extra).await;
+        assert_eq!(code, Some(2), "{table} {extra:?}:\n{err}");
+        assert!(err.contains(expect), "{table}: not {expect:?}:\n{err}");
+    }
+    // Nothing was changed: the children's rows, their columns, the users' index.
+    let child = "SELECT count(*) FROM tx_child WHERE run_id = 7";
+    assert_eq!(count(&client, child, &[]).await, 30);
+    let added = "SELECT count(*) FROM pg_attribute WHERE attname = 'seq' \
+                 AND attrelid IN ('tx_parent'::regclass, 'tx_child'::regclass, 'tx_idx'::regclass)";
+    assert_eq!(count(&client, added, &[]).await, 0);
+
+    // Made pgdrill's (columns, index) by two runs; then a cascading foreign key and a DO
+    // INSTEAD rule.
+    for table in ["tx_fk", "tx_rule"] {
+        let (code, _, err) = run(table, retention).await;
+        assert_eq!(code, Some(0), "{table}:\n{err}");
+    }
+    exec(
+        &client,
+        "CREATE TABLE settlements (tx bigint REFERENCES tx_fk ON DELETE CASCADE); \
+         INSERT INTO settlements SELECT transaction_id FROM tx_fk; \
+         CREATE RULE instead AS ON DELETE TO tx_rule DO INSTEAD \
+           DELETE FROM audit WHERE id = OLD.transaction_id % 5 + 1",
+    )
+    .await;
+    let settled = count(&client, "SELECT count(*) FROM settlements", &[]).await;
+    assert!(settled > 0);
+    for (table, expect) in [
+        (
+            "tx_fk",
+            "foreign key settlements_tx_fkey of settlements (ON DELETE CASCADE)",
+        ),
+        ("tx_rule", "rule instead"),
+        ("tx_parent", "inheritance children (tx_child)"),
+    ] {
+        let argv = [
+            "cleanup",
+            "--dsn",
+            dsn.as_str(),
+            "--table",
+            table,
+            "--all-runs",
+        ];
+        let (status, out, err) = Binary::spawn(&argv).wait(Duration::from_secs(30)).await;
+        assert_eq!(status.code(), Some(2), "{table}:\n{out}\n{err}");
+        assert!(err.contains(expect), "{table}: not {expect:?}:\n{err}");
+    }
+    let (code, _, err) = run("tx_fk", retention).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("settlements_tx_fkey"), "{err}");
+    let rows = count(&client, "SELECT count(*) FROM settlements", &[]).await;
+    assert_eq!(rows, settled, "no settlement was deleted");
+    assert_eq!(count(&client, "SELECT count(*) FROM audit", &[]).await, 5);
+    assert_eq!(count(&client, child, &[]).await, 30);
+
+    // A server that takes no writes is named as such, not as a missing privilege.
+    let read_only = format!("{dsn} options='-c default_transaction_read_only=on'");
+    let argv = [
+        "--dsn",
+        read_only.as_str(),
+        "--table",
+        "tx_new",
+        "--duration",
+        "60s",
+    ];
+    let (code, _, err) = pgdrill(&argv, Duration::from_secs(30)).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the server takes no writes"), "{err}");
+    assert!(!err.contains("grant CREATE"), "{err}");
     lab.shutdown().await;
 }

@@ -9,13 +9,16 @@
 
 use std::sync::atomic::Ordering;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::db::table::{Row, Table, Workload, OWNER_MARK};
 
 mod alter;
+mod effects;
 pub(crate) use alter::index_alone;
 pub use alter::Change;
+pub(crate) use effects::{fired_by, Writes};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
 const USER_COLUMNS: &[&str] = &["customer_id", "merchant_id", "amount", "status"];
@@ -107,12 +110,30 @@ pub(crate) struct Relation {
     /// Its `run_id` column carries [`OWNER_MARK`]: pgdrill added it, so the rows with it set
     /// are pgdrill's (a `run_id` the table had before could be the users' own).
     pub rows_marked: bool,
+    /// Its plain inheritance children (not partitions), comma-separated: a DELETE or SELECT
+    /// on the parent reaches their rows.
+    pub children: String,
+    /// Its partitions, at any depth, that are UNLOGGED, comma-separated.
+    pub unlogged_partitions: String,
+    /// The name of pgdrill's index ([`Table::index_sql`]) is taken in the table's schema by
+    /// something else: `IF NOT EXISTS` would quietly build nothing.
+    pub index_name_taken: bool,
 }
 
 impl Relation {
     /// pgdrill's rows can be deleted without touching or scanning anyone else's.
     pub fn deletable(&self) -> bool {
         self.ours || (self.indexed && self.rows_marked)
+    }
+
+    /// Why no DELETE of pgdrill's may run on this table, whatever its rows.
+    pub fn children_problem(&self, table: &Table) -> Option<String> {
+        (!self.children.is_empty()).then(|| {
+            format!(
+                "{} has inheritance children ({}): a DELETE or SELECT on it reaches their rows,                  which are not pgdrill's. Point --table at a table without children (a                  partitioned table is fine), or leave --table unset for pgdrill's own",
+                table.name, self.children
+            )
+        })
     }
 }
 
@@ -170,10 +191,24 @@ pub(crate) async fn relation(
                         pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)'))::text, \
                 (coalesce(col_description(c.oid, (SELECT attnum FROM pg_attribute \
                    WHERE attrelid = c.oid AND attname = 'run_id' AND NOT attisdropped)), '') \
-                 LIKE {mark})::text \
+                 LIKE {mark})::text, \
+                (SELECT coalesce(string_agg(k.oid::regclass::text, ', ' ORDER BY k.oid), '') \
+                 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid \
+                 WHERE i.inhparent = c.oid AND NOT k.relispartition), \
+                (WITH RECURSIVE p(oid) AS (SELECT c.oid UNION ALL SELECT i.inhrelid \
+                   FROM pg_inherits i JOIN p ON i.inhparent = p.oid) \
+                 SELECT coalesce(string_agg(k.oid::regclass::text, ', ' ORDER BY k.oid), '') \
+                 FROM p JOIN pg_class k ON k.oid = p.oid \
+                 WHERE k.relispartition AND k.relpersistence = 'u'), \
+                EXISTS (SELECT 1 FROM pg_class ic LEFT JOIN pg_index i ON i.indexrelid = ic.oid \
+                 WHERE ic.relname = {index} AND ic.relnamespace = c.relnamespace \
+                   AND NOT coalesce(i.indrelid = c.oid AND i.indkey[0] = (SELECT attnum \
+                     FROM pg_attribute WHERE attrelid = c.oid AND attname = 'transaction_id') \
+                     AND pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)', false))::text \
          FROM pg_class c WHERE c.oid = to_regclass({name})",
         mark = quote_literal(&format!("{OWNER_MARK}%")),
         name = quote_literal(&table.quoted),
+        index = quote_literal(&table.index_relname()),
     );
     let rows = super::text_rows(client, &sql).await?;
     Ok(rows.first().map(|r| {
@@ -185,6 +220,9 @@ pub(crate) async fn relation(
             indexed: text(3) == "true",
             id_indexed: text(4) == "true",
             rows_marked: text(5) == "true",
+            children: text(6),
+            unlogged_partitions: text(7),
+            index_name_taken: text(8) == "true",
         }
     }))
 }
@@ -193,12 +231,18 @@ pub(crate) async fn relation(
 async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> {
     if let Err(err) = client.batch_execute(&table.create_sql()).await {
         let _ = client.batch_execute("ROLLBACK").await;
-        let raced = err.code().is_some_and(|c| {
-            *c == tokio_postgres::error::SqlState::DUPLICATE_TABLE
-                || *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-        });
+        let raced = err
+            .code()
+            .is_some_and(|c| *c == SqlState::DUPLICATE_TABLE || *c == SqlState::UNIQUE_VIOLATION);
         if !raced {
+            let read_only = err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION);
             return Err(match super::db_message(&err) {
+                Some(m) if read_only => TableError::Unusable(format!(
+                    "cannot create pgdrill's table {}: {m}; the server takes no writes \
+                     (a standby, or default_transaction_read_only is on for this role or \
+                     database): point --dsn at the primary",
+                    table.name
+                )),
                 Some(m) => TableError::Unusable(format!(
                     "cannot create pgdrill's table {}: {m}; grant CREATE on the \
                      schema (docs/configuration.md#privileges) or create it as its owner: {};",
@@ -245,6 +289,17 @@ fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<
             table.quoted
         ));
     }
+    if !r.unlogged_partitions.is_empty() {
+        return Some(format!(
+            "{name} has UNLOGGED partitions ({}): a crash or failover empties them, and \
+             pgdrill would report every row written there as a lost write. Make them logged \
+             (ALTER TABLE … SET LOGGED; as their owner) or leave --table unset for pgdrill's own",
+            r.unlogged_partitions
+        ));
+    }
+    if let Some(problem) = r.children_problem(table) {
+        return Some(problem);
+    }
     if r.persistence == "t" {
         return Some(format!(
             "{name} is a temporary table; pgdrill needs a table"
@@ -277,7 +332,11 @@ async fn prepare_shared(
     let fired = if policy.triggers {
         Vec::new()
     } else {
-        fired_by_writes(client, &table.quoted, policy.deletes).await?
+        let writes = Writes {
+            inserts: true,
+            deletes: policy.deletes,
+        };
+        fired_by(client, &table.quoted, writes).await?
     };
     if !fired.is_empty() {
         return Err(TableError::Unusable(format!(
@@ -335,6 +394,15 @@ async fn prepare_shared(
     } else {
         None
     };
+    if index.is_some() && relation.index_name_taken {
+        return Err(TableError::Unusable(format!(
+            "pgdrill would build its index {} on {}, but that name is taken in the table's \
+             schema by an index or table that is not pgdrill's; nothing was changed. Rename \
+             that one, or leave --table unset for pgdrill's own table",
+            table.index_relname(),
+            table.name
+        )));
+    }
     if let Some(need) = index {
         statements.push(table.index_sql());
         needs.push(need.into());
@@ -367,43 +435,8 @@ async fn prepare_shared(
     Ok(())
 }
 
-fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The enabled user triggers on INSERT, and on DELETE when pgdrill deletes (`--retention`),
-/// of the table or any partition an INSERT may be routed to, and such rules: what pgdrill's
-/// writes would set off. (A plain inheritance child's triggers never fire for its parent.)
-async fn fired_by_writes(
-    client: &Client,
-    table: &str,
-    deletes: bool,
-) -> Result<Vec<String>, tokio_postgres::Error> {
-    // tgtype bits: 4 INSERT, 8 DELETE; rules' ev_type: '3' INSERT, '4' DELETE. Enabled:
-    // 'O' and 'A' fire in a normal session ('R' only as a replica, 'D' never).
-    let (bits, events) = match deletes {
-        true => (12, "'3', '4'"),
-        false => (4, "'3'"),
-    };
-    let sql = format!(
-        "WITH RECURSIVE t(oid) AS (SELECT to_regclass({name}) UNION ALL \
-           SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid \
-           JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relispartition) \
-         SELECT DISTINCT 'trigger ' || quote_ident(g.tgname) FROM pg_trigger g \
-         WHERE g.tgrelid IN (SELECT oid FROM t) AND NOT g.tgisinternal \
-           AND g.tgenabled IN ('O', 'A') AND (g.tgtype::int & {bits}) <> 0 \
-         UNION \
-         SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \
-         WHERE r.ev_class = to_regclass({name}) AND r.ev_type IN ({events}) \
-           AND r.ev_enabled IN ('O', 'A') \
-         ORDER BY 1",
-        name = quote_literal(table)
-    );
-    let rows = super::text_rows(client, &sql).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| r.first().cloned().flatten())
-        .collect())
 }
 
 async fn columns(client: &Client, table: &str) -> Result<Vec<Column>, tokio_postgres::Error> {

@@ -506,11 +506,23 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
         ))
         .await
         .expect("create the users' tables");
-    // A unique build over duplicates fails and leaves its index behind, invalid.
-    let failed = owner
-        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY broken_pgdrill_rows ON broken (status)")
-        .await;
-    assert!(failed.is_err(), "the unique build should fail");
+    // What a failed build of pgdrill's index leaves behind: the index, invalid.
+    owner
+        .batch_execute(
+            "ALTER TABLE broken ADD COLUMN run_id bigint; \
+             COMMENT ON COLUMN broken.run_id IS 'pgdrill: rows'; \
+             CREATE INDEX broken_pgdrill_rows ON broken (transaction_id) WHERE run_id IS NOT NULL",
+        )
+        .await
+        .expect("build the index");
+    connect(&admin_app_dsn(&lab))
+        .await
+        .batch_execute(
+            "UPDATE pg_index SET indisvalid = false \
+             WHERE indexrelid = 'broken_pgdrill_rows'::regclass",
+        )
+        .await
+        .expect("mark it invalid");
     let holder = connect(&dsn).await;
     holder
         .batch_execute("BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE")

@@ -1,0 +1,65 @@
+//! What pgdrill's INSERTs and DELETEs would set off on a table: triggers, rules, and foreign
+//! keys whose `ON DELETE` action changes other tables' rows. Any of them may change data
+//! that is not pgdrill's, so a run (unless `--allow-table-triggers`) and `cleanup` refuse.
+
+use tokio_postgres::Client;
+
+use super::quote_literal;
+
+/// Which of pgdrill's statements the table will see.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writes {
+    pub inserts: bool,
+    pub deletes: bool,
+}
+
+/// The enabled user triggers and rules on the statements in `writes`, of the table or any
+/// partition a row may be routed to, and with deletes the foreign keys that cascade,
+/// set null or set default into another table. (Tables with plain inheritance children are
+/// refused before this: a DELETE on the parent would reach the children's rows.)
+pub(crate) async fn fired_by(
+    client: &Client,
+    table: &str,
+    writes: Writes,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    // tgtype bits: 4 INSERT, 8 DELETE; rules' ev_type: '3' INSERT, '4' DELETE. Enabled:
+    // 'O' and 'A' fire in a normal session ('R' only as a replica, 'D' never).
+    let bits = 4 * i32::from(writes.inserts) + 8 * i32::from(writes.deletes);
+    let events = match (writes.inserts, writes.deletes) {
+        (true, true) => "'3', '4'",
+        (false, true) => "'4'",
+        _ => "'3'",
+    };
+    // confdeltype: 'c' cascade, 'n' set null, 'd' set default change the referencing rows;
+    // 'a' no action and 'r' restrict only make the DELETE fail.
+    let foreign_keys = match writes.deletes {
+        true => {
+            "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' of ' || \
+               k.conrelid::regclass::text || ' (ON DELETE ' || CASE k.confdeltype \
+               WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END || ')' \
+             FROM pg_constraint k WHERE k.contype = 'f' \
+               AND k.confrelid IN (SELECT oid FROM t) AND k.confdeltype IN ('c', 'n', 'd')"
+        }
+        false => "",
+    };
+    let sql = format!(
+        "WITH RECURSIVE t(oid) AS (SELECT to_regclass({name}) UNION ALL \
+           SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid \
+           JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relispartition) \
+         SELECT 'trigger ' || quote_ident(g.tgname) FROM pg_trigger g \
+         WHERE g.tgrelid IN (SELECT oid FROM t) AND NOT g.tgisinternal \
+           AND g.tgenabled IN ('O', 'A') AND (g.tgtype::int & {bits}) <> 0 \
+         UNION \
+         SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \
+         WHERE r.ev_class = to_regclass({name}) AND r.ev_type IN ({events}) \
+           AND r.ev_enabled IN ('O', 'A') \
+         {foreign_keys} \
+         ORDER BY 1",
+        name = quote_literal(table)
+    );
+    let rows = crate::db::text_rows(client, &sql).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect())
+}
