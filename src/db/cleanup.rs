@@ -85,6 +85,10 @@ pub async fn run(
             client.batch_execute(&sql).await?;
             Ok(format!("dropped pgdrill's table {}", table.name))
         }
+        _ if !relation.has_run_id => Ok(format!(
+            "table {} has no run_id column: pgdrill never wrote to it; nothing to clean",
+            table.name
+        )),
         _ if !relation.deletable() => {
             Err(CleanupError::Refused(shared_table_needs(table, &relation)))
         }

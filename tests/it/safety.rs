@@ -314,6 +314,9 @@ async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
 
     // A table pgdrill did not create: never dropped; without pgdrill's index, not scanned.
     exec(&client, TEAM_TABLE).await;
+    let (code, out, err) = cleanup(&["--table", "transactions", "--all-runs"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("has no run_id column"), "{out}");
     exec(
         &client,
         "ALTER TABLE transactions ADD COLUMN run_id bigint, ADD COLUMN seq bigint",

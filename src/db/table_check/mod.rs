@@ -110,6 +110,8 @@ pub(crate) struct Relation {
     /// Its `run_id` column carries [`OWNER_MARK`]: pgdrill added it, so the rows with it set
     /// are pgdrill's (a `run_id` the table had before could be the users' own).
     pub rows_marked: bool,
+    /// It has a `run_id` column: without one, pgdrill never wrote a row to it.
+    pub has_run_id: bool,
     /// Its plain inheritance children (not partitions), comma-separated: a DELETE or SELECT
     /// on the parent reaches their rows.
     pub children: String,
@@ -192,6 +194,8 @@ pub(crate) async fn relation(
                 (coalesce(col_description(c.oid, (SELECT attnum FROM pg_attribute \
                    WHERE attrelid = c.oid AND attname = 'run_id' AND NOT attisdropped)), '') \
                  LIKE {mark})::text, \
+                EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = c.oid \
+                  AND attname = 'run_id' AND NOT attisdropped)::text, \
                 (SELECT coalesce(string_agg(k.oid::regclass::text, ', ' ORDER BY k.oid), '') \
                  FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid \
                  WHERE i.inhparent = c.oid AND NOT k.relispartition), \
@@ -220,9 +224,10 @@ pub(crate) async fn relation(
             indexed: text(3) == "true",
             id_indexed: text(4) == "true",
             rows_marked: text(5) == "true",
-            children: text(6),
-            unlogged_partitions: text(7),
-            index_name_taken: text(8) == "true",
+            has_run_id: text(6) == "true",
+            children: text(7),
+            unlogged_partitions: text(8),
+            index_name_taken: text(9) == "true",
         }
     }))
 }
