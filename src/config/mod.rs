@@ -348,7 +348,10 @@ impl RunArgs {
             self.retention_batch_size,
             1_000_000,
         )?;
-        Ok(Some(RetentionSettings::new(window, batch_size)))
+        Ok(Some(RetentionSettings {
+            fired_allowed: self.allow_table_triggers,
+            ..RetentionSettings::new(window, batch_size)
+        }))
     }
 }
 

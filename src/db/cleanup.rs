@@ -68,12 +68,6 @@ pub async fn run(
             table.name
         ));
     };
-    // A DELETE on a parent reaches its inheritance children's rows.
-    if let Some(problem) = relation.children_problem(table) {
-        if scope != Scope::DropTable {
-            return Err(CleanupError::Refused(problem));
-        }
-    }
     match scope {
         Scope::DropTable if !relation.ours => Err(CleanupError::Refused(format!(
             "{} was not created by pgdrill (no 'pgdrill:' comment); pgdrill drops only its own \
@@ -89,23 +83,15 @@ pub async fn run(
             "table {} has no run_id column: pgdrill never wrote to it; nothing to clean",
             table.name
         )),
-        _ if !relation.deletable() => {
-            Err(CleanupError::Refused(shared_table_needs(table, &relation)))
-        }
         _ => {
-            let deletes = table_check::Writes {
-                inserts: false,
-                deletes: true,
-            };
-            let fired = table_check::fired_by(&client, &table.quoted, deletes).await?;
-            if !fired.is_empty() {
+            if let Some(hazard) = table_check::delete_hazard(&client, table, false).await? {
                 return Err(CleanupError::Refused(format!(
-                    "deleting from {} would fire {}, which may change data that is not \
-                     pgdrill's; nothing was deleted. Disable or drop them first, or delete \
-                     pgdrill's rows yourself",
-                    table.name,
-                    fired.join(", ")
+                    "{hazard}; nothing was deleted. Remove what it names first, or delete \
+                     pgdrill's rows yourself"
                 )));
+            }
+            if !relation.deletable() {
+                return Err(CleanupError::Refused(shared_table_needs(table, &relation)));
             }
             let run = match scope {
                 Scope::Run(id) => Some(id),
@@ -138,7 +124,7 @@ fn shared_table_needs(table: &Table, relation: &Relation) -> String {
     if !relation.indexed {
         needs.push((
             "has no index on pgdrill's rows (pgdrill does not scan rows that are not its own)",
-            table.index_sql() + &table_check::index_alone(table),
+            table.index_sql() + &table_check::index_alone(table, &relation.schema),
         ));
     }
     if !relation.rows_marked {

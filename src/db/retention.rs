@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::connect::Conn;
 use crate::db::pool::DbPool;
 use crate::db::table::Table;
+use crate::db::table_check::delete_hazard;
 use crate::error::{classify, ErrorClass};
 use crate::telemetry::metrics::Metrics;
 
@@ -35,6 +36,8 @@ pub struct RetentionSettings {
     pub batch_size: u32,
     /// Time between sweeps: a tenth of the window, between 1 s and 1 min.
     pub interval: Duration,
+    /// `--allow-table-triggers`: a sweep may fire the table's DELETE triggers and rules.
+    pub fired_allowed: bool,
 }
 
 impl RetentionSettings {
@@ -43,6 +46,7 @@ impl RetentionSettings {
             window,
             batch_size,
             interval: (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            fired_allowed: false,
         }
     }
 }
@@ -64,9 +68,11 @@ pub async fn run(
         batch_size = settings.batch_size,
         interval = %humantime::format_duration(settings.interval),
         table = %table.name,
-        "retention started: deletes pgdrill's own rows (run_id set) older than the window, no other row"
+        "retention started: deletes pgdrill's rows (run_id set, of every run) older than the window, no other row"
     );
     let mut conn: Option<Conn> = None;
+    // What holds the deletes back (a trigger added since the start, …), said when it changes.
+    let mut held: Option<String> = None;
     let mut wait = settings.interval;
     loop {
         tokio::select! {
@@ -89,8 +95,19 @@ pub async fn run(
             },
         };
         let sql = table.retention_delete_sql(settings.batch_size, settings.window, floor());
-        match sweep(&c, &sql, settings, &metrics, &stop).await {
-            Ok(deleted) => {
+        match sweep(&c, &table, &sql, settings, &metrics, &stop).await {
+            Ok(Swept::Held(hazard)) => {
+                metrics.retention_errors.inc(ErrorClass::Other);
+                if held.as_ref() != Some(&hazard) {
+                    tracing::warn!(table = %table.name, "retention deletes nothing while this holds: {hazard}");
+                }
+                held = Some(hazard);
+                conn = Some(c);
+            }
+            Ok(Swept::Deleted(deleted)) => {
+                if held.take().is_some() {
+                    tracing::info!(table = %table.name, "retention deletes again");
+                }
                 if deleted > 0 {
                     tracing::info!(
                         deleted,
@@ -126,29 +143,48 @@ pub async fn run(
     }
 }
 
-/// Deletes batches until one comes back short or `stop`; returns the rows deleted, or the
-/// error (`None`: no answer within [`BATCH_TIMEOUT`]).
+/// What a sweep did.
+enum Swept {
+    Deleted(u64),
+    /// Nothing: the table has what pgdrill's DELETE must not reach or set off.
+    Held(String),
+}
+
+/// Looks at the table again (triggers, rules, foreign keys and inheritance children can be
+/// added at any time), then deletes batches until one comes back short or `stop`; returns
+/// what it did, or the error (`None`: no answer within [`BATCH_TIMEOUT`]).
 async fn sweep(
     conn: &Conn,
+    table: &Table,
     sql: &str,
     settings: RetentionSettings,
     metrics: &Metrics,
     stop: &CancellationToken,
-) -> Result<u64, Option<tokio_postgres::Error>> {
+) -> Result<Swept, Option<tokio_postgres::Error>> {
+    let look = delete_hazard(&conn.client, table, settings.fired_allowed);
+    let Some(hazard) = stop
+        .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, look))
+        .await
+    else {
+        return Ok(Swept::Deleted(0));
+    };
+    if let Some(hazard) = hazard.map_err(|_| None)?.map_err(Some)? {
+        return Ok(Swept::Held(hazard));
+    }
     let mut total = 0;
     loop {
         let batch = tokio::time::timeout(BATCH_TIMEOUT, super::affected(&conn.client, sql));
         let Some(deleted) = stop.run_until_cancelled(batch).await else {
-            return Ok(total);
+            return Ok(Swept::Deleted(total));
         };
         let deleted = deleted.map_err(|_| None)?.map_err(Some)?;
         metrics.retention_rows_deleted.inc_by(deleted);
         total += deleted;
         if deleted < u64::from(settings.batch_size) || stop.is_cancelled() {
-            return Ok(total);
+            return Ok(Swept::Deleted(total));
         }
         tokio::select! {
-            _ = stop.cancelled() => return Ok(total),
+            _ = stop.cancelled() => return Ok(Swept::Deleted(total)),
             _ = tokio::time::sleep(BATCH_PAUSE) => {}
         }
     }

@@ -96,16 +96,12 @@ impl Table {
         index_relname(&self.quoted)
     }
 
-    /// Removes what a failed [`Table::index_sql`] leaves behind (an invalid index).
-    pub(crate) fn index_drop_sql(&self) -> String {
-        let schema = self
-            .quoted
-            .rsplit_once("\".\"")
-            .map(|(s, _)| format!("{s}\"."));
-        let index = index_name(&self.quoted);
+    /// Removes what a failed [`Table::index_sql`] leaves behind (an invalid index), in the
+    /// table's `schema` (quoted): by the search path it could be another schema's index.
+    pub(crate) fn index_drop_sql(&self, schema: &str) -> String {
         format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS {}{index}",
-            schema.unwrap_or_default()
+            "DROP INDEX CONCURRENTLY IF EXISTS {schema}.{}",
+            index_name(&self.quoted)
         )
     }
 
@@ -456,7 +452,7 @@ mod tests {
              (transaction_id) WHERE run_id IS NOT NULL"
         );
         assert_eq!(
-            table.index_drop_sql(),
+            table.index_drop_sql("\"public\""),
             "DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"t_pgdrill_rows\""
         );
         let long = Table::parse(&"y".repeat(63)).unwrap();

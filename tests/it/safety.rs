@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::support::drill::Binary;
-use crate::support::{connect, count, exec, start_lab};
+use crate::support::drill::{Binary, Drill};
+use crate::support::{connect, count, eventually, exec, start_lab};
 
 /// The team's table as they made it years ago: no run_id, no seq.
 const TEAM_TABLE: &str = "CREATE TABLE transactions (transaction_id bigserial PRIMARY KEY, \
@@ -435,8 +435,24 @@ async fn deletes_never_reach_other_tables_or_rows_through_the_table() {
                FOR VALUES FROM (1000) TO (MAXVALUE); \
              CREATE TABLE tx_idx ({cols}); CREATE INDEX tx_idx_pgdrill_rows ON tx_idx (customer_id); \
              CREATE TABLE tx_fk ({cols}); CREATE TABLE tx_rule ({cols}); \
-             CREATE TABLE audit (id int); INSERT INTO audit SELECT generate_series(1, 5)"
+             CREATE TABLE audit (id int); INSERT INTO audit SELECT generate_series(1, 5); \
+             CREATE TABLE tx_fpart (transaction_id bigserial, customer_id int, merchant_id int, \
+               amount numeric, status text, created_at timestamptz DEFAULT now()) \
+               PARTITION BY LIST (status)"
         ),
+    )
+    .await;
+    // A foreign partition: its rows live on another server (never reached: refused first).
+    let admin = lab
+        .admin_dsn(lab.primary())
+        .replace("dbname=postgres", "dbname=pgdrill");
+    exec(
+        &connect(&admin).await,
+        "CREATE EXTENSION postgres_fdw; \
+         CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1'); \
+         CREATE FOREIGN TABLE tx_fpart_done PARTITION OF tx_fpart FOR VALUES IN ('completed') \
+           SERVER elsewhere; \
+         ALTER FOREIGN TABLE tx_fpart_done OWNER TO pgdrill",
     )
     .await;
     let run = |table: &'static str, extra: &'static [&'static str]| {
@@ -452,11 +468,12 @@ async fn deletes_never_reach_other_tables_or_rows_through_the_table() {
     for (table, extra, expect) in [
         ("tx_parent", &[][..], "inheritance children (tx_child)"),
         ("tx_parent", retention, "inheritance children (tx_child)"),
-        ("tx_part", &[][..], "UNLOGGED partitions (tx_part_hi)"),
+        ("tx_part", &[][..], "cannot use (tx_part_hi (UNLOGGED))"),
+        ("tx_fpart", &[][..], "cannot use (tx_fpart_done (foreign))"),
         (
             "tx_idx",
             retention,
-            "tx_idx_pgdrill_rows on tx_idx, but that name is taken",
+            "that name is taken in the table's schema by an index on tx_idx",
         ),
     ] {
         let (code, _, err) = run(table, extra).await;
@@ -481,7 +498,8 @@ async fn deletes_never_reach_other_tables_or_rows_through_the_table() {
         "CREATE TABLE settlements (tx bigint REFERENCES tx_fk ON DELETE CASCADE); \
          INSERT INTO settlements SELECT transaction_id FROM tx_fk; \
          CREATE RULE instead AS ON DELETE TO tx_rule DO INSTEAD \
-           DELETE FROM audit WHERE id = OLD.transaction_id % 5 + 1",
+           DELETE FROM audit WHERE id = OLD.transaction_id % 5 + 1; \
+         ALTER TABLE tx_parent ADD COLUMN run_id bigint",
     )
     .await;
     let settled = count(&client, "SELECT count(*) FROM settlements", &[]).await;
@@ -528,5 +546,73 @@ async fn deletes_never_reach_other_tables_or_rows_through_the_table() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("the server takes no writes"), "{err}");
     assert!(!err.contains("grant CREATE"), "{err}");
+    lab.shutdown().await;
+}
+
+/// pgdrill's own table is held to the same as the users': a foreign key that cascades into
+/// it stops retention at start. And what appears during a run (a DELETE trigger here) holds
+/// retention's deletes from the next sweep on, said in the log and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_looks_again_before_every_sweep_and_on_its_own_table_too() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    let retention = ["--retention", "3s", "--verify-window", "1s", "--rate", "20"];
+    let mut argv = vec!["--dsn", dsn.as_str(), "--duration", "1s"];
+    argv.extend_from_slice(&retention);
+    let (code, _, err) = pgdrill(&argv, Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "{err}");
+    exec(
+        &client,
+        "CREATE TABLE settlements (tx bigint REFERENCES pgdrill_writes ON DELETE SET NULL); \
+         INSERT INTO settlements SELECT transaction_id FROM pgdrill_writes",
+    )
+    .await;
+    let (code, _, err) = pgdrill(&argv, Duration::from_secs(60)).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("settlements_tx_fkey of settlements (ON DELETE SET NULL)"),
+        "{err}"
+    );
+    exec(&client, "DROP TABLE settlements").await;
+
+    let mut args = vec!["--dsn", dsn.as_str(), "--duration", "60s"];
+    args.extend_from_slice(&retention);
+    let drill = Drill::start(&args).await;
+    let deleted = "pgdrill_retention_rows_deleted_total";
+    eventually(Duration::from_secs(30), "retention deletes", || async {
+        drill.metric(deleted).await > 0.0
+    })
+    .await;
+    exec(
+        &client,
+        "CREATE TABLE audit (n int); \
+         CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO audit VALUES (1); RETURN NULL; END $$; \
+         CREATE TRIGGER noted AFTER DELETE ON pgdrill_writes FOR EACH STATEMENT \
+           EXECUTE FUNCTION note()",
+    )
+    .await;
+    let held = "pgdrill_retention_errors_total{class=\"other\"}";
+    eventually(Duration::from_secs(30), "a sweep held", || async {
+        drill.metric(held).await > 0.0
+    })
+    .await;
+    // Sweeps run one after another: none is under way that looked before the trigger.
+    let (fired, gone) = (
+        count(&client, "SELECT count(*) FROM audit", &[]).await,
+        drill.metric(deleted).await,
+    );
+    eventually(Duration::from_secs(30), "two more sweeps held", || async {
+        drill.metric(held).await >= 3.0
+    })
+    .await;
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM audit", &[]).await,
+        fired
+    );
+    assert_eq!(drill.metric(deleted).await, gone);
+    let summary = drill.stop().await;
+    assert_eq!(summary.retention_rows_deleted as f64, gone);
     lab.shutdown().await;
 }

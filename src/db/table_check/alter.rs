@@ -50,11 +50,11 @@ const CANCEL_AFTER: Duration = Duration::from_millis(500);
 const CANCEL_WITHIN: Duration = Duration::from_millis(500);
 
 /// How [`Table::index_sql`] must be run by hand.
-pub(crate) fn index_alone(table: &Table) -> String {
+pub(crate) fn index_alone(table: &Table, schema: &str) -> String {
     format!(
         " (the index on its own, not in one transaction with the others: CONCURRENTLY cannot \
          run in one; if a failed build left an invalid index of that name, first: {};)",
-        table.index_drop_sql()
+        table.index_drop_sql(schema)
     )
 }
 
@@ -71,6 +71,7 @@ pub(crate) fn index_alone(table: &Table) -> String {
 pub(super) async fn build_index(
     client: &Client,
     table: &Table,
+    schema: &str,
     change: Change<'_>,
 ) -> Result<(), TableError> {
     let statement = table.index_sql();
@@ -92,7 +93,7 @@ pub(super) async fn build_index(
              it left: {}; then build it: {statement}; (on its own, outside a transaction), or \
              start pgdrill again with a longer --startup-timeout",
             table.name,
-            table.index_drop_sql()
+            table.index_drop_sql(schema)
         ))
     };
     let ms = within.as_millis();
@@ -160,7 +161,7 @@ pub(super) async fn build_index(
         "pgdrill's index on {} is not valid (a build that failed, or one still running); once \
          no build runs, as the table's owner: {}; then start pgdrill again",
         table.name,
-        table.index_drop_sql()
+        table.index_drop_sql(schema)
     )))
 }
 

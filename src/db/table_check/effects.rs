@@ -1,10 +1,41 @@
 //! What pgdrill's INSERTs and DELETEs would set off on a table: triggers, rules, and foreign
 //! keys whose `ON DELETE` action changes other tables' rows. Any of them may change data
-//! that is not pgdrill's, so a run (unless `--allow-table-triggers`) and `cleanup` refuse.
+//! that is not pgdrill's, so a run (unless `--allow-table-triggers`) and `cleanup` refuse,
+//! and retention looks again before every sweep: they may be added at any time.
 
 use tokio_postgres::Client;
 
-use super::quote_literal;
+use super::{quote_literal, relation};
+use crate::db::table::Table;
+
+/// Why pgdrill's DELETE may not run on `table` now: rows of other tables it would reach
+/// (inheritance children, foreign partitions) or, unless `fired_allowed`, triggers, rules and
+/// foreign keys it would set off.
+pub(crate) async fn delete_hazard(
+    client: &Client,
+    table: &Table,
+    fired_allowed: bool,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let Some(relation) = relation(client, table).await? else {
+        return Ok(Some(format!("table {} does not exist", table.name)));
+    };
+    let problem = (relation.children_problem(table)).or_else(|| relation.partitions_problem(table));
+    if problem.is_some() || fired_allowed {
+        return Ok(problem);
+    }
+    let deletes = Writes {
+        inserts: false,
+        deletes: true,
+    };
+    let fired = fired_by(client, &table.quoted, deletes).await?;
+    Ok((!fired.is_empty()).then(|| {
+        format!(
+            "deleting from {} would fire {}, which may change data that is not pgdrill's",
+            table.name,
+            fired.join(", ")
+        )
+    }))
+}
 
 /// Which of pgdrill's statements the table will see.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +54,9 @@ pub(crate) async fn fired_by(
     writes: Writes,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     // tgtype bits: 4 INSERT, 8 DELETE; rules' ev_type: '3' INSERT, '4' DELETE. Enabled:
-    // 'O' and 'A' fire in a normal session ('R' only as a replica, 'D' never).
+    // 'O' and 'A' fire in a normal session ('R' only as a replica, 'D' never). Internal
+    // triggers are the foreign keys' own, but for PostgreSQL 11 and 12's copies of a
+    // parent's trigger on its partitions (no constraint).
     let bits = 4 * i32::from(writes.inserts) + 8 * i32::from(writes.deletes);
     let events = match (writes.inserts, writes.deletes) {
         (true, true) => "'3', '4'",
@@ -46,8 +79,10 @@ pub(crate) async fn fired_by(
         "WITH RECURSIVE t(oid) AS (SELECT to_regclass({name}) UNION ALL \
            SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid \
            JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relispartition) \
-         SELECT 'trigger ' || quote_ident(g.tgname) FROM pg_trigger g \
-         WHERE g.tgrelid IN (SELECT oid FROM t) AND NOT g.tgisinternal \
+         SELECT 'trigger ' || quote_ident(g.tgname) || ' on ' || g.tgrelid::regclass::text \
+         FROM pg_trigger g \
+         WHERE g.tgrelid IN (SELECT oid FROM t) \
+           AND (NOT g.tgisinternal OR g.tgconstraint = 0) \
            AND g.tgenabled IN ('O', 'A') AND (g.tgtype::int & {bits}) <> 0 \
          UNION \
          SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \

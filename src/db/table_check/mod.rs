@@ -16,9 +16,11 @@ use crate::db::table::{Row, Table, Workload, OWNER_MARK};
 
 mod alter;
 mod effects;
+mod relation;
 pub(crate) use alter::index_alone;
 pub use alter::Change;
-pub(crate) use effects::{fired_by, Writes};
+pub(crate) use effects::{delete_hazard, fired_by, Writes};
+pub(crate) use relation::{relation, Relation};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
 const USER_COLUMNS: &[&str] = &["customer_id", "merchant_id", "amount", "status"];
@@ -93,52 +95,6 @@ impl TablePolicy {
     }
 }
 
-/// What the catalog says about the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Relation {
-    /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, …
-    pub kind: String,
-    /// `pg_class.relpersistence`: `p` logged, `u` unlogged, `t` temporary.
-    pub persistence: String,
-    /// Marked as pgdrill's own by its comment.
-    pub ours: bool,
-    /// Has the partial index of [`Table::index_sql`].
-    pub indexed: bool,
-    /// Has a valid btree index led by `transaction_id` (its primary key, or that partial
-    /// index): reading pgdrill's rows back never scans the table.
-    pub id_indexed: bool,
-    /// Its `run_id` column carries [`OWNER_MARK`]: pgdrill added it, so the rows with it set
-    /// are pgdrill's (a `run_id` the table had before could be the users' own).
-    pub rows_marked: bool,
-    /// It has a `run_id` column: without one, pgdrill never wrote a row to it.
-    pub has_run_id: bool,
-    /// Its plain inheritance children (not partitions), comma-separated: a DELETE or SELECT
-    /// on the parent reaches their rows.
-    pub children: String,
-    /// Its partitions, at any depth, that are UNLOGGED, comma-separated.
-    pub unlogged_partitions: String,
-    /// The name of pgdrill's index ([`Table::index_sql`]) is taken in the table's schema by
-    /// something else: `IF NOT EXISTS` would quietly build nothing.
-    pub index_name_taken: bool,
-}
-
-impl Relation {
-    /// pgdrill's rows can be deleted without touching or scanning anyone else's.
-    pub fn deletable(&self) -> bool {
-        self.ours || (self.indexed && self.rows_marked)
-    }
-
-    /// Why no DELETE of pgdrill's may run on this table, whatever its rows.
-    pub fn children_problem(&self, table: &Table) -> Option<String> {
-        (!self.children.is_empty()).then(|| {
-            format!(
-                "{} has inheritance children ({}): a DELETE or SELECT on it reaches their rows,                  which are not pgdrill's. Point --table at a table without children (a                  partitioned table is fine), or leave --table unset for pgdrill's own",
-                table.name, self.children
-            )
-        })
-    }
-}
-
 /// Makes sure the table exists (pgdrill's own created if missing and allowed) and takes the INSERT.
 pub async fn ensure(
     client: &Client,
@@ -161,6 +117,26 @@ pub async fn ensure(
     if let Some(problem) = relation_problem(table, &relation, policy) {
         return Err(TableError::Unusable(problem));
     }
+    if !policy.triggers {
+        let writes = Writes {
+            inserts: true,
+            deletes: policy.deletes,
+        };
+        let fired = fired_by(client, &table.quoted, writes).await?;
+        if !fired.is_empty() {
+            return Err(TableError::Unusable(format!(
+                "table {} has {} that pgdrill's writes would fire; they may change data that \
+                 is not pgdrill's (another table, an outbox). pgdrill writes to such a table \
+                 only with --allow-table-triggers{}",
+                table.name,
+                fired.join(", "),
+                match relation.ours {
+                    true => "",
+                    false => " (or leave --table unset for pgdrill's own table)",
+                }
+            )));
+        }
+    }
     if !relation.ours {
         prepare_shared(client, table, &relation, policy, change).await?;
     }
@@ -172,64 +148,6 @@ pub async fn ensure(
         "table ready: pgdrill inserts rows with run_id set and changes no other row"
     );
     Ok(())
-}
-
-pub(crate) async fn relation(
-    client: &Client,
-    table: &Table,
-) -> Result<Option<Relation>, tokio_postgres::Error> {
-    // Valid btree indexes led by transaction_id (a predicate added after this).
-    let id_indexes = "SELECT 1 FROM pg_index i \
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-        JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
-        WHERE i.indrelid = c.oid AND a.attname = 'transaction_id' AND i.indisvalid \
-          AND am.amname = 'btree'";
-    let sql = format!(
-        "SELECT c.relkind::text, c.relpersistence::text, \
-                (coalesce(obj_description(c.oid, 'pg_class'), '') LIKE {mark})::text, \
-                EXISTS ({id_indexes} AND pg_get_expr(i.indpred, i.indrelid) \
-                        = '(run_id IS NOT NULL)')::text, \
-                EXISTS ({id_indexes} AND (i.indpred IS NULL OR \
-                        pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)'))::text, \
-                (coalesce(col_description(c.oid, (SELECT attnum FROM pg_attribute \
-                   WHERE attrelid = c.oid AND attname = 'run_id' AND NOT attisdropped)), '') \
-                 LIKE {mark})::text, \
-                EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = c.oid \
-                  AND attname = 'run_id' AND NOT attisdropped)::text, \
-                (SELECT coalesce(string_agg(k.oid::regclass::text, ', ' ORDER BY k.oid), '') \
-                 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid \
-                 WHERE i.inhparent = c.oid AND NOT k.relispartition), \
-                (WITH RECURSIVE p(oid) AS (SELECT c.oid UNION ALL SELECT i.inhrelid \
-                   FROM pg_inherits i JOIN p ON i.inhparent = p.oid) \
-                 SELECT coalesce(string_agg(k.oid::regclass::text, ', ' ORDER BY k.oid), '') \
-                 FROM p JOIN pg_class k ON k.oid = p.oid \
-                 WHERE k.relispartition AND k.relpersistence = 'u'), \
-                EXISTS (SELECT 1 FROM pg_class ic LEFT JOIN pg_index i ON i.indexrelid = ic.oid \
-                 WHERE ic.relname = {index} AND ic.relnamespace = c.relnamespace \
-                   AND NOT coalesce(i.indrelid = c.oid AND i.indkey[0] = (SELECT attnum \
-                     FROM pg_attribute WHERE attrelid = c.oid AND attname = 'transaction_id') \
-                     AND pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)', false))::text \
-         FROM pg_class c WHERE c.oid = to_regclass({name})",
-        mark = quote_literal(&format!("{OWNER_MARK}%")),
-        name = quote_literal(&table.quoted),
-        index = quote_literal(&table.index_relname()),
-    );
-    let rows = super::text_rows(client, &sql).await?;
-    Ok(rows.first().map(|r| {
-        let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-        Relation {
-            kind: text(0),
-            persistence: text(1),
-            ours: text(2) == "true",
-            indexed: text(3) == "true",
-            id_indexed: text(4) == "true",
-            rows_marked: text(5) == "true",
-            has_run_id: text(6) == "true",
-            children: text(7),
-            unlogged_partitions: text(8),
-            index_name_taken: text(9) == "true",
-        }
-    }))
 }
 
 /// Creates pgdrill's own table; another replica creating it at the same moment is fine.
@@ -294,13 +212,8 @@ fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<
             table.quoted
         ));
     }
-    if !r.unlogged_partitions.is_empty() {
-        return Some(format!(
-            "{name} has UNLOGGED partitions ({}): a crash or failover empties them, and \
-             pgdrill would report every row written there as a lost write. Make them logged \
-             (ALTER TABLE … SET LOGGED; as their owner) or leave --table unset for pgdrill's own",
-            r.unlogged_partitions
-        ));
+    if let Some(problem) = r.partitions_problem(table) {
+        return Some(problem);
     }
     if let Some(problem) = r.children_problem(table) {
         return Some(problem);
@@ -333,24 +246,6 @@ async fn prepare_shared(
     let columns = columns(client, &table.quoted).await?;
     if let Some(problem) = shape_problem(&table.quoted, &columns) {
         return Err(TableError::Unusable(problem));
-    }
-    let fired = if policy.triggers {
-        Vec::new()
-    } else {
-        let writes = Writes {
-            inserts: true,
-            deletes: policy.deletes,
-        };
-        fired_by(client, &table.quoted, writes).await?
-    };
-    if !fired.is_empty() {
-        return Err(TableError::Unusable(format!(
-            "table {} has {} that pgdrill's writes would fire; they may change data that is \
-             not pgdrill's (another table, an outbox). pgdrill writes to such a table only \
-             with --allow-table-triggers (or leave --table unset for pgdrill's own table)",
-            table.name,
-            fired.join(", ")
-        )));
     }
     let missing: Vec<&str> = OUR_COLUMNS
         .iter()
@@ -399,13 +294,14 @@ async fn prepare_shared(
     } else {
         None
     };
-    if index.is_some() && relation.index_name_taken {
+    if index.is_some() && !relation.index_name_holder.is_empty() {
         return Err(TableError::Unusable(format!(
             "pgdrill would build its index {} on {}, but that name is taken in the table's \
-             schema by an index or table that is not pgdrill's; nothing was changed. Rename \
-             that one, or leave --table unset for pgdrill's own table",
+             schema by {}; nothing was changed. Rename that one, or leave --table unset for \
+             pgdrill's own table",
             table.index_relname(),
-            table.name
+            table.name,
+            relation.index_name_holder
         )));
     }
     if let Some(need) = index {
@@ -418,7 +314,7 @@ async fn prepare_shared(
     if !policy.alter {
         let mut run = statements.join("; ") + ";";
         if index.is_some() {
-            run.push_str(&index_alone(table));
+            run.push_str(&index_alone(table, &relation.schema));
         }
         return Err(TableError::Unusable(format!(
             "table {} was not created by pgdrill and lacks what pgdrill needs ({}); pgdrill \
@@ -435,7 +331,7 @@ async fn prepare_shared(
         alter::alter(client, &table.name, statement, change.by).await?;
     }
     if index.is_some() {
-        alter::build_index(client, table, change).await?;
+        alter::build_index(client, table, &relation.schema, change).await?;
     }
     Ok(())
 }

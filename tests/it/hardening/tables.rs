@@ -550,7 +550,7 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
     let (status, _, err) = run("broken").await;
     assert_eq!(status.code(), Some(2), "stderr:\n{err}");
     assert!(
-        err.contains("DROP INDEX CONCURRENTLY IF EXISTS \"broken_pgdrill_rows\""),
+        err.contains("DROP INDEX CONCURRENTLY IF EXISTS public.\"broken_pgdrill_rows\""),
         "{err}"
     );
     let (status, _, err) = run("undated").await;
@@ -601,7 +601,7 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
             tries, 1,
             "{table}: once refused, the table is not changed again:\n{err}"
         );
-        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS \"{table}_pgdrill_rows\"");
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS public.\"{table}_pgdrill_rows\"");
         assert!(err.contains(&drop), "{table}: {err}");
         let builds = owner
             .query_one(
