@@ -40,15 +40,23 @@ impl ErrorClass {
         self as usize
     }
 
-    /// The connection that produced this error must not be reused: it is closed (every
-    /// error that leaves an outcome unknown), or it points at a server that cannot take
-    /// writes any more.
-    pub fn discards_connection(self) -> bool {
+    /// The connection that produced this error (with the server's `sqlstate`) must not be
+    /// reused: it is closed (every error that leaves an outcome unknown), it points at a
+    /// server that cannot take writes any more, or its session may be what is wrong. A
+    /// statement's own error (data, constraint, privilege, a trigger's RAISE, a lock, a
+    /// serialization failure, a resource) leaves the session as good as a new one: a new
+    /// backend per failed write would only load the server.
+    pub fn discards_connection(self, sqlstate: Option<&str>) -> bool {
+        let statement_only = |code: &str| {
+            code == "42501"
+                || matches!(
+                    code.get(..2),
+                    Some("22" | "23" | "40" | "53" | "54" | "55" | "P0")
+                )
+        };
         self.outcome_unknown_after_send()
-            || matches!(
-                self,
-                ErrorClass::ReadOnly | ErrorClass::CannotConnectNow | ErrorClass::Other
-            )
+            || matches!(self, ErrorClass::ReadOnly | ErrorClass::CannotConnectNow)
+            || (self == ErrorClass::Other && !sqlstate.is_some_and(statement_only))
     }
 
     /// After a statement was sent, the server may have committed it even though
@@ -325,7 +333,7 @@ mod tests {
     fn connections_are_discarded_for_these_classes_only() {
         use ErrorClass::*;
         let discards: Vec<_> = (ErrorClass::ALL.into_iter())
-            .filter(|c| c.discards_connection())
+            .filter(|c| c.discards_connection(None))
             .collect();
         let want = [
             ReadOnly,
@@ -338,6 +346,16 @@ mod tests {
             Other,
         ];
         assert_eq!(discards, want);
+        // A statement's own error keeps its session; one that may be the session's does not.
+        for kept in [
+            "42501", "23505", "2200H", "P0001", "40001", "55P03", "53100",
+        ] {
+            assert!(!Other.discards_connection(Some(kept)), "{kept}");
+        }
+        for dropped in ["42P01", "42703", "0A000", "26000", "XX000"] {
+            assert!(Other.discards_connection(Some(dropped)), "{dropped}");
+        }
+        assert!(ReadOnly.discards_connection(Some("25006")));
     }
 
     #[test]

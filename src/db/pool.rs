@@ -101,7 +101,9 @@ impl DbPool {
                     sqlstate: None,
                 },
             })?;
-            if !conn.silence.is_silent() {
+            // Closed while idle (the server ended its backend): a fresh client would not
+            // fail on it, so no write does either.
+            if !conn.silence.is_silent() && !conn.client.is_closed() {
                 return Ok(conn);
             }
             conn.broken = true;

@@ -135,7 +135,7 @@ pub async fn run(
                     .map_or_else(|| err.to_string(), |d| d.message().to_string());
                 tracing::warn!(%class, error = %detail, "retention batch failed; will retry");
                 wait = ERROR_BACKOFF;
-                if !class.discards_connection() {
+                if !class.discards_connection(err.code().map(|c| c.code())) {
                     conn = Some(c);
                 }
             }

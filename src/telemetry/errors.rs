@@ -71,6 +71,7 @@ pub fn hint(sqlstate: &str) -> Option<&'static str> {
         // A prepared statement that did not stay with its session: --query-mode auto copes.
         "42P05" => return None,
         s if s.starts_with("42") => "the statement does not fit the table any more (changed by DDL?)",
+        "2200H" => "the id sequence reached its maximum value: ALTER SEQUENCE … AS bigint MAXVALUE … (an int4 serial ends at 2147483647)",
         s if s.starts_with("22") => "a column's type or size does not take pgdrill's values",
         s if s.starts_with("23") => "a constraint (NOT NULL, CHECK, UNIQUE, FOREIGN KEY) rejects pgdrill's rows",
         _ => return None,

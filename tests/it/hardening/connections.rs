@@ -273,3 +273,65 @@ async fn an_outage_open_at_shutdown_is_reported_with_its_duration_and_errors() {
     println!("{text}");
     lab.shutdown().await;
 }
+
+/// What a fresh client would not see, pgdrill's writes do not either: idle connections whose
+/// backends were ended are not written to. And a statement's own error (a privilege
+/// revoked) keeps the connection: no new backend per failed write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_idle_connections_fail_no_write_and_statement_errors_keep_theirs() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "20", "--duration", "60s"]).await;
+    drill.wait_for_transactions(40.0).await;
+    let errors =
+        |text: &str| crate::support::drill::metric_sum(text, "pgdrill_transaction_errors_total");
+    let before = drill.scrape().await;
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE usename = 'pgdrill' AND state = 'idle'",
+            &[],
+        )
+        .await
+        .expect("end the idle backends")
+        .get(0);
+    assert!(ended > 0, "no idle backend to end");
+    let done = metric(&before, "pgdrill_transactions_total");
+    drill.wait_for_transactions(done + 40.0).await;
+    let after = drill.scrape().await;
+    assert_eq!(
+        errors(&after),
+        errors(&before),
+        "{ended} ended; writes failed on them"
+    );
+
+    let attempts = "pgdrill_connection_attempts_total";
+    admin
+        .batch_execute("REVOKE INSERT ON pgdrill_writes FROM pgdrill")
+        .await
+        .expect("revoke");
+    let (revoked, opened) = (errors(&drill.scrape().await), drill.metric(attempts).await);
+    eventually(Duration::from_secs(20), "40 writes refused", || async {
+        errors(&drill.scrape().await) >= revoked + 40.0
+    })
+    .await;
+    let more = drill.metric(attempts).await - opened;
+    assert!(
+        more <= 4.0,
+        "{more} connection attempts for 40 refused writes"
+    );
+    admin
+        .batch_execute("GRANT INSERT ON pgdrill_writes TO pgdrill")
+        .await
+        .expect("grant");
+    let done = drill.metric("pgdrill_transactions_total").await;
+    drill.wait_for_transactions(done + 20.0).await;
+    let summary = drill.stop().await;
+    assert!(
+        summary.counts.errors.get("other").is_some_and(|n| *n >= 40),
+        "{:?}",
+        summary.counts.errors
+    );
+    lab.shutdown().await;
+}
