@@ -383,6 +383,7 @@ impl Connector {
         endpoint: &Endpoint,
         config: &Config,
         manager: &Manager,
+        answered: &AtomicBool,
     ) -> Result<(Client, Option<Statement>, AbortHandle, Identity), ConnectError> {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
@@ -432,6 +433,7 @@ impl Connector {
         let (client, driver, id) = result.map_err(|_| {
             timed_out("not connected (TCP, TLS, startup, authentication and identity probe)")
         })??;
+        answered.store(true, Ordering::Relaxed);
         // One connect timeout for all but the table check (first connection only).
         let checking = Instant::now();
         let cancel = cancel::cancel(
@@ -443,8 +445,18 @@ impl Connector {
         manager.table_ready(&client, self.timeout, cancel).await?;
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
-        let insert = ready.await.map_err(|_| timed_out("session not set up"))??;
-        Ok((client, insert, driver.detach(), id))
+        let Ok(insert) = ready.await else {
+            // The server answers but the setup waits (a lock on the table): its backend would
+            // wait on after the socket closes, holding one of the server's connection slots.
+            let (token, endpoint) = (client.cancel_token(), endpoint.clone());
+            let (config, tls) = (config.clone(), self.tls.clone());
+            tokio::spawn(async move {
+                let cancel = cancel::cancel(token, endpoint, &config, tls);
+                let _ = tokio::time::timeout(STAGGER * 10, cancel).await;
+            });
+            return Err(timed_out("session not set up (the table locked?)"));
+        };
+        Ok((client, insert?, driver.detach(), id))
     }
 
     fn refused_startup_option(&self) -> bool {

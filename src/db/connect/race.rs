@@ -18,13 +18,16 @@ impl Connector {
         claim: Claim,
         manager: &Manager,
     ) -> Result<Conn, ConnectError> {
+        // Once a server has answered an attempt, more attempts would only wait beside it on
+        // whatever holds its setup (a lock on the table), each holding a connection slot.
+        let answered = Arc::new(AtomicBool::new(false));
         // Each attempt owns what it needs, so that it can outlive the race (see below).
         let one = |i: usize, mut claim: Claim| {
             let (endpoint, config) = candidates[i].clone();
-            let (this, manager) = (self.clone(), manager.clone());
+            let (this, manager, answered) = (self.clone(), manager.clone(), answered.clone());
             async move {
                 let began = claim.started;
-                let result = match this.attempt(&endpoint, &config, &manager).await {
+                let result = match this.attempt(&endpoint, &config, &manager, &answered).await {
                     Ok((client, insert, driver, server)) => {
                         let server = Arc::new(server);
                         Ok(Conn {
@@ -65,7 +68,7 @@ impl Connector {
                 return Ok(conn);
             }
             let now = Instant::now();
-            let joining = now < started + self.timeout;
+            let joining = now < started + self.timeout && !answered.load(Ordering::Relaxed);
             // Jittered (±50 %) so that attempts do not phase-lock with other periodic
             // clients in a proxy's round robin (always drawing the same backend).
             let stagger = STAGGER.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.5..1.5));
