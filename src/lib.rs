@@ -465,9 +465,10 @@ impl Drill {
         let mut abandoned = 0;
         if aborted > 0 {
             abandoned = self.sources.outcomes.in_flight();
+            self.metrics.abandoned.inc_by(abandoned);
             tracing::warn!(
                 abandoned,
-                "shutdown grace ran out with transactions in flight"
+                "shutdown grace ran out with transactions in flight; their outcome is unknown"
             );
         }
         // 3. Retention: a batch or a connect in progress is abandoned with its connection.

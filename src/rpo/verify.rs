@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
 use crate::db::table::Workload;
+use crate::error::ErrorClass;
 use crate::retry::{Backoff, Throttle};
 use crate::rpo::ledger::{Check, Ledger};
 use crate::telemetry::metrics::Metrics;
@@ -87,6 +88,8 @@ const PROBE_EVERY_TICKS: u32 = 5;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// An unanswered probe is warned of at most this often.
 const PROBE_WARN_EVERY: Duration = Duration::from_secs(300);
+/// A verification failing the same way is said once in this long (it retries far more often).
+const FAILED_WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// One periodic check of unknown outcomes may take this long; the next tick tries again.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -146,7 +149,19 @@ impl Verifier {
         which: Seqs<'_>,
         limit: Duration,
     ) -> Result<Vec<u64>, VerifyError> {
-        let mut conn = self.pool.dedicated().await?;
+        let (mut dedicated, mut pooled);
+        let conn: &mut crate::db::connect::Conn = match self.pool.dedicated().await {
+            Ok(conn) => {
+                dedicated = conn;
+                &mut dedicated
+            }
+            // No slot left on the server for one more connection: one of the pool's will do.
+            Err(err) if err.class == ErrorClass::TooManyConnections => {
+                pooled = self.pool.checkout().await.map_err(|_| err)?;
+                &mut pooled
+            }
+            Err(err) => return Err(err.into()),
+        };
         if conn.broken {
             return Err(VerifyError::Standby);
         }
@@ -305,6 +320,7 @@ impl Verifier {
         let snapshot = self.ledger.lock().snapshot(req.until);
         let began = Instant::now();
         let mut failures = 0;
+        let mut warned = Throttle::new(FAILED_WARN_EVERY);
         let nothing_to_check = snapshot.acked.is_empty() && snapshot.unknown.is_empty();
         let mut check = loop {
             if nothing_to_check {
@@ -322,7 +338,10 @@ impl Verifier {
                 Ok(present) => break snapshot.judge(present, req.loss_reference),
                 Err(err) => {
                     self.metrics.verification_errors.inc();
-                    tracing::warn!(error = %err, "verification failed; retrying");
+                    let error = err.to_string();
+                    if let Some(held_back) = warned.hit_keyed(&error, Instant::now()) {
+                        tracing::warn!(%error, held_back, "verification failed; retrying");
+                    }
                     if stop.is_cancelled() && began.elapsed() > Duration::from_secs(5) {
                         return None;
                     }

@@ -27,6 +27,8 @@ pub(crate) const NOT_CHARTED: &[&str] = &[
     "process_virtual_memory_bytes",
     // Instantaneous and noisy; the latency histograms show the same pressure.
     "pgdrill_transactions_in_flight",
+    // Only at a shutdown that ran out of grace; the summary says it too.
+    "pgdrill_transactions_abandoned_total",
     // Memory of the acknowledged-write ledger, for capacity checks by hand.
     "pgdrill_ledger_bytes",
     // Only with --password-file/--password-command; auth errors page through

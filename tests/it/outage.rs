@@ -217,3 +217,64 @@ async fn a_second_signal_cuts_the_drain_short_and_still_prints_the_summary() {
     assert!(json["abandoned"].as_u64().unwrap_or(0) >= 1, "{json}");
     lab.shutdown().await;
 }
+
+/// Writes still in flight when the grace runs out at the end of `--duration` are abandoned:
+/// the summary, its JSON and `/metrics` (kept up by `--linger`) give the same count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output() {
+    let lab = single(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("summary.json");
+    let json_arg = json_path.display().to_string();
+    let (rate, duration, grace) = ("50", "4s", "1s");
+    let mut argv = vec![
+        "--dsn",
+        dsn.as_str(),
+        "--rate",
+        rate,
+        "--duration",
+        duration,
+    ];
+    argv.extend_from_slice(&["--shutdown-grace", grace, "--statement-timeout", "1h"]);
+    argv.extend_from_slice(&[
+        "--linger",
+        "60s",
+        "--listen",
+        &listen,
+        "--summary-json",
+        &json_arg,
+    ]);
+    let bin = Binary::spawn(&argv);
+    let addr = listen.parse().expect("addr");
+    let scrape = || async move { try_http_get(addr, "/metrics").await.unwrap_or_default() };
+    eventually(Duration::from_secs(20), "writes acknowledged", || async {
+        metric(&scrape().await, "pgdrill_transactions_total") > 20.0
+    })
+    .await;
+    let locker = connect(&dsn).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock pgdrill's table");
+    // Counted once, when the grace runs out; then the run lingers.
+    let abandoned_total = "pgdrill_transactions_abandoned_total";
+    eventually(Duration::from_secs(20), "writes abandoned", || async {
+        metric(&scrape().await, abandoned_total) > 0.0
+    })
+    .await;
+    let exported = metric(&scrape().await, abandoned_total);
+    bin.signal(Signal::Term);
+    let (status, out, err) = bin.wait(Duration::from_secs(30)).await;
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    assert!(status.success(), "exit {status:?}\n{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON"))
+            .expect("summary JSON parses");
+    let abandoned = json["abandoned"].as_u64().unwrap_or(0);
+    assert!(abandoned >= 1, "{json}");
+    assert_eq!(exported, abandoned as f64);
+    assert!(out.contains(&format!("abandoned {abandoned}")), "{out}");
+    lab.shutdown().await;
+}

@@ -384,3 +384,54 @@ async fn a_locked_table_does_not_fill_the_servers_connection_slots() {
     assert!(most <= 16, "{most} backends for a pool of 4");
     lab.shutdown().await;
 }
+
+/// With no connection slot left for one more (the role's limit taken by the pool), the
+/// verification after an outage borrows one of the pool's: it does not wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_borrows_a_pooled_connection_when_the_server_has_no_slot_left() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    admin
+        .batch_execute("ALTER ROLE pgdrill CONNECTION LIMIT 2")
+        .await
+        .expect("limit the role");
+    let args = [
+        "--dsn",
+        &dsn,
+        "--rate",
+        "50",
+        "--pool-size",
+        "2",
+        "--duration",
+        "60s",
+    ];
+    let drill = Drill::start(&args).await;
+    drill.wait_for_transactions(100.0).await;
+    // Writes stall behind a lock for 3 s: an outage, then a verification.
+    admin
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock the table");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    admin.batch_execute("COMMIT").await.expect("unlock");
+    drill.wait_for_outage_over(Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(30), "the outage verified", || async {
+        drill.metric("pgdrill_verifications_total").await >= 1.0
+    })
+    .await;
+    let refused = "pgdrill_connection_errors_total{class=\"too_many_connections\"}";
+    let refused = drill.metric(refused).await;
+    let summary = drill.stop().await;
+    println!(
+        "checked {} writes; {refused} connections refused",
+        summary.counts.checked_writes
+    );
+    assert!(
+        refused > 0.0,
+        "the server never refused a connection: nothing borrowed"
+    );
+    assert!(summary.counts.checked_writes > 0);
+    assert_eq!(summary.counts.lost_writes, 0);
+    lab.shutdown().await;
+}
