@@ -48,11 +48,10 @@ impl ErrorClass {
     /// backend per failed write would only load the server.
     pub fn discards_connection(self, sqlstate: Option<&str>) -> bool {
         let statement_only = |code: &str| {
+            // 53100: disk full as an ERROR (as a PANIC it closes the connection: seen apart).
             code == "42501"
-                || matches!(
-                    code.get(..2),
-                    Some("22" | "23" | "40" | "53" | "54" | "55" | "P0")
-                )
+                || code == "53100"
+                || matches!(code.get(..2), Some("22" | "23" | "40" | "54" | "55" | "P0"))
         };
         self.outcome_unknown_after_send()
             || matches!(self, ErrorClass::ReadOnly | ErrorClass::CannotConnectNow)
@@ -352,7 +351,7 @@ mod tests {
         ] {
             assert!(!Other.discards_connection(Some(kept)), "{kept}");
         }
-        for dropped in ["42P01", "42703", "0A000", "26000", "XX000"] {
+        for dropped in ["42P01", "42703", "0A000", "26000", "XX000", "53200"] {
             assert!(Other.discards_connection(Some(dropped)), "{dropped}");
         }
         assert!(ReadOnly.discards_connection(Some("25006")));

@@ -84,14 +84,17 @@ pub async fn run(
             table.name
         )),
         _ => {
+            if let Some(problem) = relation.children_problem(table) {
+                return Err(CleanupError::Refused(problem));
+            }
+            if !relation.deletable() {
+                return Err(CleanupError::Refused(shared_table_needs(table, &relation)));
+            }
             if let Some(hazard) = table_check::delete_hazard(&client, table, false).await? {
                 return Err(CleanupError::Refused(format!(
                     "{hazard}; nothing was deleted. Remove what it names first, or delete \
                      pgdrill's rows yourself"
                 )));
-            }
-            if !relation.deletable() {
-                return Err(CleanupError::Refused(shared_table_needs(table, &relation)));
             }
             let run = match scope {
                 Scope::Run(id) => Some(id),

@@ -150,9 +150,9 @@ enum Swept {
     Held(String),
 }
 
-/// Looks at the table again (triggers, rules, foreign keys and inheritance children can be
-/// added at any time), then deletes batches until one comes back short or `stop`; returns
-/// what it did, or the error (`None`: no answer within [`BATCH_TIMEOUT`]).
+/// Deletes batches until one comes back short or `stop`, each after a look at the table
+/// (triggers, rules, foreign keys and inheritance children can be added at any time);
+/// returns what it did, or the error (`None`: no answer within [`BATCH_TIMEOUT`]).
 async fn sweep(
     conn: &Conn,
     table: &Table,
@@ -161,23 +161,19 @@ async fn sweep(
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<Swept, Option<tokio_postgres::Error>> {
-    let look = delete_hazard(&conn.client, table, settings.fired_allowed);
-    let Some(hazard) = stop
-        .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, look))
-        .await
-    else {
-        return Ok(Swept::Deleted(0));
-    };
-    if let Some(hazard) = hazard.map_err(|_| None)?.map_err(Some)? {
-        return Ok(Swept::Held(hazard));
-    }
     let mut total = 0;
     loop {
-        let batch = tokio::time::timeout(BATCH_TIMEOUT, super::affected(&conn.client, sql));
-        let Some(deleted) = stop.run_until_cancelled(batch).await else {
+        let one = batch(conn, table, sql, settings.fired_allowed);
+        let Some(deleted) = stop
+            .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, one))
+            .await
+        else {
             return Ok(Swept::Deleted(total));
         };
-        let deleted = deleted.map_err(|_| None)?.map_err(Some)?;
+        let deleted = match deleted.map_err(|_| None)?.map_err(Some)? {
+            Ok(deleted) => deleted,
+            Err(hazard) => return Ok(Swept::Held(hazard)),
+        };
         metrics.retention_rows_deleted.inc_by(deleted);
         total += deleted;
         if deleted < u64::from(settings.batch_size) || stop.is_cancelled() {
@@ -188,6 +184,34 @@ async fn sweep(
             _ = tokio::time::sleep(BATCH_PAUSE) => {}
         }
     }
+}
+
+/// One batch, in a transaction that locks the table first: adding a trigger, a rule or a
+/// foreign key takes a lock that conflicts with ROW EXCLUSIVE (the DELETE's own), so none
+/// slips in between the look and the DELETE. `Err(why)`: held, nothing deleted.
+async fn batch(
+    conn: &Conn,
+    table: &Table,
+    sql: &str,
+    fired_allowed: bool,
+) -> Result<Result<u64, String>, tokio_postgres::Error> {
+    let lock = format!("BEGIN; LOCK TABLE {} IN ROW EXCLUSIVE MODE", table.quoted);
+    let result = match conn.client.batch_execute(&lock).await {
+        Ok(()) => match delete_hazard(&conn.client, table, fired_allowed).await {
+            Ok(Some(hazard)) => Ok(Err(hazard)),
+            Ok(None) => super::affected(&conn.client, sql).await.map(Ok),
+            Err(err) => Err(err),
+        },
+        Err(err) => Err(err),
+    };
+    let end = match result {
+        Ok(Ok(_)) => "COMMIT",
+        _ => "ROLLBACK",
+    };
+    let ended = conn.client.batch_execute(end).await;
+    let result = result?;
+    ended?;
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -300,7 +300,8 @@ async fn run_on(
             biased;
             Some(outcome) = in_flight.next() => {
                 watch.answered(outcome.job.seq);
-                broken |= shared.record(outcome, report);
+                // A kept error the server sent as FATAL closed the connection all the same.
+                broken |= shared.record(outcome, report) || conn.client.is_closed();
             }
             () = &mut timer, if armed.is_some() => {
                 if watch.look(shared.client_timeout, Instant::now()) {

@@ -30,6 +30,8 @@ pub enum VerifyError {
     Connect(#[from] crate::db::connect::ConnectError),
     #[error("the server reached is a standby; waiting for a primary")]
     Standby,
+    #[error("the pooled connection reaches another server than the primary; waiting")]
+    NotCurrent,
     #[error("verification query: {0}")]
     Query(#[from] tokio_postgres::Error),
     #[error("verification query: no answer within {}", humantime::format_duration(*.0))]
@@ -158,6 +160,12 @@ impl Verifier {
             // No slot left on the server for one more connection: one of the pool's will do.
             Err(err) if err.class == ErrorClass::TooManyConnections => {
                 pooled = self.pool.checkout().await.map_err(|_| err)?;
+                // It may still reach the old primary (a session pooler, a proxy that keeps
+                // sessions): only one to the server writes go to now will do.
+                let now = self.identity.current();
+                if now.is_some_and(|now| pooled.silence.server().is_another_process(&now)) {
+                    return Err(VerifyError::NotCurrent);
+                }
                 &mut pooled
             }
             Err(err) => return Err(err.into()),

@@ -612,6 +612,24 @@ async fn retention_looks_again_before_every_sweep_and_on_its_own_table_too() {
         fired
     );
     assert_eq!(drill.metric(deleted).await, gone);
+    // Dropped and made again by someone else, holding their rows: not pgdrill's any more.
+    exec(
+        &client,
+        "DROP TABLE pgdrill_writes; CREATE TABLE pgdrill_writes (transaction_id bigserial \
+           PRIMARY KEY, customer_id int, merchant_id int, amount numeric, status text, \
+           created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
+         INSERT INTO pgdrill_writes (customer_id, merchant_id, amount, status, run_id, \
+           created_at) SELECT 1, 1, 1, 'theirs', 7, now() - interval '1 day' \
+           FROM generate_series(1, 100)",
+    )
+    .await;
+    let before = drill.metric(held).await;
+    eventually(Duration::from_secs(30), "two sweeps held", || async {
+        drill.metric(held).await >= before + 2.0
+    })
+    .await;
+    let theirs = "SELECT count(*) FROM pgdrill_writes WHERE run_id = 7";
+    assert_eq!(count(&client, theirs, &[]).await, 100);
     let summary = drill.stop().await;
     assert_eq!(summary.retention_rows_deleted as f64, gone);
     lab.shutdown().await;

@@ -448,11 +448,14 @@ impl Connector {
         let Ok(insert) = ready.await else {
             // The server answers but the setup waits (a lock on the table): its backend would
             // wait on after the socket closes, holding one of the server's connection slots.
+            // The connection stays open until the cancel is through: a pooler (PgBouncer)
+            // drops a cancel for a client already gone.
             let (token, endpoint) = (client.cancel_token(), endpoint.clone());
             let (config, tls) = (config.clone(), self.tls.clone());
             tokio::spawn(async move {
                 let cancel = cancel::cancel(token, endpoint, &config, tls);
                 let _ = tokio::time::timeout(STAGGER * 10, cancel).await;
+                drop((client, driver));
             });
             return Err(timed_out("session not set up (the table locked?)"));
         };

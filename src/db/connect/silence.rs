@@ -21,6 +21,11 @@ impl Silence {
         &self.endpoint
     }
 
+    /// The server this connection reached, as probed when it was made.
+    pub fn server(&self) -> &Identity {
+        &self.server
+    }
+
     /// Whether the server was declared silent.
     pub fn is_silent(&self) -> bool {
         self.watch.token.is_cancelled()

@@ -20,8 +20,20 @@ pub(crate) async fn delete_hazard(
         return Ok(Some(format!("table {} does not exist", table.name)));
     };
     let problem = (relation.children_problem(table)).or_else(|| relation.partitions_problem(table));
-    if problem.is_some() || fired_allowed {
+    if problem.is_some() {
         return Ok(problem);
+    }
+    // Dropped and made again by someone else, or its mark or index removed: not pgdrill's
+    // rows any more, or not found without a scan.
+    if !relation.deletable() {
+        return Ok(Some(format!(
+            "{} is no longer marked as pgdrill's (its comment, or the run_id mark and the \
+             index on pgdrill's rows, are gone)",
+            table.name
+        )));
+    }
+    if fired_allowed {
+        return Ok(None);
     }
     let deletes = Writes {
         inserts: false,
