@@ -182,15 +182,7 @@ async fn a_second_signal_cuts_the_drain_short_and_still_prints_the_summary() {
     ]);
     let addr = listen.parse().expect("addr");
     let scrape = || async move { try_http_get(addr, "/metrics").await.unwrap_or_default() };
-    eventually(Duration::from_secs(20), "writes acknowledged", || async {
-        metric(&scrape().await, "pgdrill_transactions_total") > 100.0
-    })
-    .await;
-    let locker = connect(&dsn).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock pgdrill's table");
+    let locker = lock_after(addr, &dsn, 100.0).await;
     eventually(
         Duration::from_secs(10),
         "writes waiting on the lock",
@@ -249,15 +241,7 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
     let bin = Binary::spawn(&argv);
     let addr = listen.parse().expect("addr");
     let scrape = || async move { try_http_get(addr, "/metrics").await.unwrap_or_default() };
-    eventually(Duration::from_secs(20), "writes acknowledged", || async {
-        metric(&scrape().await, "pgdrill_transactions_total") > 20.0
-    })
-    .await;
-    let locker = connect(&dsn).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock pgdrill's table");
+    let locker = lock_after(addr, &dsn, 20.0).await;
     // Counted once, when the grace runs out; then the run lingers.
     let abandoned_total = "pgdrill_transactions_abandoned_total";
     eventually(Duration::from_secs(20), "writes abandoned", || async {
@@ -277,4 +261,20 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
     assert_eq!(exported, abandoned as f64);
     assert!(out.contains(&format!("abandoned {abandoned}")), "{out}");
     lab.shutdown().await;
+}
+
+/// Once more than `writes` are acknowledged on `addr`'s `/metrics`, locks pgdrill's table
+/// from a session of its own; `ROLLBACK` on it ends the lock.
+async fn lock_after(addr: std::net::SocketAddr, dsn: &str, writes: f64) -> tokio_postgres::Client {
+    eventually(Duration::from_secs(20), "writes acknowledged", || async {
+        let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+        metric(&text, "pgdrill_transactions_total") > writes
+    })
+    .await;
+    let locker = connect(dsn).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock pgdrill's table");
+    locker
 }
