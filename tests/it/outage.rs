@@ -62,25 +62,22 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
     let lab = single(None).await;
     let node = lab.primary();
     let dsn = lab.dsn(node);
-    let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json_path = dir.path().join("summary.json");
-    let json_arg = json_path.display().to_string();
+    let watched = Watched::new();
+    let (listen, json_arg, addr) = (&watched.listen, &watched.json, watched.addr);
     let bin = Binary::spawn(&[
         "--dsn",
         &dsn,
         "--rate",
         "2000",
         "--listen",
-        &listen,
+        listen,
         "--shutdown-grace",
         "5s",
         "--summary-json",
-        &json_arg,
+        json_arg,
         "--log-format",
         "json",
     ]);
-    let addr = listen.parse().expect("addr");
     let scrape = || http_get(addr, "/metrics");
     eventually(Duration::from_secs(15), "load running", || async {
         let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
@@ -142,9 +139,7 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("--log-format json wrote a non-JSON line ({e}): {line}"));
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON written"))
-            .expect("summary JSON parses");
+    let json = watched.summary();
     assert!(json["transactions"].as_u64().unwrap_or(0) > 2000, "{json}");
     assert!(
         json["errors"]["connect_refused"].as_u64().unwrap_or(0) >= 10,
@@ -162,10 +157,8 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
 async fn a_second_signal_cuts_the_drain_short_and_still_prints_the_summary() {
     let lab = single(None).await;
     let dsn = lab.dsn(lab.primary());
-    let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json_path = dir.path().join("summary.json");
-    let json_arg = json_path.display().to_string();
+    let watched = Watched::new();
+    let (listen, json_arg, addr) = (&watched.listen, &watched.json, watched.addr);
     let mut bin = Binary::spawn(&[
         "--dsn",
         &dsn,
@@ -176,11 +169,10 @@ async fn a_second_signal_cuts_the_drain_short_and_still_prints_the_summary() {
         "--shutdown-grace",
         "1h",
         "--listen",
-        &listen,
+        listen,
         "--summary-json",
-        &json_arg,
+        json_arg,
     ]);
-    let addr = listen.parse().expect("addr");
     let scrape = || async move { try_http_get(addr, "/metrics").await.unwrap_or_default() };
     let locker = lock_after(addr, &dsn, 100.0).await;
     eventually(
@@ -203,9 +195,7 @@ async fn a_second_signal_cuts_the_drain_short_and_still_prints_the_summary() {
     assert!(status.success(), "exit {status:?}\n{err}");
     assert!(err.contains("second signal"), "{err}");
     assert!(out.contains("summary"), "{out}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON written"))
-            .expect("summary JSON parses");
+    let json = watched.summary();
     assert!(json["abandoned"].as_u64().unwrap_or(0) >= 1, "{json}");
     lab.shutdown().await;
 }
@@ -216,10 +206,8 @@ async fn a_second_signal_cuts_the_drain_short_and_still_prints_the_summary() {
 async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output() {
     let lab = single(None).await;
     let dsn = lab.dsn(lab.primary());
-    let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json_path = dir.path().join("summary.json");
-    let json_arg = json_path.display().to_string();
+    let watched = Watched::new();
+    let (listen, json_arg, addr) = (&watched.listen, &watched.json, watched.addr);
     let (rate, duration, grace) = ("50", "4s", "1s");
     let mut argv = vec![
         "--dsn",
@@ -234,12 +222,11 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
         "--linger",
         "60s",
         "--listen",
-        &listen,
+        listen,
         "--summary-json",
-        &json_arg,
+        json_arg,
     ]);
     let bin = Binary::spawn(&argv);
-    let addr = listen.parse().expect("addr");
     let scrape = || async move { try_http_get(addr, "/metrics").await.unwrap_or_default() };
     let locker = lock_after(addr, &dsn, 20.0).await;
     // Counted once, when the grace runs out; then the run lingers.
@@ -253,9 +240,7 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
     let (status, out, err) = bin.wait(Duration::from_secs(30)).await;
     locker.batch_execute("ROLLBACK").await.expect("unlock");
     assert!(status.success(), "exit {status:?}\n{err}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("summary JSON"))
-            .expect("summary JSON parses");
+    let json = watched.summary();
     let abandoned = json["abandoned"].as_u64().unwrap_or(0);
     assert!(abandoned >= 1, "{json}");
     assert_eq!(exported, abandoned as f64);
@@ -277,4 +262,34 @@ async fn lock_after(addr: std::net::SocketAddr, dsn: &str, writes: f64) -> tokio
         .await
         .expect("lock pgdrill's table");
     locker
+}
+
+/// Where a spawned run is watched: a free `--listen` address and a `--summary-json` path in
+/// a temp dir of its own.
+struct Watched {
+    listen: String,
+    addr: std::net::SocketAddr,
+    json: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Watched {
+    fn new() -> Watched {
+        let listen = format!("127.0.0.1:{}", crate::support::free_port());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let json = dir.path().join("summary.json").display().to_string();
+        let addr = listen.parse().expect("addr");
+        Watched {
+            listen,
+            addr,
+            json,
+            _dir: dir,
+        }
+    }
+
+    /// The summary the run wrote.
+    fn summary(&self) -> serde_json::Value {
+        let text = std::fs::read(&self.json).expect("summary JSON written");
+        serde_json::from_slice(&text).expect("summary JSON parses")
+    }
 }
