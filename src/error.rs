@@ -48,10 +48,13 @@ impl ErrorClass {
     /// backend per failed write would only load the server.
     pub fn discards_connection(self, sqlstate: Option<&str>) -> bool {
         let statement_only = |code: &str| {
-            // 53100: disk full as an ERROR (as a PANIC it closes the connection: seen apart).
+            // Sent as FATAL or PANIC instead, the server closes the connection: the lane sees
+            // that apart.
             code == "42501"
-                || code == "53100"
-                || matches!(code.get(..2), Some("22" | "23" | "40" | "54" | "55" | "P0"))
+                || matches!(
+                    code.get(..2),
+                    Some("22" | "23" | "40" | "53" | "54" | "55" | "P0")
+                )
         };
         self.outcome_unknown_after_send()
             || matches!(self, ErrorClass::ReadOnly | ErrorClass::CannotConnectNow)
@@ -351,7 +354,7 @@ mod tests {
         ] {
             assert!(!Other.discards_connection(Some(kept)), "{kept}");
         }
-        for dropped in ["42P01", "42703", "0A000", "26000", "XX000", "53200"] {
+        for dropped in ["42P01", "42703", "0A000", "26000", "XX000"] {
             assert!(Other.discards_connection(Some(dropped)), "{dropped}");
         }
         assert!(ReadOnly.discards_connection(Some("25006")));

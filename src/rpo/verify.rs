@@ -164,6 +164,7 @@ impl Verifier {
                 // sessions): only one to the server writes go to now will do.
                 let now = self.identity.current();
                 if now.is_some_and(|now| pooled.silence.server().is_another_process(&now)) {
+                    pooled.retired = true;
                     return Err(VerifyError::NotCurrent);
                 }
                 &mut pooled
