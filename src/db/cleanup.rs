@@ -90,12 +90,6 @@ pub async fn run(
             if !relation.deletable() {
                 return Err(CleanupError::Refused(shared_table_needs(table, &relation)));
             }
-            if let Some(hazard) = table_check::delete_hazard(&client, table, false).await? {
-                return Err(CleanupError::Refused(format!(
-                    "{hazard}; nothing was deleted. Remove what it names first, or delete \
-                     pgdrill's rows yourself"
-                )));
-            }
             let run = match scope {
                 Scope::Run(id) => Some(id),
                 _ => None,
@@ -111,7 +105,7 @@ async fn delete_rows(
     table: &Table,
     run: Option<i64>,
 ) -> Result<String, CleanupError> {
-    let n = delete(client, &table.cleanup_delete_sql(BATCH, run)).await?;
+    let n = delete(client, table, &table.cleanup_delete_sql(BATCH, run)).await?;
     Ok(match run {
         Some(id) => format!("deleted {n} rows of run {id} from {}", table.name),
         None => format!(
@@ -167,11 +161,20 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
     Ok(client)
 }
 
-/// Deletes batch after batch until one comes back short; returns the rows deleted.
-async fn delete(client: &Client, sql: &str) -> Result<u64, CleanupError> {
+/// Deletes batch after batch, each guarded, until one comes back short; returns the rows
+/// deleted.
+async fn delete(client: &Client, table: &Table, sql: &str) -> Result<u64, CleanupError> {
     let mut total = 0;
     loop {
-        let deleted = super::affected(client, sql).await?;
+        let deleted = match table_check::guarded_delete(client, table, sql, false).await? {
+            Ok(deleted) => deleted,
+            Err(hazard) => {
+                return Err(CleanupError::Refused(format!(
+                    "{hazard}; {total} rows were deleted before it was seen, none after. Remove \
+                     what it names first, or delete pgdrill's rows yourself"
+                )))
+            }
+        };
         total += deleted;
         if deleted < u64::from(BATCH) {
             return Ok(total);

@@ -12,13 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::connect::Conn;
 use crate::db::pool::DbPool;
 use crate::db::table::Table;
-use crate::db::table_check::delete_hazard;
+use crate::db::table_check::guarded_delete;
 use crate::error::{classify, ErrorClass};
 use crate::telemetry::metrics::Metrics;
 
@@ -26,10 +25,6 @@ use crate::telemetry::metrics::Metrics;
 const BATCH_PAUSE: Duration = Duration::from_millis(50);
 /// After a failure, wait this long before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(5);
-/// How long a batch waits for its lock behind another session's (`lock_timeout`), and how
-/// long its transaction may sit idle between its statements on the server.
-const LOCK_WAIT: &str = "5s";
-const IDLE_IN_BATCH: &str = "10s";
 /// A batch unanswered this long is given up with its connection: the server is hung (its
 /// `statement_timeout` would have ended a merely slow one).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -168,7 +163,7 @@ async fn sweep(
 ) -> Result<Swept, Option<tokio_postgres::Error>> {
     let mut total = 0;
     loop {
-        let one = batch(conn, table, sql, settings.fired_allowed);
+        let one = guarded_delete(&conn.client, table, sql, settings.fired_allowed);
         let Some(deleted) = stop
             .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, one))
             .await
@@ -189,44 +184,6 @@ async fn sweep(
             _ = tokio::time::sleep(BATCH_PAUSE) => {}
         }
     }
-}
-
-/// One batch, in a transaction that locks the table first: adding a trigger, a rule or a
-/// foreign key takes a lock that conflicts with ROW EXCLUSIVE (the DELETE's own), so none
-/// slips in between the look and the DELETE. `Err(why)`: held, nothing deleted.
-async fn batch(
-    conn: &Conn,
-    table: &Table,
-    sql: &str,
-    fired_allowed: bool,
-) -> Result<Result<u64, String>, tokio_postgres::Error> {
-    // Bounded on the server's side too: the lock is not waited for long behind another
-    // session's, and a client that vanishes mid-batch does not leave it held.
-    let lock = format!(
-        "BEGIN; SET LOCAL lock_timeout = '{LOCK_WAIT}'; \
-         SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_BATCH}'; \
-         LOCK TABLE {} IN ROW EXCLUSIVE MODE",
-        table.quoted
-    );
-    let result = match conn.client.batch_execute(&lock).await {
-        Ok(()) => match delete_hazard(&conn.client, table, fired_allowed).await {
-            Ok(Some(hazard)) => Ok(Err(hazard)),
-            Ok(None) => super::affected(&conn.client, sql).await.map(Ok),
-            Err(err) => Err(err),
-        },
-        Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-            Ok(Err(format!("table {} does not exist", table.name)))
-        }
-        Err(err) => Err(err),
-    };
-    let end = match result {
-        Ok(Ok(_)) => "COMMIT",
-        _ => "ROLLBACK",
-    };
-    let ended = conn.client.batch_execute(end).await;
-    let result = result?;
-    ended?;
-    Ok(result)
 }
 
 #[cfg(test)]

@@ -3,15 +3,60 @@
 //! that is not pgdrill's, so a run (unless `--allow-table-triggers`) and `cleanup` refuse,
 //! and retention looks again before every sweep: they may be added at any time.
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::{quote_literal, relation};
 use crate::db::table::Table;
 
+/// How long a guarded batch waits for its lock behind another session's (`lock_timeout`),
+/// and how long its transaction may sit idle between its statements on the server.
+const LOCK_WAIT: &str = "5s";
+const IDLE_IN_BATCH: &str = "10s";
+
+/// One batch of pgdrill's DELETE (`sql`), in a transaction that locks the table first:
+/// adding a trigger, a rule or a foreign key takes a lock that conflicts with ROW EXCLUSIVE
+/// (the DELETE's own), so none slips in between the look ([`delete_hazard`]) and the DELETE.
+/// `Err(why)`: held, nothing deleted. Retention and `pgdrill cleanup` delete only so.
+pub(crate) async fn guarded_delete(
+    client: &Client,
+    table: &Table,
+    sql: &str,
+    fired_allowed: bool,
+) -> Result<Result<u64, String>, tokio_postgres::Error> {
+    // Bounded on the server's side too: the lock is not waited for long behind another
+    // session's, and a client that vanishes mid-batch does not leave it held.
+    let lock = format!(
+        "BEGIN; SET LOCAL lock_timeout = '{LOCK_WAIT}'; \
+         SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_BATCH}'; \
+         LOCK TABLE {} IN ROW EXCLUSIVE MODE",
+        table.quoted
+    );
+    let result = match client.batch_execute(&lock).await {
+        Ok(()) => match delete_hazard(client, table, fired_allowed).await {
+            Ok(Some(hazard)) => Ok(Err(hazard)),
+            Ok(None) => crate::db::affected(client, sql).await.map(Ok),
+            Err(err) => Err(err),
+        },
+        Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            Ok(Err(format!("table {} does not exist", table.name)))
+        }
+        Err(err) => Err(err),
+    };
+    let end = match result {
+        Ok(Ok(_)) => "COMMIT",
+        _ => "ROLLBACK",
+    };
+    let ended = client.batch_execute(end).await;
+    let result = result?;
+    ended?;
+    Ok(result)
+}
+
 /// Why pgdrill's DELETE may not run on `table` now: rows of other tables it would reach
 /// (inheritance children, foreign partitions) or, unless `fired_allowed`, triggers, rules and
 /// foreign keys it would set off.
-pub(crate) async fn delete_hazard(
+async fn delete_hazard(
     client: &Client,
     table: &Table,
     fired_allowed: bool,

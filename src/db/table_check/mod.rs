@@ -19,7 +19,7 @@ mod effects;
 mod relation;
 pub(crate) use alter::index_alone;
 pub use alter::Change;
-pub(crate) use effects::{delete_hazard, fired_by, Writes};
+pub(crate) use effects::{fired_by, guarded_delete, Writes};
 pub(crate) use relation::{relation, Relation};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
