@@ -132,12 +132,25 @@ impl Monitor {
         };
         let classes = self.detector.with_events(|ev| ev.classes());
         let seconds = self.outages.still_open(start, Instant::now(), &classes);
+        // The duration so far is the figure the summary and the verdict judge: /metrics
+        // says the same (the end timestamp stays older than the start: still open).
+        self.outage_measured(seconds);
         tracing::warn!(
             event = "outage_open_at_shutdown",
             seconds = format!("{seconds:.3}"),
             classes = %classes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(","),
             "writes were still unavailable when the load stopped"
         );
+    }
+
+    /// An outage's write unavailability on /metrics, once it ends or the load stops.
+    fn outage_measured(&self, seconds: f64) {
+        let m = &self.metrics;
+        m.last_outage_duration.set(seconds);
+        m.outage_duration.observe(seconds);
+        if seconds > self.rto_objective.as_secs_f64() {
+            m.outages_over_rto_objective.inc();
+        }
     }
 
     /// Records one transition; an outage's end asks for verification.
@@ -173,11 +186,7 @@ impl Monitor {
             } => {
                 let seconds = (end - start).as_secs_f64();
                 m.outage_end_timestamp.set(clock.unix(end));
-                m.last_outage_duration.set(seconds);
-                m.outage_duration.observe(seconds);
-                if end - start > self.rto_objective {
-                    m.outages_over_rto_objective.inc();
-                }
+                self.outage_measured(seconds);
                 let after = self.identity.current();
                 let index = self.outages.ended(start, end, &classes, after.clone());
                 self.timeline.event(
@@ -399,6 +408,38 @@ mod tests {
             assert_eq!(records.len(), 1, "{records:?}");
             assert!(!records[0].open_at_shutdown, "{records:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_open_at_the_stop_is_on_metrics_with_its_duration_so_far() {
+        let r = rig();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.monitor.clone().run(stop.clone()));
+        writes(&r.detector, Duration::from_secs(1), None).await;
+        writes(
+            &r.detector,
+            Duration::from_secs(2),
+            Some(ErrorClass::ConnectRefused),
+        )
+        .await;
+        r.outages.load_stopped(Instant::now());
+        stop.cancel();
+        task.await.expect("monitor ends");
+        let records = r.outages.outages();
+        assert!(records[0].open_at_shutdown, "{records:?}");
+        let so_far = records[0].write_unavailable_seconds.expect("so far");
+        let m = &r.metrics;
+        // The figure the summary and the verdict judge, over the rig's 0.4 s objective.
+        assert_eq!(
+            m.sample("pgdrill_last_outage_duration_seconds"),
+            Some(so_far)
+        );
+        let over = m.sample("pgdrill_outages_over_rto_objective_total");
+        assert_eq!(over, Some(1.0));
+        assert_eq!(m.sample("pgdrill_outage_duration_seconds_count"), Some(1.0));
+        // Still open: the end timestamp is not moved past the start.
+        let start = m.sample("pgdrill_outage_start_timestamp_seconds");
+        assert!(m.sample("pgdrill_outage_end_timestamp_seconds") < start);
     }
 
     #[tokio::test(start_paused = true)]
