@@ -127,26 +127,56 @@ impl std::fmt::Display for RunError {
 }
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
-/// drains within the shutdown grace and returns the summary. Database errors
-/// are counted, never returned; an error means the run could not start or go on
-/// (an unusable table, a crashed task).
-pub async fn run(
+/// drains within the shutdown grace and hands the summary to `publish` (to print and
+/// write it) before `--linger` keeps `/metrics` up; returns what `publish` returned.
+/// Database errors are counted, never returned; an error means the run could not start
+/// or go on (an unusable table, a crashed task).
+pub async fn run<T>(
     config: Config,
     listener: TcpListener,
     stop: CancellationToken,
-) -> Result<Summary, RunError> {
+    publish: impl FnOnce(Result<Summary, RunError>) -> T,
+) -> T {
     // The load also stops when the first connection finds a table that cannot take it;
     // only a signal (`signal`) ends --linger.
     let signal = stop;
     let stop = signal.child_token();
     let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.
-    let drill = Drill::build(&config, &fatal).map_err(|error| RunError {
-        error,
-        summary: None,
-    })?;
+    let drill = match Drill::build(&config, &fatal) {
+        Ok(drill) => drill,
+        Err(error) => return publish(Err(RunError::from(error))),
+    };
     // Step 2: run under one supervisor.
-    let summary = drill.run(&config, listener, stop, &signal).await;
+    let (summary, mut sup) = drill.run(&config, listener, stop).await;
+    // A run stopped before its first write (a wrong target) has no figures to show, and
+    // one whose /metrics crashed none to show them with: either exits at once.
+    let figures = fatal.message().is_none() || fatal.has_written();
+    // Printed and written before --linger, which only keeps /metrics up.
+    let published = publish(result(&fatal, summary));
+    if figures && sup.running(Stage::Http) {
+        linger(config.linger, &signal).await;
+    }
+    // Last, /metrics: a final scrape still sees the final numbers.
+    sup.stop(Stage::Http).await;
+    sup.finish().await;
+    if let Some(error) = fatal.take() {
+        tracing::error!(%error, "after the summary");
+    }
+    published
+}
+
+impl From<StartError> for RunError {
+    fn from(error: StartError) -> RunError {
+        RunError {
+            error,
+            summary: None,
+        }
+    }
+}
+
+/// The run's summary, or the error that ended it (with the summary, after a first write).
+fn result(fatal: &Fatal, summary: Summary) -> Result<Summary, RunError> {
     match fatal.take() {
         None => Ok(summary),
         Some(error) => {
@@ -312,8 +342,7 @@ impl Drill {
         config: &Config,
         listener: TcpListener,
         stop: CancellationToken,
-        signal: &CancellationToken,
-    ) -> Summary {
+    ) -> (Summary, Supervisor) {
         let mut sup = Supervisor::new(self.fatal.clone(), self.health.clone());
         test_hooks::announce();
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
@@ -382,16 +411,7 @@ impl Drill {
         }
         // pgdrill leaves no process behind: what the triggers left running ends now.
         drill::command::end_left_behind().await;
-        // A run stopped before its first write (a wrong target) has no figures to show, and
-        // one whose /metrics crashed none to show them with: either exits at once.
-        let figures = self.fatal.message().is_none() || self.fatal.has_written();
-        if figures && sup.running(Stage::Http) {
-            linger(config.linger, signal).await;
-        }
-        // Last, /metrics: a final scrape still sees the final numbers.
-        sup.stop(Stage::Http).await;
-        sup.finish().await;
-        summary
+        (summary, sup)
     }
 
     fn spawn(
@@ -464,11 +484,10 @@ impl Drill {
         let aborted = sup.drain(Stage::Lanes, Some(config.shutdown_grace)).await;
         let mut abandoned = 0;
         if aborted > 0 {
-            abandoned = self.sources.outcomes.in_flight();
-            self.metrics.abandoned.inc_by(abandoned);
+            abandoned = self.sources.outcomes.abandon_in_flight();
             tracing::warn!(
                 abandoned,
-                "shutdown grace ran out with transactions in flight; their outcome is unknown"
+                "transactions still in flight when the shutdown grace ran out (or a second signal came); their outcome is unknown"
             );
         }
         // 3. Retention: a batch or a connect in progress is abandoned with its connection.

@@ -141,40 +141,54 @@ fn run(args: RunArgs) -> ExitCode {
         let report_path = config.report.clone();
         let argv: Vec<_> = std::env::args_os().collect();
         let redacted = config.target.redacted.clone();
-        let (mut summary, crashed) = match pgdrill::run(config, listener, stop).await {
-            Ok(summary) => (summary, None),
-            // What a run measured before it crashed is printed and written, then the error.
-            Err(RunError {
-                error,
-                summary: Some(summary),
-            }) => (*summary, Some(error)),
-            Err(RunError { error, .. }) => return error_exit(&error, error.exit_code()),
-        };
-        // Scrubbed after the run: the patterns compile then, not on top of the load's memory.
-        summary.set_flags(pgdrill::config::flags_as_run(&argv, &redacted));
-        say(summary.printable());
-        if let Some(path) = summary_path {
-            let written = if path.as_os_str() == "-" {
-                summary.json_line().map(say)
-            } else {
-                summary.write_json(&path).map_err(serde_json::Error::io)
-            };
-            if let Err(err) = written {
-                return cannot_write("--summary-json", &path, err);
-            }
-        }
-        if let Some(path) = report_path {
-            if let Err(err) = summary.write_report(&path) {
-                return cannot_write("--report", &path, err);
-            }
-            tell(format!("drill report written to {}", path.display()));
-        }
-        if let Some(error) = crashed {
-            return error_exit(&error, error.exit_code());
-        }
-        // 0 pass or canary, 3 a failed drill, 4 an invalid one (docs/drills.md).
-        ExitCode::from(summary.exit_code())
+        pgdrill::run(config, listener, stop, |result| {
+            publish(result, &argv, &redacted, summary_path, report_path)
+        })
+        .await
     })
+}
+
+/// Prints the summary and writes its files; the exit code.
+fn publish(
+    result: Result<pgdrill::Summary, RunError>,
+    argv: &[std::ffi::OsString],
+    redacted: &str,
+    summary_path: Option<std::path::PathBuf>,
+    report_path: Option<std::path::PathBuf>,
+) -> ExitCode {
+    let (mut summary, crashed) = match result {
+        Ok(summary) => (summary, None),
+        // What a run measured before it crashed is printed and written, then the error.
+        Err(RunError {
+            error,
+            summary: Some(summary),
+        }) => (*summary, Some(error)),
+        Err(RunError { error, .. }) => return error_exit(&error, error.exit_code()),
+    };
+    // Scrubbed after the run: the patterns compile then, not on top of the load's memory.
+    summary.set_flags(pgdrill::config::flags_as_run(argv, redacted));
+    say(summary.printable());
+    if let Some(path) = summary_path {
+        let written = if path.as_os_str() == "-" {
+            summary.json_line().map(say)
+        } else {
+            summary.write_json(&path).map_err(serde_json::Error::io)
+        };
+        if let Err(err) = written {
+            return cannot_write("--summary-json", &path, err);
+        }
+    }
+    if let Some(path) = report_path {
+        if let Err(err) = summary.write_report(&path) {
+            return cannot_write("--report", &path, err);
+        }
+        tell(format!("drill report written to {}", path.display()));
+    }
+    if let Some(error) = crashed {
+        return error_exit(&error, error.exit_code());
+    }
+    // 0 pass or canary, 3 a failed drill, 4 an invalid one (docs/drills.md).
+    ExitCode::from(summary.exit_code())
 }
 
 /// `pgdrill report SUMMARY.json… -o PAGE.html [--json MERGED.json]`; bad input is a usage

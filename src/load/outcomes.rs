@@ -141,6 +141,15 @@ impl Outcomes {
         self.detector.in_flight().max(0) as u64
     }
 
+    /// Gives up the writes still in flight at shutdown: counted as abandoned, no longer
+    /// as in flight on /metrics (the detector keeps them, for an outage still open).
+    pub fn abandon_in_flight(&self) -> u64 {
+        let abandoned = self.in_flight();
+        self.metrics.abandoned.inc_by(abandoned);
+        self.metrics.in_flight.sub(abandoned as i64);
+        abandoned
+    }
+
     /// A due write the schedule never started (backlog full, or queued at shutdown).
     pub fn skipped(&self) {
         self.metrics.skipped.inc();

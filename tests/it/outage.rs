@@ -235,7 +235,17 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
         metric(&scrape().await, abandoned_total) > 0.0
     })
     .await;
-    let exported = metric(&scrape().await, abandoned_total);
+    let exposition = scrape().await;
+    let exported = metric(&exposition, abandoned_total);
+    // Given up, no longer in flight.
+    let in_flight = metric(&exposition, "pgdrill_transactions_in_flight");
+    assert_eq!(in_flight, 0.0, "{exposition}");
+    // Written before --linger, not when it ends.
+    let json_path = std::path::Path::new(&watched.json);
+    eventually(Duration::from_secs(20), "summary written", || async {
+        json_path.exists()
+    })
+    .await;
     bin.signal(Signal::Term);
     let (status, out, err) = bin.wait(Duration::from_secs(30)).await;
     locker.batch_execute("ROLLBACK").await.expect("unlock");

@@ -48,7 +48,7 @@ impl Drill {
             .with_ansi(false)
             .try_init();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(pgdrill::run(config, listener, stop.clone()));
+        let task = tokio::spawn(pgdrill::run(config, listener, stop.clone(), |r| r));
         Drill { addr, stop, task }
     }
 
