@@ -10,19 +10,25 @@ use crate::error::ErrorClass;
 use crate::load::outcomes::TallySnapshot;
 use crate::report::Sources;
 
-/// Logs a line every `every` until `stop`.
+/// Logs a line every `every` until `stop`, and one for the part of an interval before it:
+/// the lines add up to the summary's counts.
 pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: CancellationToken) {
     let mut last = TallySnapshot::default();
     let mut last_sqlstates = std::collections::BTreeMap::new();
-    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    let mut last_at = Instant::now();
+    let mut ticker = tokio::time::interval_at(last_at + every, every);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.cancelled() => return,
-        }
+        let stopped = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stop.cancelled() => true,
+        };
         let now = sources.outcomes.tally();
         let line = Line::between(&last, &now);
+        if stopped && line.is_empty() {
+            return;
+        }
         last = now;
+        let interval = std::mem::replace(&mut last_at, Instant::now()).elapsed();
         let sqlstates = sources.errors.per_sqlstate();
         let by_sqlstate: Vec<String> = sqlstates
             .iter()
@@ -34,7 +40,7 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
         last_sqlstates = sqlstates;
         let h = sources.latency.take_interval();
         tracing::info!(
-            rate = format!("{:.1}", line.ok as f64 / every.as_secs_f64()),
+            rate = format!("{:.1}", line.ok as f64 / interval.as_secs_f64()),
             ok = line.ok,
             failed = line.failed,
             skipped = line.skipped,
@@ -45,6 +51,9 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
             state = sources.outages.state().as_str(),
             "progress"
         );
+        if stopped {
+            return;
+        }
     }
 }
 
@@ -59,6 +68,10 @@ struct Line {
 }
 
 impl Line {
+    fn is_empty(&self) -> bool {
+        self.ok == 0 && self.failed == 0 && self.skipped == 0
+    }
+
     fn between(before: &TallySnapshot, now: &TallySnapshot) -> Line {
         let mut errors = Vec::new();
         let mut failed = 0;

@@ -21,7 +21,20 @@ use crate::support::{eventually, free_port, start_lab, start_single};
 struct Run {
     code: Option<i32>,
     stdout: String,
+    stderr: String,
     summary: Value,
+}
+
+/// The sums of the progress lines' `ok=`, `failed=` and `skipped=` counts.
+fn progress_sums(log: &str) -> [u64; 3] {
+    let lines = log.lines().filter(|l| l.contains(" progress "));
+    lines.fold([0; 3], |mut sums, line| {
+        for (sum, key) in sums.iter_mut().zip([" ok=", " failed=", " skipped="]) {
+            let value = line.split(key).nth(1).and_then(|v| v.split(' ').next());
+            *sum += value.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+        sums
+    })
 }
 
 /// Runs the binary with `args` (plus a listen address and a summary file), at most `limit`.
@@ -55,6 +68,7 @@ where
     Run {
         code: status.code(),
         stdout,
+        stderr,
         summary: serde_json::from_str(&text).expect("summary JSON"),
     }
 }
@@ -179,6 +193,14 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
     assert_eq!(run.code, Some(0), "a pass exits 0: {drill}");
     assert_eq!(drill["verdict"]["verdict"], "pass", "{drill}");
     assert!(run.stdout.contains("verdict: PASS"), "{}", run.stdout);
+    // The progress lines, the last one up to the stop, add up to the summary's counts.
+    let n = |key: &str| run.summary[key].as_u64().unwrap_or(u64::MAX);
+    let counts = [
+        n("successes"),
+        n("transactions") - n("successes"),
+        n("skipped"),
+    ];
+    assert_eq!(progress_sums(&run.stderr), counts, "{}", run.stderr);
 
     let (trigger, timing, outage) = first_drill(&run.summary);
     assert_eq!(trigger["outcome"]["kind"], "ok");
