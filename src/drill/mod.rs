@@ -134,7 +134,7 @@ impl std::fmt::Display for DrillReport {
                 d.unavailable_at_run_end_seconds,
             ) {
                 (Some(s), _) => format!("{s:.3} s"),
-                (None, Some(s)) => format!(">{s:.1} s"),
+                (None, Some(s)) => format!("{s:.3} s so far"),
                 (None, None) => "no outage".into(),
             };
             writeln!(

@@ -212,7 +212,7 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
                         }
                         td {
                             @match f.map(|f| (f.write_unavailable_seconds, f.unavailable_at_run_end_seconds)) {
-                                Some((None, Some(so_far))) => { "> " (fmt_secs(so_far)) }
+                                Some((None, Some(so_far))) => { (fmt_secs(so_far)) " so far" }
                                 other => (opt_secs(other.and_then(|(w, _)| w))),
                             }
                         }
