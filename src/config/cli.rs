@@ -202,7 +202,12 @@ pub struct RunArgs {
     pub retention: Option<humantime::Duration>,
 
     /// Rows deleted per retention batch (one short transaction each).
-    #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE", default_value_t = 5000)]
+    #[arg(
+        long,
+        env = "PGDRILL_RETENTION_BATCH_SIZE",
+        default_value_t = 5000,
+        requires = "retention"
+    )]
     pub retention_batch_size: u32,
 
     /// Runtime threads for the load and /metrics, 0 to 256 (0: one per core); 1 runs

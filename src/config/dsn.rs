@@ -85,6 +85,7 @@ pub fn parse(
     } else {
         PgConfig::from_str(&rest).map_err(|err| {
             let (shown, _) = crate::secrets::redact_unparsed(raw);
+            let shown = without_unknown_value(&shown, &err);
             ConfigError::new("--dsn", shown, describe_parse_error(&err, &rest))
         })?
     };
@@ -588,6 +589,28 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
 /// The parser's reason for rejecting `parsed`, unless it found its fault in or after the
 /// password (an unquoted space in it: the reason would quote a piece of it). The parser names
 /// the byte it did not expect, or quotes a key: one named before the password is kept.
+/// `shown` cut after the `=` of the key the parser did not know: a misspelled `password`
+/// (`pasword=…`) is still a password.
+fn without_unknown_value(shown: &str, err: &tokio_postgres::Error) -> String {
+    use std::error::Error;
+    let detail = err.source().map(ToString::to_string).unwrap_or_default();
+    let Some(key) = detail
+        .strip_prefix("unknown option `")
+        .and_then(|k| k.strip_suffix('`'))
+    else {
+        return shown.to_string();
+    };
+    let pair = format!("{key}=");
+    let at = shown
+        .match_indices(&pair)
+        .map(|(i, _)| i)
+        .find(|&i| shown[..i].ends_with([' ', '\t', '\n', '?', '&']) || i == 0);
+    match at {
+        Some(i) => format!("{}(not shown) …", &shown[..i + pair.len()]),
+        None => shown.to_string(),
+    }
+}
+
 fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
     use std::error::Error;
     let Some(source) = err.source() else {

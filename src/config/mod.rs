@@ -244,7 +244,14 @@ impl RunArgs {
                 })
                 .transpose()?,
             report: (self.report.as_ref())
-                .map(|path| writable_file("--report", path).map(|()| path.clone()))
+                .map(|path| match self.summary_json.as_ref() == Some(path) {
+                    true => Err(ConfigError::new(
+                        "--report",
+                        path.display().to_string(),
+                        "is also --summary-json's file: the page would overwrite the summary",
+                    )),
+                    false => writable_file("--report", path).map(|()| path.clone()),
+                })
                 .transpose()?,
             shutdown_grace: self.shutdown_grace.into(),
             linger: self.linger.into(),

@@ -44,6 +44,14 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--progress-interval", "1ns"],
             &["--progress-interval", "1ns", "at least 1s"],
         ),
+        (
+            &["--retention-batch-size", "7"],
+            &["--retention <RETENTION>", "required"],
+        ),
+        (
+            &["--summary-json", "run.out", "--report", "run.out"],
+            &["--report", "run.out", "would overwrite the summary"],
+        ),
         // What clap cannot place is quoted back, scrubbed: a DSN without --dsn, a
         // key=value DSN left unquoted, a URL given as its host, a password to a trigger.
         (
