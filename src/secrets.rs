@@ -136,12 +136,13 @@ fn forms(secret: &str) -> Option<[String; 3]> {
 
 /// The words a secret is found after ([`SECRET_VALUE`]): keys (in any case, `pass` and
 /// `pwd` also as the end of a longer one), and the authorization schemes before a value.
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 23] = [
     "password",
     "passwd",
     "passphrase",
     "pass",
     "pwd",
+    "pw",
     "secret",
     "token",
     "authorization",
@@ -158,6 +159,11 @@ const KEYS: [&str; 19] = [
     // error class).
     "bearer",
     "-auth",
+    // `--key …`, `--ssh-key=…`, `--credentials …` (the dash: a `key: value` in prose, or
+    // the log target `pgdrill::db::credentials:`, is no secret).
+    "-key",
+    "-credentials",
+    "-credential",
 ];
 const SCHEMES: [&str; 2] = ["bearer", "basic"];
 
@@ -280,13 +286,15 @@ static TOKEN_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
 
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
 /// `--user=name:pass`, httpie's `--auth name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
-/// `sshpass -p …`): the one capture group that matched is the password; groups 4 to 6 are
-/// `-p`'s (4 single-quoted), whose value is kept when it is a port or a path ([`a_port_or_a_path`]).
+/// `sshpass -p …`, `mysql -p…`): the one capture group that matched is the password; groups 4
+/// to 7 are `-p`'s (4 single-quoted, 7 attached), whose value is kept when it is a port or a
+/// path ([`a_port_or_a_path`]), or, attached, lower-case letters only (`-print`, `-pthread`).
 static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
-    let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--(?:user|auth)(?:[ \t]+|=))"#;
+    let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--(?:user|auth|credentials?)(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
     let p = r#"(?:^|[ \t'"])-p[ \t]+(?:\\?'([^'\\]*)|\\?"([^"\\]*)|([^- \t'"\\][^ \t'"\\]*))"#;
-    Regex::new(&format!("{option}(?:{value})|{p}")).expect("a valid pattern")
+    let attached = r#"(?:^|[ \t'"])-p([^- \t'"\\=;&|][^ \t'"\\;&|]*)"#;
+    Regex::new(&format!("{option}(?:{value})|{p}|{attached}")).expect("a valid pattern")
 });
 
 /// Connection strings (URL user info, `password=`) as [`redact`] does, an option's
@@ -302,7 +310,10 @@ pub fn scrub_patterns(text: &str) -> String {
         let (group, password) = (1..caps.len())
             .find_map(|i| caps.get(i).map(|m| (i, m)))
             .unwrap_or((0, all));
-        if group >= 4 && a_port_or_a_path(password.as_str(), group == 4) {
+        let a_word = |p: &str| p.bytes().all(|b| b.is_ascii_lowercase());
+        if group >= 4 && a_port_or_a_path(password.as_str(), group == 4)
+            || group == 7 && a_word(password.as_str())
+        {
             return all.as_str().to_string();
         }
         let (start, end) = (password.start() - all.start(), password.end() - all.start());

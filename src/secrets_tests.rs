@@ -280,6 +280,16 @@ fn a_user_and_password_given_to_an_option_hide_the_password() {
             r#""sshpass -p \"REDACTED\" ssh""#,
         ),
         ("tool --username=a:b", "tool --username=a:b"),
+        // Attached to `-p` (mysql), unless a port, a path or an option's name.
+        ("mysql -pTrigS3cretA -P3306 x", "mysql -pREDACTED -P3306 x"),
+        (
+            "psql -p5432 -h db; find . -print; cc -pthread",
+            "psql -p5432 -h db; find . -print; cc -pthread",
+        ),
+        (
+            "tool --pw TrigS3cretG --key=TrigS3cretK --credentials admin:TrigS3cretL",
+            "tool --pw REDACTED --key=REDACTED --credentials REDACTED",
+        ),
         (
             "sudo -u postgres pg_ctl promote",
             "sudo -u postgres pg_ctl promote",
