@@ -358,6 +358,34 @@ fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
 }
 
+impl Summary {
+    /// The outages never verified (open at the end, or no verification answered): they
+    /// checked nothing, so "0 lost" would claim what was never looked at.
+    pub fn unverified_outages(&self) -> Vec<String> {
+        let earlier = &self.earlier_outages;
+        let not_kept = (earlier.unverified > 0).then(|| {
+            format!(
+                "{} of outages 1-{} not verified",
+                earlier.unverified, earlier.count
+            )
+        });
+        let kept =
+            (self.outages.iter().filter(|o| o.lost_writes.is_none())).map(|o| match o.end_unix {
+                None => format!("outage {} still open at the end", o.index),
+                Some(_) => format!("outage {} not verified", o.index),
+            });
+        not_kept.into_iter().chain(kept).collect()
+    }
+
+    /// Nothing was checked and an outage went unverified: lost writes are unknown, not 0
+    /// (those found, by a switch verified with no outage, are shown whatever else was not).
+    pub fn lost_writes_unverified(&self) -> bool {
+        self.counts.lost_writes == 0
+            && self.counts.checked_writes == 0
+            && !self.unverified_outages().is_empty()
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_load(f)?;
@@ -365,11 +393,16 @@ impl fmt::Display for Summary {
         self.fmt_errors(f)?;
         writeln!(
             f,
-            "  primary changes {} (restarts in place {})   lost writes {} of {} checked   unknown outcome {} (on the new primary {}, not on it {}{})",
+            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
             self.primary_changes,
             self.server_restarts,
-            self.counts.lost_writes,
-            self.counts.checked_writes,
+            match self.lost_writes_unverified() {
+                true => format!("unverified ({})", self.unverified_outages().join(", ")),
+                false => format!(
+                    "{} of {} checked",
+                    self.counts.lost_writes, self.counts.checked_writes
+                ),
+            },
             self.counts.unknown_outcome_writes,
             self.counts.unknown_outcome_committed,
             self.counts.unknown_outcome_not_committed,

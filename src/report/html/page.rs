@@ -79,34 +79,11 @@ pub fn render(s: &Summary) -> String {
 
 /// The headline cards; `rto_is_default`: the summary names no objective.
 fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
-    let earlier = &s.earlier_outages;
     let checked = s.counts.checked_writes;
-    // An outage never verified (open at the end, or no verification answered) checked
-    // nothing: "0 lost" would claim what was never looked at.
-    let unverified: Vec<String> = (earlier.unverified > 0)
-        .then(|| {
-            format!(
-                "{} of outages 1-{} not verified",
-                earlier.unverified, earlier.count
-            )
-        })
-        .into_iter()
-        .chain(
-            s.outages
-                .iter()
-                .filter(|o| o.lost_writes.is_none())
-                .map(|o| match o.end_unix {
-                    None => format!("outage {} still open at the end", o.index),
-                    Some(_) => format!("outage {} not verified", o.index),
-                }),
-        )
-        .collect();
-    // Lost writes found (a switchover verified with no outage) are shown whatever else was
-    // not verified.
-    let lost_value = if s.counts.lost_writes == 0 && checked == 0 && !unverified.is_empty() {
-        "unverified".to_string()
-    } else {
-        group(s.counts.lost_writes)
+    let unverified = s.unverified_outages();
+    let lost_value = match s.lost_writes_unverified() {
+        true => "unverified".to_string(),
+        false => group(s.counts.lost_writes),
     };
     let mut lost_detail = format!(
         "{} acknowledged writes checked on the new primary",

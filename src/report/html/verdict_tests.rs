@@ -108,6 +108,12 @@ fn an_open_outage_checked_nothing_and_a_restart_is_not_a_new_primary() {
     assert!(html.contains(
         "0 acknowledged writes checked on the new primary; outage 1 still open at the end"
     ));
+    // The text summary says the same.
+    let text = open.to_string();
+    assert!(
+        text.contains("lost writes unverified (outage 1 still open at the end)"),
+        "{text}"
+    );
     // Writes a switchover lost (verified with no outage record) are shown all the same.
     let mut lost = open.clone();
     lost.counts.lost_writes = 3;
@@ -120,6 +126,7 @@ fn an_open_outage_checked_nothing_and_a_restart_is_not_a_new_primary() {
         html.contains(r#"<div class="v">3</div>"#),
         "3 lost writes on the card"
     );
+    assert!(lost.to_string().contains("lost writes 3 of 0 checked"));
 
     // The same cluster and timeline with a new postmaster: a restart in place.
     let mut restart = r.clone();
