@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
@@ -25,7 +26,6 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("PGPASSWORD", "password"),
     ("PGDATABASE", "dbname"),
     ("PGAPPNAME", "application_name"),
-    ("PGCONNECT_TIMEOUT", "connect_timeout"),
 ];
 
 /// Connection-string keys pgdrill handles itself (tokio-postgres knows only three sslmodes,
@@ -37,6 +37,7 @@ const OUR_KEYS: &[(&str, &str)] = &[
     ("target_session_attrs", "PGTARGETSESSIONATTRS"),
     ("gssencmode", "PGGSSENCMODE"),
     ("passfile", "PGPASSFILE"),
+    ("connect_timeout", "PGCONNECT_TIMEOUT"),
 ];
 
 /// libpq's connection keywords that tokio-postgres does not know: a parse error that quotes
@@ -96,7 +97,10 @@ pub fn parse(
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
-    let timeout_in_dsn = pg.get_connect_timeout().is_some();
+    let timeout = connect_timeout(&value)?;
+    if let Some((t, _)) = timeout {
+        pg.connect_timeout(t);
+    }
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
             apply_env_default(&mut pg, key, &value)
@@ -143,11 +147,10 @@ pub fn parse(
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
     }
-    let connect_timeout_from = match (timeout_in_dsn, pg.get_connect_timeout()) {
-        (true, _) => Some("connect_timeout in --dsn"),
-        (false, Some(_)) => Some("PGCONNECT_TIMEOUT"),
-        (false, None) => None,
-    };
+    let connect_timeout_from = timeout.map(|(_, from)| match from {
+        "--dsn" => "connect_timeout in --dsn",
+        env => env,
+    });
     let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
     Ok(Target {
@@ -338,6 +341,22 @@ fn tls_settings(
     TlsSettings::new(mode, root_cert)
 }
 
+/// libpq's `connect_timeout`, in whole seconds, with where it came from. Zero or less waits
+/// forever in libpq, which a failover drill cannot: refused, not read as unset.
+fn connect_timeout(
+    value: &impl Fn(&str) -> Option<(String, &'static str)>,
+) -> Result<Option<(Duration, &'static str)>, ConfigError> {
+    let Some((v, from)) = value("connect_timeout") else {
+        return Ok(None);
+    };
+    match v.trim().parse::<i64>() {
+        Ok(seconds) if seconds > 0 => Ok(Some((Duration::from_secs(seconds as u64), from))),
+        Ok(_) => Err("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or leave it out (--connect-timeout)"),
+        Err(_) => Err("`connect_timeout` must be whole seconds"),
+    }
+    .map_err(|reason| ConfigError::new(from, format!("connect_timeout={v}"), reason))
+}
+
 /// Removes [`OUR_KEYS`] from a URL's query or a key=value string and returns
 /// the rest (for tokio-postgres) and the removed pairs, unescaped. A string that does not
 /// tokenize is returned unchanged, for tokio-postgres to report.
@@ -436,11 +455,6 @@ fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), St
         "port" if pg.get_ports().is_empty() => {
             for port in one()?.get_ports() {
                 pg.port(*port);
-            }
-        }
-        "connect_timeout" if pg.get_connect_timeout().is_none() => {
-            if let Some(t) = one()?.get_connect_timeout() {
-                pg.connect_timeout(*t);
             }
         }
         "user" if pg.get_user().is_none() => {

@@ -674,6 +674,20 @@ pub(crate) mod tests {
             with(&flag, Some("7")),
             (Duration::from_millis(500), "--connect-timeout")
         );
+        let url = ["--dsn", "postgres://h/db?connect_timeout=4"];
+        assert_eq!(with(&url, None), (secs(4), "connect_timeout in --dsn"));
+        // Zero or less waits forever in libpq: refused, naming where it came from.
+        let refused = |argv: &[&str], env: Option<&str>| {
+            let mut all = vec!["pgdrill"];
+            all.extend_from_slice(argv);
+            let cli = Cli::try_parse_from(all).expect("flags");
+            let env = |k: &str| (k == "PGCONNECT_TIMEOUT").then(|| env.map(str::to_string))?;
+            cli.run.validate(env).expect_err("refused").to_string()
+        };
+        let e = refused(&["--dsn", "host=h connect_timeout=0"], None);
+        assert!(e.contains("--dsn") && e.contains("waits forever"), "{e}");
+        let e = refused(&[], Some("-1"));
+        assert!(e.contains("PGCONNECT_TIMEOUT") && e.contains("connect_timeout=-1"));
     }
 
     #[test]
