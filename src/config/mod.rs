@@ -182,7 +182,7 @@ impl RunArgs {
         };
         let duration = self
             .duration
-            .map(|d| positive("--duration", d))
+            .map(|d| at_least_a_second("--duration", d))
             .transpose()?;
         let outage_threshold = positive("--outage-threshold", self.outage_threshold)?;
         let mut target = dsn::parse(self.dsn.as_deref(), env)?;

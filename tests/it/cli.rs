@@ -45,6 +45,10 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--progress-interval", "1ns", "at least 1s"],
         ),
         (
+            &["--duration", "1ns"],
+            &["--duration", "1ns", "at least 1s"],
+        ),
+        (
             &["--retention-batch-size", "7"],
             &["--retention <RETENTION>", "required"],
         ),
