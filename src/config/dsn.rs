@@ -40,34 +40,6 @@ const OUR_KEYS: &[(&str, &str)] = &[
     ("connect_timeout", "PGCONNECT_TIMEOUT"),
 ];
 
-/// libpq's connection keywords that tokio-postgres does not know: a parse error that quotes
-/// one names an option, not a piece of a password.
-const LIBPQ_ONLY_KEYS: &[&str] = &[
-    "require_auth",
-    "client_encoding",
-    "fallback_application_name",
-    "keepalives_count",
-    "tcp_user_timeout",
-    "replication",
-    "requiressl",
-    "sslnegotiation",
-    "sslcompression",
-    "sslcert",
-    "sslkey",
-    "sslpassword",
-    "sslcertmode",
-    "sslcrl",
-    "sslcrldir",
-    "sslsni",
-    "requirepeer",
-    "ssl_min_protocol_version",
-    "ssl_max_protocol_version",
-    "krbsrvname",
-    "gsslib",
-    "gssdelegation",
-    "service",
-];
-
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
 /// there too): the one sign of a pooler pgdrill has before it connects.
 pub const PGBOUNCER_PORT: u16 = 6432;
@@ -600,99 +572,6 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
     out
 }
 
-/// The parser's reason for rejecting `parsed`, unless it found its fault in or after the
-/// password (an unquoted space in it: the reason would quote a piece of it). The parser names
-/// the byte it did not expect, or quotes a key: one named before the password is kept.
-/// `shown` cut after the `=` of the key the parser did not know: a misspelled `password`
-/// (`pasword=…`) is still a password.
-fn without_unknown_value(shown: &str, err: &tokio_postgres::Error) -> String {
-    use std::error::Error;
-    let detail = err.source().map(ToString::to_string).unwrap_or_default();
-    let Some(key) = detail
-        .strip_prefix("unknown option `")
-        .and_then(|k| k.strip_suffix('`'))
-    else {
-        return shown.to_string();
-    };
-    let pair = format!("{key}=");
-    let at = shown
-        .match_indices(&pair)
-        .map(|(i, _)| i)
-        .find(|&i| shown[..i].ends_with([' ', '\t', '\n', '?', '&']) || i == 0);
-    match at {
-        Some(i) => format!("{}(not shown) …", &shown[..i + pair.len()]),
-        None => shown.to_string(),
-    }
-}
-
-fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
-    use std::error::Error;
-    let Some(source) = err.source() else {
-        return err.to_string();
-    };
-    let detail = source.to_string();
-    let (_, password_from) = crate::secrets::redact_unparsed(parsed);
-    let (before, from_password) = parsed.split_at(password_from);
-    let keys_before = unquoted(before);
-    let named_before = |key: &str| {
-        (keys_before.split_whitespace()).any(|w| w.split_once('=').map_or(w, |(k, _)| k) == key)
-    };
-    let at_byte = detail
-        .strip_prefix("unexpected character at byte ")
-        .and_then(|rest| rest.split(':').next()?.parse::<usize>().ok());
-    let in_password = match at_byte {
-        Some(byte) => byte >= password_from,
-        None => {
-            let names_a_known_key = detail.starts_with("invalid value for option");
-            let mut quoted = detail.split('`').skip(1).step_by(2);
-            // A key the parser quotes from before the password may run into it (a URL the
-            // parser does not take for one): shown only with the password hidden.
-            let runs_into = |t: &str| {
-                parsed.find(t).is_some_and(|i| {
-                    i < password_from
-                        && i + t.len() > password_from
-                        && !crate::secrets::redact_hides(t, password_from - i)
-                })
-            };
-            !names_a_known_key
-                && quoted.any(|t| {
-                    !LIBPQ_ONLY_KEYS.contains(&t)
-                        && !t.is_empty()
-                        && (from_password.contains(t) && !named_before(t) || runs_into(t))
-                })
-        }
-    };
-    if in_password {
-        return format!(
-            "{err} in or after the password (not shown); a password with spaces, quotes or \
-             backslashes goes in single quotes, with \\' and \\\\ inside"
-        );
-    }
-    // Each quoted piece alone, as `runs_into` judged it (one that starts with a URL is read
-    // as one).
-    let pieces: Vec<String> = detail.split('`').map(redact).collect();
-    format!("{err}: {}", pieces.join("`"))
-}
-
-/// `text` without what libpq reads as quoted (a value that starts with `'`) or escaped: a
-/// word in a quoted value is no key.
-fn unquoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let (mut quoted, mut escaped, mut value_starts) = (false, false, false);
-    for c in text.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '\'' if quoted => quoted = false,
-            '\'' if value_starts => quoted = true,
-            _ if quoted => {}
-            c => out.push(c),
-        }
-        value_starts = !quoted && !escaped && (c == '=' || value_starts && c.is_whitespace());
-    }
-    out
-}
-
 fn redact_env(var: &str, value: &str) -> String {
     if var == "PGPASSWORD" {
         "REDACTED".to_string()
@@ -700,6 +579,10 @@ fn redact_env(var: &str, value: &str) -> String {
         value.to_string()
     }
 }
+
+#[path = "dsn_error.rs"]
+mod error;
+use error::{describe_parse_error, without_unknown_value};
 
 #[cfg(test)]
 #[path = "dsn_tests.rs"]
