@@ -187,7 +187,7 @@ async fn drill_on(
 
     let stop = crate::shutdown::cancel_on_signals();
     let summary_json = config.summary_json.clone();
-    let mut load = tokio::spawn(crate::run(config, listener, stop.clone(), |r| r));
+    let mut load = tokio::spawn(async move { crate::run(config, listener, stop, |r| r).await.0 });
 
     // Serve the trigger's request (the run asks when --failover-after has passed) until
     // the run ends. Each failure mode is one more branch of `fail`.

@@ -221,7 +221,7 @@ pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'
 
 /// A configuration mistake found before anything starts. It names the option,
 /// the offending value (passwords redacted) and why it is wrong.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid value '{value}' for {option}: {reason}")]
 pub struct ConfigError {
     pub option: &'static str,

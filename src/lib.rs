@@ -128,7 +128,8 @@ impl std::fmt::Display for RunError {
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
 /// drains within the shutdown grace and hands the summary to `publish` (to print and
-/// write it) before `--linger` keeps `/metrics` up; returns what `publish` returned.
+/// write it) before `--linger` keeps `/metrics` up; returns what `publish` returned, and a
+/// failure found after it (`/metrics` failing during `--linger`).
 /// Database errors are counted, never returned; an error means the run could not start
 /// or go on (an unusable table, a crashed task).
 pub async fn run<T>(
@@ -136,7 +137,7 @@ pub async fn run<T>(
     listener: TcpListener,
     stop: CancellationToken,
     publish: impl FnOnce(Result<Summary, RunError>) -> T,
-) -> T {
+) -> (T, Option<StartError>) {
     // The load also stops when the first connection finds a table that cannot take it;
     // only a signal (`signal`) ends --linger.
     let signal = stop;
@@ -145,7 +146,7 @@ pub async fn run<T>(
     // Step 1: build everything that can fail, before any task or connection starts.
     let drill = match Drill::build(&config, &fatal) {
         Ok(drill) => drill,
-        Err(error) => return publish(Err(RunError::from(error))),
+        Err(error) => return (publish(Err(RunError::from(error))), None),
     };
     // Step 2: run under one supervisor.
     let (summary, mut sup) = drill.run(&config, listener, stop).await;
@@ -160,10 +161,7 @@ pub async fn run<T>(
     // Last, /metrics: a final scrape still sees the final numbers.
     sup.stop(Stage::Http).await;
     sup.finish().await;
-    if let Some(error) = fatal.take() {
-        tracing::error!(%error, "after the summary");
-    }
-    published
+    (published, fatal.take())
 }
 
 impl From<StartError> for RunError {
@@ -182,7 +180,7 @@ fn result(fatal: &Fatal, summary: Summary) -> Result<Summary, RunError> {
         Some(error) => {
             let summary = fatal.has_written().then(|| {
                 let mut summary = summary;
-                // A failure found while /metrics stopped: judged here, after the gauge's last scrape.
+                // A failure found after the run judged itself (ending what triggers left): here.
                 if summary.crashed.is_none() {
                     summary.crashed_with(error.to_string());
                 }

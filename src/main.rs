@@ -141,10 +141,14 @@ fn run(args: RunArgs) -> ExitCode {
         let report_path = config.report.clone();
         let argv: Vec<_> = std::env::args_os().collect();
         let redacted = config.target.redacted.clone();
-        pgdrill::run(config, listener, stop, |result| {
+        let (exit, late) = pgdrill::run(config, listener, stop, |result| {
             publish(result, &argv, &redacted, summary_path, report_path)
         })
-        .await
+        .await;
+        match late {
+            Some(error) => error_exit(&error, error.exit_code()),
+            None => exit,
+        }
     })
 }
 

@@ -288,7 +288,7 @@ static TOKEN_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
 /// `--user=name:pass`, httpie's `--auth name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
 /// `sshpass -p …`, `mysql -p…`): the one capture group that matched is the password; groups 4
 /// to 7 are `-p`'s (4 single-quoted, 7 attached), whose value is kept when it is a port or a
-/// path ([`a_port_or_a_path`]), or, attached, lower-case letters only (`-print`, `-pthread`).
+/// path ([`a_port_or_a_path`]), or, attached, letters that read as options.
 static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--(?:user|auth|credentials?)(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
@@ -310,7 +310,11 @@ pub fn scrub_patterns(text: &str) -> String {
         let (group, password) = (1..caps.len())
             .find_map(|i| caps.get(i).map(|m| (i, m)))
             .unwrap_or((0, all));
-        let a_word = |p: &str| p.bytes().all(|b| b.is_ascii_lowercase());
+        // `-print`, `-pthread`; `cp -pR`, `rsync -paAX`: options, not a password.
+        let a_word = |p: &str| {
+            p.bytes().all(|b| b.is_ascii_alphabetic())
+                && (p.len() <= 4 || p.bytes().all(|b| b.is_ascii_lowercase()))
+        };
         if group >= 4 && a_port_or_a_path(password.as_str(), group == 4)
             || group == 7 && a_word(password.as_str())
         {

@@ -283,8 +283,8 @@ fn a_user_and_password_given_to_an_option_hide_the_password() {
         // Attached to `-p` (mysql), unless a port, a path or an option's name.
         ("mysql -pTrigS3cretA -P3306 x", "mysql -pREDACTED -P3306 x"),
         (
-            "psql -p5432 -h db; find . -print; cc -pthread",
-            "psql -p5432 -h db; find . -print; cc -pthread",
+            "psql -p5432 -h db; find . -print; cc -pthread; cp -pR a b; rsync -paAX x",
+            "psql -p5432 -h db; find . -print; cc -pthread; cp -pR a b; rsync -paAX x",
         ),
         (
             "tool --pw TrigS3cretG --key=TrigS3cretK --credentials admin:TrigS3cretL",

@@ -141,7 +141,7 @@ pub struct RunArgs {
     pub progress_interval: humantime::Duration,
 
     /// Also write the end-of-run summary as JSON to this file; `-` prints it as one line
-    /// on stdout after the text summary (the last line of a pod's log).
+    /// on stdout after the text summary (stdout's last line).
     #[arg(long, env = "PGDRILL_SUMMARY_JSON")]
     pub summary_json: Option<PathBuf>,
 

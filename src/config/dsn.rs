@@ -70,8 +70,8 @@ pub fn parse(
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
     let timeout = connect_timeout(&value)?;
-    if let Some((t, _)) = timeout {
-        pg.connect_timeout(t);
+    if let Some((Ok(t), _)) = &timeout {
+        pg.connect_timeout(*t);
     }
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
@@ -119,10 +119,12 @@ pub fn parse(
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
     }
-    let connect_timeout_from = timeout.map(|(_, from)| match from {
-        "--dsn" => "connect_timeout in --dsn",
-        env => env,
-    });
+    let (connect_timeout_from, connect_timeout_forever) = match timeout {
+        Some((Ok(_), "--dsn")) => (Some("connect_timeout in --dsn"), None),
+        Some((Ok(_), from)) => (Some(from), None),
+        Some((Err(forever), _)) => (None, Some(forever)),
+        None => (None, None),
+    };
     let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
     Ok(Target {
@@ -131,6 +133,7 @@ pub fn parse(
         redacted,
         tls,
         connect_timeout_from,
+        connect_timeout_forever,
         passfile,
         passfile_skipped: None,
     })
@@ -314,19 +317,21 @@ fn tls_settings(
 }
 
 /// libpq's `connect_timeout`, in whole seconds, with where it came from. Zero or less waits
-/// forever in libpq, which a failover drill cannot: refused, not read as unset.
+/// forever in libpq, which a failover drill cannot: the error to give where it is in force,
+/// not read as unset.
+#[allow(clippy::type_complexity)]
 fn connect_timeout(
     value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<Option<(Duration, &'static str)>, ConfigError> {
+) -> Result<Option<(Result<Duration, ConfigError>, &'static str)>, ConfigError> {
     let Some((v, from)) = value("connect_timeout") else {
         return Ok(None);
     };
+    let bad = |reason| ConfigError::new(from, format!("connect_timeout={v}"), reason);
     match v.trim().parse::<i64>() {
-        Ok(seconds) if seconds > 0 => Ok(Some((Duration::from_secs(seconds as u64), from))),
-        Ok(_) => Err("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or leave it out (--connect-timeout)"),
-        Err(_) => Err("`connect_timeout` must be whole seconds"),
+        Ok(seconds) if seconds > 0 => Ok(Some((Ok(Duration::from_secs(seconds as u64)), from))),
+        Ok(_) => Ok(Some((Err(bad("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or --connect-timeout")), from))),
+        Err(_) => Err(bad("`connect_timeout` must be whole seconds")),
     }
-    .map_err(|reason| ConfigError::new(from, format!("connect_timeout={v}"), reason))
 }
 
 /// Removes [`OUR_KEYS`] from a URL's query or a key=value string and returns

@@ -42,13 +42,15 @@ pub(super) fn without_unknown_value(shown: &str, err: &tokio_postgres::Error) ->
     else {
         return shown.to_string();
     };
-    let pair = format!("{key}=");
-    let at = shown
-        .match_indices(&pair)
-        .map(|(i, _)| i)
-        .find(|&i| shown[..i].ends_with([' ', '\t', '\n', '?', '&']) || i == 0);
+    // The key as a word, then `=` (libpq and tokio-postgres allow spaces around it).
+    let at = shown.match_indices(key).find_map(|(i, _)| {
+        let word = i == 0 || shown[..i].ends_with([' ', '\t', '\n', '?', '&']);
+        let after = &shown[i + key.len()..];
+        let value = after.trim_start().strip_prefix('=').filter(|_| word)?;
+        Some(shown.len() - value.len())
+    });
     match at {
-        Some(i) => format!("{}(not shown) …", &shown[..i + pair.len()]),
+        Some(end) => format!("{}(not shown) …", &shown[..end]),
         None => shown.to_string(),
     }
 }

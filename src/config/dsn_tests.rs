@@ -268,11 +268,12 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
     // A misspelled `password` key is still a password: its value is not shown.
     for dsn in [
         "host=h pasword=TypoS3cret port=1",
+        "host=h pasword = TypoS3cret",
         "postgres://u@h/db?pasword=TypoS3cret&sslmode=require",
     ] {
         let text = parse(Some(dsn), no_env).unwrap_err().to_string();
         assert!(text.contains("unknown option `pasword`"), "{text}");
-        assert!(text.contains("pasword=(not shown)"), "{text}");
+        assert!(text.contains("=(not shown) …"), "{text}");
         assert!(!text.contains("TypoS3cret"), "{text}");
     }
     // A reason quoting text before the password is kept.

@@ -13,7 +13,7 @@ pub(crate) mod fleet;
 mod pgpass;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +101,12 @@ fn at_least_a_second(
         return Err(ConfigError::new(option, value, "must be at least 1s"));
     }
     Ok(d)
+}
+
+/// Whether two paths name one file: as they are, or absolute (`./x` and `x`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let absolute = |p: &Path| std::path::absolute(p).map(|p| p.components().collect::<PathBuf>());
+    a == b || matches!((absolute(a), absolute(b)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// The slowest `--rate` other than 0 (unlimited).
@@ -194,6 +200,10 @@ impl RunArgs {
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
         let table = Table::parse(&self.table)?;
+        if let (None, Some(forever)) = (self.connect_timeout, target.connect_timeout_forever.take())
+        {
+            return Err(forever);
+        }
         let (connect_timeout, connect_timeout_from) = match self.connect_timeout {
             Some(flag) => (positive("--connect-timeout", flag)?, "--connect-timeout"),
             None => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
@@ -244,13 +254,19 @@ impl RunArgs {
                 })
                 .transpose()?,
             report: (self.report.as_ref())
-                .map(|path| match self.summary_json.as_ref() == Some(path) {
-                    true => Err(ConfigError::new(
-                        "--report",
-                        path.display().to_string(),
-                        "is also --summary-json's file: the page would overwrite the summary",
-                    )),
-                    false => writable_file("--report", path).map(|()| path.clone()),
+                .map(|path| {
+                    match self
+                        .summary_json
+                        .as_ref()
+                        .is_some_and(|j| same_file(j, path))
+                    {
+                        true => Err(ConfigError::new(
+                            "--report",
+                            path.display().to_string(),
+                            "is also --summary-json's file: the page would overwrite the summary",
+                        )),
+                        false => writable_file("--report", path).map(|()| path.clone()),
+                    }
                 })
                 .transpose()?,
             shutdown_grace: self.shutdown_grace.into(),
@@ -425,276 +441,4 @@ impl Config {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use clap::Parser;
-
-    pub(crate) fn args(extra: &[&str]) -> Result<Config, String> {
-        let mut argv = vec!["pgdrill"];
-        argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        cli.run.validate(|_| None).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn defaults_are_sensible() {
-        let c = args(&[]).unwrap();
-        assert_eq!(c.rate, Some(100.0));
-        assert_eq!(c.pool_size, 4);
-        assert_eq!(c.max_backlog, 100);
-        assert_eq!(args(&["--rate", "1000"]).unwrap().pool_size, 4);
-        assert_eq!(c.listen.port(), DEFAULT_PORT);
-        assert_eq!(c.table.quoted, "\"pgdrill_writes\"");
-        assert!(c.table_policy.create && !c.table_policy.named && !c.table_policy.alter);
-        assert!(
-            args(&["--table", "Transactions"])
-                .unwrap()
-                .table_policy
-                .named
-        );
-        assert_eq!(c.startup_timeout, Duration::from_secs(60));
-        assert_eq!(c.pipeline_depth, 16);
-        let c = args(&["--rate", "8000"]).unwrap();
-        assert_eq!(c.pool_size, 32);
-        // Pipelining does not shrink the pool: it carries the rate over slow links.
-        let c = args(&["--rate", "8000", "--pipeline-depth", "4"]).unwrap();
-        assert_eq!(c.pool_size, 32);
-        let c = args(&["--rate", "0"]).unwrap();
-        assert_eq!(c.rate, None);
-    }
-
-    #[test]
-    fn the_password_file_is_read_only_when_the_dsn_is_the_password_source() {
-        use std::os::unix::fs::PermissionsExt;
-        let home = tempfile::tempdir().unwrap();
-        let pgpass = home.path().join(".pgpass");
-        std::fs::write(&pgpass, "*:*:*:*:pw-from-pgpass\n").unwrap();
-        let chmod = |mode| std::fs::set_permissions(&pgpass, PermissionsExt::from_mode(mode));
-        let home_dir = home.path().display().to_string();
-        let run = |extra: &[&str]| {
-            let mut argv = vec!["pgdrill", "--dsn", "host=db1 user=app"];
-            argv.extend_from_slice(extra);
-            let cli = Cli::try_parse_from(argv).unwrap();
-            cli.run
-                .validate(|k| (k == "HOME").then(|| home_dir.clone()))
-                .unwrap()
-        };
-        let command = ["--password-command", "echo tok"];
-        chmod(0o600).unwrap();
-        let read = run(&[]).target;
-        assert_eq!(read.pg.get_password(), Some(&b"pw-from-pgpass"[..]));
-        assert_eq!(run(&command).target.pg.get_password(), None);
-        // Passed over with a warning only when it would have been used.
-        chmod(0o644).unwrap();
-        assert!(run(&[]).target.passfile_skipped.is_some());
-        assert!(run(&command).target.passfile_skipped.is_none());
-    }
-
-    #[test]
-    fn a_zero_rate_is_written_as_one_and_listen_takes_the_exporters_forms() {
-        assert_eq!(args(&["--rate", "0.0e5"]).unwrap().rate, None);
-        for tiny in ["1e-400", "-0", "-0.0"] {
-            let e = args(&["--rate", tiny]).unwrap_err();
-            assert!(e.contains("--rate") && e.contains(tiny), "{e}");
-        }
-        let listen = |v: &str| args(&["--listen", v]).map(|c| c.listen.to_string());
-        assert_eq!(listen(":9100").unwrap(), "0.0.0.0:9100");
-        assert_eq!(listen("[::1]:9100").unwrap(), "[::1]:9100");
-        assert!(listen("localhost:9100").unwrap().ends_with(":9100"));
-        let e = listen(":99999").unwrap_err();
-        assert!(e.contains("--listen") && e.contains(":99999"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_name_the_flag_value_and_reason() {
-        let e = args(&["--rate", "-5"]).unwrap_err();
-        assert!(e.contains("--rate") && e.contains("-5"), "{e}");
-        let e = args(&["--duration", "5 parsecs"]).unwrap_err();
-        assert!(e.contains("--duration") && e.contains("5 parsecs"), "{e}");
-        let e = args(&["--table", "x; drop table y"]).unwrap_err();
-        assert!(e.contains("--table"), "{e}");
-        let e = args(&["--pool-size", "0"]).unwrap_err();
-        assert!(e.contains("--pool-size"), "{e}");
-        let e = args(&["--listen", "nowhere"]).unwrap_err();
-        assert!(e.contains("--listen"), "{e}");
-        let e = args(&["--dsn", "postgres://u:hunter2@h:99999/db"]).unwrap_err();
-        assert!(e.contains("--dsn") && !e.contains("hunter2"), "{e}");
-        let e = args(&["--password-file", "/no/such/pw"]).unwrap_err();
-        assert!(
-            e.contains("--password-file") && e.contains("/no/such/pw"),
-            "{e}"
-        );
-        let e = args(&[
-            "--password-file",
-            "/etc/hostname",
-            "--password-command",
-            "true",
-        ])
-        .unwrap_err();
-        assert!(
-            e.contains("--password-command") && e.contains("cannot be used"),
-            "{e}"
-        );
-        let e = args(&["--password-command", "az 'get-token"]).unwrap_err();
-        assert!(
-            e.contains("--password-command")
-                && e.contains("unbalanced")
-                && !e.contains("get-token"),
-            "{e}"
-        );
-        let e = args(&["--password-command", "  "]).unwrap_err();
-        assert!(
-            e.contains("--password-command") && e.contains("empty"),
-            "{e}"
-        );
-        let e = args(&["--retention", "0s"]).unwrap_err();
-        assert!(e.contains("--retention"), "{e}");
-        let e = args(&["--retention", "20s"]).unwrap_err();
-        assert!(
-            e.contains("--retention") && e.contains("--verify-window"),
-            "{e}"
-        );
-        assert!(args(&["--retention", "20s", "--verify-window", "10s"]).is_ok());
-    }
-
-    #[test]
-    fn values_that_would_overflow_or_mean_something_else_are_refused() {
-        let refused = |argv: &[&str], flag: &str, reason: &str| {
-            let e = args(argv).unwrap_err();
-            assert!(e.contains(flag) && e.contains(reason), "{argv:?}: {e}");
-        };
-        // 0 ms would turn the server's limit off; 25 days would fail every connection.
-        refused(
-            &["--statement-timeout", "500us"],
-            "--statement-timeout",
-            "between 1ms",
-        );
-        refused(
-            &["--statement-timeout", "25d"],
-            "--statement-timeout",
-            "between 1ms",
-        );
-        assert!(args(&["--statement-timeout", "24d"]).is_ok());
-        refused(
-            &["--connect-timeout", "18446744073709551615s"],
-            "--connect-timeout",
-            "",
-        );
-        refused(
-            &["--shutdown-grace", "101y"],
-            "--shutdown-grace",
-            "at most 100 years",
-        );
-        refused(
-            &["--failover-timeout", "200y"],
-            "--failover-timeout",
-            "at most 100 years",
-        );
-        assert!(args(&["--failover-command", "true", "--failover-timeout", "100y"]).is_ok());
-        refused(&["--rate", "1e-20"], "--rate", "too slow");
-        assert_eq!(args(&["--rate", "0.001"]).unwrap().rate, Some(0.001));
-        refused(
-            &["--max-backlog", "1000000000"],
-            "--max-backlog",
-            "between 1 and 1000000",
-        );
-        refused(&["--max-backlog", "0"], "--max-backlog", "between 1");
-        refused(
-            &["--summary-json", "/no/such/dir/s.json"],
-            "--summary-json",
-            "does not exist",
-        );
-        assert!(args(&["--summary-json", "-"]).is_ok());
-        // A '?' in the password would hide sslmode=require; a second '@' puts part of the
-        // password into the host. Neither is guessed at, and neither is shown.
-        for dsn in [
-            "postgres://u:a?b@h/db?sslmode=require",
-            "postgres://app:P@ssw0rd@db.example/app",
-            "postgresql://pgadmin@myserver:S3cret@myserver.example/postgres",
-            "postgres://u:pass word@h/db",
-        ] {
-            let e = args(&["--dsn", dsn]).unwrap_err();
-            assert!(!e.contains("S3cret") && !e.contains("pass word"), "{e}");
-            assert!(e.contains("--dsn") && e.contains("%3F, %40"), "{e}");
-            assert!(!e.contains("a?b") && !e.contains("ssw0rd"), "{e}");
-        }
-        let c = args(&["--dsn", "postgres://u:a%3Fb%40c@h/db?sslmode=require"]).unwrap();
-        assert_eq!(c.target.pg.get_password(), Some(&b"a?b@c"[..]));
-        assert_eq!(c.target.tls.mode, crate::db::tls::SslMode::Require);
-    }
-
-    #[test]
-    fn production_flags_parse() {
-        let c = args(&[
-            "--password-command",
-            "echo x",
-            "--password-ttl",
-            "5m",
-            "--retention",
-            "7d",
-        ])
-        .unwrap();
-        assert_eq!(
-            c.password,
-            PasswordSource::Command {
-                argv: vec!["echo".into(), "x".into()],
-                ttl: Duration::from_secs(300)
-            }
-        );
-        let r = c.retention.unwrap();
-        assert_eq!(r.window, Duration::from_secs(7 * 86400));
-        assert_eq!(r.batch_size, 5000);
-        assert!(args(&[]).unwrap().retention.is_none());
-    }
-
-    #[test]
-    fn the_connect_timeout_flag_wins_then_the_dsn_then_the_environment() {
-        let with = |argv: &[&str], env: Option<&str>| {
-            let mut all = vec!["pgdrill"];
-            all.extend_from_slice(argv);
-            let cli = Cli::try_parse_from(all).expect("flags");
-            let c = cli
-                .run
-                .validate(|k| (k == "PGCONNECT_TIMEOUT").then(|| env.map(str::to_string))?)
-                .expect("valid");
-            (c.connect_timeout, c.connect_timeout_from)
-        };
-        let secs = Duration::from_secs;
-        assert_eq!(with(&[], None), (secs(2), "default"));
-        assert_eq!(with(&[], Some("7")), (secs(7), "PGCONNECT_TIMEOUT"));
-        let dsn = ["--dsn", "host=h connect_timeout=9"];
-        assert_eq!(with(&dsn, Some("7")), (secs(9), "connect_timeout in --dsn"));
-        let flag = [
-            "--dsn",
-            "host=h connect_timeout=9",
-            "--connect-timeout",
-            "500ms",
-        ];
-        assert_eq!(
-            with(&flag, Some("7")),
-            (Duration::from_millis(500), "--connect-timeout")
-        );
-        let url = ["--dsn", "postgres://h/db?connect_timeout=4"];
-        assert_eq!(with(&url, None), (secs(4), "connect_timeout in --dsn"));
-        // Zero or less waits forever in libpq: refused, naming where it came from.
-        let refused = |argv: &[&str], env: Option<&str>| {
-            let mut all = vec!["pgdrill"];
-            all.extend_from_slice(argv);
-            let cli = Cli::try_parse_from(all).expect("flags");
-            let env = |k: &str| (k == "PGCONNECT_TIMEOUT").then(|| env.map(str::to_string))?;
-            cli.run.validate(env).expect_err("refused").to_string()
-        };
-        let e = refused(&["--dsn", "host=h connect_timeout=0"], None);
-        assert!(e.contains("--dsn") && e.contains("waits forever"), "{e}");
-        let e = refused(&[], Some("-1"));
-        assert!(e.contains("PGCONNECT_TIMEOUT") && e.contains("connect_timeout=-1"));
-    }
-
-    #[test]
-    fn outage_threshold_never_below_three_intervals() {
-        let c = args(&["--rate", "1"]).unwrap();
-        assert_eq!(c.effective_outage_threshold(), Duration::from_secs(3));
-        let c = args(&["--rate", "1000"]).unwrap();
-        assert_eq!(c.effective_outage_threshold(), Duration::from_millis(20));
-    }
-}
+pub(crate) mod tests;

@@ -32,6 +32,9 @@ pub struct Target {
     pub tls: TlsSettings,
     /// Where `pg`'s connect timeout came from, if it has one.
     pub connect_timeout_from: Option<&'static str>,
+    /// A `connect_timeout` of 0 or less (libpq: wait forever): refused where it would be in
+    /// force, i.e. without `--connect-timeout`.
+    pub connect_timeout_forever: Option<crate::error::ConfigError>,
     /// libpq's password file and where its name came from, for a DSN without a password
     /// (read by [`Target::use_password_file`], in `config`).
     pub passfile: Option<(std::path::PathBuf, &'static str)>,

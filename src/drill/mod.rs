@@ -118,7 +118,7 @@ impl std::fmt::Display for DrillReport {
         )?;
         writeln!(
             f,
-            "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>11}  {:>5}",
+            "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>14}  {:>5}",
             "#",
             "trigger started",
             "outcome",
@@ -139,7 +139,7 @@ impl std::fmt::Display for DrillReport {
             };
             writeln!(
                 f,
-                "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>11}  {:>5}",
+                "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>14}  {:>5}",
                 t.index,
                 rfc3339(t.started_unix),
                 t.outcome.label(),

@@ -28,7 +28,10 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
             return;
         }
         last = now;
-        let interval = std::mem::replace(&mut last_at, Instant::now()).elapsed();
+        // A tick covers `every` (one late by a busy runtime catches up, in bursts); the last
+        // line, what is left of an interval.
+        let since = std::mem::replace(&mut last_at, Instant::now()).elapsed();
+        let interval = if stopped { since } else { every };
         let sqlstates = sources.errors.per_sqlstate();
         let by_sqlstate: Vec<String> = sqlstates
             .iter()

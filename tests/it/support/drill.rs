@@ -48,7 +48,10 @@ impl Drill {
             .with_ansi(false)
             .try_init();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(pgdrill::run(config, listener, stop.clone(), |r| r));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { pgdrill::run(config, listener, stop, |r| r).await.0 }
+        });
         Drill { addr, stop, task }
     }
 
