@@ -207,7 +207,7 @@ async fn linger(linger: Duration, signal: &CancellationToken) {
 
 /// `pgdrill cleanup`: what was removed, as one line.
 pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupError> {
-    if let Some(why) = &config.target.passfile_skipped {
+    for why in &config.target.passed_over {
         tracing::warn!("{why}");
     }
     db::cleanup::run(
@@ -372,7 +372,7 @@ impl Drill {
             ),
             "pgdrill inserts rows tagged with this run_id; it changes and deletes no row that is not pgdrill's"
         );
-        if let Some(why) = &config.target.passfile_skipped {
+        for why in &config.target.passed_over {
             tracing::warn!("{why}");
         }
         let load_began = Instant::now();

@@ -135,7 +135,7 @@ pub fn parse(
         connect_timeout_from,
         connect_timeout_forever,
         passfile,
-        passfile_skipped: None,
+        passed_over: ignored_env(&env).into_iter().collect(),
     })
 }
 
@@ -316,6 +316,42 @@ fn tls_settings(
     TlsSettings::new(mode, root_cert)
 }
 
+/// libpq's environment variables that pgdrill does not read (their keys in `--dsn` are
+/// refused), when any is set: said at start, not silently dropped.
+fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    const UNREAD: [&str; 20] = [
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGSSLCERTMODE",
+        "PGSSLCRL",
+        "PGSSLCRLDIR",
+        "PGSSLSNI",
+        "PGSSLNEGOTIATION",
+        "PGSSLMINPROTOCOLVERSION",
+        "PGSSLMAXPROTOCOLVERSION",
+        "PGREQUIREAUTH",
+        "PGREQUIREPEER",
+        "PGCHANNELBINDING",
+        "PGCLIENTENCODING",
+        "PGKRBSRVNAME",
+        "PGGSSLIB",
+        "PGGSSDELEGATION",
+        "PGLOADBALANCEHOSTS",
+    ];
+    let set: Vec<&str> = (UNREAD.into_iter())
+        .filter(|v| env(v).is_some_and(|value| !value.is_empty()))
+        .collect();
+    (!set.is_empty()).then(|| {
+        format!(
+            "libpq environment variables pgdrill does not read are set and ignored: {}",
+            set.join(" ")
+        )
+    })
+}
+
 /// libpq's `connect_timeout`, in whole seconds, with where it came from. Zero or less waits
 /// forever in libpq, which a failover drill cannot: the error to give where it is in force,
 /// not read as unset.
@@ -454,7 +490,7 @@ fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), St
 impl Target {
     /// The password from libpq's password file, for a DSN and environment that give none,
     /// when no `--password-file` or `--password-command` does either; a file passed over is
-    /// said in `passfile_skipped`.
+    /// said in `passed_over`.
     pub(crate) fn use_password_file(&mut self) {
         let Some((path, from)) = &self.passfile else {
             return;
@@ -469,8 +505,7 @@ impl Target {
             Ok(None) => {}
             Err(why) => {
                 let path = path.display();
-                self.passfile_skipped =
-                    Some(format!("password file {path} ({from}) not used: {why}"));
+                (self.passed_over).push(format!("password file {path} ({from}) not used: {why}"));
             }
         }
     }

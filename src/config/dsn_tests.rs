@@ -127,6 +127,25 @@ fn hostaddr_alone_is_the_host_as_libpq_has_it() {
 }
 
 #[test]
+fn libpq_variables_pgdrill_does_not_read_are_named_at_start() {
+    let env = |k: &str| match k {
+        "PGSSLCERT" => Some("/home/app/.postgresql/client.crt".to_string()),
+        "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
+        "PGSERVICE" => Some(String::new()),
+        _ => None,
+    };
+    let t = parse(Some("host=db"), env).unwrap();
+    assert_eq!(
+        t.passed_over,
+        ["libpq environment variables pgdrill does not read are set and ignored: PGOPTIONS PGSSLCERT"]
+    );
+    assert!(parse(Some("host=db"), no_env)
+        .unwrap()
+        .passed_over
+        .is_empty());
+}
+
+#[test]
 fn environment_fills_what_the_dsn_leaves_unset() {
     let env = |k: &str| match k {
         "PGHOST" => Some("envhost".to_string()),
@@ -414,7 +433,7 @@ fn a_dsn_without_a_password_takes_the_password_file_as_libpq_does() {
         let pw =
             t.pg.get_password()
                 .map(|p| String::from_utf8_lossy(p).into_owned());
-        (pw, t.passfile_skipped)
+        (pw, t.passed_over.into_iter().next())
     };
     let found = Some("pw-from-file".to_string());
     assert_eq!(

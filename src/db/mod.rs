@@ -38,8 +38,9 @@ pub struct Target {
     /// libpq's password file and where its name came from, for a DSN without a password
     /// (read by [`Target::use_password_file`], in `config`).
     pub passfile: Option<(std::path::PathBuf, &'static str)>,
-    /// Why the password file was passed over (libpq warns and goes on without it).
-    pub passfile_skipped: Option<String>,
+    /// What was passed over, said at start: the password file (libpq warns and goes on
+    /// without it), libpq environment variables pgdrill does not read.
+    pub passed_over: Vec<String>,
 }
 
 impl std::fmt::Debug for Target {
