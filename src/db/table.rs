@@ -270,13 +270,38 @@ pub struct Row {
 }
 
 impl Row {
+    const CUSTOMERS: i32 = 10_000;
+    const MERCHANTS: i32 = 1_000;
+    const CENTS: (u32, u32) = (100, 50_000);
+
     pub fn random(rng: &mut SmallRng, seq: u64) -> Row {
         Row {
-            customer_id: rng.random_range(1..=10_000),
-            merchant_id: rng.random_range(1..=1_000),
-            amount: f64::from(rng.random_range(100..=50_000u32)) / 100.0,
+            customer_id: rng.random_range(1..=Row::CUSTOMERS),
+            merchant_id: rng.random_range(1..=Row::MERCHANTS),
+            amount: f64::from(rng.random_range(Row::CENTS.0..=Row::CENTS.1)) / 100.0,
             seq: seq as i64,
         }
+    }
+
+    /// The lowest and the highest row [`Row::random`] draws: a users' table that takes
+    /// both takes the load (a foreign key to 500 customers, a check on the amount, refuse
+    /// the highest or the lowest, found before any write counts).
+    pub fn extremes() -> [Row; 2] {
+        let amount = |cents: u32| f64::from(cents) / 100.0;
+        [
+            Row {
+                customer_id: 1,
+                merchant_id: 1,
+                amount: amount(Row::CENTS.0),
+                seq: -1,
+            },
+            Row {
+                customer_id: Row::CUSTOMERS,
+                merchant_id: Row::MERCHANTS,
+                amount: amount(Row::CENTS.1),
+                seq: -2,
+            },
+        ]
     }
 }
 

@@ -435,16 +435,14 @@ fn add_columns_sql(table: &str, missing: &[&str]) -> String {
 /// One INSERT exactly as the load sends it, rolled back: types, constraints and triggers
 /// say now, once and clearly, what they would otherwise say on every write.
 async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableError> {
-    let row = Row {
-        customer_id: 1,
-        merchant_id: 1,
-        amount: 1.0,
-        seq: -1,
-    };
     client
         .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
         .await?;
-    let result = workload.insert(client, None, row).await;
+    let [lowest, highest] = Row::extremes();
+    let result = match workload.insert(client, None, lowest).await {
+        Ok(id) => workload.insert(client, None, highest).await.map(|_| id),
+        Err(err) => Err(err),
+    };
     let rollback = client.batch_execute("ROLLBACK").await;
     let err = match result {
         Ok(id) => {

@@ -273,7 +273,13 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
              CREATE TABLE customers (id int PRIMARY KEY); \
              CREATE TABLE tx_fk (transaction_id bigserial PRIMARY KEY, \
                customer_id int REFERENCES customers (id), merchant_id int, amount numeric, \
-               status text)",
+               status text); \
+             CREATE TABLE merchants (id int PRIMARY KEY); \
+             INSERT INTO merchants SELECT generate_series(1, 100); \
+             CREATE TABLE tx_fk_few (transaction_id bigserial PRIMARY KEY, customer_id int, \
+               merchant_id int REFERENCES merchants (id), amount numeric, status text); \
+             CREATE TABLE tx_small (transaction_id bigserial PRIMARY KEY, customer_id int, \
+               merchant_id int, amount numeric CHECK (amount < 100), status text)",
         )
         .await
         .expect("create the tables");
@@ -281,6 +287,9 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
         ("tx_uuid", "needs an integer id"),
         ("tx_money", "42804"),
         ("tx_fk", "23503"),
+        // Rows the first would take, and most of the load would not: refused at start too.
+        ("tx_fk_few", "23503"),
+        ("tx_small", "23514"),
     ] {
         let args = [
             "--dsn",
