@@ -338,6 +338,17 @@ mod tests {
         }
     }
 
+    /// Writes succeed for `healthy`, then fail with `class` for `failing`.
+    async fn healthy_then(
+        detector: &Detector,
+        healthy: Duration,
+        failing: Duration,
+        class: ErrorClass,
+    ) {
+        writes(detector, healthy, None).await;
+        writes(detector, failing, Some(class)).await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn failures_between_successes_make_one_recorded_verified_outage() {
         let r = rig();
@@ -394,13 +405,8 @@ mod tests {
             let r = rig();
             let stop = CancellationToken::new();
             let task = tokio::spawn(r.monitor.clone().run(stop.clone()));
-            writes(&r.detector, Duration::from_millis(200), None).await;
-            writes(
-                &r.detector,
-                Duration::from_millis(500),
-                Some(ErrorClass::AdminShutdown),
-            )
-            .await;
+            let ms = Duration::from_millis;
+            healthy_then(&r.detector, ms(200), ms(500), ErrorClass::AdminShutdown).await;
             r.detector.success(Instant::now(), Instant::now());
             stop.cancel();
             task.await.expect("monitor ends");
@@ -415,13 +421,8 @@ mod tests {
         let r = rig();
         let stop = CancellationToken::new();
         let task = tokio::spawn(r.monitor.clone().run(stop.clone()));
-        writes(&r.detector, Duration::from_secs(1), None).await;
-        writes(
-            &r.detector,
-            Duration::from_secs(2),
-            Some(ErrorClass::ConnectRefused),
-        )
-        .await;
+        let secs = Duration::from_secs;
+        healthy_then(&r.detector, secs(1), secs(2), ErrorClass::ConnectRefused).await;
         r.outages.load_stopped(Instant::now());
         stop.cancel();
         task.await.expect("monitor ends");
