@@ -42,8 +42,9 @@ async fn query_modes_through_transaction_pooling() {
                     "{mode}: {rows} rows for {summary}"
                 );
             }
-            // auto starts prepared (the port is not 6432), sees 26000/42P05, switches once
-            // and sends those INSERTs again unnamed: no failed write, no outage.
+            // auto starts prepared (the port is not 6432), sees 26000/42P05 (on a write or at
+            // connect), switches once and sends those INSERTs again unnamed: no failed write,
+            // no outage.
             "auto" => {
                 assert!(summary.counts.errors.is_empty(), "auto: {summary}");
                 assert!(summary.outages.is_empty(), "auto: {summary}");
@@ -56,6 +57,54 @@ async fn query_modes_through_transaction_pooling() {
                 summary.counts.errors.get("other").copied().unwrap_or(0) >= 10,
                 "prepared should break through transaction pooling: {summary}"
             ),
+        }
+    }
+    drop(bouncer);
+    lab.shutdown().await;
+}
+
+/// A process's statements are named `s0`, `s1`, … and stay on PgBouncer's server
+/// connections: another process's `--query-mode auto` meets 42P05 (`"s0" already exists`)
+/// when it prepares at connect, and falls back there too, without failing a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_at_connect_on_statements_another_process_left() {
+    let lab = start_lab(None).await;
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for mode in ["prepared", "auto"] {
+        let json = dir
+            .path()
+            .join(format!("{mode}.json"))
+            .display()
+            .to_string();
+        let args = [
+            "--dsn",
+            &dsn,
+            "--query-mode",
+            mode,
+            "--rate",
+            "500",
+            "--pool-size",
+            "8",
+            "--duration",
+            "2s",
+            "--listen",
+            "127.0.0.1:0",
+            "--summary-json",
+            &json,
+        ];
+        let (status, _out, err) = Binary::spawn(&args).wait(Duration::from_secs(40)).await;
+        let text = std::fs::read_to_string(&json).unwrap_or_default();
+        let summary: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if mode == "auto" {
+            assert!(status.success(), "auto: exit {status:?}\n{err}");
+            assert_eq!(
+                summary["errors"],
+                serde_json::json!({}),
+                "auto: {summary}\n{err}"
+            );
+            assert!(err.contains("switches to unnamed statements"), "{err}");
         }
     }
     drop(bouncer);

@@ -224,7 +224,12 @@ impl Setup {
         }
         match &self.auto_fallback {
             Some(fell_back) if fell_back.load(Ordering::Relaxed) => Ok(None),
-            _ => self.workload.prepare(client).await,
+            // The pooler's server connection already holds another client's statement of
+            // that name (42P05): unnamed from now on, and this connection is usable.
+            _ => match self.workload.prepare(client).await {
+                Err(err) if self.prepared_statements_broke(&err) => Ok(None),
+                other => other,
+            },
         }
     }
 
