@@ -103,10 +103,15 @@ fn at_least_a_second(
     Ok(d)
 }
 
-/// Whether two paths name one file: as they are, or absolute (`./x` and `x`).
+/// Whether two paths name one file: as they are, or by their directories resolved
+/// (`./x`, `out/../x` and `x`).
 fn same_file(a: &Path, b: &Path) -> bool {
-    let absolute = |p: &Path| std::path::absolute(p).map(|p| p.components().collect::<PathBuf>());
-    a == b || matches!((absolute(a), absolute(b)), (Ok(a), Ok(b)) if a == b)
+    let resolved = |p: &Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new(".")).canonicalize().ok()?;
+        Some(dir.join(p.file_name()?))
+    };
+    a == b || matches!((resolved(a), resolved(b)), (Some(a), Some(b)) if a == b)
 }
 
 /// The slowest `--rate` other than 0 (unlimited).

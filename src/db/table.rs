@@ -273,6 +273,8 @@ impl Row {
     const CUSTOMERS: i32 = 10_000;
     const MERCHANTS: i32 = 1_000;
     const CENTS: (u32, u32) = (100, 50_000);
+    /// What [`Row::random`] draws, as messages and the docs say it.
+    pub const RANGES: &str = "customer_id 1-10000, merchant_id 1-1000, amount 1.00-500.00";
 
     pub fn random(rng: &mut SmallRng, seq: u64) -> Row {
         Row {
@@ -392,6 +394,21 @@ impl Workload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ranges_said_are_the_ranges_drawn() {
+        let [lowest, highest] = Row::extremes();
+        let said = format!(
+            "customer_id {}-{}, merchant_id {}-{}, amount {:.2}-{:.2}",
+            lowest.customer_id,
+            highest.customer_id,
+            lowest.merchant_id,
+            highest.merchant_id,
+            lowest.amount,
+            highest.amount
+        );
+        assert_eq!(Row::RANGES, said);
+    }
     use rand::SeedableRng;
 
     #[test]

@@ -50,12 +50,6 @@ impl Failure {
             sqlstate: err.code().map(|c| c.code().to_string()),
         }
     }
-
-    /// The server refused the row for its values (a data exception or a constraint,
-    /// SQLSTATE classes 22 and 23): it answered, so the database was up.
-    fn row_rejected(&self) -> bool {
-        (self.sqlstate.as_deref()).is_some_and(|c| matches!(c.get(..2), Some("22" | "23")))
-    }
 }
 
 /// Counts of what happened to the scheduled writes, as plain numbers.
@@ -224,10 +218,7 @@ impl LaneOutcomes {
             .set((started - job.intended).as_secs_f64());
         o.metrics.transaction_errors.inc(failure.class);
         o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
-        // A rejected row is counted as failed, but starts and prolongs no outage.
-        if !failure.row_rejected() {
-            o.detector.failure(started, failure.class);
-        }
+        o.detector.failure(started, failure.class);
         o.metrics
             .errors
             .note(failure.class, failure.sqlstate.as_deref(), &failure.message);
@@ -313,30 +304,5 @@ mod tests {
         assert_eq!(metrics.unknown_outcome_writes.get(), t.unknown_outcome);
         assert_eq!(metrics.in_flight.get(), 0);
         assert_eq!(metrics.transaction_duration.get_sample_count(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_row_the_server_rejects_is_a_failed_write_and_no_sign_of_an_outage() {
-        let (outcomes, _, detector) = outcomes();
-        let lane = outcomes.lane();
-        let job = Job {
-            seq: 0,
-            intended: Instant::now(),
-        };
-        let failure = |sqlstate: &str| Failure {
-            class: ErrorClass::Other,
-            unknown: false,
-            message: String::new(),
-            sqlstate: Some(sqlstate.to_string()),
-        };
-        // A foreign key the row breaks: counted, not an outage's first failure.
-        lane.started();
-        lane.failed(job, Instant::now(), &failure("23503"));
-        assert_eq!(outcomes.tally().failed(), 1);
-        assert!(detector.with_events(|e| e.classes()).is_empty());
-        // A privilege taken away is one.
-        lane.started();
-        lane.failed(job, Instant::now(), &failure("42501"));
-        assert_eq!(detector.with_events(|e| e.classes()), [ErrorClass::Other]);
     }
 }

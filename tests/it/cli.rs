@@ -53,7 +53,12 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--retention <RETENTION>", "required"],
         ),
         (
-            &["--summary-json", "./run.out", "--report", "run.out"],
+            &[
+                "--summary-json",
+                "./run.out",
+                "--report",
+                "tests/../run.out",
+            ],
             &["--report", "run.out", "would overwrite the summary"],
         ),
         // What clap cannot place is quoted back, scrubbed: a DSN without --dsn, a

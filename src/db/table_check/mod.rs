@@ -432,28 +432,33 @@ fn add_columns_sql(table: &str, missing: &[&str]) -> String {
     format!("ALTER TABLE {table} {}", adds.join(", "))
 }
 
-/// One INSERT exactly as the load sends it, rolled back: types, constraints and triggers
-/// say now, once and clearly, what they would otherwise say on every write.
+/// The INSERT exactly as the load sends it, for the lowest and the highest row the load
+/// draws, each alone in a transaction rolled back: types, constraints and triggers say now,
+/// once and clearly, what they would otherwise say on every write or on part of them.
 async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableError> {
-    client
-        .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
-        .await?;
-    let [lowest, highest] = Row::extremes();
-    let result = match workload.insert(client, None, lowest).await {
-        Ok(id) => workload.insert(client, None, highest).await.map(|_| id),
-        Err(err) => Err(err),
-    };
-    let rollback = client.batch_execute("ROLLBACK").await;
-    let err = match result {
-        Ok(id) => {
-            // A rolled-back INSERT still draws its id from the sequence.
-            workload.set_id_floor(id);
-            return Ok(rollback?);
+    for (row, which) in Row::extremes().into_iter().zip(["lowest", "highest"]) {
+        client
+            .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
+            .await?;
+        let result = workload.insert(client, None, row).await;
+        let rollback = client.batch_execute("ROLLBACK").await;
+        match result {
+            // A rolled-back INSERT still draws its id from the sequence: the first is the floor.
+            Ok(id) => {
+                if which == "lowest" {
+                    workload.set_id_floor(id);
+                }
+                rollback?;
+            }
+            Err(err) => return Err(trial_failed(err, workload, which)),
         }
-        Err(err) => err,
-    };
+    }
+    Ok(())
+}
+
+fn trial_failed(err: tokio_postgres::Error, workload: &Workload, which: &str) -> TableError {
     // Data, constraint, privilege and schema errors, and a trigger that raises (P0), say
-    // the same on every write.
+    // the same on every write (or on every write like this one).
     let fixable_by_retry = err.code().is_none_or(|code| {
         !matches!(
             code.code().get(..2).unwrap_or_default(),
@@ -462,12 +467,14 @@ async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableE
     });
     let detail = err.as_db_error().and_then(|db| db.detail());
     match super::db_message(&err) {
-        Some(m) if !fixable_by_retry => Err(TableError::Unusable(format!(
-            "the INSERT pgdrill runs fails on table {}: {m}{}",
+        Some(m) if !fixable_by_retry => TableError::Unusable(format!(
+            "the INSERT pgdrill runs fails on table {} for the {which} row its load draws \
+             ({}): {m}{}",
             workload.table.quoted,
+            Row::RANGES,
             detail.map(|d| format!("; {d}")).unwrap_or_default()
-        ))),
-        _ => Err(TableError::Query(err)),
+        )),
+        _ => TableError::Query(err),
     }
 }
 

@@ -288,7 +288,10 @@ async fn tables_that_cannot_take_the_insert_fail_clearly_with_exit_2() {
         ("tx_money", "42804"),
         ("tx_fk", "23503"),
         // Rows the first would take, and most of the load would not: refused at start too.
-        ("tx_fk_few", "23503"),
+        (
+            "tx_fk_few",
+            "for the highest row its load draws (customer_id 1-10000, merchant_id 1-1000",
+        ),
         ("tx_small", "23514"),
     ] {
         let args = [

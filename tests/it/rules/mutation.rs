@@ -94,8 +94,13 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         rule: "job:pgdrill_transactions_succeeded:ratio_target5m",
-        from: "(rate(pgdrill_transactions_total[5m]))",
-        to: "(rate(pgdrill_transactions_total[1m]))",
+        from: "rate(pgdrill_transactions_total[5m]) unless",
+        to: "rate(pgdrill_transactions_total[1m]) unless",
+    },
+    Mutation {
+        rule: "job:pgdrill_transactions_succeeded:ratio_target5m",
+        from: "last_over_time(pgdrill_target_rate[5m]) unless min_over_time(pgdrill_load_running[5m]) == 0",
+        to: "last_over_time(pgdrill_target_rate[5m])",
     },
     Mutation {
         rule: "PgdrillVerificationFailing",
