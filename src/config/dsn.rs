@@ -69,14 +69,16 @@ pub fn parse(
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
-    let timeout = connect_timeout(&value)?;
-    if let Some((Ok(t), _)) = &timeout {
-        pg.connect_timeout(*t);
-    }
+    let (connect_timeout_from, connect_timeout_forever) = connect_timeout(&mut pg, &value)?;
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            let shown = if *var == "PGPASSWORD" {
+                "REDACTED"
+            } else {
+                &value
+            };
             apply_env_default(&mut pg, key, &value)
-                .map_err(|reason| ConfigError::new(var, redact_env(var, &value), reason))?;
+                .map_err(|reason| ConfigError::new(var, shown, reason))?;
         }
     }
     if let Some(password) = pg.get_password() {
@@ -119,12 +121,6 @@ pub fn parse(
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
     }
-    let (connect_timeout_from, connect_timeout_forever) = match timeout {
-        Some((Ok(_), "--dsn")) => (Some("connect_timeout in --dsn"), None),
-        Some((Ok(_), from)) => (Some(from), None),
-        Some((Err(forever), _)) => (None, Some(forever)),
-        None => (None, None),
-    };
     let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
     Ok(Target {
@@ -352,20 +348,27 @@ fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
     })
 }
 
-/// libpq's `connect_timeout`, in whole seconds, with where it came from. Zero or less waits
-/// forever in libpq, which a failover drill cannot: the error to give where it is in force,
-/// not read as unset.
-#[allow(clippy::type_complexity)]
+/// libpq's `connect_timeout`, in whole seconds, set on `pg`; returns where it came from, or
+/// for zero or less (libpq waits forever, which a failover drill cannot) the error to give
+/// where it is in force, not read as unset.
 fn connect_timeout(
+    pg: &mut PgConfig,
     value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<Option<(Result<Duration, ConfigError>, &'static str)>, ConfigError> {
+) -> Result<(Option<&'static str>, Option<ConfigError>), ConfigError> {
     let Some((v, from)) = value("connect_timeout") else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let bad = |reason| ConfigError::new(from, format!("connect_timeout={v}"), reason);
     match v.trim().parse::<i64>() {
-        Ok(seconds) if seconds > 0 => Ok(Some((Ok(Duration::from_secs(seconds as u64)), from))),
-        Ok(_) => Ok(Some((Err(bad("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or --connect-timeout")), from))),
+        Ok(seconds) if seconds > 0 => {
+            pg.connect_timeout(Duration::from_secs(seconds as u64));
+            let from = match from {
+                "--dsn" => "connect_timeout in --dsn",
+                var => var,
+            };
+            Ok((Some(from), None))
+        }
+        Ok(_) => Ok((None, Some(bad("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or --connect-timeout")))),
         Err(_) => Err(bad("`connect_timeout` must be whole seconds")),
     }
 }
@@ -610,14 +613,6 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
         out.push_str(" password=REDACTED");
     }
     out
-}
-
-fn redact_env(var: &str, value: &str) -> String {
-    if var == "PGPASSWORD" {
-        "REDACTED".to_string()
-    } else {
-        value.to_string()
-    }
 }
 
 #[path = "dsn_error.rs"]
