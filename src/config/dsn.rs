@@ -135,18 +135,20 @@ pub fn parse(
     })
 }
 
+/// A connection URL's scheme and what follows it; `None` for a key=value string.
+fn url(raw: &str) -> Option<(&'static str, &str)> {
+    (["postgres://", "postgresql://"].into_iter())
+        .find_map(|scheme| Some((scheme, raw.strip_prefix(scheme)?)))
+}
+
 /// libpq gives a URL's host without a port the query's `port`, else PGPORT's, else 5432;
 /// tokio-postgres gives it 5432 at once (and refuses a `port` beside it). So a URL whose
 /// hosts name no port gets them written in here, from its query's `port` (taken out) or
 /// PGPORT, one for all hosts or one each.
 fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
-    let Some(scheme) = ["postgres://", "postgresql://"]
-        .into_iter()
-        .find(|s| raw.starts_with(s))
-    else {
+    let Some((scheme, after)) = url(raw) else {
         return Ok(raw.to_string());
     };
-    let after = &raw[scheme.len()..];
     let (netloc, rest) = after.split_at(after.find(['/', '?']).unwrap_or(after.len()));
     let (user_info, hosts) = netloc.split_at(netloc.rfind('@').map_or(0, |i| i + 1));
     // `[::1]:5433` or `h:5433`: a port given.
@@ -207,10 +209,7 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
 /// the password into the host (shown in logs and labels), hide the query's `sslmode` from
 /// pgdrill, or escape redaction. The error shows nothing before the last `@`.
 fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
-    let Some((scheme, after)) = ["postgres://", "postgresql://"]
-        .iter()
-        .find_map(|scheme| Some((scheme, raw.strip_prefix(scheme)?)))
-    else {
+    let Some((scheme, after)) = url(raw) else {
         return Ok(());
     };
     let Some((user_info, rest)) = after.split_once('@') else {
@@ -232,10 +231,11 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
-/// defaults (prefer, no root certificate).
 /// One of [`OUR_KEYS`]: the DSN's (the last one given), else its environment variable's,
 /// with where it came from.
+/// [`our_value`] for one DSN and environment.
+type Value<'a> = &'a dyn Fn(&str) -> Option<(String, &'static str)>;
+
 fn our_value(
     key: &str,
     from_dsn: &[(String, String)],
@@ -250,9 +250,7 @@ fn our_value(
 
 /// libpq's target_session_attrs for a writer: `primary` is `read-write` (a server in
 /// recovery is refused either way); the values that pick a standby cannot take writes.
-fn session_attrs(
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<TargetSessionAttrs, ConfigError> {
+fn session_attrs(value: Value) -> Result<TargetSessionAttrs, ConfigError> {
     let Some((v, option)) = value("target_session_attrs") else {
         return Ok(TargetSessionAttrs::Any);
     };
@@ -271,9 +269,7 @@ fn session_attrs(
 
 /// pgdrill has no GSSAPI encryption, as a libpq built without it: `prefer` (libpq's
 /// default, common in providers' URLs) and `disable` connect without it.
-fn check_gssencmode(
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<(), ConfigError> {
+fn check_gssencmode(value: Value) -> Result<(), ConfigError> {
     match value("gssencmode") {
         Some((v, option)) if !matches!(v.as_str(), "disable" | "prefer") => Err(ConfigError::new(
             option,
@@ -285,9 +281,9 @@ fn check_gssencmode(
     }
 }
 
-fn tls_settings(
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<TlsSettings, ConfigError> {
+/// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
+/// defaults (prefer, no root certificate).
+fn tls_settings(value: Value) -> Result<TlsSettings, ConfigError> {
     let root_cert = match value("sslrootcert") {
         None => RootCert::Default,
         Some((v, _)) if v == "system" => RootCert::System,
@@ -353,7 +349,7 @@ fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
 /// where it is in force, not read as unset.
 fn connect_timeout(
     pg: &mut PgConfig,
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
+    value: Value,
 ) -> Result<(Option<&'static str>, Option<ConfigError>), ConfigError> {
     let Some((v, from)) = value("connect_timeout") else {
         return Ok((None, None));
@@ -379,7 +375,7 @@ fn connect_timeout(
 fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
     let mut taken = Vec::new();
     let ours = |k: &str| OUR_KEYS.iter().any(|(key, _)| *key == k);
-    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+    if url(raw).is_some() {
         let Some((base, query)) = raw.split_once('?') else {
             return (raw.to_string(), taken);
         };
