@@ -175,25 +175,23 @@ impl Metrics {
     /// `rate()` see zeros rather than absent series before the first event.
     pub fn new(hosts: &[String]) -> Arc<Metrics> {
         let registry = Registry::new();
+        let r = &registry;
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector registered once");
-
-        let build_info = gauge_vec(
-            &registry,
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector registered once");
+        gauge_vec(
+            r,
             "pgdrill_build_info",
             "pgdrill build, always 1.",
             &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
 
         let host_is_primary = gauge_vec(
-            &registry,
+            r,
             "pgdrill_host_is_primary",
             "1 for the configured host whose server last took our writes as primary; it stays 1 through an outage until another host takes them.",
             &["host"],
@@ -203,13 +201,12 @@ impl Metrics {
         }
 
         let unknown_resolved = counter_vec(
-            &registry,
+            r,
             "pgdrill_unknown_outcome_resolved_total",
             "Unknown-outcome writes resolved by verification, by outcome.",
             &["outcome"],
         );
 
-        let r = &registry;
         Arc::new(Metrics {
             target_rate: register(r, Gauge::new("pgdrill_target_rate", "Target transactions per second (0 = unlimited).")),
             transactions: register(r, IntCounter::new("pgdrill_transactions_total", "Transactions attempted and finished, successful or not.")),
