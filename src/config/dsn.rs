@@ -522,12 +522,7 @@ impl Target {
                 } else {
                     "none"
                 };
-                [
-                    host,
-                    port.to_string(),
-                    database.to_string(),
-                    pooler.to_string(),
-                ]
+                [host, port.to_string(), database.into(), pooler.into()]
             })
             .collect()
     }
