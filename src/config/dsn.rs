@@ -40,6 +40,40 @@ const OUR_KEYS: &[(&str, &str)] = &[
     ("connect_timeout", "PGCONNECT_TIMEOUT"),
 ];
 
+/// What libpq takes and pgdrill does not, as (connection key tokio-postgres does not know,
+/// environment variable pgdrill does not read), empty where there is none: a set variable
+/// is said at start, and a parse error that quotes such a key names an option, not a piece
+/// of a password.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("service", "PGSERVICE"),
+    ("", "PGSERVICEFILE"),
+    ("", "PGOPTIONS"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("sslcertmode", "PGSSLCERTMODE"),
+    ("sslcrl", "PGSSLCRL"),
+    ("sslcrldir", "PGSSLCRLDIR"),
+    ("sslsni", "PGSSLSNI"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
+    ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
+    ("require_auth", "PGREQUIREAUTH"),
+    ("requirepeer", "PGREQUIREPEER"),
+    ("", "PGCHANNELBINDING"),
+    ("client_encoding", "PGCLIENTENCODING"),
+    ("krbsrvname", "PGKRBSRVNAME"),
+    ("gsslib", "PGGSSLIB"),
+    ("gssdelegation", "PGGSSDELEGATION"),
+    ("", "PGLOADBALANCEHOSTS"),
+    ("fallback_application_name", ""),
+    ("keepalives_count", ""),
+    ("tcp_user_timeout", ""),
+    ("replication", ""),
+    ("requiressl", ""),
+    ("sslcompression", ""),
+    ("sslpassword", ""),
+];
+
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
 /// there too): the one sign of a pooler pgdrill has before it connects.
 pub const PGBOUNCER_PORT: u16 = 6432;
@@ -311,30 +345,9 @@ fn tls_settings(value: Value) -> Result<TlsSettings, ConfigError> {
 /// libpq's environment variables that pgdrill does not read (their keys in `--dsn` are
 /// refused), when any is set: said at start, not silently dropped.
 fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
-    const UNREAD: [&str; 20] = [
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGOPTIONS",
-        "PGSSLCERT",
-        "PGSSLKEY",
-        "PGSSLCERTMODE",
-        "PGSSLCRL",
-        "PGSSLCRLDIR",
-        "PGSSLSNI",
-        "PGSSLNEGOTIATION",
-        "PGSSLMINPROTOCOLVERSION",
-        "PGSSLMAXPROTOCOLVERSION",
-        "PGREQUIREAUTH",
-        "PGREQUIREPEER",
-        "PGCHANNELBINDING",
-        "PGCLIENTENCODING",
-        "PGKRBSRVNAME",
-        "PGGSSLIB",
-        "PGGSSDELEGATION",
-        "PGLOADBALANCEHOSTS",
-    ];
-    let set: Vec<&str> = (UNREAD.into_iter())
-        .filter(|v| env(v).is_some_and(|value| !value.is_empty()))
+    let set: Vec<&str> = (UNSUPPORTED.iter())
+        .map(|(_, var)| *var)
+        .filter(|v| !v.is_empty() && env(v).is_some_and(|value| !value.is_empty()))
         .collect();
     (!set.is_empty()).then(|| {
         format!(
