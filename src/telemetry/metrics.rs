@@ -393,9 +393,7 @@ impl PoolCollector {
 
 impl Collector for PoolCollector {
     fn desc(&self) -> Vec<&Desc> {
-        let mut descs = self.connections.desc();
-        descs.extend(self.max_connections.desc());
-        descs
+        [self.connections.desc(), self.max_connections.desc()].concat()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -406,9 +404,7 @@ impl Collector for PoolCollector {
                 .set(i64::from(n));
         }
         self.max_connections.set(i64::from(stats.max));
-        let mut families = self.connections.collect();
-        families.extend(self.max_connections.collect());
-        families
+        [self.connections.collect(), self.max_connections.collect()].concat()
     }
 }
 
