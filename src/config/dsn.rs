@@ -555,15 +555,13 @@ fn check_hostaddr_count(pg: &PgConfig) -> Result<(), String> {
 /// A host name holds no `@` and no `://`: a connection URL given as `host=` (or as PGHOST)
 /// would be looked up in DNS, and its password shown wherever the host is named.
 fn check_host_names(pg: &PgConfig) -> Result<(), String> {
-    let url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
-    match pg.get_hosts().iter().any(url) {
-        true => Err(
-            "a host name cannot hold '@' or '://': give a connection URL as the \
-                     whole DSN, not as its host"
-                .into(),
-        ),
-        false => Ok(()),
+    let is_url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
+    if pg.get_hosts().iter().any(is_url) {
+        let reason = "a host name cannot hold '@' or '://': give a connection URL as the whole \
+                      DSN, not as its host";
+        return Err(reason.into());
     }
+    Ok(())
 }
 
 /// libpq accepts one port for all hosts or exactly one per host; anything else would
