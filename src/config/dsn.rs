@@ -40,6 +40,40 @@ const OUR_KEYS: &[(&str, &str)] = &[
     ("connect_timeout", "PGCONNECT_TIMEOUT"),
 ];
 
+/// What libpq takes and pgdrill does not, as (connection key tokio-postgres does not know,
+/// environment variable pgdrill does not read), empty where there is none: a set variable
+/// is said at start, and a parse error that quotes such a key names an option, not a piece
+/// of a password.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("service", "PGSERVICE"),
+    ("", "PGSERVICEFILE"),
+    ("", "PGOPTIONS"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("sslcertmode", "PGSSLCERTMODE"),
+    ("sslcrl", "PGSSLCRL"),
+    ("sslcrldir", "PGSSLCRLDIR"),
+    ("sslsni", "PGSSLSNI"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
+    ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
+    ("require_auth", "PGREQUIREAUTH"),
+    ("requirepeer", "PGREQUIREPEER"),
+    ("", "PGCHANNELBINDING"),
+    ("client_encoding", "PGCLIENTENCODING"),
+    ("krbsrvname", "PGKRBSRVNAME"),
+    ("gsslib", "PGGSSLIB"),
+    ("gssdelegation", "PGGSSDELEGATION"),
+    ("", "PGLOADBALANCEHOSTS"),
+    ("fallback_application_name", ""),
+    ("keepalives_count", ""),
+    ("tcp_user_timeout", ""),
+    ("replication", ""),
+    ("requiressl", ""),
+    ("sslcompression", ""),
+    ("sslpassword", ""),
+];
+
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
 /// there too): the one sign of a pooler pgdrill has before it connects.
 pub const PGBOUNCER_PORT: u16 = 6432;
@@ -69,14 +103,16 @@ pub fn parse(
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
-    let timeout = connect_timeout(&value)?;
-    if let Some((Ok(t), _)) = &timeout {
-        pg.connect_timeout(*t);
-    }
+    let (connect_timeout_from, connect_timeout_forever) = connect_timeout(&mut pg, &value)?;
     for (var, key) in ENV_KEYS {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            let shown = if *var == "PGPASSWORD" {
+                "REDACTED"
+            } else {
+                &value
+            };
             apply_env_default(&mut pg, key, &value)
-                .map_err(|reason| ConfigError::new(var, redact_env(var, &value), reason))?;
+                .map_err(|reason| ConfigError::new(var, shown, reason))?;
         }
     }
     if let Some(password) = pg.get_password() {
@@ -119,12 +155,6 @@ pub fn parse(
     if pg.get_application_name().is_none() {
         pg.application_name("pgdrill");
     }
-    let (connect_timeout_from, connect_timeout_forever) = match timeout {
-        Some((Ok(_), "--dsn")) => (Some("connect_timeout in --dsn"), None),
-        Some((Ok(_), from)) => (Some(from), None),
-        Some((Err(forever), _)) => (None, Some(forever)),
-        None => (None, None),
-    };
     let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
     Ok(Target {
@@ -139,18 +169,20 @@ pub fn parse(
     })
 }
 
+/// A connection URL's scheme and what follows it; `None` for a key=value string.
+fn url(raw: &str) -> Option<(&'static str, &str)> {
+    (["postgres://", "postgresql://"].into_iter())
+        .find_map(|scheme| Some((scheme, raw.strip_prefix(scheme)?)))
+}
+
 /// libpq gives a URL's host without a port the query's `port`, else PGPORT's, else 5432;
 /// tokio-postgres gives it 5432 at once (and refuses a `port` beside it). So a URL whose
 /// hosts name no port gets them written in here, from its query's `port` (taken out) or
 /// PGPORT, one for all hosts or one each.
 fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
-    let Some(scheme) = ["postgres://", "postgresql://"]
-        .into_iter()
-        .find(|s| raw.starts_with(s))
-    else {
+    let Some((scheme, after)) = url(raw) else {
         return Ok(raw.to_string());
     };
-    let after = &raw[scheme.len()..];
     let (netloc, rest) = after.split_at(after.find(['/', '?']).unwrap_or(after.len()));
     let (user_info, hosts) = netloc.split_at(netloc.rfind('@').map_or(0, |i| i + 1));
     // `[::1]:5433` or `h:5433`: a port given.
@@ -211,10 +243,7 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
 /// the password into the host (shown in logs and labels), hide the query's `sslmode` from
 /// pgdrill, or escape redaction. The error shows nothing before the last `@`.
 fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
-    let Some((scheme, after)) = ["postgres://", "postgresql://"]
-        .iter()
-        .find_map(|scheme| Some((scheme, raw.strip_prefix(scheme)?)))
-    else {
+    let Some((scheme, after)) = url(raw) else {
         return Ok(());
     };
     let Some((user_info, rest)) = after.split_once('@') else {
@@ -236,10 +265,11 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
-/// defaults (prefer, no root certificate).
 /// One of [`OUR_KEYS`]: the DSN's (the last one given), else its environment variable's,
 /// with where it came from.
+/// [`our_value`] for one DSN and environment.
+type Value<'a> = &'a dyn Fn(&str) -> Option<(String, &'static str)>;
+
 fn our_value(
     key: &str,
     from_dsn: &[(String, String)],
@@ -254,9 +284,7 @@ fn our_value(
 
 /// libpq's target_session_attrs for a writer: `primary` is `read-write` (a server in
 /// recovery is refused either way); the values that pick a standby cannot take writes.
-fn session_attrs(
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<TargetSessionAttrs, ConfigError> {
+fn session_attrs(value: Value) -> Result<TargetSessionAttrs, ConfigError> {
     let Some((v, option)) = value("target_session_attrs") else {
         return Ok(TargetSessionAttrs::Any);
     };
@@ -275,9 +303,7 @@ fn session_attrs(
 
 /// pgdrill has no GSSAPI encryption, as a libpq built without it: `prefer` (libpq's
 /// default, common in providers' URLs) and `disable` connect without it.
-fn check_gssencmode(
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<(), ConfigError> {
+fn check_gssencmode(value: Value) -> Result<(), ConfigError> {
     match value("gssencmode") {
         Some((v, option)) if !matches!(v.as_str(), "disable" | "prefer") => Err(ConfigError::new(
             option,
@@ -289,9 +315,9 @@ fn check_gssencmode(
     }
 }
 
-fn tls_settings(
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<TlsSettings, ConfigError> {
+/// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
+/// defaults (prefer, no root certificate).
+fn tls_settings(value: Value) -> Result<TlsSettings, ConfigError> {
     let root_cert = match value("sslrootcert") {
         None => RootCert::Default,
         Some((v, _)) if v == "system" => RootCert::System,
@@ -319,30 +345,9 @@ fn tls_settings(
 /// libpq's environment variables that pgdrill does not read (their keys in `--dsn` are
 /// refused), when any is set: said at start, not silently dropped.
 fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
-    const UNREAD: [&str; 20] = [
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGOPTIONS",
-        "PGSSLCERT",
-        "PGSSLKEY",
-        "PGSSLCERTMODE",
-        "PGSSLCRL",
-        "PGSSLCRLDIR",
-        "PGSSLSNI",
-        "PGSSLNEGOTIATION",
-        "PGSSLMINPROTOCOLVERSION",
-        "PGSSLMAXPROTOCOLVERSION",
-        "PGREQUIREAUTH",
-        "PGREQUIREPEER",
-        "PGCHANNELBINDING",
-        "PGCLIENTENCODING",
-        "PGKRBSRVNAME",
-        "PGGSSLIB",
-        "PGGSSDELEGATION",
-        "PGLOADBALANCEHOSTS",
-    ];
-    let set: Vec<&str> = (UNREAD.into_iter())
-        .filter(|v| env(v).is_some_and(|value| !value.is_empty()))
+    let set: Vec<&str> = (UNSUPPORTED.iter())
+        .map(|(_, var)| *var)
+        .filter(|v| !v.is_empty() && env(v).is_some_and(|value| !value.is_empty()))
         .collect();
     (!set.is_empty()).then(|| {
         format!(
@@ -352,20 +357,27 @@ fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
     })
 }
 
-/// libpq's `connect_timeout`, in whole seconds, with where it came from. Zero or less waits
-/// forever in libpq, which a failover drill cannot: the error to give where it is in force,
-/// not read as unset.
-#[allow(clippy::type_complexity)]
+/// libpq's `connect_timeout`, in whole seconds, set on `pg`; returns where it came from, or
+/// for zero or less (libpq waits forever, which a failover drill cannot) the error to give
+/// where it is in force, not read as unset.
 fn connect_timeout(
-    value: &impl Fn(&str) -> Option<(String, &'static str)>,
-) -> Result<Option<(Result<Duration, ConfigError>, &'static str)>, ConfigError> {
+    pg: &mut PgConfig,
+    value: Value,
+) -> Result<(Option<&'static str>, Option<ConfigError>), ConfigError> {
     let Some((v, from)) = value("connect_timeout") else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let bad = |reason| ConfigError::new(from, format!("connect_timeout={v}"), reason);
     match v.trim().parse::<i64>() {
-        Ok(seconds) if seconds > 0 => Ok(Some((Ok(Duration::from_secs(seconds as u64)), from))),
-        Ok(_) => Ok(Some((Err(bad("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or --connect-timeout")), from))),
+        Ok(seconds) if seconds > 0 => {
+            pg.connect_timeout(Duration::from_secs(seconds as u64));
+            let from = match from {
+                "--dsn" => "connect_timeout in --dsn",
+                var => var,
+            };
+            Ok((Some(from), None))
+        }
+        Ok(_) => Ok((None, Some(bad("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or --connect-timeout")))),
         Err(_) => Err(bad("`connect_timeout` must be whole seconds")),
     }
 }
@@ -376,7 +388,7 @@ fn connect_timeout(
 fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
     let mut taken = Vec::new();
     let ours = |k: &str| OUR_KEYS.iter().any(|(key, _)| *key == k);
-    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+    if url(raw).is_some() {
         let Some((base, query)) = raw.split_once('?') else {
             return (raw.to_string(), taken);
         };
@@ -523,12 +535,7 @@ impl Target {
                 } else {
                     "none"
                 };
-                [
-                    host,
-                    port.to_string(),
-                    database.to_string(),
-                    pooler.to_string(),
-                ]
+                [host, port.to_string(), database.into(), pooler.into()]
             })
             .collect()
     }
@@ -548,15 +555,13 @@ fn check_hostaddr_count(pg: &PgConfig) -> Result<(), String> {
 /// A host name holds no `@` and no `://`: a connection URL given as `host=` (or as PGHOST)
 /// would be looked up in DNS, and its password shown wherever the host is named.
 fn check_host_names(pg: &PgConfig) -> Result<(), String> {
-    let url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
-    match pg.get_hosts().iter().any(url) {
-        true => Err(
-            "a host name cannot hold '@' or '://': give a connection URL as the \
-                     whole DSN, not as its host"
-                .into(),
-        ),
-        false => Ok(()),
+    let is_url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
+    if pg.get_hosts().iter().any(is_url) {
+        let reason = "a host name cannot hold '@' or '://': give a connection URL as the whole \
+                      DSN, not as its host";
+        return Err(reason.into());
     }
+    Ok(())
 }
 
 /// libpq accepts one port for all hosts or exactly one per host; anything else would
@@ -610,14 +615,6 @@ fn describe(pg: &PgConfig, hosts: &[String]) -> String {
         out.push_str(" password=REDACTED");
     }
     out
-}
-
-fn redact_env(var: &str, value: &str) -> String {
-    if var == "PGPASSWORD" {
-        "REDACTED".to_string()
-    } else {
-        value.to_string()
-    }
 }
 
 #[path = "dsn_error.rs"]

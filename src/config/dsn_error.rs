@@ -1,35 +1,8 @@
 //! What a connection string's parse error may say: the parser's reason, unless it would
 //! quote a piece of the password.
 
+use super::UNSUPPORTED;
 use crate::secrets::redact;
-
-/// libpq's connection keywords that tokio-postgres does not know: a parse error that quotes
-/// one names an option, not a piece of a password.
-const LIBPQ_ONLY_KEYS: &[&str] = &[
-    "require_auth",
-    "client_encoding",
-    "fallback_application_name",
-    "keepalives_count",
-    "tcp_user_timeout",
-    "replication",
-    "requiressl",
-    "sslnegotiation",
-    "sslcompression",
-    "sslcert",
-    "sslkey",
-    "sslpassword",
-    "sslcertmode",
-    "sslcrl",
-    "sslcrldir",
-    "sslsni",
-    "requirepeer",
-    "ssl_min_protocol_version",
-    "ssl_max_protocol_version",
-    "krbsrvname",
-    "gsslib",
-    "gssdelegation",
-    "service",
-];
 
 /// `shown` cut after the `=` of the key the parser did not know: a misspelled `password`
 /// (`pasword=…`) is still a password.
@@ -89,8 +62,8 @@ pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) ->
             };
             !names_a_known_key
                 && quoted.any(|t| {
-                    !LIBPQ_ONLY_KEYS.contains(&t)
-                        && !t.is_empty()
+                    !t.is_empty()
+                        && !UNSUPPORTED.iter().any(|(key, _)| *key == t)
                         && (from_password.contains(t) && !named_before(t) || runs_into(t))
                 })
         }

@@ -97,8 +97,7 @@ fn at_least_a_second(
 ) -> Result<Duration, ConfigError> {
     let d: Duration = d.into();
     if d < Duration::from_secs(1) {
-        let value = humantime::format_duration(d).to_string();
-        return Err(ConfigError::new(option, value, "must be at least 1s"));
+        return Err(ConfigError::new(option, text(d), "must be at least 1s"));
     }
     Ok(d)
 }
@@ -260,18 +259,14 @@ impl RunArgs {
                 .transpose()?,
             report: (self.report.as_ref())
                 .map(|path| {
-                    match self
-                        .summary_json
-                        .as_ref()
-                        .is_some_and(|j| same_file(j, path))
-                    {
-                        true => Err(ConfigError::new(
+                    if (self.summary_json.as_ref()).is_some_and(|j| same_file(j, path)) {
+                        return Err(ConfigError::new(
                             "--report",
                             path.display().to_string(),
                             "is also --summary-json's file: the page would overwrite the summary",
-                        )),
-                        false => writable_file("--report", path).map(|()| path.clone()),
+                        ));
                     }
+                    writable_file("--report", path).map(|()| path.clone())
                 })
                 .transpose()?,
             shutdown_grace: self.shutdown_grace.into(),

@@ -125,9 +125,7 @@ impl ErrorBook {
 
     /// Every kind seen, by class then SQLSTATE.
     pub fn kinds(&self) -> Vec<ErrorKind> {
-        let kinds = self.kinds.lock();
-        kinds
-            .iter()
+        (self.kinds.lock().iter())
             .map(|((class, sqlstate), (count, message))| ErrorKind {
                 class: class.as_str(),
                 sqlstate: sqlstate.clone(),

@@ -221,10 +221,7 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationTok
             }
         };
         // Without one, closed at once: a queue of waiting connections would hold descriptors.
-        let Some(permit) = permit else {
-            drop(stream);
-            continue;
-        };
+        let Some(permit) = permit else { continue };
         let place = Arc::new(Place::default());
         places.push_back(Arc::downgrade(&place));
         if places.len() > 2 * limits.max_connections {

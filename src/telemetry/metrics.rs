@@ -142,18 +142,6 @@ fn register<C: Collector + Clone + 'static>(r: &Registry, collector: prometheus:
     collector
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
-    register(r, Gauge::new(name, help))
-}
-
-fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    register(r, IntGauge::new(name, help))
-}
-
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    register(r, IntCounter::new(name, help))
-}
-
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
@@ -187,25 +175,23 @@ impl Metrics {
     /// `rate()` see zeros rather than absent series before the first event.
     pub fn new(hosts: &[String]) -> Arc<Metrics> {
         let registry = Registry::new();
+        let r = &registry;
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector registered once");
-
-        let build_info = gauge_vec(
-            &registry,
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector registered once");
+        gauge_vec(
+            r,
             "pgdrill_build_info",
             "pgdrill build, always 1.",
             &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
 
         let host_is_primary = gauge_vec(
-            &registry,
+            r,
             "pgdrill_host_is_primary",
             "1 for the configured host whose server last took our writes as primary; it stays 1 through an outage until another host takes them.",
             &["host"],
@@ -215,53 +201,52 @@ impl Metrics {
         }
 
         let unknown_resolved = counter_vec(
-            &registry,
+            r,
             "pgdrill_unknown_outcome_resolved_total",
             "Unknown-outcome writes resolved by verification, by outcome.",
             &["outcome"],
         );
 
-        let r = &registry;
         Arc::new(Metrics {
-            target_rate: gauge(r, "pgdrill_target_rate", "Target transactions per second (0 = unlimited)."),
-            transactions: counter(r, "pgdrill_transactions_total", "Transactions attempted and finished, successful or not."),
+            target_rate: register(r, Gauge::new("pgdrill_target_rate", "Target transactions per second (0 = unlimited).")),
+            transactions: register(r, IntCounter::new("pgdrill_transactions_total", "Transactions attempted and finished, successful or not.")),
             transaction_errors: PerClass::new(r, "pgdrill_transaction_errors_total", "Transactions that failed, by error class."),
-            abandoned: counter(r, "pgdrill_transactions_abandoned_total", "Transactions still in flight when the shutdown grace ran out: sent, never answered; their outcome is unknown (the server may have committed them)."),
-            skipped: counter(r, "pgdrill_transactions_skipped_total", "Transactions due by the schedule but never started: the backlog was full, they waited longer than its span, or they were queued at shutdown."),
+            abandoned: register(r, IntCounter::new("pgdrill_transactions_abandoned_total", "Transactions still in flight when the shutdown grace ran out: sent, never answered; their outcome is unknown (the server may have committed them).")),
+            skipped: register(r, IntCounter::new("pgdrill_transactions_skipped_total", "Transactions due by the schedule but never started: the backlog was full, they waited longer than its span, or they were queued at shutdown.")),
             transaction_duration: histogram(r, "pgdrill_transaction_duration_seconds", "Latency of successful transactions from their intended (scheduled) start to acknowledgement.", LATENCY_BUCKETS),
             service_duration: histogram(r, "pgdrill_service_duration_seconds", "Latency of successful transactions from sending to acknowledgement.", LATENCY_BUCKETS),
-            in_flight: int_gauge(r, "pgdrill_transactions_in_flight", "Transactions sent and not yet answered."),
-            connection_attempts: counter(r, "pgdrill_connection_attempts_total", "New database connections attempted."),
+            in_flight: register(r, IntGauge::new("pgdrill_transactions_in_flight", "Transactions sent and not yet answered.")),
+            connection_attempts: register(r, IntCounter::new("pgdrill_connection_attempts_total", "New database connections attempted.")),
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
-            schedule_lag: gauge(r, "pgdrill_schedule_lag_seconds", "How late the most recently started transaction (acknowledged or failed) began relative to its schedule."),
-            last_success_timestamp: gauge(r, "pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write."),
-            load_running: int_gauge(r, "pgdrill_load_running", "1 while the load schedules writes; 0 before it starts and once it stopped (drain, --linger)."),
+            schedule_lag: register(r, Gauge::new("pgdrill_schedule_lag_seconds", "How late the most recently started transaction (acknowledged or failed) began relative to its schedule.")),
+            last_success_timestamp: register(r, Gauge::new("pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write.")),
+            load_running: register(r, IntGauge::new("pgdrill_load_running", "1 while the load schedules writes; 0 before it starts and once it stopped (drain, --linger).")),
             failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &State::ALL.map(State::as_str)),
-            server_timeline: int_gauge(r, "pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown)."),
-            primary_changes: counter(r, "pgdrill_primary_changes_total", "Times the primary's identity or timeline changed."),
-            server_restarts: counter(r, "pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier and timeline, new postmaster."),
+            server_timeline: register(r, IntGauge::new("pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown).")),
+            primary_changes: register(r, IntCounter::new("pgdrill_primary_changes_total", "Times the primary's identity or timeline changed.")),
+            server_restarts: register(r, IntCounter::new("pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier and timeline, new postmaster.")),
             host_is_primary,
             primary_server: gauge_vec(r, "pgdrill_primary_server", "1 for the server pgdrill writes to now, as it reports itself (address, system identifier, timeline); 0 for the last few before it.", &["server", "system_identifier", "timeline"]),
             primary_servers: Default::default(),
-            outages: counter(r, "pgdrill_outages_total", "Write outages detected."),
-            outage_start_timestamp: gauge(r, "pgdrill_outage_start_timestamp_seconds", "Unix time the current or last outage began (0 before any)."),
-            outage_end_timestamp: gauge(r, "pgdrill_outage_end_timestamp_seconds", "Unix time the last outage ended (0 before any; older than the start while one is in progress)."),
-            last_outage_duration: gauge(r, "pgdrill_last_outage_duration_seconds", "Write unavailability of the last finished outage, or of one still open when the load stopped (so far)."),
-            last_recovery_duration: gauge(r, "pgdrill_last_recovery_duration_seconds", "From the first write after the last outage until the rate held at 95% of target."),
+            outages: register(r, IntCounter::new("pgdrill_outages_total", "Write outages detected.")),
+            outage_start_timestamp: register(r, Gauge::new("pgdrill_outage_start_timestamp_seconds", "Unix time the current or last outage began (0 before any).")),
+            outage_end_timestamp: register(r, Gauge::new("pgdrill_outage_end_timestamp_seconds", "Unix time the last outage ended (0 before any; older than the start while one is in progress).")),
+            last_outage_duration: register(r, Gauge::new("pgdrill_last_outage_duration_seconds", "Write unavailability of the last finished outage, or of one still open when the load stopped (so far).")),
+            last_recovery_duration: register(r, Gauge::new("pgdrill_last_recovery_duration_seconds", "From the first write after the last outage until the rate held at 95% of target.")),
             outage_duration: histogram(r, "pgdrill_outage_duration_seconds", "Write unavailability per outage.", OUTAGE_BUCKETS),
-            outages_over_rto_objective: counter(r, "pgdrill_outages_over_rto_objective_total", "Outages (finished, or still open when the load stopped) whose write unavailability exceeded --rto-objective (pgdrill_rto_objective_seconds)."),
-            lost_writes: counter(r, "pgdrill_lost_writes_total", "Acknowledged writes found missing on the primary after an outage."),
-            unknown_outcome_writes: counter(r, "pgdrill_unknown_outcome_writes_total", "Writes whose connection died between send and acknowledgement."),
+            outages_over_rto_objective: register(r, IntCounter::new("pgdrill_outages_over_rto_objective_total", "Outages (finished, or still open when the load stopped) whose write unavailability exceeded --rto-objective (pgdrill_rto_objective_seconds).")),
+            lost_writes: register(r, IntCounter::new("pgdrill_lost_writes_total", "Acknowledged writes found missing on the primary after an outage.")),
+            unknown_outcome_writes: register(r, IntCounter::new("pgdrill_unknown_outcome_writes_total", "Writes whose connection died between send and acknowledgement.")),
             unknown_outcome_committed: unknown_resolved.with_label_values(&["committed"]),
             unknown_outcome_not_committed: unknown_resolved.with_label_values(&["not_committed"]),
-            last_failover_lost_writes: int_gauge(r, "pgdrill_last_failover_lost_writes", "Acknowledged writes lost in the last verified outage."),
-            last_failover_rpo: gauge(r, "pgdrill_last_failover_rpo_seconds", "Time span of acknowledged writes lost in the last verified outage."),
-            verifications: counter(r, "pgdrill_verifications_total", "Post-outage verifications of acknowledged writes completed."),
-            verification_errors: counter(r, "pgdrill_verification_errors_total", "Post-outage verifications that failed and were retried."),
-            ledger_bytes: int_gauge(r, "pgdrill_ledger_bytes", "Approximate memory held by the acknowledged-write ledger."),
-            password_refreshes: counter(r, "pgdrill_password_refreshes_total", "New passwords obtained from --password-command or a changed --password-file."),
-            password_errors: counter(r, "pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command."),
-            retention_rows_deleted: counter(r, "pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup."),
+            last_failover_lost_writes: register(r, IntGauge::new("pgdrill_last_failover_lost_writes", "Acknowledged writes lost in the last verified outage.")),
+            last_failover_rpo: register(r, Gauge::new("pgdrill_last_failover_rpo_seconds", "Time span of acknowledged writes lost in the last verified outage.")),
+            verifications: register(r, IntCounter::new("pgdrill_verifications_total", "Post-outage verifications of acknowledged writes completed.")),
+            verification_errors: register(r, IntCounter::new("pgdrill_verification_errors_total", "Post-outage verifications that failed and were retried.")),
+            ledger_bytes: register(r, IntGauge::new("pgdrill_ledger_bytes", "Approximate memory held by the acknowledged-write ledger.")),
+            password_refreshes: register(r, IntCounter::new("pgdrill_password_refreshes_total", "New passwords obtained from --password-command or a changed --password-file.")),
+            password_errors: register(r, IntCounter::new("pgdrill_password_errors_total", "Failures to obtain a password from --password-file or --password-command.")),
+            retention_rows_deleted: register(r, IntCounter::new("pgdrill_retention_rows_deleted_total", "Rows older than --retention deleted by the cleanup.")),
             retention_errors: PerClass::new(r, "pgdrill_retention_errors_total", "Retention cleanup batches that failed, by error class."),
             errors: Arc::new(ErrorBook::default()),
             drill: DrillMetrics::new(r),
@@ -351,14 +336,14 @@ impl DrillMetrics {
             triggers.with_label_values(&[outcome]);
         }
         DrillMetrics {
-            trigger_timestamp: gauge(r, "pgdrill_failover_trigger_timestamp_seconds", "Unix time the last failover trigger started (0 before any)."),
-            trigger_end_timestamp: gauge(r, "pgdrill_failover_trigger_end_timestamp_seconds", "Unix time the last failover trigger ended (0 before any; older than the start while one runs)."),
+            trigger_timestamp: register(r, Gauge::new("pgdrill_failover_trigger_timestamp_seconds", "Unix time the last failover trigger started (0 before any).")),
+            trigger_end_timestamp: register(r, Gauge::new("pgdrill_failover_trigger_end_timestamp_seconds", "Unix time the last failover trigger ended (0 before any; older than the start while one runs).")),
             triggers,
-            first_failed_write: gauge(r, "pgdrill_failover_first_failed_write_seconds", "Last trigger's start to the first failed write after it (how long clients kept writing); 0 until measured."),
-            new_primary_write: gauge(r, "pgdrill_failover_new_primary_write_seconds", "Last trigger's start to the first write acknowledged by a new primary; 0 until measured."),
+            first_failed_write: register(r, Gauge::new("pgdrill_failover_first_failed_write_seconds", "Last trigger's start to the first failed write after it (how long clients kept writing); 0 until measured.")),
+            new_primary_write: register(r, Gauge::new("pgdrill_failover_new_primary_write_seconds", "Last trigger's start to the first write acknowledged by a new primary; 0 until measured.")),
             verdict: StateSet::new(r, "pgdrill_drill_verdict", "Drill verdict state set: none without a trigger, pending until the run ends, then pass, fail or invalid.", "verdict", &DRILL_VERDICTS),
-            rto_objective: gauge(r, "pgdrill_rto_objective_seconds", "--rto-objective: the longest acceptable write unavailability per failover."),
-            rpo_objective: int_gauge(r, "pgdrill_rpo_objective_lost_writes", "--rpo-objective: the most acknowledged writes a drill may lose."),
+            rto_objective: register(r, Gauge::new("pgdrill_rto_objective_seconds", "--rto-objective: the longest acceptable write unavailability per failover.")),
+            rpo_objective: register(r, IntGauge::new("pgdrill_rpo_objective_lost_writes", "--rpo-objective: the most acknowledged writes a drill may lose.")),
         }
     }
 
@@ -408,9 +393,7 @@ impl PoolCollector {
 
 impl Collector for PoolCollector {
     fn desc(&self) -> Vec<&Desc> {
-        let mut descs = self.connections.desc();
-        descs.extend(self.max_connections.desc());
-        descs
+        [self.connections.desc(), self.max_connections.desc()].concat()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -421,9 +404,7 @@ impl Collector for PoolCollector {
                 .set(i64::from(n));
         }
         self.max_connections.set(i64::from(stats.max));
-        let mut families = self.connections.collect();
-        families.extend(self.max_connections.collect());
-        families
+        [self.connections.collect(), self.max_connections.collect()].concat()
     }
 }
 

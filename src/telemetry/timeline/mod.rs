@@ -3,12 +3,9 @@
 //! A 1 Hz sampler pushes one [`Second`] per second; the monitor pushes [`Event`]s.
 //! Nothing on the load path touches it.
 //!
-//! Resolution tiers (counted in buckets, so a sampler that skips seconds cannot
-//! make it grow):
-//! - the newest [`TIER0_BUCKETS`] seconds (6 h) at 1 s;
-//! - before that, [`TIER1_BUCKETS`] buckets (24 h) of 1 min;
-//! - before that, [`TIER2_BUCKETS`] buckets (30 days) of 10 min; older ones are dropped
-//!   (and counted), Prometheus keeps the long history.
+//! Resolution tiers ([`TIERS`]) are counted in buckets, so a sampler that skips seconds
+//! cannot make it grow; buckets older than the last tier are dropped (and counted):
+//! Prometheus keeps the long history.
 //!
 //! Buckets merge exactly where exactness is possible and conservatively elsewhere:
 //! counts add; latency max and pool in use take the maximum; latency p99 takes the
@@ -18,11 +15,9 @@
 //! median line is for); the failover state is the worst one seen, so a one-second
 //! outage still colours its 10-minute bucket.
 //!
-//! Memory bound: at most `MAX_BUCKETS` (the three tiers' caps) buckets of
-//! `size_of::<Bucket>()` (104) bytes plus [`MAX_EVENTS`] events with at most two strings
-//! of [`MAX_TEXT`] bytes each: `MAX_BYTES` = 3,221,440 bytes (3.2 MB) on 64-bit targets.
-//! The unit tests (`tests.rs`, where both are defined) feed a simulated week and check
-//! the heap actually held against it.
+//! Memory bound: the tiers' caps of 104-byte buckets plus [`MAX_EVENTS`] events with at
+//! most two strings of [`MAX_TEXT`] bytes each, 3,221,440 bytes (3.2 MB) on 64-bit
+//! targets; `tests.rs` feeds a simulated week and checks the heap actually held against it.
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -39,13 +34,11 @@ pub const TIER0_BUCKETS: usize = 6 * 3600;
 pub const TIER1_BUCKETS: usize = 24 * 60;
 /// 30 days at 10 min.
 pub const TIER2_BUCKETS: usize = 30 * 24 * 6;
-pub const TIER1_SPAN: u64 = 60;
-pub const TIER2_SPAN: u64 = 600;
 /// Each tier's cap and bucket width (s), finest first.
 const TIERS: [(usize, u64); 3] = [
     (TIER0_BUCKETS, 1),
-    (TIER1_BUCKETS, TIER1_SPAN),
-    (TIER2_BUCKETS, TIER2_SPAN),
+    (TIER1_BUCKETS, 60),
+    (TIER2_BUCKETS, 600),
 ];
 
 /// Events kept (the latest); a flapping canary drops the oldest.
@@ -467,11 +460,8 @@ impl TryFrom<TimelineJson> for Timeline {
         };
         // Back into the tier their width says; read for rendering, not pushed to again.
         for b in t.buckets {
-            let tier = match u64::from(b.span) {
-                0..=1 => 0,
-                2..=TIER1_SPAN => 1,
-                _ => 2,
-            };
+            let span = u64::from(b.span);
+            let tier = TIERS.iter().position(|t| span <= t.1).unwrap_or(2);
             out.tiers[tier].push_back(b);
         }
         Ok(out)
