@@ -218,26 +218,12 @@ impl Setup {
         }
     }
 
-    async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
-        if !self.timeout_checked.swap(true, Ordering::Relaxed) {
-            self.check_statement_timeout(client).await?;
-        }
-        match &self.auto_fallback {
-            Some(fell_back) if fell_back.load(Ordering::Relaxed) => Ok(None),
-            // The pooler's server connection already holds another client's statement of
-            // that name (42P05): unnamed from now on, and this connection is usable.
-            _ => match self.workload.prepare(client).await {
-                Err(err) if self.prepared_statements_broke(&err) => Ok(None),
-                other => other,
-            },
-        }
-    }
-
     /// Whether the server applies `--statement-timeout` (sent as a startup option): a pooler
     /// that drops startup options (PgBouncer with `ignore_startup_parameters = options`) or
     /// refused them leaves it unset. Said once: pgdrill's client timeout still bounds writes.
     async fn check_statement_timeout(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
-        let server_ms = crate::db::statement_timeout_ms(client).await?;
+        let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
+        let server_ms = crate::db::first_value(client, sql).await?;
         let wanted_ms = self.statement_timeout.as_millis().to_string();
         if server_ms.as_deref() != Some(wanted_ms.as_str()) {
             tracing::warn!(
@@ -345,7 +331,20 @@ impl Setup {
         client: &Client,
         id: &Identity,
     ) -> Result<Option<Statement>, ConnectError> {
-        let insert = self.set_up(client).await.map_err(|e| self.fail(e))?;
+        if !self.timeout_checked.swap(true, Ordering::Relaxed) {
+            self.check_statement_timeout(client)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let insert = match &self.auto_fallback {
+            Some(fell_back) if fell_back.load(Ordering::Relaxed) => None,
+            // The pooler's server connection already holds another client's statement of
+            // that name (42P05): unnamed from now on, and this connection is usable.
+            _ => match self.workload.prepare(client).await {
+                Err(err) if self.prepared_statements_broke(&err) => None,
+                other => other.map_err(|e| self.fail(e))?,
+            },
+        };
         self.identity.observe(id);
         Ok(insert)
     }

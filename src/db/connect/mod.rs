@@ -368,7 +368,8 @@ impl Connector {
     /// The earliest time a failing endpoint may take another attempt (an attempt ending
     /// wakes the waiters too, through `changed`).
     fn next_retry(&self) -> Option<Instant> {
-        self.lock()
+        self.endpoints
+            .lock()
             .values()
             .filter(|s| s.failures > 0 && s.pending < s.cap(self.max_pending))
             .map(EndpointState::ready_at)
@@ -462,13 +463,9 @@ impl Connector {
         Ok((client, insert?, driver.detach(), id))
     }
 
-    fn refused_startup_option(&self) -> bool {
-        self.startup_option_refused.load(Ordering::Relaxed)
-    }
-
     /// `config` (one endpoint's) without pgdrill's startup option, once a pooler refused it.
     fn plain(&self, config: &Config) -> Config {
-        if !self.refused_startup_option() {
+        if !self.startup_option_refused.load(Ordering::Relaxed) {
             return config.clone();
         }
         let mut plain = self.base_plain.clone();
@@ -490,10 +487,6 @@ impl Connector {
         plain
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {
-        self.endpoints.lock()
-    }
-
     /// Claims an attempt on `endpoint`: a connect's first, saying why not (backing off, or
     /// another attempt is probing the failing endpoint) into `skipped`; or, without
     /// `skipped`, one more beside those pending, if it may take one now.
@@ -503,7 +496,7 @@ impl Connector {
         skipped: Option<&mut Option<ConnectError>>,
     ) -> Option<Claim> {
         let now = Instant::now();
-        let mut map = self.lock();
+        let mut map = self.endpoints.lock();
         if skipped.is_some() && map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
             map.retain(|_, s| {
                 let tried = s.last_start.map(|t| now.saturating_duration_since(t));

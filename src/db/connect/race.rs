@@ -140,7 +140,7 @@ impl Connector {
                 ),
                 None,
             );
-            if let Some(state) = self.lock().get_mut(endpoint) {
+            if let Some(state) = self.endpoints.lock().get_mut(endpoint) {
                 state.failed(err.class, &err.message, *began);
                 state.retry_at = state.retry_at.max(*began + self.timeout);
             }
@@ -186,7 +186,10 @@ impl Connector {
     }
 
     fn failing(&self, endpoint: &Endpoint) -> bool {
-        self.lock().get(endpoint).is_some_and(|s| s.failures > 0)
+        self.endpoints
+            .lock()
+            .get(endpoint)
+            .is_some_and(|s| s.failures > 0)
     }
 }
 
@@ -221,7 +224,7 @@ impl Claim {
     fn succeeded(&mut self, server: &Arc<Identity>) -> Watch {
         self.done = true;
         let now = Instant::now();
-        let mut map = self.connector.lock();
+        let mut map = self.connector.endpoints.lock();
         let state = map
             .entry(self.endpoint.clone())
             .or_insert_with(|| EndpointState::new(now));
@@ -240,7 +243,7 @@ impl Claim {
 
     fn failed(&mut self, class: ErrorClass, message: &str) {
         self.done = true;
-        if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
+        if let Some(state) = self.connector.endpoints.lock().get_mut(&self.endpoint) {
             state.pending = state.pending.saturating_sub(1);
             state.failed(class, message, self.started);
         }
@@ -251,7 +254,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if !self.done {
-            if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
+            if let Some(state) = self.connector.endpoints.lock().get_mut(&self.endpoint) {
                 state.pending = state.pending.saturating_sub(1);
             }
             self.connector.changed.notify_waiters();

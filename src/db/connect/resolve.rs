@@ -10,10 +10,13 @@ impl Connector {
         &self,
         entry: &HostEntry,
     ) -> Result<Vec<(Endpoint, Config)>, String> {
-        let mut base = match self.refused_startup_option() {
-            true => self.base_plain.clone(),
-            false => self.base.clone(),
-        };
+        let refused = self.startup_option_refused.load(Ordering::Relaxed);
+        let mut base = if refused {
+            &self.base_plain
+        } else {
+            &self.base
+        }
+        .clone();
         base.port(entry.port);
         let name = match &entry.host {
             Some(Host::Unix(dir)) => {

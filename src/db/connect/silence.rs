@@ -47,7 +47,7 @@ impl Silence {
     pub fn suspect(&self) {
         let now = Instant::now();
         let current = {
-            let mut map = self.connector.lock();
+            let mut map = self.connector.endpoints.lock();
             // An endpoint let go (one of many, idle a while) is known again.
             let state =
                 (map.entry(self.endpoint.clone())).or_insert_with(|| EndpointState::new(now));
@@ -94,7 +94,7 @@ impl Silence {
             })
         });
         let now = Instant::now();
-        let mut map = connector.lock();
+        let mut map = connector.endpoints.lock();
         let Some(state) = map.get_mut(&self.endpoint) else {
             return;
         };

@@ -226,7 +226,6 @@ pub(super) async fn alter(
 async fn session_has(client: &Client, timeout: Duration) -> Result<bool, TableError> {
     let sql = "SELECT setting FROM pg_settings \
                WHERE name = 'statement_timeout' AND source = 'client'";
-    let rows = crate::db::text_rows(client, sql).await?;
-    let setting = rows.first().and_then(|r| r.first().cloned().flatten());
+    let setting = crate::db::first_value(client, sql).await?;
     Ok(setting == Some(timeout.as_millis().to_string()))
 }

@@ -19,7 +19,8 @@ mod effects;
 mod relation;
 pub(crate) use alter::index_alone;
 pub use alter::Change;
-pub(crate) use effects::{fired_by, guarded_delete, Writes};
+use effects::fired_by;
+pub(crate) use effects::guarded_delete;
 pub(crate) use relation::{relation, Relation};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
@@ -118,11 +119,7 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     if !policy.triggers {
-        let writes = Writes {
-            inserts: true,
-            deletes: policy.deletes,
-        };
-        let fired = fired_by(client, &table.quoted, writes).await?;
+        let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
         if !fired.is_empty() {
             return Err(TableError::Unusable(format!(
                 "table {} has {} that pgdrill's writes would fire; they may change data that \
