@@ -10,13 +10,10 @@ impl Connector {
         &self,
         entry: &HostEntry,
     ) -> Result<Vec<(Endpoint, Config)>, String> {
-        let refused = self.startup_option_refused.load(Ordering::Relaxed);
-        let mut base = if refused {
-            &self.base_plain
-        } else {
-            &self.base
-        }
-        .clone();
+        let mut base = match self.startup_option_refused.load(Ordering::Relaxed) {
+            true => self.base_plain.clone(),
+            false => self.base.clone(),
+        };
         base.port(entry.port);
         let name = match &entry.host {
             Some(Host::Unix(dir)) => {
