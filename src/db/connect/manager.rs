@@ -381,11 +381,9 @@ impl ManageConnection for Manager {
         // The current password for every connection (rotated files, fresh tokens).
         let secret = match self.credentials.password().await {
             Ok(secret) => secret,
-            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
+            Err(err) => return Err(self.failed(ErrorClass::Auth, err, None)),
         };
         let password = secret.as_ref().map(|s| s.expose());
-        // Host names are resolved again for every connection, so a DNS switch-over
-        // (managed services) is followed.
         self.connector.connect(password, self).await
     }
 

@@ -105,7 +105,6 @@ impl fmt::Display for Endpoint {
 }
 
 /// One `host` / `hostaddr` / `port` entry of the DSN.
-#[derive(Debug, Clone)]
 struct HostEntry {
     host: Option<Host>,
     hostaddr: Option<IpAddr>,
@@ -113,7 +112,6 @@ struct HostEntry {
 }
 
 /// What is known about one endpoint.
-#[derive(Debug)]
 struct EndpointState {
     /// Consecutive failed attempts; 0 = healthy.
     failures: u32,
