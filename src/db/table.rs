@@ -55,7 +55,6 @@ impl Table {
         )
     }
 
-    /// Whether this is pgdrill's default table.
     pub fn is_default(&self) -> bool {
         self.name == DEFAULT_TABLE
     }
@@ -116,7 +115,7 @@ impl Table {
         )
     }
 
-    /// The same INSERT with the values inlined, for the simple query protocol.
+    /// The same INSERT with the values inlined (simple query protocol).
     fn insert_literal_sql(&self, row: Row, run_id: i64) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
@@ -125,8 +124,7 @@ impl Table {
         )
     }
 
-    /// Rows of run `$2` with `transaction_id >= $1` and `seq < $3`, as `seq` values
-    /// (verification).
+    /// `seq` of the rows of run `$2` with `transaction_id >= $1` and `seq < $3`.
     pub(crate) fn verify_sql(&self) -> String {
         format!(
             "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq < $3",
@@ -143,11 +141,9 @@ impl Table {
         )
     }
 
-    /// One retention batch: pgdrill's oldest `batch_size` rows by primary key (its rows
-    /// only: `run_id` is set), deleted if older than `window` and below `floor`, the lowest
-    /// id a verification may still read back. Sent with the simple query protocol (our own
-    /// numbers inlined), so it keeps no server-side state and works through PgBouncer in
-    /// transaction mode.
+    /// One retention batch: pgdrill's oldest `batch_size` rows by primary key, deleted if
+    /// older than `window` and below `floor` (what a verification may still read back). Our
+    /// own numbers inlined: no server-side state, so it works through PgBouncer.
     pub(crate) fn retention_delete_sql(
         &self,
         batch_size: u32,
@@ -307,7 +303,7 @@ impl Workload {
         }
     }
 
-    /// See [`Workload::id_floor`]; 0 before the trial INSERT.
+    /// 0 before the trial INSERT.
     pub fn id_floor(&self) -> i64 {
         self.id_floor.get().copied().unwrap_or(0)
     }

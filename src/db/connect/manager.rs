@@ -76,7 +76,6 @@ impl std::ops::Deref for Manager {
     }
 }
 
-/// What the manager knows and does.
 pub struct Setup {
     connector: Arc<Connector>,
     credentials: Arc<Credentials>,
@@ -120,8 +119,7 @@ pub struct ConnectSettings {
 }
 
 impl Manager {
-    /// `fatal`: where a table that cannot take the INSERT is reported (the run stops,
-    /// exit 2).
+    /// `fatal`: where a table that cannot take the INSERT is reported (the run stops).
     pub fn new(
         settings: ConnectSettings,
         credentials: Arc<Credentials>,
@@ -166,7 +164,7 @@ impl Setup {
         self.failed(class, message, Some(source))
     }
 
-    /// A failure, counted (and logged if it says what to fix).
+    /// A failure, told to `fatal` (before the first write it may end the run), then counted.
     pub(super) fn failed(
         &self,
         class: ErrorClass,
@@ -195,12 +193,10 @@ impl Setup {
         message: String,
         source: Option<tokio_postgres::Error>,
     ) -> ConnectError {
-        // Counted as a failed connection attempt; the error book counts the failed writes
-        // it causes, where they fail (one count per error in every output).
+        // The failed writes it causes are counted where they fail (the error book).
         self.metrics.connection_errors.inc(class);
-        // Configuration-like failures say what to fix; log them (not every time) so that a
-        // daemon retrying forever does not fail silently.
-        // Not once a failure before the first write is stopping the run: nothing retries.
+        // Configuration-like failures say what to fix: logged (not every time) so that a
+        // daemon retrying forever does not fail silently, unless the run is stopping.
         let stopping = self.fatal.is_set();
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) && !stopping {
             let news = self
@@ -237,8 +233,7 @@ impl Setup {
         Ok(())
     }
 
-    /// What follows the handshake, inside the same per-host connect timeout: the identity
-    /// probe (a standby fails the attempt).
+    /// The identity probe, inside the per-host connect timeout: a standby fails the attempt.
     pub(super) async fn probe(&self, client: &Client) -> Result<Identity, ConnectError> {
         let id = identity::probe(client).await;
         if id.in_recovery == Some(true) {
@@ -268,8 +263,7 @@ impl Setup {
         timeout: Duration,
         cancel: impl Future<Output = std::io::Result<()>> + Send,
     ) -> Result<(), ConnectError> {
-        // Before the first write (the only time the table is checked), within the startup
-        // deadline.
+        // Within the startup deadline (the table is checked only before the first write).
         let left = self
             .fatal
             .startup_left()

@@ -5,12 +5,11 @@
 use super::*;
 
 impl Connector {
-    /// Attempts on `candidates`, starting with `first` (already claimed): while they are pending,
-    /// another starts every [`STAGGER`] (once the race is [`SUSPECT_AFTER`] old, at once if `first`
-    /// is failing) on the next candidate that may take one, cycling (behind a proxy the same
-    /// address again, as a fresh client would), for one connect timeout. The first to connect wins
-    /// and the others are dropped; fails when every attempt has failed and none may start, or at
-    /// the first failure after that timeout (those still pending run on: `let_finish`).
+    /// Attempts on `candidates`, from `first` (claimed): while they are pending, another starts
+    /// every [`STAGGER`] (from [`SUSPECT_AFTER`] on, at once if `first` is failing) on the next
+    /// candidate that may take one, cycling (behind a proxy the same address again, as a fresh
+    /// client would), for one connect timeout. The first to connect wins; fails when every
+    /// attempt failed and none may start, or at the first failure after that timeout.
     pub(super) async fn race(
         self: &Arc<Self>,
         candidates: &[(Endpoint, Config)],
@@ -85,11 +84,9 @@ impl Connector {
                             return Ok(conn);
                         }
                         // Past the join window the first failure ends the race, so the next
-                        // starts at once (waiting left no attempt starting while a fresh client
-                        // wrote through a proxy's new primary). The others run on, each within
-                        // its timeout: a proxy may be holding them for its next server
-                        // (closing them put a switchover through HAProxy's first write
-                        // 0.2-0.4 s behind a fresh client's).
+                        // starts at once. The others run on, each within its timeout: a proxy
+                        // may be holding them for its next server (closing them put HAProxy's
+                        // first write after a switchover 0.2-0.4 s behind a fresh client's).
                         Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
                             self.let_finish(pending);
                             return Err(err);
