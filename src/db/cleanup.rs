@@ -18,9 +18,7 @@ const BATCH: u32 = 5000;
 /// What to remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// The rows of one run.
     Run(i64),
-    /// The rows of every run.
     AllRuns,
     /// pgdrill's own table, with everything in it.
     DropTable,

@@ -1,9 +1,8 @@
 //! TLS the libpq way, on rustls (ring provider).
 //!
-//! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies
-//! anything itself, so the DSN parser (`config::dsn`) takes `sslmode` and `sslrootcert` out of the connection
-//! string (and `PGSSLMODE`/`PGSSLROOTCERT`) into [`TlsSettings`]; this module turns them into a
-//! rustls client configuration with libpq's verification rules:
+//! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies anything
+//! itself, so `config::dsn` takes `sslmode` and `sslrootcert` (and `PGSSLMODE`/`PGSSLROOTCERT`)
+//! into [`TlsSettings`], which this module turns into rustls with libpq's verification rules:
 //!
 //! | sslmode | encryption | certificate chain | host name |
 //! |---|---|---|---|
@@ -139,7 +138,6 @@ impl TlsSettings {
         })
     }
 
-    /// The connector handed to tokio-postgres for every connection.
     pub fn connector(&self) -> MakeRustlsConnect {
         self.connector.clone()
     }
