@@ -1,14 +1,11 @@
 //! Passwords that change while pgdrill runs: a file re-read for each new connection
-//! (Kubernetes secret mounts, sidecars) or a command whose output is the password
-//! (Microsoft Entra ID access tokens: `az account get-access-token --resource-type oss-rdbms
-//! --query accessToken -o tsv`), cached and run again before `--password-ttl` runs out or after
-//! the server rejected it. The command is split into words the way a POSIX shell would
-//! (`shlex`) and run without one, so that it works in the distroless image; pipes, `;` or
-//! redirections need an explicit `sh -c '…'` where a shell exists.
+//! (Kubernetes secret mounts) or a command whose output is the password (Entra ID tokens),
+//! cached and run again before `--password-ttl` runs out or after the server rejected it. The
+//! command is split into words as a POSIX shell would (`shlex`) and run without one, so that
+//! it works in the distroless image.
 //!
 //! The secret never appears in logs, errors or metrics: [`Secret`] does not print, and the
-//! command's standard output is read only here. Its standard error is logged line by
-//! line, scrubbed like every log line, so that e.g. `az` can say why it failed.
+//! command's standard output is read only here; its standard error is logged, scrubbed.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -56,7 +53,7 @@ pub enum PasswordSource {
 impl PasswordSource {
     /// Checks what can be checked before starting: the file must be readable and non-empty.
     pub fn validate(self) -> Result<PasswordSource, ConfigError> {
-        match &self {
+        let (flag, value, why) = match &self {
             PasswordSource::File(path) => {
                 let bad = |why: String| {
                     ConfigError::new("--password-file", path.display().to_string(), why)
@@ -65,24 +62,17 @@ impl PasswordSource {
                 if trim_secret(&text).is_empty() {
                     return Err(bad("the file is empty".into()));
                 }
+                return Ok(self);
             }
             PasswordSource::Command { argv, .. } if argv.is_empty() => {
-                return Err(ConfigError::new(
-                    "--password-command",
-                    "",
-                    "must not be empty",
-                ));
+                ("--password-command", "", "must not be empty")
             }
             PasswordSource::Command { ttl, .. } if ttl.is_zero() => {
-                return Err(ConfigError::new(
-                    "--password-ttl",
-                    "0s",
-                    "must be greater than zero",
-                ));
+                ("--password-ttl", "0s", "must be greater than zero")
             }
-            PasswordSource::Command { .. } | PasswordSource::Dsn => {}
-        }
-        Ok(self)
+            PasswordSource::Command { .. } | PasswordSource::Dsn => return Ok(self),
+        };
+        Err(ConfigError::new(flag, value, why))
     }
 }
 

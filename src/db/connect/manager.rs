@@ -252,11 +252,9 @@ impl Setup {
         Ok(id)
     }
 
-    /// The table (checked once per run): reading the catalog and the trial INSERT within
-    /// the connect `timeout` (a server gone silent is left for the next host); once
-    /// `--alter-table` changes the table, within [`TABLE_CHANGE_TIMEOUT`]: an `ALTER TABLE`
-    /// waits up to its lock timeout and an index build longer, and cut off they would go on
-    /// in the server and be sent again by the next attempt.
+    /// The table, checked once per run within the connect `timeout` (a silent server is left
+    /// for the next host); once `--alter-table` changes it, within [`TABLE_CHANGE_TIMEOUT`]:
+    /// cut off, an `ALTER TABLE` or index build would go on in the server and be sent again.
     pub(super) async fn table_ready(
         &self,
         client: &Client,

@@ -47,10 +47,9 @@ pub(crate) async fn guarded_delete(
         Ok(Ok(_)) => "COMMIT",
         _ => "ROLLBACK",
     };
+    // The batch's own error first, else the COMMIT's or ROLLBACK's.
     let ended = client.batch_execute(end).await;
-    let result = result?;
-    ended?;
-    Ok(result)
+    result.and_then(|r| ended.map(|()| r))
 }
 
 /// Why pgdrill's DELETE may not run on `table` now: rows of other tables it would reach
