@@ -36,15 +36,13 @@ pub struct Conn {
     pub created: tokio::time::Instant,
     /// Says when this connection's server stopped answering.
     pub silence: Silence,
-    /// The task driving the connection: aborted to close a connection whose server went
-    /// silent (tokio-postgres would wait for the unanswered requests forever).
+    /// The task driving the connection, aborted by `drop` when broken or silent.
     pub(crate) driver: tokio::task::AbortHandle,
 }
 
 impl Drop for Conn {
-    /// A broken connection, or one to a silent server, is closed now, not when the server
-    /// answers or dies (a hung backend or a vanished host never does): tokio-postgres would
-    /// keep the socket open for the requests given up on.
+    /// Closed now, not when the server answers or dies (a hung backend never does):
+    /// tokio-postgres would keep the socket open for the requests given up on.
     fn drop(&mut self) {
         if self.broken || self.silence.is_silent() {
             self.driver.abort();

@@ -1,11 +1,9 @@
-//! The table pgdrill writes to: its own (created, marked with a comment, used freely), or
-//! one it did not create, used only when named with `--table` and changed only with
-//! `--alter-table`. Checked once, at the first connection to a writable server; whatever no
-//! retry can fix stops the run (exit 2) with a message that says what to change or which
-//! statement to run, instead of failing every write.
+//! The table pgdrill writes to: its own (created, marked with a comment), or one it did not
+//! create, used only when named with `--table` and changed only with `--alter-table`. Checked
+//! once, at the first connection to a writable server; what no retry can fix stops the run
+//! (exit 2) with a message that says what to change, instead of failing every write.
 //!
-//! Everything here goes through the simple query protocol and reads values as text, so it
-//! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
+//! Simple query protocol, values read as text: works through PgBouncer, cannot panic on a type.
 
 use std::sync::atomic::Ordering;
 
