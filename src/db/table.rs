@@ -317,12 +317,13 @@ impl Workload {
         &self,
         client: &Client,
     ) -> Result<Option<Statement>, tokio_postgres::Error> {
-        match self.mode {
-            QueryMode::Prepared => Ok(Some(
-                client.prepare_typed(&self.insert_sql, PARAM_TYPES).await?,
-            )),
-            QueryMode::Unnamed | QueryMode::Simple => Ok(None),
+        if self.mode != QueryMode::Prepared {
+            return Ok(None);
         }
+        client
+            .prepare_typed(&self.insert_sql, PARAM_TYPES)
+            .await
+            .map(Some)
     }
 
     /// Runs one INSERT and returns the acknowledged `transaction_id`.

@@ -17,7 +17,7 @@
 //! not, because its users run in containers where the system store is the one they manage.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -172,7 +172,7 @@ fn root_cert_label(root_cert: &RootCert) -> String {
 
 fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
-    match root_cert {
+    let path = match root_cert {
         RootCert::Default | RootCert::System => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -184,13 +184,10 @@ fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
                      set sslrootcert to the PEM file of the CA that signed the server certificate",
                 ));
             }
+            return Ok(roots);
         }
-        RootCert::File(path) => load_pem(path, &mut roots)?,
-    }
-    Ok(roots)
-}
-
-fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<(), ConfigError> {
+        RootCert::File(path) => path,
+    };
     let bad = |why: String| ConfigError::new("sslrootcert", path.display().to_string(), why);
     let certs =
         CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("cannot read: {e}")))?;
@@ -205,7 +202,7 @@ fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<(), ConfigError> {
             "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
         ));
     }
-    Ok(())
+    Ok(roots)
 }
 
 /// verify-ca (`chain`): the chain must lead to a trusted root; the name in it is not
