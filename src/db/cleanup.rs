@@ -18,9 +18,7 @@ const BATCH: u32 = 5000;
 /// What to remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// The rows of one run.
     Run(i64),
-    /// The rows of every run.
     AllRuns,
     /// pgdrill's own table, with everything in it.
     DropTable,
@@ -94,25 +92,16 @@ pub async fn run(
                 Scope::Run(id) => Some(id),
                 _ => None,
             };
-            delete_rows(&client, table, run).await
+            let n = delete(&client, table, &table.cleanup_delete_sql(BATCH, run)).await?;
+            Ok(match run {
+                Some(id) => format!("deleted {n} rows of run {id} from {}", table.name),
+                None => format!(
+                    "deleted {n} rows of pgdrill's runs (run_id set) from {}",
+                    table.name
+                ),
+            })
         }
     }
-}
-
-/// Deletes pgdrill's rows of one run (or of every run), once the table is known safe to.
-async fn delete_rows(
-    client: &Client,
-    table: &Table,
-    run: Option<i64>,
-) -> Result<String, CleanupError> {
-    let n = delete(client, table, &table.cleanup_delete_sql(BATCH, run)).await?;
-    Ok(match run {
-        Some(id) => format!("deleted {n} rows of run {id} from {}", table.name),
-        None => format!(
-            "deleted {n} rows of pgdrill's runs (run_id set) from {}",
-            table.name
-        ),
-    })
 }
 
 /// Why pgdrill will not delete from a table it shares, and the statements that fix it.
@@ -156,7 +145,6 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
             }
             CleanupError::Connect(crate::secrets::scrub(&text))
         })?;
-    // Errors show up on the client's next call.
     tokio::spawn(connection);
     Ok(client)
 }

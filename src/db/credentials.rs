@@ -1,14 +1,11 @@
 //! Passwords that change while pgdrill runs: a file re-read for each new connection
-//! (Kubernetes secret mounts, sidecars) or a command whose output is the password
-//! (Microsoft Entra ID access tokens: `az account get-access-token --resource-type oss-rdbms
-//! --query accessToken -o tsv`), cached and run again before `--password-ttl` runs out or after
-//! the server rejected it. The command is split into words the way a POSIX shell would
-//! (`shlex`) and run without one, so that it works in the distroless image; pipes, `;` or
-//! redirections need an explicit `sh -c '…'` where a shell exists.
+//! (Kubernetes secret mounts) or a command whose output is the password (Entra ID tokens),
+//! cached and run again before `--password-ttl` runs out or after the server rejected it. The
+//! command is split into words as a POSIX shell would (`shlex`) and run without one, so that
+//! it works in the distroless image.
 //!
 //! The secret never appears in logs, errors or metrics: [`Secret`] does not print, and the
-//! command's standard output is read only here. Its standard error is logged line by
-//! line, scrubbed like every log line, so that e.g. `az` can say why it failed.
+//! command's standard output is read only here; its standard error is logged, scrubbed.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -56,7 +53,7 @@ pub enum PasswordSource {
 impl PasswordSource {
     /// Checks what can be checked before starting: the file must be readable and non-empty.
     pub fn validate(self) -> Result<PasswordSource, ConfigError> {
-        match &self {
+        let (flag, value, why) = match &self {
             PasswordSource::File(path) => {
                 let bad = |why: String| {
                     ConfigError::new("--password-file", path.display().to_string(), why)
@@ -65,24 +62,17 @@ impl PasswordSource {
                 if trim_secret(&text).is_empty() {
                     return Err(bad("the file is empty".into()));
                 }
+                return Ok(self);
             }
             PasswordSource::Command { argv, .. } if argv.is_empty() => {
-                return Err(ConfigError::new(
-                    "--password-command",
-                    "",
-                    "must not be empty",
-                ));
+                ("--password-command", "", "must not be empty")
             }
             PasswordSource::Command { ttl, .. } if ttl.is_zero() => {
-                return Err(ConfigError::new(
-                    "--password-ttl",
-                    "0s",
-                    "must be greater than zero",
-                ));
+                ("--password-ttl", "0s", "must be greater than zero")
             }
-            PasswordSource::Command { .. } | PasswordSource::Dsn => {}
-        }
-        Ok(self)
+            PasswordSource::Command { .. } | PasswordSource::Dsn => return Ok(self),
+        };
+        Err(ConfigError::new(flag, value, why))
     }
 }
 
@@ -99,31 +89,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("REDACTED")
-    }
-}
-
-/// Why no password could be had. Never contains the password or the command's output.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct CredentialError {
-    message: String,
-    /// The last failure repeated while the command is backing off: not a new failure.
-    repeated: bool,
-}
-
-/// A new failure (not a repeat) with this message, so that `?` can return a message.
-impl From<String> for CredentialError {
-    fn from(message: String) -> CredentialError {
-        CredentialError {
-            message,
-            repeated: false,
-        }
-    }
-}
-
-impl From<&str> for CredentialError {
-    fn from(message: &str) -> CredentialError {
-        message.to_string().into()
     }
 }
 
@@ -161,16 +126,16 @@ impl Credentials {
     }
 
     /// The password to connect with; `None` keeps the DSN's. Concurrent callers share one
-    /// command run.
-    pub async fn password(&self) -> Result<Option<Secret>, CredentialError> {
+    /// command run. An error never contains the password or the command's output.
+    pub async fn password(&self) -> Result<Option<Secret>, String> {
         let result = match &self.source {
             PasswordSource::Dsn => return Ok(None),
-            PasswordSource::File(path) => self.read_file(path).await,
+            PasswordSource::File(path) => {
+                let read = self.read_file(path).await;
+                read.inspect_err(|_| self.metrics.password_errors.inc())
+            }
             PasswordSource::Command { argv, ttl } => self.run_cached(argv, *ttl).await,
         };
-        if result.as_ref().is_err_and(|e| !e.repeated) {
-            self.metrics.password_errors.inc();
-        }
         result.map(Some)
     }
 
@@ -182,7 +147,7 @@ impl Credentials {
         }
     }
 
-    async fn read_file(&self, path: &std::path::Path) -> Result<Secret, CredentialError> {
+    async fn read_file(&self, path: &std::path::Path) -> Result<Secret, String> {
         let text = tokio::fs::read(path)
             .await
             .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?;
@@ -199,7 +164,8 @@ impl Credentials {
         Ok(secret)
     }
 
-    async fn run_cached(&self, argv: &[String], ttl: Duration) -> Result<Secret, CredentialError> {
+    /// A failure is counted once, not again while the command backs off.
+    async fn run_cached(&self, argv: &[String], ttl: Duration) -> Result<Secret, String> {
         let mut cache = self.cache.lock().await;
         let age = cache.fetched.map(|t| t.elapsed());
         let fresh = age.is_some_and(|a| a < ttl && (!cache.stale || a < MIN_REFRESH_INTERVAL));
@@ -208,10 +174,7 @@ impl Credentials {
         }
         if let Some(failing) = &cache.failing {
             if failing.at.elapsed() < FAILURE_BACKOFF.delay(failing.runs) {
-                return Err(CredentialError {
-                    message: failing.error.clone(),
-                    repeated: true,
-                });
+                return Err(failing.error.clone());
             }
         }
         let reason = match (age, cache.stale) {
@@ -226,8 +189,9 @@ impl Credentials {
             Ok(secret) => secret,
             Err(err) => {
                 let runs = cache.failing.as_ref().map_or(0, |f| f.runs) + 1;
+                self.metrics.password_errors.inc();
                 cache.failing = Some(Failing {
-                    error: err.message.clone(),
+                    error: err.clone(),
                     at: Instant::now(),
                     runs,
                 });
@@ -255,7 +219,7 @@ impl Credentials {
     }
 }
 
-async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
+async fn run_command(argv: &[String]) -> Result<Secret, String> {
     let (program, args) = argv.split_first().ok_or("--password-command is empty")?;
     // The program only in errors: arguments may carry what should not be logged.
     let mut child = tokio::process::Command::new(program)
@@ -324,15 +288,15 @@ async fn run_command(argv: &[String]) -> Result<Secret, CredentialError> {
         .map_err(|_| format!("--password-command did not finish within {COMMAND_TIMEOUT:?}"))?
         .map_err(|e| format!("waiting for --password-command: {e}"))?;
     if !status.success() {
-        return Err(CredentialError::from(format!(
+        return Err(format!(
             "--password-command failed ({status}); its standard error is above"
-        )));
+        ));
     }
     read.map_err(|e| format!("reading --password-command output: {e}"))?;
     if out.len() > MAX_SECRET_BYTES {
-        return Err(CredentialError::from(format!(
+        return Err(format!(
             "--password-command printed more than {MAX_SECRET_BYTES} bytes; expected only the password"
-        )));
+        ));
     }
     Ok(secret.ok_or("--password-command printed nothing")?)
 }

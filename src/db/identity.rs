@@ -27,7 +27,6 @@ pub struct Identity {
     pub postmaster_start: Option<String>,
 }
 
-/// How a newly observed primary relates to the one before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
     Same,
@@ -118,7 +117,7 @@ impl Identity {
         }
     }
 
-    /// `addr:port timeline N`, for timeline events.
+    /// `addr:port timeline N`.
     pub(crate) fn short(&self) -> String {
         let mut s = self.endpoint().unwrap_or_else(|| "?".to_string());
         if let Some(t) = self.timeline {
@@ -151,7 +150,6 @@ const PROBES: &[&str] = &[
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
 ];
 
-/// Which server `client` reaches.
 pub async fn probe(client: &Client) -> Identity {
     match super::text_rows(client, PROBE_ALL).await.as_deref() {
         Ok([row, ..]) => identity_of(|n| row.get(n).cloned().flatten()),
@@ -273,7 +271,7 @@ impl IdentityTracker {
         self.changes.subscribe()
     }
 
-    /// Records the identity of a freshly connected writable server.
+    /// A freshly connected writable server.
     pub fn observe(&self, id: &Identity) {
         let mut current = self.current.lock();
         let change = current.as_ref().map(|old| id.change_from(old));

@@ -90,11 +90,11 @@ pub(crate) async fn text_rows(
     Ok(rows.collect())
 }
 
-/// The session's `statement_timeout` in milliseconds, as the server applies it.
-pub(crate) async fn statement_timeout_ms(
+/// The first value `sql` returns, as text (simple protocol).
+pub(crate) async fn first_value(
     client: &Client,
+    sql: &str,
 ) -> Result<Option<String>, tokio_postgres::Error> {
-    let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
     let rows = text_rows(client, sql).await?;
     Ok(rows.first().and_then(|r| r.first().cloned().flatten()))
 }

@@ -58,8 +58,7 @@ impl DbPool {
         DbPool { pool, manager }
     }
 
-    /// Whether `err` says prepared statements do not survive (a transaction-mode pooler)
-    /// and `--query-mode auto` switched to unnamed ones: the INSERT may be sent again.
+    /// The manager's (for `--query-mode auto`): whether the INSERT may be sent again.
     pub fn prepared_statements_broke(&self, err: &tokio_postgres::Error) -> bool {
         self.manager.prepared_statements_broke(err)
     }

@@ -1,13 +1,11 @@
 //! Continuous canary retention: rows older than `--retention` are deleted in small batches,
-//! each its own short autocommit transaction, on a connection of its own, with pauses in
-//! between, so the cleanup never holds locks for long nor competes with the load for pool
-//! connections.
+//! each a short transaction on a connection of its own, with pauses in between: no lock held
+//! for long, no pool connection taken from the load.
 //!
-//! A batch takes the oldest `batch_size` rows by primary key (an index range scan from the
-//! start of the index, cheap however large the table) and deletes those of them that are
-//! older than the window. `transaction_id` grows with `created_at`, so when a batch deletes
-//! fewer rows than it looked at, everything older is gone and the sweep ends until the next
-//! one. No index on `created_at` is needed.
+//! A batch takes the oldest `batch_size` rows by primary key (an index range scan, cheap
+//! however large the table) and deletes those older than the window. `transaction_id` grows
+//! with `created_at`, so a batch that deletes fewer rows than it looked at ends the sweep: no
+//! index on `created_at` is needed.
 
 use std::sync::Arc;
 use std::time::Duration;

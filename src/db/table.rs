@@ -55,7 +55,6 @@ impl Table {
         )
     }
 
-    /// Whether this is pgdrill's default table.
     pub fn is_default(&self) -> bool {
         self.name == DEFAULT_TABLE
     }
@@ -80,29 +79,30 @@ impl Table {
     }
 
     /// The index that finds pgdrill's rows in a table it shares with other rows, so that
-    /// retention and cleanup never scan the others. Built CONCURRENTLY: the users' writes
-    /// go on during the build.
+    /// retention and cleanup never scan the others. CONCURRENTLY: the users' writes go on.
     pub fn index_sql(&self) -> String {
         format!(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} (transaction_id) \
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"{}\" ON {} (transaction_id) \
              WHERE run_id IS NOT NULL",
-            index_name(&self.quoted),
+            self.index_relname(),
             self.quoted
         )
     }
 
-    /// The name of [`Table::index_sql`]'s index, as the catalog holds it.
+    /// `"s"."t"` → `t_pgdrill_rows` (an index lives in its table's schema), within 63 bytes,
+    /// unquoted as `pg_class.relname` holds it.
     pub(crate) fn index_relname(&self) -> String {
-        index_relname(&self.quoted)
+        let table = self.quoted.rsplit("\".\"").next().unwrap_or_default();
+        let table = table.trim_matches('"');
+        let base = &table[..table.floor_char_boundary(63 - "_pgdrill_rows".len())];
+        format!("{base}_pgdrill_rows")
     }
 
     /// Removes what a failed [`Table::index_sql`] leaves behind (an invalid index), in the
     /// table's `schema` (quoted): by the search path it could be another schema's index.
     pub(crate) fn index_drop_sql(&self, schema: &str) -> String {
-        format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS {schema}.{}",
-            index_name(&self.quoted)
-        )
+        let index = self.index_relname();
+        format!("DROP INDEX CONCURRENTLY IF EXISTS {schema}.\"{index}\"")
     }
 
     /// The INSERT with parameters `$1..$5` ([`PARAM_TYPES`]). The id comes back as bigint
@@ -115,7 +115,7 @@ impl Table {
         )
     }
 
-    /// The same INSERT with the values inlined, for the simple query protocol.
+    /// The same INSERT with the values inlined (simple query protocol).
     fn insert_literal_sql(&self, row: Row, run_id: i64) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
@@ -124,8 +124,7 @@ impl Table {
         )
     }
 
-    /// Rows of run `$2` with `transaction_id >= $1` and `seq < $3`, as `seq` values
-    /// (verification).
+    /// `seq` of the rows of run `$2` with `transaction_id >= $1` and `seq < $3`.
     pub(crate) fn verify_sql(&self) -> String {
         format!(
             "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq < $3",
@@ -142,11 +141,9 @@ impl Table {
         )
     }
 
-    /// One retention batch: pgdrill's oldest `batch_size` rows by primary key (its rows
-    /// only: `run_id` is set), deleted if older than `window` and below `floor`, the lowest
-    /// id a verification may still read back. Sent with the simple query protocol (our own
-    /// numbers inlined), so it keeps no server-side state and works through PgBouncer in
-    /// transaction mode.
+    /// One retention batch: pgdrill's oldest `batch_size` rows by primary key, deleted if
+    /// older than `window` and below `floor` (what a verification may still read back). Our
+    /// own numbers inlined: no server-side state, so it works through PgBouncer.
     pub(crate) fn retention_delete_sql(
         &self,
         batch_size: u32,
@@ -228,22 +225,6 @@ fn is_plain(p: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// `"s"."t"` → `"t_pgdrill_rows"` (an index lives in its table's schema), within 63 bytes.
-fn index_name(quoted: &str) -> String {
-    format!("\"{}\"", index_relname(quoted))
-}
-
-/// [`index_name`] unquoted, as `pg_class.relname` holds it.
-fn index_relname(quoted: &str) -> String {
-    let table = quoted
-        .rsplit("\".\"")
-        .next()
-        .unwrap_or(quoted)
-        .trim_matches('"');
-    let base = &table[..table.floor_char_boundary(63 - "_pgdrill_rows".len())];
-    format!("{base}_pgdrill_rows")
-}
-
 /// How the INSERT travels: the statement shape is the same, the protocol differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryMode {
@@ -289,21 +270,14 @@ impl Row {
     /// both takes the load (a foreign key to 500 customers, a check on the amount, refuse
     /// the highest or the lowest, found before any write counts).
     pub fn extremes() -> [Row; 2] {
-        let amount = |cents: u32| f64::from(cents) / 100.0;
-        [
-            Row {
-                customer_id: 1,
-                merchant_id: 1,
-                amount: amount(Row::CENTS.0),
-                seq: -1,
-            },
-            Row {
-                customer_id: Row::CUSTOMERS,
-                merchant_id: Row::MERCHANTS,
-                amount: amount(Row::CENTS.1),
-                seq: -2,
-            },
-        ]
+        let lowest = (1, 1, Row::CENTS.0, -1);
+        let highest = (Row::CUSTOMERS, Row::MERCHANTS, Row::CENTS.1, -2);
+        [lowest, highest].map(|(customer_id, merchant_id, cents, seq)| Row {
+            customer_id,
+            merchant_id,
+            amount: f64::from(cents) / 100.0,
+            seq,
+        })
     }
 }
 
@@ -329,7 +303,7 @@ impl Workload {
         }
     }
 
-    /// See [`Workload::id_floor`]; 0 before the trial INSERT.
+    /// 0 before the trial INSERT.
     pub fn id_floor(&self) -> i64 {
         self.id_floor.get().copied().unwrap_or(0)
     }
@@ -343,12 +317,13 @@ impl Workload {
         &self,
         client: &Client,
     ) -> Result<Option<Statement>, tokio_postgres::Error> {
-        match self.mode {
-            QueryMode::Prepared => Ok(Some(
-                client.prepare_typed(&self.insert_sql, PARAM_TYPES).await?,
-            )),
-            QueryMode::Unnamed | QueryMode::Simple => Ok(None),
+        if self.mode != QueryMode::Prepared {
+            return Ok(None);
         }
+        client
+            .prepare_typed(&self.insert_sql, PARAM_TYPES)
+            .await
+            .map(Some)
     }
 
     /// Runs one INSERT and returns the acknowledged `transaction_id`.

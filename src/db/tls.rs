@@ -1,9 +1,8 @@
 //! TLS the libpq way, on rustls (ring provider).
 //!
-//! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies
-//! anything itself, so the DSN parser (`config::dsn`) takes `sslmode` and `sslrootcert` out of the connection
-//! string (and `PGSSLMODE`/`PGSSLROOTCERT`) into [`TlsSettings`]; this module turns them into a
-//! rustls client configuration with libpq's verification rules:
+//! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies anything
+//! itself, so `config::dsn` takes `sslmode` and `sslrootcert` (and `PGSSLMODE`/`PGSSLROOTCERT`)
+//! into [`TlsSettings`], which this module turns into rustls with libpq's verification rules:
 //!
 //! | sslmode | encryption | certificate chain | host name |
 //! |---|---|---|---|
@@ -18,7 +17,7 @@
 //! not, because its users run in containers where the system store is the one they manage.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -139,7 +138,6 @@ impl TlsSettings {
         })
     }
 
-    /// The connector handed to tokio-postgres for every connection.
     pub fn connector(&self) -> MakeRustlsConnect {
         self.connector.clone()
     }
@@ -174,7 +172,7 @@ fn root_cert_label(root_cert: &RootCert) -> String {
 
 fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
-    match root_cert {
+    let path = match root_cert {
         RootCert::Default | RootCert::System => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -186,13 +184,10 @@ fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
                      set sslrootcert to the PEM file of the CA that signed the server certificate",
                 ));
             }
+            return Ok(roots);
         }
-        RootCert::File(path) => load_pem(path, &mut roots)?,
-    }
-    Ok(roots)
-}
-
-fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<(), ConfigError> {
+        RootCert::File(path) => path,
+    };
     let bad = |why: String| ConfigError::new("sslrootcert", path.display().to_string(), why);
     let certs =
         CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("cannot read: {e}")))?;
@@ -207,7 +202,7 @@ fn load_pem(path: &Path, roots: &mut RootCertStore) -> Result<(), ConfigError> {
             "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
         ));
     }
-    Ok(())
+    Ok(roots)
 }
 
 /// verify-ca (`chain`): the chain must lead to a trusted root; the name in it is not

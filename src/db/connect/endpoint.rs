@@ -1,5 +1,4 @@
-//! One endpoint's retry rules: when another attempt may start, and how long a failure
-//! keeps it waiting.
+//! One endpoint's retry rules: when another attempt may start, how long a failure waits.
 
 use super::*;
 use std::sync::atomic::AtomicU64;
@@ -127,10 +126,8 @@ impl EndpointState {
         Unanswered::LeftBehind
     }
 
-    /// Abandons the connections watching `token` (those to the server a check was made
-    /// for), and only those: connections made since to another server behind the same
-    /// endpoint watch a token of their own and keep writing. Connections made from now on
-    /// get a fresh token if the endpoint's was this one.
+    /// Abandons the connections watching `token`, and only those (see [`Self::token_for`]);
+    /// connections made from now on get a fresh token if the endpoint's was this one.
     pub(super) fn abandon(&mut self, token: &CancellationToken) {
         token.cancel();
         if self.silent.token.is_cancelled() {

@@ -36,15 +36,13 @@ pub struct Conn {
     pub created: tokio::time::Instant,
     /// Says when this connection's server stopped answering.
     pub silence: Silence,
-    /// The task driving the connection: aborted to close a connection whose server went
-    /// silent (tokio-postgres would wait for the unanswered requests forever).
+    /// The task driving the connection, aborted by `drop` when broken or silent.
     pub(crate) driver: tokio::task::AbortHandle,
 }
 
 impl Drop for Conn {
-    /// A broken connection, or one to a silent server, is closed now, not when the server
-    /// answers or dies (a hung backend or a vanished host never does): tokio-postgres would
-    /// keep the socket open for the requests given up on.
+    /// Closed now, not when the server answers or dies (a hung backend never does):
+    /// tokio-postgres would keep the socket open for the requests given up on.
     fn drop(&mut self) {
         if self.broken || self.silence.is_silent() {
             self.driver.abort();
@@ -76,7 +74,6 @@ impl std::ops::Deref for Manager {
     }
 }
 
-/// What the manager knows and does.
 pub struct Setup {
     connector: Arc<Connector>,
     credentials: Arc<Credentials>,
@@ -120,8 +117,7 @@ pub struct ConnectSettings {
 }
 
 impl Manager {
-    /// `fatal`: where a table that cannot take the INSERT is reported (the run stops,
-    /// exit 2).
+    /// `fatal`: where a table that cannot take the INSERT is reported (the run stops).
     pub fn new(
         settings: ConnectSettings,
         credentials: Arc<Credentials>,
@@ -166,7 +162,7 @@ impl Setup {
         self.failed(class, message, Some(source))
     }
 
-    /// A failure, counted (and logged if it says what to fix).
+    /// A failure, told to `fatal` (before the first write it may end the run), then counted.
     pub(super) fn failed(
         &self,
         class: ErrorClass,
@@ -195,12 +191,10 @@ impl Setup {
         message: String,
         source: Option<tokio_postgres::Error>,
     ) -> ConnectError {
-        // Counted as a failed connection attempt; the error book counts the failed writes
-        // it causes, where they fail (one count per error in every output).
+        // The failed writes it causes are counted where they fail (the error book).
         self.metrics.connection_errors.inc(class);
-        // Configuration-like failures say what to fix; log them (not every time) so that a
-        // daemon retrying forever does not fail silently.
-        // Not once a failure before the first write is stopping the run: nothing retries.
+        // Configuration-like failures say what to fix: logged (not every time) so that a
+        // daemon retrying forever does not fail silently, unless the run is stopping.
         let stopping = self.fatal.is_set();
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) && !stopping {
             let news = self
@@ -218,26 +212,12 @@ impl Setup {
         }
     }
 
-    async fn set_up(&self, client: &Client) -> Result<Option<Statement>, tokio_postgres::Error> {
-        if !self.timeout_checked.swap(true, Ordering::Relaxed) {
-            self.check_statement_timeout(client).await?;
-        }
-        match &self.auto_fallback {
-            Some(fell_back) if fell_back.load(Ordering::Relaxed) => Ok(None),
-            // The pooler's server connection already holds another client's statement of
-            // that name (42P05): unnamed from now on, and this connection is usable.
-            _ => match self.workload.prepare(client).await {
-                Err(err) if self.prepared_statements_broke(&err) => Ok(None),
-                other => other,
-            },
-        }
-    }
-
     /// Whether the server applies `--statement-timeout` (sent as a startup option): a pooler
     /// that drops startup options (PgBouncer with `ignore_startup_parameters = options`) or
     /// refused them leaves it unset. Said once: pgdrill's client timeout still bounds writes.
     async fn check_statement_timeout(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
-        let server_ms = crate::db::statement_timeout_ms(client).await?;
+        let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
+        let server_ms = crate::db::first_value(client, sql).await?;
         let wanted_ms = self.statement_timeout.as_millis().to_string();
         if server_ms.as_deref() != Some(wanted_ms.as_str()) {
             tracing::warn!(
@@ -251,8 +231,7 @@ impl Setup {
         Ok(())
     }
 
-    /// What follows the handshake, inside the same per-host connect timeout: the identity
-    /// probe (a standby fails the attempt).
+    /// The identity probe, inside the per-host connect timeout: a standby fails the attempt.
     pub(super) async fn probe(&self, client: &Client) -> Result<Identity, ConnectError> {
         let id = identity::probe(client).await;
         if id.in_recovery == Some(true) {
@@ -271,19 +250,16 @@ impl Setup {
         Ok(id)
     }
 
-    /// The table (checked once per run): reading the catalog and the trial INSERT within
-    /// the connect `timeout` (a server gone silent is left for the next host); once
-    /// `--alter-table` changes the table, within [`TABLE_CHANGE_TIMEOUT`]: an `ALTER TABLE`
-    /// waits up to its lock timeout and an index build longer, and cut off they would go on
-    /// in the server and be sent again by the next attempt.
+    /// The table, checked once per run within the connect `timeout` (a silent server is left
+    /// for the next host); once `--alter-table` changes it, within [`TABLE_CHANGE_TIMEOUT`]:
+    /// cut off, an `ALTER TABLE` or index build would go on in the server and be sent again.
     pub(super) async fn table_ready(
         &self,
         client: &Client,
         timeout: Duration,
         cancel: impl Future<Output = std::io::Result<()>> + Send,
     ) -> Result<(), ConnectError> {
-        // Before the first write (the only time the table is checked), within the startup
-        // deadline.
+        // Within the startup deadline (the table is checked only before the first write).
         let left = self
             .fatal
             .startup_left()
@@ -345,7 +321,20 @@ impl Setup {
         client: &Client,
         id: &Identity,
     ) -> Result<Option<Statement>, ConnectError> {
-        let insert = self.set_up(client).await.map_err(|e| self.fail(e))?;
+        if !self.timeout_checked.swap(true, Ordering::Relaxed) {
+            self.check_statement_timeout(client)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let insert = match &self.auto_fallback {
+            Some(fell_back) if fell_back.load(Ordering::Relaxed) => None,
+            // The pooler's server connection already holds another client's statement of
+            // that name (42P05): unnamed from now on, and this connection is usable.
+            _ => match self.workload.prepare(client).await {
+                Err(err) if self.prepared_statements_broke(&err) => None,
+                other => other.map_err(|e| self.fail(e))?,
+            },
+        };
         self.identity.observe(id);
         Ok(insert)
     }
@@ -382,11 +371,9 @@ impl ManageConnection for Manager {
         // The current password for every connection (rotated files, fresh tokens).
         let secret = match self.credentials.password().await {
             Ok(secret) => secret,
-            Err(err) => return Err(self.failed(ErrorClass::Auth, err.to_string(), None)),
+            Err(err) => return Err(self.failed(ErrorClass::Auth, err, None)),
         };
         let password = secret.as_ref().map(|s| s.expose());
-        // Host names are resolved again for every connection, so a DNS switch-over
-        // (managed services) is followed.
         self.connector.connect(password, self).await
     }
 

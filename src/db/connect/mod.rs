@@ -1,24 +1,19 @@
-//! Connecting with libpq's `connect_timeout` semantics, which tokio-postgres does not have:
-//! the whole establishment (TCP, TLS, startup, authentication and pgdrill's identity probe)
-//! is bounded per host address, and when it runs out the next address or host is tried.
-//! tokio-postgres alone bounds only the TCP connect, so a server that completes the
-//! handshake in the kernel and then never answers (a frozen VM, a partition after SYN)
-//! would hold a connect forever.
+//! Connecting with libpq's `connect_timeout` semantics: the whole establishment (TCP, TLS,
+//! startup, authentication, identity probe) is bounded per address, then the next address or
+//! host is tried. tokio-postgres bounds only the TCP connect, so a server that completes the
+//! handshake in the kernel and never answers (a frozen VM) would hold a connect forever.
 //!
-//! Every host of a multi-host DSN, every `hostaddr`, and every address a host name resolves
-//! to (looked up again for every connection, so a DNS switch-over is followed) is an
-//! [`Endpoint`] with its own state:
-//! - a slow attempt never holds back the others: while one is pending (behind a proxy that
-//!   routes to a hung node, or a host that vanished), another starts every
-//!   [`STAGGER`] (after [`SUSPECT_AFTER`] on a healthy endpoint), up to a bound, and the first
-//!   to connect wins, as a fresh client every 100 ms would (`race`); attempts still pending
-//!   when their race ends run on, and a connection one of them makes goes to the next connect;
-//! - an endpoint that fails fast (refused) backs off, with jitter, at most 100 ms ([`BACKOFF`]),
-//!   so recovery is seen within a fraction of a second; one that fails slowly (a timeout)
-//!   is tried again at once; skipping it never delays the next host;
-//! - an endpoint whose established connections go quiet is checked with a fresh connect
-//!   ([`Silence::suspect`]); if that is not answered within the connect timeout either,
-//!   the server is declared silent and every connection to it is abandoned at once.
+//! Every host, `hostaddr` and resolved address (looked up again per connection, to follow a
+//! DNS switch-over) is an [`Endpoint`] with its own state:
+//! - while an attempt is pending (a proxy routing to a hung node), another starts every
+//!   [`STAGGER`] (after [`SUSPECT_AFTER`] on a healthy endpoint), up to a bound; the first to
+//!   connect wins, as a fresh client every 100 ms would (`race`); attempts that outlive
+//!   their race leave their connection for the next connect;
+//! - a fast failure (refused) backs off, jittered, at most 100 ms ([`BACKOFF`]); a slow one (a
+//!   timeout) is tried again at once;
+//! - an endpoint whose connections go quiet is checked with a fresh connect
+//!   ([`Silence::suspect`]); unanswered within the connect timeout, its server is declared
+//!   silent and every connection to it abandoned.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,10 +51,8 @@ pub const SUSPECT_AFTER: Duration = Duration::from_millis(500);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_RETRIES: u32 = 3;
-/// TCP_USER_TIMEOUT (unless the DSN sets one): data unacknowledged this long makes the
-/// kernel drop the connection. A backstop for real partitions; the liveness check above
-/// is faster, and it also works on loopback, where the kernel acknowledges for a frozen
-/// process.
+/// TCP_USER_TIMEOUT (unless the DSN sets one): a backstop for real partitions; the liveness
+/// check is faster, and works on loopback, where the kernel acknowledges for a frozen process.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After a fast failure: from 25 ms, doubling per consecutive failure, at most 100 ms, so
@@ -80,15 +73,13 @@ const MIN_SPACING: Duration = Duration::from_millis(33);
 /// takes them all from its listen backlog at once on thaw, and with 20 the first write after a
 /// thaw came 0.11-0.14 s after the server was back (3: within 0.1 s).
 const SILENT_MAX_PENDING: u32 = 3;
-/// A host that answers but cannot take writes yet (a standby, a server starting up) is
-/// what a failover passes through: check it often (at most 50 ms apart) so promotion is
-/// seen quickly.
+/// A host that answers but takes no writes yet (a standby, a server starting up), as in a
+/// failover: checked at most 50 ms apart, so that a promotion is seen quickly.
 const BACKOFF_ANSWERING: Backoff =
     Backoff::new(Duration::from_millis(25), Duration::from_millis(50));
 /// tokio-postgres's default keepalive idle time, i.e. "the DSN did not set one".
 const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
-/// One address a connection can be made to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     Tcp(SocketAddr),
@@ -105,20 +96,16 @@ impl fmt::Display for Endpoint {
 }
 
 /// One `host` / `hostaddr` / `port` entry of the DSN.
-#[derive(Debug, Clone)]
 struct HostEntry {
     host: Option<Host>,
     hostaddr: Option<IpAddr>,
     port: u16,
 }
 
-/// What is known about one endpoint.
-#[derive(Debug)]
 struct EndpointState {
     /// Consecutive failed attempts; 0 = healthy.
     failures: u32,
     retry_at: Instant,
-    /// Attempts under way, and when the latest began.
     pending: u32,
     last_start: Option<Instant>,
     last_error: Option<(ErrorClass, String)>,
@@ -136,8 +123,7 @@ struct EndpointState {
     declared_silent: bool,
 }
 
-/// A failed connection attempt, already classified, with what to fix where we know it.
-/// The message never contains a password.
+/// A failed connection attempt, classified; the message never contains a password.
 #[derive(Debug, thiserror::Error)]
 #[error("{class}: {message}")]
 pub struct ConnectError {
@@ -147,7 +133,6 @@ pub struct ConnectError {
     pub source: Option<tokio_postgres::Error>,
 }
 
-/// Connects the libpq way; shared by every connection of the pool.
 pub struct Connector {
     entries: Vec<HostEntry>,
     /// Everything but hosts, ports and addresses, for one single-address config per attempt,
@@ -162,15 +147,13 @@ pub struct Connector {
     tls: MakeRustlsConnect,
     metrics: Arc<Metrics>,
     endpoints: Mutex<HashMap<Endpoint, EndpointState>>,
-    /// Parallel attempts per endpoint (see [`MAX_PENDING`]).
     max_pending: u32,
-    /// Notified whenever an attempt ends, for connects waiting for a free endpoint.
+    /// Notified whenever an attempt ends.
     changed: tokio::sync::Notify,
     /// Connections made by attempts that outlived their race ([`Connector::race`]), for
     /// the next connect; notified when one is added.
     spares: Mutex<Vec<Conn>>,
     spare_added: tokio::sync::Notify,
-    /// Name lookups running at once (see [`MAX_LOOKUPS`]).
     lookups: Arc<tokio::sync::Semaphore>,
 }
 
@@ -199,11 +182,9 @@ const MAX_ENDPOINTS: usize = 256;
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
 impl Connector {
-    /// `pg` is the parsed DSN; its connect timeout (set from `--connect-timeout` unless
-    /// the DSN named one) bounds each address.
-    /// `statement_timeout` goes in the startup packet, not a `SET`: a session setting sent
-    /// through a transaction-mode pooler stays on whichever server connection ran it, for
-    /// the other clients that get it next.
+    /// `pg`'s connect timeout bounds each address. `statement_timeout` goes in the startup
+    /// packet, not a `SET`: a setting sent through a transaction-mode pooler stays on
+    /// whichever server connection ran it, for the other clients that get it next.
     pub fn new(
         pg: &Config,
         tls: MakeRustlsConnect,
@@ -293,18 +274,16 @@ impl Connector {
         }
     }
 
-    /// Tries the endpoints in DSN order (skipping those backing off) until one both connects
-    /// and passes the manager's setup ([`Manager::establish`]), each attempt bounded by the
-    /// connect timeout; a slow attempt is raced by the next ones ([`Connector::race`]).
-    /// Failures are classified and counted by the manager.
+    /// Tries the endpoints in DSN order (skipping those backing off) until one connects and
+    /// passes the manager's setup, each attempt bounded by the connect timeout and raced by
+    /// the next ones ([`Connector::race`]).
     pub async fn connect(
         self: &Arc<Self>,
         password: Option<&str>,
         manager: &Manager,
     ) -> Result<Conn, ConnectError> {
-        // When every endpoint is backing off or being probed by another attempt, wait
-        // (at most one connect timeout) for one to become free rather than fail without
-        // trying: a failed connect then always stands for a real attempt.
+        // With every endpoint backing off or probed by another attempt, wait (at most one
+        // connect timeout) for one: a failed connect always stands for a real attempt.
         let deadline = Instant::now() + self.timeout;
         loop {
             let changed = self.changed.notified();
@@ -365,19 +344,18 @@ impl Connector {
         }
     }
 
-    /// The earliest time a failing endpoint may take another attempt (an attempt ending
-    /// wakes the waiters too, through `changed`).
+    /// The earliest time a failing endpoint may take another attempt.
     fn next_retry(&self) -> Option<Instant> {
-        self.lock()
+        self.endpoints
+            .lock()
             .values()
             .filter(|s| s.failures > 0 && s.pending < s.cap(self.max_pending))
             .map(EndpointState::ready_at)
             .min()
     }
 
-    /// One endpoint: connect, drive the connection, set it up, all within the timeout.
-    /// On expiry the attempt's future is dropped, which closes its socket; a connection
-    /// already handed to its driver task is aborted, which closes it too.
+    /// One endpoint: connect, drive the connection, set it up, all within the timeout (on
+    /// expiry, dropping the attempt closes its socket and aborts its driver task).
     async fn attempt(
         &self,
         endpoint: &Endpoint,
@@ -406,15 +384,12 @@ impl Connector {
                 connected => connected,
             };
             let (client, connection) = connected.map_err(|e| manager.fail(e))?;
-            // Aborts the connection's task (closing the socket) unless the attempt succeeds:
-            // on a timeout, an error, or when the attempt is dropped because another one won
-            // the race. Errors surface on the client's next call.
+            // Aborted (closing the socket) unless the attempt succeeds.
             let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
             let id = manager.probe(&client).await?;
             Ok::<_, ConnectError>((client, driver, id))
         })
         .await;
-        // Each attempt, for tracing how a connect found its server (RUST_LOG=pgdrill::db=debug).
         tracing::debug!(
             server = %endpoint,
             ms = began.elapsed().as_millis() as u64,
@@ -462,13 +437,9 @@ impl Connector {
         Ok((client, insert?, driver.detach(), id))
     }
 
-    fn refused_startup_option(&self) -> bool {
-        self.startup_option_refused.load(Ordering::Relaxed)
-    }
-
     /// `config` (one endpoint's) without pgdrill's startup option, once a pooler refused it.
     fn plain(&self, config: &Config) -> Config {
-        if !self.refused_startup_option() {
+        if !self.startup_option_refused.load(Ordering::Relaxed) {
             return config.clone();
         }
         let mut plain = self.base_plain.clone();
@@ -490,10 +461,6 @@ impl Connector {
         plain
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Endpoint, EndpointState>> {
-        self.endpoints.lock()
-    }
-
     /// Claims an attempt on `endpoint`: a connect's first, saying why not (backing off, or
     /// another attempt is probing the failing endpoint) into `skipped`; or, without
     /// `skipped`, one more beside those pending, if it may take one now.
@@ -503,7 +470,7 @@ impl Connector {
         skipped: Option<&mut Option<ConnectError>>,
     ) -> Option<Claim> {
         let now = Instant::now();
-        let mut map = self.lock();
+        let mut map = self.endpoints.lock();
         if skipped.is_some() && map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
             map.retain(|_, s| {
                 let tried = s.last_start.map(|t| now.saturating_duration_since(t));

@@ -5,12 +5,11 @@
 use super::*;
 
 impl Connector {
-    /// Attempts on `candidates`, starting with `first` (already claimed): while they are pending,
-    /// another starts every [`STAGGER`] (once the race is [`SUSPECT_AFTER`] old, at once if `first`
-    /// is failing) on the next candidate that may take one, cycling (behind a proxy the same
-    /// address again, as a fresh client would), for one connect timeout. The first to connect wins
-    /// and the others are dropped; fails when every attempt has failed and none may start, or at
-    /// the first failure after that timeout (those still pending run on: `let_finish`).
+    /// Attempts on `candidates`, from `first` (claimed): while they are pending, another starts
+    /// every [`STAGGER`] (from [`SUSPECT_AFTER`] on, at once if `first` is failing) on the next
+    /// candidate that may take one, cycling (behind a proxy the same address again, as a fresh
+    /// client would), for one connect timeout. The first to connect wins; fails when every
+    /// attempt failed and none may start, or at the first failure after that timeout.
     pub(super) async fn race(
         self: &Arc<Self>,
         candidates: &[(Endpoint, Config)],
@@ -85,11 +84,9 @@ impl Connector {
                             return Ok(conn);
                         }
                         // Past the join window the first failure ends the race, so the next
-                        // starts at once (waiting left no attempt starting while a fresh client
-                        // wrote through a proxy's new primary). The others run on, each within
-                        // its timeout: a proxy may be holding them for its next server
-                        // (closing them put a switchover through HAProxy's first write
-                        // 0.2-0.4 s behind a fresh client's).
+                        // starts at once. The others run on, each within its timeout: a proxy
+                        // may be holding them for its next server (closing them put HAProxy's
+                        // first write after a switchover 0.2-0.4 s behind a fresh client's).
                         Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
                             self.let_finish(pending);
                             return Err(err);
@@ -140,7 +137,7 @@ impl Connector {
                 ),
                 None,
             );
-            if let Some(state) = self.lock().get_mut(endpoint) {
+            if let Some(state) = self.endpoints.lock().get_mut(endpoint) {
                 state.failed(err.class, &err.message, *began);
                 state.retry_at = state.retry_at.max(*began + self.timeout);
             }
@@ -186,7 +183,10 @@ impl Connector {
     }
 
     fn failing(&self, endpoint: &Endpoint) -> bool {
-        self.lock().get(endpoint).is_some_and(|s| s.failures > 0)
+        self.endpoints
+            .lock()
+            .get(endpoint)
+            .is_some_and(|s| s.failures > 0)
     }
 }
 
@@ -221,7 +221,7 @@ impl Claim {
     fn succeeded(&mut self, server: &Arc<Identity>) -> Watch {
         self.done = true;
         let now = Instant::now();
-        let mut map = self.connector.lock();
+        let mut map = self.connector.endpoints.lock();
         let state = map
             .entry(self.endpoint.clone())
             .or_insert_with(|| EndpointState::new(now));
@@ -240,7 +240,7 @@ impl Claim {
 
     fn failed(&mut self, class: ErrorClass, message: &str) {
         self.done = true;
-        if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
+        if let Some(state) = self.connector.endpoints.lock().get_mut(&self.endpoint) {
             state.pending = state.pending.saturating_sub(1);
             state.failed(class, message, self.started);
         }
@@ -251,7 +251,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if !self.done {
-            if let Some(state) = self.connector.lock().get_mut(&self.endpoint) {
+            if let Some(state) = self.connector.endpoints.lock().get_mut(&self.endpoint) {
                 state.pending = state.pending.saturating_sub(1);
             }
             self.connector.changed.notify_waiters();

@@ -10,7 +10,7 @@ impl Connector {
         &self,
         entry: &HostEntry,
     ) -> Result<Vec<(Endpoint, Config)>, String> {
-        let mut base = match self.refused_startup_option() {
+        let mut base = match self.startup_option_refused.load(Ordering::Relaxed) {
             true => self.base_plain.clone(),
             false => self.base.clone(),
         };

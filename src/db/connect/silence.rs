@@ -11,12 +11,10 @@ pub struct Silence {
     /// The config this connection was made with (password included), for the check.
     pub(super) config: Arc<Config>,
     pub(super) connector: Arc<Connector>,
-    /// The server this connection reached, as probed when it was made.
     pub(super) server: Arc<Identity>,
 }
 
 impl Silence {
-    /// The server this connection reaches.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
@@ -26,7 +24,6 @@ impl Silence {
         &self.server
     }
 
-    /// Whether the server was declared silent.
     pub fn is_silent(&self) -> bool {
         self.watch.token.is_cancelled()
     }
@@ -37,17 +34,15 @@ impl Silence {
         self.watch.token.child_token()
     }
 
-    /// Writes on this connection have waited [`SUSPECT_AFTER`] with no answer: check the
-    /// server with a fresh connection (at most one check at a time per server, and not
-    /// again within that time after it answered). A check that is not answered within the
-    /// connect timeout declares the server silent, unless a fresh connection reached the
-    /// endpoint meanwhile ([`EndpointState::unanswered_check`]); one answered by another server (a proxy
-    /// or pooler that moved its backend while this one hangs) abandons the connections
-    /// made before, as a fresh client would have the new server.
+    /// Writes on this connection have waited [`SUSPECT_AFTER`] unanswered: check the server
+    /// with a fresh connection (one check at a time per server, none within that time after
+    /// it answered). Unanswered within the connect timeout, the server is declared silent
+    /// unless a fresh connection reached the endpoint meanwhile; answered by another server (a
+    /// proxy that moved its backend), the connections made before are abandoned.
     pub fn suspect(&self) {
         let now = Instant::now();
         let current = {
-            let mut map = self.connector.lock();
+            let mut map = self.connector.endpoints.lock();
             // An endpoint let go (one of many, idle a while) is known again.
             let state =
                 (map.entry(self.endpoint.clone())).or_insert_with(|| EndpointState::new(now));
@@ -94,7 +89,7 @@ impl Silence {
             })
         });
         let now = Instant::now();
-        let mut map = connector.lock();
+        let mut map = connector.endpoints.lock();
         let Some(state) = map.get_mut(&self.endpoint) else {
             return;
         };

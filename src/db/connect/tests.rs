@@ -219,11 +219,12 @@ async fn a_connection_whose_endpoint_was_let_go_is_still_checked() {
         connector: c.clone(),
         server: Arc::new(id(1, 1)),
     };
-    assert!(c.lock().is_empty(), "its state was let go");
+    assert!(c.endpoints.lock().is_empty(), "its state was let go");
     silence.suspect();
     // The check runs (refused at once on a closed port: an answer, not silence).
     let checked = || {
-        c.lock()
+        c.endpoints
+            .lock()
             .get(&endpoint)
             .is_some_and(|s| s.answered_at.is_some())
     };
@@ -289,7 +290,7 @@ async fn a_growing_endpoint_map_forgets_what_is_healthy_or_no_longer_tried() {
     tokio::time::advance(FORGOTTEN_AFTER + Duration::from_secs(1)).await;
     let now = Instant::now();
     {
-        let mut map = c.lock();
+        let mut map = c.endpoints.lock();
         for n in 0..MAX_ENDPOINTS {
             let mut state = EndpointState::new(now);
             // A third healthy, a third failing and tried just now, a third failing and
@@ -306,14 +307,14 @@ async fn a_growing_endpoint_map_forgets_what_is_healthy_or_no_longer_tried() {
     }
     let claim = c.claim(&at(MAX_ENDPOINTS), Some(&mut None));
     assert!(claim.is_some());
-    let map = c.lock();
+    let map = c.endpoints.lock();
     let failing_recently = (0..MAX_ENDPOINTS).filter(|n| n % 3 == 1).count();
     assert_eq!(map.len(), failing_recently + 1, "the rest forgotten");
     assert!(map.contains_key(&at(1)) && !map.contains_key(&at(0)) && !map.contains_key(&at(2)));
     drop(map);
     // All failing, all tried recently: the one tried longest ago makes room.
     {
-        let mut map = c.lock();
+        let mut map = c.endpoints.lock();
         map.clear();
         for n in 0..MAX_ENDPOINTS {
             let mut state = EndpointState::new(now);
@@ -323,7 +324,7 @@ async fn a_growing_endpoint_map_forgets_what_is_healthy_or_no_longer_tried() {
         }
     }
     assert!(c.claim(&at(MAX_ENDPOINTS), Some(&mut None)).is_some());
-    let map = c.lock();
+    let map = c.endpoints.lock();
     assert_eq!(map.len(), MAX_ENDPOINTS, "a hard bound");
     assert!(!map.contains_key(&at(0)) && map.contains_key(&at(1)));
 }

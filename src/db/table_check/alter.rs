@@ -27,7 +27,6 @@ const ALTER_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 const LOCK_TRY: Duration = Duration::from_millis(200);
 const LOCK_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
 
-/// `--alter-table`'s change of a table pgdrill did not create.
 pub struct Change<'a> {
     /// Set once the change starts.
     pub started: &'a AtomicBool,
@@ -61,13 +60,11 @@ pub(crate) fn index_alone(table: &Table, schema: &str) -> String {
 /// [`Table::index_sql`], on its own (CONCURRENTLY cannot run in a transaction), then
 /// checked: a build that failed leaves an invalid index, which `IF NOT EXISTS` keeps.
 ///
-/// The build ends by [`Change::by`]: a build waits for every transaction that writes the
-/// table or holds an older snapshot, and one left waiting after pgdrill gave up would hold
-/// its lock on the users' table (blocking vacuum and DDL) long after. The server ends it
-/// (`statement_timeout`, which holds even if pgdrill is killed), and else pgdrill cancels it.
-/// Behind a pooler that dropped pgdrill's startup options the session is not pgdrill's
-/// alone: a `SET` may reach another server connection than the build, and stay there for
-/// other clients, so only the cancel ends it (the pooler forwards it to the build's).
+/// The build ends by [`Change::by`]: it waits for every transaction that writes the table or
+/// holds an older snapshot, and left waiting it would hold its lock (blocking vacuum and DDL)
+/// long after pgdrill gave up. The server ends it (`statement_timeout`, even if pgdrill is
+/// killed), else pgdrill cancels it: behind a pooler that dropped the startup options, a
+/// `SET` may reach another server connection than the build's, and stay there for others.
 pub(super) async fn build_index(
     client: &Client,
     table: &Table,
@@ -226,7 +223,6 @@ pub(super) async fn alter(
 async fn session_has(client: &Client, timeout: Duration) -> Result<bool, TableError> {
     let sql = "SELECT setting FROM pg_settings \
                WHERE name = 'statement_timeout' AND source = 'client'";
-    let rows = crate::db::text_rows(client, sql).await?;
-    let setting = rows.first().and_then(|r| r.first().cloned().flatten());
+    let setting = crate::db::first_value(client, sql).await?;
     Ok(setting == Some(timeout.as_millis().to_string()))
 }

@@ -47,10 +47,9 @@ pub(crate) async fn guarded_delete(
         Ok(Ok(_)) => "COMMIT",
         _ => "ROLLBACK",
     };
+    // The batch's own error first, else the COMMIT's or ROLLBACK's.
     let ended = client.batch_execute(end).await;
-    let result = result?;
-    ended?;
-    Ok(result)
+    result.and_then(|r| ended.map(|()| r))
 }
 
 /// Why pgdrill's DELETE may not run on `table` now: rows of other tables it would reach
@@ -80,11 +79,7 @@ async fn delete_hazard(
     if fired_allowed {
         return Ok(None);
     }
-    let deletes = Writes {
-        inserts: false,
-        deletes: true,
-    };
-    let fired = fired_by(client, &table.quoted, deletes).await?;
+    let fired = fired_by(client, &table.quoted, false, true).await?;
     Ok((!fired.is_empty()).then(|| {
         format!(
             "deleting from {} would fire {}, which may change data that is not pgdrill's",
@@ -94,35 +89,29 @@ async fn delete_hazard(
     }))
 }
 
-/// Which of pgdrill's statements the table will see.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Writes {
-    pub inserts: bool,
-    pub deletes: bool,
-}
-
-/// The enabled user triggers and rules on the statements in `writes`, of the table or any
-/// partition a row may be routed to, and with deletes the foreign keys that cascade,
+/// The enabled user triggers and rules on pgdrill's `inserts` and `deletes`, of the table or
+/// any partition a row may be routed to, and with deletes the foreign keys that cascade,
 /// set null or set default into another table. (Tables with plain inheritance children are
 /// refused before this: a DELETE on the parent would reach the children's rows.)
-pub(crate) async fn fired_by(
+pub(super) async fn fired_by(
     client: &Client,
     table: &str,
-    writes: Writes,
+    inserts: bool,
+    deletes: bool,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     // tgtype bits: 4 INSERT, 8 DELETE; rules' ev_type: '3' INSERT, '4' DELETE. Enabled:
     // 'O' and 'A' fire in a normal session ('R' only as a replica, 'D' never). Internal
     // triggers are the foreign keys' own, but for PostgreSQL 11 and 12's copies of a
     // parent's trigger on its partitions (no constraint).
-    let bits = 4 * i32::from(writes.inserts) + 8 * i32::from(writes.deletes);
-    let events = match (writes.inserts, writes.deletes) {
+    let bits = 4 * i32::from(inserts) + 8 * i32::from(deletes);
+    let events = match (inserts, deletes) {
         (true, true) => "'3', '4'",
         (false, true) => "'4'",
         _ => "'3'",
     };
     // confdeltype: 'c' cascade, 'n' set null, 'd' set default change the referencing rows;
     // 'a' no action and 'r' restrict only make the DELETE fail.
-    let foreign_keys = match writes.deletes {
+    let foreign_keys = match deletes {
         true => {
             "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' of ' || \
                k.conrelid::regclass::text || ' (ON DELETE ' || CASE k.confdeltype \

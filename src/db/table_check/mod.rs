@@ -1,11 +1,9 @@
-//! The table pgdrill writes to: its own (created, marked with a comment, used freely), or
-//! one it did not create, used only when named with `--table` and changed only with
-//! `--alter-table`. Checked once, at the first connection to a writable server; whatever no
-//! retry can fix stops the run (exit 2) with a message that says what to change or which
-//! statement to run, instead of failing every write.
+//! The table pgdrill writes to: its own (created, marked with a comment), or one it did not
+//! create, used only when named with `--table` and changed only with `--alter-table`. Checked
+//! once, at the first connection to a writable server; what no retry can fix stops the run
+//! (exit 2) with a message that says what to change, instead of failing every write.
 //!
-//! Everything here goes through the simple query protocol and reads values as text, so it
-//! works through PgBouncer in transaction mode and cannot panic on an unexpected type.
+//! Simple query protocol, values read as text: works through PgBouncer, cannot panic on a type.
 
 use std::sync::atomic::Ordering;
 
@@ -19,7 +17,8 @@ mod effects;
 mod relation;
 pub(crate) use alter::index_alone;
 pub use alter::Change;
-pub(crate) use effects::{fired_by, guarded_delete, Writes};
+use effects::fired_by;
+pub(crate) use effects::guarded_delete;
 pub(crate) use relation::{relation, Relation};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
@@ -118,11 +117,7 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     if !policy.triggers {
-        let writes = Writes {
-            inserts: true,
-            deletes: policy.deletes,
-        };
-        let fired = fired_by(client, &table.quoted, writes).await?;
+        let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
         if !fired.is_empty() {
             return Err(TableError::Unusable(format!(
                 "table {} has {} that pgdrill's writes would fire; they may change data that \

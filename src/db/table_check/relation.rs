@@ -6,7 +6,6 @@ use tokio_postgres::Client;
 use super::quote_literal;
 use crate::db::table::{Table, OWNER_MARK};
 
-/// What the catalog says about the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Relation {
     /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, …
