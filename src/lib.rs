@@ -112,18 +112,13 @@ use telemetry::metrics::{Metrics, PoolCollector};
 use telemetry::timeline::Recorder;
 
 /// A run that could not start or go on, with what it measured when it had written.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
 pub struct RunError {
     pub error: StartError,
     /// The summary of a run that crashed after its first acknowledged write: still
     /// printed and written, before the error.
     pub summary: Option<Box<Summary>>,
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
 }
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
@@ -146,7 +141,15 @@ pub async fn run<T>(
     // Step 1: build everything that can fail, before any task or connection starts.
     let drill = match Drill::build(&config, &fatal) {
         Ok(drill) => drill,
-        Err(error) => return (publish(Err(RunError::from(error))), None),
+        Err(error) => {
+            return (
+                publish(Err(RunError {
+                    error,
+                    summary: None,
+                })),
+                None,
+            )
+        }
     };
     // Step 2: run under one supervisor.
     let (summary, mut sup) = drill.run(&config, listener, stop).await;
@@ -159,18 +162,9 @@ pub async fn run<T>(
         linger(config.linger, &signal).await;
     }
     // Last, /metrics: a final scrape still sees the final numbers.
-    sup.stop(Stage::Http).await;
+    sup.stop(Stage::Http, None).await;
     sup.finish().await;
     (published, fatal.take())
-}
-
-impl From<StartError> for RunError {
-    fn from(error: StartError) -> RunError {
-        RunError {
-            error,
-            summary: None,
-        }
-    }
 }
 
 /// The run's summary, or the error that ended it (with the summary, after a first write).
@@ -270,14 +264,13 @@ impl Drill {
             identity.clone(),
             fatal.clone(),
         ));
-        let (settle, w) = (config.statement_timeout, workload.clone());
         let verifier = Arc::new(Verifier::new(
             pool.clone(),
-            w,
+            workload.clone(),
             ledger,
             metrics.clone(),
             identity.clone(),
-            settle,
+            config.statement_timeout,
         ));
         let outages = Arc::new(Outages::new(WallClock::now()));
         let monitor = Arc::new(Monitor {
@@ -390,7 +383,7 @@ impl Drill {
         s.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
         // A trigger still running when the load ends is killed; the drill is then invalid.
-        sup.stop(Stage::Drill).await;
+        sup.stop(Stage::Drill, None).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         // One process of several: how its clock compares with the server's, which all share.
         let server_clock = match config.drill.fleet.drill_id {
@@ -489,19 +482,19 @@ impl Drill {
             );
         }
         // 3. Retention: a batch or a connect in progress is abandoned with its connection.
-        sup.stop_within(Stage::Retention, Duration::from_secs(1))
+        sup.stop(Stage::Retention, Some(Duration::from_secs(1)))
             .await;
         // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
         //    pending verifications within what is left of the grace.
         //    At least a second, to mark an outage still open, even when the lanes used it all.
         let left = deadline.saturating_duration_since(Instant::now());
-        sup.stop_within(Stage::Monitor, left.max(Duration::from_secs(1)))
+        sup.stop(Stage::Monitor, Some(left.max(Duration::from_secs(1))))
             .await;
         // 5. The timeline sampler, after the monitor so the last second has the final
         //    state; it takes one last sample as it stops.
-        sup.stop(Stage::Sampler).await;
+        sup.stop(Stage::Sampler, None).await;
         // 6. The progress line.
-        sup.stop(Stage::Progress).await;
+        sup.stop(Stage::Progress, None).await;
         abandoned
     }
 

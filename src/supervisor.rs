@@ -97,39 +97,31 @@ impl Fatal {
         stop: CancellationToken,
     ) -> impl Future<Output = ()> {
         let deadline = *self.deadline.get_or_init(|| Instant::now() + timeout);
-        async move { self.end_unwritten_at(deadline, timeout, stop).await }
-    }
-
-    async fn end_unwritten_at(
-        &self,
-        deadline: Instant,
-        timeout: Duration,
-        stop: CancellationToken,
-    ) {
-        let Some(()) = stop
-            .run_until_cancelled(tokio::time::sleep_until(deadline))
-            .await
-        else {
-            return;
-        };
-        if self.has_written() {
-            // A supervised task ends only when asked to.
-            return stop.cancelled().await;
+        async move {
+            let Some(()) = stop
+                .run_until_cancelled(tokio::time::sleep_until(deadline))
+                .await
+            else {
+                return;
+            };
+            if self.has_written() {
+                // A supervised task ends only when asked to.
+                return stop.cancelled().await;
+            }
+            let last =
+                self.last_failure.lock().clone().unwrap_or_else(|| {
+                    "no error either: the writes never got an answer".to_string()
+                });
+            self.report(StartError::Target(format!(
+                "no write succeeded within --startup-timeout {}; the last error: {last}\nhint: \
+                 check that the server is up and reachable at the DSN's host and port, and that \
+                 it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
+                 for a server that is still starting",
+                humantime::format_duration(timeout)
+            )));
+            // Ending now would read as a crash of its stage: it ends when the stop comes.
+            stop.cancelled().await
         }
-        let last = self
-            .last_failure
-            .lock()
-            .clone()
-            .unwrap_or_else(|| "no error either: the writes never got an answer".to_string());
-        self.report(StartError::Target(format!(
-            "no write succeeded within --startup-timeout {}; the last error: {last}\nhint: \
-             check that the server is up and reachable at the DSN's host and port, and that \
-             it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
-             for a server that is still starting",
-            humantime::format_duration(timeout)
-        )));
-        // Ending now would read as a crash of its stage: it ends when the stop comes.
-        stop.cancelled().await
     }
 
     /// The table cannot take the INSERT: a setup to fix (exit 2).
@@ -316,16 +308,11 @@ impl Supervisor {
         self.tasks[stage as usize].iter().any(|t| !t.is_finished())
     }
 
-    /// Cancels `stage` and waits for its tasks (each bounds its own drain).
-    pub async fn stop(&mut self, stage: Stage) {
+    /// Cancels `stage` and waits for its tasks, up to `within` if given (else each bounds
+    /// its own drain); aborts what is left.
+    pub async fn stop(&mut self, stage: Stage, within: Option<Duration>) {
         self.tokens[stage as usize].cancel();
-        self.drain(stage, None).await;
-    }
-
-    /// Cancels `stage`, waits up to `within` for its tasks, and aborts what is left.
-    pub async fn stop_within(&mut self, stage: Stage, within: Duration) {
-        self.tokens[stage as usize].cancel();
-        self.drain(stage, Some(within)).await;
+        self.drain(stage, within).await;
     }
 
     /// Cancels whatever is left and waits until every task spawned here has ended.
@@ -362,11 +349,11 @@ mod tests {
                 order.lock().push(stage);
             });
         }
-        sup.stop(Stage::Retention).await;
-        sup.stop(Stage::Monitor).await;
+        sup.stop(Stage::Retention, None).await;
+        sup.stop(Stage::Monitor, None).await;
         assert_eq!(*order.lock(), [Stage::Retention, Stage::Monitor]);
         assert!(!sup.token(Stage::Http).is_cancelled());
-        sup.stop(Stage::Http).await;
+        sup.stop(Stage::Http, None).await;
         assert_eq!(order.lock().len(), 3);
         sup.finish().await;
     }
@@ -423,7 +410,7 @@ mod tests {
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));
         let mut sup = Supervisor::new(fatal.clone(), Arc::default());
         sup.spawn(Stage::Http, |token| async move { token.cancelled().await });
-        sup.stop(Stage::Http).await;
+        sup.stop(Stage::Http, None).await;
         assert!(fatal.take().is_none());
         sup.finish().await;
     }
