@@ -212,18 +212,13 @@ impl Supervisor {
         }
     }
 
-    /// The token `stage`'s tasks watch.
-    fn token(&self, stage: Stage) -> CancellationToken {
-        self.tokens[stage as usize].clone()
-    }
-
     /// Runs the task `start` makes from `stage`'s token until it ends; a panic, or an end
     /// before `stage` was cancelled, is logged and stops the run.
     pub fn spawn<F>(&mut self, stage: Stage, start: impl FnOnce(CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let token = self.token(stage);
+        let token = self.tokens[stage as usize].clone();
         let task = start(token.clone());
         let (fatal, health) = (self.fatal.clone(), self.health.clone());
         let handle = self.tracker.spawn(async move {
@@ -352,7 +347,7 @@ mod tests {
         sup.stop(Stage::Retention, None).await;
         sup.stop(Stage::Monitor, None).await;
         assert_eq!(*order.lock(), [Stage::Retention, Stage::Monitor]);
-        assert!(!sup.token(Stage::Http).is_cancelled());
+        assert!(!sup.tokens[Stage::Http as usize].is_cancelled());
         sup.stop(Stage::Http, None).await;
         assert_eq!(order.lock().len(), 3);
         sup.finish().await;
