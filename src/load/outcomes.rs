@@ -81,17 +81,6 @@ impl TallySnapshot {
     }
 }
 
-impl Tally {
-    pub fn snapshot(&self) -> TallySnapshot {
-        TallySnapshot {
-            transactions: self.transactions.load(Ordering::Relaxed),
-            errors: std::array::from_fn(|i| self.errors[i].load(Ordering::Relaxed)),
-            skipped: self.skipped.load(Ordering::Relaxed),
-            unknown_outcome: self.unknown_outcome.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// What every lane reports to; see the module documentation.
 pub(crate) struct Outcomes {
     metrics: Arc<Metrics>,
@@ -133,7 +122,13 @@ impl Outcomes {
     }
 
     pub fn tally(&self) -> TallySnapshot {
-        self.tally.snapshot()
+        let t = &self.tally;
+        TallySnapshot {
+            transactions: t.transactions.load(Ordering::Relaxed),
+            errors: std::array::from_fn(|i| t.errors[i].load(Ordering::Relaxed)),
+            skipped: t.skipped.load(Ordering::Relaxed),
+            unknown_outcome: t.unknown_outcome.load(Ordering::Relaxed),
+        }
     }
 
     /// Writes started and not finished.
