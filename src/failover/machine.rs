@@ -388,15 +388,14 @@ impl Machine {
             .target_rate
             .unwrap_or(self.rate_before_outage);
         let first_success = self.recovered_at.unwrap_or(now);
-        let window = RECOVERY_WINDOW;
-        if now.saturating_duration_since(first_success) < window {
+        if now.saturating_duration_since(first_success) < RECOVERY_WINDOW {
             return;
         }
-        let rate = self.success_rate(now, window, ev.successes).unwrap_or(0.0);
+        let rate = (self.success_rate(now, RECOVERY_WINDOW, ev.successes)).unwrap_or(0.0);
         if rate >= FULL_RATE * target {
             out.push(Transition::FullRate {
                 first_success,
-                full_rate_at: now - window,
+                full_rate_at: now - RECOVERY_WINDOW,
             });
             self.set(FailoverState::Healthy, out);
         } else if now.saturating_duration_since(first_success) >= RECOVERY_LIMIT {
