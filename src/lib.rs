@@ -249,7 +249,30 @@ impl Drill {
         ));
         let timeline = Arc::new(Recorder::new(&sampler::class_names()));
         identity.record_to(timeline.clone());
-        let pool = build_pool(config, &workload, &identity, &metrics, fatal);
+        let mut pg = config.target.pg.clone();
+        pg.connect_timeout(config.connect_timeout);
+        let settings = ConnectSettings {
+            pg,
+            tls: config.target.tls.clone(),
+            auto_query_mode: config.query_mode_auto,
+            statement_timeout: config.statement_timeout,
+            table: config.table_policy,
+        };
+        let credentials = Arc::new(Credentials::new(config.password.clone(), metrics.clone()));
+        let manager = Manager::new(
+            settings,
+            credentials,
+            workload.clone(),
+            identity.clone(),
+            metrics.clone(),
+            fatal.clone(),
+        );
+        let pool = DbPool::new(
+            manager,
+            config.pool_size,
+            config.connect_timeout,
+            config.max_connection_lifetime,
+        );
         let stats = pool.clone();
         PoolCollector::register(&metrics.registry, move || stats.stats())?;
 
@@ -432,24 +455,12 @@ impl Drill {
                 retention::run(pool, table, settings, metrics, floor, stop)
             });
         }
-        self.spawn_lanes(config, jobs, sup);
-        // The timeline sampler (which also redraws the live page) and the progress line.
-        sup.spawn(Stage::Sampler, |stop| {
-            sampler::run(self.sources.clone(), stop)
-        });
-        let every = config.progress_interval;
-        sup.spawn(Stage::Progress, |stop| {
-            progress::run(self.sources.clone(), every, stop)
-        });
-    }
-
-    /// One lane per pooled connection, each with its own seeded generator.
-    fn spawn_lanes(&self, config: &Config, jobs: &Receiver<Job>, sup: &mut Supervisor) {
-        let s = &self.sources;
-        // Lanes need no token: they end when the backlog is closed and empty.
+        // One lane per pooled connection, each with its own seeded generator. Lanes need no
+        // token: they end when the backlog is closed and empty.
         for lane in 0..config.pool_size {
-            let rng = SmallRng::seed_from_u64(s.run_id as u64 ^ u64::from(lane));
-            let (lanes, jobs, outcomes) = (self.lanes.clone(), jobs.clone(), s.outcomes.clone());
+            let rng = SmallRng::seed_from_u64(self.sources.run_id as u64 ^ u64::from(lane));
+            let (lanes, jobs) = (self.lanes.clone(), jobs.clone());
+            let outcomes = self.sources.outcomes.clone();
             let mut rng = Some(rng);
             sup.spawn_lane(move || {
                 // A restarted lane gets a fresh generator; the first keeps the seeded one.
@@ -459,6 +470,14 @@ impl Drill {
                 lanes::lane(lanes.clone(), jobs.clone(), outcomes.lane(), rng)
             });
         }
+        // The timeline sampler (which also redraws the live page) and the progress line.
+        sup.spawn(Stage::Sampler, |stop| {
+            sampler::run(self.sources.clone(), stop)
+        });
+        let every = config.progress_interval;
+        sup.spawn(Stage::Progress, |stop| {
+            progress::run(self.sources.clone(), every, stop)
+        });
     }
 
     /// Stops the run's tasks once the scheduler has returned, in this order; returns the
@@ -559,37 +578,4 @@ fn drill_run(
         timeline: s.timeline.clone(),
     };
     Some(DrillRun::new(trigger, config.drill.objectives, sources))
-}
-
-fn build_pool(
-    config: &Config,
-    workload: &Arc<Workload>,
-    identity: &Arc<IdentityTracker>,
-    metrics: &Arc<Metrics>,
-    fatal: &Arc<Fatal>,
-) -> DbPool {
-    let mut pg = config.target.pg.clone();
-    pg.connect_timeout(config.connect_timeout);
-    let settings = ConnectSettings {
-        pg,
-        tls: config.target.tls.clone(),
-        auto_query_mode: config.query_mode_auto,
-        statement_timeout: config.statement_timeout,
-        table: config.table_policy,
-    };
-    let credentials = Arc::new(Credentials::new(config.password.clone(), metrics.clone()));
-    let manager = Manager::new(
-        settings,
-        credentials,
-        workload.clone(),
-        identity.clone(),
-        metrics.clone(),
-        fatal.clone(),
-    );
-    DbPool::new(
-        manager,
-        config.pool_size,
-        config.connect_timeout,
-        config.max_connection_lifetime,
-    )
 }
