@@ -159,7 +159,6 @@ async fn drill_on(
     hosts: Option<&HostsFile>,
     listener: tokio::net::TcpListener,
 ) -> Result<u8, String> {
-    let failover_after: Duration = args.failover_after.into();
     let total = total(args);
     let dsn = match hosts {
         Some(hosts) => lab.named_dsn(hosts.name()),
@@ -176,7 +175,7 @@ async fn drill_on(
         args.rate,
         humantime::format_duration(total),
         flag_value(args.failover),
-        humantime::format_duration(failover_after),
+        humantime::format_duration(args.failover_after.into()),
         listener.local_addr().unwrap_or(args.listen)
     );
     eprintln!(
