@@ -168,21 +168,17 @@ pub async fn run<T>(
 }
 
 /// The run's summary, or the error that ended it (with the summary, after a first write).
-fn result(fatal: &Fatal, summary: Summary) -> Result<Summary, RunError> {
-    match fatal.take() {
-        None => Ok(summary),
-        Some(error) => {
-            let summary = fatal.has_written().then(|| {
-                let mut summary = summary;
-                // A failure found after the run judged itself (ending what triggers left): here.
-                if summary.crashed.is_none() {
-                    summary.crashed_with(error.to_string());
-                }
-                Box::new(summary)
-            });
-            Err(RunError { error, summary })
-        }
+fn result(fatal: &Fatal, mut summary: Summary) -> Result<Summary, RunError> {
+    let Some(error) = fatal.take() else {
+        return Ok(summary);
+    };
+    let written = fatal.has_written();
+    // A failure found after the run judged itself (ending what triggers left): here.
+    if written && summary.crashed.is_none() {
+        summary.crashed_with(error.to_string());
     }
+    let summary = written.then(|| Box::new(summary));
+    Err(RunError { error, summary })
 }
 
 /// `--linger`: a run that ended by itself (or crashed) keeps `/metrics` up with its final figures and
