@@ -184,18 +184,14 @@ impl LaneOutcomes {
 
     /// Acknowledged as `id` at `done`; it was sent at `sent`.
     pub fn succeeded(&self, job: Job, sent: Instant, done: Instant, id: i64) {
-        let o = &*self.outcomes;
+        let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
         o.finished();
         let latency = done - job.intended;
         let service = done - sent;
-        o.metrics
-            .transaction_duration
-            .observe(latency.as_secs_f64());
-        o.metrics.service_duration.observe(service.as_secs_f64());
-        o.metrics
-            .schedule_lag
-            .set((sent - job.intended).as_secs_f64());
-        o.metrics.last_success_timestamp.set(unix_now());
+        m.transaction_duration.observe(latency.as_secs_f64());
+        m.service_duration.observe(service.as_secs_f64());
+        m.schedule_lag.set((sent - job.intended).as_secs_f64());
+        m.last_success_timestamp.set(unix_now());
         self.latency.lock().record(latency, service);
         o.detector.success(sent, done);
         o.identity.acknowledged(done);
@@ -205,20 +201,17 @@ impl LaneOutcomes {
 
     /// Failed; `started` is when it was sent (or due, if it never got a connection).
     pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
-        let o = &*self.outcomes;
+        let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
         o.finished();
         // How late it began, whether or not it got through: an outage's lag is news too.
-        o.metrics
-            .schedule_lag
-            .set((started - job.intended).as_secs_f64());
-        o.metrics.transaction_errors.inc(failure.class);
+        m.schedule_lag.set((started - job.intended).as_secs_f64());
+        m.transaction_errors.inc(failure.class);
         o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
         o.detector.failure(started, failure.class);
-        o.metrics
-            .errors
+        m.errors
             .note(failure.class, failure.sqlstate.as_deref(), &failure.message);
         if failure.unknown {
-            o.metrics.unknown_outcome_writes.inc();
+            m.unknown_outcome_writes.inc();
             o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
             o.ledger.lock().unknown(job.seq, started, Instant::now());
         }
