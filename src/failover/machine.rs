@@ -295,13 +295,10 @@ impl Machine {
     pub fn tick(&mut self, now: Instant, ev: &mut Events, in_flight: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         let history_span = RECOVERY_WINDOW.max(Duration::from_secs(5)) + Duration::from_secs(1);
-        while self
+        let stale = self
             .history
-            .front()
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > history_span)
-        {
-            self.history.pop_front();
-        }
+            .partition_point(|(t, _, _)| now.duration_since(*t) > history_span);
+        self.history.drain(..stale);
         if self.state == FailoverState::Outage {
             self.end_outage(ev, &mut out);
         } else {
