@@ -217,7 +217,6 @@ struct Drill {
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
     health: Arc<Health>,
-    /// Only with a failover trigger.
     drill: Option<Arc<DrillRun>>,
     fatal: Arc<Fatal>,
 }

@@ -297,11 +297,8 @@ pub fn scrub_patterns(text: &str) -> String {
             return all.as_str().to_string();
         }
         let (start, end) = (password.start() - all.start(), password.end() - all.start());
-        format!(
-            "{}{REDACTED}{}",
-            &all.as_str()[..start],
-            &all.as_str()[end..]
-        )
+        let matched = all.as_str();
+        format!("{}{REDACTED}{}", &matched[..start], &matched[end..])
     });
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut from) = (0, 0);
