@@ -305,7 +305,6 @@ impl Drill {
             rto_objective: config.drill.objectives.rto,
             timeline: timeline.clone(),
         });
-        // What every lane shares: the pool, the workload and the per-transaction limits.
         let lanes = Arc::new(Shared {
             pool: pool.clone(),
             workload,
