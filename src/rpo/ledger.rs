@@ -201,9 +201,7 @@ impl Ledger {
     /// from just before it are still here when it ends.
     fn prune(&mut self) {
         let keep = (self.window.as_nanos() / SLICE.as_nanos()).max(1) as usize + 1;
-        while self.slices.len() > keep {
-            self.slices.pop_front();
-        }
+        self.slices.drain(..self.slices.len().saturating_sub(keep));
     }
 
     /// The lowest id of a write the ledger may still ask about: of the acknowledged writes
