@@ -163,12 +163,10 @@ impl Fatal {
 /// The text of a panic payload (`panic!` gives `&str` or `String`), scrubbed here, before a
 /// JSON log line, the summary or the page escapes its quotes.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic payload".to_string());
-    crate::secrets::scrub(&text)
+    let text = (payload.downcast_ref::<&str>().copied())
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text panic payload");
+    crate::secrets::scrub(text)
 }
 
 /// The background parts of a run. Each has its own cancellation token, a child of the
