@@ -85,13 +85,9 @@ pub async fn run(
         let next = until
             .map_or(pacer.next_deadline(), |u| pacer.next_deadline().min(u))
             .max(now + MIN_NAP);
-        if stop
-            .run_until_cancelled(timer.sleep_until(next))
-            .await
-            .is_none()
-        {
+        let Some(()) = stop.run_until_cancelled(timer.sleep_until(next)).await else {
             return;
-        }
+        };
     }
 }
 
