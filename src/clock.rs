@@ -7,8 +7,12 @@ use tokio::time::Instant;
 
 /// Now, as unix seconds (for events dated where no monotonic clock mapping is at hand).
 pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix(SystemTime::now())
+}
+
+/// A wall-clock time as unix seconds (0 before 1970).
+pub fn unix(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 

@@ -5,10 +5,11 @@
 //! and verdict; only its action differs: an [`InProcessTrigger`] that asks this module, which
 //! owns the lab, to run the failure mode ([`fail`]) and answer with the lab's own account.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::clock::unix;
 use crate::config::{Cli, DemoArgs, DemoFailover, DemoReplication};
 use crate::drill::plan::{InProcessTrigger, TriggerAction};
 use crate::Summary;
@@ -159,7 +160,6 @@ async fn drill_on(
     hosts: Option<&HostsFile>,
     listener: tokio::net::TcpListener,
 ) -> Result<u8, String> {
-    let failover_after: Duration = args.failover_after.into();
     let total = total(args);
     let dsn = match hosts {
         Some(hosts) => lab.named_dsn(hosts.name()),
@@ -176,7 +176,7 @@ async fn drill_on(
         args.rate,
         humantime::format_duration(total),
         flag_value(args.failover),
-        humantime::format_duration(failover_after),
+        humantime::format_duration(args.failover_after.into()),
         listener.local_addr().unwrap_or(args.listen)
     );
     eprintln!(
@@ -296,12 +296,6 @@ async fn freeze_and_thaw(lab: &Lab, thaw_after: Duration) -> Result<Truth, LabEr
     })
 }
 
-fn epoch(s: &Stamp) -> f64 {
-    s.wall
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// From the rows on the node that takes writes afterwards: the first pgdrill write it
 /// accepted once it was back (`back`: the promotion or the thaw; rows the old primary
 /// committed just after the failure began are there too, replicated), and the gap in
@@ -327,8 +321,8 @@ async fn rows_truth(lab: &Lab, node: Node, run_id: i64, back: f64) -> Option<(f6
 }
 
 async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
-    let zero = epoch(&t.began);
-    let rel = |s: &Stamp| format!("+{:.3}s", epoch(s) - zero);
+    let zero = unix(t.began.wall);
+    let rel = |s: &Stamp| format!("+{:.3}s", unix(s.wall) - zero);
     println!("this mode models {}", models(args.failover));
     println!("lab ground truth: {}", t.line);
     let mut facts = vec![format!("failure began at t0 (node {})", t.old)];
@@ -345,7 +339,7 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
         .promote_requested
         .as_ref()
         .or(t.thawed.as_ref())
-        .map_or(zero, epoch);
+        .map_or(zero, |s| unix(s.wall));
     let rows = rows_truth(lab, t.writer, summary.run_id, back).await;
     if let Some((first, _)) = rows {
         facts.push(format!(

@@ -98,8 +98,7 @@ use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
 use failover::outages::Outages;
 use load::lanes::{self, Shared};
-use load::outcomes::Job;
-use load::outcomes::Outcomes;
+use load::outcomes::{Job, Outcomes};
 use load::scheduler;
 use report::{progress, sampler};
 use rpo::ledger::Ledger;
@@ -112,18 +111,13 @@ use telemetry::metrics::{Metrics, PoolCollector};
 use telemetry::timeline::Recorder;
 
 /// A run that could not start or go on, with what it measured when it had written.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
 pub struct RunError {
     pub error: StartError,
     /// The summary of a run that crashed after its first acknowledged write: still
     /// printed and written, before the error.
     pub summary: Option<Box<Summary>>,
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
 }
 
 /// Runs the load until `stop` is cancelled or `config.duration` ends, then
@@ -146,7 +140,15 @@ pub async fn run<T>(
     // Step 1: build everything that can fail, before any task or connection starts.
     let drill = match Drill::build(&config, &fatal) {
         Ok(drill) => drill,
-        Err(error) => return (publish(Err(RunError::from(error))), None),
+        Err(error) => {
+            return (
+                publish(Err(RunError {
+                    error,
+                    summary: None,
+                })),
+                None,
+            )
+        }
     };
     // Step 2: run under one supervisor.
     let (summary, mut sup) = drill.run(&config, listener, stop).await;
@@ -159,36 +161,23 @@ pub async fn run<T>(
         linger(config.linger, &signal).await;
     }
     // Last, /metrics: a final scrape still sees the final numbers.
-    sup.stop(Stage::Http).await;
+    sup.stop(Stage::Http, None).await;
     sup.finish().await;
     (published, fatal.take())
 }
 
-impl From<StartError> for RunError {
-    fn from(error: StartError) -> RunError {
-        RunError {
-            error,
-            summary: None,
-        }
-    }
-}
-
 /// The run's summary, or the error that ended it (with the summary, after a first write).
-fn result(fatal: &Fatal, summary: Summary) -> Result<Summary, RunError> {
-    match fatal.take() {
-        None => Ok(summary),
-        Some(error) => {
-            let summary = fatal.has_written().then(|| {
-                let mut summary = summary;
-                // A failure found after the run judged itself (ending what triggers left): here.
-                if summary.crashed.is_none() {
-                    summary.crashed_with(error.to_string());
-                }
-                Box::new(summary)
-            });
-            Err(RunError { error, summary })
-        }
+fn result(fatal: &Fatal, mut summary: Summary) -> Result<Summary, RunError> {
+    let Some(error) = fatal.take() else {
+        return Ok(summary);
+    };
+    let written = fatal.has_written();
+    // A failure found after the run judged itself (ending what triggers left): here.
+    if written && summary.crashed.is_none() {
+        summary.crashed_with(error.to_string());
     }
+    let summary = written.then(|| Box::new(summary));
+    Err(RunError { error, summary })
 }
 
 /// `--linger`: a run that ended by itself (or crashed) keeps `/metrics` up with its final figures and
@@ -227,7 +216,6 @@ struct Drill {
     monitor: Arc<Monitor>,
     lanes: Arc<Shared>,
     health: Arc<Health>,
-    /// Only with a failover trigger.
     drill: Option<Arc<DrillRun>>,
     fatal: Arc<Fatal>,
 }
@@ -255,29 +243,52 @@ impl Drill {
         ));
         let timeline = Arc::new(Recorder::new(&sampler::class_names()));
         identity.record_to(timeline.clone());
-        let pool = build_pool(config, &workload, &identity, &metrics, fatal);
+        let mut pg = config.target.pg.clone();
+        pg.connect_timeout(config.connect_timeout);
+        let settings = ConnectSettings {
+            pg,
+            tls: config.target.tls.clone(),
+            auto_query_mode: config.query_mode_auto,
+            statement_timeout: config.statement_timeout,
+            table: config.table_policy,
+        };
+        let credentials = Arc::new(Credentials::new(config.password.clone(), metrics.clone()));
+        let manager = Manager::new(
+            settings,
+            credentials,
+            workload.clone(),
+            identity.clone(),
+            metrics.clone(),
+            fatal.clone(),
+        );
+        let pool = DbPool::new(
+            manager,
+            config.pool_size,
+            config.connect_timeout,
+            config.max_connection_lifetime,
+        );
         let stats = pool.clone();
         PoolCollector::register(&metrics.registry, move || stats.stats())?;
 
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
         let latency = LatencyBook::new(tokio::runtime::Handle::current().metrics().num_workers());
-        let outcomes = Arc::new(Outcomes::new(
-            metrics.clone(),
-            detector.clone(),
-            ledger.clone(),
-            latency.clone(),
-            identity.clone(),
-            fatal.clone(),
-        ));
-        let (settle, w) = (config.statement_timeout, workload.clone());
+        let outcomes = Arc::new(Outcomes {
+            metrics: metrics.clone(),
+            detector: detector.clone(),
+            ledger: ledger.clone(),
+            latency: latency.clone(),
+            identity: identity.clone(),
+            tally: Default::default(),
+            fatal: fatal.clone(),
+        });
         let verifier = Arc::new(Verifier::new(
             pool.clone(),
-            w,
+            workload.clone(),
             ledger,
             metrics.clone(),
             identity.clone(),
-            settle,
+            config.statement_timeout,
         ));
         let outages = Arc::new(Outages::new(WallClock::now()));
         let monitor = Arc::new(Monitor {
@@ -294,7 +305,6 @@ impl Drill {
             rto_objective: config.drill.objectives.rto,
             timeline: timeline.clone(),
         });
-        // What every lane shares: the pool, the workload and the per-transaction limits.
         let lanes = Arc::new(Shared {
             pool: pool.clone(),
             workload,
@@ -390,7 +400,7 @@ impl Drill {
         s.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
         // A trigger still running when the load ends is killed; the drill is then invalid.
-        sup.stop(Stage::Drill).await;
+        sup.stop(Stage::Drill, None).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         // One process of several: how its clock compares with the server's, which all share.
         let server_clock = match config.drill.fleet.drill_id {
@@ -439,24 +449,12 @@ impl Drill {
                 retention::run(pool, table, settings, metrics, floor, stop)
             });
         }
-        self.spawn_lanes(config, jobs, sup);
-        // The timeline sampler (which also redraws the live page) and the progress line.
-        sup.spawn(Stage::Sampler, |stop| {
-            sampler::run(self.sources.clone(), stop)
-        });
-        let every = config.progress_interval;
-        sup.spawn(Stage::Progress, |stop| {
-            progress::run(self.sources.clone(), every, stop)
-        });
-    }
-
-    /// One lane per pooled connection, each with its own seeded generator.
-    fn spawn_lanes(&self, config: &Config, jobs: &Receiver<Job>, sup: &mut Supervisor) {
-        let s = &self.sources;
-        // Lanes need no token: they end when the backlog is closed and empty.
+        // One lane per pooled connection, each with its own seeded generator. Lanes need no
+        // token: they end when the backlog is closed and empty.
         for lane in 0..config.pool_size {
-            let rng = SmallRng::seed_from_u64(s.run_id as u64 ^ u64::from(lane));
-            let (lanes, jobs, outcomes) = (self.lanes.clone(), jobs.clone(), s.outcomes.clone());
+            let rng = SmallRng::seed_from_u64(self.sources.run_id as u64 ^ u64::from(lane));
+            let (lanes, jobs) = (self.lanes.clone(), jobs.clone());
+            let outcomes = self.sources.outcomes.clone();
             let mut rng = Some(rng);
             sup.spawn_lane(move || {
                 // A restarted lane gets a fresh generator; the first keeps the seeded one.
@@ -466,6 +464,14 @@ impl Drill {
                 lanes::lane(lanes.clone(), jobs.clone(), outcomes.lane(), rng)
             });
         }
+        // The timeline sampler (which also redraws the live page) and the progress line.
+        sup.spawn(Stage::Sampler, |stop| {
+            sampler::run(self.sources.clone(), stop)
+        });
+        let every = config.progress_interval;
+        sup.spawn(Stage::Progress, |stop| {
+            progress::run(self.sources.clone(), every, stop)
+        });
     }
 
     /// Stops the run's tasks once the scheduler has returned, in this order; returns the
@@ -489,19 +495,19 @@ impl Drill {
             );
         }
         // 3. Retention: a batch or a connect in progress is abandoned with its connection.
-        sup.stop_within(Stage::Retention, Duration::from_secs(1))
+        sup.stop(Stage::Retention, Some(Duration::from_secs(1)))
             .await;
         // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
         //    pending verifications within what is left of the grace.
         //    At least a second, to mark an outage still open, even when the lanes used it all.
         let left = deadline.saturating_duration_since(Instant::now());
-        sup.stop_within(Stage::Monitor, left.max(Duration::from_secs(1)))
+        sup.stop(Stage::Monitor, Some(left.max(Duration::from_secs(1))))
             .await;
         // 5. The timeline sampler, after the monitor so the last second has the final
         //    state; it takes one last sample as it stops.
-        sup.stop(Stage::Sampler).await;
+        sup.stop(Stage::Sampler, None).await;
         // 6. The progress line.
-        sup.stop(Stage::Progress).await;
+        sup.stop(Stage::Progress, None).await;
         abandoned
     }
 
@@ -566,37 +572,4 @@ fn drill_run(
         timeline: s.timeline.clone(),
     };
     Some(DrillRun::new(trigger, config.drill.objectives, sources))
-}
-
-fn build_pool(
-    config: &Config,
-    workload: &Arc<Workload>,
-    identity: &Arc<IdentityTracker>,
-    metrics: &Arc<Metrics>,
-    fatal: &Arc<Fatal>,
-) -> DbPool {
-    let mut pg = config.target.pg.clone();
-    pg.connect_timeout(config.connect_timeout);
-    let settings = ConnectSettings {
-        pg,
-        tls: config.target.tls.clone(),
-        auto_query_mode: config.query_mode_auto,
-        statement_timeout: config.statement_timeout,
-        table: config.table_policy,
-    };
-    let credentials = Arc::new(Credentials::new(config.password.clone(), metrics.clone()));
-    let manager = Manager::new(
-        settings,
-        credentials,
-        workload.clone(),
-        identity.clone(),
-        metrics.clone(),
-        fatal.clone(),
-    );
-    DbPool::new(
-        manager,
-        config.pool_size,
-        config.connect_timeout,
-        config.max_connection_lifetime,
-    )
 }

@@ -12,14 +12,10 @@ use pgdrill::RunError;
 
 fn main() -> ExitCode {
     // Before anything could print one (clap quotes an argument it cannot place).
+    let text = |s: std::ffi::OsString| s.to_string_lossy().into_owned();
     pgdrill::remember_given(
-        std::env::args_os().map(|a| a.to_string_lossy().into_owned()),
-        std::env::vars_os().map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        }),
+        std::env::args_os().map(text),
+        std::env::vars_os().map(|(k, v)| (text(k), text(v))),
     );
     let cli = Cli::try_parse().unwrap_or_else(|err| usage_exit(err));
     match cli.command {

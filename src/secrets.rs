@@ -121,10 +121,7 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     // Hidden first, a secret that is (part of) a key the patterns look for would hide the
     // key and so leave every other value after it in clear (`password=` read as `…=`).
     let lower = secret.to_ascii_lowercase();
-    let a_key_word = KEYS
-        .iter()
-        .chain(&SCHEMES)
-        .any(|k| k.contains(lower.as_str()));
+    let a_key_word = (KEYS.split('|').chain(SCHEMES)).any(|k| k.contains(lower.as_str()));
     if secret.is_empty() || a_key_word {
         return None;
     }
@@ -134,37 +131,19 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     Some([secret.to_string(), json, html])
 }
 
-/// The words a secret is found after ([`SECRET_VALUE`]): keys (in any case, `pass` and
-/// `pwd` also as the end of a longer one), and the authorization schemes before a value.
-const KEYS: [&str; 23] = [
-    "password",
-    "passwd",
-    "passphrase",
-    "pass",
-    "pwd",
-    "pw",
-    "secret",
-    "token",
-    "authorization",
-    "api_key",
-    "api-key",
-    "apikey",
-    "access_key",
-    "access-key",
-    "accesskey",
-    "private_key",
-    "private-key",
-    "privatekey",
+/// The words a secret is found after ([`SECRET_VALUE`]), as a pattern's alternatives: keys
+/// (in any case, `pass` and `pwd` also as the end of a longer one), and the authorization
+/// schemes before a value.
+const KEYS: &str = concat!(
+    "password|passwd|passphrase|pass|pwd|pw|secret|token|authorization|",
+    "api_key|api-key|apikey|access_key|access-key|accesskey|private_key|private-key|privatekey|",
     // `--oauth2-bearer …` (curl); `--auth …` (httpie), `X-Auth: …` (the dash: `auth:` is an
     // error class).
-    "bearer",
-    "-auth",
+    "bearer|-auth|",
     // `--key …`, `--ssh-key=…`, `--credentials …` (the dash: a `key: value` in prose, or
     // the log target `pgdrill::db::credentials:`, is no secret).
-    "-key",
-    "-credentials",
-    "-credential",
-];
+    "-key|-credentials|-credential",
+);
 const SCHEMES: [&str; 2] = ["bearer", "basic"];
 
 impl Known {
@@ -222,10 +201,7 @@ pub fn scrub(text: &str) -> String {
 /// [`scrub_patterns`]) white space and the value, unless that is another option. The one
 /// capture group that matched is the value.
 static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
-    let key = format!(
-        "(?:{}|(?-i:(?:SECRET|PASSWORD|TOKEN)_[A-Z0-9_]*))",
-        KEYS.join("|")
-    );
+    let key = format!("(?:{KEYS}|(?-i:(?:SECRET|PASSWORD|TOKEN)_[A-Z0-9_]*))");
     let pair = format!(r#"["']? *[=:] *{}"#, value(""));
     let option = format!(r"(?P<option>[[:space:]]+){}", value("-"));
     Regex::new(&format!("(?i)(?P<key>{key})(?:{pair}|{option})")).expect("a valid pattern")
@@ -321,11 +297,8 @@ pub fn scrub_patterns(text: &str) -> String {
             return all.as_str().to_string();
         }
         let (start, end) = (password.start() - all.start(), password.end() - all.start());
-        format!(
-            "{}{REDACTED}{}",
-            &all.as_str()[..start],
-            &all.as_str()[end..]
-        )
+        let matched = all.as_str();
+        format!("{}{REDACTED}{}", &matched[..start], &matched[end..])
     });
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut from) = (0, 0);

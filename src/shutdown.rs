@@ -24,14 +24,20 @@ pub fn cancel_on_signals() -> CancellationToken {
     let stop = CancellationToken::new();
     let cancel = stop.clone();
     tokio::spawn(async move {
-        let mut signals = Signals::new();
-        let signal = signals.next().await;
+        let mut signals = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Some((int, term)),
+            _ => None,
+        };
+        let signal = next(&mut signals).await;
         tracing::info!(
             signal,
             "stopping: no new transactions, draining in-flight ones"
         );
         cancel.cancel();
-        let signal = signals.next().await;
+        let signal = next(&mut signals).await;
         tracing::warn!(
             signal,
             "second signal: writes still in flight are given up now; the summary follows"
@@ -41,30 +47,16 @@ pub fn cancel_on_signals() -> CancellationToken {
     stop
 }
 
-/// SIGINT and SIGTERM, each listened to from the first call on.
-struct Signals(Option<(Signal, Signal)>);
-
-impl Signals {
-    fn new() -> Signals {
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(int), Ok(term)) => Signals(Some((int, term))),
-            _ => Signals(None),
-        }
-    }
-
-    async fn next(&mut self) -> &'static str {
-        match &mut self.0 {
-            Some((int, term)) => tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
+/// The next SIGINT or SIGTERM (SIGINT only, through `ctrl_c`, if they cannot be listened to).
+async fn next(signals: &mut Option<(Signal, Signal)>) -> &'static str {
+    match signals {
+        Some((int, term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
         }
     }
 }

@@ -97,39 +97,31 @@ impl Fatal {
         stop: CancellationToken,
     ) -> impl Future<Output = ()> {
         let deadline = *self.deadline.get_or_init(|| Instant::now() + timeout);
-        async move { self.end_unwritten_at(deadline, timeout, stop).await }
-    }
-
-    async fn end_unwritten_at(
-        &self,
-        deadline: Instant,
-        timeout: Duration,
-        stop: CancellationToken,
-    ) {
-        let Some(()) = stop
-            .run_until_cancelled(tokio::time::sleep_until(deadline))
-            .await
-        else {
-            return;
-        };
-        if self.has_written() {
-            // A supervised task ends only when asked to.
-            return stop.cancelled().await;
+        async move {
+            let Some(()) = stop
+                .run_until_cancelled(tokio::time::sleep_until(deadline))
+                .await
+            else {
+                return;
+            };
+            if self.has_written() {
+                // A supervised task ends only when asked to.
+                return stop.cancelled().await;
+            }
+            let last =
+                self.last_failure.lock().clone().unwrap_or_else(|| {
+                    "no error either: the writes never got an answer".to_string()
+                });
+            self.report(StartError::Target(format!(
+                "no write succeeded within --startup-timeout {}; the last error: {last}\nhint: \
+                 check that the server is up and reachable at the DSN's host and port, and that \
+                 it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
+                 for a server that is still starting",
+                humantime::format_duration(timeout)
+            )));
+            // Ending now would read as a crash of its stage: it ends when the stop comes.
+            stop.cancelled().await
         }
-        let last = self
-            .last_failure
-            .lock()
-            .clone()
-            .unwrap_or_else(|| "no error either: the writes never got an answer".to_string());
-        self.report(StartError::Target(format!(
-            "no write succeeded within --startup-timeout {}; the last error: {last}\nhint: \
-             check that the server is up and reachable at the DSN's host and port, and that \
-             it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
-             for a server that is still starting",
-            humantime::format_duration(timeout)
-        )));
-        // Ending now would read as a crash of its stage: it ends when the stop comes.
-        stop.cancelled().await
     }
 
     /// The table cannot take the INSERT: a setup to fix (exit 2).
@@ -171,12 +163,10 @@ impl Fatal {
 /// The text of a panic payload (`panic!` gives `&str` or `String`), scrubbed here, before a
 /// JSON log line, the summary or the page escapes its quotes.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic payload".to_string());
-    crate::secrets::scrub(&text)
+    let text = (payload.downcast_ref::<&str>().copied())
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text panic payload");
+    crate::secrets::scrub(text)
 }
 
 /// The background parts of a run. Each has its own cancellation token, a child of the
@@ -220,18 +210,13 @@ impl Supervisor {
         }
     }
 
-    /// The token `stage`'s tasks watch.
-    fn token(&self, stage: Stage) -> CancellationToken {
-        self.tokens[stage as usize].clone()
-    }
-
     /// Runs the task `start` makes from `stage`'s token until it ends; a panic, or an end
     /// before `stage` was cancelled, is logged and stops the run.
     pub fn spawn<F>(&mut self, stage: Stage, start: impl FnOnce(CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let token = self.token(stage);
+        let token = self.tokens[stage as usize].clone();
         let task = start(token.clone());
         let (fatal, health) = (self.fatal.clone(), self.health.clone());
         let handle = self.tracker.spawn(async move {
@@ -316,16 +301,11 @@ impl Supervisor {
         self.tasks[stage as usize].iter().any(|t| !t.is_finished())
     }
 
-    /// Cancels `stage` and waits for its tasks (each bounds its own drain).
-    pub async fn stop(&mut self, stage: Stage) {
+    /// Cancels `stage` and waits for its tasks, up to `within` if given (else each bounds
+    /// its own drain); aborts what is left.
+    pub async fn stop(&mut self, stage: Stage, within: Option<Duration>) {
         self.tokens[stage as usize].cancel();
-        self.drain(stage, None).await;
-    }
-
-    /// Cancels `stage`, waits up to `within` for its tasks, and aborts what is left.
-    pub async fn stop_within(&mut self, stage: Stage, within: Duration) {
-        self.tokens[stage as usize].cancel();
-        self.drain(stage, Some(within)).await;
+        self.drain(stage, within).await;
     }
 
     /// Cancels whatever is left and waits until every task spawned here has ended.
@@ -362,11 +342,11 @@ mod tests {
                 order.lock().push(stage);
             });
         }
-        sup.stop(Stage::Retention).await;
-        sup.stop(Stage::Monitor).await;
+        sup.stop(Stage::Retention, None).await;
+        sup.stop(Stage::Monitor, None).await;
         assert_eq!(*order.lock(), [Stage::Retention, Stage::Monitor]);
-        assert!(!sup.token(Stage::Http).is_cancelled());
-        sup.stop(Stage::Http).await;
+        assert!(!sup.tokens[Stage::Http as usize].is_cancelled());
+        sup.stop(Stage::Http, None).await;
         assert_eq!(order.lock().len(), 3);
         sup.finish().await;
     }
@@ -423,7 +403,7 @@ mod tests {
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));
         let mut sup = Supervisor::new(fatal.clone(), Arc::default());
         sup.spawn(Stage::Http, |token| async move { token.cancelled().await });
-        sup.stop(Stage::Http).await;
+        sup.stop(Stage::Http, None).await;
         assert!(fatal.take().is_none());
         sup.finish().await;
     }

@@ -295,13 +295,10 @@ impl Machine {
     pub fn tick(&mut self, now: Instant, ev: &mut Events, in_flight: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         let history_span = RECOVERY_WINDOW.max(Duration::from_secs(5)) + Duration::from_secs(1);
-        while self
+        let stale = self
             .history
-            .front()
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > history_span)
-        {
-            self.history.pop_front();
-        }
+            .partition_point(|(t, _, _)| now.duration_since(*t) > history_span);
+        self.history.drain(..stale);
         if self.state == FailoverState::Outage {
             self.end_outage(ev, &mut out);
         } else {
@@ -388,15 +385,14 @@ impl Machine {
             .target_rate
             .unwrap_or(self.rate_before_outage);
         let first_success = self.recovered_at.unwrap_or(now);
-        let window = RECOVERY_WINDOW;
-        if now.saturating_duration_since(first_success) < window {
+        if now.saturating_duration_since(first_success) < RECOVERY_WINDOW {
             return;
         }
-        let rate = self.success_rate(now, window, ev.successes).unwrap_or(0.0);
+        let rate = (self.success_rate(now, RECOVERY_WINDOW, ev.successes)).unwrap_or(0.0);
         if rate >= FULL_RATE * target {
             out.push(Transition::FullRate {
                 first_success,
-                full_rate_at: now - window,
+                full_rate_at: now - RECOVERY_WINDOW,
             });
             self.set(FailoverState::Healthy, out);
         } else if now.saturating_duration_since(first_success) >= RECOVERY_LIMIT {

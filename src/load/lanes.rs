@@ -11,13 +11,11 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::connect::Conn;
-use crate::db::connect::{STAGGER, SUSPECT_AFTER};
+use crate::db::connect::{Conn, STAGGER, SUSPECT_AFTER};
 use crate::db::pool::DbPool;
 use crate::db::table::{Row, Workload};
 use crate::error::ErrorClass;
-use crate::load::outcomes::Job;
-use crate::load::outcomes::{Failure, LaneOutcomes};
+use crate::load::outcomes::{Failure, Job, LaneOutcomes};
 use crate::retry::Backoff;
 
 /// Pause after a fast checkout failure: 5–10 ms at first, at most 25–50 ms. Only against

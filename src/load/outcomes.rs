@@ -81,49 +81,19 @@ impl TallySnapshot {
     }
 }
 
-impl Tally {
-    pub fn snapshot(&self) -> TallySnapshot {
-        TallySnapshot {
-            transactions: self.transactions.load(Ordering::Relaxed),
-            errors: std::array::from_fn(|i| self.errors[i].load(Ordering::Relaxed)),
-            skipped: self.skipped.load(Ordering::Relaxed),
-            unknown_outcome: self.unknown_outcome.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// What every lane reports to; see the module documentation.
 pub(crate) struct Outcomes {
-    metrics: Arc<Metrics>,
-    detector: Arc<Detector>,
-    ledger: Arc<Mutex<Ledger>>,
-    latency: LatencyBook,
-    identity: Arc<IdentityTracker>,
-    tally: Tally,
+    pub metrics: Arc<Metrics>,
+    pub detector: Arc<Detector>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub latency: LatencyBook,
+    pub identity: Arc<IdentityTracker>,
+    pub tally: Tally,
     /// Told of the first success (before it, a wrong target ends the run).
-    fatal: Arc<Fatal>,
+    pub fatal: Arc<Fatal>,
 }
 
 impl Outcomes {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        detector: Arc<Detector>,
-        ledger: Arc<Mutex<Ledger>>,
-        latency: LatencyBook,
-        identity: Arc<IdentityTracker>,
-        fatal: Arc<Fatal>,
-    ) -> Outcomes {
-        Outcomes {
-            metrics,
-            detector,
-            ledger,
-            latency,
-            identity,
-            tally: Tally::default(),
-            fatal,
-        }
-    }
-
     /// A recorder for one lane, with its share of the latency recorders.
     pub fn lane(self: &Arc<Self>) -> LaneOutcomes {
         LaneOutcomes {
@@ -133,7 +103,13 @@ impl Outcomes {
     }
 
     pub fn tally(&self) -> TallySnapshot {
-        self.tally.snapshot()
+        let t = &self.tally;
+        TallySnapshot {
+            transactions: t.transactions.load(Ordering::Relaxed),
+            errors: std::array::from_fn(|i| t.errors[i].load(Ordering::Relaxed)),
+            skipped: t.skipped.load(Ordering::Relaxed),
+            unknown_outcome: t.unknown_outcome.load(Ordering::Relaxed),
+        }
     }
 
     /// Writes started and not finished.
@@ -189,18 +165,14 @@ impl LaneOutcomes {
 
     /// Acknowledged as `id` at `done`; it was sent at `sent`.
     pub fn succeeded(&self, job: Job, sent: Instant, done: Instant, id: i64) {
-        let o = &*self.outcomes;
+        let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
         o.finished();
         let latency = done - job.intended;
         let service = done - sent;
-        o.metrics
-            .transaction_duration
-            .observe(latency.as_secs_f64());
-        o.metrics.service_duration.observe(service.as_secs_f64());
-        o.metrics
-            .schedule_lag
-            .set((sent - job.intended).as_secs_f64());
-        o.metrics.last_success_timestamp.set(unix_now());
+        m.transaction_duration.observe(latency.as_secs_f64());
+        m.service_duration.observe(service.as_secs_f64());
+        m.schedule_lag.set((sent - job.intended).as_secs_f64());
+        m.last_success_timestamp.set(unix_now());
         self.latency.lock().record(latency, service);
         o.detector.success(sent, done);
         o.identity.acknowledged(done);
@@ -210,20 +182,17 @@ impl LaneOutcomes {
 
     /// Failed; `started` is when it was sent (or due, if it never got a connection).
     pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
-        let o = &*self.outcomes;
+        let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
         o.finished();
         // How late it began, whether or not it got through: an outage's lag is news too.
-        o.metrics
-            .schedule_lag
-            .set((started - job.intended).as_secs_f64());
-        o.metrics.transaction_errors.inc(failure.class);
+        m.schedule_lag.set((started - job.intended).as_secs_f64());
+        m.transaction_errors.inc(failure.class);
         o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
         o.detector.failure(started, failure.class);
-        o.metrics
-            .errors
+        m.errors
             .note(failure.class, failure.sqlstate.as_deref(), &failure.message);
         if failure.unknown {
-            o.metrics.unknown_outcome_writes.inc();
+            m.unknown_outcome_writes.inc();
             o.tally.unknown_outcome.fetch_add(1, Ordering::Relaxed);
             o.ledger.lock().unknown(job.seq, started, Instant::now());
         }
@@ -240,14 +209,15 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
-        let outcomes = Arc::new(Outcomes::new(
-            metrics.clone(),
-            detector.clone(),
+        let outcomes = Arc::new(Outcomes {
+            metrics: metrics.clone(),
+            detector: detector.clone(),
             ledger,
-            LatencyBook::new(1),
-            Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
-            Arc::default(),
-        ));
+            latency: LatencyBook::new(1),
+            identity: Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
+            tally: Default::default(),
+            fatal: Arc::default(),
+        });
         (outcomes, metrics, detector)
     }
 

@@ -85,13 +85,9 @@ pub async fn run(
         let next = until
             .map_or(pacer.next_deadline(), |u| pacer.next_deadline().min(u))
             .max(now + MIN_NAP);
-        if stop
-            .run_until_cancelled(timer.sleep_until(next))
-            .await
-            .is_none()
-        {
+        let Some(()) = stop.run_until_cancelled(timer.sleep_until(next)).await else {
             return;
-        }
+        };
     }
 }
 
@@ -228,14 +224,15 @@ mod tests {
 
     fn outcomes() -> Outcomes {
         let metrics = Metrics::new(&[]);
-        Outcomes::new(
-            metrics.clone(),
-            Arc::new(Detector::default()),
-            Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
-            LatencyBook::new(1),
-            Arc::new(IdentityTracker::new(Vec::new(), metrics)),
-            Arc::default(),
-        )
+        Outcomes {
+            metrics: metrics.clone(),
+            detector: Arc::new(Detector::default()),
+            ledger: Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
+            latency: LatencyBook::new(1),
+            identity: Arc::new(IdentityTracker::new(Vec::new(), metrics)),
+            tally: Default::default(),
+            fatal: Arc::default(),
+        }
     }
 
     #[tokio::test(start_paused = true)]

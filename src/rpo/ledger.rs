@@ -42,24 +42,19 @@ impl Slice {
     /// Moves the open sequence numbers into runs, beside the runs an earlier close made (a
     /// snapshot closes the newest slice while it still takes acknowledgements).
     fn close(&mut self) {
-        if self.open.is_empty() {
-            return;
-        }
         self.open.sort_unstable();
         let mut seqs = std::mem::take(&mut self.open).into_iter();
-        let runs = &mut self.runs;
-        if let Some(first) = seqs.next() {
-            let (mut lo, mut hi) = (first, first + 1);
-            for s in seqs {
-                if s == hi {
-                    hi += 1;
-                } else if s > hi {
-                    runs.push((lo, hi));
-                    (lo, hi) = (s, s + 1);
-                }
+        let Some(first) = seqs.next() else { return };
+        let (mut lo, mut hi) = (first, first + 1);
+        for s in seqs {
+            if s == hi {
+                hi += 1;
+            } else if s > hi {
+                self.runs.push((lo, hi));
+                (lo, hi) = (s, s + 1);
             }
-            runs.push((lo, hi));
         }
+        self.runs.push((lo, hi));
     }
 
     fn bytes(&self) -> usize {
@@ -100,15 +95,6 @@ pub struct Snapshot {
     pub unknown: Vec<u64>,
     /// Lowest `transaction_id` among the acknowledged writes.
     pub min_id: Option<i64>,
-}
-
-impl Snapshot {
-    /// One past the highest `seq` the snapshot holds.
-    pub fn seq_end(&self) -> i64 {
-        let acked = self.acked.iter().map(|&(_, hi, _)| hi);
-        let unknown = self.unknown.iter().map(|&s| s + 1);
-        acked.chain(unknown).max().unwrap_or(0) as i64
-    }
 }
 
 /// What one verification found: what was lost, and how the unknown outcomes resolved.
@@ -215,9 +201,7 @@ impl Ledger {
     /// from just before it are still here when it ends.
     fn prune(&mut self) {
         let keep = (self.window.as_nanos() / SLICE.as_nanos()).max(1) as usize + 1;
-        while self.slices.len() > keep {
-            self.slices.pop_front();
-        }
+        self.slices.drain(..self.slices.len().saturating_sub(keep));
     }
 
     /// The lowest id of a write the ledger may still ask about: of the acknowledged writes
@@ -297,6 +281,13 @@ impl Ledger {
 }
 
 impl Snapshot {
+    /// One past the highest `seq` the snapshot holds.
+    pub fn seq_end(&self) -> i64 {
+        let acked = self.acked.iter().map(|&(_, hi, _)| hi);
+        let unknown = self.unknown.iter().map(|&s| s + 1);
+        acked.chain(unknown).max().unwrap_or(0) as i64
+    }
+
     /// Compares against the sequence numbers present on the primary (any order). The RPO is
     /// measured back from `window_end`, or else (a switch seen without an outage, noticed up
     /// to a probe's interval after it) from the last lost acknowledgement.
