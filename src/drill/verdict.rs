@@ -153,25 +153,29 @@ pub fn judge_members(
             None => reason,
         };
         invalid.extend(m.baselines.iter().filter_map(Baseline::problem).map(named));
-        let (mut f, mut i) = (Vec::new(), Vec::new());
+        let mut j = Judge {
+            rto,
+            failed: Vec::new(),
+            invalid: Vec::new(),
+        };
         for d in m.drills {
-            judge_drill(d, triggers, m, rto, &mut f, &mut i);
+            j.drill(d, triggers, m);
         }
         // A canary (no trigger planned): every outage is judged on its own.
         if planned == 0 {
-            judge_earlier(m.earlier, rto, &mut f, &mut i);
+            j.earlier(m.earlier);
             for o in m.outages {
-                judge_outage("", o, m.run_end_unix, rto, &mut f, &mut i);
+                j.outage("", o, m.run_end_unix);
             }
         } else if m.earlier.count > 0 {
-            i.push(format!(
+            j.invalid.push(format!(
                 "only the latest {MAX_OUTAGES} of {} outages were kept: the triggers cannot \
                  all be timed",
                 m.earlier.count.saturating_add(m.outages.len())
             ));
         }
-        failed.extend(f.into_iter().map(named));
-        invalid.extend(i.into_iter().map(named));
+        failed.extend(j.failed.into_iter().map(named));
+        invalid.extend(j.invalid.into_iter().map(named));
     }
 
     Verdict::decide(lost_decides, failed, invalid)
@@ -199,96 +203,89 @@ impl Verdict {
     }
 }
 
-/// Rules 2 and 3 for one drill: did a failover follow its trigger, and how did each outage
-/// attributed to it end.
-fn judge_drill(
-    d: &DrillTiming,
-    triggers: &[TriggerRun],
-    m: &MemberFacts<'_>,
+/// Rules 2 and 3 for one member's outages against the RTO objective (`rto` seconds).
+struct Judge {
     rto: f64,
-    failed: &mut Vec<String>,
-    invalid: &mut Vec<String>,
-) {
-    let ok = triggers
-        .iter()
-        .find(|t| t.index == d.trigger)
-        .is_some_and(|t| t.outcome == TriggerOutcome::Ok);
-    if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
-        invalid.push(format!(
-            "trigger {}: neither an outage nor a new primary followed it; the failover may \
-             not have happened (or happened after the run)",
-            d.trigger
-        ));
-    }
-    for index in d.outage.iter().chain(&d.later_outages) {
-        if let Some(o) = m.outages.iter().find(|o| o.index == *index) {
-            let who = format!("trigger {}: ", d.trigger);
-            judge_outage(&who, o, m.run_end_unix, rto, failed, invalid);
-        }
-    }
+    failed: Vec<String>,
+    invalid: Vec<String>,
 }
 
-/// Rules 2 and 3 for the outages whose records were let go: the longest decides the RTO.
-fn judge_earlier(
-    e: &EarlierOutages,
-    rto: f64,
-    failed: &mut Vec<String>,
-    invalid: &mut Vec<String>,
-) {
-    let (seconds, index) = (e.longest_write_unavailable_seconds, e.longest_outage);
-    if e.count > 0 && seconds > rto {
-        failed.push(format!(
-            "writes unavailable for {seconds:.3} s (outage {index}, the longest of outages \
-             1-{}), over the RTO objective ({rto} s)",
-            e.count
-        ));
-    }
-    if e.unverified > 0 {
-        invalid.push(format!(
-            "the acknowledged writes before {} of outages 1-{} were never verified",
-            e.unverified, e.count
-        ));
-    }
-}
-
-/// Rules 2 and 3 for one outage; `who` starts each reason.
-fn judge_outage(
-    who: &str,
-    o: &OutageRecord,
-    run_end_unix: f64,
-    rto: f64,
-    failed: &mut Vec<String>,
-    invalid: &mut Vec<String>,
-) {
-    let index = o.index;
-    match (o.end_unix, o.write_unavailable_seconds) {
-        (Some(_), Some(seconds)) => {
-            if seconds > rto {
-                failed.push(format!(
-                    "{who}writes unavailable for {seconds:.3} s (outage {index}), over the RTO \
-                     objective ({rto} s)"
-                ));
-            }
-            if o.lost_writes.is_none() {
-                invalid.push(format!(
-                    "{who}the acknowledged writes before outage {index} were never verified"
-                ));
+impl Judge {
+    /// One drill: did a failover follow its trigger, and how did each outage attributed to
+    /// it end.
+    fn drill(&mut self, d: &DrillTiming, triggers: &[TriggerRun], m: &MemberFacts<'_>) {
+        let ok = triggers
+            .iter()
+            .find(|t| t.index == d.trigger)
+            .is_some_and(|t| t.outcome == TriggerOutcome::Ok);
+        if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
+            self.invalid.push(format!(
+                "trigger {}: neither an outage nor a new primary followed it; the failover may \
+                 not have happened (or happened after the run)",
+                d.trigger
+            ));
+        }
+        for index in d.outage.iter().chain(&d.later_outages) {
+            if let Some(o) = m.outages.iter().find(|o| o.index == *index) {
+                self.outage(&format!("trigger {}: ", d.trigger), o, m.run_end_unix);
             }
         }
-        // Still open when the load stopped: how long it had lasted by then decides.
-        (_, so_far) => {
-            let lasted = so_far.unwrap_or((run_end_unix - o.start_unix).max(0.0));
-            if lasted > rto {
-                failed.push(format!(
-                    "{who}writes had not come back when the load stopped, {lasted:.3} s after \
-                     outage {index} began, over the RTO objective ({rto} s)"
-                ));
-            } else {
-                invalid.push(format!(
-                    "{who}the run ended during outage {index}, {lasted:.3} s after it began, \
-                     shorter than the RTO objective ({rto} s): it could not be judged; run \
-                     longer"
-                ));
+    }
+
+    /// The outages whose records were let go: the longest decides the RTO.
+    fn earlier(&mut self, e: &EarlierOutages) {
+        let (rto, seconds, index) = (
+            self.rto,
+            e.longest_write_unavailable_seconds,
+            e.longest_outage,
+        );
+        if e.count > 0 && seconds > rto {
+            self.failed.push(format!(
+                "writes unavailable for {seconds:.3} s (outage {index}, the longest of outages \
+                 1-{}), over the RTO objective ({rto} s)",
+                e.count
+            ));
+        }
+        if e.unverified > 0 {
+            self.invalid.push(format!(
+                "the acknowledged writes before {} of outages 1-{} were never verified",
+                e.unverified, e.count
+            ));
+        }
+    }
+
+    /// One outage; `who` starts each reason.
+    fn outage(&mut self, who: &str, o: &OutageRecord, run_end_unix: f64) {
+        let (rto, index) = (self.rto, o.index);
+        match (o.end_unix, o.write_unavailable_seconds) {
+            (Some(_), Some(seconds)) => {
+                if seconds > rto {
+                    self.failed.push(format!(
+                        "{who}writes unavailable for {seconds:.3} s (outage {index}), over the \
+                         RTO objective ({rto} s)"
+                    ));
+                }
+                if o.lost_writes.is_none() {
+                    self.invalid.push(format!(
+                        "{who}the acknowledged writes before outage {index} were never verified"
+                    ));
+                }
+            }
+            // Still open when the load stopped: how long it had lasted by then decides.
+            (_, so_far) => {
+                let lasted = so_far.unwrap_or((run_end_unix - o.start_unix).max(0.0));
+                if lasted > rto {
+                    self.failed.push(format!(
+                        "{who}writes had not come back when the load stopped, {lasted:.3} s \
+                         after outage {index} began, over the RTO objective ({rto} s)"
+                    ));
+                } else {
+                    self.invalid.push(format!(
+                        "{who}the run ended during outage {index}, {lasted:.3} s after it \
+                         began, shorter than the RTO objective ({rto} s): it could not be \
+                         judged; run longer"
+                    ));
+                }
             }
         }
     }

@@ -1,5 +1,4 @@
-//! The end-of-run summary, human and JSON, built from plain program state (the tally of
-//! outcomes, the latency recorders, the outage records, the RPO totals), never from
+//! The end-of-run summary, human and JSON, built from plain program state, never from
 //! Prometheus counters.
 
 use std::collections::BTreeMap;
@@ -12,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
-use crate::drill::Objectives;
-use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
+use crate::drill::{judge_members, DrillReport, MemberFacts, Objectives, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
 use crate::failover::outages::{EarlierOutages, OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
@@ -126,29 +124,23 @@ impl Sum for RunCounts {
     fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
         // Saturating: a report's inputs can hold any number, and a wrapped sum of lost
         // writes would pass.
-        fn add(sum: &mut u64, n: u64) {
-            *sum = sum.saturating_add(n);
-        }
         iter.fold(RunCounts::default(), |mut all, one| {
-            add(&mut all.transactions, one.transactions);
-            add(&mut all.successes, one.successes);
             for (class, n) in one.errors {
-                add(all.errors.entry(class).or_insert(0), n);
+                let sum = all.errors.entry(class).or_insert(0);
+                *sum = sum.saturating_add(n);
             }
-            add(&mut all.checked_writes, one.checked_writes);
-            add(&mut all.lost_writes, one.lost_writes);
-            add(&mut all.unknown_outcome_writes, one.unknown_outcome_writes);
-            add(
-                &mut all.unknown_outcome_committed,
-                one.unknown_outcome_committed,
-            );
-            add(
-                &mut all.unknown_outcome_not_committed,
-                one.unknown_outcome_not_committed,
-            );
-            add(
-                &mut all.unknown_outcome_unresolved,
-                one.unknown_outcome_unresolved,
+            macro_rules! add {
+                ($($field:ident),*) => { $(all.$field = all.$field.saturating_add(one.$field);)* };
+            }
+            add!(
+                transactions,
+                successes,
+                checked_writes,
+                lost_writes,
+                unknown_outcome_writes,
+                unknown_outcome_committed,
+                unknown_outcome_not_committed,
+                unknown_outcome_unresolved
             );
             all
         })
@@ -174,14 +166,13 @@ pub struct Summary {
     pub target: String,
     /// The table written to; every row pgdrill wrote carries `run_id`.
     pub table: String,
-    /// The connect timeout in force and where it came from (`--connect-timeout`, the DSN,
-    /// `PGCONNECT_TIMEOUT` or the default).
+    /// The connect timeout in force and where it came from (flag, DSN, environment, default).
     pub connect_timeout_seconds: f64,
     pub connect_timeout_from: String,
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
-    /// The writes' counts (flattened: the same top-level keys as always).
+    /// Flattened: the same top-level keys as always.
     #[serde(flatten)]
     pub counts: RunCounts,
     pub skipped: u64,
@@ -199,42 +190,40 @@ pub struct Summary {
     /// The primary came back restarted in place (same system and timeline): not a change.
     pub server_restarts: u64,
     /// For each primary change, when the new primary acknowledged its first write (Unix
-    /// seconds on the outages' clock): `pgdrill report` times a member's failover from
-    /// the trigger with it.
+    /// seconds on the outages' clock): `pgdrill report` times a member's failover with it.
     pub new_primary_writes_unix: Vec<f64>,
     /// The latest 1,000 outages; `earlier_outages` adds up the ones before them.
     pub outages: Vec<OutageRecord>,
     pub earlier_outages: EarlierOutages,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
-    /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
-    /// and the first message.
+    /// Every distinct (class, SQLSTATE) of failures, with its count and first message.
     pub error_kinds: Vec<ErrorKind>,
     /// Rows `--retention` deleted during the run (pgdrill's rows only: `run_id` set).
     pub retention_rows_deleted: u64,
     /// The primary when the run began and when it ended.
     pub identity_first: Option<Identity>,
     pub identity_last: Option<Identity>,
-    /// The command-line settings as run, passwords left out (set by the caller).
+    /// Set by the caller ([`Summary::set_flags`]).
     pub flags: Vec<Flag>,
     /// Second by second, with the events; what `pgdrill report` draws.
     pub timeline: Timeline,
-    /// `--rto-objective` and `--rpo-objective` as run, with or without a trigger (a canary's
-    /// report is judged by them, as its alerts are); `None` in older summaries.
+    /// As run, with or without a trigger (a canary's report is judged by them, as its alerts
+    /// are); `None` in older summaries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objectives: Option<Objectives>,
     /// Only with a failover trigger: the triggers, the figures timed from them, the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillReport>,
-    /// The error that ended the run after its first write (a task crashed): its figures
-    /// stand, but it did not run as asked, so it judges nothing.
+    /// The error that ended the run after its first write: its figures stand, but it judges
+    /// nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crashed: Option<String>,
 }
 
 impl Summary {
-    /// What the load's own counts give a run that lasted `elapsed`: totals, rates, latency
-    /// percentiles and the RPO totals. The wiring fills in the rest once the run has drained.
+    /// What the load's own counts give a run that lasted `elapsed`; the wiring fills in the
+    /// rest once the run has drained.
     pub(crate) fn of_load(
         t: TallySnapshot,
         elapsed: Duration,
@@ -291,9 +280,8 @@ impl Summary {
 
     /// Every outage of the run, kept or not.
     pub fn outage_count(&self) -> usize {
-        self.earlier_outages
-            .count
-            .saturating_add(self.outages.len())
+        let kept = self.outages.len();
+        self.earlier_outages.count.saturating_add(kept)
     }
 
     /// Start and end of the run, Unix seconds on its clock: from `started_at`, else from
@@ -334,8 +322,7 @@ impl Summary {
     }
 
     /// The run crashed after its first write with `error`: said in every output, and a drill
-    /// is judged INVALID by the engine's rules (as `pgdrill report` judges this summary),
-    /// unless lost writes fail it.
+    /// is judged INVALID (as `pgdrill report` judges this summary), unless lost writes fail it.
     pub fn crashed_with(&mut self, error: String) {
         if let Some(d) = &mut self.drill {
             let lost_decides = self.counts.lost_writes > d.objectives.max_lost_writes;
@@ -345,20 +332,7 @@ impl Summary {
         }
         self.crashed = Some(error);
     }
-}
 
-/// The objectives of a summary that records none (`--rto-objective`'s and
-/// `--rpo-objective`'s defaults).
-pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
-    rto: Duration::from_secs(120),
-    max_lost_writes: 0,
-};
-
-fn opt_secs(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
-}
-
-impl Summary {
     /// The outages never verified (open at the end, or no verification answered): they
     /// checked nothing, so "0 lost" would claim what was never looked at.
     pub fn unverified_outages(&self) -> Vec<String> {
@@ -384,52 +358,8 @@ impl Summary {
             && self.counts.checked_writes == 0
             && !self.unverified_outages().is_empty()
     }
-}
 
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.fmt_load(f)?;
-        self.fmt_latencies(f)?;
-        self.fmt_errors(f)?;
-        writeln!(
-            f,
-            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
-            self.primary_changes,
-            self.server_restarts,
-            match self.lost_writes_unverified() {
-                true => format!("unverified ({})", self.unverified_outages().join(", ")),
-                false => format!(
-                    "{} of {} checked",
-                    self.counts.lost_writes, self.counts.checked_writes
-                ),
-            },
-            self.counts.unknown_outcome_writes,
-            self.counts.unknown_outcome_committed,
-            self.counts.unknown_outcome_not_committed,
-            match self.counts.unknown_outcome_unresolved {
-                0 => String::new(),
-                n => format!(", unresolved {n}"),
-            }
-        )?;
-        self.fmt_outages(f)?;
-        if let Some(error) = &self.crashed {
-            writeln!(f, "  CRASHED       {error}")?;
-        }
-        if let Some(drill) = &self.drill {
-            writeln!(f, "{drill}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Successful / attempted (finished or skipped) writes; 0 when none was attempted (a run
-/// that wrote nothing never reads as healthy).
-fn success_ratio(t: &TallySnapshot) -> f64 {
-    t.successes() as f64 / t.transactions.saturating_add(t.skipped).max(1) as f64
-}
-
-/// The sections of the text summary, in the order it prints them.
-impl Summary {
+    // The sections of the text summary, in the order it prints them.
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
         writeln!(f, "  target        {}", self.target)?;
@@ -499,14 +429,10 @@ impl Summary {
     }
 
     fn fmt_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.counts.errors.is_empty() {
-            let errs: Vec<String> = self
-                .counts
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            writeln!(f, "  errors        {}", errs.join(" "))?;
+        let errors = &self.counts.errors;
+        if !errors.is_empty() {
+            let each: Vec<String> = errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(f, "  errors        {}", each.join(" "))?;
         }
         for k in &self.error_kinds {
             let sqlstate = if k.sqlstate.is_empty() {
@@ -586,6 +512,59 @@ impl Summary {
     pub fn printable(&self) -> String {
         crate::secrets::scrub(&self.to_string())
     }
+}
+
+/// The objectives of a summary that records none (`--rto-objective`'s and
+/// `--rpo-objective`'s defaults).
+pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
+    rto: Duration::from_secs(120),
+    max_lost_writes: 0,
+};
+
+fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_load(f)?;
+        self.fmt_latencies(f)?;
+        self.fmt_errors(f)?;
+        writeln!(
+            f,
+            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
+            self.primary_changes,
+            self.server_restarts,
+            match self.lost_writes_unverified() {
+                true => format!("unverified ({})", self.unverified_outages().join(", ")),
+                false => format!(
+                    "{} of {} checked",
+                    self.counts.lost_writes, self.counts.checked_writes
+                ),
+            },
+            self.counts.unknown_outcome_writes,
+            self.counts.unknown_outcome_committed,
+            self.counts.unknown_outcome_not_committed,
+            match self.counts.unknown_outcome_unresolved {
+                0 => String::new(),
+                n => format!(", unresolved {n}"),
+            }
+        )?;
+        self.fmt_outages(f)?;
+        if let Some(error) = &self.crashed {
+            writeln!(f, "  CRASHED       {error}")?;
+        }
+        if let Some(drill) = &self.drill {
+            writeln!(f, "{drill}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Successful / attempted (finished or skipped) writes; 0 when none was attempted (a run
+/// that wrote nothing never reads as healthy).
+fn success_ratio(t: &TallySnapshot) -> f64 {
+    t.successes() as f64 / t.transactions.saturating_add(t.skipped).max(1) as f64
 }
 
 #[cfg(test)]
