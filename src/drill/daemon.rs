@@ -2,11 +2,10 @@
 //! around each for its baseline, keeps the drill metrics current, and at the end builds the
 //! report with its verdict.
 
-use crate::telemetry::timeline::{EventKind, Recorder};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +17,7 @@ use crate::drill::trigger::{run_schedule, TriggerEvent, TriggerRun};
 use crate::drill::{DrillReport, Objectives, RunFacts, TriggerConfig};
 use crate::failover::outages::Outages;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::timeline::{EventKind, Recorder};
 
 /// How often the live figures of the last trigger are brought up to date.
 const LIVE_EVERY: Duration = Duration::from_millis(500);

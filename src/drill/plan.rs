@@ -1,7 +1,5 @@
-//! The failover trigger as planned: what it runs (a command line split into an argv, no
-//! shell unless asked for and shell syntax refused without one, or an action inside this
-//! process for `pgdrill demo`), when ([`Schedule`]), and for how long at most. The
-//! configuration validates the flags into these; the drill's `trigger` runs them.
+//! The failover trigger as planned: what it runs (an argv, `sh -c` only when asked for, or
+//! an action inside this process for `pgdrill demo`), when ([`Schedule`]), for how long.
 
 use std::ops::Add;
 use std::time::Duration;
@@ -18,7 +16,7 @@ pub struct TriggerConfig {
     pub timeout: Duration,
 }
 
-/// The baseline before a trigger is judged over at most this long ([`Schedule::baseline_span`]);
+/// The baseline before a trigger is judged over at most this long.
 pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 /// When the triggers run: `--failover-after` into the run, then every `--failover-every`,
 /// `--failovers` times in all.
@@ -37,9 +35,8 @@ pub const WARM_UP: Duration = Duration::from_secs(1);
 
 impl Schedule {
     /// How long before trigger `k` (0-based) the baseline is judged: up to
-    /// [`BASELINE_WINDOW`]; before the first trigger, not the run's first [`WARM_UP`]; before a
-    /// later one, not the first half of the time since the previous trigger, which belongs to
-    /// that failover's recovery.
+    /// [`BASELINE_WINDOW`], leaving out the run's [`WARM_UP`] before the first trigger, and
+    /// before a later one the first half since the previous, which is that one's recovery.
     pub fn baseline_span(&self, k: usize) -> Duration {
         let span = if k == 0 {
             self.after.saturating_sub(WARM_UP)
@@ -75,8 +72,8 @@ pub struct TriggerCommand {
 }
 
 impl TriggerCommand {
-    /// Splits `raw` into words the way a POSIX shell does (quotes, backslashes) but runs no
-    /// shell: no variables, pipes or redirections. With `shell`, runs `sh -c raw` instead.
+    /// Splits `raw` into words as a POSIX shell does (quotes, backslashes) but runs no shell;
+    /// with `shell`, runs `sh -c raw` instead.
     pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
         let display = scrub(raw.trim());
         let error =
@@ -123,7 +120,7 @@ pub enum TriggerAction {
 }
 
 impl TriggerAction {
-    /// For logs and the report: the command as given (passwords removed) or the lab action.
+    /// The command as given (passwords removed) or the lab action.
     pub fn display(&self) -> &str {
         match self {
             TriggerAction::Command(c) => &c.display,
@@ -141,10 +138,8 @@ pub type InProcessReply = Result<String, String>;
 /// The requests an in-process trigger's owner answers, one per failover.
 pub type Requests = mpsc::Receiver<oneshot::Sender<InProcessReply>>;
 
-/// A failover performed inside this process by whoever owns the lab (`pgdrill demo`): the
-/// runner asks over a channel and waits for the answer, timed and recorded like a command.
-/// The lab stays with its owner (its freeze, DNS and role bookkeeping live there), so each
-/// failure mode is just another action the owner runs when asked.
+/// A failover performed inside this process by whoever owns the lab (`pgdrill demo`, which
+/// keeps its freeze, DNS and role bookkeeping): asked over a channel, timed like a command.
 #[derive(Debug, Clone)]
 pub struct InProcessTrigger {
     pub name: String,

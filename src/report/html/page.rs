@@ -1,6 +1,4 @@
-//! The report of one run, drawn from its [`Summary`]: the verdict and headline figures,
-//! the drill's triggers, the outages, the timeline with close-ups of the longest outages,
-//! the events, the target, the run's figures and flags, and how each figure is measured.
+//! The report of one run, drawn from its [`Summary`].
 
 use maud::{html, Markup, PreEscaped};
 
@@ -36,14 +34,13 @@ fn dated(s: &Summary) -> bool {
 }
 
 /// The drill report page, judged against a drill's own objectives, else the run's, else
-/// (an older summary) the defaults.
+/// the defaults.
 pub fn render(s: &Summary) -> String {
     let own = s.drill.as_ref().map(|d| d.objectives).or(s.objectives);
     let objectives = own.unwrap_or(DEFAULT_OBJECTIVES);
     let rto = objectives.rto.as_secs_f64();
     let dated = dated(s);
-    // To the millisecond the summary keeps; the timeline's first whole second is up to a
-    // second earlier.
+    // To the millisecond; the timeline's first whole second is up to a second earlier.
     let (run_start, _) = s.span_unix();
     let body = html! {
         h1 { "Failover drill report" }
@@ -122,8 +119,7 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let judged = s.judged_outages();
     let longest = s.judged_unavailability();
-    // An outage open at the end holds the time so far: no measured RTO, and a run that
-    // ended in one is not judged a pass.
+    // An outage open at the end holds the time so far: no measured RTO, never a pass.
     let open = (judged.iter())
         .filter(|o| o.end_unix.is_none())
         .find_map(|o| o.write_unavailable_seconds);
@@ -266,8 +262,8 @@ fn outages_table(s: &Summary, rto: f64, dated: bool) -> Markup {
     }
 }
 
-/// A chart around each of the longest outages: at one column per second of a
-/// short drill the whole-run chart shows a 3-second outage as a hairline.
+/// A chart around each of the longest outages: the whole-run chart draws a 3-second outage
+/// of a short drill as a hairline.
 fn closeups(s: &Summary, dated: bool) -> Markup {
     let Some((first, last)) = s.timeline.span() else {
         return html! {};
