@@ -1,23 +1,11 @@
-//! PASS, FAIL or INVALID, with the reasons, and the exit status a pipeline gates on. One
-//! engine for drills, canaries (no trigger: each outage is judged by rules 2 and 3 on its
-//! own) and `pgdrill report`.
+//! PASS, FAIL or INVALID, with the reasons, and the exit status a pipeline gates on: one
+//! engine for drills, canaries (each outage judged on its own) and `pgdrill report`.
 //!
-//! Rules, in order:
-//! 1. More acknowledged writes lost in the run than `--rpo-objective` allows: **FAIL**,
-//!    whatever else happened. A lost write is a fact about the database, not about the drill.
-//! 2. Anything that makes the measurement untrustworthy: **INVALID**. A trigger that could
-//!    not start, exited non-zero or timed out; fewer triggers run than planned (the run was
-//!    stopped); an unhealthy baseline before a trigger; a successful trigger followed by
-//!    neither an outage nor a new primary (the failover may not have happened); an outage
-//!    still going when the run ended, shorter than the RTO objective; an outage whose
-//!    acknowledged writes were never verified.
-//! 3. Any outage attributed to a trigger (the first one or a later one in its window) with
-//!    write unavailability over `--rto-objective`, or still going at the end of the run after
-//!    longer than the objective: **FAIL**.
-//! 4. Otherwise **PASS**.
-//!
-//! The verdict lists the reasons of every rule that applied, so nothing is hidden behind
-//! the one that decided.
+//! The rules, in order (docs/drills.md): 1. more acknowledged writes lost than
+//! `--rpo-objective` allows FAIL, whatever else happened; 2. anything that makes the
+//! measurement untrustworthy is INVALID; 3. an outage attributed to a trigger over
+//! `--rto-objective` (or still going after longer) FAILs; 4. otherwise PASS. The reasons of
+//! every rule that applied are listed, so nothing hides behind the one that decided.
 
 use std::time::Duration;
 
@@ -51,8 +39,8 @@ pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok,
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Exit status of a run whose drill missed an objective. 1 is a runtime error and 2 a usage
-/// error; 0 is a pass. A canary's exit status stays 0: its verdict is shown, not gated on.
+/// Exit status of a run whose drill missed an objective (1 and 2 are runtime and usage
+/// errors). A canary's exit status stays 0: its verdict is shown, not gated on.
 pub const EXIT_FAIL: u8 = 3;
 /// Exit status of a run whose drill could not be judged (see the module rules).
 pub const EXIT_INVALID: u8 = 4;
@@ -111,11 +99,9 @@ pub struct MemberFacts<'a> {
     pub run_end_unix: f64,
 }
 
-/// Judges a drill measured by one process or by several (`pgdrill report` on many
-/// summaries) with the same rules: rule 1 on the acknowledged writes lost by all of them,
-/// rule 2 with `invalid` (what is wrong with the set of processes itself), the triggers,
-/// and each member's baselines, rules 2 and 3 for each member's outages (those attributed
-/// to a trigger, or every one when no trigger was planned).
+/// Judges a drill measured by one process or by several with the same rules: rule 1 on the
+/// writes lost by all, rule 2 with `invalid` (what is wrong with the set of processes), the
+/// triggers and each member's baselines, rules 2 and 3 for each member's outages.
 pub fn judge_members(
     objectives: &Objectives,
     planned: u32,
@@ -182,9 +168,7 @@ pub fn judge_members(
 }
 
 impl Verdict {
-    /// Rule 1 first (acknowledged writes lost over the objective fail the drill whatever
-    /// else went wrong), then rule 2 (anything that makes the measurement invalid), then
-    /// the objectives missed.
+    /// Rule 1 first (`lost_decides`), then rule 2, then the objectives missed.
     pub fn decide(lost_decides: bool, failed: Vec<String>, invalid: Vec<String>) -> Verdict {
         let verdict = if lost_decides {
             VerdictKind::Fail

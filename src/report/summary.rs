@@ -255,17 +255,6 @@ impl Summary {
         }
     }
 
-    /// The RTO the verdict judges: the longest write unavailability of
-    /// [`Summary::judged_outages`], or of every outage for a canary.
-    pub fn judged_unavailability(&self) -> Option<f64> {
-        match &self.drill {
-            Some(_) => (self.judged_outages().iter())
-                .filter_map(|o| o.write_unavailable_seconds)
-                .reduce(f64::max),
-            None => self.longest_unavailability(),
-        }
-    }
-
     /// The longest measured write unavailability of the run, every outage counted (a
     /// canary's RTO; a drill judges [`Summary::judged_outages`]).
     pub fn longest_unavailability(&self) -> Option<f64> {

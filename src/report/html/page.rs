@@ -118,7 +118,11 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 /// The RTO card: the longest write unavailability against the objective.
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let judged = s.judged_outages();
-    let longest = s.judged_unavailability();
+    // What the verdict judges: a canary's every outage, kept or not.
+    let longest = match &s.drill {
+        Some(_) => (judged.iter().filter_map(|o| o.write_unavailable_seconds)).reduce(f64::max),
+        None => s.longest_unavailability(),
+    };
     // An outage open at the end holds the time so far: no measured RTO, never a pass.
     let open = (judged.iter())
         .filter(|o| o.end_unix.is_none())
