@@ -29,8 +29,7 @@ pub struct Schedule {
     pub count: u32,
 }
 
-/// The start of the load that the first baseline leaves out: the pool opens its
-/// connections then, and the rate ramps up.
+/// The start of the load that the first baseline leaves out (connections open, rate ramps).
 pub const WARM_UP: Duration = Duration::from_secs(1);
 
 impl Schedule {
@@ -46,8 +45,7 @@ impl Schedule {
         span.min(BASELINE_WINDOW)
     }
 
-    /// Planned trigger starts for a run that started at `start` (any clock: tokio's
-    /// `Instant` in the daemon, a `Duration` offset in tests).
+    /// Planned trigger starts for a run that started at `start`, on any clock.
     pub fn instants<T: Copy + Add<Duration, Output = T>>(&self, start: T) -> Vec<T> {
         let every = self.every.unwrap_or_default();
         (0..self.count)

@@ -195,8 +195,7 @@ struct Judge {
 }
 
 impl Judge {
-    /// One drill: did a failover follow its trigger, and how did each outage attributed to
-    /// it end.
+    /// Did a failover follow the trigger, and how did each outage attributed to it end.
     fn drill(&mut self, d: &DrillTiming, triggers: &[TriggerRun], m: &MemberFacts<'_>) {
         let ok = triggers
             .iter()

@@ -154,11 +154,7 @@ fn headline(r: &FleetReport) -> Markup {
             Some(o) => verdict_banner(v, o),
             None => banner("invalid", "INVALID", &v.invalid),
         },
-        None => banner(
-            "none",
-            "NO VERDICT",
-            &["no trigger: canary runs".to_string()],
-        ),
+        None => banner("none", "NO VERDICT", &["no trigger: canary runs".into()]),
     };
     let objective = r.objectives.map(|o| o.rto.as_secs_f64());
     // An outage open at a member's end holds its time so far: never a green measured figure.

@@ -68,8 +68,7 @@ pub struct Flag {
     pub value: String,
 }
 
-/// The writes of a run (same field names as the summary's JSON), for one run or added up
-/// over the members of a drill.
+/// The writes of one run, or of a drill's members added up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunCounts {
@@ -83,8 +82,7 @@ pub struct RunCounts {
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
     pub unknown_outcome_not_committed: u64,
-    /// Unknown outcomes never resolved (the primary was not reachable to ask, or too many
-    /// to remember).
+    /// Unknown outcomes never resolved (the primary could not be asked, or too many).
     pub unknown_outcome_unresolved: u64,
 }
 
@@ -110,8 +108,7 @@ impl RunCounts {
         counts
     }
 
-    /// Unknown outcomes verification did not resolve either way (computed, not read: a
-    /// summary older than the field lacks it).
+    /// Unknown outcomes resolved neither way (computed: an older summary lacks the field).
     pub(crate) fn unresolved(&self) -> u64 {
         self.unknown_outcome_writes.saturating_sub(
             self.unknown_outcome_committed
@@ -147,8 +144,7 @@ impl Sum for RunCounts {
     }
 }
 
-/// The end-of-run summary: written as JSON by `--summary-json` and read back, as this
-/// type, by `pgdrill report` (fields a summary may lack read as their defaults).
+/// The end-of-run summary, as `--summary-json` writes it and `pgdrill report` reads it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Summary {
@@ -215,15 +211,13 @@ pub struct Summary {
     /// Only with a failover trigger: the triggers, the figures timed from them, the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillReport>,
-    /// The error that ended the run after its first write: its figures stand, but it judges
-    /// nothing.
+    /// The error that ended the run after its first write: its figures stand, judging nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crashed: Option<String>,
 }
 
 impl Summary {
-    /// What the load's own counts give a run that lasted `elapsed`; the wiring fills in the
-    /// rest once the run has drained.
+    /// What the load's own counts give a run that lasted `elapsed`; the wiring adds the rest.
     pub(crate) fn of_load(
         t: TallySnapshot,
         elapsed: Duration,
@@ -246,8 +240,7 @@ impl Summary {
         }
     }
 
-    /// The outages the verdict judges the RTO on: a drill's attributed to its triggers,
-    /// else every one kept.
+    /// The outages the RTO is judged on: a drill's attributed to its triggers, else all kept.
     pub fn judged_outages(&self) -> Vec<&OutageRecord> {
         match &self.drill {
             Some(d) => crate::drill::timing::attributed(&d.drills, &self.outages).collect(),
@@ -255,8 +248,7 @@ impl Summary {
         }
     }
 
-    /// The longest measured write unavailability of the run, every outage counted (a
-    /// canary's RTO; a drill judges [`Summary::judged_outages`]).
+    /// The longest write unavailability of every outage, kept or not (a canary's RTO).
     pub fn longest_unavailability(&self) -> Option<f64> {
         let earlier = &self.earlier_outages;
         let earlier = (earlier.count > 0).then_some(earlier.longest_write_unavailable_seconds);
@@ -273,8 +265,7 @@ impl Summary {
         self.earlier_outages.count.saturating_add(kept)
     }
 
-    /// Start and end of the run, Unix seconds on its clock: from `started_at`, else from
-    /// its timeline.
+    /// Start and end of the run in Unix seconds, from `started_at`, else from its timeline.
     pub fn span_unix(&self) -> (f64, f64) {
         let start = humantime::parse_rfc3339(&self.started_at)
             .ok()
@@ -285,8 +276,7 @@ impl Summary {
         (start, start + self.duration_seconds)
     }
 
-    /// The run's verdict: a drill's, given once during the run; else the run judged as a
-    /// canary by the same engine, [`judge_members`], against `objectives`.
+    /// The run's verdict: a drill's; else the run judged as a canary against `objectives`.
     pub fn verdict(&self, objectives: &Objectives) -> Verdict {
         if let Some(d) = &self.drill {
             return d.verdict.clone();
@@ -467,9 +457,8 @@ impl Summary {
         Ok(())
     }
 
-    /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
-    /// 3 for a failed drill, 4 for an invalid one; [`TARGET_EXIT`] when not one write
-    /// succeeded and nothing else said so (a run that measured nothing never passes).
+    /// The exit status: the drill's verdict's (0 for a canary), or [`TARGET_EXIT`] when not
+    /// one write succeeded and nothing else said so.
     pub fn exit_code(&self) -> u8 {
         let verdict = self
             .drill
@@ -503,8 +492,7 @@ impl Summary {
     }
 }
 
-/// The objectives of a summary that records none (`--rto-objective`'s and
-/// `--rpo-objective`'s defaults).
+/// The objectives of a summary that records none: the flags' defaults.
 pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
     rto: Duration::from_secs(120),
     max_lost_writes: 0,
@@ -550,8 +538,7 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Successful / attempted (finished or skipped) writes; 0 when none was attempted (a run
-/// that wrote nothing never reads as healthy).
+/// Successful / attempted (finished or skipped) writes; 0 when none was attempted.
 fn success_ratio(t: &TallySnapshot) -> f64 {
     t.successes() as f64 / t.transactions.saturating_add(t.skipped).max(1) as f64
 }

@@ -76,16 +76,13 @@ pub fn render(s: &Summary) -> String {
 
 /// The headline cards; `rto_is_default`: the summary names no objective.
 fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
-    let checked = s.counts.checked_writes;
+    let checked = group(s.counts.checked_writes);
     let unverified = s.unverified_outages();
     let lost_value = match s.lost_writes_unverified() {
         true => "unverified".to_string(),
         false => group(s.counts.lost_writes),
     };
-    let mut lost_detail = format!(
-        "{} acknowledged writes checked on the new primary",
-        group(checked)
-    );
+    let mut lost_detail = format!("{checked} acknowledged writes checked on the new primary");
     if !unverified.is_empty() {
         lost_detail.push_str(&format!("; {}", unverified.join(", ")));
     }
