@@ -113,18 +113,9 @@ impl std::fmt::Display for DrillReport {
             self.objectives.rto.as_secs_f64(),
             self.objectives.max_lost_writes
         )?;
-        writeln!(
-            f,
-            "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>14}  {:>5}",
-            "#",
-            "trigger started",
-            "outcome",
-            "ran",
-            "first failed",
-            "new primary",
-            "unavailable",
-            "lost"
-        )?;
+        // The columns of the rows below.
+        let head = "    #  trigger started           outcome                ran   first failed    new primary     unavailable   lost";
+        writeln!(f, "{head}")?;
         for (t, d) in self.triggers.iter().zip(&self.drills) {
             let unavailable = match (
                 d.write_unavailable_seconds,
