@@ -230,7 +230,6 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                 invalid,
             ))
         }
-        // One canary summary: no verdict, as the run itself had none.
         None if lone_canary => None,
         // Nothing to judge the members by, which is itself the reason (INVALID).
         None => Some(Verdict::decide(false, Vec::new(), invalid)),
@@ -266,7 +265,6 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     }
 }
 
-/// Missing members named one by one, at most.
 const MAX_NAMED_MISSING: usize = 10;
 
 /// Members that are missing, duplicated, or disagree on how many there are.
