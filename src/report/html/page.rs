@@ -320,39 +320,30 @@ fn target_section(s: &Summary) -> Markup {
 }
 
 fn run_section(s: &Summary) -> Markup {
-    let l = &s.latency;
-    let rows = [
-        ("transactions", group(s.counts.transactions)),
-        ("acknowledged", group(s.counts.successes)),
-        ("errors by class", errors_text(&s.counts.errors)),
-        (
-            "skipped / abandoned",
-            format!("{} / {}", group(s.skipped), group(s.abandoned)),
-        ),
-        (
-            "latency from intended start",
-            format!(
-                "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
-                l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
-            ),
-        ),
-    ];
+    let (c, l) = (&s.counts, &s.latency);
+    let latency = format!(
+        "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
+        l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+    );
     html! {
         section {
             h2 { "Run" }
-            table { @for (k, v) in rows { tr { th { (k) } td { (v) } } } }
+            table {
+                tr { th { "transactions" } td { (group(c.transactions)) } }
+                tr { th { "acknowledged" } td { (group(c.successes)) } }
+                tr { th { "errors by class" } td { (errors_text(&c.errors)) } }
+                tr { th { "skipped / abandoned" } td { (group(s.skipped)) " / " (group(s.abandoned)) } }
+                tr { th { "latency from intended start" } td { (latency) } }
+            }
         }
     }
 }
 
 /// The flags as run; any whose name mentions a password is redacted here as well.
 fn flags_section(flags: &[Flag]) -> Markup {
-    let value = |f: &Flag| {
-        if f.name.to_ascii_lowercase().contains("password") {
-            "(redacted)".to_string()
-        } else {
-            f.value.clone()
-        }
+    let value = |f: &Flag| match f.name.to_ascii_lowercase().contains("password") {
+        true => "(redacted)".to_string(),
+        false => f.value.clone(),
     };
     html! {
         section {
