@@ -176,13 +176,7 @@ fn assignment(word: &str) -> Option<&str> {
 /// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
 /// expansions, a leading `~`), which an argv would pass on literally.
 fn shell_syntax(raw: &str) -> Option<String> {
-    #[derive(PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
-    let mut quote = Quote::None;
+    let mut quote = None; // The open quote, `'` or `"`.
     let mut escaped = false;
     let mut word_start = true;
     for c in raw.chars() {
@@ -192,18 +186,17 @@ fn shell_syntax(raw: &str) -> Option<String> {
             continue;
         }
         match quote {
-            Quote::Single if c == '\'' => quote = Quote::None,
-            Quote::Single => {}
-            Quote::Double => match c {
+            Some('\'') if c == '\'' => quote = None,
+            Some('\'') => {}
+            Some(_) => match c {
                 '\\' => escaped = true,
-                '"' => quote = Quote::None,
+                '"' => quote = None,
                 '$' | '`' => return Some(format!("`{c}` inside double quotes")),
                 _ => {}
             },
-            Quote::None => match c {
+            None => match c {
                 '\\' => escaped = true,
-                '\'' => quote = Quote::Single,
-                '"' => quote = Quote::Double,
+                '\'' | '"' => quote = Some(c),
                 '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' => {
                     return Some(format!("`{c}`"));
                 }
@@ -211,7 +204,7 @@ fn shell_syntax(raw: &str) -> Option<String> {
                 _ => {}
             },
         }
-        word_start = quote == Quote::None && c.is_whitespace();
+        word_start = quote.is_none() && c.is_whitespace();
     }
     None
 }
