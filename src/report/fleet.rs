@@ -23,10 +23,7 @@ pub struct Merged {
 
 /// Reads, merges and renders the summaries at `paths` (at least one).
 pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
-    let inputs = paths
-        .iter()
-        .map(|p| read(p))
-        .collect::<Result<Vec<Input>, String>>()?;
+    let inputs: Vec<Input> = paths.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
     let report = merge::merge(&inputs);
     let page = match inputs.as_slice() {
         // The page shows the verdict the exit status and `--json` give, judged again.

@@ -315,13 +315,8 @@ impl Summary {
     /// The outages never verified (open at the end, or no verification answered): they
     /// checked nothing, so "0 lost" would claim what was never looked at.
     pub fn unverified_outages(&self) -> Vec<String> {
-        let earlier = &self.earlier_outages;
-        let not_kept = (earlier.unverified > 0).then(|| {
-            format!(
-                "{} of outages 1-{} not verified",
-                earlier.unverified, earlier.count
-            )
-        });
+        let (n, count) = (self.earlier_outages.unverified, self.earlier_outages.count);
+        let not_kept = (n > 0).then(|| format!("{n} of outages 1-{count} not verified"));
         let kept =
             (self.outages.iter().filter(|o| o.lost_writes.is_none())).map(|o| match o.end_unix {
                 None => format!("outage {} still open at the end", o.index),
@@ -340,13 +335,10 @@ impl Summary {
 
     // The sections of the text summary, in the order it prints them.
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
+        let (run_id, table) = (self.run_id, &self.table);
+        writeln!(f, "pgdrill {} summary (run {run_id})", self.version)?;
         writeln!(f, "  target        {}", self.target)?;
-        write!(
-            f,
-            "  table         {} (rows with run_id {})",
-            self.table, self.run_id
-        )?;
+        write!(f, "  table         {table} (rows with run_id {run_id})")?;
         match self.retention_rows_deleted {
             0 => writeln!(f)?,
             n => writeln!(f, "; retention deleted {n} of pgdrill's rows")?,
@@ -366,11 +358,8 @@ impl Summary {
             (Some(id), None) => writeln!(f, "  drill         {id}")?,
             _ => {}
         }
-        writeln!(
-            f,
-            "  connect timeout {}s ({})",
-            self.connect_timeout_seconds, self.connect_timeout_from
-        )?;
+        let (timeout, from) = (self.connect_timeout_seconds, &self.connect_timeout_from);
+        writeln!(f, "  connect timeout {timeout}s ({from})")?;
         writeln!(
             f,
             "  duration      {:.1}s   target rate {}   achieved {:.1}/s",
