@@ -115,15 +115,11 @@ impl DrillRun {
             }
             TriggerEvent::Ended(run) => {
                 m.trigger_end_timestamp.set(run.ended_unix);
-                let how = format!(
-                    "trigger {} ended: {} after {:.3} s",
-                    run.index,
-                    run.outcome.label(),
-                    run.duration_seconds
-                );
+                let (index, outcome, took) = (run.index, run.outcome.label(), run.duration_seconds);
+                let how = format!("trigger {index} ended: {outcome} after {took:.3} s");
                 let ended = EventKind::FailoverTrigger { how };
                 self.sources.timeline.event(run.ended_unix, ended);
-                m.trigger_ended(run.outcome.label());
+                m.trigger_ended(outcome);
                 self.book.lock().triggers.push(run);
             }
         }

@@ -137,11 +137,8 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
         None => ("bad", "not recovered".to_string()),
     };
     let default = if rto_is_default { " (default)" } else { "" };
-    let mut detail = format!(
-        "objective {}{default}; {} outage(s)",
-        fmt_length(rto),
-        s.outage_count()
-    );
+    let (objective, outages) = (fmt_length(rto), s.outage_count());
+    let mut detail = format!("objective {objective}{default}; {outages} outage(s)");
     let all = s.longest_unavailability();
     if s.drill.is_some() && all.is_some_and(|a| longest.is_none_or(|l| a > l)) {
         let all = all.map_or_else(String::new, fmt_secs);
