@@ -102,17 +102,10 @@ pub fn in_window<'a>(
     new_primary_writes_unix: &[f64],
 ) -> (Vec<&'a OutageRecord>, Option<f64>) {
     // Windows do not overlap: the slack before the next trigger is the next one's.
-    let mine = outages
-        .iter()
-        .filter(|o| {
-            o.start_unix >= from - ATTRIBUTION_SLACK && o.start_unix < next - ATTRIBUTION_SLACK
-        })
-        .collect();
-    let new_primary = new_primary_writes_unix
-        .iter()
-        .copied()
-        .find(|at| *at >= from && *at < next);
-    (mine, new_primary)
+    let window = (from - ATTRIBUTION_SLACK)..(next - ATTRIBUTION_SLACK);
+    let mine = outages.iter().filter(|o| window.contains(&o.start_unix));
+    let mut writes = new_primary_writes_unix.iter().copied();
+    (mine.collect(), writes.find(|at| (from..next).contains(at)))
 }
 
 /// The load in the window just before a trigger, as counted by the daemon.

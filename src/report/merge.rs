@@ -159,11 +159,8 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     }
     invalid.extend(member_problems(&inputs, &name));
 
-    let trigger_inputs: Vec<&Input> = inputs
-        .iter()
-        .copied()
-        .filter(|i| i.summary.drill.is_some())
-        .collect();
+    let mut trigger_inputs = inputs.clone();
+    trigger_inputs.retain(|i| i.summary.drill.is_some());
     let trigger_input = match trigger_inputs.as_slice() {
         [] if lone_canary => None,
         [] => {

@@ -20,11 +20,7 @@ const STEPS: [u64; 22] = [
 pub(crate) fn step_at_least(s: u64) -> u64 {
     const LONGEST: u64 = STEPS[STEPS.len() - 1];
     let beyond = || s.div_ceil(LONGEST).saturating_mul(LONGEST);
-    STEPS
-        .iter()
-        .copied()
-        .find(|&x| x >= s)
-        .unwrap_or_else(beyond)
+    STEPS.into_iter().find(|&x| x >= s).unwrap_or_else(beyond)
 }
 
 /// Chart geometry (SVG user units).
