@@ -287,11 +287,8 @@ pub(crate) fn fmt_step(s: u64) -> String {
 /// The whole timeline chart over `[from, to)`.
 pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label: &str) -> Markup {
     let g = Grid::new(t, from, to);
-    let events: Vec<&Event> = t
-        .events
-        .iter()
-        .filter(|e| e.at >= g.t0 as f64 && e.at <= g.end() as f64)
-        .collect();
+    let in_view = |e: &&Event| (g.t0 as f64..=g.end() as f64).contains(&e.at);
+    let events: Vec<&Event> = t.events.iter().filter(in_view).collect();
     html! {
         svg.chart viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) role="img" aria-label=(label) {
             (rate_panel(&g, target))
