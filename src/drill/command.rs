@@ -78,8 +78,8 @@ pub const TAIL_BYTES: usize = 16 * 1024;
 /// A line longer than this is logged and kept in pieces.
 const MAX_LINE: usize = 4096;
 
-/// A line is read (and scrubbed) whole up to this long before it is cut into pieces: a
-/// secret across a cut would be recognised in neither piece.
+/// A line is read (and scrubbed) whole up to this long before it is cut into pieces: a secret
+/// across a cut would be recognised in neither (one-line JSON holds tokens kilobytes in).
 const MAX_READ: usize = 64 * 1024;
 
 /// A longer line is scrubbed a read at a time: at least this much of each read's end, from a

@@ -46,7 +46,7 @@ pub struct RunFacts {
     pub earlier_outages: EarlierOutages,
     /// For each primary change, when the new primary acknowledged its first write.
     pub new_primary_writes_unix: Vec<f64>,
-    /// In an outage or not.
+    /// Every acknowledged write found missing, in an outage or not.
     pub lost_writes_in_run: u64,
     pub run_end_unix: f64,
 }

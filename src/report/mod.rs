@@ -86,7 +86,7 @@ pub(crate) struct Sources {
     pub target: String,
     pub started_at: String,
     pub target_rate: Option<f64>,
-    /// Which the page's cards are coloured by.
+    /// `--rto-objective` and `--rpo-objective`, which colour the page's cards.
     pub objectives: Objectives,
     pub outcomes: Arc<Outcomes>,
     pub latency: LatencyBook,
