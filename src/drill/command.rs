@@ -1,6 +1,6 @@
-//! Running a trigger command: an argv in its own process group, killed with everything it
-//! started when it outlives its timeout or pgdrill stops, its output read line by line,
-//! scrubbed of passwords, logged (up to a limit) and kept as a bounded tail.
+//! Running a trigger command in its own process group, killed with everything it started
+//! when it outlives its timeout or pgdrill stops; its output scrubbed, logged and kept as a
+//! bounded tail.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ impl TriggerOutcome {
         }
     }
 
-    /// Why the drill is invalid, for the verdict; `None` when the trigger succeeded.
+    /// Why the drill is invalid, for the verdict.
     pub fn problem(&self) -> Option<String> {
         match self {
             TriggerOutcome::Ok => None,
@@ -78,14 +78,12 @@ pub const TAIL_BYTES: usize = 16 * 1024;
 /// A line longer than this is logged and kept in pieces.
 const MAX_LINE: usize = 4096;
 
-/// A line is read (and scrubbed) whole up to this long, before it is cut into pieces: a
-/// secret across a cut would not be recognised in either piece (a token printed in a
-/// one-line JSON document is a few kilobytes into it).
+/// A line is read (and scrubbed) whole up to this long before it is cut into pieces: a secret
+/// across a cut would be recognised in neither (one-line JSON holds tokens kilobytes in).
 const MAX_READ: usize = 64 * 1024;
 
-/// A line longer than [`MAX_READ`] is scrubbed a read at a time: at least this much of each
-/// read's end, from a place no secret crosses, is read again with the next, so that a secret
-/// of up to this length across reads is whole in one of them.
+/// A longer line is scrubbed a read at a time: at least this much of each read's end, from a
+/// place no secret crosses, is read again with the next, so a secret this long is whole once.
 const OVERLAP: usize = 1024;
 
 /// Lines logged per stream and trigger; a chatty command cannot flood the log.
@@ -94,8 +92,8 @@ const MAX_LOGGED_LINES: usize = 1000;
 /// After SIGTERM on expiry, the process group gets this long before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// After the command exits, its output is read this much longer: a background process it
-/// left behind may hold the pipes open forever.
+/// Output is read this much longer after the command exits: a background process it left
+/// may hold the pipes open forever.
 const DRAIN: Duration = Duration::from_secs(1);
 
 pub(super) async fn execute(
@@ -114,8 +112,7 @@ pub(super) async fn execute(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group, so that expiry kills what it started too (az, kubectl
-        // and sh -c run further processes).
+        // Its own process group, so that expiry kills what it started too.
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
@@ -127,13 +124,8 @@ pub(super) async fn execute(
         }
     };
     // If this future is dropped (shutdown), the whole group goes, not only the child.
-    let mut group = GroupGuard(
-        child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(Pid::from_raw),
-    );
-    // Both output streams are read into their tails, line by line.
+    let pid = |id: u32| Pid::from_raw(i32::try_from(id).ok()?);
+    let mut group = GroupGuard(child.id().and_then(pid));
     let mut readers = JoinSet::new();
     if let Some(out) = child.stdout.take() {
         readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
@@ -143,8 +135,7 @@ pub(super) async fn execute(
     }
     let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
     let ended = Instant::now();
-    // Reaped; what it left running in the background may run on while pgdrill does, and
-    // is ended when pgdrill exits.
+    // Reaped; what it left in the background runs on until pgdrill exits.
     if let Some(pgid) = group.0.take() {
         LEFT_BEHIND.lock().push((index, pgid));
     }
@@ -152,12 +143,11 @@ pub(super) async fn execute(
     (outcome, ended)
 }
 
-/// Process groups of triggers that have exited, by trigger number: whatever still runs in
-/// them is ended when the run ends ([`end_left_behind`]), so pgdrill leaves no process.
+/// Process groups of triggers that have exited, by trigger number, for [`end_left_behind`].
 static LEFT_BEHIND: Mutex<Vec<(usize, Pid)>> = Mutex::new(Vec::new());
 
 /// Ends what remains of the triggers' process groups (SIGTERM, then SIGKILL after a short
-/// grace), saying so; called once the run is over.
+/// grace) once the run is over, so pgdrill leaves no process.
 pub async fn end_left_behind() {
     // The group's leader was reaped, so a process with its id is not ours: the id was free
     // again (the group emptied) and was reused. Only a group without it is the trigger's.
@@ -237,8 +227,8 @@ async fn drain(mut readers: JoinSet<()>, index: usize) {
     }
 }
 
-/// Kills the trigger's process group when dropped before the trigger was reaped.
-/// The group is ours (process_group(0) made the child its leader) and not yet reaped.
+/// Kills the trigger's process group (process_group(0) made the child its leader) when
+/// dropped before the trigger was reaped.
 struct GroupGuard(Option<Pid>);
 
 impl GroupGuard {
@@ -309,9 +299,8 @@ fn incomplete_char(raw: &[u8]) -> usize {
     0
 }
 
-/// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in
-/// the tail, in pieces of at most [`MAX_LINE`] bytes. Memory stays bounded: a line is
-/// read [`MAX_READ`] bytes at a time.
+/// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in the
+/// tail, in pieces of at most [`MAX_LINE`] bytes, read [`MAX_READ`] bytes at a time.
 async fn capture(
     stream: impl AsyncRead + Unpin,
     name: &'static str,

@@ -2,11 +2,10 @@
 //! around each for its baseline, keeps the drill metrics current, and at the end builds the
 //! report with its verdict.
 
-use crate::telemetry::timeline::{EventKind, Recorder};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +17,7 @@ use crate::drill::trigger::{run_schedule, TriggerEvent, TriggerRun};
 use crate::drill::{DrillReport, Objectives, RunFacts, TriggerConfig};
 use crate::failover::outages::Outages;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::timeline::{EventKind, Recorder};
 
 /// How often the live figures of the last trigger are brought up to date.
 const LIVE_EVERY: Duration = Duration::from_millis(500);
@@ -115,15 +115,11 @@ impl DrillRun {
             }
             TriggerEvent::Ended(run) => {
                 m.trigger_end_timestamp.set(run.ended_unix);
-                let how = format!(
-                    "trigger {} ended: {} after {:.3} s",
-                    run.index,
-                    run.outcome.label(),
-                    run.duration_seconds
-                );
+                let (index, outcome, took) = (run.index, run.outcome.label(), run.duration_seconds);
+                let how = format!("trigger {index} ended: {outcome} after {took:.3} s");
                 let ended = EventKind::FailoverTrigger { how };
                 self.sources.timeline.event(run.ended_unix, ended);
-                m.trigger_ended(run.outcome.label());
+                m.trigger_ended(outcome);
                 self.book.lock().triggers.push(run);
             }
         }

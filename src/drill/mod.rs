@@ -1,6 +1,5 @@
-//! Drills as code: pgdrill runs the failover trigger itself, times the failover from the
-//! trigger, and passes or fails the drill against objectives. Everything but the trigger
-//! runner ([`trigger::run`], [`trigger::run_schedule`]) is pure, tested without a database.
+//! Drills as code: pgdrill runs the failover trigger itself, times the failover from it, and
+//! judges the drill against objectives. All but the trigger runner is pure.
 
 pub mod command;
 pub mod daemon;
@@ -20,16 +19,14 @@ pub use timing::{attribute, Baseline, DrillDistribution, DrillTiming};
 pub use trigger::TriggerRun;
 pub use verdict::{judge_members, MemberFacts, Objectives, Verdict};
 
-/// Everything the summary JSON and the report show about the drills of one run; read
-/// back as it was written (`pgdrill report`).
+/// Everything the summary JSON and the report show about the drills of one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrillReport {
     /// The command as configured, passwords removed.
     pub command: String,
     pub shell: bool,
     pub objectives: Objectives,
-    /// How many triggers the schedule had (`--failovers`); read as 0 from a summary older
-    /// than the field (a schedule has at least one).
+    /// `--failovers`; 0 in a summary older than the field.
     #[serde(default)]
     pub planned_triggers: u32,
     pub triggers: Vec<TriggerRun>,
@@ -43,13 +40,13 @@ pub struct DrillReport {
 #[derive(Debug, Clone)]
 pub struct RunFacts {
     pub triggers: Vec<TriggerRun>,
-    /// One per trigger that ran (see [`Schedule::baseline_span`]).
+    /// One per trigger that ran.
     pub baselines: Vec<Baseline>,
     pub outages: Vec<OutageRecord>,
     pub earlier_outages: EarlierOutages,
     /// For each primary change, when the new primary acknowledged its first write.
     pub new_primary_writes_unix: Vec<f64>,
-    /// Every acknowledged write found missing during the run, in an outage or not.
+    /// Every acknowledged write found missing, in an outage or not.
     pub lost_writes_in_run: u64,
     pub run_end_unix: f64,
 }
@@ -116,18 +113,9 @@ impl std::fmt::Display for DrillReport {
             self.objectives.rto.as_secs_f64(),
             self.objectives.max_lost_writes
         )?;
-        writeln!(
-            f,
-            "  {:>3}  {:<24}  {:<15}  {:>9}  {:>13}  {:>13}  {:>14}  {:>5}",
-            "#",
-            "trigger started",
-            "outcome",
-            "ran",
-            "first failed",
-            "new primary",
-            "unavailable",
-            "lost"
-        )?;
+        // The columns of the rows below.
+        let head = "    #  trigger started           outcome                ran   first failed    new primary     unavailable   lost";
+        writeln!(f, "{head}")?;
         for (t, d) in self.triggers.iter().zip(&self.drills) {
             let unavailable = match (
                 d.write_unavailable_seconds,

@@ -1,7 +1,5 @@
-//! The failover trigger as planned: what it runs (a command line split into an argv, no
-//! shell unless asked for and shell syntax refused without one, or an action inside this
-//! process for `pgdrill demo`), when ([`Schedule`]), and for how long at most. The
-//! configuration validates the flags into these; the drill's `trigger` runs them.
+//! The failover trigger as planned: what it runs (an argv, `sh -c` only when asked for, or
+//! an action inside this process for `pgdrill demo`), when ([`Schedule`]), for how long.
 
 use std::ops::Add;
 use std::time::Duration;
@@ -18,7 +16,7 @@ pub struct TriggerConfig {
     pub timeout: Duration,
 }
 
-/// The baseline before a trigger is judged over at most this long ([`Schedule::baseline_span`]);
+/// The baseline before a trigger is judged over at most this long.
 pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 /// When the triggers run: `--failover-after` into the run, then every `--failover-every`,
 /// `--failovers` times in all.
@@ -31,15 +29,13 @@ pub struct Schedule {
     pub count: u32,
 }
 
-/// The start of the load that the first baseline leaves out: the pool opens its
-/// connections then, and the rate ramps up.
+/// The start of the load that the first baseline leaves out (connections open, rate ramps).
 pub const WARM_UP: Duration = Duration::from_secs(1);
 
 impl Schedule {
     /// How long before trigger `k` (0-based) the baseline is judged: up to
-    /// [`BASELINE_WINDOW`]; before the first trigger, not the run's first [`WARM_UP`]; before a
-    /// later one, not the first half of the time since the previous trigger, which belongs to
-    /// that failover's recovery.
+    /// [`BASELINE_WINDOW`], leaving out the run's [`WARM_UP`] before the first trigger, and
+    /// before a later one the first half since the previous, which is that one's recovery.
     pub fn baseline_span(&self, k: usize) -> Duration {
         let span = if k == 0 {
             self.after.saturating_sub(WARM_UP)
@@ -49,8 +45,7 @@ impl Schedule {
         span.min(BASELINE_WINDOW)
     }
 
-    /// Planned trigger starts for a run that started at `start` (any clock: tokio's
-    /// `Instant` in the daemon, a `Duration` offset in tests).
+    /// Planned trigger starts for a run that started at `start`, on any clock.
     pub fn instants<T: Copy + Add<Duration, Output = T>>(&self, start: T) -> Vec<T> {
         let every = self.every.unwrap_or_default();
         (0..self.count)
@@ -75,8 +70,8 @@ pub struct TriggerCommand {
 }
 
 impl TriggerCommand {
-    /// Splits `raw` into words the way a POSIX shell does (quotes, backslashes) but runs no
-    /// shell: no variables, pipes or redirections. With `shell`, runs `sh -c raw` instead.
+    /// Splits `raw` into words as a POSIX shell does (quotes, backslashes) but runs no shell;
+    /// with `shell`, runs `sh -c raw` instead.
     pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
         let display = scrub(raw.trim());
         let error =
@@ -123,7 +118,7 @@ pub enum TriggerAction {
 }
 
 impl TriggerAction {
-    /// For logs and the report: the command as given (passwords removed) or the lab action.
+    /// The command as given (passwords removed) or the lab action.
     pub fn display(&self) -> &str {
         match self {
             TriggerAction::Command(c) => &c.display,
@@ -141,10 +136,8 @@ pub type InProcessReply = Result<String, String>;
 /// The requests an in-process trigger's owner answers, one per failover.
 pub type Requests = mpsc::Receiver<oneshot::Sender<InProcessReply>>;
 
-/// A failover performed inside this process by whoever owns the lab (`pgdrill demo`): the
-/// runner asks over a channel and waits for the answer, timed and recorded like a command.
-/// The lab stays with its owner (its freeze, DNS and role bookkeeping live there), so each
-/// failure mode is just another action the owner runs when asked.
+/// A failover performed inside this process by whoever owns the lab (`pgdrill demo`, which
+/// keeps its freeze, DNS and role bookkeeping): asked over a channel, timed like a command.
 #[derive(Debug, Clone)]
 pub struct InProcessTrigger {
     pub name: String,
@@ -183,13 +176,7 @@ fn assignment(word: &str) -> Option<&str> {
 /// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
 /// expansions, a leading `~`), which an argv would pass on literally.
 fn shell_syntax(raw: &str) -> Option<String> {
-    #[derive(PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
-    let mut quote = Quote::None;
+    let mut quote = None; // The open quote, `'` or `"`.
     let mut escaped = false;
     let mut word_start = true;
     for c in raw.chars() {
@@ -199,18 +186,17 @@ fn shell_syntax(raw: &str) -> Option<String> {
             continue;
         }
         match quote {
-            Quote::Single if c == '\'' => quote = Quote::None,
-            Quote::Single => {}
-            Quote::Double => match c {
+            Some('\'') if c == '\'' => quote = None,
+            Some('\'') => {}
+            Some(_) => match c {
                 '\\' => escaped = true,
-                '"' => quote = Quote::None,
+                '"' => quote = None,
                 '$' | '`' => return Some(format!("`{c}` inside double quotes")),
                 _ => {}
             },
-            Quote::None => match c {
+            None => match c {
                 '\\' => escaped = true,
-                '\'' => quote = Quote::Single,
-                '"' => quote = Quote::Double,
+                '\'' | '"' => quote = Some(c),
                 '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' => {
                     return Some(format!("`{c}`"));
                 }
@@ -218,7 +204,7 @@ fn shell_syntax(raw: &str) -> Option<String> {
                 _ => {}
             },
         }
-        word_start = quote == Quote::None && c.is_whitespace();
+        word_start = quote.is_none() && c.is_whitespace();
     }
     None
 }

@@ -1,8 +1,6 @@
 //! Which outage belongs to which trigger, the figures timed from the trigger, and their
-//! distribution over the failovers of a run (one number from one failover says little).
-//!
-//! All times are Unix seconds on the run's wall clock (`clock::WallClock`), the clock of
-//! the outage records, so differences are exact to the clock's resolution.
+//! distribution over the failovers of a run. All times are Unix seconds on the run's wall
+//! clock (`clock::WallClock`), the clock of the outage records.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,13 +8,11 @@ use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
 
 /// An outage that began this long before a trigger started still belongs to it: writes
-/// sent just before the trigger fail with the failover. An older one means the baseline
-/// was not healthy, which the verdict reports.
+/// sent just before the trigger fail with the failover.
 pub const ATTRIBUTION_SLACK: f64 = 1.0;
 
-/// A baseline shorter than this (seconds) says nothing either way.
-/// Below the 1 s the shortest schedule leaves (`--failover-after 2s` minus the warm-up), so
-/// that only a previous trigger running into the window makes a baseline this short.
+/// A baseline shorter than this (seconds) says nothing. Below the 1 s the shortest schedule
+/// leaves, so only a previous trigger running into the window makes one this short.
 pub const MIN_JUDGED_BASELINE: f64 = 0.5;
 
 /// Achieved rate at or above this share of target makes a healthy baseline.
@@ -26,31 +22,27 @@ pub const BASELINE_RATE_SHARE: f64 = 0.95;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillTiming {
     pub trigger: usize,
-    /// The outage attributed to this trigger: the first one that began from
-    /// [`ATTRIBUTION_SLACK`] before its start to [`ATTRIBUTION_SLACK`] before the next
-    /// trigger's start (or the end of the run).
-    /// `None`: no outage observed.
+    /// The first outage that began from [`ATTRIBUTION_SLACK`] before this trigger's start to
+    /// as long before the next one's (or the end of the run).
     pub outage: Option<usize>,
     /// Further outages that began in the same window (a flapping failover).
     pub later_outages: Vec<usize>,
-    /// Trigger start → first failed (or stalled) write: how long clients kept writing.
-    /// Slightly negative when a write sent just before the trigger failed with it.
+    /// Trigger start → first failed (or stalled) write; slightly negative when a write sent
+    /// just before the trigger failed with it.
     pub trigger_to_first_failed_write_seconds: Option<f64>,
     /// Trigger start → first write acknowledged by a new primary (a changed identity).
     pub trigger_to_new_primary_write_seconds: Option<f64>,
-    /// The attributed outage's write unavailability (first failure → first success).
+    /// First failure → first success, of the attributed outage.
     pub write_unavailable_seconds: Option<f64>,
     /// The attributed outage had not ended when the run did: how long it had lasted.
     pub unavailable_at_run_end_seconds: Option<f64>,
     pub lost_writes: Option<u64>,
     pub rpo_seconds: Option<f64>,
-    /// How long the trigger command ran.
     pub trigger_seconds: f64,
 }
 
-/// Attributes outages and new-primary writes to triggers (both lists in time order) and
-/// times them. `new_primary_writes_unix` holds, for each primary change, when the new
-/// primary acknowledged its first write.
+/// Attributes outages and new-primary writes (when each new primary acknowledged its first
+/// write) to triggers, all in time order, and times them.
 pub fn attribute(
     triggers: &[TriggerRun],
     outages: &[OutageRecord],
@@ -101,9 +93,8 @@ pub fn attributed<'a>(
     indexes.filter_map(|i| outages.iter().find(|o| o.index == *i))
 }
 
-/// What belongs to the trigger that started at `from` (Unix seconds) when the next one
-/// starts at `next`: the outages that began in its window, in order, and the first write
-/// a new primary acknowledged in it.
+/// The outages that began in the window of the trigger that started at `from` (the next at
+/// `next`), and the first write a new primary acknowledged in it.
 pub fn in_window<'a>(
     from: f64,
     next: f64,
@@ -111,17 +102,10 @@ pub fn in_window<'a>(
     new_primary_writes_unix: &[f64],
 ) -> (Vec<&'a OutageRecord>, Option<f64>) {
     // Windows do not overlap: the slack before the next trigger is the next one's.
-    let mine = outages
-        .iter()
-        .filter(|o| {
-            o.start_unix >= from - ATTRIBUTION_SLACK && o.start_unix < next - ATTRIBUTION_SLACK
-        })
-        .collect();
-    let new_primary = new_primary_writes_unix
-        .iter()
-        .copied()
-        .find(|at| *at >= from && *at < next);
-    (mine, new_primary)
+    let window = (from - ATTRIBUTION_SLACK)..(next - ATTRIBUTION_SLACK);
+    let mine = outages.iter().filter(|o| window.contains(&o.start_unix));
+    let mut writes = new_primary_writes_unix.iter().copied();
+    (mine.collect(), writes.find(|at| (from..next).contains(at)))
 }
 
 /// The load in the window just before a trigger, as counted by the daemon.
@@ -156,7 +140,7 @@ impl Baseline {
         }
     }
 
-    /// Why this baseline makes the drill invalid; `None` when it was healthy.
+    /// Why this baseline makes the drill invalid.
     pub fn problem(&self) -> Option<String> {
         let span = self.to_unix - self.from_unix;
         if span < MIN_JUDGED_BASELINE {
@@ -190,9 +174,8 @@ impl Baseline {
     }
 }
 
-/// Min, median, 95th percentile and max of the samples. Percentiles are nearest-rank
-/// (the smallest sample with at least p % of the samples at or below it), so every value
-/// reported is one that was measured; the median of an even count is the lower middle.
+/// Min, median, 95th percentile and max of the samples. Percentiles are nearest-rank, so
+/// every value reported was measured; the median of an even count is the lower middle.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Distribution {
     pub samples: usize,

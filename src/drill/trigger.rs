@@ -1,7 +1,6 @@
 //! The failover triggers as they run: on their schedule, one after the other, until the
-//! schedule is done or the run stops (the load never waits for this task); each a command
-//! ([`command`]) or an in-process action, bounded in time, with its start, end, outcome and
-//! output recorded.
+//! schedule is done or the run stops; each a command ([`command`]) or an in-process action,
+//! bounded in time, with its start, end, outcome and output recorded.
 
 use std::sync::Arc;
 
@@ -18,8 +17,7 @@ use crate::drill::plan::TriggerConfig;
 use crate::drill::plan::{InProcessTrigger, TriggerAction};
 use crate::secrets::scrub;
 
-/// One trigger as the summary and the report show it. Times are Unix seconds on the
-/// run's wall clock, the same clock as the outage records.
+/// One trigger as the summary and the report show it; times on the outage records' clock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TriggerRun {
     /// 1-based, in schedule order.
@@ -36,11 +34,10 @@ pub struct TriggerRun {
     pub output_truncated: bool,
 }
 
-/// Runs the trigger once, at most `timeout` long, and records what happened; it was due at
-/// `planned` and starts at `started` (the instant every output shows). Never fails:
-/// a command that cannot start, fails or hangs is an outcome, not an error.
-/// `unix` maps the tokio clock onto the run's wall clock. The end is when the command
-/// exited (or was killed), not when its output was read.
+/// Runs the trigger once, due at `planned`, from `started` (the instant every output shows),
+/// at most `timeout` long; `unix` maps the tokio clock onto the run's wall clock. A command
+/// that cannot start, fails or hangs is an outcome, not an error. The end is when it exited
+/// (or was killed), not when its output was read.
 pub async fn run(
     action: &TriggerAction,
     index: usize,
@@ -94,7 +91,7 @@ pub async fn run(
 }
 
 /// Asks the owner of the in-process lab to fail over and waits, at most `timeout`, for
-/// its answer; the answer's text is kept like a command's output.
+/// its answer, kept like a command's output.
 async fn ask(
     trigger: &InProcessTrigger,
     timeout: Duration,
@@ -133,18 +130,17 @@ async fn ask(
 /// What the daemon hears while the triggers run (metrics, baseline snapshots).
 #[derive(Debug)]
 pub enum TriggerEvent {
-    /// The baseline window before trigger `index` (1-based) begins: snapshot the counters.
-    /// Late when the previous trigger ran into this window (then the baseline is short).
+    /// The baseline window before trigger `index` (1-based) begins, late when the previous
+    /// trigger ran into it: snapshot the counters.
     BaselineStarts { index: usize, at: Instant },
     /// Trigger `index` is about to start, at `at`: snapshot the counters again.
     Starting { index: usize, at: Instant },
-    /// Trigger `index` ended: its record, handed over (the daemon keeps the only copy).
+    /// Trigger `index` ended: its record, handed over.
     Ended(TriggerRun),
 }
 
-/// Runs every planned trigger, the next one once its time has come and the previous one has
-/// ended (a late start is recorded, never skipped). On `stop`, a trigger that is running is
-/// killed with its process group and not recorded, and no further trigger starts.
+/// Runs every planned trigger once its time has come and the previous one has ended (late,
+/// never skipped). On `stop`, a running trigger is killed, not recorded, and none follows.
 pub async fn run_schedule(
     config: &TriggerConfig,
     load_start: Instant,

@@ -1,23 +1,11 @@
-//! PASS, FAIL or INVALID, with the reasons, and the exit status a pipeline gates on. One
-//! engine for drills, canaries (no trigger: each outage is judged by rules 2 and 3 on its
-//! own) and `pgdrill report`.
+//! PASS, FAIL or INVALID, with the reasons, and the exit status a pipeline gates on: one
+//! engine for drills, canaries (each outage judged on its own) and `pgdrill report`.
 //!
-//! Rules, in order:
-//! 1. More acknowledged writes lost in the run than `--rpo-objective` allows: **FAIL**,
-//!    whatever else happened. A lost write is a fact about the database, not about the drill.
-//! 2. Anything that makes the measurement untrustworthy: **INVALID**. A trigger that could
-//!    not start, exited non-zero or timed out; fewer triggers run than planned (the run was
-//!    stopped); an unhealthy baseline before a trigger; a successful trigger followed by
-//!    neither an outage nor a new primary (the failover may not have happened); an outage
-//!    still going when the run ended, shorter than the RTO objective; an outage whose
-//!    acknowledged writes were never verified.
-//! 3. Any outage attributed to a trigger (the first one or a later one in its window) with
-//!    write unavailability over `--rto-objective`, or still going at the end of the run after
-//!    longer than the objective: **FAIL**.
-//! 4. Otherwise **PASS**.
-//!
-//! The verdict lists the reasons of every rule that applied, so nothing is hidden behind
-//! the one that decided.
+//! The rules, in order (docs/drills.md): 1. more acknowledged writes lost than
+//! `--rpo-objective` allows FAIL, whatever else happened; 2. anything that makes the
+//! measurement untrustworthy is INVALID; 3. an outage attributed to a trigger over
+//! `--rto-objective` (or still going after longer) FAILs; 4. otherwise PASS. The reasons of
+//! every rule that applied are listed, so nothing hides behind the one that decided.
 
 use std::time::Duration;
 
@@ -51,8 +39,8 @@ pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok,
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Exit status of a run whose drill missed an objective. 1 is a runtime error and 2 a usage
-/// error; 0 is a pass. A canary's exit status stays 0: its verdict is shown, not gated on.
+/// Exit status of a run whose drill missed an objective (1 and 2 are runtime and usage
+/// errors). A canary's exit status stays 0: its verdict is shown, not gated on.
 pub const EXIT_FAIL: u8 = 3;
 /// Exit status of a run whose drill could not be judged (see the module rules).
 pub const EXIT_INVALID: u8 = 4;
@@ -111,11 +99,9 @@ pub struct MemberFacts<'a> {
     pub run_end_unix: f64,
 }
 
-/// Judges a drill measured by one process or by several (`pgdrill report` on many
-/// summaries) with the same rules: rule 1 on the acknowledged writes lost by all of them,
-/// rule 2 with `invalid` (what is wrong with the set of processes itself), the triggers,
-/// and each member's baselines, rules 2 and 3 for each member's outages (those attributed
-/// to a trigger, or every one when no trigger was planned).
+/// Judges a drill measured by one process or by several with the same rules: rule 1 on the
+/// writes lost by all, rule 2 with `invalid` (what is wrong with the set of processes), the
+/// triggers and each member's baselines, rules 2 and 3 for each member's outages.
 pub fn judge_members(
     objectives: &Objectives,
     planned: u32,
@@ -153,34 +139,36 @@ pub fn judge_members(
             None => reason,
         };
         invalid.extend(m.baselines.iter().filter_map(Baseline::problem).map(named));
-        let (mut f, mut i) = (Vec::new(), Vec::new());
+        let mut j = Judge {
+            rto,
+            failed: Vec::new(),
+            invalid: Vec::new(),
+        };
         for d in m.drills {
-            judge_drill(d, triggers, m, rto, &mut f, &mut i);
+            j.drill(d, triggers, m);
         }
         // A canary (no trigger planned): every outage is judged on its own.
         if planned == 0 {
-            judge_earlier(m.earlier, rto, &mut f, &mut i);
+            j.earlier(m.earlier);
             for o in m.outages {
-                judge_outage("", o, m.run_end_unix, rto, &mut f, &mut i);
+                j.outage("", o, m.run_end_unix);
             }
         } else if m.earlier.count > 0 {
-            i.push(format!(
+            j.invalid.push(format!(
                 "only the latest {MAX_OUTAGES} of {} outages were kept: the triggers cannot \
                  all be timed",
                 m.earlier.count.saturating_add(m.outages.len())
             ));
         }
-        failed.extend(f.into_iter().map(named));
-        invalid.extend(i.into_iter().map(named));
+        failed.extend(j.failed.into_iter().map(named));
+        invalid.extend(j.invalid.into_iter().map(named));
     }
 
     Verdict::decide(lost_decides, failed, invalid)
 }
 
 impl Verdict {
-    /// Rule 1 first (acknowledged writes lost over the objective fail the drill whatever
-    /// else went wrong), then rule 2 (anything that makes the measurement invalid), then
-    /// the objectives missed.
+    /// Rule 1 first (`lost_decides`), then rule 2, then the objectives missed.
     pub fn decide(lost_decides: bool, failed: Vec<String>, invalid: Vec<String>) -> Verdict {
         let verdict = if lost_decides {
             VerdictKind::Fail
@@ -199,96 +187,88 @@ impl Verdict {
     }
 }
 
-/// Rules 2 and 3 for one drill: did a failover follow its trigger, and how did each outage
-/// attributed to it end.
-fn judge_drill(
-    d: &DrillTiming,
-    triggers: &[TriggerRun],
-    m: &MemberFacts<'_>,
+/// Rules 2 and 3 for one member's outages against the RTO objective (`rto` seconds).
+struct Judge {
     rto: f64,
-    failed: &mut Vec<String>,
-    invalid: &mut Vec<String>,
-) {
-    let ok = triggers
-        .iter()
-        .find(|t| t.index == d.trigger)
-        .is_some_and(|t| t.outcome == TriggerOutcome::Ok);
-    if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
-        invalid.push(format!(
-            "trigger {}: neither an outage nor a new primary followed it; the failover may \
-             not have happened (or happened after the run)",
-            d.trigger
-        ));
-    }
-    for index in d.outage.iter().chain(&d.later_outages) {
-        if let Some(o) = m.outages.iter().find(|o| o.index == *index) {
-            let who = format!("trigger {}: ", d.trigger);
-            judge_outage(&who, o, m.run_end_unix, rto, failed, invalid);
-        }
-    }
+    failed: Vec<String>,
+    invalid: Vec<String>,
 }
 
-/// Rules 2 and 3 for the outages whose records were let go: the longest decides the RTO.
-fn judge_earlier(
-    e: &EarlierOutages,
-    rto: f64,
-    failed: &mut Vec<String>,
-    invalid: &mut Vec<String>,
-) {
-    let (seconds, index) = (e.longest_write_unavailable_seconds, e.longest_outage);
-    if e.count > 0 && seconds > rto {
-        failed.push(format!(
-            "writes unavailable for {seconds:.3} s (outage {index}, the longest of outages \
-             1-{}), over the RTO objective ({rto} s)",
-            e.count
-        ));
-    }
-    if e.unverified > 0 {
-        invalid.push(format!(
-            "the acknowledged writes before {} of outages 1-{} were never verified",
-            e.unverified, e.count
-        ));
-    }
-}
-
-/// Rules 2 and 3 for one outage; `who` starts each reason.
-fn judge_outage(
-    who: &str,
-    o: &OutageRecord,
-    run_end_unix: f64,
-    rto: f64,
-    failed: &mut Vec<String>,
-    invalid: &mut Vec<String>,
-) {
-    let index = o.index;
-    match (o.end_unix, o.write_unavailable_seconds) {
-        (Some(_), Some(seconds)) => {
-            if seconds > rto {
-                failed.push(format!(
-                    "{who}writes unavailable for {seconds:.3} s (outage {index}), over the RTO \
-                     objective ({rto} s)"
-                ));
-            }
-            if o.lost_writes.is_none() {
-                invalid.push(format!(
-                    "{who}the acknowledged writes before outage {index} were never verified"
-                ));
+impl Judge {
+    /// Did a failover follow the trigger, and how did each outage attributed to it end.
+    fn drill(&mut self, d: &DrillTiming, triggers: &[TriggerRun], m: &MemberFacts<'_>) {
+        let ok = triggers
+            .iter()
+            .find(|t| t.index == d.trigger)
+            .is_some_and(|t| t.outcome == TriggerOutcome::Ok);
+        if ok && d.outage.is_none() && d.trigger_to_new_primary_write_seconds.is_none() {
+            self.invalid.push(format!(
+                "trigger {}: neither an outage nor a new primary followed it; the failover may \
+                 not have happened (or happened after the run)",
+                d.trigger
+            ));
+        }
+        for index in d.outage.iter().chain(&d.later_outages) {
+            if let Some(o) = m.outages.iter().find(|o| o.index == *index) {
+                self.outage(&format!("trigger {}: ", d.trigger), o, m.run_end_unix);
             }
         }
-        // Still open when the load stopped: how long it had lasted by then decides.
-        (_, so_far) => {
-            let lasted = so_far.unwrap_or((run_end_unix - o.start_unix).max(0.0));
-            if lasted > rto {
-                failed.push(format!(
-                    "{who}writes had not come back when the load stopped, {lasted:.3} s after \
-                     outage {index} began, over the RTO objective ({rto} s)"
-                ));
-            } else {
-                invalid.push(format!(
-                    "{who}the run ended during outage {index}, {lasted:.3} s after it began, \
-                     shorter than the RTO objective ({rto} s): it could not be judged; run \
-                     longer"
-                ));
+    }
+
+    /// The outages whose records were let go: the longest decides the RTO.
+    fn earlier(&mut self, e: &EarlierOutages) {
+        let (rto, seconds, index) = (
+            self.rto,
+            e.longest_write_unavailable_seconds,
+            e.longest_outage,
+        );
+        if e.count > 0 && seconds > rto {
+            self.failed.push(format!(
+                "writes unavailable for {seconds:.3} s (outage {index}, the longest of outages \
+                 1-{}), over the RTO objective ({rto} s)",
+                e.count
+            ));
+        }
+        if e.unverified > 0 {
+            self.invalid.push(format!(
+                "the acknowledged writes before {} of outages 1-{} were never verified",
+                e.unverified, e.count
+            ));
+        }
+    }
+
+    /// One outage; `who` starts each reason.
+    fn outage(&mut self, who: &str, o: &OutageRecord, run_end_unix: f64) {
+        let (rto, index) = (self.rto, o.index);
+        match (o.end_unix, o.write_unavailable_seconds) {
+            (Some(_), Some(seconds)) => {
+                if seconds > rto {
+                    self.failed.push(format!(
+                        "{who}writes unavailable for {seconds:.3} s (outage {index}), over the \
+                         RTO objective ({rto} s)"
+                    ));
+                }
+                if o.lost_writes.is_none() {
+                    self.invalid.push(format!(
+                        "{who}the acknowledged writes before outage {index} were never verified"
+                    ));
+                }
+            }
+            // Still open when the load stopped: how long it had lasted by then decides.
+            (_, so_far) => {
+                let lasted = so_far.unwrap_or((run_end_unix - o.start_unix).max(0.0));
+                if lasted > rto {
+                    self.failed.push(format!(
+                        "{who}writes had not come back when the load stopped, {lasted:.3} s \
+                         after outage {index} began, over the RTO objective ({rto} s)"
+                    ));
+                } else {
+                    self.invalid.push(format!(
+                        "{who}the run ended during outage {index}, {lasted:.3} s after it \
+                         began, shorter than the RTO objective ({rto} s): it could not be \
+                         judged; run longer"
+                    ));
+                }
             }
         }
     }

@@ -1,6 +1,5 @@
 //! `pgdrill report A.json B.json …`: the summaries of one drill read, merged and judged
 //! ([`crate::report::merge`]), and the page that shows every member on one time axis.
-//! One summary gives the single-run page it always gave.
 
 use std::path::{Path, PathBuf};
 
@@ -24,10 +23,7 @@ pub struct Merged {
 
 /// Reads, merges and renders the summaries at `paths` (at least one).
 pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
-    let inputs = paths
-        .iter()
-        .map(|p| read(p))
-        .collect::<Result<Vec<Input>, String>>()?;
+    let inputs: Vec<Input> = paths.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
     let report = merge::merge(&inputs);
     let page = match inputs.as_slice() {
         // The page shows the verdict the exit status and `--json` give, judged again.
@@ -84,8 +80,7 @@ fn read(path: &Path) -> Result<Input, String> {
     Ok(Input { file, summary })
 }
 
-/// A summary file, or a log holding one as a line (`--summary-json -` in a pod): its last
-/// line that is a pgdrill summary.
+/// A summary file, or the last summary line of a log (`--summary-json -` in a pod).
 fn summary_json(path: &Path, text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).or_else(|e| {
         text.lines()
@@ -118,8 +113,7 @@ const HOW: &str = "Each member measured what its own clients saw. The triggers a
     missing or duplicated member, a member that was not running around a trigger, or a \
     second triggering member make the drill INVALID.";
 
-/// The merged page: the verdict, the fleet's figures, each member's, and each member's
-/// timeline drawn over the same span with the triggers marked on every one.
+/// The merged page: the verdict, the fleet's figures, each member's, and their timelines.
 fn render(r: &FleetReport, inputs: &[Input]) -> String {
     let id = r.drill_id.as_deref().unwrap_or("(no drill id)");
     let trigger_drill = r
@@ -157,15 +151,10 @@ fn headline(r: &FleetReport) -> Markup {
             Some(o) => verdict_banner(v, o),
             None => banner("invalid", "INVALID", &v.invalid),
         },
-        None => banner(
-            "none",
-            "NO VERDICT",
-            &["no trigger: canary runs".to_string()],
-        ),
+        None => banner("none", "NO VERDICT", &["no trigger: canary runs".into()]),
     };
     let objective = r.objectives.map(|o| o.rto.as_secs_f64());
-    // An outage open at a member's end holds its time so far, which the verdict does not
-    // pass: never a green measured figure.
+    // An outage open at a member's end holds its time so far: never a green measured figure.
     let shown = |w: &Worst| match w.still_open {
         true => format!("{} so far", fmt_secs(w.write_unavailable_seconds)),
         false => fmt_secs(w.write_unavailable_seconds),

@@ -1,11 +1,10 @@
 //! One verdict from the summaries of a drill run by several processes (`pgdrill report
-//! A.json B.json …`): the trigger(s) from the member that ran them, each member's outages
+//! A.json B.json …`): the triggers from the member that ran them, each member's outages
 //! timed from them, and the same rules ([`judge_members`]) over all of them.
 //!
-//! Nothing is merged silently: a summary of another drill is left out and named, and a
-//! missing, duplicated or misplaced member, a second triggering member or none, a member
-//! that was not running (or whose clock disagrees) around a trigger make the drill INVALID
-//! with the member's name. Merging one summary gives the verdict the run gave itself.
+//! Nothing is merged silently: whatever does not fit (another drill's summary, a missing,
+//! duplicated or misplaced member, a member not running around a trigger) makes the drill
+//! INVALID, naming it. Merging one summary gives the verdict the run gave itself.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +14,7 @@ use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
-use crate::report::summary::Member;
-use crate::report::summary::{RunCounts, Summary};
+use crate::report::summary::{Member, RunCounts, Summary};
 use crate::telemetry::timeline::{Bucket, Timeline};
 
 /// One member's figures in the merged report.
@@ -42,8 +40,7 @@ pub struct MemberFigures {
     #[serde(flatten)]
     pub counts: RunCounts,
     pub outages: usize,
-    /// The load before each trigger as this member saw it (from its timeline, or the
-    /// trigger member's own).
+    /// The load before each trigger as this member saw it.
     pub baselines: Vec<Baseline>,
     /// Its outages attributed to the triggers and timed from them.
     pub drills: Vec<DrillTiming>,
@@ -139,14 +136,10 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     let mut runs = std::collections::HashMap::new();
     if !single {
         inputs.retain(|i| {
-            let first = *runs.entry(i.summary.run_id).or_insert(i.file.as_str());
+            let run = i.summary.run_id;
+            let first = *runs.entry(run).or_insert(i.file.as_str());
             let reason = match (&i.summary.drill_id, &drill_id) {
-                _ if first != i.file => {
-                    format!(
-                        "the same run ({}) as {first}, given twice",
-                        i.summary.run_id
-                    )
-                }
+                _ if first != i.file => format!("the same run ({run}) as {first}, given twice"),
                 (None, _) => {
                     "no drill id (--drill-id): it cannot be told apart from another drill's"
                         .to_string()
@@ -166,11 +159,8 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     }
     invalid.extend(member_problems(&inputs, &name));
 
-    let trigger_inputs: Vec<&Input> = inputs
-        .iter()
-        .copied()
-        .filter(|i| i.summary.drill.is_some())
-        .collect();
+    let mut trigger_inputs = inputs.clone();
+    trigger_inputs.retain(|i| i.summary.drill.is_some());
     let trigger_input = match trigger_inputs.as_slice() {
         [] if lone_canary => None,
         [] => {
@@ -237,20 +227,17 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                 invalid,
             ))
         }
-        // One canary summary: no verdict, as the run itself had none.
         None if lone_canary => None,
-        // Nothing to judge the members by, which is itself the reason.
-        None => Some(Verdict {
-            verdict: VerdictKind::Invalid,
-            failed: Vec::new(),
-            invalid,
-        }),
+        // Nothing to judge the members by, which is itself the reason (INVALID).
+        None => Some(Verdict::decide(false, Vec::new(), invalid)),
     };
     let each = |f: fn(&DrillTiming) -> Option<f64>| {
         Distribution::of(members.iter().flat_map(|m| m.drills.iter().filter_map(f)))
     };
-    let worst = members
+    let worsts = members
         .iter()
+        .filter_map(|m| m.worst_write_unavailable_seconds);
+    let worst = (members.iter())
         .filter_map(|m| m.worst_write_unavailable_seconds.map(|w| (m, w)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(m, w)| Worst {
@@ -260,11 +247,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         });
     FleetReport {
         drill_id,
-        write_unavailable_seconds: Distribution::of(
-            members
-                .iter()
-                .filter_map(|m| m.worst_write_unavailable_seconds),
-        ),
+        write_unavailable_seconds: Distribution::of(worsts),
         worst,
         trigger_to_first_failed_write_seconds: each(|d| d.trigger_to_first_failed_write_seconds),
         trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),
@@ -279,20 +262,15 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     }
 }
 
-/// Missing members named one by one, at most.
 const MAX_NAMED_MISSING: usize = 10;
 
 /// Members that are missing, duplicated, or disagree on how many there are.
 fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<String> {
-    let mut invalid: Vec<String> = (inputs.iter())
-        .filter_map(|i| {
-            Some(format!(
-                "{} crashed: {}",
-                name(i),
-                i.summary.crashed.as_ref()?
-            ))
-        })
-        .collect();
+    let crashed = |i: &&Input| {
+        let error = i.summary.crashed.as_ref()?;
+        Some(format!("{} crashed: {error}", name(i)))
+    };
+    let mut invalid: Vec<String> = inputs.iter().filter_map(crashed).collect();
     let counted: Vec<(&Input, Member)> = inputs
         .iter()
         .filter_map(|&i| i.summary.member.map(|m| (i, m)))
@@ -354,9 +332,8 @@ fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<St
     invalid
 }
 
-/// One member's figures: the trigger member's own drills and baselines; for the others
-/// their outages attributed to the trigger member's triggers, and baselines from their
-/// timeline over the trigger member's baseline windows.
+/// One member's figures: the trigger member's own drills and baselines; for the others,
+/// their outages and timeline over the trigger member's triggers and baseline windows.
 fn figures(
     i: &Input,
     name: String,

@@ -1,7 +1,5 @@
-//! For people: the progress line and the end-of-run summary, human and JSON.
-//!
-//! Reads `load` (the tally), `failover` (outage records), `rpo` (totals) and `telemetry`
-//! (latency recorders); the hot path never imports it.
+//! For people: the progress line, the pages, and the end-of-run summary, human and JSON.
+//! Reads plain program state; the hot path never imports it.
 
 pub mod fleet;
 pub(crate) mod html;
@@ -28,14 +26,12 @@ use crate::telemetry::latency::LatencyBook;
 use crate::telemetry::timeline::Recorder;
 
 impl Summary {
-    /// The drill report page for this summary, as `pgdrill report SUMMARY.json` draws it
-    /// from the file.
+    /// The drill report page, as `pgdrill report SUMMARY.json` draws it.
     pub fn report_html(&self) -> String {
         crate::secrets::scrub(&html::render(self))
     }
 
-    /// The command-line settings as run (long name without dashes, value), passwords
-    /// already left out.
+    /// The command-line settings as run (long name without dashes, value), passwords left out.
     pub fn set_flags(&mut self, flags: Vec<(String, String)>) {
         self.flags = flags
             .into_iter()
@@ -81,18 +77,16 @@ pub(crate) fn summary_from_json(mut v: serde_json::Value) -> Result<Summary, Str
     Ok(s)
 }
 
-/// What report/ reads (the live `/` page, the timeline sampler, the progress line), all
-/// plain program state, and the live page drawn last.
-///
-/// While someone is looking (a fetch within [`VIEWED`]), the sampler redraws the page once
-/// a second on a blocking thread, and a fetch only copies it: the runtime that paces the
-/// load never draws, and ten viewers cost what one does.
+/// What the live `/` page, the timeline sampler and the progress line read, and the live
+/// page drawn last. While someone is looking, the sampler redraws the page once a second on
+/// a blocking thread and a fetch only copies it: the runtime that paces the load never
+/// draws, and ten viewers cost what one does.
 pub(crate) struct Sources {
     pub run_id: i64,
     pub target: String,
     pub started_at: String,
     pub target_rate: Option<f64>,
-    /// `--rto-objective` and `--rpo-objective`, which the page's cards are coloured by.
+    /// `--rto-objective` and `--rpo-objective`, which colour the page's cards.
     pub objectives: Objectives,
     pub outcomes: Arc<Outcomes>,
     pub latency: LatencyBook,
@@ -140,8 +134,7 @@ impl Sources {
         }
     }
 
-    /// The page: a copy of the last 15 minutes is taken under the timeline's lock,
-    /// the drawing happens outside it.
+    /// A copy of the last 15 minutes is taken under the timeline's lock, drawn outside it.
     fn render(&self) -> String {
         let run = Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -10,8 +10,7 @@ use crate::error::ErrorClass;
 use crate::load::outcomes::TallySnapshot;
 use crate::report::Sources;
 
-/// Logs a line every `every` until `stop`, and one for the part of an interval before it:
-/// the lines add up to the summary's counts.
+/// Logs a line every `every` until `stop`, and one for the rest: they add up to the summary.
 pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: CancellationToken) {
     let mut last = TallySnapshot::default();
     let mut last_sqlstates = std::collections::BTreeMap::new();
@@ -28,8 +27,7 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
             return;
         }
         last = now;
-        // A tick covers `every` (one late by a busy runtime catches up, in bursts); the last
-        // line, what is left of an interval.
+        // A tick covers `every` (a late one catches up); the last line, the rest.
         let since = std::mem::replace(&mut last_at, Instant::now()).elapsed();
         let interval = if stopped { since } else { every };
         let sqlstates = sources.errors.per_sqlstate();

@@ -1,7 +1,5 @@
-//! The 1 Hz timeline sampler: once a second, what happened in the second just ended,
-//! read from plain program state (the tally, the latency recorders' per-second slot,
-//! the pool, the failover state) and pushed into the [`Recorder`]. The lanes do no
-//! timeline work; the sampler only reads what they already keep.
+//! The 1 Hz timeline sampler: once a second, what happened in the second just ended, read
+//! from what the lanes already keep and pushed into the [`Recorder`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +20,8 @@ pub(crate) fn class_names() -> [&'static str; ErrorClass::ALL.len()] {
     ErrorClass::ALL.map(ErrorClass::as_str)
 }
 
-/// Samples on whole wall-clock seconds until `stop`, then once more for the part-second
-/// at the end, as a second of its own (merged into the last whole one, it drew a rate above
-/// the target); nothing counted is lost.
+/// Samples on whole wall-clock seconds until `stop`, then the part-second at the end as a
+/// second of its own (merged into the last whole one, it drew a rate above the target).
 pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     let clock = sources.outages.clock();
     let mut last = sources.outcomes.tally();
@@ -53,9 +50,8 @@ pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     }
 }
 
-/// The second a sample taken at `unix` covers: the one that ended at the latest whole
-/// second, or at the end (`last_part`) the one in progress, after every second `pushed`
-/// so far (a late tick may have labelled it already).
+/// The second a sample taken at `unix` covers: the one just ended, or at the end
+/// (`last_part`) the one in progress, after every second `pushed` (a late tick's).
 fn label(unix: f64, last_part: bool, pushed: Option<u64>) -> u64 {
     match last_part {
         true => (unix.floor() as u64).max(pushed.map_or(0, |p| p + 1)),

@@ -1,5 +1,4 @@
-//! The end-of-run summary, human and JSON, built from plain program state (the tally of
-//! outcomes, the latency recorders, the outage records, the RPO totals), never from
+//! The end-of-run summary, human and JSON, built from plain program state, never from
 //! Prometheus counters.
 
 use std::collections::BTreeMap;
@@ -12,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
-use crate::drill::Objectives;
-use crate::drill::{judge_members, DrillReport, MemberFacts, Verdict};
+use crate::drill::{judge_members, DrillReport, MemberFacts, Objectives, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
 use crate::failover::outages::{EarlierOutages, OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
@@ -70,8 +68,7 @@ pub struct Flag {
     pub value: String,
 }
 
-/// The writes of a run (same field names as the summary's JSON), for one run or added up
-/// over the members of a drill.
+/// The writes of one run, or of a drill's members added up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunCounts {
@@ -85,8 +82,7 @@ pub struct RunCounts {
     pub unknown_outcome_writes: u64,
     pub unknown_outcome_committed: u64,
     pub unknown_outcome_not_committed: u64,
-    /// Unknown outcomes never resolved (the primary was not reachable to ask, or too many
-    /// to remember).
+    /// Unknown outcomes never resolved (the primary could not be asked, or too many).
     pub unknown_outcome_unresolved: u64,
 }
 
@@ -112,8 +108,7 @@ impl RunCounts {
         counts
     }
 
-    /// Unknown outcomes verification did not resolve either way (computed, not read: a
-    /// summary older than the field lacks it).
+    /// Unknown outcomes resolved neither way (computed: an older summary lacks the field).
     pub(crate) fn unresolved(&self) -> u64 {
         self.unknown_outcome_writes.saturating_sub(
             self.unknown_outcome_committed
@@ -126,37 +121,30 @@ impl Sum for RunCounts {
     fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
         // Saturating: a report's inputs can hold any number, and a wrapped sum of lost
         // writes would pass.
-        fn add(sum: &mut u64, n: u64) {
-            *sum = sum.saturating_add(n);
-        }
         iter.fold(RunCounts::default(), |mut all, one| {
-            add(&mut all.transactions, one.transactions);
-            add(&mut all.successes, one.successes);
             for (class, n) in one.errors {
-                add(all.errors.entry(class).or_insert(0), n);
+                let sum = all.errors.entry(class).or_insert(0);
+                *sum = sum.saturating_add(n);
             }
-            add(&mut all.checked_writes, one.checked_writes);
-            add(&mut all.lost_writes, one.lost_writes);
-            add(&mut all.unknown_outcome_writes, one.unknown_outcome_writes);
-            add(
-                &mut all.unknown_outcome_committed,
-                one.unknown_outcome_committed,
-            );
-            add(
-                &mut all.unknown_outcome_not_committed,
-                one.unknown_outcome_not_committed,
-            );
-            add(
-                &mut all.unknown_outcome_unresolved,
-                one.unknown_outcome_unresolved,
+            macro_rules! add {
+                ($($field:ident),*) => { $(all.$field = all.$field.saturating_add(one.$field);)* };
+            }
+            add!(
+                transactions,
+                successes,
+                checked_writes,
+                lost_writes,
+                unknown_outcome_writes,
+                unknown_outcome_committed,
+                unknown_outcome_not_committed,
+                unknown_outcome_unresolved
             );
             all
         })
     }
 }
 
-/// The end-of-run summary: written as JSON by `--summary-json` and read back, as this
-/// type, by `pgdrill report` (fields a summary may lack read as their defaults).
+/// The end-of-run summary, as `--summary-json` writes it and `pgdrill report` reads it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Summary {
@@ -174,14 +162,13 @@ pub struct Summary {
     pub target: String,
     /// The table written to; every row pgdrill wrote carries `run_id`.
     pub table: String,
-    /// The connect timeout in force and where it came from (`--connect-timeout`, the DSN,
-    /// `PGCONNECT_TIMEOUT` or the default).
+    /// The connect timeout in force and where it came from (flag, DSN, environment, default).
     pub connect_timeout_seconds: f64,
     pub connect_timeout_from: String,
     pub started_at: String,
     pub duration_seconds: f64,
     pub target_rate: Option<f64>,
-    /// The writes' counts (flattened: the same top-level keys as always).
+    /// Flattened: the same top-level keys as always.
     #[serde(flatten)]
     pub counts: RunCounts,
     pub skipped: u64,
@@ -199,42 +186,38 @@ pub struct Summary {
     /// The primary came back restarted in place (same system and timeline): not a change.
     pub server_restarts: u64,
     /// For each primary change, when the new primary acknowledged its first write (Unix
-    /// seconds on the outages' clock): `pgdrill report` times a member's failover from
-    /// the trigger with it.
+    /// seconds on the outages' clock): `pgdrill report` times a member's failover with it.
     pub new_primary_writes_unix: Vec<f64>,
     /// The latest 1,000 outages; `earlier_outages` adds up the ones before them.
     pub outages: Vec<OutageRecord>,
     pub earlier_outages: EarlierOutages,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
-    /// Every distinct (class, SQLSTATE) of failed transactions and connects, with its count
-    /// and the first message.
+    /// Every distinct (class, SQLSTATE) of failures, with its count and first message.
     pub error_kinds: Vec<ErrorKind>,
     /// Rows `--retention` deleted during the run (pgdrill's rows only: `run_id` set).
     pub retention_rows_deleted: u64,
     /// The primary when the run began and when it ended.
     pub identity_first: Option<Identity>,
     pub identity_last: Option<Identity>,
-    /// The command-line settings as run, passwords left out (set by the caller).
+    /// Set by the caller ([`Summary::set_flags`]).
     pub flags: Vec<Flag>,
     /// Second by second, with the events; what `pgdrill report` draws.
     pub timeline: Timeline,
-    /// `--rto-objective` and `--rpo-objective` as run, with or without a trigger (a canary's
-    /// report is judged by them, as its alerts are); `None` in older summaries.
+    /// As run, with or without a trigger (a canary's report is judged by them, as its alerts
+    /// are); `None` in older summaries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objectives: Option<Objectives>,
     /// Only with a failover trigger: the triggers, the figures timed from them, the verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillReport>,
-    /// The error that ended the run after its first write (a task crashed): its figures
-    /// stand, but it did not run as asked, so it judges nothing.
+    /// The error that ended the run after its first write: its figures stand, judging nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crashed: Option<String>,
 }
 
 impl Summary {
-    /// What the load's own counts give a run that lasted `elapsed`: totals, rates, latency
-    /// percentiles and the RPO totals. The wiring fills in the rest once the run has drained.
+    /// What the load's own counts give a run that lasted `elapsed`; the wiring adds the rest.
     pub(crate) fn of_load(
         t: TallySnapshot,
         elapsed: Duration,
@@ -257,8 +240,7 @@ impl Summary {
         }
     }
 
-    /// The outages the verdict judges the RTO on: a drill's attributed to its triggers,
-    /// else every one kept.
+    /// The outages the RTO is judged on: a drill's attributed to its triggers, else all kept.
     pub fn judged_outages(&self) -> Vec<&OutageRecord> {
         match &self.drill {
             Some(d) => crate::drill::timing::attributed(&d.drills, &self.outages).collect(),
@@ -266,19 +248,7 @@ impl Summary {
         }
     }
 
-    /// The RTO the verdict judges: the longest write unavailability of
-    /// [`Summary::judged_outages`], or of every outage for a canary.
-    pub fn judged_unavailability(&self) -> Option<f64> {
-        match &self.drill {
-            Some(_) => (self.judged_outages().iter())
-                .filter_map(|o| o.write_unavailable_seconds)
-                .reduce(f64::max),
-            None => self.longest_unavailability(),
-        }
-    }
-
-    /// The longest measured write unavailability of the run, every outage counted (a
-    /// canary's RTO; a drill judges [`Summary::judged_outages`]).
+    /// The longest write unavailability of every outage, kept or not (a canary's RTO).
     pub fn longest_unavailability(&self) -> Option<f64> {
         let earlier = &self.earlier_outages;
         let earlier = (earlier.count > 0).then_some(earlier.longest_write_unavailable_seconds);
@@ -291,13 +261,11 @@ impl Summary {
 
     /// Every outage of the run, kept or not.
     pub fn outage_count(&self) -> usize {
-        self.earlier_outages
-            .count
-            .saturating_add(self.outages.len())
+        let kept = self.outages.len();
+        self.earlier_outages.count.saturating_add(kept)
     }
 
-    /// Start and end of the run, Unix seconds on its clock: from `started_at`, else from
-    /// its timeline.
+    /// Start and end of the run in Unix seconds, from `started_at`, else from its timeline.
     pub fn span_unix(&self) -> (f64, f64) {
         let start = humantime::parse_rfc3339(&self.started_at)
             .ok()
@@ -308,8 +276,7 @@ impl Summary {
         (start, start + self.duration_seconds)
     }
 
-    /// The run's verdict: a drill's, given once during the run; else the run judged as a
-    /// canary by the same engine, [`judge_members`], against `objectives`.
+    /// The run's verdict: a drill's; else the run judged as a canary against `objectives`.
     pub fn verdict(&self, objectives: &Objectives) -> Verdict {
         if let Some(d) = &self.drill {
             return d.verdict.clone();
@@ -334,8 +301,7 @@ impl Summary {
     }
 
     /// The run crashed after its first write with `error`: said in every output, and a drill
-    /// is judged INVALID by the engine's rules (as `pgdrill report` judges this summary),
-    /// unless lost writes fail it.
+    /// is judged INVALID (as `pgdrill report` judges this summary), unless lost writes fail it.
     pub fn crashed_with(&mut self, error: String) {
         if let Some(d) = &mut self.drill {
             let lost_decides = self.counts.lost_writes > d.objectives.max_lost_writes;
@@ -345,30 +311,12 @@ impl Summary {
         }
         self.crashed = Some(error);
     }
-}
 
-/// The objectives of a summary that records none (`--rto-objective`'s and
-/// `--rpo-objective`'s defaults).
-pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
-    rto: Duration::from_secs(120),
-    max_lost_writes: 0,
-};
-
-fn opt_secs(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
-}
-
-impl Summary {
     /// The outages never verified (open at the end, or no verification answered): they
     /// checked nothing, so "0 lost" would claim what was never looked at.
     pub fn unverified_outages(&self) -> Vec<String> {
-        let earlier = &self.earlier_outages;
-        let not_kept = (earlier.unverified > 0).then(|| {
-            format!(
-                "{} of outages 1-{} not verified",
-                earlier.unverified, earlier.count
-            )
-        });
+        let (n, count) = (self.earlier_outages.unverified, self.earlier_outages.count);
+        let not_kept = (n > 0).then(|| format!("{n} of outages 1-{count} not verified"));
         let kept =
             (self.outages.iter().filter(|o| o.lost_writes.is_none())).map(|o| match o.end_unix {
                 None => format!("outage {} still open at the end", o.index),
@@ -384,60 +332,13 @@ impl Summary {
             && self.counts.checked_writes == 0
             && !self.unverified_outages().is_empty()
     }
-}
 
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.fmt_load(f)?;
-        self.fmt_latencies(f)?;
-        self.fmt_errors(f)?;
-        writeln!(
-            f,
-            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
-            self.primary_changes,
-            self.server_restarts,
-            match self.lost_writes_unverified() {
-                true => format!("unverified ({})", self.unverified_outages().join(", ")),
-                false => format!(
-                    "{} of {} checked",
-                    self.counts.lost_writes, self.counts.checked_writes
-                ),
-            },
-            self.counts.unknown_outcome_writes,
-            self.counts.unknown_outcome_committed,
-            self.counts.unknown_outcome_not_committed,
-            match self.counts.unknown_outcome_unresolved {
-                0 => String::new(),
-                n => format!(", unresolved {n}"),
-            }
-        )?;
-        self.fmt_outages(f)?;
-        if let Some(error) = &self.crashed {
-            writeln!(f, "  CRASHED       {error}")?;
-        }
-        if let Some(drill) = &self.drill {
-            writeln!(f, "{drill}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Successful / attempted (finished or skipped) writes; 0 when none was attempted (a run
-/// that wrote nothing never reads as healthy).
-fn success_ratio(t: &TallySnapshot) -> f64 {
-    t.successes() as f64 / t.transactions.saturating_add(t.skipped).max(1) as f64
-}
-
-/// The sections of the text summary, in the order it prints them.
-impl Summary {
+    // The sections of the text summary, in the order it prints them.
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "pgdrill {} summary (run {})", self.version, self.run_id)?;
+        let (run_id, table) = (self.run_id, &self.table);
+        writeln!(f, "pgdrill {} summary (run {run_id})", self.version)?;
         writeln!(f, "  target        {}", self.target)?;
-        write!(
-            f,
-            "  table         {} (rows with run_id {})",
-            self.table, self.run_id
-        )?;
+        write!(f, "  table         {table} (rows with run_id {run_id})")?;
         match self.retention_rows_deleted {
             0 => writeln!(f)?,
             n => writeln!(f, "; retention deleted {n} of pgdrill's rows")?,
@@ -457,11 +358,8 @@ impl Summary {
             (Some(id), None) => writeln!(f, "  drill         {id}")?,
             _ => {}
         }
-        writeln!(
-            f,
-            "  connect timeout {}s ({})",
-            self.connect_timeout_seconds, self.connect_timeout_from
-        )?;
+        let (timeout, from) = (self.connect_timeout_seconds, &self.connect_timeout_from);
+        writeln!(f, "  connect timeout {timeout}s ({from})")?;
         writeln!(
             f,
             "  duration      {:.1}s   target rate {}   achieved {:.1}/s",
@@ -499,14 +397,10 @@ impl Summary {
     }
 
     fn fmt_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.counts.errors.is_empty() {
-            let errs: Vec<String> = self
-                .counts
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            writeln!(f, "  errors        {}", errs.join(" "))?;
+        let errors = &self.counts.errors;
+        if !errors.is_empty() {
+            let each: Vec<String> = errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(f, "  errors        {}", each.join(" "))?;
         }
         for k in &self.error_kinds {
             let sqlstate = if k.sqlstate.is_empty() {
@@ -552,9 +446,8 @@ impl Summary {
         Ok(())
     }
 
-    /// The exit status a pipeline gates on: 0 for a pass and for a canary run (no trigger),
-    /// 3 for a failed drill, 4 for an invalid one; [`TARGET_EXIT`] when not one write
-    /// succeeded and nothing else said so (a run that measured nothing never passes).
+    /// The exit status: the drill's verdict's (0 for a canary), or [`TARGET_EXIT`] when not
+    /// one write succeeded and nothing else said so.
     pub fn exit_code(&self) -> u8 {
         let verdict = self
             .drill
@@ -586,6 +479,57 @@ impl Summary {
     pub fn printable(&self) -> String {
         crate::secrets::scrub(&self.to_string())
     }
+}
+
+/// The objectives of a summary that records none: the flags' defaults.
+pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
+    rto: Duration::from_secs(120),
+    max_lost_writes: 0,
+};
+
+fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_load(f)?;
+        self.fmt_latencies(f)?;
+        self.fmt_errors(f)?;
+        writeln!(
+            f,
+            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
+            self.primary_changes,
+            self.server_restarts,
+            match self.lost_writes_unverified() {
+                true => format!("unverified ({})", self.unverified_outages().join(", ")),
+                false => format!(
+                    "{} of {} checked",
+                    self.counts.lost_writes, self.counts.checked_writes
+                ),
+            },
+            self.counts.unknown_outcome_writes,
+            self.counts.unknown_outcome_committed,
+            self.counts.unknown_outcome_not_committed,
+            match self.counts.unknown_outcome_unresolved {
+                0 => String::new(),
+                n => format!(", unresolved {n}"),
+            }
+        )?;
+        self.fmt_outages(f)?;
+        if let Some(error) = &self.crashed {
+            writeln!(f, "  CRASHED       {error}")?;
+        }
+        if let Some(drill) = &self.drill {
+            writeln!(f, "{drill}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Successful / attempted (finished or skipped) writes; 0 when none was attempted.
+fn success_ratio(t: &TallySnapshot) -> f64 {
+    t.successes() as f64 / t.transactions.saturating_add(t.skipped).max(1) as f64
 }
 
 #[cfg(test)]

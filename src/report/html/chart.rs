@@ -1,11 +1,8 @@
-//! The timeline as one SVG chart: achieved rate, errors by class, latency and the
-//! failover state on one time axis, with a marker at each event.
-//!
-//! Buckets are merged (with the timeline's own merge rules, so the worst state and the
-//! highest p99 survive) into at most [`MAX_COLUMNS`] columns of a round number of
-//! seconds. The page's size is therefore bounded whatever the run's length, and events
-//! are drawn at their exact times. Scales, ticks and layout are ours: an SVG crate
-//! would only replace the element syntax, which maud already gives.
+//! The timeline as one SVG chart: achieved rate, errors by class, latency and the failover
+//! state on one time axis, with a marker at each event. Buckets are merged (the worst state
+//! and the highest p99 survive) into at most [`MAX_COLUMNS`] columns, so the page's size is
+//! bounded whatever the run's length; events are drawn at their exact times. Scales and
+//! layout are ours: an SVG crate would only replace maud's element syntax.
 
 use std::fmt::Write;
 
@@ -200,8 +197,7 @@ fn latency_panel(g: &Grid) -> Markup {
     }
 }
 
-/// The log axis's range in decades (powers of ten of seconds): from the lowest latency drawn
-/// to the highest, at least two decades and at most eight.
+/// The log axis's range in decades of seconds, lowest to highest latency drawn: two to eight.
 fn latency_decades(with: &[(usize, &Column)]) -> (f64, f64) {
     let lo = with
         .iter()
@@ -292,11 +288,8 @@ pub(crate) fn fmt_step(s: u64) -> String {
 /// The whole timeline chart over `[from, to)`.
 pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label: &str) -> Markup {
     let g = Grid::new(t, from, to);
-    let events: Vec<&Event> = t
-        .events
-        .iter()
-        .filter(|e| e.at >= g.t0 as f64 && e.at <= g.end() as f64)
-        .collect();
+    let in_view = |e: &&Event| (g.t0 as f64..=g.end() as f64).contains(&e.at);
+    let events: Vec<&Event> = t.events.iter().filter(in_view).collect();
     html! {
         svg.chart viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) role="img" aria-label=(label) {
             (rate_panel(&g, target))
@@ -319,8 +312,7 @@ pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label
     }
 }
 
-/// What the colours and markers mean: only the error classes that occur, so the legend
-/// reads as a list of what went wrong.
+/// What the colours and markers mean, with only the error classes that occur.
 pub(crate) fn legend(t: &Timeline) -> Markup {
     let mut seen = [false; crate::telemetry::timeline::MAX_CLASSES];
     let mut skipped = false;

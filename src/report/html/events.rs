@@ -11,8 +11,7 @@ use crate::telemetry::timeline::{Event, EventKind, Timeline};
 /// Event rows listed under the chart (the latest); the markers show them all.
 const MAX_EVENT_ROWS: usize = 300;
 
-/// The event's kind as in the JSON, for the page's `data-kind` attributes (a match, not a
-/// serde round trip of every event on each redraw of the live page).
+/// The event's kind as in the JSON, for `data-kind` (no serde round trip on each redraw).
 pub(super) fn kind_name(k: &EventKind) -> &'static str {
     match k {
         EventKind::OutageStart { .. } => "outage_start",
@@ -98,9 +97,8 @@ pub(super) fn outage_shading(g: &Grid, events: &[&Event]) -> Markup {
     }
 }
 
-/// Vertical markers at the events' exact times. Labels go in up to three rows;
-/// when events crowd, a label moves right of its neighbours with a leader line
-/// back to its marker, so close events stay legible.
+/// Vertical markers at the events' exact times, labelled in up to three rows; a crowded
+/// label moves right of its neighbours with a leader line back to its marker.
 pub(super) fn markers(g: &Grid, events: &[&Event]) -> Markup {
     let mut row_end = [f64::NEG_INFINITY; MARK_ROWS];
     let knee = MARK_TOP + MARK_ROW_H * MARK_ROWS as f64 + 6.0;

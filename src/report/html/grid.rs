@@ -1,5 +1,5 @@
-//! The chart's layout: its geometry in SVG user units, and the grid of columns that maps
-//! the timeline's buckets and times onto it (shared by the chart and its event markers).
+//! The chart's geometry in SVG user units, and the grid of columns that maps the timeline's
+//! buckets and times onto it.
 
 use std::fmt::Write;
 
@@ -20,11 +20,7 @@ const STEPS: [u64; 22] = [
 pub(crate) fn step_at_least(s: u64) -> u64 {
     const LONGEST: u64 = STEPS[STEPS.len() - 1];
     let beyond = || s.div_ceil(LONGEST).saturating_mul(LONGEST);
-    STEPS
-        .iter()
-        .copied()
-        .find(|&x| x >= s)
-        .unwrap_or_else(beyond)
+    STEPS.into_iter().find(|&x| x >= s).unwrap_or_else(beyond)
 }
 
 /// Chart geometry (SVG user units).
@@ -78,9 +74,8 @@ pub(super) struct Grid {
 }
 
 impl Grid {
-    /// Columns over `[from, to)` holding the buckets that start in it. A column is
-    /// never narrower than the widest bucket in view, so a 10-minute bucket of an
-    /// old outage is not drawn as one second's worth.
+    /// Columns over `[from, to)` holding the buckets that start in it, never narrower than
+    /// the widest bucket in view (a 10-minute bucket is not drawn as one second's worth).
     pub(super) fn new(t: &Timeline, from: u64, to: u64) -> Grid {
         // A report's input can hold buckets out of order.
         let to = to.max(from);
@@ -127,8 +122,7 @@ impl Grid {
         (self.x(self.at(i) as f64), self.x(self.at(i + 1) as f64))
     }
 
-    /// Runs of consecutive present columns with equal `key`, as index ranges `[a, b)`
-    /// with their key.
+    /// Runs of consecutive present columns with equal `key`: `[a, b)` and the key.
     pub(super) fn runs<K: PartialEq>(&self, key: impl Fn(&Column) -> K) -> Vec<(usize, usize, K)> {
         let mut out: Vec<(usize, usize, K)> = Vec::new();
         for (i, c) in self.cols.iter().enumerate() {

@@ -1,5 +1,4 @@
-//! The live `/` page: the last [`LIVE_WINDOW`] and the current state; the browser
-//! reloads it every 5 s (no script).
+//! The live `/` page: the last [`LIVE_WINDOW`] and the current state, reloaded every 5 s.
 
 use std::time::Duration;
 
@@ -16,8 +15,7 @@ pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Outages the live page lists (the latest).
 const LIVE_OUTAGES: usize = 5;
 
-/// The live page of a run so far: its summary as far as it goes (counts, outages, the primary,
-/// at least the last [`LIVE_WINDOW`] of timeline) and the failover state now.
+/// The live page of a run so far (its summary as far as it goes), in failover state `now`.
 pub fn render_live(l: &Summary, now: State) -> String {
     let worst = l.longest_unavailability();
     let rto = l.objectives.unwrap_or(DEFAULT_OBJECTIVES).rto.as_secs_f64();

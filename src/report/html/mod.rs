@@ -1,8 +1,6 @@
-//! The drill report: one self-contained HTML page (inline SVG and CSS, no script,
-//! nothing fetched) to paste into a post-mortem, and the live `/` page.
-//!
-//! Pages are `maud` templates, which escape every value they insert; the callers scrub
-//! the finished page of secrets once ([`crate::secrets::scrub`] knows maud's escaped form).
+//! The drill report: one self-contained HTML page (inline SVG and CSS, no script, nothing
+//! fetched), and the live `/` page. Pages are `maud` templates, which escape every value;
+//! the callers scrub the finished page ([`crate::secrets::scrub`] knows maud's escaping).
 
 pub(crate) mod chart;
 pub(crate) mod events;
@@ -78,16 +76,14 @@ pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
     }
 }
 
-/// A measured duration as people read it, to the millisecond as the text summary, the log
-/// and the verdict's reasons give it (so a figure reads the same in every output): 274 ms,
-/// 2.974 s, 1 min 05.100 s, 1 h 00 min 29.000 s.
+/// A measured duration to the millisecond, as every other output gives it: 274 ms, 2.974 s,
+/// 1 min 05.100 s, 1 h 00 min 29.000 s.
 pub(crate) fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
     }
-    // The digits of the text summary's `{:.3}`, whatever the float's binary rounding (a
-    // trigger-relative figure may be negative; `-0.000` is 0); the unit is chosen by the
-    // value rounded (0.9996 s is 1.000 s).
+    // The text summary's `{:.3}` digits, whatever the float's binary rounding; `-0.000` is 0,
+    // and the unit is chosen by the value rounded (0.9996 s is 1.000 s).
     let text = format!("{s:.3}");
     let (sign, digits) = match text.strip_prefix('-') {
         Some(d) if d != "0.000" => ("-", d),
@@ -106,8 +102,8 @@ pub(crate) fn fmt_secs(s: f64) -> String {
     }
 }
 
-/// A length as set or judged against nothing (an objective, the run's) to the nearest unit,
-/// as the text summary gives it: a 2-hour run is "2 h 00 min", however many milliseconds over.
+/// A length as set (an objective, the run's) to the nearest unit: a 2-hour run is
+/// "2 h 00 min", however many milliseconds over.
 pub(crate) fn fmt_length(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();

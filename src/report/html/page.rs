@@ -1,6 +1,4 @@
-//! The report of one run, drawn from its [`Summary`]: the verdict and headline figures,
-//! the drill's triggers, the outages, the timeline with close-ups of the longest outages,
-//! the events, the target, the run's figures and flags, and how each figure is measured.
+//! The report of one run, drawn from its [`Summary`].
 
 use maud::{html, Markup, PreEscaped};
 
@@ -36,14 +34,13 @@ fn dated(s: &Summary) -> bool {
 }
 
 /// The drill report page, judged against a drill's own objectives, else the run's, else
-/// (an older summary) the defaults.
+/// the defaults.
 pub fn render(s: &Summary) -> String {
     let own = s.drill.as_ref().map(|d| d.objectives).or(s.objectives);
     let objectives = own.unwrap_or(DEFAULT_OBJECTIVES);
     let rto = objectives.rto.as_secs_f64();
     let dated = dated(s);
-    // To the millisecond the summary keeps; the timeline's first whole second is up to a
-    // second earlier.
+    // To the millisecond; the timeline's first whole second is up to a second earlier.
     let (run_start, _) = s.span_unix();
     let body = html! {
         h1 { "Failover drill report" }
@@ -79,16 +76,13 @@ pub fn render(s: &Summary) -> String {
 
 /// The headline cards; `rto_is_default`: the summary names no objective.
 fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
-    let checked = s.counts.checked_writes;
+    let checked = group(s.counts.checked_writes);
     let unverified = s.unverified_outages();
     let lost_value = match s.lost_writes_unverified() {
         true => "unverified".to_string(),
         false => group(s.counts.lost_writes),
     };
-    let mut lost_detail = format!(
-        "{} acknowledged writes checked on the new primary",
-        group(checked)
-    );
+    let mut lost_detail = format!("{checked} acknowledged writes checked on the new primary");
     if !unverified.is_empty() {
         lost_detail.push_str(&format!("; {}", unverified.join(", ")));
     }
@@ -121,9 +115,12 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 /// The RTO card: the longest write unavailability against the objective.
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let judged = s.judged_outages();
-    let longest = s.judged_unavailability();
-    // An outage open at the end holds the time so far: no measured RTO, and a run that
-    // ended in one is not judged a pass.
+    // What the verdict judges: a canary's every outage, kept or not.
+    let longest = match &s.drill {
+        Some(_) => (judged.iter().filter_map(|o| o.write_unavailable_seconds)).reduce(f64::max),
+        None => s.longest_unavailability(),
+    };
+    // An outage open at the end holds the time so far: no measured RTO, never a pass.
     let open = (judged.iter())
         .filter(|o| o.end_unix.is_none())
         .find_map(|o| o.write_unavailable_seconds);
@@ -140,11 +137,8 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
         None => ("bad", "not recovered".to_string()),
     };
     let default = if rto_is_default { " (default)" } else { "" };
-    let mut detail = format!(
-        "objective {}{default}; {} outage(s)",
-        fmt_length(rto),
-        s.outage_count()
-    );
+    let (objective, outages) = (fmt_length(rto), s.outage_count());
+    let mut detail = format!("objective {objective}{default}; {outages} outage(s)");
     let all = s.longest_unavailability();
     if s.drill.is_some() && all.is_some_and(|a| longest.is_none_or(|l| a > l)) {
         let all = all.map_or_else(String::new, fmt_secs);
@@ -266,8 +260,8 @@ fn outages_table(s: &Summary, rto: f64, dated: bool) -> Markup {
     }
 }
 
-/// A chart around each of the longest outages: at one column per second of a
-/// short drill the whole-run chart shows a 3-second outage as a hairline.
+/// A chart around each of the longest outages: the whole-run chart draws a 3-second outage
+/// of a short drill as a hairline.
 fn closeups(s: &Summary, dated: bool) -> Markup {
     let Some((first, last)) = s.timeline.span() else {
         return html! {};
@@ -323,39 +317,30 @@ fn target_section(s: &Summary) -> Markup {
 }
 
 fn run_section(s: &Summary) -> Markup {
-    let l = &s.latency;
-    let rows = [
-        ("transactions", group(s.counts.transactions)),
-        ("acknowledged", group(s.counts.successes)),
-        ("errors by class", errors_text(&s.counts.errors)),
-        (
-            "skipped / abandoned",
-            format!("{} / {}", group(s.skipped), group(s.abandoned)),
-        ),
-        (
-            "latency from intended start",
-            format!(
-                "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
-                l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
-            ),
-        ),
-    ];
+    let (c, l) = (&s.counts, &s.latency);
+    let latency = format!(
+        "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
+        l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
+    );
     html! {
         section {
             h2 { "Run" }
-            table { @for (k, v) in rows { tr { th { (k) } td { (v) } } } }
+            table {
+                tr { th { "transactions" } td { (group(c.transactions)) } }
+                tr { th { "acknowledged" } td { (group(c.successes)) } }
+                tr { th { "errors by class" } td { (errors_text(&c.errors)) } }
+                tr { th { "skipped / abandoned" } td { (group(s.skipped)) " / " (group(s.abandoned)) } }
+                tr { th { "latency from intended start" } td { (latency) } }
+            }
         }
     }
 }
 
 /// The flags as run; any whose name mentions a password is redacted here as well.
 fn flags_section(flags: &[Flag]) -> Markup {
-    let value = |f: &Flag| {
-        if f.name.to_ascii_lowercase().contains("password") {
-            "(redacted)".to_string()
-        } else {
-            f.value.clone()
-        }
+    let value = |f: &Flag| match f.name.to_ascii_lowercase().contains("password") {
+        true => "(redacted)".to_string(),
+        false => f.value.clone(),
     };
     html! {
         section {
