@@ -98,7 +98,8 @@ use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
 use failover::outages::Outages;
 use load::lanes::{self, Shared};
-use load::outcomes::{Job, Outcomes};
+use load::outcomes::Job;
+use load::outcomes::Outcomes;
 use load::scheduler;
 use report::{progress, sampler};
 use rpo::ledger::Ledger;
@@ -273,15 +274,14 @@ impl Drill {
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
         let latency = LatencyBook::new(tokio::runtime::Handle::current().metrics().num_workers());
-        let outcomes = Arc::new(Outcomes {
-            metrics: metrics.clone(),
-            detector: detector.clone(),
-            ledger: ledger.clone(),
-            latency: latency.clone(),
-            identity: identity.clone(),
-            tally: Default::default(),
-            fatal: fatal.clone(),
-        });
+        let outcomes = Arc::new(Outcomes::new(
+            metrics.clone(),
+            detector.clone(),
+            ledger.clone(),
+            latency.clone(),
+            identity.clone(),
+            fatal.clone(),
+        ));
         let verifier = Arc::new(Verifier::new(
             pool.clone(),
             workload.clone(),

@@ -83,17 +83,36 @@ impl TallySnapshot {
 
 /// What every lane reports to; see the module documentation.
 pub(crate) struct Outcomes {
-    pub metrics: Arc<Metrics>,
-    pub detector: Arc<Detector>,
-    pub ledger: Arc<Mutex<Ledger>>,
-    pub latency: LatencyBook,
-    pub identity: Arc<IdentityTracker>,
-    pub tally: Tally,
+    metrics: Arc<Metrics>,
+    detector: Arc<Detector>,
+    ledger: Arc<Mutex<Ledger>>,
+    latency: LatencyBook,
+    identity: Arc<IdentityTracker>,
+    tally: Tally,
     /// Told of the first success (before it, a wrong target ends the run).
-    pub fatal: Arc<Fatal>,
+    fatal: Arc<Fatal>,
 }
 
 impl Outcomes {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        detector: Arc<Detector>,
+        ledger: Arc<Mutex<Ledger>>,
+        latency: LatencyBook,
+        identity: Arc<IdentityTracker>,
+        fatal: Arc<Fatal>,
+    ) -> Outcomes {
+        Outcomes {
+            metrics,
+            detector,
+            ledger,
+            latency,
+            identity,
+            tally: Tally::default(),
+            fatal,
+        }
+    }
+
     /// A recorder for one lane, with its share of the latency recorders.
     pub fn lane(self: &Arc<Self>) -> LaneOutcomes {
         LaneOutcomes {
@@ -209,15 +228,14 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
-        let outcomes = Arc::new(Outcomes {
-            metrics: metrics.clone(),
-            detector: detector.clone(),
+        let outcomes = Arc::new(Outcomes::new(
+            metrics.clone(),
+            detector.clone(),
             ledger,
-            latency: LatencyBook::new(1),
-            identity: Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
-            tally: Default::default(),
-            fatal: Arc::default(),
-        });
+            LatencyBook::new(1),
+            Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
+            Arc::default(),
+        ));
         (outcomes, metrics, detector)
     }
 

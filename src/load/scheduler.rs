@@ -224,15 +224,14 @@ mod tests {
 
     fn outcomes() -> Outcomes {
         let metrics = Metrics::new(&[]);
-        Outcomes {
-            metrics: metrics.clone(),
-            detector: Arc::new(Detector::default()),
-            ledger: Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
-            latency: LatencyBook::new(1),
-            identity: Arc::new(IdentityTracker::new(Vec::new(), metrics)),
-            tally: Default::default(),
-            fatal: Arc::default(),
-        }
+        Outcomes::new(
+            metrics.clone(),
+            Arc::new(Detector::default()),
+            Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
+            LatencyBook::new(1),
+            Arc::new(IdentityTracker::new(Vec::new(), metrics)),
+            Arc::default(),
+        )
     }
 
     #[tokio::test(start_paused = true)]
