@@ -265,11 +265,11 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// One of [`OUR_KEYS`]: the DSN's (the last one given), else its environment variable's,
-/// with where it came from.
 /// [`our_value`] for one DSN and environment.
 type Value<'a> = &'a dyn Fn(&str) -> Option<(String, &'static str)>;
 
+/// One of [`OUR_KEYS`]: the DSN's (the last one given), else its environment variable's,
+/// with where it came from.
 fn our_value(
     key: &str,
     from_dsn: &[(String, String)],

@@ -251,8 +251,9 @@ impl Setup {
     }
 
     /// The table, checked once per run within the connect `timeout` (a silent server is left
-    /// for the next host); once `--alter-table` changes it, within [`TABLE_CHANGE_TIMEOUT`]:
-    /// cut off, an `ALTER TABLE` or index build would go on in the server and be sent again.
+    /// for the next host); once `--alter-table` changes it, within [`TABLE_CHANGE_TIMEOUT`]
+    /// (an `ALTER TABLE` waits up to its lock timeout, an index build longer): cut off, it
+    /// would go on in the server and be sent again.
     pub(super) async fn table_ready(
         &self,
         client: &Client,

@@ -63,8 +63,9 @@ pub(crate) fn index_alone(table: &Table, schema: &str) -> String {
 /// The build ends by [`Change::by`]: it waits for every transaction that writes the table or
 /// holds an older snapshot, and left waiting it would hold its lock (blocking vacuum and DDL)
 /// long after pgdrill gave up. The server ends it (`statement_timeout`, even if pgdrill is
-/// killed), else pgdrill cancels it: behind a pooler that dropped the startup options, a
-/// `SET` may reach another server connection than the build's, and stay there for others.
+/// killed), else pgdrill cancels it (a pooler forwards a cancel to the build's server
+/// connection): behind a pooler that dropped the startup options, a `SET` may reach another
+/// server connection than the build's, and stay there for others.
 pub(super) async fn build_index(
     client: &Client,
     table: &Table,
