@@ -26,7 +26,7 @@ pub struct DrillReport {
     pub command: String,
     pub shell: bool,
     pub objectives: Objectives,
-    /// `--failovers`; 0 in a summary older than the field.
+    /// `--failovers`; 0 only in a summary older than the field (a schedule has at least one).
     #[serde(default)]
     pub planned_triggers: u32,
     pub triggers: Vec<TriggerRun>,

@@ -8,11 +8,12 @@ use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
 
 /// An outage that began this long before a trigger started still belongs to it: writes
-/// sent just before the trigger fail with the failover.
+/// sent just before the trigger fail with the failover. One older is the baseline's,
+/// which the verdict judges unhealthy.
 pub const ATTRIBUTION_SLACK: f64 = 1.0;
 
 /// A baseline shorter than this (seconds) says nothing. Below the 1 s the shortest schedule
-/// leaves, so only a previous trigger running into the window makes one this short.
+/// leaves (`--failover-after 2s` minus the warm-up), so only a previous trigger running into the window makes one this short.
 pub const MIN_JUDGED_BASELINE: f64 = 0.5;
 
 /// Achieved rate at or above this share of target makes a healthy baseline.

@@ -144,7 +144,8 @@ impl Sum for RunCounts {
     }
 }
 
-/// The end-of-run summary, as `--summary-json` writes it and `pgdrill report` reads it.
+/// The end-of-run summary, as `--summary-json` writes it and `pgdrill report` reads it
+/// (fields an older summary lacks read as their defaults).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Summary {

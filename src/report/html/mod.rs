@@ -77,7 +77,7 @@ pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
 }
 
 /// A measured duration to the millisecond, as every other output gives it: 274 ms, 2.974 s,
-/// 1 min 05.100 s, 1 h 00 min 29.000 s.
+/// 1 min 05.100 s, 1 h 00 min 29.000 s; signed, as a trigger-relative figure may be negative.
 pub(crate) fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_string();
