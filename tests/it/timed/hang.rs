@@ -1,6 +1,7 @@
 //! Failures that hang instead of refusing: a frozen primary (every process stopped), a
 //! listener that accepts and never answers, a DNS name that moves while the old primary
-//! hangs. Ground truth from the lab's stamps and the rows' `created_at`.
+//! hangs. Ground truth from the lab's stamps, the rows' `created_at` and, where the same
+//! server comes back, a fresh client's first answer.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -59,6 +60,25 @@ async fn rows(lab: &Lab, node: Node, run_id: i64, after: f64) -> Rows {
         gap: row.get::<_, Option<f64>>(1).expect("at least two rows"),
         after: row.get(2),
     }
+}
+
+/// When a fresh client, connecting from its own thread and runtime (pgdrill's burst after
+/// the thaw does not delay it) just before the thaw, has its first answer. Rows alone would
+/// date the thaw too early: writes pgdrill sent before the freeze, and gave up on, wait in
+/// their connections and run the moment the server does, while new clients still queue
+/// behind every connection attempt the postmaster has yet to accept.
+fn fresh_client_answer(dsn: String) -> std::thread::JoinHandle<SystemTime> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the fresh client");
+        runtime.block_on(async move {
+            let client = connect(&dsn).await;
+            client.simple_query("SELECT 1").await.expect("SELECT 1");
+            SystemTime::now()
+        })
+    })
 }
 
 /// TCP sockets of this machine in state ESTABLISHED whose remote port is `port`
@@ -487,15 +507,21 @@ async fn a_frozen_primary_that_comes_back_is_one_outage_measured_by_the_rows() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let freeze = lab.freeze(node).await.expect("freeze");
     tokio::time::sleep(Duration::from_secs(10)).await;
+    let fresh = fresh_client_answer(lab.dsn(node));
     let thawed = lab.thaw(node).await.expect("thaw");
+    let fresh = fresh.join().expect("the fresh client's thread");
     let summary = drill.finish().await;
     let truth = rows(&lab, node, summary.run_id, wall(&thawed)).await;
+    // The last row before the freeze, to a fresh client's first answer after the thaw.
+    let unavailable = epoch(fresh) - (truth.first_after - truth.gap);
     println!(
-        "{summary}\nfrozen {} processes for {:.3}s; rows' gap {:.3}s; first write {:.3}s after the thaw",
+        "{summary}\nfrozen {} processes for {:.3}s; rows' gap {:.3}s; first write {:.3}s and a \
+         fresh client's answer {:.3}s after the thaw: {unavailable:.3}s unavailable",
         freeze.processes,
         thawed.since(&freeze.freeze_begun).as_secs_f64(),
         truth.gap,
-        truth.first_after - wall(&thawed)
+        truth.first_after - wall(&thawed),
+        epoch(fresh) - wall(&thawed),
     );
     assert!(freeze.processes > 3, "postmaster and its children");
     assert_eq!(summary.outages.len(), 1, "{summary}");
@@ -503,8 +529,12 @@ async fn a_frozen_primary_that_comes_back_is_one_outage_measured_by_the_rows() {
         .write_unavailable_seconds
         .expect("outage ended");
     assert!(
-        (measured - truth.gap).abs() <= 0.1,
-        "reported {measured:.3}s, rows {:.3}s",
+        (measured - unavailable).abs() <= 0.1,
+        "reported {measured:.3}s, a fresh client {unavailable:.3}s"
+    );
+    assert!(
+        measured >= truth.gap - 0.1,
+        "reported {measured:.3}s, shorter than the rows' gap {:.3}s",
         truth.gap
     );
     assert!(measured >= 9.9, "frozen 10 s, reported {measured:.3}s");
