@@ -66,7 +66,9 @@ async fn rows(lab: &Lab, node: Node, run_id: i64, after: f64) -> Rows {
 /// the thaw does not delay it) just before the thaw, has its first answer. Rows alone would
 /// date the thaw too early: writes pgdrill sent before the freeze, and gave up on, wait in
 /// their connections and run the moment the server does, while new clients still queue
-/// behind every connection attempt the postmaster has yet to accept.
+/// behind every connection attempt the postmaster has yet to accept. One client, not
+/// `support::probe`: its attempts every 100 ms would fill the frozen server's backlog and
+/// slow the very catch-up they time.
 fn fresh_client_answer(dsn: String) -> std::thread::JoinHandle<SystemTime> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
