@@ -357,6 +357,9 @@ fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
     })
 }
 
+const WAITS_FOREVER: &str = "`connect_timeout` 0 or less waits forever in libpq; pgdrill needs \
+     a bound: whole seconds above 0, or --connect-timeout";
+
 /// libpq's `connect_timeout`, in whole seconds, set on `pg`; returns where it came from, or
 /// for zero or less (libpq waits forever, which a failover drill cannot) the error to give
 /// where it is in force, not read as unset.
@@ -377,7 +380,7 @@ fn connect_timeout(
             };
             Ok((Some(from), None))
         }
-        Ok(_) => Ok((None, Some(bad("`connect_timeout` 0 or less waits forever in libpq; pgdrill needs a bound: whole seconds above 0, or --connect-timeout")))),
+        Ok(_) => Ok((None, Some(bad(WAITS_FOREVER)))),
         Err(_) => Err(bad("`connect_timeout` must be whole seconds")),
     }
 }

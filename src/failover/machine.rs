@@ -388,7 +388,9 @@ impl Machine {
         if now.saturating_duration_since(first_success) < RECOVERY_WINDOW {
             return;
         }
-        let rate = (self.success_rate(now, RECOVERY_WINDOW, ev.successes)).unwrap_or(0.0);
+        let rate = self
+            .success_rate(now, RECOVERY_WINDOW, ev.successes)
+            .unwrap_or(0.0);
         if rate >= FULL_RATE * target {
             out.push(Transition::FullRate {
                 first_success,
