@@ -4,6 +4,7 @@ use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
 
+use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, Parser};
 #[cfg(feature = "lab")]
 use pgdrill::config::ProxyArgs;
@@ -73,6 +74,11 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 
 /// [`usage_error`] for a subcommand's option: its own usage line follows.
 fn usage_error_of(subcommand: &str, message: impl std::fmt::Display) -> ! {
+    usage_error_at(subcommand, None, message)
+}
+
+/// [`usage_error_of`] about one flag, which the message may then trace to its variable.
+fn usage_error_at(subcommand: &str, flag: Option<&str>, message: impl std::fmt::Display) -> ! {
     let message = pgdrill::scrub(&message.to_string());
     let mut cli = Cli::command();
     cli.build();
@@ -80,7 +86,14 @@ fn usage_error_of(subcommand: &str, message: impl std::fmt::Display) -> ! {
         Some(sub) => sub.clone(),
         None => cli,
     };
-    usage_exit(command.error(clap::error::ErrorKind::ValueValidation, message))
+    let mut err = command.error(clap::error::ErrorKind::ValueValidation, message);
+    if let Some(flag) = flag {
+        err.insert(
+            ContextKind::InvalidArg,
+            ContextValue::String(flag.to_string()),
+        );
+    }
+    usage_exit(err)
 }
 
 /// Prints clap's error (or help) and exits with its code. An error quotes the arguments
@@ -92,7 +105,7 @@ fn usage_exit(err: clap::Error) -> ! {
     let _ = write!(
         std::io::stderr(),
         "{}",
-        pgdrill::scrub(&err.render().to_string())
+        pgdrill::scrub(&pgdrill::config::usage_message(&err))
     );
     std::process::exit(err.exit_code())
 }
@@ -122,7 +135,7 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
 fn run(args: RunArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
-        .unwrap_or_else(|err| usage_error(err));
+        .unwrap_or_else(|err| usage_error_at("", Some(err.option), err));
     init_logging(config.log_format, &config.log_filter);
     block_on(usize::from(args.worker_threads), async {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {

@@ -1,9 +1,10 @@
-//! The settings a run was started with, for the report's "flags" table: those given on
-//! the command line or in the environment, never a password.
+//! Where a run's settings came from: the report's "flags" table (those given on the
+//! command line or in the environment, never a password), and the variable behind a bad value.
 
 use std::ffi::OsString;
 use std::path::Path;
 
+use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;
 use clap::CommandFactory;
 
@@ -43,6 +44,46 @@ pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)>
         out.push((long.to_string(), value));
     }
     out
+}
+
+/// A usage error's text (clap's, or a [`ConfigError`] given its flag as context), naming
+/// the environment variable when the bad value came from one: clap names only the flag,
+/// which the user may never have typed.
+pub fn usage_message(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg) else {
+        return text;
+    };
+    let Some(long) = shown.split(' ').next().and_then(|s| s.strip_prefix("--")) else {
+        return text;
+    };
+    let typed = std::env::args_os().any(|a| {
+        a.to_str()
+            .and_then(|a| a.strip_prefix("--"))
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    });
+    let cmd = Cli::command();
+    let var = std::iter::once(&cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .filter(|var| !typed && std::env::var_os(var).is_some());
+    let Some(var) = var else {
+        return text;
+    };
+    // clap quotes the flag with its value name; a ConfigError's text does not.
+    let quoted = format!("for '{shown}'");
+    let mention = if text.contains(&quoted) {
+        quoted
+    } else {
+        format!("for {shown}")
+    };
+    text.replacen(
+        &mention,
+        &format!("{mention} (set by {})", var.to_string_lossy()),
+        1,
+    )
 }
 
 /// `path` can be written: an existing file (or device, like `/dev/stdout`) opens for

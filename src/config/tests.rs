@@ -161,6 +161,17 @@ fn values_that_would_overflow_or_mean_something_else_are_refused() {
         "at most 100 years",
     );
     assert!(args(&["--failover-command", "true", "--failover-timeout", "100y"]).is_ok());
+    // Not clap's "unexpected argument '-5'": the flag, the value and why.
+    refused(
+        &["--duration", "-5s"],
+        "'-5s' for '--duration",
+        "cannot be negative",
+    );
+    refused(
+        &["--duration", "--rate=5"],
+        "--duration",
+        "a value is required",
+    );
     refused(&["--rate", "1e-20"], "--rate", "too slow");
     assert_eq!(args(&["--rate", "0.001"]).unwrap().rate, Some(0.001));
     refused(

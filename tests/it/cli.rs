@@ -13,6 +13,10 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
         (&["--rate", "-3"], &["--rate", "-3"]),
         (&["--rate", "fast"], &["--rate", "fast"]),
         (&["--duration", "5 parsecs"], &["--duration", "5 parsecs"]),
+        (
+            &["--duration", "-5s"],
+            &["--duration", "-5s", "cannot be negative"],
+        ),
         (&["--no-such-flag"], &["--no-such-flag"]),
         (
             &["--dsn", "host=h port=notaport password=hunter2"],
@@ -112,4 +116,32 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             "{args:?}: nothing may start:\n{out}"
         );
     }
+    // A bad value from the environment names its variable, not only the flag it stands for;
+    // the same flag typed wins over the variable and is what the message names.
+    let from_env = [("PGDRILL_RATE", "fast")];
+    let (status, _, err) = Binary::spawn_with(&from_env, &[])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'fast' for '--rate <RATE>' (set by PGDRILL_RATE)"),
+        "{err}"
+    );
+    let (status, _, err) = Binary::spawn_with(&from_env, &["--rate", "slow"])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'slow' for '--rate <RATE>'") && !err.contains("PGDRILL_RATE"),
+        "{err}"
+    );
+    // So does one refused after clap, by pgdrill's own checks.
+    let (status, _, err) = Binary::spawn_with(&[("PGDRILL_STATEMENT_TIMEOUT", "25d")], &[])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("for --statement-timeout (set by PGDRILL_STATEMENT_TIMEOUT): must be"),
+        "{err}"
+    );
 }
