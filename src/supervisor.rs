@@ -267,11 +267,7 @@ impl Supervisor {
     pub async fn drain(&mut self, stage: Stage, within: Option<Duration>) -> usize {
         let tasks = std::mem::take(&mut self.tasks[stage as usize]);
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
-        let all = async {
-            for task in tasks {
-                let _ = task.await;
-            }
-        };
+        let all = futures_util::future::join_all(tasks);
         let Some(limit) = within else {
             all.await;
             return 0;
@@ -288,7 +284,7 @@ impl Supervisor {
             }
         };
         tokio::select! {
-            () = all => return 0,
+            _ = all => return 0,
             () = bound => {}
         }
         let left = aborts.iter().filter(|a| !a.is_finished()).count();
