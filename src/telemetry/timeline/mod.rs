@@ -374,13 +374,12 @@ impl Timeline {
         for e in self.events.iter().filter(|e| e.at >= from) {
             events.push(e.clone());
         }
-        let mut out = Timeline {
+        Timeline {
             classes: self.classes.clone(),
+            tiers: [buckets, VecDeque::new(), VecDeque::new()],
             events,
             ..Timeline::default()
-        };
-        out.tiers[0] = buckets;
-        out
+        }
     }
 }
 
