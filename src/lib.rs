@@ -98,8 +98,7 @@ use failover::machine::{Detector, Thresholds};
 use failover::monitor::Monitor;
 use failover::outages::Outages;
 use load::lanes::{self, Shared};
-use load::outcomes::Job;
-use load::outcomes::Outcomes;
+use load::outcomes::{Job, Outcomes};
 use load::scheduler;
 use report::{progress, sampler};
 use rpo::ledger::Ledger;
@@ -139,17 +138,13 @@ pub async fn run<T>(
     let stop = signal.child_token();
     let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.
-    let drill = match Drill::build(&config, &fatal) {
+    let built = Drill::build(&config, &fatal).map_err(|error| RunError {
+        error,
+        summary: None,
+    });
+    let drill = match built {
         Ok(drill) => drill,
-        Err(error) => {
-            return (
-                publish(Err(RunError {
-                    error,
-                    summary: None,
-                })),
-                None,
-            )
-        }
+        Err(err) => return (publish(Err(err)), None),
     };
     // Step 2: run under one supervisor.
     let (summary, mut sup) = drill.run(&config, listener, stop).await;

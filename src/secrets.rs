@@ -62,12 +62,10 @@ pub fn remember_given(
         Some((flag, value)) if flag.starts_with("--") => value.to_string(),
         _ => arg,
     };
-    let args = args
-        .map(flag_value)
-        .filter_map(|a| url_password(&a).map(str::to_string));
-    let env = env.filter_map(|(name, value)| match url_password(&value) {
-        Some(password) => Some(password.to_string()),
-        None => names_a_secret_variable(&name).then_some(value),
+    let url_password = |text: &str| url_password_at(text, false).map(|p| text[p].to_string());
+    let args = args.map(flag_value).filter_map(|a| url_password(&a));
+    let env = env.filter_map(|(name, value)| {
+        url_password(&value).or_else(|| names_a_secret_variable(&name).then_some(value))
     });
     for secret in args.chain(env) {
         let secret = secret.trim();
@@ -77,14 +75,9 @@ pub fn remember_given(
     }
 }
 
-/// The password of `text` if it is a URL: its user info's, up to the last `@`.
-fn url_password(text: &str) -> Option<&str> {
-    url_password_at(text, false).map(|at| &text[at])
-}
-
-/// Where [`url_password`] is in `text`; with `authority_only`, in its authority: up to the
-/// last `@` before the first `/`, `?` or white space (a log line that starts with a URL
-/// goes on in words).
+/// Where the password of `text` is if it is a URL: its user info's, up to the last `@`; with
+/// `authority_only`, in its authority: up to the last `@` before the first `/`, `?` or white
+/// space (a log line that starts with a URL goes on in words).
 fn url_password_at(text: &str, authority_only: bool) -> Option<std::ops::Range<usize>> {
     let (scheme, after) = text.split_once("://")?;
     let mut chars = scheme.chars();

@@ -84,8 +84,7 @@ impl Fatal {
 
     /// How long before the startup deadline, if it is set.
     pub fn startup_left(&self) -> Option<Duration> {
-        let deadline = self.deadline.get()?;
-        Some(deadline.saturating_duration_since(Instant::now()))
+        (self.deadline.get()).map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Ends the run if no write has succeeded within `timeout` (`--startup-timeout`): errors
@@ -267,11 +266,7 @@ impl Supervisor {
     pub async fn drain(&mut self, stage: Stage, within: Option<Duration>) -> usize {
         let tasks = std::mem::take(&mut self.tasks[stage as usize]);
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
-        let all = async {
-            for task in tasks {
-                let _ = task.await;
-            }
-        };
+        let all = futures_util::future::join_all(tasks);
         let Some(limit) = within else {
             all.await;
             return 0;
@@ -288,7 +283,7 @@ impl Supervisor {
             }
         };
         tokio::select! {
-            () = all => return 0,
+            _ = all => return 0,
             () = bound => {}
         }
         let left = aborts.iter().filter(|a| !a.is_finished()).count();

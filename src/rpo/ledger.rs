@@ -220,14 +220,10 @@ impl Ledger {
     /// Everything acknowledged up to `until`, for verification; leaves the ledger as is.
     pub fn snapshot(&mut self, until: Instant) -> Snapshot {
         let mut snap = Snapshot::default();
-        for slice in self.slices.iter_mut() {
-            if slice.start > until {
-                break;
-            }
+        for slice in self.slices.iter_mut().take_while(|s| s.start <= until) {
             slice.close();
-            for &(lo, hi) in &slice.runs {
-                snap.acked.push((lo, hi, slice.start));
-            }
+            let runs = slice.runs.iter().map(|&(lo, hi)| (lo, hi, slice.start));
+            snap.acked.extend(runs);
         }
         let unknown = self.unknown.iter().filter(|(_, u)| u.at <= until);
         snap.unknown = unknown.clone().map(|(s, _)| *s).collect();

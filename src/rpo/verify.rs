@@ -197,14 +197,10 @@ impl Verifier {
             conn.broken = true;
             return Err(VerifyError::NoAnswer(limit));
         };
-        let rows = rows?;
-        let mut present = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
-                present.push(seq as u64);
-            }
-        }
-        Ok(present)
+        (rows?.iter())
+            .filter_map(|row| row.try_get::<_, Option<i64>>(0).transpose())
+            .map(|seq| Ok(seq? as u64))
+            .collect()
     }
 
     /// Serves `requests` until the channel closes, handing each result to `done`; after

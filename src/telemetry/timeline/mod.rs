@@ -334,11 +334,10 @@ impl Timeline {
     /// its cap, even briefly.
     fn push_tier(&mut self, i: usize, b: Bucket) {
         let (cap, span) = TIERS[i];
-        if let Some(last) = self.tiers[i].back_mut() {
-            if last.at / span == b.at / span {
-                last.merge(&b);
-                return;
-            }
+        let same_span = |last: &&mut Bucket| last.at / span == b.at / span;
+        if let Some(last) = self.tiers[i].back_mut().filter(same_span) {
+            last.merge(&b);
+            return;
         }
         if self.tiers[i].len() == cap {
             if let Some(old) = self.tiers[i].pop_front() {
@@ -375,13 +374,12 @@ impl Timeline {
         for e in self.events.iter().filter(|e| e.at >= from) {
             events.push(e.clone());
         }
-        let mut out = Timeline {
+        Timeline {
             classes: self.classes.clone(),
+            tiers: [buckets, VecDeque::new(), VecDeque::new()],
             events,
             ..Timeline::default()
-        };
-        out.tiers[0] = buckets;
-        out
+        }
     }
 }
 
