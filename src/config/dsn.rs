@@ -218,11 +218,7 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
         return Err(ConfigError::new(
             from,
             shown,
-            format!(
-                "{} ports for {} hosts: give one port for all hosts or one per host",
-                ports.len(),
-                hosts.len()
-            ),
+            port_count(ports.len(), hosts.len()),
         ));
     }
     let hosts: Vec<String> = (hosts.iter().enumerate())
@@ -573,11 +569,14 @@ fn check_ports(pg: &PgConfig) -> Result<(), String> {
         return Err("port 0: a port runs from 1 to 65535".to_string());
     }
     if ports > 1 && ports != hosts {
-        return Err(format!(
-            "{ports} ports for {hosts} hosts: give one port for all hosts or one per host"
-        ));
+        return Err(port_count(ports, hosts));
     }
     Ok(())
+}
+
+/// libpq's rule for ports (one for all hosts, or one per host), broken.
+fn port_count(ports: usize, hosts: usize) -> String {
+    format!("{ports} ports for {hosts} hosts: give one port for all hosts or one per host")
 }
 
 /// Each configured host (its hostaddr when it has no name) with its port (libpq: one
