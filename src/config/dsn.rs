@@ -218,24 +218,22 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
         return Err(ConfigError::new(
             from,
             shown,
-            format!(
-                "{} ports for {} hosts: give one port for all hosts or one per host",
-                ports.len(),
-                hosts.len()
-            ),
+            port_count(ports.len(), hosts.len()),
         ));
     }
     let hosts: Vec<String> = (hosts.iter().enumerate())
         .map(|(i, h)| format!("{h}:{}", ports.get(i).unwrap_or(&ports[0])))
         .collect();
-    let query = match kept.is_empty() {
-        true => String::new(),
-        false => format!("?{}", kept.join("&")),
-    };
-    Ok(format!(
-        "{scheme}{user_info}{}{path}{query}",
-        hosts.join(",")
-    ))
+    let base = format!("{scheme}{user_info}{}{path}", hosts.join(","));
+    Ok(with_query(base, &kept))
+}
+
+/// `base` with the query `pairs`, if there are any.
+fn with_query(base: String, pairs: &[&str]) -> String {
+    match pairs.is_empty() {
+        true => base,
+        false => format!("{base}?{}", pairs.join("&")),
+    }
 }
 
 /// tokio-postgres ends a URL's user info at its first `@`, wherever that is. An unencoded
@@ -405,12 +403,7 @@ fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
                 _ => kept.push(pair),
             }
         }
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return (rest, taken);
+        return (with_query(base.to_string(), &kept), taken);
     }
     let mut rest = String::with_capacity(raw.len());
     let mut s = raw;
@@ -576,11 +569,14 @@ fn check_ports(pg: &PgConfig) -> Result<(), String> {
         return Err("port 0: a port runs from 1 to 65535".to_string());
     }
     if ports > 1 && ports != hosts {
-        return Err(format!(
-            "{ports} ports for {hosts} hosts: give one port for all hosts or one per host"
-        ));
+        return Err(port_count(ports, hosts));
     }
     Ok(())
+}
+
+/// libpq's rule for ports (one for all hosts, or one per host), broken.
+fn port_count(ports: usize, hosts: usize) -> String {
+    format!("{ports} ports for {hosts} hosts: give one port for all hosts or one per host")
 }
 
 /// Each configured host (its hostaddr when it has no name) with its port (libpq: one

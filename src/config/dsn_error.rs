@@ -1,13 +1,14 @@
 //! What a connection string's parse error may say: the parser's reason, unless it would
 //! quote a piece of the password.
 
+use std::error::Error;
+
 use super::UNSUPPORTED;
 use crate::secrets::redact;
 
 /// `shown` cut after the `=` of the key the parser did not know: a misspelled `password`
 /// (`pasword=…`) is still a password.
 pub(super) fn without_unknown_value(shown: &str, err: &tokio_postgres::Error) -> String {
-    use std::error::Error;
     let detail = err.source().map(ToString::to_string).unwrap_or_default();
     let Some(key) = detail
         .strip_prefix("unknown option `")
@@ -32,7 +33,6 @@ pub(super) fn without_unknown_value(shown: &str, err: &tokio_postgres::Error) ->
 /// password (an unquoted space in it: the reason would quote a piece of it). The parser names
 /// the byte it did not expect, or quotes a key: one named before the password is kept.
 pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) -> String {
-    use std::error::Error;
     let Some(source) = err.source() else {
         return err.to_string();
     };

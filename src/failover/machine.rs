@@ -273,13 +273,10 @@ impl Machine {
             return now + TICK;
         }
         let idle = now + IDLE_LOOK;
-        if in_flight <= 0 {
-            return idle;
+        match stalled_since(ev).filter(|_| in_flight > 0) {
+            Some(since) => idle.min((since + self.thresholds.stall).max(now + TICK)),
+            None => idle,
         }
-        let Some(since) = stalled_since(ev) else {
-            return idle;
-        };
-        idle.min((since + self.thresholds.stall).max(now + TICK))
     }
 
     fn set(&mut self, to: FailoverState, out: &mut Vec<Transition>) {

@@ -263,10 +263,9 @@ impl Metrics {
         }
         seen.retain(|l| *l != labels);
         seen.push_back(labels.clone());
-        while seen.len() > MAX_PRIMARY_SERVERS {
-            if let Some(gone) = seen.pop_front() {
-                let _ = self.primary_server.remove_label_values(&gone);
-            }
+        let over = seen.len().saturating_sub(MAX_PRIMARY_SERVERS);
+        for gone in seen.drain(..over) {
+            let _ = self.primary_server.remove_label_values(&gone);
         }
         self.primary_server.with_label_values(&labels).set(1);
     }

@@ -232,9 +232,7 @@ fn digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part.as_bytes());
     }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    (ctx.finish().as_ref().try_into()).expect("SHA-256 is 32 bytes")
 }
 
 #[cfg(test)]
