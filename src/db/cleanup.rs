@@ -15,7 +15,6 @@ use crate::error::TARGET_EXIT;
 /// Rows per DELETE: each batch is one short transaction.
 const BATCH: u32 = 5000;
 
-/// What to remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Run(i64),
