@@ -34,7 +34,6 @@ pub struct Conn {
     /// Set when a healthy connection is done (its lifetime is over): closed politely.
     pub retired: bool,
     pub created: Instant,
-    /// Says when this connection's server stopped answering.
     pub silence: Silence,
     /// The task driving the connection, aborted by `drop` when broken or silent.
     pub(crate) driver: tokio::task::AbortHandle,
