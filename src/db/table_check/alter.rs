@@ -28,7 +28,6 @@ const LOCK_TRY: Duration = Duration::from_millis(200);
 const LOCK_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
 
 pub struct Change<'a> {
-    /// Set once the change starts.
     pub started: &'a AtomicBool,
     /// When the server must have ended it, done or cancelled.
     pub by: Instant,
