@@ -15,7 +15,6 @@ use crate::error::TARGET_EXIT;
 /// Rows per DELETE: each batch is one short transaction.
 const BATCH: u32 = 5000;
 
-/// What to remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Run(i64),
@@ -154,15 +153,13 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
 async fn delete(client: &Client, table: &Table, sql: &str) -> Result<u64, CleanupError> {
     let mut total = 0;
     loop {
-        let deleted = match table_check::guarded_delete(client, table, sql, false).await? {
-            Ok(deleted) => deleted,
-            Err(hazard) => {
-                return Err(CleanupError::Refused(format!(
-                    "{hazard}; {total} rows were deleted before it was seen, none after. Remove \
-                     what it names first, or delete pgdrill's rows yourself"
-                )))
-            }
-        };
+        let batch = table_check::guarded_delete(client, table, sql, false).await?;
+        let deleted = batch.map_err(|hazard| {
+            CleanupError::Refused(format!(
+                "{hazard}; {total} rows were deleted before it was seen, none after. Remove \
+                 what it names first, or delete pgdrill's rows yourself"
+            ))
+        })?;
         total += deleted;
         if deleted < u64::from(BATCH) {
             return Ok(total);

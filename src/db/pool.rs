@@ -10,7 +10,6 @@ use crate::db::connect::{Conn, ConnectError, Manager};
 use crate::error::ErrorClass;
 use crate::telemetry::metrics::PoolStats;
 
-/// The pool plus the way pgdrill checks connections out of it.
 #[derive(Clone)]
 pub struct DbPool {
     pool: Pool<Manager>,

@@ -21,7 +21,6 @@ use crate::telemetry::metrics::Metrics;
 
 /// Pause between two batches of one sweep: gives autovacuum and the load room.
 const BATCH_PAUSE: Duration = Duration::from_millis(50);
-/// After a failure, wait this long before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// A batch unanswered this long is given up with its connection: the server is hung (its
 /// `statement_timeout` would have ended a merely slow one).
@@ -141,7 +140,6 @@ pub async fn run(
     }
 }
 
-/// What a sweep did.
 enum Swept {
     Deleted(u64),
     /// Nothing: the table has what pgdrill's DELETE must not reach or set off.

@@ -33,8 +33,7 @@ pub struct Conn {
     pub broken: bool,
     /// Set when a healthy connection is done (its lifetime is over): closed politely.
     pub retired: bool,
-    pub created: tokio::time::Instant,
-    /// Says when this connection's server stopped answering.
+    pub created: Instant,
     pub silence: Silence,
     /// The task driving the connection, aborted by `drop` when broken or silent.
     pub(crate) driver: tokio::task::AbortHandle,
@@ -197,10 +196,7 @@ impl Setup {
         // daemon retrying forever does not fail silently, unless the run is stopping.
         let stopping = self.fatal.is_set();
         if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) && !stopping {
-            let news = self
-                .logged
-                .lock()
-                .hit_keyed(&message, tokio::time::Instant::now());
+            let news = self.logged.lock().hit_keyed(&message, Instant::now());
             if news.is_some() {
                 tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
             }
@@ -261,13 +257,13 @@ impl Setup {
         cancel: impl Future<Output = std::io::Result<()>> + Send,
     ) -> Result<(), ConnectError> {
         // Within the startup deadline (the table is checked only before the first write).
-        let left = self
+        let change_within = self
             .fatal
             .startup_left()
             .map_or(TABLE_CHANGE_TIMEOUT, |left| {
                 left.saturating_sub(TABLE_CHANGE_ENDS_BEFORE_DEADLINE)
+                    .min(TABLE_CHANGE_TIMEOUT)
             });
-        let change_within = left.min(TABLE_CHANGE_TIMEOUT);
         let change_by = Instant::now() + change_within;
         let check = self.table_ready.get_or_try_init(|| async move {
             if let Some(refusal) = self.table_refused.get() {
@@ -370,10 +366,8 @@ impl ManageConnection for Manager {
 
     async fn connect(&self) -> Result<Conn, ConnectError> {
         // The current password for every connection (rotated files, fresh tokens).
-        let secret = match self.credentials.password().await {
-            Ok(secret) => secret,
-            Err(err) => return Err(self.failed(ErrorClass::Auth, err, None)),
-        };
+        let secret = self.credentials.password().await;
+        let secret = secret.map_err(|err| self.failed(ErrorClass::Auth, err, None))?;
         let password = secret.as_ref().map(|s| s.expose());
         self.connector.connect(password, self).await
     }

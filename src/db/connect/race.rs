@@ -83,10 +83,10 @@ impl Connector {
                             self.abandoned(candidates, &live, i, manager);
                             return Ok(conn);
                         }
-                        // Past the join window the first failure ends the race, so the next
-                        // starts at once (waiting, none started while a fresh client already
-                        // wrote through a proxy's new primary). The others run on, each within its timeout: a proxy
-                        // may be holding them for its next server (closing them put HAProxy's
+                        // Past the join window the first failure ends the race, so the next starts
+                        // at once (waiting, none started while a fresh client already wrote through
+                        // a proxy's new primary). The others run on, each within its timeout: a
+                        // proxy may be holding them for its next server (closing them put HAProxy's
                         // first write after a switchover 0.2-0.4 s behind a fresh client's).
                         Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
                             self.let_finish(pending);

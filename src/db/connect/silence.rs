@@ -75,19 +75,16 @@ impl Silence {
         })
         .await;
         // Which server answered; a probe slower than the timeout says nothing either way.
-        let server = match &answered {
-            Ok(Ok((client, _))) => {
-                let probe = crate::db::identity::probe(client);
-                tokio::time::timeout(connector.timeout, probe).await.ok()
-            }
-            _ => None,
-        };
-        let answered = answered.map(|reached| {
-            // Answered: dropping the client then ends the session politely (Terminate).
-            reached.map(|(_, driver)| {
+        let (answered, server) = match answered {
+            Ok(Ok((client, driver))) => {
+                let probe = crate::db::identity::probe(&client);
+                let server = tokio::time::timeout(connector.timeout, probe).await.ok();
+                // Dropping the client then ends the session politely (Terminate).
                 driver.detach();
-            })
-        });
+                (true, server)
+            }
+            reached => (reached.is_ok(), None),
+        };
         let now = Instant::now();
         let mut map = connector.endpoints.lock();
         let Some(state) = map.get_mut(&self.endpoint) else {
@@ -95,7 +92,7 @@ impl Silence {
         };
         state.check_running = false;
         match (answered, server) {
-            (Ok(Ok(())), Some(server)) if server.is_another_process(&self.server) => {
+            (true, Some(server)) if server.is_another_process(&self.server) => {
                 tracing::warn!(
                     server = %self.endpoint,
                     was = %self.server.short(),
@@ -107,8 +104,8 @@ impl Silence {
                 state.abandon(&self.watch.token);
             }
             // It answered (even with an error): it is slow, not silent.
-            (Ok(_), _) => state.answered_at = Some(now),
-            (Err(_), _) => {
+            (true, _) => state.answered_at = Some(now),
+            (false, _) => {
                 match state.unanswered_check(&self.watch, started, &current) {
                     Unanswered::Silent => {}
                     Unanswered::Slow => return,

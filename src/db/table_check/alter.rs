@@ -28,7 +28,6 @@ const LOCK_TRY: Duration = Duration::from_millis(200);
 const LOCK_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
 
 pub struct Change<'a> {
-    /// Set once the change starts.
     pub started: &'a AtomicBool,
     /// When the server must have ended it, done or cancelled.
     pub by: Instant,
@@ -95,6 +94,7 @@ pub(super) async fn build_index(
         ))
     };
     let ms = within.as_millis();
+    let took = humantime::format_duration(Duration::from_millis(ms as u64));
     let own_session = session_has(client, change.session_timeout).await?;
     let set_timeout = own_session && !crate::test_hooks::build_without_statement_timeout();
     if set_timeout {
@@ -123,10 +123,9 @@ pub(super) async fn build_index(
                 Ok(built) => built,
                 Err(_) => {
                     return Err(cancelled(&format!(
-                        "did not end within {} nor when pgdrill cancelled it: it may still be \
-                         running, holding its lock on the table; end it with \
+                        "did not end within {took} nor when pgdrill cancelled it: it may still \
+                         be running, holding its lock on the table; end it with \
                          SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
-                        humantime::format_duration(Duration::from_millis(ms as u64)),
                         quote_literal(&statement)
                     )))
                 }
@@ -139,10 +138,9 @@ pub(super) async fn build_index(
     }
     if let Err(err) = built {
         return Err(match crate::db::db_message(&err) {
-            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => cancelled(&format!(
-                "did not end within {}, so it was cancelled",
-                humantime::format_duration(Duration::from_millis(ms as u64))
-            )),
+            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
+                cancelled(&format!("did not end within {took}, so it was cancelled"))
+            }
             Some(m) => TableError::Unusable(format!(
                 "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
                  {statement};",
@@ -199,23 +197,19 @@ pub(super) async fn alter(
             done => break done,
         }
     };
-    match result {
-        Ok(()) => {
-            tracing::warn!(table, %statement, "--alter-table: changed a table pgdrill did not create");
-            Ok(())
-        }
-        Err(err) => {
-            // A failed statement leaves the transaction aborted; the connection is reused.
-            let _ = client.batch_execute("ROLLBACK").await;
-            match crate::db::db_message(&err) {
-                Some(m) => Err(TableError::Unusable(format!(
-                    "--alter-table could not change {table}: {m}. Run as the \
-                     table's owner: {statement};"
-                ))),
-                None => Err(TableError::Query(err)),
-            }
-        }
+    if let Err(err) = result {
+        // A failed statement leaves the transaction aborted; the connection is reused.
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(match crate::db::db_message(&err) {
+            Some(m) => TableError::Unusable(format!(
+                "--alter-table could not change {table}: {m}. Run as the \
+                 table's owner: {statement};"
+            )),
+            None => TableError::Query(err),
+        });
     }
+    tracing::warn!(table, %statement, "--alter-table: changed a table pgdrill did not create");
+    Ok(())
 }
 
 /// Whether the session's `statement_timeout` is `timeout` from pgdrill's startup option
