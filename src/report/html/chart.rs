@@ -199,21 +199,17 @@ fn latency_panel(g: &Grid) -> Markup {
 
 /// The log axis's range in decades of seconds, lowest to highest latency drawn: two to eight.
 fn latency_decades(with: &[(usize, &Column)]) -> (f64, f64) {
-    let lo = with
+    let d0 = with
         .iter()
         .map(|(_, c)| f64::from(c.b.p50.min(c.b.p99)))
-        .filter(|v| *v > 0.0)
-        .fold(f64::INFINITY, f64::min);
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .reduce(f64::min)
+        .map_or(-3.0, |lo| lo.log10().floor())
+        .max(-5.0);
     let hi = with
         .iter()
         .map(|(_, c)| f64::from(c.b.max.max(c.b.p99)))
         .fold(0.0, f64::max);
-    let d0 = if lo.is_finite() {
-        lo.log10().floor()
-    } else {
-        -3.0
-    }
-    .max(-5.0);
     let d1 = if hi > 0.0 { hi.log10().ceil() } else { 0.0 };
     (d0, d1.max(d0 + 2.0).min(d0 + 8.0))
 }
