@@ -158,14 +158,13 @@ fn latency_panel(g: &Grid) -> Markup {
         LAT_TOP + LAT_H - (l - d0) / (d1 - d0) * LAT_H
     };
     let mut grid = Vec::new();
-    let mut d = d0;
-    while d <= d1 + 1e-9 {
-        let v = 10f64.powf(d);
+    // Whole decades: `latency_decades` floors and ceils.
+    for d in d0 as i32..=d1 as i32 {
+        let v = 10f64.powf(f64::from(d));
         grid.push(y_tick(y(v), &latency_label(v), true));
-        if d + 1.0 <= d1 + 1e-9 {
+        if f64::from(d) < d1 {
             grid.extend([2.0, 5.0].map(|m| y_tick(y(v * m), "", false)));
         }
-        d += 1.0;
     }
     let path = |pick: fn(&Bucket) -> f32| {
         let mut path = String::new();
