@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::drill::command::TriggerOutcome;
 use crate::drill::command::{self, Tail};
-use crate::drill::plan::TriggerConfig;
-use crate::drill::plan::{InProcessTrigger, TriggerAction};
+use crate::drill::plan::{InProcessTrigger, TriggerAction, TriggerConfig};
 use crate::secrets::scrub;
 
 /// One trigger as the summary and the report show it; times on the outage records' clock.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drill::timing::{Baseline, DrillTiming};
+use crate::drill::timing::{attributed, Baseline, DrillTiming};
 use crate::drill::trigger::{TriggerOutcome, TriggerRun};
 use crate::failover::outages::{EarlierOutages, OutageRecord, MAX_OUTAGES};
 
@@ -208,25 +208,19 @@ impl Judge {
                 d.trigger
             ));
         }
-        for index in d.outage.iter().chain(&d.later_outages) {
-            if let Some(o) = m.outages.iter().find(|o| o.index == *index) {
-                self.outage(&format!("trigger {}: ", d.trigger), o, m.run_end_unix);
-            }
+        for o in attributed(std::slice::from_ref(d), m.outages) {
+            self.outage(&format!("trigger {}: ", d.trigger), o, m.run_end_unix);
         }
     }
 
     /// The outages whose records were let go: the longest decides the RTO.
     fn earlier(&mut self, e: &EarlierOutages) {
-        let (rto, seconds, index) = (
-            self.rto,
-            e.longest_write_unavailable_seconds,
-            e.longest_outage,
-        );
+        let (rto, seconds) = (self.rto, e.longest_write_unavailable_seconds);
         if e.count > 0 && seconds > rto {
             self.failed.push(format!(
-                "writes unavailable for {seconds:.3} s (outage {index}, the longest of outages \
+                "writes unavailable for {seconds:.3} s (outage {}, the longest of outages \
                  1-{}), over the RTO objective ({rto} s)",
-                e.count
+                e.longest_outage, e.count
             ));
         }
         if e.unverified > 0 {

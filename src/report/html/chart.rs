@@ -158,14 +158,13 @@ fn latency_panel(g: &Grid) -> Markup {
         LAT_TOP + LAT_H - (l - d0) / (d1 - d0) * LAT_H
     };
     let mut grid = Vec::new();
-    let mut d = d0;
-    while d <= d1 + 1e-9 {
-        let v = 10f64.powf(d);
+    // Whole decades: `latency_decades` floors and ceils.
+    for d in d0 as i32..=d1 as i32 {
+        let v = 10f64.powf(f64::from(d));
         grid.push(y_tick(y(v), &latency_label(v), true));
-        if d + 1.0 <= d1 + 1e-9 {
+        if f64::from(d) < d1 {
             grid.extend([2.0, 5.0].map(|m| y_tick(y(v * m), "", false)));
         }
-        d += 1.0;
     }
     let path = |pick: fn(&Bucket) -> f32| {
         let mut path = String::new();
@@ -199,21 +198,17 @@ fn latency_panel(g: &Grid) -> Markup {
 
 /// The log axis's range in decades of seconds, lowest to highest latency drawn: two to eight.
 fn latency_decades(with: &[(usize, &Column)]) -> (f64, f64) {
-    let lo = with
+    let d0 = with
         .iter()
         .map(|(_, c)| f64::from(c.b.p50.min(c.b.p99)))
-        .filter(|v| *v > 0.0)
-        .fold(f64::INFINITY, f64::min);
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .reduce(f64::min)
+        .map_or(-3.0, |lo| lo.log10().floor())
+        .max(-5.0);
     let hi = with
         .iter()
         .map(|(_, c)| f64::from(c.b.max.max(c.b.p99)))
         .fold(0.0, f64::max);
-    let d0 = if lo.is_finite() {
-        lo.log10().floor()
-    } else {
-        -3.0
-    }
-    .max(-5.0);
     let d1 = if hi > 0.0 { hi.log10().ceil() } else { 0.0 };
     (d0, d1.max(d0 + 2.0).min(d0 + 8.0))
 }

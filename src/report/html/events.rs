@@ -102,8 +102,7 @@ pub(super) fn outage_shading(g: &Grid, events: &[&Event]) -> Markup {
 pub(super) fn markers(g: &Grid, events: &[&Event]) -> Markup {
     let mut row_end = [f64::NEG_INFINITY; MARK_ROWS];
     let knee = MARK_TOP + MARK_ROW_H * MARK_ROWS as f64 + 6.0;
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
+    let marks = events.iter().map(|e| {
         let x = g.x(e.at);
         let (code, colour, text) = marker(e);
         let w = 8.0 * code.chars().count() as f64 + 4.0;
@@ -127,16 +126,16 @@ pub(super) fn markers(g: &Grid, events: &[&Event]) -> Markup {
             ly + 3.0,
             BAND_TOP + BAND_H
         );
-        out.push(html! {
+        html! {
             g.mk data-kind=(kind_name(&e.kind)) {
                 title { (utc(e.at)) " " (text) }
                 polyline points=(points) fill="none" stroke=(colour) stroke-width="1.2"
                     stroke-dasharray=[dash] {}
                 text.ml x=(D1(lx)) y=(D1(ly)) fill=(colour) { (code) }
             }
-        });
-    }
-    html! { @for m in out { (m) } }
+        }
+    });
+    html! { @for m in marks { (m) } }
 }
 
 pub(super) const MARKER_LEGEND: &str = r#"<span class="li wrap">markers: <b class="k" style="color:#111">T</b> failover triggered · <b class="k" style="color:#d7263d">O<i>n</i></b> outage n starts · <b class="k" style="color:#3a9e5f">E<i>n</i></b> outage n ends · <b class="k" style="color:#6a3d9a">P</b> primary changed · <b class="k" style="color:#1b7f79">V✓</b>/<b class="k" style="color:#b30000">V✗</b> verification without/with lost writes · <b class="k" style="color:#8c6d31">R</b> restart</span>"#;
