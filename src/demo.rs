@@ -128,7 +128,10 @@ fn load_config(
         ("--rto-objective", args.rto_objective.to_string()),
         ("--rpo-objective", args.rpo_objective.to_string()),
     ];
-    let json = (args.summary_json.iter()).map(|p| ("--summary-json", p.display().to_string()));
+    let json = args
+        .summary_json
+        .iter()
+        .map(|p| ("--summary-json", p.display().to_string()));
     let mut argv = vec!["pgdrill".to_string()];
     for (flag, value) in flags.into_iter().chain(json) {
         argv.extend([flag.to_string(), value]);

@@ -114,7 +114,10 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     // Hidden first, a secret that is (part of) a key the patterns look for would hide the
     // key and so leave every other value after it in clear (`password=` read as `…=`).
     let lower = secret.to_ascii_lowercase();
-    let a_key_word = (KEYS.split('|').chain(SCHEMES)).any(|k| k.contains(lower.as_str()));
+    let a_key_word = KEYS
+        .split('|')
+        .chain(SCHEMES)
+        .any(|k| k.contains(lower.as_str()));
     if secret.is_empty() || a_key_word {
         return None;
     }
@@ -385,7 +388,7 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
     let longest = known.longest_first.first().map_or(0, String::len);
     at = at.min(text.floor_char_boundary(text.len().saturating_sub(longest).max(floor)));
     loop {
-        let secrets = (known.longest_first.iter()).flat_map(|s| {
+        let secrets = known.longest_first.iter().flat_map(|s| {
             text.match_indices(s.as_str())
                 .map(|(i, m)| (i, i + m.len()))
         });
@@ -434,7 +437,9 @@ pub fn redact(dsn: &str) -> String {
 
 /// Whether [`redact`] hides what starts at byte `at` of `text`.
 pub fn redact_hides(text: &str, at: usize) -> bool {
-    (redact(text).get(at..)).is_some_and(|rest| rest.starts_with(REDACTED))
+    redact(text)
+        .get(at..)
+        .is_some_and(|rest| rest.starts_with(REDACTED))
 }
 
 /// [`redact`] for a connection string that does not parse: nothing after its first password
@@ -455,7 +460,9 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
     // Where the first pattern's password begins: what is shown ends there.
     let value_from = first.as_ref().map_or(dsn.len(), |caps| {
         let all = caps.get(0).expect("group 0 is the match");
-        (caps.get(1).or_else(|| caps.get(2))).map_or(all.start(), |m| m.end())
+        caps.get(1)
+            .or_else(|| caps.get(2))
+            .map_or(all.start(), |m| m.end())
     });
     // One after a `/` or `?` (tokio-postgres reads the user info to the `@`, and a user name
     // may hold them) that would be shown: nothing after the scheme.

@@ -84,7 +84,9 @@ impl Fatal {
 
     /// How long before the startup deadline, if it is set.
     pub fn startup_left(&self) -> Option<Duration> {
-        (self.deadline.get()).map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline
+            .get()
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Ends the run if no write has succeeded within `timeout` (`--startup-timeout`): errors

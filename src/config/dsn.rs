@@ -513,7 +513,8 @@ impl Target {
             Ok(None) => {}
             Err(why) => {
                 let path = path.display();
-                (self.passed_over).push(format!("password file {path} ({from}) not used: {why}"));
+                self.passed_over
+                    .push(format!("password file {path} ({from}) not used: {why}"));
             }
         }
     }

@@ -41,7 +41,9 @@ pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) ->
     let (before, from_password) = parsed.split_at(password_from);
     let keys_before = unquoted(before);
     let named_before = |key: &str| {
-        (keys_before.split_whitespace()).any(|w| w.split_once('=').map_or(w, |(k, _)| k) == key)
+        keys_before
+            .split_whitespace()
+            .any(|w| w.split_once('=').map_or(w, |(k, _)| k) == key)
     };
     let at_byte = detail
         .strip_prefix("unexpected character at byte ")

@@ -266,7 +266,11 @@ impl RunArgs {
                 .transpose()?,
             report: (self.report.as_ref())
                 .map(|path| {
-                    if (self.summary_json.as_ref()).is_some_and(|j| same_file(j, path)) {
+                    if self
+                        .summary_json
+                        .as_ref()
+                        .is_some_and(|j| same_file(j, path))
+                    {
                         return Err(ConfigError::new(
                             "--report",
                             path.display().to_string(),

@@ -72,7 +72,8 @@ pub fn attribute(
                     .filter(|o| o.end_unix.is_some())
                     .and_then(|o| o.write_unavailable_seconds),
                 unavailable_at_run_end_seconds: outage.filter(|o| o.end_unix.is_none()).map(|o| {
-                    (o.write_unavailable_seconds).unwrap_or((run_end_unix - o.start_unix).max(0.0))
+                    o.write_unavailable_seconds
+                        .unwrap_or((run_end_unix - o.start_unix).max(0.0))
                 }),
                 lost_writes: outage.and_then(|o| o.lost_writes),
                 rpo_seconds: outage.and_then(|o| o.rpo_seconds),

@@ -67,7 +67,10 @@ impl Shared {
             }
             Err(failure) => {
                 report.failed(outcome.job, outcome.sent, &failure);
-                (failure.class).discards_connection(failure.sqlstate.as_deref()) || failure.unknown
+                failure
+                    .class
+                    .discards_connection(failure.sqlstate.as_deref())
+                    || failure.unknown
             }
         }
     }

@@ -318,8 +318,11 @@ impl Summary {
     pub fn unverified_outages(&self) -> Vec<String> {
         let (n, count) = (self.earlier_outages.unverified, self.earlier_outages.count);
         let not_kept = (n > 0).then(|| format!("{n} of outages 1-{count} not verified"));
-        let kept =
-            (self.outages.iter().filter(|o| o.lost_writes.is_none())).map(|o| match o.end_unix {
+        let kept = self
+            .outages
+            .iter()
+            .filter(|o| o.lost_writes.is_none())
+            .map(|o| match o.end_unix {
                 None => format!("outage {} still open at the end", o.index),
                 Some(_) => format!("outage {} not verified", o.index),
             });

@@ -197,7 +197,8 @@ impl Verifier {
             conn.broken = true;
             return Err(VerifyError::NoAnswer(limit));
         };
-        (rows?.iter())
+        rows?
+            .iter()
             .filter_map(|row| row.try_get::<_, Option<i64>>(0).transpose())
             .map(|seq| Ok(seq? as u64))
             .collect()

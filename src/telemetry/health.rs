@@ -33,7 +33,9 @@ impl Health {
     /// A part of the run failed for good; `/healthz` says why (scrubbed: a panic's message
     /// may quote anything).
     pub fn failed(&self, why: &str) {
-        (self.failure.lock()).get_or_insert_with(|| crate::secrets::scrub(why));
+        self.failure
+            .lock()
+            .get_or_insert_with(|| crate::secrets::scrub(why));
     }
 
     /// `Err(why)` when unhealthy.

@@ -232,7 +232,10 @@ fn digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part.as_bytes());
     }
-    (ctx.finish().as_ref().try_into()).expect("SHA-256 is 32 bytes")
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 #[cfg(test)]

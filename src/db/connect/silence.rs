@@ -44,8 +44,9 @@ impl Silence {
         let current = {
             let mut map = self.connector.endpoints.lock();
             // An endpoint let go (one of many, idle a while) is known again.
-            let state =
-                (map.entry(self.endpoint.clone())).or_insert_with(|| EndpointState::new(now));
+            let state = map
+                .entry(self.endpoint.clone())
+                .or_insert_with(|| EndpointState::new(now));
             let recently = state
                 .answered_at
                 .is_some_and(|t| now.saturating_duration_since(t) < SUSPECT_AFTER);

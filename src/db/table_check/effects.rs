@@ -63,7 +63,9 @@ async fn delete_hazard(
     let Some(relation) = relation(client, table).await? else {
         return Ok(Some(format!("table {} does not exist", table.name)));
     };
-    let problem = (relation.children_problem(table)).or_else(|| relation.partitions_problem(table));
+    let problem = relation
+        .children_problem(table)
+        .or_else(|| relation.partitions_problem(table));
     if problem.is_some() {
         return Ok(problem);
     }

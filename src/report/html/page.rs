@@ -117,7 +117,10 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let judged = s.judged_outages();
     // What the verdict judges: a canary's every outage, kept or not.
     let longest = match &s.drill {
-        Some(_) => (judged.iter().filter_map(|o| o.write_unavailable_seconds)).reduce(f64::max),
+        Some(_) => judged
+            .iter()
+            .filter_map(|o| o.write_unavailable_seconds)
+            .reduce(f64::max),
         None => s.longest_unavailability(),
     };
     // An outage open at the end holds the time so far: no measured RTO, never a pass.
