@@ -80,7 +80,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use db::cleanup::CleanupError;
-pub use error::StartError;
+pub use error::{ConfigError, StartError};
 pub use report::fleet::{merge_summary_files, Merged};
 pub use report::summary::Summary;
 pub use secrets::{remember_given, scrub};

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         std::env::args_os().map(text),
         std::env::vars_os().map(|(k, v)| (text(k), text(v))),
     );
-    let cli = Cli::try_parse().unwrap_or_else(|err| usage_exit(err));
+    let cli = Cli::try_parse_from(argv()).unwrap_or_else(|err| usage_exit(err));
     match cli.command {
         None => run(cli.run),
         Some(Command::Report(args)) => report(args),
@@ -67,12 +67,18 @@ fn cannot_write(option: &str, path: &std::path::Path, err: impl std::fmt::Displa
     failure(format!("cannot write {option} {}: {err}", path.display()))
 }
 
-/// Exits with a usage error naming the option, like clap's own.
-fn usage_error(message: impl std::fmt::Display) -> ! {
-    usage_error_of("", message)
+/// What clap parses: the command line, a negative value joined to its flag.
+fn argv() -> Vec<std::ffi::OsString> {
+    pgdrill::config::join_negative_values(std::env::args_os())
 }
 
-/// [`usage_error`] for a subcommand's option: its own usage line follows.
+/// A flag's value refused by pgdrill's own checks, as [`usage_error_of`] says it.
+fn config_error(subcommand: &str, err: pgdrill::ConfigError) -> ! {
+    usage_error_at(subcommand, Some(err.option), err)
+}
+
+/// Exits with a usage error naming the option, like clap's own, with the subcommand's
+/// usage line (`""` for the top level).
 fn usage_error_of(subcommand: &str, message: impl std::fmt::Display) -> ! {
     usage_error_at(subcommand, None, message)
 }
@@ -105,13 +111,13 @@ fn usage_exit(err: clap::Error) -> ! {
     let _ = write!(
         std::io::stderr(),
         "{}",
-        pgdrill::scrub(&pgdrill::config::usage_message(&err))
+        pgdrill::scrub(&pgdrill::config::usage_message(&err, &argv()))
     );
     std::process::exit(err.exit_code())
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    pgdrill::init_logging(format, filter).unwrap_or_else(|e| usage_error(e));
+    pgdrill::init_logging(format, filter).unwrap_or_else(|e| config_error("", e));
 }
 
 /// Runs `work` on `threads` runtime threads (0 = one per core); 1 is a
@@ -135,15 +141,19 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
 fn run(args: RunArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
-        .unwrap_or_else(|err| usage_error_at("", Some(err.option), err));
+        .unwrap_or_else(|err| config_error("", err));
     init_logging(config.log_format, &config.log_filter);
     block_on(usize::from(args.worker_threads), async {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
-            Err(err) => usage_error(format!(
-                "invalid value '{}' for --listen: cannot listen there: {err}",
-                config.listen
-            )),
+            Err(err) => usage_error_at(
+                "",
+                Some("--listen"),
+                format!(
+                    "invalid value '{}' for --listen: cannot listen there: {err}",
+                    config.listen
+                ),
+            ),
         };
         let stop = pgdrill::shutdown::cancel_on_signals();
         let summary_path = config.summary_json.clone();
@@ -239,7 +249,7 @@ fn report(args: ReportArgs) -> ExitCode {
 fn cleanup(args: CleanupArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
-        .unwrap_or_else(|err| usage_error_of("cleanup", err));
+        .unwrap_or_else(|err| config_error("cleanup", err));
     block_on(1, async {
         match pgdrill::cleanup(config).await {
             Ok(done) => {

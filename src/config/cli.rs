@@ -63,7 +63,7 @@ pub struct RunArgs {
     pub rate: f64,
 
     /// Stop after this long (e.g. 5m); runs until SIGINT/SIGTERM when unset.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_DURATION")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_DURATION")]
     pub duration: Option<humantime::Duration>,
 
     /// Maximum pool connections [default: rate/250 clamped to 4..=64; 32 for --rate 0;
@@ -86,15 +86,15 @@ pub struct RunArgs {
     /// startup, authentication, identity probe, as libpq's connect_timeout), then try the
     /// next; a slow attempt never holds back the others. Wins over connect_timeout in the
     /// DSN and PGCONNECT_TIMEOUT [default: 2s].
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_CONNECT_TIMEOUT")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<humantime::Duration>,
 
     /// Server-side statement_timeout for each INSERT.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_STATEMENT_TIMEOUT", default_value = "5s")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_STATEMENT_TIMEOUT", default_value = "5s")]
     pub statement_timeout: humantime::Duration,
 
     /// Replace connections older than this.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_MAX_CONNECTION_LIFETIME", default_value = "30m")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_MAX_CONNECTION_LIFETIME", default_value = "30m")]
     pub max_connection_lifetime: humantime::Duration,
 
     /// Table to insert into (optionally schema-qualified; unquoted names fold to lower case).
@@ -123,7 +123,7 @@ pub struct RunArgs {
     /// Until the first write succeeds, errors that can heal (refused, timeout, starting up)
     /// are retried this long; then the run fails (exit 5). Errors that waiting cannot fix
     /// (password, database, privilege, TLS, unknown host) fail at once.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_STARTUP_TIMEOUT", default_value = "60s")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_STARTUP_TIMEOUT", default_value = "60s")]
     pub startup_timeout: humantime::Duration,
 
     /// Address for /metrics, /healthz and /.
@@ -137,7 +137,7 @@ pub struct RunArgs {
     pub web_config_file: Option<PathBuf>,
 
     /// Interval between one-line progress logs (at least 1s).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_PROGRESS_INTERVAL", default_value = "5s")]
     pub progress_interval: humantime::Duration,
 
     /// Also write the end-of-run summary as JSON to this file; `-` prints it as one line
@@ -152,21 +152,21 @@ pub struct RunArgs {
     /// After a run that ended by itself (--duration, or a crash after its first write), keep
     /// /metrics up this long with the final figures and verdict, for a scrape to see them
     /// (Kubernetes Jobs: 2x the scrape interval); SIGINT/SIGTERM ends it.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_LINGER", default_value = "0s")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_LINGER", default_value = "0s")]
     pub linger: humantime::Duration,
 
     /// On SIGINT/SIGTERM or at the end, wait this long for in-flight transactions and
     /// pending verifications; a second SIGINT/SIGTERM cuts it short.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_SHUTDOWN_GRACE", default_value = "10s")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: humantime::Duration,
 
     /// No acknowledged write for this long, after a failure or with writes stalled, is an outage
     /// (never less than three schedule intervals).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "20ms")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_OUTAGE_THRESHOLD", default_value = "20ms")]
     pub outage_threshold: humantime::Duration,
 
     /// After an outage, check that writes acknowledged in this window before it survived.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_VERIFY_WINDOW", default_value = "30s")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_VERIFY_WINDOW", default_value = "30s")]
     pub verify_window: humantime::Duration,
 
     /// How the INSERT is sent: prepared (fastest), unnamed (PgBouncer transaction mode safe),
@@ -192,13 +192,13 @@ pub struct RunArgs {
     pub password_command: Option<String>,
 
     /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m",
+    #[arg(value_parser = duration, long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m",
           requires = "password_command")]
     pub password_ttl: humantime::Duration,
 
     /// Delete rows older than this from the table, continuously, in small batches
     /// (for long-running canaries; off by default so drills keep every row).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_RETENTION")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_RETENTION")]
     pub retention: Option<humantime::Duration>,
 
     /// Rows deleted per retention batch (one short transaction each).
@@ -272,23 +272,23 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = DemoFailover::Forced)]
     pub failover: DemoFailover,
     /// Load before the failover.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, default_value = "5s")]
+    #[arg(value_parser = duration, long, default_value = "5s")]
     pub failover_after: humantime::Duration,
     /// Load after the failover.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, default_value = "10s")]
+    #[arg(value_parser = duration, long, default_value = "10s")]
     pub run_after: humantime::Duration,
     /// Frozen and dns modes: time from the freeze to the promotion (the HA service's
     /// failure detection).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, default_value = "2s")]
+    #[arg(value_parser = duration, long, default_value = "2s")]
     pub promote_after: humantime::Duration,
     /// Frozen-back mode: how long the primary stays frozen.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, default_value = "10s")]
+    #[arg(value_parser = duration, long, default_value = "10s")]
     pub thaw_after: humantime::Duration,
     /// Target transactions per second.
     #[arg(long, default_value_t = 1000.0, value_parser = rate_value)]
     pub rate: f64,
     /// The drill's objective: longest acceptable write unavailability (as for pgdrill runs).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, default_value = "120s")]
+    #[arg(value_parser = duration, long, default_value = "120s")]
     pub rto_objective: humantime::Duration,
     /// The drill's objective: most acknowledged writes that may be lost.
     #[arg(long, default_value_t = 0)]
@@ -324,7 +324,7 @@ pub struct CleanupArgs {
     #[arg(long)]
     pub drop_table: bool,
     /// Give up connecting after this long.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, default_value = "10s")]
+    #[arg(value_parser = duration, long, default_value = "10s")]
     pub connect_timeout: humantime::Duration,
 }
 
@@ -352,6 +352,6 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub upstream: SocketAddr,
     /// One-way delay added in each direction (round trip grows by twice this).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, default_value = "25ms")]
+    #[arg(value_parser = duration, long, default_value = "25ms")]
     pub delay: humantime::Duration,
 }

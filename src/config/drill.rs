@@ -40,7 +40,7 @@ pub struct DrillArgs {
 
     /// Start the (first) trigger this long after the load starts; the load before it is the
     /// baseline, which must be healthy for a valid drill [default: 30s].
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_FAILOVER_AFTER", requires = "failover_command")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_AFTER", requires = "failover_command")]
     pub failover_after: Option<humantime::Duration>,
 
     /// How many failovers to trigger in this run.
@@ -48,18 +48,18 @@ pub struct DrillArgs {
     pub failovers: Option<u32>,
 
     /// Time between the starts of consecutive triggers (with --failovers 2 or more).
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_FAILOVER_EVERY", requires = "failovers")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_EVERY", requires = "failovers")]
     pub failover_every: Option<humantime::Duration>,
 
     /// Kill the trigger (its whole process group) if it runs longer than this; the drill is
     /// then invalid.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_FAILOVER_TIMEOUT", default_value = "10m",
+    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_TIMEOUT", default_value = "10m",
           requires = "failover_command")]
     pub failover_timeout: humantime::Duration,
 
     /// Longest acceptable write unavailability per failover; the same number as the
     /// pgdrill:rto_objective_seconds recording rule.
-    #[arg(value_parser = duration, allow_hyphen_values = true, long, env = "PGDRILL_RTO_OBJECTIVE", default_value = "120s")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_RTO_OBJECTIVE", default_value = "120s")]
     pub rto_objective: humantime::Duration,
 
     /// Most acknowledged writes that may be lost in the run (found missing by

@@ -46,10 +46,39 @@ pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)>
     out
 }
 
+/// `argv` with a value that starts with `-` and a digit joined to the flag before it
+/// (`--duration -5s` as `--duration=-5s`): clap reads a lone `-5s` as short flags ("unexpected
+/// argument '-5'"); joined, the flag's own parser says what is wrong with the value.
+pub fn join_negative_values(argv: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    let mut options_ended = false;
+    for arg in argv {
+        let negative = arg.to_str().is_some_and(|a| {
+            a.strip_prefix('-')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        });
+        let flag = out
+            .last()
+            .and_then(|f| f.to_str())
+            .filter(|f| f.len() > 2 && f.starts_with("--") && !f.contains('='));
+        match flag {
+            Some(flag) if negative && !options_ended => {
+                let joined = format!("{flag}={}", arg.to_string_lossy());
+                *out.last_mut().expect("a flag before") = joined.into();
+            }
+            _ => {
+                options_ended |= arg == "--";
+                out.push(arg);
+            }
+        }
+    }
+    out
+}
+
 /// A usage error's text (clap's, or a [`ConfigError`] given its flag as context), naming
 /// the environment variable when the bad value came from one: clap names only the flag,
-/// which the user may never have typed.
-pub fn usage_message(err: &clap::Error) -> String {
+/// which the user may never have typed. `argv` is what was parsed.
+pub fn usage_message(err: &clap::Error, argv: &[OsString]) -> String {
     let text = err.render().to_string();
     let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg) else {
         return text;
@@ -57,18 +86,37 @@ pub fn usage_message(err: &clap::Error) -> String {
     let Some(long) = shown.split(' ').next().and_then(|s| s.strip_prefix("--")) else {
         return text;
     };
-    let typed = std::env::args_os().any(|a| {
-        a.to_str()
-            .and_then(|a| a.strip_prefix("--"))
-            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
-    });
+    // The values typed for the flag: `--flag v` or `--flag=v`.
+    let given: Vec<&str> = argv.iter().filter_map(|a| a.to_str()).collect();
+    let flag = format!("--{long}");
+    let typed: Vec<&str> = given
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a.strip_prefix(flag.as_str())? {
+            "" => given.get(i + 1).copied(),
+            rest => rest.strip_prefix('='),
+        })
+        .collect();
+    let from_env = |var: &std::ffi::OsStr| {
+        let Some(set) = std::env::var_os(var) else {
+            return false;
+        };
+        match err.get(ContextKind::InvalidValue) {
+            // clap quotes the bad value: the variable's, unless the same was typed (a
+            // subcommand's flag of the same name may have been, beside a bad variable).
+            Some(ContextValue::String(value)) => {
+                set == value.as_str() && !typed.contains(&value.as_str())
+            }
+            // pgdrill's own checks show the value as read (`25d` as `25days`).
+            _ => typed.is_empty(),
+        }
+    };
     let cmd = Cli::command();
     let var = std::iter::once(&cmd)
         .chain(cmd.get_subcommands())
         .flat_map(|c| c.get_arguments())
-        .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_env())
-        .filter(|var| !typed && std::env::var_os(var).is_some());
+        .filter(|a| a.get_long() == Some(long))
+        .find_map(|a| a.get_env().filter(|var| from_env(var)));
     let Some(var) = var else {
         return text;
     };

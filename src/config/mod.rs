@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use crate::db::table::Table;
 pub use cli::*;
 pub use drill::DrillConfig;
-pub use flags::{as_run as flags_as_run, usage_message, writable_file};
+pub use flags::{as_run as flags_as_run, join_negative_values, usage_message, writable_file};
 
 use crate::db::cleanup::Scope;
 use crate::db::credentials::PasswordSource;
@@ -124,11 +124,8 @@ const MAX_BACKLOG: usize = 1_000_000;
 const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
 
 /// A duration flag's value (humantime: `5s`, `2m`, `1h 30m`), at most [`MAX_DURATION`].
-/// Its flags take values with a leading `-`, so that `-5s` is refused here for what it is.
+/// `-5s` reaches it joined to its flag ([`join_negative_values`]).
 pub(crate) fn duration(value: &str) -> Result<humantime::Duration, String> {
-    if value.starts_with("--") {
-        return Err("a value is required; this is the next flag".to_string());
-    }
     if value.trim_start().starts_with('-') {
         return Err("a duration cannot be negative".to_string());
     }

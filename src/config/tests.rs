@@ -4,6 +4,7 @@ use clap::Parser;
 pub(crate) fn args(extra: &[&str]) -> Result<Config, String> {
     let mut argv = vec!["pgdrill"];
     argv.extend_from_slice(extra);
+    let argv = super::join_negative_values(argv.into_iter().map(Into::into));
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     cli.run.validate(|_| None).map_err(|e| e.to_string())
 }
@@ -168,7 +169,7 @@ fn values_that_would_overflow_or_mean_something_else_are_refused() {
         "cannot be negative",
     );
     refused(
-        &["--duration", "--rate=5"],
+        &["--duration", "--rate", "5"],
         "--duration",
         "a value is required",
     );
@@ -280,4 +281,31 @@ fn outage_threshold_never_below_three_intervals() {
     assert_eq!(c.effective_outage_threshold(), Duration::from_secs(3));
     let c = args(&["--rate", "1000"]).unwrap();
     assert_eq!(c.effective_outage_threshold(), Duration::from_millis(20));
+}
+
+#[test]
+fn a_negative_value_is_joined_to_its_flag_and_nothing_else_is() {
+    let join = |argv: &[&str]| -> Vec<String> {
+        let argv = argv.iter().map(|a| std::ffi::OsString::from(*a));
+        let joined = super::join_negative_values(argv);
+        joined
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(join(&["p", "--duration", "-5s"]), ["p", "--duration=-5s"]);
+    assert_eq!(
+        join(&["p", "--rate", "-3", "--duration", "5s"]),
+        ["p", "--rate=-3", "--duration", "5s"]
+    );
+    // Not after a value, a short flag, a flag with its value, or the end of options.
+    for argv in [
+        &["p", "--duration", "5s", "-5"][..],
+        &["p", "-h", "-5"],
+        &["p", "--duration=1s", "-5"],
+        &["p", "--", "--x", "-5"],
+        &["p", "--duration", "-x"],
+    ] {
+        assert_eq!(join(argv), argv, "{argv:?}");
+    }
 }

@@ -17,6 +17,10 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--duration", "-5s"],
             &["--duration", "-5s", "cannot be negative"],
         ),
+        (
+            &["--duration", "--rate", "5"],
+            &["--duration", "a value is required"],
+        ),
         (&["--no-such-flag"], &["--no-such-flag"]),
         (
             &["--dsn", "host=h port=notaport password=hunter2"],
@@ -142,6 +146,20 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(
         err.contains("for --statement-timeout (set by PGDRILL_STATEMENT_TIMEOUT): must be"),
+        "{err}"
+    );
+    // A subcommand's flag of the same name typed beside a bad variable: still named.
+    let (status, _, err) = Binary::spawn_with(
+        &[("PGDRILL_CONNECT_TIMEOUT", "-5s")],
+        &["cleanup", "--all-runs", "--connect-timeout", "5s"],
+    )
+    .wait(Duration::from_secs(10))
+    .await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "'-5s' for '--connect-timeout <CONNECT_TIMEOUT>' (set by PGDRILL_CONNECT_TIMEOUT)"
+        ),
         "{err}"
     );
 }
