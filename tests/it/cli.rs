@@ -121,45 +121,33 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
         );
     }
     // A bad value from the environment names its variable, not only the flag it stands for;
-    // the same flag typed wins over the variable and is what the message names.
-    let from_env = [("PGDRILL_RATE", "fast")];
-    let (status, _, err) = Binary::spawn_with(&from_env, &[])
-        .wait(Duration::from_secs(10))
-        .await;
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("'fast' for '--rate <RATE>' (set by PGDRILL_RATE)"),
-        "{err}"
-    );
-    let (status, _, err) = Binary::spawn_with(&from_env, &["--rate", "slow"])
-        .wait(Duration::from_secs(10))
-        .await;
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("'slow' for '--rate <RATE>'") && !err.contains("PGDRILL_RATE"),
-        "{err}"
-    );
-    // So does one refused after clap, by pgdrill's own checks.
-    let (status, _, err) = Binary::spawn_with(&[("PGDRILL_STATEMENT_TIMEOUT", "25d")], &[])
-        .wait(Duration::from_secs(10))
-        .await;
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("for --statement-timeout (set by PGDRILL_STATEMENT_TIMEOUT): must be"),
-        "{err}"
-    );
-    // A subcommand's flag of the same name typed beside a bad variable: still named.
-    let (status, _, err) = Binary::spawn_with(
-        &[("PGDRILL_CONNECT_TIMEOUT", "-5s")],
-        &["cleanup", "--all-runs", "--connect-timeout", "5s"],
-    )
-    .wait(Duration::from_secs(10))
-    .await;
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(
-        err.contains(
-            "'-5s' for '--connect-timeout <CONNECT_TIMEOUT>' (set by PGDRILL_CONNECT_TIMEOUT)"
+    // the same flag typed wins over the variable and is what the message names. So does one
+    // refused after clap, by pgdrill's own checks, and one beside a subcommand's flag of the
+    // same name.
+    let rate = ("PGDRILL_RATE", "fast");
+    let cases = [
+        (
+            rate,
+            &[][..],
+            "'fast' for '--rate <RATE>' (set by PGDRILL_RATE)",
         ),
-        "{err}"
-    );
+        (rate, &["--rate", "slow"], "'slow' for '--rate <RATE>': "),
+        (
+            ("PGDRILL_STATEMENT_TIMEOUT", "25d"),
+            &[],
+            "for --statement-timeout (set by PGDRILL_STATEMENT_TIMEOUT): must be",
+        ),
+        (
+            ("PGDRILL_CONNECT_TIMEOUT", "-5s"),
+            &["cleanup", "--all-runs", "--connect-timeout", "5s"],
+            "'-5s' for '--connect-timeout <CONNECT_TIMEOUT>' (set by PGDRILL_CONNECT_TIMEOUT)",
+        ),
+    ];
+    for (env, args, expect) in cases {
+        let (status, _, err) = Binary::spawn_with(&[env], args)
+            .wait(Duration::from_secs(10))
+            .await;
+        assert_eq!(status.code(), Some(2), "{env:?} {args:?}: {err}");
+        assert!(err.contains(expect), "{env:?} {args:?}: {err}");
+    }
 }
