@@ -401,7 +401,8 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
         ]
         .into_iter()
         .flat_map(|p| p.find_iter(text).map(|m| (m.start(), m.end())));
-        let crossing = (secrets.chain(patterns))
+        let crossing = secrets
+            .chain(patterns)
             .filter(|&(start, end)| start < at && at < end)
             .map(|(start, _)| {
                 let word =

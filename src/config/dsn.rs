@@ -221,7 +221,9 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
             port_count(ports.len(), hosts.len()),
         ));
     }
-    let hosts: Vec<String> = (hosts.iter().enumerate())
+    let hosts: Vec<String> = hosts
+        .iter()
+        .enumerate()
         .map(|(i, h)| format!("{h}:{}", ports.get(i).unwrap_or(&ports[0])))
         .collect();
     let base = format!("{scheme}{user_info}{}{path}", hosts.join(","));

@@ -255,13 +255,17 @@ impl RunArgs {
                 .transpose()?
                 .map(Arc::new),
             progress_interval: at_least_a_second("--progress-interval", self.progress_interval)?,
-            summary_json: (self.summary_json.as_ref())
+            summary_json: self
+                .summary_json
+                .as_ref()
                 .map(|path| match path.as_os_str() == "-" {
                     true => Ok(path.clone()),
                     false => writable_file("--summary-json", path).map(|()| path.clone()),
                 })
                 .transpose()?,
-            report: (self.report.as_ref())
+            report: self
+                .report
+                .as_ref()
                 .map(|path| {
                     if self
                         .summary_json
@@ -442,7 +446,7 @@ impl Config {
     /// Writes in flight with no acknowledgement and no failure for this long are
     /// an outage too: a second, or three schedule intervals at low rates.
     pub fn stall_threshold(&self) -> Duration {
-        (self.outage_threshold)
+        self.outage_threshold
             .max(Duration::from_secs(1))
             .max(self.three_intervals())
     }

@@ -237,7 +237,8 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     let worsts = members
         .iter()
         .filter_map(|m| m.worst_write_unavailable_seconds);
-    let worst = (members.iter())
+    let worst = members
+        .iter()
         .filter_map(|m| m.worst_write_unavailable_seconds.map(|w| (m, w)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(m, w)| Worst {

@@ -125,7 +125,9 @@ impl ErrorBook {
 
     /// Every kind seen, by class then SQLSTATE.
     pub fn kinds(&self) -> Vec<ErrorKind> {
-        (self.kinds.lock().iter())
+        self.kinds
+            .lock()
+            .iter()
             .map(|((class, sqlstate), (count, message))| ErrorKind {
                 class: class.as_str(),
                 sqlstate: sqlstate.clone(),

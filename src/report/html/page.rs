@@ -124,7 +124,8 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
         None => s.longest_unavailability(),
     };
     // An outage open at the end holds the time so far: no measured RTO, never a pass.
-    let open = (judged.iter())
+    let open = judged
+        .iter()
         .filter(|o| o.end_unix.is_none())
         .find_map(|o| o.write_unavailable_seconds);
     let shown = |w: f64| match open == Some(w) {
