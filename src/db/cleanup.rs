@@ -91,7 +91,8 @@ pub async fn run(
                 Scope::Run(id) => Some(id),
                 _ => None,
             };
-            let n = delete(&client, table, &table.cleanup_delete_sql(BATCH, run)).await?;
+            let sql = |partitioned| table.cleanup_delete_sql(partitioned, BATCH, run);
+            let n = delete(&client, table, sql).await?;
             Ok(match run {
                 Some(id) => format!("deleted {n} rows of run {id} from {}", table.name),
                 None => format!(
@@ -150,10 +151,14 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
 
 /// Deletes batch after batch, each guarded, until one comes back short; returns the rows
 /// deleted.
-async fn delete(client: &Client, table: &Table, sql: &str) -> Result<u64, CleanupError> {
+async fn delete(
+    client: &Client,
+    table: &Table,
+    sql: impl Fn(bool) -> String,
+) -> Result<u64, CleanupError> {
     let mut total = 0;
     loop {
-        let batch = table_check::guarded_delete(client, table, sql, false).await?;
+        let batch = table_check::guarded_delete(client, table, &sql, false).await?;
         let deleted = batch.map_err(|hazard| {
             CleanupError::Refused(format!(
                 "{hazard}; {total} rows were deleted before it was seen, none after. Remove \

@@ -91,8 +91,11 @@ pub async fn run(
                 }
             },
         };
-        let sql = table.retention_delete_sql(settings.batch_size, settings.window, floor());
-        match sweep(&c, &table, &sql, settings, &metrics, &stop).await {
+        let below = floor();
+        let sql = |partitioned| {
+            table.retention_delete_sql(partitioned, settings.batch_size, settings.window, below)
+        };
+        match sweep(&c, &table, sql, settings, &metrics, &stop).await {
             Ok(Swept::Held(hazard)) => {
                 metrics.retention_errors.inc(ErrorClass::Other);
                 if held.as_ref() != Some(&hazard) {
@@ -152,14 +155,14 @@ enum Swept {
 async fn sweep(
     conn: &Conn,
     table: &Table,
-    sql: &str,
+    sql: impl Fn(bool) -> String,
     settings: RetentionSettings,
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<Swept, Option<tokio_postgres::Error>> {
     let mut total = 0;
     loop {
-        let one = guarded_delete(&conn.client, table, sql, settings.fired_allowed);
+        let one = guarded_delete(&conn.client, table, &sql, settings.fired_allowed);
         let Some(deleted) = stop
             .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, one))
             .await

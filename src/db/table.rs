@@ -124,20 +124,30 @@ impl Table {
         )
     }
 
+    /// The table as a read-back or a DELETE names it: with `ONLY`, so that an inheritance
+    /// child added since the table was checked (its rows are not pgdrill's) is never scanned
+    /// or changed; a partitioned table as it is, its rows being in its partitions.
+    fn own_rows(&self, partitioned: bool) -> String {
+        match partitioned {
+            true => self.quoted.clone(),
+            false => format!("ONLY {}", self.quoted),
+        }
+    }
+
     /// `seq` of the rows of run `$2` with `transaction_id >= $1` and `seq < $3`.
-    pub(crate) fn verify_sql(&self) -> String {
+    pub(crate) fn verify_sql(&self, partitioned: bool) -> String {
         format!(
             "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq < $3",
-            self.quoted
+            self.own_rows(partitioned)
         )
     }
 
     /// Which of the unknown-outcome writes `$3` (an int8[] of `seq`) of run `$2` exist,
     /// looking only at ids from `$1` up (the primary key bounds the scan).
-    pub(crate) fn resolve_unknown_sql(&self) -> String {
+    pub(crate) fn resolve_unknown_sql(&self, partitioned: bool) -> String {
         format!(
             "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq = ANY($3)",
-            self.quoted
+            self.own_rows(partitioned)
         )
     }
 
@@ -146,6 +156,7 @@ impl Table {
     /// own numbers inlined: no server-side state, so it works through PgBouncer.
     pub(crate) fn retention_delete_sql(
         &self,
+        partitioned: bool,
         batch_size: u32,
         window: Duration,
         floor: Option<i64>,
@@ -155,28 +166,39 @@ impl Table {
         if let Some(floor) = floor {
             condition.push_str(&format!(" AND d.transaction_id < {floor}"));
         }
-        self.delete_batch_sql(batch_size, "run_id IS NOT NULL", &condition)
+        self.delete_batch_sql(partitioned, batch_size, "run_id IS NOT NULL", &condition)
     }
 
     /// One cleanup batch: pgdrill's rows of run `run_id`, or of every run.
-    pub(crate) fn cleanup_delete_sql(&self, batch_size: u32, run_id: Option<i64>) -> String {
+    pub(crate) fn cleanup_delete_sql(
+        &self,
+        partitioned: bool,
+        batch_size: u32,
+        run_id: Option<i64>,
+    ) -> String {
         let rows = run_id.map_or_else(
             || "run_id IS NOT NULL".into(),
             |id| format!("run_id = {id}"),
         );
-        self.delete_batch_sql(batch_size, &rows, "true")
+        self.delete_batch_sql(partitioned, batch_size, &rows, "true")
     }
 
     /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set), found in
     /// primary-key order through the primary key (its own table) or the partial index
     /// ([`Table::index_sql`]) on a table it shares, deleted where `condition` holds.
-    fn delete_batch_sql(&self, batch_size: u32, rows: &str, condition: &str) -> String {
+    fn delete_batch_sql(
+        &self,
+        partitioned: bool,
+        batch_size: u32,
+        rows: &str,
+        condition: &str,
+    ) -> String {
         format!(
             "WITH batch AS (SELECT transaction_id FROM {t} WHERE {rows} \
                ORDER BY transaction_id LIMIT {batch_size}) \
              DELETE FROM {t} AS d USING batch \
              WHERE d.transaction_id = batch.transaction_id AND d.{rows} AND {condition}",
-            t = self.quoted,
+            t = self.own_rows(partitioned),
         )
     }
 }
@@ -290,6 +312,8 @@ pub struct Workload {
     /// The id the trial INSERT drew: every row of this run has a later one, so reading
     /// back never starts below it (on a shared table, from the start of the users' rows).
     id_floor: std::sync::OnceLock<i64>,
+    /// Whether the table is partitioned, as the check found it ([`Table::own_rows`]).
+    partitioned: std::sync::OnceLock<bool>,
 }
 
 impl Workload {
@@ -300,6 +324,7 @@ impl Workload {
             run_id,
             mode,
             id_floor: std::sync::OnceLock::new(),
+            partitioned: std::sync::OnceLock::new(),
         }
     }
 
@@ -310,6 +335,16 @@ impl Workload {
 
     pub(crate) fn set_id_floor(&self, id: i64) {
         let _ = self.id_floor.set(id);
+    }
+
+    /// Unchecked, the table is read as it always was: with any children it has (refused
+    /// by the check), rather than a partitioned table's rows not at all.
+    pub(crate) fn partitioned(&self) -> bool {
+        self.partitioned.get().copied().unwrap_or(true)
+    }
+
+    pub(crate) fn set_partitioned(&self, partitioned: bool) {
+        let _ = self.partitioned.set(partitioned);
     }
 
     /// Per-connection preparation; only the prepared mode keeps server-side state.
@@ -443,26 +478,43 @@ mod tests {
     #[test]
     fn every_delete_is_bounded_to_pgdrills_rows() {
         let table = Table::parse("public.t").unwrap();
-        let sql = table.retention_delete_sql(5000, Duration::from_millis(10_500), None);
+        let sql = table.retention_delete_sql(false, 5000, Duration::from_millis(10_500), None);
         assert!(
             sql.contains("WHERE run_id IS NOT NULL ORDER BY transaction_id LIMIT 5000"),
             "{sql}"
         );
         assert!(sql.contains("AND d.run_id IS NOT NULL"), "{sql}");
         assert!(sql.contains("make_interval(secs => 10.500)"), "{sql}");
-        assert!(sql.contains("DELETE FROM \"public\".\"t\""), "{sql}");
+        // The table alone: never an inheritance child added since the check.
+        assert!(
+            sql.contains("FROM ONLY \"public\".\"t\" WHERE run_id"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("DELETE FROM ONLY \"public\".\"t\" AS d"),
+            "{sql}"
+        );
         assert!(!sql.contains("d.transaction_id <"), "{sql}");
         // What a verification may still read back is left.
-        let floored = table.retention_delete_sql(5000, Duration::from_secs(10), Some(77));
+        let floored = table.retention_delete_sql(false, 5000, Duration::from_secs(10), Some(77));
         assert!(floored.ends_with("AND d.transaction_id < 77"), "{floored}");
-        let one = table.cleanup_delete_sql(100, Some(42));
+        let one = table.cleanup_delete_sql(false, 100, Some(42));
         assert!(
             one.contains("WHERE run_id = 42 ORDER BY transaction_id LIMIT 100")
                 && one.contains("AND d.run_id = 42"),
             "{one}"
         );
-        let all = table.cleanup_delete_sql(100, None);
+        let all = table.cleanup_delete_sql(false, 100, None);
         assert!(all.contains("AND d.run_id IS NOT NULL"), "{all}");
+        // A partitioned table's rows are in its partitions: named without ONLY.
+        let parted = table.cleanup_delete_sql(true, 100, None);
+        assert!(!parted.contains("ONLY") && parted.contains("DELETE FROM \"public\".\"t\" AS d"));
+        assert!(table
+            .verify_sql(false)
+            .contains("FROM ONLY \"public\".\"t\" WHERE"));
+        assert!(table
+            .resolve_unknown_sql(true)
+            .contains("FROM \"public\".\"t\" WHERE"));
         assert_eq!(
             table.index_sql(),
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"t_pgdrill_rows\" ON \"public\".\"t\" \

@@ -183,11 +183,11 @@ impl Verifier {
         let sql = match &which {
             Seqs::Asked(asked) => {
                 params.push((asked, Type::INT8_ARRAY));
-                table.resolve_unknown_sql()
+                table.resolve_unknown_sql(self.workload.partitioned())
             }
             Seqs::Below(end) => {
                 params.push((end, Type::INT8));
-                table.verify_sql()
+                table.verify_sql(self.workload.partitioned())
             }
         };
         // Unnamed statement: no server-side state, so it also works through PgBouncer in

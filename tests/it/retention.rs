@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::support::drill::{metric, Drill};
-use crate::support::{connect, count, eventually, start_lab};
+use crate::support::{connect, count, eventually, exec, start_lab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
@@ -175,5 +175,103 @@ async fn retention_never_deletes_what_a_verification_still_reads_back() {
     assert!(summary.retention_rows_deleted > 0, "{summary}");
     assert_eq!(summary.outages[0].lost_writes, Some(0), "{summary}");
     assert_eq!(summary.counts.lost_writes, 0, "{summary}");
+    lab.shutdown().await;
+}
+
+/// Reads back and deletes reach the table's own rows and no other table's: a partitioned
+/// table's through its partitions (every write found, rows deleted), and never an
+/// inheritance child added to pgdrill's table during the run (the check at start refuses
+/// a table that has one; read-backs and deletes name the table with ONLY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_backs_and_deletes_reach_partitions_and_never_an_added_child() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let dsn = lab.dsn(node);
+    exec(
+        &connect(&dsn).await,
+        "CREATE TABLE tx_parted (transaction_id bigserial PRIMARY KEY, \
+           customer_id integer NOT NULL, merchant_id integer NOT NULL, \
+           amount numeric(12,2) NOT NULL, status text NOT NULL, \
+           created_at timestamptz NOT NULL DEFAULT now(), run_id bigint NOT NULL, \
+           seq bigint NOT NULL) PARTITION BY RANGE (transaction_id); \
+         CREATE TABLE tx_parted_a PARTITION OF tx_parted FOR VALUES FROM (MINVALUE) TO (20); \
+         CREATE TABLE tx_parted_b PARTITION OF tx_parted FOR VALUES FROM (20) TO (MAXVALUE); \
+         COMMENT ON TABLE tx_parted IS 'pgdrill: made by the test'",
+    )
+    .await;
+    // Scans of `table` so far, as sessions report them: as they end, or idle for 10 s.
+    let scans = |table: &'static str| {
+        let dsn = dsn.clone();
+        async move {
+            let sql = "SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0)::bigint \
+                       FROM pg_stat_user_tables WHERE relname = $1";
+            count(&connect(&dsn).await, sql, &[&table]).await
+        }
+    };
+    for table in ["tx_parted", "tx_plain"] {
+        let drill = Drill::start(&[
+            "--dsn",
+            &dsn,
+            "--table",
+            table,
+            "--rate",
+            "20",
+            "--retention",
+            "3s",
+            "--verify-window",
+            "2s",
+        ])
+        .await;
+        drill.wait_for_transactions(60.0).await;
+        if table == "tx_plain" {
+            exec(
+                &connect(&dsn).await,
+                "CREATE TABLE tx_kid (note text) INHERITS (tx_plain); \
+                 INSERT INTO tx_kid SELECT * FROM ONLY tx_plain",
+            )
+            .await;
+            // The copy's own scan, reported as its session ended.
+            eventually(Duration::from_secs(10), "the copy counted", || async {
+                scans(table).await > 0
+            })
+            .await;
+        } else {
+            eventually(Duration::from_secs(30), "retention deletes", || async {
+                drill.metric("pgdrill_retention_rows_deleted_total").await > 0.0
+            })
+            .await;
+        }
+        let before = scans(table).await;
+        lab.stop(node, pgdrill_lab::StopMode::Fast)
+            .await
+            .expect("stop PostgreSQL");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        lab.start_node(node).await.expect("start PostgreSQL");
+        drill.wait_for_outage_over(Duration::from_secs(30)).await;
+        eventually(Duration::from_secs(15), "the outage verified", || async {
+            drill.metric("pgdrill_verifications_total").await >= 1.0
+        })
+        .await;
+        let summary = drill.stop().await;
+        println!("{table}:\n{summary}");
+        assert_eq!(summary.outages[0].lost_writes, Some(0), "{summary}");
+        assert!(summary.counts.checked_writes > 0, "{summary}");
+        if table == "tx_parted" {
+            assert!(summary.retention_rows_deleted > 0, "{summary}");
+            continue;
+        }
+        // Retention held while the child is there, and the read-back scanned the parent
+        // alone (the child's count would come in the same report as the parent's).
+        eventually(Duration::from_secs(20), "the read-back counted", || async {
+            scans(table).await > before
+        })
+        .await;
+        assert_eq!(scans("tx_kid").await, 0, "the child was scanned");
+        let kid = "SELECT count(*) FROM tx_kid";
+        assert!(
+            count(&connect(&dsn).await, kid, &[]).await >= 60,
+            "the child's rows"
+        );
+    }
     lab.shutdown().await;
 }

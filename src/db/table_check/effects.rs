@@ -14,14 +14,15 @@ use crate::db::table::Table;
 const LOCK_WAIT: &str = "5s";
 const IDLE_IN_BATCH: &str = "10s";
 
-/// One batch of pgdrill's DELETE (`sql`), in a transaction that locks the table first:
+/// One batch of pgdrill's DELETE (`sql`, given whether the table is partitioned), in a
+/// transaction that locks the table first:
 /// adding a trigger, a rule or a foreign key takes a lock that conflicts with ROW EXCLUSIVE
 /// (the DELETE's own), so none slips in between the look ([`delete_hazard`]) and the DELETE.
 /// `Err(why)`: held, nothing deleted. Retention and `pgdrill cleanup` delete only so.
 pub(crate) async fn guarded_delete(
     client: &Client,
     table: &Table,
-    sql: &str,
+    sql: impl Fn(bool) -> String,
     fired_allowed: bool,
 ) -> Result<Result<u64, String>, tokio_postgres::Error> {
     // Bounded on the server's side too: the lock is not waited for long behind another
@@ -34,8 +35,8 @@ pub(crate) async fn guarded_delete(
     );
     let result = match client.batch_execute(&lock).await {
         Ok(()) => match delete_hazard(client, table, fired_allowed).await {
-            Ok(Some(hazard)) => Ok(Err(hazard)),
-            Ok(None) => crate::db::affected(client, sql).await.map(Ok),
+            Ok(Err(hazard)) => Ok(Err(hazard)),
+            Ok(Ok(partitioned)) => crate::db::affected(client, &sql(partitioned)).await.map(Ok),
             Err(err) => Err(err),
         },
         Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => {
@@ -54,41 +55,43 @@ pub(crate) async fn guarded_delete(
 
 /// Why pgdrill's DELETE may not run on `table` now: rows of other tables it would reach
 /// (inheritance children, foreign partitions) or, unless `fired_allowed`, triggers, rules and
-/// foreign keys it would set off.
+/// foreign keys it would set off. `Ok(partitioned)` when it may.
 async fn delete_hazard(
     client: &Client,
     table: &Table,
     fired_allowed: bool,
-) -> Result<Option<String>, tokio_postgres::Error> {
+) -> Result<Result<bool, String>, tokio_postgres::Error> {
     let Some(relation) = relation(client, table).await? else {
-        return Ok(Some(format!("table {} does not exist", table.name)));
+        return Ok(Err(format!("table {} does not exist", table.name)));
     };
     let problem = relation
         .children_problem(table)
         .or_else(|| relation.partitions_problem(table));
-    if problem.is_some() {
-        return Ok(problem);
+    if let Some(problem) = problem {
+        return Ok(Err(problem));
     }
     // Dropped and made again by someone else, or its mark or index removed: not pgdrill's
     // rows any more, or not found without a scan.
     if !relation.deletable() {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "{} is no longer marked as pgdrill's (its comment, or the run_id mark and the \
              index on pgdrill's rows, are gone)",
             table.name
         )));
     }
+    let partitioned = relation.kind == "p";
     if fired_allowed {
-        return Ok(None);
+        return Ok(Ok(partitioned));
     }
     let fired = fired_by(client, &table.quoted, false, true).await?;
-    Ok((!fired.is_empty()).then(|| {
-        format!(
-            "deleting from {} would fire {}, which may change data that is not pgdrill's",
-            table.name,
-            fired.join(", ")
-        )
-    }))
+    if fired.is_empty() {
+        return Ok(Ok(partitioned));
+    }
+    Ok(Err(format!(
+        "deleting from {} would fire {}, which may change data that is not pgdrill's",
+        table.name,
+        fired.join(", ")
+    )))
 }
 
 /// The enabled user triggers and rules on pgdrill's `inserts` and `deletes`, of the table or

@@ -116,6 +116,7 @@ pub async fn ensure(
     if let Some(problem) = relation_problem(table, &relation, policy) {
         return Err(TableError::Unusable(problem));
     }
+    workload.set_partitioned(relation.kind == "p");
     if !policy.triggers {
         let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
         if !fired.is_empty() {
