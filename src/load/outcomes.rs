@@ -151,11 +151,14 @@ impl Outcomes {
         self.tally.skipped.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn finished(&self) {
+    /// Out of flight; a transaction unless it is not `counted`.
+    fn finished(&self, counted: bool) {
         self.metrics.in_flight.dec();
         self.detector.finished();
-        self.metrics.transactions.inc();
-        self.tally.transactions.fetch_add(1, Ordering::Relaxed);
+        if counted {
+            self.metrics.transactions.inc();
+            self.tally.transactions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -185,7 +188,7 @@ impl LaneOutcomes {
     /// Acknowledged as `id` at `done`; it was sent at `sent`.
     pub fn succeeded(&self, job: Job, sent: Instant, done: Instant, id: i64) {
         let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
-        o.finished();
+        o.finished(true);
         let latency = done - job.intended;
         let service = done - sent;
         m.transaction_duration.observe(latency.as_secs_f64());
@@ -202,7 +205,14 @@ impl LaneOutcomes {
     /// Failed; `started` is when it was sent (or due, if it never got a connection).
     pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
         let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
-        o.finished();
+        // A run ended before its first write (a wrong target) shows no figures, only why:
+        // this write never ran, and counting it would only repeat that (a first error, a
+        // state change, a progress line).
+        let news = o.fatal.has_written() || !o.fatal.is_set();
+        o.finished(news);
+        if !news {
+            return;
+        }
         // How late it began, whether or not it got through: an outage's lag is news too.
         m.schedule_lag.set((started - job.intended).as_secs_f64());
         m.transaction_errors.inc(failure.class);

@@ -69,7 +69,7 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
             "--linger",
             "60s",
         ];
-        args.extend(extra);
+        args.extend(&extra);
         let (code, secs, out, err) = timed(&args, Duration::from_secs(40)).await;
         println!(
             "{what}: exit {code:?} after {secs:.2} s: {}",
@@ -90,6 +90,12 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
             "{what}: a summary for a run that never wrote:\n{out}"
         );
         assert!(!err.contains(SECRET), "{what}: the password in stderr");
+        // Refused at once: said as the reason to stop, not again as a write's first error.
+        if extra.is_empty() {
+            for noise in ["first error of this kind", "failover state changed"] {
+                assert!(!err.contains(noise), "{what}: {noise:?}:\n{err}");
+            }
+        }
     }
     // A run that ends before its startup deadline without one write: its summary, and 5.
     let dsn = format!("host=127.0.0.1 port={nobody} user=pgdrill dbname=pgdrill");
