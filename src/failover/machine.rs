@@ -73,14 +73,25 @@ impl Events {
     /// an outage (worth a look at once).
     pub fn success(&mut self, sent: Instant, at: Instant) -> bool {
         self.successes += 1;
-        // Sent before the outage's first failed write and acknowledged after it: a straggler
-        // of the server going away (a commit finishing during a fast shutdown). It does not
-        // show that a new write could succeed, so it neither ends the outage nor splits it.
-        if self.in_outage && self.outage_failure.is_some_and(|f| sent < f) {
+        // Sent before the first failed write (the outage's, or outside one the first since
+        // the last success) and acknowledged after it: a straggler of the server going away
+        // (a commit finishing during a fast shutdown). It does not show that a new write
+        // could succeed, so it neither ends nor splits an outage, nor clears the failure that
+        // may start one; silence counts from it all the same (on a slow link they keep coming
+        // until the writes sent after the failure are answered).
+        let failed = match self.in_outage {
+            true => self.outage_failure,
+            false => self.first_failure_since_success,
+        };
+        let straggler = failed.is_some_and(|f| sent < f);
+        if straggler && self.in_outage {
             return false;
         }
         if self.last_success.is_none_or(|l| at > l) {
             self.last_success = Some(at);
+        }
+        if straggler {
+            return false;
         }
         self.first_failure_since_success = None;
         if !self.in_outage {
@@ -492,6 +503,29 @@ mod tests {
             out.iter()
                 .any(|t| matches!(t, Transition::OutageEnded { start, end, .. }
             if *start == fail && *end == back)),
+            "{out:?}"
+        );
+    }
+
+    /// A fast shutdown: the failures come first, then the commits it lets finish, then
+    /// nothing (a switchover behind HAProxy held the next writes 0.6 s without a failure).
+    #[tokio::test(start_paused = true)]
+    async fn a_straggler_answered_before_the_outage_is_seen_does_not_clear_its_failure() {
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        let fail = t0 + Duration::from_millis(1000);
+        ev.failure(fail, ErrorClass::AdminShutdown);
+        let straggler = fail + Duration::from_millis(10);
+        assert!(!ev.success(fail - Duration::from_millis(1), straggler));
+        m.tick(straggler + Duration::from_millis(100), &mut ev, 4);
+        assert_eq!(
+            m.state(),
+            FailoverState::Degraded,
+            "silence counts from the straggler"
+        );
+        let out = m.tick(straggler + Duration::from_millis(200), &mut ev, 4);
+        assert!(
+            out.contains(&Transition::OutageStarted { start: straggler }),
             "{out:?}"
         );
     }
