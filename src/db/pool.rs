@@ -113,6 +113,18 @@ impl DbPool {
         })
     }
 
+    /// Closes the idle connections (and the connector's spares), each politely, once the load
+    /// is over: a run kept on for `--linger` holds no session on the server.
+    pub async fn close_idle(&self) {
+        self.manager.drop_spares();
+        while self.pool.state().idle_connections > 0 {
+            match tokio::time::timeout(Duration::from_secs(1), self.pool.get()).await {
+                Ok(Ok(mut conn)) => conn.retired = true,
+                _ => return,
+            }
+        }
+    }
+
     /// A connection outside the pool's accounting, for verification and bootstrap.
     pub async fn dedicated(&self) -> Result<Conn, ConnectError> {
         self.pool.dedicated_connection().await

@@ -8,7 +8,7 @@ use pgdrill_lab::StopMode;
 use tokio::time::Instant;
 
 use crate::support::drill::{http_get, metric, metric_sum, try_http_get, Binary, Drill};
-use crate::support::{connect, eventually, start_single as single};
+use crate::support::{connect, count, eventually, start_single as single};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_the_database_down_and_recovers_without_restart() {
@@ -255,6 +255,54 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
     assert!(abandoned >= 1, "{json}");
     assert_eq!(exported, abandoned as f64);
     assert!(out.contains(&format!("abandoned {abandoned}")), "{out}");
+    lab.shutdown().await;
+}
+
+/// A run that is over (its summary written) and kept on for `--linger` holds no session on
+/// the server: the pool's connections are closed as the load ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_run_holds_no_session_on_the_server() {
+    let lab = single(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let watched = Watched::new();
+    let bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "50",
+        "--duration",
+        "2s",
+        "--linger",
+        "60s",
+        "--listen",
+        &watched.listen,
+        "--summary-json",
+        &watched.json,
+    ]);
+    let json_path = std::path::Path::new(&watched.json);
+    eventually(Duration::from_secs(20), "summary written", || async {
+        json_path.exists()
+    })
+    .await;
+    let client = connect(&dsn).await;
+    let sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgdrill'";
+    eventually(
+        Duration::from_secs(10),
+        "pgdrill's sessions closed",
+        || async { count(&client, sessions, &[]).await == 0 },
+    )
+    .await;
+    let text = try_http_get(watched.addr, "/metrics")
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        metric(&text, "pgdrill_load_running"),
+        0.0,
+        "still lingering:\n{text}"
+    );
+    bin.signal(Signal::Term);
+    let (status, _, err) = bin.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit {status:?}\n{err}");
     lab.shutdown().await;
 }
 

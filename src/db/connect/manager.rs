@@ -116,6 +116,11 @@ pub struct ConnectSettings {
 }
 
 impl Manager {
+    /// The connections left by attempts that outlived their race, closed.
+    pub fn drop_spares(&self) {
+        self.0.connector.spares.lock().clear();
+    }
+
     /// `fatal`: where a table that cannot take the INSERT is reported (the run stops).
     pub fn new(
         settings: ConnectSettings,
