@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use pgdrill::Summary;
+
 use crate::support::drill::{metric, Drill};
 use crate::support::{connect, count, eventually, exec, start_lab};
 
@@ -137,6 +139,27 @@ async fn retention_keeps_the_table_bounded_without_disturbing_the_load() {
     lab.shutdown().await;
 }
 
+/// Restarts `node` (down 3 s: longer than the outage threshold at 2/s, three intervals of
+/// 1.5 s, however fast the lab stops and starts; down 1 s, a fast start once left no outage),
+/// waits for the outage's verification and stops the run.
+async fn restart_and_verify(
+    lab: &pgdrill_lab::Lab,
+    node: pgdrill_lab::Node,
+    drill: Drill,
+) -> Summary {
+    lab.stop(node, pgdrill_lab::StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lab.start_node(node).await.expect("start PostgreSQL");
+    drill.wait_for_outage_over(Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(15), "the outage verified", || async {
+        drill.metric("pgdrill_verifications_total").await >= 1.0
+    })
+    .await;
+    drill.stop().await
+}
+
 /// At a canary's low rate the verification ledger spans longer than a short retention window
 /// (it keeps a number of slices, one per acknowledgement here): retention leaves the rows a
 /// verification may still read back, so an outage after it finds every write, none lost.
@@ -158,19 +181,7 @@ async fn retention_never_deletes_what_a_verification_still_reads_back() {
     // 32 writes over 16 s: the ledger holds the last 21 (10.5 s), retention sweeps every
     // second and may delete only what is older.
     drill.wait_for_transactions(32.0).await;
-    lab.stop(node, pgdrill_lab::StopMode::Fast)
-        .await
-        .expect("stop PostgreSQL");
-    // Down 3 s: longer than the outage threshold at 2/s (three intervals, 1.5 s), however
-    // fast the lab stops and starts (down 1 s, a fast start once left no outage).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    lab.start_node(node).await.expect("start PostgreSQL");
-    drill.wait_for_outage_over(Duration::from_secs(30)).await;
-    eventually(Duration::from_secs(15), "the outage verified", || async {
-        drill.metric("pgdrill_verifications_total").await >= 1.0
-    })
-    .await;
-    let summary = drill.stop().await;
+    let summary = restart_and_verify(&lab, node, drill).await;
     println!("{summary}");
     assert!(summary.retention_rows_deleted > 0, "{summary}");
     assert_eq!(summary.outages[0].lost_writes, Some(0), "{summary}");
@@ -242,17 +253,7 @@ async fn read_backs_and_deletes_reach_partitions_and_never_an_added_child() {
             .await;
         }
         let before = scans(table).await;
-        lab.stop(node, pgdrill_lab::StopMode::Fast)
-            .await
-            .expect("stop PostgreSQL");
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        lab.start_node(node).await.expect("start PostgreSQL");
-        drill.wait_for_outage_over(Duration::from_secs(30)).await;
-        eventually(Duration::from_secs(15), "the outage verified", || async {
-            drill.metric("pgdrill_verifications_total").await >= 1.0
-        })
-        .await;
-        let summary = drill.stop().await;
+        let summary = restart_and_verify(&lab, node, drill).await;
         println!("{table}:\n{summary}");
         assert_eq!(summary.outages[0].lost_writes, Some(0), "{summary}");
         assert!(summary.counts.checked_writes > 0, "{summary}");
