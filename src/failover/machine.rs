@@ -528,6 +528,31 @@ mod tests {
             out.contains(&Transition::OutageStarted { start: straggler }),
             "{out:?}"
         );
+
+        // On a slow link (300 ms round trips, above the threshold) a write refused at once is
+        // no outage: the writes sent before it are answered until those sent after it are.
+        let (mut m, mut ev, t0) = machine(1000.0);
+        let rtt = Duration::from_millis(300);
+        let mut out = Vec::new();
+        for i in 0..2000 {
+            let now = t0 + Duration::from_millis(i);
+            if i == 1000 {
+                ev.failure(now, ErrorClass::ConnectionClosed);
+            }
+            // The write sent a round trip ago is answered now (the refused one never is).
+            if i >= 300 && i != 1300 {
+                ev.success(now - rtt, now);
+            }
+            if i % 10 == 9 {
+                out.extend(m.tick(now, &mut ev, 300));
+            }
+        }
+        let started = |t: &Transition| matches!(t, Transition::OutageStarted { .. });
+        assert!(!out.iter().any(started), "{out:?}");
+        assert!(out.contains(&Transition::State {
+            from: FailoverState::Healthy,
+            to: FailoverState::Degraded
+        }));
     }
 
     #[tokio::test(start_paused = true)]
