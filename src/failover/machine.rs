@@ -7,8 +7,9 @@
 //! - `outage`: no write acknowledged for the outage threshold while a write failed
 //!   or, for longer (the stall threshold), while writes were in flight. Entered from any other state. The outage is dated back to
 //!   the first write that failed after the last success (or to the last success
-//!   when writes merely stalled; before the first success, to the first connection set
-//!   up), so detection delay does not inflate it.
+//!   when writes merely stalled, or when a commit sent before the failure was acknowledged
+//!   after it; before the first success, to the first connection set up), so detection
+//!   delay does not inflate it. None starts once the load has stopped.
 //! - `recovering`: the first write after an outage was acknowledged; the outage's
 //!   write unavailability is fixed then (first failure → first success). Left for
 //!   `healthy` once the success rate over a whole recovery window (5 s) after the
@@ -55,6 +56,10 @@ pub struct Events {
     successes: u64,
     failures: u64,
     last_success: Option<Instant>,
+    /// When the newest acknowledged write was sent: a failed write sent before it says
+    /// nothing about what came after (send times on both sides, whatever order the lanes
+    /// report in).
+    last_success_sent: Option<Instant>,
     first_failure_since_success: Option<Instant>,
     /// Error classes seen since the last success outside an outage, so an
     /// outage reports the failures that led into it too (bit per class).
@@ -90,6 +95,9 @@ impl Events {
         if self.last_success.is_none_or(|l| at > l) {
             self.last_success = Some(at);
         }
+        if self.last_success_sent.is_none_or(|l| sent > l) {
+            self.last_success_sent = Some(sent);
+        }
         if straggler {
             return false;
         }
@@ -117,8 +125,7 @@ impl Events {
         self.failures += 1;
         let news = self.first_failure_since_success.is_none();
         self.classes |= 1 << class.index();
-        // A write sent before the last acknowledgement says nothing about what came after it.
-        let after_success = self.last_success.is_none_or(|l| started >= l);
+        let after_success = self.last_success_sent.is_none_or(|l| started >= l);
         let first = self.first_failure_since_success.is_none_or(|f| started < f);
         if after_success && first {
             self.first_failure_since_success = Some(started);
@@ -229,6 +236,7 @@ pub struct Machine {
     outage_start: Option<Instant>,
     recovered_at: Option<Instant>,
     rate_before_outage: f64,
+    load_end: Option<Instant>,
 }
 
 impl Machine {
@@ -241,7 +249,14 @@ impl Machine {
             outage_start: None,
             recovered_at: None,
             rate_before_outage: 0.0,
+            load_end: None,
         }
+    }
+
+    /// The load stopped at `at`: silence after it is no outage (a failure among the last
+    /// writes in flight has no write after it to clear it).
+    pub fn load_stopped(&mut self, at: Instant) {
+        self.load_end = Some(at);
     }
 
     pub fn state(&self) -> FailoverState {
@@ -373,12 +388,15 @@ impl Machine {
             .filter(|f| *f >= reference)
             .or(stalled)
             .unwrap_or(reference);
+        if self.load_end.is_some_and(|end| start >= end) {
+            return;
+        }
         self.rate_before_outage = self
             .success_rate(start, Duration::from_secs(5), ev.successes)
             .unwrap_or(0.0);
         self.outage_start = Some(start);
         ev.in_outage = true;
-        ev.outage_failure = failed.filter(|f| *f >= reference);
+        ev.outage_failure = failed;
         ev.first_success_in_outage = None;
         self.recovered_at = None;
         out.push(Transition::OutageStarted { start });
@@ -528,6 +546,31 @@ mod tests {
             out.contains(&Transition::OutageStarted { start: straggler }),
             "{out:?}"
         );
+        // Another commit from before the failure, answered in the outage: not its end.
+        let late = straggler + Duration::from_millis(250);
+        assert!(!ev.success(fail - Duration::from_millis(3), late));
+        m.tick(late + TICK, &mut ev, 4);
+        assert_eq!(m.state(), FailoverState::Outage);
+
+        // The same, reported in the other order: the failure still counts.
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        ev.success(fail - Duration::from_millis(1), straggler);
+        ev.failure(fail, ErrorClass::AdminShutdown);
+        let out = m.tick(straggler + Duration::from_millis(200), &mut ev, 4);
+        assert!(
+            out.contains(&Transition::OutageStarted { start: straggler }),
+            "{out:?}"
+        );
+
+        // Once the load has stopped, nothing comes after the last writes: no outage.
+        let (mut m, mut ev, t0) = machine(1000.0);
+        run(&mut m, &mut ev, t0, 1000, |_| None);
+        m.load_stopped(fail);
+        ev.failure(fail - Duration::from_millis(1), ErrorClass::AdminShutdown);
+        ev.success(fail - Duration::from_millis(2), straggler);
+        m.tick(straggler + Duration::from_secs(2), &mut ev, 0);
+        assert_ne!(m.state(), FailoverState::Outage);
 
         // On a slow link (300 ms round trips, above the threshold) a write refused at once is
         // no outage: the writes sent before it are answered until those sent after it are.

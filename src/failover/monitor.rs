@@ -111,6 +111,9 @@ impl Monitor {
     /// One look at what was reported: the transitions applied, the next look's time returned.
     fn look(&self, machine: &mut Machine, verify: &mpsc::Sender<Request>) -> Instant {
         let now = Instant::now();
+        if let Some(end) = self.outages.load_end() {
+            machine.load_stopped(end);
+        }
         let in_flight = self.detector.in_flight();
         let (transitions, look) = self.detector.with_events(|ev| {
             let transitions = machine.tick(now, ev, in_flight);

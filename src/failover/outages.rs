@@ -224,6 +224,10 @@ impl Outages {
         self.book.lock().load_end = Some(at);
     }
 
+    pub fn load_end(&self) -> Option<Instant> {
+        self.book.lock().load_end
+    }
+
     /// Marks the open record as still open, with the duration so far, which it returns in
     /// seconds: until the load stopped, else until `now`.
     pub fn still_open(&self, start: Instant, now: Instant, classes: &[ErrorClass]) -> f64 {
