@@ -35,6 +35,13 @@ fn run(
     out
 }
 
+/// A machine at 1,000/s after a second of writes that all succeeded.
+fn after_a_healthy_second() -> (Machine, Events, Instant) {
+    let (mut m, mut ev, t0) = machine(1000.0);
+    run(&mut m, &mut ev, t0, 1000, |_| None);
+    (m, ev, t0)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_healthy_machine_looks_only_when_something_can_change() {
     let (mut m, mut ev, t0) = machine(1000.0);
@@ -61,8 +68,7 @@ async fn a_healthy_machine_looks_only_when_something_can_change() {
 
 #[tokio::test(start_paused = true)]
 async fn a_straggler_sent_before_the_first_failure_does_not_end_the_outage() {
-    let (mut m, mut ev, t0) = machine(1000.0);
-    run(&mut m, &mut ev, t0, 1000, |_| None);
+    let (mut m, mut ev, t0) = after_a_healthy_second();
     let fail = t0 + Duration::from_millis(1000);
     ev.failure(fail, ErrorClass::AdminShutdown);
     let detected = fail + Duration::from_millis(250);
@@ -89,8 +95,7 @@ async fn a_straggler_sent_before_the_first_failure_does_not_end_the_outage() {
 /// nothing (a switchover behind HAProxy held the next writes 0.6 s without a failure).
 #[tokio::test(start_paused = true)]
 async fn a_straggler_answered_before_the_outage_is_seen_does_not_clear_its_failure() {
-    let (mut m, mut ev, t0) = machine(1000.0);
-    run(&mut m, &mut ev, t0, 1000, |_| None);
+    let (mut m, mut ev, t0) = after_a_healthy_second();
     let fail = t0 + Duration::from_millis(1000);
     ev.failure(fail, ErrorClass::AdminShutdown);
     let straggler = fail + Duration::from_millis(10);
@@ -113,8 +118,7 @@ async fn a_straggler_answered_before_the_outage_is_seen_does_not_clear_its_failu
     assert_eq!(m.state(), FailoverState::Outage);
 
     // The same, reported in the other order: the failure still counts.
-    let (mut m, mut ev, t0) = machine(1000.0);
-    run(&mut m, &mut ev, t0, 1000, |_| None);
+    let (mut m, mut ev, _) = after_a_healthy_second();
     ev.success(fail - Duration::from_millis(1), straggler);
     ev.failure(fail, ErrorClass::AdminShutdown);
     let out = m.tick(straggler + Duration::from_millis(200), &mut ev, 4);
@@ -124,8 +128,7 @@ async fn a_straggler_answered_before_the_outage_is_seen_does_not_clear_its_failu
     );
 
     // Once the load has stopped, nothing comes after the last writes: no outage.
-    let (mut m, mut ev, t0) = machine(1000.0);
-    run(&mut m, &mut ev, t0, 1000, |_| None);
+    let (mut m, mut ev, _) = after_a_healthy_second();
     m.load_stopped(fail);
     ev.failure(fail - Duration::from_millis(1), ErrorClass::AdminShutdown);
     ev.success(fail - Duration::from_millis(2), straggler);
@@ -247,8 +250,7 @@ async fn a_single_failure_is_degraded_not_an_outage() {
 
 #[tokio::test(start_paused = true)]
 async fn stalled_writes_without_errors_are_an_outage() {
-    let (mut m, mut ev, t0) = machine(1000.0);
-    run(&mut m, &mut ev, t0, 1000, |_| None);
+    let (mut m, mut ev, t0) = after_a_healthy_second();
     let last = t0 + Duration::from_millis(999);
     m.tick(last + Duration::from_millis(500), &mut ev, 4);
     assert_ne!(
@@ -260,8 +262,7 @@ async fn stalled_writes_without_errors_are_an_outage() {
     assert_eq!(m.state(), FailoverState::Outage);
     assert!(out.contains(&Transition::OutageStarted { start: last }));
     // Nothing in flight and nothing failing (rate paused): not an outage.
-    let (mut m, mut ev, t0) = machine(1000.0);
-    run(&mut m, &mut ev, t0, 1000, |_| None);
+    let (mut m, mut ev, t0) = after_a_healthy_second();
     m.tick(t0 + Duration::from_secs(5), &mut ev, 0);
     assert_ne!(m.state(), FailoverState::Outage);
 }
