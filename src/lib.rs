@@ -402,7 +402,7 @@ impl Drill {
             Some(_) => db::clock::measure(&s.pool, s.outages.clock()).await,
             None => None,
         };
-        s.pool.close_idle().await;
+        s.pool.close().await;
         let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
         summary.server_clock = server_clock;
         // A run that crashed after writing is judged now, so that /metrics shows the verdict

@@ -113,10 +113,11 @@ impl DbPool {
         })
     }
 
-    /// Closes the idle connections (and the connector's spares), each politely, once the load
-    /// is over: a run kept on for `--linger` holds no session on the server.
-    pub async fn close_idle(&self) {
-        self.manager.drop_spares();
+    /// Once the load is over, closes the idle connections and the connector's spares, each
+    /// politely, and any connection handed back later: a run kept on for `--linger` holds no
+    /// session on the server.
+    pub async fn close(&self) {
+        self.manager.close();
         while self.pool.state().idle_connections > 0 {
             match tokio::time::timeout(Duration::from_secs(1), self.pool.get()).await {
                 Ok(Ok(mut conn)) => conn.retired = true,

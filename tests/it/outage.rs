@@ -306,6 +306,68 @@ async fn a_lingering_run_holds_no_session_on_the_server() {
     lab.shutdown().await;
 }
 
+/// Connects still under way when the load ends (every session ended while a lock held the
+/// table, so the new ones wait on it in their setup) finish after it: none is kept for
+/// `--linger`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
+    let lab = single(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let watched = Watched::new();
+    let bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "50",
+        "--duration",
+        "4s",
+        // The connects wait on the lock longer than the run.
+        "--connect-timeout",
+        "30s",
+        "--statement-timeout",
+        "30s",
+        "--shutdown-grace",
+        "1s",
+        "--linger",
+        "60s",
+        "--listen",
+        &watched.listen,
+        "--summary-json",
+        &watched.json,
+    ]);
+    let locker = lock_after(watched.addr, &dsn, 20.0).await;
+    let ours = "FROM pg_stat_activity WHERE application_name = 'pgdrill'";
+    let ended = format!("SELECT count(pg_terminate_backend(pid)) {ours}");
+    assert!(
+        count(&locker, &ended, &[]).await > 0,
+        "no pgdrill session to end"
+    );
+    let json_path = std::path::Path::new(&watched.json);
+    eventually(Duration::from_secs(20), "summary written", || async {
+        json_path.exists()
+    })
+    .await;
+    let sessions = format!("SELECT count(*) {ours}");
+    assert!(
+        count(&locker, &sessions, &[]).await > 0,
+        "no connect was under way when the load ended"
+    );
+    locker
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("lock released");
+    eventually(
+        Duration::from_secs(20),
+        "pgdrill's sessions closed",
+        || async { count(&locker, &sessions, &[]).await == 0 },
+    )
+    .await;
+    bin.signal(Signal::Term);
+    let (status, _, err) = bin.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit {status:?}\n{err}");
+    lab.shutdown().await;
+}
+
 /// Once more than `writes` are acknowledged on `addr`'s `/metrics`, locks pgdrill's table
 /// from a session of its own; `ROLLBACK` on it ends the lock.
 async fn lock_after(addr: std::net::SocketAddr, dsn: &str, writes: f64) -> tokio_postgres::Client {

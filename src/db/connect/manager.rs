@@ -116,9 +116,12 @@ pub struct ConnectSettings {
 }
 
 impl Manager {
-    /// The connections left by attempts that outlived their race, closed.
-    pub fn drop_spares(&self) {
-        self.0.connector.spares.lock().clear();
+    /// From now on no connection is kept: the spares left by attempts that outlived their
+    /// race are closed now, and any connection handed back or made later when it is done.
+    pub fn close(&self) {
+        let connector = &self.0.connector;
+        connector.closed.store(true, Ordering::Relaxed);
+        connector.spares.lock().clear();
     }
 
     /// `fatal`: where a table that cannot take the INSERT is reported (the run stops).
@@ -374,7 +377,16 @@ impl ManageConnection for Manager {
         let secret = self.credentials.password().await;
         let secret = secret.map_err(|err| self.failed(ErrorClass::Auth, err, None))?;
         let password = secret.as_ref().map(|s| s.expose());
-        self.connector.connect(password, self).await
+        let conn = self.connector.connect(password, self).await?;
+        // Made after the load was over (bb8 would keep it idle): not a failure, not kept.
+        match self.0.connector.closed.load(Ordering::Relaxed) {
+            false => Ok(conn),
+            true => Err(ConnectError {
+                class: ErrorClass::Other,
+                message: "the load is over".to_string(),
+                source: None,
+            }),
+        }
     }
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectError> {
@@ -385,6 +397,10 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken || conn.retired || conn.client.is_closed() || conn.silence.is_silent()
+        conn.broken
+            || conn.retired
+            || conn.client.is_closed()
+            || conn.silence.is_silent()
+            || self.0.connector.closed.load(Ordering::Relaxed)
     }
 }

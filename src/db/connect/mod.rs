@@ -154,6 +154,9 @@ pub struct Connector {
     /// the next connect; notified when one is added.
     spares: Mutex<Vec<Conn>>,
     spare_added: tokio::sync::Notify,
+    /// Set once the load is over ([`Manager::close`]): a connection made or handed back
+    /// after it is closed, not kept.
+    closed: AtomicBool,
     lookups: Arc<tokio::sync::Semaphore>,
 }
 
@@ -261,6 +264,7 @@ impl Connector {
             changed: tokio::sync::Notify::new(),
             spares: Mutex::new(Vec::new()),
             spare_added: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
             lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         })
     }

@@ -161,7 +161,7 @@ impl Connector {
             while let Some((_, _, result)) = futures_util::StreamExt::next(&mut attempts).await {
                 if let Ok(conn) = result {
                     let mut spares = this.spares.lock();
-                    if spares.len() < MAX_SPARES {
+                    if spares.len() < MAX_SPARES && !this.closed.load(Ordering::Relaxed) {
                         spares.push(conn);
                     }
                     drop(spares);
