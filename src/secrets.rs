@@ -52,8 +52,7 @@ pub fn remember_rotated(secret: &str) {
 /// (`scheme://user:password@…`, up to its last `@`, as a parser may end it), and the value of
 /// each environment variable whose name says it is a secret (`PGPASSWORD`, `VAULT_TOKEN`,
 /// `AWS_SECRET_ACCESS_KEY`, `SSHPASS`; not `…_FILE` and the like, which say where one is), which a
-/// trigger's `set -x` may echo. Values under 6 characters are left to the patterns:
-/// remembered, a `1` would be hidden everywhere.
+/// trigger's `set -x` may echo.
 pub fn remember_given(
     args: impl Iterator<Item = String>,
     env: impl Iterator<Item = (String, String)>,
@@ -68,10 +67,7 @@ pub fn remember_given(
         url_password(&value).or_else(|| names_a_secret_variable(&name).then_some(value))
     });
     for secret in args.chain(env) {
-        let secret = secret.trim();
-        if secret.chars().count() >= 6 {
-            remember(secret);
-        }
+        remember(secret.trim());
     }
 }
 
@@ -108,6 +104,10 @@ fn names_a_secret_variable(name: &str) -> bool {
     secret && !A_PLACE.iter().any(|s| name.ends_with(s))
 }
 
+/// Shorter secrets are left to the patterns: remembered, a `150` would be hidden in every
+/// count, a `1` everywhere.
+const MIN_REMEMBERED: usize = 6;
+
 /// A secret as it is and as JSON and HTML (as maud, which writes the pages) escape it.
 fn forms(secret: &str) -> Option<[String; 3]> {
     let secret = secret.trim_end_matches(['\r', '\n']);
@@ -118,7 +118,7 @@ fn forms(secret: &str) -> Option<[String; 3]> {
         .split('|')
         .chain(SCHEMES)
         .any(|k| k.contains(lower.as_str()));
-    if secret.is_empty() || a_key_word {
+    if secret.chars().count() < MIN_REMEMBERED || a_key_word {
         return None;
     }
     let json = serde_json::to_string(secret).unwrap_or_default();
@@ -183,11 +183,37 @@ pub fn scrub(text: &str) -> String {
     let mut out = Cow::Borrowed(text);
     for secret in &known.longest_first {
         if out.contains(secret.as_str()) {
-            out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
+            out = Cow::Owned(replace_secret(&out, secret));
         }
     }
     drop(known);
     scrub_patterns(&out)
+}
+
+/// `text` with `secret` replaced; a secret of digits only is a number, replaced where it
+/// stands alone, not inside a longer one (a count, a timestamp, an id).
+fn replace_secret(text: &str, secret: &str) -> String {
+    if !secret.bytes().all(|b| b.is_ascii_digit()) {
+        return text.replace(secret, REDACTED);
+    }
+    let digit = |b: Option<&u8>| b.is_some_and(u8::is_ascii_digit);
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, _) in text.match_indices(secret) {
+        let bytes = text.as_bytes();
+        let (before, after) = (&bytes[..at], &bytes[at + secret.len()..]);
+        let number_before = digit(before.last())
+            || before.ends_with(b".") && digit(before.len().checked_sub(2).map(|i| &before[i]));
+        let number_after = digit(after.first()) || after.starts_with(b".") && digit(after.get(1));
+        if at < copied || number_before || number_after {
+            continue;
+        }
+        out.push_str(&text[copied..at]);
+        out.push_str(REDACTED);
+        copied = at + secret.len();
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Key names whose values are secrets, matched case-insensitively as a suffix of the key
@@ -231,6 +257,18 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     let postgres = r#"((?i:postgres(?:ql)?)://[^:/? \t\r\n"'<>,]*:)[^ \t\r\n"'<>,]*@"#;
     let other = r#"(://[^:/?@ \t\r\n"'<>]*:)[^/?@ \t\r\n"'<>]*@"#;
     Regex::new(&format!("{postgres}|{other}")).expect("a valid pattern")
+});
+
+/// A URL's user info without its scheme (`app:pw@db.example:5432/app`, as a `host=` or
+/// `PGHOST` may hold by mistake): after white space, `host=`, `,` or a quote, a user (which may
+/// hold an `@`), `:`, and the password (not starting `//`, a URL's) to the last `@` before
+/// white space or a quote (group 1 all but the password).
+static USER_INFO: LazyLock<Regex> = LazyLock::new(|| {
+    let password = r#"(?:[^/ \t\r\n"'][^ \t\r\n"']*)?"#;
+    Regex::new(&format!(
+        r#"((?:^|[ \t\r\n,"']|(?i:host)=)[^ \t\r\n=,"'/:]*:){password}@"#
+    ))
+    .expect("a valid pattern")
 });
 
 /// `password=` and any key ending in it (`sslpassword=`): in a connection string (also
@@ -394,6 +432,7 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
         });
         let patterns = [
             &*URL_PASSWORD,
+            &*USER_INFO,
             &*DSN_PASSWORD,
             &*PASSWORD_OPTION,
             &*SECRET_VALUE,
@@ -432,6 +471,7 @@ pub fn redact(dsn: &str) -> String {
         format!("{}{REDACTED}{after}", before.map_or("", |m| m.as_str()))
     };
     let url = URL_PASSWORD.replace_all(&dsn, |caps: &regex::Captures| kept(caps, "@"));
+    let url = USER_INFO.replace_all(&url, |caps: &regex::Captures| kept(caps, "@"));
     let dsn = DSN_PASSWORD.replace_all(&url, |caps: &regex::Captures| kept(caps, ""));
     dsn.into_owned()
 }
@@ -454,7 +494,7 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
             password.start,
         );
     }
-    let first = [&*URL_PASSWORD, &*DSN_PASSWORD]
+    let first = [&*URL_PASSWORD, &*USER_INFO, &*DSN_PASSWORD]
         .iter()
         .filter_map(|pattern| pattern.captures(dsn))
         .min_by_key(|caps| caps.get(0).map_or(usize::MAX, |m| m.start()));

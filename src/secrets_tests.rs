@@ -107,7 +107,7 @@ fn arbitrary_text_never_panics_and_keeps_its_length_bounded() {
         "secret",
         "REDACTED",
     ];
-    remember("qqz");
+    remember("qqzqqz");
     let mut rng = rand::rngs::SmallRng::seed_from_u64(14);
     for _ in 0..20_000 {
         let n = rng.random_range(0..12);
@@ -117,19 +117,28 @@ fn arbitrary_text_never_panics_and_keeps_its_length_bounded() {
         let out = scrub(&text);
         // Each secret becomes REDACTED at most once per character of the input.
         assert!(out.len() <= text.len() * 9 + 8, "{text:?} -> {out:?}");
-        assert!(!out.contains("qqz"), "{text:?} -> {out:?}");
+        assert!(!out.contains("qqzqqz"), "{text:?} -> {out:?}");
     }
 }
 
 #[test]
 fn known_secret_values_are_scrubbed_anywhere() {
-    remember("pa55");
+    remember("pa55wd");
     remember("");
-    remember("pa55word!\n");
-    assert_eq!(scrub("x pa55word! y pa55"), "x REDACTED y REDACTED");
-    remember("a\"b<c");
-    assert_eq!(scrub(r#"{"out":"a\"b<c"}"#), r#"{"out":"REDACTED"}"#);
-    assert_eq!(scrub("<td>a&quot;b&lt;c</td>"), "<td>REDACTED</td>");
+    remember("pa55wd-word!\n");
+    assert_eq!(scrub("x pa55wd-word! y pa55wd"), "x REDACTED y REDACTED");
+    remember("a\"b<c>d");
+    assert_eq!(scrub(r#"{"out":"a\"b<c>d"}"#), r#"{"out":"REDACTED"}"#);
+    assert_eq!(scrub("<td>a&quot;b&lt;c&gt;d</td>"), "<td>REDACTED</td>");
+    // Under 6 characters a secret is left to the patterns: a `150` would hide every count.
+    remember("150");
+    assert_eq!(scrub("ok=150 failed=0"), "ok=150 failed=0");
+    // A number is hidden where it stands alone, not inside a longer one.
+    remember("8675309");
+    assert_eq!(
+        scrub("-p8675309 ok=18675309 at 8675309.5 x 1.8675309 pw 8675309."),
+        "-pREDACTED ok=18675309 at 8675309.5 x 1.8675309 pw REDACTED."
+    );
     // An empty secret would otherwise replace between every character.
     assert_eq!(scrub("abc"), "abc");
 }

@@ -479,3 +479,21 @@ fn a_dsn_without_a_password_takes_the_password_file_as_libpq_does() {
         "{skipped}"
     );
 }
+
+#[test]
+fn user_info_without_a_scheme_never_shows_its_password() {
+    let pghost = |name: &str| (name == "PGHOST").then(|| "admin:s3cretpw@db.example".into());
+    for (dsn, env) in [
+        (
+            Some("admin:s3cretpw@db.example:5432/x"),
+            no_env as fn(&str) -> Option<String>,
+        ),
+        (Some("host=admin:s3cretpw@db.example port=5432"), no_env),
+        (Some("host=user@corp:s3c@retpw@db port=5432"), no_env),
+        (None, pghost),
+    ] {
+        let e = parse(dsn, env).unwrap_err().to_string();
+        assert!(!e.contains("s3c") && !e.contains("retpw"), "{e}");
+        assert!(e.contains("REDACTED"), "{e}");
+    }
+}
