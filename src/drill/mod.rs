@@ -113,8 +113,9 @@ impl std::fmt::Display for DrillReport {
             self.objectives.rto.as_secs_f64(),
             self.objectives.max_lost_writes
         )?;
-        // The columns of the rows below.
-        let head = "    #  trigger started           outcome                ran   first failed    new primary     unavailable   lost";
+        // The columns of the rows below. "first write": the first after a primary change or a
+        // restart in place (which the outages' identities tell apart), as the report says it.
+        let head = "    #  trigger started           outcome                ran   first failed    first write     unavailable   lost";
         writeln!(f, "{head}")?;
         for (t, d) in self.triggers.iter().zip(&self.drills) {
             let unavailable = match (
@@ -142,7 +143,7 @@ impl std::fmt::Display for DrillReport {
             let all = &self.distribution;
             let figures = [
                 ("first failed", &all.trigger_to_first_failed_write_seconds),
-                ("new primary", &all.trigger_to_new_primary_write_seconds),
+                ("first write", &all.trigger_to_new_primary_write_seconds),
                 ("unavailable", &all.write_unavailable_seconds),
             ];
             writeln!(f, "  distribution (nearest-rank):")?;

@@ -175,6 +175,8 @@ impl Monitor {
             Transition::OutageStarted { start } => {
                 m.outages.inc();
                 m.outage_start_timestamp.set(clock.unix(start));
+                // Unknown until this outage's rate is back (the summary's `-`), not the last one's.
+                m.last_recovery_duration.set(f64::NAN);
                 let before = self.identity.current();
                 let outage = self.outages.started(start, before.clone()) as u32;
                 self.timeline

@@ -381,7 +381,7 @@ impl Verifier {
                 event = "writes_lost",
                 lost = c.lost,
                 checked = c.checked,
-                rpo_seconds = format!("{:.1}", c.rpo_seconds),
+                rpo_seconds = format!("{:.3}", c.rpo_seconds),
                 "acknowledged writes are missing on the primary"
             );
         } else {

@@ -347,6 +347,15 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
         json_path.exists()
     })
     .await;
+    // The outage was still open: no recovery time, in the summary as on /metrics.
+    let summary = watched.summary();
+    let outage = &summary["outages"][0];
+    assert!(outage["time_to_full_rate_seconds"].is_null(), "{summary}");
+    let text = try_http_get(watched.addr, "/metrics")
+        .await
+        .unwrap_or_default();
+    let recovery = "pgdrill_last_recovery_duration_seconds NaN";
+    assert!(text.lines().any(|l| l == recovery), "{text}");
     let sessions = format!("SELECT count(*) {ours}");
     assert!(
         count(&locker, &sessions, &[]).await > 0,
