@@ -340,7 +340,9 @@ impl Connector {
             if Instant::now() >= deadline {
                 return Err(skipped);
             }
-            let wake = self.next_retry().map_or(deadline, |t| t.min(deadline));
+            let wake = self
+                .next_retry(&candidates)
+                .map_or(deadline, |t| t.min(deadline));
             tokio::select! {
                 _ = &mut changed => {}
                 _ = tokio::time::sleep_until(wake) => {}
@@ -348,11 +350,13 @@ impl Connector {
         }
     }
 
-    /// The earliest time a failing endpoint may take another attempt.
-    fn next_retry(&self) -> Option<Instant> {
-        self.endpoints
-            .lock()
-            .values()
+    /// The earliest time one of `candidates` that is failing may take another attempt. Only
+    /// those: an address a moved name no longer resolves to keeps its state (backing off, its
+    /// retry time long past), which would wake this wait at once, again and again.
+    fn next_retry(&self, candidates: &[(Endpoint, Config)]) -> Option<Instant> {
+        let endpoints = self.endpoints.lock();
+        (candidates.iter())
+            .filter_map(|(endpoint, _)| endpoints.get(endpoint))
             .filter(|s| s.failures > 0 && s.pending < s.cap(self.max_pending))
             .map(EndpointState::ready_at)
             .min()

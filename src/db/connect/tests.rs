@@ -368,3 +368,23 @@ fn a_name_that_does_not_resolve_is_the_wrong_target_only_when_no_host_does() {
     assert!(!wrong(for_now, false));
     assert!(!wrong("could not resolve db1: no answer within 2s", false));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_moved_name_s_old_address_does_not_cut_the_wait_for_the_new_one() {
+    let c = connector("host=127.0.0.1 port=1 user=u");
+    let current = c.resolve(&c.entries[0]).await.expect("resolve");
+    let now = Instant::now();
+    let failing = |retry_at| EndpointState {
+        failures: 3,
+        retry_at,
+        ..EndpointState::new(now)
+    };
+    let old = Endpoint::Tcp("127.0.0.2:1".parse().expect("addr"));
+    c.endpoints.lock().insert(old, failing(now));
+    let later = now + Duration::from_millis(80);
+    c.endpoints
+        .lock()
+        .insert(current[0].0.clone(), failing(later));
+    tokio::time::advance(Duration::from_millis(10)).await;
+    assert_eq!(c.next_retry(&current), Some(later));
+}
