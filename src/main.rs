@@ -133,7 +133,13 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
         b
     };
     match builder.enable_all().build() {
-        Ok(runtime) => runtime.block_on(work),
+        Ok(runtime) => {
+            let code = runtime.block_on(work);
+            // Not waiting for host name lookups that never end (each on a blocking thread
+            // nothing can stop): the summary is out, and an orchestrator's grace is short.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            code
+        }
         Err(err) => failure(format!("cannot start the async runtime: {err}")),
     }
 }

@@ -1,4 +1,5 @@
-//! The process under abuse: a flood of idle HTTP clients within a small `ulimit -n`, and
+//! The process under abuse: a flood of idle HTTP clients within a small `ulimit -n`, lookups
+//! that never end, and
 //! lanes that panic.
 
 use std::net::SocketAddr;
@@ -336,4 +337,48 @@ async fn closed_stdout_and_stderr_lose_lines_not_the_run() {
     }
     let status = status.expect("pgdrill hangs");
     assert_eq!(status.code(), Some(5), "{status:?}");
+}
+
+/// A host name whose lookup never ends (a resolver that takes queries and answers none):
+/// the run that cannot start exits when its startup timeout says so, not when the lookups
+/// would give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_never_ends_does_not_hold_the_exit() {
+    // Port 53 and a private /etc/resolv.conf need root, as the hang tests do.
+    let resolver = std::net::UdpSocket::bind("127.0.0.153:53").expect("bind a silent resolver");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("resolv.conf");
+    let silent = "nameserver 127.0.0.153\noptions timeout:30 attempts:1\n";
+    std::fs::write(&conf, silent).expect("write resolv.conf");
+    let stderr = dir.path().join("stderr");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
+        .arg(&conf)
+        .arg(env!("CARGO_BIN_EXE_pgdrill"))
+        .args(["--dsn", "host=db.pgdrill-hung.example user=u dbname=d"])
+        .args(["--startup-timeout", "2s", "--listen", &listen])
+        .env_remove("PGDRILL_DSN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("spawn unshare");
+    // Well before the lookups' 30 s (which is how long the exit waited for them).
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after 25 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(status.code(), Some(5), "{err}");
+    drop(resolver);
 }
