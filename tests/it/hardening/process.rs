@@ -1,6 +1,5 @@
 //! The process under abuse: a flood of idle HTTP clients within a small `ulimit -n`, lookups
-//! that never end, and
-//! lanes that panic.
+//! that never end, and lanes that panic.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
