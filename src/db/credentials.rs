@@ -107,6 +107,8 @@ struct Cache {
     /// The server rejected the cached secret: fetch a new one.
     stale: bool,
     failing: Option<Failing>,
+    /// A run after `--password-ttl` is under way, beside the connects.
+    refreshing: bool,
 }
 
 /// The password for the next connection.
@@ -127,7 +129,7 @@ impl Credentials {
 
     /// The password to connect with; `None` keeps the DSN's. Concurrent callers share one
     /// command run. An error never contains the password or the command's output.
-    pub async fn password(&self) -> Result<Option<Secret>, String> {
+    pub async fn password(self: &Arc<Self>) -> Result<Option<Secret>, String> {
         let result = match &self.source {
             PasswordSource::Dsn => return Ok(None),
             PasswordSource::File(path) => {
@@ -164,28 +166,58 @@ impl Credentials {
         Ok(secret)
     }
 
-    /// A failure is counted once, not again while the command backs off.
-    async fn run_cached(&self, argv: &[String], ttl: Duration) -> Result<Secret, String> {
+    /// A failure is counted once, not again while the command backs off. Once
+    /// `--password-ttl` has run out, the password it printed last is still good until the
+    /// server rejects it: connections keep it while the command runs beside them (a token
+    /// command takes seconds, which every connect waiting on it would add to an outage).
+    async fn run_cached(
+        self: &Arc<Self>,
+        argv: &[String],
+        ttl: Duration,
+    ) -> Result<Secret, String> {
         let mut cache = self.cache.lock().await;
         let age = cache.fetched.map(|t| t.elapsed());
         let fresh = age.is_some_and(|a| a < ttl && (!cache.stale || a < MIN_REFRESH_INTERVAL));
         if let (true, Some(secret)) = (fresh, &cache.secret) {
             return Ok(secret.clone());
         }
-        if let Some(failing) = &cache.failing {
-            if failing.at.elapsed() < FAILURE_BACKOFF.delay(failing.runs) {
-                return Err(failing.error.clone());
+        let backing_off = (cache.failing.as_ref())
+            .is_some_and(|f| f.at.elapsed() < FAILURE_BACKOFF.delay(f.runs));
+        if let (Some(secret), false) = (cache.secret.clone(), cache.stale) {
+            if !cache.refreshing && !backing_off {
+                cache.refreshing = true;
+                self.log_run("--password-ttl ran out", &cache);
+                let (this, argv) = (self.clone(), argv.to_vec());
+                tokio::spawn(async move {
+                    let result = run_command(&argv).await;
+                    let mut cache = this.cache.lock().await;
+                    cache.refreshing = false;
+                    let _ = this.record(&mut cache, result);
+                });
             }
+            return Ok(secret);
         }
-        let reason = match (age, cache.stale) {
-            (None, _) => "first connection",
-            (Some(_), true) => "the server rejected the password",
-            (Some(_), false) => "--password-ttl ran out",
+        if let Some(failing) = cache.failing.as_ref().filter(|_| backing_off) {
+            return Err(failing.error.clone());
+        }
+        let reason = match age {
+            None => "first connection",
+            Some(_) => "the server rejected the password",
         };
+        self.log_run(reason, &cache);
+        let result = run_command(argv).await;
+        self.record(&mut cache, result)
+    }
+
+    fn log_run(&self, reason: &str, cache: &Cache) {
         if cache.failing.is_none() {
             tracing::info!(reason, "running --password-command");
         }
-        let secret = match run_command(argv).await {
+    }
+
+    /// What a run printed, kept for the next connections, or why it failed.
+    fn record(&self, cache: &mut Cache, result: Result<Secret, String>) -> Result<Secret, String> {
+        let secret = match result {
             Ok(secret) => secret,
             Err(err) => {
                 let runs = cache.failing.as_ref().map_or(0, |f| f.runs) + 1;
@@ -195,12 +227,16 @@ impl Credentials {
                     at: Instant::now(),
                     runs,
                 });
+                let meanwhile = match (&cache.secret, cache.stale) {
+                    (Some(_), false) => "new connections keep the password it printed last",
+                    _ => "new connections fail until it succeeds",
+                };
                 // Logged per run, and runs back off to one per 30 s.
                 tracing::warn!(
                     error = %err,
                     failed_runs = runs,
                     retry_in = %humantime::format_duration(FAILURE_BACKOFF.delay(runs)),
-                    "--password-command failed; new connections fail until it succeeds"
+                    "--password-command failed; {meanwhile}"
                 );
                 return Err(err);
             }
@@ -391,24 +427,24 @@ mod tests {
     async fn the_command_runs_without_a_shell() {
         let argv = shlex::split("printf '%s;%s' 'a b' $HOME").unwrap();
         assert_eq!(argv, ["printf", "%s;%s", "a b", "$HOME"]);
-        let creds = Credentials::new(
+        let creds = Arc::new(Credentials::new(
             PasswordSource::Command {
                 argv,
                 ttl: Duration::from_secs(60),
             },
             metrics(),
-        );
+        ));
         // No shell: `$HOME` reaches printf as written, and `;` is just a character.
         let secret = creds.password().await.unwrap().unwrap();
         assert_eq!(secret.expose(), "a b;$HOME");
         assert_eq!(shlex::split("az 'unbalanced"), None);
-        let missing = Credentials::new(
+        let missing = Arc::new(Credentials::new(
             PasswordSource::Command {
                 argv: vec!["/no/such/program".into(), "s3cret-arg".into()],
                 ttl: Duration::from_secs(60),
             },
             metrics(),
-        );
+        ));
         let e = missing.password().await.unwrap_err().to_string();
         assert!(
             e.contains("/no/such/program") && !e.contains("s3cret-arg"),
@@ -448,13 +484,13 @@ mod tests {
             counter.display()
         );
         let m = metrics();
-        let creds = Credentials::new(
+        let creds = Arc::new(Credentials::new(
             PasswordSource::Command {
                 argv: vec!["sh".into(), "-c".into(), script],
                 ttl: Duration::from_secs(600),
             },
             m.clone(),
-        );
+        ));
         let first = creds.password().await.unwrap().unwrap();
         assert_eq!(first.expose(), "token-1");
         assert_eq!(
@@ -468,13 +504,13 @@ mod tests {
         assert_eq!(creds.password().await.unwrap().unwrap().expose(), "token-2");
         assert_eq!(m.password_refreshes.get(), 2);
 
-        let failing = Credentials::new(
+        let failing = Arc::new(Credentials::new(
             PasswordSource::Command {
                 argv: vec!["sh".into(), "-c".into(), "echo s3cret; exit 3".into()],
                 ttl: Duration::from_secs(1),
             },
             m.clone(),
-        );
+        ));
         let e = failing.password().await.unwrap_err().to_string();
         assert!(e.contains("exit status: 3") && !e.contains("s3cret"), "{e}");
         assert_eq!(m.password_errors.get(), 1);
@@ -492,13 +528,13 @@ mod tests {
             healed.display()
         );
         let m = metrics();
-        let creds = Credentials::new(
+        let creds = Arc::new(Credentials::new(
             PasswordSource::Command {
                 argv: vec!["sh".into(), "-c".into(), script],
                 ttl: Duration::from_secs(600),
             },
             m.clone(),
-        );
+        ));
         let count = || {
             std::fs::read_to_string(&runs)
                 .map(|t| t.lines().count())

@@ -158,6 +158,43 @@ async fn password_command_is_rerun_after_an_auth_failure() {
     lab.shutdown().await;
 }
 
+/// A slow token command (`az account get-access-token` takes seconds) run again as
+/// `--password-ttl` runs out, while every connection reaches its lifetime: the connections
+/// keep the last token meanwhile, so the writes never wait on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_password_command_refreshing_holds_no_write_back() {
+    let (lab, dsn) = lab().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runs = dir.path().join("runs");
+    let script = format!("echo run >> {}; sleep 1.5; echo {OLD}", runs.display());
+    let command = shlex::try_join(["sh", "-c", &script]).expect("quotable");
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "200",
+        "--password-command",
+        &command,
+        "--password-ttl",
+        "1s",
+        "--max-connection-lifetime",
+        "2s",
+        "--duration",
+        "10s",
+    ])
+    .await;
+    let summary = drill.finish().await;
+    let ran = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    // Once at start, then again as the connections were renewed.
+    assert!(ran >= 3, "the command ran {ran} times");
+    assert!(summary.outages.is_empty(), "{summary}");
+    assert!(summary.counts.errors.is_empty(), "{summary}");
+    lab.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_password_appears_nowhere() {
     const SECRET: &str = "pw-Zq7x-never-print-me";
