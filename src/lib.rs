@@ -311,6 +311,7 @@ impl Drill {
             stale_after: config
                 .rate
                 .map(|r| Duration::from_secs_f64(config.max_backlog as f64 / r)),
+            load_over: CancellationToken::new(),
         });
         let sources = Arc::new(report::Sources {
             run_id,
@@ -390,6 +391,7 @@ impl Drill {
         // closes the backlog, and the drain begins.
         let s = &self.sources;
         scheduler::run(config.rate, jobs_tx, &s.outcomes, &stop, config.duration).await;
+        self.lanes.load_over.cancel();
         self.health.load_stopped();
         self.metrics.load_running.set(0);
         s.outages.load_stopped(Instant::now());

@@ -45,6 +45,9 @@ pub struct Shared {
     /// resume on the schedule a fresh client would keep, and their latency is not the
     /// time a stale job sat in pgdrill's own queue.
     pub stale_after: Option<Duration>,
+    /// Cancelled when the schedule ends: a lane still waiting for a connection lets its job
+    /// go unsent (skipped), not held for the shutdown grace and then called abandoned.
+    pub load_over: CancellationToken,
 }
 
 /// How one attempt ended.
@@ -202,7 +205,14 @@ pub async fn lane(
         crate::test_hooks::lane_took(taken);
         report.started();
         let started = Instant::now();
-        let mut conn = match shared.pool.checkout().await {
+        let checkout = tokio::select! {
+            checkout = shared.pool.checkout() => checkout,
+            () = shared.load_over.cancelled() => {
+                report.unsent();
+                break;
+            }
+        };
+        let mut conn = match checkout {
             Ok(conn) => {
                 report.ready();
                 conn

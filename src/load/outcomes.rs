@@ -180,6 +180,12 @@ impl LaneOutcomes {
         self.outcomes.detector.started();
     }
 
+    /// A write taken from the backlog let go before it was sent (the load is over).
+    pub fn unsent(&self) {
+        self.outcomes.finished(false);
+        self.outcomes.skipped();
+    }
+
     /// A connection to write on was set up.
     pub fn ready(&self) {
         self.outcomes.detector.ready();

@@ -347,8 +347,11 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
         json_path.exists()
     })
     .await;
-    // The outage was still open: no recovery time, in the summary as on /metrics.
+    // The lanes waiting for those connects had sent nothing: their writes are skipped, not
+    // abandoned (sent and never answered).
     let summary = watched.summary();
+    assert_eq!(summary["abandoned"], 0, "{summary}");
+    // The outage was still open: no recovery time, in the summary as on /metrics.
     let outage = &summary["outages"][0];
     assert!(outage["time_to_full_rate_seconds"].is_null(), "{summary}");
     let text = try_http_get(watched.addr, "/metrics")
