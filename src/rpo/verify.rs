@@ -77,6 +77,8 @@ pub struct Verifier {
     /// An unknown outcome is checked once it is older than this: by then the server has
     /// committed or aborted it (statement_timeout ends what is still running).
     settle: Duration,
+    /// How often a failing check of unknown outcomes is said.
+    unknowns_failing: Mutex<Throttle>,
 }
 
 /// How often the ledger's size is published, and unknown outcomes are checked.
@@ -115,6 +117,7 @@ impl Verifier {
             identity,
             totals: Mutex::default(),
             settle: statement_timeout + Duration::from_secs(1),
+            unknowns_failing: Mutex::new(Throttle::new(FAILED_WARN_EVERY)),
         }
     }
 
@@ -298,11 +301,11 @@ impl Verifier {
         .await;
         let found: HashSet<u64> = match found {
             Ok(Ok(found)) => found.into_iter().collect(),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "checking unknown outcomes failed; next tick retries");
-                return;
+            Ok(Err(err)) => return self.unknowns_unchecked(err.to_string(), seqs.len()),
+            Err(_) => {
+                let error = format!("no answer within {RESOLVE_TIMEOUT:?}");
+                return self.unknowns_unchecked(error, seqs.len());
             }
-            Err(_) => return,
         };
         self.ledger.lock().forget_unknowns(&seqs);
         let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
@@ -314,6 +317,17 @@ impl Verifier {
             not_committed,
             "unknown-outcome writes resolved"
         );
+    }
+
+    /// Said (not every second), so that writes left unresolved are not left silently.
+    fn unknowns_unchecked(&self, error: String, unresolved: usize) {
+        if self.unknowns_failing.lock().hit(Instant::now()).is_some() {
+            tracing::warn!(
+                error,
+                unresolved,
+                "checking unknown-outcome writes failed; retrying every second"
+            );
+        }
     }
 
     fn publish_ledger_size(&self) {

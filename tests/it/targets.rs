@@ -133,6 +133,29 @@ async fn hostaddr_alone_is_the_target() {
     lab.shutdown().await;
 }
 
+/// A host of several that refuses every connection, while the next one takes the writes:
+/// no write fails, and the log still says it (once, not per attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_refuses_beside_one_that_works_is_said_once() {
+    let lab = start_single(Some(SECRET)).await;
+    let (port, closed) = (lab.port(lab.primary()), free_port());
+    let dsn = format!(
+        "host=127.0.0.1,127.0.0.1 port={closed},{port} user=pgdrill dbname=pgdrill \
+         password={SECRET}"
+    );
+    let args = ["--dsn", &dsn, "--duration", "2s", "--rate", "50"];
+    let (code, _, out, err) = timed(&args, Duration::from_secs(40)).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains(" 0 failed"), "{out}");
+    let said = err
+        .lines()
+        .filter(|l| l.contains("cannot connect; retrying"));
+    let said: Vec<_> = said.collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].contains("connect_refused"), "{err}");
+    lab.shutdown().await;
+}
+
 /// Down at start, up 2 s later: followed normally. Then a server that goes away after the
 /// first write, for longer than --startup-timeout: an outage, not an exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

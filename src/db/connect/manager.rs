@@ -200,14 +200,19 @@ impl Setup {
     ) -> ConnectError {
         // The failed writes it causes are counted where they fail (the error book).
         self.metrics.connection_errors.inc(class);
-        // Configuration-like failures say what to fix: logged (not every time) so that a
-        // daemon retrying forever does not fail silently, unless the run is stopping.
-        let stopping = self.fatal.is_set();
-        if matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns) && !stopping {
-            let news = self.logged.lock().hit_keyed(&message, Instant::now());
-            if news.is_some() {
-                tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
-            }
+        // Logged (not every time) so that a daemon retrying forever, or a host of several
+        // that never answers while another does, is not silent; unless the run is stopping,
+        // or it is a standby passed over for the primary, as a multi-host DSN has them.
+        // Configuration-like failures say what to fix: each message of theirs on its own.
+        let said = self.fatal.is_set() || class == ErrorClass::ReadOnly;
+        let to_fix = matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns);
+        let key = if to_fix {
+            message.as_str()
+        } else {
+            class.as_str()
+        };
+        if !said && self.logged.lock().hit_keyed(key, Instant::now()).is_some() {
+            tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
         }
         ConnectError {
             class,
