@@ -28,6 +28,12 @@ pub fn rfc3339(unix: f64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Whether `seconds` is over `limit` as every output shows a duration, to the millisecond:
+/// an outage printed as 120.000 s does not fail a 120 s objective.
+pub fn exceeds(seconds: f64, limit: f64) -> bool {
+    (seconds * 1000.0).round() > (limit * 1000.0).round()
+}
+
 /// Maps the monotonic clock onto wall time, fixed once at start so that
 /// wall-clock steps never distort measured durations.
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::exceeds;
 use crate::drill::timing::{attributed, Baseline, DrillTiming};
 use crate::drill::trigger::{TriggerOutcome, TriggerRun};
 use crate::failover::outages::{EarlierOutages, OutageRecord, MAX_OUTAGES};
@@ -216,7 +217,7 @@ impl Judge {
     /// The outages whose records were let go: the longest decides the RTO.
     fn earlier(&mut self, e: &EarlierOutages) {
         let (rto, seconds) = (self.rto, e.longest_write_unavailable_seconds);
-        if e.count > 0 && seconds > rto {
+        if e.count > 0 && exceeds(seconds, rto) {
             self.failed.push(format!(
                 "writes unavailable for {seconds:.3} s (outage {}, the longest of outages \
                  1-{}), over the RTO objective ({rto} s)",
@@ -236,7 +237,7 @@ impl Judge {
         let (rto, index) = (self.rto, o.index);
         match (o.end_unix, o.write_unavailable_seconds) {
             (Some(_), Some(seconds)) => {
-                if seconds > rto {
+                if exceeds(seconds, rto) {
                     self.failed.push(format!(
                         "{who}writes unavailable for {seconds:.3} s (outage {index}), over the \
                          RTO objective ({rto} s)"
@@ -251,7 +252,7 @@ impl Judge {
             // Still open when the load stopped: how long it had lasted by then decides.
             (_, so_far) => {
                 let lasted = so_far.unwrap_or((run_end_unix - o.start_unix).max(0.0));
-                if lasted > rto {
+                if exceeds(lasted, rto) {
                     self.failed.push(format!(
                         "{who}writes had not come back when the load stopped, {lasted:.3} s \
                          after outage {index} began, over the RTO objective ({rto} s)"
@@ -361,6 +362,13 @@ mod tests {
             v.to_string(),
             "FAIL\n  - trigger 1: writes unavailable for 0.300 s (outage 1), over the RTO objective (0.001 s)"
         );
+
+        // Judged as printed, to the millisecond: 0.3004 s is 0.300 s, within 300 ms.
+        let mut case = Case::forced();
+        case.outages[0].write_unavailable_seconds = Some(0.3004);
+        assert_eq!(case.judge(objectives(300)).verdict, VerdictKind::Pass);
+        case.outages[0].write_unavailable_seconds = Some(0.3006);
+        assert_eq!(case.judge(objectives(300)).verdict, VerdictKind::Fail);
     }
 
     #[test]

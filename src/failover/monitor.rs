@@ -151,7 +151,7 @@ impl Monitor {
         let m = &self.metrics;
         m.last_outage_duration.set(seconds);
         m.outage_duration.observe(seconds);
-        if seconds > self.rto_objective.as_secs_f64() {
+        if crate::clock::exceeds(seconds, self.rto_objective.as_secs_f64()) {
             m.outages_over_rto_objective.inc();
         }
     }

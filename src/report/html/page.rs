@@ -8,6 +8,7 @@ use super::{
     card, describe, document, endpoint, errors_text, fmt_length, fmt_secs, group, opt_group,
     opt_secs, verdict_banner, when,
 };
+use crate::clock::exceeds;
 use crate::db::identity::Identity;
 use crate::drill::DrillReport;
 use crate::failover::outages::{OutageRecord, MAX_OUTAGES};
@@ -133,7 +134,7 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
         false => fmt_secs(w),
     };
     let (class, value) = match longest {
-        Some(w) if w > rto => ("bad", shown(w)),
+        Some(w) if exceeds(w, rto) => ("bad", shown(w)),
         Some(w) if open.is_some() => ("warn", shown(w)),
         Some(w) => ("ok", fmt_secs(w)),
         None if s.drill.is_some() && judged.is_empty() => ("", "none after a trigger".into()),
@@ -230,7 +231,7 @@ fn outages_table(s: &Summary, rto: f64, dated: bool) -> Markup {
                 } }
                 tbody {
                     @for o in &s.outages {
-                        @let over = o.write_unavailable_seconds.is_some_and(|w| w > rto);
+                        @let over = o.write_unavailable_seconds.is_some_and(|w| exceeds(w, rto));
                         tr data-outage=(o.index) {
                             td { (o.index) }
                             td.num { (when(o.start_unix, dated)) }
