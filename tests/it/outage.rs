@@ -207,7 +207,7 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
     let lab = single(None).await;
     let dsn = lab.dsn(lab.primary());
     let watched = Watched::new();
-    let (listen, json_arg, addr) = (&watched.listen, &watched.json, watched.addr);
+    let addr = watched.addr;
     let (rate, duration, grace) = ("50", "4s", "1s");
     let mut argv = vec![
         "--dsn",
@@ -218,15 +218,7 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
         duration,
     ];
     argv.extend_from_slice(&["--shutdown-grace", grace, "--statement-timeout", "1h"]);
-    argv.extend_from_slice(&[
-        "--linger",
-        "60s",
-        "--listen",
-        listen,
-        "--summary-json",
-        json_arg,
-    ]);
-    let bin = Binary::spawn(&argv);
+    let bin = watched.lingering(&argv);
     let scrape = || async move { try_http_get(addr, "/metrics").await.unwrap_or_default() };
     let locker = lock_after(addr, &dsn, 20.0).await;
     // Counted once, when the grace runs out; then the run lingers.
@@ -241,11 +233,7 @@ async fn writes_given_up_when_the_grace_runs_out_are_abandoned_in_every_output()
     let in_flight = metric(&exposition, "pgdrill_transactions_in_flight");
     assert_eq!(in_flight, 0.0, "{exposition}");
     // Written before --linger, not when it ends.
-    let json_path = std::path::Path::new(&watched.json);
-    eventually(Duration::from_secs(20), "summary written", || async {
-        json_path.exists()
-    })
-    .await;
+    watched.summary_written().await;
     bin.signal(Signal::Term);
     let (status, out, err) = bin.wait(Duration::from_secs(30)).await;
     locker.batch_execute("ROLLBACK").await.expect("unlock");
@@ -265,25 +253,8 @@ async fn a_lingering_run_holds_no_session_on_the_server() {
     let lab = single(None).await;
     let dsn = lab.dsn(lab.primary());
     let watched = Watched::new();
-    let bin = Binary::spawn(&[
-        "--dsn",
-        &dsn,
-        "--rate",
-        "50",
-        "--duration",
-        "2s",
-        "--linger",
-        "60s",
-        "--listen",
-        &watched.listen,
-        "--summary-json",
-        &watched.json,
-    ]);
-    let json_path = std::path::Path::new(&watched.json);
-    eventually(Duration::from_secs(20), "summary written", || async {
-        json_path.exists()
-    })
-    .await;
+    let bin = watched.lingering(&["--dsn", &dsn, "--rate", "50", "--duration", "2s"]);
+    watched.summary_written().await;
     let client = connect(&dsn).await;
     let sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgdrill'";
     eventually(
@@ -300,9 +271,7 @@ async fn a_lingering_run_holds_no_session_on_the_server() {
         0.0,
         "still lingering:\n{text}"
     );
-    bin.signal(Signal::Term);
-    let (status, _, err) = bin.wait(Duration::from_secs(30)).await;
-    assert!(status.success(), "exit {status:?}\n{err}");
+    ended_by_sigterm(bin).await;
     lab.shutdown().await;
 }
 
@@ -314,7 +283,7 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
     let lab = single(None).await;
     let dsn = lab.dsn(lab.primary());
     let watched = Watched::new();
-    let bin = Binary::spawn(&[
+    let bin = watched.lingering(&[
         "--dsn",
         &dsn,
         "--rate",
@@ -328,12 +297,6 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
         "30s",
         "--shutdown-grace",
         "1s",
-        "--linger",
-        "60s",
-        "--listen",
-        &watched.listen,
-        "--summary-json",
-        &watched.json,
     ]);
     let locker = lock_after(watched.addr, &dsn, 20.0).await;
     let ours = "FROM pg_stat_activity WHERE application_name = 'pgdrill'";
@@ -342,11 +305,7 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
         count(&locker, &ended, &[]).await > 0,
         "no pgdrill session to end"
     );
-    let json_path = std::path::Path::new(&watched.json);
-    eventually(Duration::from_secs(20), "summary written", || async {
-        json_path.exists()
-    })
-    .await;
+    watched.summary_written().await;
     // The lanes waiting for those connects had sent nothing: their writes are skipped, not
     // abandoned (sent and never answered).
     let summary = watched.summary();
@@ -374,9 +333,7 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
         || async { count(&locker, &sessions, &[]).await == 0 },
     )
     .await;
-    bin.signal(Signal::Term);
-    let (status, _, err) = bin.wait(Duration::from_secs(30)).await;
-    assert!(status.success(), "exit {status:?}\n{err}");
+    ended_by_sigterm(bin).await;
     lab.shutdown().await;
 }
 
@@ -394,6 +351,13 @@ async fn lock_after(addr: std::net::SocketAddr, dsn: &str, writes: f64) -> tokio
         .await
         .expect("lock pgdrill's table");
     locker
+}
+
+/// Ends a lingering run, which exits 0.
+async fn ended_by_sigterm(bin: Binary) {
+    bin.signal(Signal::Term);
+    let (status, _, err) = bin.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit {status:?}\n{err}");
 }
 
 /// Where a spawned run is watched: a free `--listen` address and a `--summary-json` path in
@@ -417,6 +381,23 @@ impl Watched {
             json,
             _dir: dir,
         }
+    }
+
+    /// pgdrill with `args`, then kept on by `--linger` with `/metrics` and the summary here.
+    fn lingering(&self, args: &[&str]) -> Binary {
+        let mut argv = args.to_vec();
+        argv.extend_from_slice(&["--linger", "60s", "--listen", &self.listen]);
+        argv.extend_from_slice(&["--summary-json", &self.json]);
+        Binary::spawn(&argv)
+    }
+
+    /// Once the summary is written: the run is over, lingering.
+    async fn summary_written(&self) {
+        let path = std::path::Path::new(&self.json);
+        eventually(Duration::from_secs(20), "summary written", || async {
+            path.exists()
+        })
+        .await;
     }
 
     /// The summary the run wrote.
