@@ -219,7 +219,7 @@ impl Metrics {
             connection_attempts: register(r, IntCounter::new("pgdrill_connection_attempts_total", "New database connections attempted.")),
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
             schedule_lag: register(r, Gauge::new("pgdrill_schedule_lag_seconds", "How late the most recently started transaction (acknowledged or failed) began relative to its schedule.")),
-            last_success_timestamp: register(r, Gauge::new("pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write.")),
+            last_success_timestamp: register(r, Gauge::new("pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write (0 before the first).")),
             load_running: register(r, IntGauge::new("pgdrill_load_running", "1 while the load schedules writes; 0 before it starts and once it stopped (drain, --linger).")),
             failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &State::ALL.map(State::as_str)),
             server_timeline: register(r, IntGauge::new("pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown).")),
