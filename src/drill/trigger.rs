@@ -70,6 +70,35 @@ pub async fn run(
         stderr_tail,
         output_truncated: out_cut || err_cut,
     };
+    log_end(&run);
+    run
+}
+
+/// A trigger due before any write was acknowledged, not run: no failover it caused could be
+/// measured, and against a wrong target it would fail a database over for nothing.
+fn not_run(
+    index: usize,
+    (planned, at): (Instant, Instant),
+    unix: impl Fn(Instant) -> f64,
+) -> TriggerRun {
+    let reason = "no write was acknowledged yet: a failover now could not be measured".into();
+    let run = TriggerRun {
+        index,
+        planned_unix: unix(planned),
+        started_unix: unix(at),
+        ended_unix: unix(at),
+        duration_seconds: 0.0,
+        outcome: TriggerOutcome::CannotStart { reason },
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        output_truncated: false,
+    };
+    log_end(&run);
+    run
+}
+
+fn log_end(run: &TriggerRun) {
+    let index = run.index;
     match run.outcome.problem() {
         None => tracing::info!(
             event = "trigger_ended",
@@ -86,7 +115,6 @@ pub async fn run(
             "failover trigger {problem}; this drill is invalid"
         ),
     }
-    run
 }
 
 /// Asks the owner of the in-process lab to fail over and waits, at most `timeout`, for
@@ -139,11 +167,13 @@ pub enum TriggerEvent {
 }
 
 /// Runs every planned trigger once its time has come and the previous one has ended (late,
-/// never skipped). On `stop`, a running trigger is killed, not recorded, and none follows.
+/// never skipped), if a write was acknowledged by then (`written`; else it is recorded as
+/// not started). On `stop`, a running trigger is killed, not recorded, and none follows.
 pub async fn run_schedule(
     config: &TriggerConfig,
     load_start: Instant,
     unix: impl Fn(Instant) -> f64 + Copy,
+    written: impl Fn() -> bool,
     stop: &CancellationToken,
     mut on_event: impl FnMut(TriggerEvent),
 ) {
@@ -164,6 +194,10 @@ pub async fn run_schedule(
         // One instant: the start the timeline, /metrics and the summary all show.
         let at = Instant::now();
         on_event(TriggerEvent::Starting { index, at });
+        if !written() {
+            on_event(TriggerEvent::Ended(not_run(index, (planned, at), unix)));
+            continue;
+        }
         let running = run(&config.action, index, (planned, at), config.timeout, unix);
         let Some(run) = stop.run_until_cancelled(running).await else {
             tracing::warn!(
@@ -368,20 +402,27 @@ pub(crate) mod tests {
         let mut events = Vec::new();
         let mut baselines = Vec::new();
         let mut runs = Vec::new();
-        run_schedule(&c, start, unix_now, &CancellationToken::new(), |e| {
-            events.push(match e {
-                TriggerEvent::BaselineStarts { index, at } => {
-                    baselines.push(unix_now(at));
-                    format!("baseline {index}")
-                }
-                TriggerEvent::Starting { index, .. } => format!("start {index}"),
-                TriggerEvent::Ended(r) => {
-                    let event = format!("end {} {}", r.index, r.outcome.label());
-                    runs.push(r);
-                    event
-                }
-            })
-        })
+        run_schedule(
+            &c,
+            start,
+            unix_now,
+            || true,
+            &CancellationToken::new(),
+            |e| {
+                events.push(match e {
+                    TriggerEvent::BaselineStarts { index, at } => {
+                        baselines.push(unix_now(at));
+                        format!("baseline {index}")
+                    }
+                    TriggerEvent::Starting { index, .. } => format!("start {index}"),
+                    TriggerEvent::Ended(r) => {
+                        let event = format!("end {} {}", r.index, r.outcome.label());
+                        runs.push(r);
+                        event
+                    }
+                })
+            },
+        )
         .await;
         assert_eq!(
             events,
@@ -434,11 +475,18 @@ pub(crate) mod tests {
         };
         let began = std::time::Instant::now();
         let (mut started, mut runs) = (0, Vec::new());
-        run_schedule(&c, Instant::now(), unix_now, &stop, |e| match e {
-            TriggerEvent::Starting { .. } => started += 1,
-            TriggerEvent::Ended(r) => runs.push(r),
-            TriggerEvent::BaselineStarts { .. } => {}
-        })
+        run_schedule(
+            &c,
+            Instant::now(),
+            unix_now,
+            || true,
+            &stop,
+            |e| match e {
+                TriggerEvent::Starting { .. } => started += 1,
+                TriggerEvent::Ended(r) => runs.push(r),
+                TriggerEvent::BaselineStarts { .. } => {}
+            },
+        )
         .await;
         stopper.await.unwrap();
         assert!(
@@ -452,11 +500,33 @@ pub(crate) mod tests {
         // A failing trigger does not stop the schedule.
         let c = config("false", 10, 50, 2);
         let mut runs = Vec::new();
+        let mut ended = |e| {
+            if let TriggerEvent::Ended(r) = e {
+                runs.push(r);
+            }
+        };
+        let never = CancellationToken::new();
+        run_schedule(&c, Instant::now(), unix_now, || true, &never, &mut ended).await;
+        assert_eq!(runs.len(), 2);
+        assert!(runs.iter().all(|r| matches!(
+            r.outcome,
+            TriggerOutcome::ExitedNonZero { code: Some(1), .. }
+        )));
+    }
+
+    #[tokio::test]
+    async fn no_trigger_runs_before_a_write_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let fired = dir.path().join("fired");
+        let c = config(&format!("touch {}", fired.display()), 10, 50, 2);
+        let mut runs = Vec::new();
+        let never = CancellationToken::new();
         run_schedule(
             &c,
             Instant::now(),
             unix_now,
-            &CancellationToken::new(),
+            || false,
+            &never,
             |e| {
                 if let TriggerEvent::Ended(r) = e {
                     runs.push(r);
@@ -464,10 +534,8 @@ pub(crate) mod tests {
             },
         )
         .await;
+        assert!(!fired.exists(), "the trigger ran");
         assert_eq!(runs.len(), 2);
-        assert!(runs.iter().all(|r| matches!(
-            r.outcome,
-            TriggerOutcome::ExitedNonZero { code: Some(1), .. }
-        )));
+        assert!(runs.iter().all(|r| r.outcome.label() == "cannot_start"));
     }
 }

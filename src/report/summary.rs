@@ -458,8 +458,8 @@ impl Summary {
             .as_ref()
             .map_or(0, |d| d.verdict.verdict.exit_code());
         match (self.counts.successes, verdict) {
-            // A drill that wrote nothing is judged (INVALID, or FAIL); a canary fails.
-            (0, 0) => TARGET_EXIT,
+            // Nothing written: a wrong target, whatever a drill's verdict says.
+            (0, _) => TARGET_EXIT,
             (_, code) => code,
         }
     }

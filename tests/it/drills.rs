@@ -346,7 +346,7 @@ async fn a_trigger_that_exits_1_makes_the_drill_invalid_with_exit_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_baseline_with_the_primary_down_makes_the_drill_invalid() {
+async fn a_baseline_with_the_primary_down_runs_no_trigger_and_is_invalid() {
     let lab = start_single(None).await;
     let dsn = lab.dsn(Node::A);
     lab.stop(Node::A, StopMode::Fast).await.expect("stop");
@@ -368,7 +368,8 @@ async fn a_baseline_with_the_primary_down_makes_the_drill_invalid() {
     )
     .await;
     let drill = &run.summary["drill"];
-    assert_eq!(run.code, Some(4), "{drill}");
+    // Nothing written: the target's exit status, whatever the verdict.
+    assert_eq!(run.code, Some(5), "{drill}");
     assert_eq!(drill["verdict"]["verdict"], "invalid");
     let reasons = drill["verdict"]["invalid"].to_string();
     assert!(
@@ -378,7 +379,12 @@ async fn a_baseline_with_the_primary_down_makes_the_drill_invalid() {
         "{reasons}"
     );
     assert_eq!(drill["baselines"][0]["successes"], 0, "{drill}");
-    assert_eq!(drill["triggers"][0]["outcome"]["kind"], "ok");
+    // Not run: no failover it caused could have been measured.
+    let outcome = &drill["triggers"][0]["outcome"];
+    assert_eq!(outcome["kind"], "cannot_start", "{drill}");
+    assert!(outcome["reason"]
+        .to_string()
+        .contains("no write was acknowledged"));
     lab.shutdown().await;
 }
 
