@@ -219,7 +219,7 @@ impl RunArgs {
                 _ => (Duration::from_secs(2), "default"),
             },
         };
-        Ok(Config {
+        let config = Config {
             drill,
             target,
             query_mode,
@@ -287,7 +287,9 @@ impl RunArgs {
             verify_window: positive("--verify-window", self.verify_window)?,
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
-        })
+        };
+        config.objective_seen()?;
+        Ok(config)
     }
 
     /// `None` = unlimited.
@@ -436,6 +438,32 @@ impl Config {
     fn three_intervals(&self) -> Duration {
         self.rate
             .map_or(Duration::ZERO, |r| Duration::from_secs_f64(3.0 / r))
+    }
+
+    /// An outage as long as the RTO objective must count as one: with a longer threshold,
+    /// one between the two would pass the objective unseen.
+    fn objective_seen(&self) -> Result<(), ConfigError> {
+        let (rto, shortest) = (self.drill.objectives.rto, self.effective_outage_threshold());
+        if shortest <= rto {
+            return Ok(());
+        }
+        let (flag, value, fix) = match self.outage_threshold >= self.three_intervals() {
+            true => {
+                let value = humantime::format_duration(shortest).to_string();
+                ("--outage-threshold", value, "lower --outage-threshold")
+            }
+            false => {
+                let value = self.rate.map_or_else(String::new, |r| r.to_string());
+                ("--rate", value, "raise --rate (three schedule intervals)")
+            }
+        };
+        let reason = format!(
+            "the shortest outage pgdrill counts ({}) is longer than --rto-objective ({}): an \
+             outage between the two would pass unseen; {fix}, or raise --rto-objective",
+            humantime::format_duration(shortest),
+            humantime::format_duration(rto)
+        );
+        Err(ConfigError::new(flag, value, reason))
     }
 
     /// The shortest silence that can count as an outage at this rate.

@@ -174,7 +174,8 @@ fn values_that_would_overflow_or_mean_something_else_are_refused() {
         "a value is required",
     );
     refused(&["--rate", "1e-20"], "--rate", "too slow");
-    assert_eq!(args(&["--rate", "0.001"]).unwrap().rate, Some(0.001));
+    let slowest = args(&["--rate", "0.001", "--rto-objective", "1h"]).unwrap();
+    assert_eq!(slowest.rate, Some(0.001));
     refused(
         &["--max-backlog", "1000000000"],
         "--max-backlog",
@@ -281,6 +282,15 @@ fn outage_threshold_never_below_three_intervals() {
     assert_eq!(c.effective_outage_threshold(), Duration::from_secs(3));
     let c = args(&["--rate", "1000"]).unwrap();
     assert_eq!(c.effective_outage_threshold(), Duration::from_millis(20));
+    // Never longer than the RTO objective: an outage between the two would pass unseen.
+    let e = args(&["--outage-threshold", "5s", "--rto-objective", "1s"]).unwrap_err();
+    assert!(
+        e.contains("--outage-threshold") && e.contains("'5s'"),
+        "{e}"
+    );
+    let e = args(&["--rate", "0.5", "--rto-objective", "1s"]).unwrap_err();
+    assert!(e.contains("--rate") && e.contains("pass unseen"), "{e}");
+    assert!(args(&["--outage-threshold", "1s", "--rto-objective", "1s"]).is_ok());
 }
 
 #[test]
