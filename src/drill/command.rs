@@ -2,6 +2,7 @@
 //! when it outlives its timeout or pgdrill stops; its output scrubbed, logged and kept as a
 //! bounded tail.
 
+use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -246,39 +247,59 @@ impl Drop for GroupGuard {
     }
 }
 
-/// The bounded end of one output stream.
+/// The bounded end of one output stream: whole lines as read, scrubbed (and cut into pieces
+/// of at most [`MAX_LINE`] bytes) only when taken, so that a flood of output costs no scrub
+/// per line, only the end that is kept.
 #[derive(Debug, Default)]
 pub(super) struct Tail {
-    text: String,
+    lines: VecDeque<String>,
+    bytes: usize,
     truncated: bool,
 }
 
 impl Tail {
     pub(super) fn push_line(&mut self, line: &str) {
-        self.text.push_str(line);
-        self.text.push('\n');
-        // Trimmed in batches: at most twice the tail is held, and a flood of short lines
-        // does not move 16 kB per line.
-        if self.text.len() > 2 * TAIL_BYTES {
-            self.trim();
-        }
-    }
-
-    fn trim(&mut self) {
-        if self.text.len() > TAIL_BYTES {
-            let cut = self.text.ceil_char_boundary(self.text.len() - TAIL_BYTES);
-            self.text.drain(..cut);
+        self.bytes += line.len() + 1;
+        self.lines.push_back(line.to_string());
+        // A line the rest already fills the tail without goes (at most one more is held).
+        while let Some(first) = self.lines.front().map(|l| l.len() + 1) {
+            if self.bytes - first < TAIL_BYTES {
+                break;
+            }
+            self.lines.pop_front();
+            self.bytes -= first;
             self.truncated = true;
         }
     }
 
-    /// The tail, in a buffer of its own size: a run keeps one per stream of each trigger.
+    /// The tail, scrubbed, in a buffer of its own size: a run keeps one per stream of each
+    /// trigger.
     pub(super) fn take(&mut self) -> (String, bool) {
-        self.trim();
-        let mut text = std::mem::take(&mut self.text);
+        let mut text = String::new();
+        for line in std::mem::take(&mut self.lines) {
+            for piece in pieces(&printable(&scrub(&line))) {
+                text.push_str(piece);
+                text.push('\n');
+            }
+        }
+        self.bytes = 0;
+        if text.len() > TAIL_BYTES {
+            let cut = text.ceil_char_boundary(text.len() - TAIL_BYTES);
+            text.drain(..cut);
+            self.truncated = true;
+        }
         text.shrink_to_fit();
         (text, self.truncated)
     }
+}
+
+/// A line in pieces of at most [`MAX_LINE`] bytes, each whole characters.
+fn pieces(mut line: &str) -> impl Iterator<Item = &str> {
+    std::iter::from_fn(move || {
+        let (piece, rest) = line.split_at(line.floor_char_boundary(MAX_LINE));
+        line = rest;
+        (!piece.is_empty()).then_some(piece)
+    })
 }
 
 /// The bytes at the end of `raw` that begin a character and lack its rest (at most 3).
@@ -340,29 +361,31 @@ async fn capture(
         }
         carried.extend(waiting);
         if !text.is_empty() {
-            let line = printable(&scrub(&text));
-            let mut rest = line.as_str();
-            while !rest.is_empty() {
-                let (piece, after) = rest.split_at(rest.floor_char_boundary(MAX_LINE));
-                rest = after;
-                if logged < MAX_LOGGED_LINES {
-                    tracing::info!(
-                        event = "trigger_output",
-                        trigger = index,
-                        stream = name,
-                        "{piece}"
-                    );
-                } else if logged == MAX_LOGGED_LINES {
-                    tracing::warn!(
-                        trigger = index,
-                        stream = name,
-                        "further trigger output is not logged; the report keeps its end"
-                    );
+            // Scrubbed only while logged: the tail scrubs what it keeps.
+            if logged <= MAX_LOGGED_LINES {
+                for piece in pieces(&printable(&scrub(&text))) {
+                    if logged < MAX_LOGGED_LINES {
+                        tracing::info!(
+                            event = "trigger_output",
+                            trigger = index,
+                            stream = name,
+                            "{piece}"
+                        );
+                    } else if logged == MAX_LOGGED_LINES {
+                        tracing::warn!(
+                            trigger = index,
+                            stream = name,
+                            "further trigger output is not logged; the report keeps its end"
+                        );
+                    }
+                    logged += 1;
                 }
-                logged += 1;
-                tail.lock().push_line(piece);
             }
+            tail.lock().push_line(&text);
         }
+        // A flood of output (`yes`) served from the buffer never waits: the load's lanes,
+        // on the same thread, get their turn.
+        tokio::task::consume_budget().await;
         if !matches!(read, Ok(n) if n > 0) {
             break;
         }
@@ -424,7 +447,7 @@ mod tests {
         let mut tail = Tail::default();
         for i in 0..10_000 {
             tail.push_line(&format!("line {i} é"));
-            assert!(tail.text.len() <= 2 * TAIL_BYTES + MAX_LINE + 1);
+            assert!(tail.bytes <= TAIL_BYTES + MAX_LINE + 1);
         }
         let (text, truncated) = tail.take();
         assert!(text.len() <= TAIL_BYTES, "{}", text.len());
