@@ -223,12 +223,8 @@ fn publish(
 /// `pgdrill report SUMMARY.json… -o PAGE.html [--json MERGED.json]`; bad input is a usage
 /// error (exit 2); then the drill's verdict: 0 pass (or a canary), 3 fail, 4 invalid.
 fn report(args: ReportArgs) -> ExitCode {
-    pgdrill::config::writable_file("--output", &args.output)
+    args.validate()
         .unwrap_or_else(|e| usage_error_of("report", e));
-    if let Some(json) = &args.json {
-        pgdrill::config::writable_file("--json", json)
-            .unwrap_or_else(|e| usage_error_of("report", e));
-    }
     let merged = pgdrill::merge_summary_files(&args.summaries).unwrap_or_else(|err| {
         usage_error_of("report", format!("invalid value for SUMMARY: {err}"))
     });

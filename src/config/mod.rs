@@ -401,6 +401,32 @@ pub struct CleanupConfig {
     pub connect_timeout: Duration,
 }
 
+impl ReportArgs {
+    /// The files it writes: writable, and none the other, nor a summary it reads (each would
+    /// be overwritten).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let outputs = [
+            ("--output", Some(&self.output)),
+            ("--json", self.json.as_ref()),
+        ];
+        for (flag, path) in outputs.into_iter().filter_map(|(f, p)| Some((f, p?))) {
+            writable_file(flag, path)?;
+            if self.summaries.iter().any(|s| same_file(s, path)) {
+                let why = "is also a SUMMARY it reads: writing would overwrite it";
+                return Err(ConfigError::new(flag, path.display().to_string(), why));
+            }
+        }
+        match &self.json {
+            Some(json) if same_file(json, &self.output) => Err(ConfigError::new(
+                "--json",
+                json.display().to_string(),
+                "is also --output's file: the JSON would overwrite the page",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl CleanupArgs {
     pub fn validate(
         &self,

@@ -69,6 +69,14 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             ],
             &["--report", "run.out", "would overwrite the summary"],
         ),
+        (
+            &["report", "run.json", "-o", "./run.json"],
+            &["--output", "run.json", "is also a SUMMARY"],
+        ),
+        (
+            &["report", "run.json", "-o", "run.html", "--json", "run.html"],
+            &["--json", "run.html", "is also --output's file"],
+        ),
         // What clap cannot place is quoted back, scrubbed: a DSN without --dsn, a
         // key=value DSN left unquoted, a URL given as its host, a password to a trigger.
         (
