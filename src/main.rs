@@ -147,6 +147,7 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
 fn run(args: RunArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
+        .and_then(|config| config.check_trigger_program().map(|()| config))
         .unwrap_or_else(|err| config_error("", err));
     init_logging(config.log_format, &config.log_filter);
     block_on(usize::from(args.worker_threads), async {

@@ -236,16 +236,33 @@ mod tests {
             "--duration",
             "5m",
             "--failover-command",
-            "az postgres flexible-server restart --failover Forced -g rg -n pg",
+            // `env`: a program that is there (`az` is looked for on PATH at start).
+            "env az postgres flexible-server restart --failover Forced -g rg -n pg",
         ])
         .unwrap();
         let t = c.trigger.unwrap();
         let TriggerAction::Command(command) = &t.action else {
             panic!("{t:?}")
         };
-        assert_eq!(command.argv[0], "az");
-        assert_eq!(command.argv.len(), 10);
+        assert_eq!(command.argv[..2], ["env", "az"]);
+        assert_eq!(command.argv.len(), 11);
         assert!(!t.action.shell());
+        // A program that is not there is found at start, not when the trigger is due.
+        let program = |raw: &str| {
+            let c = args(&["--failover-command", raw]).unwrap();
+            c.trigger.map(|t| t.action.check_program())
+        };
+        assert!(matches!(program("env az"), Some(Ok(()))));
+        let e = program("patronictll failover")
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`patronictll` is not an executable file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("failover.sh");
+        std::fs::write(&file, "#!/bin/sh\n").unwrap();
+        let e = program(&file.display().to_string()).unwrap().unwrap_err();
+        assert!(e.to_string().contains("not an executable file"), "{e}");
         assert_eq!(
             t.schedule,
             Schedule {

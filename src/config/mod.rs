@@ -466,6 +466,12 @@ impl Config {
             .map_or(Duration::ZERO, |r| Duration::from_secs_f64(3.0 / r))
     }
 
+    /// The failover command's program can be run now (`pgdrill demo`'s in-process trigger
+    /// needs none): a typo found when the trigger is due would cost the whole run.
+    pub fn check_trigger_program(&self) -> Result<(), ConfigError> {
+        (self.drill.trigger.as_ref()).map_or(Ok(()), |t| t.action.check_program())
+    }
+
     /// An outage as long as the RTO objective must count as one: with a longer threshold,
     /// one between the two would pass the objective unseen.
     fn objective_seen(&self) -> Result<(), ConfigError> {

@@ -70,6 +70,10 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--report", "run.out", "would overwrite the summary"],
         ),
         (
+            &["--failover-command", "patronictll failover --force"],
+            &["--failover-command", "`patronictll` is not an executable file"],
+        ),
+        (
             &["report", "run.json", "-o", "./run.json"],
             &["--output", "run.json", "is also a SUMMARY"],
         ),
