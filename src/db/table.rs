@@ -186,6 +186,11 @@ impl Table {
     /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set), found in
     /// primary-key order through the primary key (its own table) or the partial index
     /// ([`Table::index_sql`]) on a table it shares, deleted where `condition` holds.
+    ///
+    /// The batch is an array, not a join: statistics gathered before pgdrill's rows existed
+    /// say `run_id` is all NULL, and the planner then joins a batch it thinks is one row in a
+    /// nested loop that reads the whole batch again for each row (seconds per batch, past
+    /// `statement_timeout`). `= ANY(ARRAY(…))` runs the batch once and looks its ids up.
     fn delete_batch_sql(
         &self,
         partitioned: bool,
@@ -194,10 +199,10 @@ impl Table {
         condition: &str,
     ) -> String {
         format!(
-            "WITH batch AS (SELECT transaction_id FROM {t} WHERE {rows} \
-               ORDER BY transaction_id LIMIT {batch_size}) \
-             DELETE FROM {t} AS d USING batch \
-             WHERE d.transaction_id = batch.transaction_id AND d.{rows} AND {condition}",
+            "DELETE FROM {t} AS d WHERE d.transaction_id = ANY(ARRAY(\
+               SELECT transaction_id FROM {t} WHERE {rows} \
+               ORDER BY transaction_id LIMIT {batch_size})) \
+             AND d.{rows} AND {condition}",
             t = self.own_rows(partitioned),
         )
     }
@@ -491,9 +496,14 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("DELETE FROM ONLY \"public\".\"t\" AS d"),
+            sql.starts_with(
+                "DELETE FROM ONLY \"public\".\"t\" AS d WHERE d.transaction_id = ANY(ARRAY(\
+                 SELECT transaction_id FROM ONLY \"public\".\"t\" WHERE run_id IS NOT NULL"
+            ),
             "{sql}"
         );
+        // Never a join with the batch: a stale plan loops over it once per row.
+        assert!(!sql.contains("USING"), "{sql}");
         assert!(!sql.contains("d.transaction_id <"), "{sql}");
         // What a verification may still read back is left.
         let floored = table.retention_delete_sql(false, 5000, Duration::from_secs(10), Some(77));

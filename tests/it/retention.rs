@@ -269,3 +269,62 @@ async fn read_backs_and_deletes_reach_partitions_and_never_an_added_child() {
     }
     lab.shutdown().await;
 }
+
+/// A users' table whose statistics predate pgdrill's rows (ANALYZEd while `run_id` was all
+/// NULL, autovacuum off, as on a large table between its autoanalyzes): the planner takes a
+/// batch for one row. Retention still deletes pgdrill's old rows within a 1 s
+/// `statement_timeout` (a batch joined in a nested loop read itself again for every row:
+/// 10,000 × 5,000 rows, timed out every sweep), and no row of the users'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_in_time_on_a_table_analyzed_before_pgdrills_rows() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    exec(
+        &client,
+        "CREATE TABLE ledger (transaction_id bigserial PRIMARY KEY, customer_id int, \
+           merchant_id int, amount numeric, status text, \
+           created_at timestamptz NOT NULL DEFAULT now(), run_id bigint, seq bigint) \
+           WITH (autovacuum_enabled = false); \
+         CREATE INDEX ledger_pgdrill_rows ON ledger (transaction_id) WHERE run_id IS NOT NULL; \
+         COMMENT ON COLUMN ledger.run_id IS 'pgdrill: set by the test'; \
+         INSERT INTO ledger (customer_id, merchant_id, amount, status) \
+           SELECT i % 10000, i % 1000, i % 500, 'completed' FROM generate_series(1, 200000) i; \
+         ANALYZE ledger",
+    )
+    .await;
+    // An earlier run's rows, two days old: any pgdrill run's retention deletes them.
+    exec(
+        &client,
+        "INSERT INTO ledger (customer_id, merchant_id, amount, status, run_id, seq, created_at) \
+         SELECT 1, 1, 1, 'completed', 7, i, now() - interval '2 days' \
+         FROM generate_series(1, 10000) i",
+    )
+    .await;
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--table",
+        "ledger",
+        "--rate",
+        "5",
+        "--retention",
+        "10s",
+        "--verify-window",
+        "5s",
+        "--statement-timeout",
+        "1s",
+    ])
+    .await;
+    let old = "SELECT count(*) FROM ledger WHERE run_id = 7";
+    eventually(Duration::from_secs(30), "the old rows deleted", || async {
+        count(&client, old, &[]).await == 0
+    })
+    .await;
+    let summary = drill.stop().await;
+    println!("{summary}");
+    assert!(summary.retention_rows_deleted >= 10_000, "{summary}");
+    let users = "SELECT count(*) FROM ledger WHERE run_id IS NULL";
+    assert_eq!(count(&client, users, &[]).await, 200_000);
+    lab.shutdown().await;
+}
