@@ -333,9 +333,9 @@ impl Workload {
         }
     }
 
-    /// 0 before the trial INSERT.
-    pub fn id_floor(&self) -> i64 {
-        self.id_floor.get().copied().unwrap_or(0)
+    /// `None` before the trial INSERT.
+    pub fn id_floor(&self) -> Option<i64> {
+        self.id_floor.get().copied()
     }
 
     pub(crate) fn set_id_floor(&self, id: i64) {

@@ -38,6 +38,15 @@ pub enum VerifyError {
     NoAnswer(Duration),
 }
 
+/// The lowest id a read-back looks at: [`ID_SLACK`] below the lowest id it looks for
+/// (`min_id`, else `floor`), but never below `floor`, the trial INSERT's id (once drawn):
+/// every row of this run has a later one, and the ids below it are the users' rows on a
+/// table pgdrill shares.
+fn read_back_from(min_id: Option<i64>, floor: Option<i64>) -> i64 {
+    let from = min_id.or(floor).unwrap_or(0).saturating_sub(ID_SLACK);
+    floor.map_or(from, |floor| from.max(floor))
+}
+
 /// Which of the run's rows a verification query returns.
 enum Seqs<'a> {
     /// `seq` below this.
@@ -177,9 +186,7 @@ impl Verifier {
         if conn.broken {
             return Err(VerifyError::Standby);
         }
-        let from_id = min_id
-            .unwrap_or_else(|| self.workload.id_floor())
-            .saturating_sub(ID_SLACK);
+        let from_id = read_back_from(min_id, self.workload.id_floor());
         let table = &self.workload.table;
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
             vec![(&from_id, Type::INT8), (&self.workload.run_id, Type::INT8)];
@@ -415,6 +422,19 @@ impl Verifier {
 mod tests {
     use super::*;
     use crate::rpo::ledger::SLICE;
+
+    #[test]
+    fn a_read_back_starts_a_little_below_the_run_and_never_below_its_first_id() {
+        // The run's first rows: not the users' 10,000 before them.
+        assert_eq!(read_back_from(Some(200_000), Some(199_990)), 199_990);
+        assert_eq!(read_back_from(None, Some(199_990)), 199_990);
+        // Later: the slack for ids that concurrent connections drew out of order.
+        assert_eq!(read_back_from(Some(300_000), Some(199_990)), 290_000);
+        // No floor drawn (no trial INSERT yet): the slack alone, negative ids included.
+        assert_eq!(read_back_from(Some(-5_000), None), -15_000);
+        assert_eq!(read_back_from(None, None), -ID_SLACK);
+        assert_eq!(read_back_from(Some(i64::MIN), None), i64::MIN);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_rpo_is_the_lost_span_rounded_up_by_a_slice() {
