@@ -128,8 +128,7 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
     .await;
     assert_eq!(code, Some(2), "{err}");
     for statement in [
-        "ALTER TABLE \"transactions\" ADD COLUMN IF NOT EXISTS run_id bigint, ADD COLUMN IF NOT \
-         EXISTS seq bigint",
+        "ALTER TABLE \"transactions\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint",
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"transactions_pgdrill_rows\" ON \"transactions\" \
          (transaction_id) WHERE run_id IS NOT NULL",
         "--alter-table",

@@ -201,6 +201,13 @@ pub(super) async fn alter(
         // A failed statement leaves the transaction aborted; the connection is reused.
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(match crate::db::db_message(&err) {
+            Some(m) if err.code() == Some(&SqlState::DUPLICATE_COLUMN) => {
+                TableError::Unusable(format!(
+                    "--alter-table did not change {table}: {m}; it was added since pgdrill \
+                     looked at the table, so it is not pgdrill's to mark. Start pgdrill again: \
+                     it looks again"
+                ))
+            }
             Some(m) => TableError::Unusable(format!(
                 "--alter-table could not change {table}: {m}. Run as the \
                  table's owner: {statement};"

@@ -420,10 +420,13 @@ fn shape_problem(table: &str, columns: &[Column]) -> Option<String> {
     None
 }
 
+/// Plain `ADD COLUMN`, never `IF NOT EXISTS`: a `run_id` someone added since pgdrill looked
+/// would be skipped, yet marked as pgdrill's by the `COMMENT` that follows, and retention
+/// and cleanup would then delete its rows. Added since, it fails the change instead.
 fn add_columns_sql(table: &str, missing: &[&str]) -> String {
     let adds: Vec<String> = missing
         .iter()
-        .map(|c| format!("ADD COLUMN IF NOT EXISTS {c} bigint"))
+        .map(|c| format!("ADD COLUMN {c} bigint"))
         .collect();
     format!("ALTER TABLE {table} {}", adds.join(", "))
 }
@@ -569,8 +572,7 @@ mod tests {
     fn the_statement_to_run_is_exact() {
         assert_eq!(
             add_columns_sql("\"public\".\"tx\"", &["run_id", "seq"]),
-            "ALTER TABLE \"public\".\"tx\" ADD COLUMN IF NOT EXISTS run_id bigint, \
-             ADD COLUMN IF NOT EXISTS seq bigint"
+            "ALTER TABLE \"public\".\"tx\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint"
         );
         assert_eq!(quote_literal("\"a'b\""), "'\"a''b\"'");
     }
