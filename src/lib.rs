@@ -371,9 +371,11 @@ impl Drill {
             retention = %config.retention.map_or_else(
                 || "off".to_string(),
                 |r| format!(
-                    "deletes the rows of every pgdrill run (run_id set), not only this one's, \
-                     older than {}",
-                    humantime::format_duration(r.window)
+                    "deletes this run's rows older than {} and the rows of every other \
+                     pgdrill run (run_id set) older than {} (another pgdrill may still read \
+                     its own back)",
+                    humantime::format_duration(r.window),
+                    humantime::format_duration(r.window.max(retention::OTHER_RUNS_AFTER))
                 )
             ),
             "pgdrill inserts rows tagged with this run_id; it changes and deletes no row that is not pgdrill's"
@@ -441,10 +443,10 @@ impl Drill {
         sup.spawn(Stage::Monitor, |stop| fatal.startup_deadline(startup, stop));
         if let Some(settings) = config.retention {
             let (pool, metrics) = (self.sources.pool.clone(), self.metrics.clone());
-            let (table, verifier) = (config.table.clone(), self.sources.verifier.clone());
+            let (workload, verifier) = (self.lanes.workload.clone(), self.sources.verifier.clone());
             let floor = move || verifier.oldest_unverified_id();
             sup.spawn(Stage::Retention, |stop| {
-                retention::run(pool, table, settings, metrics, floor, stop)
+                retention::run(pool, workload, settings, metrics, floor, stop)
             });
         }
         // One lane per pooled connection, each with its own seeded generator. Lanes need no

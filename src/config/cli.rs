@@ -196,8 +196,9 @@ pub struct RunArgs {
           requires = "password_command")]
     pub password_ttl: humantime::Duration,
 
-    /// Delete rows older than this from the table, continuously, in small batches
-    /// (for long-running canaries; off by default so drills keep every row).
+    /// Delete this run's rows older than this from the table, continuously, in small batches
+    /// (for long-running canaries; off by default so drills keep every row); other pgdrill
+    /// runs' rows only once also a day old (another pgdrill may still read them back).
     #[arg(value_parser = duration, long, env = "PGDRILL_RETENTION")]
     pub retention: Option<humantime::Duration>,
 

@@ -159,7 +159,7 @@ async fn delete(
     let mut total = 0;
     loop {
         let batch = table_check::guarded_delete(client, table, &sql, false).await?;
-        let deleted = batch.map_err(|hazard| {
+        let deleted = batch.map(|d| d.rows).map_err(|hazard| {
             CleanupError::Refused(format!(
                 "{hazard}; {total} rows were deleted before it was seen, none after. Remove \
                  what it names first, or delete pgdrill's rows yourself"

@@ -99,12 +99,27 @@ pub(crate) async fn first_value(
     Ok(rows.first().and_then(|r| r.first().cloned().flatten()))
 }
 
-/// How many rows `sql`, one statement, affected (simple protocol).
-pub(crate) async fn affected(client: &Client, sql: &str) -> Result<u64, tokio_postgres::Error> {
+/// What one DELETE did: how many rows it deleted and, if it returns their ids
+/// (`RETURNING transaction_id`), the highest of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Deleted {
+    pub rows: u64,
+    pub last_id: Option<i64>,
+}
+
+/// Runs `sql`, one DELETE, by the simple protocol.
+pub(crate) async fn delete(client: &Client, sql: &str) -> Result<Deleted, tokio_postgres::Error> {
     let messages = client.simple_query(sql).await?;
-    let affected = messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::CommandComplete(n) => Some(*n),
-        _ => None,
-    });
-    Ok(affected.unwrap_or(0))
+    let mut done = Deleted::default();
+    for m in &messages {
+        match m {
+            SimpleQueryMessage::CommandComplete(n) => done.rows = *n,
+            SimpleQueryMessage::Row(r) => {
+                let id = r.get(0).and_then(|id| id.parse::<i64>().ok());
+                done.last_id = done.last_id.max(id);
+            }
+            _ => {}
+        }
+    }
+    Ok(done)
 }

@@ -6,6 +6,11 @@
 //! however large the table) and deletes those older than the window. `transaction_id` grows
 //! with `created_at`, so a batch that deletes fewer rows than it looked at ends the sweep: no
 //! index on `created_at` is needed.
+//!
+//! Other runs' rows go only once a day old: another pgdrill sharing the table may still
+//! read them back. Such rows can stand at the start of the table, where a sweep from there
+//! ends; this run's rows behind them are deleted by a sweep of its own rows alone, from where
+//! the last one stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::connect::Conn;
 use crate::db::pool::DbPool;
-use crate::db::table::Table;
+use crate::db::table::{Expiry, Table, Workload};
 use crate::db::table_check::guarded_delete;
+use crate::db::Deleted;
 use crate::error::{classify, ErrorClass};
 use crate::telemetry::metrics::Metrics;
 
@@ -25,6 +31,12 @@ const ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// A batch unanswered this long is given up with its connection: the server is hung (its
 /// `statement_timeout` would have ended a merely slow one).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Other runs' rows are deleted only once this old (or older than the window, if longer):
+/// another pgdrill may still read them back to verify its writes, and its ledger can span
+/// long, at a low rate and through an outage. Canaries sharing a table still clean up the
+/// rows of runs that ended.
+pub const OTHER_RUNS_AFTER: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionSettings {
@@ -49,27 +61,33 @@ impl RetentionSettings {
 }
 
 /// Runs sweeps until `stop`; a batch in progress is abandoned with its connection. Rows
-/// from `floor()` on (writes a verification may still read back) are left: at a low rate the
-/// verification ledger spans longer than the window, and a row it looks for would read as
-/// lost.
+/// of this run from `floor()` on (writes a verification may still read back) are left: at a
+/// low rate the verification ledger spans longer than the window, and a row it looks for
+/// would read as lost.
 pub async fn run(
     pool: DbPool,
-    table: Table,
+    workload: Arc<Workload>,
     settings: RetentionSettings,
     metrics: Arc<Metrics>,
     floor: impl Fn() -> Option<i64>,
     stop: CancellationToken,
 ) {
+    let table = &workload.table;
+    let others = settings.window.max(OTHER_RUNS_AFTER);
     tracing::info!(
         window = %humantime::format_duration(settings.window),
+        other_runs_after = %humantime::format_duration(others),
         batch_size = settings.batch_size,
         interval = %humantime::format_duration(settings.interval),
         table = %table.name,
-        "retention started: deletes pgdrill's rows (run_id set, of every run) older than the window, no other row"
+        "retention started: deletes this run's rows older than the window and other pgdrill runs' (run_id set) older than other_runs_after, no other row"
     );
     let mut conn: Option<Conn> = None;
     // What holds the deletes back (a trigger added since the start, …), said when it changes.
     let mut held: Option<String> = None;
+    // Where this run's next own batch starts: none of its rows is below it. Set once the
+    // table check drew the first id.
+    let mut own_from: Option<i64> = None;
     let mut wait = settings.interval;
     loop {
         tokio::select! {
@@ -91,11 +109,15 @@ pub async fn run(
                 }
             },
         };
-        let below = floor();
-        let sql = |partitioned| {
-            table.retention_delete_sql(partitioned, settings.batch_size, settings.window, below)
+        let expiry = Expiry {
+            run_id: workload.run_id,
+            window: settings.window,
+            floor: floor(),
+            others,
         };
-        match sweep(&c, &table, sql, settings, &metrics, &stop).await {
+        own_from = own_from.or(workload.id_floor());
+        let swept = sweep_both(&c, table, &expiry, &mut own_from, settings, &metrics, &stop);
+        match swept.await {
             Ok(Swept::Held(hazard)) => {
                 metrics.retention_errors.inc(ErrorClass::Other);
                 if held.as_ref() != Some(&hazard) {
@@ -112,7 +134,7 @@ pub async fn run(
                     tracing::info!(
                         deleted,
                         table = %table.name,
-                        "retention deleted pgdrill's rows (run_id set) older than the window"
+                        "retention deleted pgdrill's rows (run_id set): this run's older than the window, other runs' older than other_runs_after"
                     );
                 }
                 conn = Some(c);
@@ -149,33 +171,74 @@ enum Swept {
     Held(String),
 }
 
+/// One sweep: this run's rows from `own_from` on (moved past what it deletes), then every
+/// run's from the start of the table. A row of this run committed after the first sweep
+/// passed its id (its write slower than the window) is left to the second.
+async fn sweep_both(
+    conn: &Conn,
+    table: &Table,
+    expiry: &Expiry,
+    own_from: &mut Option<i64>,
+    settings: RetentionSettings,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Result<Swept, Option<tokio_postgres::Error>> {
+    let mut own = 0;
+    if let Some(from) = own_from {
+        let sql = |partitioned, from| {
+            table.own_retention_delete_sql(partitioned, settings.batch_size, expiry, from)
+        };
+        match sweep(conn, table, sql, from, settings, metrics, stop).await? {
+            Swept::Deleted(deleted) => own = deleted,
+            held => return Ok(held),
+        }
+        if stop.is_cancelled() {
+            return Ok(Swept::Deleted(own));
+        }
+    }
+    let sql = |partitioned, _| table.retention_delete_sql(partitioned, settings.batch_size, expiry);
+    let mut from = i64::MIN;
+    Ok(
+        match sweep(conn, table, sql, &mut from, settings, metrics, stop).await? {
+            Swept::Deleted(deleted) => Swept::Deleted(own + deleted),
+            held => held,
+        },
+    )
+}
+
 /// Deletes batches until one comes back short or `stop`, each after a look at the table
-/// (triggers, rules, foreign keys and inheritance children can be added at any time);
-/// returns what it did, or the error (`None`: no answer within [`BATCH_TIMEOUT`]).
+/// (triggers, rules, foreign keys and inheritance children can be added at any time), and
+/// moves `from` past the ids a batch returns; returns what it did, or the error (`None`: no
+/// answer within [`BATCH_TIMEOUT`]).
 async fn sweep(
     conn: &Conn,
     table: &Table,
-    sql: impl Fn(bool) -> String,
+    sql: impl Fn(bool, i64) -> String,
+    from: &mut i64,
     settings: RetentionSettings,
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<Swept, Option<tokio_postgres::Error>> {
     let mut total = 0;
     loop {
-        let one = guarded_delete(&conn.client, table, &sql, settings.fired_allowed);
+        let at = *from;
+        let one = guarded_delete(&conn.client, table, |p| sql(p, at), settings.fired_allowed);
         let Some(deleted) = stop
             .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, one))
             .await
         else {
             return Ok(Swept::Deleted(total));
         };
-        let deleted = match deleted.map_err(|_| None)?.map_err(Some)? {
+        let Deleted { rows, last_id } = match deleted.map_err(|_| None)?.map_err(Some)? {
             Ok(deleted) => deleted,
             Err(hazard) => return Ok(Swept::Held(hazard)),
         };
-        metrics.retention_rows_deleted.inc_by(deleted);
-        total += deleted;
-        if deleted < u64::from(settings.batch_size) || stop.is_cancelled() {
+        if let Some(last) = last_id {
+            *from = last.saturating_add(1);
+        }
+        metrics.retention_rows_deleted.inc_by(rows);
+        total += rows;
+        if rows < u64::from(settings.batch_size) || stop.is_cancelled() {
             return Ok(Swept::Deleted(total));
         }
         tokio::select! {
@@ -198,9 +261,17 @@ mod tests {
         let timeout = Duration::from_secs(30);
         let (pool, _) = crate::db::pool::tests::unconnected_at(metrics.clone(), port, timeout);
         let table = Table::parse("t").expect("a plain table name");
+        let workload = Arc::new(Workload::new(table, 1, crate::db::table::QueryMode::Simple));
         let settings = RetentionSettings::new(Duration::from_secs(10), 100);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(pool, table, settings, metrics, || None, stop.clone()));
+        let task = tokio::spawn(run(
+            pool,
+            workload,
+            settings,
+            metrics,
+            || None,
+            stop.clone(),
+        ));
         // Past the first interval (1 s): the connect has begun.
         tokio::time::sleep(settings.interval + Duration::from_millis(500)).await;
         stop.cancel();

@@ -151,22 +151,65 @@ impl Table {
         )
     }
 
-    /// One retention batch: pgdrill's oldest `batch_size` rows by primary key, deleted if
-    /// older than `window` and below `floor` (what a verification may still read back). Our
-    /// own numbers inlined: no server-side state, so it works through PgBouncer.
+    /// One retention batch from the start of pgdrill's rows: the oldest `batch_size` of every
+    /// run by primary key, deleted if `expiry` says so. Our own numbers inlined: no
+    /// server-side state, so it works through PgBouncer.
     pub(crate) fn retention_delete_sql(
         &self,
         partitioned: bool,
         batch_size: u32,
-        window: Duration,
-        floor: Option<i64>,
+        expiry: &Expiry,
     ) -> String {
-        let secs = window.as_secs_f64();
-        let mut condition = format!("d.created_at < now() - make_interval(secs => {secs:.3})");
-        if let Some(floor) = floor {
-            condition.push_str(&format!(" AND d.transaction_id < {floor}"));
-        }
-        self.delete_batch_sql(partitioned, batch_size, "run_id IS NOT NULL", &condition)
+        let (run_id, others) = (expiry.run_id, expiry.others.as_secs_f64());
+        let condition = format!(
+            "((d.run_id = {run_id} AND {}) OR (d.run_id <> {run_id} \
+             AND d.created_at < now() - make_interval(secs => {others:.3})))",
+            expiry.own_expired()
+        );
+        self.delete_batch_sql(
+            partitioned,
+            batch_size,
+            "run_id IS NOT NULL",
+            "",
+            &condition,
+        )
+    }
+
+    /// One retention batch of this run's rows alone, from id `from` on, up to the first one
+    /// not yet expired (of its next `batch_size`): a sweep from the start of pgdrill's rows
+    /// ends at other runs' rows that are not, and this run's may be behind them. Returns the
+    /// ids deleted: all of this run's rows below the highest are gone, the next batch starts
+    /// above it.
+    pub(crate) fn own_retention_delete_sql(
+        &self,
+        partitioned: bool,
+        batch_size: u32,
+        expiry: &Expiry,
+        from: i64,
+    ) -> String {
+        let (t, run_id) = (self.own_rows(partitioned), expiry.run_id);
+        let rows = format!("run_id = {run_id}");
+        let mine = format!("{rows} AND transaction_id >= {from}");
+        // The first that is not expired, among the next batch only: a scan that stops there
+        // (or at the batch's end), not at the end of the table.
+        let first_kept = format!(
+            "(SELECT transaction_id FROM (SELECT transaction_id, created_at FROM {t} \
+               WHERE {mine} ORDER BY transaction_id LIMIT {batch_size}) AS b \
+             WHERE created_at >= now() - make_interval(secs => {:.3}) \
+             ORDER BY transaction_id LIMIT 1)",
+            expiry.window.as_secs_f64()
+        );
+        let end = expiry.floor.unwrap_or(i64::MAX);
+        let within =
+            format!("AND transaction_id >= {from} AND transaction_id < LEAST({first_kept}, {end})");
+        let sql = self.delete_batch_sql(
+            partitioned,
+            batch_size,
+            &rows,
+            &within,
+            &expiry.own_expired(),
+        );
+        sql + " RETURNING d.transaction_id"
     }
 
     /// One cleanup batch: pgdrill's rows of run `run_id`, or of every run.
@@ -180,12 +223,13 @@ impl Table {
             || "run_id IS NOT NULL".into(),
             |id| format!("run_id = {id}"),
         );
-        self.delete_batch_sql(partitioned, batch_size, &rows, "true")
+        self.delete_batch_sql(partitioned, batch_size, &rows, "", "true")
     }
 
-    /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set), found in
-    /// primary-key order through the primary key (its own table) or the partial index
-    /// ([`Table::index_sql`]) on a table it shares, deleted where `condition` holds.
+    /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set; `within`
+    /// narrows the batch), found in primary-key order through the primary key (its own
+    /// table) or the partial index ([`Table::index_sql`]) on a table it shares, deleted where
+    /// `condition` holds.
     ///
     /// The batch is an array, not a join: statistics gathered before pgdrill's rows existed
     /// say `run_id` is all NULL, and the planner then joins a batch it thinks is one row in a
@@ -196,15 +240,43 @@ impl Table {
         partitioned: bool,
         batch_size: u32,
         rows: &str,
+        within: &str,
         condition: &str,
     ) -> String {
+        let within = match within {
+            "" => String::new(),
+            more => format!(" {more}"),
+        };
         format!(
             "DELETE FROM {t} AS d WHERE d.transaction_id = ANY(ARRAY(\
-               SELECT transaction_id FROM {t} WHERE {rows} \
+               SELECT transaction_id FROM {t} WHERE {rows}{within} \
                ORDER BY transaction_id LIMIT {batch_size})) \
              AND d.{rows} AND {condition}",
             t = self.own_rows(partitioned),
         )
+    }
+}
+
+/// Which of pgdrill's rows retention deletes: this run's (`run_id`) older than `window` and
+/// below `floor` (what its verification may still read back), other runs' older than
+/// `others` (another pgdrill's verification may still read those back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    pub run_id: i64,
+    pub window: Duration,
+    pub floor: Option<i64>,
+    pub others: Duration,
+}
+
+impl Expiry {
+    /// Whether a row of this run has expired.
+    fn own_expired(&self) -> String {
+        let secs = self.window.as_secs_f64();
+        let mut expired = format!("d.created_at < now() - make_interval(secs => {secs:.3})");
+        if let Some(floor) = self.floor {
+            expired.push_str(&format!(" AND d.transaction_id < {floor}"));
+        }
+        expired
     }
 }
 
@@ -483,31 +555,58 @@ mod tests {
     #[test]
     fn every_delete_is_bounded_to_pgdrills_rows() {
         let table = Table::parse("public.t").unwrap();
-        let sql = table.retention_delete_sql(false, 5000, Duration::from_millis(10_500), None);
-        assert!(
-            sql.contains("WHERE run_id IS NOT NULL ORDER BY transaction_id LIMIT 5000"),
-            "{sql}"
+        let expiry = Expiry {
+            run_id: 9,
+            window: Duration::from_millis(10_500),
+            floor: None,
+            others: Duration::from_secs(86_400),
+        };
+        let sql = table.retention_delete_sql(false, 5000, &expiry);
+        // The table alone: never an inheritance child added since the check. Never a join
+        // with the batch: a stale plan loops over it once per row.
+        assert_eq!(
+            sql,
+            "DELETE FROM ONLY \"public\".\"t\" AS d WHERE d.transaction_id = ANY(ARRAY(\
+             SELECT transaction_id FROM ONLY \"public\".\"t\" WHERE run_id IS NOT NULL \
+             ORDER BY transaction_id LIMIT 5000)) AND d.run_id IS NOT NULL \
+             AND ((d.run_id = 9 AND d.created_at < now() - make_interval(secs => 10.500)) \
+             OR (d.run_id <> 9 AND d.created_at < now() - make_interval(secs => 86400.000)))"
         );
-        assert!(sql.contains("AND d.run_id IS NOT NULL"), "{sql}");
-        assert!(sql.contains("make_interval(secs => 10.500)"), "{sql}");
-        // The table alone: never an inheritance child added since the check.
+        // What this run's verification may still read back is left.
+        let floored = Expiry {
+            floor: Some(77),
+            ..expiry
+        };
+        let sql = table.retention_delete_sql(false, 5000, &floored);
         assert!(
-            sql.contains("FROM ONLY \"public\".\"t\" WHERE run_id"),
-            "{sql}"
-        );
-        assert!(
-            sql.starts_with(
-                "DELETE FROM ONLY \"public\".\"t\" AS d WHERE d.transaction_id = ANY(ARRAY(\
-                 SELECT transaction_id FROM ONLY \"public\".\"t\" WHERE run_id IS NOT NULL"
+            sql.contains(
+                "(d.run_id = 9 AND d.created_at < now() - make_interval(secs => 10.500) \
+                 AND d.transaction_id < 77) OR (d.run_id <> 9 AND"
             ),
             "{sql}"
         );
-        // Never a join with the batch: a stale plan loops over it once per row.
-        assert!(!sql.contains("USING"), "{sql}");
-        assert!(!sql.contains("d.transaction_id <"), "{sql}");
-        // What a verification may still read back is left.
-        let floored = table.retention_delete_sql(false, 5000, Duration::from_secs(10), Some(77));
-        assert!(floored.ends_with("AND d.transaction_id < 77"), "{floored}");
+        // This run's rows alone, from where the last batch ended up to its first row not
+        // expired (of the next batch) or the floor; the ids come back.
+        let own = table.own_retention_delete_sql(false, 100, &floored, 1234);
+        assert_eq!(
+            own,
+            "DELETE FROM ONLY \"public\".\"t\" AS d WHERE d.transaction_id = ANY(ARRAY(\
+             SELECT transaction_id FROM ONLY \"public\".\"t\" WHERE run_id = 9 \
+             AND transaction_id >= 1234 AND transaction_id < LEAST(\
+             (SELECT transaction_id FROM (SELECT transaction_id, created_at \
+             FROM ONLY \"public\".\"t\" WHERE run_id = 9 AND transaction_id >= 1234 \
+             ORDER BY transaction_id LIMIT 100) AS b \
+             WHERE created_at >= now() - make_interval(secs => 10.500) \
+             ORDER BY transaction_id LIMIT 1), 77) \
+             ORDER BY transaction_id LIMIT 100)) AND d.run_id = 9 \
+             AND d.created_at < now() - make_interval(secs => 10.500) \
+             AND d.transaction_id < 77 RETURNING d.transaction_id"
+        );
+        let unfloored = table.own_retention_delete_sql(true, 100, &expiry, 1234);
+        assert!(
+            unfloored.contains("LIMIT 1), 9223372036854775807)") && !unfloored.contains("ONLY"),
+            "{unfloored}"
+        );
         let one = table.cleanup_delete_sql(false, 100, Some(42));
         assert!(
             one.contains("WHERE run_id = 42 ORDER BY transaction_id LIMIT 100")

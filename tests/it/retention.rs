@@ -189,6 +189,56 @@ async fn retention_never_deletes_what_a_verification_still_reads_back() {
     lab.shutdown().await;
 }
 
+/// Two runs share pgdrill's table: B without retention, started first, and A with a 2 s
+/// window and batches smaller than B's head start. A deletes its own old rows, behind B's at
+/// the start of the table, and not one of B's: another pgdrill may still read its rows back
+/// (B's verification would count each missing one as lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_its_own_runs_rows_and_leaves_another_runs() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let other = Drill::start(&["--dsn", &dsn, "--rate", "50"]).await;
+    other.wait_for_transactions(100.0).await;
+    let canary = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "50",
+        "--duration",
+        "8s",
+        "--retention",
+        "2s",
+        "--verify-window",
+        "1s",
+        "--retention-batch-size",
+        "20",
+    ])
+    .await;
+    let canary = canary.finish().await;
+    let other = other.stop().await;
+    println!("canary:\n{canary}\nother:\n{other}");
+    let client = connect(&dsn).await;
+    let rows = "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1";
+    // Every write the other run acknowledged (and any in flight as it stopped) is there.
+    let kept = count(&client, rows, &[&other.run_id]).await as u64;
+    let acknowledged = other.counts.successes;
+    assert!(
+        (acknowledged..=acknowledged + other.abandoned).contains(&kept),
+        "{kept} rows of the other run left, {acknowledged} acknowledged"
+    );
+    let left = count(&client, rows, &[&canary.run_id]).await as u64;
+    // Deleted behind the other run's rows, more than a batch of them at the table's start.
+    assert!(canary.retention_rows_deleted > 0, "{canary}");
+    // Its own rows are each left or deleted, once.
+    let written = left + canary.retention_rows_deleted;
+    let acknowledged = canary.counts.successes;
+    assert!(
+        (acknowledged..=acknowledged + canary.abandoned).contains(&written),
+        "{canary}"
+    );
+    lab.shutdown().await;
+}
+
 /// Reads back and deletes reach the table's own rows and no other table's: a partitioned
 /// table's through its partitions (every write found, rows deleted), and never an
 /// inheritance child added to pgdrill's table during the run (the check at start refuses

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 
 use super::{quote_literal, relation};
 use crate::db::table::Table;
+use crate::db::Deleted;
 
 /// How long a guarded batch waits for its lock behind another session's (`lock_timeout`),
 /// and how long its transaction may sit idle between its statements on the server.
@@ -24,7 +25,7 @@ pub(crate) async fn guarded_delete(
     table: &Table,
     sql: impl Fn(bool) -> String,
     fired_allowed: bool,
-) -> Result<Result<u64, String>, tokio_postgres::Error> {
+) -> Result<Result<Deleted, String>, tokio_postgres::Error> {
     // Bounded on the server's side too: the lock is not waited for long behind another
     // session's, and a client that vanishes mid-batch does not leave it held.
     let lock = format!(
@@ -36,7 +37,7 @@ pub(crate) async fn guarded_delete(
     let result = match client.batch_execute(&lock).await {
         Ok(()) => match delete_hazard(client, table, fired_allowed).await {
             Ok(Err(hazard)) => Ok(Err(hazard)),
-            Ok(Ok(partitioned)) => crate::db::affected(client, &sql(partitioned)).await.map(Ok),
+            Ok(Ok(partitioned)) => crate::db::delete(client, &sql(partitioned)).await.map(Ok),
             Err(err) => Err(err),
         },
         Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => {
