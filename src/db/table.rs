@@ -124,6 +124,16 @@ impl Table {
         )
     }
 
+    /// [`Table::insert_literal_sql`] without pgdrill's columns, which a table it did not
+    /// create may not have yet: tried before `--alter-table` adds them.
+    pub(crate) fn users_insert_sql(&self, row: Row) -> String {
+        format!(
+            "INSERT INTO {} (customer_id, merchant_id, amount, status) \
+             VALUES ({}, {}, {:.2}, 'completed')",
+            self.quoted, row.customer_id, row.merchant_id, row.amount
+        )
+    }
+
     /// The table as a read-back or a DELETE names it: with `ONLY`, so that an inheritance
     /// child added since the table was checked (its rows are not pgdrill's) is never scanned
     /// or changed; a partitioned table as it is, its rows being in its partitions.

@@ -134,9 +134,9 @@ pub async fn ensure(
         }
     }
     if !relation.ours {
-        prepare_shared(client, table, &relation, policy, change).await?;
+        prepare_shared(client, workload, &relation, policy, change).await?;
     }
-    trial_insert(client, workload).await?;
+    trial_insert(client, workload, Trial::Full).await?;
     tracing::info!(
         table = %table.name,
         owner = if relation.ours { "pgdrill" } else { "not pgdrill (named with --table)" },
@@ -234,11 +234,12 @@ fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<
 /// for retention, its index) must be there; added only with `--alter-table`.
 async fn prepare_shared(
     client: &Client,
-    table: &Table,
+    workload: &Workload,
     relation: &Relation,
     policy: TablePolicy,
     change: Change<'_>,
 ) -> Result<(), TableError> {
+    let table = &workload.table;
     let columns = columns(client, &table.quoted).await?;
     if let Some(problem) = shape_problem(&table.quoted, &columns) {
         return Err(TableError::Unusable(problem));
@@ -307,6 +308,9 @@ async fn prepare_shared(
     if statements.is_empty() {
         return Ok(());
     }
+    // What adding pgdrill's columns cannot fix (a CHECK, a NOT NULL column, a privilege) is
+    // said before any change, not after it, with the table left altered.
+    trial_insert(client, workload, Trial::UsersColumns).await?;
     if !policy.alter {
         let mut run = statements.join("; ") + ";";
         if index.is_some() {
@@ -431,31 +435,55 @@ fn add_columns_sql(table: &str, missing: &[&str]) -> String {
     format!("ALTER TABLE {table} {}", adds.join(", "))
 }
 
-/// The INSERT exactly as the load sends it, for the lowest and the highest row the load
-/// draws, each alone in a transaction rolled back: types, constraints and triggers say now,
-/// once and clearly, what they would otherwise say on every write or on part of them.
-async fn trial_insert(client: &Client, workload: &Workload) -> Result<(), TableError> {
+/// Which INSERT [`trial_insert`] tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trial {
+    /// Exactly as the load sends it.
+    Full,
+    /// Without pgdrill's columns, before `--alter-table` adds them.
+    UsersColumns,
+}
+
+/// The INSERT (`trial`) for the lowest and the highest row the load draws, each alone in a
+/// transaction rolled back: types, constraints and triggers say now, once and clearly, what
+/// they would otherwise say on every write or on part of them.
+async fn trial_insert(
+    client: &Client,
+    workload: &Workload,
+    trial: Trial,
+) -> Result<(), TableError> {
     for (row, which) in Row::extremes().into_iter().zip(["lowest", "highest"]) {
         client
             .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
             .await?;
-        let result = workload.insert(client, None, row).await;
+        let result = match trial {
+            Trial::Full => workload.insert(client, None, row).await.map(Some),
+            Trial::UsersColumns => {
+                let sql = workload.table.users_insert_sql(row);
+                client.batch_execute(&sql).await.map(|()| None)
+            }
+        };
         let rollback = client.batch_execute("ROLLBACK").await;
         match result {
             // A rolled-back INSERT still draws its id from the sequence: the first is the floor.
             Ok(id) => {
-                if which == "lowest" {
+                if let Some(id) = id.filter(|_| which == "lowest") {
                     workload.set_id_floor(id);
                 }
                 rollback?;
             }
-            Err(err) => return Err(trial_failed(err, workload, which)),
+            Err(err) => return Err(trial_failed(err, workload, which, trial)),
         }
     }
     Ok(())
 }
 
-fn trial_failed(err: tokio_postgres::Error, workload: &Workload, which: &str) -> TableError {
+fn trial_failed(
+    err: tokio_postgres::Error,
+    workload: &Workload,
+    which: &str,
+    trial: Trial,
+) -> TableError {
     // Data, constraint, privilege and schema errors, and a trigger that raises (P0), say
     // the same on every write (or on every write like this one).
     let fixable_by_retry = err.code().is_none_or(|code| {
@@ -465,10 +493,14 @@ fn trial_failed(err: tokio_postgres::Error, workload: &Workload, which: &str) ->
         )
     });
     let detail = err.as_db_error().and_then(|db| db.detail());
+    let unchanged = match trial {
+        Trial::Full => "",
+        Trial::UsersColumns => "; pgdrill changed nothing",
+    };
     match super::db_message(&err) {
         Some(m) if !fixable_by_retry => TableError::Unusable(format!(
             "the INSERT pgdrill runs fails on table {} for the {which} row its load draws \
-             ({}): {m}{}",
+             ({}): {m}{}{unchanged}",
             workload.table.quoted,
             Row::RANGES,
             detail.map(|d| format!("; {d}")).unwrap_or_default()
