@@ -108,9 +108,14 @@ pub async fn run(
 fn shared_table_needs(table: &Table, relation: &Relation) -> String {
     let mut needs = Vec::new();
     if !relation.indexed {
+        let build = match relation.kind.as_str() {
+            // CONCURRENTLY cannot build an index on a partitioned table.
+            "p" => table.partitioned_index_sql(&relation.schema),
+            _ => table.index_sql() + &table_check::index_alone(table, &relation.schema),
+        };
         needs.push((
             "has no index on pgdrill's rows (pgdrill does not scan rows that are not its own)",
-            table.index_sql() + &table_check::index_alone(table, &relation.schema),
+            build,
         ));
     }
     if !relation.rows_marked {

@@ -89,6 +89,22 @@ impl Table {
         )
     }
 
+    /// How the owner of a partitioned table builds [`Table::index_sql`]'s index, which
+    /// CONCURRENTLY cannot build there: at once, or the parent's alone and then each
+    /// partition's, concurrently, attached to it (valid once every partition's is). `schema`
+    /// is the table's, quoted.
+    pub(crate) fn partitioned_index_sql(&self, schema: &str) -> String {
+        let (index, t) = (self.index_relname(), &self.quoted);
+        let on = "(transaction_id) WHERE run_id IS NOT NULL";
+        format!(
+            "either CREATE INDEX \"{index}\" ON {t} {on}; (writes to the table wait while it \
+             builds) or, with writes going on, CREATE INDEX \"{index}\" ON ONLY {t} {on}; \
+             then per partition CREATE INDEX CONCURRENTLY <index> ON <partition> {on}; \
+             ALTER INDEX {schema}.\"{index}\" ATTACH PARTITION <index>; (a sub-partitioned \
+             one likewise, ON ONLY first)"
+        )
+    }
+
     /// `"s"."t"` → `t_pgdrill_rows` (an index lives in its table's schema), within 63 bytes,
     /// unquoted as `pg_class.relname` holds it.
     pub(crate) fn index_relname(&self) -> String {

@@ -301,6 +301,20 @@ async fn prepare_shared(
             relation.index_name_holder
         )));
     }
+    if let Some(need) = index.filter(|_| relation.kind == "p") {
+        // Adding the columns first would leave them there for nothing.
+        let columns = match statements.first() {
+            Some(add) => format!("{add}; then "),
+            None => String::new(),
+        };
+        return Err(TableError::Unusable(format!(
+            "table {} is partitioned and lacks {need}; CREATE INDEX CONCURRENTLY cannot build \
+             one there, so pgdrill changed nothing. As the table's owner: {columns}{}. Then \
+             start pgdrill again",
+            table.name,
+            table.partitioned_index_sql(&relation.schema)
+        )));
+    }
     if let Some(need) = index {
         statements.push(table.index_sql());
         needs.push(need.into());
