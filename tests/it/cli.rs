@@ -71,7 +71,10 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
         ),
         (
             &["--failover-command", "patronictll failover --force"],
-            &["--failover-command", "`patronictll` is not an executable file"],
+            &[
+                "--failover-command",
+                "`patronictll` is not an executable file",
+            ],
         ),
         (
             &["report", "run.json", "-o", "./run.json"],
