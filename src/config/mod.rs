@@ -95,9 +95,20 @@ fn at_least_a_second(
     option: &'static str,
     d: humantime::Duration,
 ) -> Result<Duration, ConfigError> {
+    at_least(option, d, Duration::from_secs(1), "")
+}
+
+/// `d`, unless shorter than `min` (`why` says what would go wrong).
+fn at_least(
+    option: &'static str,
+    d: humantime::Duration,
+    min: Duration,
+    why: &str,
+) -> Result<Duration, ConfigError> {
     let d: Duration = d.into();
-    if d < Duration::from_secs(1) {
-        return Err(ConfigError::new(option, text(d), "must be at least 1s"));
+    if d < min {
+        let reason = format!("must be at least {}{why}", text(min));
+        return Err(ConfigError::new(option, text(d), reason));
     }
     Ok(d)
 }
@@ -213,7 +224,14 @@ impl RunArgs {
             return Err(forever);
         }
         let (connect_timeout, connect_timeout_from) = match self.connect_timeout {
-            Some(flag) => (positive("--connect-timeout", flag)?, "--connect-timeout"),
+            Some(flag) => {
+                let why = ": no connection is set up faster, and every one would time out";
+                let min = Duration::from_millis(100);
+                (
+                    at_least("--connect-timeout", flag, min, why)?,
+                    "--connect-timeout",
+                )
+            }
             None => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
                 (Some(t), Some(from)) if !t.is_zero() => (*t, from),
                 _ => (Duration::from_secs(2), "default"),
@@ -234,9 +252,11 @@ impl RunArgs {
             connect_timeout,
             connect_timeout_from,
             statement_timeout: self.statement_timeout()?,
-            max_connection_lifetime: positive(
+            max_connection_lifetime: at_least(
                 "--max-connection-lifetime",
                 self.max_connection_lifetime,
+                Duration::from_secs(1),
+                ": shorter, nearly every write would wait for a new connection",
             )?,
             table_policy: TablePolicy {
                 create: !self.no_create_table,

@@ -152,6 +152,16 @@ fn values_that_would_overflow_or_mean_something_else_are_refused() {
         "",
     );
     refused(
+        &["--connect-timeout", "1ns"],
+        "--connect-timeout",
+        "at least 100ms",
+    );
+    refused(
+        &["--max-connection-lifetime", "1ns"],
+        "--max-connection-lifetime",
+        "at least 1s",
+    );
+    refused(
         &["--shutdown-grace", "101y"],
         "--shutdown-grace",
         "at most 100 years",
