@@ -350,6 +350,8 @@ impl Drill {
         let mut sup = Supervisor::new(self.fatal.clone(), self.health.clone());
         test_hooks::announce();
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.max_backlog);
+        // Where /metrics is, its port as bound (`--listen :0` picks one).
+        let listen = listener.local_addr().unwrap_or(config.listen);
         self.spawn(config, listener, &jobs_rx, &mut sup);
         tracing::info!(
             target = %config.target.redacted,
@@ -359,7 +361,7 @@ impl Drill {
             pool_size = config.pool_size,
             pipeline_depth = config.pipeline_depth,
             run_id = self.sources.run_id,
-            listen = %config.listen,
+            %listen,
             connect_timeout = %humantime::format_duration(config.connect_timeout),
             connect_timeout_from = config.connect_timeout_from,
             "pgdrill started"

@@ -130,6 +130,11 @@ async fn hostaddr_alone_is_the_target() {
     assert!(!out.contains("(0 ok") && out.contains(" ok"), "{out}");
     assert!(err.contains(&format!("host=127.0.0.1:{port} ")), "{err}");
     assert!(!err.contains("localhost") && !err.contains(SECRET), "{err}");
+    // `--listen 127.0.0.1:0`: the port it got is said, not 0.
+    let started = err.lines().find(|l| l.contains("pgdrill started"));
+    let said = started.and_then(|l| l.split("listen=127.0.0.1:").nth(1));
+    let port = said.and_then(|s| s.split(' ').next()).unwrap_or("0");
+    assert_ne!(port, "0", "{err}");
     lab.shutdown().await;
 }
 
