@@ -45,13 +45,16 @@ class Replica:
     """What one pgdrill process exports, as a function of time (seconds)."""
 
     def __init__(self, n, outages=(), achieved=None, err_frac=None, lost=(),
-                 verify_errors=(), scrape=None, pgdrill=True):
+                 verify_errors=(), verified=None, scrape=None, pgdrill=True):
         self.n = n
         self.outages = list(outages)  # (start, end, recovering seconds)
         self.achieved = achieved or (lambda t: 1.0)  # attempts / target outside outages
         self.err_frac = err_frac or (lambda t: 0.0)  # failing fraction outside outages
         self.lost = list(lost)  # (time, writes)
-        self.verify_errors = list(verify_errors)  # (time, errors)
+        self.verify_errors = list(verify_errors)  # (time, errors): failed attempts
+        # times verifications completed; None: pgdrill_verifications_total not
+        # modelled (not exported), for the scenarios that do not read it
+        self.verified = None if verified is None else list(verified)
         # scrape(t) -> "ok", "failed" (up 0, series stale) or "gone" (no target)
         self.scrape = scrape or (lambda t: "ok")
         self.pgdrill = pgdrill  # False: a pod that never serves /metrics
@@ -104,6 +107,8 @@ class Replica:
             ("pgdrill_lost_writes_total",): sum(n for at, n in self.lost if at <= t),
             ("pgdrill_verification_errors_total",): sum(n for at, n in self.verify_errors if at <= t),
         }
+        if self.verified is not None:
+            out[("pgdrill_verifications_total",)] = sum(1 for at in self.verified if at <= t)
         for s in STATES:
             out[("pgdrill_failover_state", ("state", s))] = int(s == state)
         return {series_name(key, lab): v for key, v in out.items()}
@@ -368,16 +373,30 @@ def scenarios():
         quiet=[(a, 0, 30) for a in ALL_ALERTS],
     ))
     out.append(scenario(
-        "lost writes and failed verifications",
-        "A 30 s outage at 5m; replica 1 finds 3 acknowledged writes lost at 6m, replica 2 "
-        "fails one verification at 6m.",
+        "lost writes, and a verification retried for 30 s",
+        "A 30 s outage at 5m; replica 1's verification finds 3 acknowledged writes lost at "
+        "6m; replica 2's fails every 2 s from 350 s (the new primary not reachable yet) and "
+        "completes at 380 s, so that most cadences scrape a failed attempt before the "
+        "completion.",
         30,
-        lambda: [Replica(1, outages=[(300, 330, 30)], lost=[(360, 3)]),
-                 Replica(2, outages=[(300, 330, 30)], verify_errors=[(360, 1)])],
-        fire=[("PgdrillAcknowledgedWritesLost", 8, 19),
-              ("PgdrillVerificationFailing", 8, 19)],
+        lambda: [Replica(1, outages=[(300, 330, 30)], lost=[(360, 3)], verified=[360]),
+                 Replica(2, outages=[(300, 330, 30)],
+                         verify_errors=[(t, 1) for t in range(350, 380, 2)], verified=[380])],
+        fire=[("PgdrillAcknowledgedWritesLost", 8, 19)],
         quiet=[("PgdrillAcknowledgedWritesLost", 0, 5), ("PgdrillAcknowledgedWritesLost", 23, 30),
-               ("PgdrillVerificationFailing", 0, 5), ("PgdrillVerificationFailing", 23, 30),
+               ("PgdrillVerificationFailing", 0, 30), ("PgdrillWritesUnavailable", 0, 30)],
+    ))
+    out.append(scenario(
+        "a verification that keeps failing",
+        "A 30 s outage at 5m; replica 1's verification completes at 331 s, replica 2's fails "
+        "every 2 s from 331 s on and never completes. One warning for the job, 5 minutes "
+        "after the first failed attempt was scraped.",
+        30,
+        lambda: [Replica(1, outages=[(300, 330, 30)], verified=[331]),
+                 Replica(2, outages=[(300, 330, 30)],
+                         verify_errors=[(t, 1) for t in range(331, 1800, 2)], verified=[])],
+        fire=[("PgdrillVerificationFailing", 12, 30)],
+        quiet=[("PgdrillVerificationFailing", 0, 10), ("PgdrillAcknowledgedWritesLost", 0, 30),
                ("PgdrillWritesUnavailable", 0, 30)],
     ))
     return out

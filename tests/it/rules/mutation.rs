@@ -104,13 +104,23 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         rule: "PgdrillVerificationFailing",
-        from: "[15m]",
-        to: "[5m]",
+        from: "for: 5m",
+        to: "for: 0m",
     },
     Mutation {
         rule: "PgdrillVerificationFailing",
-        from: "])) > 0",
-        to: "])) > 1",
+        from: "unless",
+        to: "or",
+    },
+    Mutation {
+        rule: "PgdrillVerificationFailing",
+        from: "increase(pgdrill_verifications_total[5m])",
+        to: "increase(pgdrill_verifications_total[15m])",
+    },
+    Mutation {
+        rule: "PgdrillVerificationFailing",
+        from: "increase(pgdrill_verification_errors_total[5m])",
+        to: "increase(pgdrill_verification_errors_total[15m])",
     },
     Mutation {
         rule: "PgdrillCanaryDown",
