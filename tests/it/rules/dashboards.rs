@@ -406,3 +406,79 @@ fn dashboard_shows_history_timestamps_and_scrape_health() {
         .iter()
         .any(|e| e.contains("job:pgdrill_canaries:expected")));
 }
+
+/// The labels of one canary replica, which every dashboard variable matches (`.*`).
+const REPLICA: &str =
+    r#"{cluster="aks-1", namespace="pgdrill", job="pgdrill", instance="a:9743", pod="a"}"#;
+
+/// Evaluates, with promtool, every dashboard expression that reads `metric` as
+/// `count(<expr>)` at `at` against one replica's `series` (`(metric, values)` in promtool's
+/// expanding notation, one sample a minute), and asserts that each returns `want` series
+/// (0: nothing drawn). Returns how many expressions were evaluated.
+fn assert_dashboard_exprs_count(
+    metric: &str,
+    series: &[(&str, &str)],
+    at: &str,
+    want: usize,
+    case: &str,
+) -> usize {
+    let exprs: Vec<DashboardExpr> = dashboard_exprs()
+        .into_iter()
+        .filter(|e| metric_names_in(&e.expr).contains(metric))
+        .collect();
+    let exp_samples = if want == 0 {
+        json!([])
+    } else {
+        json!([{"labels": "{}", "value": want}])
+    };
+    let tests: Vec<Value> = exprs
+        .iter()
+        .map(|e| {
+            json!({
+                // promtool prints a failing expression but not where it came from.
+                "expr": format!("count({})  # {}", grafana_to_promql(&e.expr), e.at),
+                "eval_time": at,
+                "exp_samples": exp_samples,
+            })
+        })
+        .collect();
+    let input: Vec<Value> = series
+        .iter()
+        .map(|(name, values)| json!({"series": format!("{name}{REPLICA}"), "values": values}))
+        .collect();
+    let doc = json!({
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{"name": case, "interval": "1m", "input_series": input, "promql_expr_test": tests}],
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("dashboard.test.yml");
+    fs::write(&file, serde_norway::to_string(&doc).expect("yaml")).expect("write");
+    let out = Command::new(promtool())
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "{case}: each dashboard expression reading {metric} should draw {want} series at {at}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exprs.len()
+}
+
+/// `pgdrill_last_success_timestamp_seconds` is 0 until the first acknowledged write: a
+/// canary that starts while the database is down must draw nothing from it, not the unix
+/// time (~1.7e9 s, which squashes every other line of its panel); once it has written, each
+/// expression draws its write gap.
+#[test]
+fn dashboard_draws_no_write_gap_before_the_first_success() {
+    let metric = "pgdrill_last_success_timestamp_seconds";
+    let never = [(metric, "0x20"), ("pgdrill_load_running", "1x20")];
+    let n = assert_dashboard_exprs_count(metric, &never, "15m", 0, "never written");
+    assert!(n >= 2, "{n} dashboard expressions read {metric}");
+    // Last wrote at 2m: a 13-minute gap, drawn by every expression.
+    let stalled = [(metric, "0 60 120x18"), ("pgdrill_load_running", "1x20")];
+    assert_dashboard_exprs_count(metric, &stalled, "15m", 1, "written, then stalled");
+}
