@@ -411,12 +411,13 @@ fn dashboard_shows_history_timestamps_and_scrape_health() {
 const REPLICA: &str =
     r#"{cluster="aks-1", namespace="pgdrill", job="pgdrill", instance="a:9743", pod="a"}"#;
 
-/// Evaluates, with promtool, every dashboard expression that reads `metric` as
-/// `count(<expr>)` at `at` against one replica's `series` (`(metric, values)` in promtool's
-/// expanding notation, one sample a minute), and asserts that each returns `want` series
-/// (0: nothing drawn). Returns how many expressions were evaluated.
+/// Evaluates, with promtool, every dashboard expression that `select` picks (`which`
+/// says which) as `count(<expr>)` at `at` against one replica's `series` (`(metric,
+/// values)` in promtool's expanding notation, one sample a minute), and asserts that each
+/// returns `want` series (0: nothing drawn). Returns how many expressions were evaluated.
 fn assert_dashboard_exprs_count(
-    metric: &str,
+    select: impl Fn(&str) -> bool,
+    which: &str,
     series: &[(&str, &str)],
     at: &str,
     want: usize,
@@ -424,7 +425,7 @@ fn assert_dashboard_exprs_count(
 ) -> usize {
     let exprs: Vec<DashboardExpr> = dashboard_exprs()
         .into_iter()
-        .filter(|e| metric_names_in(&e.expr).contains(metric))
+        .filter(|e| select(&e.expr))
         .collect();
     let exp_samples = if want == 0 {
         json!([])
@@ -461,7 +462,7 @@ fn assert_dashboard_exprs_count(
         .expect("run promtool");
     assert!(
         out.status.success(),
-        "{case}: each dashboard expression reading {metric} should draw {want} series at {at}:\n{}{}",
+        "{case}: each dashboard expression {which} should draw {want} series at {at}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -475,10 +476,48 @@ fn assert_dashboard_exprs_count(
 #[test]
 fn dashboard_draws_no_write_gap_before_the_first_success() {
     let metric = "pgdrill_last_success_timestamp_seconds";
+    let reads = |e: &str| metric_names_in(e).contains(metric);
+    let which = format!("reading {metric}");
     let never = [(metric, "0x20"), ("pgdrill_load_running", "1x20")];
-    let n = assert_dashboard_exprs_count(metric, &never, "15m", 0, "never written");
+    let n = assert_dashboard_exprs_count(reads, &which, &never, "15m", 0, "never written");
     assert!(n >= 2, "{n} dashboard expressions read {metric}");
     // Last wrote at 2m: a 13-minute gap, drawn by every expression.
     let stalled = [(metric, "0 60 120x18"), ("pgdrill_load_running", "1x20")];
-    assert_dashboard_exprs_count(metric, &stalled, "15m", 1, "written, then stalled");
+    assert_dashboard_exprs_count(reads, &which, &stalled, "15m", 1, "written, then stalled");
+}
+
+/// A run that ended during an outage (`pgdrill_load_running` 0) and stays up with
+/// `--linger` keeps exporting the open outage and its last success, but tries no write: no
+/// panel may draw an outage so far or a write gap that grows on the clock (`time()`,
+/// `timestamp()`) for it, as the recording rule and `PgdrillFailoverInProgress` do not.
+/// While the load runs, each draws.
+#[test]
+fn dashboard_draws_no_growing_outage_once_the_load_stopped() {
+    let clocked = |e: &str| {
+        let names = metric_names_in(e);
+        (e.contains("time()") || e.contains("timestamp("))
+            && (names.contains("pgdrill_outage_start_timestamp_seconds")
+                || names.contains("pgdrill_last_success_timestamp_seconds"))
+    };
+    let which = "measuring an outage or a write gap on the clock";
+    // An outage from 5m that never ends; the run ends at 10m, the process lingers.
+    let outage = [
+        ("pgdrill_outage_start_timestamp_seconds", "0x4 300x30"),
+        ("pgdrill_outage_end_timestamp_seconds", "0x34"),
+        ("pgdrill_last_success_timestamp_seconds", "0+60x4 300x30"),
+    ];
+    let lingering: Vec<(&str, &str)> = outage
+        .iter()
+        .copied()
+        .chain([("pgdrill_load_running", "1x9 0x25")])
+        .collect();
+    // 15 minutes after the load stopped: beyond every panel's window (10m).
+    let n = assert_dashboard_exprs_count(clocked, which, &lingering, "25m", 0, "lingering");
+    assert!(n >= 4, "{n} dashboard expressions {which}");
+    let running: Vec<(&str, &str)> = outage
+        .iter()
+        .copied()
+        .chain([("pgdrill_load_running", "1x34")])
+        .collect();
+    assert_dashboard_exprs_count(clocked, which, &running, "25m", 1, "load running");
 }

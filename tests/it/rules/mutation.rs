@@ -154,6 +154,11 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         rule: "PgdrillFailoverInProgress",
+        from: "unless last_over_time(pgdrill_load_running[2m]) == 0",
+        to: "",
+    },
+    Mutation {
+        rule: "PgdrillFailoverInProgress",
         from: "last_over_time(pgdrill_failover_state{state=\"outage\"}[2m])",
         to: "pgdrill_failover_state{state=\"outage\"}",
     },
