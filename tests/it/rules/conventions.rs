@@ -384,3 +384,66 @@ fn observability_doc_lists_exactly_the_recording_rules() {
         "docs/observability.md recording rules: missing {undocumented:?}, not in the YAML {stale:?}"
     );
 }
+
+/// A duration as docs/runbooks.md writes it: `5 min`, `1 h`, `7 days`.
+fn spoken(seconds: u64) -> String {
+    match seconds {
+        s if s % 86_400 == 0 && s > 86_400 => format!("{} days", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// The table of alerts in docs/runbooks.md says, for each alert and severity, what the rule
+/// does: one row per alert and severity, and its "fires when" names the rule's `for:` hold
+/// and every window of an hour or more (how long a job that went stays remembered, which
+/// the reader cannot guess from the alert's name).
+#[test]
+fn runbook_table_states_each_alerts_hold_and_long_windows() {
+    let runbooks = read("docs/runbooks.md");
+    let rows: Vec<Vec<&str>> = runbooks
+        .lines()
+        .filter(|l| l.starts_with("| `Pgdrill"))
+        .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect();
+    let mut problems = Vec::new();
+    for rule in all_rules() {
+        let Some(alert) = &rule.alert else { continue };
+        let severity = str_of(&rule.raw["labels"], "severity").unwrap_or_default();
+        let name = format!("`{alert}`");
+        let matching: Vec<&Vec<&str>> = rows
+            .iter()
+            .filter(|r| r.first() == Some(&name.as_str()) && r.get(1) == Some(&severity))
+            .collect();
+        let [row] = matching[..] else {
+            problems.push(format!(
+                "{alert} ({severity}): {} rows in the table of alerts",
+                matching.len()
+            ));
+            continue;
+        };
+        let fires_when = row.get(2).copied().unwrap_or_default();
+        let mut durations: Vec<u64> = str_of(&rule.raw, "for").map(seconds).into_iter().collect();
+        durations.extend(
+            ranges_in(&rule.expr)
+                .into_iter()
+                .map(|(_, range)| seconds(range.split(':').next().unwrap_or_default()))
+                .filter(|&s| s >= 3_600),
+        );
+        durations.sort_unstable();
+        durations.dedup();
+        for s in durations {
+            let said = spoken(s);
+            if !fires_when.contains(&said) {
+                problems.push(format!(
+                    "{alert} ({severity}): \"fires when\" does not say {said}: {fires_when}"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "docs/runbooks.md: {problems:#?}");
+    assert_eq!(spoken(604_800), "7 days");
+    assert_eq!(spoken(3_600), "1 h");
+    assert_eq!(spoken(300), "5 min");
+}
