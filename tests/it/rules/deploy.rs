@@ -211,3 +211,127 @@ fn dockerfile_builds_a_small_non_root_runtime() {
         );
     }
 }
+
+/// The body of the section of `doc` under `heading` (a whole heading line), up to the next
+/// heading of any level.
+fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
+    let start = doc
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no `{heading}`"))
+        + heading.len()
+        + 2;
+    let rest = &doc[start..];
+    // Headings only: a `#` comment inside a fenced code block is no heading.
+    let mut fenced = false;
+    let mut end = rest.len();
+    let mut at = 0;
+    for line in rest.split_inclusive('\n') {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            end = at;
+            break;
+        }
+        at += line.len();
+    }
+    &rest[..end]
+}
+
+/// The scrape interval of each endpoint of a PodMonitor manifest.
+fn podmonitor_intervals(rel: &str) -> Vec<String> {
+    let doc = yaml(&repo().join(rel));
+    let intervals: Vec<String> = doc["spec"]["podMetricsEndpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| str_of(e, "interval").map(str::to_string))
+        .collect();
+    assert!(!intervals.is_empty(), "{rel}: no endpoint interval");
+    intervals
+}
+
+/// Grafana sizes `$__rate_interval` from the data source's Scrape interval (15 s when unset),
+/// not from Prometheus: at 60 s scrapes with the default, the dashboard's rate panels read
+/// one-sample windows and go blank. So the compose stack's provisioned data source states
+/// the interval its Prometheus scrapes pgdrill at, and docs/deploy.md tells
+/// kube-prometheus-stack and Azure Managed Grafana users to set theirs to their
+/// PodMonitor's interval, and why.
+#[test]
+fn grafana_data_sources_are_told_the_scrape_interval() {
+    let rate_panels = dashboard_exprs()
+        .into_iter()
+        .filter(|e| e.expr.contains("$__rate_interval"))
+        .count();
+    assert!(
+        rate_panels > 0,
+        "the dashboard no longer uses $__rate_interval"
+    );
+
+    // Compose: the provisioned data source's Scrape interval is pgdrill's scrape interval.
+    let prometheus = yaml(&repo().join("prometheus/prometheus.yml"));
+    let jobs = prometheus["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs");
+    let pgdrill = jobs
+        .iter()
+        .find(|j| str_of(j, "job_name").is_some_and(|n| n.starts_with("pgdrill")))
+        .expect("a pgdrill scrape job");
+    let scrape = str_of(pgdrill, "scrape_interval")
+        .or_else(|| str_of(&prometheus["global"], "scrape_interval"))
+        .expect("a scrape interval");
+    let datasources = yaml(&repo().join("grafana/provisioning/datasources/prometheus.yml"));
+    for ds in datasources["datasources"].as_array().expect("datasources") {
+        if str_of(ds, "type") == Some("prometheus") {
+            assert_eq!(
+                str_of(&ds["jsonData"], "timeInterval"),
+                Some(scrape),
+                "grafana/provisioning: the data source's Scrape interval (jsonData.timeInterval) \
+                 must be the compose stack's pgdrill scrape interval"
+            );
+        }
+    }
+
+    // Elsewhere the user sets it: docs/deploy.md says so where each PodMonitor is applied.
+    let deploy = read("docs/deploy.md");
+    let why = section(&deploy, "## Grafana: the data source's scrape interval");
+    for needed in [
+        "$__rate_interval",
+        "Scrape interval",
+        "15 s",
+        "jsonData.timeInterval",
+    ] {
+        assert!(
+            why.contains(needed),
+            "docs/deploy.md: the why lacks {needed:?}"
+        );
+    }
+    for (heading, podmonitor, how) in [
+        (
+            "### kube-prometheus-stack",
+            "deploy/kubernetes/podmonitor.yaml",
+            "grafana.sidecar.datasources.defaultDatasourceScrapeInterval",
+        ),
+        (
+            "## Azure Monitor managed Prometheus and Azure Managed Grafana",
+            "deploy/azure/ama-metrics-podmonitor.yaml",
+            "Scrape interval",
+        ),
+    ] {
+        let text = section(&deploy, heading);
+        assert!(
+            text.contains(how),
+            "docs/deploy.md `{heading}`: how to set the data source's Scrape interval ({how})"
+        );
+        assert!(
+            text.contains("#grafana-the-data-sources-scrape-interval"),
+            "docs/deploy.md `{heading}`: no link to why"
+        );
+        for interval in podmonitor_intervals(podmonitor) {
+            assert!(
+                text.contains(&format!("`{interval}`")),
+                "docs/deploy.md `{heading}`: the Scrape interval to set is {podmonitor}'s \
+                 `{interval}`"
+            );
+        }
+    }
+}
