@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use maud::{html, Markup};
 
+use crate::clock::exceeds;
 use crate::report::html::chart::{chart, legend};
 use crate::report::html::page::drill_table;
 use crate::report::html::{
@@ -26,8 +27,9 @@ pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
     let inputs: Vec<Input> = paths.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
     let report = merge::merge(&inputs);
     let page = match inputs.as_slice() {
-        // The page shows the verdict the exit status and `--json` give, judged again.
-        [one] => {
+        // The page shows the verdict the exit status and `--json` give, judged again (a
+        // member that did not trigger, alone, gets the fleet page's: it cannot judge itself).
+        [one] if one.summary.drill.is_some() || report.verdict.is_none() => {
             let mut summary = one.summary.clone();
             if let (Some(d), Some(v)) = (&mut summary.drill, &report.verdict) {
                 d.verdict = v.clone();
@@ -113,6 +115,26 @@ const HOW: &str = "Each member measured what its own clients saw. The triggers a
     missing or duplicated member, a member that was not running around a trigger, or a \
     second triggering member make the drill INVALID.";
 
+/// The sum of lost writes, or "unverified" where a member's were never verified (its 0 is
+/// not known), as each member's own page says.
+fn lost_card(r: &FleetReport) -> Markup {
+    let unverified = r
+        .members
+        .iter()
+        .filter(|m| m.lost_writes_unverified)
+        .count();
+    let detail = match unverified {
+        0 => "each member verified its own writes".to_string(),
+        n => format!("{n} member(s) never verified theirs"),
+    };
+    let (class, value) = match (r.counts.lost_writes, unverified) {
+        (lost, _) if lost > 0 => ("bad", group(lost)),
+        (_, 0) => ("ok", group(0)),
+        _ => ("warn", "unverified".into()),
+    };
+    card(class, "Acknowledged writes lost (sum)", &value, &detail)
+}
+
 /// The merged page: the verdict, the fleet's figures, each member's, and their timelines.
 fn render(r: &FleetReport, inputs: &[Input]) -> String {
     let id = r.drill_id.as_deref().unwrap_or("(no drill id)");
@@ -166,7 +188,7 @@ fn headline(r: &FleetReport) -> Markup {
     };
     let (class, value, detail) = match (&r.worst, objective) {
         (Some(w), Some(o)) => (
-            match (w.write_unavailable_seconds > o, open > 0) {
+            match (exceeds(w.write_unavailable_seconds, o), open > 0) {
                 (true, _) => "bad",
                 (false, true) => "warn",
                 (false, false) => "ok",
@@ -191,8 +213,7 @@ fn headline(r: &FleetReport) -> Markup {
             (card(class, "Worst write unavailability (RTO)", &value, &detail))
             (card("", "Across members", &spread, &format!(
                 "{samples} member(s) with an outage attributed to a trigger (nearest-rank)")))
-            (card(if r.counts.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost (sum)",
-                &group(r.counts.lost_writes), "each member verified its own writes"))
+            (lost_card(r))
             (card(if r.counts.unknown_outcome_unresolved > 0 { "warn" } else { "ok" },
                 "Unknown outcomes (sum)", &group(r.counts.unknown_outcome_writes),
                 &format!("{} on the new primary, {} not on it, {} unresolved",
@@ -246,7 +267,7 @@ fn members_table(r: &FleetReport) -> Markup {
                                 b { (opt_secs(m.worst_write_unavailable_seconds)) }
                                 @if m.worst_still_open { " so far" }
                             }
-                            td.num { (group(m.counts.lost_writes)) }
+                            td.num { @if m.lost_writes_unverified { "unverified" } @else { (group(m.counts.lost_writes)) } }
                             td.num { (group(m.counts.unknown_outcome_writes)) " (" (group(m.counts.unknown_outcome_unresolved)) ")" }
                             td { (errors_text(&m.counts.errors)) }
                             td { (baseline(m)) }

@@ -137,3 +137,72 @@ fn a_drills_rto_is_the_attributed_outages_in_every_output() {
         .page
         .contains("the longest of all, 30.000 s, followed no trigger"));
 }
+
+#[test]
+fn a_member_alone_that_did_not_trigger_shows_the_verdict_its_exit_status_gives() {
+    let merged = report(&[pod(1, "d1", 0.3, 0, None)]);
+    let verdict = merged.report.verdict.clone().expect("the fleet's verdict");
+    assert_eq!(verdict.verdict, VerdictKind::Invalid, "{verdict}");
+    assert!(merged.page.contains(r#"<span class="big">INVALID</span>"#));
+}
+
+#[test]
+fn a_member_that_never_verified_its_writes_is_not_shown_as_none_lost() {
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+    ];
+    pods.iter_mut().for_each(|p| p["member"]["of"] = json!(2));
+    pods[1]["outages"][0]["lost_writes"] = Value::Null;
+    pods[1]["checked_writes"] = json!(0);
+    let merged = report(&pods);
+    assert!(merged.page.contains("1 member(s) never verified theirs"));
+    assert!(merged.page.contains("<td class=\"num\">unverified</td>"));
+}
+
+#[test]
+fn one_summary_given_twice_under_one_name_is_merged_once() {
+    let pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+    ];
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut paths = Vec::new();
+    for (dir, s) in dirs
+        .iter()
+        .zip([&pods[0], &pods[0]])
+        .chain([(&dirs[1], &pods[1])])
+    {
+        let name = if std::ptr::eq(s, &pods[0]) {
+            "m0.json"
+        } else {
+            "m1.json"
+        };
+        let path = dir.path().join(name);
+        std::fs::write(&path, s.to_string()).unwrap();
+        paths.push(path);
+    }
+    let merged = merge_summary_files(&paths).expect("read");
+    assert_eq!(
+        merged.report.not_merged.len(),
+        1,
+        "{:?}",
+        merged.report.not_merged
+    );
+    assert_eq!(merged.report.counts.transactions, 12_000);
+}
+
+#[test]
+fn a_triggering_member_without_a_clock_reading_is_named_once() {
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+        pod(2, "d1", 0.4, 0, None),
+    ];
+    pods[0]["server_clock"] = Value::Null;
+    let merged = report(&pods);
+    let invalid = merged.report.verdict.expect("a verdict").invalid;
+    let clock: Vec<_> = invalid.iter().filter(|r| r.contains("clock")).collect();
+    assert_eq!(clock.len(), 1, "{invalid:?}");
+    assert!(clock[0].starts_with("member 0"), "{clock:?}");
+}

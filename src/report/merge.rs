@@ -50,6 +50,8 @@ pub struct MemberFigures {
     pub worst_still_open: bool,
     /// An outage attributed to a trigger (the worst or another) had not ended then.
     pub outage_still_open: bool,
+    /// Its writes before an outage were never verified: its lost writes are unknown, not 0.
+    pub lost_writes_unverified: bool,
 }
 
 /// The member with the longest write unavailability.
@@ -135,11 +137,14 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     let mut not_merged = Vec::new();
     let mut runs = std::collections::HashMap::new();
     if !single {
+        // By position: two files of one name (a/m0.json, b/m0.json) are still two.
+        let mut position = 0;
         inputs.retain(|i| {
-            let run = i.summary.run_id;
-            let first = *runs.entry(run).or_insert(i.file.as_str());
+            let (run, at) = (i.summary.run_id, position);
+            position += 1;
+            let (first_at, first) = *runs.entry(run).or_insert((at, i.file.as_str()));
             let reason = match (&i.summary.drill_id, &drill_id) {
-                _ if first != i.file => format!("the same run ({run}) as {first}, given twice"),
+                _ if first_at != at => format!("the same run ({run}) as {first}, given twice"),
                 (None, _) => {
                     "no drill id (--drill-id): it cannot be told apart from another drill's"
                         .to_string()
@@ -197,6 +202,16 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         .iter()
         .map(|i| figures(i, name(i), trigger_input, drill, &mut invalid))
         .collect();
+    // Without the triggering member's reading, no other member can be timed: said once, of it.
+    if let Some(t) = trigger_input.filter(|t| t.summary.server_clock.is_none() && inputs.len() > 1)
+    {
+        invalid.push(format!(
+            "{}: the triggering member has no reading of the database server's clock (the \
+             server did not answer at the end of its run, or an older pgdrill), so no other \
+             member's failover can be timed from its trigger",
+            name(t)
+        ));
+    }
 
     let counts: RunCounts = members.iter().map(|m| m.counts.clone()).sum();
     let verdict = match drill {
@@ -352,7 +367,7 @@ fn figures(
         )
     });
     match skew {
-        _ if is_trigger || trigger_input.is_none() => {}
+        _ if is_trigger || reference.is_none() => {}
         None => invalid.push(format!(
             "{name}: its clock could not be compared with the triggering member's (a summary \
              without a reading of the database server's clock: the server did not answer at \
@@ -432,6 +447,7 @@ fn figures(
         worst_write_unavailable_seconds: worst.map(|(w, _)| w),
         worst_still_open: worst.is_some_and(|(_, open)| open),
         outage_still_open,
+        lost_writes_unverified: s.lost_writes_unverified(),
     }
 }
 

@@ -6,6 +6,7 @@ use maud::html;
 
 use super::chart::{chart, legend, state_colour};
 use super::{card, describe, document, endpoint, group, opt_group, opt_secs, when};
+use crate::clock::exceeds;
 use crate::report::summary::{Summary, DEFAULT_OBJECTIVES};
 use crate::telemetry::timeline::State;
 
@@ -28,7 +29,7 @@ pub fn render_live(l: &Summary, now: State) -> String {
             " · " a href="/healthz" { "/healthz" }
         }
         div.cards {
-            (card(if worst.is_some_and(|w| w > rto) { "bad" } else { "" },
+            (card(if worst.is_some_and(|w| exceeds(w, rto)) { "bad" } else { "" },
                 "Outages so far", &l.outage_count().to_string(),
                 &format!("longest write unavailability {}", opt_secs(worst))))
             (card(if l.counts.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost",
