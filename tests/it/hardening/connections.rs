@@ -300,10 +300,15 @@ async fn ended_idle_connections_fail_no_write_and_statement_errors_keep_theirs()
     let done = metric(&before, "pgdrill_transactions_total");
     drill.wait_for_transactions(done + 40.0).await;
     let after = drill.scrape().await;
-    assert_eq!(
-        errors(&after),
-        errors(&before),
-        "{ended} ended; writes failed on them"
+    // A write sent in the moment between the termination and the server's notice of it fails
+    // as it would for a fresh client (seen once in a suite run at 20/s); one per ended
+    // connection would mean they are written to after the notice.
+    let failed = errors(&after) - errors(&before);
+    let ended_class = r#"pgdrill_transaction_errors_total{class="admin_shutdown"}"#;
+    let racing = metric(&after, ended_class) - metric(&before, ended_class);
+    assert!(
+        failed == racing && failed < ended as f64 && failed <= 1.0,
+        "{ended} ended; {failed} writes failed on them ({racing} admin_shutdown)"
     );
 
     let attempts = "pgdrill_connection_attempts_total";
