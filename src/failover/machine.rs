@@ -376,7 +376,10 @@ impl Machine {
         out: &mut Vec<Transition>,
     ) {
         let reference = ev.last_success.unwrap_or(self.run_start);
-        let silence = now.saturating_duration_since(reference);
+        // Silence after a failure counts only while writes were sent: after the load ends,
+        // none follows the last ones, and a failure among them is no outage by itself.
+        let until = self.load_end.map_or(now, |end| now.min(end));
+        let silence = until.saturating_duration_since(reference);
         let failed = ev.first_failure_since_success;
         let stalled = stalled_since(ev).filter(|since| {
             in_flight > 0 && now.saturating_duration_since(*since) >= self.thresholds.stall

@@ -127,6 +127,18 @@ async fn a_straggler_answered_before_the_outage_is_seen_does_not_clear_its_failu
         "{out:?}"
     );
 
+    // A failure among the last writes, the load stopping before its silence is an outage:
+    // the silence after the load's end is no one's.
+    let (mut m, mut ev, t0) = after_a_healthy_second();
+    ev.failure(
+        t0 + Duration::from_micros(999_500),
+        ErrorClass::AdminShutdown,
+    );
+    m.load_stopped(t0 + Duration::from_secs(1));
+    let out = m.tick(t0 + Duration::from_secs(2), &mut ev, 0);
+    let started = |t: &Transition| matches!(t, Transition::OutageStarted { .. });
+    assert!(!out.iter().any(started), "{out:?}");
+
     // Once the load has stopped, nothing comes after the last writes: no outage.
     let (mut m, mut ev, _) = after_a_healthy_second();
     m.load_stopped(fail);
