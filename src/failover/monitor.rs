@@ -78,6 +78,8 @@ impl Monitor {
     async fn watch(&self, verify: &mpsc::Sender<Request>, stop: &CancellationToken) {
         let mut machine = Machine::new(self.thresholds, Instant::now());
         let mut changes = self.identity.subscribe();
+        // A change seen while a failure is pending, with the outages counted then.
+        let mut deferred: Option<(Instant, u64)> = None;
         let next = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(next);
         loop {
@@ -88,10 +90,16 @@ impl Monitor {
                     // A new primary without a detected outage (a fast switchover):
                     // check what was acknowledged before it. The change may be seen seconds
                     // after it happened (a pooler's switch, found by the 5 s probe), so the
-                    // RPO runs to the last lost write, not to now.
-                    if machine.state() != FailoverState::Outage {
-                        let until = Instant::now();
-                        ask(verify, Request { outage: None, until, loss_reference: None });
+                    // RPO runs to the last lost write, not to now. While a failure is
+                    // pending it waits: an outage that follows checks the same writes, and
+                    // their loss is that outage's.
+                    let until = Instant::now();
+                    match machine.state() {
+                        FailoverState::Outage => {}
+                        FailoverState::Degraded => {
+                            deferred = Some((until, self.metrics.outages.get()));
+                        }
+                        _ => self.settle_change(Some((until, self.metrics.outages.get())), verify),
                     }
                     continue;
                 }
@@ -100,11 +108,31 @@ impl Monitor {
                     // outage, which is then not still open.
                     self.look(&mut machine, verify);
                     self.still_open(&machine);
+                    self.settle_change(deferred.take(), verify);
                     return;
                 }
             }
             let look = self.look(&mut machine, verify);
+            if machine.state() != FailoverState::Degraded {
+                self.settle_change(deferred.take(), verify);
+            }
             next.as_mut().reset(look);
+        }
+    }
+
+    /// A deferred change's check, unless an outage started since (its end checks them).
+    fn settle_change(&self, deferred: Option<(Instant, u64)>, verify: &mpsc::Sender<Request>) {
+        if let Some((until, outages)) = deferred {
+            if self.metrics.outages.get() == outages {
+                ask(
+                    verify,
+                    Request {
+                        outage: None,
+                        until,
+                        loss_reference: None,
+                    },
+                );
+            }
         }
     }
 
