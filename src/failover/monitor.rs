@@ -99,7 +99,7 @@ impl Monitor {
                         FailoverState::Degraded => {
                             deferred = Some((until, self.metrics.outages.get()));
                         }
-                        _ => self.settle_change(Some((until, self.metrics.outages.get())), verify),
+                        _ => ask_change(verify, until),
                     }
                     continue;
                 }
@@ -124,14 +124,7 @@ impl Monitor {
     fn settle_change(&self, deferred: Option<(Instant, u64)>, verify: &mpsc::Sender<Request>) {
         if let Some((until, outages)) = deferred {
             if self.metrics.outages.get() == outages {
-                ask(
-                    verify,
-                    Request {
-                        outage: None,
-                        until,
-                        loss_reference: None,
-                    },
-                );
+                ask_change(verify, until);
             }
         }
     }
@@ -272,6 +265,19 @@ fn resume_verifier_failure(ended: Result<(), tokio::task::JoinError>) {
 /// Queues a verification. A full queue (verifications failing while outages keep coming:
 /// as many as the outage records kept) leaves this one unverified, which the summary and
 /// the verdict then say, instead of growing without bound. Whether it was queued.
+/// The check of a primary change seen without an outage: what was acknowledged before `until`.
+fn ask_change(verify: &mpsc::Sender<Request>, until: Instant) {
+    let loss_reference = None;
+    ask(
+        verify,
+        Request {
+            outage: None,
+            until,
+            loss_reference,
+        },
+    );
+}
+
 fn ask(verify: &mpsc::Sender<Request>, req: Request) -> bool {
     match verify.try_send(req) {
         Err(mpsc::error::TrySendError::Full(req)) => {
