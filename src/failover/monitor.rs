@@ -93,13 +93,11 @@ impl Monitor {
                     // RPO runs to the last lost write, not to now. While a failure is
                     // pending it waits: an outage that follows checks the same writes, and
                     // their loss is that outage's.
-                    let until = Instant::now();
+                    let change = Some((Instant::now(), self.metrics.outages.get()));
                     match machine.state() {
                         FailoverState::Outage => {}
-                        FailoverState::Degraded => {
-                            deferred = Some((until, self.metrics.outages.get()));
-                        }
-                        _ => ask_change(verify, until),
+                        FailoverState::Degraded => deferred = change,
+                        _ => self.settle_change(change, verify),
                     }
                     continue;
                 }
@@ -120,12 +118,16 @@ impl Monitor {
         }
     }
 
-    /// A deferred change's check, unless an outage started since (its end checks them).
-    fn settle_change(&self, deferred: Option<(Instant, u64)>, verify: &mpsc::Sender<Request>) {
-        if let Some((until, outages)) = deferred {
-            if self.metrics.outages.get() == outages {
-                ask_change(verify, until);
-            }
+    /// A primary change's check of what was acknowledged before `until`, unless an outage
+    /// started since it was seen (its end checks them).
+    fn settle_change(&self, change: Option<(Instant, u64)>, verify: &mpsc::Sender<Request>) {
+        if let Some((until, _)) = change.filter(|c| c.1 == self.metrics.outages.get()) {
+            let req = Request {
+                outage: None,
+                until,
+                loss_reference: None,
+            };
+            ask(verify, req);
         }
     }
 
@@ -265,19 +267,6 @@ fn resume_verifier_failure(ended: Result<(), tokio::task::JoinError>) {
 /// Queues a verification. A full queue (verifications failing while outages keep coming:
 /// as many as the outage records kept) leaves this one unverified, which the summary and
 /// the verdict then say, instead of growing without bound. Whether it was queued.
-/// The check of a primary change seen without an outage: what was acknowledged before `until`.
-fn ask_change(verify: &mpsc::Sender<Request>, until: Instant) {
-    let loss_reference = None;
-    ask(
-        verify,
-        Request {
-            outage: None,
-            until,
-            loss_reference,
-        },
-    );
-}
-
 fn ask(verify: &mpsc::Sender<Request>, req: Request) -> bool {
     match verify.try_send(req) {
         Err(mpsc::error::TrySendError::Full(req)) => {
