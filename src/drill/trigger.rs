@@ -57,6 +57,31 @@ pub async fn run(
         TriggerAction::Command(c) => command::execute(c, index, timeout, &stdout, &stderr).await,
         TriggerAction::InProcess(trigger) => ask(trigger, timeout, &stdout, &stderr).await,
     };
+    let times = (planned, started, ended);
+    record(index, times, outcome, [&stdout, &stderr], unix)
+}
+
+/// A trigger due before any write was acknowledged, not run: no failover it caused could be
+/// measured, and against a wrong target it would fail a database over for nothing.
+fn not_run(
+    index: usize,
+    (planned, at): (Instant, Instant),
+    unix: impl Fn(Instant) -> f64,
+) -> TriggerRun {
+    let reason = "no write was acknowledged yet: a failover now could not be measured".into();
+    let none = Mutex::default();
+    let outcome = TriggerOutcome::CannotStart { reason };
+    record(index, (planned, at, at), outcome, [&none, &none], unix)
+}
+
+/// The record of a trigger that ended at `ended`, with the tails of its output; logged.
+fn record(
+    index: usize,
+    (planned, started, ended): (Instant, Instant, Instant),
+    outcome: TriggerOutcome,
+    [stdout, stderr]: [&Mutex<Tail>; 2],
+    unix: impl Fn(Instant) -> f64,
+) -> TriggerRun {
     let (stdout_tail, out_cut) = stdout.lock().take();
     let (stderr_tail, err_cut) = stderr.lock().take();
     let run = TriggerRun {
@@ -70,35 +95,6 @@ pub async fn run(
         stderr_tail,
         output_truncated: out_cut || err_cut,
     };
-    log_end(&run);
-    run
-}
-
-/// A trigger due before any write was acknowledged, not run: no failover it caused could be
-/// measured, and against a wrong target it would fail a database over for nothing.
-fn not_run(
-    index: usize,
-    (planned, at): (Instant, Instant),
-    unix: impl Fn(Instant) -> f64,
-) -> TriggerRun {
-    let reason = "no write was acknowledged yet: a failover now could not be measured".into();
-    let run = TriggerRun {
-        index,
-        planned_unix: unix(planned),
-        started_unix: unix(at),
-        ended_unix: unix(at),
-        duration_seconds: 0.0,
-        outcome: TriggerOutcome::CannotStart { reason },
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
-        output_truncated: false,
-    };
-    log_end(&run);
-    run
-}
-
-fn log_end(run: &TriggerRun) {
-    let index = run.index;
     match run.outcome.problem() {
         None => tracing::info!(
             event = "trigger_ended",
@@ -115,6 +111,7 @@ fn log_end(run: &TriggerRun) {
             "failover trigger {problem}; this drill is invalid"
         ),
     }
+    run
 }
 
 /// Asks the owner of the in-process lab to fail over and waits, at most `timeout`, for
