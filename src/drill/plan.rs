@@ -101,9 +101,6 @@ impl TriggerCommand {
         let display = scrub(raw.trim());
         let error =
             |reason: String| ConfigError::new("--failover-command", display.clone(), reason);
-        if raw.trim().is_empty() {
-            return Err(error("must name a program to run".into()));
-        }
         let argv = if shell {
             vec!["sh".into(), "-c".into(), raw.to_string()]
         } else if let Some(syntax) = shell_syntax(raw) {
@@ -113,13 +110,13 @@ impl TriggerCommand {
                  run it with sh -c, or quote it"
             )));
         } else {
-            let argv = shlex::split(raw)
-                .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?;
-            if argv.first().is_none_or(|program| program.is_empty()) {
-                return Err(error("must name a program to run".into()));
-            }
-            argv
+            shlex::split(raw)
+                .ok_or_else(|| error("has an unterminated quote or a trailing backslash".into()))?
         };
+        // `sh -c` needs a command too.
+        if raw.trim().is_empty() || argv.first().is_none_or(String::is_empty) {
+            return Err(error("must name a program to run".into()));
+        }
         if let Some(name) = argv.first().filter(|_| !shell).and_then(|w| assignment(w)) {
             return Err(error(format!(
                 "starts with `{name}=…`, an environment assignment only a shell applies (without \
