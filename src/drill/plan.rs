@@ -70,31 +70,6 @@ pub struct TriggerCommand {
 }
 
 impl TriggerCommand {
-    /// The program can be run now, as `execvp` finds it (a path, or a name on `PATH`): a typo
-    /// found at the trigger's time would cost the whole run.
-    pub fn check_program(&self) -> Result<(), ConfigError> {
-        use std::os::unix::fs::PermissionsExt;
-        let program = self.argv.first().map_or("", String::as_str);
-        let runnable = |p: &std::path::Path| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        };
-        let found = match program.contains('/') {
-            true => runnable(std::path::Path::new(program)),
-            false => std::env::var_os("PATH").is_some_and(|path| {
-                std::env::split_paths(&path).any(|d| runnable(&d.join(program)))
-            }),
-        };
-        match found {
-            true => Ok(()),
-            false => Err(ConfigError::new(
-                "--failover-command",
-                self.display.clone(),
-                format!("`{program}` is not an executable file nor found on PATH"),
-            )),
-        }
-    }
-
     /// Splits `raw` into words as a POSIX shell does (quotes, backslashes) but runs no shell;
     /// with `shell`, runs `sh -c raw` instead.
     pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
@@ -152,11 +127,31 @@ impl TriggerAction {
         matches!(self, TriggerAction::Command(c) if c.shell)
     }
 
-    /// A command's program can be run now ([`TriggerCommand::check_program`]).
+    /// A command's program can be run now, as `execvp` finds it (a path, or a name on
+    /// `PATH`): a typo found at the trigger's time would cost the whole run.
     pub fn check_program(&self) -> Result<(), ConfigError> {
-        match self {
-            TriggerAction::Command(c) => c.check_program(),
-            TriggerAction::InProcess(_) => Ok(()),
+        use std::os::unix::fs::PermissionsExt;
+        let TriggerAction::Command(c) = self else {
+            return Ok(());
+        };
+        let program = c.argv.first().map_or("", String::as_str);
+        let runnable = |p: &std::path::Path| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        let found = match program.contains('/') {
+            true => runnable(std::path::Path::new(program)),
+            false => std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|d| runnable(&d.join(program)))
+            }),
+        };
+        match found {
+            true => Ok(()),
+            false => Err(ConfigError::new(
+                "--failover-command",
+                c.display.clone(),
+                format!("`{program}` is not an executable file nor found on PATH"),
+            )),
         }
     }
 }
