@@ -92,12 +92,8 @@ impl Events {
         if straggler && self.in_outage {
             return false;
         }
-        if self.last_success.is_none_or(|l| at > l) {
-            self.last_success = Some(at);
-        }
-        if self.last_success_sent.is_none_or(|l| sent > l) {
-            self.last_success_sent = Some(sent);
-        }
+        self.last_success = self.last_success.max(Some(at));
+        self.last_success_sent = self.last_success_sent.max(Some(sent));
         if straggler {
             return false;
         }
