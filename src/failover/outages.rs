@@ -110,7 +110,7 @@ struct Book {
     changes: VecDeque<StateChange>,
     /// Lost sequence numbers held by the records.
     lost_seqs: usize,
-    state: Option<FailoverState>,
+    state: FailoverState,
     /// States entered since the timeline sampler last asked, so a short outage between
     /// two samples still marks its second.
     entered: Vec<FailoverState>,
@@ -153,14 +153,14 @@ impl Outages {
 
     /// The current state (`healthy` before any change).
     pub fn state(&self) -> FailoverState {
-        self.book.lock().state.unwrap_or(FailoverState::Healthy)
+        self.book.lock().state
     }
 
     /// The current state and every state entered since the last call.
     pub fn take_states(&self) -> Vec<FailoverState> {
         let mut b = self.book.lock();
         let mut states = std::mem::take(&mut b.entered);
-        states.push(b.state.unwrap_or(FailoverState::Healthy));
+        states.push(b.state);
         states
     }
 
@@ -175,7 +175,7 @@ impl Outages {
             b.changes.pop_front();
         }
         b.changes.push_back(change);
-        b.state = Some(to);
+        b.state = to;
         if !b.entered.contains(&to) {
             b.entered.push(to);
         }
