@@ -143,9 +143,7 @@ impl Monitor {
             (transitions, machine.next_look(now, ev, in_flight))
         });
         for t in transitions {
-            if let Some(req) = self.apply(t) {
-                ask(verify, req);
-            }
+            self.apply(t, verify);
         }
         look
     }
@@ -180,7 +178,7 @@ impl Monitor {
     }
 
     /// Records one transition; an outage's end asks for verification.
-    fn apply(&self, t: Transition) -> Option<Request> {
+    fn apply(&self, t: Transition, verify: &mpsc::Sender<Request>) {
         let m = &self.metrics;
         let clock = self.outages.clock();
         match t {
@@ -193,7 +191,6 @@ impl Monitor {
                     to = to.as_str(),
                     "failover state changed"
                 );
-                None
             }
             Transition::OutageStarted { start } => {
                 m.outages.inc();
@@ -205,7 +202,6 @@ impl Monitor {
                 self.timeline
                     .event(clock.unix(start), EventKind::OutageStart { outage });
                 tracing::warn!(event = "outage_started", outage, at = %clock.rfc3339(start), primary = %shown(before.as_ref().and_then(Identity::endpoint)), "writes unavailable");
-                None
             }
             Transition::OutageEnded {
                 start,
@@ -231,11 +227,12 @@ impl Monitor {
                     primary = %shown(after.as_ref().and_then(Identity::endpoint)),
                     "writes available again"
                 );
-                Some(Request {
+                let req = Request {
                     outage: index,
                     until: end,
                     loss_reference: Some(start),
-                })
+                };
+                ask(verify, req);
             }
             Transition::FullRate {
                 first_success,
@@ -249,7 +246,6 @@ impl Monitor {
                     time_to_full_rate_seconds = format!("{seconds:.3}"),
                     "rate back to target"
                 );
-                None
             }
         }
     }
