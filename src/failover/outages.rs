@@ -250,20 +250,15 @@ impl Outages {
 
     /// Fills in what verification found for outage `index`.
     pub fn verified(&self, index: usize, c: &Check, written_to: Option<Identity>) {
-        let mut b = self.book.lock();
-        let Book {
-            outages,
-            earlier,
-            lost_seqs,
-            ..
-        } = &mut *b;
-        let Some(position) = index.checked_sub(earlier.count + 1) else {
+        let mut guard = self.book.lock();
+        let b = &mut *guard;
+        let Some(position) = index.checked_sub(b.earlier.count + 1) else {
             // Let go unverified while its verification ran (one answer per outage).
-            earlier.checked_writes += c.checked;
-            earlier.unverified = earlier.unverified.saturating_sub(1);
+            b.earlier.checked_writes += c.checked;
+            b.earlier.unverified = b.earlier.unverified.saturating_sub(1);
             return;
         };
-        let Some(o) = outages.get_mut(position) else {
+        let Some(o) = b.outages.get_mut(position) else {
             return;
         };
         if written_to.is_some() {
@@ -271,10 +266,10 @@ impl Outages {
         }
         o.checked_writes = Some(c.checked);
         o.lost_writes = Some(c.lost);
-        *lost_seqs -= o.lost_seqs.len();
-        let room = MAX_LOST_SEQS.saturating_sub(*lost_seqs);
+        b.lost_seqs -= o.lost_seqs.len();
+        let room = MAX_LOST_SEQS.saturating_sub(b.lost_seqs);
         o.lost_seqs = c.lost_seqs.iter().take(room).copied().collect();
-        *lost_seqs += o.lost_seqs.len();
+        b.lost_seqs += o.lost_seqs.len();
         o.rpo_seconds = Some(c.rpo_seconds);
         o.unknown_outcome_committed = Some(c.unknown_committed);
         o.unknown_outcome_not_committed = Some(c.unknown_not_committed);
