@@ -191,11 +191,9 @@ impl InProcessTrigger {
 /// The variable's name of a word that is an assignment (`NAME=value`).
 fn assignment(word: &str) -> Option<&str> {
     let (name, _) = word.split_once('=')?;
-    let mut chars = name.chars();
-    let first = chars.next()?;
-    let valid = (first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    valid.then_some(name)
+    let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let leading = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    (valid && leading).then_some(name)
 }
 
 /// The first unquoted character a shell would act on (pipes, lists, redirections, grouping,
