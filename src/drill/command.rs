@@ -140,7 +140,14 @@ pub(super) async fn execute(
     if let Some(pgid) = group.0.take() {
         LEFT_BEHIND.lock().push((index, pgid));
     }
-    drain(readers, index).await;
+    // Past DRAIN, the set is dropped, which aborts the readers.
+    let drained = async move { while readers.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        tracing::warn!(
+            trigger = index,
+            "the failover trigger left a process holding its output open; stopped reading"
+        );
+    }
     (outcome, ended)
 }
 
@@ -210,21 +217,6 @@ async fn wait_or_kill(
                 after_seconds: timeout.as_secs_f64(),
             }
         }
-    }
-}
-
-/// Waits a bounded time for the output readers to reach end of file.
-async fn drain(mut readers: JoinSet<()>, index: usize) {
-    let drained = tokio::time::timeout(DRAIN, async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            trigger = index,
-            "the failover trigger left a process holding its output open; stopped reading"
-        );
-        readers.abort_all();
     }
 }
 
