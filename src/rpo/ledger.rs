@@ -30,15 +30,6 @@ struct Slice {
 }
 
 impl Slice {
-    fn new(start: Instant) -> Slice {
-        Slice {
-            start,
-            runs: Vec::new(),
-            open: Vec::new(),
-            min_id: i64::MAX,
-        }
-    }
-
     /// Moves the open sequence numbers into runs, beside the runs an earlier close made (a
     /// snapshot closes the newest slice while it still takes acknowledgements).
     fn close(&mut self) {
@@ -134,7 +125,12 @@ impl Ledger {
             if let Some(last) = self.slices.back_mut() {
                 last.close();
             }
-            self.slices.push_back(Slice::new(now));
+            self.slices.push_back(Slice {
+                start: now,
+                runs: Vec::new(),
+                open: Vec::new(),
+                min_id: i64::MAX,
+            });
             self.prune();
         }
         if let Some(slice) = self.slices.back_mut() {
@@ -261,12 +257,10 @@ impl Ledger {
                 .runs
                 .retain(|&(lo, hi)| !verified.contains(&(lo, hi, start)));
         }
-        let newest = self.slices.len().saturating_sub(1);
-        let mut i = 0;
-        self.slices.retain(|s| {
-            i += 1;
-            i > newest || !s.runs.is_empty() || !s.open.is_empty()
-        });
+        let newest = self.slices.pop_back();
+        self.slices
+            .retain(|s| !s.runs.is_empty() || !s.open.is_empty());
+        self.slices.extend(newest);
         self.forget_unknowns(&snap.unknown);
     }
 
