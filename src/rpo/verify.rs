@@ -306,32 +306,29 @@ impl Verifier {
             ),
         )
         .await;
-        let found: HashSet<u64> = match found {
-            Ok(Ok(found)) => found.into_iter().collect(),
-            Ok(Err(err)) => return self.unknowns_unchecked(err.to_string(), seqs.len()),
-            Err(_) => {
-                let error = format!("no answer within {RESOLVE_TIMEOUT:?}");
-                return self.unknowns_unchecked(error, seqs.len());
+        let error = match found {
+            Ok(Ok(found)) => {
+                let found: HashSet<u64> = found.into_iter().collect();
+                self.ledger.lock().forget_unknowns(&seqs);
+                let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
+                let not_committed = seqs.len() as u64 - committed;
+                self.add(0, 0, committed, not_committed);
+                tracing::info!(
+                    event = "unknown_resolved",
+                    committed,
+                    not_committed,
+                    "unknown-outcome writes resolved"
+                );
+                return;
             }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {RESOLVE_TIMEOUT:?}"),
         };
-        self.ledger.lock().forget_unknowns(&seqs);
-        let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
-        let not_committed = seqs.len() as u64 - committed;
-        self.add(0, 0, committed, not_committed);
-        tracing::info!(
-            event = "unknown_resolved",
-            committed,
-            not_committed,
-            "unknown-outcome writes resolved"
-        );
-    }
-
-    /// Said (not every second), so that writes left unresolved are not left silently.
-    fn unknowns_unchecked(&self, error: String, unresolved: usize) {
+        // Said (not every second), so that writes left unresolved are not left silently.
         if self.unknowns_failing.lock().hit(Instant::now()).is_some() {
             tracing::warn!(
                 error,
-                unresolved,
+                unresolved = seqs.len(),
                 "checking unknown-outcome writes failed; retrying every second"
             );
         }
