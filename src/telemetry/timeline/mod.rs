@@ -217,25 +217,6 @@ pub enum EventKind {
     FailoverTrigger { how: String },
 }
 
-impl Event {
-    fn clamp_text(&mut self) {
-        match &mut self.kind {
-            EventKind::PrimaryChange { before, after } => {
-                clamp(before);
-                clamp(after);
-            }
-            EventKind::Restart { what } => clamp(what),
-            EventKind::FailoverTrigger { how } => clamp(how),
-            _ => {}
-        }
-    }
-}
-
-fn clamp(s: &mut String) {
-    s.truncate(s.floor_char_boundary(MAX_TEXT));
-    s.shrink_to_fit();
-}
-
 /// The latest [`MAX_EVENTS`] events, in push order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EventLog {
@@ -247,7 +228,17 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn push(&mut self, mut event: Event) {
-        event.clamp_text();
+        let texts = match &mut event.kind {
+            EventKind::PrimaryChange { before, after } => vec![before, after],
+            EventKind::Restart { what: text } | EventKind::FailoverTrigger { how: text } => {
+                vec![text]
+            }
+            _ => vec![],
+        };
+        for s in texts {
+            s.truncate(s.floor_char_boundary(MAX_TEXT));
+            s.shrink_to_fit();
+        }
         if self.list.len() == MAX_EVENTS {
             self.list.pop_front();
             self.dropped += 1;
@@ -283,15 +274,6 @@ pub struct Timeline {
     /// Buckets dropped beyond the oldest tier.
     dropped_buckets: u64,
     pub events: EventLog,
-}
-
-/// Grows a tier at most to its cap, so a deque's doubling never overshoots the bound.
-fn push_capped(tier: &mut VecDeque<Bucket>, b: Bucket, cap: usize) {
-    if tier.len() == tier.capacity() && tier.capacity() < cap {
-        let more = tier.capacity().max(64).min(cap - tier.capacity());
-        tier.reserve_exact(more);
-    }
-    tier.push_back(b);
 }
 
 impl Timeline {
@@ -348,7 +330,12 @@ impl Timeline {
                 }
             }
         }
-        push_capped(&mut self.tiers[i], b, cap);
+        // Grown at most to the cap, so a deque's doubling never overshoots the bound.
+        let tier = &mut self.tiers[i];
+        if tier.len() == tier.capacity() && tier.capacity() < cap {
+            tier.reserve_exact(tier.capacity().max(64).min(cap - tier.capacity()));
+        }
+        tier.push_back(b);
     }
 
     /// Every bucket, oldest first.
