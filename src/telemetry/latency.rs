@@ -58,7 +58,6 @@ impl LatencyStats {
 #[derive(Clone)]
 pub struct LatencyBook {
     lanes: Arc<Mutex<Vec<Arc<Mutex<LatencyStats>>>>>,
-    handed_out: Arc<std::sync::atomic::AtomicUsize>,
     shards: usize,
 }
 
@@ -66,23 +65,20 @@ impl LatencyBook {
     pub fn new(shards: usize) -> LatencyBook {
         LatencyBook {
             lanes: Arc::default(),
-            handed_out: Arc::default(),
             shards: shards.max(1),
         }
     }
 
-    /// The recorder for the next lane, round-robin over the shards.
+    /// The recorder for the next lane, round-robin over the shards: the one handed out
+    /// longest ago, rotated to the back.
     pub fn lane(&self) -> Arc<Mutex<LatencyStats>> {
-        let n = self
-            .handed_out
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut lanes = self.lanes.lock();
         if lanes.len() < self.shards {
-            let stats = Arc::new(Mutex::new(LatencyStats::default()));
-            lanes.push(stats.clone());
-            return stats;
+            lanes.push(Arc::new(Mutex::new(LatencyStats::default())));
+        } else {
+            lanes.rotate_left(1);
         }
-        lanes[n % self.shards].clone()
+        lanes[lanes.len() - 1].clone()
     }
 
     fn merged(
