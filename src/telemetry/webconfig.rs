@@ -100,13 +100,13 @@ impl WebConfig {
             .tls_server_config
             .map(|t| tls_config(path, &t))
             .transpose()?;
-        let mut costs = Vec::new();
+        let mut cost = None;
         for (user, hash) in &file.basic_auth_users {
             // bcrypt's error repeats the value, which may be a password put there by mistake.
             // A hash it would refuse at the first scrape (another version, a cost outside
             // 4-31) is refused now.
             let versions = ["$2a$", "$2b$", "$2y$"];
-            let cost = bcrypt::HashParts::from_str(hash)
+            let user_cost = bcrypt::HashParts::from_str(hash)
                 .ok()
                 .filter(|_| versions.iter().any(|v| hash.starts_with(v)))
                 .map(|parts| parts.get_cost())
@@ -120,13 +120,12 @@ impl WebConfig {
                         ),
                     )
                 })?;
-            costs.push(cost);
+            cost = cost.max(Some(user_cost));
         }
         // The users' cost (htpasswd's default is 10), at most 12: a start is not held for long.
-        let cost = costs.iter().max().copied().unwrap_or(4).min(12);
-        let unknown_user_hash = match costs.is_empty() {
-            true => String::new(),
-            false => bcrypt::hash("pgdrill: no such user", cost)
+        let unknown_user_hash = match cost {
+            None => String::new(),
+            Some(cost) => bcrypt::hash("pgdrill: no such user", cost.min(12))
                 .map_err(|e| error(path, format!("hashing: {e}")))?,
         };
         Ok(WebConfig {
