@@ -19,7 +19,6 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Outage durations from 0.1 s to 10 minutes.
 const OUTAGE_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
@@ -127,7 +126,6 @@ impl StateSet {
         StateSet { states }
     }
 
-    /// Sets `state` to 1 and every other state to 0.
     pub fn set(&self, state: &str) {
         for (name, gauge) in &self.states {
             gauge.set(i64::from(*name == state));
