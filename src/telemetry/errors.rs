@@ -53,12 +53,10 @@ pub fn class_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'static str>,
     Vec::<String>::deserialize(d).map(|v| v.iter().map(|s| known(s)).collect())
 }
 
-type Key = (ErrorClass, String);
-
 /// Errors by (class, SQLSTATE), first message kept.
 #[derive(Default)]
 pub struct ErrorBook {
-    kinds: Mutex<BTreeMap<Key, (u64, String)>>,
+    kinds: Mutex<BTreeMap<(ErrorClass, String), (u64, String)>>,
 }
 
 /// What to change for errors that the database will keep returning: `None` for those a
