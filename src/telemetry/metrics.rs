@@ -369,20 +369,16 @@ impl PoolCollector {
         registry: &Registry,
         read: impl Fn() -> PoolStats + Send + Sync + 'static,
     ) -> prometheus::Result<()> {
-        let connections = IntGaugeVec::new(
-            Opts::new(
-                "pgdrill_pool_connections",
-                "Open pool connections by state.",
-            ),
-            &["state"],
-        )?;
-        let max_connections = IntGauge::new(
-            "pgdrill_pool_max_connections",
-            "Configured maximum pool size.",
-        )?;
+        let state = Opts::new(
+            "pgdrill_pool_connections",
+            "Open pool connections by state.",
+        );
         registry.register(Box::new(PoolCollector {
-            connections,
-            max_connections,
+            connections: IntGaugeVec::new(state, &["state"])?,
+            max_connections: IntGauge::new(
+                "pgdrill_pool_max_connections",
+                "Configured maximum pool size.",
+            )?,
             read: Box::new(read),
         }))
     }
