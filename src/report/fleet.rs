@@ -16,7 +16,6 @@ use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
 use crate::report::summary::Summary;
 use crate::telemetry::timeline::{Event, EventKind};
 
-/// The merged figures and verdict, and the page.
 pub struct Merged {
     pub report: FleetReport,
     pub page: String,

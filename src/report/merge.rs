@@ -63,7 +63,6 @@ pub struct Worst {
     pub still_open: bool,
 }
 
-/// A summary left out of the merge, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotMerged {
     pub file: String,
@@ -100,7 +99,6 @@ impl FleetReport {
     }
 }
 
-/// A summary read from `file`.
 pub struct Input {
     pub file: String,
     pub summary: Summary,

@@ -47,7 +47,6 @@ pub(crate) fn nice_axis(v: f64, ticks: u32) -> (f64, f64) {
     ((v / step - 1e-9).ceil().max(1.0) * step, step)
 }
 
-/// Ticks 0, step, 2·step … top.
 fn ticks(top: f64, step: f64) -> impl Iterator<Item = f64> {
     let n = (top / step).round() as u32;
     (0..=n).map(move |k| f64::from(k) * step)
@@ -309,19 +308,13 @@ pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label
 
 /// What the colours and markers mean, with only the error classes that occur.
 pub(crate) fn legend(t: &Timeline) -> Markup {
-    let mut seen = [false; crate::telemetry::timeline::MAX_CLASSES];
-    let mut skipped = false;
-    for b in t.iter() {
-        for (k, n) in b.errors.iter().enumerate() {
-            seen[k] |= *n > 0;
-        }
-        skipped |= b.skipped > 0;
-    }
+    let skipped = t.iter().any(|b| b.skipped > 0);
+    let seen = |k: usize| t.iter().any(|b| b.errors.get(k).is_some_and(|n| *n > 0));
     let classes = t
         .classes()
         .iter()
         .enumerate()
-        .filter(|(k, _)| seen.get(*k).copied().unwrap_or(false))
+        .filter(|(k, _)| seen(*k))
         .map(|(k, name)| (CLASS_COLOURS[k % CLASS_COLOURS.len()], name.as_str()));
     let item = |colour: &str, kind: &str, text: &str| {
         html! {
