@@ -74,15 +74,13 @@ impl Line {
     }
 
     fn between(before: &TallySnapshot, now: &TallySnapshot) -> Line {
-        let mut errors = Vec::new();
-        let mut failed = 0;
-        for class in ErrorClass::ALL {
-            let delta = now.errors[class.index()] - before.errors[class.index()];
-            failed += delta;
-            if delta > 0 {
-                errors.push(format!("{class}={delta}"));
-            }
-        }
+        let failed = now.failed() - before.failed();
+        let errors: Vec<String> = ErrorClass::ALL
+            .iter()
+            .map(|c| (c, now.errors[c.index()] - before.errors[c.index()]))
+            .filter(|(_, delta)| *delta > 0)
+            .map(|(c, delta)| format!("{c}={delta}"))
+            .collect();
         Line {
             ok: (now.transactions - before.transactions).saturating_sub(failed),
             failed,

@@ -55,7 +55,6 @@ pub struct Member {
 }
 
 impl Member {
-    /// Whether this process runs the failover trigger (member 0).
     pub fn triggers(&self) -> bool {
         self.index == 0
     }
@@ -407,11 +406,8 @@ impl Summary {
             writeln!(f, "  errors        {}", each.join(" "))?;
         }
         for k in &self.error_kinds {
-            let sqlstate = if k.sqlstate.is_empty() {
-                "-"
-            } else {
-                &k.sqlstate
-            };
+            let sqlstate = Some(k.sqlstate.as_str()).filter(|s| !s.is_empty());
+            let sqlstate = sqlstate.unwrap_or("-");
             writeln!(
                 f,
                 "  error {sqlstate:<5} {:<20} x{:<8} {}",
@@ -453,14 +449,11 @@ impl Summary {
     /// The exit status: the drill's verdict's (0 for a canary), or [`TARGET_EXIT`] when not
     /// one write succeeded and nothing else said so.
     pub fn exit_code(&self) -> u8 {
-        let verdict = self
-            .drill
-            .as_ref()
-            .map_or(0, |d| d.verdict.verdict.exit_code());
-        match (self.counts.successes, verdict) {
+        match (&self.drill, self.counts.successes) {
             // Nothing written: a wrong target, whatever a drill's verdict says.
-            (0, _) => TARGET_EXIT,
-            (_, code) => code,
+            (_, 0) => TARGET_EXIT,
+            (Some(d), _) => d.verdict.verdict.exit_code(),
+            (None, _) => 0,
         }
     }
 

@@ -133,15 +133,10 @@ pub(crate) fn opt_secs(v: Option<f64>) -> String {
 
 /// 1234567 → "1,234,567".
 pub(crate) fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+    match n {
+        0..1000 => n.to_string(),
+        _ => format!("{},{:03}", group(n / 1000), n % 1000),
     }
-    out
 }
 
 /// Counts by error class: `read_only 5, connection_closed 35`, or `none`.
