@@ -240,14 +240,6 @@ impl Summary {
         }
     }
 
-    /// The outages the RTO is judged on: a drill's attributed to its triggers, else all kept.
-    pub fn judged_outages(&self) -> Vec<&OutageRecord> {
-        match &self.drill {
-            Some(d) => crate::drill::timing::attributed(&d.drills, &self.outages).collect(),
-            None => self.outages.iter().collect(),
-        }
-    }
-
     /// The longest write unavailability of every outage, kept or not (a canary's RTO).
     pub fn longest_unavailability(&self) -> Option<f64> {
         let earlier = &self.earlier_outages;

@@ -115,8 +115,12 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 
 /// The RTO card: the longest write unavailability against the objective.
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
-    let judged = s.judged_outages();
-    // What the verdict judges: a canary's every outage, kept or not.
+    // What the verdict judges: a drill's outages attributed to its triggers; a canary's
+    // every outage, kept or not.
+    let judged: Vec<&OutageRecord> = match &s.drill {
+        Some(d) => crate::drill::timing::attributed(&d.drills, &s.outages).collect(),
+        None => s.outages.iter().collect(),
+    };
     let longest = match &s.drill {
         Some(_) => judged
             .iter()
