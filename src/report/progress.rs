@@ -23,7 +23,7 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
         };
         let now = sources.outcomes.tally();
         let line = Line::between(&last, &now);
-        if stopped && line.is_empty() {
+        if stopped && (line.ok, line.failed, line.skipped) == (0, 0, 0) {
             return;
         }
         last = now;
@@ -69,10 +69,6 @@ struct Line {
 }
 
 impl Line {
-    fn is_empty(&self) -> bool {
-        self.ok == 0 && self.failed == 0 && self.skipped == 0
-    }
-
     fn between(before: &TallySnapshot, now: &TallySnapshot) -> Line {
         let failed = now.failed() - before.failed();
         let errors: Vec<String> = ErrorClass::ALL
