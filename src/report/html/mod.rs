@@ -20,9 +20,6 @@ use crate::drill::{Objectives, Verdict};
 pub use live::{render_live, LIVE_WINDOW};
 pub use page::render;
 
-/// The pages' stylesheet, inlined in each.
-pub(crate) const CSS: &str = include_str!("style.css");
-
 /// A whole page: the head with `title` (refreshed every 5 s when `refresh`) and `body`.
 pub(crate) fn document(title: &str, refresh: bool, body: Markup) -> String {
     let page = html! {
@@ -33,7 +30,7 @@ pub(crate) fn document(title: &str, refresh: bool, body: Markup) -> String {
                 @if refresh { meta http-equiv="refresh" content="5"; }
                 meta name="viewport" content="width=device-width,initial-scale=1";
                 title { (title) }
-                style { (PreEscaped(CSS)) }
+                style { (PreEscaped(include_str!("style.css"))) }
             }
             body { (body) }
         }

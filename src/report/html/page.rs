@@ -17,9 +17,6 @@ use crate::report::summary::{Flag, Summary, DEFAULT_OBJECTIVES};
 /// Close-ups drawn, of the longest outages.
 const MAX_CLOSEUPS: usize = 3;
 
-/// How each figure is measured, at the end of the page.
-const HOW: &str = include_str!("how.html");
-
 /// Whether the report's times need dates: the run crosses a UTC midnight.
 fn dated(s: &Summary) -> bool {
     let span = s.timeline.span().map(|(a, b)| (a as f64, b as f64));
@@ -69,7 +66,7 @@ pub fn render(s: &Summary) -> String {
         (run_section(s))
         (flags_section(&s.flags))
         (state_changes_section(s))
-        section { h2 { "How each figure is measured" } (PreEscaped(HOW)) }
+        section { h2 { "How each figure is measured" } (PreEscaped(include_str!("how.html"))) }
     };
     let title = format!("pgdrill report — run {} — {}", s.run_id, s.started_at);
     document(&title, false, body)
