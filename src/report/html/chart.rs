@@ -156,15 +156,6 @@ fn latency_panel(g: &Grid) -> Markup {
         let l = v.max(1e-9).log10().clamp(d0, d1);
         LAT_TOP + LAT_H - (l - d0) / (d1 - d0) * LAT_H
     };
-    let mut grid = Vec::new();
-    // Whole decades: `latency_decades` floors and ceils.
-    for d in d0 as i32..=d1 as i32 {
-        let v = 10f64.powf(f64::from(d));
-        grid.push(y_tick(y(v), &latency_label(v), true));
-        if f64::from(d) < d1 {
-            grid.extend([2.0, 5.0].map(|m| y_tick(y(v * m), "", false)));
-        }
-    }
     let path = |pick: fn(&Bucket) -> f32| {
         let mut path = String::new();
         let mut prev: Option<usize> = None;
@@ -182,7 +173,12 @@ fn latency_panel(g: &Grid) -> Markup {
     };
     html! {
         (frame(LAT_TOP, LAT_H))
-        @for tick in grid { (tick) }
+        // Whole decades: `latency_decades` floors and ceils.
+        @for d in d0 as i32..=d1 as i32 {
+            @let v = 10f64.powf(f64::from(d));
+            (y_tick(y(v), &latency_label(v), true))
+            @if f64::from(d) < d1 { (y_tick(y(v * 2.0), "", false)) (y_tick(y(v * 5.0), "", false)) }
+        }
         @if with.is_empty() {
             (none(LAT_TOP + LAT_H / 2.0, "no completed writes"))
         } @else {
