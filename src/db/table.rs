@@ -121,26 +121,18 @@ impl Table {
         format!("DROP INDEX CONCURRENTLY IF EXISTS {schema}.\"{index}\"")
     }
 
-    /// The INSERT with parameters `$1..$5` ([`PARAM_TYPES`]). The id comes back as bigint
-    /// whatever integer type the users' table has (serial).
-    fn insert_sql(&self) -> String {
+    /// The INSERT of `values`: parameters `$1..$5` ([`PARAM_TYPES`]), or inlined for the
+    /// simple protocol. The id comes back as bigint whatever integer type the users' table
+    /// has (serial).
+    fn insert_sql(&self, values: std::fmt::Arguments) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-             VALUES ($1, $2, $3, 'completed', $4, $5) RETURNING transaction_id::bigint",
+             VALUES ({values}) RETURNING transaction_id::bigint",
             self.quoted
         )
     }
 
-    /// The same INSERT with the values inlined (simple query protocol).
-    fn insert_literal_sql(&self, row: Row, run_id: i64) -> String {
-        format!(
-            "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
-             VALUES ({}, {}, {:.2}, 'completed', {}, {}) RETURNING transaction_id::bigint",
-            self.quoted, row.customer_id, row.merchant_id, row.amount, run_id, row.seq
-        )
-    }
-
-    /// [`Table::insert_literal_sql`] without pgdrill's columns, which a table it did not
+    /// The simple protocol's [`Table::insert_sql`] without pgdrill's columns, which a table it did not
     /// create may not have yet: tried before `--alter-table` adds them.
     pub(crate) fn users_insert_sql(&self, row: Row) -> String {
         format!(
@@ -226,8 +218,9 @@ impl Table {
             expiry.window.as_secs_f64()
         );
         let end = expiry.floor.unwrap_or(i64::MAX);
-        let within =
-            format!("AND transaction_id >= {from} AND transaction_id < LEAST({first_kept}, {end})");
+        let within = format!(
+            " AND transaction_id >= {from} AND transaction_id < LEAST({first_kept}, {end})"
+        );
         let sql = self.delete_batch_sql(
             partitioned,
             batch_size,
@@ -252,8 +245,8 @@ impl Table {
         self.delete_batch_sql(partitioned, batch_size, &rows, "", "true")
     }
 
-    /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set; `within`
-    /// narrows the batch), found in primary-key order through the primary key (its own
+    /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set; `within`,
+    /// empty or with a leading space, narrows the batch), found in primary-key order through the primary key (its own
     /// table) or the partial index ([`Table::index_sql`]) on a table it shares, deleted where
     /// `condition` holds.
     ///
@@ -269,10 +262,6 @@ impl Table {
         within: &str,
         condition: &str,
     ) -> String {
-        let within = match within {
-            "" => String::new(),
-            more => format!(" {more}"),
-        };
         format!(
             "DELETE FROM {t} AS d WHERE d.transaction_id = ANY(ARRAY(\
                SELECT transaction_id FROM {t} WHERE {rows}{within} \
@@ -298,11 +287,11 @@ impl Expiry {
     /// Whether a row of this run has expired.
     fn own_expired(&self) -> String {
         let secs = self.window.as_secs_f64();
-        let mut expired = format!("d.created_at < now() - make_interval(secs => {secs:.3})");
-        if let Some(floor) = self.floor {
-            expired.push_str(&format!(" AND d.transaction_id < {floor}"));
-        }
-        expired
+        let below = self.floor.map(|f| format!(" AND d.transaction_id < {f}"));
+        format!(
+            "d.created_at < now() - make_interval(secs => {secs:.3}){}",
+            below.unwrap_or_default()
+        )
     }
 }
 
@@ -414,15 +403,15 @@ pub struct Workload {
     insert_sql: String,
     /// The id the trial INSERT drew: every row of this run has a later one, so reading
     /// back never starts below it (on a shared table, from the start of the users' rows).
-    id_floor: std::sync::OnceLock<i64>,
+    pub(crate) id_floor: std::sync::OnceLock<i64>,
     /// Whether the table is partitioned, as the check found it ([`Table::own_rows`]).
-    partitioned: std::sync::OnceLock<bool>,
+    pub(crate) partitioned: std::sync::OnceLock<bool>,
 }
 
 impl Workload {
     pub fn new(table: Table, run_id: i64, mode: QueryMode) -> Workload {
         Workload {
-            insert_sql: table.insert_sql(),
+            insert_sql: table.insert_sql(format_args!("$1, $2, $3, 'completed', $4, $5")),
             table,
             run_id,
             mode,
@@ -436,18 +425,10 @@ impl Workload {
         self.id_floor.get().copied()
     }
 
-    pub(crate) fn set_id_floor(&self, id: i64) {
-        let _ = self.id_floor.set(id);
-    }
-
     /// Unchecked, the table is read as it always was: with any children it has (refused
     /// by the check), rather than a partitioned table's rows not at all.
     pub(crate) fn partitioned(&self) -> bool {
         self.partitioned.get().copied().unwrap_or(true)
-    }
-
-    pub(crate) fn set_partitioned(&self, partitioned: bool) {
-        let _ = self.partitioned.set(partitioned);
     }
 
     /// Per-connection preparation; only the prepared mode keeps server-side state.
@@ -483,7 +464,10 @@ impl Workload {
                 client.query_one(statement, &params).await?.try_get(0)
             }
             (QueryMode::Simple, _) => {
-                let sql = self.table.insert_literal_sql(row, self.run_id);
+                let sql = self.table.insert_sql(format_args!(
+                    "{}, {}, {:.2}, 'completed', {}, {}",
+                    row.customer_id, row.merchant_id, row.amount, self.run_id, row.seq
+                ));
                 let messages = client.simple_query(&sql).await?;
                 let id = messages.iter().find_map(|m| match m {
                     SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),

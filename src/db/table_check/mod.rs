@@ -116,7 +116,7 @@ pub async fn ensure(
     if let Some(problem) = relation_problem(table, &relation, policy) {
         return Err(TableError::Unusable(problem));
     }
-    workload.set_partitioned(relation.kind == "p");
+    let _ = workload.partitioned.set(relation.kind == "p");
     if !policy.triggers {
         let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
         if !fired.is_empty() {
@@ -482,7 +482,7 @@ async fn trial_insert(
             // A rolled-back INSERT still draws its id from the sequence: the first is the floor.
             Ok(id) => {
                 if let Some(id) = id.filter(|_| which == "lowest") {
-                    workload.set_id_floor(id);
+                    let _ = workload.id_floor.set(id);
                 }
                 rollback?;
             }
