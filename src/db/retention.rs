@@ -118,7 +118,7 @@ pub async fn run(
         own_from = own_from.or(workload.id_floor());
         let swept = sweep_both(&c, table, &expiry, &mut own_from, settings, &metrics, &stop);
         match swept.await {
-            Ok(Swept::Held(hazard)) => {
+            Ok(Err(hazard)) => {
                 metrics.retention_errors.inc(ErrorClass::Other);
                 if held.as_ref() != Some(&hazard) {
                     tracing::warn!(table = %table.name, "retention deletes nothing while this holds: {hazard}");
@@ -126,7 +126,7 @@ pub async fn run(
                 held = Some(hazard);
                 conn = Some(c);
             }
-            Ok(Swept::Deleted(deleted)) => {
+            Ok(Ok(deleted)) => {
                 if held.take().is_some() {
                     tracing::info!(table = %table.name, "retention deletes again");
                 }
@@ -165,11 +165,9 @@ pub async fn run(
     }
 }
 
-enum Swept {
-    Deleted(u64),
-    /// Nothing: the table has what pgdrill's DELETE must not reach or set off.
-    Held(String),
-}
+/// Rows deleted, or why nothing was (the table has what pgdrill's DELETE must not reach or
+/// set off); `Err(None)`: no answer within [`BATCH_TIMEOUT`].
+type Swept = Result<Result<u64, String>, Option<tokio_postgres::Error>>;
 
 /// One sweep: this run's rows from `own_from` on (moved past what it deletes), then every
 /// run's from the start of the table. A row of this run committed after the first sweep
@@ -182,34 +180,29 @@ async fn sweep_both(
     settings: RetentionSettings,
     metrics: &Metrics,
     stop: &CancellationToken,
-) -> Result<Swept, Option<tokio_postgres::Error>> {
+) -> Swept {
     let mut own = 0;
     if let Some(from) = own_from {
         let sql = |partitioned, from| {
             table.own_retention_delete_sql(partitioned, settings.batch_size, expiry, from)
         };
         match sweep(conn, table, sql, from, settings, metrics, stop).await? {
-            Swept::Deleted(deleted) => own = deleted,
+            Ok(deleted) => own = deleted,
             held => return Ok(held),
         }
         if stop.is_cancelled() {
-            return Ok(Swept::Deleted(own));
+            return Ok(Ok(own));
         }
     }
     let sql = |partitioned, _| table.retention_delete_sql(partitioned, settings.batch_size, expiry);
     let mut from = i64::MIN;
-    Ok(
-        match sweep(conn, table, sql, &mut from, settings, metrics, stop).await? {
-            Swept::Deleted(deleted) => Swept::Deleted(own + deleted),
-            held => held,
-        },
-    )
+    let swept = sweep(conn, table, sql, &mut from, settings, metrics, stop).await?;
+    Ok(swept.map(|deleted| own + deleted))
 }
 
 /// Deletes batches until one comes back short or `stop`, each after a look at the table
 /// (triggers, rules, foreign keys and inheritance children can be added at any time), and
-/// moves `from` past the ids a batch returns; returns what it did, or the error (`None`: no
-/// answer within [`BATCH_TIMEOUT`]).
+/// moves `from` past the ids a batch returns.
 async fn sweep(
     conn: &Conn,
     table: &Table,
@@ -218,7 +211,7 @@ async fn sweep(
     settings: RetentionSettings,
     metrics: &Metrics,
     stop: &CancellationToken,
-) -> Result<Swept, Option<tokio_postgres::Error>> {
+) -> Swept {
     let mut total = 0;
     loop {
         let at = *from;
@@ -227,11 +220,11 @@ async fn sweep(
             .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, one))
             .await
         else {
-            return Ok(Swept::Deleted(total));
+            return Ok(Ok(total));
         };
         let Deleted { rows, last_id } = match deleted.map_err(|_| None)?.map_err(Some)? {
             Ok(deleted) => deleted,
-            Err(hazard) => return Ok(Swept::Held(hazard)),
+            Err(hazard) => return Ok(Err(hazard)),
         };
         if let Some(last) = last_id {
             *from = last.saturating_add(1);
@@ -239,10 +232,10 @@ async fn sweep(
         metrics.retention_rows_deleted.inc_by(rows);
         total += rows;
         if rows < u64::from(settings.batch_size) || stop.is_cancelled() {
-            return Ok(Swept::Deleted(total));
+            return Ok(Ok(total));
         }
         tokio::select! {
-            _ = stop.cancelled() => return Ok(Swept::Deleted(total)),
+            _ = stop.cancelled() => return Ok(Ok(total)),
             _ = tokio::time::sleep(BATCH_PAUSE) => {}
         }
     }
