@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::Rng;
+use regex::Regex;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
@@ -296,41 +297,23 @@ impl Expiry {
 }
 
 /// `a.b`, `"A b".c`: the identifiers, unquoted ones folded to lower case; `None` if not
-/// a valid name.
+/// a valid name. No backslash in a quoted one: it could end the literal that names the table
+/// on a server with standard_conforming_strings off.
 fn split_identifiers(name: &str) -> Option<Vec<String>> {
-    let mut parts = Vec::new();
-    let mut rest = name;
-    loop {
-        let (part, after) = match rest.strip_prefix('"') {
-            Some(quoted) => {
-                let end = quoted.find('"')?;
-                let part = &quoted[..end];
-                // A backslash could end the literal that names the table on a server with
-                // standard_conforming_strings off.
-                if part.is_empty() || part.contains(['\0', '\\', '\'']) {
-                    return None;
-                }
-                (part.to_string(), &quoted[end + 1..])
-            }
-            None => {
-                let end = rest.find('.').unwrap_or(rest.len());
-                let part = &rest[..end];
-                if !is_plain(part) {
-                    return None;
-                }
-                (part.to_ascii_lowercase(), &rest[end..])
-            }
-        };
-        if part.len() > 63 {
-            return None;
-        }
-        parts.push(part);
-        match after.strip_prefix('.') {
-            Some(next) => rest = next,
-            None if after.is_empty() => return Some(parts),
-            None => return None,
-        }
+    const PART: &str = r#"(?:"[^"\\'\x00]+"|[A-Za-z_][A-Za-z0-9_]*)"#;
+    let whole = Regex::new(&format!(r"\A{PART}(?:\.{PART})*\z")).expect("a valid pattern");
+    if !whole.is_match(name) {
+        return None;
     }
+    let part = Regex::new(PART).expect("a valid pattern");
+    let parts: Vec<String> = part
+        .find_iter(name)
+        .map(|m| match m.as_str().strip_prefix('"') {
+            Some(quoted) => quoted.trim_end_matches('"').to_string(),
+            None => m.as_str().to_ascii_lowercase(),
+        })
+        .collect();
+    parts.iter().all(|p| p.len() <= 63).then_some(parts)
 }
 
 fn is_plain(p: &str) -> bool {
@@ -543,6 +526,9 @@ mod tests {
         let t = Table::parse("\"MySchema\".\"Tx\"").unwrap();
         assert_eq!(t.name, "\"MySchema\".\"Tx\"");
         assert_eq!(t.quoted, "\"MySchema\".\"Tx\"");
+        let t = Table::parse("\"a.b\".C").unwrap();
+        assert_eq!(t.name, "\"a.b\".c");
+        assert_eq!(t.quoted, "\"a.b\".\"c\"");
         let t = Table::parse("\"my table\"").unwrap();
         assert_eq!(t.quoted, "\"my table\"");
         assert!(Table::parse(DEFAULT_TABLE).unwrap().is_default());
