@@ -80,13 +80,12 @@ async fn delete_hazard(
             table.name
         )));
     }
-    let partitioned = relation.kind == "p";
-    if fired_allowed {
-        return Ok(Ok(partitioned));
-    }
-    let fired = fired_by(client, &table.quoted, false, true).await?;
+    let fired = match fired_allowed {
+        true => Vec::new(),
+        false => fired_by(client, &table.quoted, false, true).await?,
+    };
     if fired.is_empty() {
-        return Ok(Ok(partitioned));
+        return Ok(Ok(relation.kind == "p"));
     }
     Ok(Err(format!(
         "deleting from {} would fire {}, which may change data that is not pgdrill's",
