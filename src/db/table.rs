@@ -41,8 +41,8 @@ impl Table {
         }
         let quote = |p: &String| format!("\"{p}\"");
         let quoted = parts.iter().map(quote).collect::<Vec<_>>().join(".");
-        let plain = |p: &String| is_plain(p) && !p.chars().any(|c| c.is_ascii_uppercase());
-        let show = |p: &String| if plain(p) { p.clone() } else { quote(p) };
+        let re = Regex::new(r"\A[a-z_][a-z0-9_]*\z").expect("a valid pattern");
+        let show = |p: &String| if re.is_match(p) { p.clone() } else { quote(p) };
         let name = parts.iter().map(show).collect::<Vec<_>>().join(".");
         Ok(Table { name, quoted })
     }
@@ -314,12 +314,6 @@ fn split_identifiers(name: &str) -> Option<Vec<String>> {
         })
         .collect();
     parts.iter().all(|p| p.len() <= 63).then_some(parts)
-}
-
-fn is_plain(p: &str) -> bool {
-    let mut chars = p.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// How the INSERT travels: the statement shape is the same, the protocol differs.
