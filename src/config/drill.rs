@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::fleet::{Fleet, FleetArgs};
-use crate::config::{between, duration, positive, text};
+use crate::config::{at_least, between, duration, positive, text};
 use crate::drill::plan::{Schedule, TriggerAction, TriggerCommand, TriggerConfig};
 use crate::drill::Objectives;
 use crate::error::ConfigError;
@@ -82,20 +82,9 @@ pub struct DrillConfig {
     pub fleet: Fleet,
 }
 
-fn enough_baseline(option: &'static str, d: Duration) -> Result<Duration, ConfigError> {
-    if d < MIN_BASELINE {
-        return Err(ConfigError::new(
-            option,
-            text(d),
-            format!(
-                "must be at least {}: the load before each trigger is the baseline that shows \
-                 the database was healthy",
-                text(MIN_BASELINE)
-            ),
-        ));
-    }
-    Ok(d)
-}
+/// Why a trigger needs [`MIN_BASELINE`] of load before it.
+const BASELINE: &str =
+    ": the load before each trigger is the baseline that shows the database was healthy";
 
 impl DrillArgs {
     /// Checks the drill flags against each other and against the run's `--duration`.
@@ -133,11 +122,10 @@ impl DrillArgs {
     /// `--failover-after`, `--failovers` and `--failover-every` as one schedule, checked
     /// against each other.
     fn schedule(&self) -> Result<Schedule, ConfigError> {
-        let after = enough_baseline(
-            "--failover-after",
-            self.failover_after
-                .map_or(DEFAULT_FAILOVER_AFTER, Duration::from),
-        )?;
+        let after = self
+            .failover_after
+            .map_or(DEFAULT_FAILOVER_AFTER, Duration::from);
+        let after = at_least("--failover-after", after, MIN_BASELINE, BASELINE)?;
         let count = between("--failovers", self.failovers.unwrap_or(1), MAX_FAILOVERS)?;
         let every = match self.failover_every {
             Some(every) if count == 1 => {
@@ -147,7 +135,7 @@ impl DrillArgs {
                     "needs --failovers 2 or more: with one failover there is nothing to repeat",
                 ));
             }
-            Some(every) => Some(enough_baseline("--failover-every", every.into())?),
+            Some(every) => Some(at_least("--failover-every", every, MIN_BASELINE, BASELINE)?),
             None if count > 1 => {
                 return Err(ConfigError::new(
                     "--failovers",

@@ -90,18 +90,10 @@ fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, Co
     Ok(d)
 }
 
-/// A log line more often than once a second would flood the log, not inform.
-fn at_least_a_second(
-    option: &'static str,
-    d: humantime::Duration,
-) -> Result<Duration, ConfigError> {
-    at_least(option, d, Duration::from_secs(1), "")
-}
-
 /// `d`, unless shorter than `min` (`why` says what would go wrong).
 fn at_least(
     option: &'static str,
-    d: humantime::Duration,
+    d: impl Into<Duration>,
     min: Duration,
     why: &str,
 ) -> Result<Duration, ConfigError> {
@@ -182,8 +174,12 @@ pub(crate) fn listen_addr(value: &str) -> Result<SocketAddr, String> {
 }
 
 /// `value`, if it is between 1 and `max`.
-fn between(option: &'static str, value: u32, max: u32) -> Result<u32, ConfigError> {
-    if value == 0 || value > max {
+fn between<T: Copy + Ord + From<u8> + std::fmt::Display>(
+    option: &'static str,
+    value: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < T::from(1) || value > max {
         let reason = format!("must be between 1 and {max}");
         return Err(ConfigError::new(option, value.to_string(), reason));
     }
@@ -198,16 +194,14 @@ impl RunArgs {
         between("--pipeline-depth", self.pipeline_depth, 1024)?;
         // The queue takes its whole capacity up front.
         let max_backlog = match self.max_backlog {
-            Some(n) if n == 0 || n > MAX_BACKLOG => {
-                let reason = format!("must be between 1 and {MAX_BACKLOG}");
-                return Err(ConfigError::new("--max-backlog", n.to_string(), reason));
-            }
-            Some(n) => n,
+            Some(n) => between("--max-backlog", n, MAX_BACKLOG)?,
             None => rate.map_or(64, |r| (r.ceil() as usize).max(64)),
         };
+        // A log line more often than once a second would flood the log, not inform.
+        let second = Duration::from_secs(1);
         let duration = self
             .duration
-            .map(|d| at_least_a_second("--duration", d))
+            .map(|d| at_least("--duration", d, second, ""))
             .transpose()?;
         let outage_threshold = positive("--outage-threshold", self.outage_threshold)?;
         let mut target = dsn::parse(self.dsn.as_deref(), env)?;
@@ -255,7 +249,7 @@ impl RunArgs {
             max_connection_lifetime: at_least(
                 "--max-connection-lifetime",
                 self.max_connection_lifetime,
-                Duration::from_secs(1),
+                second,
                 ": shorter, nearly every write would wait for a new connection",
             )?,
             table_policy: TablePolicy {
@@ -274,33 +268,33 @@ impl RunArgs {
                 .map(WebConfig::load)
                 .transpose()?
                 .map(Arc::new),
-            progress_interval: at_least_a_second("--progress-interval", self.progress_interval)?,
-            summary_json: self
-                .summary_json
-                .as_ref()
-                .map(|path| match path.as_os_str() == "-" {
-                    true => Ok(path.clone()),
-                    false => writable_file("--summary-json", path).map(|()| path.clone()),
-                })
-                .transpose()?,
-            report: self
-                .report
-                .as_ref()
-                .map(|path| {
+            progress_interval: at_least("--progress-interval", self.progress_interval, second, "")?,
+            summary_json: match &self.summary_json {
+                Some(path) if path.as_os_str() != "-" => {
+                    writable_file("--summary-json", path)?;
+                    Some(path.clone())
+                }
+                stdout_or_none => stdout_or_none.clone(),
+            },
+            report: match &self.report {
+                Some(path)
                     if self
                         .summary_json
                         .as_ref()
-                        .is_some_and(|j| same_file(j, path))
-                    {
-                        return Err(ConfigError::new(
-                            "--report",
-                            path.display().to_string(),
-                            "is also --summary-json's file: the page would overwrite the summary",
-                        ));
-                    }
-                    writable_file("--report", path).map(|()| path.clone())
-                })
-                .transpose()?,
+                        .is_some_and(|j| same_file(j, path)) =>
+                {
+                    return Err(ConfigError::new(
+                        "--report",
+                        path.display().to_string(),
+                        "is also --summary-json's file: the page would overwrite the summary",
+                    ));
+                }
+                Some(path) => {
+                    writable_file("--report", path)?;
+                    Some(path.clone())
+                }
+                None => None,
+            },
             shutdown_grace: self.shutdown_grace.into(),
             linger: self.linger.into(),
             outage_threshold,
@@ -500,10 +494,11 @@ impl Config {
             return Ok(());
         }
         let (flag, value, fix) = match self.outage_threshold >= self.three_intervals() {
-            true => {
-                let value = humantime::format_duration(shortest).to_string();
-                ("--outage-threshold", value, "lower --outage-threshold")
-            }
+            true => (
+                "--outage-threshold",
+                text(shortest),
+                "lower --outage-threshold",
+            ),
             false => {
                 let value = self.rate.map_or_else(String::new, |r| r.to_string());
                 ("--rate", value, "raise --rate (three schedule intervals)")
@@ -512,8 +507,8 @@ impl Config {
         let reason = format!(
             "the shortest outage pgdrill counts ({}) is longer than --rto-objective ({}): an \
              outage between the two would pass unseen; {fix}, or raise --rto-objective",
-            humantime::format_duration(shortest),
-            humantime::format_duration(rto)
+            text(shortest),
+            text(rto)
         );
         Err(ConfigError::new(flag, value, reason))
     }
