@@ -191,15 +191,10 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
         return Ok(raw.to_string());
     }
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (ports, kept): (Vec<&str>, Vec<&str>) = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .partition(|pair| pair.starts_with("port="));
-    let (ports, from) = match ports.last() {
-        Some(pair) => {
-            let value = percent_decode_str(&pair["port=".len()..]).decode_utf8_lossy();
-            (value.into_owned(), "--dsn")
-        }
+    let (ports, mut kept) = split_query(query, |k| k == "port");
+    kept.retain(|pair| !pair.is_empty());
+    let (ports, from) = match ports.into_iter().last() {
+        Some((_, value)) => (value, "--dsn"),
         None => match env("PGPORT").filter(|p| !p.is_empty()) {
             Some(p) => (p, "PGPORT"),
             None => return Ok(raw.to_string()),
@@ -228,6 +223,21 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
         .collect();
     let base = format!("{scheme}{user_info}{}{path}", hosts.join(","));
     Ok(with_query(base, &kept))
+}
+
+/// A URL query's pairs whose key `take` picks (unescaped), and the others.
+fn split_query(query: &str, take: impl Fn(&str) -> bool) -> (Vec<(String, String)>, Vec<&str>) {
+    let (mut taken, mut kept) = (Vec::new(), Vec::new());
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some((k, v)) if take(k) => taken.push((
+                k.to_string(),
+                percent_decode_str(v).decode_utf8_lossy().into_owned(),
+            )),
+            _ => kept.push(pair),
+        }
+    }
+    (taken, kept)
 }
 
 /// `base` with the query `pairs`, if there are any.
@@ -389,31 +399,17 @@ fn connect_timeout(
 /// the rest (for tokio-postgres) and the removed pairs, unescaped. A string that does not
 /// tokenize is returned unchanged, for tokio-postgres to report.
 fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
-    let mut taken = Vec::new();
     let ours = |k: &str| OUR_KEYS.iter().any(|(key, _)| *key == k);
     if url(raw).is_some() {
         let Some((base, query)) = raw.split_once('?') else {
-            return (raw.to_string(), taken);
+            return (raw.to_string(), Vec::new());
         };
-        let mut kept = Vec::new();
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some((k, v)) if ours(k) => taken.push((
-                    k.to_string(),
-                    percent_decode_str(v).decode_utf8_lossy().into_owned(),
-                )),
-                _ => kept.push(pair),
-            }
-        }
+        let (taken, kept) = split_query(query, ours);
         return (with_query(base.to_string(), &kept), taken);
     }
-    let mut rest = String::with_capacity(raw.len());
-    let mut s = raw;
-    loop {
+    let (mut taken, mut kept, mut s) = (Vec::new(), Vec::new(), raw);
+    while !s.trim_start().is_empty() {
         let trimmed = s.trim_start();
-        if trimmed.is_empty() {
-            break;
-        }
         let Some(eq) = trimmed.find('=') else {
             return (raw.to_string(), Vec::new());
         };
@@ -421,17 +417,13 @@ fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
         let after = trimmed[eq + 1..].trim_start();
         let (value, len) = kv_value(after);
         let pair_len = trimmed.len() - after.len() + len;
-        if ours(key) {
-            taken.push((key.to_string(), value));
-        } else {
-            if !rest.is_empty() {
-                rest.push(' ');
-            }
-            rest.push_str(&trimmed[..pair_len]);
+        match ours(key) {
+            true => taken.push((key.to_string(), value)),
+            false => kept.push(&trimmed[..pair_len]),
         }
         s = &trimmed[pair_len..];
     }
-    (rest, taken)
+    (kept.join(" "), taken)
 }
 
 /// One libpq key=value value: quoted with backslash escapes, or up to whitespace.
