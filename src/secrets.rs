@@ -98,9 +98,10 @@ fn names_a_secret_variable(name: &str) -> bool {
         .iter()
         .any(|word| name.contains(word))
         || name.ends_with("_KEY")
-        || name.rsplit('_').next().is_some_and(|w| {
-            w.ends_with("PASS") && !PASS_WORDS.iter().any(|p| p.eq_ignore_ascii_case(w))
-        });
+        || name
+            .rsplit('_')
+            .next()
+            .is_some_and(|w| w.ends_with("PASS") && !a_pass_word(w));
     secret && !A_PLACE.iter().any(|s| name.ends_with(s))
 }
 
@@ -390,15 +391,11 @@ fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
 }
 
 /// Words that end in `pass` and have nothing to do with a secret.
-const PASS_WORDS: [&str; 7] = [
-    "bypass",
-    "compass",
-    "encompass",
-    "overpass",
-    "surpass",
-    "trespass",
-    "underpass",
-];
+const PASS_WORDS: &str = "bypass compass encompass overpass surpass trespass underpass";
+
+fn a_pass_word(word: &str) -> bool {
+    PASS_WORDS.split(' ').any(|p| p.eq_ignore_ascii_case(word))
+}
 
 /// Whether a key [`SECRET_VALUE`] matched names a secret: not `pass` ending a word that
 /// has nothing to do with one (`bypass`, `compass`), nor a variable that says where a
@@ -409,8 +406,7 @@ fn names_a_secret(text: &str, key: regex::Match) -> bool {
         .trim_end_matches(|c: char| c.is_ascii_alphabetic())
         .len();
     let word = &text[start..key.end()];
-    let in_a_word = name.eq_ignore_ascii_case("pass")
-        && PASS_WORDS.iter().any(|w| w.eq_ignore_ascii_case(word));
+    let in_a_word = name.eq_ignore_ascii_case("pass") && a_pass_word(word);
     let a_place = name.contains('_') && A_PLACE.iter().any(|s| name.ends_with(s));
     !in_a_word && !a_place
 }
@@ -476,13 +472,6 @@ pub fn redact(dsn: &str) -> String {
     dsn.into_owned()
 }
 
-/// Whether [`redact`] hides what starts at byte `at` of `text`.
-pub fn redact_hides(text: &str, at: usize) -> bool {
-    redact(text)
-        .get(at..)
-        .is_some_and(|rest| rest.starts_with(REDACTED))
-}
-
 /// [`redact`] for a connection string that does not parse: nothing after its first password
 /// is shown (an unquoted space splits `password=pass word`, and `word` is the password's);
 /// and where that password's value begins, for the parser's reason not to quote from there.
@@ -526,15 +515,14 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
 /// A line as text a terminal and a log file show as it is: control bytes (NUL, escape
 /// sequences, carriage returns) are written as escapes, not passed on.
 pub fn printable(line: &str) -> String {
-    if !line.chars().any(|c| c.is_control() && c != '\t') {
-        return line.to_string();
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        match c.is_control() && c != '\t' {
+            true => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            false => out.push(c),
+        }
     }
-    line.chars()
-        .map(|c| match c {
-            c if c.is_control() && c != '\t' => format!("\\x{:02x}", u32::from(c)),
-            c => c.to_string(),
-        })
-        .collect()
+    out
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::error::Error;
 
 use super::UNSUPPORTED;
-use crate::secrets::redact;
+use crate::secrets::{redact, REDACTED};
 
 /// `shown` cut after the `=` of the key the parser did not know: a misspelled `password`
 /// (`pasword=…`) is still a password.
@@ -59,7 +59,8 @@ pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) ->
                 parsed.find(t).is_some_and(|i| {
                     i < password_from
                         && i + t.len() > password_from
-                        && !crate::secrets::redact_hides(t, password_from - i)
+                        && !(redact(t).get(password_from - i..))
+                            .is_some_and(|rest| rest.starts_with(REDACTED))
                 })
             };
             !names_a_known_key
