@@ -53,13 +53,8 @@ pub struct RunArgs {
     pub dsn: Option<String>,
 
     /// Target INSERT transactions per second; 0 = as fast as the pool allows.
-    #[arg(
-        long,
-        env = "PGDRILL_RATE",
-        default_value_t = 100.0,
-        allow_negative_numbers = true,
-        value_parser = rate_value
-    )]
+    #[arg(long, env = "PGDRILL_RATE", default_value_t = 100.0, allow_negative_numbers = true,
+          value_parser = rate_value)]
     pub rate: f64,
 
     /// Stop after this long (e.g. 5m); runs until SIGINT/SIGTERM when unset.
