@@ -220,11 +220,8 @@ impl RunArgs {
         let (connect_timeout, connect_timeout_from) = match self.connect_timeout {
             Some(flag) => {
                 let why = ": no connection is set up faster, and every one would time out";
-                let min = Duration::from_millis(100);
-                (
-                    at_least("--connect-timeout", flag, min, why)?,
-                    "--connect-timeout",
-                )
+                let flag = at_least("--connect-timeout", flag, Duration::from_millis(100), why)?;
+                (flag, "--connect-timeout")
             }
             None => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
                 (Some(t), Some(from)) if !t.is_zero() => (*t, from),
@@ -332,6 +329,10 @@ impl RunArgs {
         Ok(d)
     }
 
+    /// Unset: one connection per 250/s (a loopback INSERT takes ~4 ms under load), clamped
+    /// to 4..=64; 32 at --rate 0. Pipelining does not shrink the pool: it is what carries the
+    /// rate over a slow link (32 connections x depth 16 = 512 in flight = 64 ms at 8000/s),
+    /// while on a fast link the connections share the load and keep their pipelines short.
     fn pool_size(&self, rate: Option<f64>) -> Result<u32, ConfigError> {
         match self.pool_size {
             Some(0) => Err(ConfigError::new("--pool-size", "0", "must be at least 1")),
@@ -341,7 +342,7 @@ impl RunArgs {
                 "more than 10000 connections is not a sensible pool",
             )),
             Some(n) => Ok(n),
-            None => Ok(default_pool_size(rate)),
+            None => Ok(rate.map_or(32, |r| ((r / 250.0).ceil() as u32).clamp(4, 64))),
         }
     }
 
@@ -459,17 +460,6 @@ impl CleanupArgs {
             scope,
             connect_timeout: positive("--connect-timeout", self.connect_timeout)?,
         })
-    }
-}
-
-/// One connection per 250/s (a loopback INSERT takes ~4 ms under load), clamped to
-/// 4..=64. Pipelining does not shrink the pool: it is what carries the rate over a slow
-/// link (32 connections x depth 16 = 512 in flight = 64 ms at 8000/s), while on a fast
-/// link the connections share the load and keep their pipelines short.
-fn default_pool_size(rate: Option<f64>) -> u32 {
-    match rate {
-        None => 32,
-        Some(r) => ((r / 250.0).ceil() as u32).clamp(4, 64),
     }
 }
 
