@@ -44,7 +44,18 @@ pub struct Fleet {
 impl FleetArgs {
     pub fn validate(&self) -> Result<Fleet, ConfigError> {
         if let Some(id) = &self.drill_id {
-            check_drill_id(id)?;
+            let reason = if id.is_empty() {
+                Some("must not be empty".to_string())
+            } else if id.len() > MAX_DRILL_ID {
+                Some(format!("is longer than {MAX_DRILL_ID} characters"))
+            } else {
+                id.chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')))
+                    .map(|c| format!("contains {c:?}: use letters, digits, '.', '_', '-' or ':'"))
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::new("--drill-id", id, reason));
+            }
         }
         let member = match (self.member_index, self.members) {
             (Some(index), Some(of)) => {
@@ -70,22 +81,6 @@ impl FleetArgs {
             drill_id: self.drill_id.clone(),
             member,
         })
-    }
-}
-
-fn check_drill_id(id: &str) -> Result<(), ConfigError> {
-    let reason = if id.is_empty() {
-        Some("must not be empty".to_string())
-    } else if id.len() > MAX_DRILL_ID {
-        Some(format!("is longer than {MAX_DRILL_ID} characters"))
-    } else {
-        id.chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')))
-            .map(|c| format!("contains {c:?}: use letters, digits, '.', '_', '-' or ':'"))
-    };
-    match reason {
-        Some(reason) => Err(ConfigError::new("--drill-id", id, reason)),
-        None => Ok(()),
     }
 }
 
