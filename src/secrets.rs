@@ -461,14 +461,10 @@ pub fn redact(dsn: &str) -> String {
         Some(p) => Cow::Owned(format!("{}{REDACTED}{}", &dsn[..p.start], &dsn[p.end..])),
         None => Cow::Borrowed(dsn),
     };
-    // Both patterns capture what precedes the password in group 1 or 2.
-    let kept = |caps: &regex::Captures, after: &str| {
-        let before = caps.get(1).or_else(|| caps.get(2));
-        format!("{}{REDACTED}{after}", before.map_or("", |m| m.as_str()))
-    };
-    let url = URL_PASSWORD.replace_all(&dsn, |caps: &regex::Captures| kept(caps, "@"));
-    let url = USER_INFO.replace_all(&url, |caps: &regex::Captures| kept(caps, "@"));
-    let dsn = DSN_PASSWORD.replace_all(&url, |caps: &regex::Captures| kept(caps, ""));
+    // The patterns capture what precedes the password in group 1 or 2 (one of them only).
+    let url = URL_PASSWORD.replace_all(&dsn, format!("${{1}}${{2}}{REDACTED}@"));
+    let url = USER_INFO.replace_all(&url, format!("${{1}}{REDACTED}@"));
+    let dsn = DSN_PASSWORD.replace_all(&url, format!("${{1}}${{2}}{REDACTED}"));
     dsn.into_owned()
 }
 
