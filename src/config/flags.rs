@@ -148,10 +148,8 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigErro
             .map(drop)
             .map_err(|e| bad(format!("cannot write it: {e}")));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(bad(format!("directory {} does not exist", dir.display())));
     }
