@@ -40,39 +40,19 @@ const OUR_KEYS: &[(&str, &str)] = &[
     ("connect_timeout", "PGCONNECT_TIMEOUT"),
 ];
 
-/// What libpq takes and pgdrill does not, as (connection key tokio-postgres does not know,
-/// environment variable pgdrill does not read), empty where there is none: a set variable
-/// is said at start, and a parse error that quotes such a key names an option, not a piece
-/// of a password.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    ("service", "PGSERVICE"),
-    ("", "PGSERVICEFILE"),
-    ("", "PGOPTIONS"),
-    ("sslcert", "PGSSLCERT"),
-    ("sslkey", "PGSSLKEY"),
-    ("sslcertmode", "PGSSLCERTMODE"),
-    ("sslcrl", "PGSSLCRL"),
-    ("sslcrldir", "PGSSLCRLDIR"),
-    ("sslsni", "PGSSLSNI"),
-    ("sslnegotiation", "PGSSLNEGOTIATION"),
-    ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
-    ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
-    ("require_auth", "PGREQUIREAUTH"),
-    ("requirepeer", "PGREQUIREPEER"),
-    ("", "PGCHANNELBINDING"),
-    ("client_encoding", "PGCLIENTENCODING"),
-    ("krbsrvname", "PGKRBSRVNAME"),
-    ("gsslib", "PGGSSLIB"),
-    ("gssdelegation", "PGGSSDELEGATION"),
-    ("", "PGLOADBALANCEHOSTS"),
-    ("fallback_application_name", ""),
-    ("keepalives_count", ""),
-    ("tcp_user_timeout", ""),
-    ("replication", ""),
-    ("requiressl", ""),
-    ("sslcompression", ""),
-    ("sslpassword", ""),
-];
+/// What libpq takes and pgdrill does not: connection keys tokio-postgres does not know (a
+/// parse error that quotes one names an option, not a piece of a password) and environment
+/// variables pgdrill does not read (a set one is said at start).
+pub(super) const UNSUPPORTED_KEYS: &str =
+    "service sslcert sslkey sslcertmode sslcrl sslcrldir sslsni sslnegotiation \
+    ssl_min_protocol_version ssl_max_protocol_version require_auth requirepeer client_encoding \
+    krbsrvname gsslib gssdelegation fallback_application_name keepalives_count \
+    tcp_user_timeout replication requiressl sslcompression sslpassword";
+const UNREAD_VARS: &str =
+    "PGSERVICE PGSERVICEFILE PGOPTIONS PGSSLCERT PGSSLKEY PGSSLCERTMODE PGSSLCRL PGSSLCRLDIR \
+    PGSSLSNI PGSSLNEGOTIATION PGSSLMINPROTOCOLVERSION PGSSLMAXPROTOCOLVERSION PGREQUIREAUTH \
+    PGREQUIREPEER PGCHANNELBINDING PGCLIENTENCODING PGKRBSRVNAME PGGSSLIB PGGSSDELEGATION \
+    PGLOADBALANCEHOSTS";
 
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
 /// there too): the one sign of a pooler pgdrill has before it connects.
@@ -355,9 +335,8 @@ fn tls_settings(value: Value) -> Result<TlsSettings, ConfigError> {
 /// libpq's environment variables that pgdrill does not read (their keys in `--dsn` are
 /// refused), when any is set: said at start, not silently dropped.
 fn ignored_env(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
-    let set: Vec<&str> = (UNSUPPORTED.iter())
-        .map(|(_, var)| *var)
-        .filter(|v| !v.is_empty() && env(v).is_some_and(|value| !value.is_empty()))
+    let set: Vec<&str> = (UNREAD_VARS.split(' '))
+        .filter(|v| env(v).is_some_and(|value| !value.is_empty()))
         .collect();
     (!set.is_empty()).then(|| {
         format!(

@@ -3,7 +3,7 @@
 
 use std::error::Error;
 
-use super::UNSUPPORTED;
+use super::UNSUPPORTED_KEYS;
 use crate::secrets::{redact, REDACTED};
 
 /// `shown` cut after the `=` of the key the parser did not know: a misspelled `password`
@@ -66,7 +66,7 @@ pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) ->
             !names_a_known_key
                 && quoted.any(|t| {
                     !t.is_empty()
-                        && !UNSUPPORTED.iter().any(|(key, _)| *key == t)
+                        && !UNSUPPORTED_KEYS.split(' ').any(|key| key == t)
                         && (from_password.contains(t) && !named_before(t) || runs_into(t))
                 })
         }
