@@ -228,6 +228,7 @@ impl RunArgs {
                 _ => (Duration::from_secs(2), "default"),
             },
         };
+        let json = self.summary_json.as_deref();
         let config = Config {
             drill,
             target,
@@ -274,12 +275,7 @@ impl RunArgs {
                 stdout_or_none => stdout_or_none.clone(),
             },
             report: match &self.report {
-                Some(path)
-                    if self
-                        .summary_json
-                        .as_ref()
-                        .is_some_and(|j| same_file(j, path)) =>
-                {
+                Some(path) if json.is_some_and(|j| same_file(j, path)) => {
                     return Err(ConfigError::new(
                         "--report",
                         path.display().to_string(),
