@@ -14,19 +14,7 @@ use tokio_postgres::Config as PgConfig;
 use crate::db::tls::{RootCert, SslMode, TlsSettings};
 use crate::db::Target;
 use crate::error::ConfigError;
-use crate::secrets::redact;
-
-/// The environment variables libpq reads that pgdrill honours, as defaults for
-/// anything the DSN leaves unset.
-const ENV_KEYS: &[(&str, &str)] = &[
-    ("PGHOST", "host"),
-    ("PGHOSTADDR", "hostaddr"),
-    ("PGPORT", "port"),
-    ("PGUSER", "user"),
-    ("PGPASSWORD", "password"),
-    ("PGDATABASE", "dbname"),
-    ("PGAPPNAME", "application_name"),
-];
+use crate::secrets::{redact, REDACTED};
 
 /// Connection-string keys pgdrill handles itself (tokio-postgres knows only three sslmodes,
 /// has no sslrootcert, and no target_session_attrs newer than PostgreSQL 14's), with the
@@ -84,14 +72,15 @@ pub fn parse(
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
     let (connect_timeout_from, connect_timeout_forever) = connect_timeout(&mut pg, &value)?;
-    for (var, key) in ENV_KEYS {
+    // The variables libpq reads that pgdrill honours, as defaults for what the DSN leaves unset.
+    for var in "PGHOST PGHOSTADDR PGPORT PGUSER PGPASSWORD PGDATABASE PGAPPNAME".split(' ') {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
-            let shown = if *var == "PGPASSWORD" {
-                "REDACTED"
+            let shown = if var == "PGPASSWORD" {
+                REDACTED
             } else {
                 &value
             };
-            apply_env_default(&mut pg, key, &value)
+            apply_env_default(&mut pg, var, &value)
                 .map_err(|reason| ConfigError::new(var, shown, reason))?;
         }
     }
@@ -425,42 +414,42 @@ fn kv_value(s: &str) -> (String, usize) {
     (out, s.len())
 }
 
-/// Applies one `PG*` variable (`key`, its DSN key) where the DSN left that key unset.
-fn apply_env_default(pg: &mut PgConfig, key: &str, value: &str) -> Result<(), String> {
+/// Applies one `PG*` variable where the DSN left its key unset.
+fn apply_env_default(pg: &mut PgConfig, var: &str, value: &str) -> Result<(), String> {
     // A one-key DSN, so that the environment gets exactly libpq's syntax.
-    let one = || {
+    let one = |key: &str| {
         let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
         PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e, ""))
     };
-    match key {
-        "host" if pg.get_hosts().is_empty() => {
-            for host in one()?.get_hosts() {
+    match var {
+        "PGHOST" if pg.get_hosts().is_empty() => {
+            for host in one("host")?.get_hosts() {
                 match host {
                     Host::Tcp(h) => pg.host(h),
                     Host::Unix(p) => pg.host_path(p),
                 };
             }
         }
-        "hostaddr" if pg.get_hostaddrs().is_empty() => {
-            for addr in one()?.get_hostaddrs() {
+        "PGHOSTADDR" if pg.get_hostaddrs().is_empty() => {
+            for addr in one("hostaddr")?.get_hostaddrs() {
                 pg.hostaddr(*addr);
             }
         }
-        "port" if pg.get_ports().is_empty() => {
-            for port in one()?.get_ports() {
+        "PGPORT" if pg.get_ports().is_empty() => {
+            for port in one("port")?.get_ports() {
                 pg.port(*port);
             }
         }
-        "user" if pg.get_user().is_none() => {
+        "PGUSER" if pg.get_user().is_none() => {
             pg.user(value);
         }
-        "password" if pg.get_password().is_none() => {
+        "PGPASSWORD" if pg.get_password().is_none() => {
             pg.password(value);
         }
-        "dbname" if pg.get_dbname().is_none() => {
+        "PGDATABASE" if pg.get_dbname().is_none() => {
             pg.dbname(value);
         }
-        "application_name" if pg.get_application_name().is_none() => {
+        "PGAPPNAME" if pg.get_application_name().is_none() => {
             pg.application_name(value);
         }
         _ => {}
