@@ -416,11 +416,8 @@ impl ReportArgs {
     /// The files it writes: writable, and none the other, nor a summary it reads (each would
     /// be overwritten).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let outputs = [
-            ("--output", Some(&self.output)),
-            ("--json", self.json.as_ref()),
-        ];
-        for (flag, path) in outputs.into_iter().filter_map(|(f, p)| Some((f, p?))) {
+        let json = self.json.iter().map(|j| ("--json", j));
+        for (flag, path) in std::iter::once(("--output", &self.output)).chain(json) {
             writable_file(flag, path)?;
             if self.summaries.iter().any(|s| same_file(s, path)) {
                 let why = "is also a SUMMARY it reads: writing would overwrite it";
