@@ -386,11 +386,7 @@ impl ManageConnection for Manager {
         // Made after the load was over (bb8 would keep it idle): not a failure, not kept.
         match self.0.connector.closed.load(Ordering::Relaxed) {
             false => Ok(conn),
-            true => Err(ConnectError {
-                class: ErrorClass::Other,
-                message: "the load is over".to_string(),
-                source: None,
-            }),
+            true => Err(ConnectError::new(ErrorClass::Other, "the load is over")),
         }
     }
 

@@ -1,19 +1,11 @@
-//! Connecting with libpq's `connect_timeout` semantics: the whole establishment (TCP, TLS,
-//! startup, authentication, identity probe) is bounded per address, then the next address or
-//! host is tried. tokio-postgres bounds only the TCP connect, so a server that completes the
-//! handshake in the kernel and never answers (a frozen VM) would hold a connect forever.
+//! Connecting with libpq's `connect_timeout` semantics: TCP, TLS, startup, authentication
+//! and identity probe together are bounded per address (tokio-postgres bounds only TCP, so a
+//! frozen VM whose kernel completes the handshake would hold a connect forever).
 //!
-//! Every host, `hostaddr` and resolved address (looked up again per connection, to follow a
-//! DNS switch-over) is an [`Endpoint`] with its own state:
-//! - while an attempt is pending (a proxy routing to a hung node), another starts every
-//!   [`STAGGER`] (after [`SUSPECT_AFTER`] on a healthy endpoint), up to a bound; the first to
-//!   connect wins, as a fresh client every 100 ms would (`race`); attempts that outlive
-//!   their race leave their connection for the next connect;
-//! - a fast failure (refused) backs off, jittered, at most 100 ms ([`BACKOFF`]); a slow one (a
-//!   timeout) is tried again at once;
-//! - an endpoint whose connections go quiet is checked with a fresh connect
-//!   ([`Silence::suspect`]); unanswered within the connect timeout, its server is declared
-//!   silent and every connection to it abandoned.
+//! Every host, `hostaddr` and resolved address (looked up per connection, to follow a DNS
+//! switch-over) is an [`Endpoint`] with its own state: pending attempts are raced by another
+//! every [`STAGGER`] (`race`); fast failures back off ([`BACKOFF`]), slow ones are retried at
+//! once; quiet connections get their server checked ([`Silence::suspect`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,43 +33,36 @@ use crate::error::ErrorClass;
 use crate::retry::Backoff;
 use crate::telemetry::metrics::Metrics;
 
-/// Writes outstanding this long with no answer start a liveness check of their server.
-/// Short, so that a frozen primary is left by `SUSPECT_AFTER + connect timeout` after it
-/// froze: within the `promote + connect timeout + 0.5 s` bound however early the promotion.
+/// Writes unanswered this long start a liveness check of their server. Short, so that a
+/// frozen primary is left within the `promote + connect timeout + 0.5 s` bound.
 pub const SUSPECT_AFTER: Duration = Duration::from_millis(500);
 
-/// TCP keepalive settings (unless the DSN sets its own): a dead peer of an idle
-/// connection is reported by the kernel within 5 + 3 x 1 = 8 s.
+/// TCP keepalive unless the DSN sets its own: an idle dead peer is reported within 8 s.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_RETRIES: u32 = 3;
-/// TCP_USER_TIMEOUT (unless the DSN sets one): a backstop for real partitions; the liveness
-/// check is faster, and works on loopback, where the kernel acknowledges for a frozen process.
+/// TCP_USER_TIMEOUT unless the DSN sets one: a backstop for partitions (the liveness check
+/// is faster, and works on loopback, where the kernel acknowledges for a frozen process).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After a fast failure: from 25 ms, doubling per consecutive failure, at most 100 ms, so
-/// the backoff outlasts an outage by a fraction of a second at most.
+/// After a fast failure: the backoff outlasts an outage by a fraction of a second at most.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(100));
-/// While attempts on an endpoint are pending, another starts this often (a fresh client's
-/// cadence); an attempt that failed after longer than this failed slowly: no backoff.
+/// While attempts are pending, another starts this often (a fresh client's cadence); an
+/// attempt failing after longer failed slowly: no backoff.
 pub const STAGGER: Duration = Duration::from_millis(100);
-/// Parallel attempts per endpoint: three connect timeouts' worth at [`STAGGER`], at most this.
-/// One timeout's worth ran out behind a proxy still sending new connections to a hung node,
-/// and pgdrill waited on those while a fresh client was already writing.
+/// Parallel attempts per endpoint: three connect timeouts' worth, at most this (one ran out
+/// behind a proxy still routing to a hung node while a fresh client already wrote).
 const MAX_PENDING: u32 = 64;
-/// The least time between two attempts on one endpoint while others are pending: each
-/// race joins every [`STAGGER`] (jittered), and the races of several connects together
-/// start at most ~30 attempts a second, as three fresh clients polling every 100 ms would.
+/// The least time between attempts on one endpoint while others are pending: the races of
+/// several connects start at most ~30 a second, as three fresh clients would.
 const MIN_SPACING: Duration = Duration::from_millis(33);
-/// Parallel attempts on an endpoint whose server was found silent. Not more: a frozen host
-/// takes them all from its listen backlog at once on thaw, and with 20 the first write after a
-/// thaw came 0.11-0.14 s after the server was back (3: within 0.1 s).
+/// Parallel attempts on an endpoint found silent. A thawed host takes them all from its
+/// backlog at once: with 20 the first write came 0.11-0.14 s after the thaw (3: within 0.1 s).
 const SILENT_MAX_PENDING: u32 = 3;
-/// A host that answers but takes no writes yet (a standby, a server starting up), as in a
-/// failover: checked at most 50 ms apart, so that a promotion is seen quickly.
+/// A host that answers but takes no writes yet (a standby): a promotion is seen quickly.
 const BACKOFF_ANSWERING: Backoff =
     Backoff::new(Duration::from_millis(25), Duration::from_millis(50));
-/// tokio-postgres's default keepalive idle time, i.e. "the DSN did not set one".
+/// tokio-postgres's default keepalive idle time: "the DSN did not set one".
 const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -111,15 +96,13 @@ struct EndpointState {
     last_error: Option<(ErrorClass, String)>,
     /// Cancelled when the server is found silent; connections made before hold a clone.
     silent: Watch,
-    /// The server those connections reached ([`EndpointState::token_for`]), and when a
-    /// connection last did.
+    /// The server those connections reached, and when one last did.
     silent_server: Option<Arc<Identity>>,
     reached_at: Option<Instant>,
     check_running: bool,
     /// The last liveness check that the server answered.
     answered_at: Option<Instant>,
-    /// A liveness check found the server silent (a frozen host, or a proxy's backend):
-    /// fewer attempts at once ([`EndpointState::cap`]).
+    /// A liveness check found the server silent: fewer attempts at once.
     declared_silent: bool,
 }
 
@@ -133,16 +116,25 @@ pub struct ConnectError {
     pub source: Option<tokio_postgres::Error>,
 }
 
+impl ConnectError {
+    fn new(class: ErrorClass, message: impl Into<String>) -> ConnectError {
+        ConnectError {
+            class,
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
 pub struct Connector {
     entries: Vec<HostEntry>,
-    /// Everything but hosts, ports and addresses, for one single-address config per attempt,
-    /// with the statement timeout as a startup option ([`Connector::new`]).
+    /// All but hosts, ports and addresses.
     base: Config,
-    /// The same without that option, once a pooler refused it ([`refuses_startup_option`]).
-    base_plain: Config,
+    /// `options` with the statement timeout, sent unless a pooler refused it.
+    options: String,
     startup_option_refused: AtomicBool,
     timeout: Duration,
-    /// `load_balance_hosts=random`: hosts and addresses in random order per connection.
+    /// `load_balance_hosts=random`.
     random: bool,
     tls: MakeRustlsConnect,
     metrics: Arc<Metrics>,
@@ -150,12 +142,10 @@ pub struct Connector {
     max_pending: u32,
     /// Notified whenever an attempt ends.
     changed: tokio::sync::Notify,
-    /// Connections made by attempts that outlived their race ([`Connector::race`]), for
-    /// the next connect; notified when one is added.
+    /// Connections made by attempts that outlived their race, for the next connect.
     spares: Mutex<Vec<Conn>>,
     spare_added: tokio::sync::Notify,
-    /// Set once the load is over ([`Manager::close`]): a connection made or handed back
-    /// after it is closed, not kept.
+    /// The load is over ([`Manager::close`]): connections are closed, not kept.
     closed: AtomicBool,
     lookups: Arc<tokio::sync::Semaphore>,
 }
@@ -169,25 +159,21 @@ fn refuses_startup_option(err: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// getaddrinfo calls running at once, each on a blocking thread that a timeout cannot stop:
-/// with DNS black-holed, lanes reconnecting would otherwise start threads faster than the
-/// lookups give up (10–30 s each).
+/// getaddrinfo calls at once, each on a blocking thread no timeout stops: with DNS
+/// black-holed, reconnects would start threads faster than lookups give up (10–30 s).
 const MAX_LOOKUPS: usize = 4;
 
-/// Connections kept for the next connect at most (see [`Connector::take_spare`]).
+/// Spare connections kept at most.
 const MAX_SPARES: usize = 16;
 
-/// Entries of an endpoint map that is growing past this are dropped when healthy, or
-/// failing but not tried for [`FORGOTTEN_AFTER`] (host names can resolve to ever new
-/// addresses, and an old pod's address fails until the name stops naming it); if all fail
-/// recently, the one tried longest ago goes, unless an attempt or a check is under way.
+/// Past this many endpoints (names can resolve to ever new addresses), idle ones are
+/// forgotten if healthy or not tried for [`FORGOTTEN_AFTER`]; else the one tried longest ago.
 const MAX_ENDPOINTS: usize = 256;
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
 impl Connector {
-    /// `pg`'s connect timeout bounds each address. `statement_timeout` goes in the startup
-    /// packet, not a `SET`: a setting sent through a transaction-mode pooler stays on
-    /// whichever server connection ran it, for the other clients that get it next.
+    /// `statement_timeout` goes in the startup packet, not a `SET`: through a
+    /// transaction-mode pooler a `SET` stays on a server connection other clients get next.
     pub fn new(
         pg: &Config,
         tls: MakeRustlsConnect,
@@ -227,32 +213,35 @@ impl Connector {
             .channel_binding(pg.get_channel_binding())
             .target_session_attrs(pg.get_target_session_attrs())
             .keepalives(pg.get_keepalives());
-        if pg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
-            base.keepalives_idle(KEEPALIVE_IDLE)
-                .keepalives_interval(KEEPALIVE_INTERVAL)
-                .keepalives_retries(KEEPALIVE_RETRIES);
-        } else {
-            base.keepalives_idle(pg.get_keepalives_idle());
-            if let Some(i) = pg.get_keepalives_interval() {
-                base.keepalives_interval(i);
-            }
-            if let Some(r) = pg.get_keepalives_retries() {
-                base.keepalives_retries(r);
-            }
+        // Ours unless the DSN sets the idle time.
+        let ours = pg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE;
+        base.keepalives_idle(match ours {
+            true => KEEPALIVE_IDLE,
+            false => pg.get_keepalives_idle(),
+        });
+        if let Some(i) = ours
+            .then_some(KEEPALIVE_INTERVAL)
+            .or(pg.get_keepalives_interval())
+        {
+            base.keepalives_interval(i);
+        }
+        if let Some(r) = ours
+            .then_some(KEEPALIVE_RETRIES)
+            .or(pg.get_keepalives_retries())
+        {
+            base.keepalives_retries(r);
         }
         base.tcp_user_timeout(*pg.get_tcp_user_timeout().unwrap_or(&TCP_USER_TIMEOUT));
         let timeout = *pg.get_connect_timeout().unwrap_or(&Duration::from_secs(2));
         base.connect_timeout(timeout);
-        let base_plain = base.clone();
         let ours = format!("-c statement_timeout={}", statement_timeout.as_millis());
-        base.options(&match pg.get_options() {
-            Some(theirs) => format!("{theirs} {ours}"),
-            None => ours,
-        });
         Arc::new(Connector {
             entries,
             base,
-            base_plain,
+            options: match pg.get_options() {
+                Some(theirs) => format!("{theirs} {ours}"),
+                None => ours,
+            },
             startup_option_refused: AtomicBool::new(false),
             timeout,
             random: pg.get_load_balance_hosts() == LoadBalanceHosts::Random,
@@ -269,8 +258,7 @@ impl Connector {
         })
     }
 
-    /// DSN entries or a host's addresses in the order to try them: as written, or shuffled
-    /// for every connection with `load_balance_hosts=random` (as libpq does).
+    /// Shuffled per connection with `load_balance_hosts=random`, as libpq does.
     fn balance<T>(&self, v: &mut [T]) {
         if self.random {
             use rand::seq::SliceRandom;
@@ -279,15 +267,14 @@ impl Connector {
     }
 
     /// Tries the endpoints in DSN order (skipping those backing off) until one connects and
-    /// passes the manager's setup, each attempt bounded by the connect timeout and raced by
-    /// the next ones ([`Connector::race`]).
+    /// passes the manager's setup.
     pub async fn connect(
         self: &Arc<Self>,
         password: Option<&str>,
         manager: &Manager,
     ) -> Result<Conn, ConnectError> {
-        // With every endpoint backing off or probed by another attempt, wait (at most one
-        // connect timeout) for one: a failed connect always stands for a real attempt.
+        // All endpoints busy or backing off: wait (up to the connect timeout), so that a
+        // failed connect always stands for a real attempt.
         let deadline = Instant::now() + self.timeout;
         loop {
             let changed = self.changed.notified();
@@ -331,11 +318,8 @@ impl Connector {
                 return Err(err);
             }
             let Some(skipped) = skipped else {
-                return Err(ConnectError {
-                    class: ErrorClass::Dns,
-                    message: "no host in the connection string resolves to an address".to_string(),
-                    source: None,
-                });
+                let message = "no host in the connection string resolves to an address";
+                return Err(ConnectError::new(ErrorClass::Dns, message));
             };
             if Instant::now() >= deadline {
                 return Err(skipped);
@@ -350,9 +334,8 @@ impl Connector {
         }
     }
 
-    /// The earliest time one of `candidates` that is failing may take another attempt. Only
-    /// those: an address a moved name no longer resolves to keeps its state (backing off, its
-    /// retry time long past), which would wake this wait at once, again and again.
+    /// When one of `candidates` that is failing may take another attempt. Only those: an
+    /// address a moved name left keeps a retry time long past, which would wake at once.
     fn next_retry(&self, candidates: &[(Endpoint, Config)]) -> Option<Instant> {
         let endpoints = self.endpoints.lock();
         (candidates.iter())
@@ -362,8 +345,7 @@ impl Connector {
             .min()
     }
 
-    /// One endpoint: connect, drive the connection, set it up, all within the timeout (on
-    /// expiry, dropping the attempt closes its socket and aborts its driver task).
+    /// One endpoint: connect, drive the connection, set it up, within the timeout.
     async fn attempt(
         &self,
         endpoint: &Endpoint,
@@ -374,10 +356,10 @@ impl Connector {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
-            // Every attempt that carried the option (those racing when the first refusal
-            // came too) tries again without it.
-            let carried = config.get_options() != self.base_plain.get_options();
-            let connected = match config.connect(self.tls.clone()).await {
+            let first = self.with_option(config);
+            let carried = first.get_options() != config.get_options();
+            let connected = match first.connect(self.tls.clone()).await {
+                // Also for attempts that started before the first refusal.
                 Err(e) if carried && refuses_startup_option(&e) => {
                     if !self.startup_option_refused.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
@@ -387,7 +369,7 @@ impl Connector {
                              each write"
                         );
                     }
-                    self.plain(config).connect(self.tls.clone()).await
+                    config.connect(self.tls.clone()).await
                 }
                 connected => connected,
             };
@@ -429,10 +411,9 @@ impl Connector {
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let Ok(insert) = ready.await else {
-            // The server answers but the setup waits (a lock on the table): its backend would
-            // wait on after the socket closes, holding one of the server's connection slots.
-            // The connection stays open until the cancel is through: a pooler (PgBouncer)
-            // drops a cancel for a client already gone.
+            // The setup waits (a lock on the table): its backend would wait on, holding a
+            // connection slot. Open until the cancel is through: PgBouncer drops a cancel
+            // for a client already gone.
             let (token, endpoint) = (client.cancel_token(), endpoint.clone());
             let (config, tls) = (config.clone(), self.tls.clone());
             tokio::spawn(async move {
@@ -445,33 +426,17 @@ impl Connector {
         Ok((client, insert?, driver.detach(), id))
     }
 
-    /// `config` (one endpoint's) without pgdrill's startup option, once a pooler refused it.
-    fn plain(&self, config: &Config) -> Config {
+    /// `config` (one endpoint's) with pgdrill's startup option, unless a pooler refused it.
+    fn with_option(&self, config: &Config) -> Config {
+        let mut config = config.clone();
         if !self.startup_option_refused.load(Ordering::Relaxed) {
-            return config.clone();
+            config.options(&self.options);
         }
-        let mut plain = self.base_plain.clone();
-        for host in config.get_hosts() {
-            match host {
-                Host::Tcp(name) => plain.host(name),
-                Host::Unix(dir) => plain.host_path(dir),
-            };
-        }
-        for addr in config.get_hostaddrs() {
-            plain.hostaddr(*addr);
-        }
-        for port in config.get_ports() {
-            plain.port(*port);
-        }
-        if let Some(password) = config.get_password() {
-            plain.password(password);
-        }
-        plain
+        config
     }
 
-    /// Claims an attempt on `endpoint`: a connect's first, saying why not (backing off, or
-    /// another attempt is probing the failing endpoint) into `skipped`; or, without
-    /// `skipped`, one more beside those pending, if it may take one now.
+    /// Claims an attempt on `endpoint`: a connect's first (saying why not into `skipped`),
+    /// or without `skipped` one more beside those pending.
     fn claim(
         self: &Arc<Self>,
         endpoint: &Endpoint,
@@ -507,14 +472,11 @@ impl Connector {
                     .last_error
                     .clone()
                     .unwrap_or((ErrorClass::ConnectRefused, "failing".to_string()));
-                *skipped = Some(ConnectError {
-                    class,
-                    message: format!(
-                        "{endpoint}: backing off after {} failed attempts; last: {message}",
-                        state.failures
-                    ),
-                    source: None,
-                });
+                let failures = state.failures;
+                let message = format!(
+                    "{endpoint}: backing off after {failures} failed attempts; last: {message}"
+                );
+                *skipped = Some(ConnectError::new(class, message));
             }
             return None;
         }

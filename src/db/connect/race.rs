@@ -38,7 +38,7 @@ impl Connector {
                             silence: Silence {
                                 watch: claim.succeeded(&server),
                                 endpoint,
-                                config: Arc::new(this.plain(&config)),
+                                config: Arc::new(this.with_option(&config)),
                                 connector: this.clone(),
                                 server,
                             },
@@ -54,7 +54,8 @@ impl Connector {
             }
         };
         let started = Instant::now();
-        let hurry = self.failing(&candidates[first].0);
+        let hurry =
+            (self.endpoints.lock().get(&candidates[first].0)).is_some_and(|s| s.failures > 0);
         let mut newest = first;
         let mut live = vec![(first, claim.started)];
         let mut pending = futures_util::stream::FuturesUnordered::new();
@@ -182,13 +183,6 @@ impl Connector {
                 && conn.created.elapsed() < self.timeout
         })
     }
-
-    fn failing(&self, endpoint: &Endpoint) -> bool {
-        self.endpoints
-            .lock()
-            .get(endpoint)
-            .is_some_and(|s| s.failures > 0)
-    }
 }
 
 /// An attempt on one endpoint; if it is dropped unfinished (the caller gave up), the
@@ -220,42 +214,43 @@ impl Claim {
 
     /// Marks the endpoint healthy; returns the token its connection to `server` watches.
     fn succeeded(&mut self, server: &Arc<Identity>) -> Watch {
-        self.done = true;
-        let now = Instant::now();
-        let mut map = self.connector.endpoints.lock();
-        let state = map
-            .entry(self.endpoint.clone())
-            .or_insert_with(|| EndpointState::new(now));
-        if state.failures > 0 {
-            tracing::info!(server = %self.endpoint, failures = state.failures, "server answers again");
-        }
-        state.failures = 0;
-        state.pending = state.pending.saturating_sub(1);
-        state.last_error = None;
-        state.declared_silent = false;
-        let watch = state.token_for(server);
-        drop(map);
-        self.connector.changed.notify_waiters();
-        watch
+        let endpoint = self.endpoint.clone();
+        self.end(|state| {
+            if state.failures > 0 {
+                tracing::info!(server = %endpoint, failures = state.failures, "server answers again");
+            }
+            state.failures = 0;
+            state.last_error = None;
+            state.declared_silent = false;
+            state.token_for(server)
+        })
     }
 
     fn failed(&mut self, class: ErrorClass, message: &str) {
+        let started = self.started;
+        self.end(|state| state.failed(class, message, started));
+    }
+
+    /// The attempt is over: `outcome` updates the endpoint's state, then waiting connects
+    /// are told. (The state is there: `claim` forgets no endpoint with attempts pending.)
+    fn end<T>(&mut self, outcome: impl FnOnce(&mut EndpointState) -> T) -> T {
         self.done = true;
-        if let Some(state) = self.connector.endpoints.lock().get_mut(&self.endpoint) {
-            state.pending = state.pending.saturating_sub(1);
-            state.failed(class, message, self.started);
-        }
+        let mut map = self.connector.endpoints.lock();
+        let state = map
+            .entry(self.endpoint.clone())
+            .or_insert_with(|| EndpointState::new(Instant::now()));
+        state.pending = state.pending.saturating_sub(1);
+        let out = outcome(state);
+        drop(map);
         self.connector.changed.notify_waiters();
+        out
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         if !self.done {
-            if let Some(state) = self.connector.endpoints.lock().get_mut(&self.endpoint) {
-                state.pending = state.pending.saturating_sub(1);
-            }
-            self.connector.changed.notify_waiters();
+            self.end(|_| ());
         }
     }
 }

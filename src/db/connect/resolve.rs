@@ -10,10 +10,7 @@ impl Connector {
         &self,
         entry: &HostEntry,
     ) -> Result<Vec<(Endpoint, Config)>, String> {
-        let mut base = match self.startup_option_refused.load(Ordering::Relaxed) {
-            true => self.base_plain.clone(),
-            false => self.base.clone(),
-        };
+        let mut base = self.base.clone();
         base.port(entry.port);
         let name = match &entry.host {
             Some(Host::Unix(dir)) => {
