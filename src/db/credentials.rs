@@ -1,8 +1,7 @@
 //! Passwords that change while pgdrill runs: a file re-read for each new connection
-//! (Kubernetes secret mounts) or a command whose output is the password (Entra ID tokens),
-//! cached and run again before `--password-ttl` runs out or after the server rejected it. The
-//! command is split into words as a POSIX shell would (`shlex`) and run without one, so that
-//! it works in the distroless image.
+//! (Kubernetes secret mounts) or a command printing it (Entra ID tokens), cached for
+//! `--password-ttl` or until the server rejects it. The command is split as a POSIX shell
+//! would (`shlex`) and run without one, for the distroless image.
 //!
 //! The secret never appears in logs, errors or metrics: [`Secret`] does not print, and the
 //! command's standard output is read only here; its standard error is logged, scrubbed.
@@ -27,8 +26,7 @@ use crate::telemetry::metrics::Metrics;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After an authentication failure, the command is not run again sooner than this.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// After the command failed, it is not run again sooner than 1 s, doubling per failure up
-/// to 30 s: a broken command is retried twice a minute, not for every connection.
+/// After the command failed: a broken command is retried twice a minute, not per connection.
 const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// A password longer than this is not a password (Entra tokens are ~2-3 KB).
 const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -45,13 +43,12 @@ pub enum PasswordSource {
     Dsn,
     /// `--password-file`: read for every new connection.
     File(PathBuf),
-    /// `--password-command`, split into program and arguments (no shell), output cached
-    /// for `ttl`.
+    /// `--password-command`, split into program and arguments, output cached for `ttl`.
     Command { argv: Vec<String>, ttl: Duration },
 }
 
 impl PasswordSource {
-    /// Checks what can be checked before starting: the file must be readable and non-empty.
+    /// Checks before starting: the file must be readable and non-empty.
     pub fn validate(self) -> Result<PasswordSource, ConfigError> {
         let (flag, value, why) = match &self {
             PasswordSource::File(path) => {
@@ -166,9 +163,8 @@ impl Credentials {
         Ok(secret)
     }
 
-    /// A failure is counted once, not again while the command backs off. Once
-    /// `--password-ttl` has run out, the password it printed last is still good until the
-    /// server rejects it: connections keep it while the command runs beside them (a token
+    /// A failure is counted once, not again while the command backs off. Past `--password-ttl`
+    /// connections keep the last password while the command runs beside them (a token
     /// command takes seconds, which every connect waiting on it would add to an outage).
     async fn run_cached(
         self: &Arc<Self>,
@@ -343,8 +339,8 @@ fn trim_secret(raw: &[u8]) -> &[u8] {
     first_line.unwrap_or_default().trim_ascii()
 }
 
-/// The command's standard error, line by line, ready to log. A failed command's output is no
-/// password to use (so not remembered), but may be one: kept out of its lines too.
+/// The command's standard error, line by line, ready to log. A failed command's output is
+/// not remembered as a secret, but may be one: kept out of these lines too.
 fn stderr_lines(err: &[u8], failed_output: Option<&[u8]>) -> Vec<String> {
     // Shorter, it is more likely a word of the message (`null`, `{`) than a token.
     let unused = failed_output.map(|out| String::from_utf8_lossy(trim_secret(out)));

@@ -1,6 +1,4 @@
-//! The bb8 pool of [`Conn`]s (made by `connect::Manager`) and how pgdrill checks them out:
-//! connections that know which server they reach and are thrown away once they have seen a
-//! fatal error.
+//! The bb8 pool of [`Conn`]s (made by `connect::Manager`) and how pgdrill checks them out.
 
 use std::time::Duration;
 
@@ -113,9 +111,8 @@ impl DbPool {
         })
     }
 
-    /// Once the load is over, closes the idle connections and the connector's spares, each
-    /// politely, and any connection handed back later: a run kept on for `--linger` holds no
-    /// session on the server.
+    /// Once the load is over, closes every connection politely: a run kept on for `--linger`
+    /// holds no session on the server.
     pub async fn close(&self) {
         self.manager.close();
         while self.pool.state().idle_connections > 0 {

@@ -106,26 +106,18 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new("sslmode", mode.as_str(), e.to_string()))?;
         let algorithms = provider.signature_verification_algorithms;
-        let verifier: Arc<dyn ServerCertVerifier> = match verify {
-            Verify::Nothing => Arc::new(LibpqVerifier {
-                chain: None,
-                algorithms,
-            }),
+        let chain = match verify {
+            Verify::Nothing => None,
             Verify::Chain | Verify::ChainAndName => {
                 let roots = Arc::new(load_roots(&root_cert)?);
-                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| {
-                        ConfigError::new("sslrootcert", root_cert_label(&root_cert), e.to_string())
-                    })?;
-                match verify {
-                    Verify::ChainAndName => webpki,
-                    _ => Arc::new(LibpqVerifier {
-                        chain: Some(webpki),
-                        algorithms,
-                    }),
-                }
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider).build();
+                let label = root_cert_label(&root_cert);
+                Some(webpki.map_err(|e| ConfigError::new("sslrootcert", label, e.to_string()))?)
             }
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match (verify, chain) {
+            (Verify::ChainAndName, Some(webpki)) => webpki,
+            (_, chain) => Arc::new(LibpqVerifier { chain, algorithms }),
         };
         let config = builder
             .dangerous()

@@ -3,8 +3,7 @@
 use super::*;
 use std::sync::atomic::AtomicU64;
 
-/// The token a connection watches ([`EndpointState::token_for`]), and which of its
-/// endpoint's it is.
+/// The token a connection watches ([`EndpointState::token_for`]), numbered.
 #[derive(Clone, Debug)]
 pub(super) struct Watch {
     pub(super) token: CancellationToken,
@@ -12,8 +11,7 @@ pub(super) struct Watch {
 }
 
 impl Watch {
-    /// A fresh token, with a number no token before had in any endpoint's state (one let
-    /// go and made again too).
+    /// A number no token had before in any endpoint's state (one let go and made again too).
     fn new() -> Watch {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         Watch {
@@ -30,9 +28,8 @@ pub(super) enum Unanswered {
     Silent,
     /// A fresh connection reached it meanwhile: it is slow, not silent.
     Slow,
-    /// A fresh connection reached the endpoint, whose connections watch a newer token
-    /// since the check's were made (another server, or the same one after a switch back):
-    /// the check's connections are abandoned, as made before.
+    /// A fresh connection reached the endpoint, whose connections watch a newer token than
+    /// the check's (another server, or a switch back): the check's connections are abandoned.
     LeftBehind,
 }
 
@@ -53,21 +50,19 @@ impl EndpointState {
         }
     }
 
-    /// A first attempt of a connect: any number on a healthy endpoint; on a failing one,
-    /// once the backoff is over, as one more attempt beside those pending (other connects'
-    /// races keep one starting every [`STAGGER`] when this one stops joining).
+    /// A first attempt of a connect: any number on a healthy endpoint; on a failing one, as
+    /// one more beside those pending.
     pub(super) fn eligible(&self, now: Instant, max: u32) -> bool {
         self.failures == 0 || self.may_join(now, max)
     }
 
-    /// One more attempt beside those pending: not before [`EndpointState::ready_at`], at
-    /// most [`EndpointState::cap`] at once.
+    /// One more attempt beside those pending.
     pub(super) fn may_join(&self, now: Instant, max: u32) -> bool {
         now >= self.ready_at() && self.pending < self.cap(max)
     }
 
-    /// When another attempt may start: once the backoff is over and, beside pending attempts
-    /// only, [`MIN_SPACING`] after the last (a waiting connect wakes up then: `next_retry`).
+    /// When another attempt may start: after the backoff and, beside pending attempts,
+    /// [`MIN_SPACING`] after the last.
     pub(super) fn ready_at(&self) -> Instant {
         match self.last_start {
             Some(t) if self.pending > 0 => self.retry_at.max(t + MIN_SPACING),
@@ -75,9 +70,8 @@ impl EndpointState {
         }
     }
 
-    /// Attempts that may be pending at once: `max`, or a few on a server found silent (not
-    /// one: a proxy's or moved DNS name's next connection may reach an answering server; not
-    /// `max`: see [`SILENT_MAX_PENDING`]).
+    /// Attempts that may be pending at once: a few on a server found silent (not one: behind
+    /// a proxy or a moved name the next connection may reach an answering server).
     pub(super) fn cap(&self, max: u32) -> u32 {
         if self.declared_silent {
             max.min(SILENT_MAX_PENDING)
@@ -86,10 +80,9 @@ impl EndpointState {
         }
     }
 
-    /// The token a new connection to `server` watches: the endpoint's, unless the endpoint
-    /// now leads to another server than its connections so far reached (a proxy or pooler
-    /// moved its backend), which gets a token of its own, so that abandoning the
-    /// connections to the one before spares it.
+    /// The token a new connection to `server` watches: the endpoint's, or a new one if the
+    /// endpoint now leads to another server (a proxy moved its backend), so that abandoning
+    /// the connections to the one before spares it.
     pub(super) fn token_for(&mut self, server: &Arc<Identity>) -> Watch {
         match &self.silent_server {
             Some(before) if server.is_another_process(before) => {
@@ -126,8 +119,8 @@ impl EndpointState {
         Unanswered::LeftBehind
     }
 
-    /// Abandons the connections watching `token`, and only those (see [`Self::token_for`]);
-    /// connections made from now on get a fresh token if the endpoint's was this one.
+    /// Abandons the connections watching `token`, and only those; if it was the endpoint's,
+    /// connections made from now on get a fresh one.
     pub(super) fn abandon(&mut self, token: &CancellationToken) {
         token.cancel();
         if self.silent.token.is_cancelled() {
@@ -135,9 +128,8 @@ impl EndpointState {
         }
     }
 
-    /// A check for the connections watching `token` got no answer at all: the endpoint
-    /// is silent, for them and for the server it led to when the check began (`current`),
-    /// whose connections are abandoned too; one reached since answered, and is spared.
+    /// A check for the connections watching `token` got no answer at all: those to the
+    /// server the endpoint led to when the check began (`current`) are abandoned too.
     pub(super) fn declare_silent(
         &mut self,
         token: &CancellationToken,
@@ -148,8 +140,8 @@ impl EndpointState {
         self.abandon(current);
     }
 
-    /// A fast failure (refused) backs off; a slow one (a timeout) is followed at once, so
-    /// a hanging server always has an attempt waiting and is seen the moment it answers.
+    /// A fast failure backs off; a slow one (a timeout) is followed at once, so a hanging
+    /// server is seen the moment it answers.
     pub(super) fn failed(&mut self, class: ErrorClass, message: &str, started: Instant) {
         let now = Instant::now();
         self.failures = self.failures.saturating_add(1);

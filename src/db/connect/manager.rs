@@ -28,10 +28,9 @@ use crate::telemetry::metrics::Metrics;
 pub struct Conn {
     pub client: Client,
     pub insert: Option<Statement>,
-    /// Set when a query failed in a way that makes this connection unusable, or a request
-    /// on it was given up unanswered.
+    /// A query failed in a way that makes it unusable, or a request was given up on.
     pub broken: bool,
-    /// Set when a healthy connection is done (its lifetime is over): closed politely.
+    /// A healthy connection is done (its lifetime is over): closed politely.
     pub retired: bool,
     pub created: Instant,
     pub silence: Silence,
@@ -40,8 +39,8 @@ pub struct Conn {
 }
 
 impl Drop for Conn {
-    /// Closed now, not when the server answers or dies (a hung backend never does):
-    /// tokio-postgres would keep the socket open for the requests given up on.
+    /// Closed now: tokio-postgres would keep the socket open for requests given up on
+    /// until the server answers or dies (a hung backend never does).
     fn drop(&mut self) {
         if self.broken || self.silence.is_silent() {
             self.driver.abort();
@@ -50,8 +49,7 @@ impl Drop for Conn {
 }
 
 /// A name that does not resolve is the wrong target only if no other host of the DSN does
-/// (libpq goes on to the next host) and the resolver answered: a lookup that timed out or
-/// failed for now (`EAI_AGAIN`) may heal.
+/// and the resolver answered: a lookup that timed out or failed for now (`EAI_AGAIN`) may heal.
 pub(super) fn unresolved_is_wrong_target(message: &str, others_resolved: bool) -> bool {
     let for_now = message.contains("no answer within") || message.contains("Temporary failure");
     !others_resolved && !for_now
@@ -60,8 +58,7 @@ pub(super) fn unresolved_is_wrong_target(message: &str, others_resolved: bool) -
 /// The same connection failure is logged at most this often.
 const LOG_REPEAT_AFTER: Duration = Duration::from_secs(10);
 
-/// The pool's manager: cheap to clone, so that a connect race can leave attempts running
-/// after its caller moved on ([`Connector::connect`]).
+/// The pool's manager: cheap to clone, for attempts that outlive their race.
 #[derive(Clone)]
 pub struct Manager(Arc<Setup>);
 
@@ -77,8 +74,7 @@ pub struct Setup {
     connector: Arc<Connector>,
     credentials: Arc<Credentials>,
     logged: Mutex<Throttle>,
-    /// `--query-mode auto` saw prepared statements break (a transaction-mode pooler):
-    /// new connections no longer prepare, so the INSERT goes unnamed.
+    /// `--query-mode auto`: set once prepared statements broke (new connections prepare none).
     auto_fallback: Option<AtomicBool>,
     statement_timeout: Duration,
     /// Whether the server applies it was checked (once per run).
@@ -86,26 +82,25 @@ pub struct Setup {
     workload: Arc<Workload>,
     identity: Arc<IdentityTracker>,
     metrics: Arc<Metrics>,
-    /// Check (and create) the table once, on the first connection to a writable server;
-    /// concurrent first connections wait for it instead of racing in the catalog.
+    /// The table checked (and created) once; concurrent first connections wait for it.
     table: TablePolicy,
     table_ready: OnceCell<()>,
     /// `--alter-table` is changing the table (see [`Setup::table_ready`]).
     changing_table: AtomicBool,
-    /// Why the table cannot take the INSERT, once found: the run is stopping, and the
-    /// attempts still under way do not check (or change) the table again.
+    /// Why the table cannot take the INSERT, once found: attempts still under way do not
+    /// check (or change) it again.
     table_refused: OnceLock<String>,
-    /// Told when the table cannot take our writes, which no reconnect fixes.
+    /// Told when the table cannot take our writes (no reconnect fixes that).
     fatal: Arc<Fatal>,
 }
 
-/// How long `--alter-table`'s change of the table may take (an index build included), and
-/// how long before the startup deadline it must end, so that the reason reported is the
-/// server's (or the cancel's, which takes up to 1.5 s of that: see `table_check`).
+/// How long `--alter-table`'s change may take (an index build included), and how long before
+/// the startup deadline it must end, so that the server's reason (or the cancel's, up to
+/// 1.5 s: see `table_check`) is the one reported.
 const TABLE_CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 const TABLE_CHANGE_ENDS_BEFORE_DEADLINE: Duration = Duration::from_secs(2);
 
-/// How new connections are made and set up, from the configuration.
+/// How new connections are made and set up.
 pub struct ConnectSettings {
     pub pg: tokio_postgres::Config,
     pub tls: TlsSettings,
@@ -116,8 +111,7 @@ pub struct ConnectSettings {
 }
 
 impl Manager {
-    /// From now on no connection is kept: the spares left by attempts that outlived their
-    /// race are closed now, and any connection handed back or made later when it is done.
+    /// From now on no connection is kept: the spares are closed now, later ones when done.
     pub fn close(&self) {
         let connector = &self.0.connector;
         connector.closed.store(true, Ordering::Relaxed);
@@ -181,8 +175,7 @@ impl Setup {
         self.counted(class, message, source)
     }
 
-    /// A host name that did not resolve ([`unresolved_is_wrong_target`] says whether that
-    /// ends a run before its first write).
+    /// A host name that did not resolve.
     pub(super) fn unresolved(&self, message: String, others_resolved: bool) -> ConnectError {
         if unresolved_is_wrong_target(&message, others_resolved) {
             return self.failed(ErrorClass::Dns, message, None);
@@ -200,10 +193,9 @@ impl Setup {
     ) -> ConnectError {
         // The failed writes it causes are counted where they fail (the error book).
         self.metrics.connection_errors.inc(class);
-        // Logged (not every time) so that a daemon retrying forever, or a host of several
-        // that never answers while another does, is not silent; unless the run is stopping,
-        // or it is a standby passed over for the primary, as a multi-host DSN has them.
-        // Configuration-like failures say what to fix: each message of theirs on its own.
+        // Logged (throttled) so that endless retries are not silent; not when the run is
+        // stopping, nor for a standby passed over. Failures that say what to fix are
+        // throttled per message.
         let said = self.fatal.is_set() || class == ErrorClass::ReadOnly;
         let to_fix = matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns);
         let key = if to_fix {
@@ -221,9 +213,8 @@ impl Setup {
         }
     }
 
-    /// Whether the server applies `--statement-timeout` (sent as a startup option): a pooler
-    /// that drops startup options (PgBouncer with `ignore_startup_parameters = options`) or
-    /// refused them leaves it unset. Said once: pgdrill's client timeout still bounds writes.
+    /// Whether the server applies `--statement-timeout` (a startup option, which a pooler may
+    /// drop or refuse). Said once: pgdrill's client timeout still bounds writes.
     async fn check_statement_timeout(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
         let server_ms = crate::db::first_value(client, sql).await?;
@@ -244,9 +235,8 @@ impl Setup {
     pub(super) async fn probe(&self, client: &Client) -> Result<Identity, ConnectError> {
         let id = identity::probe(client).await;
         if id.in_recovery == Some(true) {
-            // A standby (behind a proxy that still routes to a demoted node, or a host of a
-            // multi-host DSN): writes would fail with 25006. A failed attempt, not a
-            // connection, so that the endpoint keeps being raced until it reaches a primary.
+            // A standby (behind a proxy, or a host of a multi-host DSN): a failed attempt,
+            // so that the endpoint keeps being raced until it reaches a primary.
             return Err(self.failed(
                 ErrorClass::ReadOnly,
                 format!(
@@ -259,10 +249,9 @@ impl Setup {
         Ok(id)
     }
 
-    /// The table, checked once per run within the connect `timeout` (a silent server is left
-    /// for the next host); once `--alter-table` changes it, within [`TABLE_CHANGE_TIMEOUT`]
-    /// (an `ALTER TABLE` waits up to its lock timeout, an index build longer): cut off, it
-    /// would go on in the server and be sent again.
+    /// The table, checked once per run within the connect `timeout`; once `--alter-table`
+    /// changes it, within [`TABLE_CHANGE_TIMEOUT`]: cut off, the change would go on in the
+    /// server and be sent again.
     pub(super) async fn table_ready(
         &self,
         client: &Client,
@@ -338,8 +327,7 @@ impl Setup {
         }
         let insert = match &self.auto_fallback {
             Some(fell_back) if fell_back.load(Ordering::Relaxed) => None,
-            // The pooler's server connection already holds another client's statement of
-            // that name (42P05): unnamed from now on, and this connection is usable.
+            // A pooler's server connection held another client's statement (42P05).
             _ => match self.workload.prepare(client).await {
                 Err(err) if self.prepared_statements_broke(&err) => None,
                 other => other.map_err(|e| self.fail(e))?,
@@ -349,9 +337,8 @@ impl Setup {
         Ok(insert)
     }
 
-    /// Whether, under `--query-mode auto`, `err` says a named prepared statement did not stay with
-    /// its session (26000 `prepared statement "s0" does not exist`, 42P05 `... already exists`):
-    /// the statement did not run, and the same INSERT may be sent again unnamed.
+    /// Whether, under `--query-mode auto`, `err` says a named prepared statement did not stay
+    /// with its session (26000, 42P05): it did not run, and may be sent again unnamed.
     pub(crate) fn prepared_statements_broke(&self, err: &tokio_postgres::Error) -> bool {
         use tokio_postgres::error::SqlState;
         let Some(fallback) = &self.auto_fallback else {
@@ -378,7 +365,7 @@ impl ManageConnection for Manager {
     type Error = ConnectError;
 
     async fn connect(&self) -> Result<Conn, ConnectError> {
-        // The current password for every connection (rotated files, fresh tokens).
+        // Rotated files, fresh tokens.
         let secret = self.credentials.password().await;
         let secret = secret.map_err(|err| self.failed(ErrorClass::Auth, err, None))?;
         let password = secret.as_ref().map(|s| s.expose());

@@ -1,15 +1,13 @@
-//! A connect's race: while an attempt is pending, more start beside it; the claims that
-//! count attempts per endpoint; and the connections left by attempts that outlived their
-//! race, for the next connect.
+//! A connect's race of attempts, the claims that count them per endpoint, and the spare
+//! connections left by attempts that outlived their race.
 
 use super::*;
 
 impl Connector {
     /// Attempts on `candidates`, from `first` (claimed): while they are pending, another starts
     /// every [`STAGGER`] (from [`SUSPECT_AFTER`] on, at once if `first` is failing) on the next
-    /// candidate that may take one, cycling (behind a proxy the same address again, as a fresh
-    /// client would), for one connect timeout. The first to connect wins; fails when every
-    /// attempt failed and none may start, or at the first failure after that timeout.
+    /// candidate that may take one, cycling (behind a proxy the same address again), for one
+    /// connect timeout. The first to connect wins.
     pub(super) async fn race(
         self: &Arc<Self>,
         candidates: &[(Endpoint, Config)],
@@ -17,8 +15,8 @@ impl Connector {
         claim: Claim,
         manager: &Manager,
     ) -> Result<Conn, ConnectError> {
-        // Once a server has answered an attempt, more attempts would only wait beside it on
-        // whatever holds its setup (a lock on the table), each holding a connection slot.
+        // Once a server has answered, more attempts would only wait on its setup (a lock on
+        // the table), each holding a connection slot.
         let answered = Arc::new(AtomicBool::new(false));
         // Each attempt owns what it needs, so that it can outlive the race (see below).
         let one = |i: usize, mut claim: Claim| {
@@ -69,8 +67,7 @@ impl Connector {
             }
             let now = Instant::now();
             let joining = now < started + self.timeout && !answered.load(Ordering::Relaxed);
-            // Jittered (±50 %) so that attempts do not phase-lock with other periodic
-            // clients in a proxy's round robin (always drawing the same backend).
+            // Jittered, not to phase-lock with other clients in a proxy's round robin.
             let stagger = STAGGER.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.5..1.5));
             let not_before = if hurry { now } else { started + SUSPECT_AFTER };
             let next_join = (now + stagger).max(not_before);
@@ -84,11 +81,9 @@ impl Connector {
                             self.abandoned(candidates, &live, i, manager);
                             return Ok(conn);
                         }
-                        // Past the join window the first failure ends the race, so the next starts
-                        // at once (waiting, none started while a fresh client already wrote through
-                        // a proxy's new primary). The others run on, each within its timeout: a
-                        // proxy may be holding them for its next server (closing them put HAProxy's
-                        // first write after a switchover 0.2-0.4 s behind a fresh client's).
+                        // Past the join window the first failure ends the race, so the next
+                        // starts at once. The others run on: a proxy may hold them for its next
+                        // server (closing them put HAProxy's first write 0.2-0.4 s behind).
                         Err(err) if live.is_empty() || Instant::now() >= started + self.timeout => {
                             self.let_finish(pending);
                             return Err(err);
@@ -112,10 +107,8 @@ impl Connector {
         }
     }
 
-    /// ...and an endpoint other than the winner's that had not answered an attempt for
-    /// [`STAGGER`] or more counts as failed by timeout, not to be tried again before that
-    /// attempt's own timeout would have ended: as if it were still pending, without holding
-    /// a socket to it.
+    /// ...and another endpoint with an attempt unanswered for [`STAGGER`] or more failed by
+    /// timeout: not tried again before that attempt's timeout would have ended.
     fn abandoned(
         &self,
         candidates: &[(Endpoint, Config)],
@@ -147,7 +140,7 @@ impl Connector {
     }
 
     /// Attempts that outlived their race run on; the first to connect leaves its connection
-    /// for the next connect (the others are closed, as a race's losers are).
+    /// for the next connect.
     fn let_finish<F>(self: &Arc<Self>, mut attempts: futures_util::stream::FuturesUnordered<F>)
     where
         F: std::future::Future<Output = (usize, Instant, Result<Conn, ConnectError>)>
@@ -173,8 +166,7 @@ impl Connector {
         });
     }
 
-    /// A connection left by an attempt that outlived its race, if one is still good: its
-    /// server not found silent, not closed, made within the connect timeout.
+    /// A spare connection still good: not silent, not closed, made within the timeout.
     pub(super) fn take_spare(&self) -> Option<Conn> {
         let mut spares = self.spares.lock();
         std::iter::from_fn(|| spares.pop()).find(|conn| {
@@ -185,8 +177,7 @@ impl Connector {
     }
 }
 
-/// An attempt on one endpoint; if it is dropped unfinished (the caller gave up), the
-/// endpoint is free for the next attempt.
+/// An attempt on one endpoint; dropped unfinished, it frees the endpoint for the next.
 pub(super) struct Claim {
     connector: Arc<Connector>,
     endpoint: Endpoint,

@@ -1,5 +1,4 @@
-//! A server that stopped answering: how its connections learn it, and the check that
-//! decides it.
+//! A server that stopped answering: the check that decides it, and how connections learn it.
 
 use super::*;
 
@@ -28,17 +27,15 @@ impl Silence {
         self.watch.token.is_cancelled()
     }
 
-    /// Cancelled when the server is declared silent, or earlier by its holder (a lane
-    /// giving up on its connection's writes).
+    /// Cancelled when the server is declared silent, or by its holder.
     pub fn child(&self) -> CancellationToken {
         self.watch.token.child_token()
     }
 
-    /// Writes on this connection have waited [`SUSPECT_AFTER`] unanswered: check the server
-    /// with a fresh connection (one check at a time per server, none within that time after
-    /// it answered). Unanswered within the connect timeout, the server is declared silent
-    /// unless a fresh connection reached the endpoint meanwhile; answered by another server (a
-    /// proxy that moved its backend), the connections made before are abandoned.
+    /// Writes have waited [`SUSPECT_AFTER`] unanswered: check the server with a fresh
+    /// connection (one at a time, none within that time after it answered). Unanswered within
+    /// the connect timeout, it is declared silent unless a fresh connection reached the
+    /// endpoint meanwhile; answered by another server, the connections before are abandoned.
     pub fn suspect(&self) {
         let now = Instant::now();
         let current = {
@@ -75,7 +72,7 @@ impl Silence {
             Ok::<_, tokio_postgres::Error>((client, driver))
         })
         .await;
-        // Which server answered; a probe slower than the timeout says nothing either way.
+        // A probe slower than the timeout says nothing either way.
         let (answered, server) = match answered {
             Ok(Ok((client, driver))) => {
                 let probe = crate::db::identity::probe(&client);
