@@ -264,49 +264,34 @@ async fn run_command(argv: &[String]) -> Result<Secret, String> {
         .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;
     let mut stderr = child.stderr.take().ok_or("--password-command: no stderr")?;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (exited, read) = {
+    let (mut out, mut err, mut read) = (Vec::new(), Vec::new(), Ok(0));
+    let exited = {
         let read_out = async {
-            (&mut stdout)
-                .take(MAX_SECRET_BYTES as u64 + 1)
-                .read_to_end(&mut out)
-                .await
+            let limit = MAX_SECRET_BYTES as u64 + 1;
+            read = (&mut stdout).take(limit).read_to_end(&mut out).await;
         };
         let read_err = async {
-            let _ = (&mut stderr)
-                .take(MAX_STDERR_BYTES as u64)
-                .read_to_end(&mut err)
-                .await;
+            let limit = MAX_STDERR_BYTES as u64;
+            let _ = (&mut stderr).take(limit).read_to_end(&mut err).await;
             // Drained, so that a chatty command does not block on a full pipe.
             let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         };
-        let (mut read_out, mut read_err) = (pin!(read_out), pin!(read_err));
-        let (mut out_open, mut err_open, mut read) = (true, true, Ok(0));
+        let mut reads = pin!(async { tokio::join!(read_out, read_err) });
+        let mut read_all = false;
         let exited = tokio::time::timeout(COMMAND_TIMEOUT, async {
             loop {
                 tokio::select! {
-                    r = &mut read_out, if out_open => (out_open, read) = (false, r),
-                    () = &mut read_err, if err_open => err_open = false,
+                    _ = &mut reads, if !read_all => read_all = true,
                     status = child.wait() => break status,
                 }
             }
         })
         .await;
-        if exited.is_ok() {
+        if exited.is_ok() && !read_all {
             // What the command left running in the background may hold its pipes open.
-            let out = async {
-                if out_open {
-                    read = (&mut read_out).await;
-                }
-            };
-            let err = async {
-                if err_open {
-                    (&mut read_err).await;
-                }
-            };
-            let _ = tokio::time::timeout(PIPES_AFTER_EXIT, async { tokio::join!(out, err) }).await;
+            let _ = tokio::time::timeout(PIPES_AFTER_EXIT, &mut reads).await;
         }
-        (exited, read)
+        exited
     };
     let ok = matches!(exited, Ok(Ok(status)) if status.success());
     let secret = ok.then(|| secret_from(&out)).flatten();

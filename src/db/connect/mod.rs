@@ -213,23 +213,18 @@ impl Connector {
             .channel_binding(pg.get_channel_binding())
             .target_session_attrs(pg.get_target_session_attrs())
             .keepalives(pg.get_keepalives());
-        // Ours unless the DSN sets the idle time.
-        let ours = pg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE;
-        base.keepalives_idle(match ours {
-            true => KEEPALIVE_IDLE,
-            false => pg.get_keepalives_idle(),
-        });
-        if let Some(i) = ours
-            .then_some(KEEPALIVE_INTERVAL)
-            .or(pg.get_keepalives_interval())
-        {
-            base.keepalives_interval(i);
-        }
-        if let Some(r) = ours
-            .then_some(KEEPALIVE_RETRIES)
-            .or(pg.get_keepalives_retries())
-        {
-            base.keepalives_retries(r);
+        if pg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+            base.keepalives_idle(KEEPALIVE_IDLE)
+                .keepalives_interval(KEEPALIVE_INTERVAL)
+                .keepalives_retries(KEEPALIVE_RETRIES);
+        } else {
+            base.keepalives_idle(pg.get_keepalives_idle());
+            if let Some(i) = pg.get_keepalives_interval() {
+                base.keepalives_interval(i);
+            }
+            if let Some(r) = pg.get_keepalives_retries() {
+                base.keepalives_retries(r);
+            }
         }
         base.tcp_user_timeout(*pg.get_tcp_user_timeout().unwrap_or(&TCP_USER_TIMEOUT));
         let timeout = *pg.get_connect_timeout().unwrap_or(&Duration::from_secs(2));
