@@ -280,19 +280,14 @@ impl Connector {
             }
             let mut last: Option<ConnectError> = None;
             let mut skipped: Option<ConnectError> = None;
-            let mut candidates = Vec::new();
             let mut entries: Vec<&HostEntry> = self.entries.iter().collect();
             self.balance(&mut entries);
             // All at once: a resolver slow for one name delays none of the others.
             let lookups = entries.iter().map(|entry| self.resolve(entry));
-            let mut unresolved = Vec::new();
-            for found in futures_util::future::join_all(lookups).await {
-                match found {
-                    Ok(list) => candidates.extend(list),
-                    Err(message) => unresolved.push(message),
-                }
-            }
-            for message in unresolved {
+            let found = futures_util::future::join_all(lookups).await;
+            let (found, unresolved): (Vec<_>, Vec<_>) = found.into_iter().partition(Result::is_ok);
+            let mut candidates: Vec<_> = found.into_iter().flatten().flatten().collect();
+            for message in unresolved.into_iter().filter_map(Result::err) {
                 last = Some(manager.unresolved(message, !candidates.is_empty()));
             }
             if let Some(pw) = password {
