@@ -3,6 +3,7 @@
 //! tokio-postgres closes at once, and PgBouncer 1.18 (Debian 12's) drops a request whose
 //! client is gone before it has passed the request on: through it, no cancel would arrive.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -17,25 +18,28 @@ use super::Endpoint;
 
 /// Asks the server at `endpoint` (reached with `config`, as the query's connection was) to
 /// cancel what `token`'s connection runs.
-pub async fn cancel(
+pub fn cancel(
     token: CancelToken,
-    endpoint: Endpoint,
+    endpoint: &Endpoint,
     config: &Config,
-    mut tls: MakeRustlsConnect,
-) -> io::Result<()> {
+    tls: &MakeRustlsConnect,
+) -> impl Future<Output = io::Result<()>> + Send + 'static {
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(name)) => name.clone(),
         _ => String::new(),
     };
-    match endpoint {
-        Endpoint::Tcp(addr) => {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            send(&token, stream, &host, &mut tls).await
-        }
-        Endpoint::Unix(dir, port) => {
-            let path = dir.join(format!(".s.PGSQL.{port}"));
-            let stream = tokio::net::UnixStream::connect(path).await?;
-            send(&token, stream, &host, &mut tls).await
+    let (endpoint, mut tls) = (endpoint.clone(), tls.clone());
+    async move {
+        match endpoint {
+            Endpoint::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await?;
+                send(&token, stream, &host, &mut tls).await
+            }
+            Endpoint::Unix(dir, port) => {
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                send(&token, stream, &host, &mut tls).await
+            }
         }
     }
 }

@@ -391,23 +391,16 @@ impl Connector {
         answered.store(true, Ordering::Relaxed);
         // One connect timeout for all but the table check (first connection only).
         let checking = Instant::now();
-        let cancel = cancel::cancel(
-            client.cancel_token(),
-            endpoint.clone(),
-            config,
-            self.tls.clone(),
-        );
-        manager.table_ready(&client, self.timeout, cancel).await?;
+        let cancel = || cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
+        manager.table_ready(&client, self.timeout, cancel()).await?;
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let Ok(insert) = ready.await else {
             // The setup waits (a lock on the table): its backend would wait on, holding a
             // connection slot. Open until the cancel is through: PgBouncer drops a cancel
             // for a client already gone.
-            let (token, endpoint) = (client.cancel_token(), endpoint.clone());
-            let (config, tls) = (config.clone(), self.tls.clone());
+            let cancel = cancel();
             tokio::spawn(async move {
-                let cancel = cancel::cancel(token, endpoint, &config, tls);
                 let _ = tokio::time::timeout(STAGGER * 10, cancel).await;
                 drop((client, driver));
             });
