@@ -197,11 +197,9 @@ impl Setup {
         // stopping, nor for a standby passed over. Failures that say what to fix are
         // throttled per message.
         let said = self.fatal.is_set() || class == ErrorClass::ReadOnly;
-        let to_fix = matches!(class, ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns);
-        let key = if to_fix {
-            message.as_str()
-        } else {
-            class.as_str()
+        let key = match class {
+            ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns => message.as_str(),
+            _ => class.as_str(),
         };
         if !said && self.logged.lock().hit_keyed(key, Instant::now()).is_some() {
             tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
