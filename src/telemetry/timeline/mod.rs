@@ -443,11 +443,15 @@ impl TryFrom<TimelineJson> for Timeline {
             events: t.events,
             ..Timeline::default()
         };
-        // Back into the tier their width says; read for rendering, not pushed to again.
-        for b in t.buckets {
+        // Back into the tier their width says, newest first; a bucket is never in a finer tier
+        // than a newer one: the coarsest tier's oldest bucket can be narrow (a run that began
+        // just before a 10-minute boundary). Read for rendering, not pushed to again.
+        let mut finest = 0;
+        for b in t.buckets.into_iter().rev() {
             let span = u64::from(b.span);
             let tier = TIERS.iter().position(|t| span <= t.1).unwrap_or(2);
-            out.tiers[tier].push_back(b);
+            finest = finest.max(tier);
+            out.tiers[finest].push_front(b);
         }
         Ok(out)
     }

@@ -265,3 +265,21 @@ fn json_round_trips_through_serde() {
     let bad = r#"{"classes":[],"buckets":[{"at":1,"errors":[[99,1]]}]}"#;
     assert!(serde_json::from_str::<Timeline>(bad).is_err());
 }
+
+#[test]
+fn a_narrow_oldest_bucket_reads_back_in_order() {
+    // A run that began 30 s before a 10-minute boundary, past the two finer tiers: its first
+    // bucket is 30 s wide but the oldest of the coarsest tier.
+    let mut t = Timeline::new(&classes());
+    for i in 0..(TIER0_BUCKETS + TIER1_BUCKETS * 60 + 1200) as u64 {
+        t.push(second(i + 570));
+    }
+    let first = t.iter().next().copied().unwrap_or_default();
+    assert_eq!((first.at, first.span), (T0 + 570, 30));
+    let json = serde_json::to_string(&t).unwrap_or_default();
+    let back: Timeline = serde_json::from_str(&json).unwrap_or_else(|err| panic!("{err}"));
+    assert!(back.iter().eq(t.iter()));
+    assert_eq!(back.span(), t.span());
+    let starts: Vec<u64> = back.iter().map(|b| b.at).collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]));
+}
