@@ -106,6 +106,9 @@ struct Cache {
     failing: Option<Failing>,
     /// A run after `--password-ttl` is under way, beside the connects.
     refreshing: bool,
+    /// Runs since a rejection that printed the password the server rejected: each waits
+    /// twice as long for the next (a rotation not yet visible, or a wrong secret for weeks).
+    unchanged: u32,
 }
 
 /// The password for the next connection.
@@ -173,7 +176,8 @@ impl Credentials {
     ) -> Result<Secret, String> {
         let mut cache = self.cache.lock().await;
         let age = cache.fetched.map(|t| t.elapsed());
-        let fresh = age.is_some_and(|a| a < ttl && (!cache.stale || a < MIN_REFRESH_INTERVAL));
+        let rerun_after = MIN_REFRESH_INTERVAL.max(FAILURE_BACKOFF.delay(cache.unchanged + 1));
+        let fresh = age.is_some_and(|a| a < ttl && (!cache.stale || a < rerun_after));
         if let (true, Some(secret)) = (fresh, &cache.secret) {
             return Ok(secret.clone());
         }
@@ -243,7 +247,17 @@ impl Credentials {
                 "--password-command succeeded again"
             );
         }
-        self.metrics.password_refreshes.inc();
+        if cache.secret.as_ref() != Some(&secret) {
+            self.metrics.password_refreshes.inc();
+            cache.unchanged = 0;
+        } else if cache.stale {
+            cache.unchanged += 1;
+            tracing::warn!(
+                next_run_after = %humantime::format_duration(FAILURE_BACKOFF.delay(cache.unchanged + 1)),
+                "--password-command printed the password the server rejected; new connections \
+                 fail until it prints one the server accepts"
+            );
+        }
         cache.secret = Some(secret.clone());
         cache.fetched = Some(Instant::now());
         cache.stale = false;
@@ -495,6 +509,40 @@ mod tests {
         let e = failing.password().await.unwrap_err().to_string();
         assert!(e.contains("exit status: 3") && !e.contains("s3cret"), "{e}");
         assert_eq!(m.password_errors.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_password_printed_again_is_no_refresh_and_backs_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let script = format!("echo x >> {0}; echo tok-same-5b1e", runs.display());
+        let m = metrics();
+        let creds = Arc::new(Credentials::new(
+            PasswordSource::Command {
+                argv: vec!["sh".into(), "-c".into(), script],
+                ttl: Duration::from_secs(600),
+            },
+            m.clone(),
+        ));
+        let count = || std::fs::read_to_string(&runs).map_or(0, |t| t.lines().count());
+        creds.password().await.unwrap();
+        creds.auth_failed();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        creds.password().await.unwrap();
+        assert_eq!(count(), 2, "rerun a second after the rejection");
+        // The same secret again: the next rerun waits 2 s, not 1.
+        creds.auth_failed();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        creds.password().await.unwrap();
+        assert_eq!(count(), 2, "backing off");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        creds.password().await.unwrap();
+        assert_eq!(count(), 3);
+        assert_eq!(
+            m.password_refreshes.get(),
+            1,
+            "one secret, however often printed"
+        );
     }
 
     #[tokio::test]
