@@ -33,11 +33,14 @@ pub struct DrillTiming {
     pub trigger_to_first_failed_write_seconds: Option<f64>,
     /// Trigger start → first write acknowledged by a new primary (a changed identity).
     pub trigger_to_new_primary_write_seconds: Option<f64>,
-    /// First failure → first success, of the attributed outage.
+    /// First failure → first success, of the longest ended outage in the window (the
+    /// verdict judges each of them).
     pub write_unavailable_seconds: Option<f64>,
-    /// The attributed outage had not ended when the run did: how long it had lasted.
+    /// An outage in the window had not ended when the run did: how long it had lasted.
     pub unavailable_at_run_end_seconds: Option<f64>,
+    /// Of every outage in the window; `None` when one was never verified.
     pub lost_writes: Option<u64>,
+    /// The largest of the window's outages.
     pub rpo_seconds: Option<f64>,
     pub trigger_seconds: f64,
 }
@@ -61,6 +64,8 @@ pub fn attribute(
             let (mine, new_primary) = in_window(from, next, outages, new_primary_writes_unix);
             let outage = mine.first().copied();
             let later_outages = mine.iter().skip(1).map(|o| o.index).collect();
+            let (ended, open): (Vec<&OutageRecord>, Vec<_>) =
+                mine.iter().partition(|o| o.end_unix.is_some());
             DrillTiming {
                 trigger: t.index,
                 outage: outage.map(|o| o.index),
@@ -68,15 +73,15 @@ pub fn attribute(
                 trigger_to_first_failed_write_seconds: outage.map(|o| o.start_unix - from),
                 trigger_to_new_primary_write_seconds: new_primary.map(|at| at - from),
                 // An outage open at the end holds the time so far, not a measured figure.
-                write_unavailable_seconds: outage
-                    .filter(|o| o.end_unix.is_some())
-                    .and_then(|o| o.write_unavailable_seconds),
-                unavailable_at_run_end_seconds: outage.filter(|o| o.end_unix.is_none()).map(|o| {
+                write_unavailable_seconds: (ended.iter())
+                    .filter_map(|o| o.write_unavailable_seconds)
+                    .reduce(f64::max),
+                unavailable_at_run_end_seconds: open.first().map(|o| {
                     o.write_unavailable_seconds
                         .unwrap_or((run_end_unix - o.start_unix).max(0.0))
                 }),
-                lost_writes: outage.and_then(|o| o.lost_writes),
-                rpo_seconds: outage.and_then(|o| o.rpo_seconds),
+                lost_writes: outage.and_then(|_| mine.iter().map(|o| o.lost_writes).sum()),
+                rpo_seconds: mine.iter().filter_map(|o| o.rpo_seconds).reduce(f64::max),
                 trigger_seconds: t.duration_seconds,
             }
         })
@@ -290,8 +295,10 @@ pub(crate) mod tests {
         assert_eq!(d[0].later_outages, vec![3]);
         assert!((d[0].trigger_to_first_failed_write_seconds.unwrap() - 0.4).abs() < 1e-6);
         assert!((d[0].trigger_to_new_primary_write_seconds.unwrap() - 1.65).abs() < 1e-6);
+        // Judged on both outages in its window: the longest, and every write lost.
         assert_eq!(d[0].write_unavailable_seconds, Some(1.25));
-        assert_eq!(d[0].lost_writes, Some(0));
+        assert_eq!(d[0].lost_writes, Some(2));
+        assert_eq!(d[0].rpo_seconds, Some(0.2));
         assert_eq!(d[0].unavailable_at_run_end_seconds, None);
         assert_eq!(d[0].trigger_seconds, 0.15);
 
