@@ -5,6 +5,7 @@ use std::time::Duration;
 use maud::html;
 
 use super::chart::{chart, legend, state_colour};
+use super::page::lost_writes;
 use super::{card, describe, document, endpoint, group, opt_group, opt_secs, when};
 use crate::clock::exceeds;
 use crate::report::summary::{Summary, DEFAULT_OBJECTIVES};
@@ -32,8 +33,8 @@ pub fn render_live(l: &Summary, now: State) -> String {
             (card(if worst.is_some_and(|w| exceeds(w, rto)) { "bad" } else { "" },
                 "Outages so far", &l.outage_count().to_string(),
                 &format!("longest write unavailability {}", opt_secs(worst))))
-            (card(if l.counts.lost_writes > 0 { "bad" } else { "ok" }, "Acknowledged writes lost",
-                &group(l.counts.lost_writes), &format!("{} unknown outcomes", group(l.counts.unknown_outcome_writes))))
+            @let (lost_class, lost_value) = lost_writes(l);
+            (card(lost_class, "Acknowledged writes lost", &lost_value, &format!("{} unknown outcomes", group(l.counts.unknown_outcome_writes))))
             (card("", "Writes", &group(l.counts.transactions), &format!("{} acknowledged", group(l.counts.successes))))
             (card("", "Primary", &l.identity_last.as_ref().map_or_else(|| "?".to_string(), endpoint),
                 &l.identity_last.as_ref().map_or_else(String::new, describe)))

@@ -72,23 +72,26 @@ pub fn render(s: &Summary) -> String {
     document(&title, false, body)
 }
 
+/// The lost-writes card's class and value: "unverified" (not 0) while nothing was checked
+/// and an outage went unverified, as every output says it.
+pub(crate) fn lost_writes(s: &Summary) -> (&'static str, String) {
+    match (s.counts.lost_writes, s.unverified_outages().is_empty()) {
+        _ if s.lost_writes_unverified() => ("warn", "unverified".to_string()),
+        (0, true) => ("ok", group(0)),
+        (0, false) => ("warn", group(0)),
+        (n, _) => ("bad", group(n)),
+    }
+}
+
 /// The headline cards; `rto_is_default`: the summary names no objective.
 fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let checked = group(s.counts.checked_writes);
     let unverified = s.unverified_outages();
-    let lost_value = match s.lost_writes_unverified() {
-        true => "unverified".to_string(),
-        false => group(s.counts.lost_writes),
-    };
+    let (lost_class, lost_value) = lost_writes(s);
     let mut lost_detail = format!("{checked} acknowledged writes checked on the new primary");
     if !unverified.is_empty() {
         lost_detail.push_str(&format!("; {}", unverified.join(", ")));
     }
-    let lost_class = match (s.counts.lost_writes, unverified.is_empty()) {
-        (0, true) => "ok",
-        (0, false) => "warn",
-        _ => "bad",
-    };
     let unresolved = s.counts.unresolved();
     let target = s
         .target_rate

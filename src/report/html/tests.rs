@@ -493,6 +493,18 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
     let html = render_live(&strict, State::Recovering);
     assert!(outages(&html).ends_with(r#"<div class="card bad"><div class="d">"#));
     assert!(html.contains(r#"Outages so far</div><div class="v">8</div>"#));
+
+    // An outage still open: its writes are not verified yet, so none lost is not a fact.
+    let mut open = live.clone();
+    open.counts.checked_writes = 0;
+    open.outages.iter_mut().for_each(|o| {
+        o.end_unix = None;
+        o.lost_writes = None;
+    });
+    let html = render_live(&open, State::Outage);
+    assert!(html.contains(
+        r#"<div class="card warn"><div class="d">Acknowledged writes lost</div><div class="v">unverified</div>"#
+    ));
 }
 
 #[test]
