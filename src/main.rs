@@ -72,11 +72,6 @@ fn argv() -> Vec<std::ffi::OsString> {
     pgdrill::config::join_negative_values(std::env::args_os())
 }
 
-/// A flag's value refused by pgdrill's own checks, as [`usage_error_of`] says it.
-fn config_error(subcommand: &str, err: pgdrill::ConfigError) -> ! {
-    usage_error_at(subcommand, Some(err.option), err)
-}
-
 /// Exits with a usage error naming the option, like clap's own, with the subcommand's
 /// usage line (`""` for the top level).
 fn usage_error_of(subcommand: &str, message: impl std::fmt::Display) -> ! {
@@ -117,7 +112,7 @@ fn usage_exit(err: clap::Error) -> ! {
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    pgdrill::init_logging(format, filter).unwrap_or_else(|e| config_error("", e));
+    pgdrill::init_logging(format, filter).unwrap_or_else(|e| usage_error_at("", Some(e.option), e));
 }
 
 /// Runs `work` on `threads` runtime threads (0 = one per core); 1 is a
@@ -126,12 +121,11 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if threads > 1 {
-            b.worker_threads(threads);
-        }
-        b
+        tokio::runtime::Builder::new_multi_thread()
     };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
     match builder.enable_all().build() {
         Ok(runtime) => {
             let code = runtime.block_on(work);
@@ -148,7 +142,7 @@ fn run(args: RunArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
         .and_then(|config| config.check_trigger_program().map(|()| config))
-        .unwrap_or_else(|err| config_error("", err));
+        .unwrap_or_else(|err| usage_error_at("", Some(err.option), err));
     init_logging(config.log_format, &config.log_filter);
     block_on(usize::from(args.worker_threads), async {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
@@ -252,7 +246,7 @@ fn report(args: ReportArgs) -> ExitCode {
 fn cleanup(args: CleanupArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
-        .unwrap_or_else(|err| config_error("cleanup", err));
+        .unwrap_or_else(|err| usage_error_at("cleanup", Some(err.option), err));
     block_on(1, async {
         match pgdrill::cleanup(config).await {
             Ok(done) => {
