@@ -120,12 +120,11 @@ pub struct RunError {
     pub summary: Option<Box<Summary>>,
 }
 
-/// Runs the load until `stop` is cancelled or `config.duration` ends, then
-/// drains within the shutdown grace and hands the summary to `publish` (to print and
-/// write it) before `--linger` keeps `/metrics` up; returns what `publish` returned, and a
-/// failure found after it (`/metrics` failing during `--linger`).
-/// Database errors are counted, never returned; an error means the run could not start
-/// or go on (an unusable table, a crashed task).
+/// Runs the load until `stop` is cancelled or `config.duration` ends, then drains within the
+/// shutdown grace and hands the summary to `publish` (to print and write it) before `--linger`
+/// keeps `/metrics` up; returns what `publish` returned, and a failure found after it (`/metrics`
+/// failing during `--linger`). Database errors are counted, never returned; an error means the run
+/// could not start or go on (an unusable table, a crashed task).
 pub async fn run<T>(
     config: Config,
     listener: TcpListener,
@@ -138,13 +137,12 @@ pub async fn run<T>(
     let stop = signal.child_token();
     let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.
-    let built = Drill::build(&config, &fatal).map_err(|error| RunError {
-        error,
-        summary: None,
-    });
-    let drill = match built {
+    let drill = match Drill::build(&config, &fatal) {
         Ok(drill) => drill,
-        Err(err) => return (publish(Err(err)), None),
+        Err(error) => {
+            let summary = None;
+            return (publish(Err(RunError { error, summary })), None);
+        }
     };
     // Step 2: run under one supervisor.
     let (summary, mut sup) = drill.run(&config, listener, stop).await;
