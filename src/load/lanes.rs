@@ -18,10 +18,9 @@ use crate::error::ErrorClass;
 use crate::load::outcomes::{Failure, Job, LaneOutcomes};
 use crate::retry::Backoff;
 
-/// Pause after a fast checkout failure: 5–10 ms at first, at most 25–50 ms. Only against
-/// spinning (a password command that fails at once): the connector's own per-address
-/// backoff already spaces attempts on a refusing server, and a longer pause here added to it
-/// (a frozen Patroni leader's replacement through HAProxy seen 0.3 s after a fresh client).
+/// Pause after a fast checkout failure (5–10 ms, at most 25–50 ms), only against spinning (a
+/// password command failing at once): the connector already backs off per address, and a
+/// longer pause here added to it (a frozen Patroni leader's HAProxy replacement seen 0.3 s late).
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
 
 /// What every lane shares.
@@ -33,17 +32,15 @@ pub struct Shared {
     /// for the case where the server never answers at all.
     pub client_timeout: Duration,
     pub max_connection_lifetime: Duration,
-    /// Lanes waiting for a job with nothing in flight. A busy lane pipelines another
-    /// job only when this is zero, so on a fast link load spreads over connections
-    /// (no job queues behind another's commit) and pipelining starts when they are all busy.
+    /// Lanes waiting for a job with nothing in flight. A busy lane pipelines another job only
+    /// when this is zero: load spreads over connections first (no job behind another's commit).
     pub idle_lanes: AtomicUsize,
     /// Signalled when the last idle lane takes a job, so that busy lanes waiting
     /// only on their in-flight writes (a stalled link) start pipelining at once.
     pub all_busy: tokio::sync::Notify,
-    /// The backlog's span at the target rate (`None`: unlimited). A job due longer ago is
-    /// let go unstarted, as a full backlog lets go of new ones: after an outage, writes
-    /// resume on the schedule a fresh client would keep, and their latency is not the
-    /// time a stale job sat in pgdrill's own queue.
+    /// The backlog's span at the target rate (`None`: unlimited). A job due longer ago is let go
+    /// unstarted: after an outage, writes resume on a fresh client's schedule, and their latency
+    /// is not the time a stale job sat in pgdrill's own queue.
     pub stale_after: Option<Duration>,
     /// Cancelled when the schedule ends: a lane still waiting for a connection lets its job
     /// go unsent (skipped), not held for the shutdown grace and then called abandoned.
@@ -89,7 +86,6 @@ impl Shared {
         give_up: &CancellationToken,
     ) -> Outcome {
         let sent = Instant::now();
-        let retire = std::sync::atomic::AtomicBool::new(false);
         let insert = async {
             match self
                 .workload
@@ -100,15 +96,15 @@ impl Shared {
                 // pooler): the INSERT did not run, so it is sent again unnamed, once, and
                 // the connection replaced; not a failed write, not an outage.
                 Err(err) if conn.insert.is_some() && self.pool.prepared_statements_broke(&err) => {
-                    retire.store(true, Ordering::Relaxed);
-                    self.workload.insert(&conn.client, None, row).await
+                    (self.workload.insert(&conn.client, None, row).await, true)
                 }
-                other => other,
+                other => (other, false),
             }
         };
-        let result = tokio::select! {
-            done = insert => done.map_err(|err| Failure::from_query(&err)),
-            () = give_up.cancelled() => Err(Failure {
+        // `retire` matters only on success: a failure that ends the wait discards anyway.
+        let (result, retire) = tokio::select! {
+            (done, retire) = insert => (done.map_err(|err| Failure::from_query(&err)), retire),
+            () = give_up.cancelled() => (Err(Failure {
                 class: ErrorClass::NoResponse,
                 // The server never answered; it may still commit.
                 unknown: true,
@@ -118,22 +114,21 @@ impl Shared {
                     format!("no answer within {}", humantime::format_duration(self.client_timeout))
                 },
                 sqlstate: None,
-            }),
+            }), false),
         };
         Outcome {
             job,
             sent,
             done: Instant::now(),
             result,
-            retire: retire.into_inner(),
+            retire,
         }
     }
 }
 
-/// The writes waiting on one connection, watched with one timer for all of them (not one
-/// or two per INSERT): a write unanswered for [`SUSPECT_AFTER`] has its server checked
-/// (again every [`SUSPECT_AFTER`]); one unanswered for the client timeout fails, with
-/// every write behind it on the same connection.
+/// The writes waiting on one connection, with one timer for all (not one or two per INSERT): a
+/// write unanswered for [`SUSPECT_AFTER`] has its server checked (again every [`SUSPECT_AFTER`]);
+/// one unanswered for the client timeout fails, with every write behind it.
 struct Watch {
     /// Send instants of the writes in flight (at most the pipeline depth).
     waiting: Vec<(u64, Instant)>,
@@ -143,14 +138,6 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(give_up: CancellationToken) -> Watch {
-        Watch {
-            waiting: Vec::new(),
-            look_at: None,
-            give_up,
-        }
-    }
-
     fn sent(&mut self, seq: u64, at: Instant) {
         self.waiting.push((seq, at));
         self.look_at.get_or_insert(at + SUSPECT_AFTER);
@@ -162,9 +149,8 @@ impl Watch {
         }
     }
 
-    /// The timer fired: checks the oldest waiting write, sets when to look again (lazily
-    /// re-armed: a healthy connection's timer fires at most once per [`SUSPECT_AFTER`]),
-    /// and returns whether its server is now suspect.
+    /// The timer fired: checks the oldest waiting write, sets when to look again (lazily: a
+    /// healthy connection's timer fires at most once per [`SUSPECT_AFTER`]); whether suspect.
     fn look(&mut self, client_timeout: Duration, now: Instant) -> bool {
         let Some(oldest) = self.waiting.iter().map(|(_, at)| *at).min() else {
             self.look_at = None;
@@ -225,9 +211,9 @@ pub async fn lane(
                     sqlstate: err.sqlstate,
                 };
                 report.failed(first, started, &failure);
-                // A slow failure (the connect timed out) is followed at once, as the
-                // connector's own endpoints are: a pause here would leave a gap in which no
-                // attempt runs, longer than a fresh client's.
+                // A slow failure (a connect timeout) is retried at once, as the connector's
+                // endpoints are: a pause would leave a gap with no attempt, longer than a fresh
+                // client's.
                 if started.elapsed() < STAGGER {
                     failures += 1;
                     tokio::time::sleep(BACKOFF.jittered(failures, &mut rng)).await;
@@ -279,8 +265,12 @@ async fn run_on(
     report: &LaneOutcomes,
     rng: &mut SmallRng,
 ) -> bool {
-    let mut watch = Watch::new(conn.silence.child());
-    let give_up = watch.give_up.clone();
+    let give_up = conn.silence.child();
+    let mut watch = Watch {
+        waiting: Vec::new(),
+        look_at: None,
+        give_up: give_up.clone(),
+    };
     let mut in_flight = FuturesUnordered::new();
     let far = Instant::now() + Duration::from_secs(86_400);
     let timer = tokio::time::sleep_until(far);
@@ -354,7 +344,11 @@ mod tests {
     async fn one_timer_watches_every_write_on_a_connection() {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(2);
-        let mut watch = Watch::new(CancellationToken::new());
+        let mut watch = Watch {
+            waiting: Vec::new(),
+            look_at: None,
+            give_up: CancellationToken::new(),
+        };
         assert_eq!(watch.look_at, None);
         watch.sent(1, t0);
         watch.sent(2, t0 + Duration::from_millis(100));
@@ -372,7 +366,11 @@ mod tests {
         assert!(watch.give_up.is_cancelled());
         assert_eq!(watch.look_at, None);
         // Nothing waiting: the timer is disarmed.
-        let mut idle = Watch::new(CancellationToken::new());
+        let mut idle = Watch {
+            waiting: Vec::new(),
+            look_at: None,
+            give_up: CancellationToken::new(),
+        };
         idle.sent(3, t0);
         idle.answered(3);
         assert!(!idle.look(timeout, t0 + SUSPECT_AFTER));
