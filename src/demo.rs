@@ -105,9 +105,8 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<u8, Strin
     result
 }
 
-/// The configuration `pgdrill` would get from the command line, pointed at the lab, with
-/// the lab's failover as the drill's trigger. Returns it with the arguments it was parsed
-/// from (for the report's flags).
+/// The run's configuration, parsed as from the command line, pointed at the lab with its failover
+/// as the drill's trigger; with the arguments it was parsed from (for the report's flags).
 fn load_config(
     dsn: String,
     args: &DemoArgs,
@@ -299,11 +298,10 @@ async fn freeze_and_thaw(lab: &Lab, thaw_after: Duration) -> Result<Truth, LabEr
     })
 }
 
-/// From the rows on the node that takes writes afterwards: the first pgdrill write it
-/// accepted once it was back (`back`: the promotion or the thaw; rows the old primary
-/// committed just after the failure began are there too, replicated), and the gap in
-/// `created_at` that the failover made, the one ending at that row. A stall elsewhere in
-/// the run is not the failover's.
+/// From the rows on the node that takes writes afterwards: the first pgdrill write it accepted once
+/// it was back (`back`: the promotion or the thaw; rows the old primary committed just after the
+/// failure began are there too, replicated), and the gap in `created_at` that the failover made,
+/// the one ending at that row. A stall elsewhere in the run is not the failover's.
 async fn rows_truth(lab: &Lab, node: Node, run_id: i64, back: f64) -> Option<(f64, f64)> {
     let (client, conn) = tokio_postgres::connect(&lab.dsn(node), tokio_postgres::NoTls)
         .await

@@ -26,9 +26,8 @@ labelled! {
         /// client's bound, or the kernel reported the peer dead); never the server's 57014.
         NoResponse = "no_response",
         PoolTimeout = "pool_timeout",
-        /// The connection pooler's own error (PgBouncer's SQLSTATE 08P01: "server conn
-        /// crashed?", "pgbouncer cannot connect to server", query_wait_timeout, …), not the
-        /// server's.
+        /// The connection pooler's own error (PgBouncer's SQLSTATE 08P01: "server conn crashed?",
+        /// "pgbouncer cannot connect to server", query_wait_timeout, …), not the server's.
         Pooler = "pooler",
         Other = "other",
     }
@@ -40,12 +39,10 @@ impl ErrorClass {
         self as usize
     }
 
-    /// The connection that produced this error (with the server's `sqlstate`) must not be
-    /// reused: it is closed (every error that leaves an outcome unknown), it points at a
-    /// server that cannot take writes any more, or its session may be what is wrong. A
-    /// statement's own error (data, constraint, privilege, a trigger's RAISE, a lock, a
-    /// serialization failure, a resource) leaves the session as good as a new one: a new
-    /// backend per failed write would only load the server.
+    /// Whether the connection that produced this error (with the server's `sqlstate`) must go: it
+    /// is closed (the outcome unknown), its server takes no writes, or its session may be at fault.
+    /// A statement's own error (data, constraint, privilege, a trigger's RAISE, a lock, a
+    /// serialization failure, a resource) keeps it: a backend per failed write loads the server.
     pub fn discards_connection(self, sqlstate: Option<&str>) -> bool {
         let statement_only = |code: &str| {
             // Sent as FATAL or PANIC instead, the server closes the connection: the lane sees

@@ -33,10 +33,9 @@ impl Backoff {
     }
 }
 
-/// Lets one warning through per `every` and counts the ones held back; a different
-/// message (when keyed) goes through at once, and each of the last few messages is held
-/// back on its own (two hosts failing in turn log one line each per period, not one per
-/// attempt).
+/// Lets one warning through per `every` and counts the ones held back; a different message (when
+/// keyed) goes through at once, and each of the last few messages is held back on its own (two
+/// hosts failing in turn log one line each per period, not one per attempt).
 #[derive(Debug)]
 pub struct Throttle {
     every: Duration,

@@ -27,11 +27,9 @@ pub(crate) const MAX_LANE_RESTARTS: u32 = 5;
 /// A panicked lane starts again after this long.
 const LANE_RESTART_DELAY: Duration = Duration::from_secs(1);
 
-/// Where a failure that ends the run is reported, from wherever it is found: the first is
-/// kept, `stop` ends the load, and the run returns it once drained.
-///
-/// It also knows whether a write has succeeded yet: before the first, a wrong target (an
-/// error that waiting cannot fix) ends the run at once; after it, nothing does.
+/// Where a failure that ends the run is reported, from wherever found: the first is kept, `stop`
+/// ends the load, and the run returns it once drained. Before the first acknowledged write, a
+/// wrong target (an error that waiting cannot fix) ends the run at once; after it, nothing does.
 #[derive(Default)]
 pub struct Fatal {
     stop: CancellationToken,
@@ -74,8 +72,7 @@ impl Fatal {
         }
     }
 
-    /// Before the first write: what is being waited for, named if the startup deadline
-    /// passes.
+    /// Before the first write: what is being waited for, named if the startup deadline passes.
     pub fn waiting(&self, message: String) {
         if !self.has_written() {
             *self.last_failure.lock() = Some(message);

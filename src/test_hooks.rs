@@ -1,7 +1,6 @@
 //! Fault injection for tests: each hook is obeyed only when its `PGDRILL_TEST_*` environment
-//! variable is set, and an active hook is logged at WARN when the run starts. Nothing else
-//! reads these variables, and a build without the `lab` feature (the container image)
-//! obeys none of them.
+//! variable is set, and an active hook is logged at WARN when the run starts. Nothing else reads
+//! these variables, and a build without the `lab` feature (the container image) obeys none of them.
 
 use std::sync::OnceLock;
 

@@ -1,7 +1,6 @@
-//! The one recorder the lanes report to. Each finished write goes, in one place, to the
-//! metrics, the latency recorders, failure detection and the acknowledged-write ledger,
-//! and to a [`Tally`] of plain counts that the summary and the progress line read (they
-//! never read Prometheus counters back).
+//! The one recorder the lanes report to: each finished write goes, in one place, to the metrics,
+//! the latency recorders, failure detection, the acknowledged-write ledger, and a [`Tally`] of
+//! plain counts for the summary and the progress line (they never read Prometheus counters back).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -211,9 +210,8 @@ impl LaneOutcomes {
     /// Failed; `started` is when it was sent (or due, if it never got a connection).
     pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
         let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
-        // A run ended before its first write (a wrong target) shows no figures, only why:
-        // this write never ran, and counting it would only repeat that (a first error, a
-        // state change, a progress line).
+        // A run ended before its first write (a wrong target) shows only why, no figures:
+        // counting this write would only repeat that (a first error, a state change, a line).
         let news = o.fatal.has_written() || !o.fatal.is_set();
         o.finished(news);
         if !news {

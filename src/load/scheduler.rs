@@ -1,7 +1,6 @@
-//! Open-loop pacing on absolute deadlines: transaction `i` is due at
-//! `start + i / rate`, whatever happened to the ones before it. Latency is
-//! measured from that instant, so a stalled database shows up as latency
-//! (coordinated omission), as pgbench `-R` measures it.
+//! Open-loop pacing on absolute deadlines: transaction `i` is due at `start + i / rate`,
+//! whatever happened to the ones before it. Latency is measured from that instant, so a
+//! stalled database shows up as latency (coordinated omission), as pgbench `-R` measures it.
 
 use std::time::Duration;
 
@@ -50,9 +49,8 @@ impl Pacer {
     }
 }
 
-/// Feeds due jobs into the bounded backlog until `stop` or for `duration`. A full
-/// backlog means every connection is busy and the queue is long: the job is
-/// counted as skipped rather than queued without bound.
+/// Feeds due jobs into the bounded backlog until `stop` or for `duration`. A full backlog
+/// (every connection busy, the queue long) counts the job as skipped, not queued without bound.
 pub async fn run(
     rate: Option<f64>,
     jobs: Sender<Job>,
@@ -91,17 +89,14 @@ pub async fn run(
     }
 }
 
-/// The shortest sleep between releases. Waking for every single transaction
-/// costs client CPU (each wake is a round of the event loop); waking at most
-/// every 250 µs keeps the schedule lag p99 near pgbench's while using less CPU
-/// per transaction (measured at 8,000/s in `bench/run`: 500 µs halves the lag
-/// advantage, 125 µs doubles the CPU).
+/// The shortest sleep between releases: a wake per transaction costs client CPU (a round of
+/// the event loop); 250 µs keeps the schedule lag p99 near pgbench's with less CPU (measured at
+/// 8,000/s in `bench/run`: 500 µs halves the lag advantage, 125 µs doubles the CPU).
 const MIN_NAP: Duration = Duration::from_micros(250);
 
-/// Sleeps to a deadline with the kernel's precision. tokio's timer wheel ticks
-/// in whole milliseconds, which alone would start transactions up to a
-/// millisecond late; a timerfd wakes this same thread within microseconds,
-/// with no second thread to hand jobs across.
+/// Sleeps to a deadline with the kernel's precision: tokio's timer wheel ticks in whole
+/// milliseconds (transactions up to 1 ms late); a timerfd wakes this same thread within
+/// microseconds, with no second thread to hand jobs across.
 struct DeadlineTimer {
     #[cfg(target_os = "linux")]
     fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
