@@ -4,6 +4,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Cancelled on a second signal; process-wide, as signals are.
@@ -11,11 +12,14 @@ static HURRY: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new
 
 /// After a second signal, what each stage still draining may take: the summary is printed
 /// before an orchestrator's kill, whatever `--shutdown-grace` is.
-pub const HURRIED_STAGE: Duration = Duration::from_secs(1);
+const HURRIED_STAGE: Duration = Duration::from_secs(1);
 
-/// Resolves once a second SIGINT or SIGTERM asked to stop waiting.
-pub async fn hurried() {
-    HURRY.cancelled().await;
+/// Sleeps until `deadline`, or at most [`HURRIED_STAGE`] more once a second signal came.
+pub async fn sleep_unless_hurried(deadline: Instant) {
+    tokio::select! {
+        () = sleep_until(deadline) => {}
+        () = HURRY.cancelled() => sleep_until(deadline.min(Instant::now() + HURRIED_STAGE)).await,
+    }
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM; a second one cuts the drain short

@@ -128,8 +128,9 @@ impl Fatal {
         self.report(StartError::Table(message));
     }
 
-    /// A task crashed or ended on its own (exit 1).
-    pub fn crashed(&self, message: String) {
+    /// A task crashed or ended on its own (exit 1); `/healthz` says so too.
+    pub fn crashed(&self, health: &Health, message: String) {
+        health.failed(&message);
         tracing::error!(error = %message, "stopping: a task of the run failed");
         self.report(StartError::Crashed(message));
     }
@@ -223,8 +224,7 @@ impl Supervisor {
                 Ok(()) => format!("the {stage:?} task ended before it was stopped"),
                 Err(panic) => format!("the {stage:?} task panicked: {}", panic_message(&*panic)),
             };
-            health.failed(&why);
-            fatal.crashed(why);
+            fatal.crashed(&health, why);
         });
         self.tasks[stage as usize].push(handle);
     }
@@ -247,8 +247,7 @@ impl Supervisor {
                 let n = restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 if n > MAX_LANE_RESTARTS {
                     let why = format!("a lane panicked {n} times; the last: {message}");
-                    health.failed(&why);
-                    fatal.crashed(why);
+                    fatal.crashed(&health, why);
                     return;
                 }
                 tracing::error!(panic = %message, restart = n, of = MAX_LANE_RESTARTS, "a lane panicked; restarting it");
@@ -270,20 +269,9 @@ impl Supervisor {
             all.await;
             return 0;
         };
-        // A second signal leaves each stage at most HURRIED_STAGE more, within its limit.
-        let deadline = tokio::time::Instant::now() + limit;
-        let bound = async {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {}
-                () = crate::shutdown::hurried() => {
-                    let hurried = tokio::time::Instant::now() + crate::shutdown::HURRIED_STAGE;
-                    tokio::time::sleep_until(deadline.min(hurried)).await;
-                }
-            }
-        };
         tokio::select! {
             _ = all => return 0,
-            () = bound => {}
+            () = crate::shutdown::sleep_unless_hurried(Instant::now() + limit) => {}
         }
         let left = aborts.iter().filter(|a| !a.is_finished()).count();
         aborts.iter().for_each(|a| a.abort());
