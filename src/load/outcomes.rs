@@ -41,11 +41,10 @@ impl Failure {
         Failure {
             class,
             unknown: class.outcome_unknown_after_send(),
-            message: err.to_string()
-                + &err
-                    .as_db_error()
-                    .map(|d| format!(": {}", d.message()))
-                    .unwrap_or_default(),
+            message: match err.as_db_error() {
+                Some(db) => format!("{err}: {}", db.message()),
+                None => err.to_string(),
+            },
             sqlstate: err.code().map(|c| c.code().to_string()),
         }
     }
