@@ -1,11 +1,9 @@
 //! pgdrill: PostgreSQL failover drills and write canaries.
 //!
-//! [`run`] drives open-loop INSERT load through a bb8 pool, follows the primary
-//! through failovers, measures write unavailability and verifies acknowledged
-//! writes, and returns the drill [`Summary`].
+//! [`run`] drives open-loop INSERT load through a bb8 pool, follows the primary through
+//! failovers, measures write unavailability, verifies acknowledged writes, returns the [`Summary`].
 //!
-//! The parts, each a folder; a module imports only those listed after it (the `layout`
-//! test holds the code to this order):
+//! The parts, each a folder; a module imports only those listed after it (`layout` test):
 //! - `config`: the command line, validated once into [`Config`]; only this file reads all of it.
 //! - `report`: the progress line, the summary and the report page (plain program state, not
 //!   metrics), and the merge of a fleet's summaries.
@@ -389,8 +387,7 @@ impl Drill {
         if let Some(drill) = &self.drill {
             sup.spawn(Stage::Drill, |stop| drill.clone().run(load_began, stop));
         }
-        // The scheduler runs here until `stop` or the end of --duration; returning, it
-        // closes the backlog, and the drain begins.
+        // The scheduler runs until `stop` or the end of --duration; its return closes the backlog.
         let s = &self.sources;
         scheduler::run(config.rate, jobs_tx, &s.outcomes, &stop, config.duration).await;
         self.lanes.load_over.cancel();
@@ -409,8 +406,7 @@ impl Drill {
         s.pool.close().await;
         let mut summary = self.summary(config, elapsed, abandoned, load_began + elapsed);
         summary.server_clock = server_clock;
-        // A run that crashed after writing is judged now, so that /metrics shows the verdict
-        // its summary gives.
+        // A run that crashed after writing is judged now, so /metrics shows its summary's verdict.
         if let Some(error) = self.fatal.message().filter(|_| self.fatal.has_written()) {
             summary.crashed_with(error);
             if let Some(d) = &summary.drill {
@@ -497,9 +493,8 @@ impl Drill {
         // 3. Retention: a batch or a connect in progress is abandoned with its connection.
         sup.stop(Stage::Retention, Some(Duration::from_secs(1)))
             .await;
-        // 4. The monitor, after the lanes so it sees their last outcomes; it finishes
-        //    pending verifications within what is left of the grace.
-        //    At least a second, to mark an outage still open, even when the lanes used it all.
+        // 4. The monitor, after the lanes (their last outcomes); it finishes pending verifications
+        //    within what is left of the grace, at least a second to mark an outage still open.
         let left = deadline.saturating_duration_since(Instant::now());
         sup.stop(Stage::Monitor, Some(left.max(Duration::from_secs(1))))
             .await;

@@ -23,7 +23,7 @@ pub async fn sleep_unless_hurried(deadline: Instant) {
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM; a second one cuts the drain short
-/// ([`hurried`]). Both are logged.
+/// ([`sleep_unless_hurried`]). Both are logged.
 pub fn cancel_on_signals() -> CancellationToken {
     let stop = CancellationToken::new();
     let cancel = stop.clone();

@@ -75,9 +75,8 @@ impl Shared {
         }
     }
 
-    /// One INSERT. It needs no timer of its own: the lane's [`Watch`] cancels `give_up`
-    /// when the oldest write on the connection has waited too long (or its server was
-    /// declared silent), failing every write still waiting on it.
+    /// One INSERT, with no timer of its own: the lane's [`Watch`] cancels `give_up` when the oldest
+    /// write on the connection waited too long (or its server went silent), failing all waiting.
     async fn execute(
         &self,
         conn: &Conn,
@@ -211,9 +210,8 @@ pub async fn lane(
                     sqlstate: err.sqlstate,
                 };
                 report.failed(first, started, &failure);
-                // A slow failure (a connect timeout) is retried at once, as the connector's
-                // endpoints are: a pause would leave a gap with no attempt, longer than a fresh
-                // client's.
+                // No pause after a slow failure (a connect timeout), as in the connector: it would
+                // leave a gap with no attempt, longer than a fresh client's.
                 if started.elapsed() < STAGGER {
                     failures += 1;
                     tokio::time::sleep(BACKOFF.jittered(failures, &mut rng)).await;
@@ -255,8 +253,7 @@ async fn next_job(
     }
 }
 
-/// Runs jobs on one connection while they keep coming; returns whether the
-/// connection must be discarded.
+/// Runs jobs on one connection while they keep coming; returns whether to discard the connection.
 async fn run_on(
     shared: &Shared,
     conn: &Conn,
