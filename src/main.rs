@@ -159,10 +159,9 @@ fn run(args: RunArgs) -> ExitCode {
         let stop = pgdrill::shutdown::cancel_on_signals();
         let summary_path = config.summary_json.clone();
         let report_path = config.report.clone();
-        let argv: Vec<_> = std::env::args_os().collect();
         let redacted = config.target.redacted.clone();
         let (exit, late) = pgdrill::run(config, listener, stop, |result| {
-            publish(result, &argv, &redacted, summary_path, report_path)
+            publish(result, &redacted, summary_path, report_path)
         })
         .await;
         match late {
@@ -175,7 +174,6 @@ fn run(args: RunArgs) -> ExitCode {
 /// Prints the summary and writes its files; the exit code.
 fn publish(
     result: Result<pgdrill::Summary, RunError>,
-    argv: &[std::ffi::OsString],
     redacted: &str,
     summary_path: Option<std::path::PathBuf>,
     report_path: Option<std::path::PathBuf>,
@@ -190,7 +188,8 @@ fn publish(
         Err(RunError { error, .. }) => return error_exit(&error, error.exit_code()),
     };
     // Scrubbed after the run: the patterns compile then, not on top of the load's memory.
-    summary.set_flags(pgdrill::config::flags_as_run(argv, redacted));
+    let argv: Vec<_> = std::env::args_os().collect();
+    summary.set_flags(pgdrill::config::flags_as_run(&argv, redacted));
     say(summary.printable());
     if let Some(path) = summary_path {
         let written = if path.as_os_str() == "-" {
