@@ -27,8 +27,7 @@ impl Backoff {
     /// [`Backoff::delay`] jittered down to as little as half, so that lanes and processes
     /// that failed together do not retry in lockstep.
     pub fn jittered(&self, failures: u32, rng: &mut impl Rng) -> Duration {
-        let full = self.delay(failures);
-        let half = full / 2;
+        let half = self.delay(failures) / 2;
         half + Duration::from_micros(rng.random_range(0..=half.as_micros() as u64))
     }
 }
