@@ -26,15 +26,15 @@ fn main() -> ExitCode {
         #[cfg(feature = "lab")]
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "info,tokio_postgres=warn");
-            pgdrill::demo::check(&args).unwrap_or_else(|e| usage_error_of("demo", e));
+            pgdrill::demo::check(&args).unwrap_or_else(|e| usage_error_at("demo", None, e));
             // Before the runtime's threads exist (a private /etc/hosts for --failover dns).
             match pgdrill::demo::prepare(&args) {
                 Ok(hosts) => block_on(0, async {
                     pgdrill::demo::drill(args, hosts)
                         .await
-                        .map_or_else(failure, ExitCode::from)
+                        .map_or_else(|e| error_exit(e, 1), ExitCode::from)
                 }),
-                Err(err) => failure(err),
+                Err(err) => error_exit(err, 1),
             }
         }
         #[cfg(feature = "lab")]
@@ -52,19 +52,15 @@ fn tell(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
-/// Prints `error: {message}`; exit 1.
-fn failure(message: impl std::fmt::Display) -> ExitCode {
-    error_exit(message, 1)
-}
-
-/// Prints `error: {message}`, without secrets; exit `code`.
+/// Prints `error: {message}`, without secrets; exit `code` (1: a plain failure).
 fn error_exit(message: impl std::fmt::Display, code: u8) -> ExitCode {
     tell(format!("error: {}", pgdrill::scrub(&message.to_string())));
     ExitCode::from(code)
 }
 
 fn cannot_write(option: &str, path: &std::path::Path, err: impl std::fmt::Display) -> ExitCode {
-    failure(format!("cannot write {option} {}: {err}", path.display()))
+    let message = format!("cannot write {option} {}: {err}", path.display());
+    error_exit(message, 1)
 }
 
 /// What clap parses: the command line, a negative value joined to its flag.
@@ -73,12 +69,7 @@ fn argv() -> Vec<std::ffi::OsString> {
 }
 
 /// Exits with a usage error naming the option, like clap's own, with the subcommand's
-/// usage line (`""` for the top level).
-fn usage_error_of(subcommand: &str, message: impl std::fmt::Display) -> ! {
-    usage_error_at(subcommand, None, message)
-}
-
-/// [`usage_error_of`] about one flag, which the message may then trace to its variable.
+/// usage line (`""` for the top level); about `flag`, the message may trace it to its variable.
 fn usage_error_at(subcommand: &str, flag: Option<&str>, message: impl std::fmt::Display) -> ! {
     let message = pgdrill::scrub(&message.to_string());
     let mut cli = Cli::command();
@@ -134,7 +125,7 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
             runtime.shutdown_timeout(std::time::Duration::from_millis(100));
             code
         }
-        Err(err) => failure(format!("cannot start the async runtime: {err}")),
+        Err(err) => error_exit(format!("cannot start the async runtime: {err}"), 1),
     }
 }
 
@@ -218,9 +209,9 @@ fn publish(
 /// error (exit 2); then the drill's verdict: 0 pass (or a canary), 3 fail, 4 invalid.
 fn report(args: ReportArgs) -> ExitCode {
     args.validate()
-        .unwrap_or_else(|e| usage_error_of("report", e));
+        .unwrap_or_else(|e| usage_error_at("report", None, e));
     let merged = pgdrill::merge_summary_files(&args.summaries).unwrap_or_else(|err| {
-        usage_error_of("report", format!("invalid value for SUMMARY: {err}"))
+        usage_error_at("report", None, format!("invalid value for SUMMARY: {err}"))
     });
     if let Err(err) = std::fs::write(&args.output, &merged.page) {
         return cannot_write("--output", &args.output, err);
@@ -270,7 +261,7 @@ fn proxy(args: ProxyArgs) -> ExitCode {
         let stop = pgdrill::shutdown::cancel_on_signals();
         match pgdrill_lab::proxy::run_cli(opts, stop.cancelled()).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(err) => failure(format!("proxy on --listen {}: {err}", args.listen)),
+            Err(err) => error_exit(format!("proxy on --listen {}: {err}", args.listen), 1),
         }
     })
 }
