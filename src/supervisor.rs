@@ -96,12 +96,10 @@ impl Fatal {
     ) -> impl Future<Output = ()> {
         let deadline = *self.deadline.get_or_init(|| Instant::now() + timeout);
         async move {
-            let Some(()) = stop
-                .run_until_cancelled(tokio::time::sleep_until(deadline))
-                .await
-            else {
+            let slept = stop.run_until_cancelled(tokio::time::sleep_until(deadline));
+            if slept.await.is_none() {
                 return;
-            };
+            }
             if self.has_written() {
                 // A supervised task ends only when asked to.
                 return stop.cancelled().await;
