@@ -243,6 +243,7 @@ fn outages_table(s: &Summary, rto: f64, dated: bool) -> Markup {
                             td.num data-seconds=(o.write_unavailable_seconds.map_or_else(String::new, |w| w.to_string()))
                                 style=[over.then_some(BAD)] {
                                 b { (opt_secs(o.write_unavailable_seconds)) }
+                                @if o.open_at_shutdown && o.write_unavailable_seconds.is_some() { " so far" }
                             }
                             td.num { (opt_secs(o.time_to_full_rate_seconds)) }
                             td { (o.error_classes.join(", ")) }

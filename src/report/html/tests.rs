@@ -550,6 +550,10 @@ fn empty_tiny_and_unfinished_runs_render() {
     assert!(html.contains("writes had not come back when the load stopped, 9.939 s after outage 1"));
     assert!(html.contains(">not ended<"));
     assert!(html.contains("not recovered"));
+    // As shutdown records it: the time so far, said so in its row as everywhere else.
+    r.outages[0].open_at_shutdown = true;
+    r.outages[0].write_unavailable_seconds = Some(9.939);
+    assert!(render(&r).contains("<b>9.939 s</b> so far<"));
 }
 
 /// The drill summary's JSON (as `--summary-json` writes it today) reads as a
