@@ -16,11 +16,13 @@ pub fn unix(at: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Unix seconds as RFC 3339 UTC with milliseconds, within what RFC 3339 can write
-/// (years 1970 to 9999: a report's input can hold any number).
+/// Unix seconds as RFC 3339 UTC, rounded to the millisecond as every duration is printed
+/// (so an outage's two ends read as far apart as its duration), within what RFC 3339 can
+/// write (years 1970 to 9999: a report's input can hold any number).
 pub fn rfc3339(unix: f64) -> String {
     let unix = if unix.is_finite() {
-        unix.clamp(0.0, 253_402_300_799.0)
+        // Half a millisecond up, then truncated to it: rounded.
+        (unix + 0.0005).clamp(0.0, 253_402_300_799.0)
     } else {
         0.0
     };
@@ -65,5 +67,19 @@ impl WallClock {
 
     pub fn rfc3339(&self, at: Instant) -> String {
         rfc3339(self.unix(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_round_to_the_millisecond_as_durations_do() {
+        // An outage of 0.225891 s prints as 0.226 s: its two ends read 0.226 s apart.
+        let (start, end) = (1_795_766_469.528_089_3, 1_795_766_469.753_980_4);
+        assert_eq!(format!("{:.3}", end - start), "0.226");
+        assert_eq!(super::rfc3339(start), "2026-11-27T08:01:09.528Z");
+        assert_eq!(super::rfc3339(end), "2026-11-27T08:01:09.754Z");
+        assert_eq!(super::rfc3339(f64::NAN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1e300), "9999-12-31T23:59:59.000Z");
     }
 }
