@@ -38,9 +38,8 @@ impl Backoff {
 #[derive(Debug)]
 pub struct Throttle {
     every: Duration,
-    /// The keys let through within the last `every`, oldest first.
-    recent: Vec<(Instant, String)>,
-    suppressed: u64,
+    /// The last keys let through: when, and the repeats held back since, oldest first.
+    recent: Vec<(Instant, String, u64)>,
 }
 
 /// Keys a [`Throttle`] tells apart at once.
@@ -51,7 +50,6 @@ impl Throttle {
         Throttle {
             every,
             recent: Vec::new(),
-            suppressed: 0,
         }
     }
 
@@ -60,20 +58,28 @@ impl Throttle {
         self.hit_keyed("", now)
     }
 
-    /// Like [`Throttle::hit`], throttling only repeats of the same `key`.
+    /// Like [`Throttle::hit`], throttling only repeats of the same `key`; the count held
+    /// back is that key's own.
     pub fn hit_keyed(&mut self, key: &str, now: Instant) -> Option<u64> {
         let every = self.every;
-        self.recent
-            .retain(|(at, _)| now.saturating_duration_since(*at) < every);
-        if self.recent.iter().any(|(_, k)| k == key) {
-            self.suppressed += 1;
-            return None;
+        if let Some(i) = self.recent.iter().position(|(_, k, _)| k == key) {
+            let (at, _, held) = &mut self.recent[i];
+            if now.saturating_duration_since(*at) < every {
+                *held += 1;
+                return None;
+            }
+            let held = std::mem::take(held);
+            // Newest last, so that the oldest is the one a new key replaces.
+            let mut entry = self.recent.remove(i);
+            entry.0 = now;
+            self.recent.push(entry);
+            return Some(held);
         }
         if self.recent.len() >= MAX_KEYS {
             self.recent.remove(0);
         }
-        self.recent.push((now, key.to_string()));
-        Some(std::mem::take(&mut self.suppressed))
+        self.recent.push((now, key.to_string(), 0));
+        Some(0)
     }
 }
 
@@ -111,7 +117,7 @@ mod tests {
         let mut k = Throttle::new(every);
         assert_eq!(k.hit_keyed("a", t0), Some(0));
         assert_eq!(k.hit_keyed("a", t0), None);
-        assert_eq!(k.hit_keyed("b", t0), Some(1));
+        assert_eq!(k.hit_keyed("b", t0), Some(0), "a's repeat is a's, not b's");
         assert_eq!(k.hit_keyed("b", t0 + every), Some(0));
         // Two messages in turn: each once per period, not once per turn.
         let mut turns = Throttle::new(every);
@@ -119,6 +125,7 @@ mod tests {
             .filter(|i| turns.hit_keyed(["a", "b"][i % 2], t0).is_some())
             .count();
         assert_eq!(logged, 2);
-        assert_eq!(turns.hit_keyed("a", t0 + every), Some(98));
+        assert_eq!(turns.hit_keyed("a", t0 + every), Some(49));
+        assert_eq!(turns.hit_keyed("b", t0 + every), Some(49));
     }
 }
