@@ -1,6 +1,8 @@
 //! The run's clocks: wall time now, and the monotonic clock mapped onto wall time once, so
 //! that every output dates an instant the same way.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -36,27 +38,36 @@ pub fn exceeds(seconds: f64, limit: f64) -> bool {
     (seconds * 1000.0).round() > (limit * 1000.0).round()
 }
 
-/// Maps the monotonic clock onto wall time, fixed once at start so that
-/// wall-clock steps never distort measured durations.
-#[derive(Debug, Clone, Copy)]
+/// Maps the monotonic clock onto wall time: fixed at start so that durations never move,
+/// and moved only when the wall clock steps (an NTP step, a resumed VM), so that dates on
+/// /metrics stay comparable with the scraper's clock. Clones share the mapping.
+#[derive(Debug, Clone)]
 pub struct WallClock {
     instant: Instant,
     unix: f64,
+    /// The wall clock's steps since start, in seconds (the bits of an `f64`).
+    stepped: Arc<AtomicU64>,
 }
+
+/// A smaller gap between the wall clock and the mapping is no step: the monotonic clock is
+/// slewed with the wall clock, so they part only when the wall clock is set.
+const STEP: f64 = 0.1;
 
 impl WallClock {
     pub fn now() -> WallClock {
         WallClock {
             instant: Instant::now(),
             unix: unix_now(),
+            stepped: Arc::default(),
         }
     }
 
     pub fn unix(&self, at: Instant) -> f64 {
+        let unix = self.unix + f64::from_bits(self.stepped.load(Ordering::Relaxed));
         if at >= self.instant {
-            self.unix + (at - self.instant).as_secs_f64()
+            unix + (at - self.instant).as_secs_f64()
         } else {
-            self.unix - (self.instant - at).as_secs_f64()
+            unix - (self.instant - at).as_secs_f64()
         }
     }
 
@@ -67,6 +78,22 @@ impl WallClock {
 
     pub fn rfc3339(&self, at: Instant) -> String {
         rfc3339(self.unix(at))
+    }
+
+    /// Follows a step of the wall clock since the last call: returns it (seconds, negative
+    /// back), dates from now on moved by it.
+    pub fn follow(&self) -> Option<f64> {
+        self.follow_to(unix_now(), Instant::now())
+    }
+
+    fn follow_to(&self, wall: f64, at: Instant) -> Option<f64> {
+        let step = wall - self.unix(at);
+        if step.abs() < STEP {
+            return None;
+        }
+        let stepped = f64::from_bits(self.stepped.load(Ordering::Relaxed)) + step;
+        self.stepped.store(stepped.to_bits(), Ordering::Relaxed);
+        Some(step)
     }
 }
 
@@ -81,5 +108,20 @@ mod tests {
         assert_eq!(super::rfc3339(end), "2026-11-27T08:01:09.754Z");
         assert_eq!(super::rfc3339(f64::NAN), "1970-01-01T00:00:00.000Z");
         assert_eq!(super::rfc3339(1e300), "9999-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn a_step_of_the_wall_clock_moves_dates_from_then_on_for_every_clone() {
+        let clock = super::WallClock::now();
+        let shared = clock.clone();
+        let at = tokio::time::Instant::now();
+        let before = clock.unix(at);
+        // A slewed or jittery reading is no step.
+        assert_eq!(clock.follow_to(before + 0.05, at), None);
+        assert_eq!(clock.follow_to(before + 120.0, at), Some(120.0));
+        assert_eq!(shared.unix(at), before + 120.0);
+        assert_eq!(clock.follow_to(before + 120.0, at), None, "followed once");
+        assert_eq!(clock.follow_to(before + 60.0, at), Some(-60.0));
+        assert_eq!(shared.unix(at), before + 60.0);
     }
 }

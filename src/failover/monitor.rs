@@ -133,6 +133,16 @@ impl Monitor {
 
     /// One look at what was reported: the transitions applied, the next look's time returned.
     fn look(&self, machine: &mut Machine, verify: &mpsc::Sender<Request>) -> Instant {
+        if let Some((step, open_start)) = self.outages.follow_clock() {
+            if let Some(start) = open_start {
+                self.metrics.outage_start_timestamp.set(start);
+            }
+            tracing::warn!(
+                step_seconds = format!("{step:+.3}"),
+                "the wall clock stepped; dates from now on follow it (durations are measured \
+                 on the monotonic clock, which did not step)"
+            );
+        }
         let now = Instant::now();
         if let Some(end) = self.outages.load_end() {
             machine.load_stopped(end);

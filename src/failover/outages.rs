@@ -135,7 +135,23 @@ impl Outages {
     }
 
     pub fn clock(&self) -> WallClock {
-        self.clock
+        self.clock.clone()
+    }
+
+    /// Follows a step of the wall clock ([`WallClock::follow`]); an open outage's start moves
+    /// with it, so that its dates and /metrics' stay on the clock of its end. Returns the
+    /// step and the open outage's start.
+    pub fn follow_clock(&self) -> Option<(f64, Option<f64>)> {
+        let step = self.clock.follow()?;
+        Some((step, self.open_moved(step)))
+    }
+
+    fn open_moved(&self, step: f64) -> Option<f64> {
+        let mut b = self.book.lock();
+        let open = b.outages.back_mut().filter(|o| o.end_unix.is_none())?;
+        open.start_unix += step;
+        open.started_at = crate::clock::rfc3339(open.start_unix);
+        Some(open.start_unix)
     }
 
     /// The records kept, the oldest first.
@@ -343,6 +359,29 @@ mod tests {
             (o.unknown_outcome_committed, o.unknown_outcome_not_committed),
             (Some(2), Some(1))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_step_moves_the_open_outages_start_and_later_dates() {
+        let outages = Outages::new(WallClock::now());
+        let t0 = Instant::now();
+        outages.started(t0, None);
+        let end = outages.ended(t0, t0 + Duration::from_secs(1), &[], None);
+        let before = outages.outages()[0].clone();
+        let t1 = t0 + Duration::from_secs(5);
+        outages.started(t1, None);
+        let open_before = outages.outages()[1].start_unix;
+        assert_eq!(outages.open_moved(120.0), Some(open_before + 120.0));
+        let records = outages.outages();
+        assert_eq!(records[0], before, "an ended outage keeps its dates");
+        assert_eq!(
+            records[1].started_at,
+            crate::clock::rfc3339(open_before + 120.0)
+        );
+        assert!(end.is_some());
+        // Nothing open: nothing to move.
+        outages.ended(t1, t1 + Duration::from_secs(1), &[], None);
+        assert_eq!(outages.open_moved(-60.0), None);
     }
 
     #[tokio::test(start_paused = true)]
