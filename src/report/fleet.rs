@@ -7,7 +7,7 @@ use maud::{html, Markup};
 
 use crate::clock::exceeds;
 use crate::report::html::chart::{chart, legend};
-use crate::report::html::page::drill_table;
+use crate::report::html::page::{dated, drill_table};
 use crate::report::html::{
     self, banner, card, document, errors_text, fmt_length, fmt_secs, group, opt_secs,
     verdict_banner,
@@ -142,7 +142,7 @@ fn render(r: &FleetReport, inputs: &[Input]) -> String {
         .iter()
         .find(|m| m.ran_trigger)
         .and_then(|m| summary_of(m, inputs))
-        .and_then(|s| s.drill.as_ref());
+        .and_then(|s| Some((s, s.drill.as_ref()?)));
     let body = html! {
         h1 { "Failover drill report: " (r.members.len()) " members" }
         p.sub {
@@ -151,7 +151,7 @@ fn render(r: &FleetReport, inputs: &[Input]) -> String {
             " · pgdrill " (env!("CARGO_PKG_VERSION"))
         }
         (headline(r))
-        @if let Some(d) = trigger_drill { (drill_table(d, &[], false)) }
+        @if let Some((s, d)) = trigger_drill { (drill_table(d, &s.outages, dated(s))) }
         (members_table(r))
         @if !r.not_merged.is_empty() {
             section {
@@ -282,8 +282,10 @@ fn members_table(r: &FleetReport) -> Markup {
 /// Every member's timeline over the same span, each with the triggers marked.
 fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
     // The merged members' spans: one left out (another drill) does not stretch the axis.
-    let merged = r.members.iter().filter_map(|m| summary_of(m, inputs));
-    let spans = merged.filter_map(|s| s.timeline.span());
+    let merged: Vec<&Summary> = (r.members.iter())
+        .filter_map(|m| summary_of(m, inputs))
+        .collect();
+    let spans = merged.iter().filter_map(|s| s.timeline.span());
     let Some((from, to)) = spans.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))) else {
         return html! {};
     };
@@ -311,7 +313,7 @@ fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
                  member's clock dated it."
             }
             @for (name, svg) in charts { h3 { (name) } (svg) }
-            @if let Some(first) = inputs.first() { (legend(&first.summary.timeline)) }
+            (legend(&merged.iter().map(|s| &s.timeline).collect::<Vec<_>>()))
         }
     }
 }

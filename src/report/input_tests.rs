@@ -208,3 +208,24 @@ fn a_triggering_member_without_a_clock_reading_is_named_once() {
     assert_eq!(clock.len(), 1, "{invalid:?}");
     assert!(clock[0].starts_with("member 0"), "{clock:?}");
 }
+
+#[test]
+fn the_fleet_page_draws_every_members_classes_and_the_triggers_facts() {
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+    ];
+    pods.iter_mut().for_each(|p| p["member"]["of"] = json!(2));
+    // Only member 1's timeline has failed writes: the legend names their class all the same.
+    pods[1]["timeline"]["buckets"][30]["errors"] = json!([[0, 5]]);
+    let server = |addr: &str, timeline: u32| {
+        json!({"server_addr": addr, "server_port": 5432, "in_recovery": false,
+               "system_identifier": "1", "timeline": timeline, "postmaster_start": addr})
+    };
+    pods[0]["outages"][0]["identity_before"] = server("10.0.0.1", 1);
+    pods[0]["outages"][0]["identity_after"] = server("10.0.0.2", 2);
+    let merged = report(&pods);
+    assert!(merged.page.contains("></i>connection_closed</span>"));
+    // What the first write reached, as the triggering member's own page says it.
+    assert!(merged.page.contains(" (new primary)</td>"));
+}

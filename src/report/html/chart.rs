@@ -303,11 +303,12 @@ pub(crate) fn chart(t: &Timeline, from: u64, to: u64, target: Option<f64>, label
 }
 
 /// What the colours and markers mean, with only the error classes that occur.
-pub(crate) fn legend(t: &Timeline) -> Markup {
-    let skipped = t.iter().any(|b| b.skipped > 0);
-    let seen = |k: usize| t.iter().any(|b| b.errors.get(k).is_some_and(|n| *n > 0));
-    let classes = t
-        .classes()
+pub(crate) fn legend(timelines: &[&Timeline]) -> Markup {
+    let buckets = || timelines.iter().flat_map(|t| t.iter());
+    let skipped = buckets().any(|b| b.skipped > 0);
+    let seen = |k: usize| buckets().any(|b| b.errors.get(k).is_some_and(|n| *n > 0));
+    let names = timelines.first().map_or(&[][..], |t| t.classes());
+    let classes = names
         .iter()
         .enumerate()
         .filter(|(k, _)| seen(*k))

@@ -44,7 +44,7 @@ pub fn render_live(l: &Summary, now: State) -> String {
             @if let Some((_, to)) = l.timeline.span() {
                 (chart(&l.timeline, to.saturating_sub(LIVE_WINDOW.as_secs()), to, l.target_rate,
                     "live timeline, last 15 minutes"))
-                (legend(&l.timeline))
+                (legend(&[&l.timeline]))
             } @else {
                 p.muted { "No second recorded yet." }
             }

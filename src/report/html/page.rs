@@ -18,7 +18,7 @@ use crate::report::summary::{Flag, Summary, DEFAULT_OBJECTIVES};
 const MAX_CLOSEUPS: usize = 3;
 
 /// Whether the report's times need dates: the run crosses a UTC midnight.
-fn dated(s: &Summary) -> bool {
+pub(crate) fn dated(s: &Summary) -> bool {
     let span = s.timeline.span().map(|(a, b)| (a as f64, b as f64));
     let times = s
         .outages
@@ -55,7 +55,7 @@ pub fn render(s: &Summary) -> String {
             @if let Some((from, to)) = s.timeline.span() {
                 (chart(&s.timeline, from, to, s.target_rate,
                     "drill timeline: rate, errors, latency, failover state"))
-                (legend(&s.timeline))
+                (legend(&[&s.timeline]))
             } @else {
                 p.muted { "No timeline was recorded." }
             }
@@ -297,7 +297,7 @@ fn closeups(s: &Summary, dated: bool) -> Markup {
                     (when(to as f64, dated)) " UTC"
                 }
                 (chart(&s.timeline, from, to, s.target_rate, &format!("close-up of outage {index}")))
-                (legend(&s.timeline))
+                (legend(&[&s.timeline]))
             }
         }
     }
