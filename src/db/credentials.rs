@@ -371,6 +371,16 @@ fn secret_from(raw: &[u8]) -> Option<Secret> {
 mod tests {
     use super::*;
 
+    /// Credentials from `sh -c script`, cached for `ttl_secs`.
+    fn shell_command(script: String, ttl_secs: u64, m: &Arc<Metrics>) -> Arc<Credentials> {
+        let argv = vec!["sh".into(), "-c".into(), script];
+        let ttl = Duration::from_secs(ttl_secs);
+        Arc::new(Credentials::new(
+            PasswordSource::Command { argv, ttl },
+            m.clone(),
+        ))
+    }
+
     fn metrics() -> Arc<Metrics> {
         Metrics::new(&[])
     }
@@ -479,13 +489,7 @@ mod tests {
             counter.display()
         );
         let m = metrics();
-        let creds = Arc::new(Credentials::new(
-            PasswordSource::Command {
-                argv: vec!["sh".into(), "-c".into(), script],
-                ttl: Duration::from_secs(600),
-            },
-            m.clone(),
-        ));
+        let creds = shell_command(script, 600, &m);
         let first = creds.password().await.unwrap().unwrap();
         assert_eq!(first.expose(), "token-1");
         assert_eq!(
@@ -499,13 +503,7 @@ mod tests {
         assert_eq!(creds.password().await.unwrap().unwrap().expose(), "token-2");
         assert_eq!(m.password_refreshes.get(), 2);
 
-        let failing = Arc::new(Credentials::new(
-            PasswordSource::Command {
-                argv: vec!["sh".into(), "-c".into(), "echo s3cret; exit 3".into()],
-                ttl: Duration::from_secs(1),
-            },
-            m.clone(),
-        ));
+        let failing = shell_command("echo s3cret; exit 3".into(), 1, &m);
         let e = failing.password().await.unwrap_err().to_string();
         assert!(e.contains("exit status: 3") && !e.contains("s3cret"), "{e}");
         assert_eq!(m.password_errors.get(), 1);
@@ -517,13 +515,7 @@ mod tests {
         let runs = dir.path().join("runs");
         let script = format!("echo x >> {0}; echo tok-same-5b1e", runs.display());
         let m = metrics();
-        let creds = Arc::new(Credentials::new(
-            PasswordSource::Command {
-                argv: vec!["sh".into(), "-c".into(), script],
-                ttl: Duration::from_secs(600),
-            },
-            m.clone(),
-        ));
+        let creds = shell_command(script, 600, &m);
         let count = || std::fs::read_to_string(&runs).map_or(0, |t| t.lines().count());
         creds.password().await.unwrap();
         creds.auth_failed();
@@ -557,13 +549,7 @@ mod tests {
             healed.display()
         );
         let m = metrics();
-        let creds = Arc::new(Credentials::new(
-            PasswordSource::Command {
-                argv: vec!["sh".into(), "-c".into(), script],
-                ttl: Duration::from_secs(600),
-            },
-            m.clone(),
-        ));
+        let creds = shell_command(script, 600, &m);
         let count = || {
             std::fs::read_to_string(&runs)
                 .map(|t| t.lines().count())
