@@ -25,6 +25,16 @@ fn report(summaries: &[Value]) -> super::fleet::Merged {
     merge_summary_files(&paths).expect("read")
 }
 
+/// A drill by two: member 0 triggered (objective 120 s), member 1 measured.
+fn pair() -> [Value; 2] {
+    let mut pods = [
+        pod(0, "d1", 0.3, 0, Some("120s")),
+        pod(1, "d1", 0.5, 0, None),
+    ];
+    pods.iter_mut().for_each(|p| p["member"]["of"] = json!(2));
+    pods
+}
+
 fn alone(mut s: Value) -> Value {
     s["member"] = Value::Null;
     s
@@ -150,11 +160,7 @@ fn a_member_alone_that_did_not_trigger_shows_the_verdict_its_exit_status_gives()
 
 #[test]
 fn a_member_that_never_verified_its_writes_is_not_shown_as_none_lost() {
-    let mut pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-    ];
-    pods.iter_mut().for_each(|p| p["member"]["of"] = json!(2));
+    let mut pods = pair();
     pods[1]["outages"][0]["lost_writes"] = Value::Null;
     pods[1]["checked_writes"] = json!(0);
     let merged = report(&pods);
@@ -164,10 +170,7 @@ fn a_member_that_never_verified_its_writes_is_not_shown_as_none_lost() {
 
 #[test]
 fn one_summary_given_twice_under_one_name_is_merged_once() {
-    let pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-    ];
+    let pods = pair();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut paths = Vec::new();
     for (dir, s) in dirs
@@ -211,11 +214,7 @@ fn a_triggering_member_without_a_clock_reading_is_named_once() {
 
 #[test]
 fn the_fleet_page_draws_every_members_classes_and_the_triggers_facts() {
-    let mut pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-    ];
-    pods.iter_mut().for_each(|p| p["member"]["of"] = json!(2));
+    let mut pods = pair();
     // Only member 1's timeline has failed writes: the legend names their class all the same.
     pods[1]["timeline"]["buckets"][30]["errors"] = json!([[0, 5]]);
     let server = |addr: &str, timeline: u32| {
