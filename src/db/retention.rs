@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::connect::Conn;
@@ -23,11 +24,15 @@ use crate::db::table::{Expiry, Table, Workload};
 use crate::db::table_check::guarded_delete;
 use crate::db::Deleted;
 use crate::error::{classify, ErrorClass};
+use crate::retry::Throttle;
 use crate::telemetry::metrics::Metrics;
 
 /// Pause between two batches of one sweep: gives autovacuum and the load room.
 const BATCH_PAUSE: Duration = Duration::from_millis(50);
 const ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// Each kind of failure is logged at most this often: an outage retried every 5 s for ten
+/// minutes is a handful of lines, each with the repeats held back since the last.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 /// A batch unanswered this long is given up with its connection: the server is hung (its
 /// `statement_timeout` would have ended a merely slow one).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,6 +94,7 @@ pub async fn run(
     // table check drew the first id.
     let mut own_from: Option<i64> = None;
     let mut wait = settings.interval;
+    let mut warned = Throttle::new(WARN_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -103,7 +109,9 @@ pub async fn run(
                 Some(Ok(c)) => c,
                 Some(Err(err)) => {
                     metrics.retention_errors.inc(err.class);
-                    tracing::warn!(error = %err, "retention: cannot connect; will retry");
+                    if let Some(repeats) = warned.hit_keyed("connect", Instant::now()) {
+                        tracing::warn!(error = %err, repeats, "retention: cannot connect; will retry");
+                    }
                     wait = ERROR_BACKOFF;
                     continue;
                 }
@@ -141,11 +149,14 @@ pub async fn run(
             }
             Err(None) => {
                 metrics.retention_errors.inc(ErrorClass::NoResponse);
-                let limit = humantime::format_duration(BATCH_TIMEOUT);
-                tracing::warn!(
-                    class = %ErrorClass::NoResponse,
-                    "retention batch got no answer within {limit}; its connection is closed; will retry"
-                );
+                if let Some(repeats) = warned.hit_keyed("no answer", Instant::now()) {
+                    let limit = humantime::format_duration(BATCH_TIMEOUT);
+                    tracing::warn!(
+                        class = %ErrorClass::NoResponse,
+                        repeats,
+                        "retention batch got no answer within {limit}; its connection is closed; will retry"
+                    );
+                }
                 wait = ERROR_BACKOFF;
                 c.broken = true;
             }
@@ -155,7 +166,9 @@ pub async fn run(
                 let detail = err
                     .as_db_error()
                     .map_or_else(|| err.to_string(), |d| d.message().to_string());
-                tracing::warn!(%class, error = %detail, "retention batch failed; will retry");
+                if let Some(repeats) = warned.hit_keyed(&detail, Instant::now()) {
+                    tracing::warn!(%class, error = %detail, repeats, "retention batch failed; will retry");
+                }
                 wait = ERROR_BACKOFF;
                 if !class.discards_connection(err.code().map(|c| c.code())) {
                     conn = Some(c);

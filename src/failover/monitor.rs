@@ -127,6 +127,7 @@ impl Monitor {
                 until,
                 loss_reference: None,
             };
+            self.verifier.hold(req.until);
             ask(verify, req);
         }
     }
@@ -242,6 +243,7 @@ impl Monitor {
                     until: end,
                     loss_reference: Some(start),
                 };
+                self.verifier.hold(req.until);
                 ask(verify, req);
             }
             Transition::FullRate {

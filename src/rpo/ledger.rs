@@ -19,6 +19,11 @@ const MAX_UNKNOWN: usize = 100_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const MAX_CHECKPOINTS: usize = 3_600;
 
+/// A held slice ([`Ledger::hold`]) outlives the window until the ledger holds this many
+/// windows' worth: a verification that keeps failing while the load writes cannot grow it
+/// without bound.
+pub const HOLD_WINDOWS: usize = 4;
+
 #[derive(Debug)]
 struct Slice {
     start: Instant,
@@ -68,6 +73,12 @@ pub struct Ledger {
     /// `(at, an id acknowledged in the second before)`, one a second: a write sent after
     /// `at` took a higher id ([`Ledger::floor_at`]).
     checkpoints: VecDeque<(Instant, i64)>,
+    /// While verifications wait their turn, the slices begun up to the newest one's `until`
+    /// are kept past the window, so that one queued behind a verification that keeps
+    /// retrying still finds the writes from before its outage.
+    held_until: Option<Instant>,
+    /// A held slice was aged out all the same: the waiting verifications cannot check all.
+    held_lost: bool,
 }
 
 /// A write whose outcome is unknown: when it failed, and the lowest id it can have had
@@ -86,6 +97,8 @@ pub struct Snapshot {
     pub unknown: Vec<u64>,
     /// Lowest `transaction_id` among the acknowledged writes.
     pub min_id: Option<i64>,
+    /// Writes acknowledged before `until` were aged out while the verification waited.
+    pub incomplete: bool,
 }
 
 /// What one verification found: what was lost, and how the unknown outcomes resolved.
@@ -113,7 +126,19 @@ impl Ledger {
             newest_at: None,
             period_min_id: i64::MAX,
             checkpoints: VecDeque::new(),
+            held_until: None,
+            held_lost: false,
         }
+    }
+
+    /// A verification of what was acknowledged up to `until` is about to be queued.
+    pub fn hold(&mut self, until: Instant) {
+        self.held_until = Some(self.held_until.map_or(until, |h| h.max(until)));
+    }
+
+    /// No verification is waiting any more: the window alone ages slices out again.
+    pub fn release(&mut self) {
+        (self.held_until, self.held_lost) = (None, false);
     }
 
     pub fn ack(&mut self, seq: u64, id: i64, now: Instant) {
@@ -194,10 +219,22 @@ impl Ledger {
 
     /// Keeps the newest `window` worth of slices. Slices exist only where writes
     /// were acknowledged, so an outage, however long, ages nothing out: the writes
-    /// from just before it are still here when it ends.
+    /// from just before it are still here when it ends. Held slices ([`Ledger::hold`])
+    /// stay, up to [`HOLD_WINDOWS`] windows.
     fn prune(&mut self) {
         let keep = (self.window.as_nanos() / SLICE.as_nanos()).max(1) as usize + 1;
-        self.slices.drain(..self.slices.len().saturating_sub(keep));
+        let excess = self.slices.len().saturating_sub(keep);
+        let held = self.held_until.map_or(0, |until| {
+            let aged = self.slices.iter().take(excess);
+            aged.take_while(|s| s.start <= until).count()
+        });
+        let spared = if self.slices.len() > keep * HOLD_WINDOWS {
+            self.held_lost |= held > 0;
+            0
+        } else {
+            held
+        };
+        self.slices.drain(spared..excess);
     }
 
     /// The lowest id of a write the ledger may still ask about: of the acknowledged writes
@@ -215,7 +252,10 @@ impl Ledger {
 
     /// Everything acknowledged up to `until`, for verification; leaves the ledger as is.
     pub fn snapshot(&mut self, until: Instant) -> Snapshot {
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            incomplete: self.held_lost,
+            ..Snapshot::default()
+        };
         for slice in self.slices.iter_mut().take_while(|s| s.start <= until) {
             slice.close();
             let runs = slice.runs.iter().map(|&(lo, hi)| (lo, hi, slice.start));
@@ -376,6 +416,42 @@ mod tests {
         assert_eq!(snap.acked.len(), ledger.slices.len());
         ledger.forget_verified(end, &snap);
         assert_eq!(ledger.slices.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_verification_keeps_its_writes_past_the_window_within_a_bound() {
+        // 1 s window (11 slices), 10 slices a second: the writes of 0..1 s, then an outage
+        // ends at 0.95 s whose verification waits behind another while the load goes on.
+        let at = |ms: u64| Instant::now() + Duration::from_millis(ms);
+        let mut ledger = Ledger::new(Duration::from_secs(1));
+        let ack_until = |ledger: &mut Ledger, from: u64, to: u64| {
+            for seq in from..to {
+                ledger.ack(seq, seq as i64, at(seq * 100));
+            }
+        };
+        ack_until(&mut ledger, 0, 10);
+        ledger.hold(at(950));
+        // 3 s of writes later: without the hold only the last second would be left.
+        ack_until(&mut ledger, 10, 40);
+        let snap = ledger.snapshot(at(950));
+        assert!(!snap.incomplete);
+        assert_eq!(snap.acked.iter().map(|r| r.1 - r.0).sum::<u64>(), 10);
+        ledger.release();
+        ack_until(&mut ledger, 40, 41);
+        assert_eq!(ledger.slices.len(), 11, "the window alone again");
+        // Verifications queued one after another, each holding what came before it: kept up
+        // to four windows' worth, then aged out all the same, and the snapshots say so until
+        // no verification waits.
+        let mut complete = Vec::new();
+        for next in [41, 51, 61, 71, 81] {
+            ledger.hold(at(next * 100 - 50));
+            ack_until(&mut ledger, next, next + 10);
+            assert!(ledger.slices.len() <= 4 * 11, "{}", ledger.slices.len());
+            complete.push(!ledger.snapshot(at(4_000)).incomplete);
+        }
+        assert_eq!(complete, [true, true, true, false, false]);
+        ledger.release();
+        assert!(!ledger.snapshot(at(10_000)).incomplete);
     }
 
     /// Every sequence number the next snapshot would ask about.

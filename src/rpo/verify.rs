@@ -17,7 +17,7 @@ use crate::db::pool::DbPool;
 use crate::db::table::Workload;
 use crate::error::ErrorClass;
 use crate::retry::{Backoff, Throttle};
-use crate::rpo::ledger::{Check, Ledger};
+use crate::rpo::ledger::{Check, Ledger, Snapshot, HOLD_WINDOWS};
 use crate::telemetry::metrics::Metrics;
 
 /// Rows are fetched from a little below the lowest acknowledged id, since ids
@@ -245,8 +245,16 @@ impl Verifier {
                     continue;
                 }
             };
+            let snapshot = {
+                let mut ledger = self.ledger.lock();
+                let snapshot = ledger.snapshot(req.until);
+                if requests.is_empty() {
+                    ledger.release();
+                }
+                snapshot
+            };
             // The gauge keeps ticking while a verification retries.
-            let check = self.check(&req, &stop);
+            let check = self.check(&req, snapshot, &stop);
             tokio::pin!(check);
             let result = loop {
                 tokio::select! {
@@ -339,9 +347,28 @@ impl Verifier {
         self.metrics.ledger_bytes.set(bytes as i64);
     }
 
+    /// Keeps what `until` covers in the ledger until its verification takes its snapshot.
+    pub fn hold(&self, until: Instant) {
+        self.ledger.lock().hold(until);
+    }
+
     /// One request, retried until it succeeds or we stop.
-    async fn check(&self, req: &Request, stop: &CancellationToken) -> Option<Check> {
-        let snapshot = self.ledger.lock().snapshot(req.until);
+    async fn check(
+        &self,
+        req: &Request,
+        snapshot: Snapshot,
+        stop: &CancellationToken,
+    ) -> Option<Check> {
+        if snapshot.incomplete {
+            self.metrics.verification_errors.inc();
+            tracing::warn!(
+                outage = ?req.outage,
+                "a verification waited behind one that kept failing until writes it was to \
+                 check were aged out of the ledger ({HOLD_WINDOWS} × --verify-window of \
+                 writes since): it stays unverified"
+            );
+            return None;
+        }
         let began = Instant::now();
         let mut failures = 0;
         let mut warned = Throttle::new(FAILED_WARN_EVERY);

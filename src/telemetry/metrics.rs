@@ -337,7 +337,7 @@ impl DrillMetrics {
             trigger_end_timestamp: register(r, Gauge::new("pgdrill_failover_trigger_end_timestamp_seconds", "Unix time the last failover trigger ended (0 before any; older than the start while one runs).")),
             triggers,
             first_failed_write: register(r, Gauge::new("pgdrill_failover_first_failed_write_seconds", "Last trigger's start to the first failed write after it (how long clients kept writing); 0 until measured.")),
-            new_primary_write: register(r, Gauge::new("pgdrill_failover_new_primary_write_seconds", "Last trigger's start to the first write acknowledged by a new primary; 0 until measured.")),
+            new_primary_write: register(r, Gauge::new("pgdrill_failover_new_primary_write_seconds", "Last trigger's start to the first write acknowledged by a new primary, or by the same one restarted in place; 0 until measured.")),
             verdict: StateSet::new(r, "pgdrill_drill_verdict", "Drill verdict state set: none without a trigger, pending until the run ends, then pass, fail or invalid.", "verdict", &DRILL_VERDICTS),
             rto_objective: register(r, Gauge::new("pgdrill_rto_objective_seconds", "--rto-objective: the longest acceptable write unavailability per failover.")),
             rpo_objective: register(r, IntGauge::new("pgdrill_rpo_objective_lost_writes", "--rpo-objective: the most acknowledged writes a drill may lose.")),
