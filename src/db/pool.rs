@@ -70,25 +70,28 @@ impl DbPool {
     }
 
     /// An idle connection if there is one; otherwise connects here so that a
-    /// failure comes back to the caller classified (bb8 would only time out).
+    /// failure comes back to the caller classified (bb8 would only time out, its own
+    /// connect's error unseen: `pool_timeout`, which no fresh client meets).
     pub async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
-        let state = self.pool.state();
-        if state.idle_connections == 0 && state.connections < self.pool.config().max_size {
-            match self.pool.dedicated_connection().await {
-                Ok(conn) => {
-                    // Losing the race for capacity just drops the extra connection.
-                    let _ = self.pool.add(conn);
+        let max = self.pool.config().max_size;
+        // Idle connections to a server found silent, or closed, are dropped unused, not
+        // written to; each time, the next is made here if none is left idle.
+        for _ in 0..=max {
+            let state = self.pool.state();
+            if state.idle_connections == 0 && state.connections < max {
+                match self.pool.dedicated_connection().await {
+                    Ok(conn) => {
+                        // Losing the race for capacity just drops the extra connection.
+                        let _ = self.pool.add(conn);
+                    }
+                    // The server (or the role) has no connection to spare: growing failed,
+                    // but an open connection can still take this write once it is free.
+                    Err(e)
+                        if e.class == ErrorClass::TooManyConnections
+                            && self.pool.state().connections > 0 => {}
+                    Err(e) => return Err(CheckoutError::from_connect(e)),
                 }
-                // The server (or the role) has no connection to spare: growing failed, but
-                // an open connection can still take this write once it is free.
-                Err(e)
-                    if e.class == ErrorClass::TooManyConnections
-                        && self.pool.state().connections > 0 => {}
-                Err(e) => return Err(CheckoutError::from_connect(e)),
             }
-        }
-        // Idle connections to a server found silent are dropped unused, not written to.
-        for _ in 0..=self.pool.config().max_size {
             let mut conn = self.pool.get().await.map_err(|e| match e {
                 RunError::User(e) => CheckoutError::from_connect(e),
                 RunError::TimedOut => CheckoutError {

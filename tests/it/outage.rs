@@ -150,6 +150,51 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
     lab.shutdown().await;
 }
 
+/// At a low rate most pooled connections sit idle; a stop closes them all. A lane that
+/// finds them closed drops them and connects itself, so its write fails as a fresh client's
+/// would (refused), never as `pool_timeout` from waiting on bb8's own connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_closed_by_a_stop_fail_as_refused_not_as_pool_timeouts() {
+    let lab = single(None).await;
+    let node = lab.primary();
+    let dsn = lab.dsn(node);
+    let watched = Watched::new();
+    let (listen, addr) = (&watched.listen, watched.addr);
+    let bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "50",
+        "--pool-size",
+        "16",
+        "--listen",
+        listen,
+    ]);
+    eventually(Duration::from_secs(15), "load running", || async {
+        let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+        metric(&text, "pgdrill_transactions_total") > 100.0
+    })
+    .await;
+    lab.stop(node, StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
+    // Past bb8's wait (connect timeout + 1 s, 3 s by default) for every lane.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let text = http_get(addr, "/metrics").await;
+    let class = |c: &str| {
+        metric(
+            &text,
+            &format!("pgdrill_transaction_errors_total{{class=\"{c}\"}}"),
+        )
+    };
+    assert!(class("connect_refused") >= 10.0, "{text}");
+    assert_eq!(class("pool_timeout"), 0.0, "{text}");
+    bin.signal(Signal::Term);
+    let (status, _, err) = bin.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit {status:?}\n{err}");
+    lab.shutdown().await;
+}
+
 /// Writes that cannot finish (the table locked, the server alive: no silence to detect)
 /// hold the first SIGTERM's drain for the whole `--shutdown-grace`; a second signal cuts it
 /// short, and the summary is still printed and written.
