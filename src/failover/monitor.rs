@@ -127,8 +127,7 @@ impl Monitor {
                 until,
                 loss_reference: None,
             };
-            self.verifier.hold(req.until);
-            ask(verify, req);
+            ask(verify, req, |until| self.verifier.hold(until));
         }
     }
 
@@ -243,8 +242,7 @@ impl Monitor {
                     until: end,
                     loss_reference: Some(start),
                 };
-                self.verifier.hold(req.until);
-                ask(verify, req);
+                ask(verify, req, |until| self.verifier.hold(until));
             }
             Transition::FullRate {
                 first_success,
@@ -272,18 +270,23 @@ fn resume_verifier_failure(ended: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Queues a verification. A full queue (verifications failing while outages keep coming:
-/// as many as the outage records kept) leaves this one unverified, which the summary and
-/// the verdict then say, instead of growing without bound. Whether it was queued.
-fn ask(verify: &mpsc::Sender<Request>, req: Request) -> bool {
-    match verify.try_send(req) {
-        Err(mpsc::error::TrySendError::Full(req)) => {
+/// Queues a verification, its writes held in the ledger (`hold`) once it has room. A full
+/// queue (verifications failing while outages keep coming: as many as the outage records
+/// kept) leaves this one unverified, which the summary and the verdict then say, instead of
+/// growing without bound. Whether it was queued.
+fn ask(verify: &mpsc::Sender<Request>, req: Request, hold: impl FnOnce(Instant)) -> bool {
+    match verify.try_reserve() {
+        Err(mpsc::error::TrySendError::Full(())) => {
             tracing::warn!(outage = ?req.outage, waiting = MAX_OUTAGES, "verification queue full: this one stays unverified");
             false
         }
         // Closed: the run is stopping.
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(())) => false,
+        Ok(permit) => {
+            hold(req.until);
+            permit.send(req);
+            true
+        }
     }
 }
 
@@ -301,12 +304,16 @@ mod tests {
             until: now,
             loss_reference: Some(now),
         };
-        assert!(ask(&tx, req(1)));
-        assert!(!ask(&tx, req(2)), "the queue holds one");
+        // Only a queued request holds its writes in the ledger.
+        let holds = std::cell::Cell::new(0);
+        let hold = |_| holds.set(holds.get() + 1);
+        assert!(ask(&tx, req(1), hold));
+        assert!(!ask(&tx, req(2), hold), "the queue holds one");
         assert_eq!(rx.try_recv().map(|r| r.outage).ok(), Some(Some(1)));
-        assert!(ask(&tx, req(3)), "room again once served");
+        assert!(ask(&tx, req(3), hold), "room again once served");
         drop(rx);
-        assert!(!ask(&tx, req(4)), "closed");
+        assert!(!ask(&tx, req(4), hold), "closed");
+        assert_eq!(holds.get(), 2);
     }
 
     use crate::clock::WallClock;

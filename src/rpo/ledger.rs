@@ -19,8 +19,8 @@ const MAX_UNKNOWN: usize = 100_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const MAX_CHECKPOINTS: usize = 3_600;
 
-/// A held slice ([`Ledger::hold`]) outlives the window until the ledger holds this many
-/// windows' worth: a verification that keeps failing while the load writes cannot grow it
+/// Held slices ([`Ledger::hold`]) outlive the window until the ledger holds this many
+/// windows' worth: verifications that keep failing while the load writes cannot grow it
 /// without bound.
 pub const HOLD_WINDOWS: usize = 4;
 
@@ -73,11 +73,15 @@ pub struct Ledger {
     /// `(at, an id acknowledged in the second before)`, one a second: a write sent after
     /// `at` took a higher id ([`Ledger::floor_at`]).
     checkpoints: VecDeque<(Instant, i64)>,
-    /// While verifications wait their turn, the slices begun up to the newest one's `until`
-    /// are kept past the window, so that one queued behind a verification that keeps
-    /// retrying still finds the writes from before its outage.
+    /// Verifications queued and not begun ([`Ledger::hold`]). While any waits, the slices
+    /// begun up to the newest one's `until` are kept past the window, so that one queued
+    /// behind a verification that keeps retrying still finds the writes before its outage.
+    holds: usize,
     held_until: Option<Instant>,
-    /// A held slice was aged out all the same: the waiting verifications cannot check all.
+    /// The newest `until` a verification began with: the slices up to it are in its snapshot.
+    taken_until: Option<Instant>,
+    /// A held slice no snapshot holds was aged out all the same: the waiting verifications
+    /// cannot check all.
     held_lost: bool,
 }
 
@@ -126,19 +130,28 @@ impl Ledger {
             newest_at: None,
             period_min_id: i64::MAX,
             checkpoints: VecDeque::new(),
+            holds: 0,
             held_until: None,
+            taken_until: None,
             held_lost: false,
         }
     }
 
     /// A verification of what was acknowledged up to `until` is about to be queued.
     pub fn hold(&mut self, until: Instant) {
+        self.holds += 1;
         self.held_until = Some(self.held_until.map_or(until, |h| h.max(until)));
     }
 
-    /// No verification is waiting any more: the window alone ages slices out again.
-    pub fn release(&mut self) {
-        (self.held_until, self.held_lost) = (None, false);
+    /// A held verification begins: its snapshot, and its hold let go.
+    pub fn take(&mut self, until: Instant) -> Snapshot {
+        let snapshot = self.snapshot(until);
+        self.taken_until = Some(self.taken_until.map_or(until, |t| t.max(until)));
+        self.holds = self.holds.saturating_sub(1);
+        if self.holds == 0 {
+            (self.held_until, self.held_lost) = (None, false);
+        }
+        snapshot
     }
 
     pub fn ack(&mut self, seq: u64, id: i64, now: Instant) {
@@ -228,13 +241,13 @@ impl Ledger {
             let aged = self.slices.iter().take(excess);
             aged.take_while(|s| s.start <= until).count()
         });
-        let spared = if self.slices.len() > keep * HOLD_WINDOWS {
-            self.held_lost |= held > 0;
-            0
-        } else {
-            held
-        };
-        self.slices.drain(spared..excess);
+        // Past the cap, the oldest held slices go first; lost only if no snapshot has them.
+        let dropped = held.saturating_sub(keep * (HOLD_WINDOWS - 1));
+        let taken = self.taken_until;
+        let mut gone = self.slices.iter().take(dropped);
+        self.held_lost |= gone.any(|s| taken.is_none_or(|t| s.start > t));
+        self.slices.drain(held..excess);
+        self.slices.drain(..dropped);
     }
 
     /// The lowest id of a write the ledger may still ask about: of the acknowledged writes
@@ -433,25 +446,36 @@ mod tests {
         ledger.hold(at(950));
         // 3 s of writes later: without the hold only the last second would be left.
         ack_until(&mut ledger, 10, 40);
-        let snap = ledger.snapshot(at(950));
+        let snap = ledger.take(at(950));
         assert!(!snap.incomplete);
         assert_eq!(snap.acked.iter().map(|r| r.1 - r.0).sum::<u64>(), 10);
-        ledger.release();
         ack_until(&mut ledger, 40, 41);
-        assert_eq!(ledger.slices.len(), 11, "the window alone again");
-        // Verifications queued one after another, each holding what came before it: kept up
-        // to four windows' worth, then aged out all the same, and the snapshots say so until
-        // no verification waits.
+        assert_eq!(
+            ledger.slices.len(),
+            11,
+            "no hold left: the window alone again"
+        );
+        // One verification begins at 4.05 s and keeps failing; one more is queued after each
+        // second of writes. Kept up to four windows' worth, the oldest first aged out: first
+        // those the begun one's snapshot has, then the waiting ones' own, which they say.
+        ledger.hold(at(4_050));
+        let _retrying = ledger.take(at(4_050));
         let mut complete = Vec::new();
-        for next in [41, 51, 61, 71, 81] {
-            ledger.hold(at(next * 100 - 50));
+        for next in [41, 51, 61, 71, 81, 91] {
             ack_until(&mut ledger, next, next + 10);
+            ledger.hold(at(next * 100 + 950));
             assert!(ledger.slices.len() <= 4 * 11, "{}", ledger.slices.len());
             complete.push(!ledger.snapshot(at(4_000)).incomplete);
         }
-        assert_eq!(complete, [true, true, true, false, false]);
-        ledger.release();
-        assert!(!ledger.snapshot(at(10_000)).incomplete);
+        assert_eq!(complete, [true, true, true, true, false, false]);
+        for _ in 0..5 {
+            assert!(ledger.take(at(10_000)).incomplete);
+        }
+        assert!(ledger.take(at(10_000)).incomplete, "the last waiting one");
+        assert!(
+            !ledger.snapshot(at(10_000)).incomplete,
+            "none waits: complete again"
+        );
     }
 
     /// Every sequence number the next snapshot would ask about.

@@ -245,14 +245,7 @@ impl Verifier {
                     continue;
                 }
             };
-            let snapshot = {
-                let mut ledger = self.ledger.lock();
-                let snapshot = ledger.snapshot(req.until);
-                if requests.is_empty() {
-                    ledger.release();
-                }
-                snapshot
-            };
+            let snapshot = self.ledger.lock().take(req.until);
             // The gauge keeps ticking while a verification retries.
             let check = self.check(&req, snapshot, &stop);
             tokio::pin!(check);
