@@ -115,7 +115,8 @@ impl Events {
             .collect()
     }
 
-    /// `started` is when the failed write was sent (or its lane took it, if it never got a connection).
+    /// `started` is when the failed write was sent (or when its lane took it, if it never got
+    /// a connection).
     /// Returns whether it is the first failure since a success (worth a look at once).
     pub fn failure(&mut self, started: Instant, class: ErrorClass) -> bool {
         self.failures += 1;

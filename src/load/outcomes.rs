@@ -201,7 +201,8 @@ impl LaneOutcomes {
         o.fatal.wrote();
     }
 
-    /// Failed; `started` is when it was sent (or its lane took it, if it never got a connection).
+    /// Failed; `started` is when it was sent (or when its lane took it, if it never got a
+    /// connection).
     pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
         let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
         // A run ended before its first write (a wrong target) shows only why, no figures:
