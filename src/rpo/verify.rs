@@ -17,7 +17,7 @@ use crate::db::pool::DbPool;
 use crate::db::table::Workload;
 use crate::error::ErrorClass;
 use crate::retry::{Backoff, Throttle};
-use crate::rpo::ledger::{Check, Ledger, Snapshot, HOLD_WINDOWS};
+use crate::rpo::ledger::{Check, Ledger, HOLD_WINDOWS};
 use crate::telemetry::metrics::Metrics;
 
 /// Rows are fetched from a little below the lowest acknowledged id, since ids
@@ -245,9 +245,8 @@ impl Verifier {
                     continue;
                 }
             };
-            let snapshot = self.ledger.lock().take(req.until);
             // The gauge keeps ticking while a verification retries.
-            let check = self.check(&req, snapshot, &stop);
+            let check = self.check(&req, &stop);
             tokio::pin!(check);
             let result = loop {
                 tokio::select! {
@@ -346,12 +345,8 @@ impl Verifier {
     }
 
     /// One request, retried until it succeeds or we stop.
-    async fn check(
-        &self,
-        req: &Request,
-        snapshot: Snapshot,
-        stop: &CancellationToken,
-    ) -> Option<Check> {
+    async fn check(&self, req: &Request, stop: &CancellationToken) -> Option<Check> {
+        let snapshot = self.ledger.lock().take(req.until);
         if snapshot.incomplete {
             self.metrics.verification_errors.inc();
             tracing::warn!(
