@@ -160,7 +160,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
             false
         });
     }
-    invalid.extend(member_problems(&inputs, &name));
+    invalid.extend(member_problems(&inputs, single, &name));
 
     let mut trigger_inputs = inputs.clone();
     trigger_inputs.retain(|i| i.summary.drill.is_some());
@@ -279,10 +279,20 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
 const MAX_NAMED_MISSING: usize = 10;
 
 /// Members that are missing, duplicated, or disagree on how many there are.
-fn member_problems(inputs: &[&Input], name: &dyn Fn(&Input) -> String) -> Vec<String> {
+fn member_problems(
+    inputs: &[&Input],
+    single: bool,
+    name: &dyn Fn(&Input) -> String,
+) -> Vec<String> {
     let crashed = |i: &&Input| {
         let error = i.summary.crashed.as_ref()?;
-        Some(format!("{} crashed: {error}", name(i)))
+        // One summary alone is worded as its run worded it (`Summary::crashed_with`).
+        let who = if single {
+            "the run".to_string()
+        } else {
+            name(i)
+        };
+        Some(format!("{who} crashed: {error}"))
     };
     let mut invalid: Vec<String> = inputs.iter().filter_map(crashed).collect();
     let counted: Vec<(&Input, Member)> = inputs

@@ -365,7 +365,10 @@ fn a_member_that_crashed_after_writing_makes_the_drill_invalid_naming_it() {
         let objectives = run.drill.clone().unwrap().objectives;
         assert_eq!(run.verdict(&objectives).verdict, kind, "{rto}");
         let written = serde_json::to_value(&run).unwrap();
-        assert_eq!(verdict(&[written]).verdict, kind, "{rto}");
+        let merged = verdict(&[written]);
+        assert_eq!(merged.verdict, kind, "{rto}");
+        // In the same words.
+        assert_eq!(merged.invalid, run.verdict(&objectives).invalid, "{rto}");
     }
 }
 
