@@ -222,6 +222,9 @@ async fn the_password_appears_nowhere() {
             &listen,
             "--log-filter",
             "debug,tokio_postgres=debug",
+            // Not what is tested: a loaded machine may take over the default 2 s to connect.
+            "--connect-timeout",
+            "10s",
         ]);
         let addr = listen.parse().expect("addr");
         eventually(Duration::from_secs(10), "/metrics up", || async {
@@ -263,6 +266,8 @@ async fn the_password_appears_nowhere() {
         "1s",
         "--listen",
         "127.0.0.1:0",
+        "--connect-timeout",
+        "10s",
     ];
     let args = [
         "--log-format",
