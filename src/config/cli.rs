@@ -104,8 +104,8 @@ pub struct RunArgs {
     pub no_create_table: bool,
 
     /// Allow pgdrill to add what it needs to a --table it did not create: nullable run_id
-    /// and seq columns, and (with --retention) a partial index on its rows. Without it,
-    /// pgdrill exits 2 printing the statements to run.
+    /// and seq columns, and a partial index on its rows (so that it never reads the others).
+    /// Without it, pgdrill exits 2 printing the statements to run.
     #[arg(long, env = "PGDRILL_ALTER_TABLE", value_parser = BoolishValueParser::new())]
     pub alter_table: bool,
 

@@ -162,7 +162,7 @@ impl Table {
     }
 
     /// Which of the unknown-outcome writes `$3` (an int8[] of `seq`) of run `$2` exist,
-    /// looking only at ids from `$1` up (the primary key bounds the scan).
+    /// looking only at ids from `$1` up (an index led by `transaction_id` bounds the scan).
     pub(crate) fn resolve_unknown_sql(&self, partitioned: bool) -> String {
         format!(
             "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq = ANY($3)",

@@ -284,13 +284,13 @@ async fn prepare_shared(
             missing.join(", ")
         ));
     }
-    let index = if policy.deletes && !relation.indexed {
-        Some("an index on its rows, so that --retention never scans the others")
-    } else if !relation.id_indexed {
-        Some("an index on transaction_id, so that reading its rows back never scans the table")
+    // The primary key would do for finding pgdrill's rows, but it leads through the users'
+    // rows written between them: read back after a failover, those would be read too.
+    let index = (!relation.indexed).then_some(if policy.deletes {
+        "an index on its rows, so that --retention never scans the others"
     } else {
-        None
-    };
+        "an index on its rows, so that reading them back after a failover never reads the others"
+    });
     if index.is_some() && !relation.index_name_holder.is_empty() {
         return Err(TableError::Unusable(format!(
             "pgdrill would build its index {} on {}, but that name is taken in the table's \

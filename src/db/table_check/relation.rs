@@ -14,11 +14,9 @@ pub(crate) struct Relation {
     pub persistence: String,
     /// Marked as pgdrill's own by its comment.
     pub ours: bool,
-    /// Has the partial index of [`Table::index_sql`].
+    /// Has the partial index of [`Table::index_sql`] (or one like it): reading back or
+    /// deleting pgdrill's rows never reads the others.
     pub indexed: bool,
-    /// Has a valid btree index led by `transaction_id` (its primary key, or that partial
-    /// index): reading pgdrill's rows back never scans the table.
-    pub id_indexed: bool,
     /// Its `run_id` column carries [`OWNER_MARK`]: pgdrill added it, so the rows with it set
     /// are pgdrill's (a `run_id` the table had before could be the users' own).
     pub rows_marked: bool,
@@ -73,19 +71,17 @@ pub(crate) async fn relation(
     client: &Client,
     table: &Table,
 ) -> Result<Option<Relation>, tokio_postgres::Error> {
-    // Valid btree indexes led by transaction_id (a predicate added after this).
-    let id_indexes = "SELECT 1 FROM pg_index i \
+    // A valid btree index led by transaction_id, on pgdrill's rows alone.
+    let indexed = "SELECT 1 FROM pg_index i \
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
         JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
         WHERE i.indrelid = c.oid AND a.attname = 'transaction_id' AND i.indisvalid \
-          AND am.amname = 'btree'";
+          AND am.amname = 'btree' \
+          AND pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)'";
     let sql = format!(
         "SELECT c.relkind::text, c.relpersistence::text, \
                 (coalesce(obj_description(c.oid, 'pg_class'), '') LIKE {mark})::text, \
-                EXISTS ({id_indexes} AND pg_get_expr(i.indpred, i.indrelid) \
-                        = '(run_id IS NOT NULL)')::text, \
-                EXISTS ({id_indexes} AND (i.indpred IS NULL OR \
-                        pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)'))::text, \
+                EXISTS ({indexed})::text, \
                 (coalesce(col_description(c.oid, (SELECT attnum FROM pg_attribute \
                    WHERE attrelid = c.oid AND attname = 'run_id' AND NOT attisdropped)), '') \
                  LIKE {mark})::text, \
@@ -122,13 +118,12 @@ pub(crate) async fn relation(
             persistence: text(1),
             ours: text(2) == "true",
             indexed: text(3) == "true",
-            id_indexed: text(4) == "true",
-            rows_marked: text(5) == "true",
-            has_run_id: text(6) == "true",
-            children: text(7),
-            unsafe_partitions: text(8),
-            index_name_holder: text(9),
-            schema: text(10),
+            rows_marked: text(4) == "true",
+            has_run_id: text(5) == "true",
+            children: text(6),
+            unsafe_partitions: text(7),
+            index_name_holder: text(8),
+            schema: text(9),
         }
     }))
 }

@@ -9,6 +9,7 @@ use crate::support::drill::Binary;
 
 mod connections;
 mod process;
+mod readback;
 mod tables;
 mod unchanged;
 

@@ -88,7 +88,7 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
             "{}; {}; GRANT SELECT, INSERT ON theirs, mine TO pgdrill; \
              GRANT USAGE ON SEQUENCE theirs_transaction_id_seq TO pgdrill; \
              ALTER TABLE mine OWNER TO pgdrill; \
-             CREATE TABLE noindex (transaction_id bigserial, customer_id int, merchant_id int, \
+             CREATE TABLE noindex (transaction_id bigserial PRIMARY KEY, customer_id int, merchant_id int, \
                amount numeric, status text, run_id bigint, seq bigint); \
              CREATE INDEX noindex_pending ON noindex (transaction_id) WHERE status = 'pending'; \
              ALTER TABLE noindex OWNER TO pgdrill",
@@ -139,8 +139,8 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
         "no table was changed (noindex was created with run_id)"
     );
 
-    // No index on transaction_id that reading rows back could use (a partial one for other
-    // rows does not count): it would scan the table.
+    // Without pgdrill's own index (the primary key, or a partial one for other rows, does not
+    // count): reading its rows back would read the users' rows written between them.
     let (status, _out, err) = Binary::spawn(&[
         "--dsn",
         &dsn,
@@ -157,7 +157,7 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
     .await;
     assert_eq!(status.code(), Some(2), "stderr:\n{err}");
     for word in [
-        "an index on transaction_id",
+        "an index on its rows, so that reading them back after a failover never reads the others",
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"noindex_pgdrill_rows\"",
         "--alter-table",
     ] {
