@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::db::table::Table;
-use crate::db::table_check::{self, Relation};
+use crate::db::table_check::{self, Relation, LOCK_WAIT};
 use crate::db::Target;
 use crate::error::TARGET_EXIT;
 
@@ -72,9 +73,11 @@ pub async fn run(
             table.name
         ))),
         Scope::DropTable => {
-            let sql = format!("DROP TABLE {}", table.quoted);
-            client.batch_execute(&sql).await?;
-            Ok(format!("dropped pgdrill's table {}", table.name))
+            let result = drop_own_table(&client, table).await;
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            // The drop's own error first, else the COMMIT's or ROLLBACK's.
+            let ended = client.batch_execute(end).await;
+            result.and_then(|done| ended.map(|()| done).map_err(CleanupError::from))
         }
         _ if !relation.has_run_id => Ok(format!(
             "table {} has no run_id column: pgdrill never wrote to it; nothing to clean",
@@ -101,6 +104,42 @@ pub async fn run(
                 ),
             })
         }
+    }
+}
+
+/// Drops pgdrill's own table, in a transaction the caller ends: locked first, waiting at most
+/// [`LOCK_WAIT`] behind another session's lock (a DROP waiting longer would hold up every
+/// write queued behind it), then looked at again under the lock and dropped by its schema,
+/// so that the table dropped is the one just found to be pgdrill's.
+async fn drop_own_table(client: &Client, table: &Table) -> Result<String, CleanupError> {
+    let lock = format!(
+        "BEGIN; SET LOCAL lock_timeout = '{LOCK_WAIT}'; \
+         LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        table.quoted
+    );
+    if let Err(err) = client.batch_execute(&lock).await {
+        return Err(match err.code() {
+            Some(&SqlState::LOCK_NOT_AVAILABLE) => CleanupError::Database(format!(
+                "{} is in use by another session (its lock was not granted within \
+                 {LOCK_WAIT}); nothing was dropped. Try again when that session is done",
+                table.name
+            )),
+            _ => err.into(),
+        });
+    }
+    match table_check::relation(client, table).await? {
+        Some(relation) if relation.ours => {
+            // Parts are split on dots and never contain one: the last is the table's name.
+            let name = table.quoted.rsplit('.').next().unwrap_or(&table.quoted);
+            let sql = format!("DROP TABLE {}.{name}", relation.schema);
+            client.batch_execute(&sql).await?;
+            Ok(format!("dropped pgdrill's table {}", table.name))
+        }
+        _ => Err(CleanupError::Refused(format!(
+            "{} changed while it was being dropped: it is no longer pgdrill's; nothing was \
+             dropped",
+            table.name
+        ))),
     }
 }
 

@@ -339,6 +339,14 @@ async fn cleanup_removes_exactly_pgdrills_rows_and_only_its_own_table() {
     let (code, _, err) = cleanup(&[]).await;
     assert_eq!(code, Some(2), "{err}");
 
+    // Another session reading the table: the DROP waits for its lock a few seconds, not for
+    // good (every write would queue behind it), and says why nothing was dropped.
+    let reader = connect(&dsn).await;
+    exec(&reader, "BEGIN; LOCK pgdrill_writes IN ACCESS SHARE MODE").await;
+    let (code, _, err) = cleanup(&["--drop-table"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in use by another session"), "{err}");
+    exec(&reader, "ROLLBACK").await;
     let (code, out, _) = cleanup(&["--drop-table"]).await;
     assert_eq!(code, Some(0));
     assert!(

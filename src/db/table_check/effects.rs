@@ -12,7 +12,7 @@ use crate::db::Deleted;
 
 /// How long a guarded batch waits for its lock behind another session's (`lock_timeout`),
 /// and how long its transaction may sit idle between its statements on the server.
-const LOCK_WAIT: &str = "5s";
+pub(crate) const LOCK_WAIT: &str = "5s";
 const IDLE_IN_BATCH: &str = "10s";
 
 /// One batch of pgdrill's DELETE (`sql`, given whether the table is partitioned), in a

@@ -18,7 +18,7 @@ mod relation;
 pub(crate) use alter::index_alone;
 pub use alter::Change;
 use effects::fired_by;
-pub(crate) use effects::guarded_delete;
+pub(crate) use effects::{guarded_delete, LOCK_WAIT};
 pub(crate) use relation::{relation, Relation};
 
 /// The columns pgdrill fills from the users' statement; the table must have them.
