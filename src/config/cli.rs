@@ -110,8 +110,9 @@ pub struct RunArgs {
     pub alter_table: bool,
 
     /// Write to a --table pgdrill did not create although INSERT or DELETE triggers or rules
-    /// are enabled on it: every write (and, with --retention, every delete) fires them, and
-    /// they may change data that is not pgdrill's. Without it, pgdrill exits 2 naming them.
+    /// are enabled on it (or, with --retention, foreign keys cascade its deletes): every write
+    /// (and delete) fires them, and they may change data that is not pgdrill's. They are
+    /// named in a warning at start; without the flag, pgdrill exits 2 naming them.
     #[arg(long, env = "PGDRILL_ALLOW_TABLE_TRIGGERS", value_parser = BoolishValueParser::new())]
     pub allow_table_triggers: bool,
 

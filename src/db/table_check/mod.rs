@@ -117,21 +117,24 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     let _ = workload.partitioned.set(relation.kind == "p");
-    if !policy.triggers {
-        let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
-        if !fired.is_empty() {
-            return Err(TableError::Unusable(format!(
-                "table {} has {} that pgdrill's writes would fire; they may change data that \
-                 is not pgdrill's (another table, an outbox). pgdrill writes to such a table \
-                 only with --allow-table-triggers{}",
-                table.name,
-                fired.join(", "),
-                match relation.ours {
-                    true => "",
-                    false => " (or leave --table unset for pgdrill's own table)",
-                }
-            )));
-        }
+    let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
+    if !fired.is_empty() && !policy.triggers {
+        return Err(TableError::Unusable(format!(
+            "table {} has {} that pgdrill's writes would fire; they may change data that \
+             is not pgdrill's (another table, an outbox). pgdrill writes to such a table \
+             only with --allow-table-triggers{}",
+            table.name,
+            fired.join(", "),
+            match relation.ours {
+                true => "",
+                false => " (or leave --table unset for pgdrill's own table)",
+            }
+        )));
+    }
+    if !fired.is_empty() {
+        // Allowed, but said: the flag may have been given for one audit trigger, and the
+        // list can hold more (a rule, retention's deletes cascading into another table).
+        tracing::warn!(table = %table.name, fired = %fired.join(", "), "--allow-table-triggers: pgdrill's writes will fire these; they may change data that is not pgdrill's");
     }
     if !relation.ours {
         prepare_shared(client, workload, &relation, policy, change).await?;

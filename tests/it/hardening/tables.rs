@@ -389,6 +389,11 @@ async fn tables_whose_writes_fire_triggers_are_refused_unless_allowed() {
     for (table, allow) in [("tx_quiet", false), ("tx_trigger", true)] {
         let (status, _out, err) = run(table, allow, "2s").await;
         assert!(status.success(), "{table}: {status}\n{err}");
+        // What the flag lets fire is said before the first write.
+        let said = err
+            .lines()
+            .any(|l| l.contains("--allow-table-triggers: ") && l.contains("trigger bump_balance"));
+        assert_eq!(said, allow, "{table}: {err}");
     }
     assert!(total().await > 0.0, "the allowed trigger fired");
     lab.shutdown().await;
