@@ -280,14 +280,21 @@ async fn run_command(argv: &[String]) -> Result<Secret, String> {
     let mut stderr = child.stderr.take().ok_or("--password-command: no stderr")?;
     let (mut out, mut err, mut read) = (Vec::new(), Vec::new(), Ok(0));
     let exited = {
+        // Both drained past what is kept, so that a chatty command does not block on a
+        // full pipe (and is told it printed too much, not that it never finished).
         let read_out = async {
             let limit = MAX_SECRET_BYTES as u64 + 1;
             read = (&mut stdout).take(limit).read_to_end(&mut out).await;
+            let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
         };
         let read_err = async {
             let limit = MAX_STDERR_BYTES as u64;
             let _ = (&mut stderr).take(limit).read_to_end(&mut err).await;
-            // Drained, so that a chatty command does not block on a full pipe.
+            if err.len() == MAX_STDERR_BYTES {
+                // Cut at the limit, its last line may end inside a secret that is then
+                // not whole to be recognised: kept up to the last full line only.
+                err.truncate(err.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
+            }
             let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         };
         let mut reads = pin!(async { tokio::join!(read_out, read_err) });

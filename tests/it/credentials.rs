@@ -290,6 +290,25 @@ async fn the_password_appears_nowhere() {
         err.contains("token: \\\"REDACTED\\\"") && !err.contains("77e1"),
         "{err}"
     );
+    // Standard error past its 16 KiB limit: the line cut there is not logged, or the part of
+    // the password before the cut would be (a part is not recognised as the password).
+    let cut =
+        format!("sh -c 'printf %16376s \"\" >&2; echo >&2; echo {SECRET} >&2; echo {SECRET}'");
+    let args = ["--dsn", &bare, "--password-command", &cut];
+    let (status, _, err) = Binary::spawn(&[&args[..], &short[..]].concat())
+        .wait(Duration::from_secs(20))
+        .await;
+    assert!(status.success(), "{err}");
+    assert!(!err.contains(&SECRET[..7]), "{err}");
+    // Output past what a password can be: said at once, not after the command's timeout
+    // (it blocked on the full pipe).
+    let flood = "sh -c 'head -c 300000 /dev/zero; echo ok'";
+    let args = ["--dsn", &bare, "--password-command", flood];
+    let (status, _, err) = Binary::spawn(&[&args[..], &short[..]].concat())
+        .wait(Duration::from_secs(20))
+        .await;
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("printed more than 65536 bytes"), "{err}");
     // A wrong password: the run ends before its first write (exit 5), saying why, with
     // neither password in what it printed.
     let (status, out, err) = Binary::spawn(&["--dsn", &wrong, "--listen", "127.0.0.1:0"])
