@@ -436,17 +436,21 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
         ]
         .into_iter()
         .flat_map(|p| p.find_iter(text).map(|m| (m.start(), m.end())));
+        // From the start of its word: a cut in `--` or right before `password` would leave
+        // the value to a part that no longer reads it as an option's.
         let crossing = secrets
             .chain(patterns)
-            .filter(|&(start, end)| start < at && at < end)
-            .map(|(start, _)| {
+            .map(|(start, end)| {
                 let word =
                     text[..start].rfind(|c: char| c.is_ascii_whitespace() || "\"'".contains(c));
-                word.map_or(0, |i| i + 1).max(floor).min(start)
+                (word.map_or(0, |i| i + 1).min(start), start, end)
             })
+            .filter(|&(word, _, end)| word < at && at < end)
+            .map(|(word, start, _)| word.max(floor).min(start))
             .min();
         match crossing {
-            Some(start) if start >= floor => at = start,
+            // Only ever earlier: a match that starts before the floor is cut there.
+            Some(start) if start >= floor && start < at => at = start,
             _ => return at,
         }
     }

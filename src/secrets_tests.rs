@@ -399,9 +399,18 @@ fn a_cut_moves_an_option_with_its_word_and_leaves_a_remembered_secret_room() {
         "x".repeat(100),
         "y".repeat(200_000)
     );
-    assert_eq!(safe_cut(&text, 110, 50), 101, "before `--`, not `password`");
-    let (first, rest) = text.split_at(safe_cut(&text, 110, 50));
-    assert!(!scrub(first).contains("hunter2") && !scrub(rest).contains("hunter2"));
+    // Inside the value, right before the key, or inside its dashes.
+    for at in [110, 103, 102] {
+        assert_eq!(
+            safe_cut(&text, at, 50),
+            101,
+            "at {at}: before `--`, not `password`"
+        );
+        let (first, rest) = text.split_at(safe_cut(&text, at, 50));
+        assert!(!scrub(first).contains("hunter2") && !scrub(rest).contains("hunter2"));
+    }
+    // Its word starts below the floor: cut where asked, regardless (and the search ends).
+    assert_eq!(safe_cut(&text, 110, 104), 110);
 
     // A remembered secret that goes on after the text is not split by the cut.
     let secret: String = (0..500).map(|i| format!("lc{i:04}")).collect();
