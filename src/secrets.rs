@@ -355,9 +355,17 @@ pub fn scrub_patterns(text: &str) -> String {
             .flatten()
             .last()
             .expect("every alternative captures its value");
+        // An option's bare value (`--password=ab,cd`) is one shell word: it runs on past the
+        // separators that end a value in JSON or YAML, to white space or a quote.
+        let rest = &text[value.end()..];
+        let end = match word.starts_with('-') {
+            true => rest.find(|c: char| c.is_ascii_whitespace() || "\"'\\".contains(c)),
+            false => Some(0),
+        };
+        let end = value.end() + end.unwrap_or(rest.len());
         out.push_str(&text[copied..value.start()]);
         out.push_str(REDACTED);
-        (copied, from) = (value.end(), value.end());
+        (copied, from) = (end, end);
     }
     out.push_str(&text[copied..]);
     out

@@ -155,6 +155,15 @@ fn options_that_name_a_secret_hide_their_value() {
             "tool --token 'REDACTED' --x 1",
         ),
         ("tool --api-secret=abc", "tool --api-secret=REDACTED"),
+        // An option's bare value is one shell word, separators and all.
+        (
+            "tool --password=Abc,123xyz --pass Ab;c}d) --user=x",
+            "tool --password=REDACTED --pass REDACTED --user=x",
+        ),
+        (
+            r#"{"c":"t --password=ab,cd","x":1}"#,
+            r#"{"c":"t --password=REDACTED","x":1}"#,
+        ),
         ("tool -password  abc", "tool -password  REDACTED"),
         (
             r#"{"c": "x --token abc"}"#,
