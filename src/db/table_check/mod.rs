@@ -81,13 +81,20 @@ impl TablePolicy {
         if self.named {
             said.push_str(match self.alter {
                 true => {
-                    "; a table pgdrill did not create gets the run_id and seq columns \
-                         and the index it lacks (--alter-table)"
+                    "; a table pgdrill did not create gets the run_id and seq columns, \
+                         a comment on run_id marking its rows, and the index it lacks \
+                         (--alter-table)"
                 }
                 false => "; a table pgdrill did not create is only written",
             });
             if self.triggers {
-                said.push_str(", firing its triggers (--allow-table-triggers)");
+                said.push_str(match self.deletes {
+                    true => {
+                        ", firing its triggers, rules and cascading foreign keys \
+                             (--allow-table-triggers)"
+                    }
+                    false => ", firing its triggers and rules (--allow-table-triggers)",
+                });
             }
         }
         said
@@ -549,9 +556,10 @@ mod tests {
             said.starts_with("created as pgdrill's own if missing"),
             "{said}"
         );
+        assert!(said.contains("a comment on run_id"), "{said}");
         assert!(said.contains("(--alter-table)"), "{said}");
         assert!(
-            said.ends_with("firing its triggers (--allow-table-triggers)"),
+            said.ends_with("firing its triggers and rules (--allow-table-triggers)"),
             "{said}"
         );
         let said = policy(true, false, false, false).describe();
