@@ -295,6 +295,12 @@ static TOKEN_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("a valid pattern")
 });
 
+/// The start of a JSON web token that runs to the end of the text: its second dot (which
+/// [`TOKEN_SHAPE`] needs) may be in what has not been read yet, so no cut goes inside it.
+static TOKEN_START_AT_END: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?\z").expect("a valid pattern")
+});
+
 /// A user name and password given to an option (`curl -u patroni:s3cret`,
 /// `--user=name:pass`, httpie's `--auth name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
 /// `sshpass -p …`, `mysql -p…`): the one capture group that matched is the password; groups 4
@@ -444,10 +450,15 @@ pub fn safe_cut(text: &str, mut at: usize, floor: usize) -> usize {
         ]
         .into_iter()
         .flat_map(|p| p.find_iter(text).map(|m| (m.start(), m.end())));
+        // Ends with the text, but may go on past it: as if it did.
+        let token_start = TOKEN_START_AT_END
+            .find(text)
+            .map(|m| (m.start(), text.len() + 1));
         // From the start of its word: a cut in `--` or right before `password` would leave
         // the value to a part that no longer reads it as an option's.
         let crossing = secrets
             .chain(patterns)
+            .chain(token_start)
             .map(|(start, end)| {
                 let word =
                     text[..start].rfind(|c: char| c.is_ascii_whitespace() || "\"'".contains(c));

@@ -418,6 +418,19 @@ fn a_cut_moves_an_option_with_its_word_and_leaves_a_remembered_secret_room() {
         let (first, rest) = text.split_at(safe_cut(&text, at, 50));
         assert!(!scrub(first).contains("hunter2") && !scrub(rest).contains("hunter2"));
     }
+    // A token whose second dot is past the end of what was read: the cut goes before it.
+    let token = format!(
+        "{} eyJ{}.{}",
+        "x".repeat(100),
+        "a".repeat(50),
+        "b".repeat(30)
+    );
+    assert_eq!(safe_cut(&token, 130, 50), 101);
+    assert_eq!(
+        safe_cut(&format!("{token} done"), 130, 50),
+        130,
+        "not at the end: no token"
+    );
     // Its word starts below the floor: cut where asked, regardless (and the search ends).
     assert_eq!(safe_cut(&text, 110, 104), 110);
 
