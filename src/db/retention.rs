@@ -77,7 +77,7 @@ pub async fn run(
     floor: impl Fn() -> Option<i64>,
     stop: CancellationToken,
 ) {
-    let table = &workload.table;
+    let table = workload.target();
     let others = settings.window.max(OTHER_RUNS_AFTER);
     tracing::info!(
         window = %humantime::format_duration(settings.window),

@@ -374,10 +374,14 @@ impl Row {
 
 #[derive(Debug)]
 pub struct Workload {
+    /// As given (`--table`): what the check looks up.
     pub table: Table,
     pub run_id: i64,
     pub mode: QueryMode,
-    insert_sql: String,
+    /// The table the check found, named by its schema, with its INSERT: every statement after
+    /// the check names it so, and a table of the same name that a session's `search_path`
+    /// finds first (made later, or a pooler's other client's `SET`) is never written.
+    pinned: std::sync::OnceLock<(Table, String)>,
     /// The id the trial INSERT drew: every row of this run has a later one, so reading
     /// back never starts below it (on a shared table, from the start of the users' rows).
     pub(crate) id_floor: std::sync::OnceLock<i64>,
@@ -388,12 +392,47 @@ pub struct Workload {
 impl Workload {
     pub fn new(table: Table, run_id: i64, mode: QueryMode) -> Workload {
         Workload {
-            insert_sql: table.insert_sql(format_args!("$1, $2, $3, 'completed', $4, $5")),
             table,
             run_id,
             mode,
+            pinned: std::sync::OnceLock::new(),
             id_floor: std::sync::OnceLock::new(),
             partitioned: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Names the table by `schema` (as `quote_ident` gives it), where the check found it,
+    /// from now on.
+    pub(crate) fn pin(&self, schema: &str) {
+        // Parts are split on dots and never contain one: the last is the table's own name.
+        let own = self.table.quoted.rsplit('.').next().unwrap_or_default();
+        // Quoted like the parts `parse` gives ("s"."t"), which the index's name is read from.
+        let schema = match schema.starts_with('"') {
+            true => schema.to_string(),
+            false => format!("\"{schema}\""),
+        };
+        let table = Table {
+            name: self.table.name.clone(),
+            quoted: format!("{schema}.{own}"),
+        };
+        let _ = self.pinned.get_or_init(|| {
+            let insert = table.insert_sql(format_args!("$1, $2, $3, 'completed', $4, $5"));
+            (table, insert)
+        });
+    }
+
+    /// The table as every statement names it: by its schema once checked.
+    pub fn target(&self) -> &Table {
+        self.pinned.get().map_or(&self.table, |(table, _)| table)
+    }
+
+    fn insert_sql(&self) -> std::borrow::Cow<'_, str> {
+        match self.pinned.get() {
+            Some((_, insert)) => insert.into(),
+            None => self
+                .table
+                .insert_sql(format_args!("$1, $2, $3, 'completed', $4, $5"))
+                .into(),
         }
     }
 
@@ -417,7 +456,7 @@ impl Workload {
             return Ok(None);
         }
         client
-            .prepare_typed(&self.insert_sql, PARAM_TYPES)
+            .prepare_typed(&self.insert_sql(), PARAM_TYPES)
             .await
             .map(Some)
     }
@@ -441,7 +480,7 @@ impl Workload {
                 client.query_one(statement, &params).await?.try_get(0)
             }
             (QueryMode::Simple, _) => {
-                let sql = self.table.insert_sql(format_args!(
+                let sql = self.target().insert_sql(format_args!(
                     "{}, {}, {:.2}, 'completed', {}, {}",
                     row.customer_id, row.merchant_id, row.amount, self.run_id, row.seq
                 ));
@@ -458,7 +497,7 @@ impl Workload {
                     .zip(PARAM_TYPES)
                     .map(|(p, t)| (*p, t.clone()))
                     .collect();
-                let rows = client.query_typed(&self.insert_sql, &typed).await?;
+                let rows = client.query_typed(&self.insert_sql(), &typed).await?;
                 rows.first().map_or(Ok(0), |r| r.try_get(0))
             }
         }
@@ -468,6 +507,28 @@ impl Workload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_table_is_named_by_its_schema_and_keeps_its_index_name() {
+        let w = Workload::new(Table::parse("Tx").unwrap(), 1, QueryMode::Prepared);
+        assert_eq!(w.target().quoted, "\"tx\"");
+        w.pin("public");
+        assert_eq!(w.target().quoted, "\"public\".\"tx\"");
+        assert_eq!(w.target().index_relname(), w.table.index_relname());
+        assert!(w
+            .insert_sql()
+            .starts_with("INSERT INTO \"public\".\"tx\" ("));
+        // Once: a later check does not move it.
+        w.pin("other");
+        assert_eq!(w.target().quoted, "\"public\".\"tx\"");
+        let w = Workload::new(
+            Table::parse("\"MySchema\".t").unwrap(),
+            1,
+            QueryMode::Simple,
+        );
+        w.pin("\"MySchema\"");
+        assert_eq!(w.target().quoted, "\"MySchema\".\"t\"");
+    }
 
     #[test]
     fn the_ranges_said_are_the_ranges_drawn() {
@@ -501,9 +562,9 @@ mod tests {
     fn statement_has_the_users_shape() {
         let w = Workload::new(Table::parse("public.t").unwrap(), 1, QueryMode::Prepared);
         assert!(w
-            .insert_sql
+            .insert_sql()
             .starts_with("INSERT INTO \"public\".\"t\" (customer_id, merchant_id, amount, status"));
-        assert!(w.insert_sql.ends_with("RETURNING transaction_id::bigint"));
+        assert!(w.insert_sql().ends_with("RETURNING transaction_id::bigint"));
         let create = w.table.create_sql();
         assert!(create.contains("transaction_id bigserial PRIMARY KEY"));
         assert!(create.contains("run_id bigint NOT NULL"), "{create}");

@@ -187,7 +187,7 @@ impl Verifier {
             return Err(VerifyError::Standby);
         }
         let from_id = read_back_from(min_id, self.workload.id_floor());
-        let table = &self.workload.table;
+        let table = self.workload.target();
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
             vec![(&from_id, Type::INT8), (&self.workload.run_id, Type::INT8)];
         let sql = match &which {

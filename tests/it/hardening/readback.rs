@@ -1,6 +1,8 @@
-//! Reading pgdrill's rows back after a failover, on a table it shares with the users, reads
-//! none of the users' rows: through pgdrill's partial index, never the primary key, which
-//! leads through every row written between two of pgdrill's.
+//! What pgdrill writes and reads is the table it checked: reading its rows back after a
+//! failover, on a table it shares with the users, reads none of the users' rows (through
+//! pgdrill's partial index, never the primary key, which leads through every row written
+//! between two of pgdrill's); and a table of the same name that a session's `search_path`
+//! finds first is never written.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use pgdrill_lab::StopMode;
 use crate::support::drill::Drill;
 use crate::support::{connect, count, eventually, exec, start_lab};
 
-use super::users_table_sql;
+use super::{admin_app_dsn, users_table_sql};
 
 /// Index entries read through the index `name` (`pg_stat_user_indexes.idx_tup_read`).
 const ENTRIES_READ: &str =
@@ -82,5 +84,37 @@ async fn a_verification_reads_none_of_the_users_rows() {
     );
     let summary = drill.stop().await;
     assert_eq!(summary.counts.lost_writes, 0, "{summary}");
+    lab.shutdown().await;
+}
+
+/// Made after the check, in a schema a new session's `search_path` reads first (a role's
+/// setting, or a pooler's other client's `SET`): the writes stay on the table checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_the_same_name_found_first_later_is_never_written() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "200", "--duration", "60s"]).await;
+    drill.wait_for_transactions(100.0).await;
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    exec(
+        &admin,
+        "CREATE SCHEMA decoy; \
+         CREATE TABLE decoy.pgdrill_writes (LIKE public.pgdrill_writes INCLUDING ALL); \
+         GRANT USAGE ON SCHEMA decoy TO pgdrill; \
+         GRANT SELECT, INSERT ON decoy.pgdrill_writes TO pgdrill; \
+         ALTER ROLE pgdrill SET search_path = decoy, public; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+           WHERE usename = 'pgdrill' AND pid <> pg_backend_pid()",
+    )
+    .await;
+    let after = drill.metric("pgdrill_transactions_total").await;
+    drill.wait_for_transactions(after + 400.0).await;
+    let summary = drill.stop().await;
+    assert!(summary.counts.successes > 500, "{summary}");
+    let decoy = count(&admin, "SELECT count(*) FROM decoy.pgdrill_writes", &[]).await;
+    assert_eq!(
+        decoy, 0,
+        "rows written to the table found first by search_path"
+    );
     lab.shutdown().await;
 }
