@@ -124,9 +124,9 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     let _ = workload.partitioned.set(relation.kind == "p");
-    // From here on, by its schema: what is checked is what is written.
+    // The load, read-back and retention name it by its schema from here on: what is checked
+    // is what is written. The check itself goes on in this session, by the name as given.
     workload.pin(&relation.schema);
-    let table = workload.target();
     let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
     if !fired.is_empty() && !policy.triggers {
         return Err(TableError::Unusable(format!(
@@ -252,7 +252,7 @@ async fn prepare_shared(
     policy: TablePolicy,
     change: Change<'_>,
 ) -> Result<(), TableError> {
-    let table = workload.target();
+    let table = &workload.table;
     let columns = columns(client, &table.quoted).await?;
     if let Some(problem) = shape_problem(&table.quoted, &columns) {
         return Err(TableError::Unusable(problem));
@@ -486,7 +486,7 @@ async fn trial_insert(
         let result = match trial {
             Trial::Full => workload.insert(client, None, row).await.map(Some),
             Trial::UsersColumns => {
-                let sql = workload.target().users_insert_sql(row);
+                let sql = workload.table.users_insert_sql(row);
                 client.batch_execute(&sql).await.map(|()| None)
             }
         };
