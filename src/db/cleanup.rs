@@ -129,9 +129,7 @@ async fn drop_own_table(client: &Client, table: &Table) -> Result<String, Cleanu
     }
     match table_check::relation(client, table).await? {
         Some(relation) if relation.ours => {
-            // Parts are split on dots and never contain one: the last is the table's name.
-            let name = table.quoted.rsplit('.').next().unwrap_or(&table.quoted);
-            let sql = format!("DROP TABLE {}.{name}", relation.schema);
+            let sql = format!("DROP TABLE {}.{}", relation.schema, table.own_quoted());
             client.batch_execute(&sql).await?;
             Ok(format!("dropped pgdrill's table {}", table.name))
         }

@@ -47,6 +47,11 @@ impl Table {
         Ok(Table { name, quoted })
     }
 
+    /// The table's own name as sent, without its schema (parts never contain a dot).
+    pub(crate) fn own_quoted(&self) -> &str {
+        self.quoted.rsplit('.').next().unwrap_or(&self.quoted)
+    }
+
     /// Marks `run_id`, added by pgdrill to a table it shares: rows with it set are its own.
     pub(crate) fn mark_rows_sql(&self) -> String {
         format!(
@@ -404,8 +409,7 @@ impl Workload {
     /// Names the table by `schema` (as `quote_ident` gives it), where the check found it,
     /// from now on.
     pub(crate) fn pin(&self, schema: &str) {
-        // Parts are split on dots and never contain one: the last is the table's own name.
-        let own = self.table.quoted.rsplit('.').next().unwrap_or_default();
+        let own = self.table.own_quoted();
         // Quoted like the parts `parse` gives ("s"."t"), which the index's name is read from.
         let schema = match schema.starts_with('"') {
             true => schema.to_string(),
