@@ -18,12 +18,16 @@ use pgdrill_lab::{HostsFile, Lab, LabError, LabOptions, Node, ReplicationMode, S
 /// The name the dns mode moves from the old primary to the new one.
 const DNS_NAME: &str = "primary.pgdrill.lab";
 
+/// The least an HA agent takes to notice a crashed primary. Promoted at once, the standby
+/// can take writes within 25 ms, under the outage threshold: no outage to judge.
+const FORCED_DETECTION: Duration = Duration::from_millis(200);
+
 /// What each failover mode stands for, printed with the report.
 fn models(mode: DemoFailover) -> &'static str {
     match mode {
         DemoFailover::Forced => {
             "a crashed primary (immediate stop: connections reset, new ones refused), \
-             standby promoted at once"
+             standby promoted 0.2 s later"
         }
         DemoFailover::Switchover => "a planned switchover (fast stop, then promotion)",
         DemoFailover::Frozen => {
@@ -151,7 +155,8 @@ fn hang_time(args: &DemoArgs) -> Duration {
     match args.failover {
         DemoFailover::Frozen | DemoFailover::Dns => args.promote_after.into(),
         DemoFailover::FrozenBack => args.thaw_after.into(),
-        DemoFailover::Forced | DemoFailover::Switchover => Duration::ZERO,
+        DemoFailover::Forced => FORCED_DETECTION,
+        DemoFailover::Switchover => Duration::ZERO,
     }
 }
 
@@ -256,7 +261,7 @@ struct Truth {
 
 async fn fail(lab: &Lab, args: &DemoArgs, hosts: Option<&HostsFile>) -> Result<Truth, LabError> {
     let report = match args.failover {
-        DemoFailover::Forced => lab.force_failover().await?,
+        DemoFailover::Forced => lab.force_failover_after(FORCED_DETECTION).await?,
         DemoFailover::Switchover => lab.switchover().await?,
         DemoFailover::Frozen | DemoFailover::Dns => {
             lab.frozen_failover(args.promote_after.into(), hosts)

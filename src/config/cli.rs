@@ -238,7 +238,7 @@ pub enum QueryModeArg {
 #[cfg(feature = "lab")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoFailover {
-    /// Primary stopped with -m immediate, standby promoted.
+    /// Primary stopped with -m immediate, standby promoted 0.2 s later.
     Forced,
     /// Primary stopped with -m fast, standby promoted.
     Switchover,
