@@ -80,6 +80,13 @@ pub fn join_negative_values(argv: impl IntoIterator<Item = OsString>) -> Vec<OsS
 /// which the user may never have typed. `argv` is what was parsed.
 pub fn usage_message(err: &clap::Error, argv: &[OsString]) -> String {
     let text = err.render().to_string();
+    if dsn_split_by_the_shell(argv).is_some_and(|w| text.contains(&format!("'{w}'"))) {
+        let usage = text.split_once('\n').map_or("", |(_, rest)| rest);
+        return format!(
+            "error: --dsn: unexpected word after its value (not shown: it may be part of the \
+             password); pgdrill takes no bare words: quote the whole DSN\n{usage}"
+        );
+    }
     let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg) else {
         return text;
     };
@@ -132,6 +139,19 @@ pub fn usage_message(err: &clap::Error, argv: &[OsString]) -> String {
         &format!("{mention} (set by {})", var.to_string_lossy()),
         1,
     )
+}
+
+/// The bare word right after `--dsn`'s value. pgdrill takes no bare words (clap tries it as
+/// a subcommand, or calls it unexpected, and quotes it), so that is an unquoted DSN split at a
+/// space, as in a password (`--dsn postgres://u:pa ss@h/db`): the quote would show its tail.
+fn dsn_split_by_the_shell(argv: &[OsString]) -> Option<String> {
+    let given: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+    let at = given
+        .iter()
+        .position(|a| a == "--dsn" || a.starts_with("--dsn="))?;
+    let next = at + if given[at] == "--dsn" { 2 } else { 1 };
+    let word = given.get(next)?;
+    (!word.starts_with('-')).then(|| word.to_string())
 }
 
 /// `path` can be written: an existing file (or device, like `/dev/stdout`) opens for

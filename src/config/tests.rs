@@ -329,3 +329,25 @@ fn a_negative_value_is_joined_to_its_flag_and_nothing_else_is() {
         assert_eq!(join(argv), argv, "{argv:?}");
     }
 }
+
+#[test]
+fn a_dsn_split_by_the_shell_shows_no_part_of_its_password() {
+    let argv: Vec<std::ffi::OsString> = ["pgdrill", "--dsn", "postgres://u:Tr0ub4dor", "3xyz@h/db"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let err = Cli::try_parse_from(&argv).expect_err("a bare word");
+    let text = crate::config::usage_message(&err, &argv);
+    assert!(!text.contains("3xyz"), "{text}");
+    assert!(
+        text.contains("--dsn: unexpected word after its value"),
+        "{text}"
+    );
+    // A bare word elsewhere is still quoted.
+    let argv: Vec<std::ffi::OsString> = ["pgdrill", "--rate", "5", "stray"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let err = Cli::try_parse_from(&argv).expect_err("a bare word");
+    assert!(crate::config::usage_message(&err, &argv).contains("'stray'"));
+}
