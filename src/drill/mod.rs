@@ -118,13 +118,10 @@ impl std::fmt::Display for DrillReport {
         let head = "    #  trigger started           outcome                ran   first failed    first write     unavailable   lost";
         writeln!(f, "{head}")?;
         for (t, d) in self.triggers.iter().zip(&self.drills) {
-            let unavailable = match (
-                d.write_unavailable_seconds,
-                d.unavailable_at_run_end_seconds,
-            ) {
-                (Some(s), _) => format!("{s:.3} s"),
-                (None, Some(s)) => format!("{s:.3} s so far"),
-                (None, None) => "no outage".into(),
+            let unavailable = match d.unavailable_shown() {
+                Some((s, false)) => format!("{s:.3} s"),
+                Some((s, true)) => format!("{s:.3} s so far"),
+                None => "no outage".into(),
             };
             writeln!(
                 f,

@@ -45,6 +45,17 @@ pub struct DrillTiming {
     pub trigger_seconds: f64,
 }
 
+impl DrillTiming {
+    /// What the trigger tables show as "unavailable": the longest outage in the window, with
+    /// whether it is still open (the time so far), as the verdict judges them all.
+    pub fn unavailable_shown(&self) -> Option<(f64, bool)> {
+        match (self.write_unavailable_seconds, self.unavailable_at_run_end_seconds) {
+            (ended, Some(so_far)) if ended.is_none_or(|e| so_far > e) => Some((so_far, true)),
+            (ended, _) => ended.map(|e| (e, false)),
+        }
+    }
+}
+
 /// Attributes outages and new-primary writes (when each new primary acknowledged its first
 /// write) to triggers, all in time order, and times them.
 pub fn attribute(

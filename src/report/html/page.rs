@@ -10,6 +10,7 @@ use super::{
 };
 use crate::clock::exceeds;
 use crate::db::identity::Identity;
+use crate::drill::timing::DrillTiming;
 use crate::drill::DrillReport;
 use crate::failover::outages::{OutageRecord, MAX_OUTAGES};
 use crate::report::summary::{Flag, Summary, DEFAULT_OBJECTIVES};
@@ -191,9 +192,9 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
                             @if let Some(word) = reached(f.and_then(|f| f.outage)) { " (" (word) ")" }
                         }
                         td {
-                            @match f.map(|f| (f.write_unavailable_seconds, f.unavailable_at_run_end_seconds)) {
-                                Some((None, Some(so_far))) => { (fmt_secs(so_far)) " so far" }
-                                other => (opt_secs(other.and_then(|(w, _)| w))),
+                            @match f.and_then(DrillTiming::unavailable_shown) {
+                                Some((so_far, true)) => { (fmt_secs(so_far)) " so far" }
+                                other => (opt_secs(other.map(|(w, _)| w))),
                             }
                         }
                         td { (opt_group(f.and_then(|f| f.lost_writes), "–")) }

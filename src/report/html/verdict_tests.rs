@@ -138,3 +138,43 @@ fn an_open_outage_checked_nothing_and_a_restart_is_not_a_new_primary() {
     let html = render_30(&restart);
     assert!(html.contains("<small>same primary, restarted in place</small>"));
 }
+
+#[test]
+fn a_trigger_whose_later_outage_is_still_open_shows_the_time_so_far() {
+    // Trigger 1: an outage of 0.5 s, then a flap still open 60 s on when the load stopped.
+    // The verdict fails on the open one; the trigger tables must not show only the 0.5 s.
+    let summary = serde_json::json!({
+        "run_id": 7,
+        "transactions": 1000,
+        "outages": [
+            {"index": 1, "start_unix": 1800000030.2, "end_unix": 1800000030.7,
+             "write_unavailable_seconds": 0.5, "lost_writes": 0},
+            {"index": 2, "start_unix": 1800000035.0, "write_unavailable_seconds": 60.0,
+             "open_at_shutdown": true}],
+        "drill": {
+            "command": "patronictl failover --force",
+            "objectives": {"rto_seconds": 30.0, "max_lost_writes": 0},
+            "shell": false,
+            "planned_triggers": 1,
+            "triggers": [{"index": 1, "planned_unix": 1800000030.0, "started_unix": 1800000030.0,
+                          "ended_unix": 1800000030.2, "duration_seconds": 0.2,
+                          "outcome": {"kind": "ok"},
+                          "stdout_tail": "", "stderr_tail": "", "output_truncated": false}],
+            "baselines": [],
+            "drills": [{"trigger": 1, "outage": 1, "later_outages": [2],
+                        "trigger_to_first_failed_write_seconds": 0.2,
+                        "write_unavailable_seconds": 0.5,
+                        "unavailable_at_run_end_seconds": 60.0,
+                        "trigger_seconds": 0.2}],
+            "distribution": {},
+            "verdict": {"verdict": "fail", "invalid": [],
+                        "failed": ["trigger 1: writes had not come back 60.000 s after outage 2 began"]}
+        }
+    });
+    let s = crate::report::summary_from_json(summary).expect("a summary");
+    let page = render(&s);
+    assert!(page.contains("<td>1 min 00.000 s so far</td>"), "{page}");
+    let text = s.to_string();
+    assert!(text.contains("60.000 s so far"), "{text}");
+    assert!(!text.contains(" 0.500 s "), "{text}");
+}
