@@ -55,6 +55,7 @@ impl DrillReport {
     pub fn build(config: &TriggerConfig, objectives: Objectives, facts: RunFacts) -> DrillReport {
         let drills = attribute(
             &facts.triggers,
+            &facts.baselines,
             &facts.outages,
             &facts.new_primary_writes_unix,
             facts.run_end_unix,

@@ -49,7 +49,10 @@ impl DrillTiming {
     /// What the trigger tables show as "unavailable": the longest outage in the window, with
     /// whether it is still open (the time so far), as the verdict judges them all.
     pub fn unavailable_shown(&self) -> Option<(f64, bool)> {
-        match (self.write_unavailable_seconds, self.unavailable_at_run_end_seconds) {
+        match (
+            self.write_unavailable_seconds,
+            self.unavailable_at_run_end_seconds,
+        ) {
             (ended, Some(so_far)) if ended.is_none_or(|e| so_far > e) => Some((so_far, true)),
             (ended, _) => ended.map(|e| (e, false)),
         }
@@ -60,6 +63,7 @@ impl DrillTiming {
 /// write) to triggers, all in time order, and times them.
 pub fn attribute(
     triggers: &[TriggerRun],
+    baselines: &[Baseline],
     outages: &[OutageRecord],
     new_primary_writes_unix: &[f64],
     run_end_unix: f64,
@@ -69,9 +73,14 @@ pub fn attribute(
         .enumerate()
         .map(|(i, t)| {
             let from = t.started_unix;
-            let next = triggers
-                .get(i + 1)
-                .map_or(f64::INFINITY, |next| next.started_unix);
+            // The next trigger's start; one killed at stop has no record, only its baseline
+            // (which ends at its start): its outage is not the previous trigger's.
+            let next = (triggers.get(i + 1).map(|next| next.started_unix))
+                .or_else(|| {
+                    let next = baselines.iter().find(|b| b.trigger == t.index + 1);
+                    next.map(|b| b.to_unix)
+                })
+                .unwrap_or(f64::INFINITY);
             let (mine, new_primary) = in_window(from, next, outages, new_primary_writes_unix);
             let outage = mine.first().copied();
             let later_outages = mine.iter().skip(1).map(|o| o.index).collect();
@@ -300,7 +309,7 @@ pub(crate) mod tests {
             outage(4, T0 + 89.997, Some(0.75), 0),
         ];
         let primaries = [T0 + 5.0, T0 + 31.65, T0 + 90.8];
-        let d = attribute(&triggers, &outages, &primaries, T0 + 120.0);
+        let d = attribute(&triggers, &[], &outages, &primaries, T0 + 120.0);
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].outage, Some(2));
         assert_eq!(d[0].later_outages, vec![3]);
@@ -327,7 +336,7 @@ pub(crate) mod tests {
             outage(1, T0 + 28.5, Some(0.2), 0),
             outage(2, T0 + 61.0, None, 0),
         ];
-        let d = attribute(&triggers, &outages, &[], T0 + 75.0);
+        let d = attribute(&triggers, &[], &outages, &[], T0 + 75.0);
         assert_eq!(d[0].outage, None);
         assert_eq!(d[0].trigger_to_first_failed_write_seconds, None);
         assert_eq!(d[0].trigger_to_new_primary_write_seconds, None);
@@ -339,9 +348,35 @@ pub(crate) mod tests {
         // As shutdown records it: the time so far, which is no measured unavailability.
         let mut so_far = outages;
         so_far[1].write_unavailable_seconds = Some(13.5);
-        let d = attribute(&triggers, &so_far, &[], T0 + 75.0);
+        let d = attribute(&triggers, &[], &so_far, &[], T0 + 75.0);
         assert_eq!(d[1].write_unavailable_seconds, None);
         assert_eq!(d[1].unavailable_at_run_end_seconds, Some(13.5));
+    }
+
+    #[test]
+    fn an_outage_after_a_trigger_killed_at_stop_is_not_the_previous_triggers() {
+        // Trigger 2 started at +90 and was killed at stop: no record, only its baseline.
+        let triggers = [trigger(1, T0 + 30.0, 0.2)];
+        let baseline = |trigger, to_unix| Baseline {
+            trigger,
+            from_unix: to_unix - 10.0,
+            to_unix,
+            successes: 1000,
+            errors: 0,
+            target_rate: Some(100.0),
+        };
+        let baselines = [baseline(1, T0 + 30.0), baseline(2, T0 + 90.0)];
+        let outages = [
+            outage(1, T0 + 30.2, Some(0.4), 0),
+            outage(2, T0 + 90.3, None, 0),
+        ];
+        let d = attribute(&triggers, &baselines, &outages, &[], T0 + 95.0);
+        assert_eq!(d[0].outage, Some(1));
+        assert!(d[0].later_outages.is_empty(), "{:?}", d[0]);
+        assert_eq!(d[0].unavailable_at_run_end_seconds, None);
+        // Without the killed trigger's baseline (an older summary), the window runs on.
+        let d = attribute(&triggers, &[], &outages, &[], T0 + 95.0);
+        assert_eq!(d[0].later_outages, vec![2]);
     }
 
     #[test]
@@ -447,7 +482,7 @@ pub(crate) mod tests {
             outage(3, t0 + 70.1, Some(0.6), 0),
         ];
         let primaries = [t0 + 10.3, t0 + 41.0, t0 + 70.5];
-        let drills = attribute(&triggers, &outages, &primaries, t0 + 100.0);
+        let drills = attribute(&triggers, &[], &outages, &primaries, t0 + 100.0);
         let d = DrillDistribution::of(&drills);
         let unavailable = d.write_unavailable_seconds.unwrap();
         assert_eq!(unavailable.samples, 3);

@@ -323,7 +323,13 @@ mod tests {
         }
 
         fn judge(&self, objectives: Objectives) -> Verdict {
-            let drills = attribute(&self.triggers, &self.outages, &self.primaries, T0 + 60.0);
+            let drills = attribute(
+                &self.triggers,
+                &self.baselines,
+                &self.outages,
+                &self.primaries,
+                T0 + 60.0,
+            );
             let run = MemberFacts {
                 name: None,
                 baselines: &self.baselines,

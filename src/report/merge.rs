@@ -425,7 +425,13 @@ fn figures(
                     }
                 })
                 .collect();
-            let drills = attribute(&d.triggers, &s.outages, &s.new_primary_writes_unix, end);
+            let drills = attribute(
+                &d.triggers,
+                &d.baselines,
+                &s.outages,
+                &s.new_primary_writes_unix,
+                end,
+            );
             (baselines, drills)
         }
         _ => (Vec::new(), Vec::new()),
