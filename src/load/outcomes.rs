@@ -50,10 +50,12 @@ impl Failure {
     }
 }
 
-/// Counts of what happened to the scheduled writes, as plain numbers.
+/// Counts of what happened to the scheduled writes, as plain numbers. Each finished write is
+/// in one counter only (successes, or its error class), so no snapshot taken between two
+/// increments can count a failure as a success.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
-    transactions: AtomicU64,
+    successes: AtomicU64,
     errors: [AtomicU64; ErrorClass::ALL.len()],
     skipped: AtomicU64,
     unknown_outcome: AtomicU64,
@@ -62,7 +64,7 @@ pub(crate) struct Tally {
 /// A copy of the [`Tally`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TallySnapshot {
-    /// Finished, successful or not.
+    /// Finished, successful or not: the successes and the failures read.
     pub transactions: u64,
     pub errors: [u64; ErrorClass::ALL.len()],
     pub skipped: u64,
@@ -121,9 +123,11 @@ impl Outcomes {
 
     pub fn tally(&self) -> TallySnapshot {
         let t = &self.tally;
+        let errors: [u64; ErrorClass::ALL.len()] =
+            std::array::from_fn(|i| t.errors[i].load(Ordering::Relaxed));
         TallySnapshot {
-            transactions: t.transactions.load(Ordering::Relaxed),
-            errors: std::array::from_fn(|i| t.errors[i].load(Ordering::Relaxed)),
+            transactions: t.successes.load(Ordering::Relaxed) + errors.iter().sum::<u64>(),
+            errors,
             skipped: t.skipped.load(Ordering::Relaxed),
             unknown_outcome: t.unknown_outcome.load(Ordering::Relaxed),
         }
@@ -150,7 +154,6 @@ impl Outcomes {
         self.detector.finished();
         if counted {
             self.metrics.transactions.inc();
-            self.tally.transactions.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -188,6 +191,7 @@ impl LaneOutcomes {
     pub fn succeeded(&self, job: Job, sent: Instant, done: Instant, id: i64) {
         let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
         o.finished(true);
+        o.tally.successes.fetch_add(1, Ordering::Relaxed);
         let latency = done - job.intended;
         let service = done - sent;
         m.transaction_duration.observe(latency.as_secs_f64());
@@ -300,5 +304,37 @@ mod tests {
         assert_eq!(metrics.unknown_outcome_writes.get(), t.unknown_outcome);
         assert_eq!(metrics.in_flight.get(), 0);
         assert_eq!(metrics.transaction_duration.get_sample_count(), 1);
+    }
+    /// Failures recorded on one thread while another reads the tally: no read may count one
+    /// as a success (with one counter for all finished writes, a read between it and the
+    /// error class's did).
+    #[test]
+    fn no_tally_read_counts_a_failure_as_a_success() {
+        let (outcomes, _, _) = outcomes();
+        let lane = outcomes.lane();
+        let failure = Failure {
+            class: ErrorClass::ConnectRefused,
+            unknown: false,
+            message: String::new(),
+            sqlstate: None,
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let t0 = Instant::now();
+                for seq in 0..200_000 {
+                    lane.started();
+                    lane.failed(Job { seq, intended: t0 }, t0, &failure);
+                }
+                done.store(true, Ordering::Release);
+            });
+            let mut reads = 0u64;
+            while !done.load(Ordering::Acquire) && reads < 50_000_000 {
+                let t = outcomes.tally();
+                assert_eq!(t.successes(), 0, "read {reads}: {t:?}");
+                reads += 1;
+            }
+        });
+        assert_eq!(outcomes.tally().failed(), 200_000);
     }
 }
