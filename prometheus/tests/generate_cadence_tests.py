@@ -271,6 +271,16 @@ def scenarios():
         + [("PgdrillFailoverInProgress", 0, 9), ("PgdrillFailoverInProgress", 25, 40),
            ("PgdrillPrimaryChanged", 0, 9), ("PgdrillPrimaryChanged", 22, 40)],
     ))
+    # pgdrill judges durations to the millisecond, as it prints them: an outage shown as
+    # 120.000 s meets a 120 s objective, and the rules must agree.
+    out.append(scenario(
+        "failover of 120.0004 s, printed as 120.000 s, pages nothing",
+        "Both replicas: outage from 600 s to 720.0004 s.",
+        40,
+        lambda: [Replica(1, outages=[(600, 720.0004, 60)]),
+                 Replica(2, outages=[(600, 720.0004, 60)])],
+        quiet=[(a, 0, 40) for a in ["PgdrillWritesUnavailable", "PgdrillRTOObjectiveMissed"]],
+    ))
     # Ends 5 s after a scrape at 60 s (shifted): the evaluation at 13m still sees
     # it in progress; measured on the evaluation's clock it would be 140 s.
     out.append(scenario(
