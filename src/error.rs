@@ -94,8 +94,21 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     }
     // tokio-postgres exposes its error kind only through Display.
     let kind = err.to_string();
+    let mut sources = std::iter::successors(err.source(), |&e| e.source());
+    let io_source = sources.find_map(|e| e.downcast_ref::<io::Error>());
     if kind.starts_with("error performing TLS handshake") {
-        return ErrorClass::Tls;
+        // The connection dropped mid-handshake (a server shutting down, a proxy cutting it):
+        // no certificate or setting to fix, and not a wrong target.
+        use io::ErrorKind::*;
+        let dropped = |io: &&io::Error| {
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
+            )
+        };
+        return io_source
+            .filter(dropped)
+            .map_or(ErrorClass::Tls, |io| classify_io(io, true));
     }
     if kind.starts_with("authentication error") {
         return ErrorClass::Auth;
@@ -111,8 +124,7 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
         return ErrorClass::ConnectTimeout;
     }
     let connecting = kind.starts_with("error connecting to server");
-    let mut sources = std::iter::successors(err.source(), |&e| e.source());
-    if let Some(io_err) = sources.find_map(|e| e.downcast_ref::<io::Error>()) {
+    if let Some(io_err) = io_source {
         return classify_io(io_err, connecting);
     }
     if kind.starts_with("error communicating with the server") {

@@ -1,7 +1,8 @@
 //! TLS against a real PostgreSQL with `ssl=on` and a CA + server certificate made here with
 //! the openssl CLI: verify-full, verify-ca and require connect and the sessions are encrypted; a wrong
 //! CA, a self-signed certificate, a wrong host name and a server without TLS fail at once
-//! (before any write: a wrong target, exit 5) with the words libpq uses and what to fix.
+//! (before any write: a wrong target, exit 5) with the words libpq uses and what to fix; a
+//! connection dropped during the handshake is retried.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -209,4 +210,59 @@ async fn wrong_ca_self_signed_wrong_host_and_plaintext_server_fail_fast_in_plain
 
 fn lab_port(lab: &Lab) -> u16 {
     lab.port(lab.primary())
+}
+
+/// A server that answers the TLS request and then drops the connection, as a server shutting
+/// down or a proxy cutting it does: no certificate to fix, so before the first write pgdrill
+/// retries until --startup-timeout instead of stopping at once on a TLS hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_during_the_tls_handshake_is_retried_not_a_wrong_target() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let server = tokio::spawn(async move {
+        // Bounded: the test aborts it, and it answers at most 1,000 connections.
+        for _ in 0..1000 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            let mut request = [0u8; 8];
+            if socket.read_exact(&mut request).await.is_ok() {
+                let _ = socket.write_all(b"S").await;
+            }
+            drop(socket);
+        }
+    });
+    let dsn = format!("host=127.0.0.1 port={port} user=pgdrill dbname=pgdrill sslmode=require");
+    let (status, out, err) = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "10",
+        "--duration",
+        "60s",
+        "--startup-timeout",
+        "3s",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .wait(Duration::from_secs(30))
+    .await;
+    server.abort();
+    let first = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert!(first.contains("--startup-timeout"), "{err}");
+    // Not the TLS hint ("check sslmode and sslrootcert").
+    assert!(!err.contains("sslrootcert"), "{err}");
+    // Retried: more attempts than the pool's first connects (four at 10/s).
+    let attempts = accepted.load(Ordering::Relaxed);
+    assert!(attempts > 4, "{attempts} connections:\n{err}");
+    assert!(out.is_empty(), "{out}");
 }
