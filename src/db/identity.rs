@@ -181,8 +181,10 @@ async fn probe_each(client: &Client) -> Identity {
         let Ok([row, ..]) = rows.as_deref() else {
             continue;
         };
-        for (n, value) in row.iter().enumerate() {
-            columns[first_column[i] + n] = value.clone();
+        // Only the columns this probe asked for, however many the server sent.
+        let end = first_column.get(i + 1).copied().unwrap_or(columns.len());
+        for (slot, value) in columns[first_column[i]..end].iter_mut().zip(row) {
+            slot.clone_from(value);
         }
     }
     identity_of(|n| columns[n].clone())
