@@ -175,13 +175,13 @@ async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> 
                      database): point --dsn at the primary",
                     table.name
                 )),
-                Some(m) => TableError::Unusable(format!(
+                Some(m) if fails_the_same_again(&err) => TableError::Unusable(format!(
                     "cannot create pgdrill's table {}: {m}; grant CREATE on the \
                      schema (docs/configuration.md#privileges) or create it as its owner: {};",
                     table.name,
                     table.create_sql()
                 )),
-                None => TableError::Query(err),
+                _ => TableError::Query(err),
             });
         }
     } else {
@@ -505,20 +505,26 @@ async fn trial_insert(
     Ok(())
 }
 
+/// Data, constraint, schema and privilege errors, and a trigger that raises (P0), say the
+/// same on every try (or on every write like this one); anything else (a server shutting
+/// down, a statement cancelled, a deadlock, no resources) is tried again within
+/// --startup-timeout.
+fn fails_the_same_again(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|code| {
+        matches!(
+            code.code().get(..2).unwrap_or_default(),
+            "22" | "23" | "3F" | "42" | "0A" | "2B" | "44" | "P0"
+        )
+    })
+}
+
 fn trial_failed(
     err: tokio_postgres::Error,
     workload: &Workload,
     which: &str,
     trial: Trial,
 ) -> TableError {
-    // Data, constraint, privilege and schema errors, and a trigger that raises (P0), say
-    // the same on every write (or on every write like this one).
-    let fixable_by_retry = err.code().is_none_or(|code| {
-        !matches!(
-            code.code().get(..2).unwrap_or_default(),
-            "22" | "23" | "42" | "0A" | "2B" | "44" | "P0"
-        )
-    });
+    let fixable_by_retry = !fails_the_same_again(&err);
     let detail = err.as_db_error().and_then(|db| db.detail());
     let unchanged = match trial {
         Trial::Full => "",

@@ -8,7 +8,7 @@ use pgdrill_lab::sys::Signal;
 
 use crate::support::bouncer::Bouncer;
 use crate::support::drill::{metric, try_http_get, Binary, Drill};
-use crate::support::{connect, eventually, free_port, start_lab};
+use crate::support::{connect, eventually, exec, free_port, start_lab};
 
 use super::{admin_app_dsn, alter_table, users_table_sql};
 
@@ -605,5 +605,34 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
         assert_eq!(builds.get::<_, i64>(0), 0, "{table}: no build left running");
     }
     holder.batch_execute("ROLLBACK").await.expect("release");
+    lab.shutdown().await;
+}
+
+/// A CREATE of pgdrill's table that fails for a reason that passes is tried again, not a
+/// table pgdrill cannot use (exit 2): here the statement timeout cancels it while another
+/// session's uncommitted CREATE of the same name holds it, as a server shutting down or a
+/// deadlock would fail it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_fails_for_a_passing_reason_is_tried_again() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let other = connect(&dsn).await;
+    exec(&other, "BEGIN; CREATE TABLE pgdrill_writes (held int)").await;
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "50",
+        "--duration",
+        "8s",
+        "--statement-timeout",
+        "1s",
+    ])
+    .await;
+    // Long enough for pgdrill's CREATE to be cancelled at least once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    exec(&other, "ROLLBACK").await;
+    let summary = drill.finish().await;
+    assert!(summary.counts.successes > 0, "{summary}");
     lab.shutdown().await;
 }
