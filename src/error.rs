@@ -99,16 +99,13 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     if kind.starts_with("error performing TLS handshake") {
         // The connection dropped mid-handshake (a server shutting down, a proxy cutting it):
         // no certificate or setting to fix, and not a wrong target.
-        use io::ErrorKind::*;
-        let dropped = |io: &&io::Error| {
+        let dropped = io_source.map(|io| classify_io(io, true)).filter(|class| {
             matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
+                class,
+                ErrorClass::ConnectionClosed | ErrorClass::ConnectTimeout
             )
-        };
-        return io_source
-            .filter(dropped)
-            .map_or(ErrorClass::Tls, |io| classify_io(io, true));
+        });
+        return dropped.unwrap_or(ErrorClass::Tls);
     }
     if kind.starts_with("authentication error") {
         return ErrorClass::Auth;
