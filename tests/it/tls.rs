@@ -72,6 +72,18 @@ async fn verify_full_verify_ca_and_require_connect_encrypted() {
         // TLS connection and the table took 1.6 s, and the 1-second backlog overflowed.)
         assert!(summary.counts.successes >= 200, "{dsn}: {summary}");
     }
+    // libpq ignores sslmode on a Unix socket, where the server never offers TLS: a
+    // PGSSLMODE=require set for TCP hosts still connects there.
+    let socket = format!(
+        "{} user=pgdrill dbname=pgdrill sslmode=require",
+        lab.admin_dsn(lab.primary())
+    );
+    let summary = Drill::start(&["--dsn", &socket, "--rate", "200", "--duration", "2s"])
+        .await
+        .finish()
+        .await;
+    assert!(summary.counts.errors.is_empty(), "{summary}");
+    assert!(summary.counts.successes >= 100, "{summary}");
     lab.shutdown().await;
 }
 
