@@ -237,6 +237,9 @@ fn cleanup(args: CleanupArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
         .unwrap_or_else(|err| usage_error_at("cleanup", Some(err.option), err));
+    // Warnings only (a password file passed over, a PG* variable not read): the result
+    // is one line.
+    init_logging(LogFormat::Text, "warn");
     block_on(1, async {
         match pgdrill::cleanup(config).await {
             Ok(done) => {

@@ -348,5 +348,16 @@ async fn the_password_appears_nowhere() {
         .await;
     assert!(status.success(), "{err}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
+    // Readable by others, the file is passed over, as libpq does: `pgdrill cleanup` says
+    // why, next to the authentication failure that follows.
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&passfile, mode).expect("chmod the password file");
+    let cleanup = ["cleanup", "--dsn", bare.as_str(), "--run-id", "1"];
+    let (status, out, err) = Binary::spawn_with(&[("PGPASSFILE", &passfile)], &cleanup)
+        .wait(Duration::from_secs(20))
+        .await;
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert!(err.contains("group or others can read it"), "{err}");
+    assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
     lab.shutdown().await;
 }
