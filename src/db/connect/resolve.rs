@@ -15,7 +15,8 @@ impl Connector {
         let name = match &entry.host {
             Some(Host::Unix(dir)) => {
                 // libpq ignores sslmode on a socket, where the server never offers TLS.
-                base.host_path(dir).ssl_mode(tokio_postgres::config::SslMode::Disable);
+                base.host_path(dir)
+                    .ssl_mode(tokio_postgres::config::SslMode::Disable);
                 return Ok(vec![(Endpoint::Unix(dir.clone(), entry.port), base)]);
             }
             Some(Host::Tcp(name)) => Some(name.clone()),
