@@ -52,7 +52,7 @@ pub fn parse(
     dsn: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Target, ConfigError> {
-    let raw = dsn.unwrap_or("").trim();
+    let raw = &query_at_encoded(dsn.unwrap_or("").trim());
     check_url_user_info(raw)?;
     let (rest, ours) = take_our_params(&url_ports(raw, &env)?);
     let mut pg = if rest.trim().is_empty() {
@@ -165,7 +165,7 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
     let (ports, from) = match ports.into_iter().last() {
         Some((_, value)) => (value, "--dsn"),
         None => match env("PGPORT").filter(|p| !p.is_empty()) {
-            Some(p) => (p, "PGPORT"),
+            Some(p) => (check_pgport(p)?, "PGPORT"),
             None => return Ok(raw.to_string()),
         },
     };
@@ -215,6 +215,22 @@ fn with_query(base: String, pairs: &[&str]) -> String {
         true => base,
         false => format!("{base}?{}", pairs.join("&")),
     }
+}
+
+/// libpq reads a URL's user info only before its first `/`: an `@` after the path and in
+/// the query (`?user=alice@contoso.com`, an Entra ID user) is part of a value. tokio-postgres
+/// would take everything up to it as the user info, so it is percent-encoded here.
+fn query_at_encoded(raw: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, after)) = url(raw) else {
+        return raw.into();
+    };
+    let first = |c: char| after.find(c).unwrap_or(after.len());
+    let (at, query) = (first('@'), first('?'));
+    if at == after.len() || at < first('/') || at < query {
+        return raw.into();
+    }
+    let (head, tail) = after.split_at(query);
+    format!("{scheme}{head}{}", tail.replace('@', "%40")).into()
 }
 
 /// tokio-postgres ends a URL's user info at its first `@`, wherever that is. An unencoded
@@ -297,7 +313,8 @@ fn check_gssencmode(value: Value) -> Result<(), ConfigError> {
 /// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's
 /// defaults (prefer, no root certificate).
 fn tls_settings(value: Value) -> Result<TlsSettings, ConfigError> {
-    let root_cert = match value("sslrootcert") {
+    let root = value("sslrootcert");
+    let root_cert = match &root {
         None => RootCert::Default,
         Some((v, _)) if v == "system" => RootCert::System,
         Some((v, _)) => RootCert::File(v.into()),
@@ -318,7 +335,13 @@ fn tls_settings(value: Value) -> Result<TlsSettings, ConfigError> {
         }
         .map_err(|reason| ConfigError::new(option, format!("sslmode={v}"), reason))?,
     };
-    TlsSettings::new(mode, root_cert)
+    // Named where it was set, as every other key: the DSN or its variable (with no
+    // sslrootcert, an explicit sslmode=verify-* is what reads the system's store).
+    TlsSettings::new(mode, root_cert).map_err(|e| match (&root, value("sslmode")) {
+        (Some((v, from)), _) => ConfigError::new(from, format!("sslrootcert={v}"), e.reason),
+        (None, Some((v, from))) => ConfigError::new(from, format!("sslmode={v}"), e.reason),
+        (None, None) => e,
+    })
 }
 
 /// libpq's environment variables that pgdrill does not read (their keys in `--dsn` are
@@ -528,13 +551,28 @@ fn check_host_names(pg: &PgConfig) -> Result<(), String> {
 fn check_ports(pg: &PgConfig) -> Result<(), String> {
     let hosts = pg.get_hosts().len().max(pg.get_hostaddrs().len());
     let ports = pg.get_ports().len();
-    if pg.get_ports().contains(&0) {
-        return Err("port 0: a port runs from 1 to 65535".to_string());
-    }
+    no_port_zero(pg)?;
     if ports > 1 && ports != hosts {
         return Err(port_count(ports, hosts));
     }
     Ok(())
+}
+
+fn no_port_zero(pg: &PgConfig) -> Result<(), String> {
+    match pg.get_ports().contains(&0) {
+        true => Err("port 0: a port runs from 1 to 65535".to_string()),
+        false => Ok(()),
+    }
+}
+
+/// PGPORT, written into a URL's hosts, checked first as the key=value path checks it: its
+/// error names PGPORT, not the DSN (which shows no port).
+fn check_pgport(value: String) -> Result<String, ConfigError> {
+    let mut ports = PgConfig::new();
+    apply_env_default(&mut ports, "PGPORT", &value)
+        .and_then(|()| no_port_zero(&ports))
+        .map_err(|reason| ConfigError::new("PGPORT", &value, reason))?;
+    Ok(value)
 }
 
 /// libpq's rule for ports (one for all hosts, or one per host), broken.

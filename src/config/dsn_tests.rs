@@ -497,3 +497,57 @@ fn user_info_without_a_scheme_never_shows_its_password() {
         assert!(e.contains("REDACTED"), "{e}");
     }
 }
+
+#[test]
+fn an_at_sign_in_a_url_query_is_a_value_not_the_user_info() {
+    let t = parse(
+        Some("postgresql://srv.example.com/postgres?user=alice@contoso.com&sslmode=require"),
+        no_env,
+    )
+    .unwrap();
+    assert_eq!(t.hosts, ["srv.example.com:5432"]);
+    assert_eq!(t.pg.get_user(), Some("alice@contoso.com"));
+    assert_eq!(t.pg.get_dbname(), Some("postgres"));
+    assert_eq!(t.tls.mode, SslMode::Require);
+    // Before the path, an '@' still ends the user info, as in libpq.
+    let t = parse(
+        Some("postgres://bob:pw@db/app?application_name=a@b"),
+        no_env,
+    )
+    .unwrap();
+    assert_eq!(t.pg.get_user(), Some("bob"));
+    assert_eq!(t.pg.get_application_name(), Some("a@b"));
+    assert!(parse(Some("postgres://u:pa/ss@h/db"), no_env).is_err());
+}
+
+#[test]
+fn a_bad_pgport_is_named_for_a_url_as_for_a_key_value_dsn() {
+    for value in ["abc", "0", "5432 x"] {
+        let env = |k: &str| (k == "PGPORT").then(|| value.to_string());
+        for dsn in ["postgres://db/app", "host=db dbname=app"] {
+            let e = parse(Some(dsn), env).unwrap_err();
+            assert_eq!(
+                (e.option, e.value.as_str()),
+                ("PGPORT", value),
+                "{dsn}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unusable_root_certificate_is_named_where_it_was_set() {
+    let env = |k: &str| (k == "PGSSLROOTCERT").then(|| "/no/such/ca.pem".to_string());
+    let e = parse(Some("host=h sslmode=verify-full"), env).unwrap_err();
+    assert_eq!(e.option, "PGSSLROOTCERT", "{e}");
+    assert_eq!(e.value, "sslrootcert=/no/such/ca.pem", "{e}");
+    let e = parse(
+        Some("host=h sslmode=verify-ca sslrootcert=/no/ca.pem"),
+        no_env,
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.option, e.value.as_str()),
+        ("--dsn", "sslrootcert=/no/ca.pem")
+    );
+}
