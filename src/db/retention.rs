@@ -77,14 +77,13 @@ pub async fn run(
     floor: impl Fn() -> Option<i64>,
     stop: CancellationToken,
 ) {
-    let table = workload.target();
     let others = settings.window.max(OTHER_RUNS_AFTER);
     tracing::info!(
         window = %humantime::format_duration(settings.window),
         other_runs_after = %humantime::format_duration(others),
         batch_size = settings.batch_size,
         interval = %humantime::format_duration(settings.interval),
-        table = %table.name,
+        table = %workload.table.name,
         "retention started: deletes this run's rows older than the window and other pgdrill runs' (run_id set) older than other_runs_after, no other row"
     );
     let mut conn: Option<Conn> = None;
@@ -124,6 +123,9 @@ pub async fn run(
             others,
         };
         own_from = own_from.or(workload.id_floor());
+        // Read now: a connection made means the table check ran and pinned its schema
+        // (a `search_path` may find another table of the same name first).
+        let table = workload.target();
         let swept = sweep_both(&c, table, &expiry, &mut own_from, settings, &metrics, &stop);
         match swept.await {
             Ok(Err(hazard)) => {

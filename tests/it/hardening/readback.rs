@@ -93,7 +93,19 @@ async fn a_verification_reads_none_of_the_users_rows() {
 async fn a_table_of_the_same_name_found_first_later_is_never_written() {
     let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
-    let drill = Drill::start(&["--dsn", &dsn, "--rate", "200", "--duration", "60s"]).await;
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "200",
+        "--duration",
+        "60s",
+        "--verify-window",
+        "1s",
+        "--retention",
+        "2s",
+    ])
+    .await;
     drill.wait_for_transactions(100.0).await;
     let admin = connect(&admin_app_dsn(&lab)).await;
     exec(
@@ -109,6 +121,17 @@ async fn a_table_of_the_same_name_found_first_later_is_never_written() {
     .await;
     let after = drill.metric("pgdrill_transactions_total").await;
     drill.wait_for_transactions(after + 400.0).await;
+    // Retention goes on deleting from the table checked, not the one found first.
+    let deleted = drill.metric("pgdrill_retention_rows_deleted_total").await;
+    let d = &drill;
+    let more =
+        move || async move { d.metric("pgdrill_retention_rows_deleted_total").await > deleted };
+    eventually(
+        Duration::from_secs(20),
+        "retention deletes after the new search_path",
+        more,
+    )
+    .await;
     let summary = drill.stop().await;
     assert!(summary.counts.successes > 500, "{summary}");
     let decoy = count(&admin, "SELECT count(*) FROM decoy.pgdrill_writes", &[]).await;
