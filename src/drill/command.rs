@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::drill::plan::TriggerCommand;
 use crate::secrets::{printable, scrub};
@@ -90,23 +91,26 @@ const OVERLAP: usize = 1024;
 /// Lines logged per stream and trigger; a chatty command cannot flood the log.
 const MAX_LOGGED_LINES: usize = 1000;
 
-/// After SIGTERM on expiry, the process group gets this long before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+/// After SIGTERM (on expiry, or when the run stops), the process group gets this long
+/// before SIGKILL.
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Output is read this much longer after the command exits: a background process it left
 /// may hold the pipes open forever.
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// Runs the trigger; `None` when `stop` ended it first.
 pub(super) async fn execute(
     command: &TriggerCommand,
     index: usize,
     timeout: Duration,
+    stop: &CancellationToken,
     stdout_tail: &Arc<Mutex<Tail>>,
     stderr_tail: &Arc<Mutex<Tail>>,
-) -> (TriggerOutcome, Instant) {
+) -> Option<(TriggerOutcome, Instant)> {
     let Some((program, args)) = command.argv.split_first() else {
         let reason = "empty command".into();
-        return (TriggerOutcome::CannotStart { reason }, Instant::now());
+        return Some((TriggerOutcome::CannotStart { reason }, Instant::now()));
     };
     let mut child = match tokio::process::Command::new(program)
         .args(args)
@@ -121,10 +125,10 @@ pub(super) async fn execute(
         Ok(child) => child,
         Err(err) => {
             let reason = format!("{program}: {err}");
-            return (TriggerOutcome::CannotStart { reason }, Instant::now());
+            return Some((TriggerOutcome::CannotStart { reason }, Instant::now()));
         }
     };
-    // If this future is dropped (shutdown), the whole group goes, not only the child.
+    // If this future is dropped (a task aborted), the whole group goes, not only the child.
     let pid = |id: u32| Pid::from_raw(i32::try_from(id).ok()?);
     let mut group = GroupGuard(child.id().and_then(pid));
     let mut readers = JoinSet::new();
@@ -134,7 +138,7 @@ pub(super) async fn execute(
     if let Some(err) = child.stderr.take() {
         readers.spawn(capture(err, "stderr", index, stderr_tail.clone()));
     }
-    let outcome = wait_or_kill(&mut child, &group, timeout, index).await;
+    let outcome = wait_or_kill(&mut child, &group, timeout, index, stop).await;
     let ended = Instant::now();
     // Reaped; what it left in the background runs on until pgdrill exits.
     if let Some(pgid) = group.0.take() {
@@ -148,7 +152,7 @@ pub(super) async fn execute(
             "the failover trigger left a process holding its output open; stopped reading"
         );
     }
-    (outcome, ended)
+    Some((outcome?, ended))
 }
 
 /// Process groups of triggers that have exited, by trigger number, for [`end_left_behind`].
@@ -182,30 +186,38 @@ pub async fn end_left_behind() {
     }
 }
 
-/// Waits for the command at most `timeout`; past it, SIGTERM to its group, then SIGKILL.
+/// Waits for the command at most `timeout`, or until `stop` (then `None`). Past either,
+/// SIGTERM to its group, so that its traps can undo what it did (a paused server, a
+/// firewall rule), then SIGKILL.
 async fn wait_or_kill(
     child: &mut tokio::process::Child,
     group: &GroupGuard,
     timeout: Duration,
     index: usize,
-) -> TriggerOutcome {
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => TriggerOutcome::Ok,
-        Ok(Ok(status)) => {
+    stop: &CancellationToken,
+) -> Option<TriggerOutcome> {
+    let waited = tokio::select! {
+        biased;
+        waited = tokio::time::timeout(timeout, child.wait()) => Some(waited),
+        () = stop.cancelled() => None,
+    };
+    match waited {
+        Some(Ok(Ok(status))) if status.success() => Some(TriggerOutcome::Ok),
+        Some(Ok(Ok(status))) => {
             use std::os::unix::process::ExitStatusExt;
-            TriggerOutcome::ExitedNonZero {
+            Some(TriggerOutcome::ExitedNonZero {
                 code: status.code(),
                 signal: status.signal(),
-            }
+            })
         }
-        Ok(Err(err)) => {
+        Some(Ok(Err(err))) => {
             tracing::error!(trigger = index, %err, "lost track of the failover trigger");
-            TriggerOutcome::ExitedNonZero {
+            Some(TriggerOutcome::ExitedNonZero {
                 code: None,
                 signal: None,
-            }
+            })
         }
-        Err(_) => {
+        expired_or_stopped => {
             group.signal(Signal::TERM);
             let exited = tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok();
             // What ignored SIGTERM, or outlived the child, goes now.
@@ -213,9 +225,9 @@ async fn wait_or_kill(
             if !exited {
                 let _ = child.wait().await;
             }
-            TriggerOutcome::TimedOut {
+            expired_or_stopped.map(|_| TriggerOutcome::TimedOut {
                 after_seconds: timeout.as_secs_f64(),
-            }
+            })
         }
     }
 }
@@ -565,7 +577,8 @@ mod tests {
         let c = TriggerAction::Command(TriggerCommand::parse(&raw, true).unwrap());
         let task = tokio::spawn(async move {
             let now = Instant::now();
-            run(&c, 1, (now, now), Duration::from_secs(60), unix_now).await
+            let stop = CancellationToken::new();
+            run(&c, 1, (now, now), Duration::from_secs(60), unix_now, &stop).await
         });
         let mut pid = None;
         for _ in 0..100 {
@@ -585,6 +598,50 @@ mod tests {
         assert!(
             gone(pid).await,
             "the trigger's grandchild {pid} survived the shutdown"
+        );
+    }
+
+    /// A stopping run ends the trigger as its timeout does: SIGTERM first, so that a script
+    /// undoing its fault on TERM (a paused server, a firewall rule) gets to.
+    #[tokio::test]
+    async fn stopping_the_run_lets_the_trigger_undo_its_fault_before_it_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (undone, pid_file) = (dir.path().join("undone"), dir.path().join("sleep.pid"));
+        let raw = format!(
+            "trap 'touch {}; exit 0' TERM; sleep 30 & echo $! > {}; wait",
+            undone.display(),
+            pid_file.display()
+        );
+        let c = TriggerAction::Command(TriggerCommand::parse(&raw, true).unwrap());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let now = Instant::now();
+                run(&c, 1, (now, now), Duration::from_secs(60), unix_now, &stop).await
+            }
+        });
+        let mut pid = None;
+        for _ in 0..250 {
+            pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok());
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid = pid.expect("the trigger never started its child");
+        stop.cancel();
+        let ended = task.await.unwrap();
+        assert!(
+            ended.is_none(),
+            "a stopped trigger has no record: {ended:?}"
+        );
+        assert!(undone.exists(), "the trigger's TERM trap never ran");
+        assert!(
+            gone(pid).await,
+            "the trigger's child {pid} survived the stop"
         );
     }
 

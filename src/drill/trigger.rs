@@ -43,7 +43,8 @@ pub async fn run(
     (planned, started): (Instant, Instant),
     timeout: Duration,
     unix: impl Fn(Instant) -> f64,
-) -> TriggerRun {
+    stop: &CancellationToken,
+) -> Option<TriggerRun> {
     tracing::info!(
         event = "trigger_started",
         trigger = index,
@@ -54,11 +55,16 @@ pub async fn run(
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
     let (outcome, ended) = match action {
-        TriggerAction::Command(c) => command::execute(c, index, timeout, &stdout, &stderr).await,
-        TriggerAction::InProcess(trigger) => ask(trigger, timeout, &stdout, &stderr).await,
-    };
+        TriggerAction::Command(c) => {
+            command::execute(c, index, timeout, stop, &stdout, &stderr).await
+        }
+        TriggerAction::InProcess(trigger) => {
+            let asked = ask(trigger, timeout, &stdout, &stderr);
+            stop.run_until_cancelled(asked).await
+        }
+    }?;
     let times = (planned, started, ended);
-    record(index, times, outcome, [&stdout, &stderr], unix)
+    Some(record(index, times, outcome, [&stdout, &stderr], unix))
 }
 
 /// A trigger due before any write was acknowledged, not run: no failover it caused could be
@@ -195,11 +201,20 @@ pub async fn run_schedule(
             on_event(TriggerEvent::Ended(not_run(index, (planned, at), unix)));
             continue;
         }
-        let running = run(&config.action, index, (planned, at), config.timeout, unix);
-        let Some(run) = stop.run_until_cancelled(running).await else {
+        let running = run(
+            &config.action,
+            index,
+            (planned, at),
+            config.timeout,
+            unix,
+            stop,
+        );
+        let Some(run) = running.await else {
             tracing::warn!(
                 trigger = index,
-                "run stopped while the failover trigger ran; killed it"
+                grace = ?command::KILL_GRACE,
+                "run stopped while the failover trigger ran; ended it: SIGTERM, then SIGKILL \
+                 past the grace"
             );
             break;
         };
@@ -223,7 +238,10 @@ pub(crate) mod tests {
     pub(crate) async fn run_raw(raw: &str, shell: bool, timeout: Duration) -> TriggerRun {
         let c = TriggerAction::Command(TriggerCommand::parse(raw, shell).unwrap());
         let now = Instant::now();
-        run(&c, 1, (now, now), timeout, unix_now).await
+        let stop = CancellationToken::new();
+        run(&c, 1, (now, now), timeout, unix_now, &stop)
+            .await
+            .expect("not stopped")
     }
 
     #[test]
@@ -281,8 +299,10 @@ pub(crate) mod tests {
                     (now, now),
                     Duration::from_millis(timeout_ms),
                     unix_now,
+                    &CancellationToken::new(),
                 )
                 .await
+                .expect("not stopped")
             }
         };
         let ok = go(5_000).await;
@@ -334,7 +354,17 @@ pub(crate) mod tests {
         let c = TriggerAction::Command(TriggerCommand::parse("true", false).unwrap());
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let r = run(&c, 1, (started, started), Duration::from_secs(10), unix).await;
+        let stop = CancellationToken::new();
+        let r = run(
+            &c,
+            1,
+            (started, started),
+            Duration::from_secs(10),
+            unix,
+            &stop,
+        )
+        .await;
+        let r = r.expect("not stopped");
         assert_eq!(r.started_unix, unix(started));
     }
 
