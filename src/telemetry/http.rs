@@ -392,4 +392,66 @@ mod tests {
         stop.cancel();
         server.await.unwrap();
     }
+
+    /// Clients sending wrong passwords wait for bcrypt as serving connections: only a few
+    /// may, so that `/healthz` (and a scrape with cached credentials) still gets a place.
+    #[tokio::test]
+    async fn a_flood_of_wrong_passwords_leaves_room_for_a_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("web.yml");
+        let hash = bcrypt::hash("s3cret", 11).unwrap();
+        std::fs::write(&web, format!("basic_auth_users:\n  prom: '{hash}'\n")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let site = Arc::new(Site {
+            metrics: Metrics::new(&[]),
+            render: Box::new(String::new),
+            health: Arc::new(Health::default()),
+            web: Some(Arc::new(
+                crate::telemetry::webconfig::WebConfig::load(&web).unwrap(),
+            )),
+            limits: Limits {
+                max_connections: 8,
+                header_read_timeout: Duration::from_secs(5),
+            },
+        });
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, site, stop.clone()));
+        let mut wrong = Vec::new();
+        for n in 0..8 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET /metrics HTTP/1.0\r\nAuthorization: Basic {}\r\n\r\n",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!("prom:wrong-{n}")
+                )
+            );
+            s.write_all(request.as_bytes()).await.unwrap();
+            wrong.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut probe = TcpStream::connect(addr).await.unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), probe.read_to_string(&mut body))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            body.starts_with("HTTP/1.0 "),
+            "the probe was shut out: {body:?}"
+        );
+        for mut s in wrong {
+            let mut answer = String::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut answer)).await;
+            assert!(answer.starts_with("HTTP/1.0 401"), "{answer:?}");
+        }
+        stop.cancel();
+        server.await.unwrap();
+    }
 }

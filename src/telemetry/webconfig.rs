@@ -65,7 +65,14 @@ pub struct WebConfig {
     /// One bcrypt at a time (as Prometheus' exporter-toolkit does): clients sending wrong
     /// passwords cannot take every core from the load.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Places in the line for [`Self::hashing`]; a request finding none is refused at once.
+    queue: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests hashing or waiting to: each holds an HTTP connection that counts as serving,
+/// so a flood of wrong passwords must not take every place (a scrape whose credentials are
+/// cached, and `/healthz`, need no hashing).
+const HASHING_QUEUE: usize = 4;
 
 impl std::fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,6 +141,7 @@ impl WebConfig {
             unknown_user_hash,
             cache: Mutex::new(HashSet::new()),
             hashing: Arc::new(tokio::sync::Semaphore::new(1)),
+            queue: Arc::new(tokio::sync::Semaphore::new(HASHING_QUEUE)),
         })
     }
 
@@ -155,10 +163,13 @@ impl WebConfig {
         if self.cache.lock().contains(&key) {
             return true;
         }
+        let Ok(queued) = self.queue.clone().try_acquire_owned() else {
+            return false;
+        };
         // The turn goes with the hash: a client hanging up does not free it early.
         let turn = self.hashing.clone().acquire_owned().await;
         let verify = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
+            let _turn = (queued, turn);
             bcrypt::verify(password, &hash)
         });
         let ok = matches!(verify.await, Ok(Ok(true))) && known;
