@@ -104,7 +104,8 @@ const PROBE_WARN_EVERY: Duration = Duration::from_secs(300);
 /// A verification failing the same way is said once in this long (it retries far more often).
 const FAILED_WARN_EVERY: Duration = Duration::from_secs(30);
 
-/// One periodic check of unknown outcomes may take this long; the next tick tries again.
+/// One periodic check of unknown outcomes may wait this long for its query (after the
+/// connect, bounded by the connect timeout); the next tick tries again.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A verification that failed (the new primary not yet reachable) is tried again.
 const VERIFY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
@@ -297,17 +298,12 @@ impl Verifier {
             return;
         }
         let asked = seqs.iter().map(|s| *s as i64).collect::<Vec<_>>();
-        let found = tokio::time::timeout(
-            RESOLVE_TIMEOUT,
-            self.present(
-                min_id,
-                Seqs::Asked(&asked),
-                self.settle.min(RESOLVE_TIMEOUT),
-            ),
-        )
-        .await;
+        // The query's own limit, not one around the connect too: cut off from outside, an
+        // unanswered query would leave its connection open (and its server slot taken).
+        let limit = self.settle.min(RESOLVE_TIMEOUT);
+        let found = self.present(min_id, Seqs::Asked(&asked), limit).await;
         let error = match found {
-            Ok(Ok(found)) => {
+            Ok(found) => {
                 let found: HashSet<u64> = found.into_iter().collect();
                 self.ledger.lock().forget_unknowns(&seqs);
                 let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
@@ -321,8 +317,7 @@ impl Verifier {
                 );
                 return;
             }
-            Ok(Err(err)) => err.to_string(),
-            Err(_) => format!("no answer within {RESOLVE_TIMEOUT:?}"),
+            Err(err) => err.to_string(),
         };
         // Said (not every second), so that writes left unresolved are not left silently.
         if self.unknowns_failing.lock().hit(Instant::now()).is_some() {
