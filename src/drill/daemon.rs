@@ -163,6 +163,7 @@ impl DrillRun {
                 earlier_outages: self.sources.outages.earlier(),
                 new_primary_writes_unix: self.new_primary_writes(),
                 lost_writes_in_run,
+                losses_without_outage: self.sources.timeline.losses_without_outage(),
                 run_end_unix: self.clock.unix(run_end),
             },
         );
@@ -295,6 +296,7 @@ mod tests {
                 earlier_outages: drill.sources.outages.earlier(),
                 new_primary_writes_unix: drill.new_primary_writes(),
                 lost_writes_in_run: 0,
+                losses_without_outage: Vec::new(),
                 run_end_unix: drill.clock.unix(Instant::now()),
             },
         );

@@ -48,6 +48,8 @@ pub struct RunFacts {
     pub new_primary_writes_unix: Vec<f64>,
     /// Every acknowledged write found missing, in an outage or not.
     pub lost_writes_in_run: u64,
+    /// When each verification that closed no outage ran, and what it found lost.
+    pub losses_without_outage: Vec<(f64, u64)>,
     pub run_end_unix: f64,
 }
 
@@ -57,7 +59,7 @@ impl DrillReport {
             &facts.triggers,
             &facts.baselines,
             &facts.outages,
-            &facts.new_primary_writes_unix,
+            (&facts.new_primary_writes_unix, &facts.losses_without_outage),
             facts.run_end_unix,
         );
         let distribution = DrillDistribution::of(&drills);
@@ -199,6 +201,7 @@ mod tests {
                 earlier_outages: EarlierOutages::default(),
                 new_primary_writes_unix: vec![t0 + 30.32],
                 lost_writes_in_run: 0,
+                losses_without_outage: Vec::new(),
                 run_end_unix: t0 + 60.0,
             },
         );

@@ -38,7 +38,9 @@ pub struct DrillTiming {
     pub write_unavailable_seconds: Option<f64>,
     /// An outage in the window had not ended when the run did: how long it had lasted.
     pub unavailable_at_run_end_seconds: Option<f64>,
-    /// Of every outage in the window; `None` when one was never verified.
+    /// Of every outage in the window and every verification in it that closed none (a
+    /// failover faster than the outage threshold); `None` when there is neither, or an
+    /// outage was never verified.
     pub lost_writes: Option<u64>,
     /// The largest of the window's outages.
     pub rpo_seconds: Option<f64>,
@@ -59,13 +61,14 @@ impl DrillTiming {
     }
 }
 
-/// Attributes outages and new-primary writes (when each new primary acknowledged its first
-/// write) to triggers, all in time order, and times them.
+/// Attributes outages, new-primary writes (when each new primary acknowledged its first
+/// write) and losses found without an outage (`EventLog::losses_without_outage`) to
+/// triggers, all in time order, and times them.
 pub fn attribute(
     triggers: &[TriggerRun],
     baselines: &[Baseline],
     outages: &[OutageRecord],
-    new_primary_writes_unix: &[f64],
+    (new_primary_writes_unix, losses_without_outage): (&[f64], &[(f64, u64)]),
     run_end_unix: f64,
 ) -> Vec<DrillTiming> {
     triggers
@@ -83,6 +86,10 @@ pub fn attribute(
                 .unwrap_or(f64::INFINITY);
             let (mine, new_primary) = in_window(from, next, outages, new_primary_writes_unix);
             let outage = mine.first().copied();
+            let lone = (losses_without_outage.iter())
+                .filter(|(at, _)| (from..next).contains(at))
+                .map(|(_, lost)| *lost);
+            let (lone_count, lone_lost) = lone.fold((0, 0), |(n, sum), lost| (n + 1, sum + lost));
             let later_outages = mine.iter().skip(1).map(|o| o.index).collect();
             let (ended, open): (Vec<&OutageRecord>, Vec<_>) =
                 mine.iter().partition(|o| o.end_unix.is_some());
@@ -100,7 +107,10 @@ pub fn attribute(
                     o.write_unavailable_seconds
                         .unwrap_or((run_end_unix - o.start_unix).max(0.0))
                 }),
-                lost_writes: outage.and_then(|_| mine.iter().map(|o| o.lost_writes).sum()),
+                lost_writes: (outage.is_some() || lone_count > 0)
+                    .then(|| mine.iter().map(|o| o.lost_writes).sum::<Option<u64>>())
+                    .flatten()
+                    .map(|lost| lost + lone_lost),
                 rpo_seconds: mine.iter().filter_map(|o| o.rpo_seconds).reduce(f64::max),
                 trigger_seconds: t.duration_seconds,
             }
@@ -309,7 +319,7 @@ pub(crate) mod tests {
             outage(4, T0 + 89.997, Some(0.75), 0),
         ];
         let primaries = [T0 + 5.0, T0 + 31.65, T0 + 90.8];
-        let d = attribute(&triggers, &[], &outages, &primaries, T0 + 120.0);
+        let d = attribute(&triggers, &[], &outages, (&primaries, &[]), T0 + 120.0);
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].outage, Some(2));
         assert_eq!(d[0].later_outages, vec![3]);
@@ -336,7 +346,7 @@ pub(crate) mod tests {
             outage(1, T0 + 28.5, Some(0.2), 0),
             outage(2, T0 + 61.0, None, 0),
         ];
-        let d = attribute(&triggers, &[], &outages, &[], T0 + 75.0);
+        let d = attribute(&triggers, &[], &outages, (&[], &[]), T0 + 75.0);
         assert_eq!(d[0].outage, None);
         assert_eq!(d[0].trigger_to_first_failed_write_seconds, None);
         assert_eq!(d[0].trigger_to_new_primary_write_seconds, None);
@@ -348,9 +358,26 @@ pub(crate) mod tests {
         // As shutdown records it: the time so far, which is no measured unavailability.
         let mut so_far = outages;
         so_far[1].write_unavailable_seconds = Some(13.5);
-        let d = attribute(&triggers, &[], &so_far, &[], T0 + 75.0);
+        let d = attribute(&triggers, &[], &so_far, (&[], &[]), T0 + 75.0);
         assert_eq!(d[1].write_unavailable_seconds, None);
         assert_eq!(d[1].unavailable_at_run_end_seconds, Some(13.5));
+    }
+
+    #[test]
+    fn writes_lost_in_a_failover_without_an_outage_are_its_triggers() {
+        let triggers = [trigger(1, T0 + 30.0, 0.1), trigger(2, T0 + 60.0, 0.1)];
+        let outages = [outage(1, T0 + 60.2, Some(0.5), 2)];
+        // Trigger 1: a switch faster than the outage threshold that lost 3; one before it.
+        let losses = [(T0 + 20.0, 7), (T0 + 31.0, 3), (T0 + 62.0, 1)];
+        let d = attribute(&triggers, &[], &outages, (&[], &losses), T0 + 90.0);
+        assert_eq!((d[0].outage, d[0].lost_writes), (None, Some(3)));
+        assert_eq!(
+            d[1].lost_writes,
+            Some(3),
+            "its outage's 2 and 1 found apart"
+        );
+        let d = attribute(&triggers, &[], &outages, (&[], &[]), T0 + 90.0);
+        assert_eq!((d[0].lost_writes, d[1].lost_writes), (None, Some(2)));
     }
 
     #[test]
@@ -370,12 +397,12 @@ pub(crate) mod tests {
             outage(1, T0 + 30.2, Some(0.4), 0),
             outage(2, T0 + 90.3, None, 0),
         ];
-        let d = attribute(&triggers, &baselines, &outages, &[], T0 + 95.0);
+        let d = attribute(&triggers, &baselines, &outages, (&[], &[]), T0 + 95.0);
         assert_eq!(d[0].outage, Some(1));
         assert!(d[0].later_outages.is_empty(), "{:?}", d[0]);
         assert_eq!(d[0].unavailable_at_run_end_seconds, None);
         // Without the killed trigger's baseline (an older summary), the window runs on.
-        let d = attribute(&triggers, &[], &outages, &[], T0 + 95.0);
+        let d = attribute(&triggers, &[], &outages, (&[], &[]), T0 + 95.0);
         assert_eq!(d[0].later_outages, vec![2]);
     }
 
@@ -482,7 +509,7 @@ pub(crate) mod tests {
             outage(3, t0 + 70.1, Some(0.6), 0),
         ];
         let primaries = [t0 + 10.3, t0 + 41.0, t0 + 70.5];
-        let drills = attribute(&triggers, &[], &outages, &primaries, t0 + 100.0);
+        let drills = attribute(&triggers, &[], &outages, (&primaries, &[]), t0 + 100.0);
         let d = DrillDistribution::of(&drills);
         let unavailable = d.write_unavailable_seconds.unwrap();
         assert_eq!(unavailable.samples, 3);

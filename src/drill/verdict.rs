@@ -327,7 +327,7 @@ mod tests {
                 &self.triggers,
                 &self.baselines,
                 &self.outages,
-                &self.primaries,
+                (&self.primaries, &[]),
                 T0 + 60.0,
             );
             let run = MemberFacts {

@@ -429,7 +429,10 @@ fn figures(
                 &d.triggers,
                 &d.baselines,
                 &s.outages,
-                &s.new_primary_writes_unix,
+                (
+                    &s.new_primary_writes_unix,
+                    &s.timeline.events.losses_without_outage(),
+                ),
                 end,
             );
             (baselines, drills)

@@ -83,6 +83,7 @@ pub(crate) fn pod(
                 earlier_outages: Default::default(),
                 new_primary_writes_unix: vec![start + unavailable],
                 lost_writes_in_run: lost,
+                losses_without_outage: Vec::new(),
                 run_end_unix: T0 + 60.0,
             },
         );

@@ -250,6 +250,18 @@ impl EventLog {
         self.list.iter()
     }
 
+    /// When each verification that closed no outage (a failover faster than the outage
+    /// threshold) ran, and the acknowledged writes it found lost.
+    pub fn losses_without_outage(&self) -> Vec<(f64, u64)> {
+        let lone = |e: &Event| match e.kind {
+            EventKind::Verification {
+                outage: None, lost, ..
+            } => Some((e.at, lost)),
+            _ => None,
+        };
+        self.list.iter().filter_map(lone).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }
@@ -391,6 +403,11 @@ impl Recorder {
     /// Records an event at `at` (unix seconds).
     pub fn event(&self, at: f64, kind: EventKind) {
         self.timeline.lock().events.push(Event { at, kind });
+    }
+
+    /// [`EventLog::losses_without_outage`] of the events so far.
+    pub fn losses_without_outage(&self) -> Vec<(f64, u64)> {
+        self.timeline.lock().events.losses_without_outage()
     }
 
     /// A copy of everything, for the summary and the report.
