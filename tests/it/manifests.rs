@@ -577,3 +577,75 @@ fn the_drill_job_runs_indexed_members_of_which_only_member_0_triggers() {
         assert_eq!(config.drill.trigger.is_some(), index == 0, "member {index}");
     }
 }
+
+/// A container's `sh -c` script runs as PID 1, which ignores an untrapped SIGTERM: a pod
+/// deletion would wait out the grace period and end in SIGKILL. Each such script is run as
+/// PID 1 of a PID namespace of its own, with the commands it calls failing, and must end
+/// within a second of SIGTERM.
+#[test]
+fn shell_containers_end_on_sigterm_as_pid_1() {
+    if !pgdrill_lab::private_hosts_available() {
+        println!("skipped: a PID namespace needs root");
+        return;
+    }
+    let bin = tempfile::tempdir().expect("temp dir");
+    for tool in ["az", "kubectl", "curl"] {
+        let path = bin.path().join(tool);
+        fs::write(&path, "#!/bin/sh\nexit 1\n").expect("write a stub");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        fs::set_permissions(&path, mode).expect("chmod a stub");
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let mut scripts = 0;
+    for (file, doc) in all_documents() {
+        let Some(template) = doc["spec"]["template"]
+            .get("spec")
+            .map(|_| &doc["spec"]["template"])
+            .or_else(|| doc["spec"]["jobTemplate"]["spec"]["template"].get("spec"))
+        else {
+            continue;
+        };
+        for c in containers(template) {
+            let command = strings(&c["command"]);
+            if !matches!(command.last().map(String::as_str), Some("-c")) {
+                continue;
+            }
+            let script = strings(&c["args"]).concat();
+            scripts += 1;
+            let mut child = Command::new("unshare")
+                .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script])
+                .env_clear()
+                .env("PATH", &path)
+                .env("HOME", bin.path())
+                .env("AZURE_CLIENT_ID", "x")
+                .env("AZURE_TENANT_ID", "x")
+                .env("AZURE_FEDERATED_TOKEN_FILE", "/dev/null")
+                .spawn()
+                .expect("unshare");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            // The shell is unshare's only child: PID 1 of the new namespace.
+            let children = format!("/proc/{0}/task/{0}/children", child.id());
+            let init: i32 = fs::read_to_string(&children)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{}: the script ended at once", file.display()));
+            let _ = Command::new("kill")
+                .args(["-TERM", &init.to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            let ended = loop {
+                if child.try_wait().expect("try_wait").is_some() {
+                    break true;
+                }
+                if std::time::Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(ended, "{} ({}): SIGTERM ignored", file.display(), c["name"]);
+        }
+    }
+    assert!(scripts >= 1, "no sh -c container found");
+}
