@@ -143,6 +143,11 @@ const MUTATIONS: &[Mutation] = &[
         to: "count[5m]) unless job",
     },
     Mutation {
+        rule: "PgdrillCanaryAbsent",
+        from: "verdict=\"none\"}[1h]) == 0",
+        to: "verdict=\"none\"}[1h]) == 2",
+    },
+    Mutation {
         rule: "job:pgdrill_canaries:expected",
         from: "vector(2)",
         to: "vector(1)",
