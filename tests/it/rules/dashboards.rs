@@ -521,3 +521,48 @@ fn dashboard_draws_no_growing_outage_once_the_load_stopped() {
         .collect();
     assert_dashboard_exprs_count(clocked, which, &running, "25m", 1, "load running");
 }
+
+/// At a 60 s scrape, an outage can begin and end between two scrapes: the state timeline
+/// shows it where `pgdrill_outages_total` rose, evaluated by promtool as Grafana would
+/// (`$__interval` 1m).
+#[test]
+fn the_state_timeline_shows_an_outage_no_scrape_saw() {
+    let dash = json_file(&repo().join("grafana/dashboards/pgdrill.json"));
+    let timeline = (dash["panels"].as_array().into_iter().flatten())
+        .find(|p| {
+            str_of(p, "type") == Some("state-timeline")
+                && str_of(p, "title") == Some("Failover state")
+        })
+        .expect("a Failover state timeline");
+    let expr = str_of(&timeline["targets"][0], "expr").expect("its expression");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = json!({"groups": [{"name": "timeline", "rules": [
+        {"record": "dashboard:failover_state:timeline", "expr": grafana_to_promql(expr)}
+    ]}]});
+    fs::write(
+        dir.path().join("timeline.yml"),
+        serde_norway::to_string(&rules).expect("yaml"),
+    )
+    .expect("write the rules");
+    let at = r#"job="pgdrill",cluster="c",namespace="n",instance="a:9743""#;
+    let state = |s: &str, values: &str| json!({"series": format!("pgdrill_failover_state{{{at},state=\"{s}\"}}"), "values": values});
+    let shown = |minute: u32, value: u32| {
+        json!({"expr": "dashboard:failover_state:timeline", "eval_time": format!("{minute}m"),
+               "exp_samples": [{"labels": r#"dashboard:failover_state:timeline{cluster="c",instance="a:9743",namespace="n"}"#, "value": value}]})
+    };
+    let test = json!({"rule_files": ["timeline.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            state("healthy", "1x8"), state("degraded", "0x8"),
+            state("recovering", "0x8"), state("outage", "0x8"),
+            {"series": format!("pgdrill_outages_total{{{at}}}"), "values": "0 0 0 1 1 1 1 1 1"},
+        ],
+        "promql_expr_test": [shown(2, 0), shown(3, 3), shown(5, 0)],
+    }]});
+    fs::write(
+        dir.path().join("timeline.test.yml"),
+        serde_norway::to_string(&test).expect("yaml"),
+    )
+    .expect("write the test");
+    run_promtool(dir.path(), &["test", "rules", "timeline.test.yml"]);
+}
