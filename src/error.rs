@@ -39,6 +39,15 @@ impl ErrorClass {
         self as usize
     }
 
+    /// No server spoke: nothing took the connection, or what did closed it unanswered.
+    pub fn is_unreached(self) -> bool {
+        use ErrorClass::*;
+        matches!(
+            self,
+            ConnectRefused | ConnectTimeout | Dns | ConnectionClosed | NoResponse
+        )
+    }
+
     /// Whether the connection that produced this error (with the server's `sqlstate`) must go: it
     /// is closed (the outcome unknown), its server takes no writes, or its session may be at fault.
     /// A statement's own error (data, constraint, privilege, a trigger's RAISE, a lock, a

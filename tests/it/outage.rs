@@ -384,6 +384,48 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
 
 /// Once more than `writes` are acknowledged on `addr`'s `/metrics`, locks pgdrill's table
 /// from a session of its own; `ROLLBACK` on it ends the lock.
+/// Through a proxy whose path to the server went dark (its connections hang) while new
+/// connections are closed at once (HAProxy with no backend, a host that answers "unreachable"):
+/// a fast failure of the check is no answer from the server, so the hung connections are
+/// given up then, not at the client timeout (here past the end of the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_connections_are_left_when_new_ones_are_closed_at_once() {
+    use pgdrill_lab::proxy::{Proxy, ProxyOptions};
+    let lab = single(None).await;
+    let node = lab.primary();
+    let proxy = Proxy::start(ProxyOptions {
+        listen: "127.0.0.1:0".parse().expect("socket address"),
+        upstream: std::net::SocketAddr::new(lab.addr(node), lab.port(node)),
+        delay: Duration::ZERO,
+    })
+    .await
+    .expect("proxy starts");
+    let port = format!("port={}", proxy.local_addr().port());
+    let dsn = lab
+        .dsn(node)
+        .replace(&format!("port={}", lab.port(node)), &port);
+    let args = ["--dsn", &dsn, "--rate", "200", "--duration", "10s"];
+    let drill = Drill::start(&[&args[..], &["--statement-timeout", "60s"]].concat()).await;
+    drill.wait_for_transactions(200.0).await;
+    proxy.refuse(true);
+    proxy.blackhole(true);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.blackhole(false);
+    proxy.refuse(false);
+    let summary = drill.finish().await;
+    let given_up = summary
+        .counts
+        .errors
+        .get("no_response")
+        .copied()
+        .unwrap_or(0);
+    assert!(given_up > 0, "the hung writes waited instead: {summary}");
+    assert_eq!(summary.outages.len(), 1, "{summary}");
+    assert!(summary.counts.successes > 1000, "writes resumed: {summary}");
+    proxy.shutdown().await;
+    lab.shutdown().await;
+}
+
 async fn lock_after(addr: std::net::SocketAddr, dsn: &str, writes: f64) -> tokio_postgres::Client {
     eventually(Duration::from_secs(20), "writes acknowledged", || async {
         let text = try_http_get(addr, "/metrics").await.unwrap_or_default();

@@ -81,7 +81,11 @@ impl Silence {
                 driver.detach();
                 (true, server)
             }
-            reached => (reached.is_ok(), None),
+            // Only the server speaking answers: a refusal, an unreachable host or a connection
+            // closed at once (a proxy with no backend) says nothing of the one the unanswered
+            // connections reach, however fast it comes.
+            Ok(Err(err)) => (!crate::error::classify(&err).is_unreached(), None),
+            Err(_) => (false, None),
         };
         let now = Instant::now();
         let mut map = connector.endpoints.lock();
@@ -101,7 +105,7 @@ impl Silence {
                 state.answered_at = Some(now);
                 state.abandon(&self.watch.token);
             }
-            // It answered (even with an error): it is slow, not silent.
+            // It answered (even with an error of its own): it is slow, not silent.
             (true, _) => state.answered_at = Some(now),
             (false, _) => {
                 match state.unanswered_check(&self.watch, started, &current) {
