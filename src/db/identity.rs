@@ -97,6 +97,20 @@ impl Identity {
         same_cluster && self.timeline.is_some() && self.timeline == other.timeline
     }
 
+    /// Both addresses read, and not one machine's (`::1` and `127.0.0.1` are): a block-level
+    /// HA failover (RDS Multi-AZ, Cloud SQL) keeps the cluster and its timeline, and moves
+    /// them to another machine.
+    fn on_another_machine(&self, other: &Identity) -> bool {
+        let loopback = |a: &str| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        };
+        match (&self.server_addr, &other.server_addr) {
+            (Some(a), Some(b)) => a != b && !(loopback(a) && loopback(b)),
+            _ => false,
+        }
+    }
+
     /// How the report names what an outage left behind: the same server process, the
     /// same one restarted in place, or another primary.
     pub fn change_word(before: &Identity, after: &Identity) -> &'static str {
@@ -110,7 +124,7 @@ impl Identity {
     fn change_from(&self, old: &Identity) -> Change {
         if old.same_primary(self) {
             Change::Same
-        } else if old.same_cluster_and_timeline(self) {
+        } else if old.same_cluster_and_timeline(self) && !old.on_another_machine(self) {
             Change::Restart
         } else {
             Change::NewPrimary
@@ -300,7 +314,7 @@ impl IdentityTracker {
                     server = %shown(id.endpoint()),
                     timeline = %shown(id.timeline),
                     started = %shown(id.postmaster_start.as_deref()),
-                    "the primary restarted (same system and timeline)"
+                    "the primary restarted (same system, timeline and address)"
                 );
                 self.metrics.server_restarts.inc();
                 EventKind::Restart {
@@ -519,6 +533,15 @@ pub(crate) mod tests {
         assert_eq!(b.change_from(&a), Change::Restart);
         b.server_port = Some(5002);
         assert_eq!(b.change_from(&a), Change::NewPrimary);
+
+        // A block-level HA failover: the cluster and its timeline, on another machine.
+        let mut moved = id(5001, 1);
+        moved.postmaster_start = Some("t9".into());
+        moved.server_addr = Some("10.0.0.7".into());
+        assert_eq!(moved.change_from(&id(5001, 1)), Change::NewPrimary);
+        let mut local = moved.clone();
+        local.server_addr = Some("::1".into());
+        assert_eq!(local.change_from(&id(5001, 1)), Change::Restart);
 
         // The same process reached through another of its addresses is the same primary.
         let mut v6 = id(5001, 1);

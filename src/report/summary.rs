@@ -183,7 +183,7 @@ pub struct Summary {
     /// Intended start to send, of successful transactions (pgbench `-R`'s schedule lag).
     pub schedule_lag: Percentiles,
     pub primary_changes: u64,
-    /// The primary came back restarted in place (same system and timeline): not a change.
+    /// The primary came back restarted in place (same system, timeline and address): not a change.
     pub server_restarts: u64,
     /// For each primary change, when the new primary acknowledged its first write (Unix
     /// seconds on the outages' clock): `pgdrill report` times a member's failover with it.
