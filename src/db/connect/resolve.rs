@@ -23,37 +23,11 @@ impl Connector {
             None => None,
         };
         let given = entry.hostaddr.or_else(|| name.as_deref()?.parse().ok());
-        let mut addrs: Vec<IpAddr> = if let Some(addr) = given {
-            vec![addr]
-        } else {
-            let name = name.clone().unwrap_or_default();
-            // getaddrinfo reads /etc/hosts and asks DNS again on every call. Waiting for a
-            // turn counts against the timeout; the turn is held until getaddrinfo returns.
-            let (lookups, target) = (self.lookups.clone(), (name.clone(), entry.port));
-            let lookup = async move {
-                let turn = lookups.acquire_owned().await;
-                let found = tokio::task::spawn_blocking(move || {
-                    let _turn = turn;
-                    std::net::ToSocketAddrs::to_socket_addrs(&target)
-                });
-                found
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            };
-            match tokio::time::timeout(self.timeout, lookup).await {
-                Ok(Ok(found)) => found.fold(Vec::new(), |mut addrs, a| {
-                    if !addrs.contains(&a.ip()) {
-                        addrs.push(a.ip());
-                    }
-                    addrs
-                }),
-                Ok(Err(err)) => return Err(format!("could not resolve {name}: {err}")),
-                Err(_) => {
-                    return Err(format!(
-                        "could not resolve {name}: no answer within {}",
-                        humantime::format_duration(self.timeout)
-                    ))
-                }
+        let mut addrs: Vec<IpAddr> = match given {
+            Some(addr) => vec![addr],
+            None => {
+                self.lookup(name.as_deref().unwrap_or_default(), entry.port)
+                    .await?
             }
         };
         self.balance(&mut addrs);
@@ -64,5 +38,47 @@ impl Connector {
             (Endpoint::Tcp(SocketAddr::new(ip, entry.port)), config)
         });
         Ok(endpoints.collect())
+    }
+
+    /// The addresses `name` resolves to now, each once.
+    pub(super) async fn lookup(&self, name: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+        // getaddrinfo reads /etc/hosts and asks DNS again on every call. Waiting for a
+        // turn counts against the timeout; the turn is held until getaddrinfo returns.
+        let (lookups, target) = (self.lookups.clone(), (name.to_string(), port));
+        let lookup = async move {
+            let turn = lookups.acquire_owned().await;
+            let found = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                std::net::ToSocketAddrs::to_socket_addrs(&target)
+            });
+            found
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
+        match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(Ok(found)) => Ok(found.fold(Vec::new(), |mut addrs, a| {
+                if !addrs.contains(&a.ip()) {
+                    addrs.push(a.ip());
+                }
+                addrs
+            })),
+            Ok(Err(err)) => Err(format!("could not resolve {name}: {err}")),
+            Err(_) => Err(format!(
+                "could not resolve {name}: no answer within {}",
+                humantime::format_duration(self.timeout)
+            )),
+        }
+    }
+
+    /// The name an endpoint was resolved from (none for an address, or one pinned by the
+    /// DSN's `hostaddr`), to look up again.
+    pub(super) fn name_of(&self, config: &Config) -> Option<(String, u16)> {
+        let Some(Host::Tcp(name)) = config.get_hosts().first() else {
+            return None;
+        };
+        let port = *config.get_ports().first()?;
+        let entry = (self.entries.iter())
+            .find(|e| e.port == port && matches!(&e.host, Some(Host::Tcp(h)) if h == name))?;
+        (entry.hostaddr.is_none() && name.parse::<IpAddr>().is_err()).then(|| (name.clone(), port))
     }
 }

@@ -57,6 +57,26 @@ impl Silence {
         tokio::spawn(async move { this.check(current, now).await });
     }
 
+    /// Ends once the connection's host name no longer leads to its address (a managed
+    /// service's DNS failover), looked up every [`SUSPECT_AFTER`] while the check waits: a
+    /// fresh client would connect to the new address at once. Never for an address, or one
+    /// the DSN pins with `hostaddr`.
+    async fn name_moved(&self) -> String {
+        let (Endpoint::Tcp(addr), Some((name, port))) =
+            (&self.endpoint, self.connector.name_of(&self.config))
+        else {
+            return std::future::pending().await;
+        };
+        loop {
+            if let Ok(found) = self.connector.lookup(&name, port).await {
+                if !found.is_empty() && !found.contains(&addr.ip()) {
+                    return name;
+                }
+            }
+            tokio::time::sleep(SUSPECT_AFTER).await;
+        }
+    }
+
     /// `current`: the token of the server the endpoint led to when the check began.
     async fn check(self, current: Watch, started: Instant) {
         let connector = &self.connector;
@@ -64,14 +84,30 @@ impl Silence {
         let mut config = (*self.config).clone();
         // Any server that answers at all is alive; read-write is not the question here.
         config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
-        let answered = tokio::time::timeout(connector.timeout, async {
+        let probe = tokio::time::timeout(connector.timeout, async {
             let (client, connection) = config.connect(connector.tls.clone()).await?;
             // No answer: the socket closes now rather than wait on the silent server.
             let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
             client.simple_query("").await?;
             Ok::<_, tokio_postgres::Error>((client, driver))
-        })
-        .await;
+        });
+        let answered = tokio::select! {
+            answered = probe => answered,
+            name = self.name_moved() => {
+                let mut map = connector.endpoints.lock();
+                if let Some(state) = map.get_mut(&self.endpoint) {
+                    tracing::warn!(
+                        server = %self.endpoint,
+                        name,
+                        "the name now leads elsewhere (a DNS failover); abandoning the \
+                         unanswered connections to its old address (no_response)"
+                    );
+                    state.check_running = false;
+                    state.declare_silent(&self.watch.token, &current.token);
+                }
+                return;
+            }
+        };
         // A probe slower than the timeout says nothing either way.
         let (answered, server) = match answered {
             Ok(Ok((client, driver))) => {
