@@ -541,11 +541,7 @@ mod tests {
         assert_eq!(r.outcome, TriggerOutcome::TimedOut { after_seconds: 0.3 });
         assert!(took < Duration::from_secs(5), "{took:?}");
         assert_eq!(r.stdout_tail, "started\n");
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = started(&pid_file).await;
         assert!(
             gone(pid).await,
             "the trigger's grandchild {pid} survived the timeout"
@@ -556,6 +552,20 @@ mod tests {
     fn alive(pid: i32) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         !stat.is_empty() && !stat.contains(") Z ")
+    }
+
+    /// The pid a trigger wrote to `file`, once it has (up to 5 s).
+    async fn started(file: &std::path::Path) -> i32 {
+        for _ in 0..250 {
+            if let Some(pid) = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the trigger never wrote {}", file.display())
     }
 
     /// Waits up to a second for `pid` to stop running.
@@ -580,18 +590,7 @@ mod tests {
             let stop = CancellationToken::new();
             run(&c, 1, (now, now), Duration::from_secs(60), unix_now, &stop).await
         });
-        let mut pid = None;
-        for _ in 0..100 {
-            if let Some(p) = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok())
-            {
-                pid = Some(p);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let pid = pid.expect("the trigger never started its grandchild");
+        let pid = started(&pid_file).await;
         assert!(alive(pid), "the grandchild {pid} must be running first");
         task.abort();
         let _ = task.await;
@@ -621,17 +620,7 @@ mod tests {
                 run(&c, 1, (now, now), Duration::from_secs(60), unix_now, &stop).await
             }
         });
-        let mut pid = None;
-        for _ in 0..250 {
-            pid = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok());
-            if pid.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let pid = pid.expect("the trigger never started its child");
+        let pid = started(&pid_file).await;
         stop.cancel();
         let ended = task.await.unwrap();
         assert!(
@@ -656,11 +645,7 @@ mod tests {
         let began = std::time::Instant::now();
         let r = run_raw(&raw, true, Duration::from_secs(10)).await;
         let took = began.elapsed();
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = started(&pid_file).await;
         // Left running by design (the trigger succeeded); this test cleans it up.
         let still_running = alive(pid);
         if let Some(pid) = Pid::from_raw(pid) {

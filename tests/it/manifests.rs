@@ -620,6 +620,7 @@ fn shell_containers_end_on_sigterm_as_pid_1() {
                 .env("AZURE_CLIENT_ID", "x")
                 .env("AZURE_TENANT_ID", "x")
                 .env("AZURE_FEDERATED_TOKEN_FILE", "/dev/null")
+                .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("unshare");
             std::thread::sleep(std::time::Duration::from_millis(500));
