@@ -205,8 +205,15 @@ impl Monitor {
             Transition::OutageStarted { start } => {
                 m.outages.inc();
                 m.outage_start_timestamp.set(clock.unix(start));
-                // Unknown until this outage's rate is back (the summary's `-`), not the last one's.
-                m.last_recovery_duration.set(f64::NAN);
+                // Unknown until this outage's rate is back (the summary's `-`), not the last one's;
+                // its losses until it is verified.
+                for pending in [
+                    &m.last_recovery_duration,
+                    &m.last_failover_lost_writes,
+                    &m.last_failover_rpo,
+                ] {
+                    pending.set(f64::NAN);
+                }
                 let before = self.identity.current();
                 let outage = self.outages.started(start, before.clone()) as u32;
                 self.timeline
@@ -400,9 +407,19 @@ mod tests {
         let s = |secs: f64| Duration::from_secs_f64(secs);
         writes(&r.detector, s(2.0), None).await;
         writes(&r.detector, s(0.5), Some(ErrorClass::AdminShutdown)).await;
+        // From the outage's start, its losses are pending, not the last outage's.
+        for pending in [
+            "pgdrill_last_failover_lost_writes",
+            "pgdrill_last_failover_rpo_seconds",
+        ] {
+            let value = r.metrics.sample(pending);
+            assert!(value.is_some_and(f64::is_nan), "{pending} {value:?}");
+        }
         writes(&r.detector, s(8.0), None).await;
         stop.cancel();
         task.await.expect("monitor ends");
+        let lost = r.metrics.sample("pgdrill_last_failover_lost_writes");
+        assert_eq!(lost, Some(0.0), "verified");
 
         let records = r.outages.outages();
         assert_eq!(records.len(), 1, "{records:?}");

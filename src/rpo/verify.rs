@@ -401,7 +401,7 @@ impl Verifier {
             c.unknown_not_committed,
         );
         if req.outage.is_some() || c.lost > 0 {
-            m.last_failover_lost_writes.set(c.lost as i64);
+            m.last_failover_lost_writes.set(c.lost as f64);
             m.last_failover_rpo.set(c.rpo_seconds);
         }
         if c.lost > 0 {

@@ -310,13 +310,21 @@ fn dashboard_shows_history_timestamps_and_scrape_health() {
             .filter_map(|t| str_of(t, "expr").map(str::to_string))
             .collect()
     };
-    // pgdrill sets the last recovery to NaN while one is pending: said, not "NaN".
-    let mappings = &panel("Last recovery")["fieldConfig"]["defaults"]["mappings"];
-    assert!(
-        (mappings.as_array().into_iter().flatten())
-            .any(|m| m["options"]["match"] == "nan" && m["options"]["result"]["text"] == "pending"),
-        "{mappings}"
-    );
+    // pgdrill sets what an outage has yet to tell to NaN: said "pending", not "NaN".
+    for title in [
+        "Last recovery",
+        "Lost writes (last failover)",
+        "RPO (last failover)",
+        "Failover history",
+    ] {
+        let mappings = &panel(title)["fieldConfig"]["defaults"]["mappings"];
+        assert!(
+            (mappings.as_array().into_iter().flatten()).any(|m| {
+                m["options"]["match"] == "nan" && m["options"]["result"]["text"] == "pending"
+            }),
+            "{title}: {mappings}"
+        );
+    }
     // Failover history: one row per outage from the exported timestamps.
     let history = panel("Failover history");
     assert_eq!(str_of(history, "type"), Some("table"));
