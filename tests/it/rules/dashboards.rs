@@ -537,47 +537,91 @@ fn dashboard_draws_no_growing_outage_once_the_load_stopped() {
     assert_dashboard_exprs_count(clocked, which, &running, "25m", 1, "load running");
 }
 
+/// The state timeline `title`'s expression, recorded as `dashboard:panel` and evaluated by
+/// promtool as Grafana would (`$__interval` 1m) on `series` (scraped every minute) for
+/// instance a:9743: `(minute, value)` pairs, `None` for no sample.
+fn assert_timeline(title: &str, series: Vec<Value>, expected: &[(u32, Option<u32>)]) {
+    let dash = json_file(&repo().join("grafana/dashboards/pgdrill.json"));
+    let panel = (dash["panels"].as_array().into_iter().flatten())
+        .find(|p| str_of(p, "type") == Some("state-timeline") && str_of(p, "title") == Some(title))
+        .unwrap_or_else(|| panic!("no state timeline {title:?}"));
+    let expr = str_of(&panel["targets"][0], "expr").expect("its expression");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = json!({"groups": [{"name": "panel", "rules": [
+        {"record": "dashboard:panel", "expr": grafana_to_promql(expr)}
+    ]}]});
+    let yaml = |v: &Value| serde_norway::to_string(v).expect("yaml");
+    fs::write(dir.path().join("panel.yml"), yaml(&rules)).expect("write the rules");
+    let labels = r#"dashboard:panel{cluster="c",instance="a:9743",namespace="n"}"#;
+    let shown = expected.iter().map(|(minute, value)| {
+        let samples: Vec<Value> = value.iter().map(|v| json!({"labels": labels, "value": v})).collect();
+        json!({"expr": "dashboard:panel", "eval_time": format!("{minute}m"), "exp_samples": samples})
+    });
+    let test = json!({"rule_files": ["panel.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series, "promql_expr_test": shown.collect::<Vec<_>>(),
+    }]});
+    fs::write(dir.path().join("panel.test.yml"), yaml(&test)).expect("write the test");
+    run_promtool(dir.path(), &["test", "rules", "panel.test.yml"]);
+}
+
+/// A series of instance `instance` in cluster c, namespace n.
+fn series(name: &str, instance: &str, label: &str, values: &str) -> Value {
+    let at = format!(r#"job="pgdrill",cluster="c",namespace="n",instance="{instance}""#);
+    json!({"series": format!("{name}{{{at}{label}}}"), "values": values})
+}
+
 /// At a 60 s scrape, an outage can begin and end between two scrapes: the state timeline
-/// shows it where `pgdrill_outages_total` rose, evaluated by promtool as Grafana would
-/// (`$__interval` 1m).
+/// shows it where `pgdrill_outages_total` rose.
 #[test]
 fn the_state_timeline_shows_an_outage_no_scrape_saw() {
-    let dash = json_file(&repo().join("grafana/dashboards/pgdrill.json"));
-    let timeline = (dash["panels"].as_array().into_iter().flatten())
-        .find(|p| {
-            str_of(p, "type") == Some("state-timeline")
-                && str_of(p, "title") == Some("Failover state")
-        })
-        .expect("a Failover state timeline");
-    let expr = str_of(&timeline["targets"][0], "expr").expect("its expression");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let rules = json!({"groups": [{"name": "timeline", "rules": [
-        {"record": "dashboard:failover_state:timeline", "expr": grafana_to_promql(expr)}
-    ]}]});
-    fs::write(
-        dir.path().join("timeline.yml"),
-        serde_norway::to_string(&rules).expect("yaml"),
-    )
-    .expect("write the rules");
-    let at = r#"job="pgdrill",cluster="c",namespace="n",instance="a:9743""#;
-    let state = |s: &str, values: &str| json!({"series": format!("pgdrill_failover_state{{{at},state=\"{s}\"}}"), "values": values});
-    let shown = |minute: u32, value: u32| {
-        json!({"expr": "dashboard:failover_state:timeline", "eval_time": format!("{minute}m"),
-               "exp_samples": [{"labels": r#"dashboard:failover_state:timeline{cluster="c",instance="a:9743",namespace="n"}"#, "value": value}]})
+    let state = |s: &str, values: &str| {
+        series(
+            "pgdrill_failover_state",
+            "a:9743",
+            &format!(r#",state="{s}""#),
+            values,
+        )
     };
-    let test = json!({"rule_files": ["timeline.yml"], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m",
-        "input_series": [
-            state("healthy", "1x8"), state("degraded", "0x8"),
-            state("recovering", "0x8"), state("outage", "0x8"),
-            {"series": format!("pgdrill_outages_total{{{at}}}"), "values": "0 0 0 1 1 1 1 1 1"},
-        ],
-        "promql_expr_test": [shown(2, 0), shown(3, 3), shown(5, 0)],
-    }]});
-    fs::write(
-        dir.path().join("timeline.test.yml"),
-        serde_norway::to_string(&test).expect("yaml"),
-    )
-    .expect("write the test");
-    run_promtool(dir.path(), &["test", "rules", "timeline.test.yml"]);
+    let input = vec![
+        state("healthy", "1x8"),
+        state("degraded", "0x8"),
+        state("recovering", "0x8"),
+        state("outage", "0x8"),
+        series("pgdrill_outages_total", "a:9743", "", "0 0 0 1 1 1 1 1 1"),
+    ];
+    assert_timeline(
+        "Failover state",
+        input,
+        &[(2, Some(0)), (3, Some(3)), (5, Some(0))],
+    );
+}
+
+/// The drill verdict of each drill process, pending then its verdict; canaries left out.
+#[test]
+fn the_drill_verdict_timeline_shows_drills_and_not_canaries() {
+    let mut input = Vec::new();
+    for (instance, verdicts) in [
+        (
+            "a:9743",
+            [
+                ("none", "0x8"),
+                ("pending", "1 1 1 0 0 0 0 0 0"),
+                ("fail", "0 0 0 1 1 1 1 1 1"),
+            ],
+        ),
+        (
+            "b:9743",
+            [("none", "1x8"), ("pending", "0x8"), ("fail", "0x8")],
+        ),
+    ] {
+        for (verdict, values) in verdicts {
+            let label = format!(r#",verdict="{verdict}""#);
+            input.push(series("pgdrill_drill_verdict", instance, &label, values));
+        }
+        for verdict in ["pass", "invalid"] {
+            let label = format!(r#",verdict="{verdict}""#);
+            input.push(series("pgdrill_drill_verdict", instance, &label, "0x8"));
+        }
+    }
+    assert_timeline("Drill verdict", input, &[(1, Some(1)), (4, Some(4))]);
 }
