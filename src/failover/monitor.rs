@@ -48,6 +48,12 @@ impl Monitor {
                             // kept pgdrill's connections while it switched servers.
                             this.outages.verified(index, check, this.identity.current());
                         }
+                        // Not a queued one's over the latest outage's pending NaN.
+                        if this.outages.shows_last_failover(req.outage, check.lost) {
+                            let m = &this.metrics;
+                            m.last_failover_lost_writes.set(check.lost as f64);
+                            m.last_failover_rpo.set(check.rpo_seconds);
+                        }
                         this.timeline.event(
                             crate::clock::unix_now(),
                             EventKind::Verification {

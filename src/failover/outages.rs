@@ -217,6 +217,17 @@ impl Outages {
         index
     }
 
+    /// Whether a verification's figures are the last failover's to show: those of the
+    /// latest outage (`outage`), or a loss found without one while none is open.
+    pub fn shows_last_failover(&self, outage: Option<usize>, lost: u64) -> bool {
+        let b = self.book.lock();
+        let latest = b.outages.back();
+        match outage {
+            Some(index) => latest.is_some_and(|o| o.index == index),
+            None => lost > 0 && latest.is_none_or(|o| o.end_unix.is_some()),
+        }
+    }
+
     /// Closes the open record; returns its index for [`Outages::verified`].
     pub fn ended(
         &self,
@@ -393,6 +404,13 @@ mod tests {
         outages.started(t0 + Duration::from_secs(5), None);
         // The first outage's verification finishes while the second is open.
         outages.verified(first.unwrap(), &check(0), None);
+        // Its figures are not the last failover's: the second's are pending.
+        assert!(!outages.shows_last_failover(first, 0));
+        assert!(outages.shows_last_failover(Some(2), 0));
+        assert!(
+            !outages.shows_last_failover(None, 3),
+            "a loss while one is open"
+        );
         let records = outages.outages();
         assert_eq!(records[1].index, 2);
         assert_eq!(records[0].lost_writes, Some(0));

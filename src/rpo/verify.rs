@@ -104,8 +104,8 @@ const PROBE_WARN_EVERY: Duration = Duration::from_secs(300);
 /// A verification failing the same way is said once in this long (it retries far more often).
 const FAILED_WARN_EVERY: Duration = Duration::from_secs(30);
 
-/// One periodic check of unknown outcomes may wait this long for its query (after the
-/// connect, bounded by the connect timeout); the next tick tries again.
+/// One periodic check of unknown outcomes may wait this long for its connection, then as
+/// long for its query; the next tick tries again.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A verification that failed (the new primary not yet reachable) is tried again.
 const VERIFY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
@@ -298,12 +298,13 @@ impl Verifier {
             return;
         }
         let asked = seqs.iter().map(|s| *s as i64).collect::<Vec<_>>();
-        // The query's own limit, not one around the connect too: cut off from outside, an
-        // unanswered query would leave its connection open (and its server slot taken).
+        // The query has its own limit, inside this one: cut off from outside, an unanswered
+        // query would leave its connection open (and its server slot taken).
         let limit = self.settle.min(RESOLVE_TIMEOUT);
-        let found = self.present(min_id, Seqs::Asked(&asked), limit).await;
-        let error = match found {
-            Ok(found) => {
+        let present = self.present(min_id, Seqs::Asked(&asked), limit);
+        let error = match tokio::time::timeout(RESOLVE_TIMEOUT + limit, present).await {
+            Err(_) => format!("no connection within {RESOLVE_TIMEOUT:?}"),
+            Ok(Ok(found)) => {
                 let found: HashSet<u64> = found.into_iter().collect();
                 self.ledger.lock().forget_unknowns(&seqs);
                 let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
@@ -317,7 +318,7 @@ impl Verifier {
                 );
                 return;
             }
-            Err(err) => err.to_string(),
+            Ok(Err(err)) => err.to_string(),
         };
         // Said (not every second), so that writes left unresolved are not left silently.
         if self.unknowns_failing.lock().hit(Instant::now()).is_some() {
@@ -387,11 +388,11 @@ impl Verifier {
         self.ledger.lock().forget_verified(req.until, &snapshot);
         self.publish_ledger_size();
         check.seconds = began.elapsed().as_secs_f64();
-        self.count(req, &check);
+        self.count(&check);
         Some(check)
     }
 
-    fn count(&self, req: &Request, c: &Check) {
+    fn count(&self, c: &Check) {
         let m = &self.metrics;
         m.verifications.inc();
         self.add(
@@ -400,10 +401,6 @@ impl Verifier {
             c.unknown_committed,
             c.unknown_not_committed,
         );
-        if req.outage.is_some() || c.lost > 0 {
-            m.last_failover_lost_writes.set(c.lost as f64);
-            m.last_failover_rpo.set(c.rpo_seconds);
-        }
         if c.lost > 0 {
             tracing::error!(
                 event = "writes_lost",
