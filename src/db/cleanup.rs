@@ -174,6 +174,10 @@ fn shared_table_needs(table: &Table, relation: &Relation) -> String {
 async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupError> {
     let mut pg = target.pg.clone();
     pg.connect_timeout(timeout);
+    // libpq ignores sslmode on a socket, where the server never offers TLS.
+    if (pg.get_hosts().iter()).all(|h| matches!(h, tokio_postgres::config::Host::Unix(_))) {
+        pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
     let connecting = pg.connect(target.tls.connector());
     let (client, connection) = tokio::time::timeout(timeout * 2, connecting)
         .await

@@ -84,6 +84,11 @@ async fn verify_full_verify_ca_and_require_connect_encrypted() {
         .await;
     assert!(summary.counts.errors.is_empty(), "{summary}");
     assert!(summary.counts.successes >= 100, "{summary}");
+    // `pgdrill cleanup` connects the same way.
+    let run_id = summary.run_id.to_string();
+    let cleanup = ["cleanup", "--dsn", &socket, "--run-id", &run_id];
+    let (status, _, err) = Binary::spawn(&cleanup).wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{err}");
     lab.shutdown().await;
 }
 
