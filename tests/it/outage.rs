@@ -382,8 +382,6 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
     lab.shutdown().await;
 }
 
-/// Once more than `writes` are acknowledged on `addr`'s `/metrics`, locks pgdrill's table
-/// from a session of its own; `ROLLBACK` on it ends the lock.
 /// Through a proxy whose path to the server went dark (its connections hang) while new
 /// connections are closed at once (HAProxy with no backend, a host that answers "unreachable"):
 /// a fast failure of the check is no answer from the server, so the hung connections are
@@ -410,6 +408,11 @@ async fn hung_connections_are_left_when_new_ones_are_closed_at_once() {
     proxy.refuse(true);
     proxy.blackhole(true);
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // Closed at once, not timed out: the check says which.
+    let timeouts = r#"pgdrill_connection_errors_total{class="connect_timeout"}"#;
+    assert_eq!(drill.metric(timeouts).await, 0.0);
+    let closed = r#"pgdrill_connection_errors_total{class="connection_closed"}"#;
+    assert!(drill.metric(closed).await > 0.0);
     proxy.blackhole(false);
     proxy.refuse(false);
     let summary = drill.finish().await;
@@ -426,6 +429,8 @@ async fn hung_connections_are_left_when_new_ones_are_closed_at_once() {
     lab.shutdown().await;
 }
 
+/// Once more than `writes` are acknowledged on `addr`'s `/metrics`, locks pgdrill's table
+/// from a session of its own; `ROLLBACK` on it ends the lock.
 async fn lock_after(addr: std::net::SocketAddr, dsn: &str, writes: f64) -> tokio_postgres::Client {
     eventually(Duration::from_secs(20), "writes acknowledged", || async {
         let text = try_http_get(addr, "/metrics").await.unwrap_or_default();

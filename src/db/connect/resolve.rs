@@ -77,8 +77,14 @@ impl Connector {
             return None;
         };
         let port = *config.get_ports().first()?;
-        let entry = (self.entries.iter())
-            .find(|e| e.port == port && matches!(&e.host, Some(Host::Tcp(h)) if h == name))?;
-        (entry.hostaddr.is_none() && name.parse::<IpAddr>().is_err()).then(|| (name.clone(), port))
+        let addr = config.get_hostaddrs().first().copied();
+        let same = || {
+            (self.entries.iter())
+                .filter(|e| e.port == port && matches!(&e.host, Some(Host::Tcp(h)) if h == name))
+        };
+        // The name listed twice, once with this address pinned: that is the one connected.
+        let pinned = same().any(|e| e.hostaddr.is_some() && e.hostaddr == addr);
+        let looked_up = same().any(|e| e.hostaddr.is_none());
+        (looked_up && !pinned && name.parse::<IpAddr>().is_err()).then(|| (name.clone(), port))
     }
 }

@@ -34,8 +34,9 @@ impl Silence {
 
     /// Writes have waited [`SUSPECT_AFTER`] unanswered: check the server with a fresh
     /// connection (one at a time, none within that time after it answered). Unanswered within
-    /// the connect timeout, it is declared silent unless a fresh connection reached the
-    /// endpoint meanwhile; answered by another server, the connections before are abandoned.
+    /// the connect timeout (or refused, unreachable, closed at once), it is declared silent
+    /// unless a fresh connection reached the endpoint meanwhile; answered by another server,
+    /// or the host name leading elsewhere meanwhile, the connections before are abandoned.
     pub fn suspect(&self) {
         let now = Instant::now();
         let current = {
@@ -68,12 +69,14 @@ impl Silence {
             return std::future::pending().await;
         };
         loop {
+            // Only while the check's own connection is unanswered: a live server answers it
+            // at once, and a DNS service may answer with a part of the name's addresses.
+            tokio::time::sleep(SUSPECT_AFTER).await;
             if let Ok(found) = self.connector.lookup(&name, port).await {
                 if !found.is_empty() && !found.contains(&addr.ip()) {
                     return name;
                 }
             }
-            tokio::time::sleep(SUSPECT_AFTER).await;
         }
     }
 
@@ -108,20 +111,24 @@ impl Silence {
                 return;
             }
         };
-        // A probe slower than the timeout says nothing either way.
-        let (answered, server) = match answered {
+        // A probe slower than the timeout says nothing either way. `unanswered`: how no
+        // server answered, if none did.
+        let (unanswered, server) = match answered {
             Ok(Ok((client, driver))) => {
                 let probe = crate::db::identity::probe(&client);
                 let server = tokio::time::timeout(connector.timeout, probe).await.ok();
                 // Dropping the client then ends the session politely (Terminate).
                 driver.detach();
-                (true, server)
+                (None, server)
             }
             // Only the server speaking answers: a refusal, an unreachable host or a connection
             // closed at once (a proxy with no backend) says nothing of the one the unanswered
             // connections reach, however fast it comes.
-            Ok(Err(err)) => (!crate::error::classify(&err).is_unreached(), None),
-            Err(_) => (false, None),
+            Ok(Err(err)) => {
+                let class = crate::error::classify(&err);
+                (class.is_unreached().then_some(class), None)
+            }
+            Err(_) => (Some(ErrorClass::ConnectTimeout), None),
         };
         let now = Instant::now();
         let mut map = connector.endpoints.lock();
@@ -129,8 +136,8 @@ impl Silence {
             return;
         };
         state.check_running = false;
-        match (answered, server) {
-            (true, Some(server)) if server.is_another_process(&self.server) => {
+        match (unanswered, server) {
+            (None, Some(server)) if server.is_another_process(&self.server) => {
                 tracing::warn!(
                     server = %self.endpoint,
                     was = %self.server.short(),
@@ -142,8 +149,8 @@ impl Silence {
                 state.abandon(&self.watch.token);
             }
             // It answered (even with an error of its own): it is slow, not silent.
-            (true, _) => state.answered_at = Some(now),
-            (false, _) => {
+            (None, _) => state.answered_at = Some(now),
+            (Some(class), _) => {
                 match state.unanswered_check(&self.watch, started, &current) {
                     Unanswered::Silent => {}
                     Unanswered::Slow => return,
@@ -157,21 +164,23 @@ impl Silence {
                         return;
                     }
                 }
-                connector
-                    .metrics
-                    .connection_errors
-                    .inc(ErrorClass::ConnectTimeout);
+                connector.metrics.connection_errors.inc(class);
+                let how = match class {
+                    ErrorClass::ConnectTimeout => format!(
+                        "not answered within {}",
+                        humantime::format_duration(connector.timeout)
+                    ),
+                    class => format!("failed at once ({class})"),
+                };
                 let message = format!(
-                    "{}: writes unanswered for {SUSPECT_AFTER:?} and a new connection not \
-                     answered within {}",
-                    self.endpoint,
-                    humantime::format_duration(connector.timeout)
+                    "{}: writes unanswered for {SUSPECT_AFTER:?} and a new connection {how}",
+                    self.endpoint
                 );
                 tracing::warn!(
                     server = %self.endpoint,
                     "server stopped answering; abandoning its connections (no_response)"
                 );
-                state.failed(ErrorClass::ConnectTimeout, &message, started);
+                state.failed(class, &message, started);
             }
         }
     }

@@ -206,6 +206,20 @@ async fn a_server_reached_during_a_check_is_not_declared_silent() {
     assert_eq!(silent, Unanswered::Silent);
 }
 
+/// Only a name the DSN does not pin is looked up again while a check waits.
+#[tokio::test]
+async fn a_name_is_looked_up_again_unless_an_address_stands_for_it() {
+    for (dsn, looked_up) in [
+        ("host=localhost port=5", true),
+        ("host=localhost hostaddr=127.0.0.1 port=5", false),
+        ("host=127.0.0.1 port=5", false),
+    ] {
+        let c = connector(dsn);
+        let (_, config) = c.resolve(&c.entries[0]).await.expect("resolve").remove(0);
+        assert_eq!(c.name_of(&config).is_some(), looked_up, "{dsn}");
+    }
+}
+
 #[tokio::test]
 async fn a_connection_whose_endpoint_was_let_go_is_still_checked() {
     use crate::db::identity::tests::id;
