@@ -97,16 +97,16 @@ impl Identity {
         same_cluster && self.timeline.is_some() && self.timeline == other.timeline
     }
 
-    /// Both addresses read, and not one machine's (`::1` and `127.0.0.1` are): a block-level
-    /// HA failover (RDS Multi-AZ, Cloud SQL) keeps the cluster and its timeline, and moves
-    /// them to another machine.
+    /// Two addresses of one family that differ, not both loopback: a block-level HA failover
+    /// (RDS Multi-AZ, Cloud SQL) keeps the cluster and its timeline and moves them to
+    /// another machine. A restart reached at its IPv6 address after its IPv4 one (a
+    /// dual-stack name) is one machine.
     fn on_another_machine(&self, other: &Identity) -> bool {
-        let loopback = |a: &str| {
-            a.parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-        };
-        match (&self.server_addr, &other.server_addr) {
-            (Some(a), Some(b)) => a != b && !(loopback(a) && loopback(b)),
+        let ip = |a: &Option<String>| a.as_deref()?.parse::<std::net::IpAddr>().ok();
+        match (ip(&self.server_addr), ip(&other.server_addr)) {
+            (Some(a), Some(b)) => {
+                a != b && a.is_ipv4() == b.is_ipv4() && !(a.is_loopback() && b.is_loopback())
+            }
             _ => false,
         }
     }
@@ -542,6 +542,11 @@ pub(crate) mod tests {
         let mut local = moved.clone();
         local.server_addr = Some("::1".into());
         assert_eq!(local.change_from(&id(5001, 1)), Change::Restart);
+        // A dual-stack name: the same machine at its IPv6 address after its IPv4 one.
+        let mut v4 = id(5001, 1);
+        v4.server_addr = Some("10.0.0.5".into());
+        moved.server_addr = Some("fd00::5".into());
+        assert_eq!(moved.change_from(&v4), Change::Restart);
 
         // The same process reached through another of its addresses is the same primary.
         let mut v6 = id(5001, 1);
