@@ -395,7 +395,8 @@ impl Drill {
         self.metrics.load_running.set(0);
         s.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
-        // A trigger still running when the load ends is killed; the drill is then invalid.
+        // A trigger still running when the load ends is ended (SIGTERM, then SIGKILL 2 s later);
+        // the drill is then invalid.
         sup.stop(Stage::Drill, None).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         // One process of several: how its clock compares with the server's, which all share.

@@ -171,7 +171,8 @@ pub enum TriggerEvent {
 
 /// Runs every planned trigger once its time has come and the previous one has ended (late,
 /// never skipped), if a write was acknowledged by then (`written`; else it is recorded as
-/// not started). On `stop`, a running trigger is killed, not recorded, and none follows.
+/// not started). On `stop`, a running trigger is ended (SIGTERM, then SIGKILL), not
+/// recorded, and none follows.
 pub async fn run_schedule(
     config: &TriggerConfig,
     load_start: Instant,
