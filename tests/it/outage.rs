@@ -108,9 +108,15 @@ async fn database_stopped_mid_run_is_classified_and_memory_stays_bounded() {
         &text,
         "pgdrill_transaction_errors_total{class=\"connect_refused\"}",
     );
+    // Writes in flight at the stop fail with its 57P01 (or a closed connection); with none
+    // in flight at that instant (seen once on a loaded machine), connects during it get 57P03.
+    let shutting_down = metric(
+        &text,
+        "pgdrill_transaction_errors_total{class=\"cannot_connect_now\"}",
+    );
     assert!(
-        closed >= 1.0,
-        "sessions killed by the shutdown are classified:\n{text}"
+        closed + shutting_down >= 1.0,
+        "the shutdown is classified:\n{text}"
     );
     assert!(refused >= 10.0, "refused connections counted: {refused}");
     assert_eq!(
