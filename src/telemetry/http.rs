@@ -290,6 +290,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::webconfig::WebConfig;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -311,8 +313,11 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_new_connection_takes_the_oldest_idle_ones_place_and_idle_ones_are_closed() {
+    /// A server on a free loopback port with `web` and `limits`, load running.
+    async fn server(
+        web: Option<WebConfig>,
+        limits: Limits,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(Health::default());
@@ -321,14 +326,34 @@ mod tests {
             metrics: Metrics::new(&[]),
             render: Box::new(String::new),
             health,
-            web: None,
-            limits: Limits {
-                max_connections: 2,
-                header_read_timeout: Duration::from_millis(300),
-            },
+            web: web.map(Arc::new),
+            limits,
         });
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, site, stop.clone()));
+        (
+            addr,
+            stop.clone(),
+            tokio::spawn(serve(listener, site, stop)),
+        )
+    }
+
+    /// `GET /healthz` on a connection of its own: the whole answer, within 2 s.
+    async fn healthz(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body));
+        read.await.unwrap().unwrap();
+        body
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_takes_the_oldest_idle_ones_place_and_idle_ones_are_closed() {
+        let limits = Limits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_millis(300),
+        };
+        let (addr, stop, server) = server(None, limits).await;
 
         let mut idle = Vec::new();
         for _ in 0..2 {
@@ -337,16 +362,7 @@ mod tests {
         // Let the server take both before the third arrives: it is served, in the place of
         // the oldest idle one.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut third = TcpStream::connect(addr).await.unwrap();
-        third
-            .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(2), third.read_to_string(&mut body))
-            .await
-            .unwrap()
-            .unwrap();
+        let body = healthz(addr).await;
         assert!(body.starts_with("HTTP/1.0 200"), "{body}");
         assert!(closed_within(&mut idle[0], Duration::from_millis(100)).await);
         // A half-sent request is an idle connection too.
@@ -358,15 +374,7 @@ mod tests {
             assert!(closed_within(stream, Duration::from_secs(2)).await);
         }
 
-        let mut ok = TcpStream::connect(addr).await.unwrap();
-        ok.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(2), ok.read_to_string(&mut body))
-            .await
-            .unwrap()
-            .unwrap();
+        let body = healthz(addr).await;
         assert!(
             body.starts_with("HTTP/1.0 200") && body.ends_with("ok\n"),
             "{body}"
@@ -401,22 +409,11 @@ mod tests {
         let web = dir.path().join("web.yml");
         let hash = bcrypt::hash("s3cret", 11).unwrap();
         std::fs::write(&web, format!("basic_auth_users:\n  prom: '{hash}'\n")).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let site = Arc::new(Site {
-            metrics: Metrics::new(&[]),
-            render: Box::new(String::new),
-            health: Arc::new(Health::default()),
-            web: Some(Arc::new(
-                crate::telemetry::webconfig::WebConfig::load(&web).unwrap(),
-            )),
-            limits: Limits {
-                max_connections: 8,
-                header_read_timeout: Duration::from_secs(5),
-            },
-        });
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, site, stop.clone()));
+        let limits = Limits {
+            max_connections: 8,
+            header_read_timeout: Duration::from_secs(5),
+        };
+        let (addr, stop, server) = server(Some(WebConfig::load(&web).unwrap()), limits).await;
         let mut wrong = Vec::new();
         for n in 0..8 {
             let mut s = TcpStream::connect(addr).await.unwrap();
@@ -431,16 +428,7 @@ mod tests {
             wrong.push(s);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut probe = TcpStream::connect(addr).await.unwrap();
-        probe
-            .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(5), probe.read_to_string(&mut body))
-            .await
-            .unwrap()
-            .unwrap();
+        let body = healthz(addr).await;
         assert!(
             body.starts_with("HTTP/1.0 "),
             "the probe was shut out: {body:?}"
