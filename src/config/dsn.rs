@@ -26,21 +26,28 @@ const OUR_KEYS: &[(&str, &str)] = &[
     ("gssencmode", "PGGSSENCMODE"),
     ("passfile", "PGPASSFILE"),
     ("connect_timeout", "PGCONNECT_TIMEOUT"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
+    ("options", "PGOPTIONS"),
+    ("channel_binding", "PGCHANNELBINDING"),
+    // libpq has no variable for it; tokio-postgres reads it in seconds, libpq in milliseconds.
+    ("tcp_user_timeout", ""),
 ];
 
 /// What libpq takes and pgdrill does not: connection keys tokio-postgres does not know (a
 /// parse error that quotes one names an option, not a piece of a password) and environment
 /// variables pgdrill does not read (a set one is said at start).
 pub(super) const UNSUPPORTED_KEYS: &str =
-    "service sslcert sslkey sslcertmode sslcrl sslcrldir sslsni sslnegotiation \
+    "service sslcert sslkey sslcertmode sslcrl sslcrldir sslsni \
     ssl_min_protocol_version ssl_max_protocol_version require_auth requirepeer client_encoding \
     krbsrvname gsslib gssdelegation fallback_application_name keepalives_count \
-    tcp_user_timeout replication requiressl sslcompression sslpassword";
-const UNREAD_VARS: &str =
-    "PGSERVICE PGSERVICEFILE PGOPTIONS PGSSLCERT PGSSLKEY PGSSLCERTMODE PGSSLCRL PGSSLCRLDIR \
-    PGSSLSNI PGSSLNEGOTIATION PGSSLMINPROTOCOLVERSION PGSSLMAXPROTOCOLVERSION PGREQUIREAUTH \
-    PGREQUIREPEER PGCHANNELBINDING PGCLIENTENCODING PGKRBSRVNAME PGGSSLIB PGGSSDELEGATION \
-    PGLOADBALANCEHOSTS";
+    replication requiressl sslcompression sslpassword";
+const UNREAD_VARS: &str = "PGSERVICEFILE PGSSLSNI PGSSLMAXPROTOCOLVERSION PGCLIENTENCODING \
+    PGKRBSRVNAME PGGSSLIB PGGSSDELEGATION";
+/// Of those, the ones that choose the server or tighten the connection's security: going on
+/// without them would write to another database, or with less protection than asked for.
+const REFUSED_VARS: &str = "PGSERVICE PGREQUIREAUTH PGREQUIREPEER PGSSLCERT PGSSLKEY \
+    PGSSLCERTMODE PGSSLCRL PGSSLCRLDIR PGSSLMINPROTOCOLVERSION";
 
 /// PgBouncer's conventional port (Azure Flexible Server's built-in PgBouncer listens
 /// there too): the one sign of a pooler pgdrill has before it connects.
@@ -52,6 +59,7 @@ pub fn parse(
     dsn: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Target, ConfigError> {
+    refuse_env(&env)?;
     let raw = &query_at_encoded(dsn.unwrap_or("").trim());
     check_url_user_info(raw)?;
     let (rest, ours) = take_our_params(&url_ports(raw, &env)?);
@@ -68,6 +76,7 @@ pub fn parse(
     let tls = tls_settings(&value)?;
     pg.target_session_attrs(session_attrs(&value)?);
     check_gssencmode(&value)?;
+    pass_through(&mut pg, &value)?;
     pg.ssl_mode(tls.mode.for_tokio_postgres());
     let ports_from_dsn = !pg.get_ports().is_empty();
     let names_from_dsn = (!pg.get_hosts().is_empty(), !pg.get_hostaddrs().is_empty());
@@ -274,7 +283,11 @@ fn our_value(
     if let Some((_, v)) = from_dsn.iter().rev().find(|(k, _)| k == key) {
         return Some((v.clone(), "--dsn"));
     }
-    env(var).filter(|v| !v.is_empty()).map(|v| (v, *var))
+    (!var.is_empty())
+        .then(|| env(var))
+        .flatten()
+        .filter(|v| !v.is_empty())
+        .map(|v| (v, *var))
 }
 
 /// libpq's target_session_attrs for a writer: `primary` is `read-write` (a server in
@@ -307,6 +320,72 @@ fn check_gssencmode(value: Value) -> Result<(), ConfigError> {
              through sslmode protects the connection)",
         )),
         _ => Ok(()),
+    }
+}
+
+/// Keys with a libpq variable tokio-postgres does not read, and the two it reads otherwise
+/// than libpq: from the DSN, else from their variable.
+fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), ConfigError> {
+    for key in [
+        "options",
+        "channel_binding",
+        "sslnegotiation",
+        "load_balance_hosts",
+    ] {
+        let Some((v, from)) = value(key) else {
+            continue;
+        };
+        let bad = |reason: &str| ConfigError::new(from, format!("{key}={v}"), reason);
+        let one = one_key(key, &v).map_err(|reason| bad(&reason))?;
+        match key {
+            "options" => {
+                pg.options(one.get_options().unwrap_or_default());
+            }
+            "channel_binding" => {
+                pg.channel_binding(one.get_channel_binding());
+            }
+            // Direct TLS needs the ALPN pgdrill's TLS does not offer.
+            "sslnegotiation" if v != "postgres" => {
+                return Err(bad("pgdrill negotiates TLS the PostgreSQL way only: \
+                    sslnegotiation must be postgres"));
+            }
+            "load_balance_hosts" => {
+                pg.load_balance_hosts(one.get_load_balance_hosts());
+            }
+            _ => {}
+        }
+    }
+    if let Some((v, from)) = value("tcp_user_timeout") {
+        match v.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => {
+                pg.tcp_user_timeout(Duration::from_millis(ms));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    from,
+                    format!("tcp_user_timeout={v}"),
+                    "`tcp_user_timeout` must be whole milliseconds above 0 (pgdrill needs \
+                     the kernel to give up on a dead server)",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A set variable of [`REFUSED_VARS`]: an error naming it, before anything starts.
+fn refuse_env(env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    match REFUSED_VARS
+        .split_whitespace()
+        .find_map(|var| env(var).filter(|v| !v.is_empty()).map(|v| (var, v)))
+    {
+        Some((var, value)) => Err(ConfigError::new(
+            var,
+            value,
+            "pgdrill does not read this libpq variable, and going on without it would \
+             connect elsewhere or with less protection than it asks for; unset it",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -437,13 +516,15 @@ fn kv_value(s: &str) -> (String, usize) {
     (out, s.len())
 }
 
+/// A one-key DSN, so that a value from the environment gets exactly libpq's syntax.
+fn one_key(key: &str, value: &str) -> Result<PgConfig, String> {
+    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+    PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e, ""))
+}
+
 /// Applies one `PG*` variable where the DSN left its key unset.
 fn apply_env_default(pg: &mut PgConfig, var: &str, value: &str) -> Result<(), String> {
-    // A one-key DSN, so that the environment gets exactly libpq's syntax.
-    let one = |key: &str| {
-        let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-        PgConfig::from_str(&format!("{key}='{escaped}'")).map_err(|e| describe_parse_error(&e, ""))
-    };
+    let one = |key: &str| one_key(key, value);
     match var {
         "PGHOST" if pg.get_hosts().is_empty() => {
             for host in one("host")?.get_hosts() {

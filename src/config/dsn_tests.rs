@@ -1,5 +1,6 @@
 //! Connection strings: both forms, the environment, and what is refused.
 use super::*;
+use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts};
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -129,15 +130,15 @@ fn hostaddr_alone_is_the_host_as_libpq_has_it() {
 #[test]
 fn libpq_variables_pgdrill_does_not_read_are_named_at_start() {
     let env = |k: &str| match k {
-        "PGSSLCERT" => Some("/home/app/.postgresql/client.crt".to_string()),
-        "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
+        "PGCLIENTENCODING" => Some("LATIN1".to_string()),
+        "PGSSLMAXPROTOCOLVERSION" => Some("TLSv1.2".to_string()),
         "PGSERVICE" => Some(String::new()),
         _ => None,
     };
     let t = parse(Some("host=db"), env).unwrap();
     assert_eq!(
         t.passed_over,
-        ["libpq environment variables pgdrill does not read are set and ignored: PGOPTIONS PGSSLCERT"]
+        ["libpq environment variables pgdrill does not read are set and ignored: PGSSLMAXPROTOCOLVERSION PGCLIENTENCODING"]
     );
     assert!(parse(Some("host=db"), no_env)
         .unwrap()
@@ -550,4 +551,70 @@ fn an_unusable_root_certificate_is_named_where_it_was_set() {
         (e.option, e.value.as_str()),
         ("--dsn", "sslrootcert=/no/ca.pem")
     );
+}
+
+#[test]
+fn a_variable_that_picks_the_server_or_tightens_security_is_refused_by_name() {
+    for (var, value) in [
+        ("PGSERVICE", "prod"),
+        ("PGSSLCERT", "/home/app/client.crt"),
+        ("PGREQUIREAUTH", "scram-sha-256"),
+        ("PGSSLMINPROTOCOLVERSION", "TLSv1.3"),
+    ] {
+        let env = |k: &str| (k == var).then(|| value.to_string());
+        let e = parse(Some("host=db"), env).unwrap_err().to_string();
+        assert!(
+            e.contains(var) && e.contains(value) && e.contains("unset it"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn options_channel_binding_and_balancing_come_from_the_dsn_or_their_variables() {
+    let env = |k: &str| match k {
+        "PGOPTIONS" => Some("-c search_path=drill".to_string()),
+        "PGCHANNELBINDING" => Some("require".to_string()),
+        "PGLOADBALANCEHOSTS" => Some("disable".to_string()),
+        _ => None,
+    };
+    let t = parse(Some("host=db"), env).unwrap();
+    assert_eq!(t.pg.get_options(), Some("-c search_path=drill"));
+    assert_eq!(t.pg.get_channel_binding(), ChannelBinding::Require);
+    assert_eq!(t.pg.get_load_balance_hosts(), LoadBalanceHosts::Disable);
+    let random = |k: &str| (k == "PGLOADBALANCEHOSTS").then(|| "random".to_string());
+    let t = parse(Some("host=a,b"), random).unwrap();
+    assert_eq!(t.pg.get_load_balance_hosts(), LoadBalanceHosts::Random);
+    let t = parse(
+        Some("host=db options='-c work_mem=4MB' channel_binding=disable"),
+        env,
+    )
+    .unwrap();
+    assert_eq!(t.pg.get_options(), Some("-c work_mem=4MB"));
+    assert_eq!(t.pg.get_channel_binding(), ChannelBinding::Disable);
+    let t = parse(Some("postgres://db/x?options=-c%20a%3Db"), no_env).unwrap();
+    assert_eq!(t.pg.get_options(), Some("-c a=b"));
+    for (dsn, named) in [
+        (
+            "host=db load_balance_hosts=sometimes",
+            "load_balance_hosts=sometimes",
+        ),
+        ("host=db sslnegotiation=direct", "sslnegotiation=direct"),
+        ("host=db channel_binding=maybe", "channel_binding=maybe"),
+    ] {
+        let e = parse(Some(dsn), no_env).unwrap_err().to_string();
+        assert!(e.contains("--dsn") && e.contains(named), "{e}");
+    }
+}
+
+#[test]
+fn tcp_user_timeout_is_milliseconds_as_in_libpq() {
+    let t = parse(Some("host=db tcp_user_timeout=10000"), no_env).unwrap();
+    assert_eq!(t.pg.get_tcp_user_timeout(), Some(&Duration::from_secs(10)));
+    for bad in ["0", "-1", "ten"] {
+        let e = parse(Some(&format!("host=db tcp_user_timeout={bad}")), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("milliseconds"), "{e}");
+    }
 }
