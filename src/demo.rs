@@ -179,12 +179,16 @@ async fn drill_on(
     let flags = crate::config::flags_as_run(&argv, &config.target.redacted);
     let report_path = config.report.clone();
     eprintln!(
-        "pgdrill demo: {} INSERT/s for {}, {} failover after {}; metrics on http://{}/metrics",
+        "pgdrill demo: {} INSERT/s for {}, {} failover after {}; metrics on http://{}/metrics{}",
         args.rate,
         humantime::format_duration(total),
         flag_value(args.failover),
         humantime::format_duration(args.failover_after.into()),
-        listener.local_addr().unwrap_or(args.listen)
+        listener.local_addr().unwrap_or(args.listen),
+        report_path
+            .as_ref()
+            .map(|p| format!("; the report stays at {}", p.display()))
+            .unwrap_or_default()
     );
     eprintln!(
         "pgdrill demo: this models {}; --connect-timeout {}",
