@@ -105,6 +105,20 @@ fn at_least(
     Ok(d)
 }
 
+/// `d`, unless longer than `max` (`why` says what would go wrong).
+fn at_most(
+    option: &'static str,
+    d: Duration,
+    max: Duration,
+    why: &str,
+) -> Result<Duration, ConfigError> {
+    if d > max {
+        let reason = format!("must be at most {}{why}", text(max));
+        return Err(ConfigError::new(option, text(d), reason));
+    }
+    Ok(d)
+}
+
 /// Whether two paths name one file: as they are, or by their directories resolved
 /// (`./x`, `out/../x` and `x`).
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -115,6 +129,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     };
     a == b || matches!((resolved(a), resolved(b)), (Some(a), Some(b)) if a == b)
 }
+
+/// The longest `--verify-window`: 36,000 ledger slices, a few MB even while held.
+const MAX_VERIFY_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The slowest `--rate` other than 0 (unlimited).
 const MIN_RATE: f64 = 0.001;
@@ -291,7 +308,13 @@ impl RunArgs {
             shutdown_grace: self.shutdown_grace.into(),
             linger: self.linger.into(),
             outage_threshold,
-            verify_window: positive("--verify-window", self.verify_window)?,
+            verify_window: at_most(
+                "--verify-window",
+                positive("--verify-window", self.verify_window)?,
+                MAX_VERIFY_WINDOW,
+                ": the ledger keeps the window's acknowledged writes in memory, and a \
+                 verification reads them all back",
+            )?,
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
         };

@@ -351,3 +351,13 @@ fn a_dsn_split_by_the_shell_shows_no_part_of_its_password() {
     let err = Cli::try_parse_from(&argv).expect_err("a bare word");
     assert!(crate::config::usage_message(&err, &argv).contains("'stray'"));
 }
+
+#[test]
+fn a_verify_window_past_an_hour_is_refused_for_the_memory_it_would_hold() {
+    let e = args(&["--verify-window", "7d"]).unwrap_err().to_string();
+    assert!(
+        e.contains("--verify-window") && e.contains("7days") && e.contains("at most 1h"),
+        "{e}"
+    );
+    assert!(args(&["--verify-window", "1h"]).is_ok());
+}
