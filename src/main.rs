@@ -132,7 +132,7 @@ fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
 fn run(args: RunArgs) -> ExitCode {
     let config = args
         .validate(|key| std::env::var(key).ok())
-        .and_then(|config| config.check_trigger_program().map(|()| config))
+        .and_then(|config| config.check_programs().map(|()| config))
         .unwrap_or_else(|err| usage_error_at("", Some(err.option), err));
     init_logging(config.log_format, &config.log_filter);
     block_on(usize::from(args.worker_threads), async {

@@ -486,9 +486,13 @@ impl Config {
             .map_or(Duration::ZERO, |r| Duration::from_secs_f64(3.0 / r))
     }
 
-    /// The failover command's program can be run now (`pgdrill demo`'s in-process trigger
-    /// needs none): a typo found when the trigger is due would cost the whole run.
-    pub fn check_trigger_program(&self) -> Result<(), ConfigError> {
+    /// The failover and password commands' programs can be run now (`pgdrill demo`'s
+    /// in-process trigger needs none): a typo found when one is due would cost the run.
+    pub fn check_programs(&self) -> Result<(), ConfigError> {
+        if let PasswordSource::Command { argv, .. } = &self.password {
+            // The arguments are not shown: they may hold a secret.
+            crate::drill::plan::runnable("--password-command", "(not shown)", argv)?;
+        }
         (self.drill.trigger.as_ref()).map_or(Ok(()), |t| t.action.check_program())
     }
 

@@ -361,3 +361,20 @@ fn a_verify_window_past_an_hour_is_refused_for_the_memory_it_would_hold() {
     );
     assert!(args(&["--verify-window", "1h"]).is_ok());
 }
+
+#[test]
+fn a_password_command_whose_program_is_missing_is_refused_before_start_without_its_arguments() {
+    let c = args(&[
+        "--password-command",
+        "azz account get-access-token --secret s3cret",
+    ])
+    .unwrap();
+    let e = c.check_programs().unwrap_err().to_string();
+    assert!(
+        e.contains("--password-command") && e.contains("`azz`"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    let c = args(&["--password-command", "env true"]).unwrap();
+    assert!(c.check_programs().is_ok());
+}
