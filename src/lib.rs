@@ -191,13 +191,17 @@ pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupErr
     for why in &config.target.passed_over {
         tracing::warn!("{why}");
     }
-    db::cleanup::run(
-        &config.target,
-        &config.table,
-        config.scope,
-        config.connect_timeout,
-    )
-    .await
+    let mut target = config.target;
+    let metrics = Metrics::new(&target.hosts);
+    let credentials = Arc::new(db::credentials::Credentials::new(config.password, metrics));
+    if let Some(secret) = credentials
+        .password()
+        .await
+        .map_err(CleanupError::Connect)?
+    {
+        target.pg.password(secret.expose());
+    }
+    db::cleanup::run(&target, &config.table, config.scope, config.connect_timeout).await
 }
 
 /// The parts of one run, built and connected, not yet started.

@@ -171,26 +171,8 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_QUERY_MODE", value_enum, default_value_t = QueryModeArg::Auto)]
     pub query_mode: QueryModeArg,
 
-    /// Read the password from this file for every new connection (rotated secrets);
-    /// overrides the DSN's and PGPASSWORD. The first non-empty line is used.
-    #[arg(
-        long,
-        env = "PGDRILL_PASSWORD_FILE",
-        conflicts_with = "password_command"
-    )]
-    pub password_file: Option<PathBuf>,
-
-    /// Run this command to obtain the password (e.g. an Entra ID token:
-    /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
-    /// split into words like a shell would but run without one (write `sh -c '…'` for pipes);
-    /// cached for --password-ttl and re-run after an authentication failure. Never logged.
-    #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
-    pub password_command: Option<String>,
-
-    /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
-    #[arg(value_parser = duration, long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m",
-          requires = "password_command")]
-    pub password_ttl: humantime::Duration,
+    #[command(flatten)]
+    pub password: PasswordArgs,
 
     /// Delete this run's rows older than this from the table, continuously, in small batches
     /// (for long-running canaries; off by default so drills keep every row); other pgdrill
@@ -323,6 +305,33 @@ pub struct CleanupArgs {
     /// Give up connecting after this long.
     #[arg(value_parser = duration, long, default_value = "10s")]
     pub connect_timeout: humantime::Duration,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// Where the password comes from when not from the DSN, PGPASSWORD or the password file.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// Read the password from this file for every new connection (rotated secrets);
+    /// overrides the DSN's and PGPASSWORD. The first non-empty line is used.
+    #[arg(
+        long,
+        env = "PGDRILL_PASSWORD_FILE",
+        conflicts_with = "password_command"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// Run this command to obtain the password (e.g. an Entra ID token:
+    /// `az account get-access-token --resource-type oss-rdbms --query accessToken -o tsv`);
+    /// split into words like a shell would but run without one (write `sh -c '…'` for pipes);
+    /// cached for --password-ttl and re-run after an authentication failure. Never logged.
+    #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
+    pub password_command: Option<String>,
+
+    /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
+    #[arg(value_parser = duration, long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m",
+          requires = "password_command")]
+    pub password_ttl: humantime::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -223,10 +223,7 @@ impl RunArgs {
         let outage_threshold = positive("--outage-threshold", self.outage_threshold)?;
         let mut target = dsn::parse(self.dsn.as_deref(), env)?;
         let query_mode = self.query_mode(&target);
-        let password = self.password()?;
-        if matches!(password, PasswordSource::Dsn) {
-            target.use_password_file();
-        }
+        let password = self.password.source(&mut target)?;
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
         let table = Table::parse(&self.table)?;
@@ -378,25 +375,6 @@ impl RunArgs {
         }
     }
 
-    fn password(&self) -> Result<PasswordSource, ConfigError> {
-        match (&self.password_file, &self.password_command) {
-            (Some(path), _) => PasswordSource::File(path.clone()),
-            (None, Some(command)) => PasswordSource::Command {
-                // The value is not echoed: it is a command line, which may hold a secret.
-                argv: shlex::split(command).ok_or_else(|| {
-                    ConfigError::new(
-                        "--password-command",
-                        "(not shown)",
-                        "cannot be split into words: unbalanced quotes or a trailing backslash",
-                    )
-                })?,
-                ttl: self.password_ttl.into(),
-            },
-            (None, None) => PasswordSource::Dsn,
-        }
-        .validate()
-    }
-
     fn retention(&self) -> Result<Option<RetentionSettings>, ConfigError> {
         let Some(window) = self.retention else {
             return Ok(None);
@@ -430,6 +408,7 @@ impl RunArgs {
 #[derive(Debug, Clone)]
 pub struct CleanupConfig {
     pub target: Target,
+    pub password: PasswordSource,
     pub table: Table,
     pub scope: Scope,
     pub connect_timeout: Duration,
@@ -458,6 +437,33 @@ impl ReportArgs {
     }
 }
 
+impl PasswordArgs {
+    /// The password's source, validated; the DSN's takes the password file as libpq does.
+    fn source(&self, target: &mut Target) -> Result<PasswordSource, ConfigError> {
+        match (&self.password_file, &self.password_command) {
+            (Some(path), _) => PasswordSource::File(path.clone()),
+            (None, Some(command)) => PasswordSource::Command {
+                // The value is not echoed: it is a command line, which may hold a secret.
+                argv: shlex::split(command).ok_or_else(|| {
+                    ConfigError::new(
+                        "--password-command",
+                        "(not shown)",
+                        "cannot be split into words: unbalanced quotes or a trailing backslash",
+                    )
+                })?,
+                ttl: self.password_ttl.into(),
+            },
+            (None, None) => PasswordSource::Dsn,
+        }
+        .validate()
+        .inspect(|source| {
+            if matches!(source, PasswordSource::Dsn) {
+                target.use_password_file();
+            }
+        })
+    }
+}
+
 impl CleanupArgs {
     pub fn validate(
         &self,
@@ -469,8 +475,8 @@ impl CleanupArgs {
             _ => Scope::DropTable,
         };
         let mut target = dsn::parse(self.dsn.as_deref(), env)?;
-        target.use_password_file();
         Ok(CleanupConfig {
+            password: self.password.source(&mut target)?,
             target,
             table: Table::parse(&self.table)?,
             scope,

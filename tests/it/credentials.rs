@@ -359,5 +359,24 @@ async fn the_password_appears_nowhere() {
     assert_eq!(status.code(), Some(5), "{err}");
     assert!(err.contains("group or others can read it"), "{err}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
+    // `pgdrill cleanup` takes the password from a command or a file as a run does.
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("write the secret");
+    let command = format!("cat {}", secret_file.display());
+    let secret_file = secret_file.display().to_string();
+    for source in [
+        ["--password-command", &command],
+        ["--password-file", &secret_file],
+    ] {
+        let (status, out, err) = Binary::spawn(&[&cleanup[..], &source[..]].concat())
+            .wait(Duration::from_secs(20))
+            .await;
+        assert!(status.success(), "{source:?}: {err}");
+        assert!(
+            out.contains("nothing to clean") || out.contains("deleted"),
+            "{out}"
+        );
+        assert!(!out.contains(SECRET) && !err.contains(SECRET), "{err}");
+    }
     lab.shutdown().await;
 }
