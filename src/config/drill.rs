@@ -34,7 +34,8 @@ pub struct DrillArgs {
     pub failover_command: Option<String>,
 
     /// Run --failover-command with `sh -c`.
-    #[arg(long, env = "PGDRILL_FAILOVER_SHELL", requires = "failover_command",
+    // Checked in `validate`, not with `requires`: PGDRILL_FAILOVER_SHELL=false is not a use.
+    #[arg(long, env = "PGDRILL_FAILOVER_SHELL",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub failover_shell: bool,
 
@@ -95,6 +96,13 @@ impl DrillArgs {
         };
         let fleet = self.fleet.validate()?;
         let trigger = match &self.failover_command {
+            None if self.failover_shell => {
+                return Err(ConfigError::new(
+                    "--failover-shell",
+                    "true",
+                    "says how to run --failover-command, which is not given",
+                ))
+            }
             None => None,
             Some(raw) => {
                 let command = TriggerCommand::parse(raw, self.failover_shell)?;

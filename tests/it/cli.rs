@@ -174,4 +174,14 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
         assert_eq!(status.code(), Some(2), "{env:?} {args:?}: {err}");
         assert!(err.contains(expect), "{env:?} {args:?}: {err}");
     }
+    // A boolean variable set to false (a ConfigMap shared with canaries) asks for nothing.
+    let off = ("PGDRILL_FAILOVER_SHELL", "false");
+    let (status, _, err) = Binary::spawn_with(&[off], &["--pipeline-depth", "0"])
+        .wait(Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--pipeline-depth") && !err.contains("failover"),
+        "{err}"
+    );
 }
