@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339;
 use crate::failover::outages::{EarlierOutages, OutageRecord};
+use crate::telemetry::timeline::LossWithoutOutage;
 
 pub use daemon::{DrillRun, Sources};
 pub use plan::TriggerConfig;
@@ -49,7 +50,7 @@ pub struct RunFacts {
     /// Every acknowledged write found missing, in an outage or not.
     pub lost_writes_in_run: u64,
     /// When each verification that closed no outage ran, and what it found lost.
-    pub losses_without_outage: Vec<(f64, u64)>,
+    pub losses_without_outage: Vec<LossWithoutOutage>,
     pub run_end_unix: f64,
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
+use crate::telemetry::timeline::LossWithoutOutage;
 
 /// An outage that began this long before a trigger started still belongs to it: writes
 /// sent just before the trigger fail with the failover. One older is the baseline's,
@@ -68,7 +69,7 @@ pub fn attribute(
     triggers: &[TriggerRun],
     baselines: &[Baseline],
     outages: &[OutageRecord],
-    (new_primary_writes_unix, losses_without_outage): (&[f64], &[(f64, u64)]),
+    (new_primary_writes_unix, losses_without_outage): (&[f64], &[LossWithoutOutage]),
     run_end_unix: f64,
 ) -> Vec<DrillTiming> {
     triggers
@@ -86,10 +87,10 @@ pub fn attribute(
                 .unwrap_or(f64::INFINITY);
             let (mine, new_primary) = in_window(from, next, outages, new_primary_writes_unix);
             let outage = mine.first().copied();
-            let lone = (losses_without_outage.iter())
-                .filter(|(at, _)| (from..next).contains(at))
-                .map(|(_, lost)| *lost);
-            let (lone_count, lone_lost) = lone.fold((0, 0), |(n, sum), lost| (n + 1, sum + lost));
+            let lone: Vec<_> = (losses_without_outage.iter())
+                .filter(|l| (from..next).contains(&l.at))
+                .collect();
+            let lone_lost: u64 = lone.iter().map(|l| l.lost).sum();
             let later_outages = mine.iter().skip(1).map(|o| o.index).collect();
             let (ended, open): (Vec<&OutageRecord>, Vec<_>) =
                 mine.iter().partition(|o| o.end_unix.is_some());
@@ -107,11 +108,13 @@ pub fn attribute(
                     o.write_unavailable_seconds
                         .unwrap_or((run_end_unix - o.start_unix).max(0.0))
                 }),
-                lost_writes: (outage.is_some() || lone_count > 0)
+                lost_writes: (outage.is_some() || !lone.is_empty())
                     .then(|| mine.iter().map(|o| o.lost_writes).sum::<Option<u64>>())
                     .flatten()
                     .map(|lost| lost + lone_lost),
-                rpo_seconds: mine.iter().filter_map(|o| o.rpo_seconds).reduce(f64::max),
+                rpo_seconds: (mine.iter().filter_map(|o| o.rpo_seconds))
+                    .chain(lone.iter().map(|l| l.rpo_seconds))
+                    .reduce(f64::max),
                 trigger_seconds: t.duration_seconds,
             }
         })
@@ -368,16 +371,28 @@ pub(crate) mod tests {
         let triggers = [trigger(1, T0 + 30.0, 0.1), trigger(2, T0 + 60.0, 0.1)];
         let outages = [outage(1, T0 + 60.2, Some(0.5), 2)];
         // Trigger 1: a switch faster than the outage threshold that lost 3; one before it.
-        let losses = [(T0 + 20.0, 7), (T0 + 31.0, 3), (T0 + 62.0, 1)];
+        let loss = |at, lost, rpo_seconds| LossWithoutOutage {
+            at,
+            lost,
+            rpo_seconds,
+        };
+        let losses = [
+            loss(T0 + 20.0, 7, 0.9),
+            loss(T0 + 31.0, 3, 0.4),
+            loss(T0 + 62.0, 1, 0.3),
+        ];
         let d = attribute(&triggers, &[], &outages, (&[], &losses), T0 + 90.0);
         assert_eq!((d[0].outage, d[0].lost_writes), (None, Some(3)));
+        assert_eq!(d[0].rpo_seconds, Some(0.4));
         assert_eq!(
             d[1].lost_writes,
             Some(3),
             "its outage's 2 and 1 found apart"
         );
+        assert_eq!(d[1].rpo_seconds, Some(0.3), "the larger of 0.2 and 0.3");
         let d = attribute(&triggers, &[], &outages, (&[], &[]), T0 + 90.0);
         assert_eq!((d[0].lost_writes, d[1].lost_writes), (None, Some(2)));
+        assert_eq!((d[0].rpo_seconds, d[1].rpo_seconds), (None, Some(0.2)));
     }
 
     #[test]

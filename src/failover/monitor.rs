@@ -60,6 +60,7 @@ impl Monitor {
                                 outage: req.outage.map(|i| i as u32),
                                 checked: check.checked,
                                 lost: check.lost,
+                                rpo_seconds: check.rpo_seconds,
                                 unknown_committed: check.unknown_committed,
                                 unknown_not_committed: check.unknown_not_committed,
                             },

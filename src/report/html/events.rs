@@ -51,16 +51,21 @@ fn marker(e: &Event) -> (String, &'static str, String) {
             outage,
             checked,
             lost,
+            rpo_seconds,
             unknown_committed,
             unknown_not_committed,
         } => (
             if *lost == 0 { "V✓" } else { "V✗" }.to_string(),
             if *lost == 0 { "#1b7f79" } else { "#b30000" },
             format!(
-                "verification{}: {} acknowledged writes checked, {} lost; unknown outcomes {} on the new primary, {} not on it",
+                "verification{}: {} acknowledged writes checked, {} lost{}; unknown outcomes {} on the new primary, {} not on it",
                 outage.map_or_else(String::new, |o| format!(" after outage {o}")),
                 group(*checked),
                 group(*lost),
+                match *lost {
+                    0 => String::new(),
+                    _ => format!(" (RPO {rpo_seconds:.3} s)"),
+                },
                 group(*unknown_committed),
                 group(*unknown_not_committed)
             ),

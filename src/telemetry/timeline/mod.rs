@@ -16,7 +16,7 @@
 //! outage still colours its 10-minute bucket.
 //!
 //! Memory bound: the tiers' caps of 104-byte buckets plus [`MAX_EVENTS`] events with at
-//! most two strings of [`MAX_TEXT`] bytes each, 3,221,440 bytes (3.2 MB) on 64-bit
+//! most two strings of [`MAX_TEXT`] bytes each, 3,229,440 bytes (3.2 MB) on 64-bit
 //! targets; `tests.rs` feeds a simulated week and checks the heap actually held against it.
 
 use parking_lot::Mutex;
@@ -208,6 +208,9 @@ pub enum EventKind {
         outage: Option<u32>,
         checked: u64,
         lost: u64,
+        /// The time span of the lost writes (0 with none lost).
+        #[serde(default)]
+        rpo_seconds: f64,
         unknown_committed: u64,
         unknown_not_committed: u64,
     },
@@ -215,6 +218,14 @@ pub enum EventKind {
     Restart { what: String },
     /// The drill's own fault injection (e.g. `pg_ctl stop -m immediate`).
     FailoverTrigger { how: String },
+}
+
+/// A verification that closed no outage: when it ran, and what it found lost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossWithoutOutage {
+    pub at: f64,
+    pub lost: u64,
+    pub rpo_seconds: f64,
 }
 
 /// The latest [`MAX_EVENTS`] events, in push order.
@@ -250,13 +261,20 @@ impl EventLog {
         self.list.iter()
     }
 
-    /// When each verification that closed no outage (a failover faster than the outage
-    /// threshold) ran, and the acknowledged writes it found lost.
-    pub fn losses_without_outage(&self) -> Vec<(f64, u64)> {
+    /// The verifications that closed no outage (a failover faster than the outage
+    /// threshold).
+    pub fn losses_without_outage(&self) -> Vec<LossWithoutOutage> {
         let lone = |e: &Event| match e.kind {
             EventKind::Verification {
-                outage: None, lost, ..
-            } => Some((e.at, lost)),
+                outage: None,
+                lost,
+                rpo_seconds,
+                ..
+            } => Some(LossWithoutOutage {
+                at: e.at,
+                lost,
+                rpo_seconds,
+            }),
             _ => None,
         };
         self.list.iter().filter_map(lone).collect()
@@ -406,7 +424,7 @@ impl Recorder {
     }
 
     /// [`EventLog::losses_without_outage`] of the events so far.
-    pub fn losses_without_outage(&self) -> Vec<(f64, u64)> {
+    pub fn losses_without_outage(&self) -> Vec<LossWithoutOutage> {
         self.timeline.lock().events.losses_without_outage()
     }
 
