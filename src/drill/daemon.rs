@@ -108,9 +108,10 @@ impl DrillRun {
                 let how = format!("trigger {index} started: {}", self.config.action.display());
                 let started = EventKind::FailoverTrigger { how };
                 self.sources.timeline.event(to.unix, started);
-                // This trigger's figures are not measured yet.
-                m.first_failed_write.set(0.0);
-                m.new_primary_write.set(0.0);
+                // This trigger's figures are not measured yet (and stay so without an
+                // outage or a new primary), as the summary's null.
+                m.first_failed_write.set(f64::NAN);
+                m.new_primary_write.set(f64::NAN);
                 let mut b = self.book.lock();
                 let from = b.baseline_from.take().unwrap_or(to);
                 b.baselines.push(Baseline::between(index, from, to, rate));
@@ -230,6 +231,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let reply = requests.recv().await.expect("the trigger asks");
+        for unmeasured in [
+            "pgdrill_failover_first_failed_write_seconds",
+            "pgdrill_failover_new_primary_write_seconds",
+        ] {
+            let value = metrics.sample(unmeasured).expect("gauge");
+            assert!(value.is_nan(), "{unmeasured} {value}");
+        }
         let failed_at = Instant::now() + Duration::from_millis(50);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let index = outages.started(failed_at, None);
