@@ -204,6 +204,32 @@ pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupErr
     db::cleanup::run(&target, &config.table, config.scope, config.connect_timeout).await
 }
 
+/// Says before the load what else the run will do: the failovers it triggers and the
+/// files it writes at the end.
+fn announce_outputs(config: &Config) {
+    let shown = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let trigger = config.drill.trigger.as_ref().map(|t| {
+        let s = &t.schedule;
+        let every = s.every.map_or_else(String::new, |e| {
+            format!(", then every {}", humantime::format_duration(e))
+        });
+        format!(
+            "{} x{} after {}{every}",
+            t.action.display(),
+            s.count,
+            humantime::format_duration(s.after)
+        )
+    });
+    if trigger.is_some() || config.summary_json.is_some() || config.report.is_some() {
+        tracing::info!(
+            failover_trigger = trigger.as_deref().unwrap_or("none"),
+            summary_json = shown(&config.summary_json).as_deref().unwrap_or("none"),
+            report = shown(&config.report).as_deref().unwrap_or("none"),
+            "pgdrill runs this failover trigger and writes these files when the run ends"
+        );
+    }
+}
+
 /// The parts of one run, built and connected, not yet started.
 struct Drill {
     /// What the live page, the timeline sampler, the progress line and the summary read.
@@ -385,6 +411,7 @@ impl Drill {
         for why in &config.target.passed_over {
             tracing::warn!("{why}");
         }
+        announce_outputs(config);
         let load_began = Instant::now();
         self.health.load_started();
         self.metrics.load_running.set(1);

@@ -193,6 +193,15 @@ async fn a_triggered_forced_failover_passes_a_generous_objective_timed_from_the_
     assert_eq!(run.code, Some(0), "a pass exits 0: {drill}");
     assert_eq!(drill["verdict"]["verdict"], "pass", "{drill}");
     assert!(run.stdout.contains("verdict: PASS"), "{}", run.stdout);
+    // Said before the load: the trigger and the files written at the end.
+    let plan = (run.stderr.lines())
+        .take_while(|l| !l.contains("running the failover trigger"))
+        .find(|l| l.contains("writes these files when the run ends"));
+    assert!(
+        plan.is_some_and(|l| l.contains("x1 after 4s") && l.contains("summary.json")),
+        "{}",
+        run.stderr
+    );
     // The progress lines, the last one up to the stop, add up to the summary's counts.
     let n = |key: &str| run.summary[key].as_u64().unwrap_or(u64::MAX);
     let counts = [
