@@ -162,6 +162,10 @@ pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
         // PostgreSQL itself sends 08P01 for a broken protocol, which pgdrill never does;
         // PgBouncer sends it for every error of its own.
         SqlState::PROTOCOL_VIOLATION => ErrorClass::Pooler,
+        // The rest of class 08 (a proxy's 08006 when the server dropped mid-statement) and
+        // the server ending an idle session: the connection is gone, a write's fate unknown.
+        SqlState::IDLE_SESSION_TIMEOUT => ErrorClass::ConnectionClosed,
+        _ if code.code().starts_with("08") => ErrorClass::ConnectionClosed,
         _ => ErrorClass::Other,
     }
 }
@@ -177,8 +181,11 @@ fn classify_io(err: &io::Error, connecting: bool) -> ErrorClass {
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
             ErrorClass::ConnectionClosed
         }
-        // target_session_attrs=read-write found only read-only servers.
-        PermissionDenied if connecting => ErrorClass::ReadOnly,
+        // target_session_attrs=read-write found only read-only servers (tokio-postgres's own
+        // error; an operating system's EACCES or EPERM is a socket or a firewall's refusal).
+        PermissionDenied if connecting && err.raw_os_error().is_none() => ErrorClass::ReadOnly,
+        // A socket file missing while the server is stopped, or a firewall's EPERM.
+        NotFound | PermissionDenied if connecting => ErrorClass::ConnectRefused,
         _ if connecting && is_dns_failure(err) => ErrorClass::Dns,
         // A host that cannot be reached at all is, for a client, a refused connect.
         HostUnreachable | NetworkUnreachable | AddrNotAvailable if connecting => {
@@ -304,34 +311,25 @@ mod tests {
 
     #[test]
     fn sqlstates_map_to_their_classes() {
-        assert_eq!(
-            classify_sqlstate(&SqlState::READ_ONLY_SQL_TRANSACTION),
-            ErrorClass::ReadOnly
-        );
-        assert_eq!(
-            classify_sqlstate(&SqlState::ADMIN_SHUTDOWN),
-            ErrorClass::AdminShutdown
-        );
-        assert_eq!(
-            classify_sqlstate(&SqlState::CANNOT_CONNECT_NOW),
-            ErrorClass::CannotConnectNow
-        );
-        assert_eq!(
-            classify_sqlstate(&SqlState::QUERY_CANCELED),
-            ErrorClass::StatementTimeout
-        );
-        assert_eq!(
-            classify_sqlstate(&SqlState::INVALID_PASSWORD),
-            ErrorClass::Auth
-        );
-        assert_eq!(
-            classify_sqlstate(&SqlState::UNIQUE_VIOLATION),
-            ErrorClass::Other
-        );
-        assert_eq!(
-            classify_sqlstate(&SqlState::PROTOCOL_VIOLATION),
-            ErrorClass::Pooler
-        );
+        for (code, class) in [
+            (SqlState::READ_ONLY_SQL_TRANSACTION, ErrorClass::ReadOnly),
+            (SqlState::ADMIN_SHUTDOWN, ErrorClass::AdminShutdown),
+            (SqlState::CANNOT_CONNECT_NOW, ErrorClass::CannotConnectNow),
+            (SqlState::QUERY_CANCELED, ErrorClass::StatementTimeout),
+            (SqlState::INVALID_PASSWORD, ErrorClass::Auth),
+            (SqlState::UNIQUE_VIOLATION, ErrorClass::Other),
+            (SqlState::PROTOCOL_VIOLATION, ErrorClass::Pooler),
+            (SqlState::CONNECTION_FAILURE, ErrorClass::ConnectionClosed),
+            (
+                SqlState::CONNECTION_DOES_NOT_EXIST,
+                ErrorClass::ConnectionClosed,
+            ),
+            (SqlState::IDLE_SESSION_TIMEOUT, ErrorClass::ConnectionClosed),
+        ] {
+            assert_eq!(classify_sqlstate(&code), class, "{code:?}");
+        }
+        // A proxy's 08006 mid-statement: the write may have committed.
+        assert!(classify_sqlstate(&SqlState::CONNECTION_FAILURE).outcome_unknown_after_send());
     }
 
     #[test]
@@ -344,6 +342,13 @@ mod tests {
         let dns =
             io::Error::other("failed to lookup address information: Name or service not known");
         assert_eq!(classify_io(&dns, true), ErrorClass::Dns);
+        // A socket file missing (server stopped), EACCES on it, a firewall's EPERM.
+        for errno in [2, 13, 1] {
+            let os = io::Error::from_raw_os_error(errno);
+            assert_eq!(classify_io(&os, true), ErrorClass::ConnectRefused, "{os}");
+        }
+        let no_writable_server = io::Error::new(io::ErrorKind::PermissionDenied, "read-only");
+        assert_eq!(classify_io(&no_writable_server, true), ErrorClass::ReadOnly);
     }
 
     #[test]
