@@ -164,10 +164,15 @@ const PROBES: &[&str] = &[
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
 ];
 
-pub async fn probe(client: &Client) -> Identity {
-    match super::text_rows(client, PROBE_ALL).await.as_deref() {
-        Ok([row, ..]) => identity_of(|n| row.get(n).cloned().flatten()),
-        _ => probe_each(client).await,
+/// The server's identity; an error when the server or a pooler in front of it failed the
+/// probe (PgBouncer's 08P01 with no server behind it, a closed connection), which says
+/// nothing of which server it is.
+pub async fn probe(client: &Client) -> Result<Identity, tokio_postgres::Error> {
+    match super::text_rows(client, PROBE_ALL).await {
+        Ok(rows) if !rows.is_empty() => Ok(identity_of(|n| rows[0].get(n).cloned().flatten())),
+        Err(e) if crate::error::classify(&e) != crate::error::ErrorClass::Other => Err(e),
+        // A function refused to this user: each fact on its own.
+        _ => Ok(probe_each(client).await),
     }
 }
 

@@ -269,7 +269,7 @@ impl Verifier {
             return;
         };
         let probe = crate::db::identity::probe(&conn.client);
-        let Ok(id) = tokio::time::timeout(PROBE_TIMEOUT, probe).await else {
+        let Ok(answer) = tokio::time::timeout(PROBE_TIMEOUT, probe).await else {
             if let Some(held_back) = unanswered.hit(Instant::now()) {
                 tracing::warn!(
                     held_back,
@@ -278,6 +278,10 @@ impl Verifier {
                      connections is seen only at the next reconnect"
                 );
             }
+            return;
+        };
+        // A probe the server or a pooler failed (an outage, logged by the load) says nothing.
+        let Ok(id) = answer else {
             return;
         };
         // A probe with a failed query says nothing about a change.

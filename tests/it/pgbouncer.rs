@@ -347,3 +347,30 @@ async fn an_index_build_through_a_pooler_leaves_no_session_setting_behind() {
     assert!(!log.contains("SET statement_timeout"), "no session setting");
     lab.shutdown().await;
 }
+
+/// Behind PgBouncer, a primary restarted in place: while it is down PgBouncer still takes
+/// logins and fails their identity probe (08P01, it cannot reach the server). A failed probe
+/// names no server, so it is no primary change: an outage and a restart in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_behind_pgbouncer_is_no_primary_change() {
+    let lab = start_lab(None).await;
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    let args = ["--dsn", &dsn, "--rate", "200", "--query-mode", "unnamed"];
+    let drill = Drill::start(&args).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let primary = lab.primary();
+    lab.stop(primary, pgdrill_lab::StopMode::Fast)
+        .await
+        .expect("stop the primary");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.start_node(primary).await.expect("start it again");
+    drill.wait_for_outage_over(Duration::from_secs(30)).await;
+    let summary = drill.stop().await;
+    println!("{summary}");
+    assert!(!summary.outages.is_empty(), "{summary}");
+    assert_eq!(summary.primary_changes, 0, "{summary}");
+    assert_eq!(summary.server_restarts, 1, "{summary}");
+    drop(bouncer);
+    lab.shutdown().await;
+}

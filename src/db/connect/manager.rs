@@ -231,7 +231,7 @@ impl Setup {
 
     /// The identity probe, inside the per-host connect timeout: a standby fails the attempt.
     pub(super) async fn probe(&self, client: &Client) -> Result<Identity, ConnectError> {
-        let id = identity::probe(client).await;
+        let id = identity::probe(client).await.map_err(|e| self.fail(e))?;
         if id.in_recovery == Some(true) {
             // A standby (behind a proxy, or a host of a multi-host DSN): a failed attempt,
             // so that the endpoint keeps being raced until it reaches a primary.

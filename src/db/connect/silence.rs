@@ -116,7 +116,9 @@ impl Silence {
         let (unanswered, server) = match answered {
             Ok(Ok((client, driver))) => {
                 let probe = crate::db::identity::probe(&client);
+                // A probe failed by a pooler with no server behind it (08P01) still answered.
                 let server = tokio::time::timeout(connector.timeout, probe).await.ok();
+                let server = server.map(|probed| probed.unwrap_or_default());
                 // Dropping the client then ends the session politely (Terminate).
                 driver.detach();
                 (None, server)
