@@ -1,5 +1,8 @@
 //! Connection strings: both forms, the environment, and what is refused.
 use super::*;
+use std::time::Duration;
+
+use crate::db::tls::SslMode;
 use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts};
 
 fn no_env(_: &str) -> Option<String> {
