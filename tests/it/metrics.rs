@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::rules::known_metric_names;
 use crate::support::drill::{try_http_get, Drill};
-use crate::support::{eventually, free_port};
+use crate::support::eventually;
 
 /// Exported families that no dashboard or rule shows (the fixture lists only those that
 /// some dashboard or rule reads, which `rules::dashboards::every_exported_metric_is_used_somewhere`
@@ -68,9 +68,9 @@ fn families_are_read_from_type_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fixture_and_a_live_scrape_list_the_same_families() {
-    // Nothing listens there: pgdrill keeps retrying and serves /metrics meanwhile.
-    let dsn = format!("host=127.0.0.1 port={} user=pgdrill", free_port());
-    let drill = Drill::start(&["--dsn", &dsn, "--rate", "10"]).await;
+    // Nothing listens on port 1: pgdrill keeps retrying and serves /metrics meanwhile.
+    let dsn = "host=127.0.0.1 port=1 user=pgdrill";
+    let drill = Drill::start(&["--dsn", dsn, "--rate", "10"]).await;
     eventually(Duration::from_secs(10), "/metrics up", || async {
         try_http_get(drill.addr, "/metrics").await.is_ok()
     })

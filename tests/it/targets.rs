@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pgdrill_lab::StopMode;
 
-use crate::support::drill::{metric, try_http_get, Binary};
+use crate::support::drill::{metric, try_http_get, without_ambient_env, Binary, KillOnDrop};
 use crate::support::{eventually, free_port, start_lab, start_single};
 
 const SECRET: &str = "Zq7-pgdrill-Secret-xQ";
@@ -32,7 +32,8 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
     let lab = start_single(Some(SECRET)).await;
     let port = lab.port(lab.primary());
     let base = format!("host=127.0.0.1 port={port} user=pgdrill");
-    let nobody = free_port();
+    // Nothing listens on port 1: refused at once.
+    let nobody = 1;
     let cases = [
         (
             "wrong password",
@@ -153,7 +154,8 @@ async fn hostaddr_alone_is_the_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_refuses_beside_one_that_works_is_said_once() {
     let lab = start_single(Some(SECRET)).await;
-    let (port, closed) = (lab.port(lab.primary()), free_port());
+    // Nothing listens on port 1.
+    let (port, closed) = (lab.port(lab.primary()), 1);
     let dsn = format!(
         "host=127.0.0.1,127.0.0.1 port={closed},{port} user=pgdrill dbname=pgdrill \
          password={SECRET}"
@@ -234,14 +236,14 @@ async fn outputs_with_secret(source: &str, port: u16, dir: &Path) -> Vec<(String
         .to_string()
         + SECRET;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgdrill"));
-    cmd.args(["--listen", &listen, "--rate", "100", "--duration", "6s"])
+    // The caller's PG* variables removed first: PGPASSWORD below is the test's own.
+    without_ambient_env(&mut cmd)
+        .args(["--listen", &listen, "--rate", "100", "--duration", "6s"])
         .args(["--failover-command", &trigger, "--failover-after", "2s"])
         .arg("--summary-json")
         .arg(&summary)
         .arg("--report")
         .arg(&report)
-        .env_remove("PGDRILL_DSN")
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -259,7 +261,7 @@ async fn outputs_with_secret(source: &str, port: u16, dir: &Path) -> Vec<(String
         ]),
         _ => cmd.args(["--dsn", &base]).env("PGPASSWORD", SECRET),
     };
-    let child = cmd.spawn().expect("spawn pgdrill");
+    let child = KillOnDrop::new(cmd.spawn().expect("spawn pgdrill"));
     let addr: SocketAddr = listen.parse().expect("listen");
     eventually(Duration::from_secs(20), "trigger ran", || async {
         try_http_get(addr, "/metrics")
@@ -275,10 +277,7 @@ async fn outputs_with_secret(source: &str, port: u16, dir: &Path) -> Vec<(String
         "/".into(),
         try_http_get(addr, "/").await.unwrap_or_default(),
     ));
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("pgdrill output");
+    let out = child.output(Duration::from_secs(60)).await;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     pages.push(("stdout".into(), text(&out.stdout)));
     pages.push(("stderr".into(), text(&out.stderr)));

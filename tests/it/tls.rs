@@ -11,7 +11,7 @@ use pgdrill_lab::Lab;
 
 use crate::support::certs::{make_ca, make_server_cert};
 use crate::support::drill::{metric, Binary, Drill};
-use crate::support::{connect, start_lab};
+use crate::support::{connect, eventually, start_lab};
 
 /// A lab whose primary has TLS on, its CA, and a second CA that signed nothing.
 pub async fn tls_lab(dir: &Path) -> (Lab, PathBuf, PathBuf) {
@@ -25,13 +25,13 @@ pub async fn tls_lab(dir: &Path) -> (Lab, PathBuf, PathBuf) {
     (lab, ca, other_ca)
 }
 
-async fn encrypted_sessions(lab: &Lab) -> i64 {
-    let admin = connect(&lab.admin_dsn(lab.primary())).await;
+/// pgdrill's sessions on the server, or only its encrypted ones.
+async fn sessions(admin: &tokio_postgres::Client, encrypted_only: bool) -> i64 {
     admin
         .query_one(
             "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
-             WHERE application_name = 'pgdrill' AND ssl",
-            &[],
+             WHERE application_name = 'pgdrill' AND (ssl OR NOT $1)",
+            &[&encrypted_only],
         )
         .await
         .expect("pg_stat_ssl")
@@ -54,22 +54,34 @@ async fn verify_full_verify_ca_and_require_connect_encrypted() {
         format!("postgresql://pgdrill@127.0.0.1:{port}/pgdrill?sslmode=verify-ca&sslrootcert={ca}");
     // require without a root certificate: encrypted, nothing verified (libpq's semantics).
     let require = format!("host=127.0.0.1 port={port} user=pgdrill dbname=pgdrill sslmode=require");
+    let admin = connect(&lab.admin_dsn(lab.primary())).await;
     for dsn in [full, ca_only, require] {
-        let drill = Drill::start(&["--dsn", &dsn, "--rate", "200", "--duration", "3s"]).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(
-            encrypted_sessions(&lab).await >= 1,
-            "pgdrill's sessions use TLS ({dsn})"
-        );
-        let summary = drill.finish().await;
+        // The sessions seen below are this run's, not the last one's still closing.
+        eventually(
+            Duration::from_secs(30),
+            "no pgdrill session left",
+            || async { sessions(&admin, false).await == 0 },
+        )
+        .await;
+        // Long enough never to end before the checks; stopped once they are done.
+        let drill = Drill::start(&["--dsn", &dsn, "--rate", "200", "--duration", "60s"]).await;
+        eventually(
+            Duration::from_secs(30),
+            &format!("pgdrill's sessions use TLS ({dsn})"),
+            || async { sessions(&admin, true).await >= 1 },
+        )
+        .await;
+        // Writing over TLS, not just connected: at least a second's worth attempted, then
+        // acknowledged (no error). (A count of the writes scheduled would measure the machine:
+        // on a busy one the first TLS connection and the table took 1.6 s, and the 1-second
+        // backlog overflowed.)
+        drill.wait_for_transactions(200.0).await;
+        let summary = drill.stop().await;
         assert!(
             summary.counts.errors.is_empty(),
             "{dsn}: {:?}",
             summary.counts.errors
         );
-        // Writing over TLS, not just connected: at least a second's worth acknowledged. (A
-        // count near the 600 scheduled would measure the machine: on a busy one the first
-        // TLS connection and the table took 1.6 s, and the 1-second backlog overflowed.)
         assert!(summary.counts.successes >= 200, "{dsn}: {summary}");
     }
     // libpq ignores sslmode on a Unix socket, where the server never offers TLS: a

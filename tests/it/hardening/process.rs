@@ -10,7 +10,7 @@ use pgdrill_lab::sys::{send_signal, Signal};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::drill::{metric, metric_sum, try_http_get};
+use crate::support::drill::{metric, metric_sum, try_http_get, without_ambient_env, KillOnDrop};
 use crate::support::{connect, eventually, free_port, start_lab};
 
 use super::admin_app_dsn;
@@ -30,13 +30,12 @@ impl Limited {
     fn spawn_with(nofile: u32, env: &[(&str, &str)], args: &[&str]) -> Limited {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr = dir.path().join("stderr");
-        let child = Command::new("sh")
+        let child = without_ambient_env(&mut Command::new("sh"))
             .arg("-c")
             .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_pgdrill"))
             .args(args)
-            .env_remove("PGDRILL_DSN")
-            .env_remove("RUST_LOG")
+            // After the removal: a test's own PGDRILL_* values are kept.
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout")).expect("stdout file"))
@@ -312,15 +311,15 @@ async fn panicking_lanes_are_logged_unhealthy_and_end_the_run_non_zero() {
 /// not in an abort from reporting a failed write to the same closed stderr.
 #[tokio::test]
 async fn closed_stdout_and_stderr_lose_lines_not_the_run() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgdrill"))
+    let child = without_ambient_env(&mut Command::new(env!("CARGO_BIN_EXE_pgdrill")))
         .args(["--dsn", "host=127.0.0.1 port=1", "--duration", "2s"])
         .args(["--listen", "127.0.0.1:0", "--summary-json", "-"])
-        .env_remove("PGDRILL_DSN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pgdrill");
+    let mut child = KillOnDrop::new(child);
     let mut stderr = child.stderr.take().expect("stderr");
     let mut first = [0u8; 16];
     std::io::Read::read_exact(&mut stderr, &mut first).expect("a first log line");
@@ -351,20 +350,19 @@ async fn a_lookup_that_never_ends_does_not_hold_the_exit() {
     std::fs::write(&conf, silent).expect("write resolv.conf");
     let stderr = dir.path().join("stderr");
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new("unshare")
+    let child = without_ambient_env(&mut Command::new("unshare"))
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
         .arg(&conf)
         .arg(env!("CARGO_BIN_EXE_pgdrill"))
         .args(["--dsn", "host=db.pgdrill-hung.example user=u dbname=d"])
         .args(["--startup-timeout", "2s", "--listen", &listen])
-        .env_remove("PGDRILL_DSN")
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
         .expect("spawn unshare");
+    let mut child = KillOnDrop::new(child);
     // Well before the lookups' 30 s (which is how long the exit waited for them).
     let deadline = Instant::now() + Duration::from_secs(25);
     let status = loop {

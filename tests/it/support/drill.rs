@@ -81,6 +81,18 @@ impl Drill {
         .await;
     }
 
+    /// Waits until the load ran and stopped (`--duration` over): with `--linger`, /metrics then
+    /// shows the run's final figures until [`Drill::stop`].
+    pub async fn wait_for_load_over(&self, limit: Duration) {
+        crate::support::eventually(limit, "the load over", || async {
+            let text = self.scrape().await;
+            // Writes are counted only once the load has started.
+            metric(&text, "pgdrill_transactions_total") > 0.0
+                && metric(&text, "pgdrill_load_running") == 0.0
+        })
+        .await;
+    }
+
     /// Waits for the run to end by itself (`--duration`).
     pub async fn finish(self) -> Summary {
         tokio::time::timeout(Duration::from_secs(120), self.task)
@@ -158,10 +170,9 @@ impl Binary {
         let dir = tempfile::tempdir().expect("temp dir");
         let stdout = dir.path().join("stdout");
         let stderr = dir.path().join("stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgdrill"))
+        let child = without_ambient_env(&mut Command::new(env!("CARGO_BIN_EXE_pgdrill")))
             .args(args)
-            .env_remove("PGDRILL_DSN")
-            .env_remove("RUST_LOG")
+            // After the removal: a test's own PG*/PGDRILL_* values are kept.
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
@@ -206,6 +217,70 @@ impl Drop for Binary {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// `cmd` without the caller's `PG*` (libpq's, and so `PGDRILL_*`) and `RUST_LOG` variables: a
+/// developer's shell with PGHOST, PGSSLMODE or PGDRILL_RATE set must not change a test's run.
+/// Variables a test sets on `cmd` afterwards are kept; PATH, HOME and the rest are inherited.
+pub fn without_ambient_env(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name_bytes = name.as_encoded_bytes();
+        if name_bytes.starts_with(b"PG") || name_bytes == b"RUST_LOG" {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
+
+/// A child process killed and reaped when dropped, so that a test that panics leaves none
+/// running; for the commands [`Binary`] does not fit (a wrapper such as `unshare` or `sh`,
+/// piped output).
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    /// [`Child::wait_with_output`] bounded by `limit`: past it the child is killed (by PID)
+    /// and the test fails.
+    pub async fn output(mut self, limit: Duration) -> std::process::Output {
+        let child = self.0.take().expect("a child not yet waited for");
+        let pid = child.id();
+        let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+        match tokio::time::timeout(limit, waited).await {
+            Ok(output) => output.expect("join").expect("the child's output"),
+            Err(_) => {
+                // Still running (not reaped), so the PID is still its own.
+                let _ = send_signal(pid, Signal::Kill);
+                panic!("{pid} did not exit within {limit:?}");
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a child not yet waited for")
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child not yet waited for")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

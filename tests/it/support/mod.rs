@@ -16,7 +16,6 @@ use std::time::Duration;
 use pgdrill_lab::{Lab, LabOptions, Node, ReplicationMode};
 use tokio::time::Instant;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
 /// Runs `work` to completion on its own single-threaded runtime in its own thread, so that
 /// its timing is not disturbed by the test's runtime (the in-process drill's bursts).
 pub fn on_own_thread<T: Send + 'static>(
@@ -31,11 +30,12 @@ pub fn on_own_thread<T: Send + 'static>(
     })
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server started later (PgBouncer,
+/// Prometheus, pgdrill's `--listen`): below the ephemeral range (the lab's picker), so that
+/// no outgoing connection of a neighbouring test is given it before that server binds it. A
+/// port that must stay closed is port 1, not this.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 to pick a free port")
+    pgdrill_lab::free_server_port().unwrap_or_else(|e| panic!("picking a free port: {e}"))
 }
 
 /// Connect with tokio-postgres (no TLS) and drive the connection in the background.

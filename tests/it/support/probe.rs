@@ -36,7 +36,16 @@ pub struct Probe {
     wall: SystemTime,
     /// The probe's own thread and runtime: pgdrill runs in the test's runtime, and its burst
     /// of queued writes after an outage delayed the probe's own successes there by 0.3 s.
-    thread: std::thread::JoinHandle<Vec<Attempt>>,
+    /// Taken by [`Probe::stop`].
+    thread: Option<std::thread::JoinHandle<Vec<Attempt>>>,
+}
+
+/// A test that panics before [`Probe::stop`] still ends the probe's tasks (its thread
+/// then ends by itself), rather than leaving them connecting to a lab being torn down.
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// One attempt: when it began and ended, and how.
@@ -102,14 +111,14 @@ impl Probe {
             stop,
             started,
             wall: SystemTime::now(),
-            thread,
+            thread: Some(thread),
         }
     }
 
     /// Stops the tasks (attempts still pending are dropped) and reports.
-    pub async fn stop(self) -> ProbeReport {
+    pub async fn stop(mut self) -> ProbeReport {
         self.stop.cancel();
-        let thread = self.thread;
+        let thread = self.thread.take().expect("stopped once");
         let mut all = tokio::task::spawn_blocking(move || thread.join())
             .await
             .expect("joining the probe thread")

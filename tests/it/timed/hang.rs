@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::support::drill::{metric, try_http_get, Drill};
+use crate::support::drill::{metric, try_http_get, without_ambient_env, Drill, KillOnDrop};
 use crate::support::{connect, eventually, free_port, rows_of_run, start_lab, start_lab_with};
 
 /// `--connect-timeout` in these tests, and the slack the issue allows on top of it.
@@ -371,20 +371,19 @@ async fn a_silent_first_host_is_left_for_the_next_within_the_connect_timeout() {
 }
 
 /// The pgdrill binary in its own mount namespace where `hosts` is `/etc/hosts`.
-fn spawn_with_private_hosts(hosts: &Path, dir: &Path, args: &[&str]) -> std::process::Child {
-    Command::new("unshare")
+fn spawn_with_private_hosts(hosts: &Path, dir: &Path, args: &[&str]) -> KillOnDrop {
+    let child = without_ambient_env(&mut Command::new("unshare"))
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
         .arg(hosts)
         .arg(env!("CARGO_BIN_EXE_pgdrill"))
         .args(args)
-        .env_remove("PGDRILL_DSN")
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join("stdout")).expect("stdout file"))
         .stderr(std::fs::File::create(dir.join("stderr")).expect("stderr file"))
         .spawn()
-        .expect("spawn unshare")
+        .expect("spawn unshare");
+    KillOnDrop::new(child)
 }
 
 /// Waits (bounded) for the spawned pgdrill to exit successfully and returns its JSON summary.
@@ -605,23 +604,26 @@ async fn stopping_while_the_primary_is_frozen_ends_within_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_host_is_retried_with_backoff_not_hammered() {
-    // Nothing listens there: every connect is refused at once.
-    let port = free_port();
-    let dsn = format!("host=127.0.0.1 port={port} user=pgdrill dbname=pgdrill");
+    // Nothing listens on port 1: every connect is refused at once.
+    let dsn = "host=127.0.0.1 port=1 user=pgdrill dbname=pgdrill";
     let drill = Drill::start(&[
         "--dsn",
-        &dsn,
+        dsn,
         "--rate",
         "200",
         "--pool-size",
         "8",
         "--duration",
         "6s",
+        // /metrics stays up once the load is over, so the scrape of the whole run cannot
+        // come too late; the stop below ends it.
+        "--linger",
+        "60s",
     ])
     .await;
-    tokio::time::sleep(Duration::from_millis(5800)).await;
+    drill.wait_for_load_over(Duration::from_secs(30)).await;
     let text = drill.scrape().await;
-    let summary = drill.finish().await;
+    let summary = drill.stop().await;
     let attempts = metric(&text, "pgdrill_connection_attempts_total");
     let refused = metric(
         &text,
