@@ -47,8 +47,8 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
             skipped = line.skipped,
             errors = line.errors,
             sqlstates = by_sqlstate.join(" "),
-            p50_ms = format!("{:.2}", h.value_at_quantile(0.5) as f64 / 1000.0),
-            p99_ms = format!("{:.2}", h.value_at_quantile(0.99) as f64 / 1000.0),
+            p50_ms = quantile_ms(&h, 0.5),
+            p99_ms = quantile_ms(&h, 0.99),
             state = sources.outages.state().as_str(),
             "progress"
         );
@@ -86,9 +86,26 @@ impl Line {
     }
 }
 
+/// A percentile of `h` (microseconds) in milliseconds; `-` for an interval with no write
+/// acknowledged (an outage), not 0.
+fn quantile_ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> String {
+    match h.is_empty() {
+        true => "-".to_string(),
+        false => format!("{:.2}", h.value_at_quantile(q) as f64 / 1000.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_without_an_acknowledged_write_has_no_percentile() {
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        assert_eq!(quantile_ms(&h, 0.99), "-");
+        h.record(1_500).expect("record");
+        assert_eq!(quantile_ms(&h, 0.99), "1.50");
+    }
 
     #[test]
     fn a_line_counts_only_the_interval() {

@@ -213,7 +213,7 @@ impl Metrics {
             skipped: register(r, IntCounter::new("pgdrill_transactions_skipped_total", "Transactions due by the schedule but never started: the backlog was full, they waited longer than its span, or they were queued at shutdown.")),
             transaction_duration: histogram(r, "pgdrill_transaction_duration_seconds", "Latency of successful transactions from their intended (scheduled) start to acknowledgement.", LATENCY_BUCKETS),
             service_duration: histogram(r, "pgdrill_service_duration_seconds", "Latency of successful transactions from sending to acknowledgement.", LATENCY_BUCKETS),
-            in_flight: register(r, IntGauge::new("pgdrill_transactions_in_flight", "Transactions sent and not yet answered.")),
+            in_flight: register(r, IntGauge::new("pgdrill_transactions_in_flight", "Transactions taken by a lane and not yet answered: waiting for a connection, or sent.")),
             connection_attempts: register(r, IntCounter::new("pgdrill_connection_attempts_total", "New database connections attempted.")),
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
             schedule_lag: register(r, Gauge::new("pgdrill_schedule_lag_seconds", "How late the most recently started transaction (acknowledged or failed) began relative to its schedule.")),
