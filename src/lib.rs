@@ -334,9 +334,7 @@ impl Drill {
             max_connection_lifetime: config.max_connection_lifetime,
             idle_lanes: Default::default(),
             all_busy: Default::default(),
-            stale_after: config
-                .rate
-                .map(|r| Duration::from_secs_f64(config.max_backlog as f64 / r)),
+            stale_after: config.backlog_span,
             load_over: CancellationToken::new(),
         });
         let sources = Arc::new(report::Sources {

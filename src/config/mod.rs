@@ -41,6 +41,10 @@ pub struct Config {
     pub pool_size: u32,
     pub pipeline_depth: u32,
     pub max_backlog: usize,
+    /// How long a due transaction may wait in the backlog before it is skipped (with a
+    /// rate): `--max-backlog` ÷ `--rate`, or 1 s by default, though the backlog holds at
+    /// least 64 (so a canary's post-outage writes never include seconds of pgdrill's queue).
+    pub backlog_span: Option<Duration>,
     /// The connect timeout in force, and where it came from: `--connect-timeout`, the DSN,
     /// `PGCONNECT_TIMEOUT` or the default, in that order.
     pub connect_timeout: Duration,
@@ -255,6 +259,10 @@ impl RunArgs {
             pool_size,
             pipeline_depth: self.pipeline_depth,
             max_backlog,
+            backlog_span: rate.map(|r| match self.max_backlog {
+                Some(n) => Duration::from_secs_f64(n as f64 / r),
+                None => Duration::from_secs(1),
+            }),
             connect_timeout,
             connect_timeout_from,
             statement_timeout: self.statement_timeout()?,

@@ -378,3 +378,14 @@ fn a_password_command_whose_program_is_missing_is_refused_before_start_without_i
     let c = args(&["--password-command", "env true"]).unwrap();
     assert!(c.check_programs().is_ok());
 }
+
+#[test]
+fn the_default_backlog_spans_one_second_at_any_rate() {
+    let span = |a: &[&str]| args(a).unwrap().backlog_span;
+    assert_eq!(span(&["--rate", "10"]), Some(Duration::from_secs(1)));
+    assert_eq!(args(&["--rate", "10"]).unwrap().max_backlog, 64);
+    assert_eq!(span(&["--rate", "5000"]), Some(Duration::from_secs(1)));
+    let given = span(&["--rate", "10", "--max-backlog", "100"]);
+    assert_eq!(given, Some(Duration::from_secs(10)));
+    assert_eq!(span(&["--rate", "0"]), None);
+}

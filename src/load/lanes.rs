@@ -230,13 +230,19 @@ pub async fn lane(
 }
 
 /// `job`, unless it was due longer ago than `stale_after`: then it is counted as skipped.
-fn fresh(job: Job, stale_after: Option<Duration>, report: &LaneOutcomes) -> Option<Job> {
+/// Without a rate (`--rate 0`, no `stale_after`) nothing is due at a time: the job starts
+/// when taken, so that no latency holds its wait behind the others in pgdrill's queue.
+fn fresh(mut job: Job, stale_after: Option<Duration>, report: &LaneOutcomes) -> Option<Job> {
     match stale_after {
         Some(stale) if job.intended.elapsed() > stale => {
             report.skipped();
             None
         }
-        _ => Some(job),
+        Some(_) => Some(job),
+        None => {
+            job.intended = Instant::now();
+            Some(job)
+        }
     }
 }
 
@@ -394,9 +400,11 @@ mod tests {
         let job = next_job(&jobs, span, &report).await.expect("a job");
         assert_eq!(job.seq, 2);
         assert_eq!(sources.outcomes.tally().skipped, 2);
-        // Unlimited rate: no span, every job is started however late.
+        // Unlimited rate: no span, every job is started however late, and from when it is
+        // taken: its minute in the queue is no latency.
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(next_job(&jobs, None, &report).await.expect("a job").seq, 3);
+        let job = next_job(&jobs, None, &report).await.expect("a job");
+        assert_eq!((job.seq, job.intended), (3, Instant::now()));
         assert_eq!(sources.outcomes.tally().skipped, 2);
     }
 }
