@@ -567,6 +567,7 @@ impl Drill {
             server_restarts: self.metrics.server_restarts.get(),
             outages: s.outages.outages(),
             earlier_outages: s.outages.earlier(),
+            unverified_primary_changes: s.outages.unverified_changes(),
             state_changes: s.outages.state_changes(),
             identity_first: s.identity.first(),
             identity_last: s.identity.current(),

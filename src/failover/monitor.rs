@@ -42,11 +42,14 @@ impl Monitor {
             tokio::spawn(async move {
                 this.verifier
                     .run(verify_rx, stop, |req, check| {
-                        if let Some(index) = req.outage {
+                        match req.outage {
                             // Verification connected afresh (its identity probe ran): the
                             // server written to after the outage, even behind a pooler that
                             // kept pgdrill's connections while it switched servers.
-                            this.outages.verified(index, check, this.identity.current());
+                            Some(index) => {
+                                this.outages.verified(index, check, this.identity.current())
+                            }
+                            None => this.outages.change_verified(),
                         }
                         // Not a queued one's over the latest outage's pending NaN.
                         if this.outages.shows_last_failover(req.outage, check.lost) {
@@ -129,6 +132,7 @@ impl Monitor {
     /// started since it was seen (its end checks them).
     fn settle_change(&self, change: Option<(Instant, u64)>, verify: &mpsc::Sender<Request>) {
         if let Some((until, _)) = change.filter(|c| c.1 == self.metrics.outages.get()) {
+            self.outages.change_to_verify();
             let req = Request {
                 outage: None,
                 until,

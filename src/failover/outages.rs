@@ -117,6 +117,9 @@ struct Book {
     /// When the load stopped: an outage still open then lasted until this, not until the
     /// shutdown after it.
     load_end: Option<Instant>,
+    /// Verifications asked for primary changes without an outage, and those answered.
+    changes_asked: usize,
+    changes_verified: usize,
 }
 
 /// The records, shared by the monitor (writer) and the report (reader).
@@ -161,6 +164,23 @@ impl Outages {
 
     pub fn earlier(&self) -> EarlierOutages {
         self.book.lock().earlier.clone()
+    }
+
+    /// A primary change without an outage is to be verified (queued or not).
+    pub fn change_to_verify(&self) {
+        self.book.lock().changes_asked += 1;
+    }
+
+    /// A primary change's verification answered.
+    pub fn change_verified(&self) {
+        self.book.lock().changes_verified += 1;
+    }
+
+    /// Primary changes without an outage whose verification never answered (queue full,
+    /// failing at stop, cut by the shutdown grace): their writes were never looked at.
+    pub fn unverified_changes(&self) -> usize {
+        let b = self.book.lock();
+        b.changes_asked.saturating_sub(b.changes_verified)
     }
 
     pub fn state_changes(&self) -> Vec<StateChange> {
@@ -464,5 +484,14 @@ mod tests {
         // The oldest five went: the first kept is change #5, degraded → healthy.
         assert_eq!(changes[0].from, FailoverState::Degraded);
         assert_eq!(outages.state(), FailoverState::Degraded);
+    }
+
+    #[test]
+    fn a_primary_change_is_unverified_until_its_verification_answers() {
+        let o = Outages::new(WallClock::now());
+        o.change_to_verify();
+        o.change_to_verify();
+        o.change_verified();
+        assert_eq!(o.unverified_changes(), 1);
     }
 }

@@ -191,6 +191,9 @@ pub struct Summary {
     /// The latest 1,000 outages; `earlier_outages` adds up the ones before them.
     pub outages: Vec<OutageRecord>,
     pub earlier_outages: EarlierOutages,
+    /// Primary changes without an outage whose verification never answered.
+    #[serde(default)]
+    pub unverified_primary_changes: usize,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
     /// Every distinct (class, SQLSTATE) of failures, with its count and first message.
@@ -304,11 +307,16 @@ impl Summary {
         self.crashed = Some(error);
     }
 
-    /// The outages never verified (open at the end, or no verification answered): they
-    /// checked nothing, so "0 lost" would claim what was never looked at.
+    /// The outages (open at the end, or no verification answered) and primary changes never
+    /// verified: they checked nothing, so "0 lost" would claim what was never looked at.
     pub fn unverified_outages(&self) -> Vec<String> {
         let (n, count) = (self.earlier_outages.unverified, self.earlier_outages.count);
         let not_kept = (n > 0).then(|| format!("{n} of outages 1-{count} not verified"));
+        let changes = match self.unverified_primary_changes {
+            0 => None,
+            1 => Some("1 primary change not verified".to_string()),
+            n => Some(format!("{n} primary changes not verified")),
+        };
         let kept = self
             .outages
             .iter()
@@ -317,7 +325,7 @@ impl Summary {
                 None => format!("outage {} still open at the end", o.index),
                 Some(_) => format!("outage {} not verified", o.index),
             });
-        not_kept.into_iter().chain(kept).collect()
+        not_kept.into_iter().chain(kept).chain(changes).collect()
     }
 
     /// Nothing was checked and an outage went unverified: lost writes are unknown, not 0
@@ -535,5 +543,15 @@ mod tests {
         t.errors[ErrorClass::ConnectRefused.index()] = 9;
         assert!((success_ratio(&t) - 0.81).abs() < 1e-12);
         assert_eq!(success_ratio(&TallySnapshot::default()), 0.0);
+    }
+
+    #[test]
+    fn a_primary_change_never_verified_leaves_lost_writes_unknown_not_zero() {
+        let mut s = Summary::default();
+        assert!(!s.lost_writes_unverified());
+        s.unverified_primary_changes = 1;
+        assert_eq!(s.unverified_outages(), ["1 primary change not verified"]);
+        assert!(s.lost_writes_unverified());
+        assert!(s.to_string().contains("unverified (1 primary change not verified)"));
     }
 }
