@@ -182,6 +182,9 @@ fn publish(
     let argv: Vec<_> = std::env::args_os().collect();
     summary.set_flags(pgdrill::config::flags_as_run(&argv, redacted));
     say(summary.printable());
+    // Each file is written whatever became of the other; a failure is said, and decides the
+    // exit status only where the drill's verdict does not.
+    let mut unwritten = None;
     if let Some(path) = summary_path {
         let written = if path.as_os_str() == "-" {
             summary.json_line().map(say)
@@ -189,20 +192,23 @@ fn publish(
             summary.write_json(&path).map_err(serde_json::Error::io)
         };
         if let Err(err) = written {
-            return cannot_write("--summary-json", &path, err);
+            unwritten = Some(cannot_write("--summary-json", &path, err));
         }
     }
     if let Some(path) = report_path {
-        if let Err(err) = summary.write_report(&path) {
-            return cannot_write("--report", &path, err);
+        match summary.write_report(&path) {
+            Ok(()) => tell(format!("drill report written to {}", path.display())),
+            Err(err) => unwritten = Some(cannot_write("--report", &path, err)),
         }
-        tell(format!("drill report written to {}", path.display()));
     }
     if let Some(error) = crashed {
         return error_exit(&error, error.exit_code());
     }
     // 0 pass or canary, 3 a failed drill, 4 an invalid one (docs/drills.md).
-    ExitCode::from(summary.exit_code())
+    match (summary.exit_code(), unwritten) {
+        (0, Some(code)) => code,
+        (verdict, _) => ExitCode::from(verdict),
+    }
 }
 
 /// `pgdrill report SUMMARY.json… -o PAGE.html [--json MERGED.json]`; bad input is a usage

@@ -552,6 +552,8 @@ mod tests {
         s.unverified_primary_changes = 1;
         assert_eq!(s.unverified_outages(), ["1 primary change not verified"]);
         assert!(s.lost_writes_unverified());
-        assert!(s.to_string().contains("unverified (1 primary change not verified)"));
+        assert!(s
+            .to_string()
+            .contains("unverified (1 primary change not verified)"));
     }
 }

@@ -260,3 +260,40 @@ async fn bad_report_input_is_a_usage_error_naming_it() {
     }
     assert!(!dir.path().join("out.html").exists());
 }
+
+/// A summary file that cannot be written at the end (its directory removed during the run)
+/// is said, and the report is written all the same; the exit status is 1, not success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_that_cannot_be_written_leaves_the_report_written() {
+    let lab = crate::support::start_lab(None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gone = dir.path().join("gone");
+    std::fs::create_dir(&gone).expect("create the summary's directory");
+    let json = gone.join("summary.json").display().to_string();
+    let report = dir.path().join("report.html");
+    let report_s = report.display().to_string();
+    let dsn = lab.dsn(lab.primary());
+    let args = [
+        "--dsn",
+        &dsn,
+        "--rate",
+        "50",
+        "--duration",
+        "3s",
+        "--listen",
+        "127.0.0.1:0",
+        "--summary-json",
+        &json,
+        "--report",
+        &report_s,
+    ];
+    let drill = Binary::spawn(&args);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::remove_dir(&gone).expect("remove the summary's directory");
+    let (status, _, err) = drill.wait(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write --summary-json"), "{err}");
+    assert!(report.exists(), "{err}");
+    assert!(err.contains("drill report written to"), "{err}");
+    lab.shutdown().await;
+}
