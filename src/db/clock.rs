@@ -29,25 +29,31 @@ pub struct ClockOffset {
 /// connection of its own; `None` when the server cannot be reached within 5 s.
 pub async fn measure(pool: &DbPool, clock: WallClock) -> Option<ClockOffset> {
     let probe = async {
-        let conn = pool.dedicated().await.ok()?;
+        let conn = pool.dedicated().await.map_err(|e| e.to_string())?;
         let mut best: Option<ClockOffset> = None;
         for _ in 0..SAMPLES {
             let sent = Instant::now();
-            let row = conn.client.query_typed(SQL, &[]).await.ok()?;
+            let rows = conn.client.query_typed(SQL, &[]).await;
+            let rows = rows.map_err(|e| super::db_message(&e).unwrap_or_else(|| e.to_string()))?;
             let received = Instant::now();
-            let server: f64 = row.first()?.try_get(0).ok()?;
+            let server = rows.first().map(|row| row.try_get::<_, f64>(0));
+            let server = server.ok_or("no row")?.map_err(|e| e.to_string())?;
             let sample = offset(clock.unix(sent), server, clock.unix(received));
             if best.is_none_or(|b| sample.uncertainty_seconds < b.uncertainty_seconds) {
                 best = Some(sample);
             }
         }
-        best
+        best.ok_or_else(|| "no sample".to_string())
     };
-    let measured = tokio::time::timeout(LIMIT, probe).await.ok().flatten();
-    if measured.is_none() {
-        tracing::warn!("could not read the server's clock: the merged report cannot compare this process's clock");
-    }
+    let measured = match tokio::time::timeout(LIMIT, probe).await {
+        Ok(measured) => measured,
+        Err(_) => Err(format!("no answer within {LIMIT:?}")),
+    };
     measured
+        .inspect_err(|error| {
+            tracing::warn!(%error, "could not read the server's clock: the merged report cannot compare this process's clock");
+        })
+        .ok()
 }
 
 /// The offset of a server time read between `sent` and `received` (both ours).
