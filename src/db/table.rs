@@ -47,9 +47,12 @@ impl Table {
         Ok(Table { name, quoted })
     }
 
-    /// The table's own name as sent, without its schema (parts never contain a dot).
+    /// The table's own name as sent, without its schema. A quoted part may hold a dot, but
+    /// never a quote: only `"."` parts them.
     pub(crate) fn own_quoted(&self) -> &str {
-        self.quoted.rsplit('.').next().unwrap_or(&self.quoted)
+        self.quoted
+            .rfind("\".\"")
+            .map_or(&self.quoted, |i| &self.quoted[i + 2..])
     }
 
     /// Marks `run_id`, added by pgdrill to a table it shares: rows with it set are its own.
@@ -588,6 +591,13 @@ mod tests {
         let t = Table::parse("\"a.b\".C").unwrap();
         assert_eq!(t.name, "\"a.b\".c");
         assert_eq!(t.quoted, "\"a.b\".\"c\"");
+        assert_eq!(t.own_quoted(), "\"c\"");
+        // A dot inside the table's own name: pinned to a schema, it stays whole.
+        let dotted = Table::parse("\"orders.v2\"").unwrap();
+        assert_eq!(dotted.own_quoted(), "\"orders.v2\"");
+        let w = Workload::new(dotted, 1, QueryMode::Simple);
+        w.pin("public");
+        assert_eq!(w.target().quoted, "\"public\".\"orders.v2\"");
         let t = Table::parse("\"my table\"").unwrap();
         assert_eq!(t.quoted, "\"my table\"");
         assert!(Table::parse(DEFAULT_TABLE).unwrap().is_default());
