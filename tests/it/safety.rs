@@ -128,8 +128,8 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
     .await;
     assert_eq!(code, Some(2), "{err}");
     for statement in [
-        "ALTER TABLE \"transactions\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint",
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"transactions_pgdrill_rows\" ON \"transactions\" \
+        "ALTER TABLE \"public\".\"transactions\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"transactions_pgdrill_rows\" ON \"public\".\"transactions\" \
          (transaction_id) WHERE run_id IS NOT NULL",
         "--alter-table",
     ] {
@@ -238,7 +238,7 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
         "{err}"
     );
     assert!(
-        err.contains("COMMENT ON COLUMN \"jobs\".run_id IS 'pgdrill:"),
+        err.contains("COMMENT ON COLUMN \"public\".\"jobs\".run_id IS 'pgdrill:"),
         "{err}"
     );
     let team = count(&client, "SELECT count(*) FROM jobs WHERE run_id = 7", &[]).await;

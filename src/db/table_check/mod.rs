@@ -124,9 +124,11 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     let _ = workload.partitioned.set(relation.kind == "p");
-    // The load, read-back and retention name it by its schema from here on: what is checked
-    // is what is written. The check itself goes on in this session, by the name as given.
+    // Named by its schema from here on, the rest of the check included: through a
+    // transaction pooler each statement may reach a server connection whose search_path
+    // another client changed, and what is checked must be what is written.
     workload.pin(&relation.schema);
+    let table = workload.target();
     let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
     if !fired.is_empty() && !policy.triggers {
         return Err(TableError::Unusable(format!(
@@ -252,7 +254,7 @@ async fn prepare_shared(
     policy: TablePolicy,
     change: Change<'_>,
 ) -> Result<(), TableError> {
-    let table = &workload.table;
+    let table = workload.target();
     let columns = columns(client, &table.quoted).await?;
     if let Some(problem) = shape_problem(&table.quoted, &columns) {
         return Err(TableError::Unusable(problem));
@@ -486,7 +488,7 @@ async fn trial_insert(
         let result = match trial {
             Trial::Full => workload.insert(client, None, row).await.map(Some),
             Trial::UsersColumns => {
-                let sql = workload.table.users_insert_sql(row);
+                let sql = workload.target().users_insert_sql(row);
                 client.batch_execute(&sql).await.map(|()| None)
             }
         };
@@ -534,7 +536,7 @@ fn trial_failed(
         Some(m) if !fixable_by_retry => TableError::Unusable(format!(
             "the INSERT pgdrill runs fails on table {} for the {which} row its load draws \
              ({}): {m}{}{unchanged}",
-            workload.table.quoted,
+            workload.target().quoted,
             Row::RANGES,
             detail.map(|d| format!("; {d}")).unwrap_or_default()
         )),

@@ -120,8 +120,9 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
         args.extend(extra);
         let (status, _out, err) = Binary::spawn(&args).wait(Duration::from_secs(30)).await;
         assert_eq!(status.code(), Some(2), "{table}: exit 2, stderr:\n{err}");
-        let statement =
-            format!("ALTER TABLE \"{table}\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint;");
+        let statement = format!(
+            "ALTER TABLE \"public\".\"{table}\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint;"
+        );
         for word in ["run_id", "seq", expect, statement.as_str()] {
             assert!(err.contains(word), "{table}: stderr lacks {word:?}:\n{err}");
         }

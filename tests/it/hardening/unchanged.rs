@@ -58,10 +58,10 @@ async fn a_partitioned_table_gets_the_statements_that_build_its_index() {
     let on = "(transaction_id) WHERE run_id IS NOT NULL;";
     for said in [
         "is partitioned".to_string(),
-        "ALTER TABLE \"parted\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint; \
-         COMMENT ON COLUMN \"parted\".run_id IS 'pgdrill:"
+        "ALTER TABLE \"public\".\"parted\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint; \
+         COMMENT ON COLUMN \"public\".\"parted\".run_id IS 'pgdrill:"
             .to_string(),
-        format!("CREATE INDEX \"parted_pgdrill_rows\" ON ONLY \"parted\" {on}"),
+        format!("CREATE INDEX \"parted_pgdrill_rows\" ON ONLY \"public\".\"parted\" {on}"),
         format!("CREATE INDEX CONCURRENTLY <index> ON <partition> {on}"),
         "ALTER INDEX public.\"parted_pgdrill_rows\" ATTACH PARTITION <index>;".to_string(),
     ] {
