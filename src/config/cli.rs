@@ -109,8 +109,9 @@ pub struct RunArgs {
     #[arg(long, env = "PGDRILL_ALTER_TABLE", value_parser = BoolishValueParser::new())]
     pub alter_table: bool,
 
-    /// Write to a --table pgdrill did not create although INSERT or DELETE triggers or rules
-    /// are enabled on it (or, with --retention, foreign keys cascade its deletes): every write
+    /// Write to a table although INSERT or DELETE triggers or rules are enabled on it, a
+    /// publication sends its inserts to subscribers (or, with --retention, foreign keys
+    /// cascade its deletes): every write
     /// (and delete) fires them, and they may change data that is not pgdrill's. They are
     /// named in a warning at start; without the flag, pgdrill exits 2 naming them.
     #[arg(long, env = "PGDRILL_ALLOW_TABLE_TRIGGERS", value_parser = BoolishValueParser::new())]

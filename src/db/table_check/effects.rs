@@ -95,8 +95,9 @@ async fn delete_hazard(
 }
 
 /// The enabled user triggers and rules on pgdrill's `inserts` and `deletes`, of the table or
-/// any partition a row may be routed to, and with deletes the foreign keys that cascade,
-/// set null or set default into another table. (Tables with plain inheritance children are
+/// any partition a row may be routed to, with deletes the foreign keys that cascade, set null
+/// or set default into another table, and with inserts the publications that send them to
+/// subscribers (a native subscriber without the table stops replicating everything). (Tables with plain inheritance children are
 /// refused before this: a DELETE on the parent would reach the children's rows.)
 pub(super) async fn fired_by(
     client: &Client,
@@ -126,6 +127,18 @@ pub(super) async fn fired_by(
         }
         false => "",
     };
+    // Whether pgdrill writes at all: deleting its rows once sent keeps subscribers in step.
+    let published = match inserts {
+        true => {
+            "UNION SELECT 'publication ' || quote_ident(p.pubname) || ' (sent to its \
+               subscribers)' \
+             FROM pg_publication p JOIN pg_publication_tables pt ON pt.pubname = p.pubname \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             WHERE c.oid IN (SELECT oid FROM t) AND p.pubinsert"
+        }
+        false => "",
+    };
     let sql = format!(
         "WITH RECURSIVE t(oid) AS (SELECT to_regclass({name}) UNION ALL \
            SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid \
@@ -139,7 +152,7 @@ pub(super) async fn fired_by(
          SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \
          WHERE r.ev_class = to_regclass({name}) AND r.ev_type IN ({events}) \
            AND r.ev_enabled IN ('O', 'A') \
-         {foreign_keys} \
+         {foreign_keys} {published} \
          ORDER BY 1",
         name = quote_literal(table)
     );

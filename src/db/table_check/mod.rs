@@ -132,9 +132,9 @@ pub async fn ensure(
     let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
     if !fired.is_empty() && !policy.triggers {
         return Err(TableError::Unusable(format!(
-            "table {} has {} that pgdrill's writes would fire; they may change data that \
-             is not pgdrill's (another table, an outbox). pgdrill writes to such a table \
-             only with --allow-table-triggers{}",
+            "table {} has {} that pgdrill's writes would fire; they may change or send data \
+             beyond pgdrill's rows (another table, an outbox, a subscriber). pgdrill writes to \
+             such a table only with --allow-table-triggers{}",
             table.name,
             fired.join(", "),
             match relation.ours {

@@ -114,3 +114,32 @@ async fn a_partitioned_table_gets_the_statements_that_build_its_index() {
     assert!(count(&owner, rows, &[]).await > 0);
     lab.shutdown().await;
 }
+
+/// A publication of every table (a CDC setup's): pgdrill's writes, to its own table too, would
+/// reach the subscribers (a native one without the table stops replicating everything). It
+/// exits 2 naming the publication before a row is written, unless --allow-table-triggers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_table_is_refused_before_a_row_is_written_unless_allowed() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let admin = connect(&super::admin_app_dsn(&lab)).await;
+    exec(&admin, "CREATE PUBLICATION everything FOR ALL TABLES").await;
+    let run = |more: &'static [&'static str]| {
+        let mut args = vec!["--dsn", &dsn, "--listen", "127.0.0.1:0", "--duration"];
+        args.extend_from_slice(more);
+        Binary::spawn(&args).wait(Duration::from_secs(60))
+    };
+    let (status, _, err) = run(&["60s"]).await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("publication everything"), "{err}");
+    let rows = "SELECT count(*) FROM pgdrill_writes";
+    assert_eq!(count(&admin, rows, &[]).await, 0, "{err}");
+    let (status, _, err) = run(&["2s", "--allow-table-triggers"]).await;
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("publication everything"),
+        "said at start: {err}"
+    );
+    assert!(count(&admin, rows, &[]).await > 0, "{err}");
+    lab.shutdown().await;
+}
