@@ -470,15 +470,20 @@ fn figures(
 
 /// The load a member's timeline holds within the trigger member's baseline window: the whole
 /// buckets inside it, else (a window shorter than its buckets: a second, or a minute once
-/// coarsened) the buckets it overlaps; `None` when it holds none.
+/// coarsened) those it overlaps that end by the trigger, else the last that ends by it; never
+/// one running past the trigger, which holds the failover's own failures. `None` when it
+/// holds none.
 fn baseline(t: &Timeline, window: &Baseline, target_rate: Option<f64>) -> Option<Baseline> {
     let from = window.from_unix.ceil() as u64;
     let to = window.to_unix.floor() as u64;
     let mut inside: Vec<_> = t.iter().filter(|b| b.at >= from && b.end() <= to).collect();
+    let before = |b: &&Bucket| (b.end() as f64) <= window.to_unix;
     if inside.is_empty() {
-        let overlaps =
-            |b: &&Bucket| (b.end() as f64) > window.from_unix && (b.at as f64) < window.to_unix;
-        inside = t.iter().filter(overlaps).collect();
+        let overlaps = |b: &&Bucket| (b.end() as f64) > window.from_unix;
+        inside = t.iter().filter(before).filter(overlaps).collect();
+    }
+    if inside.is_empty() {
+        inside = t.iter().filter(before).last().into_iter().collect();
     }
     let (first, last) = (inside.first()?, inside.last()?);
     Some(Baseline {

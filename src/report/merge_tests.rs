@@ -430,11 +430,22 @@ fn a_merge_names_what_it_cannot_time_or_count() {
 #[test]
 fn a_baseline_window_shorter_than_a_second_reads_the_seconds_it_overlaps() {
     let mut pods = members();
-    // `--failover-after 2s` leaves a window of a second, not on whole seconds.
+    // `--failover-after 2s` leaves a window of a second, not on whole seconds; the second
+    // the trigger falls in holds the failover's failures, and is not the baseline's.
     pods[0]["drill"]["baselines"][0]["from_unix"] = json!(T0 + 29.3);
     pods[0]["drill"]["baselines"][0]["to_unix"] = json!(T0 + 30.2);
+    pods[1]["timeline"]["buckets"][30]["errors"] = json!([[0, 3]]);
     let r = merge(&inputs(&pods));
     let v = r.verdict.clone().expect("a verdict");
     assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
-    assert_eq!(r.members[1].baselines[0].successes, 200);
+    assert_eq!(r.members[1].baselines[0].successes, 100);
+    // A long drill's member: its seconds before the trigger merged into one minute that runs
+    // past it. The minute that ends by the trigger is read, not the one with the failover.
+    let minute = |at: f64, errors: u32| {
+        json!({"at": at as u64, "span": 60, "attempts": 6000, "successes": 6000 - errors,
+               "errors": [[0, errors]]})
+    };
+    pods[1]["timeline"]["buckets"] = json!([minute(T0 - 60.0, 0), minute(T0, 10)]);
+    let v = verdict(&pods);
+    assert!(!v.invalid.iter().any(|r| r.contains("unhealthy")), "{v}");
 }
