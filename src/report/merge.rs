@@ -397,8 +397,23 @@ fn figures(
     let (baselines, drills) = match (is_trigger, drill) {
         (true, Some(d)) => (d.baselines.clone(), d.drills.clone()),
         (_, Some(d)) => {
+            // The trigger member's times on this member's clock, by the offset measured: the
+            // figures are then differences on one clock, only its uncertainty left.
+            let ahead = skew.map_or(0.0, |(ahead, _)| ahead);
+            let triggers: Vec<_> = (d.triggers.iter().cloned())
+                .map(|mut t| {
+                    (t.started_unix, t.ended_unix) = (t.started_unix + ahead, t.ended_unix + ahead);
+                    t
+                })
+                .collect();
+            let windows: Vec<_> = (d.baselines.iter().cloned())
+                .map(|mut w| {
+                    (w.from_unix, w.to_unix) = (w.from_unix + ahead, w.to_unix + ahead);
+                    w
+                })
+                .collect();
             let (start, end) = s.span_unix();
-            for t in &d.triggers {
+            for t in &triggers {
                 if t.started_unix < start - SPAN_SLACK || t.started_unix > end + SPAN_SLACK {
                     invalid.push(format!(
                         "{name}: its run ({} for {:.1} s) does not cover trigger {} at {}: it \
@@ -410,8 +425,7 @@ fn figures(
                     ));
                 }
             }
-            let baselines = d
-                .baselines
+            let baselines = windows
                 .iter()
                 .filter_map(|w| match baseline(&s.timeline, w, s.target_rate) {
                     Some(b) => Some(b),
@@ -426,8 +440,8 @@ fn figures(
                 })
                 .collect();
             let drills = attribute(
-                &d.triggers,
-                &d.baselines,
+                &triggers,
+                &windows,
                 &s.outages,
                 (
                     &s.new_primary_writes_unix,

@@ -329,6 +329,29 @@ fn clocks_that_disagree_through_the_server_make_it_invalid() {
 }
 
 #[test]
+fn a_members_measured_clock_offset_is_taken_out_of_its_figures() {
+    let clock = |offset: f64| json!({"offset_seconds": offset, "uncertainty_seconds": 0.001});
+    let mut pods = members();
+    // Member 1's clock runs 0.08 s ahead: its outage, at T0 + 30.05 on member 0's clock,
+    // is dated T0 + 30.13 on its own.
+    pods[1]["server_clock"] = clock(-0.08);
+    let outage = &mut pods[1]["outages"][0];
+    let f = |v: &Value| v.as_f64().expect("a number");
+    let (start, end) = (
+        f(&outage["start_unix"]) + 0.08,
+        f(&outage["end_unix"]) + 0.08,
+    );
+    (outage["start_unix"], outage["end_unix"]) = (json!(start), json!(end));
+    let r = merge(&inputs(&pods));
+    let first_failed = r.members[1].drills[0].trigger_to_first_failed_write_seconds;
+    assert!(
+        first_failed.is_some_and(|s| (s - 0.05).abs() < 1e-6),
+        "{first_failed:?}"
+    );
+    assert_eq!(r.verdict.map(|v| v.verdict), Some(VerdictKind::Pass));
+}
+
+#[test]
 fn a_member_that_crashed_after_writing_makes_the_drill_invalid_naming_it() {
     let mut pods = members();
     pods[2]["crashed"] = "a lane panicked 6 times".into();
