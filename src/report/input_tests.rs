@@ -228,3 +228,32 @@ fn the_fleet_page_draws_every_members_classes_and_the_triggers_facts() {
     // What the first write reached, as the triggering member's own page says it.
     assert!(merged.page.contains(" (new primary)</td>"));
 }
+
+#[test]
+fn a_summary_holding_more_events_than_a_run_keeps_draws_a_bounded_page() {
+    let mut s = alone(pod(0, "d1", 0.3, 0, None));
+    let event = |n: u64| json!({"at": 1_800_000_000.0 + n as f64 * 0.001, "kind": "restart", "what": "x".repeat(200)});
+    s["timeline"]["events"] = json!({"list": (0..20_000).map(event).collect::<Vec<_>>()});
+    let change = json!({"at": "2027-01-15T08:00:00Z", "from": "healthy", "to": "degraded"});
+    s["state_changes"] = json!(vec![change; 20_000]);
+    // What a run's own cap gives (1,000 events, 1,000 state changes): ~1 MB, not 20 times it.
+    let merged = report(&[s]);
+    assert!(merged.page.len() < 1_500_000, "{} bytes", merged.page.len());
+}
+
+#[test]
+fn a_summary_from_a_newer_pgdrill_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("member-0.json");
+    let mut s = alone(pod(0, "d1", 0.3, 0, None));
+    s["version"] = json!("99.0.0");
+    std::fs::write(&path, s.to_string()).expect("write summary");
+    let Err(e) = merge_summary_files(&[path]) else {
+        panic!("a summary of pgdrill 99.0.0 was read");
+    };
+    assert!(e.contains("member-0.json") && e.contains("99.0.0"), "{e}");
+    s["version"] = json!("0.0.1");
+    let older = dir.path().join("older.json");
+    std::fs::write(&older, s.to_string()).expect("write summary");
+    assert!(merge_summary_files(&[older]).is_ok());
+}

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
 use crate::drill::verdict::Objectives;
-use crate::failover::outages::Outages;
+use crate::failover::outages::{Outages, MAX_STATE_CHANGES};
 use crate::load::outcomes::Outcomes;
 use crate::report::summary::{Flag, RunCounts, Summary};
 use crate::rpo::verify::Verifier;
@@ -60,6 +60,7 @@ pub(crate) fn summary_from_json(mut v: serde_json::Value) -> Result<Summary, Str
     if v.get("run_id").is_none() || v.get("transactions").is_none() {
         return Err("not a pgdrill summary (no run_id or transactions)".to_string());
     }
+    check_version(&v)?;
     crate::secrets::scrub_json(&mut v);
     let unresolved_missing = v.get("unknown_outcome_unresolved").is_none();
     let checked_missing = v.get("checked_writes").is_none();
@@ -74,7 +75,25 @@ pub(crate) fn summary_from_json(mut v: serde_json::Value) -> Result<Summary, Str
             outages.fold(s.earlier_outages.checked_writes, u64::saturating_add);
     }
     s.earlier_outages.keep_latest(&mut s.outages);
+    // What the run itself keeps, however many a hand-made or foreign file holds.
+    s.timeline.events = std::mem::take(&mut s.timeline.events).kept();
+    let over = s.state_changes.len().saturating_sub(MAX_STATE_CHANGES);
+    s.state_changes.drain(..over);
     Ok(s)
+}
+
+/// A summary written by a newer pgdrill may have moved or renamed what this one reads (read
+/// as zeros, a loss would pass): refused. An older one, or none, is read.
+fn check_version(v: &serde_json::Value) -> Result<(), String> {
+    let parts = |s: &str| -> Vec<u64> { s.split('.').map_while(|p| p.parse().ok()).collect() };
+    let ours = env!("CARGO_PKG_VERSION");
+    match v.get("version").and_then(|v| v.as_str()) {
+        Some(theirs) if parts(theirs) > parts(ours) => Err(format!(
+            "written by pgdrill {theirs}, newer than this one ({ours}): read it with pgdrill \
+             {theirs} or later"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// What the live `/` page, the timeline sampler and the progress line read, and the live

@@ -261,6 +261,17 @@ impl EventLog {
         self.list.iter()
     }
 
+    /// The log as a run keeps it (the latest [`MAX_EVENTS`], texts cut), for one read from a
+    /// file that may hold more.
+    pub fn kept(self) -> EventLog {
+        let mut kept = EventLog {
+            list: VecDeque::new(),
+            dropped: self.dropped,
+        };
+        self.list.into_iter().for_each(|e| kept.push(e));
+        kept
+    }
+
     /// The verifications that closed no outage (a failover faster than the outage
     /// threshold).
     pub fn losses_without_outage(&self) -> Vec<LossWithoutOutage> {
