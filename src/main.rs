@@ -232,7 +232,12 @@ fn report(args: ReportArgs) -> ExitCode {
         }
     }
     if let Some(verdict) = &merged.report.verdict {
-        tell(format!("drill verdict: {verdict}"));
+        let what = if merged.report.canary {
+            "canary"
+        } else {
+            "drill"
+        };
+        tell(format!("{what} verdict: {verdict}"));
     }
     say(args.output.display());
     ExitCode::from(merged.report.exit_code())

@@ -28,7 +28,7 @@ pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
     let page = match inputs.as_slice() {
         // The page shows the verdict the exit status and `--json` give, judged again (a
         // member that did not trigger, alone, gets the fleet page's: it cannot judge itself).
-        [one] if one.summary.drill.is_some() || report.verdict.is_none() => {
+        [one] if one.summary.drill.is_some() || report.canary => {
             let mut summary = one.summary.clone();
             if let (Some(d), Some(v)) = (&mut summary.drill, &report.verdict) {
                 d.verdict = v.clone();

@@ -88,14 +88,20 @@ pub struct FleetReport {
     /// The members' counts added up; lost writes each verified by its own member.
     #[serde(flatten)]
     pub counts: RunCounts,
-    /// `None`: one summary of a canary run (no trigger, no verdict, as the run itself).
+    /// A lone canary's is the one its page shows; its exit status is 0 all the same.
     pub verdict: Option<Verdict>,
+    /// One summary of a canary run (no member of a drill by several, no trigger).
+    pub canary: bool,
 }
 
 impl FleetReport {
-    /// 0 pass (and a lone canary), 3 fail, 4 invalid: as the run of one process.
+    /// 0 pass (and a lone canary, whatever its verdict), 3 fail, 4 invalid: as the run of
+    /// one process.
     pub fn exit_code(&self) -> u8 {
-        self.verdict.as_ref().map_or(0, |v| v.verdict.exit_code())
+        match (&self.verdict, self.canary) {
+            (Some(v), false) => v.verdict.exit_code(),
+            _ => 0,
+        }
     }
 }
 
@@ -240,7 +246,17 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                 invalid,
             ))
         }
-        None if lone_canary => None,
+        // A canary is judged as its page judges it, against its own objectives; its exit
+        // status stays 0 ([`FleetReport::exit_code`]), as the run's.
+        None if lone_canary => {
+            let s = &inputs[0].summary;
+            Some(
+                s.verdict(
+                    &s.objectives
+                        .unwrap_or(crate::report::summary::DEFAULT_OBJECTIVES),
+                ),
+            )
+        }
         // Nothing to judge the members by, which is itself the reason (INVALID).
         None => Some(Verdict::decide(false, Vec::new(), invalid)),
     };
@@ -273,6 +289,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
         not_merged,
         members,
         verdict,
+        canary: lone_canary,
     }
 }
 

@@ -123,10 +123,21 @@ fn one_summary_merges_into_the_verdict_the_run_gave_itself() {
         let own: Verdict = serde_json::from_value(one["drill"]["verdict"].clone()).unwrap();
         assert_eq!(verdict(&[one]), own, "{rto}");
     }
+    // A canary: the verdict its page shows, in --json too, and exit 0 as its run's.
     let mut canary = pod(0, "d1", 0.3, 0, None);
     canary["member"] = Value::Null;
+    let merged = merge(&inputs(&[canary.clone()]));
+    assert_eq!(
+        merged.verdict.as_ref().map(|v| v.verdict),
+        Some(VerdictKind::Pass)
+    );
+    assert_eq!(merged.exit_code(), 0);
+    canary["objectives"] = json!({"rto_seconds": 0.1, "max_lost_writes": 0});
     let merged = merge(&inputs(&[canary]));
-    assert_eq!(merged.verdict, None);
+    assert_eq!(
+        merged.verdict.as_ref().map(|v| v.verdict),
+        Some(VerdictKind::Fail)
+    );
     assert_eq!(merged.exit_code(), 0);
     // One member's summary of a drill run by three: the others are missing.
     let v = verdict(&[pod(0, "d1", 0.3, 0, Some("120s"))]);
