@@ -139,13 +139,18 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     ErrorClass::Other
 }
 
-/// PgBouncer's messages for a login it refuses (user, password, database), as of 1.18:
-/// `password`, `SASL` or `"trust" authentication failed`, `No such database: …`.
+/// PgBouncer's messages for a login it refuses (user, password, database, a startup option
+/// it does not take), as of 1.18: `password`, `SASL` or `"trust" authentication failed`,
+/// `No such database: …`, `unsupported startup parameter: options`.
 fn pooler_refused_login(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    ["authentication failed", "no such database", "no such user"]
-        .iter()
-        .any(|m| message.contains(m))
+    let refusals = [
+        "authentication failed",
+        "no such database",
+        "no such user",
+        "unsupported startup parameter",
+    ];
+    refusals.iter().any(|m| message.contains(m))
 }
 
 pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
@@ -227,7 +232,9 @@ pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'
         }
         (ErrorClass::Auth, "08P01") => {
             "the connection pooler (PgBouncer) refused the login: check the user, password and \
-             dbname in --dsn against its [databases] and auth_file or auth_query"
+             dbname in --dsn against its [databases] and auth_file or auth_query, and startup \
+             options (options= in --dsn, PGOPTIONS), which it takes only when listed in its \
+             ignore_startup_parameters"
         }
         (ErrorClass::Auth, _) => {
             "no password could be used: check the DSN's password, PGPASSWORD, ~/.pgpass \
@@ -301,6 +308,7 @@ mod tests {
             "\"trust\" authentication failed",
             "No such database: nosuchdb",
             "no such user",
+            "unsupported startup parameter: options",
         ] {
             assert!(pooler_refused_login(refused), "{refused}");
         }

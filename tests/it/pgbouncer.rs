@@ -147,6 +147,27 @@ async fn a_login_pgbouncer_refuses_is_a_wrong_target() {
         );
         assert!(out.is_empty(), "{out}");
     }
+    // A startup option of the user's own (PGOPTIONS) that the pooler does not take: the
+    // login is refused whatever pgdrill leaves out, so it is a wrong target, said as such.
+    let strict = Bouncer::start_ignoring(&lab, lab.port(lab.primary()), "extra_float_digits").await;
+    let dsn = strict.dsn();
+    let args = [
+        "--dsn",
+        &dsn,
+        "--duration",
+        "60s",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let options = ("PGOPTIONS", "-c search_path=public");
+    let (status, _, err) = Binary::spawn_with(&[options], &args)
+        .wait(Duration::from_secs(40))
+        .await;
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("PGOPTIONS") && err.contains("ignore_startup_parameters"),
+        "{err}"
+    );
     lab.shutdown().await;
 }
 
