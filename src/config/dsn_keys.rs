@@ -134,15 +134,16 @@ pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), Config
     }
     if let Some((v, from)) = value("tcp_user_timeout") {
         match v.trim().parse::<u64>() {
-            Ok(ms) if ms > 0 => {
+            // libpq's 0 is the system's default; pgdrill's default bounds a dead server.
+            Ok(0) => {}
+            Ok(ms) => {
                 pg.tcp_user_timeout(Duration::from_millis(ms));
             }
             _ => {
                 return Err(ConfigError::new(
                     from,
                     format!("tcp_user_timeout={v}"),
-                    "`tcp_user_timeout` must be whole milliseconds above 0 (pgdrill needs \
-                     the kernel to give up on a dead server)",
+                    "`tcp_user_timeout` must be whole milliseconds",
                 ))
             }
         }

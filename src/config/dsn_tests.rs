@@ -614,7 +614,9 @@ fn options_channel_binding_and_balancing_come_from_the_dsn_or_their_variables() 
 fn tcp_user_timeout_is_milliseconds_as_in_libpq() {
     let t = parse(Some("host=db tcp_user_timeout=10000"), no_env).unwrap();
     assert_eq!(t.pg.get_tcp_user_timeout(), Some(&Duration::from_secs(10)));
-    for bad in ["0", "-1", "ten"] {
+    let t = parse(Some("host=db tcp_user_timeout=0"), no_env).unwrap();
+    assert_eq!(t.pg.get_tcp_user_timeout(), None, "pgdrill's default");
+    for bad in ["-1", "ten"] {
         let e = parse(Some(&format!("host=db tcp_user_timeout={bad}")), no_env)
             .unwrap_err()
             .to_string();

@@ -483,8 +483,10 @@ impl CleanupArgs {
             _ => Scope::DropTable,
         };
         let mut target = dsn::parse(self.dsn.as_deref(), env)?;
+        let password = self.password.source(&mut target)?;
+        password.check_program()?;
         Ok(CleanupConfig {
-            password: self.password.source(&mut target)?,
+            password,
             target,
             table: Table::parse(&self.table)?,
             scope,
@@ -503,10 +505,7 @@ impl Config {
     /// The failover and password commands' programs can be run now (`pgdrill demo`'s
     /// in-process trigger needs none): a typo found when one is due would cost the run.
     pub fn check_programs(&self) -> Result<(), ConfigError> {
-        if let PasswordSource::Command { argv, .. } = &self.password {
-            // The arguments are not shown: they may hold a secret.
-            crate::drill::plan::runnable("--password-command", "(not shown)", argv)?;
-        }
+        self.password.check_program()?;
         (self.drill.trigger.as_ref()).map_or(Ok(()), |t| t.action.check_program())
     }
 

@@ -377,6 +377,23 @@ fn a_password_command_whose_program_is_missing_is_refused_before_start_without_i
     assert!(!e.contains("s3cret"), "{e}");
     let c = args(&["--password-command", "env true"]).unwrap();
     assert!(c.check_programs().is_ok());
+    // `pgdrill cleanup` too, before it connects.
+    let argv = [
+        "pgdrill",
+        "cleanup",
+        "--all-runs",
+        "--password-command",
+        "azz --secret s3cret",
+    ];
+    let Some(Command::Cleanup(cleanup)) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("a cleanup command");
+    };
+    let e = cleanup.validate(|_| None).unwrap_err().to_string();
+    assert!(
+        e.contains("--password-command") && e.contains("`azz`"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
 }
 
 #[test]

@@ -48,6 +48,17 @@ pub enum PasswordSource {
 }
 
 impl PasswordSource {
+    /// `--password-command`'s program can be run now (its arguments are not shown: they may
+    /// hold a secret).
+    pub fn check_program(&self) -> Result<(), ConfigError> {
+        match self {
+            PasswordSource::Command { argv, .. } => {
+                crate::drill::plan::runnable("--password-command", "(not shown)", argv)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Checks before starting: the file must be readable and non-empty.
     pub fn validate(self) -> Result<PasswordSource, ConfigError> {
         let (flag, value, why) = match &self {
