@@ -211,7 +211,7 @@ impl Metrics {
             transaction_errors: PerClass::new(r, "pgdrill_transaction_errors_total", "Transactions that failed, by error class."),
             abandoned: register(r, IntCounter::new("pgdrill_transactions_abandoned_total", "Transactions still in flight when the shutdown grace ran out: sent, never answered; their outcome is unknown (the server may have committed them).")),
             skipped: register(r, IntCounter::new("pgdrill_transactions_skipped_total", "Transactions due by the schedule but never started: the backlog was full, they waited longer than its span, or they were queued at shutdown.")),
-            transaction_duration: histogram(r, "pgdrill_transaction_duration_seconds", "Latency of successful transactions from their intended (scheduled) start to acknowledgement.", LATENCY_BUCKETS),
+            transaction_duration: histogram(r, "pgdrill_transaction_duration_seconds", "Latency of successful transactions from their intended (scheduled) start to acknowledgement; with --rate 0, from when a lane took them.", LATENCY_BUCKETS),
             service_duration: histogram(r, "pgdrill_service_duration_seconds", "Latency of successful transactions from sending to acknowledgement.", LATENCY_BUCKETS),
             in_flight: register(r, IntGauge::new("pgdrill_transactions_in_flight", "Transactions taken by a lane and not yet answered: waiting for a connection, or sent.")),
             connection_attempts: register(r, IntCounter::new("pgdrill_connection_attempts_total", "New database connections attempted.")),
