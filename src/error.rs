@@ -248,6 +248,31 @@ pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'
     })
 }
 
+/// `argv`'s program can be run now, as `execvp` finds it (a path, or a name on `PATH`);
+/// else an error naming `option` with `shown` as its value: a failover trigger's and a
+/// password command's, checked before start.
+pub fn runnable(option: &'static str, shown: &str, argv: &[String]) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = argv.first().map_or("", String::as_str);
+    let executable = |p: &std::path::Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = match program.contains('/') {
+        true => executable(std::path::Path::new(program)),
+        false => std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program)))),
+    };
+    match found {
+        true => Ok(()),
+        false => Err(ConfigError::new(
+            option,
+            shown,
+            format!("`{program}` is not an executable file nor found on PATH"),
+        )),
+    }
+}
+
 /// A configuration mistake found before anything starts. It names the option,
 /// the offending value (passwords redacted) and why it is wrong.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -53,7 +53,7 @@ impl PasswordSource {
     pub fn check_program(&self) -> Result<(), ConfigError> {
         match self {
             PasswordSource::Command { argv, .. } => {
-                crate::drill::plan::runnable("--password-command", "(not shown)", argv)
+                crate::error::runnable("--password-command", "(not shown)", argv)
             }
             _ => Ok(()),
         }
