@@ -389,12 +389,19 @@ fn a_member_that_crashed_after_writing_makes_the_drill_invalid_naming_it() {
     assert!(canary.to_string().contains("CRASHED       a task ended"));
     // The run and `pgdrill report` on its summary give one verdict: a drill that missed its
     // RTO and crashed is invalid; one that lost writes fails, crashed or not.
-    for (lost, rto, kind) in [
-        (0, "100ms", VerdictKind::Invalid),
-        (3, "120s", VerdictKind::Fail),
+    for (lost, rto, trigger_failed, kind) in [
+        (0, "100ms", false, VerdictKind::Invalid),
+        (3, "120s", false, VerdictKind::Fail),
+        // Two reasons: the crash and the trigger's exit, in one order in both.
+        (0, "120s", true, VerdictKind::Invalid),
     ] {
         let mut one = pod(0, "d1", 0.3, lost, Some(rto));
         one["member"] = Value::Null;
+        if trigger_failed {
+            one["drill"]["triggers"][0]["outcome"] = json!({"kind": "exited_non_zero", "code": 1});
+            // As the run judged itself before it crashed.
+            one["drill"]["verdict"] = serde_json::to_value(verdict(&[one.clone()])).unwrap();
+        }
         let mut run: Summary = serde_json::from_value(one).unwrap();
         run.crashed_with("a task ended".into());
         let objectives = run.drill.clone().unwrap().objectives;

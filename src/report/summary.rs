@@ -301,7 +301,8 @@ impl Summary {
         if let Some(d) = &mut self.drill {
             let lost_decides = self.counts.lost_writes > d.objectives.max_lost_writes;
             let (failed, mut invalid) = (d.verdict.failed.clone(), d.verdict.invalid.clone());
-            invalid.push(format!("the run crashed: {error}"));
+            // First, as `pgdrill report` lists a summary's crash before what it judges.
+            invalid.insert(0, format!("the run crashed: {error}"));
             d.verdict = Verdict::decide(lost_decides, failed, invalid);
         }
         self.crashed = Some(error);
