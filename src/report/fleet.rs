@@ -293,7 +293,8 @@ fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
     let charts = r.members.iter().filter_map(|m| {
         let s = summary_of(m, inputs)?;
         let mut timeline = s.timeline.clone();
-        for t in &r.triggers {
+        // The triggering member's own timeline has its triggers already.
+        for t in r.triggers.iter().filter(|_| !m.ran_trigger) {
             timeline.events.push(Event {
                 at: t.started_unix,
                 kind: EventKind::FailoverTrigger {

@@ -227,6 +227,13 @@ fn the_fleet_page_draws_every_members_classes_and_the_triggers_facts() {
     assert!(merged.page.contains("></i>connection_closed</span>"));
     // What the first write reached, as the triggering member's own page says it.
     assert!(merged.page.contains(" (new primary)</td>"));
+    // T on the measuring member's chart only: the triggering one's has its own mark.
+    assert_eq!(
+        merged.page.matches("trigger 1 (by ").count(),
+        1,
+        "{}",
+        merged.page
+    );
 }
 
 #[test]
