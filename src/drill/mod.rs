@@ -45,6 +45,8 @@ pub struct RunFacts {
     pub baselines: Vec<Baseline>,
     pub outages: Vec<OutageRecord>,
     pub earlier_outages: EarlierOutages,
+    /// Primary changes without an outage whose verification never answered.
+    pub unverified_changes: usize,
     /// For each primary change, when the new primary acknowledged its first write.
     pub new_primary_writes_unix: Vec<f64>,
     /// Every acknowledged write found missing, in an outage or not.
@@ -71,6 +73,7 @@ impl DrillReport {
             drills: &drills,
             outages: &facts.outages,
             earlier: &facts.earlier_outages,
+            unverified_changes: facts.unverified_changes,
             run_end_unix: facts.run_end_unix,
         };
         let verdict = judge_members(
@@ -200,6 +203,7 @@ mod tests {
                 }],
                 outages: vec![outage(1, t0 + 30.05, Some(0.27), 0)],
                 earlier_outages: EarlierOutages::default(),
+                unverified_changes: 0,
                 new_primary_writes_unix: vec![t0 + 30.32],
                 lost_writes_in_run: 0,
                 losses_without_outage: Vec::new(),

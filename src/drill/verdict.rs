@@ -96,6 +96,8 @@ pub struct MemberFacts<'a> {
     pub drills: &'a [DrillTiming],
     pub outages: &'a [OutageRecord],
     pub earlier: &'a EarlierOutages,
+    /// Primary changes without an outage whose verification never answered.
+    pub unverified_changes: usize,
     /// When its run ended (Unix seconds): how long an outage still open then had lasted.
     pub run_end_unix: f64,
 }
@@ -159,6 +161,14 @@ pub fn judge_members(
                 "only the latest {MAX_OUTAGES} of {} outages were kept: the triggers cannot \
                  all be timed",
                 m.earlier.count.saturating_add(m.outages.len())
+            ));
+        }
+        // As an outage never verified: "0 lost" would claim what was never looked at.
+        if m.unverified_changes > 0 {
+            j.invalid.push(format!(
+                "the acknowledged writes before {} primary change(s) without an outage were \
+                 never verified",
+                m.unverified_changes
             ));
         }
         failed.extend(j.failed.into_iter().map(named));
@@ -306,6 +316,7 @@ mod tests {
         primaries: Vec<f64>,
         lost: u64,
         planned: u32,
+        unverified_changes: usize,
     }
 
     impl Case {
@@ -319,6 +330,7 @@ mod tests {
                 primaries: vec![T0 + 30.45],
                 lost: 0,
                 planned: 1,
+                unverified_changes: 0,
             }
         }
 
@@ -336,6 +348,7 @@ mod tests {
                 drills: &drills,
                 outages: &self.outages,
                 earlier: &self.earlier,
+                unverified_changes: self.unverified_changes,
                 run_end_unix: T0 + 60.0,
             };
             judge_members(
@@ -516,6 +529,7 @@ mod tests {
             lost: 0,
             earlier: EarlierOutages::default(),
             planned: 4,
+            unverified_changes: 0,
         };
         let v = case.judge(objectives(1_000));
         assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
@@ -558,6 +572,7 @@ mod tests {
             primaries: Vec::new(),
             lost: 0,
             planned: 0,
+            unverified_changes: 0,
         };
         let v = canary(Vec::new()).judge(objectives(1_000));
         assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
@@ -580,6 +595,23 @@ mod tests {
         assert_eq!(
             v.invalid,
             ["the acknowledged writes before outage 1 were never verified"]
+        );
+
+        // A primary change without an outage (a pooler's switch) whose check never answered:
+        // as unverified as an outage's, for a canary and for a drill.
+        let mut case = canary(Vec::new());
+        case.unverified_changes = 1;
+        let v = case.judge(objectives(1_000));
+        assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
+        let never = "the acknowledged writes before 1 primary change(s) without an outage were \
+                     never verified";
+        assert_eq!(v.invalid, [never]);
+        let mut case = Case::forced();
+        case.unverified_changes = 1;
+        let v = case.judge(objectives(120_000));
+        assert_eq!(
+            (v.verdict, &v.invalid[..]),
+            (VerdictKind::Invalid, &[never.to_string()][..])
         );
 
         // Open at the end of the run (T0 + 60 s): 0.5 s cannot be judged, 10 s failed.
@@ -607,6 +639,7 @@ mod tests {
             primaries: Vec::new(),
             lost: 0,
             planned: 0,
+            unverified_changes: 0,
         };
         let v = canary.judge(objectives(10_000));
         assert_eq!(v.verdict, VerdictKind::Pass, "{v}");

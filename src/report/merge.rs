@@ -229,6 +229,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                     drills: &m.drills,
                     outages: &i.summary.outages,
                     earlier: &i.summary.earlier_outages,
+                    unverified_changes: i.summary.unverified_primary_changes,
                     run_end_unix: i.summary.span_unix().1,
                 })
                 .collect();

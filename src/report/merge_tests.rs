@@ -81,6 +81,7 @@ pub(crate) fn pod(
                 }],
                 outages: vec![outage],
                 earlier_outages: Default::default(),
+                unverified_changes: 0,
                 new_primary_writes_unix: vec![start + unavailable],
                 lost_writes_in_run: lost,
                 losses_without_outage: Vec::new(),

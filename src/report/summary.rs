@@ -283,6 +283,7 @@ impl Summary {
             drills: &[],
             outages: &self.outages,
             earlier: &self.earlier_outages,
+            unverified_changes: self.unverified_primary_changes,
             run_end_unix: self.span_unix().1,
         };
         judge_members(
@@ -499,11 +500,18 @@ impl fmt::Display for Summary {
             "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
             self.primary_changes,
             self.server_restarts,
-            match self.lost_writes_unverified() {
-                true => format!("unverified ({})", self.unverified_outages().join(", ")),
-                false => format!(
+            match (self.lost_writes_unverified(), self.unverified_outages()) {
+                (true, not) => format!("unverified ({})", not.join(", ")),
+                (false, not) if not.is_empty() => format!(
                     "{} of {} checked",
                     self.counts.lost_writes, self.counts.checked_writes
+                ),
+                // Some checked, some not: both said, as the report's card says them.
+                (false, not) => format!(
+                    "{} of {} checked ({})",
+                    self.counts.lost_writes,
+                    self.counts.checked_writes,
+                    not.join(", ")
                 ),
             },
             self.counts.unknown_outcome_writes,
@@ -556,5 +564,21 @@ mod tests {
         assert!(s
             .to_string()
             .contains("unverified (1 primary change not verified)"));
+        // Another failover checked: its figure, and what was not checked beside it.
+        s.counts.checked_writes = 100;
+        assert!(!s.lost_writes_unverified());
+        assert!(s
+            .to_string()
+            .contains("lost writes 0 of 100 checked (1 primary change not verified)"));
+        // Its verdict as a canary: not a pass.
+        let v = s.verdict(&Objectives {
+            rto: Duration::from_secs(1),
+            max_lost_writes: 0,
+        });
+        assert_eq!(
+            v.verdict,
+            crate::drill::verdict::VerdictKind::Invalid,
+            "{v}"
+        );
     }
 }
