@@ -568,6 +568,7 @@ impl Drill {
             outages: s.outages.outages(),
             earlier_outages: s.outages.earlier(),
             unverified_primary_changes: s.outages.unverified_changes(),
+            losses_without_outage: s.outages.losses_without_outage(),
             state_changes: s.outages.state_changes(),
             identity_first: s.identity.first(),
             identity_last: s.identity.current(),

@@ -165,7 +165,7 @@ impl DrillRun {
                 unverified_changes: self.sources.outages.unverified_changes(),
                 new_primary_writes_unix: self.new_primary_writes(),
                 lost_writes_in_run,
-                losses_without_outage: self.sources.timeline.losses_without_outage(),
+                losses_without_outage: self.sources.outages.losses_without_outage(),
                 run_end_unix: self.clock.unix(run_end),
             },
         );

@@ -42,6 +42,7 @@ impl Monitor {
             tokio::spawn(async move {
                 this.verifier
                     .run(verify_rx, stop, |req, check| {
+                        let at = crate::clock::unix_now();
                         match req.outage {
                             // Verification connected afresh (its identity probe ran): the
                             // server written to after the outage, even behind a pooler that
@@ -49,7 +50,7 @@ impl Monitor {
                             Some(index) => {
                                 this.outages.verified(index, check, this.identity.current())
                             }
-                            None => this.outages.change_verified(),
+                            None => this.outages.change_verified(at, check),
                         }
                         // Not a queued one's over the latest outage's pending NaN.
                         if this.outages.shows_last_failover(req.outage, check.lost) {
@@ -58,7 +59,7 @@ impl Monitor {
                             m.last_failover_rpo.set(check.rpo_seconds);
                         }
                         this.timeline.event(
-                            crate::clock::unix_now(),
+                            at,
                             EventKind::Verification {
                                 outage: req.outage.map(|i| i as u32),
                                 checked: check.checked,

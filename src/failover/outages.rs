@@ -12,6 +12,7 @@ use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::failover::machine::FailoverState;
 use crate::rpo::ledger::Check;
+use crate::telemetry::timeline::LossWithoutOutage;
 
 /// One outage as the drill report shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -120,6 +121,9 @@ struct Book {
     /// Verifications asked for primary changes without an outage, and those answered.
     changes_asked: usize,
     changes_verified: usize,
+    /// What the latest [`MAX_OUTAGES`] of those answered found: kept here, not read back
+    /// from the bounded event log, so that a long drill's early triggers keep their losses.
+    lone: VecDeque<LossWithoutOutage>,
 }
 
 /// The records, shared by the monitor (writer) and the report (reader).
@@ -171,9 +175,23 @@ impl Outages {
         self.book.lock().changes_asked += 1;
     }
 
-    /// A primary change's verification answered.
-    pub fn change_verified(&self) {
-        self.book.lock().changes_verified += 1;
+    /// A primary change's verification answered at `at` (Unix seconds) with `check`.
+    pub fn change_verified(&self, at: f64, check: &Check) {
+        let mut b = self.book.lock();
+        b.changes_verified += 1;
+        if b.lone.len() == MAX_OUTAGES {
+            b.lone.pop_front();
+        }
+        b.lone.push_back(LossWithoutOutage {
+            at,
+            lost: check.lost,
+            rpo_seconds: check.rpo_seconds,
+        });
+    }
+
+    /// The verifications of primary changes without an outage, the oldest first.
+    pub fn losses_without_outage(&self) -> Vec<LossWithoutOutage> {
+        self.book.lock().lone.iter().copied().collect()
     }
 
     /// Primary changes without an outage whose verification never answered (queue full,
@@ -491,7 +509,15 @@ mod tests {
         let o = Outages::new(WallClock::now());
         o.change_to_verify();
         o.change_to_verify();
-        o.change_verified();
+        o.change_verified(1.0, &check(3));
         assert_eq!(o.unverified_changes(), 1);
+        // Its loss is kept whatever else happens (a long drill's early triggers keep theirs),
+        // the latest MAX_OUTAGES of them.
+        for i in 0..MAX_OUTAGES {
+            o.change_verified(2.0 + i as f64, &check(0));
+        }
+        let lone = o.losses_without_outage();
+        assert_eq!(lone.len(), MAX_OUTAGES);
+        assert_eq!((lone[0].at, lone[0].lost), (2.0, 0));
     }
 }

@@ -15,7 +15,7 @@ use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
 use crate::report::summary::{Member, RunCounts, Summary};
-use crate::telemetry::timeline::{Bucket, Timeline};
+use crate::telemetry::timeline::{Bucket, LossWithoutOutage, Timeline};
 
 /// One member's figures in the merged report.
 #[derive(Debug, Clone, Serialize)]
@@ -461,10 +461,7 @@ fn figures(
                 &triggers,
                 &windows,
                 &s.outages,
-                (
-                    &s.new_primary_writes_unix,
-                    &s.timeline.events.losses_without_outage(),
-                ),
+                (&s.new_primary_writes_unix, &losses_without_outage(s)),
                 end,
             );
             (baselines, drills)
@@ -497,6 +494,15 @@ fn figures(
         worst_still_open: worst.is_some_and(|(_, open)| open),
         outage_still_open,
         lost_writes_unverified: s.lost_writes_unverified(),
+    }
+}
+
+/// A member's verifications of primary changes without an outage: its own list, or those
+/// its event log still holds in a summary older than that list.
+fn losses_without_outage(s: &Summary) -> Vec<LossWithoutOutage> {
+    match s.losses_without_outage.is_empty() {
+        true => s.timeline.events.losses_without_outage(),
+        false => s.losses_without_outage.clone(),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
 use crate::drill::verdict::Objectives;
-use crate::failover::outages::{Outages, MAX_STATE_CHANGES};
+use crate::failover::outages::{Outages, MAX_OUTAGES, MAX_STATE_CHANGES};
 use crate::load::outcomes::Outcomes;
 use crate::report::summary::{Flag, RunCounts, Summary};
 use crate::rpo::verify::Verifier;
@@ -79,6 +79,8 @@ pub(crate) fn summary_from_json(mut v: serde_json::Value) -> Result<Summary, Str
     s.timeline.events = std::mem::take(&mut s.timeline.events).kept();
     let over = s.state_changes.len().saturating_sub(MAX_STATE_CHANGES);
     s.state_changes.drain(..over);
+    let over = s.losses_without_outage.len().saturating_sub(MAX_OUTAGES);
+    s.losses_without_outage.drain(..over);
     Ok(s)
 }
 

@@ -18,7 +18,7 @@ use crate::load::outcomes::TallySnapshot;
 use crate::rpo::verify::RpoTotals;
 use crate::telemetry::errors::ErrorKind;
 use crate::telemetry::latency::LatencyBook;
-use crate::telemetry::timeline::Timeline;
+use crate::telemetry::timeline::{LossWithoutOutage, Timeline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(default)]
@@ -194,6 +194,10 @@ pub struct Summary {
     /// Primary changes without an outage whose verification never answered.
     #[serde(default)]
     pub unverified_primary_changes: usize,
+    /// The verifications of primary changes without an outage (the latest 1,000): when, and
+    /// what they found lost.
+    #[serde(default)]
+    pub losses_without_outage: Vec<LossWithoutOutage>,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
     /// Every distinct (class, SQLSTATE) of failures, with its count and first message.

@@ -221,7 +221,7 @@ pub enum EventKind {
 }
 
 /// A verification that closed no outage: when it ran, and what it found lost.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossWithoutOutage {
     pub at: f64,
     pub lost: u64,
@@ -273,7 +273,7 @@ impl EventLog {
     }
 
     /// The verifications that closed no outage (a failover faster than the outage
-    /// threshold).
+    /// threshold) still in the log: a summary older than its own list of them.
     pub fn losses_without_outage(&self) -> Vec<LossWithoutOutage> {
         let lone = |e: &Event| match e.kind {
             EventKind::Verification {
@@ -432,11 +432,6 @@ impl Recorder {
     /// Records an event at `at` (unix seconds).
     pub fn event(&self, at: f64, kind: EventKind) {
         self.timeline.lock().events.push(Event { at, kind });
-    }
-
-    /// [`EventLog::losses_without_outage`] of the events so far.
-    pub fn losses_without_outage(&self) -> Vec<LossWithoutOutage> {
-        self.timeline.lock().events.losses_without_outage()
     }
 
     /// A copy of everything, for the summary and the report.
