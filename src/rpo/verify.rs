@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::types::{ToSql, Type};
@@ -154,16 +155,18 @@ impl Verifier {
         t.unknown_not_committed += not_committed;
     }
 
-    /// The `seq`s of this run's rows from about `min_id` on that the primary the pool
-    /// reaches now holds: those below `seq_end` (no more rows than the snapshot checks,
-    /// however long the load has run since), or of `asked` only. A query unanswered within
-    /// `limit` is given up with its connection (a hung server).
+    /// Hands `found` the `seq`s of this run's rows from about `min_id` on that the primary
+    /// the pool reaches now holds: those below `seq_end` (no more rows than the snapshot
+    /// checks, however long the load has run since), or of `asked` only. Streamed: the rows
+    /// are not held. A query unanswered within `limit` is given up with its connection (a
+    /// hung server).
     async fn present(
         &self,
         min_id: Option<i64>,
         which: Seqs<'_>,
         limit: Duration,
-    ) -> Result<Vec<u64>, VerifyError> {
+        mut found: impl FnMut(u64),
+    ) -> Result<(), VerifyError> {
         let (mut dedicated, mut pooled);
         let conn: &mut crate::db::connect::Conn = match self.pool.dedicated().await {
             Ok(conn) => {
@@ -203,16 +206,24 @@ impl Verifier {
         };
         // Unnamed statement: no server-side state, so it also works through PgBouncer in
         // transaction mode (a named one may be executed on another server connection).
-        let query = conn.client.query_typed(&sql, &params);
-        let Ok(rows) = tokio::time::timeout(limit, query).await else {
-            conn.broken = true;
-            return Err(VerifyError::NoAnswer(limit));
+        let client = &conn.client;
+        let read = async {
+            let rows = client.query_typed_raw(&sql, params).await?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await? {
+                if let Some(seq) = row.try_get::<_, Option<i64>>(0)? {
+                    found(seq as u64);
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(())
         };
-        rows?
-            .iter()
-            .filter_map(|row| row.try_get::<_, Option<i64>>(0).transpose())
-            .map(|seq| Ok(seq? as u64))
-            .collect()
+        match tokio::time::timeout(limit, read).await {
+            Ok(read) => Ok(read?),
+            Err(_) => {
+                conn.broken = true;
+                Err(VerifyError::NoAnswer(limit))
+            }
+        }
     }
 
     /// Serves `requests` until the channel closes, handing each result to `done`; after
@@ -305,11 +316,13 @@ impl Verifier {
         // The query has its own limit, inside this one: cut off from outside, an unanswered
         // query would leave its connection open (and its server slot taken).
         let limit = self.settle.min(RESOLVE_TIMEOUT);
-        let present = self.present(min_id, Seqs::Asked(&asked), limit);
+        let mut found = HashSet::new();
+        let present = self.present(min_id, Seqs::Asked(&asked), limit, |s| {
+            found.insert(s);
+        });
         let error = match tokio::time::timeout(RESOLVE_TIMEOUT + limit, present).await {
             Err(_) => format!("no connection within {RESOLVE_TIMEOUT:?}"),
-            Ok(Ok(found)) => {
-                let found: HashSet<u64> = found.into_iter().collect();
+            Ok(Ok(())) => {
                 self.ledger.lock().forget_unknowns(&seqs);
                 let committed = seqs.iter().filter(|s| found.contains(s)).count() as u64;
                 let not_committed = seqs.len() as u64 - committed;
@@ -366,15 +379,13 @@ impl Verifier {
                 break Check::default();
             }
             // One pass over the snapshot against the primary the pool reaches now.
+            let mut present = snapshot.present();
+            let end = Seqs::Below(snapshot.seq_end());
             match self
-                .present(
-                    snapshot.min_id,
-                    Seqs::Below(snapshot.seq_end()),
-                    self.settle,
-                )
+                .present(snapshot.min_id, end, self.settle, |s| present.insert(s))
                 .await
             {
-                Ok(present) => break snapshot.judge(present, req.loss_reference),
+                Ok(()) => break snapshot.judge(&present, req.loss_reference),
                 Err(err) => {
                     self.metrics.verification_errors.inc();
                     let error = err.to_string();
@@ -429,6 +440,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpo::ledger::tests::found;
     use crate::rpo::ledger::SLICE;
 
     #[test]
@@ -456,8 +468,8 @@ mod tests {
         ledger.unknown(100, Instant::now(), Instant::now());
         let end = Instant::now();
         let snapshot = ledger.snapshot(end);
-        let present: Vec<u64> = (0..40).chain(50..101).collect();
-        let check = snapshot.judge(present, Some(end));
+        let present = found(&snapshot, (0..40).chain(50..101));
+        let check = snapshot.judge(&present, Some(end));
         assert_eq!(check.checked, 100);
         assert_eq!(check.lost, 10);
         assert_eq!(check.lost_seqs, (40..50).collect::<Vec<_>>());
