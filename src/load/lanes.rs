@@ -220,9 +220,10 @@ pub async fn lane(
             }
         };
         failures = 0;
-        let broken = run_on(&shared, &conn, first, &jobs, &report, &mut rng).await;
+        let (broken, gave_up) = run_on(&shared, &conn, first, &jobs, &report, &mut rng).await;
         if broken {
             conn.broken = true;
+            conn.gave_up = gave_up;
         } else if conn.created.elapsed() >= shared.max_connection_lifetime {
             conn.retired = true;
         }
@@ -259,7 +260,8 @@ async fn next_job(
     }
 }
 
-/// Runs jobs on one connection while they keep coming; returns whether to discard the connection.
+/// Runs jobs on one connection while they keep coming; returns whether to discard the
+/// connection, and whether a write on it was given up on.
 async fn run_on(
     shared: &Shared,
     conn: &Conn,
@@ -267,7 +269,7 @@ async fn run_on(
     jobs: &Receiver<Job>,
     report: &LaneOutcomes,
     rng: &mut SmallRng,
-) -> bool {
+) -> (bool, bool) {
     let give_up = conn.silence.child();
     let mut watch = Watch {
         waiting: Vec::new(),
@@ -323,7 +325,7 @@ async fn run_on(
         }
         if in_flight.is_empty() {
             if broken || closed {
-                return broken;
+                return (broken, give_up.is_cancelled());
             }
             // Keep the connection only while work is waiting; otherwise give it back.
             let waiting = std::iter::from_fn(|| jobs.try_recv().ok())
@@ -333,7 +335,7 @@ async fn run_on(
                     report.started();
                     send(&mut in_flight, &mut watch, job, rng);
                 }
-                None => return false,
+                None => return (false, false),
             }
         }
     }

@@ -36,6 +36,9 @@ pub struct Conn {
     pub silence: Silence,
     /// The task driving the connection, aborted by `drop` when broken or silent.
     pub(crate) driver: tokio::task::AbortHandle,
+    /// A write on it was given up on: unless its server went silent, what it runs is
+    /// cancelled once it is closed.
+    pub gave_up: bool,
 }
 
 impl Drop for Conn {
@@ -44,6 +47,10 @@ impl Drop for Conn {
     fn drop(&mut self) {
         if self.broken || self.silence.is_silent() {
             self.driver.abort();
+            if self.gave_up && !self.silence.is_silent() {
+                self.silence
+                    .cancel_after_close(&self.client, self.driver.clone());
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ impl Connector {
                                 server,
                             },
                             driver,
+                            gave_up: false,
                         })
                     }
                     Err(err) => {

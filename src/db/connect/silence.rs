@@ -27,6 +27,25 @@ impl Silence {
         self.watch.token.is_cancelled()
     }
 
+    /// Cancels what `client` runs once `driver` (its socket) is closed. A backend a write was
+    /// given up on may wait on while its server answers (a commit held for a synchronous
+    /// standby, which statement_timeout does not bound), holding a connection slot; freed
+    /// from its wait after the close, it finds its client gone and ends, instead of running
+    /// the writes sent behind it.
+    pub(crate) fn cancel_after_close(&self, client: &Client, driver: AbortHandle) {
+        let tls = &self.connector.tls;
+        let cancel = cancel::cancel(client.cancel_token(), &self.endpoint, &self.config, tls);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(tokio::time::timeout(STAGGER * 10, async move {
+            while !driver.is_finished() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let _ = cancel.await;
+        }));
+    }
+
     /// Cancelled when the server is declared silent, or by its holder.
     pub fn child(&self) -> CancellationToken {
         self.watch.token.child_token()

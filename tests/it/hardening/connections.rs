@@ -7,7 +7,7 @@ use pgdrill_lab::StopMode;
 use tokio::time::Instant;
 
 use crate::support::drill::{metric, Binary, Drill};
-use crate::support::{connect, eventually, start_lab};
+use crate::support::{connect, eventually, rows_of_run, start_lab};
 
 use super::admin_app_dsn;
 
@@ -445,5 +445,58 @@ async fn verification_borrows_a_pooled_connection_when_the_server_has_no_slot_le
     );
     assert!(summary.counts.checked_writes > 0);
     assert_eq!(summary.counts.lost_writes, 0);
+    lab.shutdown().await;
+}
+
+/// A synchronous standby that stops answering: every commit waits on the primary, which
+/// still answers (statement_timeout does not cover that wait). The writes pgdrill gives up
+/// on must not leave their backends waiting on, each holding a slot of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_given_up_behind_a_stalled_sync_standby_leave_no_backend_waiting() {
+    let lab = start_lab(Some(pgdrill_lab::ReplicationMode::Sync)).await;
+    let (primary, standby) = (lab.primary(), lab.standby().expect("a standby"));
+    let drill = Drill::start(&[
+        "--dsn",
+        &lab.dsn(primary),
+        "--rate",
+        "50",
+        "--pool-size",
+        "4",
+        "--statement-timeout",
+        "1s",
+        "--duration",
+        "40s",
+    ])
+    .await;
+    drill.wait_for_transactions(100.0).await;
+    lab.freeze(standby).await.expect("freeze the standby");
+    let admin = connect(&lab.admin_dsn(primary)).await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgdrill' \
+                   AND wait_event = 'SyncRep'";
+    // Each lane gives up after 2 s (statement_timeout + 1 s) and connects again: five rounds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let given_up = drill.metric("pgdrill_unknown_outcome_writes_total").await;
+    let left = crate::support::count(&admin, waiting, &[]).await;
+    lab.thaw(standby).await.expect("thaw");
+    let summary = drill.stop().await;
+    println!("{summary}\n{left} backends waiting on the standby after {given_up} writes given up");
+    assert!(
+        given_up >= 8.0,
+        "the writes waited and were given up on: {given_up}"
+    );
+    // The four lanes' current writes, and a round being cancelled: not one a round.
+    assert!(left <= 8, "{left} backends left waiting on the standby");
+    // The writes given up are resolved as the rows say: none commits after being judged not
+    // committed (a backend left waiting would, once the standby is back).
+    let c = &summary.counts;
+    let rows = rows_of_run(&lab, primary, summary.run_id).await as u64;
+    let committed = c.successes + c.unknown_outcome_committed;
+    assert!(
+        (committed..=committed + summary.abandoned).contains(&rows),
+        "{rows} rows; {} acknowledged, {} unknown judged committed, {} abandoned",
+        c.successes,
+        c.unknown_outcome_committed,
+        summary.abandoned
+    );
     lab.shutdown().await;
 }
