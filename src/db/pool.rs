@@ -121,9 +121,10 @@ impl DbPool {
         while self.pool.state().idle_connections > 0 {
             match tokio::time::timeout(Duration::from_secs(1), self.pool.get()).await {
                 Ok(Ok(mut conn)) => conn.retired = true,
-                _ => return,
+                _ => break,
             }
         }
+        self.manager.cancels_sent().await;
     }
 
     /// A connection outside the pool's accounting, for verification and bootstrap.

@@ -2,7 +2,6 @@
 //! probe that keeps standbys out, the table check, session settings), and how a failed
 //! attempt is classified, counted and logged. The bb8 side is in `db::pool`.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
+use tokio_util::task::TaskTracker;
 
 use super::{ConnectError, Connector, Silence};
 use crate::db::credentials::Credentials;
@@ -123,6 +123,13 @@ impl Manager {
         let connector = &self.0.connector;
         connector.closed.store(true, Ordering::Relaxed);
         connector.spares.lock().clear();
+    }
+
+    /// Waits (a second at most) for the cancel requests on their way: the process may end next.
+    pub async fn cancels_sent(&self) {
+        let cancels = &self.0.connector.cancels;
+        cancels.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), cancels.wait()).await;
     }
 
     /// `fatal`: where a table that cannot take the INSERT is reported (the run stops).
@@ -261,7 +268,7 @@ impl Setup {
         &self,
         client: &Client,
         timeout: Duration,
-        cancel: impl Future<Output = std::io::Result<()>> + Send,
+        (cancel, cancels): (table_check::Cancel, TaskTracker),
     ) -> Result<(), ConnectError> {
         // Within the startup deadline (the table is checked only before the first write).
         let change_within = self
@@ -280,7 +287,8 @@ impl Setup {
                 started: &self.changing_table,
                 by: change_by,
                 session_timeout: self.statement_timeout,
-                cancel: Box::pin(cancel),
+                cancel,
+                cancels,
             };
             let checked = table_check::ensure(client, &self.workload, self.table, change).await;
             // Before the next waiter may run the check: it finds the refusal.

@@ -24,7 +24,7 @@ use tokio_postgres::config::{Host, LoadBalanceHosts};
 use tokio_postgres::{Client, Config, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDrop;
+use tokio_util::task::{AbortOnDrop, TaskTracker};
 
 use self::endpoint::{Unanswered, Watch};
 use self::race::Claim;
@@ -148,6 +148,8 @@ pub struct Connector {
     /// The load is over ([`Manager::close`]): connections are closed, not kept.
     closed: AtomicBool,
     lookups: Arc<tokio::sync::Semaphore>,
+    /// Cancel requests sent on their own tasks, which the pool's close waits for.
+    cancels: TaskTracker,
 }
 
 /// A pooler that takes no startup options: PgBouncer before 1.20 unless told to ignore them,
@@ -249,6 +251,7 @@ impl Connector {
             spares: Mutex::new(Vec::new()),
             spare_added: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
+            cancels: TaskTracker::new(),
             lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         })
     }
@@ -392,7 +395,10 @@ impl Connector {
         // One connect timeout for all but the table check (first connection only).
         let checking = Instant::now();
         let cancel = || cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
-        manager.table_ready(&client, self.timeout, cancel()).await?;
+        let change_cancel = (Box::pin(cancel()) as _, self.cancels.clone());
+        manager
+            .table_ready(&client, self.timeout, change_cancel)
+            .await?;
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let Ok(insert) = ready.await else {

@@ -35,15 +35,14 @@ impl Silence {
     pub(crate) fn cancel_after_close(&self, client: &Client, driver: AbortHandle) {
         let tls = &self.connector.tls;
         let cancel = cancel::cancel(client.cancel_token(), &self.endpoint, &self.config, tls);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(tokio::time::timeout(STAGGER * 10, async move {
-            while !driver.is_finished() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let _ = cancel.await;
-        }));
+        self.connector
+            .cancels
+            .spawn(tokio::time::timeout(STAGGER * 10, async move {
+                while !driver.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let _ = cancel.await;
+            }));
     }
 
     /// Cancelled when the server is declared silent, or by its holder.

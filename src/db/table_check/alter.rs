@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use tokio_util::task::TaskTracker;
 
 use super::{quote_literal, relation, TableError};
 use crate::db::table::Table;
@@ -35,7 +36,37 @@ pub struct Change<'a> {
     /// options reach the server).
     pub session_timeout: Duration,
     /// Sends the cancel request that ends an index build still running then.
-    pub cancel: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>,
+    pub cancel: Cancel,
+    /// Where a cancel sent when pgdrill stops runs (the pool's close waits for it).
+    pub cancels: TaskTracker,
+}
+
+pub type Cancel = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// Sends its cancel if dropped armed: pgdrill stopped (a signal, `--duration` over) while
+/// the build ran. Its connection closes with it, but a build waiting for other transactions
+/// does not notice: it would wait on, holding its lock on the users' table.
+struct CancelOnDrop<'a> {
+    cancel: Option<Cancel>,
+    cancels: TaskTracker,
+    table: &'a Table,
+    schema: &'a str,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some(cancel) = self.cancel.take() else {
+            return;
+        };
+        tracing::warn!(
+            table = %self.table.name,
+            "pgdrill stopped during --alter-table's index build; it asks the server to cancel \
+             it, which leaves an invalid index; drop it, as the table's owner: {}",
+            self.table.index_drop_sql(self.schema)
+        );
+        self.cancels
+            .spawn(tokio::time::timeout(CANCEL_WITHIN * 2, cancel));
+    }
 }
 
 /// A change is not started with less time than this left before [`Change::by`].
@@ -102,6 +133,12 @@ pub(super) async fn build_index(
             .batch_execute(&format!("SET statement_timeout = {ms}"))
             .await?;
     }
+    let mut armed = CancelOnDrop {
+        cancel: Some(change.cancel),
+        cancels: change.cancels,
+        table,
+        schema,
+    };
     let build = client.batch_execute(&statement);
     tokio::pin!(build);
     let built = match tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await {
@@ -110,7 +147,14 @@ pub(super) async fn build_index(
             tracing::warn!(table = %table.name, "--alter-table's index build ran past its deadline; pgdrill cancels it");
             // Each step bounded, within the second the caller waits past `by`; the build's
             // own result says whether the cancel took.
-            match tokio::time::timeout(CANCEL_WITHIN, change.cancel).await {
+            let cancel = armed.cancel.take();
+            let sent = async move {
+                match cancel {
+                    Some(cancel) => cancel.await,
+                    None => Ok(()),
+                }
+            };
+            match tokio::time::timeout(CANCEL_WITHIN, sent).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build")
@@ -132,6 +176,8 @@ pub(super) async fn build_index(
             }
         }
     };
+    // Ended, done or not: nothing to cancel.
+    armed.cancel = None;
     // Back to the session's own timeout (its startup option) for the INSERTs that follow.
     if set_timeout {
         let _ = client.batch_execute("RESET statement_timeout").await;

@@ -16,7 +16,7 @@ mod alter;
 mod effects;
 mod relation;
 pub(crate) use alter::index_alone;
-pub use alter::Change;
+pub use alter::{Cancel, Change};
 use effects::fired_by;
 pub(crate) use effects::{guarded_delete, LOCK_WAIT};
 pub(crate) use relation::{relation, Relation};

@@ -8,7 +8,7 @@ use pgdrill_lab::sys::Signal;
 
 use crate::support::bouncer::Bouncer;
 use crate::support::drill::{metric, try_http_get, Binary, Drill};
-use crate::support::{connect, eventually, exec, free_port, start_lab};
+use crate::support::{connect, count, eventually, exec, free_port, start_lab};
 
 use super::{admin_app_dsn, alter_table, users_table_sql};
 
@@ -605,6 +605,44 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
             .expect("the server's sessions");
         assert_eq!(builds.get::<_, i64>(0), 0, "{table}: no build left running");
     }
+    // Stopped while the build waits (its statement_timeout a minute away): cancelled, named.
+    owner
+        .batch_execute(
+            "CREATE TABLE stopped (transaction_id bigserial, customer_id int, merchant_id int, \
+               amount numeric, status text, created_at timestamptz DEFAULT now(), \
+               run_id bigint, seq bigint)",
+        )
+        .await
+        .expect("create another table without an index");
+    holder
+        .batch_execute("LOCK TABLE stopped IN ROW EXCLUSIVE MODE")
+        .await
+        .expect("hold a writer's lock on it too");
+    let builds = "SELECT count(*) FROM pg_stat_activity \
+                  WHERE state = 'active' AND query LIKE 'CREATE INDEX%'";
+    let bin = Binary::spawn(&[
+        "--dsn",
+        &dsn,
+        "--table",
+        "stopped",
+        "--alter-table",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    eventually(Duration::from_secs(20), "the build started", || async {
+        count(&owner, builds, &[]).await == 1
+    })
+    .await;
+    bin.signal(Signal::Term);
+    let (_, _, err) = bin.wait(Duration::from_secs(20)).await;
+    assert!(
+        err.contains("DROP INDEX CONCURRENTLY IF EXISTS public.\"stopped_pgdrill_rows\""),
+        "{err}"
+    );
+    eventually(Duration::from_secs(3), "the build ended", || async {
+        count(&owner, builds, &[]).await == 0
+    })
+    .await;
     holder.batch_execute("ROLLBACK").await.expect("release");
     lab.shutdown().await;
 }
