@@ -310,18 +310,18 @@ fn dashboard_shows_history_timestamps_and_scrape_health() {
             .filter_map(|t| str_of(t, "expr").map(str::to_string))
             .collect()
     };
-    // pgdrill sets what an outage has yet to tell to NaN: said "pending", not "NaN".
-    for title in [
-        "Last recovery",
-        "Lost writes (last failover)",
-        "RPO (last failover)",
-        "Failover history",
+    // pgdrill sets what an outage has yet to tell to NaN: said "pending", not "NaN". The
+    // recovery stays NaN for good if the rate never got back within its window.
+    for (title, text) in [
+        ("Last recovery", "pending / not reached"),
+        ("Lost writes (last failover)", "pending"),
+        ("RPO (last failover)", "pending"),
+        ("Failover history", "pending"),
     ] {
         let mappings = &panel(title)["fieldConfig"]["defaults"]["mappings"];
         assert!(
-            (mappings.as_array().into_iter().flatten()).any(|m| {
-                m["options"]["match"] == "nan" && m["options"]["result"]["text"] == "pending"
-            }),
+            (mappings.as_array().into_iter().flatten())
+                .any(|m| m["options"]["match"] == "nan" && m["options"]["result"]["text"] == text),
             "{title}: {mappings}"
         );
     }
@@ -438,6 +438,20 @@ fn assert_dashboard_exprs_count(
     want: usize,
     case: &str,
 ) -> usize {
+    assert_dashboard_exprs_count_where(select, which, series, at, "", want, case)
+}
+
+/// As `assert_dashboard_exprs_count`, counting only the series that pass `filter`, a
+/// comparison such as `> 120` ("" for every series).
+fn assert_dashboard_exprs_count_where(
+    select: impl Fn(&str) -> bool,
+    which: &str,
+    series: &[(&str, &str)],
+    at: &str,
+    filter: &str,
+    want: usize,
+    case: &str,
+) -> usize {
     let exprs: Vec<DashboardExpr> = dashboard_exprs()
         .into_iter()
         .filter(|e| select(&e.expr))
@@ -452,7 +466,7 @@ fn assert_dashboard_exprs_count(
         .map(|e| {
             json!({
                 // promtool prints a failing expression but not where it came from.
-                "expr": format!("count({})  # {}", grafana_to_promql(&e.expr), e.at),
+                "expr": format!("count(({}) {filter})  # {}", grafana_to_promql(&e.expr), e.at),
                 "eval_time": at,
                 "exp_samples": exp_samples,
             })
@@ -477,7 +491,7 @@ fn assert_dashboard_exprs_count(
         .expect("run promtool");
     assert!(
         out.status.success(),
-        "{case}: each dashboard expression {which} should draw {want} series at {at}:\n{}{}",
+        "{case}: each dashboard expression {which} should draw {want} series {filter} at {at}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -537,25 +551,79 @@ fn dashboard_draws_no_growing_outage_once_the_load_stopped() {
     assert_dashboard_exprs_count(clocked, which, &running, "25m", 1, "load running");
 }
 
+/// An outage from 595 s to 700 s (105 s, within the 120 s objective) seen in progress by the
+/// scrapes at 10m and 11m and as ended by the one at 12m: until that scrape, an outage so far
+/// measured on the evaluation's clock (`time()`) reaches 124 s. Measured on the scrape's clock,
+/// as `job:pgdrill_writes_unavailable_seconds:scrape` is, no panel shows more than the outage.
+#[test]
+fn dashboard_never_shows_an_outage_so_far_longer_than_the_outage() {
+    let so_far = |e: &str| {
+        metric_names_in(e).contains("pgdrill_outage_start_timestamp_seconds")
+            && (e.contains("time()") || e.contains("timestamp("))
+    };
+    let which = "measuring an outage so far";
+    let outage = [
+        ("pgdrill_outage_start_timestamp_seconds", "0x9 595x5"),
+        ("pgdrill_outage_end_timestamp_seconds", "0x11 700x3"),
+        ("pgdrill_load_running", "1x15"),
+    ];
+    let at = "11m59s";
+    let n = assert_dashboard_exprs_count(so_far, which, &outage, at, 1, "outage in progress");
+    assert!(n >= 2, "{n} dashboard expressions {which}");
+    assert_dashboard_exprs_count_where(so_far, which, &outage, at, "> 105", 0, "longer");
+}
+
 /// The state timeline `title`'s expression, recorded as `dashboard:panel` and evaluated by
 /// promtool as Grafana would (`$__interval` 1m) on `series` (scraped every minute) for
 /// instance a:9743: `(minute, value)` pairs, `None` for no sample.
 fn assert_timeline(title: &str, series: Vec<Value>, expected: &[(u32, Option<u32>)]) {
+    let labels = r#"dashboard:panel{cluster="c",instance="a:9743",namespace="n"}"#;
+    let timeline = |p: &Value| str_of(p, "type") == Some("state-timeline");
+    assert_panel(
+        timeline,
+        title,
+        "A",
+        series,
+        "dashboard:panel",
+        labels,
+        expected,
+    );
+}
+
+/// The query `ref_id` of the panel `title` (of those `pick` accepts), recorded as
+/// `dashboard:panel` and evaluated by promtool as Grafana would (`$__interval` and
+/// `$__rate_interval` 1m) on `series` (scraped every minute): what `shown` (PromQL over
+/// `dashboard:panel`) gives, with `labels`, as `(minute, value)` pairs, `None` for no sample.
+fn assert_panel(
+    pick: impl Fn(&Value) -> bool,
+    title: &str,
+    ref_id: &str,
+    series: Vec<Value>,
+    shown: &str,
+    labels: &str,
+    expected: &[(u32, Option<u32>)],
+) {
     let dash = json_file(&repo().join("grafana/dashboards/pgdrill.json"));
     let panel = (dash["panels"].as_array().into_iter().flatten())
-        .find(|p| str_of(p, "type") == Some("state-timeline") && str_of(p, "title") == Some(title))
-        .unwrap_or_else(|| panic!("no state timeline {title:?}"));
-    let expr = str_of(&panel["targets"][0], "expr").expect("its expression");
+        .find(|p| pick(p) && str_of(p, "title") == Some(title))
+        .unwrap_or_else(|| panic!("no panel {title:?}"));
+    let target = (panel["targets"].as_array().into_iter().flatten())
+        .find(|t| str_of(t, "refId") == Some(ref_id))
+        .unwrap_or_else(|| panic!("{title}: no query {ref_id}"));
+    let expr = str_of(target, "expr").expect("its expression");
     let dir = tempfile::tempdir().expect("temp dir");
     let rules = json!({"groups": [{"name": "panel", "rules": [
         {"record": "dashboard:panel", "expr": grafana_to_promql(expr)}
     ]}]});
     let yaml = |v: &Value| serde_norway::to_string(v).expect("yaml");
     fs::write(dir.path().join("panel.yml"), yaml(&rules)).expect("write the rules");
-    let labels = r#"dashboard:panel{cluster="c",instance="a:9743",namespace="n"}"#;
     let shown = expected.iter().map(|(minute, value)| {
-        let samples: Vec<Value> = value.iter().map(|v| json!({"labels": labels, "value": v})).collect();
-        json!({"expr": "dashboard:panel", "eval_time": format!("{minute}m"), "exp_samples": samples})
+        let samples: Vec<Value> = value
+            .iter()
+            .map(|v| json!({"labels": labels, "value": v}))
+            .collect();
+        let expr = format!("{shown}  # {title} {ref_id}");
+        json!({"expr": expr, "eval_time": format!("{minute}m"), "exp_samples": samples})
     });
     let test = json!({"rule_files": ["panel.yml"], "evaluation_interval": "1m", "tests": [{
         "interval": "1m", "input_series": series, "promql_expr_test": shown.collect::<Vec<_>>(),
@@ -624,4 +692,44 @@ fn the_drill_verdict_timeline_shows_drills_and_not_canaries() {
         }
     }
     assert_timeline("Drill verdict", input, &[(1, Some(1)), (4, Some(4))]);
+}
+
+/// One failover that both replicas of a job saw in the same minute is one primary change.
+#[test]
+fn the_primary_changes_count_a_failover_once_per_job() {
+    let input = ["a:9743", "b:9743"]
+        .map(|i| series("pgdrill_primary_changes_total", i, "", "0 0 0 1 1 1"))
+        .to_vec();
+    let expected = [(2, Some(0)), (3, Some(1)), (4, Some(0))];
+    let title = "Server timeline and primary changes";
+    assert_panel(
+        |_| true,
+        title,
+        "B",
+        input,
+        "dashboard:panel",
+        "dashboard:panel",
+        &expected,
+    );
+}
+
+/// While one replica still verifies its writes (NaN) and another has verified, lost writes and
+/// RPO both show "pending" (1 below: the panel's value is NaN), not one of them a figure.
+#[test]
+fn lost_writes_and_rpo_are_pending_while_any_replica_verifies() {
+    let expected = [(1, Some(0)), (2, Some(1)), (3, Some(1)), (5, Some(0))];
+    for (title, metric) in [
+        (
+            "Lost writes (last failover)",
+            "pgdrill_last_failover_lost_writes",
+        ),
+        ("RPO (last failover)", "pgdrill_last_failover_rpo_seconds"),
+    ] {
+        let input = vec![
+            series(metric, "a:9743", "", "0 0 NaN NaN NaN 3"),
+            series(metric, "b:9743", "", "0 0 NaN 2 2 2"),
+        ];
+        let nan = "dashboard:panel != bool dashboard:panel";
+        assert_panel(|_| true, title, "A", input, nan, "{}", &expected);
+    }
 }
