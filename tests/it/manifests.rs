@@ -14,10 +14,11 @@
 //!   port of the selected pods, checked below by hand) and `x-kubernetes-*`
 //!   validation rules (CEL), which the PodMonitor CRDs do not use;
 //! * what the issue asks of the deployment: no secret in argv, the password
-//!   from a file, `--retention`, `sslmode=verify-full`, a
-//!   PodDisruptionBudget, no service account token, no image we do not
-//!   publish, the label limits Microsoft asks for on ama-metrics
-//!   PodMonitors, and the Operator's `release` label.
+//!   from a file, `--retention`, a `--startup-timeout` that outlasts an
+//!   outage, `sslmode=verify-full`, a PodDisruptionBudget, no service account
+//!   token, no image we do not publish, a federated credential in the docs
+//!   for every Workload Identity service account, the label limits Microsoft
+//!   asks for on ama-metrics PodMonitors, and the Operator's `release` label.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -314,6 +315,31 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The Config pgdrill builds from a container's args, given a DSN (in the pod, from a
+/// Secret) and a password file here in place of the mounted one.
+fn config_of(args: &[String]) -> pgdrill::Config {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password = dir.path().join("password");
+    fs::write(&password, "x\n").expect("write");
+    let mut argv = vec!["pgdrill".to_string()];
+    argv.extend(
+        args.iter()
+            .map(|a| match a.strip_prefix("--password-file=") {
+                Some(_) => format!("--password-file={}", password.display()),
+                None => a.clone(),
+            }),
+    );
+    argv.extend([
+        "--dsn".to_string(),
+        "postgres://pgdrill@db.invalid/pgdrill?sslmode=verify-full".to_string(),
+    ]);
+    <pgdrill::config::Cli as clap::Parser>::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .run
+        .validate(|_| None)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn deployments_keep_secrets_out_of_argv_and_run_locked_down() {
     let docs = all_documents();
@@ -383,12 +409,24 @@ fn deployments_keep_secrets_out_of_argv_and_run_locked_down() {
                 "{name}: argv carries a connection string or secret: {a}"
             );
         }
-        for flag in ["--password-file=", "--retention=", "--listen=0.0.0.0:9743"] {
+        for flag in [
+            "--password-file=",
+            "--retention=",
+            "--listen=0.0.0.0:9743",
+            "--startup-timeout=",
+        ] {
             assert!(
                 args.iter().any(|a| a.starts_with(flag)),
                 "{name}: pgdrill lacks {flag}"
             );
         }
+        // A pod started during an outage keeps trying through it: with the default 60 s it
+        // exits 5 and crash-loops, missing the very outage it is there to measure.
+        let startup = config_of(&args).startup_timeout;
+        assert!(
+            startup >= std::time::Duration::from_secs(600),
+            "{name}: --startup-timeout {startup:?} is shorter than an outage"
+        );
         let dsn = pgdrill["env"]
             .as_array()
             .expect("env")
@@ -417,6 +455,38 @@ fn deployments_keep_secrets_out_of_argv_and_run_locked_down() {
         }
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
     }
+}
+
+/// Entra ID takes a service account's token only through a federated credential for that
+/// very account: docs/deploy.md creates one for each account the manifests annotate, and
+/// each manifest's header names its subject.
+#[test]
+fn every_workload_identity_service_account_is_federated_in_the_docs() {
+    let deploy = fs::read_to_string(repo().join("docs/deploy.md")).expect("read docs/deploy.md");
+    let mut accounts = 0;
+    for (file, doc) in all_documents() {
+        let annotations = &doc["metadata"]["annotations"];
+        if kind(&doc) != "ServiceAccount"
+            || !annotations["azure.workload.identity/client-id"].is_string()
+        {
+            continue;
+        }
+        let account = doc["metadata"]["name"].as_str().expect("name");
+        let subject = format!("system:serviceaccount:pgdrill:{account}");
+        assert!(
+            deploy.contains(&format!("--subject {subject} ")),
+            "docs/deploy.md creates no federated credential for {subject} ({})",
+            file.display()
+        );
+        let text = fs::read_to_string(&file).expect("read");
+        assert!(
+            text.contains(&subject),
+            "{}: names no {subject}",
+            file.display()
+        );
+        accounts += 1;
+    }
+    assert!(accounts >= 2, "the Entra ID canary and the drill Job");
 }
 
 #[test]

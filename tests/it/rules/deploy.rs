@@ -93,19 +93,24 @@ fn compose_references_files_that_exist() {
     }
 }
 
-#[test]
-fn metrics_port_is_consistent() {
-    const PORT: &str = "9743";
-    let doc = compose();
-    let pgdrill = &doc["services"]["pgdrill"];
-    let command: Vec<String> = match &pgdrill["command"] {
+/// A compose service's command, one argument a string.
+fn command_of(service: &Value) -> Vec<String> {
+    match &service["command"] {
         Value::Array(a) => a
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect(),
         Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
-        other => panic!("pgdrill command: {other}"),
-    };
+        other => panic!("command: {other}"),
+    }
+}
+
+#[test]
+fn metrics_port_is_consistent() {
+    const PORT: &str = "9743";
+    let doc = compose();
+    let pgdrill = &doc["services"]["pgdrill"];
+    let command = command_of(pgdrill);
     let listen = command
         .iter()
         .position(|a| a == "--listen")
@@ -179,6 +184,41 @@ fn metrics_port_is_consistent() {
             }
         }
     }
+}
+
+/// No password in pgdrill's argv (`docker ps`, `/proc/1/cmdline`), the rule the Kubernetes
+/// manifests follow: the DSN names the user only, and the password pgdrill gets from
+/// PGPASSWORD is the one the primary gives the role and PgBouncer checks.
+#[test]
+fn compose_keeps_the_password_out_of_pgdrills_argv() {
+    let doc = compose();
+    let pgdrill = &doc["services"]["pgdrill"];
+    for arg in command_of(pgdrill) {
+        let userinfo = arg
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .map(|(userinfo, _)| userinfo);
+        assert!(
+            !userinfo.is_some_and(|u| u.contains(':')) && !arg.to_lowercase().contains("password="),
+            "compose.yaml: pgdrill's argv carries a password: {arg}"
+        );
+    }
+    let password = str_of(&pgdrill["environment"], "PGPASSWORD")
+        .expect("pgdrill's password in its environment (PGPASSWORD)");
+    let primary = str_of(
+        &doc["services"]["primary"]["environment"],
+        "PGDRILL_PASSWORD",
+    );
+    assert_eq!(
+        primary,
+        Some(password),
+        "the role's password (primary-init.sh)"
+    );
+    assert!(
+        read("deploy/compose/userlist.txt").contains(&format!("\"pgdrill\" \"{password}\"")),
+        "PgBouncer's userlist.txt holds another password"
+    );
 }
 
 #[test]
