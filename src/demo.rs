@@ -94,6 +94,9 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<u8, Strin
         "pgdrill demo: starting a local primary and a {} streaming standby…",
         flag_value(args.replication)
     );
+    // Listened to before the lab starts: a signal then would end the process before it could
+    // stop the servers (`pg_ctl` starts them in sessions of their own, out of the signal's reach).
+    let stop = crate::shutdown::cancel_on_signals();
     let lab = Lab::start(LabOptions {
         standby: Some(mode),
         separate_addresses: hosts.is_some(),
@@ -101,7 +104,10 @@ pub async fn drill(args: DemoArgs, hosts: Option<HostsFile>) -> Result<u8, Strin
     })
     .await
     .map_err(|e| format!("starting the lab: {e}"))?;
-    let result = drill_on(&lab, &args, hosts.as_ref(), listener).await;
+    let result = match stop.is_cancelled() {
+        true => Err("stopped while the lab started; it is removed".to_string()),
+        false => drill_on(&lab, &args, hosts.as_ref(), listener, stop).await,
+    };
     lab.shutdown().await;
     if let Some(dir) = hosts.as_ref().and_then(|h| h.path().parent()) {
         let _ = std::fs::remove_dir_all(dir);
@@ -166,6 +172,7 @@ async fn drill_on(
     args: &DemoArgs,
     hosts: Option<&HostsFile>,
     listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<u8, String> {
     let total = total(args);
     let dsn = match hosts {
@@ -196,7 +203,6 @@ async fn drill_on(
         humantime::format_duration(config.connect_timeout)
     );
 
-    let stop = crate::shutdown::cancel_on_signals();
     let summary_json = config.summary_json.clone();
     let mut load = tokio::spawn(async move { crate::run(config, listener, stop, |r| r).await.0 });
 

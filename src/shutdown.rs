@@ -23,7 +23,7 @@ pub async fn sleep_unless_hurried(deadline: Instant) {
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM; a second one cuts the drain short
-/// ([`sleep_unless_hurried`]). Both are logged.
+/// ([`sleep_unless_hurried`]); a third ends the process at once (exit 130). Each is logged.
 pub fn cancel_on_signals() -> CancellationToken {
     let stop = CancellationToken::new();
     let cancel = stop.clone();
@@ -47,6 +47,10 @@ pub fn cancel_on_signals() -> CancellationToken {
             "second signal: writes still in flight are given up now; the summary follows"
         );
         HURRY.cancel();
+        // A third: the user wants out now, whatever is still running.
+        let signal = next(&mut signals).await;
+        tracing::error!(signal, "third signal: exiting at once, without the summary");
+        std::process::exit(130);
     });
     stop
 }

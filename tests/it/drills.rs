@@ -633,3 +633,46 @@ async fn the_demo_fails_over_through_the_same_trigger_and_verdict() {
     assert!(html.contains("<h2>Failover triggers</h2>") && html.contains(">PASS<"));
     assert!(html.contains("lab forced failover"));
 }
+
+/// A signal while the demo's lab starts: its servers (in sessions of their own, out of the
+/// signal's reach) are stopped and their directory removed, not left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_stopped_while_its_lab_starts_leaves_no_server_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod the temp dir");
+    let tmpdir = tmp.path().display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let bin = Binary::spawn_with(&[("TMPDIR", &tmpdir)], &["demo", "--listen", &listen]);
+    // Processes whose command line names the demo's directory: its servers.
+    let servers = || {
+        let all = std::fs::read_dir("/proc").expect("/proc").flatten();
+        all.filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&tmpdir))
+        })
+        .count()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "a server of the demo's lab runs",
+        || async { servers() > 0 },
+    )
+    .await;
+    bin.signal(pgdrill_lab::sys::Signal::Term);
+    let (status, _, stderr) = bin.wait(Duration::from_secs(60)).await;
+    println!("{stderr}");
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    eventually(
+        Duration::from_secs(5),
+        "the lab's servers stopped",
+        || async { servers() == 0 },
+    )
+    .await;
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read")
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
