@@ -13,7 +13,7 @@
 //! - `rpo`: the acknowledged-write ledger and its verification after an outage.
 //! - `db`: connecting (TLS, credentials), the pool, server identity, the table and all SQL.
 //! - `telemetry`: every metric definition, latency recorders, `/metrics`, logging.
-//! - `clock`, `error`, `shutdown`, `supervisor`: shared by all.
+//! - `child`, `clock`, `error`, `shutdown`, `supervisor`: shared by all.
 
 /// An enum whose variants stand for fixed label values: `ALL` in declaration order,
 /// `as_str` and `from_label` from one table.
@@ -46,6 +46,7 @@ macro_rules! labelled {
     };
 }
 
+mod child;
 mod clock;
 pub mod config;
 mod db;

@@ -66,7 +66,19 @@ impl PasswordSource {
                 let bad = |why: String| {
                     ConfigError::new("--password-file", path.display().to_string(), why)
                 };
-                let text = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+                let mut text = Vec::new();
+                let read = std::fs::File::open(path).and_then(|f| {
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(f, MAX_SECRET_BYTES as u64 + 1),
+                        &mut text,
+                    )
+                });
+                read.map_err(|e| bad(format!("cannot read: {e}")))?;
+                if text.len() > MAX_SECRET_BYTES {
+                    return Err(bad(format!(
+                        "larger than {MAX_SECRET_BYTES} bytes: not a password"
+                    )));
+                }
                 if trim_secret(&text).is_empty() {
                     return Err(bad("the file is empty".into()));
                 }
@@ -161,9 +173,16 @@ impl Credentials {
     }
 
     async fn read_file(&self, path: &std::path::Path) -> Result<Secret, String> {
-        let text = tokio::fs::read(path)
+        let cannot = |e: String| format!("cannot read --password-file {}: {e}", path.display());
+        let mut text = Vec::new();
+        let file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?;
+            .map_err(|e| cannot(e.to_string()))?;
+        let limit = MAX_SECRET_BYTES as u64 + 1;
+        (file.take(limit).read_to_end(&mut text).await).map_err(|e| cannot(e.to_string()))?;
+        if text.len() > MAX_SECRET_BYTES {
+            return Err(cannot(format!("larger than {MAX_SECRET_BYTES} bytes")));
+        }
         let secret = secret_from(&text)
             .ok_or_else(|| format!("--password-file {} is empty", path.display()))?;
         let mut cache = self.cache.lock().await;
@@ -284,9 +303,13 @@ async fn run_command(argv: &[String]) -> Result<Secret, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, ended with it: what it started (`az` runs Python in a child)
+        // goes too, on a timeout as on success.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
+    let _group = crate::child::GroupGuard::of(&child);
     let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;
     let mut stderr = child.stderr.take().ok_or("--password-command: no stderr")?;
     let (mut out, mut err, mut read) = (Vec::new(), Vec::new(), Ok(0));
@@ -444,6 +467,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("empty"), "{e}");
+        // A wrong path to a large file (a log, an image) is read no further than a password.
+        let large = dir.path().join("large");
+        std::fs::write(&large, vec![b'x'; MAX_SECRET_BYTES + 1]).unwrap();
+        let e = PasswordSource::File(large)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a password"), "{e}");
     }
 
     #[tokio::test]
@@ -489,11 +520,17 @@ mod tests {
         );
         let got = run_command(&["sh".into(), "-c".into(), script]).await;
         let pid = std::fs::read_to_string(&pid_file).unwrap();
-        let killed = std::process::Command::new("kill").arg(pid.trim()).status();
-        assert!(
-            killed.unwrap().success(),
-            "the sleep {pid} this test started"
-        );
+        // Ended with the command (its process group), not left running; a zombie waiting
+        // for a parent that never reaps it is ended too.
+        let running = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+            stat.is_ok_and(|s| s.rsplit(") ").next().is_some_and(|s| !s.starts_with('Z')))
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while running() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!running(), "the sleep {pid} outlived the command");
         assert_eq!(got.unwrap().expose(), "held-open-7f3a");
     }
 

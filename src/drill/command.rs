@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use rustix::process::{kill_process_group, Pid, Signal};
+
+use crate::child::GroupGuard;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::task::JoinSet;
@@ -129,8 +131,7 @@ pub(super) async fn execute(
         }
     };
     // If this future is dropped (a task aborted), the whole group goes, not only the child.
-    let pid = |id: u32| Pid::from_raw(i32::try_from(id).ok()?);
-    let mut group = GroupGuard(child.id().and_then(pid));
+    let mut group = GroupGuard::of(&child);
     let mut readers = JoinSet::new();
     if let Some(out) = child.stdout.take() {
         readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
@@ -229,25 +230,6 @@ async fn wait_or_kill(
                 after_seconds: timeout.as_secs_f64(),
             })
         }
-    }
-}
-
-/// Kills the trigger's process group (process_group(0) made the child its leader) when
-/// dropped before the trigger was reaped.
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn signal(&self, signal: Signal) {
-        if let Some(pgid) = self.0 {
-            // Already gone is fine: the group may have exited on its own.
-            let _ = kill_process_group(pgid, signal);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.signal(Signal::KILL);
     }
 }
 
