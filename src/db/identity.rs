@@ -276,6 +276,11 @@ impl IdentityTracker {
         self.first.get().cloned()
     }
 
+    /// Primary changes and restarts seen so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     pub fn current(&self) -> Option<Identity> {
         self.current.lock().clone()
     }

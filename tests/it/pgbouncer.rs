@@ -272,8 +272,27 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
     )
     .await;
     let rpo = drill.metric("pgdrill_last_failover_rpo_seconds").await;
+    // Writes slow for a second on the new primary: its liveness check answers, and the
+    // connections made before the switch are gone by then (not taken for another server's,
+    // every write on them failed as no_response).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let no_response = "pgdrill_transaction_errors_total{class=\"no_response\"}";
+    let before = drill.metric(no_response).await;
+    let locker = connect(&lab.dsn(standby)).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN SHARE MODE")
+        .await
+        .expect("hold the writes back");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    locker.batch_execute("COMMIT").await.expect("let them go");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failed = drill.metric(no_response).await - before;
     let summary = drill.stop().await;
     println!("{summary}");
+    assert_eq!(
+        failed, 0.0,
+        "writes held back a second failed as no_response"
+    );
     assert_eq!(summary.primary_changes, 1, "{summary}");
     // No outage record holds this verification: the run's counts do.
     let c = &summary.counts;

@@ -39,6 +39,8 @@ pub struct Conn {
     /// A write on it was given up on: unless its server went silent, what it runs is
     /// cancelled once it is closed.
     pub gave_up: bool,
+    /// The identity's generation when it was made (see [`Manager::has_broken`]).
+    pub(crate) generation: u64,
 }
 
 impl Drop for Conn {
@@ -87,7 +89,7 @@ pub struct Setup {
     /// Whether the server applies it was checked (once per run).
     timeout_checked: AtomicBool,
     workload: Arc<Workload>,
-    identity: Arc<IdentityTracker>,
+    pub(super) identity: Arc<IdentityTracker>,
     metrics: Arc<Metrics>,
     /// The table checked (and created) once; concurrent first connections wait for it.
     table: TablePolicy,
@@ -397,11 +399,16 @@ impl ManageConnection for Manager {
             .map_err(|e| self.fail(e))
     }
 
+    /// bb8 asks when a connection is given back.
     fn has_broken(&self, conn: &mut Conn) -> bool {
         conn.broken
             || conn.retired
             || conn.client.is_closed()
             || conn.silence.is_silent()
             || self.0.connector.closed.load(Ordering::Relaxed)
+            // Made before the primary changed, behind a pooler that kept it: replaced, as a
+            // fresh client's would be; kept, its liveness check would take the new server for
+            // another process and abandon every connection at the next slow write.
+            || conn.generation != self.identity.generation()
     }
 }

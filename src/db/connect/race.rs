@@ -42,6 +42,7 @@ impl Connector {
                             },
                             driver,
                             gave_up: false,
+                            generation: manager.identity.generation(),
                         })
                     }
                     Err(err) => {
