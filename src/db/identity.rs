@@ -25,6 +25,10 @@ pub struct Identity {
     pub timeline: Option<i64>,
     /// `pg_postmaster_start_time()` as text: changes on every restart.
     pub postmaster_start: Option<String>,
+    /// A primary that takes no writes (`default_transaction_read_only`, as a managed service
+    /// sets when its storage is full): refused like a standby. Not a fact of which server.
+    #[serde(skip)]
+    pub read_only: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +156,8 @@ impl Identity {
 const PROBE_ALL: &str = "SELECT pg_is_in_recovery()::text, host(inet_server_addr()), \
      inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), \
      pg_postmaster_start_time()::text, CASE WHEN pg_is_in_recovery() THEN NULL \
-     ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END";
+     ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
+     current_setting('transaction_read_only')";
 
 /// The same facts one at a time, when the statement above is refused (a function revoked
 /// from the user), so that one refused function costs only its own fact.
@@ -162,6 +167,7 @@ const PROBES: &[&str] = &[
     "SELECT system_identifier::text FROM pg_control_system()",
     "SELECT pg_postmaster_start_time()::text",
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+    "SELECT current_setting('transaction_read_only')",
 ];
 
 /// The server's identity; an error when the server or a pooler in front of it failed the
@@ -185,13 +191,14 @@ fn identity_of(col: impl Fn(usize) -> Option<String>) -> Identity {
         system_identifier: col(3),
         postmaster_start: col(4),
         timeline: col(5).and_then(|hex| i64::from_str_radix(&hex, 16).ok()),
+        read_only: col(6).map(|v| v == "on"),
     }
 }
 
 async fn probe_each(client: &Client) -> Identity {
-    let mut columns: [Option<String>; 6] = Default::default();
+    let mut columns: [Option<String>; 7] = Default::default();
     // Where each probe's columns go in PROBE_ALL's order.
-    let first_column = [0, 1, 3, 4, 5];
+    let first_column = [0, 1, 3, 4, 5, 6];
     for (i, sql) in PROBES.iter().enumerate() {
         if i == 4 && columns[0].as_deref() != Some("false") {
             continue;
@@ -392,6 +399,7 @@ pub(crate) mod tests {
             system_identifier: Some("42".into()),
             timeline: Some(timeline),
             postmaster_start: Some("t0".into()),
+            read_only: Some(false),
         }
     }
 

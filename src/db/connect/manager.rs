@@ -260,6 +260,17 @@ impl Setup {
                 None,
             ));
         }
+        if id.read_only == Some(true) {
+            // Each write would fail (25006) and its connection be made again at once.
+            return Err(self.failed(
+                ErrorClass::ReadOnly,
+                format!(
+                    "{}: the server takes no writes (default_transaction_read_only is on)",
+                    identity::shown(id.endpoint())
+                ),
+                None,
+            ));
+        }
         Ok(id)
     }
 

@@ -237,6 +237,7 @@ pub(super) fn drill(secs: u64, fail_at: u64) -> Summary {
         system_identifier: Some("7312345678901234567".into()),
         timeline: Some(1),
         postmaster_start: Some("2026-11-27 08:00:01.123+00".into()),
+        read_only: None,
     };
     let after = Identity {
         server_port: Some(54322),

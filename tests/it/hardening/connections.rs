@@ -7,7 +7,7 @@ use pgdrill_lab::StopMode;
 use tokio::time::Instant;
 
 use crate::support::drill::{metric, Binary, Drill};
-use crate::support::{connect, eventually, rows_of_run, start_lab};
+use crate::support::{connect, eventually, exec, rows_of_run, start_lab};
 
 use super::admin_app_dsn;
 
@@ -497,6 +497,48 @@ async fn writes_given_up_behind_a_stalled_sync_standby_leave_no_backend_waiting(
         c.successes,
         c.unknown_outcome_committed,
         summary.abandoned
+    );
+    lab.shutdown().await;
+}
+
+/// A primary that takes no writes by setting (`default_transaction_read_only`, as a managed
+/// service sets when its storage is full) is refused at connect like a standby, with the
+/// same backoff: not connected to again for every write, each failing with 25006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_read_only_by_setting_is_not_connected_to_for_every_write() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let drill = Drill::start(&["--dsn", &lab.dsn(node), "--rate", "500"]).await;
+    drill.wait_for_transactions(200.0).await;
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    exec(
+        &admin,
+        "ALTER DATABASE pgdrill SET default_transaction_read_only = on",
+    )
+    .await;
+    exec(
+        &admin,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pgdrill'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attempts = "pgdrill_connection_attempts_total";
+    let before = drill.metric(attempts).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let made = drill.metric(attempts).await - before;
+    exec(
+        &admin,
+        "ALTER DATABASE pgdrill RESET default_transaction_read_only",
+    )
+    .await;
+    let summary = drill.stop().await;
+    println!("{summary}\n{made} connection attempts in 5 s");
+    assert!(summary.counts.errors.contains_key("read_only"), "{summary}");
+    // The standby backoff (25 ms doubling to 100 ms, jittered down to half): at most some
+    // 40 a second; one a write would be 2,500.
+    assert!(
+        made <= 300.0,
+        "{made} connection attempts in 5 s at 500 writes/s"
     );
     lab.shutdown().await;
 }
