@@ -23,6 +23,11 @@ use crate::retry::Backoff;
 /// longer pause here added to it (a frozen Patroni leader's HAProxy replacement seen 0.3 s late).
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
 
+/// A lane gives its connection back at least this often while jobs keep waiting (a saturated
+/// load): the identity probe, which checks out a pooled connection every 5 s to see a switch
+/// behind a pooler, gets one within its second, and `--max-connection-lifetime` applies.
+const HOLD_AT_MOST: Duration = Duration::from_secs(1);
+
 /// What every lane shares.
 pub struct Shared {
     pub pool: DbPool,
@@ -289,7 +294,10 @@ async fn run_on(
     send(&mut in_flight, &mut watch, first, rng);
     let mut broken = false;
     let mut closed = false;
+    let lifetime_over = conn.created.checked_add(shared.max_connection_lifetime);
+    let give_back_at = (Instant::now() + HOLD_AT_MOST).min(lifetime_over.unwrap_or(far));
     loop {
+        let due = Instant::now() >= give_back_at;
         if armed != watch.look_at {
             armed = watch.look_at;
             timer.as_mut().reset(armed.unwrap_or(far));
@@ -297,7 +305,7 @@ async fn run_on(
         // Registered before the check, so a lane turning busy in between still wakes us.
         let all_busy = shared.all_busy.notified();
         tokio::pin!(all_busy);
-        let can_take = !broken && !closed && in_flight.len() < shared.pipeline_depth;
+        let can_take = !broken && !closed && !due && in_flight.len() < shared.pipeline_depth;
         if can_take {
             all_busy.as_mut().enable();
         }
@@ -326,6 +334,9 @@ async fn run_on(
         if in_flight.is_empty() {
             if broken || closed {
                 return (broken, give_up.is_cancelled());
+            }
+            if due {
+                return (false, false);
             }
             // Keep the connection only while work is waiting; otherwise give it back.
             let waiting = std::iter::from_fn(|| jobs.try_recv().ok())

@@ -336,6 +336,42 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
     lab.shutdown().await;
 }
 
+/// The same switch under a saturated load (`--rate 0`: jobs always waiting, so a lane would
+/// keep its connection for good): the lanes give their connections back often enough for the
+/// identity probe to get one and see the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_behind_the_pooler_is_seen_under_a_saturated_load() {
+    let lab = start_lab(Some(ReplicationMode::Async)).await;
+    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let dsn = bouncer.dsn();
+    let args = [
+        "--dsn",
+        &dsn,
+        "--rate",
+        "0",
+        "--pool-size",
+        "2",
+        "--query-mode",
+        "unnamed",
+    ];
+    let drill = Drill::start(&args).await;
+    drill.wait_for_transactions(500.0).await;
+    let standby = lab.standby().expect("a standby");
+    connect(&lab.admin_dsn(standby))
+        .await
+        .query_one("SELECT pg_promote()", &[])
+        .await
+        .expect("promote the standby");
+    bouncer.retarget(lab.port(standby));
+    eventually(Duration::from_secs(20), "the switch seen", || async {
+        drill.metric("pgdrill_primary_changes_total").await == 1.0
+    })
+    .await;
+    let summary = drill.stop().await;
+    println!("{summary}");
+    lab.shutdown().await;
+}
+
 /// Behind a pooler that drops startup options, --alter-table's index build sets no session
 /// timeout: the SET could stay on a server connection other clients get (and the RESET reach
 /// another). The build is still bounded: pgdrill cancels it through the pooler.
