@@ -17,6 +17,7 @@ mod metrics;
 mod outage;
 mod pgbouncer;
 mod pipeline;
+mod podmonitors;
 mod proxy;
 mod report;
 mod retention;

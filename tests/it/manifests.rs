@@ -5,22 +5,15 @@
 //!   by `scripts/deps test`) for each Kubernetes minor version that AKS
 //!   supports in November 2026 — 1.34 (until the end of November), 1.35,
 //!   1.36 and 1.37 (AKS release calendar); kubernetes-validate 1.37.0 knows
-//!   schemas up to 1.37;
-//! * kubernetes-validate has no schema for custom resources, so the
-//!   PodMonitors are validated here against the CRDs they are written for
-//!   (vendored in `tests/fixtures/crds/`), made strict the way
-//!   kubectl's strict field validation is (unknown fields rejected). Not
-//!   validated: what the CRDs do not say (e.g. that `port` names a container
-//!   port of the selected pods, checked below by hand) and `x-kubernetes-*`
-//!   validation rules (CEL), which the PodMonitor CRDs do not use;
+//!   schemas up to 1.37; the PodMonitors, which it has no schema for, are
+//!   validated against their CRDs in `podmonitors.rs`;
 //! * what the issue asks of the deployment: no secret in argv, the password
 //!   from a file, `--retention`, a `--startup-timeout` that outlasts an
 //!   outage, `sslmode=verify-full`, a PodDisruptionBudget, no service account
-//!   token, no image we do not publish, a federated credential in the docs
-//!   for every Workload Identity service account, the label limits Microsoft
-//!   asks for on ama-metrics PodMonitors, and the Operator's `release` label.
+//!   token, no image we do not publish, and a federated credential in the docs
+//!   for every Workload Identity service account;
+//! * the drill's Indexed Job, and shell containers that end on SIGTERM.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +24,7 @@ use serde_json::{json, Value};
 /// Kubernetes versions AKS supports (GA) in November 2026.
 const AKS_VERSIONS: [&str; 4] = ["1.34.0", "1.35.0", "1.36.0", "1.37.0"];
 
-fn repo() -> &'static Path {
+pub(crate) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -51,7 +44,7 @@ fn manifest_files() -> Vec<PathBuf> {
 }
 
 /// Every YAML document of a file.
-fn documents(path: &Path) -> Vec<Value> {
+pub(crate) fn documents(path: &Path) -> Vec<Value> {
     let text = fs::read_to_string(path).expect("read manifest");
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| {
@@ -61,14 +54,14 @@ fn documents(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn all_documents() -> Vec<(PathBuf, Value)> {
+pub(crate) fn all_documents() -> Vec<(PathBuf, Value)> {
     manifest_files()
         .into_iter()
         .flat_map(|f| documents(&f).into_iter().map(move |d| (f.clone(), d)))
         .collect()
 }
 
-fn kind(doc: &Value) -> &str {
+pub(crate) fn kind(doc: &Value) -> &str {
     doc["kind"].as_str().unwrap_or_default()
 }
 
@@ -145,153 +138,6 @@ fn manifests_pass_kubernetes_validate_strict_for_aks_versions() {
     fs::write(&bad, text).expect("write");
     let (ok, out) = run_validate(AKS_VERSIONS[0], &[bad]);
     assert!(!ok, "an unknown field passed strict validation:\n{out}");
-}
-
-// ---------------------------------------------------------------------------
-// PodMonitors against their CRDs.
-
-/// The v1 openAPIV3Schema of a vendored CRD, made strict: objects that list
-/// their properties accept no others (what `kubectl apply --validate=strict`
-/// does with unknown fields).
-fn crd_schema(file: &str) -> Value {
-    let crd = &documents(&repo().join("tests/fixtures/crds").join(file))[0];
-    let version = crd["spec"]["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .find(|v| v["name"] == "v1")
-        .expect("v1");
-    let mut schema = version["schema"]["openAPIV3Schema"].clone();
-    make_strict(&mut schema);
-    schema
-}
-
-fn make_strict(v: &mut Value) {
-    if let Value::Object(map) = v {
-        let open = map.contains_key("additionalProperties")
-            || map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-        if map.contains_key("properties") && !open {
-            map.insert("additionalProperties".into(), Value::Bool(false));
-        }
-        // `metadata` is ObjectMeta, not described by the CRD.
-        map.values_mut().for_each(make_strict);
-    } else if let Value::Array(items) = v {
-        items.iter_mut().for_each(make_strict);
-    }
-}
-
-fn validate_against(schema: &Value, doc: &Value) -> Vec<String> {
-    let validator = jsonschema::validator_for(schema).expect("CRD schema compiles");
-    validator
-        .iter_errors(doc)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect()
-}
-
-#[test]
-fn podmonitors_validate_against_their_crds() {
-    let mut seen = BTreeSet::new();
-    for (file, doc) in all_documents() {
-        if kind(&doc) != "PodMonitor" {
-            continue;
-        }
-        let crd = match doc["apiVersion"].as_str() {
-            Some("monitoring.coreos.com/v1") => "monitoring.coreos.com_podmonitors.yaml",
-            Some("azmonitoring.coreos.com/v1") => "azmonitoring.coreos.com_podmonitors.yaml",
-            other => panic!("{}: PodMonitor of {other:?}", file.display()),
-        };
-        let schema = crd_schema(crd);
-        let errors = validate_against(&schema, &doc);
-        assert!(errors.is_empty(), "{}: {errors:#?}", file.display());
-        // Not vacuous: a misspelt field and a wrong type fail.
-        let mut bad = doc.clone();
-        bad["spec"]["podMetricsEndpoints"][0]["intervall"] = json!("30s");
-        assert!(!validate_against(&schema, &bad).is_empty());
-        let mut bad = doc.clone();
-        bad["spec"]["labelLimit"] = json!("63");
-        assert!(!validate_against(&schema, &bad).is_empty());
-        seen.insert(crd);
-    }
-    assert_eq!(seen.len(), 2, "one PodMonitor for each CRD: {seen:?}");
-}
-
-/// The named port a PodMonitor scrapes exists on the pods it selects, and
-/// the job label comes from a pod label every canary sets.
-#[test]
-fn podmonitors_scrape_the_canary_pods_as_one_job_per_canary() {
-    let docs = all_documents();
-    let pod_templates: Vec<&Value> = docs
-        .iter()
-        .filter(|(_, d)| kind(d) == "Deployment")
-        .map(|(_, d)| &d["spec"]["template"])
-        .collect();
-    assert!(!pod_templates.is_empty());
-    for (file, pm) in docs.iter().filter(|(_, d)| kind(d) == "PodMonitor") {
-        let spec = &pm["spec"];
-        let name = file.display();
-        // No relabeling that forces one job for every canary.
-        for ep in spec["podMetricsEndpoints"].as_array().expect("endpoints") {
-            for r in ep["relabelings"].as_array().into_iter().flatten() {
-                assert_ne!(r["targetLabel"], "job", "{name}: forces the job label");
-            }
-            let interval = ep["interval"].as_str().expect("interval");
-            assert!(
-                ["15s", "30s", "60s", "1m"].contains(&interval),
-                "{name}: interval {interval} is not a cadence the rules are tested at"
-            );
-            let port = ep["port"].as_str().expect("named port");
-            for template in &pod_templates {
-                let ports: Vec<&str> = template["spec"]["containers"]
-                    .as_array()
-                    .expect("containers")
-                    .iter()
-                    .flat_map(|c| c["ports"].as_array().into_iter().flatten())
-                    .filter_map(|p| p["name"].as_str())
-                    .collect();
-                assert!(ports.contains(&port), "{name}: no port {port} in {ports:?}");
-            }
-        }
-        let job_label = spec["jobLabel"].as_str().expect("jobLabel");
-        let selector = spec["selector"]["matchLabels"]
-            .as_object()
-            .expect("matchLabels");
-        for template in &pod_templates {
-            let labels = &template["metadata"]["labels"];
-            assert!(
-                labels[job_label].is_string(),
-                "{name}: pods lack the job label {job_label}"
-            );
-            for (k, v) in selector {
-                assert_eq!(
-                    &labels[k], v,
-                    "{name}: selector {k} does not match the pods"
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn ama_metrics_podmonitor_sets_microsofts_label_limits() {
-    let docs = documents(&repo().join("deploy/azure/ama-metrics-podmonitor.yaml"));
-    let spec = &docs[0]["spec"];
-    // Microsoft's page on ama-metrics custom resources: use the limits of its
-    // templates, or samples are dropped during processing.
-    assert_eq!(spec["labelLimit"], 63);
-    assert_eq!(spec["labelNameLengthLimit"], 511);
-    assert_eq!(spec["labelValueLengthLimit"], 1023);
-}
-
-#[test]
-fn operator_podmonitor_carries_a_release_label_and_says_why() {
-    let path = repo().join("deploy/kubernetes/podmonitor.yaml");
-    let docs = documents(&path);
-    assert!(
-        docs[0]["metadata"]["labels"]["release"].is_string(),
-        "kube-prometheus-stack selects PodMonitors by its release label"
-    );
-    let text = fs::read_to_string(&path).expect("read");
-    assert!(text.contains("podMonitorSelectorNilUsesHelmValues"));
 }
 
 // ---------------------------------------------------------------------------

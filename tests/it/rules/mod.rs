@@ -23,6 +23,7 @@ mod conventions;
 mod dashboards;
 mod deploy;
 mod mutation;
+mod panels;
 mod promtool;
 
 pub(crate) use conventions::numbers_in;
