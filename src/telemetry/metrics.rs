@@ -156,7 +156,8 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram
 impl Metrics {
     /// `pgdrill_target_info{host,port,database,pooler}` = 1, one series per configured
     /// host (`[host, port, database, pooler]`), so every panel and alert can say which
-    /// database it measures. Static for the process's life; never the password.
+    /// database it measures. Static for the process's life; never the password (a database
+    /// named as the password is, shows as every output shows it: REDACTED).
     pub fn target_info(&self, hosts: &[[String; 4]]) {
         let info = gauge_vec(
             &self.registry,
@@ -165,7 +166,8 @@ impl Metrics {
             &["host", "port", "database", "pooler"],
         );
         for labels in hosts {
-            info.with_label_values(labels).set(1);
+            let labels = labels.clone().map(|v| crate::secrets::scrub(&v));
+            info.with_label_values(&labels).set(1);
         }
     }
 
@@ -435,6 +437,17 @@ mod tests {
         assert!(text.contains("pgdrill_drill_verdict{verdict=\"none\"} 1"));
         assert!(text.contains("pgdrill_drill_verdict{verdict=\"fail\"} 0"));
         assert!(text.contains("pgdrill_failover_trigger_timestamp_seconds 0"));
+    }
+
+    #[test]
+    fn a_database_named_as_the_password_is_hidden_in_target_info() {
+        crate::secrets::remember("orders-2024-db");
+        let metrics = Metrics::new(&[]);
+        let labels = ["db", "5432", "orders-2024-db", "none"].map(String::from);
+        metrics.target_info(&[labels]);
+        let series =
+            r#"pgdrill_target_info{database="REDACTED",host="db",pooler="none",port="5432"}"#;
+        assert_eq!(metrics.sample(series), Some(1.0));
     }
 
     #[test]
