@@ -353,6 +353,7 @@ impl Drill {
             pool,
             errors: metrics.errors.clone(),
             drawn: Default::default(),
+            drawing: Default::default(),
             viewed: Default::default(),
         });
         Ok(Drill {
@@ -459,7 +460,7 @@ impl Drill {
         let shown = self.sources.clone();
         let site = Arc::new(http::Site {
             metrics: self.metrics.clone(),
-            render: Box::new(move || shown.page()),
+            render: Arc::new(move || shown.page()),
             health: self.health.clone(),
             web: config.web.clone(),
             limits: http::Limits::for_pool(config.pool_size),

@@ -118,6 +118,8 @@ pub(crate) struct Sources {
     pub pool: DbPool,
     pub errors: Arc<ErrorBook>,
     pub drawn: Mutex<Option<(Instant, String)>>,
+    /// Held while a fetch draws: the fetches behind it copy what it drew.
+    pub drawing: Mutex<()>,
     /// When `/` was last fetched.
     pub viewed: Mutex<Option<Instant>>,
 }
@@ -128,14 +130,24 @@ const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
 const STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Sources {
-    /// For a fetch of `/`: the page drawn last, or a new one if there is none that recent.
+    /// For a fetch of `/` (on a blocking thread): the page drawn last, or a new one if there
+    /// is none that recent.
     pub fn page(&self) -> String {
         let now = Instant::now();
         *self.viewed.lock() = Some(now);
-        if let Some((at, page)) = self.drawn.lock().as_ref() {
-            if now.duration_since(*at) < STALE {
-                return page.clone();
-            }
+        let recent = || {
+            let drawn = self.drawn.lock();
+            let recent = drawn
+                .as_ref()
+                .filter(|(at, _)| now.duration_since(*at) < STALE);
+            recent.map(|(_, page)| page.clone())
+        };
+        if let Some(page) = recent() {
+            return page;
+        }
+        let _drawing = self.drawing.lock();
+        if let Some(page) = recent() {
+            return page;
         }
         let page = self.render();
         *self.drawn.lock() = Some((now, page.clone()));
@@ -223,6 +235,7 @@ mod tests {
                 pool,
                 errors: metrics.errors.clone(),
                 drawn: Mutex::default(),
+                drawing: Mutex::default(),
                 viewed: Mutex::default(),
             }
         }

@@ -29,7 +29,8 @@ use crate::telemetry::webconfig::WebConfig;
 /// password; what `/healthz` checks; `--web.config.file`), and within which limits.
 pub struct Site {
     pub metrics: Arc<Metrics>,
-    pub render: Box<dyn Fn() -> String + Send + Sync>,
+    /// Run on a blocking thread: drawing a stale page must not hold up the load's runtime.
+    pub render: Arc<dyn Fn() -> String + Send + Sync>,
     pub health: Arc<Health>,
     pub web: Option<Arc<WebConfig>>,
     pub limits: Limits,
@@ -65,7 +66,6 @@ fn route(req: &Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
                 format!("unhealthy: {why}\n"),
             ),
         },
-        "/" => response(StatusCode::OK, "text/html; charset=utf-8", (site.render)()),
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
@@ -84,6 +84,14 @@ async fn handle(req: Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
             );
             return resp;
         }
+    }
+    if req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
+        let render = site.render.clone();
+        let page = tokio::task::spawn_blocking(move || render()).await;
+        return match page {
+            Ok(page) => response(StatusCode::OK, "text/html; charset=utf-8", page),
+            Err(_) => response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "no page\n"),
+        };
     }
     route(&req, site)
 }
@@ -324,7 +332,7 @@ mod tests {
         health.load_started();
         let site = Arc::new(Site {
             metrics: Metrics::new(&[]),
-            render: Box::new(String::new),
+            render: Arc::new(String::new),
             health,
             web: web.map(Arc::new),
             limits,
