@@ -35,16 +35,24 @@ const MAX_ROTATED: usize = 256;
 /// Remembers a secret value for the whole run: from now on it never appears in anything
 /// pgdrill writes, as it is or as JSON and HTML escape it (JSON log lines, the report).
 pub fn remember(secret: &str) {
-    if let Some(forms) = forms(secret) {
+    for forms in with_lines(secret).filter_map(forms) {
         KNOWN.write().add(forms, false);
     }
 }
 
 /// [`remember`] for a secret that rotates (a `--password-command`'s): kept among the newest.
 pub fn remember_rotated(secret: &str) {
-    if let Some(forms) = forms(secret) {
+    for forms in with_lines(secret).filter_map(forms) {
         KNOWN.write().add(forms, true);
     }
+}
+
+/// A secret and, if it has several, each of its lines (a PEM key): output is scrubbed a line
+/// at a time.
+fn with_lines(secret: &str) -> impl Iterator<Item = &str> {
+    let text = secret.trim_end_matches(['\r', '\n']);
+    let lines = text.contains('\n').then(|| text.lines().map(str::trim));
+    std::iter::once(secret).chain(lines.into_iter().flatten())
 }
 
 /// Secrets the process was given before any of them is parsed: the password of each
@@ -284,6 +292,19 @@ static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     .expect("a valid pattern")
 });
 
+/// What only a connection string that does not parse is read for: a `password` key without
+/// its `=` (`password hunter2`, `password: …`; group 1 all but the password), or user info
+/// after a mistyped scheme (`postgres:/u:pw@`, `postgres//u:pw@`; group 2).
+static UNPARSED_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    let key = r"(?i)([a-z0-9_]*password(?:\s+|[^a-z0-9_\s]\s*))\S";
+    // Not in a URL (`scheme://`, [`redact`]'s): no `//` after a `:`.
+    let password = r#"(?:(?:[^/\s"']|/[^/\s"'])[^\s"']*)?"#;
+    Regex::new(&format!(
+        r#"{key}|((?:^|[\s,"':]|:/|[^:]//)[^\s=,"'/:]*:){password}@"#
+    ))
+    .expect("a valid pattern")
+});
+
 /// Tokens that say what they are whatever stands before them: JSON web tokens (Entra's),
 /// GitHub, GitLab and Slack keys, and an Azure SAS signature (`&sig=…`).
 static TOKEN_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
@@ -362,10 +383,15 @@ pub fn scrub_patterns(text: &str) -> String {
             .last()
             .expect("every alternative captures its value");
         // An option's bare value (`--password=ab,cd`) is one shell word: it runs on past the
-        // separators that end a value in JSON or YAML, to white space or a quote.
+        // separators that end a value in JSON or YAML, to white space or a quote; one after
+        // `key: ` (YAML's, `password: correct horse`) to the end of its line or a quote.
         let rest = &text[value.end()..];
+        let sep = &text[named.end()..value.start()];
         let end = match word.starts_with('-') {
             true => rest.find(|c: char| c.is_ascii_whitespace() || "\"'\\".contains(c)),
+            false if sep.ends_with(' ') && sep.trim_end().ends_with(':') => {
+                rest.find(['\r', '\n', '"', '\'', '\\'])
+            }
             false => Some(0),
         };
         let end = value.end() + end.unwrap_or(rest.len());
@@ -383,10 +409,14 @@ pub fn scrub_patterns(text: &str) -> String {
 /// expand it, as `bash -x` shows an expanded value), a variable (`-p "$PW"`).
 fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
     let port = value.trim_end_matches("/tcp").trim_end_matches("/udp");
+    // Each number one a port can be: `-p 20240917` is a password.
     let a_port = port.starts_with(|c: char| c.is_ascii_digit())
         && port
             .bytes()
-            .all(|b| b.is_ascii_digit() || b".:-".contains(&b));
+            .all(|b| b.is_ascii_digit() || b".:-".contains(&b))
+        && port
+            .split(['.', ':', '-'])
+            .all(|n| n.len() <= 5 && n.parse().unwrap_or(0) <= 65535);
     // Base64 never starts with `.` or `~`; it may with `/`, so such a path needs a second
     // level and none of base64's `+` and `=`.
     let a_path = ["./", "../", "~/"].iter().any(|p| value.starts_with(p))
@@ -502,12 +532,18 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
             password.start,
         );
     }
-    let first = [&*URL_PASSWORD, &*USER_INFO, &*DSN_PASSWORD]
-        .iter()
-        .filter_map(|pattern| pattern.captures(dsn))
-        .min_by_key(|caps| caps.get(0).map_or(usize::MAX, |m| m.start()));
+    // The first match from the left (on a tie, the earlier pattern's).
+    let first = [
+        &*URL_PASSWORD,
+        &*USER_INFO,
+        &*DSN_PASSWORD,
+        &*UNPARSED_PASSWORD,
+    ]
+    .into_iter()
+    .filter_map(|pattern| Some((pattern, pattern.captures(dsn)?)))
+    .min_by_key(|(_, caps)| caps.get(0).map_or(usize::MAX, |m| m.start()));
     // Where the first pattern's password begins: what is shown ends there.
-    let value_from = first.as_ref().map_or(dsn.len(), |caps| {
+    let value_from = first.as_ref().map_or(dsn.len(), |(_, caps)| {
         let all = caps.get(0).expect("group 0 is the match");
         caps.get(1)
             .or_else(|| caps.get(2))
@@ -521,9 +557,16 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
     if hidden.is_some() {
         return (format!("{}{REDACTED} …", &dsn[..scheme_end]), scheme_end);
     }
-    let Some(caps) = first else {
+    let Some((pattern, caps)) = first else {
         return (redact(dsn), dsn.len());
     };
+    if std::ptr::eq(pattern, &*UNPARSED_PASSWORD) {
+        let at = if caps.get(2).is_some() { "@" } else { "" };
+        return (
+            format!("{}{REDACTED}{at} …", &dsn[..value_from]),
+            value_from,
+        );
+    }
     let all = caps.get(0).expect("group 0 is the match");
     match all.end() < dsn.len() {
         true => (format!("{} …", redact(&dsn[..all.end()])), value_from),

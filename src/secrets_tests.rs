@@ -39,6 +39,13 @@ fn connection_strings_and_secret_keys_are_scrubbed() {
             r#"{"user":"u","pass":"REDACTED"}"#,
         ),
         ("--passphrase hunter2", "--passphrase REDACTED"),
+        // YAML's bare value runs to the end of its line (or of a JSON string).
+        ("password: correct horse battery", "password: REDACTED"),
+        ("secret: a b\nnext: c", "secret: REDACTED\nnext: c"),
+        (
+            r#"{"msg":"token: ab cd","x":1}"#,
+            r#"{"msg":"token: REDACTED","x":1}"#,
+        ),
     ];
     for (input, want) in cases {
         let got = scrub_patterns(input);
@@ -141,6 +148,13 @@ fn known_secret_values_are_scrubbed_anywhere() {
     );
     // An empty secret would otherwise replace between every character.
     assert_eq!(scrub("abc"), "abc");
+}
+
+#[test]
+fn each_line_of_a_secret_of_several_is_remembered_as_output_is_scrubbed_by_line() {
+    remember("-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQ\nE2pl3mW+KdA=\n-----END KEY-----");
+    assert_eq!(scrub("  MIIEvQIBADANBgkqhkiG9w0BAQ"), "  REDACTED");
+    assert_eq!(scrub("E2pl3mW+KdA= ok"), "REDACTED ok");
 }
 
 #[test]
@@ -282,11 +296,14 @@ fn a_user_and_password_given_to_an_option_hide_the_password() {
         ),
         ("tool -p --next", "tool -p --next"),
         ("sshpass -p 123abc ssh", "sshpass -p REDACTED ssh"),
+        // Digits no port can be: a password.
+        ("sshpass -p 20240917 ssh", "sshpass -p REDACTED ssh"),
+        ("x -p 65536 -p127.0.0.1:123456", "x -p REDACTED -pREDACTED"),
         ("x -p '5432x'", "x -p 'REDACTED'"),
         ("DB_PASS=x dbPass: y", "DB_PASS=REDACTED dbPass: REDACTED"),
         (
-            "dbpass=x rootpass: y tool --adminpass z",
-            "dbpass=REDACTED rootpass: REDACTED tool --adminpass REDACTED",
+            "dbpass=x tool --adminpass z rootpass: y",
+            "dbpass=REDACTED tool --adminpass REDACTED rootpass: REDACTED",
         ),
         ("sshpass -p '$ecret' ssh", "sshpass -p 'REDACTED' ssh"),
         ("sshpass -p /b64+x= ssh", "sshpass -p REDACTED ssh"),
@@ -444,6 +461,31 @@ fn a_cut_moves_an_option_with_its_word_and_leaves_a_remembered_secret_room() {
     let floor = text.len() / 2;
     assert!(!text.is_char_boundary(floor));
     assert!(text.is_char_boundary(safe_cut(&text, text.len() - 10, floor)));
+}
+
+#[test]
+fn a_dsn_that_does_not_parse_hides_a_password_key_without_its_equals_sign_or_scheme() {
+    for (dsn, shown) in [
+        (
+            "host=db.example password hunter2xyz dbname=app",
+            "host=db.example password REDACTED …",
+        ),
+        ("host=h Password:hunter2xyz", "host=h Password:REDACTED …"),
+        (
+            "postgres:/app:Hunter2xyz@db.example/app",
+            "postgres:REDACTED@ …",
+        ),
+        (
+            "postgres//app:Hunter2xyz@db/app",
+            "postgres//app:REDACTED@ …",
+        ),
+        // `password=` is still `redact`'s.
+        ("password=a\"b port=x", "password=REDACTED …"),
+    ] {
+        assert_eq!(redact_unparsed(dsn).0, shown);
+    }
+    // Where the parser's reason (`expected '=' but got 'h'`) is not quoted from.
+    assert_eq!(redact_unparsed("password hunter2xyz").1, "password ".len());
 }
 
 #[test]

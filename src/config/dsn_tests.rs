@@ -235,6 +235,10 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         "POSTGRES://u?x:s3cret@h/db?application_name=a@b",
         "postgres://u@h1,h2/db?port=1,2,3&password=ab s3cret",
         "POSTGRES://u:s3cret\"@h/db?sslmode=require",
+        // A password key without its `=`, user info after a mistyped scheme.
+        "host=db.example password s3cret dbname=app",
+        "postgres:/app:s3cret@db.example/app",
+        "postgres//app:s3cret@db/app",
     ] {
         let text = parse(Some(dsn), no_env).unwrap_err().to_string();
         assert!(text.contains("--dsn"), "{text}");

@@ -115,6 +115,15 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &["--dsn", "postgres://u:hun", "ter2@127.0.0.1:1/db"],
             &["--dsn: unexpected word after its value"],
         ),
+        // A password key without its `=`, user info after a mistyped scheme.
+        (
+            &["--dsn", "host=db.example password hunter2xyz dbname=app"],
+            &["--dsn", "password REDACTED …", "after the password"],
+        ),
+        (
+            &["--dsn", "postgres//app:hunter2@db/app"],
+            &["--dsn", "postgres//app:REDACTED@ …"],
+        ),
         (
             &["--dsn", "host=postgres://app:hunter2@db/app port=1"],
             &["--dsn", "cannot hold '@'"],
