@@ -202,7 +202,10 @@ pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupErr
     {
         target.pg.password(secret.expose());
     }
-    db::cleanup::run(&target, &config.table, config.scope, config.connect_timeout).await
+    // Between batches a signal stops it, and what was deleted is said.
+    let stop = shutdown::cancel_on_signals();
+    let (table, scope) = (&config.table, config.scope);
+    db::cleanup::run(&target, table, scope, config.connect_timeout, &stop).await
 }
 
 /// Says before the load what else the run will do: the failovers it triggers and the

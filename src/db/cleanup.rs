@@ -3,10 +3,12 @@
 //! table it shares with other rows (it needs pgdrill's index there), and never drops a
 //! table pgdrill did not create.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::table::Table;
 use crate::db::table_check::{self, Relation, LOCK_WAIT};
@@ -15,6 +17,10 @@ use crate::error::TARGET_EXIT;
 
 /// Rows per DELETE: each batch is one short transaction.
 const BATCH: u32 = 5000;
+
+/// A statement unanswered this long is given up: a server frozen after the connect (its zone
+/// gone) would hold cleanup for TCP's keepalive, hours. A batch takes well under a second.
+const STATEMENT_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -34,6 +40,9 @@ pub enum CleanupError {
     Refused(String),
     #[error("{0}")]
     Database(String),
+    /// A signal: it stopped between batches.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl CleanupError {
@@ -42,6 +51,7 @@ impl CleanupError {
             CleanupError::Connect(_) => TARGET_EXIT,
             CleanupError::Refused(_) => 2,
             CleanupError::Database(_) => 1,
+            CleanupError::Stopped(_) => 130,
         }
     }
 }
@@ -58,9 +68,12 @@ pub async fn run(
     table: &Table,
     scope: Scope,
     connect_timeout: Duration,
+    stop: &CancellationToken,
 ) -> Result<String, CleanupError> {
     let client = connect(target, connect_timeout).await?;
-    let Some(relation) = table_check::relation(&client, table).await? else {
+    let Some(relation) =
+        bounded(async { Ok(table_check::relation(&client, table).await?) }).await?
+    else {
         return Ok(format!(
             "table {} does not exist: nothing to clean",
             table.name
@@ -73,7 +86,7 @@ pub async fn run(
             table.name
         ))),
         Scope::DropTable => {
-            let result = drop_own_table(&client, table).await;
+            let result = bounded(drop_own_table(&client, table)).await;
             let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
             // The drop's own error first, else the COMMIT's or ROLLBACK's.
             let ended = client.batch_execute(end).await;
@@ -95,14 +108,26 @@ pub async fn run(
                 _ => None,
             };
             let sql = |partitioned| table.cleanup_delete_sql(partitioned, BATCH, run);
-            let n = delete(&client, table, sql).await?;
-            Ok(match run {
+            let done = |n: u64| match run {
                 Some(id) => format!("deleted {n} rows of run {id} from {}", table.name),
                 None => format!(
                     "deleted {n} rows of pgdrill's runs (run_id set) from {}",
                     table.name
                 ),
-            })
+            };
+            delete(&client, table, sql, stop)
+                .await
+                .map(done)
+                .map_err(|(err, n)| match err {
+                    CleanupError::Stopped(_) => {
+                        CleanupError::Stopped(format!("stopped: {}", done(n)))
+                    }
+                    CleanupError::Database(why) => CleanupError::Database(format!(
+                        "{why}; {}, in batches already committed",
+                        done(n)
+                    )),
+                    other => other,
+                })
         }
     }
 }
@@ -195,21 +220,38 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
     Ok(client)
 }
 
-/// Deletes batch after batch, each guarded, until one comes back short; returns the rows
-/// deleted.
+/// [`STATEMENT_LIMIT`] on `statement`.
+async fn bounded<T>(
+    statement: impl Future<Output = Result<T, CleanupError>>,
+) -> Result<T, CleanupError> {
+    let limit = humantime::format_duration(STATEMENT_LIMIT);
+    let unanswered = || CleanupError::Database(format!("the server did not answer within {limit}"));
+    tokio::time::timeout(STATEMENT_LIMIT, statement)
+        .await
+        .unwrap_or_else(|_| Err(unanswered()))
+}
+
+/// Deletes batch after batch, each guarded, until one comes back short or `stop`; returns the
+/// rows deleted, also with an error.
 async fn delete(
     client: &Client,
     table: &Table,
     sql: impl Fn(bool) -> String,
-) -> Result<u64, CleanupError> {
+    stop: &CancellationToken,
+) -> Result<u64, (CleanupError, u64)> {
     let mut total = 0;
     loop {
-        let batch = table_check::guarded_delete(client, table, &sql, false).await?;
+        if stop.is_cancelled() {
+            return Err((CleanupError::Stopped(String::new()), total));
+        }
+        let batch = async { Ok(table_check::guarded_delete(client, table, &sql, false).await?) };
+        let batch = bounded(batch).await.map_err(|e| (e, total))?;
         let deleted = batch.map(|d| d.rows).map_err(|hazard| {
-            CleanupError::Refused(format!(
+            let refused = CleanupError::Refused(format!(
                 "{hazard}; {total} rows were deleted before it was seen, none after. Remove \
                  what it names first, or delete pgdrill's rows yourself"
-            ))
+            ));
+            (refused, total)
         })?;
         total += deleted;
         if deleted < u64::from(BATCH) {

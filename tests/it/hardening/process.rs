@@ -379,3 +379,39 @@ async fn a_lookup_that_never_ends_does_not_hold_the_exit() {
     assert_eq!(status.code(), Some(5), "{err}");
     drop(resolver);
 }
+
+/// `pgdrill cleanup` stopped by a signal ends between batches and says what it deleted,
+/// which is what is gone: not killed mid-way with nothing said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_stopped_by_a_signal_says_what_it_deleted() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let create = crate::support::drill::Binary::spawn(&["--dsn", &dsn, "--duration", "1s"]);
+    let (status, _, err) = create.wait(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "{err}");
+    let client = connect(&dsn).await;
+    let rows = 300_000;
+    crate::support::exec(
+        &client,
+        &format!(
+            "INSERT INTO pgdrill_writes (customer_id, merchant_id, amount, status, run_id, seq) \
+             SELECT 1, 1, 1, 'x', 42, g FROM generate_series(1, {rows}) g"
+        ),
+    )
+    .await;
+    let left = "SELECT count(*) FROM pgdrill_writes WHERE run_id = 42";
+    let bin = crate::support::drill::Binary::spawn(&["cleanup", "--dsn", &dsn, "--run-id", "42"]);
+    eventually(Duration::from_secs(30), "a first batch deleted", || async {
+        crate::support::count(&client, left, &[]).await < rows
+    })
+    .await;
+    bin.signal(Signal::Term);
+    let (status, _, err) = bin.wait(Duration::from_secs(40)).await;
+    let left = crate::support::count(&client, left, &[]).await;
+    println!("{err}\n{left} rows left");
+    assert_eq!(status.code(), Some(130), "{err}");
+    let said = format!("stopped: deleted {} rows of run 42", rows - left);
+    assert!(err.contains(&said), "{said}: {err}");
+    assert!(left > 0, "it stopped before the end");
+    lab.shutdown().await;
+}
