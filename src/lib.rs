@@ -429,9 +429,6 @@ impl Drill {
         self.metrics.load_running.set(0);
         s.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
-        // A trigger still running when the load ends is ended (SIGTERM, then SIGKILL 2 s later);
-        // the drill is then invalid.
-        sup.stop(Stage::Drill, None).await;
         let abandoned = self.drain(config, jobs_rx, &mut sup).await;
         // One process of several: how its clock compares with the server's, which all share.
         let server_clock = match config.drill.fleet.drill_id {
@@ -513,6 +510,9 @@ impl Drill {
             self.sources.outcomes.skipped();
         }
         drop(jobs);
+        // A trigger still running when the load ends is ended (SIGTERM, then SIGKILL 2 s
+        // later); the drill is then invalid. After step 1: no queued write is sent meanwhile.
+        sup.stop(Stage::Drill, None).await;
         // 2. Lanes finish what is in flight within the grace; the rest is abandoned. The
         //    grace is one deadline for every stage: an orchestrator's kill comes after it.
         let deadline = Instant::now() + config.shutdown_grace;
