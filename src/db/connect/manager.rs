@@ -260,8 +260,9 @@ impl Setup {
                 None,
             ));
         }
-        if id.read_only == Some(true) {
-            // Each write would fail (25006) and its connection be made again at once.
+        // Before the first write the table check says it (a wrong target: exit 2); after it,
+        // each write would fail (25006) and its connection be made again at once.
+        if id.read_only == Some(true) && self.fatal.has_written() {
             return Err(self.failed(
                 ErrorClass::ReadOnly,
                 format!(
