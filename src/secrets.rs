@@ -384,13 +384,14 @@ pub fn scrub_patterns(text: &str) -> String {
             .expect("every alternative captures its value");
         // An option's bare value (`--password=ab,cd`) is one shell word: it runs on past the
         // separators that end a value in JSON or YAML, to white space or a quote; one after
-        // `key: ` (YAML's, `password: correct horse`) to the end of its line or a quote.
+        // `key: ` (YAML's, `password: correct horse`) to the end of its line, a quote or
+        // markup (the report is scrubbed as HTML: `&quot;`, `<td>`).
         let rest = &text[value.end()..];
         let sep = &text[named.end()..value.start()];
         let end = match word.starts_with('-') {
             true => rest.find(|c: char| c.is_ascii_whitespace() || "\"'\\".contains(c)),
             false if sep.ends_with(' ') && sep.trim_end().ends_with(':') => {
-                rest.find(['\r', '\n', '"', '\'', '\\'])
+                rest.find(['\r', '\n', '"', '\'', '\\', '&', '<', '>'])
             }
             false => Some(0),
         };

@@ -46,6 +46,11 @@ fn connection_strings_and_secret_keys_are_scrubbed() {
             r#"{"msg":"token: ab cd","x":1}"#,
             r#"{"msg":"token: REDACTED","x":1}"#,
         ),
+        // Or of an HTML-escaped value: the report's markup after it stays.
+        (
+            "<td>curl -H &quot;X-Api-Key: k3y&quot;</td><td>0.512</td>",
+            "<td>curl -H &quot;X-Api-Key: REDACTED&quot;</td><td>0.512</td>",
+        ),
     ];
     for (input, want) in cases {
         let got = scrub_patterns(input);
