@@ -202,7 +202,8 @@ pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupErr
     {
         target.pg.password(secret.expose());
     }
-    // Between batches a signal stops it, and what was deleted is said.
+    // A signal stops it: at once before its deletes, between batches during them (what was
+    // deleted is said).
     let stop = shutdown::cancel_on_signals();
     let (table, scope) = (&config.table, config.scope);
     db::cleanup::run(&target, table, scope, config.connect_timeout, &stop).await

@@ -70,10 +70,9 @@ pub async fn run(
     connect_timeout: Duration,
     stop: &CancellationToken,
 ) -> Result<String, CleanupError> {
-    let client = connect(target, connect_timeout).await?;
-    let Some(relation) =
-        bounded(async { Ok(table_check::relation(&client, table).await?) }).await?
-    else {
+    let client = stoppable(stop, connect(target, connect_timeout)).await?;
+    let relation = async { Ok(table_check::relation(&client, table).await?) };
+    let Some(relation) = stoppable(stop, bounded(relation)).await? else {
         return Ok(format!(
             "table {} does not exist: nothing to clean",
             table.name
@@ -86,11 +85,11 @@ pub async fn run(
             table.name
         ))),
         Scope::DropTable => {
-            let result = bounded(drop_own_table(&client, table)).await;
-            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            // The drop's own error first, else the COMMIT's or ROLLBACK's.
-            let ended = client.batch_execute(end).await;
-            result.and_then(|done| ended.map(|()| done).map_err(CleanupError::from))
+            // Failed, stopped or unanswered, the transaction ends with the connection: nothing
+            // is dropped.
+            let done = stoppable(stop, bounded(drop_own_table(&client, table))).await?;
+            bounded(async { Ok(client.batch_execute("COMMIT").await?) }).await?;
+            Ok(done)
         }
         _ if !relation.has_run_id => Ok(format!(
             "table {} has no run_id column: pgdrill never wrote to it; nothing to clean",
@@ -132,7 +131,7 @@ pub async fn run(
     }
 }
 
-/// Drops pgdrill's own table, in a transaction the caller ends: locked first, waiting at most
+/// Drops pgdrill's own table, in a transaction the caller commits: locked first, waiting at most
 /// [`LOCK_WAIT`] behind another session's lock (a DROP waiting longer would hold up every
 /// write queued behind it), then looked at again under the lock and dropped by its schema,
 /// so that the table dropped is the one just found to be pgdrill's.
@@ -229,6 +228,17 @@ async fn bounded<T>(
     tokio::time::timeout(STATEMENT_LIMIT, statement)
         .await
         .unwrap_or_else(|_| Err(unanswered()))
+}
+
+/// `statement`, unless a signal comes first: then the connection is dropped with what it ran.
+async fn stoppable<T>(
+    stop: &CancellationToken,
+    statement: impl Future<Output = Result<T, CleanupError>>,
+) -> Result<T, CleanupError> {
+    tokio::select! {
+        done = statement => done,
+        () = stop.cancelled() => Err(CleanupError::Stopped("stopped: nothing was changed".into())),
+    }
 }
 
 /// Deletes batch after batch, each guarded, until one comes back short or `stop`; returns the
