@@ -102,10 +102,13 @@ impl DbPool {
             })?;
             // Closed while idle (the server ended its backend): a fresh client would not
             // fail on it, so no write does either.
-            if !conn.silence.is_silent() && !conn.client.is_closed() {
+            if conn.silence.is_silent() || conn.client.is_closed() {
+                conn.broken = true;
+            } else if self.manager.made_before_the_change(&conn) {
+                conn.retired = true;
+            } else {
                 return Ok(conn);
             }
-            conn.broken = true;
         }
         Err(CheckoutError {
             class: ErrorClass::NoResponse,

@@ -139,10 +139,25 @@ struct Watch {
     /// When to look next; `None` with nothing in flight.
     look_at: Option<Instant>,
     give_up: CancellationToken,
+    /// When the last write was sent.
+    last_sent: Instant,
+    /// Writes in flight when they were given up on.
+    given_up: usize,
 }
 
 impl Watch {
+    fn new(give_up: CancellationToken) -> Watch {
+        Watch {
+            waiting: Vec::new(),
+            look_at: None,
+            give_up,
+            last_sent: Instant::now(),
+            given_up: 0,
+        }
+    }
+
     fn sent(&mut self, seq: u64, at: Instant) {
+        self.last_sent = at;
         self.waiting.push((seq, at));
         self.look_at.get_or_insert(at + SUSPECT_AFTER);
     }
@@ -162,6 +177,7 @@ impl Watch {
         };
         let give_up_at = oldest + client_timeout;
         if now >= give_up_at {
+            self.given_up = self.waiting.len();
             self.give_up.cancel();
             self.look_at = None;
             return false;
@@ -266,7 +282,7 @@ async fn next_job(
 }
 
 /// Runs jobs on one connection while they keep coming; returns whether to discard the
-/// connection, and whether a write on it was given up on.
+/// connection, and how many writes on it were given up on.
 async fn run_on(
     shared: &Shared,
     conn: &Conn,
@@ -274,13 +290,9 @@ async fn run_on(
     jobs: &Receiver<Job>,
     report: &LaneOutcomes,
     rng: &mut SmallRng,
-) -> (bool, bool) {
+) -> (bool, usize) {
     let give_up = conn.silence.child();
-    let mut watch = Watch {
-        waiting: Vec::new(),
-        look_at: None,
-        give_up: give_up.clone(),
-    };
+    let mut watch = Watch::new(give_up.clone());
     let mut in_flight = FuturesUnordered::new();
     let far = Instant::now() + Duration::from_secs(86_400);
     let timer = tokio::time::sleep_until(far);
@@ -297,7 +309,8 @@ async fn run_on(
     let lifetime_over = conn.created.checked_add(shared.max_connection_lifetime);
     let give_back_at = (Instant::now() + HOLD_AT_MOST).min(lifetime_over.unwrap_or(far));
     loop {
-        let due = Instant::now() >= give_back_at;
+        // Read off the last send's clock: no clock read of its own per turn.
+        let due = watch.last_sent >= give_back_at;
         if armed != watch.look_at {
             armed = watch.look_at;
             timer.as_mut().reset(armed.unwrap_or(far));
@@ -333,10 +346,10 @@ async fn run_on(
         }
         if in_flight.is_empty() {
             if broken || closed {
-                return (broken, give_up.is_cancelled());
+                return (broken, watch.given_up);
             }
             if due {
-                return (false, false);
+                return (false, 0);
             }
             // Keep the connection only while work is waiting; otherwise give it back.
             let waiting = std::iter::from_fn(|| jobs.try_recv().ok())
@@ -346,7 +359,7 @@ async fn run_on(
                     report.started();
                     send(&mut in_flight, &mut watch, job, rng);
                 }
-                None => return (false, false),
+                None => return (false, 0),
             }
         }
     }
@@ -360,11 +373,7 @@ mod tests {
     async fn one_timer_watches_every_write_on_a_connection() {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(2);
-        let mut watch = Watch {
-            waiting: Vec::new(),
-            look_at: None,
-            give_up: CancellationToken::new(),
-        };
+        let mut watch = Watch::new(CancellationToken::new());
         assert_eq!(watch.look_at, None);
         watch.sent(1, t0);
         watch.sent(2, t0 + Duration::from_millis(100));
@@ -380,13 +389,11 @@ mod tests {
         assert!(!watch.give_up.is_cancelled());
         assert!(!watch.look(timeout, second + timeout));
         assert!(watch.give_up.is_cancelled());
+        // Each write given up on gets its cancel: one was still waiting.
+        assert_eq!(watch.given_up, 1);
         assert_eq!(watch.look_at, None);
         // Nothing waiting: the timer is disarmed.
-        let mut idle = Watch {
-            waiting: Vec::new(),
-            look_at: None,
-            give_up: CancellationToken::new(),
-        };
+        let mut idle = Watch::new(CancellationToken::new());
         idle.sent(3, t0);
         idle.answered(3);
         assert!(!idle.look(timeout, t0 + SUSPECT_AFTER));

@@ -36,9 +36,9 @@ pub struct Conn {
     pub silence: Silence,
     /// The task driving the connection, aborted by `drop` when broken or silent.
     pub(crate) driver: tokio::task::AbortHandle,
-    /// A write on it was given up on: unless its server went silent, what it runs is
-    /// cancelled once it is closed.
-    pub gave_up: bool,
+    /// Writes on it given up on: unless its server went silent, what it runs is cancelled
+    /// (as often) once it is closed.
+    pub gave_up: usize,
     /// The identity's generation when it was made (see [`Manager::has_broken`]).
     pub(crate) generation: u64,
 }
@@ -49,9 +49,10 @@ impl Drop for Conn {
     fn drop(&mut self) {
         if self.broken || self.silence.is_silent() {
             self.driver.abort();
-            if self.gave_up && !self.silence.is_silent() {
+            if self.gave_up > 0 && !self.silence.is_silent() {
+                let (client, driver) = (&self.client, self.driver.clone());
                 self.silence
-                    .cancel_after_close(&self.client, self.driver.clone());
+                    .cancel_after_close(client, driver, self.gave_up);
             }
         }
     }
@@ -125,6 +126,13 @@ impl Manager {
         let connector = &self.0.connector;
         connector.closed.store(true, Ordering::Relaxed);
         connector.spares.lock().clear();
+    }
+
+    /// Made before the primary changed, behind a pooler that kept it: to be replaced, as a
+    /// fresh client's would be; kept, its liveness check would take the new server for
+    /// another process and abandon every connection at the next slow write.
+    pub fn made_before_the_change(&self, conn: &Conn) -> bool {
+        conn.generation != self.identity.generation()
     }
 
     /// Waits (a second at most) for the cancel requests on their way: the process may end next.
@@ -418,9 +426,6 @@ impl ManageConnection for Manager {
             || conn.client.is_closed()
             || conn.silence.is_silent()
             || self.0.connector.closed.load(Ordering::Relaxed)
-            // Made before the primary changed, behind a pooler that kept it: replaced, as a
-            // fresh client's would be; kept, its liveness check would take the new server for
-            // another process and abandon every connection at the next slow write.
-            || conn.generation != self.identity.generation()
+            || self.made_before_the_change(conn)
     }
 }

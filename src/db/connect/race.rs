@@ -41,7 +41,7 @@ impl Connector {
                                 server,
                             },
                             driver,
-                            gave_up: false,
+                            gave_up: 0,
                             generation: manager.identity.generation(),
                         })
                     }

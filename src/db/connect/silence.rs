@@ -27,22 +27,30 @@ impl Silence {
         self.watch.token.is_cancelled()
     }
 
-    /// Cancels what `client` runs once `driver` (its socket) is closed. A backend a write was
-    /// given up on may wait on while its server answers (a commit held for a synchronous
-    /// standby, which statement_timeout does not bound), holding a connection slot; freed
-    /// from its wait after the close, it finds its client gone and ends, instead of running
-    /// the writes sent behind it.
-    pub(crate) fn cancel_after_close(&self, client: &Client, driver: AbortHandle) {
-        let tls = &self.connector.tls;
-        let cancel = cancel::cancel(client.cancel_token(), &self.endpoint, &self.config, tls);
-        self.connector
-            .cancels
-            .spawn(tokio::time::timeout(STAGGER * 10, async move {
-                while !driver.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+    /// Cancels what `client` runs, `writes` times one after the other, once `driver` (its
+    /// socket) is closed. A backend a write was given up on may wait on while its server
+    /// answers (a commit held for a synchronous standby, which statement_timeout does not
+    /// bound), holding a connection slot. Freed from its wait, it runs the next write already
+    /// in its buffer (the client's close reaches it only then, a round trip later) and waits
+    /// again: one cancel for each write sent frees it, and then it finds its client gone.
+    pub(crate) fn cancel_after_close(&self, client: &Client, driver: AbortHandle, writes: usize) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (token, tls) = (client.cancel_token(), &self.connector.tls);
+        let cancels: Vec<_> = (0..writes)
+            .map(|_| cancel::cancel(token.clone(), &self.endpoint, &self.config, tls))
+            .collect();
+        let sent = async move {
+            while !driver.is_finished() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            for cancel in cancels {
                 let _ = cancel.await;
-            }));
+            }
+        };
+        let tasks = &self.connector.cancels;
+        tasks.spawn_on(tokio::time::timeout(STAGGER * 10, sent), &runtime);
     }
 
     /// Cancelled when the server is declared silent, or by its holder.

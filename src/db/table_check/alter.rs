@@ -64,8 +64,10 @@ impl Drop for CancelOnDrop<'_> {
              it, which leaves an invalid index; drop it, as the table's owner: {}",
             self.table.index_drop_sql(self.schema)
         );
-        self.cancels
-            .spawn(tokio::time::timeout(CANCEL_WITHIN * 2, cancel));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let cancel = tokio::time::timeout(CANCEL_WITHIN * 2, cancel);
+            self.cancels.spawn_on(cancel, &runtime);
+        }
     }
 }
 
