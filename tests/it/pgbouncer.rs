@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::bouncer::Bouncer;
 use crate::support::drill::{Binary, Drill};
-use crate::support::{connect, count, eventually, exec, rows_of_run, start_lab};
+use crate::support::{connect, count, eventually, exec, promote_standby, rows_of_run, start_lab};
 use pgdrill_lab::ReplicationMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,12 +256,7 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
     let dsn = bouncer.dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "100", "--query-mode", "unnamed"]).await;
     drill.wait_for_transactions(100.0).await;
-    let standby = lab.standby().expect("a standby");
-    connect(&lab.admin_dsn(standby))
-        .await
-        .query_one("SELECT pg_promote()", &[])
-        .await
-        .expect("promote the standby");
+    let standby = promote_standby(&lab).await;
     // What the old primary acknowledges from here to the switch, the new one never gets.
     tokio::time::sleep(Duration::from_secs(1)).await;
     bouncer.retarget(lab.port(standby));
@@ -356,12 +351,7 @@ async fn a_switch_behind_the_pooler_is_seen_under_a_saturated_load() {
     ];
     let drill = Drill::start(&args).await;
     drill.wait_for_transactions(500.0).await;
-    let standby = lab.standby().expect("a standby");
-    connect(&lab.admin_dsn(standby))
-        .await
-        .query_one("SELECT pg_promote()", &[])
-        .await
-        .expect("promote the standby");
+    let standby = promote_standby(&lab).await;
     bouncer.retarget(lab.port(standby));
     eventually(Duration::from_secs(20), "the switch seen", || async {
         drill.metric("pgdrill_primary_changes_total").await == 1.0

@@ -93,6 +93,17 @@ pub async fn start_lab_with(options: LabOptions) -> Lab {
     lab
 }
 
+/// Promotes the lab's standby (`pg_promote()`, which waits for it) and returns it.
+pub async fn promote_standby(lab: &Lab) -> Node {
+    let standby = lab.standby().expect("a standby");
+    connect(&lab.admin_dsn(standby))
+        .await
+        .query_one("SELECT pg_promote()", &[])
+        .await
+        .expect("promote the standby");
+    standby
+}
+
 /// A single PostgreSQL; with a password, TCP logins need it (scram-sha-256).
 pub async fn start_single(password: Option<&str>) -> Lab {
     start_lab_with(LabOptions {
