@@ -2,12 +2,13 @@
 //! the run stops the stages one at a time, in the order the wiring states.
 //!
 //! No task ends silently: a panic is logged with its message; a lane that panics is
-//! restarted (up to [`MAX_LANE_RESTARTS`] times, `/healthz` unhealthy meanwhile); any other
+//! restarted (up to [`MAX_LANE_RESTARTS`] times within an hour of each other, `/healthz`
+//! unhealthy meanwhile); any other
 //! panic, or a task that ends before it was asked to, stops the run with an error.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -24,8 +25,23 @@ use crate::telemetry::health::Health;
 
 /// Lane panics a run survives; the next one stops it (a bug that keeps firing).
 pub(crate) const MAX_LANE_RESTARTS: u32 = 5;
+/// An hour without a lane panic gives the budget back: a canary that hits a rare one every
+/// few weeks is not stopped after months.
+const LANE_PANICS_FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
 /// A panicked lane starts again after this long.
 const LANE_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Counts a lane panic at `now`; returns how many count against the budget.
+fn lane_panicked(restarts: &parking_lot::Mutex<(u32, Option<Instant>)>, now: Instant) -> u32 {
+    let mut r = restarts.lock();
+    if r.1
+        .is_some_and(|last| now.duration_since(last) >= LANE_PANICS_FORGOTTEN_AFTER)
+    {
+        r.0 = 0;
+    }
+    *r = (r.0 + 1, Some(now));
+    r.0
+}
 
 /// Where a failure that ends the run is reported, from wherever found: the first is kept, `stop`
 /// ends the load, and the run returns it once drained. Before the first acknowledged write, a
@@ -190,7 +206,8 @@ pub(crate) struct Supervisor {
     tasks: [Vec<JoinHandle<()>>; STAGES],
     fatal: Arc<Fatal>,
     health: Arc<Health>,
-    lane_restarts: Arc<AtomicU32>,
+    /// Lane panics since the budget was last given back, and when the last came.
+    lane_restarts: Arc<parking_lot::Mutex<(u32, Option<Instant>)>>,
 }
 
 impl Supervisor {
@@ -228,7 +245,8 @@ impl Supervisor {
     }
 
     /// Runs the lane `make` builds until it ends by itself (its backlog closed); after a
-    /// panic, logs it and starts a new one, up to [`MAX_LANE_RESTARTS`] per run.
+    /// panic, logs it and starts a new one, up to [`MAX_LANE_RESTARTS`] within an hour of
+    /// each other.
     pub fn spawn_lane<F>(&mut self, mut make: impl FnMut() -> F + Send + 'static)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -242,7 +260,7 @@ impl Supervisor {
                     return;
                 };
                 let message = panic_message(&*panic);
-                let n = restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = lane_panicked(&restarts, Instant::now());
                 if n > MAX_LANE_RESTARTS {
                     let why = format!("a lane panicked {n} times; the last: {message}");
                     fatal.crashed(&health, why);
@@ -305,6 +323,21 @@ mod tests {
     use parking_lot::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn an_hour_without_a_lane_panic_gives_the_budget_back() {
+        let restarts = parking_lot::Mutex::default();
+        let t0 = Instant::now();
+        let minute = Duration::from_secs(60);
+        let counts: Vec<u32> = (0..3)
+            .map(|i| lane_panicked(&restarts, t0 + minute * i))
+            .collect();
+        assert_eq!(counts, [1, 2, 3]);
+        // Weeks of a rare panic: each one the first again, never the budget's last.
+        let later = t0 + LANE_PANICS_FORGOTTEN_AFTER + minute * 2;
+        assert_eq!(lane_panicked(&restarts, later), 1);
+        assert_eq!(lane_panicked(&restarts, later + minute), 2);
+    }
 
     fn supervisor() -> Supervisor {
         let fatal = Arc::new(Fatal::new(CancellationToken::new()));

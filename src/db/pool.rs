@@ -55,6 +55,15 @@ impl DbPool {
         DbPool { pool, manager }
     }
 
+    /// A connection kept outside the pool (retention's) may still be used: within
+    /// `--max-connection-lifetime` (its name looked up again after it), and made since the
+    /// last primary change.
+    pub fn still_current(&self, conn: &Conn) -> bool {
+        let lifetime = self.pool.config().max_lifetime;
+        lifetime.is_none_or(|l| conn.created.elapsed() < l)
+            && !self.manager.made_before_the_change(conn)
+    }
+
     /// The manager's (for `--query-mode auto`): whether the INSERT may be sent again.
     pub fn prepared_statements_broke(&self, err: &tokio_postgres::Error) -> bool {
         self.manager.prepared_statements_broke(err)

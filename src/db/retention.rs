@@ -101,7 +101,9 @@ pub async fn run(
         }
         wait = settings.interval;
         let mut c = match conn.take() {
-            Some(c) if !c.client.is_closed() => c,
+            // Kept across sweeps, as long as the pool's would be: a name that moved to a new
+            // primary while the old one stays writable leaves no sweep on the old.
+            Some(c) if !c.client.is_closed() && pool.still_current(&c) => c,
             // A connect to a hung server takes connect timeouts: never past a stop.
             _ => match stop.run_until_cancelled(pool.dedicated()).await {
                 None => return,
