@@ -198,7 +198,9 @@ impl Credentials {
 
     /// A failure is counted once, not again while the command backs off. Past `--password-ttl`
     /// connections keep the last password while the command runs beside them (a token
-    /// command takes seconds, which every connect waiting on it would add to an outage).
+    /// command takes seconds, which every connect waiting on it would add to an outage), up
+    /// to twice the TTL: a token older than that (no connect asked for hours) may have
+    /// expired, and the command is waited for.
     async fn run_cached(
         self: &Arc<Self>,
         argv: &[String],
@@ -213,7 +215,8 @@ impl Credentials {
         }
         let backing_off = (cache.failing.as_ref())
             .is_some_and(|f| f.at.elapsed() < FAILURE_BACKOFF.delay(f.runs));
-        if let (Some(secret), false) = (cache.secret.clone(), cache.stale) {
+        let young = age.is_some_and(|a| a < ttl.saturating_mul(2));
+        if let (Some(secret), false, true) = (cache.secret.clone(), cache.stale, young) {
             if !cache.refreshing && !backing_off {
                 cache.refreshing = true;
                 self.log_run("--password-ttl ran out", &cache);
@@ -232,7 +235,8 @@ impl Credentials {
         }
         let reason = match age {
             None => "first connection",
-            Some(_) => "the server rejected the password",
+            Some(_) if cache.stale => "the server rejected the password",
+            Some(_) => "--password-ttl ran out twice over",
         };
         self.log_run(reason, &cache);
         let result = run_command(argv).await;
@@ -562,6 +566,35 @@ mod tests {
         let e = failing.password().await.unwrap_err().to_string();
         assert!(e.contains("exit status: 3") && !e.contains("s3cret"), "{e}");
         assert_eq!(m.password_errors.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_password_twice_the_ttl_old_is_not_served_while_it_refreshes() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("runs");
+        let script = format!(
+            "echo x >> {0}; echo tok-old-$(wc -l < {0} | tr -d ' ')",
+            counter.display()
+        );
+        let m = metrics();
+        let creds = shell_command(script, 1, &m);
+        assert_eq!(
+            creds.password().await.unwrap().unwrap().expose(),
+            "tok-old-1"
+        );
+        // Past the TTL: served while a run refreshes it beside the connection.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(
+            creds.password().await.unwrap().unwrap().expose(),
+            "tok-old-1"
+        );
+        // Nobody asked for longer than twice the TTL: waited for, not served (an IAM token
+        // that old has expired).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(
+            creds.password().await.unwrap().unwrap().expose(),
+            "tok-old-3"
+        );
     }
 
     #[tokio::test]
