@@ -468,13 +468,14 @@ impl Workload {
             .map(Some)
     }
 
-    /// Runs one INSERT and returns the acknowledged `transaction_id`.
+    /// Runs one INSERT and returns the acknowledged `transaction_id`; `None` when the server
+    /// returned no row (a trigger or rule on the table suppressed it): no row was written.
     pub async fn insert(
         &self,
         client: &Client,
         prepared: Option<&Statement>,
         row: Row,
-    ) -> Result<i64, tokio_postgres::Error> {
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
             &row.customer_id,
             &row.merchant_id,
@@ -484,7 +485,8 @@ impl Workload {
         ];
         match (self.mode, prepared) {
             (QueryMode::Prepared, Some(statement)) => {
-                client.query_one(statement, &params).await?.try_get(0)
+                let row = client.query_opt(statement, &params).await?;
+                row.map(|r| r.try_get(0)).transpose()
             }
             (QueryMode::Simple, _) => {
                 let sql = self.target().insert_sql(format_args!(
@@ -496,7 +498,7 @@ impl Workload {
                     SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
                     _ => None,
                 });
-                Ok(id.unwrap_or(0))
+                Ok(id)
             }
             _ => {
                 let typed: Vec<_> = params
@@ -505,7 +507,7 @@ impl Workload {
                     .map(|(p, t)| (*p, t.clone()))
                     .collect();
                 let rows = client.query_typed(&self.insert_sql(), &typed).await?;
-                rows.first().map_or(Ok(0), |r| r.try_get(0))
+                rows.first().map(|r| r.try_get(0)).transpose()
             }
         }
     }

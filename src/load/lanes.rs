@@ -107,7 +107,10 @@ impl Shared {
         };
         // `retire` matters only on success: a failure that ends the wait discards anyway.
         let (result, retire) = tokio::select! {
-            (done, retire) = insert => (done.map_err(|err| Failure::from_query(&err)), retire),
+            (done, retire) = insert => {
+                let done = done.map_err(|err| Failure::from_query(&err));
+                (done.and_then(|id| id.ok_or_else(Failure::no_row)), retire)
+            }
             () = give_up.cancelled() => (Err(Failure {
                 class: ErrorClass::NoResponse,
                 // The server never answered; it may still commit.

@@ -36,6 +36,18 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// The INSERT returned no row (a trigger or rule added to the table since the start
+    /// suppressed it): certainly not written.
+    pub fn no_row() -> Failure {
+        Failure {
+            class: ErrorClass::Other,
+            unknown: false,
+            message: "the INSERT returned no row: a trigger or rule on the table suppressed it"
+                .to_string(),
+            sqlstate: None,
+        }
+    }
+
     pub fn from_query(err: &tokio_postgres::Error) -> Failure {
         let class = classify(err);
         Failure {

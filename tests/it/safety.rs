@@ -382,6 +382,12 @@ async fn tables_that_defeat_the_measurement_are_refused_at_start() {
                $$ BEGIN RAISE EXCEPTION 'inserts are audited elsewhere'; END $$; \
              CREATE TRIGGER no_way BEFORE INSERT ON tx_raises \
                FOR EACH ROW EXECUTE FUNCTION no_way(); \
+             CREATE TABLE tx_skips {ours}; \
+             CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN RETURN NULL; END $$; \
+             CREATE TRIGGER skip BEFORE INSERT ON tx_skips FOR EACH ROW EXECUTE FUNCTION skip(); \
+             CREATE INDEX tx_skips_pgdrill_rows ON tx_skips (transaction_id) \
+               WHERE run_id IS NOT NULL; \
              CREATE TABLE pgdrill_writes {ours}"
         ),
     )
@@ -392,6 +398,11 @@ async fn tables_that_defeat_the_measurement_are_refused_at_start() {
         (
             vec!["--table", "tx_raises", "--allow-table-triggers"],
             "inserts are audited elsewhere (SQLSTATE P0001)",
+        ),
+        // A trigger that skips the row: each write would be acknowledged, and never written.
+        (
+            vec!["--table", "tx_skips", "--allow-table-triggers"],
+            "returns no row",
         ),
         // The default name, taken by a table pgdrill did not create.
         (vec![], "exists that pgdrill did not create"),

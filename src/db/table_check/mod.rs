@@ -486,7 +486,18 @@ async fn trial_insert(
             .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
             .await?;
         let result = match trial {
-            Trial::Full => workload.insert(client, None, row).await.map(Some),
+            Trial::Full => match workload.insert(client, None, row).await {
+                Ok(None) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(TableError::Unusable(format!(
+                        "the INSERT pgdrill runs on table {} returns no row for the {which} row \
+                         its load draws: a trigger or rule on the table suppresses it, so no \
+                         write would be written",
+                        workload.target().quoted
+                    )));
+                }
+                inserted => inserted,
+            },
             Trial::UsersColumns => {
                 let sql = workload.target().users_insert_sql(row);
                 client.batch_execute(&sql).await.map(|()| None)
