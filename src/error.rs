@@ -56,7 +56,9 @@ impl ErrorClass {
         let statement_only = |code: &str| {
             // Sent as FATAL or PANIC instead, the server closes the connection: the lane sees
             // that apart.
-            code == "42501"
+            // A table or column dropped mid-run (42P01, 42703) is the statement's: a new
+            // session gets the same. A prepared statement's name taken (42P05) is not.
+            (code.starts_with("42") && code != "42P05")
                 || matches!(
                     code.get(..2),
                     Some("22" | "23" | "40" | "53" | "54" | "55" | "P0")
@@ -92,9 +94,14 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     if let Some(code) = err.code() {
         // PgBouncer refuses a login with its catch-all 08P01: a wrong target, like the
         // server's own 28P01 and 3D000.
-        let refused = |db: &tokio_postgres::error::DbError| pooler_refused_login(db.message());
-        if *code == SqlState::PROTOCOL_VIOLATION && err.as_db_error().is_some_and(refused) {
+        let pooler = err
+            .as_db_error()
+            .filter(|_| *code == SqlState::PROTOCOL_VIOLATION);
+        if pooler.is_some_and(|db| pooler_refused_login(db.message())) {
             return ErrorClass::Auth;
+        }
+        if pooler.is_some_and(|db| pooler_full(db.message())) {
+            return ErrorClass::TooManyConnections;
         }
         return classify_sqlstate(code);
     }
@@ -149,8 +156,31 @@ fn pooler_refused_login(message: &str) -> bool {
         "no such database",
         "no such user",
         "unsupported startup parameter",
+        "unsupported options startup parameter",
+        "ssl required",
+        "login rejected",
+        "no authentication method",
+        "transaction blocks not allowed",
     ];
     refusals.iter().any(|m| message.contains(m))
+}
+
+/// PgBouncer's own client limits (max_client_conn, max_db/user_client_connections): a
+/// connection already open can still take the write, as with the server's 53300.
+fn pooler_full(message: &str) -> bool {
+    let full = ["no more connections allowed", "client connections exceeded"];
+    full.iter().any(|m| message.contains(m))
+}
+
+/// PgBouncer's errors for a query it never passed to a server (no server to be had): the
+/// write certainly did not run, unlike after the server connection broke mid-statement.
+pub fn pooler_never_sent(message: &str) -> bool {
+    let never = [
+        "pgbouncer cannot connect to server",
+        "server login has been failing",
+        "query_wait_timeout",
+    ];
+    never.iter().any(|m| message.contains(m))
 }
 
 pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
@@ -334,12 +364,28 @@ mod tests {
             "No such database: nosuchdb",
             "no such user",
             "unsupported startup parameter: options",
+            "unsupported options startup parameter: only '-c config=val' allowed",
+            "SSL required",
+            "login rejected",
+            "no authentication method is found",
+            "transaction blocks not allowed in statement pooling mode",
         ] {
             assert!(pooler_refused_login(refused), "{refused}");
         }
         for heals in ["server conn crashed?", "pgbouncer cannot connect to server"] {
             assert!(!pooler_refused_login(heals), "{heals}");
         }
+        // Never passed to a server: certainly not written; a broken one mid-statement may be.
+        assert!(pooler_never_sent("query_wait_timeout"));
+        assert!(pooler_never_sent(
+            "server login has been failing, cached error: x"
+        ));
+        assert!(!pooler_never_sent("server conn crashed?"));
+        assert!(pooler_full("no more connections allowed (max_client_conn)"));
+        assert!(pooler_full(
+            "client connections exceeded (max_db_client_connections)"
+        ));
+        assert!(!pooler_full("server conn crashed?"));
     }
 
     #[test]
@@ -407,7 +453,13 @@ mod tests {
         ] {
             assert!(!Other.discards_connection(Some(kept)), "{kept}");
         }
-        for dropped in ["42P01", "42703", "0A000", "26000", "XX000"] {
+        for kept in ["42P01", "42703"] {
+            assert!(
+                !Other.discards_connection(Some(kept)),
+                "a dropped table: {kept}"
+            );
+        }
+        for dropped in ["42P05", "0A000", "26000", "XX000"] {
             assert!(Other.discards_connection(Some(dropped)), "{dropped}");
         }
         assert!(ReadOnly.discards_connection(Some("25006")));

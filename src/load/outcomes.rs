@@ -50,9 +50,12 @@ impl Failure {
 
     pub fn from_query(err: &tokio_postgres::Error) -> Failure {
         let class = classify(err);
+        let never_sent = err.as_db_error().is_some_and(|db| {
+            class == ErrorClass::Pooler && crate::error::pooler_never_sent(db.message())
+        });
         Failure {
             class,
-            unknown: class.outcome_unknown_after_send(),
+            unknown: class.outcome_unknown_after_send() && !never_sent,
             message: match err.as_db_error() {
                 Some(db) => format!("{err}: {}", db.message()),
                 None => err.to_string(),
