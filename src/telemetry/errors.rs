@@ -1,5 +1,5 @@
 //! Every distinct error of a failed write, visible: the first of each (class, SQLSTATE) is
-//! logged with the server's message, the progress line counts them per SQLSTATE, and the
+//! logged with the server's message (again after an hour without it), the progress line counts them per SQLSTATE, and the
 //! summary lists each with its count and one message. One count per failed write, as in the
 //! tally and `pgdrill_transaction_errors_total`; failed connection attempts are counted
 //! apart (`pgdrill_connection_errors_total`). Errors that retrying cannot fix are logged at ERROR with
@@ -7,6 +7,7 @@
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -53,10 +54,21 @@ pub fn class_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'static str>,
     Vec::<String>::deserialize(d).map(|v| v.iter().map(|s| known(s)).collect())
 }
 
+/// A kind seen again after this long without it is logged again: a canary's privilege
+/// revoked on day 60 is said as on day 3, not only counted.
+const SAID_AGAIN_AFTER: Duration = Duration::from_secs(3600);
+
+/// One kind's count, first message, and when it was last seen.
+struct Seen {
+    count: u64,
+    message: String,
+    last: Instant,
+}
+
 /// Errors by (class, SQLSTATE), first message kept.
 #[derive(Default)]
 pub struct ErrorBook {
-    kinds: Mutex<BTreeMap<(ErrorClass, String), (u64, String)>>,
+    kinds: Mutex<BTreeMap<(ErrorClass, String), Seen>>,
 }
 
 /// What to change for errors that the database will keep returning: `None` for those a
@@ -76,49 +88,80 @@ pub fn hint(sqlstate: &str) -> Option<&'static str> {
     })
 }
 
+/// A message as kept and logged: scrubbed, cut at [`MAX_MESSAGE`] characters.
+fn cut(message: &str) -> String {
+    crate::secrets::scrub(message)
+        .chars()
+        .take(MAX_MESSAGE)
+        .collect()
+}
+
+/// Logs a kind (`again`: after an hour without it), at ERROR with what to change when
+/// retrying will not fix it.
+fn log(class: ErrorClass, sqlstate: &str, message: &str, again: bool) {
+    match (hint(sqlstate), again) {
+        (Some(hint), false) => tracing::error!(class = %class, sqlstate, error = %message, hint,
+            "error that retrying will not fix (first occurrence)"),
+        (Some(hint), true) => tracing::error!(class = %class, sqlstate, error = %message, hint,
+            "error that retrying will not fix (again, after an hour without it)"),
+        (None, false) => tracing::warn!(class = %class, sqlstate, error = %message,
+            "first error of this kind (later ones are counted)"),
+        (None, true) => tracing::warn!(class = %class, sqlstate, error = %message,
+            "error of this kind again, after an hour without it (later ones are counted)"),
+    }
+}
+
 impl ErrorBook {
-    /// Counts one error; the first of its kind is logged.
+    /// Counts one error; the first of its kind is logged, and one seen again after
+    /// [`SAID_AGAIN_AFTER`] without it.
     pub fn note(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
+        self.note_at(class, sqlstate, message, Instant::now());
+    }
+
+    /// [`ErrorBook::note`] at `now`; whether it was logged.
+    fn note_at(
+        &self,
+        class: ErrorClass,
+        sqlstate: Option<&str>,
+        message: &str,
+        now: Instant,
+    ) -> bool {
         // A SQLSTATE has five characters: a server sending more gets no more memory here.
         let sqlstate = sqlstate.unwrap_or("");
         let sqlstate = &sqlstate[..sqlstate.floor_char_boundary(5)];
         let mut kinds = self.kinds.lock();
-        if let Some((count, _)) = kinds.get_mut(&(class, sqlstate.to_string())) {
-            *count += 1;
-            return;
+        if let Some(seen) = kinds.get_mut(&(class, sqlstate.to_string())) {
+            seen.count += 1;
+            let quiet = now.saturating_duration_since(seen.last) >= SAID_AGAIN_AFTER;
+            seen.last = now;
+            drop(kinds);
+            if quiet {
+                log(class, sqlstate, &cut(message), true);
+            }
+            return quiet;
         }
         if kinds.len() >= MAX_KINDS {
             // Listed together per class, so that the table still adds up to the total.
             let rest = kinds
                 .entry((class, OTHER_SQLSTATES.to_string()))
-                .or_insert((
-                    0,
-                    "SQLSTATEs beyond the first 128 kinds, counted together".into(),
-                ));
-            rest.0 += 1;
-            return;
+                .or_insert(Seen {
+                    count: 0,
+                    message: "SQLSTATEs beyond the first 128 kinds, counted together".into(),
+                    last: now,
+                });
+            rest.count += 1;
+            return false;
         }
-        let message: String = crate::secrets::scrub(message)
-            .chars()
-            .take(MAX_MESSAGE)
-            .collect();
-        kinds.insert((class, sqlstate.to_string()), (1, message.clone()));
+        let message = cut(message);
+        let seen = Seen {
+            count: 1,
+            message: message.clone(),
+            last: now,
+        };
+        kinds.insert((class, sqlstate.to_string()), seen);
         drop(kinds);
-        match hint(sqlstate) {
-            Some(hint) => tracing::error!(
-                class = %class,
-                sqlstate,
-                error = %message,
-                hint,
-                "error that retrying will not fix (first occurrence)"
-            ),
-            None => tracing::warn!(
-                class = %class,
-                sqlstate,
-                error = %message,
-                "first error of this kind (later ones are counted)"
-            ),
-        }
+        log(class, sqlstate, &message, false);
+        true
     }
 
     /// Every kind seen, by class then SQLSTATE.
@@ -126,11 +169,11 @@ impl ErrorBook {
         self.kinds
             .lock()
             .iter()
-            .map(|((class, sqlstate), (count, message))| ErrorKind {
+            .map(|((class, sqlstate), seen)| ErrorKind {
                 class: class.as_str(),
                 sqlstate: sqlstate.clone(),
-                count: *count,
-                message: message.clone(),
+                count: seen.count,
+                message: seen.message.clone(),
             })
             .collect()
     }
@@ -150,6 +193,20 @@ impl ErrorBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_quiet_for_an_hour_is_said_again() {
+        let book = ErrorBook::default();
+        let t0 = Instant::now();
+        let note = |at| book.note_at(ErrorClass::Other, Some("42501"), "permission denied", at);
+        let minute = Duration::from_secs(60);
+        let said: Vec<bool> = [t0, t0 + minute, t0 + minute * 61, t0 + minute * 62]
+            .into_iter()
+            .map(note)
+            .collect();
+        assert_eq!(said, [true, false, true, false]);
+        assert_eq!(book.kinds()[0].count, 4);
+    }
 
     #[test]
     fn kinds_are_counted_and_the_first_message_kept() {
