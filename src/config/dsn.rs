@@ -10,6 +10,7 @@ use percent_encoding::percent_decode_str;
 use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::Config as PgConfig;
 
+use crate::db::tls::{RootCert, SslMode, TlsSettings};
 use crate::db::Target;
 use crate::error::ConfigError;
 use crate::secrets::{redact, REDACTED};
@@ -100,6 +101,10 @@ pub fn parse(
     }
     let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
+    let passed_over = ignored_env(&env)
+        .into_iter()
+        .chain(unread_root_crt(&tls, &env));
+    let passed_over = passed_over.collect();
     Ok(Target {
         pg,
         hosts,
@@ -108,7 +113,23 @@ pub fn parse(
         connect_timeout_from,
         connect_timeout_forever,
         passfile,
-        passed_over: ignored_env(&env).into_iter().collect(),
+        passed_over,
+    })
+}
+
+/// libpq reads `~/.postgresql/root.crt` when `sslrootcert` is not given; pgdrill does not
+/// (its containers manage the system store): said when the file is there, not left silent.
+fn unread_root_crt(tls: &TlsSettings, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let home = PathBuf::from(env("HOME")?);
+    let default_roots = tls.root_cert == RootCert::Default && tls.mode != SslMode::Disable;
+    (default_roots && home.join(".postgresql/root.crt").is_file()).then(|| {
+        format!(
+            "~/.postgresql/root.crt is not read (libpq would check the server's certificate \
+             against it; pgdrill checks it against the system's store, and only with \
+             sslmode=verify-ca or verify-full): to use it, add sslrootcert={}/.postgresql/root.crt \
+             to --dsn",
+            home.display()
+        )
     })
 }
 

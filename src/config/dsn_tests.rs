@@ -150,6 +150,24 @@ fn libpq_variables_pgdrill_does_not_read_are_named_at_start() {
 }
 
 #[test]
+fn a_root_crt_libpq_would_read_is_named_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join(".postgresql")).unwrap();
+    std::fs::write(home.path().join(".postgresql/root.crt"), "x").unwrap();
+    let dir = home.path().display().to_string();
+    let env = |k: &str| (k == "HOME").then(|| dir.clone());
+    let said = |dsn| parse(Some(dsn), env).unwrap().passed_over;
+    let told = said("host=db sslmode=require");
+    assert!(
+        told.len() == 1 && told[0].contains(&format!("sslrootcert={dir}/.postgresql/root.crt")),
+        "{told:?}"
+    );
+    // Not when a root certificate is named, or TLS is off.
+    assert!(said("host=db sslrootcert=system").is_empty());
+    assert!(said("host=db sslmode=disable").is_empty());
+}
+
+#[test]
 fn environment_fills_what_the_dsn_leaves_unset() {
     let env = |k: &str| match k {
         "PGHOST" => Some("envhost".to_string()),
