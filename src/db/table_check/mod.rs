@@ -154,6 +154,7 @@ pub async fn ensure(
     trial_insert(client, workload, Trial::Full).await?;
     tracing::info!(
         table = %table.name,
+        schema = %relation.schema,
         owner = if relation.ours { "pgdrill" } else { "not pgdrill (named with --table)" },
         run_id = workload.run_id,
         "table ready: pgdrill inserts rows with run_id set and changes no other row"
@@ -163,7 +164,9 @@ pub async fn ensure(
 
 /// Creates pgdrill's own table; another replica creating it at the same moment is fine.
 async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> {
-    if let Err(err) = client.batch_execute(&table.create_sql()).await {
+    let created = client.batch_execute(&table.create_sql()).await;
+    let made = created.is_ok();
+    if let Err(err) = created {
         let _ = client.batch_execute("ROLLBACK").await;
         let raced = err
             .code()
@@ -186,15 +189,19 @@ async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> 
                 _ => TableError::Query(err),
             });
         }
-    } else {
-        tracing::info!(table = %table.name, "created pgdrill's own table");
     }
-    relation(client, table).await?.ok_or_else(|| {
+    let found = relation(client, table).await?.ok_or_else(|| {
         TableError::Unusable(format!(
             "table {} vanished right after it was created",
             table.name
         ))
-    })
+    })?;
+    if made {
+        // Where a default search_path put it (on a managed service, often "public" of the
+        // database the DSN names).
+        tracing::info!(table = %table.name, schema = %found.schema, "created pgdrill's own table");
+    }
+    Ok(found)
 }
 
 /// Tables whose shape defeats the measurement, and tables that are not pgdrill's to use.
