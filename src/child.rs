@@ -1,9 +1,17 @@
 //! A child process started as the leader of its own process group, so that what it starts in
 //! turn (a shell's commands, `az`'s Python) goes with it.
 
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process_group, test_kill_process, test_kill_process_group};
+use rustix::process::{Pid, Signal};
 
-/// Kills the child's process group when dropped, unless taken.
+/// Whether the group `pgid`, whose leader was reaped, still has processes of its own: a
+/// process with the leader's id is not ours (the id was free again, the group empty, and
+/// reused), so only a group without it is.
+pub fn left_running(pgid: Pid) -> bool {
+    test_kill_process_group(pgid).is_ok() && test_kill_process(pgid).is_err()
+}
+
+/// Kills the child's process group when dropped (before the child was reaped), unless taken.
 pub struct GroupGuard(pub Option<Pid>);
 
 impl GroupGuard {
@@ -11,6 +19,14 @@ impl GroupGuard {
     pub fn of(child: &tokio::process::Child) -> GroupGuard {
         let pid = |id: u32| Pid::from_raw(i32::try_from(id).ok()?);
         GroupGuard(child.id().and_then(pid))
+    }
+
+    /// After the leader was reaped: ends what it left running in its group, if the group
+    /// is still its own ([`left_running`]).
+    pub fn end_reaped(mut self) {
+        if let Some(pgid) = self.0.take().filter(|g| left_running(*g)) {
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
     }
 
     pub fn signal(&self, signal: Signal) {

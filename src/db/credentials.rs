@@ -313,7 +313,7 @@ async fn run_command(argv: &[String]) -> Result<Secret, String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
-    let _group = crate::child::GroupGuard::of(&child);
+    let group = crate::child::GroupGuard::of(&child);
     let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;
     let mut stderr = child.stderr.take().ok_or("--password-command: no stderr")?;
     let (mut out, mut err, mut read) = (Vec::new(), Vec::new(), Ok(0));
@@ -352,6 +352,10 @@ async fn run_command(argv: &[String]) -> Result<Secret, String> {
         }
         exited
     };
+    // Reaped: what it left in its group ends now (killed with the group on a timeout).
+    if matches!(exited, Ok(Ok(_))) {
+        group.end_reaped();
+    }
     let ok = matches!(exited, Ok(Ok(status)) if status.success());
     let secret = ok.then(|| secret_from(&out)).flatten();
     for line in stderr_lines(&err, (!ok).then_some(out.as_slice())) {
