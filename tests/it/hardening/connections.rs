@@ -7,7 +7,7 @@ use pgdrill_lab::StopMode;
 use tokio::time::Instant;
 
 use crate::support::drill::{metric, Binary, Drill};
-use crate::support::{connect, eventually, exec, rows_of_run, start_lab};
+use crate::support::{assert_unknowns_resolved_as_rows, connect, eventually, exec, start_lab};
 
 use super::admin_app_dsn;
 
@@ -488,16 +488,7 @@ async fn writes_given_up_behind_a_stalled_sync_standby_leave_no_backend_waiting(
     assert!(left <= 8, "{left} backends left waiting on the standby");
     // The writes given up are resolved as the rows say: none commits after being judged not
     // committed (a backend left waiting would, once the standby is back).
-    let c = &summary.counts;
-    let rows = rows_of_run(&lab, primary, summary.run_id).await as u64;
-    let committed = c.successes + c.unknown_outcome_committed;
-    assert!(
-        (committed..=committed + summary.abandoned).contains(&rows),
-        "{rows} rows; {} acknowledged, {} unknown judged committed, {} abandoned",
-        c.successes,
-        c.unknown_outcome_committed,
-        summary.abandoned
-    );
+    assert_unknowns_resolved_as_rows(&lab, primary, &summary).await;
     lab.shutdown().await;
 }
 

@@ -93,6 +93,22 @@ pub async fn start_lab_with(options: LabOptions) -> Lab {
     lab
 }
 
+/// The run's unknown outcomes were resolved as its rows on `node` say: the rows are the
+/// acknowledged writes and those judged committed, plus at most the abandoned ones (none
+/// judged not committed commits later).
+pub async fn assert_unknowns_resolved_as_rows(lab: &Lab, node: Node, summary: &pgdrill::Summary) {
+    let c = &summary.counts;
+    let rows = rows_of_run(lab, node, summary.run_id).await as u64;
+    let committed = c.successes + c.unknown_outcome_committed;
+    assert!(
+        (committed..=committed + summary.abandoned).contains(&rows),
+        "{rows} rows; {} acknowledged, {} unknown judged committed, {} abandoned at the end",
+        c.successes,
+        c.unknown_outcome_committed,
+        summary.abandoned
+    );
+}
+
 /// Promotes the lab's standby (`pg_promote()`, which waits for it) and returns it.
 pub async fn promote_standby(lab: &Lab) -> Node {
     let standby = lab.standby().expect("a standby");

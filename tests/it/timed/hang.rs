@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::support::drill::{metric, try_http_get, without_ambient_env, Drill, KillOnDrop};
-use crate::support::{connect, eventually, free_port, rows_of_run, start_lab, start_lab_with};
+use crate::support::{
+    assert_unknowns_resolved_as_rows, connect, eventually, free_port, start_lab, start_lab_with,
+};
 
 /// `--connect-timeout` in these tests, and the slack the issue allows on top of it.
 const CONNECT_TIMEOUT: f64 = 2.0;
@@ -550,16 +552,7 @@ async fn a_frozen_primary_that_comes_back_is_one_outage_measured_by_the_rows() {
     );
     // Resolved as the rows say: the writes given up during the freeze that the server ran
     // after the thaw are among the committed ones, not judged before they ran.
-    let c = &summary.counts;
-    let rows = rows_of_run(&lab, node, summary.run_id).await as u64;
-    let committed = c.successes + c.unknown_outcome_committed;
-    assert!(
-        (committed..=committed + summary.abandoned).contains(&rows),
-        "{rows} rows; {} acknowledged, {} unknown judged committed, {} abandoned at the end",
-        c.successes,
-        c.unknown_outcome_committed,
-        summary.abandoned
-    );
+    assert_unknowns_resolved_as_rows(&lab, node, &summary).await;
     assert_eq!(summary.primary_changes, 0, "the same server came back");
     lab.shutdown().await;
 }
