@@ -55,7 +55,7 @@ impl DbPool {
         DbPool { pool, manager }
     }
 
-    /// A connection kept outside the pool (retention's) may still be used: within
+    /// A connection may still be used (a lane's, retention's kept one): within
     /// `--max-connection-lifetime` (its name looked up again after it), and made since the
     /// last primary change.
     pub fn still_current(&self, conn: &Conn) -> bool {

@@ -248,7 +248,7 @@ pub async fn lane(
         if broken {
             conn.broken = true;
             conn.gave_up = gave_up;
-        } else if conn.created.elapsed() >= shared.max_connection_lifetime {
+        } else if !shared.pool.still_current(&conn) {
             conn.retired = true;
         }
     }
