@@ -1,5 +1,6 @@
 //! Every distinct error of a failed write, visible: the first of each (class, SQLSTATE) is
-//! logged with the server's message (again after an hour without it), the progress line counts them per SQLSTATE, and the
+//! logged with the server's message (again after an hour without it; PgBouncer's 08P01 per
+//! message), the progress line counts them per SQLSTATE, and the
 //! summary lists each with its count and one message. One count per failed write, as in the
 //! tally and `pgdrill_transaction_errors_total`; failed connection attempts are counted
 //! apart (`pgdrill_connection_errors_total`). Errors that retrying cannot fix are logged at ERROR with
@@ -65,10 +66,21 @@ struct Seen {
     last: Instant,
 }
 
-/// Errors by (class, SQLSTATE), first message kept.
+/// Errors by (class, SQLSTATE, [`variant`]), first message kept.
 #[derive(Default)]
 pub struct ErrorBook {
-    kinds: Mutex<BTreeMap<(ErrorClass, String), Seen>>,
+    kinds: Mutex<BTreeMap<(ErrorClass, String, String), Seen>>,
+}
+
+/// PgBouncer sends all of its own errors as 08P01 (`query_wait_timeout`, `server conn
+/// crashed?`, `no more connections allowed`...): each message is its own kind there, so that
+/// a second cause is logged, not only counted. Its messages are fixed strings; the kinds stay
+/// bounded by [`MAX_KINDS`].
+fn variant(sqlstate: &str, message: &str) -> String {
+    match sqlstate {
+        "08P01" => message.chars().take(80).collect(),
+        _ => String::new(),
+    }
 }
 
 /// What to change for errors that the database will keep returning: `None` for those a
@@ -129,8 +141,9 @@ impl ErrorBook {
         // A SQLSTATE has five characters: a server sending more gets no more memory here.
         let sqlstate = sqlstate.unwrap_or("");
         let sqlstate = &sqlstate[..sqlstate.floor_char_boundary(5)];
+        let key = (class, sqlstate.to_string(), variant(sqlstate, message));
         let mut kinds = self.kinds.lock();
-        if let Some(seen) = kinds.get_mut(&(class, sqlstate.to_string())) {
+        if let Some(seen) = kinds.get_mut(&key) {
             seen.count += 1;
             let quiet = now.saturating_duration_since(seen.last) >= SAID_AGAIN_AFTER;
             seen.last = now;
@@ -143,7 +156,7 @@ impl ErrorBook {
         if kinds.len() >= MAX_KINDS {
             // Listed together per class, so that the table still adds up to the total.
             let rest = kinds
-                .entry((class, OTHER_SQLSTATES.to_string()))
+                .entry((class, OTHER_SQLSTATES.to_string(), String::new()))
                 .or_insert(Seen {
                     count: 0,
                     message: "SQLSTATEs beyond the first 128 kinds, counted together".into(),
@@ -158,18 +171,18 @@ impl ErrorBook {
             message: message.clone(),
             last: now,
         };
-        kinds.insert((class, sqlstate.to_string()), seen);
+        kinds.insert(key, seen);
         drop(kinds);
         log(class, sqlstate, &message, false);
         true
     }
 
-    /// Every kind seen, by class then SQLSTATE.
+    /// Every kind seen, by class then SQLSTATE (then message, for 08P01).
     pub fn kinds(&self) -> Vec<ErrorKind> {
         self.kinds
             .lock()
             .iter()
-            .map(|((class, sqlstate), seen)| ErrorKind {
+            .map(|((class, sqlstate, _), seen)| ErrorKind {
                 class: class.as_str(),
                 sqlstate: sqlstate.clone(),
                 count: seen.count,
@@ -234,6 +247,32 @@ mod tests {
         assert_eq!(per.get("42703"), Some(&2));
         assert_eq!(per.get("57P01"), Some(&1));
         assert_eq!(per.len(), 2, "no SQLSTATE, no entry: {per:?}");
+    }
+
+    #[test]
+    fn each_pgbouncer_message_is_said_once() {
+        let book = ErrorBook::default();
+        let t0 = Instant::now();
+        let note = |sqlstate, message| {
+            book.note_at(ErrorClass::ConnectionClosed, Some(sqlstate), message, t0)
+        };
+        let said = [
+            note("08P01", "server conn crashed?"),
+            note("08P01", "server conn crashed?"),
+            note("08P01", "no more connections allowed (max_client_conn)"),
+            // Elsewhere the SQLSTATE is the kind: its first message stands for it.
+            note(
+                "57P01",
+                "terminating connection due to administrator command",
+            ),
+            note(
+                "57P01",
+                "terminating connection due to idle-session timeout",
+            ),
+        ];
+        assert_eq!(said, [true, false, true, true, false]);
+        let per = book.per_sqlstate();
+        assert_eq!((per["08P01"], per["57P01"]), (3, 2));
     }
 
     #[test]
