@@ -147,7 +147,7 @@ pub struct Connector {
     spare_added: tokio::sync::Notify,
     /// The load is over ([`Manager::close`]): connections are closed, not kept.
     closed: AtomicBool,
-    lookups: Arc<tokio::sync::Semaphore>,
+    lookups: resolve::Lookups,
     /// Cancel requests sent on their own tasks, which the pool's close waits for.
     cancels: TaskTracker,
 }
@@ -160,10 +160,6 @@ fn refuses_startup_option(err: &tokio_postgres::Error) -> bool {
             && e.message().contains("startup parameter")
     })
 }
-
-/// getaddrinfo calls at once, each on a blocking thread no timeout stops: with DNS
-/// black-holed, reconnects would start threads faster than lookups give up (10–30 s).
-const MAX_LOOKUPS: usize = 4;
 
 /// Spare connections kept at most.
 const MAX_SPARES: usize = 16;
@@ -252,7 +248,7 @@ impl Connector {
             spare_added: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
             cancels: TaskTracker::new(),
-            lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+            lookups: resolve::Lookups::default(),
         })
     }
 

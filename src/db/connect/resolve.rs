@@ -2,6 +2,73 @@
 //! followed), each with its own single-address config.
 
 use super::*;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+/// getaddrinfo calls at once, each on a blocking thread no timeout stops: with DNS
+/// black-holed, reconnects would start threads faster than lookups give up (10–30 s).
+const MAX_LOOKUPS: usize = 4;
+
+type Answer = Result<Vec<IpAddr>, String>;
+/// A lookup on its way, which every connect asking for its name awaits.
+type OnTheWay = Shared<BoxFuture<'static, Answer>>;
+
+/// Host name lookups: at most [`MAX_LOOKUPS`] at once, one per name at a time. The map holds
+/// only the DSN's names.
+pub(super) struct Lookups {
+    turns: Arc<tokio::sync::Semaphore>,
+    on_the_way: Mutex<HashMap<(String, u16), OnTheWay>>,
+    #[cfg(test)]
+    pub(super) started: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Self {
+            turns: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+            on_the_way: Mutex::default(),
+            #[cfg(test)]
+            started: Default::default(),
+        }
+    }
+}
+
+impl Lookups {
+    /// A lookup of `target`, answered within `timeout`. getaddrinfo reads /etc/hosts and asks
+    /// DNS again on every call. Waiting for a turn counts against the timeout; the turn is
+    /// held until getaddrinfo returns.
+    fn start(&self, target: (String, u16), timeout: Duration) -> BoxFuture<'static, Answer> {
+        #[cfg(test)]
+        self.started.fetch_add(1, Ordering::Relaxed);
+        let turns = self.turns.clone();
+        let name = target.0.clone();
+        let lookup = async move {
+            let turn = turns.acquire_owned().await;
+            let found = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                std::net::ToSocketAddrs::to_socket_addrs(&target)
+            });
+            found
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
+        async move {
+            match tokio::time::timeout(timeout, lookup).await {
+                Ok(Ok(found)) => Ok(found.fold(Vec::new(), |mut addrs, a| {
+                    if !addrs.contains(&a.ip()) {
+                        addrs.push(a.ip());
+                    }
+                    addrs
+                })),
+                Ok(Err(err)) => Err(format!("could not resolve {name}: {err}")),
+                Err(_) => Err(format!(
+                    "could not resolve {name}: no answer within {}",
+                    humantime::format_duration(timeout)
+                )),
+            }
+        }
+        .boxed()
+    }
+}
 
 impl Connector {
     /// The endpoints of one DSN entry with a single-address config each: `host` stays
@@ -40,34 +107,24 @@ impl Connector {
         Ok(endpoints.collect())
     }
 
-    /// The addresses `name` resolves to now, each once.
+    /// The addresses `name` resolves to now, each once. Connects that ask while a lookup of
+    /// the same name is on its way share its answer: after an outage every lane reconnects
+    /// at once, and a slow resolver would otherwise answer them [`MAX_LOOKUPS`] at a time.
     pub(super) async fn lookup(&self, name: &str, port: u16) -> Result<Vec<IpAddr>, String> {
-        // getaddrinfo reads /etc/hosts and asks DNS again on every call. Waiting for a
-        // turn counts against the timeout; the turn is held until getaddrinfo returns.
-        let (lookups, target) = (self.lookups.clone(), (name.to_string(), port));
-        let lookup = async move {
-            let turn = lookups.acquire_owned().await;
-            let found = tokio::task::spawn_blocking(move || {
-                let _turn = turn;
-                std::net::ToSocketAddrs::to_socket_addrs(&target)
-            });
-            found
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        };
-        match tokio::time::timeout(self.timeout, lookup).await {
-            Ok(Ok(found)) => Ok(found.fold(Vec::new(), |mut addrs, a| {
-                if !addrs.contains(&a.ip()) {
-                    addrs.push(a.ip());
+        let key = (name.to_string(), port);
+        let answer = {
+            let mut on_the_way = self.lookups.on_the_way.lock();
+            match on_the_way.get(&key) {
+                // One already answered is not reused: the next connect asks again.
+                Some(answer) if answer.peek().is_none() => answer.clone(),
+                _ => {
+                    let answer = self.lookups.start(key.clone(), self.timeout).shared();
+                    on_the_way.insert(key, answer.clone());
+                    answer
                 }
-                addrs
-            })),
-            Ok(Err(err)) => Err(format!("could not resolve {name}: {err}")),
-            Err(_) => Err(format!(
-                "could not resolve {name}: no answer within {}",
-                humantime::format_duration(self.timeout)
-            )),
-        }
+            }
+        };
+        answer.await
     }
 
     /// The name an endpoint was resolved from (none for an address, or one pinned by the

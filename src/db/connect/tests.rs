@@ -397,3 +397,22 @@ async fn a_moved_name_s_old_address_does_not_cut_the_wait_for_the_new_one() {
     tokio::time::advance(Duration::from_millis(10)).await;
     assert_eq!(c.next_retry(&current), Some(later));
 }
+
+#[tokio::test]
+async fn connects_asking_for_one_name_at_once_share_one_lookup() {
+    let c = connector("host=localhost port=5433");
+    let asks = (0..20).map(|_| c.lookup("localhost", 5433));
+    let answers = futures_util::future::join_all(asks).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(|a| !a.is_empty())),
+        "{answers:?}"
+    );
+    assert_eq!(c.lookups.started.load(Ordering::Relaxed), 1);
+    // Answered, it is not reused: the next connect asks again (a DNS switch is followed).
+    c.lookup("localhost", 5433)
+        .await
+        .expect("resolve localhost");
+    assert_eq!(c.lookups.started.load(Ordering::Relaxed), 2);
+}
