@@ -71,11 +71,6 @@ impl WallClock {
         }
     }
 
-    /// [`WallClock::unix`] of each instant.
-    pub fn unix_all(&self, instants: Vec<Instant>) -> Vec<f64> {
-        instants.into_iter().map(|at| self.unix(at)).collect()
-    }
-
     pub fn rfc3339(&self, at: Instant) -> String {
         rfc3339(self.unix(at))
     }
@@ -86,7 +81,7 @@ impl WallClock {
         self.follow_to(unix_now(), Instant::now())
     }
 
-    fn follow_to(&self, wall: f64, at: Instant) -> Option<f64> {
+    pub(crate) fn follow_to(&self, wall: f64, at: Instant) -> Option<f64> {
         let step = wall - self.unix(at);
         if step.abs() < STEP {
             return None;

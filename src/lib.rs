@@ -264,9 +264,12 @@ impl Drill {
             run_id,
             config.query_mode,
         ));
+        // The one mapping of the monotonic clock onto wall time that every date uses.
+        let clock = WallClock::now();
         let identity = Arc::new(IdentityTracker::new(
             config.target.hosts.clone(),
             metrics.clone(),
+            clock.clone(),
         ));
         let timeline = Arc::new(Recorder::new(&sampler::class_names()));
         identity.record_to(timeline.clone());
@@ -316,7 +319,7 @@ impl Drill {
             identity.clone(),
             config.statement_timeout,
         ));
-        let outages = Arc::new(Outages::new(WallClock::now()));
+        let outages = Arc::new(Outages::new(clock));
         let monitor = Arc::new(Monitor {
             metrics: metrics.clone(),
             detector,
@@ -555,7 +558,7 @@ impl Drill {
             run_id: s.run_id,
             drill_id: config.drill.fleet.drill_id.clone(),
             member: config.drill.fleet.member,
-            new_primary_writes_unix: s.outages.clock().unix_all(s.identity.first_writes()),
+            new_primary_writes_unix: s.identity.first_writes(),
             objectives: Some(config.drill.objectives),
             drill: self
                 .drill

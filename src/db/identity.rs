@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use crate::clock::unix_now;
+use crate::clock::{unix_now, WallClock};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{EventKind, Recorder};
 
@@ -230,17 +230,20 @@ pub struct IdentityTracker {
     generation: AtomicU64,
     /// The generation whose first acknowledged write is recorded.
     acked: AtomicU64,
-    /// When each new primary (or restarted one) acknowledged its first write; the drills
+    /// When each new primary (or restarted one) acknowledged its first write, as unix
+    /// seconds dated then (a later step of the wall clock moves no such date); the drills
     /// time failovers by it.
-    first_writes: Mutex<Vec<Instant>>,
+    first_writes: Mutex<Vec<f64>>,
+    clock: WallClock,
     /// The first primary seen, for the report's "before".
     first: OnceLock<Identity>,
     timeline: OnceLock<Arc<Recorder>>,
 }
 
 impl IdentityTracker {
-    pub fn new(hosts: Vec<String>, metrics: Arc<Metrics>) -> IdentityTracker {
+    pub fn new(hosts: Vec<String>, metrics: Arc<Metrics>, clock: WallClock) -> IdentityTracker {
         IdentityTracker {
+            clock,
             current: Mutex::new(None),
             hosts,
             metrics,
@@ -264,13 +267,14 @@ impl IdentityTracker {
         {
             let mut writes = self.first_writes.lock();
             if writes.len() < MAX_FIRST_WRITES {
-                writes.push(at);
+                writes.push(self.clock.unix(at));
             }
         }
     }
 
-    /// For each primary change so far (whose primary took a write), its first acknowledged write.
-    pub fn first_writes(&self) -> Vec<Instant> {
+    /// For each primary change so far (whose primary took a write), its first acknowledged
+    /// write (unix seconds).
+    pub fn first_writes(&self) -> Vec<f64> {
         self.first_writes.lock().clone()
     }
 
@@ -444,7 +448,7 @@ pub(crate) mod tests {
     fn behind_a_proxy_the_one_host_is_primary_and_the_server_is_named() {
         let hosts = vec!["127.0.0.1:26500".to_string()];
         let metrics = Metrics::new(&hosts);
-        let tracker = IdentityTracker::new(hosts, metrics.clone());
+        let tracker = IdentityTracker::new(hosts, metrics.clone(), WallClock::now());
         tracker.observe(&id(5001, 1));
         let proxy = metrics
             .host_is_primary
@@ -475,7 +479,7 @@ pub(crate) mod tests {
     fn changes_are_counted_once_and_hosts_follow() {
         let hosts = vec!["127.0.0.1:5001".to_string(), "localhost:5002".to_string()];
         let metrics = Metrics::new(&hosts);
-        let tracker = IdentityTracker::new(hosts, metrics.clone());
+        let tracker = IdentityTracker::new(hosts, metrics.clone(), WallClock::now());
         let rx = tracker.subscribe();
         tracker.observe(&id(5001, 1));
         tracker.observe(&id(5001, 1));
@@ -491,9 +495,11 @@ pub(crate) mod tests {
 
     #[test]
     fn the_first_write_after_each_change_or_restart_is_recorded_once() {
-        let tracker = IdentityTracker::new(Vec::new(), Metrics::new(&[]));
+        let clock = WallClock::now();
+        let tracker = IdentityTracker::new(Vec::new(), Metrics::new(&[]), clock.clone());
         let t0 = Instant::now();
         let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let unix = |ms: u64| clock.unix(at(ms));
         tracker.observe(&id(5001, 1));
         tracker.acknowledged(at(1));
         assert!(
@@ -511,14 +517,21 @@ pub(crate) mod tests {
         restarted.postmaster_start = Some("t1".into());
         tracker.observe(&restarted);
         tracker.acknowledged(at(30));
-        assert_eq!(tracker.first_writes(), vec![at(10), at(20), at(30)]);
+        let dated = vec![unix(10), unix(20), unix(30)];
+        assert_eq!(tracker.first_writes(), dated);
+        // Dated when acknowledged: a later step of the wall clock moves none of them.
+        assert_eq!(
+            clock.follow_to(clock.unix(at(40)) - 2.0, at(40)),
+            Some(-2.0)
+        );
+        assert_eq!(tracker.first_writes(), dated);
     }
 
     #[test]
     fn a_restart_is_not_a_primary_change() {
         let hosts = vec!["127.0.0.1:5001".to_string()];
         let metrics = Metrics::new(&hosts);
-        let tracker = IdentityTracker::new(hosts, metrics.clone());
+        let tracker = IdentityTracker::new(hosts, metrics.clone(), WallClock::now());
         let rx = tracker.subscribe();
         tracker.observe(&id(5001, 1));
         for n in 1..=3 {

@@ -189,7 +189,11 @@ pub(crate) mod tests {
             },
             Arc::new(Credentials::new(PasswordSource::Dsn, metrics.clone())),
             workload.clone(),
-            Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
+            Arc::new(IdentityTracker::new(
+                Vec::new(),
+                metrics.clone(),
+                crate::clock::WallClock::now(),
+            )),
             metrics,
             Arc::default(),
         );

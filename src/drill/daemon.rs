@@ -129,7 +129,7 @@ impl DrillRun {
     }
 
     fn new_primary_writes(&self) -> Vec<f64> {
-        self.clock.unix_all(self.sources.identity.first_writes())
+        self.sources.identity.first_writes()
     }
 
     /// The last trigger's figures as far as they are known now (its baseline ends at its start).
@@ -193,7 +193,11 @@ mod tests {
     async fn a_drill_snapshots_its_baseline_times_its_trigger_and_judges_it() {
         let metrics = Metrics::new(&[]);
         let outages = Arc::new(Outages::new(WallClock::now()));
-        let tracker = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+        let tracker = Arc::new(IdentityTracker::new(
+            Vec::new(),
+            metrics.clone(),
+            outages.clock(),
+        ));
         let acked = Arc::new(AtomicU64::new(0));
         let counted = acked.clone();
         let (trigger, mut requests) = InProcessTrigger::new("lab forced failover");

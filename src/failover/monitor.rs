@@ -354,7 +354,11 @@ mod tests {
         let (pool, workload) = unconnected(metrics.clone());
         let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
         let five = Duration::from_secs(5);
-        let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+        let identity = Arc::new(IdentityTracker::new(
+            Vec::new(),
+            metrics.clone(),
+            WallClock::now(),
+        ));
         let verifier = Arc::new(Verifier::new(
             pool,
             workload,

@@ -261,7 +261,11 @@ mod tests {
             detector.clone(),
             ledger,
             LatencyBook::new(1),
-            Arc::new(IdentityTracker::new(Vec::new(), metrics.clone())),
+            Arc::new(IdentityTracker::new(
+                Vec::new(),
+                metrics.clone(),
+                crate::clock::WallClock::now(),
+            )),
             Arc::default(),
         ));
         (outcomes, metrics, detector)

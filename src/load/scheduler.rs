@@ -224,7 +224,11 @@ mod tests {
             Arc::new(Detector::default()),
             Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
             LatencyBook::new(1),
-            Arc::new(IdentityTracker::new(Vec::new(), metrics)),
+            Arc::new(IdentityTracker::new(
+                Vec::new(),
+                metrics,
+                crate::clock::WallClock::now(),
+            )),
             Arc::default(),
         )
     }

@@ -204,7 +204,11 @@ mod tests {
             let metrics = crate::telemetry::metrics::Metrics::new(&[]);
             let ledger = Arc::new(Mutex::new(Ledger::new(std::time::Duration::from_secs(30))));
             let (pool, workload) = crate::db::pool::tests::unconnected(metrics.clone());
-            let identity = Arc::new(IdentityTracker::new(Vec::new(), metrics.clone()));
+            let identity = Arc::new(IdentityTracker::new(
+                Vec::new(),
+                metrics.clone(),
+                crate::clock::WallClock::now(),
+            ));
             let latency = LatencyBook::new(1);
             Sources {
                 run_id: 1,
