@@ -115,20 +115,30 @@ const HOW: &str = "Each member measured what its own clients saw. The triggers a
     second triggering member make the drill INVALID.";
 
 /// The sum of lost writes, or "unverified" where a member's were never verified (its 0 is
-/// not known), as each member's own page says.
+/// not known), warned where a member left an outage unverified, as each member's own page
+/// says.
 fn lost_card(r: &FleetReport) -> Markup {
-    let unverified = r
-        .members
-        .iter()
-        .filter(|m| m.lost_writes_unverified)
+    let members = r.members.iter();
+    let never = members.clone().filter(|m| m.lost_writes_unverified).count();
+    let partly = members
+        .filter(|m| !m.lost_writes_unverified && !m.unverified.is_empty())
         .count();
-    let detail = match unverified {
-        0 => "each member verified its own writes".to_string(),
-        n => format!("{n} member(s) never verified theirs"),
+    let said = [
+        (never, "never verified theirs"),
+        (partly, "left an outage or primary change unverified"),
+    ];
+    let said: Vec<String> = (said.iter())
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} member(s) {what}"))
+        .collect();
+    let detail = match said.is_empty() {
+        true => "each member verified its own writes".to_string(),
+        false => said.join("; "),
     };
-    let (class, value) = match (r.counts.lost_writes, unverified) {
-        (lost, _) if lost > 0 => ("bad", group(lost)),
-        (_, 0) => ("ok", group(0)),
+    let (class, value) = match (r.counts.lost_writes, never, partly) {
+        (lost, _, _) if lost > 0 => ("bad", group(lost)),
+        (_, 0, 0) => ("ok", group(0)),
+        (_, 0, _) => ("warn", group(0)),
         _ => ("warn", "unverified".into()),
     };
     card(class, "Acknowledged writes lost (sum)", &value, &detail)
@@ -266,7 +276,10 @@ fn members_table(r: &FleetReport) -> Markup {
                                 b { (opt_secs(m.worst_write_unavailable_seconds)) }
                                 @if m.worst_still_open { " so far" }
                             }
-                            td.num { @if m.lost_writes_unverified { "unverified" } @else { (group(m.counts.lost_writes)) } }
+                            td.num {
+                                @if m.lost_writes_unverified { "unverified" } @else { (group(m.counts.lost_writes)) }
+                                @if !m.unverified.is_empty() { " (" (m.unverified.join(", ")) ")" }
+                            }
                             td.num { (group(m.counts.unknown_outcome_writes)) " (" (group(m.counts.unknown_outcome_unresolved)) ")" }
                             td { (errors_text(&m.counts.errors)) }
                             td { (baseline(m)) }
@@ -389,5 +402,36 @@ mod tests {
             page.contains("1 member(s) with an outage still open at the end"),
             "{page}"
         );
+    }
+
+    #[test]
+    fn a_member_that_left_an_outage_unverified_is_warned_as_on_its_own_page() {
+        use crate::report::merge::tests::{inputs, pod};
+        let mut pods = [
+            pod(0, "d1", 0.3, 0, Some("120s")),
+            pod(1, "d1", 0.5, 0, None),
+            pod(2, "d1", 0.4, 0, None),
+        ];
+        // Member 1 checked its first outage's writes; its second's check never ran.
+        let mut second = pods[1]["outages"][0].clone();
+        second["index"] = 2.into();
+        second["lost_writes"] = serde_json::Value::Null;
+        pods[1]["outages"]
+            .as_array_mut()
+            .expect("outages")
+            .push(second);
+        pods[1]["checked_writes"] = 5000.into();
+        let merged = inputs(&pods);
+        let r = merge::merge(&merged);
+        let page = render(&r, &merged);
+        assert!(
+            page.contains(r#"<div class="card warn"><div class="d">Acknowledged writes lost (sum)</div><div class="v">0</div>"#),
+            "{page}"
+        );
+        assert!(
+            page.contains("1 member(s) left an outage or primary change unverified"),
+            "{page}"
+        );
+        assert!(page.contains("0 (outage 2 not verified)"), "{page}");
     }
 }

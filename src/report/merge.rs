@@ -52,6 +52,8 @@ pub struct MemberFigures {
     pub outage_still_open: bool,
     /// Its writes before an outage were never verified: its lost writes are unknown, not 0.
     pub lost_writes_unverified: bool,
+    /// What it left unverified (outages, primary changes), as its own summary says it.
+    pub unverified: Vec<String>,
 }
 
 /// The member with the longest write unavailability.
@@ -494,6 +496,7 @@ fn figures(
         worst_still_open: worst.is_some_and(|(_, open)| open),
         outage_still_open,
         lost_writes_unverified: s.lost_writes_unverified(),
+        unverified: s.unverified_outages(),
     }
 }
 
