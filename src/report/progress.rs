@@ -27,9 +27,9 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
             return;
         }
         last = now;
-        // A tick covers `every` (a late one catches up); the last line, the rest.
-        let since = std::mem::replace(&mut last_at, Instant::now()).elapsed();
-        let interval = if stopped { since } else { every };
+        // What the line covers, measured: a tick the runtime delayed covers more than
+        // `every`, the one after it less.
+        let interval = std::mem::replace(&mut last_at, Instant::now()).elapsed();
         let sqlstates = sources.errors.per_sqlstate();
         let by_sqlstate: Vec<String> = sqlstates
             .iter()
