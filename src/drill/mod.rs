@@ -140,7 +140,11 @@ impl std::fmt::Display for DrillReport {
                 signed(d.trigger_to_first_failed_write_seconds),
                 signed(d.trigger_to_new_primary_write_seconds),
                 unavailable,
-                d.lost_writes.map_or_else(|| "-".into(), |n| n.to_string()),
+                match d.lost_writes {
+                    Some(n) => n.to_string(),
+                    None if d.lost_unverified() => "unverified".into(),
+                    None => "-".into(),
+                },
             )?;
         }
         if self.drills.len() > 1 {

@@ -60,6 +60,12 @@ impl DrillTiming {
             (ended, _) => ended.map(|e| (e, false)),
         }
     }
+
+    /// An outage in the window was never verified: its lost writes are unknown, not absent
+    /// (the trigger tables say "unverified", as the outage table does).
+    pub fn lost_unverified(&self) -> bool {
+        self.outage.is_some() && self.lost_writes.is_none()
+    }
 }
 
 /// Attributes outages, new-primary writes (when each new primary acknowledged its first

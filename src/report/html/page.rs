@@ -197,7 +197,10 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
                                 other => (opt_secs(other.map(|(w, _)| w))),
                             }
                         }
-                        td { (opt_group(f.and_then(|f| f.lost_writes), "–")) }
+                        td {
+                            @if f.is_some_and(DrillTiming::lost_unverified) { "unverified" }
+                            @else { (opt_group(f.and_then(|f| f.lost_writes), "–")) }
+                        }
                     }
                 }
             }

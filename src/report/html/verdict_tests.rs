@@ -175,6 +175,8 @@ fn a_trigger_whose_later_outage_is_still_open_shows_the_time_so_far() {
     let page = render(&s);
     assert!(page.contains("<td>1 min 00.000 s so far</td>"), "{page}");
     let text = s.to_string();
-    assert!(text.contains("60.000 s so far"), "{text}");
+    assert!(text.contains("60.000 s so far  unverified\n"), "{text}");
     assert!(!text.contains(" 0.500 s "), "{text}");
+    // Its lost writes were never verified: unknown, as the outage table says, not "-".
+    assert!(page.contains("<td>unverified</td>"), "{page}");
 }
