@@ -277,8 +277,10 @@ fn members_table(r: &FleetReport) -> Markup {
                                 @if m.worst_still_open { " so far" }
                             }
                             td.num {
-                                @if m.lost_writes_unverified { "unverified" } @else { (group(m.counts.lost_writes)) }
-                                @if !m.unverified.is_empty() { " (" (m.unverified.join(", ")) ")" }
+                                @if m.lost_writes_unverified { "unverified" } @else {
+                                    (group(m.counts.lost_writes))
+                                    @if !m.unverified.is_empty() { " (" (m.unverified.join(", ")) ")" }
+                                }
                             }
                             td.num { (group(m.counts.unknown_outcome_writes)) " (" (group(m.counts.unknown_outcome_unresolved)) ")" }
                             td { (errors_text(&m.counts.errors)) }
