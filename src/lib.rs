@@ -359,6 +359,7 @@ impl Drill {
             timeline,
             pool,
             errors: metrics.errors.clone(),
+            load_running: metrics.load_running.clone(),
             drawn: Default::default(),
             drawing: Default::default(),
             viewed: Default::default(),

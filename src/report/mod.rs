@@ -117,6 +117,8 @@ pub(crate) struct Sources {
     pub timeline: Arc<Recorder>,
     pub pool: DbPool,
     pub errors: Arc<ErrorBook>,
+    /// `pgdrill_load_running`: while it is 1, a verification not done yet is pending.
+    pub load_running: prometheus::IntGauge,
     pub drawn: Mutex<Option<(Instant, String)>>,
     /// Held while a fetch draws: the fetches behind it copy what it drew.
     pub drawing: Mutex<()>,
@@ -183,7 +185,8 @@ impl Sources {
             objectives: Some(self.objectives),
             ..Summary::default()
         };
-        crate::secrets::scrub(&html::render_live(&run, self.outages.state()))
+        let running = self.load_running.get() == 1;
+        crate::secrets::scrub(&html::render_live(&run, self.outages.state(), running))
     }
 }
 
@@ -238,6 +241,7 @@ mod tests {
                 timeline,
                 pool,
                 errors: metrics.errors.clone(),
+                load_running: metrics.load_running.clone(),
                 drawn: Mutex::default(),
                 drawing: Mutex::default(),
                 viewed: Mutex::default(),

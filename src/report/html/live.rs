@@ -18,7 +18,10 @@ pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 const LIVE_OUTAGES: usize = 5;
 
 /// The live page of a run so far (its summary as far as it goes), in failover state `now`.
-pub fn render_live(l: &Summary, now: State) -> String {
+/// While the load is `running`, writes not verified yet are pending (a check retries until
+/// the run ends); after it, they are unverified, as the summary says.
+pub fn render_live(l: &Summary, now: State, running: bool) -> String {
+    let not_yet = if running { "pending" } else { "unverified" };
     let worst = l.longest_unavailability();
     let rto = l.objectives.unwrap_or(DEFAULT_OBJECTIVES).rto.as_secs_f64();
     let state = now.as_str();
@@ -34,6 +37,7 @@ pub fn render_live(l: &Summary, now: State) -> String {
                 "Outages so far", &l.outage_count().to_string(),
                 &format!("longest write unavailability {}", opt_secs(worst))))
             @let (lost_class, lost_value) = lost_writes(l);
+            @let lost_value = if lost_value == "unverified" { not_yet.to_string() } else { lost_value };
             (card(lost_class, "Acknowledged writes lost", &lost_value, &format!("{} unknown outcomes", group(l.counts.unknown_outcome_writes))))
             (card("", "Writes", &group(l.counts.transactions), &format!("{} acknowledged", group(l.counts.successes))))
             (card("", "Primary", &l.identity_last.as_ref().map_or_else(|| "?".to_string(), endpoint),
@@ -63,7 +67,7 @@ pub fn render_live(l: &Summary, now: State) -> String {
                                 td { (o.index) }
                                 td.num { (when(o.start_unix, false)) }
                                 td.num { (opt_secs(o.write_unavailable_seconds)) }
-                                td.num { (opt_group(o.lost_writes, "unverified")) }
+                                td.num { (opt_group(o.lost_writes, not_yet)) }
                                 td { (o.error_classes.join(", ")) }
                             }
                         }

@@ -463,7 +463,7 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
         drill: None,
         ..r
     };
-    let html = render_live(&live, State::Recovering);
+    let html = render_live(&live, State::Recovering, true);
     assert!(html.contains(r#"<meta http-equiv="refresh" content="5">"#));
     assert!(html.contains(">recovering</span>"));
     assert!(!html.contains("<b>t</b>"));
@@ -492,7 +492,7 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
         max_lost_writes: 0,
     });
     strict.earlier_outages.count = 7;
-    let html = render_live(&strict, State::Recovering);
+    let html = render_live(&strict, State::Recovering, true);
     assert!(outages(&html).ends_with(r#"<div class="card bad"><div class="d">"#));
     assert!(html.contains(r#"Outages so far</div><div class="v">8</div>"#));
 
@@ -503,10 +503,17 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
         o.end_unix = None;
         o.lost_writes = None;
     });
-    let html = render_live(&open, State::Outage);
+    let html = render_live(&open, State::Outage, true);
+    assert!(html.contains(
+        r#"<div class="card warn"><div class="d">Acknowledged writes lost</div><div class="v">pending</div>"#
+    ));
+    assert!(html.contains(r#"<td class="num">pending</td>"#), "{html}");
+    // Once the load stopped (--linger), a check not done will not be: unverified.
+    let html = render_live(&open, State::Outage, false);
     assert!(html.contains(
         r#"<div class="card warn"><div class="d">Acknowledged writes lost</div><div class="v">unverified</div>"#
     ));
+    assert!(!html.contains("pending"), "{html}");
 }
 
 #[test]
