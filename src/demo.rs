@@ -365,23 +365,37 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
         ));
     }
     println!("lab ground truth: {}", facts.join("; "));
+    println!("{}", measured_line(summary, rows.map(|(_, gap)| gap)));
+}
+
+/// What pgdrill measured beside the rows' gap, with the words the summary uses: an outage
+/// still open is its time so far, writes never verified are unverified, not 0 lost.
+fn measured_line(summary: &Summary, gap: Option<f64>) -> String {
     // The drill's outage: an earlier one (a stall before the trigger) is not the failover's.
-    let measured = summary
-        .drill
-        .as_ref()
-        .and_then(|d| d.drills.first())
-        .and_then(|d| d.write_unavailable_seconds)
-        .map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"));
-    let gap = rows.map_or_else(|| "-".to_string(), |(_, g)| format!("{g:.3}s"));
-    println!(
+    let first = summary.drill.as_ref().and_then(|d| d.drills.first());
+    let measured = match first.and_then(|d| d.unavailable_shown()) {
+        Some((s, false)) => format!("{s:.3}s"),
+        Some((s, true)) => format!("{s:.3}s so far"),
+        None => "-".to_string(),
+    };
+    let gap = gap.map_or_else(|| "-".to_string(), |g| format!("{g:.3}s"));
+    let c = &summary.counts;
+    let lost = match (
+        summary.lost_writes_unverified(),
+        summary.unverified_outages(),
+    ) {
+        (true, not) => format!("unverified ({})", not.join(", ")),
+        (false, not) if not.is_empty() => c.lost_writes.to_string(),
+        (false, not) => format!("{} ({})", c.lost_writes, not.join(", ")),
+    };
+    format!(
         "pgdrill measured {measured} of write unavailability ({} outages); the rows' created_at \
-         gap across the failover is {gap}; lost {}, unknown outcome {} ({} committed, {} not)",
-        summary.outages.len(),
-        summary.counts.lost_writes,
-        summary.counts.unknown_outcome_writes,
-        summary.counts.unknown_outcome_committed,
-        summary.counts.unknown_outcome_not_committed
-    );
+         gap across the failover is {gap}; lost {lost}, unknown outcome {} ({} committed, {} not)",
+        summary.outage_count(),
+        c.unknown_outcome_writes,
+        c.unknown_outcome_committed,
+        c.unknown_outcome_not_committed
+    )
 }
 
 /// A choice as it is written on the command line (`forced`, not `Forced`).
@@ -389,4 +403,37 @@ fn flag_value(value: impl ValueEnum) -> String {
     value
         .to_possible_value()
         .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_line_says_an_open_outage_and_unverified_writes_as_the_summary_does() {
+        let summary = serde_json::json!({
+            "run_id": 7,
+            "transactions": 1000,
+            "outages": [{"index": 1, "start_unix": 1800000030.2,
+                         "write_unavailable_seconds": 12.5, "open_at_shutdown": true}],
+            "drill": {
+                "command": "lab", "shell": false, "planned_triggers": 1,
+                "objectives": {"rto_seconds": 30.0, "max_lost_writes": 0},
+                "triggers": [], "baselines": [], "distribution": {},
+                "drills": [{"trigger": 1, "outage": 1, "later_outages": [],
+                            "unavailable_at_run_end_seconds": 12.5, "trigger_seconds": 0.2}],
+                "verdict": {"verdict": "invalid", "invalid": [], "failed": []}
+            }
+        });
+        let s = crate::report::summary_from_json(summary).expect("a summary");
+        let line = measured_line(&s, Some(12.6));
+        assert!(
+            line.starts_with("pgdrill measured 12.500s so far of write unavailability (1 outages)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("lost unverified (outage 1 still open at the end)"),
+            "{line}"
+        );
+    }
 }
