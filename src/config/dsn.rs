@@ -193,9 +193,11 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
 fn split_query(query: &str, take: impl Fn(&str) -> bool) -> (Vec<(String, String)>, Vec<&str>) {
     let (mut taken, mut kept) = (Vec::new(), Vec::new());
     for pair in query.split('&') {
+        // Keys are percent-decoded too, as libpq and tokio-postgres decode them.
+        let key = |k: &str| percent_decode_str(k).decode_utf8_lossy().into_owned();
         match pair.split_once('=') {
-            Some((k, v)) if take(k) => taken.push((
-                k.to_string(),
+            Some((k, v)) if take(&key(k)) => taken.push((
+                key(k),
                 percent_decode_str(v).decode_utf8_lossy().into_owned(),
             )),
             _ => kept.push(pair),
@@ -400,8 +402,12 @@ fn check_hostaddr_count(pg: &PgConfig) -> Result<(), String> {
 }
 
 /// A host name holds no `@` and no `://`: a connection URL given as `host=` (or as PGHOST)
-/// would be looked up in DNS, and its password shown wherever the host is named.
+/// would be looked up in DNS, and its password shown wherever the host is named. An empty
+/// one (`host=$H` with H unset, `host=a,,b`) would be looked up as '' after start.
 fn check_host_names(pg: &PgConfig) -> Result<(), String> {
+    if (pg.get_hosts().iter()).any(|h| matches!(h, Host::Tcp(h) if h.trim().is_empty())) {
+        return Err("a host name is empty: name every host (an unset variable in host=?)".into());
+    }
     let is_url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
     if pg.get_hosts().iter().any(is_url) {
         let reason = "a host name cannot hold '@' or '://': give a connection URL as the whole \

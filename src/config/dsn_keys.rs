@@ -136,14 +136,15 @@ pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), Config
         match v.trim().parse::<u64>() {
             // libpq's 0 is the system's default; pgdrill's default bounds a dead server.
             Ok(0) => {}
-            Ok(ms) => {
+            // The kernel takes an int: above it every connect fails with EINVAL.
+            Ok(ms) if ms <= i32::MAX as u64 => {
                 pg.tcp_user_timeout(Duration::from_millis(ms));
             }
             _ => {
                 return Err(ConfigError::new(
                     from,
                     format!("tcp_user_timeout={v}"),
-                    "`tcp_user_timeout` must be whole milliseconds",
+                    "`tcp_user_timeout` must be whole milliseconds, at most 2147483647",
                 ))
             }
         }
@@ -231,6 +232,10 @@ pub(super) fn connect_timeout(
     };
     let bad = |reason| ConfigError::new(from, format!("connect_timeout={v}"), reason);
     match v.trim().parse::<i64>() {
+        // libpq takes an int; beyond it no deadline can be computed.
+        Ok(seconds) if seconds > i64::from(i32::MAX) => {
+            Err(bad("`connect_timeout` must be at most 2147483647 seconds"))
+        }
         Ok(seconds) if seconds > 0 => {
             pg.connect_timeout(Duration::from_secs(seconds as u64));
             let from = match from {

@@ -645,3 +645,31 @@ fn tcp_user_timeout_is_milliseconds_as_in_libpq() {
         assert!(e.contains("milliseconds"), "{e}");
     }
 }
+
+#[test]
+fn empty_hosts_huge_timeouts_and_encoded_keys_are_refused_or_read_as_libpq_does() {
+    for dsn in ["dbname=app host=''", "host=a,,b", "postgresql://:5433/db"] {
+        let err = parse(Some(dsn), no_env).expect_err(dsn).to_string();
+        assert!(err.contains("a host name is empty"), "{dsn}: {err}");
+    }
+    // No host at all is libpq's default host, as before.
+    let t = parse(Some("postgresql:///db"), no_env).expect("postgresql:///db");
+    assert_eq!(t.hosts, ["localhost:5432"]);
+    let huge = "host=h connect_timeout=9223372036854775807";
+    let err = parse(Some(huge), no_env).expect_err(huge).to_string();
+    assert!(err.contains("at most 2147483647 seconds"), "{err}");
+    let huge = "host=h tcp_user_timeout=3000000000";
+    let err = parse(Some(huge), no_env).expect_err(huge).to_string();
+    assert!(err.contains("at most 2147483647"), "{err}");
+    // A percent-encoded key is the key (libpq decodes keys as values).
+    let t = parse(
+        Some("postgresql://h/db?ssl%6Dode=require&target%5Fsession%5Fattrs=read-write"),
+        no_env,
+    )
+    .expect("encoded keys");
+    assert_eq!(t.tls.mode, SslMode::Require);
+    assert_eq!(
+        t.pg.get_target_session_attrs(),
+        tokio_postgres::config::TargetSessionAttrs::ReadWrite
+    );
+}
