@@ -181,6 +181,9 @@ pub(crate) fn listen_addr(value: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }
+    if value.matches(':').count() > 1 && !value.starts_with('[') {
+        return Err("an IPv6 address goes in brackets: [::1]:9743, [::]:9743".into());
+    }
     if let Some(port) = value.strip_prefix(':') {
         let port: u16 = port
             .parse()

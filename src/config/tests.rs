@@ -76,6 +76,10 @@ fn a_zero_rate_is_written_as_one_and_listen_takes_the_exporters_forms() {
     assert!(listen("localhost:9100").unwrap().ends_with(":9100"));
     let e = listen(":99999").unwrap_err();
     assert!(e.contains("--listen") && e.contains(":99999"), "{e}");
+    for bare in ["::1", ":::9743", "::1:9743"] {
+        let e = listen(bare).unwrap_err();
+        assert!(e.contains("an IPv6 address goes in brackets"), "{e}");
+    }
 }
 
 #[test]
