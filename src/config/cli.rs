@@ -303,9 +303,10 @@ pub struct CleanupArgs {
     /// Drop the table, if pgdrill created it (refused for any other table).
     #[arg(long)]
     pub drop_table: bool,
-    /// Give up connecting after this long.
-    #[arg(value_parser = duration, long, default_value = "10s")]
-    pub connect_timeout: humantime::Duration,
+    /// Give up connecting after this long. Wins over connect_timeout in the DSN and
+    /// PGCONNECT_TIMEOUT [default: 10s].
+    #[arg(value_parser = duration, long, env = "PGDRILL_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<humantime::Duration>,
     #[command(flatten)]
     pub password: PasswordArgs,
 }

@@ -175,6 +175,29 @@ pub(crate) fn rate_value(value: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// `--connect-timeout`, else the DSN's connect_timeout or PGCONNECT_TIMEOUT, else `default`;
+/// and where it came from.
+fn connect_timeout(
+    flag: Option<humantime::Duration>,
+    target: &mut Target,
+    default: Duration,
+) -> Result<(Duration, &'static str), ConfigError> {
+    if let (None, Some(forever)) = (flag, target.connect_timeout_forever.take()) {
+        return Err(forever);
+    }
+    Ok(match flag {
+        Some(flag) => {
+            let why = ": no connection is set up faster, and every one would time out";
+            let flag = at_least("--connect-timeout", flag, Duration::from_millis(100), why)?;
+            (flag, "--connect-timeout")
+        }
+        None => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
+            (Some(t), Some(from)) if !t.is_zero() => (*t, from),
+            _ => (default, "default"),
+        },
+    })
+}
+
 /// An address to listen on: `IP:PORT`, `:PORT` (every interface, as Prometheus exporters
 /// take it) or `HOST:PORT` (its first address).
 pub(crate) fn listen_addr(value: &str) -> Result<SocketAddr, String> {
@@ -234,21 +257,8 @@ impl RunArgs {
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
         let table = Table::parse(&self.table)?;
-        if let (None, Some(forever)) = (self.connect_timeout, target.connect_timeout_forever.take())
-        {
-            return Err(forever);
-        }
-        let (connect_timeout, connect_timeout_from) = match self.connect_timeout {
-            Some(flag) => {
-                let why = ": no connection is set up faster, and every one would time out";
-                let flag = at_least("--connect-timeout", flag, Duration::from_millis(100), why)?;
-                (flag, "--connect-timeout")
-            }
-            None => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
-                (Some(t), Some(from)) if !t.is_zero() => (*t, from),
-                _ => (Duration::from_secs(2), "default"),
-            },
-        };
+        let (connect_timeout, connect_timeout_from) =
+            connect_timeout(self.connect_timeout, &mut target, Duration::from_secs(2))?;
         let json = self.summary_json.as_deref();
         let config = Config {
             drill,
@@ -488,12 +498,14 @@ impl CleanupArgs {
         let mut target = dsn::parse(self.dsn.as_deref(), env)?;
         let password = self.password.source(&mut target)?;
         password.check_program()?;
+        let ten = Duration::from_secs(10);
+        let (connect_timeout, _) = connect_timeout(self.connect_timeout, &mut target, ten)?;
         Ok(CleanupConfig {
             password,
             target,
             table: Table::parse(&self.table)?,
             scope,
-            connect_timeout: positive("--connect-timeout", self.connect_timeout)?,
+            connect_timeout,
         })
     }
 }

@@ -410,3 +410,38 @@ fn the_default_backlog_spans_one_second_at_any_rate() {
     assert_eq!(given, Some(Duration::from_secs(10)));
     assert_eq!(span(&["--rate", "0"]), None);
 }
+
+#[test]
+fn cleanup_takes_its_connect_timeout_as_a_run_does() {
+    let cleanup = |extra: &[&str], env: &'static [(&str, &str)]| {
+        let argv = [&["pgdrill", "cleanup", "--all-runs"], extra].concat();
+        let Some(Command::Cleanup(c)) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("a cleanup command");
+        };
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        c.validate(lookup).map(|c| c.connect_timeout)
+    };
+    let secs = Duration::from_secs;
+    assert_eq!(cleanup(&[], &[]).unwrap(), secs(10));
+    let dsn = ["--dsn", "host=h connect_timeout=30"];
+    assert_eq!(cleanup(&dsn, &[]).unwrap(), secs(30));
+    assert_eq!(
+        cleanup(&[], &[("PGCONNECT_TIMEOUT", "20")]).unwrap(),
+        secs(20)
+    );
+    let flag = [
+        "--dsn",
+        "host=h connect_timeout=30",
+        "--connect-timeout",
+        "5s",
+    ];
+    assert_eq!(cleanup(&flag, &[]).unwrap(), secs(5));
+    let e = cleanup(&["--connect-timeout", "1ns"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--connect-timeout"), "{e}");
+}
