@@ -416,7 +416,7 @@ impl Drill {
             ),
             "pgdrill inserts rows tagged with this run_id; it changes and deletes no row that is not pgdrill's"
         );
-        for why in &config.target.passed_over {
+        for why in config.target.passed_over.iter().chain(&config.caution()) {
             tracing::warn!("{why}");
         }
         announce_outputs(config);

@@ -556,6 +556,25 @@ impl Config {
         self.outage_threshold.max(self.three_intervals())
     }
 
+    /// Allowed, but likely to spoil the drill: said at start. A run that ends sooner after
+    /// its last trigger than the RTO objective cannot see a failover within the objective
+    /// end (the drill is then INVALID).
+    pub fn caution(&self) -> Option<String> {
+        let (trigger, duration) = (self.drill.trigger.as_ref()?, self.duration?);
+        let left = duration.saturating_sub(trigger.schedule.last());
+        let rto = self.drill.objectives.rto;
+        (left < rto).then(|| {
+            format!(
+                "--duration ({}) leaves {} after the last failover trigger, less than \
+                 --rto-objective ({}): a failover slower than that is still under way when \
+                 the run ends, and the drill is INVALID; lengthen --duration",
+                text(duration),
+                text(left),
+                text(rto)
+            )
+        })
+    }
+
     /// Writes in flight with no acknowledgement and no failure for this long are
     /// an outage too: a second, or three schedule intervals at low rates.
     pub fn stall_threshold(&self) -> Duration {

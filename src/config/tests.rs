@@ -445,3 +445,30 @@ fn cleanup_takes_its_connect_timeout_as_a_run_does() {
         .to_string();
     assert!(e.contains("--connect-timeout"), "{e}");
 }
+
+#[test]
+fn a_run_ending_within_the_rto_objective_of_its_last_trigger_is_cautioned() {
+    let dsn = ["--failover-command", "true", "--rto-objective", "30s"];
+    let caution = |extra: &[&str]| args(&[&dsn[..], extra].concat()).unwrap().caution();
+    let short = caution(&["--duration", "5m", "--failover-after", "4m55s"]).expect("cautioned");
+    assert!(
+        short.contains("--duration (5m) leaves 5s after the last failover trigger"),
+        "{short}"
+    );
+    assert_eq!(
+        caution(&["--duration", "5m", "--failover-after", "4m"]),
+        None
+    );
+    let many = [
+        "--failovers",
+        "3",
+        "--failover-every",
+        "100s",
+        "--failover-after",
+        "60s",
+    ];
+    assert!(caution(&[&many[..], &["--duration", "4m30s"]].concat()).is_some());
+    assert!(caution(&[&many[..], &["--duration", "5m"]].concat()).is_none());
+    // A canary has no trigger: nothing to caution.
+    assert_eq!(args(&["--duration", "5s"]).unwrap().caution(), None);
+}
