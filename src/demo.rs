@@ -72,12 +72,37 @@ pub fn check(args: &DemoArgs) -> Result<(), String> {
         ));
     }
     let (trigger, _) = InProcessTrigger::new("lab failover".to_string());
-    load_config("host=127.0.0.1".into(), args, total(args), trigger).map(drop)
+    let total = total(args).ok_or_else(|| {
+        "--failover-after and --run-after add up to more than 100 years".to_string()
+    })?;
+    load_config("host=127.0.0.1".into(), args, total, trigger)
+        .map(drop)
+        .map_err(|e| in_demo_words(&e))
+}
+
+/// An error of the run the demo configures, in the demo's flags: it has no
+/// `--outage-threshold` or `--duration` of its own, and clap's own prefix and usage go.
+fn in_demo_words(error: &str) -> String {
+    let first = error.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    first
+        .replace(
+            "for --outage-threshold:",
+            "for the demo's outage threshold:",
+        )
+        .replace("lower --outage-threshold, or raise", "raise")
+        .replace(
+            "--duration",
+            "the demo's run (--failover-after + the failure + --run-after)",
+        )
 }
 
 /// How long the demo's run lasts: until the failover, the failure itself, then --run-after.
-fn total(args: &DemoArgs) -> Duration {
-    Duration::from(args.failover_after) + hang_time(args) + Duration::from(args.run_after)
+fn total(args: &DemoArgs) -> Option<Duration> {
+    let total = Duration::from(args.failover_after)
+        .checked_add(hang_time(args))?
+        .checked_add(args.run_after.into())?;
+    (total <= crate::config::MAX_DURATION).then_some(total)
 }
 
 /// The whole drill; the binary provides the runtime and logging. Returns the exit status
@@ -174,7 +199,7 @@ async fn drill_on(
     listener: tokio::net::TcpListener,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<u8, String> {
-    let total = total(args);
+    let total = total(args).ok_or("the demo's run is too long (checked at start)")?;
     let dsn = match hosts {
         Some(hosts) => lab.named_dsn(hosts.name()),
         None => lab.multi_host_dsn(),
@@ -408,6 +433,30 @@ fn flag_value(value: impl ValueEnum) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn demo(extra: &[&str]) -> DemoArgs {
+        let argv = [&["pgdrill", "demo"], extra].concat();
+        match Cli::try_parse_from(argv).expect("demo flags").command {
+            Some(crate::config::Command::Demo(args)) => args,
+            _ => panic!("a demo command"),
+        }
+    }
+
+    #[test]
+    fn the_demo_says_its_errors_in_its_own_flags() {
+        assert_eq!(check(&demo(&[])), Ok(()));
+        let e = check(&demo(&["--rto-objective", "1ms"])).unwrap_err();
+        assert!(
+            e.contains("--rto-objective") && !e.contains("--outage-threshold"),
+            "{e}"
+        );
+        assert!(!e.starts_with("error:"), "{e}");
+        let e = check(&demo(&["--failover-after", "60y", "--run-after", "50y"])).unwrap_err();
+        assert_eq!(
+            e,
+            "--failover-after and --run-after add up to more than 100 years"
+        );
+    }
 
     #[test]
     fn the_demo_line_says_an_open_outage_and_unverified_writes_as_the_summary_does() {

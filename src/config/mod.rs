@@ -145,7 +145,7 @@ const MAX_BACKLOG: usize = 1_000_000;
 
 /// The longest duration a flag takes (100 years of 365.25 days, humantime's): adding more
 /// to a clock would overflow it.
-const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
 
 /// A duration flag's value (humantime: `5s`, `2m`, `1h 30m`), at most [`MAX_DURATION`].
 /// `-5s` reaches it joined to its flag ([`join_negative_values`]).
