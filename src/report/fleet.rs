@@ -216,12 +216,16 @@ fn headline(r: &FleetReport) -> Markup {
         },
     );
     let samples = r.write_unavailable_seconds.map_or(0, |d| d.samples);
+    let so_far = match r.members.iter().filter(|m| m.worst_still_open).count() {
+        0 => String::new(),
+        n => format!("; {n} of them still open at the end, their time so far"),
+    };
     html! {
         (banner)
         div.cards {
             (card(class, "Worst write unavailability (RTO)", &value, &detail))
             (card("", "Across members", &spread, &format!(
-                "{samples} member(s) with an outage attributed to a trigger (nearest-rank)")))
+                "{samples} member(s) with an outage attributed to a trigger (nearest-rank){so_far}")))
             (lost_card(r))
             (card(if r.counts.unknown_outcome_unresolved > 0 { "warn" } else { "ok" },
                 "Unknown outcomes (sum)", &group(r.counts.unknown_outcome_writes),
@@ -384,6 +388,10 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("<b>500 ms</b> so far"), "{page}");
+        assert!(
+            page.contains("(nearest-rank); 1 of them still open at the end, their time so far"),
+            "{page}"
+        );
         // An open outage that is not the worst: the measured worst is shown, and warned.
         let mut pods = [
             pod(0, "d1", 0.3, 0, Some("120s")),
