@@ -317,3 +317,39 @@ fn lost_writes_and_rpo_are_pending_while_any_replica_verifies() {
         assert_panel(|_| true, title, "A", input, nan, "{}", &expected);
     }
 }
+
+/// "Last RTO" turns red as pgdrill judges an outage, to the millisecond: 120.0004 s is shown
+/// as 120.000 s and stays below the 120 s objective's threshold (nudged by half a millisecond,
+/// since Grafana colours a value equal to its threshold).
+#[test]
+fn the_last_rto_is_judged_to_the_millisecond_as_pgdrill_judges_it() {
+    let rto = series(
+        "pgdrill_last_outage_duration_seconds",
+        "a:9743",
+        "",
+        "120.0004x3",
+    );
+    let last = |p: &Value| p["id"] == 2;
+    let shown = [(1, Some(120_000)), (2, Some(120_000))];
+    assert_panel(
+        last,
+        "Last RTO",
+        "A",
+        vec![rto],
+        "dashboard:panel * 1000",
+        "{}",
+        &shown,
+    );
+    let objective = json!({"series": "pgdrill:rto_objective_seconds", "values": "120x3"});
+    let nudge = "round((dashboard:panel - 120) * 10000)";
+    let shown = [(1, Some(5))];
+    assert_panel(
+        last,
+        "Last RTO",
+        "objective",
+        vec![objective],
+        nudge,
+        "{}",
+        &shown,
+    );
+}
