@@ -57,6 +57,8 @@ impl Monitor {
                             let m = &this.metrics;
                             m.last_failover_lost_writes.set(check.lost as f64);
                             m.last_failover_rpo.set(check.rpo_seconds);
+                            let outage = req.outage.map_or(0, |i| i64::try_from(i).unwrap_or(0));
+                            m.last_failover_outage.set(outage);
                         }
                         this.timeline.event(
                             at,
@@ -228,6 +230,7 @@ impl Monitor {
                 }
                 let before = self.identity.current();
                 let outage = self.outages.started(start, before.clone()) as u32;
+                m.last_failover_outage.set(i64::from(outage));
                 self.timeline
                     .event(clock.unix(start), EventKind::OutageStart { outage });
                 tracing::warn!(event = "outage_started", outage, at = %clock.rfc3339(start), primary = %shown(before.as_ref().and_then(Identity::endpoint)), "writes unavailable");
@@ -436,6 +439,8 @@ mod tests {
         task.await.expect("monitor ends");
         let lost = r.metrics.sample("pgdrill_last_failover_lost_writes");
         assert_eq!(lost, Some(0.0), "verified");
+        let of = r.metrics.sample("pgdrill_last_failover_outage");
+        assert_eq!(of, Some(1.0), "outage 1's figures");
 
         let records = r.outages.outages();
         assert_eq!(records.len(), 1, "{records:?}");

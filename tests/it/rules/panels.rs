@@ -353,3 +353,44 @@ fn the_last_rto_is_judged_to_the_millisecond_as_pgdrill_judges_it() {
         &shown,
     );
 }
+
+/// A primary change without an outage that lost writes, verified after outage 1 had been
+/// verified with none lost: outage 1's row keeps its 0, not the later loss.
+#[test]
+fn the_failover_history_gives_a_later_switchovers_loss_to_no_outage() {
+    let history = |p: &Value| p["id"] == 25;
+    let input = |of_outage: &str| {
+        vec![
+            series(
+                "pgdrill_outage_start_timestamp_seconds",
+                "a:9743",
+                "",
+                "0 60x5",
+            ),
+            series(
+                "pgdrill_last_failover_lost_writes",
+                "a:9743",
+                "",
+                "0 0 0 0 12 12",
+            ),
+            series("pgdrill_last_failover_outage", "a:9743", "", of_outage),
+        ]
+    };
+    let labels = r#"dashboard:panel{cluster="c",namespace="n",job="pgdrill",instance="a:9743"}"#;
+    let expected = [(2, Some(0)), (4, None)];
+    let title = "Failover history";
+    let shown = "dashboard:panel";
+    assert_panel(
+        history,
+        title,
+        "lost",
+        input("0 1 1 1 0 0"),
+        shown,
+        labels,
+        &expected,
+    );
+    // An older pgdrill without the gauge: as before.
+    let old: Vec<Value> = input("0").into_iter().take(2).collect();
+    let expected = [(2, Some(0)), (4, Some(12))];
+    assert_panel(history, title, "lost", old, shown, labels, &expected);
+}
