@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use pgdrill_lab::sys::Signal;
 use pgdrill_lab::Lab;
 
 use crate::support::drill::{http_get, metric, try_http_get, Binary, Drill};
@@ -225,15 +226,26 @@ async fn the_password_appears_nowhere() {
             // Not what is tested: a loaded machine may take over the default 2 s to connect.
             "--connect-timeout",
             "10s",
+            // The pages stay up after the run, however late they are read; SIGTERM ends it.
+            "--linger",
+            "60s",
         ]);
         let addr = listen.parse().expect("addr");
-        eventually(Duration::from_secs(10), "/metrics up", || async {
-            try_http_get(addr, "/healthz").await.is_ok()
+        let scrape = || async { try_http_get(addr, "/metrics").await.unwrap_or_default() };
+        // Read mid-run, with writes made (the target connected to with the password).
+        eventually(Duration::from_secs(20), "writes under way", || async {
+            metric(&scrape().await, "pgdrill_transactions_total") > 0.0
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(1000)).await;
         let metrics = http_get(addr, "/metrics").await;
         let page = http_get(addr, "/").await;
+        eventually(
+            Duration::from_secs(30),
+            "the run over, lingering",
+            || async { metric(&scrape().await, "pgdrill_load_running") == 0.0 },
+        )
+        .await;
+        bin.signal(Signal::Term);
         let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
         assert!(status.success(), "{err}");
         for (what, text) in [

@@ -12,6 +12,9 @@ use tokio::time::timeout;
 use crate::support::{self, connect, eventually, exec, start_lab_with, try_connect};
 
 const SQL_LIMIT: Duration = Duration::from_secs(10);
+/// The most rows the switchover test's writer inserts: far more than it gets to before the
+/// switchover ends its session.
+const WRITER_LIMIT: i64 = 1_000_000;
 
 async fn lab(standby: Option<ReplicationMode>, password: Option<&str>) -> Lab {
     start_lab_with(LabOptions {
@@ -131,7 +134,8 @@ async fn sync_switchover_loses_no_acknowledged_write() {
                 .prepare("INSERT INTO t VALUES ($1)")
                 .await
                 .expect("prepare");
-            for id in 1_i64.. {
+            // Bounded, so that a switchover that never ends the session ends the writer too.
+            for id in 1_i64..=WRITER_LIMIT {
                 match timeout(SQL_LIMIT, a.execute(&stmt, &[&id])).await {
                     Ok(Ok(_)) => acked.store(id, Ordering::SeqCst),
                     Ok(Err(e)) => {
@@ -143,7 +147,7 @@ async fn sync_switchover_loses_no_acknowledged_write() {
                     Err(_) => panic!("INSERT {id} hung"),
                 }
             }
-            unreachable!()
+            panic!("{WRITER_LIMIT} writes, and the switchover never ended the session")
         }
     });
     eventually(SQL_LIMIT, "100 acknowledged writes", || async {

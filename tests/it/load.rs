@@ -2,8 +2,6 @@
 //! issues exactly rate x duration, and every promised metric family is on the scrape; the
 //! server the writes reach is named by one statement.
 
-use std::time::Duration;
-
 use crate::support::drill::{metric, metric_sum, Drill};
 use crate::support::{connect, exec, rows_of_run, start_single as single};
 
@@ -35,8 +33,9 @@ async fn steady_load_rows_match_metrics_and_rate_holds() {
     let began = std::time::SystemTime::now();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--duration", "5s"]).await;
 
-    // Live scrape mid-run: every family is there and the numbers agree.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Live scrape mid-run, once writes are under way (seconds before the run's end): every
+    // family is there and the numbers agree.
+    drill.wait_for_transactions(100.0).await;
     let text = drill.scrape().await;
     for family in FAMILIES {
         assert!(text.contains(family), "{family} missing from /metrics");

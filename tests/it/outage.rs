@@ -489,11 +489,13 @@ impl Watched {
         Binary::spawn(&argv)
     }
 
-    /// Once the summary is written: the run is over, lingering.
+    /// Once the summary is written: the run is over, lingering. Written in place (not renamed
+    /// into it), the file can be there and empty or cut short for a moment: written is parsed.
     async fn summary_written(&self) {
         let path = std::path::Path::new(&self.json);
         eventually(Duration::from_secs(20), "summary written", || async {
-            path.exists()
+            std::fs::read(path)
+                .is_ok_and(|text| serde_json::from_slice::<serde_json::Value>(&text).is_ok())
         })
         .await;
     }

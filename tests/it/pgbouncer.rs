@@ -333,7 +333,7 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
 
 /// The same switch under a saturated load (`--rate 0`: jobs always waiting, so a lane would
 /// keep its connection for good): the lanes give their connections back often enough for the
-/// identity probe to get one and see the switch.
+/// identity probe to get one and see the switch, and the writes go on, on the new primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_behind_the_pooler_is_seen_under_a_saturated_load() {
     let lab = start_lab(Some(ReplicationMode::Async)).await;
@@ -352,13 +352,29 @@ async fn a_switch_behind_the_pooler_is_seen_under_a_saturated_load() {
     let drill = Drill::start(&args).await;
     drill.wait_for_transactions(500.0).await;
     let standby = promote_standby(&lab).await;
+    // Rows it has from after this were written on it, not replicated from the old primary.
+    let new_primary = connect(&lab.dsn(standby)).await;
+    let promoted: std::time::SystemTime = (new_primary.query_one("SELECT now()", &[]).await)
+        .expect("now() on the new primary")
+        .get(0);
     bouncer.retarget(lab.port(standby));
     eventually(Duration::from_secs(20), "the switch seen", || async {
         drill.metric("pgdrill_primary_changes_total").await == 1.0
     })
     .await;
+    let seen = drill.metric("pgdrill_transactions_total").await;
+    drill.wait_for_transactions(seen + 500.0).await;
     let summary = drill.stop().await;
     println!("{summary}");
+    assert_eq!(summary.primary_changes, 1, "{summary}");
+    let written = count(
+        &new_primary,
+        "SELECT count(*) FROM pgdrill_writes WHERE run_id = $1 AND created_at > $2",
+        &[&summary.run_id, &promoted],
+    )
+    .await;
+    println!("{written} rows written on the new primary");
+    assert!(written > 0, "no write reached the new primary: {summary}");
     lab.shutdown().await;
 }
 
@@ -424,7 +440,8 @@ async fn a_restart_behind_pgbouncer_is_no_primary_change() {
     let dsn = bouncer.dsn();
     let args = ["--dsn", &dsn, "--rate", "200", "--query-mode", "unnamed"];
     let drill = Drill::start(&args).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Writes flowing through PgBouncer before the primary goes.
+    drill.wait_for_transactions(200.0).await;
     let primary = lab.primary();
     lab.stop(primary, pgdrill_lab::StopMode::Fast)
         .await

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use pgdrill_lab::ReplicationMode;
 
-use crate::support::drill::Binary;
-use crate::support::free_port;
+use crate::support::drill::{metric, try_http_get, Binary};
+use crate::support::{eventually, free_port};
 
 /// The text of every element `<tag …attr="value"…>…</tag>` (no nesting of the same tag).
 pub fn elements<'a>(html: &'a str, open: &str, close: &str) -> Vec<&'a str> {
@@ -273,23 +273,31 @@ async fn a_summary_that_cannot_be_written_leaves_the_report_written() {
     let report = dir.path().join("report.html");
     let report_s = report.display().to_string();
     let dsn = lab.dsn(lab.primary());
+    let listen = format!("127.0.0.1:{}", free_port());
     let args = [
         "--dsn",
         &dsn,
         "--rate",
         "50",
         "--duration",
-        "3s",
+        "5s",
         "--listen",
-        "127.0.0.1:0",
+        &listen,
         "--summary-json",
         &json,
         "--report",
         &report_s,
     ];
     let drill = Binary::spawn(&args);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    std::fs::remove_dir(&gone).expect("remove the summary's directory");
+    // Removed only once the run writes: its options (the summary's directory among them) were
+    // checked at the start, and the end, when the summary is written, is seconds away.
+    let addr = listen.parse().expect("addr");
+    eventually(Duration::from_secs(20), "writes under way", || async {
+        let text = try_http_get(addr, "/metrics").await.unwrap_or_default();
+        metric(&text, "pgdrill_transactions_total") > 0.0
+    })
+    .await;
+    std::fs::remove_dir(&gone).expect("remove the summary's directory, still empty");
     let (status, _, err) = drill.wait(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("cannot write --summary-json"), "{err}");

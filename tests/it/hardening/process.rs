@@ -92,20 +92,50 @@ impl Drop for Limited {
     }
 }
 
+/// The idle clients' flood: this test process's descriptors too (and its neighbours', run in
+/// the same process), so its soft limit goes up to the hard one first; at most half of that is
+/// taken. Returns how many to open.
+fn idle_clients_within_our_limit(wanted: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let ours = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(e) => {
+            println!("RLIMIT_NOFILE not raised: {e}");
+            limit.current
+        }
+    };
+    // None: unlimited.
+    let room = ours.map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
+    wanted.min(room)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http_clients_cannot_starve_the_database_side() {
     const RATE: f64 = 500.0;
+    // pgdrill's `ulimit -n`: fewer descriptors than the idle clients hold.
+    const NOFILE: u32 = 256;
     // PGDRILL_IT_IDLE_CONNECTIONS repeats the issue's larger floods by hand.
-    let idle_count: usize = std::env::var("PGDRILL_IT_IDLE_CONNECTIONS")
+    let wanted: usize = std::env::var("PGDRILL_IT_IDLE_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let idle_count = idle_clients_within_our_limit(wanted);
+    assert!(
+        idle_count > NOFILE as usize,
+        "{idle_count} idle clients (of {wanted}) fit this process's RLIMIT_NOFILE: not more \
+         than pgdrill's {NOFILE} descriptors; raise the hard limit (ulimit -Hn)"
+    );
     const HOLD: Duration = Duration::from_secs(30);
     let lab = start_lab(None).await;
     let dsn = lab.dsn(lab.primary());
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let pgdrill = Limited::spawn(
-        256,
+        NOFILE,
         &[
             "--dsn",
             &dsn,
@@ -343,6 +373,13 @@ async fn closed_stdout_and_stderr_lose_lines_not_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_that_never_ends_does_not_hold_the_exit() {
     // Port 53 and a private /etc/resolv.conf need root, as the hang tests do.
+    if !pgdrill_lab::private_hosts_available() {
+        eprintln!(
+            "SKIPPED: binding port 53 and a private /etc/resolv.conf (a mount namespace) need \
+             root (CAP_NET_BIND_SERVICE, CAP_SYS_ADMIN); run the tests as root"
+        );
+        return;
+    }
     let resolver = std::net::UdpSocket::bind("127.0.0.153:53").expect("bind a silent resolver");
     let dir = tempfile::tempdir().expect("temp dir");
     let conf = dir.path().join("resolv.conf");
@@ -381,7 +418,8 @@ async fn a_lookup_that_never_ends_does_not_hold_the_exit() {
 }
 
 /// `pgdrill cleanup` stopped by a signal ends between batches and says what it deleted,
-/// which is what is gone: not killed mid-way with nothing said.
+/// which is what is gone: not killed mid-way with nothing said. The signal comes while its
+/// first batch waits for a row another session has locked, so it cannot be done already.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleanup_stopped_by_a_signal_says_what_it_deleted() {
     let lab = start_lab(None).await;
@@ -400,12 +438,29 @@ async fn a_cleanup_stopped_by_a_signal_says_what_it_deleted() {
     )
     .await;
     let left = "SELECT count(*) FROM pgdrill_writes WHERE run_id = 42";
-    let bin = crate::support::drill::Binary::spawn(&["cleanup", "--dsn", &dsn, "--run-id", "42"]);
-    eventually(Duration::from_secs(30), "a first batch deleted", || async {
-        crate::support::count(&client, left, &[]).await < rows
-    })
+    // The run's first row (batches go in primary-key order), locked: the first batch's DELETE
+    // waits for it. Not a trigger: cleanup refuses a table with one. Released within the
+    // batch's lock_timeout (5 s).
+    let locker = connect(&dsn).await;
+    crate::support::exec(
+        &locker,
+        "BEGIN; SELECT 1 FROM pgdrill_writes WHERE run_id = 42 \
+         ORDER BY transaction_id LIMIT 1 FOR UPDATE",
+    )
     .await;
+    let bin = crate::support::drill::Binary::spawn(&["cleanup", "--dsn", &dsn, "--run-id", "42"]);
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                   AND query LIKE 'DELETE FROM%'";
+    eventually(
+        Duration::from_secs(30),
+        "a batch waiting for the row",
+        || async { crate::support::count(&client, waiting, &[]).await > 0 },
+    )
+    .await;
+    // Signalled while the batch waits: it ends that batch, and stops before the next one
+    // (or the one after, if the signal is seen late), with 59 of them still to go.
     bin.signal(Signal::Term);
+    crate::support::exec(&locker, "ROLLBACK").await;
     let (status, _, err) = bin.wait(Duration::from_secs(40)).await;
     let left = crate::support::count(&client, left, &[]).await;
     println!("{err}\n{left} rows left");

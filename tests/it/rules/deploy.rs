@@ -164,6 +164,7 @@ fn metrics_port_is_consistent() {
         .collect();
     assert_eq!(exposed, vec![PORT], "Dockerfile EXPOSE");
 
+    let (mut ports, mut listens) = (0, 0);
     for manifest in files_in("deploy/kubernetes", &[".yaml", ".yml"]) {
         let text = fs::read_to_string(&manifest).expect("read manifest");
         for line in text.lines() {
@@ -177,13 +178,21 @@ fn metrics_port_is_consistent() {
                         "{}: `{line}` is not {PORT}",
                         rel(&manifest)
                     );
+                    ports += usize::from(v == PORT);
                 }
             }
             if let Some(v) = line.strip_prefix("--listen=") {
                 assert_eq!(v, format!("0.0.0.0:{PORT}"), "{}", rel(&manifest));
+                listens += 1;
             }
         }
     }
+    // Checked, not passed over: the manifests name the port and listen on it.
+    assert!(
+        ports >= 1,
+        "no containerPort or port {PORT} in deploy/kubernetes"
+    );
+    assert!(listens >= 1, "no --listen= in deploy/kubernetes");
 }
 
 /// No password in pgdrill's argv (`docker ps`, `/proc/1/cmdline`), the rule the Kubernetes

@@ -18,7 +18,8 @@ async fn pgbouncer_restart_is_a_measured_outage() {
     let mut bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
     let dsn = bouncer.dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--query-mode", "unnamed"]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Writes flowing through PgBouncer (a second of them) before it goes.
+    drill.wait_for_transactions(500.0).await;
     bouncer.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     bouncer.restart().await;
@@ -46,7 +47,8 @@ async fn failover_behind_pgbouncer_is_measured() {
     let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
     let dsn = bouncer.dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "500", "--query-mode", "unnamed"]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Writes flowing through PgBouncer (a second of them) before the failover.
+    drill.wait_for_transactions(500.0).await;
     let report = lab.force_failover().await.expect("failover");
     // Repointing PgBouncer takes an operator or automation a moment; a lab failover
     // alone (~50 ms) can be shorter than the outage threshold.
