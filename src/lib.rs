@@ -414,7 +414,11 @@ impl Drill {
                     humantime::format_duration(r.window.max(retention::OTHER_RUNS_AFTER))
                 )
             ),
-            "pgdrill inserts rows tagged with this run_id; it changes and deletes no row that is not pgdrill's"
+            "{}",
+            match config.table_policy.triggers {
+                false => "pgdrill inserts rows tagged with this run_id; it changes and deletes no row that is not pgdrill's",
+                true => "pgdrill inserts rows tagged with this run_id; it changes and deletes no row that is not pgdrill's, but what its writes fire may (--allow-table-triggers)",
+            }
         );
         for why in config.target.passed_over.iter().chain(&config.caution()) {
             tracing::warn!("{why}");

@@ -26,7 +26,7 @@ use crate::db::cleanup::Scope;
 use crate::db::credentials::PasswordSource;
 use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
-use crate::db::table_check::TablePolicy;
+use crate::db::table_check::{IdsNeeded, TablePolicy};
 use crate::db::Target;
 use crate::error::ConfigError;
 use crate::telemetry::webconfig::WebConfig;
@@ -175,6 +175,16 @@ pub(crate) fn rate_value(value: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// The ids a run takes from a shared table's sequence: `--rate` × `--duration`, or a day's for
+/// a canary; unknown at an unlimited rate.
+fn ids_needed(rate: Option<f64>, duration: Option<Duration>) -> Option<IdsNeeded> {
+    let per_second = rate?;
+    Some(match duration {
+        Some(d) => IdsNeeded::Run((per_second * d.as_secs_f64()).ceil() as u64),
+        None => IdsNeeded::PerDay((per_second * 86_400.0).ceil() as u64),
+    })
+}
+
 /// `--connect-timeout`, else the DSN's connect_timeout or PGCONNECT_TIMEOUT, else `default`;
 /// and where it came from.
 fn connect_timeout(
@@ -291,6 +301,7 @@ impl RunArgs {
                 triggers: self.allow_table_triggers,
                 named: !table.is_default(),
                 deletes: retention.is_some(),
+                ids_needed: ids_needed(rate, duration),
             },
             table,
             startup_timeout: positive("--startup-timeout", self.startup_timeout)?,

@@ -185,6 +185,7 @@ pub(crate) mod tests {
                     triggers: false,
                     named: true,
                     deletes: false,
+                    ids_needed: None,
                 },
             },
             Arc::new(Credentials::new(PasswordSource::Dsn, metrics.clone())),

@@ -96,8 +96,8 @@ async fn delete_hazard(
 
 /// The enabled user triggers and rules on pgdrill's `inserts` and `deletes`, of the table or
 /// any partition a row may be routed to, with deletes the foreign keys that cascade, set null
-/// or set default into another table, and with inserts the publications that send them to
-/// subscribers (a native subscriber without the table stops replicating everything). (Tables with plain inheritance children are
+/// or set default into another table, and with inserts the table's own foreign keys and the
+/// publications that send them to subscribers (a native subscriber without the table stops replicating everything). (Tables with plain inheritance children are
 /// refused before this: a DELETE on the parent would reach the children's rows.)
 pub(super) async fn fired_by(
     client: &Client,
@@ -127,6 +127,21 @@ pub(super) async fn fired_by(
         }
         false => "",
     };
+    // The table's own foreign keys: pgdrill's rows would lock the rows they reference, hold
+    // back their DELETE (an account's erasure), or be deleted or changed with them (read as
+    // lost writes).
+    let references = match inserts {
+        true => {
+            "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' to ' || \
+               k.confrelid::regclass::text || ' (' || CASE k.confdeltype \
+               WHEN 'c' THEN 'a DELETE there deletes pgdrill''s rows: read as lost writes' \
+               WHEN 'n' THEN 'a DELETE there changes pgdrill''s rows' \
+               WHEN 'd' THEN 'a DELETE there changes pgdrill''s rows' \
+               ELSE 'pgdrill''s rows hold back a DELETE there' END || ')' \
+             FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM t)"
+        }
+        false => "",
+    };
     // Whether pgdrill writes at all: deleting its rows once sent keeps subscribers in step.
     let published = match inserts {
         true => {
@@ -152,7 +167,7 @@ pub(super) async fn fired_by(
          SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \
          WHERE r.ev_class = to_regclass({name}) AND r.ev_type IN ({events}) \
            AND r.ev_enabled IN ('O', 'A') \
-         {foreign_keys} {published} \
+         {foreign_keys} {references} {published} \
          ORDER BY 1",
         name = quote_literal(table)
     );

@@ -14,6 +14,7 @@ use crate::db::table::{Row, Table, Workload, OWNER_MARK};
 
 mod alter;
 mod effects;
+mod hazards;
 mod relation;
 pub(crate) use alter::index_alone;
 pub use alter::{Cancel, Change};
@@ -67,6 +68,15 @@ pub struct TablePolicy {
     pub named: bool,
     /// Retention deletes pgdrill's rows: on a shared table they must be found by index.
     pub deletes: bool,
+    /// The ids the run will take from a shared table's sequence; `None` at an unlimited rate.
+    pub ids_needed: Option<IdsNeeded>,
+}
+
+/// How many ids a run takes: in all (`--rate` × `--duration`), or a day (a canary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdsNeeded {
+    Run(u64),
+    PerDay(u64),
 }
 
 impl TablePolicy {
@@ -90,10 +100,13 @@ impl TablePolicy {
             if self.triggers {
                 said.push_str(match self.deletes {
                     true => {
-                        ", firing its triggers, rules and cascading foreign keys \
-                             (--allow-table-triggers)"
+                        ", firing its triggers, rules and cascading foreign keys, its \
+                             foreign keys holding the rows they reference (--allow-table-triggers)"
                     }
-                    false => ", firing its triggers and rules (--allow-table-triggers)",
+                    false => {
+                        ", firing its triggers and rules, its foreign keys holding the rows \
+                             they reference (--allow-table-triggers)"
+                    }
                 });
             }
         }
@@ -132,9 +145,9 @@ pub async fn ensure(
     let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
     if !fired.is_empty() && !policy.triggers {
         return Err(TableError::Unusable(format!(
-            "table {} has {} that pgdrill's writes would fire; they may change or send data \
-             beyond pgdrill's rows (another table, an outbox, a subscriber). pgdrill writes to \
-             such a table only with --allow-table-triggers{}",
+            "table {} has {} that pgdrill's writes would fire; they may change, send or hold \
+             data beyond pgdrill's rows (another table, an outbox, a subscriber, a referenced \
+             row). pgdrill writes to such a table only with --allow-table-triggers{}",
             table.name,
             fired.join(", "),
             match relation.ours {
@@ -157,7 +170,12 @@ pub async fn ensure(
         schema = %relation.schema,
         owner = if relation.ours { "pgdrill" } else { "not pgdrill (named with --table)" },
         run_id = workload.run_id,
-        "table ready: pgdrill inserts rows with run_id set and changes no other row"
+        "{}",
+        match fired.is_empty() {
+            true => "table ready: pgdrill inserts rows with run_id set and changes no other row",
+            false => "table ready: pgdrill inserts rows with run_id set; what they fire \
+                      (--allow-table-triggers, above) may change others",
+        }
     );
     Ok(())
 }
@@ -263,9 +281,12 @@ async fn prepare_shared(
 ) -> Result<(), TableError> {
     let table = workload.target();
     let columns = columns(client, &table.quoted).await?;
-    if let Some(problem) = shape_problem(&table.quoted, &columns) {
+    let problem = shape_problem(&table.quoted, &columns)
+        .or_else(|| hazards::lone_column(&table.name, &columns));
+    if let Some(problem) = problem {
         return Err(TableError::Unusable(problem));
     }
+    hazards::hazards(client, table, &columns, policy).await?;
     let missing: Vec<&str> = OUR_COLUMNS
         .iter()
         .copied()
@@ -574,6 +595,7 @@ mod tests {
             triggers,
             named,
             deletes: false,
+            ids_needed: None,
         };
         let own = policy(false, false, false, false).describe();
         assert_eq!(

@@ -8,6 +8,7 @@ use pgdrill_lab::Lab;
 use crate::support::drill::Binary;
 
 mod connections;
+mod hazards;
 mod process;
 mod readback;
 mod tables;

@@ -1,0 +1,222 @@
+//! What writing to a table pgdrill did not create would do to its owners' application, said
+//! before the first write: ids taken from their sequence, unique slots their rows need, a
+//! column of theirs that happens to be called `seq` or `run_id`, and what `--retention` could
+//! not delete.
+
+use tokio_postgres::Client;
+
+use super::{quote_literal, Column, IdsNeeded, TableError, TablePolicy, OUR_COLUMNS, USER_COLUMNS};
+use crate::db::table::Table;
+
+/// A sequence that cannot last a canary this long is refused; one that cannot last a year
+/// is warned of.
+const CANARY_MUST_LAST_DAYS: u64 = 1;
+const CANARY_WARNED_DAYS: u64 = 365;
+
+/// pgdrill adds `run_id` and `seq` together: one without the other is the owners' column,
+/// which pgdrill would fill with its run ids or its counter.
+pub(super) fn lone_column(table: &str, columns: &[Column]) -> Option<String> {
+    let has = |name: &str| columns.iter().any(|c| c.name == name);
+    let (present, absent) = match (has(OUR_COLUMNS[0]), has(OUR_COLUMNS[1])) {
+        (true, false) => (OUR_COLUMNS[0], OUR_COLUMNS[1]),
+        (false, true) => (OUR_COLUMNS[1], OUR_COLUMNS[0]),
+        _ => return None,
+    };
+    Some(format!(
+        "{table} has a column {present} but no {absent}: pgdrill adds both together, so that \
+         {present} is not pgdrill's, and pgdrill would write its own values into it. Point \
+         --table at another table, or leave --table unset for pgdrill's own"
+    ))
+}
+
+/// Everything else, from the catalog: unique indexes pgdrill's values alone decide, the id
+/// sequence's headroom, and the DELETE privilege `--retention` needs.
+pub(super) async fn hazards(
+    client: &Client,
+    table: &Table,
+    columns: &[Column],
+    policy: TablePolicy,
+) -> Result<(), TableError> {
+    if let Some(index) = unique_over_our_values(client, &table.quoted).await? {
+        return Err(TableError::Unusable(format!(
+            "{} has a unique index {index} on columns pgdrill fills with its own values \
+             (customer_id 1-10000, merchant_id 1-1000, amount, status, seq): pgdrill's rows \
+             would take values your rows need, and your INSERTs would fail. Point --table at \
+             another table, or leave --table unset for pgdrill's own",
+            table.name
+        )));
+    }
+    if policy.deletes && !may_delete(client, &table.quoted).await? {
+        return Err(TableError::Unusable(format!(
+            "--retention deletes pgdrill's rows from {}, and pgdrill's user may not DELETE \
+             there; as the table's owner: GRANT DELETE ON {} TO <pgdrill's user>; (or run \
+             without --retention)",
+            table.name, table.quoted
+        )));
+    }
+    if let Some(id) = columns.iter().find(|c| c.name == "transaction_id") {
+        ids_left(client, table, id, policy.ids_needed).await?;
+    }
+    Ok(())
+}
+
+/// A unique index (not partial: its predicate may leave pgdrill's rows out) whose columns are
+/// all ones pgdrill writes values of its own into.
+async fn unique_over_our_values(
+    client: &Client,
+    table: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let ours: Vec<String> = (USER_COLUMNS.iter().chain(&OUR_COLUMNS[1..]))
+        .map(|c| quote_literal(c))
+        .collect();
+    let sql = format!(
+        "SELECT quote_ident(c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = to_regclass({table}) AND i.indisunique AND i.indpred IS NULL \
+           AND i.indexprs IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = k \
+             WHERE a.attname NOT IN ({ours})) \
+         ORDER BY 1 LIMIT 1",
+        table = quote_literal(table),
+        ours = ours.join(", ")
+    );
+    let rows = crate::db::text_rows(client, &sql).await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
+}
+
+async fn may_delete(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT has_table_privilege(to_regclass({}), 'DELETE')::text",
+        quote_literal(table)
+    );
+    let rows = crate::db::text_rows(client, &sql).await?;
+    Ok(rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into()))
+}
+
+/// The largest id a column of this base type holds.
+fn type_max(base: &str) -> i64 {
+    match base {
+        "int2" => i64::from(i16::MAX),
+        "int4" => i64::from(i32::MAX),
+        _ => i64::MAX,
+    }
+}
+
+/// Every pgdrill write takes an id from the owners' sequence, and ids are never given back:
+/// a run that would use up what is left is refused, a canary that would within a year warned
+/// of, and what is left said.
+async fn ids_left(
+    client: &Client,
+    table: &Table,
+    id: &Column,
+    needed: Option<IdsNeeded>,
+) -> Result<(), TableError> {
+    // An id the default takes from elsewhere (another table's sequence, a function) is not
+    // known here: nothing said.
+    let sql = format!(
+        "SELECT s.seqrelid::regclass::text, s.seqmax::text, s.seqincrement::text, \
+                coalesce(pg_sequence_last_value(s.seqrelid), s.seqstart)::text \
+         FROM pg_sequence s \
+         WHERE s.seqrelid = pg_get_serial_sequence({}, 'transaction_id')::regclass",
+        quote_literal(&table.quoted)
+    );
+    let rows = crate::db::text_rows(client, &sql).await?;
+    let Some(row) = rows.first() else {
+        return Ok(());
+    };
+    let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let number = |i: usize| text(i).parse::<i64>().ok();
+    let (Some(max), Some(increment), Some(last)) = (number(1), number(2), number(3)) else {
+        return Ok(());
+    };
+    if increment <= 0 {
+        return Ok(());
+    }
+    let sequence = text(0);
+    let left =
+        u64::try_from(max.min(type_max(&id.base)).saturating_sub(last) / increment).unwrap_or(0);
+    let (ok, said) = verdict(left, needed);
+    let message = format!(
+        "{}.transaction_id takes its ids from {sequence}, which has {left} left before its \
+         maximum; {said}",
+        table.name
+    );
+    match ok {
+        Verdict::Refused => return Err(TableError::Unusable(message)),
+        Verdict::Warned => tracing::warn!(table = %table.name, "{message}"),
+        Verdict::Enough => tracing::info!(table = %table.name, "{message}"),
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Enough,
+    Warned,
+    Refused,
+}
+
+/// What `left` ids are for a run that needs `needed` (per day for a canary, see
+/// [`TablePolicy::ids_needed`]), and how to say it.
+fn verdict(left: u64, needed: Option<IdsNeeded>) -> (Verdict, String) {
+    let none_left = "every INSERT into the table, yours included, would then fail";
+    match needed {
+        Some(IdsNeeded::Run(n)) if left < n => (
+            Verdict::Refused,
+            format!("this run would take about {n} (--rate × --duration), and {none_left}"),
+        ),
+        Some(IdsNeeded::Run(n)) => (Verdict::Enough, format!("this run takes about {n}")),
+        Some(IdsNeeded::PerDay(n)) if left < n.saturating_mul(CANARY_MUST_LAST_DAYS) => (
+            Verdict::Refused,
+            format!("this canary would take {n} a day (--rate), and {none_left}"),
+        ),
+        Some(IdsNeeded::PerDay(n)) if left < n.saturating_mul(CANARY_WARNED_DAYS) => (
+            Verdict::Warned,
+            format!(
+                "this canary takes {n} a day (--rate): they run out in {} days, and {none_left}",
+                left / n.max(1)
+            ),
+        ),
+        Some(IdsNeeded::PerDay(n)) => (Verdict::Enough, format!("this canary takes {n} a day")),
+        None => (Verdict::Enough, "pgdrill takes one per write".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_a_run_would_use_up_are_refused_and_a_canarys_year_warned() {
+        let run = |n| Some(IdsNeeded::Run(n));
+        let day = |n| Some(IdsNeeded::PerDay(n));
+        assert_eq!(verdict(1_000, run(4_800_000)).0, Verdict::Refused);
+        assert_eq!(verdict(5_000_000, run(4_800_000)).0, Verdict::Enough);
+        // A canary at 100/s on an int4 sequence at 1.9 billion: four weeks left.
+        let (v, said) = verdict(247_483_647, day(8_640_000));
+        assert_eq!(v, Verdict::Warned);
+        assert!(said.contains("run out in 28 days"), "{said}");
+        assert_eq!(verdict(8_000_000, day(8_640_000)).0, Verdict::Refused);
+        assert_eq!(verdict(u64::MAX / 2, day(8_640_000)).0, Verdict::Enough);
+        assert_eq!(verdict(0, None).0, Verdict::Enough);
+    }
+
+    #[test]
+    fn a_lone_seq_or_run_id_is_the_owners() {
+        let column = |name: &str| Column {
+            name: name.into(),
+            declared: "bigint".into(),
+            base: "int8".into(),
+            not_null: false,
+            filled: false,
+        };
+        let lone = lone_column("t", &[column("seq")]).expect("refused");
+        assert!(lone.contains("a column seq but no run_id"), "{lone}");
+        assert!(lone_column("t", &[column("run_id")]).is_some());
+        assert!(lone_column("t", &[column("run_id"), column("seq")]).is_none());
+        assert!(lone_column("t", &[column("status")]).is_none());
+    }
+}

@@ -1,0 +1,92 @@
+//! Tables whose owners' application pgdrill's writes would harm are refused before the first
+//! write (exit 2), naming what: ids it would use up, unique values their rows need, a column
+//! of theirs named like pgdrill's, foreign keys, and what `--retention` may not delete.
+
+use crate::support::{connect, start_lab};
+
+use super::{admin_app_dsn, alter_table};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_whose_application_pgdrill_would_harm_are_refused_at_start() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    let columns = "customer_id int, merchant_id int, amount numeric, status text, \
+                   created_at timestamptz DEFAULT now()";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE tx_small_ids (transaction_id smallserial PRIMARY KEY, {columns}); \
+             CREATE TABLE tx_nearly_full (transaction_id serial PRIMARY KEY, {columns}); \
+             SELECT setval('tx_nearly_full_transaction_id_seq', 2147480000); \
+             CREATE TABLE tx_their_seq (transaction_id bigserial PRIMARY KEY, {columns}, \
+               seq bigint); \
+             CREATE TABLE tx_unique (transaction_id bigserial PRIMARY KEY, {columns}, \
+               UNIQUE (customer_id, merchant_id)); \
+             CREATE TABLE customers (id int PRIMARY KEY); \
+             INSERT INTO customers SELECT generate_series(1, 10000); \
+             CREATE TABLE tx_fk (transaction_id bigserial PRIMARY KEY, \
+               customer_id int REFERENCES customers (id) ON DELETE CASCADE, merchant_id int, \
+               amount numeric, status text)"
+        ))
+        .await
+        .expect("create the users' tables");
+    let run = ["--rate", "1000", "--duration", "60s"];
+    for (table, expect) in [
+        ("tx_small_ids", "this run would take about 60000"),
+        ("tx_nearly_full", "which has 3647 left before its maximum"),
+        ("tx_their_seq", "has a column seq but no run_id"),
+        (
+            "tx_unique",
+            "has a unique index tx_unique_customer_id_merchant_id_key",
+        ),
+        (
+            "tx_fk",
+            "foreign key tx_fk_customer_id_fkey to customers (a DELETE there deletes \
+             pgdrill's rows: read as lost writes)",
+        ),
+    ] {
+        let (status, _out, err) = alter_table(&dsn, table, &run, &[]).await;
+        assert_eq!(status.code(), Some(2), "{table}: exit 2, stderr:\n{err}");
+        assert!(
+            err.contains(expect),
+            "{table}: stderr lacks {expect:?}:\n{err}"
+        );
+    }
+    // Nothing was changed on the way to the refusal.
+    let added = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'run_id'";
+    let added: i64 = client.query_one(added, &[]).await.expect("columns").get(0);
+    assert_eq!(added, 0, "a column added to a refused table");
+
+    // A sequence with room: the run goes on, told what it takes of it.
+    let room = ["--rate", "100", "--duration", "3s"];
+    client
+        .batch_execute(
+            "ALTER SEQUENCE tx_nearly_full_transaction_id_seq RESTART WITH 1900000000; \
+             SELECT nextval('tx_nearly_full_transaction_id_seq')",
+        )
+        .await
+        .expect("restart the sequence");
+    let (status, _out, err) = alter_table(&dsn, "tx_nearly_full", &room, &[]).await;
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("which has 247483647 left before its maximum; this run takes about 300"),
+        "{err}"
+    );
+
+    // --retention without the DELETE privilege: said at start, not as failing sweeps.
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE tx_no_delete (transaction_id bigserial PRIMARY KEY, {columns}); \
+             GRANT SELECT, INSERT ON tx_no_delete TO {app}; \
+             GRANT USAGE ON SEQUENCE tx_no_delete_transaction_id_seq TO {app}",
+            app = "pgdrill"
+        ))
+        .await
+        .expect("create the admin's table");
+    let retention = ["--rate", "100", "--duration", "10s", "--retention", "1h"];
+    let (status, _out, err) = alter_table(&dsn, "tx_no_delete", &retention, &[]).await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("GRANT DELETE ON"), "{err}");
+    lab.shutdown().await;
+}
