@@ -610,7 +610,10 @@ mod tests {
         assert!(said.contains("a comment on run_id"), "{said}");
         assert!(said.contains("(--alter-table)"), "{said}");
         assert!(
-            said.ends_with("firing its triggers and rules (--allow-table-triggers)"),
+            said.ends_with(
+                "firing its triggers and rules, its foreign keys holding the rows they \
+                 reference (--allow-table-triggers)"
+            ),
             "{said}"
         );
         let said = policy(true, false, false, false).describe();
