@@ -451,6 +451,12 @@ mod tests {
             "{e}"
         );
         assert!(!e.starts_with("error:"), "{e}");
+        // Its lab fails over at once: no caution about a --duration it does not have.
+        let args = demo(&[]);
+        let total = total(&args).expect("within 100 years");
+        let (trigger, _) = InProcessTrigger::new("lab failover".to_string());
+        let (config, _) = load_config("host=127.0.0.1".into(), &args, total, trigger).expect("ok");
+        assert_eq!(config.caution(), None);
         let e = check(&demo(&["--failover-after", "60y", "--run-after", "50y"])).unwrap_err();
         assert_eq!(
             e,

@@ -359,7 +359,7 @@ impl Drill {
             timeline,
             pool,
             errors: metrics.errors.clone(),
-            load_running: metrics.load_running.clone(),
+            verifications_over: Default::default(),
             drawn: Default::default(),
             drawing: Default::default(),
             viewed: Default::default(),
@@ -542,6 +542,8 @@ impl Drill {
         let left = deadline.saturating_duration_since(Instant::now());
         sup.stop(Stage::Monitor, Some(left.max(Duration::from_secs(1))))
             .await;
+        let over = &self.sources.verifications_over;
+        over.store(true, std::sync::atomic::Ordering::Relaxed);
         // 5. The timeline sampler, after the monitor so the last second has the final
         //    state; it takes one last sample as it stops.
         sup.stop(Stage::Sampler, None).await;

@@ -406,7 +406,11 @@ fn check_hostaddr_count(pg: &PgConfig) -> Result<(), String> {
 /// one (`host=$H` with H unset, `host=a,,b`) would be looked up as '' after start.
 fn check_host_names(pg: &PgConfig) -> Result<(), String> {
     if (pg.get_hosts().iter()).any(|h| matches!(h, Host::Tcp(h) if h.trim().is_empty())) {
-        return Err("a host name is empty: name every host (an unset variable in host=?)".into());
+        return Err(
+            "a host name is empty: name every host; pgdrill does not fill an empty \
+                    one from PGHOST or a default as libpq does (an unset variable in host=?)"
+                .into(),
+        );
     }
     let is_url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
     if pg.get_hosts().iter().any(is_url) {

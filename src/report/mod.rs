@@ -117,8 +117,9 @@ pub(crate) struct Sources {
     pub timeline: Arc<Recorder>,
     pub pool: DbPool,
     pub errors: Arc<ErrorBook>,
-    /// `pgdrill_load_running`: while it is 1, a verification not done yet is pending.
-    pub load_running: prometheus::IntGauge,
+    /// Set once the monitor stopped: until then a verification not done yet is pending
+    /// (it runs on through the drain), after it unverified.
+    pub verifications_over: std::sync::atomic::AtomicBool,
     pub drawn: Mutex<Option<(Instant, String)>>,
     /// Held while a fetch draws: the fetches behind it copy what it drew.
     pub drawing: Mutex<()>,
@@ -185,7 +186,9 @@ impl Sources {
             objectives: Some(self.objectives),
             ..Summary::default()
         };
-        let running = self.load_running.get() == 1;
+        let running = !self
+            .verifications_over
+            .load(std::sync::atomic::Ordering::Relaxed);
         crate::secrets::scrub(&html::render_live(&run, self.outages.state(), running))
     }
 }
@@ -241,7 +244,7 @@ mod tests {
                 timeline,
                 pool,
                 errors: metrics.errors.clone(),
-                load_running: metrics.load_running.clone(),
+                verifications_over: Default::default(),
                 drawn: Mutex::default(),
                 drawing: Mutex::default(),
                 viewed: Mutex::default(),

@@ -16,6 +16,8 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
     let mut last_sqlstates = std::collections::BTreeMap::new();
     let mut last_at = Instant::now();
     let mut ticker = tokio::time::interval_at(last_at + every, every);
+    // After a stall, the next line a whole interval on: not one at once, covering nothing.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopped = tokio::select! {
             _ = ticker.tick() => false,

@@ -83,6 +83,10 @@ fn variant(sqlstate: &str, message: &str) -> String {
     }
 }
 
+/// 08P01 messages kept apart; beyond them (a message quoting a server's text), one kind:
+/// the 128 kinds stay for other SQLSTATEs.
+const MAX_08P01_MESSAGES: usize = 16;
+
 /// What to change for errors that the database will keep returning: `None` for those a
 /// retry, a reconnect or a failover can end.
 pub fn hint(sqlstate: &str) -> Option<&'static str> {
@@ -141,8 +145,12 @@ impl ErrorBook {
         // A SQLSTATE has five characters: a server sending more gets no more memory here.
         let sqlstate = sqlstate.unwrap_or("");
         let sqlstate = &sqlstate[..sqlstate.floor_char_boundary(5)];
-        let key = (class, sqlstate.to_string(), variant(sqlstate, message));
+        let mut key = (class, sqlstate.to_string(), variant(sqlstate, message));
         let mut kinds = self.kinds.lock();
+        let variants = || kinds.keys().filter(|k| !k.2.is_empty()).count();
+        if !key.2.is_empty() && !kinds.contains_key(&key) && variants() >= MAX_08P01_MESSAGES {
+            key.2 = String::new();
+        }
         if let Some(seen) = kinds.get_mut(&key) {
             seen.count += 1;
             let quiet = now.saturating_duration_since(seen.last) >= SAID_AGAIN_AFTER;
@@ -273,6 +281,19 @@ mod tests {
         assert_eq!(said, [true, false, true, true, false]);
         let per = book.per_sqlstate();
         assert_eq!((per["08P01"], per["57P01"]), (3, 2));
+    }
+
+    #[test]
+    fn pgbouncer_messages_beyond_sixteen_are_one_kind() {
+        let book = ErrorBook::default();
+        for i in 0..40 {
+            let message = format!("server conn crashed? cached error {i}");
+            book.note(ErrorClass::ConnectionClosed, Some("08P01"), &message);
+        }
+        book.note(ErrorClass::Other, Some("42501"), "permission denied");
+        let kinds = book.kinds();
+        assert_eq!(kinds.len(), MAX_08P01_MESSAGES + 2, "{kinds:?}");
+        assert_eq!(kinds.iter().map(|k| k.count).sum::<u64>(), 41, "adds up");
     }
 
     #[test]

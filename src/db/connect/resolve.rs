@@ -9,14 +9,14 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 const MAX_LOOKUPS: usize = 4;
 
 type Answer = Result<Vec<IpAddr>, String>;
-/// A lookup on its way, which every connect asking for its name awaits.
-type OnTheWay = Shared<BoxFuture<'static, Answer>>;
+/// A lookup on its way, which every connect asking for its name awaits, and when it began.
+type OnTheWay = (Shared<BoxFuture<'static, Answer>>, Instant);
 
 /// Host name lookups: at most [`MAX_LOOKUPS`] at once, one per name at a time. The map holds
 /// only the DSN's names.
 pub(super) struct Lookups {
     turns: Arc<tokio::sync::Semaphore>,
-    on_the_way: Mutex<HashMap<(String, u16), OnTheWay>>,
+    on_the_way: Mutex<HashMap<String, OnTheWay>>,
     #[cfg(test)]
     pub(super) started: std::sync::atomic::AtomicUsize,
 }
@@ -33,14 +33,15 @@ impl Default for Lookups {
 }
 
 impl Lookups {
-    /// A lookup of `target`, answered within `timeout`. getaddrinfo reads /etc/hosts and asks
+    /// A lookup of `name`, answered within `timeout`. getaddrinfo reads /etc/hosts and asks
     /// DNS again on every call. Waiting for a turn counts against the timeout; the turn is
     /// held until getaddrinfo returns.
-    fn start(&self, target: (String, u16), timeout: Duration) -> BoxFuture<'static, Answer> {
+    fn start(&self, name: &str, timeout: Duration) -> BoxFuture<'static, Answer> {
         #[cfg(test)]
         self.started.fetch_add(1, Ordering::Relaxed);
         let turns = self.turns.clone();
-        let name = target.0.clone();
+        // The port is the endpoint's, not the lookup's.
+        let (name, target) = (name.to_string(), (name.to_string(), 0));
         let lookup = async move {
             let turn = turns.acquire_owned().await;
             let found = tokio::task::spawn_blocking(move || {
@@ -92,10 +93,7 @@ impl Connector {
         let given = entry.hostaddr.or_else(|| name.as_deref()?.parse().ok());
         let mut addrs: Vec<IpAddr> = match given {
             Some(addr) => vec![addr],
-            None => {
-                self.lookup(name.as_deref().unwrap_or_default(), entry.port)
-                    .await?
-            }
+            None => self.lookup(name.as_deref().unwrap_or_default()).await?,
         };
         self.balance(&mut addrs);
         let endpoints = addrs.into_iter().map(|ip| {
@@ -110,16 +108,21 @@ impl Connector {
     /// The addresses `name` resolves to now, each once. Connects that ask while a lookup of
     /// the same name is on its way share its answer: after an outage every lane reconnects
     /// at once, and a slow resolver would otherwise answer them [`MAX_LOOKUPS`] at a time.
-    pub(super) async fn lookup(&self, name: &str, port: u16) -> Result<Vec<IpAddr>, String> {
-        let key = (name.to_string(), port);
+    pub(super) async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, String> {
         let answer = {
             let mut on_the_way = self.lookups.on_the_way.lock();
-            match on_the_way.get(&key) {
-                // One already answered is not reused: the next connect asks again.
-                Some(answer) if answer.peek().is_none() => answer.clone(),
+            match on_the_way.get(name) {
+                // Not one already answered, nor one older than the timeout (its waiters all
+                // gave up, and its answer, whenever it came, would be stale): the next connect
+                // asks again, and follows a DNS switch.
+                Some((answer, began))
+                    if answer.peek().is_none() && began.elapsed() < self.timeout =>
+                {
+                    answer.clone()
+                }
                 _ => {
-                    let answer = self.lookups.start(key.clone(), self.timeout).shared();
-                    on_the_way.insert(key, answer.clone());
+                    let answer = self.lookups.start(name, self.timeout).shared();
+                    on_the_way.insert(name.to_string(), (answer.clone(), Instant::now()));
                     answer
                 }
             }

@@ -89,7 +89,7 @@ impl Silence {
     /// fresh client would connect to the new address at once. Never for an address, or one
     /// the DSN pins with `hostaddr`.
     async fn name_moved(&self) -> String {
-        let (Endpoint::Tcp(addr), Some((name, port))) =
+        let (Endpoint::Tcp(addr), Some((name, _))) =
             (&self.endpoint, self.connector.name_of(&self.config))
         else {
             return std::future::pending().await;
@@ -98,7 +98,7 @@ impl Silence {
             // Only while the check's own connection is unanswered: a live server answers it
             // at once, and a DNS service may answer with a part of the name's addresses.
             tokio::time::sleep(SUSPECT_AFTER).await;
-            if let Ok(found) = self.connector.lookup(&name, port).await {
+            if let Ok(found) = self.connector.lookup(&name).await {
                 if !found.is_empty() && !found.contains(&addr.ip()) {
                     return name;
                 }

@@ -401,7 +401,7 @@ async fn a_moved_name_s_old_address_does_not_cut_the_wait_for_the_new_one() {
 #[tokio::test]
 async fn connects_asking_for_one_name_at_once_share_one_lookup() {
     let c = connector("host=localhost port=5433");
-    let asks = (0..20).map(|_| c.lookup("localhost", 5433));
+    let asks = (0..20).map(|_| c.lookup("localhost"));
     let answers = futures_util::future::join_all(asks).await;
     assert!(
         answers
@@ -411,8 +411,17 @@ async fn connects_asking_for_one_name_at_once_share_one_lookup() {
     );
     assert_eq!(c.lookups.started.load(Ordering::Relaxed), 1);
     // Answered, it is not reused: the next connect asks again (a DNS switch is followed).
-    c.lookup("localhost", 5433)
-        .await
-        .expect("resolve localhost");
+    c.lookup("localhost").await.expect("resolve localhost");
+    assert_eq!(c.lookups.started.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lookup_its_waiters_gave_up_on_is_not_joined_once_it_is_stale() {
+    let c = connector("host=localhost port=5433 connect_timeout=2");
+    // Its only waiter gone before it was answered: never polled again, never answered.
+    drop(futures_util::FutureExt::now_or_never(c.lookup("localhost")));
+    assert_eq!(c.lookups.started.load(Ordering::Relaxed), 1);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    c.lookup("localhost").await.expect("a fresh lookup");
     assert_eq!(c.lookups.started.load(Ordering::Relaxed), 2);
 }

@@ -508,7 +508,7 @@ fn the_live_page_refreshes_and_shows_fifteen_minutes() {
         r#"<div class="card warn"><div class="d">Acknowledged writes lost</div><div class="v">pending</div>"#
     ));
     assert!(html.contains(r#"<td class="num">pending</td>"#), "{html}");
-    // Once the load stopped (--linger), a check not done will not be: unverified.
+    // Once the run's verifications ended (--linger), a check not done will not be.
     let html = render_live(&open, State::Outage, false);
     assert!(html.contains(
         r#"<div class="card warn"><div class="d">Acknowledged writes lost</div><div class="v">unverified</div>"#

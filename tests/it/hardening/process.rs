@@ -92,12 +92,23 @@ impl Drop for Limited {
     }
 }
 
+/// The soft RLIMIT_NOFILE as it was, put back on drop: the servers and tools other tests
+/// start afterwards inherit the limit they would have had.
+struct NofileRestored(rustix::process::Rlimit);
+
+impl Drop for NofileRestored {
+    fn drop(&mut self) {
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.0);
+    }
+}
+
 /// The idle clients' flood: this test process's descriptors too (and its neighbours', run in
-/// the same process), so its soft limit goes up to the hard one first; at most half of that is
-/// taken. Returns how many to open.
-fn idle_clients_within_our_limit(wanted: usize) -> usize {
+/// the same process), so its soft limit goes up to the hard one while the guard lives; at most
+/// half of that is taken. Returns how many to open.
+fn idle_clients_within_our_limit(wanted: usize) -> (usize, NofileRestored) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
+    let restored = NofileRestored(limit);
     let raised = Rlimit {
         current: limit.maximum,
         maximum: limit.maximum,
@@ -111,7 +122,7 @@ fn idle_clients_within_our_limit(wanted: usize) -> usize {
     };
     // None: unlimited.
     let room = ours.map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
-    wanted.min(room)
+    (wanted.min(room), restored)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +135,7 @@ async fn idle_http_clients_cannot_starve_the_database_side() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let idle_count = idle_clients_within_our_limit(wanted);
+    let (idle_count, _restored) = idle_clients_within_our_limit(wanted);
     assert!(
         idle_count > NOFILE as usize,
         "{idle_count} idle clients (of {wanted}) fit this process's RLIMIT_NOFILE: not more \
