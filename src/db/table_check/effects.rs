@@ -177,3 +177,30 @@ pub(super) async fn fired_by(
         .filter_map(|r| r.first().cloned().flatten())
         .collect())
 }
+
+/// Logical replication slots of this database read by another plugin than pgoutput (whose
+/// publications [`fired_by`] names): CDC tools (Debezium's decoderbufs, wal2json, AWS DMS's
+/// test_decoding) that stream every table's changes unless their own configuration leaves
+/// tables out, which pgdrill cannot see. Said, not refused; a slot list it may not read is
+/// passed over.
+pub(super) async fn warn_of_change_capture(client: &Client, table: &Table) {
+    let sql = "SELECT quote_ident(slot_name::text) || ' (' || plugin::text || ')' \
+               FROM pg_replication_slots WHERE slot_type = 'logical' \
+                 AND database = current_database() AND plugin <> 'pgoutput' ORDER BY 1";
+    let Ok(rows) = crate::db::text_rows(client, sql).await else {
+        return;
+    };
+    let slots: Vec<String> = rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    if !slots.is_empty() {
+        tracing::warn!(
+            table = %table.name,
+            slots = %slots.join(", "),
+            "logical replication slots stream this database's changes to change-capture tools \
+             (unless their configuration leaves tables out, which pgdrill cannot see): make \
+             sure they do not take pgdrill's rows to a warehouse or another system"
+        );
+    }
+}

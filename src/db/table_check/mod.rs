@@ -143,6 +143,7 @@ pub async fn ensure(
     workload.pin(&relation.schema);
     let table = workload.target();
     let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
+    effects::warn_of_change_capture(client, table).await;
     if !fired.is_empty() && !policy.triggers {
         return Err(TableError::Unusable(format!(
             "table {} has {} that pgdrill's writes would fire; they may change, send or hold \
@@ -244,7 +245,8 @@ fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<
         return Some(format!(
             "{name} is UNLOGGED: a crash or failover empties it, and pgdrill would report \
              every row as a lost write. Use a logged table (ALTER TABLE {} SET LOGGED; as \
-             its owner) or leave --table unset for pgdrill's own",
+             its owner: it rewrites the table, writing all of it to the WAL, under an ACCESS \
+             EXCLUSIVE lock) or leave --table unset for pgdrill's own",
             table.quoted
         ));
     }
@@ -459,7 +461,8 @@ fn shape_problem(table: &str, columns: &[Column]) -> Option<String> {
         if let Some(c) = find(ours).filter(|c| c.base != "int8") {
             return Some(format!(
                 "{table}.{ours} is {}; pgdrill writes 64-bit values there. Run: ALTER \
-                 TABLE {table} ALTER COLUMN {ours} TYPE bigint;",
+                 TABLE {table} ALTER COLUMN {ours} TYPE bigint; (it rewrites the table under \
+                 an ACCESS EXCLUSIVE lock)",
                 c.declared
             ));
         }

@@ -2,7 +2,9 @@
 //! write (exit 2), naming what: ids it would use up, unique values their rows need, a column
 //! of theirs named like pgdrill's, foreign keys, and what `--retention` may not delete.
 
-use crate::support::{connect, start_lab};
+use pgdrill_lab::StopMode;
+
+use crate::support::{connect, exec, start_lab};
 
 use super::{admin_app_dsn, alter_table};
 
@@ -88,5 +90,31 @@ async fn tables_whose_application_pgdrill_would_harm_are_refused_at_start() {
     let (status, _out, err) = alter_table(&dsn, "tx_no_delete", &retention, &[]).await;
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("GRANT DELETE ON"), "{err}");
+    lab.shutdown().await;
+}
+
+/// A logical replication slot read by a CDC plugin (here test_decoding, as AWS DMS uses) may
+/// stream pgdrill's rows to another system: said at start, with the slot named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_capture_slot_is_named_at_start() {
+    let lab = start_lab(None).await;
+    let node = lab.primary();
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    exec(&admin, "ALTER SYSTEM SET wal_level = logical").await;
+    drop(admin);
+    lab.stop(node, StopMode::Fast).await.expect("stop");
+    lab.start_node(node).await.expect("start");
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    exec(
+        &admin,
+        "SELECT pg_create_logical_replication_slot('dms_slot', 'test_decoding')",
+    )
+    .await;
+    let dsn = lab.dsn(node);
+    let run = ["--rate", "10", "--duration", "2s"];
+    let (status, _out, err) = alter_table(&dsn, "pgdrill_writes", &run, &[]).await;
+    assert!(status.success(), "{err}");
+    assert!(err.contains("dms_slot (test_decoding)"), "{err}");
+    exec(&admin, "SELECT pg_drop_replication_slot('dms_slot')").await;
     lab.shutdown().await;
 }
