@@ -96,6 +96,22 @@ async fn may_delete(client: &Client, table: &str) -> Result<bool, tokio_postgres
     Ok(rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into()))
 }
 
+/// Whether every id drawn after one is higher: a sequence known, with no cache (one of more
+/// than 1 hands each session its own block, so a session with an older block draws lower
+/// ids later, and a floor at the first trial's id would leave its rows unread, as lost).
+pub(super) async fn ids_in_order(
+    client: &Client,
+    table: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT (s.seqcache = 1 AND s.seqincrement > 0)::text FROM pg_sequence s \
+         WHERE s.seqrelid = pg_get_serial_sequence({}, 'transaction_id')::regclass",
+        quote_literal(table)
+    );
+    let rows = crate::db::text_rows(client, &sql).await?;
+    Ok(rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into()))
+}
+
 /// The largest id a column of this base type holds.
 fn type_max(base: &str) -> i64 {
     match base {

@@ -536,12 +536,15 @@ async fn trial_insert(
         };
         let rollback = client.batch_execute("ROLLBACK").await;
         match result {
-            // A rolled-back INSERT still draws its id from the sequence: the first is the floor.
+            // A rolled-back INSERT still draws its id from the sequence: the first is the
+            // floor, if every later write draws a higher one.
             Ok(id) => {
-                if let Some(id) = id.filter(|_| which == "lowest") {
-                    let _ = workload.id_floor.set(id);
-                }
                 rollback?;
+                if let Some(id) = id.filter(|_| which == "lowest") {
+                    if hazards::ids_in_order(client, &workload.target().quoted).await? {
+                        let _ = workload.id_floor.set(id);
+                    }
+                }
             }
             Err(err) => return Err(trial_failed(err, workload, which, trial)),
         }
