@@ -14,11 +14,12 @@ const CANARY_MUST_LAST_DAYS: u64 = 1;
 const CANARY_WARNED_DAYS: u64 = 365;
 
 /// pgdrill adds `run_id` and `seq` together: one without the other is the owners' column,
-/// which pgdrill would fill with its run ids or its counter.
-pub(super) fn lone_column(table: &str, columns: &[Column]) -> Option<String> {
+/// which pgdrill would fill with its run ids or its counter; but a `run_id` its comment marks
+/// as pgdrill's (`marked`) is.
+pub(super) fn lone_column(table: &str, columns: &[Column], marked: bool) -> Option<String> {
     let has = |name: &str| columns.iter().any(|c| c.name == name);
     let (present, absent) = match (has(OUR_COLUMNS[0]), has(OUR_COLUMNS[1])) {
-        (true, false) => (OUR_COLUMNS[0], OUR_COLUMNS[1]),
+        (true, false) if !marked => (OUR_COLUMNS[0], OUR_COLUMNS[1]),
         (false, true) => (OUR_COLUMNS[1], OUR_COLUMNS[0]),
         _ => return None,
     };
@@ -229,10 +230,13 @@ mod tests {
             not_null: false,
             filled: false,
         };
-        let lone = lone_column("t", &[column("seq")]).expect("refused");
+        let lone = lone_column("t", &[column("seq")], false).expect("refused");
         assert!(lone.contains("a column seq but no run_id"), "{lone}");
-        assert!(lone_column("t", &[column("run_id")]).is_some());
-        assert!(lone_column("t", &[column("run_id"), column("seq")]).is_none());
-        assert!(lone_column("t", &[column("status")]).is_none());
+        assert!(lone_column("t", &[column("seq")], true).is_some());
+        assert!(lone_column("t", &[column("run_id")], false).is_some());
+        // Marked as pgdrill's: its seq is added with --alter-table.
+        assert!(lone_column("t", &[column("run_id")], true).is_none());
+        assert!(lone_column("t", &[column("run_id"), column("seq")], false).is_none());
+        assert!(lone_column("t", &[column("status")], false).is_none());
     }
 }

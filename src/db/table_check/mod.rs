@@ -284,7 +284,7 @@ async fn prepare_shared(
     let table = workload.target();
     let columns = columns(client, &table.quoted).await?;
     let problem = shape_problem(&table.quoted, &columns)
-        .or_else(|| hazards::lone_column(&table.name, &columns));
+        .or_else(|| hazards::lone_column(&table.name, &columns, relation.rows_marked));
     if let Some(problem) = problem {
         return Err(TableError::Unusable(problem));
     }
