@@ -161,6 +161,11 @@ fn pooler_refused_login(message: &str) -> bool {
         "login rejected",
         "no authentication method",
         "transaction blocks not allowed",
+        // The server's refusal of PgBouncer's own login, passed on as 08P01 before 1.19.
+        "does not exist",
+        "no pg_hba.conf entry",
+        "pg_hba.conf rejects",
+        "permission denied for database",
     ];
     refusals.iter().any(|m| message.contains(m))
 }
@@ -244,11 +249,26 @@ pub const TARGET_EXIT: u8 = 5;
 
 /// Before the first successful write, an error that waiting cannot fix, and what to check;
 /// `None` for errors that can heal (refused, timeout, starting up, only standbys).
-pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'static str> {
+pub fn wrong_target_hint(
+    class: ErrorClass,
+    sqlstate: Option<&str>,
+    message: &str,
+) -> Option<&'static str> {
+    let says = |words: &[&str]| words.iter().any(|w| message.contains(w));
     Some(match (class, sqlstate.unwrap_or("")) {
+        (_, "28P01") if says(&["@"]) => {
+            "the server rejected the user name or password; Azure Database for PostgreSQL \
+             Flexible Server takes the plain user name, not user@server (Single Server's form)"
+        }
         (_, "28P01") => {
-            "the server rejected the password; check the one given for this user (the DSN's \
+            "the server rejected the user name or password (it says so for a user that does \
+             not exist too); check the user, and the password given for it (the DSN's \
              password, PGPASSWORD, --password-file or --password-command)"
+        }
+        (_, "28000") if says(&["PAM authentication", "LDAP authentication", "RADIUS"]) => {
+            "the server's external authentication (PAM, LDAP; RDS checks IAM tokens through \
+             PAM) rejected the credentials: an IAM token lives 15 minutes and is made for one \
+             host, port, user and region; check --password-command and --password-ttl"
         }
         (_, "28000") => {
             "the server does not let this user in from here: check the user name, and the \
@@ -266,6 +286,13 @@ pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'
              options (options= in --dsn, PGOPTIONS), which it takes only when listed in its \
              ignore_startup_parameters"
         }
+        (ErrorClass::Auth, _)
+            if says(&["unsupported authentication method", "channel binding"]) =>
+        {
+            "the server asks for an authentication method pgdrill does not support (GSSAPI, \
+             SSPI, Kerberos), or channel binding failed: give this user password, md5 or \
+             scram-sha-256 in pg_hba.conf, or drop channel_binding=require"
+        }
         (ErrorClass::Auth, _) => {
             "no password could be used: check the DSN's password, PGPASSWORD, ~/.pgpass \
              (PGPASSFILE), --password-file or --password-command"
@@ -274,6 +301,17 @@ pub fn wrong_target_hint(class: ErrorClass, sqlstate: Option<&str>) -> Option<&'
             "check sslmode and sslrootcert in --dsn against the server's TLS setup"
         }
         (ErrorClass::Dns, _) => "the host name does not resolve: check host in --dsn (or PGHOST)",
+        // tokio-postgres's words for bytes that are not the PostgreSQL protocol.
+        (ErrorClass::Other, _)
+            if says(&[
+                "bytes remaining on stream",
+                "unexpected message from server",
+                "invalid message length",
+            ]) =>
+        {
+            "the server at this host and port does not speak the PostgreSQL protocol: check \
+             the port in --dsn (or PGPORT)"
+        }
         _ => return None,
     })
 }
@@ -369,6 +407,9 @@ mod tests {
             "login rejected",
             "no authentication method is found",
             "transaction blocks not allowed in statement pooling mode",
+            "database \"app\" does not exist",
+            "no pg_hba.conf entry for host \"10.0.0.5\", user \"app\", database \"app\"",
+            "permission denied for database \"app\"",
         ] {
             assert!(pooler_refused_login(refused), "{refused}");
         }
@@ -386,6 +427,27 @@ mod tests {
             "client connections exceeded (max_db_client_connections)"
         ));
         assert!(!pooler_full("server conn crashed?"));
+    }
+
+    #[test]
+    fn wrong_target_hints_follow_what_the_server_said() {
+        let hint = |class, code, message| wrong_target_hint(class, code, message).unwrap_or("");
+        let azure = "password authentication failed for user \"app@myserver\"";
+        assert!(hint(ErrorClass::Auth, Some("28P01"), azure).contains("not user@server"));
+        let plain = "password authentication failed for user \"app\"";
+        assert!(hint(ErrorClass::Auth, Some("28P01"), plain).contains("user name or password"));
+        let pam = "PAM authentication failed for user \"iam_user\"";
+        assert!(hint(ErrorClass::Auth, Some("28000"), pam).contains("IAM token"));
+        let hba = "no pg_hba.conf entry for host \"10.0.0.5\"";
+        assert!(hint(ErrorClass::Auth, Some("28000"), hba).contains("pg_hba.conf"));
+        let gss = "authentication error: unsupported authentication method: GSS";
+        assert!(hint(ErrorClass::Auth, None, gss).contains("does not support"));
+        let http = "127.0.0.1:8080: unexpected message from server";
+        assert!(hint(ErrorClass::Other, None, http).contains("PostgreSQL protocol"));
+        assert_eq!(
+            wrong_target_hint(ErrorClass::Other, None, "connection reset"),
+            None
+        );
     }
 
     #[test]

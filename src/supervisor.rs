@@ -52,7 +52,7 @@ pub struct Fatal {
     error: Mutex<Option<StartError>>,
     written: AtomicBool,
     /// The latest connection failure before the first write, for the startup deadline.
-    last_failure: Mutex<Option<String>>,
+    last_failure: Mutex<Option<(Option<ErrorClass>, String)>>,
     /// When `--startup-timeout` ends a run that has not written yet.
     deadline: OnceLock<Instant>,
 }
@@ -82,16 +82,16 @@ impl Fatal {
         if self.has_written() {
             return;
         }
-        match wrong_target_hint(class, sqlstate) {
+        match wrong_target_hint(class, sqlstate, message) {
             Some(hint) => self.report(StartError::Target(format!("{message}\nhint: {hint}"))),
-            None => *self.last_failure.lock() = Some(message.to_string()),
+            None => *self.last_failure.lock() = Some((Some(class), message.to_string())),
         }
     }
 
     /// Before the first write: what is being waited for, named if the startup deadline passes.
     pub fn waiting(&self, message: String) {
         if !self.has_written() {
-            *self.last_failure.lock() = Some(message);
+            *self.last_failure.lock() = Some((None, message));
         }
     }
 
@@ -120,16 +120,15 @@ impl Fatal {
                 // A supervised task ends only when asked to.
                 return stop.cancelled().await;
             }
-            let last =
-                self.last_failure.lock().clone().unwrap_or_else(|| {
-                    "no error either: the writes never got an answer".to_string()
-                });
+            let (class, last) = self.last_failure.lock().clone().unwrap_or_else(|| {
+                let never = "no error either: the writes never got an answer";
+                (None, never.to_string())
+            });
             self.report(StartError::Target(format!(
                 "no write succeeded within --startup-timeout {}; the last error: {last}\nhint: \
-                 check that the server is up and reachable at the DSN's host and port, and that \
-                 it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
-                 for a server that is still starting",
-                humantime::format_duration(timeout)
+                 {}",
+                humantime::format_duration(timeout),
+                deadline_hint(class)
             )));
             // Ending now would read as a crash of its stage: it ends when the stop comes.
             stop.cancelled().await
@@ -317,12 +316,41 @@ impl Supervisor {
     }
 }
 
+/// What to check when no write succeeded in time, after the last error of `class`.
+fn deadline_hint(class: Option<ErrorClass>) -> &'static str {
+    match class {
+        Some(ErrorClass::TooManyConnections) => {
+            "the server (or pooler) had no free connection slot for pgdrill's user: raise \
+             max_connections (or the pooler's limits), or lower --pool-size"
+        }
+        Some(ErrorClass::ReadOnly) => {
+            "every server reached took no writes: a standby (target_session_attrs=read-write \
+             finds the primary among several hosts), or a primary with \
+             default_transaction_read_only on"
+        }
+        _ => {
+            "check that the server is up and reachable at the DSN's host and port, and that \
+             it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
+             for a server that is still starting"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use parking_lot::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn the_startup_deadline_says_what_to_check_after_its_last_error() {
+        let full = deadline_hint(Some(ErrorClass::TooManyConnections));
+        assert!(full.contains("--pool-size"), "{full}");
+        let standby = deadline_hint(Some(ErrorClass::ReadOnly));
+        assert!(standby.contains("target_session_attrs"), "{standby}");
+        assert!(deadline_hint(None).contains("up and reachable"));
+    }
 
     #[test]
     fn an_hour_without_a_lane_panic_gives_the_budget_back() {

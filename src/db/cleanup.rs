@@ -210,7 +210,7 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
             let class = crate::error::classify(&e);
             let code = e.code().map(|c| c.code());
             let mut text = super::connect_error_text(&e, class);
-            if let Some(hint) = crate::error::wrong_target_hint(class, code) {
+            if let Some(hint) = crate::error::wrong_target_hint(class, code, &text) {
                 text = format!("{text}\nhint: {hint}");
             }
             CleanupError::Connect(crate::secrets::scrub(&text))

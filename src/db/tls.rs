@@ -272,12 +272,12 @@ pub fn explain(detail: &str) -> String {
             "set sslrootcert to the PEM file of the CA that issued it (for Azure, the \
              DigiCert/Microsoft roots)",
         )
-    } else if detail.contains("Expired") {
+    } else if detail.contains("Expired") || detail.contains("certificate expired") {
         (
             "server certificate verification failed: certificate has expired",
             "renew the server certificate, or fix this machine's clock",
         )
-    } else if detail.contains("NotValidYet") {
+    } else if detail.contains("NotValidYet") || detail.contains("certificate not valid yet") {
         (
             "server certificate verification failed: certificate is not yet valid",
             "fix this machine's clock, or the certificate's validity period",
@@ -287,6 +287,12 @@ pub fn explain(detail: &str) -> String {
             "server certificate verification failed: certificate signature failure",
             "the certificate chain is broken or tampered with: check sslrootcert and the \
              server's certificate files",
+        )
+    } else if detail.contains("received corrupt message") {
+        (
+            "the server's answer to the TLS request is not TLS",
+            "check the port: is a PostgreSQL server listening there, not SSH or another \
+             service?",
         )
     } else {
         return format!(
@@ -373,5 +379,24 @@ mod tests {
             "{e}"
         );
         assert!(explain("invalid peer certificate: Expired").contains("has expired"));
+        // As rustls 0.23 says them, with the verification time.
+        let expired = "invalid peer certificate: certificate expired: verification time \
+                       1800000000 (UNIX), but certificate is not valid after 1700000000 \
+                       (100000000 seconds ago)";
+        assert!(
+            explain(expired).contains("has expired"),
+            "{}",
+            explain(expired)
+        );
+        let early = "invalid peer certificate: certificate not valid yet: verification time 1";
+        assert!(
+            explain(early).contains("not yet valid"),
+            "{}",
+            explain(early)
+        );
+        // An SSH server's banner taken for a TLS yes.
+        let ssh = "error performing TLS handshake: received corrupt message of type \
+                   InvalidContentType";
+        assert!(explain(ssh).contains("check the port"), "{}", explain(ssh));
     }
 }

@@ -34,13 +34,27 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
     let base = format!("host=127.0.0.1 port={port} user=pgdrill");
     // Nothing listens on port 1: refused at once.
     let nobody = 1;
+    // An HTTP server where PostgreSQL was expected: it answers the TLS request with a 400.
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http_port = http.local_addr().expect("its address").port();
+    // Ended with the test's runtime.
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = http.accept().await {
+            let mut request = [0u8; 64];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
     let cases = [
         (
             "wrong password",
             format!("{base} dbname=pgdrill password=not-the-password"),
             vec![],
             "password authentication failed",
-            "check the one given for this user",
+            "the password given for it",
         ),
         (
             "unknown database",
@@ -48,6 +62,13 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
             vec![],
             "database \"nosuchdb\" does not exist",
             "check dbname in --dsn",
+        ),
+        (
+            "an HTTP server on the port",
+            format!("host=127.0.0.1 port={http_port} user=pgdrill dbname=pgdrill"),
+            vec![],
+            "127.0.0.1:",
+            "does not speak the PostgreSQL protocol",
         ),
         (
             "nothing listening",

@@ -178,8 +178,20 @@ impl Manager {
 impl Setup {
     /// A tokio-postgres error from connecting or from the setup queries, classified and counted.
     pub(super) fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
+        self.fail_at(None, source)
+    }
+
+    /// [`Setup::fail`] for a connect to `at`, named first: a DSN may name several servers.
+    pub(super) fn fail_at(
+        &self,
+        at: Option<&super::Endpoint>,
+        source: tokio_postgres::Error,
+    ) -> ConnectError {
         let class = classify(&source);
-        let message = crate::db::connect_error_text(&source, class);
+        let mut message = crate::db::connect_error_text(&source, class);
+        if let Some(at) = at {
+            message = format!("{at}: {message}");
+        }
         if class == ErrorClass::Auth {
             self.credentials.auth_failed();
         }

@@ -10,11 +10,13 @@ use std::sync::atomic::Ordering;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::db::table::{Row, Table, Workload, OWNER_MARK};
+use crate::db::table::{Table, Workload, OWNER_MARK};
 
 mod alter;
 mod effects;
 mod hazards;
+mod trial;
+use trial::{fails_the_same_again, trial_insert, Trial};
 mod relation;
 pub(crate) use alter::index_alone;
 pub use alter::{Cancel, Change};
@@ -122,7 +124,17 @@ pub async fn ensure(
     change: Change<'_>,
 ) -> Result<(), TableError> {
     let table = &workload.table;
-    let relation = match relation(client, table).await? {
+    // A schema pgdrill's user may not use: to_regclass itself refuses (42501).
+    let looked_up = relation(client, table).await.map_err(|e| match e.code() {
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE) => TableError::Unusable(format!(
+            "pgdrill's user may not look up table {}: {} (USAGE on its schema: GRANT \
+                 USAGE ON SCHEMA … TO <pgdrill's user>;)",
+            table.name,
+            crate::db::db_message(&e).unwrap_or_default()
+        )),
+        _ => TableError::Query(e),
+    });
+    let relation = match looked_up? {
         Some(relation) => relation,
         None if policy.create => create(client, table).await?,
         None => {
@@ -493,100 +505,6 @@ fn add_columns_sql(table: &str, missing: &[&str]) -> String {
         .map(|c| format!("ADD COLUMN {c} bigint"))
         .collect();
     format!("ALTER TABLE {table} {}", adds.join(", "))
-}
-
-/// Which INSERT [`trial_insert`] tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trial {
-    /// Exactly as the load sends it.
-    Full,
-    /// Without pgdrill's columns, before `--alter-table` adds them.
-    UsersColumns,
-}
-
-/// The INSERT (`trial`) for the lowest and the highest row the load draws, each alone in a
-/// transaction rolled back: types, constraints and triggers say now, once and clearly, what
-/// they would otherwise say on every write or on part of them.
-async fn trial_insert(
-    client: &Client,
-    workload: &Workload,
-    trial: Trial,
-) -> Result<(), TableError> {
-    for (row, which) in Row::extremes().into_iter().zip(["lowest", "highest"]) {
-        client
-            .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
-            .await?;
-        let result = match trial {
-            Trial::Full => match workload.insert(client, None, row).await {
-                Ok(None) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    return Err(TableError::Unusable(format!(
-                        "the INSERT pgdrill runs on table {} returns no row for the {which} row \
-                         its load draws: a trigger or rule on the table suppresses it, so no \
-                         write would be written",
-                        workload.target().quoted
-                    )));
-                }
-                inserted => inserted,
-            },
-            Trial::UsersColumns => {
-                let sql = workload.target().users_insert_sql(row);
-                client.batch_execute(&sql).await.map(|()| None)
-            }
-        };
-        let rollback = client.batch_execute("ROLLBACK").await;
-        match result {
-            // A rolled-back INSERT still draws its id from the sequence: the first is the
-            // floor, if every later write draws a higher one.
-            Ok(id) => {
-                rollback?;
-                if let Some(id) = id.filter(|_| which == "lowest") {
-                    if hazards::ids_in_order(client, &workload.target().quoted).await? {
-                        let _ = workload.id_floor.set(id);
-                    }
-                }
-            }
-            Err(err) => return Err(trial_failed(err, workload, which, trial)),
-        }
-    }
-    Ok(())
-}
-
-/// Data, constraint, schema and privilege errors, and a trigger that raises (P0), say the
-/// same on every try (or on every write like this one); anything else (a server shutting
-/// down, a statement cancelled, a deadlock, no resources) is tried again within
-/// --startup-timeout.
-fn fails_the_same_again(err: &tokio_postgres::Error) -> bool {
-    err.code().is_some_and(|code| {
-        matches!(
-            code.code().get(..2).unwrap_or_default(),
-            "22" | "23" | "3F" | "42" | "0A" | "2B" | "44" | "P0"
-        )
-    })
-}
-
-fn trial_failed(
-    err: tokio_postgres::Error,
-    workload: &Workload,
-    which: &str,
-    trial: Trial,
-) -> TableError {
-    let fixable_by_retry = !fails_the_same_again(&err);
-    let detail = err.as_db_error().and_then(|db| db.detail());
-    let unchanged = match trial {
-        Trial::Full => "",
-        Trial::UsersColumns => "; pgdrill changed nothing",
-    };
-    match super::db_message(&err) {
-        Some(m) if !fixable_by_retry => TableError::Unusable(format!(
-            "the INSERT pgdrill runs fails on table {} for the {which} row its load draws \
-             ({}): {m}{}{unchanged}",
-            workload.target().quoted,
-            Row::RANGES,
-            detail.map(|d| format!("; {d}")).unwrap_or_default()
-        )),
-        _ => TableError::Query(err),
-    }
 }
 
 #[cfg(test)]

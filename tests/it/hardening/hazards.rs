@@ -118,3 +118,36 @@ async fn a_change_capture_slot_is_named_at_start() {
     exec(&admin, "SELECT pg_drop_replication_slot('dms_slot')").await;
     lab.shutdown().await;
 }
+
+/// A primary read-only by setting (as Azure sets it when storage is full) whose table exists,
+/// and a table in a schema pgdrill's user may not use: each said at once (exit 2), not after
+/// --startup-timeout's retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_read_only_by_setting_is_refused_at_start_naming_the_setting() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let run = ["--rate", "10", "--duration", "2s"];
+    let (status, _out, err) = alter_table(&dsn, "pgdrill_writes", &run, &[]).await;
+    assert!(status.success(), "the table created: {err}");
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    // A schema pgdrill's user may not use: said as a setup to fix (exit 2), not a wrong target.
+    exec(
+        &admin,
+        "CREATE SCHEMA private; CREATE TABLE private.tx (id int)",
+    )
+    .await;
+    let (status, _out, err) = alter_table(&dsn, "private.tx", &run, &[]).await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("USAGE on its schema"), "{err}");
+    exec(
+        &admin,
+        "ALTER ROLE pgdrill SET default_transaction_read_only = on",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, _out, err) = alter_table(&dsn, "pgdrill_writes", &run, &[]).await;
+    println!("exit {:?} after {:?}", status.code(), started.elapsed());
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("default_transaction_read_only"), "{err}");
+    lab.shutdown().await;
+}
