@@ -146,11 +146,42 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     ErrorClass::Other
 }
 
+/// The user a 28P01 names is `name@server` (no dot after the `@`: not an e-mail address as
+/// Entra ID or Cloud SQL IAM users are).
+fn single_server_user(message: &str) -> bool {
+    let user = message
+        .split_once("for user \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or("", |(user, _)| user);
+    user.split_once('@').is_some_and(|(name, server)| {
+        !name.is_empty() && !server.is_empty() && !server.contains('.')
+    })
+}
+
+/// A connect failure's message without the server it names first (`127.0.0.1:5432: FATAL:
+/// …`, a socket's `/run/postgresql/.s.PGSQL.5432: …`), for grouping and for saying it once.
+pub fn without_endpoint(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((at, rest))
+            if at.parse::<std::net::SocketAddr>().is_ok() || at.contains("/.s.PGSQL.") =>
+        {
+            rest
+        }
+        _ => message,
+    }
+}
+
 /// PgBouncer's messages for a login it refuses (user, password, database, a startup option
 /// it does not take), as of 1.18: `password`, `SASL` or `"trust" authentication failed`,
 /// `No such database: …`, `unsupported startup parameter: options`.
 fn pooler_refused_login(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
+    // `database "x" does not exist`, `role "x" does not exist`: with those words only.
+    if message.contains("does not exist")
+        && (message.contains("database \"") || message.contains("role \""))
+    {
+        return true;
+    }
     let refusals = [
         "authentication failed",
         "no such database",
@@ -162,7 +193,6 @@ fn pooler_refused_login(message: &str) -> bool {
         "no authentication method",
         "transaction blocks not allowed",
         // The server's refusal of PgBouncer's own login, passed on as 08P01 before 1.19.
-        "does not exist",
         "no pg_hba.conf entry",
         "pg_hba.conf rejects",
         "permission denied for database",
@@ -256,9 +286,9 @@ pub fn wrong_target_hint(
 ) -> Option<&'static str> {
     let says = |words: &[&str]| words.iter().any(|w| message.contains(w));
     Some(match (class, sqlstate.unwrap_or("")) {
-        (_, "28P01") if says(&["@"]) => {
-            "the server rejected the user name or password; Azure Database for PostgreSQL \
-             Flexible Server takes the plain user name, not user@server (Single Server's form)"
+        (_, "28P01") if single_server_user(message) => {
+            "the server rejected the user name or password; if this is Azure Single Server's \
+             user@server form, Flexible Server takes the plain user name"
         }
         (_, "28P01") => {
             "the server rejected the user name or password (it says so for a user that does \
@@ -408,12 +438,17 @@ mod tests {
             "no authentication method is found",
             "transaction blocks not allowed in statement pooling mode",
             "database \"app\" does not exist",
+            "role \"app\" does not exist",
             "no pg_hba.conf entry for host \"10.0.0.5\", user \"app\", database \"app\"",
             "permission denied for database \"app\"",
         ] {
             assert!(pooler_refused_login(refused), "{refused}");
         }
-        for heals in ["server conn crashed?", "pgbouncer cannot connect to server"] {
+        for heals in [
+            "server conn crashed?",
+            "pgbouncer cannot connect to server",
+            "prepared statement \"s1\" does not exist",
+        ] {
             assert!(!pooler_refused_login(heals), "{heals}");
         }
         // Never passed to a server: certainly not written; a broken one mid-statement may be.
@@ -433,7 +468,16 @@ mod tests {
     fn wrong_target_hints_follow_what_the_server_said() {
         let hint = |class, code, message| wrong_target_hint(class, code, message).unwrap_or("");
         let azure = "password authentication failed for user \"app@myserver\"";
-        assert!(hint(ErrorClass::Auth, Some("28P01"), azure).contains("not user@server"));
+        assert!(hint(ErrorClass::Auth, Some("28P01"), azure).contains("Single Server"));
+        let entra = "password authentication failed for user \"alice@contoso.com\"";
+        assert!(!hint(ErrorClass::Auth, Some("28P01"), entra).contains("Single Server"));
+        assert_eq!(without_endpoint("127.0.0.1:5432: FATAL: x"), "FATAL: x");
+        assert_eq!(without_endpoint("[::1]:6432: FATAL: x"), "FATAL: x");
+        assert_eq!(
+            without_endpoint("/run/pg/.s.PGSQL.5432: FATAL: x"),
+            "FATAL: x"
+        );
+        assert_eq!(without_endpoint("FATAL: database: x"), "FATAL: database: x");
         let plain = "password authentication failed for user \"app\"";
         assert!(hint(ErrorClass::Auth, Some("28P01"), plain).contains("user name or password"));
         let pam = "PAM authentication failed for user \"iam_user\"";

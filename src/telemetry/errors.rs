@@ -78,7 +78,10 @@ pub struct ErrorBook {
 /// bounded by [`MAX_KINDS`].
 fn variant(sqlstate: &str, message: &str) -> String {
     match sqlstate {
-        "08P01" => message.chars().take(80).collect(),
+        "08P01" => crate::error::without_endpoint(message)
+            .chars()
+            .take(80)
+            .collect(),
         _ => String::new(),
     }
 }

@@ -458,8 +458,9 @@ impl Connector {
                     .clone()
                     .unwrap_or((ErrorClass::ConnectRefused, "failing".to_string()));
                 let failures = state.failures;
+                let last = crate::error::without_endpoint(&message);
                 let message = format!(
-                    "{endpoint}: backing off after {failures} failed attempts; last: {message}"
+                    "{endpoint}: backing off after {failures} failed attempts; last: {last}"
                 );
                 *skipped = Some(ConnectError::new(class, message));
             }

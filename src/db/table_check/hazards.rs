@@ -61,8 +61,9 @@ pub(super) async fn hazards(
     Ok(())
 }
 
-/// A unique index (not partial: its predicate may leave pgdrill's rows out) whose columns are
-/// all ones pgdrill writes values of its own into.
+/// A unique index whose key columns (not its INCLUDE ones) are all ones pgdrill writes
+/// values of its own into; a partial one too, unless its predicate names `run_id` (which may
+/// leave pgdrill's rows out; a soft-delete `WHERE deleted_at IS NULL` does not).
 async fn unique_over_our_values(
     client: &Client,
     table: &str,
@@ -72,11 +73,12 @@ async fn unique_over_our_values(
         .collect();
     let sql = format!(
         "SELECT quote_ident(c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-         WHERE i.indrelid = to_regclass({table}) AND i.indisunique AND i.indpred IS NULL \
-           AND i.indexprs IS NULL \
-           AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k JOIN pg_attribute a \
-             ON a.attrelid = i.indrelid AND a.attnum = k \
-             WHERE a.attname NOT IN ({ours})) \
+         WHERE i.indrelid = to_regclass({table}) AND i.indisunique AND i.indexprs IS NULL \
+           AND (i.indpred IS NULL \
+             OR pg_get_expr(i.indpred, i.indrelid) NOT LIKE '%run_id%') \
+           AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) WITH ORDINALITY k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE k.n <= i.indnkeyatts AND a.attname NOT IN ({ours})) \
          ORDER BY 1 LIMIT 1",
         table = quote_literal(table),
         ours = ours.join(", ")
@@ -133,9 +135,14 @@ async fn ids_left(
 ) -> Result<(), TableError> {
     // An id the default takes from elsewhere (another table's sequence, a function) is not
     // known here: nothing said.
+    // pg_sequence_last_value needs SELECT or USAGE on the sequence, which an identity
+    // column's INSERT does not: without it, the headroom is unknown (said), not an error. NULL
+    // is also a sequence not drawn from yet (is_called false): it starts at seqstart then.
     let sql = format!(
         "SELECT s.seqrelid::regclass::text, s.seqmax::text, s.seqincrement::text, \
-                coalesce(pg_sequence_last_value(s.seqrelid), s.seqstart)::text \
+                CASE WHEN has_sequence_privilege(s.seqrelid, 'SELECT, USAGE') \
+                  THEN coalesce(pg_sequence_last_value(s.seqrelid), s.seqstart - s.seqincrement) \
+                END::text \
          FROM pg_sequence s \
          WHERE s.seqrelid = pg_get_serial_sequence({}, 'transaction_id')::regclass",
         quote_literal(&table.quoted)
@@ -146,13 +153,23 @@ async fn ids_left(
     };
     let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
     let number = |i: usize| text(i).parse::<i64>().ok();
-    let (Some(max), Some(increment), Some(last)) = (number(1), number(2), number(3)) else {
+    let sequence = text(0);
+    let (Some(max), Some(increment)) = (number(1), number(2)) else {
+        return Ok(());
+    };
+    let Some(last) = number(3) else {
+        tracing::warn!(
+            table = %table.name,
+            "{}.transaction_id takes its ids from {sequence}, which pgdrill's user may not read: \
+             how many are left is unknown (GRANT SELECT ON SEQUENCE {sequence} TO <pgdrill's \
+             user>; lets pgdrill say it)",
+            table.name
+        );
         return Ok(());
     };
     if increment <= 0 {
         return Ok(());
     }
-    let sequence = text(0);
     let left =
         u64::try_from(max.min(type_max(&id.base)).saturating_sub(last) / increment).unwrap_or(0);
     let (ok, said) = verdict(left, needed);
@@ -176,14 +193,22 @@ enum Verdict {
     Refused,
 }
 
+/// A run may take at most this share of the ids left: the owners' rows need the rest.
+const RUN_SHARE: u64 = 2;
+/// At an unlimited rate (nothing to multiply), fewer ids left than this are refused.
+const UNLIMITED_NEEDS: u64 = 1_000_000;
+
 /// What `left` ids are for a run that needs `needed` (per day for a canary, see
 /// [`TablePolicy::ids_needed`]), and how to say it.
 fn verdict(left: u64, needed: Option<IdsNeeded>) -> (Verdict, String) {
-    let none_left = "every INSERT into the table, yours included, would then fail";
+    let none_left = "every INSERT into the table, yours included, fails once they are used up";
     match needed {
-        Some(IdsNeeded::Run(n)) if left < n => (
+        Some(IdsNeeded::Run(n)) if left / RUN_SHARE < n => (
             Verdict::Refused,
-            format!("this run would take about {n} (--rate × --duration), and {none_left}"),
+            format!(
+                "this run would take about {n} (--rate × --duration), more than half of them, \
+                 and {none_left}"
+            ),
         ),
         Some(IdsNeeded::Run(n)) => (Verdict::Enough, format!("this run takes about {n}")),
         Some(IdsNeeded::PerDay(n)) if left < n.saturating_mul(CANARY_MUST_LAST_DAYS) => (
@@ -198,6 +223,10 @@ fn verdict(left: u64, needed: Option<IdsNeeded>) -> (Verdict, String) {
             ),
         ),
         Some(IdsNeeded::PerDay(n)) => (Verdict::Enough, format!("this canary takes {n} a day")),
+        None if left < UNLIMITED_NEEDS => (
+            Verdict::Refused,
+            format!("an unlimited --rate takes them by the thousand a second, and {none_left}"),
+        ),
         None => (Verdict::Enough, "pgdrill takes one per write".into()),
     }
 }
@@ -211,14 +240,17 @@ mod tests {
         let run = |n| Some(IdsNeeded::Run(n));
         let day = |n| Some(IdsNeeded::PerDay(n));
         assert_eq!(verdict(1_000, run(4_800_000)).0, Verdict::Refused);
-        assert_eq!(verdict(5_000_000, run(4_800_000)).0, Verdict::Enough);
+        // More than half of what is left: the owners' rows need the rest.
+        assert_eq!(verdict(5_000_000, run(4_800_000)).0, Verdict::Refused);
+        assert_eq!(verdict(10_000_000, run(4_800_000)).0, Verdict::Enough);
         // A canary at 100/s on an int4 sequence at 1.9 billion: four weeks left.
         let (v, said) = verdict(247_483_647, day(8_640_000));
         assert_eq!(v, Verdict::Warned);
         assert!(said.contains("run out in 28 days"), "{said}");
         assert_eq!(verdict(8_000_000, day(8_640_000)).0, Verdict::Refused);
         assert_eq!(verdict(u64::MAX / 2, day(8_640_000)).0, Verdict::Enough);
-        assert_eq!(verdict(0, None).0, Verdict::Enough);
+        assert_eq!(verdict(32_766, None).0, Verdict::Refused);
+        assert_eq!(verdict(2_000_000_000, None).0, Verdict::Enough);
     }
 
     #[test]

@@ -58,24 +58,38 @@ pub(super) async fn trial_insert(
                     }
                 }
             }
-            Err(err) => return Err(trial_failed(err, workload, which, trial)),
+            Err(err) => {
+                // Read-only: a setting of this primary, or a standby a pooler or proxy
+                // reached since the probe (a failover under way: tried again).
+                let by_setting = err.code().map(|c| c.code()) == Some(READ_ONLY)
+                    && read_only_by_setting(client).await;
+                return Err(trial_failed(err, workload, which, trial, by_setting));
+            }
         }
     }
     Ok(())
 }
 
-/// Data, constraint, schema and privilege errors, a trigger that raises (P0), and a primary
-/// read-only by setting (25006: the check runs on a server out of recovery) say the same on
-/// every try (or on every write like this one); anything else (a server shutting down, a
-/// statement cancelled, a deadlock, no resources) is tried again within --startup-timeout.
+/// Data, constraint, schema and privilege errors, and a trigger that raises (P0), say the
+/// same on every try (or on every write like this one); anything else (a server shutting
+/// down, a statement cancelled, a deadlock, no resources) is tried again within
+/// --startup-timeout.
 pub(super) fn fails_the_same_again(err: &tokio_postgres::Error) -> bool {
     err.code().is_some_and(|code| {
-        code.code() == READ_ONLY
-            || matches!(
-                code.code().get(..2).unwrap_or_default(),
-                "22" | "23" | "3F" | "42" | "0A" | "2B" | "44" | "P0"
-            )
+        matches!(
+            code.code().get(..2).unwrap_or_default(),
+            "22" | "23" | "3F" | "42" | "0A" | "2B" | "44" | "P0"
+        )
     })
+}
+
+/// The server is out of recovery and read-only by `default_transaction_read_only`: a setting
+/// to change, which retrying will not.
+async fn read_only_by_setting(client: &Client) -> bool {
+    let sql = "SELECT (NOT pg_is_in_recovery() \
+                 AND current_setting('default_transaction_read_only') = 'on')::text";
+    let rows = crate::db::text_rows(client, sql).await.unwrap_or_default();
+    rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into())
 }
 
 /// `read_only_sql_transaction`, and what to change for it.
@@ -90,8 +104,9 @@ fn trial_failed(
     workload: &Workload,
     which: &str,
     trial: Trial,
+    read_only_by_setting: bool,
 ) -> TableError {
-    let fixable_by_retry = !fails_the_same_again(&err);
+    let fixable_by_retry = !(read_only_by_setting || fails_the_same_again(&err));
     let detail = err.as_db_error().and_then(|db| db.detail());
     let unchanged = match trial {
         Trial::Full => "",
@@ -104,9 +119,9 @@ fn trial_failed(
             workload.target().quoted,
             Row::RANGES,
             detail.map(|d| format!("; {d}")).unwrap_or_default(),
-            match err.code().map(|c| c.code()) {
-                Some(READ_ONLY) => READ_ONLY_FIX,
-                _ => "",
+            match read_only_by_setting {
+                true => READ_ONLY_FIX,
+                false => "",
             }
         )),
         _ => TableError::Query(err),
