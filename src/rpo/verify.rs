@@ -100,6 +100,10 @@ const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_EVERY_TICKS: u32 = 5;
 /// A probe may take this long (a hung server: the ticks go on).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A probe may wait this long for a connection: under a saturated load lanes give theirs
+/// back once a second, and on a busy machine a little later; waiting only as long, the probe
+/// lost that race again and again, and a switch behind a pooler went unseen.
+const PROBE_CHECKOUT_WITHIN: Duration = Duration::from_secs(3);
 /// An unanswered probe is warned of at most this often.
 const PROBE_WARN_EVERY: Duration = Duration::from_secs(300);
 /// A verification failing the same way is said once in this long (it retries far more often).
@@ -276,7 +280,8 @@ impl Verifier {
     /// primary is verified against, as after an outage). No connection (an outage, logged
     /// by the load) skips it; a connection whose server does not answer it is warned of.
     async fn probe_primary(&self, unanswered: &mut Throttle) {
-        let Ok(Ok(conn)) = tokio::time::timeout(PROBE_TIMEOUT, self.pool.checkout()).await else {
+        let checkout = tokio::time::timeout(PROBE_CHECKOUT_WITHIN, self.pool.checkout());
+        let Ok(Ok(conn)) = checkout.await else {
             return;
         };
         let probe = crate::db::identity::probe(&conn.client);
