@@ -270,12 +270,13 @@ async fn the_password_appears_nowhere() {
     let command = format!(
         "sh -c 'echo {SECRET}; echo debug: using {SECRET} >&2; echo token: \\\"ab cd-77e1\\\" >&2'"
     );
-    // A second at 20/s, /metrics on any free port.
+    // Three seconds at 20/s (a loaded machine may take a second to the first write: a run that
+    // never wrote exits 5), /metrics on any free port.
     let short = [
         "--rate",
         "20",
         "--duration",
-        "1s",
+        "3s",
         "--listen",
         "127.0.0.1:0",
         "--connect-timeout",
