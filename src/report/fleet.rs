@@ -364,12 +364,8 @@ mod tests {
     #[test]
     fn an_outage_open_at_a_members_end_is_its_time_so_far_not_a_measured_rto() {
         use crate::drill::verdict::VerdictKind;
-        use crate::report::merge::tests::{inputs, pod};
-        let mut pods = [
-            pod(0, "d1", 0.3, 0, Some("120s")),
-            pod(1, "d1", 0.5, 0, None),
-            pod(2, "d1", 0.4, 0, None),
-        ];
+        use crate::report::merge::tests::{inputs, members};
+        let mut pods = members();
         pods[1]["outages"][0]["end_unix"] = serde_json::Value::Null;
         pods[1]["outages"][0]["open_at_shutdown"] = true.into();
         let merged = inputs(&pods);
@@ -393,11 +389,7 @@ mod tests {
             "{page}"
         );
         // An open outage that is not the worst: the measured worst is shown, and warned.
-        let mut pods = [
-            pod(0, "d1", 0.3, 0, Some("120s")),
-            pod(1, "d1", 0.5, 0, None),
-            pod(2, "d1", 0.4, 0, None),
-        ];
+        let mut pods = members();
         pods[2]["outages"][0]["end_unix"] = serde_json::Value::Null;
         pods[2]["outages"][0]["open_at_shutdown"] = true.into();
         let merged = inputs(&pods);
@@ -416,12 +408,8 @@ mod tests {
 
     #[test]
     fn a_member_that_left_an_outage_unverified_is_warned_as_on_its_own_page() {
-        use crate::report::merge::tests::{inputs, pod};
-        let mut pods = [
-            pod(0, "d1", 0.3, 0, Some("120s")),
-            pod(1, "d1", 0.5, 0, None),
-            pod(2, "d1", 0.4, 0, None),
-        ];
+        use crate::report::merge::tests::{inputs, members};
+        let mut pods = members();
         // Member 1 checked its first outage's writes; its second's check never ran.
         let mut second = pods[1]["outages"][0].clone();
         second["index"] = 2.into();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::fleet::merge_summary_files;
-use super::merge::tests::pod;
+use super::merge::tests::{members, pod};
 use crate::drill::verdict::VerdictKind;
 
 /// Writes each summary to its own file and reads them back as `pgdrill report` does.
@@ -199,11 +199,7 @@ fn one_summary_given_twice_under_one_name_is_merged_once() {
 
 #[test]
 fn a_triggering_member_without_a_clock_reading_is_named_once() {
-    let mut pods = [
-        pod(0, "d1", 0.3, 0, Some("120s")),
-        pod(1, "d1", 0.5, 0, None),
-        pod(2, "d1", 0.4, 0, None),
-    ];
+    let mut pods = members();
     pods[0]["server_clock"] = Value::Null;
     let merged = report(&pods);
     let invalid = merged.report.verdict.expect("a verdict").invalid;

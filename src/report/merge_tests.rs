@@ -94,7 +94,7 @@ pub(crate) fn pod(
 }
 
 /// A drill by three: member 0 triggered (objective 120 s), members 1 and 2 measured.
-fn members() -> [Value; 3] {
+pub(crate) fn members() -> [Value; 3] {
     [
         pod(0, "d1", 0.3, 0, Some("120s")),
         pod(1, "d1", 0.5, 0, None),
