@@ -260,6 +260,7 @@ mod tests {
                 unknown_committed: 0,
                 unknown_not_committed: 0,
                 seconds: 0.01,
+                at_least: false,
             },
             None,
         );

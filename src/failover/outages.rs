@@ -356,6 +356,7 @@ mod tests {
             unknown_committed: 2,
             unknown_not_committed: 1,
             seconds: 0.05,
+            at_least: false,
         }
     }
 

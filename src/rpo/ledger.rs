@@ -83,6 +83,9 @@ pub struct Ledger {
     /// A held slice no snapshot holds was aged out all the same: the waiting verifications
     /// cannot check all.
     held_lost: bool,
+    /// The newest slice aged out of the window (not verified away): a loss that reaches the
+    /// oldest write a verification checks may reach further back.
+    aged_out: Option<Instant>,
 }
 
 /// A write whose outcome is unknown: when it failed, and the lowest id it can have had
@@ -103,6 +106,8 @@ pub struct Snapshot {
     pub min_id: Option<i64>,
     /// Writes acknowledged before `until` were aged out while the verification waited.
     pub incomplete: bool,
+    /// Writes older than those it holds went out of `--verify-window` unverified.
+    pub window_cut: bool,
 }
 
 /// The `seq`s of a [`Snapshot`] the primary holds, one bit each from its lowest: a
@@ -148,6 +153,9 @@ pub struct Check {
     pub unknown_not_committed: u64,
     /// How long verification took, retries included.
     pub seconds: f64,
+    /// The oldest write checked was lost, and older ones went out of `--verify-window`
+    /// unchecked: the loss and the RPO may be larger than counted.
+    pub at_least: bool,
 }
 
 impl Ledger {
@@ -165,6 +173,7 @@ impl Ledger {
             held_until: None,
             taken_until: None,
             held_lost: false,
+            aged_out: None,
         }
     }
 
@@ -277,6 +286,8 @@ impl Ledger {
         let taken = self.taken_until;
         let mut gone = self.slices.iter().take(dropped);
         self.held_lost |= gone.any(|s| taken.is_none_or(|t| s.start > t));
+        let aged = self.slices.iter().take(excess).map(|s| s.start).max();
+        self.aged_out = aged.max(self.aged_out);
         self.slices.drain(held..excess);
         self.slices.drain(..dropped);
     }
@@ -296,8 +307,11 @@ impl Ledger {
 
     /// Everything acknowledged up to `until`, for verification; leaves the ledger as is.
     pub fn snapshot(&mut self, until: Instant) -> Snapshot {
+        let taken = self.taken_until;
         let mut snap = Snapshot {
             incomplete: self.held_lost,
+            // Writes never verified went out of the window before the ones it holds.
+            window_cut: (self.aged_out).is_some_and(|a| taken.is_none_or(|t| a > t)),
             ..Snapshot::default()
         };
         for slice in self.slices.iter_mut().take_while(|s| s.start <= until) {
@@ -398,6 +412,8 @@ impl Snapshot {
         if let Some((earliest, latest)) = lost_at {
             let end = window_end.unwrap_or(latest);
             v.rpo_seconds = (end.saturating_duration_since(earliest) + SLICE).as_secs_f64();
+            let oldest = self.acked.iter().map(|&(_, _, at)| at).min();
+            v.at_least = self.window_cut && oldest == Some(earliest);
         }
         v.unknown_committed = self.unknown.iter().filter(|&&s| contains(s)).count() as u64;
         v.unknown_not_committed = self.unknown.len() as u64 - v.unknown_committed;
@@ -464,6 +480,35 @@ pub(crate) mod tests {
         later.acked.push((1_000, 1_003, t0));
         let earlier = judged(&later, [3, 999, 1_000, 1_002]);
         assert_eq!((earlier.checked, earlier.lost_seqs), (3, vec![1_001]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loss_reaching_the_oldest_write_after_the_window_cut_is_a_lower_bound() {
+        // 1 s window, 10 writes a second for 3 s: the first 2 s went out unverified.
+        let mut ledger = Ledger::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        for seq in 0..30u64 {
+            ledger.ack(seq, seq as i64, t0 + Duration::from_millis(seq * 100));
+        }
+        let end = t0 + Duration::from_secs(3);
+        let snap = ledger.snapshot(end);
+        assert!(snap.window_cut);
+        let held: Vec<u64> = snap.acked.iter().flat_map(|&(lo, hi, _)| lo..hi).collect();
+        let oldest = held[0];
+        // Everything the window holds lost: older writes may be lost too, unseen.
+        assert!(snap.judge(&found(&snap, []), Some(end)).at_least);
+        // The last writes lost, the oldest held found: the loss is all counted.
+        let kept = found(&snap, held.iter().copied().filter(|&s| s < 27));
+        let tail = snap.judge(&kept, Some(end));
+        assert!(tail.lost > 0 && !tail.at_least, "{tail:?}");
+        // Nothing went out of the window yet: a loss from the first write is all there is.
+        let mut young = Ledger::new(Duration::from_secs(30));
+        for seq in 0..30u64 {
+            young.ack(seq, seq as i64, t0 + Duration::from_millis(seq * 100));
+        }
+        let snap = young.snapshot(end);
+        assert!(!snap.window_cut && !snap.judge(&found(&snap, []), Some(end)).at_least);
+        assert!(oldest > 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -429,6 +429,15 @@ impl Verifier {
                 rpo_seconds = format!("{:.3}", c.rpo_seconds),
                 "acknowledged writes are missing on the primary"
             );
+            if c.at_least {
+                tracing::warn!(
+                    lost = c.lost,
+                    rpo_seconds = format!("{:.3}", c.rpo_seconds),
+                    "the oldest write checked was lost too, and older ones went out of \
+                     --verify-window unchecked: the loss and the RPO are at least these; a \
+                     longer --verify-window checks further back"
+                );
+            }
         } else {
             tracing::info!(
                 event = "verified",
