@@ -6,7 +6,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 /// getaddrinfo calls at once, each on a blocking thread no timeout stops: with DNS
 /// black-holed, reconnects would start threads faster than lookups give up (10–30 s).
-const MAX_LOOKUPS: usize = 4;
+pub(super) const MAX_LOOKUPS: usize = 4;
 
 type Answer = Result<Vec<IpAddr>, String>;
 /// A lookup on its way, which every connect asking for its name awaits, and when it began.
@@ -15,7 +15,7 @@ type OnTheWay = (Shared<BoxFuture<'static, Answer>>, Instant);
 /// Host name lookups: at most [`MAX_LOOKUPS`] at once, one per name at a time. The map holds
 /// only the DSN's names.
 pub(super) struct Lookups {
-    turns: Arc<tokio::sync::Semaphore>,
+    pub(super) turns: Arc<tokio::sync::Semaphore>,
     on_the_way: Mutex<HashMap<String, OnTheWay>>,
     #[cfg(test)]
     pub(super) started: std::sync::atomic::AtomicUsize,
