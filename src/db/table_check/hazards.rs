@@ -95,8 +95,7 @@ async fn may_delete(client: &Client, table: &str) -> Result<bool, tokio_postgres
         "SELECT has_table_privilege(to_regclass({}), 'DELETE')::text",
         quote_literal(table)
     );
-    let rows = crate::db::text_rows(client, &sql).await?;
-    Ok(rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into()))
+    crate::db::is_true(client, &sql).await
 }
 
 /// Whether every id drawn after one is higher: a sequence known, with no cache (one of more
@@ -111,8 +110,7 @@ pub(super) async fn ids_in_order(
          WHERE s.seqrelid = pg_get_serial_sequence({}, 'transaction_id')::regclass",
         quote_literal(table)
     );
-    let rows = crate::db::text_rows(client, &sql).await?;
-    Ok(rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into()))
+    crate::db::is_true(client, &sql).await
 }
 
 /// The largest id a column of this base type holds.

@@ -88,8 +88,7 @@ pub(super) fn fails_the_same_again(err: &tokio_postgres::Error) -> bool {
 async fn read_only_by_setting(client: &Client) -> bool {
     let sql = "SELECT (NOT pg_is_in_recovery() \
                  AND current_setting('default_transaction_read_only') = 'on')::text";
-    let rows = crate::db::text_rows(client, sql).await.unwrap_or_default();
-    rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into())
+    crate::db::is_true(client, sql).await.unwrap_or(false)
 }
 
 /// `read_only_sql_transaction`, and what to change for it.
