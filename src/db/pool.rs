@@ -1,8 +1,11 @@
 //! The bb8 pool of [`Conn`]s (made by `connect::Manager`) and how pgdrill checks them out.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bb8::{Pool, PooledConnection, RunError};
+use tokio::sync::Notify;
 
 use crate::db::connect::{Conn, ConnectError, Manager};
 use crate::error::ErrorClass;
@@ -13,6 +16,30 @@ pub struct DbPool {
     pool: Pool<Manager>,
     /// Also the pool's (bb8 does not hand it out), for `--query-mode auto`.
     manager: Manager,
+    ahead: Arc<Ahead>,
+}
+
+/// Checkouts the lanes make way for. bb8 gives a returned connection to whoever asks next,
+/// not to who has waited longest: under a saturated load a lane asking again at once won it
+/// every time on a busy machine, and the identity probe (a switch behind a pooler) never ran.
+#[derive(Default)]
+struct Ahead {
+    waiting: AtomicUsize,
+    served: Notify,
+}
+
+/// A lane waits at most this long for a checkout it makes way for (a bound, not a pause:
+/// the checkout is usually served within the returned connection's hand-over).
+const MAKE_WAY_AT_MOST: Duration = Duration::from_millis(100);
+
+/// One checkout ahead of the lanes, until it is served or given up.
+struct AheadTurn<'a>(&'a Ahead);
+
+impl Drop for AheadTurn<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.served.notify_waiters();
+    }
 }
 
 /// Why no connection could be had.
@@ -52,7 +79,11 @@ impl DbPool {
             .retry_connection(false)
             .connection_timeout(connect_timeout + Duration::from_secs(1))
             .build_unchecked(manager.clone());
-        DbPool { pool, manager }
+        DbPool {
+            pool,
+            manager,
+            ahead: Arc::default(),
+        }
     }
 
     /// A connection may still be used (a lane's, retention's kept one): within
@@ -139,6 +170,27 @@ impl DbPool {
         self.manager.cancels_sent().await;
     }
 
+    /// [`DbPool::checkout`], ahead of the lanes: each lane that gives a connection back
+    /// meanwhile leaves it to this one.
+    pub async fn checkout_ahead(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
+        self.ahead.waiting.fetch_add(1, Ordering::SeqCst);
+        let _turn = AheadTurn(&self.ahead);
+        self.checkout().await
+    }
+
+    /// Called by a lane that has just given its connection back, before it asks for another:
+    /// waits while a [`DbPool::checkout_ahead`] is waiting (a bounded time).
+    pub async fn make_way(&self) {
+        if self.ahead.waiting.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // Registered before the second look, so a turn ending in between still wakes us.
+        let served = self.ahead.served.notified();
+        if self.ahead.waiting.load(Ordering::SeqCst) > 0 {
+            let _ = tokio::time::timeout(MAKE_WAY_AT_MOST, served).await;
+        }
+    }
+
     /// A connection outside the pool's accounting, for verification and bootstrap.
     pub async fn dedicated(&self) -> Result<Conn, ConnectError> {
         self.pool.dedicated_connection().await
@@ -200,5 +252,38 @@ pub(crate) mod tests {
         );
         let pool = DbPool::new(manager, 1, timeout, Duration::from_secs(60));
         (pool, workload)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_waits_for_a_checkout_ahead_of_it_but_only_so_long() {
+        use tokio::time::Instant;
+        let (pool, _) = unconnected(crate::telemetry::metrics::Metrics::new(&[]));
+        let t0 = Instant::now();
+        pool.make_way().await;
+        assert_eq!(t0.elapsed(), Duration::ZERO, "nothing ahead: no wait");
+
+        pool.ahead.waiting.fetch_add(1, Ordering::SeqCst);
+        let turn = AheadTurn(&pool.ahead);
+        let way = pool.make_way();
+        tokio::pin!(way);
+        let half = tokio::time::sleep(MAKE_WAY_AT_MOST / 2);
+        tokio::select! {
+            () = &mut way => panic!("made no way for the checkout ahead"),
+            () = half => {}
+        }
+        drop(turn);
+        way.await;
+        assert_eq!(
+            t0.elapsed(),
+            MAKE_WAY_AT_MOST / 2,
+            "served: the lane goes on at once"
+        );
+
+        // A checkout ahead that is never served holds a lane back no longer than the bound.
+        pool.ahead.waiting.fetch_add(1, Ordering::SeqCst);
+        let _stuck = AheadTurn(&pool.ahead);
+        let t1 = Instant::now();
+        pool.make_way().await;
+        assert_eq!(t1.elapsed(), MAKE_WAY_AT_MOST);
     }
 }

@@ -251,6 +251,8 @@ pub async fn lane(
         } else if !shared.pool.still_current(&conn) {
             conn.retired = true;
         }
+        drop(conn);
+        shared.pool.make_way().await;
     }
 }
 

@@ -101,8 +101,7 @@ const PROBE_EVERY_TICKS: u32 = 5;
 /// A probe may take this long (a hung server: the ticks go on).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A probe may wait this long for a connection: under a saturated load lanes give theirs
-/// back once a second, and on a busy machine a little later; waiting only as long, the probe
-/// lost that race again and again, and a switch behind a pooler went unseen.
+/// back once a second (and make way for the probe), on a busy machine a little later.
 const PROBE_CHECKOUT_WITHIN: Duration = Duration::from_secs(3);
 /// An unanswered probe is warned of at most this often.
 const PROBE_WARN_EVERY: Duration = Duration::from_secs(300);
@@ -280,7 +279,7 @@ impl Verifier {
     /// primary is verified against, as after an outage). No connection (an outage, logged
     /// by the load) skips it; a connection whose server does not answer it is warned of.
     async fn probe_primary(&self, unanswered: &mut Throttle) {
-        let checkout = tokio::time::timeout(PROBE_CHECKOUT_WITHIN, self.pool.checkout());
+        let checkout = tokio::time::timeout(PROBE_CHECKOUT_WITHIN, self.pool.checkout_ahead());
         let Ok(Ok(conn)) = checkout.await else {
             return;
         };
