@@ -410,8 +410,13 @@ fn measured_line(summary: &Summary, gap: Option<f64>) -> String {
         summary.unverified_outages(),
     ) {
         (true, not) => format!("unverified ({})", not.join(", ")),
-        (false, not) if not.is_empty() => c.lost_writes.to_string(),
-        (false, not) => format!("{} ({})", c.lost_writes, not.join(", ")),
+        (false, not) => {
+            let at_least = crate::report::summary::at_least(summary.lost_writes_at_least());
+            match not.is_empty() {
+                true => format!("{at_least}{}", c.lost_writes),
+                false => format!("{at_least}{} ({})", c.lost_writes, not.join(", ")),
+            }
+        }
     };
     format!(
         "pgdrill measured {measured} of write unavailability ({} outages); the rows' created_at \

@@ -381,6 +381,7 @@ pub(crate) mod tests {
             at,
             lost,
             rpo_seconds,
+            at_least: false,
         };
         let losses = [
             loss(T0 + 20.0, 7, 0.9),

@@ -57,6 +57,7 @@ impl Monitor {
                             let m = &this.metrics;
                             m.last_failover_lost_writes.set(check.lost as f64);
                             m.last_failover_rpo.set(check.rpo_seconds);
+                            m.last_failover_lower_bound.set(i64::from(check.at_least));
                             let outage = req.outage.map_or(0, |i| i64::try_from(i).unwrap_or(0));
                             m.last_failover_outage.set(outage);
                         }
@@ -228,6 +229,7 @@ impl Monitor {
                 ] {
                     pending.set(f64::NAN);
                 }
+                m.last_failover_lower_bound.set(0);
                 let before = self.identity.current();
                 let outage = self.outages.started(start, before.clone()) as u32;
                 m.last_failover_outage.set(i64::from(outage));

@@ -37,6 +37,9 @@ pub struct OutageRecord {
     /// records hold [`MAX_LOST_SEQS`].
     pub lost_seqs: Vec<u64>,
     pub rpo_seconds: Option<f64>,
+    /// The oldest write checked was lost, and older ones had gone out of `--verify-window`
+    /// unchecked: `lost_writes` and `rpo_seconds` are lower bounds.
+    pub lost_writes_at_least: bool,
     pub unknown_outcome_committed: Option<u64>,
     pub unknown_outcome_not_committed: Option<u64>,
     pub verification_seconds: Option<f64>,
@@ -186,6 +189,7 @@ impl Outages {
             at,
             lost: check.lost,
             rpo_seconds: check.rpo_seconds,
+            at_least: check.at_least,
         });
     }
 
@@ -336,6 +340,7 @@ impl Outages {
         o.lost_seqs = c.lost_seqs.iter().take(room).copied().collect();
         b.lost_seqs += o.lost_seqs.len();
         o.rpo_seconds = Some(c.rpo_seconds);
+        o.lost_writes_at_least = c.at_least;
         o.unknown_outcome_committed = Some(c.unknown_committed);
         o.unknown_outcome_not_committed = Some(c.unknown_not_committed);
         o.verification_seconds = Some(c.seconds);

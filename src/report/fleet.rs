@@ -13,7 +13,7 @@ use crate::report::html::{
     verdict_banner,
 };
 use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
-use crate::report::summary::Summary;
+use crate::report::summary::{self, Summary};
 use crate::telemetry::timeline::{Event, EventKind};
 
 pub struct Merged {
@@ -136,7 +136,13 @@ fn lost_card(r: &FleetReport) -> Markup {
         false => said.join("; "),
     };
     let (class, value) = match (r.counts.lost_writes, never, partly) {
-        (lost, _, _) if lost > 0 => ("bad", group(lost)),
+        (lost, _, _) if lost > 0 => {
+            let at_least = r.members.iter().any(|m| m.lost_writes_at_least);
+            (
+                "bad",
+                format!("{}{}", summary::at_least(at_least), group(lost)),
+            )
+        }
         (_, 0, 0) => ("ok", group(0)),
         (_, 0, _) => ("warn", group(0)),
         _ => ("warn", "unverified".into()),
@@ -282,6 +288,7 @@ fn members_table(r: &FleetReport) -> Markup {
                             }
                             td.num {
                                 @if m.lost_writes_unverified { "unverified" } @else {
+                                    (summary::at_least(m.lost_writes_at_least))
                                     (group(m.counts.lost_writes))
                                     @if !m.unverified.is_empty() { " (" (m.unverified.join(", ")) ")" }
                                 }

@@ -52,6 +52,8 @@ pub struct MemberFigures {
     pub outage_still_open: bool,
     /// Its writes before an outage were never verified: its lost writes are unknown, not 0.
     pub lost_writes_unverified: bool,
+    /// Its lost writes are a lower bound, as its own summary says.
+    pub lost_writes_at_least: bool,
     /// What it left unverified (outages, primary changes), as its own summary says it.
     pub unverified: Vec<String>,
 }
@@ -496,6 +498,7 @@ fn figures(
         worst_still_open: worst.is_some_and(|(_, open)| open),
         outage_still_open,
         lost_writes_unverified: s.lost_writes_unverified(),
+        lost_writes_at_least: s.lost_writes_at_least(),
         unverified: s.unverified_outages(),
     }
 }

@@ -334,6 +334,13 @@ impl Summary {
         not_kept.into_iter().chain(kept).chain(changes).collect()
     }
 
+    /// A verification's lost writes are a lower bound (its oldest write checked was lost, and
+    /// older ones had gone out of `--verify-window` unchecked): "at least", in every output.
+    pub fn lost_writes_at_least(&self) -> bool {
+        self.outages.iter().any(|o| o.lost_writes_at_least)
+            || self.losses_without_outage.iter().any(|l| l.at_least)
+    }
+
     /// Nothing was checked and an outage went unverified: lost writes are unknown, not 0
     /// (those found, by a switch verified with no outage, are shown whatever else was not).
     pub fn lost_writes_unverified(&self) -> bool {
@@ -435,7 +442,7 @@ impl Summary {
         for o in &self.outages {
             writeln!(
                 f,
-                "  outage #{}: writes unavailable {}{} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}",
+                "  outage #{}: writes unavailable {}{} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}{}",
                 o.index,
                 opt_secs(o.write_unavailable_seconds),
                 if o.open_at_shutdown { " so far" } else { "" },
@@ -445,7 +452,12 @@ impl Summary {
                     .unwrap_or(if o.open_at_shutdown { "shutdown, still open" } else { "-" }),
                 opt_secs(o.time_to_full_rate_seconds),
                 o.error_classes.join(","),
-                o.lost_writes.map_or_else(|| "unverified".to_string(), |n| n.to_string()),
+                match (o.lost_writes, o.lost_writes_at_least) {
+                    (None, _) => "unverified".to_string(),
+                    (Some(n), true) => format!("at least {n}"),
+                    (Some(n), false) => n.to_string(),
+                },
+                at_least(o.lost_writes_at_least),
                 opt_secs(o.rpo_seconds)
             )?;
         }
@@ -490,6 +502,15 @@ pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
     max_lost_writes: 0,
 };
 
+/// "at least " before a figure that is a lower bound.
+pub fn at_least(lower_bound: bool) -> &'static str {
+    if lower_bound {
+        "at least "
+    } else {
+        ""
+    }
+}
+
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
 }
@@ -507,12 +528,15 @@ impl fmt::Display for Summary {
             match (self.lost_writes_unverified(), self.unverified_outages()) {
                 (true, not) => format!("unverified ({})", not.join(", ")),
                 (false, not) if not.is_empty() => format!(
-                    "{} of {} checked",
-                    self.counts.lost_writes, self.counts.checked_writes
+                    "{}{} of {} checked",
+                    at_least(self.lost_writes_at_least()),
+                    self.counts.lost_writes,
+                    self.counts.checked_writes
                 ),
                 // Some checked, some not: both said, as the report's card says them.
                 (false, not) => format!(
-                    "{} of {} checked ({})",
+                    "{}{} of {} checked ({})",
+                    at_least(self.lost_writes_at_least()),
                     self.counts.lost_writes,
                     self.counts.checked_writes,
                     not.join(", ")
@@ -584,5 +608,45 @@ mod tests {
             crate::drill::verdict::VerdictKind::Invalid,
             "{v}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loss_found_to_be_a_lower_bound_says_at_least_in_every_output() {
+        use crate::failover::outages::Outages;
+        use crate::rpo::ledger::Check;
+        let outages = Outages::new(crate::clock::WallClock::now());
+        let t0 = tokio::time::Instant::now();
+        let index = outages.started(t0, None);
+        outages.ended(t0, t0 + Duration::from_secs(2), &[], None);
+        let check = Check {
+            checked: 500,
+            lost: 12,
+            rpo_seconds: 0.4,
+            at_least: true,
+            ..Check::default()
+        };
+        outages.verified(index, &check, None);
+        let mut s = Summary {
+            outages: outages.outages(),
+            ..Summary::default()
+        };
+        (s.counts.checked_writes, s.counts.lost_writes) = (500, 12);
+        assert!(s.outages[0].lost_writes_at_least);
+        let text = s.to_string();
+        assert!(
+            text.contains("lost at least 12, RPO at least 0.400s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lost writes at least 12 of 500 checked"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).expect("JSON");
+        assert_eq!(json["outages"][0]["lost_writes_at_least"], true);
+        let page = crate::report::html::render(&s);
+        assert!(page.contains("at least 12"), "{page}");
+        // A loss found in full says no such thing.
+        s.outages[0].lost_writes_at_least = false;
+        assert!(!s.to_string().contains("at least"));
     }
 }

@@ -71,6 +71,7 @@ pub struct Metrics {
     /// Whose figures those two are: the dashboard's failover history joins them to their
     /// outage, not a later switchover's loss to an earlier outage's row.
     pub last_failover_outage: IntGauge,
+    pub last_failover_lower_bound: IntGauge,
     pub verifications: IntCounter,
     pub verification_errors: IntCounter,
     pub ledger_bytes: IntGauge,
@@ -244,6 +245,7 @@ impl Metrics {
             unknown_outcome_not_committed: unknown_resolved.with_label_values(&["not_committed"]),
             last_failover_lost_writes: register(r, Gauge::new("pgdrill_last_failover_lost_writes", "Acknowledged writes lost in the last failover verified (an outage, or a primary change faster than the outage threshold that lost writes); NaN from an outage's start until its verification.")),
             last_failover_rpo: register(r, Gauge::new("pgdrill_last_failover_rpo_seconds", "Time span of the acknowledged writes lost in the last failover verified, as pgdrill_last_failover_lost_writes; NaN from an outage's start until its verification.")),
+            last_failover_lower_bound: register(r, IntGauge::new("pgdrill_last_failover_lower_bound", "1 when pgdrill_last_failover_lost_writes and _rpo_seconds are lower bounds: the oldest write checked was lost, and older ones had gone out of --verify-window unchecked.")),
             last_failover_outage: register(r, IntGauge::new("pgdrill_last_failover_outage", "The outage pgdrill_last_failover_lost_writes and _rpo_seconds are of, numbered as pgdrill_outages_total counts them; 0 for a primary change without an outage, or none yet.")),
             verifications: register(r, IntCounter::new("pgdrill_verifications_total", "Post-outage verifications of acknowledged writes completed.")),
             verification_errors: register(r, IntCounter::new("pgdrill_verification_errors_total", "Post-outage verifications that failed and were retried.")),

@@ -68,7 +68,10 @@ pub fn render_live(l: &Summary, now: State, running: bool) -> String {
                                 td { (o.index) }
                                 td.num { (when(o.start_unix, false)) }
                                 td.num { (opt_secs(o.write_unavailable_seconds)) }
-                                td.num { (opt_group(o.lost_writes, not_yet)) }
+                                td.num {
+                                    @if o.lost_writes_at_least { "at least " }
+                                    (opt_group(o.lost_writes, not_yet))
+                                }
                                 td { (o.error_classes.join(", ")) }
                             }
                         }

@@ -13,7 +13,7 @@ use crate::db::identity::Identity;
 use crate::drill::timing::DrillTiming;
 use crate::drill::DrillReport;
 use crate::failover::outages::{OutageRecord, MAX_OUTAGES};
-use crate::report::summary::{Flag, Summary, DEFAULT_OBJECTIVES};
+use crate::report::summary::{at_least, Flag, Summary, DEFAULT_OBJECTIVES};
 
 /// Close-ups drawn, of the longest outages.
 const MAX_CLOSEUPS: usize = 3;
@@ -80,7 +80,10 @@ pub(crate) fn lost_writes(s: &Summary) -> (&'static str, String) {
         _ if s.lost_writes_unverified() => ("warn", "unverified".to_string()),
         (0, true) => ("ok", group(0)),
         (0, false) => ("warn", group(0)),
-        (n, _) => ("bad", group(n)),
+        (n, _) => (
+            "bad",
+            format!("{}{}", at_least(s.lost_writes_at_least()), group(n)),
+        ),
     }
 }
 
@@ -92,6 +95,12 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let mut lost_detail = format!("{checked} acknowledged writes checked on the new primary");
     if !unverified.is_empty() {
         lost_detail.push_str(&format!("; {}", unverified.join(", ")));
+    }
+    if s.lost_writes_at_least() {
+        lost_detail.push_str(
+            "; the oldest write checked was lost too, and older ones had gone out of \
+             --verify-window unchecked: a longer window checks further back",
+        );
     }
     let unresolved = s.counts.unresolved();
     let target = s
@@ -253,9 +262,10 @@ fn outages_table(s: &Summary, rto: f64, dated: bool) -> Markup {
                             td { (o.error_classes.join(", ")) }
                             td.num { (opt_group(o.checked_writes, "-")) }
                             td.num style=[(o.lost_writes.unwrap_or(0) > 0).then_some(BAD)] {
+                                @if o.lost_writes_at_least { "at least " }
                                 (opt_group(o.lost_writes, "unverified"))
                             }
-                            td.num { (opt_secs(o.rpo_seconds)) }
+                            td.num { (at_least(o.lost_writes_at_least)) (opt_secs(o.rpo_seconds)) }
                             td.num {
                                 (opt_group(o.unknown_outcome_committed, "-")) " / "
                                 (opt_group(o.unknown_outcome_not_committed, "-"))

@@ -226,6 +226,9 @@ pub struct LossWithoutOutage {
     pub at: f64,
     pub lost: u64,
     pub rpo_seconds: f64,
+    /// `lost` and `rpo_seconds` are lower bounds, as an outage record's `lost_writes_at_least`.
+    #[serde(default)]
+    pub at_least: bool,
 }
 
 /// The latest [`MAX_EVENTS`] events, in push order.
@@ -285,6 +288,8 @@ impl EventLog {
                 at: e.at,
                 lost,
                 rpo_seconds,
+                // Not recorded in an event: a summary this old had no such figure.
+                at_least: false,
             }),
             _ => None,
         };
