@@ -35,6 +35,13 @@ const MAKE_WAY_AT_MOST: Duration = Duration::from_millis(100);
 /// One checkout ahead of the lanes, until it is served or given up.
 struct AheadTurn<'a>(&'a Ahead);
 
+impl AheadTurn<'_> {
+    fn take(ahead: &Ahead) -> AheadTurn<'_> {
+        ahead.waiting.fetch_add(1, Ordering::SeqCst);
+        AheadTurn(ahead)
+    }
+}
+
 impl Drop for AheadTurn<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -113,6 +120,19 @@ impl DbPool {
     /// failure comes back to the caller classified (bb8 would only time out, its own
     /// connect's error unseen: `pool_timeout`, which no fresh client meets).
     pub async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
+        self.checkout_as(false).await
+    }
+
+    /// [`DbPool::checkout`], ahead of the lanes: each lane that gives a connection back
+    /// while this one waits for it leaves it to this one.
+    pub async fn checkout_ahead(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
+        self.checkout_as(true).await
+    }
+
+    async fn checkout_as(
+        &self,
+        ahead: bool,
+    ) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
         let max = self.pool.config().max_size;
         // Idle connections to a server found silent, or closed, are dropped unused, not
         // written to; each time, the next is made here if none is left idle.
@@ -132,7 +152,11 @@ impl DbPool {
                     Err(e) => return Err(CheckoutError::from_connect(e)),
                 }
             }
-            let mut conn = self.pool.get().await.map_err(|e| match e {
+            // Ahead only while waiting for a connection given back, not while making one.
+            let turn = ahead.then(|| AheadTurn::take(&self.ahead));
+            let got = self.pool.get().await;
+            drop(turn);
+            let mut conn = got.map_err(|e| match e {
                 RunError::User(e) => CheckoutError::from_connect(e),
                 RunError::TimedOut => CheckoutError {
                     class: ErrorClass::PoolTimeout,
@@ -168,14 +192,6 @@ impl DbPool {
             }
         }
         self.manager.cancels_sent().await;
-    }
-
-    /// [`DbPool::checkout`], ahead of the lanes: each lane that gives a connection back
-    /// meanwhile leaves it to this one.
-    pub async fn checkout_ahead(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
-        self.ahead.waiting.fetch_add(1, Ordering::SeqCst);
-        let _turn = AheadTurn(&self.ahead);
-        self.checkout().await
     }
 
     /// Called by a lane that has just given its connection back, before it asks for another:
@@ -262,8 +278,7 @@ pub(crate) mod tests {
         pool.make_way().await;
         assert_eq!(t0.elapsed(), Duration::ZERO, "nothing ahead: no wait");
 
-        pool.ahead.waiting.fetch_add(1, Ordering::SeqCst);
-        let turn = AheadTurn(&pool.ahead);
+        let turn = AheadTurn::take(&pool.ahead);
         let way = pool.make_way();
         tokio::pin!(way);
         let half = tokio::time::sleep(MAKE_WAY_AT_MOST / 2);
@@ -280,8 +295,7 @@ pub(crate) mod tests {
         );
 
         // A checkout ahead that is never served holds a lane back no longer than the bound.
-        pool.ahead.waiting.fetch_add(1, Ordering::SeqCst);
-        let _stuck = AheadTurn(&pool.ahead);
+        let _stuck = AheadTurn::take(&pool.ahead);
         let t1 = Instant::now();
         pool.make_way().await;
         assert_eq!(t1.elapsed(), MAKE_WAY_AT_MOST);

@@ -250,9 +250,11 @@ pub async fn lane(
             conn.gave_up = gave_up;
         } else if !shared.pool.still_current(&conn) {
             conn.retired = true;
+        } else {
+            // Given back to the pool, where a checkout ahead may be waiting for it.
+            drop(conn);
+            shared.pool.make_way().await;
         }
-        drop(conn);
-        shared.pool.make_way().await;
     }
 }
 

@@ -178,7 +178,7 @@ impl Verifier {
             }
             // No slot left on the server for one more connection: one of the pool's will do.
             Err(err) if err.class == ErrorClass::TooManyConnections => {
-                pooled = self.pool.checkout().await.map_err(|_| err)?;
+                pooled = self.pool.checkout_ahead().await.map_err(|_| err)?;
                 // It may still reach the old primary (a session pooler, a proxy that keeps
                 // sessions): only one to the server writes go to now will do.
                 let now = self.identity.current();
