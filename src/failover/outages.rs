@@ -76,6 +76,9 @@ pub struct EarlierOutages {
     /// The longest write unavailability among them, and its outage.
     pub longest_write_unavailable_seconds: f64,
     pub longest_outage: usize,
+    /// A loss among the records let go (outages, or primary changes without one) was a
+    /// lower bound.
+    pub lost_writes_at_least: bool,
 }
 
 impl EarlierOutages {
@@ -95,6 +98,7 @@ impl EarlierOutages {
         self.unverified = self
             .unverified
             .saturating_add(usize::from(o.lost_writes.is_none()));
+        self.lost_writes_at_least |= o.lost_writes_at_least;
         let seconds = o.write_unavailable_seconds.unwrap_or(0.0);
         if seconds > self.longest_write_unavailable_seconds {
             self.longest_write_unavailable_seconds = seconds;
@@ -183,7 +187,8 @@ impl Outages {
         let mut b = self.book.lock();
         b.changes_verified += 1;
         if b.lone.len() == MAX_OUTAGES {
-            b.lone.pop_front();
+            let let_go = b.lone.pop_front();
+            b.earlier.lost_writes_at_least |= let_go.is_some_and(|l| l.at_least);
         }
         b.lone.push_back(LossWithoutOutage {
             at,
@@ -325,6 +330,7 @@ impl Outages {
             // Let go unverified while its verification ran (one answer per outage).
             b.earlier.checked_writes += c.checked;
             b.earlier.unverified = b.earlier.unverified.saturating_sub(1);
+            b.earlier.lost_writes_at_least |= c.at_least;
             return;
         };
         let Some(o) = b.outages.get_mut(position) else {

@@ -80,7 +80,8 @@ pub(crate) fn summary_from_json(mut v: serde_json::Value) -> Result<Summary, Str
     let over = s.state_changes.len().saturating_sub(MAX_STATE_CHANGES);
     s.state_changes.drain(..over);
     let over = s.losses_without_outage.len().saturating_sub(MAX_OUTAGES);
-    s.losses_without_outage.drain(..over);
+    let let_go = s.losses_without_outage.drain(..over).any(|l| l.at_least);
+    s.earlier_outages.lost_writes_at_least |= let_go;
     Ok(s)
 }
 

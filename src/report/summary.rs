@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
+pub use crate::drill::verdict::at_least;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Objectives, Verdict};
 use crate::error::{ErrorClass, TARGET_EXIT};
 use crate::failover::outages::{EarlierOutages, OutageRecord, StateChange};
@@ -337,7 +338,8 @@ impl Summary {
     /// A verification's lost writes are a lower bound (its oldest write checked was lost, and
     /// older ones had gone out of `--verify-window` unchecked): "at least", in every output.
     pub fn lost_writes_at_least(&self) -> bool {
-        self.outages.iter().any(|o| o.lost_writes_at_least)
+        self.earlier_outages.lost_writes_at_least
+            || self.outages.iter().any(|o| o.lost_writes_at_least)
             || self.losses_without_outage.iter().any(|l| l.at_least)
     }
 
@@ -502,15 +504,6 @@ pub const DEFAULT_OBJECTIVES: Objectives = Objectives {
     max_lost_writes: 0,
 };
 
-/// "at least " before a figure that is a lower bound.
-pub fn at_least(lower_bound: bool) -> &'static str {
-    if lower_bound {
-        "at least "
-    } else {
-        ""
-    }
-}
-
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
 }
@@ -612,7 +605,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_loss_found_to_be_a_lower_bound_says_at_least_in_every_output() {
-        use crate::failover::outages::Outages;
+        use crate::failover::outages::{OutageRecord, Outages, MAX_OUTAGES};
         use crate::rpo::ledger::Check;
         let outages = Outages::new(crate::clock::WallClock::now());
         let t0 = tokio::time::Instant::now();
@@ -648,5 +641,10 @@ mod tests {
         // A loss found in full says no such thing.
         s.outages[0].lost_writes_at_least = false;
         assert!(!s.to_string().contains("at least"));
+        // Nor is it forgotten once its record is let go with the oldest.
+        let mut records = vec![OutageRecord::default(); MAX_OUTAGES + 1];
+        records[0].lost_writes_at_least = true;
+        s.earlier_outages.keep_latest(&mut records);
+        assert!(s.to_string().contains("lost writes at least 12 of 500"));
     }
 }

@@ -54,6 +54,7 @@ fn outages_whose_records_were_let_go_are_counted_and_judged() {
         unverified: 2,
         longest_write_unavailable_seconds: 42.5,
         longest_outage: 12,
+        ..EarlierOutages::default()
     };
     for o in &mut r.outages {
         o.index += 1500;
