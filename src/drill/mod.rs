@@ -141,7 +141,7 @@ impl std::fmt::Display for DrillReport {
                 signed(d.trigger_to_new_primary_write_seconds),
                 unavailable,
                 match d.lost_writes {
-                    Some(n) => n.to_string(),
+                    Some(n) => format!("{}{n}", verdict::at_least(d.lost_writes_at_least)),
                     None if d.lost_unverified() => "unverified".into(),
                     None => "-".into(),
                 },

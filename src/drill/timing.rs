@@ -45,6 +45,9 @@ pub struct DrillTiming {
     pub lost_writes: Option<u64>,
     /// The largest of the window's outages.
     pub rpo_seconds: Option<f64>,
+    /// One of those losses was a lower bound (its oldest write checked lost too).
+    #[serde(default)]
+    pub lost_writes_at_least: bool,
     pub trigger_seconds: f64,
 }
 
@@ -121,6 +124,8 @@ pub fn attribute(
                 rpo_seconds: (mine.iter().filter_map(|o| o.rpo_seconds))
                     .chain(lone.iter().map(|l| l.rpo_seconds))
                     .reduce(f64::max),
+                lost_writes_at_least: mine.iter().any(|o| o.lost_writes_at_least)
+                    || lone.iter().any(|l| l.at_least),
                 trigger_seconds: t.duration_seconds,
             }
         })
@@ -383,13 +388,16 @@ pub(crate) mod tests {
             rpo_seconds,
             at_least: false,
         };
-        let losses = [
+        let mut losses = [
             loss(T0 + 20.0, 7, 0.9),
             loss(T0 + 31.0, 3, 0.4),
             loss(T0 + 62.0, 1, 0.3),
         ];
+        // The last found to be a lower bound: its trigger's loss is one too, not the first's.
+        losses[2].at_least = true;
         let d = attribute(&triggers, &[], &outages, (&[], &losses), T0 + 90.0);
         assert_eq!((d[0].outage, d[0].lost_writes), (None, Some(3)));
+        assert!(!d[0].lost_writes_at_least && d[1].lost_writes_at_least);
         assert_eq!(d[0].rpo_seconds, Some(0.4));
         assert_eq!(
             d[1].lost_writes,

@@ -68,6 +68,7 @@ impl Monitor {
                                 checked: check.checked,
                                 lost: check.lost,
                                 rpo_seconds: check.rpo_seconds,
+                                at_least: check.at_least,
                                 unknown_committed: check.unknown_committed,
                                 unknown_not_committed: check.unknown_not_committed,
                             },

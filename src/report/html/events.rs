@@ -6,6 +6,7 @@ use maud::{html, Markup};
 
 use super::grid::{Grid, BAND_H, BAND_TOP, D1, LEFT, MARK_ROWS, MARK_ROW_H, MARK_TOP, RATE_TOP, W};
 use super::{group, opt_secs, utc, when};
+use crate::drill::verdict::at_least as at_least_text;
 use crate::telemetry::timeline::{Event, EventKind, Timeline};
 
 /// Event rows listed under the chart (the latest); the markers show them all.
@@ -52,19 +53,21 @@ fn marker(e: &Event) -> (String, &'static str, String) {
             checked,
             lost,
             rpo_seconds,
+            at_least,
             unknown_committed,
             unknown_not_committed,
         } => (
             if *lost == 0 { "V✓" } else { "V✗" }.to_string(),
             if *lost == 0 { "#1b7f79" } else { "#b30000" },
             format!(
-                "verification{}: {} acknowledged writes checked, {} lost{}; unknown outcomes {} on the new primary, {} not on it",
+                "verification{}: {} acknowledged writes checked, {}{} lost{}; unknown outcomes {} on the new primary, {} not on it",
                 outage.map_or_else(String::new, |o| format!(" after outage {o}")),
                 group(*checked),
+                at_least_text(*at_least),
                 group(*lost),
                 match *lost {
                     0 => String::new(),
-                    _ => format!(" (RPO {rpo_seconds:.3} s)"),
+                    _ => format!(" (RPO {}{rpo_seconds:.3} s)", at_least_text(*at_least)),
                 },
                 group(*unknown_committed),
                 group(*unknown_not_committed)

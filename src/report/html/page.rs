@@ -208,7 +208,10 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
                         }
                         td {
                             @if f.is_some_and(DrillTiming::lost_unverified) { "unverified" }
-                            @else { (opt_group(f.and_then(|f| f.lost_writes), "–")) }
+                            @else {
+                                (at_least(f.is_some_and(|f| f.lost_writes_at_least)))
+                                (opt_group(f.and_then(|f| f.lost_writes), "–"))
+                            }
                         }
                     }
                 }

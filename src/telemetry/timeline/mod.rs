@@ -211,6 +211,9 @@ pub enum EventKind {
         /// The time span of the lost writes (0 with none lost).
         #[serde(default)]
         rpo_seconds: f64,
+        /// `lost` and `rpo_seconds` are lower bounds (the oldest write checked lost too).
+        #[serde(default)]
+        at_least: bool,
         unknown_committed: u64,
         unknown_not_committed: u64,
     },
@@ -283,13 +286,13 @@ impl EventLog {
                 outage: None,
                 lost,
                 rpo_seconds,
+                at_least,
                 ..
             } => Some(LossWithoutOutage {
                 at: e.at,
                 lost,
                 rpo_seconds,
-                // Not recorded in an event: a summary this old had no such figure.
-                at_least: false,
+                at_least,
             }),
             _ => None,
         };

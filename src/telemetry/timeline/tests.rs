@@ -242,6 +242,7 @@ fn json_round_trips_through_serde() {
             checked: 1200,
             lost: 0,
             rpo_seconds: 0.0,
+            at_least: false,
             unknown_committed: 1,
             unknown_not_committed: 2,
         },
