@@ -74,6 +74,11 @@ impl DrillReport {
             outages: &facts.outages,
             earlier: &facts.earlier_outages,
             unverified_changes: facts.unverified_changes,
+            lost_writes_at_least: verdict::lower_bound(
+                &facts.outages,
+                &facts.earlier_outages,
+                &facts.losses_without_outage,
+            ),
             run_end_unix: facts.run_end_unix,
         };
         let verdict = judge_members(

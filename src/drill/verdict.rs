@@ -15,6 +15,7 @@ use crate::clock::exceeds;
 use crate::drill::timing::{attributed, Baseline, DrillTiming};
 use crate::drill::trigger::{TriggerOutcome, TriggerRun};
 use crate::failover::outages::{EarlierOutages, OutageRecord, MAX_OUTAGES};
+use crate::telemetry::timeline::LossWithoutOutage;
 
 /// What to judge a drill against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,14 +99,24 @@ pub struct MemberFacts<'a> {
     pub earlier: &'a EarlierOutages,
     /// Primary changes without an outage whose verification never answered.
     pub unverified_changes: usize,
+    /// A loss it counted is a lower bound ([`lower_bound`]).
+    pub lost_writes_at_least: bool,
     /// When its run ended (Unix seconds): how long an outage still open then had lasted.
     pub run_end_unix: f64,
 }
 
-/// Why a loss within the objective as counted does not pass: more may have been lost.
-const LOWER_BOUND: &str = "the writes lost in {what} are a lower bound: the oldest write \
-                           checked was lost, and older ones had gone out of --verify-window \
-                           unchecked; a longer window checks further back";
+/// Whether a run's lost writes are a lower bound: a verification's oldest write checked was
+/// lost too, and older ones had gone out of `--verify-window` unchecked (in an outage, one
+/// whose record was let go, or a primary change without one).
+pub fn lower_bound(
+    outages: &[OutageRecord],
+    earlier: &EarlierOutages,
+    lone: &[LossWithoutOutage],
+) -> bool {
+    earlier.lost_writes_at_least
+        || outages.iter().any(|o| o.lost_writes_at_least)
+        || lone.iter().any(|l| l.at_least)
+}
 
 /// "at least " before a figure that is a lower bound.
 pub fn at_least(lower_bound: bool) -> &'static str {
@@ -130,14 +141,19 @@ pub fn judge_members(
     let rto = objectives.rto.as_secs_f64();
     let mut failed = Vec::new();
 
+    let lower_bound = members.iter().any(|m| m.lost_writes_at_least);
     if lost_writes > objectives.max_lost_writes {
-        let lower_bound = members.iter().any(|m| {
-            m.earlier.lost_writes_at_least || m.outages.iter().any(|o| o.lost_writes_at_least)
-        });
         failed.push(format!(
             "{}{lost_writes} acknowledged writes lost, over the RPO objective (at most {})",
             at_least(lower_bound),
             objectives.max_lost_writes
+        ));
+    } else if lower_bound {
+        // Within the objective as counted, but more may have been lost.
+        invalid.push(format!(
+            "the {lost_writes} acknowledged writes counted lost are a lower bound: a \
+             verification's oldest write checked was lost too, and older ones had gone out \
+             of --verify-window unchecked; a longer window checks further back"
         ));
     }
     let lost_decides = !failed.is_empty();
@@ -258,10 +274,6 @@ impl Judge {
                 e.unverified, e.count
             ));
         }
-        if e.lost_writes_at_least {
-            self.invalid
-                .push(LOWER_BOUND.replace("{what}", "some earlier outage"));
-        }
     }
 
     /// One outage; `who` starts each reason.
@@ -279,12 +291,6 @@ impl Judge {
                     self.invalid.push(format!(
                         "{who}the acknowledged writes before outage {index} were never verified"
                     ));
-                }
-                // Within the objective as counted, but more may have been lost.
-                if o.lost_writes_at_least {
-                    let what = format!("outage {index}");
-                    self.invalid
-                        .push(format!("{who}{}", LOWER_BOUND.replace("{what}", &what)));
                 }
             }
             // Still open when the load stopped: how long it had lasted by then decides.

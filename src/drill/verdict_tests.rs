@@ -68,6 +68,7 @@ impl Case {
             outages: &self.outages,
             earlier: &self.earlier,
             unverified_changes: self.unverified_changes,
+            lost_writes_at_least: lower_bound(&self.outages, &self.earlier, &[]),
             run_end_unix: T0 + 60.0,
         };
         judge_members(
@@ -174,7 +175,10 @@ fn lost_writes_fail_even_an_invalid_drill() {
         max_lost_writes: 3,
     });
     assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
-    assert!(v.invalid[0].contains("outage 1 are a lower bound"), "{v}");
+    assert!(
+        v.invalid[0].contains("3 acknowledged writes counted lost are a lower bound"),
+        "{v}"
+    );
     let v = case.judge(objectives(120_000));
     assert_eq!(v.verdict, VerdictKind::Fail, "{v}");
     assert!(v.failed[0].starts_with("at least 3 acknowledged"), "{v}");

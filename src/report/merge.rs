@@ -234,6 +234,7 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                     outages: &i.summary.outages,
                     earlier: &i.summary.earlier_outages,
                     unverified_changes: i.summary.unverified_primary_changes,
+                    lost_writes_at_least: i.summary.lost_writes_at_least(),
                     run_end_unix: i.summary.span_unix().1,
                 })
                 .collect();

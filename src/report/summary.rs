@@ -289,6 +289,7 @@ impl Summary {
             outages: &self.outages,
             earlier: &self.earlier_outages,
             unverified_changes: self.unverified_primary_changes,
+            lost_writes_at_least: self.lost_writes_at_least(),
             run_end_unix: self.span_unix().1,
         };
         judge_members(
@@ -338,9 +339,11 @@ impl Summary {
     /// A verification's lost writes are a lower bound (its oldest write checked was lost, and
     /// older ones had gone out of `--verify-window` unchecked): "at least", in every output.
     pub fn lost_writes_at_least(&self) -> bool {
-        self.earlier_outages.lost_writes_at_least
-            || self.outages.iter().any(|o| o.lost_writes_at_least)
-            || self.losses_without_outage.iter().any(|l| l.at_least)
+        crate::drill::verdict::lower_bound(
+            &self.outages,
+            &self.earlier_outages,
+            &self.losses_without_outage,
+        )
     }
 
     /// Nothing was checked and an outage went unverified: lost writes are unknown, not 0
@@ -646,5 +649,16 @@ mod tests {
         records[0].lost_writes_at_least = true;
         s.earlier_outages.keep_latest(&mut records);
         assert!(s.to_string().contains("lost writes at least 12 of 500"));
+        // A canary within a tolerant objective as counted: not a pass, as more may be lost.
+        let tolerant = Objectives {
+            rto: Duration::from_secs(60),
+            max_lost_writes: 100,
+        };
+        let v = s.verdict(&tolerant);
+        assert_eq!(
+            v.verdict,
+            crate::drill::verdict::VerdictKind::Invalid,
+            "{v}"
+        );
     }
 }
