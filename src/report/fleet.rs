@@ -349,6 +349,13 @@ fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
 mod tests {
     use super::*;
 
+    /// Whether `page` shows a card of `class`, `title` and `value` (as [`card`] draws it).
+    fn has_card(page: &str, class: &str, title: &str, value: &str) -> bool {
+        page.contains(&format!(
+            r#"<div class="card {class}"><div class="d">{title}</div><div class="v">{value}</div>"#
+        ))
+    }
+
     #[test]
     fn a_log_is_read_as_its_last_summary_line() {
         let path = Path::new("member-1.log");
@@ -387,7 +394,12 @@ mod tests {
         );
         let page = render(&r, &merged);
         assert!(
-            page.contains(r#"<div class="card warn"><div class="d">Worst write unavailability (RTO)</div><div class="v">500 ms so far</div>"#),
+            has_card(
+                &page,
+                "warn",
+                "Worst write unavailability (RTO)",
+                "500 ms so far"
+            ),
             "{page}"
         );
         assert!(page.contains("<b>500 ms</b> so far"), "{page}");
@@ -404,7 +416,7 @@ mod tests {
         assert!(!r.worst.as_ref().expect("a worst outage").still_open);
         let page = render(&r, &merged);
         assert!(
-            page.contains(r#"<div class="card warn"><div class="d">Worst write unavailability (RTO)</div><div class="v">500 ms</div>"#),
+            has_card(&page, "warn", "Worst write unavailability (RTO)", "500 ms"),
             "{page}"
         );
         assert!(
@@ -430,7 +442,7 @@ mod tests {
         let r = merge::merge(&merged);
         let page = render(&r, &merged);
         assert!(
-            page.contains(r#"<div class="card warn"><div class="d">Acknowledged writes lost (sum)</div><div class="v">0</div>"#),
+            has_card(&page, "warn", "Acknowledged writes lost (sum)", "0"),
             "{page}"
         );
         assert!(
