@@ -59,6 +59,7 @@ class Replica:
         self.scrape = scrape or (lambda t: "ok")
         self.pgdrill = pgdrill  # False: a pod that never serves /metrics
         self._attempts, self._errors = [0.0], [0.0]
+        self._names = {}  # series key -> name: labels are fixed once a sample is taken
 
     def labels(self):
         return dict(JOB, instance=f"10.0.0.{self.n}:9743", pod=f"pgdrill-{self.n}",
@@ -69,16 +70,16 @@ class Replica:
 
     def counters(self, t):
         """Cumulative attempts and errors at t, integrated second by second."""
-        while len(self._attempts) <= t:
-            u = len(self._attempts) - 1
+        cum_attempts, cum_errors = self._attempts, self._errors
+        for u in range(len(cum_attempts) - 1, math.floor(t)):
             if self.in_outage(u):
                 attempts, errors = RATE, RATE
             else:
                 attempts = RATE * self.achieved(u)
                 errors = attempts * self.err_frac(u)
-            self._attempts.append(self._attempts[-1] + attempts)
-            self._errors.append(self._errors[-1] + errors)
-        return self._attempts[int(t)], self._errors[int(t)]
+            cum_attempts.append(cum_attempts[-1] + attempts)
+            cum_errors.append(cum_errors[-1] + errors)
+        return cum_attempts[int(t)], cum_errors[int(t)]
 
     def sample(self, t):
         """Every series of this replica at a scrape at time t: {series: value}."""
@@ -92,7 +93,6 @@ class Replica:
             elif e <= t < e + r:
                 state = "recovering"
         last_success = max((s for s, e, _ in self.outages if s <= t < e), default=t)
-        lab = self.labels()
         out = {
             ("pgdrill_build_info", ("version", "0.1.0")): 1,
             ("pgdrill_target_rate",): RATE,
@@ -111,7 +111,14 @@ class Replica:
             out[("pgdrill_verifications_total",)] = sum(1 for at in self.verified if at <= t)
         for s in STATES:
             out[("pgdrill_failover_state", ("state", s))] = int(s == state)
-        return {series_name(key, lab): v for key, v in out.items()}
+        return {self.name(key): v for key, v in out.items()}
+
+    def name(self, key):
+        """series_name(key, self.labels()), computed once per series."""
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = series_name(key, self.labels())
+        return name
 
 
 def series_name(key, labels):
@@ -176,7 +183,10 @@ def input_series(replicas, duration, cadence, offset):
     table = {}  # series -> [value or "_" per grid point]
 
     def put(name, i, v):
-        table.setdefault(name, ["_"] * points)[i] = v
+        values = table.get(name)
+        if values is None:  # not setdefault: its default would be built on every call
+            values = table[name] = ["_"] * points
+        values[i] = v
 
     for r in replicas:
         up = series_name(("up",), r.labels())

@@ -70,8 +70,7 @@ class Process(cad.Replica):
         verdict = self.verdict(t)
         for v in VERDICTS:
             extra[("pgdrill_drill_verdict", ("verdict", v))] = int(v == verdict)
-        lab = self.labels()
-        out.update({cad.series_name(key, lab): v for key, v in extra.items()})
+        out.update({self.name(key): v for key, v in extra.items()})
         return out
 
 
