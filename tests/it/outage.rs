@@ -430,7 +430,8 @@ async fn hung_connections_are_left_when_new_ones_are_closed_at_once() {
         .unwrap_or(0);
     assert!(given_up > 0, "the hung writes waited instead: {summary}");
     assert_eq!(summary.outages.len(), 1, "{summary}");
-    assert!(summary.counts.successes > 1000, "writes resumed: {summary}");
+    // Writes resumed: the outage ended (a count of them would time the machine instead).
+    assert!(summary.outages[0].ended_at.is_some(), "{summary}");
     proxy.shutdown().await;
     lab.shutdown().await;
 }
