@@ -49,6 +49,7 @@ pub struct Lab {
     pub(crate) addrs: [std::net::IpAddr; 2],
     pub(crate) password: Option<String>,
     pub(crate) mode: Option<ReplicationMode>,
+    pub(crate) initdb_once: bool,
     pub(crate) roles: Mutex<Roles>,
     /// Serializes lifecycle operations (failover, stop, start) so they cannot interleave.
     pub(crate) op: tokio::sync::Mutex<()>,
@@ -107,6 +108,7 @@ impl Lab {
             addrs,
             password: opts.password.clone(),
             mode: opts.standby,
+            initdb_once: opts.initdb_once,
             roles: Mutex::new(Roles {
                 primary: Node::A,
                 standby: None,

@@ -35,6 +35,9 @@ pub struct LabOptions {
     /// failover can move only the address (a DNS switch, see [`crate::HostsFile`]). Default: both
     /// on 127.0.0.1, each on its own port.
     pub separate_addresses: bool,
+    /// Copy the data directory of one initdb per process (made by the first lab that asks,
+    /// removed at exit) instead of running initdb for each lab: for test suites.
+    pub initdb_once: bool,
 }
 
 /// One of the two servers. Roles swap on failover; a node keeps its port and directory.

@@ -86,9 +86,12 @@ pub async fn start_lab(standby: Option<ReplicationMode>) -> Lab {
 pub async fn start_lab_with(options: LabOptions) -> Lab {
     let began = Instant::now();
     let standby = options.standby;
-    let lab = Lab::start(options)
-        .await
-        .unwrap_or_else(|e| panic!("starting the lab: {e}"));
+    let lab = Lab::start(LabOptions {
+        initdb_once: true,
+        ..options
+    })
+    .await
+    .unwrap_or_else(|e| panic!("starting the lab: {e}"));
     println!("lab (standby {standby:?}) started in {:?}", began.elapsed());
     lab
 }
