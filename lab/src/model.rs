@@ -36,7 +36,9 @@ pub struct LabOptions {
     /// on 127.0.0.1, each on its own port.
     pub separate_addresses: bool,
     /// Copy the data directory of one initdb per process (made by the first lab that asks,
-    /// removed at exit) instead of running initdb for each lab: for test suites.
+    /// removed at exit) instead of running initdb for each lab: for test suites. The copies
+    /// share one system identifier, as a primary and its standby do: pgdrill pointed at two
+    /// such labs would take a move from one to the other for a restart of one cluster.
     pub initdb_once: bool,
 }
 

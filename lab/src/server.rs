@@ -33,6 +33,18 @@ extern "C" fn remove_initdb() {
     }
 }
 
+/// A directory removed when dropped unless kept: the template of an initdb that failed or
+/// whose lab was dropped midway.
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 impl Lab {
     async fn initdb(&self, dir: &Path) -> Result<(), LabError> {
         let mut cmd = self.pg_command("initdb");
@@ -46,22 +58,28 @@ impl Lab {
     }
 
     /// `cp -a` of the process's one initdb, made on first use: 0.08 s where initdb takes
-    /// 0.6 s of CPU, for test suites that start a hundred labs.
+    /// 0.6 s of CPU, for test suites that start a hundred labs. Where the copy fails (the
+    /// template removed under us), initdb as usual.
     async fn copy_initdb(&self, dir: &Path) -> Result<(), LabError> {
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
         let (template, bin) = INITDB
             .get_or_try_init(|| async {
-                let base = make_temp_dir()?;
+                let mut base = Unfinished(Some(make_temp_dir()?));
+                let dir = base.0.clone().unwrap_or_default();
                 if let Some((uid, gid)) = self.run_as {
-                    std::os::unix::fs::chown(&base, Some(uid), Some(gid))
-                        .map_err(io_err(format!("chown {}", base.display())))?;
+                    std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                        .map_err(io_err(format!("chown {}", dir.display())))?;
                 }
-                let data = base.join("data");
-                // SAFETY: registers a plain function, once (the cell initialises once).
-                unsafe { libc::atexit(remove_initdb) };
+                let data = dir.join("data");
                 self.initdb(&data).await?;
+                base.0 = None;
                 Ok::<_, LabError>((data, self.bin.clone()))
             })
             .await?;
+        // SAFETY: registers a plain function, once.
+        AT_EXIT.call_once(|| unsafe {
+            libc::atexit(remove_initdb);
+        });
         if *bin != self.bin {
             return self.initdb(dir).await;
         }
@@ -74,7 +92,12 @@ impl Lab {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        self.run(cp, SETUP_TIMEOUT).await
+        if let Err(e) = self.run(cp, SETUP_TIMEOUT).await {
+            tracing::warn!(error = %e, "copying the template initdb failed; running initdb");
+            let _ = std::fs::remove_dir_all(dir);
+            return self.initdb(dir).await;
+        }
+        Ok(())
     }
 
     pub(crate) async fn init_primary(&self) -> Result<(), LabError> {

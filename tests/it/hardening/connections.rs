@@ -7,9 +7,7 @@ use pgdrill_lab::StopMode;
 use tokio::time::Instant;
 
 use crate::support::drill::{metric, Binary, Drill};
-use crate::support::{
-    assert_unknowns_resolved_as_rows, connect, count, eventually, exec, start_lab,
-};
+use crate::support::{assert_unknowns_resolved_as_rows, connect, eventually, exec, start_lab};
 
 use super::admin_app_dsn;
 
@@ -314,21 +312,27 @@ async fn ended_idle_connections_fail_no_write_and_statement_errors_keep_theirs()
     let before = drill.scrape().await;
     let mut ended = 0;
     for _ in 0..3 {
-        let idle =
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgdrill' AND state = 'idle'";
-        eventually(Duration::from_secs(10), "an idle backend", || async {
-            count(&admin, idle, &[]).await >= 1
-        })
-        .await;
-        ended += admin
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE usename = 'pgdrill' AND state = 'idle'",
-                &[],
-            )
-            .await
-            .expect("end the idle backends")
-            .get::<_, i64>(0);
+        // Retried until one is ended: the backend may be running a write at that moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        ended += loop {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE usename = 'pgdrill' AND state = 'idle'",
+                    &[],
+                )
+                .await
+                .expect("end the idle backends")
+                .get(0);
+            if n >= 1 {
+                break n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no idle backend to end within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let done = drill.metric("pgdrill_transactions_total").await;
         drill.wait_for_transactions(done + 20.0).await;
     }

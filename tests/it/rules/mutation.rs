@@ -515,8 +515,8 @@ fn run_groups(
 /// rules, makes `promtool test rules` fail; prints which test caught it.
 ///
 /// Each test file is split into one file per group; for each mutation the groups that
-/// load its rule file run, those naming the mutated rule first and then the cheapest,
-/// until one fails. Only a failed assertion counts, not a file promtool cannot load,
+/// load its rule file run, its [`FIRST_TRIED`] group first, then those naming the mutated
+/// rule, then the cheapest, until one fails. Only a failed assertion counts, not a file promtool cannot load,
 /// and every catching group must pass against the shipped rules (the split is faithful).
 ///
 /// About 25 s of promtool on both cores (49 runs): it runs with the untimed tests, never beside
@@ -534,7 +534,13 @@ fn every_alert_mutation_fails_a_unit_test() {
     }
     let mutations: Vec<&Mutation> = all_mutations().collect();
     let groups = group_files();
-    for (rule, to, group) in FIRST_TRIED {
+    for (i, (rule, to, group)) in FIRST_TRIED.iter().enumerate() {
+        assert!(
+            !FIRST_TRIED[..i]
+                .iter()
+                .any(|(r, t, _)| r == rule && t == to),
+            "FIRST_TRIED: {rule} to `{to}` twice"
+        );
         assert!(
             mutations.iter().any(|m| m.rule == *rule && m.to == *to),
             "FIRST_TRIED: no mutation of {rule} to `{to}`"
@@ -561,6 +567,12 @@ fn every_alert_mutation_fails_a_unit_test() {
             .filter(|&g| groups[g].loads.contains(&mutated))
             .collect();
         let first = first_tried(m);
+        if let Some(first) = first {
+            assert!(
+                these.iter().any(|&g| groups[g].name == first),
+                "FIRST_TRIED: no group named `{first}` loads {mutated}"
+            );
+        }
         these.sort_by_key(|&g| {
             (
                 first != Some(groups[g].name.as_str()),
