@@ -95,7 +95,7 @@ async fn verify_full_verify_ca_and_require_connect_encrypted() {
         .finish()
         .await;
     assert!(summary.counts.errors.is_empty(), "{summary}");
-    assert!(summary.counts.successes >= 100, "{summary}");
+    assert!(summary.counts.successes > 0, "{summary}");
     // `pgdrill cleanup` connects the same way.
     let run_id = summary.run_id.to_string();
     let cleanup = ["cleanup", "--dsn", &socket, "--run-id", &run_id];
