@@ -209,7 +209,7 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
         .map_err(|e| {
             let class = crate::error::classify(&e);
             let code = e.code().map(|c| c.code());
-            let mut text = super::connect_error_text(&e, class);
+            let mut text = super::connect_error_text(&e, class, &target.tls.trusted_cas());
             if let Some(hint) = crate::error::wrong_target_hint(class, code, &text) {
                 text = format!("{text}\nhint: {hint}");
             }

@@ -50,8 +50,13 @@ impl std::fmt::Debug for Target {
 }
 
 /// What a failed connect says: the server's `SEVERITY: message`, else the error with its
-/// causes (`a: b: c`; tokio-postgres prints only the first), a TLS one explained.
-pub(crate) fn connect_error_text(err: &tokio_postgres::Error, class: ErrorClass) -> String {
+/// causes (`a: b: c`; tokio-postgres prints only the first), a TLS one explained (`trusted`:
+/// [`tls::TlsSettings::trusted_cas`]).
+pub(crate) fn connect_error_text(
+    err: &tokio_postgres::Error,
+    class: ErrorClass,
+    trusted: &str,
+) -> String {
     if let Some(db) = err.as_db_error() {
         return format!("{}: {}", db.severity(), db.message());
     }
@@ -64,7 +69,7 @@ pub(crate) fn connect_error_text(err: &tokio_postgres::Error, class: ErrorClass)
         }
     }
     match class {
-        ErrorClass::Tls => tls::explain(&text),
+        ErrorClass::Tls => tls::explain(&text, trusted),
         _ => text,
     }
 }

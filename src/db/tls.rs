@@ -124,6 +124,16 @@ impl TlsSettings {
         self.connector.clone()
     }
 
+    /// The CA certificates a server certificate's chain is checked against, for messages.
+    pub fn trusted_cas(&self) -> String {
+        match &self.root_cert {
+            RootCert::File(p) => format!("the CA certificates in sslrootcert={}", p.display()),
+            RootCert::Default | RootCert::System => {
+                "the system's trusted CA certificates".to_string()
+            }
+        }
+    }
+
     /// `sslmode=... [sslrootcert=...]` for printable descriptions.
     pub fn describe(&self) -> String {
         let mode = self.mode.as_str();
@@ -242,8 +252,10 @@ impl ServerCertVerifier for LibpqVerifier {
 }
 
 /// A TLS failure in the words libpq and psql use, with what to fix, from the error chain
-/// tokio-postgres and rustls give (`invalid peer certificate: UnknownIssuer`).
-pub fn explain(detail: &str) -> String {
+/// tokio-postgres and rustls give (`invalid peer certificate: UnknownIssuer`); `trusted` is
+/// [`TlsSettings::trusted_cas`].
+pub fn explain(detail: &str, trusted: &str) -> String {
+    let unknown_issuer;
     let (what, fix) = if detail.contains("server does not support TLS") {
         (
             "server does not support SSL, but SSL was required",
@@ -266,9 +278,12 @@ pub fn explain(detail: &str) -> String {
              use sslmode=require to encrypt without verifying",
         )
     } else if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
-        (
+        unknown_issuer = format!(
             "server certificate verification failed: unable to get local issuer certificate \
-             (the certificate is not signed by a trusted CA)",
+             (the certificate is signed by none of {trusted})"
+        );
+        (
+            unknown_issuer.as_str(),
             "set sslrootcert to the PEM file of the CA that issued it (for Azure, the \
              DigiCert/Microsoft roots)",
         )
@@ -355,48 +370,70 @@ mod tests {
         assert!(TlsSettings::new(SslMode::Require, RootCert::Default).is_ok());
     }
 
+    const SYSTEM: &str = "the system's trusted CA certificates";
+
     #[test]
     fn failures_read_as_libpq_words_them() {
-        let e = explain("error performing TLS handshake: invalid peer certificate: UnknownIssuer");
+        let system = TlsSettings::new(SslMode::Require, RootCert::Default).map(|t| t.trusted_cas());
+        assert_eq!(system.as_deref().ok(), Some(SYSTEM));
+        let e = explain(
+            "error performing TLS handshake: invalid peer certificate: UnknownIssuer",
+            "the CA certificates in sslrootcert=/etc/ca.pem",
+        );
         assert!(
-            e.contains("unable to get local issuer") && e.contains("sslrootcert"),
+            e.contains("unable to get local issuer")
+                && e.contains("signed by none of the CA certificates in sslrootcert=/etc/ca.pem")
+                && e.contains("fix: set sslrootcert"),
             "{e}"
         );
-        let e = explain("invalid peer certificate: NotValidForNameContext { .. }");
+        let e = explain(
+            "invalid peer certificate: NotValidForNameContext { .. }",
+            SYSTEM,
+        );
         assert!(
             e.contains("does not match the host name") && e.contains("verify-ca"),
             "{e}"
         );
-        let e = explain("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
+        let e = explain(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+            SYSTEM,
+        );
         assert!(
             e.starts_with("server certificate verification failed: self-signed"),
             "{e}"
         );
         assert!(!e.contains("OtherError"), "{e}");
-        let e = explain("error performing TLS handshake: server does not support TLS");
+        let e = explain(
+            "error performing TLS handshake: server does not support TLS",
+            SYSTEM,
+        );
         assert!(
             e.starts_with("server does not support SSL, but SSL was required"),
             "{e}"
         );
-        assert!(explain("invalid peer certificate: Expired").contains("has expired"));
+        assert!(explain("invalid peer certificate: Expired", SYSTEM).contains("has expired"));
         // As rustls 0.23 says them, with the verification time.
         let expired = "invalid peer certificate: certificate expired: verification time \
                        1800000000 (UNIX), but certificate is not valid after 1700000000 \
                        (100000000 seconds ago)";
         assert!(
-            explain(expired).contains("has expired"),
+            explain(expired, SYSTEM).contains("has expired"),
             "{}",
-            explain(expired)
+            explain(expired, SYSTEM)
         );
         let early = "invalid peer certificate: certificate not valid yet: verification time 1";
         assert!(
-            explain(early).contains("not yet valid"),
+            explain(early, SYSTEM).contains("not yet valid"),
             "{}",
-            explain(early)
+            explain(early, SYSTEM)
         );
         // An SSH server's banner taken for a TLS yes.
         let ssh = "error performing TLS handshake: received corrupt message of type \
                    InvalidContentType";
-        assert!(explain(ssh).contains("check the port"), "{}", explain(ssh));
+        assert!(
+            explain(ssh, SYSTEM).contains("check the port"),
+            "{}",
+            explain(ssh, SYSTEM)
+        );
     }
 }

@@ -117,6 +117,12 @@ async fn wrong_ca_self_signed_wrong_host_and_plaintext_server_fail_fast_in_plain
         .await
         .unwrap_or_else(|e| panic!("enabling ssl: {e}"));
     let port = lab.port(lab.primary());
+    // The wrong CA's message names the CA set the chain was checked against.
+    let not_signed = format!(
+        "unable to get local issuer certificate (the certificate is signed by none of the CA \
+         certificates in sslrootcert={})",
+        other_ca.display()
+    );
     let cases = [
         (
             "wrong CA",
@@ -125,7 +131,7 @@ async fn wrong_ca_self_signed_wrong_host_and_plaintext_server_fail_fast_in_plain
                  sslmode=verify-full sslrootcert={}",
                 other_ca.display()
             ),
-            "unable to get local issuer certificate",
+            not_signed.as_str(),
             "sslrootcert to the PEM file of the CA",
         ),
         (

@@ -87,6 +87,8 @@ pub struct Setup {
     /// `--query-mode auto`: set once prepared statements broke (new connections prepare none).
     auto_fallback: Option<AtomicBool>,
     statement_timeout: Duration,
+    /// [`crate::db::tls::TlsSettings::trusted_cas`], for TLS failures.
+    trusted_cas: String,
     /// Whether the server applies it was checked (once per run).
     timeout_checked: AtomicBool,
     workload: Arc<Workload>,
@@ -162,6 +164,7 @@ impl Manager {
             logged: Mutex::new(Throttle::new(LOG_REPEAT_AFTER)),
             auto_fallback: settings.auto_query_mode.then(|| AtomicBool::new(false)),
             statement_timeout: settings.statement_timeout,
+            trusted_cas: settings.tls.trusted_cas(),
             timeout_checked: AtomicBool::new(false),
             workload,
             identity,
@@ -188,7 +191,7 @@ impl Setup {
         source: tokio_postgres::Error,
     ) -> ConnectError {
         let class = classify(&source);
-        let mut message = crate::db::connect_error_text(&source, class);
+        let mut message = crate::db::connect_error_text(&source, class, &self.trusted_cas);
         if let Some(at) = at {
             message = format!("{at}: {message}");
         }
