@@ -64,15 +64,15 @@ impl Lab {
         static AT_EXIT: std::sync::Once = std::sync::Once::new();
         let (template, bin) = INITDB
             .get_or_try_init(|| async {
-                let mut base = Unfinished(Some(make_temp_dir()?));
-                let dir = base.0.clone().unwrap_or_default();
+                let dir = make_temp_dir()?;
+                let mut unfinished = Unfinished(Some(dir.clone()));
                 if let Some((uid, gid)) = self.run_as {
                     std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                         .map_err(io_err(format!("chown {}", dir.display())))?;
                 }
                 let data = dir.join("data");
                 self.initdb(&data).await?;
-                base.0 = None;
+                unfinished.0 = None;
                 Ok::<_, LabError>((data, self.bin.clone()))
             })
             .await?;
