@@ -64,11 +64,8 @@ impl WallClock {
 
     pub fn unix(&self, at: Instant) -> f64 {
         let unix = self.unix + f64::from_bits(self.stepped.load(Ordering::Relaxed));
-        if at >= self.instant {
-            unix + (at - self.instant).as_secs_f64()
-        } else {
-            unix - (self.instant - at).as_secs_f64()
-        }
+        unix + at.saturating_duration_since(self.instant).as_secs_f64()
+            - self.instant.saturating_duration_since(at).as_secs_f64()
     }
 
     pub fn rfc3339(&self, at: Instant) -> String {

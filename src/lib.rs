@@ -579,7 +579,7 @@ impl Drill {
             started_at: s.started_at.clone(),
             target_rate: config.rate,
             abandoned,
-            primary_changes: s.identity.changes(),
+            primary_changes: self.metrics.primary_changes.get(),
             server_restarts: self.metrics.server_restarts.get(),
             outages: s.outages.outages(),
             earlier_outages: s.outages.earlier(),

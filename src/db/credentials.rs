@@ -7,6 +7,7 @@
 //! command's standard output is read only here; its standard error is logged, scrubbed.
 
 use std::fmt;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -67,12 +68,9 @@ impl PasswordSource {
                     ConfigError::new("--password-file", path.display().to_string(), why)
                 };
                 let mut text = Vec::new();
-                let read = std::fs::File::open(path).and_then(|f| {
-                    std::io::Read::read_to_end(
-                        &mut std::io::Read::take(f, MAX_SECRET_BYTES as u64 + 1),
-                        &mut text,
-                    )
-                });
+                let limit = MAX_SECRET_BYTES as u64 + 1;
+                let read = std::fs::File::open(path)
+                    .and_then(|f| Read::read_to_end(&mut Read::take(f, limit), &mut text));
                 read.map_err(|e| bad(format!("cannot read: {e}")))?;
                 if text.len() > MAX_SECRET_BYTES {
                     return Err(bad(format!(

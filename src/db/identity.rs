@@ -296,11 +296,6 @@ impl IdentityTracker {
         self.current.lock().clone()
     }
 
-    /// Primary changes seen so far (restarts are not changes), as the run's metrics count them.
-    pub fn changes(&self) -> u64 {
-        self.metrics.primary_changes.get()
-    }
-
     /// Notified with the running count of primary changes and restarts: after either,
     /// acknowledged writes are worth checking (a crash with `synchronous_commit = off`
     /// loses some).
@@ -315,9 +310,7 @@ impl IdentityTracker {
         if change == Some(Change::Same) {
             return;
         }
-        if current.is_none() {
-            let _ = self.first.set(id.clone());
-        }
+        self.first.get_or_init(|| id.clone());
         let old = current.replace(id.clone());
         drop(current);
         self.metrics.server_timeline.set(id.timeline.unwrap_or(0));
@@ -541,7 +534,6 @@ pub(crate) mod tests {
             tracker.observe(&restarted);
         }
         assert_eq!(metrics.server_restarts.get(), 3);
-        assert_eq!(tracker.changes(), 0);
         assert_eq!(metrics.primary_changes.get(), 0);
         assert_eq!(*rx.borrow(), 3, "a restart is worth verifying too");
 

@@ -82,12 +82,7 @@ pub(crate) fn db_message(err: &tokio_postgres::Error) -> Option<String> {
 
 /// Whether `sql`'s first value is `true` (a boolean cast to text, by the simple protocol).
 pub(crate) async fn is_true(client: &Client, sql: &str) -> Result<bool, tokio_postgres::Error> {
-    let rows = text_rows(client, sql).await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .as_deref()
-        == Some("true"))
+    Ok(first_value(client, sql).await?.as_deref() == Some("true"))
 }
 
 /// Every row `sql` returns, each value as text (NULL as `None`), by the simple protocol.

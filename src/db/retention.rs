@@ -124,7 +124,7 @@ pub async fn run(
             floor: floor(),
             others,
         };
-        own_from = own_from.or(workload.id_floor());
+        own_from = own_from.or(workload.id_floor.get().copied());
         // Read now: a connection made means the table check ran and pinned its schema
         // (a `search_path` may find another table of the same name first).
         let table = workload.target();

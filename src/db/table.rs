@@ -443,11 +443,6 @@ impl Workload {
         }
     }
 
-    /// `None` before the trial INSERT.
-    pub fn id_floor(&self) -> Option<i64> {
-        self.id_floor.get().copied()
-    }
-
     /// Unchecked, the table is read as it always was: with any children it has (refused
     /// by the check), rather than a partitioned table's rows not at all.
     pub(crate) fn partitioned(&self) -> bool {

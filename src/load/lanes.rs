@@ -116,7 +116,7 @@ impl Shared {
                 // The server never answered; it may still commit.
                 unknown: true,
                 message: if conn.silence.is_silent() {
-                    format!("{} stopped answering", conn.silence.endpoint())
+                    format!("{} stopped answering", conn.silence.endpoint)
                 } else {
                     format!("no answer within {}", humantime::format_duration(self.client_timeout))
                 },

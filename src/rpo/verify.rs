@@ -182,7 +182,7 @@ impl Verifier {
                 // It may still reach the old primary (a session pooler, a proxy that keeps
                 // sessions): only one to the server writes go to now will do.
                 let now = self.identity.current();
-                if now.is_some_and(|now| pooled.silence.server().is_another_process(&now)) {
+                if now.is_some_and(|now| pooled.silence.server.is_another_process(&now)) {
                     pooled.retired = true;
                     return Err(VerifyError::NotCurrent);
                 }
@@ -193,7 +193,7 @@ impl Verifier {
         if conn.broken {
             return Err(VerifyError::Standby);
         }
-        let from_id = read_back_from(min_id, self.workload.id_floor());
+        let from_id = read_back_from(min_id, self.workload.id_floor.get().copied());
         let table = self.workload.target();
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
             vec![(&from_id, Type::INT8), (&self.workload.run_id, Type::INT8)];

@@ -9,10 +9,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{CancelToken, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::either::Either;
 
 use super::Endpoint;
 
@@ -30,35 +32,20 @@ pub fn cancel(
     };
     let (endpoint, mut tls) = (endpoint.clone(), tls.clone());
     async move {
-        match endpoint {
-            Endpoint::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr).await?;
-                send(&token, stream, &host, &mut tls).await
-            }
+        let stream = match endpoint {
+            Endpoint::Tcp(addr) => Either::Left(TcpStream::connect(addr).await?),
             Endpoint::Unix(dir, port) => {
-                let path = dir.join(format!(".s.PGSQL.{port}"));
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                send(&token, stream, &host, &mut tls).await
+                Either::Right(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?)
             }
-        }
+        };
+        type Stream = WaitForClose<Either<TcpStream, UnixStream>>;
+        let tls = MakeTlsConnect::<Stream>::make_tls_connect(&mut tls, &host)
+            .map_err(io::Error::other)?;
+        token
+            .cancel_query_raw(WaitForClose(stream), tls)
+            .await
+            .map_err(io::Error::other)
     }
-}
-
-async fn send<S>(
-    token: &CancelToken,
-    stream: S,
-    host: &str,
-    tls: &mut MakeRustlsConnect,
-) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let tls =
-        MakeTlsConnect::<WaitForClose<S>>::make_tls_connect(tls, host).map_err(io::Error::other)?;
-    token
-        .cancel_query_raw(WaitForClose(stream), tls)
-        .await
-        .map_err(io::Error::other)
 }
 
 /// A stream whose shutdown waits for the other side to close (what it sends is dropped).

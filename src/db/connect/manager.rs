@@ -50,9 +50,9 @@ impl Drop for Conn {
         if self.broken || self.silence.is_silent() {
             self.driver.abort();
             if self.gave_up > 0 && !self.silence.is_silent() {
-                let (client, driver) = (&self.client, self.driver.clone());
+                let driver = self.driver.clone();
                 self.silence
-                    .cancel_after_close(client, driver, self.gave_up);
+                    .cancel_after_close(&self.client, driver, self.gave_up);
             }
         }
     }
@@ -179,13 +179,9 @@ impl Manager {
 }
 
 impl Setup {
-    /// A tokio-postgres error from connecting or from the setup queries, classified and counted.
-    pub(super) fn fail(&self, source: tokio_postgres::Error) -> ConnectError {
-        self.fail_at(None, source)
-    }
-
-    /// [`Setup::fail`] for a connect to `at`, named first: a DSN may name several servers.
-    pub(super) fn fail_at(
+    /// A tokio-postgres error from connecting (to `at`, named first: a DSN may name several
+    /// servers) or from the setup queries, classified and counted.
+    pub(super) fn fail(
         &self,
         at: Option<&super::Endpoint>,
         source: tokio_postgres::Error,
@@ -244,9 +240,8 @@ impl Setup {
             tracing::warn!(class = %class, error = %message, "cannot connect; retrying");
         }
         ConnectError {
-            class,
-            message,
             source,
+            ..ConnectError::new(class, message)
         }
     }
 
@@ -270,32 +265,22 @@ impl Setup {
 
     /// The identity probe, inside the per-host connect timeout: a standby fails the attempt.
     pub(super) async fn probe(&self, client: &Client) -> Result<Identity, ConnectError> {
-        let id = identity::probe(client).await.map_err(|e| self.fail(e))?;
-        if id.in_recovery == Some(true) {
-            // A standby (behind a proxy, or a host of a multi-host DSN): a failed attempt,
-            // so that the endpoint keeps being raced until it reaches a primary.
-            return Err(self.failed(
-                ErrorClass::ReadOnly,
-                format!(
-                    "{}: the server is in recovery (a standby)",
-                    identity::shown(id.endpoint())
-                ),
-                None,
-            ));
-        }
-        // Before the first write the table check says it (a wrong target: exit 2); after it,
-        // each write would fail (25006) and its connection be made again at once.
-        if id.read_only == Some(true) && self.fatal.has_written() {
-            return Err(self.failed(
-                ErrorClass::ReadOnly,
-                format!(
-                    "{}: the server takes no writes (default_transaction_read_only is on)",
-                    identity::shown(id.endpoint())
-                ),
-                None,
-            ));
-        }
-        Ok(id)
+        let id = identity::probe(client)
+            .await
+            .map_err(|e| self.fail(None, e))?;
+        // A standby (behind a proxy, or a host of a multi-host DSN) fails the attempt, so the
+        // endpoint keeps being raced until it reaches a primary. A read-only server: before
+        // the first write the table check says it (exit 2); after it, each write would fail
+        // (25006) and its connection be made again at once.
+        let why = if id.in_recovery == Some(true) {
+            "the server is in recovery (a standby)"
+        } else if id.read_only == Some(true) && self.fatal.has_written() {
+            "the server takes no writes (default_transaction_read_only is on)"
+        } else {
+            return Ok(id);
+        };
+        let message = format!("{}: {why}", identity::shown(id.endpoint()));
+        Err(self.failed(ErrorClass::ReadOnly, message, None))
     }
 
     /// The table, checked once per run within the connect `timeout`; once `--alter-table`
@@ -359,7 +344,7 @@ impl Setup {
             Err(_) => return Err(took_over(timeout)),
         };
         checked.map(|&()| ()).map_err(|e| match e {
-            TableError::Query(e) => self.fail(e),
+            TableError::Query(e) => self.fail(None, e),
             TableError::Unusable(message) => self.failed(ErrorClass::Other, message, None),
         })
     }
@@ -373,14 +358,14 @@ impl Setup {
         if !self.timeout_checked.swap(true, Ordering::Relaxed) {
             self.check_statement_timeout(client)
                 .await
-                .map_err(|e| self.fail(e))?;
+                .map_err(|e| self.fail(None, e))?;
         }
         let insert = match &self.auto_fallback {
             Some(fell_back) if fell_back.load(Ordering::Relaxed) => None,
             // A pooler's server connection held another client's statement (42P05).
             _ => match self.workload.prepare(client).await {
                 Err(err) if self.prepared_statements_broke(&err) => None,
-                other => other.map_err(|e| self.fail(e))?,
+                other => other.map_err(|e| self.fail(None, e))?,
             },
         };
         self.identity.observe(id);
@@ -431,7 +416,7 @@ impl ManageConnection for Manager {
         conn.client
             .batch_execute("")
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(None, e))
     }
 
     /// bb8 asks when a connection is given back.

@@ -362,7 +362,7 @@ impl Connector {
                 }
                 connected => connected,
             };
-            let (client, connection) = connected.map_err(|e| manager.fail_at(Some(endpoint), e))?;
+            let (client, connection) = connected.map_err(|e| manager.fail(Some(endpoint), e))?;
             // Aborted (closing the socket) unless the attempt succeeds.
             let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
             let id = manager.probe(&client).await?;

@@ -6,23 +6,15 @@ use super::*;
 #[derive(Clone)]
 pub struct Silence {
     pub(super) watch: Watch,
-    pub(super) endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
     /// The config this connection was made with (password included), for the check.
     pub(super) config: Arc<Config>,
     pub(super) connector: Arc<Connector>,
-    pub(super) server: Arc<Identity>,
+    /// The server this connection reached, as probed when it was made.
+    pub(crate) server: Arc<Identity>,
 }
 
 impl Silence {
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// The server this connection reached, as probed when it was made.
-    pub fn server(&self) -> &Identity {
-        &self.server
-    }
-
     pub fn is_silent(&self) -> bool {
         self.watch.token.is_cancelled()
     }

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use futures_util::future::OptionFuture;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -149,16 +150,10 @@ pub(super) async fn build_index(
             tracing::warn!(table = %table.name, "--alter-table's index build ran past its deadline; pgdrill cancels it");
             // Each step bounded, within the second the caller waits past `by`; the build's
             // own result says whether the cancel took.
-            let cancel = armed.cancel.take();
-            let sent = async move {
-                match cancel {
-                    Some(cancel) => cancel.await,
-                    None => Ok(()),
-                }
-            };
+            let sent = OptionFuture::from(armed.cancel.take());
             match tokio::time::timeout(CANCEL_WITHIN, sent).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
+                Ok(None | Some(Ok(()))) => {}
+                Ok(Some(Err(err))) => {
                     tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build")
                 }
                 Err(_) => {

@@ -131,7 +131,8 @@ pub(super) async fn fired_by(
     // back their DELETE (an account's erasure), or be deleted or changed with them (read as
     // lost writes). Only those whose columns pgdrill's rows fill (its values, or defaults): a
     // key it leaves NULL references nothing.
-    let references = match inserts {
+    // And publications: deleting pgdrill's rows once sent keeps subscribers in step.
+    let on_insert = match inserts {
         true => {
             "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' to ' || \
                k.confrelid::regclass::text || ' (' || CASE k.confdeltype \
@@ -144,14 +145,8 @@ pub(super) async fn fired_by(
                AND NOT EXISTS (SELECT 1 FROM unnest(k.conkey) c(attnum) \
                  JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = c.attnum \
                  WHERE NOT (a.attname IN ('customer_id', 'merchant_id', 'amount', 'status', \
-                   'seq', 'run_id') OR a.atthasdef OR a.attidentity <> ''))"
-        }
-        false => "",
-    };
-    // Whether pgdrill writes at all: deleting its rows once sent keeps subscribers in step.
-    let published = match inserts {
-        true => {
-            "UNION SELECT 'publication ' || quote_ident(p.pubname) || ' (sent to its \
+                   'seq', 'run_id') OR a.atthasdef OR a.attidentity <> '')) \
+             UNION SELECT 'publication ' || quote_ident(p.pubname) || ' (sent to its \
                subscribers)' \
              FROM pg_publication p JOIN pg_publication_tables pt ON pt.pubname = p.pubname \
              JOIN pg_namespace n ON n.nspname = pt.schemaname \
@@ -173,7 +168,7 @@ pub(super) async fn fired_by(
          SELECT 'rule ' || quote_ident(r.rulename) FROM pg_rewrite r \
          WHERE r.ev_class = to_regclass({name}) AND r.ev_type IN ({events}) \
            AND r.ev_enabled IN ('O', 'A') \
-         {foreign_keys} {references} {published} \
+         {foreign_keys} {on_insert} \
          ORDER BY 1",
         name = quote_literal(table)
     );

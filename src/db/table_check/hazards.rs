@@ -83,11 +83,7 @@ async fn unique_over_our_values(
         table = quote_literal(table),
         ours = ours.join(", ")
     );
-    let rows = crate::db::text_rows(client, &sql).await?;
-    Ok(rows
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next().flatten()))
+    crate::db::first_value(client, &sql).await
 }
 
 async fn may_delete(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {

@@ -262,11 +262,11 @@ fn relation_problem(table: &Table, r: &Relation, policy: TablePolicy) -> Option<
             table.quoted
         ));
     }
-    if let Some(problem) = r.partitions_problem(table) {
-        return Some(problem);
-    }
-    if let Some(problem) = r.children_problem(table) {
-        return Some(problem);
+    let shape = r
+        .partitions_problem(table)
+        .or_else(|| r.children_problem(table));
+    if shape.is_some() {
+        return shape;
     }
     if r.persistence == "t" {
         return Some(format!(

@@ -29,18 +29,7 @@ pub(super) async fn trial_insert(
             .batch_execute("BEGIN; SET LOCAL statement_timeout = '10s'")
             .await?;
         let result = match trial {
-            Trial::Full => match workload.insert(client, None, row).await {
-                Ok(None) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    return Err(TableError::Unusable(format!(
-                        "the INSERT pgdrill runs on table {} returns no row for the {which} row \
-                         its load draws: a trigger or rule on the table suppresses it, so no \
-                         write would be written",
-                        workload.target().quoted
-                    )));
-                }
-                inserted => inserted,
-            },
+            Trial::Full => workload.insert(client, None, row).await,
             Trial::UsersColumns => {
                 let sql = workload.target().users_insert_sql(row);
                 client.batch_execute(&sql).await.map(|()| None)
@@ -48,6 +37,14 @@ pub(super) async fn trial_insert(
         };
         let rollback = client.batch_execute("ROLLBACK").await;
         match result {
+            Ok(None) if trial == Trial::Full => {
+                return Err(TableError::Unusable(format!(
+                    "the INSERT pgdrill runs on table {} returns no row for the {which} row \
+                     its load draws: a trigger or rule on the table suppresses it, so no \
+                     write would be written",
+                    workload.target().quoted
+                )));
+            }
             // A rolled-back INSERT still draws its id from the sequence: the first is the
             // floor, if every later write draws a higher one.
             Ok(id) => {
