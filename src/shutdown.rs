@@ -28,13 +28,8 @@ pub fn cancel_on_signals() -> CancellationToken {
     let stop = CancellationToken::new();
     let cancel = stop.clone();
     tokio::spawn(async move {
-        let mut signals = match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(int), Ok(term)) => Some((int, term)),
-            _ => None,
-        };
+        let term = signal(SignalKind::terminate()).ok();
+        let mut signals = signal(SignalKind::interrupt()).ok().zip(term);
         let signal = next(&mut signals).await;
         tracing::info!(
             signal,

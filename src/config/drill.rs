@@ -108,9 +108,7 @@ impl DrillArgs {
                 let command = TriggerCommand::parse(raw, self.failover_shell)?;
                 let timeout = positive("--failover-timeout", self.failover_timeout)?;
                 let schedule = self.schedule()?;
-                if let Some(duration) = duration {
-                    fits_in_run(&schedule, duration)?;
-                }
+                duration.map_or(Ok(()), |d| fits_in_run(&schedule, d))?;
                 // Every member checks the trigger flags; only member 0 runs the trigger.
                 let triggers = fleet.member.is_none_or(|m| m.triggers());
                 triggers.then_some(TriggerConfig {

@@ -29,15 +29,12 @@ pub fn parse(
     let raw = &query_at_encoded(dsn.unwrap_or("").trim());
     check_url_user_info(raw)?;
     let (rest, ours) = take_our_params(&url_ports(raw, &env)?);
-    let mut pg = if rest.trim().is_empty() {
-        PgConfig::new()
-    } else {
-        PgConfig::from_str(&rest).map_err(|err| {
-            let (shown, _) = crate::secrets::redact_unparsed(raw);
-            let shown = without_unknown_value(&shown, &err);
-            ConfigError::new("--dsn", shown, describe_parse_error(&err, &rest))
-        })?
-    };
+    // A blank DSN parses as libpq's: all defaults.
+    let mut pg = PgConfig::from_str(&rest).map_err(|err| {
+        let (shown, _) = crate::secrets::redact_unparsed(raw);
+        let shown = without_unknown_value(&shown, &err);
+        ConfigError::new("--dsn", shown, describe_parse_error(&err, &rest))
+    })?;
     let value = |key: &str| our_value(key, &ours, &env);
     let tls = tls_settings(&value)?;
     pg.target_session_attrs(session_attrs(&value)?);
@@ -330,18 +327,10 @@ fn apply_env_default(pg: &mut PgConfig, var: &str, value: &str) -> Result<(), St
                 pg.port(*port);
             }
         }
-        "PGUSER" if pg.get_user().is_none() => {
-            pg.user(value);
-        }
-        "PGPASSWORD" if pg.get_password().is_none() => {
-            pg.password(value);
-        }
-        "PGDATABASE" if pg.get_dbname().is_none() => {
-            pg.dbname(value);
-        }
-        "PGAPPNAME" if pg.get_application_name().is_none() => {
-            pg.application_name(value);
-        }
+        "PGUSER" if pg.get_user().is_none() => _ = pg.user(value),
+        "PGPASSWORD" if pg.get_password().is_none() => _ = pg.password(value),
+        "PGDATABASE" if pg.get_dbname().is_none() => _ = pg.dbname(value),
+        "PGAPPNAME" if pg.get_application_name().is_none() => _ = pg.application_name(value),
         _ => {}
     }
     Ok(())

@@ -115,20 +115,14 @@ pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), Config
         let bad = |reason: &str| ConfigError::new(from, format!("{key}={v}"), reason);
         let one = one_key(key, &v).map_err(|reason| bad(&reason))?;
         match key {
-            "options" => {
-                pg.options(one.get_options().unwrap_or_default());
-            }
-            "channel_binding" => {
-                pg.channel_binding(one.get_channel_binding());
-            }
+            "options" => _ = pg.options(one.get_options().unwrap_or_default()),
+            "channel_binding" => _ = pg.channel_binding(one.get_channel_binding()),
             // Direct TLS needs the ALPN pgdrill's TLS does not offer.
             "sslnegotiation" if v != "postgres" => {
                 return Err(bad("pgdrill negotiates TLS the PostgreSQL way only: \
                     sslnegotiation must be postgres"));
             }
-            "load_balance_hosts" => {
-                pg.load_balance_hosts(one.get_load_balance_hosts());
-            }
+            "load_balance_hosts" => _ = pg.load_balance_hosts(one.get_load_balance_hosts()),
             _ => {}
         }
     }
@@ -154,18 +148,16 @@ pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), Config
 
 /// A set variable of [`REFUSED_VARS`]: an error naming it, before anything starts.
 pub(super) fn refuse_env(env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-    match REFUSED_VARS
-        .split_whitespace()
-        .find_map(|var| env(var).filter(|v| !v.is_empty()).map(|v| (var, v)))
-    {
-        Some((var, value)) => Err(ConfigError::new(
-            var,
-            value,
-            "pgdrill does not read this libpq variable, and going on without it would \
-             connect elsewhere or with less protection than it asks for; unset it",
-        )),
-        None => Ok(()),
-    }
+    let set = |var| env(var).filter(|v| !v.is_empty()).map(|v| (var, v));
+    let Some((var, value)) = REFUSED_VARS.split_whitespace().find_map(set) else {
+        return Ok(());
+    };
+    Err(ConfigError::new(
+        var,
+        value,
+        "pgdrill does not read this libpq variable, and going on without it would \
+         connect elsewhere or with less protection than it asks for; unset it",
+    ))
 }
 
 /// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's

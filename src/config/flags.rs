@@ -2,7 +2,7 @@
 //! command line or in the environment, never a password), and the variable behind a bad value.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;
@@ -155,8 +155,8 @@ fn dsn_split_by_the_shell(argv: &[OsString]) -> Option<String> {
 }
 
 /// `path` can be written: an existing file (or device, like `/dev/stdout`) opens for
-/// writing, else its directory exists and takes a new file.
-pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigError> {
+/// writing, else its directory exists and takes a new file. Returns the path.
+pub fn writable_file(option: &'static str, path: &Path) -> Result<PathBuf, ConfigError> {
     let bad = |reason: String| ConfigError::new(option, path.display().to_string(), reason);
     if path.is_dir() {
         return Err(bad("is a directory; name the file to write".to_string()));
@@ -165,7 +165,7 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigErro
         return std::fs::OpenOptions::new()
             .write(true)
             .open(path)
-            .map(drop)
+            .map(|_| path.to_path_buf())
             .map_err(|e| bad(format!("cannot write it: {e}")));
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -186,7 +186,7 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<(), ConfigErro
     std::fs::File::create_new(&probe)
         .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
     let _ = std::fs::remove_file(&probe);
-    Ok(())
+    Ok(path.to_path_buf())
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::db::retention::RetentionSettings;
 use crate::db::table::QueryMode;
 use crate::db::table_check::{IdsNeeded, TablePolicy};
 use crate::db::Target;
+use crate::drill::plan::TriggerAction;
 use crate::error::ConfigError;
 use crate::telemetry::webconfig::WebConfig;
 
@@ -104,20 +105,6 @@ fn at_least(
     let d: Duration = d.into();
     if d < min {
         let reason = format!("must be at least {}{why}", text(min));
-        return Err(ConfigError::new(option, text(d), reason));
-    }
-    Ok(d)
-}
-
-/// `d`, unless longer than `max` (`why` says what would go wrong).
-fn at_most(
-    option: &'static str,
-    d: Duration,
-    max: Duration,
-    why: &str,
-) -> Result<Duration, ConfigError> {
-    if d > max {
-        let reason = format!("must be at most {}{why}", text(max));
         return Err(ConfigError::new(option, text(d), reason));
     }
     Ok(d)
@@ -315,8 +302,7 @@ impl RunArgs {
             progress_interval: at_least("--progress-interval", self.progress_interval, second, "")?,
             summary_json: match &self.summary_json {
                 Some(path) if path.as_os_str() != "-" => {
-                    writable_file("--summary-json", path)?;
-                    Some(path.clone())
+                    Some(writable_file("--summary-json", path)?)
                 }
                 stdout_or_none => stdout_or_none.clone(),
             },
@@ -328,22 +314,23 @@ impl RunArgs {
                         "is also --summary-json's file: the page would overwrite the summary",
                     ));
                 }
-                Some(path) => {
-                    writable_file("--report", path)?;
-                    Some(path.clone())
-                }
+                Some(path) => Some(writable_file("--report", path)?),
                 None => None,
             },
             shutdown_grace: self.shutdown_grace.into(),
             linger: self.linger.into(),
             outage_threshold,
-            verify_window: at_most(
-                "--verify-window",
-                positive("--verify-window", self.verify_window)?,
-                MAX_VERIFY_WINDOW,
-                ": the ledger keeps the window's acknowledged writes in memory, and a \
-                 verification reads them all back",
-            )?,
+            verify_window: match positive("--verify-window", self.verify_window)? {
+                d if d > MAX_VERIFY_WINDOW => {
+                    let reason = format!(
+                        "must be at most {}: the ledger keeps the window's acknowledged writes \
+                         in memory, and a verification reads them all back",
+                        text(MAX_VERIFY_WINDOW)
+                    );
+                    return Err(ConfigError::new("--verify-window", text(d), reason));
+                }
+                d => d,
+            },
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
         };
@@ -571,14 +558,10 @@ impl Config {
     /// its last trigger than the RTO objective cannot see a failover within the objective
     /// end (the drill is then INVALID).
     pub fn caution(&self) -> Option<String> {
-        let (trigger, duration) = (self.drill.trigger.as_ref()?, self.duration?);
+        let trigger = self.drill.trigger.as_ref()?;
         // The demo's lab fails over in a fraction of a second, and it has no --duration.
-        if matches!(
-            trigger.action,
-            crate::drill::plan::TriggerAction::InProcess(_)
-        ) {
-            return None;
-        }
+        let in_process = matches!(trigger.action, TriggerAction::InProcess(_));
+        let duration = self.duration.filter(|_| !in_process)?;
         let left = duration.saturating_sub(trigger.schedule.last());
         let rto = self.drill.objectives.rto;
         (left < rto).then(|| {
