@@ -3,6 +3,25 @@
 
 use rustix::process::{kill_process_group, test_kill_process, test_kill_process_group};
 use rustix::process::{Pid, Signal};
+use std::process::Stdio;
+
+/// Starts `program` with `args` as the leader of its own group, stdin closed, stdout and
+/// stderr piped; killed with its group if dropped before it was reaped.
+pub fn spawn(
+    program: &str,
+    args: &[String],
+) -> std::io::Result<(tokio::process::Child, GroupGuard)> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    let group = GroupGuard::of(&child);
+    Ok((child, group))
+}
 
 /// Whether the group `pgid`, whose leader was reaped, still has processes of its own: a
 /// process with the leader's id is not ours (the id was free again, the group empty, and

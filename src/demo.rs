@@ -405,19 +405,7 @@ fn measured_line(summary: &Summary, gap: Option<f64>) -> String {
     };
     let gap = gap.map_or_else(|| "-".to_string(), |g| format!("{g:.3}s"));
     let c = &summary.counts;
-    let lost = match (
-        summary.lost_writes_unverified(),
-        summary.unverified_outages(),
-    ) {
-        (true, not) => format!("unverified ({})", not.join(", ")),
-        (false, not) => {
-            let at_least = crate::report::summary::at_least(summary.lost_writes_at_least());
-            match not.is_empty() {
-                true => format!("{at_least}{}", c.lost_writes),
-                false => format!("{at_least}{} ({})", c.lost_writes, not.join(", ")),
-            }
-        }
-    };
+    let lost = summary.lost_writes_text("");
     format!(
         "pgdrill measured {measured} of write unavailability ({} outages); the rows' created_at \
          gap across the failover is {gap}; lost {lost}, unknown outcome {} ({} committed, {} not)",

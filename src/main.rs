@@ -231,14 +231,12 @@ fn report(args: ReportArgs) -> ExitCode {
             return cannot_write("--json", path, err);
         }
     }
-    if let Some(verdict) = &merged.report.verdict {
-        let what = if merged.report.canary {
-            "canary"
-        } else {
-            "drill"
-        };
-        tell(format!("{what} verdict: {verdict}"));
-    }
+    let what = if merged.report.canary {
+        "canary"
+    } else {
+        "drill"
+    };
+    tell(format!("{what} verdict: {}", merged.report.verdict));
     say(args.output.display());
     ExitCode::from(merged.report.exit_code())
 }

@@ -9,7 +9,6 @@
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -306,18 +305,10 @@ fn still_servable(age: Duration, ttl: Duration) -> bool {
 async fn run_command(argv: &[String]) -> Result<Secret, String> {
     let (program, args) = argv.split_first().ok_or("--password-command is empty")?;
     // The program only in errors: arguments may carry what should not be logged.
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, ended with it: what it started (`az` runs Python in a child)
-        // goes too, on a timeout as on success.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+    // Its own process group, ended with it: what it started (`az` runs Python in a child)
+    // goes too, on a timeout as on success.
+    let (mut child, group) = crate::child::spawn(program, args)
         .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
-    let group = crate::child::GroupGuard::of(&child);
     let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;
     let mut stderr = child.stderr.take().ok_or("--password-command: no stderr")?;
     let (mut out, mut err, mut read) = (Vec::new(), Vec::new(), Ok(0));

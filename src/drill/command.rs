@@ -3,7 +3,7 @@
 //! bounded tail.
 
 use std::collections::VecDeque;
-use std::process::Stdio;
+use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -110,28 +110,16 @@ pub(super) async fn execute(
     stdout_tail: &Arc<Mutex<Tail>>,
     stderr_tail: &Arc<Mutex<Tail>>,
 ) -> Option<(TriggerOutcome, Instant)> {
+    let cannot = |reason| Some((TriggerOutcome::CannotStart { reason }, Instant::now()));
     let Some((program, args)) = command.argv.split_first() else {
-        let reason = "empty command".into();
-        return Some((TriggerOutcome::CannotStart { reason }, Instant::now()));
+        return cannot("empty command".into());
     };
-    let mut child = match tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so that expiry kills what it started too.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(err) => {
-            let reason = format!("{program}: {err}");
-            return Some((TriggerOutcome::CannotStart { reason }, Instant::now()));
-        }
+    // Its own process group, so that expiry kills what it started too; if this future is
+    // dropped (a task aborted), the whole group goes, not only the child.
+    let (mut child, mut group) = match crate::child::spawn(program, args) {
+        Ok(spawned) => spawned,
+        Err(err) => return cannot(format!("{program}: {err}")),
     };
-    // If this future is dropped (a task aborted), the whole group goes, not only the child.
-    let mut group = GroupGuard::of(&child);
     let mut readers = JoinSet::new();
     if let Some(out) = child.stdout.take() {
         readers.spawn(capture(out, "stdout", index, stdout_tail.clone()));
@@ -204,13 +192,10 @@ async fn wait_or_kill(
     };
     match waited {
         Some(Ok(Ok(status))) if status.success() => Some(TriggerOutcome::Ok),
-        Some(Ok(Ok(status))) => {
-            use std::os::unix::process::ExitStatusExt;
-            Some(TriggerOutcome::ExitedNonZero {
-                code: status.code(),
-                signal: status.signal(),
-            })
-        }
+        Some(Ok(Ok(status))) => Some(TriggerOutcome::ExitedNonZero {
+            code: status.code(),
+            signal: status.signal(),
+        }),
         Some(Ok(Err(err))) => {
             tracing::error!(trigger = index, %err, "lost track of the failover trigger");
             Some(TriggerOutcome::ExitedNonZero {

@@ -128,17 +128,13 @@ impl DrillRun {
         }
     }
 
-    fn new_primary_writes(&self) -> Vec<f64> {
-        self.sources.identity.first_writes()
-    }
-
     /// The last trigger's figures as far as they are known now (its baseline ends at its start).
     fn update_live(&self) {
         let Some(start) = self.book.lock().baselines.last().map(|b| b.to_unix) else {
             return;
         };
         let outages = self.sources.outages.outages();
-        let primaries = self.new_primary_writes();
+        let primaries = self.sources.identity.first_writes();
         let (mine, new_primary) = in_window(start, f64::INFINITY, &outages, &primaries);
         let m = &self.sources.metrics.drill;
         if let Some(o) = mine.first() {
@@ -163,7 +159,7 @@ impl DrillRun {
                 outages: self.sources.outages.outages(),
                 earlier_outages: self.sources.outages.earlier(),
                 unverified_changes: self.sources.outages.unverified_changes(),
-                new_primary_writes_unix: self.new_primary_writes(),
+                new_primary_writes_unix: self.sources.identity.first_writes(),
                 lost_writes_in_run,
                 losses_without_outage: self.sources.outages.losses_without_outage(),
                 run_end_unix: self.clock.unix(run_end),
@@ -309,7 +305,7 @@ mod tests {
                 outages: drill.sources.outages.outages(),
                 earlier_outages: drill.sources.outages.earlier(),
                 unverified_changes: 0,
-                new_primary_writes_unix: drill.new_primary_writes(),
+                new_primary_writes_unix: drill.sources.identity.first_writes(),
                 lost_writes_in_run: 0,
                 losses_without_outage: Vec::new(),
                 run_end_unix: drill.clock.unix(Instant::now()),

@@ -178,8 +178,7 @@ pub fn judge_members(
         invalid.extend(m.baselines.iter().filter_map(Baseline::problem).map(named));
         let mut j = Judge {
             rto,
-            failed: Vec::new(),
-            invalid: Vec::new(),
+            ..Judge::default()
         };
         for d in m.drills {
             j.drill(d, triggers, m);
@@ -233,6 +232,7 @@ impl Verdict {
 }
 
 /// Rules 2 and 3 for one member's outages against the RTO objective (`rto` seconds).
+#[derive(Default)]
 struct Judge {
     rto: f64,
     failed: Vec<String>,

@@ -9,11 +9,10 @@ use crate::clock::exceeds;
 use crate::report::html::chart::{chart, legend};
 use crate::report::html::page::{dated, drill_table};
 use crate::report::html::{
-    self, banner, card, document, errors_text, fmt_length, fmt_secs, group, opt_secs,
-    verdict_banner,
+    self, card, document, errors_text, fmt_length, fmt_secs, group, opt_secs, verdict_banner,
 };
 use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
-use crate::report::summary::{self, Summary};
+use crate::report::summary::{self, Summary, DEFAULT_OBJECTIVES};
 use crate::telemetry::timeline::{Event, EventKind};
 
 pub struct Merged {
@@ -30,8 +29,8 @@ pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
         // member that did not trigger, alone, gets the fleet page's: it cannot judge itself).
         [one] if one.summary.drill.is_some() || report.canary => {
             let mut summary = one.summary.clone();
-            if let (Some(d), Some(v)) = (&mut summary.drill, &report.verdict) {
-                d.verdict = v.clone();
+            if let Some(d) = &mut summary.drill {
+                d.verdict = report.verdict.clone();
             }
             html::render(&summary)
         }
@@ -183,13 +182,8 @@ fn render(r: &FleetReport, inputs: &[Input]) -> String {
 }
 
 fn headline(r: &FleetReport) -> Markup {
-    let banner = match &r.verdict {
-        Some(v) => match &r.objectives {
-            Some(o) => verdict_banner(v, o),
-            None => banner("invalid", "INVALID", &v.invalid),
-        },
-        None => banner("none", "NO VERDICT", &["no trigger: canary runs".into()]),
-    };
+    // Without objectives (no trigger's summary) the verdict is INVALID, and says why.
+    let banner = verdict_banner(&r.verdict, &r.objectives.unwrap_or(DEFAULT_OBJECTIVES));
     let objective = r.objectives.map(|o| o.rto.as_secs_f64());
     // An outage open at a member's end holds its time so far: never a green measured figure.
     let shown = |w: &Worst| match w.still_open {
@@ -388,10 +382,7 @@ mod tests {
         assert_eq!(worst.member, "member 1 (pod-1.json)");
         assert!(worst.still_open);
         assert!(r.members[1].worst_still_open && !r.members[2].worst_still_open);
-        assert_eq!(
-            r.verdict.as_ref().map(|v| v.verdict),
-            Some(VerdictKind::Invalid)
-        );
+        assert_eq!(r.verdict.verdict, VerdictKind::Invalid);
         let page = render(&r, &merged);
         assert!(
             has_card(

@@ -14,7 +14,7 @@ use crate::drill::timing::{attribute, Baseline, Distribution, DrillTiming};
 use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
-use crate::report::summary::{Member, RunCounts, Summary};
+use crate::report::summary::{Member, RunCounts, Summary, DEFAULT_OBJECTIVES};
 use crate::telemetry::timeline::{Bucket, LossWithoutOutage, Timeline};
 
 /// One member's figures in the merged report.
@@ -93,7 +93,7 @@ pub struct FleetReport {
     #[serde(flatten)]
     pub counts: RunCounts,
     /// A lone canary's is the one its page shows; its exit status is 0 all the same.
-    pub verdict: Option<Verdict>,
+    pub verdict: Verdict,
     /// One summary of a canary run (no member of a drill by several, no trigger).
     pub canary: bool,
 }
@@ -102,9 +102,9 @@ impl FleetReport {
     /// 0 pass (and a lone canary, whatever its verdict), 3 fail, 4 invalid: as the run of
     /// one process.
     pub fn exit_code(&self) -> u8 {
-        match (&self.verdict, self.canary) {
-            (Some(v), false) => v.verdict.exit_code(),
-            _ => 0,
+        match self.canary {
+            true => 0,
+            false => self.verdict.verdict.exit_code(),
         }
     }
 }
@@ -243,28 +243,23 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
                 0 => u32::try_from(d.triggers.len()).unwrap_or(u32::MAX),
                 n => n,
             };
-            Some(judge_members(
+            judge_members(
                 &d.objectives,
                 planned,
                 &d.triggers,
                 &facts,
                 counts.lost_writes,
                 invalid,
-            ))
+            )
         }
         // A canary is judged as its page judges it, against its own objectives; its exit
         // status stays 0 ([`FleetReport::exit_code`]), as the run's.
         None if lone_canary => {
             let s = &inputs[0].summary;
-            Some(
-                s.verdict(
-                    &s.objectives
-                        .unwrap_or(crate::report::summary::DEFAULT_OBJECTIVES),
-                ),
-            )
+            s.verdict(&s.objectives.unwrap_or(DEFAULT_OBJECTIVES))
         }
         // Nothing to judge the members by, which is itself the reason (INVALID).
-        None => Some(Verdict::decide(false, Vec::new(), invalid)),
+        None => Verdict::decide(false, Vec::new(), invalid),
     };
     let each = |f: fn(&DrillTiming) -> Option<f64>| {
         Distribution::of(members.iter().flat_map(|m| m.drills.iter().filter_map(f)))
@@ -310,11 +305,7 @@ fn member_problems(
     let crashed = |i: &&Input| {
         let error = i.summary.crashed.as_ref()?;
         // One summary alone is worded as its run worded it (`Summary::crashed_with`).
-        let who = if single {
-            "the run".to_string()
-        } else {
-            name(i)
-        };
+        let who = if single { "the run".into() } else { name(i) };
         Some(format!("{who} crashed: {error}"))
     };
     let mut invalid: Vec<String> = inputs.iter().filter_map(crashed).collect();
@@ -450,16 +441,15 @@ fn figures(
             }
             let baselines = windows
                 .iter()
-                .filter_map(|w| match baseline(&s.timeline, w, s.target_rate) {
-                    Some(b) => Some(b),
-                    None => {
+                .filter_map(|w| {
+                    baseline(&s.timeline, w, s.target_rate).or_else(|| {
                         invalid.push(format!(
                             "{name}: no load recorded in the baseline window before trigger {}: \
                              it was not running then, or its clock disagrees",
                             w.trigger
                         ));
                         None
-                    }
+                    })
                 })
                 .collect();
             let drills = attribute(

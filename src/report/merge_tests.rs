@@ -113,7 +113,7 @@ pub(crate) fn inputs(pods: &[Value]) -> Vec<Input> {
 }
 
 fn verdict(pods: &[Value]) -> Verdict {
-    merge(&inputs(pods)).verdict.expect("a verdict")
+    merge(&inputs(pods)).verdict
 }
 
 #[test]
@@ -128,17 +128,11 @@ fn one_summary_merges_into_the_verdict_the_run_gave_itself() {
     let mut canary = pod(0, "d1", 0.3, 0, None);
     canary["member"] = Value::Null;
     let merged = merge(&inputs(&[canary.clone()]));
-    assert_eq!(
-        merged.verdict.as_ref().map(|v| v.verdict),
-        Some(VerdictKind::Pass)
-    );
+    assert_eq!(merged.verdict.verdict, VerdictKind::Pass);
     assert_eq!(merged.exit_code(), 0);
     canary["objectives"] = json!({"rto_seconds": 0.1, "max_lost_writes": 0});
     let merged = merge(&inputs(&[canary]));
-    assert_eq!(
-        merged.verdict.as_ref().map(|v| v.verdict),
-        Some(VerdictKind::Fail)
-    );
+    assert_eq!(merged.verdict.verdict, VerdictKind::Fail);
     assert_eq!(merged.exit_code(), 0);
     // One member's summary of a drill run by three: the others are missing.
     let v = verdict(&[pod(0, "d1", 0.3, 0, Some("120s"))]);
@@ -165,7 +159,7 @@ fn one_summary_merges_into_the_verdict_the_run_gave_itself() {
 fn three_members_give_one_verdict_with_each_ones_figures_and_the_worst() {
     let pods = members();
     let r = merge(&inputs(&pods));
-    let v = r.verdict.clone().unwrap();
+    let v = r.verdict.clone();
     assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
     assert_eq!(r.exit_code(), 0);
     assert_eq!(r.members.len(), 3);
@@ -224,7 +218,7 @@ fn foreign_missing_or_absent_members_make_it_invalid_naming_them() {
         pod(2, "other", 0.4, 0, None),
     ];
     let r = merge(&inputs(&pods));
-    let v = r.verdict.clone().unwrap();
+    let v = r.verdict.clone();
     assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
     assert_eq!(r.exit_code(), 4);
     assert_eq!(r.members.len(), 2);
@@ -327,7 +321,7 @@ fn clocks_that_disagree_through_the_server_make_it_invalid() {
     pods[1]["server_clock"] = clock(10.05);
     pods[2]["server_clock"] = clock(9.5);
     let r = merge(&inputs(&pods));
-    let v = r.verdict.clone().unwrap();
+    let v = r.verdict.clone();
     assert_eq!(v.verdict, VerdictKind::Invalid, "{v}");
     assert_eq!(v.invalid.len(), 1, "{v}");
     assert!(
@@ -360,7 +354,7 @@ fn a_members_measured_clock_offset_is_taken_out_of_its_figures() {
         first_failed.is_some_and(|s| (s - 0.05).abs() < 1e-6),
         "{first_failed:?}"
     );
-    assert_eq!(r.verdict.map(|v| v.verdict), Some(VerdictKind::Pass));
+    assert_eq!(r.verdict.verdict, VerdictKind::Pass);
 }
 
 #[test]
@@ -420,7 +414,7 @@ fn a_merge_names_what_it_cannot_time_or_count() {
     let has = |v: &Verdict, text: &str| v.invalid.iter().any(|r| r.contains(text));
     // One measuring member's summary alone: not a canary, its trigger member is missing.
     let r = merge(&inputs(&[pod(1, "d1", 0.3, 0, None)]));
-    let v = r.verdict.clone().expect("a verdict");
+    let v = r.verdict.clone();
     assert!(has(&v, "member 0 of 3 is missing"), "{v}");
     assert!(has(&v, "no summary holds the failover trigger"), "{v}");
     assert_eq!(r.exit_code(), 4);
@@ -478,7 +472,7 @@ fn a_baseline_window_shorter_than_a_second_reads_the_seconds_it_overlaps() {
     pods[0]["drill"]["baselines"][0]["to_unix"] = json!(T0 + 30.2);
     pods[1]["timeline"]["buckets"][30]["errors"] = json!([[0, 3]]);
     let r = merge(&inputs(&pods));
-    let v = r.verdict.clone().expect("a verdict");
+    let v = r.verdict.clone();
     assert_eq!(v.verdict, VerdictKind::Pass, "{v}");
     assert_eq!(r.members[1].baselines[0].successes, 100);
     // A long drill's member: its seconds before the trigger merged into one minute that runs

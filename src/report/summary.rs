@@ -193,11 +193,9 @@ pub struct Summary {
     pub outages: Vec<OutageRecord>,
     pub earlier_outages: EarlierOutages,
     /// Primary changes without an outage whose verification never answered.
-    #[serde(default)]
     pub unverified_primary_changes: usize,
     /// The verifications of primary changes without an outage (the latest 1,000): when, and
     /// what they found lost.
-    #[serde(default)]
     pub losses_without_outage: Vec<LossWithoutOutage>,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,
@@ -344,6 +342,22 @@ impl Summary {
             &self.earlier_outages,
             &self.losses_without_outage,
         )
+    }
+
+    /// Lost writes as the summary line and the demo say them (`then` follows the count):
+    /// "unverified" while nothing was checked and an outage went unverified.
+    pub fn lost_writes_text(&self, then: &str) -> String {
+        let not = self.unverified_outages();
+        if self.lost_writes_unverified() {
+            return format!("unverified ({})", not.join(", "));
+        }
+        let lost = at_least(self.lost_writes_at_least());
+        let lost = format!("{lost}{}{then}", self.counts.lost_writes);
+        match not.is_empty() {
+            true => lost,
+            // Some checked, some not: both said, as the report's card says them.
+            false => format!("{lost} ({})", not.join(", ")),
+        }
     }
 
     /// Nothing was checked and an outage went unverified: lost writes are unknown, not 0
@@ -521,23 +535,7 @@ impl fmt::Display for Summary {
             "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
             self.primary_changes,
             self.server_restarts,
-            match (self.lost_writes_unverified(), self.unverified_outages()) {
-                (true, not) => format!("unverified ({})", not.join(", ")),
-                (false, not) if not.is_empty() => format!(
-                    "{}{} of {} checked",
-                    at_least(self.lost_writes_at_least()),
-                    self.counts.lost_writes,
-                    self.counts.checked_writes
-                ),
-                // Some checked, some not: both said, as the report's card says them.
-                (false, not) => format!(
-                    "{}{} of {} checked ({})",
-                    at_least(self.lost_writes_at_least()),
-                    self.counts.lost_writes,
-                    self.counts.checked_writes,
-                    not.join(", ")
-                ),
-            },
+            self.lost_writes_text(&format!(" of {} checked", self.counts.checked_writes)),
             self.counts.unknown_outcome_writes,
             self.counts.unknown_outcome_committed,
             self.counts.unknown_outcome_not_committed,

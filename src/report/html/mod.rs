@@ -60,14 +60,9 @@ pub(crate) fn verdict_banner(v: &Verdict, met: &Objectives) -> Markup {
             group(met.max_lost_writes)
         ));
     }
-    banner(class, &class.to_ascii_uppercase(), &reasons)
-}
-
-/// The verdict banner: `class` is `pass`, `fail`, `invalid` or `none`.
-pub(crate) fn banner(class: &str, word: &str, reasons: &[String]) -> Markup {
     html! {
         div class={ "verdict " (class) } {
-            span.big { (word) }
+            span.big { (class.to_ascii_uppercase()) }
             span { (reasons.join(" · ")) }
         }
     }
@@ -195,12 +190,13 @@ pub(crate) fn describe(id: &Identity) -> String {
         _ => endpoint(id),
     }];
     parts.extend(id.timeline.map(|t| format!("timeline {t}")));
-    if let Some(r) = id.in_recovery {
-        parts.push(if r { "in recovery" } else { "primary" }.to_string());
-    }
-    if let Some(s) = &id.system_identifier {
-        parts.push(format!("system id {s}"));
-    }
+    let role = |r| if r { "in recovery" } else { "primary" }.to_string();
+    parts.extend(id.in_recovery.map(role));
+    parts.extend(
+        id.system_identifier
+            .iter()
+            .map(|s| format!("system id {s}")),
+    );
     parts.extend(id.postmaster_start.iter().map(|s| format!("up since {s}")));
     parts.join(", ")
 }

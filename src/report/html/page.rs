@@ -13,7 +13,7 @@ use crate::db::identity::Identity;
 use crate::drill::timing::DrillTiming;
 use crate::drill::DrillReport;
 use crate::failover::outages::{OutageRecord, MAX_OUTAGES};
-use crate::report::summary::{at_least, Flag, Summary, DEFAULT_OBJECTIVES};
+use crate::report::summary::{at_least, Summary, DEFAULT_OBJECTIVES};
 
 /// Close-ups drawn, of the longest outages.
 const MAX_CLOSEUPS: usize = 3;
@@ -63,10 +63,54 @@ pub fn render(s: &Summary) -> String {
         }
         (closeups(s, dated))
         section { h2 { "Events" } (events_table(&s.timeline, run_start, dated)) }
-        (target_section(s))
-        (run_section(s))
-        (flags_section(&s.flags))
-        (state_changes_section(s))
+        section {
+            h2 { "Target and primary" }
+            @let first = s.identity_first.as_ref().or_else(|| s.outages.first().and_then(|o| o.identity_before.as_ref()));
+            @let last = s.identity_last.as_ref().or_else(|| s.outages.last().and_then(|o| o.identity_after.as_ref()));
+            @let seen = |id: Option<&Identity>| id.map_or_else(|| "not seen".to_string(), describe);
+            table {
+                tr { th { "target" } td.mono { (s.target) } }
+                tr { th { "primary at start" } td.mono { (seen(first)) } }
+                tr { th { "primary at end" } td.mono { (seen(last)) } }
+                tr { th { "primary changes" } td { (group(s.primary_changes)) } }
+            }
+        }
+        section {
+            h2 { "Run" }
+            @let (c, l) = (&s.counts, &s.latency);
+            table {
+                tr { th { "transactions" } td { (group(c.transactions)) } }
+                tr { th { "acknowledged" } td { (group(c.successes)) } }
+                tr { th { "errors by class" } td { (errors_text(&c.errors)) } }
+                tr { th { "skipped / abandoned" } td { (group(s.skipped)) " / " (group(s.abandoned)) } }
+                tr { th { "latency from intended start" } td { (format!(
+                    "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
+                    l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms)) } }
+            }
+        }
+        section {
+            h2 { "Flags" }
+            @if s.flags.is_empty() {
+                p.muted { "Not recorded." }
+            } @else {
+                table {
+                    // Any flag whose name mentions a password is redacted here as well.
+                    @for f in &s.flags { tr { th.mono { "--" (f.name) } td.mono {
+                        @if f.name.to_ascii_lowercase().contains("password") { "(redacted)" } @else { (f.value) }
+                    } } }
+                }
+            }
+        }
+        @if !s.state_changes.is_empty() {
+            section { details {
+                summary { "All " (s.state_changes.len()) " state changes" }
+                table {
+                    @for c in &s.state_changes {
+                        tr { td.num { (c.at) } td { (c.from.as_str()) " → " (c.to.as_str()) } }
+                    }
+                }
+            } }
+        }
         section { h2 { "How each figure is measured" } (PreEscaped(include_str!("how.html"))) }
     };
     let title = format!("pgdrill report — run {} — {}", s.run_id, s.started_at);
@@ -316,84 +360,6 @@ fn closeups(s: &Summary, dated: bool) -> Markup {
                 (chart(&s.timeline, from, to, s.target_rate, &format!("close-up of outage {index}")))
                 (legend(&[&s.timeline]))
             }
-        }
-    }
-}
-
-fn target_section(s: &Summary) -> Markup {
-    let first = s
-        .identity_first
-        .as_ref()
-        .or_else(|| s.outages.first().and_then(|o| o.identity_before.as_ref()));
-    let last = s
-        .identity_last
-        .as_ref()
-        .or_else(|| s.outages.last().and_then(|o| o.identity_after.as_ref()));
-    let seen = |id: Option<&Identity>| id.map_or_else(|| "not seen".to_string(), describe);
-    html! {
-        section {
-            h2 { "Target and primary" }
-            table {
-                tr { th { "target" } td.mono { (s.target) } }
-                tr { th { "primary at start" } td.mono { (seen(first)) } }
-                tr { th { "primary at end" } td.mono { (seen(last)) } }
-                tr { th { "primary changes" } td { (group(s.primary_changes)) } }
-            }
-        }
-    }
-}
-
-fn run_section(s: &Summary) -> Markup {
-    let (c, l) = (&s.counts, &s.latency);
-    let latency = format!(
-        "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
-        l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms
-    );
-    html! {
-        section {
-            h2 { "Run" }
-            table {
-                tr { th { "transactions" } td { (group(c.transactions)) } }
-                tr { th { "acknowledged" } td { (group(c.successes)) } }
-                tr { th { "errors by class" } td { (errors_text(&c.errors)) } }
-                tr { th { "skipped / abandoned" } td { (group(s.skipped)) " / " (group(s.abandoned)) } }
-                tr { th { "latency from intended start" } td { (latency) } }
-            }
-        }
-    }
-}
-
-/// The flags as run; any whose name mentions a password is redacted here as well.
-fn flags_section(flags: &[Flag]) -> Markup {
-    let value = |f: &Flag| match f.name.to_ascii_lowercase().contains("password") {
-        true => "(redacted)".to_string(),
-        false => f.value.clone(),
-    };
-    html! {
-        section {
-            h2 { "Flags" }
-            @if flags.is_empty() {
-                p.muted { "Not recorded." }
-            } @else {
-                table {
-                    @for f in flags { tr { th.mono { "--" (f.name) } td.mono { (value(f)) } } }
-                }
-            }
-        }
-    }
-}
-
-fn state_changes_section(s: &Summary) -> Markup {
-    html! {
-        @if !s.state_changes.is_empty() {
-            section { details {
-                summary { "All " (s.state_changes.len()) " state changes" }
-                table {
-                    @for c in &s.state_changes {
-                        tr { td.num { (c.at) } td { (c.from.as_str()) " → " (c.to.as_str()) } }
-                    }
-                }
-            } }
         }
     }
 }
