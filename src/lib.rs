@@ -107,7 +107,7 @@ use telemetry::health::Health;
 use telemetry::http;
 use telemetry::latency::LatencyBook;
 use telemetry::metrics::{Metrics, PoolCollector};
-use telemetry::timeline::Recorder;
+use telemetry::timeline::{Recorder, Timeline};
 
 /// A run that could not start or go on, with what it measured when it had written.
 #[derive(Debug, thiserror::Error)]
@@ -271,7 +271,7 @@ impl Drill {
             metrics.clone(),
             clock.clone(),
         ));
-        let timeline = Arc::new(Recorder::new(&sampler::class_names()));
+        let timeline = Arc::new(Recorder::new(Timeline::new(&sampler::class_names())));
         identity.record_to(timeline.clone());
         let mut pg = config.target.pg.clone();
         pg.connect_timeout(config.connect_timeout);
@@ -303,14 +303,15 @@ impl Drill {
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(config.verify_window)));
         let latency = LatencyBook::new(tokio::runtime::Handle::current().metrics().num_workers());
-        let outcomes = Arc::new(Outcomes::new(
-            metrics.clone(),
-            detector.clone(),
-            ledger.clone(),
-            latency.clone(),
-            identity.clone(),
-            fatal.clone(),
-        ));
+        let outcomes = Arc::new(Outcomes {
+            metrics: metrics.clone(),
+            detector: detector.clone(),
+            ledger: ledger.clone(),
+            latency: latency.clone(),
+            identity: identity.clone(),
+            tally: Default::default(),
+            fatal: fatal.clone(),
+        });
         let verifier = Arc::new(Verifier::new(
             pool.clone(),
             workload.clone(),
@@ -425,7 +426,7 @@ impl Drill {
         }
         announce_outputs(config);
         let load_began = Instant::now();
-        self.health.load_started();
+        self.health.load_running(true);
         self.metrics.load_running.set(1);
         if let Some(drill) = &self.drill {
             sup.spawn(Stage::Drill, |stop| drill.clone().run(load_began, stop));
@@ -434,7 +435,7 @@ impl Drill {
         let s = &self.sources;
         scheduler::run(config.rate, jobs_tx, &s.outcomes, &stop, config.duration).await;
         self.lanes.load_over.cancel();
-        self.health.load_stopped();
+        self.health.load_running(false);
         self.metrics.load_running.set(0);
         s.outages.load_stopped(Instant::now());
         let elapsed = load_began.elapsed();
@@ -588,7 +589,7 @@ impl Drill {
             state_changes: s.outages.state_changes(),
             identity_first: s.identity.first(),
             identity_last: s.identity.current(),
-            timeline: s.timeline.snapshot(),
+            timeline: s.timeline.lock().clone(),
             error_kinds: self.metrics.errors.kinds(),
             ..Summary::of_load(s.outcomes.tally(), elapsed, &s.latency, rpo)
         }

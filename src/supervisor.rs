@@ -414,7 +414,7 @@ mod tests {
         let stop = CancellationToken::new();
         let fatal = Arc::new(Fatal::new(stop.clone()));
         let health = Arc::new(Health::default());
-        health.load_started();
+        health.load_running(true);
         let mut sup = Supervisor::new(fatal.clone(), health.clone());
         sup.spawn(Stage::Http, |token| async move { token.cancelled().await });
         sup.spawn(Stage::Progress, |_| async {});

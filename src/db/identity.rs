@@ -354,7 +354,7 @@ impl IdentityTracker {
             _ => return,
         };
         if let Some(t) = self.timeline.get() {
-            t.event(unix_now(), event);
+            t.lock().event(unix_now(), event);
         }
         self.generation.fetch_add(1, Ordering::Relaxed);
         self.changes.send_modify(|n| *n += 1);

@@ -107,7 +107,7 @@ impl DrillRun {
                 m.trigger_timestamp.set(to.unix);
                 let how = format!("trigger {index} started: {}", self.config.action.display());
                 let started = EventKind::FailoverTrigger { how };
-                self.sources.timeline.event(to.unix, started);
+                self.sources.timeline.lock().event(to.unix, started);
                 // This trigger's figures are not measured yet (and stay so without an
                 // outage or a new primary), as the summary's null.
                 m.first_failed_write.set(f64::NAN);
@@ -121,8 +121,8 @@ impl DrillRun {
                 let (index, outcome, took) = (run.index, run.outcome.label(), run.duration_seconds);
                 let how = format!("trigger {index} ended: {outcome} after {took:.3} s");
                 let ended = EventKind::FailoverTrigger { how };
-                self.sources.timeline.event(run.ended_unix, ended);
-                m.trigger_ended(outcome);
+                self.sources.timeline.lock().event(run.ended_unix, ended);
+                m.triggers.with_label_values(&[outcome]).inc();
                 self.book.lock().triggers.push(run);
             }
         }
@@ -216,7 +216,9 @@ mod tests {
             identity: tracker.clone(),
             counts: Box::new(move || (counted.load(Ordering::Relaxed), 0)),
             target_rate: Some(100.0),
-            timeline: Arc::new(Recorder::new(&[])),
+            timeline: Arc::new(Recorder::new(
+                crate::telemetry::timeline::Timeline::new(&[]),
+            )),
         };
         let drill = DrillRun::new(config, objectives, sources);
         let pending = "pgdrill_drill_verdict{verdict=\"pending\"}";

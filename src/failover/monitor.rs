@@ -61,7 +61,7 @@ impl Monitor {
                             let outage = req.outage.map_or(0, |i| i64::try_from(i).unwrap_or(0));
                             m.last_failover_outage.set(outage);
                         }
-                        this.timeline.event(
+                        this.timeline.lock().event(
                             at,
                             EventKind::Verification {
                                 outage: req.outage.map(|i| i as u32),
@@ -235,6 +235,7 @@ impl Monitor {
                 let outage = self.outages.started(start, before.clone()) as u32;
                 m.last_failover_outage.set(i64::from(outage));
                 self.timeline
+                    .lock()
                     .event(clock.unix(start), EventKind::OutageStart { outage });
                 tracing::warn!(event = "outage_started", outage, at = %clock.rfc3339(start), primary = %shown(before.as_ref().and_then(Identity::endpoint)), "writes unavailable");
             }
@@ -248,7 +249,7 @@ impl Monitor {
                 self.outage_measured(seconds);
                 let after = self.identity.current();
                 let index = self.outages.ended(start, end, &classes, after.clone());
-                self.timeline.event(
+                self.timeline.lock().event(
                     clock.unix(end),
                     EventKind::OutageEnd {
                         outage: index.map_or(0, |i| i as u32),
@@ -388,7 +389,9 @@ mod tests {
             outages: outages.clone(),
             thresholds,
             rto_objective: Duration::from_millis(400),
-            timeline: Arc::new(Recorder::new(&[])),
+            timeline: Arc::new(Recorder::new(
+                crate::telemetry::timeline::Timeline::new(&[]),
+            )),
         });
         Rig {
             metrics,

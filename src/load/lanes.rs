@@ -412,7 +412,7 @@ mod tests {
         use crate::report::Sources;
         use crate::telemetry::timeline::Recorder;
         let sources = Sources::for_tests(Arc::new(Recorder::new(
-            &crate::report::sampler::class_names(),
+            crate::telemetry::timeline::Timeline::new(&crate::report::sampler::class_names()),
         )));
         let report = sources.outcomes.lane();
         let (tx, jobs) = async_channel::bounded(8);

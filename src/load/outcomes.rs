@@ -98,36 +98,17 @@ impl TallySnapshot {
 
 /// What every lane reports to; see the module documentation.
 pub(crate) struct Outcomes {
-    metrics: Arc<Metrics>,
-    detector: Arc<Detector>,
-    ledger: Arc<Mutex<Ledger>>,
-    latency: LatencyBook,
-    identity: Arc<IdentityTracker>,
-    tally: Tally,
+    pub metrics: Arc<Metrics>,
+    pub detector: Arc<Detector>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub latency: LatencyBook,
+    pub identity: Arc<IdentityTracker>,
+    pub tally: Tally,
     /// Told of the first success (before it, a wrong target ends the run).
-    fatal: Arc<Fatal>,
+    pub fatal: Arc<Fatal>,
 }
 
 impl Outcomes {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        detector: Arc<Detector>,
-        ledger: Arc<Mutex<Ledger>>,
-        latency: LatencyBook,
-        identity: Arc<IdentityTracker>,
-        fatal: Arc<Fatal>,
-    ) -> Outcomes {
-        Outcomes {
-            metrics,
-            detector,
-            ledger,
-            latency,
-            identity,
-            tally: Tally::default(),
-            fatal,
-        }
-    }
-
     /// A recorder for one lane, with its share of the latency recorders.
     pub fn lane(self: &Arc<Self>) -> LaneOutcomes {
         LaneOutcomes {
@@ -256,18 +237,19 @@ mod tests {
         let metrics = Metrics::new(&[]);
         let detector = Arc::new(Detector::default());
         let ledger = Arc::new(Mutex::new(Ledger::new(Duration::from_secs(30))));
-        let outcomes = Arc::new(Outcomes::new(
-            metrics.clone(),
-            detector.clone(),
+        let outcomes = Arc::new(Outcomes {
+            metrics: metrics.clone(),
+            detector: detector.clone(),
             ledger,
-            LatencyBook::new(1),
-            Arc::new(IdentityTracker::new(
+            latency: LatencyBook::new(1),
+            identity: Arc::new(IdentityTracker::new(
                 Vec::new(),
                 metrics.clone(),
                 crate::clock::WallClock::now(),
             )),
-            Arc::default(),
-        ));
+            tally: Default::default(),
+            fatal: Arc::default(),
+        });
         (outcomes, metrics, detector)
     }
 

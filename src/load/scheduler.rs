@@ -219,18 +219,19 @@ mod tests {
 
     fn outcomes() -> Outcomes {
         let metrics = Metrics::new(&[]);
-        Outcomes::new(
-            metrics.clone(),
-            Arc::new(Detector::default()),
-            Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
-            LatencyBook::new(1),
-            Arc::new(IdentityTracker::new(
+        Outcomes {
+            metrics: metrics.clone(),
+            detector: Arc::new(Detector::default()),
+            ledger: Arc::new(Mutex::new(Ledger::new(Duration::from_secs(1)))),
+            latency: LatencyBook::new(1),
+            identity: Arc::new(IdentityTracker::new(
                 Vec::new(),
                 metrics,
                 crate::clock::WallClock::now(),
             )),
-            Arc::default(),
-        )
+            tally: Default::default(),
+            fatal: Arc::default(),
+        }
     }
 
     #[tokio::test(start_paused = true)]

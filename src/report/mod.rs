@@ -183,7 +183,7 @@ impl Sources {
             identity_last: self.identity.current(),
             outages: self.outages.outages(),
             earlier_outages: self.outages.earlier(),
-            timeline: self.timeline.recent(html::LIVE_WINDOW),
+            timeline: self.timeline.lock().recent(html::LIVE_WINDOW),
             objectives: Some(self.objectives),
             ..Summary::default()
         };
@@ -223,14 +223,15 @@ mod tests {
                 started_at: String::new(),
                 target_rate: Some(100.0),
                 objectives: summary::DEFAULT_OBJECTIVES,
-                outcomes: Arc::new(Outcomes::new(
-                    metrics.clone(),
-                    Arc::default(),
-                    ledger.clone(),
-                    latency.clone(),
-                    identity.clone(),
-                    Arc::default(),
-                )),
+                outcomes: Arc::new(Outcomes {
+                    metrics: metrics.clone(),
+                    detector: Arc::default(),
+                    ledger: ledger.clone(),
+                    latency: latency.clone(),
+                    identity: identity.clone(),
+                    tally: Default::default(),
+                    fatal: Arc::default(),
+                }),
                 latency,
                 outages: Arc::new(Outages::new(WallClock::now())),
                 identity: identity.clone(),
@@ -255,7 +256,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_live_page_is_redrawn_while_viewed_and_fetches_copy_it() {
-        let timeline = Arc::new(Recorder::new(&sampler::class_names()));
+        let timeline = Arc::new(Recorder::new(crate::telemetry::timeline::Timeline::new(
+            &sampler::class_names(),
+        )));
         let live = Arc::new(Sources::for_tests(timeline.clone()));
         let drawn = |live: &Sources| live.drawn.lock().is_some();
         // Nobody looked: nothing is drawn.
@@ -264,7 +267,7 @@ mod tests {
         let first = live.page();
         assert!(first.contains("No second recorded yet."), "{first}");
         assert!(drawn(&live));
-        timeline.push(Second::second(1_795_000_200));
+        timeline.lock().push(Second::second(1_795_000_200));
         // A fetch within the staleness bound gets the page drawn last.
         assert_eq!(live.page(), first);
         // The sampler's redraw, while viewed, brings the new second in.

@@ -81,7 +81,7 @@ fn sample(s: &Sources, label: u64, last: TallySnapshot) -> TallySnapshot {
     second.pool_in_use = s.pool.stats().in_use;
     let states = s.outages.take_states();
     second.state = states.into_iter().max().unwrap_or_default();
-    s.timeline.push(second);
+    s.timeline.lock().push(second);
     now
 }
 
@@ -93,7 +93,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_sample_is_the_second_just_ended() {
-        let sources = Sources::for_tests(Arc::new(Recorder::new(&class_names())));
+        let sources = Sources::for_tests(Arc::new(Recorder::new(Timeline::new(&class_names()))));
         let (outcomes, outages, timeline) =
             (&sources.outcomes, &sources.outages, &sources.timeline);
         let clock = outages.clock();
@@ -139,7 +139,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1000)).await;
         let second = || label(clock.unix(tokio::time::Instant::now()), false, None);
         sample(&sources, second(), first);
-        let t: Timeline = timeline.snapshot();
+        let t: Timeline = timeline.lock().clone();
         let s = t.iter().last().copied().unwrap_or_default();
         assert_eq!((s.attempts, s.successes, s.skipped), (4, 3, 1));
         assert_eq!(s.errors[ErrorClass::ConnectRefused.index()], 1);
@@ -152,7 +152,8 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1000)).await;
         let tally = sample(&sources, second(), outcomes.tally());
         let s = timeline
-            .snapshot()
+            .lock()
+            .clone()
             .iter()
             .last()
             .copied()
@@ -160,7 +161,7 @@ mod tests {
         assert_eq!(s.state, State::Recovering);
         assert!(!s.has_latency());
         // The part-second at the end is a second of its own, not added to the last whole one.
-        let whole = timeline.snapshot().iter().count();
+        let whole = timeline.lock().clone().iter().count();
         tokio::time::advance(Duration::from_millis(200)).await;
         lane.started();
         let at = tokio::time::Instant::now();
@@ -173,10 +174,10 @@ mod tests {
             at,
             5,
         );
-        let pushed = timeline.snapshot().iter().last().map(|s| s.at);
+        let pushed = timeline.lock().clone().iter().last().map(|s| s.at);
         let part = label(clock.unix(tokio::time::Instant::now()), true, pushed);
         sample(&sources, part, tally);
-        let t: Timeline = timeline.snapshot();
+        let t: Timeline = timeline.lock().clone();
         assert_eq!(t.iter().count(), whole + 1);
         let s = t.iter().last().copied().unwrap_or_default();
         assert_eq!((s.attempts, s.successes), (1, 1));

@@ -58,7 +58,7 @@ impl Slice {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Ledger {
     slices: VecDeque<Slice>,
     window: Duration,
@@ -161,19 +161,9 @@ pub struct Check {
 impl Ledger {
     pub fn new(window: Duration) -> Ledger {
         Ledger {
-            slices: VecDeque::new(),
             window,
-            unknown: BTreeMap::new(),
-            unknown_dropped: 0,
-            newest_id: None,
-            newest_at: None,
             period_min_id: i64::MAX,
-            checkpoints: VecDeque::new(),
-            holds: 0,
-            held_until: None,
-            taken_until: None,
-            held_lost: false,
-            aged_out: None,
+            ..Ledger::default()
         }
     }
 

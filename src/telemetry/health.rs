@@ -14,12 +14,8 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn load_started(&self) {
-        self.load_running.store(true, Ordering::Relaxed);
-    }
-
-    pub fn load_stopped(&self) {
-        self.load_running.store(false, Ordering::Relaxed);
+    pub fn load_running(&self, running: bool) {
+        self.load_running.store(running, Ordering::Relaxed);
     }
 
     pub fn lane_down(&self) {
@@ -62,7 +58,7 @@ mod tests {
     fn healthy_only_while_every_part_of_the_load_runs() {
         let h = Health::default();
         assert!(h.check().is_err(), "not before the load starts");
-        h.load_started();
+        h.load_running(true);
         assert_eq!(h.check(), Ok(()));
         h.lane_down();
         assert!(h.check().unwrap_err().contains("lane"));

@@ -24,6 +24,7 @@ use crate::retry::{Backoff, Throttle};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::webconfig::WebConfig;
+use prometheus::TEXT_FORMAT;
 
 /// What the endpoints serve (the live `/` page, drawn by the caller and never holding a
 /// password; what `/healthz` checks; `--web.config.file`), and within which limits.
@@ -38,43 +39,21 @@ pub struct Site {
 
 fn response(
     status: StatusCode,
-    content_type: &str,
+    content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(CONTENT_TYPE, v);
-    }
+    let content_type = HeaderValue::from_static(content_type);
+    resp.headers_mut().insert(CONTENT_TYPE, content_type);
     resp
-}
-
-fn route(req: &Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
-    }
-    match req.uri().path() {
-        "/metrics" => {
-            let (body, content_type) = site.metrics.encode();
-            response(StatusCode::OK, &content_type, body)
-        }
-        "/healthz" => match site.health.check() {
-            Ok(()) => response(StatusCode::OK, "text/plain", "ok\n"),
-            Err(why) => response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("unhealthy: {why}\n"),
-            ),
-        },
-        _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
-    }
 }
 
 /// Basic auth when configured; `/healthz` (it says only whether the load runs) stays open
 /// for probes.
 async fn handle(req: Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
-    let open = req.uri().path() == "/healthz";
-    if let Some(web) = site.web.as_deref().filter(|_| !open) {
+    let path = req.uri().path();
+    if let Some(web) = site.web.as_deref().filter(|_| path != "/healthz") {
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
         if !web.authorized(header).await {
             let mut resp = response(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
@@ -85,15 +64,28 @@ async fn handle(req: Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
             return resp;
         }
     }
-    if req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
-        let render = site.render.clone();
-        let page = tokio::task::spawn_blocking(move || render()).await;
-        return match page {
-            Ok(page) => response(StatusCode::OK, "text/html; charset=utf-8", page),
-            Err(_) => response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "no page\n"),
-        };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
-    route(&req, site)
+    match path {
+        "/" => {
+            let render = site.render.clone();
+            match tokio::task::spawn_blocking(move || render()).await {
+                Ok(page) => response(StatusCode::OK, "text/html; charset=utf-8", page),
+                Err(_) => response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "no page\n"),
+            }
+        }
+        "/metrics" => response(StatusCode::OK, TEXT_FORMAT, site.metrics.encode()),
+        "/healthz" => match site.health.check() {
+            Ok(()) => response(StatusCode::OK, "text/plain", "ok\n"),
+            Err(why) => response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("unhealthy: {why}\n"),
+            ),
+        },
+        _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
 }
 
 /// Most HTTP connections served at once; Prometheus and a browser need a handful.
@@ -329,7 +321,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(Health::default());
-        health.load_started();
+        health.load_running(true);
         let site = Arc::new(Site {
             metrics: Metrics::new(&[]),
             render: Arc::new(String::new),

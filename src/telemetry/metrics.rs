@@ -288,15 +288,14 @@ impl Metrics {
         }
     }
 
-    /// Text exposition of every registered family.
-    pub fn encode(&self) -> (Vec<u8>, String) {
-        let encoder = TextEncoder::new();
+    /// Text exposition of every registered family ([`prometheus::TEXT_FORMAT`]).
+    pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail on I/O; a failure would be a bug in a collector.
-        if let Err(err) = encoder.encode(&self.registry.gather(), &mut body) {
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut body) {
             tracing::error!(%err, "encoding metrics failed");
         }
-        (body, encoder.format_type().to_string())
+        body
     }
 }
 
@@ -321,7 +320,8 @@ pub const TRIGGER_OUTCOMES: [&str; 5] = [
 pub struct DrillMetrics {
     pub trigger_timestamp: Gauge,
     pub trigger_end_timestamp: Gauge,
-    triggers: IntCounterVec,
+    /// Finished triggers by outcome, one of [`TRIGGER_OUTCOMES`].
+    pub triggers: IntCounterVec,
     pub first_failed_write: Gauge,
     pub new_primary_write: Gauge,
     pub verdict: StateSet,
@@ -350,11 +350,6 @@ impl DrillMetrics {
             rto_objective: register(r, Gauge::new("pgdrill_rto_objective_seconds", "--rto-objective: the longest acceptable write unavailability per failover.")),
             rpo_objective: register(r, IntGauge::new("pgdrill_rpo_objective_lost_writes", "--rpo-objective: the most acknowledged writes a drill may lose.")),
         }
-    }
-
-    /// Counts one finished trigger; `outcome` is one of [`TRIGGER_OUTCOMES`].
-    pub fn trigger_ended(&self, outcome: &str) {
-        self.triggers.with_label_values(&[outcome]).inc();
     }
 }
 
@@ -416,7 +411,7 @@ mod tests {
     impl Metrics {
         /// The value of one series as exposed, e.g. `pgdrill_failover_state{state="outage"}`.
         pub(crate) fn sample(&self, series: &str) -> Option<f64> {
-            let (body, _) = self.encode();
+            let body = self.encode();
             let text = String::from_utf8(body).ok()?;
             text.lines()
                 .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -426,9 +421,7 @@ mod tests {
     #[test]
     fn every_class_and_state_is_precreated() {
         let metrics = Metrics::new(&["127.0.0.1:5432".to_string()]);
-        let (body, content_type) = metrics.encode();
-        let text = String::from_utf8(body).expect("utf-8 exposition");
-        assert!(content_type.starts_with("text/plain"));
+        let text = String::from_utf8(metrics.encode()).expect("utf-8 exposition");
         for class in ErrorClass::ALL {
             let series = format!("pgdrill_transaction_errors_total{{class=\"{class}\"}} 0");
             assert!(text.contains(&series), "missing {series}");

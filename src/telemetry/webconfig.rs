@@ -155,10 +155,9 @@ impl WebConfig {
         let Some((user, password)) = header.and_then(basic_credentials) else {
             return false;
         };
-        let (hash, known) = match self.users.get(&user) {
-            Some(hash) => (hash.clone(), true),
-            None => (self.unknown_user_hash.clone(), false),
-        };
+        let known = self.users.get(&user);
+        let hash = known.unwrap_or(&self.unknown_user_hash).clone();
+        let known = known.is_some();
         let key = digest(&user, &password, &hash);
         if self.cache.lock().contains(&key) {
             return true;

@@ -28,18 +28,9 @@ use serde::{Deserialize, Serialize};
 /// Error classes a bucket can count; the crate's fixed set (14 today) must fit.
 pub const MAX_CLASSES: usize = 16;
 
-/// 6 hours at 1 s.
-pub const TIER0_BUCKETS: usize = 6 * 3600;
-/// 24 hours at 1 min.
-pub const TIER1_BUCKETS: usize = 24 * 60;
+/// Each tier's cap and bucket width (s), finest first: 6 hours at 1 s, 24 hours at 1 min,
 /// 30 days at 10 min.
-pub const TIER2_BUCKETS: usize = 30 * 24 * 6;
-/// Each tier's cap and bucket width (s), finest first.
-const TIERS: [(usize, u64); 3] = [
-    (TIER0_BUCKETS, 1),
-    (TIER1_BUCKETS, 60),
-    (TIER2_BUCKETS, 600),
-];
+pub const TIERS: [(usize, u64); 3] = [(6 * 3600, 1), (24 * 60, 60), (30 * 24 * 6, 600)];
 
 /// Events kept (the latest); a flapping canary drops the oldest.
 pub const MAX_EVENTS: usize = 1000;
@@ -344,6 +335,11 @@ impl Timeline {
         &self.classes
     }
 
+    /// Records an event at `at` (unix seconds).
+    pub fn event(&mut self, at: f64, kind: EventKind) {
+        self.events.push(Event { at, kind });
+    }
+
     /// Records one sampled second. A second at or before the newest one (a clock
     /// step back, a duplicate tick) merges into the newest rather than reorder.
     pub fn push(&mut self, mut second: Second) {
@@ -421,37 +417,7 @@ impl Timeline {
 
 /// The run's timeline behind one lock, shared by the 1 Hz sampler and the places where
 /// events happen (the monitor, the identity tracker). The load path never takes it.
-#[derive(Debug)]
-pub struct Recorder {
-    timeline: Mutex<Timeline>,
-}
-
-impl Recorder {
-    pub fn new(classes: &[&str]) -> Recorder {
-        Recorder {
-            timeline: Mutex::new(Timeline::new(classes)),
-        }
-    }
-
-    pub fn push(&self, second: Second) {
-        self.timeline.lock().push(second);
-    }
-
-    /// Records an event at `at` (unix seconds).
-    pub fn event(&self, at: f64, kind: EventKind) {
-        self.timeline.lock().events.push(Event { at, kind });
-    }
-
-    /// A copy of everything, for the summary and the report.
-    pub fn snapshot(&self) -> Timeline {
-        self.timeline.lock().clone()
-    }
-
-    /// A copy of the last `last`, for the live page.
-    pub fn recent(&self, last: Duration) -> Timeline {
-        self.timeline.lock().recent(last)
-    }
-}
+pub type Recorder = Mutex<Timeline>;
 
 /// The JSON form: one list of buckets oldest first (each with its span), so a
 /// reader needs to know nothing about the tiers.

@@ -1,7 +1,7 @@
 use super::*;
 
 // The stated bound; the tests hold the timeline to it.
-const MAX_BUCKETS: usize = TIER0_BUCKETS + TIER1_BUCKETS + TIER2_BUCKETS;
+const MAX_BUCKETS: usize = TIERS[0].0 + TIERS[1].0 + TIERS[2].0;
 
 /// The stated bound on the heap the timeline holds.
 const MAX_BYTES: usize = MAX_BUCKETS * std::mem::size_of::<Bucket>()
@@ -62,7 +62,7 @@ fn a_simulated_week_stays_within_the_stated_bound() {
         }
     }
     // 6 h of seconds, 24 h of minutes, the remaining 138 h in 10-minute buckets.
-    let expected = TIER0_BUCKETS + TIER1_BUCKETS + ((WEEK as usize - 6 * 3600 - 24 * 3600) / 600);
+    let expected = TIERS[0].0 + TIERS[1].0 + ((WEEK as usize - 6 * 3600 - 24 * 3600) / 600);
     assert_eq!(t.iter().count(), expected);
     assert!(t.iter().count() <= MAX_BUCKETS);
     assert_eq!(t.dropped_buckets, 0);
@@ -228,7 +228,7 @@ fn recent_returns_the_recent_buckets_and_their_events() {
 #[test]
 fn json_round_trips_through_serde() {
     let mut t = Timeline::new(&classes());
-    for i in 0..(TIER0_BUCKETS as u64 + 180) {
+    for i in 0..(TIERS[0].0 as u64 + 180) {
         let mut s = second(i);
         if i % 1000 == 0 {
             s.errors[1] = 3;
@@ -273,7 +273,7 @@ fn a_narrow_oldest_bucket_reads_back_in_order() {
     // A run that began 30 s before a 10-minute boundary, past the two finer tiers: its first
     // bucket is 30 s wide but the oldest of the coarsest tier.
     let mut t = Timeline::new(&classes());
-    for i in 0..(TIER0_BUCKETS + TIER1_BUCKETS * 60 + 1200) as u64 {
+    for i in 0..(TIERS[0].0 + TIERS[1].0 * 60 + 1200) as u64 {
         t.push(second(i + 570));
     }
     let first = t.iter().next().copied().unwrap_or_default();

@@ -56,7 +56,14 @@ impl Drill {
     }
 
     pub async fn scrape(&self) -> String {
-        http_get(self.addr, "/metrics").await
+        let text = http_get(self.addr, "/metrics").await;
+        // What Prometheus parses the body by.
+        let typed = "\r\ncontent-type: text/plain; version=0.0.4\r\n";
+        assert!(
+            !text.starts_with("HTTP/1.0 200") || text.contains(typed),
+            "{text:.300}"
+        );
+        text
     }
 
     pub async fn metric(&self, series: &str) -> f64 {
