@@ -1,9 +1,8 @@
-//! `pgdrill demo`: a whole drill on this machine in one command — start a
-//! primary + standby, run load, fail over, print the report, clean up.
-//!
-//! The failover is a drill trigger like `--failover-command`, with the same schedule, timing
-//! and verdict; only its action differs: an [`InProcessTrigger`] that asks this module, which
-//! owns the lab, to run the failure mode ([`fail`]) and answer with the lab's own account.
+//! `pgdrill demo`: a whole drill on this machine in one command — start a primary + standby, run
+//! load, fail over, print the report, clean up. The failover is a drill trigger like
+//! `--failover-command` (same schedule, timing and verdict); only its action differs: an
+//! [`InProcessTrigger`] that asks this module, which owns the lab, to run the failure mode
+//! ([`fail`]) and answer with the lab's own account.
 
 use std::time::Duration;
 

@@ -54,9 +54,8 @@ impl ErrorClass {
     /// serialization failure, a resource) keeps it: a backend per failed write loads the server.
     pub fn discards_connection(self, sqlstate: Option<&str>) -> bool {
         let statement_only = |code: &str| {
-            // Sent as FATAL or PANIC instead, the server closes the connection: the lane sees
-            // that apart.
-            // A table or column dropped mid-run (42P01, 42703) is the statement's: a new
+            // Sent as FATAL or PANIC instead, the server closes the connection: the lane sees that
+            // apart. A table or column dropped mid-run (42P01, 42703) is the statement's: a new
             // session gets the same. A prepared statement's name taken (42P05) is not.
             (code.starts_with("42") && code != "42P05")
                 || matches!(
@@ -69,8 +68,7 @@ impl ErrorClass {
             || (self == ErrorClass::Other && !sqlstate.is_some_and(statement_only))
     }
 
-    /// After a statement was sent, the server may have committed it even though
-    /// we never saw the acknowledgement: the outcome is unknown until verified.
+    /// A write sent before this error may have committed: its outcome is unknown until verified.
     pub fn outcome_unknown_after_send(self) -> bool {
         matches!(
             self,
@@ -92,8 +90,7 @@ impl std::fmt::Display for ErrorClass {
 /// Classify an error from tokio-postgres, whether it came from connecting or from a query.
 pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     if let Some(code) = err.code() {
-        // PgBouncer refuses a login with its catch-all 08P01: a wrong target, like the
-        // server's own 28P01 and 3D000.
+        // PgBouncer refuses logins with its catch-all 08P01: a wrong target, as 28P01 or 3D000.
         let pooler = err
             .as_db_error()
             .filter(|_| *code == SqlState::PROTOCOL_VIOLATION);
@@ -244,8 +241,7 @@ fn classify_io(err: &io::Error, connecting: bool) -> ErrorClass {
     use io::ErrorKind::*;
     match err.kind() {
         ConnectionRefused => ErrorClass::ConnectRefused,
-        // Once connected, a timeout comes from the kernel (TCP_USER_TIMEOUT, keepalives):
-        // the peer stopped answering.
+        // Once connected, a timeout is the kernel's (TCP_USER_TIMEOUT, keepalives): a silent peer.
         TimedOut if connecting => ErrorClass::ConnectTimeout,
         TimedOut => ErrorClass::NoResponse,
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
@@ -346,9 +342,8 @@ pub fn wrong_target_hint(
     })
 }
 
-/// `argv`'s program can be run now, as `execvp` finds it (a path, or a name on `PATH`);
-/// else an error naming `option` with `shown` as its value: a failover trigger's and a
-/// password command's, checked before start.
+/// `argv`'s program can be run now, as `execvp` finds it (a path, or a name on `PATH`); else an
+/// error naming `option` with `shown` as its value (a trigger's or password command's, at start).
 pub fn runnable(option: &'static str, shown: &str, argv: &[String]) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let program = argv.first().map_or("", String::as_str);

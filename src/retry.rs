@@ -58,8 +58,7 @@ impl Throttle {
         self.hit_keyed("", now)
     }
 
-    /// Like [`Throttle::hit`], throttling only repeats of the same `key`; the count held
-    /// back is that key's own.
+    /// Like [`Throttle::hit`], throttling only repeats of `key`; the count held back is its own.
     pub fn hit_keyed(&mut self, key: &str, now: Instant) -> Option<u64> {
         let every = self.every;
         if let Some(i) = self.recent.iter().position(|(_, k, _)| k == key) {

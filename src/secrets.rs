@@ -1,11 +1,10 @@
-//! Every secret pgdrill knows, and the one function that removes them from text.
-//!
-//! A secret is remembered once, where it enters the process (the DSN or `PGPASSWORD`, each
-//! value read from `--password-file` or returned by `--password-command`); from then on
-//! [`scrub`] replaces it in everything pgdrill writes: log lines (the log writer scrubs
-//! each event), a trigger's command line and output, error messages kept for the summary,
-//! the report and `/metrics`. Patterns catch what was never remembered: connection strings,
-//! `key=value` and `--option value` pairs whose key names a secret.
+//! Every secret pgdrill knows, and the one function that removes them from text. A secret is
+//! remembered once, where it enters the process (the DSN or `PGPASSWORD`, each value read from
+//! `--password-file` or returned by `--password-command`); from then on [`scrub`] replaces it in
+//! everything pgdrill writes: log lines (the log writer scrubs each event), a trigger's command
+//! line and output, error messages kept for the summary, the report and `/metrics`. Patterns catch
+//! what was never remembered: connection strings, `key=value` and `--option value` pairs whose key
+//! names a secret.
 
 use parking_lot::RwLock;
 use regex::Regex;
@@ -47,20 +46,18 @@ pub fn remember_rotated(secret: &str) {
     }
 }
 
-/// A secret and, if it has several, each of its lines (a PEM key): output is scrubbed a line
-/// at a time.
+/// A secret and, if it has several, each of its lines (a PEM key): output is scrubbed by line.
 fn with_lines(secret: &str) -> impl Iterator<Item = &str> {
     let text = secret.trim_end_matches(['\r', '\n']);
     let lines = text.contains('\n').then(|| text.lines().map(str::trim));
     std::iter::once(secret).chain(lines.into_iter().flatten())
 }
 
-/// Secrets the process was given before any of them is parsed: the password of each
-/// argument (or `--flag=` value) and environment value that is a URL
-/// (`scheme://user:password@…`, up to its last `@`, as a parser may end it), and the value of
-/// each environment variable whose name says it is a secret (`PGPASSWORD`, `VAULT_TOKEN`,
-/// `AWS_SECRET_ACCESS_KEY`, `SSHPASS`; not `…_FILE` and the like, which say where one is), which a
-/// trigger's `set -x` may echo.
+/// Secrets the process was given before any of them is parsed: the password of each argument (or
+/// `--flag=` value) and environment value that is a URL (`scheme://user:password@…`, up to its last
+/// `@`, as a parser may end it), and the value of each environment variable whose name says it is a
+/// secret (`PGPASSWORD`, `VAULT_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `SSHPASS`; not `…_FILE` and the
+/// like, which say where one is), which a trigger's `set -x` may echo.
 pub fn remember_given(
     args: impl Iterator<Item = String>,
     env: impl Iterator<Item = (String, String)>,
@@ -113,8 +110,7 @@ fn names_a_secret_variable(name: &str) -> bool {
     secret && !A_PLACE.iter().any(|s| name.ends_with(s))
 }
 
-/// Shorter secrets are left to the patterns: remembered, a `150` would be hidden in every
-/// count, a `1` everywhere.
+/// Shorter secrets go to the patterns: remembered, `150` would hide in every count, `1` everywhere.
 const MIN_REMEMBERED: usize = 6;
 
 /// A secret as it is and as JSON and HTML (as maud, which writes the pages) escape it.
@@ -136,9 +132,8 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     Some([secret.to_string(), json, html])
 }
 
-/// The words a secret is found after ([`SECRET_VALUE`]), as a pattern's alternatives: keys
-/// (in any case, `pass` and `pwd` also as the end of a longer one), and the authorization
-/// schemes before a value.
+/// The words a secret is found after ([`SECRET_VALUE`]), as a pattern's alternatives: keys (in any
+/// case, `pass` and `pwd` also ending a longer one), and the authorization schemes before a value.
 const KEYS: &str = concat!(
     "password|passwd|passphrase|pass|pwd|pw|secret|token|authorization|",
     "api_key|api-key|apikey|access_key|access-key|accesskey|private_key|private-key|privatekey|",
@@ -280,11 +275,10 @@ static USER_INFO: LazyLock<Regex> = LazyLock::new(|| {
     .expect("a valid pattern")
 });
 
-/// `password=` and any key ending in it (`sslpassword=`): in a connection string (also
-/// right after a closing quote, as libpq reads it), the value to white space with libpq's
-/// quoting and backslash escapes, or in double quotes as a shell writes it (group 1 the
-/// key); in a URL query, to the next `&` (group 2 the key), and the value of any
-/// percent-encoded key (`pass%77ord=` is `password=`).
+/// `password=` and any key ending in it (`sslpassword=`): in a connection string (also right after
+/// a closing quote, as libpq reads it), the value to white space with libpq's quoting and backslash
+/// escapes, or in double quotes as a shell writes it (group 1 the key); in a URL query, to the next
+/// `&` (group 2 the key), and the value of any percent-encoded key (`pass%77ord=` is `password=`).
 static DSN_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r#"(?i)((?:^|[\s'])[a-z0-9_]*password\s*=)\s*(?:'(?:[^'\\]|\\(?s:.)?)*'?|"(?:[^"\\]|\\(?s:.)?)*"?|(?:[^\s\\]|\\(?s:.)?)*)|([?&](?:[a-z0-9_]*password|[^=&\s]*%[^=&\s]*)=)[^&\s]*"#,
@@ -322,11 +316,11 @@ static TOKEN_START_AT_END: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?\z").expect("a valid pattern")
 });
 
-/// A user name and password given to an option (`curl -u patroni:s3cret`,
-/// `--user=name:pass`, httpie's `--auth name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
-/// `sshpass -p …`, `mysql -p…`): the one capture group that matched is the password; groups 4
-/// to 7 are `-p`'s (4 single-quoted, 7 attached), whose value is kept when it is a port or a
-/// path ([`a_port_or_a_path`]), or, attached, letters that read as options.
+/// A user name and password given to an option (`curl -u patroni:s3cret`, `--user=name:pass`,
+/// httpie's `--auth name:pass`, quoted or not), or a password to `-p` (`az login -u app -p …`,
+/// `sshpass -p …`, `mysql -p…`): the one capture group that matched is the password; groups 4 to 7
+/// are `-p`'s (4 single-quoted, 7 attached), whose value is kept when it is a port or a path
+/// ([`a_port_or_a_path`]), or, attached, letters that read as options.
 static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     let option = r#"(?:^|[ \t'"])(?:-u[ \t]*|--(?:user|auth|credentials?)(?:[ \t]+|=))"#;
     let value = r#"'[^ \t:']*:([^']*)|"[^ \t:"]*:([^"]*)|[^ \t:'"]*:([^ \t'"]+)"#;
@@ -335,11 +329,10 @@ static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("{option}(?:{value})|{p}|{attached}")).expect("a valid pattern")
 });
 
-/// Connection strings (URL user info, `password=`) as [`redact`] does, an option's
-/// `user:password` or `-p` ([`PASSWORD_OPTION`]), then the value
-/// after each key that names a secret ([`SECRET_VALUE`]): the first such key from the left,
-/// its `key=value` form before its option form; an option's word (from the last white
-/// space or quote before the key) must start with `-`.
+/// Connection strings (URL user info, `password=`) as [`redact`] does, an option's `user:password`
+/// or `-p` ([`PASSWORD_OPTION`]), then the value after each key that names a secret
+/// ([`SECRET_VALUE`]): the first such key from the left, its `key=value` form before its option
+/// form; an option's word (from the last white space or quote before the key) must start with `-`.
 pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
     let text = TOKEN_SHAPE.replace_all(&text, format!("${{keep}}{REDACTED}"));
@@ -404,10 +397,10 @@ pub fn scrub_patterns(text: &str) -> String {
     out
 }
 
-/// `-p`'s value in the commands where it is no password: a port (`psql -p 5432`, `docker run
-/// -p 127.0.0.1:5432:5432/tcp`), a relative path or an absolute one of two levels or more
-/// (`mkdir -p ./out /run/x`; a base64 password may start with `/`) or, unless single-quoted (where the shell does not
-/// expand it, as `bash -x` shows an expanded value), a variable (`-p "$PW"`).
+/// `-p`'s value in the commands where it is no password: a port (`psql -p 5432`, `docker run -p
+/// 127.0.0.1:5432:5432/tcp`), a relative path or an absolute one of two levels or more (`mkdir -p
+/// ./out /run/x`; a base64 password may start with `/`) or, unless single-quoted (where the shell
+/// does not expand it, as `bash -x` shows an expanded value), a variable (`-p "$PW"`).
 fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
     let port = value.trim_end_matches("/tcp").trim_end_matches("/udp");
     // Each number one a port can be: `-p 20240917` is a password.
@@ -442,9 +435,8 @@ fn a_pass_word(word: &str) -> bool {
     PASS_WORDS.split(' ').any(|p| p.eq_ignore_ascii_case(word))
 }
 
-/// Whether a key [`SECRET_VALUE`] matched names a secret: not `pass` ending a word that
-/// has nothing to do with one (`bypass`, `compass`), nor a variable that says where a
-/// secret is (`PASSWORD_FILE`, `TOKEN_URL`).
+/// Whether a key [`SECRET_VALUE`] matched names a secret: not `pass` ending an unrelated word
+/// (`bypass`), nor a variable that says where a secret is (`PASSWORD_FILE`, `TOKEN_URL`).
 fn names_a_secret(text: &str, key: regex::Match) -> bool {
     let name = key.as_str();
     let start = text[..key.start()]

@@ -1,10 +1,7 @@
-//! One owner for every background task of a run: each task belongs to a [`Stage`], and
-//! the run stops the stages one at a time, in the order the wiring states.
-//!
-//! No task ends silently: a panic is logged with its message; a lane that panics is
-//! restarted (up to [`MAX_LANE_RESTARTS`] times within an hour of each other, `/healthz`
-//! unhealthy meanwhile); any other
-//! panic, or a task that ends before it was asked to, stops the run with an error.
+//! One owner for every background task of a run: each task belongs to a [`Stage`], and the run
+//! stops the stages one at a time, in the order the wiring states. No task ends silently: a lane
+//! that panics is restarted ([`Supervisor::spawn_lane`], `/healthz` unhealthy meanwhile); any other
+//! panic, or a task that ends before it was asked to, is logged and stops the run with an error.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -243,9 +240,8 @@ impl Supervisor {
         self.tasks[stage as usize].push(handle);
     }
 
-    /// Runs the lane `make` builds until it ends by itself (its backlog closed); after a
-    /// panic, logs it and starts a new one, up to [`MAX_LANE_RESTARTS`] within an hour of
-    /// each other.
+    /// Runs the lane `make` builds until it ends by itself (its backlog closed); after a panic,
+    /// logs it and starts a new one, up to [`MAX_LANE_RESTARTS`] within an hour of each other.
     pub fn spawn_lane<F>(&mut self, mut make: impl FnMut() -> F + Send + 'static)
     where
         F: Future<Output = ()> + Send + 'static,

@@ -1,5 +1,4 @@
-//! The drill flags, validated once into a [`DrillConfig`]: the trigger, its [`Schedule`]
-//! and the objectives.
+//! The drill flags, validated once into a [`DrillConfig`]: trigger, [`Schedule`], objectives.
 
 use std::time::Duration;
 
@@ -125,8 +124,7 @@ impl DrillArgs {
         })
     }
 
-    /// `--failover-after`, `--failovers` and `--failover-every` as one schedule, checked
-    /// against each other.
+    /// `--failover-after`, `--failovers` and `--failover-every` as one checked schedule.
     fn schedule(&self) -> Result<Schedule, ConfigError> {
         let after = self
             .failover_after

@@ -1,6 +1,5 @@
-//! Connection strings the libpq way: URL or key=value, multi-host, and the
-//! `PG*` environment variables as defaults. Passwords never leave this module
-//! in printable form.
+//! Connection strings the libpq way: URL or key=value, multi-host, and the `PG*` environment
+//! variables as defaults. Passwords never leave this module in printable form.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -19,8 +18,7 @@ use crate::secrets::{redact, REDACTED};
 /// there too): the one sign of a pooler pgdrill has before it connects.
 pub const PGBOUNCER_PORT: u16 = 6432;
 
-/// Parses `dsn` (or an empty DSN when `None`), then fills what it leaves unset
-/// from `env` the way libpq does.
+/// Parses `dsn` (`None`: an empty one), then fills what it leaves unset from `env` as libpq does.
 pub fn parse(
     dsn: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
@@ -136,10 +134,9 @@ fn url(raw: &str) -> Option<(&'static str, &str)> {
         .find_map(|scheme| Some((scheme, raw.strip_prefix(scheme)?)))
 }
 
-/// libpq gives a URL's host without a port the query's `port`, else PGPORT's, else 5432;
-/// tokio-postgres gives it 5432 at once (and refuses a `port` beside it). So a URL whose
-/// hosts name no port gets them written in here, from its query's `port` (taken out) or
-/// PGPORT, one for all hosts or one each.
+/// libpq gives a URL's portless host the query's `port`, else PGPORT's, else 5432; tokio-postgres
+/// gives it 5432 at once (and refuses a `port` beside it). So ports are written into such hosts
+/// here, from the query's `port` (taken out) or PGPORT, one for all or one each.
 fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let Some((scheme, after)) = url(raw) else {
         return Ok(raw.to_string());
@@ -254,9 +251,8 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Removes [`OUR_KEYS`] from a URL's query or a key=value string and returns
-/// the rest (for tokio-postgres) and the removed pairs, unescaped. A string that does not
-/// tokenize is returned unchanged, for tokio-postgres to report.
+/// The rest of a URL's query or key=value string (for tokio-postgres) and its [`OUR_KEYS`] pairs,
+/// unescaped; a string that does not tokenize stays whole, for tokio-postgres to report.
 fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
     let ours = |k: &str| OUR_KEYS.iter().any(|(key, _)| *key == k);
     if url(raw).is_some() {
@@ -337,9 +333,8 @@ fn apply_env_default(pg: &mut PgConfig, var: &str, value: &str) -> Result<(), St
 }
 
 impl Target {
-    /// The password from libpq's password file, for a DSN and environment that give none,
-    /// when no `--password-file` or `--password-command` does either; a file passed over is
-    /// said in `passed_over`.
+    /// The password from libpq's password file if the DSN, environment, `--password-file` and
+    /// `--password-command` give none; a file passed over goes in `passed_over`.
     pub(crate) fn use_password_file(&mut self) {
         let Some((path, from)) = &self.passfile else {
             return;
@@ -360,10 +355,9 @@ impl Target {
         }
     }
 
-    /// `pgdrill_target_info`'s labels (host, port, database, pooler; never the password),
-    /// one entry per configured host, in order. The pooler is `pgbouncer` when the port is
-    /// [`PGBOUNCER_PORT`], else `none`: an assumption from the port (the one
-    /// `--query-mode auto` acts on), not a probe.
+    /// `pgdrill_target_info`'s labels (host, port, database, pooler; never the password), one per
+    /// configured host, in order. The pooler is `pgbouncer` when the port is [`PGBOUNCER_PORT`],
+    /// else `none`: an assumption from the port (the one `--query-mode auto` acts on), not a probe.
     pub fn info(&self) -> Vec<[String; 4]> {
         let database = self.pg.get_dbname().unwrap_or("");
         host_ports(&self.pg)

@@ -1,5 +1,4 @@
-//! What a connection string's parse error may say: the parser's reason, unless it would
-//! quote a piece of the password.
+//! A DSN parse error's text: the parser's reason, unless it would quote a piece of the password.
 
 use std::error::Error;
 
@@ -77,8 +76,7 @@ pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) ->
              backslashes goes in single quotes, with \\' and \\\\ inside"
         );
     }
-    // Each quoted piece alone, as `runs_into` judged it (one that starts with a URL is read
-    // as one).
+    // Each quoted piece alone, as `runs_into` judged it (one starting with a URL is read as one).
     let pieces: Vec<String> = detail.split('`').map(redact).collect();
     format!("{err}: {}", pieces.join("`"))
 }

@@ -49,8 +49,7 @@ pub(super) const REFUSED_VARS: &str = "PGSERVICE PGREQUIREAUTH PGREQUIREPEER PGS
 /// [`our_value`] for one DSN and environment.
 pub(super) type Value<'a> = &'a dyn Fn(&str) -> Option<(String, &'static str)>;
 
-/// One of [`OUR_KEYS`]: the DSN's (the last one given), else its environment variable's,
-/// with where it came from.
+/// One of [`OUR_KEYS`]: the DSN's (the last given), else its variable's, with where it came from.
 pub(super) fn our_value(
     key: &str,
     from_dsn: &[(String, String)],
@@ -212,9 +211,8 @@ pub(super) const WAITS_FOREVER: &str =
     "`connect_timeout` 0 or less waits forever in libpq; pgdrill needs \
      a bound: whole seconds above 0, or --connect-timeout";
 
-/// libpq's `connect_timeout`, in whole seconds, set on `pg`; returns where it came from, or
-/// for zero or less (libpq waits forever, which a failover drill cannot) the error to give
-/// where it is in force, not read as unset.
+/// libpq's `connect_timeout`, in whole seconds, set on `pg`; returns where it came from, or for
+/// zero or less, not read as unset, the error to give where it is in force ([`WAITS_FOREVER`]).
 pub(super) fn connect_timeout(
     pg: &mut PgConfig,
     value: Value,

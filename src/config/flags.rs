@@ -11,9 +11,8 @@ use clap::CommandFactory;
 use crate::config::Cli;
 use crate::error::ConfigError;
 
-/// `(flag, value)` (the long name without dashes) for each setting given explicitly in `argv` or the environment;
-/// the DSN shows as `redacted_target`, a password command as `(redacted)`, and any other
-/// value scrubbed of secrets.
+/// `(flag, value)` (long name, no dashes) for each setting given explicitly, in `argv` or the
+/// environment: the DSN as `redacted_target`, a password command as `(redacted)`, others scrubbed.
 pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)> {
     let cmd = Cli::command();
     let Ok(matches) = cmd.clone().try_get_matches_from(argv) else {
@@ -173,9 +172,8 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<PathBuf, Confi
     if !dir.is_dir() {
         return Err(bad(format!("directory {} does not exist", dir.display())));
     }
-    // Permission bits do not tell (root, ACLs, read-only mounts): try it.
-    // Unique per call: a probe left by a killed process (pid 1 in every container) must not
-    // fail the next start.
+    // Permission bits cannot tell (root, ACLs, read-only mounts): try it. Unique per call: a probe
+    // a killed process left (pid 1 in every container) must not fail the next start.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

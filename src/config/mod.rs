@@ -1,9 +1,7 @@
-//! Command line and environment → a validated [`Config`] the rest of the code requires.
-//! Only the top-level wiring (`lib.rs`) reads the whole `Config`; each part gets its own
-//! settings.
-//!
-//! Depends on `db` (table name, query mode, TLS, password source, retention settings) and
-//! `telemetry` (log format); nothing depends on it but the wiring.
+//! Command line and environment → a validated [`Config`] the rest of the code requires. Only the
+//! top-level wiring (`lib.rs`) reads the whole `Config`; each part gets its own settings. Depends
+//! on `db` (table name, query mode, TLS, password source, retention settings) and `telemetry` (log
+//! format); nothing depends on it but the wiring.
 
 mod cli;
 pub(crate) mod drill;
@@ -53,7 +51,6 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub max_connection_lifetime: Duration,
     pub table: Table,
-    /// What pgdrill may do to the table: create its own, alter one it did not create.
     pub table_policy: TablePolicy,
     /// Until the first acknowledged write: how long errors that can heal are retried.
     pub startup_timeout: Duration,
@@ -68,9 +65,8 @@ pub struct Config {
     /// `--report`: checked writable at start.
     pub report: Option<PathBuf>,
     pub shutdown_grace: Duration,
-    /// `--linger`: /metrics stays up this long after a run that ended by itself (a crash
-    /// after the first write included; a wrong target, or a crash of /metrics itself, exits
-    /// at once).
+    /// `--linger`: /metrics stays up this long after a run that ended by itself (a crash after the
+    /// first write included; a wrong target, or a crash of /metrics itself, exits at once).
     pub linger: Duration,
     pub outage_threshold: Duration,
     pub verify_window: Duration,
@@ -110,8 +106,7 @@ fn at_least(
     Ok(d)
 }
 
-/// Whether two paths name one file: as they are, or by their directories resolved
-/// (`./x`, `out/../x` and `x`).
+/// Whether two paths name one file, as given or with directories resolved (`./x`, `out/../x`, `x`).
 fn same_file(a: &Path, b: &Path) -> bool {
     let resolved = |p: &Path| {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
@@ -172,8 +167,7 @@ fn ids_needed(rate: Option<f64>, duration: Option<Duration>) -> Option<IdsNeeded
     })
 }
 
-/// `--connect-timeout`, else the DSN's connect_timeout or PGCONNECT_TIMEOUT, else `default`;
-/// and where it came from.
+/// `--connect-timeout`, else the DSN's or PGCONNECT_TIMEOUT, else `default`; and its source.
 fn connect_timeout(
     flag: Option<humantime::Duration>,
     target: &mut Target,
@@ -338,7 +332,6 @@ impl RunArgs {
         Ok(config)
     }
 
-    /// `None` = unlimited.
     fn rate(&self) -> Result<Option<f64>, ConfigError> {
         let reason = if !self.rate.is_finite() || self.rate < 0.0 {
             "must be a finite number of transactions per second, 0 (unlimited) or more"
@@ -434,8 +427,7 @@ pub struct CleanupConfig {
 }
 
 impl ReportArgs {
-    /// The files it writes: writable, and none the other, nor a summary it reads (each would
-    /// be overwritten).
+    /// The files it writes: writable, and none overwriting the other or a summary it reads.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let json = self.json.iter().map(|j| ("--json", j));
         for (flag, path) in std::iter::once(("--output", &self.output)).chain(json) {
@@ -554,9 +546,8 @@ impl Config {
         self.outage_threshold.max(self.three_intervals())
     }
 
-    /// Allowed, but likely to spoil the drill: said at start. A run that ends sooner after
-    /// its last trigger than the RTO objective cannot see a failover within the objective
-    /// end (the drill is then INVALID).
+    /// Said at start: allowed, but likely to spoil the drill. A run ending less than the RTO
+    /// objective after its last trigger cannot see a failover end within it (INVALID).
     pub fn caution(&self) -> Option<String> {
         let trigger = self.drill.trigger.as_ref()?;
         // The demo's lab fails over in a fraction of a second, and it has no --duration.

@@ -1,7 +1,6 @@
-//! `pgdrill cleanup`: removes pgdrill's rows (one run, or every run) in short batches, or
-//! drops pgdrill's own table. It never touches a row without a `run_id`, never scans a
-//! table it shares with other rows (it needs pgdrill's index there), and never drops a
-//! table pgdrill did not create.
+//! `pgdrill cleanup`: removes pgdrill's rows (one run or all) in short batches, or drops pgdrill's
+//! own table. It never touches a row without a `run_id`, never scans a table it shares with other
+//! rows (it needs pgdrill's index there), and never drops a table pgdrill did not create.
 
 use std::future::Future;
 use std::time::Duration;
@@ -85,8 +84,7 @@ pub async fn run(
             table.name
         ))),
         Scope::DropTable => {
-            // Failed, stopped or unanswered, the transaction ends with the connection: nothing
-            // is dropped.
+            // Failed, stopped or unanswered, the transaction ends with the connection: no DROP.
             let done = stoppable(stop, bounded(drop_own_table(&client, table))).await?;
             bounded(async { Ok(client.batch_execute("COMMIT").await?) }).await?;
             Ok(done)

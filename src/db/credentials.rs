@@ -32,11 +32,9 @@ const FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 /// The command's standard error logged per run (the rest is read and dropped).
 const MAX_STDERR_BYTES: usize = 16 * 1024;
-/// After the command exits, its output is read this much longer, not until a process it
-/// left running closes it.
+/// Output read this long after the command exits, not until a process it left running closes it.
 const PIPES_AFTER_EXIT: Duration = Duration::from_secs(1);
 
-/// Where the password comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordSource {
     /// The DSN or PGPASSWORD (or none).
@@ -48,8 +46,7 @@ pub enum PasswordSource {
 }
 
 impl PasswordSource {
-    /// `--password-command`'s program can be run now (its arguments are not shown: they may
-    /// hold a secret).
+    /// `--password-command`'s program is runnable now (arguments not shown: they may hold secrets).
     pub fn check_program(&self) -> Result<(), ConfigError> {
         match self {
             PasswordSource::Command { argv, .. } => {
@@ -193,11 +190,10 @@ impl Credentials {
         Ok(secret)
     }
 
-    /// A failure is counted once, not again while the command backs off. Past `--password-ttl`
-    /// connections keep the last password while the command runs beside them (a token
-    /// command takes seconds, which every connect waiting on it would add to an outage), while
-    /// [`still_servable`]: a token older than that (no connect asked for it since) may have
-    /// expired, and the command is waited for.
+    /// A failure is counted once, not while the command backs off. Past `--password-ttl`,
+    /// connections keep the last password while the command runs beside them (a token command takes
+    /// seconds, which every waiting connect would add to an outage), as long as [`still_servable`]:
+    /// an older token (no connect asked since) may have expired, and the command is waited for.
     async fn run_cached(
         self: &Arc<Self>,
         argv: &[String],
@@ -304,9 +300,8 @@ fn still_servable(age: Duration, ttl: Duration) -> bool {
 
 async fn run_command(argv: &[String]) -> Result<Secret, String> {
     let (program, args) = argv.split_first().ok_or("--password-command is empty")?;
-    // The program only in errors: arguments may carry what should not be logged.
-    // Its own process group, ended with it: what it started (`az` runs Python in a child)
-    // goes too, on a timeout as on success.
+    // Only the program in errors: its arguments may hold secrets. Its own process group, ended with
+    // it: what it started (`az` runs Python in a child) goes too, on a timeout as on success.
     let (mut child, group) = crate::child::spawn(program, args)
         .map_err(|e| format!("cannot start --password-command program `{program}`: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("--password-command: no stdout")?;

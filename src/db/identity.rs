@@ -64,8 +64,7 @@ impl Identity {
         same_process && !other_cluster && self.timeline == other.timeline
     }
 
-    /// This probe read less than `other` did (a query of it failed): it cannot tell a
-    /// change from `other`.
+    /// This probe read less than `other` (a query of it failed): it cannot tell a change from it.
     pub(crate) fn lacks_what(&self, other: &Identity) -> bool {
         (other.server_addr.is_some() && self.server_addr.is_none())
             || (other.server_port.is_some() && self.server_port.is_none())
@@ -73,9 +72,8 @@ impl Identity {
             || (other.timeline.is_some() && self.timeline.is_none())
     }
 
-    /// This probe read another server process than `before` did, by the facts both read
-    /// (either may have read less: a query of it failed): the start time, else the
-    /// address and timeline.
+    /// This probe read another server process than `before` did, by the facts both read (either may
+    /// have read less: a query of it failed): the start time, else the address and timeline.
     pub(crate) fn is_another_process(&self, before: &Identity) -> bool {
         fn differ<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
             matches!((a, b), (Some(a), Some(b)) if a != b)
@@ -101,10 +99,9 @@ impl Identity {
         same_cluster && self.timeline.is_some() && self.timeline == other.timeline
     }
 
-    /// Two addresses of one family that differ, not both loopback: a block-level HA failover
-    /// (RDS Multi-AZ, Cloud SQL) keeps the cluster and its timeline and moves them to
-    /// another machine. A restart reached at its IPv6 address after its IPv4 one (a
-    /// dual-stack name) is one machine.
+    /// Two addresses of one family that differ, not both loopback: a block-level HA failover (RDS
+    /// Multi-AZ, Cloud SQL) keeps the cluster and its timeline and moves them to another machine. A
+    /// restart reached at its IPv6 address after its IPv4 one (a dual-stack name) is one machine.
     fn on_another_machine(&self, other: &Identity) -> bool {
         let ip = |a: &Option<String>| a.as_deref()?.parse::<std::net::IpAddr>().ok();
         match (ip(&self.server_addr), ip(&other.server_addr)) {
@@ -115,8 +112,7 @@ impl Identity {
         }
     }
 
-    /// How the report names what an outage left behind: the same server process, the
-    /// same one restarted in place, or another primary.
+    /// How the report names what an outage left behind.
     pub fn change_word(before: &Identity, after: &Identity) -> &'static str {
         match after.change_from(before) {
             Change::Same => "same primary",
@@ -150,9 +146,8 @@ impl Identity {
     }
 }
 
-/// Every fact in one statement: one round trip, and through a transaction pooler one
-/// server (separate statements may each reach another). The WAL position only exists on a
-/// primary; CASE evaluates it only there.
+/// Every fact in one statement: one round trip, and through a transaction pooler one server
+/// (separate statements may each reach another). Only a primary has a WAL position: hence CASE.
 const PROBE_ALL: &str = "SELECT pg_is_in_recovery()::text, host(inet_server_addr()), \
      inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), \
      pg_postmaster_start_time()::text, CASE WHEN pg_is_in_recovery() THEN NULL \
@@ -170,9 +165,8 @@ const PROBES: &[&str] = &[
     "SELECT current_setting('transaction_read_only')",
 ];
 
-/// The server's identity; an error when the server or a pooler in front of it failed the
-/// probe (PgBouncer's 08P01 with no server behind it, a closed connection), which says
-/// nothing of which server it is.
+/// The server's identity, or an error when the server or a pooler in front failed the probe
+/// (PgBouncer's 08P01 with no server behind, a closed connection), not a fact about the server.
 pub async fn probe(client: &Client) -> Result<Identity, tokio_postgres::Error> {
     match super::text_rows(client, PROBE_ALL).await {
         Ok(rows) if !rows.is_empty() => Ok(identity_of(|n| rows[0].get(n).cloned().flatten())),
@@ -230,9 +224,8 @@ pub struct IdentityTracker {
     generation: AtomicU64,
     /// The generation whose first acknowledged write is recorded.
     acked: AtomicU64,
-    /// When each new primary (or restarted one) acknowledged its first write, as unix
-    /// seconds dated then (a later step of the wall clock moves no such date); the drills
-    /// time failovers by it.
+    /// When each new primary (or restarted one) acknowledged its first write, as unix seconds dated
+    /// then (a later step of the wall clock moves no such date); the drills time failovers by it.
     first_writes: Mutex<Vec<f64>>,
     clock: WallClock,
     /// The first primary seen, for the report's "before".
@@ -272,8 +265,7 @@ impl IdentityTracker {
         }
     }
 
-    /// For each primary change so far (whose primary took a write), its first acknowledged
-    /// write (unix seconds).
+    /// The first acknowledged write (unix seconds) of each primary change whose primary took one.
     pub fn first_writes(&self) -> Vec<f64> {
         self.first_writes.lock().clone()
     }
@@ -296,9 +288,8 @@ impl IdentityTracker {
         self.current.lock().clone()
     }
 
-    /// Notified with the running count of primary changes and restarts: after either,
-    /// acknowledged writes are worth checking (a crash with `synchronous_commit = off`
-    /// loses some).
+    /// Notified with the running count of primary changes and restarts: after either, acknowledged
+    /// writes are worth checking (a crash with `synchronous_commit = off` loses some).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }

@@ -1,8 +1,7 @@
 //! Talking to PostgreSQL: connecting per host the libpq way and setting connections up
-//! (`connect/`), TLS and credentials, the bb8 pool, the server identity probe, the table with
-//! every SQL statement pgdrill sends, and retention.
-//!
-//! Depends on `telemetry` (it counts connections and errors) and `error`; nothing above.
+//! (`connect/`), TLS and credentials, the bb8 pool, the server identity probe, the table with every
+//! SQL statement pgdrill sends, and retention. Depends on `telemetry` (it counts connections and
+//! errors) and `error`; nothing above.
 
 pub mod cleanup;
 pub(crate) mod clock;

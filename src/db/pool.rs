@@ -49,7 +49,6 @@ impl Drop for AheadTurn<'_> {
     }
 }
 
-/// Why no connection could be had.
 #[derive(Debug)]
 pub struct CheckoutError {
     pub class: ErrorClass,
@@ -93,9 +92,8 @@ impl DbPool {
         }
     }
 
-    /// A connection may still be used (a lane's, retention's kept one): within
-    /// `--max-connection-lifetime` (its name looked up again after it), and made since the
-    /// last primary change.
+    /// A connection may still be used (a lane's, retention's): within `--max-connection-lifetime`
+    /// (its name looked up again after it), and made since the last primary change.
     pub fn still_current(&self, conn: &Conn) -> bool {
         let lifetime = self.pool.config().max_lifetime;
         lifetime.is_none_or(|l| conn.created.elapsed() < l)

@@ -1,16 +1,12 @@
-//! Continuous canary retention: rows older than `--retention` are deleted in small batches,
-//! each a short transaction on a connection of its own, with pauses in between: no lock held
-//! for long, no pool connection taken from the load.
+//! Continuous canary retention (docs/configuration.md#canary-retention): rows older than
+//! `--retention` are deleted in small batches, each a short transaction on a connection of its own,
+//! with pauses in between: no lock held for long, no pool connection taken from the load.
 //!
-//! A batch takes the oldest `batch_size` rows by primary key (an index range scan, cheap
-//! however large the table) and deletes those older than the window. `transaction_id` grows
-//! with `created_at`, so a batch that deletes fewer rows than it looked at ends the sweep: no
-//! index on `created_at` is needed.
-//!
-//! Other runs' rows go only once a day old: another pgdrill sharing the table may still
-//! read them back. Such rows can stand at the start of the table, where a sweep from there
-//! ends; this run's rows behind them are deleted by a sweep of its own rows alone, from where
-//! the last one stopped.
+//! A batch takes the oldest `batch_size` rows by primary key (an index range scan, cheap however
+//! large the table) and deletes those older than the window. `transaction_id` grows with
+//! `created_at`, so a batch that deletes fewer rows than it looked at ends the sweep: no index on
+//! `created_at` is needed. Other runs' rows go only once a day old ([`OTHER_RUNS_AFTER`]); this
+//! run's rows behind them get a sweep of their own (`sweep_both`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +33,9 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// `statement_timeout` would have ended a merely slow one).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Other runs' rows are deleted only once this old (or older than the window, if longer):
-/// another pgdrill may still read them back to verify its writes, and its ledger can span
-/// long, at a low rate and through an outage. Canaries sharing a table still clean up the
-/// rows of runs that ended.
+/// Other runs' rows are deleted only once this old (or older than the window, if longer): another
+/// pgdrill may still read them back to verify its writes, and its ledger can span long, at a low
+/// rate and through an outage. Canaries sharing a table still clean up the rows of runs that ended.
 pub const OTHER_RUNS_AFTER: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +60,9 @@ impl RetentionSettings {
     }
 }
 
-/// Runs sweeps until `stop`; a batch in progress is abandoned with its connection. Rows
-/// of this run from `floor()` on (writes a verification may still read back) are left: at a
-/// low rate the verification ledger spans longer than the window, and a row it looks for
-/// would read as lost.
+/// Runs sweeps until `stop`; a batch in progress is abandoned with its connection. Rows of this run
+/// from `floor()` on (writes a verification may still read back) are left: at a low rate the
+/// verification ledger spans longer than the window, and a row it looks for would read as lost.
 pub async fn run(
     pool: DbPool,
     workload: Arc<Workload>,

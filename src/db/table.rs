@@ -98,10 +98,9 @@ impl Table {
         )
     }
 
-    /// How the owner of a partitioned table builds [`Table::index_sql`]'s index, which
-    /// CONCURRENTLY cannot build there: at once, or the parent's alone and then each
-    /// partition's, concurrently, attached to it (valid once every partition's is). `schema`
-    /// is the table's, quoted.
+    /// How the owner of a partitioned table builds [`Table::index_sql`]'s index, which CONCURRENTLY
+    /// cannot build there: at once, or the parent's alone and then each partition's, concurrently,
+    /// attached to it (valid once every partition's is). `schema` is the table's, quoted.
     pub(crate) fn partitioned_index_sql(&self, schema: &str) -> String {
         let (index, t) = (self.index_relname(), &self.quoted);
         let on = "(transaction_id) WHERE run_id IS NOT NULL";
@@ -130,9 +129,8 @@ impl Table {
         format!("DROP INDEX CONCURRENTLY IF EXISTS {schema}.\"{index}\"")
     }
 
-    /// The INSERT of `values`: parameters `$1..$5` ([`PARAM_TYPES`]), or inlined for the
-    /// simple protocol. The id comes back as bigint whatever integer type the users' table
-    /// has (serial).
+    /// The INSERT of `values`: parameters `$1..$5` ([`PARAM_TYPES`]), or inlined for the simple
+    /// protocol. The id comes back as bigint whatever integer type the users' table has (serial).
     fn insert_sql(&self, values: std::fmt::Arguments) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
@@ -141,8 +139,8 @@ impl Table {
         )
     }
 
-    /// The simple protocol's [`Table::insert_sql`] without pgdrill's columns, which a table it did not
-    /// create may not have yet: tried before `--alter-table` adds them.
+    /// The simple protocol's [`Table::insert_sql`] without pgdrill's columns, which a table it did
+    /// not create may not have yet: tried before `--alter-table` adds them.
     pub(crate) fn users_insert_sql(&self, row: Row) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status) \
@@ -178,9 +176,8 @@ impl Table {
         )
     }
 
-    /// One retention batch from the start of pgdrill's rows: the oldest `batch_size` of every
-    /// run by primary key, deleted if `expiry` says so. Our own numbers inlined: no
-    /// server-side state, so it works through PgBouncer.
+    /// One retention batch from the start of pgdrill's rows: every run's oldest `batch_size` by
+    /// primary key, deleted if `expiry` says so. Values inlined: no server-side state (PgBouncer).
     pub(crate) fn retention_delete_sql(
         &self,
         partitioned: bool,
@@ -202,11 +199,10 @@ impl Table {
         )
     }
 
-    /// One retention batch of this run's rows alone, from id `from` on, up to the first one
-    /// not yet expired (of its next `batch_size`): a sweep from the start of pgdrill's rows
-    /// ends at other runs' rows that are not, and this run's may be behind them. Returns the
-    /// ids deleted: all of this run's rows below the highest are gone, the next batch starts
-    /// above it.
+    /// One retention batch of this run's rows alone, from id `from` on, up to the first one not yet
+    /// expired (of its next `batch_size`): a sweep from the start of pgdrill's rows ends at other
+    /// runs' rows that are not, and this run's may be behind them. Returns the ids deleted: all of
+    /// this run's rows below the highest are gone, the next batch starts above it.
     pub(crate) fn own_retention_delete_sql(
         &self,
         partitioned: bool,
@@ -254,15 +250,14 @@ impl Table {
         self.delete_batch_sql(partitioned, batch_size, &rows, "", "true")
     }
 
-    /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set; `within`,
-    /// empty or with a leading space, narrows the batch), found in primary-key order through the primary key (its own
-    /// table) or the partial index ([`Table::index_sql`]) on a table it shares, deleted where
-    /// `condition` holds.
+    /// Every DELETE pgdrill sends: a batch of `rows` (its own: `run_id` is set; `within`, empty or
+    /// with a leading space, narrows it), in id order through the primary key (its own table) or
+    /// the partial index ([`Table::index_sql`]) on a shared one, deleted where `condition` holds.
     ///
-    /// The batch is an array, not a join: statistics gathered before pgdrill's rows existed
-    /// say `run_id` is all NULL, and the planner then joins a batch it thinks is one row in a
-    /// nested loop that reads the whole batch again for each row (seconds per batch, past
-    /// `statement_timeout`). `= ANY(ARRAY(…))` runs the batch once and looks its ids up.
+    /// The batch is an array, not a join: statistics gathered before pgdrill's rows existed say
+    /// `run_id` is all NULL, and the planner then joins a batch it thinks is one row in a nested
+    /// loop that reads the whole batch again for each row (seconds per batch, past
+    /// `statement_timeout`); `= ANY(ARRAY(…))` runs it once and looks its ids up.
     fn delete_batch_sql(
         &self,
         partitioned: bool,
@@ -409,8 +404,7 @@ impl Workload {
         }
     }
 
-    /// Names the table by `schema` (as `quote_ident` gives it), where the check found it,
-    /// from now on.
+    /// From now on names the table by `schema` (`quote_ident`'s), where the check found it.
     pub(crate) fn pin(&self, schema: &str) {
         let own = self.table.own_quoted();
         // Quoted like the parts `parse` gives ("s"."t"), which the index's name is read from.

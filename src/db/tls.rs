@@ -2,19 +2,10 @@
 //!
 //! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies anything
 //! itself, so `config::dsn` takes `sslmode` and `sslrootcert` (and `PGSSLMODE`/`PGSSLROOTCERT`)
-//! into [`TlsSettings`], which this module turns into rustls with libpq's verification rules:
-//!
-//! | sslmode | encryption | certificate chain | host name |
-//! |---|---|---|---|
-//! | disable | never | – | – |
-//! | prefer (default) | if the server offers it | only if `sslrootcert` is given | no |
-//! | require | always | only if `sslrootcert` is given (as libpq does) | no |
-//! | verify-ca | always | yes | no |
-//! | verify-full | always | yes | yes |
-//!
-//! Without `sslrootcert` (or with `sslrootcert=system`) the chain is checked against the
-//! system's trusted roots. libpq would look for `~/.postgresql/root.crt` instead; pgdrill does
-//! not, because its users run in containers where the system store is the one they manage.
+//! into [`TlsSettings`], which this module turns into rustls with libpq's verification rules (the
+//! table in docs/configuration.md#tls). Without `sslrootcert` (or with `sslrootcert=system`) the
+//! chain is checked against the system's trusted roots, not libpq's `~/.postgresql/root.crt`:
+//! pgdrill's users run in containers where the system store is the one they manage.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -197,10 +188,9 @@ fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
     Ok(roots)
 }
 
-/// verify-ca (`chain`): the chain must lead to a trusted root; the name in it is not
-/// checked. prefer / require without a root certificate (no `chain`): encrypted, not
-/// authenticated (libpq's semantics). Either way the handshake signatures are checked
-/// against the presented key.
+/// verify-ca (`chain`): the chain must lead to a trusted root; the name in it is not checked.
+/// prefer / require without a root certificate (no `chain`): encrypted, not authenticated (libpq's
+/// semantics). Either way the handshake signatures are checked against the presented key.
 #[derive(Debug)]
 struct LibpqVerifier {
     chain: Option<Arc<WebPkiServerVerifier>>,
@@ -251,9 +241,8 @@ impl ServerCertVerifier for LibpqVerifier {
     }
 }
 
-/// A TLS failure in the words libpq and psql use, with what to fix, from the error chain
-/// tokio-postgres and rustls give (`invalid peer certificate: UnknownIssuer`); `trusted` is
-/// [`TlsSettings::trusted_cas`].
+/// A TLS failure in libpq's words, with what to fix (`trusted`: [`TlsSettings::trusted_cas`]), from
+/// tokio-postgres's and rustls's error chain (`invalid peer certificate: UnknownIssuer`).
 pub fn explain(detail: &str, trusted: &str) -> String {
     let unknown_issuer;
     let (what, fix) = if detail.contains("server does not support TLS") {

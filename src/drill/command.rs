@@ -1,6 +1,5 @@
-//! Running a trigger command in its own process group, killed with everything it started
-//! when it outlives its timeout or pgdrill stops; its output scrubbed, logged and kept as a
-//! bounded tail.
+//! Running a trigger command in its own process group, killed with everything it started when it
+//! outlives its timeout or pgdrill stops; its output scrubbed, logged and kept as a bounded tail.
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -93,8 +92,7 @@ const OVERLAP: usize = 1024;
 /// Lines logged per stream and trigger; a chatty command cannot flood the log.
 const MAX_LOGGED_LINES: usize = 1000;
 
-/// After SIGTERM (on expiry, or when the run stops), the process group gets this long
-/// before SIGKILL.
+/// After SIGTERM (on expiry, or when the run stops), the group gets this long before SIGKILL.
 pub(super) const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Output is read this much longer after the command exits: a background process it left
@@ -175,9 +173,8 @@ async fn end_groups(groups: Vec<(usize, Pid)>) {
     }
 }
 
-/// Waits for the command at most `timeout`, or until `stop` (then `None`). Past either,
-/// SIGTERM to its group, so that its traps can undo what it did (a paused server, a
-/// firewall rule), then SIGKILL.
+/// Waits for the command at most `timeout`, or until `stop` (then `None`); then SIGTERM to its
+/// group, so its traps can undo what they did (a paused server, a firewall rule), then SIGKILL.
 async fn wait_or_kill(
     child: &mut tokio::process::Child,
     group: &GroupGuard,
@@ -218,9 +215,8 @@ async fn wait_or_kill(
     }
 }
 
-/// The bounded end of one output stream: whole lines as read, scrubbed (and cut into pieces
-/// of at most [`MAX_LINE`] bytes) only when taken, so that a flood of output costs no scrub
-/// per line, only the end that is kept.
+/// The bounded end of one output stream: whole lines as read, scrubbed and cut into
+/// [`MAX_LINE`]-byte pieces only when taken, so a flood of output costs no scrub per line.
 #[derive(Debug, Default)]
 pub(super) struct Tail {
     lines: VecDeque<String>,
@@ -243,8 +239,7 @@ impl Tail {
         }
     }
 
-    /// The tail, scrubbed, in a buffer of its own size: a run keeps one per stream of each
-    /// trigger.
+    /// The tail, scrubbed, in a buffer of its own size: a run keeps one per stream of each trigger.
     pub(super) fn take(&mut self) -> (String, bool) {
         let mut text = String::new();
         for line in std::mem::take(&mut self.lines) {

@@ -1,6 +1,5 @@
-//! The drill inside a run: runs the triggers on their schedule, snapshots the load counts
-//! around each for its baseline, keeps the drill metrics current, and at the end builds the
-//! report with its verdict.
+//! The drill inside a run: runs the triggers on schedule, snapshots the load counts around each for
+//! its baseline, keeps the drill metrics current, and at the end builds the report and verdict.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -127,8 +127,7 @@ impl TriggerAction {
         matches!(self, TriggerAction::Command(c) if c.shell)
     }
 
-    /// A command's program can be run now: a typo found at the trigger's time would cost
-    /// the whole run.
+    /// The program can be run now: a typo found at the trigger's time would cost the whole run.
     pub fn check_program(&self) -> Result<(), ConfigError> {
         match self {
             TriggerAction::Command(c) => {

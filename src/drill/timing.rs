@@ -1,6 +1,5 @@
-//! Which outage belongs to which trigger, the figures timed from the trigger, and their
-//! distribution over the failovers of a run. All times are Unix seconds on the run's wall
-//! clock (`clock::WallClock`), the clock of the outage records.
+//! Which outage belongs to which trigger, the figures timed from it, and their distribution over a
+//! run's failovers. Times are Unix seconds on the outage records' wall clock (`clock::WallClock`).
 
 use serde::{Deserialize, Serialize};
 
@@ -8,13 +7,12 @@ use crate::drill::trigger::TriggerRun;
 use crate::failover::outages::OutageRecord;
 use crate::telemetry::timeline::LossWithoutOutage;
 
-/// An outage that began this long before a trigger started still belongs to it: writes
-/// sent just before the trigger fail with the failover. One older is the baseline's,
-/// which the verdict judges unhealthy.
+/// An outage that began this long before a trigger started still belongs to it: writes sent just
+/// before the trigger fail with the failover; one older is the baseline's, judged unhealthy.
 pub const ATTRIBUTION_SLACK: f64 = 1.0;
 
-/// A baseline shorter than this (seconds) says nothing. Below the 1 s the shortest schedule
-/// leaves (`--failover-after 2s` minus the warm-up), so only a previous trigger running into the window makes one this short.
+/// Baselines shorter than this (s) say nothing. The shortest schedule leaves 1 s (`--failover-after
+/// 2s` minus the warm-up): only a previous trigger running into the window makes one this short.
 pub const MIN_JUDGED_BASELINE: f64 = 0.5;
 
 /// Achieved rate at or above this share of target makes a healthy baseline.
@@ -34,14 +32,12 @@ pub struct DrillTiming {
     pub trigger_to_first_failed_write_seconds: Option<f64>,
     /// Trigger start → first write acknowledged by a new primary (a changed identity).
     pub trigger_to_new_primary_write_seconds: Option<f64>,
-    /// First failure → first success, of the longest ended outage in the window (the
-    /// verdict judges each of them).
+    /// Of the longest ended outage in the window: first failure → first success (all are judged).
     pub write_unavailable_seconds: Option<f64>,
     /// An outage in the window had not ended when the run did: how long it had lasted.
     pub unavailable_at_run_end_seconds: Option<f64>,
-    /// Of every outage in the window and every verification in it that closed none (a
-    /// failover faster than the outage threshold); `None` when there is neither, or an
-    /// outage was never verified.
+    /// Of every outage in the window and every verification in it that closed none (a failover
+    /// faster than the outage threshold); `None` with neither, or an outage never verified.
     pub lost_writes: Option<u64>,
     /// The largest of the window's outages.
     pub rpo_seconds: Option<f64>,

@@ -1,6 +1,5 @@
-//! The failover triggers as they run: on their schedule, one after the other, until the
-//! schedule is done or the run stops; each a command ([`command`]) or an in-process action,
-//! bounded in time, with its start, end, outcome and output recorded.
+//! The failover triggers as they run, one after another on their schedule until it is done or the
+//! run stops: each a command ([`command`]) or an in-process action, bounded in time and recorded.
 
 use std::sync::Arc;
 
@@ -169,10 +168,9 @@ pub enum TriggerEvent {
     Ended(TriggerRun),
 }
 
-/// Runs every planned trigger once its time has come and the previous one has ended (late,
-/// never skipped), if a write was acknowledged by then (`written`; else it is recorded as
-/// not started). On `stop`, a running trigger is ended (SIGTERM, then SIGKILL), not
-/// recorded, and none follows.
+/// Runs every planned trigger once its time has come and the previous one has ended (late, never
+/// skipped), if a write was acknowledged by then (`written`; else it is recorded as not started).
+/// On `stop`, a running trigger is ended (SIGTERM, then SIGKILL), not recorded, and none follows.
 pub async fn run_schedule(
     config: &TriggerConfig,
     load_start: Instant,

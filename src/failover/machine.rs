@@ -1,23 +1,8 @@
-//! Write availability as a state machine, and outage (RTO) accounting.
-//!
-//! States and transitions (evaluated every [`TICK`] while anything moves; when healthy,
-//! only when a failure is reported or a stall could begin, see [`Machine::next_look`]):
-//! - `healthy`: writes succeed, no failure in the last second.
-//! - `degraded`: writes succeed, but at least one failed in the last second.
-//! - `outage`: no write acknowledged for the outage threshold while a write failed
-//!   or, for longer (the stall threshold), while writes were in flight. Entered from any other state. The outage is dated back to
-//!   the first write that failed after the last success (or to the last success
-//!   when writes merely stalled, or when a commit sent before the failure was acknowledged
-//!   after it; before the first success, to the first connection set up), so detection
-//!   delay does not inflate it. None starts once the load has stopped.
-//! - `recovering`: the first write after an outage was acknowledged; the outage's
-//!   write unavailability is fixed then (first failure → first success). Left for
-//!   `healthy` once the success rate over a whole recovery window (5 s) after the
-//!   first success reached 95 % of target; time to full rate is from the first
-//!   success to the start of that window. Left at the latest [`RECOVERY_LIMIT`]
-//!   after the first success, for `healthy` or `degraded` as writes go then, with
-//!   time to full rate unknown: a new primary that never sustains the rate is
-//!   reported by the rate alert, and nothing waits on `recovering` forever.
+//! Write availability as a state machine, and outage (RTO) accounting. The states, transitions and
+//! how an outage is dated are in docs/design.md ("The failover state machine"). Evaluated every
+//! [`TICK`] while anything moves; when healthy, only when a failure is reported or a stall could
+//! begin (see [`Machine::next_look`]). Outages are dated from the outcomes themselves, so detection
+//! delay does not inflate them; `recovering` lasts at most [`RECOVERY_LIMIT`].
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -31,9 +16,8 @@ use crate::error::ErrorClass;
 /// How often the state machine looks at what happened while it is not healthy.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// The longest a healthy machine goes without looking: keeps the rate history that an
-/// outage's "rate before" is measured from (a canary at 20/s must not wake 100 times a
-/// second for nothing).
+/// The longest a healthy machine goes without looking: keeps the rate history that an outage's
+/// "rate before" is measured from (a canary at 20/s must not wake 100 times a second for nothing).
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 /// Failures within this window make a running system `degraded`.
@@ -56,9 +40,8 @@ pub struct Events {
     successes: u64,
     failures: u64,
     last_success: Option<Instant>,
-    /// When the newest acknowledged write was sent: a failed write sent before it says
-    /// nothing about what came after (send times on both sides, whatever order the lanes
-    /// report in).
+    /// When the newest acknowledged write was sent: a failed write sent before it says nothing
+    /// about what came after (send times on both sides, whatever order the lanes report in).
     last_success_sent: Option<Instant>,
     first_failure_since_success: Option<Instant>,
     /// Error classes seen since the last success outside an outage, so an
@@ -115,9 +98,8 @@ impl Events {
             .collect()
     }
 
-    /// `started` is when the failed write was sent (or when its lane took it, if it never got
-    /// a connection).
-    /// Returns whether it is the first failure since a success (worth a look at once).
+    /// `started` is when the failed write was sent (or when its lane took it, if it never got a
+    /// connection). Returns whether it is the first failure since a success (worth a look at once).
     pub fn failure(&mut self, started: Instant, class: ErrorClass) -> bool {
         self.failures += 1;
         let news = self.first_failure_since_success.is_none();
@@ -403,8 +385,8 @@ impl Machine {
         self.set(FailoverState::Outage, out);
     }
 
-    /// Full rate: the success rate over the whole recovery window, which starts after the
-    /// first success, reached 95 % of target.
+    /// Full rate: the success rate over the whole recovery window, which starts after the first
+    /// success, reached 95 % of target; time to full rate runs to the start of that window.
     fn check_full_rate(&mut self, now: Instant, ev: &Events, out: &mut Vec<Transition>) {
         let target = self
             .thresholds
@@ -429,9 +411,8 @@ impl Machine {
     }
 }
 
-/// Since when writes in flight with no answer are a stall: the last success, or before the
-/// first one, the first connection set up (its TLS, authentication and table check are no
-/// outage).
+/// Since when writes in flight with no answer are a stall: the last success, or before the first
+/// one, the first connection set up (its TLS, authentication and table check are no outage).
 fn stalled_since(ev: &Events) -> Option<Instant> {
     ev.last_success.or(ev.first_ready)
 }

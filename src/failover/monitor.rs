@@ -1,7 +1,6 @@
-//! Drives the failover state machine when it asks to look ([`Machine::next_look`]) or an
-//! outcome that may change the state arrives, turns its transitions into metrics,
-//! log events and outage records, and asks for verification after each outage or
-//! primary change.
+//! Drives the failover state machine when it asks to look ([`Machine::next_look`]) or an outcome
+//! that may change the state arrives, turns its transitions into metrics, log events and outage
+//! records, and asks for verification after each outage or primary change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,12 +101,10 @@ impl Monitor {
                 () = &mut next => {}
                 () = self.detector.news() => {}
                 Ok(()) = changes.changed() => {
-                    // A new primary without a detected outage (a fast switchover):
-                    // check what was acknowledged before it. The change may be seen seconds
-                    // after it happened (a pooler's switch, found by the 5 s probe), so the
-                    // RPO runs to the last lost write, not to now. While a failure is
-                    // pending it waits: an outage that follows checks the same writes, and
-                    // their loss is that outage's.
+                    // A new primary without a detected outage (a fast switchover): check what was
+                    // acknowledged before it (seen late, its RPO runs to the last lost write).
+                    // While a failure is pending it waits: an outage that follows checks the same
+                    // writes, and their loss is that outage's.
                     let change = Some((Instant::now(), self.metrics.outages.get()));
                     match machine.state() {
                         FailoverState::Outage => {}

@@ -76,14 +76,12 @@ pub struct EarlierOutages {
     /// The longest write unavailability among them, and its outage.
     pub longest_write_unavailable_seconds: f64,
     pub longest_outage: usize,
-    /// A loss among the records let go (outages, or primary changes without one) was a
-    /// lower bound.
+    /// A loss among the records let go (outages, or primary changes without one) was a lower bound.
     pub lost_writes_at_least: bool,
 }
 
 impl EarlierOutages {
-    /// Lets go of the oldest of `records` beyond [`MAX_OUTAGES`], as a run does (for a
-    /// summary read back).
+    /// Lets go of the oldest `records` beyond [`MAX_OUTAGES`], as a run does (a summary read back).
     pub fn keep_latest(&mut self, records: &mut Vec<OutageRecord>) {
         let over = records.len().saturating_sub(MAX_OUTAGES);
         for o in records.drain(..over) {
@@ -122,8 +120,7 @@ struct Book {
     /// States entered since the timeline sampler last asked, so a short outage between
     /// two samples still marks its second.
     entered: Vec<FailoverState>,
-    /// When the load stopped: an outage still open then lasted until this, not until the
-    /// shutdown after it.
+    /// When the load stopped: an outage still open then lasted until this, not until the shutdown.
     load_end: Option<Instant>,
     /// Verifications asked for primary changes without an outage, and those answered.
     changes_asked: usize,
@@ -152,9 +149,8 @@ impl Outages {
         self.clock.clone()
     }
 
-    /// Follows a step of the wall clock ([`WallClock::follow`]); an open outage's start moves
-    /// with it, so that its dates and /metrics' stay on the clock of its end. Returns the
-    /// step and the open outage's start.
+    /// Follows a wall-clock step ([`WallClock::follow`]), moving an open outage's start with it so
+    /// its dates and /metrics' stay on its end's clock. Returns the step and the moved start.
     pub fn follow_clock(&self) -> Option<(f64, Option<f64>)> {
         let step = self.clock.follow()?;
         Some((step, self.open_moved(step)))

@@ -33,8 +33,7 @@ pub struct Shared {
     pub pool: DbPool,
     pub workload: Arc<Workload>,
     pub pipeline_depth: usize,
-    /// Client-side bound on one INSERT: the server's statement_timeout plus slack,
-    /// for the case where the server never answers at all.
+    /// Client bound on one INSERT (statement_timeout plus slack): for a server that never answers.
     pub client_timeout: Duration,
     pub max_connection_lifetime: Duration,
     /// Lanes waiting for a job with nothing in flight. A busy lane pipelines another job only
@@ -142,7 +141,6 @@ struct Watch {
     /// When to look next; `None` with nothing in flight.
     look_at: Option<Instant>,
     give_up: CancellationToken,
-    /// When the last write was sent.
     last_sent: Instant,
     /// Writes in flight when they were given up on.
     given_up: usize,

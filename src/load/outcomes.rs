@@ -31,13 +31,11 @@ pub(crate) struct Failure {
     /// The server may have committed it: verification decides.
     pub unknown: bool,
     pub message: String,
-    /// The server's SQLSTATE, if it sent one.
     pub sqlstate: Option<String>,
 }
 
 impl Failure {
-    /// The INSERT returned no row (a trigger or rule added to the table since the start
-    /// suppressed it): certainly not written.
+    /// The INSERT returned no row (a trigger or rule added since the start): certainly not written.
     pub fn no_row() -> Failure {
         Failure {
             class: ErrorClass::Other,
@@ -201,8 +199,7 @@ impl LaneOutcomes {
         o.fatal.wrote();
     }
 
-    /// Failed; `started` is when it was sent (or when its lane took it, if it never got a
-    /// connection).
+    /// Failed; `started` is when it was sent (or taken by its lane, if it never got a connection).
     pub fn failed(&self, job: Job, started: Instant, failure: &Failure) {
         let (o, m) = (&*self.outcomes, &self.outcomes.metrics);
         // A run ended before its first write (a wrong target) shows only why, no figures:

@@ -113,9 +113,8 @@ const HOW: &str = "Each member measured what its own clients saw. The triggers a
     missing or duplicated member, a member that was not running around a trigger, or a \
     second triggering member make the drill INVALID.";
 
-/// The sum of lost writes, or "unverified" where a member's were never verified (its 0 is
-/// not known), warned where a member left an outage unverified, as each member's own page
-/// says.
+/// The sum of lost writes, or "unverified" where a member's were never verified (its 0 is not
+/// known), warned where a member left an outage unverified, as each member's own page says.
 fn lost_card(r: &FleetReport) -> Markup {
     let members = r.members.iter();
     let never = members.clone().filter(|m| m.lost_writes_unverified).count();

@@ -1,10 +1,9 @@
-//! One verdict from the summaries of a drill run by several processes (`pgdrill report
-//! A.json B.json …`): the triggers from the member that ran them, each member's outages
-//! timed from them, and the same rules ([`judge_members`]) over all of them.
-//!
-//! Nothing is merged silently: whatever does not fit (another drill's summary, a missing,
-//! duplicated or misplaced member, a member not running around a trigger) makes the drill
-//! INVALID, naming it. Merging one summary gives the verdict the run gave itself.
+//! One verdict from the summaries of a drill run by several processes (`pgdrill report A.json
+//! B.json …`): the triggers from the member that ran them, each member's outages timed from them,
+//! and the same rules ([`judge_members`]) over all of them. Nothing is merged silently: whatever
+//! does not fit (another drill's summary, a missing, duplicated or misplaced member, a member not
+//! running around a trigger) makes the drill INVALID, naming it. Merging one summary gives the
+//! verdict the run gave itself.
 
 use std::collections::BTreeMap;
 
@@ -99,8 +98,7 @@ pub struct FleetReport {
 }
 
 impl FleetReport {
-    /// 0 pass (and a lone canary, whatever its verdict), 3 fail, 4 invalid: as the run of
-    /// one process.
+    /// 0 pass (and a lone canary, whatever its verdict), 3 fail, 4 invalid, as for one process.
     pub fn exit_code(&self) -> u8 {
         match self.canary {
             true => 0,
@@ -127,7 +125,6 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     let mut inputs: Vec<&Input> = inputs.iter().collect();
     let mut invalid = Vec::new();
     let single = inputs.len() == 1;
-    // One summary of a canary (no member of a drill by several, no trigger): no verdict.
     let lone_canary =
         single && inputs[0].summary.member.is_none() && inputs[0].summary.drill.is_none();
     inputs.sort_by_key(|i| i.summary.member.map_or(u32::MAX, |m| m.index));
@@ -505,9 +502,8 @@ fn losses_without_outage(s: &Summary) -> Vec<LossWithoutOutage> {
 
 /// The load a member's timeline holds within the trigger member's baseline window: the whole
 /// buckets inside it, else (a window shorter than its buckets: a second, or a minute once
-/// coarsened) those it overlaps that end by the trigger, else the last that ends by it; never
-/// one running past the trigger, which holds the failover's own failures. `None` when it
-/// holds none.
+/// coarsened) those it overlaps that end by the trigger, else the last that ends by it; never one
+/// running past the trigger, which holds the failover's own failures. `None` when it holds none.
 fn baseline(t: &Timeline, window: &Baseline, target_rate: Option<f64>) -> Option<Baseline> {
     let from = window.from_unix.ceil() as u64;
     let to = window.to_unix.floor() as u64;

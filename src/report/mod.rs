@@ -99,10 +99,8 @@ fn check_version(v: &serde_json::Value) -> Result<(), String> {
     }
 }
 
-/// What the live `/` page, the timeline sampler and the progress line read, and the live
-/// page drawn last. While someone is looking, the sampler redraws the page once a second on
-/// a blocking thread and a fetch only copies it: the runtime that paces the load never
-/// draws, and ten viewers cost what one does.
+/// What the live `/` page, the timeline sampler and the progress line read, and the live page drawn
+/// last: redrawn by the sampler while viewed, so the load's runtime never draws (docs/report.md).
 pub(crate) struct Sources {
     pub run_id: i64,
     pub target: String,
@@ -134,8 +132,7 @@ const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
 const STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Sources {
-    /// For a fetch of `/` (on a blocking thread): the page drawn last, or a new one if there
-    /// is none that recent.
+    /// For a fetch of `/` (on a blocking thread): the last page drawn, or a new one if [`STALE`].
     pub fn page(&self) -> String {
         let now = Instant::now();
         *self.viewed.lock() = Some(now);

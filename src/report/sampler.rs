@@ -1,5 +1,5 @@
 //! The 1 Hz timeline sampler: once a second, what happened in the second just ended, read
-//! from what the lanes already keep and pushed into the [`Recorder`].
+//! from what the lanes already keep and pushed into the run's timeline.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,4 @@
-//! The end-of-run summary, human and JSON, built from plain program state, never from
-//! Prometheus counters.
+//! The end-of-run summary, human and JSON, from plain program state (never Prometheus counters).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -119,8 +118,7 @@ impl RunCounts {
 
 impl Sum for RunCounts {
     fn sum<I: Iterator<Item = RunCounts>>(iter: I) -> RunCounts {
-        // Saturating: a report's inputs can hold any number, and a wrapped sum of lost
-        // writes would pass.
+        // Saturating: a report's inputs hold any number; a wrapped sum of lost writes would pass.
         iter.fold(RunCounts::default(), |mut all, one| {
             for (class, n) in one.errors {
                 let sum = all.errors.entry(class).or_insert(0);
@@ -194,8 +192,7 @@ pub struct Summary {
     pub earlier_outages: EarlierOutages,
     /// Primary changes without an outage whose verification never answered.
     pub unverified_primary_changes: usize,
-    /// The verifications of primary changes without an outage (the latest 1,000): when, and
-    /// what they found lost.
+    /// Verifications of primary changes without an outage (latest 1,000): when, and what was lost.
     pub losses_without_outage: Vec<LossWithoutOutage>,
     /// Every change of the failover state (the latest 1,000).
     pub state_changes: Vec<StateChange>,

@@ -19,16 +19,14 @@ const MAX_UNKNOWN: usize = 100_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const MAX_CHECKPOINTS: usize = 3_600;
 
-/// Held slices ([`Ledger::hold`]) outlive the window until the ledger holds this many
-/// windows' worth: verifications that keep failing while the load writes cannot grow it
-/// without bound.
+/// Held slices ([`Ledger::hold`]) outlive the window until the ledger holds this many windows'
+/// worth: verifications that keep failing while the load writes cannot grow it without bound.
 pub const HOLD_WINDOWS: usize = 4;
 
 #[derive(Debug)]
 struct Slice {
     start: Instant,
-    /// Sequence numbers acknowledged in this slice, sorted and merged into
-    /// half-open runs once the slice is closed.
+    /// Acknowledged sequence numbers, merged into sorted half-open runs when the slice closes.
     runs: Vec<(u64, u64)>,
     open: Vec<u64>,
     min_id: i64,
@@ -80,8 +78,7 @@ pub struct Ledger {
     held_until: Option<Instant>,
     /// The newest `until` a verification began with: the slices up to it are in its snapshot.
     taken_until: Option<Instant>,
-    /// A held slice no snapshot holds was aged out all the same: the waiting verifications
-    /// cannot check all.
+    /// A held slice in no snapshot was aged out anyway: waiting verifications cannot check all.
     held_lost: bool,
     /// The newest slice aged out of the window (not verified away): a loss that reaches the
     /// oldest write a verification checks may reach further back.
@@ -231,10 +228,9 @@ impl Ledger {
         }
     }
 
-    /// The lowest id a write sent at `sent` can have, about: ids grow, so it is above one
-    /// acknowledged before it was sent. Without a checkpoint that old, the oldest
-    /// acknowledged id held (or else the newest), which is below it as long as the write
-    /// failed within `--verify-window` of its sending.
+    /// About the lowest id a write sent at `sent` can have: ids grow, so it is above one
+    /// acknowledged before it was sent; without a checkpoint that old, the oldest acknowledged id
+    /// held (else the newest), below it if the write failed within `--verify-window` of being sent.
     fn floor_at(&self, sent: Instant) -> Option<i64> {
         let before = self.checkpoints.partition_point(|&(at, _)| at <= sent);
         match before.checked_sub(1) {
@@ -260,10 +256,9 @@ impl Ledger {
         self.unknown.insert(seq, Unknown { at: now, floor });
     }
 
-    /// Keeps the newest `window` worth of slices. Slices exist only where writes
-    /// were acknowledged, so an outage, however long, ages nothing out: the writes
-    /// from just before it are still here when it ends. Held slices ([`Ledger::hold`])
-    /// stay, up to [`HOLD_WINDOWS`] windows.
+    /// Keeps the newest `window` worth of slices. Slices exist only where writes were acknowledged,
+    /// so an outage, however long, ages nothing out: the writes from just before it are still here
+    /// when it ends. Held slices ([`Ledger::hold`]) stay, up to [`HOLD_WINDOWS`] windows.
     fn prune(&mut self) {
         let keep = (self.window.as_nanos() / SLICE.as_nanos()).max(1) as usize + 1;
         let excess = self.slices.len().saturating_sub(keep);
@@ -333,10 +328,9 @@ impl Ledger {
         }
     }
 
-    /// After a verification, forget exactly the runs it covered, so that nothing is counted
-    /// twice and what was acknowledged after the snapshot (in the newest slice it closed)
-    /// is verified next time. Emptied slices go, but the newest, which takes the next
-    /// acknowledgements.
+    /// After a verification, forget exactly the runs it covered, so that nothing is counted twice
+    /// and what was acknowledged after the snapshot (in the newest slice it closed) is verified
+    /// next time. Emptied slices go, but the newest, which takes the next acknowledgements.
     pub fn forget_verified(&mut self, until: Instant, snap: &Snapshot) {
         let verified: HashSet<(u64, u64, Instant)> = snap.acked.iter().copied().collect();
         for slice in self.slices.iter_mut().take_while(|s| s.start <= until) {

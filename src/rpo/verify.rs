@@ -39,10 +39,9 @@ pub enum VerifyError {
     NoAnswer(Duration),
 }
 
-/// The lowest id a read-back looks at: [`ID_SLACK`] below the lowest id it looks for
-/// (`min_id`, else `floor`), but never below `floor`, the trial INSERT's id (once drawn):
-/// every row of this run has a later one, and the ids below it are the users' rows on a
-/// table pgdrill shares.
+/// The lowest id a read-back looks at: [`ID_SLACK`] below the lowest id it looks for (`min_id`,
+/// else `floor`), but never below `floor`, the trial INSERT's id (once drawn): every row of this
+/// run has a later one, and the ids below it are the users' rows on a table pgdrill shares.
 fn read_back_from(min_id: Option<i64>, floor: Option<i64>) -> i64 {
     let from = min_id.or(floor).unwrap_or(0).saturating_sub(ID_SLACK);
     floor.map_or(from, |floor| from.max(floor))
@@ -93,10 +92,9 @@ pub struct Verifier {
 
 /// How often the ledger's size is published, and unknown outcomes are checked.
 const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
-/// Every this many ticks, the primary behind a pooled connection is probed: a pooler that
-/// switched servers behind the connections it kept (PgBouncer's PAUSE, RELOAD, RESUME)
-/// shows no error and no new connection, so its new primary, and the writes the old one
-/// acknowledged and the new one lacks, would be seen only at the next reconnect.
+/// Every this many ticks the primary behind a pooled connection is probed: a pooler switching
+/// servers behind its kept connections (PgBouncer's PAUSE, RELOAD, RESUME) shows no error and no
+/// new connection, so its new primary (and the writes it lacks) would show only at a reconnect.
 const PROBE_EVERY_TICKS: u32 = 5;
 /// A probe may take this long (a hung server: the ticks go on).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -158,11 +156,10 @@ impl Verifier {
         t.unknown_not_committed += not_committed;
     }
 
-    /// Hands `found` the `seq`s of this run's rows from about `min_id` on that the primary
-    /// the pool reaches now holds: those below `seq_end` (no more rows than the snapshot
-    /// checks, however long the load has run since), or of `asked` only. Streamed: the rows
-    /// are not held. A query unanswered within `limit` is given up with its connection (a
-    /// hung server).
+    /// Hands `found` the `seq`s of this run's rows from about `min_id` on that the primary the pool
+    /// reaches now holds: those below `seq_end` (no more rows than the snapshot checks, however
+    /// long the load has run since), or of `asked` only. Streamed: the rows are not held. A query
+    /// unanswered within `limit` is given up with its connection (a hung server).
     async fn present(
         &self,
         min_id: Option<i64>,
@@ -229,9 +226,8 @@ impl Verifier {
         }
     }
 
-    /// Serves `requests` until the channel closes, handing each result to `done`; after
-    /// `stop`, a request that keeps failing is given up after 5 s (the caller bounds the
-    /// whole drain by the shutdown grace).
+    /// Serves `requests` until the channel closes, each result to `done`; after `stop`, one that
+    /// keeps failing is given up after 5 s (the caller bounds the drain by the shutdown grace).
     pub async fn run(
         &self,
         mut requests: mpsc::Receiver<Request>,

@@ -1,10 +1,7 @@
-//! Every distinct error of a failed write, visible: the first of each (class, SQLSTATE) is
-//! logged with the server's message (again after an hour without it; PgBouncer's 08P01 per
-//! message), the progress line counts them per SQLSTATE, and the
-//! summary lists each with its count and one message. One count per failed write, as in the
-//! tally and `pgdrill_transaction_errors_total`; failed connection attempts are counted
-//! apart (`pgdrill_connection_errors_total`). Errors that retrying cannot fix are logged at ERROR with
-//! what to change.
+//! Every distinct error of a failed write, visible: the first of each (class, SQLSTATE) is logged
+//! with the server's message (again after an hour without it; PgBouncer's 08P01 per message), and
+//! the summary lists each with its count and one message. One count per failed write, as in
+//! `pgdrill_transaction_errors_total`; failed connection attempts are counted apart.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -72,10 +69,9 @@ pub struct ErrorBook {
     kinds: Mutex<BTreeMap<(ErrorClass, String, String), Seen>>,
 }
 
-/// PgBouncer sends all of its own errors as 08P01 (`query_wait_timeout`, `server conn
-/// crashed?`, `no more connections allowed`...): each message is its own kind there, so that
-/// a second cause is logged, not only counted. Its messages are fixed strings; the kinds stay
-/// bounded by [`MAX_KINDS`].
+/// PgBouncer sends all its own errors as 08P01 (`query_wait_timeout`, `server conn crashed?`, `no
+/// more connections allowed`...): each message is its own kind there, so a second cause is logged,
+/// not only counted. Its messages are fixed strings: the kinds stay bounded by [`MAX_KINDS`].
 fn variant(sqlstate: &str, message: &str) -> String {
     match sqlstate {
         "08P01" => crate::error::without_endpoint(message)
@@ -115,8 +111,7 @@ fn cut(message: &str) -> String {
         .collect()
 }
 
-/// Logs a kind (`again`: after an hour without it), at ERROR with what to change when
-/// retrying will not fix it.
+/// Logs a kind (`again`: after an hour without it); at ERROR with a hint if retrying cannot fix it.
 fn log(class: ErrorClass, sqlstate: &str, message: &str, again: bool) {
     match (hint(sqlstate), again) {
         (Some(hint), false) => tracing::error!(class = %class, sqlstate, error = %message, hint,
@@ -131,8 +126,7 @@ fn log(class: ErrorClass, sqlstate: &str, message: &str, again: bool) {
 }
 
 impl ErrorBook {
-    /// Counts one error; the first of its kind is logged, and one seen again after
-    /// [`SAID_AGAIN_AFTER`] without it.
+    /// Counts one error; logs the first of a kind, and one after [`SAID_AGAIN_AFTER`] without it.
     pub fn note(&self, class: ErrorClass, sqlstate: Option<&str>, message: &str) {
         self.note_at(class, sqlstate, message, Instant::now());
     }

@@ -1,6 +1,5 @@
-//! What `/healthz` says: healthy while the load loop runs (the scheduler, and every lane).
-//! A database outage is not unhealthy — measuring it is the point — but a lane that died,
-//! a load loop that ended or a task that crashed is.
+//! What `/healthz` says: healthy while the load loop (the scheduler, every lane) runs. A database
+//! outage is not unhealthy (measuring it is the point); a dead lane, ended loop or crash is.
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,8 +25,7 @@ impl Health {
         self.lanes_down.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A part of the run failed for good; `/healthz` says why (scrubbed: a panic's message
-    /// may quote anything).
+    /// Part of the run failed for good; `/healthz` says why (scrubbed: a panic may quote anything).
     pub fn failed(&self, why: &str) {
         self.failure
             .lock()

@@ -49,8 +49,7 @@ fn response(
     resp
 }
 
-/// Basic auth when configured; `/healthz` (it says only whether the load runs) stays open
-/// for probes.
+/// Basic auth if configured; `/healthz` stays open for probes (it says only whether the load runs).
 async fn handle(req: Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if let Some(web) = site.web.as_deref().filter(|_| path != "/healthz") {
@@ -90,9 +89,8 @@ async fn handle(req: Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
 
 /// Most HTTP connections served at once; Prometheus and a browser need a handful.
 const MAX_CONNECTIONS: usize = 64;
-/// File descriptors kept for everything but HTTP and the pool: stdio, the runtime's
-/// epoll/eventfd/signal pipes, the listener, verification and bootstrap connections,
-/// `--password-command` pipes, log files.
+/// Descriptors kept for all but HTTP and the pool: stdio, the runtime's epoll/eventfd/signal pipes,
+/// the listener, verification and bootstrap connections, `--password-command` pipes, log files.
 const RESERVED_FDS: u64 = 32;
 /// A client has this long to send a request's headers, including the next request on a
 /// kept-alive connection (hyper runs the same timer while idle), so idle connections end.
@@ -103,8 +101,7 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Request buffers stay small: we only ever read a GET's headers (hyper's minimum is 8 KiB).
 const MAX_BUF_SIZE: usize = 16 * 1024;
-/// Accept errors (EMFILE, ENFILE, ENOBUFS) back off, so a full descriptor table is not
-/// a busy loop.
+/// Accept errors (EMFILE, ENFILE, ENOBUFS) back off, so a full descriptor table is not a busy loop.
 const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
 /// Repeated warnings (accept errors, refused connections) are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(1);
@@ -149,8 +146,7 @@ fn connection_cap(nofile: Option<u64>, pool_size: u32) -> usize {
     (left as usize).clamp(1, MAX_CONNECTIONS)
 }
 
-/// A connection's place among those served: whether it is handling a request, and how to
-/// make it leave at once.
+/// A served connection's place: whether it is handling a request, and how to make it leave at once.
 #[derive(Default)]
 struct Place {
     busy: AtomicBool,
@@ -168,8 +164,7 @@ fn make_room(places: &mut VecDeque<Weak<Place>>) -> Option<()> {
     Some(())
 }
 
-/// Serves on an already bound listener (bound before load starts, so a bad
-/// `--listen` fails fast) until `stop`.
+/// Serves on a listener bound before load starts (so a bad `--listen` fails fast) until `stop`.
 pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationToken) {
     let limits = site.limits;
     let tls = site

@@ -1,5 +1,4 @@
-//! Exact latency percentiles: HDR histograms the lanes record into, merged at progress and
-//! summary time.
+//! Exact latency percentiles: the lanes' HDR histograms, merged at progress and summary time.
 
 use std::sync::Arc;
 

@@ -47,9 +47,8 @@ impl Write for ScrubbingWriter {
     /// The formatter hands over one whole event per call.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let clean = secrets::scrub(&String::from_utf8_lossy(buf));
-        // A closed stderr (a log collector gone, `| head`) loses the line, and nothing else:
-        // an error here would be reported on stderr again, and the panic that follows
-        // would abort the run.
+        // A closed stderr (a log collector gone, `| head`) loses the line, nothing else: an error
+        // here would be reported on stderr again, and the panic after it would abort the run.
         let _ = std::io::stderr().lock().write_all(clean.as_bytes());
         Ok(buf.len())
     }

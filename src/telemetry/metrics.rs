@@ -86,8 +86,7 @@ pub struct Metrics {
     pub drill: DrillMetrics,
 }
 
-/// One counter per error class, resolved once so the hot path indexes an array
-/// instead of hashing label values.
+/// One counter per error class, resolved once: the hot path indexes an array, hashing no labels.
 pub struct PerClass {
     counters: Vec<IntCounter>,
 }

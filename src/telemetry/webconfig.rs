@@ -1,19 +1,7 @@
 //! `--web.config.file`: TLS and basic auth on pgdrill's HTTP endpoints, in the file format of
-//! Prometheus' exporter-toolkit (`docs/web-configuration.md` there), so the same file and the
-//! same Prometheus `scrape_config` (`scheme: https`, `basic_auth`) work for pgdrill as for
-//! node_exporter. The subset pgdrill implements:
-//!
-//! ```yaml
-//! tls_server_config:
-//!   cert_file: server.crt      # PEM chain; relative paths are relative to this file
-//!   key_file: server.key       # PEM private key
-//!   min_version: TLS12         # or TLS13; default TLS12
-//! basic_auth_users:
-//!   prometheus: $2y$10$...     # bcrypt hashes (htpasswd -nBC 10 "" | tr -d ':\n')
-//! ```
-//!
-//! Any other key is refused at start (exit 2), never silently ignored. `/healthz` answers
-//! without credentials (it says only `ok`), so that Kubernetes probes need no secret.
+//! Prometheus' exporter-toolkit, so the same file and `scrape_config` work as for node_exporter.
+//! The subset implemented is in docs/configuration.md ("TLS and basic auth on `/metrics`"); any
+//! other key is refused at start. `/healthz` answers without credentials, so probes need no secret.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -59,8 +47,7 @@ pub struct WebConfig {
     /// Checked for a user not configured, so that the answer takes as long as for one that
     /// is (a quick refusal would tell which user names exist).
     unknown_user_hash: String,
-    /// SHA-256 of (user, password, hash) of credentials verified right. Never the
-    /// password itself.
+    /// SHA-256 of (user, password, hash) of credentials verified right, never the password itself.
     cache: Mutex<HashSet<[u8; 32]>>,
     /// One bcrypt at a time (as Prometheus' exporter-toolkit does): clients sending wrong
     /// passwords cannot take every core from the load.
@@ -109,9 +96,8 @@ impl WebConfig {
             .transpose()?;
         let mut cost = None;
         for (user, hash) in &file.basic_auth_users {
-            // bcrypt's error repeats the value, which may be a password put there by mistake.
-            // A hash it would refuse at the first scrape (another version, a cost outside
-            // 4-31) is refused now.
+            // bcrypt's error repeats the value, maybe a password put there by mistake. A hash it
+            // would refuse at the first scrape (other version, cost outside 4-31) is refused now.
             let versions = ["$2a$", "$2b$", "$2y$"];
             let user_cost = bcrypt::HashParts::from_str(hash)
                 .ok()

@@ -210,7 +210,6 @@ impl Setup {
         self.counted(class, message, source)
     }
 
-    /// A host name that did not resolve.
     pub(super) fn unresolved(&self, message: String, others_resolved: bool) -> ConnectError {
         if unresolved_is_wrong_target(&message, others_resolved) {
             return self.failed(ErrorClass::Dns, message, None);
@@ -228,9 +227,8 @@ impl Setup {
     ) -> ConnectError {
         // The failed writes it causes are counted where they fail (the error book).
         self.metrics.connection_errors.inc(class);
-        // Logged (throttled) so that endless retries are not silent; not when the run is
-        // stopping, nor for a standby passed over. Failures that say what to fix are
-        // throttled per message.
+        // Logged (throttled) so endless retries are not silent; not when stopping, nor for a
+        // standby passed over. Failures that say what to fix are throttled per message.
         let said = self.fatal.is_set() || class == ErrorClass::ReadOnly;
         let key = match class {
             ErrorClass::Tls | ErrorClass::Auth | ErrorClass::Dns => message.as_str(),
@@ -283,9 +281,8 @@ impl Setup {
         Err(self.failed(ErrorClass::ReadOnly, message, None))
     }
 
-    /// The table, checked once per run within the connect `timeout`; once `--alter-table`
-    /// changes it, within [`TABLE_CHANGE_TIMEOUT`]: cut off, the change would go on in the
-    /// server and be sent again.
+    /// The table, checked once within the connect `timeout`, or [`TABLE_CHANGE_TIMEOUT`] once
+    /// `--alter-table` changes it: cut off, the change would go on in the server and be sent again.
     pub(super) async fn table_ready(
         &self,
         client: &Client,

@@ -161,7 +161,6 @@ fn refuses_startup_option(err: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// Spare connections kept at most.
 const MAX_SPARES: usize = 16;
 
 /// Past this many endpoints (names can resolve to ever new addresses), idle ones are
@@ -398,9 +397,8 @@ impl Connector {
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
         let Ok(insert) = ready.await else {
-            // The setup waits (a lock on the table): its backend would wait on, holding a
-            // connection slot. Open until the cancel is through: PgBouncer drops a cancel
-            // for a client already gone.
+            // Its backend would wait on the setup (a lock on the table), holding a connection slot.
+            // Open until the cancel is through: PgBouncer drops one whose client is gone.
             let cancel = cancel();
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(STAGGER * 10, cancel).await;

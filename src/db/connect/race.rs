@@ -141,8 +141,7 @@ impl Connector {
         }
     }
 
-    /// Attempts that outlived their race run on; the first to connect leaves its connection
-    /// for the next connect.
+    /// Attempts that outlived their race run on; the first to connect is kept as a spare.
     fn let_finish<F>(self: &Arc<Self>, mut attempts: futures_util::stream::FuturesUnordered<F>)
     where
         F: std::future::Future<Output = (usize, Instant, Result<Conn, ConnectError>)>

@@ -12,8 +12,7 @@ type Answer = Result<Vec<IpAddr>, String>;
 /// A lookup on its way, which every connect asking for its name awaits, and when it began.
 type OnTheWay = (Shared<BoxFuture<'static, Answer>>, Instant);
 
-/// Host name lookups: at most [`MAX_LOOKUPS`] at once, one per name at a time. The map holds
-/// only the DSN's names.
+/// Lookups of the DSN's host names: at most [`MAX_LOOKUPS`] at once, one per name at a time.
 pub(super) struct Lookups {
     pub(super) turns: Arc<tokio::sync::Semaphore>,
     on_the_way: Mutex<HashMap<String, OnTheWay>>,
@@ -33,9 +32,8 @@ impl Default for Lookups {
 }
 
 impl Lookups {
-    /// A lookup of `name`, answered within `timeout`. getaddrinfo reads /etc/hosts and asks
-    /// DNS again on every call. Waiting for a turn counts against the timeout; the turn is
-    /// held until getaddrinfo returns.
+    /// A lookup of `name` within `timeout` (waiting for a turn included; the turn is held until
+    /// getaddrinfo returns). getaddrinfo reads /etc/hosts and asks DNS again on every call.
     fn start(&self, name: &str, timeout: Duration) -> BoxFuture<'static, Answer> {
         #[cfg(test)]
         self.started.fetch_add(1, Ordering::Relaxed);

@@ -19,12 +19,11 @@ impl Silence {
         self.watch.token.is_cancelled()
     }
 
-    /// Cancels what `client` runs, `writes` times one after the other, once `driver` (its
-    /// socket) is closed. A backend a write was given up on may wait on while its server
-    /// answers (a commit held for a synchronous standby, which statement_timeout does not
-    /// bound), holding a connection slot. Freed from its wait, it runs the next write already
-    /// in its buffer (the client's close reaches it only then, a round trip later) and waits
-    /// again: one cancel for each write sent frees it, and then it finds its client gone.
+    /// Cancels what `client` runs, `writes` times one after the other, once `driver` (its socket)
+    /// is closed. A backend a write was given up on may wait on while its server answers (a commit
+    /// held for a synchronous standby: statement_timeout does not bound it), holding a connection
+    /// slot; freed, it runs the next write already in its buffer (the close reaches it only after)
+    /// and waits again: one cancel per write sent frees it, and then it finds its client gone.
     pub(crate) fn cancel_after_close(&self, client: &Client, driver: AbortHandle, writes: usize) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -76,10 +75,9 @@ impl Silence {
         tokio::spawn(async move { this.check(current, now).await });
     }
 
-    /// Ends once the connection's host name no longer leads to its address (a managed
-    /// service's DNS failover), looked up every [`SUSPECT_AFTER`] while the check waits: a
-    /// fresh client would connect to the new address at once. Never for an address, or one
-    /// the DSN pins with `hostaddr`.
+    /// Ends once the connection's host name no longer leads to its address (a managed service's DNS
+    /// failover), looked up every [`SUSPECT_AFTER`] while the check waits: a fresh client would go
+    /// to the new address at once. Never for an address or a name pinned by `hostaddr`.
     async fn name_moved(&self) -> String {
         let (Endpoint::Tcp(addr), Some((name, _))) =
             (&self.endpoint, self.connector.name_of(&self.config))

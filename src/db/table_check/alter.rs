@@ -1,7 +1,6 @@
-//! `--alter-table`'s changes to a table pgdrill did not create: its columns, then its
-//! index, each bounded by the startup deadline, and an index build left waiting is
-//! cancelled (by the server, else by pgdrill) so that it does not hold its lock on the
-//! users' table after pgdrill gave up.
+//! `--alter-table`'s changes to a table pgdrill did not create: its columns, then its index, each
+//! bounded by the startup deadline, and an index build left waiting is cancelled (by the server,
+//! else by pgdrill) so that it does not hold its lock on the users' table after pgdrill gave up.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,8 +32,7 @@ pub struct Change<'a> {
     pub started: &'a AtomicBool,
     /// When the server must have ended it, done or cancelled.
     pub by: Instant,
-    /// `--statement-timeout`, which the session has when it is pgdrill's alone (startup
-    /// options reach the server).
+    /// `--statement-timeout`, the session's when it is pgdrill's alone (startup options reach it).
     pub session_timeout: Duration,
     /// Sends the cancel request that ends an index build still running then.
     pub cancel: Cancel,

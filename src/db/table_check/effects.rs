@@ -15,11 +15,10 @@ use crate::db::Deleted;
 pub(crate) const LOCK_WAIT: &str = "5s";
 const IDLE_IN_BATCH: &str = "10s";
 
-/// One batch of pgdrill's DELETE (`sql`, given whether the table is partitioned), in a
-/// transaction that locks the table first:
-/// adding a trigger, a rule or a foreign key takes a lock that conflicts with ROW EXCLUSIVE
-/// (the DELETE's own), so none slips in between the look ([`delete_hazard`]) and the DELETE.
-/// `Err(why)`: held, nothing deleted. Retention and `pgdrill cleanup` delete only so.
+/// One batch of pgdrill's DELETE (`sql`, given whether it is partitioned), in a transaction that
+/// locks the table first: adding a trigger, a rule or a foreign key takes a lock that conflicts
+/// with ROW EXCLUSIVE (the DELETE's own), so none slips in between the look ([`delete_hazard`]) and
+/// the DELETE. `Err(why)`: held, nothing deleted. Retention and `pgdrill cleanup` delete only so.
 pub(crate) async fn guarded_delete(
     client: &Client,
     table: &Table,
@@ -94,21 +93,20 @@ async fn delete_hazard(
     )))
 }
 
-/// The enabled user triggers and rules on pgdrill's `inserts` and `deletes`, of the table or
-/// any partition a row may be routed to, with deletes the foreign keys that cascade, set null
-/// or set default into another table, and with inserts the table's own foreign keys and the
-/// publications that send them to subscribers (a native subscriber without the table stops replicating everything). (Tables with plain inheritance children are
-/// refused before this: a DELETE on the parent would reach the children's rows.)
+/// The enabled user triggers and rules on pgdrill's `inserts` and `deletes`, of the table or any
+/// partition a row may be routed to, with deletes the foreign keys that cascade, set null or set
+/// default into another table, and with inserts the table's own foreign keys and the publications
+/// that send them to subscribers (a native subscriber without the table stops replicating
+/// everything); plain inheritance children are refused before this.
 pub(super) async fn fired_by(
     client: &Client,
     table: &str,
     inserts: bool,
     deletes: bool,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
-    // tgtype bits: 4 INSERT, 8 DELETE; rules' ev_type: '3' INSERT, '4' DELETE. Enabled:
-    // 'O' and 'A' fire in a normal session ('R' only as a replica, 'D' never). Internal
-    // triggers are the foreign keys' own, but for PostgreSQL 11 and 12's copies of a
-    // parent's trigger on its partitions (no constraint).
+    // tgtype bits: 4 INSERT, 8 DELETE; rules' ev_type: '3' INSERT, '4' DELETE. Enabled: 'O' and 'A'
+    // fire normally ('R' only as a replica, 'D' never). Internal triggers are foreign keys' own,
+    // except PostgreSQL 11 and 12's copies of a parent's trigger on its partitions (no constraint).
     let bits = 4 * i32::from(inserts) + 8 * i32::from(deletes);
     let events = match (inserts, deletes) {
         (true, true) => "'3', '4'",
@@ -127,11 +125,10 @@ pub(super) async fn fired_by(
         }
         false => "",
     };
-    // The table's own foreign keys: pgdrill's rows would lock the rows they reference, hold
-    // back their DELETE (an account's erasure), or be deleted or changed with them (read as
-    // lost writes). Only those whose columns pgdrill's rows fill (its values, or defaults): a
-    // key it leaves NULL references nothing.
-    // And publications: deleting pgdrill's rows once sent keeps subscribers in step.
+    // The table's own foreign keys: pgdrill's rows would lock the rows they reference, hold back
+    // their DELETE (an account's erasure), or be deleted or changed with them (lost writes). Only
+    // those whose columns pgdrill's rows fill (values or defaults): a key it leaves NULL references
+    // nothing. And publications: deleting pgdrill's rows once sent keeps subscribers in step.
     let on_insert = match inserts {
         true => {
             "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' to ' || \
@@ -181,9 +178,8 @@ pub(super) async fn fired_by(
 
 /// Logical replication slots of this database read by another plugin than pgoutput (whose
 /// publications [`fired_by`] names): CDC tools (Debezium's decoderbufs, wal2json, AWS DMS's
-/// test_decoding) that stream every table's changes unless their own configuration leaves
-/// tables out, which pgdrill cannot see. Said, not refused; a slot list it may not read is
-/// passed over.
+/// test_decoding) that stream every table's changes unless their own configuration leaves tables
+/// out, which pgdrill cannot see. Said, not refused; a slot list it may not read is passed over.
 pub(super) async fn warn_of_change_capture(client: &Client, table: &Table) {
     let sql = "SELECT quote_ident(slot_name::text) || ' (' || plugin::text || ')' \
                FROM pg_replication_slots WHERE slot_type = 'logical' \

@@ -1,21 +1,18 @@
-//! What writing to a table pgdrill did not create would do to its owners' application, said
-//! before the first write: ids taken from their sequence, unique slots their rows need, a
-//! column of theirs that happens to be called `seq` or `run_id`, and what `--retention` could
-//! not delete.
+//! What writing to a table pgdrill did not create would do to its owners' application, said before
+//! the first write: ids taken from their sequence, unique slots their rows need, a column of theirs
+//! that happens to be called `seq` or `run_id`, and what `--retention` could not delete.
 
 use tokio_postgres::Client;
 
 use super::{quote_literal, Column, IdsNeeded, TableError, TablePolicy, OUR_COLUMNS, USER_COLUMNS};
 use crate::db::table::Table;
 
-/// A sequence that cannot last a canary this long is refused; one that cannot last a year
-/// is warned of.
+/// A sequence that cannot last a canary this long is refused; one short of a year is warned of.
 const CANARY_MUST_LAST_DAYS: u64 = 1;
 const CANARY_WARNED_DAYS: u64 = 365;
 
-/// pgdrill adds `run_id` and `seq` together: one without the other is the owners' column,
-/// which pgdrill would fill with its run ids or its counter; but a `run_id` its comment marks
-/// as pgdrill's (`marked`) is.
+/// pgdrill adds `run_id` and `seq` together: one alone is the owners', which pgdrill would fill
+/// with its run ids or counter; but a `run_id` its comment marks as pgdrill's (`marked`) is.
 pub(super) fn lone_column(table: &str, columns: &[Column], marked: bool) -> Option<String> {
     let has = |name: &str| columns.iter().any(|c| c.name == name);
     let (present, absent) = match (has(OUR_COLUMNS[0]), has(OUR_COLUMNS[1])) {
@@ -118,20 +115,18 @@ fn type_max(base: &str) -> i64 {
     }
 }
 
-/// Every pgdrill write takes an id from the owners' sequence, and ids are never given back:
-/// a run that would use up what is left is refused, a canary that would within a year warned
-/// of, and what is left said.
+/// Every pgdrill write takes an id from the owners' sequence, for good: a run that would use up
+/// what is left is refused, a canary that would within a year warned of; what is left is said.
 async fn ids_left(
     client: &Client,
     table: &Table,
     id: &Column,
     needed: Option<IdsNeeded>,
 ) -> Result<(), TableError> {
-    // An id the default takes from elsewhere (another table's sequence, a function) is not
-    // known here: nothing said.
-    // pg_sequence_last_value needs SELECT or USAGE on the sequence, which an identity
-    // column's INSERT does not: without it, the headroom is unknown (said), not an error. NULL
-    // is also a sequence not drawn from yet (is_called false): it starts at seqstart then.
+    // An id the default takes from elsewhere (another table's sequence, a function) is not known
+    // here: nothing said. pg_sequence_last_value needs SELECT or USAGE on the sequence, which an
+    // identity column's INSERT does not: without it, the headroom is unknown (said), not an error.
+    // NULL is also a sequence not drawn from yet (is_called false): it starts at seqstart then.
     let sql = format!(
         "SELECT s.seqrelid::regclass::text, s.seqmax::text, s.seqincrement::text, \
                 CASE WHEN has_sequence_privilege(s.seqrelid, 'SELECT, USAGE') \

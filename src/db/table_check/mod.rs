@@ -1,9 +1,8 @@
-//! The table pgdrill writes to: its own (created, marked with a comment), or one it did not
-//! create, used only when named with `--table` and changed only with `--alter-table`. Checked
-//! once, at the first connection to a writable server; what no retry can fix stops the run
-//! (exit 2) with a message that says what to change, instead of failing every write.
-//!
-//! Simple query protocol, values read as text: works through PgBouncer, cannot panic on a type.
+//! The table pgdrill writes to: its own (created, marked with a comment), or one it did not create,
+//! used only when named with `--table` and changed only with `--alter-table`. Checked once, at the
+//! first connection to a writable server; what no retry can fix stops the run (exit 2) with a
+//! message that says what to change, instead of failing every write. Simple query protocol, values
+//! read as text: works through PgBouncer, cannot panic on a type.
 
 use std::sync::atomic::Ordering;
 
@@ -63,8 +62,7 @@ pub struct TablePolicy {
     pub create: bool,
     /// `--alter-table`: add pgdrill's columns and index to a table it did not create.
     pub alter: bool,
-    /// `--allow-table-triggers`: write to a table it did not create whose writes fire
-    /// triggers or rules.
+    /// `--allow-table-triggers`: write to a table it did not create that fires triggers or rules.
     pub triggers: bool,
     /// The table was named with `--table`; a table pgdrill did not create is used only then.
     pub named: bool,
@@ -149,9 +147,8 @@ pub async fn ensure(
         return Err(TableError::Unusable(problem));
     }
     let _ = workload.partitioned.set(relation.kind == "p");
-    // Named by its schema from here on, the rest of the check included: through a
-    // transaction pooler each statement may reach a server connection whose search_path
-    // another client changed, and what is checked must be what is written.
+    // Named by its schema from here on, the rest of the check included (see `Workload::pinned`):
+    // what is checked must be what is written.
     workload.pin(&relation.schema);
     let table = workload.target();
     let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
@@ -228,8 +225,7 @@ async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> 
         ))
     })?;
     if made {
-        // Where a default search_path put it (on a managed service, often "public" of the
-        // database the DSN names).
+        // Where a default search_path put it (managed services: often the DSN database's "public").
         tracing::info!(table = %table.name, schema = %found.schema, "created pgdrill's own table");
     }
     Ok(found)

@@ -1,6 +1,5 @@
-//! The trial INSERTs: the load's INSERT for its lowest and highest row, each rolled back,
-//! so that what the table would say on every write (or on part of them) is said once, at
-//! start.
+//! The trial INSERTs: the load's INSERT for its lowest and highest row, each rolled back, so that
+//! what the table would say on every write (or on part of them) is said once, at start.
 
 use tokio_postgres::Client;
 
@@ -16,9 +15,7 @@ pub(super) enum Trial {
     UsersColumns,
 }
 
-/// The INSERT (`trial`) for the lowest and the highest row the load draws, each alone in a
-/// transaction rolled back: types, constraints and triggers say now, once and clearly, what
-/// they would otherwise say on every write or on part of them.
+/// The INSERT (`trial`) for each of [`Row::extremes`], alone in a transaction rolled back.
 pub(super) async fn trial_insert(
     client: &Client,
     workload: &Workload,
@@ -67,10 +64,9 @@ pub(super) async fn trial_insert(
     Ok(())
 }
 
-/// Data, constraint, schema and privilege errors, and a trigger that raises (P0), say the
-/// same on every try (or on every write like this one); anything else (a server shutting
-/// down, a statement cancelled, a deadlock, no resources) is tried again within
-/// --startup-timeout.
+/// Data, constraint, schema and privilege errors, and a trigger that raises (P0), say the same on
+/// every try (or on every write like this one); anything else (a server shutting down, a statement
+/// cancelled, a deadlock, no resources) is tried again within --startup-timeout.
 pub(super) fn fails_the_same_again(err: &tokio_postgres::Error) -> bool {
     err.code().is_some_and(|code| {
         matches!(

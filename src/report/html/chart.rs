@@ -1,8 +1,7 @@
-//! The timeline as one SVG chart: achieved rate, errors by class, latency and the failover
-//! state on one time axis, with a marker at each event. Buckets are merged (the worst state
-//! and the highest p99 survive) into at most [`MAX_COLUMNS`] columns, so the page's size is
-//! bounded whatever the run's length; events are drawn at their exact times. Scales and
-//! layout are ours: an SVG crate would only replace maud's element syntax.
+//! The timeline as one SVG chart: achieved rate, errors by class, latency and the failover state on
+//! one time axis, with a marker at each event at its exact time. Buckets are merged (the worst
+//! state and the highest p99 survive) into at most [`MAX_COLUMNS`] columns, so the page's size is
+//! bounded whatever the run's length. Why hand-written: docs/report.md.
 
 use std::fmt::Write;
 

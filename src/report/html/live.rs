@@ -17,10 +17,9 @@ pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Outages the live page lists (the latest).
 const LIVE_OUTAGES: usize = 5;
 
-/// The live page of a run so far (its summary as far as it goes), in failover state `now`.
-/// While verifications may still run (`running`: until the monitor stopped, after the
-/// load's drain), writes not verified yet are pending; after it, they are unverified, as
-/// the summary says.
+/// The live page of a run so far (its summary as far as it goes), in failover state `now`. While
+/// verifications may still run (`running`: until the monitor stopped, after the load's drain),
+/// writes not verified yet are pending; after it, they are unverified, as the summary says.
 pub fn render_live(l: &Summary, now: State, running: bool) -> String {
     let not_yet = if running { "pending" } else { "unverified" };
     let worst = l.longest_unavailability();

@@ -32,8 +32,7 @@ pub(crate) fn dated(s: &Summary) -> bool {
     days.any(|d| Some(d) != first)
 }
 
-/// The drill report page, judged against a drill's own objectives, else the run's, else
-/// the defaults.
+/// The drill report page, judged by a drill's own objectives, else the run's, else the defaults.
 pub fn render(s: &Summary) -> String {
     let own = s.drill.as_ref().map(|d| d.objectives).or(s.objectives);
     let objectives = own.unwrap_or(DEFAULT_OBJECTIVES);
@@ -169,8 +168,7 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
 
 /// The RTO card: the longest write unavailability against the objective.
 fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
-    // What the verdict judges: a drill's outages attributed to its triggers; a canary's
-    // every outage, kept or not.
+    // As the verdict judges: a drill's attributed outages, or a canary's every one, kept or not.
     let judged: Vec<&OutageRecord> = match &s.drill {
         Some(d) => crate::drill::timing::attributed(&d.drills, &s.outages).collect(),
         None => s.outages.iter().collect(),

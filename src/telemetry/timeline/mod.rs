@@ -1,23 +1,15 @@
-//! The per-second timeline of a run, bounded in memory for canaries that run for weeks.
+//! The per-second timeline of a run, bounded in memory for canaries that run for weeks
+//! (docs/report.md). A 1 Hz sampler pushes one [`Second`] per second, the monitor [`Event`]s;
+//! nothing on the load path touches it. Tiers ([`TIERS`]) are counted in buckets, so a sampler that
+//! skips seconds cannot make it grow; buckets older than the last tier are dropped (and counted):
+//! Prometheus keeps the long history. Merging: counts add; max, p99 and pool in use take the
+//! maximum (for p99 an upper bound: at least 99 % of every part, so of the union, lies below it),
+//! so a spike is never averaged away; p50 is the success-weighted mean (a typical value); the state
+//! is the worst seen, so a one-second outage still colours its 10-minute bucket.
 //!
-//! A 1 Hz sampler pushes one [`Second`] per second; the monitor pushes [`Event`]s.
-//! Nothing on the load path touches it.
-//!
-//! Resolution tiers ([`TIERS`]) are counted in buckets, so a sampler that skips seconds
-//! cannot make it grow; buckets older than the last tier are dropped (and counted):
-//! Prometheus keeps the long history.
-//!
-//! Buckets merge exactly where exactness is possible and conservatively elsewhere:
-//! counts add; latency max and pool in use take the maximum; latency p99 takes the
-//! maximum of the merged p99s, an upper bound of the true p99 (at least 99 % of every
-//! part, so of the union, lies below it), so a spike is never averaged away; p50 is
-//! the success-weighted mean of the merged p50s (a typical value, which is what a
-//! median line is for); the failover state is the worst one seen, so a one-second
-//! outage still colours its 10-minute bucket.
-//!
-//! Memory bound: the tiers' caps of 104-byte buckets plus [`MAX_EVENTS`] events with at
-//! most two strings of [`MAX_TEXT`] bytes each, 3,229,440 bytes (3.2 MB) on 64-bit
-//! targets; `tests.rs` feeds a simulated week and checks the heap actually held against it.
+//! Memory bound: the tiers' caps of 104-byte buckets plus [`MAX_EVENTS`] events with at most two
+//! strings of [`MAX_TEXT`] bytes each, 3,229,440 bytes (3.2 MB) on 64-bit targets; `tests.rs` feeds
+//! a simulated week and checks the heap actually held against it.
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -28,8 +20,7 @@ use serde::{Deserialize, Serialize};
 /// Error classes a bucket can count; the crate's fixed set (14 today) must fit.
 pub const MAX_CLASSES: usize = 16;
 
-/// Each tier's cap and bucket width (s), finest first: 6 hours at 1 s, 24 hours at 1 min,
-/// 30 days at 10 min.
+/// Tiers' caps and bucket widths (s), finest first: 6 h at 1 s, 24 h at 1 min, 30 days at 10 min.
 pub const TIERS: [(usize, u64); 3] = [(6 * 3600, 1), (24 * 60, 60), (30 * 24 * 6, 600)];
 
 /// Events kept (the latest); a flapping canary drops the oldest.
@@ -116,8 +107,7 @@ impl Bucket {
         self.max > 0.0
     }
 
-    /// Folds `other` into `self` (see the module doc for the rules); `self` keeps its
-    /// start and widens to cover `other`.
+    /// Folds `other` into `self` (module doc rules), widening `self` from its start to cover it.
     pub fn merge(&mut self, other: &Bucket) {
         let start = self.at.min(other.at);
         let end = self.end().max(other.end());
@@ -258,8 +248,7 @@ impl EventLog {
         self.list.iter()
     }
 
-    /// The log as a run keeps it (the latest [`MAX_EVENTS`], texts cut), for one read from a
-    /// file that may hold more.
+    /// The log as a run keeps it (the latest [`MAX_EVENTS`], texts cut), for one read from a file.
     pub fn kept(self) -> EventLog {
         let mut kept = EventLog {
             list: VecDeque::new(),
@@ -317,8 +306,7 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// `classes`: the error class names, at most [`MAX_CLASSES`], in the order
-    /// the sampler indexes [`Bucket::errors`].
+    /// `classes`: the error class names (at most [`MAX_CLASSES`]), in [`Bucket::errors`] order.
     pub fn new(classes: &[&str]) -> Timeline {
         assert!(
             classes.len() <= MAX_CLASSES,
@@ -355,10 +343,9 @@ impl Timeline {
         self.push_tier(0, second);
     }
 
-    /// Adds `b` to tier `i`: merged into its newest bucket when in the same aligned span
-    /// (buckets arrive in time order), else as its own, the tier's oldest moving on to the
-    /// next tier (dropped beyond the last). Room is made first, so no tier ever exceeds
-    /// its cap, even briefly.
+    /// Adds `b` to tier `i`: merged into its newest bucket when in the same aligned span (buckets
+    /// arrive in time order), else as its own, the tier's oldest moving on to the next tier
+    /// (dropped beyond the last). Room is made first, so no tier ever exceeds its cap.
     fn push_tier(&mut self, i: usize, b: Bucket) {
         let (cap, span) = TIERS[i];
         let same_span = |last: &&mut Bucket| last.at / span == b.at / span;
