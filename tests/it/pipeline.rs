@@ -101,10 +101,14 @@ async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
         "1s",
     ])
     .await;
-    // Both pool connections open, so no write below waits for a connect.
+    // Both pool connections open (set up, not only attempted: on a busy machine the second
+    // one's setup can outlast the first 200 writes), so no write below waits for a connect.
     eventually(Duration::from_secs(20), "pool warm", || async {
         let text = drill.scrape().await;
+        let open = metric(&text, "pgdrill_pool_connections{state=\"idle\"}")
+            + metric(&text, "pgdrill_pool_connections{state=\"in_use\"}");
         metric(&text, "pgdrill_connection_attempts_total") == 2.0
+            && open == 2.0
             && metric(&text, "pgdrill_transactions_total") > 200.0
     })
     .await;
