@@ -264,15 +264,12 @@ async fn drill_on(
                 .map_err(|e| format!("killing the frozen old primary: {e}"))?;
         }
     }
+    let writing = |p: &std::path::Path, e: std::io::Error| format!("writing {}: {e}", p.display());
     if let Some(path) = summary_json {
-        summary
-            .write_json(&path)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        summary.write_json(&path).map_err(|e| writing(&path, e))?;
     }
     if let Some(path) = report_path {
-        summary
-            .write_report(&path)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        summary.write_report(&path).map_err(|e| writing(&path, e))?;
         println!("drill report: {}", path.display());
     }
     Ok(summary.exit_code())
@@ -417,9 +414,8 @@ fn measured_line(summary: &Summary, gap: Option<f64>) -> String {
 
 /// A choice as it is written on the command line (`forced`, not `Forced`).
 fn flag_value(value: impl ValueEnum) -> String {
-    value
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string())
+    let v = value.to_possible_value();
+    v.map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 #[cfg(test)]

@@ -358,11 +358,10 @@ pub fn runnable(option: &'static str, shown: &str, argv: &[String]) -> Result<()
     };
     match found {
         true => Ok(()),
-        false => Err(ConfigError::new(
-            option,
-            shown,
-            format!("`{program}` is not an executable file nor found on PATH"),
-        )),
+        false => {
+            let why = format!("`{program}` is not an executable file nor found on PATH");
+            Err(ConfigError::new(option, shown, why))
+        }
     }
 }
 
@@ -406,10 +405,10 @@ impl StartError {
 }
 
 impl ConfigError {
-    pub fn new(option: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(option: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
         ConfigError {
             option,
-            value: value.into(),
+            value: value.to_string(),
             reason: reason.into(),
         }
     }

@@ -74,10 +74,7 @@ fn usage_error_at(subcommand: &str, flag: Option<&str>, message: impl std::fmt::
     let message = pgdrill::scrub(&message.to_string());
     let mut cli = Cli::command();
     cli.build();
-    let mut command = match cli.find_subcommand_mut(subcommand) {
-        Some(sub) => sub.clone(),
-        None => cli,
-    };
+    let mut command = cli.find_subcommand(subcommand).cloned().unwrap_or(cli);
     let mut err = command.error(clap::error::ErrorKind::ValueValidation, message);
     if let Some(flag) = flag {
         err.insert(
@@ -109,10 +106,9 @@ fn init_logging(format: LogFormat, filter: &str) {
 /// Runs `work` on `threads` runtime threads (0 = one per core); 1 is a
 /// current-thread runtime, with no cross-thread wake-ups at all.
 fn block_on(threads: usize, work: impl Future<Output = ExitCode>) -> ExitCode {
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
     if threads > 1 {
         builder.worker_threads(threads);
@@ -136,20 +132,14 @@ fn run(args: RunArgs) -> ExitCode {
         .unwrap_or_else(|err| usage_error_at("", Some(err.option), err));
     init_logging(config.log_format, &config.log_filter);
     block_on(usize::from(args.worker_threads), async {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
-            Ok(l) => l,
-            Err(err) => usage_error_at(
-                "",
-                Some("--listen"),
-                format!(
-                    "invalid value '{}' for --listen: cannot listen there: {err}",
-                    config.listen
-                ),
-            ),
-        };
+        let bound = tokio::net::TcpListener::bind(config.listen).await;
+        let listener = bound.unwrap_or_else(|err| {
+            let at = config.listen;
+            let why = format!("invalid value '{at}' for --listen: cannot listen there: {err}");
+            usage_error_at("", Some("--listen"), why)
+        });
         let stop = pgdrill::shutdown::cancel_on_signals();
-        let summary_path = config.summary_json.clone();
-        let report_path = config.report.clone();
+        let (summary_path, report_path) = (config.summary_json.clone(), config.report.clone());
         let redacted = config.target.redacted.clone();
         let (exit, late) = pgdrill::run(config, listener, stop, |result| {
             publish(result, &redacted, summary_path, report_path)

@@ -31,12 +31,8 @@ const LANE_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Counts a lane panic at `now`; returns how many count against the budget.
 fn lane_panicked(restarts: &parking_lot::Mutex<(u32, Option<Instant>)>, now: Instant) -> u32 {
     let mut r = restarts.lock();
-    if r.1
-        .is_some_and(|last| now.duration_since(last) >= LANE_PANICS_FORGOTTEN_AFTER)
-    {
-        r.0 = 0;
-    }
-    *r = (r.0 + 1, Some(now));
+    let gone = r.1.is_some_and(|t| now - t >= LANE_PANICS_FORGOTTEN_AFTER);
+    *r = (if gone { 1 } else { r.0 + 1 }, Some(now));
     r.0
 }
 

@@ -182,12 +182,8 @@ pub struct RunArgs {
     pub retention: Option<humantime::Duration>,
 
     /// Rows deleted per retention batch (one short transaction each).
-    #[arg(
-        long,
-        env = "PGDRILL_RETENTION_BATCH_SIZE",
-        default_value_t = 5000,
-        requires = "retention"
-    )]
+    #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE")]
+    #[arg(default_value_t = 5000, requires = "retention")]
     pub retention_batch_size: u32,
 
     /// Runtime threads for the load and /metrics, 0 to 256 (0: one per core); 1 runs
@@ -316,11 +312,8 @@ pub struct CleanupArgs {
 pub struct PasswordArgs {
     /// Read the password from this file for every new connection (rotated secrets);
     /// overrides the DSN's and PGPASSWORD. The first non-empty line is used.
-    #[arg(
-        long,
-        env = "PGDRILL_PASSWORD_FILE",
-        conflicts_with = "password_command"
-    )]
+    #[arg(long, env = "PGDRILL_PASSWORD_FILE")]
+    #[arg(conflicts_with = "password_command")]
     pub password_file: Option<PathBuf>,
 
     /// Run this command to obtain the password (e.g. an Entra ID token:

@@ -96,11 +96,8 @@ impl DrillArgs {
         let fleet = self.fleet.validate()?;
         let trigger = match &self.failover_command {
             None if self.failover_shell => {
-                return Err(ConfigError::new(
-                    "--failover-shell",
-                    "true",
-                    "says how to run --failover-command, which is not given",
-                ))
+                let why = "says how to run --failover-command, which is not given";
+                return Err(ConfigError::new("--failover-shell", "true", why));
             }
             None => None,
             Some(raw) => {
@@ -133,19 +130,15 @@ impl DrillArgs {
         let count = between("--failovers", self.failovers.unwrap_or(1), MAX_FAILOVERS)?;
         let every = match self.failover_every {
             Some(every) if count == 1 => {
-                return Err(ConfigError::new(
-                    "--failover-every",
-                    every.to_string(),
-                    "needs --failovers 2 or more: with one failover there is nothing to repeat",
-                ));
+                let why =
+                    "needs --failovers 2 or more: with one failover there is nothing to repeat";
+                return Err(ConfigError::new("--failover-every", every, why));
             }
             Some(every) => Some(at_least("--failover-every", every, MIN_BASELINE, BASELINE)?),
             None if count > 1 => {
-                return Err(ConfigError::new(
-                    "--failovers",
-                    count.to_string(),
-                    "more than one failover needs --failover-every (the time between triggers)",
-                ));
+                let why =
+                    "more than one failover needs --failover-every (the time between triggers)";
+                return Err(ConfigError::new("--failovers", count, why));
             }
             None => None,
         };
@@ -159,14 +152,9 @@ impl DrillArgs {
                 Some(every) => ("--failover-every", every.to_string()),
                 None => ("--failover-after", text(after)),
             };
-            return Err(ConfigError::new(
-                option,
-                value,
-                format!(
-                    "the last failover would start more than {} into the run",
-                    text(MAX_SCHEDULE)
-                ),
-            ));
+            let max = text(MAX_SCHEDULE);
+            let why = format!("the last failover would start more than {max} into the run");
+            return Err(ConfigError::new(option, value, why));
         }
         Ok(Schedule {
             after,
@@ -178,27 +166,17 @@ impl DrillArgs {
 
 /// Every trigger of the schedule must start before `--duration` ends the run.
 fn fits_in_run(schedule: &Schedule, duration: Duration) -> Result<(), ConfigError> {
+    let (run, after, last) = (text(duration), text(schedule.after), text(schedule.last()));
     if schedule.after >= duration {
-        return Err(ConfigError::new(
-            "--failover-after",
-            text(schedule.after),
-            format!(
-                "must be shorter than --duration ({}), or the trigger never runs",
-                text(duration)
-            ),
-        ));
+        let why = format!("must be shorter than --duration ({run}), or the trigger never runs");
+        return Err(ConfigError::new("--failover-after", after, why));
     }
     if schedule.last() >= duration {
-        return Err(ConfigError::new(
-            "--failovers",
-            schedule.count.to_string(),
-            format!(
-                "the last failover would start {} into the run, not before --duration ({}) \
-                     ends it; lengthen --duration or shorten --failover-every",
-                text(schedule.last()),
-                text(duration)
-            ),
-        ));
+        let why = format!(
+            "the last failover would start {last} into the run, not before --duration ({run}) \
+             ends it; lengthen --duration or shorten --failover-every"
+        );
+        return Err(ConfigError::new("--failovers", schedule.count, why));
     }
     Ok(())
 }

@@ -44,13 +44,9 @@ pub fn parse(
     let (connect_timeout_from, connect_timeout_forever) = connect_timeout(&mut pg, &value)?;
     // The variables libpq reads that pgdrill honours, as defaults for what the DSN leaves unset.
     for var in "PGHOST PGHOSTADDR PGPORT PGUSER PGPASSWORD PGDATABASE PGAPPNAME".split(' ') {
-        if let Some(value) = env(var).filter(|v| !v.is_empty()) {
-            let shown = if var == "PGPASSWORD" {
-                REDACTED
-            } else {
-                &value
-            };
-            apply_env_default(&mut pg, var, &value)
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            let shown = if var == "PGPASSWORD" { REDACTED } else { &v };
+            apply_env_default(&mut pg, var, &v)
                 .map_err(|reason| ConfigError::new(var, shown, reason))?;
         }
     }
@@ -168,11 +164,8 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
         } else {
             crate::secrets::redact_unparsed(raw).0
         };
-        return Err(ConfigError::new(
-            from,
-            shown,
-            port_count(ports.len(), hosts.len()),
-        ));
+        let why = port_count(ports.len(), hosts.len());
+        return Err(ConfigError::new(from, shown, why));
     }
     let hosts: Vec<String> = hosts
         .iter()
@@ -186,14 +179,11 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
 /// A URL query's pairs whose key `take` picks (unescaped), and the others.
 fn split_query(query: &str, take: impl Fn(&str) -> bool) -> (Vec<(String, String)>, Vec<&str>) {
     let (mut taken, mut kept) = (Vec::new(), Vec::new());
+    // Keys are percent-decoded too, as libpq and tokio-postgres decode them.
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
     for pair in query.split('&') {
-        // Keys are percent-decoded too, as libpq and tokio-postgres decode them.
-        let key = |k: &str| percent_decode_str(k).decode_utf8_lossy().into_owned();
         match pair.split_once('=') {
-            Some((k, v)) if take(&key(k)) => taken.push((
-                key(k),
-                percent_decode_str(v).decode_utf8_lossy().into_owned(),
-            )),
+            Some((k, v)) if take(&decode(k)) => taken.push((decode(k), decode(v))),
             _ => kept.push(pair),
         }
     }
@@ -241,12 +231,10 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
         || host.contains('@')
     {
         let shown = after.rsplit_once('@').map_or("", |(_, tail)| tail);
-        return Err(ConfigError::new(
-            "--dsn",
-            format!("{scheme}REDACTED@{shown}"),
-            "has a '/', '?', '@' or space before its host that is not percent-encoded: \
-             write them as %2F, %3F, %40 and %20 in the user name and password",
-        ));
+        let shown = format!("{scheme}REDACTED@{shown}");
+        let why = "has a '/', '?', '@' or space before its host that is not percent-encoded: \
+                   write them as %2F, %3F, %40 and %20 in the user name and password";
+        return Err(ConfigError::new("--dsn", shown, why));
     }
     Ok(())
 }
@@ -362,10 +350,9 @@ impl Target {
         let database = self.pg.get_dbname().unwrap_or("");
         host_ports(&self.pg)
             .map(|(host, port)| {
-                let pooler = if port == PGBOUNCER_PORT {
-                    "pgbouncer"
-                } else {
-                    "none"
+                let pooler = match port {
+                    PGBOUNCER_PORT => "pgbouncer",
+                    _ => "none",
                 };
                 [host, port.to_string(), database.into(), pooler.into()]
             })
@@ -389,11 +376,9 @@ fn check_hostaddr_count(pg: &PgConfig) -> Result<(), String> {
 /// one (`host=$H` with H unset, `host=a,,b`) would be looked up as '' after start.
 fn check_host_names(pg: &PgConfig) -> Result<(), String> {
     if (pg.get_hosts().iter()).any(|h| matches!(h, Host::Tcp(h) if h.trim().is_empty())) {
-        return Err(
-            "a host name is empty: name every host; pgdrill does not fill an empty \
-                    one from PGHOST or a default as libpq does (an unset variable in host=?)"
-                .into(),
-        );
+        let reason = "a host name is empty: name every host; pgdrill does not fill an empty \
+                      one from PGHOST or a default as libpq does (an unset variable in host=?)";
+        return Err(reason.into());
     }
     let is_url = |h: &Host| matches!(h, Host::Tcp(h) if h.contains("://") || h.contains('@'));
     if pg.get_hosts().iter().any(is_url) {

@@ -89,12 +89,11 @@ pub(super) fn session_attrs(value: Value) -> Result<TargetSessionAttrs, ConfigEr
 /// default, common in providers' URLs) and `disable` connect without it.
 pub(super) fn check_gssencmode(value: Value) -> Result<(), ConfigError> {
     match value("gssencmode") {
-        Some((v, option)) if !matches!(v.as_str(), "disable" | "prefer") => Err(ConfigError::new(
-            option,
-            format!("gssencmode={v}"),
-            "pgdrill has no GSSAPI encryption: gssencmode must be disable or prefer (TLS \
-             through sslmode protects the connection)",
-        )),
+        Some((v, option)) if !matches!(v.as_str(), "disable" | "prefer") => {
+            let why = "pgdrill has no GSSAPI encryption: gssencmode must be disable or prefer \
+                       (TLS through sslmode protects the connection)";
+            Err(ConfigError::new(option, format!("gssencmode={v}"), why))
+        }
         _ => Ok(()),
     }
 }
@@ -130,15 +129,10 @@ pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), Config
             // libpq's 0 is the system's default; pgdrill's default bounds a dead server.
             Ok(0) => {}
             // The kernel takes an int: above it every connect fails with EINVAL.
-            Ok(ms) if ms <= i32::MAX as u64 => {
-                pg.tcp_user_timeout(Duration::from_millis(ms));
-            }
+            Ok(ms) if ms <= i32::MAX as u64 => _ = pg.tcp_user_timeout(Duration::from_millis(ms)),
             _ => {
-                return Err(ConfigError::new(
-                    from,
-                    format!("tcp_user_timeout={v}"),
-                    "`tcp_user_timeout` must be whole milliseconds, at most 2147483647",
-                ))
+                let why = "`tcp_user_timeout` must be whole milliseconds, at most 2147483647";
+                return Err(ConfigError::new(from, format!("tcp_user_timeout={v}"), why));
             }
         }
     }
@@ -151,12 +145,9 @@ pub(super) fn refuse_env(env: &impl Fn(&str) -> Option<String>) -> Result<(), Co
     let Some((var, value)) = REFUSED_VARS.split_whitespace().find_map(set) else {
         return Ok(());
     };
-    Err(ConfigError::new(
-        var,
-        value,
-        "pgdrill does not read this libpq variable, and going on without it would \
-         connect elsewhere or with less protection than it asks for; unset it",
-    ))
+    let why = "pgdrill does not read this libpq variable, and going on without it would \
+               connect elsewhere or with less protection than it asks for; unset it";
+    Err(ConfigError::new(var, value, why))
 }
 
 /// sslmode / sslrootcert from the DSN, else from PGSSLMODE / PGSSLROOTCERT, else libpq's

@@ -133,11 +133,8 @@ pub fn usage_message(err: &clap::Error, argv: &[OsString]) -> String {
     } else {
         format!("for {shown}")
     };
-    text.replacen(
-        &mention,
-        &format!("{mention} (set by {})", var.to_string_lossy()),
-        1,
-    )
+    let set_by = format!("{mention} (set by {})", var.to_string_lossy());
+    text.replacen(&mention, &set_by, 1)
 }
 
 /// The bare word right after `--dsn`'s value. pgdrill takes no bare words (clap tries it as
@@ -156,7 +153,7 @@ fn dsn_split_by_the_shell(argv: &[OsString]) -> Option<String> {
 /// `path` can be written: an existing file (or device, like `/dev/stdout`) opens for
 /// writing, else its directory exists and takes a new file. Returns the path.
 pub fn writable_file(option: &'static str, path: &Path) -> Result<PathBuf, ConfigError> {
-    let bad = |reason: String| ConfigError::new(option, path.display().to_string(), reason);
+    let bad = |reason: String| ConfigError::new(option, path.display(), reason);
     if path.is_dir() {
         return Err(bad("is a directory; name the file to write".to_string()));
     }
@@ -177,10 +174,8 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<PathBuf, Confi
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let probe = dir.join(format!(
-        ".pgdrill-write-check-{}-{nanos}",
-        std::process::id()
-    ));
+    let pid = std::process::id();
+    let probe = dir.join(format!(".pgdrill-write-check-{pid}-{nanos}"));
     std::fs::File::create_new(&probe)
         .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
     let _ = std::fs::remove_file(&probe);

@@ -20,12 +20,8 @@ pub struct FleetArgs {
 
     /// This process's index among the --members processes of the drill (an Indexed Job's
     /// JOB_COMPLETION_INDEX). Only index 0 runs --failover-command; the others measure only.
-    #[arg(
-        long,
-        env = "PGDRILL_MEMBER_INDEX",
-        requires = "members",
-        requires = "drill_id"
-    )]
+    #[arg(long, env = "PGDRILL_MEMBER_INDEX")]
+    #[arg(requires = "members", requires = "drill_id")]
     pub member_index: Option<u32>,
 
     /// How many processes run the drill (with --member-index).
@@ -60,18 +56,12 @@ impl FleetArgs {
         let member = match (self.member_index, self.members) {
             (Some(index), Some(of)) => {
                 if of == 0 {
-                    return Err(ConfigError::new(
-                        "--members",
-                        "0",
-                        "must be at least 1 (the processes that run the drill)",
-                    ));
+                    let why = "must be at least 1 (the processes that run the drill)";
+                    return Err(ConfigError::new("--members", "0", why));
                 }
                 if index >= of {
-                    return Err(ConfigError::new(
-                        "--member-index",
-                        index.to_string(),
-                        format!("must be below --members ({of}): indices count from 0"),
-                    ));
+                    let why = format!("must be below --members ({of}): indices count from 0");
+                    return Err(ConfigError::new("--member-index", index, why));
                 }
                 Some(Member { index, of })
             }

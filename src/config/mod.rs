@@ -219,7 +219,7 @@ fn between<T: Copy + Ord + From<u8> + std::fmt::Display>(
 ) -> Result<T, ConfigError> {
     if value < T::from(1) || value > max {
         let reason = format!("must be between 1 and {max}");
-        return Err(ConfigError::new(option, value.to_string(), reason));
+        return Err(ConfigError::new(option, value, reason));
     }
     Ok(value)
 }
@@ -302,11 +302,8 @@ impl RunArgs {
             },
             report: match &self.report {
                 Some(path) if json.is_some_and(|j| same_file(j, path)) => {
-                    return Err(ConfigError::new(
-                        "--report",
-                        path.display().to_string(),
-                        "is also --summary-json's file: the page would overwrite the summary",
-                    ));
+                    let why = "is also --summary-json's file: the page would overwrite the summary";
+                    return Err(ConfigError::new("--report", path.display(), why));
                 }
                 Some(path) => Some(writable_file("--report", path)?),
                 None => None,
@@ -342,7 +339,7 @@ impl RunArgs {
         } else {
             return Ok((self.rate > 0.0).then_some(self.rate));
         };
-        Err(ConfigError::new("--rate", self.rate.to_string(), reason))
+        Err(ConfigError::new("--rate", self.rate, reason))
     }
 
     /// Sent as `SET statement_timeout` in whole milliseconds, which the server keeps in
@@ -364,11 +361,10 @@ impl RunArgs {
     fn pool_size(&self, rate: Option<f64>) -> Result<u32, ConfigError> {
         match self.pool_size {
             Some(0) => Err(ConfigError::new("--pool-size", "0", "must be at least 1")),
-            Some(n) if n > 10_000 => Err(ConfigError::new(
-                "--pool-size",
-                n.to_string(),
-                "more than 10000 connections is not a sensible pool",
-            )),
+            Some(n) if n > 10_000 => {
+                let why = "more than 10000 connections is not a sensible pool";
+                Err(ConfigError::new("--pool-size", n, why))
+            }
             Some(n) => Ok(n),
             None => Ok(rate.map_or(32, |r| ((r / 250.0).ceil() as u32).clamp(4, 64))),
         }
@@ -394,15 +390,12 @@ impl RunArgs {
         let window = positive("--retention", window)?;
         let verify: Duration = self.verify_window.into();
         if window <= verify {
-            return Err(ConfigError::new(
-                "--retention",
-                text(window),
-                format!(
-                    "must be longer than --verify-window ({}), or verification would count \
-                     deleted rows as lost writes",
-                    text(verify)
-                ),
-            ));
+            let why = format!(
+                "must be longer than --verify-window ({}), or verification would count \
+                 deleted rows as lost writes",
+                text(verify)
+            );
+            return Err(ConfigError::new("--retention", text(window), why));
         }
         let batch_size = between(
             "--retention-batch-size",
@@ -434,33 +427,27 @@ impl ReportArgs {
             writable_file(flag, path)?;
             if self.summaries.iter().any(|s| same_file(s, path)) {
                 let why = "is also a SUMMARY it reads: writing would overwrite it";
-                return Err(ConfigError::new(flag, path.display().to_string(), why));
+                return Err(ConfigError::new(flag, path.display(), why));
             }
         }
-        match &self.json {
-            Some(json) if same_file(json, &self.output) => Err(ConfigError::new(
-                "--json",
-                json.display().to_string(),
-                "is also --output's file: the JSON would overwrite the page",
-            )),
-            _ => Ok(()),
+        if let Some(json) = self.json.as_ref().filter(|j| same_file(j, &self.output)) {
+            let why = "is also --output's file: the JSON would overwrite the page";
+            return Err(ConfigError::new("--json", json.display(), why));
         }
+        Ok(())
     }
 }
 
 impl PasswordArgs {
     /// The password's source, validated; the DSN's takes the password file as libpq does.
     fn source(&self, target: &mut Target) -> Result<PasswordSource, ConfigError> {
+        let unsplit = "cannot be split into words: unbalanced quotes or a trailing backslash";
         match (&self.password_file, &self.password_command) {
             (Some(path), _) => PasswordSource::File(path.clone()),
             (None, Some(command)) => PasswordSource::Command {
                 // The value is not echoed: it is a command line, which may hold a secret.
                 argv: shlex::split(command).ok_or_else(|| {
-                    ConfigError::new(
-                        "--password-command",
-                        "(not shown)",
-                        "cannot be split into words: unbalanced quotes or a trailing backslash",
-                    )
+                    ConfigError::new("--password-command", "(not shown)", unsplit)
                 })?,
                 ttl: self.password_ttl.into(),
             },

@@ -69,19 +69,16 @@ pub async fn run(
     connect_timeout: Duration,
     stop: &CancellationToken,
 ) -> Result<String, CleanupError> {
+    let name = &table.name;
     let client = stoppable(stop, connect(target, connect_timeout)).await?;
     let relation = async { Ok(table_check::relation(&client, table).await?) };
     let Some(relation) = stoppable(stop, bounded(relation)).await? else {
-        return Ok(format!(
-            "table {} does not exist: nothing to clean",
-            table.name
-        ));
+        return Ok(format!("table {name} does not exist: nothing to clean"));
     };
     match scope {
         Scope::DropTable if !relation.ours => Err(CleanupError::Refused(format!(
-            "{} was not created by pgdrill (no 'pgdrill:' comment); pgdrill drops only its own \
-             table. Use --run-id or --all-runs to delete pgdrill's rows from it",
-            table.name
+            "{name} was not created by pgdrill (no 'pgdrill:' comment); pgdrill drops only its \
+             own table. Use --run-id or --all-runs to delete pgdrill's rows from it"
         ))),
         Scope::DropTable => {
             // Failed, stopped or unanswered, the transaction ends with the connection: no DROP.
@@ -90,8 +87,7 @@ pub async fn run(
             Ok(done)
         }
         _ if !relation.has_run_id => Ok(format!(
-            "table {} has no run_id column: pgdrill never wrote to it; nothing to clean",
-            table.name
+            "table {name} has no run_id column: pgdrill never wrote to it; nothing to clean"
         )),
         _ => {
             if let Some(problem) = relation.children_problem(table) {
@@ -106,11 +102,8 @@ pub async fn run(
             };
             let sql = |partitioned| table.cleanup_delete_sql(partitioned, BATCH, run);
             let done = |n: u64| match run {
-                Some(id) => format!("deleted {n} rows of run {id} from {}", table.name),
-                None => format!(
-                    "deleted {n} rows of pgdrill's runs (run_id set) from {}",
-                    table.name
-                ),
+                Some(id) => format!("deleted {n} rows of run {id} from {name}"),
+                None => format!("deleted {n} rows of pgdrill's runs (run_id set) from {name}"),
             };
             delete(&client, table, sql, stop)
                 .await

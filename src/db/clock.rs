@@ -45,15 +45,12 @@ pub async fn measure(pool: &DbPool, clock: WallClock) -> Option<ClockOffset> {
         }
         best.ok_or_else(|| "no sample".to_string())
     };
-    let measured = match tokio::time::timeout(LIMIT, probe).await {
-        Ok(measured) => measured,
-        Err(_) => Err(format!("no answer within {LIMIT:?}")),
-    };
-    measured
-        .inspect_err(|error| {
-            tracing::warn!(%error, "could not read the server's clock: the merged report cannot compare this process's clock");
-        })
-        .ok()
+    let measured = tokio::time::timeout(LIMIT, probe).await;
+    let measured = measured.unwrap_or_else(|_| Err(format!("no answer within {LIMIT:?}")));
+    if let Err(error) = &measured {
+        tracing::warn!(%error, "could not read the server's clock: the merged report cannot compare this process's clock");
+    }
+    measured.ok()
 }
 
 /// The offset of a server time read between `sent` and `received` (both ours).

@@ -48,30 +48,25 @@ pub enum PasswordSource {
 impl PasswordSource {
     /// `--password-command`'s program is runnable now (arguments not shown: they may hold secrets).
     pub fn check_program(&self) -> Result<(), ConfigError> {
-        match self {
-            PasswordSource::Command { argv, .. } => {
-                crate::error::runnable("--password-command", "(not shown)", argv)
-            }
-            _ => Ok(()),
+        if let PasswordSource::Command { argv, .. } = self {
+            return crate::error::runnable("--password-command", "(not shown)", argv);
         }
+        Ok(())
     }
 
     /// Checks before starting: the file must be readable and non-empty.
     pub fn validate(self) -> Result<PasswordSource, ConfigError> {
         let (flag, value, why) = match &self {
             PasswordSource::File(path) => {
-                let bad = |why: String| {
-                    ConfigError::new("--password-file", path.display().to_string(), why)
-                };
+                let bad = |why: String| ConfigError::new("--password-file", path.display(), why);
                 let mut text = Vec::new();
                 let limit = MAX_SECRET_BYTES as u64 + 1;
                 let read = std::fs::File::open(path)
                     .and_then(|f| Read::read_to_end(&mut Read::take(f, limit), &mut text));
                 read.map_err(|e| bad(format!("cannot read: {e}")))?;
                 if text.len() > MAX_SECRET_BYTES {
-                    return Err(bad(format!(
-                        "larger than {MAX_SECRET_BYTES} bytes: not a password"
-                    )));
+                    let why = format!("larger than {MAX_SECRET_BYTES} bytes: not a password");
+                    return Err(bad(why));
                 }
                 if trim_secret(&text).is_empty() {
                     return Err(bad("the file is empty".into()));

@@ -40,6 +40,11 @@ enum Change {
     NewPrimary,
 }
 
+/// Both known, and not the same.
+fn differ<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a != b)
+}
+
 /// A value for a log line: as it is, or `-` when unknown (never `Some(…)`).
 pub fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
@@ -57,10 +62,7 @@ impl Identity {
             }
             _ => false,
         };
-        let other_cluster = matches!(
-            (&self.system_identifier, &other.system_identifier),
-            (Some(a), Some(b)) if a != b
-        );
+        let other_cluster = differ(&self.system_identifier, &other.system_identifier);
         same_process && !other_cluster && self.timeline == other.timeline
     }
 
@@ -75,9 +77,6 @@ impl Identity {
     /// This probe read another server process than `before` did, by the facts both read (either may
     /// have read less: a query of it failed): the start time, else the address and timeline.
     pub(crate) fn is_another_process(&self, before: &Identity) -> bool {
-        fn differ<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
-            matches!((a, b), (Some(a), Some(b)) if a != b)
-        }
         match (&self.postmaster_start, &before.postmaster_start) {
             (Some(a), Some(b)) => a != b,
             _ => {
@@ -362,15 +361,10 @@ impl IdentityTracker {
         if let [only] = self.hosts.as_slice() {
             return Some(only.clone());
         }
-        let port = id.server_port?.to_string();
-        let mut same_port = self
-            .hosts
-            .iter()
-            .filter(|h| h.rsplit(':').next() == Some(port.as_str()));
-        match (same_port.next(), same_port.next()) {
-            (Some(h), None) => Some(h.clone()),
-            _ => None,
-        }
+        let port = format!(":{}", id.server_port?);
+        let same_port: Vec<_> = self.hosts.iter().filter(|h| h.ends_with(&port)).collect();
+        let [only] = same_port[..] else { return None };
+        Some(only.clone())
     }
 }
 

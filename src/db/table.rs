@@ -185,18 +185,12 @@ impl Table {
         expiry: &Expiry,
     ) -> String {
         let (run_id, others) = (expiry.run_id, expiry.others.as_secs_f64());
-        let condition = format!(
+        let expired = format!(
             "((d.run_id = {run_id} AND {}) OR (d.run_id <> {run_id} \
              AND d.created_at < now() - make_interval(secs => {others:.3})))",
             expiry.own_expired()
         );
-        self.delete_batch_sql(
-            partitioned,
-            batch_size,
-            "run_id IS NOT NULL",
-            "",
-            &condition,
-        )
+        self.delete_batch_sql(partitioned, batch_size, "run_id IS NOT NULL", "", &expired)
     }
 
     /// One retention batch of this run's rows alone, from id `from` on, up to the first one not yet
@@ -226,13 +220,8 @@ impl Table {
         let within = format!(
             " AND transaction_id >= {from} AND transaction_id < LEAST({first_kept}, {end})"
         );
-        let sql = self.delete_batch_sql(
-            partitioned,
-            batch_size,
-            &rows,
-            &within,
-            &expiry.own_expired(),
-        );
+        let expired = expiry.own_expired();
+        let sql = self.delete_batch_sql(partitioned, batch_size, &rows, &within, &expired);
         sql + " RETURNING d.transaction_id"
     }
 
@@ -243,10 +232,7 @@ impl Table {
         batch_size: u32,
         run_id: Option<i64>,
     ) -> String {
-        let rows = run_id.map_or_else(
-            || "run_id IS NOT NULL".into(),
-            |id| format!("run_id = {id}"),
-        );
+        let rows = run_id.map_or_else(|| "run_id IS NOT NULL".into(), |i| format!("run_id = {i}"));
         self.delete_batch_sql(partitioned, batch_size, &rows, "", "true")
     }
 

@@ -160,18 +160,15 @@ fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(ConfigError::new(
-                    "sslrootcert",
-                    "system",
-                    "no trusted CA certificates found in the system store; \
-                     set sslrootcert to the PEM file of the CA that signed the server certificate",
-                ));
+                let why = "no trusted CA certificates found in the system store; set sslrootcert \
+                           to the PEM file of the CA that signed the server certificate";
+                return Err(ConfigError::new("sslrootcert", "system", why));
             }
             return Ok(roots);
         }
         RootCert::File(path) => path,
     };
-    let bad = |why: String| ConfigError::new("sslrootcert", path.display().to_string(), why);
+    let bad = |why: String| ConfigError::new("sslrootcert", path.display(), why);
     let certs =
         CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     for cert in certs {
@@ -181,9 +178,8 @@ fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
             .map_err(|e| bad(format!("unusable certificate: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(bad(
-            "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
-        ));
+        let why = "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)";
+        return Err(bad(why.into()));
     }
     Ok(roots)
 }

@@ -73,10 +73,9 @@ impl EndpointState {
     /// Attempts that may be pending at once: a few on a server found silent (not one: behind
     /// a proxy or a moved name the next connection may reach an answering server).
     pub(super) fn cap(&self, max: u32) -> u32 {
-        if self.declared_silent {
-            max.min(SILENT_MAX_PENDING)
-        } else {
-            max
+        match self.declared_silent {
+            true => max.min(SILENT_MAX_PENDING),
+            false => max,
         }
     }
 

@@ -320,10 +320,8 @@ impl Setup {
         });
         tokio::pin!(check);
         let took_over = |limit: Duration| {
-            let message = format!(
-                "checking the table took over {}",
-                humantime::format_duration(limit)
-            );
+            let limit = humantime::format_duration(limit);
+            let message = format!("checking the table took over {limit}");
             self.failed(ErrorClass::ConnectTimeout, message, None)
         };
         let checked = match tokio::time::timeout(timeout, &mut check).await {

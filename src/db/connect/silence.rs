@@ -88,10 +88,9 @@ impl Silence {
             // Only while the check's own connection is unanswered: a live server answers it
             // at once, and a DNS service may answer with a part of the name's addresses.
             tokio::time::sleep(SUSPECT_AFTER).await;
-            if let Ok(found) = self.connector.lookup(&name).await {
-                if !found.is_empty() && !found.contains(&addr.ip()) {
-                    return name;
-                }
+            let found = self.connector.lookup(&name).await;
+            if found.is_ok_and(|f| !f.is_empty() && !f.contains(&addr.ip())) {
+                return name;
             }
         }
     }
