@@ -59,14 +59,11 @@ impl TriggerOutcome {
         match self {
             TriggerOutcome::Ok => None,
             TriggerOutcome::CannotStart { reason } => Some(format!("could not start: {reason}")),
-            TriggerOutcome::ExitedNonZero {
-                code: Some(code), ..
-            } => Some(format!("exited with status {code}")),
-            TriggerOutcome::ExitedNonZero {
-                signal: Some(signal),
-                ..
-            } => Some(format!("was killed by signal {signal}")),
-            TriggerOutcome::ExitedNonZero { .. } => Some("ended abnormally".into()),
+            TriggerOutcome::ExitedNonZero { code, signal } => Some(match (code, signal) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(signal)) => format!("was killed by signal {signal}"),
+                (None, None) => "ended abnormally".into(),
+            }),
             TriggerOutcome::TimedOut { after_seconds } => Some(format!(
                 "did not finish within --failover-timeout ({after_seconds:.0} s) and was killed"
             )),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::ConfigError;
+use crate::error::{runnable, ConfigError};
 use crate::secrets::scrub;
 
 #[derive(Debug, Clone)]
@@ -130,9 +130,7 @@ impl TriggerAction {
     /// The program can be run now: a typo found at the trigger's time would cost the whole run.
     pub fn check_program(&self) -> Result<(), ConfigError> {
         match self {
-            TriggerAction::Command(c) => {
-                crate::error::runnable("--failover-command", &c.display, &c.argv)
-            }
+            TriggerAction::Command(c) => runnable("--failover-command", &c.display, &c.argv),
             TriggerAction::InProcess(_) => Ok(()),
         }
     }

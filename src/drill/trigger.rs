@@ -200,15 +200,8 @@ pub async fn run_schedule(
             on_event(TriggerEvent::Ended(not_run(index, (planned, at), unix)));
             continue;
         }
-        let running = run(
-            &config.action,
-            index,
-            (planned, at),
-            config.timeout,
-            unix,
-            stop,
-        );
-        let Some(run) = running.await else {
+        let (action, timeout) = (&config.action, config.timeout);
+        let Some(run) = run(action, index, (planned, at), timeout, unix, stop).await else {
             tracing::warn!(
                 trigger = index,
                 grace = ?command::KILL_GRACE,

@@ -21,24 +21,22 @@ use crate::telemetry::timeline::LossWithoutOutage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Objectives {
     /// Longest acceptable write unavailability of each failover.
-    #[serde(
-        rename = "rto_seconds",
-        serialize_with = "seconds",
-        deserialize_with = "from_seconds"
-    )]
+    #[serde(rename = "rto_seconds", with = "seconds")]
     pub rto: Duration,
     /// Most acknowledged writes that may be lost in the run.
     pub max_lost_writes: u64,
 }
 
-/// Reads what [`seconds`] wrote (a summary read back by `pgdrill report`).
-pub(crate) fn from_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = <f64 as serde::Deserialize>::deserialize(d)?;
-    Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
-}
-
-pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
+/// A duration as seconds, read back by `pgdrill report`.
+mod seconds {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = <f64 as serde::Deserialize>::deserialize(d)?;
+        Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Exit status of a run whose drill missed an objective (1 and 2 are runtime and usage

@@ -247,17 +247,15 @@ impl Machine {
         self.outage_start
     }
 
-    /// The oldest sample within `span` of `now` (history is in time order).
-    fn sample_within(&self, now: Instant, span: Duration) -> Option<&(Instant, u64, u64)> {
-        let i = self
-            .history
-            .partition_point(|(t, _, _)| now.duration_since(*t) > span);
-        self.history.get(i)
+    /// Where the samples within `span` of `now` begin (history is in time order).
+    fn within(&self, now: Instant, span: Duration) -> usize {
+        self.history
+            .partition_point(|(t, _, _)| now.duration_since(*t) > span)
     }
 
     /// Successes per second over the last `span` of history.
     fn success_rate(&self, now: Instant, span: Duration, successes: u64) -> Option<f64> {
-        let (t, s, _) = self.sample_within(now, span)?;
+        let (t, s, _) = self.history.get(self.within(now, span))?;
         let elapsed = now.duration_since(*t).as_secs_f64();
         (elapsed >= span.as_secs_f64() * 0.5).then(|| (successes - s) as f64 / elapsed)
     }
@@ -265,7 +263,9 @@ impl Machine {
     /// Failures since the oldest sample within `span`; with none that recent (a healthy
     /// machine looks rarely), since the newest sample before it.
     fn failures_within(&self, now: Instant, span: Duration, failures: u64) -> u64 {
-        self.sample_within(now, span)
+        let within = self.within(now, span);
+        self.history
+            .get(within)
             .or(self.history.back())
             .map_or(0, |(_, _, f)| failures - f)
     }
@@ -297,10 +297,7 @@ impl Machine {
     pub fn tick(&mut self, now: Instant, ev: &mut Events, in_flight: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         let history_span = RECOVERY_WINDOW.max(Duration::from_secs(5)) + Duration::from_secs(1);
-        let stale = self
-            .history
-            .partition_point(|(t, _, _)| now.duration_since(*t) > history_span);
-        self.history.drain(..stale);
+        self.history.drain(..self.within(now, history_span));
         if self.state == FailoverState::Outage {
             self.end_outage(ev, &mut out);
         } else {

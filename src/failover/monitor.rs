@@ -220,13 +220,9 @@ impl Monitor {
                 m.outage_start_timestamp.set(clock.unix(start));
                 // Unknown until this outage's rate is back (the summary's `-`), not the last one's;
                 // its losses until it is verified.
-                for pending in [
-                    &m.last_recovery_duration,
-                    &m.last_failover_lost_writes,
-                    &m.last_failover_rpo,
-                ] {
-                    pending.set(f64::NAN);
-                }
+                m.last_recovery_duration.set(f64::NAN);
+                m.last_failover_lost_writes.set(f64::NAN);
+                m.last_failover_rpo.set(f64::NAN);
                 m.last_failover_lower_bound.set(0);
                 let before = self.identity.current();
                 let outage = self.outages.started(start, before.clone()) as u32;

@@ -263,14 +263,12 @@ fn fresh(mut job: Job, stale_after: Option<Duration>, report: &LaneOutcomes) -> 
     match stale_after {
         Some(stale) if job.intended.elapsed() > stale => {
             report.skipped();
-            None
+            return None;
         }
-        Some(_) => Some(job),
-        None => {
-            job.intended = Instant::now();
-            Some(job)
-        }
+        Some(_) => {}
+        None => job.intended = Instant::now(),
     }
+    Some(job)
 }
 
 /// The next job still [`fresh`].
@@ -359,13 +357,11 @@ async fn run_on(
             // Keep the connection only while work is waiting; otherwise give it back.
             let waiting = std::iter::from_fn(|| jobs.try_recv().ok())
                 .find_map(|job| fresh(job, shared.stale_after, report));
-            match waiting {
-                Some(job) => {
-                    report.started();
-                    send(&mut in_flight, &mut watch, job, rng);
-                }
-                None => return (false, 0),
-            }
+            let Some(job) = waiting else {
+                return (false, 0);
+            };
+            report.started();
+            send(&mut in_flight, &mut watch, job, rng);
         }
     }
 }

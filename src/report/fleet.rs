@@ -13,7 +13,7 @@ use crate::report::html::{
 };
 use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
 use crate::report::summary::{self, Summary, DEFAULT_OBJECTIVES};
-use crate::telemetry::timeline::{Event, EventKind};
+use crate::telemetry::timeline::EventKind;
 
 pub struct Merged {
     pub report: FleetReport,
@@ -135,11 +135,8 @@ fn lost_card(r: &FleetReport) -> Markup {
     };
     let (class, value) = match (r.counts.lost_writes, never, partly) {
         (lost, _, _) if lost > 0 => {
-            let at_least = r.members.iter().any(|m| m.lost_writes_at_least);
-            (
-                "bad",
-                format!("{}{}", summary::at_least(at_least), group(lost)),
-            )
+            let at_least = summary::at_least(r.members.iter().any(|m| m.lost_writes_at_least));
+            ("bad", format!("{at_least}{}", group(lost)))
         }
         (_, 0, 0) => ("ok", group(0)),
         (_, 0, _) => ("warn", group(0)),
@@ -238,16 +235,6 @@ fn headline(r: &FleetReport) -> Markup {
 }
 
 fn members_table(r: &FleetReport) -> Markup {
-    let baseline = |m: &MemberFigures| {
-        if m.baselines.is_empty() {
-            return "-".to_string();
-        }
-        m.baselines
-            .iter()
-            .map(|b| b.problem().map_or("healthy", |_| "unhealthy"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let clock = |m: &MemberFigures| match (m.clock_ahead_seconds, m.clock_uncertainty_seconds) {
         (Some(a), u) => format!("{:+.1} ± {:.1}", a * 1000.0, u.unwrap_or(0.0) * 1000.0),
         (None, _) => "not measured".to_string(),
@@ -288,7 +275,12 @@ fn members_table(r: &FleetReport) -> Markup {
                             }
                             td.num { (group(m.counts.unknown_outcome_writes)) " (" (group(m.counts.unknown_outcome_unresolved)) ")" }
                             td { (errors_text(&m.counts.errors)) }
-                            td { (baseline(m)) }
+                            td {
+                                @for (k, b) in m.baselines.iter().enumerate() {
+                                    @if k > 0 { ", " } (b.problem().map_or("healthy", |_| "unhealthy"))
+                                }
+                                @if m.baselines.is_empty() { "-" }
+                            }
                             td.num { (clock(m)) }
                         }
                     }
@@ -314,12 +306,8 @@ fn timelines(r: &FleetReport, inputs: &[Input]) -> Markup {
         let mut timeline = s.timeline.clone();
         // The triggering member's own timeline has its triggers already.
         for t in r.triggers.iter().filter(|_| !m.ran_trigger) {
-            timeline.events.push(Event {
-                at: t.started_unix,
-                kind: EventKind::FailoverTrigger {
-                    how: format!("trigger {} (by {by})", t.index),
-                },
-            });
+            let how = format!("trigger {} (by {by})", t.index);
+            timeline.event(t.started_unix, EventKind::FailoverTrigger { how });
         }
         let label = format!("timeline of {}", m.name);
         let svg = chart(&timeline, from, to, s.target_rate, &label);

@@ -314,21 +314,17 @@ fn member_problems(
         return invalid;
     }
     for i in inputs.iter().filter(|i| i.summary.member.is_none()) {
-        invalid.push(format!(
-            "{} has no --member-index, unlike the others",
-            name(i)
-        ));
+        let who = name(i);
+        invalid.push(format!("{who} has no --member-index, unlike the others"));
     }
     let of = counted[0].1.of;
-    for (i, m) in &counted {
-        if m.of != of {
-            invalid.push(format!(
-                "{} says the drill has {} members, {} says {of}",
-                name(i),
-                m.of,
-                name(counted[0].0)
-            ));
-        }
+    for (i, m) in counted.iter().filter(|(_, m)| m.of != of) {
+        invalid.push(format!(
+            "{} says the drill has {} members, {} says {of}",
+            name(i),
+            m.of,
+            name(counted[0].0)
+        ));
     }
     let mut by_index: BTreeMap<u32, Vec<&Input>> = BTreeMap::new();
     for (i, m) in &counted {
@@ -411,20 +407,13 @@ fn figures(
             // The trigger member's times on this member's clock, by the offset measured: the
             // figures are then differences on one clock, only its uncertainty left.
             let ahead = skew.map_or(0.0, |(ahead, _)| ahead);
-            let triggers: Vec<_> = (d.triggers.iter().cloned())
-                .map(|mut t| {
-                    (t.started_unix, t.ended_unix) = (t.started_unix + ahead, t.ended_unix + ahead);
-                    t
-                })
-                .collect();
-            let windows: Vec<_> = (d.baselines.iter().cloned())
-                .map(|mut w| {
-                    (w.from_unix, w.to_unix) = (w.from_unix + ahead, w.to_unix + ahead);
-                    w
-                })
-                .collect();
+            let (mut triggers, mut windows) = (d.triggers.clone(), d.baselines.clone());
+            for w in &mut windows {
+                (w.from_unix, w.to_unix) = (w.from_unix + ahead, w.to_unix + ahead);
+            }
             let (start, end) = s.span_unix();
-            for t in &triggers {
+            for t in &mut triggers {
+                (t.started_unix, t.ended_unix) = (t.started_unix + ahead, t.ended_unix + ahead);
                 if t.started_unix < start - SPAN_SLACK || t.started_unix > end + SPAN_SLACK {
                     invalid.push(format!(
                         "{name}: its run ({} for {:.1} s) does not cover trigger {} at {}: it \

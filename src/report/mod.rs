@@ -9,6 +9,7 @@ pub(crate) mod sampler;
 pub(crate) mod summary;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -33,18 +34,15 @@ impl Summary {
 
     /// The command-line settings as run (long name without dashes, value), passwords left out.
     pub fn set_flags(&mut self, flags: Vec<(String, String)>) {
-        self.flags = flags
-            .into_iter()
+        // What was in force, wherever it came from (flag, DSN, environment or default).
+        let (timeout, from) = (self.connect_timeout_seconds, &self.connect_timeout_from);
+        let in_force = (
+            "connect timeout in force".to_string(),
+            format!("{timeout}s ({from})"),
+        );
+        self.flags = (flags.into_iter().chain([in_force]))
             .map(|(name, value)| Flag { name, value })
             .collect();
-        // What was in force, wherever it came from (flag, DSN, environment or default).
-        self.flags.push(Flag {
-            name: "connect timeout in force".to_string(),
-            value: format!(
-                "{}s ({})",
-                self.connect_timeout_seconds, self.connect_timeout_from
-            ),
-        });
     }
 
     /// `--report`: writes [`Summary::report_html`] to `path`.
@@ -118,7 +116,7 @@ pub(crate) struct Sources {
     pub errors: Arc<ErrorBook>,
     /// Set once the monitor stopped: until then a verification not done yet is pending
     /// (it runs on through the drain), after it unverified.
-    pub verifications_over: std::sync::atomic::AtomicBool,
+    pub verifications_over: AtomicBool,
     pub drawn: Mutex<Option<(Instant, String)>>,
     /// Held while a fetch draws: the fetches behind it copy what it drew.
     pub drawing: Mutex<()>,
@@ -138,10 +136,8 @@ impl Sources {
         *self.viewed.lock() = Some(now);
         let recent = || {
             let drawn = self.drawn.lock();
-            let recent = drawn
-                .as_ref()
-                .filter(|(at, _)| now.duration_since(*at) < STALE);
-            recent.map(|(_, page)| page.clone())
+            let (at, page) = drawn.as_ref()?;
+            (now.duration_since(*at) < STALE).then(|| page.clone())
         };
         if let Some(page) = recent() {
             return page;
@@ -184,9 +180,7 @@ impl Sources {
             objectives: Some(self.objectives),
             ..Summary::default()
         };
-        let running = !self
-            .verifications_over
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let running = !self.verifications_over.load(Ordering::Relaxed);
         crate::secrets::scrub(&html::render_live(&run, self.outages.state(), running))
     }
 }

@@ -235,9 +235,9 @@ impl Summary {
             skipped: t.skipped,
             success_ratio: success_ratio(&t),
             achieved_rate: counts.successes as f64 / secs,
-            latency: Percentiles::of(&book.latency()),
-            service_time: Percentiles::of(&book.service()),
-            schedule_lag: Percentiles::of(&book.schedule_lag()),
+            latency: Percentiles::of(&book.merged(|s| &mut s.latency, false)),
+            service_time: Percentiles::of(&book.merged(|s| &mut s.service, false)),
+            schedule_lag: Percentiles::of(&book.merged(|s| &mut s.lag, false)),
             counts,
             ..Summary::default()
         }
@@ -376,17 +376,14 @@ impl Summary {
             n => writeln!(f, "; retention deleted {n} of pgdrill's rows")?,
         }
         match (&self.drill_id, self.member) {
-            (Some(id), Some(m)) => writeln!(
-                f,
-                "  drill         {id}, member {} of {} ({})",
-                m.index,
-                m.of,
-                if m.triggers() {
-                    "runs the trigger"
-                } else {
-                    "measures only; member 0 runs the trigger"
-                }
-            )?,
+            (Some(id), Some(m)) => {
+                let role = match m.triggers() {
+                    true => "runs the trigger",
+                    false => "measures only; member 0 runs the trigger",
+                };
+                let (index, of) = (m.index, m.of);
+                writeln!(f, "  drill         {id}, member {index} of {of} ({role})")?
+            }
             (Some(id), None) => writeln!(f, "  drill         {id}")?,
             _ => {}
         }

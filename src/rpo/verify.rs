@@ -381,10 +381,8 @@ impl Verifier {
             // One pass over the snapshot against the primary the pool reaches now.
             let mut present = snapshot.present();
             let end = Seqs::Below(snapshot.seq_end());
-            match self
-                .present(snapshot.min_id, end, self.settle, |s| present.insert(s))
-                .await
-            {
+            let read = self.present(snapshot.min_id, end, self.settle, |s| present.insert(s));
+            match read.await {
                 Ok(()) => break snapshot.judge(&present, req.loss_reference),
                 Err(err) => {
                     self.metrics.verification_errors.inc();
@@ -408,8 +406,7 @@ impl Verifier {
     }
 
     fn count(&self, c: &Check) {
-        let m = &self.metrics;
-        m.verifications.inc();
+        self.metrics.verifications.inc();
         self.add(
             c.checked,
             c.lost,

@@ -199,10 +199,8 @@ impl ErrorBook {
     /// Counts per SQLSTATE (summed over classes), for the progress line.
     pub fn per_sqlstate(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for kind in self.kinds() {
-            if !kind.sqlstate.is_empty() {
-                *out.entry(kind.sqlstate).or_insert(0) += kind.count;
-            }
+        for kind in self.kinds().into_iter().filter(|k| !k.sqlstate.is_empty()) {
+            *out.entry(kind.sqlstate).or_insert(0) += kind.count;
         }
         out
     }

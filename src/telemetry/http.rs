@@ -37,11 +37,9 @@ pub struct Site {
     pub limits: Limits,
 }
 
-fn response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
+type Reply = Response<Full<Bytes>>;
+
+fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     let content_type = HeaderValue::from_static(content_type);
@@ -50,7 +48,7 @@ fn response(
 }
 
 /// Basic auth if configured; `/healthz` stays open for probes (it says only whether the load runs).
-async fn handle(req: Request<Incoming>, site: &Site) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, site: &Site) -> Reply {
     let path = req.uri().path();
     if let Some(web) = site.web.as_deref().filter(|_| path != "/healthz") {
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);

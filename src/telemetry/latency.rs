@@ -14,10 +14,10 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
 
 /// Per-lane latency recorder; merged at progress and summary time.
 pub struct LatencyStats {
-    latency: Histogram<u64>,
-    service: Histogram<u64>,
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) service: Histogram<u64>,
     /// From the intended start to sending (pgbench's "schedule lag").
-    lag: Histogram<u64>,
+    pub(crate) lag: Histogram<u64>,
     interval: Histogram<u64>,
     /// Latency since the timeline sampler's last read; its own slot, so that the
     /// progress line and the sampler each see every write once.
@@ -80,7 +80,7 @@ impl LatencyBook {
         lanes[lanes.len() - 1].clone()
     }
 
-    fn merged(
+    pub(crate) fn merged(
         &self,
         pick: impl Fn(&mut LatencyStats) -> &mut Histogram<u64>,
         reset: bool,
@@ -106,17 +106,5 @@ impl LatencyBook {
     /// Latency since the last call, for the timeline sampler.
     pub fn take_second(&self) -> Histogram<u64> {
         self.merged(|s| &mut s.second, true)
-    }
-
-    pub fn latency(&self) -> Histogram<u64> {
-        self.merged(|s| &mut s.latency, false)
-    }
-
-    pub fn service(&self) -> Histogram<u64> {
-        self.merged(|s| &mut s.service, false)
-    }
-
-    pub fn schedule_lag(&self) -> Histogram<u64> {
-        self.merged(|s| &mut s.lag, false)
     }
 }

@@ -92,8 +92,8 @@ pub struct PerClass {
 }
 
 impl PerClass {
-    fn new(registry: &Registry, name: &str, help: &str) -> PerClass {
-        let vec = counter_vec(registry, name, help, &["class"]);
+    fn new(r: &Registry, name: &str, help: &str) -> PerClass {
+        let vec = counter_vec(r, name, help, &["class"]);
         let counters = ErrorClass::ALL
             .iter()
             .map(|class| vec.with_label_values(&[class.as_str()]))
@@ -112,14 +112,8 @@ pub struct StateSet {
 }
 
 impl StateSet {
-    fn new(
-        registry: &Registry,
-        name: &str,
-        help: &str,
-        label: &str,
-        states: &[&'static str],
-    ) -> StateSet {
-        let vec = gauge_vec(registry, name, help, &[label]);
+    fn new(r: &Registry, name: &str, help: &str, label: &str, states: &[&'static str]) -> StateSet {
+        let vec = gauge_vec(r, name, help, &[label]);
         let states: Vec<_> = states
             .iter()
             .map(|s| (*s, vec.with_label_values(&[*s])))

@@ -4,6 +4,7 @@
 //! other key is refused at start. `/healthz` answers without credentials, so probes need no secret.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -11,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::Mutex;
 use regex::Regex;
 
-use base64::Engine;
+use base64::{engine::general_purpose::STANDARD, Engine};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
@@ -19,6 +20,9 @@ use serde::Deserialize;
 use crate::error::ConfigError;
 
 const OPTION: &str = "--web.config.file";
+/// What a hash in `basic_auth_users` must be, as a refusal says.
+const NOT_BCRYPT: &str = "not a bcrypt hash ($2a$/$2b$/$2y$, cost 4 to 31, salt and hash; e.g. \
+    from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)";
 /// Verified credentials remembered (as SHA-256 digests), so that a scrape every few seconds
 /// does not cost a bcrypt verification (~50 ms of CPU at cost 10) each time. Only the ones
 /// that were right: wrong passwords, however many, never push the scraper's out.
@@ -104,15 +108,7 @@ impl WebConfig {
                 .filter(|_| versions.iter().any(|v| hash.starts_with(v)))
                 .map(|parts| parts.get_cost())
                 .filter(|cost| (4..=31).contains(cost))
-                .ok_or_else(|| {
-                    error(
-                        path,
-                        format!(
-                            "basic_auth_users.{user}: not a bcrypt hash ($2a$/$2b$/$2y$, cost 4 \
-                             to 31, salt and hash; e.g. from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
-                        ),
-                    )
-                })?;
+                .ok_or_else(|| error(path, format!("basic_auth_users.{user}: {NOT_BCRYPT}")))?;
             cost = cost.max(Some(user_cost));
         }
         // The users' cost (htpasswd's default is 10), at most 12: a start is not held for long.
@@ -171,29 +167,21 @@ fn tls_config(path: &Path, t: &TlsFormat) -> Result<Arc<rustls::ServerConfig>, C
     let base = path.parent().unwrap_or(Path::new("."));
     let cert_path = base.join(&t.cert_file);
     let key_path = base.join(&t.key_file);
-    let bad = |field: &str, file: &Path, why: &dyn std::fmt::Display| {
-        error(
-            path,
-            format!("tls_server_config.{field} {}: {why}", file.display()),
-        )
+    let bad = |field: &str, what: &dyn Display, why: &dyn Display| {
+        error(path, format!("tls_server_config.{field} {what}: {why}"))
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| bad("cert_file", &cert_path, &e))?;
+        .map_err(|e| bad("cert_file", &cert_path.display(), &e))?;
     if certs.is_empty() {
-        return Err(bad("cert_file", &cert_path, &"no certificate"));
+        return Err(bad("cert_file", &cert_path.display(), &"no certificate"));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(&key_path).map_err(|e| bad("key_file", &key_path, &e))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| bad("key_file", &key_path.display(), &e))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
         None | Some("TLS12") => &[&rustls::version::TLS13, &rustls::version::TLS12],
         Some("TLS13") => &[&rustls::version::TLS13],
-        Some(other) => {
-            return Err(error(
-                path,
-                format!("tls_server_config.min_version {other}: must be TLS12 or TLS13"),
-            ))
-        }
+        Some(other) => return Err(bad("min_version", &other, &"must be TLS12 or TLS13")),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -213,9 +201,7 @@ fn basic_credentials(header: &[u8]) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_string(), password.to_string()))

@@ -79,10 +79,8 @@ fn rate_panel(g: &Grid, target: Option<f64>) -> Markup {
     let base = RATE_TOP + RATE_H;
     let areas = g.runs(|_| ()).into_iter().map(|(a, b, ())| {
         let mut d = format!("M{:.1} {base:.1}", g.col_x(a).0);
-        for (i, c) in g.cols.iter().enumerate().take(b).skip(a) {
-            if let Some(c) = c {
-                let _ = write!(d, "V{:.1}H{:.1}", y(rate(c)), g.col_x(i).1);
-            }
+        for (i, c) in (a..b).filter_map(|i| Some((i, g.cols[i].as_ref()?))) {
+            let _ = write!(d, "V{:.1}H{:.1}", y(rate(c)), g.col_x(i).1);
         }
         let _ = write!(d, "V{base:.1}Z");
         d
@@ -121,12 +119,9 @@ fn error_panel(g: &Grid) -> Markup {
         let Some(c) = c else { continue };
         let (x0, x1) = g.col_x(i);
         let mut y = base;
-        let counts =
-            c.b.errors
-                .iter()
-                .enumerate()
-                .map(|(k, n)| (CLASS_COLOURS[k % CLASS_COLOURS.len()], *n))
-                .chain(std::iter::once((SKIPPED_COLOUR, c.b.skipped)));
+        let errors = (c.b.errors.iter().enumerate())
+            .map(|(k, n)| (CLASS_COLOURS[k % CLASS_COLOURS.len()], *n));
+        let counts = errors.chain([(SKIPPED_COLOUR, c.b.skipped)]);
         for (colour, n) in counts.filter(|(_, n)| *n > 0) {
             let h = c.per_sec(u64::from(n)) * scale;
             y -= h;
@@ -144,11 +139,8 @@ fn error_panel(g: &Grid) -> Markup {
 
 /// p50, p99 and max latency on a log axis (seconds).
 fn latency_panel(g: &Grid) -> Markup {
-    let with: Vec<(usize, &Column)> = g
-        .cols
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.as_ref().filter(|c| c.b.has_latency()).map(|c| (i, c)))
+    let with: Vec<(usize, &Column)> = (g.cols.iter().enumerate())
+        .filter_map(|(i, c)| Some((i, c.as_ref().filter(|c| c.b.has_latency())?)))
         .collect();
     let (d0, d1) = latency_decades(&with);
     let y = |v: f64| {

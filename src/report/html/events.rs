@@ -86,11 +86,9 @@ pub(super) fn outage_shading(g: &Grid, events: &[&Event]) -> Markup {
     let mut spans = Vec::new();
     for e in events {
         match e.kind {
-            EventKind::OutageStart { outage } => {
-                open.insert(outage, e.at);
-            }
+            EventKind::OutageStart { outage } => _ = open.insert(outage, e.at),
             EventKind::OutageEnd { outage, .. } => {
-                spans.extend(open.remove(&outage).map(|s| (s, e.at)));
+                spans.extend(open.remove(&outage).map(|s| (s, e.at)))
             }
             _ => {}
         }

@@ -136,11 +136,8 @@ pub(crate) fn errors_text(errors: &std::collections::BTreeMap<String, u64>) -> S
     if errors.is_empty() {
         return "none".to_string();
     }
-    let each: Vec<String> = errors
-        .iter()
-        .map(|(k, v)| format!("{k} {}", group(*v)))
-        .collect();
-    each.join(", ")
+    let each = errors.iter().map(|(k, v)| format!("{k} {}", group(*v)));
+    each.collect::<Vec<_>>().join(", ")
 }
 
 /// A count, or `none_text` when not measured.
@@ -192,11 +189,8 @@ pub(crate) fn describe(id: &Identity) -> String {
     parts.extend(id.timeline.map(|t| format!("timeline {t}")));
     let role = |r| if r { "in recovery" } else { "primary" }.to_string();
     parts.extend(id.in_recovery.map(role));
-    parts.extend(
-        id.system_identifier
-            .iter()
-            .map(|s| format!("system id {s}")),
-    );
+    let system = id.system_identifier.as_ref();
+    parts.extend(system.map(|s| format!("system id {s}")));
     parts.extend(id.postmaster_start.iter().map(|s| format!("up since {s}")));
     parts.join(", ")
 }

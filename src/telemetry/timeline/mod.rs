@@ -333,11 +333,8 @@ impl Timeline {
     pub fn push(&mut self, mut second: Second) {
         second.span = 1;
         if let Some(last) = self.tiers[0].back_mut().filter(|l| second.at <= l.at) {
-            last.merge(&Bucket {
-                at: last.at,
-                span: last.span,
-                ..second
-            });
+            (second.at, second.span) = (last.at, last.span);
+            last.merge(&second);
             return;
         }
         self.push_tier(0, second);
@@ -389,16 +386,12 @@ impl Timeline {
         let from = end.saturating_sub(last.as_secs());
         let buckets: VecDeque<Bucket> = self.iter().filter(|b| b.end() > from).copied().collect();
         let from = buckets.front().map_or(0.0, |b| b.at as f64);
-        let mut events = EventLog::default();
+        let mut t = Timeline::default();
+        (t.classes, t.tiers[0]) = (self.classes.clone(), buckets);
         for e in self.events.iter().filter(|e| e.at >= from) {
-            events.push(e.clone());
+            t.events.push(e.clone());
         }
-        Timeline {
-            classes: self.classes.clone(),
-            tiers: [buckets, VecDeque::new(), VecDeque::new()],
-            events,
-            ..Timeline::default()
-        }
+        t
     }
 }
 
@@ -433,11 +426,9 @@ impl TryFrom<TimelineJson> for Timeline {
     type Error = String;
 
     fn try_from(t: TimelineJson) -> Result<Timeline, String> {
-        if t.classes.len() > MAX_CLASSES {
-            return Err(format!(
-                "{} error classes, at most {MAX_CLASSES}",
-                t.classes.len()
-            ));
+        let n = t.classes.len();
+        if n > MAX_CLASSES {
+            return Err(format!("{n} error classes, at most {MAX_CLASSES}"));
         }
         let mut out = Timeline {
             classes: t.classes,
