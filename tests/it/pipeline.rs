@@ -103,15 +103,22 @@ async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
     .await;
     // Both pool connections open (set up, not only attempted: on a busy machine the second
     // one's setup can outlast the first 200 writes), so no write below waits for a connect.
-    eventually(Duration::from_secs(20), "pool warm", || async {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
         let text = drill.scrape().await;
         let open = metric(&text, "pgdrill_pool_connections{state=\"idle\"}")
             + metric(&text, "pgdrill_pool_connections{state=\"in_use\"}");
-        metric(&text, "pgdrill_connection_attempts_total") == 2.0
-            && open == 2.0
-            && metric(&text, "pgdrill_transactions_total") > 200.0
-    })
-    .await;
+        let writes = metric(&text, "pgdrill_transactions_total");
+        if open == 2.0 && writes > 200.0 {
+            break;
+        }
+        let attempts = metric(&text, "pgdrill_connection_attempts_total");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pool not warm within 20 s: {open} connections open, {attempts} attempted, {writes} writes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Hold every byte: both lanes fill their pipelines and stay there.
     proxy.blackhole(true);
