@@ -562,6 +562,8 @@ impl Drill {
     ) -> Summary {
         let s = &self.sources;
         let rpo = s.verifier.totals();
+        // Copied first: a guard taken inside the literal would be held until it is built.
+        let timeline = s.timeline.lock().clone();
         Summary {
             run_id: s.run_id,
             drill_id: config.drill.fleet.drill_id.clone(),
@@ -589,7 +591,7 @@ impl Drill {
             state_changes: s.outages.state_changes(),
             identity_first: s.identity.first(),
             identity_last: s.identity.current(),
-            timeline: s.timeline.lock().clone(),
+            timeline,
             error_kinds: self.metrics.errors.kinds(),
             ..Summary::of_load(s.outcomes.tally(), elapsed, &s.latency, rpo)
         }

@@ -51,6 +51,7 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub max_connection_lifetime: Duration,
     pub table: Table,
+    /// What pgdrill may do to the table: create its own, alter one it did not create.
     pub table_policy: TablePolicy,
     /// Until the first acknowledged write: how long errors that can heal are retried.
     pub startup_timeout: Duration,
@@ -329,6 +330,7 @@ impl RunArgs {
         Ok(config)
     }
 
+    /// `None` = unlimited.
     fn rate(&self) -> Result<Option<f64>, ConfigError> {
         let reason = if !self.rate.is_finite() || self.rate < 0.0 {
             "must be a finite number of transactions per second, 0 (unlimited) or more"

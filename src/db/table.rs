@@ -372,7 +372,8 @@ pub struct Workload {
     /// finds first (made later, or a pooler's other client's `SET`) is never written.
     pinned: std::sync::OnceLock<(Table, String)>,
     /// The id the trial INSERT drew: every row of this run has a later one, so reading
-    /// back never starts below it (on a shared table, from the start of the users' rows).
+    /// back never starts below it (on a shared table, from the start of the users' rows);
+    /// unset before the trial INSERT.
     pub(crate) id_floor: std::sync::OnceLock<i64>,
     /// Whether the table is partitioned, as the check found it ([`Table::own_rows`]).
     pub(crate) partitioned: std::sync::OnceLock<bool>,

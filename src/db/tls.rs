@@ -3,9 +3,10 @@
 //! tokio-postgres only understands `sslmode` disable/prefer/require and never verifies anything
 //! itself, so `config::dsn` takes `sslmode` and `sslrootcert` (and `PGSSLMODE`/`PGSSLROOTCERT`)
 //! into [`TlsSettings`], which this module turns into rustls with libpq's verification rules (the
-//! table in docs/configuration.md#tls). Without `sslrootcert` (or with `sslrootcert=system`) the
-//! chain is checked against the system's trusted roots, not libpq's `~/.postgresql/root.crt`:
-//! pgdrill's users run in containers where the system store is the one they manage.
+//! table in docs/configuration.md#tls: prefer and require check no certificate unless
+//! `sslrootcert` is given). When the chain is checked without `sslrootcert` (or with
+//! `sslrootcert=system`), it is against the system's trusted roots, not libpq's
+//! `~/.postgresql/root.crt`: pgdrill's users run in containers whose system store they manage.
 
 use std::path::PathBuf;
 use std::sync::Arc;

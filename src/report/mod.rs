@@ -130,7 +130,8 @@ const VIEWED: std::time::Duration = std::time::Duration::from_secs(30);
 const STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Sources {
-    /// For a fetch of `/` (on a blocking thread): the last page drawn, or a new one if [`STALE`].
+    /// For a fetch of `/` (on a blocking thread): the last page drawn, or a new one if that one
+    /// is older than [`STALE`].
     pub fn page(&self) -> String {
         let now = Instant::now();
         *self.viewed.lock() = Some(now);
@@ -166,6 +167,7 @@ impl Sources {
 
     /// A copy of the last 15 minutes is taken under the timeline's lock, drawn outside it.
     fn render(&self) -> String {
+        let timeline = self.timeline.lock().recent(html::LIVE_WINDOW);
         let run = Summary {
             version: env!("CARGO_PKG_VERSION").to_string(),
             run_id: self.run_id,
@@ -176,7 +178,7 @@ impl Sources {
             identity_last: self.identity.current(),
             outages: self.outages.outages(),
             earlier_outages: self.outages.earlier(),
-            timeline: self.timeline.lock().recent(html::LIVE_WINDOW),
+            timeline,
             objectives: Some(self.objectives),
             ..Summary::default()
         };
