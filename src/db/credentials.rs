@@ -162,15 +162,14 @@ impl Credentials {
     }
 
     async fn read_file(&self, path: &std::path::Path) -> Result<Secret, String> {
-        let cannot = |e: String| format!("cannot read --password-file {}: {e}", path.display());
+        let cannot =
+            |e: &dyn fmt::Display| format!("cannot read --password-file {}: {e}", path.display());
         let mut text = Vec::new();
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| cannot(e.to_string()))?;
+        let file = tokio::fs::File::open(path).await.map_err(|e| cannot(&e))?;
         let limit = MAX_SECRET_BYTES as u64 + 1;
-        (file.take(limit).read_to_end(&mut text).await).map_err(|e| cannot(e.to_string()))?;
+        (file.take(limit).read_to_end(&mut text).await).map_err(|e| cannot(&e))?;
         if text.len() > MAX_SECRET_BYTES {
-            return Err(cannot(format!("larger than {MAX_SECRET_BYTES} bytes")));
+            return Err(cannot(&format!("larger than {MAX_SECRET_BYTES} bytes")));
         }
         let secret = secret_from(&text)
             .ok_or_else(|| format!("--password-file {} is empty", path.display()))?;

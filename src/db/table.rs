@@ -116,8 +116,7 @@ impl Table {
     /// `"s"."t"` → `t_pgdrill_rows` (an index lives in its table's schema), within 63 bytes,
     /// unquoted as `pg_class.relname` holds it.
     pub(crate) fn index_relname(&self) -> String {
-        let table = self.quoted.rsplit("\".\"").next().unwrap_or_default();
-        let table = table.trim_matches('"');
+        let table = self.own_quoted().trim_matches('"');
         let base = &table[..table.floor_char_boundary(63 - "_pgdrill_rows".len())];
         format!("{base}_pgdrill_rows")
     }

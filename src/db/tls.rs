@@ -241,7 +241,6 @@ impl ServerCertVerifier for LibpqVerifier {
 /// A TLS failure in libpq's words, with what to fix (`trusted`: [`TlsSettings::trusted_cas`]), from
 /// tokio-postgres's and rustls's error chain (`invalid peer certificate: UnknownIssuer`).
 pub fn explain(detail: &str, trusted: &str) -> String {
-    let unknown_issuer;
     let (what, fix) = if detail.contains("server does not support TLS") {
         (
             "server does not support SSL, but SSL was required",
@@ -264,15 +263,11 @@ pub fn explain(detail: &str, trusted: &str) -> String {
              use sslmode=require to encrypt without verifying",
         )
     } else if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
-        unknown_issuer = format!(
+        return format!(
             "server certificate verification failed: unable to get local issuer certificate \
-             (the certificate is signed by none of {trusted})"
+             (the certificate is signed by none of {trusted}) (fix: set sslrootcert to the PEM \
+             file of the CA that issued it (for Azure, the DigiCert/Microsoft roots))"
         );
-        (
-            unknown_issuer.as_str(),
-            "set sslrootcert to the PEM file of the CA that issued it (for Azure, the \
-             DigiCert/Microsoft roots)",
-        )
     } else if detail.contains("Expired") || detail.contains("certificate expired") {
         (
             "server certificate verification failed: certificate has expired",

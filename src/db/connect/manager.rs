@@ -290,13 +290,10 @@ impl Setup {
         (cancel, cancels): (table_check::Cancel, TaskTracker),
     ) -> Result<(), ConnectError> {
         // Within the startup deadline (the table is checked only before the first write).
-        let change_within = self
-            .fatal
-            .startup_left()
-            .map_or(TABLE_CHANGE_TIMEOUT, |left| {
-                left.saturating_sub(TABLE_CHANGE_ENDS_BEFORE_DEADLINE)
-                    .min(TABLE_CHANGE_TIMEOUT)
-            });
+        let left = self.fatal.startup_left().unwrap_or(Duration::MAX);
+        let change_within = left
+            .saturating_sub(TABLE_CHANGE_ENDS_BEFORE_DEADLINE)
+            .min(TABLE_CHANGE_TIMEOUT);
         let change_by = Instant::now() + change_within;
         let check = self.table_ready.get_or_try_init(|| async move {
             if let Some(refusal) = self.table_refused.get() {

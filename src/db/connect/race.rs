@@ -118,22 +118,19 @@ impl Connector {
         won: usize,
         manager: &Manager,
     ) {
-        let now = Instant::now();
+        let (now, winner) = (Instant::now(), &candidates[won].0);
         for (i, began) in live {
             let endpoint = &candidates[*i].0;
-            if endpoint == &candidates[won].0 || now.saturating_duration_since(*began) < STAGGER {
+            let waited = now.saturating_duration_since(*began);
+            if endpoint == winner || waited < STAGGER {
                 continue;
             }
-            let err = manager.failed(
-                ErrorClass::ConnectTimeout,
-                format!(
-                    "{endpoint}: no answer within {:.3}s while {} answered; trying it again \
-                     after the connect timeout",
-                    now.saturating_duration_since(*began).as_secs_f64(),
-                    candidates[won].0
-                ),
-                None,
+            let message = format!(
+                "{endpoint}: no answer within {:.3}s while {winner} answered; trying it again \
+                 after the connect timeout",
+                waited.as_secs_f64()
             );
+            let err = manager.failed(ErrorClass::ConnectTimeout, message, None);
             if let Some(state) = self.endpoints.lock().get_mut(endpoint) {
                 state.failed(err.class, &err.message, *began);
                 state.retry_at = state.retry_at.max(*began + self.timeout);

@@ -158,17 +158,15 @@ pub(super) async fn build_index(
                     tracing::warn!(table = %table.name, "--alter-table's cancel request got no answer")
                 }
             }
-            match tokio::time::timeout(CANCEL_WITHIN, &mut build).await {
-                Ok(built) => built,
-                Err(_) => {
-                    return Err(cancelled(&format!(
-                        "did not end within {took} nor when pgdrill cancelled it: it may still \
-                         be running, holding its lock on the table; end it with \
-                         SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
-                        quote_literal(&statement)
-                    )))
-                }
-            }
+            let Ok(built) = tokio::time::timeout(CANCEL_WITHIN, &mut build).await else {
+                return Err(cancelled(&format!(
+                    "did not end within {took} nor when pgdrill cancelled it: it may still \
+                     be running, holding its lock on the table; end it with \
+                     SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
+                    quote_literal(&statement)
+                )));
+            };
+            built
         }
     };
     // Ended, done or not: nothing to cancel.

@@ -115,42 +115,40 @@ pub(super) async fn fired_by(
     };
     // confdeltype: 'c' cascade, 'n' set null, 'd' set default change the referencing rows;
     // 'a' no action and 'r' restrict only make the DELETE fail.
-    let foreign_keys = match deletes {
-        true => {
-            "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' of ' || \
-               k.conrelid::regclass::text || ' (ON DELETE ' || CASE k.confdeltype \
-               WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END || ')' \
-             FROM pg_constraint k WHERE k.contype = 'f' \
-               AND k.confrelid IN (SELECT oid FROM t) AND k.confdeltype IN ('c', 'n', 'd')"
-        }
-        false => "",
+    let foreign_keys = if deletes {
+        "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' of ' || \
+           k.conrelid::regclass::text || ' (ON DELETE ' || CASE k.confdeltype \
+           WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END || ')' \
+         FROM pg_constraint k WHERE k.contype = 'f' \
+           AND k.confrelid IN (SELECT oid FROM t) AND k.confdeltype IN ('c', 'n', 'd')"
+    } else {
+        ""
     };
     // The table's own foreign keys: pgdrill's rows would lock the rows they reference, hold back
     // their DELETE (an account's erasure), or be deleted or changed with them (lost writes). Only
     // those whose columns pgdrill's rows fill (values or defaults): a key it leaves NULL references
     // nothing. And publications: deleting pgdrill's rows once sent keeps subscribers in step.
-    let on_insert = match inserts {
-        true => {
-            "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' to ' || \
-               k.confrelid::regclass::text || ' (' || CASE k.confdeltype \
-               WHEN 'c' THEN 'a DELETE there deletes pgdrill''s rows: read as lost writes' \
-               WHEN 'n' THEN 'a DELETE there changes pgdrill''s rows' \
-               WHEN 'd' THEN 'a DELETE there changes pgdrill''s rows' \
-               ELSE 'pgdrill''s rows hold back a DELETE there' END || ')' \
-             FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM t) \
-               AND k.conparentid = 0 \
-               AND NOT EXISTS (SELECT 1 FROM unnest(k.conkey) c(attnum) \
-                 JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = c.attnum \
-                 WHERE NOT (a.attname IN ('customer_id', 'merchant_id', 'amount', 'status', \
-                   'seq', 'run_id') OR a.atthasdef OR a.attidentity <> '')) \
-             UNION SELECT 'publication ' || quote_ident(p.pubname) || ' (sent to its \
-               subscribers)' \
-             FROM pg_publication p JOIN pg_publication_tables pt ON pt.pubname = p.pubname \
-             JOIN pg_namespace n ON n.nspname = pt.schemaname \
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-             WHERE c.oid IN (SELECT oid FROM t) AND p.pubinsert"
-        }
-        false => "",
+    let on_insert = if inserts {
+        "UNION SELECT 'foreign key ' || quote_ident(k.conname) || ' to ' || \
+           k.confrelid::regclass::text || ' (' || CASE k.confdeltype \
+           WHEN 'c' THEN 'a DELETE there deletes pgdrill''s rows: read as lost writes' \
+           WHEN 'n' THEN 'a DELETE there changes pgdrill''s rows' \
+           WHEN 'd' THEN 'a DELETE there changes pgdrill''s rows' \
+           ELSE 'pgdrill''s rows hold back a DELETE there' END || ')' \
+         FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM t) \
+           AND k.conparentid = 0 \
+           AND NOT EXISTS (SELECT 1 FROM unnest(k.conkey) c(attnum) \
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = c.attnum \
+             WHERE NOT (a.attname IN ('customer_id', 'merchant_id', 'amount', 'status', \
+               'seq', 'run_id') OR a.atthasdef OR a.attidentity <> '')) \
+         UNION SELECT 'publication ' || quote_ident(p.pubname) || ' (sent to its \
+           subscribers)' \
+         FROM pg_publication p JOIN pg_publication_tables pt ON pt.pubname = p.pubname \
+         JOIN pg_namespace n ON n.nspname = pt.schemaname \
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+         WHERE c.oid IN (SELECT oid FROM t) AND p.pubinsert"
+    } else {
+        ""
     };
     let sql = format!(
         "WITH RECURSIVE t(oid) AS (SELECT to_regclass({name}) UNION ALL \

@@ -89,24 +89,20 @@ impl TablePolicy {
             (true, false) => "must exist (--no-create-table)".into(),
         };
         if self.named {
-            said.push_str(match self.alter {
-                true => {
-                    "; a table pgdrill did not create gets the run_id and seq columns, \
-                         a comment on run_id marking its rows, and the index it lacks \
-                         (--alter-table)"
-                }
-                false => "; a table pgdrill did not create is only written",
+            said.push_str(if self.alter {
+                "; a table pgdrill did not create gets the run_id and seq columns, \
+                 a comment on run_id marking its rows, and the index it lacks \
+                 (--alter-table)"
+            } else {
+                "; a table pgdrill did not create is only written"
             });
             if self.triggers {
-                said.push_str(match self.deletes {
-                    true => {
-                        ", firing its triggers, rules and cascading foreign keys, its \
-                             foreign keys holding the rows they reference (--allow-table-triggers)"
-                    }
-                    false => {
-                        ", firing its triggers and rules, its foreign keys holding the rows \
-                             they reference (--allow-table-triggers)"
-                    }
+                said.push_str(if self.deletes {
+                    ", firing its triggers, rules and cascading foreign keys, its \
+                     foreign keys holding the rows they reference (--allow-table-triggers)"
+                } else {
+                    ", firing its triggers and rules, its foreign keys holding the rows \
+                     they reference (--allow-table-triggers)"
                 });
             }
         }
@@ -302,18 +298,15 @@ async fn prepare_shared(
         .copied()
         .filter(|c| !columns.iter().any(|col| col.name == *c))
         .collect();
-    if policy.deletes {
-        let created = columns.iter().find(|c| c.name == "created_at");
-        let stamped = |c: &&Column| matches!(c.base.as_str(), "timestamptz" | "timestamp");
-        if !created.filter(stamped).is_some_and(|c| c.filled) {
-            return Err(TableError::Unusable(format!(
-                "--retention deletes pgdrill's rows by their created_at, and {} has no \
-                 created_at timestamptz with a default; as the table's owner: ALTER TABLE {} \
-                 ADD COLUMN created_at timestamptz DEFAULT now(); (or run without --retention \
-                 and remove pgdrill's rows with pgdrill cleanup)",
-                table.name, table.quoted
-            )));
-        }
+    let stamped = |c: &Column| c.filled && matches!(c.base.as_str(), "timestamptz" | "timestamp");
+    if policy.deletes && !columns.iter().any(|c| c.name == "created_at" && stamped(c)) {
+        return Err(TableError::Unusable(format!(
+            "--retention deletes pgdrill's rows by their created_at, and {} has no \
+             created_at timestamptz with a default; as the table's owner: ALTER TABLE {} \
+             ADD COLUMN created_at timestamptz DEFAULT now(); (or run without --retention \
+             and remove pgdrill's rows with pgdrill cleanup)",
+            table.name, table.quoted
+        )));
     }
     let adds_run_id = missing.contains(&"run_id");
     if policy.deletes && !adds_run_id && !relation.rows_marked {
