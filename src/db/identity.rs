@@ -103,12 +103,10 @@ impl Identity {
     /// restart reached at its IPv6 address after its IPv4 one (a dual-stack name) is one machine.
     fn on_another_machine(&self, other: &Identity) -> bool {
         let ip = |a: &Option<String>| a.as_deref()?.parse::<std::net::IpAddr>().ok();
-        match (ip(&self.server_addr), ip(&other.server_addr)) {
-            (Some(a), Some(b)) => {
-                a != b && a.is_ipv4() == b.is_ipv4() && !(a.is_loopback() && b.is_loopback())
-            }
-            _ => false,
-        }
+        let (Some(a), Some(b)) = (ip(&self.server_addr), ip(&other.server_addr)) else {
+            return false;
+        };
+        a != b && a.is_ipv4() == b.is_ipv4() && !(a.is_loopback() && b.is_loopback())
     }
 
     /// How the report names what an outage left behind.

@@ -63,8 +63,7 @@ pub(crate) fn connect_error_text(
     for cause in std::iter::successors(std::error::Error::source(err), |&e| e.source()) {
         let more = cause.to_string();
         if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
+            text = format!("{text}: {more}");
         }
     }
     match class {
@@ -89,14 +88,13 @@ pub(crate) async fn text_rows(
     client: &Client,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
-    let messages = client.simple_query(sql).await?;
-    let rows = messages.iter().filter_map(|m| match m {
-        SimpleQueryMessage::Row(r) => {
-            Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+    let mut rows = Vec::new();
+    for m in client.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = m {
+            rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
         }
-        _ => None,
-    });
-    Ok(rows.collect())
+    }
+    Ok(rows)
 }
 
 /// The first value `sql` returns, as text (simple protocol).
@@ -118,11 +116,10 @@ pub(crate) struct Deleted {
 
 /// Runs `sql`, one DELETE, by the simple protocol.
 pub(crate) async fn delete(client: &Client, sql: &str) -> Result<Deleted, tokio_postgres::Error> {
-    let messages = client.simple_query(sql).await?;
     let mut done = Deleted::default();
-    for m in &messages {
+    for m in client.simple_query(sql).await? {
         match m {
-            SimpleQueryMessage::CommandComplete(n) => done.rows = *n,
+            SimpleQueryMessage::CommandComplete(n) => done.rows = n,
             SimpleQueryMessage::Row(r) => {
                 let id = r.get(0).and_then(|id| id.parse::<i64>().ok());
                 done.last_id = done.last_id.max(id);

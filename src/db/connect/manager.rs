@@ -50,9 +50,8 @@ impl Drop for Conn {
         if self.broken || self.silence.is_silent() {
             self.driver.abort();
             if self.gave_up > 0 && !self.silence.is_silent() {
-                let driver = self.driver.clone();
                 self.silence
-                    .cancel_after_close(&self.client, driver, self.gave_up);
+                    .cancel_after_close(&self.client, self.driver.clone(), self.gave_up);
             }
         }
     }

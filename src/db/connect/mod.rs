@@ -177,11 +177,8 @@ impl Connector {
         metrics: Arc<Metrics>,
         statement_timeout: Duration,
     ) -> Arc<Connector> {
-        let hosts = pg.get_hosts();
-        let addrs = pg.get_hostaddrs();
-        let ports = pg.get_ports();
-        let n = hosts.len().max(addrs.len());
-        let entries = (0..n)
+        let (hosts, addrs, ports) = (pg.get_hosts(), pg.get_hostaddrs(), pg.get_ports());
+        let entries = (0..hosts.len().max(addrs.len()))
             .map(|i| HostEntry {
                 host: hosts.get(i).cloned(),
                 hostaddr: addrs.get(i).copied(),
@@ -294,12 +291,11 @@ impl Connector {
                 }
             }
             for (first, (endpoint, _)) in candidates.iter().enumerate() {
-                let Some(claim) = self.claim(endpoint, Some(&mut skipped)) else {
-                    continue;
-                };
-                match self.race(&candidates, first, claim, manager).await {
-                    Ok(conn) => return Ok(conn),
-                    Err(err) => last = Some(err),
+                if let Some(claim) = self.claim(endpoint, Some(&mut skipped)) {
+                    match self.race(&candidates, first, claim, manager).await {
+                        Ok(conn) => return Ok(conn),
+                        Err(err) => last = Some(err),
+                    }
                 }
             }
             if let Some(err) = last {

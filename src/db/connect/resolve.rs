@@ -46,9 +46,7 @@ impl Lookups {
                 let _turn = turn;
                 std::net::ToSocketAddrs::to_socket_addrs(&target)
             });
-            found
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            found.await.map_err(std::io::Error::other)?
         };
         async move {
             match tokio::time::timeout(timeout, lookup).await {

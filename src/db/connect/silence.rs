@@ -71,8 +71,7 @@ impl Silence {
             state.check_running = true;
             state.silent.clone()
         };
-        let this = self.clone();
-        tokio::spawn(async move { this.check(current, now).await });
+        tokio::spawn(self.clone().check(current, now));
     }
 
     /// Ends once the connection's host name no longer leads to its address (a managed service's DNS
