@@ -168,10 +168,7 @@ pub(super) async fn fired_by(
         name = quote_literal(table)
     );
     let rows = crate::db::text_rows(client, &sql).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| r.first().cloned().flatten())
-        .collect())
+    Ok(rows.into_iter().flatten().flatten().collect())
 }
 
 /// Logical replication slots of this database read by another plugin than pgoutput (whose
@@ -185,10 +182,7 @@ pub(super) async fn warn_of_change_capture(client: &Client, table: &Table) {
     let Ok(rows) = crate::db::text_rows(client, sql).await else {
         return;
     };
-    let slots: Vec<String> = rows
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .collect();
+    let slots: Vec<String> = rows.into_iter().flatten().flatten().collect();
     if !slots.is_empty() {
         tracing::warn!(
             table = %table.name,
