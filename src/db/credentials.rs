@@ -238,30 +238,26 @@ impl Credentials {
 
     /// What a run printed, kept for the next connections, or why it failed.
     fn record(&self, cache: &mut Cache, result: Result<Secret, String>) -> Result<Secret, String> {
-        let secret = match result {
-            Ok(secret) => secret,
-            Err(err) => {
-                let runs = cache.failing.as_ref().map_or(0, |f| f.runs) + 1;
-                self.metrics.password_errors.inc();
-                cache.failing = Some(Failing {
-                    error: err.clone(),
-                    at: Instant::now(),
-                    runs,
-                });
-                let meanwhile = match (&cache.secret, cache.stale) {
-                    (Some(_), false) => "new connections keep the password it printed last",
-                    _ => "new connections fail until it succeeds",
-                };
-                // Logged per run, and runs back off to one per 30 s.
-                tracing::warn!(
-                    error = %err,
-                    failed_runs = runs,
-                    retry_in = %humantime::format_duration(FAILURE_BACKOFF.delay(runs)),
-                    "--password-command failed; {meanwhile}"
-                );
-                return Err(err);
-            }
-        };
+        let secret = result.inspect_err(|err| {
+            let runs = cache.failing.as_ref().map_or(0, |f| f.runs) + 1;
+            self.metrics.password_errors.inc();
+            cache.failing = Some(Failing {
+                error: err.clone(),
+                at: Instant::now(),
+                runs,
+            });
+            let meanwhile = match (&cache.secret, cache.stale) {
+                (Some(_), false) => "new connections keep the password it printed last",
+                _ => "new connections fail until it succeeds",
+            };
+            // Logged per run, and runs back off to one per 30 s.
+            tracing::warn!(
+                error = %err,
+                failed_runs = runs,
+                retry_in = %humantime::format_duration(FAILURE_BACKOFF.delay(runs)),
+                "--password-command failed; {meanwhile}"
+            );
+        })?;
         if let Some(failing) = cache.failing.take() {
             tracing::info!(
                 failed_runs = failing.runs,

@@ -24,32 +24,28 @@ impl Connector {
             let (this, manager, answered) = (self.clone(), manager.clone(), answered.clone());
             async move {
                 let began = claim.started;
-                let result = match this.attempt(&endpoint, &config, &manager, &answered).await {
-                    Ok((client, insert, driver, server)) => {
-                        let server = Arc::new(server);
-                        Ok(Conn {
-                            client,
-                            insert,
-                            broken: false,
-                            retired: false,
-                            created: Instant::now(),
-                            silence: Silence {
-                                watch: claim.succeeded(&server),
-                                endpoint,
-                                config: Arc::new(this.with_option(&config)),
-                                connector: this.clone(),
-                                server,
-                            },
-                            driver,
-                            gave_up: 0,
-                            generation: manager.identity.generation(),
-                        })
+                let attempt = this.attempt(&endpoint, &config, &manager, &answered).await;
+                let attempt = attempt.inspect_err(|err| claim.failed(err.class, &err.message));
+                let result = attempt.map(|(client, insert, driver, server)| {
+                    let server = Arc::new(server);
+                    Conn {
+                        client,
+                        insert,
+                        broken: false,
+                        retired: false,
+                        created: Instant::now(),
+                        silence: Silence {
+                            watch: claim.succeeded(&server),
+                            endpoint,
+                            config: Arc::new(this.with_option(&config)),
+                            connector: this.clone(),
+                            server,
+                        },
+                        driver,
+                        gave_up: 0,
+                        generation: manager.identity.generation(),
                     }
-                    Err(err) => {
-                        claim.failed(err.class, &err.message);
-                        Err(err)
-                    }
-                };
+                });
                 (i, began, result)
             }
         };
