@@ -214,12 +214,10 @@ async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> 
             });
         }
     }
-    let found = relation(client, table).await?.ok_or_else(|| {
-        TableError::Unusable(format!(
-            "table {} vanished right after it was created",
-            table.name
-        ))
-    })?;
+    let Some(found) = relation(client, table).await? else {
+        let why = format!("table {} vanished right after it was created", table.name);
+        return Err(TableError::Unusable(why));
+    };
     if made {
         // Where a default search_path put it (managed services: often the DSN database's "public").
         tracing::info!(table = %table.name, schema = %found.schema, "created pgdrill's own table");
