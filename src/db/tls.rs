@@ -156,18 +156,16 @@ fn root_cert_label(root_cert: &RootCert) -> String {
 
 fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
-    let path = match root_cert {
-        RootCert::Default | RootCert::System => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                let why = "no trusted CA certificates found in the system store; set sslrootcert \
-                           to the PEM file of the CA that signed the server certificate";
-                return Err(ConfigError::new("sslrootcert", "system", why));
-            }
-            return Ok(roots);
+    // Not given, or `system`: the system store.
+    let RootCert::File(path) = root_cert else {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why = "no trusted CA certificates found in the system store; set sslrootcert \
+                       to the PEM file of the CA that signed the server certificate";
+            return Err(ConfigError::new("sslrootcert", "system", why));
         }
-        RootCert::File(path) => path,
+        return Ok(roots);
     };
     let bad = |why: String| ConfigError::new("sslrootcert", path.display(), why);
     let certs =

@@ -267,8 +267,7 @@ impl Connector {
         // failed connect always stands for a real attempt.
         let deadline = Instant::now() + self.timeout;
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
+            let mut changed = std::pin::pin!(self.changed.notified());
             changed.as_mut().enable();
             if let Some(conn) = self.take_spare() {
                 return Ok(conn);

@@ -57,8 +57,7 @@ impl Connector {
         let mut pending = futures_util::stream::FuturesUnordered::new();
         pending.push(one(first, claim));
         loop {
-            let spare = self.spare_added.notified();
-            tokio::pin!(spare);
+            let mut spare = std::pin::pin!(self.spare_added.notified());
             spare.as_mut().enable();
             if let Some(conn) = self.take_spare() {
                 return Ok(conn);

@@ -140,8 +140,7 @@ pub(super) async fn build_index(
         table,
         schema,
     };
-    let build = client.batch_execute(&statement);
-    tokio::pin!(build);
+    let mut build = std::pin::pin!(client.batch_execute(&statement));
     let built = match tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await {
         Ok(built) => built,
         Err(_) => {
