@@ -305,16 +305,11 @@ async fn capture(
         // A line longer than a read goes on in the next: only the part before a cut no
         // secret crosses is written, and what follows is read again with the rest.
         let line_goes_on = matches!(read, Ok(n) if n == MAX_READ) && !raw.ends_with(b"\n");
-        let incomplete = if line_goes_on {
-            incomplete_char(&raw)
+        let (waiting, bytes) = if line_goes_on {
+            (raw.split_off(raw.len() - incomplete_char(&raw)), &raw[..])
         } else {
-            0
-        };
-        let waiting = raw.split_off(raw.len() - incomplete);
-        let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let bytes = match line_goes_on {
-            true => bytes,
-            false => bytes.strip_suffix(b"\r").unwrap_or(bytes),
+            let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+            (Vec::new(), line.strip_suffix(b"\r").unwrap_or(line))
         };
         let mut text = String::from_utf8_lossy(bytes).into_owned();
         if line_goes_on && text.len() > OVERLAP {

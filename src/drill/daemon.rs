@@ -72,13 +72,11 @@ impl DrillRun {
 
     /// Runs the triggers from `load_start` on, and keeps the live figures, until `stop`.
     pub async fn run(self: Arc<Self>, load_start: Instant, stop: CancellationToken) {
-        let clock = &self.clock;
-        let written = || (self.sources.counts)().0 > 0;
         let triggers = run_schedule(
             &self.config,
             load_start,
-            move |at| clock.unix(at),
-            written,
+            |at| self.clock.unix(at),
+            || (self.sources.counts)().0 > 0,
             &stop,
             |event| self.on_event(event),
         );

@@ -106,10 +106,8 @@ impl DrillReport {
 /// Seconds with a sign, for figures that can be slightly negative; `-` when not measured.
 fn signed(v: Option<f64>) -> String {
     // No "-0.000 s" for a figure that rounds to zero.
-    v.map_or_else(
-        || "-".into(),
-        |v| format!("{:+.3} s", if v.abs() < 0.0005 { 0.0 } else { v }),
-    )
+    let Some(v) = v else { return "-".into() };
+    format!("{:+.3} s", if v.abs() < 0.0005 { 0.0 } else { v })
 }
 
 /// The drill part of the end-of-run summary.

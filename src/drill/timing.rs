@@ -85,10 +85,7 @@ pub fn attribute(
             // The next trigger's start; one killed at stop has no record, only its baseline
             // (which ends at its start): its outage is not the previous trigger's.
             let next = (triggers.get(i + 1).map(|next| next.started_unix))
-                .or_else(|| {
-                    let next = baselines.iter().find(|b| b.trigger == t.index + 1);
-                    next.map(|b| b.to_unix)
-                })
+                .or_else(|| Some(baselines.iter().find(|b| b.trigger == t.index + 1)?.to_unix))
                 .unwrap_or(f64::INFINITY);
             let (mine, new_primary) = in_window(from, next, outages, new_primary_writes_unix);
             let outage = mine.first().copied();
@@ -96,13 +93,12 @@ pub fn attribute(
                 .filter(|l| (from..next).contains(&l.at))
                 .collect();
             let lone_lost: u64 = lone.iter().map(|l| l.lost).sum();
-            let later_outages = mine.iter().skip(1).map(|o| o.index).collect();
             let (ended, open): (Vec<&OutageRecord>, Vec<_>) =
                 mine.iter().partition(|o| o.end_unix.is_some());
             DrillTiming {
                 trigger: t.index,
                 outage: outage.map(|o| o.index),
-                later_outages,
+                later_outages: mine.iter().skip(1).map(|o| o.index).collect(),
                 trigger_to_first_failed_write_seconds: outage.map(|o| o.start_unix - from),
                 trigger_to_new_primary_write_seconds: new_primary.map(|at| at - from),
                 // An outage open at the end holds the time so far, not a measured figure.

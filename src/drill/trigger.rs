@@ -182,9 +182,8 @@ pub async fn run_schedule(
     let wait = |t| stop.run_until_cancelled(sleep_until(t));
     for (i, planned) in config.schedule.instants(load_start).into_iter().enumerate() {
         let index = i + 1;
-        let baseline_from = planned
-            .checked_sub(config.schedule.baseline_span(i))
-            .unwrap_or(planned);
+        let span = config.schedule.baseline_span(i);
+        let baseline_from = planned.checked_sub(span).unwrap_or(planned);
         if wait(baseline_from).await.is_none() {
             break;
         }

@@ -36,10 +36,8 @@ pub fn merge_summary_files(paths: &[PathBuf]) -> Result<Merged, String> {
         }
         _ => render(&report, &inputs),
     };
-    Ok(Merged {
-        report,
-        page: crate::secrets::scrub(&page),
-    })
+    let page = crate::secrets::scrub(&page);
+    Ok(Merged { report, page })
 }
 
 impl Merged {
@@ -98,10 +96,8 @@ fn summary_json(path: &Path, text: &str) -> Result<serde_json::Value, String> {
 }
 
 fn summary_of<'a>(m: &MemberFigures, inputs: &'a [Input]) -> Option<&'a Summary> {
-    inputs
-        .iter()
-        .map(|i| &i.summary)
-        .find(|s| s.run_id == m.run_id)
+    let input = inputs.iter().find(|i| i.summary.run_id == m.run_id)?;
+    Some(&input.summary)
 }
 
 const HOW: &str = "Each member measured what its own clients saw. The triggers are the \

@@ -376,10 +376,8 @@ fn figures(
     let is_trigger = trigger_input.is_some_and(|t| std::ptr::eq(t, i));
     let reference = trigger_input.and_then(|t| t.summary.server_clock);
     let skew = reference.zip(s.server_clock).map(|(r, own)| {
-        (
-            r.offset_seconds - own.offset_seconds,
-            r.uncertainty_seconds + own.uncertainty_seconds,
-        )
+        let ahead = r.offset_seconds - own.offset_seconds;
+        (ahead, r.uncertainty_seconds + own.uncertainty_seconds)
     });
     match skew {
         _ if is_trigger || reference.is_none() => {}

@@ -36,10 +36,8 @@ impl Summary {
     pub fn set_flags(&mut self, flags: Vec<(String, String)>) {
         // What was in force, wherever it came from (flag, DSN, environment or default).
         let (timeout, from) = (self.connect_timeout_seconds, &self.connect_timeout_from);
-        let in_force = (
-            "connect timeout in force".to_string(),
-            format!("{timeout}s ({from})"),
-        );
+        let value = format!("{timeout}s ({from})");
+        let in_force = ("connect timeout in force".to_string(), value);
         self.flags = (flags.into_iter().chain([in_force]))
             .map(|(name, value)| Flag { name, value })
             .collect();

@@ -33,13 +33,8 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
         // `every`, the one after it less.
         let interval = std::mem::replace(&mut last_at, Instant::now()).elapsed();
         let sqlstates = sources.errors.per_sqlstate();
-        let by_sqlstate: Vec<String> = sqlstates
-            .iter()
-            .filter_map(|(code, n)| {
-                let delta = n - last_sqlstates.get(code).copied().unwrap_or(0);
-                (delta > 0).then(|| format!("{code}={delta}"))
-            })
-            .collect();
+        let before = |code| last_sqlstates.get(code).copied().unwrap_or(0);
+        let by_sqlstate = deltas(sqlstates.iter().map(|(code, n)| (code, n - before(code))));
         last_sqlstates = sqlstates;
         let h = sources.latency.take_interval();
         tracing::info!(
@@ -48,7 +43,7 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
             failed = line.failed,
             skipped = line.skipped,
             errors = line.errors,
-            sqlstates = by_sqlstate.join(" "),
+            sqlstates = by_sqlstate,
             p50_ms = quantile_ms(&h, 0.5),
             p99_ms = quantile_ms(&h, 0.99),
             state = sources.outages.state().as_str(),
@@ -73,19 +68,21 @@ struct Line {
 impl Line {
     fn between(before: &TallySnapshot, now: &TallySnapshot) -> Line {
         let failed = now.failed() - before.failed();
-        let errors: Vec<String> = ErrorClass::ALL
-            .iter()
-            .map(|c| (c, now.errors[c.index()] - before.errors[c.index()]))
-            .filter(|(_, delta)| *delta > 0)
-            .map(|(c, delta)| format!("{c}={delta}"))
-            .collect();
+        let delta = |c: ErrorClass| now.errors[c.index()] - before.errors[c.index()];
         Line {
             ok: (now.transactions - before.transactions).saturating_sub(failed),
             failed,
             skipped: now.skipped - before.skipped,
-            errors: errors.join(" "),
+            errors: deltas(ErrorClass::ALL.iter().map(|c| (c, delta(*c)))),
         }
     }
+}
+
+/// `name=delta` for each count that grew, space-separated.
+fn deltas<K: std::fmt::Display>(each: impl Iterator<Item = (K, u64)>) -> String {
+    let grown = each.filter(|(_, delta)| *delta > 0);
+    let grown: Vec<String> = grown.map(|(k, delta)| format!("{k}={delta}")).collect();
+    grown.join(" ")
 }
 
 /// A percentile of `h` (microseconds) in milliseconds; `-` for an interval with no write

@@ -28,8 +28,7 @@ pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     // Discard what the per-second slot gathered before the first tick's second began.
     let _ = sources.latency.take_second();
     let now = Instant::now();
-    let frac = clock.unix(now).fract();
-    let first = now + Duration::from_secs_f64(1.0 - frac);
+    let first = now + Duration::from_secs_f64(1.0 - clock.unix(now).fract());
     let mut ticker = tokio::time::interval_at(first, Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pushed = None;
@@ -67,8 +66,7 @@ fn sample(s: &Sources, label: u64, last: TallySnapshot) -> TallySnapshot {
     second.attempts = sat(now.transactions.saturating_sub(last.transactions));
     second.successes = sat(now.successes().saturating_sub(last.successes()));
     second.skipped = sat(now.skipped.saturating_sub(last.skipped));
-    for class in ErrorClass::ALL {
-        let i = class.index();
+    for i in ErrorClass::ALL.map(ErrorClass::index) {
         second.errors[i] = sat(now.errors[i].saturating_sub(last.errors[i]));
     }
     let h = s.latency.take_second();

@@ -465,10 +465,9 @@ impl Summary {
                     .unwrap_or(if o.open_at_shutdown { "shutdown, still open" } else { "-" }),
                 opt_secs(o.time_to_full_rate_seconds),
                 o.error_classes.join(","),
-                match (o.lost_writes, o.lost_writes_at_least) {
-                    (None, _) => "unverified".to_string(),
-                    (Some(n), true) => format!("at least {n}"),
-                    (Some(n), false) => n.to_string(),
+                match o.lost_writes {
+                    None => "unverified".to_string(),
+                    Some(n) => format!("{}{n}", at_least(o.lost_writes_at_least)),
                 },
                 at_least(o.lost_writes_at_least),
                 opt_secs(o.rpo_seconds)

@@ -91,14 +91,12 @@ impl Grid {
             let Some(slot) = cols.get_mut(i) else {
                 continue;
             };
+            let covered = u64::from(b.span);
             if let Some(c) = slot {
                 c.b.merge(b);
-                c.covered += u64::from(b.span);
+                c.covered += covered;
             } else {
-                *slot = Some(Column {
-                    b: *b,
-                    covered: u64::from(b.span),
-                });
+                *slot = Some(Column { b: *b, covered });
             }
         }
         Grid { t0, step, cols }

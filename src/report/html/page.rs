@@ -173,11 +173,9 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
         Some(d) => crate::drill::timing::attributed(&d.drills, &s.outages).collect(),
         None => s.outages.iter().collect(),
     };
+    let unavailable = judged.iter().filter_map(|o| o.write_unavailable_seconds);
     let longest = match &s.drill {
-        Some(_) => judged
-            .iter()
-            .filter_map(|o| o.write_unavailable_seconds)
-            .reduce(f64::max),
+        Some(_) => unavailable.reduce(f64::max),
         None => s.longest_unavailability(),
     };
     // An outage open at the end holds the time so far: no measured RTO, never a pass.
