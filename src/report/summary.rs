@@ -406,8 +406,7 @@ impl Summary {
             self.skipped,
             self.success_ratio,
             self.abandoned
-        )?;
-        Ok(())
+        )
     }
 
     fn fmt_latencies(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
