@@ -4,14 +4,12 @@
 use rustix::process::{kill_process_group, test_kill_process, test_kill_process_group};
 use rustix::process::{Pid, Signal};
 use std::process::Stdio;
+use tokio::process::{Child, Command};
 
 /// Starts `program` with `args` as the leader of its own group, stdin closed, stdout and
 /// stderr piped; killed with its group if dropped before it was reaped.
-pub fn spawn(
-    program: &str,
-    args: &[String],
-) -> std::io::Result<(tokio::process::Child, GroupGuard)> {
-    let child = tokio::process::Command::new(program)
+pub fn spawn(program: &str, args: &[String]) -> std::io::Result<(Child, GroupGuard)> {
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -35,7 +33,7 @@ pub struct GroupGuard(pub Option<Pid>);
 
 impl GroupGuard {
     /// The group of `child`, spawned with `process_group(0)`.
-    pub fn of(child: &tokio::process::Child) -> GroupGuard {
+    pub fn of(child: &Child) -> GroupGuard {
         let pid = |id: u32| Pid::from_raw(i32::try_from(id).ok()?);
         GroupGuard(child.id().and_then(pid))
     }

@@ -199,10 +199,7 @@ async fn drill_on(
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<u8, String> {
     let total = total(args).ok_or("the demo's run is too long (checked at start)")?;
-    let dsn = match hosts {
-        Some(hosts) => lab.named_dsn(hosts.name()),
-        None => lab.multi_host_dsn(),
-    };
+    let dsn = hosts.map_or_else(|| lab.multi_host_dsn(), |h| lab.named_dsn(h.name()));
     let name = format!("lab {} failover", flag_value(args.failover));
     let (trigger, mut requests) = InProcessTrigger::new(name);
     let (config, argv) = load_config(dsn, args, total, trigger)?;
@@ -374,8 +371,7 @@ async fn print_truth(lab: &Lab, args: &DemoArgs, t: &Truth, summary: &Summary) {
     }
     let back = t
         .promote_requested
-        .as_ref()
-        .or(t.thawed.as_ref())
+        .or(t.thawed)
         .map_or(zero, |s| unix(s.wall));
     let rows = rows_truth(lab, t.writer, summary.run_id, back).await;
     if let Some((first, _)) = rows {

@@ -158,14 +158,10 @@ fn single_server_user(message: &str) -> bool {
 /// A connect failure's message without the server it names first (`127.0.0.1:5432: FATAL:
 /// …`, a socket's `/run/postgresql/.s.PGSQL.5432: …`), for grouping and for saying it once.
 pub fn without_endpoint(message: &str) -> &str {
-    match message.split_once(": ") {
-        Some((at, rest))
-            if at.parse::<std::net::SocketAddr>().is_ok() || at.contains("/.s.PGSQL.") =>
-        {
-            rest
-        }
-        _ => message,
-    }
+    let endpoint = message
+        .split_once(": ")
+        .filter(|(at, _)| at.parse::<std::net::SocketAddr>().is_ok() || at.contains("/.s.PGSQL."));
+    endpoint.map_or(message, |(_, rest)| rest)
 }
 
 /// PgBouncer's messages for a login it refuses (user, password, database, a startup option
@@ -356,13 +352,11 @@ pub fn runnable(option: &'static str, shown: &str, argv: &[String]) -> Result<()
         false => std::env::var_os("PATH")
             .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program)))),
     };
-    match found {
-        true => Ok(()),
-        false => {
-            let why = format!("`{program}` is not an executable file nor found on PATH");
-            Err(ConfigError::new(option, shown, why))
-        }
+    if found {
+        return Ok(());
     }
+    let why = format!("`{program}` is not an executable file nor found on PATH");
+    Err(ConfigError::new(option, shown, why))
 }
 
 /// A configuration mistake found before anything starts. It names the option,

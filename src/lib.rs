@@ -195,11 +195,8 @@ pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupErr
     let mut target = config.target;
     let metrics = Metrics::new(&target.hosts);
     let credentials = Arc::new(db::credentials::Credentials::new(config.password, metrics));
-    if let Some(secret) = credentials
-        .password()
-        .await
-        .map_err(CleanupError::Connect)?
-    {
+    let password = credentials.password().await;
+    if let Some(secret) = password.map_err(CleanupError::Connect)? {
         target.pg.password(secret.expose());
     }
     // A signal stops it: at once before its deletes, between batches during them (what was

@@ -91,11 +91,8 @@ fn usage_exit(err: clap::Error) -> ! {
     if !err.use_stderr() {
         err.exit()
     }
-    let _ = write!(
-        std::io::stderr(),
-        "{}",
-        pgdrill::scrub(&pgdrill::config::usage_message(&err, &argv()))
-    );
+    let message = pgdrill::config::usage_message(&err, &argv());
+    let _ = write!(std::io::stderr(), "{}", pgdrill::scrub(&message));
     std::process::exit(err.exit_code())
 }
 

@@ -60,18 +60,16 @@ impl Throttle {
 
     /// Like [`Throttle::hit`], throttling only repeats of `key`; the count held back is its own.
     pub fn hit_keyed(&mut self, key: &str, now: Instant) -> Option<u64> {
-        let every = self.every;
         if let Some(i) = self.recent.iter().position(|(_, k, _)| k == key) {
             let (at, _, held) = &mut self.recent[i];
-            if now.saturating_duration_since(*at) < every {
+            if now.saturating_duration_since(*at) < self.every {
                 *held += 1;
                 return None;
             }
+            *at = now;
             let held = std::mem::take(held);
             // Newest last, so that the oldest is the one a new key replaces.
-            let mut entry = self.recent.remove(i);
-            entry.0 = now;
-            self.recent.push(entry);
+            self.recent[i..].rotate_left(1);
             return Some(held);
         }
         if self.recent.len() >= MAX_KEYS {

@@ -99,14 +99,12 @@ const A_PLACE: &[&str] = &["_FILE", "_URL", "_NAME", "_PATH", "_DIR", "_COMMAND"
 
 fn names_a_secret_variable(name: &str) -> bool {
     let name = name.to_ascii_uppercase();
+    let last_word = name.rsplit('_').next().unwrap_or_default();
     let secret = ["PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN"]
         .iter()
         .any(|word| name.contains(word))
         || name.ends_with("_KEY")
-        || name
-            .rsplit('_')
-            .next()
-            .is_some_and(|w| w.ends_with("PASS") && !a_pass_word(w));
+        || last_word.ends_with("PASS") && !a_pass_word(last_word);
     secret && !A_PLACE.iter().any(|s| name.ends_with(s))
 }
 
@@ -405,12 +403,9 @@ fn a_port_or_a_path(value: &str, single_quoted: bool) -> bool {
     let port = value.trim_end_matches("/tcp").trim_end_matches("/udp");
     // Each number one a port can be: `-p 20240917` is a password.
     let a_port = port.starts_with(|c: char| c.is_ascii_digit())
-        && port
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b".:-".contains(&b))
-        && port
-            .split(['.', ':', '-'])
-            .all(|n| n.len() <= 5 && n.parse().unwrap_or(0) <= 65535);
+        && port.split(['.', ':', '-']).all(|n| {
+            n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()) && n.parse().unwrap_or(0) <= 65535
+        });
     // Base64 never starts with `.` or `~`; it may with `/`, so such a path needs a second
     // level and none of base64's `+` and `=`.
     let a_path = ["./", "../", "~/"].iter().any(|p| value.starts_with(p))
@@ -520,10 +515,8 @@ pub fn redact(dsn: &str) -> String {
 pub fn redact_unparsed(dsn: &str) -> (String, usize) {
     // A URL's password in its authority, whatever it holds (as in `redact`).
     if let Some(password) = url_password_at(dsn, true) {
-        return (
-            format!("{}{REDACTED}@ …", &dsn[..password.start]),
-            password.start,
-        );
+        let shown = format!("{}{REDACTED}@ …", &dsn[..password.start]);
+        return (shown, password.start);
     }
     // The first match from the left (on a tie, the earlier pattern's).
     let first = [
@@ -555,10 +548,8 @@ pub fn redact_unparsed(dsn: &str) -> (String, usize) {
     };
     if std::ptr::eq(pattern, &*UNPARSED_PASSWORD) {
         let at = if caps.get(2).is_some() { "@" } else { "" };
-        return (
-            format!("{}{REDACTED}{at} …", &dsn[..value_from]),
-            value_from,
-        );
+        let shown = format!("{}{REDACTED}{at} …", &dsn[..value_from]);
+        return (shown, value_from);
     }
     let all = caps.get(0).expect("group 0 is the match");
     match all.end() < dsn.len() {

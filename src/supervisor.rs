@@ -300,9 +300,7 @@ impl Supervisor {
     /// Cancels whatever is left and waits until every task spawned here has ended.
     pub async fn finish(self) {
         self.root.cancel();
-        for stage in self.tasks.into_iter().flatten() {
-            stage.abort();
-        }
+        self.tasks.iter().flatten().for_each(JoinHandle::abort);
         self.tracker.close();
         self.tracker.wait().await;
     }

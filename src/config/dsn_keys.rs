@@ -101,12 +101,7 @@ pub(super) fn check_gssencmode(value: Value) -> Result<(), ConfigError> {
 /// Keys with a libpq variable tokio-postgres does not read, and the two it reads otherwise
 /// than libpq: from the DSN, else from their variable.
 pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), ConfigError> {
-    for key in [
-        "options",
-        "channel_binding",
-        "sslnegotiation",
-        "load_balance_hosts",
-    ] {
+    for key in "options channel_binding sslnegotiation load_balance_hosts".split(' ') {
         let Some((v, from)) = value(key) else {
             continue;
         };

@@ -21,12 +21,11 @@ pub fn as_run(argv: &[OsString], redacted_target: &str) -> Vec<(String, String)>
     let mut out = Vec::new();
     for arg in cmd.get_arguments() {
         let id = arg.get_id().as_str();
-        let (Some(long), Some(source)) = (arg.get_long(), matches.value_source(id)) else {
+        let (Some(long), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) =
+            (arg.get_long(), matches.value_source(id))
+        else {
             continue;
         };
-        if !matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable) {
-            continue;
-        }
         let value = match id {
             "dsn" => redacted_target.to_string(),
             _ if id.contains("password_command") => "(redacted)".to_string(),

@@ -200,9 +200,7 @@ pub(crate) fn listen_addr(value: &str) -> Result<SocketAddr, String> {
         return Err("an IPv6 address goes in brackets: [::1]:9743, [::]:9743".into());
     }
     if let Some(port) = value.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| "a port is 0 to 65535".to_string())?;
+        let port: u16 = port.parse().map_err(|_| "a port is 0 to 65535")?;
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
     let mut found = std::net::ToSocketAddrs::to_socket_addrs(value)

@@ -61,7 +61,6 @@ fn fields(line: &str) -> Option<[Field; 5]> {
     }
     let mut out: [Field; 5] = Default::default();
     let (mut field, mut chars, mut escaped) = (0, line.chars(), false);
-    let end = |f: &mut Field, escaped: bool| f.any = f.text == "*" && !escaped;
     while let Some(c) = chars.next() {
         match c {
             // A backslash ending the line is itself, as libpq keeps it.
@@ -71,7 +70,7 @@ fn fields(line: &str) -> Option<[Field; 5]> {
             }
             ':' if field == 4 => break,
             ':' => {
-                end(&mut out[field], escaped);
+                out[field].any = out[field].text == "*" && !escaped;
                 (field, escaped) = (field + 1, false);
             }
             c => out[field].text.push(c),
