@@ -71,9 +71,8 @@ pub fn check(args: &DemoArgs) -> Result<(), String> {
         ));
     }
     let (trigger, _) = InProcessTrigger::new("lab failover".to_string());
-    let total = total(args).ok_or_else(|| {
-        "--failover-after and --run-after add up to more than 100 years".to_string()
-    })?;
+    let total =
+        total(args).ok_or("--failover-after and --run-after add up to more than 100 years")?;
     load_config("host=127.0.0.1".into(), args, total, trigger)
         .map(drop)
         .map_err(|e| in_demo_words(&e))

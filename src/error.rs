@@ -112,13 +112,10 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
     if kind.starts_with("error performing TLS handshake") {
         // The connection dropped mid-handshake (a server shutting down, a proxy cutting it):
         // no certificate or setting to fix, and not a wrong target.
-        let dropped = io_source.map(|io| classify_io(io, true)).filter(|class| {
-            matches!(
-                class,
-                ErrorClass::ConnectionClosed | ErrorClass::ConnectTimeout
-            )
-        });
-        return dropped.unwrap_or(ErrorClass::Tls);
+        return match io_source.map(|io| classify_io(io, true)) {
+            Some(class @ (ErrorClass::ConnectionClosed | ErrorClass::ConnectTimeout)) => class,
+            _ => ErrorClass::Tls,
+        };
     }
     if kind.starts_with("authentication error") {
         return ErrorClass::Auth;

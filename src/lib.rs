@@ -119,7 +119,7 @@ pub struct RunError {
     pub summary: Option<Box<Summary>>,
 }
 
-/// Runs the load until `stop` is cancelled or `config.duration` ends, then drains within the
+/// Runs the load until `signal` is cancelled or `config.duration` ends, then drains within the
 /// shutdown grace and hands the summary to `publish` (to print and write it) before `--linger`
 /// keeps `/metrics` up; returns what `publish` returned, and a failure found after it (`/metrics`
 /// failing during `--linger`). Database errors are counted, never returned; an error means the run
@@ -127,12 +127,11 @@ pub struct RunError {
 pub async fn run<T>(
     config: Config,
     listener: TcpListener,
-    stop: CancellationToken,
+    signal: CancellationToken,
     publish: impl FnOnce(Result<Summary, RunError>) -> T,
 ) -> (T, Option<StartError>) {
     // The load also stops when the first connection finds a table that cannot take it;
     // only a signal (`signal`) ends --linger.
-    let signal = stop;
     let stop = signal.child_token();
     let fatal = Arc::new(Fatal::new(stop.clone()));
     // Step 1: build everything that can fail, before any task or connection starts.

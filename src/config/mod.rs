@@ -442,7 +442,7 @@ impl PasswordArgs {
     /// The password's source, validated; the DSN's takes the password file as libpq does.
     fn source(&self, target: &mut Target) -> Result<PasswordSource, ConfigError> {
         let unsplit = "cannot be split into words: unbalanced quotes or a trailing backslash";
-        match (&self.password_file, &self.password_command) {
+        let source = match (&self.password_file, &self.password_command) {
             (Some(path), _) => PasswordSource::File(path.clone()),
             (None, Some(command)) => PasswordSource::Command {
                 // The value is not echoed: it is a command line, which may hold a secret.
@@ -453,12 +453,11 @@ impl PasswordArgs {
             },
             (None, None) => PasswordSource::Dsn,
         }
-        .validate()
-        .inspect(|source| {
-            if matches!(source, PasswordSource::Dsn) {
-                target.use_password_file();
-            }
-        })
+        .validate()?;
+        if matches!(source, PasswordSource::Dsn) {
+            target.use_password_file();
+        }
+        Ok(source)
     }
 }
 
