@@ -214,12 +214,8 @@ fn announce_outputs(config: &Config) {
         let every = s.every.map_or_else(String::new, |e| {
             format!(", then every {}", humantime::format_duration(e))
         });
-        format!(
-            "{} x{} after {}{every}",
-            t.action.display(),
-            s.count,
-            humantime::format_duration(s.after)
-        )
+        let after = humantime::format_duration(s.after);
+        format!("{} x{} after {after}{every}", t.action.display(), s.count)
     });
     if trigger.is_some() || config.summary_json.is_some() || config.report.is_some() {
         tracing::info!(

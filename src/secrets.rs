@@ -117,10 +117,7 @@ fn forms(secret: &str) -> Option<[String; 3]> {
     // Hidden first, a secret that is (part of) a key the patterns look for would hide the
     // key and so leave every other value after it in clear (`password=` read as `…=`).
     let lower = secret.to_ascii_lowercase();
-    let a_key_word = KEYS
-        .split('|')
-        .chain(SCHEMES)
-        .any(|k| k.contains(lower.as_str()));
+    let a_key_word = KEYS.split('|').chain(SCHEMES).any(|k| k.contains(&lower));
     if secret.chars().count() < MIN_REMEMBERED || a_key_word {
         return None;
     }
