@@ -117,11 +117,10 @@ impl Fatal {
                 let never = "no error either: the writes never got an answer";
                 (None, never.to_string())
             });
+            let (timeout, hint) = (humantime::format_duration(timeout), deadline_hint(class));
             self.report(StartError::Target(format!(
-                "no write succeeded within --startup-timeout {}; the last error: {last}\nhint: \
-                 {}",
-                humantime::format_duration(timeout),
-                deadline_hint(class)
+                "no write succeeded within --startup-timeout {timeout}; the last error: \
+                 {last}\nhint: {hint}"
             )));
             // Ending now would read as a crash of its stage: it ends when the stop comes.
             stop.cancelled().await

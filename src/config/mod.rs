@@ -518,11 +518,10 @@ impl Config {
                 ("--rate", value, "raise --rate (three schedule intervals)")
             }
         };
+        let (shortest, rto) = (text(shortest), text(rto));
         let reason = format!(
-            "the shortest outage pgdrill counts ({}) is longer than --rto-objective ({}): an \
-             outage between the two would pass unseen; {fix}, or raise --rto-objective",
-            text(shortest),
-            text(rto)
+            "the shortest outage pgdrill counts ({shortest}) is longer than --rto-objective \
+             ({rto}): an outage between the two would pass unseen; {fix}, or raise --rto-objective"
         );
         Err(ConfigError::new(flag, value, reason))
     }
@@ -542,13 +541,11 @@ impl Config {
         let left = duration.saturating_sub(trigger.schedule.last());
         let rto = self.drill.objectives.rto;
         (left < rto).then(|| {
+            let (duration, left, rto) = (text(duration), text(left), text(rto));
             format!(
-                "--duration ({}) leaves {} after the last failover trigger, less than \
-                 --rto-objective ({}): a failover slower than that is still under way when \
-                 the run ends, and the drill is INVALID; lengthen --duration",
-                text(duration),
-                text(left),
-                text(rto)
+                "--duration ({duration}) leaves {left} after the last failover trigger, less \
+                 than --rto-objective ({rto}): a failover slower than that is still under way \
+                 when the run ends, and the drill is INVALID; lengthen --duration"
             )
         })
     }
