@@ -77,10 +77,7 @@ fn usage_error_at(subcommand: &str, flag: Option<&str>, message: impl std::fmt::
     let mut command = cli.find_subcommand(subcommand).cloned().unwrap_or(cli);
     let mut err = command.error(clap::error::ErrorKind::ValueValidation, message);
     if let Some(flag) = flag {
-        err.insert(
-            ContextKind::InvalidArg,
-            ContextValue::String(flag.to_string()),
-        );
+        err.insert(ContextKind::InvalidArg, ContextValue::String(flag.into()));
     }
     usage_exit(err)
 }

@@ -239,11 +239,8 @@ fn value(not_first: &str) -> String {
         format!(r"{q}(?:(?:{schemes})((?:{char})+)|((?:[^{q}\\{not_first}]|\\(?s:.)?)(?:{char})*))")
     };
     let bare = r#"[^[:space:],;&})"'\\"#;
-    format!(
-        r"(?:{}|{}|(?:{schemes})({bare}]+)|({bare}{not_first}]{bare}]*))",
-        quoted('"'),
-        quoted('\'')
-    )
+    let (double, single) = (quoted('"'), quoted('\''));
+    format!(r"(?:{double}|{single}|(?:{schemes})({bare}]+)|({bare}{not_first}]{bare}]*))")
 }
 
 /// A URL's user info: `scheme://user:password@` (group 1 or 2 all but the password). For

@@ -436,12 +436,8 @@ fn host_ports(pg: &PgConfig) -> impl Iterator<Item = (String, u16)> + '_ {
 }
 
 fn describe(pg: &PgConfig, hosts: &[String]) -> String {
-    let mut out = format!(
-        "host={} user={} dbname={}",
-        hosts.join(","),
-        pg.get_user().unwrap_or(""),
-        pg.get_dbname().unwrap_or("")
-    );
+    let (user, dbname) = (pg.get_user().unwrap_or(""), pg.get_dbname().unwrap_or(""));
+    let mut out = format!("host={} user={user} dbname={dbname}", hosts.join(","));
     if hosts.len() > 1 {
         // libpq's words, as the user wrote them.
         let attrs = match pg.get_target_session_attrs() {
