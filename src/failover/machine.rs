@@ -331,14 +331,12 @@ impl Machine {
         };
         ev.in_outage = false;
         ev.outage_failure = None;
-        let start = self.outage_start.take().unwrap_or(end);
-        let classes = ev.classes();
-        ev.classes = 0;
         out.push(Transition::OutageEnded {
-            start,
+            start: self.outage_start.take().unwrap_or(end),
             end,
-            classes,
+            classes: ev.classes(),
         });
+        ev.classes = 0;
         self.recovered_at = Some(end);
         self.set(FailoverState::Recovering, out);
     }

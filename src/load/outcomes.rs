@@ -117,8 +117,7 @@ impl Outcomes {
 
     pub fn tally(&self) -> TallySnapshot {
         let t = &self.tally;
-        let errors: [u64; ErrorClass::ALL.len()] =
-            std::array::from_fn(|i| t.errors[i].load(Ordering::Relaxed));
+        let errors = t.errors.each_ref().map(|n| n.load(Ordering::Relaxed));
         TallySnapshot {
             transactions: t.successes.load(Ordering::Relaxed) + errors.iter().sum::<u64>(),
             errors,

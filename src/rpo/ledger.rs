@@ -36,19 +36,12 @@ impl Slice {
     /// Moves the open sequence numbers into runs, beside the runs an earlier close made (a
     /// snapshot closes the newest slice while it still takes acknowledgements).
     fn close(&mut self) {
-        self.open.sort_unstable();
-        let mut seqs = std::mem::take(&mut self.open).into_iter();
-        let Some(first) = seqs.next() else { return };
-        let (mut lo, mut hi) = (first, first + 1);
-        for s in seqs {
-            if s == hi {
-                hi += 1;
-            } else if s > hi {
-                self.runs.push((lo, hi));
-                (lo, hi) = (s, s + 1);
-            }
+        let mut open = std::mem::take(&mut self.open);
+        open.sort_unstable();
+        // Consecutive (or repeated) sequence numbers make one run.
+        for run in open.chunk_by(|a, b| b - a <= 1) {
+            self.runs.push((run[0], run[run.len() - 1] + 1));
         }
-        self.runs.push((lo, hi));
     }
 
     fn bytes(&self) -> usize {
@@ -116,25 +109,23 @@ pub struct Present {
 }
 
 impl Present {
+    /// `seq`'s word in `bits` and its bit there; `None` for one the snapshot does not ask about.
+    fn bit(&self, seq: u64) -> Option<(usize, u64)> {
+        let i = seq.checked_sub(self.lo)?;
+        let word = usize::try_from(i / 64).ok()?;
+        self.bits.get(word).map(|_| (word, 1 << (i % 64)))
+    }
+
     /// Notes `seq` as present; one the snapshot does not ask about is passed over.
     pub fn insert(&mut self, seq: u64) {
-        let Some(i) = seq.checked_sub(self.lo) else {
-            return;
-        };
-        if let Some(word) = usize::try_from(i / 64)
-            .ok()
-            .and_then(|w| self.bits.get_mut(w))
-        {
-            *word |= 1 << (i % 64);
+        if let Some((word, bit)) = self.bit(seq) {
+            self.bits[word] |= bit;
         }
     }
 
     fn contains(&self, seq: u64) -> bool {
-        let Some(i) = seq.checked_sub(self.lo) else {
-            return false;
-        };
-        let word = usize::try_from(i / 64).ok().and_then(|w| self.bits.get(w));
-        word.is_some_and(|word| word & (1 << (i % 64)) != 0)
+        self.bit(seq)
+            .is_some_and(|(word, bit)| self.bits[word] & bit != 0)
     }
 }
 
@@ -296,7 +287,7 @@ impl Ledger {
         let mut snap = Snapshot {
             incomplete: self.held_lost,
             // Writes never verified went out of the window before the ones it holds.
-            window_cut: (self.aged_out).is_some_and(|a| taken.is_none_or(|t| a > t)),
+            window_cut: self.aged_out.is_some_and(|a| taken.is_none_or(|t| a > t)),
             ..Snapshot::default()
         };
         for slice in self.slices.iter_mut().take_while(|s| s.start <= until) {

@@ -217,13 +217,11 @@ impl Verifier {
             }
             Ok::<_, tokio_postgres::Error>(())
         };
-        match tokio::time::timeout(limit, read).await {
-            Ok(read) => Ok(read?),
-            Err(_) => {
-                conn.broken = true;
-                Err(VerifyError::NoAnswer(limit))
-            }
-        }
+        let Ok(read) = tokio::time::timeout(limit, read).await else {
+            conn.broken = true;
+            return Err(VerifyError::NoAnswer(limit));
+        };
+        Ok(read?)
     }
 
     /// Serves `requests` until the channel closes, each result to `done`; after `stop`, one that

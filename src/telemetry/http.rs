@@ -137,11 +137,10 @@ impl Limits {
 /// Connections beyond the pool's size can be open for a moment (a lane connecting while the
 /// pool fills), hence twice the pool; at least one connection so `/metrics` still answers.
 fn connection_cap(nofile: Option<u64>, pool_size: u32) -> usize {
-    let Some(nofile) = nofile else {
-        return MAX_CONNECTIONS;
-    };
-    let left = nofile.saturating_sub(RESERVED_FDS + 2 * u64::from(pool_size));
-    (left as usize).clamp(1, MAX_CONNECTIONS)
+    nofile.map_or(MAX_CONNECTIONS, |nofile| {
+        let left = nofile.saturating_sub(RESERVED_FDS + 2 * u64::from(pool_size));
+        (left as usize).clamp(1, MAX_CONNECTIONS)
+    })
 }
 
 /// A served connection's place: whether it is handling a request, and how to make it leave at once.
@@ -207,10 +206,8 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationTok
                          one, or the new one when every connection is serving a request"
                     );
                 }
-                match room {
-                    Some(()) => freed.await.ok().and_then(Result::ok),
-                    None => None,
-                }
+                let Some(()) = room else { continue };
+                freed.await.ok().and_then(Result::ok)
             }
         };
         // Without one, closed at once: a queue of waiting connections would hold descriptors.

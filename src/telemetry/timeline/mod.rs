@@ -142,12 +142,7 @@ mod sparse {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u32; MAX_CLASSES], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            v.iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(i, n)| (i, *n)),
-        )
+        s.collect_seq(v.iter().enumerate().filter(|(_, n)| **n > 0))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u32; MAX_CLASSES], D::Error> {
@@ -249,13 +244,10 @@ impl EventLog {
     }
 
     /// The log as a run keeps it (the latest [`MAX_EVENTS`], texts cut), for one read from a file.
-    pub fn kept(self) -> EventLog {
-        let mut kept = EventLog {
-            list: VecDeque::new(),
-            dropped: self.dropped,
-        };
-        self.list.into_iter().for_each(|e| kept.push(e));
-        kept
+    pub fn kept(mut self) -> EventLog {
+        let list = std::mem::take(&mut self.list);
+        list.into_iter().for_each(|e| self.push(e));
+        self
     }
 
     /// The verifications that closed no outage (a failover faster than the outage
