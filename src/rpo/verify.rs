@@ -167,15 +167,12 @@ impl Verifier {
         limit: Duration,
         mut found: impl FnMut(u64),
     ) -> Result<(), VerifyError> {
-        let (mut dedicated, mut pooled);
+        let (mut dedicated, mut pooled) = (None, None);
         let conn: &mut crate::db::connect::Conn = match self.pool.dedicated().await {
-            Ok(conn) => {
-                dedicated = conn;
-                &mut dedicated
-            }
+            Ok(conn) => dedicated.insert(conn),
             // No slot left on the server for one more connection: one of the pool's will do.
             Err(err) if err.class == ErrorClass::TooManyConnections => {
-                pooled = self.pool.checkout_ahead().await.map_err(|_| err)?;
+                let pooled = pooled.insert(self.pool.checkout_ahead().await.map_err(|_| err)?);
                 // It may still reach the old primary (a session pooler, a proxy that keeps
                 // sessions): only one to the server writes go to now will do.
                 let now = self.identity.current();
@@ -183,7 +180,7 @@ impl Verifier {
                     pooled.retired = true;
                     return Err(VerifyError::NotCurrent);
                 }
-                &mut pooled
+                pooled
             }
             Err(err) => return Err(err.into()),
         };
