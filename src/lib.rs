@@ -528,12 +528,13 @@ impl Drill {
             );
         }
         // 3. Retention: a batch or a connect in progress is abandoned with its connection.
-        let second = Duration::from_secs(1);
-        sup.stop(Stage::Retention, Some(second)).await;
+        sup.stop(Stage::Retention, Some(Duration::from_secs(1)))
+            .await;
         // 4. The monitor, after the lanes (their last outcomes); it finishes pending verifications
         //    within what is left of the grace, at least a second to mark an outage still open.
         let left = deadline.saturating_duration_since(Instant::now());
-        sup.stop(Stage::Monitor, Some(left.max(second))).await;
+        sup.stop(Stage::Monitor, Some(left.max(Duration::from_secs(1))))
+            .await;
         let over = &self.sources.verifications_over;
         over.store(true, std::sync::atomic::Ordering::Relaxed);
         // 5. The timeline sampler, after the monitor so the last second has the final

@@ -117,7 +117,8 @@ impl Fatal {
                 let never = "no error either: the writes never got an answer";
                 (None, never.to_string())
             });
-            let (timeout, hint) = (humantime::format_duration(timeout), deadline_hint(class));
+            let timeout = humantime::format_duration(timeout);
+            let hint = deadline_hint(class);
             self.report(StartError::Target(format!(
                 "no write succeeded within --startup-timeout {timeout}; the last error: \
                  {last}\nhint: {hint}"

@@ -226,7 +226,10 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
         return Ok(());
     };
     let host = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    if user_info.contains(|c: char| "/?".contains(c) || c.is_whitespace()) || host.contains('@') {
+    if user_info.contains(['/', '?'])
+        || user_info.contains(char::is_whitespace)
+        || host.contains('@')
+    {
         let shown = after.rsplit_once('@').map_or("", |(_, tail)| tail);
         let shown = format!("{scheme}REDACTED@{shown}");
         let why = "has a '/', '?', '@' or space before its host that is not percent-encoded: \
@@ -436,8 +439,12 @@ fn host_ports(pg: &PgConfig) -> impl Iterator<Item = (String, u16)> + '_ {
 }
 
 fn describe(pg: &PgConfig, hosts: &[String]) -> String {
-    let (user, dbname) = (pg.get_user().unwrap_or(""), pg.get_dbname().unwrap_or(""));
-    let mut out = format!("host={} user={user} dbname={dbname}", hosts.join(","));
+    let mut out = format!(
+        "host={} user={} dbname={}",
+        hosts.join(","),
+        pg.get_user().unwrap_or(""),
+        pg.get_dbname().unwrap_or("")
+    );
     if hosts.len() > 1 {
         // libpq's words, as the user wrote them.
         let attrs = match pg.get_target_session_attrs() {

@@ -156,16 +156,18 @@ fn root_cert_label(root_cert: &RootCert) -> String {
 
 fn load_roots(root_cert: &RootCert) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
-    // Not given, or `system`: the system store.
-    let RootCert::File(path) = root_cert else {
-        let found = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            let why = "no trusted CA certificates found in the system store; set sslrootcert \
-                       to the PEM file of the CA that signed the server certificate";
-            return Err(ConfigError::new("sslrootcert", "system", why));
+    let path = match root_cert {
+        RootCert::Default | RootCert::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = "no trusted CA certificates found in the system store; set sslrootcert \
+                           to the PEM file of the CA that signed the server certificate";
+                return Err(ConfigError::new("sslrootcert", "system", why));
+            }
+            return Ok(roots);
         }
-        return Ok(roots);
+        RootCert::File(path) => path,
     };
     let bad = |why: String| ConfigError::new("sslrootcert", path.display(), why);
     let certs =
@@ -239,6 +241,7 @@ impl ServerCertVerifier for LibpqVerifier {
 /// A TLS failure in libpq's words, with what to fix (`trusted`: [`TlsSettings::trusted_cas`]), from
 /// tokio-postgres's and rustls's error chain (`invalid peer certificate: UnknownIssuer`).
 pub fn explain(detail: &str, trusted: &str) -> String {
+    let unknown_issuer;
     let (what, fix) = if detail.contains("server does not support TLS") {
         (
             "server does not support SSL, but SSL was required",
@@ -261,11 +264,15 @@ pub fn explain(detail: &str, trusted: &str) -> String {
              use sslmode=require to encrypt without verifying",
         )
     } else if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
-        return format!(
+        unknown_issuer = format!(
             "server certificate verification failed: unable to get local issuer certificate \
-             (the certificate is signed by none of {trusted}) (fix: set sslrootcert to the PEM \
-             file of the CA that issued it (for Azure, the DigiCert/Microsoft roots))"
+             (the certificate is signed by none of {trusted})"
         );
+        (
+            unknown_issuer.as_str(),
+            "set sslrootcert to the PEM file of the CA that issued it (for Azure, the \
+             DigiCert/Microsoft roots)",
+        )
     } else if detail.contains("Expired") || detail.contains("certificate expired") {
         (
             "server certificate verification failed: certificate has expired",

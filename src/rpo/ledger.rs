@@ -113,7 +113,7 @@ impl Present {
     fn bit(&self, seq: u64) -> Option<(usize, u64)> {
         let i = seq.checked_sub(self.lo)?;
         let word = usize::try_from(i / 64).ok()?;
-        self.bits.get(word).map(|_| (word, 1 << (i % 64)))
+        (word < self.bits.len()).then_some((word, 1 << (i % 64)))
     }
 
     /// Notes `seq` as present; one the snapshot does not ask about is passed over.

@@ -206,11 +206,12 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, stop: CancellationTok
                          one, or the new one when every connection is serving a request"
                     );
                 }
+                // No idle one to close: the new connection is closed at once.
                 let Some(()) = room else { continue };
                 freed.await.ok().and_then(Result::ok)
             }
         };
-        // Without one, closed at once: a queue of waiting connections would hold descriptors.
+        // Without a permit, closed at once: a queue of waiting connections would hold descriptors.
         let Some(permit) = permit else { continue };
         let place = Arc::new(Place::default());
         places.push_back(Arc::downgrade(&place));

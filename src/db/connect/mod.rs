@@ -177,7 +177,9 @@ impl Connector {
         metrics: Arc<Metrics>,
         statement_timeout: Duration,
     ) -> Arc<Connector> {
-        let (hosts, addrs, ports) = (pg.get_hosts(), pg.get_hostaddrs(), pg.get_ports());
+        let hosts = pg.get_hosts();
+        let addrs = pg.get_hostaddrs();
+        let ports = pg.get_ports();
         let entries = (0..hosts.len().max(addrs.len()))
             .map(|i| HostEntry {
                 host: hosts.get(i).cloned(),

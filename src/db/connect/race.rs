@@ -113,7 +113,8 @@ impl Connector {
         won: usize,
         manager: &Manager,
     ) {
-        let (now, winner) = (Instant::now(), &candidates[won].0);
+        let now = Instant::now();
+        let winner = &candidates[won].0;
         for (i, began) in live {
             let endpoint = &candidates[*i].0;
             let waited = now.saturating_duration_since(*began);
