@@ -63,7 +63,7 @@ pub fn parse(
             (_, false) => "PGHOSTADDR",
             (false, true) => "PGHOST",
         };
-        ConfigError::new(var, env(var).unwrap_or_default(), reason)
+        ConfigError::new(var, redact(&env(var).unwrap_or_default()), reason)
     })?;
     check_host_names(&pg).map_err(|reason| match names_from_dsn.0 {
         true => ConfigError::new("--dsn", redact(raw), reason),

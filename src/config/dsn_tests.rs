@@ -517,6 +517,10 @@ fn user_info_without_a_scheme_never_shows_its_password() {
         (Some("host=admin:s3cretpw@db.example port=5432"), no_env),
         (Some("host=user@corp:s3c@retpw@db port=5432"), no_env),
         (None, pghost),
+        // Two hosts for one hostaddr: the count is refused before the names are looked at.
+        (Some("hostaddr=10.0.0.5"), |name: &str| {
+            (name == "PGHOST").then(|| "admin:s3cretpw@db.example,other".into())
+        }),
     ] {
         let e = parse(dsn, env).unwrap_err().to_string();
         assert!(!e.contains("s3c") && !e.contains("retpw"), "{e}");
