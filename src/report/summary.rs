@@ -1,4 +1,6 @@
-//! The end-of-run summary, human and JSON, from plain program state (never Prometheus counters).
+//! The end-of-run summary, human and JSON, from the one place each figure is counted: program
+//! state, or the counter where that is the only count (primary changes, server restarts,
+//! retention deletes).
 
 use std::collections::BTreeMap;
 use std::fmt;
