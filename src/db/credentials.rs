@@ -142,15 +142,13 @@ impl Credentials {
     /// The password to connect with; `None` keeps the DSN's. Concurrent callers share one
     /// command run. An error never contains the password or the command's output.
     pub async fn password(self: &Arc<Self>) -> Result<Option<Secret>, String> {
-        let result = match &self.source {
-            PasswordSource::Dsn => return Ok(None),
-            PasswordSource::File(path) => {
-                let read = self.read_file(path).await;
-                read.inspect_err(|_| self.metrics.password_errors.inc())
-            }
-            PasswordSource::Command { argv, ttl } => self.run_cached(argv, *ttl).await,
-        };
-        result.map(Some)
+        match &self.source {
+            PasswordSource::Dsn => Ok(None),
+            PasswordSource::File(path) => (self.read_file(path).await)
+                .inspect_err(|_| self.metrics.password_errors.inc())
+                .map(Some),
+            PasswordSource::Command { argv, ttl } => self.run_cached(argv, *ttl).await.map(Some),
+        }
     }
 
     /// The server refused the password: the next connection fetches a fresh one.
