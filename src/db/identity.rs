@@ -130,11 +130,9 @@ impl Identity {
 
     /// `addr:port timeline N`.
     pub(crate) fn short(&self) -> String {
-        let mut s = self.endpoint().unwrap_or_else(|| "?".to_string());
-        if let Some(t) = self.timeline {
-            s.push_str(&format!(" timeline {t}"));
-        }
-        s
+        let endpoint = self.endpoint().unwrap_or_else(|| "?".to_string());
+        let timeline = self.timeline.map(|t| format!(" timeline {t}"));
+        endpoint + &timeline.unwrap_or_default()
     }
 
     pub fn endpoint(&self) -> Option<String> {
