@@ -141,32 +141,30 @@ pub(super) async fn build_index(
         schema,
     };
     let mut build = std::pin::pin!(client.batch_execute(&statement));
-    let built = match tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await {
-        Ok(built) => built,
-        Err(_) => {
-            tracing::warn!(table = %table.name, "--alter-table's index build ran past its deadline; pgdrill cancels it");
-            // Each step bounded, within the second the caller waits past `by`; the build's
-            // own result says whether the cancel took.
-            let sent = OptionFuture::from(armed.cancel.take());
-            match tokio::time::timeout(CANCEL_WITHIN, sent).await {
-                Ok(None | Some(Ok(()))) => {}
-                Ok(Some(Err(err))) => {
-                    tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build")
-                }
-                Err(_) => {
-                    tracing::warn!(table = %table.name, "--alter-table's cancel request got no answer")
-                }
+    let mut built = tokio::time::timeout_at(change.by + CANCEL_AFTER, &mut build).await;
+    if built.is_err() {
+        tracing::warn!(table = %table.name, "--alter-table's index build ran past its deadline; pgdrill cancels it");
+        // Each step bounded, within the second the caller waits past `by`; the build's
+        // own result says whether the cancel took.
+        let sent = OptionFuture::from(armed.cancel.take());
+        match tokio::time::timeout(CANCEL_WITHIN, sent).await {
+            Ok(None | Some(Ok(()))) => {}
+            Ok(Some(Err(err))) => {
+                tracing::warn!(table = %table.name, error = %err, "cannot cancel --alter-table's index build")
             }
-            let Ok(built) = tokio::time::timeout(CANCEL_WITHIN, &mut build).await else {
-                return Err(cancelled(&format!(
-                    "did not end within {took} nor when pgdrill cancelled it: it may still \
-                     be running, holding its lock on the table; end it with \
-                     SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
-                    quote_literal(&statement)
-                )));
-            };
-            built
+            Err(_) => {
+                tracing::warn!(table = %table.name, "--alter-table's cancel request got no answer")
+            }
         }
+        built = tokio::time::timeout(CANCEL_WITHIN, &mut build).await;
+    }
+    let Ok(built) = built else {
+        return Err(cancelled(&format!(
+            "did not end within {took} nor when pgdrill cancelled it: it may still \
+             be running, holding its lock on the table; end it with \
+             SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = {};",
+            quote_literal(&statement)
+        )));
     };
     // Ended, done or not: nothing to cancel.
     armed.cancel = None;
@@ -174,19 +172,17 @@ pub(super) async fn build_index(
     if set_timeout {
         let _ = client.batch_execute("RESET statement_timeout").await;
     }
-    if let Err(err) = built {
-        return Err(match crate::db::db_message(&err) {
-            Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
-                cancelled(&format!("did not end within {took}, so it was cancelled"))
-            }
-            Some(m) => TableError::Unusable(format!(
-                "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
-                 {statement};",
-                table.name
-            )),
-            None => TableError::Query(err),
-        });
-    }
+    built.map_err(|err| match crate::db::db_message(&err) {
+        Some(_) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
+            cancelled(&format!("did not end within {took}, so it was cancelled"))
+        }
+        Some(m) => TableError::Unusable(format!(
+            "--alter-table could not build the index on {}: {m}. Run as the table's owner: \
+             {statement};",
+            table.name
+        )),
+        None => TableError::Query(err),
+    })?;
     if relation(client, table).await?.is_some_and(|r| r.indexed) {
         tracing::warn!(table = %table.name, %statement, "--alter-table: changed a table pgdrill did not create");
         return Ok(());
