@@ -173,11 +173,10 @@ impl Credentials {
             .ok_or_else(|| format!("--password-file {} is empty", path.display()))?;
         let mut cache = self.cache.lock().await;
         if cache.secret.as_ref() != Some(&secret) {
-            if cache.secret.is_some() {
+            if cache.secret.replace(secret.clone()).is_some() {
                 tracing::info!(path = %path.display(), "password file changed; new connections use the new password");
             }
             self.metrics.password_refreshes.inc();
-            cache.secret = Some(secret.clone());
         }
         Ok(secret)
     }

@@ -111,8 +111,7 @@ impl Silence {
         let answered = tokio::select! {
             answered = probe => answered,
             name = self.name_moved() => {
-                let mut map = connector.endpoints.lock();
-                if let Some(state) = map.get_mut(&self.endpoint) {
+                if let Some(state) = connector.endpoints.lock().get_mut(&self.endpoint) {
                     tracing::warn!(
                         server = %self.endpoint,
                         name,
