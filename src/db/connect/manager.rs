@@ -11,7 +11,6 @@ use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
-use tokio_util::task::TaskTracker;
 
 use super::{ConnectError, Connector, Silence};
 use crate::db::credentials::Credentials;
@@ -286,7 +285,7 @@ impl Setup {
         &self,
         client: &Client,
         timeout: Duration,
-        (cancel, cancels): (table_check::Cancel, TaskTracker),
+        cancel: table_check::Cancel,
     ) -> Result<(), ConnectError> {
         // Within the startup deadline (the table is checked only before the first write).
         let left = self.fatal.startup_left().unwrap_or(Duration::MAX);
@@ -303,7 +302,7 @@ impl Setup {
                 by: change_by,
                 session_timeout: self.statement_timeout,
                 cancel,
-                cancels,
+                cancels: self.connector.cancels.clone(),
             };
             let checked = table_check::ensure(client, &self.workload, self.table, change).await;
             // Before the next waiter may run the check: it finds the refusal.

@@ -387,9 +387,8 @@ impl Connector {
         // One connect timeout for all but the table check (first connection only).
         let checking = Instant::now();
         let cancel = || cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
-        let change_cancel = (Box::pin(cancel()) as _, self.cancels.clone());
         manager
-            .table_ready(&client, self.timeout, change_cancel)
+            .table_ready(&client, self.timeout, Box::pin(cancel()))
             .await?;
         let deadline = began + self.timeout + checking.elapsed();
         let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
