@@ -57,22 +57,17 @@ pub fn parse(
     if pg.get_hosts().is_empty() && pg.get_hostaddrs().is_empty() {
         pg.host("localhost");
     }
-    check_hostaddr_count(&pg).map_err(|reason| {
-        let var = match names_from_dsn {
-            (true, true) => return ConfigError::new("--dsn", redact(raw), reason),
-            (_, false) => "PGHOSTADDR",
-            (false, true) => "PGHOST",
-        };
-        ConfigError::new(var, redact(&env(var).unwrap_or_default()), reason)
-    })?;
-    check_host_names(&pg).map_err(|reason| match names_from_dsn.0 {
+    // A mistake is named where it was made: the DSN, or the variable it left `var` to.
+    let blame = |var: &'static str, from_dsn: bool, reason: String| match from_dsn {
         true => ConfigError::new("--dsn", redact(raw), reason),
-        false => ConfigError::new("PGHOST", redact(&env("PGHOST").unwrap_or_default()), reason),
+        false => ConfigError::new(var, redact(&env(var).unwrap_or_default()), reason),
+    };
+    check_hostaddr_count(&pg).map_err(|reason| match names_from_dsn {
+        (_, false) => blame("PGHOSTADDR", false, reason),
+        (names, true) => blame("PGHOST", names, reason),
     })?;
-    check_ports(&pg).map_err(|reason| match ports_from_dsn {
-        true => ConfigError::new("--dsn", redact(raw), reason),
-        false => ConfigError::new("PGPORT", env("PGPORT").unwrap_or_default(), reason),
-    })?;
+    check_host_names(&pg).map_err(|reason| blame("PGHOST", names_from_dsn.0, reason))?;
+    check_ports(&pg).map_err(|reason| blame("PGPORT", ports_from_dsn, reason))?;
     if pg.get_user().is_none() {
         pg.user(env("USER").unwrap_or_else(|| "postgres".to_string()));
     }
