@@ -553,9 +553,8 @@ impl Config {
     /// Writes in flight with no acknowledgement and no failure for this long are
     /// an outage too: a second, or three schedule intervals at low rates.
     pub fn stall_threshold(&self) -> Duration {
-        self.outage_threshold
+        self.effective_outage_threshold()
             .max(Duration::from_secs(1))
-            .max(self.three_intervals())
     }
 }
 
