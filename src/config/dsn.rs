@@ -154,18 +154,15 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
     if ports.len() != 1 && ports.len() != hosts.len() {
         // Before the parse, which remembers the password: nothing after it is shown (a
         // query's password may hold a space).
-        let shown = if from == "PGPORT" {
-            ports.join(",")
-        } else {
-            crate::secrets::redact_unparsed(raw).0
+        let shown = match from {
+            "PGPORT" => ports.join(","),
+            _ => crate::secrets::redact_unparsed(raw).0,
         };
         let why = port_count(ports.len(), hosts.len());
         return Err(ConfigError::new(from, shown, why));
     }
-    let hosts: Vec<String> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| format!("{h}:{}", ports.get(i).unwrap_or(&ports[0])))
+    let hosts: Vec<String> = (hosts.iter().zip(ports.iter().cycle()))
+        .map(|(h, p)| format!("{h}:{p}"))
         .collect();
     let base = format!("{scheme}{user_info}{}{path}", hosts.join(","));
     Ok(with_query(base, &kept))
