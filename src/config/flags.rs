@@ -103,10 +103,7 @@ pub fn usage_message(err: &clap::Error, argv: &[OsString]) -> String {
         })
         .collect();
     let from_env = |var: &std::ffi::OsStr| {
-        let Some(set) = std::env::var_os(var) else {
-            return false;
-        };
-        match err.get(ContextKind::InvalidValue) {
+        std::env::var_os(var).is_some_and(|set| match err.get(ContextKind::InvalidValue) {
             // clap quotes the bad value: the variable's, unless the same was typed (a
             // subcommand's flag of the same name may have been, beside a bad variable).
             Some(ContextValue::String(value)) => {
@@ -114,7 +111,7 @@ pub fn usage_message(err: &clap::Error, argv: &[OsString]) -> String {
             }
             // pgdrill's own checks show the value as read (`25d` as `25days`).
             _ => typed.is_empty(),
-        }
+        })
     };
     let cmd = Cli::command();
     let var = std::iter::once(&cmd)
