@@ -94,13 +94,11 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
         let pooler = err
             .as_db_error()
             .filter(|_| *code == SqlState::PROTOCOL_VIOLATION);
-        if pooler.is_some_and(|db| pooler_refused_login(db.message())) {
-            return ErrorClass::Auth;
-        }
-        if pooler.is_some_and(|db| pooler_full(db.message())) {
-            return ErrorClass::TooManyConnections;
-        }
-        return classify_sqlstate(code);
+        return match pooler.map(|db| db.message()) {
+            Some(message) if pooler_refused_login(message) => ErrorClass::Auth,
+            Some(message) if pooler_full(message) => ErrorClass::TooManyConnections,
+            _ => classify_sqlstate(code),
+        };
     }
     if err.is_closed() {
         return ErrorClass::ConnectionClosed;
@@ -121,11 +119,10 @@ pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
         return ErrorClass::Auth;
     }
     if kind.starts_with("invalid configuration") {
-        let detail = err.source().map(|s| s.to_string()).unwrap_or_default();
-        if detail.contains("password") {
-            return ErrorClass::Auth;
-        }
-        return ErrorClass::Other;
+        return match err.source().map(|s| s.to_string()) {
+            Some(detail) if detail.contains("password") => ErrorClass::Auth,
+            _ => ErrorClass::Other,
+        };
     }
     if kind.starts_with("timeout waiting for server") {
         return ErrorClass::ConnectTimeout;
