@@ -87,11 +87,10 @@ pub fn parse(
     }
     let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
-    let passed_over = ignored_env(&env)
-        .into_iter()
-        .chain(unread_root_crt(&tls, &env));
-    let passed_over = passed_over.collect();
     Ok(Target {
+        passed_over: (ignored_env(&env).into_iter())
+            .chain(unread_root_crt(&tls, &env))
+            .collect(),
         pg,
         hosts,
         redacted,
@@ -99,7 +98,6 @@ pub fn parse(
         connect_timeout_from,
         connect_timeout_forever,
         passfile,
-        passed_over,
     })
 }
 
