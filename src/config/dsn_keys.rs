@@ -56,14 +56,11 @@ pub(super) fn our_value(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Option<(String, &'static str)> {
     let (_, var) = OUR_KEYS.iter().find(|(k, _)| *k == key)?;
-    if let Some((_, v)) = from_dsn.iter().rev().find(|(k, _)| k == key) {
-        return Some((v.clone(), "--dsn"));
+    match from_dsn.iter().rev().find(|(k, _)| k == key) {
+        Some((_, v)) => Some((v.clone(), "--dsn")),
+        None if var.is_empty() => None,
+        None => env(var).filter(|v| !v.is_empty()).map(|v| (v, *var)),
     }
-    (!var.is_empty())
-        .then(|| env(var))
-        .flatten()
-        .filter(|v| !v.is_empty())
-        .map(|v| (v, *var))
 }
 
 /// libpq's target_session_attrs for a writer: `primary` is `read-write` (a server in
