@@ -174,16 +174,14 @@ fn connect_timeout(
     target: &mut Target,
     default: Duration,
 ) -> Result<(Duration, &'static str), ConfigError> {
-    if let (None, Some(forever)) = (flag, target.connect_timeout_forever.take()) {
-        return Err(forever);
-    }
-    Ok(match flag {
-        Some(flag) => {
+    Ok(match (flag, target.connect_timeout_forever.take()) {
+        (Some(flag), _) => {
             let why = ": no connection is set up faster, and every one would time out";
             let flag = at_least("--connect-timeout", flag, Duration::from_millis(100), why)?;
             (flag, "--connect-timeout")
         }
-        None => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
+        (None, Some(forever)) => return Err(forever),
+        (None, None) => match (target.pg.get_connect_timeout(), target.connect_timeout_from) {
             (Some(t), Some(from)) if !t.is_zero() => (*t, from),
             _ => (default, "default"),
         },
