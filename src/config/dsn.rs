@@ -216,10 +216,7 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
         return Ok(());
     };
     let host = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    if user_info.contains(['/', '?'])
-        || user_info.contains(char::is_whitespace)
-        || host.contains('@')
-    {
+    if user_info.contains(|c: char| "/?".contains(c) || c.is_whitespace()) || host.contains('@') {
         let shown = after.rsplit_once('@').map_or("", |(_, tail)| tail);
         let shown = format!("{scheme}REDACTED@{shown}");
         let why = "has a '/', '?', '@' or space before its host that is not percent-encoded: \
