@@ -237,21 +237,20 @@ fn take_our_params(raw: &str) -> (String, Vec<(String, String)>) {
         let (taken, kept) = split_query(query, ours);
         return (with_query(base.to_string(), &kept), taken);
     }
-    let (mut taken, mut kept, mut s) = (Vec::new(), Vec::new(), raw);
-    while !s.trim_start().is_empty() {
-        let trimmed = s.trim_start();
-        let Some(eq) = trimmed.find('=') else {
+    let (mut taken, mut kept, mut s) = (Vec::new(), Vec::new(), raw.trim_start());
+    while !s.is_empty() {
+        let Some(eq) = s.find('=') else {
             return (raw.to_string(), Vec::new());
         };
-        let key = trimmed[..eq].trim_end();
-        let after = trimmed[eq + 1..].trim_start();
+        let key = s[..eq].trim_end();
+        let after = s[eq + 1..].trim_start();
         let (value, len) = kv_value(after);
-        let pair_len = trimmed.len() - after.len() + len;
+        let pair_len = s.len() - after.len() + len;
         match ours(key) {
             true => taken.push((key.to_string(), value)),
-            false => kept.push(&trimmed[..pair_len]),
+            false => kept.push(&s[..pair_len]),
         }
-        s = &trimmed[pair_len..];
+        s = s[pair_len..].trim_start();
     }
     (kept.join(" "), taken)
 }
