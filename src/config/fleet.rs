@@ -54,17 +54,15 @@ impl FleetArgs {
             }
         }
         let member = match (self.member_index, self.members) {
-            (Some(index), Some(of)) => {
-                if of == 0 {
-                    let why = "must be at least 1 (the processes that run the drill)";
-                    return Err(ConfigError::new("--members", "0", why));
-                }
-                if index >= of {
-                    let why = format!("must be below --members ({of}): indices count from 0");
-                    return Err(ConfigError::new("--member-index", index, why));
-                }
-                Some(Member { index, of })
+            (Some(_), Some(0)) => {
+                let why = "must be at least 1 (the processes that run the drill)";
+                return Err(ConfigError::new("--members", "0", why));
             }
+            (Some(index), Some(of)) if index >= of => {
+                let why = format!("must be below --members ({of}): indices count from 0");
+                return Err(ConfigError::new("--member-index", index, why));
+            }
+            (Some(index), Some(of)) => Some(Member { index, of }),
             _ => None,
         };
         Ok(Fleet {
