@@ -235,11 +235,7 @@ async fn drill_on(
             Some(reply) = requests.recv() => {
                 eprintln!("pgdrill demo: failing over now ({})", flag_value(args.failover));
                 let answer = match fail(lab, args, hosts).await {
-                    Ok(t) => {
-                        let line = format!("lab ground truth: {}", t.line);
-                        truth = Some(t);
-                        Ok(line)
-                    }
+                    Ok(t) => Ok(format!("lab ground truth: {}", truth.insert(t).line)),
                     Err(e) => Err(format!("failing over: {e}")),
                 };
                 let _ = reply.send(answer);
