@@ -201,9 +201,8 @@ pub(crate) fn listen_addr(value: &str) -> Result<SocketAddr, String> {
         let port: u16 = port.parse().map_err(|_| "a port is 0 to 65535")?;
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
-    let mut found = std::net::ToSocketAddrs::to_socket_addrs(value)
-        .map_err(|e| format!("expected IP:PORT, :PORT or HOST:PORT ({e})"))?;
-    found
+    std::net::ToSocketAddrs::to_socket_addrs(value)
+        .map_err(|e| format!("expected IP:PORT, :PORT or HOST:PORT ({e})"))?
         .next()
         .ok_or_else(|| format!("{value} has no address"))
 }
