@@ -88,7 +88,8 @@ pub fn parse(
     let hosts: Vec<_> = host_ports(&pg).map(|(h, p)| format!("{h}:{p}")).collect();
     let redacted = format!("{} {}", describe(&pg, &hosts), tls.describe());
     Ok(Target {
-        passed_over: (ignored_env(&env).into_iter())
+        passed_over: ignored_env(&env)
+            .into_iter()
             .chain(unread_root_crt(&tls, &env))
             .collect(),
         pg,
@@ -159,7 +160,9 @@ fn url_ports(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String,
         let why = port_count(ports.len(), hosts.len());
         return Err(ConfigError::new(from, shown, why));
     }
-    let hosts: Vec<String> = (hosts.iter().zip(ports.iter().cycle()))
+    let hosts: Vec<String> = hosts
+        .iter()
+        .zip(ports.iter().cycle())
         .map(|(h, p)| format!("{h}:{p}"))
         .collect();
     let base = format!("{scheme}{user_info}{}{path}", hosts.join(","));

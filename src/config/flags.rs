@@ -51,7 +51,9 @@ pub fn join_negative_values(argv: impl IntoIterator<Item = OsString>) -> Vec<OsS
     let mut out: Vec<OsString> = Vec::new();
     let mut options_ended = false;
     for arg in argv {
-        let negative = (arg.to_str().and_then(|a| a.strip_prefix('-')))
+        let negative = arg
+            .to_str()
+            .and_then(|a| a.strip_prefix('-'))
             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
         let flag = out
             .last()

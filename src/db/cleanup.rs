@@ -132,14 +132,17 @@ async fn drop_own_table(client: &Client, table: &Table) -> Result<String, Cleanu
          LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         table.quoted
     );
-    (client.batch_execute(&lock).await).map_err(|err| match err.code() {
-        Some(&SqlState::LOCK_NOT_AVAILABLE) => CleanupError::Database(format!(
-            "{} is in use by another session (its lock was not granted within \
-             {LOCK_WAIT}); nothing was dropped. Try again when that session is done",
-            table.name
-        )),
-        _ => err.into(),
-    })?;
+    client
+        .batch_execute(&lock)
+        .await
+        .map_err(|err| match err.code() {
+            Some(&SqlState::LOCK_NOT_AVAILABLE) => CleanupError::Database(format!(
+                "{} is in use by another session (its lock was not granted within \
+                 {LOCK_WAIT}); nothing was dropped. Try again when that session is done",
+                table.name
+            )),
+            _ => err.into(),
+        })?;
     match table_check::relation(client, table).await? {
         Some(relation) if relation.ours => {
             let sql = format!("DROP TABLE {}.{}", relation.schema, table.own_quoted());

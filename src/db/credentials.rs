@@ -144,7 +144,9 @@ impl Credentials {
     pub async fn password(self: &Arc<Self>) -> Result<Option<Secret>, String> {
         match &self.source {
             PasswordSource::Dsn => Ok(None),
-            PasswordSource::File(path) => (self.read_file(path).await)
+            PasswordSource::File(path) => self
+                .read_file(path)
+                .await
                 .inspect_err(|_| self.metrics.password_errors.inc())
                 .map(Some),
             PasswordSource::Command { argv, ttl } => self.run_cached(argv, *ttl).await.map(Some),
