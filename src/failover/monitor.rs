@@ -207,6 +207,7 @@ impl Monitor {
         match t {
             Transition::State { from, to } => {
                 m.failover_state.set(to.as_str());
+                self.verifier.outage_open(to == FailoverState::Outage);
                 self.outages.state_changed(from, to, Instant::now());
                 tracing::info!(
                     event = "state",

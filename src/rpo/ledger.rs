@@ -161,6 +161,11 @@ impl Ledger {
         self.held_until = Some(self.held_until.map_or(until, |h| h.max(until)));
     }
 
+    /// Whether a verification is queued that has not taken its snapshot yet.
+    pub fn held(&self) -> bool {
+        self.holds > 0
+    }
+
     /// A held verification begins: its snapshot, and its hold let go.
     pub fn take(&mut self, until: Instant) -> Snapshot {
         let snapshot = self.snapshot(until);

@@ -2,6 +2,7 @@
 //! writes it still has, retrying until it answers; count what was lost and over what span.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -88,6 +89,9 @@ pub struct Verifier {
     settle: Duration,
     /// How often a failing check of unknown outcomes is said.
     unknowns_failing: Mutex<Throttle>,
+    /// While an outage is open, its verification resolves the unknown outcomes, so that they
+    /// count in that outage's figures: the periodic check leaves them.
+    outage_open: AtomicBool,
 }
 
 /// How often the ledger's size is published, and unknown outcomes are checked.
@@ -130,7 +134,13 @@ impl Verifier {
             totals: Mutex::default(),
             settle: statement_timeout + Duration::from_secs(1),
             unknowns_failing: Mutex::new(Throttle::new(FAILED_WARN_EVERY)),
+            outage_open: AtomicBool::new(false),
         }
+    }
+
+    /// Told by the failover monitor as an outage opens and ends.
+    pub fn outage_open(&self, open: bool) {
+        self.outage_open.store(open, Ordering::Relaxed);
     }
 
     pub fn totals(&self) -> RpoTotals {
@@ -303,7 +313,14 @@ impl Verifier {
         let Some(before) = Instant::now().checked_sub(self.settle) else {
             return;
         };
-        let (seqs, min_id) = self.ledger.lock().settled_unknowns(before);
+        let (seqs, min_id) = {
+            let ledger = self.ledger.lock();
+            // A queued verification resolves them too, as its outage's or primary change's.
+            if self.outage_open.load(Ordering::Relaxed) || ledger.held() {
+                return;
+            }
+            ledger.settled_unknowns(before)
+        };
         if seqs.is_empty() {
             return;
         }

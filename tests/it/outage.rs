@@ -436,6 +436,52 @@ async fn hung_connections_are_left_when_new_ones_are_closed_at_once() {
     lab.shutdown().await;
 }
 
+/// Unknown outcomes from an outage are that outage's: while it lasts (here every INSERT is
+/// refused while the server still takes connections and reads), the periodic check leaves
+/// them to the outage's verification, so the outage's figures add up to the run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcomes_of_an_outage_are_resolved_by_its_verification() {
+    let lab = single(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let args = ["--dsn", &dsn, "--rate", "100", "--duration", "14s"];
+    // Unknown outcomes settle for a periodic check 1 s past the statement timeout.
+    let drill = Drill::start(&[&args[..], &["--statement-timeout", "1s"]].concat()).await;
+    drill.wait_for_transactions(100.0).await;
+    let locker = connect(&dsn).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN EXCLUSIVE MODE")
+        .await
+        .expect("lock pgdrill's table");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The INSERTs waiting on the lock lose their sessions: their outcome is unknown.
+    let waiting = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                   WHERE application_name = 'pgdrill' AND wait_event_type = 'Lock'";
+    assert!(count(&locker, waiting, &[]).await > 0, "no INSERT waited");
+    // Then every INSERT is refused, while connections and reads go on, for longer than an
+    // unknown outcome takes to settle.
+    let refuse = "ALTER TABLE pgdrill_writes ADD CONSTRAINT refuse CHECK (false) NOT VALID; COMMIT";
+    locker.batch_execute(refuse).await.expect("INSERTs refused");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let allow = "ALTER TABLE pgdrill_writes DROP CONSTRAINT refuse";
+    locker.batch_execute(allow).await.expect("INSERTs allowed");
+    let summary = drill.finish().await;
+    let counts = &summary.counts;
+    let resolved = counts.unknown_outcome_committed + counts.unknown_outcome_not_committed;
+    assert!(resolved > 0, "no unknown outcome resolved: {summary}");
+    let of_outages: u64 = summary
+        .outages
+        .iter()
+        .map(|o| {
+            o.unknown_outcome_committed.unwrap_or(0) + o.unknown_outcome_not_committed.unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        of_outages, resolved,
+        "the outages' unknown outcomes against the run's: {summary}"
+    );
+    lab.shutdown().await;
+}
+
 /// Once more than `writes` are acknowledged on `addr`'s `/metrics`, locks pgdrill's table
 /// from a session of its own; `ROLLBACK` on it ends the lock.
 async fn lock_after(addr: std::net::SocketAddr, dsn: &str, writes: f64) -> tokio_postgres::Client {
