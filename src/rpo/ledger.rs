@@ -60,7 +60,7 @@ pub struct Ledger {
     /// The latest acknowledgement (lanes record theirs a little out of order), and the
     /// lowest id acknowledged since the last checkpoint.
     newest_at: Option<Instant>,
-    period_min_id: i64,
+    period_min_id: Option<i64>,
     /// `(at, an id acknowledged in the second before)`, one a second: a write sent after
     /// `at` took a higher id ([`Ledger::floor_at`]).
     checkpoints: VecDeque<(Instant, i64)>,
@@ -150,7 +150,6 @@ impl Ledger {
     pub fn new(window: Duration) -> Ledger {
         Ledger {
             window,
-            period_min_id: i64::MAX,
             ..Ledger::default()
         }
     }
@@ -200,7 +199,7 @@ impl Ledger {
         }
         self.newest_id = Some(self.newest_id.map_or(id, |n| n.max(id)));
         self.newest_at = Some(self.newest_at.map_or(now, |n| n.max(now)));
-        self.period_min_id = self.period_min_id.min(id);
+        self.period_min_id = Some(self.period_min_id.map_or(id, |m| m.min(id)));
         if need_new {
             self.checkpoint();
         }
@@ -215,12 +214,12 @@ impl Ledger {
             .checkpoints
             .back()
             .is_none_or(|&(at, _)| now.duration_since(at) >= CHECKPOINT_EVERY);
-        if due && self.period_min_id != i64::MAX {
+        if let Some(min_id) = self.period_min_id.filter(|_| due) {
             if self.checkpoints.len() == MAX_CHECKPOINTS {
                 self.checkpoints.pop_front();
             }
-            self.checkpoints.push_back((now, self.period_min_id));
-            self.period_min_id = i64::MAX;
+            self.checkpoints.push_back((now, min_id));
+            self.period_min_id = None;
         }
     }
 
