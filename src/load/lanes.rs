@@ -135,7 +135,8 @@ impl Shared {
 /// The writes waiting on one connection, with one timer for all (not one or two per INSERT): a
 /// write unanswered for [`SUSPECT_AFTER`] has its server checked (again every [`SUSPECT_AFTER`]);
 /// one unanswered for the client timeout fails, with every write behind it.
-struct Watch {
+struct Watch<'a> {
+    report: &'a LaneOutcomes,
     /// Send instants of the writes in flight (at most the pipeline depth).
     waiting: Vec<(u64, Instant)>,
     /// When to look next; `None` with nothing in flight.
@@ -146,9 +147,10 @@ struct Watch {
     given_up: usize,
 }
 
-impl Watch {
-    fn new(give_up: CancellationToken) -> Watch {
+impl<'a> Watch<'a> {
+    fn new(report: &'a LaneOutcomes, give_up: CancellationToken) -> Watch<'a> {
         Watch {
+            report,
             waiting: Vec::new(),
             look_at: None,
             give_up,
@@ -189,6 +191,32 @@ impl Watch {
         let next = oldest + SUSPECT_AFTER * periods as u32;
         self.look_at = Some(next.min(give_up_at));
         waited >= SUSPECT_AFTER
+    }
+}
+
+impl Drop for Watch<'_> {
+    /// A lane that panicked never reads these answers: the writes fail, their outcome unknown,
+    /// rather than staying in flight (on /metrics and the stall detector's books) for good.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let failure = Failure {
+            class: ErrorClass::Other,
+            unknown: true,
+            message: "the lane sending it panicked".into(),
+            sqlstate: None,
+        };
+        for &(seq, sent) in &self.waiting {
+            self.report.failed(
+                Job {
+                    seq,
+                    intended: sent,
+                },
+                sent,
+                &failure,
+            );
+        }
     }
 }
 
@@ -295,7 +323,7 @@ async fn run_on(
     rng: &mut SmallRng,
 ) -> (bool, usize) {
     let give_up = conn.silence.child();
-    let mut watch = Watch::new(give_up.clone());
+    let mut watch = Watch::new(report, give_up.clone());
     let mut in_flight = FuturesUnordered::new();
     let far = Instant::now() + Duration::from_secs(86_400);
     let timer = tokio::time::sleep_until(far);
@@ -369,12 +397,20 @@ async fn run_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Sources;
+
+    fn sources() -> Sources {
+        use crate::telemetry::timeline::{Recorder, Timeline};
+        let classes = crate::report::sampler::class_names();
+        Sources::for_tests(Arc::new(Recorder::new(Timeline::new(&classes))))
+    }
 
     #[tokio::test(start_paused = true)]
     async fn one_timer_watches_every_write_on_a_connection() {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(2);
-        let mut watch = Watch::new(CancellationToken::new());
+        let report = sources().outcomes.lane();
+        let mut watch = Watch::new(&report, CancellationToken::new());
         assert_eq!(watch.look_at, None);
         watch.sent(1, t0);
         watch.sent(2, t0 + Duration::from_millis(100));
@@ -394,7 +430,7 @@ mod tests {
         assert_eq!(watch.given_up, 1);
         assert_eq!(watch.look_at, None);
         // Nothing waiting: the timer is disarmed.
-        let mut idle = Watch::new(CancellationToken::new());
+        let mut idle = Watch::new(&report, CancellationToken::new());
         idle.sent(3, t0);
         idle.answered(3);
         assert!(!idle.look(timeout, t0 + SUSPECT_AFTER));
@@ -403,11 +439,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_job_due_longer_ago_than_the_backlog_span_is_skipped_not_started() {
-        use crate::report::Sources;
-        use crate::telemetry::timeline::Recorder;
-        let sources = Sources::for_tests(Arc::new(Recorder::new(
-            crate::telemetry::timeline::Timeline::new(&crate::report::sampler::class_names()),
-        )));
+        let sources = sources();
         let report = sources.outcomes.lane();
         let (tx, jobs) = async_channel::bounded(8);
         let t0 = Instant::now();
@@ -427,5 +459,48 @@ mod tests {
         let job = next_job(&jobs, None, &report).await.expect("a job");
         assert_eq!((job.seq, job.intended), (3, Instant::now()));
         assert_eq!(sources.outcomes.tally().skipped, 2);
+    }
+
+    /// The supervisor starts a panicked lane again; the writes it had in flight must not stay
+    /// in flight for the rest of the run (a stall outage, a wrong gauge), nor vanish.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_lane_fails_its_writes_in_flight_with_an_unknown_outcome() {
+        let sources = sources();
+        let report = sources.outcomes.lane();
+        let t0 = Instant::now();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut watch = Watch::new(&report, CancellationToken::new());
+            for seq in 0..3 {
+                report.started();
+                watch.sent(seq, t0);
+            }
+            watch.answered(0);
+            report.succeeded(
+                Job {
+                    seq: 0,
+                    intended: t0,
+                },
+                t0,
+                t0,
+                1,
+            );
+            panic!("a bug");
+        }));
+        assert!(panicked.is_err());
+        let outcomes = &sources.outcomes;
+        assert_eq!(outcomes.detector.in_flight(), 0);
+        assert_eq!(outcomes.metrics.in_flight.get(), 0);
+        let tally = outcomes.tally();
+        assert_eq!((tally.successes(), tally.failed()), (1, 2));
+        assert_eq!(tally.errors[ErrorClass::Other.index()], 2);
+        assert_eq!(tally.unknown_outcome, 2);
+        // A lane dropped without a panic (the shutdown grace ran out) leaves its writes to
+        // the shutdown, which counts them abandoned.
+        let mut watch = Watch::new(&report, CancellationToken::new());
+        report.started();
+        watch.sent(3, t0);
+        drop(watch);
+        assert_eq!(outcomes.tally().failed(), 2);
+        assert_eq!(outcomes.detector.in_flight(), 1);
     }
 }
