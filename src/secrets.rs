@@ -373,8 +373,13 @@ pub fn scrub_patterns(text: &str) -> String {
         // markup (the report is scrubbed as HTML: `&quot;`, `<td>`).
         let rest = &text[value.end()..];
         let sep = &text[named.end()..value.start()];
+        // One scrubbed before, then again as part of a log line, keeps the fields after it.
+        let scrubbed = text[value.start()..]
+            .strip_prefix(REDACTED)
+            .is_some_and(|after| after.starts_with(' ') || after.is_empty());
         let end = match word.starts_with('-') {
             true => rest.find(|c: char| c.is_ascii_whitespace() || "\"'\\".contains(c)),
+            false if scrubbed => Some(0),
             false if sep.ends_with(' ') && sep.trim_end().ends_with(':') => {
                 rest.find(['\r', '\n', '"', '\'', '\\', '&', '<', '>'])
             }

@@ -42,6 +42,11 @@ fn connection_strings_and_secret_keys_are_scrubbed() {
         // YAML's bare value runs to the end of its line (or of a JSON string).
         ("password: correct horse battery", "password: REDACTED"),
         ("secret: a b\nnext: c", "secret: REDACTED\nnext: c"),
+        // Scrubbed once (a trigger's output line), then again whole with the log's fields.
+        (
+            "password: REDACTED event=\"trigger_output\" trigger=1",
+            "password: REDACTED event=\"trigger_output\" trigger=1",
+        ),
         (
             r#"{"msg":"token: ab cd","x":1}"#,
             r#"{"msg":"token: REDACTED","x":1}"#,
