@@ -181,10 +181,9 @@ pub struct RunArgs {
     #[arg(value_parser = duration, long, env = "PGDRILL_RETENTION")]
     pub retention: Option<humantime::Duration>,
 
-    /// Rows deleted per retention batch (one short transaction each).
+    /// Rows deleted per retention batch (one short transaction each) [default: 5000].
     #[arg(long, env = "PGDRILL_RETENTION_BATCH_SIZE")]
-    #[arg(default_value_t = 5000, requires = "retention")]
-    pub retention_batch_size: u32,
+    pub retention_batch_size: Option<u32>,
 
     /// Runtime threads for the load and /metrics, 0 to 256 (0: one per core); 1 runs
     /// everything on one thread [default: 1; the database, not the client, should be what
@@ -323,10 +322,10 @@ pub struct PasswordArgs {
     #[arg(long, env = "PGDRILL_PASSWORD_COMMAND", hide_env_values = true)]
     pub password_command: Option<String>,
 
-    /// Re-run --password-command once its output is this old (Entra tokens last 60-90 minutes).
-    #[arg(value_parser = duration, long, env = "PGDRILL_PASSWORD_TTL", default_value = "15m",
-          requires = "password_command")]
-    pub password_ttl: humantime::Duration,
+    /// Re-run --password-command once its output is this old (Entra tokens last 60-90
+    /// minutes) [default: 15m].
+    #[arg(value_parser = duration, long, env = "PGDRILL_PASSWORD_TTL")]
+    pub password_ttl: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -5,13 +5,14 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::fleet::{Fleet, FleetArgs};
-use crate::config::{at_least, between, duration, positive, text};
+use crate::config::{at_least, between, duration, needs, positive, text};
 use crate::drill::plan::{Schedule, TriggerAction, TriggerCommand, TriggerConfig};
 use crate::drill::Objectives;
 use crate::error::ConfigError;
 
 /// `--failover-after` when only `--failover-command` is given.
 pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(30);
+const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A trigger needs at least this much load before it: its baseline.
 pub const MIN_BASELINE: Duration = Duration::from_secs(2);
@@ -33,29 +34,27 @@ pub struct DrillArgs {
     pub failover_command: Option<String>,
 
     /// Run --failover-command with `sh -c`.
-    // Checked in `validate`, not with `requires`: PGDRILL_FAILOVER_SHELL=false is not a use.
     #[arg(long, env = "PGDRILL_FAILOVER_SHELL",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub failover_shell: bool,
 
     /// Start the (first) trigger this long after the load starts; the load before it is the
     /// baseline, which must be healthy for a valid drill [default: 30s].
-    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_AFTER", requires = "failover_command")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_AFTER")]
     pub failover_after: Option<humantime::Duration>,
 
     /// How many failovers to trigger in this run.
-    #[arg(long, env = "PGDRILL_FAILOVERS", requires = "failover_command")]
+    #[arg(long, env = "PGDRILL_FAILOVERS")]
     pub failovers: Option<u32>,
 
     /// Time between the starts of consecutive triggers (with --failovers 2 or more).
-    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_EVERY", requires = "failovers")]
+    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_EVERY")]
     pub failover_every: Option<humantime::Duration>,
 
     /// Kill the trigger (its whole process group) if it runs longer than this; the drill is
-    /// then invalid.
-    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_TIMEOUT", default_value = "10m",
-          requires = "failover_command")]
-    pub failover_timeout: humantime::Duration,
+    /// then invalid [default: 10m].
+    #[arg(value_parser = duration, long, env = "PGDRILL_FAILOVER_TIMEOUT")]
+    pub failover_timeout: Option<humantime::Duration>,
 
     /// Longest acceptable write unavailability per failover; the same number as the
     /// pgdrill:rto_objective_seconds recording rule.
@@ -95,14 +94,22 @@ impl DrillArgs {
         };
         let fleet = self.fleet.validate()?;
         let trigger = match &self.failover_command {
-            None if self.failover_shell => {
-                let why = "says how to run --failover-command, which is not given";
-                return Err(ConfigError::new("--failover-shell", "true", why));
+            None => {
+                // Checked here, not by clap: PGDRILL_FAILOVER_SHELL=false is not a use.
+                let of = "--failover-command";
+                needs("--failover-shell", self.failover_shell.then_some(true), of)?;
+                needs("--failover-after", self.failover_after, of)?;
+                needs("--failovers", self.failovers, of)?;
+                needs("--failover-every", self.failover_every, of)?;
+                needs("--failover-timeout", self.failover_timeout, of)?;
+                None
             }
-            None => None,
             Some(raw) => {
                 let command = TriggerCommand::parse(raw, self.failover_shell)?;
-                let timeout = positive("--failover-timeout", self.failover_timeout)?;
+                let timeout = self
+                    .failover_timeout
+                    .unwrap_or(DEFAULT_FAILOVER_TIMEOUT.into());
+                let timeout = positive("--failover-timeout", timeout)?;
                 let schedule = self.schedule()?;
                 duration.map_or(Ok(()), |d| fits_in_run(&schedule, d))?;
                 // Every member checks the trigger flags; only member 0 runs the trigger.

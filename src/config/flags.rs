@@ -77,7 +77,11 @@ pub fn join_negative_values(argv: impl IntoIterator<Item = OsString>) -> Vec<OsS
 /// the environment variable when the bad value came from one: clap names only the flag,
 /// which the user may never have typed. `argv` is what was parsed.
 pub fn usage_message(err: &clap::Error, argv: &[OsString]) -> String {
-    let text = err.render().to_string();
+    // Rust's integer parse error, as clap passes it on, says nothing of what is wanted.
+    let text = err.render().to_string().replace(
+        "invalid digit found in string",
+        "not a count (a whole number, 0 or more)",
+    );
     if dsn_split_by_the_shell(argv).is_some_and(|w| text.contains(&format!("'{w}'"))) {
         let usage = text.split_once('\n').map_or("", |(_, rest)| rest);
         return format!(

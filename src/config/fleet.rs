@@ -21,11 +21,10 @@ pub struct FleetArgs {
     /// This process's index among the --members processes of the drill (an Indexed Job's
     /// JOB_COMPLETION_INDEX). Only index 0 runs --failover-command; the others measure only.
     #[arg(long, env = "PGDRILL_MEMBER_INDEX")]
-    #[arg(requires = "members", requires = "drill_id")]
     pub member_index: Option<u32>,
 
     /// How many processes run the drill (with --member-index).
-    #[arg(long, env = "PGDRILL_MEMBERS", requires = "member_index")]
+    #[arg(long, env = "PGDRILL_MEMBERS")]
     pub members: Option<u32>,
 }
 
@@ -62,8 +61,21 @@ impl FleetArgs {
                 let why = format!("must be below --members ({of}): indices count from 0");
                 return Err(ConfigError::new("--member-index", index, why));
             }
+            (Some(index), Some(_)) if self.drill_id.is_none() => {
+                let why = "needs --drill-id (the id every member shares), which is not given";
+                return Err(ConfigError::new("--member-index", index, why));
+            }
             (Some(index), Some(of)) => Some(Member { index, of }),
-            _ => None,
+            (Some(index), None) => {
+                let why = "needs --members (how many processes run the drill), which is not given";
+                return Err(ConfigError::new("--member-index", index, why));
+            }
+            (None, Some(of)) => {
+                let why =
+                    "needs --member-index (which of them this process is), which is not given";
+                return Err(ConfigError::new("--members", of, why));
+            }
+            (None, None) => None,
         };
         Ok(Fleet {
             drill_id: self.drill_id.clone(),

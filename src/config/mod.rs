@@ -84,6 +84,17 @@ fn text(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// A flag given without the one whose setting it is (`--failover-timeout` without
+/// `--failover-command`): refused, not ignored.
+fn needs(
+    flag: &'static str,
+    value: Option<impl std::fmt::Display>,
+    of: &str,
+) -> Result<(), ConfigError> {
+    let why = format!("is a setting of {of}, which is not given");
+    value.map_or(Ok(()), |v| Err(ConfigError::new(flag, v, why)))
+}
+
 fn positive(option: &'static str, d: humantime::Duration) -> Result<Duration, ConfigError> {
     let d: Duration = d.into();
     if d.is_zero() {
@@ -118,6 +129,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The longest `--verify-window`: 36,000 ledger slices, a few MB even while held.
+const DEFAULT_RETENTION_BATCH_SIZE: u32 = 5000;
+const DEFAULT_PASSWORD_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_VERIFY_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The slowest `--rate` other than 0 (unlimited).
@@ -382,6 +395,11 @@ impl RunArgs {
 
     fn retention(&self) -> Result<Option<RetentionSettings>, ConfigError> {
         let Some(window) = self.retention else {
+            needs(
+                "--retention-batch-size",
+                self.retention_batch_size,
+                "--retention",
+            )?;
             return Ok(None);
         };
         let window = positive("--retention", window)?;
@@ -396,7 +414,8 @@ impl RunArgs {
         }
         let batch_size = between(
             "--retention-batch-size",
-            self.retention_batch_size,
+            self.retention_batch_size
+                .unwrap_or(DEFAULT_RETENTION_BATCH_SIZE),
             1_000_000,
         )?;
         Ok(Some(RetentionSettings {
@@ -446,9 +465,14 @@ impl PasswordArgs {
                 argv: shlex::split(command).ok_or_else(|| {
                     ConfigError::new("--password-command", "(not shown)", unsplit)
                 })?,
-                ttl: self.password_ttl.into(),
+                ttl: self
+                    .password_ttl
+                    .map_or(DEFAULT_PASSWORD_TTL, Duration::from),
             },
-            (None, None) => PasswordSource::Dsn,
+            (None, None) => {
+                needs("--password-ttl", self.password_ttl, "--password-command")?;
+                PasswordSource::Dsn
+            }
         }
         .validate()?;
         if matches!(source, PasswordSource::Dsn) {

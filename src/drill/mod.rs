@@ -186,7 +186,7 @@ mod tests {
             failover_after: None,
             failovers: None,
             failover_every: None,
-            failover_timeout: "1m".parse().unwrap(),
+            failover_timeout: "1m".parse().ok(),
             rto_objective: "30s".parse().unwrap(),
             rpo_objective: 0,
             fleet: Default::default(),

@@ -59,7 +59,7 @@ pub(crate) fn pod(
             failover_after: None,
             failovers: None,
             failover_every: None,
-            failover_timeout: "1m".parse().unwrap(),
+            failover_timeout: "1m".parse().ok(),
             rto_objective: rto.parse().unwrap(),
             rpo_objective: 0,
             fleet: Default::default(),

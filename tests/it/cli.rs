@@ -33,8 +33,30 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
         (&["--pipeline-depth", "0"], &["--pipeline-depth", "0"]),
         (&["--rate", "1e-400"], &["--rate", "1e-400", "0.001/s"]),
         // Flags of a feature not asked for are refused, not ignored.
-        (&["--failover-timeout", "1m"], &["--failover-command"]),
-        (&["--password-ttl", "5m"], &["--password-command"]),
+        (
+            &["--failover-timeout", "1m"],
+            &[
+                "--failover-timeout",
+                "'1m'",
+                "--failover-command, which is not given",
+            ],
+        ),
+        (
+            &["--password-ttl", "5m"],
+            &[
+                "--password-ttl",
+                "'5m'",
+                "--password-command, which is not given",
+            ],
+        ),
+        (
+            &["--member-index", "1"],
+            &["--member-index", "'1'", "needs --members"],
+        ),
+        (
+            &["--rpo-objective", "-1"],
+            &["--rpo-objective", "'-1'", "not a count"],
+        ),
         (
             &["--worker-threads", "100000"],
             &["--worker-threads", "100000", "0..=256"],
@@ -58,7 +80,11 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
         ),
         (
             &["--retention-batch-size", "7"],
-            &["--retention <RETENTION>", "required"],
+            &[
+                "--retention-batch-size",
+                "'7'",
+                "--retention, which is not given",
+            ],
         ),
         (
             &[
