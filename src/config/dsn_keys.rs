@@ -63,6 +63,16 @@ pub(super) fn our_value(
     }
 }
 
+/// An error about `key`'s value `v`, shown as it was written where it was set: `key=v` in
+/// `--dsn`, `v` alone in its variable.
+fn bad_key(key: &str, v: &str, from: &'static str, why: impl Into<String>) -> ConfigError {
+    let shown = match from {
+        "--dsn" => format!("{key}={v}"),
+        _ => v.to_string(),
+    };
+    ConfigError::new(from, shown, why)
+}
+
 /// libpq's target_session_attrs for a writer: `primary` is `read-write` (a server in
 /// recovery is refused either way); the values that pick a standby cannot take writes.
 pub(super) fn session_attrs(value: Value) -> Result<TargetSessionAttrs, ConfigError> {
@@ -79,7 +89,7 @@ pub(super) fn session_attrs(value: Value) -> Result<TargetSessionAttrs, ConfigEr
             read-only, standby and prefer-standby pick servers that cannot take writes)",
         ),
     }
-    .map_err(|reason| ConfigError::new(option, format!("target_session_attrs={v}"), reason))
+    .map_err(|reason| bad_key("target_session_attrs", &v, option, reason))
 }
 
 /// pgdrill has no GSSAPI encryption, as a libpq built without it: `prefer` (libpq's
@@ -89,7 +99,7 @@ pub(super) fn check_gssencmode(value: Value) -> Result<(), ConfigError> {
         Some((v, option)) if !matches!(v.as_str(), "disable" | "prefer") => {
             let why = "pgdrill has no GSSAPI encryption: gssencmode must be disable or prefer \
                        (TLS through sslmode protects the connection)";
-            Err(ConfigError::new(option, format!("gssencmode={v}"), why))
+            Err(bad_key("gssencmode", &v, option, why))
         }
         _ => Ok(()),
     }
@@ -102,7 +112,7 @@ pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), Config
         let Some((v, from)) = value(key) else {
             continue;
         };
-        let bad = |reason: &str| ConfigError::new(from, format!("{key}={v}"), reason);
+        let bad = |reason: &str| bad_key(key, &v, from, reason);
         let one = one_key(key, &v).map_err(|reason| bad(&reason))?;
         match key {
             "options" => _ = pg.options(one.get_options().unwrap_or_default()),
@@ -124,7 +134,7 @@ pub(super) fn pass_through(pg: &mut PgConfig, value: Value) -> Result<(), Config
             Ok(ms) if ms <= i32::MAX as u64 => _ = pg.tcp_user_timeout(Duration::from_millis(ms)),
             _ => {
                 let why = "`tcp_user_timeout` must be whole milliseconds, at most 2147483647";
-                return Err(ConfigError::new(from, format!("tcp_user_timeout={v}"), why));
+                return Err(bad_key("tcp_user_timeout", &v, from, why));
             }
         }
     }
@@ -165,13 +175,13 @@ pub(super) fn tls_settings(value: Value) -> Result<TlsSettings, ConfigError> {
             ),
             Some(mode) => Ok(mode),
         }
-        .map_err(|reason| ConfigError::new(option, format!("sslmode={v}"), reason))?,
+        .map_err(|reason| bad_key("sslmode", &v, option, reason))?,
     };
     // Named where it was set, as every other key: the DSN or its variable (with no
     // sslrootcert, an explicit sslmode=verify-* is what reads the system's store).
     TlsSettings::new(mode, root_cert).map_err(|e| match (&root, value("sslmode")) {
-        (Some((v, from)), _) => ConfigError::new(from, format!("sslrootcert={v}"), e.reason),
-        (None, Some((v, from))) => ConfigError::new(from, format!("sslmode={v}"), e.reason),
+        (Some((v, from)), _) => bad_key("sslrootcert", v, from, e.reason),
+        (None, Some((v, from))) => bad_key("sslmode", &v, from, e.reason),
         (None, None) => e,
     })
 }
@@ -203,7 +213,7 @@ pub(super) fn connect_timeout(
     let Some((v, from)) = value("connect_timeout") else {
         return Ok((None, None));
     };
-    let bad = |reason| ConfigError::new(from, format!("connect_timeout={v}"), reason);
+    let bad = |reason| bad_key("connect_timeout", &v, from, reason);
     match v.trim().parse::<i64>() {
         // libpq takes an int; beyond it no deadline can be computed.
         Ok(seconds) if seconds > i64::from(i32::MAX) => {

@@ -404,7 +404,7 @@ fn bad_tls_settings_name_the_option() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("sslrootcert") && e.contains("/no/such/ca.pem"),
+        e.contains("PGSSLROOTCERT") && e.contains("'/no/such/ca.pem'"),
         "{e}"
     );
 }
@@ -419,10 +419,7 @@ fn gssencmode_without_gssapi_is_disable_or_prefer_as_in_a_libpq_without_it() {
     }
     let env = |k: &str| (k == "PGGSSENCMODE").then(|| "require".to_string());
     let e = parse(Some("host=h"), env).unwrap_err().to_string();
-    assert!(
-        e.contains("PGGSSENCMODE") && e.contains("gssencmode=require"),
-        "{e}"
-    );
+    assert!(e.contains("PGGSSENCMODE") && e.contains("'require'"), "{e}");
 }
 
 #[test]
@@ -570,7 +567,8 @@ fn an_unusable_root_certificate_is_named_where_it_was_set() {
     let env = |k: &str| (k == "PGSSLROOTCERT").then(|| "/no/such/ca.pem".to_string());
     let e = parse(Some("host=h sslmode=verify-full"), env).unwrap_err();
     assert_eq!(e.option, "PGSSLROOTCERT", "{e}");
-    assert_eq!(e.value, "sslrootcert=/no/such/ca.pem", "{e}");
+    // The variable's value as it was set, not as a DSN key.
+    assert_eq!(e.value, "/no/such/ca.pem", "{e}");
     let e = parse(
         Some("host=h sslmode=verify-ca sslrootcert=/no/ca.pem"),
         no_env,
