@@ -358,7 +358,10 @@ impl RunArgs {
         let d: Duration = self.statement_timeout.into();
         let max = Duration::from_millis(i32::MAX as u64);
         if d < Duration::from_millis(1) || d > max {
-            let reason = format!("must be between 1ms and {}", text(max));
+            let reason = format!(
+                "must be between 1ms and {} (PostgreSQL's limit: 2147483647 ms)",
+                text(max)
+            );
             return Err(ConfigError::new("--statement-timeout", text(d), reason));
         }
         Ok(d)
