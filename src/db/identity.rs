@@ -29,6 +29,10 @@ pub struct Identity {
     /// sets when its storage is full): refused like a standby. Not a fact of which server.
     #[serde(skip)]
     pub read_only: Option<bool>,
+    /// What an acknowledgement waited for, as this session saw it: whether a write lost in a
+    /// failover broke a promise (`on` with a synchronous standby) or was allowed to be lost.
+    pub synchronous_commit: Option<String>,
+    pub synchronous_standby_names: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +139,18 @@ impl Identity {
         endpoint + &timeline.unwrap_or_default()
     }
 
+    /// `synchronous_commit=on synchronous_standby_names='…'`, as far as read.
+    pub fn durability(&self) -> Option<String> {
+        let commit = self
+            .synchronous_commit
+            .as_ref()
+            .map(|c| format!("synchronous_commit={c}"));
+        let names = self.synchronous_standby_names.as_ref();
+        let names = names.map(|n| format!("synchronous_standby_names='{n}'"));
+        let both: Vec<String> = commit.into_iter().chain(names).collect();
+        (!both.is_empty()).then(|| both.join(" "))
+    }
+
     pub fn endpoint(&self) -> Option<String> {
         let (addr, port) = (self.server_addr.as_ref()?, self.server_port?);
         Some(format!("{addr}:{port}"))
@@ -147,7 +163,8 @@ const PROBE_ALL: &str = "SELECT pg_is_in_recovery()::text, host(inet_server_addr
      inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), \
      pg_postmaster_start_time()::text, CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
-     current_setting('transaction_read_only')";
+     current_setting('transaction_read_only'), current_setting('synchronous_commit'), \
+     current_setting('synchronous_standby_names')";
 
 /// The same facts one at a time, when the statement above is refused (a function revoked
 /// from the user), so that one refused function costs only its own fact.
@@ -158,6 +175,7 @@ const PROBES: &[&str] = &[
     "SELECT pg_postmaster_start_time()::text",
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
     "SELECT current_setting('transaction_read_only')",
+    "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
 ];
 
 /// The server's identity, or an error when the server or a pooler in front failed the probe
@@ -181,13 +199,15 @@ fn identity_of(col: impl Fn(usize) -> Option<String>) -> Identity {
         postmaster_start: col(4),
         timeline: col(5).and_then(|hex| i64::from_str_radix(&hex, 16).ok()),
         read_only: col(6).map(|v| v == "on"),
+        synchronous_commit: col(7),
+        synchronous_standby_names: col(8),
     }
 }
 
 async fn probe_each(client: &Client) -> Identity {
-    let mut columns: [Option<String>; 7] = Default::default();
+    let mut columns: [Option<String>; 9] = Default::default();
     // Where each probe's columns go in PROBE_ALL's order.
-    let first_column = [0, 1, 3, 4, 5, 6];
+    let first_column = [0, 1, 3, 4, 5, 6, 7];
     for (i, sql) in PROBES.iter().enumerate() {
         if i == 4 && columns[0].as_deref() != Some("false") {
             continue;
@@ -378,6 +398,7 @@ pub(crate) mod tests {
             timeline: Some(timeline),
             postmaster_start: Some("t0".into()),
             read_only: Some(false),
+            ..Identity::default()
         }
     }
 

@@ -538,6 +538,21 @@ impl fmt::Display for Summary {
                 n => format!(", unresolved {n}"),
             }
         )?;
+        // What the lost-writes figure is to be read against.
+        let durability = |id: &Option<Identity>| id.as_ref().and_then(Identity::durability);
+        match (
+            durability(&self.identity_first),
+            durability(&self.identity_last),
+        ) {
+            (Some(first), Some(last)) if first != last => {
+                writeln!(f, "  commits       {first} at start; {last} at end")?
+            }
+            (first, last) => {
+                if let Some(seen) = last.or(first) {
+                    writeln!(f, "  commits       {seen}")?
+                }
+            }
+        }
         self.fmt_outages(f)?;
         if let Some(error) = &self.crashed {
             writeln!(f, "  CRASHED       {error}")?;

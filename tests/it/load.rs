@@ -3,6 +3,8 @@
 //! server the writes reach is named by one statement.
 
 use crate::support::drill::{metric, metric_sum, Drill};
+use std::time::Duration;
+
 use crate::support::{connect, exec, rows_of_run, start_single as single};
 
 /// Every family the issue promises, present on a live scrape.
@@ -103,10 +105,34 @@ async fn the_server_is_probed_in_one_statement_or_fact_by_fact() {
     // In pgdrill's database: a function's privileges are each database's own.
     let admin = connect(&format!("{} dbname=pgdrill", lab.admin_dsn(lab.primary()))).await;
     exec(&admin, "ALTER ROLE pgdrill SET log_statement = 'all'").await;
+    // What an acknowledgement waits for, as pgdrill's sessions see it: its role's own setting,
+    // and the server's (a standby that does not exist: with `local`, commits do not wait).
+    exec(&admin, "SET synchronous_commit = 'local'").await;
+    let local = "ALTER ROLE pgdrill SET synchronous_commit = 'local'";
+    exec(&admin, local).await;
+    let names = "ANY 1 (nobody)";
+    exec(
+        &admin,
+        &format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'"),
+    )
+    .await;
+    exec(&admin, "SELECT pg_reload_conf()").await;
     let dsn = lab.dsn(lab.primary());
+    crate::support::eventually(Duration::from_secs(10), "the reload", || async {
+        let fresh = connect(&dsn).await;
+        let row = fresh.query_one("SHOW synchronous_standby_names", &[]).await;
+        row.is_ok_and(|r| r.get::<_, String>(0) == names)
+    })
+    .await;
     let args = ["--dsn", &dsn, "--rate", "50", "--duration", "1s"];
-    let full = Drill::start(&args).await.finish().await.identity_first;
+    let summary = Drill::start(&args).await.finish().await;
+    let full = summary.identity_first.clone();
     let full = full.expect("the first primary is probed");
+    assert_eq!(full.synchronous_commit.as_deref(), Some("local"));
+    assert_eq!(full.synchronous_standby_names.as_deref(), Some(names));
+    let line =
+        format!("commits       synchronous_commit=local synchronous_standby_names='{names}'");
+    assert!(summary.to_string().contains(&line), "{summary}");
     assert_eq!(full.in_recovery, Some(false), "{full:?}");
     assert_eq!(full.timeline, Some(1), "{full:?}");
     assert_eq!(full.server_port, Some(lab.port(lab.primary())), "{full:?}");

@@ -192,5 +192,6 @@ pub(crate) fn describe(id: &Identity) -> String {
     let system = id.system_identifier.as_ref();
     parts.extend(system.map(|s| format!("system id {s}")));
     parts.extend(id.postmaster_start.iter().map(|s| format!("up since {s}")));
+    parts.extend(id.durability());
     parts.join(", ")
 }

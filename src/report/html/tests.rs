@@ -239,6 +239,8 @@ pub(super) fn drill(secs: u64, fail_at: u64) -> Summary {
         timeline: Some(1),
         postmaster_start: Some("2026-11-27 08:00:01.123+00".into()),
         read_only: None,
+        synchronous_commit: Some("on".into()),
+        synchronous_standby_names: Some("ANY 1 (s1, s2)".into()),
     };
     let after = Identity {
         server_port: Some(54322),
@@ -427,6 +429,8 @@ fn every_event_gets_a_marker_and_the_outage_is_shaded() {
     // The outage seconds colour the state band.
     assert!(html.contains(r##"fill="#d7263d"><title>outage"##));
     assert!(html.contains("127.0.0.1:54321 timeline 1 → 127.0.0.1:54322 timeline 2"));
+    // What the lost-writes figure is read against, with the primary.
+    assert!(html.contains("synchronous_commit=on synchronous_standby_names='ANY 1 (s1, s2)'"));
 }
 
 #[test]
