@@ -57,7 +57,7 @@ impl CleanupError {
 
 impl From<tokio_postgres::Error> for CleanupError {
     fn from(err: tokio_postgres::Error) -> CleanupError {
-        CleanupError::Database(super::db_message(&err).unwrap_or_else(|| err.to_string()))
+        CleanupError::Database(super::error_text(&err))
     }
 }
 

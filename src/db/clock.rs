@@ -34,7 +34,7 @@ pub async fn measure(pool: &DbPool, clock: WallClock) -> Option<ClockOffset> {
         for _ in 0..SAMPLES {
             let sent = Instant::now();
             let rows = conn.client.query_typed(SQL, &[]).await;
-            let rows = rows.map_err(|e| super::db_message(&e).unwrap_or_else(|| e.to_string()))?;
+            let rows = rows.map_err(|e| super::error_text(&e))?;
             let received = Instant::now();
             let server = rows.first().map(|row| row.try_get::<_, f64>(0));
             let server = server.ok_or("no row")?.map_err(|e| e.to_string())?;

@@ -78,6 +78,12 @@ pub(crate) fn db_message(err: &tokio_postgres::Error) -> Option<String> {
     Some(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
 }
 
+/// An error as a user reads it: the server's message and SQLSTATE, not tokio-postgres's
+/// bare "db error".
+pub(crate) fn error_text(err: &tokio_postgres::Error) -> String {
+    db_message(err).unwrap_or_else(|| err.to_string())
+}
+
 /// Whether `sql`'s first value is `true` (a boolean cast to text, by the simple protocol).
 pub(crate) async fn is_true(client: &Client, sql: &str) -> Result<bool, tokio_postgres::Error> {
     Ok(first_value(client, sql).await?.as_deref() == Some("true"))

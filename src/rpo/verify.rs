@@ -34,7 +34,7 @@ pub enum VerifyError {
     Standby,
     #[error("the pooled connection reaches another server than the primary; waiting")]
     NotCurrent,
-    #[error("verification query: {0}")]
+    #[error("verification query: {}", crate::db::error_text(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("verification query: no answer within {}", humantime::format_duration(*.0))]
     NoAnswer(Duration),

@@ -37,7 +37,7 @@ pub enum TableError {
     #[error("{0}")]
     Unusable(String),
     /// The check itself failed (connection lost, timeout): the next connection checks again.
-    #[error("checking the table: {0}")]
+    #[error("checking the table: {}", crate::db::error_text(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 
