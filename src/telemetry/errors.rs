@@ -1,5 +1,6 @@
 //! Every distinct error of a failed write, visible: the first of each (class, SQLSTATE) is logged
-//! with the server's message (again after an hour without it; PgBouncer's 08P01 per message), and
+//! with the server's message (again after an hour without it; per message where one SQLSTATE
+//! has several causes: PgBouncer's 08P01, a privilege, a constraint, a trigger), and
 //! the summary lists each with its count and one message. One count per failed write, as in
 //! `pgdrill_transaction_errors_total`; failed connection attempts are counted apart.
 
@@ -69,28 +70,28 @@ pub struct ErrorBook {
     kinds: Mutex<BTreeMap<(ErrorClass, String, String), Seen>>,
 }
 
-/// PgBouncer sends all its own errors as 08P01 (`query_wait_timeout`, `server conn crashed?`, `no
-/// more connections allowed`...): each message is its own kind there, so a second cause is logged,
-/// not only counted. Its messages are fixed strings: the kinds stay bounded by [`MAX_KINDS`].
+/// Where one SQLSTATE has several causes, each message is its own kind, so that a second cause is
+/// logged, not only counted: PgBouncer sends all its own errors as 08P01 (`query_wait_timeout`,
+/// `server conn crashed?`...); 42501 names the table, then the sequence, once INSERT is granted
+/// back; a second CHECK constraint, a trigger's own `RAISE` (P0001). Bounded by [`MAX_VARIANTS`].
 fn variant(sqlstate: &str, message: &str) -> String {
-    match sqlstate {
-        "08P01" => crate::error::without_endpoint(message)
-            .chars()
-            .take(80)
-            .collect(),
-        _ => String::new(),
+    if sqlstate == "08P01" || sqlstate.starts_with("P0") || hint(sqlstate).is_some() {
+        let message = crate::error::without_endpoint(message);
+        message.chars().take(80).collect()
+    } else {
+        String::new()
     }
 }
 
-/// 08P01 messages kept apart; beyond them (a message quoting a server's text), one kind:
-/// the 128 kinds stay for other SQLSTATEs.
-const MAX_08P01_MESSAGES: usize = 16;
+/// Messages kept apart; beyond them (a message quoting a value), one kind per SQLSTATE: the 128
+/// kinds stay for other SQLSTATEs.
+const MAX_VARIANTS: usize = 16;
 
 /// What to change for errors that the database will keep returning: `None` for those a
 /// retry, a reconnect or a failover can end.
 pub fn hint(sqlstate: &str) -> Option<&'static str> {
     Some(match sqlstate {
-        "42501" => "pgdrill's user lacks a privilege: GRANT INSERT, SELECT on the table and USAGE on its id sequence",
+        "42501" => "pgdrill's user lacks a privilege (the message names it): it needs CONNECT on the database, INSERT and SELECT on the table, USAGE on its id sequence",
         "42P01" => "the table does not exist (dropped or renamed?); pgdrill creates it only at startup",
         "42703" => "a column pgdrill writes does not exist (dropped or renamed?)",
         // A prepared statement that did not stay with its session: --query-mode auto copes.
@@ -145,7 +146,7 @@ impl ErrorBook {
         let mut key = (class, sqlstate.to_string(), variant(sqlstate, message));
         let mut kinds = self.kinds.lock();
         let variants = || kinds.keys().filter(|k| !k.2.is_empty()).count();
-        if !key.2.is_empty() && !kinds.contains_key(&key) && variants() >= MAX_08P01_MESSAGES {
+        if !key.2.is_empty() && !kinds.contains_key(&key) && variants() >= MAX_VARIANTS {
             key.2 = String::new();
         }
         if let Some(seen) = kinds.get_mut(&key) {
@@ -182,7 +183,7 @@ impl ErrorBook {
         true
     }
 
-    /// Every kind seen, by class then SQLSTATE (then message, for 08P01).
+    /// Every kind seen, by class then SQLSTATE (then message, see [`variant`]).
     pub fn kinds(&self) -> Vec<ErrorKind> {
         self.kinds
             .lock()
@@ -232,23 +233,20 @@ mod tests {
             Some("42703"),
             "column \"seq\" does not exist",
         );
-        book.note(ErrorClass::Other, Some("42703"), "a later message");
-        book.note(
-            ErrorClass::AdminShutdown,
-            Some("57P01"),
-            "terminating connection",
-        );
+        let shutdown = |message| book.note(ErrorClass::AdminShutdown, Some("57P01"), message);
+        shutdown("terminating connection due to administrator command");
+        shutdown("a later message");
         book.note(ErrorClass::ConnectRefused, None, "connection refused");
         let kinds = book.kinds();
         assert_eq!(kinds.len(), 3);
-        let dropped = kinds.iter().find(|k| k.sqlstate == "42703").unwrap();
+        let stopped = kinds.iter().find(|k| k.sqlstate == "57P01").unwrap();
         assert_eq!(
-            (dropped.count, dropped.message.as_str()),
-            (2, "column \"seq\" does not exist")
+            (stopped.count, stopped.message.as_str()),
+            (2, "terminating connection due to administrator command")
         );
         let per = book.per_sqlstate();
-        assert_eq!(per.get("42703"), Some(&2));
-        assert_eq!(per.get("57P01"), Some(&1));
+        assert_eq!(per.get("42703"), Some(&1));
+        assert_eq!(per.get("57P01"), Some(&2));
         assert_eq!(per.len(), 2, "no SQLSTATE, no entry: {per:?}");
     }
 
@@ -278,6 +276,24 @@ mod tests {
         assert_eq!((per["08P01"], per["57P01"]), (3, 2));
     }
 
+    /// INSERT granted back, the sequence still revoked: the new cause is said, not counted under
+    /// the table's message.
+    #[test]
+    fn a_second_cause_under_the_same_sqlstate_is_logged_and_listed() {
+        let book = ErrorBook::default();
+        let table = "permission denied for table pgdrill_writes";
+        let sequence = "permission denied for sequence pgdrill_writes_transaction_id_seq";
+        let said: Vec<bool> = [table, table, sequence, sequence]
+            .into_iter()
+            .map(|m| book.note_at(ErrorClass::Other, Some("42501"), m, Instant::now()))
+            .collect();
+        assert_eq!(said, [true, false, true, false]);
+        let kinds = book.kinds();
+        let listed: Vec<(&str, u64)> = kinds.iter().map(|k| (&*k.message, k.count)).collect();
+        assert_eq!(listed, [(sequence, 2), (table, 2)]);
+        assert_eq!(book.per_sqlstate()["42501"], 4);
+    }
+
     #[test]
     fn pgbouncer_messages_beyond_sixteen_are_one_kind() {
         let book = ErrorBook::default();
@@ -287,7 +303,7 @@ mod tests {
         }
         book.note(ErrorClass::Other, Some("42501"), "permission denied");
         let kinds = book.kinds();
-        assert_eq!(kinds.len(), MAX_08P01_MESSAGES + 2, "{kinds:?}");
+        assert_eq!(kinds.len(), MAX_VARIANTS + 2, "{kinds:?}");
         assert_eq!(kinds.iter().map(|k| k.count).sum::<u64>(), 41, "adds up");
     }
 
