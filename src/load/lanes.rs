@@ -71,10 +71,7 @@ impl Shared {
             }
             Err(failure) => {
                 report.failed(outcome.job, outcome.sent, &failure);
-                failure
-                    .class
-                    .discards_connection(failure.sqlstate.as_deref())
-                    || failure.unknown
+                failure.discards_connection()
             }
         }
     }

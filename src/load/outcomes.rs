@@ -25,6 +25,8 @@ pub struct Job {
     pub intended: Instant,
 }
 
+const NO_ROW: &str = "the INSERT returned no row: a trigger or rule on the table suppressed it";
+
 /// Why one write failed.
 pub(crate) struct Failure {
     pub class: ErrorClass,
@@ -40,10 +42,17 @@ impl Failure {
         Failure {
             class: ErrorClass::Other,
             unknown: false,
-            message: "the INSERT returned no row: a trigger or rule on the table suppressed it"
-                .to_string(),
+            message: NO_ROW.to_string(),
             sqlstate: None,
         }
+    }
+
+    /// Whether the connection it failed on must go: not for an INSERT the table suppressed,
+    /// which a new session would see suppressed too.
+    pub fn discards_connection(&self) -> bool {
+        let suppressed = self.sqlstate.is_none() && self.message == NO_ROW;
+        let discards = self.class.discards_connection(self.sqlstate.as_deref());
+        !suppressed && (discards || self.unknown)
     }
 
     pub fn from_query(err: &tokio_postgres::Error) -> Failure {

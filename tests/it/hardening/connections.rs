@@ -559,3 +559,34 @@ async fn a_primary_read_only_by_setting_is_not_connected_to_for_every_write() {
     );
     lab.shutdown().await;
 }
+
+/// A trigger added mid-run that suppresses every INSERT (`RETURN NULL`): each write fails, and
+/// the connection stays, since a new session would see the same (it cost one connect a write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_suppressed_by_a_trigger_keep_their_connections() {
+    let lab = start_lab(None).await;
+    let drill = Drill::start(&["--dsn", &lab.dsn(lab.primary()), "--rate", "500"]).await;
+    drill.wait_for_transactions(200.0).await;
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    exec(
+        &admin,
+        "CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; \
+         CREATE TRIGGER skip BEFORE INSERT ON pgdrill_writes FOR EACH ROW EXECUTE FUNCTION skip()",
+    )
+    .await;
+    let attempts = "pgdrill_connection_attempts_total";
+    let before = drill.metric(attempts).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let made = drill.metric(attempts).await - before;
+    exec(&admin, "DROP TRIGGER skip ON pgdrill_writes").await;
+    let summary = drill.stop().await;
+    println!("{summary}\n{made} connection attempts in 3 s");
+    let suppressed = summary
+        .error_kinds
+        .iter()
+        .find(|k| k.message.contains("returned no row"));
+    assert!(suppressed.is_some_and(|k| k.count >= 500), "{summary}");
+    // The pool's own growth and reconnects, not one a write (1,500).
+    assert!(made <= 20.0, "{made} connection attempts in 3 s");
+    lab.shutdown().await;
+}
