@@ -162,9 +162,15 @@ impl<'a> Watch<'a> {
         self.look_at.get_or_insert(at + SUSPECT_AFTER);
     }
 
-    fn answered(&mut self, seq: u64) {
+    /// `seq` was answered at `at`: the server is answering, and the writes queued behind it on
+    /// the connection begin only now (behind a lock, each waits its own `statement_timeout`,
+    /// which is the server's answer to give, not the client's silence to guess).
+    fn answered(&mut self, seq: u64, at: Instant) {
         if let Some(i) = self.waiting.iter().position(|(s, _)| *s == seq) {
             self.waiting.swap_remove(i);
+        }
+        for (_, sent) in &mut self.waiting {
+            *sent = (*sent).max(at);
         }
     }
 
@@ -354,7 +360,7 @@ async fn run_on(
         tokio::select! {
             biased;
             Some(outcome) = in_flight.next() => {
-                watch.answered(outcome.job.seq);
+                watch.answered(outcome.job.seq, outcome.done);
                 // A kept error the server sent as FATAL closed the connection all the same.
                 broken |= shared.record(outcome, report) || conn.client.is_closed();
             }
@@ -413,9 +419,9 @@ mod tests {
         watch.sent(2, t0 + Duration::from_millis(100));
         assert_eq!(watch.look_at, Some(t0 + SUSPECT_AFTER));
         // The oldest was answered: the next look is for the one behind it, not a suspicion.
-        watch.answered(1);
-        assert!(!watch.look(timeout, t0 + SUSPECT_AFTER));
         let second = t0 + Duration::from_millis(100);
+        watch.answered(1, second);
+        assert!(!watch.look(timeout, t0 + SUSPECT_AFTER));
         assert_eq!(watch.look_at, Some(second + SUSPECT_AFTER));
         // Unanswered: suspected every SUSPECT_AFTER, then given up at the client timeout.
         assert!(watch.look(timeout, second + SUSPECT_AFTER));
@@ -429,9 +435,23 @@ mod tests {
         // Nothing waiting: the timer is disarmed.
         let mut idle = Watch::new(&report, CancellationToken::new());
         idle.sent(3, t0);
-        idle.answered(3);
+        idle.answered(3, t0);
         assert!(!idle.look(timeout, t0 + SUSPECT_AFTER));
         assert_eq!(idle.look_at, None);
+        // Behind a write the server answered late (its statement_timeout, behind a lock), the
+        // next one's wait begins at that answer: the server is answering, not silent.
+        let mut queued = Watch::new(&report, CancellationToken::new());
+        queued.sent(4, t0);
+        queued.sent(5, t0);
+        let late = t0 + Duration::from_millis(1500);
+        queued.answered(4, late);
+        queued.look(timeout, t0 + timeout);
+        assert!(
+            !queued.give_up.is_cancelled(),
+            "given up 2 s after its send"
+        );
+        queued.look(timeout, late + timeout);
+        assert!(queued.give_up.is_cancelled());
     }
 
     #[tokio::test(start_paused = true)]
@@ -471,7 +491,7 @@ mod tests {
                 report.started();
                 watch.sent(seq, t0);
             }
-            watch.answered(0);
+            watch.answered(0, t0);
             report.succeeded(
                 Job {
                     seq: 0,

@@ -415,8 +415,16 @@ async fn a_locked_table_does_not_fill_the_servers_connection_slots() {
     locker.batch_execute("COMMIT").await.expect("unlock");
     let done = drill.metric("pgdrill_transactions_total").await;
     drill.wait_for_transactions(done + 200.0).await;
-    drill.stop().await;
-    println!("at most {most} backends of pgdrill's while the table was locked");
+    let summary = drill.stop().await;
+    println!("{summary}\nat most {most} backends of pgdrill's while the table was locked");
+    // The server answered throughout, each write behind the lock with its statement_timeout
+    // (5 s, the lock 8 s): none is the client's guess of a silent server.
+    let errors = &summary.counts.errors;
+    assert!(
+        errors.get("statement_timeout").is_some_and(|&n| n > 0),
+        "{summary}"
+    );
+    assert_eq!(errors.get("no_response"), None, "{summary}");
     // The pool's 4 waiting on the lock, and about one set-up attempt per lane beside them
     // (cancelled when given up): 8-11 seen; the race used to add attempts to ~41.
     assert!(most <= 16, "{most} backends for a pool of 4");
