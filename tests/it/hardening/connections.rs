@@ -593,7 +593,8 @@ async fn inserts_suppressed_by_a_trigger_keep_their_connections() {
         .error_kinds
         .iter()
         .find(|k| k.message.contains("returned no row"));
-    assert!(suppressed.is_some_and(|k| k.count >= 500), "{summary}");
+    // Some 1,500 at 500/s; a bound far below, so that a busy machine's slower pace still passes.
+    assert!(suppressed.is_some_and(|k| k.count >= 100), "{summary}");
     // The pool's own growth and reconnects, not one a write (1,500).
     assert!(made <= 20.0, "{made} connection attempts in 3 s");
     lab.shutdown().await;
