@@ -25,6 +25,10 @@ pub struct Identity {
     pub timeline: Option<i64>,
     /// `pg_postmaster_start_time()` as text: changes on every restart.
     pub postmaster_start: Option<String>,
+    /// When the server last reset its statistics, as text: a crash of any server process (an
+    /// OOM kill) restarts the others and resets them all under the same postmaster. The earlier of
+    /// two views' resets, so that an administrator resetting one of them is not read as a crash.
+    pub stats_reset: Option<String>,
     /// A primary that takes no writes (`default_transaction_read_only`, as a managed service
     /// sets when its storage is full): refused like a standby. Not a fact of which server.
     #[serde(skip)]
@@ -38,8 +42,9 @@ pub struct Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
     Same,
-    /// The same cluster on the same timeline came back with a new postmaster: a restart
-    /// (crash, `pg_ctl restart`, maintenance), not a failover.
+    /// The same cluster on the same timeline came back with a new postmaster, or with its
+    /// statistics reset by a crash: a restart (crash, `pg_ctl restart`, maintenance), not a
+    /// failover.
     Restart,
     NewPrimary,
 }
@@ -55,9 +60,9 @@ pub fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
 }
 
 impl Identity {
-    /// The same server process on the same timeline: its start time (to the microsecond)
-    /// and cluster tell it wherever it is reached from (`localhost` is `::1` and
-    /// `127.0.0.1`); the address stands in only where the start time is not readable.
+    /// The same server process on the same timeline, not restarted by a crash since: its start
+    /// time (to the microsecond) and cluster tell it wherever it is reached from (`localhost` is
+    /// `::1` and `127.0.0.1`); the address stands in only where the start time is not readable.
     pub(crate) fn same_primary(&self, other: &Identity) -> bool {
         let same_process = match (&self.postmaster_start, &other.postmaster_start) {
             (Some(a), Some(b)) => a == b,
@@ -67,7 +72,10 @@ impl Identity {
             _ => false,
         };
         let other_cluster = differ(&self.system_identifier, &other.system_identifier);
-        same_process && !other_cluster && self.timeline == other.timeline
+        same_process
+            && !differ(&self.stats_reset, &other.stats_reset)
+            && !other_cluster
+            && self.timeline == other.timeline
     }
 
     /// This probe read less than `other` (a query of it failed): it cannot tell a change from it.
@@ -75,14 +83,16 @@ impl Identity {
         (other.server_addr.is_some() && self.server_addr.is_none())
             || (other.server_port.is_some() && self.server_port.is_none())
             || (other.postmaster_start.is_some() && self.postmaster_start.is_none())
+            || (other.stats_reset.is_some() && self.stats_reset.is_none())
             || (other.timeline.is_some() && self.timeline.is_none())
     }
 
     /// This probe read another server process than `before` did, by the facts both read (either may
-    /// have read less: a query of it failed): the start time, else the address and timeline.
+    /// have read less: a query of it failed): the start time and statistics reset, else the
+    /// address and timeline.
     pub(crate) fn is_another_process(&self, before: &Identity) -> bool {
         match (&self.postmaster_start, &before.postmaster_start) {
-            (Some(a), Some(b)) => a != b,
+            (Some(a), Some(b)) => a != b || differ(&self.stats_reset, &before.stats_reset),
             _ => {
                 differ(&self.server_addr, &before.server_addr)
                     || differ(&self.server_port, &before.server_port)
@@ -164,7 +174,8 @@ const PROBE_ALL: &str = "SELECT pg_is_in_recovery()::text, host(inet_server_addr
      pg_postmaster_start_time()::text, CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
      current_setting('transaction_read_only'), current_setting('synchronous_commit'), \
-     current_setting('synchronous_standby_names')";
+     current_setting('synchronous_standby_names'), least((SELECT stats_reset FROM \
+     pg_stat_bgwriter), (SELECT stats_reset FROM pg_stat_archiver))::text";
 
 /// The same facts one at a time, when the statement above is refused (a function revoked
 /// from the user), so that one refused function costs only its own fact.
@@ -176,6 +187,8 @@ const PROBES: &[&str] = &[
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
     "SELECT current_setting('transaction_read_only')",
     "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
+    "SELECT least((SELECT stats_reset FROM pg_stat_bgwriter), \
+     (SELECT stats_reset FROM pg_stat_archiver))::text",
 ];
 
 /// The server's identity, or an error when the server or a pooler in front failed the probe
@@ -201,13 +214,14 @@ fn identity_of(col: impl Fn(usize) -> Option<String>) -> Identity {
         read_only: col(6).map(|v| v == "on"),
         synchronous_commit: col(7),
         synchronous_standby_names: col(8),
+        stats_reset: col(9),
     }
 }
 
 async fn probe_each(client: &Client) -> Identity {
-    let mut columns: [Option<String>; 9] = Default::default();
+    let mut columns: [Option<String>; 10] = Default::default();
     // Where each probe's columns go in PROBE_ALL's order.
-    let first_column = [0, 1, 3, 4, 5, 6, 7];
+    let first_column = [0, 1, 3, 4, 5, 6, 7, 9];
     for (i, sql) in PROBES.iter().enumerate() {
         if i == 4 && columns[0].as_deref() != Some("false") {
             continue;
@@ -328,17 +342,22 @@ impl IdentityTracker {
             shown(id.timeline),
         ]);
         let event = match (change, old) {
-            (Some(Change::Restart), _) => {
+            (Some(Change::Restart), old) => {
+                let crash = old.is_some_and(|old| old.postmaster_start == id.postmaster_start);
+                let how = match crash {
+                    true => "after a crash of one of its processes",
+                    false => "with a new postmaster",
+                };
                 tracing::warn!(
                     event = "server_restarted",
                     server = %shown(id.endpoint()),
                     timeline = %shown(id.timeline),
                     started = %shown(id.postmaster_start.as_deref()),
-                    "the primary restarted (same system, timeline and address)"
+                    "the primary restarted {how} (same system, timeline and address)"
                 );
                 self.metrics.server_restarts.inc();
                 EventKind::Restart {
-                    what: format!("primary {} restarted", id.short()),
+                    what: format!("primary {} restarted {how}", id.short()),
                 }
             }
             (Some(Change::NewPrimary), Some(old)) => {
@@ -397,6 +416,7 @@ pub(crate) mod tests {
             system_identifier: Some("42".into()),
             timeline: Some(timeline),
             postmaster_start: Some("t0".into()),
+            stats_reset: Some("s0".into()),
             read_only: Some(false),
             ..Identity::default()
         }
@@ -538,6 +558,20 @@ pub(crate) mod tests {
         assert_eq!(metrics.server_restarts.get(), 3);
         assert_eq!(metrics.primary_changes.get(), 0);
         assert_eq!(*rx.borrow(), 3, "a restart is worth verifying too");
+
+        // A crash of one server process: the same postmaster, its statistics reset.
+        let mut crashed = id(5001, 1);
+        crashed.postmaster_start = Some("t3".into());
+        crashed.stats_reset = Some("after the crash".into());
+        tracker.observe(&crashed);
+        assert_eq!(metrics.server_restarts.get(), 4);
+        let mut unread = crashed.clone();
+        unread.stats_reset = None;
+        assert_eq!(
+            unread.change_from(&crashed),
+            Change::Same,
+            "unknown is no change"
+        );
 
         // Another cluster on the same address and timeline (a rebuilt server) is a change.
         let mut other = id(5001, 1);

@@ -221,7 +221,7 @@ impl Metrics {
             failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &State::ALL.map(State::as_str)),
             server_timeline: register(r, IntGauge::new("pgdrill_server_timeline", "Timeline of the primary we write to (0 if unknown).")),
             primary_changes: register(r, IntCounter::new("pgdrill_primary_changes_total", "Times the primary's identity or timeline changed.")),
-            server_restarts: register(r, IntCounter::new("pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier, timeline and address, new postmaster.")),
+            server_restarts: register(r, IntCounter::new("pgdrill_server_restarts_total", "Times the primary came back restarted: same system identifier, timeline and address, a new postmaster or a crash of one of its processes.")),
             host_is_primary,
             primary_server: gauge_vec(r, "pgdrill_primary_server", "1 for the server pgdrill writes to now, as it reports itself (address, system identifier, timeline); 0 for the last few before it.", &["server", "system_identifier", "timeline"]),
             primary_servers: Default::default(),

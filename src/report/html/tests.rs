@@ -241,6 +241,7 @@ pub(super) fn drill(secs: u64, fail_at: u64) -> Summary {
         read_only: None,
         synchronous_commit: Some("on".into()),
         synchronous_standby_names: Some("ANY 1 (s1, s2)".into()),
+        stats_reset: None,
     };
     let after = Identity {
         server_port: Some(54322),

@@ -51,17 +51,38 @@ async fn restarts_of_one_server_are_not_primary_changes() {
         })
         .await;
     }
+    // A crash of one backend (an OOM kill): the postmaster stays and restarts all the others.
+    let admin = connect(&admin_app_dsn(&lab)).await;
+    let backend: i32 = admin
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgdrill' LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a backend of pgdrill's")
+        .get(0);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &backend.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "kill -9 {backend}");
+    eventually(
+        Duration::from_secs(30),
+        "crash restart observed",
+        || async { drill.metric("pgdrill_server_restarts_total").await >= 11.0 },
+    )
+    .await;
     let text = drill.scrape().await;
-    assert_eq!(metric(&text, "pgdrill_server_restarts_total"), 10.0);
+    assert_eq!(metric(&text, "pgdrill_server_restarts_total"), 11.0);
     assert_eq!(metric(&text, "pgdrill_primary_changes_total"), 0.0);
     let summary = drill.stop().await;
     assert_eq!(summary.primary_changes, 0);
     assert_eq!(
-        summary.server_restarts, 10,
+        summary.server_restarts, 11,
         "counted in the summary as on /metrics"
     );
     assert!(
-        summary.to_string().contains("(restarts in place 10)"),
+        summary.to_string().contains("(restarts in place 11)"),
         "{summary}"
     );
     lab.shutdown().await;
