@@ -29,6 +29,10 @@ labelled! {
         /// The connection pooler's own error (PgBouncer's SQLSTATE 08P01: "server conn crashed?",
         /// "pgbouncer cannot connect to server", query_wait_timeout, …), not the server's.
         Pooler = "pooler",
+        /// The server refused the INSERT itself, and a new session would get the same: a
+        /// privilege, a constraint, a value, a missing table or column, a trigger's error, or a
+        /// trigger or rule that suppressed the row.
+        Rejected = "rejected",
         Other = "other",
     }
 }
@@ -50,19 +54,11 @@ impl ErrorClass {
 
     /// Whether the connection that produced this error (with the server's `sqlstate`) must go: it
     /// is closed (the outcome unknown), its server takes no writes, or its session may be at fault.
-    /// A statement's own error (data, constraint, privilege, a trigger's RAISE, a lock, a
-    /// serialization failure, a resource) keeps it: a backend per failed write loads the server.
+    /// A statement's own error (`rejected`, a lock, a serialization failure, a resource) keeps
+    /// it: a backend per failed write loads the server. Sent as FATAL or PANIC instead, the
+    /// server closes the connection: the lane sees that apart.
     pub fn discards_connection(self, sqlstate: Option<&str>) -> bool {
-        let statement_only = |code: &str| {
-            // Sent as FATAL or PANIC instead, the server closes the connection: the lane sees that
-            // apart. A table or column dropped mid-run (42P01, 42703) is the statement's: a new
-            // session gets the same. A prepared statement's name taken (42P05) is not.
-            (code.starts_with("42") && code != "42P05")
-                || matches!(
-                    code.get(..2),
-                    Some("22" | "23" | "40" | "53" | "54" | "55" | "P0")
-                )
-        };
+        let statement_only = |code: &str| matches!(code.get(..2), Some("40" | "53" | "54" | "55"));
         self.outcome_unknown_after_send()
             || matches!(self, ErrorClass::ReadOnly | ErrorClass::CannotConnectNow)
             || (self == ErrorClass::Other && !sqlstate.is_some_and(statement_only))
@@ -223,6 +219,13 @@ pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
         // the server ending an idle session: the connection is gone, a write's fate unknown.
         SqlState::IDLE_SESSION_TIMEOUT => ErrorClass::ConnectionClosed,
         _ if code.code().starts_with("08") => ErrorClass::ConnectionClosed,
+        // Data (22), a constraint (23), a privilege or a missing table or column (42: a new
+        // session gets the same), a trigger's RAISE (P0). A prepared statement's name taken
+        // (42P05) is the session's.
+        SqlState::DUPLICATE_PSTATEMENT => ErrorClass::Other,
+        _ if matches!(code.code().get(..2), Some("22" | "23" | "42" | "P0")) => {
+            ErrorClass::Rejected
+        }
         _ => ErrorClass::Other,
     }
 }
@@ -484,7 +487,14 @@ mod tests {
             (SqlState::CANNOT_CONNECT_NOW, ErrorClass::CannotConnectNow),
             (SqlState::QUERY_CANCELED, ErrorClass::StatementTimeout),
             (SqlState::INVALID_PASSWORD, ErrorClass::Auth),
-            (SqlState::UNIQUE_VIOLATION, ErrorClass::Other),
+            (SqlState::UNIQUE_VIOLATION, ErrorClass::Rejected),
+            (SqlState::INSUFFICIENT_PRIVILEGE, ErrorClass::Rejected),
+            (SqlState::UNDEFINED_TABLE, ErrorClass::Rejected),
+            (SqlState::NUMERIC_VALUE_OUT_OF_RANGE, ErrorClass::Rejected),
+            (SqlState::RAISE_EXCEPTION, ErrorClass::Rejected),
+            (SqlState::DUPLICATE_PSTATEMENT, ErrorClass::Other),
+            (SqlState::T_R_SERIALIZATION_FAILURE, ErrorClass::Other),
+            (SqlState::DISK_FULL, ErrorClass::Other),
             (SqlState::PROTOCOL_VIOLATION, ErrorClass::Pooler),
             (SqlState::CONNECTION_FAILURE, ErrorClass::ConnectionClosed),
             (
@@ -536,16 +546,8 @@ mod tests {
         ];
         assert_eq!(discards, want);
         // A statement's own error keeps its session; one that may be the session's does not.
-        for kept in [
-            "42501", "23505", "2200H", "P0001", "40001", "55P03", "53100",
-        ] {
+        for kept in ["40001", "55P03", "53100"] {
             assert!(!Other.discards_connection(Some(kept)), "{kept}");
-        }
-        for kept in ["42P01", "42703"] {
-            assert!(
-                !Other.discards_connection(Some(kept)),
-                "a dropped table: {kept}"
-            );
         }
         for dropped in ["42P05", "0A000", "26000", "XX000"] {
             assert!(Other.discards_connection(Some(dropped)), "{dropped}");

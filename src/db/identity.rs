@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use crate::clock::{unix_now, WallClock};
+use crate::error::{classify, ErrorClass};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{EventKind, Recorder};
 
@@ -196,7 +197,7 @@ const PROBES: &[&str] = &[
 pub async fn probe(client: &Client) -> Result<Identity, tokio_postgres::Error> {
     match super::text_rows(client, PROBE_ALL).await {
         Ok(rows) if !rows.is_empty() => Ok(identity_of(|n| rows[0].get(n).cloned().flatten())),
-        Err(e) if crate::error::classify(&e) != crate::error::ErrorClass::Other => Err(e),
+        Err(e) if !matches!(classify(&e), ErrorClass::Rejected | ErrorClass::Other) => Err(e),
         // A function refused to this user: each fact on its own.
         _ => Ok(probe_each(client).await),
     }

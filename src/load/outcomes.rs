@@ -40,19 +40,16 @@ impl Failure {
     /// The INSERT returned no row (a trigger or rule added since the start): certainly not written.
     pub fn no_row() -> Failure {
         Failure {
-            class: ErrorClass::Other,
+            class: ErrorClass::Rejected,
             unknown: false,
             message: NO_ROW.to_string(),
             sqlstate: None,
         }
     }
 
-    /// Whether the connection it failed on must go: not for an INSERT the table suppressed,
-    /// which a new session would see suppressed too.
+    /// Whether the connection it failed on must go.
     pub fn discards_connection(&self) -> bool {
-        let suppressed = self.sqlstate.is_none() && self.message == NO_ROW;
-        let discards = self.class.discards_connection(self.sqlstate.as_deref());
-        !suppressed && (discards || self.unknown)
+        self.unknown || self.class.discards_connection(self.sqlstate.as_deref())
     }
 
     pub fn from_query(err: &tokio_postgres::Error) -> Failure {

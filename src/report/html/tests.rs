@@ -238,10 +238,9 @@ pub(super) fn drill(secs: u64, fail_at: u64) -> Summary {
         system_identifier: Some("7312345678901234567".into()),
         timeline: Some(1),
         postmaster_start: Some("2026-11-27 08:00:01.123+00".into()),
-        read_only: None,
         synchronous_commit: Some("on".into()),
         synchronous_standby_names: Some("ANY 1 (s1, s2)".into()),
-        stats_reset: None,
+        ..Identity::default()
     };
     let after = Identity {
         server_port: Some(54322),
