@@ -215,7 +215,7 @@ mod tests {
     fn a_kind_quiet_for_an_hour_is_said_again() {
         let book = ErrorBook::default();
         let t0 = Instant::now();
-        let note = |at| book.note_at(ErrorClass::Other, Some("42501"), "permission denied", at);
+        let note = |at| book.note_at(ErrorClass::Rejected, Some("42501"), "permission denied", at);
         let minute = Duration::from_secs(60);
         let said: Vec<bool> = [t0, t0 + minute, t0 + minute * 61, t0 + minute * 62]
             .into_iter()
@@ -229,7 +229,7 @@ mod tests {
     fn kinds_are_counted_and_the_first_message_kept() {
         let book = ErrorBook::default();
         book.note(
-            ErrorClass::Other,
+            ErrorClass::Rejected,
             Some("42703"),
             "column \"seq\" does not exist",
         );
@@ -285,7 +285,7 @@ mod tests {
         let sequence = "permission denied for sequence pgdrill_writes_transaction_id_seq";
         let said: Vec<bool> = [table, table, sequence, sequence]
             .into_iter()
-            .map(|m| book.note_at(ErrorClass::Other, Some("42501"), m, Instant::now()))
+            .map(|m| book.note_at(ErrorClass::Rejected, Some("42501"), m, Instant::now()))
             .collect();
         assert_eq!(said, [true, false, true, false]);
         let kinds = book.kinds();
@@ -301,7 +301,7 @@ mod tests {
             let message = format!("server conn crashed? cached error {i}");
             book.note(ErrorClass::ConnectionClosed, Some("08P01"), &message);
         }
-        book.note(ErrorClass::Other, Some("42501"), "permission denied");
+        book.note(ErrorClass::Rejected, Some("42501"), "permission denied");
         let kinds = book.kinds();
         assert_eq!(kinds.len(), MAX_VARIANTS + 2, "{kinds:?}");
         assert_eq!(kinds.iter().map(|k| k.count).sum::<u64>(), 41, "adds up");
