@@ -350,14 +350,11 @@ fn member_problems(
                 name(with[0])
             )),
             [_] => {}
-            more => invalid.push(format!(
-                "member {index} appears {} times: {}",
-                more.len(),
-                more.iter()
-                    .map(|i| i.file.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            more => {
+                let files: Vec<&str> = more.iter().map(|i| i.file.as_str()).collect();
+                let (times, files) = (more.len(), files.join(", "));
+                invalid.push(format!("member {index} appears {times} times: {files}"))
+            }
         }
     }
     invalid
