@@ -7,9 +7,10 @@ use maud::{html, Markup};
 
 use crate::clock::exceeds;
 use crate::report::html::chart::{chart, legend};
-use crate::report::html::page::{dated, drill_table};
+use crate::report::html::page::{dated, drill_table, lost_figure};
 use crate::report::html::{
-    self, card, document, errors_text, fmt_length, fmt_secs, group, opt_secs, verdict_banner,
+    self, card, document, errors_text, fmt_length, fmt_secs, fmt_unavailable, group, opt_secs,
+    verdict_banner,
 };
 use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
 use crate::report::summary::{self, Summary, DEFAULT_OBJECTIVES};
@@ -96,8 +97,7 @@ fn summary_json(path: &Path, text: &str) -> Result<serde_json::Value, String> {
 }
 
 fn summary_of<'a>(m: &MemberFigures, inputs: &'a [Input]) -> Option<&'a Summary> {
-    let input = inputs.iter().find(|i| i.summary.run_id == m.run_id)?;
-    Some(&input.summary)
+    (inputs.iter().map(|i| &i.summary)).find(|s| s.run_id == m.run_id)
 }
 
 const HOW: &str = "Each member measured what its own clients saw. The triggers are the \
@@ -129,15 +129,8 @@ fn lost_card(r: &FleetReport) -> Markup {
         true => "each member verified its own writes".to_string(),
         false => said.join("; "),
     };
-    let (class, value) = match (r.counts.lost_writes, never, partly) {
-        (lost, _, _) if lost > 0 => {
-            let at_least = summary::at_least(r.members.iter().any(|m| m.lost_writes_at_least));
-            ("bad", format!("{at_least}{}", group(lost)))
-        }
-        (_, 0, 0) => ("ok", group(0)),
-        (_, 0, _) => ("warn", group(0)),
-        _ => ("warn", "unverified".into()),
-    };
+    let lower_bound = r.members.iter().any(|m| m.lost_writes_at_least);
+    let (class, value) = lost_figure(r.counts.lost_writes, lower_bound, never > 0, partly > 0);
     card(class, "Acknowledged writes lost (sum)", &value, &detail)
 }
 
@@ -178,10 +171,7 @@ fn headline(r: &FleetReport) -> Markup {
     let banner = verdict_banner(&r.verdict, &r.objectives.unwrap_or(DEFAULT_OBJECTIVES));
     let objective = r.objectives.map(|o| o.rto.as_secs_f64());
     // An outage open at a member's end holds its time so far: never a green measured figure.
-    let shown = |w: &Worst| match w.still_open {
-        true => format!("{} so far", fmt_secs(w.write_unavailable_seconds)),
-        false => fmt_secs(w.write_unavailable_seconds),
-    };
+    let shown = |w: &Worst| fmt_unavailable(w.write_unavailable_seconds, w.still_open);
     let open = r.members.iter().filter(|m| m.outage_still_open).count();
     let open_note = match open {
         0 => String::new(),

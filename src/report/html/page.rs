@@ -5,8 +5,8 @@ use maud::{html, Markup, PreEscaped};
 use super::chart::{chart, legend};
 use super::events::events_table;
 use super::{
-    card, describe, document, endpoint, errors_text, fmt_length, fmt_secs, group, opt_group,
-    opt_secs, verdict_banner, when,
+    card, describe, document, endpoint, errors_text, fmt_length, fmt_secs, fmt_unavailable, group,
+    opt_group, opt_secs, verdict_banner, when,
 };
 use crate::clock::exceeds;
 use crate::db::identity::Identity;
@@ -116,17 +116,27 @@ pub fn render(s: &Summary) -> String {
     document(&title, false, body)
 }
 
-/// The lost-writes card's class and value: "unverified" (not 0) while nothing was checked
-/// and an outage went unverified, as every output says it.
+/// The lost-writes card's class and value of a run.
 pub(crate) fn lost_writes(s: &Summary) -> (&'static str, String) {
-    match (s.counts.lost_writes, s.unverified_outages().is_empty()) {
-        _ if s.lost_writes_unverified() => ("warn", "unverified".to_string()),
-        (0, true) => ("ok", group(0)),
-        (0, false) => ("warn", group(0)),
-        (n, _) => (
-            "bad",
-            format!("{}{}", at_least(s.lost_writes_at_least()), group(n)),
-        ),
+    let (lost, lower_bound) = (s.counts.lost_writes, s.lost_writes_at_least());
+    let partly = !s.unverified_outages().is_empty();
+    lost_figure(lost, lower_bound, s.lost_writes_unverified(), partly)
+}
+
+/// The lost-writes card's class and value: "unverified" (not 0) while nothing was checked
+/// and an outage went unverified (`never`), a 0 warned while some went unverified (`partly`),
+/// as every output says it.
+pub(crate) fn lost_figure(
+    lost: u64,
+    lower_bound: bool,
+    never: bool,
+    partly: bool,
+) -> (&'static str, String) {
+    match lost {
+        0 if never => ("warn", "unverified".to_string()),
+        0 if partly => ("warn", group(0)),
+        0 => ("ok", group(0)),
+        n => ("bad", format!("{}{}", at_least(lower_bound), group(n))),
     }
 }
 
@@ -183,13 +193,9 @@ fn rto_card(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
         .iter()
         .filter(|o| o.end_unix.is_none())
         .find_map(|o| o.write_unavailable_seconds);
-    let shown = |w: f64| match open == Some(w) {
-        true => format!("{} so far", fmt_secs(w)),
-        false => fmt_secs(w),
-    };
     let (class, value) = match longest {
-        Some(w) if exceeds(w, rto) => ("bad", shown(w)),
-        Some(w) if open.is_some() => ("warn", shown(w)),
+        Some(w) if exceeds(w, rto) => ("bad", fmt_unavailable(w, open == Some(w))),
+        Some(w) if open.is_some() => ("warn", fmt_unavailable(w, open == Some(w))),
         Some(w) => ("ok", fmt_secs(w)),
         None if s.drill.is_some() && judged.is_empty() => ("", "none after a trigger".into()),
         None if judged.is_empty() && s.earlier_outages.count == 0 => ("ok", "no outage".into()),
@@ -240,12 +246,8 @@ pub(crate) fn drill_table(d: &DrillReport, outages: &[OutageRecord], dated: bool
                             (opt_secs(f.and_then(|f| f.trigger_to_new_primary_write_seconds)))
                             @if let Some(word) = reached(f.and_then(|f| f.outage)) { " (" (word) ")" }
                         }
-                        td {
-                            @match f.and_then(DrillTiming::unavailable_shown) {
-                                Some((so_far, true)) => { (fmt_secs(so_far)) " so far" }
-                                other => (opt_secs(other.map(|(w, _)| w))),
-                            }
-                        }
+                        @let shown = f.and_then(DrillTiming::unavailable_shown);
+                        td { (shown.map_or_else(|| "-".to_string(), |(w, open)| fmt_unavailable(w, open))) }
                         td {
                             @if f.is_some_and(DrillTiming::lost_unverified) { "unverified" }
                             @else {
