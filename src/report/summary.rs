@@ -540,18 +540,15 @@ impl fmt::Display for Summary {
         )?;
         // What the lost-writes figure is to be read against.
         let durability = |id: &Option<Identity>| id.as_ref().and_then(Identity::durability);
-        match (
-            durability(&self.identity_first),
-            durability(&self.identity_last),
-        ) {
+        let (first, last) = (&self.identity_first, &self.identity_last);
+        let commits = match (durability(first), durability(last)) {
             (Some(first), Some(last)) if first != last => {
-                writeln!(f, "  commits       {first} at start; {last} at end")?
+                Some(format!("{first} at start; {last} at end"))
             }
-            (first, last) => {
-                if let Some(seen) = last.or(first) {
-                    writeln!(f, "  commits       {seen}")?
-                }
-            }
+            (first, last) => last.or(first),
+        };
+        if let Some(commits) = commits {
+            writeln!(f, "  commits       {commits}")?;
         }
         self.fmt_outages(f)?;
         if let Some(error) = &self.crashed {
