@@ -10,7 +10,7 @@ use crate::report::html::chart::{chart, legend};
 use crate::report::html::page::{dated, drill_table, lost_figure};
 use crate::report::html::{
     self, card, document, errors_text, fmt_length, fmt_secs, fmt_unavailable, group, opt_secs,
-    verdict_banner,
+    unknown_card, verdict_banner,
 };
 use crate::report::merge::{self, FleetReport, Input, MemberFigures, Worst};
 use crate::report::summary::{self, Summary, DEFAULT_OBJECTIVES};
@@ -209,11 +209,7 @@ fn headline(r: &FleetReport) -> Markup {
             (card("", "Across members", &spread, &format!(
                 "{samples} member(s) with an outage attributed to a trigger (nearest-rank){so_far}")))
             (lost_card(r))
-            (card(if r.counts.unknown_outcome_unresolved > 0 { "warn" } else { "ok" },
-                "Unknown outcomes (sum)", &group(r.counts.unknown_outcome_writes),
-                &format!("{} on the new primary, {} not on it, {} unresolved",
-                    group(r.counts.unknown_outcome_committed), group(r.counts.unknown_outcome_not_committed),
-                    group(r.counts.unknown_outcome_unresolved))))
+            (unknown_card("Unknown outcomes (sum)", &r.counts, r.counts.unknown_outcome_unresolved))
             (card("", "Writes (all members)", &group(r.counts.transactions), &format!(
                 "{} acknowledged; errors: {}", group(r.counts.successes), errors_text(&r.counts.errors))))
         }

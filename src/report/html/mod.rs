@@ -16,6 +16,7 @@ use maud::{html, Markup, PreEscaped};
 
 use crate::db::identity::Identity;
 use crate::drill::{Objectives, Verdict};
+use crate::report::summary::RunCounts;
 
 pub use live::{render_live, LIVE_WINDOW};
 pub use page::render;
@@ -47,6 +48,15 @@ pub(crate) fn card(class: &str, title: &str, value: &str, detail: &str) -> Marku
             div.d { (detail) }
         }
     }
+}
+
+/// The unknown-outcomes card, warned while some are resolved neither way (`unresolved`).
+pub(crate) fn unknown_card(title: &str, c: &RunCounts, unresolved: u64) -> Markup {
+    let (committed, not) = (c.unknown_outcome_committed, c.unknown_outcome_not_committed);
+    let [committed, not, left] = [committed, not, unresolved].map(group);
+    let detail = format!("{committed} on the new primary, {not} not on it, {left} unresolved");
+    let class = if unresolved > 0 { "warn" } else { "ok" };
+    card(class, title, &group(c.unknown_outcome_writes), &detail)
 }
 
 /// A verdict as a banner; a pass with no reason of its own names the objectives it met.

@@ -6,7 +6,7 @@ use super::chart::{chart, legend};
 use super::events::events_table;
 use super::{
     card, describe, document, endpoint, errors_text, fmt_length, fmt_secs, fmt_unavailable, group,
-    opt_group, opt_secs, verdict_banner, when,
+    opt_group, opt_secs, unknown_card, verdict_banner, when,
 };
 use crate::clock::exceeds;
 use crate::db::identity::Identity;
@@ -155,7 +155,6 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
              --verify-window unchecked: a longer window checks further back",
         );
     }
-    let unresolved = s.counts.unresolved();
     let target = s
         .target_rate
         .map_or_else(String::new, |t| format!(" of {}/s", super::axis_num(t)));
@@ -163,11 +162,7 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
         div.cards {
             (rto_card(s, rto, rto_is_default))
             (card(lost_class, "Acknowledged writes lost", &lost_value, &lost_detail))
-            (card(if unresolved > 0 { "warn" } else { "ok" },
-                "Unknown outcomes (sent, never answered)", &group(s.counts.unknown_outcome_writes),
-                &format!("{} on the new primary, {} not on it, {} unresolved",
-                    group(s.counts.unknown_outcome_committed), group(s.counts.unknown_outcome_not_committed),
-                    group(unresolved))))
+            (unknown_card("Unknown outcomes (sent, never answered)", &s.counts, s.counts.unresolved()))
             (card("", "Writes", &group(s.counts.transactions),
                 &format!("{} acknowledged, {} failed, {} skipped; achieved {:.1}/s{target}",
                     group(s.counts.successes), group(s.counts.transactions.saturating_sub(s.counts.successes)),
