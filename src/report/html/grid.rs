@@ -88,15 +88,14 @@ impl Grid {
         let mut cols: Vec<Option<Column>> = vec![None; n];
         for b in t.iter().filter(in_view) {
             let i = ((b.at.max(t0) - t0) / step) as usize;
-            let Some(slot) = cols.get_mut(i) else {
-                continue;
-            };
             let covered = u64::from(b.span);
-            if let Some(c) = slot {
-                c.b.merge(b);
-                c.covered += covered;
-            } else {
-                *slot = Some(Column { b: *b, covered });
+            match cols.get_mut(i) {
+                Some(Some(c)) => {
+                    c.b.merge(b);
+                    c.covered += covered;
+                }
+                Some(slot) => *slot = Some(Column { b: *b, covered }),
+                None => {}
             }
         }
         Grid { t0, step, cols }
@@ -123,10 +122,8 @@ impl Grid {
     /// Runs of consecutive present columns with equal `key`: `[a, b)` and the key.
     pub(super) fn runs<K: PartialEq>(&self, key: impl Fn(&Column) -> K) -> Vec<(usize, usize, K)> {
         let mut out: Vec<(usize, usize, K)> = Vec::new();
-        for (i, c) in self.cols.iter().enumerate() {
-            let Some(k) = c.as_ref().map(&key) else {
-                continue;
-            };
+        let cols = self.cols.iter().enumerate();
+        for (i, k) in cols.filter_map(|(i, c)| Some((i, key(c.as_ref()?)))) {
             match out.last_mut() {
                 Some((_, end, last)) if *end == i && *last == k => *end = i + 1,
                 _ => out.push((i, i + 1, k)),
