@@ -149,16 +149,14 @@ fn latency_panel(g: &Grid) -> Markup {
     };
     let path = |pick: fn(&Bucket) -> f32| {
         let mut path = String::new();
-        let mut prev: Option<usize> = None;
-        for (i, c) in &with {
+        for (k, (i, c)) in with.iter().enumerate() {
             let (x0, x1) = g.col_x(*i);
             let v = y(f64::from(pick(&c.b)));
-            if prev.is_some_and(|p| p + 1 == *i) {
-                let _ = write!(path, "V{v:.1}H{x1:.1}");
-            } else {
-                let _ = write!(path, "M{x0:.1} {v:.1}H{x1:.1}");
-            }
-            prev = Some(*i);
+            // A column right after the one before continues its line.
+            let _ = match k > 0 && with[k - 1].0 + 1 == *i {
+                true => write!(path, "V{v:.1}H{x1:.1}"),
+                false => write!(path, "M{x0:.1} {v:.1}H{x1:.1}"),
+            };
         }
         path
     };
