@@ -127,11 +127,8 @@ pub(super) fn markers(g: &Grid, events: &[&Event]) -> Markup {
             EventKind::OutageStart { .. } | EventKind::OutageEnd { .. } => None,
             _ => Some("4 3"),
         };
-        let points = format!(
-            "{lx:.1},{:.1} {x:.1},{knee:.1} {x:.1},{:.1}",
-            ly + 3.0,
-            BAND_TOP + BAND_H
-        );
+        let (top, bottom) = (ly + 3.0, BAND_TOP + BAND_H);
+        let points = format!("{lx:.1},{top:.1} {x:.1},{knee:.1} {x:.1},{bottom:.1}");
         html! {
             g.mk data-kind=(kind_name(&e.kind)) {
                 title { (utc(e.at)) " " (text) }
