@@ -319,11 +319,9 @@ fn member_problems(
     }
     let of = counted[0].1.of;
     for (i, m) in counted.iter().filter(|(_, m)| m.of != of) {
+        let (who, says, first) = (name(i), m.of, name(counted[0].0));
         invalid.push(format!(
-            "{} says the drill has {} members, {} says {of}",
-            name(i),
-            m.of,
-            name(counted[0].0)
+            "{who} says the drill has {says} members, {first} says {of}"
         ));
     }
     let mut by_index: BTreeMap<u32, Vec<&Input>> = BTreeMap::new();
