@@ -1,5 +1,5 @@
 //! Every distinct error of a failed write, visible: the first of each (class, SQLSTATE) is logged
-//! with the server's message (again after an hour without it; per message where one SQLSTATE
+//! with the server's message (again after a minute without it; per message where one SQLSTATE
 //! has several causes: PgBouncer's 08P01, a privilege, a constraint, a trigger), and
 //! the summary lists each with its count and one message. One count per failed write, as in
 //! `pgdrill_transaction_errors_total`; failed connection attempts are counted apart.
@@ -54,8 +54,9 @@ pub fn class_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'static str>,
 }
 
 /// A kind seen again after this long without it is logged again: a canary's privilege
-/// revoked on day 60 is said as on day 3, not only counted.
-const SAID_AGAIN_AFTER: Duration = Duration::from_secs(3600);
+/// revoked on day 60 is said as on day 3, and a second failover's errors as the first's,
+/// not only counted. A kind that keeps coming is said once.
+const SAID_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 /// One kind's count, first message, and when it was last seen.
 struct Seen {
@@ -112,17 +113,17 @@ fn cut(message: &str) -> String {
         .collect()
 }
 
-/// Logs a kind (`again`: after an hour without it); at ERROR with a hint if retrying cannot fix it.
+/// Logs a kind (`again`: after a minute without it); at ERROR with a hint if retrying cannot fix it.
 fn log(class: ErrorClass, sqlstate: &str, message: &str, again: bool) {
     match (hint(sqlstate), again) {
         (Some(hint), false) => tracing::error!(class = %class, sqlstate, error = %message, hint,
             "error that retrying will not fix (first occurrence)"),
         (Some(hint), true) => tracing::error!(class = %class, sqlstate, error = %message, hint,
-            "error that retrying will not fix (again, after an hour without it)"),
+            "error that retrying will not fix (again, after a minute without it)"),
         (None, false) => tracing::warn!(class = %class, sqlstate, error = %message,
             "first error of this kind (later ones are counted)"),
         (None, true) => tracing::warn!(class = %class, sqlstate, error = %message,
-            "error of this kind again, after an hour without it (later ones are counted)"),
+            "error of this kind again, after a minute without it (later ones are counted)"),
     }
 }
 
@@ -212,17 +213,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_kind_quiet_for_an_hour_is_said_again() {
+    fn a_kind_quiet_for_a_minute_is_said_again() {
         let book = ErrorBook::default();
         let t0 = Instant::now();
-        let note = |at| book.note_at(ErrorClass::Rejected, Some("42501"), "permission denied", at);
-        let minute = Duration::from_secs(60);
-        let said: Vec<bool> = [t0, t0 + minute, t0 + minute * 61, t0 + minute * 62]
+        let note = |at| book.note_at(ErrorClass::AdminShutdown, Some("57P01"), "terminating", at);
+        let s = Duration::from_secs;
+        // A failover, another 90 s later, then one every 50 s: a kind that keeps coming.
+        let said: Vec<bool> = [t0, t0 + s(1), t0 + s(91), t0 + s(141), t0 + s(191)]
             .into_iter()
             .map(note)
             .collect();
-        assert_eq!(said, [true, false, true, false]);
-        assert_eq!(book.kinds()[0].count, 4);
+        assert_eq!(said, [true, false, true, false, false]);
+        assert_eq!(book.kinds()[0].count, 5);
     }
 
     #[test]
