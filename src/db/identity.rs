@@ -28,7 +28,8 @@ pub struct Identity {
     pub postmaster_start: Option<String>,
     /// When the server last reset its statistics, as text: a crash of any server process (an
     /// OOM kill) restarts the others and resets them all under the same postmaster. The earlier of
-    /// two views' resets, so that an administrator resetting one of them is not read as a crash.
+    /// two views' resets, so that an administrator resetting one of them is not read as a crash
+    /// (a superuser's reset of every view, PostgreSQL 17's `pg_stat_reset_shared()`, is).
     pub stats_reset: Option<String>,
     /// A primary that takes no writes (`default_transaction_read_only`, as a managed service
     /// sets when its storage is full): refused like a standby. Not a fact of which server.
@@ -89,11 +90,12 @@ impl Identity {
     }
 
     /// This probe read another server process than `before` did, by the facts both read (either may
-    /// have read less: a query of it failed): the start time and statistics reset, else the
-    /// address and timeline.
+    /// have read less: a query of it failed): the start time, else the address and timeline. Not
+    /// the statistics reset: a crash ends every connection anyway, and a superuser's reset of
+    /// every view reads the same while the connections live on.
     pub(crate) fn is_another_process(&self, before: &Identity) -> bool {
         match (&self.postmaster_start, &before.postmaster_start) {
-            (Some(a), Some(b)) => a != b || differ(&self.stats_reset, &before.stats_reset),
+            (Some(a), Some(b)) => a != b,
             _ => {
                 differ(&self.server_addr, &before.server_addr)
                     || differ(&self.server_port, &before.server_port)
@@ -170,13 +172,17 @@ impl Identity {
 
 /// Every fact in one statement: one round trip, and through a transaction pooler one server
 /// (separate statements may each reach another). Only a primary has a WAL position: hence CASE.
+/// Times are UTC text in a fixed format: a session's TimeZone or DateStyle (a role's setting,
+/// PGTZ) would otherwise read as a restart.
 const PROBE_ALL: &str = "SELECT pg_is_in_recovery()::text, host(inet_server_addr()), \
      inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), \
-     pg_postmaster_start_time()::text, CASE WHEN pg_is_in_recovery() THEN NULL \
+     to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"+00\"'), \
+     CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
      current_setting('transaction_read_only'), current_setting('synchronous_commit'), \
-     current_setting('synchronous_standby_names'), least((SELECT stats_reset FROM \
-     pg_stat_bgwriter), (SELECT stats_reset FROM pg_stat_archiver))::text";
+     current_setting('synchronous_standby_names'), to_char(least((SELECT stats_reset FROM \
+     pg_stat_bgwriter), (SELECT stats_reset FROM pg_stat_archiver)) AT TIME ZONE 'UTC', \
+     'YYYY-MM-DD HH24:MI:SS.US\"+00\"')";
 
 /// The same facts one at a time, when the statement above is refused (a function revoked
 /// from the user), so that one refused function costs only its own fact.
@@ -184,12 +190,14 @@ const PROBES: &[&str] = &[
     "SELECT pg_is_in_recovery()::text",
     "SELECT host(inet_server_addr()), inet_server_port()::text",
     "SELECT system_identifier::text FROM pg_control_system()",
-    "SELECT pg_postmaster_start_time()::text",
+    "SELECT to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', \
+     'YYYY-MM-DD HH24:MI:SS.US\"+00\"')",
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
     "SELECT current_setting('transaction_read_only')",
     "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
-    "SELECT least((SELECT stats_reset FROM pg_stat_bgwriter), \
-     (SELECT stats_reset FROM pg_stat_archiver))::text",
+    "SELECT to_char(least((SELECT stats_reset FROM pg_stat_bgwriter), \
+     (SELECT stats_reset FROM pg_stat_archiver)) AT TIME ZONE 'UTC', \
+     'YYYY-MM-DD HH24:MI:SS.US\"+00\"')",
 ];
 
 /// The server's identity, or an error when the server or a pooler in front failed the probe
@@ -349,12 +357,19 @@ impl IdentityTracker {
                     true => "after a crash of one of its processes",
                     false => "with a new postmaster",
                 };
+                // The evidence of a crash, said: a superuser's reset of every statistics view
+                // reads the same.
+                let seen = match crash {
+                    true => "; its statistics were reset under the same postmaster",
+                    false => "",
+                };
                 tracing::warn!(
                     event = "server_restarted",
                     server = %shown(id.endpoint()),
                     timeline = %shown(id.timeline),
                     started = %shown(id.postmaster_start.as_deref()),
-                    "the primary restarted {how} (same system, timeline and address)"
+                    stats_reset = %shown(id.stats_reset.as_deref()),
+                    "the primary restarted {how} (same system, timeline and address{seen})"
                 );
                 self.metrics.server_restarts.inc();
                 EventKind::Restart {
@@ -566,6 +581,11 @@ pub(crate) mod tests {
         crashed.stats_reset = Some("after the crash".into());
         tracker.observe(&crashed);
         assert_eq!(metrics.server_restarts.get(), 4);
+        // Not another process to the connections' liveness check: a superuser's reset of every
+        // statistics view reads the same, and a crash ends the connections anyway.
+        let mut before = crashed.clone();
+        before.stats_reset = Some("s0".into());
+        assert!(!crashed.is_another_process(&before));
         let mut unread = crashed.clone();
         unread.stats_reset = None;
         assert_eq!(

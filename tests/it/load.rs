@@ -117,6 +117,19 @@ async fn the_server_is_probed_in_one_statement_or_fact_by_fact() {
     )
     .await;
     exec(&admin, "SELECT pg_reload_conf()").await;
+    // Times read alike whatever the session's time zone and date style.
+    let tokyo = "ALTER ROLE pgdrill SET timezone = 'Asia/Tokyo'";
+    exec(&admin, tokyo).await;
+    exec(&admin, "ALTER ROLE pgdrill SET datestyle = 'SQL, DMY'").await;
+    let started: String = admin
+        .query_one(
+            "SELECT to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD HH24:MI:SS.US\"+00\"')",
+            &[],
+        )
+        .await
+        .expect("start time")
+        .get(0);
     let dsn = lab.dsn(lab.primary());
     crate::support::eventually(Duration::from_secs(10), "the reload", || async {
         let fresh = connect(&dsn).await;
@@ -136,8 +149,12 @@ async fn the_server_is_probed_in_one_statement_or_fact_by_fact() {
     assert_eq!(full.in_recovery, Some(false), "{full:?}");
     assert_eq!(full.timeline, Some(1), "{full:?}");
     assert_eq!(full.server_port, Some(lab.port(lab.primary())), "{full:?}");
+    assert!(full.system_identifier.is_some(), "{full:?}");
+    assert_eq!(full.postmaster_start.as_deref(), Some(&*started), "in UTC");
     assert!(
-        full.system_identifier.is_some() && full.postmaster_start.is_some(),
+        full.stats_reset
+            .as_deref()
+            .is_some_and(|t| t.ends_with("+00")),
         "{full:?}"
     );
     let log = std::fs::read_to_string(lab.log_path(lab.primary())).expect("server log");
