@@ -101,6 +101,7 @@ pub fn hint(sqlstate: &str) -> Option<&'static str> {
         "2200H" => "the id sequence reached its maximum value: ALTER SEQUENCE … AS bigint MAXVALUE … (an int4 serial ends at 2147483647)",
         s if s.starts_with("22") => "a column's type or size does not take pgdrill's values",
         s if s.starts_with("23") => "a constraint (NOT NULL, CHECK, UNIQUE, FOREIGN KEY) rejects pgdrill's rows",
+        s if s.starts_with("P0") => "a trigger or rule on the table raised it (the message says why)",
         _ => return None,
     })
 }
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn only_what_retrying_cannot_fix_has_a_hint() {
         for code in [
-            "42501", "42703", "42P01", "42601", "22003", "23502", "23503",
+            "42501", "42703", "42P01", "42601", "22003", "23502", "23503", "P0001",
         ] {
             assert!(hint(code).is_some(), "{code}");
         }
