@@ -456,7 +456,7 @@ impl Summary {
         for o in &self.outages {
             writeln!(
                 f,
-                "  outage #{}: writes unavailable {}{} (from {} to {}), full rate after {}, errors [{}], lost {}, RPO {}{}",
+                "  outage #{}: writes unavailable {}{} (from {} to {}), full rate after {}, errors [{}]{}, lost {}, RPO {}{}",
                 o.index,
                 opt_secs(o.write_unavailable_seconds),
                 if o.open_at_shutdown { " so far" } else { "" },
@@ -466,6 +466,10 @@ impl Summary {
                     .unwrap_or(if o.open_at_shutdown { "shutdown, still open" } else { "-" }),
                 opt_secs(o.time_to_full_rate_seconds),
                 o.error_classes.join(","),
+                match (&o.identity_before, &o.identity_after) {
+                    (Some(b), Some(a)) => format!(", {}", Identity::change_word(b, a)),
+                    _ => String::new(),
+                },
                 match o.lost_writes {
                     None => "unverified".to_string(),
                     Some(n) => format!("{}{n}", at_least(o.lost_writes_at_least)),
@@ -653,6 +657,19 @@ mod tests {
         records[0].lost_writes_at_least = true;
         s.earlier_outages.keep_latest(&mut records);
         assert!(s.to_string().contains("lost writes at least 12 of 500"));
+        // What the outage left behind, when both ends were probed.
+        use crate::db::identity::tests::id;
+        let mut restarted = id(5001, 1);
+        restarted.stats_reset = Some("after a crash".into());
+        s.outages[0].identity_before = Some(id(5001, 1));
+        s.outages[0].identity_after = Some(restarted);
+        let text = s.to_string();
+        assert!(
+            text.contains("], same primary, restarted in place, lost"),
+            "{text}"
+        );
+        s.outages[0].identity_after = Some(id(5002, 2));
+        assert!(s.to_string().contains("], new primary, lost"));
         // A canary within a tolerant objective as counted: not a pass, as more may be lost.
         let tolerant = Objectives {
             rto: Duration::from_secs(60),

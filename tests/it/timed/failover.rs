@@ -350,5 +350,9 @@ async fn thirty_second_outage_at_2000_per_second_stays_bounded() {
     let (status, out, err) = bin.wait(Duration::from_secs(20)).await;
     assert!(status.success(), "{err}");
     assert!(out.contains("outage #1"), "{out}");
+    assert!(
+        out.contains("], same primary, restarted in place, lost"),
+        "{out}"
+    );
     lab.shutdown().await;
 }
