@@ -75,8 +75,8 @@ pub struct ErrorBook {
 /// logged, not only counted: PgBouncer sends all its own errors as 08P01 (`query_wait_timeout`,
 /// `server conn crashed?`...); 42501 names the table, then the sequence, once INSERT is granted
 /// back; a second CHECK constraint, a trigger's own `RAISE` (P0001). Bounded by [`MAX_VARIANTS`].
-fn variant(sqlstate: &str, message: &str) -> String {
-    if sqlstate == "08P01" || sqlstate.starts_with("P0") || hint(sqlstate).is_some() {
+fn variant(class: ErrorClass, sqlstate: &str, message: &str) -> String {
+    if sqlstate == "08P01" || class == ErrorClass::Rejected {
         let message = crate::error::without_endpoint(message);
         message.chars().take(80).collect()
     } else {
@@ -88,21 +88,23 @@ fn variant(sqlstate: &str, message: &str) -> String {
 /// kinds stay for other SQLSTATEs.
 const MAX_VARIANTS: usize = 16;
 
-/// What to change for errors that the database will keep returning: `None` for those a
-/// retry, a reconnect or a failover can end.
-pub fn hint(sqlstate: &str) -> Option<&'static str> {
+/// What to change for errors that the database will keep returning (`rejected`, see
+/// [`crate::error::classify_sqlstate`]): `None` for those a retry, a reconnect or a failover
+/// can end.
+pub fn hint(class: ErrorClass, sqlstate: &str) -> Option<&'static str> {
+    if class != ErrorClass::Rejected {
+        return None;
+    }
     Some(match sqlstate {
         "42501" => "pgdrill's user lacks a privilege (the message names it): it needs CONNECT on the database, INSERT and SELECT on the table, USAGE on its id sequence",
         "42P01" => "the table does not exist (dropped or renamed?); pgdrill creates it only at startup",
         "42703" => "a column pgdrill writes does not exist (dropped or renamed?)",
-        // A prepared statement that did not stay with its session: --query-mode auto copes.
-        "42P05" => return None,
         s if s.starts_with("42") => "the statement does not fit the table any more (changed by DDL?)",
         "2200H" => "the id sequence reached its maximum value: ALTER SEQUENCE … AS bigint MAXVALUE … (an int4 serial ends at 2147483647)",
         s if s.starts_with("22") => "a column's type or size does not take pgdrill's values",
         s if s.starts_with("23") => "a constraint (NOT NULL, CHECK, UNIQUE, FOREIGN KEY) rejects pgdrill's rows",
         s if s.starts_with("P0") => "a trigger or rule on the table raised it (the message says why)",
-        _ => return None,
+        _ => "a trigger or rule on the table suppressed the row, or refused it (the message says why)",
     })
 }
 
@@ -116,7 +118,7 @@ fn cut(message: &str) -> String {
 
 /// Logs a kind (`again`: after a minute without it); at ERROR with a hint if retrying cannot fix it.
 fn log(class: ErrorClass, sqlstate: &str, message: &str, again: bool) {
-    match (hint(sqlstate), again) {
+    match (hint(class, sqlstate), again) {
         (Some(hint), false) => tracing::error!(class = %class, sqlstate, error = %message, hint,
             "error that retrying will not fix (first occurrence)"),
         (Some(hint), true) => tracing::error!(class = %class, sqlstate, error = %message, hint,
@@ -145,7 +147,11 @@ impl ErrorBook {
         // A SQLSTATE has five characters: a server sending more gets no more memory here.
         let sqlstate = sqlstate.unwrap_or("");
         let sqlstate = &sqlstate[..sqlstate.floor_char_boundary(5)];
-        let mut key = (class, sqlstate.to_string(), variant(sqlstate, message));
+        let mut key = (
+            class,
+            sqlstate.to_string(),
+            variant(class, sqlstate, message),
+        );
         let mut kinds = self.kinds.lock();
         let variants = || kinds.keys().filter(|k| !k.2.is_empty()).count();
         if !key.2.is_empty() && !kinds.contains_key(&key) && variants() >= MAX_VARIANTS {
@@ -212,6 +218,7 @@ impl ErrorBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_postgres::error::SqlState;
 
     #[test]
     fn a_kind_quiet_for_a_minute_is_said_again() {
@@ -328,13 +335,20 @@ mod tests {
 
     #[test]
     fn only_what_retrying_cannot_fix_has_a_hint() {
+        // Classified as the lanes classify them: the class decides, the code words the hint.
+        let hint_of = |code| {
+            let class = crate::error::classify_sqlstate(&SqlState::from_code(code));
+            hint(class, code)
+        };
         for code in [
             "42501", "42703", "42P01", "42601", "22003", "23502", "23503", "P0001",
         ] {
-            assert!(hint(code).is_some(), "{code}");
+            assert!(hint_of(code).is_some(), "{code}");
         }
-        for code in ["57P01", "25006", "40001", "53300", "57014", ""] {
-            assert!(hint(code).is_none(), "{code}");
+        for code in ["57P01", "25006", "40001", "53300", "57014", "", "42P05"] {
+            assert!(hint_of(code).is_none(), "{code}");
         }
+        // A suppressed row has no SQLSTATE, and no retry ends it either.
+        assert!(hint(ErrorClass::Rejected, "").is_some());
     }
 }
