@@ -170,19 +170,46 @@ impl Identity {
     }
 }
 
+/// A time as UTC text in a fixed format: a session's TimeZone or DateStyle (a role's setting,
+/// PGTZ) would otherwise read as a restart.
+macro_rules! utc {
+    ($time:literal) => {
+        concat!(
+            "to_char(",
+            $time,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"+00\"')"
+        )
+    };
+}
+
+/// The server's start, and the earlier of two views' statistics resets (see
+/// [`Identity::stats_reset`]), as `utc!` text.
+macro_rules! started {
+    () => {
+        utc!("pg_postmaster_start_time()")
+    };
+}
+macro_rules! stats_reset {
+    () => {
+        utc!(
+            "least((SELECT stats_reset FROM pg_stat_bgwriter), \
+             (SELECT stats_reset FROM pg_stat_archiver))"
+        )
+    };
+}
+
 /// Every fact in one statement: one round trip, and through a transaction pooler one server
 /// (separate statements may each reach another). Only a primary has a WAL position: hence CASE.
-/// Times are UTC text in a fixed format: a session's TimeZone or DateStyle (a role's setting,
-/// PGTZ) would otherwise read as a restart.
-const PROBE_ALL: &str = "SELECT pg_is_in_recovery()::text, host(inet_server_addr()), \
-     inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), \
-     to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"+00\"'), \
-     CASE WHEN pg_is_in_recovery() THEN NULL \
+const PROBE_ALL: &str = concat!(
+    "SELECT pg_is_in_recovery()::text, host(inet_server_addr()), \
+     inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), ",
+    started!(),
+    ", CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
      current_setting('transaction_read_only'), current_setting('synchronous_commit'), \
-     current_setting('synchronous_standby_names'), to_char(least((SELECT stats_reset FROM \
-     pg_stat_bgwriter), (SELECT stats_reset FROM pg_stat_archiver)) AT TIME ZONE 'UTC', \
-     'YYYY-MM-DD HH24:MI:SS.US\"+00\"')";
+     current_setting('synchronous_standby_names'), ",
+    stats_reset!(),
+);
 
 /// The same facts one at a time, when the statement above is refused (a function revoked
 /// from the user), so that one refused function costs only its own fact.
@@ -190,14 +217,11 @@ const PROBES: &[&str] = &[
     "SELECT pg_is_in_recovery()::text",
     "SELECT host(inet_server_addr()), inet_server_port()::text",
     "SELECT system_identifier::text FROM pg_control_system()",
-    "SELECT to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', \
-     'YYYY-MM-DD HH24:MI:SS.US\"+00\"')",
+    concat!("SELECT ", started!()),
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
     "SELECT current_setting('transaction_read_only')",
     "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
-    "SELECT to_char(least((SELECT stats_reset FROM pg_stat_bgwriter), \
-     (SELECT stats_reset FROM pg_stat_archiver)) AT TIME ZONE 'UTC', \
-     'YYYY-MM-DD HH24:MI:SS.US\"+00\"')",
+    concat!("SELECT ", stats_reset!()),
 ];
 
 /// The server's identity, or an error when the server or a pooler in front failed the probe
