@@ -113,7 +113,7 @@ fn an_older_summary_reads_as_a_run_would_write_it() {
     assert_eq!(merged.report.counts.checked_writes, 100_500);
     assert!(merged.page.contains("100,500"), "the page says the same");
     assert!(
-        merged.page.contains("0 not on it, 5 unresolved") || merged.page.contains("5 unresolved")
+        merged.page.contains("0 not found, 5 unresolved") || merged.page.contains("5 unresolved")
     );
     assert!(!merged.page.contains("hunter2"));
     assert!(

@@ -530,7 +530,7 @@ impl fmt::Display for Summary {
         self.fmt_errors(f)?;
         writeln!(
             f,
-            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (on the new primary {}, not on it {}{})",
+            "  primary changes {} (restarts in place {})   lost writes {}   unknown outcome {} (found afterwards {}, not found {}{})",
             self.primary_changes,
             self.server_restarts,
             self.lost_writes_text(&format!(" of {} checked", self.counts.checked_writes)),

@@ -60,7 +60,7 @@ fn marker(e: &Event) -> (String, &'static str, String) {
             if *lost == 0 { "V✓" } else { "V✗" }.to_string(),
             if *lost == 0 { "#1b7f79" } else { "#b30000" },
             format!(
-                "verification{}: {} acknowledged writes checked, {}{} lost{}; unknown outcomes {} on the new primary, {} not on it",
+                "verification{}: {} acknowledged writes checked, {}{} lost{}; unknown outcomes {} found afterwards, {} not found",
                 outage.map_or_else(String::new, |o| format!(" after outage {o}")),
                 group(*checked),
                 at_least_text(*at_least),

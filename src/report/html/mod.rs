@@ -54,7 +54,7 @@ pub(crate) fn card(class: &str, title: &str, value: &str, detail: &str) -> Marku
 pub(crate) fn unknown_card(title: &str, c: &RunCounts, unresolved: u64) -> Markup {
     let (committed, not) = (c.unknown_outcome_committed, c.unknown_outcome_not_committed);
     let [committed, not, left] = [committed, not, unresolved].map(group);
-    let detail = format!("{committed} on the new primary, {not} not on it, {left} unresolved");
+    let detail = format!("{committed} found afterwards, {not} not found, {left} unresolved");
     let class = if unresolved > 0 { "warn" } else { "ok" };
     card(class, title, &group(c.unknown_outcome_writes), &detail)
 }

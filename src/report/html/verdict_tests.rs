@@ -12,7 +12,7 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
     assert!(html.contains(
         "every objective met: writes unavailable ≤ 30.00 s, acknowledged writes lost ≤ 0"
     ));
-    assert!(html.contains("1 on the new primary, 23 not on it, 0 unresolved"));
+    assert!(html.contains("1 found afterwards, 23 not found, 0 unresolved"));
     assert!(
         html.contains("<b>2.974 s</b>"),
         "the outage row's RTO, to the millisecond"
@@ -42,7 +42,7 @@ fn the_headline_judges_rto_lost_writes_and_unverified_outages() {
     let html = render_30(&open);
     assert!(html.contains(r#"<span class="big">INVALID</span>"#));
     assert!(html.contains("the acknowledged writes before outage 1 were never verified"));
-    assert!(html.contains("1 on the new primary, 20 not on it, 3 unresolved"));
+    assert!(html.contains("1 found afterwards, 20 not found, 3 unresolved"));
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn an_open_outage_checked_nothing_and_a_restart_is_not_a_new_primary() {
     );
     assert!(html.contains(r#" so far</div>"#), "{html}");
     assert!(html.contains(
-        "0 acknowledged writes checked on the new primary; outage 1 still open at the end"
+        "0 acknowledged writes checked on the primary afterwards; outage 1 still open at the end"
     ));
     // The text summary says the same.
     let text = open.to_string();
