@@ -561,3 +561,49 @@ impl Watched {
         serde_json::from_slice(&text).expect("summary JSON parses")
     }
 }
+
+/// A locked table holds a new connection's setup (its prepared INSERT) as it holds a write: a
+/// fresh client's INSERT would wait until its statement timeout, so both count as
+/// `statement_timeout`, not as a connect timeout (the server answered at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_table_fails_new_connections_as_statement_timeouts() {
+    let lab = single(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let drill = Drill::start(&[
+        "--dsn",
+        &dsn,
+        "--rate",
+        "200",
+        "--statement-timeout",
+        "1s",
+        "--connect-timeout",
+        "500ms",
+    ])
+    .await;
+    let locker = lock_after(drill.addr, &dsn, 100.0).await;
+    // Its connections go: the lanes connect again, into the lock.
+    let admin = connect(&dsn).await;
+    let ended = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = 'pgdrill' AND pid <> pg_backend_pid()";
+    admin
+        .execute(ended, &[])
+        .await
+        .expect("terminate pgdrill's sessions");
+    let setup_timeouts = "pgdrill_connection_errors_total{class=\"statement_timeout\"}";
+    eventually(
+        Duration::from_secs(20),
+        "new connections held by the lock",
+        || async { drill.metric(setup_timeouts).await >= 2.0 },
+    )
+    .await;
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    let summary = drill.stop().await;
+    let class = |c: &str| summary.counts.errors.get(c).copied().unwrap_or(0);
+    assert_eq!(class("connect_timeout"), 0, "{:?}", summary.counts.errors);
+    assert!(
+        class("statement_timeout") >= 2,
+        "{:?}",
+        summary.counts.errors
+    );
+    lab.shutdown().await;
+}

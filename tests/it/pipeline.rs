@@ -287,3 +287,33 @@ async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
     assert_eq!(rejected, 0);
     lab.shutdown().await;
 }
+
+/// A slow link (300 ms round trips) with the default timeouts: the first connection's table
+/// check takes a round trip per query, more than `--connect-timeout`, and is not cut off by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_starts_with_the_default_timeouts() {
+    let lab = support::start_single(None).await;
+    let upstream = format!("127.0.0.1:{}", lab.port(lab.primary()))
+        .parse()
+        .expect("socket address");
+    let proxy = Proxy::start(ProxyOptions {
+        listen: "127.0.0.1:0".parse().expect("socket address"),
+        upstream,
+        delay: Duration::from_millis(150),
+    })
+    .await
+    .expect("proxy starts");
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
+        proxy.local_addr().port()
+    );
+    let drill = Drill::start(&["--dsn", &dsn, "--rate", "20", "--duration", "12s"]).await;
+    let summary = drill.finish().await;
+    assert!(summary.counts.successes > 0, "{:?}", summary.counts);
+    assert_eq!(
+        summary.counts.errors.values().sum::<u64>(),
+        0,
+        "{:?}",
+        summary.counts.errors
+    );
+}

@@ -279,7 +279,15 @@ impl Setup {
         Err(self.failed(ErrorClass::ReadOnly, message, None))
     }
 
-    /// The table, checked once within the connect `timeout`, or [`TABLE_CHANGE_TIMEOUT`] once
+    /// How long what follows a connection may take (the table check, the session's setup): as
+    /// long as a write may (the statement timeout and a second for its answer), or the connect
+    /// `timeout` if longer. The server has answered: a slow link needs a round trip per query,
+    /// and a locked table holds the prepared INSERT as it would hold a fresh client's write.
+    pub(super) fn setup_within(&self, timeout: Duration) -> Duration {
+        timeout.max(self.statement_timeout + Duration::from_secs(1))
+    }
+
+    /// The table, checked once within `timeout` ([`Manager::setup_within`]), or [`TABLE_CHANGE_TIMEOUT`] once
     /// `--alter-table` changes it: cut off, the change would go on in the server and be sent again.
     pub(super) async fn table_ready(
         &self,
@@ -316,8 +324,9 @@ impl Setup {
         tokio::pin!(check);
         let took_over = |limit: Duration| {
             let limit = humantime::format_duration(limit);
-            let message = format!("checking the table took over {limit}");
-            self.failed(ErrorClass::ConnectTimeout, message, None)
+            let message =
+                format!("checking the table took over {limit} (a slow link, or the table locked?)");
+            self.failed(ErrorClass::StatementTimeout, message, None)
         };
         let checked = match tokio::time::timeout(timeout, &mut check).await {
             Ok(checked) => checked,

@@ -375,23 +375,22 @@ impl Connector {
             },
             "connection attempt"
         );
-        let timed_out = |what: &str| {
-            let within = humantime::format_duration(self.timeout);
-            let message = format!("{endpoint}: {what} within {within}; trying the next host");
-            manager.failed(ErrorClass::ConnectTimeout, message, None)
-        };
         let (client, driver, id) = result.map_err(|_| {
-            timed_out("not connected (TCP, TLS, startup, authentication and identity probe)")
+            let within = humantime::format_duration(self.timeout);
+            let message = format!(
+                "{endpoint}: not connected (TCP, TLS, startup, authentication and identity \
+                 probe) within {within}; trying the next host"
+            );
+            manager.failed(ErrorClass::ConnectTimeout, message, None)
         })??;
         answered.store(true, Ordering::Relaxed);
-        // One connect timeout for all but the table check (first connection only).
-        let checking = Instant::now();
+        // The server answered: what follows may take as long as a write (see `setup_within`).
+        let within = manager.setup_within(self.timeout);
         let cancel = || cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
         manager
-            .table_ready(&client, self.timeout, Box::pin(cancel()))
+            .table_ready(&client, within, Box::pin(cancel()))
             .await?;
-        let deadline = began + self.timeout + checking.elapsed();
-        let ready = tokio::time::timeout_at(deadline, manager.ready(&client, &id));
+        let ready = tokio::time::timeout(within, manager.ready(&client, &id));
         let Ok(insert) = ready.await else {
             // Its backend would wait on the setup (a lock on the table), holding a connection slot.
             // Open until the cancel is through: PgBouncer drops one whose client is gone.
@@ -400,7 +399,10 @@ impl Connector {
                 let _ = tokio::time::timeout(STAGGER * 10, cancel).await;
                 drop((client, driver));
             });
-            return Err(timed_out("session not set up (the table locked?)"));
+            let within = humantime::format_duration(within);
+            let message =
+                format!("{endpoint}: session not set up within {within} (the table locked?)");
+            return Err(manager.failed(ErrorClass::StatementTimeout, message, None));
         };
         Ok((client, insert?, driver.detach(), id))
     }
