@@ -290,7 +290,7 @@ pub struct CleanupArgs {
     #[arg(long, env = "PGDRILL_TABLE", default_value = crate::db::table::DEFAULT_TABLE)]
     pub table: String,
     /// Delete the rows of this run (the run id the summary and the startup log show).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub run_id: Option<i64>,
     /// Delete the rows of every pgdrill run (rows with a run_id; no other row).
     #[arg(long)]

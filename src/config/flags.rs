@@ -154,6 +154,11 @@ fn dsn_split_by_the_shell(argv: &[OsString]) -> Option<String> {
 /// writing, else its directory exists and takes a new file. Returns the path.
 pub fn writable_file(option: &'static str, path: &Path) -> Result<PathBuf, ConfigError> {
     let bad = |reason: String| ConfigError::new(option, path.display(), reason);
+    if path.as_os_str() == "-" {
+        return Err(bad(
+            "standard output is not written here; name the file to write".into(),
+        ));
+    }
     if path.is_dir() {
         return Err(bad("is a directory; name the file to write".to_string()));
     }

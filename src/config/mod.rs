@@ -118,9 +118,24 @@ fn at_least(
     Ok(d)
 }
 
-/// Whether two paths name one file, as given or with directories resolved (`./x`, `out/../x`, `x`).
+/// Whether two paths name one file: the same inode when both exist (a symbolic or hard link),
+/// else the same place once symbolic links and directories are resolved (`./x`, `out/../x`, a
+/// link to a file not yet written).
 fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    if let (Some(a), Some(b)) = (inode(a), inode(b)) {
+        return a == b;
+    }
     let resolved = |p: &Path| {
+        let mut p = p.to_path_buf();
+        // A few links deep: a loop ends here, and the kernel would refuse it anyway.
+        for _ in 0..8 {
+            let Ok(target) = std::fs::read_link(&p) else {
+                break;
+            };
+            p = p.parent().map_or(target.clone(), |dir| dir.join(&target));
+        }
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new(".")).canonicalize().ok()?;
         Some(dir.join(p.file_name()?))
@@ -294,7 +309,12 @@ impl RunArgs {
                 ids_needed: ids_needed(rate, duration),
             },
             table,
-            startup_timeout: positive("--startup-timeout", self.startup_timeout)?,
+            startup_timeout: at_least(
+                "--startup-timeout",
+                self.startup_timeout,
+                second,
+                ": the time to connect and check the table",
+            )?,
             listen: self.listen,
             web: self
                 .web_config_file

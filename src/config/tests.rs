@@ -480,3 +480,43 @@ fn a_run_ending_within_the_rto_objective_of_its_last_trigger_is_cautioned() {
     // A canary has no trigger: nothing to caution.
     assert_eq!(args(&["--duration", "5s"]).unwrap().caution(), None);
 }
+
+#[test]
+fn one_file_under_two_names_is_found_through_links() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let at = |name: &str| dir.path().join(name);
+    std::fs::write(at("summary.json"), "{}").expect("write");
+    std::os::unix::fs::symlink("summary.json", at("link.json")).expect("symlink");
+    std::fs::hard_link(at("summary.json"), at("hard.json")).expect("hard link");
+    std::os::unix::fs::symlink("later.json", at("dangling.json")).expect("symlink");
+    let same = |a: &str, b: &str| super::same_file(&at(a), &at(b));
+    assert!(same("summary.json", "link.json"));
+    assert!(same("summary.json", "hard.json"));
+    assert!(same("later.json", "dangling.json"));
+    assert!(same("summary.json", "./summary.json"));
+    assert!(!same("summary.json", "later.json"));
+    assert!(!same("link.json", "dangling.json"));
+}
+
+#[test]
+fn values_that_cannot_work_are_refused_before_anything_starts() {
+    let e = args(&["--startup-timeout", "1ms"]).unwrap_err();
+    assert!(
+        e.contains("--startup-timeout") && e.contains("at least 1s"),
+        "{e}"
+    );
+    let e = args(&["--report", "-"]).unwrap_err();
+    assert!(
+        e.contains("--report") && e.contains("standard output"),
+        "{e}"
+    );
+    for id in ["0", "-1"] {
+        let argv = ["pgdrill", "cleanup", "--run-id", id];
+        let argv = super::join_negative_values(argv.into_iter().map(Into::into));
+        let e = Cli::try_parse_from(argv)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--run-id") && e.contains(id), "{e}");
+    }
+}
