@@ -195,7 +195,7 @@ impl LaneOutcomes {
         let service = done - sent;
         m.transaction_duration.observe(latency.as_secs_f64());
         m.service_duration.observe(service.as_secs_f64());
-        m.schedule_lag.set((sent - job.intended).as_secs_f64());
+        m.schedule_lag.observe((sent - job.intended).as_secs_f64());
         m.last_success_timestamp.set(unix_now());
         self.latency.lock().record(latency, service);
         o.detector.success(sent, done);
@@ -215,7 +215,8 @@ impl LaneOutcomes {
             return;
         }
         // How late it began, whether or not it got through: an outage's lag is news too.
-        m.schedule_lag.set((started - job.intended).as_secs_f64());
+        m.schedule_lag
+            .observe((started - job.intended).as_secs_f64());
         m.transaction_errors.inc(failure.class);
         o.tally.errors[failure.class.index()].fetch_add(1, Ordering::Relaxed);
         o.detector.failure(started, failure.class);
@@ -281,11 +282,9 @@ mod tests {
         };
         lane.failed(job(2), t0 + Duration::from_millis(1500), &refused);
         outcomes.skipped();
-        assert_eq!(
-            metrics.schedule_lag.get(),
-            1.5,
-            "a failed write's lag counts too"
-        );
+        let lag = &metrics.schedule_lag;
+        let lags = (lag.get_sample_count(), lag.get_sample_sum());
+        assert_eq!(lags, (3, 1.5), "a failed write's lag counts too");
 
         let t = outcomes.tally();
         assert_eq!((t.transactions, t.successes(), t.failed()), (3, 1, 2));

@@ -36,7 +36,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub connection_attempts: IntCounter,
     pub connection_errors: PerClass,
-    pub schedule_lag: Gauge,
+    pub schedule_lag: Histogram,
     pub last_success_timestamp: Gauge,
     /// 1 while the load schedules writes: after it stops (the drain, `--linger`), the last
     /// success grows old without writes being unavailable.
@@ -215,7 +215,7 @@ impl Metrics {
             in_flight: register(r, IntGauge::new("pgdrill_transactions_in_flight", "Transactions taken by a lane and not yet answered: waiting for a connection, or sent.")),
             connection_attempts: register(r, IntCounter::new("pgdrill_connection_attempts_total", "New database connections attempted.")),
             connection_errors: PerClass::new(r, "pgdrill_connection_errors_total", "Failed connection attempts, by error class."),
-            schedule_lag: register(r, Gauge::new("pgdrill_schedule_lag_seconds", "How late the most recently started transaction (acknowledged or failed) began relative to its schedule.")),
+            schedule_lag: histogram(r, "pgdrill_schedule_lag_seconds", "How late transactions (acknowledged or failed) began relative to their schedule: every one, so that no scrape interval misses a spike.", LATENCY_BUCKETS),
             last_success_timestamp: register(r, Gauge::new("pgdrill_last_success_timestamp_seconds", "Unix time of the last acknowledged write (0 before the first).")),
             load_running: register(r, IntGauge::new("pgdrill_load_running", "1 while the load schedules writes; 0 before it starts and once it stopped (drain, --linger).")),
             failover_state: StateSet::new(r, "pgdrill_failover_state", "Write availability state set: exactly one state is 1.", "state", &State::ALL.map(State::as_str)),

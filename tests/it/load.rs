@@ -20,7 +20,7 @@ const FAMILIES: &[&str] = &[
     "pgdrill_connection_errors_total",
     "pgdrill_pool_connections",
     "pgdrill_pool_max_connections",
-    "pgdrill_schedule_lag_seconds",
+    "pgdrill_schedule_lag_seconds_bucket",
     "pgdrill_last_success_timestamp_seconds",
     "pgdrill_load_running",
     "pgdrill_failover_state",
