@@ -321,6 +321,15 @@ static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("{option}(?:{value})|{p}|{attached}")).expect("a valid pattern")
 });
 
+/// The password option of a program whose short flag for it is a common letter elsewhere
+/// (`redis-cli -a …`, `ldapsearch -w …`; `ls -a`, `curl -w` keep theirs): the one group that
+/// matched is the value (single-quoted, double-quoted, bare).
+static PROGRAM_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    let program = r"\b(?:(?:redis|valkey|keydb)-cli[^\n;&|]*?[ \t]-a|ldap(?:search|modify|add|delete|passwd|whoami|compare|modrdn|exop|url)[^\n;&|]*?[ \t]-w)";
+    let value = r#"[ \t]+(?:\\?'([^'\\]*)|\\?"([^"\\]*)|([^ \t'"\\]+))"#;
+    Regex::new(&format!("{program}{value}")).expect("a valid pattern")
+});
+
 /// Connection strings (URL user info, `password=`) as [`redact`] does, an option's `user:password`
 /// or `-p` ([`PASSWORD_OPTION`]), then the value after each key that names a secret
 /// ([`SECRET_VALUE`]): the first such key from the left, its `key=value` form before its option
@@ -328,6 +337,11 @@ static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
 pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
     let text = TOKEN_SHAPE.replace_all(&text, format!("${{keep}}{REDACTED}"));
+    let text = PROGRAM_PASSWORD.replace_all(&text, |caps: &regex::Captures| {
+        let all = caps.get(0).expect("group 0 is the match");
+        let value = (1..caps.len()).find_map(|i| caps.get(i)).unwrap_or(all);
+        redacted_within(all, value)
+    });
     let text = PASSWORD_OPTION.replace_all(&text, |caps: &regex::Captures| {
         let all = caps.get(0).expect("group 0 is the match");
         let (group, password) = (1..caps.len())
@@ -343,9 +357,7 @@ pub fn scrub_patterns(text: &str) -> String {
         {
             return all.as_str().to_string();
         }
-        let (start, end) = (password.start() - all.start(), password.end() - all.start());
-        let matched = all.as_str();
-        format!("{}{REDACTED}{}", &matched[..start], &matched[end..])
+        redacted_within(all, password)
     });
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut from) = (0, 0);
@@ -392,6 +404,16 @@ pub fn scrub_patterns(text: &str) -> String {
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// The match `all` with its part `secret` redacted.
+fn redacted_within(all: regex::Match, secret: regex::Match) -> String {
+    let (start, end) = (secret.start() - all.start(), secret.end() - all.start());
+    format!(
+        "{}{REDACTED}{}",
+        &all.as_str()[..start],
+        &all.as_str()[end..]
+    )
 }
 
 /// `-p`'s value in the commands where it is no password: a port (`psql -p 5432`, `docker run -p

@@ -305,6 +305,18 @@ fn a_user_and_password_given_to_an_option_hide_the_password() {
             "sshpass -p 'REDACTED' ssh pg1",
         ),
         ("tool -p --next", "tool -p --next"),
+        (
+            "redis-cli -h r1 -a SecretValA3 ping",
+            "redis-cli -h r1 -a REDACTED ping",
+        ),
+        (
+            "ldapsearch -x -D cn=admin -w 'Secret Val' -b dc=x",
+            "ldapsearch -x -D cn=admin -w 'REDACTED' -b dc=x",
+        ),
+        (
+            "ls -a /tmp; curl -w '%{http_code}' x",
+            "ls -a /tmp; curl -w '%{http_code}' x",
+        ),
         ("sshpass -p 123abc ssh", "sshpass -p REDACTED ssh"),
         // Digits no port can be: a password.
         ("sshpass -p 20240917 ssh", "sshpass -p REDACTED ssh"),
