@@ -145,7 +145,8 @@ fn headline(s: &Summary, rto: f64, rto_is_default: bool) -> Markup {
     let checked = group(s.counts.checked_writes);
     let unverified = s.unverified_outages();
     let (lost_class, lost_value) = lost_writes(s);
-    let mut lost_detail = format!("{checked} acknowledged writes checked on the primary afterwards");
+    let mut lost_detail =
+        format!("{checked} acknowledged writes checked on the primary afterwards");
     if !unverified.is_empty() {
         lost_detail.push_str(&format!("; {}", unverified.join(", ")));
     }
