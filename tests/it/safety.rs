@@ -205,7 +205,7 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
     .await;
     assert_eq!(marked, 1, "the run_id pgdrill added carries its mark");
 
-    // 4. A team table with a run_id of its own: written to, but never deleted from.
+    // 4. A team table with a run_id and seq of its own: never written to, nor deleted from.
     exec(
         &client,
         "CREATE TABLE jobs (transaction_id bigserial PRIMARY KEY, customer_id int, \
@@ -234,7 +234,7 @@ async fn a_teams_table_is_untouched_unless_named_and_retention_deletes_only_pgdr
     .await;
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("jobs.run_id was not added by pgdrill"),
+        err.contains("jobs has columns run_id and seq that pgdrill did not add"),
         "{err}"
     );
     assert!(
@@ -395,12 +395,14 @@ async fn tables_that_defeat_the_measurement_are_refused_at_start() {
                $$ BEGIN RAISE EXCEPTION 'inserts are audited elsewhere'; END $$; \
              CREATE TRIGGER no_way BEFORE INSERT ON tx_raises \
                FOR EACH ROW EXECUTE FUNCTION no_way(); \
+             COMMENT ON COLUMN tx_raises.run_id IS 'pgdrill: rows'; \
              CREATE TABLE tx_skips {ours}; \
              CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS \
                $$ BEGIN RETURN NULL; END $$; \
              CREATE TRIGGER skip BEFORE INSERT ON tx_skips FOR EACH ROW EXECUTE FUNCTION skip(); \
              CREATE INDEX tx_skips_pgdrill_rows ON tx_skips (transaction_id) \
                WHERE run_id IS NOT NULL; \
+             COMMENT ON COLUMN tx_skips.run_id IS 'pgdrill: rows'; \
              CREATE TABLE pgdrill_writes {ours}"
         ),
     )

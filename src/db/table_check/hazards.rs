@@ -5,26 +5,43 @@
 use tokio_postgres::Client;
 
 use super::{quote_literal, Column, IdsNeeded, TableError, TablePolicy, OUR_COLUMNS, USER_COLUMNS};
-use crate::db::table::Table;
+use crate::db::table::{Table, OWNER_MARK};
 
 /// A sequence that cannot last a canary this long is refused; one short of a year is warned of.
 const CANARY_MUST_LAST_DAYS: u64 = 1;
 const CANARY_WARNED_DAYS: u64 = 365;
 
-/// pgdrill adds `run_id` and `seq` together: one alone is the owners', which pgdrill would fill
-/// with its run ids or counter; but a `run_id` its comment marks as pgdrill's (`marked`) is.
-pub(super) fn lone_column(table: &str, columns: &[Column], marked: bool) -> Option<String> {
+/// Columns named like pgdrill's that are the owners': pgdrill adds `run_id` and `seq` together
+/// and marks `run_id` with its comment, so a `run_id` without the mark (`marked`), or a lone
+/// `seq`, is not pgdrill's. pgdrill would write its run ids and counter into them, and its rows
+/// would then be stranded among the owners' (`pgdrill cleanup` deletes only from a `run_id` it
+/// added). Refused before any change, and before any advice on their types: they are not
+/// pgdrill's to alter.
+pub(super) fn owners_columns(table: &Table, columns: &[Column], marked: bool) -> Option<String> {
+    let (name, table) = (&table.name, table);
     let has = |name: &str| columns.iter().any(|c| c.name == name);
-    let (present, absent) = match (has(OUR_COLUMNS[0]), has(OUR_COLUMNS[1])) {
-        (true, false) if !marked => (OUR_COLUMNS[0], OUR_COLUMNS[1]),
-        (false, true) => (OUR_COLUMNS[1], OUR_COLUMNS[0]),
-        _ => return None,
-    };
-    Some(format!(
+    let (run_id, seq) = (OUR_COLUMNS[0], OUR_COLUMNS[1]);
+    let also = "Point --table at another table, or leave --table unset for pgdrill's own";
+    match (has(run_id), has(seq)) {
+        (true, true) if !marked => Some(format!(
+            "{name} has columns {run_id} and {seq} that pgdrill did not add ({run_id} has no \
+             '{OWNER_MARK}' comment): they are not pgdrill's, and pgdrill would write its run ids \
+             and counter into them, among your rows. {also}. (Only if they were added for \
+             pgdrill and every row with {run_id} set is pgdrill's, say so as the table's owner: \
+             {};)",
+            table.mark_rows_sql()
+        )),
+        (true, false) if !marked => Some(lone(name, run_id, seq, also)),
+        (false, true) => Some(lone(name, seq, run_id, also)),
+        _ => None,
+    }
+}
+
+fn lone(table: &str, present: &str, absent: &str, also: &str) -> String {
+    format!(
         "{table} has a column {present} but no {absent}: pgdrill adds both together, so that \
-         {present} is not pgdrill's, and pgdrill would write its own values into it. Point \
-         --table at another table, or leave --table unset for pgdrill's own"
-    ))
+         {present} is not pgdrill's, and pgdrill would write its own values into it. {also}"
+    )
 }
 
 /// Everything else, from the catalog: unique indexes pgdrill's values alone decide, the id
@@ -243,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_seq_or_run_id_is_the_owners() {
+    fn the_owners_seq_or_run_id_is_never_taken_for_pgdrills() {
         let column = |name: &str| Column {
             name: name.into(),
             declared: "bigint".into(),
@@ -251,13 +268,22 @@ mod tests {
             not_null: false,
             filled: false,
         };
-        let lone = lone_column("t", &[column("seq")], false).expect("refused");
+        let t = Table::parse("t").expect("a name");
+        let lone = owners_columns(&t, &[column("seq")], false).expect("refused");
         assert!(lone.contains("a column seq but no run_id"), "{lone}");
-        assert!(lone_column("t", &[column("seq")], true).is_some());
-        assert!(lone_column("t", &[column("run_id")], false).is_some());
+        assert!(owners_columns(&t, &[column("seq")], true).is_some());
+        assert!(owners_columns(&t, &[column("run_id")], false).is_some());
         // Marked as pgdrill's: its seq is added with --alter-table.
-        assert!(lone_column("t", &[column("run_id")], true).is_none());
-        assert!(lone_column("t", &[column("run_id"), column("seq")], false).is_none());
-        assert!(lone_column("t", &[column("status")], false).is_none());
+        assert!(owners_columns(&t, &[column("run_id")], true).is_none());
+        // Both, unmarked: the owners' own, whatever their type.
+        let both = [column("run_id"), column("seq")];
+        let theirs = owners_columns(&t, &both, false).expect("refused");
+        assert!(
+            theirs.starts_with("t has columns run_id and seq that pgdrill did not add"),
+            "{theirs}"
+        );
+        assert!(!theirs.contains("ALTER"), "{theirs}");
+        assert!(owners_columns(&t, &both, true).is_none());
+        assert!(owners_columns(&t, &[column("status")], false).is_none());
     }
 }

@@ -285,8 +285,9 @@ async fn prepare_shared(
 ) -> Result<(), TableError> {
     let table = workload.target();
     let columns = columns(client, &table.quoted).await?;
-    let problem = shape_problem(&table.quoted, &columns)
-        .or_else(|| hazards::lone_column(&table.name, &columns, relation.rows_marked));
+    // Whose run_id and seq are first: a type advice would be to alter the owners' column.
+    let problem = hazards::owners_columns(table, &columns, relation.rows_marked)
+        .or_else(|| shape_problem(&table.quoted, &columns));
     if let Some(problem) = problem {
         return Err(TableError::Unusable(problem));
     }
@@ -306,16 +307,8 @@ async fn prepare_shared(
             table.name, table.quoted
         )));
     }
+    // A run_id present here is marked as pgdrill's (`owners_columns`): its rows may be deleted.
     let adds_run_id = missing.contains(&"run_id");
-    if policy.deletes && !adds_run_id && !relation.rows_marked {
-        return Err(TableError::Unusable(format!(
-            "{}.run_id was not added by pgdrill (it has no '{OWNER_MARK}' comment): rows with \
-             run_id set may not be pgdrill's, so --retention will not delete from this table. \
-             If every row with run_id set is pgdrill's, say so as the table's owner: {};",
-            table.name,
-            table.mark_rows_sql()
-        )));
-    }
     let (mut statements, mut needs) = (Vec::new(), Vec::new());
     if !missing.is_empty() {
         let mut add = add_columns_sql(&table.quoted, &missing);

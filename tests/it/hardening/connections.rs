@@ -100,6 +100,7 @@ async fn unknown_outcomes_from_killed_backends_resolve_without_an_outage() {
                customer_id int, merchant_id int, amount numeric, status text, \
                created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
              CREATE INDEX ON transactions (transaction_id) WHERE run_id IS NOT NULL; \
+             COMMENT ON COLUMN transactions.run_id IS 'pgdrill: rows'; \
              CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
                $$ BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$; \
              CREATE TRIGGER slow BEFORE INSERT ON transactions \
@@ -202,6 +203,7 @@ async fn failed_pool_growth_does_not_fail_writes_open_connections_can_take() {
                customer_id int, merchant_id int, amount numeric, status text, \
                created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
              CREATE INDEX ON transactions (transaction_id) WHERE run_id IS NOT NULL; \
+             COMMENT ON COLUMN transactions.run_id IS 'pgdrill: rows'; \
              ALTER TABLE transactions OWNER TO pgdrill; \
              CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
                $$ BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$; \

@@ -109,6 +109,7 @@ async fn tables_whose_application_pgdrill_would_harm_are_refused_at_start() {
                PRIMARY KEY, {columns}, run_id bigint, seq bigint); \
              CREATE INDEX tx_identity_pgdrill_rows ON tx_identity (transaction_id) \
                WHERE run_id IS NOT NULL; \
+             COMMENT ON COLUMN tx_identity.run_id IS 'pgdrill: rows'; \
              GRANT SELECT, INSERT ON tx_identity TO pgdrill"
         ))
         .await
@@ -175,5 +176,112 @@ async fn a_primary_read_only_by_setting_is_refused_at_start_naming_the_setting()
     println!("exit {:?} after {:?}", status.code(), started.elapsed());
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("default_transaction_read_only"), "{err}");
+    lab.shutdown().await;
+}
+
+/// A `run_id` and a `seq` the table already had, without pgdrill's mark on `run_id`, are the
+/// owners' (here 2,000 rows of their run 42): pgdrill would write its run ids and counter into
+/// them, and its rows would then be stranded there, `pgdrill cleanup` refusing a `run_id` it did
+/// not add. Refused at start, with and without `--alter-table`, before any write or DDL; a
+/// `run_id text` of theirs too, with no advice to change its type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_run_id_and_seq_are_never_written() {
+    let lab = start_lab(None).await;
+    let dsn = lab.dsn(lab.primary());
+    let client = connect(&dsn).await;
+    let table = |name: &str, run_id: &str| {
+        format!(
+            "CREATE TABLE {name} (transaction_id bigserial PRIMARY KEY, \
+               customer_id int NOT NULL, merchant_id int NOT NULL, \
+               amount numeric(12,2) NOT NULL, status text NOT NULL, \
+               created_at timestamptz NOT NULL DEFAULT now(), run_id {run_id}, seq bigint); \
+             INSERT INTO {name} (customer_id, merchant_id, amount, status, run_id, seq) \
+             SELECT i, i % 97, i % 500, 'settled', 42, i FROM generate_series(1, 2000) i"
+        )
+    };
+    exec(
+        &client,
+        &format!(
+            "{}; {}",
+            table("jobs_tx", "bigint"),
+            table("jobs_text", "text")
+        ),
+    )
+    .await;
+    // The tables as the catalog has them (columns, indexes, comments) and their rows.
+    let state = "SELECT (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, \
+                   a.atttypmod) || coalesce(' ' || col_description(c.oid, a.attnum), ''), \
+                   ', ' ORDER BY a.attnum) FROM pg_attribute a \
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) \
+                 || ' | ' || (SELECT coalesce(string_agg(indexrelid::regclass::text, ', ' \
+                   ORDER BY indexrelid), '') FROM pg_index WHERE indrelid = c.oid) \
+                 || ' | ' || coalesce(obj_description(c.oid, 'pg_class'), '') \
+                 || ' | ' || (SELECT count(*) FROM jobs_tx)::text \
+                 || ' | ' || (SELECT count(*) FROM jobs_text)::text \
+               FROM pg_class c WHERE c.relname = $1";
+    let state = |name: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(state, &[&name])
+                .await
+                .expect("table state");
+            row.get::<_, String>(0)
+        }
+    };
+    let before = (state("jobs_tx").await, state("jobs_text").await);
+    assert!(before.0.ends_with("| 2000 | 2000"), "{}", before.0);
+    let run = ["--rate", "50", "--duration", "5s"];
+    for (name, alter) in [
+        ("jobs_tx", true),
+        ("jobs_tx", false),
+        ("jobs_text", true),
+        ("jobs_text", false),
+    ] {
+        let (status, _out, err) = match alter {
+            true => alter_table(&dsn, name, &run, &[]).await,
+            false => {
+                let mut args = vec!["--dsn", &dsn, "--table", name, "--listen", "127.0.0.1:0"];
+                args.extend_from_slice(&run);
+                crate::support::drill::Binary::spawn(&args)
+                    .wait(std::time::Duration::from_secs(40))
+                    .await
+            }
+        };
+        let said = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+        println!(
+            "{name}, --alter-table {alter}: exit {:?}: {said}",
+            status.code()
+        );
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{name} {alter}: exit 2, stderr:\n{err}"
+        );
+        let expect = format!("{name} has columns run_id and seq that pgdrill did not add");
+        assert!(
+            said.contains(&expect),
+            "{name} {alter}: not {expect:?}:\n{err}"
+        );
+        assert!(said.contains("not pgdrill's"), "{name} {alter}:\n{err}");
+        assert!(
+            said.contains("--table at another table"),
+            "{name} {alter}:\n{err}"
+        );
+        assert!(
+            !err.contains("ALTER COLUMN"),
+            "{name} {alter}: advice to alter theirs:\n{err}"
+        );
+        assert!(
+            !err.contains("CREATE INDEX"),
+            "{name} {alter}: an index offered:\n{err}"
+        );
+        assert!(!err.contains("table ready"), "{name} {alter}:\n{err}");
+    }
+    let after = (state("jobs_tx").await, state("jobs_text").await);
+    assert_eq!(after, before, "a refused table changed");
+    let theirs = "SELECT count(*) FROM jobs_tx WHERE run_id = 42 AND seq BETWEEN 1 AND 2000";
+    let theirs: i64 = client.query_one(theirs, &[]).await.expect("rows").get(0);
+    assert_eq!(theirs, 2000);
     lab.shutdown().await;
 }

@@ -86,6 +86,7 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
              CREATE TABLE noindex (transaction_id bigserial PRIMARY KEY, customer_id int, merchant_id int, \
                amount numeric, status text, run_id bigint, seq bigint); \
              CREATE INDEX noindex_pending ON noindex (transaction_id) WHERE status = 'pending'; \
+             COMMENT ON COLUMN noindex.run_id IS 'pgdrill: rows'; \
              ALTER TABLE noindex OWNER TO pgdrill",
             users_table_sql("theirs", "bigserial"),
             users_table_sql("mine", "serial"),
@@ -571,7 +572,8 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
             .batch_execute(&format!(
                 "CREATE TABLE {table} (transaction_id bigserial, customer_id int, \
                    merchant_id int, amount numeric, status text, \
-                   created_at timestamptz DEFAULT now(), run_id bigint, seq bigint)"
+                   created_at timestamptz DEFAULT now(), run_id bigint, seq bigint); \
+                 COMMENT ON COLUMN {table}.run_id IS 'pgdrill: rows'"
             ))
             .await
             .expect("create a table without an index");
@@ -617,7 +619,8 @@ async fn alter_table_waits_once_and_what_it_cannot_fix_is_named() {
         .batch_execute(
             "CREATE TABLE stopped (transaction_id bigserial, customer_id int, merchant_id int, \
                amount numeric, status text, created_at timestamptz DEFAULT now(), \
-               run_id bigint, seq bigint)",
+               run_id bigint, seq bigint); \
+             COMMENT ON COLUMN stopped.run_id IS 'pgdrill: rows'",
         )
         .await
         .expect("create another table without an index");
