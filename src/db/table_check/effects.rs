@@ -193,3 +193,29 @@ pub(super) async fn warn_of_change_capture(client: &Client, table: &Table) {
         );
     }
 }
+
+/// Until a shared table's `run_id` has planner statistics, PostgreSQL takes `run_id IS NOT
+/// NULL` (the condition of pgdrill's index) to hold for nearly every row, and may read
+/// pgdrill's rows back through the primary key or a scan, past the owners' rows: said, with
+/// what ends it. A table pgdrill created holds only its rows.
+pub(super) async fn warn_of_missing_statistics(client: &Client, table: &Table) {
+    let sql = format!(
+        "SELECT 'analyzed' FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename \
+           JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schemaname \
+         WHERE c.oid = {}::regclass AND s.attname = 'run_id'",
+        quote_literal(&table.quoted)
+    );
+    let Ok(rows) = crate::db::text_rows(client, &sql).await else {
+        return;
+    };
+    if rows.is_empty() {
+        tracing::warn!(
+            table = %table.name,
+            "the table has no planner statistics for run_id yet: until it is analyzed, reading \
+             pgdrill's rows back after a failover, retention and `pgdrill cleanup --run-id` may \
+             read (never change) your rows with ids from the run's first one up. As the \
+             table's owner, once pgdrill has written: ANALYZE {} (run_id);",
+            table.quoted
+        );
+    }
+}

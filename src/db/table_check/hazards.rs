@@ -18,7 +18,7 @@ const CANARY_WARNED_DAYS: u64 = 365;
 /// added). Refused before any change, and before any advice on their types: they are not
 /// pgdrill's to alter.
 pub(super) fn owners_columns(table: &Table, columns: &[Column], marked: bool) -> Option<String> {
-    let (name, table) = (&table.name, table);
+    let name = &table.name;
     let has = |name: &str| columns.iter().any(|c| c.name == name);
     let (run_id, seq) = (OUR_COLUMNS[0], OUR_COLUMNS[1]);
     let also = "Point --table at another table, or leave --table unset for pgdrill's own";

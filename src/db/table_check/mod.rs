@@ -169,6 +169,7 @@ pub async fn ensure(
     }
     if !relation.ours {
         prepare_shared(client, workload, &relation, policy, change).await?;
+        effects::warn_of_missing_statistics(client, table).await;
     }
     trial_insert(client, workload, Trial::Full).await?;
     tracing::info!(
