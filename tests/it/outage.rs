@@ -402,20 +402,8 @@ async fn connects_finishing_after_the_load_hold_no_session_while_lingering() {
 /// given up then, not at the client timeout (here past the end of the run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_connections_are_left_when_new_ones_are_closed_at_once() {
-    use pgdrill_lab::proxy::{Proxy, ProxyOptions};
     let lab = single(None).await;
-    let node = lab.primary();
-    let proxy = Proxy::start(ProxyOptions {
-        listen: "127.0.0.1:0".parse().expect("socket address"),
-        upstream: std::net::SocketAddr::new(lab.addr(node), lab.port(node)),
-        delay: Duration::ZERO,
-    })
-    .await
-    .expect("proxy starts");
-    let port = format!("port={}", proxy.local_addr().port());
-    let dsn = lab
-        .dsn(node)
-        .replace(&format!("port={}", lab.port(node)), &port);
+    let (proxy, dsn) = crate::support::proxied(&lab, lab.primary(), Duration::ZERO).await;
     let args = ["--dsn", &dsn, "--rate", "200", "--duration", "10s"];
     let drill = Drill::start(&[&args[..], &["--statement-timeout", "60s"]].concat()).await;
     drill.wait_for_transactions(200.0).await;

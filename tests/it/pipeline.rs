@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use pgdrill::config::Table;
-use pgdrill_lab::proxy::{Proxy, ProxyOptions};
 use pgdrill_lab::Lab;
 
 use crate::support::drill::{metric, Drill};
@@ -71,20 +70,7 @@ async fn depth_16_every_acknowledged_write_is_in_the_table_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_pipeline_exactly_the_in_flight_writes_are_unknown() {
     let lab = start_lab(None).await;
-    let upstream = format!("127.0.0.1:{}", lab.port(lab.primary()))
-        .parse()
-        .expect("socket address");
-    let proxy = Proxy::start(ProxyOptions {
-        listen: "127.0.0.1:0".parse().expect("socket address"),
-        upstream,
-        delay: Duration::ZERO,
-    })
-    .await
-    .expect("proxy starts");
-    let dsn = format!(
-        "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
-        proxy.local_addr().port()
-    );
+    let (proxy, dsn) = support::proxied(&lab, lab.primary(), Duration::ZERO).await;
     let drill = Drill::start(&[
         "--dsn",
         &dsn,
@@ -293,20 +279,7 @@ async fn a_failing_pipelined_write_keeps_its_class_and_spares_its_neighbours() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_link_starts_with_the_default_timeouts() {
     let lab = support::start_single(None).await;
-    let upstream = format!("127.0.0.1:{}", lab.port(lab.primary()))
-        .parse()
-        .expect("socket address");
-    let proxy = Proxy::start(ProxyOptions {
-        listen: "127.0.0.1:0".parse().expect("socket address"),
-        upstream,
-        delay: Duration::from_millis(150),
-    })
-    .await
-    .expect("proxy starts");
-    let dsn = format!(
-        "host=127.0.0.1 port={} user=pgdrill dbname=pgdrill",
-        proxy.local_addr().port()
-    );
+    let (_proxy, dsn) = support::proxied(&lab, lab.primary(), Duration::from_millis(150)).await;
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "20", "--duration", "12s"]).await;
     let summary = drill.finish().await;
     assert!(summary.counts.successes > 0, "{:?}", summary.counts);

@@ -13,6 +13,7 @@ pub mod prometheus;
 use std::future::Future;
 use std::time::Duration;
 
+use pgdrill_lab::proxy::{Proxy, ProxyOptions};
 use pgdrill_lab::{Lab, LabOptions, Node, ReplicationMode};
 use tokio::time::Instant;
 
@@ -191,4 +192,21 @@ pub async fn ground_truth_gap(lab: &Lab, node: Node, run_id: i64) -> f64 {
 pub async fn latest_run_id(lab: &Lab, node: Node) -> i64 {
     let client = connect(&lab.dsn(node)).await;
     count(&client, "SELECT max(run_id) FROM pgdrill_writes", &[]).await
+}
+
+/// The fault-injecting proxy in front of `node` (each way delayed by `delay`), and `node`'s DSN
+/// through it.
+pub async fn proxied(lab: &Lab, node: Node, delay: Duration) -> (Proxy, String) {
+    let proxy = Proxy::start(ProxyOptions {
+        listen: "127.0.0.1:0".parse().expect("socket address"),
+        upstream: std::net::SocketAddr::new(lab.addr(node), lab.port(node)),
+        delay,
+    })
+    .await
+    .expect("proxy starts");
+    let dsn = lab.dsn(node).replace(
+        &format!("port={}", lab.port(node)),
+        &format!("port={}", proxy.local_addr().port()),
+    );
+    (proxy, dsn)
 }

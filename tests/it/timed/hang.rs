@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pgdrill_lab::proxy::{Proxy, ProxyOptions};
 use pgdrill_lab::{HostsFile, Lab, LabOptions, Node, ReplicationMode, Stamp, ADDR_A};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -212,17 +211,7 @@ async fn a_proxy_moving_its_backend_off_a_frozen_primary_is_followed() {
     let lab = start_lab(Some(ReplicationMode::Sync)).await;
     let (old, new) = (lab.primary(), lab.standby().expect("a standby"));
     let at = |n: Node| SocketAddr::new(lab.addr(n), lab.port(n));
-    let proxy = Proxy::start(ProxyOptions {
-        listen: "127.0.0.1:0".parse().expect("socket address"),
-        upstream: at(old),
-        delay: Duration::ZERO,
-    })
-    .await
-    .expect("proxy starts");
-    let dsn = lab.dsn(old).replace(
-        &format!("port={}", lab.port(old)),
-        &format!("port={}", proxy.local_addr().port()),
-    );
+    let (proxy, dsn) = crate::support::proxied(&lab, old, Duration::ZERO).await;
     let drill = Drill::start(&[
         "--dsn",
         &dsn,
