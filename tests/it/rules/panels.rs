@@ -248,6 +248,43 @@ fn the_state_timeline_shows_an_outage_no_scrape_saw() {
     );
 }
 
+/// A new replica whose first scrape already counts an outage (over before it, as in a short
+/// drill at a 60 s scrape): the state timeline shows it there, and the outages in range count
+/// it, which `increase()` alone would not (one sample is no increase).
+#[test]
+fn an_outage_before_a_replicas_first_scrape_is_shown_and_counted() {
+    let state = |s: &str, values: &str| {
+        series(
+            "pgdrill_failover_state",
+            "a:9743",
+            &format!(r#",state="{s}""#),
+            values,
+        )
+    };
+    let input = || {
+        vec![
+            state("healthy", "_ _ _ 1x5"),
+            state("degraded", "_ _ _ 0x5"),
+            state("recovering", "_ _ _ 0x5"),
+            state("outage", "_ _ _ 0x5"),
+            series("pgdrill_outages_total", "a:9743", "", "_ _ _ 1x5"),
+        ]
+    };
+    assert_timeline("Failover state", input(), &[(3, Some(3)), (5, Some(0))]);
+    let stat = |p: &Value| str_of(p, "type") == Some("stat");
+    let counted = "dashboard:panel";
+    let labels = "dashboard:panel";
+    assert_panel(
+        stat,
+        "Outages in range",
+        "A",
+        input(),
+        counted,
+        labels,
+        &[(5, Some(1))],
+    );
+}
+
 /// The drill verdict of each drill process, pending then its verdict; canaries left out.
 #[test]
 fn the_drill_verdict_timeline_shows_drills_and_not_canaries() {
