@@ -321,14 +321,42 @@ static PASSWORD_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("{option}(?:{value})|{p}|{attached}")).expect("a valid pattern")
 });
 
-/// The password option of a program whose short flag for it is a common letter elsewhere
-/// (`redis-cli -a …`, `ldapsearch -w …`; `ls -a`, `curl -w` keep theirs): the one group that
-/// matched is the value (single-quoted, double-quoted, bare).
-static PROGRAM_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
-    let program = r"\b(?:(?:redis|valkey|keydb)-cli[^\n;&|]*?[ \t]-a|ldap(?:search|modify|add|delete|passwd|whoami|compare|modrdn|exop|url)[^\n;&|]*?[ \t]-w)";
-    let value = r#"[ \t]+(?:\\?'([^'\\]*)|\\?"([^"\\]*)|([^ \t'"\\]+))"#;
-    Regex::new(&format!("{program}{value}")).expect("a valid pattern")
+/// A command of a program whose password options are common letters elsewhere (`ls -a`,
+/// `curl -w`, `ldapsearch -s sub` keep theirs): group 1 names it.
+static PROGRAM_COMMAND: LazyLock<Regex> = LazyLock::new(|| {
+    let programs = r"redis-cli|valkey-cli|keydb-cli|ldap(?:search|modify|add|delete|passwd|whoami|compare|modrdn|exop|url)";
+    Regex::new(&format!(r"\b({programs})\b[^\n;&|]*")).expect("a valid pattern")
 });
+
+/// A short option and its value, attached or not: group 1 the letter, then the one group that
+/// matched is the value (single-quoted, double-quoted, or bare and not itself an option).
+static SHORT_OPTION: LazyLock<Regex> = LazyLock::new(|| {
+    let value = r#"(?:\\?'([^'\\]*)|\\?"([^"\\]*)|([^- \t'"\\][^ \t'"\\]*))"#;
+    Regex::new(&format!(r"[ \t]-([A-Za-z])[ \t]*{value}")).expect("a valid pattern")
+});
+
+/// The values of [`PROGRAM_COMMAND`]'s password options: `redis-cli -a`, `ldappasswd -a -s -w`
+/// (old, new and bind passwords), the other LDAP tools' `-w`.
+fn redact_program_passwords(text: &str) -> String {
+    PROGRAM_COMMAND
+        .replace_all(text, |command: &regex::Captures| {
+            let letters = match &command[1] {
+                p if p.ends_with("-cli") => "a",
+                "ldappasswd" => "asw",
+                _ => "w",
+            };
+            SHORT_OPTION
+                .replace_all(&command[0], |caps: &regex::Captures| {
+                    let all = caps.get(0).expect("group 0 is the match");
+                    match (2..caps.len()).find_map(|i| caps.get(i)) {
+                        Some(value) if letters.contains(&caps[1]) => redacted_within(all, value),
+                        _ => all.as_str().to_string(),
+                    }
+                })
+                .into_owned()
+        })
+        .into_owned()
+}
 
 /// Connection strings (URL user info, `password=`) as [`redact`] does, an option's `user:password`
 /// or `-p` ([`PASSWORD_OPTION`]), then the value after each key that names a secret
@@ -337,11 +365,7 @@ static PROGRAM_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 pub fn scrub_patterns(text: &str) -> String {
     let text = redact(text);
     let text = TOKEN_SHAPE.replace_all(&text, format!("${{keep}}{REDACTED}"));
-    let text = PROGRAM_PASSWORD.replace_all(&text, |caps: &regex::Captures| {
-        let all = caps.get(0).expect("group 0 is the match");
-        let value = (1..caps.len()).find_map(|i| caps.get(i)).unwrap_or(all);
-        redacted_within(all, value)
-    });
+    let text = redact_program_passwords(&text);
     let text = PASSWORD_OPTION.replace_all(&text, |caps: &regex::Captures| {
         let all = caps.get(0).expect("group 0 is the match");
         let (group, password) = (1..caps.len())

@@ -317,6 +317,10 @@ fn a_user_and_password_given_to_an_option_hide_the_password() {
             "ls -a /tmp; curl -w '%{http_code}' x",
             "ls -a /tmp; curl -w '%{http_code}' x",
         ),
+        (
+            "ldappasswd -x -wBindPw44 -s NewPw55 -a \"Old Pw\" uid=u; ldapsearch -s sub -w x",
+            "ldappasswd -x -wREDACTED -s REDACTED -a \"REDACTED\" uid=u; ldapsearch -s sub -w REDACTED",
+        ),
         ("sshpass -p 123abc ssh", "sshpass -p REDACTED ssh"),
         // Digits no port can be: a password.
         ("sshpass -p 20240917 ssh", "sshpass -p REDACTED ssh"),
