@@ -318,6 +318,17 @@ fn deadline_hint(class: Option<ErrorClass>) -> &'static str {
              finds the primary among several hosts), or a primary with \
              default_transaction_read_only on"
         }
+        Some(ErrorClass::ConnectTimeout) => {
+            "no attempt finished connecting within --connect-timeout: a server that does not \
+             answer, or a slow link (each round trip counts: TLS, authentication, the identity \
+             probe), for which a longer --connect-timeout is needed"
+        }
+        Some(ErrorClass::StatementTimeout) => {
+            "the server answered, but statements (the table check, the session's setup, the \
+             INSERT) did not finish within --statement-timeout: a lock on the table (another \
+             session's DDL), an overloaded server, or a slow link (a round trip per query; the \
+             table check and the setup wait as long as --connect-timeout if that is longer)"
+        }
         _ => {
             "check that the server is up and reachable at the DSN's host and port, and that \
              it accepts writes (a primary, not a standby); a longer --startup-timeout waits \
@@ -339,6 +350,10 @@ mod tests {
         assert!(full.contains("--pool-size"), "{full}");
         let standby = deadline_hint(Some(ErrorClass::ReadOnly));
         assert!(standby.contains("target_session_attrs"), "{standby}");
+        let slow = deadline_hint(Some(ErrorClass::ConnectTimeout));
+        assert!(slow.contains("longer --connect-timeout"), "{slow}");
+        let held = deadline_hint(Some(ErrorClass::StatementTimeout));
+        assert!(held.contains("lock on the table"), "{held}");
         assert!(deadline_hint(None).contains("up and reachable"));
     }
 

@@ -107,6 +107,8 @@ pub struct Setup {
 /// How long `--alter-table`'s change may take (an index build included), and how long before
 /// the startup deadline it must end, so that the server's reason (or the cancel's, up to
 /// 1.5 s: see `table_check`) is the one reported.
+/// [`Manager::setup_within`], as the messages name it.
+pub(super) const SETUP_BOUND: &str = "the longer of --connect-timeout and --statement-timeout + 1s";
 const TABLE_CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 const TABLE_CHANGE_ENDS_BEFORE_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -322,10 +324,11 @@ impl Setup {
             checked
         });
         tokio::pin!(check);
-        let took_over = |limit: Duration| {
+        let took_over = |limit: Duration, bound: &str| {
             let limit = humantime::format_duration(limit);
-            let message =
-                format!("checking the table took over {limit} (a slow link, or the table locked?)");
+            let message = format!(
+                "checking the table took over {limit} ({bound}; a slow link, or the table locked?)"
+            );
             self.failed(ErrorClass::StatementTimeout, message, None)
         };
         let checked = match tokio::time::timeout(timeout, &mut check).await {
@@ -338,9 +341,11 @@ impl Setup {
                 // The server ends the change by then; this is for a server gone silent.
                 let waited = change_by + TABLE_CHANGE_ENDS_BEFORE_DEADLINE;
                 let change = tokio::time::timeout_at(waited, check);
-                change.await.map_err(|_| took_over(change_within))?
+                change
+                    .await
+                    .map_err(|_| took_over(change_within, "--alter-table's change"))?
             }
-            Err(_) => return Err(took_over(timeout)),
+            Err(_) => return Err(took_over(timeout, SETUP_BOUND)),
         };
         checked.map(|&()| ()).map_err(|e| match e {
             TableError::Query(e) => self.fail(None, e),

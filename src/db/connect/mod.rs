@@ -379,7 +379,8 @@ impl Connector {
             let within = humantime::format_duration(self.timeout);
             let message = format!(
                 "{endpoint}: not connected (TCP, TLS, startup, authentication and identity \
-                 probe) within {within}; trying the next host"
+                 probe) within {within} (the connect timeout: --connect-timeout); trying the \
+                 next host"
             );
             manager.failed(ErrorClass::ConnectTimeout, message, None)
         })??;
@@ -400,8 +401,11 @@ impl Connector {
                 drop((client, driver));
             });
             let within = humantime::format_duration(within);
-            let message =
-                format!("{endpoint}: session not set up within {within} (the table locked?)");
+            let message = format!(
+                "{endpoint}: session not set up within {within} ({}; the table locked, or a \
+                 slow link?)",
+                manager::SETUP_BOUND
+            );
             return Err(manager.failed(ErrorClass::StatementTimeout, message, None));
         };
         Ok((client, insert?, driver.detach(), id))
