@@ -330,7 +330,9 @@ impl RunArgs {
                 stdout_or_none => stdout_or_none.clone(),
             },
             report: match &self.report {
-                Some(path) if json.is_some_and(|j| same_file(j, path)) => {
+                Some(path)
+                    if path.as_os_str() != "-" && json.is_some_and(|j| same_file(j, path)) =>
+                {
                     let why = "is also --summary-json's file: the page would overwrite the summary";
                     return Err(ConfigError::new("--report", path.display(), why));
                 }

@@ -505,11 +505,10 @@ fn values_that_cannot_work_are_refused_before_anything_starts() {
         e.contains("--startup-timeout") && e.contains("at least 1s"),
         "{e}"
     );
-    let e = args(&["--report", "-"]).unwrap_err();
-    assert!(
-        e.contains("--report") && e.contains("standard output"),
-        "{e}"
-    );
+    for also in [&[][..], &["--summary-json", "-"]] {
+        let e = args(&[&["--report", "-"], also].concat()).unwrap_err();
+        assert!(e.contains("standard output"), "{e}");
+    }
     for id in ["0", "-1"] {
         let argv = ["pgdrill", "cleanup", "--run-id", id];
         let argv = super::join_negative_values(argv.into_iter().map(Into::into));
