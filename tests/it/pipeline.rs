@@ -290,3 +290,53 @@ async fn a_slow_link_starts_with_the_default_timeouts() {
         summary.counts.errors
     );
 }
+
+/// On a slow link a connect races more attempts while the first is unanswered (a hung server
+/// looks the same at first); once one answered, the others go as soon as they answer too,
+/// rather than each holding a connection slot until the table check (here held by a lock)
+/// is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_links_raced_attempts_do_not_hold_connection_slots() {
+    let lab = support::start_single(None).await;
+    let (_proxy, dsn) = support::proxied(&lab, lab.primary(), Duration::from_millis(150)).await;
+    let admin = connect(&lab.dsn(lab.primary())).await;
+    admin
+        .batch_execute(&Table::parse("pgdrill_writes").expect("name").create_sql())
+        .await
+        .expect("pgdrill's table");
+    let locker = connect(&lab.dsn(lab.primary())).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pgdrill_writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock it");
+    let args = ["--dsn", &dsn, "--rate", "20", "--pool-size", "4"];
+    let drill = Drill::start(&[&args[..], &["--statement-timeout", "60s"]].concat()).await;
+    let backends = || async {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgdrill'";
+        admin
+            .query_one(sql, &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+    };
+    // Raced: more than one lane's attempt reached the server.
+    eventually(Duration::from_secs(20), "attempts raced", || async {
+        backends().await > 4
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "one connection per lane left",
+        || async { backends().await <= 4 },
+    )
+    .await;
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    drill.wait_for_transactions(20.0).await;
+    let summary = drill.stop().await;
+    assert_eq!(
+        summary.counts.errors.values().sum::<u64>(),
+        0,
+        "{:?}",
+        summary.counts.errors
+    );
+}

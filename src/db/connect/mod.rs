@@ -337,7 +337,7 @@ impl Connector {
         config: &Config,
         manager: &Manager,
         answered: &AtomicBool,
-    ) -> Result<(Client, Option<Statement>, AbortHandle, Identity), ConnectError> {
+    ) -> Result<Option<(Client, Option<Statement>, AbortHandle, Identity)>, ConnectError> {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
@@ -384,7 +384,12 @@ impl Connector {
             );
             manager.failed(ErrorClass::ConnectTimeout, message, None)
         })??;
-        answered.store(true, Ordering::Relaxed);
+        if answered.swap(true, Ordering::Relaxed) {
+            // Another attempt of this connect reached a server first and sets up on it: this
+            // one would hold a connection slot meanwhile (seconds, for a slow link's table
+            // check). Dropped, its socket closes.
+            return Ok(None);
+        }
         // The server answered: what follows may take as long as a write (see `setup_within`).
         let within = manager.setup_within(self.timeout);
         let cancel = || cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
@@ -408,7 +413,7 @@ impl Connector {
             );
             return Err(manager.failed(ErrorClass::StatementTimeout, message, None));
         };
-        Ok((client, insert?, driver.detach(), id))
+        Ok(Some((client, insert?, driver.detach(), id)))
     }
 
     /// `config` (one endpoint's) with pgdrill's startup option, unless a pooler refused it.

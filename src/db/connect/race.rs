@@ -16,7 +16,8 @@ impl Connector {
         manager: &Manager,
     ) -> Result<Conn, ConnectError> {
         // Once a server has answered, more attempts would only wait on its setup (a lock on
-        // the table), each holding a connection slot.
+        // the table, a slow link's table check), each holding a connection slot: none joins,
+        // and those pending go as they answer (`Ok(None)`).
         let answered = Arc::new(AtomicBool::new(false));
         // Each attempt owns what it needs, so that it can outlive the race (see below).
         let one = |i: usize, mut claim: Claim| {
@@ -26,25 +27,27 @@ impl Connector {
                 let began = claim.started;
                 let attempt = this.attempt(&endpoint, &config, &manager, &answered).await;
                 let attempt = attempt.inspect_err(|err| claim.failed(err.class, &err.message));
-                let result = attempt.map(|(client, insert, driver, server)| {
-                    let server = Arc::new(server);
-                    Conn {
-                        client,
-                        insert,
-                        broken: false,
-                        retired: false,
-                        created: Instant::now(),
-                        silence: Silence {
-                            watch: claim.succeeded(&server),
-                            endpoint,
-                            config: Arc::new(this.with_option(&config)),
-                            connector: this.clone(),
-                            server,
-                        },
-                        driver,
-                        gave_up: 0,
-                        generation: manager.identity.generation(),
-                    }
+                let result = attempt.map(|made| {
+                    made.map(|(client, insert, driver, server)| {
+                        let server = Arc::new(server);
+                        Conn {
+                            client,
+                            insert,
+                            broken: false,
+                            retired: false,
+                            created: Instant::now(),
+                            silence: Silence {
+                                watch: claim.succeeded(&server),
+                                endpoint,
+                                config: Arc::new(this.with_option(&config)),
+                                connector: this.clone(),
+                                server,
+                            },
+                            driver,
+                            gave_up: 0,
+                            generation: manager.identity.generation(),
+                        }
+                    })
                 });
                 (i, began, result)
             }
@@ -54,6 +57,7 @@ impl Connector {
             (self.endpoints.lock().get(&candidates[first].0)).is_some_and(|s| s.failures > 0);
         let mut newest = first;
         let mut live = vec![(first, claim.started)];
+        let mut failed = None;
         let mut pending = futures_util::stream::FuturesUnordered::new();
         pending.push(one(first, claim));
         loop {
@@ -72,7 +76,7 @@ impl Connector {
                 Some((i, began, result)) = futures_util::StreamExt::next(&mut pending) => {
                     live.retain(|attempt| *attempt != (i, began));
                     match result {
-                        Ok(conn) => {
+                        Ok(Some(conn)) => {
                             // The losers go now (their sockets close with them)...
                             drop(pending);
                             self.abandoned(candidates, &live, i, manager);
@@ -85,7 +89,15 @@ impl Connector {
                             self.let_finish(pending);
                             return Err(err);
                         }
-                        Err(_) => {}
+                        Err(err) => failed = Some(err),
+                        // Another attempt answered first: nothing to count. Once that one
+                        // failed too and none is left, the race is over.
+                        Ok(None) if live.is_empty() => {
+                            let why = "no attempt connected";
+                            let failed = failed.take();
+                            return Err(failed.unwrap_or_else(|| ConnectError::new(ErrorClass::ConnectTimeout, why)));
+                        }
+                        Ok(None) => {}
                     }
                 },
                 () = &mut spare => {}
@@ -137,7 +149,7 @@ impl Connector {
     /// Attempts that outlived their race run on; the first to connect is kept as a spare.
     fn let_finish<F>(self: &Arc<Self>, mut attempts: futures_util::stream::FuturesUnordered<F>)
     where
-        F: std::future::Future<Output = (usize, Instant, Result<Conn, ConnectError>)>
+        F: std::future::Future<Output = (usize, Instant, Result<Option<Conn>, ConnectError>)>
             + Send
             + 'static,
     {
@@ -147,7 +159,7 @@ impl Connector {
         let this = self.clone();
         tokio::spawn(async move {
             while let Some((_, _, result)) = futures_util::StreamExt::next(&mut attempts).await {
-                if let Ok(conn) = result {
+                if let Ok(Some(conn)) = result {
                     let mut spares = this.spares.lock();
                     if spares.len() < MAX_SPARES && !this.closed.load(Ordering::Relaxed) {
                         spares.push(conn);
