@@ -527,9 +527,13 @@ impl Drill {
                 "transactions still in flight when the shutdown grace ran out (or a second signal came); their outcome is unknown"
             );
         }
-        // 3. Retention: a batch or a connect in progress is abandoned with its connection.
-        sup.stop(Stage::Retention, Some(Duration::from_secs(1)))
-            .await;
+        // 3. Retention: a connect in progress is abandoned with its connection, a batch once it
+        //    had its time to finish (`retention::FINISH_ON_STOP`), then counted.
+        sup.stop(
+            Stage::Retention,
+            Some(retention::FINISH_ON_STOP + Duration::from_secs(1)),
+        )
+        .await;
         // 4. The monitor, after the lanes (their last outcomes); it finishes pending verifications
         //    within what is left of the grace, at least a second to mark an outage still open.
         let left = deadline.saturating_duration_since(Instant::now());

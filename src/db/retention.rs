@@ -32,6 +32,9 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// A batch unanswered this long is given up with its connection: the server is hung (its
 /// `statement_timeout` would have ended a merely slow one).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// A batch under way when retention is stopped may finish this long: the rows it deletes
+/// (committed, perhaps, as the stop came) are then counted. A hung server's is abandoned.
+pub const FINISH_ON_STOP: Duration = Duration::from_secs(2);
 
 /// Other runs' rows are deleted only once this old (or older than the window, if longer): another
 /// pgdrill may still read them back to verify its writes, and its ledger can span long, at a low
@@ -60,7 +63,8 @@ impl RetentionSettings {
     }
 }
 
-/// Runs sweeps until `stop`; a batch in progress is abandoned with its connection. Rows of this run
+/// Runs sweeps until `stop`; a batch in progress gets [`FINISH_ON_STOP`] to finish (and be
+/// counted), then is abandoned with its connection. Rows of this run
 /// from `floor()` on (writes a verification may still read back) are left: at a low rate the
 /// verification ledger spans longer than the window, and a row it looks for would read as lost.
 pub async fn run(
@@ -227,11 +231,14 @@ async fn sweep(
     loop {
         let at = *from;
         let one = guarded_delete(&conn.client, table, |p| sql(p, at), settings.fired_allowed);
-        let Some(deleted) = stop
-            .run_until_cancelled(tokio::time::timeout(BATCH_TIMEOUT, one))
-            .await
-        else {
-            return Ok(Ok(total));
+        let one = tokio::time::timeout(BATCH_TIMEOUT, one);
+        tokio::pin!(one);
+        let deleted = tokio::select! {
+            deleted = &mut one => deleted,
+            () = stop.cancelled() => match tokio::time::timeout(FINISH_ON_STOP, &mut one).await {
+                Ok(deleted) => deleted,
+                Err(_) => return Ok(Ok(total)),
+            },
         };
         let Deleted { rows, last_id } = match deleted.map_err(|_| None)?.map_err(Some)? {
             Ok(deleted) => deleted,

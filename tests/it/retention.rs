@@ -254,7 +254,8 @@ async fn retention_deletes_its_own_runs_rows_and_leaves_another_runs() {
     let acknowledged = canary.counts.successes;
     assert!(
         (acknowledged..=acknowledged + canary.abandoned).contains(&written),
-        "{canary}"
+        "{left} left + {} deleted, {acknowledged} acknowledged\n{canary}",
+        canary.retention_rows_deleted
     );
     lab.shutdown().await;
 }
