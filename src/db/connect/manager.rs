@@ -261,6 +261,11 @@ impl Setup {
         Ok(())
     }
 
+    /// Whether the table was checked (the run's first connection did it).
+    pub(super) fn table_checked(&self) -> bool {
+        self.table_ready.get().is_some()
+    }
+
     /// The identity probe, inside the per-host connect timeout: a standby fails the attempt.
     pub(super) async fn probe(&self, client: &Client) -> Result<Identity, ConnectError> {
         let id = identity::probe(client)

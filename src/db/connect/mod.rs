@@ -384,10 +384,11 @@ impl Connector {
             );
             manager.failed(ErrorClass::ConnectTimeout, message, None)
         })??;
-        if answered.swap(true, Ordering::Relaxed) {
-            // Another attempt of this connect reached a server first and sets up on it: this
-            // one would hold a connection slot meanwhile (seconds, for a slow link's table
-            // check). Dropped, its socket closes.
+        if answered.swap(true, Ordering::Relaxed) && !manager.table_checked() {
+            // Another attempt of this connect reached a server first and checks the table on
+            // it: this one would hold a connection slot meanwhile (seconds, over a slow link).
+            // Dropped, its socket closes. Later, setting up is one round trip, and this one
+            // goes on: the first may still fail (a switchover ending its server).
             return Ok(None);
         }
         // The server answered: what follows may take as long as a write (see `setup_within`).

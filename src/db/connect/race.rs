@@ -17,7 +17,7 @@ impl Connector {
     ) -> Result<Conn, ConnectError> {
         // Once a server has answered, more attempts would only wait on its setup (a lock on
         // the table, a slow link's table check), each holding a connection slot: none joins,
-        // and those pending go as they answer (`Ok(None)`).
+        // and while the table is being checked those pending go as they answer (`Ok(None)`).
         let answered = Arc::new(AtomicBool::new(false));
         // Each attempt owns what it needs, so that it can outlive the race (see below).
         let one = |i: usize, mut claim: Claim| {
