@@ -222,18 +222,16 @@ fn series(name: &str, instance: &str, label: &str, values: &str) -> Value {
     json!({"series": format!("{name}{{{at}{label}}}"), "values": values})
 }
 
+/// One replica's `pgdrill_failover_state{state}` series.
+fn state(state: &str, values: &str) -> Value {
+    let label = format!(r#",state="{state}""#);
+    series("pgdrill_failover_state", "a:9743", &label, values)
+}
+
 /// At a 60 s scrape, an outage can begin and end between two scrapes: the state timeline
 /// shows it where `pgdrill_outages_total` rose.
 #[test]
 fn the_state_timeline_shows_an_outage_no_scrape_saw() {
-    let state = |s: &str, values: &str| {
-        series(
-            "pgdrill_failover_state",
-            "a:9743",
-            &format!(r#",state="{s}""#),
-            values,
-        )
-    };
     let input = vec![
         state("healthy", "1x8"),
         state("degraded", "0x8"),
@@ -253,14 +251,6 @@ fn the_state_timeline_shows_an_outage_no_scrape_saw() {
 /// it, which `increase()` alone would not (one sample is no increase).
 #[test]
 fn an_outage_before_a_replicas_first_scrape_is_shown_and_counted() {
-    let state = |s: &str, values: &str| {
-        series(
-            "pgdrill_failover_state",
-            "a:9743",
-            &format!(r#",state="{s}""#),
-            values,
-        )
-    };
     let input = || {
         vec![
             state("healthy", "_ _ _ 1x5"),
