@@ -94,6 +94,32 @@ fn url_password_at(text: &str, authority_only: bool) -> Option<std::ops::Range<u
     Some(start..start + password.len()).filter(|p| !p.is_empty())
 }
 
+/// Remembers each secret the patterns find in a command line, by its words: a quoted value
+/// (`--password 'correct horse'`) that the program then prints unquoted, or alone, is hidden too.
+pub fn remember_in_command(line: &str) {
+    let Some(words) = shlex::split(line) else {
+        return;
+    };
+    let Ok(quoted) = shlex::try_join(words.iter().map(String::as_str)) else {
+        return;
+    };
+    let scrubbed = shlex::split(&scrub_patterns(&quoted)).unwrap_or_default();
+    if scrubbed.len() != words.len() {
+        return;
+    }
+    for (word, clean) in words.iter().zip(&scrubbed).filter(|(w, c)| w != c) {
+        let same = |a: &mut dyn Iterator<Item = (char, char)>| {
+            a.take_while(|(x, y)| x == y)
+                .map(|(x, _)| x.len_utf8())
+                .sum::<usize>()
+        };
+        let start = same(&mut word.chars().zip(clean.chars()));
+        let rest = (&word[start..], clean.get(start..).unwrap_or_default());
+        let end = word.len() - same(&mut rest.0.chars().rev().zip(rest.1.chars().rev()));
+        remember(&word[start..end]);
+    }
+}
+
 /// Name endings that say where a secret is, not what it is (`PGDRILL_PASSWORD_FILE`).
 const A_PLACE: &[&str] = &["_FILE", "_URL", "_NAME", "_PATH", "_DIR", "_COMMAND"];
 

@@ -568,3 +568,21 @@ fn a_url_that_does_not_parse_shows_nothing_of_its_password_whatever_it_holds() {
         "unknown option `POSTGRES://u:REDACTED@h/db?sslmode`"
     );
 }
+
+#[test]
+fn a_secret_in_a_command_line_is_hidden_when_its_program_prints_it_alone() {
+    remember_in_command("notify --password 'tall giraffe 42' --token=s3cr3t-value -v x");
+    remember_in_command("curl -u 'ops:blue whale 7' https://example.test");
+    let printed = "using tall giraffe 42; then s3cr3t-value; then blue whale 7; -v x";
+    assert_eq!(
+        scrub(printed),
+        "using REDACTED; then REDACTED; then REDACTED; -v x"
+    );
+    // A line that does not split, or holds no secret, remembers nothing.
+    remember_in_command("echo 'unbalanced plain-words-here");
+    remember_in_command("echo plain-words-there");
+    assert_eq!(
+        scrub("plain-words-here plain-words-there"),
+        "plain-words-here plain-words-there"
+    );
+}

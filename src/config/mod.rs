@@ -486,10 +486,13 @@ impl PasswordArgs {
         let source = match (&self.password_file, &self.password_command) {
             (Some(path), _) => PasswordSource::File(path.clone()),
             (None, Some(command)) => PasswordSource::Command {
-                // The value is not echoed: it is a command line, which may hold a secret.
-                argv: shlex::split(command).ok_or_else(|| {
-                    ConfigError::new("--password-command", "(not shown)", unsplit)
-                })?,
+                // The value is not echoed: it is a command line, which may hold a secret; the
+                // secrets in it are remembered, in case the command prints one.
+                argv: shlex::split(command)
+                    .inspect(|_| crate::secrets::remember_in_command(command))
+                    .ok_or_else(|| {
+                        ConfigError::new("--password-command", "(not shown)", unsplit)
+                    })?,
                 ttl: self
                     .password_ttl
                     .map_or(DEFAULT_PASSWORD_TTL, Duration::from),

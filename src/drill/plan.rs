@@ -73,6 +73,7 @@ impl TriggerCommand {
     /// Splits `raw` into words as a POSIX shell does (quotes, backslashes) but runs no shell;
     /// with `shell`, runs `sh -c raw` instead.
     pub fn parse(raw: &str, shell: bool) -> Result<TriggerCommand, ConfigError> {
+        crate::secrets::remember_in_command(raw);
         let display = scrub(raw.trim());
         let error =
             |reason: String| ConfigError::new("--failover-command", display.clone(), reason);
