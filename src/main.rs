@@ -185,7 +185,7 @@ fn publish(
             Err(err) => unwritten = Some(cannot_write("--report", &path, err)),
         }
     }
-    if let Some(error) = crashed {
+    if let Some(error) = crashed.or_else(|| summary.nothing_written()) {
         return error_exit(&error, error.exit_code());
     }
     // 0 pass or canary, 3 a failed drill, 4 an invalid one (docs/drills.md).

@@ -14,7 +14,7 @@ use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
 pub use crate::drill::verdict::at_least;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Objectives, Verdict};
-use crate::error::{ErrorClass, TARGET_EXIT};
+use crate::error::{ErrorClass, StartError, TARGET_EXIT};
 use crate::failover::outages::{EarlierOutages, OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
 use crate::rpo::verify::RpoTotals;
@@ -490,6 +490,20 @@ impl Summary {
             (Some(d), _) => d.verdict.verdict.exit_code(),
             (None, _) => 0,
         }
+    }
+
+    /// The error a run that wrote nothing exits with, when nothing else said it: the run
+    /// ended (`--duration`, a signal) before a write succeeded or `--startup-timeout` ran out.
+    pub fn nothing_written(&self) -> Option<StartError> {
+        let seconds = self.duration_seconds;
+        (self.counts.successes == 0).then(|| {
+            StartError::Target(match self.counts.transactions {
+                0 => format!("the run ended after {seconds:.3}s without a write"),
+                n => format!(
+                    "none of the run's {n} writes succeeded in {seconds:.3}s (their errors are above)"
+                ),
+            })
+        })
     }
 
     /// `--summary-json -`: the summary as one line of JSON, scrubbed as the file is.

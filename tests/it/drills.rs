@@ -377,8 +377,14 @@ async fn a_baseline_with_the_primary_down_runs_no_trigger_and_is_invalid() {
     )
     .await;
     let drill = &run.summary["drill"];
-    // Nothing written: the target's exit status, whatever the verdict.
+    // Nothing written: the target's exit status, whatever the verdict, and said last.
     assert_eq!(run.code, Some(5), "{drill}");
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot write to the target: none of the run's ")
+            && last.ends_with("s (their errors are above)"),
+        "{last}"
+    );
     assert_eq!(drill["verdict"]["verdict"], "invalid");
     let reasons = drill["verdict"]["invalid"].to_string();
     assert!(
