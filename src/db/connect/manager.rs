@@ -358,12 +358,8 @@ impl Setup {
         })
     }
 
-    /// The session settings and prepared INSERT, then `id` is the server connected to.
-    pub(super) async fn ready(
-        &self,
-        client: &Client,
-        id: &Identity,
-    ) -> Result<Option<Statement>, ConnectError> {
+    /// The session's settings checked (the run's first session) and its INSERT prepared.
+    pub(super) async fn ready(&self, client: &Client) -> Result<Option<Statement>, ConnectError> {
         if !self.timeout_checked.swap(true, Ordering::Relaxed) {
             self.check_statement_timeout(client)
                 .await
@@ -377,8 +373,13 @@ impl Setup {
                 other => other.map_err(|e| self.fail(None, e))?,
             },
         };
-        self.identity.observe(id);
         Ok(insert)
+    }
+
+    /// Whether a new session needs only its INSERT prepared: the table and the statement
+    /// timeout were checked (each by the run's first connection to get that far).
+    pub(super) fn prepares_early(&self) -> bool {
+        self.table_checked() && self.timeout_checked.load(Ordering::Relaxed)
     }
 
     /// Whether, under `--query-mode auto`, `err` says a named prepared statement did not stay

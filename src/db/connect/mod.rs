@@ -17,6 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use rand::Rng;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -340,10 +341,11 @@ impl Connector {
     ) -> Result<Option<(Client, Option<Statement>, AbortHandle, Identity)>, ConnectError> {
         self.metrics.connection_attempts.inc();
         let began = Instant::now();
-        let result = tokio::time::timeout(self.timeout, async {
+        let deadline = began + self.timeout;
+        let connected = tokio::time::timeout_at(deadline, async {
             let first = self.with_option(config);
             let carried = first.get_options() != config.get_options();
-            let connected = match first.connect(self.tls.clone()).await {
+            match first.connect(self.tls.clone()).await {
                 // Also for attempts that started before the first refusal.
                 Err(e) if carried && refuses_startup_option(&e) => {
                     if !self.startup_option_refused.swap(true, Ordering::Relaxed) {
@@ -357,51 +359,70 @@ impl Connector {
                     config.connect(self.tls.clone()).await
                 }
                 connected => connected,
-            };
-            let (client, connection) = connected.map_err(|e| manager.fail(Some(endpoint), e))?;
-            // Aborted (closing the socket) unless the attempt succeeds.
-            let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
-            let id = manager.probe(&client).await?;
-            Ok::<_, ConnectError>((client, driver, id))
+            }
         })
         .await;
-        tracing::debug!(
-            server = %endpoint,
-            ms = began.elapsed().as_millis() as u64,
-            result = match &result {
-                Ok(Ok(_)) => "connected",
-                Ok(Err(err)) => err.class.as_str(),
-                Err(_) => "timeout",
-            },
-            "connection attempt"
-        );
-        let (client, driver, id) = result.map_err(|_| {
-            let within = humantime::format_duration(self.timeout);
-            let message = format!(
-                "{endpoint}: not connected (TCP, TLS, startup, authentication and identity \
-                 probe) within {within} (the connect timeout: --connect-timeout); trying the \
-                 next host"
-            );
-            manager.failed(ErrorClass::ConnectTimeout, message, None)
-        })??;
-        if answered.swap(true, Ordering::Relaxed) && !manager.table_checked() {
-            // Another attempt of this connect reached a server first and checks the table on
-            // it: this one would hold a connection slot meanwhile (seconds, over a slow link).
-            // Dropped, its socket closes. Later, setting up is one round trip, and this one
-            // goes on: the first may still fail (a switchover ending its server).
-            return Ok(None);
-        }
+        let connected = connected.map(|c| c.map_err(|e| manager.fail(Some(endpoint), e)));
+        let (client, driver) = match connected {
+            Ok(Ok((client, connection))) => {
+                // Aborted (closing the socket) unless the attempt succeeds.
+                (
+                    client,
+                    AbortOnDrop::new(tokio::spawn(connection).abort_handle()),
+                )
+            }
+            Ok(Err(err)) => return self.attempted(endpoint, began, Err(err)),
+            Err(_) => {
+                return self.attempted(endpoint, began, Err(self.timed_out(endpoint, manager)))
+            }
+        };
         // The server answered: what follows may take as long as a write (see `setup_within`).
         let within = manager.setup_within(self.timeout);
-        let cancel = || cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
-        manager
-            .table_ready(&client, within, Box::pin(cancel()))
-            .await?;
-        let ready = tokio::time::timeout(within, manager.ready(&client, &id));
-        let Ok(insert) = ready.await else {
+        let (id, ready) = {
+            let probe = Box::pin(tokio::time::timeout_at(deadline, manager.probe(&client)));
+            // Once nothing is left to check first, the INSERT is prepared alongside the identity
+            // probe: one round trip after connecting, as a fresh client's read-write check, not
+            // two (each one more a fresh client would not wait for: 50 ms over a 25 ms link).
+            let (probed, early) = if manager.prepares_early() {
+                let ready = Box::pin(tokio::time::timeout(within, manager.ready(&client)));
+                match futures_util::future::select(probe, ready).await {
+                    Either::Left((probed, ready)) => (probed, Some(Either::Left(ready))),
+                    Either::Right((prepared, probe)) => (
+                        probe.await,
+                        Some(Either::Right(std::future::ready(prepared))),
+                    ),
+                }
+            } else {
+                (probe.await, None)
+            };
+            let probed = probed.unwrap_or_else(|_| Err(self.timed_out(endpoint, manager)));
+            let id = self.attempted(endpoint, began, probed)?;
+            let another_answered = answered.swap(true, Ordering::Relaxed);
+            let ready = match early {
+                Some(ready) => ready.await,
+                None => {
+                    if another_answered && !manager.table_checked() {
+                        // Another attempt of this connect reached a server first and checks the
+                        // table on it: this one would hold a connection slot meanwhile (seconds,
+                        // over a slow link). Dropped, its socket closes. Later, setting up is one
+                        // round trip, and this one goes on: the first may still fail (a
+                        // switchover ending its server).
+                        return Ok(None);
+                    }
+                    let cancel =
+                        || cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
+                    manager
+                        .table_ready(&client, within, Box::pin(cancel()))
+                        .await?;
+                    tokio::time::timeout(within, manager.ready(&client)).await
+                }
+            };
+            (id, ready)
+        };
+        let Ok(insert) = ready else {
             // Its backend would wait on the setup (a lock on the table), holding a connection slot.
             // Open until the cancel is through: PgBouncer drops one whose client is gone.
-            let cancel = cancel();
+            let cancel = cancel::cancel(client.cancel_token(), endpoint, config, &self.tls);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(STAGGER * 10, cancel).await;
                 drop((client, driver));
@@ -414,7 +435,39 @@ impl Connector {
             );
             return Err(manager.failed(ErrorClass::StatementTimeout, message, None));
         };
-        Ok(Some((client, insert?, driver.detach(), id)))
+        let insert = insert?;
+        manager.identity.observe(&id);
+        Ok(Some((client, insert, driver.detach(), id)))
+    }
+
+    /// The attempt's outcome up to the identity probe, logged at debug level.
+    fn attempted<T>(
+        &self,
+        endpoint: &Endpoint,
+        began: Instant,
+        result: Result<T, ConnectError>,
+    ) -> Result<T, ConnectError> {
+        tracing::debug!(
+            server = %endpoint,
+            ms = began.elapsed().as_millis() as u64,
+            result = match &result {
+                Ok(_) => "connected",
+                Err(err) => err.class.as_str(),
+            },
+            "connection attempt"
+        );
+        result
+    }
+
+    /// No connection and identity within the connect timeout.
+    fn timed_out(&self, endpoint: &Endpoint, manager: &Manager) -> ConnectError {
+        let within = humantime::format_duration(self.timeout);
+        let message = format!(
+            "{endpoint}: not connected (TCP, TLS, startup, authentication and identity \
+             probe) within {within} (the connect timeout: --connect-timeout); trying the \
+             next host"
+        );
+        manager.failed(ErrorClass::ConnectTimeout, message, None)
     }
 
     /// `config` (one endpoint's) with pgdrill's startup option, unless a pooler refused it.
