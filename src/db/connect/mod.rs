@@ -404,9 +404,9 @@ impl Connector {
                     if another_answered && !manager.table_checked() {
                         // Another attempt of this connect reached a server first and checks the
                         // table on it: this one would hold a connection slot meanwhile (seconds,
-                        // over a slow link). Dropped, its socket closes. Later, setting up is one
-                        // round trip, and this one goes on: the first may still fail (a
-                        // switchover ending its server).
+                        // over a slow link). Dropped, its socket closes. Later, setting up takes
+                        // no round trip of its own, and this one goes on: the first may still fail
+                        // (a switchover ending its server).
                         return Ok(None);
                     }
                     let cancel =
