@@ -320,6 +320,11 @@ pub fn wrong_target_hint(
             "check sslmode and sslrootcert in --dsn against the server's TLS setup"
         }
         (ErrorClass::Dns, _) => "the host name does not resolve: check host in --dsn (or PGHOST)",
+        // The server refuses a session's startup options (a name it does not know, a bad value).
+        (_, "42704" | "22023" | "55P02") if says(&["parameter"]) => {
+            "a startup option (options= in --dsn, or PGOPTIONS) sets a parameter the server does \
+             not know, or to a value it refuses: fix or remove it"
+        }
         // tokio-postgres's words for bytes that are not the PostgreSQL protocol.
         (ErrorClass::Other, _)
             if says(&[

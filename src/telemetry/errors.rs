@@ -99,6 +99,7 @@ pub fn hint(class: ErrorClass, sqlstate: &str) -> Option<&'static str> {
         "42501" => "pgdrill's user lacks a privilege (the message names it): it needs CONNECT on the database, INSERT and SELECT on the table, USAGE on its id sequence",
         "42P01" => "the table does not exist (dropped or renamed?); pgdrill creates it only at startup",
         "42703" => "a column pgdrill writes does not exist (dropped or renamed?)",
+        "42704" => "something the statement or a startup option (options= in --dsn, PGOPTIONS) names does not exist (the message says what)",
         s if s.starts_with("42") => "the statement does not fit the table any more (changed by DDL?)",
         "2200H" => "the id sequence reached its maximum value: ALTER SEQUENCE … AS bigint MAXVALUE … (an int4 serial ends at 2147483647)",
         s if s.starts_with("22") => "a column's type or size does not take pgdrill's values",

@@ -71,6 +71,13 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
             "does not speak the PostgreSQL protocol",
         ),
         (
+            "a startup option the server does not know",
+            format!("{base} dbname=pgdrill password={SECRET} options='-c no_such_setting=1'"),
+            vec![],
+            "unrecognized configuration parameter \"no_such_setting\"",
+            "a startup option (options= in --dsn, or PGOPTIONS)",
+        ),
+        (
             "nothing listening",
             format!("host=127.0.0.1 port={nobody} user=pgdrill dbname=pgdrill"),
             vec!["--startup-timeout", "3s"],
