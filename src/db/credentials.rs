@@ -61,7 +61,8 @@ impl PasswordSource {
                 let bad = |why: String| ConfigError::new("--password-file", path.display(), why);
                 let mut text = Vec::new();
                 let limit = MAX_SECRET_BYTES as u64 + 1;
-                let read = std::fs::File::open(path)
+                let read = regular_file(path)
+                    .and_then(|()| std::fs::File::open(path))
                     .and_then(|f| Read::read_to_end(&mut Read::take(f, limit), &mut text));
                 read.map_err(|e| bad(format!("cannot read: {e}")))?;
                 if text.len() > MAX_SECRET_BYTES {
@@ -82,6 +83,18 @@ impl PasswordSource {
             PasswordSource::Command { .. } | PasswordSource::Dsn => return Ok(self),
         };
         Err(ConfigError::new(flag, value, why))
+    }
+}
+
+/// A password file is a regular file (or a link to one): a FIFO or a device would hold every
+/// connect waiting on its read, with nothing said.
+fn regular_file(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::metadata(path)?.is_file() {
+        true => Ok(()),
+        false => Err(std::io::Error::other(
+            "not a regular file (a FIFO or a device would hold every connect waiting on it); \
+             for a password made on demand use --password-command",
+        )),
     }
 }
 
@@ -165,6 +178,7 @@ impl Credentials {
         let cannot =
             |e: &dyn fmt::Display| format!("cannot read --password-file {}: {e}", path.display());
         let mut text = Vec::new();
+        regular_file(path).map_err(|e| cannot(&e))?;
         let file = tokio::fs::File::open(path).await.map_err(|e| cannot(&e))?;
         let limit = MAX_SECRET_BYTES as u64 + 1;
         (file.take(limit).read_to_end(&mut text).await).map_err(|e| cannot(&e))?;
@@ -462,6 +476,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a password"), "{e}");
+    }
+
+    /// A FIFO's read would never end: refused at start, and a failed read later (a file
+    /// replaced by one), not a connect that waits for good.
+    #[tokio::test]
+    async fn a_fifo_is_refused_at_start_and_fails_a_later_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let e = PasswordSource::File(fifo.clone()).validate().unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let creds = Arc::new(Credentials::new(PasswordSource::File(fifo), metrics()));
+        let read = tokio::time::timeout(Duration::from_secs(10), creds.password()).await;
+        let e = read.expect("the read ends").unwrap_err();
+        assert!(
+            e.contains("--password-file") && e.contains("not a regular file"),
+            "{e}"
+        );
+        assert_eq!(creds.metrics.password_errors.get(), 1);
     }
 
     #[tokio::test]
