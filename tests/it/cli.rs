@@ -196,6 +196,12 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             &[],
             "for --statement-timeout (set by PGDRILL_STATEMENT_TIMEOUT): must be",
         ),
+        // Empty (a container template's `RUST_LOG=`): it would turn off every log line.
+        (
+            ("RUST_LOG", ""),
+            &[],
+            "'' for --log-filter (set by RUST_LOG): is empty",
+        ),
         (
             ("PGDRILL_CONNECT_TIMEOUT", "-5s"),
             &["cleanup", "--all-runs", "--connect-timeout", "5s"],
