@@ -169,7 +169,18 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<PathBuf, Confi
             .map(|_| path.to_path_buf())
             .map_err(|e| bad(format!("cannot write it: {e}")));
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    // A dangling link is written through: the file is made where it points.
+    let mut target = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(next) = std::fs::read_link(&target) else {
+            break;
+        };
+        target = target.parent().map_or(next.clone(), |dir| dir.join(&next));
+    }
+    if target.is_symlink() {
+        return Err(bad("is a loop of symbolic links".into()));
+    }
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(bad(format!("directory {} does not exist", dir.display())));
@@ -234,5 +245,23 @@ mod tests {
         assert!(writable_file("--report", &dir).is_err());
         // An existing file or device: opened, not probed beside (`/dev` takes no new file).
         assert!(writable_file("--summary-json", Path::new("/dev/null")).is_ok());
+        // A dangling link: its target's directory must exist; a loop is refused.
+        let links = tempfile::tempdir().unwrap();
+        let link = |name: &str, to: &str| {
+            let at = links.path().join(name);
+            std::os::unix::fs::symlink(to, &at).unwrap();
+            at
+        };
+        let lost = link("lost.json", "nodir/x.json");
+        let err = writable_file("--summary-json", &lost).unwrap_err();
+        assert!(
+            err.reason.contains("nodir does not exist"),
+            "{}",
+            err.reason
+        );
+        assert!(writable_file("--summary-json", &link("ok.json", "made.json")).is_ok());
+        link("a", "b");
+        let err = writable_file("--report", &link("b", "a")).unwrap_err();
+        assert!(err.reason.contains("loop"), "{}", err.reason);
     }
 }
