@@ -417,6 +417,10 @@ impl Summary {
             ("service time", &self.service_time),
             ("schedule lag", &self.schedule_lag),
         ] {
+            if l.count == 0 {
+                writeln!(f, "  {name:<29} - (nothing acknowledged)")?;
+                continue;
+            }
             writeln!(
                 f,
                 "  {name:<29} p50 {:.2} ms  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",

@@ -379,6 +379,12 @@ async fn a_baseline_with_the_primary_down_runs_no_trigger_and_is_invalid() {
     let drill = &run.summary["drill"];
     // Nothing written: the target's exit status, whatever the verdict, and said last.
     assert_eq!(run.code, Some(5), "{drill}");
+    assert!(
+        (run.stdout.lines())
+            .any(|l| l.trim() == "service time                  - (nothing acknowledged)"),
+        "latencies of nothing read as 0 ms:\n{}",
+        run.stdout
+    );
     let last = run.stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: cannot write to the target: none of the run's ")

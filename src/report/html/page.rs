@@ -82,9 +82,11 @@ pub fn render(s: &Summary) -> String {
                 tr { th { "acknowledged" } td { (group(c.successes)) } }
                 tr { th { "errors by class" } td { (errors_text(&c.errors)) } }
                 tr { th { "skipped / abandoned" } td { (group(s.skipped)) " / " (group(s.abandoned)) } }
-                tr { th { "latency from intended start" } td { (format!(
+                tr { th { "latency from intended start" } td { @if l.count == 0 {
+                    "- (nothing acknowledged)"
+                } @else { (format!(
                     "p50 {:.2} ms · p95 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
-                    l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms)) } }
+                    l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms)) } } }
             }
         }
         section {
