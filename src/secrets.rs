@@ -79,7 +79,7 @@ pub fn remember_given(
 /// Where the password of `text` is if it is a URL: its user info's, up to the last `@`; with
 /// `authority_only`, in its authority: up to the last `@` before the first `/`, `?` or white
 /// space (a log line that starts with a URL goes on in words).
-fn url_password_at(text: &str, authority_only: bool) -> Option<std::ops::Range<usize>> {
+pub(crate) fn url_password_at(text: &str, authority_only: bool) -> Option<std::ops::Range<usize>> {
     let (scheme, after) = text.split_once("://")?;
     let mut chars = scheme.chars();
     let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())

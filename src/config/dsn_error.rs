@@ -38,6 +38,9 @@ pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) ->
     let detail = source.to_string();
     let (_, password_from) = crate::secrets::redact_unparsed(parsed);
     let (before, from_password) = parsed.split_at(password_from);
+    // In a URL the password ends at its `@`: a fault in the query after it is no piece of it.
+    let url_password = crate::secrets::url_password_at(parsed, false);
+    let from_password = url_password.clone().map_or(from_password, |p| &parsed[p]);
     let keys_before = unquoted(before);
     let named_before = |key: &str| {
         keys_before
@@ -70,6 +73,12 @@ pub(super) fn describe_parse_error(err: &tokio_postgres::Error, parsed: &str) ->
                 })
         }
     };
+    if in_password && url_password.is_some() {
+        return format!(
+            "{err} in the password (not shown); in a URL, a password's @ : / ? # % and spaces \
+             are percent-encoded (%40 for @)"
+        );
+    }
     if in_password {
         return format!(
             "{err} in or after the password (not shown); a password with spaces, quotes or \

@@ -326,6 +326,16 @@ fn malformed_dsn_is_a_config_error_without_the_password() {
         .unwrap_err()
         .to_string();
     assert!(text.contains("unknown option `hots`"), "{text}");
+    // In a URL the password ends at its `@`: a misspelled key in the query is named.
+    for key in ["sslmod", "target_session_attr"] {
+        let dsn = format!("postgres://u:Zq7-hunter-Secret@h:5/db?{key}=x");
+        let text = parse(Some(&dsn), no_env).unwrap_err().to_string();
+        assert!(text.contains(&format!("unknown option `{key}`")), "{text}");
+        assert!(
+            !text.contains("hunter") && !text.contains("single quotes"),
+            "{text}"
+        );
+    }
     // A known key after the password is named.
     let text = parse(Some("host=h password=s3cret connect_timeout=abc"), no_env)
         .unwrap_err()
