@@ -499,15 +499,9 @@ impl Summary {
     /// The error a run that wrote nothing exits with, when nothing else said it: the run
     /// ended (`--duration`, a signal) before a write succeeded or `--startup-timeout` ran out.
     pub fn nothing_written(&self) -> Option<StartError> {
-        let seconds = self.duration_seconds;
-        (self.counts.successes == 0).then(|| {
-            StartError::Target(match self.counts.transactions {
-                0 => format!("the run ended after {seconds:.3}s without a write"),
-                n => format!(
-                    "none of the run's {n} writes succeeded in {seconds:.3}s (their errors are above)"
-                ),
-            })
-        })
+        let (n, seconds) = (self.counts.transactions, self.duration_seconds);
+        let why = format!("none of the run's {n} writes succeeded in {seconds:.3}s (errors above)");
+        (self.counts.successes == 0).then_some(StartError::Target(why))
     }
 
     /// `--summary-json -`: the summary as one line of JSON, scrubbed as the file is.

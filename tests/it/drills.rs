@@ -388,7 +388,7 @@ async fn a_baseline_with_the_primary_down_runs_no_trigger_and_is_invalid() {
     let last = run.stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: cannot write to the target: none of the run's ")
-            && last.ends_with("s (their errors are above)"),
+            && last.ends_with("s (errors above)"),
         "{last}"
     );
     assert_eq!(drill["verdict"]["verdict"], "invalid");
