@@ -63,7 +63,7 @@ pub struct RunArgs {
 
     /// Maximum pool connections [default: rate/250 clamped to 4..=64; 32 for --rate 0;
     /// with the default pipeline depth that holds 64 ms of round trip at the rate].
-    #[arg(long, env = "PGDRILL_POOL_SIZE")]
+    #[arg(long, env = "PGDRILL_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_size: Option<u32>,
 
     /// Independent autocommit INSERTs pipelined on one connection, used once every

@@ -395,7 +395,6 @@ impl RunArgs {
     /// while on a fast link the connections share the load and keep their pipelines short.
     fn pool_size(&self, rate: Option<f64>) -> Result<u32, ConfigError> {
         match self.pool_size {
-            Some(0) => Err(ConfigError::new("--pool-size", "0", "must be at least 1")),
             Some(n) if n > 10_000 => {
                 let why = "more than 10000 connections is not a sensible pool";
                 Err(ConfigError::new("--pool-size", n, why))

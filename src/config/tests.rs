@@ -90,8 +90,11 @@ fn bad_values_name_the_flag_value_and_reason() {
     assert!(e.contains("--duration") && e.contains("5 parsecs"), "{e}");
     let e = args(&["--table", "x; drop table y"]).unwrap_err();
     assert!(e.contains("--table"), "{e}");
-    let e = args(&["--pool-size", "0"]).unwrap_err();
-    assert!(e.contains("--pool-size"), "{e}");
+    // One range, 0 and -1 alike (not "not in 0..", then "at least 1").
+    for n in ["0", "-1"] {
+        let e = args(&["--pool-size", n]).unwrap_err();
+        assert!(e.contains("--pool-size") && e.contains("not in 1.."), "{e}");
+    }
     let e = args(&["--listen", "nowhere"]).unwrap_err();
     assert!(e.contains("--listen"), "{e}");
     let e = args(&["--dsn", "postgres://u:hunter2@h:99999/db"]).unwrap_err();
