@@ -96,17 +96,13 @@ pub struct Verifier {
 
 /// How often the ledger's size is published, and unknown outcomes are checked.
 const LEDGER_GAUGE_EVERY: Duration = Duration::from_secs(1);
-/// Every this many ticks the primary behind a pooled connection is probed: a pooler switching
-/// servers behind its kept connections (PgBouncer's PAUSE, RELOAD, RESUME) shows no error and no
-/// new connection, so its new primary (and the writes it lacks) would show only at a reconnect.
+/// Every this many ticks a fresh connection is made and closed, as a fresh client would: its
+/// identity probe sees a primary that changed behind a pooler's kept connections (a RELOAD
+/// pointing PgBouncer at the promoted standby, the old primary left up: no error, no new
+/// connection, and in session pooling those connections stay on the old server for good).
 const PROBE_EVERY_TICKS: u32 = 5;
-/// A probe may take this long (a hung server: the ticks go on).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A probe may wait this long for a connection: under a saturated load lanes give theirs
-/// back once a second (and make way for the probe), on a busy machine a little later.
-const PROBE_CHECKOUT_WITHIN: Duration = Duration::from_secs(3);
-/// An unanswered probe is warned of at most this often.
-const PROBE_WARN_EVERY: Duration = Duration::from_secs(300);
+/// A probe's connection may take this long (a hung server: the ticks go on).
+const PROBE_WITHIN: Duration = Duration::from_secs(3);
 /// A verification failing the same way is said once in this long (it retries far more often).
 const FAILED_WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -241,7 +237,6 @@ impl Verifier {
     ) {
         let mut gauge = tokio::time::interval(LEDGER_GAUGE_EVERY);
         let mut ticks: u32 = 0;
-        let mut unanswered_probes = Throttle::new(PROBE_WARN_EVERY);
         loop {
             let req = tokio::select! {
                 req = requests.recv() => match req {
@@ -255,7 +250,7 @@ impl Verifier {
                     if !stop.is_cancelled() {
                         self.resolve_unknowns().await;
                         if ticks.is_multiple_of(PROBE_EVERY_TICKS) {
-                            self.probe_primary(&mut unanswered_probes).await;
+                            self.probe_primary().await;
                         }
                     }
                     continue;
@@ -276,35 +271,10 @@ impl Verifier {
         }
     }
 
-    /// Probes the server behind a pooled connection; a writable one is observed (a changed
-    /// primary is verified against, as after an outage). No connection (an outage, logged
-    /// by the load) skips it; a connection whose server does not answer it is warned of.
-    async fn probe_primary(&self, unanswered: &mut Throttle) {
-        let checkout = tokio::time::timeout(PROBE_CHECKOUT_WITHIN, self.pool.checkout_ahead());
-        let Ok(Ok(conn)) = checkout.await else {
-            return;
-        };
-        let probe = crate::db::identity::probe(&conn.client);
-        let Ok(answer) = tokio::time::timeout(PROBE_TIMEOUT, probe).await else {
-            if let Some(held_back) = unanswered.hit(Instant::now()) {
-                tracing::warn!(
-                    held_back,
-                    "the server behind a pooled connection did not answer the identity probe \
-                     within {PROBE_TIMEOUT:?}: a switch of server behind a pooler's kept \
-                     connections is seen only at the next reconnect"
-                );
-            }
-            return;
-        };
-        // A probe the server or a pooler failed (an outage, logged by the load) says nothing.
-        let Ok(id) = answer else {
-            return;
-        };
-        // A probe with a failed query says nothing about a change.
-        let partial = self.identity.current().is_some_and(|c| id.lacks_what(&c));
-        if id.in_recovery == Some(false) && !partial {
-            self.identity.observe(&id);
-        }
+    /// A fresh connection, closed at once: connecting observes its server (a changed primary
+    /// is verified against, as after an outage); a failure is the connector's to count and log.
+    async fn probe_primary(&self) {
+        let _ = tokio::time::timeout(PROBE_WITHIN, self.pool.fresh()).await;
     }
 
     /// Resolves settled unknown outcomes against the primary, without waiting for an

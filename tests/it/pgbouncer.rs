@@ -247,12 +247,23 @@ async fn the_statement_timeout_is_pgdrills_alone_direct_and_through_a_pooler() {
 
 /// A pooler that switches servers behind the client connections it keeps (a RELOAD pointing
 /// it at the promoted standby, the old primary left up): no error and no new connection,
-/// yet the periodic probe of a pooled connection sees the new primary within seconds (and
-/// verifies the writes against it), not at the next reconnect half an hour later.
+/// yet the periodic fresh connection sees the new primary within seconds (and the writes
+/// are verified against it), not at the next reconnect half an hour later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
+    a_switch_behind_kept_connections_is_seen("transaction").await;
+}
+
+/// The same in session pooling, where the connections pgdrill keeps stay on the old primary
+/// for as long as it is up (a pooled connection's probe would never see the switch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_behind_session_pooling_is_seen() {
+    a_switch_behind_kept_connections_is_seen("session").await;
+}
+
+async fn a_switch_behind_kept_connections_is_seen(mode: &'static str) {
     let lab = start_lab(Some(ReplicationMode::Async)).await;
-    let bouncer = Bouncer::start(&lab, lab.port(lab.primary())).await;
+    let bouncer = Bouncer::start_in(&lab, lab.port(lab.primary()), mode).await;
     let dsn = bouncer.dsn();
     let drill = Drill::start(&["--dsn", &dsn, "--rate", "100", "--query-mode", "unnamed"]).await;
     drill.wait_for_transactions(100.0).await;
@@ -332,8 +343,8 @@ async fn a_switch_behind_the_poolers_kept_connections_is_seen() {
 }
 
 /// The same switch under a saturated load (`--rate 0`: jobs always waiting, so a lane would
-/// keep its connection for good): the lanes give their connections back often enough for the
-/// identity probe to get one and see the switch, and the writes go on, on the new primary.
+/// keep its connection for good): the switch is seen, the lanes give their connections back
+/// often enough for them to be replaced, and the writes go on, on the new primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_behind_the_pooler_is_seen_under_a_saturated_load() {
     let lab = start_lab(Some(ReplicationMode::Async)).await;

@@ -16,6 +16,8 @@ pub struct Bouncer {
     pub port: u16,
     /// `ignore_startup_parameters`.
     ignore: &'static str,
+    /// `pool_mode`: `transaction` unless started with [`Bouncer::start_in`].
+    mode: &'static str,
     dir: tempfile::TempDir,
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
@@ -31,6 +33,16 @@ impl Bouncer {
     /// [`Bouncer::start`] with `ignore_startup_parameters = ignore` (other startup
     /// parameters are refused, 08P01).
     pub async fn start_ignoring(lab: &Lab, backend_port: u16, ignore: &'static str) -> Bouncer {
+        Bouncer::start_with(lab, backend_port, ignore, "transaction").await
+    }
+
+    /// [`Bouncer::start`] with `pool_mode = mode`.
+    pub async fn start_in(lab: &Lab, backend_port: u16, mode: &'static str) -> Bouncer {
+        Bouncer::start_with(lab, backend_port, "extra_float_digits,options", mode).await
+    }
+
+    async fn start_with(lab: &Lab, port: u16, ignore: &'static str, mode: &'static str) -> Bouncer {
+        let backend_port = port;
         let dir = tempfile::tempdir().expect("temp dir");
         let run_as = lab.server_user();
         if let Some((uid, gid)) = run_as {
@@ -42,6 +54,7 @@ impl Bouncer {
         let mut bouncer = Bouncer {
             port: free_port(),
             ignore,
+            mode,
             dir,
             run_as,
             child: None,
@@ -73,7 +86,7 @@ impl Bouncer {
              unix_socket_dir =\n\
              auth_type = trust\n\
              auth_file = {d}/userlist.txt\n\
-             pool_mode = transaction\n\
+             pool_mode = {mode}\n\
              max_client_conn = 500\n\
              default_pool_size = 20\n\
              server_reset_query =\n\
@@ -83,7 +96,8 @@ impl Bouncer {
              logfile = {d}/pgbouncer.log\n\
              pidfile = {d}/pgbouncer.pid\n",
             port = self.port,
-            ignore = self.ignore
+            ignore = self.ignore,
+            mode = self.mode
         );
         std::fs::write(self.ini(), ini).expect("write pgbouncer.ini");
     }
