@@ -364,14 +364,23 @@ async fn prepare_shared(
     if statements.is_empty() {
         return Ok(());
     }
+    let mut run = statements.join("; ") + ";";
+    if index.is_some() {
+        run.push_str(&index_alone(table, &relation.schema));
+    }
+    if policy.alter && !relation.owned {
+        // Said before the trial INSERTs: they would take ids from the table's sequences.
+        return Err(TableError::Unusable(format!(
+            "--alter-table: pgdrill's user does not own table {} and cannot add what pgdrill \
+             needs ({}); nothing was changed. Run as the table's owner: {run}",
+            table.name,
+            needs.join("; "),
+        )));
+    }
     // What adding pgdrill's columns cannot fix (a CHECK, a NOT NULL column, a privilege) is
     // said before any change, not after it, with the table left altered.
     trial_insert(client, workload, Trial::UsersColumns).await?;
     if !policy.alter {
-        let mut run = statements.join("; ") + ";";
-        if index.is_some() {
-            run.push_str(&index_alone(table, &relation.schema));
-        }
         return Err(TableError::Unusable(format!(
             "table {} was not created by pgdrill and lacks what pgdrill needs ({}); pgdrill \
              changes a table it did not create only with --alter-table. Run as the table's \

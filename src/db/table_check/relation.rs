@@ -32,6 +32,8 @@ pub(crate) struct Relation {
     pub index_name_holder: String,
     /// The table's schema, quoted: what pgdrill tells the owner to run names it.
     pub schema: String,
+    /// pgdrill's user is (a member of) its owner: it may ALTER it.
+    pub owned: bool,
 }
 
 impl Relation {
@@ -104,7 +106,8 @@ pub(crate) async fn relation(
                    AND NOT coalesce(i.indrelid = c.oid AND i.indkey[0] = (SELECT attnum \
                      FROM pg_attribute WHERE attrelid = c.oid AND attname = 'transaction_id') \
                      AND pg_get_expr(i.indpred, i.indrelid) = '(run_id IS NOT NULL)', false)), \
-                (SELECT quote_ident(nspname) FROM pg_namespace WHERE oid = c.relnamespace) \
+                (SELECT quote_ident(nspname) FROM pg_namespace WHERE oid = c.relnamespace), \
+                pg_has_role(c.relowner, 'USAGE')::text \
          FROM pg_class c WHERE c.oid = to_regclass({name})",
         mark = quote_literal(&format!("{OWNER_MARK}%")),
         name = quote_literal(&table.quoted),
@@ -124,6 +127,7 @@ pub(crate) async fn relation(
             unsafe_partitions: text(7),
             index_name_holder: text(8),
             schema: text(9),
+            owned: text(10) == "true",
         }
     }))
 }

@@ -96,10 +96,12 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
 
     // Without --alter-table: the statement is named, nothing is changed (even when the
     // role owns the table: pgdrill did not create it). With it, on a table the role does
-    // not own: ALTER TABLE is refused (42501).
+    // not own: refused with every statement, before a trial INSERT takes an id.
+    let ids = "SELECT last_value::text || is_called::text FROM theirs_transaction_id_seq";
+    let ids_before: String = admin.query_one(ids, &[]).await.expect("seq").get(0);
     for (table, extra, expect) in [
         ("mine", None, "--alter-table"),
-        ("theirs", Some("--alter-table"), "42501"),
+        ("theirs", Some("--alter-table"), "does not own table theirs"),
     ] {
         let mut args = vec![
             "--dsn",
@@ -119,10 +121,15 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
         let statement = format!(
             "ALTER TABLE \"public\".\"{table}\" ADD COLUMN run_id bigint, ADD COLUMN seq bigint;"
         );
-        for word in ["run_id", "seq", expect, statement.as_str()] {
+        for word in ["run_id", "seq", expect, statement.as_str(), "CREATE INDEX"] {
             assert!(err.contains(word), "{table}: stderr lacks {word:?}:\n{err}");
         }
     }
+    let ids_after: String = admin.query_one(ids, &[]).await.expect("seq").get(0);
+    assert_eq!(
+        ids_before, ids_after,
+        "a refused run took ids from the sequence"
+    );
     let untouched: i64 = admin
         .query_one(
             "SELECT count(*) FROM information_schema.columns WHERE column_name = 'run_id'",
