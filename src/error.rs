@@ -317,7 +317,8 @@ pub fn wrong_target_hint(
              (PGPASSFILE), --password-file or --password-command"
         }
         (ErrorClass::Tls, _) => {
-            "check sslmode and sslrootcert in --dsn against the server's TLS setup"
+            "check sslmode and sslrootcert in --dsn (or PGSSLMODE, PGSSLROOTCERT) against the \
+             server's TLS setup"
         }
         (ErrorClass::Dns, _) => "the host name does not resolve: check host in --dsn (or PGHOST)",
         // The server refuses a session's startup options (a name it does not know, a bad value).

@@ -361,9 +361,11 @@ async fn run_command(argv: &[String]) -> Result<Secret, String> {
         .map_err(|_| format!("--password-command did not finish within {COMMAND_TIMEOUT:?}"))?
         .map_err(|e| format!("waiting for --password-command: {e}"))?;
     if !status.success() {
-        return Err(format!(
-            "--password-command failed ({status}); its standard error is above"
-        ));
+        let said = match err.iter().any(|b| !b.is_ascii_whitespace()) {
+            true => "its standard error is above",
+            false => "it printed nothing on standard error",
+        };
+        return Err(format!("--password-command failed ({status}); {said}"));
     }
     read.map_err(|e| format!("reading --password-command output: {e}"))?;
     if out.len() > MAX_SECRET_BYTES {
@@ -525,6 +527,21 @@ mod tests {
             e.contains("/no/such/program") && !e.contains("s3cret-arg"),
             "{e}"
         );
+        // A failure says whether there is standard error to read above.
+        for (argv, said) in [
+            (vec!["false"], "it printed nothing on standard error"),
+            (
+                vec!["sh", "-c", "echo denied >&2; exit 3"],
+                "its standard error is above",
+            ),
+        ] {
+            let argv = argv.into_iter().map(String::from).collect();
+            let ttl = Duration::from_secs(60);
+            let source = PasswordSource::Command { argv, ttl };
+            let failing = Arc::new(Credentials::new(source, metrics()));
+            let e = failing.password().await.unwrap_err();
+            assert!(e.contains(said), "{e}");
+        }
     }
 
     #[tokio::test]

@@ -143,6 +143,24 @@ async fn wrong_targets_exit_5_with_the_servers_message_and_a_hint() {
     println!("ended without a write: exit {code:?} after {secs:.2} s");
     assert_eq!(code, Some(5), "{out}\n{err}");
     assert!(out.contains("(0 ok"), "{out}");
+    // A table in a schema that does not exist: a table problem (exit 2), and no GRANT to
+    // give for it.
+    let dsn = format!("{base} dbname=pgdrill password={SECRET}");
+    let args = [
+        "--dsn",
+        &dsn,
+        "--table",
+        "no_such_schema.t",
+        "--duration",
+        "5s",
+    ];
+    let (code, _, _, err) = timed(&args, Duration::from_secs(40)).await;
+    assert_eq!(code, Some(2), "{err}");
+    let said = first_error(&err);
+    assert!(
+        said.contains("name a schema that exists") && !said.contains("grant CREATE"),
+        "{said}"
+    );
     lab.shutdown().await;
 }
 

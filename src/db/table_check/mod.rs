@@ -209,6 +209,13 @@ async fn create(client: &Client, table: &Table) -> Result<Relation, TableError> 
                      database): point --dsn at the primary",
                     table.name
                 )),
+                Some(m) if err.code() == Some(&SqlState::INVALID_SCHEMA_NAME) => {
+                    TableError::Unusable(format!(
+                        "cannot create pgdrill's table {}: {m}; name a schema that exists in \
+                         --table, or create it",
+                        table.name
+                    ))
+                }
                 Some(m) if fails_the_same_again(&err) => TableError::Unusable(format!(
                     "cannot create pgdrill's table {}: {m}; grant CREATE on the \
                      schema (docs/configuration.md#privileges) or create it as its owner: {};",
