@@ -115,8 +115,17 @@ pub fn remember_in_command(line: &str) {
         };
         let start = same(&mut word.chars().zip(clean.chars()));
         let rest = (&word[start..], clean.get(start..).unwrap_or_default());
-        let end = word.len() - same(&mut rest.0.chars().rev().zip(rest.1.chars().rev()));
-        remember(&word[start..end]);
+        // Redacted up to white space inside one word (`--token=rho sigma`): the value is
+        // the whole rest of the argument; else up to what follows it (a URL's `@host`).
+        let after = rest.1.strip_prefix(REDACTED).unwrap_or_default();
+        let end = match after.starts_with(char::is_whitespace) {
+            true => word.len(),
+            false => word.len() - same(&mut rest.0.chars().rev().zip(rest.1.chars().rev())),
+        };
+        let secret = &word[start..end];
+        remember(secret);
+        // As a shell line may have written it: `kappa\ lambda`.
+        remember(&secret.replace(' ', "\\ "));
     }
 }
 

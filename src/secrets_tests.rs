@@ -578,6 +578,13 @@ fn a_secret_in_a_command_line_is_hidden_when_its_program_prints_it_alone() {
         scrub(printed),
         "using REDACTED; then REDACTED; then REDACTED; -v x"
     );
+    // A key and value quoted as one word, or its value with escaped spaces: all of it.
+    remember_in_command(r#"t "--token=rho sigma 77" --password="alpha beta 11" -x"#);
+    remember_in_command(r"t --client-secret kappa\ lambda\ 55");
+    assert_eq!(
+        scrub("rho sigma 77 / alpha beta 11 / kappa lambda 55 / kappa\\ lambda\\ 55"),
+        "REDACTED / REDACTED / REDACTED / REDACTED"
+    );
     // A line that does not split, or holds no secret, remembers nothing.
     remember_in_command("echo 'unbalanced plain-words-here");
     remember_in_command("echo plain-words-there");
