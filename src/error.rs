@@ -268,6 +268,12 @@ pub const TARGET_EXIT: u8 = 5;
 
 /// Before the first successful write, an error that waiting cannot fix, and what to check;
 /// `None` for errors that can heal (refused, timeout, starting up, only standbys).
+/// The server refused a session's startup options (a name it does not know, a bad value, one
+/// this user may not set).
+const STARTUP_OPTION_HINT: &str = "a startup option (options= in --dsn, or PGOPTIONS) sets a \
+    parameter the server does not know, or to a value it refuses, or one this user may not set: \
+    fix or remove it";
+
 pub fn wrong_target_hint(
     class: ErrorClass,
     sqlstate: Option<&str>,
@@ -295,6 +301,7 @@ pub fn wrong_target_hint(
              sslmode"
         }
         (_, "3D000") => "the database does not exist: check dbname in --dsn (or PGDATABASE)",
+        (_, "42501") if says(&["to set parameter"]) => STARTUP_OPTION_HINT,
         (_, "42501") => {
             "the user lacks a privilege (CONNECT on the database, CREATE or INSERT): see \
              docs/configuration.md#privileges for the GRANT statements"
@@ -322,10 +329,7 @@ pub fn wrong_target_hint(
         }
         (ErrorClass::Dns, _) => "the host name does not resolve: check host in --dsn (or PGHOST)",
         // The server refuses a session's startup options (a name it does not know, a bad value).
-        (_, "42704" | "22023" | "55P02") if says(&["parameter"]) => {
-            "a startup option (options= in --dsn, or PGOPTIONS) sets a parameter the server does \
-             not know, or to a value it refuses: fix or remove it"
-        }
+        (_, "42704" | "22023" | "55P02") if says(&["parameter"]) => STARTUP_OPTION_HINT,
         // tokio-postgres's words for bytes that are not the PostgreSQL protocol.
         (ErrorClass::Other, _)
             if says(&[
@@ -473,6 +477,8 @@ mod tests {
         assert!(hint(ErrorClass::Auth, Some("28P01"), plain).contains("user name or password"));
         let pam = "PAM authentication failed for user \"iam_user\"";
         assert!(hint(ErrorClass::Auth, Some("28000"), pam).contains("IAM token"));
+        let denied = "permission denied to set parameter \"log_min_messages\"";
+        assert!(hint(ErrorClass::Rejected, Some("42501"), denied).contains("PGOPTIONS"));
         let hba = "no pg_hba.conf entry for host \"10.0.0.5\"";
         assert!(hint(ErrorClass::Auth, Some("28000"), hba).contains("pg_hba.conf"));
         let gss = "authentication error: unsupported authentication method: GSS";

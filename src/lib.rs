@@ -223,7 +223,7 @@ fn announce_outputs(config: &Config) {
             summary_json = shown(&config.summary_json).as_deref().unwrap_or("none"),
             report = shown(&config.report).as_deref().unwrap_or("none"),
             "pgdrill runs this failover trigger and writes these files when the run ends (none \
-             if it cannot start: a wrong target, no write within --startup-timeout)"
+             if it cannot start: a wrong target, or --startup-timeout passing without a write)"
         );
     }
 }

@@ -173,7 +173,8 @@ fn publish(
         let written = if path.as_os_str() == "-" {
             summary.json_line().map(say)
         } else {
-            summary.write_json(&path).map_err(serde_json::Error::io)
+            let written = summary.write_json(&path).map_err(serde_json::Error::io);
+            written.inspect(|()| tell(format!("summary written to {}", path.display())))
         };
         if let Err(err) = written {
             unwritten = Some(cannot_write("--summary-json", &path, err));

@@ -37,8 +37,14 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
         let by_sqlstate = deltas(sqlstates.iter().map(|(code, n)| (code, n - before(code))));
         last_sqlstates = sqlstates;
         let h = sources.latency.take_interval();
+        // The last line may cover a moment (the drain's answers just after a tick): no rate
+        // from that.
+        let rate = match interval >= every / 10 {
+            true => format!("{:.1}", line.ok as f64 / interval.as_secs_f64()),
+            false => "-".to_string(),
+        };
         tracing::info!(
-            rate = format!("{:.1}", line.ok as f64 / interval.as_secs_f64()),
+            rate,
             ok = line.ok,
             failed = line.failed,
             skipped = line.skipped,

@@ -16,8 +16,8 @@ pub enum LogFormat {
 
 pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
     if filter.trim().is_empty() {
-        let why = "is empty, which turns off every log line, errors included (the filter's \
-                   default is info: leave it unset, or name a level such as warn)";
+        let why = "is empty, which turns off every log line, errors included (leave it \
+                   unset for the default, info,tokio_postgres=warn, or name a level such as warn)";
         return Err(ConfigError::new("--log-filter", filter, why));
     }
     let env_filter = EnvFilter::try_new(filter)

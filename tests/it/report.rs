@@ -104,10 +104,12 @@ async fn a_forced_failover_drill_renders_its_report_and_the_json_renders_the_sam
     let (status, out, err) = drill.wait(Duration::from_secs(90)).await;
     println!("{out}\nlab: {truth}");
     assert!(status.success(), "{status}: {err}");
-    assert!(
-        err.contains(&format!("drill report written to {report_s}")),
-        "{err}"
-    );
+    for written in [
+        format!("drill report written to {report_s}"),
+        format!("summary written to {json_s}"),
+    ] {
+        assert!(err.contains(&written), "{err}");
+    }
 
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("summary file"))
