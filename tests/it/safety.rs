@@ -396,6 +396,8 @@ async fn tables_that_defeat_the_measurement_are_refused_at_start() {
              CREATE TRIGGER no_way BEFORE INSERT ON tx_raises \
                FOR EACH ROW EXECUTE FUNCTION no_way(); \
              COMMENT ON COLUMN tx_raises.run_id IS 'pgdrill: rows'; \
+             CREATE INDEX tx_raises_pgdrill_rows ON tx_raises (transaction_id) \
+               WHERE run_id IS NOT NULL; \
              CREATE TABLE tx_skips {ours}; \
              CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS \
                $$ BEGIN RETURN NULL; END $$; \

@@ -384,9 +384,7 @@ async fn prepare_shared(
             needs.join("; "),
         )));
     }
-    // What adding pgdrill's columns cannot fix (a CHECK, a NOT NULL column, a privilege) is
-    // said before any change, not after it, with the table left altered.
-    trial_insert(client, workload, Trial::UsersColumns).await?;
+    // Refused whatever a trial would find: none is made (it would take the table's ids).
     if !policy.alter {
         return Err(TableError::Unusable(format!(
             "table {} was not created by pgdrill and lacks what pgdrill needs ({}); pgdrill \
@@ -396,6 +394,9 @@ async fn prepare_shared(
             needs.join("; "),
         )));
     }
+    // What adding pgdrill's columns cannot fix (a CHECK, a NOT NULL column, a privilege) is
+    // said before any change, not after it, with the table left altered.
+    trial_insert(client, workload, Trial::UsersColumns).await?;
     tracing::warn!(table = %table.name, statements = %statements.join("; "), "--alter-table: changing a table pgdrill did not create");
     change.started.store(true, Ordering::Relaxed);
     let alters = statements.len() - usize::from(index.is_some());

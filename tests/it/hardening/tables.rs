@@ -96,11 +96,12 @@ async fn a_table_pgdrill_may_not_change_stops_the_run_with_exit_2() {
 
     // Without --alter-table: the statement is named, nothing is changed (even when the
     // role owns the table: pgdrill did not create it). With it, on a table the role does
-    // not own: refused with every statement, before a trial INSERT takes an id.
+    // not own: refused with every statement. Either before a trial INSERT takes an id.
     let ids = "SELECT last_value::text || is_called::text FROM theirs_transaction_id_seq";
     let ids_before: String = admin.query_one(ids, &[]).await.expect("seq").get(0);
     for (table, extra, expect) in [
         ("mine", None, "--alter-table"),
+        ("theirs", None, "--alter-table"),
         ("theirs", Some("--alter-table"), "does not own table theirs"),
     ] {
         let mut args = vec![
