@@ -272,13 +272,6 @@ impl RunArgs {
         let retention = self.retention()?;
         let drill = self.drill.validate(duration)?;
         let table = Table::parse(&self.table)?;
-        // It changes a table pgdrill did not create, which it uses only when named.
-        let alter = (self.alter_table && table.is_default()).then_some(true);
-        needs(
-            "--alter-table",
-            alter,
-            "--table (a table pgdrill did not create)",
-        )?;
         let (connect_timeout, connect_timeout_from) =
             connect_timeout(self.connect_timeout, &mut target, Duration::from_secs(2))?;
         let json = self.summary_json.as_deref();

@@ -42,14 +42,6 @@ async fn bad_flags_exit_non_zero_naming_flag_value_and_reason() {
             ],
         ),
         (
-            &["--alter-table"],
-            &[
-                "--alter-table",
-                "'true'",
-                "--table (a table pgdrill did not create)",
-            ],
-        ),
-        (
             &["--password-ttl", "5m"],
             &[
                 "--password-ttl",
