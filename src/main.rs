@@ -174,7 +174,8 @@ fn publish(
             summary.json_line().map(say)
         } else {
             let written = summary.write_json(&path).map_err(serde_json::Error::io);
-            written.inspect(|()| tell(format!("summary written to {}", path.display())))
+            // Logged, not printed: with --log-format json every stderr line is JSON.
+            written.inspect(|()| tracing::info!("summary written to {}", path.display()))
         };
         if let Err(err) = written {
             unwritten = Some(cannot_write("--summary-json", &path, err));
@@ -182,7 +183,7 @@ fn publish(
     }
     if let Some(path) = report_path {
         match summary.write_report(&path) {
-            Ok(()) => tell(format!("drill report written to {}", path.display())),
+            Ok(()) => tracing::info!("drill report written to {}", path.display()),
             Err(err) => unwritten = Some(cannot_write("--report", &path, err)),
         }
     }
