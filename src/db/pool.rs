@@ -121,13 +121,13 @@ impl DbPool {
         self.checkout_as(false).await
     }
 
-    /// [`DbPool::checkout`], ahead of the lanes: each lane that gives a connection back
-    /// while this one waits for it leaves it to this one.
     /// A connection outside the pool, closed when dropped: what a fresh client gets.
     pub async fn fresh(&self) -> Result<Conn, crate::db::connect::ConnectError> {
         self.pool.dedicated_connection().await
     }
 
+    /// [`DbPool::checkout`], ahead of the lanes: each lane that gives a connection back
+    /// while this one waits for it leaves it to this one.
     pub async fn checkout_ahead(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
         self.checkout_as(true).await
     }
