@@ -14,7 +14,7 @@ use crate::db::clock::ClockOffset;
 use crate::db::identity::Identity;
 pub use crate::drill::verdict::at_least;
 use crate::drill::{judge_members, DrillReport, MemberFacts, Objectives, Verdict};
-use crate::error::{ErrorClass, StartError, TARGET_EXIT};
+use crate::error::{ErrorClass, StartError};
 use crate::failover::outages::{EarlierOutages, OutageRecord, StateChange};
 use crate::load::outcomes::TallySnapshot;
 use crate::rpo::verify::RpoTotals;
@@ -485,14 +485,13 @@ impl Summary {
         Ok(())
     }
 
-    /// The exit status: the drill's verdict's (0 for a canary), or [`TARGET_EXIT`] when not
-    /// one write succeeded and nothing else said so.
+    /// The exit status: the drill's verdict's (0 for a canary), or [`Summary::nothing_written`]'s
+    /// when not one write succeeded, whatever a drill's verdict says.
     pub fn exit_code(&self) -> u8 {
-        match (&self.drill, self.counts.successes) {
-            // Nothing written: a wrong target, whatever a drill's verdict says.
-            (_, 0) => TARGET_EXIT,
-            (Some(d), _) => d.verdict.verdict.exit_code(),
-            (None, _) => 0,
+        match (&self.drill, self.nothing_written()) {
+            (_, Some(nothing)) => nothing.exit_code(),
+            (Some(d), None) => d.verdict.verdict.exit_code(),
+            (None, None) => 0,
         }
     }
 
