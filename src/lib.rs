@@ -346,13 +346,10 @@ impl Drill {
             target_rate: config.rate,
             objectives: config.drill.objectives,
             outcomes,
-            latency,
             outages,
-            identity,
             verifier,
             timeline,
             pool,
-            errors: metrics.errors.clone(),
             verifications_over: Default::default(),
             drawn: Default::default(),
             drawing: Default::default(),
@@ -568,7 +565,7 @@ impl Drill {
             run_id: s.run_id,
             drill_id: config.drill.fleet.drill_id.clone(),
             member: config.drill.fleet.member,
-            new_primary_writes_unix: s.identity.first_writes(),
+            new_primary_writes_unix: s.outcomes.identity.first_writes(),
             objectives: Some(config.drill.objectives),
             drill: self
                 .drill
@@ -589,11 +586,11 @@ impl Drill {
             unverified_primary_changes: s.outages.unverified_changes(),
             losses_without_outage: s.outages.losses_without_outage(),
             state_changes: s.outages.state_changes(),
-            identity_first: s.identity.first(),
-            identity_last: s.identity.current(),
+            identity_first: s.outcomes.identity.first(),
+            identity_last: s.outcomes.identity.current(),
             timeline,
             error_kinds: self.metrics.errors.kinds(),
-            ..Summary::of_load(s.outcomes.tally(), elapsed, &s.latency, rpo)
+            ..Summary::of_load(s.outcomes.tally(), elapsed, &s.outcomes.latency, rpo)
         }
     }
 }
@@ -609,7 +606,7 @@ fn drill_run(
     let sources = drill::Sources {
         metrics: metrics.clone(),
         outages: s.outages.clone(),
-        identity: s.identity.clone(),
+        identity: s.outcomes.identity.clone(),
         counts: Box::new(move || {
             let t = tally.tally();
             (t.successes(), t.failed())

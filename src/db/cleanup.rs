@@ -194,7 +194,7 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, CleanupEr
     if (pg.get_hosts().iter()).all(|h| matches!(h, tokio_postgres::config::Host::Unix(_))) {
         pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
     }
-    let connecting = pg.connect(target.tls.connector());
+    let connecting = pg.connect(target.tls.connector.clone());
     let (client, connection) = tokio::time::timeout(timeout * 2, connecting)
         .await
         .map_err(|_| CleanupError::Connect(format!("no answer within {timeout:?}")))?

@@ -116,23 +116,9 @@ impl DbPool {
 
     /// An idle connection if there is one; otherwise connects here so that a
     /// failure comes back to the caller classified (bb8 would only time out, its own
-    /// connect's error unseen: `pool_timeout`, which no fresh client meets).
-    pub async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
-        self.checkout_as(false).await
-    }
-
-    /// A connection outside the pool, closed when dropped: what a fresh client gets.
-    pub async fn fresh(&self) -> Result<Conn, crate::db::connect::ConnectError> {
-        self.pool.dedicated_connection().await
-    }
-
-    /// [`DbPool::checkout`], ahead of the lanes: each lane that gives a connection back
-    /// while this one waits for it leaves it to this one.
-    pub async fn checkout_ahead(&self) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
-        self.checkout_as(true).await
-    }
-
-    async fn checkout_as(
+    /// connect's error unseen: `pool_timeout`, which no fresh client meets). `ahead` of the
+    /// lanes: each lane that gives a connection back while this one waits leaves it to this one.
+    pub async fn checkout(
         &self,
         ahead: bool,
     ) -> Result<PooledConnection<'_, Manager>, CheckoutError> {
@@ -198,7 +184,7 @@ impl DbPool {
     }
 
     /// Called by a lane that has just given its connection back, before it asks for another:
-    /// waits while a [`DbPool::checkout_ahead`] is waiting (a bounded time).
+    /// waits while a [`DbPool::checkout`] ahead is waiting (a bounded time).
     pub async fn make_way(&self) {
         if self.ahead.waiting.load(Ordering::Relaxed) == 0 {
             return;
@@ -210,7 +196,8 @@ impl DbPool {
         }
     }
 
-    /// A connection outside the pool's accounting, for verification and bootstrap.
+    /// A connection outside the pool (closed when dropped: what a fresh client gets), for
+    /// verification and bootstrap.
     pub async fn dedicated(&self) -> Result<Conn, ConnectError> {
         self.pool.dedicated_connection().await
     }

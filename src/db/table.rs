@@ -158,19 +158,13 @@ impl Table {
         }
     }
 
-    /// `seq` of the rows of run `$2` with `transaction_id >= $1` and `seq < $3`.
-    pub(crate) fn verify_sql(&self, partitioned: bool) -> String {
+    /// `seq` of the rows of run `$2` from id `$1` up (an index led by `transaction_id` bounds
+    /// the scan): those of the unknown-outcome writes `$3` (an int8[] of `seq`) if `asked`,
+    /// else those below `seq` `$3`.
+    pub(crate) fn seqs_sql(&self, partitioned: bool, asked: bool) -> String {
+        let which = if asked { "= ANY($3)" } else { "< $3" };
         format!(
-            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq < $3",
-            self.own_rows(partitioned)
-        )
-    }
-
-    /// Which of the unknown-outcome writes `$3` (an int8[] of `seq`) of run `$2` exist,
-    /// looking only at ids from `$1` up (an index led by `transaction_id` bounds the scan).
-    pub(crate) fn resolve_unknown_sql(&self, partitioned: bool) -> String {
-        format!(
-            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq = ANY($3)",
+            "SELECT seq FROM {} WHERE transaction_id >= $1 AND run_id = $2 AND seq {which}",
             self.own_rows(partitioned)
         )
     }

@@ -169,12 +169,12 @@ fn every_delete_is_bounded_to_pgdrills_rows() {
     // A partitioned table's rows are in its partitions: named without ONLY.
     let parted = table.cleanup_delete_sql(true, 100, None);
     assert!(!parted.contains("ONLY") && parted.contains("DELETE FROM \"public\".\"t\" AS d"));
-    assert!(table
-        .verify_sql(false)
-        .contains("FROM ONLY \"public\".\"t\" WHERE"));
-    assert!(table
-        .resolve_unknown_sql(true)
-        .contains("FROM \"public\".\"t\" WHERE"));
+    assert!(table.seqs_sql(false, false).contains(
+        "FROM ONLY \"public\".\"t\" WHERE transaction_id >= $1 AND run_id = $2 AND seq < $3"
+    ));
+    assert!(table.seqs_sql(true, true).contains(
+        "FROM \"public\".\"t\" WHERE transaction_id >= $1 AND run_id = $2 AND seq = ANY($3)"
+    ));
     assert_eq!(
         table.index_sql(),
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"t_pgdrill_rows\" ON \"public\".\"t\" \

@@ -75,7 +75,7 @@ pub enum Verify {
 pub struct TlsSettings {
     pub mode: SslMode,
     pub root_cert: RootCert,
-    connector: MakeRustlsConnect,
+    pub connector: MakeRustlsConnect,
 }
 
 impl TlsSettings {
@@ -110,10 +110,6 @@ impl TlsSettings {
             root_cert,
             connector: MakeRustlsConnect::new(config),
         })
-    }
-
-    pub fn connector(&self) -> MakeRustlsConnect {
-        self.connector.clone()
     }
 
     /// The CA certificates a server certificate's chain is checked against, for messages.

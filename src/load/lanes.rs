@@ -244,7 +244,7 @@ pub async fn lane(
         report.started();
         let started = Instant::now();
         let checkout = tokio::select! {
-            checkout = shared.pool.checkout() => checkout,
+            checkout = shared.pool.checkout(false) => checkout,
             () = shared.load_over.cancelled() => {
                 report.unsent();
                 break;

@@ -14,7 +14,7 @@ use crate::drill::trigger::TriggerRun;
 use crate::drill::verdict::{judge_members, MemberFacts, Verdict, VerdictKind};
 use crate::drill::{DrillReport, Objectives};
 use crate::report::summary::{Member, RunCounts, Summary, DEFAULT_OBJECTIVES};
-use crate::telemetry::timeline::{Bucket, LossWithoutOutage, Timeline};
+use crate::telemetry::timeline::{Bucket, Timeline};
 
 /// One member's figures in the merged report.
 #[derive(Debug, Clone, Serialize)]
@@ -431,11 +431,16 @@ fn figures(
                     })
                 })
                 .collect();
+            // A summary older than its own list: the verifications its event log still holds.
+            let losses = match s.losses_without_outage.is_empty() {
+                true => s.timeline.events.losses_without_outage(),
+                false => s.losses_without_outage.clone(),
+            };
             let drills = attribute(
                 &triggers,
                 &windows,
                 &s.outages,
-                (&s.new_primary_writes_unix, &losses_without_outage(s)),
+                (&s.new_primary_writes_unix, &losses),
                 end,
             );
             (baselines, drills)
@@ -470,15 +475,6 @@ fn figures(
         lost_writes_unverified: s.lost_writes_unverified(),
         lost_writes_at_least: s.lost_writes_at_least(),
         unverified: s.unverified_outages(),
-    }
-}
-
-/// A member's verifications of primary changes without an outage: its own list, or those
-/// its event log still holds in a summary older than that list.
-fn losses_without_outage(s: &Summary) -> Vec<LossWithoutOutage> {
-    match s.losses_without_outage.is_empty() {
-        true => s.timeline.events.losses_without_outage(),
-        false => s.losses_without_outage.clone(),
     }
 }
 

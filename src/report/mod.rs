@@ -15,15 +15,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::db::identity::IdentityTracker;
 use crate::db::pool::DbPool;
 use crate::drill::verdict::Objectives;
 use crate::failover::outages::{Outages, MAX_OUTAGES, MAX_STATE_CHANGES};
 use crate::load::outcomes::Outcomes;
 use crate::report::summary::{Flag, RunCounts, Summary};
 use crate::rpo::verify::Verifier;
-use crate::telemetry::errors::ErrorBook;
-use crate::telemetry::latency::LatencyBook;
 use crate::telemetry::timeline::Recorder;
 
 impl Summary {
@@ -105,13 +102,10 @@ pub(crate) struct Sources {
     /// `--rto-objective` and `--rpo-objective`, which colour the page's cards.
     pub objectives: Objectives,
     pub outcomes: Arc<Outcomes>,
-    pub latency: LatencyBook,
     pub outages: Arc<Outages>,
-    pub identity: Arc<IdentityTracker>,
     pub verifier: Arc<Verifier>,
     pub timeline: Arc<Recorder>,
     pub pool: DbPool,
-    pub errors: Arc<ErrorBook>,
     /// Set once the monitor stopped: until then a verification not done yet is pending
     /// (it runs on through the drain), after it unverified.
     pub verifications_over: AtomicBool,
@@ -133,21 +127,15 @@ impl Sources {
     pub fn page(&self) -> String {
         let now = Instant::now();
         *self.viewed.lock() = Some(now);
-        let recent = || {
-            let drawn = self.drawn.lock();
-            let (at, page) = drawn.as_ref()?;
-            (now.duration_since(*at) < STALE).then(|| page.clone())
-        };
-        if let Some(page) = recent() {
-            return page;
-        }
         let _drawing = self.drawing.lock();
-        if let Some(page) = recent() {
-            return page;
-        }
-        let page = self.render();
-        *self.drawn.lock() = Some((now, page.clone()));
-        page
+        let fresh = (self.drawn.lock().as_ref())
+            .filter(|(at, _)| now.duration_since(*at) < STALE)
+            .map(|(_, page)| page.clone());
+        fresh.unwrap_or_else(|| {
+            let page = self.render();
+            *self.drawn.lock() = Some((now, page.clone()));
+            page
+        })
     }
 
     /// Called by the sampler after each second: redraws off the runtime while viewed.
@@ -173,7 +161,7 @@ impl Sources {
             started_at: self.started_at.clone(),
             target_rate: self.target_rate,
             counts: RunCounts::of(&self.outcomes.tally(), self.verifier.totals()),
-            identity_last: self.identity.current(),
+            identity_last: self.outcomes.identity.current(),
             outages: self.outages.outages(),
             earlier_outages: self.outages.earlier(),
             timeline,
@@ -202,12 +190,11 @@ mod tests {
             let metrics = crate::telemetry::metrics::Metrics::new(&[]);
             let ledger = Arc::new(Mutex::new(Ledger::new(std::time::Duration::from_secs(30))));
             let (pool, workload) = crate::db::pool::tests::unconnected(metrics.clone());
-            let identity = Arc::new(IdentityTracker::new(
+            let identity = Arc::new(crate::db::identity::IdentityTracker::new(
                 Vec::new(),
                 metrics.clone(),
                 crate::clock::WallClock::now(),
             ));
-            let latency = LatencyBook::new(1);
             Sources {
                 run_id: 1,
                 target: "host=db".into(),
@@ -218,14 +205,12 @@ mod tests {
                     metrics: metrics.clone(),
                     detector: Arc::default(),
                     ledger: ledger.clone(),
-                    latency: latency.clone(),
+                    latency: crate::telemetry::latency::LatencyBook::new(1),
                     identity: identity.clone(),
                     tally: Default::default(),
                     fatal: Arc::default(),
                 }),
-                latency,
                 outages: Arc::new(Outages::new(WallClock::now())),
-                identity: identity.clone(),
                 verifier: Arc::new(Verifier::new(
                     pool.clone(),
                     workload,
@@ -236,7 +221,6 @@ mod tests {
                 )),
                 timeline,
                 pool,
-                errors: metrics.errors.clone(),
                 verifications_over: Default::default(),
                 drawn: Mutex::default(),
                 drawing: Mutex::default(),

@@ -32,11 +32,11 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
         // What the line covers, measured: a tick the runtime delayed covers more than
         // `every`, the one after it less.
         let interval = std::mem::replace(&mut last_at, Instant::now()).elapsed();
-        let sqlstates = sources.errors.per_sqlstate();
+        let sqlstates = sources.outcomes.metrics.errors.per_sqlstate();
         let before = |code| last_sqlstates.get(code).copied().unwrap_or(0);
         let by_sqlstate = deltas(sqlstates.iter().map(|(code, n)| (code, n - before(code))));
         last_sqlstates = sqlstates;
-        let h = sources.latency.take_interval();
+        let h = sources.outcomes.latency.take_interval();
         // The last line may cover a moment (the drain's answers just after a tick): no rate
         // from that.
         let rate = match interval >= every / 10 {

@@ -178,7 +178,7 @@ impl Verifier {
             Ok(conn) => dedicated.insert(conn),
             // No slot left on the server for one more connection: one of the pool's will do.
             Err(err) if err.class == ErrorClass::TooManyConnections => {
-                let pooled = pooled.insert(self.pool.checkout_ahead().await.map_err(|_| err)?);
+                let pooled = pooled.insert(self.pool.checkout(true).await.map_err(|_| err)?);
                 // It may still reach the old primary (a session pooler, a proxy that keeps
                 // sessions): only one to the server writes go to now will do.
                 let now = self.identity.current();
@@ -197,16 +197,11 @@ impl Verifier {
         let table = self.workload.target();
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
             vec![(&from_id, Type::INT8), (&self.workload.run_id, Type::INT8)];
-        let sql = match &which {
-            Seqs::Asked(asked) => {
-                params.push((asked, Type::INT8_ARRAY));
-                table.resolve_unknown_sql(self.workload.partitioned())
-            }
-            Seqs::Below(end) => {
-                params.push((end, Type::INT8));
-                table.verify_sql(self.workload.partitioned())
-            }
-        };
+        match &which {
+            Seqs::Asked(asked) => params.push((asked, Type::INT8_ARRAY)),
+            Seqs::Below(end) => params.push((end, Type::INT8)),
+        }
+        let sql = table.seqs_sql(self.workload.partitioned(), matches!(which, Seqs::Asked(_)));
         // Unnamed statement: no server-side state, so it also works through PgBouncer in
         // transaction mode (a named one may be executed on another server connection).
         let client = &conn.client;
@@ -274,7 +269,7 @@ impl Verifier {
     /// A fresh connection, closed at once: connecting observes its server (a changed primary
     /// is verified against, as after an outage); a failure is the connector's to count and log.
     async fn probe_primary(&self) {
-        let _ = tokio::time::timeout(PROBE_WITHIN, self.pool.fresh()).await;
+        let _ = tokio::time::timeout(PROBE_WITHIN, self.pool.dedicated()).await;
     }
 
     /// Resolves settled unknown outcomes against the primary, without waiting for an

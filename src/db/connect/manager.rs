@@ -156,7 +156,7 @@ impl Manager {
         Manager(Arc::new(Setup {
             connector: Connector::new(
                 &settings.pg,
-                settings.tls.connector(),
+                settings.tls.connector.clone(),
                 metrics.clone(),
                 settings.statement_timeout,
             ),
@@ -365,15 +365,14 @@ impl Setup {
                 .await
                 .map_err(|e| self.fail(None, e))?;
         }
-        let insert = match &self.auto_fallback {
+        Ok(match &self.auto_fallback {
             Some(fell_back) if fell_back.load(Ordering::Relaxed) => None,
             // A pooler's server connection held another client's statement (42P05).
             _ => match self.workload.prepare(client).await {
                 Err(err) if self.prepared_statements_broke(&err) => None,
                 other => other.map_err(|e| self.fail(None, e))?,
             },
-        };
-        Ok(insert)
+        })
     }
 
     /// Whether a new session needs only its INSERT prepared: the table and the statement

@@ -190,21 +190,12 @@ impl Connector {
             })
             .collect();
         let mut base = Config::new();
-        if let Some(user) = pg.get_user() {
-            base.user(user);
+        // Each setting that is set, copied (hosts and ports are `resolve`'s).
+        macro_rules! copy {
+            ($($get:ident => $set:ident),*) => {$(if let Some(v) = pg.$get() { base.$set(v); })*};
         }
-        if let Some(password) = pg.get_password() {
-            base.password(password);
-        }
-        if let Some(dbname) = pg.get_dbname() {
-            base.dbname(dbname);
-        }
-        if let Some(options) = pg.get_options() {
-            base.options(options);
-        }
-        if let Some(name) = pg.get_application_name() {
-            base.application_name(name);
-        }
+        copy!(get_user => user, get_password => password, get_dbname => dbname,
+              get_options => options, get_application_name => application_name);
         base.ssl_mode(pg.get_ssl_mode())
             .ssl_negotiation(pg.get_ssl_negotiation())
             .channel_binding(pg.get_channel_binding())
@@ -216,12 +207,8 @@ impl Connector {
                 .keepalives_retries(KEEPALIVE_RETRIES);
         } else {
             base.keepalives_idle(pg.get_keepalives_idle());
-            if let Some(i) = pg.get_keepalives_interval() {
-                base.keepalives_interval(i);
-            }
-            if let Some(r) = pg.get_keepalives_retries() {
-                base.keepalives_retries(r);
-            }
+            copy!(get_keepalives_interval => keepalives_interval,
+                  get_keepalives_retries => keepalives_retries);
         }
         base.tcp_user_timeout(*pg.get_tcp_user_timeout().unwrap_or(&TCP_USER_TIMEOUT));
         let timeout = *pg.get_connect_timeout().unwrap_or(&Duration::from_secs(2));
@@ -363,19 +350,15 @@ impl Connector {
         })
         .await;
         let connected = connected.map(|c| c.map_err(|e| manager.fail(Some(endpoint), e)));
-        let (client, driver) = match connected {
-            Ok(Ok((client, connection))) => {
-                // Aborted (closing the socket) unless the attempt succeeds.
-                (
-                    client,
-                    AbortOnDrop::new(tokio::spawn(connection).abort_handle()),
-                )
-            }
+        let (client, connection) = match connected {
+            Ok(Ok(connected)) => connected,
             Ok(Err(err)) => return self.attempted(endpoint, began, Err(err)),
             Err(_) => {
                 return self.attempted(endpoint, began, Err(self.timed_out(endpoint, manager)))
             }
         };
+        // Aborted (closing the socket) unless the attempt succeeds.
+        let driver = AbortOnDrop::new(tokio::spawn(connection).abort_handle());
         // The server answered: what follows may take as long as a write (see `setup_within`).
         let within = manager.setup_within(self.timeout);
         let (id, ready) = {

@@ -11,7 +11,7 @@ fn connector(dsn: &str) -> Arc<Connector> {
     .expect("tls");
     Connector::new(
         &pg,
-        tls.connector(),
+        tls.connector.clone(),
         Metrics::new(&[]),
         Duration::from_secs(5),
     )
