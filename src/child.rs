@@ -17,7 +17,8 @@ pub fn spawn(program: &str, args: &[String]) -> std::io::Result<(Child, GroupGua
         .process_group(0)
         .kill_on_drop(true)
         .spawn()?;
-    let group = GroupGuard::of(&child);
+    let pid = |id: u32| Pid::from_raw(i32::try_from(id).ok()?);
+    let group = GroupGuard(child.id().and_then(pid));
     Ok((child, group))
 }
 
@@ -32,12 +33,6 @@ pub fn left_running(pgid: Pid) -> bool {
 pub struct GroupGuard(pub Option<Pid>);
 
 impl GroupGuard {
-    /// The group of `child`, spawned with `process_group(0)`.
-    pub fn of(child: &Child) -> GroupGuard {
-        let pid = |id: u32| Pid::from_raw(i32::try_from(id).ok()?);
-        GroupGuard(child.id().and_then(pid))
-    }
-
     /// After the leader was reaped: ends what it left running in its group, if the group
     /// is still its own ([`left_running`]).
     pub fn end_reaped(mut self) {

@@ -97,8 +97,15 @@ fn in_demo_words(error: &str) -> String {
 
 /// How long the demo's run lasts: until the failover, the failure itself, then --run-after.
 fn total(args: &DemoArgs) -> Option<Duration> {
+    // The failure itself lasts this long before the run continues for --run-after.
+    let hang = match args.failover {
+        DemoFailover::Frozen | DemoFailover::Dns => args.promote_after.into(),
+        DemoFailover::FrozenBack => args.thaw_after.into(),
+        DemoFailover::Forced => FORCED_DETECTION,
+        DemoFailover::Switchover => Duration::ZERO,
+    };
     let total = Duration::from(args.failover_after)
-        .checked_add(hang_time(args))?
+        .checked_add(hang)?
         .checked_add(args.run_after.into())?;
     (total <= crate::config::MAX_DURATION).then_some(total)
 }
@@ -177,16 +184,6 @@ fn load_config(
         t.action = TriggerAction::InProcess(trigger);
     }
     Ok((config, argv))
-}
-
-/// How long the failure itself lasts before the run continues for `--run-after`.
-fn hang_time(args: &DemoArgs) -> Duration {
-    match args.failover {
-        DemoFailover::Frozen | DemoFailover::Dns => args.promote_after.into(),
-        DemoFailover::FrozenBack => args.thaw_after.into(),
-        DemoFailover::Forced => FORCED_DETECTION,
-        DemoFailover::Switchover => Duration::ZERO,
-    }
 }
 
 /// Load, a failover in the middle (the drill's trigger), the report.
@@ -290,7 +287,26 @@ async fn fail(lab: &Lab, args: &DemoArgs, hosts: Option<&HostsFile>) -> Result<T
             lab.frozen_failover(args.promote_after.into(), hosts)
                 .await?
         }
-        DemoFailover::FrozenBack => return freeze_and_thaw(lab, args.thaw_after.into()).await,
+        DemoFailover::FrozenBack => {
+            let old = lab.primary();
+            let freeze = lab.freeze(old).await?;
+            tokio::time::sleep(args.thaw_after.into()).await;
+            let thawed = lab.thaw(old).await?;
+            return Ok(Truth {
+                began: freeze.freeze_begun,
+                old,
+                writer: old,
+                promote_requested: None,
+                writable: None,
+                thawed: Some(thawed),
+                frozen_left: None,
+                line: format!(
+                    "{old} frozen ({} processes) for {:.3}s, then continued",
+                    freeze.processes,
+                    thawed.since(&freeze.freeze_begun).as_secs_f64()
+                ),
+            });
+        }
     };
     let frozen = matches!(args.failover, DemoFailover::Frozen | DemoFailover::Dns);
     Ok(Truth {
@@ -302,27 +318,6 @@ async fn fail(lab: &Lab, args: &DemoArgs, hosts: Option<&HostsFile>) -> Result<T
         thawed: None,
         frozen_left: frozen.then_some(report.old_primary),
         line: report.to_string(),
-    })
-}
-
-async fn freeze_and_thaw(lab: &Lab, thaw_after: Duration) -> Result<Truth, LabError> {
-    let old = lab.primary();
-    let freeze = lab.freeze(old).await?;
-    tokio::time::sleep(thaw_after).await;
-    let thawed = lab.thaw(old).await?;
-    Ok(Truth {
-        began: freeze.freeze_begun,
-        old,
-        writer: old,
-        promote_requested: None,
-        writable: None,
-        thawed: Some(thawed),
-        frozen_left: None,
-        line: format!(
-            "{old} frozen ({} processes) for {:.3}s, then continued",
-            freeze.processes,
-            thawed.since(&freeze.freeze_begun).as_secs_f64()
-        ),
     })
 }
 

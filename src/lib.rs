@@ -205,29 +205,6 @@ pub async fn cleanup(config: config::CleanupConfig) -> Result<String, CleanupErr
     db::cleanup::run(&target, table, scope, config.connect_timeout, &stop).await
 }
 
-/// Says before the load what else the run will do: the failovers it triggers and the
-/// files it writes at the end.
-fn announce_outputs(config: &Config) {
-    let shown = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let trigger = config.drill.trigger.as_ref().map(|t| {
-        let s = &t.schedule;
-        let every = s.every.map_or_else(String::new, |e| {
-            format!(", then every {}", humantime::format_duration(e))
-        });
-        let after = humantime::format_duration(s.after);
-        format!("{} x{} after {after}{every}", t.action.display(), s.count)
-    });
-    if trigger.is_some() || config.summary_json.is_some() || config.report.is_some() {
-        tracing::info!(
-            failover_trigger = trigger.as_deref().unwrap_or("none"),
-            summary_json = shown(&config.summary_json).as_deref().unwrap_or("none"),
-            report = shown(&config.report).as_deref().unwrap_or("none"),
-            "pgdrill runs this failover trigger and writes these files when the run ends (none \
-             if it cannot start: a wrong target, or --startup-timeout passing without a write)"
-        );
-    }
-}
-
 /// The parts of one run, built and connected, not yet started.
 struct Drill {
     /// What the live page, the timeline sampler, the progress line and the summary read.
@@ -339,6 +316,22 @@ impl Drill {
             stale_after: config.backlog_span,
             load_over: CancellationToken::new(),
         });
+        // The drill of a run with a failover trigger; a canary run has none.
+        let drill = config.drill.trigger.clone().map(|trigger| {
+            let tally = outcomes.clone();
+            let sources = drill::Sources {
+                metrics: metrics.clone(),
+                outages: outages.clone(),
+                identity: identity.clone(),
+                counts: Box::new(move || {
+                    let t = tally.tally();
+                    (t.successes(), t.failed())
+                }),
+                target_rate: config.rate,
+                timeline: timeline.clone(),
+            };
+            DrillRun::new(trigger, config.drill.objectives, sources)
+        });
         let sources = Arc::new(report::Sources {
             run_id,
             target: config.target.redacted.clone(),
@@ -357,7 +350,7 @@ impl Drill {
         });
         Ok(Drill {
             fatal: fatal.clone(),
-            drill: drill_run(config, &metrics, &sources),
+            drill,
             sources,
             metrics,
             monitor,
@@ -414,7 +407,25 @@ impl Drill {
         for why in config.target.passed_over.iter().chain(&config.caution()) {
             tracing::warn!("{why}");
         }
-        announce_outputs(config);
+        // What else the run will do: the failovers it triggers, the files it writes at the end.
+        let shown = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let trigger = config.drill.trigger.as_ref().map(|t| {
+            let s = &t.schedule;
+            let every = s.every.map_or_else(String::new, |e| {
+                format!(", then every {}", humantime::format_duration(e))
+            });
+            let after = humantime::format_duration(s.after);
+            format!("{} x{} after {after}{every}", t.action.display(), s.count)
+        });
+        if trigger.is_some() || config.summary_json.is_some() || config.report.is_some() {
+            tracing::info!(
+                failover_trigger = trigger.as_deref().unwrap_or("none"),
+                summary_json = shown(&config.summary_json).as_deref().unwrap_or("none"),
+                report = shown(&config.report).as_deref().unwrap_or("none"),
+                "pgdrill runs this failover trigger and writes these files when the run ends (none \
+                 if it cannot start: a wrong target, or --startup-timeout passing without a write)"
+            );
+        }
         let load_began = Instant::now();
         self.health.load_running(true);
         self.metrics.load_running.set(1);
@@ -593,26 +604,4 @@ impl Drill {
             ..Summary::of_load(s.outcomes.tally(), elapsed, &s.outcomes.latency, rpo)
         }
     }
-}
-
-/// The drill of a run with a failover trigger; a canary run has none.
-fn drill_run(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    s: &report::Sources,
-) -> Option<Arc<DrillRun>> {
-    let trigger = config.drill.trigger.clone()?;
-    let tally = s.outcomes.clone();
-    let sources = drill::Sources {
-        metrics: metrics.clone(),
-        outages: s.outages.clone(),
-        identity: s.outcomes.identity.clone(),
-        counts: Box::new(move || {
-            let t = tally.tally();
-            (t.successes(), t.failed())
-        }),
-        target_rate: config.rate,
-        timeline: s.timeline.clone(),
-    };
-    Some(DrillRun::new(trigger, config.drill.objectives, sources))
 }

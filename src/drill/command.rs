@@ -267,20 +267,12 @@ fn pieces(mut line: &str) -> impl Iterator<Item = &str> {
 
 /// The bytes at the end of `raw` that begin a character and lack its rest (at most 3).
 fn incomplete_char(raw: &[u8]) -> usize {
-    for back in 1..=raw.len().min(3) {
-        let byte = raw[raw.len() - back];
-        if byte & 0xC0 == 0x80 {
-            continue;
-        }
-        let needs = match byte {
-            0xF0.. => 4,
-            0xE0.. => 3,
-            0xC0.. => 2,
-            _ => 1,
-        };
-        return if needs > back { back } else { 0 };
+    let tail = raw[raw.len().saturating_sub(3)..].utf8_chunks().last();
+    let bad = tail.map_or(&[][..], |c| c.invalid());
+    match std::str::from_utf8(bad) {
+        Err(e) if e.error_len().is_none() => bad.len(),
+        _ => 0,
     }
-    0
 }
 
 /// Reads one stream to its end: each line scrubbed, logged (up to a limit) and kept in the

@@ -66,19 +66,6 @@ pub async fn run(
     Some(record(index, times, outcome, [&stdout, &stderr], unix))
 }
 
-/// A trigger due before any write was acknowledged, not run: no failover it caused could be
-/// measured, and against a wrong target it would fail a database over for nothing.
-fn not_run(
-    index: usize,
-    (planned, at): (Instant, Instant),
-    unix: impl Fn(Instant) -> f64,
-) -> TriggerRun {
-    let reason = "no write was acknowledged yet: a failover now could not be measured".into();
-    let none = Mutex::default();
-    let outcome = TriggerOutcome::CannotStart { reason };
-    record(index, (planned, at, at), outcome, [&none, &none], unix)
-}
-
 /// The record of a trigger that ended at `ended`, with the tails of its output; logged.
 fn record(
     index: usize,
@@ -195,8 +182,16 @@ pub async fn run_schedule(
         // One instant: the start the timeline, /metrics and the summary all show.
         let at = Instant::now();
         on_event(TriggerEvent::Starting { index, at });
+        // Not run before any write was acknowledged: no failover it caused could be measured,
+        // and against a wrong target it would fail a database over for nothing.
         if !written() {
-            on_event(TriggerEvent::Ended(not_run(index, (planned, at), unix)));
+            let reason = "no write was acknowledged yet: a failover now could not be measured";
+            let outcome = TriggerOutcome::CannotStart {
+                reason: reason.into(),
+            };
+            let none = Mutex::default();
+            let run = record(index, (planned, at, at), outcome, [&none, &none], unix);
+            on_event(TriggerEvent::Ended(run));
             continue;
         }
         let (action, timeout) = (&config.action, config.timeout);

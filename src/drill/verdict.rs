@@ -212,14 +212,10 @@ pub fn judge_members(
 impl Verdict {
     /// Rule 1 first (`lost_decides`), then rule 2, then the objectives missed.
     pub fn decide(lost_decides: bool, failed: Vec<String>, invalid: Vec<String>) -> Verdict {
-        let verdict = if lost_decides {
-            VerdictKind::Fail
-        } else if !invalid.is_empty() {
-            VerdictKind::Invalid
-        } else if !failed.is_empty() {
-            VerdictKind::Fail
-        } else {
-            VerdictKind::Pass
+        let verdict = match (lost_decides, invalid.is_empty(), failed.is_empty()) {
+            (true, _, _) | (false, true, false) => VerdictKind::Fail,
+            (false, false, _) => VerdictKind::Invalid,
+            (false, true, true) => VerdictKind::Pass,
         };
         Verdict {
             verdict,

@@ -62,20 +62,6 @@ struct Outcome {
 }
 
 impl Shared {
-    /// Reports `outcome`; returns whether the connection must be discarded.
-    fn record(&self, outcome: Outcome, report: &LaneOutcomes) -> bool {
-        match outcome.result {
-            Ok(id) => {
-                report.succeeded(outcome.job, outcome.sent, outcome.done, id);
-                outcome.retire
-            }
-            Err(failure) => {
-                report.failed(outcome.job, outcome.sent, &failure);
-                failure.discards_connection()
-            }
-        }
-    }
-
     /// One INSERT, with no timer of its own: the lane's [`Watch`] cancels `give_up` when the oldest
     /// write on the connection waited too long (or its server went silent), failing all waiting.
     async fn execute(
@@ -252,7 +238,7 @@ pub async fn lane(
         };
         let mut conn = match checkout {
             Ok(conn) => {
-                report.ready();
+                report.outcomes.detector.ready();
                 conn
             }
             Err(err) => {
@@ -293,7 +279,7 @@ pub async fn lane(
 fn fresh(mut job: Job, stale_after: Option<Duration>, report: &LaneOutcomes) -> Option<Job> {
     match stale_after {
         Some(stale) if job.intended.elapsed() > stale => {
-            report.skipped();
+            report.outcomes.skipped();
             return None;
         }
         Some(_) => {}
@@ -362,7 +348,16 @@ async fn run_on(
             Some(outcome) = in_flight.next() => {
                 watch.answered(outcome.job.seq, outcome.done);
                 // A kept error the server sent as FATAL closed the connection all the same.
-                broken |= shared.record(outcome, report) || conn.client.is_closed();
+                broken |= match outcome.result {
+                    Ok(id) => {
+                        report.succeeded(outcome.job, outcome.sent, outcome.done, id);
+                        outcome.retire
+                    }
+                    Err(failure) => {
+                        report.failed(outcome.job, outcome.sent, &failure);
+                        failure.discards_connection()
+                    }
+                } || conn.client.is_closed();
             }
             () = &mut timer, if armed.is_some() => {
                 if watch.look(shared.client_timeout, Instant::now()) {

@@ -159,16 +159,11 @@ impl Outcomes {
 
 /// One lane's handle on [`Outcomes`].
 pub(crate) struct LaneOutcomes {
-    outcomes: Arc<Outcomes>,
+    pub outcomes: Arc<Outcomes>,
     latency: Arc<Mutex<LatencyStats>>,
 }
 
 impl LaneOutcomes {
-    /// A due write was let go unstarted.
-    pub fn skipped(&self) {
-        self.outcomes.skipped();
-    }
-
     /// A write was taken from the backlog.
     pub fn started(&self) {
         self.outcomes.metrics.in_flight.inc();
@@ -179,11 +174,6 @@ impl LaneOutcomes {
     pub fn unsent(&self) {
         self.outcomes.finished(false);
         self.outcomes.skipped();
-    }
-
-    /// A connection to write on was set up.
-    pub fn ready(&self) {
-        self.outcomes.detector.ready();
     }
 
     /// Acknowledged as `id` at `done`; it was sent at `sent`.

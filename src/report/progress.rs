@@ -36,7 +36,7 @@ pub(crate) async fn run(sources: Arc<Sources>, every: Duration, stop: Cancellati
         let before = |code| last_sqlstates.get(code).copied().unwrap_or(0);
         let by_sqlstate = deltas(sqlstates.iter().map(|(code, n)| (code, n - before(code))));
         last_sqlstates = sqlstates;
-        let h = sources.outcomes.latency.take_interval();
+        let h = sources.outcomes.latency.merged(|s| &mut s.interval, true);
         // The last line may cover a moment (the drain's answers just after a tick): no rate
         // from that.
         let rate = match interval >= every / 10 {

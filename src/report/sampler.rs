@@ -26,7 +26,7 @@ pub(crate) async fn run(sources: Arc<Sources>, stop: CancellationToken) {
     let clock = sources.outages.clock();
     let mut last = sources.outcomes.tally();
     // Discard what the per-second slot gathered before the first tick's second began.
-    let _ = sources.outcomes.latency.take_second();
+    let _ = sources.outcomes.latency.merged(|s| &mut s.second, true);
     let now = Instant::now();
     let first = now + Duration::from_secs_f64(1.0 - clock.unix(now).fract());
     let mut ticker = tokio::time::interval_at(first, Duration::from_secs(1));
@@ -69,7 +69,7 @@ fn sample(s: &Sources, label: u64, last: TallySnapshot) -> TallySnapshot {
     for i in ErrorClass::ALL.map(ErrorClass::index) {
         second.errors[i] = sat(now.errors[i].saturating_sub(last.errors[i]));
     }
-    let h = s.outcomes.latency.take_second();
+    let h = s.outcomes.latency.merged(|s| &mut s.second, true);
     if !h.is_empty() {
         let secs = |us: u64| (us as f64 / 1e6) as f32;
         second.p50 = secs(h.value_at_quantile(0.5));
@@ -109,7 +109,7 @@ mod tests {
             1,
         );
         let first = outcomes.tally();
-        let _ = sources.outcomes.latency.take_second();
+        let _ = sources.outcomes.latency.merged(|s| &mut s.second, true);
         for seq in 1..=3 {
             lane.started();
             let done = t0 + Duration::from_millis(2 * seq);

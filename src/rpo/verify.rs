@@ -244,8 +244,10 @@ impl Verifier {
                     // Between verifications, one at a time: nothing is resolved twice.
                     if !stop.is_cancelled() {
                         self.resolve_unknowns().await;
+                        // A fresh connection, closed at once: connecting observes its server (a
+                        // changed primary is verified against); a failure is the connector's.
                         if ticks.is_multiple_of(PROBE_EVERY_TICKS) {
-                            self.probe_primary().await;
+                            let _ = tokio::time::timeout(PROBE_WITHIN, self.pool.dedicated()).await;
                         }
                     }
                     continue;
@@ -264,12 +266,6 @@ impl Verifier {
                 done(&req, &check);
             }
         }
-    }
-
-    /// A fresh connection, closed at once: connecting observes its server (a changed primary
-    /// is verified against, as after an outage); a failure is the connector's to count and log.
-    async fn probe_primary(&self) {
-        let _ = tokio::time::timeout(PROBE_WITHIN, self.pool.dedicated()).await;
     }
 
     /// Resolves settled unknown outcomes against the primary, without waiting for an

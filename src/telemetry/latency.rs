@@ -18,10 +18,10 @@ pub struct LatencyStats {
     pub(crate) service: Histogram<u64>,
     /// From the intended start to sending (pgbench's "schedule lag").
     pub(crate) lag: Histogram<u64>,
-    interval: Histogram<u64>,
+    pub(crate) interval: Histogram<u64>,
     /// Latency since the timeline sampler's last read; its own slot, so that the
     /// progress line and the sampler each see every write once.
-    second: Histogram<u64>,
+    pub(crate) second: Histogram<u64>,
 }
 
 impl Default for LatencyStats {
@@ -96,15 +96,5 @@ impl LatencyBook {
             }
         }
         out
-    }
-
-    /// Latency since the last call, for the progress line.
-    pub fn take_interval(&self) -> Histogram<u64> {
-        self.merged(|s| &mut s.interval, true)
-    }
-
-    /// Latency since the last call, for the timeline sampler.
-    pub fn take_second(&self) -> Histogram<u64> {
-        self.merged(|s| &mut s.second, true)
     }
 }
