@@ -266,14 +266,14 @@ fn is_dns_failure(err: &io::Error) -> bool {
 /// Exit status when pgdrill never wrote: a wrong or unreachable target.
 pub const TARGET_EXIT: u8 = 5;
 
-/// Before the first successful write, an error that waiting cannot fix, and what to check;
-/// `None` for errors that can heal (refused, timeout, starting up, only standbys).
 /// The server refused a session's startup options (a name it does not know, a bad value, one
 /// this user may not set).
 const STARTUP_OPTION_HINT: &str = "a startup option (options= in --dsn, or PGOPTIONS) sets a \
     parameter the server does not know, or to a value it refuses, or one this user may not set: \
     fix or remove it";
 
+/// Before the first successful write, an error that waiting cannot fix, and what to check;
+/// `None` for errors that can heal (refused, timeout, starting up, only standbys).
 pub fn wrong_target_hint(
     class: ErrorClass,
     sqlstate: Option<&str>,

@@ -143,9 +143,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     a == b || matches!((resolved(a), resolved(b)), (Some(a), Some(b)) if a == b)
 }
 
-/// The longest `--verify-window`: 36,000 ledger slices, a few MB even while held.
 const DEFAULT_RETENTION_BATCH_SIZE: u32 = 5000;
 const DEFAULT_PASSWORD_TTL: Duration = Duration::from_secs(15 * 60);
+/// The longest `--verify-window`: 36,000 ledger slices, a few MB even while held.
 const MAX_VERIFY_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The slowest `--rate` other than 0 (unlimited).

@@ -104,11 +104,11 @@ pub struct Setup {
     fatal: Arc<Fatal>,
 }
 
+/// [`Manager::setup_within`], as the messages name it.
+pub(super) const SETUP_BOUND: &str = "the longer of --connect-timeout and --statement-timeout + 1s";
 /// How long `--alter-table`'s change may take (an index build included), and how long before
 /// the startup deadline it must end, so that the server's reason (or the cancel's, up to
 /// 1.5 s: see `table_check`) is the one reported.
-/// [`Manager::setup_within`], as the messages name it.
-pub(super) const SETUP_BOUND: &str = "the longer of --connect-timeout and --statement-timeout + 1s";
 const TABLE_CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 const TABLE_CHANGE_ENDS_BEFORE_DEADLINE: Duration = Duration::from_secs(2);
 

@@ -200,8 +200,8 @@ pub(crate) fn endpoint(id: &Identity) -> String {
 
 /// Every fact known of a server, in words.
 pub(crate) fn describe(id: &Identity) -> String {
-    let mut parts = vec![match (&id.server_addr, id.server_port) {
-        (None, _) => "address unknown".to_string(),
+    let mut parts = vec![match &id.server_addr {
+        None => "address unknown".to_string(),
         _ => endpoint(id),
     }];
     parts.extend(id.timeline.map(|t| format!("timeline {t}")));
