@@ -102,8 +102,7 @@ pub(super) async fn execute(
     index: usize,
     timeout: Duration,
     stop: &CancellationToken,
-    stdout_tail: &Arc<Mutex<Tail>>,
-    stderr_tail: &Arc<Mutex<Tail>>,
+    [stdout_tail, stderr_tail]: &[Arc<Mutex<Tail>>; 2],
 ) -> Option<(TriggerOutcome, Instant)> {
     let cannot = |reason| Some((TriggerOutcome::CannotStart { reason }, Instant::now()));
     let Some((program, args)) = command.argv.split_first() else {

@@ -51,19 +51,13 @@ pub async fn run(
         late_seconds = format!("{:.3}", (started - planned).as_secs_f64()),
         "running the failover trigger"
     );
-    let stdout = Arc::new(Mutex::new(Tail::default()));
-    let stderr = Arc::new(Mutex::new(Tail::default()));
+    let tails: [Arc<Mutex<Tail>>; 2] = Default::default();
     let (outcome, ended) = match action {
-        TriggerAction::Command(c) => {
-            command::execute(c, index, timeout, stop, &stdout, &stderr).await
-        }
-        TriggerAction::InProcess(trigger) => {
-            let asked = ask(trigger, timeout, &stdout, &stderr);
-            stop.run_until_cancelled(asked).await
-        }
+        TriggerAction::Command(c) => command::execute(c, index, timeout, stop, &tails).await,
+        TriggerAction::InProcess(t) => stop.run_until_cancelled(ask(t, timeout, &tails)).await,
     }?;
     let times = (planned, started, ended);
-    Some(record(index, times, outcome, [&stdout, &stderr], unix))
+    Some(record(index, times, outcome, &tails, unix))
 }
 
 /// The record of a trigger that ended at `ended`, with the tails of its output; logged.
@@ -71,7 +65,7 @@ fn record(
     index: usize,
     (planned, started, ended): (Instant, Instant, Instant),
     outcome: TriggerOutcome,
-    [stdout, stderr]: [&Mutex<Tail>; 2],
+    [stdout, stderr]: &[Arc<Mutex<Tail>>; 2],
     unix: impl Fn(Instant) -> f64,
 ) -> TriggerRun {
     let (stdout_tail, out_cut) = stdout.lock().take();
@@ -111,8 +105,7 @@ fn record(
 async fn ask(
     trigger: &InProcessTrigger,
     timeout: Duration,
-    stdout_tail: &Mutex<Tail>,
-    stderr_tail: &Mutex<Tail>,
+    [stdout_tail, stderr_tail]: &[Arc<Mutex<Tail>>; 2],
 ) -> (TriggerOutcome, Instant) {
     let Some(answer) = trigger.request().await else {
         let reason = format!("{}: nobody runs the lab any more", trigger.name);
@@ -189,8 +182,7 @@ pub async fn run_schedule(
             let outcome = TriggerOutcome::CannotStart {
                 reason: reason.into(),
             };
-            let none = Mutex::default();
-            let run = record(index, (planned, at, at), outcome, [&none, &none], unix);
+            let run = record(index, (planned, at, at), outcome, &Default::default(), unix);
             on_event(TriggerEvent::Ended(run));
             continue;
         }
