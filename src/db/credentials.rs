@@ -59,12 +59,7 @@ impl PasswordSource {
         let (flag, value, why) = match &self {
             PasswordSource::File(path) => {
                 let bad = |why: String| ConfigError::new("--password-file", path.display(), why);
-                let mut text = Vec::new();
-                let limit = MAX_SECRET_BYTES as u64 + 1;
-                let read = regular_file(path)
-                    .and_then(|()| std::fs::File::open(path))
-                    .and_then(|f| Read::read_to_end(&mut Read::take(f, limit), &mut text));
-                read.map_err(|e| bad(format!("cannot read: {e}")))?;
+                let text = read_limited(path).map_err(|e| bad(format!("cannot read: {e}")))?;
                 if text.len() > MAX_SECRET_BYTES {
                     let why = format!("larger than {MAX_SECRET_BYTES} bytes: not a password");
                     return Err(bad(why));
@@ -86,16 +81,19 @@ impl PasswordSource {
     }
 }
 
-/// A password file is a regular file (or a link to one): a FIFO or a device would hold every
-/// connect waiting on its read, with nothing said.
-fn regular_file(path: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::metadata(path)?.is_file() {
-        true => Ok(()),
-        false => Err(std::io::Error::other(
+/// A password file's first bytes, one more than a password may have. Only a regular file (or a
+/// link to one): a FIFO or a device would hold every connect waiting on its read, with nothing said.
+fn read_limited(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other(
             "not a regular file (a FIFO or a device would hold every connect waiting on it); \
              for a password made on demand use --password-command",
-        )),
+        ));
     }
+    let mut text = Vec::new();
+    let limit = MAX_SECRET_BYTES as u64 + 1;
+    (std::fs::File::open(path)?.take(limit)).read_to_end(&mut text)?;
+    Ok(text)
 }
 
 /// A password. Prints as `REDACTED`.
@@ -177,11 +175,9 @@ impl Credentials {
     async fn read_file(&self, path: &std::path::Path) -> Result<Secret, String> {
         let cannot =
             |e: &dyn fmt::Display| format!("cannot read --password-file {}: {e}", path.display());
-        let mut text = Vec::new();
-        regular_file(path).map_err(|e| cannot(&e))?;
-        let file = tokio::fs::File::open(path).await.map_err(|e| cannot(&e))?;
-        let limit = MAX_SECRET_BYTES as u64 + 1;
-        (file.take(limit).read_to_end(&mut text).await).map_err(|e| cannot(&e))?;
+        let owned = path.to_path_buf();
+        let read = tokio::task::spawn_blocking(move || read_limited(&owned)).await;
+        let text = read.map_err(|e| cannot(&e))?.map_err(|e| cannot(&e))?;
         if text.len() > MAX_SECRET_BYTES {
             return Err(cannot(&format!("larger than {MAX_SECRET_BYTES} bytes")));
         }

@@ -182,13 +182,7 @@ macro_rules! utc {
     };
 }
 
-/// The server's start, and the earlier of two views' statistics resets (see
-/// [`Identity::stats_reset`]), as `utc!` text.
-macro_rules! started {
-    () => {
-        utc!("pg_postmaster_start_time()")
-    };
-}
+/// The earlier of two views' statistics resets (see [`Identity::stats_reset`]), as `utc!` text.
 macro_rules! stats_reset {
     () => {
         utc!(
@@ -203,7 +197,7 @@ macro_rules! stats_reset {
 const PROBE_ALL: &str = concat!(
     "SELECT pg_is_in_recovery()::text, host(inet_server_addr()), \
      inet_server_port()::text, (SELECT system_identifier::text FROM pg_control_system()), ",
-    started!(),
+    utc!("pg_postmaster_start_time()"),
     ", CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
      current_setting('transaction_read_only'), current_setting('synchronous_commit'), \
@@ -217,7 +211,7 @@ const PROBES: &[&str] = &[
     "SELECT pg_is_in_recovery()::text",
     "SELECT host(inet_server_addr()), inet_server_port()::text",
     "SELECT system_identifier::text FROM pg_control_system()",
-    concat!("SELECT ", started!()),
+    concat!("SELECT ", utc!("pg_postmaster_start_time()")),
     "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
     "SELECT current_setting('transaction_read_only')",
     "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",

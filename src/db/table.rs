@@ -130,7 +130,7 @@ impl Table {
 
     /// The INSERT of `values`: parameters `$1..$5` ([`PARAM_TYPES`]), or inlined for the simple
     /// protocol. The id comes back as bigint whatever integer type the users' table has (serial).
-    fn insert_sql(&self, values: std::fmt::Arguments) -> String {
+    fn insert_sql(&self, values: impl std::fmt::Display) -> String {
         format!(
             "INSERT INTO {} (customer_id, merchant_id, amount, status, run_id, seq) \
              VALUES ({values}) RETURNING transaction_id::bigint",
@@ -310,7 +310,8 @@ pub enum QueryMode {
     Simple,
 }
 
-/// Parameter types for `$1..$5`; `amount` is sent as float8 and assigned to numeric.
+/// The INSERT's parameters and their types; `amount` is sent as float8 and assigned to numeric.
+const PARAMS: &str = "$1, $2, $3, 'completed', $4, $5";
 const PARAM_TYPES: &[Type] = &[Type::INT4, Type::INT4, Type::FLOAT8, Type::INT8, Type::INT8];
 
 /// One row's values. `run_id` + `seq` let verification find the row again after a
@@ -360,16 +361,15 @@ pub struct Workload {
     pub table: Table,
     pub run_id: i64,
     pub mode: QueryMode,
-    /// The table the check found, named by its schema, with its INSERT: every statement after
-    /// the check names it so, and a table of the same name that a session's `search_path`
-    /// finds first (made later, or a pooler's other client's `SET`) is never written.
-    pinned: std::sync::OnceLock<(Table, String)>,
+    /// The table the check found, named by its schema, with its INSERT and whether it is
+    /// partitioned ([`Table::own_rows`]): every statement after the check names it so, and a
+    /// table of the same name that a session's `search_path` finds first (made later, or a
+    /// pooler's other client's `SET`) is never written.
+    pinned: std::sync::OnceLock<(Table, String, bool)>,
     /// The id the trial INSERT drew: every row of this run has a later one, so reading
     /// back never starts below it (on a shared table, from the start of the users' rows);
     /// unset before the trial INSERT.
     pub(crate) id_floor: std::sync::OnceLock<i64>,
-    /// Whether the table is partitioned, as the check found it ([`Table::own_rows`]).
-    pub(crate) partitioned: std::sync::OnceLock<bool>,
 }
 
 impl Workload {
@@ -380,12 +380,11 @@ impl Workload {
             mode,
             pinned: std::sync::OnceLock::new(),
             id_floor: std::sync::OnceLock::new(),
-            partitioned: std::sync::OnceLock::new(),
         }
     }
 
     /// From now on names the table by `schema` (`quote_ident`'s), where the check found it.
-    pub(crate) fn pin(&self, schema: &str) {
+    pub(crate) fn pin(&self, schema: &str, partitioned: bool) {
         let own = self.table.own_quoted();
         // Quoted like the parts `parse` gives ("s"."t"), which the index's name is read from.
         let schema = match schema.starts_with('"') {
@@ -396,31 +395,26 @@ impl Workload {
             name: self.table.name.clone(),
             quoted: format!("{schema}.{own}"),
         };
-        let _ = self.pinned.get_or_init(|| {
-            let insert = table.insert_sql(format_args!("$1, $2, $3, 'completed', $4, $5"));
-            (table, insert)
-        });
+        let insert = table.insert_sql(PARAMS);
+        let _ = self.pinned.get_or_init(|| (table, insert, partitioned));
     }
 
     /// The table as every statement names it: by its schema once checked.
     pub fn target(&self) -> &Table {
-        self.pinned.get().map_or(&self.table, |(table, _)| table)
+        self.pinned.get().map_or(&self.table, |(table, ..)| table)
     }
 
     fn insert_sql(&self) -> std::borrow::Cow<'_, str> {
         match self.pinned.get() {
-            Some((_, insert)) => insert.into(),
-            None => self
-                .table
-                .insert_sql(format_args!("$1, $2, $3, 'completed', $4, $5"))
-                .into(),
+            Some((_, insert, _)) => insert.into(),
+            None => self.table.insert_sql(PARAMS).into(),
         }
     }
 
     /// Unchecked, the table is read as it always was: with any children it has (refused
     /// by the check), rather than a partitioned table's rows not at all.
     pub(crate) fn partitioned(&self) -> bool {
-        self.partitioned.get().copied().unwrap_or(true)
+        self.pinned.get().is_none_or(|pinned| pinned.2)
     }
 
     /// Per-connection preparation; only the prepared mode keeps server-side state.

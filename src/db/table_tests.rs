@@ -5,21 +5,21 @@ use super::*;
 fn a_pinned_table_is_named_by_its_schema_and_keeps_its_index_name() {
     let w = Workload::new(Table::parse("Tx").unwrap(), 1, QueryMode::Prepared);
     assert_eq!(w.target().quoted, "\"tx\"");
-    w.pin("public");
+    w.pin("public", false);
     assert_eq!(w.target().quoted, "\"public\".\"tx\"");
     assert_eq!(w.target().index_relname(), w.table.index_relname());
     assert!(w
         .insert_sql()
         .starts_with("INSERT INTO \"public\".\"tx\" ("));
     // Once: a later check does not move it.
-    w.pin("other");
+    w.pin("other", false);
     assert_eq!(w.target().quoted, "\"public\".\"tx\"");
     let w = Workload::new(
         Table::parse("\"MySchema\".t").unwrap(),
         1,
         QueryMode::Simple,
     );
-    w.pin("\"MySchema\"");
+    w.pin("\"MySchema\"", false);
     assert_eq!(w.target().quoted, "\"MySchema\".\"t\"");
 }
 
@@ -82,7 +82,7 @@ fn names_fold_to_lower_case_unless_quoted() {
     let dotted = Table::parse("\"orders.v2\"").unwrap();
     assert_eq!(dotted.own_quoted(), "\"orders.v2\"");
     let w = Workload::new(dotted, 1, QueryMode::Simple);
-    w.pin("public");
+    w.pin("public", false);
     assert_eq!(w.target().quoted, "\"public\".\"orders.v2\"");
     let t = Table::parse("\"my table\"").unwrap();
     assert_eq!(t.quoted, "\"my table\"");

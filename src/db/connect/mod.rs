@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDrop, TaskTracker};
 
 use self::endpoint::{Unanswered, Watch};
-use self::race::Claim;
 use crate::db::identity::Identity;
 use crate::error::ErrorClass;
 use crate::retry::Backoff;
@@ -460,55 +459,6 @@ impl Connector {
             config.options(&self.options);
         }
         config
-    }
-
-    /// Claims an attempt on `endpoint`: a connect's first (saying why not into `skipped`),
-    /// or without `skipped` one more beside those pending.
-    fn claim(
-        self: &Arc<Self>,
-        endpoint: &Endpoint,
-        skipped: Option<&mut Option<ConnectError>>,
-    ) -> Option<Claim> {
-        let now = Instant::now();
-        let mut map = self.endpoints.lock();
-        if skipped.is_some() && map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
-            map.retain(|_, s| {
-                let tried = s.last_start.map(|t| now.saturating_duration_since(t));
-                s.pending > 0
-                    || s.check_running
-                    || (s.failures > 0 && tried.is_some_and(|t| t < FORGOTTEN_AFTER))
-            });
-            let idle = |s: &EndpointState| s.pending == 0 && !s.check_running;
-            let oldest = (map.iter().filter(|(_, s)| idle(s)))
-                .min_by_key(|(_, s)| s.last_start)
-                .map(|(e, _)| e.clone());
-            if let Some(oldest) = oldest.filter(|_| map.len() >= MAX_ENDPOINTS) {
-                map.remove(&oldest);
-            }
-        }
-        let state = map
-            .entry(endpoint.clone())
-            .or_insert_with(|| EndpointState::new(now));
-        let may = match skipped {
-            Some(_) => state.eligible(now, self.max_pending),
-            None => state.may_join(now, self.max_pending),
-        };
-        if !may {
-            if let Some(skipped) = skipped.filter(|s| s.is_none()) {
-                let (class, message) = state
-                    .last_error
-                    .clone()
-                    .unwrap_or((ErrorClass::ConnectRefused, "failing".to_string()));
-                let failures = state.failures;
-                let last = crate::error::without_endpoint(&message);
-                let message = format!(
-                    "{endpoint}: backing off after {failures} failed attempts; last: {last}"
-                );
-                *skipped = Some(ConnectError::new(class, message));
-            }
-            return None;
-        }
-        Some(Claim::start(self, endpoint, state, now))
     }
 }
 

@@ -172,6 +172,62 @@ impl Connector {
         });
     }
 
+    /// Claims an attempt on `endpoint`: a connect's first (saying why not into `skipped`),
+    /// or without `skipped` one more beside those pending.
+    pub(super) fn claim(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        skipped: Option<&mut Option<ConnectError>>,
+    ) -> Option<Claim> {
+        let now = Instant::now();
+        let mut map = self.endpoints.lock();
+        if skipped.is_some() && map.len() >= MAX_ENDPOINTS && !map.contains_key(endpoint) {
+            map.retain(|_, s| {
+                let tried = s.last_start.map(|t| now.saturating_duration_since(t));
+                s.pending > 0
+                    || s.check_running
+                    || (s.failures > 0 && tried.is_some_and(|t| t < FORGOTTEN_AFTER))
+            });
+            let idle = |s: &EndpointState| s.pending == 0 && !s.check_running;
+            let oldest = (map.iter().filter(|(_, s)| idle(s)))
+                .min_by_key(|(_, s)| s.last_start)
+                .map(|(e, _)| e.clone());
+            if let Some(oldest) = oldest.filter(|_| map.len() >= MAX_ENDPOINTS) {
+                map.remove(&oldest);
+            }
+        }
+        let state = map
+            .entry(endpoint.clone())
+            .or_insert_with(|| EndpointState::new(now));
+        let may = match skipped {
+            Some(_) => state.eligible(now, self.max_pending),
+            None => state.may_join(now, self.max_pending),
+        };
+        if !may {
+            if let Some(skipped) = skipped.filter(|s| s.is_none()) {
+                let (class, message) = state
+                    .last_error
+                    .clone()
+                    .unwrap_or((ErrorClass::ConnectRefused, "failing".to_string()));
+                let failures = state.failures;
+                let last = crate::error::without_endpoint(&message);
+                let message = format!(
+                    "{endpoint}: backing off after {failures} failed attempts; last: {last}"
+                );
+                *skipped = Some(ConnectError::new(class, message));
+            }
+            return None;
+        }
+        state.pending += 1;
+        state.last_start = Some(now);
+        Some(Claim {
+            connector: self.clone(),
+            endpoint: endpoint.clone(),
+            started: now,
+            done: false,
+        })
+    }
+
     /// A spare connection still good: not silent, not closed, made within the timeout.
     pub(super) fn take_spare(&self) -> Option<Conn> {
         let mut spares = self.spares.lock();
@@ -192,23 +248,6 @@ pub(super) struct Claim {
 }
 
 impl Claim {
-    /// Counts the attempt on `state` (under the connector's lock).
-    pub(super) fn start(
-        connector: &Arc<Connector>,
-        endpoint: &Endpoint,
-        state: &mut EndpointState,
-        now: Instant,
-    ) -> Claim {
-        state.pending += 1;
-        state.last_start = Some(now);
-        Claim {
-            connector: connector.clone(),
-            endpoint: endpoint.clone(),
-            started: now,
-            done: false,
-        }
-    }
-
     /// Marks the endpoint healthy; returns the token its connection to `server` watches.
     fn succeeded(&mut self, server: &Arc<Identity>) -> Watch {
         let endpoint = self.endpoint.clone();

@@ -123,15 +123,6 @@ pub(super) async fn ids_in_order(
     crate::db::is_true(client, &sql).await
 }
 
-/// The largest id a column of this base type holds.
-fn type_max(base: &str) -> i64 {
-    match base {
-        "int2" => i64::from(i16::MAX),
-        "int4" => i64::from(i32::MAX),
-        _ => i64::MAX,
-    }
-}
-
 /// Every pgdrill write takes an id from the owners' sequence, for good: a run that would use up
 /// what is left is refused, a canary that would within a year warned of; what is left is said.
 async fn ids_left(
@@ -176,8 +167,13 @@ async fn ids_left(
     if increment <= 0 {
         return Ok(());
     }
-    let left =
-        u64::try_from(max.min(type_max(&id.base)).saturating_sub(last) / increment).unwrap_or(0);
+    // The column's type may hold fewer ids than the sequence would give.
+    let max = match id.base.as_str() {
+        "int2" => max.min(i64::from(i16::MAX)),
+        "int4" => max.min(i64::from(i32::MAX)),
+        _ => max,
+    };
+    let left = u64::try_from(max.saturating_sub(last) / increment).unwrap_or(0);
     let (ok, said) = verdict(left, needed);
     let message = format!(
         "{}.transaction_id takes its ids from {sequence}, which has {left} left before its \

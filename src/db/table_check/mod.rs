@@ -142,10 +142,9 @@ pub async fn ensure(
     if let Some(problem) = relation_problem(table, &relation, policy) {
         return Err(TableError::Unusable(problem));
     }
-    let _ = workload.partitioned.set(relation.kind == "p");
     // Named by its schema from here on, the rest of the check included (see `Workload::pinned`):
     // what is checked must be what is written.
-    workload.pin(&relation.schema);
+    workload.pin(&relation.schema, relation.kind == "p");
     let table = workload.target();
     let fired = fired_by(client, &table.quoted, true, policy.deletes).await?;
     effects::warn_of_change_capture(client, table).await;
