@@ -170,18 +170,10 @@ pub fn writable_file(option: &'static str, path: &Path) -> Result<PathBuf, Confi
             .map_err(|e| bad(format!("cannot write it: {e}")));
     }
     // A dangling link is written through: the file is made where it points.
-    let mut target = path.to_path_buf();
-    for _ in 0..40 {
-        let Ok(next) = std::fs::read_link(&target) else {
-            break;
-        };
-        target = target.parent().map_or(next.clone(), |dir| dir.join(&next));
-    }
+    let (target, dir) = super::follow_links(path, 40);
     if target.is_symlink() {
         return Err(bad("is a loop of symbolic links".into()));
     }
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = dir.unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(bad(format!("directory {} does not exist", dir.display())));
     }

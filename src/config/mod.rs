@@ -128,19 +128,25 @@ fn same_file(a: &Path, b: &Path) -> bool {
         return a == b;
     }
     let resolved = |p: &Path| {
-        let mut p = p.to_path_buf();
         // A few links deep: a loop ends here, and the kernel would refuse it anyway.
-        for _ in 0..8 {
-            let Ok(target) = std::fs::read_link(&p) else {
-                break;
-            };
-            p = p.parent().map_or(target.clone(), |dir| dir.join(&target));
-        }
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-        let dir = dir.unwrap_or(Path::new(".")).canonicalize().ok()?;
-        Some(dir.join(p.file_name()?))
+        let (p, dir) = follow_links(p, 8);
+        Some(dir.canonicalize().ok()?.join(p.file_name()?))
     };
     a == b || matches!((resolved(a), resolved(b)), (Some(a), Some(b)) if a == b)
+}
+
+/// `path` with up to `max` symbolic links followed, and its directory (`.` for a bare name).
+fn follow_links(path: &Path, max: usize) -> (PathBuf, PathBuf) {
+    let mut p = path.to_path_buf();
+    for _ in 0..max {
+        let Ok(next) = std::fs::read_link(&p) else {
+            break;
+        };
+        p = p.parent().map_or(next.clone(), |dir| dir.join(&next));
+    }
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new(".")).to_path_buf();
+    (p, dir)
 }
 
 const DEFAULT_RETENTION_BATCH_SIZE: u32 = 5000;

@@ -221,18 +221,12 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     let counts: RunCounts = members.iter().map(|m| m.counts.clone()).sum();
     let verdict = match drill {
         Some(d) => {
-            let facts: Vec<MemberFacts<'_>> = members
-                .iter()
-                .zip(&inputs)
+            let facts: Vec<MemberFacts<'_>> = (members.iter().zip(&inputs))
                 .map(|(m, i)| MemberFacts {
                     name: (!single).then_some(m.name.as_str()),
                     baselines: &m.baselines,
                     drills: &m.drills,
-                    outages: &i.summary.outages,
-                    earlier: &i.summary.earlier_outages,
-                    unverified_changes: i.summary.unverified_primary_changes,
-                    lost_writes_at_least: i.summary.lost_writes_at_least(),
-                    run_end_unix: i.summary.span_unix().1,
+                    ..i.summary.facts()
                 })
                 .collect();
             // 0: a summary older than the field; as many as ran were planned.
@@ -261,21 +255,16 @@ pub fn merge(inputs: &[Input]) -> FleetReport {
     let each = |f: fn(&DrillTiming) -> Option<f64>| {
         Distribution::of(members.iter().flat_map(|m| m.drills.iter().filter_map(f)))
     };
-    let worsts = members
-        .iter()
-        .filter_map(|m| m.worst_write_unavailable_seconds);
-    let worst = members
-        .iter()
-        .filter_map(|m| m.worst_write_unavailable_seconds.map(|w| (m, w)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(m, w)| Worst {
-            member: m.name.clone(),
-            write_unavailable_seconds: w,
-            still_open: m.worst_still_open,
-        });
+    let worsts = (members.iter()).filter_map(|m| Some((m, m.worst_write_unavailable_seconds?)));
+    let worst = worsts.clone().max_by(|a, b| a.1.total_cmp(&b.1));
+    let worst = worst.map(|(m, w)| Worst {
+        member: m.name.clone(),
+        write_unavailable_seconds: w,
+        still_open: m.worst_still_open,
+    });
     FleetReport {
         drill_id,
-        write_unavailable_seconds: Distribution::of(worsts),
+        write_unavailable_seconds: Distribution::of(worsts.map(|(_, w)| w)),
         worst,
         trigger_to_first_failed_write_seconds: each(|d| d.trigger_to_first_failed_write_seconds),
         trigger_to_new_primary_write_seconds: each(|d| d.trigger_to_new_primary_write_seconds),

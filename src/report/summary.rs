@@ -279,7 +279,19 @@ impl Summary {
             return d.verdict.clone();
         }
         let crashed = self.crashed.iter().map(|c| format!("the run crashed: {c}"));
-        let run = MemberFacts {
+        judge_members(
+            objectives,
+            0,
+            &[],
+            &[self.facts()],
+            self.counts.lost_writes,
+            crashed.collect(),
+        )
+    }
+
+    /// What the verdict judges of this run alone; `pgdrill report` adds a member's name and drills.
+    pub(crate) fn facts(&self) -> MemberFacts<'_> {
+        MemberFacts {
             name: None,
             baselines: &[],
             drills: &[],
@@ -288,15 +300,7 @@ impl Summary {
             unverified_changes: self.unverified_primary_changes,
             lost_writes_at_least: self.lost_writes_at_least(),
             run_end_unix: self.span_unix().1,
-        };
-        judge_members(
-            objectives,
-            0,
-            &[],
-            &[run],
-            self.counts.lost_writes,
-            crashed.collect(),
-        )
+        }
     }
 
     /// The run crashed after its first write with `error`: said in every output, and a drill

@@ -131,10 +131,7 @@ pub(crate) fn fmt_length(s: f64) -> String {
 
 /// A write unavailability, "so far" while its outage had not ended (`open`).
 pub(crate) fn fmt_unavailable(w: f64, open: bool) -> String {
-    match open {
-        true => format!("{} so far", fmt_secs(w)),
-        false => fmt_secs(w),
-    }
+    format!("{}{}", fmt_secs(w), if open { " so far" } else { "" })
 }
 
 pub(crate) fn opt_secs(v: Option<f64>) -> String {

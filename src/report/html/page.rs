@@ -20,13 +20,9 @@ const MAX_CLOSEUPS: usize = 3;
 
 /// Whether the report's times need dates: the run crosses a UTC midnight.
 pub(crate) fn dated(s: &Summary) -> bool {
-    let span = s.timeline.span().map(|(a, b)| (a as f64, b as f64));
-    let times = s
-        .outages
-        .iter()
-        .flat_map(|o| [Some(o.start_unix), o.end_unix])
-        .chain([span.map(|s| s.0), span.map(|s| s.1)])
-        .flatten();
+    let span = s.timeline.span().map(|(a, b)| [a as f64, b as f64]);
+    let outages = (s.outages.iter()).flat_map(|o| [Some(o.start_unix), o.end_unix]);
+    let times = outages.flatten().chain(span.into_iter().flatten());
     let mut days = times.map(|t| (t / 86_400.0).floor() as i64);
     let first = days.next();
     days.any(|d| Some(d) != first)
