@@ -212,9 +212,32 @@ fn query_at_encoded(raw: &str) -> std::borrow::Cow<'_, str> {
 /// the password into the host (shown in logs and labels), hide the query's `sslmode` from
 /// pgdrill, or escape redaction. The error shows nothing before the last `@`.
 fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
-    let Some((scheme, after)) = url(raw) else {
-        return Ok(());
+    let refused = |why| {
+        Err(ConfigError::new(
+            "--dsn",
+            crate::secrets::redact_unparsed(raw).0,
+            why,
+        ))
     };
+    let Some((scheme, after)) = url(raw) else {
+        // Not key=value (whose first key cannot hold "://"): another scheme's URL.
+        return match raw.split_once("://") {
+            Some((s, _)) if !s.contains(|c: char| c == '=' || c.is_whitespace()) => refused(
+                format!("is a URL of scheme {s}://: libpq's start postgresql:// or postgres://"),
+            ),
+            _ => Ok(()),
+        };
+    };
+    // libpq refuses a `%` not followed by two hex digits; tokio-postgres would keep it as it is.
+    let escapes = after.split('%').skip(1);
+    if escapes
+        .map(|e| e.as_bytes())
+        .any(|e| !(e.len() >= 2 && e[..2].iter().all(u8::is_ascii_hexdigit)))
+    {
+        return refused(
+            "has a '%' not followed by two hex digits: write a literal % as %25".into(),
+        );
+    }
     let Some((user_info, rest)) = after.split_once('@') else {
         return Ok(());
     };

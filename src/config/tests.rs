@@ -10,6 +10,30 @@ pub(crate) fn args(extra: &[&str]) -> Result<Config, String> {
 }
 
 #[test]
+fn a_url_of_another_scheme_or_with_a_bad_percent_escape_is_refused() {
+    let e = dsn::parse(Some("mysql://u:s3cret@h/db"), |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--dsn") && e.contains("scheme mysql://"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+    for bad in [
+        "postgres://u:p%zzss@h/db",
+        "postgres://u@h/d%4",
+        "postgres://u@h/?application_name=5%",
+    ] {
+        let e = dsn::parse(Some(bad), |_| None).unwrap_err().to_string();
+        assert!(e.contains("--dsn") && e.contains("%25"), "{bad}: {e}");
+        assert!(!e.contains("zzss"), "{e}");
+    }
+    let t = dsn::parse(
+        Some("postgres://u:p%40ss@h/d%62?application_name=5%25"),
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!(t.pg.get_dbname(), Some("db"));
+}
+
+#[test]
 fn defaults_are_sensible() {
     let c = args(&[]).unwrap();
     assert_eq!(c.rate, Some(100.0));
