@@ -413,6 +413,7 @@ pub fn scrub_patterns(text: &str) -> String {
         };
         if group >= 4 && a_port_or_a_path(password.as_str(), group == 4)
             || group == 7 && a_word(password.as_str())
+            || group == 6 && own_field(&format!("{}\"", password.as_str()))
         {
             return all.as_str().to_string();
         }
@@ -427,17 +428,19 @@ pub fn scrub_patterns(text: &str) -> String {
             .next()
             .unwrap_or_default();
         let named = caps.name("key").expect("every match has its key");
-        if caps.name("option").is_some() && !word.starts_with('-') || !names_a_secret(&text, named)
-        {
-            // The key's first character is ASCII: the next one starts a character.
-            from = key.start() + 1;
-            continue;
-        }
         let value = caps
             .iter()
             .flatten()
             .last()
             .expect("every alternative captures its value");
+        if caps.name("option").is_some() && !word.starts_with('-')
+            || !names_a_secret(&text, named)
+            || own_field(&text[value.start()..])
+        {
+            // The key's first character is ASCII: the next one starts a character.
+            from = key.start() + 1;
+            continue;
+        }
         // An option's bare value (`--password=ab,cd`) is one shell word: it runs on past the
         // separators that end a value in JSON or YAML, to white space or a quote; one after
         // `key: ` (YAML's, `password: correct horse`) to the end of its line, a quote or
@@ -463,6 +466,20 @@ pub fn scrub_patterns(text: &str) -> String {
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// Whether `text` starts with a field pgdrill's text log writes after a message of others' text
+/// (a trigger's or a password command's output line), coloured at a terminal or not: no value of
+/// a key that line ended with.
+fn own_field(text: &str) -> bool {
+    ["event", "stream"].iter().any(|name| {
+        let plain = || text.strip_prefix(name)?.strip_prefix("=\"");
+        let coloured = || {
+            let t = text.strip_prefix("\x1b[3m")?.strip_prefix(name)?;
+            t.strip_prefix("\x1b[0m\x1b[2m=\x1b[0m\"")
+        };
+        plain().or_else(coloured).is_some()
+    })
 }
 
 /// The match `all` with its part `secret` redacted.

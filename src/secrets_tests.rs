@@ -593,3 +593,45 @@ fn a_secret_in_a_command_line_is_hidden_when_its_program_prints_it_alone() {
         "plain-words-here plain-words-there"
     );
 }
+
+#[test]
+fn an_output_line_ending_in_a_key_keeps_the_logs_own_fields() {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    for ansi in [false, true] {
+        for line in ["usage: mysql -p", "Enter password:", "see --password"] {
+            let buf = Buf::default();
+            let out = buf.clone();
+            let log = tracing_subscriber::fmt()
+                .with_ansi(ansi)
+                .with_writer(move || out.clone());
+            tracing::subscriber::with_default(log.finish(), || {
+                tracing::info!(
+                    event = "trigger_output",
+                    trigger = 1,
+                    stream = "stdout",
+                    "{line}"
+                );
+                tracing::info!(stream = "stderr", "--password-command: {line}");
+            });
+            let written = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+            let scrubbed = scrub_patterns(&written);
+            assert!(
+                !scrubbed.contains(REDACTED),
+                "ansi {ansi}: {written:?} -> {scrubbed:?}"
+            );
+        }
+    }
+    // What the fields' names are not: a secret after the key.
+    assert_eq!(scrub_patterns("mysql -p event=1"), "mysql -p REDACTED");
+    assert_eq!(scrub_patterns("password: stream"), "password: REDACTED");
+}
