@@ -436,6 +436,8 @@ pub fn scrub_patterns(text: &str) -> String {
         if caps.name("option").is_some() && !word.starts_with('-')
             || !names_a_secret(&text, named)
             || own_field(&text[value.start()..])
+            // The end of the JSON string the key stood in (`"Enter password:","next":…`).
+            || value.as_str().chars().all(|c| ",}]".contains(c))
         {
             // The key's first character is ASCII: the next one starts a character.
             from = key.start() + 1;
@@ -468,18 +470,14 @@ pub fn scrub_patterns(text: &str) -> String {
     out
 }
 
-/// Whether `text` starts with a field pgdrill's text log writes after a message of others' text
-/// (a trigger's or a password command's output line), coloured at a terminal or not: no value of
-/// a key that line ended with.
+/// Whether `text` starts with a string field as the text log writes it after others' text (a
+/// trigger's output line, a server's message), coloured at a terminal or not: `sqlstate="…`,
+/// not the value of a key that text ended with (`Enter password:`).
 fn own_field(text: &str) -> bool {
-    ["event", "stream"].iter().any(|name| {
-        let plain = || text.strip_prefix(name)?.strip_prefix("=\"");
-        let coloured = || {
-            let t = text.strip_prefix("\x1b[3m")?.strip_prefix(name)?;
-            t.strip_prefix("\x1b[0m\x1b[2m=\x1b[0m\"")
-        };
-        plain().or_else(coloured).is_some()
-    })
+    let text = text.strip_prefix("\x1b[3m").unwrap_or(text);
+    let name = text.find(|c: char| !(c.is_ascii_lowercase() || c == '_'));
+    let rest = &text[name.unwrap_or(0)..];
+    name >= Some(3) && (rest.starts_with("=\"") || rest.starts_with("\x1b[0m\x1b[2m=\x1b[0m\""))
 }
 
 /// The match `all` with its part `secret` redacted.

@@ -607,14 +607,19 @@ fn an_output_line_ending_in_a_key_keeps_the_logs_own_fields() {
             Ok(())
         }
     }
-    for ansi in [false, true] {
-        for line in ["usage: mysql -p", "Enter password:", "see --password"] {
+    for format in ["text", "coloured", "json"] {
+        for line in [
+            "usage: mysql -p",
+            "Enter password:",
+            "see --password",
+            "password: ",
+        ] {
             let buf = Buf::default();
             let out = buf.clone();
             let log = tracing_subscriber::fmt()
-                .with_ansi(ansi)
+                .with_ansi(format == "coloured")
                 .with_writer(move || out.clone());
-            tracing::subscriber::with_default(log.finish(), || {
+            let events = || {
                 tracing::info!(
                     event = "trigger_output",
                     trigger = 1,
@@ -622,16 +627,25 @@ fn an_output_line_ending_in_a_key_keeps_the_logs_own_fields() {
                     "{line}"
                 );
                 tracing::info!(stream = "stderr", "--password-command: {line}");
-            });
+                tracing::warn!(error = %line, sqlstate = "28P01", "cannot connect");
+            };
+            match format {
+                "json" => tracing::subscriber::with_default(log.json().finish(), events),
+                _ => tracing::subscriber::with_default(log.finish(), events),
+            }
             let written = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
             let scrubbed = scrub_patterns(&written);
             assert!(
                 !scrubbed.contains(REDACTED),
-                "ansi {ansi}: {written:?} -> {scrubbed:?}"
+                "{format}: {written:?} -> {scrubbed:?}"
             );
         }
     }
-    // What the fields' names are not: a secret after the key.
+    // What the fields look like, but are not: a secret after the key.
     assert_eq!(scrub_patterns("mysql -p event=1"), "mysql -p REDACTED");
     assert_eq!(scrub_patterns("password: stream"), "password: REDACTED");
+    assert_eq!(
+        scrub_patterns(r#"{"password":",x"}"#),
+        r#"{"password":"REDACTED"}"#
+    );
 }
