@@ -260,16 +260,6 @@ impl Machine {
         (elapsed >= span.as_secs_f64() * 0.5).then(|| (successes - s) as f64 / elapsed)
     }
 
-    /// Failures since the oldest sample within `span`; with none that recent (a healthy
-    /// machine looks rarely), since the newest sample before it.
-    fn failures_within(&self, now: Instant, span: Duration, failures: u64) -> u64 {
-        let within = self.within(now, span);
-        self.history
-            .get(within)
-            .or(self.history.back())
-            .map_or(0, |(_, _, f)| failures - f)
-    }
-
     /// When to look again if no outcome asks sooner: every [`TICK`] while anything moves;
     /// when healthy, when writes in flight since the last success would become a stall,
     /// and at least every [`IDLE_LOOK`].
@@ -314,7 +304,11 @@ impl Machine {
 
     /// Outside an outage and recovery: `degraded` after a recent failure, else `healthy`.
     fn settle(&mut self, now: Instant, ev: &Events, out: &mut Vec<Transition>) {
-        let recent = self.failures_within(now, DEGRADED_WINDOW, ev.failures) > 0
+        // Failures since the oldest sample within the window; with none that recent (a healthy
+        // machine looks rarely), since the newest sample before it.
+        let within = self.history.get(self.within(now, DEGRADED_WINDOW));
+        let since = within.or(self.history.back());
+        let recent = since.is_some_and(|(_, _, f)| ev.failures > *f)
             || ev.first_failure_since_success.is_some();
         let to = if recent {
             FailoverState::Degraded
@@ -383,18 +377,13 @@ impl Machine {
     /// Full rate: the success rate over the whole recovery window, which starts after the first
     /// success, reached 95 % of target; time to full rate runs to the start of that window.
     fn check_full_rate(&mut self, now: Instant, ev: &Events, out: &mut Vec<Transition>) {
-        let target = self
-            .thresholds
-            .target_rate
-            .unwrap_or(self.rate_before_outage);
         let first_success = self.recovered_at.unwrap_or(now);
         if now.saturating_duration_since(first_success) < RECOVERY_WINDOW {
             return;
         }
-        let rate = self
-            .success_rate(now, RECOVERY_WINDOW, ev.successes)
-            .unwrap_or(0.0);
-        if rate >= FULL_RATE * target {
+        let rate = self.success_rate(now, RECOVERY_WINDOW, ev.successes);
+        let target = self.thresholds.target_rate;
+        if rate.unwrap_or(0.0) >= FULL_RATE * target.unwrap_or(self.rate_before_outage) {
             out.push(Transition::FullRate {
                 first_success,
                 full_rate_at: now - RECOVERY_WINDOW,

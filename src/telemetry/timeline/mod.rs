@@ -343,12 +343,9 @@ impl Timeline {
             return;
         }
         if self.tiers[i].len() == cap {
-            if let Some(old) = self.tiers[i].pop_front() {
-                if i + 1 < TIERS.len() {
-                    self.push_tier(i + 1, old);
-                } else {
-                    self.dropped_buckets += 1;
-                }
+            match self.tiers[i].pop_front() {
+                Some(old) if i + 1 < TIERS.len() => self.push_tier(i + 1, old),
+                _ => self.dropped_buckets += 1,
             }
         }
         // Grown at most to the cap, so a deque's doubling never overshoots the bound.
