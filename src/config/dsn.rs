@@ -212,21 +212,34 @@ fn query_at_encoded(raw: &str) -> std::borrow::Cow<'_, str> {
 /// the password into the host (shown in logs and labels), hide the query's `sslmode` from
 /// pgdrill, or escape redaction. The error shows nothing before the last `@`.
 fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
-    let refused = |why| {
-        Err(ConfigError::new(
-            "--dsn",
-            crate::secrets::redact_unparsed(raw).0,
-            why,
-        ))
-    };
+    let refused = |shown, why| Err(ConfigError::new("--dsn", shown, why));
     let Some((scheme, after)) = url(raw) else {
-        // Not key=value (whose first key cannot hold "://"): another scheme's URL.
-        return match raw.split_once("://") {
-            Some((s, _)) if !s.contains(|c: char| c == '=' || c.is_whitespace()) => refused(
+        // Not key=value (whose first key cannot hold "://"): another scheme's URL, or none.
+        let other = (raw.split_once("://")).or_else(|| Some(("", raw.strip_prefix("//")?)));
+        let Some((s, rest)) =
+            other.filter(|(s, _)| !s.contains(|c: char| c == '=' || c.is_whitespace()))
+        else {
+            return Ok(());
+        };
+        // Named only if it reads as a scheme: a mistyped one may hold a password (`pg:/u:pw://`).
+        let named = s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+        let (scheme, why) = match named {
+            true => (
+                format!("{s}://"),
                 format!("is a URL of scheme {s}://: libpq's start postgresql:// or postgres://"),
             ),
-            _ => Ok(()),
+            false => (
+                "…".into(),
+                "is not a postgresql:// or postgres:// URL".into(),
+            ),
         };
+        let shown = match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}{REDACTED}@{host}"),
+            None => format!("{scheme}{rest}"),
+        };
+        return refused(shown, why);
     };
     // libpq refuses a `%` not followed by two hex digits; tokio-postgres would keep it as it is.
     let escapes = after.split('%').skip(1);
@@ -234,9 +247,8 @@ fn check_url_user_info(raw: &str) -> Result<(), ConfigError> {
         .map(|e| e.as_bytes())
         .any(|e| !(e.len() >= 2 && e[..2].iter().all(u8::is_ascii_hexdigit)))
     {
-        return refused(
-            "has a '%' not followed by two hex digits: write a literal % as %25".into(),
-        );
+        let why = "has a '%' not followed by two hex digits: write a literal % as %25";
+        return refused(crate::secrets::redact_unparsed(raw).0, why.into());
     }
     let Some((user_info, rest)) = after.split_once('@') else {
         return Ok(());

@@ -16,6 +16,12 @@ fn a_url_of_another_scheme_or_with_a_bad_percent_escape_is_refused() {
         .to_string();
     assert!(e.contains("--dsn") && e.contains("scheme mysql://"), "{e}");
     assert!(!e.contains("s3cret"), "{e}");
+    // No scheme, or a mistyped one holding the password: not named, the password not shown.
+    for bad in ["//u:hunter2@h/db", "postgres:/u:hun://ter2@h/db"] {
+        let e = dsn::parse(Some(bad), |_| None).unwrap_err().to_string();
+        assert!(e.contains("not a postgresql:// or postgres:// URL"), "{e}");
+        assert!(!e.contains("hun") && !e.contains("ter2"), "{e}");
+    }
     for bad in [
         "postgres://u:p%zzss@h/db",
         "postgres://u@h/d%4",
