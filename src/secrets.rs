@@ -403,6 +403,7 @@ pub fn scrub_patterns(text: &str) -> String {
     let text = redact_program_passwords(&text);
     let text = PASSWORD_OPTION.replace_all(&text, |caps: &regex::Captures| {
         let all = caps.get(0).expect("group 0 is the match");
+        let option_end = all.start() + all.as_str().find("-p").unwrap_or(0) + 2;
         let (group, password) = (1..caps.len())
             .find_map(|i| caps.get(i).map(|m| (i, m)))
             .unwrap_or((0, all));
@@ -413,7 +414,7 @@ pub fn scrub_patterns(text: &str) -> String {
         };
         if group >= 4 && a_port_or_a_path(password.as_str(), group == 4)
             || group == 7 && a_word(password.as_str())
-            || group == 6 && own_field(&format!("{}\"", password.as_str()))
+            || (5..=6).contains(&group) && log_structure(&text, option_end, password)
         {
             return all.as_str().to_string();
         }
@@ -435,9 +436,7 @@ pub fn scrub_patterns(text: &str) -> String {
             .expect("every alternative captures its value");
         if caps.name("option").is_some() && !word.starts_with('-')
             || !names_a_secret(&text, named)
-            || own_field(&text[value.start()..])
-            // The end of the JSON string the key stood in (`"Enter password:","next":…`).
-            || value.as_str().chars().all(|c| ",}]".contains(c))
+            || log_structure(&text, named.end(), value)
         {
             // The key's first character is ASCII: the next one starts a character.
             from = key.start() + 1;
@@ -470,14 +469,29 @@ pub fn scrub_patterns(text: &str) -> String {
     out
 }
 
-/// Whether `text` starts with a string field as the text log writes it after others' text (a
-/// trigger's output line, a server's message), coloured at a terminal or not: `sqlstate="…`,
-/// not the value of a key that text ended with (`Enter password:`).
-fn own_field(text: &str) -> bool {
-    let text = text.strip_prefix("\x1b[3m").unwrap_or(text);
-    let name = text.find(|c: char| !(c.is_ascii_lowercase() || c == '_'));
-    let rest = &text[name.unwrap_or(0)..];
-    name >= Some(3) && (rest.starts_with("=\"") || rest.starts_with("\x1b[0m\x1b[2m=\x1b[0m\""))
+/// Whether what a pattern took for the value of the key ending at `key_end` is the log line's own
+/// structure: others' text (a trigger's output line, a server's message) that ends in a key
+/// (`Enter password:`, `-p`) is followed by the end of the JSON string it stands in, or by the
+/// text format's next string field (`stream="stdout"`, coloured at a terminal or not).
+fn log_structure(text: &str, key_end: usize, value: regex::Match) -> bool {
+    let sep = &text[key_end..value.start()];
+    let line = &text[text[..key_end].rfind('\n').map_or(0, |i| i + 1)..key_end];
+    if sep.ends_with('"') && !sep.ends_with("\\\"") {
+        // An unescaped quote in a JSON string ends it; the key stands in one after an odd
+        // number of unescaped quotes (a quoted key's own closing quote starts `sep`).
+        let quotes = line
+            .match_indices('"')
+            .filter(|(i, _)| !line[..*i].ends_with('\\'));
+        return line.starts_with('{') && !sep.starts_with('"') && quotes.count() % 2 == 1;
+    }
+    let field = text[value.start()..].strip_prefix("\x1b[3m");
+    let field = field.unwrap_or(&text[value.start()..]);
+    let name = field.find(|c: char| !(c.is_ascii_lowercase() || c == '_'));
+    let rest = &field[name.unwrap_or(0)..];
+    sep.ends_with(char::is_whitespace)
+        && sep.trim().len() <= 1
+        && name >= Some(3)
+        && (rest.starts_with("=\"") || rest.starts_with("\x1b[0m\x1b[2m=\x1b[0m\""))
 }
 
 /// The match `all` with its part `secret` redacted.
