@@ -275,7 +275,9 @@ fn value(not_first: &str) -> String {
     };
     let bare = r#"[^[:space:],;&})"'\\"#;
     let (double, single) = (quoted('"'), quoted('\''));
-    format!(r"(?:{double}|{single}|(?:{schemes})({bare}]+)|({bare}{not_first}]{bare}]*))")
+    // Quoted inside a JSON string (a JSON log line's server message): to the escaped quote.
+    let escaped = format!(r#"\\"([^"\\{not_first}][^"\\]*)"#);
+    format!(r"(?:{escaped}|{double}|{single}|(?:{schemes})({bare}]+)|({bare}{not_first}]{bare}]*))")
 }
 
 /// A URL's user info: `scheme://user:password@` (group 1 or 2 all but the password). For

@@ -656,6 +656,8 @@ fn an_output_line_ending_in_a_key_keeps_the_logs_own_fields() {
         (r#"Authorization: Bearer abc="x""#, "abc"),
         ("sshpass -p letmein= ssh db1", "letmein"),
         (r#"{"message":"run -p \"s3cret\" now"}"#, "s3cret"),
+        (r#"{"error":"token: \"s3cret\" n"}"#, "s3cret"),
+        (r#"{"error":"password=\"s3cret\""}"#, "s3cret"),
     ] {
         let got = scrub_patterns(leak);
         assert!(!got.contains(secret), "{leak} -> {got}");
