@@ -243,7 +243,7 @@ impl Connector {
 pub(super) struct Claim {
     connector: Arc<Connector>,
     endpoint: Endpoint,
-    pub(super) started: Instant,
+    started: Instant,
     done: bool,
 }
 
